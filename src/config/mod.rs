@@ -1,0 +1,452 @@
+//! Gyre's configuration: one immutable [`Config`] built at start-up from defaults, a config
+//! file (JSON, TOML or YAML), `CENTRIFUGO_*`/`GYRE_*` environment variables and CLI flags.
+//!
+//! Field names follow Centrifugo v6's nested option names (`http_api.key`,
+//! `client.token.hmac_secret_key`, `channel.namespaces`, ...). The loader in [`load`] also
+//! accepts the v5 flat names and maps them here. Every worker reads the same `Arc<Config>`;
+//! nothing in it changes after start-up.
+
+pub mod duration;
+pub mod load;
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+pub use load::{load, LoadOptions, Loaded};
+
+use crate::error::ApiError;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Number of worker threads (event loops). 0 = number of CPU cores.
+    pub workers: usize,
+    pub http_server: HttpServer,
+    pub log: Log,
+    pub http_api: HttpApi,
+    pub client: Client,
+    pub channel: Channel,
+    pub engine: Engine,
+    pub admin: Admin,
+    pub prometheus: Enabled,
+    pub health: Enabled,
+    pub grpc_api: GrpcApi,
+    pub websocket: Websocket,
+    pub node: Node,
+    pub shutdown: Shutdown,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            workers: 0,
+            http_server: HttpServer::default(),
+            log: Log::default(),
+            http_api: HttpApi::default(),
+            client: Client::default(),
+            channel: Channel::default(),
+            engine: Engine::default(),
+            admin: Admin::default(),
+            prometheus: Enabled::default(),
+            health: Enabled::default(),
+            grpc_api: GrpcApi::default(),
+            websocket: Websocket::default(),
+            node: Node::default(),
+            shutdown: Shutdown::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpServer {
+    /// Listen address; "" means all interfaces (0.0.0.0).
+    pub address: String,
+    pub port: u16,
+    /// Maximum size of an HTTP request head in bytes.
+    pub max_head_size: usize,
+}
+
+impl Default for HttpServer {
+    fn default() -> Self {
+        HttpServer { address: String::new(), port: 8000, max_head_size: 16 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Log {
+    /// trace | debug | info | warn | error | fatal | none
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpApi {
+    pub disabled: bool,
+    pub handler_prefix: String,
+    pub key: String,
+    pub insecure: bool,
+    /// "" (errors inside HTTP 200) or "transport" (HTTP status codes).
+    pub error_mode: String,
+    /// Largest body accepted by `POST /api/<method>` (and by a non-streamed request), bytes.
+    pub max_body_size: usize,
+    /// Largest single command line in a legacy `POST /api` stream, bytes.
+    pub max_command_size: usize,
+    /// Largest total legacy stream body, bytes; 0 = unlimited (the stream is processed in
+    /// bounded memory whatever its length).
+    pub max_stream_size: u64,
+}
+
+impl Default for HttpApi {
+    fn default() -> Self {
+        HttpApi {
+            disabled: false,
+            handler_prefix: "/api".into(),
+            key: String::new(),
+            insecure: false,
+            error_mode: String::new(),
+            max_body_size: 16 * 1024 * 1024,
+            max_command_size: 1024 * 1024,
+            max_stream_size: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Token {
+    pub hmac_secret_key: String,
+    pub audience: String,
+    pub issuer: String,
+    pub user_id_claim: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Client {
+    pub token: Token,
+    pub subscription_token: SubscriptionToken,
+    pub insecure: bool,
+    pub allow_anonymous_connect_without_token: bool,
+    pub disallow_anonymous_connection_tokens: bool,
+    #[serde(with = "duration")]
+    pub ping_interval: Duration,
+    #[serde(with = "duration")]
+    pub pong_timeout: Duration,
+    #[serde(with = "duration")]
+    pub expired_close_delay: Duration,
+    #[serde(with = "duration")]
+    pub expired_sub_close_delay: Duration,
+    #[serde(with = "duration")]
+    pub stale_close_delay: Duration,
+    pub channel_limit: usize,
+    pub user_connection_limit: usize,
+    pub connection_limit: usize,
+    pub queue_max_size: usize,
+    pub history_max_publication_limit: usize,
+    pub recovery_max_publication_limit: usize,
+    pub allowed_origins: Vec<String>,
+    pub subscribe_to_user_personal_channel: PersonalChannel,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client {
+            token: Token::default(),
+            subscription_token: SubscriptionToken::default(),
+            insecure: false,
+            allow_anonymous_connect_without_token: false,
+            disallow_anonymous_connection_tokens: false,
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(8),
+            expired_close_delay: Duration::from_secs(25),
+            expired_sub_close_delay: Duration::from_secs(25),
+            stale_close_delay: Duration::from_secs(10),
+            channel_limit: 128,
+            user_connection_limit: 0,
+            connection_limit: 0,
+            queue_max_size: 1_048_576,
+            history_max_publication_limit: 300,
+            recovery_max_publication_limit: 300,
+            allowed_origins: Vec::new(),
+            subscribe_to_user_personal_channel: PersonalChannel::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SubscriptionToken {
+    pub enabled: bool,
+    pub hmac_secret_key: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PersonalChannel {
+    pub enabled: bool,
+    pub personal_channel_namespace: String,
+    pub single_connection: bool,
+}
+
+/// Options of a channel namespace (or of channels without namespace). All default off.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ChannelOptions {
+    pub presence: bool,
+    pub join_leave: bool,
+    pub force_push_join_leave: bool,
+    pub history_size: usize,
+    #[serde(with = "duration")]
+    pub history_ttl: Duration,
+    /// 0 = use `channel.history_meta_ttl`.
+    #[serde(with = "duration")]
+    pub history_meta_ttl: Duration,
+    pub force_positioning: bool,
+    pub allow_positioning: bool,
+    pub force_recovery: bool,
+    pub allow_recovery: bool,
+    pub force_recovery_mode: String,
+    pub allow_subscribe_for_client: bool,
+    pub allow_subscribe_for_anonymous: bool,
+    pub allow_publish_for_client: bool,
+    pub allow_publish_for_subscriber: bool,
+    pub allow_publish_for_anonymous: bool,
+    pub allow_presence_for_client: bool,
+    pub allow_presence_for_subscriber: bool,
+    pub allow_presence_for_anonymous: bool,
+    pub allow_history_for_client: bool,
+    pub allow_history_for_subscriber: bool,
+    pub allow_history_for_anonymous: bool,
+    pub allow_user_limited_channels: bool,
+    pub channel_regex: String,
+}
+
+impl ChannelOptions {
+    /// History is on when both size and TTL are positive.
+    pub fn history_enabled(&self) -> bool {
+        self.history_size > 0 && !self.history_ttl.is_zero()
+    }
+}
+
+/// A named namespace: `name` plus its options (flattened, as in Centrifugo configs).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Namespace {
+    pub name: String,
+    #[serde(flatten)]
+    pub options: ChannelOptions,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Channel {
+    pub max_length: usize,
+    pub private_prefix: String,
+    pub namespace_boundary: String,
+    pub user_boundary: String,
+    pub user_separator: String,
+    #[serde(with = "duration")]
+    pub history_meta_ttl: Duration,
+    pub without_namespace: ChannelOptions,
+    pub namespaces: Vec<Namespace>,
+}
+
+impl Default for Channel {
+    fn default() -> Self {
+        Channel {
+            max_length: 255,
+            private_prefix: "$".into(),
+            namespace_boundary: ":".into(),
+            user_boundary: "#".into(),
+            user_separator: ",".into(),
+            history_meta_ttl: Duration::from_secs(720 * 3600),
+            without_namespace: ChannelOptions::default(),
+            namespaces: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Engine {
+    /// "memory" (default) or "redis".
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub redis: Redis,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine { kind: "memory".into(), redis: Redis::default() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Redis {
+    pub address: Vec<String>,
+    pub prefix: String,
+    pub password: String,
+    pub user: String,
+    pub db: u32,
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    #[serde(with = "duration")]
+    pub io_timeout: Duration,
+    #[serde(with = "duration")]
+    pub presence_ttl: Duration,
+    pub tls: RedisTls,
+}
+
+impl Default for Redis {
+    fn default() -> Self {
+        Redis {
+            address: vec!["redis://127.0.0.1:6379".into()],
+            prefix: "centrifugo".into(),
+            password: String::new(),
+            user: String::new(),
+            db: 0,
+            connect_timeout: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(4),
+            presence_ttl: Duration::from_secs(60),
+            tls: RedisTls::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisTls {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Admin {
+    pub enabled: bool,
+    pub password: String,
+    pub secret: String,
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Enabled {
+    pub enabled: bool,
+}
+
+impl Default for Enabled {
+    fn default() -> Self {
+        Enabled { enabled: false }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GrpcApi {
+    pub enabled: bool,
+    pub port: u16,
+    pub key: String,
+}
+
+impl Default for GrpcApi {
+    fn default() -> Self {
+        GrpcApi { enabled: false, port: 10000, key: String::new() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Websocket {
+    pub disabled: bool,
+    pub handler_prefix: String,
+    pub message_size_limit: usize,
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
+}
+
+impl Default for Websocket {
+    fn default() -> Self {
+        Websocket {
+            disabled: false,
+            handler_prefix: "/connection/websocket".into(),
+            message_size_limit: 65536,
+            write_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Node {
+    /// Node name shown by `info`; "" = `<hostname>_<port>`.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Shutdown {
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown { timeout: Duration::from_secs(30) }
+    }
+}
+
+/// What a channel name resolves to.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolved<'a> {
+    pub options: &'a ChannelOptions,
+    /// Index in `channel.namespaces`, `None` for channels without namespace.
+    pub namespace: Option<usize>,
+}
+
+impl Config {
+    /// Effective number of workers (0 → CPU count), at least 1.
+    pub fn worker_count(&self) -> usize {
+        if self.workers == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            self.workers
+        }
+    }
+
+    /// Resolves the channel's namespace options: the text before the first namespace boundary
+    /// (after the private prefix) names the namespace; no boundary → `without_namespace`.
+    /// Unknown namespace → 102.
+    pub fn resolve_channel<'a>(&'a self, channel: &str) -> Result<Resolved<'a>, ApiError> {
+        let c = &self.channel;
+        let name = channel.strip_prefix(c.private_prefix.as_str()).filter(|_| !c.private_prefix.is_empty()).unwrap_or(channel);
+        let ns = if c.namespace_boundary.is_empty() { None } else { name.find(c.namespace_boundary.as_str()).map(|i| &name[..i]) };
+        match ns {
+            None => Ok(Resolved { options: &c.without_namespace, namespace: None }),
+            Some(ns) => c
+                .namespaces
+                .iter()
+                .position(|n| n.name == ns)
+                .map(|i| Resolved { options: &c.namespaces[i].options, namespace: Some(i) })
+                .ok_or(ApiError::UNKNOWN_CHANNEL),
+        }
+    }
+
+    /// History meta TTL for these options (namespace value or the channel-wide default).
+    pub fn history_meta_ttl(&self, o: &ChannelOptions) -> Duration {
+        if o.history_meta_ttl.is_zero() {
+            self.channel.history_meta_ttl
+        } else {
+            o.history_meta_ttl
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Gyre: a real-time messaging server compatible with Centrifugo, built thread-per-core on
+//! monoio. See `ARCHITECTURE.md` for the data path and the ordering invariants.
+
+pub mod config;
+pub mod error;
