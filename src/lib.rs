@@ -1,7 +1,11 @@
 //! Gyre: a real-time messaging server compatible with Centrifugo, built thread-per-core on
 //! monoio. See `ARCHITECTURE.md` for the data path and the ordering invariants.
 
+pub mod api;
 pub mod config;
+pub mod engine;
 pub mod error;
+pub mod http;
 pub mod runtime;
+pub mod shard;
 pub mod token;

@@ -1,5 +1,213 @@
-//! Placeholder for the runtime.
+//! Threads and event loops: the only place threads are spawned.
+//!
+//! [`run`] binds one SO_REUSEPORT listener per worker (so bind errors surface before anything
+//! starts), then starts W worker threads, each running its own monoio runtime (io_uring when
+//! the kernel allows it, epoll otherwise) with: an accept loop, the inbox loop, the outbox
+//! flusher and a sweeper of expired channel state.
+
+pub mod inbox;
+pub mod notify;
+pub mod worker;
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
 use crate::config::Config;
 use crate::error::Error;
+use worker::{Msg, NodeShared, Worker};
+
+/// Which I/O driver the workers run on.
+pub fn driver_name() -> &'static str {
+    if monoio::utils::detect_uring() {
+        "io_uring"
+    } else {
+        "epoll"
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<StdListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+/// Binds one listener per worker on the configured address. With port 0 the first bind
+/// picks the port and the others share it.
+pub fn bind_listeners(cfg: &Config, n: usize) -> Result<Vec<StdListener>, Error> {
+    let host = if cfg.http_server.address.is_empty() { "0.0.0.0" } else { cfg.http_server.address.as_str() };
+    let ip: std::net::IpAddr = host
+        .parse()
+        .or_else(|_| {
+            use std::net::ToSocketAddrs;
+            (host, 0).to_socket_addrs().ok().and_then(|mut a| a.next()).map(|a| a.ip()).ok_or(())
+        })
+        .map_err(|_| Error::config(format!("http_server.address: cannot resolve {host:?}")))?;
+    let mut addr = SocketAddr::new(ip, cfg.http_server.port);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let l = bind(addr).map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot listen on {addr}: {e}")))?;
+        addr = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
 /// Runs the server until SIGINT/SIGTERM. Blocks the calling thread.
-pub fn run(_cfg: Config) -> Result<(), Error> { Ok(()) }
+pub fn run(cfg: Config) -> Result<(), Error> {
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.try_send(());
+    })
+    .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot install signal handler: {e}")))?;
+    let server = start(cfg)?;
+    let _ = stop_rx.recv();
+    tracing::info!("shutting down");
+    server.stop();
+    Ok(())
+}
+
+/// A started server: its address and the handles to stop it.
+pub struct Server {
+    pub addr: SocketAddr,
+    node: Arc<NodeShared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Asks every worker to stop and waits (bounded) for them.
+    pub fn stop(self) {
+        for m in &self.node.mailboxes {
+            m.send(vec![Msg::Shutdown]);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for t in self.threads {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Binds and starts the workers; returns once they are accepting.
+pub fn start(cfg: Config) -> Result<Server, Error> {
+    let n = cfg.worker_count();
+    let listeners = bind_listeners(&cfg, n)?;
+    let addr = listeners[0].local_addr()?;
+    let cfg = Arc::new(cfg);
+    let mut mailboxes = Vec::with_capacity(n);
+    let mut inboxes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (m, i) = inbox::inbox();
+        mailboxes.push(m);
+        inboxes.push(i);
+    }
+    let host = hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+    let node = Arc::new(NodeShared {
+        uid: uuid::Uuid::new_v4().to_string(),
+        name: if cfg.node.name.is_empty() { format!("{host}_{}", addr.port()) } else { cfg.node.name.clone() },
+        version: format!("{} OSS", env!("CARGO_PKG_VERSION")),
+        started: Instant::now(),
+        mailboxes,
+    });
+    let driver = driver_name();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        workers = n,
+        driver,
+        engine = cfg.engine.kind.as_str(),
+        address = %addr,
+        "Gyre started"
+    );
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), String>>(n);
+    let mut threads = Vec::with_capacity(n);
+    for (id, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
+        let cfg = cfg.clone();
+        let node = node.clone();
+        let ready = ready_tx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("gyre-worker-{id}"))
+            .spawn(move || {
+                let mut rt = match monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().with_entries(4096).build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready.send(Err(format!("worker {id}: cannot start event loop: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(worker_main(id, cfg, node, listener, inbox, ready));
+            })
+            .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot spawn worker: {e}")))?;
+        threads.push(t);
+    }
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::new(crate::error::ErrorKind::Io, e)),
+            Err(_) => return Err(Error::new(crate::error::ErrorKind::Io, "a worker exited during start-up")),
+        }
+    }
+    Ok(Server { addr, node, threads })
+}
+
+async fn worker_main(
+    id: usize,
+    cfg: Arc<Config>,
+    node: Arc<NodeShared>,
+    listener: StdListener,
+    inbox: inbox::Inbox<Msg>,
+    ready: crossbeam_channel::Sender<Result<(), String>>,
+) {
+    let listener = match monoio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("worker {id}: listener: {e}")));
+            return;
+        }
+    };
+    let w = Rc::new(Worker::new(id, cfg, node));
+    monoio::spawn(w.clone().run_inbox(inbox));
+    monoio::spawn(w.clone().run_flusher());
+    monoio::spawn(sweeper(w.clone()));
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    let accept = {
+        let w = w.clone();
+        async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _peer)) => {
+                        monoio::spawn(crate::http::serve::serve(w.clone(), stream));
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(worker = id, error = %e, "accept failed");
+                        monoio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+    };
+    monoio::select! {
+        _ = accept => {}
+        _ = w.shutdown_notify.wait() => {}
+    }
+}
+
+/// Frees expired channel state a little at a time.
+async fn sweeper(w: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        w.shard.borrow_mut().sweep(Instant::now(), 2048);
+    }
+}

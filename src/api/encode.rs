@@ -1,0 +1,301 @@
+//! JSON encoding of server API replies, written straight into a byte buffer.
+//!
+//! Field names and which fields are always present follow Centrifugo's JSON API exactly
+//! (`history` always has `publications`, `epoch`, `offset`; `presence_stats` always has both
+//! counts; `channels` always has `channels`). Raw payloads are written byte-for-byte.
+
+use base64::Engine as _;
+
+use super::*;
+
+/// Writes a JSON string literal.
+pub fn string(out: &mut Vec<u8>, s: &str) {
+    // serde_json's escaper is correct for every code point and fast on plain ASCII.
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
+fn int(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// `{"code":N,"message":"..."}` (+ `"temporary":true` when set).
+pub fn error(out: &mut Vec<u8>, e: &ApiError) {
+    out.extend_from_slice(b"{\"code\":");
+    int(out, e.code as u64);
+    out.extend_from_slice(b",\"message\":");
+    string(out, e.message);
+    if e.temporary {
+        out.extend_from_slice(b",\"temporary\":true");
+    }
+    out.push(b'}');
+}
+
+fn payload_field(out: &mut Vec<u8>, name: &str, p: &Payload) {
+    if p.binary {
+        out.push(b'"');
+        out.extend_from_slice(b"b64");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":\"");
+        out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(&p.bytes).as_bytes());
+        out.push(b'"');
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(&p.bytes);
+    }
+}
+
+fn position(out: &mut Vec<u8>, p: &StreamPosition) {
+    out.extend_from_slice(b"{\"offset\":");
+    int(out, p.offset);
+    out.extend_from_slice(b",\"epoch\":");
+    string(out, &p.epoch);
+    out.push(b'}');
+}
+
+/// `ClientInfo` JSON: `user` and `client` always, infos when present.
+pub fn client_info(out: &mut Vec<u8>, c: &ClientInfo) {
+    out.extend_from_slice(b"{\"user\":");
+    string(out, &c.user);
+    out.extend_from_slice(b",\"client\":");
+    string(out, &c.client);
+    if let Some(i) = &c.conn_info {
+        out.extend_from_slice(b",\"conn_info\":");
+        out.extend_from_slice(i);
+    }
+    if let Some(i) = &c.chan_info {
+        out.extend_from_slice(b",\"chan_info\":");
+        out.extend_from_slice(i);
+    }
+    out.push(b'}');
+}
+
+/// `{"k":"v",...}` for publication tags.
+pub fn tags(out: &mut Vec<u8>, t: &Tags) {
+    out.push(b'{');
+    for (i, (k, v)) in t.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, k);
+        out.push(b':');
+        string(out, v);
+    }
+    out.push(b'}');
+}
+
+/// A history publication: `{"data":..,"info":..?,"offset":N,"tags":{..}?}`.
+pub fn publication(out: &mut Vec<u8>, p: &Publication) {
+    out.push(b'{');
+    payload_field(out, "data", &p.data);
+    if let Some(info) = &p.info {
+        out.extend_from_slice(b",\"info\":");
+        client_info(out, info);
+    }
+    if p.offset > 0 {
+        out.extend_from_slice(b",\"offset\":");
+        int(out, p.offset);
+    }
+    if let Some(t) = &p.tags {
+        out.extend_from_slice(b",\"tags\":");
+        tags(out, t);
+    }
+    out.push(b'}');
+}
+
+fn publish_result(out: &mut Vec<u8>, p: &Option<StreamPosition>) {
+    match p {
+        Some(pos) => position(out, pos),
+        None => out.extend_from_slice(b"{}"),
+    }
+}
+
+/// The result object of a successful command.
+pub fn result(out: &mut Vec<u8>, r: &Res) {
+    match r {
+        Res::Empty => out.extend_from_slice(b"{}"),
+        Res::Publish(p) => publish_result(out, p),
+        Res::Broadcast(items) => {
+            out.extend_from_slice(b"{\"responses\":[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                match item {
+                    Ok(p) => {
+                        out.extend_from_slice(b"{\"result\":");
+                        publish_result(out, p);
+                        out.push(b'}');
+                    }
+                    Err(e) => {
+                        out.extend_from_slice(b"{\"error\":");
+                        error(out, e);
+                        out.push(b'}');
+                    }
+                }
+            }
+            out.extend_from_slice(b"]}");
+        }
+        Res::Presence(clients) => {
+            out.extend_from_slice(b"{\"presence\":{");
+            for (i, c) in clients.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                string(out, &c.client);
+                out.push(b':');
+                client_info(out, c);
+            }
+            out.extend_from_slice(b"}}");
+        }
+        Res::PresenceStats { num_clients, num_users } => {
+            out.extend_from_slice(b"{\"num_clients\":");
+            int(out, *num_clients);
+            out.extend_from_slice(b",\"num_users\":");
+            int(out, *num_users);
+            out.push(b'}');
+        }
+        Res::History { publications, position } => {
+            out.extend_from_slice(b"{\"publications\":[");
+            for (i, p) in publications.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                publication(out, p);
+            }
+            out.extend_from_slice(b"],\"epoch\":");
+            string(out, &position.epoch);
+            out.extend_from_slice(b",\"offset\":");
+            int(out, position.offset);
+            out.push(b'}');
+        }
+        Res::Channels(list) => {
+            out.extend_from_slice(b"{\"channels\":{");
+            for (i, (name, n)) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                string(out, name);
+                out.extend_from_slice(b":{\"num_clients\":");
+                int(out, *n);
+                out.push(b'}');
+            }
+            out.extend_from_slice(b"}}");
+        }
+        Res::Info(nodes) => {
+            out.extend_from_slice(b"{\"nodes\":[");
+            for (i, n) in nodes.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"uid\":");
+                string(out, &n.uid);
+                out.extend_from_slice(b",\"name\":");
+                string(out, &n.name);
+                out.extend_from_slice(b",\"version\":");
+                string(out, &n.version);
+                for (k, v) in [
+                    ("num_clients", n.num_clients),
+                    ("num_users", n.num_users),
+                    ("num_channels", n.num_channels),
+                    ("num_subs", n.num_subs),
+                ] {
+                    out.extend_from_slice(b",\"");
+                    out.extend_from_slice(k.as_bytes());
+                    out.extend_from_slice(b"\":");
+                    int(out, v);
+                }
+                if n.uptime > 0 {
+                    out.extend_from_slice(b",\"uptime\":");
+                    int(out, n.uptime);
+                }
+                out.push(b'}');
+            }
+            out.extend_from_slice(b"]}");
+        }
+        Res::Batch(replies) => {
+            out.extend_from_slice(b"{\"replies\":[");
+            for (i, (m, r)) in replies.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                match (m, r) {
+                    (Some(m), Ok(res)) => {
+                        out.extend_from_slice(b"{\"");
+                        out.extend_from_slice(m.name().as_bytes());
+                        out.extend_from_slice(b"\":");
+                        result(out, res);
+                        out.push(b'}');
+                    }
+                    (_, Err(e)) => {
+                        out.extend_from_slice(b"{\"error\":");
+                        error(out, e);
+                        out.push(b'}');
+                    }
+                    (None, Ok(_)) => out.extend_from_slice(b"{}"),
+                }
+            }
+            out.extend_from_slice(b"]}");
+        }
+    }
+}
+
+/// New-style body: `{"result":..}` or `{"error":..}`.
+pub fn reply(out: &mut Vec<u8>, r: &Reply) {
+    match r {
+        Ok(res) => {
+            out.extend_from_slice(b"{\"result\":");
+            result(out, res);
+            out.push(b'}');
+        }
+        Err(e) => {
+            out.extend_from_slice(b"{\"error\":");
+            error(out, e);
+            out.push(b'}');
+        }
+    }
+}
+
+/// Legacy line reply: like [`reply`] with `"id":N` first when `id` is non-zero.
+pub fn legacy_reply(out: &mut Vec<u8>, id: u32, r: &Reply) {
+    if id == 0 {
+        return reply(out, r);
+    }
+    out.extend_from_slice(b"{\"id\":");
+    int(out, id as u64);
+    match r {
+        Ok(res) => {
+            out.extend_from_slice(b",\"result\":");
+            result(out, res);
+        }
+        Err(e) => {
+            out.extend_from_slice(b",\"error\":");
+            error(out, e);
+        }
+    }
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut v = Vec::new();
+        f(&mut v);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn shapes() {
+        assert_eq!(s(|o| reply(o, &Ok(Res::Publish(None)))), r#"{"result":{}}"#);
+        let pos = StreamPosition { offset: 3, epoch: "ab".into() };
+        assert_eq!(s(|o| legacy_reply(o, 7, &Ok(Res::Publish(Some(pos))))), r#"{"id":7,"result":{"offset":3,"epoch":"ab"}}"#);
+        assert_eq!(s(|o| legacy_reply(o, 0, &Err(ApiError::BAD_REQUEST))), r#"{"error":{"code":107,"message":"bad request"}}"#);
+        assert_eq!(
+            s(|o| reply(o, &Ok(Res::Batch(vec![(Some(Method::Publish), Ok(Res::Publish(None))), (None, Err(ApiError::UNKNOWN_CHANNEL))])))),
+            r#"{"result":{"replies":[{"publish":{}},{"error":{"code":102,"message":"unknown channel"}}]}}"#
+        );
+    }
+}

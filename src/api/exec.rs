@@ -1,0 +1,231 @@
+//! The transport-agnostic executor: validates a [`Command`] against the config, routes it to
+//! the owner of its channel (or to every worker for node-wide commands) and produces a
+//! [`Reply`]. HTTP (both styles), `batch` and later gRPC all come through here.
+//!
+//! Single-channel commands take [`dispatch`], which needs no task or future: the result is
+//! delivered to a reply slot by tag. Commands that span channels or workers take [`exec`].
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::{Command, Method, Publish, Reply, Res};
+use crate::config::{ChannelOptions, Config};
+use crate::error::ApiError;
+use crate::runtime::worker::{Op, Survey, Tag, Worker};
+use crate::shard::{owner_of, ShardOp};
+
+/// Checks the channel name and resolves its namespace: too long → 107, unknown → 102.
+pub fn check_channel<'a>(cfg: &'a Config, channel: &str) -> Result<&'a ChannelOptions, ApiError> {
+    if channel.is_empty() || channel.len() > cfg.channel.max_length {
+        return Err(ApiError::BAD_REQUEST);
+    }
+    Ok(cfg.resolve_channel(channel)?.options)
+}
+
+/// Maps a single-channel command to its owner-side operation after validation.
+/// `Ok(Err(cmd))` gives back a command that is not single-channel.
+fn single(cfg: &Config, cmd: Command) -> Result<Result<(Box<str>, ShardOp), Command>, ApiError> {
+    Ok(Ok(match cmd {
+        Command::Publish(p) => {
+            check_channel(cfg, &p.channel)?;
+            (p.channel.clone(), ShardOp::Publish(p))
+        }
+        Command::History(h) => {
+            if !check_channel(cfg, &h.channel)?.history_enabled() {
+                return Err(ApiError::NOT_AVAILABLE);
+            }
+            if h.reverse && h.since.as_ref().is_some_and(|s| s.offset == 0) {
+                return Err(ApiError::BAD_REQUEST);
+            }
+            (h.channel.clone(), ShardOp::History(h))
+        }
+        Command::HistoryRemove { channel } => {
+            if !check_channel(cfg, &channel)?.history_enabled() {
+                return Err(ApiError::NOT_AVAILABLE);
+            }
+            (channel.clone(), ShardOp::HistoryRemove(channel))
+        }
+        Command::Presence { channel } => {
+            if !check_channel(cfg, &channel)?.presence {
+                return Err(ApiError::NOT_AVAILABLE);
+            }
+            (channel.clone(), ShardOp::Presence(channel))
+        }
+        Command::PresenceStats { channel } => {
+            if !check_channel(cfg, &channel)?.presence {
+                return Err(ApiError::NOT_AVAILABLE);
+            }
+            (channel.clone(), ShardOp::PresenceStats(channel))
+        }
+        Command::Rpc { .. } => return Err(ApiError::NOT_FOUND),
+        other => return Ok(Err(other)),
+    }))
+}
+
+/// Fast path: validates and routes a single-channel command; its result reaches `tag` (maybe
+/// before this returns). Gives the command back when it needs [`exec`] instead.
+pub fn dispatch(w: &Worker, cmd: Command, tag: Tag) -> Result<(), Command> {
+    match single(&w.cfg, cmd) {
+        Err(e) => w.complete(tag, Err(e)),
+        Ok(Ok((channel, op))) => w.submit(owner_of(&channel, w.workers), Op::Shard(op), tag),
+        Ok(Err(cmd)) => return Err(cmd),
+    }
+    Ok(())
+}
+
+/// Executes any command and returns its reply.
+pub fn exec(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::Future<Output = Reply>>> {
+    Box::pin(async move {
+        let cmd = match single(&w.cfg, cmd) {
+            Err(e) => return Err(e),
+            Ok(Ok((channel, op))) => return w.call(owner_of(&channel, w.workers), Op::Shard(op)).await,
+            Ok(Err(cmd)) => cmd,
+        };
+        match cmd {
+            Command::Broadcast(b) => {
+                // Every publish is sent before any is awaited, so owners work in parallel.
+                let calls: Vec<_> = b
+                    .channels
+                    .iter()
+                    .map(|ch| {
+                        let p = Publish { channel: ch.clone(), ..b.publish.clone() };
+                        check_channel(&w.cfg, ch).map(|_| w.call(owner_of(ch, w.workers), Op::Shard(ShardOp::Publish(p))))
+                    })
+                    .collect();
+                let mut out = Vec::with_capacity(calls.len());
+                for c in calls {
+                    out.push(match c {
+                        Err(e) => Err(e),
+                        Ok(call) => match call.await {
+                            Ok(Res::Publish(p)) => Ok(p),
+                            Ok(_) => Err(ApiError::api_internal()),
+                            Err(e) => Err(e),
+                        },
+                    });
+                }
+                Ok(Res::Broadcast(out))
+            }
+            Command::Subscribe(ref s) => {
+                check_channel(&w.cfg, &s.channel)?;
+                survey_all(&w, Survey::Act(Arc::new(cmd))).await.map(|_| Res::Empty)
+            }
+            Command::Unsubscribe(ref u) => {
+                if !u.channel.is_empty() {
+                    check_channel(&w.cfg, &u.channel)?;
+                }
+                survey_all(&w, Survey::Act(Arc::new(cmd))).await.map(|_| Res::Empty)
+            }
+            Command::Disconnect(_) | Command::Refresh(_) => survey_all(&w, Survey::Act(Arc::new(cmd))).await.map(|_| Res::Empty),
+            Command::Channels { pattern } => {
+                let matcher = if pattern.is_empty() {
+                    None
+                } else {
+                    let glob = globset::Glob::new(&pattern).map_err(|_| ApiError::api_internal())?;
+                    Some(Arc::new(glob.compile_matcher()))
+                };
+                let parts = survey_all(&w, Survey::Channels(matcher)).await?;
+                let mut merged: ahash::AHashMap<Box<str>, u64> = ahash::AHashMap::new();
+                for part in parts {
+                    if let Res::Channels(list) = part {
+                        for (name, n) in list {
+                            *merged.entry(name).or_default() += n;
+                        }
+                    }
+                }
+                let mut list: Vec<_> = merged.into_iter().collect();
+                list.sort_unstable();
+                Ok(Res::Channels(list))
+            }
+            Command::Info => {
+                let parts = survey_all(&w, Survey::Stats).await?;
+                let mut node = crate::api::NodeInfo {
+                    uid: w.node.uid.clone(),
+                    name: w.node.name.clone(),
+                    version: w.node.version.clone(),
+                    uptime: w.node.started.elapsed().as_secs(),
+                    ..Default::default()
+                };
+                for part in parts {
+                    if let Res::Info(nodes) = part {
+                        for n in nodes {
+                            node.num_clients += n.num_clients;
+                            node.num_users += n.num_users;
+                            node.num_channels += n.num_channels;
+                            node.num_subs += n.num_subs;
+                        }
+                    }
+                }
+                Ok(Res::Info(vec![node]))
+            }
+            Command::Batch(batch) => {
+                let mut replies = Vec::with_capacity(batch.commands.len());
+                if batch.parallel {
+                    let mut methods = Vec::with_capacity(batch.commands.len());
+                    let mut futs = Vec::new();
+                    for c in batch.commands {
+                        match c {
+                            Ok(c) if c.method() != Method::Batch => {
+                                methods.push(Ok(c.method()));
+                                futs.push(exec(w.clone(), c));
+                            }
+                            Ok(_) => methods.push(Err(ApiError::NOT_FOUND)),
+                            Err(e) => methods.push(Err(e)),
+                        }
+                    }
+                    let mut results = join_all(futs).await.into_iter();
+                    for m in methods {
+                        replies.push(match m {
+                            Ok(m) => (Some(m), results.next().expect("one result per future")),
+                            Err(e) => (None, Err(e)),
+                        });
+                    }
+                } else {
+                    for c in batch.commands {
+                        replies.push(match c {
+                            Ok(c) if c.method() == Method::Batch => (None, Err(ApiError::NOT_FOUND)),
+                            Ok(c) => (Some(c.method()), exec(w.clone(), c).await),
+                            Err(e) => (None, Err(e)),
+                        });
+                    }
+                }
+                Ok(Res::Batch(replies))
+            }
+            // Single-channel commands were handled above.
+            _ => Err(ApiError::api_internal()),
+        }
+    })
+}
+
+/// Asks every worker (this one included) the same question and collects the answers.
+async fn survey_all(w: &Rc<Worker>, s: Survey) -> Result<Vec<Res>, ApiError> {
+    let calls: Vec<_> = (0..w.workers).map(|i| w.call(i, Op::Survey(s.clone()))).collect();
+    let mut out = Vec::with_capacity(calls.len());
+    for c in calls {
+        out.push(c.await?);
+    }
+    Ok(out)
+}
+
+/// Polls all futures together (so their owner calls overlap); results in input order.
+async fn join_all(mut futs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Reply>>>>) -> Vec<Reply> {
+    use std::task::Poll;
+    let mut out: Vec<Option<Reply>> = (0..futs.len()).map(|_| None).collect();
+    let mut left = futs.len();
+    std::future::poll_fn(|cx| {
+        for (i, f) in futs.iter_mut().enumerate() {
+            if out[i].is_none() {
+                if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                    out[i] = Some(r);
+                    left -= 1;
+                }
+            }
+        }
+        if left == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter().map(|r| r.expect("every future finished")).collect()
+}

@@ -1,0 +1,286 @@
+//! The server API: one [`Command`] enum that every transport (new-style `POST /api/<method>`,
+//! legacy `POST /api` streams, `batch`, and later gRPC) decodes into, and one [`Reply`] that
+//! they encode from. Decoding lives in [`parse`], JSON encoding in [`encode`], execution in
+//! [`exec`].
+
+pub mod encode;
+pub mod exec;
+pub mod parse;
+
+use bytes::Bytes;
+use std::sync::Arc;
+
+use crate::error::ApiError;
+
+/// Server API methods with their legacy numeric ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Publish,
+    Broadcast,
+    Unsubscribe,
+    Disconnect,
+    Presence,
+    PresenceStats,
+    History,
+    HistoryRemove,
+    Channels,
+    Info,
+    Rpc,
+    Subscribe,
+    Refresh,
+    Batch,
+}
+
+impl Method {
+    /// Case-insensitive lookup by name (`publish`, `presence_stats`, ...).
+    pub fn from_name(name: &str) -> Option<Method> {
+        const ALL: [Method; 14] = [
+            Method::Publish,
+            Method::Broadcast,
+            Method::Unsubscribe,
+            Method::Disconnect,
+            Method::Presence,
+            Method::PresenceStats,
+            Method::History,
+            Method::HistoryRemove,
+            Method::Channels,
+            Method::Info,
+            Method::Rpc,
+            Method::Subscribe,
+            Method::Refresh,
+            Method::Batch,
+        ];
+        ALL.into_iter().find(|m| m.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Lookup by the legacy numeric id (`connections` = 14 is PRO-only and unknown here).
+    pub fn from_number(n: u64) -> Option<Method> {
+        Some(match n {
+            0 => Method::Publish,
+            1 => Method::Broadcast,
+            2 => Method::Unsubscribe,
+            3 => Method::Disconnect,
+            4 => Method::Presence,
+            5 => Method::PresenceStats,
+            6 => Method::History,
+            7 => Method::HistoryRemove,
+            8 => Method::Channels,
+            9 => Method::Info,
+            10 => Method::Rpc,
+            11 => Method::Subscribe,
+            12 => Method::Refresh,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Publish => "publish",
+            Method::Broadcast => "broadcast",
+            Method::Unsubscribe => "unsubscribe",
+            Method::Disconnect => "disconnect",
+            Method::Presence => "presence",
+            Method::PresenceStats => "presence_stats",
+            Method::History => "history",
+            Method::HistoryRemove => "history_remove",
+            Method::Channels => "channels",
+            Method::Info => "info",
+            Method::Rpc => "rpc",
+            Method::Subscribe => "subscribe",
+            Method::Refresh => "refresh",
+            Method::Batch => "batch",
+        }
+    }
+}
+
+/// A publication payload: raw JSON bytes (kept byte-for-byte as sent) or binary from `b64data`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    pub bytes: Bytes,
+    /// True when the bytes came from base64 and are not JSON.
+    pub binary: bool,
+}
+
+/// `tags` of a publication, in the order given.
+pub type Tags = Arc<[(Box<str>, Box<str>)]>;
+
+/// A position in a channel's history stream.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+}
+
+/// `publish` parameters (also one channel of a `broadcast`).
+#[derive(Debug, Clone)]
+pub struct Publish {
+    pub channel: Box<str>,
+    pub data: Payload,
+    pub skip_history: bool,
+    pub tags: Option<Tags>,
+    pub idempotency_key: Option<Box<str>>,
+    pub delta: bool,
+    pub version: u64,
+    pub version_epoch: Box<str>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Broadcast {
+    pub channels: Vec<Box<str>>,
+    /// The shared parameters; `channel` is empty.
+    pub publish: Publish,
+}
+
+/// A connection filter shared by subscribe/unsubscribe/disconnect/refresh.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub user: Box<str>,
+    pub client: Box<str>,
+    pub session: Box<str>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub presence: Option<bool>,
+    pub join_leave: Option<bool>,
+    pub force_recovery: Option<bool>,
+    pub force_positioning: Option<bool>,
+    pub force_push_join_leave: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Subscribe {
+    pub target: Target,
+    pub channel: Box<str>,
+    pub expire_at: i64,
+    pub info: Option<Payload>,
+    pub data: Option<Payload>,
+    pub recover_since: Option<StreamPosition>,
+    pub overrides: Overrides,
+}
+
+#[derive(Debug, Clone)]
+pub struct Unsubscribe {
+    pub target: Target,
+    pub channel: Box<str>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DisconnectCmd {
+    pub target: Target,
+    pub whitelist: Vec<Box<str>>,
+    pub code: u16,
+    pub reason: Box<str>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Refresh {
+    pub target: Target,
+    pub expired: bool,
+    pub expire_at: i64,
+    pub info: Option<Payload>,
+}
+
+#[derive(Debug, Clone)]
+pub struct History {
+    pub channel: Box<str>,
+    pub limit: i32,
+    pub since: Option<StreamPosition>,
+    pub reverse: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub commands: Vec<Result<Command, ApiError>>,
+    pub parallel: bool,
+}
+
+/// One decoded server API command.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Publish(Publish),
+    Broadcast(Broadcast),
+    Subscribe(Subscribe),
+    Unsubscribe(Unsubscribe),
+    Disconnect(DisconnectCmd),
+    Refresh(Refresh),
+    Presence { channel: Box<str> },
+    PresenceStats { channel: Box<str> },
+    History(History),
+    HistoryRemove { channel: Box<str> },
+    Channels { pattern: Box<str> },
+    Info,
+    Rpc { method: Box<str> },
+    Batch(Batch),
+}
+
+impl Command {
+    pub fn method(&self) -> Method {
+        match self {
+            Command::Publish(_) => Method::Publish,
+            Command::Broadcast(_) => Method::Broadcast,
+            Command::Subscribe(_) => Method::Subscribe,
+            Command::Unsubscribe(_) => Method::Unsubscribe,
+            Command::Disconnect(_) => Method::Disconnect,
+            Command::Refresh(_) => Method::Refresh,
+            Command::Presence { .. } => Method::Presence,
+            Command::PresenceStats { .. } => Method::PresenceStats,
+            Command::History(_) => Method::History,
+            Command::HistoryRemove { .. } => Method::HistoryRemove,
+            Command::Channels { .. } => Method::Channels,
+            Command::Info => Method::Info,
+            Command::Rpc { .. } => Method::Rpc,
+            Command::Batch(_) => Method::Batch,
+        }
+    }
+}
+
+/// Who a presence entry / publication came from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientInfo {
+    pub user: Arc<str>,
+    pub client: Arc<str>,
+    pub conn_info: Option<Bytes>,
+    pub chan_info: Option<Bytes>,
+}
+
+/// A publication as kept in history and returned by `history`.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    pub offset: u64,
+    pub data: Payload,
+    pub info: Option<Arc<ClientInfo>>,
+    pub tags: Option<Tags>,
+}
+
+/// `info` result for one node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeInfo {
+    pub uid: String,
+    pub name: String,
+    pub version: String,
+    pub num_clients: u64,
+    pub num_users: u64,
+    pub num_channels: u64,
+    pub num_subs: u64,
+    pub uptime: u64,
+}
+
+/// A successful result of one command.
+#[derive(Debug, Clone)]
+pub enum Res {
+    /// `{}`
+    Empty,
+    /// `{}` or `{"offset":N,"epoch":"E"}`.
+    Publish(Option<StreamPosition>),
+    Broadcast(Vec<Result<Option<StreamPosition>, ApiError>>),
+    Presence(Vec<ClientInfo>),
+    PresenceStats { num_clients: u64, num_users: u64 },
+    History { publications: Vec<Publication>, position: StreamPosition },
+    Channels(Vec<(Box<str>, u64)>),
+    Info(Vec<NodeInfo>),
+    Batch(Vec<(Option<Method>, Reply)>),
+}
+
+/// The outcome of one command.
+pub type Reply = Result<Res, ApiError>;

@@ -1,0 +1,601 @@
+//! Decoding server API commands from JSON bytes, in place and without copies of `data`.
+//!
+//! The legacy stream is split into lines by [`LineSplitter`] (bounded memory whatever the body
+//! length); each line is an envelope `{"id","method","params"}` decoded by [`decode_line`].
+//! New-style bodies go straight to [`decode_params`].
+//!
+//! Parser choice: serde_json with borrowed `&RawValue` gives `data`/`info` as the exact input
+//! slice, so a payload is copied once into its own `Bytes` and never re-serialised.
+//! simd-json (the design's first choice) has no raw-value support: keeping `data`
+//! byte-for-byte would mean re-serialising it from its DOM; `benches/api_parse.rs` measures
+//! both on a typical publish line.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use memchr::memchr;
+use serde_json::value::RawValue;
+
+use super::*;
+
+/// Why a command could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not JSON, or JSON of the wrong shape/types: HTTP 400 for a new-style request,
+    /// error 107 for one line of a legacy stream.
+    Malformed,
+    /// Well-formed but rejected with an in-band error (107 missing field, 104 unknown method).
+    Api(ApiError),
+}
+
+impl DecodeError {
+    /// The in-band error a legacy line or batch element gets.
+    pub fn api_error(self) -> ApiError {
+        match self {
+            DecodeError::Malformed => ApiError::BAD_REQUEST,
+            DecodeError::Api(e) => e,
+        }
+    }
+}
+
+impl From<serde_json::Error> for DecodeError {
+    fn from(_: serde_json::Error) -> Self {
+        DecodeError::Malformed
+    }
+}
+
+fn bad() -> DecodeError {
+    DecodeError::Api(ApiError::BAD_REQUEST)
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default)]
+    id: u32,
+    #[serde(borrow, default)]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+}
+
+/// A decoded legacy line: its id (0 = none) and the command or the error for its reply.
+#[derive(Debug)]
+pub struct Line {
+    pub id: u32,
+    pub command: Result<Command, ApiError>,
+}
+
+/// Decodes one legacy line `{"id":1,"method":"publish","params":{...}}`. `method` may be a
+/// name (any case) or a legacy number; absent means publish. Unknown method → 104 in-band.
+pub fn decode_line(line: &[u8]) -> Line {
+    let env: Envelope = match serde_json::from_slice(line) {
+        Ok(e) => e,
+        Err(_) => return Line { id: 0, command: Err(ApiError::BAD_REQUEST) },
+    };
+    let id = env.id;
+    let method = match env.method {
+        None => Some(Method::Publish),
+        Some(raw) => {
+            let s = raw.get();
+            if s.starts_with('"') {
+                match serde_json::from_str::<Cow<str>>(s) {
+                    Ok(name) => Method::from_name(&name).filter(|m| *m != Method::Batch),
+                    Err(_) => return Line { id, command: Err(ApiError::BAD_REQUEST) },
+                }
+            } else if s == "null" {
+                Some(Method::Publish)
+            } else {
+                match s.parse::<u64>() {
+                    Ok(n) => Method::from_number(n),
+                    Err(_) => return Line { id, command: Err(ApiError::BAD_REQUEST) },
+                }
+            }
+        }
+    };
+    let Some(method) = method else {
+        return Line { id, command: Err(ApiError::NOT_FOUND) };
+    };
+    let params = env.params.map(|p| p.get().as_bytes()).unwrap_or(b"{}");
+    let params = if params == b"null" { b"{}".as_slice() } else { params };
+    Line { id, command: decode_params(method, params).map_err(DecodeError::api_error) }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PublishP<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    #[serde(borrow)]
+    channels: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    b64data: Cow<'a, str>,
+    skip_history: bool,
+    tags: Option<BTreeMap<String, String>>,
+    #[serde(borrow)]
+    idempotency_key: Cow<'a, str>,
+    delta: bool,
+    version: u64,
+    #[serde(borrow)]
+    version_epoch: Cow<'a, str>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TargetP<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    #[serde(borrow)]
+    user: Cow<'a, str>,
+    #[serde(borrow)]
+    client: Cow<'a, str>,
+    #[serde(borrow)]
+    session: Cow<'a, str>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct BoolValue {
+    value: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct OverrideP {
+    presence: Option<BoolValue>,
+    join_leave: Option<BoolValue>,
+    force_recovery: Option<BoolValue>,
+    force_positioning: Option<BoolValue>,
+    force_push_join_leave: Option<BoolValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PositionP {
+    offset: u64,
+    epoch: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SubscribeP<'a> {
+    #[serde(borrow, flatten)]
+    target: TargetP<'a>,
+    expire_at: i64,
+    #[serde(borrow)]
+    info: Option<&'a RawValue>,
+    #[serde(borrow)]
+    b64info: Cow<'a, str>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    b64data: Cow<'a, str>,
+    recover_since: Option<PositionP>,
+    #[serde(rename = "override")]
+    overrides: Option<OverrideP>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DisconnectObjP {
+    code: u32,
+    reason: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DisconnectP<'a> {
+    #[serde(borrow, flatten)]
+    target: TargetP<'a>,
+    whitelist: Vec<String>,
+    disconnect: Option<DisconnectObjP>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RefreshP<'a> {
+    #[serde(borrow, flatten)]
+    target: TargetP<'a>,
+    expired: bool,
+    expire_at: i64,
+    #[serde(borrow)]
+    info: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct HistoryP<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    limit: i32,
+    since: Option<PositionP>,
+    reverse: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ChannelsP<'a> {
+    #[serde(borrow)]
+    pattern: Cow<'a, str>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RpcP<'a> {
+    #[serde(borrow)]
+    method: Cow<'a, str>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct InfoP {}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct BatchP<'a> {
+    #[serde(borrow)]
+    commands: Vec<&'a RawValue>,
+    parallel: bool,
+}
+
+/// The payload from `data`/`b64data` (non-empty `b64data` wins). Invalid base64 → 107.
+fn payload(data: Option<&RawValue>, b64: &str) -> Result<Option<Payload>, DecodeError> {
+    if !b64.is_empty() {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| bad())?;
+        return Ok(Some(Payload { bytes: Bytes::from(bytes), binary: true }));
+    }
+    Ok(data.map(|d| Payload { bytes: Bytes::copy_from_slice(d.get().as_bytes()), binary: false }))
+}
+
+fn position(p: Option<PositionP>) -> Option<StreamPosition> {
+    p.map(|p| StreamPosition { offset: p.offset, epoch: p.epoch.into() })
+}
+
+fn target(t: &TargetP) -> Target {
+    Target { user: t.user.as_ref().into(), client: t.client.as_ref().into(), session: t.session.as_ref().into() }
+}
+
+fn publish_from(p: PublishP, channel: &str) -> Result<Publish, DecodeError> {
+    let data = payload(p.data, &p.b64data)?.ok_or_else(bad)?;
+    Ok(Publish {
+        channel: channel.into(),
+        data,
+        skip_history: p.skip_history,
+        tags: p.tags.filter(|t| !t.is_empty()).map(|t| t.into_iter().map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())).collect()),
+        idempotency_key: Some(p.idempotency_key).filter(|k| !k.is_empty()).map(|k| k.as_ref().into()),
+        delta: p.delta,
+        version: p.version,
+        version_epoch: p.version_epoch.as_ref().into(),
+    })
+}
+
+fn required_channel(c: &str) -> Result<Box<str>, DecodeError> {
+    if c.is_empty() {
+        Err(bad())
+    } else {
+        Ok(c.into())
+    }
+}
+
+/// Decodes the parameters object of `method`.
+pub fn decode_params(method: Method, params: &[u8]) -> Result<Command, DecodeError> {
+    Ok(match method {
+        Method::Publish => {
+            let p: PublishP = serde_json::from_slice(params)?;
+            let channel = required_channel(&p.channel)?;
+            Command::Publish(publish_from(p, &channel)?)
+        }
+        Method::Broadcast => {
+            let mut p: PublishP = serde_json::from_slice(params)?;
+            let channels: Vec<Box<str>> = p.channels.take().unwrap_or_default().iter().map(|c| c.as_ref().into()).collect();
+            if channels.is_empty() {
+                return Err(bad());
+            }
+            Command::Broadcast(Broadcast { channels, publish: publish_from(p, "")? })
+        }
+        Method::Subscribe => {
+            let p: SubscribeP = serde_json::from_slice(params)?;
+            let o = p.overrides.unwrap_or_default();
+            let v = |b: Option<BoolValue>| b.map(|b| b.value);
+            Command::Subscribe(Subscribe {
+                channel: required_channel(&p.target.channel)?,
+                target: target(&p.target),
+                expire_at: p.expire_at,
+                info: payload(p.info, &p.b64info)?,
+                data: payload(p.data, &p.b64data)?,
+                recover_since: position(p.recover_since),
+                overrides: Overrides {
+                    presence: v(o.presence),
+                    join_leave: v(o.join_leave),
+                    force_recovery: v(o.force_recovery),
+                    force_positioning: v(o.force_positioning),
+                    force_push_join_leave: v(o.force_push_join_leave),
+                },
+            })
+        }
+        Method::Unsubscribe => {
+            let p: TargetP = serde_json::from_slice(params)?;
+            Command::Unsubscribe(Unsubscribe { channel: p.channel.as_ref().into(), target: target(&p) })
+        }
+        Method::Disconnect => {
+            let p: DisconnectP = serde_json::from_slice(params)?;
+            let (code, reason) = match p.disconnect {
+                Some(d) if d.code != 0 => (u16::try_from(d.code).map_err(|_| bad())?, d.reason),
+                _ => (3503, "force disconnect".to_string()),
+            };
+            Command::Disconnect(DisconnectCmd {
+                target: target(&p.target),
+                whitelist: p.whitelist.into_iter().map(String::into_boxed_str).collect(),
+                code,
+                reason: reason.into(),
+            })
+        }
+        Method::Refresh => {
+            let p: RefreshP = serde_json::from_slice(params)?;
+            Command::Refresh(Refresh { target: target(&p.target), expired: p.expired, expire_at: p.expire_at, info: payload(p.info, "")? })
+        }
+        Method::Presence | Method::PresenceStats | Method::HistoryRemove => {
+            let p: TargetP = serde_json::from_slice(params)?;
+            let channel = required_channel(&p.channel)?;
+            match method {
+                Method::Presence => Command::Presence { channel },
+                Method::PresenceStats => Command::PresenceStats { channel },
+                _ => Command::HistoryRemove { channel },
+            }
+        }
+        Method::History => {
+            let p: HistoryP = serde_json::from_slice(params)?;
+            Command::History(History { channel: required_channel(&p.channel)?, limit: p.limit, since: position(p.since), reverse: p.reverse })
+        }
+        Method::Channels => {
+            let p: ChannelsP = serde_json::from_slice(params)?;
+            Command::Channels { pattern: p.pattern.as_ref().into() }
+        }
+        Method::Info => {
+            let _: InfoP = serde_json::from_slice(params)?;
+            Command::Info
+        }
+        Method::Rpc => {
+            let p: RpcP = serde_json::from_slice(params)?;
+            if p.method.is_empty() {
+                return Err(bad());
+            }
+            Command::Rpc { method: p.method.as_ref().into() }
+        }
+        Method::Batch => {
+            let p: BatchP = serde_json::from_slice(params)?;
+            let commands = p.commands.iter().map(|raw| decode_batch_element(raw.get().as_bytes())).collect();
+            Command::Batch(Batch { commands, parallel: p.parallel })
+        }
+    })
+}
+
+/// One element of `batch.commands`: `{"publish":{...}}`. `null` → 107, no known key → 104.
+fn decode_batch_element(raw: &[u8]) -> Result<Command, ApiError> {
+    if raw == b"null" {
+        return Err(ApiError::BAD_REQUEST);
+    }
+    let obj: Vec<(Cow<str>, &RawValue)> = serde_json::from_slice::<BTreeMapVec>(raw).map_err(|_| ApiError::BAD_REQUEST)?.0;
+    for (key, value) in obj {
+        if let Some(m) = Method::from_name(&key).filter(|m| *m != Method::Batch && key == m.name()) {
+            if value.get() == "null" {
+                continue;
+            }
+            return decode_params(m, value.get().as_bytes()).map_err(DecodeError::api_error);
+        }
+    }
+    Err(ApiError::NOT_FOUND)
+}
+
+/// A JSON object kept as its entries in input order.
+struct BTreeMapVec<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for BTreeMapVec<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = BTreeMapVec<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::new();
+                while let Some((k, val)) = m.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    v.push((k, val));
+                }
+                Ok(BTreeMapVec(v))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// What the splitter produced for one line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// A complete line without its `\n` (never empty or all-whitespace).
+    Line(&'a [u8]),
+    /// A line longer than the limit; its bytes were dropped.
+    TooLong,
+}
+
+/// Splits a body arriving in arbitrary chunks into newline-delimited lines. Lines wholly
+/// inside one chunk are handed out as slices of that chunk (no copy); only a line that
+/// straddles chunks is gathered in `partial`, which never grows past `max_line` bytes: a
+/// longer line is skipped up to its newline and reported once as [`Piece::TooLong`].
+pub struct LineSplitter {
+    partial: BytesMut,
+    max_line: usize,
+    skipping: bool,
+}
+
+impl LineSplitter {
+    pub fn new(max_line: usize) -> Self {
+        LineSplitter { partial: BytesMut::new(), max_line, skipping: false }
+    }
+
+    /// Feeds one chunk; calls `f` for each complete piece, in order.
+    pub fn feed(&mut self, mut chunk: &[u8], f: &mut dyn FnMut(Piece<'_>)) {
+        while !chunk.is_empty() {
+            match memchr(b'\n', chunk) {
+                Some(nl) => {
+                    let (head, rest) = (&chunk[..nl], &chunk[nl + 1..]);
+                    chunk = rest;
+                    if self.skipping {
+                        self.skipping = false;
+                        continue;
+                    }
+                    if self.partial.is_empty() {
+                        if head.len() > self.max_line {
+                            f(Piece::TooLong);
+                        } else {
+                            emit(head, f);
+                        }
+                    } else if self.partial.len() + head.len() > self.max_line {
+                        self.partial.clear();
+                        f(Piece::TooLong);
+                    } else {
+                        self.partial.extend_from_slice(head);
+                        let line = std::mem::take(&mut self.partial);
+                        emit(&line, f);
+                        self.partial = line;
+                        self.partial.clear();
+                    }
+                }
+                None => {
+                    if !self.skipping {
+                        if self.partial.len() + chunk.len() > self.max_line {
+                            self.partial.clear();
+                            self.skipping = true;
+                            f(Piece::TooLong);
+                        } else {
+                            self.partial.extend_from_slice(chunk);
+                        }
+                    }
+                    chunk = &[];
+                }
+            }
+        }
+    }
+
+    /// Ends the body: a last line without trailing newline is emitted.
+    pub fn finish(&mut self, f: &mut dyn FnMut(Piece<'_>)) {
+        self.skipping = false;
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            emit(&line, f);
+        }
+    }
+
+    /// Bytes held for an incomplete line.
+    pub fn buffered(&self) -> usize {
+        self.partial.len()
+    }
+}
+
+fn emit(line: &[u8], f: &mut dyn FnMut(Piece<'_>)) {
+    let line = trim(line);
+    if !line.is_empty() {
+        f(Piece::Line(line));
+    }
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if first.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = s {
+        if last.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(chunks: &[&[u8]], max: usize) -> Vec<String> {
+        let mut s = LineSplitter::new(max);
+        let mut out = Vec::new();
+        let mut f = |p: Piece| {
+            out.push(match p {
+                Piece::Line(l) => String::from_utf8_lossy(l).into_owned(),
+                Piece::TooLong => "<too long>".into(),
+            })
+        };
+        for c in chunks {
+            s.feed(c, &mut f);
+        }
+        s.finish(&mut f);
+        out
+    }
+
+    #[test]
+    fn splits_across_chunks() {
+        assert_eq!(lines(&[b"ab\ncd", b"ef\n\n  \ngh"], 100), vec!["ab", "cdef", "gh"]);
+        assert_eq!(lines(&[b"a\r\nb\r\n"], 100), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn too_long_lines_are_skipped_once() {
+        assert_eq!(lines(&[b"0123456789\nok\n"], 5), vec!["<too long>", "ok"]);
+        assert_eq!(lines(&[b"012", b"345", b"678", b"9\nok"], 5), vec!["<too long>", "ok"]);
+    }
+
+    #[test]
+    fn decodes_publish_line() {
+        let l = decode_line(br#"{"id":3,"method":"publish","params":{"channel":"c","data":{"x": [1, 2]}}}"#);
+        assert_eq!(l.id, 3);
+        match l.command.unwrap() {
+            Command::Publish(p) => {
+                assert_eq!(&*p.channel, "c");
+                assert_eq!(&p.data.bytes[..], br#"{"x": [1, 2]}"#);
+            }
+            c => panic!("{c:?}"),
+        }
+    }
+
+    #[test]
+    fn legacy_method_forms() {
+        assert!(matches!(decode_line(br#"{"method":"PRESENCE","params":{"channel":"c"}}"#).command, Ok(Command::Presence { .. })));
+        assert!(matches!(decode_line(br#"{"method":9,"params":{}}"#).command, Ok(Command::Info)));
+        assert!(matches!(decode_line(br#"{"params":{"channel":"c","data":1}}"#).command, Ok(Command::Publish(_))));
+        assert_eq!(decode_line(br#"{"method":"nope"}"#).command.unwrap_err(), ApiError::NOT_FOUND);
+        assert_eq!(decode_line(br#"{"method":99}"#).command.unwrap_err(), ApiError::NOT_FOUND);
+        assert_eq!(decode_line(br#"{"method":"publish","params":{"channel":"c"}}"#).command.unwrap_err(), ApiError::BAD_REQUEST);
+        assert_eq!(decode_line(b"{broken").command.unwrap_err(), ApiError::BAD_REQUEST);
+        assert_eq!(decode_line(br#"{"id":1,"method":"publish","params":{"channel":5,"data":1}}"#).command.unwrap_err(), ApiError::BAD_REQUEST);
+    }
+
+    #[test]
+    fn new_style_errors() {
+        assert_eq!(decode_params(Method::Info, b"").unwrap_err(), DecodeError::Malformed);
+        assert_eq!(decode_params(Method::Publish, br#"{"channel":1}"#).unwrap_err(), DecodeError::Malformed);
+        assert_eq!(decode_params(Method::Publish, br#"{"data":1}"#).unwrap_err(), DecodeError::Api(ApiError::BAD_REQUEST));
+        assert_eq!(decode_params(Method::Publish, br#"{"channel":"c","b64data":"!!"}"#).unwrap_err(), DecodeError::Api(ApiError::BAD_REQUEST));
+        assert_eq!(decode_params(Method::Broadcast, br#"{"channels":[],"data":1}"#).unwrap_err(), DecodeError::Api(ApiError::BAD_REQUEST));
+    }
+
+    #[test]
+    fn batch_elements() {
+        let c = decode_params(Method::Batch, br#"{"commands":[{"publish":{"channel":"a","data":1}},null,{"bogus":{}},{"info":{}}]}"#).unwrap();
+        let Command::Batch(b) = c else { panic!() };
+        assert!(matches!(b.commands[0], Ok(Command::Publish(_))));
+        assert_eq!(b.commands[1].as_ref().unwrap_err(), &ApiError::BAD_REQUEST);
+        assert_eq!(b.commands[2].as_ref().unwrap_err(), &ApiError::NOT_FOUND);
+        assert!(matches!(b.commands[3], Ok(Command::Info)));
+    }
+}

@@ -1,0 +1,286 @@
+//! A connection's ordered output: the slots of every response (and of every reply line of a
+//! streamed legacy request) in request order. Results arrive in any order from owners on
+//! other workers; a slot is written only when all slots before it are ready.
+//!
+//! The reader pushes slots and stops reading while too much is in flight or unsent
+//! (backpressure); the writer task takes the ready prefix, frames it and writes it in one
+//! system call.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::task::Waker;
+
+use bytes::Bytes;
+
+use super::codec;
+use crate::api::{encode, Method, Reply};
+use crate::runtime::worker::ReplySink;
+
+/// Most reply slots a connection may have waiting for results before it stops reading.
+pub const MAX_IN_FLIGHT: usize = 4096;
+/// Most encoded bytes waiting for the socket before the connection stops reading.
+pub const MAX_UNSENT: usize = 1 << 20;
+
+/// How a pending result is encoded when it arrives.
+#[derive(Debug, Clone, Copy)]
+pub enum Format {
+    /// One line of a streamed legacy response; `sep` prefixes a newline.
+    Legacy { id: u32, sep: bool },
+    /// A whole new-style response.
+    New { keep_alive: bool, transport_errors: bool, method: Method },
+}
+
+enum Slot {
+    /// Bytes written as they are (response heads, whole responses).
+    Raw(Bytes),
+    /// Part of a chunked body; consecutive pieces share one chunk.
+    Piece(Bytes),
+    Pending(Format),
+}
+
+#[derive(Default)]
+struct Inner {
+    slots: VecDeque<Slot>,
+    /// Sequence number of `slots[0]`.
+    base: u64,
+    pending: usize,
+    unsent: usize,
+    writer: Option<Waker>,
+    reader: Option<Waker>,
+    /// The reader is done: the writer finishes what is queued, then closes.
+    closing: bool,
+    /// The socket failed; nothing more will be written.
+    dead: bool,
+}
+
+/// See the module docs.
+#[derive(Default)]
+pub struct ConnOut {
+    inner: RefCell<Inner>,
+}
+
+/// Encodes a result as its slot's bytes.
+fn encode_reply(format: Format, reply: &Reply) -> Slot {
+    match format {
+        Format::Legacy { id, sep } => {
+            let mut v = Vec::with_capacity(64);
+            if sep {
+                v.push(b'\n');
+            }
+            encode::legacy_reply(&mut v, id, reply);
+            Slot::Piece(Bytes::from(v))
+        }
+        Format::New { keep_alive, transport_errors, method } => {
+            let mut body = Vec::with_capacity(64);
+            let status = match reply {
+                Err(e) if transport_errors && method != Method::Batch => {
+                    encode::error(&mut body, e);
+                    e.transport_status()
+                }
+                r => {
+                    if method == Method::Batch {
+                        // batch answers `{"replies":[...]}` without the result wrapper.
+                        match r {
+                            Ok(res) => encode::result(&mut body, res),
+                            Err(e) => {
+                                body.extend_from_slice(b"{\"error\":");
+                                encode::error(&mut body, e);
+                                body.push(b'}');
+                            }
+                        }
+                    } else {
+                        encode::reply(&mut body, r);
+                    }
+                    200
+                }
+            };
+            Slot::Raw(codec::response(status, "application/json", &body, keep_alive))
+        }
+    }
+}
+
+impl ConnOut {
+    fn wake_writer(inner: &mut Inner) {
+        if let Some(w) = inner.writer.take() {
+            w.wake();
+        }
+    }
+
+    /// Queues bytes to write as they are.
+    pub fn push_raw(&self, b: Bytes) {
+        let mut i = self.inner.borrow_mut();
+        i.unsent += b.len();
+        i.slots.push_back(Slot::Raw(b));
+        Self::wake_writer(&mut i);
+    }
+
+    /// Queues a reply line that is already known (an error found while decoding).
+    pub fn push_ready(&self, format: Format, reply: &Reply) {
+        let slot = encode_reply(format, reply);
+        let mut i = self.inner.borrow_mut();
+        if let Slot::Raw(b) | Slot::Piece(b) = &slot {
+            i.unsent += b.len();
+        }
+        i.slots.push_back(slot);
+        Self::wake_writer(&mut i);
+    }
+
+    /// Reserves a slot for a result to come; returns its sequence number.
+    pub fn push_pending(&self, format: Format) -> u64 {
+        let mut i = self.inner.borrow_mut();
+        let seq = i.base + i.slots.len() as u64;
+        i.slots.push_back(Slot::Pending(format));
+        i.pending += 1;
+        seq
+    }
+
+    /// True while the reader should keep reading.
+    pub fn has_room(&self) -> bool {
+        let i = self.inner.borrow();
+        i.pending < MAX_IN_FLIGHT && i.unsent < MAX_UNSENT
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.inner.borrow().dead
+    }
+
+    /// Waits until the reader may read again (or the connection died).
+    pub async fn wait_room(&self) {
+        std::future::poll_fn(|cx| {
+            let mut i = self.inner.borrow_mut();
+            if i.dead || (i.pending < MAX_IN_FLIGHT / 2 && i.unsent < MAX_UNSENT / 2) {
+                std::task::Poll::Ready(())
+            } else {
+                i.reader = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Waits until every slot has been written (or the connection died).
+    pub async fn wait_drained(&self) {
+        std::future::poll_fn(|cx| {
+            let mut i = self.inner.borrow_mut();
+            if i.dead || i.slots.is_empty() {
+                std::task::Poll::Ready(())
+            } else {
+                i.reader = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// The reader is finished; the writer closes after the queued output.
+    pub fn close(&self) {
+        let mut i = self.inner.borrow_mut();
+        i.closing = true;
+        Self::wake_writer(&mut i);
+    }
+
+    /// Takes the ready prefix as one buffer for the writer. `None` with `closing` set and
+    /// nothing left means the writer should close the socket.
+    fn take_ready(&self, out: &mut Vec<u8>) {
+        let mut i = self.inner.borrow_mut();
+        let mut chunk: Vec<u8> = Vec::new();
+        let flush_chunk = |chunk: &mut Vec<u8>, out: &mut Vec<u8>| {
+            if !chunk.is_empty() {
+                out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                out.append(chunk);
+                out.extend_from_slice(b"\r\n");
+            }
+        };
+        while let Some(front) = i.slots.front() {
+            match front {
+                Slot::Pending(_) => break,
+                Slot::Piece(b) => chunk.extend_from_slice(b),
+                Slot::Raw(b) => {
+                    flush_chunk(&mut chunk, out);
+                    out.extend_from_slice(b);
+                }
+            }
+            if let Some(Slot::Raw(b) | Slot::Piece(b)) = i.slots.pop_front() {
+                i.unsent -= b.len();
+            }
+            i.base += 1;
+        }
+        flush_chunk(&mut chunk, out);
+        if let Some(r) = i.reader.take() {
+            r.wake();
+        }
+    }
+
+    fn mark_dead(&self) {
+        let mut i = self.inner.borrow_mut();
+        i.dead = true;
+        if let Some(r) = i.reader.take() {
+            r.wake();
+        }
+    }
+
+    /// The writer task: writes ready output as it becomes ready, closes when told.
+    pub async fn run_writer<W: monoio::io::AsyncWriteRent>(&self, mut w: W) {
+        use monoio::io::AsyncWriteRentExt;
+        let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+        loop {
+            buf.clear();
+            self.take_ready(&mut buf);
+            if buf.is_empty() {
+                let done = std::future::poll_fn(|cx| {
+                    let mut i = self.inner.borrow_mut();
+                    let ready = i.slots.front().is_some_and(|s| !matches!(s, Slot::Pending(_)));
+                    if ready {
+                        std::task::Poll::Ready(false)
+                    } else if i.closing && i.slots.is_empty() {
+                        std::task::Poll::Ready(true)
+                    } else {
+                        i.writer = Some(cx.waker().clone());
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
+                if done {
+                    let _ = w.shutdown().await;
+                    self.mark_dead();
+                    return;
+                }
+                continue;
+            }
+            let (res, b) = w.write_all(std::mem::take(&mut buf)).await;
+            buf = b;
+            if res.is_err() {
+                self.mark_dead();
+                return;
+            }
+            if buf.capacity() > 1 << 20 {
+                buf = Vec::with_capacity(16 * 1024);
+            }
+        }
+    }
+}
+
+impl ReplySink for ConnOut {
+    fn fill(&self, seq: u64, reply: Reply) {
+        let mut i = self.inner.borrow_mut();
+        let Some(idx) = seq.checked_sub(i.base) else { return };
+        let Some(slot) = i.slots.get_mut(idx as usize) else { return };
+        let Slot::Pending(format) = slot else { return };
+        let new = encode_reply(*format, &reply);
+        let len = match &new {
+            Slot::Raw(b) | Slot::Piece(b) => b.len(),
+            Slot::Pending(_) => 0,
+        };
+        *slot = new;
+        i.pending -= 1;
+        i.unsent += len;
+        if idx == 0 {
+            Self::wake_writer(&mut i);
+        }
+        if i.pending < MAX_IN_FLIGHT / 2 {
+            if let Some(r) = i.reader.take() {
+                r.wake();
+            }
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! One HTTP connection: reads pipelined requests, routes them, and streams responses in
+//! request order through the connection's [`ConnOut`].
+//!
+//! Routes: `POST /api` (legacy, newline-delimited commands parsed as the body arrives and
+//! answered as a chunked stream of reply lines), `POST /api/<method>` (one command),
+//! `/health`. The reader task only reads; a separate writer task only writes.
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use monoio::io::{AsyncReadRent, Splitable};
+use monoio::net::TcpStream;
+
+use super::codec::{self, BodyDecoder, Head, HttpMethod};
+use super::out::{ConnOut, Format};
+use crate::api::exec;
+use crate::api::parse::{self, DecodeError, LineSplitter, Piece};
+use crate::api::{Method, Reply};
+use crate::runtime::worker::{Tag, Worker};
+
+const READ_SIZE: usize = 64 * 1024;
+
+/// Why the read side stopped.
+enum Stop {
+    /// Peer closed or the socket failed: finish queued output, then close.
+    Eof,
+    /// We answered with an error and must close (body left unread).
+    Close,
+}
+
+/// The read half plus its buffer.
+struct Reader<R> {
+    rd: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncReadRent> Reader<R> {
+    /// Reads more bytes into the buffer; false at EOF or error.
+    async fn fill(&mut self) -> bool {
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+            self.buf.reserve(READ_SIZE);
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let (res, buf) = self.rd.read(buf).await;
+        self.buf = buf;
+        matches!(res, Ok(n) if n > 0)
+    }
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let out = Rc::new(ConnOut::default());
+    let (key, gen) = w.register_sink(out.clone());
+    let writer = {
+        let out = out.clone();
+        monoio::spawn(async move { out.run_writer(wr).await })
+    };
+    let mut reader = Reader { rd, buf: BytesMut::with_capacity(READ_SIZE) };
+    let conn = Conn { w: w.clone(), out: out.clone(), key, gen };
+    let _ = conn.run(&mut reader).await;
+    out.close();
+    writer.await;
+    w.unregister_sink(key);
+}
+
+struct Conn {
+    w: Rc<Worker>,
+    out: Rc<ConnOut>,
+    key: u32,
+    gen: u32,
+}
+
+impl Conn {
+    fn tag(&self, seq: u64) -> Tag {
+        Tag::Reply { conn: self.key, gen: self.gen, seq }
+    }
+
+    async fn run<R: AsyncReadRent>(&self, r: &mut Reader<R>) -> Stop {
+        let max_head = self.w.cfg.http_server.max_head_size;
+        loop {
+            let head = loop {
+                match codec::parse_head(&r.buf) {
+                    Ok(Some((head, n))) => {
+                        let _ = r.buf.split_to(n);
+                        break head;
+                    }
+                    Ok(None) if r.buf.len() > max_head => return self.fail(431),
+                    Ok(None) => {
+                        if !self.out.has_room() {
+                            self.out.wait_room().await;
+                        }
+                        if self.out.is_dead() || !r.fill().await {
+                            return Stop::Eof;
+                        }
+                    }
+                    Err(e) => return self.fail(e.0),
+                }
+            };
+            let stop = self.request(head, r).await;
+            if let Some(stop) = stop {
+                return stop;
+            }
+        }
+    }
+
+    /// Answers a malformed request and closes.
+    fn fail(&self, status: u16) -> Stop {
+        self.out.push_raw(codec::response(status, "text/plain; charset=utf-8", codec::reason(status).as_bytes(), false));
+        Stop::Close
+    }
+
+    /// A response that leaves the connection usable only if the request had no body.
+    fn simple(&self, head: &Head, status: u16, content_type: &str, body: &[u8]) -> Option<Stop> {
+        let keep = head.keep_alive && !head.has_body();
+        self.out.push_raw(codec::response(status, content_type, body, keep));
+        (!keep).then_some(Stop::Close)
+    }
+
+    async fn request<R: AsyncReadRent>(&self, head: Head, r: &mut Reader<R>) -> Option<Stop> {
+        let cfg = &self.w.cfg;
+        let prefix = cfg.http_api.handler_prefix.trim_end_matches('/');
+        let path = head.path.as_str();
+        if !cfg.http_api.disabled && (path == prefix || path.strip_prefix(prefix).is_some_and(|m| m.starts_with('/'))) {
+            if head.method != HttpMethod::Post {
+                return self.simple(&head, 405, "", b"");
+            }
+            if !self.authorized(&head) {
+                return self.simple(&head, 401, "", b"");
+            }
+            if path == prefix {
+                return self.legacy(head, r).await;
+            }
+            let name = &path[prefix.len() + 1..];
+            let Some(method) = Method::from_name(name).filter(|m| m.name() == name) else {
+                return self.simple(&head, 404, "text/plain; charset=utf-8", b"404 page not found");
+            };
+            return self.single(head, method, r).await;
+        }
+        if path == "/health" && cfg.health.enabled {
+            return self.simple(&head, 200, "application/json", b"{}");
+        }
+        self.simple(&head, 404, "text/plain; charset=utf-8", b"404 page not found")
+    }
+
+    /// API key from `X-API-Key`, `Authorization: apikey KEY` or `?api_key=`.
+    fn authorized(&self, head: &Head) -> bool {
+        let api = &self.w.cfg.http_api;
+        if api.insecure {
+            return true;
+        }
+        if api.key.is_empty() {
+            return false;
+        }
+        let key = api.key.as_bytes();
+        if let Some(v) = head.header("x-api-key") {
+            if !v.is_empty() {
+                return constant_eq(v, key);
+            }
+        }
+        if let Some(v) = head.header("authorization") {
+            let s = String::from_utf8_lossy(v);
+            let parts: Vec<&str> = s.split_whitespace().collect();
+            if parts.len() == 2 && parts[0].eq_ignore_ascii_case("apikey") && constant_eq(parts[1].as_bytes(), key) {
+                return true;
+            }
+        }
+        head.query_param("api_key").is_some_and(|k| constant_eq(k.as_bytes(), key))
+    }
+
+    fn continue_100(&self, head: &Head) {
+        if head.expect_continue && !head.http10 {
+            self.out.push_raw(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        }
+    }
+
+    /// `POST /api/<method>`: reads the whole (bounded) body, runs one command.
+    async fn single<R: AsyncReadRent>(&self, head: Head, method: Method, r: &mut Reader<R>) -> Option<Stop> {
+        let limit = self.w.cfg.http_api.max_body_size as u64;
+        if head.content_length.is_some_and(|n| n > limit) {
+            return Some(self.fail(413));
+        }
+        self.continue_100(&head);
+        let mut dec = BodyDecoder::new(&head);
+        let mut body = BytesMut::new();
+        loop {
+            match dec.next(&mut r.buf) {
+                Ok(Some(piece)) => {
+                    if body.len() as u64 + piece.len() as u64 > limit {
+                        return Some(self.fail(413));
+                    }
+                    body.extend_from_slice(&piece);
+                }
+                Ok(None) if dec.is_done() => break,
+                Ok(None) => {
+                    if !r.fill().await {
+                        return Some(Stop::Eof);
+                    }
+                }
+                Err(e) => return Some(self.fail(e.0)),
+            }
+        }
+        let transport_errors = self.w.cfg.http_api.error_mode == "transport"
+            || head.header("x-centrifugo-error-mode").is_some_and(|v| v.eq_ignore_ascii_case(b"transport"));
+        let format = Format::New { keep_alive: head.keep_alive, transport_errors, method };
+        let stop = (!head.keep_alive).then_some(Stop::Close);
+        match parse::decode_params(method, &body) {
+            Err(DecodeError::Malformed) => {
+                self.out.push_raw(codec::response(400, "text/plain; charset=utf-8", b"Bad Request", head.keep_alive));
+            }
+            Err(DecodeError::Api(e)) => self.out.push_ready(format, &Err(e)),
+            Ok(cmd) => {
+                let seq = self.out.push_pending(format);
+                self.run_command(cmd, seq);
+            }
+        }
+        stop
+    }
+
+    /// Runs a command whose result fills slot `seq`: the fast path when it has one owner,
+    /// else a local task.
+    fn run_command(&self, cmd: crate::api::Command, seq: u64) {
+        let tag = self.tag(seq);
+        if let Err(cmd) = exec::dispatch(&self.w, cmd, tag) {
+            let w = self.w.clone();
+            monoio::spawn(async move {
+                let reply: Reply = exec::exec(w.clone(), cmd).await;
+                w.complete(tag, reply);
+            });
+        }
+    }
+
+    /// `POST /api` legacy stream: each line is decoded as it arrives and executed; replies
+    /// are streamed back, in order, as a chunked body.
+    async fn legacy<R: AsyncReadRent>(&self, head: Head, r: &mut Reader<R>) -> Option<Stop> {
+        let api = &self.w.cfg.http_api;
+        let max_stream = api.max_stream_size;
+        if max_stream > 0 && head.content_length.is_some_and(|n| n > max_stream) {
+            return Some(self.fail(413));
+        }
+        self.continue_100(&head);
+        let mut dec = BodyDecoder::new(&head);
+        let mut split = LineSplitter::new(api.max_command_size);
+        let mut st = Stream { count: 0, too_long_first: false, keep_alive: head.keep_alive };
+        let mut total: u64 = 0;
+        loop {
+            match dec.next(&mut r.buf) {
+                Ok(Some(piece)) => {
+                    total += piece.len() as u64;
+                    if max_stream > 0 && total > max_stream {
+                        return Some(self.end_stream_with(&mut st, 413));
+                    }
+                    split.feed(&piece, &mut |p| self.legacy_piece(&mut st, p));
+                    if st.too_long_first {
+                        return Some(self.fail(413));
+                    }
+                }
+                Ok(None) if dec.is_done() => break,
+                Ok(None) => {
+                    if !self.out.has_room() {
+                        self.out.wait_room().await;
+                    }
+                    if self.out.is_dead() {
+                        return Some(Stop::Eof);
+                    }
+                    if !r.fill().await {
+                        // The body ended early: answer what was complete, then close.
+                        split.finish(&mut |p| self.legacy_piece(&mut st, p));
+                        return Some(self.end_stream_with(&mut st, 400));
+                    }
+                }
+                Err(e) => return Some(self.end_stream_with(&mut st, e.0)),
+            }
+        }
+        split.finish(&mut |p| self.legacy_piece(&mut st, p));
+        if st.too_long_first {
+            return Some(self.fail(413));
+        }
+        if st.count == 0 {
+            // Empty body: Centrifugo answers 400.
+            self.out.push_raw(codec::response(400, "text/plain; charset=utf-8", b"Bad Request", head.keep_alive));
+            return (!head.keep_alive).then_some(Stop::Close);
+        }
+        self.out.push_raw(Bytes::from_static(b"0\r\n\r\n"));
+        (!head.keep_alive).then_some(Stop::Close)
+    }
+
+    /// Ends a stream that broke mid-body: if replies already started, the chunked body is
+    /// terminated cleanly; otherwise the status is sent. The connection closes either way.
+    fn end_stream_with(&self, st: &mut Stream, status: u16) -> Stop {
+        if st.count > 0 {
+            self.out.push_raw(Bytes::from_static(b"0\r\n\r\n"));
+            Stop::Close
+        } else {
+            self.fail(status)
+        }
+    }
+
+    fn legacy_piece(&self, st: &mut Stream, piece: Piece<'_>) {
+        if st.too_long_first {
+            return;
+        }
+        let first = st.count == 0;
+        let line = match piece {
+            Piece::TooLong if first => {
+                st.too_long_first = true;
+                return;
+            }
+            Piece::TooLong => None,
+            Piece::Line(l) => Some(parse::decode_line(l)),
+        };
+        if first {
+            self.out.push_raw(codec::chunked_head(st.keep_alive));
+        }
+        st.count += 1;
+        match line {
+            None => self.out.push_ready(Format::Legacy { id: 0, sep: !first }, &Err(crate::error::ApiError::BAD_REQUEST)),
+            Some(l) => {
+                let format = Format::Legacy { id: l.id, sep: !first };
+                match l.command {
+                    Err(e) => self.out.push_ready(format, &Err(e)),
+                    Ok(cmd) => {
+                        let seq = self.out.push_pending(format);
+                        self.run_command(cmd, seq);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Per-request state of a legacy stream.
+struct Stream {
+    count: u64,
+    too_long_first: bool,
+    keep_alive: bool,
+}
+
+/// Compares secrets in time independent of where they differ.
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,216 @@
+//! A worker's owned world: the channels this worker owns (history, presence, idempotency
+//! results) and the pure routing function that says which worker owns a channel.
+//!
+//! Called only from its own worker thread: by the API executor directly when the command's
+//! channel is owned locally, or by the inbox loop for commands other workers forwarded.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+
+use crate::api::{ClientInfo, History, Publication, Publish, Res, StreamPosition};
+use crate::config::Config;
+use crate::engine::memory::{Presence, Stream};
+use crate::error::ApiError;
+
+/// The worker that owns `channel` among `workers`: a pure function of the name (ahash with
+/// fixed seeds, so every worker of a process agrees; it is not used across processes).
+pub fn owner_of(channel: &str, workers: usize) -> usize {
+    if workers <= 1 {
+        return 0;
+    }
+    static STATE: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+    let s = STATE.get_or_init(|| ahash::RandomState::with_seeds(0x6779_7265, 0x5f6f_776e, 0x6572_5f6f, 0x665f_6368));
+    (s.hash_one(channel) % workers as u64) as usize
+}
+
+/// How long an idempotency key keeps its first result.
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(300);
+
+/// Work that runs on a channel's owner.
+#[derive(Debug)]
+pub enum ShardOp {
+    Publish(Publish),
+    History(History),
+    HistoryRemove(Box<str>),
+    Presence(Box<str>),
+    PresenceStats(Box<str>),
+}
+
+/// A channel owned by this worker.
+#[derive(Debug, Default)]
+struct ChannelState {
+    stream: Option<Stream>,
+    presence: Presence,
+    /// idempotency key → (result, expiry).
+    idempotency: Option<Box<AHashMap<Box<str>, (Option<StreamPosition>, Instant)>>>,
+    /// Last accepted (version, version_epoch).
+    version: Option<(u64, Box<str>)>,
+}
+
+impl ChannelState {
+    fn is_idle(&self) -> bool {
+        self.stream.is_none() && self.presence.is_empty() && self.idempotency.is_none() && self.version.is_none()
+    }
+}
+
+/// The channels one worker owns.
+pub struct Shard {
+    cfg: Arc<Config>,
+    channels: AHashMap<Box<str>, ChannelState>,
+    /// Channels to visit on the next sweep (names; the sweep removes idle state).
+    sweep_cursor: usize,
+}
+
+impl Shard {
+    pub fn new(cfg: Arc<Config>) -> Self {
+        Shard { cfg, channels: AHashMap::new(), sweep_cursor: 0 }
+    }
+
+    /// Executes one owner-side operation. The origin has already validated the channel name
+    /// and namespace (so `resolve_channel` cannot fail here unless the config differs).
+    pub fn exec(&mut self, op: ShardOp, now: Instant) -> Result<Res, ApiError> {
+        match op {
+            ShardOp::Publish(p) => self.publish(p, now).map(Res::Publish),
+            ShardOp::History(h) => self.history(h, now),
+            ShardOp::HistoryRemove(ch) => {
+                if let Some(s) = self.channels.get_mut(&ch).and_then(|c| c.stream.as_mut()) {
+                    s.clear(now);
+                }
+                Ok(Res::Empty)
+            }
+            ShardOp::Presence(ch) => Ok(Res::Presence(self.channels.get(&ch).map(|c| c.presence.list()).unwrap_or_default())),
+            ShardOp::PresenceStats(ch) => {
+                let (num_clients, num_users) = self.channels.get(&ch).map(|c| c.presence.stats()).unwrap_or((0, 0));
+                Ok(Res::PresenceStats { num_clients, num_users })
+            }
+        }
+    }
+
+    fn publish(&mut self, p: Publish, now: Instant) -> Result<Option<StreamPosition>, ApiError> {
+        let cfg = self.cfg.clone();
+        let opts = cfg.resolve_channel(&p.channel)?.options;
+        let meta_ttl = cfg.history_meta_ttl(opts);
+        let state = match self.channels.get_mut(&*p.channel) {
+            Some(s) => s,
+            None => self.channels.entry(p.channel.clone()).or_default(),
+        };
+        if let Some(key) = &p.idempotency_key {
+            if let Some((res, exp)) = state.idempotency.as_ref().and_then(|m| m.get(key)) {
+                if *exp > now {
+                    return Ok(res.clone());
+                }
+            }
+        }
+        if p.version > 0 {
+            if let Some((v, e)) = &state.version {
+                if *e == p.version_epoch && p.version <= *v {
+                    // An older or repeated version is dropped, as Centrifugo does.
+                    return Ok(None);
+                }
+            }
+            state.version = Some((p.version, p.version_epoch.clone()));
+        }
+        let history = opts.history_enabled() && !p.skip_history;
+        let result = if history {
+            if state.stream.as_ref().is_some_and(|s| s.meta_expired(now, meta_ttl)) {
+                state.stream = None;
+            }
+            let stream = state.stream.get_or_insert_with(|| Stream::new(now));
+            let publication = Publication { offset: 0, data: p.data, info: None, tags: p.tags };
+            Some(stream.add(publication, opts.history_size, opts.history_ttl, now))
+        } else {
+            None
+        };
+        if let Some(key) = p.idempotency_key {
+            let map = state.idempotency.get_or_insert_with(Default::default);
+            map.insert(key, (result.clone(), now + IDEMPOTENCY_TTL));
+        }
+        Ok(result)
+    }
+
+    fn history(&mut self, h: History, now: Instant) -> Result<Res, ApiError> {
+        let cfg = self.cfg.clone();
+        let opts = cfg.resolve_channel(&h.channel)?.options;
+        let meta_ttl = cfg.history_meta_ttl(opts);
+        let state = match self.channels.get_mut(&*h.channel) {
+            Some(s) => s,
+            None => self.channels.entry(h.channel.clone()).or_default(),
+        };
+        if state.stream.as_ref().is_some_and(|s| s.meta_expired(now, meta_ttl)) {
+            state.stream = None;
+        }
+        // Reading history creates the stream meta (epoch) when absent, as Centrifugo does.
+        let stream = state.stream.get_or_insert_with(|| Stream::new(now));
+        let (publications, position) = stream.read(h.since.as_ref(), h.limit as i64, h.reverse, now)?;
+        Ok(Res::History { publications, position })
+    }
+
+    /// Adds or removes a client in a channel's presence table.
+    pub fn presence_update(&mut self, channel: &str, info: Result<ClientInfo, Arc<str>>) {
+        match info {
+            Ok(info) => self.channels.entry(channel.into()).or_default().presence.add(info),
+            Err(client) => {
+                if let Some(state) = self.channels.get_mut(channel) {
+                    state.presence.remove(&client);
+                }
+            }
+        }
+    }
+
+    /// Frees state that has expired: idempotency results past 5 minutes, streams whose meta
+    /// TTL passed, and channels with nothing left. Visits at most `budget` channels per call
+    /// so a large map never stalls the loop.
+    pub fn sweep(&mut self, now: Instant, budget: usize) {
+        let cfg = self.cfg.clone();
+        let len = self.channels.len();
+        if len == 0 {
+            return;
+        }
+        let start = self.sweep_cursor % len;
+        let mut dead: Vec<Box<str>> = Vec::new();
+        for (name, state) in self.channels.iter_mut().skip(start).take(budget) {
+            if let Some(m) = state.idempotency.as_mut() {
+                m.retain(|_, (_, exp)| *exp > now);
+                if m.is_empty() {
+                    state.idempotency = None;
+                }
+            }
+            if let Some(s) = &state.stream {
+                let meta_ttl = cfg.resolve_channel(name).map(|r| cfg.history_meta_ttl(r.options)).unwrap_or(Duration::ZERO);
+                if s.meta_expired(now, meta_ttl) {
+                    state.stream = None;
+                }
+            }
+            if state.is_idle() {
+                dead.push(name.clone());
+            }
+        }
+        self.sweep_cursor = start + budget;
+        for name in dead {
+            self.channels.remove(&name);
+        }
+    }
+
+    /// Number of channels with any owned state (for tests and metrics).
+    pub fn owned_channels(&self) -> usize {
+        self.channels.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_is_stable_and_in_range() {
+        for w in 1..9 {
+            for ch in ["a", "news", "chat:1", "ünï"] {
+                let o = owner_of(ch, w);
+                assert!(o < w);
+                assert_eq!(o, owner_of(ch, w));
+            }
+        }
+    }
+}
