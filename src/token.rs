@@ -152,6 +152,10 @@ impl Verifier {
                 JwtErrorKind::MissingRequiredClaim(c) => {
                     TokenError::Invalid(format!("missing {c} claim"))
                 }
+                JwtErrorKind::InvalidToken
+                | JwtErrorKind::Base64(_)
+                | JwtErrorKind::Json(_)
+                | JwtErrorKind::Utf8(_) => TokenError::Invalid("malformed token".into()),
                 _ => TokenError::Invalid(e.to_string()),
             }),
         }

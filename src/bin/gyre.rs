@@ -1,1 +1,494 @@
-fn main(){}
+//! The `gyre` command line: runs the server (root command or `serve`) and offers Centrifugo's
+//! helper commands (`genconfig`, `checkconfig`, `gentoken`, `gensubtoken`, `checktoken`,
+//! `checksubtoken`, `version`). Owns start-up logging and the operator-facing messages;
+//! the server itself is `gyre::runtime::run`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Map, Value};
+
+use gyre::config::{load, Config, LoadOptions, Loaded};
+use gyre::token;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const DEFAULT_CONFIG: &str = "config.json";
+
+#[derive(Parser)]
+#[command(
+    name = "gyre",
+    about = "Gyre: a Centrifugo-compatible real-time messaging server"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (same as no subcommand).
+    Serve(ServeArgs),
+    /// Write a minimal config with random secrets; never overwrites.
+    Genconfig {
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Load and validate a config, printing warnings and errors.
+    Checkconfig {
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Generate an HS256 connection token signed with client.token.hmac_secret_key.
+    Gentoken {
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+    /// Generate an HS256 subscription token for a channel.
+    Gensubtoken {
+        #[command(flatten)]
+        token: TokenArgs,
+        /// Channel the token grants.
+        #[arg(short = 's', long = "channel")]
+        channel: String,
+    },
+    /// Verify a connection token and print its claims.
+    Checktoken {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        token: String,
+    },
+    /// Verify a subscription token and print its claims.
+    Checksubtoken {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        token: String,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// Config file (default: config.json when present).
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
+    /// User ID (`sub` claim); empty for an anonymous token.
+    #[arg(short = 'u', long = "user", default_value = "")]
+    user: String,
+    /// Lifetime in seconds; -1 for a token without expiration.
+    #[arg(
+        short = 't',
+        long = "ttl",
+        default_value_t = 604800,
+        allow_negative_numbers = true
+    )]
+    ttl: i64,
+    /// Print only the token.
+    #[arg(short = 'q', long = "quiet")]
+    quiet: bool,
+}
+
+/// Server flags; each maps onto a v6 option path (v5 spellings kept as the primary names).
+#[derive(Args, Default, Clone)]
+struct ServeArgs {
+    /// Config file (JSON, TOML or YAML; default: config.json when present).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// HTTP port (http_server.port).
+    #[arg(short = 'p', long = "port", visible_alias = "http_server.port")]
+    port: Option<u16>,
+    /// Listen address; empty = all interfaces (http_server.address).
+    #[arg(short = 'a', long = "address", visible_alias = "http_server.address")]
+    address: Option<String>,
+    /// Serve the HTTP API without an API key.
+    #[arg(long = "api_insecure", visible_alias = "http_api.insecure", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    api_insecure: Option<bool>,
+    /// trace | debug | info | warn | error | fatal | none
+    #[arg(long = "log_level", visible_alias = "log.level")]
+    log_level: Option<String>,
+    /// Worker threads (event loops); 0 = one per CPU core.
+    #[arg(long = "workers")]
+    workers: Option<usize>,
+    /// Enable the admin endpoints.
+    #[arg(long = "admin", visible_alias = "admin.enabled", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    admin: Option<bool>,
+    /// Admin endpoints without password/secret.
+    #[arg(long = "admin_insecure", visible_alias = "admin.insecure", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    admin_insecure: Option<bool>,
+    /// Clients connect without tokens and get all channel permissions (development only).
+    #[arg(long = "client_insecure", visible_alias = "client.insecure", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    client_insecure: Option<bool>,
+    /// Expose /metrics.
+    #[arg(long = "prometheus", visible_alias = "prometheus.enabled", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    prometheus: Option<bool>,
+    /// Expose /health.
+    #[arg(long = "health", visible_alias = "health.enabled", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    health: Option<bool>,
+    /// memory | redis
+    #[arg(long = "engine", visible_alias = "engine.type")]
+    engine: Option<String>,
+}
+
+impl ServeArgs {
+    fn flags(&self) -> Vec<(String, Value)> {
+        let mut f: Vec<(String, Value)> = Vec::new();
+        let mut put = |path: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                f.push((path.to_owned(), v));
+            }
+        };
+        put("http_server.port", self.port.map(Value::from));
+        put("http_server.address", self.address.clone().map(Value::from));
+        put("http_api.insecure", self.api_insecure.map(Value::from));
+        put("log.level", self.log_level.clone().map(Value::from));
+        put("workers", self.workers.map(Value::from));
+        put("admin.enabled", self.admin.map(Value::from));
+        put("admin.insecure", self.admin_insecure.map(Value::from));
+        put("client.insecure", self.client_insecure.map(Value::from));
+        put("prometheus.enabled", self.prometheus.map(Value::from));
+        put("health.enabled", self.health.map(Value::from));
+        put("engine.type", self.engine.clone().map(Value::from));
+        f
+    }
+}
+
+fn process_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// An explicit path must exist (load reports it); otherwise `config.json` when present.
+fn config_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    explicit.or_else(|| {
+        Path::new(DEFAULT_CONFIG)
+            .is_file()
+            .then(|| PathBuf::from(DEFAULT_CONFIG))
+    })
+}
+
+fn load_for_tools(config: Option<PathBuf>) -> Result<Loaded> {
+    let opts = LoadOptions {
+        config_path: config_path(config),
+        env: process_env(),
+        skip_secret_generation: true,
+        ..Default::default()
+    };
+    load(&opts).map_err(|e| anyhow!("{e}"))
+}
+
+fn init_logging(level: &str) -> bool {
+    use tracing_subscriber::filter::LevelFilter;
+    let filter = match level {
+        "trace" => LevelFilter::TRACE,
+        "debug" => LevelFilter::DEBUG,
+        "info" => LevelFilter::INFO,
+        "warn" => LevelFilter::WARN,
+        "error" | "fatal" => LevelFilter::ERROR,
+        _ => LevelFilter::OFF,
+    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_max_level(filter)
+        .with_target(false)
+        .init();
+    filter != LevelFilter::OFF
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let opts = LoadOptions {
+        config_path: config_path(args.config.clone()),
+        flags: args.flags(),
+        env: process_env(),
+        ..Default::default()
+    };
+    let loaded = match load(&opts) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("gyre: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let logging = init_logging(&loaded.config.log.level);
+    tracing::info!("starting Gyre v{}", env!("CARGO_PKG_VERSION"));
+    match &loaded.path {
+        Some(p) => tracing::info!("using config file {}", p.display()),
+        None => tracing::warn!(
+            "no config file ({DEFAULT_CONFIG} not found): using defaults and environment"
+        ),
+    }
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    announce_generated(&loaded);
+    if let Err(e) = gyre::runtime::run(loaded.config) {
+        if logging {
+            tracing::error!("{e}");
+        } else {
+            eprintln!("gyre: {e}");
+        }
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// Generated secrets live only as long as this process, so the operator must see them.
+fn announce_generated(loaded: &Loaded) {
+    let c = &loaded.config;
+    if loaded.generated.contains(&"http_api.key") {
+        let host = match c.http_server.address.as_str() {
+            "" | "0.0.0.0" | "::" | "[::]" => "localhost",
+            a => a,
+        };
+        let url = format!(
+            "http://{host}:{}{}/publish",
+            c.http_server.port,
+            c.http_api.handler_prefix.trim_end_matches('/')
+        );
+        tracing::warn!("http_api.key is not set: generated a random API key for this run");
+        tracing::warn!("API key: {}", c.http_api.key);
+        tracing::warn!(
+            "try: curl -X POST -H \"X-API-Key: {}\" -d '{{\"channel\":\"test\",\"data\":{{\"hello\":\"world\"}}}}' {url}",
+            c.http_api.key
+        );
+    }
+    if loaded.generated.contains(&"client.token.hmac_secret_key") {
+        tracing::warn!(
+            "client.token.hmac_secret_key is not set: generated a random one for this run"
+        );
+        tracing::warn!("token HMAC secret: {}", c.client.token.hmac_secret_key);
+    }
+    if loaded.generated_secrets {
+        tracing::warn!("run `gyre genconfig` to create a config with persistent secrets");
+    }
+}
+
+fn genconfig(path: &Path) -> Result<()> {
+    let secret = || uuid::Uuid::new_v4().to_string();
+    let value = json!({
+        "client": {"token": {"hmac_secret_key": secret()}, "allowed_origins": []},
+        "admin": {"enabled": false, "password": secret(), "secret": secret()},
+        "http_api": {"key": secret()},
+    });
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let text = match ext.as_str() {
+        "json" => serde_json::to_string_pretty(&value)? + "\n",
+        "toml" => toml::to_string_pretty(&value)?,
+        "yaml" | "yml" => serde_norway::to_string(&value)?,
+        _ => bail!(
+            "unsupported config format {ext:?} for {} (use .json, .toml, .yaml or .yml)",
+            path.display()
+        ),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                anyhow!("{} already exists, not overwriting", path.display())
+            } else {
+                anyhow!("creating {}: {e}", path.display())
+            }
+        })?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    drop(file);
+    let check = LoadOptions {
+        config_path: Some(path.to_owned()),
+        skip_secret_generation: true,
+        ..Default::default()
+    };
+    if let Err(e) = load(&check) {
+        let _ = std::fs::remove_file(path);
+        bail!("generated config does not load: {e}");
+    }
+    println!("config written to {}", path.display());
+    Ok(())
+}
+
+fn checkconfig(path: PathBuf) -> Result<()> {
+    let opts = LoadOptions {
+        config_path: Some(path.clone()),
+        env: process_env(),
+        skip_secret_generation: true,
+        ..Default::default()
+    };
+    let loaded = load(&opts).map_err(|e| anyhow!("{e}"))?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("config {} is valid", path.display());
+    Ok(())
+}
+
+/// Go's `time.Duration.String()` for whole seconds (`168h0m0s`, `1m30s`, `5s`).
+fn go_duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn print_token(token: &str, what: &str, args: &TokenArgs) {
+    if args.quiet {
+        print!("{token}");
+        let _ = std::io::stdout().flush();
+        return;
+    }
+    let user = if args.user.is_empty() {
+        "anonymous user".to_owned()
+    } else {
+        format!("user \"{}\"", args.user)
+    };
+    let exp = if args.ttl >= 0 {
+        format!("with expiration TTL {}", go_duration(args.ttl as u64))
+    } else {
+        "without expiration".to_owned()
+    };
+    println!("HMAC SHA-256 {what} for {user} {exp}:\n{token}");
+}
+
+fn ttl(args: &TokenArgs) -> Option<Duration> {
+    // Centrifugo writes `exp` only for a positive TTL.
+    (args.ttl > 0).then(|| Duration::from_secs(args.ttl as u64))
+}
+
+fn token_secret(c: &Config) -> Result<&str> {
+    let secret = c.client.token.hmac_secret_key.as_str();
+    if secret.is_empty() {
+        bail!("no HMAC secret key set (client.token.hmac_secret_key)");
+    }
+    Ok(secret)
+}
+
+fn subscription_secret(c: &Config) -> Result<&str> {
+    let sub = &c.client.subscription_token;
+    if !sub.enabled {
+        return token_secret(c);
+    }
+    if sub.hmac_secret_key.is_empty() {
+        bail!("no HMAC secret key set (client.subscription_token.hmac_secret_key)");
+    }
+    Ok(&sub.hmac_secret_key)
+}
+
+fn gentoken(args: TokenArgs) -> Result<()> {
+    let loaded = load_for_tools(args.config.clone())?;
+    let c = &loaded.config;
+    let mut extra = Map::new();
+    let claim = &c.client.token.user_id_claim;
+    if !claim.is_empty() {
+        extra.insert(claim.clone(), Value::from(args.user.as_str()));
+    }
+    let t = token::generate_connection_token(token_secret(c)?, &args.user, ttl(&args), extra)
+        .map_err(|e| anyhow!("{e}"))?;
+    print_token(&t, "JWT", &args);
+    Ok(())
+}
+
+fn gensubtoken(args: TokenArgs, channel: &str) -> Result<()> {
+    if channel.is_empty() {
+        bail!("channel is required (-s)");
+    }
+    let loaded = load_for_tools(args.config.clone())?;
+    let secret = subscription_secret(&loaded.config)?;
+    let t = token::generate_subscription_token(secret, &args.user, channel, ttl(&args))
+        .map_err(|e| anyhow!("{e}"))?;
+    print_token(&t, "subscription JWT", &args);
+    Ok(())
+}
+
+fn checktoken(config: Option<PathBuf>, jwt: &str, subscription: bool) -> Result<()> {
+    let loaded = load_for_tools(config)?;
+    let c = &loaded.config;
+    let secret = if subscription {
+        subscription_secret(c)?
+    } else {
+        token_secret(c)?
+    };
+    let claims = token::verify(
+        jwt.trim(),
+        secret,
+        &c.client.token.audience,
+        &c.client.token.issuer,
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    let channel = claims.get("channel").and_then(Value::as_str).unwrap_or("");
+    if subscription && channel.is_empty() {
+        bail!("invalid subscription token: no channel claim");
+    }
+    if !subscription && claims.contains_key("channel") {
+        bail!("invalid connection token: channel claim is not allowed");
+    }
+    let claim = if c.client.token.user_id_claim.is_empty() {
+        "sub"
+    } else {
+        c.client.token.user_id_claim.as_str()
+    };
+    let user = claims.get(claim).and_then(Value::as_str).unwrap_or("");
+    let who = if user.is_empty() {
+        "anonymous user".to_owned()
+    } else {
+        format!("user \"{user}\"")
+    };
+    if subscription {
+        println!("valid subscription token for {who} and channel \"{channel}\"");
+    } else {
+        println!("valid token for {who}");
+    }
+    println!("payload: {}", Value::Object(claims));
+    Ok(())
+}
+
+fn run_tool(r: Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Genconfig { config }) => run_tool(genconfig(&config)),
+        Some(Command::Checkconfig { config }) => run_tool(checkconfig(config)),
+        Some(Command::Gentoken { token }) => run_tool(gentoken(token)),
+        Some(Command::Gensubtoken { token, channel }) => run_tool(gensubtoken(token, &channel)),
+        Some(Command::Checktoken { config, token }) => run_tool(checktoken(config, &token, false)),
+        Some(Command::Checksubtoken { config, token }) => {
+            run_tool(checktoken(config, &token, true))
+        }
+        Some(Command::Version) => {
+            println!(
+                "Gyre v{} (Centrifugo-compatible, OSS)",
+                env!("CARGO_PKG_VERSION")
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
