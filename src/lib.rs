@@ -6,6 +6,8 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod protocol;
 pub mod runtime;
 pub mod shard;
 pub mod token;
+pub mod ws;

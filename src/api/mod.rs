@@ -122,6 +122,8 @@ pub struct Publish {
     pub delta: bool,
     pub version: u64,
     pub version_epoch: Box<str>,
+    /// Publisher info (client-side publications only).
+    pub info: Option<Arc<ClientInfo>>,
 }
 
 #[derive(Debug, Clone)]
@@ -245,7 +247,7 @@ pub struct ClientInfo {
 }
 
 /// A publication as kept in history and returned by `history`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Publication {
     pub offset: u64,
     pub data: Payload,
@@ -280,6 +282,8 @@ pub enum Res {
     Channels(Vec<(Box<str>, u64)>),
     Info(Vec<NodeInfo>),
     Batch(Vec<(Option<Method>, Reply)>),
+    /// Internal: a channel owner's answer to a client subscription (never sent over the API).
+    Subscribed(crate::shard::SubOutcome),
 }
 
 /// The outcome of one command.

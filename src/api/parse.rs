@@ -270,6 +270,7 @@ fn publish_from(p: PublishP, channel: &str) -> Result<Publish, DecodeError> {
         delta: p.delta,
         version: p.version,
         version_epoch: p.version_epoch.as_ref().into(),
+        info: None,
     })
 }
 

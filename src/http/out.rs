@@ -51,6 +51,8 @@ struct Inner {
     closing: bool,
     /// The socket failed; nothing more will be written.
     dead: bool,
+    /// After the queued output the connection becomes a WebSocket: hand the socket back.
+    upgrade: bool,
 }
 
 /// See the module docs.
@@ -172,6 +174,14 @@ impl ConnOut {
         .await
     }
 
+    /// The connection switches protocols: the writer returns its half after the queue.
+    pub fn upgrade(&self) {
+        let mut i = self.inner.borrow_mut();
+        i.closing = true;
+        i.upgrade = true;
+        Self::wake_writer(&mut i);
+    }
+
     /// The reader is finished; the writer closes after the queued output.
     pub fn close(&self) {
         let mut i = self.inner.borrow_mut();
@@ -219,8 +229,9 @@ impl ConnOut {
         }
     }
 
-    /// The writer task: writes ready output as it becomes ready, closes when told.
-    pub async fn run_writer<W: monoio::io::AsyncWriteRent>(&self, mut w: W) {
+    /// The writer task: writes ready output as it becomes ready, closes when told. Returns
+    /// the write half when the connection is being upgraded.
+    pub async fn run_writer<W: monoio::io::AsyncWriteRent>(&self, mut w: W) -> Option<W> {
         use monoio::io::AsyncWriteRentExt;
         let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
         loop {
@@ -241,9 +252,12 @@ impl ConnOut {
                 })
                 .await;
                 if done {
+                    if self.inner.borrow().upgrade {
+                        return Some(w);
+                    }
                     let _ = w.shutdown().await;
                     self.mark_dead();
-                    return;
+                    return None;
                 }
                 continue;
             }
@@ -251,7 +265,7 @@ impl ConnOut {
             buf = b;
             if res.is_err() {
                 self.mark_dead();
-                return;
+                return None;
             }
             if buf.capacity() > 1 << 20 {
                 buf = Vec::with_capacity(16 * 1024);

@@ -26,6 +26,8 @@ enum Stop {
     Eof,
     /// We answered with an error and must close (body left unread).
     Close,
+    /// The 101 response is queued: the connection continues as a WebSocket session.
+    Upgrade(crate::protocol::Format),
 }
 
 /// The read half plus its buffer.
@@ -49,7 +51,9 @@ impl<R: AsyncReadRent> Reader<R> {
 
 /// Serves one accepted connection until it closes.
 pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
+    use std::os::fd::AsRawFd;
     let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
     let (rd, wr) = stream.into_split();
     let out = Rc::new(ConnOut::default());
     let (key, gen) = w.register_sink(out.clone());
@@ -57,9 +61,19 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
         let out = out.clone();
         monoio::spawn(async move { out.run_writer(wr).await })
     };
+    // `run_writer` hands the write half back on upgrade.
     let mut reader = Reader { rd, buf: BytesMut::with_capacity(READ_SIZE) };
     let conn = Conn { w: w.clone(), out: out.clone(), key, gen };
-    let _ = conn.run(&mut reader).await;
+    let stop = conn.run(&mut reader).await;
+    if let Stop::Upgrade(format) = stop {
+        out.upgrade();
+        let wr = writer.await;
+        w.unregister_sink(key);
+        if let Some(wr) = wr {
+            crate::ws::session::run(w, format, reader.rd, wr, reader.buf, fd).await;
+        }
+        return;
+    }
     out.close();
     writer.await;
     w.unregister_sink(key);
@@ -138,10 +152,49 @@ impl Conn {
             };
             return self.single(head, method, r).await;
         }
+        if !cfg.websocket.disabled && path == cfg.websocket.handler_prefix {
+            return Some(self.websocket(&head));
+        }
         if path == "/health" && cfg.health.enabled {
             return self.simple(&head, 200, "application/json", b"{}");
         }
         self.simple(&head, 404, "text/plain; charset=utf-8", b"404 page not found")
+    }
+
+    /// The WebSocket opening handshake (RFC 6455 §4.2) plus Centrifugo's origin rule.
+    fn websocket(&self, head: &Head) -> Stop {
+        let has_token = |name: &str, token: &str| {
+            head.header(name).is_some_and(|v| String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        };
+        let key = head.header("sec-websocket-key").unwrap_or(b"");
+        if head.method != HttpMethod::Get
+            || !has_token("upgrade", "websocket")
+            || !has_token("connection", "upgrade")
+            || head.header("sec-websocket-version") != Some(b"13")
+            || key.len() != 24
+        {
+            return self.fail(400);
+        }
+        if let Some(origin) = head.header("origin") {
+            let origin = String::from_utf8_lossy(origin).to_ascii_lowercase();
+            let allowed = self.w.cfg.client.allowed_origins.iter().any(|p| {
+                p == "*" || globset::Glob::new(&p.to_ascii_lowercase()).map(|g| g.compile_matcher().is_match(&origin)).unwrap_or(false)
+            });
+            if !allowed {
+                return self.fail(403);
+            }
+        }
+        let (format, proto) = crate::ws::session::negotiate(head);
+        let mut resp = String::with_capacity(160);
+        resp.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+        resp.push_str(&crate::ws::codec::accept_key(key));
+        if let Some(p) = proto {
+            resp.push_str("\r\nSec-WebSocket-Protocol: ");
+            resp.push_str(p);
+        }
+        resp.push_str("\r\n\r\n");
+        self.out.push_raw(Bytes::from(resp));
+        Stop::Upgrade(format)
     }
 
     /// API key from `X-API-Key`, `Authorization: apikey KEY` or `?api_key=`.

@@ -12,13 +12,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use ahash::AHashMap;
+use smallvec::SmallVec;
 use slab::Slab;
 
 use super::inbox::{Inbox, Mailbox};
 use super::notify::LocalNotify;
 use crate::api::{NodeInfo, Reply, Res};
 use crate::config::Config;
-use crate::shard::{Shard, ShardOp};
+use crate::shard::{Fanout, Prepared, PushKind, Shard, ShardOp, UnsubOp};
+use crate::ws::session::Session;
 
 /// Work one worker asks another to do.
 #[derive(Debug)]
@@ -47,6 +50,11 @@ pub enum Tag {
     Reply { conn: u32, gen: u32, seq: u64 },
     /// An async command awaiting the result.
     Waiter(u32),
+    /// A session's subscription awaiting the owner: on success the session joins the local
+    /// index (holding live pushes until its reply is written) before anything else runs.
+    SubWaiter { slot: u32, session: u32, gen: u32 },
+    /// Nobody waits for the result.
+    Discard,
 }
 
 /// Messages between workers.
@@ -54,6 +62,8 @@ pub enum Tag {
 pub enum Msg {
     Exec { from: u16, tag: Tag, op: Op },
     Done { tag: Tag, result: Reply },
+    /// A push for this worker's subscribers of the channel.
+    Deliver(Arc<Prepared>),
     Shutdown,
 }
 
@@ -92,6 +102,16 @@ pub struct Worker {
     waiters: RefCell<Slab<Waiter>>,
     pub shutdown: Cell<bool>,
     pub shutdown_notify: LocalNotify,
+    /// Client sessions on this worker.
+    pub clients: RefCell<Slab<Rc<Session>>>,
+    /// channel → local subscribers (session key, live). Not live: the subscribe reply is not
+    /// written yet, so pushes are held by the session.
+    pub index: RefCell<AHashMap<Arc<str>, SmallVec<[(u32, bool); 4]>>>,
+    /// user → number of its sessions here.
+    pub users: RefCell<AHashMap<Arc<str>, u32>>,
+    /// Verifies connection tokens (and subscription tokens unless they have their own key).
+    pub conn_tokens: crate::token::Verifier,
+    pub sub_tokens: crate::token::Verifier,
 }
 
 impl Worker {
@@ -101,7 +121,7 @@ impl Worker {
             id,
             workers,
             shard: RefCell::new(Shard::new(cfg.clone())),
-            cfg,
+            cfg: cfg.clone(),
             node,
             outbox: RefCell::new((0..workers).map(|_| Vec::new()).collect()),
             outbox_dirty: Cell::new(false),
@@ -111,6 +131,15 @@ impl Worker {
             waiters: RefCell::new(Slab::new()),
             shutdown: Cell::new(false),
             shutdown_notify: LocalNotify::default(),
+            clients: RefCell::new(Slab::new()),
+            index: RefCell::new(AHashMap::new()),
+            users: RefCell::new(AHashMap::new()),
+            conn_tokens: crate::token::Verifier::new(&cfg.client.token.hmac_secret_key, &cfg.client.token.audience, &cfg.client.token.issuer),
+            sub_tokens: if cfg.client.subscription_token.enabled {
+                crate::token::Verifier::new(&cfg.client.subscription_token.hmac_secret_key, "", "")
+            } else {
+                crate::token::Verifier::new(&cfg.client.token.hmac_secret_key, &cfg.client.token.audience, &cfg.client.token.issuer)
+            },
         }
     }
 
@@ -138,7 +167,9 @@ impl Worker {
         }
     }
 
-    fn send(&self, to: usize, msg: Msg) {
+    /// Queues a message for worker `to` (this worker included: it then arrives through the
+    /// own inbox, which keeps re-entrant work out of the current call stack).
+    pub fn send(&self, to: usize, msg: Msg) {
         self.outbox.borrow_mut()[to].push(msg);
         if !self.outbox_dirty.replace(true) {
             self.flusher.notify();
@@ -169,6 +200,24 @@ impl Worker {
                 };
                 sink.fill(seq, result);
             }
+            Tag::Discard => {}
+            Tag::SubWaiter { slot, session, gen } => {
+                if let Ok(Res::Subscribed(outcome)) = &result {
+                    let alive = self.clients.borrow().get(session as usize).filter(|s| s.gen == gen && !s.is_closed()).cloned();
+                    match alive {
+                        Some(s) if s.start_holding(&outcome.channel) => {
+                            self.index.borrow_mut().entry(outcome.channel.clone()).or_default().push((session, false));
+                        }
+                        _ => {
+                            // The session went away (or gave up) while the owner counted it.
+                            let op = UnsubOp { channel: outcome.channel.clone(), worker: self.id as u16, client: None, leave: None };
+                            let owner = crate::shard::owner_of(&outcome.channel, self.workers);
+                            self.send(owner, Msg::Exec { from: self.id as u16, tag: Tag::Discard, op: Op::Shard(ShardOp::Unsubscribe(Box::new(op))) });
+                        }
+                    }
+                }
+                self.complete(Tag::Waiter(slot), result);
+            }
             Tag::Waiter(slot) => {
                 let mut waiters = self.waiters.borrow_mut();
                 let Some(w) = waiters.get_mut(slot as usize) else { return };
@@ -196,13 +245,137 @@ impl Worker {
         Call { worker: self.clone(), state: CallState::Waiting(slot) }
     }
 
-    /// Executes an operation that landed on this worker.
+    /// Like [`Worker::call`] for a session's subscription: see [`Tag::SubWaiter`].
+    pub fn call_subscribe(self: &Rc<Self>, to: usize, op: ShardOp, session: &Session) -> Call {
+        let slot = self.waiters.borrow_mut().insert(Waiter::Waiting(None)) as u32;
+        let tag = Tag::SubWaiter { slot, session: session.key.get(), gen: session.gen };
+        if to == self.id {
+            let (r, fanout) = self.exec_op(Op::Shard(op));
+            self.complete(tag, r);
+            self.fan_out_all(fanout);
+        } else {
+            self.send(to, Msg::Exec { from: self.id as u16, tag, op: Op::Shard(op) });
+        }
+        Call { worker: self.clone(), state: CallState::Waiting(slot) }
+    }
+
+    /// Executes an operation that landed on this worker, pushes included.
     pub fn exec_local(&self, op: Op) -> Reply {
+        let (r, fanout) = self.exec_op(op);
+        self.fan_out_all(fanout);
+        r
+    }
+
+    fn fan_out_all(&self, fanout: Vec<Fanout>) {
+        for f in fanout {
+            self.fan_out(f);
+        }
+    }
+
+    /// Executes an operation and returns the pushes it produced without sending them, so the
+    /// caller can answer first: a subscriber sees its subscribe reply before its own join.
+    fn exec_op(&self, op: Op) -> (Reply, Vec<Fanout>) {
+        let mut fanout = Vec::new();
+        let r = self.exec_inner(op, &mut fanout);
+        (r, fanout)
+    }
+
+    fn exec_inner(&self, op: Op, fanout: &mut Vec<Fanout>) -> Reply {
         match op {
-            Op::Shard(op) => self.shard.borrow_mut().exec(op, Instant::now()),
-            Op::Survey(Survey::Stats) => Ok(Res::Info(vec![NodeInfo::default()])),
-            Op::Survey(Survey::Channels(_)) => Ok(Res::Channels(Vec::new())),
-            Op::Survey(Survey::Act(_)) => Ok(Res::Empty),
+            Op::Shard(op) => self.shard.borrow_mut().exec(op, Instant::now(), fanout),
+            Op::Survey(Survey::Stats) => {
+                let index = self.index.borrow();
+                let info = NodeInfo {
+                    num_clients: self.clients.borrow().iter().filter(|(_, s)| s.is_connected()).count() as u64,
+                    num_users: self.users.borrow().len() as u64,
+                    num_channels: index.len() as u64,
+                    num_subs: index.values().map(|v| v.len() as u64).sum(),
+                    ..Default::default()
+                };
+                Ok(Res::Info(vec![info]))
+            }
+            Op::Survey(Survey::Channels(m)) => {
+                let index = self.index.borrow();
+                let list = index
+                    .iter()
+                    .filter(|(ch, subs)| !subs.is_empty() && m.as_ref().is_none_or(|m| m.is_match(&***ch)))
+                    .map(|(ch, subs)| (Box::from(&**ch), subs.len() as u64))
+                    .collect();
+                Ok(Res::Channels(list))
+            }
+            Op::Survey(Survey::Act(cmd)) => {
+                crate::ws::session::api_act(self, &cmd);
+                Ok(Res::Empty)
+            }
+        }
+    }
+
+    /// Sends a prepared push to every worker with subscribers (this one directly).
+    fn fan_out(&self, f: Fanout) {
+        for w in f.workers {
+            if w as usize == self.id {
+                self.deliver_local(&f.prepared);
+            } else {
+                self.send(w as usize, Msg::Deliver(f.prepared.clone()));
+            }
+        }
+    }
+
+    /// Queues a push on every local subscriber of its channel: the same JSON frame for all,
+    /// the protobuf frame encoded at most once. Overflowing sessions are closed afterwards.
+    pub fn deliver_local(&self, p: &Prepared) {
+        let mut to_close: SmallVec<[(u32, crate::error::Disconnect); 4]> = SmallVec::new();
+        {
+            let index = self.index.borrow();
+            let Some(subs) = index.get(&*p.channel) else { return };
+            let clients = self.clients.borrow();
+            let mut pb: Option<bytes::Bytes> = None;
+            for &(key, live) in subs.iter() {
+                let Some(s) = clients.get(key as usize) else { continue };
+                if p.kind == PushKind::JoinLeave && !s.wants_join_leave(&p.channel) {
+                    continue;
+                }
+                let frame = match s.format {
+                    crate::protocol::Format::Json => match &p.json {
+                        Some(f) => f.clone(),
+                        None => {
+                            to_close.push((key, crate::error::Disconnect::INAPPROPRIATE_PROTOCOL));
+                            continue;
+                        }
+                    },
+                    crate::protocol::Format::Protobuf => pb.get_or_insert_with(|| p.protobuf_frame()).clone(),
+                };
+                let ok = if live { s.out.push(frame).is_ok() } else { s.hold(&p.channel, frame) };
+                if !ok {
+                    to_close.push((key, crate::error::Disconnect::SLOW));
+                }
+            }
+        }
+        for (key, d) in to_close {
+            let s = self.clients.borrow().get(key as usize).cloned();
+            if let Some(s) = s {
+                s.disconnect(d);
+            }
+        }
+    }
+
+    /// Removes a session from the local index of `channel`.
+    pub fn index_remove(&self, channel: &str, key: u32) {
+        let mut index = self.index.borrow_mut();
+        if let Some(subs) = index.get_mut(channel) {
+            subs.retain(|(k, _)| *k != key);
+            if subs.is_empty() {
+                index.remove(channel);
+            }
+        }
+    }
+
+    /// Marks a session's subscription live (its reply has been written).
+    pub fn index_set_live(&self, channel: &str, key: u32) {
+        if let Some(subs) = self.index.borrow_mut().get_mut(channel) {
+            if let Some(e) = subs.iter_mut().find(|(k, _)| *k == key) {
+                e.1 = true;
+            }
         }
     }
 
@@ -224,10 +397,14 @@ impl Worker {
         for msg in batch {
             match msg {
                 Msg::Exec { from, tag, op } => {
-                    let result = self.exec_local(op);
-                    self.send(from as usize, Msg::Done { tag, result });
+                    let (result, fanout) = self.exec_op(op);
+                    if !matches!(tag, Tag::Discard) {
+                        self.send(from as usize, Msg::Done { tag, result });
+                    }
+                    self.fan_out_all(fanout);
                 }
                 Msg::Done { tag, result } => self.complete(tag, result),
+                Msg::Deliver(p) => self.deliver_local(&p),
                 Msg::Shutdown => {
                     self.shutdown.set(true);
                     self.shutdown_notify.notify();

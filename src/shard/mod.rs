@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 
+use bytes::Bytes;
+use smallvec::SmallVec;
+
 use crate::api::{ClientInfo, History, Publication, Publish, Res, StreamPosition};
+use crate::protocol::{Format, PushBody};
 use crate::config::Config;
 use crate::engine::memory::{Presence, Stream};
 use crate::error::ApiError;
@@ -36,11 +40,98 @@ pub enum ShardOp {
     HistoryRemove(Box<str>),
     Presence(Box<str>),
     PresenceStats(Box<str>),
+    /// A connection on `worker` subscribes: count it, add presence, emit join, and answer
+    /// with the stream position (and recovered publications).
+    Subscribe(Box<SubOp>),
+    /// The reverse of a successful `Subscribe` (exactly one per success).
+    Unsubscribe(Box<UnsubOp>),
+}
+
+#[derive(Debug)]
+pub struct SubOp {
+    pub channel: Arc<str>,
+    pub worker: u16,
+    /// Added to presence when set.
+    pub presence: Option<ClientInfo>,
+    /// Emitted as a join push when set.
+    pub join: Option<ClientInfo>,
+    /// Position wanted: `Some(since)` to recover after `since`, `None` for the top only.
+    pub recover: Option<StreamPosition>,
+    /// Answer with the stream position (positioning or recovery is on).
+    pub position: bool,
+    /// Most publications a recovery may return.
+    pub recover_limit: usize,
+}
+
+#[derive(Debug)]
+pub struct UnsubOp {
+    pub channel: Arc<str>,
+    pub worker: u16,
+    /// Removed from presence when set.
+    pub client: Option<Arc<str>>,
+    /// Emitted as a leave push when set.
+    pub leave: Option<ClientInfo>,
+}
+
+/// Outcome of a `Subscribe` on the owner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubOutcome {
+    pub channel: Arc<str>,
+    pub position: Option<StreamPosition>,
+    pub publications: Vec<Publication>,
+    /// The requested position was recovered without a gap.
+    pub recovered: bool,
+}
+
+/// What kind of push a prepared frame is (subscribers filter join/leave).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushKind {
+    Publication,
+    JoinLeave,
+}
+
+/// A push encoded once for every subscriber: the JSON WebSocket frame is built by the owner;
+/// each receiving worker encodes the protobuf frame at most once for its own subscribers.
+#[derive(Debug)]
+pub struct Prepared {
+    pub channel: Arc<str>,
+    pub kind: PushKind,
+    pub push: PushBody,
+    /// The complete text frame for JSON clients; `None` when the payload is binary (JSON
+    /// clients cannot receive it and are disconnected with 3506).
+    pub json: Option<Bytes>,
+}
+
+impl Prepared {
+    pub fn new(channel: Arc<str>, kind: PushKind, push: PushBody) -> Self {
+        let binary = matches!(&push, PushBody::Pub(p) if p.data.binary);
+        let json = (!binary).then(|| {
+            let mut buf = Vec::with_capacity(128);
+            crate::protocol::encode_push(Format::Json, &channel, &push, &mut buf);
+            crate::ws::codec::frame(crate::ws::codec::OpCode::Text, &buf)
+        });
+        Prepared { channel, kind, push, json }
+    }
+
+    /// The complete binary frame for protobuf clients.
+    pub fn protobuf_frame(&self) -> Bytes {
+        let mut buf = Vec::with_capacity(128);
+        crate::protocol::encode_push(Format::Protobuf, &self.channel, &self.push, &mut buf);
+        crate::ws::codec::frame(crate::ws::codec::OpCode::Binary, &buf)
+    }
+}
+
+/// A prepared push and the workers that have subscribers for it.
+pub struct Fanout {
+    pub prepared: Arc<Prepared>,
+    pub workers: SmallVec<[u16; 8]>,
 }
 
 /// A channel owned by this worker.
 #[derive(Debug, Default)]
 struct ChannelState {
+    /// Subscriber count per worker (only workers with at least one).
+    workers: SmallVec<[(u16, u32); 4]>,
     stream: Option<Stream>,
     presence: Presence,
     /// idempotency key → (result, expiry).
@@ -51,7 +142,7 @@ struct ChannelState {
 
 impl ChannelState {
     fn is_idle(&self) -> bool {
-        self.stream.is_none() && self.presence.is_empty() && self.idempotency.is_none() && self.version.is_none()
+        self.workers.is_empty() && self.stream.is_none() && self.presence.is_empty() && self.idempotency.is_none() && self.version.is_none()
     }
 }
 
@@ -69,10 +160,15 @@ impl Shard {
     }
 
     /// Executes one owner-side operation. The origin has already validated the channel name
-    /// and namespace (so `resolve_channel` cannot fail here unless the config differs).
-    pub fn exec(&mut self, op: ShardOp, now: Instant) -> Result<Res, ApiError> {
+    /// and namespace. Pushes to deliver are appended to `fanout`.
+    pub fn exec(&mut self, op: ShardOp, now: Instant, fanout: &mut Vec<Fanout>) -> Result<Res, ApiError> {
         match op {
-            ShardOp::Publish(p) => self.publish(p, now).map(Res::Publish),
+            ShardOp::Publish(p) => self.publish(p, now, fanout).map(Res::Publish),
+            ShardOp::Subscribe(s) => self.subscribe(*s, now, fanout).map(Res::Subscribed),
+            ShardOp::Unsubscribe(u) => {
+                self.unsubscribe(*u, fanout);
+                Ok(Res::Empty)
+            }
             ShardOp::History(h) => self.history(h, now),
             ShardOp::HistoryRemove(ch) => {
                 if let Some(s) = self.channels.get_mut(&ch).and_then(|c| c.stream.as_mut()) {
@@ -88,7 +184,7 @@ impl Shard {
         }
     }
 
-    fn publish(&mut self, p: Publish, now: Instant) -> Result<Option<StreamPosition>, ApiError> {
+    fn publish(&mut self, p: Publish, now: Instant, fanout: &mut Vec<Fanout>) -> Result<Option<StreamPosition>, ApiError> {
         let cfg = self.cfg.clone();
         let opts = cfg.resolve_channel(&p.channel)?.options;
         let meta_ttl = cfg.history_meta_ttl(opts);
@@ -113,16 +209,23 @@ impl Shard {
             state.version = Some((p.version, p.version_epoch.clone()));
         }
         let history = opts.history_enabled() && !p.skip_history;
+        let mut publication = Publication { offset: 0, data: p.data, info: p.info, tags: p.tags };
         let result = if history {
             if state.stream.as_ref().is_some_and(|s| s.meta_expired(now, meta_ttl)) {
                 state.stream = None;
             }
             let stream = state.stream.get_or_insert_with(|| Stream::new(now));
-            let publication = Publication { offset: 0, data: p.data, info: None, tags: p.tags };
-            Some(stream.add(publication, opts.history_size, opts.history_ttl, now))
+            let pos = stream.add(publication.clone(), opts.history_size, opts.history_ttl, now);
+            publication.offset = pos.offset;
+            Some(pos)
         } else {
             None
         };
+        if !state.workers.is_empty() {
+            let channel: Arc<str> = Arc::from(&*p.channel);
+            let prepared = Arc::new(Prepared::new(channel, PushKind::Publication, PushBody::Pub(publication)));
+            fanout.push(Fanout { prepared, workers: state.workers.iter().map(|(w, _)| *w).collect() });
+        }
         if let Some(key) = p.idempotency_key {
             let map = state.idempotency.get_or_insert_with(Default::default);
             map.insert(key, (result.clone(), now + IDEMPOTENCY_TTL));
@@ -145,6 +248,80 @@ impl Shard {
         let stream = state.stream.get_or_insert_with(|| Stream::new(now));
         let (publications, position) = stream.read(h.since.as_ref(), h.limit as i64, h.reverse, now)?;
         Ok(Res::History { publications, position })
+    }
+
+    fn subscribe(&mut self, op: SubOp, now: Instant, fanout: &mut Vec<Fanout>) -> Result<SubOutcome, ApiError> {
+        let cfg = self.cfg.clone();
+        let opts = cfg.resolve_channel(&op.channel)?.options;
+        let meta_ttl = cfg.history_meta_ttl(opts);
+        let state = match self.channels.get_mut(&*op.channel) {
+            Some(s) => s,
+            None => self.channels.entry(Box::from(&*op.channel)).or_default(),
+        };
+        let mut outcome = SubOutcome { channel: op.channel.clone(), position: None, publications: Vec::new(), recovered: false };
+        if op.position || op.recover.is_some() {
+            if opts.history_enabled() {
+                if state.stream.as_ref().is_some_and(|s| s.meta_expired(now, meta_ttl)) {
+                    state.stream = None;
+                }
+                let stream = state.stream.get_or_insert_with(|| Stream::new(now));
+                let top = stream.position();
+                if let Some(since) = &op.recover {
+                    if since.epoch.is_empty() || since.epoch == top.epoch {
+                        let since = StreamPosition { offset: since.offset, epoch: top.epoch.clone() };
+                        if let Ok((pubs, _)) = stream.read(Some(&since), op.recover_limit as i64 + 1, false, now) {
+                            // Recovered only when the publications run without a gap from
+                            // since+1 to the top (or there are none and nothing was missed).
+                            let contiguous = match pubs.first() {
+                                None => since.offset == top.offset,
+                                Some(first) => first.offset == since.offset + 1 && pubs.len() <= op.recover_limit && pubs.last().map(|p| p.offset) == Some(top.offset),
+                            };
+                            if contiguous {
+                                outcome.publications = pubs;
+                                outcome.recovered = true;
+                            }
+                        }
+                    }
+                }
+                outcome.position = Some(top);
+            } else {
+                outcome.position = Some(StreamPosition::default());
+            }
+        }
+        match state.workers.iter_mut().find(|(w, _)| *w == op.worker) {
+            Some((_, n)) => *n += 1,
+            None => state.workers.push((op.worker, 1)),
+        }
+        if let Some(info) = op.presence {
+            state.presence.add(info);
+        }
+        if let Some(info) = op.join {
+            let prepared = Arc::new(Prepared::new(op.channel.clone(), PushKind::JoinLeave, PushBody::Join(info)));
+            fanout.push(Fanout { prepared, workers: state.workers.iter().map(|(w, _)| *w).collect() });
+        }
+        Ok(outcome)
+    }
+
+    fn unsubscribe(&mut self, op: UnsubOp, fanout: &mut Vec<Fanout>) {
+        let Some(state) = self.channels.get_mut(&*op.channel) else { return };
+        if let Some(i) = state.workers.iter().position(|(w, _)| *w == op.worker) {
+            state.workers[i].1 -= 1;
+            if state.workers[i].1 == 0 {
+                state.workers.swap_remove(i);
+            }
+        }
+        if let Some(client) = &op.client {
+            state.presence.remove(client);
+        }
+        if let Some(info) = op.leave {
+            if !state.workers.is_empty() {
+                let prepared = Arc::new(Prepared::new(op.channel.clone(), PushKind::JoinLeave, PushBody::Leave(info)));
+                fanout.push(Fanout { prepared, workers: state.workers.iter().map(|(w, _)| *w).collect() });
+            }
+        }
+        if state.is_idle() {
+            self.channels.remove(&*op.channel);
+        }
     }
 
     /// Adds or removes a client in a channel's presence table.

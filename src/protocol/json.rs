@@ -1,0 +1,585 @@
+//! JSON format of the client protocol: a text frame holds one or more commands separated by
+//! `\n`; replies and pushes are JSON objects with Centrifugo's field names, omitting empty
+//! fields as Centrifugo does. `data`/`info` are raw JSON kept byte-for-byte.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::*;
+use crate::api::encode::{self, string};
+
+fn raw(r: Option<&RawValue>) -> Option<Bytes> {
+    r.filter(|r| r.get() != "null").map(|r| Bytes::copy_from_slice(r.get().as_bytes()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Envelope<'a> {
+    id: u32,
+    #[serde(borrow)]
+    connect: Option<&'a RawValue>,
+    #[serde(borrow)]
+    subscribe: Option<&'a RawValue>,
+    #[serde(borrow)]
+    unsubscribe: Option<&'a RawValue>,
+    #[serde(borrow)]
+    publish: Option<&'a RawValue>,
+    #[serde(borrow)]
+    presence: Option<&'a RawValue>,
+    #[serde(borrow)]
+    presence_stats: Option<&'a RawValue>,
+    #[serde(borrow)]
+    history: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ping: Option<&'a RawValue>,
+    #[serde(borrow)]
+    send: Option<&'a RawValue>,
+    #[serde(borrow)]
+    rpc: Option<&'a RawValue>,
+    #[serde(borrow)]
+    refresh: Option<&'a RawValue>,
+    #[serde(borrow)]
+    sub_refresh: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SubRecoverJ {
+    recover: bool,
+    offset: u64,
+    epoch: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ConnectJ<'a> {
+    token: String,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    subs: Option<BTreeMap<String, SubRecoverJ>>,
+    name: String,
+    version: String,
+    headers: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SubscribeJ<'a> {
+    channel: String,
+    token: String,
+    recover: bool,
+    epoch: String,
+    offset: u64,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    positioned: bool,
+    recoverable: bool,
+    join_leave: bool,
+    delta: String,
+    flag: i64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ChannelJ {
+    channel: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PublishJ<'a> {
+    channel: String,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PositionJ {
+    offset: u64,
+    epoch: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct HistoryJ {
+    channel: String,
+    limit: i32,
+    since: Option<PositionJ>,
+    reverse: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DataJ<'a> {
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    method: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TokenJ {
+    token: String,
+    channel: String,
+}
+
+fn parse<'a, T: Deserialize<'a>>(r: &'a RawValue) -> Result<T, BadFrame> {
+    serde_json::from_str(r.get()).map_err(|_| BadFrame)
+}
+
+fn not_null(r: Option<&RawValue>) -> Option<&RawValue> {
+    r.filter(|r| r.get() != "null")
+}
+
+/// Decodes one command object.
+pub fn decode_command(line: &[u8]) -> Result<Cmd, BadFrame> {
+    let env: Envelope = serde_json::from_slice(line).map_err(|_| BadFrame)?;
+    let id = env.id;
+    let req = if let Some(r) = not_null(env.connect) {
+        let c: ConnectJ = parse(r)?;
+        Req::Connect(ConnectReq {
+            token: c.token,
+            data: raw(c.data),
+            subs: c
+                .subs
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, SubRecover { recover: v.recover, offset: v.offset, epoch: v.epoch }))
+                .collect(),
+            name: c.name,
+            version: c.version,
+            headers: c.headers.unwrap_or_default().into_iter().collect(),
+        })
+    } else if let Some(r) = not_null(env.subscribe) {
+        let s: SubscribeJ = parse(r)?;
+        Req::Subscribe(SubscribeReq {
+            channel: s.channel,
+            token: s.token,
+            recover: s.recover,
+            epoch: s.epoch,
+            offset: s.offset,
+            data: raw(s.data),
+            positioned: s.positioned,
+            recoverable: s.recoverable,
+            join_leave: s.join_leave,
+            delta: s.delta,
+            flag: s.flag,
+        })
+    } else if let Some(r) = not_null(env.unsubscribe) {
+        Req::Unsubscribe { channel: parse::<ChannelJ>(r)?.channel }
+    } else if let Some(r) = not_null(env.publish) {
+        let p: PublishJ = parse(r)?;
+        Req::Publish { channel: p.channel, data: raw(p.data).unwrap_or_else(|| Bytes::from_static(b"null")) }
+    } else if let Some(r) = not_null(env.presence) {
+        Req::Presence { channel: parse::<ChannelJ>(r)?.channel }
+    } else if let Some(r) = not_null(env.presence_stats) {
+        Req::PresenceStats { channel: parse::<ChannelJ>(r)?.channel }
+    } else if let Some(r) = not_null(env.history) {
+        let h: HistoryJ = parse(r)?;
+        Req::History(HistoryReq {
+            channel: h.channel,
+            limit: h.limit,
+            since: h.since.map(|s| StreamPosition { offset: s.offset, epoch: s.epoch.into() }),
+            reverse: h.reverse,
+        })
+    } else if not_null(env.ping).is_some() {
+        Req::Ping
+    } else if let Some(r) = not_null(env.send) {
+        Req::Send { data: raw(parse::<DataJ>(r)?.data).unwrap_or_else(|| Bytes::from_static(b"null")) }
+    } else if let Some(r) = not_null(env.rpc) {
+        let d: DataJ = parse(r)?;
+        Req::Rpc { method: d.method, data: raw(d.data).unwrap_or_else(|| Bytes::from_static(b"null")) }
+    } else if let Some(r) = not_null(env.refresh) {
+        Req::Refresh { token: parse::<TokenJ>(r)?.token }
+    } else if let Some(r) = not_null(env.sub_refresh) {
+        let t: TokenJ = parse(r)?;
+        Req::SubRefresh { channel: t.channel, token: t.token }
+    } else if id == 0 {
+        Req::Pong
+    } else {
+        Req::Unknown
+    };
+    Ok(Cmd { id, req })
+}
+
+/// Decodes every `\n`-separated command of a text frame. No commands → [`BadFrame`].
+pub fn decode(frame: &[u8]) -> Result<Vec<Cmd>, BadFrame> {
+    let mut out = Vec::new();
+    for line in frame.split(|&b| b == b'\n') {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        out.push(decode_command(line)?);
+    }
+    if out.is_empty() {
+        return Err(BadFrame);
+    }
+    Ok(out)
+}
+
+fn field_sep(out: &mut Vec<u8>, first: &mut bool) {
+    if !std::mem::take(first) {
+        out.push(b',');
+    }
+}
+
+fn key(out: &mut Vec<u8>, first: &mut bool, k: &str) {
+    field_sep(out, first);
+    out.push(b'"');
+    out.extend_from_slice(k.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+fn int(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// A publication as clients see it: `{"data":..,"info":..?,"offset":N?,"tags":{..}?}`.
+pub fn publication(out: &mut Vec<u8>, p: &Publication) {
+    out.extend_from_slice(b"{\"data\":");
+    if p.data.bytes.is_empty() {
+        out.extend_from_slice(b"null");
+    } else {
+        out.extend_from_slice(&p.data.bytes);
+    }
+    if let Some(info) = &p.info {
+        out.extend_from_slice(b",\"info\":");
+        encode::client_info(out, info);
+    }
+    if p.offset > 0 {
+        out.extend_from_slice(b",\"offset\":");
+        int(out, p.offset);
+    }
+    if let Some(t) = &p.tags {
+        out.extend_from_slice(b",\"tags\":");
+        encode::tags(out, t);
+    }
+    out.push(b'}');
+}
+
+fn subscribe_result(out: &mut Vec<u8>, r: &SubscribeResult) {
+    out.push(b'{');
+    let mut first = true;
+    if r.expires {
+        key(out, &mut first, "expires");
+        out.extend_from_slice(b"true");
+    }
+    if r.ttl > 0 {
+        key(out, &mut first, "ttl");
+        int(out, r.ttl as u64);
+    }
+    if r.recoverable {
+        key(out, &mut first, "recoverable");
+        out.extend_from_slice(b"true");
+    }
+    if !r.epoch.is_empty() {
+        key(out, &mut first, "epoch");
+        string(out, &r.epoch);
+    }
+    if !r.publications.is_empty() {
+        key(out, &mut first, "publications");
+        out.push(b'[');
+        for (i, p) in r.publications.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            publication(out, p);
+        }
+        out.push(b']');
+    }
+    if r.recovered {
+        key(out, &mut first, "recovered");
+        out.extend_from_slice(b"true");
+    }
+    if r.offset > 0 {
+        key(out, &mut first, "offset");
+        int(out, r.offset);
+    }
+    if r.positioned {
+        key(out, &mut first, "positioned");
+        out.extend_from_slice(b"true");
+    }
+    if let Some(d) = &r.data {
+        key(out, &mut first, "data");
+        out.extend_from_slice(d);
+    }
+    if r.was_recovering {
+        key(out, &mut first, "was_recovering");
+        out.extend_from_slice(b"true");
+    }
+    out.push(b'}');
+}
+
+fn body(out: &mut Vec<u8>, b: &ReplyBody) {
+    match b {
+        ReplyBody::Connect(c) => {
+            out.extend_from_slice(b"\"connect\":{");
+            let mut first = true;
+            if !c.client.is_empty() {
+                key(out, &mut first, "client");
+                string(out, &c.client);
+            }
+            if !c.version.is_empty() {
+                key(out, &mut first, "version");
+                string(out, &c.version);
+            }
+            if c.expires {
+                key(out, &mut first, "expires");
+                out.extend_from_slice(b"true");
+            }
+            if c.ttl > 0 {
+                key(out, &mut first, "ttl");
+                int(out, c.ttl as u64);
+            }
+            if let Some(d) = &c.data {
+                key(out, &mut first, "data");
+                out.extend_from_slice(d);
+            }
+            if !c.subs.is_empty() {
+                key(out, &mut first, "subs");
+                out.push(b'{');
+                for (i, (ch, r)) in c.subs.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    string(out, ch);
+                    out.push(b':');
+                    subscribe_result(out, r);
+                }
+                out.push(b'}');
+            }
+            if c.ping > 0 {
+                key(out, &mut first, "ping");
+                int(out, c.ping as u64);
+            }
+            if c.pong {
+                key(out, &mut first, "pong");
+                out.extend_from_slice(b"true");
+            }
+            out.push(b'}');
+        }
+        ReplyBody::Subscribe(r) => {
+            out.extend_from_slice(b"\"subscribe\":");
+            subscribe_result(out, r);
+        }
+        ReplyBody::Unsubscribe => out.extend_from_slice(b"\"unsubscribe\":{}"),
+        ReplyBody::Publish => out.extend_from_slice(b"\"publish\":{}"),
+        ReplyBody::Ping => out.extend_from_slice(b"\"ping\":{}"),
+        ReplyBody::Presence(clients) => {
+            out.extend_from_slice(b"\"presence\":{\"presence\":{");
+            for (i, c) in clients.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                string(out, &c.client);
+                out.push(b':');
+                encode::client_info(out, c);
+            }
+            out.extend_from_slice(b"}}");
+        }
+        ReplyBody::PresenceStats { num_clients, num_users } => {
+            out.extend_from_slice(b"\"presence_stats\":{");
+            let mut first = true;
+            if *num_clients > 0 {
+                key(out, &mut first, "num_clients");
+                int(out, *num_clients as u64);
+            }
+            if *num_users > 0 {
+                key(out, &mut first, "num_users");
+                int(out, *num_users as u64);
+            }
+            out.push(b'}');
+        }
+        ReplyBody::History { publications, position } => {
+            out.extend_from_slice(b"\"history\":{");
+            let mut first = true;
+            if !publications.is_empty() {
+                key(out, &mut first, "publications");
+                out.push(b'[');
+                for (i, p) in publications.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    publication(out, p);
+                }
+                out.push(b']');
+            }
+            if !position.epoch.is_empty() {
+                key(out, &mut first, "epoch");
+                string(out, &position.epoch);
+            }
+            if position.offset > 0 {
+                key(out, &mut first, "offset");
+                int(out, position.offset);
+            }
+            out.push(b'}');
+        }
+        ReplyBody::Rpc { data } => {
+            out.extend_from_slice(b"\"rpc\":{");
+            if let Some(d) = data {
+                out.extend_from_slice(b"\"data\":");
+                out.extend_from_slice(d);
+            }
+            out.push(b'}');
+        }
+        ReplyBody::Refresh { client, version, expires, ttl } => {
+            out.extend_from_slice(b"\"refresh\":{");
+            let mut first = true;
+            if !client.is_empty() {
+                key(out, &mut first, "client");
+                string(out, client);
+            }
+            if !version.is_empty() {
+                key(out, &mut first, "version");
+                string(out, version);
+            }
+            if *expires {
+                key(out, &mut first, "expires");
+                out.extend_from_slice(b"true");
+            }
+            if *ttl > 0 {
+                key(out, &mut first, "ttl");
+                int(out, *ttl as u64);
+            }
+            out.push(b'}');
+        }
+        ReplyBody::SubRefresh { expires, ttl } => {
+            out.extend_from_slice(b"\"sub_refresh\":{");
+            let mut first = true;
+            if *expires {
+                key(out, &mut first, "expires");
+                out.extend_from_slice(b"true");
+            }
+            if *ttl > 0 {
+                key(out, &mut first, "ttl");
+                int(out, *ttl as u64);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// `{"id":N,"<method>":{..}}` or `{"id":N,"error":{..}}`.
+pub fn encode_reply(id: u32, reply: &Result<ReplyBody, ApiError>, out: &mut Vec<u8>) {
+    out.push(b'{');
+    if id > 0 {
+        out.extend_from_slice(b"\"id\":");
+        int(out, id as u64);
+        out.push(b',');
+    }
+    match reply {
+        Ok(b) => body(out, b),
+        Err(e) => {
+            out.extend_from_slice(b"\"error\":");
+            encode::error(out, e);
+        }
+    }
+    out.push(b'}');
+}
+
+/// `{"push":{"channel":"c","pub":{..}}}` and the other push kinds.
+pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"push\":{");
+    let with_channel = matches!(push, PushBody::Pub(_) | PushBody::Join(_) | PushBody::Leave(_) | PushBody::Unsubscribe { .. } | PushBody::Subscribe { .. });
+    if with_channel {
+        out.extend_from_slice(b"\"channel\":");
+        string(out, channel);
+        out.push(b',');
+    }
+    match push {
+        PushBody::Pub(p) => {
+            out.extend_from_slice(b"\"pub\":");
+            publication(out, p);
+        }
+        PushBody::Join(info) | PushBody::Leave(info) => {
+            out.extend_from_slice(if matches!(push, PushBody::Join(_)) { b"\"join\":{\"info\":".as_slice() } else { b"\"leave\":{\"info\":".as_slice() });
+            encode::client_info(out, info);
+            out.push(b'}');
+        }
+        PushBody::Unsubscribe { code, reason } => {
+            out.extend_from_slice(b"\"unsubscribe\":{\"code\":");
+            int(out, *code as u64);
+            out.extend_from_slice(b",\"reason\":");
+            string(out, reason);
+            out.push(b'}');
+        }
+        PushBody::Subscribe { recoverable, epoch, offset, positioned, data } => {
+            let r = SubscribeResult {
+                recoverable: *recoverable,
+                epoch: epoch.clone(),
+                offset: *offset,
+                positioned: *positioned,
+                data: data.clone(),
+                ..Default::default()
+            };
+            out.extend_from_slice(b"\"subscribe\":");
+            subscribe_result(out, &r);
+        }
+        PushBody::Message { data } => {
+            out.extend_from_slice(b"\"message\":{\"data\":");
+            out.extend_from_slice(data);
+            out.push(b'}');
+        }
+        PushBody::Refresh { expires, ttl } => {
+            out.extend_from_slice(b"\"refresh\":{");
+            let mut first = true;
+            if *expires {
+                key(out, &mut first, "expires");
+                out.extend_from_slice(b"true");
+            }
+            if *ttl > 0 {
+                key(out, &mut first, "ttl");
+                int(out, *ttl as u64);
+            }
+            out.push(b'}');
+        }
+        PushBody::Disconnect { code, reason, reconnect } => {
+            out.extend_from_slice(b"\"disconnect\":{\"code\":");
+            int(out, *code as u64);
+            out.extend_from_slice(b",\"reason\":");
+            string(out, reason);
+            if *reconnect {
+                out.extend_from_slice(b",\"reconnect\":true");
+            }
+            out.push(b'}');
+        }
+    }
+    out.extend_from_slice(b"}}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_js_first_frame() {
+        let frame = b"{\"connect\":{\"token\":\"t\",\"name\":\"js\"},\"id\":1}\n{\"subscribe\":{\"channel\":\"news\",\"recover\":true,\"offset\":5,\"epoch\":\"ab\"},\"id\":2}";
+        let cmds = decode(frame).unwrap();
+        assert_eq!(cmds.len(), 2);
+        assert!(matches!(&cmds[0].req, Req::Connect(c) if c.token == "t" && c.name == "js"));
+        assert!(matches!(&cmds[1].req, Req::Subscribe(s) if s.channel == "news" && s.recover && s.offset == 5));
+        assert_eq!(decode(b"{}").unwrap()[0].req, Req::Pong);
+        assert_eq!(decode(b"{\"id\":4}").unwrap()[0].req, Req::Unknown);
+        assert!(decode(b"").is_err());
+        assert!(decode(b"{nope").is_err());
+    }
+
+    #[test]
+    fn encodes_replies_and_pushes() {
+        let mut out = Vec::new();
+        let c = ConnectResult { client: "c1".into(), version: "1 OSS".into(), ping: 25, pong: true, ..Default::default() };
+        encode_reply(1, &Ok(ReplyBody::Connect(c)), &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"id":1,"connect":{"client":"c1","version":"1 OSS","ping":25,"pong":true}}"#);
+        let mut out = Vec::new();
+        encode_push("news", &PushBody::Unsubscribe { code: 2000, reason: "server unsubscribe".into() }, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"push":{"channel":"news","unsubscribe":{"code":2000,"reason":"server unsubscribe"}}}"#);
+        let mut out = Vec::new();
+        encode_reply(3, &Err(ApiError::PERMISSION_DENIED), &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"id":3,"error":{"code":103,"message":"permission denied"}}"#);
+    }
+}

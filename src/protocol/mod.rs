@@ -1,0 +1,182 @@
+//! The Centrifuge client protocol (v2): one internal model of client commands, replies and
+//! pushes, with two wire codecs: JSON ([`json`]: newline-delimited objects in text frames) and
+//! protobuf ([`pb`]: varint-length-prefixed messages in binary frames).
+//!
+//! Payloads (`data`, `info`) are kept as raw bytes: raw JSON text for JSON clients, opaque
+//! bytes for protobuf clients, exactly as Centrifugo passes them through.
+
+pub mod json;
+pub mod pb;
+
+use bytes::Bytes;
+
+use crate::api::{ClientInfo, Publication, StreamPosition};
+use crate::error::ApiError;
+
+/// The wire format of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Json,
+    Protobuf,
+}
+
+/// One client command: `id` (0 for `send` and pong) and what it asks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cmd {
+    pub id: u32,
+    pub req: Req,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Req {
+    Connect(ConnectReq),
+    Subscribe(SubscribeReq),
+    Unsubscribe { channel: String },
+    Publish { channel: String, data: Bytes },
+    Presence { channel: String },
+    PresenceStats { channel: String },
+    History(HistoryReq),
+    /// A client→server ping command (id > 0).
+    Ping,
+    Send { data: Bytes },
+    Rpc { method: String, data: Bytes },
+    Refresh { token: String },
+    SubRefresh { channel: String, token: String },
+    /// The empty command `{}` (id 0): the answer to a server ping.
+    Pong,
+    /// A command with id > 0 and no known request.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConnectReq {
+    pub token: String,
+    pub data: Option<Bytes>,
+    /// Server-side subscriptions the client asks to recover: channel → position.
+    pub subs: Vec<(String, SubRecover)>,
+    pub name: String,
+    pub version: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// `connect.subs` entry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SubRecover {
+    pub recover: bool,
+    pub offset: u64,
+    pub epoch: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SubscribeReq {
+    pub channel: String,
+    pub token: String,
+    pub recover: bool,
+    pub epoch: String,
+    pub offset: u64,
+    pub data: Option<Bytes>,
+    pub positioned: bool,
+    pub recoverable: bool,
+    pub join_leave: bool,
+    pub delta: String,
+    pub flag: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistoryReq {
+    pub channel: String,
+    pub limit: i32,
+    pub since: Option<StreamPosition>,
+    pub reverse: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SubscribeResult {
+    pub expires: bool,
+    pub ttl: u32,
+    pub recoverable: bool,
+    pub epoch: String,
+    pub publications: Vec<Publication>,
+    pub recovered: bool,
+    pub offset: u64,
+    pub positioned: bool,
+    pub data: Option<Bytes>,
+    pub was_recovering: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConnectResult {
+    pub client: String,
+    pub version: String,
+    pub expires: bool,
+    pub ttl: u32,
+    pub data: Option<Bytes>,
+    pub subs: Vec<(String, SubscribeResult)>,
+    pub ping: u32,
+    pub pong: bool,
+}
+
+/// A successful reply's body, named like the command it answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplyBody {
+    Connect(ConnectResult),
+    Subscribe(SubscribeResult),
+    Unsubscribe,
+    Publish,
+    Presence(Vec<ClientInfo>),
+    PresenceStats { num_clients: u32, num_users: u32 },
+    History { publications: Vec<Publication>, position: StreamPosition },
+    Ping,
+    Rpc { data: Option<Bytes> },
+    Refresh { client: String, version: String, expires: bool, ttl: u32 },
+    SubRefresh { expires: bool, ttl: u32 },
+}
+
+/// What a push carries (`channel` travels beside it).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PushBody {
+    Pub(Publication),
+    Join(ClientInfo),
+    Leave(ClientInfo),
+    Unsubscribe { code: u32, reason: String },
+    Subscribe { recoverable: bool, epoch: String, offset: u64, positioned: bool, data: Option<Bytes> },
+    Message { data: Bytes },
+    Refresh { expires: bool, ttl: u32 },
+    Disconnect { code: u32, reason: String, reconnect: bool },
+}
+
+/// A frame's commands could not be decoded: the connection is closed with 3501.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadFrame;
+
+/// Decodes every command in one WebSocket message.
+pub fn decode(format: Format, frame: &[u8]) -> Result<Vec<Cmd>, BadFrame> {
+    match format {
+        Format::Json => json::decode(frame),
+        Format::Protobuf => pb::decode(frame),
+    }
+}
+
+/// Appends one reply (for JSON without a trailing newline; the caller joins with `\n`).
+pub fn encode_reply(format: Format, id: u32, reply: &Result<ReplyBody, ApiError>, out: &mut Vec<u8>) {
+    match format {
+        Format::Json => json::encode_reply(id, reply, out),
+        Format::Protobuf => pb::encode_reply(id, reply, out),
+    }
+}
+
+/// Appends one push.
+pub fn encode_push(format: Format, channel: &str, push: &PushBody, out: &mut Vec<u8>) {
+    match format {
+        Format::Json => json::encode_push(channel, push, out),
+        Format::Protobuf => pb::encode_push(channel, push, out),
+    }
+}
+
+/// Appends the server ping (an empty reply): `{}` in JSON, one zero length byte in protobuf.
+pub fn encode_ping(format: Format, out: &mut Vec<u8>) {
+    match format {
+        Format::Json => out.extend_from_slice(b"{}"),
+        Format::Protobuf => out.push(0),
+    }
+}

@@ -1,0 +1,1020 @@
+//! A client session on the bidirectional WebSocket transport: the Centrifuge protocol state
+//! machine (connect, subscriptions, publish, presence, history, refresh, ping/pong), the
+//! permission rules of channel namespaces, and the hand-off of pushes from the worker's index.
+//!
+//! A session lives on the worker that accepted it. Its reader runs in the connection's task,
+//! its writer in another ([`WsOut::run_writer`]), its timers in a third. Work on channels goes
+//! to their owners through the worker; results come back in order (see `ARCHITECTURE.md`).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ahash::AHashMap;
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use serde_json::{Map, Value};
+
+use super::codec::{self, Message, OpCode};
+use super::out::WsOut;
+use crate::api::{ClientInfo, Command, Payload, Publish, StreamPosition};
+use crate::config::ChannelOptions;
+use crate::error::{ApiError, Disconnect};
+use crate::protocol::{self, Cmd, ConnectResult, Format, PushBody, Req, ReplyBody, SubscribeReq, SubscribeResult};
+use crate::runtime::worker::{Msg, Op, Tag, Worker};
+use crate::shard::{owner_of, ShardOp, SubOp, UnsubOp};
+use crate::token::TokenError;
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// One subscription of a session.
+#[derive(Debug, Clone)]
+struct Sub {
+    chan_info: Option<Bytes>,
+    /// Presence is kept for this subscription (so unsubscribing removes it).
+    presence: bool,
+    /// Join/leave are emitted for this subscription.
+    join_leave: bool,
+    /// This client receives join/leave pushes.
+    push_join_leave: bool,
+    server_side: bool,
+    expires_at: i64,
+}
+
+#[derive(Default)]
+struct State {
+    connected: bool,
+    /// A connect failed with an error reply: any further command closes with 3501.
+    unusable: bool,
+    closed: bool,
+    user: Arc<str>,
+    conn_info: Option<Bytes>,
+    subs: AHashMap<Arc<str>, Sub>,
+    /// Subscriptions sent to their owner and not answered yet.
+    pending: AHashMap<Arc<str>, Sub>,
+    /// Pushes held for subscriptions whose reply is not written yet.
+    held: AHashMap<Arc<str>, Vec<Bytes>>,
+    held_bytes: usize,
+    /// Unix seconds when the credentials expire (0 = never).
+    expires_at: i64,
+    /// A server ping is waiting for its pong since then.
+    ping_sent: Option<Instant>,
+    next_ping: Option<Instant>,
+}
+
+/// See the module docs.
+pub struct Session {
+    pub key: Cell<u32>,
+    pub gen: u32,
+    pub format: Format,
+    pub out: WsOut,
+    pub client: Arc<str>,
+    w: Rc<Worker>,
+    st: RefCell<State>,
+    created: Instant,
+}
+
+static NEXT_GEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+impl Session {
+    pub fn is_closed(&self) -> bool {
+        self.st.borrow().closed
+    }
+
+    pub fn is_connected(&self) -> bool {
+        let st = self.st.borrow();
+        st.connected && !st.closed
+    }
+
+    /// Called by the worker when the owner accepted a subscription: pushes from now on are
+    /// held until the reply is written. False when the session no longer wants it.
+    pub fn start_holding(&self, channel: &Arc<str>) -> bool {
+        let mut st = self.st.borrow_mut();
+        if st.closed || !st.pending.contains_key(channel) {
+            return false;
+        }
+        st.held.insert(channel.clone(), Vec::new());
+        true
+    }
+
+    /// Holds a push for a subscription whose reply is not written yet. False on overflow.
+    pub fn hold(&self, channel: &Arc<str>, frame: Bytes) -> bool {
+        let mut st = self.st.borrow_mut();
+        st.held_bytes += frame.len();
+        if st.held_bytes > self.w.cfg.client.queue_max_size {
+            return false;
+        }
+        if let Some(v) = st.held.get_mut(channel) {
+            v.push(frame);
+        }
+        true
+    }
+
+    /// Whether this client gets join/leave pushes of `channel`.
+    pub fn wants_join_leave(&self, channel: &str) -> bool {
+        let st = self.st.borrow();
+        st.subs.get(channel).or_else(|| st.pending.get(channel)).is_some_and(|s| s.push_join_leave)
+    }
+
+    fn info(&self, chan_info: Option<Bytes>) -> ClientInfo {
+        let st = self.st.borrow();
+        ClientInfo { user: st.user.clone(), client: self.client.clone(), conn_info: st.conn_info.clone(), chan_info }
+    }
+
+    fn push_frame(&self, payload: Vec<u8>) {
+        let op = if self.format == Format::Json { OpCode::Text } else { OpCode::Binary };
+        if self.out.push(codec::frame(op, &payload)).is_err() {
+            self.disconnect(Disconnect::SLOW);
+        }
+    }
+
+    fn reply(&self, id: u32, r: &Result<ReplyBody, ApiError>) {
+        let mut buf = Vec::with_capacity(64);
+        protocol::encode_reply(self.format, id, r, &mut buf);
+        self.push_frame(buf);
+    }
+
+    fn push(&self, channel: &str, p: &PushBody) {
+        let mut buf = Vec::with_capacity(64);
+        protocol::encode_push(self.format, channel, p, &mut buf);
+        self.push_frame(buf);
+    }
+
+    /// Writes the pushes held for `channel` and makes the subscription live.
+    fn release(&self, channel: &Arc<str>) {
+        let held = {
+            let mut st = self.st.borrow_mut();
+            let v = st.held.remove(channel).unwrap_or_default();
+            st.held_bytes -= v.iter().map(|b| b.len()).sum::<usize>().min(st.held_bytes);
+            v
+        };
+        for f in held {
+            if self.out.push(f).is_err() {
+                self.disconnect(Disconnect::SLOW);
+                return;
+            }
+        }
+        self.w.index_set_live(channel, self.key.get());
+    }
+
+    /// Closes the session with a WebSocket close frame carrying the code and reason, and
+    /// releases everything it holds (index entries, owner counts, presence). Idempotent.
+    pub fn disconnect(&self, d: Disconnect) {
+        if self.st.borrow().closed {
+            return;
+        }
+        self.out.close(codec::close_frame(d.code, &d.reason), d == Disconnect::SLOW);
+        self.cleanup();
+    }
+
+    /// The peer is gone: release state without writing anything.
+    fn vanished(&self) {
+        self.out.kill();
+        self.cleanup();
+    }
+
+    fn cleanup(&self) {
+        let (subs, user, connected) = {
+            let mut st = self.st.borrow_mut();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            st.held.clear();
+            st.pending.clear();
+            (std::mem::take(&mut st.subs), st.user.clone(), st.connected)
+        };
+        let key = self.key.get();
+        for (channel, sub) in subs {
+            self.w.index_remove(&channel, key);
+            self.send_unsub(channel, &sub);
+        }
+        if connected {
+            let mut users = self.w.users.borrow_mut();
+            if let Some(n) = users.get_mut(&user) {
+                *n -= 1;
+                if *n == 0 {
+                    users.remove(&user);
+                }
+            }
+        }
+        self.w.clients.borrow_mut().try_remove(key as usize);
+    }
+
+    fn send_unsub(&self, channel: Arc<str>, sub: &Sub) {
+        let leave = sub.join_leave.then(|| self.info(sub.chan_info.clone()));
+        let op = UnsubOp { channel: channel.clone(), worker: self.w.id as u16, client: sub.presence.then(|| self.client.clone()), leave };
+        let owner = owner_of(&channel, self.w.workers);
+        self.w.send(owner, Msg::Exec { from: self.w.id as u16, tag: Tag::Discard, op: Op::Shard(ShardOp::Unsubscribe(Box::new(op))) });
+    }
+
+    /// Removes one subscription (client or server initiated).
+    fn unsubscribe(&self, channel: &str, push: Option<(u32, &str)>) -> bool {
+        let removed = self.st.borrow_mut().subs.remove_entry(channel);
+        let Some((channel, sub)) = removed else { return false };
+        self.w.index_remove(&channel, self.key.get());
+        self.send_unsub(channel.clone(), &sub);
+        if let Some((code, reason)) = push {
+            self.push(&channel, &PushBody::Unsubscribe { code, reason: reason.into() });
+        }
+        true
+    }
+}
+
+/// Picks the wire format: the `centrifuge-protobuf` subprotocol or `?format=protobuf` /
+/// `?cf_protocol=protobuf`. Returns the format and the subprotocol to echo.
+pub fn negotiate(head: &crate::http::codec::Head) -> (Format, Option<&'static str>) {
+    let protos = head.header("sec-websocket-protocol").map(|v| String::from_utf8_lossy(v).to_ascii_lowercase()).unwrap_or_default();
+    let asked: Vec<&str> = protos.split(',').map(str::trim).collect();
+    if asked.contains(&"centrifuge-protobuf") {
+        return (Format::Protobuf, Some("centrifuge-protobuf"));
+    }
+    let q = |k: &str| head.query_param(k).map(|v| v.eq_ignore_ascii_case("protobuf")).unwrap_or(false);
+    let format = if q("format") || q("cf_protocol") { Format::Protobuf } else { Format::Json };
+    (format, asked.contains(&"centrifuge-json").then_some("centrifuge-json"))
+}
+
+/// Runs a session on an upgraded connection until it closes.
+pub async fn run<R, W>(w: Rc<Worker>, format: Format, mut rd: R, wr: W, mut buf: BytesMut, fd: i32)
+where
+    R: monoio::io::AsyncReadRent,
+    W: monoio::io::AsyncWriteRent + 'static,
+{
+    let cfg = w.cfg.clone();
+    let s = Rc::new(Session {
+        key: Cell::new(0),
+        gen: NEXT_GEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        format,
+        out: WsOut::new(cfg.client.queue_max_size),
+        client: uuid::Uuid::new_v4().to_string().into(),
+        w: w.clone(),
+        st: RefCell::new(State::default()),
+        created: Instant::now(),
+    });
+    let key = w.clients.borrow_mut().insert(s.clone()) as u32;
+    s.key.set(key);
+    let writer = {
+        let s = s.clone();
+        let timeout = cfg.websocket.write_timeout;
+        monoio::spawn(async move {
+            s.out.run_writer(wr, timeout).await;
+            // Wake the reader too: a closed session must not keep its socket open.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        })
+    };
+    monoio::spawn(timers(s.clone()));
+    let limit = cfg.websocket.message_size_limit;
+    let mut dec = codec::Decoder::new(limit, limit);
+    'read: loop {
+        loop {
+            match dec.decode(&mut buf) {
+                Ok(Some(msg)) => {
+                    if !handle_message(&s, msg).await {
+                        break 'read;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let code = e.close_code();
+                    s.out.close(codec::close_frame(code, ""), false);
+                    s.cleanup();
+                    break 'read;
+                }
+            }
+            if s.is_closed() {
+                break 'read;
+            }
+        }
+        if s.is_closed() {
+            break;
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        let (res, b) = rd.read(buf).await;
+        buf = b;
+        if !matches!(res, Ok(n) if n > 0) {
+            s.vanished();
+            break;
+        }
+    }
+    s.cleanup();
+    let _ = writer.await;
+}
+
+/// Handles one WebSocket message; false when the reader should stop.
+async fn handle_message(s: &Rc<Session>, msg: Message) -> bool {
+    let data = match msg {
+        Message::Text(d) if s.format == Format::Json => d,
+        Message::Binary(d) if s.format == Format::Protobuf => d,
+        Message::Text(_) | Message::Binary(_) => {
+            s.disconnect(Disconnect::BAD_REQUEST);
+            return false;
+        }
+        Message::Ping(p) => {
+            let _ = s.out.push(codec::frame(OpCode::Pong, &p));
+            return true;
+        }
+        Message::Pong(_) => return true,
+        Message::Close(_) => {
+            s.out.close(codec::close_frame(1000, ""), false);
+            s.cleanup();
+            return false;
+        }
+    };
+    let cmds = match protocol::decode(s.format, &data) {
+        Ok(c) => c,
+        Err(_) => {
+            s.disconnect(Disconnect::BAD_REQUEST);
+            return false;
+        }
+    };
+    for cmd in cmds {
+        if let Err(d) = handle_command(s, cmd).await {
+            s.disconnect(d);
+            return false;
+        }
+        if s.is_closed() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Runs one command; an `Err` closes the connection with that disconnect.
+async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
+    let (connected, unusable) = {
+        let st = s.st.borrow();
+        (st.connected, st.unusable)
+    };
+    if unusable {
+        return Err(Disconnect::BAD_REQUEST);
+    }
+    if let Req::Connect(c) = cmd.req {
+        if connected || cmd.id == 0 {
+            return Err(Disconnect::BAD_REQUEST);
+        }
+        return connect(s, cmd.id, c).await;
+    }
+    if !connected {
+        return Err(Disconnect::BAD_REQUEST);
+    }
+    let id = cmd.id;
+    if id == 0 && !matches!(cmd.req, Req::Pong | Req::Send { .. }) {
+        return Err(Disconnect::BAD_REQUEST);
+    }
+    match cmd.req {
+        Req::Connect(_) => unreachable!("handled above"),
+        Req::Pong => {
+            if s.st.borrow_mut().ping_sent.take().is_none() {
+                return Err(Disconnect::BAD_REQUEST);
+            }
+        }
+        Req::Unknown | Req::Ping => return Err(Disconnect::BAD_REQUEST),
+        Req::Send { .. } => return Err(Disconnect::NOT_AVAILABLE),
+        Req::Rpc { .. } => s.reply(id, &Err(ApiError::NOT_AVAILABLE)),
+        Req::Subscribe(req) => {
+            if req.channel.is_empty() {
+                return Err(Disconnect::BAD_REQUEST);
+            }
+            let r = subscribe(s, req).await?;
+            if let Ok((channel, _)) = &r {
+                let channel = channel.clone();
+                s.reply(id, &r.map(|(_, res)| ReplyBody::Subscribe(res)));
+                s.release(&channel);
+            } else {
+                s.reply(id, &r.map(|(_, res)| ReplyBody::Subscribe(res)));
+            }
+        }
+        Req::Unsubscribe { channel } => {
+            if channel.is_empty() {
+                return Err(Disconnect::BAD_REQUEST);
+            }
+            s.unsubscribe(&channel, None);
+            s.reply(id, &Ok(ReplyBody::Unsubscribe));
+        }
+        Req::Publish { channel, data } => {
+            if channel.is_empty() {
+                return Err(Disconnect::BAD_REQUEST);
+            }
+            let r = publish(s, channel, data).await;
+            s.reply(id, &r);
+        }
+        Req::Presence { channel } | Req::PresenceStats { channel } if channel.is_empty() => return Err(Disconnect::BAD_REQUEST),
+        Req::Presence { channel } => {
+            let r = match check(s, &channel, Feature::Presence) {
+                Err(e) => Err(e),
+                Ok(()) => match s.w.call(owner_of(&channel, s.w.workers), Op::Shard(ShardOp::Presence(channel.as_str().into()))).await {
+                    Ok(crate::api::Res::Presence(list)) => Ok(ReplyBody::Presence(list)),
+                    _ => Err(ApiError::INTERNAL),
+                },
+            };
+            s.reply(id, &r);
+        }
+        Req::PresenceStats { channel } => {
+            let r = match check(s, &channel, Feature::Presence) {
+                Err(e) => Err(e),
+                Ok(()) => match s.w.call(owner_of(&channel, s.w.workers), Op::Shard(ShardOp::PresenceStats(channel.as_str().into()))).await {
+                    Ok(crate::api::Res::PresenceStats { num_clients, num_users }) => {
+                        Ok(ReplyBody::PresenceStats { num_clients: num_clients as u32, num_users: num_users as u32 })
+                    }
+                    _ => Err(ApiError::INTERNAL),
+                },
+            };
+            s.reply(id, &r);
+        }
+        Req::History(h) => {
+            if h.channel.is_empty() {
+                return Err(Disconnect::BAD_REQUEST);
+            }
+            let r = match check(s, &h.channel, Feature::History) {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let max = s.w.cfg.client.history_max_publication_limit as i32;
+                    let limit = if h.limit < 0 || h.limit > max { max } else { h.limit };
+                    let op = crate::api::History { channel: h.channel.as_str().into(), limit, since: h.since, reverse: h.reverse };
+                    match s.w.call(owner_of(&h.channel, s.w.workers), Op::Shard(ShardOp::History(op))).await {
+                        Ok(crate::api::Res::History { publications, position }) => Ok(ReplyBody::History { publications, position }),
+                        Ok(_) => Err(ApiError::INTERNAL),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            s.reply(id, &r);
+        }
+        Req::Refresh { token } => refresh(s, id, &token)?,
+        Req::SubRefresh { channel, token } => sub_refresh(s, id, &channel, &token)?,
+    }
+    Ok(())
+}
+
+/// Claims of a verified connection token that Gyre uses.
+struct ConnClaims {
+    user: String,
+    expire_at: i64,
+    info: Option<Bytes>,
+    channels: Vec<(String, Option<Bytes>)>,
+}
+
+fn claim_info(claims: &Map<String, Value>, key: &str, b64key: &str) -> Result<Option<Bytes>, ()> {
+    if let Some(Value::String(b)) = claims.get(b64key) {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(b).map_err(|_| ())?;
+        return Ok(Some(Bytes::from(bytes)));
+    }
+    Ok(claims.get(key).filter(|v| !v.is_null()).map(|v| Bytes::from(serde_json::to_vec(v).unwrap_or_default())))
+}
+
+fn parse_conn_claims(s: &Session, claims: &Map<String, Value>) -> Result<ConnClaims, Disconnect> {
+    if claims.contains_key("channel") {
+        return Err(Disconnect::INVALID_TOKEN);
+    }
+    let user_claim = &s.w.cfg.client.token.user_id_claim;
+    let user_key = if user_claim.is_empty() { "sub" } else { user_claim.as_str() };
+    let user = match claims.get(user_key) {
+        Some(Value::String(u)) => u.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        None | Some(Value::Null) => String::new(),
+        Some(_) => return Err(Disconnect::INVALID_TOKEN),
+    };
+    let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+    let expire_at = match claims.get("expire_at").and_then(Value::as_i64) {
+        Some(e) => e,
+        None => exp,
+    };
+    let info = claim_info(claims, "info", "b64info").map_err(|_| Disconnect::INVALID_TOKEN)?;
+    let mut channels: Vec<(String, Option<Bytes>)> = Vec::new();
+    if let Some(Value::Object(subs)) = claims.get("subs") {
+        for (ch, opts) in subs {
+            let info = match opts {
+                Value::Object(o) => claim_info(o, "info", "b64info").map_err(|_| Disconnect::INVALID_TOKEN)?,
+                _ => None,
+            };
+            channels.push((ch.clone(), info));
+        }
+    } else if let Some(Value::Array(list)) = claims.get("channels") {
+        for ch in list {
+            let Value::String(ch) = ch else { return Err(Disconnect::INVALID_TOKEN) };
+            channels.push((ch.clone(), None));
+        }
+    }
+    Ok(ConnClaims { user, expire_at, info, channels })
+}
+
+async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -> Result<(), Disconnect> {
+    let cfg = s.w.cfg.clone();
+    let claims = if !c.token.is_empty() {
+        match s.w.conn_tokens.verify(&c.token) {
+            Ok(claims) => parse_conn_claims(s, &claims)?,
+            Err(TokenError::Expired) if !cfg.client.insecure => {
+                s.st.borrow_mut().unusable = true;
+                s.reply(id, &Err(ApiError::TOKEN_EXPIRED));
+                return Ok(());
+            }
+            Err(_) if cfg.client.insecure => ConnClaims { user: String::new(), expire_at: 0, info: None, channels: Vec::new() },
+            Err(_) => return Err(Disconnect::INVALID_TOKEN),
+        }
+    } else if cfg.client.allow_anonymous_connect_without_token || cfg.client.insecure {
+        ConnClaims { user: String::new(), expire_at: 0, info: None, channels: Vec::new() }
+    } else {
+        return Err(Disconnect::BAD_REQUEST);
+    };
+    if claims.user.is_empty() && !c.token.is_empty() && cfg.client.disallow_anonymous_connection_tokens {
+        return Err(Disconnect::PERMISSION_DENIED);
+    }
+    let now = unix_now();
+    let expire_at = if cfg.client.insecure { 0 } else { claims.expire_at };
+    if expire_at > 0 && expire_at <= now {
+        s.st.borrow_mut().unusable = true;
+        s.reply(id, &Err(ApiError::EXPIRED));
+        return Ok(());
+    }
+    let user: Arc<str> = claims.user.as_str().into();
+    if cfg.client.user_connection_limit > 0 && !user.is_empty() {
+        let n = s.w.users.borrow().get(&user).copied().unwrap_or(0) as usize;
+        if n >= cfg.client.user_connection_limit {
+            return Err(Disconnect::CONNECTION_LIMIT);
+        }
+    }
+    // Validate server-side channels before changing any state.
+    let mut server_subs: Vec<(String, Option<Bytes>)> = claims.channels;
+    let personal = &cfg.client.subscribe_to_user_personal_channel;
+    if personal.enabled && !user.is_empty() {
+        let ch = if personal.personal_channel_namespace.is_empty() {
+            format!("{}{}", cfg.channel.user_boundary, user)
+        } else {
+            format!("{}{}{}{}", personal.personal_channel_namespace, cfg.channel.namespace_boundary, cfg.channel.user_boundary, user)
+        };
+        if !server_subs.iter().any(|(c, _)| *c == ch) {
+            server_subs.push((ch, None));
+        }
+    }
+    if server_subs.len() > cfg.client.channel_limit {
+        return Err(Disconnect::CHANNEL_LIMIT);
+    }
+    for (ch, _) in &server_subs {
+        if let Err(e) = cfg.resolve_channel(ch) {
+            s.st.borrow_mut().unusable = true;
+            s.reply(id, &Err(e));
+            return Ok(());
+        }
+    }
+    {
+        let mut st = s.st.borrow_mut();
+        st.connected = true;
+        st.user = user.clone();
+        st.conn_info = claims.info;
+        st.expires_at = expire_at;
+    }
+    *s.w.users.borrow_mut().entry(user).or_default() += 1;
+    let mut result = ConnectResult {
+        client: s.client.to_string(),
+        version: s.w.node.version.clone(),
+        expires: expire_at > 0,
+        ttl: if expire_at > 0 { (expire_at - now) as u32 } else { 0 },
+        ping: cfg.client.ping_interval.as_secs() as u32,
+        pong: !cfg.client.pong_timeout.is_zero(),
+        ..Default::default()
+    };
+    let mut live: Vec<Arc<str>> = Vec::new();
+    for (ch, info) in server_subs {
+        let recover = c.subs.iter().find(|(k, _)| *k == ch).map(|(_, r)| r.clone());
+        let req = SubscribeReq {
+            channel: ch.clone(),
+            recover: recover.as_ref().is_some_and(|r| r.recover),
+            offset: recover.as_ref().map(|r| r.offset).unwrap_or(0),
+            epoch: recover.map(|r| r.epoch).unwrap_or_default(),
+            ..Default::default()
+        };
+        match subscribe_owned(s, req, info, true).await {
+            Ok(Ok((channel, res))) => {
+                live.push(channel);
+                result.subs.push((ch, res));
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(channel = %ch, error = %e, "server-side subscription failed");
+            }
+            Err(d) => return Err(d),
+        }
+    }
+    s.reply(id, &Ok(ReplyBody::Connect(result)));
+    for ch in live {
+        s.release(&ch);
+    }
+    Ok(())
+}
+
+/// Which capability a client command needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Feature {
+    Presence,
+    History,
+}
+
+/// Namespace + permission checks for presence/history commands.
+fn check(s: &Session, channel: &str, f: Feature) -> Result<(), ApiError> {
+    let cfg = &s.w.cfg;
+    if channel.len() > cfg.channel.max_length {
+        return Err(ApiError::BAD_REQUEST);
+    }
+    let o = cfg.resolve_channel(channel)?.options;
+    let st = s.st.borrow();
+    let anon = st.user.is_empty();
+    let subscribed = st.subs.contains_key(channel);
+    let (enabled, for_client, for_sub, for_anon) = match f {
+        Feature::Presence => (o.presence, o.allow_presence_for_client, o.allow_presence_for_subscriber, o.allow_presence_for_anonymous),
+        Feature::History => (o.history_enabled(), o.allow_history_for_client, o.allow_history_for_subscriber, o.allow_history_for_anonymous),
+    };
+    if !enabled {
+        return Err(ApiError::NOT_AVAILABLE);
+    }
+    let allowed = cfg.client.insecure || ((for_client || (for_sub && subscribed)) && (!anon || for_anon));
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::PERMISSION_DENIED)
+    }
+}
+
+/// True when `channel` is user-limited and lists `user` after its last `#`.
+fn user_allowed(cfg: &crate::config::Config, o: &ChannelOptions, channel: &str, user: &str) -> Option<bool> {
+    let b = cfg.channel.user_boundary.as_str();
+    if !o.allow_user_limited_channels || b.is_empty() || !channel.contains(b) {
+        return None;
+    }
+    let users = channel.rsplit(b).next().unwrap_or("");
+    Some(!user.is_empty() && users.split(cfg.channel.user_separator.as_str()).any(|u| u == user))
+}
+
+type SubOutcome = Result<Result<(Arc<str>, SubscribeResult), ApiError>, Disconnect>;
+
+/// Client-side subscribe with permission checks.
+async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome {
+    let cfg = s.w.cfg.clone();
+    {
+        let st = s.st.borrow();
+        if st.subs.contains_key(req.channel.as_str()) || st.pending.contains_key(req.channel.as_str()) {
+            return Ok(Err(ApiError::ALREADY_SUBSCRIBED));
+        }
+        if st.subs.len() + st.pending.len() >= cfg.client.channel_limit {
+            return Ok(Err(ApiError::LIMIT_EXCEEDED));
+        }
+    }
+    if req.channel.len() > cfg.channel.max_length {
+        return Ok(Err(ApiError::BAD_REQUEST));
+    }
+    let o = match cfg.resolve_channel(&req.channel) {
+        Ok(r) => r.options,
+        Err(e) => return Ok(Err(e)),
+    };
+    if !req.delta.is_empty() && req.delta != "fossil" {
+        return Err(Disconnect::BAD_REQUEST);
+    }
+    let user = s.st.borrow().user.clone();
+    let private = !cfg.channel.private_prefix.is_empty() && req.channel.starts_with(cfg.channel.private_prefix.as_str());
+    let mut chan_info = None;
+    if !req.token.is_empty() {
+        match s.w.sub_tokens.verify(&req.token) {
+            Err(TokenError::Expired) => return Ok(Err(ApiError::TOKEN_EXPIRED)),
+            Err(_) => return Ok(Err(ApiError::PERMISSION_DENIED)),
+            Ok(claims) => {
+                let Some(Value::String(ch)) = claims.get("channel") else { return Ok(Err(ApiError::PERMISSION_DENIED)) };
+                let sub = match claims.get("sub") {
+                    Some(Value::String(u)) => u.as_str(),
+                    _ => "",
+                };
+                if *ch != req.channel || sub != &*user {
+                    return Err(Disconnect::INVALID_TOKEN);
+                }
+                if let Some(Value::String(c)) = claims.get("client") {
+                    if !c.is_empty() && **c != *s.client {
+                        return Err(Disconnect::INVALID_TOKEN);
+                    }
+                }
+                chan_info = claim_info(&claims, "info", "b64info").map_err(|_| Disconnect::INVALID_TOKEN)?;
+            }
+        }
+    } else if private {
+        return Ok(Err(ApiError::PERMISSION_DENIED));
+    } else {
+        let limited = user_allowed(&cfg, o, &req.channel, &user);
+        let allowed = match limited {
+            Some(ok) => ok || cfg.client.insecure,
+            None => (o.allow_subscribe_for_client && (!user.is_empty() || o.allow_subscribe_for_anonymous)) || cfg.client.insecure,
+        };
+        if !allowed {
+            return Ok(Err(ApiError::PERMISSION_DENIED));
+        }
+    }
+    subscribe_owned(s, req, chan_info, false).await
+}
+
+/// Registers the subscription with the channel's owner (permissions already checked).
+async fn subscribe_owned(s: &Rc<Session>, req: SubscribeReq, chan_info: Option<Bytes>, server_side: bool) -> SubOutcome {
+    let cfg = s.w.cfg.clone();
+    let o = match cfg.resolve_channel(&req.channel) {
+        Ok(r) => r.options,
+        Err(e) => return Ok(Err(e)),
+    };
+    let history = o.history_enabled();
+    let may_ask = o.allow_recovery || o.allow_history_for_client || cfg.client.insecure;
+    let recoverable = history && (o.force_recovery || (req.recoverable && may_ask));
+    let positioned = history && (recoverable || o.force_positioning || (req.positioned && (o.allow_positioning || may_ask)));
+    let presence_allowed = cfg.client.insecure || o.allow_presence_for_client || o.allow_presence_for_subscriber;
+    let sub = Sub {
+        chan_info: chan_info.clone(),
+        presence: o.presence,
+        join_leave: o.join_leave,
+        push_join_leave: o.force_push_join_leave || (o.join_leave && req.join_leave && presence_allowed),
+        server_side,
+        expires_at: 0,
+    };
+    let channel: Arc<str> = req.channel.as_str().into();
+    let info = s.info(chan_info);
+    let recover = (recoverable && req.recover).then(|| StreamPosition { offset: req.offset, epoch: req.epoch.as_str().into() });
+    let op = SubOp {
+        channel: channel.clone(),
+        worker: s.w.id as u16,
+        presence: o.presence.then(|| info.clone()),
+        join: o.join_leave.then_some(info),
+        recover: recover.clone(),
+        position: positioned,
+        recover_limit: cfg.client.recovery_max_publication_limit,
+    };
+    s.st.borrow_mut().pending.insert(channel.clone(), sub.clone());
+    let owner = owner_of(&channel, s.w.workers);
+    let r = s.w.call_subscribe(owner, ShardOp::Subscribe(Box::new(op)), s).await;
+    let mut st = s.st.borrow_mut();
+    st.pending.remove(&channel);
+    if st.closed {
+        return Err(Disconnect::new(3000, "connection closed"));
+    }
+    let outcome = match r {
+        Ok(crate::api::Res::Subscribed(o)) => o,
+        Ok(_) => return Ok(Err(ApiError::INTERNAL)),
+        Err(e) => return Ok(Err(e)),
+    };
+    st.subs.insert(channel.clone(), sub);
+    drop(st);
+    let mut res = SubscribeResult { recoverable, positioned, was_recovering: recover.is_some(), data: req.data.clone().filter(|_| false), ..Default::default() };
+    if let Some(pos) = outcome.position {
+        res.epoch = pos.epoch.to_string();
+        res.offset = pos.offset;
+    }
+    if outcome.recovered {
+        res.recovered = true;
+        res.publications = outcome.publications;
+        if let Some(since) = &recover {
+            res.offset = since.offset;
+        }
+    }
+    Ok(Ok((channel, res)))
+}
+
+async fn publish(s: &Rc<Session>, channel: String, data: Bytes) -> Result<ReplyBody, ApiError> {
+    let cfg = s.w.cfg.clone();
+    if channel.len() > cfg.channel.max_length {
+        return Err(ApiError::BAD_REQUEST);
+    }
+    let o = cfg.resolve_channel(&channel)?.options;
+    let (anon, subscribed, chan_info) = {
+        let st = s.st.borrow();
+        let sub = st.subs.get(channel.as_str());
+        (st.user.is_empty(), sub.is_some(), sub.and_then(|s| s.chan_info.clone()))
+    };
+    let allowed = cfg.client.insecure
+        || ((o.allow_publish_for_client || (o.allow_publish_for_subscriber && subscribed)) && (!anon || o.allow_publish_for_anonymous));
+    if !allowed {
+        return Err(ApiError::PERMISSION_DENIED);
+    }
+    let p = Publish {
+        channel: channel.as_str().into(),
+        data: Payload { bytes: data, binary: s.format == Format::Protobuf },
+        skip_history: false,
+        tags: None,
+        idempotency_key: None,
+        delta: false,
+        version: 0,
+        version_epoch: "".into(),
+        info: Some(Arc::new(s.info(chan_info))),
+    };
+    match s.w.call(owner_of(&channel, s.w.workers), Op::Shard(ShardOp::Publish(p))).await {
+        Ok(_) => Ok(ReplyBody::Publish),
+        Err(e) => Err(e),
+    }
+}
+
+fn refresh(s: &Rc<Session>, id: u32, token: &str) -> Result<(), Disconnect> {
+    if token.is_empty() {
+        return Err(Disconnect::BAD_REQUEST);
+    }
+    let claims = match s.w.conn_tokens.verify(token) {
+        Ok(c) => parse_conn_claims(s, &c)?,
+        Err(TokenError::Expired) => return Err(Disconnect::EXPIRED),
+        Err(_) => return Err(Disconnect::INVALID_TOKEN),
+    };
+    let now = unix_now();
+    {
+        let mut st = s.st.borrow_mut();
+        if *claims.user != *st.user {
+            return Err(Disconnect::INVALID_TOKEN);
+        }
+        if claims.expire_at > 0 && claims.expire_at <= now {
+            return Err(Disconnect::EXPIRED);
+        }
+        st.expires_at = claims.expire_at;
+        if claims.info.is_some() {
+            st.conn_info = claims.info;
+        }
+    }
+    let ttl = if claims.expire_at > 0 { (claims.expire_at - now) as u32 } else { 0 };
+    s.reply(id, &Ok(ReplyBody::Refresh { client: String::new(), version: String::new(), expires: claims.expire_at > 0, ttl }));
+    Ok(())
+}
+
+fn sub_refresh(s: &Rc<Session>, id: u32, channel: &str, token: &str) -> Result<(), Disconnect> {
+    if channel.is_empty() {
+        return Err(Disconnect::BAD_REQUEST);
+    }
+    if !s.st.borrow().subs.contains_key(channel) {
+        s.reply(id, &Err(ApiError::PERMISSION_DENIED));
+        return Ok(());
+    }
+    if token.is_empty() {
+        s.reply(id, &Err(ApiError::BAD_REQUEST));
+        return Ok(());
+    }
+    let claims = match s.w.sub_tokens.verify(token) {
+        Ok(c) => c,
+        Err(TokenError::Expired) => {
+            s.reply(id, &Err(ApiError::TOKEN_EXPIRED));
+            return Ok(());
+        }
+        Err(_) => return Err(Disconnect::INVALID_TOKEN),
+    };
+    let user = s.st.borrow().user.clone();
+    let ch_ok = matches!(claims.get("channel"), Some(Value::String(c)) if c == channel);
+    let sub_ok = matches!(claims.get("sub"), Some(Value::String(u)) if **u == *user) || (user.is_empty() && claims.get("sub").is_none());
+    if !ch_ok || !sub_ok {
+        return Err(Disconnect::INVALID_TOKEN);
+    }
+    let now = unix_now();
+    let exp = claims.get("expire_at").and_then(Value::as_i64).or_else(|| claims.get("exp").and_then(Value::as_i64)).unwrap_or(0);
+    if exp > 0 && exp <= now {
+        s.reply(id, &Err(ApiError::EXPIRED));
+        return Ok(());
+    }
+    if let Some(sub) = s.st.borrow_mut().subs.get_mut(channel) {
+        sub.expires_at = exp;
+    }
+    s.reply(id, &Ok(ReplyBody::SubRefresh { expires: exp > 0, ttl: if exp > 0 { (exp - now) as u32 } else { 0 } }));
+    Ok(())
+}
+
+/// Stale close, server pings, pong deadline and credential expiry for one session.
+async fn timers(s: Rc<Session>) {
+    let cfg = s.w.cfg.clone();
+    let interval = cfg.client.ping_interval;
+    let pong_timeout = cfg.client.pong_timeout;
+    loop {
+        if s.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut next = now + Duration::from_secs(3600);
+        let (connected, ping_sent, expires_at, next_ping) = {
+            let st = s.st.borrow();
+            (st.connected, st.ping_sent, st.expires_at, st.next_ping)
+        };
+        if !connected {
+            let deadline = s.created + cfg.client.stale_close_delay;
+            if now >= deadline {
+                s.disconnect(Disconnect::STALE);
+                return;
+            }
+            next = next.min(deadline);
+        } else {
+            if let Some(sent) = ping_sent {
+                if !pong_timeout.is_zero() {
+                    let deadline = sent + pong_timeout;
+                    if now >= deadline {
+                        s.disconnect(Disconnect::NO_PONG);
+                        return;
+                    }
+                    next = next.min(deadline);
+                }
+            }
+            if !interval.is_zero() {
+                let due = match next_ping {
+                    Some(t) => t,
+                    None => {
+                        // The first ping comes at a random point in [interval/2, interval).
+                        let half = interval / 2;
+                        let jitter = Duration::from_millis(rand::random::<u64>() % (half.as_millis().max(1) as u64));
+                        let t = now + half + jitter;
+                        s.st.borrow_mut().next_ping = Some(t);
+                        t
+                    }
+                };
+                if now >= due {
+                    let mut buf = Vec::with_capacity(2);
+                    protocol::encode_ping(s.format, &mut buf);
+                    s.push_frame(buf);
+                    let mut st = s.st.borrow_mut();
+                    if st.ping_sent.is_none() && !pong_timeout.is_zero() {
+                        st.ping_sent = Some(now);
+                    }
+                    st.next_ping = Some(now + interval);
+                    continue;
+                }
+                next = next.min(due);
+            }
+            if expires_at > 0 {
+                let close_at = expires_at + cfg.client.expired_close_delay.as_secs() as i64;
+                let unix = unix_now();
+                if unix >= close_at {
+                    s.disconnect(Disconnect::EXPIRED);
+                    return;
+                }
+                next = next.min(now + Duration::from_secs((close_at - unix) as u64));
+            }
+        }
+        monoio::time::sleep(next.saturating_duration_since(now).max(Duration::from_millis(5))).await;
+    }
+}
+
+/// Centrifugo's selection: the user's connections (user "" = anonymous ones), narrowed to one
+/// client id when given. WebSocket sessions have no session id, so a `session` filter
+/// matches none of them.
+fn matches_target(s: &Session, t: &crate::api::Target) -> bool {
+    let st = s.st.borrow();
+    st.connected && !st.closed && *t.user == *st.user && (t.client.is_empty() || *t.client == *s.client) && t.session.is_empty()
+}
+
+/// Applies an API subscribe/unsubscribe/disconnect/refresh to this worker's sessions.
+pub fn api_act(w: &Worker, cmd: &Command) {
+    let sessions: Vec<Rc<Session>> = w.clients.borrow().iter().map(|(_, s)| s.clone()).collect();
+    for s in sessions {
+        match cmd {
+            Command::Disconnect(d) => {
+                if matches_target(&s, &d.target) && !d.whitelist.iter().any(|c| **c == *s.client) {
+                    s.disconnect(Disconnect { code: d.code, reason: d.reason.to_string().into() });
+                }
+            }
+            Command::Unsubscribe(u) => {
+                if matches_target(&s, &u.target) {
+                    if u.channel.is_empty() {
+                        let chans: Vec<Arc<str>> = s.st.borrow().subs.keys().cloned().collect();
+                        for ch in chans {
+                            s.unsubscribe(&ch, Some((2000, "server unsubscribe")));
+                        }
+                    } else {
+                        s.unsubscribe(&u.channel, Some((2000, "server unsubscribe")));
+                    }
+                }
+            }
+            Command::Refresh(r) => {
+                if matches_target(&s, &r.target) {
+                    if r.expired {
+                        s.disconnect(Disconnect::EXPIRED);
+                        continue;
+                    }
+                    let now = unix_now();
+                    {
+                        let mut st = s.st.borrow_mut();
+                        st.expires_at = r.expire_at;
+                        if let Some(i) = &r.info {
+                            st.conn_info = Some(i.bytes.clone());
+                        }
+                    }
+                    let ttl = if r.expire_at > now { (r.expire_at - now) as u32 } else { 0 };
+                    s.push("", &PushBody::Refresh { expires: r.expire_at > 0, ttl });
+                }
+            }
+            Command::Subscribe(sub) => {
+                if matches_target(&s, &sub.target) && !s.st.borrow().subs.contains_key(&*sub.channel) {
+                    let sub = sub.clone();
+                    monoio::spawn(async move {
+                        let req = SubscribeReq {
+                            channel: sub.channel.to_string(),
+                            recover: sub.recover_since.is_some(),
+                            offset: sub.recover_since.as_ref().map(|p| p.offset).unwrap_or(0),
+                            epoch: sub.recover_since.as_ref().map(|p| p.epoch.to_string()).unwrap_or_default(),
+                            recoverable: sub.recover_since.is_some(),
+                            ..Default::default()
+                        };
+                        let info = sub.info.as_ref().map(|p| p.bytes.clone());
+                        if let Ok(Ok((channel, res))) = subscribe_owned(&s, req, info, true).await {
+                            let data = sub.data.as_ref().map(|p| p.bytes.clone());
+                            s.push(&channel, &PushBody::Subscribe { recoverable: res.recoverable, epoch: res.epoch, offset: res.offset, positioned: res.positioned, data });
+                            s.release(&channel);
+                        }
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
