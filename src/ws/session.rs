@@ -588,7 +588,7 @@ async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -> Result<()
             epoch: recover.map(|r| r.epoch).unwrap_or_default(),
             ..Default::default()
         };
-        match subscribe_owned(s, req, info, true).await {
+        match subscribe_owned(s, req, info, true, 0).await {
             Ok(Ok((channel, res))) => {
                 live.push(channel);
                 result.subs.push((ch, res));
@@ -675,6 +675,7 @@ async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome {
     let user = s.st.borrow().user.clone();
     let private = !cfg.channel.private_prefix.is_empty() && req.channel.starts_with(cfg.channel.private_prefix.as_str());
     let mut chan_info = None;
+    let mut expires_at = 0;
     if !req.token.is_empty() {
         match s.w.sub_tokens.verify(&req.token) {
             Err(TokenError::Expired) => return Ok(Err(ApiError::TOKEN_EXPIRED)),
@@ -694,6 +695,14 @@ async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome {
                     }
                 }
                 chan_info = claim_info(&claims, "info", "b64info").map_err(|_| Disconnect::INVALID_TOKEN)?;
+                // `expire_at` overrides `exp` for the subscription's lifetime; 0 = never.
+                expires_at = match claims.get("expire_at").and_then(Value::as_i64) {
+                    Some(e) => e,
+                    None => claims.get("exp").and_then(Value::as_i64).unwrap_or(0),
+                };
+                if expires_at > 0 && expires_at <= unix_now() {
+                    return Ok(Err(ApiError::EXPIRED));
+                }
             }
         }
     } else if private {
@@ -708,11 +717,11 @@ async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome {
             return Ok(Err(ApiError::PERMISSION_DENIED));
         }
     }
-    subscribe_owned(s, req, chan_info, false).await
+    subscribe_owned(s, req, chan_info, false, expires_at).await
 }
 
 /// Registers the subscription with the channel's owner (permissions already checked).
-async fn subscribe_owned(s: &Rc<Session>, req: SubscribeReq, chan_info: Option<Bytes>, server_side: bool) -> SubOutcome {
+async fn subscribe_owned(s: &Rc<Session>, req: SubscribeReq, chan_info: Option<Bytes>, server_side: bool, expires_at: i64) -> SubOutcome {
     let cfg = s.w.cfg.clone();
     let o = match cfg.resolve_channel(&req.channel) {
         Ok(r) => r.options,
@@ -729,7 +738,7 @@ async fn subscribe_owned(s: &Rc<Session>, req: SubscribeReq, chan_info: Option<B
         join_leave: o.join_leave,
         push_join_leave: o.force_push_join_leave || (o.join_leave && req.join_leave && presence_allowed),
         server_side,
-        expires_at: 0,
+        expires_at,
     };
     let channel: Arc<str> = req.channel.as_str().into();
     let info = s.info(chan_info);
@@ -758,7 +767,15 @@ async fn subscribe_owned(s: &Rc<Session>, req: SubscribeReq, chan_info: Option<B
     };
     st.subs.insert(channel.clone(), sub);
     drop(st);
-    let mut res = SubscribeResult { recoverable, positioned, was_recovering: recover.is_some(), data: req.data.clone().filter(|_| false), ..Default::default() };
+    let now = unix_now();
+    let mut res = SubscribeResult {
+        recoverable,
+        positioned,
+        was_recovering: recover.is_some(),
+        expires: expires_at > 0,
+        ttl: if expires_at > now { (expires_at - now) as u32 } else { 0 },
+        ..Default::default()
+    };
     if let Some(pos) = outcome.position {
         res.epoch = pos.epoch.to_string();
         res.offset = pos.offset;
@@ -883,7 +900,7 @@ async fn timers(s: Rc<Session>) {
             return;
         }
         let now = Instant::now();
-        let mut next = now + Duration::from_secs(3600);
+        let mut next = now + Duration::from_secs(10);
         let (connected, ping_sent, expires_at, next_ping) = {
             let st = s.st.borrow();
             (st.connected, st.ping_sent, st.expires_at, st.next_ping)
@@ -931,9 +948,34 @@ async fn timers(s: Rc<Session>) {
                 }
                 next = next.min(due);
             }
+            let sub_delay = cfg.client.expired_sub_close_delay.as_secs() as i64;
+            let unix = unix_now();
+            let expired: Vec<(Arc<str>, bool)> = {
+                let st = s.st.borrow();
+                let mut soonest = i64::MAX;
+                let mut out = Vec::new();
+                for (ch, sub) in st.subs.iter().filter(|(_, sub)| sub.expires_at > 0) {
+                    let at = sub.expires_at + sub_delay;
+                    if unix >= at {
+                        out.push((ch.clone(), sub.server_side));
+                    } else {
+                        soonest = soonest.min(at);
+                    }
+                }
+                if soonest != i64::MAX {
+                    next = next.min(now + Duration::from_secs((soonest - unix) as u64));
+                }
+                out
+            };
+            for (ch, server_side) in expired {
+                if server_side {
+                    s.disconnect(Disconnect::SUB_EXPIRED);
+                    return;
+                }
+                s.unsubscribe(&ch, Some((2501, "subscription expired")));
+            }
             if expires_at > 0 {
                 let close_at = expires_at + cfg.client.expired_close_delay.as_secs() as i64;
-                let unix = unix_now();
                 if unix >= close_at {
                     s.disconnect(Disconnect::EXPIRED);
                     return;
@@ -1006,7 +1048,7 @@ pub fn api_act(w: &Worker, cmd: &Command) {
                             ..Default::default()
                         };
                         let info = sub.info.as_ref().map(|p| p.bytes.clone());
-                        if let Ok(Ok((channel, res))) = subscribe_owned(&s, req, info, true).await {
+                        if let Ok(Ok((channel, res))) = subscribe_owned(&s, req, info, true, sub.expire_at).await {
                             let data = sub.data.as_ref().map(|p| p.bytes.clone());
                             s.push(&channel, &PushBody::Subscribe { recoverable: res.recoverable, epoch: res.epoch, offset: res.offset, positioned: res.positioned, data });
                             s.release(&channel);
