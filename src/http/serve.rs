@@ -18,7 +18,26 @@ use crate::api::parse::{self, DecodeError, LineSplitter, Piece};
 use crate::api::{Method, Reply};
 use crate::runtime::worker::{Tag, Worker};
 
-const READ_SIZE: usize = 64 * 1024;
+/// Largest read buffer a busy connection grows to.
+const READ_MAX: usize = 64 * 1024;
+/// Read buffer of an idle connection: an idle socket keeps its buffer for the pending read
+/// (io_uring owns it until data arrives), so it is kept small and grown only under load.
+const READ_IDLE: usize = 2 * 1024;
+
+/// Sizes the read buffer before a read: small when nothing is buffered, doubling (up to
+/// [`READ_MAX`]) while reads keep filling it.
+pub(crate) fn prepare_read(buf: &mut BytesMut, last_read_filled: bool) {
+    if buf.is_empty() && buf.capacity() > READ_IDLE * 4 && !last_read_filled {
+        *buf = BytesMut::with_capacity(READ_IDLE);
+        return;
+    }
+    let spare = buf.capacity() - buf.len();
+    if last_read_filled {
+        buf.reserve((buf.capacity() * 2).min(READ_MAX).max(READ_IDLE));
+    } else if spare < READ_IDLE / 2 {
+        buf.reserve(READ_IDLE);
+    }
+}
 
 /// Why the read side stopped.
 enum Stop {
@@ -34,17 +53,18 @@ enum Stop {
 struct Reader<R> {
     rd: R,
     buf: BytesMut,
+    last_full: bool,
 }
 
 impl<R: AsyncReadRent> Reader<R> {
     /// Reads more bytes into the buffer; false at EOF or error.
     async fn fill(&mut self) -> bool {
-        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
-            self.buf.reserve(READ_SIZE);
-        }
+        prepare_read(&mut self.buf, self.last_full);
+        let spare = self.buf.capacity() - self.buf.len();
         let buf = std::mem::take(&mut self.buf);
         let (res, buf) = self.rd.read(buf).await;
         self.buf = buf;
+        self.last_full = matches!(res, Ok(n) if n == spare);
         matches!(res, Ok(n) if n > 0)
     }
 }
@@ -62,7 +82,7 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
         monoio::spawn(async move { out.run_writer(wr).await })
     };
     // `run_writer` hands the write half back on upgrade.
-    let mut reader = Reader { rd, buf: BytesMut::with_capacity(READ_SIZE) };
+    let mut reader = Reader { rd, buf: BytesMut::with_capacity(READ_IDLE), last_full: false };
     let conn = Conn { w: w.clone(), out: out.clone(), key, gen };
     let stop = conn.run(&mut reader).await;
     if let Stop::Upgrade(format) = stop {

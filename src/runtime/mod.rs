@@ -202,6 +202,16 @@ async fn worker_main(
         _ = accept => {}
         _ = w.shutdown_notify.wait() => {}
     }
+    // Tell clients to reconnect elsewhere (3001), then give writers a moment to send it.
+    let sessions: Vec<_> = w.clients.borrow().iter().map(|(_, s)| s.clone()).collect();
+    for s in &sessions {
+        s.disconnect(crate::error::Disconnect::SHUTDOWN);
+    }
+    w.flush();
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline && sessions.iter().any(|s| !s.out.is_drained()) {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Frees expired channel state a little at a time.

@@ -91,6 +91,12 @@ impl WsOut {
         }
     }
 
+    /// True when nothing is left to write (the writer finished or the peer is gone).
+    pub fn is_drained(&self) -> bool {
+        let i = self.inner.borrow();
+        i.dead && i.queue.is_empty()
+    }
+
     pub fn queued_bytes(&self) -> usize {
         self.inner.borrow().bytes
     }

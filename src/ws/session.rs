@@ -268,6 +268,7 @@ where
     monoio::spawn(timers(s.clone()));
     let limit = cfg.websocket.message_size_limit;
     let mut dec = codec::Decoder::new(limit, limit);
+    let mut last_full = false;
     'read: loop {
         loop {
             match dec.decode(&mut buf) {
@@ -291,11 +292,11 @@ where
         if s.is_closed() {
             break;
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
-        }
+        crate::http::serve::prepare_read(&mut buf, last_full);
+        let spare = buf.capacity() - buf.len();
         let (res, b) = rd.read(buf).await;
         buf = b;
+        last_full = matches!(res, Ok(n) if n == spare);
         if !matches!(res, Ok(n) if n > 0) {
             s.vanished();
             break;

@@ -1,0 +1,1410 @@
+//! Protobuf format of the client protocol: Centrifugo's `client.proto` (package
+//! `centrifugal.centrifuge.protocol`), one or more varint-length-prefixed messages per binary
+//! WebSocket frame.
+//!
+//! Commands are decoded with the prost messages in [`proto`]. Replies and pushes are written
+//! directly from the internal model with prost's wire primitives instead: building owned prost
+//! messages would copy every channel, user and tag string once more per reply or push.
+
+use bytes::Bytes;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+use prost::Message as _;
+
+use super::*;
+use crate::api::Payload;
+
+/// The subset of `client.proto` this server reads and writes, field numbers as upstream.
+/// Fields the server never uses (dictionaries, tag filters, map subscriptions, ...) are left
+/// out: prost skips them as unknown fields when decoding.
+pub mod proto {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Error {
+        #[prost(uint32, tag = "1")]
+        pub code: u32,
+        #[prost(string, tag = "2")]
+        pub message: String,
+        #[prost(bool, tag = "3")]
+        pub temporary: bool,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Command {
+        #[prost(uint32, tag = "1")]
+        pub id: u32,
+        #[prost(message, optional, tag = "4")]
+        pub connect: Option<ConnectRequest>,
+        #[prost(message, optional, tag = "5")]
+        pub subscribe: Option<SubscribeRequest>,
+        #[prost(message, optional, tag = "6")]
+        pub unsubscribe: Option<UnsubscribeRequest>,
+        #[prost(message, optional, tag = "7")]
+        pub publish: Option<PublishRequest>,
+        #[prost(message, optional, tag = "8")]
+        pub presence: Option<PresenceRequest>,
+        #[prost(message, optional, tag = "9")]
+        pub presence_stats: Option<PresenceStatsRequest>,
+        #[prost(message, optional, tag = "10")]
+        pub history: Option<HistoryRequest>,
+        #[prost(message, optional, tag = "11")]
+        pub ping: Option<PingRequest>,
+        #[prost(message, optional, tag = "12")]
+        pub send: Option<SendRequest>,
+        #[prost(message, optional, tag = "13")]
+        pub rpc: Option<RpcRequest>,
+        #[prost(message, optional, tag = "14")]
+        pub refresh: Option<RefreshRequest>,
+        #[prost(message, optional, tag = "15")]
+        pub sub_refresh: Option<SubRefreshRequest>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Reply {
+        #[prost(uint32, tag = "1")]
+        pub id: u32,
+        #[prost(message, optional, tag = "2")]
+        pub error: Option<Error>,
+        #[prost(message, optional, tag = "4")]
+        pub push: Option<Push>,
+        #[prost(message, optional, tag = "5")]
+        pub connect: Option<ConnectResult>,
+        #[prost(message, optional, tag = "6")]
+        pub subscribe: Option<SubscribeResult>,
+        #[prost(message, optional, tag = "7")]
+        pub unsubscribe: Option<UnsubscribeResult>,
+        #[prost(message, optional, tag = "8")]
+        pub publish: Option<PublishResult>,
+        #[prost(message, optional, tag = "9")]
+        pub presence: Option<PresenceResult>,
+        #[prost(message, optional, tag = "10")]
+        pub presence_stats: Option<PresenceStatsResult>,
+        #[prost(message, optional, tag = "11")]
+        pub history: Option<HistoryResult>,
+        #[prost(message, optional, tag = "12")]
+        pub ping: Option<PingResult>,
+        #[prost(message, optional, tag = "13")]
+        pub rpc: Option<RpcResult>,
+        #[prost(message, optional, tag = "14")]
+        pub refresh: Option<RefreshResult>,
+        #[prost(message, optional, tag = "15")]
+        pub sub_refresh: Option<SubRefreshResult>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Push {
+        #[prost(string, tag = "2")]
+        pub channel: String,
+        #[prost(message, optional, tag = "4")]
+        pub r#pub: Option<Publication>,
+        #[prost(message, optional, tag = "5")]
+        pub join: Option<Join>,
+        #[prost(message, optional, tag = "6")]
+        pub leave: Option<Leave>,
+        #[prost(message, optional, tag = "7")]
+        pub unsubscribe: Option<Unsubscribe>,
+        #[prost(message, optional, tag = "8")]
+        pub message: Option<Message>,
+        #[prost(message, optional, tag = "9")]
+        pub subscribe: Option<Subscribe>,
+        #[prost(message, optional, tag = "10")]
+        pub connect: Option<Connect>,
+        #[prost(message, optional, tag = "11")]
+        pub disconnect: Option<Disconnect>,
+        #[prost(message, optional, tag = "12")]
+        pub refresh: Option<Refresh>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ClientInfo {
+        #[prost(string, tag = "1")]
+        pub user: String,
+        #[prost(string, tag = "2")]
+        pub client: String,
+        #[prost(bytes = "bytes", tag = "3")]
+        pub conn_info: Bytes,
+        #[prost(bytes = "bytes", tag = "4")]
+        pub chan_info: Bytes,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Publication {
+        #[prost(bytes = "bytes", tag = "4")]
+        pub data: Bytes,
+        #[prost(message, optional, tag = "5")]
+        pub info: Option<ClientInfo>,
+        #[prost(uint64, tag = "6")]
+        pub offset: u64,
+        #[prost(btree_map = "string, string", tag = "7")]
+        pub tags: BTreeMap<String, String>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Join {
+        #[prost(message, optional, tag = "1")]
+        pub info: Option<ClientInfo>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Leave {
+        #[prost(message, optional, tag = "1")]
+        pub info: Option<ClientInfo>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Unsubscribe {
+        #[prost(uint32, tag = "2")]
+        pub code: u32,
+        #[prost(string, tag = "3")]
+        pub reason: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Subscribe {
+        #[prost(bool, tag = "1")]
+        pub recoverable: bool,
+        #[prost(string, tag = "4")]
+        pub epoch: String,
+        #[prost(uint64, tag = "5")]
+        pub offset: u64,
+        #[prost(bool, tag = "6")]
+        pub positioned: bool,
+        #[prost(bytes = "bytes", tag = "7")]
+        pub data: Bytes,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Message {
+        #[prost(bytes = "bytes", tag = "1")]
+        pub data: Bytes,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Connect {
+        #[prost(string, tag = "1")]
+        pub client: String,
+        #[prost(string, tag = "2")]
+        pub version: String,
+        #[prost(bytes = "bytes", tag = "3")]
+        pub data: Bytes,
+        #[prost(btree_map = "string, message", tag = "4")]
+        pub subs: BTreeMap<String, SubscribeResult>,
+        #[prost(bool, tag = "5")]
+        pub expires: bool,
+        #[prost(uint32, tag = "6")]
+        pub ttl: u32,
+        #[prost(uint32, tag = "7")]
+        pub ping: u32,
+        #[prost(bool, tag = "8")]
+        pub pong: bool,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Disconnect {
+        #[prost(uint32, tag = "1")]
+        pub code: u32,
+        #[prost(string, tag = "2")]
+        pub reason: String,
+        #[prost(bool, tag = "3")]
+        pub reconnect: bool,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Refresh {
+        #[prost(bool, tag = "1")]
+        pub expires: bool,
+        #[prost(uint32, tag = "2")]
+        pub ttl: u32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ConnectRequest {
+        #[prost(string, tag = "1")]
+        pub token: String,
+        #[prost(bytes = "bytes", tag = "2")]
+        pub data: Bytes,
+        #[prost(btree_map = "string, message", tag = "3")]
+        pub subs: BTreeMap<String, SubscribeRequest>,
+        #[prost(string, tag = "4")]
+        pub name: String,
+        #[prost(string, tag = "5")]
+        pub version: String,
+        #[prost(btree_map = "string, string", tag = "6")]
+        pub headers: BTreeMap<String, String>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ConnectResult {
+        #[prost(string, tag = "1")]
+        pub client: String,
+        #[prost(string, tag = "2")]
+        pub version: String,
+        #[prost(bool, tag = "3")]
+        pub expires: bool,
+        #[prost(uint32, tag = "4")]
+        pub ttl: u32,
+        #[prost(bytes = "bytes", tag = "5")]
+        pub data: Bytes,
+        #[prost(btree_map = "string, message", tag = "6")]
+        pub subs: BTreeMap<String, SubscribeResult>,
+        #[prost(uint32, tag = "7")]
+        pub ping: u32,
+        #[prost(bool, tag = "8")]
+        pub pong: bool,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RefreshRequest {
+        #[prost(string, tag = "1")]
+        pub token: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RefreshResult {
+        #[prost(string, tag = "1")]
+        pub client: String,
+        #[prost(string, tag = "2")]
+        pub version: String,
+        #[prost(bool, tag = "3")]
+        pub expires: bool,
+        #[prost(uint32, tag = "4")]
+        pub ttl: u32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SubscribeRequest {
+        #[prost(string, tag = "1")]
+        pub channel: String,
+        #[prost(string, tag = "2")]
+        pub token: String,
+        #[prost(bool, tag = "3")]
+        pub recover: bool,
+        #[prost(string, tag = "6")]
+        pub epoch: String,
+        #[prost(uint64, tag = "7")]
+        pub offset: u64,
+        #[prost(bytes = "bytes", tag = "8")]
+        pub data: Bytes,
+        #[prost(bool, tag = "9")]
+        pub positioned: bool,
+        #[prost(bool, tag = "10")]
+        pub recoverable: bool,
+        #[prost(bool, tag = "11")]
+        pub join_leave: bool,
+        #[prost(string, tag = "12")]
+        pub delta: String,
+        #[prost(int64, tag = "14")]
+        pub flag: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SubscribeResult {
+        #[prost(bool, tag = "1")]
+        pub expires: bool,
+        #[prost(uint32, tag = "2")]
+        pub ttl: u32,
+        #[prost(bool, tag = "3")]
+        pub recoverable: bool,
+        #[prost(string, tag = "6")]
+        pub epoch: String,
+        #[prost(message, repeated, tag = "7")]
+        pub publications: Vec<Publication>,
+        #[prost(bool, tag = "8")]
+        pub recovered: bool,
+        #[prost(uint64, tag = "9")]
+        pub offset: u64,
+        #[prost(bool, tag = "10")]
+        pub positioned: bool,
+        #[prost(bytes = "bytes", tag = "11")]
+        pub data: Bytes,
+        #[prost(bool, tag = "12")]
+        pub was_recovering: bool,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SubRefreshRequest {
+        #[prost(string, tag = "1")]
+        pub channel: String,
+        #[prost(string, tag = "2")]
+        pub token: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SubRefreshResult {
+        #[prost(bool, tag = "1")]
+        pub expires: bool,
+        #[prost(uint32, tag = "2")]
+        pub ttl: u32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct UnsubscribeRequest {
+        #[prost(string, tag = "1")]
+        pub channel: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct UnsubscribeResult {}
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PublishRequest {
+        #[prost(string, tag = "1")]
+        pub channel: String,
+        #[prost(bytes = "bytes", tag = "2")]
+        pub data: Bytes,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PublishResult {}
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PresenceRequest {
+        #[prost(string, tag = "1")]
+        pub channel: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PresenceResult {
+        #[prost(btree_map = "string, message", tag = "1")]
+        pub presence: BTreeMap<String, ClientInfo>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PresenceStatsRequest {
+        #[prost(string, tag = "1")]
+        pub channel: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PresenceStatsResult {
+        #[prost(uint32, tag = "1")]
+        pub num_clients: u32,
+        #[prost(uint32, tag = "2")]
+        pub num_users: u32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StreamPosition {
+        #[prost(uint64, tag = "1")]
+        pub offset: u64,
+        #[prost(string, tag = "2")]
+        pub epoch: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct HistoryRequest {
+        #[prost(string, tag = "1")]
+        pub channel: String,
+        #[prost(int32, tag = "7")]
+        pub limit: i32,
+        #[prost(message, optional, tag = "8")]
+        pub since: Option<StreamPosition>,
+        #[prost(bool, tag = "9")]
+        pub reverse: bool,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct HistoryResult {
+        #[prost(message, repeated, tag = "1")]
+        pub publications: Vec<Publication>,
+        #[prost(string, tag = "2")]
+        pub epoch: String,
+        #[prost(uint64, tag = "3")]
+        pub offset: u64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PingRequest {}
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PingResult {}
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RpcRequest {
+        #[prost(bytes = "bytes", tag = "1")]
+        pub data: Bytes,
+        #[prost(string, tag = "2")]
+        pub method: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RpcResult {
+        #[prost(bytes = "bytes", tag = "1")]
+        pub data: Bytes,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SendRequest {
+        #[prost(bytes = "bytes", tag = "1")]
+        pub data: Bytes,
+    }
+}
+
+// ---- decoding ----
+
+/// Decodes every length-prefixed `Command` in one frame.
+pub fn decode(frame: &[u8]) -> Result<Vec<Cmd>, BadFrame> {
+    if frame.is_empty() {
+        return Err(BadFrame);
+    }
+    let mut rest = frame;
+    let mut cmds = Vec::new();
+    while !rest.is_empty() {
+        let len = prost::encoding::decode_varint(&mut rest).map_err(|_| BadFrame)?;
+        if len > rest.len() as u64 {
+            return Err(BadFrame);
+        }
+        let (msg, tail) = rest.split_at(len as usize);
+        rest = tail;
+        let cmd = proto::Command::decode(msg).map_err(|_| BadFrame)?;
+        cmds.push(to_cmd(cmd));
+    }
+    Ok(cmds)
+}
+
+/// proto3 cannot tell an empty `bytes` field from an absent one; both mean "no data".
+fn opt_bytes(b: Bytes) -> Option<Bytes> {
+    (!b.is_empty()).then_some(b)
+}
+
+fn to_cmd(c: proto::Command) -> Cmd {
+    let req = if let Some(r) = c.connect {
+        Req::Connect(ConnectReq {
+            token: r.token,
+            data: opt_bytes(r.data),
+            subs: r
+                .subs
+                .into_iter()
+                .map(|(ch, s)| {
+                    (
+                        ch,
+                        SubRecover {
+                            recover: s.recover,
+                            offset: s.offset,
+                            epoch: s.epoch,
+                        },
+                    )
+                })
+                .collect(),
+            name: r.name,
+            version: r.version,
+            headers: r.headers.into_iter().collect(),
+        })
+    } else if let Some(r) = c.subscribe {
+        Req::Subscribe(SubscribeReq {
+            channel: r.channel,
+            token: r.token,
+            recover: r.recover,
+            epoch: r.epoch,
+            offset: r.offset,
+            data: opt_bytes(r.data),
+            positioned: r.positioned,
+            recoverable: r.recoverable,
+            join_leave: r.join_leave,
+            delta: r.delta,
+            flag: r.flag,
+        })
+    } else if let Some(r) = c.unsubscribe {
+        Req::Unsubscribe { channel: r.channel }
+    } else if let Some(r) = c.publish {
+        Req::Publish {
+            channel: r.channel,
+            data: r.data,
+        }
+    } else if let Some(r) = c.presence {
+        Req::Presence { channel: r.channel }
+    } else if let Some(r) = c.presence_stats {
+        Req::PresenceStats { channel: r.channel }
+    } else if let Some(r) = c.history {
+        Req::History(HistoryReq {
+            channel: r.channel,
+            limit: r.limit,
+            since: r.since.map(|p| StreamPosition {
+                offset: p.offset,
+                epoch: p.epoch.into(),
+            }),
+            reverse: r.reverse,
+        })
+    } else if c.ping.is_some() {
+        Req::Ping
+    } else if let Some(r) = c.send {
+        Req::Send { data: r.data }
+    } else if let Some(r) = c.rpc {
+        Req::Rpc {
+            method: r.method,
+            data: r.data,
+        }
+    } else if let Some(r) = c.refresh {
+        Req::Refresh { token: r.token }
+    } else if let Some(r) = c.sub_refresh {
+        Req::SubRefresh {
+            channel: r.channel,
+            token: r.token,
+        }
+    } else if c.id == 0 {
+        Req::Pong
+    } else {
+        Req::Unknown
+    };
+    Cmd { id: c.id, req }
+}
+
+// ---- encoding ----
+//
+// Fields holding their proto3 default are omitted, as upstream does; empty result messages
+// (`unsubscribe`, `publish`, `ping`) are still written, zero-length, since the field's presence
+// is what marks the reply's kind.
+
+fn put_u64(out: &mut Vec<u8>, tag: u32, v: u64) {
+    if v != 0 {
+        encode_key(tag, WireType::Varint, out);
+        encode_varint(v, out);
+    }
+}
+
+fn put_bool(out: &mut Vec<u8>, tag: u32, v: bool) {
+    put_u64(out, tag, v as u64);
+}
+
+fn put_bytes(out: &mut Vec<u8>, tag: u32, v: &[u8]) {
+    if !v.is_empty() {
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(v.len() as u64, out);
+        out.extend_from_slice(v);
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, tag: u32, v: &str) {
+    put_bytes(out, tag, v.as_bytes());
+}
+
+/// Writes `body` prefixed by its varint length. The length is unknown until the body is written,
+/// so one byte is reserved and the body is shifted when it turns out longer than 127 bytes: one
+/// memmove per nesting level, cheaper than a sizing pass over every message and its strings.
+fn delimited(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+    let at = out.len();
+    out.push(0);
+    body(out);
+    let len = out.len() - at - 1;
+    if len < 0x80 {
+        out[at] = len as u8;
+        return;
+    }
+    let n = encoded_len_varint(len as u64);
+    out.resize(out.len() + n - 1, 0);
+    out.copy_within(at + 1..at + 1 + len, at + n);
+    let mut prefix = &mut out[at..at + n];
+    encode_varint(len as u64, &mut prefix);
+}
+
+/// A nested message field, written even when empty.
+fn put_msg(out: &mut Vec<u8>, tag: u32, body: impl FnOnce(&mut Vec<u8>)) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    delimited(out, body);
+}
+
+fn client_info(out: &mut Vec<u8>, i: &ClientInfo) {
+    put_str(out, 1, &i.user);
+    put_str(out, 2, &i.client);
+    put_bytes(out, 3, i.conn_info.as_deref().unwrap_or_default());
+    put_bytes(out, 4, i.chan_info.as_deref().unwrap_or_default());
+}
+
+fn publication(out: &mut Vec<u8>, p: &Publication) {
+    let Payload { bytes, .. } = &p.data;
+    put_bytes(out, 4, bytes);
+    if let Some(info) = &p.info {
+        put_msg(out, 5, |out| client_info(out, info));
+    }
+    put_u64(out, 6, p.offset);
+    for (k, v) in p.tags.iter().flat_map(|t| t.iter()) {
+        // A map entry is a message with the key as field 1 and the value as field 2.
+        put_msg(out, 7, |out| {
+            put_str(out, 1, k);
+            put_str(out, 2, v);
+        });
+    }
+}
+
+fn subscribe_result(out: &mut Vec<u8>, r: &SubscribeResult) {
+    put_bool(out, 1, r.expires);
+    put_u64(out, 2, r.ttl.into());
+    put_bool(out, 3, r.recoverable);
+    put_str(out, 6, &r.epoch);
+    for p in &r.publications {
+        put_msg(out, 7, |out| publication(out, p));
+    }
+    put_bool(out, 8, r.recovered);
+    put_u64(out, 9, r.offset);
+    put_bool(out, 10, r.positioned);
+    put_bytes(out, 11, r.data.as_deref().unwrap_or_default());
+    put_bool(out, 12, r.was_recovering);
+}
+
+fn connect_result(out: &mut Vec<u8>, r: &ConnectResult) {
+    put_str(out, 1, &r.client);
+    put_str(out, 2, &r.version);
+    put_bool(out, 3, r.expires);
+    put_u64(out, 4, r.ttl.into());
+    put_bytes(out, 5, r.data.as_deref().unwrap_or_default());
+    for (ch, sub) in &r.subs {
+        put_msg(out, 6, |out| {
+            put_str(out, 1, ch);
+            put_msg(out, 2, |out| subscribe_result(out, sub));
+        });
+    }
+    put_u64(out, 7, r.ping.into());
+    put_bool(out, 8, r.pong);
+}
+
+/// Appends one length-prefixed `Reply` to command `id`.
+pub fn encode_reply(id: u32, reply: &Result<ReplyBody, ApiError>, out: &mut Vec<u8>) {
+    delimited(out, |out| {
+        put_u64(out, 1, id.into());
+        let body = match reply {
+            Ok(body) => body,
+            Err(e) => {
+                put_msg(out, 2, |out| {
+                    put_u64(out, 1, e.code.into());
+                    put_str(out, 2, e.message);
+                    put_bool(out, 3, e.temporary);
+                });
+                return;
+            }
+        };
+        match body {
+            ReplyBody::Connect(r) => put_msg(out, 5, |out| connect_result(out, r)),
+            ReplyBody::Subscribe(r) => put_msg(out, 6, |out| subscribe_result(out, r)),
+            ReplyBody::Unsubscribe => put_msg(out, 7, |_| {}),
+            ReplyBody::Publish => put_msg(out, 8, |_| {}),
+            ReplyBody::Presence(clients) => put_msg(out, 9, |out| {
+                for c in clients {
+                    put_msg(out, 1, |out| {
+                        put_str(out, 1, &c.client);
+                        put_msg(out, 2, |out| client_info(out, c));
+                    });
+                }
+            }),
+            ReplyBody::PresenceStats {
+                num_clients,
+                num_users,
+            } => put_msg(out, 10, |out| {
+                put_u64(out, 1, (*num_clients).into());
+                put_u64(out, 2, (*num_users).into());
+            }),
+            ReplyBody::History {
+                publications,
+                position,
+            } => put_msg(out, 11, |out| {
+                for p in publications {
+                    put_msg(out, 1, |out| publication(out, p));
+                }
+                put_str(out, 2, &position.epoch);
+                put_u64(out, 3, position.offset);
+            }),
+            ReplyBody::Ping => put_msg(out, 12, |_| {}),
+            ReplyBody::Rpc { data } => put_msg(out, 13, |out| {
+                put_bytes(out, 1, data.as_deref().unwrap_or_default());
+            }),
+            ReplyBody::Refresh {
+                client,
+                version,
+                expires,
+                ttl,
+            } => put_msg(out, 14, |out| {
+                put_str(out, 1, client);
+                put_str(out, 2, version);
+                put_bool(out, 3, *expires);
+                put_u64(out, 4, (*ttl).into());
+            }),
+            ReplyBody::SubRefresh { expires, ttl } => put_msg(out, 15, |out| {
+                put_bool(out, 1, *expires);
+                put_u64(out, 2, (*ttl).into());
+            }),
+        }
+    });
+}
+
+/// Appends one length-prefixed `Reply` carrying a `Push`. `channel` is written only for the
+/// channel-scoped pushes; message, refresh and disconnect concern the whole connection.
+pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
+    delimited(out, |out| {
+        put_msg(out, 4, |out| {
+            if matches!(
+                push,
+                PushBody::Pub(_)
+                    | PushBody::Join(_)
+                    | PushBody::Leave(_)
+                    | PushBody::Unsubscribe { .. }
+                    | PushBody::Subscribe { .. }
+            ) {
+                put_str(out, 2, channel);
+            }
+            match push {
+                PushBody::Pub(p) => put_msg(out, 4, |out| publication(out, p)),
+                PushBody::Join(info) => {
+                    put_msg(out, 5, |out| put_msg(out, 1, |out| client_info(out, info)))
+                }
+                PushBody::Leave(info) => {
+                    put_msg(out, 6, |out| put_msg(out, 1, |out| client_info(out, info)))
+                }
+                PushBody::Unsubscribe { code, reason } => put_msg(out, 7, |out| {
+                    put_u64(out, 2, (*code).into());
+                    put_str(out, 3, reason);
+                }),
+                PushBody::Message { data } => put_msg(out, 8, |out| put_bytes(out, 1, data)),
+                PushBody::Subscribe {
+                    recoverable,
+                    epoch,
+                    offset,
+                    positioned,
+                    data,
+                } => put_msg(out, 9, |out| {
+                    put_bool(out, 1, *recoverable);
+                    put_str(out, 4, epoch);
+                    put_u64(out, 5, *offset);
+                    put_bool(out, 6, *positioned);
+                    put_bytes(out, 7, data.as_deref().unwrap_or_default());
+                }),
+                PushBody::Disconnect {
+                    code,
+                    reason,
+                    reconnect,
+                } => put_msg(out, 11, |out| {
+                    put_u64(out, 1, (*code).into());
+                    put_str(out, 2, reason);
+                    put_bool(out, 3, *reconnect);
+                }),
+                PushBody::Refresh { expires, ttl } => put_msg(out, 12, |out| {
+                    put_bool(out, 1, *expires);
+                    put_u64(out, 2, (*ttl).into());
+                }),
+            }
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn frame_of(cmds: &[proto::Command]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for c in cmds {
+            c.encode_length_delimited(&mut buf).unwrap();
+        }
+        buf
+    }
+
+    /// Decodes every length-prefixed `Reply` in `buf`.
+    fn replies(mut buf: &[u8]) -> Vec<proto::Reply> {
+        let mut out = Vec::new();
+        while !buf.is_empty() {
+            out.push(proto::Reply::decode_length_delimited(&mut buf).unwrap());
+        }
+        out
+    }
+
+    fn reply(id: u32, r: Result<ReplyBody, ApiError>) -> proto::Reply {
+        let mut buf = Vec::new();
+        encode_reply(id, &r, &mut buf);
+        let mut all = replies(&buf);
+        assert_eq!(all.len(), 1);
+        all.pop().unwrap()
+    }
+
+    fn push(channel: &str, p: PushBody) -> proto::Push {
+        let mut buf = Vec::new();
+        encode_push(channel, &p, &mut buf);
+        let r = replies(&buf).pop().unwrap();
+        assert_eq!((r.id, r.error), (0, None));
+        r.push.unwrap()
+    }
+
+    fn info(user: &str, client: &str) -> ClientInfo {
+        ClientInfo {
+            user: user.into(),
+            client: client.into(),
+            conn_info: Some(Bytes::from_static(b"{\"c\":1}")),
+            chan_info: None,
+        }
+    }
+
+    fn pb_info(user: &str, client: &str) -> proto::ClientInfo {
+        proto::ClientInfo {
+            user: user.into(),
+            client: client.into(),
+            conn_info: Bytes::from_static(b"{\"c\":1}"),
+            chan_info: Bytes::new(),
+        }
+    }
+
+    fn publication_with(offset: u64, data: Vec<u8>) -> Publication {
+        Publication {
+            offset,
+            data: Payload {
+                bytes: data.into(),
+                binary: true,
+            },
+            info: Some(Arc::new(info("u1", "c1"))),
+            tags: Some(Arc::from(vec![
+                ("k1".into(), "v1".into()),
+                ("k2".into(), "".into()),
+            ])),
+        }
+    }
+
+    fn pb_publication_with(offset: u64, data: Vec<u8>) -> proto::Publication {
+        proto::Publication {
+            data: data.into(),
+            info: Some(pb_info("u1", "c1")),
+            offset,
+            tags: BTreeMap::from([("k1".into(), "v1".into()), ("k2".into(), "".into())]),
+        }
+    }
+
+    #[test]
+    fn decodes_several_commands() {
+        let connect = proto::Command {
+            id: 1,
+            connect: Some(proto::ConnectRequest {
+                token: "tok".into(),
+                data: Bytes::from_static(b"\x01\x02"),
+                subs: BTreeMap::from([(
+                    "news".into(),
+                    proto::SubscribeRequest {
+                        recover: true,
+                        offset: 7,
+                        epoch: "ep".into(),
+                        ..Default::default()
+                    },
+                )]),
+                name: "js".into(),
+                version: "1.0".into(),
+                headers: BTreeMap::from([("x-a".into(), "b".into())]),
+            }),
+            ..Default::default()
+        };
+        let subscribe = proto::Command {
+            id: 2,
+            subscribe: Some(proto::SubscribeRequest {
+                channel: "chat".into(),
+                token: "st".into(),
+                recover: true,
+                epoch: "e".into(),
+                offset: 300,
+                data: Bytes::from_static(b"d"),
+                positioned: true,
+                recoverable: true,
+                join_leave: true,
+                delta: "fossil".into(),
+                flag: 5,
+            }),
+            ..Default::default()
+        };
+        let history = |id, since| proto::Command {
+            id,
+            history: Some(proto::HistoryRequest {
+                channel: "h".into(),
+                limit: 10,
+                since,
+                reverse: true,
+            }),
+            ..Default::default()
+        };
+        let frame = frame_of(&[
+            connect,
+            subscribe,
+            proto::Command::default(),
+            history(
+                3,
+                Some(proto::StreamPosition {
+                    offset: 0,
+                    epoch: String::new(),
+                }),
+            ),
+            history(4, None),
+            proto::Command {
+                id: 5,
+                ..Default::default()
+            },
+            proto::Command {
+                id: 6,
+                ping: Some(proto::PingRequest {}),
+                ..Default::default()
+            },
+        ]);
+        let cmds = decode(&frame).unwrap();
+        let hist = |since| {
+            Req::History(HistoryReq {
+                channel: "h".into(),
+                limit: 10,
+                since,
+                reverse: true,
+            })
+        };
+        assert_eq!(
+            cmds,
+            vec![
+                Cmd {
+                    id: 1,
+                    req: Req::Connect(ConnectReq {
+                        token: "tok".into(),
+                        data: Some(Bytes::from_static(b"\x01\x02")),
+                        subs: vec![(
+                            "news".into(),
+                            SubRecover {
+                                recover: true,
+                                offset: 7,
+                                epoch: "ep".into()
+                            }
+                        )],
+                        name: "js".into(),
+                        version: "1.0".into(),
+                        headers: vec![("x-a".into(), "b".into())],
+                    }),
+                },
+                Cmd {
+                    id: 2,
+                    req: Req::Subscribe(SubscribeReq {
+                        channel: "chat".into(),
+                        token: "st".into(),
+                        recover: true,
+                        epoch: "e".into(),
+                        offset: 300,
+                        data: Some(Bytes::from_static(b"d")),
+                        positioned: true,
+                        recoverable: true,
+                        join_leave: true,
+                        delta: "fossil".into(),
+                        flag: 5,
+                    }),
+                },
+                Cmd {
+                    id: 0,
+                    req: Req::Pong
+                },
+                Cmd {
+                    id: 3,
+                    req: hist(Some(StreamPosition::default()))
+                },
+                Cmd {
+                    id: 4,
+                    req: hist(None)
+                },
+                Cmd {
+                    id: 5,
+                    req: Req::Unknown
+                },
+                Cmd {
+                    id: 6,
+                    req: Req::Ping
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn first_request_in_field_order_wins() {
+        let c = proto::Command {
+            id: 9,
+            rpc: Some(proto::RpcRequest {
+                data: Bytes::from_static(b"r"),
+                method: "m".into(),
+            }),
+            publish: Some(proto::PublishRequest {
+                channel: "p".into(),
+                data: Bytes::from_static(b"x"),
+            }),
+            send: Some(proto::SendRequest {
+                data: Bytes::from_static(b"s"),
+            }),
+            ..Default::default()
+        };
+        let cmds = decode(&frame_of(&[c])).unwrap();
+        assert_eq!(
+            cmds[0].req,
+            Req::Publish {
+                channel: "p".into(),
+                data: Bytes::from_static(b"x")
+            }
+        );
+        let c = proto::Command {
+            rpc: Some(proto::RpcRequest {
+                data: Bytes::from_static(b"r"),
+                method: "m".into(),
+            }),
+            send: Some(proto::SendRequest {
+                data: Bytes::from_static(b"s"),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            decode(&frame_of(&[c])).unwrap()[0],
+            Cmd {
+                id: 0,
+                req: Req::Send {
+                    data: Bytes::from_static(b"s")
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn bad_frames() {
+        assert_eq!(decode(b""), Err(BadFrame));
+        // Truncated varint length.
+        assert_eq!(decode(&[0x80]), Err(BadFrame));
+        // Length beyond the frame.
+        assert_eq!(decode(&[0x05, 0x08, 0x01]), Err(BadFrame));
+        // A valid command followed by a truncated one.
+        let mut f = frame_of(&[proto::Command {
+            id: 1,
+            ping: Some(proto::PingRequest {}),
+            ..Default::default()
+        }]);
+        f.extend_from_slice(&[0x04, 0x08]);
+        assert_eq!(decode(&f), Err(BadFrame));
+        // Garbage inside a well-sized command: wire type 7 does not exist.
+        assert_eq!(decode(&[0x02, 0x0F, 0xFF]), Err(BadFrame));
+        // A text (JSON) frame sent to a protobuf connection.
+        assert_eq!(decode(b"{\"id\":1,\"connect\":{}}"), Err(BadFrame));
+    }
+
+    #[test]
+    fn connect_reply() {
+        let sub = SubscribeResult {
+            recoverable: true,
+            epoch: "ep".into(),
+            offset: 4,
+            positioned: true,
+            publications: vec![publication_with(4, b"x".to_vec())],
+            ..Default::default()
+        };
+        let r = reply(
+            1,
+            Ok(ReplyBody::Connect(ConnectResult {
+                client: "cid".into(),
+                version: "0.1.0".into(),
+                expires: true,
+                ttl: 60,
+                data: Some(Bytes::from_static(b"{}")),
+                subs: vec![("server-side".into(), sub)],
+                ping: 25,
+                pong: true,
+            })),
+        );
+        assert_eq!(r.id, 1);
+        assert_eq!(
+            r.connect.unwrap(),
+            proto::ConnectResult {
+                client: "cid".into(),
+                version: "0.1.0".into(),
+                expires: true,
+                ttl: 60,
+                data: Bytes::from_static(b"{}"),
+                subs: BTreeMap::from([(
+                    "server-side".into(),
+                    proto::SubscribeResult {
+                        recoverable: true,
+                        epoch: "ep".into(),
+                        offset: 4,
+                        positioned: true,
+                        publications: vec![pb_publication_with(4, b"x".to_vec())],
+                        ..Default::default()
+                    }
+                )]),
+                ping: 25,
+                pong: true,
+            }
+        );
+    }
+
+    #[test]
+    fn subscribe_reply_with_publications_of_every_length_prefix_size() {
+        // Payload sizes around the 1-, 2- and 3-byte varint boundaries of each nesting level.
+        let sizes = [0usize, 1, 100, 127, 128, 200, 16_383, 16_384, 70_000];
+        let publications: Vec<_> = sizes
+            .iter()
+            .map(|&n| publication_with(n as u64 + 1, vec![0xAB; n]))
+            .collect();
+        let r = reply(
+            7,
+            Ok(ReplyBody::Subscribe(SubscribeResult {
+                expires: true,
+                ttl: 30,
+                recoverable: true,
+                epoch: "xyz".into(),
+                publications,
+                recovered: true,
+                offset: 70_001,
+                positioned: false,
+                data: None,
+                was_recovering: true,
+            })),
+        );
+        assert_eq!(r.id, 7);
+        assert_eq!(
+            r.subscribe.unwrap(),
+            proto::SubscribeResult {
+                expires: true,
+                ttl: 30,
+                recoverable: true,
+                epoch: "xyz".into(),
+                publications: sizes
+                    .iter()
+                    .map(|&n| pb_publication_with(n as u64 + 1, vec![0xAB; n]))
+                    .collect(),
+                recovered: true,
+                offset: 70_001,
+                was_recovering: true,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn error_reply() {
+        let r = reply(3, Err(ApiError::TOO_MANY_REQUESTS));
+        assert_eq!(
+            r,
+            proto::Reply {
+                id: 3,
+                error: Some(proto::Error {
+                    code: 111,
+                    message: "too many requests".into(),
+                    temporary: true
+                }),
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn other_replies_set_their_field() {
+        let mut buf = Vec::new();
+        let bodies = [
+            ReplyBody::Unsubscribe,
+            ReplyBody::Publish,
+            ReplyBody::Presence(vec![info("u1", "c1"), info("u2", "c2")]),
+            ReplyBody::PresenceStats {
+                num_clients: 2,
+                num_users: 1,
+            },
+            ReplyBody::History {
+                publications: vec![publication_with(1, b"a".to_vec())],
+                position: StreamPosition {
+                    offset: 1,
+                    epoch: "E".into(),
+                },
+            },
+            ReplyBody::Ping,
+            ReplyBody::Rpc {
+                data: Some(Bytes::from_static(b"out")),
+            },
+            ReplyBody::Refresh {
+                client: "c".into(),
+                version: "v".into(),
+                expires: true,
+                ttl: 9,
+            },
+            ReplyBody::SubRefresh {
+                expires: true,
+                ttl: 8,
+            },
+        ];
+        for (i, b) in bodies.iter().enumerate() {
+            encode_reply(i as u32 + 1, &Ok(b.clone()), &mut buf);
+        }
+        let r = replies(&buf);
+        assert_eq!(
+            r.iter().map(|r| r.id).collect::<Vec<_>>(),
+            (1..=9).collect::<Vec<_>>()
+        );
+        assert_eq!(r[0].unsubscribe, Some(proto::UnsubscribeResult {}));
+        assert_eq!(r[1].publish, Some(proto::PublishResult {}));
+        let presence = &r[2].presence.as_ref().unwrap().presence;
+        assert_eq!(presence.len(), 2);
+        assert_eq!(presence["c2"], pb_info("u2", "c2"));
+        assert_eq!(
+            r[3].presence_stats,
+            Some(proto::PresenceStatsResult {
+                num_clients: 2,
+                num_users: 1
+            })
+        );
+        assert_eq!(
+            r[4].history,
+            Some(proto::HistoryResult {
+                publications: vec![pb_publication_with(1, b"a".to_vec())],
+                epoch: "E".into(),
+                offset: 1,
+            })
+        );
+        assert_eq!(r[5].ping, Some(proto::PingResult {}));
+        assert_eq!(
+            r[6].rpc,
+            Some(proto::RpcResult {
+                data: Bytes::from_static(b"out")
+            })
+        );
+        assert_eq!(
+            r[7].refresh,
+            Some(proto::RefreshResult {
+                client: "c".into(),
+                version: "v".into(),
+                expires: true,
+                ttl: 9
+            })
+        );
+        assert_eq!(
+            r[8].sub_refresh,
+            Some(proto::SubRefreshResult {
+                expires: true,
+                ttl: 8
+            })
+        );
+        assert!(r.iter().all(|r| r.error.is_none() && r.push.is_none()));
+    }
+
+    #[test]
+    fn publication_push_with_tags_and_info() {
+        let p = push(
+            "news",
+            PushBody::Pub(publication_with(42, b"{\"n\":1}".to_vec())),
+        );
+        assert_eq!(
+            p,
+            proto::Push {
+                channel: "news".into(),
+                r#pub: Some(pb_publication_with(42, b"{\"n\":1}".to_vec())),
+                ..Default::default()
+            }
+        );
+        let bare = Publication {
+            offset: 0,
+            data: Payload {
+                bytes: Bytes::from_static(b"d"),
+                binary: false,
+            },
+            info: None,
+            tags: None,
+        };
+        let p = push("c", PushBody::Pub(bare));
+        assert_eq!(
+            p.r#pub,
+            Some(proto::Publication {
+                data: Bytes::from_static(b"d"),
+                ..Default::default()
+            })
+        );
+    }
+
+    #[test]
+    fn other_pushes() {
+        assert_eq!(
+            push("ch", PushBody::Join(info("u", "c")))
+                .join
+                .unwrap()
+                .info,
+            Some(pb_info("u", "c"))
+        );
+        let leave = push("ch", PushBody::Leave(info("u", "c")));
+        assert_eq!(
+            (leave.channel.as_str(), leave.leave.unwrap().info),
+            ("ch", Some(pb_info("u", "c")))
+        );
+        let unsub = push(
+            "ch",
+            PushBody::Unsubscribe {
+                code: 2000,
+                reason: "server unsubscribe".into(),
+            },
+        );
+        assert_eq!(unsub.channel, "ch");
+        assert_eq!(
+            unsub.unsubscribe,
+            Some(proto::Unsubscribe {
+                code: 2000,
+                reason: "server unsubscribe".into()
+            })
+        );
+        let sub = push(
+            "ch",
+            PushBody::Subscribe {
+                recoverable: true,
+                epoch: "e".into(),
+                offset: 3,
+                positioned: true,
+                data: Some(Bytes::from_static(b"x")),
+            },
+        );
+        assert_eq!(sub.channel, "ch");
+        assert_eq!(
+            sub.subscribe,
+            Some(proto::Subscribe {
+                recoverable: true,
+                epoch: "e".into(),
+                offset: 3,
+                positioned: true,
+                data: Bytes::from_static(b"x"),
+            })
+        );
+        let msg = push(
+            "ignored",
+            PushBody::Message {
+                data: Bytes::from_static(b"m"),
+            },
+        );
+        assert_eq!(
+            msg,
+            proto::Push {
+                message: Some(proto::Message {
+                    data: Bytes::from_static(b"m")
+                }),
+                ..Default::default()
+            }
+        );
+        let refresh = push(
+            "ignored",
+            PushBody::Refresh {
+                expires: true,
+                ttl: 5,
+            },
+        );
+        assert_eq!(
+            refresh,
+            proto::Push {
+                refresh: Some(proto::Refresh {
+                    expires: true,
+                    ttl: 5
+                }),
+                ..Default::default()
+            }
+        );
+        let d = push(
+            "ignored",
+            PushBody::Disconnect {
+                code: 3001,
+                reason: "shutdown".into(),
+                reconnect: true,
+            },
+        );
+        assert_eq!(
+            d,
+            proto::Push {
+                disconnect: Some(proto::Disconnect {
+                    code: 3001,
+                    reason: "shutdown".into(),
+                    reconnect: true
+                }),
+                ..Default::default()
+            }
+        );
+    }
+}
