@@ -64,11 +64,11 @@ fn single(cfg: &Config, cmd: Command) -> Result<Result<(Box<str>, ShardOp), Comm
 
 /// Fast path: validates and routes a single-channel command; its result reaches `tag` (maybe
 /// before this returns). Gives the command back when it needs [`exec`] instead.
-pub fn dispatch(w: &Worker, cmd: Command, tag: Tag) -> Result<(), Command> {
+pub fn dispatch(w: &Worker, cmd: Command, tag: Tag) -> Result<(), Box<Command>> {
     match single(&w.cfg, cmd) {
         Err(e) => w.complete(tag, Err(e)),
         Ok(Ok((channel, op))) => w.submit(owner_of(&channel, w.workers), Op::Shard(op), tag),
-        Ok(Err(cmd)) => return Err(cmd),
+        Ok(Err(cmd)) => return Err(Box::new(cmd)),
     }
     Ok(())
 }
@@ -145,16 +145,18 @@ pub fn exec(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::F
                     uptime: w.node.started.elapsed().as_secs(),
                     ..Default::default()
                 };
+                let mut users: ahash::AHashSet<Arc<str>> = ahash::AHashSet::new();
                 for part in parts {
                     if let Res::Info(nodes) = part {
                         for n in nodes {
+                            users.extend(n.users);
                             node.num_clients += n.num_clients;
-                            node.num_users += n.num_users;
                             node.num_channels += n.num_channels;
                             node.num_subs += n.num_subs;
                         }
                     }
                 }
+                node.num_users = users.len() as u64;
                 Ok(Res::Info(vec![node]))
             }
             Command::Batch(batch) => {

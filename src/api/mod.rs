@@ -266,6 +266,9 @@ pub struct NodeInfo {
     pub num_channels: u64,
     pub num_subs: u64,
     pub uptime: u64,
+    /// Users connected to one worker, so the node's `num_users` counts each user once
+    /// (internal; not encoded).
+    pub users: Vec<Arc<str>>,
 }
 
 /// A successful result of one command.

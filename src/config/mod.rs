@@ -17,7 +17,7 @@ pub use load::{load, LoadOptions, Loaded};
 use crate::error::ApiError;
 
 /// The whole validated configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// Number of worker threads (event loops). 0 = number of CPU cores.
@@ -35,27 +35,6 @@ pub struct Config {
     pub websocket: Websocket,
     pub node: Node,
     pub shutdown: Shutdown,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            workers: 0,
-            http_server: HttpServer::default(),
-            log: Log::default(),
-            http_api: HttpApi::default(),
-            client: Client::default(),
-            channel: Channel::default(),
-            engine: Engine::default(),
-            admin: Admin::default(),
-            prometheus: Enabled::default(),
-            health: Enabled::default(),
-            grpc_api: GrpcApi::default(),
-            websocket: Websocket::default(),
-            node: Node::default(),
-            shutdown: Shutdown::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -338,16 +317,10 @@ pub struct Admin {
     pub insecure: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Enabled {
     pub enabled: bool,
-}
-
-impl Default for Enabled {
-    fn default() -> Self {
-        Enabled { enabled: false }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -152,11 +152,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
                     head.keep_alive = true;
                 }
             }
-            "expect" => {
-                if value.eq_ignore_ascii_case(b"100-continue") {
-                    head.expect_continue = true;
-                }
-            }
+            "expect" if value.eq_ignore_ascii_case(b"100-continue") => head.expect_continue = true,
             _ => {}
         }
         head.headers.push((name, Bytes::copy_from_slice(value)));

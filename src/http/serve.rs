@@ -33,7 +33,7 @@ pub(crate) fn prepare_read(buf: &mut BytesMut, last_read_filled: bool) {
     }
     let spare = buf.capacity() - buf.len();
     if last_read_filled {
-        buf.reserve((buf.capacity() * 2).min(READ_MAX).max(READ_IDLE));
+        buf.reserve((buf.capacity() * 2).clamp(READ_IDLE, READ_MAX));
     } else if spare < READ_IDLE / 2 {
         buf.reserve(READ_IDLE);
     }
@@ -298,7 +298,7 @@ impl Conn {
         if let Err(cmd) = exec::dispatch(&self.w, cmd, tag) {
             let w = self.w.clone();
             monoio::spawn(async move {
-                let reply: Reply = exec::exec(w.clone(), cmd).await;
+                let reply: Reply = exec::exec(w.clone(), *cmd).await;
                 w.complete(tag, reply);
             });
         }

@@ -23,6 +23,9 @@ use crate::config::Config;
 use crate::shard::{Fanout, Prepared, PushKind, Shard, ShardOp, UnsubOp};
 use crate::ws::session::Session;
 
+/// channel → local subscribers: (session key, live).
+pub type LocalIndex = AHashMap<Arc<str>, SmallVec<[(u32, bool); 4]>>;
+
 /// Work one worker asks another to do.
 #[derive(Debug)]
 pub enum Op {
@@ -106,7 +109,7 @@ pub struct Worker {
     pub clients: RefCell<Slab<Rc<Session>>>,
     /// channel → local subscribers (session key, live). Not live: the subscribe reply is not
     /// written yet, so pushes are held by the session.
-    pub index: RefCell<AHashMap<Arc<str>, SmallVec<[(u32, bool); 4]>>>,
+    pub index: RefCell<LocalIndex>,
     /// user → number of its sessions here.
     pub users: RefCell<AHashMap<Arc<str>, u32>>,
     /// Verifies connection tokens (and subscription tokens unless they have their own key).
@@ -287,7 +290,7 @@ impl Worker {
                 let index = self.index.borrow();
                 let info = NodeInfo {
                     num_clients: self.clients.borrow().iter().filter(|(_, s)| s.is_connected()).count() as u64,
-                    num_users: self.users.borrow().len() as u64,
+                    users: self.users.borrow().keys().cloned().collect(),
                     num_channels: index.len() as u64,
                     num_subs: index.values().map(|v| v.len() as u64).sum(),
                     ..Default::default()

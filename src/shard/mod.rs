@@ -29,6 +29,9 @@ pub fn owner_of(channel: &str, workers: usize) -> usize {
     (s.hash_one(channel) % workers as u64) as usize
 }
 
+/// idempotency key → (first result, expiry).
+type IdempotencyCache = AHashMap<Box<str>, (Option<StreamPosition>, Instant)>;
+
 /// How long an idempotency key keeps its first result.
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(300);
 
@@ -135,7 +138,7 @@ struct ChannelState {
     stream: Option<Stream>,
     presence: Presence,
     /// idempotency key → (result, expiry).
-    idempotency: Option<Box<AHashMap<Box<str>, (Option<StreamPosition>, Instant)>>>,
+    idempotency: Option<Box<IdempotencyCache>>,
     /// Last accepted (version, version_epoch).
     version: Option<(u64, Box<str>)>,
 }

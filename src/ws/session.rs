@@ -1001,61 +1001,50 @@ pub fn api_act(w: &Worker, cmd: &Command) {
     let sessions: Vec<Rc<Session>> = w.clients.borrow().iter().map(|(_, s)| s.clone()).collect();
     for s in sessions {
         match cmd {
-            Command::Disconnect(d) => {
-                if matches_target(&s, &d.target) && !d.whitelist.iter().any(|c| **c == *s.client) {
-                    s.disconnect(Disconnect { code: d.code, reason: d.reason.to_string().into() });
+            Command::Disconnect(d) if matches_target(&s, &d.target) && !d.whitelist.iter().any(|c| **c == *s.client) => {
+                s.disconnect(Disconnect { code: d.code, reason: d.reason.to_string().into() });
+            }
+            Command::Unsubscribe(u) if matches_target(&s, &u.target) => {
+                let chans: Vec<Arc<str>> = if u.channel.is_empty() { s.st.borrow().subs.keys().cloned().collect() } else { vec![u.channel.as_ref().into()] };
+                for ch in chans {
+                    s.unsubscribe(&ch, Some((2000, "server unsubscribe")));
                 }
             }
-            Command::Unsubscribe(u) => {
-                if matches_target(&s, &u.target) {
-                    if u.channel.is_empty() {
-                        let chans: Vec<Arc<str>> = s.st.borrow().subs.keys().cloned().collect();
-                        for ch in chans {
-                            s.unsubscribe(&ch, Some((2000, "server unsubscribe")));
-                        }
-                    } else {
-                        s.unsubscribe(&u.channel, Some((2000, "server unsubscribe")));
+            Command::Refresh(r) if matches_target(&s, &r.target) => {
+                if r.expired {
+                    s.disconnect(Disconnect::EXPIRED);
+                    continue;
+                }
+                let now = unix_now();
+                {
+                    let mut st = s.st.borrow_mut();
+                    st.expires_at = r.expire_at;
+                    if let Some(i) = &r.info {
+                        st.conn_info = Some(i.bytes.clone());
                     }
                 }
+                let ttl = if r.expire_at > now { (r.expire_at - now) as u32 } else { 0 };
+                s.push("", &PushBody::Refresh { expires: r.expire_at > 0, ttl });
             }
-            Command::Refresh(r) => {
-                if matches_target(&s, &r.target) {
-                    if r.expired {
-                        s.disconnect(Disconnect::EXPIRED);
-                        continue;
+            Command::Subscribe(sub) if matches_target(&s, &sub.target) && !s.st.borrow().subs.contains_key(&*sub.channel) => {
+                let sub = sub.clone();
+                monoio::spawn(async move {
+                    let recover = sub.recover_since.as_ref();
+                    let req = SubscribeReq {
+                        channel: sub.channel.to_string(),
+                        recover: recover.is_some(),
+                        offset: recover.map(|p| p.offset).unwrap_or(0),
+                        epoch: recover.map(|p| p.epoch.to_string()).unwrap_or_default(),
+                        recoverable: recover.is_some(),
+                        ..Default::default()
+                    };
+                    let info = sub.info.as_ref().map(|p| p.bytes.clone());
+                    if let Ok(Ok((channel, res))) = subscribe_owned(&s, req, info, true, sub.expire_at).await {
+                        let data = sub.data.as_ref().map(|p| p.bytes.clone());
+                        s.push(&channel, &PushBody::Subscribe { recoverable: res.recoverable, epoch: res.epoch, offset: res.offset, positioned: res.positioned, data });
+                        s.release(&channel);
                     }
-                    let now = unix_now();
-                    {
-                        let mut st = s.st.borrow_mut();
-                        st.expires_at = r.expire_at;
-                        if let Some(i) = &r.info {
-                            st.conn_info = Some(i.bytes.clone());
-                        }
-                    }
-                    let ttl = if r.expire_at > now { (r.expire_at - now) as u32 } else { 0 };
-                    s.push("", &PushBody::Refresh { expires: r.expire_at > 0, ttl });
-                }
-            }
-            Command::Subscribe(sub) => {
-                if matches_target(&s, &sub.target) && !s.st.borrow().subs.contains_key(&*sub.channel) {
-                    let sub = sub.clone();
-                    monoio::spawn(async move {
-                        let req = SubscribeReq {
-                            channel: sub.channel.to_string(),
-                            recover: sub.recover_since.is_some(),
-                            offset: sub.recover_since.as_ref().map(|p| p.offset).unwrap_or(0),
-                            epoch: sub.recover_since.as_ref().map(|p| p.epoch.to_string()).unwrap_or_default(),
-                            recoverable: sub.recover_since.is_some(),
-                            ..Default::default()
-                        };
-                        let info = sub.info.as_ref().map(|p| p.bytes.clone());
-                        if let Ok(Ok((channel, res))) = subscribe_owned(&s, req, info, true, sub.expire_at).await {
-                            let data = sub.data.as_ref().map(|p| p.bytes.clone());
-                            s.push(&channel, &PushBody::Subscribe { recoverable: res.recoverable, epoch: res.epoch, offset: res.offset, positioned: res.positioned, data });
-                            s.release(&channel);
-                        }
-                    });
-                }
+                });
             }
             _ => {}
         }
