@@ -307,7 +307,7 @@ impl Worker {
                 Ok(Res::Channels(list))
             }
             Op::Survey(Survey::Act(cmd)) => {
-                crate::ws::session::api_act(self, &cmd);
+                crate::ws::commands::api_act(self, &cmd);
                 Ok(Res::Empty)
             }
         }

@@ -2,5 +2,6 @@
 //! client sessions speaking the Centrifuge protocol ([`session`]).
 
 pub mod codec;
+pub mod commands;
 pub mod out;
 pub mod session;

@@ -12,57 +12,57 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ahash::AHashMap;
-use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
-use serde_json::{Map, Value};
 
 use super::codec::{self, Message, OpCode};
+use super::commands;
 use super::out::WsOut;
-use crate::api::{ClientInfo, Command, Payload, Publish, StreamPosition};
-use crate::config::ChannelOptions;
+use crate::api::ClientInfo;
 use crate::error::{ApiError, Disconnect};
-use crate::protocol::{self, Cmd, ConnectResult, Format, PushBody, Req, ReplyBody, SubscribeReq, SubscribeResult};
+use crate::protocol::{self, Cmd, Format, PushBody, ReplyBody, Req};
 use crate::runtime::worker::{Msg, Op, Tag, Worker};
-use crate::shard::{owner_of, ShardOp, SubOp, UnsubOp};
-use crate::token::TokenError;
+use crate::shard::{owner_of, ShardOp, UnsubOp};
 
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+pub(super) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// One subscription of a session.
 #[derive(Debug, Clone)]
-struct Sub {
-    chan_info: Option<Bytes>,
+pub(super) struct Sub {
+    pub(super) chan_info: Option<Bytes>,
     /// Presence is kept for this subscription (so unsubscribing removes it).
-    presence: bool,
+    pub(super) presence: bool,
     /// Join/leave are emitted for this subscription.
-    join_leave: bool,
+    pub(super) join_leave: bool,
     /// This client receives join/leave pushes.
-    push_join_leave: bool,
-    server_side: bool,
-    expires_at: i64,
+    pub(super) push_join_leave: bool,
+    pub(super) server_side: bool,
+    pub(super) expires_at: i64,
 }
 
 #[derive(Default)]
-struct State {
-    connected: bool,
+pub(super) struct State {
+    pub(super) connected: bool,
     /// A connect failed with an error reply: any further command closes with 3501.
-    unusable: bool,
-    closed: bool,
-    user: Arc<str>,
-    conn_info: Option<Bytes>,
-    subs: AHashMap<Arc<str>, Sub>,
+    pub(super) unusable: bool,
+    pub(super) closed: bool,
+    pub(super) user: Arc<str>,
+    pub(super) conn_info: Option<Bytes>,
+    pub(super) subs: AHashMap<Arc<str>, Sub>,
     /// Subscriptions sent to their owner and not answered yet.
-    pending: AHashMap<Arc<str>, Sub>,
+    pub(super) pending: AHashMap<Arc<str>, Sub>,
     /// Pushes held for subscriptions whose reply is not written yet.
-    held: AHashMap<Arc<str>, Vec<Bytes>>,
-    held_bytes: usize,
+    pub(super) held: AHashMap<Arc<str>, Vec<Bytes>>,
+    pub(super) held_bytes: usize,
     /// Unix seconds when the credentials expire (0 = never).
-    expires_at: i64,
+    pub(super) expires_at: i64,
     /// A server ping is waiting for its pong since then.
-    ping_sent: Option<Instant>,
-    next_ping: Option<Instant>,
+    pub(super) ping_sent: Option<Instant>,
+    pub(super) next_ping: Option<Instant>,
 }
 
 /// See the module docs.
@@ -72,8 +72,8 @@ pub struct Session {
     pub format: Format,
     pub out: WsOut,
     pub client: Arc<str>,
-    w: Rc<Worker>,
-    st: RefCell<State>,
+    pub(super) w: Rc<Worker>,
+    pub(super) st: RefCell<State>,
     created: Instant,
 }
 
@@ -116,35 +116,47 @@ impl Session {
     /// Whether this client gets join/leave pushes of `channel`.
     pub fn wants_join_leave(&self, channel: &str) -> bool {
         let st = self.st.borrow();
-        st.subs.get(channel).or_else(|| st.pending.get(channel)).is_some_and(|s| s.push_join_leave)
+        st.subs
+            .get(channel)
+            .or_else(|| st.pending.get(channel))
+            .is_some_and(|s| s.push_join_leave)
     }
 
-    fn info(&self, chan_info: Option<Bytes>) -> ClientInfo {
+    pub(super) fn info(&self, chan_info: Option<Bytes>) -> ClientInfo {
         let st = self.st.borrow();
-        ClientInfo { user: st.user.clone(), client: self.client.clone(), conn_info: st.conn_info.clone(), chan_info }
+        ClientInfo {
+            user: st.user.clone(),
+            client: self.client.clone(),
+            conn_info: st.conn_info.clone(),
+            chan_info,
+        }
     }
 
     fn push_frame(&self, payload: Vec<u8>) {
-        let op = if self.format == Format::Json { OpCode::Text } else { OpCode::Binary };
+        let op = if self.format == Format::Json {
+            OpCode::Text
+        } else {
+            OpCode::Binary
+        };
         if self.out.push(codec::frame(op, &payload)).is_err() {
             self.disconnect(Disconnect::SLOW);
         }
     }
 
-    fn reply(&self, id: u32, r: &Result<ReplyBody, ApiError>) {
+    pub(super) fn reply(&self, id: u32, r: &Result<ReplyBody, ApiError>) {
         let mut buf = Vec::with_capacity(64);
         protocol::encode_reply(self.format, id, r, &mut buf);
         self.push_frame(buf);
     }
 
-    fn push(&self, channel: &str, p: &PushBody) {
+    pub(super) fn push(&self, channel: &str, p: &PushBody) {
         let mut buf = Vec::with_capacity(64);
         protocol::encode_push(self.format, channel, p, &mut buf);
         self.push_frame(buf);
     }
 
     /// Writes the pushes held for `channel` and makes the subscription live.
-    fn release(&self, channel: &Arc<str>) {
+    pub(super) fn release(&self, channel: &Arc<str>) {
         let held = {
             let mut st = self.st.borrow_mut();
             let v = st.held.remove(channel).unwrap_or_default();
@@ -206,19 +218,37 @@ impl Session {
 
     fn send_unsub(&self, channel: Arc<str>, sub: &Sub) {
         let leave = sub.join_leave.then(|| self.info(sub.chan_info.clone()));
-        let op = UnsubOp { channel: channel.clone(), worker: self.w.id as u16, client: sub.presence.then(|| self.client.clone()), leave };
+        let op = UnsubOp {
+            channel: channel.clone(),
+            worker: self.w.id as u16,
+            client: sub.presence.then(|| self.client.clone()),
+            leave,
+        };
         let owner = owner_of(&channel, self.w.workers);
-        self.w.send(owner, Msg::Exec { from: self.w.id as u16, tag: Tag::Discard, op: Op::Shard(ShardOp::Unsubscribe(Box::new(op))) });
+        self.w.send(
+            owner,
+            Msg::Exec {
+                from: self.w.id as u16,
+                tag: Tag::Discard,
+                op: Op::Shard(ShardOp::Unsubscribe(Box::new(op))),
+            },
+        );
     }
 
     /// Removes one subscription (client or server initiated).
-    fn unsubscribe(&self, channel: &str, push: Option<(u32, &str)>) -> bool {
+    pub(super) fn unsubscribe(&self, channel: &str, push: Option<(u32, &str)>) -> bool {
         let removed = self.st.borrow_mut().subs.remove_entry(channel);
         let Some((channel, sub)) = removed else { return false };
         self.w.index_remove(&channel, self.key.get());
         self.send_unsub(channel.clone(), &sub);
         if let Some((code, reason)) = push {
-            self.push(&channel, &PushBody::Unsubscribe { code, reason: reason.into() });
+            self.push(
+                &channel,
+                &PushBody::Unsubscribe {
+                    code,
+                    reason: reason.into(),
+                },
+            );
         }
         true
     }
@@ -227,13 +257,20 @@ impl Session {
 /// Picks the wire format: the `centrifuge-protobuf` subprotocol or `?format=protobuf` /
 /// `?cf_protocol=protobuf`. Returns the format and the subprotocol to echo.
 pub fn negotiate(head: &crate::http::codec::Head) -> (Format, Option<&'static str>) {
-    let protos = head.header("sec-websocket-protocol").map(|v| String::from_utf8_lossy(v).to_ascii_lowercase()).unwrap_or_default();
+    let protos = head
+        .header("sec-websocket-protocol")
+        .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase())
+        .unwrap_or_default();
     let asked: Vec<&str> = protos.split(',').map(str::trim).collect();
     if asked.contains(&"centrifuge-protobuf") {
         return (Format::Protobuf, Some("centrifuge-protobuf"));
     }
     let q = |k: &str| head.query_param(k).map(|v| v.eq_ignore_ascii_case("protobuf")).unwrap_or(false);
-    let format = if q("format") || q("cf_protocol") { Format::Protobuf } else { Format::Json };
+    let format = if q("format") || q("cf_protocol") {
+        Format::Protobuf
+    } else {
+        Format::Json
+    };
     (format, asked.contains(&"centrifuge-json").then_some("centrifuge-json"))
 }
 
@@ -358,7 +395,7 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
         if connected || cmd.id == 0 {
             return Err(Disconnect::BAD_REQUEST);
         }
-        return connect(s, cmd.id, c).await;
+        return commands::connect(s, cmd.id, c).await;
     }
     if !connected {
         return Err(Disconnect::BAD_REQUEST);
@@ -381,7 +418,7 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             if req.channel.is_empty() {
                 return Err(Disconnect::BAD_REQUEST);
             }
-            let r = subscribe(s, req).await?;
+            let r = commands::subscribe(s, req).await?;
             if let Ok((channel, _)) = &r {
                 let channel = channel.clone();
                 s.reply(id, &r.map(|(_, res)| ReplyBody::Subscribe(res)));
@@ -401,14 +438,21 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             if channel.is_empty() {
                 return Err(Disconnect::BAD_REQUEST);
             }
-            let r = publish(s, channel, data).await;
+            let r = commands::publish(s, channel, data).await;
             s.reply(id, &r);
         }
         Req::Presence { channel } | Req::PresenceStats { channel } if channel.is_empty() => return Err(Disconnect::BAD_REQUEST),
         Req::Presence { channel } => {
-            let r = match check(s, &channel, Feature::Presence) {
+            let r = match commands::check(s, &channel, commands::Feature::Presence) {
                 Err(e) => Err(e),
-                Ok(()) => match s.w.call(owner_of(&channel, s.w.workers), Op::Shard(ShardOp::Presence(channel.as_str().into()))).await {
+                Ok(()) => match s
+                    .w
+                    .call(
+                        owner_of(&channel, s.w.workers),
+                        Op::Shard(ShardOp::Presence(channel.as_str().into())),
+                    )
+                    .await
+                {
                     Ok(crate::api::Res::Presence(list)) => Ok(ReplyBody::Presence(list)),
                     _ => Err(ApiError::INTERNAL),
                 },
@@ -416,12 +460,20 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             s.reply(id, &r);
         }
         Req::PresenceStats { channel } => {
-            let r = match check(s, &channel, Feature::Presence) {
+            let r = match commands::check(s, &channel, commands::Feature::Presence) {
                 Err(e) => Err(e),
-                Ok(()) => match s.w.call(owner_of(&channel, s.w.workers), Op::Shard(ShardOp::PresenceStats(channel.as_str().into()))).await {
-                    Ok(crate::api::Res::PresenceStats { num_clients, num_users }) => {
-                        Ok(ReplyBody::PresenceStats { num_clients: num_clients as u32, num_users: num_users as u32 })
-                    }
+                Ok(()) => match s
+                    .w
+                    .call(
+                        owner_of(&channel, s.w.workers),
+                        Op::Shard(ShardOp::PresenceStats(channel.as_str().into())),
+                    )
+                    .await
+                {
+                    Ok(crate::api::Res::PresenceStats { num_clients, num_users }) => Ok(ReplyBody::PresenceStats {
+                        num_clients: num_clients as u32,
+                        num_users: num_users as u32,
+                    }),
                     _ => Err(ApiError::INTERNAL),
                 },
             };
@@ -431,12 +483,17 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             if h.channel.is_empty() {
                 return Err(Disconnect::BAD_REQUEST);
             }
-            let r = match check(s, &h.channel, Feature::History) {
+            let r = match commands::check(s, &h.channel, commands::Feature::History) {
                 Err(e) => Err(e),
                 Ok(()) => {
                     let max = s.w.cfg.client.history_max_publication_limit as i32;
                     let limit = if h.limit < 0 || h.limit > max { max } else { h.limit };
-                    let op = crate::api::History { channel: h.channel.as_str().into(), limit, since: h.since, reverse: h.reverse };
+                    let op = crate::api::History {
+                        channel: h.channel.as_str().into(),
+                        limit,
+                        since: h.since,
+                        reverse: h.reverse,
+                    };
                     match s.w.call(owner_of(&h.channel, s.w.workers), Op::Shard(ShardOp::History(op))).await {
                         Ok(crate::api::Res::History { publications, position }) => Ok(ReplyBody::History { publications, position }),
                         Ok(_) => Err(ApiError::INTERNAL),
@@ -446,448 +503,9 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             };
             s.reply(id, &r);
         }
-        Req::Refresh { token } => refresh(s, id, &token)?,
-        Req::SubRefresh { channel, token } => sub_refresh(s, id, &channel, &token)?,
+        Req::Refresh { token } => commands::refresh(s, id, &token)?,
+        Req::SubRefresh { channel, token } => commands::sub_refresh(s, id, &channel, &token)?,
     }
-    Ok(())
-}
-
-/// Claims of a verified connection token that Gyre uses.
-struct ConnClaims {
-    user: String,
-    expire_at: i64,
-    info: Option<Bytes>,
-    channels: Vec<(String, Option<Bytes>)>,
-}
-
-fn claim_info(claims: &Map<String, Value>, key: &str, b64key: &str) -> Result<Option<Bytes>, ()> {
-    if let Some(Value::String(b)) = claims.get(b64key) {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(b).map_err(|_| ())?;
-        return Ok(Some(Bytes::from(bytes)));
-    }
-    Ok(claims.get(key).filter(|v| !v.is_null()).map(|v| Bytes::from(serde_json::to_vec(v).unwrap_or_default())))
-}
-
-fn parse_conn_claims(s: &Session, claims: &Map<String, Value>) -> Result<ConnClaims, Disconnect> {
-    if claims.contains_key("channel") {
-        return Err(Disconnect::INVALID_TOKEN);
-    }
-    let user_claim = &s.w.cfg.client.token.user_id_claim;
-    let user_key = if user_claim.is_empty() { "sub" } else { user_claim.as_str() };
-    let user = match claims.get(user_key) {
-        Some(Value::String(u)) => u.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        None | Some(Value::Null) => String::new(),
-        Some(_) => return Err(Disconnect::INVALID_TOKEN),
-    };
-    let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
-    let expire_at = match claims.get("expire_at").and_then(Value::as_i64) {
-        Some(e) => e,
-        None => exp,
-    };
-    let info = claim_info(claims, "info", "b64info").map_err(|_| Disconnect::INVALID_TOKEN)?;
-    let mut channels: Vec<(String, Option<Bytes>)> = Vec::new();
-    if let Some(Value::Object(subs)) = claims.get("subs") {
-        for (ch, opts) in subs {
-            let info = match opts {
-                Value::Object(o) => claim_info(o, "info", "b64info").map_err(|_| Disconnect::INVALID_TOKEN)?,
-                _ => None,
-            };
-            channels.push((ch.clone(), info));
-        }
-    } else if let Some(Value::Array(list)) = claims.get("channels") {
-        for ch in list {
-            let Value::String(ch) = ch else { return Err(Disconnect::INVALID_TOKEN) };
-            channels.push((ch.clone(), None));
-        }
-    }
-    Ok(ConnClaims { user, expire_at, info, channels })
-}
-
-async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -> Result<(), Disconnect> {
-    let cfg = s.w.cfg.clone();
-    let claims = if !c.token.is_empty() {
-        match s.w.conn_tokens.verify(&c.token) {
-            Ok(claims) => parse_conn_claims(s, &claims)?,
-            Err(TokenError::Expired) if !cfg.client.insecure => {
-                s.st.borrow_mut().unusable = true;
-                s.reply(id, &Err(ApiError::TOKEN_EXPIRED));
-                return Ok(());
-            }
-            Err(_) if cfg.client.insecure => ConnClaims { user: String::new(), expire_at: 0, info: None, channels: Vec::new() },
-            Err(_) => return Err(Disconnect::INVALID_TOKEN),
-        }
-    } else if cfg.client.allow_anonymous_connect_without_token || cfg.client.insecure {
-        ConnClaims { user: String::new(), expire_at: 0, info: None, channels: Vec::new() }
-    } else {
-        return Err(Disconnect::BAD_REQUEST);
-    };
-    if claims.user.is_empty() && !c.token.is_empty() && cfg.client.disallow_anonymous_connection_tokens {
-        return Err(Disconnect::PERMISSION_DENIED);
-    }
-    let now = unix_now();
-    let expire_at = if cfg.client.insecure { 0 } else { claims.expire_at };
-    if expire_at > 0 && expire_at <= now {
-        s.st.borrow_mut().unusable = true;
-        s.reply(id, &Err(ApiError::EXPIRED));
-        return Ok(());
-    }
-    let user: Arc<str> = claims.user.as_str().into();
-    if cfg.client.user_connection_limit > 0 && !user.is_empty() {
-        let n = s.w.users.borrow().get(&user).copied().unwrap_or(0) as usize;
-        if n >= cfg.client.user_connection_limit {
-            return Err(Disconnect::CONNECTION_LIMIT);
-        }
-    }
-    // Validate server-side channels before changing any state.
-    let mut server_subs: Vec<(String, Option<Bytes>)> = claims.channels;
-    let personal = &cfg.client.subscribe_to_user_personal_channel;
-    if personal.enabled && !user.is_empty() {
-        let ch = if personal.personal_channel_namespace.is_empty() {
-            format!("{}{}", cfg.channel.user_boundary, user)
-        } else {
-            format!("{}{}{}{}", personal.personal_channel_namespace, cfg.channel.namespace_boundary, cfg.channel.user_boundary, user)
-        };
-        if !server_subs.iter().any(|(c, _)| *c == ch) {
-            server_subs.push((ch, None));
-        }
-    }
-    if server_subs.len() > cfg.client.channel_limit {
-        return Err(Disconnect::CHANNEL_LIMIT);
-    }
-    for (ch, _) in &server_subs {
-        if let Err(e) = cfg.resolve_channel(ch) {
-            s.st.borrow_mut().unusable = true;
-            s.reply(id, &Err(e));
-            return Ok(());
-        }
-    }
-    {
-        let mut st = s.st.borrow_mut();
-        st.connected = true;
-        st.user = user.clone();
-        st.conn_info = claims.info;
-        st.expires_at = expire_at;
-    }
-    *s.w.users.borrow_mut().entry(user).or_default() += 1;
-    let mut result = ConnectResult {
-        client: s.client.to_string(),
-        version: s.w.node.version.clone(),
-        expires: expire_at > 0,
-        ttl: if expire_at > 0 { (expire_at - now) as u32 } else { 0 },
-        ping: cfg.client.ping_interval.as_secs() as u32,
-        pong: !cfg.client.pong_timeout.is_zero(),
-        ..Default::default()
-    };
-    let mut live: Vec<Arc<str>> = Vec::new();
-    for (ch, info) in server_subs {
-        let recover = c.subs.iter().find(|(k, _)| *k == ch).map(|(_, r)| r.clone());
-        let req = SubscribeReq {
-            channel: ch.clone(),
-            recover: recover.as_ref().is_some_and(|r| r.recover),
-            offset: recover.as_ref().map(|r| r.offset).unwrap_or(0),
-            epoch: recover.map(|r| r.epoch).unwrap_or_default(),
-            ..Default::default()
-        };
-        match subscribe_owned(s, req, info, true, 0).await {
-            Ok(Ok((channel, res))) => {
-                live.push(channel);
-                result.subs.push((ch, res));
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(channel = %ch, error = %e, "server-side subscription failed");
-            }
-            Err(d) => return Err(d),
-        }
-    }
-    s.reply(id, &Ok(ReplyBody::Connect(result)));
-    for ch in live {
-        s.release(&ch);
-    }
-    Ok(())
-}
-
-/// Which capability a client command needs.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Feature {
-    Presence,
-    History,
-}
-
-/// Namespace + permission checks for presence/history commands.
-fn check(s: &Session, channel: &str, f: Feature) -> Result<(), ApiError> {
-    let cfg = &s.w.cfg;
-    if channel.len() > cfg.channel.max_length {
-        return Err(ApiError::BAD_REQUEST);
-    }
-    let o = cfg.resolve_channel(channel)?.options;
-    let st = s.st.borrow();
-    let anon = st.user.is_empty();
-    let subscribed = st.subs.contains_key(channel);
-    let (enabled, for_client, for_sub, for_anon) = match f {
-        Feature::Presence => (o.presence, o.allow_presence_for_client, o.allow_presence_for_subscriber, o.allow_presence_for_anonymous),
-        Feature::History => (o.history_enabled(), o.allow_history_for_client, o.allow_history_for_subscriber, o.allow_history_for_anonymous),
-    };
-    if !enabled {
-        return Err(ApiError::NOT_AVAILABLE);
-    }
-    let allowed = cfg.client.insecure || ((for_client || (for_sub && subscribed)) && (!anon || for_anon));
-    if allowed {
-        Ok(())
-    } else {
-        Err(ApiError::PERMISSION_DENIED)
-    }
-}
-
-/// True when `channel` is user-limited and lists `user` after its last `#`.
-fn user_allowed(cfg: &crate::config::Config, o: &ChannelOptions, channel: &str, user: &str) -> Option<bool> {
-    let b = cfg.channel.user_boundary.as_str();
-    if !o.allow_user_limited_channels || b.is_empty() || !channel.contains(b) {
-        return None;
-    }
-    let users = channel.rsplit(b).next().unwrap_or("");
-    Some(!user.is_empty() && users.split(cfg.channel.user_separator.as_str()).any(|u| u == user))
-}
-
-type SubOutcome = Result<Result<(Arc<str>, SubscribeResult), ApiError>, Disconnect>;
-
-/// Client-side subscribe with permission checks.
-async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome {
-    let cfg = s.w.cfg.clone();
-    {
-        let st = s.st.borrow();
-        if st.subs.contains_key(req.channel.as_str()) || st.pending.contains_key(req.channel.as_str()) {
-            return Ok(Err(ApiError::ALREADY_SUBSCRIBED));
-        }
-        if st.subs.len() + st.pending.len() >= cfg.client.channel_limit {
-            return Ok(Err(ApiError::LIMIT_EXCEEDED));
-        }
-    }
-    if req.channel.len() > cfg.channel.max_length {
-        return Ok(Err(ApiError::BAD_REQUEST));
-    }
-    let o = match cfg.resolve_channel(&req.channel) {
-        Ok(r) => r.options,
-        Err(e) => return Ok(Err(e)),
-    };
-    if !req.delta.is_empty() && req.delta != "fossil" {
-        return Err(Disconnect::BAD_REQUEST);
-    }
-    let user = s.st.borrow().user.clone();
-    let private = !cfg.channel.private_prefix.is_empty() && req.channel.starts_with(cfg.channel.private_prefix.as_str());
-    let mut chan_info = None;
-    let mut expires_at = 0;
-    if !req.token.is_empty() {
-        match s.w.sub_tokens.verify(&req.token) {
-            Err(TokenError::Expired) => return Ok(Err(ApiError::TOKEN_EXPIRED)),
-            Err(_) => return Ok(Err(ApiError::PERMISSION_DENIED)),
-            Ok(claims) => {
-                let Some(Value::String(ch)) = claims.get("channel") else { return Ok(Err(ApiError::PERMISSION_DENIED)) };
-                let sub = match claims.get("sub") {
-                    Some(Value::String(u)) => u.as_str(),
-                    _ => "",
-                };
-                if *ch != req.channel || sub != &*user {
-                    return Err(Disconnect::INVALID_TOKEN);
-                }
-                if let Some(Value::String(c)) = claims.get("client") {
-                    if !c.is_empty() && **c != *s.client {
-                        return Err(Disconnect::INVALID_TOKEN);
-                    }
-                }
-                chan_info = claim_info(&claims, "info", "b64info").map_err(|_| Disconnect::INVALID_TOKEN)?;
-                // `expire_at` overrides `exp` for the subscription's lifetime; 0 = never.
-                expires_at = match claims.get("expire_at").and_then(Value::as_i64) {
-                    Some(e) => e,
-                    None => claims.get("exp").and_then(Value::as_i64).unwrap_or(0),
-                };
-                if expires_at > 0 && expires_at <= unix_now() {
-                    return Ok(Err(ApiError::EXPIRED));
-                }
-            }
-        }
-    } else if private {
-        return Ok(Err(ApiError::PERMISSION_DENIED));
-    } else {
-        let limited = user_allowed(&cfg, o, &req.channel, &user);
-        let allowed = match limited {
-            Some(ok) => ok || cfg.client.insecure,
-            None => (o.allow_subscribe_for_client && (!user.is_empty() || o.allow_subscribe_for_anonymous)) || cfg.client.insecure,
-        };
-        if !allowed {
-            return Ok(Err(ApiError::PERMISSION_DENIED));
-        }
-    }
-    subscribe_owned(s, req, chan_info, false, expires_at).await
-}
-
-/// Registers the subscription with the channel's owner (permissions already checked).
-async fn subscribe_owned(s: &Rc<Session>, req: SubscribeReq, chan_info: Option<Bytes>, server_side: bool, expires_at: i64) -> SubOutcome {
-    let cfg = s.w.cfg.clone();
-    let o = match cfg.resolve_channel(&req.channel) {
-        Ok(r) => r.options,
-        Err(e) => return Ok(Err(e)),
-    };
-    let history = o.history_enabled();
-    let may_ask = o.allow_recovery || o.allow_history_for_client || cfg.client.insecure;
-    let recoverable = history && (o.force_recovery || (req.recoverable && may_ask));
-    let positioned = history && (recoverable || o.force_positioning || (req.positioned && (o.allow_positioning || may_ask)));
-    let presence_allowed = cfg.client.insecure || o.allow_presence_for_client || o.allow_presence_for_subscriber;
-    let sub = Sub {
-        chan_info: chan_info.clone(),
-        presence: o.presence,
-        join_leave: o.join_leave,
-        push_join_leave: o.force_push_join_leave || (o.join_leave && req.join_leave && presence_allowed),
-        server_side,
-        expires_at,
-    };
-    let channel: Arc<str> = req.channel.as_str().into();
-    let info = s.info(chan_info);
-    let recover = (recoverable && req.recover).then(|| StreamPosition { offset: req.offset, epoch: req.epoch.as_str().into() });
-    let op = SubOp {
-        channel: channel.clone(),
-        worker: s.w.id as u16,
-        presence: o.presence.then(|| info.clone()),
-        join: o.join_leave.then_some(info),
-        recover: recover.clone(),
-        position: positioned,
-        recover_limit: cfg.client.recovery_max_publication_limit,
-    };
-    s.st.borrow_mut().pending.insert(channel.clone(), sub.clone());
-    let owner = owner_of(&channel, s.w.workers);
-    let r = s.w.call_subscribe(owner, ShardOp::Subscribe(Box::new(op)), s).await;
-    let mut st = s.st.borrow_mut();
-    st.pending.remove(&channel);
-    if st.closed {
-        return Err(Disconnect::new(3000, "connection closed"));
-    }
-    let outcome = match r {
-        Ok(crate::api::Res::Subscribed(o)) => o,
-        Ok(_) => return Ok(Err(ApiError::INTERNAL)),
-        Err(e) => return Ok(Err(e)),
-    };
-    st.subs.insert(channel.clone(), sub);
-    drop(st);
-    let now = unix_now();
-    let mut res = SubscribeResult {
-        recoverable,
-        positioned,
-        was_recovering: recover.is_some(),
-        expires: expires_at > 0,
-        ttl: if expires_at > now { (expires_at - now) as u32 } else { 0 },
-        ..Default::default()
-    };
-    if let Some(pos) = outcome.position {
-        res.epoch = pos.epoch.to_string();
-        res.offset = pos.offset;
-    }
-    if outcome.recovered {
-        res.recovered = true;
-        res.publications = outcome.publications;
-        if let Some(since) = &recover {
-            res.offset = since.offset;
-        }
-    }
-    Ok(Ok((channel, res)))
-}
-
-async fn publish(s: &Rc<Session>, channel: String, data: Bytes) -> Result<ReplyBody, ApiError> {
-    let cfg = s.w.cfg.clone();
-    if channel.len() > cfg.channel.max_length {
-        return Err(ApiError::BAD_REQUEST);
-    }
-    let o = cfg.resolve_channel(&channel)?.options;
-    let (anon, subscribed, chan_info) = {
-        let st = s.st.borrow();
-        let sub = st.subs.get(channel.as_str());
-        (st.user.is_empty(), sub.is_some(), sub.and_then(|s| s.chan_info.clone()))
-    };
-    let allowed = cfg.client.insecure
-        || ((o.allow_publish_for_client || (o.allow_publish_for_subscriber && subscribed)) && (!anon || o.allow_publish_for_anonymous));
-    if !allowed {
-        return Err(ApiError::PERMISSION_DENIED);
-    }
-    let p = Publish {
-        channel: channel.as_str().into(),
-        data: Payload { bytes: data, binary: s.format == Format::Protobuf },
-        skip_history: false,
-        tags: None,
-        idempotency_key: None,
-        delta: false,
-        version: 0,
-        version_epoch: "".into(),
-        info: Some(Arc::new(s.info(chan_info))),
-    };
-    match s.w.call(owner_of(&channel, s.w.workers), Op::Shard(ShardOp::Publish(p))).await {
-        Ok(_) => Ok(ReplyBody::Publish),
-        Err(e) => Err(e),
-    }
-}
-
-fn refresh(s: &Rc<Session>, id: u32, token: &str) -> Result<(), Disconnect> {
-    if token.is_empty() {
-        return Err(Disconnect::BAD_REQUEST);
-    }
-    let claims = match s.w.conn_tokens.verify(token) {
-        Ok(c) => parse_conn_claims(s, &c)?,
-        Err(TokenError::Expired) => return Err(Disconnect::EXPIRED),
-        Err(_) => return Err(Disconnect::INVALID_TOKEN),
-    };
-    let now = unix_now();
-    {
-        let mut st = s.st.borrow_mut();
-        if *claims.user != *st.user {
-            return Err(Disconnect::INVALID_TOKEN);
-        }
-        if claims.expire_at > 0 && claims.expire_at <= now {
-            return Err(Disconnect::EXPIRED);
-        }
-        st.expires_at = claims.expire_at;
-        if claims.info.is_some() {
-            st.conn_info = claims.info;
-        }
-    }
-    let ttl = if claims.expire_at > 0 { (claims.expire_at - now) as u32 } else { 0 };
-    s.reply(id, &Ok(ReplyBody::Refresh { client: String::new(), version: String::new(), expires: claims.expire_at > 0, ttl }));
-    Ok(())
-}
-
-fn sub_refresh(s: &Rc<Session>, id: u32, channel: &str, token: &str) -> Result<(), Disconnect> {
-    if channel.is_empty() {
-        return Err(Disconnect::BAD_REQUEST);
-    }
-    if !s.st.borrow().subs.contains_key(channel) {
-        s.reply(id, &Err(ApiError::PERMISSION_DENIED));
-        return Ok(());
-    }
-    if token.is_empty() {
-        s.reply(id, &Err(ApiError::BAD_REQUEST));
-        return Ok(());
-    }
-    let claims = match s.w.sub_tokens.verify(token) {
-        Ok(c) => c,
-        Err(TokenError::Expired) => {
-            s.reply(id, &Err(ApiError::TOKEN_EXPIRED));
-            return Ok(());
-        }
-        Err(_) => return Err(Disconnect::INVALID_TOKEN),
-    };
-    let user = s.st.borrow().user.clone();
-    let ch_ok = matches!(claims.get("channel"), Some(Value::String(c)) if c == channel);
-    let sub_ok = matches!(claims.get("sub"), Some(Value::String(u)) if **u == *user) || (user.is_empty() && claims.get("sub").is_none());
-    if !ch_ok || !sub_ok {
-        return Err(Disconnect::INVALID_TOKEN);
-    }
-    let now = unix_now();
-    let exp = claims.get("expire_at").and_then(Value::as_i64).or_else(|| claims.get("exp").and_then(Value::as_i64)).unwrap_or(0);
-    if exp > 0 && exp <= now {
-        s.reply(id, &Err(ApiError::EXPIRED));
-        return Ok(());
-    }
-    if let Some(sub) = s.st.borrow_mut().subs.get_mut(channel) {
-        sub.expires_at = exp;
-    }
-    s.reply(id, &Ok(ReplyBody::SubRefresh { expires: exp > 0, ttl: if exp > 0 { (exp - now) as u32 } else { 0 } }));
     Ok(())
 }
 
@@ -985,68 +603,5 @@ async fn timers(s: Rc<Session>) {
             }
         }
         monoio::time::sleep(next.saturating_duration_since(now).max(Duration::from_millis(5))).await;
-    }
-}
-
-/// Centrifugo's selection: the user's connections (user "" = anonymous ones), narrowed to one
-/// client id when given. WebSocket sessions have no session id, so a `session` filter
-/// matches none of them.
-fn matches_target(s: &Session, t: &crate::api::Target) -> bool {
-    let st = s.st.borrow();
-    st.connected && !st.closed && *t.user == *st.user && (t.client.is_empty() || *t.client == *s.client) && t.session.is_empty()
-}
-
-/// Applies an API subscribe/unsubscribe/disconnect/refresh to this worker's sessions.
-pub fn api_act(w: &Worker, cmd: &Command) {
-    let sessions: Vec<Rc<Session>> = w.clients.borrow().iter().map(|(_, s)| s.clone()).collect();
-    for s in sessions {
-        match cmd {
-            Command::Disconnect(d) if matches_target(&s, &d.target) && !d.whitelist.iter().any(|c| **c == *s.client) => {
-                s.disconnect(Disconnect { code: d.code, reason: d.reason.to_string().into() });
-            }
-            Command::Unsubscribe(u) if matches_target(&s, &u.target) => {
-                let chans: Vec<Arc<str>> = if u.channel.is_empty() { s.st.borrow().subs.keys().cloned().collect() } else { vec![u.channel.as_ref().into()] };
-                for ch in chans {
-                    s.unsubscribe(&ch, Some((2000, "server unsubscribe")));
-                }
-            }
-            Command::Refresh(r) if matches_target(&s, &r.target) => {
-                if r.expired {
-                    s.disconnect(Disconnect::EXPIRED);
-                    continue;
-                }
-                let now = unix_now();
-                {
-                    let mut st = s.st.borrow_mut();
-                    st.expires_at = r.expire_at;
-                    if let Some(i) = &r.info {
-                        st.conn_info = Some(i.bytes.clone());
-                    }
-                }
-                let ttl = if r.expire_at > now { (r.expire_at - now) as u32 } else { 0 };
-                s.push("", &PushBody::Refresh { expires: r.expire_at > 0, ttl });
-            }
-            Command::Subscribe(sub) if matches_target(&s, &sub.target) && !s.st.borrow().subs.contains_key(&*sub.channel) => {
-                let sub = sub.clone();
-                monoio::spawn(async move {
-                    let recover = sub.recover_since.as_ref();
-                    let req = SubscribeReq {
-                        channel: sub.channel.to_string(),
-                        recover: recover.is_some(),
-                        offset: recover.map(|p| p.offset).unwrap_or(0),
-                        epoch: recover.map(|p| p.epoch.to_string()).unwrap_or_default(),
-                        recoverable: recover.is_some(),
-                        ..Default::default()
-                    };
-                    let info = sub.info.as_ref().map(|p| p.bytes.clone());
-                    if let Ok(Ok((channel, res))) = subscribe_owned(&s, req, info, true, sub.expire_at).await {
-                        let data = sub.data.as_ref().map(|p| p.bytes.clone());
-                        s.push(&channel, &PushBody::Subscribe { recoverable: res.recoverable, epoch: res.epoch, offset: res.offset, positioned: res.positioned, data });
-                        s.release(&channel);
-                    }
-                });
-            }
-            _ => {}
-        }
     }
 }
