@@ -1,1 +1,15 @@
-fn main(){}
+//! The integration tests: each test starts the real `gyre` binary on its own port.
+//!
+//! * `api`    — new-style `POST /api/<method>`: every method's success and error shapes.
+//! * `auth`   — API key checks.
+//! * `legacy` — legacy `POST /api` streams, including a 1,000,000-command request.
+//! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
+//! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
+
+mod util;
+
+mod api;
+mod auth;
+mod cent;
+mod http;
+mod legacy;

@@ -1,0 +1,675 @@
+//! Test harness: starts the real `gyre` binary on a free port with a JSON config written to a
+//! temporary directory, and talks to it with a minimal raw HTTP/1.1 client over std
+//! `TcpStream` (arbitrary bytes out; status, headers and Content-Length / chunked /
+//! close-delimited bodies in).
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The API key of [`config`].
+pub const KEY: &str = "test-key";
+
+/// How long any single read from the server may block before the test fails.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The common test config (without port): a history+presence default namespace, `hist`
+/// (history 100, presence) and `nohist` (nothing enabled).
+pub fn config() -> Value {
+    json!({
+        "http_api": {"key": KEY},
+        "health": {"enabled": true},
+        "channel": {
+            "without_namespace": {"presence": true, "history_size": 10, "history_ttl": "300s"},
+            "namespaces": [
+                {"name": "hist", "history_size": 100, "history_ttl": "300s", "presence": true},
+                {"name": "nohist"}
+            ]
+        },
+        "workers": 2
+    })
+}
+
+/// `config()` with `patch` merged in (objects merged recursively, other values replaced).
+pub fn config_with(patch: Value) -> Value {
+    let mut c = config();
+    merge(&mut c, patch);
+    c
+}
+
+fn merge(dst: &mut Value, src: Value) {
+    match (dst, src) {
+        (Value::Object(d), Value::Object(s)) => {
+            for (k, v) in s {
+                merge(d.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (d, s) => *d = s,
+    }
+}
+
+/// Ports handed out by this test process, so two servers started concurrently never share
+/// one (the server binds with SO_REUSEPORT, which would silently let them).
+static PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+static DIRS: AtomicUsize = AtomicUsize::new(0);
+
+fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("0.0.0.0:0").and_then(|l| l.local_addr()).expect("bind 0.0.0.0:0").port();
+        let mut used = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+        if used.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// The server binary: `$GYRE_TEST_BIN` when set (e.g. a release build), else the one cargo
+/// built for this test run.
+pub fn server_binary() -> PathBuf {
+    std::env::var_os("GYRE_TEST_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_gyre")))
+}
+
+/// A running `gyre` process; killed (and its directory removed) on drop. When the test is
+/// failing, its stderr is printed first.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+    stderr_path: PathBuf,
+    reported: bool,
+}
+
+impl Server {
+    /// Starts `gyre --config <dir>/config.json` with `cfg` plus a free port and waits (≤ 10 s)
+    /// until it accepts connections.
+    pub fn start(cfg: Value) -> Server {
+        let mut last_err = String::new();
+        for _attempt in 0..5 {
+            match Self::try_start(cfg.clone()) {
+                Ok(s) => return s,
+                // The port was taken between probing it and the server binding it: retry.
+                Err((msg, retry)) if retry => last_err = msg,
+                Err((msg, _)) => panic!("{msg}"),
+            }
+        }
+        panic!("gyre did not start after 5 attempts: {last_err}");
+    }
+
+    fn try_start(mut cfg: Value) -> Result<Server, (String, bool)> {
+        let port = free_port();
+        merge(&mut cfg, json!({"http_server": {"port": port}}));
+        let dir = std::env::temp_dir().join(format!(
+            "gyre-it-{}-{}",
+            std::process::id(),
+            DIRS.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        let config_path = dir.join("config.json");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&cfg).unwrap()).expect("write config");
+        let stderr_path = dir.join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("create stderr log");
+        let mut cmd = Command::new(server_binary());
+        cmd.arg("--config")
+            .arg(&config_path)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        // The server reads CENTRIFUGO_* / GYRE_* variables: keep the caller's out of tests.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().into_owned();
+            if k.starts_with("CENTRIFUGO_") || k.starts_with("GYRE_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd.spawn().expect("spawn gyre");
+        let mut server = Server { child, port, dir, stderr_path, reported: false };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if TcpStream::connect_timeout(&server.addr(), Duration::from_millis(200)).is_ok() {
+                return Ok(server);
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let log = server.stderr();
+                server.reported = true;
+                let retry = log.contains("in use") || log.contains("cannot listen");
+                return Err((
+                    format!("gyre exited with {status} before accepting on port {port}; stderr:\n{log}"),
+                    retry,
+                ));
+            }
+            if Instant::now() > deadline {
+                let log = server.stderr();
+                server.reported = true;
+                return Err((format!("gyre did not accept on port {port} within 10 s; stderr:\n{log}"), false));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the server has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// A new connection to the server.
+    pub fn connect(&self) -> Conn {
+        Conn::new(self.addr())
+    }
+
+    /// One request on a fresh connection: `POST path` with `body` and extra `headers`
+    /// (Host and Content-Length are added).
+    pub fn post(&self, path: &str, body: &[u8], headers: &[(&str, &str)]) -> Response {
+        let mut c = self.connect();
+        c.send(&request("POST", path, body, headers));
+        c.read_response().unwrap_or_else(|e| panic!("POST {path}: reading the response failed: {e}"))
+    }
+
+    /// Any method, no body.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut c = self.connect();
+        c.send(&request(method, path, b"", headers));
+        c.read_response().unwrap_or_else(|e| panic!("{method} {path}: reading the response failed: {e}"))
+    }
+
+    /// `POST /api/<method>` with the API key; asserts HTTP 200 and returns the JSON body.
+    pub fn api(&self, method: &str, body: Value) -> Value {
+        let r = self.post(&format!("/api/{method}"), body.to_string().as_bytes(), &[("X-API-Key", KEY)]);
+        assert_eq!(r.status, 200, "POST /api/{method} {body}: status {} body {:?}", r.status, r.text());
+        assert_eq!(r.header("content-type"), Some("application/json"), "/api/{method}");
+        r.json()
+    }
+
+    /// `POST /api` (legacy) with the API key and a Content-Length body; returns the response.
+    pub fn legacy(&self, body: &[u8]) -> Response {
+        self.post("/api", body, &[("X-API-Key", KEY)])
+    }
+
+    /// Resident set size of the server process in KiB (`VmRSS`).
+    pub fn rss_kb(&self) -> u64 {
+        rss_kb(self.pid())
+    }
+
+    /// Asserts the process is still running and answers `/health`.
+    pub fn assert_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("gyre exited with {status}; stderr:\n{}", self.stderr());
+        }
+        let r = self.request("GET", "/health", &[]);
+        assert_eq!((r.status, r.text().as_str()), (200, "{}"), "health check");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() && !self.reported {
+            eprintln!("---- gyre stderr (port {}) ----\n{}---- end of gyre stderr ----", self.port, self.stderr());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `VmRSS` of a process in KiB (0 if it cannot be read).
+pub fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The bytes of an HTTP/1.1 request with a Content-Length body.
+pub fn request(method: &str, path: &str, body: &[u8], headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !(method == "GET" && body.is_empty()) {
+        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// The head of a chunked request (the body follows as [`chunk`]s and [`LAST_CHUNK`]).
+pub fn chunked_head(path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n");
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// One chunk of a chunked body (must not be empty).
+pub fn chunk(data: &[u8]) -> Vec<u8> {
+    assert!(!data.is_empty());
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response body is not JSON ({e}): {:?}", self.text()))
+    }
+
+    /// True when the server announced it will close the connection.
+    pub fn closes(&self) -> bool {
+        self.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+
+    /// The body of a legacy `/api` response split into reply objects (`\n`-separated).
+    pub fn lines(&self) -> Vec<Value> {
+        parse_lines(&self.body)
+    }
+}
+
+/// Splits a legacy reply body on `\n` and parses every line; asserts there is no trailing
+/// newline and no empty line.
+pub fn parse_lines(body: &[u8]) -> Vec<Value> {
+    assert!(!body.ends_with(b"\n"), "legacy reply body must not end with a newline");
+    body.split(|&b| b == b'\n')
+        .map(|l| {
+            serde_json::from_slice(l)
+                .unwrap_or_else(|e| panic!("reply line is not JSON ({e}): {:?}", String::from_utf8_lossy(l)))
+        })
+        .collect()
+}
+
+/// Status line and headers of a response.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Head {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn chunked(&self) -> bool {
+        self.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    }
+}
+
+/// A client connection with its own read buffer.
+pub struct Conn {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+fn other(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+impl Conn {
+    pub fn new(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        Conn { stream, buf: Vec::with_capacity(64 * 1024), pos: 0 }
+    }
+
+    /// A second handle on the same socket for writing from another thread.
+    pub fn writer(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone socket")
+    }
+
+    /// Writes all bytes; panics on failure.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap_or_else(|e| panic!("write to server failed: {e}"));
+    }
+
+    /// Writes all bytes, tolerating a server that already closed (for error responses
+    /// sent before the request was fully written).
+    pub fn send_lossy(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Reads more bytes into the buffer; Ok(0) at EOF.
+    fn fill(&mut self) -> io::Result<usize> {
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 32 * 1024 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + 64 * 1024, 0);
+        let r = self.stream.read(&mut self.buf[len..]);
+        let n = *r.as_ref().unwrap_or(&0);
+        self.buf.truncate(len + n);
+        r
+    }
+
+    fn fill_or_eof(&mut self, what: &str) -> io::Result<()> {
+        if self.fill()? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("connection closed while reading {what}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads up to and including the next `\r\n` (or `\n`); returns the line without it.
+    fn read_line(&mut self, what: &str) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(i) = self.buffered().iter().position(|&b| b == b'\n') {
+                let mut line = self.buffered()[..i].to_vec();
+                self.pos += i + 1;
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(line);
+            }
+            if self.buffered().len() > 64 * 1024 {
+                return Err(other(format!("{what}: line too long")));
+            }
+            self.fill_or_eof(what)?;
+        }
+    }
+
+    fn read_exact_buf(&mut self, n: usize, what: &str) -> io::Result<Vec<u8>> {
+        while self.buffered().len() < n {
+            self.fill_or_eof(what)?;
+        }
+        let out = self.buffered()[..n].to_vec();
+        self.pos += n;
+        Ok(out)
+    }
+
+    /// Reads a status line and headers.
+    pub fn read_head(&mut self) -> io::Result<Head> {
+        let status_line =
+            String::from_utf8(self.read_line("status line")?).map_err(|_| other("status line not UTF-8"))?;
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or("");
+        if version != "HTTP/1.1" && version != "HTTP/1.0" {
+            return Err(other(format!("bad status line {status_line:?}")));
+        }
+        let status: u16 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| other(format!("bad status line {status_line:?}")))?;
+        let reason = parts.next().unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let line = self.read_line("headers")?;
+            if line.is_empty() {
+                break;
+            }
+            let line = String::from_utf8(line).map_err(|_| other("header not UTF-8"))?;
+            let (k, v) = line.split_once(':').ok_or_else(|| other(format!("bad header {line:?}")))?;
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+        Ok(Head { status, reason, headers })
+    }
+
+    /// The next chunk of a chunked body; `None` after the last chunk (trailers consumed).
+    pub fn read_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let line = self.read_line("chunk size")?;
+        let line = String::from_utf8(line).map_err(|_| other("chunk size not UTF-8"))?;
+        let hex = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(hex, 16).map_err(|_| other(format!("bad chunk size {line:?}")))?;
+        if size == 0 {
+            loop {
+                if self.read_line("trailer")?.is_empty() {
+                    return Ok(None);
+                }
+            }
+        }
+        let data = self.read_exact_buf(size, "chunk data")?;
+        let crlf = self.read_line("chunk end")?;
+        if !crlf.is_empty() {
+            return Err(other("chunk data not followed by CRLF"));
+        }
+        Ok(Some(data))
+    }
+
+    /// Reads the body that follows `head`.
+    pub fn read_body(&mut self, head: &Head) -> io::Result<Vec<u8>> {
+        if (100..200).contains(&head.status) || head.status == 204 || head.status == 304 {
+            return Ok(Vec::new());
+        }
+        if head.chunked() {
+            let mut body = Vec::new();
+            while let Some(c) = self.read_chunk()? {
+                body.extend_from_slice(&c);
+            }
+            return Ok(body);
+        }
+        if let Some(n) = head.header("content-length") {
+            let n: usize = n.parse().map_err(|_| other(format!("bad content-length {n:?}")))?;
+            return self.read_exact_buf(n, "body");
+        }
+        // Close-delimited.
+        let mut body = self.buffered().to_vec();
+        self.pos = self.buf.len();
+        loop {
+            let mut tmp = [0u8; 8192];
+            match self.stream.read(&mut tmp) {
+                Ok(0) => return Ok(body),
+                Ok(n) => body.extend_from_slice(&tmp[..n]),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads one whole response (an interim 1xx response is returned on its own).
+    pub fn read_response(&mut self) -> io::Result<Response> {
+        let head = self.read_head()?;
+        let body = self.read_body(&head)?;
+        Ok(Response { status: head.status, reason: head.reason, headers: head.headers, body })
+    }
+
+    /// True when the peer has closed the connection: EOF (or a reset) arrives within
+    /// `within` and no further bytes were sent. Panics if bytes arrive instead.
+    pub fn is_closed(&mut self, within: Duration) -> bool {
+        if !self.buffered().is_empty() {
+            panic!("unexpected bytes after the response: {:?}", String::from_utf8_lossy(self.buffered()));
+        }
+        self.stream.set_read_timeout(Some(within)).unwrap();
+        let mut tmp = [0u8; 1024];
+        let r = self.stream.read(&mut tmp);
+        self.stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        match r {
+            Ok(0) => true,
+            Ok(n) => panic!("unexpected bytes after the response: {:?}", String::from_utf8_lossy(&tmp[..n])),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => false,
+            Err(_) => true,
+        }
+    }
+
+    /// True when nothing arrives within `within` (the server is waiting for us).
+    pub fn nothing_within(&mut self, within: Duration) -> bool {
+        if !self.buffered().is_empty() {
+            return false;
+        }
+        self.stream.set_read_timeout(Some(within)).unwrap();
+        let r = self.fill();
+        self.stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        match r {
+            Ok(0) => false,
+            Ok(_) => false,
+            Err(e) => matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
+        }
+    }
+}
+
+/// Reads the reply lines of a streamed (chunked) legacy response as they arrive.
+pub struct ReplyStream<'a> {
+    conn: &'a mut Conn,
+    /// Bytes of the line being received.
+    pending: Vec<u8>,
+    /// Complete lines not yet handed out.
+    ready: std::collections::VecDeque<Vec<u8>>,
+    done: bool,
+}
+
+impl<'a> ReplyStream<'a> {
+    /// Reads the response head (must be a chunked 200) and returns the stream of its lines.
+    pub fn start(conn: &'a mut Conn) -> ReplyStream<'a> {
+        let head = conn.read_head().expect("reading the legacy response head");
+        assert_eq!(head.status, 200, "legacy response status");
+        assert!(head.chunked(), "legacy response must be chunked: {:?}", head.headers);
+        assert_eq!(head.header("content-type"), Some("application/json"));
+        ReplyStream { conn, pending: Vec::new(), ready: Default::default(), done: false }
+    }
+
+    /// The next complete reply line: one followed by `\n`, or the last one once the body
+    /// has ended. `None` after the end.
+    pub fn next_line(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(l) = self.ready.pop_front() {
+                return Some(l);
+            }
+            if self.done {
+                return None;
+            }
+            match self.conn.read_chunk().expect("reading a reply chunk") {
+                Some(data) => {
+                    let mut rest = &data[..];
+                    while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+                        self.pending.extend_from_slice(&rest[..i]);
+                        self.ready.push_back(std::mem::take(&mut self.pending));
+                        rest = &rest[i + 1..];
+                    }
+                    self.pending.extend_from_slice(rest);
+                }
+                None => {
+                    self.done = true;
+                    assert!(!self.pending.is_empty(), "legacy reply body ended with a newline or was empty");
+                    self.ready.push_back(std::mem::take(&mut self.pending));
+                }
+            }
+        }
+    }
+
+    /// The next reply parsed as JSON.
+    pub fn next_json(&mut self) -> Option<Value> {
+        self.next_line().map(|l| {
+            serde_json::from_slice(&l)
+                .unwrap_or_else(|e| panic!("reply line is not JSON ({e}): {:?}", String::from_utf8_lossy(&l)))
+        })
+    }
+
+    /// The bytes received of the line not yet terminated.
+    pub fn pending(&self) -> &[u8] {
+        &self.pending
+    }
+
+    /// Reads chunks until the partial line is a complete JSON value (the last reply sent so
+    /// far has no `\n` after it until the next one arrives). Returns it without consuming.
+    pub fn wait_pending_json(&mut self) -> Value {
+        loop {
+            assert!(self.ready.is_empty(), "wait_pending_json with complete lines unread");
+            if let Ok(v) = serde_json::from_slice::<Value>(&self.pending) {
+                return v;
+            }
+            assert!(!self.done, "stream ended");
+            let data = self.conn.read_chunk().expect("reading a reply chunk").expect("stream ended early");
+            let mut rest = &data[..];
+            while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+                self.pending.extend_from_slice(&rest[..i]);
+                self.ready.push_back(std::mem::take(&mut self.pending));
+                rest = &rest[i + 1..];
+            }
+            self.pending.extend_from_slice(rest);
+            assert!(self.ready.is_empty(), "more replies than expected arrived");
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done && self.ready.is_empty()
+    }
+}
+
+/// Root of the repository (for `tests/python`, `target/pyenv`).
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A publish line of the legacy API.
+pub fn publish_line(id: u32, channel: &str, data: &str) -> String {
+    format!(r#"{{"id":{id},"method":"publish","params":{{"channel":"{channel}","data":{data}}}}}"#)
+}
+
+/// `{"error":{"code":N,"message":M}}`.
+pub fn api_error(code: u32) -> Value {
+    json!({"error": error_obj(code)})
+}
+
+/// `{"code":N,"message":M}` with Centrifugo's exact message for the code.
+pub fn error_obj(code: u32) -> Value {
+    let message = match code {
+        100 => "internal server error",
+        102 => "unknown channel",
+        104 => "not found",
+        107 => "bad request",
+        108 => "not available",
+        112 => "unrecoverable position",
+        113 => "conflict",
+        _ => panic!("unknown error code {code}"),
+    };
+    json!({"code": code, "message": message})
+}
