@@ -4,8 +4,6 @@
 //! (`history` always has `publications`, `epoch`, `offset`; `presence_stats` always has both
 //! counts; `channels` always has `channels`). Raw payloads are written byte-for-byte.
 
-use base64::Engine as _;
-
 use super::*;
 
 /// Writes a JSON string literal.
@@ -30,20 +28,13 @@ pub fn error(out: &mut Vec<u8>, e: &ApiError) {
     out.push(b'}');
 }
 
+/// Writes `"name":<payload>`: the bytes as they are, also for `b64data` payloads, as
+/// Centrifugo's JSON API does (its publication `data` is a raw JSON field).
 fn payload_field(out: &mut Vec<u8>, name: &str, p: &Payload) {
-    if p.binary {
-        out.push(b'"');
-        out.extend_from_slice(b"b64");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\":\"");
-        out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(&p.bytes).as_bytes());
-        out.push(b'"');
-    } else {
-        out.push(b'"');
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\":");
-        out.extend_from_slice(&p.bytes);
-    }
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(&p.bytes);
 }
 
 fn position(out: &mut Vec<u8>, p: &StreamPosition) {

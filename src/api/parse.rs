@@ -71,6 +71,9 @@ pub struct Line {
 /// Decodes one legacy line `{"id":1,"method":"publish","params":{...}}`. `method` may be a
 /// name (any case) or a legacy number; absent means publish. Unknown method → 104 in-band.
 pub fn decode_line(line: &[u8]) -> Line {
+    if !is_object(line) {
+        return Line { id: 0, command: Err(ApiError::BAD_REQUEST) };
+    }
     let env: Envelope = match serde_json::from_slice(line) {
         Ok(e) => e,
         Err(_) => return Line { id: 0, command: Err(ApiError::BAD_REQUEST) },
@@ -282,8 +285,19 @@ fn required_channel(c: &str) -> Result<Box<str>, DecodeError> {
     }
 }
 
-/// Decodes the parameters object of `method`.
+/// True when the JSON text starts as an object. serde's derived structs also accept arrays
+/// (fields by position), which Centrifugo's decoder refuses.
+fn is_object(json: &[u8]) -> bool {
+    json.trim_ascii_start().first() == Some(&b'{')
+}
+
+/// Decodes the parameters object of `method`. `null` counts as `{}` (Go's decoder leaves the
+/// request empty); any other non-object is malformed.
 pub fn decode_params(method: Method, params: &[u8]) -> Result<Command, DecodeError> {
+    let params = if params.trim_ascii() == b"null" { b"{}".as_slice() } else { params };
+    if !is_object(params) {
+        return Err(DecodeError::Malformed);
+    }
     Ok(match method {
         Method::Publish => {
             let p: PublishP = serde_json::from_slice(params)?;
@@ -377,7 +391,7 @@ pub fn decode_params(method: Method, params: &[u8]) -> Result<Command, DecodeErr
 
 /// One element of `batch.commands`: `{"publish":{...}}`. `null` → 107, no known key → 104.
 fn decode_batch_element(raw: &[u8]) -> Result<Command, ApiError> {
-    if raw == b"null" {
+    if raw == b"null" || !is_object(raw) {
         return Err(ApiError::BAD_REQUEST);
     }
     let obj: Vec<(Cow<str>, &RawValue)> = serde_json::from_slice::<BTreeMapVec>(raw).map_err(|_| ApiError::BAD_REQUEST)?.0;

@@ -376,3 +376,44 @@ mod tests {
         assert!(decode_all(&h, &[b"zz\r\n"]).is_err());
     }
 }
+
+#[cfg(test)]
+mod chunked_stress {
+    use super::*;
+
+    #[test]
+    fn many_chunks_in_many_reads() {
+        let (h, _) = parse_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap();
+        let mut body = Vec::new();
+        let mut expect = Vec::new();
+        let mut seed = 7u64;
+        let mut rnd = |m: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        };
+        for i in 0..2000u64 {
+            let n = 1 + rnd(70000) as usize;
+            let data: Vec<u8> = (0..n).map(|j| b'a' + ((i as usize + j) % 26) as u8).collect();
+            body.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+            body.extend_from_slice(&data);
+            body.extend_from_slice(b"\r\n");
+            expect.extend_from_slice(&data);
+        }
+        body.extend_from_slice(b"0\r\n\r\n");
+        let mut d = BodyDecoder::new(&h);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < body.len() {
+            let n = (1 + rnd(100_000) as usize).min(body.len() - pos);
+            buf.extend_from_slice(&body[pos..pos + n]);
+            pos += n;
+            while let Some(b) = d.next(&mut buf).unwrap() {
+                out.extend_from_slice(&b);
+            }
+        }
+        assert!(d.is_done());
+        assert_eq!(out.len(), expect.len());
+        assert!(out == expect);
+    }
+}

@@ -49,6 +49,16 @@ enum Stop {
     Upgrade(crate::protocol::Format),
 }
 
+/// Reads more bytes **after** what `buf` already holds. (monoio's `read` on a `BytesMut`
+/// writes from the start of the allocation, so the unread tail must be protected by reading
+/// into the spare capacity only.)
+pub(crate) async fn read_more<R: AsyncReadRent>(rd: &mut R, buf: BytesMut) -> (std::io::Result<usize>, BytesMut) {
+    use monoio::buf::{IoBuf, IoBufMut};
+    let (len, cap) = (buf.bytes_init(), buf.capacity());
+    let (res, slice) = rd.read(buf.slice_mut(len..cap)).await;
+    (res, slice.into_inner())
+}
+
 /// The read half plus its buffer.
 struct Reader<R> {
     rd: R,
@@ -62,7 +72,7 @@ impl<R: AsyncReadRent> Reader<R> {
         prepare_read(&mut self.buf, self.last_full);
         let spare = self.buf.capacity() - self.buf.len();
         let buf = std::mem::take(&mut self.buf);
-        let (res, buf) = self.rd.read(buf).await;
+        let (res, buf) = read_more(&mut self.rd, buf).await;
         self.buf = buf;
         self.last_full = matches!(res, Ok(n) if n == spare);
         matches!(res, Ok(n) if n > 0)
@@ -145,10 +155,13 @@ impl Conn {
         Stop::Close
     }
 
-    /// A response that leaves the connection usable only if the request had no body.
+    /// A response that leaves the connection usable only if the request had no body. A HEAD
+    /// request gets the head alone (RFC 9110 §9.3.2).
     fn simple(&self, head: &Head, status: u16, content_type: &str, body: &[u8]) -> Option<Stop> {
         let keep = head.keep_alive && !head.has_body();
-        self.out.push_raw(codec::response(status, content_type, body, keep));
+        let resp = codec::response(status, content_type, body, keep);
+        let resp = if head.method == HttpMethod::Head { resp.slice(..resp.len() - body.len()) } else { resp };
+        self.out.push_raw(resp);
         (!keep).then_some(Stop::Close)
     }
 
@@ -227,17 +240,18 @@ impl Conn {
             return false;
         }
         let key = api.key.as_bytes();
-        if let Some(v) = head.header("x-api-key") {
-            if !v.is_empty() {
-                return constant_eq(v, key);
-            }
-        }
-        if let Some(v) = head.header("authorization") {
-            let s = String::from_utf8_lossy(v);
-            let parts: Vec<&str> = s.split_whitespace().collect();
-            if parts.len() == 2 && parts[0].eq_ignore_ascii_case("apikey") && constant_eq(parts[1].as_bytes(), key) {
-                return true;
-            }
+        // Centrifugo's order: X-API-Key when present, else `Authorization: apikey KEY`; when
+        // that did not match, `?api_key=` gets its chance.
+        let header_ok = match head.header("x-api-key").filter(|v| !v.is_empty()) {
+            Some(v) => constant_eq(v, key),
+            None => head.header("authorization").is_some_and(|v| {
+                let s = String::from_utf8_lossy(v);
+                let parts: Vec<&str> = s.split_whitespace().collect();
+                parts.len() == 2 && parts[0].eq_ignore_ascii_case("apikey") && constant_eq(parts[1].as_bytes(), key)
+            }),
+        };
+        if header_ok {
+            return true;
         }
         head.query_param("api_key").is_some_and(|k| constant_eq(k.as_bytes(), key))
     }

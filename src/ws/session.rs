@@ -331,7 +331,7 @@ where
         }
         crate::http::serve::prepare_read(&mut buf, last_full);
         let spare = buf.capacity() - buf.len();
-        let (res, b) = rd.read(buf).await;
+        let (res, b) = crate::http::serve::read_more(&mut rd, buf).await;
         buf = b;
         last_full = matches!(res, Ok(n) if n == spare);
         if !matches!(res, Ok(n) if n > 0) {
