@@ -20,22 +20,22 @@ use crate::runtime::worker::{Tag, Worker};
 
 /// Largest read buffer a busy connection grows to.
 const READ_MAX: usize = 64 * 1024;
-/// Read buffer of an idle connection: an idle socket keeps its buffer for the pending read
-/// (io_uring owns it until data arrives), so it is kept small and grown only under load.
+/// Read buffer of an idle HTTP connection: an idle socket keeps its buffer for the pending
+/// read (io_uring owns it until data arrives), so it is kept small and grown only under load.
 const READ_IDLE: usize = 2 * 1024;
 
-/// Sizes the read buffer before a read: small when nothing is buffered, doubling (up to
+/// Sizes the read buffer before a read: `idle` bytes when nothing is buffered, doubling (up to
 /// [`READ_MAX`]) while reads keep filling it.
-pub(crate) fn prepare_read(buf: &mut BytesMut, last_read_filled: bool) {
-    if buf.is_empty() && buf.capacity() > READ_IDLE * 4 && !last_read_filled {
-        *buf = BytesMut::with_capacity(READ_IDLE);
+pub(crate) fn prepare_read(buf: &mut BytesMut, last_read_filled: bool, idle: usize) {
+    if buf.is_empty() && buf.capacity() > idle * 4 && !last_read_filled {
+        *buf = BytesMut::with_capacity(idle);
         return;
     }
     let spare = buf.capacity() - buf.len();
     if last_read_filled {
-        buf.reserve((buf.capacity() * 2).clamp(READ_IDLE, READ_MAX));
-    } else if spare < READ_IDLE / 2 {
-        buf.reserve(READ_IDLE);
+        buf.reserve((buf.capacity() * 2).clamp(idle, READ_MAX));
+    } else if spare < idle / 2 {
+        buf.reserve(idle);
     }
 }
 
@@ -69,7 +69,7 @@ struct Reader<R> {
 impl<R: AsyncReadRent> Reader<R> {
     /// Reads more bytes into the buffer; false at EOF or error.
     async fn fill(&mut self) -> bool {
-        prepare_read(&mut self.buf, self.last_full);
+        prepare_read(&mut self.buf, self.last_full, READ_IDLE);
         let spare = self.buf.capacity() - self.buf.len();
         let buf = std::mem::take(&mut self.buf);
         let (res, buf) = read_more(&mut self.rd, buf).await;
@@ -100,7 +100,8 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
         let wr = writer.await;
         w.unregister_sink(key);
         if let Some(wr) = wr {
-            crate::ws::session::run(w, format, reader.rd, wr, reader.buf, fd).await;
+            // A task of its own, so this (larger) HTTP state is freed for the session's life.
+            monoio::spawn(crate::ws::session::run(w, format, reader.rd, wr, reader.buf, fd));
         }
         return;
     }
@@ -142,7 +143,7 @@ impl Conn {
                     Err(e) => return self.fail(e.0),
                 }
             };
-            let stop = self.request(head, r).await;
+            let stop = Box::pin(self.request(head, r)).await;
             if let Some(stop) = stop {
                 return stop;
             }

@@ -111,6 +111,7 @@ impl WsOut {
             }
             if !i.queue.is_empty() {
                 let n = i.queue.len().min(MAX_IOV);
+                batch.reserve_exact(n);
                 for f in i.queue.drain(..n) {
                     batch.push(f);
                 }
@@ -132,19 +133,18 @@ impl WsOut {
     /// stopped reading); then the connection is dropped.
     pub async fn run_writer<W: monoio::io::AsyncWriteRent>(&self, mut w: W, write_timeout: Duration) {
         use monoio::io::AsyncWriteRentExt;
-        let mut batch: Vec<Bytes> = Vec::with_capacity(64);
         loop {
-            batch.clear();
+            // A fresh Vec per batch: an idle connection then holds no batch allocation.
+            let mut batch: Vec<Bytes> = Vec::new();
             match self.next_batch(&mut batch).await {
                 None => {
-                    let bufs = Frames::new(std::mem::take(&mut batch));
-                    let res = monoio::time::timeout(write_timeout.max(Duration::from_millis(100)) * 10, w.write_vectored_all(bufs)).await;
-                    match res {
-                        Ok((Ok(_), bufs)) => batch = bufs.into_inner(),
-                        _ => {
-                            self.kill();
-                            return;
-                        }
+                    let bufs = Frames::new(batch);
+                    // Boxed so the idle writer's state stays small.
+                    let write = Box::pin(w.write_vectored_all(bufs));
+                    let res = monoio::time::timeout(write_timeout.max(Duration::from_millis(100)) * 10, write).await;
+                    if !matches!(res, Ok((Ok(_), _))) {
+                        self.kill();
+                        return;
                     }
                 }
                 Some(close) => {
@@ -161,19 +161,14 @@ impl WsOut {
 
 /// Frames handed to `writev`: the `Bytes` keep the memory alive while the kernel reads it.
 struct Frames {
-    bufs: Vec<Bytes>,
+    _bufs: Vec<Bytes>,
     iov: Vec<libc::iovec>,
 }
 
 impl Frames {
     fn new(bufs: Vec<Bytes>) -> Self {
         let iov = bufs.iter().map(|b| libc::iovec { iov_base: b.as_ptr() as *mut _, iov_len: b.len() }).collect();
-        Frames { bufs, iov }
-    }
-    fn into_inner(self) -> Vec<Bytes> {
-        let mut b = self.bufs;
-        b.clear();
-        b
+        Frames { _bufs: bufs, iov }
     }
 }
 

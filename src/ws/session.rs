@@ -274,6 +274,10 @@ pub fn negotiate(head: &crate::http::codec::Head) -> (Format, Option<&'static st
     (format, asked.contains(&"centrifuge-json").then_some("centrifuge-json"))
 }
 
+/// Read buffer of an idle session: client frames are mostly tiny (a pong is 8 bytes), and an
+/// idle socket holds its buffer while the read is pending; larger messages grow it.
+const READ_IDLE: usize = 256;
+
 /// Runs a session on an upgraded connection until it closes.
 pub async fn run<R, W>(w: Rc<Worker>, format: Format, mut rd: R, wr: W, mut buf: BytesMut, fd: i32)
 where
@@ -310,7 +314,9 @@ where
         loop {
             match dec.decode(&mut buf) {
                 Ok(Some(msg)) => {
-                    if !handle_message(&s, msg).await {
+                    // Boxed: the command futures are large and live only while a message is
+                    // handled, not for the whole (mostly idle) session.
+                    if !Box::pin(handle_message(&s, msg)).await {
                         break 'read;
                     }
                 }
@@ -329,7 +335,7 @@ where
         if s.is_closed() {
             break;
         }
-        crate::http::serve::prepare_read(&mut buf, last_full);
+        crate::http::serve::prepare_read(&mut buf, last_full, READ_IDLE);
         let spare = buf.capacity() - buf.len();
         let (res, b) = crate::http::serve::read_more(&mut rd, buf).await;
         buf = b;
