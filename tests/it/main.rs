@@ -13,3 +13,5 @@ mod auth;
 mod cent;
 mod http;
 mod legacy;
+mod sdk;
+mod ws_abuse;

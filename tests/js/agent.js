@@ -1,0 +1,247 @@
+// A centrifuge-js agent driven by tests/it/sdk.rs.
+//
+// Reads commands, one JSON object a line, from stdin and prints what the SDK reports, one
+// JSON object a line, on stdout. Every output line has `ev` and, for client `c`'s events, `c`
+// (for subscription events also `ch`). The Rust test decides what is right; this file only
+// reports. An exception anywhere prints {"ev":"fatal",...} and exits 1.
+//
+// Commands:
+//   {"op":"connect","c":NAME,"url":URL,"token"?:JWT,"tokens"?:[JWT..],"protobuf"?:bool,"opts"?:{..}}
+//       new Centrifuge(url, {websocket, token, getToken?, ...opts}).connect(); with `tokens`
+//       getToken hands them out in order (the last one again when they run out) and reports
+//       {"ev":"getToken"} on every call.
+//   {"op":"sub","c":NAME,"ch":CHANNEL,"opts"?:{..}}    newSubscription(ch, opts).subscribe()
+//   {"op":"unsub","c":NAME,"ch":CHANNEL}
+//   {"op":"call","c":NAME,"id":N,"method":"publish"|"presence"|"presenceStats"|"history",
+//    "ch":CHANNEL,"data"?:ANY,"opts"?:{..}}            → {"ev":"result","id":N,"ok"|"err":..}
+//   {"op":"cut","c":NAME,"block"?:bool}
+//                                terminate the underlying socket (no close frame): the SDK
+//                                sees a transport failure and reconnects by itself; with
+//                                `block` its reconnect attempts fail (they are sent to a path
+//                                the server answers 404) until
+//   {"op":"unblock","c":NAME}
+//   {"op":"disconnect","c":NAME} centrifuge.disconnect()
+//   {"op":"exit"}
+
+'use strict';
+
+const readline = require('readline');
+const WebSocket = require('ws');
+const json = require('centrifuge');
+const protobuf = require('centrifuge/build/protobuf');
+
+function out(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+function fatal(where, e) {
+  out({ ev: 'fatal', where, message: String(e && e.stack ? e.stack : e) });
+  process.exit(1);
+}
+
+process.on('uncaughtException', (e) => fatal('uncaughtException', e));
+process.on('unhandledRejection', (e) => fatal('unhandledRejection', e));
+
+// Protobuf connections carry data as bytes: show them as the JSON they hold.
+function data(d) {
+  if (d instanceof Uint8Array) {
+    const text = Buffer.from(d).toString('utf8');
+    try {
+      return JSON.parse(text);
+    } catch (_) {
+      return { bytes: text };
+    }
+  }
+  return d;
+}
+
+function info(i) {
+  if (!i) return undefined;
+  const o = { client: i.client, user: i.user };
+  if (i.connInfo !== undefined) o.connInfo = data(i.connInfo);
+  if (i.chanInfo !== undefined) o.chanInfo = data(i.chanInfo);
+  return o;
+}
+
+function pub(ctx) {
+  const o = { data: data(ctx.data) };
+  if (ctx.offset !== undefined) o.offset = Number(ctx.offset);
+  if (ctx.info) o.info = info(ctx.info);
+  if (ctx.tags) o.tags = ctx.tags;
+  return o;
+}
+
+function subscribed(ctx) {
+  const o = {
+    recoverable: ctx.recoverable,
+    positioned: ctx.positioned,
+    wasRecovering: ctx.wasRecovering,
+    recovered: ctx.recovered,
+    hasRecoveredPublications: ctx.hasRecoveredPublications,
+  };
+  if (ctx.streamPosition) {
+    o.offset = Number(ctx.streamPosition.offset);
+    o.epoch = ctx.streamPosition.epoch;
+  }
+  if (ctx.data !== undefined) o.data = data(ctx.data);
+  return o;
+}
+
+function err(e) {
+  if (e && typeof e.code === 'number') return { code: e.code, message: e.message };
+  return { code: -1, message: String(e && e.message ? e.message : e) };
+}
+
+const clients = new Map(); // name -> { centrifuge, sockets: [], proto }
+
+function connect(cmd) {
+  const c = cmd.c;
+  const sockets = [];
+  const state = { blocked: false };
+  // A WebSocket class that remembers its instances, so `cut` can kill the live one.
+  class TrackedWebSocket extends WebSocket {
+    constructor(url, ...args) {
+      const blocked = state.blocked;
+      super(blocked ? url.replace('/connection/websocket', '/connection/blocked-by-test') : url, ...args);
+      if (blocked) out({ c, ev: 'blocked' });
+      sockets.push(this);
+      this.on('close', (code, reason) => out({ c, ev: 'ws.close', code, reason: reason.toString() }));
+      // A JSON server ping is an empty object `{}` (possibly batched with other messages).
+      this.on('message', (d, isBinary) => {
+        if (!isBinary && d.toString().split('\n').some((l) => l.trim() === '{}')) out({ c, ev: 'ws.ping' });
+      });
+    }
+  }
+  const lib = cmd.protobuf ? protobuf : json;
+  const opts = Object.assign({ websocket: TrackedWebSocket, minReconnectDelay: 100, maxReconnectDelay: 500 }, cmd.opts || {});
+  if (cmd.token !== undefined) opts.token = cmd.token;
+  if (cmd.tokens) {
+    const tokens = cmd.tokens.slice();
+    let last = '';
+    opts.getToken = async () => {
+      out({ c, ev: 'getToken' });
+      if (tokens.length) last = tokens.shift();
+      return last;
+    };
+  }
+  const centrifuge = new lib.Centrifuge(cmd.url, opts);
+  centrifuge.on('connecting', (ctx) => out({ c, ev: 'connecting', code: ctx.code, reason: ctx.reason }));
+  centrifuge.on('connected', (ctx) => out({ c, ev: 'connected', client: ctx.client, transport: ctx.transport }));
+  centrifuge.on('disconnected', (ctx) => out({ c, ev: 'disconnected', code: ctx.code, reason: ctx.reason }));
+  centrifuge.on('error', (ctx) => out({ c, ev: 'error', type: ctx.type, error: err(ctx.error) }));
+  // Server-side subscriptions.
+  centrifuge.on('subscribing', (ctx) => out({ c, ev: 'server.subscribing', ch: ctx.channel }));
+  centrifuge.on('subscribed', (ctx) => out(Object.assign({ c, ev: 'server.subscribed', ch: ctx.channel }, subscribed(ctx))));
+  centrifuge.on('unsubscribed', (ctx) => out({ c, ev: 'server.unsubscribed', ch: ctx.channel }));
+  centrifuge.on('publication', (ctx) => out(Object.assign({ c, ev: 'server.publication', ch: ctx.channel }, pub(ctx))));
+  centrifuge.on('join', (ctx) => out({ c, ev: 'server.join', ch: ctx.channel, info: info(ctx.info) }));
+  centrifuge.on('leave', (ctx) => out({ c, ev: 'server.leave', ch: ctx.channel, info: info(ctx.info) }));
+  clients.set(c, { centrifuge, sockets, state, proto: !!cmd.protobuf });
+  centrifuge.connect();
+}
+
+function client(name) {
+  const cl = clients.get(name);
+  if (!cl) throw new Error(`no client ${name}`);
+  return cl;
+}
+
+function sub(cmd) {
+  const { c, ch } = cmd;
+  const s = client(c).centrifuge.newSubscription(ch, cmd.opts || {});
+  s.on('subscribing', (ctx) => out({ c, ch, ev: 'sub.subscribing', code: ctx.code, reason: ctx.reason }));
+  s.on('subscribed', (ctx) => out(Object.assign({ c, ch, ev: 'sub.subscribed' }, subscribed(ctx))));
+  s.on('unsubscribed', (ctx) => out({ c, ch, ev: 'sub.unsubscribed', code: ctx.code, reason: ctx.reason }));
+  s.on('error', (ctx) => out({ c, ch, ev: 'sub.error', type: ctx.type, error: err(ctx.error) }));
+  s.on('publication', (ctx) => out(Object.assign({ c, ch, ev: 'sub.publication' }, pub(ctx))));
+  s.on('join', (ctx) => out({ c, ch, ev: 'sub.join', info: info(ctx.info) }));
+  s.on('leave', (ctx) => out({ c, ch, ev: 'sub.leave', info: info(ctx.info) }));
+  s.subscribe();
+}
+
+async function call(cmd) {
+  const cl = client(cmd.c);
+  const centrifuge = cl.centrifuge;
+  const id = cmd.id;
+  try {
+    let r;
+    switch (cmd.method) {
+      case 'publish': {
+        const d = cl.proto ? new TextEncoder().encode(JSON.stringify(cmd.data)) : cmd.data;
+        await centrifuge.publish(cmd.ch, d);
+        r = {};
+        break;
+      }
+      case 'presence': {
+        const p = await centrifuge.presence(cmd.ch);
+        const clients = {};
+        for (const [k, v] of Object.entries(p.clients)) clients[k] = info(v);
+        r = { clients };
+        break;
+      }
+      case 'presenceStats': {
+        const p = await centrifuge.presenceStats(cmd.ch);
+        r = { numClients: p.numClients, numUsers: p.numUsers };
+        break;
+      }
+      case 'history': {
+        const h = await centrifuge.history(cmd.ch, cmd.opts || {});
+        r = { publications: h.publications.map(pub), offset: Number(h.offset), epoch: h.epoch };
+        break;
+      }
+      default:
+        throw new Error(`unknown method ${cmd.method}`);
+    }
+    out({ c: cmd.c, ev: 'result', id, ok: r });
+  } catch (e) {
+    out({ c: cmd.c, ev: 'result', id, err: err(e) });
+  }
+}
+
+function handle(cmd) {
+  switch (cmd.op) {
+    case 'connect':
+      return connect(cmd);
+    case 'sub':
+      return sub(cmd);
+    case 'unsub':
+      return client(cmd.c).centrifuge.getSubscription(cmd.ch).unsubscribe();
+    case 'call':
+      return call(cmd);
+    case 'cut': {
+      const cl = client(cmd.c);
+      if (cmd.block) cl.state.blocked = true;
+      const live = cl.sockets.filter((s) => s.readyState === WebSocket.OPEN);
+      for (const s of live) s.terminate();
+      return out({ c: cmd.c, ev: 'cut', sockets: live.length });
+    }
+    case 'unblock':
+      client(cmd.c).state.blocked = false;
+      return out({ c: cmd.c, ev: 'unblocked' });
+    case 'disconnect':
+      return client(cmd.c).centrifuge.disconnect();
+    case 'exit':
+      for (const { centrifuge } of clients.values()) centrifuge.disconnect();
+      return process.exit(0);
+    default:
+      throw new Error(`unknown op ${cmd.op}`);
+  }
+}
+
+const rl = readline.createInterface({ input: process.stdin });
+rl.on('line', (line) => {
+  if (!line.trim()) return;
+  let cmd;
+  try {
+    cmd = JSON.parse(line);
+  } catch (e) {
+    fatal('parse', e);
+  }
+  try {
+    handle(cmd);
+  } catch (e) {
+    fatal(cmd.op, e);
+  }
+});
+rl.on('close', () => process.exit(0));
+out({ ev: 'ready', sdk: 'centrifuge-js', version: JSON.parse(require('fs').readFileSync(require('path').join(__dirname, 'node_modules/centrifuge/package.json'))).version });
