@@ -823,7 +823,7 @@ fn sdks_answer_server_pings() {
     cfg["client"]["pong_timeout"] = json!("1s");
     // The first ping is late by up to this delay (see ws_abuse::first_server_ping_within_the_interval):
     // keep it short so the SDKs' own "no ping" timers (ping + 10 s) do not fire first.
-    cfg["client"]["stale_close_delay"] = json!("3s");
+    cfg["client"]["stale_close_delay"] = json!("1s");
     let s = Server::start(cfg.clone());
     let token = gentoken(&cfg, "u1");
     let mut agents = Vec::new();
