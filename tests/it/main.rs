@@ -10,6 +10,7 @@ mod util;
 
 mod api;
 mod auth;
+mod bench_smoke;
 mod cent;
 mod http;
 mod legacy;

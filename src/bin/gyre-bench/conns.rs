@@ -1,0 +1,295 @@
+//! `connections`: open N idle clients and read the server's memory per connection from its
+//! RSS before and after (`--server-pid`).
+//!
+//! One process can hold only as many sockets as its open-file limit allows, so past that the
+//! tool runs copies of itself (`--child-range OFFSET:COUNT`, hidden), each holding a share.
+//! A child reports `S <ready> <failed> <disconnects>` on stdout twice a second and `READY`
+//! once its share is open, and exits when its stdin closes — so children never outlive the
+//! parent, whatever way it ends. Client source addresses are spread over 127.0.0.1..N so
+//! one address's ephemeral ports (about 28k towards one server port) are not the limit.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::run::{self, Mode, Plan, Progress};
+use crate::stats::{self, fmt_n, Shared, WARMUP};
+use crate::target::{self, Kind};
+use crate::{Fail, Opts};
+
+/// Open-file descriptors a process keeps for itself besides its clients.
+const RESERVED_FDS: usize = 100;
+
+/// Counts of one child, as last reported.
+#[derive(Default)]
+struct ChildCounts {
+    ready: AtomicUsize,
+    failed: AtomicUsize,
+    disconnects: AtomicU64,
+    done: AtomicBool,
+    fatal: std::sync::Mutex<Option<String>>,
+}
+
+pub fn main(o: Opts) -> Result<(), Fail> {
+    let mut plan = Plan::new(Mode::Connections, &o)?;
+    if let Some(range) = o.child_range.clone() {
+        return child(plan, &range);
+    }
+    plan.target.check_reachable()?;
+    let kind = plan.target.kind;
+    let n = plan.subscribers;
+    let per_proc = (target::raise_nofile() as usize).saturating_sub(RESERVED_FDS).max(1);
+    let procs = o.procs.unwrap_or(n.div_ceil(per_proc)).max(1);
+    let share = n.div_ceil(procs);
+    if share > per_proc {
+        return Err(Fail::setup(format!(
+            "{share} connections per process exceed the open-file limit ({per_proc} usable): use --procs {}",
+            n.div_ceil(per_proc)
+        )));
+    }
+    let before = o.server_pid.and_then(|p| stats::sample(Some(p)));
+    if o.server_pid.is_some() && before.is_none() {
+        return Err(Fail::setup(format!("cannot read /proc/{}: is --server-pid right?", o.server_pid.unwrap_or(0))));
+    }
+    let t0 = Instant::now();
+    let mut progress = Progress::new(&o);
+    let sh = Arc::new(Shared::new(plan.threads, 0, plan.channels));
+    let mut children = Vec::new();
+    let counts: Vec<Arc<ChildCounts>> = if procs == 1 {
+        plan.clients = 0..n;
+        let plan = Arc::new(plan);
+        run::start_threads(&plan, &sh);
+        sh.phase.store(WARMUP, Relaxed);
+        run::wait_connected(&plan, &sh, &mut progress)?;
+        Vec::new()
+    } else {
+        let mut counts = Vec::new();
+        for k in 0..procs {
+            let (off, count) = (k * share, share.min(n.saturating_sub(k * share)));
+            if count == 0 {
+                break;
+            }
+            let c = Arc::new(ChildCounts::default());
+            children.push(spawn_child(off, count, c.clone())?);
+            counts.push(c);
+        }
+        wait_children(&counts, &o)?;
+        counts
+    };
+    let connect_s = t0.elapsed().as_secs_f64();
+    let totals = || -> (usize, usize, u64) {
+        if counts.is_empty() {
+            (sh.ready.load(Relaxed), sh.failed.load(Relaxed), sh.disconnects.load(Relaxed))
+        } else {
+            counts.iter().fold((0, 0, 0), |a, c| {
+                (a.0 + c.ready.load(Relaxed), a.1 + c.failed.load(Relaxed), a.2 + c.disconnects.load(Relaxed))
+            })
+        }
+    };
+    // Let the server finish the work of the last connects before reading its memory.
+    std::thread::sleep(Duration::from_secs(1));
+    let after = o.server_pid.and_then(|p| stats::sample(Some(p)));
+    let mut rss_max = after.map_or(0, |s| s.rss_kb);
+    let hold_end = Instant::now() + Duration::from_secs_f64(o.duration);
+    let mut last = Instant::now();
+    while Instant::now() < hold_end {
+        std::thread::sleep(Duration::from_millis(20));
+        if last.elapsed() >= Duration::from_secs(1) {
+            last = Instant::now();
+            let s = o.server_pid.and_then(|p| stats::sample(Some(p)));
+            rss_max = rss_max.max(s.map_or(0, |s| s.rss_kb));
+            let (ready, failed, disc) = totals();
+            if !o.quiet {
+                let rss = s.map_or(String::new(), |s| format!("  server rss {:.1} MiB", s.rss_kb as f64 / 1024.0));
+                eprintln!("[hold] open {} failed {failed} disconnects {disc}{rss}", fmt_n(ready as f64));
+            }
+        }
+    }
+    let (ready, failed, disc) = totals();
+    let client_kb: u64 = stats::sample(None).map_or(0, |s| s.rss_kb)
+        + children.iter().filter_map(|c| stats::sample(Some(c.id()))).map(|s| s.rss_kb).sum::<u64>();
+    // Closing the children's stdin ends them.
+    for c in &mut children {
+        drop(c.stdin.take());
+    }
+    let per_conn = before.zip(after).map(|(b, a)| (a.rss_kb as f64 - b.rss_kb as f64) * 1024.0 / ready.max(1) as f64);
+    let fmt = match (kind, o.format) {
+        (Kind::Centrifugo, crate::WireFormat::Json) => "json",
+        (Kind::Centrifugo, crate::WireFormat::Protobuf) => "protobuf",
+        (k, _) => k.name(),
+    };
+    let mut rows = vec![
+        ("target".to_string(), format!("{} ({fmt})", o.target)),
+        ("connections".into(), format!("{} open, {failed} failed, of {}", fmt_n(ready as f64), fmt_n(n as f64))),
+        (
+            "opened in".into(),
+            format!(
+                "{connect_s:.2} s ({}/s), {} process(es), {} source address(es)",
+                fmt_n(ready as f64 / connect_s),
+                children.len().max(1),
+                source_ips(&o)
+            ),
+        ),
+        ("disconnects while held".into(), format!("{disc} (held {:.0} s)", o.duration)),
+        ("gyre-bench rss".into(), format!("{:.1} MiB", client_kb as f64 / 1024.0)),
+    ];
+    if let (Some(b), Some(a), Some(pc)) = (before, after, per_conn) {
+        rows.push((
+            "server rss before / after / max".into(),
+            format!(
+                "{:.1} / {:.1} / {:.1} MiB",
+                b.rss_kb as f64 / 1024.0,
+                a.rss_kb as f64 / 1024.0,
+                rss_max as f64 / 1024.0
+            ),
+        ));
+        rows.push(("server memory per connection".into(), format!("{:.1} KiB", pc / 1024.0)));
+    }
+    stats::table("gyre-bench connections", &rows, o.json);
+    if o.json {
+        let server = match (before, after) {
+            (Some(b), Some(a)) => json!({
+                "rss_before_kb": b.rss_kb, "rss_after_kb": a.rss_kb, "rss_max_kb": rss_max,
+                "bytes_per_connection": per_conn.map(|v| v.round()),
+            }),
+            _ => serde_json::Value::Null,
+        };
+        println!(
+            "{}",
+            json!({
+                "scenario": "connections", "target": o.target, "kind": kind.name(), "format": fmt,
+                "connections": n, "ready": ready, "failed": failed, "procs": children.len().max(1),
+                "source_ips": source_ips(&o), "subscribe": o.subscribe, "connect_s": (connect_s * 100.0).round() / 100.0,
+                "connect_per_s": (ready as f64 / connect_s).round(), "disconnects": disc,
+                "server": server, "client": {"rss_kb": client_kb},
+            })
+        );
+    }
+    let _ = std::io::stdout().flush();
+    let t = Instant::now();
+    for c in &mut children {
+        while t.elapsed() < Duration::from_secs(5) && matches!(c.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    Ok(())
+}
+
+fn source_ips(o: &Opts) -> u8 {
+    o.source_ips.unwrap_or(9).max(1)
+}
+
+/// Runs this binary with the same options for clients `off..off+count`; a thread reads its
+/// status lines into `counts`.
+fn spawn_child(off: usize, count: usize, counts: Arc<ChildCounts>) -> Result<Child, Fail> {
+    let exe = std::env::current_exe().map_err(|e| Fail::setup(format!("cannot find my own executable: {e}")))?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    args.extend(["--child-range".into(), format!("{off}:{count}")]);
+    let mut child = Command::new(exe)
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| Fail::setup(format!("cannot start a child process: {e}")))?;
+    let out = child.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            let f: Vec<&str> = line.split_whitespace().collect();
+            match f.first().copied() {
+                Some("S") if f.len() == 4 => {
+                    counts.ready.store(f[1].parse().unwrap_or(0), Relaxed);
+                    counts.failed.store(f[2].parse().unwrap_or(0), Relaxed);
+                    counts.disconnects.store(f[3].parse().unwrap_or(0), Relaxed);
+                }
+                Some("READY") => counts.done.store(true, Relaxed),
+                Some("FATAL") => {
+                    *counts.fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(line[5..].trim().to_string());
+                    counts.done.store(true, Relaxed);
+                }
+                _ => {}
+            }
+        }
+        // A child that ended without READY failed as a whole.
+        counts.done.store(true, Relaxed);
+    });
+    Ok(child)
+}
+
+/// Waits (bounded) until every child has opened its share.
+fn wait_children(counts: &[Arc<ChildCounts>], o: &Opts) -> Result<(), Fail> {
+    let t0 = Instant::now();
+    let limit = Duration::from_secs_f64(o.connect_timeout + 10.0);
+    let mut last = Instant::now();
+    loop {
+        if let Some(f) = counts.iter().find_map(|c| c.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()) {
+            return Err(Fail::run(f));
+        }
+        if counts.iter().all(|c| c.done.load(Relaxed)) {
+            break;
+        }
+        if t0.elapsed() > limit {
+            eprintln!("gyre-bench: warning: children still opening after {:.0} s", limit.as_secs_f64());
+            break;
+        }
+        if !o.quiet && last.elapsed() >= Duration::from_secs(1) {
+            last = Instant::now();
+            let ready: usize = counts.iter().map(|c| c.ready.load(Relaxed)).sum();
+            let failed: usize = counts.iter().map(|c| c.failed.load(Relaxed)).sum();
+            eprintln!("[{:>4.0}s] connect  open {} failed {failed}", t0.elapsed().as_secs_f64(), fmt_n(ready as f64));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ready: usize = counts.iter().map(|c| c.ready.load(Relaxed)).sum();
+    if ready == 0 {
+        return Err(Fail::run("no client could connect (see the messages above)"));
+    }
+    Ok(())
+}
+
+/// A child: open clients `off..off+count`, report, hold them until stdin closes.
+fn child(mut plan: Plan, range: &str) -> Result<(), Fail> {
+    let (off, count) = range
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
+        .ok_or_else(|| Fail::setup(format!("bad --child-range {range:?}")))?;
+    target::raise_nofile();
+    plan.clients = off..off + count;
+    let o = plan.o.clone();
+    let plan = Arc::new(plan);
+    let sh = Arc::new(Shared::new(plan.threads, 0, plan.channels));
+    run::start_threads(&plan, &sh);
+    sh.phase.store(WARMUP, Relaxed);
+    // The parent closes stdin when done; so does its death.
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+    let deadline = Instant::now() + Duration::from_secs_f64(o.connect_timeout + o.duration + 120.0);
+    let mut announced = false;
+    let mut out = std::io::stdout();
+    while Instant::now() < deadline {
+        if let Some(f) = sh.fatal() {
+            let _ = writeln!(out, "FATAL {f}");
+            let _ = out.flush();
+            return Err(Fail::run(f));
+        }
+        let (ready, failed) = (sh.ready.load(Relaxed), sh.failed.load(Relaxed));
+        let _ = writeln!(out, "S {ready} {failed} {}", sh.disconnects.load(Relaxed));
+        if !announced && ready + failed >= count {
+            let _ = writeln!(out, "READY");
+            announced = true;
+        }
+        let _ = out.flush();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
+}

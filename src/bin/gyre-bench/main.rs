@@ -1,0 +1,202 @@
+//! `gyre-bench`: the bundled load tool. It drives any Centrifugo-compatible server (Gyre or
+//! Centrifugo) through its public protocols only — WebSocket clients speaking the Centrifuge
+//! protocol (JSON or protobuf) and the pipelined legacy HTTP API `POST /api` — and runs the very
+//! same workloads against redis-server (RESP `SUBSCRIBE`/`PUBLISH`) and nats-server (`SUB`/`PUB`)
+//! so the figures can be put side by side.
+//!
+//! Scenarios:
+//! * `fanout`      — N subscribers over C channels, P publishers; delivered/s, latency, loss.
+//! * `ingest`      — pipelined publishes over K connections, no subscribers; commands/s.
+//! * `connections` — N idle connections; the server's memory per connection.
+//!
+//! Layout: [`target`] (addresses, connecting, the reachability check), [`payload`] (the
+//! timestamped, sequenced message body), [`stats`] (shared counters, histograms, `/proc`
+//! sampling, the report), [`ws`] (Centrifuge WebSocket client), [`peers`] (Redis and NATS
+//! subscribers), [`publish`] (pipelined publishers for all three), [`run`] (threads and
+//! phases of `fanout` / `ingest`), [`conns`] (`connections`, with child processes).
+//!
+//! Exit codes: 0 done, 1 the run failed (rejected credentials, protocol errors), 2 the target
+//! cannot be reached or the options are invalid.
+
+mod conns;
+mod payload;
+mod peers;
+mod publish;
+mod run;
+mod stats;
+mod target;
+mod ws;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Load tool for Centrifugo-compatible servers (Gyre, Centrifugo), with redis-server and
+/// nats-server as peers running the same workloads.
+#[derive(Parser, Debug)]
+#[command(name = "gyre-bench", version, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// WebSocket (or Redis / NATS) subscribers over channels, publishers through the API:
+    /// published/s, delivered/s, publish→deliver latency, lost and duplicated messages.
+    Fanout(Opts),
+    /// Pipelined publish commands over K connections, no subscribers: commands/s.
+    Ingest(Opts),
+    /// N idle connections (connect command, optionally a subscription): server memory per
+    /// connection (needs --server-pid). Spreads source addresses over 127.0.0.1..N and forks
+    /// child processes past the open-file limit.
+    Connections(Opts),
+}
+
+/// Wire format of the WebSocket clients.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireFormat {
+    Json,
+    Protobuf,
+}
+
+const EXAMPLES: &str = "Examples:
+  gyre-bench fanout --target http://127.0.0.1:8000 --api-key KEY --hmac-secret SECRET -n 1000 -c 1 -d 5
+  gyre-bench fanout --target redis://127.0.0.1:6379 -n 1000 -c 1 -d 5 --rate 100
+  gyre-bench ingest --target http://127.0.0.1:8000 --api-key KEY --connections 8 --size 100
+  gyre-bench connections --target http://127.0.0.1:8000 --token JWT -n 50000 --server-pid PID
+
+Exit codes: 0 done, 1 the run failed, 2 target unreachable or bad options.";
+
+/// Every option; each scenario reads the ones it needs.
+#[derive(Args, Debug, Clone)]
+pub struct Opts {
+    /// Server: http://HOST:PORT (Centrifugo-compatible), redis://HOST:PORT, nats://HOST:PORT.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    pub target: String,
+    /// WebSocket endpoint path.
+    #[arg(long, default_value = "/connection/websocket")]
+    pub ws_path: String,
+    /// Legacy HTTP API path (newline-delimited commands in one POST).
+    #[arg(long, default_value = "/api")]
+    pub api_path: String,
+    /// HTTP API key (sent as `X-API-Key` and `Authorization: apikey`); none when empty.
+    #[arg(long, default_value = "")]
+    pub api_key: String,
+    /// Connection token used by every client.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Mint an HS256 connection token per client with this secret (user `<user>-<i>`).
+    #[arg(long)]
+    pub hmac_secret: Option<String>,
+    /// User ID prefix for minted tokens.
+    #[arg(long, default_value = "bench")]
+    pub user: String,
+    /// Client protocol format.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: WireFormat,
+    /// Subscribers (fanout) or connections (connections). Default 100 / 1000.
+    #[arg(long, short = 'n')]
+    pub subscribers: Option<usize>,
+    /// Channels; subscriber i listens to channel i % C, publishers cycle over all.
+    #[arg(long, short = 'c', default_value_t = 1)]
+    pub channels: usize,
+    /// Channel name prefix (channels are `<prefix>-<k>`).
+    #[arg(long, default_value = "bench")]
+    pub channel_prefix: String,
+    /// Publisher connections (fanout).
+    #[arg(long, short = 'p', default_value_t = 1)]
+    pub publishers: usize,
+    /// Publisher connections (ingest; same as --publishers).
+    #[arg(long, short = 'k')]
+    pub connections: Option<usize>,
+    /// Total publish rate in messages/s over all publishers; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Payload size in bytes (at least the ~30 bytes the timestamp and sequence need).
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Publish commands per request / pipelined batch. Default 16 (fanout), 1000 (ingest).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Batches in flight per publisher connection. Default 2 (fanout), 4 (ingest).
+    #[arg(long)]
+    pub inflight: Option<usize>,
+    /// Measured run time in seconds.
+    #[arg(long, short = 'd', default_value_t = 10.0)]
+    pub duration: f64,
+    /// Warm-up in seconds: publishing runs, nothing is counted.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Longest wait, in seconds, for in-flight messages after publishing stops.
+    #[arg(long, default_value_t = 5.0)]
+    pub drain: f64,
+    /// Longest time, in seconds, to open all connections.
+    #[arg(long, default_value_t = 60.0)]
+    pub connect_timeout: f64,
+    /// Connections being opened at once (per process).
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// Event-loop threads of this process.
+    #[arg(long, short = 't', default_value_t = 1)]
+    pub threads: usize,
+    /// Reconnect (and resubscribe) a subscriber the server disconnected.
+    #[arg(long)]
+    pub reconnect: bool,
+    /// Sample this process's RSS and CPU time (/proc) during the run.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print one JSON object on stdout (the table goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// No progress lines.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Spread client source addresses over 127.0.0.1..127.0.0.N (loopback targets only).
+    /// Default 9 for `connections`, 1 otherwise.
+    #[arg(long)]
+    pub source_ips: Option<u8>,
+    /// Processes for `connections` (default: as many as the open-file limit needs).
+    #[arg(long)]
+    pub procs: Option<usize>,
+    /// `connections`: also subscribe each connection to channel i % C.
+    #[arg(long)]
+    pub subscribe: bool,
+    /// Internal: this process is a `connections` child holding clients OFFSET..OFFSET+COUNT.
+    #[arg(long, hide = true, value_name = "OFFSET:COUNT")]
+    pub child_range: Option<String>,
+}
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+pub struct Fail {
+    pub code: i32,
+    pub msg: String,
+}
+
+impl Fail {
+    /// The target is unreachable or the options are unusable: exit code 2.
+    pub fn setup(msg: impl Into<String>) -> Fail {
+        Fail { code: 2, msg: msg.into() }
+    }
+
+    /// The run itself failed: exit code 1.
+    pub fn run(msg: impl Into<String>) -> Fail {
+        Fail { code: 1, msg: msg.into() }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.scenario {
+        Scenario::Fanout(o) => run::main(run::Mode::Fanout, o),
+        Scenario::Ingest(o) => run::main(run::Mode::Ingest, o),
+        Scenario::Connections(o) => conns::main(o),
+    };
+    // Worker threads may still be parked in reads on a dead server: exit without joining them.
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(f) => {
+            eprintln!("gyre-bench: error: {}", f.msg);
+            std::process::exit(f.code);
+        }
+    }
+}

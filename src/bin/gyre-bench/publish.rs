@@ -1,0 +1,432 @@
+//! Pipelined publishers. One connection per publisher, a writer loop and a reader task:
+//! the writer sends batches of publish commands while fewer than `--inflight` batches are
+//! unanswered, the reader matches answers to batches in order and counts them.
+//!
+//! * Centrifugo-compatible: each batch is one `POST /api` with newline-delimited legacy
+//!   commands (what both Centrifugo and Gyre accept), HTTP/1.1 requests pipelined on a
+//!   keep-alive connection; the answer is one reply line per command.
+//! * Redis: a batch is N `PUBLISH` commands; each gets an integer reply.
+//! * NATS: a batch is N `PUB`s followed by `PING`; NATS has no per-message ack, so the `PONG`
+//!   (sent after the server processed everything before it) acknowledges the batch.
+//!
+//! All messages of a batch carry the batch's send time. With `--rate`, batches hold the
+//! messages that became due, so at modest rates every batch is one message.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Buf;
+use gyre::runtime::notify::LocalNotify;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, Splitable};
+use monoio::net::TcpStream;
+
+use crate::payload;
+use crate::peers::{self, Nats, Resp, NATS_CONNECT};
+use crate::run::Cx;
+use crate::stats::{now_ns, STOP};
+use crate::target::{self, ClientErr, Kind, Reader};
+
+/// A batch sent and not yet acknowledged.
+struct Batch {
+    n: u64,
+    /// Send time (ns).
+    t: u64,
+    /// Deliveries these messages should cause.
+    expected: u64,
+    /// Redis: replies still to come; NATS, HTTP: unused.
+    remaining: u64,
+    errors: u64,
+}
+
+/// What the writer and the reader of one publisher share.
+#[derive(Default)]
+struct Pipe {
+    queue: RefCell<VecDeque<Batch>>,
+    /// Woken when a batch is acknowledged or the reader failed.
+    space: LocalNotify,
+    failed: RefCell<Option<ClientErr>>,
+    /// NATS: the server pinged; the writer owes a PONG.
+    pong_due: Cell<bool>,
+}
+
+/// Runs publisher `p` until the run stops; failures are recorded in the shared state.
+/// A publisher that fails ends the run: the figures would be meaningless without it.
+pub async fn publisher(cx: Rc<Cx>, p: usize) {
+    if let Err(e) = run(&cx, p).await {
+        if e.is_fatal() || cx.sh.phase() < STOP {
+            cx.sh.set_fatal(format!("publisher {p}: {e}"));
+        }
+    }
+}
+
+async fn run(cx: &Rc<Cx>, p: usize) -> Result<(), ClientErr> {
+    let plan = &cx.plan;
+    let addr = plan.target.addr;
+    let stream = monoio::time::timeout(Duration::from_secs(10), target::connect(addr, None))
+        .await
+        .map_err(|_| ClientErr::Io(format!("publisher connect to {addr}: timed out")))?
+        .map_err(|e| ClientErr::io(&format!("publisher connect to {addr}"), e))?;
+    let (rd, mut wr) = stream.into_split();
+    let pipe = Rc::new(Pipe::default());
+    monoio::spawn(read_acks(cx.clone(), pipe.clone(), Reader::new(rd)));
+
+    let rate = plan.rate / plan.publishers as f64;
+    let start = now_ns();
+    let mut sent: u64 = 0;
+    let mut seq = vec![0u64; plan.channels];
+    // Publishers start on different channels so that with P ≥ C all channels are busy.
+    let mut cursor = p % plan.channels;
+    let mut out = Vec::with_capacity(plan.batch * (payload::encoded_len(plan.size) + 96) + 256);
+    let mut body = Vec::with_capacity(out.capacity());
+    let mut first = true;
+    loop {
+        if cx.sh.phase() >= STOP {
+            break;
+        }
+        if let Some(e) = pipe.failed.borrow().clone() {
+            return Err(e);
+        }
+        if pipe.queue.borrow().len() >= plan.inflight {
+            pipe.space.wait().await;
+            continue;
+        }
+        let n = if rate > 0.0 {
+            let due = ((now_ns() - start) as f64 / 1e9 * rate) as u64;
+            if due <= sent {
+                // Sleep until the next message is due (the timer's resolution is 1 ms).
+                let wait = ((sent + 1) as f64 / rate * 1e9) as u64 + start;
+                let ns = wait.saturating_sub(now_ns()).clamp(1_000_000, 100_000_000);
+                monoio::time::sleep(Duration::from_nanos(ns)).await;
+                continue;
+            }
+            (due - sent).min(plan.batch as u64)
+        } else {
+            plan.batch as u64
+        };
+        let t = now_ns();
+        out.clear();
+        body.clear();
+        if first && plan.target.kind == Kind::Nats {
+            out.extend_from_slice(NATS_CONNECT);
+        }
+        first = false;
+        if pipe.pong_due.replace(false) {
+            out.extend_from_slice(b"PONG\r\n");
+        }
+        let mut expected = 0;
+        let first_ch = cursor;
+        for _ in 0..n {
+            let ch = cursor;
+            cursor = (cursor + 1) % plan.channels;
+            seq[ch] += 1;
+            expected += plan.subscribers_on(ch) as u64;
+            encode_one(cx, &mut out, &mut body, ch, t, p as u32, seq[ch]);
+        }
+        finish_batch(cx, &mut out, &body, n);
+        pipe.queue.borrow_mut().push_back(Batch { n, t, expected, remaining: n, errors: 0 });
+        let (res, buf) = wr.write_all(std::mem::take(&mut out)).await;
+        out = buf;
+        if let Err(e) = res {
+            // The server closed after an answer (401, ...): that answer says more than EPIPE.
+            let until = now_ns() + 1_000_000_000;
+            while pipe.failed.borrow().is_none() && now_ns() < until {
+                let _ = monoio::time::timeout(Duration::from_millis(50), pipe.space.wait()).await;
+            }
+            return Err(pipe.failed.borrow().clone().unwrap_or_else(|| ClientErr::io("publisher write", e)));
+        }
+        sent += n;
+        // Published sequences are known to subscribers only once written.
+        for k in 0..(n as usize).min(plan.channels) {
+            let ch = (first_ch + k) % plan.channels;
+            cx.sh.sent_seq[p * plan.channels + ch].store(seq[ch], Relaxed);
+        }
+    }
+    // Let the answers to what is in flight arrive (bounded: the run's drain is bounded too).
+    let deadline = now_ns() + 5_000_000_000;
+    while !pipe.queue.borrow().is_empty() && pipe.failed.borrow().is_none() && now_ns() < deadline {
+        let _ = monoio::time::timeout(Duration::from_millis(50), pipe.space.wait()).await;
+    }
+    Ok(())
+}
+
+/// Appends one publish command. For HTTP the command goes to `body` (the head needs its length).
+fn encode_one(cx: &Cx, out: &mut Vec<u8>, body: &mut Vec<u8>, ch: usize, t: u64, p: u32, s: u64) {
+    let plan = &cx.plan;
+    match plan.target.kind {
+        Kind::Centrifugo => {
+            if !body.is_empty() {
+                body.push(b'\n');
+            }
+            body.extend_from_slice(b"{\"method\":\"publish\",\"params\":{\"channel\":");
+            body.extend_from_slice(plan.channel_json[ch].as_bytes());
+            body.extend_from_slice(b",\"data\":");
+            payload::encode(body, t, p, s, plan.size);
+            body.extend_from_slice(b"}}");
+        }
+        Kind::Redis => {
+            body.clear();
+            payload::encode(body, t, p, s, plan.size);
+            peers::resp_command(out, &[b"PUBLISH", plan.channel_names[ch].as_bytes(), body.as_slice()]);
+        }
+        Kind::Nats => {
+            body.clear();
+            payload::encode(body, t, p, s, plan.size);
+            out.extend_from_slice(b"PUB ");
+            out.extend_from_slice(plan.channel_names[ch].as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(body);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// Completes a batch: the HTTP request around the body, or NATS's acknowledging `PING`.
+fn finish_batch(cx: &Cx, out: &mut Vec<u8>, body: &[u8], _n: u64) {
+    let plan = &cx.plan;
+    match plan.target.kind {
+        Kind::Centrifugo => {
+            out.extend_from_slice(b"POST ");
+            out.extend_from_slice(plan.api_path.as_bytes());
+            out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+            out.extend_from_slice(plan.target.host.as_bytes());
+            out.extend_from_slice(b"\r\nContent-Type: application/json\r\n");
+            if !plan.api_key.is_empty() {
+                out.extend_from_slice(
+                    format!("X-API-Key: {0}\r\nAuthorization: apikey {0}\r\n", plan.api_key).as_bytes(),
+                );
+            }
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+            out.extend_from_slice(b"\r\n\r\n");
+            out.extend_from_slice(body);
+        }
+        Kind::Redis => {}
+        Kind::Nats => out.extend_from_slice(b"PING\r\n"),
+    }
+}
+
+/// Counts an acknowledged batch.
+fn account(cx: &Cx, b: &Batch) {
+    let sh = &cx.sh;
+    let ok = b.n.saturating_sub(b.errors);
+    sh.published.fetch_add(ok, Relaxed);
+    if sh.in_window(b.t) {
+        sh.published_window.fetch_add(ok, Relaxed);
+    }
+    if b.errors > 0 {
+        sh.publish_errors.fetch_add(b.errors, Relaxed);
+    }
+    // With errors, assume they hit channels evenly (only the drain wait uses this).
+    sh.expected.fetch_add((b.expected * ok).checked_div(b.n).unwrap_or(0), Relaxed);
+}
+
+/// The reader task: answers in, batches out of the queue.
+async fn read_acks(cx: Rc<Cx>, pipe: Rc<Pipe>, mut conn: Reader<OwnedReadHalf<TcpStream>>) {
+    let res = match cx.plan.target.kind {
+        Kind::Centrifugo => read_http(&cx, &pipe, &mut conn).await,
+        Kind::Redis => read_redis(&cx, &pipe, &mut conn).await,
+        Kind::Nats => read_nats(&cx, &pipe, &mut conn).await,
+    };
+    if let Err(e) = res {
+        *pipe.failed.borrow_mut() = Some(e);
+    }
+    pipe.space.notify();
+}
+
+async fn read_http<R: AsyncReadRent>(cx: &Cx, pipe: &Pipe, conn: &mut Reader<R>) -> Result<(), ClientErr> {
+    loop {
+        while let Some(r) = parse_response(&conn.buf).map_err(ClientErr::Io)? {
+            conn.buf.advance(r.len);
+            if r.status != 200 {
+                let why = match r.status {
+                    401 => " (the API key was rejected: pass --api-key)".to_string(),
+                    404 => format!(" (no API at {}: check --api-path)", cx.plan.api_path),
+                    _ => String::new(),
+                };
+                return Err(ClientErr::Rejected(format!("POST {}: HTTP {}{why}", cx.plan.api_path, r.status)));
+            }
+            let Some(mut b) = pipe.queue.borrow_mut().pop_front() else {
+                return Err(ClientErr::Io("HTTP response without a request".into()));
+            };
+            // A missing reply line counts as an error too.
+            b.errors = r.errors + b.n.saturating_sub(r.lines);
+            if b.errors > 0 && cx.sh.publish_errors.load(Relaxed) == 0 {
+                eprintln!(
+                    "gyre-bench: publish errors, first answer: {}",
+                    r.first_error.as_deref().unwrap_or("(missing reply lines)")
+                );
+            }
+            account(cx, &b);
+            pipe.space.notify();
+            if r.close {
+                return Err(ClientErr::Io("the server closed the API connection (Connection: close)".into()));
+            }
+        }
+        conn.fill_some("HTTP API").await?;
+    }
+}
+
+async fn read_redis<R: AsyncReadRent>(cx: &Cx, pipe: &Pipe, conn: &mut Reader<R>) -> Result<(), ClientErr> {
+    loop {
+        while let Some((v, len)) = peers::resp(&conn.buf).map_err(ClientErr::Io)? {
+            let err = match v {
+                Resp::Error(e) => Some(String::from_utf8_lossy(e).into_owned()),
+                _ => None,
+            };
+            conn.buf.advance(len);
+            let mut q = pipe.queue.borrow_mut();
+            let Some(b) = q.front_mut() else {
+                return Err(ClientErr::Io("redis reply without a command".into()));
+            };
+            if let Some(e) = err {
+                if b.errors == 0 && cx.sh.publish_errors.load(Relaxed) == 0 {
+                    eprintln!("gyre-bench: redis PUBLISH error: {e}");
+                }
+                b.errors += 1;
+            }
+            b.remaining -= 1;
+            if b.remaining == 0 {
+                let b = q.pop_front().expect("front exists");
+                drop(q);
+                account(cx, &b);
+                pipe.space.notify();
+            }
+        }
+        conn.fill_some("redis").await?;
+    }
+}
+
+async fn read_nats<R: AsyncReadRent>(cx: &Cx, pipe: &Pipe, conn: &mut Reader<R>) -> Result<(), ClientErr> {
+    loop {
+        while let Some((item, len)) = peers::nats(&conn.buf).map_err(ClientErr::Io)? {
+            let line = match item {
+                Nats::Line(l) => l.to_vec(),
+                Nats::Msg(_) => Vec::new(),
+            };
+            conn.buf.advance(len);
+            if line.starts_with(b"-ERR") {
+                return Err(ClientErr::Rejected(format!("nats: {}", String::from_utf8_lossy(&line))));
+            } else if line == b"PING" {
+                pipe.pong_due.set(true);
+            } else if line == b"PONG" {
+                let Some(b) = pipe.queue.borrow_mut().pop_front() else {
+                    return Err(ClientErr::Io("nats PONG without a batch".into()));
+                };
+                account(cx, &b);
+                pipe.space.notify();
+            }
+        }
+        conn.fill_some("nats").await?;
+    }
+}
+
+/// One complete HTTP response, reduced to what the publisher counts.
+#[derive(Debug, PartialEq, Eq)]
+struct HttpAnswer {
+    len: usize,
+    status: u16,
+    /// Reply lines of the body and how many of them are errors.
+    lines: u64,
+    errors: u64,
+    first_error: Option<String>,
+    close: bool,
+}
+
+/// Parses the response at the front of `buf` (Content-Length or chunked body); `None` until
+/// it is complete.
+fn parse_response(buf: &[u8]) -> Result<Option<HttpAnswer>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut r = httparse::Response::new(&mut headers);
+    let head = match r.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("bad HTTP response from the API: {e}")),
+    };
+    let status = r.code.unwrap_or(0);
+    let header = |name: &str| {
+        r.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
+    };
+    let close = header("connection").is_some_and(|v| v.contains("close"));
+    let (body, len): (std::borrow::Cow<[u8]>, usize) =
+        if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            let mut body = Vec::new();
+            let mut pos = head;
+            loop {
+                let Some(eol) = memchr::memmem::find(&buf[pos..], b"\r\n") else {
+                    return Ok(None);
+                };
+                let size_line = std::str::from_utf8(&buf[pos..pos + eol]).map_err(|_| "bad chunk size".to_string())?;
+                let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                    .map_err(|_| format!("bad chunk size {size_line:?}"))?;
+                pos += eol + 2;
+                if size == 0 {
+                    // Trailer lines up to an empty one.
+                    loop {
+                        let Some(eol) = memchr::memmem::find(&buf[pos..], b"\r\n") else {
+                            return Ok(None);
+                        };
+                        pos += eol + 2;
+                        if eol == 0 {
+                            break;
+                        }
+                    }
+                    break;
+                }
+                if buf.len() < pos + size + 2 {
+                    return Ok(None);
+                }
+                body.extend_from_slice(&buf[pos..pos + size]);
+                pos += size + 2;
+            }
+            (body.into(), pos)
+        } else if let Some(cl) = header("content-length") {
+            let cl: usize = cl.trim().parse().map_err(|_| format!("bad Content-Length {cl:?}"))?;
+            if buf.len() < head + cl {
+                return Ok(None);
+            }
+            (buf[head..head + cl].into(), head + cl)
+        } else if status == 204 || status == 304 || (100..200).contains(&status) {
+            (Vec::new().into(), head)
+        } else {
+            return Err(format!("HTTP {status} response without a length (a pipelined client needs one)"));
+        };
+    let body = body.trim_ascii_end();
+    let lines = if body.is_empty() { 0 } else { memchr::memchr_iter(b'\n', body).count() as u64 + 1 };
+    let mut errors = 0;
+    let mut first_error = None;
+    for i in memchr::memmem::find_iter(body, b"{\"error\"") {
+        errors += 1;
+        if first_error.is_none() {
+            let end = memchr::memchr(b'\n', &body[i..]).map_or(body.len(), |e| i + e);
+            first_error = Some(String::from_utf8_lossy(&body[i..end.min(i + 200)]).into_owned());
+        }
+    }
+    Ok(Some(HttpAnswer { len, status, lines, errors, first_error, close }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_content_length_and_chunked() {
+        let r = b"HTTP/1.1 200 OK\r\nContent-Length: 27\r\n\r\n{\"result\":{}}\n{\"result\":{}}HTTP/1.1";
+        let a = parse_response(r).unwrap().unwrap();
+        assert_eq!((a.status, a.lines, a.errors, a.len), (200, 2, 0, r.len() - 8));
+        let c = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nE\r\n{\"result\":{}}\n\r\n32\r\n{\"error\":{\"code\":102,\"message\":\"unknown channel\"}}\r\n0\r\n\r\n";
+        assert_eq!(parse_response(&c[..c.len() - 2]).unwrap(), None);
+        let a = parse_response(c).unwrap().unwrap();
+        assert_eq!((a.lines, a.errors, a.len), (2, 1, c.len()));
+        let u = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let a = parse_response(u).unwrap().unwrap();
+        assert_eq!((a.status, a.lines, a.close), (401, 0, true));
+    }
+}

@@ -1,0 +1,639 @@
+//! `fanout` and `ingest`: the plan derived from the options, the event-loop threads (each a
+//! monoio runtime holding a share of the subscribers and publishers as tasks), and the main
+//! thread's timeline — connect, warm-up, measure, stop, drain, settle — every step of which is
+//! bounded, so the tool always ends even when the server stalls.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+use crate::payload::Track;
+use crate::peers::{NatsSub, RedisSub};
+use crate::publish;
+use crate::stats::{self, fmt_n, fmt_us, now_ns, Latency, Shared, Usage, DONE, MEASURE, STOP, WARMUP};
+use crate::target::{self, ClientErr, Kind, Target};
+use crate::ws::{Hello, WsClient};
+use crate::{Fail, Opts, WireFormat};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Fanout,
+    Ingest,
+    Connections,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Fanout => "fanout",
+            Mode::Ingest => "ingest",
+            Mode::Connections => "connections",
+        }
+    }
+}
+
+/// Everything the threads need, fixed before they start.
+pub struct Plan {
+    pub mode: Mode,
+    pub target: Target,
+    pub o: Opts,
+    /// Global indices of the clients this process opens.
+    pub clients: std::ops::Range<usize>,
+    /// All subscribers of the run (over every process), for the per-channel counts.
+    pub subscribers: usize,
+    pub channels: usize,
+    pub publishers: usize,
+    pub rate: f64,
+    pub size: usize,
+    pub batch: usize,
+    pub inflight: usize,
+    pub threads: usize,
+    pub source_ips: u8,
+    pub api_path: String,
+    pub api_key: String,
+    pub channel_names: Vec<String>,
+    /// The names as JSON strings, for the API commands.
+    pub channel_json: Vec<String>,
+    /// Whether clients subscribe (always, except `connections` without `--subscribe`).
+    pub subscribe: bool,
+}
+
+impl Plan {
+    pub fn new(mode: Mode, o: &Opts) -> Result<Plan, Fail> {
+        let target = Target::parse(&o.target)?;
+        let subscribers = match mode {
+            Mode::Fanout => o.subscribers.unwrap_or(100),
+            Mode::Ingest => 0,
+            Mode::Connections => o.subscribers.unwrap_or(1000),
+        };
+        let publishers = match mode {
+            Mode::Fanout => o.publishers,
+            Mode::Ingest => o.connections.unwrap_or(o.publishers),
+            Mode::Connections => 0,
+        };
+        let positive = |v: usize, name: &str| {
+            if v == 0 {
+                Err(Fail::setup(format!("--{name} must be at least 1")))
+            } else {
+                Ok(v)
+            }
+        };
+        positive(o.channels, "channels")?;
+        positive(o.threads, "threads")?;
+        if mode != Mode::Connections {
+            positive(publishers, "publishers")?;
+        }
+        let valid = o.duration > 0.0 && o.warmup >= 0.0 && o.drain >= 0.0 && o.connect_timeout > 0.0 && o.rate >= 0.0;
+        // Written positively so NaN fails too.
+        if !valid {
+            return Err(Fail::setup(
+                "--duration and --connect-timeout must be positive; --warmup, --drain and --rate not negative",
+            ));
+        }
+        if o.token.is_some() && o.hmac_secret.is_some() {
+            return Err(Fail::setup("--token and --hmac-secret exclude each other"));
+        }
+        let (batch, inflight) = match mode {
+            Mode::Ingest => (o.batch.unwrap_or(1000), o.inflight.unwrap_or(4)),
+            _ => (o.batch.unwrap_or(16), o.inflight.unwrap_or(2)),
+        };
+        let source_ips = match (o.source_ips, mode) {
+            (Some(n), _) => n.max(1),
+            (None, Mode::Connections) => 9,
+            (None, _) => 1,
+        };
+        if source_ips > 1 && !target.is_loopback() {
+            return Err(Fail::setup("--source-ips needs a loopback target (127.0.0.x source addresses)"));
+        }
+        let channel_names: Vec<String> = (0..o.channels).map(|c| format!("{}-{c}", o.channel_prefix)).collect();
+        if target.kind != Kind::Centrifugo && channel_names.iter().any(|c| c.contains([' ', '\t', '\r', '\n'])) {
+            return Err(Fail::setup("channel names for redis/nats must not contain whitespace"));
+        }
+        Ok(Plan {
+            mode,
+            target,
+            clients: 0..subscribers,
+            subscribers,
+            channels: o.channels,
+            publishers,
+            rate: o.rate,
+            size: o.size,
+            batch: positive(batch, "batch")?,
+            inflight: positive(inflight, "inflight")?,
+            threads: o.threads,
+            source_ips,
+            api_path: o.api_path.clone(),
+            api_key: o.api_key.clone(),
+            channel_json: channel_names.iter().map(|c| Value::from(c.as_str()).to_string()).collect(),
+            channel_names,
+            subscribe: mode != Mode::Connections || o.subscribe,
+            o: o.clone(),
+        })
+    }
+
+    /// Subscribers listening to channel `ch` (subscriber i listens to `i % channels`).
+    pub fn subscribers_on(&self, ch: usize) -> usize {
+        self.subscribers / self.channels + usize::from(ch < self.subscribers % self.channels)
+    }
+
+    fn token_for(&self, i: usize) -> Result<String, String> {
+        match (&self.o.token, &self.o.hmac_secret) {
+            (Some(t), _) => Ok(t.clone()),
+            (None, Some(secret)) => {
+                gyre::token::generate_connection_token(secret, &format!("{}-{i}", self.o.user), None, Map::new())
+                    .map_err(|e| format!("cannot mint a token: {e}"))
+            }
+            (None, None) => Ok(String::new()),
+        }
+    }
+}
+
+/// What a task needs: the plan, the shared counters, and which thread it runs on.
+pub struct Cx {
+    pub plan: Arc<Plan>,
+    pub sh: Arc<Shared>,
+    pub thread: usize,
+}
+
+/// One subscriber as its thread sees it (to settle its counts at the end).
+struct SubState {
+    channel: usize,
+    track: RefCell<Track>,
+    opened: Cell<bool>,
+    alive: Cell<bool>,
+}
+
+/// Connection slots for the opening phase, so the server's accept queue is not flooded.
+struct Slots {
+    free: Cell<usize>,
+    wake: gyre::runtime::notify::LocalNotify,
+}
+
+impl Slots {
+    async fn acquire(&self) {
+        while self.free.get() == 0 {
+            self.wake.wait().await;
+        }
+        self.free.set(self.free.get() - 1);
+    }
+
+    fn release(&self) {
+        self.free.set(self.free.get() + 1);
+        self.wake.notify();
+    }
+}
+
+/// A subscriber connection of any target kind.
+enum Client {
+    Ws(WsClient),
+    Redis(RedisSub),
+    Nats(NatsSub),
+}
+
+impl Client {
+    async fn open(plan: &Plan, i: usize, token: &str) -> Result<Client, ClientErr> {
+        let source = target::source_for(i, plan.source_ips);
+        let channel = plan.subscribe.then(|| plan.channel_names[i % plan.channels].as_str());
+        let addr = plan.target.addr;
+        Ok(match plan.target.kind {
+            Kind::Centrifugo => Client::Ws(
+                WsClient::open(&Hello {
+                    addr,
+                    source,
+                    host: &plan.target.host,
+                    path: &plan.o.ws_path,
+                    format: plan.o.format,
+                    token,
+                    channel,
+                })
+                .await?,
+            ),
+            Kind::Redis => Client::Redis(RedisSub::open(addr, source, channel).await?),
+            Kind::Nats => Client::Nats(NatsSub::open(addr, source, channel).await?),
+        })
+    }
+
+    async fn run(&mut self, sh: &Shared, thread: usize, track: &RefCell<Track>) -> ClientErr {
+        match self {
+            Client::Ws(c) => c.run(sh, thread, track).await,
+            Client::Redis(c) => c.run(sh, thread, track).await,
+            Client::Nats(c) => c.run(sh, thread, track).await,
+        }
+    }
+}
+
+/// One subscriber: open, read until the connection ends, reconnect if asked.
+async fn subscriber(cx: Rc<Cx>, i: usize, st: Rc<SubState>, slots: Rc<Slots>) {
+    let (plan, sh) = (&cx.plan, &cx.sh);
+    let token = match plan.token_for(i) {
+        Ok(t) => t,
+        Err(e) => {
+            sh.set_fatal(e);
+            sh.failed.fetch_add(1, Relaxed);
+            slots.release();
+            return;
+        }
+    };
+    let limit = Duration::from_secs_f64(plan.o.connect_timeout);
+    loop {
+        let opened = monoio::time::timeout(limit, Client::open(plan, i, &token)).await;
+        let opened =
+            opened.unwrap_or_else(|_| Err(ClientErr::Io(format!("opening took over {:.0} s", limit.as_secs_f64()))));
+        let first = !st.opened.get();
+        match opened {
+            Ok(mut c) => {
+                st.opened.set(true);
+                st.alive.set(true);
+                if first {
+                    sh.ready.fetch_add(1, Relaxed);
+                    slots.release();
+                } else {
+                    sh.reconnects.fetch_add(1, Relaxed);
+                }
+                let e = c.run(sh, cx.thread, &st.track).await;
+                st.alive.set(false);
+                if sh.phase() >= DONE {
+                    return;
+                }
+                sh.disconnects.fetch_add(1, Relaxed);
+                sh.note(format!("subscriber {i} disconnected: {e}"));
+                if !plan.o.reconnect || e.is_fatal() || sh.phase() >= STOP {
+                    return;
+                }
+            }
+            Err(e) if first => {
+                sh.failed.fetch_add(1, Relaxed);
+                slots.release();
+                if e.is_fatal() {
+                    sh.set_fatal(format!("client {i}: {e}"));
+                } else {
+                    sh.note(format!("client {i} could not connect: {e}"));
+                }
+                return;
+            }
+            Err(e) => {
+                sh.note(format!("subscriber {i} reconnect failed: {e}"));
+                if e.is_fatal() || sh.phase() >= STOP {
+                    return;
+                }
+            }
+        }
+        monoio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn sleep_ms(ms: u64) {
+    monoio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// The event loop of one thread: its share of the clients, then of the publishers, and at the
+/// end its subscribers' final loss counts.
+async fn thread_main(cx: Rc<Cx>) {
+    let plan = cx.plan.clone();
+    let per_thread = (plan.o.connect_concurrency / plan.threads).max(1);
+    let slots = Rc::new(Slots { free: Cell::new(per_thread), wake: Default::default() });
+    let mut subs = Vec::new();
+    for i in plan.clients.clone().skip(cx.thread).step_by(plan.threads) {
+        let st = Rc::new(SubState {
+            channel: i % plan.channels,
+            track: RefCell::new(Track::new(plan.publishers)),
+            opened: Cell::new(false),
+            alive: Cell::new(false),
+        });
+        subs.push(st.clone());
+        slots.acquire().await;
+        monoio::spawn(subscriber(cx.clone(), i, st, slots.clone()));
+    }
+    while cx.sh.phase() < WARMUP {
+        sleep_ms(5).await;
+    }
+    if cx.sh.phase() < STOP {
+        for p in (cx.thread..plan.publishers).step_by(plan.threads) {
+            monoio::spawn(publish::publisher(cx.clone(), p));
+        }
+    }
+    while cx.sh.phase() < DONE {
+        sleep_ms(10).await;
+    }
+    let (mut lost, mut dup) = (0, 0);
+    for st in subs.iter().filter(|s| s.opened.get()) {
+        let t = st.track.borrow();
+        lost += t.lost;
+        dup += t.duplicated;
+        // What a subscriber still connected has not received was lost by the server; one that
+        // was dropped is already counted under disconnects.
+        if st.alive.get() {
+            lost += t.missing_at_end(|p| cx.sh.sent_seq[p * plan.channels + st.channel].load(Relaxed));
+        }
+    }
+    cx.sh.lost.fetch_add(lost, Relaxed);
+    cx.sh.duplicated.fetch_add(dup, Relaxed);
+    cx.sh.threads_done.fetch_add(1, Relaxed);
+}
+
+/// Starts the event-loop threads; they run until the process exits.
+pub fn start_threads(plan: &Arc<Plan>, sh: &Arc<Shared>) {
+    for thread in 0..plan.threads {
+        let (plan, sh2) = (plan.clone(), sh.clone());
+        let spawned = std::thread::Builder::new().name(format!("bench-{thread}")).spawn(move || {
+            let sh = sh2;
+            let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().with_entries(4096).build();
+            match rt {
+                Ok(mut rt) => rt.block_on(thread_main(Rc::new(Cx { plan, sh, thread }))),
+                Err(e) => sh.set_fatal(format!("cannot start an event loop: {e}")),
+            }
+        });
+        if let Err(e) = spawned {
+            sh.set_fatal(format!("cannot start a thread: {e}"));
+        }
+    }
+}
+
+/// Waits until every client has connected or failed (bounded); prints progress.
+pub fn wait_connected(plan: &Plan, sh: &Shared, progress: &mut Progress) -> Result<f64, Fail> {
+    let want = plan.clients.len();
+    let t0 = Instant::now();
+    let limit = Duration::from_secs_f64(plan.o.connect_timeout + 5.0);
+    loop {
+        if let Some(f) = sh.fatal() {
+            return Err(Fail::run(f));
+        }
+        let done = sh.ready.load(Relaxed) + sh.failed.load(Relaxed);
+        if done >= want {
+            break;
+        }
+        if t0.elapsed() > limit {
+            sh.note(format!("{} clients still opening after {:.0} s", want - done, limit.as_secs_f64()));
+            break;
+        }
+        progress.tick(sh, "connect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let ready = sh.ready.load(Relaxed);
+    if want > 0 && ready == 0 {
+        return Err(Fail::run(format!("no client could connect: {}", sh.first_note().unwrap_or_default())));
+    }
+    if ready < want {
+        eprintln!("gyre-bench: warning: {} of {want} clients failed to open", want - ready);
+    }
+    Ok(secs)
+}
+
+/// The once-a-second progress line on stderr.
+pub struct Progress {
+    quiet: bool,
+    server_pid: Option<u32>,
+    start: Instant,
+    last: Instant,
+    last_pub: u64,
+    last_del: u64,
+    pub rss_max_kb: u64,
+}
+
+impl Progress {
+    pub fn new(o: &Opts) -> Progress {
+        Progress {
+            quiet: o.quiet,
+            server_pid: o.server_pid,
+            start: Instant::now(),
+            last: Instant::now(),
+            last_pub: 0,
+            last_del: 0,
+            rss_max_kb: 0,
+        }
+    }
+
+    /// Prints a line if a second has passed since the last one.
+    pub fn tick(&mut self, sh: &Shared, phase: &str) {
+        let dt = self.last.elapsed().as_secs_f64();
+        if dt < 1.0 {
+            return;
+        }
+        self.last = Instant::now();
+        let server = self.server_pid.and_then(|p| stats::sample(Some(p)));
+        if let Some(s) = server {
+            self.rss_max_kb = self.rss_max_kb.max(s.rss_kb);
+        }
+        let (p, d) = (sh.published.load(Relaxed), sh.delivered.load(Relaxed));
+        let (dp, dd) = ((p - self.last_pub) as f64 / dt, (d - self.last_del) as f64 / dt);
+        (self.last_pub, self.last_del) = (p, d);
+        if self.quiet {
+            return;
+        }
+        let p99 = Latency::of(&sh.merged());
+        let mut line = format!(
+            "[{:>4.0}s] {phase:<8} clients {}/{}  published {}/s  delivered {}/s",
+            self.start.elapsed().as_secs_f64(),
+            fmt_n(sh.ready.load(Relaxed) as f64),
+            fmt_n((sh.ready.load(Relaxed) + sh.failed.load(Relaxed)) as f64),
+            fmt_n(dp),
+            fmt_n(dd)
+        );
+        if p99.count > 0 {
+            line.push_str(&format!("  p99 {}", fmt_us(p99.p99)));
+        }
+        let disc = sh.disconnects.load(Relaxed);
+        if disc > 0 {
+            line.push_str(&format!("  disconnects {disc}"));
+        }
+        if let Some(s) = server {
+            line.push_str(&format!("  server rss {:.1} MiB", s.rss_kb as f64 / 1024.0));
+        }
+        eprintln!("{line}");
+    }
+}
+
+/// Sleeps `secs` while printing progress; stops early on a fatal error.
+fn hold(sh: &Shared, progress: &mut Progress, phase: &str, secs: f64) -> Result<(), Fail> {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        if let Some(f) = sh.fatal() {
+            return Err(Fail::run(f));
+        }
+        progress.tick(sh, phase);
+        std::thread::sleep(Duration::from_millis(10).min(end.saturating_duration_since(Instant::now())));
+    }
+    Ok(())
+}
+
+/// `fanout` / `ingest`.
+pub fn main(mode: Mode, o: Opts) -> Result<(), Fail> {
+    let plan = Arc::new(Plan::new(mode, &o)?);
+    plan.target.check_reachable()?;
+    let nofile = target::raise_nofile() as usize;
+    let fds = plan.subscribers + plan.publishers + 64;
+    if fds > nofile {
+        return Err(Fail::setup(format!(
+            "{} subscribers need about {fds} open files, the limit is {nofile}: raise it (ulimit -n) or use fewer subscribers",
+            plan.subscribers
+        )));
+    }
+    let sh = Arc::new(Shared::new(plan.threads, plan.publishers, plan.channels));
+    let mut progress = Progress::new(&o);
+    start_threads(&plan, &sh);
+    let connect_s = wait_connected(&plan, &sh, &mut progress)?;
+
+    sh.phase.store(WARMUP, Relaxed);
+    hold(&sh, &mut progress, "warmup", o.warmup)?;
+
+    let server_start = o.server_pid.and_then(|p| stats::sample(Some(p)));
+    let client_start = stats::sample(None);
+    sh.measure_start.store(now_ns(), Relaxed);
+    sh.phase.store(MEASURE, Relaxed);
+    hold(&sh, &mut progress, "measure", o.duration)?;
+    let end = now_ns();
+    sh.measure_end.store(end, Relaxed);
+    sh.phase.store(STOP, Relaxed);
+    let server_end = o.server_pid.and_then(|p| stats::sample(Some(p)));
+    let client_end = stats::sample(None);
+    let secs = (end - sh.measure_start.load(Relaxed)) as f64 / 1e9;
+
+    drain(&sh, &mut progress, o.drain);
+    sh.phase.store(DONE, Relaxed);
+    let t = Instant::now();
+    while sh.threads_done.load(Relaxed) < plan.threads && t.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if let Some(f) = sh.fatal() {
+        return Err(Fail::run(f));
+    }
+    let server = server_start.zip(server_end).map(|(start, end)| Usage { start, end, rss_max_kb: progress.rss_max_kb });
+    let client = client_start.zip(client_end).map(|(start, end)| Usage { start, end, rss_max_kb: 0 });
+    report(&plan, &sh, secs, connect_s, server, client);
+    Ok(())
+}
+
+/// After publishing stops: waits until the expected deliveries arrived, delivery stalls for a
+/// second, or `secs` pass.
+fn drain(sh: &Shared, progress: &mut Progress, secs: f64) {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let (mut last, mut last_change) = ((0, 0), Instant::now());
+    while Instant::now() < deadline {
+        let now = (sh.published.load(Relaxed), sh.delivered.load(Relaxed));
+        if now != last {
+            (last, last_change) = (now, Instant::now());
+        }
+        let quiet_for = last_change.elapsed();
+        if now.1 >= sh.expected.load(Relaxed) && quiet_for > Duration::from_millis(100) {
+            break;
+        }
+        if quiet_for > Duration::from_secs(1) {
+            break;
+        }
+        progress.tick(sh, "drain");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn report(plan: &Plan, sh: &Shared, secs: f64, connect_s: f64, server: Option<Usage>, client: Option<Usage>) {
+    let g = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+    let lat = Latency::of(&sh.merged());
+    let (published, delivered) = (g(&sh.published_window), g(&sh.delivered_window));
+    let o = &plan.o;
+    let kind = plan.target.kind;
+    let format = match (kind, o.format) {
+        (Kind::Centrifugo, WireFormat::Json) => "json",
+        (Kind::Centrifugo, WireFormat::Protobuf) => "protobuf",
+        (k, _) => k.name(),
+    };
+    let mut j = json!({
+        "scenario": plan.mode.name(), "target": o.target, "kind": kind.name(), "format": format,
+        "channels": plan.channels, "publishers": plan.publishers, "size": plan.size, "rate": plan.rate,
+        "batch": plan.batch, "inflight": plan.inflight, "threads": plan.threads,
+        "duration_s": (secs * 1000.0).round() / 1000.0,
+        "published": published, "published_per_s": (published as f64 / secs).round(),
+        "publish_errors": g(&sh.publish_errors), "disconnects": g(&sh.disconnects),
+    });
+    let mut rows = vec![
+        ("target".to_string(), format!("{} ({format})", o.target)),
+        ("duration".to_string(), format!("{secs:.2} s measured after {:.1} s warm-up", o.warmup)),
+    ];
+    if plan.mode == Mode::Ingest {
+        j["connections"] = json!(plan.publishers);
+        j["commands"] = json!(published);
+        j["commands_per_s"] = json!((published as f64 / secs).round());
+        rows.push((
+            "connections × batch × inflight".into(),
+            format!("{} × {} × {}", plan.publishers, plan.batch, plan.inflight),
+        ));
+        rows.push(("commands".into(), format!("{}  ({}/s)", fmt_n(published as f64), fmt_n(published as f64 / secs))));
+    } else {
+        let ready = sh.ready.load(Relaxed);
+        for (k, v) in [
+            ("subscribers", json!(plan.subscribers)),
+            ("subscribers_ready", json!(ready)),
+            ("subscribers_failed", json!(sh.failed.load(Relaxed))),
+            ("connect_s", json!((connect_s * 100.0).round() / 100.0)),
+            ("delivered", json!(delivered)),
+            ("delivered_per_s", json!((delivered as f64 / secs).round())),
+            ("delivered_total", json!(g(&sh.delivered))),
+            ("expected_total", json!(g(&sh.expected))),
+            ("lost", json!(g(&sh.lost))),
+            ("duplicated", json!(g(&sh.duplicated))),
+            ("reconnects", json!(g(&sh.reconnects))),
+            ("latency_us", lat.json()),
+        ] {
+            j[k] = v;
+        }
+        let rate = if plan.rate > 0.0 { format!("{}/s", fmt_n(plan.rate)) } else { "max".into() };
+        rows.extend([
+            (
+                "subscribers".into(),
+                format!(
+                    "{} ready of {} in {connect_s:.2} s, {} channels",
+                    fmt_n(ready as f64),
+                    fmt_n(plan.subscribers as f64),
+                    plan.channels
+                ),
+            ),
+            (
+                "publishers".into(),
+                format!(
+                    "{} (rate {rate}, batch {}, inflight {}, {} B)",
+                    plan.publishers, plan.batch, plan.inflight, plan.size
+                ),
+            ),
+            ("published".into(), format!("{}  ({}/s)", fmt_n(published as f64), fmt_n(published as f64 / secs))),
+            ("delivered".into(), format!("{}  ({}/s)", fmt_n(delivered as f64), fmt_n(delivered as f64 / secs))),
+            (
+                "latency p50 / p90 / p99".into(),
+                format!("{} / {} / {}", fmt_us(lat.p50), fmt_us(lat.p90), fmt_us(lat.p99)),
+            ),
+            ("latency p99.9 / max".into(), format!("{} / {}", fmt_us(lat.p999), fmt_us(lat.max))),
+            (
+                "lost / duplicated".into(),
+                format!("{} / {}", fmt_n(g(&sh.lost) as f64), fmt_n(g(&sh.duplicated) as f64)),
+            ),
+            ("disconnects / reconnects".into(), format!("{} / {}", g(&sh.disconnects), g(&sh.reconnects))),
+        ]);
+    }
+    rows.push(("publish errors".into(), fmt_n(g(&sh.publish_errors) as f64)));
+    j["server"] = server.map_or(Value::Null, |u| u.json(secs));
+    j["client"] = client.map_or(Value::Null, |u| u.json(secs));
+    if let Some(u) = server {
+        let cpu = u.end.cpu_s - u.start.cpu_s;
+        rows.push((
+            "server rss start / end / max".into(),
+            format!(
+                "{:.1} / {:.1} / {:.1} MiB",
+                u.start.rss_kb as f64 / 1024.0,
+                u.end.rss_kb as f64 / 1024.0,
+                u.rss_max_kb.max(u.end.rss_kb) as f64 / 1024.0
+            ),
+        ));
+        rows.push(("server cpu".into(), format!("{cpu:.2} s ({:.0}% of one core)", cpu / secs * 100.0)));
+    }
+    if let Some(u) = client {
+        let cpu = u.end.cpu_s - u.start.cpu_s;
+        rows.push(("gyre-bench cpu".into(), format!("{cpu:.2} s ({:.0}% of one core)", cpu / secs * 100.0)));
+    }
+    stats::table(&format!("gyre-bench {}", plan.mode.name()), &rows, o.json);
+    if o.json {
+        println!("{j}");
+    }
+}

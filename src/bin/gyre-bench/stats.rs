@@ -1,0 +1,318 @@
+//! What the threads of one run share: the phase clock, counters, one latency histogram per
+//! event-loop thread (so recording never contends with another thread), the first fatal error;
+//! plus the `/proc` readers for the server's RSS and CPU time and the final report.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use hdrhistogram::Histogram;
+
+use crate::payload::{self, Track};
+
+/// Clients are being opened; nothing is published.
+pub const CONNECT: u8 = 0;
+/// Publishing, not counted.
+pub const WARMUP: u8 = 1;
+/// Publishing and counted.
+pub const MEASURE: u8 = 2;
+/// Publishers stop sending; in-flight messages still arrive.
+pub const STOP: u8 = 3;
+/// Subscribers settle their final counts.
+pub const DONE: u8 = 4;
+
+/// Monotonic clock in ns, comparable across threads and processes of this machine (the send
+/// time travels inside the payload).
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid clock id and output struct.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A latency histogram in ns, 1 ns .. 100 s, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Counters and clocks of one run.
+pub struct Shared {
+    pub phase: AtomicU8,
+    /// Send times in `[measure_start, measure_end)` are counted.
+    pub measure_start: AtomicU64,
+    pub measure_end: AtomicU64,
+    /// Clients ready (connected and, where asked, subscribed) and clients that failed.
+    pub ready: AtomicUsize,
+    pub failed: AtomicUsize,
+    /// Acknowledged publishes: all, and those sent in the measured window.
+    pub published: AtomicU64,
+    pub published_window: AtomicU64,
+    pub publish_errors: AtomicU64,
+    /// Deliveries the acknowledged publishes should cause (for the drain wait).
+    pub expected: AtomicU64,
+    pub delivered: AtomicU64,
+    pub delivered_window: AtomicU64,
+    pub lost: AtomicU64,
+    pub duplicated: AtomicU64,
+    pub disconnects: AtomicU64,
+    pub reconnects: AtomicU64,
+    /// Last sequence sent by publisher p to channel c at `[p * channels + c]`.
+    pub sent_seq: Vec<AtomicU64>,
+    pub hists: Vec<Mutex<Histogram<u64>>>,
+    pub threads_done: AtomicUsize,
+    pub fatal: Mutex<Option<String>>,
+    /// Non-fatal events (disconnects, failed connects): the first few are printed.
+    notes: Mutex<(usize, Option<String>)>,
+}
+
+impl Shared {
+    pub fn new(threads: usize, publishers: usize, channels: usize) -> Shared {
+        Shared {
+            phase: AtomicU8::new(CONNECT),
+            measure_start: AtomicU64::new(u64::MAX),
+            measure_end: AtomicU64::new(u64::MAX),
+            ready: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            published: AtomicU64::new(0),
+            published_window: AtomicU64::new(0),
+            publish_errors: AtomicU64::new(0),
+            expected: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            delivered_window: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            duplicated: AtomicU64::new(0),
+            disconnects: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            sent_seq: (0..publishers * channels).map(|_| AtomicU64::new(0)).collect(),
+            hists: (0..threads).map(|_| Mutex::new(histogram())).collect(),
+            threads_done: AtomicUsize::new(0),
+            fatal: Mutex::new(None),
+            notes: Mutex::new((0, None)),
+        }
+    }
+
+    pub fn phase(&self) -> u8 {
+        self.phase.load(Relaxed)
+    }
+
+    /// Whether a message sent at `t` belongs to the measured window.
+    pub fn in_window(&self, t: u64) -> bool {
+        t >= self.measure_start.load(Relaxed) && t < self.measure_end.load(Relaxed)
+    }
+
+    /// Records the first fatal error (later ones are usually consequences of it).
+    pub fn set_fatal(&self, msg: String) {
+        let mut f = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            *f = Some(msg);
+        }
+    }
+
+    /// Reports a non-fatal event on stderr; past the first few only counts them, so 10,000
+    /// clients failing the same way print a handful of lines.
+    pub fn note(&self, msg: String) {
+        const SHOWN: usize = 5;
+        let mut n = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        n.0 += 1;
+        if n.0 <= SHOWN {
+            eprintln!("gyre-bench: {msg}");
+        } else if n.0 == SHOWN + 1 {
+            eprintln!("gyre-bench: (further such messages suppressed)");
+        }
+        if n.1.is_none() {
+            n.1 = Some(msg);
+        }
+    }
+
+    pub fn first_note(&self) -> Option<String> {
+        self.notes.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
+    }
+
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Counts the payloads in `data` (received now by a client on `thread`): sequences into
+    /// `track`, latency of those sent in the measured window into the thread's histogram.
+    /// Returns how many were found.
+    pub fn deliver(&self, thread: usize, track: &mut Track, data: &[u8]) -> usize {
+        let now = now_ns();
+        let (start, end) = (self.measure_start.load(Relaxed), self.measure_end.load(Relaxed));
+        let mut in_window = 0u64;
+        let mut hist = None;
+        let n = payload::scan(data, |s| {
+            track.observe(s.p, s.s);
+            if s.t >= start && s.t < end {
+                in_window += 1;
+                hist.get_or_insert_with(|| self.hists[thread].lock().unwrap_or_else(|e| e.into_inner()))
+                    .saturating_record(now.saturating_sub(s.t).max(1));
+            }
+        });
+        if n > 0 {
+            self.delivered.fetch_add(n as u64, Relaxed);
+            if in_window > 0 {
+                self.delivered_window.fetch_add(in_window, Relaxed);
+            }
+        }
+        n
+    }
+
+    /// All threads' histograms merged.
+    pub fn merged(&self) -> Histogram<u64> {
+        let mut all = histogram();
+        for h in &self.hists {
+            let h = h.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = all.add(&*h);
+        }
+        all
+    }
+}
+
+/// Latency percentiles in µs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latency {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Latency {
+    pub fn of(h: &Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Latency {
+            count: h.len(),
+            p50: us(h.value_at_quantile(0.5)),
+            p90: us(h.value_at_quantile(0.9)),
+            p99: us(h.value_at_quantile(0.99)),
+            p999: us(h.value_at_quantile(0.999)),
+            max: us(h.max()),
+            mean: h.mean() / 1000.0,
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let r = |v: f64| (v * 10.0).round() / 10.0;
+        serde_json::json!({
+            "count": self.count, "p50": r(self.p50), "p90": r(self.p90), "p99": r(self.p99),
+            "p999": r(self.p999), "max": r(self.max), "mean": r(self.mean),
+        })
+    }
+}
+
+/// A duration in µs as a short human string.
+pub fn fmt_us(us: f64) -> String {
+    if us >= 1_000_000.0 {
+        format!("{:.2} s", us / 1_000_000.0)
+    } else if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+/// A count with thousands separators.
+pub fn fmt_n(n: f64) -> String {
+    let v = n.round() as i128;
+    let s = v.unsigned_abs().to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if v < 0 {
+        out.insert(0, '-');
+    }
+    out
+}
+
+/// One reading of a process's `/proc` files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcSample {
+    pub rss_kb: u64,
+    /// utime + stime, seconds.
+    pub cpu_s: f64,
+}
+
+/// Reads `VmRSS` and utime+stime of `pid` (`None`: this process); `None` if it is gone.
+pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
+    let dir = match pid {
+        Some(p) => format!("/proc/{p}"),
+        None => "/proc/self".to_string(),
+    };
+    let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields are counted after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After ')' come field 3 (state) onwards: utime is field 14, stime 15.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(ProcSample { rss_kb, cpu_s: ticks as f64 / hz })
+}
+
+/// Server and client resource use over the measured window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub start: ProcSample,
+    pub end: ProcSample,
+    pub rss_max_kb: u64,
+}
+
+impl Usage {
+    pub fn json(&self, secs: f64) -> serde_json::Value {
+        let cpu = (self.end.cpu_s - self.start.cpu_s).max(0.0);
+        serde_json::json!({
+            "rss_start_kb": self.start.rss_kb, "rss_end_kb": self.end.rss_kb,
+            "rss_max_kb": self.rss_max_kb.max(self.end.rss_kb),
+            "cpu_s": (cpu * 100.0).round() / 100.0,
+            "cpu_pct": if secs > 0.0 { (cpu / secs * 1000.0).round() / 10.0 } else { 0.0 },
+        })
+    }
+}
+
+/// Prints `rows` as a two-column table.
+pub fn table(title: &str, rows: &[(String, String)], to_stderr: bool) {
+    let w = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    let mut s = format!("\n{title}\n{}\n", "-".repeat(title.chars().count()));
+    for (k, v) in rows {
+        s.push_str(&format!("  {k:<w$}  {v}\n"));
+    }
+    if to_stderr {
+        eprint!("{s}");
+    } else {
+        print!("{s}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(fmt_n(1234567.0), "1,234,567");
+        assert_eq!(fmt_n(12.0), "12");
+        assert_eq!(fmt_us(1500.0), "1.50 ms");
+        assert_eq!(fmt_us(15.0), "15 µs");
+    }
+
+    #[test]
+    fn samples_self() {
+        let s = sample(None).expect("/proc/self readable");
+        assert!(s.rss_kb > 0);
+    }
+}

@@ -1,0 +1,388 @@
+//! The Centrifuge client: a WebSocket connection (RFC 6455 client side, with Gyre's codec)
+//! that sends `connect` (and optionally `subscribe`) in JSON or protobuf, then reads pushes.
+//!
+//! Publications are not decoded: [`Shared::deliver`] finds the payloads in the raw frame. Only
+//! what is not a publication is looked at — server pings (`{}` / an empty protobuf reply) are
+//! answered with pongs so connections held longer than the ping interval survive, and errors,
+//! unsubscribe pushes and close frames end the session with a reason.
+
+use std::cell::RefCell;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use bytes::{Buf, Bytes};
+use gyre::protocol::pb::proto;
+use gyre::ws::codec::{accept_key, encode_client_frame, Decoder, Message, OpCode};
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+use prost::Message as _;
+use serde_json::{json, Value};
+
+use crate::payload::{Track, MARK};
+use crate::stats::Shared;
+use crate::target::{self, ClientErr, Reader};
+use crate::WireFormat;
+
+/// Largest frame / message accepted from the server.
+const MAX_MESSAGE: usize = 64 << 20;
+/// Largest handshake response head.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// What a client sends when it opens.
+pub struct Hello<'a> {
+    pub addr: SocketAddr,
+    pub source: Option<Ipv4Addr>,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub format: WireFormat,
+    /// Empty: connect without a token.
+    pub token: &'a str,
+    pub channel: Option<&'a str>,
+}
+
+/// An open, connected (and subscribed, if asked) client.
+pub struct WsClient {
+    conn: Reader<TcpStream>,
+    dec: Decoder,
+    format: WireFormat,
+    mask: [u8; 4],
+    out: Vec<u8>,
+}
+
+impl WsClient {
+    /// Connects, upgrades, and runs `connect` (+ `subscribe`) until both are answered.
+    pub async fn open(h: &Hello<'_>) -> Result<WsClient, ClientErr> {
+        let stream =
+            target::connect(h.addr, h.source).await.map_err(|e| ClientErr::io(&format!("connect to {}", h.addr), e))?;
+        let mut c = WsClient {
+            conn: Reader::new(stream),
+            dec: Decoder::client(MAX_MESSAGE, MAX_MESSAGE),
+            format: h.format,
+            mask: rand::random(),
+            out: Vec::with_capacity(256),
+        };
+        c.handshake(h).await?;
+        match c.hello(h).await {
+            Ok(()) => Ok(c),
+            // Closing right at connect means the credentials were refused.
+            Err(ClientErr::Closed(code @ (3500 | 3501 | 3507), reason)) => {
+                let hint = match (code, h.token.is_empty()) {
+                    (3500, _) => " (check --token / --hmac-secret against client.token.hmac_secret_key)",
+                    (3501, true) => {
+                        " (the server wants a token: pass --token or --hmac-secret, or allow anonymous connects)"
+                    }
+                    _ => "",
+                };
+                Err(ClientErr::Rejected(format!("connect refused with code {code} ({reason}){hint}")))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn handshake(&mut self, h: &Hello<'_>) -> Result<(), ClientErr> {
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+        let proto = match h.format {
+            WireFormat::Json => "",
+            WireFormat::Protobuf => "Sec-WebSocket-Protocol: centrifuge-protobuf\r\n",
+        };
+        let req = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{proto}\r\n",
+            h.path, h.host
+        );
+        self.write(req.into_bytes()).await?;
+        let head_len = loop {
+            if let Some(i) = memchr::memmem::find(&self.conn.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            if self.conn.buf.len() > MAX_HEAD {
+                return Err(ClientErr::Io("websocket handshake: response head too large".into()));
+            }
+            self.conn.fill_some("websocket handshake").await?;
+        };
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        resp.parse(&self.conn.buf[..head_len]).map_err(|e| ClientErr::io("websocket handshake", e))?;
+        let status = resp.code.unwrap_or(0);
+        if status != 101 {
+            let msg = format!("websocket handshake on {}: HTTP {status} instead of 101", h.path);
+            // A wrong path or a disabled endpoint will not fix itself.
+            return Err(if (400..500).contains(&status) { ClientErr::Rejected(msg) } else { ClientErr::Io(msg) });
+        }
+        let accept = resp.headers.iter().find(|x| x.name.eq_ignore_ascii_case("sec-websocket-accept")).map(|x| x.value);
+        if accept != Some(accept_key(key.as_bytes()).as_bytes()) {
+            return Err(ClientErr::Rejected("websocket handshake: wrong Sec-WebSocket-Accept".into()));
+        }
+        self.conn.buf.advance(head_len);
+        Ok(())
+    }
+
+    /// Sends `connect` (and `subscribe`) in one frame, as the SDKs do, and waits for the replies.
+    async fn hello(&mut self, h: &Hello<'_>) -> Result<(), ClientErr> {
+        let mut payload = Vec::new();
+        match self.format {
+            WireFormat::Json => {
+                let mut connect = json!({"name": "gyre-bench"});
+                if !h.token.is_empty() {
+                    connect["token"] = json!(h.token);
+                }
+                payload.extend_from_slice(json!({"id": 1, "connect": connect}).to_string().as_bytes());
+                if let Some(ch) = h.channel {
+                    payload.push(b'\n');
+                    payload.extend_from_slice(json!({"id": 2, "subscribe": {"channel": ch}}).to_string().as_bytes());
+                }
+            }
+            WireFormat::Protobuf => {
+                let connect = proto::ConnectRequest {
+                    token: h.token.to_string(),
+                    name: "gyre-bench".into(),
+                    ..Default::default()
+                };
+                let cmd = proto::Command { id: 1, connect: Some(connect), ..Default::default() };
+                cmd.encode_length_delimited(&mut payload).expect("Vec grows");
+                if let Some(ch) = h.channel {
+                    let sub = proto::SubscribeRequest { channel: ch.to_string(), ..Default::default() };
+                    let cmd = proto::Command { id: 2, subscribe: Some(sub), ..Default::default() };
+                    cmd.encode_length_delimited(&mut payload).expect("Vec grows");
+                }
+            }
+        }
+        self.send(&payload).await?;
+        let want = if h.channel.is_some() { 2 } else { 1 };
+        let mut got = 0;
+        while got < want {
+            let data = match self.next().await? {
+                Some(d) => d,
+                None => continue,
+            };
+            for r in replies(self.format, &data) {
+                match r {
+                    Reply::Ping => self.pong().await?,
+                    Reply::Answer { id, error: Some(e) } => {
+                        let what = if id == 1 { "connect" } else { "subscribe" };
+                        return Err(ClientErr::Rejected(format!("{what} rejected: {e}{}", hint(id, &e))));
+                    }
+                    Reply::Answer { id, error: None } if id == 1 || id == 2 => got += 1,
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads pushes until the connection ends; returns why.
+    pub async fn run(&mut self, sh: &Shared, thread: usize, track: &RefCell<Track>) -> ClientErr {
+        loop {
+            let data = match self.next().await {
+                Ok(Some(d)) => d,
+                Ok(None) => continue,
+                Err(e) => return e,
+            };
+            let found = sh.deliver(thread, &mut track.borrow_mut(), &data);
+            // Fast path: every message of the frame was a publication.
+            if found > 0 && found == count_messages(self.format, &data) {
+                continue;
+            }
+            for r in replies(self.format, &data) {
+                let res = match r {
+                    Reply::Ping => self.pong().await,
+                    Reply::Answer { error: Some(e), .. } => Err(ClientErr::Io(format!("error reply: {e}"))),
+                    Reply::Unsubscribed(code, reason) => {
+                        Err(ClientErr::Io(format!("unsubscribed by the server: {code} {reason}")))
+                    }
+                    _ => Ok(()),
+                };
+                if let Err(e) = res {
+                    return e;
+                }
+            }
+        }
+    }
+
+    /// The next data message; control frames are handled here (`None` after one).
+    async fn next(&mut self) -> Result<Option<Bytes>, ClientErr> {
+        loop {
+            match self.dec.decode(&mut self.conn.buf) {
+                Ok(Some(Message::Text(b) | Message::Binary(b))) => return Ok(Some(b)),
+                Ok(Some(Message::Ping(p))) => {
+                    self.frame(OpCode::Pong, &p).await?;
+                    return Ok(None);
+                }
+                Ok(Some(Message::Pong(_))) => return Ok(None),
+                Ok(Some(Message::Close(c))) => {
+                    let (code, reason) = c.unwrap_or((1005, String::new()));
+                    return Err(ClientErr::Closed(code, reason));
+                }
+                Ok(None) => self.conn.fill_some("websocket").await?,
+                Err(e) => return Err(ClientErr::io("websocket", e)),
+            }
+        }
+    }
+
+    /// Answers a server ping: `{}` in JSON, an empty command (length 0) in protobuf.
+    async fn pong(&mut self) -> Result<(), ClientErr> {
+        match self.format {
+            WireFormat::Json => self.send(b"{}").await,
+            WireFormat::Protobuf => self.send(&[0]).await,
+        }
+    }
+
+    async fn send(&mut self, payload: &[u8]) -> Result<(), ClientErr> {
+        let op = match self.format {
+            WireFormat::Json => OpCode::Text,
+            WireFormat::Protobuf => OpCode::Binary,
+        };
+        self.frame(op, payload).await
+    }
+
+    async fn frame(&mut self, op: OpCode, payload: &[u8]) -> Result<(), ClientErr> {
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        encode_client_frame(op, payload, self.mask, &mut out);
+        let out = self.write(out).await?;
+        self.out = out;
+        Ok(())
+    }
+
+    async fn write(&mut self, buf: Vec<u8>) -> Result<Vec<u8>, ClientErr> {
+        let (res, buf) = self.conn.rd.write_all(buf).await;
+        res.map_err(|e| ClientErr::io("websocket write", e))?;
+        Ok(buf)
+    }
+}
+
+/// What the connect/subscribe error means for the person running the tool.
+fn hint(id: u32, e: &str) -> &'static str {
+    match (id, e.split(' ').next().unwrap_or("")) {
+        (1, "101") => " (pass --token or --hmac-secret, or enable client.insecure / anonymous connect)",
+        (2, "103") => " (enable allow_subscribe_for_client for the channel's namespace, or client.insecure)",
+        (2, "102") => " (the channel's namespace is not configured)",
+        _ => "",
+    }
+}
+
+/// A message of a frame that is not a publication, as far as the client cares.
+#[derive(Debug, PartialEq, Eq)]
+enum Reply {
+    Ping,
+    Answer { id: u32, error: Option<String> },
+    Unsubscribed(u32, String),
+    Other,
+}
+
+/// Messages in a frame: `\n`-separated JSON objects, or varint-length-prefixed protobufs.
+fn count_messages(format: WireFormat, data: &[u8]) -> usize {
+    match format {
+        WireFormat::Json => memchr::memchr_iter(b'\n', data).count() + 1,
+        WireFormat::Protobuf => pb_messages(data).count(),
+    }
+}
+
+fn pb_messages(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        if data.is_empty() {
+            return None;
+        }
+        let len = prost::encoding::decode_varint(&mut data).ok()? as usize;
+        if len > data.len() {
+            data = &[];
+            return None;
+        }
+        let (msg, rest) = data.split_at(len);
+        data = rest;
+        Some(msg)
+    })
+}
+
+/// The non-publication messages of a frame.
+fn replies(format: WireFormat, data: &[u8]) -> Vec<Reply> {
+    match format {
+        WireFormat::Json => data
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty() && memchr::memmem::find(l, MARK).is_none())
+            .map(json_reply)
+            .collect(),
+        WireFormat::Protobuf => {
+            pb_messages(data).filter(|m| memchr::memmem::find(m, MARK).is_none()).map(pb_reply).collect()
+        }
+    }
+}
+
+fn json_reply(line: &[u8]) -> Reply {
+    let trimmed = line.trim_ascii();
+    if trimmed == b"{}" {
+        return Reply::Ping;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(trimmed) else {
+        return Reply::Other;
+    };
+    if let Some(u) = v.pointer("/push/unsubscribe") {
+        let code = u["code"].as_u64().unwrap_or(0) as u32;
+        return Reply::Unsubscribed(code, u["reason"].as_str().unwrap_or("").to_string());
+    }
+    let id = v["id"].as_u64().unwrap_or(0) as u32;
+    if id == 0 {
+        return Reply::Other;
+    }
+    let error = v.get("error").map(|e| format!("{} {}", e["code"], e["message"].as_str().unwrap_or("")));
+    Reply::Answer { id, error }
+}
+
+fn pb_reply(msg: &[u8]) -> Reply {
+    if msg.is_empty() {
+        return Reply::Ping;
+    }
+    let Ok(r) = proto::Reply::decode(msg) else {
+        return Reply::Other;
+    };
+    if let Some(u) = r.push.as_ref().and_then(|p| p.unsubscribe.as_ref()) {
+        return Reply::Unsubscribed(u.code, u.reason.clone());
+    }
+    if r.id == 0 {
+        return Reply::Other;
+    }
+    Reply::Answer { id: r.id, error: r.error.map(|e| format!("{} {}", e.code, e.message)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_json_messages() {
+        let frame = b"{}\n{\"id\":1,\"connect\":{\"client\":\"x\"}}\n{\"id\":2,\"error\":{\"code\":103,\"message\":\"permission denied\"}}\n{\"push\":{\"channel\":\"c\",\"unsubscribe\":{\"code\":2000,\"reason\":\"server unsubscribe\"}}}";
+        let r = replies(WireFormat::Json, frame);
+        assert_eq!(
+            r,
+            vec![
+                Reply::Ping,
+                Reply::Answer { id: 1, error: None },
+                Reply::Answer { id: 2, error: Some("103 permission denied".into()) },
+                Reply::Unsubscribed(2000, "server unsubscribe".into()),
+            ]
+        );
+        assert_eq!(count_messages(WireFormat::Json, frame), 4);
+    }
+
+    #[test]
+    fn classifies_protobuf_messages() {
+        let mut frame = vec![0u8];
+        let r = proto::Reply { id: 1, connect: Some(Default::default()), ..Default::default() };
+        r.encode_length_delimited(&mut frame).unwrap();
+        let r = proto::Reply {
+            id: 2,
+            error: Some(proto::Error { code: 103, message: "permission denied".into(), temporary: false }),
+            ..Default::default()
+        };
+        r.encode_length_delimited(&mut frame).unwrap();
+        assert_eq!(count_messages(WireFormat::Protobuf, &frame), 3);
+        assert_eq!(
+            replies(WireFormat::Protobuf, &frame),
+            vec![
+                Reply::Ping,
+                Reply::Answer { id: 1, error: None },
+                Reply::Answer { id: 2, error: Some("103 permission denied".into()) }
+            ]
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! Smoke runs of the bundled load tool (`gyre-bench`) against a real Gyre: a short fan-out in
+//! each wire format must deliver everything it published (nothing lost or duplicated), a short
+//! ingest must get publishes acknowledged, and a closed port must fail fast with a clear
+//! message and exit code 2. Each run is about two seconds and bounded by a watchdog.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::util::{config_with, Server, KEY};
+
+const SECRET: &str = "bench-smoke-secret";
+
+/// Exit code, stdout and stderr of `gyre-bench args…`, killed if it runs past `limit`.
+fn bench(args: &[&str], limit: Duration) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gyre-bench"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gyre-bench");
+    // Drain both pipes on threads so a chatty run cannot block on a full pipe.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait gyre-bench") {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gyre-bench {args:?} ran past {limit:?}; stderr:\n{}", err_t.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.code().unwrap_or(-1), out_t.join().unwrap(), err_t.join().unwrap())
+}
+
+fn server() -> Server {
+    Server::start(config_with(json!({
+        "client": {"token": {"hmac_secret_key": SECRET}},
+        "channel": {"without_namespace": {"allow_subscribe_for_client": true}}
+    })))
+}
+
+/// A one-second fan-out at a fixed rate; returns the JSON report.
+fn fanout(s: &Server, format: &str) -> Value {
+    let target = format!("http://127.0.0.1:{}", s.port);
+    let pid = s.pid().to_string();
+    let args = [
+        "fanout",
+        "--target",
+        &target,
+        "--api-key",
+        KEY,
+        "--hmac-secret",
+        SECRET,
+        "--format",
+        format,
+        "--subscribers",
+        "6",
+        "--channels",
+        "2",
+        "--publishers",
+        "2",
+        "--rate",
+        "400",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.3",
+        "--server-pid",
+        &pid,
+        "--connect-timeout",
+        "10",
+        "--json",
+        "--quiet",
+    ];
+    let (code, out, err) = bench(&args, Duration::from_secs(30));
+    assert_eq!(code, 0, "gyre-bench failed; stderr:\n{err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("report is not JSON ({e}): {out:?}; stderr:\n{err}"))
+}
+
+fn check_fanout(r: &Value) {
+    assert_eq!(r["subscribers_ready"], 6, "{r}");
+    assert!(r["published"].as_u64().unwrap() > 0, "nothing published: {r}");
+    assert!(r["delivered"].as_u64().unwrap() > 0, "nothing delivered: {r}");
+    // Each message goes to the 3 subscribers of its channel.
+    assert_eq!(r["delivered_total"], r["expected_total"], "{r}");
+    for k in ["lost", "duplicated", "publish_errors", "disconnects"] {
+        assert_eq!(r[k], 0, "{k}: {r}");
+    }
+    assert!(r["latency_us"]["count"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["server"]["rss_end_kb"].as_u64().unwrap() > 0, "server sampled: {r}");
+}
+
+#[test]
+fn fanout_json_delivers_everything() {
+    let s = server();
+    check_fanout(&fanout(&s, "json"));
+}
+
+#[test]
+fn fanout_protobuf_delivers_everything() {
+    let s = server();
+    check_fanout(&fanout(&s, "protobuf"));
+}
+
+#[test]
+fn ingest_counts_acknowledged_publishes() {
+    let s = server();
+    let target = format!("http://127.0.0.1:{}", s.port);
+    let args = [
+        "ingest",
+        "--target",
+        &target,
+        "--api-key",
+        KEY,
+        "--connections",
+        "2",
+        "--batch",
+        "50",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--json",
+        "--quiet",
+    ];
+    let (code, out, err) = bench(&args, Duration::from_secs(30));
+    assert_eq!(code, 0, "stderr:\n{err}");
+    let r: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(r["commands"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["publish_errors"], 0, "{r}");
+}
+
+#[test]
+fn closed_port_fails_clearly() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let target = format!("http://127.0.0.1:{port}");
+    let (code, out, err) = bench(&["fanout", "--target", &target, "--duration", "1"], Duration::from_secs(10));
+    assert_eq!(code, 2, "stdout {out:?} stderr {err:?}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("connection refused"), "{err}");
+}
+
+#[test]
+fn wrong_api_key_fails_clearly() {
+    let s = server();
+    let target = format!("http://127.0.0.1:{}", s.port);
+    let (code, _, err) = bench(
+        &["ingest", "--target", &target, "--api-key", "wrong", "--duration", "1", "--warmup", "0", "--quiet"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("401"), "{err}");
+}
