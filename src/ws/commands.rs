@@ -193,6 +193,8 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
     for ch in live {
         s.release(&ch);
     }
+    // Connected: the timers switch from the stale deadline to pings and expiry.
+    s.timer_wake.notify();
     Ok(())
 }
 
@@ -372,6 +374,9 @@ async fn subscribe_owned(s: &Rc<Session>, req: SubscribeReq, chan_info: Option<B
     };
     st.subs.insert(channel.clone(), sub);
     drop(st);
+    if expires_at > 0 {
+        s.timer_wake.notify();
+    }
     let now = unix_now();
     let mut res = SubscribeResult {
         recoverable,

@@ -138,11 +138,10 @@ impl WsOut {
             let mut batch: Vec<Bytes> = Vec::new();
             match self.next_batch(&mut batch).await {
                 None => {
-                    let bufs = Frames::new(batch);
                     // Boxed so the idle writer's state stays small.
-                    let write = Box::pin(w.write_vectored_all(bufs));
+                    let write = Box::pin(write_frames(&mut w, batch));
                     let res = monoio::time::timeout(write_timeout.max(Duration::from_millis(100)) * 10, write).await;
-                    if !matches!(res, Ok((Ok(_), _))) {
+                    if !matches!(res, Ok(Ok(()))) {
                         self.kill();
                         return;
                     }
@@ -159,16 +158,45 @@ impl WsOut {
     }
 }
 
+/// Writes every frame with as few `writev` calls as the socket allows. After a short write
+/// the iovecs are rebuilt from what is left (the first frame advanced past the written bytes);
+/// monoio 0.2.4's `write_vectored_all` mishandles short writes, so it is not used.
+async fn write_frames<W: monoio::io::AsyncWriteRent>(w: &mut W, mut frames: Vec<Bytes>) -> std::io::Result<()> {
+    use bytes::Buf;
+    while !frames.is_empty() {
+        let (res, done) = w.writev(Frames::new(frames)).await;
+        frames = done.bufs;
+        let mut n = match res {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut whole = 0;
+        for f in frames.iter_mut() {
+            if n >= f.len() {
+                n -= f.len();
+                whole += 1;
+            } else {
+                f.advance(n);
+                break;
+            }
+        }
+        frames.drain(..whole);
+    }
+    Ok(())
+}
+
 /// Frames handed to `writev`: the `Bytes` keep the memory alive while the kernel reads it.
 struct Frames {
-    _bufs: Vec<Bytes>,
+    bufs: Vec<Bytes>,
     iov: Vec<libc::iovec>,
 }
 
 impl Frames {
     fn new(bufs: Vec<Bytes>) -> Self {
-        let iov = bufs.iter().map(|b| libc::iovec { iov_base: b.as_ptr() as *mut _, iov_len: b.len() }).collect();
-        Frames { _bufs: bufs, iov }
+        let iov = bufs.iter().take(MAX_IOV).map(|b| libc::iovec { iov_base: b.as_ptr() as *mut _, iov_len: b.len() }).collect();
+        Frames { bufs, iov }
     }
 }
 

@@ -74,6 +74,8 @@ pub struct Session {
     pub client: Arc<str>,
     pub(super) w: Rc<Worker>,
     pub(super) st: RefCell<State>,
+    /// Wakes the timer task when deadlines change (connect, refresh, new subscriptions).
+    pub(super) timer_wake: crate::runtime::notify::LocalNotify,
     created: Instant,
 }
 
@@ -293,6 +295,7 @@ where
         client: uuid::Uuid::new_v4().to_string().into(),
         w: w.clone(),
         st: RefCell::new(State::default()),
+        timer_wake: Default::default(),
         created: Instant::now(),
     });
     let key = w.clients.borrow_mut().insert(s.clone()) as u32;
@@ -608,6 +611,10 @@ async fn timers(s: Rc<Session>) {
                 next = next.min(now + Duration::from_secs((close_at - unix) as u64));
             }
         }
-        monoio::time::sleep(next.saturating_duration_since(now).max(Duration::from_millis(5))).await;
+        let sleep = monoio::time::sleep(next.saturating_duration_since(now).max(Duration::from_millis(5)));
+        monoio::select! {
+            _ = sleep => {}
+            _ = s.timer_wake.wait() => {}
+        }
     }
 }

@@ -456,8 +456,6 @@ fn first_command_not_connect_closes_3501() {
 /// The first server ping comes at a random point in [interval/2, interval) after connect
 /// (Centrifugo; the JS SDK closes a connection that sees no ping within interval + 10 s).
 #[test]
-#[ignore = "server bug: the session timer task sleeps until the stale_close_delay deadline (10 s) before it \
-            notices the connect, so the first ping comes ~10 s late (ws/session.rs timers)"]
 fn first_server_ping_within_the_interval() {
     let s = Server::start(abuse_config(json!({"client": {"ping_interval": "2s", "pong_timeout": "1s"}})));
     let mut ws = Ws::open(&s);
@@ -519,8 +517,6 @@ fn read_publications(mut ws: Ws, count: Arc<AtomicUsize>) -> (Vec<i64>, Ws) {
 }
 
 #[test]
-#[ignore = "server bug: WsOut::run_writer's partial-writev handling (monoio 0.2.4 write_vectored_all) panics a worker \
-            in ~1 of 8 runs (`try to consume more than owned`); see paused_reader_gets_an_intact_stream"]
 fn slow_client_is_disconnected_while_others_get_everything() {
     let cfg = abuse_config(json!({"client": {"queue_max_size": 1_048_576}}));
     let s = Server::start(cfg);
@@ -624,8 +620,6 @@ fn slow_client_is_disconnected_while_others_get_everything() {
 /// are partial) and then reads again must get every frame intact and in order, as long as
 /// its queue stays under `client.queue_max_size`.
 #[test]
-#[ignore = "server bug: a partial writev resends the start of the frame (monoio 0.2.4 \
-            IoVecMeta::consume drops the iov_base advance; WsOut::run_writer uses write_vectored_all)"]
 fn paused_reader_gets_an_intact_stream() {
     const TOTAL: usize = 3000;
     let cfg = abuse_config(json!({"client": {"queue_max_size": 64 << 20}}));
