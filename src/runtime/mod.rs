@@ -51,6 +51,15 @@ pub fn bind_listeners(cfg: &Config, n: usize) -> Result<Vec<StdListener>, Error>
         })
         .map_err(|_| Error::config(format!("http_server.address: cannot resolve {host:?}")))?;
     let mut addr = SocketAddr::new(ip, cfg.http_server.port);
+    if addr.port() != 0 {
+        // Our listeners share the port through SO_REUSEPORT, which would also let them join
+        // another process already listening there. A plain bind first refuses that.
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe
+            .bind(&addr.into())
+            .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot listen on {addr}: {e}")))?;
+    }
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let l = bind(addr).map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot listen on {addr}: {e}")))?;
