@@ -193,20 +193,31 @@ impl ConnOut {
     /// nothing left means the writer should close the socket.
     fn take_ready(&self, out: &mut Vec<u8>) {
         let mut i = self.inner.borrow_mut();
-        let mut chunk: Vec<u8> = Vec::new();
-        let flush_chunk = |chunk: &mut Vec<u8>, out: &mut Vec<u8>| {
-            if !chunk.is_empty() {
-                out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-                out.append(chunk);
+        // Consecutive pieces share one chunk, written in place: a fixed-width size line is
+        // reserved and filled in once the chunk's length is known (leading zeros are valid
+        // chunk-size digits), so reply bytes are copied once.
+        let mut chunk_at: Option<usize> = None;
+        const SIZE_LINE: usize = 10; // 8 hex digits + CRLF
+        fn close_chunk(out: &mut Vec<u8>, at: &mut Option<usize>) {
+            if let Some(start) = at.take() {
+                let len = out.len() - start - SIZE_LINE;
+                let line = format!("{len:08x}\r\n");
+                out[start..start + SIZE_LINE].copy_from_slice(line.as_bytes());
                 out.extend_from_slice(b"\r\n");
             }
-        };
+        }
         while let Some(front) = i.slots.front() {
             match front {
                 Slot::Pending(_) => break,
-                Slot::Piece(b) => chunk.extend_from_slice(b),
+                Slot::Piece(b) => {
+                    if chunk_at.is_none() {
+                        chunk_at = Some(out.len());
+                        out.extend_from_slice(&[0; SIZE_LINE]);
+                    }
+                    out.extend_from_slice(b);
+                }
                 Slot::Raw(b) => {
-                    flush_chunk(&mut chunk, out);
+                    close_chunk(out, &mut chunk_at);
                     out.extend_from_slice(b);
                 }
             }
@@ -215,7 +226,7 @@ impl ConnOut {
             }
             i.base += 1;
         }
-        flush_chunk(&mut chunk, out);
+        close_chunk(out, &mut chunk_at);
         if let Some(r) = i.reader.take() {
             r.wake();
         }

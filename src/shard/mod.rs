@@ -190,11 +190,13 @@ impl Shard {
     }
 
     fn publish(&mut self, p: Publish, now: Instant, fanout: &mut Vec<Fanout>) -> Result<Option<StreamPosition>, ApiError> {
-        let cfg = self.cfg.clone();
-        let opts = cfg.resolve_channel(&p.channel)?.options;
-        let meta_ttl = cfg.history_meta_ttl(opts);
+        let opts = self.cfg.resolve_channel(&p.channel)?.options;
+        let meta_ttl = self.cfg.history_meta_ttl(opts);
+        let history = opts.history_enabled() && !p.skip_history;
         let state = match self.channels.get_mut(&*p.channel) {
             Some(s) => s,
+            // Nothing to keep and nobody to tell: no state is created for the channel.
+            None if !history && p.idempotency_key.is_none() && p.version == 0 => return Ok(None),
             None => self.channels.entry(p.channel.clone()).or_default(),
         };
         if let Some(key) = &p.idempotency_key {
@@ -213,7 +215,6 @@ impl Shard {
             }
             state.version = Some((p.version, p.version_epoch.clone()));
         }
-        let history = opts.history_enabled() && !p.skip_history;
         let mut publication = Publication { offset: 0, data: p.data, info: p.info, tags: p.tags };
         let result = if history {
             if state.stream.as_ref().is_some_and(|s| s.meta_expired(now, meta_ttl)) {
