@@ -51,14 +51,118 @@ fn bad() -> DecodeError {
     DecodeError::Api(ApiError::BAD_REQUEST)
 }
 
-#[derive(Deserialize)]
+/// `params` of a legacy line: decoded on the spot when `method` came first and is `publish`
+/// (the hot path: one pass over the line), else kept raw and decoded once the method is known.
+enum Params<'a> {
+    Publish(Result<PublishP<'a>, DecodeError>),
+    Raw(&'a RawValue),
+}
+
+/// The legacy envelope `{"id","method","params"}`, read in one pass.
+#[derive(Default)]
 struct Envelope<'a> {
-    #[serde(default)]
     id: u32,
-    #[serde(borrow, default)]
-    method: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    params: Option<&'a RawValue>,
+    /// `None` = absent; `Some(None)` = present but unknown (104).
+    method: Option<Option<Method>>,
+    params: Option<Params<'a>>,
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Envelope<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a command object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Envelope<'de>, A::Error> {
+                let mut env = Envelope::default();
+                while let Some(key) = m.next_key::<Cow<'de, str>>()? {
+                    match &*key {
+                        "id" => env.id = m.next_value::<Option<u32>>()?.unwrap_or(0),
+                        "method" => env.method = Some(m.next_value::<MethodField>()?.0),
+                        "params" if env.method == Some(Some(Method::Publish)) => {
+                            env.params = Some(Params::Publish(m.next_value::<ObjectOnly<PublishP<'de>>>()?.0));
+                        }
+                        "params" => env.params = Some(Params::Raw(m.next_value()?)),
+                        _ => {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(env)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `method` as a name (any case) or a legacy number; `null` means publish.
+struct MethodField(Option<Method>);
+
+impl<'de> Deserialize<'de> for MethodField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = MethodField;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a method name or number")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MethodField, E> {
+                Ok(MethodField(Method::from_name(v).filter(|m| *m != Method::Batch)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<MethodField, E> {
+                Ok(MethodField(Method::from_number(v)))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<MethodField, E> {
+                Ok(MethodField(Some(Method::Publish)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A params object decoded in place; arrays (which serde's derived structs would read by
+/// position) and scalars are malformed, `null` is an empty object. The error stays with the
+/// command instead of failing the envelope.
+struct ObjectOnly<T>(Result<T, DecodeError>);
+
+impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + Default> serde::de::Visitor<'de> for V<T> {
+            type Value = ObjectOnly<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<ObjectOnly<T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(m)).map(|t| ObjectOnly(Ok(t)))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<ObjectOnly<T>, E> {
+                Ok(ObjectOnly(Ok(T::default())))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<ObjectOnly<T>, A::Error> {
+                while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(ObjectOnly(Err(DecodeError::Malformed)))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<ObjectOnly<T>, E> {
+                Ok(ObjectOnly(Err(DecodeError::Malformed)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<ObjectOnly<T>, E> {
+                Ok(ObjectOnly(Err(DecodeError::Malformed)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<ObjectOnly<T>, E> {
+                Ok(ObjectOnly(Err(DecodeError::Malformed)))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<ObjectOnly<T>, E> {
+                Ok(ObjectOnly(Err(DecodeError::Malformed)))
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<ObjectOnly<T>, E> {
+                Ok(ObjectOnly(Err(DecodeError::Malformed)))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 /// A decoded legacy line: its id (0 = none) and the command or the error for its reply.
@@ -79,31 +183,15 @@ pub fn decode_line(line: &[u8]) -> Line {
         Err(_) => return Line { id: 0, command: Err(ApiError::BAD_REQUEST) },
     };
     let id = env.id;
-    let method = match env.method {
-        None => Some(Method::Publish),
-        Some(raw) => {
-            let s = raw.get();
-            if s.starts_with('"') {
-                match serde_json::from_str::<Cow<str>>(s) {
-                    Ok(name) => Method::from_name(&name).filter(|m| *m != Method::Batch),
-                    Err(_) => return Line { id, command: Err(ApiError::BAD_REQUEST) },
-                }
-            } else if s == "null" {
-                Some(Method::Publish)
-            } else {
-                match s.parse::<u64>() {
-                    Ok(n) => Method::from_number(n),
-                    Err(_) => return Line { id, command: Err(ApiError::BAD_REQUEST) },
-                }
-            }
-        }
-    };
-    let Some(method) = method else {
+    let Some(method) = env.method.unwrap_or(Some(Method::Publish)) else {
         return Line { id, command: Err(ApiError::NOT_FOUND) };
     };
-    let params = env.params.map(|p| p.get().as_bytes()).unwrap_or(b"{}");
-    let params = if params == b"null" { b"{}".as_slice() } else { params };
-    Line { id, command: decode_params(method, params).map_err(DecodeError::api_error) }
+    let command = match env.params {
+        Some(Params::Publish(p)) => p.and_then(publish_command),
+        Some(Params::Raw(raw)) => decode_params(method, raw.get().as_bytes()),
+        None => decode_params(method, b"{}"),
+    };
+    Line { id, command: command.map_err(DecodeError::api_error) }
 }
 
 #[derive(Deserialize, Default)]
@@ -262,10 +350,10 @@ fn target(t: &TargetP) -> Target {
     Target { user: t.user.as_ref().into(), client: t.client.as_ref().into(), session: t.session.as_ref().into() }
 }
 
-fn publish_from(p: PublishP, channel: &str) -> Result<Publish, DecodeError> {
+fn publish_from(p: PublishP, channel: Box<str>) -> Result<Publish, DecodeError> {
     let data = payload(p.data, &p.b64data)?.ok_or_else(bad)?;
     Ok(Publish {
-        channel: channel.into(),
+        channel,
         data,
         skip_history: p.skip_history,
         tags: p.tags.filter(|t| !t.is_empty()).map(|t| t.into_iter().map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())).collect()),
@@ -275,6 +363,11 @@ fn publish_from(p: PublishP, channel: &str) -> Result<Publish, DecodeError> {
         version_epoch: p.version_epoch.as_ref().into(),
         info: None,
     })
+}
+
+fn publish_command(p: PublishP) -> Result<Command, DecodeError> {
+    let channel = required_channel(&p.channel)?;
+    Ok(Command::Publish(publish_from(p, channel)?))
 }
 
 fn required_channel(c: &str) -> Result<Box<str>, DecodeError> {
@@ -299,18 +392,14 @@ pub fn decode_params(method: Method, params: &[u8]) -> Result<Command, DecodeErr
         return Err(DecodeError::Malformed);
     }
     Ok(match method {
-        Method::Publish => {
-            let p: PublishP = serde_json::from_slice(params)?;
-            let channel = required_channel(&p.channel)?;
-            Command::Publish(publish_from(p, &channel)?)
-        }
+        Method::Publish => publish_command(serde_json::from_slice(params)?)?,
         Method::Broadcast => {
             let mut p: PublishP = serde_json::from_slice(params)?;
             let channels: Vec<Box<str>> = p.channels.take().unwrap_or_default().iter().map(|c| c.as_ref().into()).collect();
             if channels.is_empty() {
                 return Err(bad());
             }
-            Command::Broadcast(Broadcast { channels, publish: publish_from(p, "")? })
+            Command::Broadcast(Broadcast { channels, publish: publish_from(p, Box::from(""))? })
         }
         Method::Subscribe => {
             let p: SubscribeP = serde_json::from_slice(params)?;
