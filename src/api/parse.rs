@@ -97,6 +97,17 @@ impl<'de> Deserialize<'de> for Envelope<'de> {
     }
 }
 
+/// The envelope with `params` kept raw (the slow path for lines whose params are malformed).
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    #[serde(default)]
+    id: u32,
+    #[serde(default)]
+    method: Option<MethodField>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+}
+
 /// `method` as a name (any case) or a legacy number; `null` means publish.
 struct MethodField(Option<Method>);
 
@@ -180,7 +191,12 @@ pub fn decode_line(line: &[u8]) -> Line {
     }
     let env: Envelope = match serde_json::from_slice(line) {
         Ok(e) => e,
-        Err(_) => return Line { id: 0, command: Err(ApiError::BAD_REQUEST) },
+        // The one-pass read fails on a params error too; re-read with params kept raw so the
+        // reply still carries the line's id.
+        Err(_) => match serde_json::from_slice::<RawEnvelope>(line) {
+            Ok(r) => Envelope { id: r.id, method: r.method.map(|m| m.0), params: r.params.map(Params::Raw) },
+            Err(_) => return Line { id: 0, command: Err(ApiError::BAD_REQUEST) },
+        },
     };
     let id = env.id;
     let Some(method) = env.method.unwrap_or(Some(Method::Publish)) else {
