@@ -354,6 +354,9 @@ fn validate_channel_options(
 }
 
 fn validate(c: &Config) -> Result<(), String> {
+    if !["", "auto", "io_uring", "epoll"].contains(&c.driver.as_str()) {
+        return Err(format!("driver: must be auto, io_uring or epoll, got {:?}", c.driver));
+    }
     if c.workers > MAX_WORKERS {
         return Err(format!(
             "workers: at most {MAX_WORKERS} supported, got {}",

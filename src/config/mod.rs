@@ -22,6 +22,9 @@ use crate::error::ApiError;
 pub struct Config {
     /// Number of worker threads (event loops). 0 = number of CPU cores.
     pub workers: usize,
+    /// I/O driver of the event loops: "auto" (io_uring when the kernel allows it, else
+    /// epoll), "io_uring" or "epoll".
+    pub driver: String,
     pub http_server: HttpServer,
     pub log: Log,
     pub http_api: HttpApi,

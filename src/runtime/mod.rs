@@ -20,12 +20,13 @@ use crate::config::Config;
 use crate::error::Error;
 use worker::{Msg, NodeShared, Worker};
 
-/// Which I/O driver the workers run on.
-pub fn driver_name() -> &'static str {
-    if monoio::utils::detect_uring() {
-        "io_uring"
-    } else {
-        "epoll"
+/// Which I/O driver the workers run on for a `driver` option value.
+pub fn driver_name(option: &str) -> &'static str {
+    match option {
+        "epoll" => "epoll",
+        "io_uring" => "io_uring",
+        _ if monoio::utils::detect_uring() => "io_uring",
+        _ => "epoll",
     }
 }
 
@@ -129,7 +130,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         started: Instant::now(),
         mailboxes,
     });
-    let driver = driver_name();
+    let driver = driver_name(&cfg.driver);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         workers = n,
@@ -147,14 +148,22 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         let t = std::thread::Builder::new()
             .name(format!("gyre-worker-{id}"))
             .spawn(move || {
-                let mut rt = match monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().with_entries(4096).build() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready.send(Err(format!("worker {id}: cannot start event loop: {e}")));
-                        return;
-                    }
-                };
-                rt.block_on(worker_main(id, cfg, node, listener, inbox, ready));
+                // Both drivers run the same code; the choice is made once per worker.
+                macro_rules! run_on {
+                    ($driver:ty) => {
+                        match monoio::RuntimeBuilder::<$driver>::new().enable_timer().with_entries(4096).build() {
+                            Ok(mut rt) => rt.block_on(worker_main(id, cfg, node, listener, inbox, ready)),
+                            Err(e) => {
+                                let _ = ready.send(Err(format!("worker {id}: cannot start the {driver} event loop: {e}")));
+                            }
+                        }
+                    };
+                }
+                if driver == "io_uring" {
+                    run_on!(monoio::IoUringDriver)
+                } else {
+                    run_on!(monoio::LegacyDriver)
+                }
             })
             .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot spawn worker: {e}")))?;
         threads.push(t);

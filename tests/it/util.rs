@@ -107,6 +107,13 @@ impl Server {
     fn try_start(mut cfg: Value) -> Result<Server, (String, bool)> {
         let port = free_port();
         merge(&mut cfg, json!({"http_server": {"port": port}}));
+        // `GYRE_TEST_DRIVER=epoll` runs the whole suite on the epoll event loop (CI runs it
+        // under both drivers); a test that sets `driver` itself keeps its choice.
+        if let Ok(driver) = std::env::var("GYRE_TEST_DRIVER") {
+            if cfg.get("driver").is_none() {
+                merge(&mut cfg, json!({ "driver": driver }));
+            }
+        }
         let dir = std::env::temp_dir().join(format!(
             "gyre-it-{}-{}",
             std::process::id(),
