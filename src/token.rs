@@ -33,22 +33,15 @@ impl std::fmt::Display for TokenError {
 impl std::error::Error for TokenError {}
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn sign(secret: &str, claims: &Map<String, Value>) -> Result<String, Error> {
     if secret.is_empty() {
         return Err(Error::new(ErrorKind::Token, "no HMAC secret key set"));
     }
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .map_err(|e| Error::new(ErrorKind::Token, format!("signing token: {e}")))
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))
+        .map_err(|e| Error::new(ErrorKind::Token, format!("signing token: {e}")))
 }
 
 /// Registered claims first so callers' `extra` cannot override `sub`/`iat`/`exp`.
@@ -101,9 +94,7 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier")
-            .field("configured", &self.key.is_some())
-            .finish_non_exhaustive()
+        f.debug_struct("Verifier").field("configured", &self.key.is_some()).finish_non_exhaustive()
     }
 }
 
@@ -133,25 +124,16 @@ impl Verifier {
 
     /// Verifies signature and registered claims; returns all claims.
     pub fn verify(&self, token: &str) -> Result<Map<String, Value>, TokenError> {
-        let key = self
-            .key
-            .as_ref()
-            .ok_or_else(|| TokenError::Invalid("no HMAC secret key configured".into()))?;
+        let key = self.key.as_ref().ok_or_else(|| TokenError::Invalid("no HMAC secret key configured".into()))?;
         match jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation) {
             Ok(data) => Ok(data.claims),
             Err(e) => Err(match e.kind() {
-                JwtErrorKind::ExpiredSignature | JwtErrorKind::ImmatureSignature => {
-                    TokenError::Expired
-                }
-                JwtErrorKind::InvalidAlgorithm => {
-                    TokenError::Invalid("algorithm not allowed".into())
-                }
+                JwtErrorKind::ExpiredSignature | JwtErrorKind::ImmatureSignature => TokenError::Expired,
+                JwtErrorKind::InvalidAlgorithm => TokenError::Invalid("algorithm not allowed".into()),
                 JwtErrorKind::InvalidSignature => TokenError::Invalid("signature mismatch".into()),
                 JwtErrorKind::InvalidAudience => TokenError::Invalid("invalid audience".into()),
                 JwtErrorKind::InvalidIssuer => TokenError::Invalid("invalid issuer".into()),
-                JwtErrorKind::MissingRequiredClaim(c) => {
-                    TokenError::Invalid(format!("missing {c} claim"))
-                }
+                JwtErrorKind::MissingRequiredClaim(c) => TokenError::Invalid(format!("missing {c} claim")),
                 JwtErrorKind::InvalidToken
                 | JwtErrorKind::Base64(_)
                 | JwtErrorKind::Json(_)
@@ -163,12 +145,7 @@ impl Verifier {
 }
 
 /// One-shot verification; see [`Verifier`] for the rules.
-pub fn verify(
-    token: &str,
-    secret: &str,
-    audience: &str,
-    issuer: &str,
-) -> Result<Map<String, Value>, TokenError> {
+pub fn verify(token: &str, secret: &str, audience: &str, issuer: &str) -> Result<Map<String, Value>, TokenError> {
     Verifier::new(secret, audience, issuer).verify(token)
 }
 
@@ -181,21 +158,11 @@ mod tests {
     const KEY: &str = "secret";
 
     fn raw_token(header: &str, claims: &str, sig: &str) -> String {
-        format!(
-            "{}.{}.{}",
-            URL_SAFE_NO_PAD.encode(header),
-            URL_SAFE_NO_PAD.encode(claims),
-            sig
-        )
+        format!("{}.{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims), sig)
     }
 
     fn sign_with(alg: Algorithm, claims: Value) -> String {
-        jsonwebtoken::encode(
-            &Header::new(alg),
-            &claims,
-            &EncodingKey::from_secret(KEY.as_bytes()),
-        )
-        .unwrap()
+        jsonwebtoken::encode(&Header::new(alg), &claims, &EncodingKey::from_secret(KEY.as_bytes())).unwrap()
     }
 
     #[test]
@@ -220,8 +187,7 @@ mod tests {
 
     #[test]
     fn subscription_token_has_channel() {
-        let t =
-            generate_subscription_token(KEY, "u", "$chat:1", Some(Duration::from_secs(5))).unwrap();
+        let t = generate_subscription_token(KEY, "u", "$chat:1", Some(Duration::from_secs(5))).unwrap();
         let c = verify(&t, KEY, "", "").unwrap();
         assert_eq!(c["channel"], "$chat:1");
         assert_eq!(c["sub"], "u");
@@ -231,62 +197,33 @@ mod tests {
     fn empty_secret_refused() {
         assert!(generate_connection_token("", "u", None, Map::new()).is_err());
         let t = generate_connection_token(KEY, "u", None, Map::new()).unwrap();
-        assert!(matches!(
-            verify(&t, "", "", ""),
-            Err(TokenError::Invalid(_))
-        ));
+        assert!(matches!(verify(&t, "", "", ""), Err(TokenError::Invalid(_))));
     }
 
     #[test]
     fn wrong_key_refused() {
         let t = generate_connection_token(KEY, "u", None, Map::new()).unwrap();
-        assert!(matches!(
-            verify(&t, "other", "", ""),
-            Err(TokenError::Invalid(_))
-        ));
+        assert!(matches!(verify(&t, "other", "", ""), Err(TokenError::Invalid(_))));
     }
 
     #[test]
     fn tampered_claims_refused() {
         let t = generate_connection_token(KEY, "u", None, Map::new()).unwrap();
         let parts: Vec<&str> = t.split('.').collect();
-        let forged = format!(
-            "{}.{}.{}",
-            parts[0],
-            URL_SAFE_NO_PAD.encode(r#"{"sub":"admin"}"#),
-            parts[2]
-        );
-        assert!(matches!(
-            verify(&forged, KEY, "", ""),
-            Err(TokenError::Invalid(_))
-        ));
+        let forged = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(r#"{"sub":"admin"}"#), parts[2]);
+        assert!(matches!(verify(&forged, KEY, "", ""), Err(TokenError::Invalid(_))));
     }
 
     #[test]
     fn alg_none_and_unsigned_refused() {
         let none = raw_token(r#"{"alg":"none","typ":"JWT"}"#, r#"{"sub":"u"}"#, "");
-        assert!(matches!(
-            verify(&none, KEY, "", ""),
-            Err(TokenError::Invalid(_))
-        ));
+        assert!(matches!(verify(&none, KEY, "", ""), Err(TokenError::Invalid(_))));
         let none2 = raw_token(r#"{"alg":"None"}"#, r#"{"sub":"u"}"#, "");
-        assert!(matches!(
-            verify(&none2, KEY, "", ""),
-            Err(TokenError::Invalid(_))
-        ));
+        assert!(matches!(verify(&none2, KEY, "", ""), Err(TokenError::Invalid(_))));
         let unsigned = raw_token(r#"{"alg":"HS256"}"#, r#"{"sub":"u"}"#, "");
-        assert!(matches!(
-            verify(&unsigned, KEY, "", ""),
-            Err(TokenError::Invalid(_))
-        ));
-        assert!(matches!(
-            verify("garbage", KEY, "", ""),
-            Err(TokenError::Invalid(_))
-        ));
-        assert!(matches!(
-            verify("", KEY, "", ""),
-            Err(TokenError::Invalid(_))
-        ));
+        assert!(matches!(verify(&unsigned, KEY, "", ""), Err(TokenError::Invalid(_))));
+        assert!(matches!(verify("garbage", KEY, "", ""), Err(TokenError::Invalid(_))));
+        assert!(matches!(verify("", KEY, "", ""), Err(TokenError::Invalid(_))));
     }
 
     #[test]
@@ -300,29 +237,17 @@ mod tests {
     #[test]
     fn expired_and_not_yet_valid() {
         let now = now_secs();
-        let t = sign_with(
-            Algorithm::HS256,
-            serde_json::json!({"sub": "u", "exp": now - 10}),
-        );
+        let t = sign_with(Algorithm::HS256, serde_json::json!({"sub": "u", "exp": now - 10}));
         assert_eq!(verify(&t, KEY, "", ""), Err(TokenError::Expired));
-        let t = sign_with(
-            Algorithm::HS256,
-            serde_json::json!({"sub": "u", "nbf": now + 100}),
-        );
+        let t = sign_with(Algorithm::HS256, serde_json::json!({"sub": "u", "nbf": now + 100}));
         assert_eq!(verify(&t, KEY, "", ""), Err(TokenError::Expired));
-        let t = sign_with(
-            Algorithm::HS256,
-            serde_json::json!({"sub": "u", "exp": now + 100, "nbf": now - 1}),
-        );
+        let t = sign_with(Algorithm::HS256, serde_json::json!({"sub": "u", "exp": now + 100, "nbf": now - 1}));
         assert!(verify(&t, KEY, "", "").is_ok());
     }
 
     #[test]
     fn audience_and_issuer_checked_only_when_configured() {
-        let t = sign_with(
-            Algorithm::HS256,
-            serde_json::json!({"sub": "u", "aud": "a", "iss": "i"}),
-        );
+        let t = sign_with(Algorithm::HS256, serde_json::json!({"sub": "u", "aud": "a", "iss": "i"}));
         assert!(verify(&t, KEY, "", "").is_ok());
         assert!(verify(&t, KEY, "a", "i").is_ok());
         assert!(verify(&t, KEY, "b", "").is_err());
@@ -330,10 +255,7 @@ mod tests {
         let bare = sign_with(Algorithm::HS256, serde_json::json!({"sub": "u"}));
         assert!(verify(&bare, KEY, "a", "").is_err());
         assert!(verify(&bare, KEY, "", "i").is_err());
-        let multi = sign_with(
-            Algorithm::HS256,
-            serde_json::json!({"sub": "u", "aud": ["x", "a"]}),
-        );
+        let multi = sign_with(Algorithm::HS256, serde_json::json!({"sub": "u", "aud": ["x", "a"]}));
         assert!(verify(&multi, KEY, "a", "").is_ok());
     }
 }

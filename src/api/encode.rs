@@ -282,10 +282,22 @@ mod tests {
     fn shapes() {
         assert_eq!(s(|o| reply(o, &Ok(Res::Publish(None)))), r#"{"result":{}}"#);
         let pos = StreamPosition { offset: 3, epoch: "ab".into() };
-        assert_eq!(s(|o| legacy_reply(o, 7, &Ok(Res::Publish(Some(pos))))), r#"{"id":7,"result":{"offset":3,"epoch":"ab"}}"#);
-        assert_eq!(s(|o| legacy_reply(o, 0, &Err(ApiError::BAD_REQUEST))), r#"{"error":{"code":107,"message":"bad request"}}"#);
         assert_eq!(
-            s(|o| reply(o, &Ok(Res::Batch(vec![(Some(Method::Publish), Ok(Res::Publish(None))), (None, Err(ApiError::UNKNOWN_CHANNEL))])))),
+            s(|o| legacy_reply(o, 7, &Ok(Res::Publish(Some(pos))))),
+            r#"{"id":7,"result":{"offset":3,"epoch":"ab"}}"#
+        );
+        assert_eq!(
+            s(|o| legacy_reply(o, 0, &Err(ApiError::BAD_REQUEST))),
+            r#"{"error":{"code":107,"message":"bad request"}}"#
+        );
+        assert_eq!(
+            s(|o| reply(
+                o,
+                &Ok(Res::Batch(vec![
+                    (Some(Method::Publish), Ok(Res::Publish(None))),
+                    (None, Err(ApiError::UNKNOWN_CHANNEL))
+                ]))
+            )),
             r#"{"result":{"replies":[{"publish":{}},{"error":{"code":102,"message":"unknown channel"}}]}}"#
         );
     }

@@ -89,7 +89,8 @@ pub fn exec(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::F
                     .iter()
                     .map(|ch| {
                         let p = Publish { channel: ch.clone(), ..b.publish.clone() };
-                        check_channel(&w.cfg, ch).map(|_| w.call(owner_of(ch, w.workers), Op::Shard(ShardOp::Publish(p))))
+                        check_channel(&w.cfg, ch)
+                            .map(|_| w.call(owner_of(ch, w.workers), Op::Shard(ShardOp::Publish(p))))
                     })
                     .collect();
                 let mut out = Vec::with_capacity(calls.len());
@@ -115,7 +116,9 @@ pub fn exec(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::F
                 }
                 survey_all(&w, Survey::Act(Arc::new(cmd))).await.map(|_| Res::Empty)
             }
-            Command::Disconnect(_) | Command::Refresh(_) => survey_all(&w, Survey::Act(Arc::new(cmd))).await.map(|_| Res::Empty),
+            Command::Disconnect(_) | Command::Refresh(_) => {
+                survey_all(&w, Survey::Act(Arc::new(cmd))).await.map(|_| Res::Empty)
+            }
             Command::Channels { pattern } => {
                 let matcher = if pattern.is_empty() {
                     None

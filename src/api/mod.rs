@@ -280,8 +280,14 @@ pub enum Res {
     Publish(Option<StreamPosition>),
     Broadcast(Vec<Result<Option<StreamPosition>, ApiError>>),
     Presence(Vec<ClientInfo>),
-    PresenceStats { num_clients: u64, num_users: u64 },
-    History { publications: Vec<Publication>, position: StreamPosition },
+    PresenceStats {
+        num_clients: u64,
+        num_users: u64,
+    },
+    History {
+        publications: Vec<Publication>,
+        position: StreamPosition,
+    },
     Channels(Vec<(Box<str>, u64)>),
     Info(Vec<NodeInfo>),
     Batch(Vec<(Option<Method>, Reply)>),

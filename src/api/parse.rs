@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
-use serde::Deserialize;
 use memchr::memchr;
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::*;
@@ -372,7 +372,10 @@ fn publish_from(p: PublishP, channel: Box<str>) -> Result<Publish, DecodeError> 
         channel,
         data,
         skip_history: p.skip_history,
-        tags: p.tags.filter(|t| !t.is_empty()).map(|t| t.into_iter().map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())).collect()),
+        tags: p
+            .tags
+            .filter(|t| !t.is_empty())
+            .map(|t| t.into_iter().map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())).collect()),
         idempotency_key: Some(p.idempotency_key).filter(|k| !k.is_empty()).map(|k| k.as_ref().into()),
         delta: p.delta,
         version: p.version,
@@ -411,7 +414,8 @@ pub fn decode_params(method: Method, params: &[u8]) -> Result<Command, DecodeErr
         Method::Publish => publish_command(serde_json::from_slice(params)?)?,
         Method::Broadcast => {
             let mut p: PublishP = serde_json::from_slice(params)?;
-            let channels: Vec<Box<str>> = p.channels.take().unwrap_or_default().iter().map(|c| c.as_ref().into()).collect();
+            let channels: Vec<Box<str>> =
+                p.channels.take().unwrap_or_default().iter().map(|c| c.as_ref().into()).collect();
             if channels.is_empty() {
                 return Err(bad());
             }
@@ -456,7 +460,12 @@ pub fn decode_params(method: Method, params: &[u8]) -> Result<Command, DecodeErr
         }
         Method::Refresh => {
             let p: RefreshP = serde_json::from_slice(params)?;
-            Command::Refresh(Refresh { target: target(&p.target), expired: p.expired, expire_at: p.expire_at, info: payload(p.info, "")? })
+            Command::Refresh(Refresh {
+                target: target(&p.target),
+                expired: p.expired,
+                expire_at: p.expire_at,
+                info: payload(p.info, "")?,
+            })
         }
         Method::Presence | Method::PresenceStats | Method::HistoryRemove => {
             let p: TargetP = serde_json::from_slice(params)?;
@@ -469,7 +478,12 @@ pub fn decode_params(method: Method, params: &[u8]) -> Result<Command, DecodeErr
         }
         Method::History => {
             let p: HistoryP = serde_json::from_slice(params)?;
-            Command::History(History { channel: required_channel(&p.channel)?, limit: p.limit, since: position(p.since), reverse: p.reverse })
+            Command::History(History {
+                channel: required_channel(&p.channel)?,
+                limit: p.limit,
+                since: position(p.since),
+                reverse: p.reverse,
+            })
         }
         Method::Channels => {
             let p: ChannelsP = serde_json::from_slice(params)?;
@@ -499,7 +513,8 @@ fn decode_batch_element(raw: &[u8]) -> Result<Command, ApiError> {
     if raw == b"null" || !is_object(raw) {
         return Err(ApiError::BAD_REQUEST);
     }
-    let obj: Vec<(Cow<str>, &RawValue)> = serde_json::from_slice::<BTreeMapVec>(raw).map_err(|_| ApiError::BAD_REQUEST)?.0;
+    let obj: Vec<(Cow<str>, &RawValue)> =
+        serde_json::from_slice::<BTreeMapVec>(raw).map_err(|_| ApiError::BAD_REQUEST)?.0;
     for (key, value) in obj {
         if let Some(m) = Method::from_name(&key).filter(|m| *m != Method::Batch && key == m.name()) {
             if value.get() == "null" {
@@ -642,7 +657,6 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -690,28 +704,50 @@ mod tests {
 
     #[test]
     fn legacy_method_forms() {
-        assert!(matches!(decode_line(br#"{"method":"PRESENCE","params":{"channel":"c"}}"#).command, Ok(Command::Presence { .. })));
+        assert!(matches!(
+            decode_line(br#"{"method":"PRESENCE","params":{"channel":"c"}}"#).command,
+            Ok(Command::Presence { .. })
+        ));
         assert!(matches!(decode_line(br#"{"method":9,"params":{}}"#).command, Ok(Command::Info)));
         assert!(matches!(decode_line(br#"{"params":{"channel":"c","data":1}}"#).command, Ok(Command::Publish(_))));
         assert_eq!(decode_line(br#"{"method":"nope"}"#).command.unwrap_err(), ApiError::NOT_FOUND);
         assert_eq!(decode_line(br#"{"method":99}"#).command.unwrap_err(), ApiError::NOT_FOUND);
-        assert_eq!(decode_line(br#"{"method":"publish","params":{"channel":"c"}}"#).command.unwrap_err(), ApiError::BAD_REQUEST);
+        assert_eq!(
+            decode_line(br#"{"method":"publish","params":{"channel":"c"}}"#).command.unwrap_err(),
+            ApiError::BAD_REQUEST
+        );
         assert_eq!(decode_line(b"{broken").command.unwrap_err(), ApiError::BAD_REQUEST);
-        assert_eq!(decode_line(br#"{"id":1,"method":"publish","params":{"channel":5,"data":1}}"#).command.unwrap_err(), ApiError::BAD_REQUEST);
+        assert_eq!(
+            decode_line(br#"{"id":1,"method":"publish","params":{"channel":5,"data":1}}"#).command.unwrap_err(),
+            ApiError::BAD_REQUEST
+        );
     }
 
     #[test]
     fn new_style_errors() {
         assert_eq!(decode_params(Method::Info, b"").unwrap_err(), DecodeError::Malformed);
         assert_eq!(decode_params(Method::Publish, br#"{"channel":1}"#).unwrap_err(), DecodeError::Malformed);
-        assert_eq!(decode_params(Method::Publish, br#"{"data":1}"#).unwrap_err(), DecodeError::Api(ApiError::BAD_REQUEST));
-        assert_eq!(decode_params(Method::Publish, br#"{"channel":"c","b64data":"!!"}"#).unwrap_err(), DecodeError::Api(ApiError::BAD_REQUEST));
-        assert_eq!(decode_params(Method::Broadcast, br#"{"channels":[],"data":1}"#).unwrap_err(), DecodeError::Api(ApiError::BAD_REQUEST));
+        assert_eq!(
+            decode_params(Method::Publish, br#"{"data":1}"#).unwrap_err(),
+            DecodeError::Api(ApiError::BAD_REQUEST)
+        );
+        assert_eq!(
+            decode_params(Method::Publish, br#"{"channel":"c","b64data":"!!"}"#).unwrap_err(),
+            DecodeError::Api(ApiError::BAD_REQUEST)
+        );
+        assert_eq!(
+            decode_params(Method::Broadcast, br#"{"channels":[],"data":1}"#).unwrap_err(),
+            DecodeError::Api(ApiError::BAD_REQUEST)
+        );
     }
 
     #[test]
     fn batch_elements() {
-        let c = decode_params(Method::Batch, br#"{"commands":[{"publish":{"channel":"a","data":1}},null,{"bogus":{}},{"info":{}}]}"#).unwrap();
+        let c = decode_params(
+            Method::Batch,
+            br#"{"commands":[{"publish":{"channel":"a","data":1}},null,{"bogus":{}},{"info":{}}]}"#,
+        )
+        .unwrap();
         let Command::Batch(b) = c else { panic!() };
         assert!(matches!(b.commands[0], Ok(Command::Publish(_))));
         assert_eq!(b.commands[1].as_ref().unwrap_err(), &ApiError::BAD_REQUEST);

@@ -21,10 +21,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const DEFAULT_CONFIG: &str = "config.json";
 
 #[derive(Parser)]
-#[command(
-    name = "gyre",
-    about = "Gyre: a Centrifugo-compatible real-time messaging server"
-)]
+#[command(name = "gyre", about = "Gyre: a Centrifugo-compatible real-time messaging server")]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -85,12 +82,7 @@ struct TokenArgs {
     #[arg(short = 'u', long = "user", default_value = "")]
     user: String,
     /// Lifetime in seconds; -1 for a token without expiration.
-    #[arg(
-        short = 't',
-        long = "ttl",
-        default_value_t = 604800,
-        allow_negative_numbers = true
-    )]
+    #[arg(short = 't', long = "ttl", default_value_t = 604800, allow_negative_numbers = true)]
     ttl: i64,
     /// Print only the token.
     #[arg(short = 'q', long = "quiet")]
@@ -162,18 +154,12 @@ impl ServeArgs {
 }
 
 fn process_env() -> Vec<(String, String)> {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
 }
 
 /// An explicit path must exist (load reports it); otherwise `config.json` when present.
 fn config_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
-    explicit.or_else(|| {
-        Path::new(DEFAULT_CONFIG)
-            .is_file()
-            .then(|| PathBuf::from(DEFAULT_CONFIG))
-    })
+    explicit.or_else(|| Path::new(DEFAULT_CONFIG).is_file().then(|| PathBuf::from(DEFAULT_CONFIG)))
 }
 
 fn load_for_tools(config: Option<PathBuf>) -> Result<Loaded> {
@@ -224,9 +210,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     tracing::info!("starting Gyre v{}", env!("CARGO_PKG_VERSION"));
     match &loaded.path {
         Some(p) => tracing::info!("using config file {}", p.display()),
-        None => tracing::warn!(
-            "no config file ({DEFAULT_CONFIG} not found): using defaults and environment"
-        ),
+        None => tracing::warn!("no config file ({DEFAULT_CONFIG} not found): using defaults and environment"),
     }
     for w in &loaded.warnings {
         tracing::warn!("{w}");
@@ -251,11 +235,8 @@ fn announce_generated(loaded: &Loaded) {
             "" | "0.0.0.0" | "::" | "[::]" => "localhost",
             a => a,
         };
-        let url = format!(
-            "http://{host}:{}{}/publish",
-            c.http_server.port,
-            c.http_api.handler_prefix.trim_end_matches('/')
-        );
+        let url =
+            format!("http://{host}:{}{}/publish", c.http_server.port, c.http_api.handler_prefix.trim_end_matches('/'));
         tracing::warn!("http_api.key is not set: generated a random API key for this run");
         tracing::warn!("API key: {}", c.http_api.key);
         tracing::warn!(
@@ -264,9 +245,7 @@ fn announce_generated(loaded: &Loaded) {
         );
     }
     if loaded.generated.contains(&"client.token.hmac_secret_key") {
-        tracing::warn!(
-            "client.token.hmac_secret_key is not set: generated a random one for this run"
-        );
+        tracing::warn!("client.token.hmac_secret_key is not set: generated a random one for this run");
         tracing::warn!("token HMAC secret: {}", c.client.token.hmac_secret_key);
     }
     if loaded.generated_secrets {
@@ -281,39 +260,23 @@ fn genconfig(path: &Path) -> Result<()> {
         "admin": {"enabled": false, "password": secret(), "secret": secret()},
         "http_api": {"key": secret()},
     });
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let text = match ext.as_str() {
         "json" => serde_json::to_string_pretty(&value)? + "\n",
         "toml" => toml::to_string_pretty(&value)?,
         "yaml" | "yml" => serde_norway::to_string(&value)?,
-        _ => bail!(
-            "unsupported config format {ext:?} for {} (use .json, .toml, .yaml or .yml)",
-            path.display()
-        ),
+        _ => bail!("unsupported config format {ext:?} for {} (use .json, .toml, .yaml or .yml)", path.display()),
     };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                anyhow!("{} already exists, not overwriting", path.display())
-            } else {
-                anyhow!("creating {}: {e}", path.display())
-            }
-        })?;
-    file.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow!("{} already exists, not overwriting", path.display())
+        } else {
+            anyhow!("creating {}: {e}", path.display())
+        }
+    })?;
+    file.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     drop(file);
-    let check = LoadOptions {
-        config_path: Some(path.to_owned()),
-        skip_secret_generation: true,
-        ..Default::default()
-    };
+    let check = LoadOptions { config_path: Some(path.to_owned()), skip_secret_generation: true, ..Default::default() };
     if let Err(e) = load(&check) {
         let _ = std::fs::remove_file(path);
         bail!("generated config does not load: {e}");
@@ -355,11 +318,7 @@ fn print_token(token: &str, what: &str, args: &TokenArgs) {
         let _ = std::io::stdout().flush();
         return;
     }
-    let user = if args.user.is_empty() {
-        "anonymous user".to_owned()
-    } else {
-        format!("user \"{}\"", args.user)
-    };
+    let user = if args.user.is_empty() { "anonymous user".to_owned() } else { format!("user \"{}\"", args.user) };
     let exp = if args.ttl >= 0 {
         format!("with expiration TTL {}", go_duration(args.ttl as u64))
     } else {
@@ -412,8 +371,7 @@ fn gensubtoken(args: TokenArgs, channel: &str) -> Result<()> {
     }
     let loaded = load_for_tools(args.config.clone())?;
     let secret = subscription_secret(&loaded.config)?;
-    let t = token::generate_subscription_token(secret, &args.user, channel, ttl(&args))
-        .map_err(|e| anyhow!("{e}"))?;
+    let t = token::generate_subscription_token(secret, &args.user, channel, ttl(&args)).map_err(|e| anyhow!("{e}"))?;
     print_token(&t, "subscription JWT", &args);
     Ok(())
 }
@@ -421,18 +379,9 @@ fn gensubtoken(args: TokenArgs, channel: &str) -> Result<()> {
 fn checktoken(config: Option<PathBuf>, jwt: &str, subscription: bool) -> Result<()> {
     let loaded = load_for_tools(config)?;
     let c = &loaded.config;
-    let secret = if subscription {
-        subscription_secret(c)?
-    } else {
-        token_secret(c)?
-    };
-    let claims = token::verify(
-        jwt.trim(),
-        secret,
-        &c.client.token.audience,
-        &c.client.token.issuer,
-    )
-    .map_err(|e| anyhow!("{e}"))?;
+    let secret = if subscription { subscription_secret(c)? } else { token_secret(c)? };
+    let claims = token::verify(jwt.trim(), secret, &c.client.token.audience, &c.client.token.issuer)
+        .map_err(|e| anyhow!("{e}"))?;
     let channel = claims.get("channel").and_then(Value::as_str).unwrap_or("");
     if subscription && channel.is_empty() {
         bail!("invalid subscription token: no channel claim");
@@ -440,17 +389,9 @@ fn checktoken(config: Option<PathBuf>, jwt: &str, subscription: bool) -> Result<
     if !subscription && claims.contains_key("channel") {
         bail!("invalid connection token: channel claim is not allowed");
     }
-    let claim = if c.client.token.user_id_claim.is_empty() {
-        "sub"
-    } else {
-        c.client.token.user_id_claim.as_str()
-    };
+    let claim = if c.client.token.user_id_claim.is_empty() { "sub" } else { c.client.token.user_id_claim.as_str() };
     let user = claims.get(claim).and_then(Value::as_str).unwrap_or("");
-    let who = if user.is_empty() {
-        "anonymous user".to_owned()
-    } else {
-        format!("user \"{user}\"")
-    };
+    let who = if user.is_empty() { "anonymous user".to_owned() } else { format!("user \"{user}\"") };
     if subscription {
         println!("valid subscription token for {who} and channel \"{channel}\"");
     } else {
@@ -480,14 +421,9 @@ fn main() -> ExitCode {
         Some(Command::Gentoken { token }) => run_tool(gentoken(token)),
         Some(Command::Gensubtoken { token, channel }) => run_tool(gensubtoken(token, &channel)),
         Some(Command::Checktoken { config, token }) => run_tool(checktoken(config, &token, false)),
-        Some(Command::Checksubtoken { config, token }) => {
-            run_tool(checktoken(config, &token, true))
-        }
+        Some(Command::Checksubtoken { config, token }) => run_tool(checktoken(config, &token, true)),
         Some(Command::Version) => {
-            println!(
-                "Gyre v{} (Centrifugo-compatible, OSS)",
-                env!("CARGO_PKG_VERSION")
-            );
+            println!("Gyre v{} (Centrifugo-compatible, OSS)", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
     }

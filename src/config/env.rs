@@ -122,8 +122,7 @@ pub(super) fn v6_path(name: &str, value: &Value, schema: &Schema) -> Option<Stri
     if let Some((_, p)) = FLAT.iter().find(|(k, _)| *k == name) {
         return Some(p.to_string());
     }
-    (name != "name" && schema.namespace.get(name).is_some())
-        .then(|| format!("channel.without_namespace.{name}"))
+    (name != "name" && schema.namespace.get(name).is_some()).then(|| format!("channel.without_namespace.{name}"))
 }
 
 /// Renames v5 option names inside one namespace object.
@@ -160,10 +159,7 @@ pub(super) fn normalize_file(
         } else if key == "redis_port" {
             port = Some(value);
         } else if let Some(path) = v6_path(&key, &value, schema) {
-            origins.record(
-                path.as_str(),
-                format!("option \"{key}\" in {}", file.display()),
-            );
+            origins.record(path.as_str(), format!("option \"{key}\" in {}", file.display()));
             set_path(&mut out, &path, value);
         } else {
             v6.insert(key, value);
@@ -176,10 +172,7 @@ pub(super) fn normalize_file(
             None => default.to_owned(),
         };
         let addr = format!("redis://{}:{}", text(host, "127.0.0.1"), text(port, "6379"));
-        origins.record(
-            "engine.redis.address",
-            "options \"redis_host\"/\"redis_port\"",
-        );
+        origins.record("engine.redis.address", "options \"redis_host\"/\"redis_port\"");
         set_path(&mut out, "engine.redis.address", Value::from(addr));
     }
     merge(&mut out, Value::Object(v6));
@@ -224,12 +217,7 @@ fn leaf_paths(v: &Value, path: String, out: &mut Vec<String>) {
 /// Variable name (without prefix) → (v6 path, 0 for a v5 name / 1 for a v6 name).
 fn names(schema: &Schema) -> HashMap<String, (String, u8)> {
     let mut map = HashMap::new();
-    for key in schema
-        .namespace
-        .as_object()
-        .into_iter()
-        .flat_map(|o| o.keys())
-    {
+    for key in schema.namespace.as_object().into_iter().flat_map(|o| o.keys()) {
         if key != "name" {
             let path = format!("channel.without_namespace.{key}");
             map.insert(key.to_ascii_uppercase(), (path, 0));
@@ -259,9 +247,7 @@ fn parse_bool(raw: &str) -> Option<bool> {
 pub(super) fn convert(raw: &str, target: Option<&Value>) -> Result<Value, String> {
     let t = raw.trim();
     match target {
-        Some(Value::Bool(_)) => parse_bool(t)
-            .map(Value::Bool)
-            .ok_or_else(|| "expected true or false".into()),
+        Some(Value::Bool(_)) => parse_bool(t).map(Value::Bool).ok_or_else(|| "expected true or false".into()),
         Some(Value::Number(_)) => {
             if let Ok(i) = t.parse::<i64>() {
                 Ok(i.into())
@@ -275,12 +261,10 @@ pub(super) fn convert(raw: &str, target: Option<&Value>) -> Result<Value, String
                     .ok_or_else(|| "expected a number".into())
             }
         }
-        Some(Value::Array(_)) if t.starts_with('[') => serde_json::from_str::<Vec<Value>>(t)
-            .map(Value::Array)
-            .map_err(|e| format!("invalid JSON array: {e}")),
-        Some(Value::Array(_)) => Ok(Value::Array(
-            t.split_whitespace().map(Value::from).collect(),
-        )),
+        Some(Value::Array(_)) if t.starts_with('[') => {
+            serde_json::from_str::<Vec<Value>>(t).map(Value::Array).map_err(|e| format!("invalid JSON array: {e}"))
+        }
+        Some(Value::Array(_)) => Ok(Value::Array(t.split_whitespace().map(Value::from).collect())),
         Some(Value::String(_)) => Ok(Value::String(raw.to_owned())),
         _ => Ok(serde_json::from_str(t).unwrap_or_else(|_| Value::String(raw.to_owned()))),
     }
@@ -291,32 +275,17 @@ pub(super) fn convert(raw: &str, target: Option<&Value>) -> Result<Value, String
 fn namespace_list(tree: &Value, raw: &str) -> Result<Value, String> {
     let named = |n: &str| Value::Object(Map::from_iter([("name".to_owned(), Value::from(n))]));
     if raw.trim_start().starts_with('[') {
-        let items: Vec<Value> =
-            serde_json::from_str(raw).map_err(|e| format!("invalid JSON array: {e}"))?;
+        let items: Vec<Value> = serde_json::from_str(raw).map_err(|e| format!("invalid JSON array: {e}"))?;
         return Ok(Value::Array(
-            items
-                .into_iter()
-                .map(|v| {
-                    if let Value::String(s) = v {
-                        named(&s)
-                    } else {
-                        v
-                    }
-                })
-                .collect(),
+            items.into_iter().map(|v| if let Value::String(s) = v { named(&s) } else { v }).collect(),
         ));
     }
-    let existing = tree
-        .pointer("/channel/namespaces")
-        .and_then(Value::as_array);
+    let existing = tree.pointer("/channel/namespaces").and_then(Value::as_array);
     Ok(Value::Array(
         raw.split_whitespace()
             .map(|n| {
                 existing
-                    .and_then(|list| {
-                        list.iter()
-                            .find(|ns| ns.get("name").and_then(Value::as_str) == Some(n))
-                    })
+                    .and_then(|list| list.iter().find(|ns| ns.get("name").and_then(Value::as_str) == Some(n)))
                     .cloned()
                     .unwrap_or_else(|| named(n))
             })
@@ -337,26 +306,17 @@ fn apply_namespace_option(
     let Some(Value::Array(list)) = tree.pointer_mut("/channel/namespaces") else {
         return Ok(false);
     };
-    let options = schema
-        .namespace
-        .as_object()
-        .map(|o| o.keys().filter(|k| *k != "name").collect::<Vec<_>>());
+    let options = schema.namespace.as_object().map(|o| o.keys().filter(|k| *k != "name").collect::<Vec<_>>());
     let mut best: Option<(usize, usize, String)> = None;
     for (i, ns) in list.iter().enumerate() {
         let Some(name) = ns.get("name").and_then(Value::as_str) else {
             continue;
         };
         let norm = ns_env_name(name);
-        let Some(opt) = rest
-            .strip_prefix(norm.as_str())
-            .and_then(|r| r.strip_prefix('_'))
-        else {
+        let Some(opt) = rest.strip_prefix(norm.as_str()).and_then(|r| r.strip_prefix('_')) else {
             continue;
         };
-        let known = options
-            .iter()
-            .flatten()
-            .find(|k| k.to_ascii_uppercase() == opt);
+        let known = options.iter().flatten().find(|k| k.to_ascii_uppercase() == opt);
         if let Some(key) = known {
             if best.as_ref().is_none_or(|b| norm.len() > b.1) {
                 best = Some((i, norm.len(), key.to_string()));
@@ -367,11 +327,8 @@ fn apply_namespace_option(
         return Ok(false);
     };
     let path = format!("{NS_PATH}[{i}].{key}");
-    let value = convert(raw, schema.namespace.get(&key)).map_err(|why| {
-        Error::config(format!(
-            "environment variable {var}={raw:?} (option {path}): {why}"
-        ))
-    })?;
+    let value = convert(raw, schema.namespace.get(&key))
+        .map_err(|why| Error::config(format!("environment variable {var}={raw:?} (option {path}): {why}")))?;
     if let Some(Value::Object(ns)) = list.get_mut(i) {
         ns.insert(key, value);
     }
@@ -393,10 +350,7 @@ pub(super) fn apply(
     let mut ns_options: Vec<(usize, &str, &str, &str)> = Vec::new();
     let mut unknown = Vec::new();
     for (var, raw) in env {
-        let Some((rank, name)) = PREFIXES
-            .iter()
-            .enumerate()
-            .find_map(|(i, p)| var.strip_prefix(p).map(|n| (i, n)))
+        let Some((rank, name)) = PREFIXES.iter().enumerate().find_map(|(i, p)| var.strip_prefix(p).map(|n| (i, n)))
         else {
             continue;
         };
@@ -412,16 +366,9 @@ pub(super) fn apply(
     }
     direct.sort_by_key(|d| (d.0, d.1));
     for (_, _, var, path, raw) in direct {
-        let value = if path == NS_PATH {
-            namespace_list(tree, raw)
-        } else {
-            convert(raw, get_path(&schema.root, &path))
-        }
-        .map_err(|why| {
-            Error::config(format!(
-                "environment variable {var}={raw:?} (option {path}): {why}"
-            ))
-        })?;
+        let value =
+            if path == NS_PATH { namespace_list(tree, raw) } else { convert(raw, get_path(&schema.root, &path)) }
+                .map_err(|why| Error::config(format!("environment variable {var}={raw:?} (option {path}): {why}")))?;
         set_path(tree, &path, value);
         origins.record(path, format!("environment variable {var}"));
     }
@@ -432,11 +379,7 @@ pub(super) fn apply(
         }
     }
     unknown.sort_unstable();
-    warnings.extend(
-        unknown
-            .into_iter()
-            .map(|v| format!("unknown environment variable {v} (ignored)")),
-    );
+    warnings.extend(unknown.into_iter().map(|v| format!("unknown environment variable {v} (ignored)")));
     Ok(())
 }
 
@@ -447,10 +390,7 @@ mod tests {
 
     fn file_load(ext: &str, text: &str) -> Result<super::super::Loaded, crate::error::Error> {
         let path = file(ext, text);
-        let r = load(&LoadOptions {
-            config_path: Some(path.clone()),
-            ..Default::default()
-        });
+        let r = load(&LoadOptions { config_path: Some(path.clone()), ..Default::default() });
         let _ = std::fs::remove_file(path);
         r
     }
@@ -459,13 +399,7 @@ mod tests {
     use std::time::Duration;
 
     fn env(vars: &[(&str, &str)]) -> LoadOptions {
-        LoadOptions {
-            env: vars
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        }
+        LoadOptions { env: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Default::default() }
     }
 
     #[test]
@@ -478,10 +412,7 @@ mod tests {
             ("CENTRIFUGO_API_INSECURE", "1"),
             ("CENTRIFUGO_HTTP_SERVER_PORT", "9000"),
             ("CENTRIFUGO_CLIENT_PING_INTERVAL", "10s"),
-            (
-                "CENTRIFUGO_CLIENT_ALLOWED_ORIGINS",
-                "http://a.com http://b.com",
-            ),
+            ("CENTRIFUGO_CLIENT_ALLOWED_ORIGINS", "http://a.com http://b.com"),
             ("CENTRIFUGO_ENGINE_REDIS_ADDRESS", "[\"redis://r1:6379\"]"),
             ("CENTRIFUGO_ADMIN", "true"),
             ("CENTRIFUGO_ADMIN_INSECURE", "true"),
@@ -498,10 +429,7 @@ mod tests {
         assert!(c.channel.without_namespace.presence);
         assert_eq!(c.http_server.port, 9000);
         assert_eq!(c.client.ping_interval, Duration::from_secs(10));
-        assert_eq!(
-            c.client.allowed_origins,
-            vec!["http://a.com", "http://b.com"]
-        );
+        assert_eq!(c.client.allowed_origins, vec!["http://a.com", "http://b.com"]);
         assert!(c.admin.enabled && c.admin.insecure);
         assert_eq!(c.workers, 3);
         assert!(l.warnings.is_empty(), "{:?}", l.warnings);
@@ -528,18 +456,12 @@ mod tests {
             ("CENTRIFUGO_CHANNEL_NAMESPACES_CHAT_HISTORY_SIZE", "100"),
             ("CENTRIFUGO_CHANNEL_NAMESPACES_CHAT_HISTORY_TTL", "300s"),
             ("CENTRIFUGO_CHANNEL_NAMESPACES_CHAT_X_PRESENCE", "true"),
-            (
-                "GYRE_CHANNEL_NAMESPACES_NEWS_FEED_ALLOW_SUBSCRIBE_FOR_CLIENT",
-                "true",
-            ),
+            ("GYRE_CHANNEL_NAMESPACES_NEWS_FEED_ALLOW_SUBSCRIBE_FOR_CLIENT", "true"),
             ("CENTRIFUGO_CHANNEL_NAMESPACES_NOPE_PRESENCE", "true"),
         ]))
         .unwrap();
         let ns = &l.config.channel.namespaces;
-        assert_eq!(
-            ns.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
-            ["chat", "news.feed", "chat_x"]
-        );
+        assert_eq!(ns.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["chat", "news.feed", "chat_x"]);
         assert_eq!(ns[0].options.history_size, 100);
         assert_eq!(ns[0].options.history_ttl, Duration::from_secs(300));
         assert!(!ns[0].options.presence);
@@ -551,10 +473,7 @@ mod tests {
     #[test]
     fn namespaces_from_json() {
         let l = load(&env(&[
-            (
-                "CENTRIFUGO_CHANNEL_NAMESPACES",
-                r#"[{"name":"chat","presence":true},"news"]"#,
-            ),
+            ("CENTRIFUGO_CHANNEL_NAMESPACES", r#"[{"name":"chat","presence":true},"news"]"#),
             ("CENTRIFUGO_CHANNEL_NAMESPACES_NEWS_JOIN_LEAVE", "true"),
         ]))
         .unwrap();
@@ -566,11 +485,7 @@ mod tests {
 
     #[test]
     fn unknown_and_bad_values() {
-        let l = load(&env(&[
-            ("CENTRIFUGO_HTTP_API_KYE", "x"),
-            ("GYRE_LOG", "debug"),
-        ]))
-        .unwrap();
+        let l = load(&env(&[("CENTRIFUGO_HTTP_API_KYE", "x"), ("GYRE_LOG", "debug")])).unwrap();
         assert_eq!(
             l.warnings,
             [
@@ -578,31 +493,14 @@ mod tests {
                 "unknown environment variable GYRE_LOG (ignored)"
             ]
         );
-        let e = load(&env(&[("CENTRIFUGO_HTTP_SERVER_PORT", "abc")]))
-            .unwrap_err()
-            .message;
-        assert!(
-            e.contains("CENTRIFUGO_HTTP_SERVER_PORT") && e.contains("http_server.port"),
-            "{e}"
-        );
-        let e = load(&env(&[("CENTRIFUGO_PORT", "70000")]))
-            .unwrap_err()
-            .message;
-        assert!(
-            e.contains("http_server.port") && e.contains("CENTRIFUGO_PORT") && e.contains("70000"),
-            "{e}"
-        );
-        let e = load(&env(&[("CENTRIFUGO_CLIENT_INSECURE", "maybe")]))
-            .unwrap_err()
-            .message;
+        let e = load(&env(&[("CENTRIFUGO_HTTP_SERVER_PORT", "abc")])).unwrap_err().message;
+        assert!(e.contains("CENTRIFUGO_HTTP_SERVER_PORT") && e.contains("http_server.port"), "{e}");
+        let e = load(&env(&[("CENTRIFUGO_PORT", "70000")])).unwrap_err().message;
+        assert!(e.contains("http_server.port") && e.contains("CENTRIFUGO_PORT") && e.contains("70000"), "{e}");
+        let e = load(&env(&[("CENTRIFUGO_CLIENT_INSECURE", "maybe")])).unwrap_err().message;
         assert!(e.contains("CENTRIFUGO_CLIENT_INSECURE"), "{e}");
-        let e = load(&env(&[("CENTRIFUGO_CLIENT_PONG_TIMEOUT", "5x")]))
-            .unwrap_err()
-            .message;
-        assert!(
-            e.contains("client.pong_timeout") && e.contains("CENTRIFUGO_CLIENT_PONG_TIMEOUT"),
-            "{e}"
-        );
+        let e = load(&env(&[("CENTRIFUGO_CLIENT_PONG_TIMEOUT", "5x")])).unwrap_err().message;
+        assert!(e.contains("client.pong_timeout") && e.contains("CENTRIFUGO_CLIENT_PONG_TIMEOUT"), "{e}");
     }
 
     #[test]
@@ -611,10 +509,7 @@ mod tests {
         let path = file("json", text);
         let opts = LoadOptions {
             config_path: Some(path.clone()),
-            env: vec![
-                ("CENTRIFUGO_PORT".into(), "2222".into()),
-                ("CENTRIFUGO_API_KEY".into(), "env".into()),
-            ],
+            env: vec![("CENTRIFUGO_PORT".into(), "2222".into()), ("CENTRIFUGO_API_KEY".into(), "env".into())],
             flags: vec![("http_server.port".into(), Value::from(3333))],
             ..Default::default()
         };
@@ -623,56 +518,27 @@ mod tests {
         assert_eq!(c.http_api.key, "env");
         assert_eq!(c.log.level, "debug");
         assert_eq!(c.client.channel_limit, 128);
-        let c = load(&LoadOptions {
-            flags: vec![],
-            ..opts
-        })
-        .unwrap()
-        .config;
+        let c = load(&LoadOptions { flags: vec![], ..opts }).unwrap().config;
         assert_eq!(c.http_server.port, 2222);
         let _ = std::fs::remove_file(path);
-        let flags = vec![
-            ("port".into(), Value::from(4444)),
-            ("admin".into(), Value::Bool(true)),
-        ];
-        let e = load(&LoadOptions {
-            flags,
-            ..Default::default()
-        })
-        .unwrap_err()
-        .message;
+        let flags = vec![("port".into(), Value::from(4444)), ("admin".into(), Value::Bool(true))];
+        let e = load(&LoadOptions { flags, ..Default::default() }).unwrap_err().message;
         assert!(e.contains("admin.password"), "{e}");
-        let flags = vec![
-            ("port".into(), Value::from(4444)),
-            ("presence".into(), Value::Bool(true)),
-        ];
-        let c = load(&LoadOptions {
-            flags,
-            ..Default::default()
-        })
-        .unwrap()
-        .config;
+        let flags = vec![("port".into(), Value::from(4444)), ("presence".into(), Value::Bool(true))];
+        let c = load(&LoadOptions { flags, ..Default::default() }).unwrap().config;
         assert!(c.http_server.port == 4444 && c.channel.without_namespace.presence);
     }
 
     #[test]
     fn env_namespace_options_apply_to_file_namespaces() {
-        let path = file(
-            "json",
-            r#"{"namespaces": [{"name": "chat", "presence": true}]}"#,
-        );
+        let path = file("json", r#"{"namespaces": [{"name": "chat", "presence": true}]}"#);
         let opts = LoadOptions {
             config_path: Some(path.clone()),
-            env: vec![(
-                "GYRE_CHANNEL_NAMESPACES_CHAT_JOIN_LEAVE".into(),
-                "true".into(),
-            )],
+            env: vec![("GYRE_CHANNEL_NAMESPACES_CHAT_JOIN_LEAVE".into(), "true".into())],
             ..Default::default()
         };
         let c = load(&opts).unwrap().config;
-        assert!(
-            c.channel.namespaces[0].options.presence && c.channel.namespaces[0].options.join_leave
-        );
+        assert!(c.channel.namespaces[0].options.presence && c.channel.namespaces[0].options.join_leave);
         let env = vec![("CENTRIFUGO_CHANNEL_NAMESPACES".into(), "chat other".into())];
         let c = load(&LoadOptions { env, ..opts }).unwrap().config;
         assert!(c.channel.namespaces[0].options.presence);

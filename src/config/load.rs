@@ -81,10 +81,7 @@ impl Origins {
 
     /// Longest recorded prefix of `path`; among equals the latest (a later source overrode).
     fn find(&self, path: &str) -> Option<&str> {
-        let covers = |p: &str| {
-            path.strip_prefix(p)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
-        };
+        let covers = |p: &str| path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']));
         let mut best: Option<&(String, String)> = None;
         for entry in &self.0 {
             if covers(&entry.0) && best.is_none_or(|b| entry.0.len() >= b.0.len()) {
@@ -146,28 +143,18 @@ fn read_file(path: &Path) -> Result<Value, Error> {
     if text.trim().is_empty() {
         return Ok(Value::Object(Map::new()));
     }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let parsed = match ext.as_str() {
         "json" => serde_json::from_str::<Value>(&text).map_err(|e| format!("invalid JSON: {e}")),
         "toml" => toml::from_str::<Value>(&text).map_err(|e| format!("invalid TOML: {e}")),
-        "yaml" | "yml" => {
-            serde_norway::from_str::<Value>(&text).map_err(|e| format!("invalid YAML: {e}"))
-        }
-        _ => Err(format!(
-            "unsupported format {ext:?} (use .json, .toml, .yaml or .yml)"
-        )),
+        "yaml" | "yml" => serde_norway::from_str::<Value>(&text).map_err(|e| format!("invalid YAML: {e}")),
+        _ => Err(format!("unsupported format {ext:?} (use .json, .toml, .yaml or .yml)")),
     }
     .map_err(|why| Error::config(format!("config file {shown}: {}", why.trim_end())))?;
     match parsed {
         Value::Object(_) => Ok(parsed),
         Value::Null => Ok(Value::Object(Map::new())),
-        _ => Err(Error::config(format!(
-            "config file {shown}: top level must be an object"
-        ))),
+        _ => Err(Error::config(format!("config file {shown}: top level must be an object"))),
     }
 }
 
@@ -193,13 +180,7 @@ fn warn_unknown(tree: &Value, schema: &Schema, warnings: &mut Vec<String>) {
                 None => warnings.push(format!("unknown option \"{p}\" (ignored)")),
                 Some(_) if p == "channel.namespaces" => {
                     for (i, ns) in value.as_array().into_iter().flatten().enumerate() {
-                        walk(
-                            ns,
-                            &schema.namespace,
-                            &format!("{p}[{i}]"),
-                            schema,
-                            warnings,
-                        );
+                        walk(ns, &schema.namespace, &format!("{p}[{i}]"), schema, warnings);
                     }
                 }
                 Some(k) => walk(value, k, &p, schema, warnings),
@@ -272,13 +253,8 @@ fn deserialize(tree: &Value, origins: &Origins, file: Option<&Path>) -> Result<C
         if let Err(e) = Config::deserialize(&isolate(segs, leaf)) {
             let path = display_path(segs);
             let mut msg = format!("invalid value {leaf} for option \"{path}\"");
-            if let [Seg::Key("channel"), Seg::Key("namespaces"), Seg::Index(i), ..] =
-                segs.as_slice()
-            {
-                if let Some(name) = tree
-                    .pointer(&format!("/channel/namespaces/{i}/name"))
-                    .and_then(Value::as_str)
-                {
+            if let [Seg::Key("channel"), Seg::Key("namespaces"), Seg::Index(i), ..] = segs.as_slice() {
+                if let Some(name) = tree.pointer(&format!("/channel/namespaces/{i}/name")).and_then(Value::as_str) {
                     msg.push_str(&format!(" (namespace \"{name}\")"));
                 }
             }
@@ -294,39 +270,20 @@ fn deserialize(tree: &Value, origins: &Origins, file: Option<&Path>) -> Result<C
 }
 
 fn valid_namespace_name(name: &str) -> bool {
-    name.len() >= 2
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    name.len() >= 2 && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-fn validate_channel_options(
-    o: &ChannelOptions,
-    at: &str,
-    global_meta_ttl: std::time::Duration,
-) -> Result<(), String> {
+fn validate_channel_options(o: &ChannelOptions, at: &str, global_meta_ttl: std::time::Duration) -> Result<(), String> {
     let fmt = duration::format;
-    for (name, d) in [
-        ("history_ttl", o.history_ttl),
-        ("history_meta_ttl", o.history_meta_ttl),
-    ] {
+    for (name, d) in [("history_ttl", o.history_ttl), ("history_meta_ttl", o.history_meta_ttl)] {
         if d.subsec_nanos() != 0 {
-            return Err(format!(
-                "{at}.{name}: malformed duration {}, sub-second precision is not supported",
-                fmt(&d)
-            ));
+            return Err(format!("{at}.{name}: malformed duration {}, sub-second precision is not supported", fmt(&d)));
         }
     }
     if (o.history_size > 0) == o.history_ttl.is_zero() {
-        return Err(format!(
-            "{at}: both history_size and history_ttl are required for history"
-        ));
+        return Err(format!("{at}: both history_size and history_ttl are required for history"));
     }
-    let meta = if o.history_meta_ttl.is_zero() {
-        global_meta_ttl
-    } else {
-        o.history_meta_ttl
-    };
+    let meta = if o.history_meta_ttl.is_zero() { global_meta_ttl } else { o.history_meta_ttl };
     if meta < o.history_ttl {
         return Err(format!(
             "{at}.history_ttl ({}) can not be greater than history_meta_ttl ({})",
@@ -334,21 +291,13 @@ fn validate_channel_options(
             fmt(&meta)
         ));
     }
-    for (name, on) in [
-        ("force_recovery", o.force_recovery),
-        ("allow_recovery", o.allow_recovery),
-    ] {
+    for (name, on) in [("force_recovery", o.force_recovery), ("allow_recovery", o.allow_recovery)] {
         if on && !o.history_enabled() {
-            return Err(format!(
-                "{at}.{name}: both history_size and history_ttl are required for recovery"
-            ));
+            return Err(format!("{at}.{name}: both history_size and history_ttl are required for recovery"));
         }
     }
     if !["", "stream", "cache"].contains(&o.force_recovery_mode.as_str()) {
-        return Err(format!(
-            "{at}.force_recovery_mode: unknown recovery mode {:?}",
-            o.force_recovery_mode
-        ));
+        return Err(format!("{at}.force_recovery_mode: unknown recovery mode {:?}", o.force_recovery_mode));
     }
     Ok(())
 }
@@ -358,28 +307,16 @@ fn validate(c: &Config) -> Result<(), String> {
         return Err(format!("driver: must be auto, io_uring or epoll, got {:?}", c.driver));
     }
     if c.workers > MAX_WORKERS {
-        return Err(format!(
-            "workers: at most {MAX_WORKERS} supported, got {}",
-            c.workers
-        ));
+        return Err(format!("workers: at most {MAX_WORKERS} supported, got {}", c.workers));
     }
     if !["memory", "redis"].contains(&c.engine.kind.as_str()) {
-        return Err(format!(
-            "engine.type: unknown engine {:?} (use \"memory\" or \"redis\")",
-            c.engine.kind
-        ));
+        return Err(format!("engine.type: unknown engine {:?} (use \"memory\" or \"redis\")", c.engine.kind));
     }
     if c.engine.kind == "redis" && c.engine.redis.address.is_empty() {
-        return Err(
-            "engine.redis.address: at least one address is required for the redis engine".into(),
-        );
+        return Err("engine.redis.address: at least one address is required for the redis engine".into());
     }
     if !LOG_LEVELS.contains(&c.log.level.as_str()) {
-        return Err(format!(
-            "log.level: unknown level {:?} (use one of {})",
-            c.log.level,
-            LOG_LEVELS.join(", ")
-        ));
+        return Err(format!("log.level: unknown level {:?} (use one of {})", c.log.level, LOG_LEVELS.join(", ")));
     }
     if !["", "transport"].contains(&c.http_api.error_mode.as_str()) {
         return Err(format!(
@@ -397,15 +334,12 @@ fn validate(c: &Config) -> Result<(), String> {
     }
     let claim = &cl.token.user_id_claim;
     if !claim.is_empty() && !claim.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_') {
-        return Err(format!(
-            "client.token.user_id_claim: invalid claim name {claim:?} (must match ^[a-zA-Z_]+$)"
-        ));
+        return Err(format!("client.token.user_id_claim: invalid claim name {claim:?} (must match ^[a-zA-Z_]+$)"));
     }
-    if c.admin.enabled
-        && !c.admin.insecure
-        && (c.admin.password.is_empty() || c.admin.secret.is_empty())
-    {
-        return Err("admin.password and admin.secret must be set when admin.enabled is true (or set admin.insecure)".into());
+    if c.admin.enabled && !c.admin.insecure && (c.admin.password.is_empty() || c.admin.secret.is_empty()) {
+        return Err(
+            "admin.password and admin.secret must be set when admin.enabled is true (or set admin.insecure)".into()
+        );
     }
     let ch = &c.channel;
     if ch.max_length == 0 {
@@ -414,11 +348,7 @@ fn validate(c: &Config) -> Result<(), String> {
     if ch.history_meta_ttl.subsec_nanos() != 0 {
         return Err("channel.history_meta_ttl: sub-second precision is not supported".into());
     }
-    validate_channel_options(
-        &ch.without_namespace,
-        "channel.without_namespace",
-        ch.history_meta_ttl,
-    )?;
+    validate_channel_options(&ch.without_namespace, "channel.without_namespace", ch.history_meta_ttl)?;
     let personal = &cl.subscribe_to_user_personal_channel;
     let mut personal_ns_found = personal.personal_channel_namespace.is_empty() || !personal.enabled;
     if personal.enabled
@@ -426,7 +356,10 @@ fn validate(c: &Config) -> Result<(), String> {
         && personal.personal_channel_namespace.is_empty()
         && !ch.without_namespace.presence
     {
-        return Err("client.subscribe_to_user_personal_channel.single_connection requires channel.without_namespace.presence".into());
+        return Err(
+            "client.subscribe_to_user_personal_channel.single_connection requires channel.without_namespace.presence"
+                .into(),
+        );
     }
     for (i, ns) in ch.namespaces.iter().enumerate() {
         if !valid_namespace_name(&ns.name) {
@@ -436,16 +369,9 @@ fn validate(c: &Config) -> Result<(), String> {
             ));
         }
         if ch.namespaces[..i].iter().any(|n| n.name == ns.name) {
-            return Err(format!(
-                "channel.namespaces: namespace name must be unique: {}",
-                ns.name
-            ));
+            return Err(format!("channel.namespaces: namespace name must be unique: {}", ns.name));
         }
-        validate_channel_options(
-            &ns.options,
-            &format!("channel.namespaces[\"{}\"]", ns.name),
-            ch.history_meta_ttl,
-        )?;
+        validate_channel_options(&ns.options, &format!("channel.namespaces[\"{}\"]", ns.name), ch.history_meta_ttl)?;
         if personal.enabled && ns.name == personal.personal_channel_namespace {
             personal_ns_found = true;
             if personal.single_connection && !ns.options.presence {
@@ -465,12 +391,7 @@ fn validate(c: &Config) -> Result<(), String> {
     Ok(())
 }
 
-fn apply_flags(
-    tree: &mut Value,
-    flags: &[(String, Value)],
-    schema: &Schema,
-    origins: &mut Origins,
-) {
+fn apply_flags(tree: &mut Value, flags: &[(String, Value)], schema: &Schema, origins: &mut Origins) {
     for (name, value) in flags {
         let name = name.trim_start_matches('-');
         let path = match env::v6_path(name, value, schema) {
@@ -488,9 +409,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
     let mut origins = Origins::default();
     let schema = Schema::new();
     let mut tree = match &opts.config_path {
-        Some(path) => {
-            env::normalize_file(read_file(path)?, &schema, path, &mut warnings, &mut origins)
-        }
+        Some(path) => env::normalize_file(read_file(path)?, &schema, path, &mut warnings, &mut origins),
         None => Value::Object(Map::new()),
     };
     env::coerce(&mut tree);
@@ -515,13 +434,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
             generated.push("client.token.hmac_secret_key");
         }
     }
-    Ok(Loaded {
-        config,
-        warnings,
-        path: opts.config_path.clone(),
-        generated_secrets: !generated.is_empty(),
-        generated,
-    })
+    Ok(Loaded { config, warnings, path: opts.config_path.clone(), generated_secrets: !generated.is_empty(), generated })
 }
 
 #[cfg(test)]
@@ -543,10 +456,7 @@ mod tests {
 
     fn load_file(ext: &str, text: &str) -> Result<Loaded, Error> {
         let path = file(ext, text);
-        let r = load(&LoadOptions {
-            config_path: Some(path.clone()),
-            ..Default::default()
-        });
+        let r = load(&LoadOptions { config_path: Some(path.clone()), ..Default::default() });
         let _ = std::fs::remove_file(path);
         r
     }
@@ -719,26 +629,13 @@ mod tests {
     fn secrets_generated_when_empty() {
         let l = load(&LoadOptions::default()).unwrap();
         assert!(l.generated_secrets);
-        assert_eq!(
-            l.generated,
-            ["http_api.key", "client.token.hmac_secret_key"]
-        );
-        let (key, secret) = (
-            &l.config.http_api.key,
-            &l.config.client.token.hmac_secret_key,
-        );
+        assert_eq!(l.generated, ["http_api.key", "client.token.hmac_secret_key"]);
+        let (key, secret) = (&l.config.http_api.key, &l.config.client.token.hmac_secret_key);
         assert!(key.len() == 36 && secret.len() == 36 && key != secret);
-        let l = load_file(
-            "json",
-            r#"{"api_insecure": true, "token_hmac_secret_key": "s"}"#,
-        );
+        let l = load_file("json", r#"{"api_insecure": true, "token_hmac_secret_key": "s"}"#);
         let l = l.unwrap();
         assert!(!l.generated_secrets && l.config.http_api.key.is_empty());
-        let l = load(&LoadOptions {
-            skip_secret_generation: true,
-            ..Default::default()
-        })
-        .unwrap();
+        let l = load(&LoadOptions { skip_secret_generation: true, ..Default::default() }).unwrap();
         assert!(!l.generated_secrets && l.config.http_api.key.is_empty());
         assert!(l.config.client.token.hmac_secret_key.is_empty());
     }

@@ -404,8 +404,13 @@ impl Config {
     /// Unknown namespace → 102.
     pub fn resolve_channel<'a>(&'a self, channel: &str) -> Result<Resolved<'a>, ApiError> {
         let c = &self.channel;
-        let name = channel.strip_prefix(c.private_prefix.as_str()).filter(|_| !c.private_prefix.is_empty()).unwrap_or(channel);
-        let ns = if c.namespace_boundary.is_empty() { None } else { name.find(c.namespace_boundary.as_str()).map(|i| &name[..i]) };
+        let name =
+            channel.strip_prefix(c.private_prefix.as_str()).filter(|_| !c.private_prefix.is_empty()).unwrap_or(channel);
+        let ns = if c.namespace_boundary.is_empty() {
+            None
+        } else {
+            name.find(c.namespace_boundary.as_str()).map(|i| &name[..i])
+        };
         match ns {
             None => Ok(Resolved { options: &c.without_namespace, namespace: None }),
             Some(ns) => c

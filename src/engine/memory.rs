@@ -175,7 +175,12 @@ mod tests {
     use bytes::Bytes;
 
     fn publication(n: u8) -> Publication {
-        Publication { offset: 0, data: Payload { bytes: Bytes::from(vec![b'0' + n]), binary: false }, info: None, tags: None }
+        Publication {
+            offset: 0,
+            data: Payload { bytes: Bytes::from(vec![b'0' + n]), binary: false },
+            info: None,
+            tags: None,
+        }
     }
 
     fn offsets(v: &[Publication]) -> Vec<u64> {

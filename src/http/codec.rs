@@ -129,7 +129,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
         let value = h.value;
         match name.as_str() {
             "content-length" => {
-                let n = std::str::from_utf8(value).ok().and_then(|s| s.trim().parse::<u64>().ok()).ok_or(HttpError(400))?;
+                let n =
+                    std::str::from_utf8(value).ok().and_then(|s| s.trim().parse::<u64>().ok()).ok_or(HttpError(400))?;
                 if head.content_length.is_some_and(|m| m != n) {
                     return Err(HttpError(400));
                 }
@@ -314,7 +315,11 @@ pub fn response(status: u16, content_type: &str, body: &[u8], keep_alive: bool) 
     }
     out.extend_from_slice(b"Content-Length: ");
     out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
-    out.extend_from_slice(if keep_alive { b"\r\n\r\n".as_slice() } else { b"\r\nConnection: close\r\n\r\n".as_slice() });
+    out.extend_from_slice(if keep_alive {
+        b"\r\n\r\n".as_slice()
+    } else {
+        b"\r\nConnection: close\r\n\r\n".as_slice()
+    });
     out.extend_from_slice(body);
     Bytes::from(out)
 }

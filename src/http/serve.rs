@@ -152,7 +152,12 @@ impl Conn {
 
     /// Answers a malformed request and closes.
     fn fail(&self, status: u16) -> Stop {
-        self.out.push_raw(codec::response(status, "text/plain; charset=utf-8", codec::reason(status).as_bytes(), false));
+        self.out.push_raw(codec::response(
+            status,
+            "text/plain; charset=utf-8",
+            codec::reason(status).as_bytes(),
+            false,
+        ));
         Stop::Close
     }
 
@@ -198,7 +203,8 @@ impl Conn {
     /// The WebSocket opening handshake (RFC 6455 §4.2) plus Centrifugo's origin rule.
     fn websocket(&self, head: &Head) -> Stop {
         let has_token = |name: &str, token: &str| {
-            head.header(name).is_some_and(|v| String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            head.header(name)
+                .is_some_and(|v| String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         };
         let key = head.header("sec-websocket-key").unwrap_or(b"");
         if head.method != HttpMethod::Get
@@ -212,7 +218,10 @@ impl Conn {
         if let Some(origin) = head.header("origin") {
             let origin = String::from_utf8_lossy(origin).to_ascii_lowercase();
             let allowed = self.w.cfg.client.allowed_origins.iter().any(|p| {
-                p == "*" || globset::Glob::new(&p.to_ascii_lowercase()).map(|g| g.compile_matcher().is_match(&origin)).unwrap_or(false)
+                p == "*"
+                    || globset::Glob::new(&p.to_ascii_lowercase())
+                        .map(|g| g.compile_matcher().is_match(&origin))
+                        .unwrap_or(false)
             });
             if !allowed {
                 return self.fail(403);
@@ -220,7 +229,9 @@ impl Conn {
         }
         let (format, proto) = crate::ws::session::negotiate(head);
         let mut resp = String::with_capacity(160);
-        resp.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+        resp.push_str(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+        );
         resp.push_str(&crate::ws::codec::accept_key(key));
         if let Some(p) = proto {
             resp.push_str("\r\nSec-WebSocket-Protocol: ");
@@ -403,7 +414,9 @@ impl Conn {
         }
         st.count += 1;
         match line {
-            None => self.out.push_ready(Format::Legacy { id: 0, sep: !first }, &Err(crate::error::ApiError::BAD_REQUEST)),
+            None => {
+                self.out.push_ready(Format::Legacy { id: 0, sep: !first }, &Err(crate::error::ApiError::BAD_REQUEST))
+            }
             Some(l) => {
                 let format = Format::Legacy { id: l.id, sep: !first };
                 match l.command {

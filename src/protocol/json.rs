@@ -485,7 +485,14 @@ pub fn encode_reply(id: u32, reply: &Result<ReplyBody, ApiError>, out: &mut Vec<
 /// `{"push":{"channel":"c","pub":{..}}}` and the other push kinds.
 pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"push\":{");
-    let with_channel = matches!(push, PushBody::Pub(_) | PushBody::Join(_) | PushBody::Leave(_) | PushBody::Unsubscribe { .. } | PushBody::Subscribe { .. });
+    let with_channel = matches!(
+        push,
+        PushBody::Pub(_)
+            | PushBody::Join(_)
+            | PushBody::Leave(_)
+            | PushBody::Unsubscribe { .. }
+            | PushBody::Subscribe { .. }
+    );
     if with_channel {
         out.extend_from_slice(b"\"channel\":");
         string(out, channel);
@@ -497,7 +504,11 @@ pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
             publication(out, p);
         }
         PushBody::Join(info) | PushBody::Leave(info) => {
-            out.extend_from_slice(if matches!(push, PushBody::Join(_)) { b"\"join\":{\"info\":".as_slice() } else { b"\"leave\":{\"info\":".as_slice() });
+            out.extend_from_slice(if matches!(push, PushBody::Join(_)) {
+                b"\"join\":{\"info\":".as_slice()
+            } else {
+                b"\"leave\":{\"info\":".as_slice()
+            });
             encode::client_info(out, info);
             out.push(b'}');
         }
@@ -572,12 +583,19 @@ mod tests {
     #[test]
     fn encodes_replies_and_pushes() {
         let mut out = Vec::new();
-        let c = ConnectResult { client: "c1".into(), version: "1 OSS".into(), ping: 25, pong: true, ..Default::default() };
+        let c =
+            ConnectResult { client: "c1".into(), version: "1 OSS".into(), ping: 25, pong: true, ..Default::default() };
         encode_reply(1, &Ok(ReplyBody::Connect(c)), &mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), r#"{"id":1,"connect":{"client":"c1","version":"1 OSS","ping":25,"pong":true}}"#);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"id":1,"connect":{"client":"c1","version":"1 OSS","ping":25,"pong":true}}"#
+        );
         let mut out = Vec::new();
         encode_push("news", &PushBody::Unsubscribe { code: 2000, reason: "server unsubscribe".into() }, &mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), r#"{"push":{"channel":"news","unsubscribe":{"code":2000,"reason":"server unsubscribe"}}}"#);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"push":{"channel":"news","unsubscribe":{"code":2000,"reason":"server unsubscribe"}}}"#
+        );
         let mut out = Vec::new();
         encode_reply(3, &Err(ApiError::PERMISSION_DENIED), &mut out);
         assert_eq!(String::from_utf8(out).unwrap(), r#"{"id":3,"error":{"code":103,"message":"permission denied"}}"#);

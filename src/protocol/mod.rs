@@ -31,17 +31,36 @@ pub struct Cmd {
 pub enum Req {
     Connect(ConnectReq),
     Subscribe(SubscribeReq),
-    Unsubscribe { channel: String },
-    Publish { channel: String, data: Bytes },
-    Presence { channel: String },
-    PresenceStats { channel: String },
+    Unsubscribe {
+        channel: String,
+    },
+    Publish {
+        channel: String,
+        data: Bytes,
+    },
+    Presence {
+        channel: String,
+    },
+    PresenceStats {
+        channel: String,
+    },
     History(HistoryReq),
     /// A client→server ping command (id > 0).
     Ping,
-    Send { data: Bytes },
-    Rpc { method: String, data: Bytes },
-    Refresh { token: String },
-    SubRefresh { channel: String, token: String },
+    Send {
+        data: Bytes,
+    },
+    Rpc {
+        method: String,
+        data: Bytes,
+    },
+    Refresh {
+        token: String,
+    },
+    SubRefresh {
+        channel: String,
+        token: String,
+    },
     /// The empty command `{}` (id 0): the answer to a server ping.
     Pong,
     /// A command with id > 0 and no known request.

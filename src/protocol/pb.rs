@@ -477,16 +477,7 @@ fn to_cmd(c: proto::Command) -> Cmd {
             subs: r
                 .subs
                 .into_iter()
-                .map(|(ch, s)| {
-                    (
-                        ch,
-                        SubRecover {
-                            recover: s.recover,
-                            offset: s.offset,
-                            epoch: s.epoch,
-                        },
-                    )
-                })
+                .map(|(ch, s)| (ch, SubRecover { recover: s.recover, offset: s.offset, epoch: s.epoch }))
                 .collect(),
             name: r.name,
             version: r.version,
@@ -509,10 +500,7 @@ fn to_cmd(c: proto::Command) -> Cmd {
     } else if let Some(r) = c.unsubscribe {
         Req::Unsubscribe { channel: r.channel }
     } else if let Some(r) = c.publish {
-        Req::Publish {
-            channel: r.channel,
-            data: r.data,
-        }
+        Req::Publish { channel: r.channel, data: r.data }
     } else if let Some(r) = c.presence {
         Req::Presence { channel: r.channel }
     } else if let Some(r) = c.presence_stats {
@@ -521,10 +509,7 @@ fn to_cmd(c: proto::Command) -> Cmd {
         Req::History(HistoryReq {
             channel: r.channel,
             limit: r.limit,
-            since: r.since.map(|p| StreamPosition {
-                offset: p.offset,
-                epoch: p.epoch.into(),
-            }),
+            since: r.since.map(|p| StreamPosition { offset: p.offset, epoch: p.epoch.into() }),
             reverse: r.reverse,
         })
     } else if c.ping.is_some() {
@@ -532,17 +517,11 @@ fn to_cmd(c: proto::Command) -> Cmd {
     } else if let Some(r) = c.send {
         Req::Send { data: r.data }
     } else if let Some(r) = c.rpc {
-        Req::Rpc {
-            method: r.method,
-            data: r.data,
-        }
+        Req::Rpc { method: r.method, data: r.data }
     } else if let Some(r) = c.refresh {
         Req::Refresh { token: r.token }
     } else if let Some(r) = c.sub_refresh {
-        Req::SubRefresh {
-            channel: r.channel,
-            token: r.token,
-        }
+        Req::SubRefresh { channel: r.channel, token: r.token }
     } else if c.id == 0 {
         Req::Pong
     } else {
@@ -687,17 +666,11 @@ pub fn encode_reply(id: u32, reply: &Result<ReplyBody, ApiError>, out: &mut Vec<
                     });
                 }
             }),
-            ReplyBody::PresenceStats {
-                num_clients,
-                num_users,
-            } => put_msg(out, 10, |out| {
+            ReplyBody::PresenceStats { num_clients, num_users } => put_msg(out, 10, |out| {
                 put_u64(out, 1, (*num_clients).into());
                 put_u64(out, 2, (*num_users).into());
             }),
-            ReplyBody::History {
-                publications,
-                position,
-            } => put_msg(out, 11, |out| {
+            ReplyBody::History { publications, position } => put_msg(out, 11, |out| {
                 for p in publications {
                     put_msg(out, 1, |out| publication(out, p));
                 }
@@ -708,12 +681,7 @@ pub fn encode_reply(id: u32, reply: &Result<ReplyBody, ApiError>, out: &mut Vec<
             ReplyBody::Rpc { data } => put_msg(out, 13, |out| {
                 put_bytes(out, 1, data.as_deref().unwrap_or_default());
             }),
-            ReplyBody::Refresh {
-                client,
-                version,
-                expires,
-                ttl,
-            } => put_msg(out, 14, |out| {
+            ReplyBody::Refresh { client, version, expires, ttl } => put_msg(out, 14, |out| {
                 put_str(out, 1, client);
                 put_str(out, 2, version);
                 put_bool(out, 3, *expires);
@@ -744,35 +712,21 @@ pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
             }
             match push {
                 PushBody::Pub(p) => put_msg(out, 4, |out| publication(out, p)),
-                PushBody::Join(info) => {
-                    put_msg(out, 5, |out| put_msg(out, 1, |out| client_info(out, info)))
-                }
-                PushBody::Leave(info) => {
-                    put_msg(out, 6, |out| put_msg(out, 1, |out| client_info(out, info)))
-                }
+                PushBody::Join(info) => put_msg(out, 5, |out| put_msg(out, 1, |out| client_info(out, info))),
+                PushBody::Leave(info) => put_msg(out, 6, |out| put_msg(out, 1, |out| client_info(out, info))),
                 PushBody::Unsubscribe { code, reason } => put_msg(out, 7, |out| {
                     put_u64(out, 2, (*code).into());
                     put_str(out, 3, reason);
                 }),
                 PushBody::Message { data } => put_msg(out, 8, |out| put_bytes(out, 1, data)),
-                PushBody::Subscribe {
-                    recoverable,
-                    epoch,
-                    offset,
-                    positioned,
-                    data,
-                } => put_msg(out, 9, |out| {
+                PushBody::Subscribe { recoverable, epoch, offset, positioned, data } => put_msg(out, 9, |out| {
                     put_bool(out, 1, *recoverable);
                     put_str(out, 4, epoch);
                     put_u64(out, 5, *offset);
                     put_bool(out, 6, *positioned);
                     put_bytes(out, 7, data.as_deref().unwrap_or_default());
                 }),
-                PushBody::Disconnect {
-                    code,
-                    reason,
-                    reconnect,
-                } => put_msg(out, 11, |out| {
+                PushBody::Disconnect { code, reason, reconnect } => put_msg(out, 11, |out| {
                     put_u64(out, 1, (*code).into());
                     put_str(out, 2, reason);
                     put_bool(out, 3, *reconnect);
@@ -847,15 +801,9 @@ mod tests {
     fn publication_with(offset: u64, data: Vec<u8>) -> Publication {
         Publication {
             offset,
-            data: Payload {
-                bytes: data.into(),
-                binary: true,
-            },
+            data: Payload { bytes: data.into(), binary: true },
             info: Some(Arc::new(info("u1", "c1"))),
-            tags: Some(Arc::from(vec![
-                ("k1".into(), "v1".into()),
-                ("k2".into(), "".into()),
-            ])),
+            tags: Some(Arc::from(vec![("k1".into(), "v1".into()), ("k2".into(), "".into())])),
         }
     }
 
@@ -877,12 +825,7 @@ mod tests {
                 data: Bytes::from_static(b"\x01\x02"),
                 subs: BTreeMap::from([(
                     "news".into(),
-                    proto::SubscribeRequest {
-                        recover: true,
-                        offset: 7,
-                        epoch: "ep".into(),
-                        ..Default::default()
-                    },
+                    proto::SubscribeRequest { recover: true, offset: 7, epoch: "ep".into(), ..Default::default() },
                 )]),
                 name: "js".into(),
                 version: "1.0".into(),
@@ -909,45 +852,20 @@ mod tests {
         };
         let history = |id, since| proto::Command {
             id,
-            history: Some(proto::HistoryRequest {
-                channel: "h".into(),
-                limit: 10,
-                since,
-                reverse: true,
-            }),
+            history: Some(proto::HistoryRequest { channel: "h".into(), limit: 10, since, reverse: true }),
             ..Default::default()
         };
         let frame = frame_of(&[
             connect,
             subscribe,
             proto::Command::default(),
-            history(
-                3,
-                Some(proto::StreamPosition {
-                    offset: 0,
-                    epoch: String::new(),
-                }),
-            ),
+            history(3, Some(proto::StreamPosition { offset: 0, epoch: String::new() })),
             history(4, None),
-            proto::Command {
-                id: 5,
-                ..Default::default()
-            },
-            proto::Command {
-                id: 6,
-                ping: Some(proto::PingRequest {}),
-                ..Default::default()
-            },
+            proto::Command { id: 5, ..Default::default() },
+            proto::Command { id: 6, ping: Some(proto::PingRequest {}), ..Default::default() },
         ]);
         let cmds = decode(&frame).unwrap();
-        let hist = |since| {
-            Req::History(HistoryReq {
-                channel: "h".into(),
-                limit: 10,
-                since,
-                reverse: true,
-            })
-        };
+        let hist = |since| Req::History(HistoryReq { channel: "h".into(), limit: 10, since, reverse: true });
         assert_eq!(
             cmds,
             vec![
@@ -956,14 +874,7 @@ mod tests {
                     req: Req::Connect(ConnectReq {
                         token: "tok".into(),
                         data: Some(Bytes::from_static(b"\x01\x02")),
-                        subs: vec![(
-                            "news".into(),
-                            SubRecover {
-                                recover: true,
-                                offset: 7,
-                                epoch: "ep".into()
-                            }
-                        )],
+                        subs: vec![("news".into(), SubRecover { recover: true, offset: 7, epoch: "ep".into() })],
                         name: "js".into(),
                         version: "1.0".into(),
                         headers: vec![("x-a".into(), "b".into())],
@@ -985,26 +896,11 @@ mod tests {
                         flag: 5,
                     }),
                 },
-                Cmd {
-                    id: 0,
-                    req: Req::Pong
-                },
-                Cmd {
-                    id: 3,
-                    req: hist(Some(StreamPosition::default()))
-                },
-                Cmd {
-                    id: 4,
-                    req: hist(None)
-                },
-                Cmd {
-                    id: 5,
-                    req: Req::Unknown
-                },
-                Cmd {
-                    id: 6,
-                    req: Req::Ping
-                },
+                Cmd { id: 0, req: Req::Pong },
+                Cmd { id: 3, req: hist(Some(StreamPosition::default())) },
+                Cmd { id: 4, req: hist(None) },
+                Cmd { id: 5, req: Req::Unknown },
+                Cmd { id: 6, req: Req::Ping },
             ]
         );
     }
@@ -1013,45 +909,21 @@ mod tests {
     fn first_request_in_field_order_wins() {
         let c = proto::Command {
             id: 9,
-            rpc: Some(proto::RpcRequest {
-                data: Bytes::from_static(b"r"),
-                method: "m".into(),
-            }),
-            publish: Some(proto::PublishRequest {
-                channel: "p".into(),
-                data: Bytes::from_static(b"x"),
-            }),
-            send: Some(proto::SendRequest {
-                data: Bytes::from_static(b"s"),
-            }),
+            rpc: Some(proto::RpcRequest { data: Bytes::from_static(b"r"), method: "m".into() }),
+            publish: Some(proto::PublishRequest { channel: "p".into(), data: Bytes::from_static(b"x") }),
+            send: Some(proto::SendRequest { data: Bytes::from_static(b"s") }),
             ..Default::default()
         };
         let cmds = decode(&frame_of(&[c])).unwrap();
-        assert_eq!(
-            cmds[0].req,
-            Req::Publish {
-                channel: "p".into(),
-                data: Bytes::from_static(b"x")
-            }
-        );
+        assert_eq!(cmds[0].req, Req::Publish { channel: "p".into(), data: Bytes::from_static(b"x") });
         let c = proto::Command {
-            rpc: Some(proto::RpcRequest {
-                data: Bytes::from_static(b"r"),
-                method: "m".into(),
-            }),
-            send: Some(proto::SendRequest {
-                data: Bytes::from_static(b"s"),
-            }),
+            rpc: Some(proto::RpcRequest { data: Bytes::from_static(b"r"), method: "m".into() }),
+            send: Some(proto::SendRequest { data: Bytes::from_static(b"s") }),
             ..Default::default()
         };
         assert_eq!(
             decode(&frame_of(&[c])).unwrap()[0],
-            Cmd {
-                id: 0,
-                req: Req::Send {
-                    data: Bytes::from_static(b"s")
-                }
-            }
+            Cmd { id: 0, req: Req::Send { data: Bytes::from_static(b"s") } }
         );
     }
 
@@ -1063,11 +935,7 @@ mod tests {
         // Length beyond the frame.
         assert_eq!(decode(&[0x05, 0x08, 0x01]), Err(BadFrame));
         // A valid command followed by a truncated one.
-        let mut f = frame_of(&[proto::Command {
-            id: 1,
-            ping: Some(proto::PingRequest {}),
-            ..Default::default()
-        }]);
+        let mut f = frame_of(&[proto::Command { id: 1, ping: Some(proto::PingRequest {}), ..Default::default() }]);
         f.extend_from_slice(&[0x04, 0x08]);
         assert_eq!(decode(&f), Err(BadFrame));
         // Garbage inside a well-sized command: wire type 7 does not exist.
@@ -1129,10 +997,7 @@ mod tests {
     fn subscribe_reply_with_publications_of_every_length_prefix_size() {
         // Payload sizes around the 1-, 2- and 3-byte varint boundaries of each nesting level.
         let sizes = [0usize, 1, 100, 127, 128, 200, 16_383, 16_384, 70_000];
-        let publications: Vec<_> = sizes
-            .iter()
-            .map(|&n| publication_with(n as u64 + 1, vec![0xAB; n]))
-            .collect();
+        let publications: Vec<_> = sizes.iter().map(|&n| publication_with(n as u64 + 1, vec![0xAB; n])).collect();
         let r = reply(
             7,
             Ok(ReplyBody::Subscribe(SubscribeResult {
@@ -1156,10 +1021,7 @@ mod tests {
                 ttl: 30,
                 recoverable: true,
                 epoch: "xyz".into(),
-                publications: sizes
-                    .iter()
-                    .map(|&n| pb_publication_with(n as u64 + 1, vec![0xAB; n]))
-                    .collect(),
+                publications: sizes.iter().map(|&n| pb_publication_with(n as u64 + 1, vec![0xAB; n])).collect(),
                 recovered: true,
                 offset: 70_001,
                 was_recovering: true,
@@ -1175,11 +1037,7 @@ mod tests {
             r,
             proto::Reply {
                 id: 3,
-                error: Some(proto::Error {
-                    code: 111,
-                    message: "too many requests".into(),
-                    temporary: true
-                }),
+                error: Some(proto::Error { code: 111, message: "too many requests".into(), temporary: true }),
                 ..Default::default()
             }
         );
@@ -1192,52 +1050,27 @@ mod tests {
             ReplyBody::Unsubscribe,
             ReplyBody::Publish,
             ReplyBody::Presence(vec![info("u1", "c1"), info("u2", "c2")]),
-            ReplyBody::PresenceStats {
-                num_clients: 2,
-                num_users: 1,
-            },
+            ReplyBody::PresenceStats { num_clients: 2, num_users: 1 },
             ReplyBody::History {
                 publications: vec![publication_with(1, b"a".to_vec())],
-                position: StreamPosition {
-                    offset: 1,
-                    epoch: "E".into(),
-                },
+                position: StreamPosition { offset: 1, epoch: "E".into() },
             },
             ReplyBody::Ping,
-            ReplyBody::Rpc {
-                data: Some(Bytes::from_static(b"out")),
-            },
-            ReplyBody::Refresh {
-                client: "c".into(),
-                version: "v".into(),
-                expires: true,
-                ttl: 9,
-            },
-            ReplyBody::SubRefresh {
-                expires: true,
-                ttl: 8,
-            },
+            ReplyBody::Rpc { data: Some(Bytes::from_static(b"out")) },
+            ReplyBody::Refresh { client: "c".into(), version: "v".into(), expires: true, ttl: 9 },
+            ReplyBody::SubRefresh { expires: true, ttl: 8 },
         ];
         for (i, b) in bodies.iter().enumerate() {
             encode_reply(i as u32 + 1, &Ok(b.clone()), &mut buf);
         }
         let r = replies(&buf);
-        assert_eq!(
-            r.iter().map(|r| r.id).collect::<Vec<_>>(),
-            (1..=9).collect::<Vec<_>>()
-        );
+        assert_eq!(r.iter().map(|r| r.id).collect::<Vec<_>>(), (1..=9).collect::<Vec<_>>());
         assert_eq!(r[0].unsubscribe, Some(proto::UnsubscribeResult {}));
         assert_eq!(r[1].publish, Some(proto::PublishResult {}));
         let presence = &r[2].presence.as_ref().unwrap().presence;
         assert_eq!(presence.len(), 2);
         assert_eq!(presence["c2"], pb_info("u2", "c2"));
-        assert_eq!(
-            r[3].presence_stats,
-            Some(proto::PresenceStatsResult {
-                num_clients: 2,
-                num_users: 1
-            })
-        );
+        assert_eq!(r[3].presence_stats, Some(proto::PresenceStatsResult { num_clients: 2, num_users: 1 }));
         assert_eq!(
             r[4].history,
             Some(proto::HistoryResult {
@@ -1247,37 +1080,18 @@ mod tests {
             })
         );
         assert_eq!(r[5].ping, Some(proto::PingResult {}));
-        assert_eq!(
-            r[6].rpc,
-            Some(proto::RpcResult {
-                data: Bytes::from_static(b"out")
-            })
-        );
+        assert_eq!(r[6].rpc, Some(proto::RpcResult { data: Bytes::from_static(b"out") }));
         assert_eq!(
             r[7].refresh,
-            Some(proto::RefreshResult {
-                client: "c".into(),
-                version: "v".into(),
-                expires: true,
-                ttl: 9
-            })
+            Some(proto::RefreshResult { client: "c".into(), version: "v".into(), expires: true, ttl: 9 })
         );
-        assert_eq!(
-            r[8].sub_refresh,
-            Some(proto::SubRefreshResult {
-                expires: true,
-                ttl: 8
-            })
-        );
+        assert_eq!(r[8].sub_refresh, Some(proto::SubRefreshResult { expires: true, ttl: 8 }));
         assert!(r.iter().all(|r| r.error.is_none() && r.push.is_none()));
     }
 
     #[test]
     fn publication_push_with_tags_and_info() {
-        let p = push(
-            "news",
-            PushBody::Pub(publication_with(42, b"{\"n\":1}".to_vec())),
-        );
+        let p = push("news", PushBody::Pub(publication_with(42, b"{\"n\":1}".to_vec())));
         assert_eq!(
             p,
             proto::Push {
@@ -1288,52 +1102,22 @@ mod tests {
         );
         let bare = Publication {
             offset: 0,
-            data: Payload {
-                bytes: Bytes::from_static(b"d"),
-                binary: false,
-            },
+            data: Payload { bytes: Bytes::from_static(b"d"), binary: false },
             info: None,
             tags: None,
         };
         let p = push("c", PushBody::Pub(bare));
-        assert_eq!(
-            p.r#pub,
-            Some(proto::Publication {
-                data: Bytes::from_static(b"d"),
-                ..Default::default()
-            })
-        );
+        assert_eq!(p.r#pub, Some(proto::Publication { data: Bytes::from_static(b"d"), ..Default::default() }));
     }
 
     #[test]
     fn other_pushes() {
-        assert_eq!(
-            push("ch", PushBody::Join(info("u", "c")))
-                .join
-                .unwrap()
-                .info,
-            Some(pb_info("u", "c"))
-        );
+        assert_eq!(push("ch", PushBody::Join(info("u", "c"))).join.unwrap().info, Some(pb_info("u", "c")));
         let leave = push("ch", PushBody::Leave(info("u", "c")));
-        assert_eq!(
-            (leave.channel.as_str(), leave.leave.unwrap().info),
-            ("ch", Some(pb_info("u", "c")))
-        );
-        let unsub = push(
-            "ch",
-            PushBody::Unsubscribe {
-                code: 2000,
-                reason: "server unsubscribe".into(),
-            },
-        );
+        assert_eq!((leave.channel.as_str(), leave.leave.unwrap().info), ("ch", Some(pb_info("u", "c"))));
+        let unsub = push("ch", PushBody::Unsubscribe { code: 2000, reason: "server unsubscribe".into() });
         assert_eq!(unsub.channel, "ch");
-        assert_eq!(
-            unsub.unsubscribe,
-            Some(proto::Unsubscribe {
-                code: 2000,
-                reason: "server unsubscribe".into()
-            })
-        );
+        assert_eq!(unsub.unsubscribe, Some(proto::Unsubscribe { code: 2000, reason: "server unsubscribe".into() }));
         let sub = push(
             "ch",
             PushBody::Subscribe {
@@ -1355,54 +1139,21 @@ mod tests {
                 data: Bytes::from_static(b"x"),
             })
         );
-        let msg = push(
-            "ignored",
-            PushBody::Message {
-                data: Bytes::from_static(b"m"),
-            },
-        );
+        let msg = push("ignored", PushBody::Message { data: Bytes::from_static(b"m") });
         assert_eq!(
             msg,
-            proto::Push {
-                message: Some(proto::Message {
-                    data: Bytes::from_static(b"m")
-                }),
-                ..Default::default()
-            }
+            proto::Push { message: Some(proto::Message { data: Bytes::from_static(b"m") }), ..Default::default() }
         );
-        let refresh = push(
-            "ignored",
-            PushBody::Refresh {
-                expires: true,
-                ttl: 5,
-            },
-        );
+        let refresh = push("ignored", PushBody::Refresh { expires: true, ttl: 5 });
         assert_eq!(
             refresh,
-            proto::Push {
-                refresh: Some(proto::Refresh {
-                    expires: true,
-                    ttl: 5
-                }),
-                ..Default::default()
-            }
+            proto::Push { refresh: Some(proto::Refresh { expires: true, ttl: 5 }), ..Default::default() }
         );
-        let d = push(
-            "ignored",
-            PushBody::Disconnect {
-                code: 3001,
-                reason: "shutdown".into(),
-                reconnect: true,
-            },
-        );
+        let d = push("ignored", PushBody::Disconnect { code: 3001, reason: "shutdown".into(), reconnect: true });
         assert_eq!(
             d,
             proto::Push {
-                disconnect: Some(proto::Disconnect {
-                    code: 3001,
-                    reason: "shutdown".into(),
-                    reconnect: true
-                }),
+                disconnect: Some(proto::Disconnect { code: 3001, reason: "shutdown".into(), reconnect: true }),
                 ..Default::default()
             }
         );

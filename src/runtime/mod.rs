@@ -63,7 +63,8 @@ pub fn bind_listeners(cfg: &Config, n: usize) -> Result<Vec<StdListener>, Error>
     }
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let l = bind(addr).map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot listen on {addr}: {e}")))?;
+        let l =
+            bind(addr).map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot listen on {addr}: {e}")))?;
         addr = l.local_addr()?;
         out.push(l);
     }
@@ -154,7 +155,8 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
                         match monoio::RuntimeBuilder::<$driver>::new().enable_timer().with_entries(4096).build() {
                             Ok(mut rt) => rt.block_on(worker_main(id, cfg, node, listener, inbox, ready)),
                             Err(e) => {
-                                let _ = ready.send(Err(format!("worker {id}: cannot start the {driver} event loop: {e}")));
+                                let _ =
+                                    ready.send(Err(format!("worker {id}: cannot start the {driver} event loop: {e}")));
                             }
                         }
                     };

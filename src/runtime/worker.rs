@@ -13,8 +13,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use ahash::AHashMap;
-use smallvec::SmallVec;
 use slab::Slab;
+use smallvec::SmallVec;
 
 use super::inbox::{Inbox, Mailbox};
 use super::notify::LocalNotify;
@@ -63,8 +63,15 @@ pub enum Tag {
 /// Messages between workers.
 #[derive(Debug)]
 pub enum Msg {
-    Exec { from: u16, tag: Tag, op: Op },
-    Done { tag: Tag, result: Reply },
+    Exec {
+        from: u16,
+        tag: Tag,
+        op: Op,
+    },
+    Done {
+        tag: Tag,
+        result: Reply,
+    },
     /// A push for this worker's subscribers of the channel.
     Deliver(Arc<Prepared>),
     Shutdown,
@@ -137,11 +144,19 @@ impl Worker {
             clients: RefCell::new(Slab::new()),
             index: RefCell::new(AHashMap::new()),
             users: RefCell::new(AHashMap::new()),
-            conn_tokens: crate::token::Verifier::new(&cfg.client.token.hmac_secret_key, &cfg.client.token.audience, &cfg.client.token.issuer),
+            conn_tokens: crate::token::Verifier::new(
+                &cfg.client.token.hmac_secret_key,
+                &cfg.client.token.audience,
+                &cfg.client.token.issuer,
+            ),
             sub_tokens: if cfg.client.subscription_token.enabled {
                 crate::token::Verifier::new(&cfg.client.subscription_token.hmac_secret_key, "", "")
             } else {
-                crate::token::Verifier::new(&cfg.client.token.hmac_secret_key, &cfg.client.token.audience, &cfg.client.token.issuer)
+                crate::token::Verifier::new(
+                    &cfg.client.token.hmac_secret_key,
+                    &cfg.client.token.audience,
+                    &cfg.client.token.issuer,
+                )
             },
         }
     }
@@ -206,16 +221,29 @@ impl Worker {
             Tag::Discard => {}
             Tag::SubWaiter { slot, session, gen } => {
                 if let Ok(Res::Subscribed(outcome)) = &result {
-                    let alive = self.clients.borrow().get(session as usize).filter(|s| s.gen == gen && !s.is_closed()).cloned();
+                    let alive =
+                        self.clients.borrow().get(session as usize).filter(|s| s.gen == gen && !s.is_closed()).cloned();
                     match alive {
                         Some(s) if s.start_holding(&outcome.channel) => {
                             self.index.borrow_mut().entry(outcome.channel.clone()).or_default().push((session, false));
                         }
                         _ => {
                             // The session went away (or gave up) while the owner counted it.
-                            let op = UnsubOp { channel: outcome.channel.clone(), worker: self.id as u16, client: None, leave: None };
+                            let op = UnsubOp {
+                                channel: outcome.channel.clone(),
+                                worker: self.id as u16,
+                                client: None,
+                                leave: None,
+                            };
                             let owner = crate::shard::owner_of(&outcome.channel, self.workers);
-                            self.send(owner, Msg::Exec { from: self.id as u16, tag: Tag::Discard, op: Op::Shard(ShardOp::Unsubscribe(Box::new(op))) });
+                            self.send(
+                                owner,
+                                Msg::Exec {
+                                    from: self.id as u16,
+                                    tag: Tag::Discard,
+                                    op: Op::Shard(ShardOp::Unsubscribe(Box::new(op))),
+                                },
+                            );
                         }
                     }
                 }

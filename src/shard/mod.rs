@@ -13,10 +13,10 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 use crate::api::{ClientInfo, History, Publication, Publish, Res, StreamPosition};
-use crate::protocol::{Format, PushBody};
 use crate::config::Config;
 use crate::engine::memory::{Presence, Stream};
 use crate::error::ApiError;
+use crate::protocol::{Format, PushBody};
 
 /// The worker that owns `channel` among `workers`: a pure function of the name (ahash with
 /// fixed seeds, so every worker of a process agrees; it is not used across processes).
@@ -147,7 +147,11 @@ struct ChannelState {
 
 impl ChannelState {
     fn is_idle(&self) -> bool {
-        self.workers.is_empty() && self.stream.is_none() && self.presence.is_empty() && self.idempotency.is_none() && self.version.is_none()
+        self.workers.is_empty()
+            && self.stream.is_none()
+            && self.presence.is_empty()
+            && self.idempotency.is_none()
+            && self.version.is_none()
     }
 }
 
@@ -181,7 +185,9 @@ impl Shard {
                 }
                 Ok(Res::Empty)
             }
-            ShardOp::Presence(ch) => Ok(Res::Presence(self.channels.get(&ch).map(|c| c.presence.list()).unwrap_or_default())),
+            ShardOp::Presence(ch) => {
+                Ok(Res::Presence(self.channels.get(&ch).map(|c| c.presence.list()).unwrap_or_default()))
+            }
             ShardOp::PresenceStats(ch) => {
                 let (num_clients, num_users) = self.channels.get(&ch).map(|c| c.presence.stats()).unwrap_or((0, 0));
                 Ok(Res::PresenceStats { num_clients, num_users })
@@ -189,7 +195,12 @@ impl Shard {
         }
     }
 
-    fn publish(&mut self, p: Publish, now: Instant, fanout: &mut Vec<Fanout>) -> Result<Option<StreamPosition>, ApiError> {
+    fn publish(
+        &mut self,
+        p: Publish,
+        now: Instant,
+        fanout: &mut Vec<Fanout>,
+    ) -> Result<Option<StreamPosition>, ApiError> {
         let opts = self.cfg.resolve_channel(&p.channel)?.options;
         let meta_ttl = self.cfg.history_meta_ttl(opts);
         let history = opts.history_enabled() && !p.skip_history;
@@ -264,7 +275,8 @@ impl Shard {
             Some(s) => s,
             None => self.channels.entry(Box::from(&*op.channel)).or_default(),
         };
-        let mut outcome = SubOutcome { channel: op.channel.clone(), position: None, publications: Vec::new(), recovered: false };
+        let mut outcome =
+            SubOutcome { channel: op.channel.clone(), position: None, publications: Vec::new(), recovered: false };
         if op.position || op.recover.is_some() {
             if opts.history_enabled() {
                 if state.stream.as_ref().is_some_and(|s| s.meta_expired(now, meta_ttl)) {
@@ -280,7 +292,11 @@ impl Shard {
                             // since+1 to the top (or there are none and nothing was missed).
                             let contiguous = match pubs.first() {
                                 None => since.offset == top.offset,
-                                Some(first) => first.offset == since.offset + 1 && pubs.len() <= op.recover_limit && pubs.last().map(|p| p.offset) == Some(top.offset),
+                                Some(first) => {
+                                    first.offset == since.offset + 1
+                                        && pubs.len() <= op.recover_limit
+                                        && pubs.last().map(|p| p.offset) == Some(top.offset)
+                                }
                             };
                             if contiguous {
                                 outcome.publications = pubs;
@@ -361,7 +377,8 @@ impl Shard {
                 }
             }
             if let Some(s) = &state.stream {
-                let meta_ttl = cfg.resolve_channel(name).map(|r| cfg.history_meta_ttl(r.options)).unwrap_or(Duration::ZERO);
+                let meta_ttl =
+                    cfg.resolve_channel(name).map(|r| cfg.history_meta_ttl(r.options)).unwrap_or(Duration::ZERO);
                 if s.meta_expired(now, meta_ttl) {
                     state.stream = None;
                 }

@@ -137,22 +137,12 @@ struct Header {
 impl Decoder {
     /// Server-side decoder: accepts only masked frames.
     pub fn new(max_frame: usize, max_message: usize) -> Decoder {
-        Decoder {
-            max_frame,
-            max_message,
-            expect_masked: true,
-            partial: None,
-        }
+        Decoder { max_frame, max_message, expect_masked: true, partial: None }
     }
 
     /// Client-side decoder: accepts only unmasked frames.
     pub fn client(max_frame: usize, max_message: usize) -> Decoder {
-        Decoder {
-            max_frame,
-            max_message,
-            expect_masked: false,
-            partial: None,
-        }
+        Decoder { max_frame, max_message, expect_masked: false, partial: None }
     }
 
     /// Decodes the next complete message from the front of `buf`, consuming its frames.
@@ -184,10 +174,7 @@ impl Decoder {
                     if h.fin {
                         return finish(text, payload.freeze()).map(Some);
                     }
-                    self.partial = Some(Partial {
-                        text,
-                        data: payload,
-                    });
+                    self.partial = Some(Partial { text, data: payload });
                 }
                 OpCode::Continuation => {
                     // parse_header has rejected a continuation with no message in progress.
@@ -230,17 +217,11 @@ impl Decoder {
                 return Err(WsError::Protocol("continuation without a started message"));
             }
         } else if self.partial.is_some() {
-            return Err(WsError::Protocol(
-                "new data frame inside a fragmented message",
-            ));
+            return Err(WsError::Protocol("new data frame inside a fragmented message"));
         }
         let masked = b1 & 0x80 != 0;
         if masked != self.expect_masked {
-            return Err(WsError::Protocol(if masked {
-                "masked server frame"
-            } else {
-                "unmasked client frame"
-            }));
+            return Err(WsError::Protocol(if masked { "masked server frame" } else { "unmasked client frame" }));
         }
         let (payload_len, mut header_len) = match len7 {
             126 => {
@@ -282,13 +263,7 @@ impl Decoder {
         } else {
             None
         };
-        Ok(Some(Header {
-            fin,
-            op,
-            mask,
-            header_len,
-            payload_len,
-        }))
+        Ok(Some(Header { fin, op, mask, header_len, payload_len }))
     }
 }
 
@@ -328,9 +303,7 @@ fn valid_close_code(code: u16) -> bool {
 /// XORs `data` with the 4-byte mask, eight bytes per step: the mask phase is the same at every
 /// multiple of 4, so two mask copies form one 64-bit word.
 fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
-    let word = u64::from_ne_bytes([
-        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
-    ]);
+    let word = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
     let mut chunks = data.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let v = u64::from_ne_bytes((&*chunk).try_into().expect("8 bytes")) ^ word;
@@ -390,10 +363,7 @@ pub fn frame(op: OpCode, payload: &[u8]) -> Bytes {
 /// without copying the payload: the header is written right before it and the unused front is
 /// sliced off. Lets a caller encode a payload straight into the buffer that becomes the frame.
 pub fn frame_in_place(op: OpCode, mut buf: Vec<u8>) -> Bytes {
-    assert!(
-        buf.len() >= MAX_HEADER,
-        "frame_in_place needs MAX_HEADER reserved bytes"
-    );
+    assert!(buf.len() >= MAX_HEADER, "frame_in_place needs MAX_HEADER reserved bytes");
     let payload_len = buf.len() - MAX_HEADER;
     let (h, n) = encode_header(op, payload_len, 0);
     let start = MAX_HEADER - n;
@@ -481,10 +451,7 @@ mod tests {
 
     #[test]
     fn accept_key_rfc_example() {
-        assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]
@@ -508,10 +475,7 @@ mod tests {
             };
             assert_eq!(f[1], form, "len {len}");
             let mut buf = BytesMut::from(&f[..]);
-            let msg = Decoder::client(1 << 20, 1 << 20)
-                .decode(&mut buf)
-                .unwrap()
-                .unwrap();
+            let msg = Decoder::client(1 << 20, 1 << 20).decode(&mut buf).unwrap().unwrap();
             assert_eq!(msg, Message::Binary(Bytes::from(payload.clone())));
 
             let mut inplace = vec![0u8; MAX_HEADER];
@@ -525,17 +489,11 @@ mod tests {
         let mut wire = vec![0x82, 0x80 | 126, 0, 3];
         wire.extend_from_slice(&[0; 4]);
         wire.extend_from_slice(b"abc");
-        assert_eq!(
-            decode_one(&wire).unwrap(),
-            Some(Message::Binary(Bytes::from_static(b"abc")))
-        );
+        assert_eq!(decode_one(&wire).unwrap(), Some(Message::Binary(Bytes::from_static(b"abc"))));
         let mut wire = vec![0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 3];
         wire.extend_from_slice(&[0; 4]);
         wire.extend_from_slice(b"abc");
-        assert_eq!(
-            decode_one(&wire).unwrap(),
-            Some(Message::Binary(Bytes::from_static(b"abc")))
-        );
+        assert_eq!(decode_one(&wire).unwrap(), Some(Message::Binary(Bytes::from_static(b"abc"))));
     }
 
     #[test]
@@ -591,12 +549,7 @@ mod tests {
         wire.extend(masked(true, 0x9, b"ping"));
         wire.extend(masked(true, 0x0, &big[130..]));
         encode_client_frame(OpCode::Text, "ünï".as_bytes(), MASK, &mut wire);
-        encode_client_frame(
-            OpCode::Close,
-            &[0x03, 0xE8, b'b', b'y', b'e'],
-            MASK,
-            &mut wire,
-        );
+        encode_client_frame(OpCode::Close, &[0x03, 0xE8, b'b', b'y', b'e'], MASK, &mut wire);
         let expected = vec![
             Message::Text(Bytes::from_static(b"{\"id\":1}")),
             Message::Binary(Bytes::from(big.clone())),
@@ -611,10 +564,7 @@ mod tests {
     #[test]
     fn split_at_every_position_gives_same_messages() {
         let (wire, expected) = sample_stream();
-        assert_eq!(
-            decode_all(&mut server(), &mut BytesMut::from(&wire[..])).unwrap(),
-            expected
-        );
+        assert_eq!(decode_all(&mut server(), &mut BytesMut::from(&wire[..])).unwrap(), expected);
         for split in 0..=wire.len() {
             let mut d = server();
             let mut buf = BytesMut::from(&wire[..split]);
@@ -636,30 +586,16 @@ mod tests {
 
     #[test]
     fn masking_rules() {
-        assert_eq!(
-            decode_one(&raw(true, 0, 0x1, None, b"hi")),
-            Err(WsError::Protocol("unmasked client frame"))
-        );
+        assert_eq!(decode_one(&raw(true, 0, 0x1, None, b"hi")), Err(WsError::Protocol("unmasked client frame")));
         let mut buf = BytesMut::from(&masked(true, 0x1, b"hi")[..]);
-        assert!(matches!(
-            Decoder::client(100, 100).decode(&mut buf),
-            Err(WsError::Protocol(_))
-        ));
+        assert!(matches!(Decoder::client(100, 100).decode(&mut buf), Err(WsError::Protocol(_))));
         let mut buf = BytesMut::from(&raw(true, 0, 0x1, None, b"hi")[..]);
-        assert_eq!(
-            Decoder::client(100, 100).decode(&mut buf),
-            Ok(Some(Message::Text(Bytes::from_static(b"hi"))))
-        );
+        assert_eq!(Decoder::client(100, 100).decode(&mut buf), Ok(Some(Message::Text(Bytes::from_static(b"hi")))));
     }
 
     #[test]
     fn header_errors() {
-        let proto = |wire: Vec<u8>| {
-            assert!(
-                matches!(decode_one(&wire), Err(WsError::Protocol(_))),
-                "{wire:?}"
-            )
-        };
+        let proto = |wire: Vec<u8>| assert!(matches!(decode_one(&wire), Err(WsError::Protocol(_))), "{wire:?}");
         for rsv in [0x40, 0x20, 0x10] {
             proto(raw(true, rsv, 0x1, Some(MASK), b"x"));
         }
@@ -686,10 +622,7 @@ mod tests {
         let mut buf = BytesMut::from(&[0x82u8, 0x80 | 126, 0x03, 0xE8][..]);
         assert_eq!(d.decode(&mut buf), Err(WsError::TooBig));
         let mut buf = BytesMut::from(&[0x82u8, 0x80 | 127, 0, 0, 0, 1, 0, 0, 0, 0][..]);
-        assert_eq!(
-            Decoder::new(100, 150).decode(&mut buf),
-            Err(WsError::TooBig)
-        );
+        assert_eq!(Decoder::new(100, 150).decode(&mut buf), Err(WsError::TooBig));
         // Assembled message over max_message, each fragment within max_frame.
         let mut d = Decoder::new(100, 150);
         let mut buf = BytesMut::from(&masked(false, 0x2, &[0; 100])[..]);
@@ -703,16 +636,10 @@ mod tests {
 
     #[test]
     fn invalid_utf8_text() {
-        assert_eq!(
-            decode_one(&masked(true, 0x1, &[b'a', 0xFF])),
-            Err(WsError::InvalidUtf8)
-        );
+        assert_eq!(decode_one(&masked(true, 0x1, &[b'a', 0xFF])), Err(WsError::InvalidUtf8));
         let mut wire = masked(false, 0x1, &[0xC3]);
         wire.extend(masked(true, 0x0, b"a"));
-        assert_eq!(
-            decode_all(&mut server(), &mut BytesMut::from(&wire[..])),
-            Err(WsError::InvalidUtf8)
-        );
+        assert_eq!(decode_all(&mut server(), &mut BytesMut::from(&wire[..])), Err(WsError::InvalidUtf8));
         // Binary is not checked.
         assert!(decode_one(&masked(true, 0x2, &[0xFF])).unwrap().is_some());
     }
@@ -722,24 +649,13 @@ mod tests {
         let close = |payload: &[u8]| decode_one(&masked(true, 0x8, payload));
         assert_eq!(close(b""), Ok(Some(Message::Close(None))));
         assert!(matches!(close(&[0x03]), Err(WsError::Protocol(_))));
-        for code in [
-            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999,
-        ] {
+        for code in [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999] {
             let mut p = code.to_be_bytes().to_vec();
             p.extend_from_slice("réason".as_bytes());
-            assert_eq!(
-                close(&p),
-                Ok(Some(Message::Close(Some((code, "réason".into()))))),
-                "{code}"
-            );
+            assert_eq!(close(&p), Ok(Some(Message::Close(Some((code, "réason".into()))))), "{code}");
         }
-        for code in [
-            0u16, 999, 1004, 1005, 1006, 1012, 1015, 1016, 2000, 2999, 5000, 65535,
-        ] {
-            assert!(
-                matches!(close(&code.to_be_bytes()), Err(WsError::Protocol(_))),
-                "{code}"
-            );
+        for code in [0u16, 999, 1004, 1005, 1006, 1012, 1015, 1016, 2000, 2999, 5000, 65535] {
+            assert!(matches!(close(&code.to_be_bytes()), Err(WsError::Protocol(_))), "{code}");
         }
         assert_eq!(close(&[0x03, 0xE8, 0xFF]), Err(WsError::InvalidUtf8));
     }
@@ -750,12 +666,8 @@ mod tests {
         let f = close_frame(3501, &reason);
         assert_eq!(f[0], 0x88);
         assert!(f[1] as usize <= MAX_CONTROL);
-        let msg = Decoder::client(1000, 1000)
-            .decode(&mut BytesMut::from(&f[..]))
-            .unwrap();
-        let Some(Message::Close(Some((code, r)))) = msg else {
-            panic!("{msg:?}")
-        };
+        let msg = Decoder::client(1000, 1000).decode(&mut BytesMut::from(&f[..])).unwrap();
+        let Some(Message::Close(Some((code, r)))) = msg else { panic!("{msg:?}") };
         assert_eq!(code, 3501);
         assert_eq!(r, "é".repeat(61));
         assert_eq!(close_frame(1000, "").as_ref(), &[0x88, 2, 0x03, 0xE8]);

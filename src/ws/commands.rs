@@ -31,10 +31,7 @@ fn claim_info(claims: &Map<String, Value>, key: &str, b64key: &str) -> Result<Op
         let bytes = base64::engine::general_purpose::STANDARD.decode(b).map_err(|_| ())?;
         return Ok(Some(Bytes::from(bytes)));
     }
-    Ok(claims
-        .get(key)
-        .filter(|v| !v.is_null())
-        .map(|v| Bytes::from(serde_json::to_vec(v).unwrap_or_default())))
+    Ok(claims.get(key).filter(|v| !v.is_null()).map(|v| Bytes::from(serde_json::to_vec(v).unwrap_or_default())))
 }
 
 fn parse_conn_claims(s: &Session, claims: &Map<String, Value>) -> Result<ConnClaims, Disconnect> {
@@ -72,12 +69,7 @@ fn parse_conn_claims(s: &Session, claims: &Map<String, Value>) -> Result<ConnCla
             channels.push((ch.clone(), None));
         }
     }
-    Ok(ConnClaims {
-        user,
-        expire_at,
-        info,
-        channels,
-    })
+    Ok(ConnClaims { user, expire_at, info, channels })
 }
 
 pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -> Result<(), Disconnect> {
@@ -90,21 +82,13 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
                 s.reply(id, &Err(ApiError::TOKEN_EXPIRED));
                 return Ok(());
             }
-            Err(_) if cfg.client.insecure => ConnClaims {
-                user: String::new(),
-                expire_at: 0,
-                info: None,
-                channels: Vec::new(),
-            },
+            Err(_) if cfg.client.insecure => {
+                ConnClaims { user: String::new(), expire_at: 0, info: None, channels: Vec::new() }
+            }
             Err(_) => return Err(Disconnect::INVALID_TOKEN),
         }
     } else if cfg.client.allow_anonymous_connect_without_token || cfg.client.insecure {
-        ConnClaims {
-            user: String::new(),
-            expire_at: 0,
-            info: None,
-            channels: Vec::new(),
-        }
+        ConnClaims { user: String::new(), expire_at: 0, info: None, channels: Vec::new() }
     } else {
         return Err(Disconnect::BAD_REQUEST);
     };
@@ -216,12 +200,9 @@ pub(super) fn check(s: &Session, channel: &str, f: Feature) -> Result<(), ApiErr
     let anon = st.user.is_empty();
     let subscribed = st.subs.contains_key(channel);
     let (enabled, for_client, for_sub, for_anon) = match f {
-        Feature::Presence => (
-            o.presence,
-            o.allow_presence_for_client,
-            o.allow_presence_for_subscriber,
-            o.allow_presence_for_anonymous,
-        ),
+        Feature::Presence => {
+            (o.presence, o.allow_presence_for_client, o.allow_presence_for_subscriber, o.allow_presence_for_anonymous)
+        }
         Feature::History => (
             o.history_enabled(),
             o.allow_history_for_client,
@@ -275,7 +256,8 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
         return Err(Disconnect::BAD_REQUEST);
     }
     let user = s.st.borrow().user.clone();
-    let private = !cfg.channel.private_prefix.is_empty() && req.channel.starts_with(cfg.channel.private_prefix.as_str());
+    let private =
+        !cfg.channel.private_prefix.is_empty() && req.channel.starts_with(cfg.channel.private_prefix.as_str());
     let mut chan_info = None;
     let mut expires_at = 0;
     if !req.token.is_empty() {
@@ -315,7 +297,10 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
         let limited = user_allowed(&cfg, o, &req.channel, &user);
         let allowed = match limited {
             Some(ok) => ok || cfg.client.insecure,
-            None => (o.allow_subscribe_for_client && (!user.is_empty() || o.allow_subscribe_for_anonymous)) || cfg.client.insecure,
+            None => {
+                (o.allow_subscribe_for_client && (!user.is_empty() || o.allow_subscribe_for_anonymous))
+                    || cfg.client.insecure
+            }
         };
         if !allowed {
             return Ok(Err(ApiError::PERMISSION_DENIED));
@@ -325,7 +310,13 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
 }
 
 /// Registers the subscription with the channel's owner (permissions already checked).
-async fn subscribe_owned(s: &Rc<Session>, req: SubscribeReq, chan_info: Option<Bytes>, server_side: bool, expires_at: i64) -> SubOutcome {
+async fn subscribe_owned(
+    s: &Rc<Session>,
+    req: SubscribeReq,
+    chan_info: Option<Bytes>,
+    server_side: bool,
+    expires_at: i64,
+) -> SubOutcome {
     let cfg = s.w.cfg.clone();
     let o = match cfg.resolve_channel(&req.channel) {
         Ok(r) => r.options,
@@ -334,7 +325,8 @@ async fn subscribe_owned(s: &Rc<Session>, req: SubscribeReq, chan_info: Option<B
     let history = o.history_enabled();
     let may_ask = o.allow_recovery || o.allow_history_for_client || cfg.client.insecure;
     let recoverable = history && (o.force_recovery || (req.recoverable && may_ask));
-    let positioned = history && (recoverable || o.force_positioning || (req.positioned && (o.allow_positioning || may_ask)));
+    let positioned =
+        history && (recoverable || o.force_positioning || (req.positioned && (o.allow_positioning || may_ask)));
     let presence_allowed = cfg.client.insecure || o.allow_presence_for_client || o.allow_presence_for_subscriber;
     let sub = Sub {
         chan_info: chan_info.clone(),
@@ -346,10 +338,8 @@ async fn subscribe_owned(s: &Rc<Session>, req: SubscribeReq, chan_info: Option<B
     };
     let channel: Arc<str> = req.channel.as_str().into();
     let info = s.info(chan_info);
-    let recover = (recoverable && req.recover).then(|| StreamPosition {
-        offset: req.offset,
-        epoch: req.epoch.as_str().into(),
-    });
+    let recover =
+        (recoverable && req.recover).then(|| StreamPosition { offset: req.offset, epoch: req.epoch.as_str().into() });
     let op = SubOp {
         channel: channel.clone(),
         worker: s.w.id as u16,
@@ -412,16 +402,14 @@ pub(super) async fn publish(s: &Rc<Session>, channel: String, data: Bytes) -> Re
         (st.user.is_empty(), sub.is_some(), sub.and_then(|s| s.chan_info.clone()))
     };
     let allowed = cfg.client.insecure
-        || ((o.allow_publish_for_client || (o.allow_publish_for_subscriber && subscribed)) && (!anon || o.allow_publish_for_anonymous));
+        || ((o.allow_publish_for_client || (o.allow_publish_for_subscriber && subscribed))
+            && (!anon || o.allow_publish_for_anonymous));
     if !allowed {
         return Err(ApiError::PERMISSION_DENIED);
     }
     let p = Publish {
         channel: channel.as_str().into(),
-        data: Payload {
-            bytes: data,
-            binary: s.format == Format::Protobuf,
-        },
+        data: Payload { bytes: data, binary: s.format == Format::Protobuf },
         skip_history: false,
         tags: None,
         idempotency_key: None,
@@ -462,12 +450,7 @@ pub(super) fn refresh(s: &Rc<Session>, id: u32, token: &str) -> Result<(), Disco
     let ttl = if claims.expire_at > 0 { (claims.expire_at - now) as u32 } else { 0 };
     s.reply(
         id,
-        &Ok(ReplyBody::Refresh {
-            client: String::new(),
-            version: String::new(),
-            expires: claims.expire_at > 0,
-            ttl,
-        }),
+        &Ok(ReplyBody::Refresh { client: String::new(), version: String::new(), expires: claims.expire_at > 0, ttl }),
     );
     Ok(())
 }
@@ -494,7 +477,8 @@ pub(super) fn sub_refresh(s: &Rc<Session>, id: u32, channel: &str, token: &str) 
     };
     let user = s.st.borrow().user.clone();
     let ch_ok = matches!(claims.get("channel"), Some(Value::String(c)) if c == channel);
-    let sub_ok = matches!(claims.get("sub"), Some(Value::String(u)) if **u == *user) || (user.is_empty() && claims.get("sub").is_none());
+    let sub_ok = matches!(claims.get("sub"), Some(Value::String(u)) if **u == *user)
+        || (user.is_empty() && claims.get("sub").is_none());
     if !ch_ok || !sub_ok {
         return Err(Disconnect::INVALID_TOKEN);
     }
@@ -511,13 +495,7 @@ pub(super) fn sub_refresh(s: &Rc<Session>, id: u32, channel: &str, token: &str) 
     if let Some(sub) = s.st.borrow_mut().subs.get_mut(channel) {
         sub.expires_at = exp;
     }
-    s.reply(
-        id,
-        &Ok(ReplyBody::SubRefresh {
-            expires: exp > 0,
-            ttl: if exp > 0 { (exp - now) as u32 } else { 0 },
-        }),
-    );
+    s.reply(id, &Ok(ReplyBody::SubRefresh { expires: exp > 0, ttl: if exp > 0 { (exp - now) as u32 } else { 0 } }));
     Ok(())
 }
 
@@ -526,7 +504,11 @@ pub(super) fn sub_refresh(s: &Rc<Session>, id: u32, channel: &str, token: &str) 
 /// matches none of them.
 fn matches_target(s: &Session, t: &crate::api::Target) -> bool {
     let st = s.st.borrow();
-    st.connected && !st.closed && *t.user == *st.user && (t.client.is_empty() || *t.client == *s.client) && t.session.is_empty()
+    st.connected
+        && !st.closed
+        && *t.user == *st.user
+        && (t.client.is_empty() || *t.client == *s.client)
+        && t.session.is_empty()
 }
 
 /// Applies an API subscribe/unsubscribe/disconnect/refresh to this worker's sessions.
@@ -534,11 +516,10 @@ pub fn api_act(w: &Worker, cmd: &Command) {
     let sessions: Vec<Rc<Session>> = w.clients.borrow().iter().map(|(_, s)| s.clone()).collect();
     for s in sessions {
         match cmd {
-            Command::Disconnect(d) if matches_target(&s, &d.target) && !d.whitelist.iter().any(|c| **c == *s.client) => {
-                s.disconnect(Disconnect {
-                    code: d.code,
-                    reason: d.reason.to_string().into(),
-                });
+            Command::Disconnect(d)
+                if matches_target(&s, &d.target) && !d.whitelist.iter().any(|c| **c == *s.client) =>
+            {
+                s.disconnect(Disconnect { code: d.code, reason: d.reason.to_string().into() });
             }
             Command::Unsubscribe(u) if matches_target(&s, &u.target) => {
                 let chans: Vec<Arc<str>> = if u.channel.is_empty() {
@@ -564,15 +545,11 @@ pub fn api_act(w: &Worker, cmd: &Command) {
                     }
                 }
                 let ttl = if r.expire_at > now { (r.expire_at - now) as u32 } else { 0 };
-                s.push(
-                    "",
-                    &PushBody::Refresh {
-                        expires: r.expire_at > 0,
-                        ttl,
-                    },
-                );
+                s.push("", &PushBody::Refresh { expires: r.expire_at > 0, ttl });
             }
-            Command::Subscribe(sub) if matches_target(&s, &sub.target) && !s.st.borrow().subs.contains_key(&*sub.channel) => {
+            Command::Subscribe(sub)
+                if matches_target(&s, &sub.target) && !s.st.borrow().subs.contains_key(&*sub.channel) =>
+            {
                 let sub = sub.clone();
                 monoio::spawn(async move {
                     let recover = sub.recover_since.as_ref();

@@ -195,7 +195,11 @@ struct Frames {
 
 impl Frames {
     fn new(bufs: Vec<Bytes>) -> Self {
-        let iov = bufs.iter().take(MAX_IOV).map(|b| libc::iovec { iov_base: b.as_ptr() as *mut _, iov_len: b.len() }).collect();
+        let iov = bufs
+            .iter()
+            .take(MAX_IOV)
+            .map(|b| libc::iovec { iov_base: b.as_ptr() as *mut _, iov_len: b.len() })
+            .collect();
         Frames { bufs, iov }
     }
 }

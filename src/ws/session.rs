@@ -24,10 +24,7 @@ use crate::runtime::worker::{Msg, Op, Tag, Worker};
 use crate::shard::{owner_of, ShardOp, UnsubOp};
 
 pub(super) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// One subscription of a session.
@@ -118,28 +115,16 @@ impl Session {
     /// Whether this client gets join/leave pushes of `channel`.
     pub fn wants_join_leave(&self, channel: &str) -> bool {
         let st = self.st.borrow();
-        st.subs
-            .get(channel)
-            .or_else(|| st.pending.get(channel))
-            .is_some_and(|s| s.push_join_leave)
+        st.subs.get(channel).or_else(|| st.pending.get(channel)).is_some_and(|s| s.push_join_leave)
     }
 
     pub(super) fn info(&self, chan_info: Option<Bytes>) -> ClientInfo {
         let st = self.st.borrow();
-        ClientInfo {
-            user: st.user.clone(),
-            client: self.client.clone(),
-            conn_info: st.conn_info.clone(),
-            chan_info,
-        }
+        ClientInfo { user: st.user.clone(), client: self.client.clone(), conn_info: st.conn_info.clone(), chan_info }
     }
 
     fn push_frame(&self, payload: Vec<u8>) {
-        let op = if self.format == Format::Json {
-            OpCode::Text
-        } else {
-            OpCode::Binary
-        };
+        let op = if self.format == Format::Json { OpCode::Text } else { OpCode::Binary };
         if self.out.push(codec::frame(op, &payload)).is_err() {
             self.disconnect(Disconnect::SLOW);
         }
@@ -229,11 +214,7 @@ impl Session {
         let owner = owner_of(&channel, self.w.workers);
         self.w.send(
             owner,
-            Msg::Exec {
-                from: self.w.id as u16,
-                tag: Tag::Discard,
-                op: Op::Shard(ShardOp::Unsubscribe(Box::new(op))),
-            },
+            Msg::Exec { from: self.w.id as u16, tag: Tag::Discard, op: Op::Shard(ShardOp::Unsubscribe(Box::new(op))) },
         );
     }
 
@@ -244,13 +225,7 @@ impl Session {
         self.w.index_remove(&channel, self.key.get());
         self.send_unsub(channel.clone(), &sub);
         if let Some((code, reason)) = push {
-            self.push(
-                &channel,
-                &PushBody::Unsubscribe {
-                    code,
-                    reason: reason.into(),
-                },
-            );
+            self.push(&channel, &PushBody::Unsubscribe { code, reason: reason.into() });
         }
         true
     }
@@ -268,11 +243,7 @@ pub fn negotiate(head: &crate::http::codec::Head) -> (Format, Option<&'static st
         return (Format::Protobuf, Some("centrifuge-protobuf"));
     }
     let q = |k: &str| head.query_param(k).map(|v| v.eq_ignore_ascii_case("protobuf")).unwrap_or(false);
-    let format = if q("format") || q("cf_protocol") {
-        Format::Protobuf
-    } else {
-        Format::Json
-    };
+    let format = if q("format") || q("cf_protocol") { Format::Protobuf } else { Format::Json };
     (format, asked.contains(&"centrifuge-json").then_some("centrifuge-json"))
 }
 
@@ -450,16 +421,15 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             let r = commands::publish(s, channel, data).await;
             s.reply(id, &r);
         }
-        Req::Presence { channel } | Req::PresenceStats { channel } if channel.is_empty() => return Err(Disconnect::BAD_REQUEST),
+        Req::Presence { channel } | Req::PresenceStats { channel } if channel.is_empty() => {
+            return Err(Disconnect::BAD_REQUEST)
+        }
         Req::Presence { channel } => {
             let r = match commands::check(s, &channel, commands::Feature::Presence) {
                 Err(e) => Err(e),
                 Ok(()) => match s
                     .w
-                    .call(
-                        owner_of(&channel, s.w.workers),
-                        Op::Shard(ShardOp::Presence(channel.as_str().into())),
-                    )
+                    .call(owner_of(&channel, s.w.workers), Op::Shard(ShardOp::Presence(channel.as_str().into())))
                     .await
                 {
                     Ok(crate::api::Res::Presence(list)) => Ok(ReplyBody::Presence(list)),
@@ -473,16 +443,12 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
                 Err(e) => Err(e),
                 Ok(()) => match s
                     .w
-                    .call(
-                        owner_of(&channel, s.w.workers),
-                        Op::Shard(ShardOp::PresenceStats(channel.as_str().into())),
-                    )
+                    .call(owner_of(&channel, s.w.workers), Op::Shard(ShardOp::PresenceStats(channel.as_str().into())))
                     .await
                 {
-                    Ok(crate::api::Res::PresenceStats { num_clients, num_users }) => Ok(ReplyBody::PresenceStats {
-                        num_clients: num_clients as u32,
-                        num_users: num_users as u32,
-                    }),
+                    Ok(crate::api::Res::PresenceStats { num_clients, num_users }) => {
+                        Ok(ReplyBody::PresenceStats { num_clients: num_clients as u32, num_users: num_users as u32 })
+                    }
                     _ => Err(ApiError::INTERNAL),
                 },
             };
@@ -504,7 +470,9 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
                         reverse: h.reverse,
                     };
                     match s.w.call(owner_of(&h.channel, s.w.workers), Op::Shard(ShardOp::History(op))).await {
-                        Ok(crate::api::Res::History { publications, position }) => Ok(ReplyBody::History { publications, position }),
+                        Ok(crate::api::Res::History { publications, position }) => {
+                            Ok(ReplyBody::History { publications, position })
+                        }
                         Ok(_) => Err(ApiError::INTERNAL),
                         Err(e) => Err(e),
                     }
