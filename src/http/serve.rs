@@ -171,23 +171,62 @@ impl Conn {
         (!keep).then_some(Stop::Close)
     }
 
+    /// Like [`Conn::simple`], but first reads and drops a small request body (up to 64 KiB, as
+    /// Go's server does), so the connection stays usable for the next request.
+    async fn answer<R: AsyncReadRent>(
+        &self,
+        mut head: Head,
+        r: &mut Reader<R>,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+    ) -> Option<Stop> {
+        const DRAIN_MAX: u64 = 64 * 1024;
+        if head.has_body() && !head.expect_continue && head.content_length.unwrap_or(0) <= DRAIN_MAX {
+            let mut dec = BodyDecoder::new(&head);
+            let mut seen = 0u64;
+            let drained = loop {
+                match dec.next(&mut r.buf) {
+                    Ok(Some(piece)) => {
+                        seen += piece.len() as u64;
+                        if seen > DRAIN_MAX {
+                            break false;
+                        }
+                    }
+                    Ok(None) if dec.is_done() => break true,
+                    Ok(None) => {
+                        if !r.fill().await {
+                            return Some(Stop::Eof);
+                        }
+                    }
+                    Err(_) => break false,
+                }
+            };
+            if drained {
+                head.content_length = None;
+                head.chunked = false;
+            }
+        }
+        self.simple(&head, status, content_type, body)
+    }
+
     async fn request<R: AsyncReadRent>(&self, head: Head, r: &mut Reader<R>) -> Option<Stop> {
         let cfg = &self.w.cfg;
         let prefix = cfg.http_api.handler_prefix.trim_end_matches('/');
         let path = head.path.as_str();
         if !cfg.http_api.disabled && (path == prefix || path.strip_prefix(prefix).is_some_and(|m| m.starts_with('/'))) {
             if head.method != HttpMethod::Post {
-                return self.simple(&head, 405, "", b"");
+                return self.answer(head, r, 405, "", b"").await;
             }
             if !self.authorized(&head) {
-                return self.simple(&head, 401, "", b"");
+                return self.answer(head, r, 401, "", b"").await;
             }
             if path == prefix {
                 return self.legacy(head, r).await;
             }
             let name = &path[prefix.len() + 1..];
             let Some(method) = Method::from_name(name).filter(|m| m.name() == name) else {
-                return self.simple(&head, 404, "text/plain; charset=utf-8", b"404 page not found");
+                return self.answer(head, r, 404, "text/plain; charset=utf-8", b"404 page not found").await;
             };
             return self.single(head, method, r).await;
         }
@@ -195,9 +234,9 @@ impl Conn {
             return Some(self.websocket(&head));
         }
         if path == "/health" && cfg.health.enabled {
-            return self.simple(&head, 200, "application/json", b"{}");
+            return self.answer(head, r, 200, "application/json", b"{}").await;
         }
-        self.simple(&head, 404, "text/plain; charset=utf-8", b"404 page not found")
+        self.answer(head, r, 404, "text/plain; charset=utf-8", b"404 page not found").await
     }
 
     /// The WebSocket opening handshake (RFC 6455 §4.2) plus Centrifugo's origin rule.
