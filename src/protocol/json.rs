@@ -239,6 +239,39 @@ fn int(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
+/// `"k":true` when set (omitempty).
+fn opt_true(out: &mut Vec<u8>, first: &mut bool, k: &str, v: bool) {
+    if v {
+        key(out, first, k);
+        out.extend_from_slice(b"true");
+    }
+}
+
+/// `"k":N` when non-zero (omitempty).
+fn opt_uint(out: &mut Vec<u8>, first: &mut bool, k: &str, v: u64) {
+    if v > 0 {
+        key(out, first, k);
+        int(out, v);
+    }
+}
+
+/// `"k":"v"` when non-empty (omitempty).
+fn opt_str(out: &mut Vec<u8>, first: &mut bool, k: &str, v: &str) {
+    if !v.is_empty() {
+        key(out, first, k);
+        string(out, v);
+    }
+}
+
+/// `{"expires":true,"ttl":N}` with both fields omitted when empty.
+fn expires_ttl(out: &mut Vec<u8>, expires: bool, ttl: u32) {
+    out.push(b'{');
+    let mut first = true;
+    opt_true(out, &mut first, "expires", expires);
+    opt_uint(out, &mut first, "ttl", ttl as u64);
+    out.push(b'}');
+}
+
 /// A publication as clients see it: `{"data":..,"info":..?,"offset":N?,"tags":{..}?}`.
 pub fn publication(out: &mut Vec<u8>, p: &Publication) {
     out.extend_from_slice(b"{\"data\":");
@@ -265,22 +298,10 @@ pub fn publication(out: &mut Vec<u8>, p: &Publication) {
 fn subscribe_result(out: &mut Vec<u8>, r: &SubscribeResult) {
     out.push(b'{');
     let mut first = true;
-    if r.expires {
-        key(out, &mut first, "expires");
-        out.extend_from_slice(b"true");
-    }
-    if r.ttl > 0 {
-        key(out, &mut first, "ttl");
-        int(out, r.ttl as u64);
-    }
-    if r.recoverable {
-        key(out, &mut first, "recoverable");
-        out.extend_from_slice(b"true");
-    }
-    if !r.epoch.is_empty() {
-        key(out, &mut first, "epoch");
-        string(out, &r.epoch);
-    }
+    opt_true(out, &mut first, "expires", r.expires);
+    opt_uint(out, &mut first, "ttl", r.ttl as u64);
+    opt_true(out, &mut first, "recoverable", r.recoverable);
+    opt_str(out, &mut first, "epoch", &r.epoch);
     if !r.publications.is_empty() {
         key(out, &mut first, "publications");
         out.push(b'[');
@@ -292,26 +313,14 @@ fn subscribe_result(out: &mut Vec<u8>, r: &SubscribeResult) {
         }
         out.push(b']');
     }
-    if r.recovered {
-        key(out, &mut first, "recovered");
-        out.extend_from_slice(b"true");
-    }
-    if r.offset > 0 {
-        key(out, &mut first, "offset");
-        int(out, r.offset);
-    }
-    if r.positioned {
-        key(out, &mut first, "positioned");
-        out.extend_from_slice(b"true");
-    }
+    opt_true(out, &mut first, "recovered", r.recovered);
+    opt_uint(out, &mut first, "offset", r.offset);
+    opt_true(out, &mut first, "positioned", r.positioned);
     if let Some(d) = &r.data {
         key(out, &mut first, "data");
         out.extend_from_slice(d);
     }
-    if r.was_recovering {
-        key(out, &mut first, "was_recovering");
-        out.extend_from_slice(b"true");
-    }
+    opt_true(out, &mut first, "was_recovering", r.was_recovering);
     out.push(b'}');
 }
 
@@ -320,22 +329,10 @@ fn body(out: &mut Vec<u8>, b: &ReplyBody) {
         ReplyBody::Connect(c) => {
             out.extend_from_slice(b"\"connect\":{");
             let mut first = true;
-            if !c.client.is_empty() {
-                key(out, &mut first, "client");
-                string(out, &c.client);
-            }
-            if !c.version.is_empty() {
-                key(out, &mut first, "version");
-                string(out, &c.version);
-            }
-            if c.expires {
-                key(out, &mut first, "expires");
-                out.extend_from_slice(b"true");
-            }
-            if c.ttl > 0 {
-                key(out, &mut first, "ttl");
-                int(out, c.ttl as u64);
-            }
+            opt_str(out, &mut first, "client", &c.client);
+            opt_str(out, &mut first, "version", &c.version);
+            opt_true(out, &mut first, "expires", c.expires);
+            opt_uint(out, &mut first, "ttl", c.ttl as u64);
             if let Some(d) = &c.data {
                 key(out, &mut first, "data");
                 out.extend_from_slice(d);
@@ -353,14 +350,8 @@ fn body(out: &mut Vec<u8>, b: &ReplyBody) {
                 }
                 out.push(b'}');
             }
-            if c.ping > 0 {
-                key(out, &mut first, "ping");
-                int(out, c.ping as u64);
-            }
-            if c.pong {
-                key(out, &mut first, "pong");
-                out.extend_from_slice(b"true");
-            }
+            opt_uint(out, &mut first, "ping", c.ping as u64);
+            opt_true(out, &mut first, "pong", c.pong);
             out.push(b'}');
         }
         ReplyBody::Subscribe(r) => {
@@ -385,14 +376,8 @@ fn body(out: &mut Vec<u8>, b: &ReplyBody) {
         ReplyBody::PresenceStats { num_clients, num_users } => {
             out.extend_from_slice(b"\"presence_stats\":{");
             let mut first = true;
-            if *num_clients > 0 {
-                key(out, &mut first, "num_clients");
-                int(out, *num_clients as u64);
-            }
-            if *num_users > 0 {
-                key(out, &mut first, "num_users");
-                int(out, *num_users as u64);
-            }
+            opt_uint(out, &mut first, "num_clients", *num_clients as u64);
+            opt_uint(out, &mut first, "num_users", *num_users as u64);
             out.push(b'}');
         }
         ReplyBody::History { publications, position } => {
@@ -409,14 +394,8 @@ fn body(out: &mut Vec<u8>, b: &ReplyBody) {
                 }
                 out.push(b']');
             }
-            if !position.epoch.is_empty() {
-                key(out, &mut first, "epoch");
-                string(out, &position.epoch);
-            }
-            if position.offset > 0 {
-                key(out, &mut first, "offset");
-                int(out, position.offset);
-            }
+            opt_str(out, &mut first, "epoch", &position.epoch);
+            opt_uint(out, &mut first, "offset", position.offset);
             out.push(b'}');
         }
         ReplyBody::Rpc { data } => {
@@ -430,36 +409,15 @@ fn body(out: &mut Vec<u8>, b: &ReplyBody) {
         ReplyBody::Refresh { client, version, expires, ttl } => {
             out.extend_from_slice(b"\"refresh\":{");
             let mut first = true;
-            if !client.is_empty() {
-                key(out, &mut first, "client");
-                string(out, client);
-            }
-            if !version.is_empty() {
-                key(out, &mut first, "version");
-                string(out, version);
-            }
-            if *expires {
-                key(out, &mut first, "expires");
-                out.extend_from_slice(b"true");
-            }
-            if *ttl > 0 {
-                key(out, &mut first, "ttl");
-                int(out, *ttl as u64);
-            }
+            opt_str(out, &mut first, "client", &client);
+            opt_str(out, &mut first, "version", &version);
+            opt_true(out, &mut first, "expires", *expires);
+            opt_uint(out, &mut first, "ttl", *ttl as u64);
             out.push(b'}');
         }
         ReplyBody::SubRefresh { expires, ttl } => {
-            out.extend_from_slice(b"\"sub_refresh\":{");
-            let mut first = true;
-            if *expires {
-                key(out, &mut first, "expires");
-                out.extend_from_slice(b"true");
-            }
-            if *ttl > 0 {
-                key(out, &mut first, "ttl");
-                int(out, *ttl as u64);
-            }
-            out.push(b'}');
+            out.extend_from_slice(b"\"sub_refresh\":");
+            expires_ttl(out, *expires, *ttl);
         }
     }
 }
@@ -537,17 +495,8 @@ pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
             out.push(b'}');
         }
         PushBody::Refresh { expires, ttl } => {
-            out.extend_from_slice(b"\"refresh\":{");
-            let mut first = true;
-            if *expires {
-                key(out, &mut first, "expires");
-                out.extend_from_slice(b"true");
-            }
-            if *ttl > 0 {
-                key(out, &mut first, "ttl");
-                int(out, *ttl as u64);
-            }
-            out.push(b'}');
+            out.extend_from_slice(b"\"refresh\":");
+            expires_ttl(out, *expires, *ttl);
         }
         PushBody::Disconnect { code, reason, reconnect } => {
             out.extend_from_slice(b"\"disconnect\":{\"code\":");
