@@ -443,15 +443,7 @@ pub fn encode_reply(id: u32, reply: &Result<ReplyBody, ApiError>, out: &mut Vec<
 /// `{"push":{"channel":"c","pub":{..}}}` and the other push kinds.
 pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"push\":{");
-    let with_channel = matches!(
-        push,
-        PushBody::Pub(_)
-            | PushBody::Join(_)
-            | PushBody::Leave(_)
-            | PushBody::Unsubscribe { .. }
-            | PushBody::Subscribe { .. }
-    );
-    if with_channel {
+    if push.has_channel() {
         out.extend_from_slice(b"\"channel\":");
         string(out, channel);
         out.push(b',');

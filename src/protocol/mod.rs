@@ -164,6 +164,21 @@ pub enum PushBody {
     Disconnect { code: u32, reason: String, reconnect: bool },
 }
 
+impl PushBody {
+    /// Whether the push names its channel: channel-scoped pushes do; `message`, `refresh` and
+    /// `disconnect` concern the whole connection.
+    pub fn has_channel(&self) -> bool {
+        matches!(
+            self,
+            PushBody::Pub(_)
+                | PushBody::Join(_)
+                | PushBody::Leave(_)
+                | PushBody::Unsubscribe { .. }
+                | PushBody::Subscribe { .. }
+        )
+    }
+}
+
 /// A frame's commands could not be decoded: the connection is closed with 3501.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadFrame;

@@ -700,14 +700,7 @@ pub fn encode_reply(id: u32, reply: &Result<ReplyBody, ApiError>, out: &mut Vec<
 pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
     delimited(out, |out| {
         put_msg(out, 4, |out| {
-            if matches!(
-                push,
-                PushBody::Pub(_)
-                    | PushBody::Join(_)
-                    | PushBody::Leave(_)
-                    | PushBody::Unsubscribe { .. }
-                    | PushBody::Subscribe { .. }
-            ) {
+            if push.has_channel() {
                 put_str(out, 2, channel);
             }
             match push {

@@ -81,16 +81,6 @@ fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-/// An HS256 JWT with `claims`, made here (not by the server's code).
-fn jwt(secret: &str, claims: Value) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("sign a JWT")
-}
-
 static GEN_DIRS: AtomicUsize = AtomicUsize::new(0);
 
 /// `gyre gentoken -c <cfg> -u <user> -q`: the token the CLI prints.

@@ -46,7 +46,8 @@ pub fn config_with(patch: Value) -> Value {
     c
 }
 
-fn merge(dst: &mut Value, src: Value) {
+/// Deep-merges `src` into `dst` (objects key by key, anything else replaced).
+pub fn merge(dst: &mut Value, src: Value) {
     match (dst, src) {
         (Value::Object(d), Value::Object(s)) => {
             for (k, v) in s {
@@ -679,4 +680,14 @@ pub fn error_obj(code: u32) -> Value {
         _ => panic!("unknown error code {code}"),
     };
     json!({"code": code, "message": message})
+}
+
+/// An HS256 JWT with `claims`, signed here (not by the server's code).
+pub fn jwt(secret: &str, claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign a JWT")
 }

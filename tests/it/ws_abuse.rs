@@ -30,26 +30,6 @@ fn abuse_config(patch: Value) -> Value {
     cfg
 }
 
-fn merge(dst: &mut Value, src: Value) {
-    match (dst, src) {
-        (Value::Object(d), Value::Object(s)) => {
-            for (k, v) in s {
-                merge(d.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (d, s) => *d = s,
-    }
-}
-
-fn jwt(secret: &str, claims: Value) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("sign a JWT")
-}
-
 fn token(user: &str) -> String {
     let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600;
     jwt(SECRET, json!({"sub": user, "exp": exp}))
