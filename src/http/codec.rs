@@ -217,7 +217,9 @@ impl BodyDecoder {
             };
             match state {
                 Chunk::Size => {
-                    let Some(nl) = memchr::memchr(b'\n', buf) else {
+                    // A line over MAX_LINE is refused whether or not its end has arrived, so
+                    // the outcome never depends on where reads were cut.
+                    let Some(nl) = memchr::memchr(b'\n', &buf[..buf.len().min(MAX_LINE + 1)]) else {
                         return if buf.len() > MAX_LINE { Err(HttpError(400)) } else { Ok(None) };
                     };
                     let line = &buf[..nl];
@@ -262,7 +264,7 @@ impl BodyDecoder {
                     self.chunked = Some(Chunk::Size);
                 }
                 Chunk::Trailer => {
-                    let Some(nl) = memchr::memchr(b'\n', buf) else {
+                    let Some(nl) = memchr::memchr(b'\n', &buf[..buf.len().min(MAX_LINE + 1)]) else {
                         return if buf.len() > MAX_LINE { Err(HttpError(400)) } else { Ok(None) };
                     };
                     let empty = nl == 0 || (nl == 1 && buf[0] == b'\r');
@@ -373,6 +375,16 @@ mod tests {
             let got = decode_all(&h, &[&body[..split], &body[split..]]).unwrap();
             assert_eq!(got, b"hello world");
         }
+    }
+
+    #[test]
+    fn long_chunk_lines_refused_however_split() {
+        let (h, _) = parse_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap();
+        let mut body = b"0;".to_vec();
+        body.extend(std::iter::repeat_n(b'a', 4095));
+        body.extend_from_slice(b"\r\n\r\n");
+        assert!(decode_all(&h, &[&body]).is_err());
+        assert!(decode_all(&h, &[&body[..4097], &body[4097..]]).is_err());
     }
 
     #[test]
