@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::session::{unix_now, Session, Sub};
-use crate::api::{Command, Payload, Publish, StreamPosition};
+use crate::api::{Command, Overrides, Payload, Publish, StreamPosition};
 use crate::config::ChannelOptions;
 use crate::error::{ApiError, Disconnect};
 use crate::protocol::{self, ConnectResult, Format, PushBody, ReplyBody, SubscribeReq, SubscribeResult};
@@ -23,7 +23,20 @@ struct ConnClaims {
     user: String,
     expire_at: i64,
     info: Option<Bytes>,
-    channels: Vec<(String, Option<Bytes>)>,
+    /// Server-side subscriptions: channel, channel info, per-subscription overrides.
+    channels: Vec<(String, Option<Bytes>, Overrides)>,
+}
+
+/// `override` of a token's `subs` entry: `{"presence":{"value":true},...}`.
+fn claim_overrides(o: &Map<String, Value>) -> Overrides {
+    let get = |k: &str| o.get(k).and_then(|v| v.get("value")).and_then(Value::as_bool);
+    Overrides {
+        presence: get("presence"),
+        join_leave: get("join_leave"),
+        force_recovery: get("force_recovery"),
+        force_positioning: get("force_positioning"),
+        force_push_join_leave: get("force_push_join_leave"),
+    }
 }
 
 fn claim_info(claims: &Map<String, Value>, key: &str, b64key: &str) -> Result<Option<Bytes>, ()> {
@@ -52,21 +65,24 @@ fn parse_conn_claims(s: &Session, claims: &Map<String, Value>) -> Result<ConnCla
         None => exp,
     };
     let info = claim_info(claims, "info", "b64info").map_err(|_| Disconnect::INVALID_TOKEN)?;
-    let mut channels: Vec<(String, Option<Bytes>)> = Vec::new();
+    let mut channels: Vec<(String, Option<Bytes>, Overrides)> = Vec::new();
     if let Some(Value::Object(subs)) = claims.get("subs") {
         for (ch, opts) in subs {
-            let info = match opts {
-                Value::Object(o) => claim_info(o, "info", "b64info").map_err(|_| Disconnect::INVALID_TOKEN)?,
-                _ => None,
+            let (info, overrides) = match opts {
+                Value::Object(o) => (
+                    claim_info(o, "info", "b64info").map_err(|_| Disconnect::INVALID_TOKEN)?,
+                    o.get("override").and_then(Value::as_object).map(claim_overrides).unwrap_or_default(),
+                ),
+                _ => (None, Overrides::default()),
             };
-            channels.push((ch.clone(), info));
+            channels.push((ch.clone(), info, overrides));
         }
     } else if let Some(Value::Array(list)) = claims.get("channels") {
         for ch in list {
             let Value::String(ch) = ch else {
                 return Err(Disconnect::INVALID_TOKEN);
             };
-            channels.push((ch.clone(), None));
+            channels.push((ch.clone(), None, Overrides::default()));
         }
     }
     Ok(ConnClaims { user, expire_at, info, channels })
@@ -110,7 +126,7 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
         }
     }
     // Validate server-side channels before changing any state.
-    let mut server_subs: Vec<(String, Option<Bytes>)> = claims.channels;
+    let mut server_subs: Vec<(String, Option<Bytes>, Overrides)> = claims.channels;
     let personal = &cfg.client.subscribe_to_user_personal_channel;
     if personal.enabled && !user.is_empty() {
         let ch = if personal.personal_channel_namespace.is_empty() {
@@ -121,14 +137,14 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
                 personal.personal_channel_namespace, cfg.channel.namespace_boundary, cfg.channel.user_boundary, user
             )
         };
-        if !server_subs.iter().any(|(c, _)| *c == ch) {
-            server_subs.push((ch, None));
+        if !server_subs.iter().any(|(c, _, _)| *c == ch) {
+            server_subs.push((ch, None, Overrides::default()));
         }
     }
     if server_subs.len() > cfg.client.channel_limit {
         return Err(Disconnect::CHANNEL_LIMIT);
     }
-    for (ch, _) in &server_subs {
+    for (ch, _, _) in &server_subs {
         if let Err(e) = cfg.resolve_channel(ch) {
             s.st.borrow_mut().unusable = true;
             s.reply(id, &Err(e));
@@ -153,7 +169,7 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
         ..Default::default()
     };
     let mut live: Vec<Arc<str>> = Vec::new();
-    for (ch, info) in server_subs {
+    for (ch, info, overrides) in server_subs {
         let recover = c.subs.iter().find(|(k, _)| *k == ch).map(|(_, r)| r.clone());
         let req = SubscribeReq {
             channel: ch.clone(),
@@ -162,7 +178,7 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
             epoch: recover.map(|r| r.epoch).unwrap_or_default(),
             ..Default::default()
         };
-        match subscribe_owned(s, req, info, true, 0).await {
+        match subscribe_owned(s, req, info, true, 0, overrides).await {
             Ok(Ok((channel, res))) => {
                 live.push(channel);
                 result.subs.push((ch, res));
@@ -306,7 +322,7 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
             return Ok(Err(ApiError::PERMISSION_DENIED));
         }
     }
-    subscribe_owned(s, req, chan_info, false, expires_at).await
+    subscribe_owned(s, req, chan_info, false, expires_at, Overrides::default()).await
 }
 
 /// Registers the subscription with the channel's owner (permissions already checked).
@@ -316,23 +332,30 @@ async fn subscribe_owned(
     chan_info: Option<Bytes>,
     server_side: bool,
     expires_at: i64,
+    overrides: Overrides,
 ) -> SubOutcome {
     let cfg = s.w.cfg.clone();
     let o = match cfg.resolve_channel(&req.channel) {
         Ok(r) => r.options,
         Err(e) => return Ok(Err(e)),
     };
+    // Per-subscription overrides (token `subs`, API subscribe) win over the namespace.
+    let presence = overrides.presence.unwrap_or(o.presence);
+    let join_leave = overrides.join_leave.unwrap_or(o.join_leave);
+    let force_push_join_leave = overrides.force_push_join_leave.unwrap_or(o.force_push_join_leave);
+    let force_recovery = overrides.force_recovery.unwrap_or(o.force_recovery);
+    let force_positioning = overrides.force_positioning.unwrap_or(o.force_positioning);
     let history = o.history_enabled();
     let may_ask = o.allow_recovery || o.allow_history_for_client || cfg.client.insecure;
-    let recoverable = history && (o.force_recovery || (req.recoverable && may_ask));
+    let recoverable = history && (force_recovery || (req.recoverable && may_ask));
     let positioned =
-        history && (recoverable || o.force_positioning || (req.positioned && (o.allow_positioning || may_ask)));
+        history && (recoverable || force_positioning || (req.positioned && (o.allow_positioning || may_ask)));
     let presence_allowed = cfg.client.insecure || o.allow_presence_for_client || o.allow_presence_for_subscriber;
     let sub = Sub {
         chan_info: chan_info.clone(),
-        presence: o.presence,
-        join_leave: o.join_leave,
-        push_join_leave: o.force_push_join_leave || (o.join_leave && req.join_leave && presence_allowed),
+        presence,
+        join_leave,
+        push_join_leave: force_push_join_leave || (join_leave && req.join_leave && presence_allowed),
         server_side,
         expires_at,
     };
@@ -343,8 +366,8 @@ async fn subscribe_owned(
     let op = SubOp {
         channel: channel.clone(),
         worker: s.w.id as u16,
-        presence: o.presence.then(|| info.clone()),
-        join: o.join_leave.then_some(info),
+        presence: presence.then(|| info.clone()),
+        join: join_leave.then_some(info),
         recover: recover.clone(),
         position: positioned,
         recover_limit: cfg.client.recovery_max_publication_limit,
@@ -562,7 +585,9 @@ pub fn api_act(w: &Worker, cmd: &Command) {
                         ..Default::default()
                     };
                     let info = sub.info.as_ref().map(|p| p.bytes.clone());
-                    if let Ok(Ok((channel, res))) = subscribe_owned(&s, req, info, true, sub.expire_at).await {
+                    if let Ok(Ok((channel, res))) =
+                        subscribe_owned(&s, req, info, true, sub.expire_at, sub.overrides).await
+                    {
                         let data = sub.data.as_ref().map(|p| p.bytes.clone());
                         s.push(
                             &channel,

@@ -640,3 +640,28 @@ fn paused_reader_gets_an_intact_stream() {
     assert!(ns.iter().zip(1..).all(|(&n, i)| n == i), "publications out of order or missing");
     assert_no_panic(&s);
 }
+
+/// A token's `subs` entry with `override` values: they win over the namespace options for that
+/// server-side subscription (here: recovery and positioning forced on a namespace without them).
+#[test]
+fn token_subs_overrides_apply() {
+    let s = Server::start(abuse_config(json!({
+        "channel": {"namespaces": [{"name": "hist", "history_size": 10, "history_ttl": "60s"}]}
+    })));
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let claims = json!({
+        "sub": "ov",
+        "exp": exp,
+        "subs": {
+            "hist:forced": {"override": {"force_recovery": {"value": true}}},
+            "hist:plain": {}
+        }
+    });
+    let mut ws = Ws::open(&s);
+    let r = ws.connect(&jwt(SECRET, claims));
+    let subs = &r["connect"]["subs"];
+    assert_eq!(subs["hist:forced"]["recoverable"], true, "{r}");
+    assert_eq!(subs["hist:forced"]["positioned"], true, "{r}");
+    assert!(subs["hist:forced"]["epoch"].is_string(), "{r}");
+    assert!(subs["hist:plain"].get("recoverable").is_none(), "{r}");
+}
