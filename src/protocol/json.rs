@@ -409,8 +409,8 @@ fn body(out: &mut Vec<u8>, b: &ReplyBody) {
         ReplyBody::Refresh { client, version, expires, ttl } => {
             out.extend_from_slice(b"\"refresh\":{");
             let mut first = true;
-            opt_str(out, &mut first, "client", &client);
-            opt_str(out, &mut first, "version", &version);
+            opt_str(out, &mut first, "client", client);
+            opt_str(out, &mut first, "version", version);
             opt_true(out, &mut first, "expires", *expires);
             opt_uint(out, &mut first, "ttl", *ttl as u64);
             out.push(b'}');
