@@ -16,3 +16,4 @@ mod http;
 mod legacy;
 mod sdk;
 mod ws_abuse;
+mod ws_timers;

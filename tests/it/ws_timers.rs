@@ -1,0 +1,252 @@
+//! Session deadlines over raw WebSocket frames: stale connections (3502), missing pongs
+//! (3012), connection expiry (3005) and its refresh, subscription expiry (2501).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+const SECRET: &str = "ws-timers-secret-0123456789";
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn timers_config(client: Value) -> Value {
+    let mut cfg = json!({
+        "http_api": {"key": "timers-key"},
+        "client": {"token": {"hmac_secret_key": SECRET}},
+        "channel": {"namespaces": [{"name": "feed", "allow_subscribe_for_client": true}]},
+        "workers": 2
+    });
+    merge(&mut cfg, json!({ "client": client }));
+    cfg
+}
+
+/// A minimal masked-frame client: enough to speak JSON commands and read close frames.
+struct Client {
+    ws: raw::Ws,
+}
+
+mod raw {
+    //! A tiny blocking WebSocket client over std sockets (no client library involved).
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    pub struct Ws {
+        s: TcpStream,
+        buf: Vec<u8>,
+    }
+
+    /// One server frame: opcode and payload.
+    pub struct Frame {
+        pub op: u8,
+        pub payload: Vec<u8>,
+    }
+
+    impl Ws {
+        pub fn open(addr: std::net::SocketAddr) -> Ws {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let req = "GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                       Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+            s.write_all(req.as_bytes()).unwrap();
+            let mut buf = Vec::new();
+            let mut tmp = [0u8; 4096];
+            let end = loop {
+                let n = s.read(&mut tmp).expect("handshake response");
+                assert!(n > 0, "EOF during handshake");
+                buf.extend_from_slice(&tmp[..n]);
+                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break p + 4;
+                }
+            };
+            assert!(buf.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buf));
+            buf.drain(..end);
+            Ws { s, buf }
+        }
+
+        pub fn send_text(&mut self, payload: &[u8]) {
+            let mask = [1u8, 2, 3, 4];
+            let mut f = vec![0x81u8];
+            if payload.len() < 126 {
+                f.push(0x80 | payload.len() as u8);
+            } else {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+            }
+            f.extend_from_slice(&mask);
+            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+            self.s.write_all(&f).unwrap();
+        }
+
+        /// The next frame, or `None` at EOF / timeout.
+        pub fn frame(&mut self) -> Option<Frame> {
+            loop {
+                if self.buf.len() >= 2 {
+                    let op = self.buf[0] & 0x0f;
+                    let (len, hdr) = match self.buf[1] & 0x7f {
+                        126 if self.buf.len() >= 4 => (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4),
+                        127 if self.buf.len() >= 10 => {
+                            (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10)
+                        }
+                        n if n < 126 => (n as usize, 2),
+                        _ => (usize::MAX, 0),
+                    };
+                    if len != usize::MAX && self.buf.len() >= hdr + len {
+                        let payload = self.buf[hdr..hdr + len].to_vec();
+                        self.buf.drain(..hdr + len);
+                        return Some(Frame { op, payload });
+                    }
+                }
+                let mut tmp = [0u8; 65536];
+                match self.s.read(&mut tmp) {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                }
+            }
+        }
+    }
+}
+
+impl Client {
+    fn open(s: &Server) -> Client {
+        Client { ws: raw::Ws::open(s.addr()) }
+    }
+
+    fn send(&mut self, v: Value) {
+        self.ws.send_text(v.to_string().as_bytes());
+    }
+
+    /// Every JSON message until the close frame; returns them with the close code.
+    fn until_close(&mut self, answer_pings: bool) -> (Vec<Value>, Option<u16>) {
+        let mut seen = Vec::new();
+        while let Some(f) = self.ws.frame() {
+            if f.op == 0x8 {
+                let code = (f.payload.len() >= 2).then(|| u16::from_be_bytes([f.payload[0], f.payload[1]]));
+                return (seen, code);
+            }
+            for line in f.payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let v: Value = serde_json::from_slice(line).expect("JSON message");
+                if answer_pings && v == json!({}) {
+                    self.send(json!({}));
+                }
+                seen.push(v);
+            }
+        }
+        (seen, None)
+    }
+
+    /// Reads until the reply with `id`.
+    fn reply(&mut self, id: u32) -> Value {
+        while let Some(f) = self.ws.frame() {
+            assert_ne!(f.op, 0x8, "closed while waiting for reply {id}");
+            for line in f.payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let v: Value = serde_json::from_slice(line).expect("JSON message");
+                if v["id"] == id {
+                    return v;
+                }
+            }
+        }
+        panic!("no reply {id}");
+    }
+}
+
+#[test]
+fn stale_connection_closed_3502() {
+    let s = Server::start(timers_config(json!({"stale_close_delay": "1s"})));
+    let mut c = Client::open(&s);
+    let started = Instant::now();
+    let (_, code) = c.until_close(false);
+    assert_eq!(code, Some(3502));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(4), "closed after {took:?}");
+}
+
+#[test]
+fn missing_pong_closes_3012_and_pongs_keep_it_open() {
+    let s = Server::start(timers_config(json!({"ping_interval": "2s", "pong_timeout": "1s"})));
+    let token = jwt(SECRET, json!({"sub": "p", "exp": now() + 3600}));
+    // A client that never answers: the first ping within 2 s, then 3012 a second later.
+    let mut silent = Client::open(&s);
+    silent.send(json!({"id": 1, "connect": {"token": token}}));
+    let started = Instant::now();
+    let (seen, code) = silent.until_close(false);
+    assert_eq!(code, Some(3012), "{seen:?}");
+    assert!(seen.contains(&json!({})), "a ping came first: {seen:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // A client that answers stays connected across several pings.
+    let mut polite = Client::open(&s);
+    polite.send(json!({"id": 1, "connect": {"token": token}}));
+    polite.reply(1);
+    let deadline = Instant::now() + Duration::from_millis(5500);
+    let mut pings = 0;
+    while Instant::now() < deadline {
+        let f = polite.ws.frame().expect("connection stays open while pongs are sent");
+        assert_ne!(f.op, 0x8, "closed: {:?}", f.payload);
+        if f.payload == b"{}" {
+            pings += 1;
+            polite.send(json!({}));
+        }
+    }
+    assert!(pings >= 2, "pings seen: {pings}");
+}
+
+#[test]
+fn expired_connection_closed_3005_unless_refreshed() {
+    let s = Server::start(timers_config(json!({"expired_close_delay": "1s", "ping_interval": "60s"})));
+    let short = |user: &str, ttl: u64| jwt(SECRET, json!({"sub": user, "exp": now() + ttl}));
+    let mut c = Client::open(&s);
+    c.send(json!({"id": 1, "connect": {"token": short("e", 2)}}));
+    let r = c.reply(1);
+    assert_eq!(r["connect"]["expires"], true, "{r}");
+    let ttl = r["connect"]["ttl"].as_u64().unwrap();
+    assert!((1..=2).contains(&ttl), "{r}");
+    let started = Instant::now();
+    let (_, code) = c.until_close(false);
+    assert_eq!(code, Some(3005));
+    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+
+    // Refreshed in time: still connected after the first token's expiry + delay.
+    let mut r2 = Client::open(&s);
+    r2.send(json!({"id": 1, "connect": {"token": short("e", 2)}}));
+    r2.reply(1);
+    r2.send(json!({"id": 2, "refresh": {"token": short("e", 3600)}}));
+    let reply = r2.reply(2);
+    assert_eq!(reply["refresh"]["expires"], true, "{reply}");
+    std::thread::sleep(Duration::from_secs(4));
+    r2.send(json!({"id": 3, "presence_stats": {"channel": "feed:x"}}));
+    let reply = r2.reply(3);
+    assert!(reply.get("error").is_some(), "answered (108 not available), so still connected: {reply}");
+    // A refresh for another user is an invalid token.
+    r2.send(json!({"id": 4, "refresh": {"token": short("mallory", 3600)}}));
+    assert_eq!(r2.until_close(false).1, Some(3500));
+}
+
+#[test]
+fn expired_subscription_unsubscribed_2501() {
+    let s = Server::start(timers_config(json!({"expired_sub_close_delay": "1s", "ping_interval": "60s"})));
+    let mut c = Client::open(&s);
+    c.send(json!({"id": 1, "connect": {"token": jwt(SECRET, json!({"sub": "u", "exp": now() + 3600}))}}));
+    c.reply(1);
+    let sub_token = jwt(SECRET, json!({"sub": "u", "channel": "$feed:secret", "exp": now() + 2}));
+    c.send(json!({"id": 2, "subscribe": {"channel": "$feed:secret", "token": sub_token}}));
+    let r = c.reply(2);
+    assert_eq!(r["subscribe"]["expires"], true, "{r}");
+    let started = Instant::now();
+    let push = loop {
+        let f = c.ws.frame().expect("an unsubscribe push before EOF");
+        assert_ne!(f.op, 0x8, "closed instead of unsubscribing");
+        let v: Value = serde_json::from_slice(&f.payload).unwrap();
+        if v.get("push").is_some() {
+            break v;
+        }
+    };
+    assert_eq!(
+        push,
+        json!({"push": {"channel": "$feed:secret", "unsubscribe": {"code": 2501, "reason": "subscription expired"}}})
+    );
+    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+}
