@@ -199,6 +199,7 @@ async fn worker_main(
     monoio::spawn(w.clone().run_inbox(inbox));
     monoio::spawn(w.clone().run_flusher());
     monoio::spawn(sweeper(w.clone()));
+    monoio::spawn(w.clone().run_timers());
     let _ = ready.send(Ok(()));
     drop(ready);
     let accept = {

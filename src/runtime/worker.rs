@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use slab::Slab;
@@ -122,6 +122,10 @@ pub struct Worker {
     /// Verifies connection tokens (and subscription tokens unless they have their own key).
     pub conn_tokens: crate::token::Verifier,
     pub sub_tokens: crate::token::Verifier,
+    /// Session deadlines: (when, session key, generation), earliest first. Entries a session
+    /// superseded are skipped when popped.
+    timers: RefCell<std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u32, u32)>>>,
+    timer_wake: LocalNotify,
 }
 
 impl Worker {
@@ -141,6 +145,8 @@ impl Worker {
             waiters: RefCell::new(Slab::new()),
             shutdown: Cell::new(false),
             shutdown_notify: LocalNotify::default(),
+            timers: RefCell::new(std::collections::BinaryHeap::new()),
+            timer_wake: LocalNotify::default(),
             clients: RefCell::new(Slab::new()),
             index: RefCell::new(AHashMap::new()),
             users: RefCell::new(AHashMap::new()),
@@ -439,6 +445,47 @@ impl Worker {
                 Msg::Shutdown => {
                     self.shutdown.set(true);
                     self.shutdown_notify.notify();
+                }
+            }
+        }
+    }
+
+    /// Schedules session `key` (generation `gen`) to run its deadlines at `at`.
+    pub fn schedule_timer(&self, at: Instant, key: u32, gen: u32) {
+        let mut heap = self.timers.borrow_mut();
+        let earliest = heap.peek().is_none_or(|std::cmp::Reverse((t, _, _))| at < *t);
+        heap.push(std::cmp::Reverse((at, key, gen)));
+        if earliest {
+            self.timer_wake.notify();
+        }
+    }
+
+    /// The worker's one timer task: sleeps until the earliest session deadline (or until an
+    /// earlier one is scheduled) and runs the sessions that are due.
+    pub async fn run_timers(self: Rc<Self>) {
+        loop {
+            let next = self.timers.borrow().peek().map(|std::cmp::Reverse((t, _, _))| *t);
+            let wait = next.map_or(Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
+            if !wait.is_zero() {
+                let sleep = monoio::time::sleep(wait);
+                monoio::select! {
+                    _ = sleep => {}
+                    _ = self.timer_wake.wait() => {}
+                }
+            }
+            let now = Instant::now();
+            loop {
+                let due = {
+                    let mut heap = self.timers.borrow_mut();
+                    match heap.peek() {
+                        Some(std::cmp::Reverse((t, _, _))) if *t <= now => heap.pop().map(|std::cmp::Reverse(e)| e),
+                        _ => None,
+                    }
+                };
+                let Some((at, key, gen)) = due else { break };
+                let session = self.clients.borrow().get(key as usize).filter(|s| s.gen == gen).cloned();
+                if let Some(s) = session {
+                    s.on_timer(at);
                 }
             }
         }

@@ -194,7 +194,7 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
         s.release(&ch);
     }
     // Connected: the timers switch from the stale deadline to pings and expiry.
-    s.timer_wake.notify();
+    s.reschedule_now();
     Ok(())
 }
 
@@ -388,7 +388,7 @@ async fn subscribe_owned(
     st.subs.insert(channel.clone(), sub);
     drop(st);
     if expires_at > 0 {
-        s.timer_wake.notify();
+        s.reschedule_now();
     }
     let now = unix_now();
     let mut res = SubscribeResult {

@@ -71,8 +71,8 @@ pub struct Session {
     pub client: Arc<str>,
     pub(super) w: Rc<Worker>,
     pub(super) st: RefCell<State>,
-    /// Wakes the timer task when deadlines change (connect, refresh, new subscriptions).
-    pub(super) timer_wake: crate::runtime::notify::LocalNotify,
+    /// The deadline this session is scheduled at in the worker's timer heap.
+    timer_at: Cell<Option<Instant>>,
     created: Instant,
 }
 
@@ -266,7 +266,7 @@ where
         client: uuid::Uuid::new_v4().to_string().into(),
         w: w.clone(),
         st: RefCell::new(State::default()),
-        timer_wake: Default::default(),
+        timer_at: Cell::new(None),
         created: Instant::now(),
     });
     let key = w.clients.borrow_mut().insert(s.clone()) as u32;
@@ -280,7 +280,8 @@ where
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
         })
     };
-    monoio::spawn(timers(s.clone()));
+    // Deadlines run on the worker's single timer task, not one task per connection.
+    s.schedule(s.created + cfg.client.stale_close_delay);
     let limit = cfg.websocket.message_size_limit;
     let mut dec = codec::Decoder::new(limit, limit);
     let mut last_full = false;
@@ -486,103 +487,126 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
     Ok(())
 }
 
-/// Stale close, server pings, pong deadline and credential expiry for one session.
-async fn timers(s: Rc<Session>) {
-    let cfg = s.w.cfg.clone();
-    let interval = cfg.client.ping_interval;
-    let pong_timeout = cfg.client.pong_timeout;
-    loop {
-        if s.is_closed() {
+impl Session {
+    /// Asks the worker's timer to run [`Session::on_timer`] at `at` (or earlier if already
+    /// scheduled earlier). Only the earliest deadline is kept in the worker's heap.
+    pub(super) fn schedule(&self, at: Instant) {
+        if self.timer_at.get().is_some_and(|t| t <= at) {
             return;
         }
-        let now = Instant::now();
+        self.timer_at.set(Some(at));
+        self.w.schedule_timer(at, self.key.get(), self.gen);
+    }
+
+    /// Deadlines changed (connect, refresh, a subscription with an expiry): re-evaluate now.
+    pub(super) fn reschedule_now(&self) {
+        self.schedule(Instant::now());
+    }
+
+    /// Runs when the worker's timer reaches this session's deadline: stale close, server
+    /// pings, the pong deadline and credential/subscription expiry. Schedules the next one.
+    pub fn on_timer(&self, at: Instant) {
+        if self.timer_at.get() != Some(at) {
+            return; // superseded by an earlier schedule
+        }
+        self.timer_at.set(None);
+        if let Some(next) = self.check_deadlines(Instant::now()) {
+            self.schedule(next);
+        }
+    }
+
+    /// Acts on every deadline that has passed; returns the next one (`None` once closed).
+    fn check_deadlines(&self, now: Instant) -> Option<Instant> {
+        let cfg = self.w.cfg.clone();
+        let interval = cfg.client.ping_interval;
+        let pong_timeout = cfg.client.pong_timeout;
+        if self.is_closed() {
+            return None;
+        }
         let mut next = now + Duration::from_secs(10);
         let (connected, ping_sent, expires_at, next_ping) = {
-            let st = s.st.borrow();
+            let st = self.st.borrow();
             (st.connected, st.ping_sent, st.expires_at, st.next_ping)
         };
         if !connected {
-            let deadline = s.created + cfg.client.stale_close_delay;
+            let deadline = self.created + cfg.client.stale_close_delay;
             if now >= deadline {
-                s.disconnect(Disconnect::STALE);
-                return;
+                self.disconnect(Disconnect::STALE);
+                return None;
             }
-            next = next.min(deadline);
-        } else {
-            if let Some(sent) = ping_sent {
-                if !pong_timeout.is_zero() {
-                    let deadline = sent + pong_timeout;
-                    if now >= deadline {
-                        s.disconnect(Disconnect::NO_PONG);
-                        return;
-                    }
-                    next = next.min(deadline);
+            return Some(next.min(deadline));
+        }
+        if let Some(sent) = ping_sent {
+            if !pong_timeout.is_zero() {
+                let deadline = sent + pong_timeout;
+                if now >= deadline {
+                    self.disconnect(Disconnect::NO_PONG);
+                    return None;
                 }
+                next = next.min(deadline);
             }
-            if !interval.is_zero() {
-                let due = match next_ping {
-                    Some(t) => t,
-                    None => {
-                        // The first ping comes at a random point in [interval/2, interval).
-                        let half = interval / 2;
-                        let jitter = Duration::from_millis(rand::random::<u64>() % (half.as_millis().max(1) as u64));
-                        let t = now + half + jitter;
-                        s.st.borrow_mut().next_ping = Some(t);
-                        t
-                    }
-                };
-                if now >= due {
-                    let mut buf = Vec::with_capacity(2);
-                    protocol::encode_ping(s.format, &mut buf);
-                    s.push_frame(buf);
-                    let mut st = s.st.borrow_mut();
-                    if st.ping_sent.is_none() && !pong_timeout.is_zero() {
-                        st.ping_sent = Some(now);
-                    }
-                    st.next_ping = Some(now + interval);
-                    continue;
+        }
+        if !interval.is_zero() {
+            let due = match next_ping {
+                Some(t) => t,
+                None => {
+                    // The first ping comes at a random point in [interval/2, interval).
+                    let half = interval / 2;
+                    let jitter = Duration::from_millis(rand::random::<u64>() % (half.as_millis().max(1) as u64));
+                    let t = now + half + jitter;
+                    self.st.borrow_mut().next_ping = Some(t);
+                    t
                 }
+            };
+            if now >= due {
+                let mut buf = Vec::with_capacity(2);
+                protocol::encode_ping(self.format, &mut buf);
+                self.push_frame(buf);
+                let mut st = self.st.borrow_mut();
+                if st.ping_sent.is_none() && !pong_timeout.is_zero() {
+                    st.ping_sent = Some(now);
+                    next = next.min(now + pong_timeout);
+                }
+                st.next_ping = Some(now + interval);
+                next = next.min(now + interval);
+            } else {
                 next = next.min(due);
             }
-            let sub_delay = cfg.client.expired_sub_close_delay.as_secs() as i64;
-            let unix = unix_now();
-            let expired: Vec<(Arc<str>, bool)> = {
-                let st = s.st.borrow();
-                let mut soonest = i64::MAX;
-                let mut out = Vec::new();
-                for (ch, sub) in st.subs.iter().filter(|(_, sub)| sub.expires_at > 0) {
-                    let at = sub.expires_at + sub_delay;
-                    if unix >= at {
-                        out.push((ch.clone(), sub.server_side));
-                    } else {
-                        soonest = soonest.min(at);
-                    }
-                }
-                if soonest != i64::MAX {
-                    next = next.min(now + Duration::from_secs((soonest - unix) as u64));
-                }
-                out
-            };
-            for (ch, server_side) in expired {
-                if server_side {
-                    s.disconnect(Disconnect::SUB_EXPIRED);
-                    return;
-                }
-                s.unsubscribe(&ch, Some((2501, "subscription expired")));
-            }
-            if expires_at > 0 {
-                let close_at = expires_at + cfg.client.expired_close_delay.as_secs() as i64;
-                if unix >= close_at {
-                    s.disconnect(Disconnect::EXPIRED);
-                    return;
-                }
-                next = next.min(now + Duration::from_secs((close_at - unix) as u64));
-            }
         }
-        let sleep = monoio::time::sleep(next.saturating_duration_since(now).max(Duration::from_millis(5)));
-        monoio::select! {
-            _ = sleep => {}
-            _ = s.timer_wake.wait() => {}
+        let sub_delay = cfg.client.expired_sub_close_delay.as_secs() as i64;
+        let unix = unix_now();
+        let expired: Vec<(Arc<str>, bool)> = {
+            let st = self.st.borrow();
+            let mut soonest = i64::MAX;
+            let mut out = Vec::new();
+            for (ch, sub) in st.subs.iter().filter(|(_, sub)| sub.expires_at > 0) {
+                let at = sub.expires_at + sub_delay;
+                if unix >= at {
+                    out.push((ch.clone(), sub.server_side));
+                } else {
+                    soonest = soonest.min(at);
+                }
+            }
+            if soonest != i64::MAX {
+                next = next.min(now + Duration::from_secs((soonest - unix) as u64));
+            }
+            out
+        };
+        for (ch, server_side) in expired {
+            if server_side {
+                self.disconnect(Disconnect::SUB_EXPIRED);
+                return None;
+            }
+            self.unsubscribe(&ch, Some((2501, "subscription expired")));
         }
+        if expires_at > 0 {
+            let close_at = expires_at + cfg.client.expired_close_delay.as_secs() as i64;
+            if unix >= close_at {
+                self.disconnect(Disconnect::EXPIRED);
+                return None;
+            }
+            next = next.min(now + Duration::from_secs((close_at - unix) as u64));
+        }
+        (!self.is_closed()).then_some(next)
     }
 }
