@@ -595,15 +595,7 @@ impl<'a> ReplyStream<'a> {
                 return None;
             }
             match self.conn.read_chunk().expect("reading a reply chunk") {
-                Some(data) => {
-                    let mut rest = &data[..];
-                    while let Some(i) = rest.iter().position(|&b| b == b'\n') {
-                        self.pending.extend_from_slice(&rest[..i]);
-                        self.ready.push_back(std::mem::take(&mut self.pending));
-                        rest = &rest[i + 1..];
-                    }
-                    self.pending.extend_from_slice(rest);
-                }
+                Some(data) => self.split_lines(&data),
                 None => {
                     self.done = true;
                     assert!(!self.pending.is_empty(), "legacy reply body ended with a newline or was empty");
@@ -611,6 +603,17 @@ impl<'a> ReplyStream<'a> {
                 }
             }
         }
+    }
+
+    /// Moves the complete lines of `data` to `ready`, keeping the unterminated tail pending.
+    fn split_lines(&mut self, data: &[u8]) {
+        let mut rest = data;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            self.pending.extend_from_slice(&rest[..i]);
+            self.ready.push_back(std::mem::take(&mut self.pending));
+            rest = &rest[i + 1..];
+        }
+        self.pending.extend_from_slice(rest);
     }
 
     /// The next reply parsed as JSON.
@@ -636,13 +639,7 @@ impl<'a> ReplyStream<'a> {
             }
             assert!(!self.done, "stream ended");
             let data = self.conn.read_chunk().expect("reading a reply chunk").expect("stream ended early");
-            let mut rest = &data[..];
-            while let Some(i) = rest.iter().position(|&b| b == b'\n') {
-                self.pending.extend_from_slice(&rest[..i]);
-                self.ready.push_back(std::mem::take(&mut self.pending));
-                rest = &rest[i + 1..];
-            }
-            self.pending.extend_from_slice(rest);
+            self.split_lines(&data);
             assert!(self.ready.is_empty(), "more replies than expected arrived");
         }
     }
