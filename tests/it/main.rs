@@ -12,6 +12,7 @@ mod api;
 mod auth;
 mod bench_smoke;
 mod cent;
+mod cli;
 mod http;
 mod legacy;
 mod sdk;

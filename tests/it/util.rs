@@ -93,9 +93,14 @@ impl Server {
     /// Starts `gyre --config <dir>/config.json` with `cfg` plus a free port and waits (≤ 10 s)
     /// until it accepts connections.
     pub fn start(cfg: Value) -> Server {
+        Self::start_with_env(cfg, &[])
+    }
+
+    /// Like [`Server::start`] with extra environment variables for the process.
+    pub fn start_with_env(cfg: Value, envs: &[(&str, &str)]) -> Server {
         let mut last_err = String::new();
         for _attempt in 0..5 {
-            match Self::try_start(cfg.clone()) {
+            match Self::try_start(cfg.clone(), envs) {
                 Ok(s) => return s,
                 // The port was taken between probing it and the server binding it: retry.
                 Err((msg, retry)) if retry => last_err = msg,
@@ -105,7 +110,7 @@ impl Server {
         panic!("gyre did not start after 5 attempts: {last_err}");
     }
 
-    fn try_start(mut cfg: Value) -> Result<Server, (String, bool)> {
+    fn try_start(mut cfg: Value, envs: &[(&str, &str)]) -> Result<Server, (String, bool)> {
         let port = free_port();
         merge(&mut cfg, json!({"http_server": {"port": port}}));
         // `GYRE_TEST_DRIVER=epoll` runs the whole suite on the epoll event loop (CI runs it
@@ -139,6 +144,7 @@ impl Server {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(envs.iter().copied());
         let child = cmd.spawn().expect("spawn gyre");
         let mut server = Server { child, port, dir, stderr_path, reported: false };
         let deadline = Instant::now() + Duration::from_secs(10);
