@@ -268,6 +268,10 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
         Ok(r) => r.options,
         Err(e) => return Ok(Err(e)),
     };
+    // Client-side channel names are ASCII unless the namespace defines its own pattern.
+    if o.channel_regex.is_empty() && !req.channel.is_ascii() {
+        return Ok(Err(ApiError::BAD_REQUEST));
+    }
     if !req.delta.is_empty() && req.delta != "fossil" {
         return Err(Disconnect::BAD_REQUEST);
     }

@@ -1,5 +1,5 @@
-//! Session deadlines over raw WebSocket frames: stale connections (3502), missing pongs
-//! (3012), connection expiry (3005) and its refresh, subscription expiry (2501).
+//! Session rules over raw WebSocket frames: stale connections (3502), missing pongs
+//! (3012), connection expiry (3005) and its refresh, subscription expiry (2501), channel names.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -249,4 +249,18 @@ fn expired_subscription_unsubscribed_2501() {
         json!({"push": {"channel": "$feed:secret", "unsubscribe": {"code": 2501, "reason": "subscription expired"}}})
     );
     assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+}
+
+/// Client-side channel names are ASCII (Centrifugo answers 107 otherwise); the server API
+/// takes any UTF-8 name.
+#[test]
+fn non_ascii_client_channel_is_bad_request() {
+    let s = Server::start(timers_config(json!({})));
+    let mut c = Client::open(&s);
+    c.send(json!({"id": 1, "connect": {"token": jwt(SECRET, json!({"sub": "a", "exp": now() + 3600}))}}));
+    c.reply(1);
+    c.send(json!({"id": 2, "subscribe": {"channel": "feed:ünï"}}));
+    assert_eq!(c.reply(2), json!({"id": 2, "error": {"code": 107, "message": "bad request"}}));
+    c.send(json!({"id": 3, "subscribe": {"channel": "feed:plain"}}));
+    assert!(c.reply(3).get("subscribe").is_some());
 }
