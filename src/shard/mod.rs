@@ -146,6 +146,15 @@ struct ChannelState {
 }
 
 impl ChannelState {
+    /// The channel's stream, recreated (new epoch, offsets from 1) when its meta outlived
+    /// `meta_ttl` since the last access, created when absent.
+    fn live_stream(&mut self, now: Instant, meta_ttl: Duration) -> &mut Stream {
+        if self.stream.as_ref().is_some_and(|s| s.meta_expired(now, meta_ttl)) {
+            self.stream = None;
+        }
+        self.stream.get_or_insert_with(|| Stream::new(now))
+    }
+
     fn is_idle(&self) -> bool {
         self.workers.is_empty()
             && self.stream.is_none()
@@ -228,10 +237,7 @@ impl Shard {
         }
         let mut publication = Publication { offset: 0, data: p.data, info: p.info, tags: p.tags };
         let result = if history {
-            if state.stream.as_ref().is_some_and(|s| s.meta_expired(now, meta_ttl)) {
-                state.stream = None;
-            }
-            let stream = state.stream.get_or_insert_with(|| Stream::new(now));
+            let stream = state.live_stream(now, meta_ttl);
             let pos = stream.add(publication.clone(), opts.history_size, opts.history_ttl, now);
             publication.offset = pos.offset;
             Some(pos)
@@ -251,26 +257,21 @@ impl Shard {
     }
 
     fn history(&mut self, h: History, now: Instant) -> Result<Res, ApiError> {
-        let cfg = self.cfg.clone();
-        let opts = cfg.resolve_channel(&h.channel)?.options;
-        let meta_ttl = cfg.history_meta_ttl(opts);
+        let opts = self.cfg.resolve_channel(&h.channel)?.options;
+        let meta_ttl = self.cfg.history_meta_ttl(opts);
         let state = match self.channels.get_mut(&*h.channel) {
             Some(s) => s,
             None => self.channels.entry(h.channel.clone()).or_default(),
         };
-        if state.stream.as_ref().is_some_and(|s| s.meta_expired(now, meta_ttl)) {
-            state.stream = None;
-        }
         // Reading history creates the stream meta (epoch) when absent, as Centrifugo does.
-        let stream = state.stream.get_or_insert_with(|| Stream::new(now));
+        let stream = state.live_stream(now, meta_ttl);
         let (publications, position) = stream.read(h.since.as_ref(), h.limit as i64, h.reverse, now)?;
         Ok(Res::History { publications, position })
     }
 
     fn subscribe(&mut self, op: SubOp, now: Instant, fanout: &mut Vec<Fanout>) -> Result<SubOutcome, ApiError> {
-        let cfg = self.cfg.clone();
-        let opts = cfg.resolve_channel(&op.channel)?.options;
-        let meta_ttl = cfg.history_meta_ttl(opts);
+        let opts = self.cfg.resolve_channel(&op.channel)?.options;
+        let meta_ttl = self.cfg.history_meta_ttl(opts);
         let state = match self.channels.get_mut(&*op.channel) {
             Some(s) => s,
             None => self.channels.entry(Box::from(&*op.channel)).or_default(),
@@ -279,10 +280,7 @@ impl Shard {
             SubOutcome { channel: op.channel.clone(), position: None, publications: Vec::new(), recovered: false };
         if op.position || op.recover.is_some() {
             if opts.history_enabled() {
-                if state.stream.as_ref().is_some_and(|s| s.meta_expired(now, meta_ttl)) {
-                    state.stream = None;
-                }
-                let stream = state.stream.get_or_insert_with(|| Stream::new(now));
+                let stream = state.live_stream(now, meta_ttl);
                 let top = stream.position();
                 if let Some(since) = &op.recover {
                     if since.epoch.is_empty() || since.epoch == top.epoch {
