@@ -74,25 +74,18 @@ fn encode_reply(format: Format, reply: &Reply) -> Slot {
         }
         Format::New { keep_alive, transport_errors, method } => {
             let mut body = Vec::with_capacity(64);
-            let status = match reply {
-                Err(e) if transport_errors && method != Method::Batch => {
+            let status = match (reply, method) {
+                (Err(e), m) if transport_errors && m != Method::Batch => {
                     encode::error(&mut body, e);
                     e.transport_status()
                 }
-                r => {
-                    if method == Method::Batch {
-                        // batch answers `{"replies":[...]}` without the result wrapper.
-                        match r {
-                            Ok(res) => encode::result(&mut body, res),
-                            Err(e) => {
-                                body.extend_from_slice(b"{\"error\":");
-                                encode::error(&mut body, e);
-                                body.push(b'}');
-                            }
-                        }
-                    } else {
-                        encode::reply(&mut body, r);
-                    }
+                // batch answers `{"replies":[...]}` without the result wrapper.
+                (Ok(res), Method::Batch) => {
+                    encode::result(&mut body, res);
+                    200
+                }
+                (r, _) => {
+                    encode::reply(&mut body, r);
                     200
                 }
             };
