@@ -363,6 +363,17 @@ async fn handle_message(s: &Rc<Session>, msg: Message) -> bool {
     true
 }
 
+/// A presence/history read: the namespace and permission check, then the channel's owner.
+async fn read_on_owner(
+    s: &Rc<Session>,
+    channel: &str,
+    feature: commands::Feature,
+    op: ShardOp,
+) -> Result<crate::api::Res, ApiError> {
+    commands::check(s, channel, feature)?;
+    s.w.call(owner_of(channel, s.w.workers), Op::Shard(op)).await
+}
+
 /// Runs one command; an `Err` closes the connection with that disconnect.
 async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
     let (connected, unusable) = {
@@ -426,32 +437,22 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             return Err(Disconnect::BAD_REQUEST)
         }
         Req::Presence { channel } => {
-            let r = match commands::check(s, &channel, commands::Feature::Presence) {
+            let op = ShardOp::Presence(channel.as_str().into());
+            let r = match read_on_owner(s, &channel, commands::Feature::Presence, op).await {
+                Ok(crate::api::Res::Presence(list)) => Ok(ReplyBody::Presence(list)),
+                Ok(_) => Err(ApiError::INTERNAL),
                 Err(e) => Err(e),
-                Ok(()) => match s
-                    .w
-                    .call(owner_of(&channel, s.w.workers), Op::Shard(ShardOp::Presence(channel.as_str().into())))
-                    .await
-                {
-                    Ok(crate::api::Res::Presence(list)) => Ok(ReplyBody::Presence(list)),
-                    _ => Err(ApiError::INTERNAL),
-                },
             };
             s.reply(id, &r);
         }
         Req::PresenceStats { channel } => {
-            let r = match commands::check(s, &channel, commands::Feature::Presence) {
+            let op = ShardOp::PresenceStats(channel.as_str().into());
+            let r = match read_on_owner(s, &channel, commands::Feature::Presence, op).await {
+                Ok(crate::api::Res::PresenceStats { num_clients, num_users }) => {
+                    Ok(ReplyBody::PresenceStats { num_clients: num_clients as u32, num_users: num_users as u32 })
+                }
+                Ok(_) => Err(ApiError::INTERNAL),
                 Err(e) => Err(e),
-                Ok(()) => match s
-                    .w
-                    .call(owner_of(&channel, s.w.workers), Op::Shard(ShardOp::PresenceStats(channel.as_str().into())))
-                    .await
-                {
-                    Ok(crate::api::Res::PresenceStats { num_clients, num_users }) => {
-                        Ok(ReplyBody::PresenceStats { num_clients: num_clients as u32, num_users: num_users as u32 })
-                    }
-                    _ => Err(ApiError::INTERNAL),
-                },
             };
             s.reply(id, &r);
         }
@@ -459,25 +460,20 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             if h.channel.is_empty() {
                 return Err(Disconnect::BAD_REQUEST);
             }
-            let r = match commands::check(s, &h.channel, commands::Feature::History) {
-                Err(e) => Err(e),
-                Ok(()) => {
-                    let max = s.w.cfg.client.history_max_publication_limit as i32;
-                    let limit = if h.limit < 0 || h.limit > max { max } else { h.limit };
-                    let op = crate::api::History {
-                        channel: h.channel.as_str().into(),
-                        limit,
-                        since: h.since,
-                        reverse: h.reverse,
-                    };
-                    match s.w.call(owner_of(&h.channel, s.w.workers), Op::Shard(ShardOp::History(op))).await {
-                        Ok(crate::api::Res::History { publications, position }) => {
-                            Ok(ReplyBody::History { publications, position })
-                        }
-                        Ok(_) => Err(ApiError::INTERNAL),
-                        Err(e) => Err(e),
-                    }
+            let max = s.w.cfg.client.history_max_publication_limit as i32;
+            let limit = if h.limit < 0 || h.limit > max { max } else { h.limit };
+            let op = ShardOp::History(crate::api::History {
+                channel: h.channel.as_str().into(),
+                limit,
+                since: h.since,
+                reverse: h.reverse,
+            });
+            let r = match read_on_owner(s, &h.channel, commands::Feature::History, op).await {
+                Ok(crate::api::Res::History { publications, position }) => {
+                    Ok(ReplyBody::History { publications, position })
                 }
+                Ok(_) => Err(ApiError::INTERNAL),
+                Err(e) => Err(e),
             };
             s.reply(id, &r);
         }
