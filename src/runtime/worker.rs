@@ -184,8 +184,10 @@ impl Worker {
     /// worker, else through `to`'s inbox (sent at the end of this loop turn).
     pub fn submit(&self, to: usize, op: Op, tag: Tag) {
         if to == self.id {
-            let r = self.exec_local(op);
+            // As on a remote owner: the answer first, then the pushes the op produced.
+            let (r, fanout) = self.exec_op(op);
             self.complete(tag, r);
+            self.fan_out_all(fanout);
         } else {
             self.send(to, Msg::Exec { from: self.id as u16, tag, op });
         }
@@ -285,14 +287,7 @@ impl Worker {
     /// Like [`Worker::call`] for a session's subscription: see [`Tag::SubWaiter`].
     pub fn call_subscribe(self: &Rc<Self>, to: usize, op: ShardOp, session: &Session) -> Call {
         let slot = self.waiters.borrow_mut().insert(Waiter::Waiting(None)) as u32;
-        let tag = Tag::SubWaiter { slot, session: session.key.get(), gen: session.gen };
-        if to == self.id {
-            let (r, fanout) = self.exec_op(Op::Shard(op));
-            self.complete(tag, r);
-            self.fan_out_all(fanout);
-        } else {
-            self.send(to, Msg::Exec { from: self.id as u16, tag, op: Op::Shard(op) });
-        }
+        self.submit(to, Op::Shard(op), Tag::SubWaiter { slot, session: session.key.get(), gen: session.gen });
         Call { worker: self.clone(), state: CallState::Waiting(slot) }
     }
 
