@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Runs every fuzz target in fuzz/ for a bounded time: scripts/fuzz.sh [SECONDS per target, 60].
+# Runs fuzz targets in fuzz/ for a bounded time each:
+#   scripts/fuzz.sh [SECONDS per target, default 60] [TARGET...]   (no TARGET: every target)
 #
 # cargo-fuzz wants nightly; with `-s none` (no sanitizer) the only unstable bit is cargo-fuzz's
 # own use of nightly flags, which RUSTC_BOOTSTRAP=1 allows on the stable toolchain.
-# Each target starts from the committed seeds in fuzz/seeds/<target>/; what libFuzzer learns
-# goes to fuzz/corpus/<target>/ and crashes to fuzz/artifacts/<target>/ (both git-ignored).
+# Each target starts from the committed seeds in fuzz/seeds/<target>/ (with the dictionary
+# fuzz/dicts/<target>.dict when there is one); what libFuzzer learns goes to
+# fuzz/corpus/<target>/ and crashes to fuzz/artifacts/<target>/ (both git-ignored).
+# Prints the executions of every target at the end.
 # Exits non-zero when any target crashed (a panic or a failed property).
 set -euo pipefail
 
 secs="${1:-60}"
+shift || true
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
@@ -30,17 +34,22 @@ max_len() {
 
 cargo fuzz build -s none
 
+targets=("$@")
+[ "${#targets[@]}" -ne 0 ] || mapfile -t targets < <(cargo fuzz list)
+
 failed=()
 summary=()
-for target in $(cargo fuzz list); do
+for target in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$target" "fuzz/artifacts/$target"
     seeds=()
     [ -d "fuzz/seeds/$target" ] && seeds=("fuzz/seeds/$target")
+    dict=()
+    [ -f "fuzz/dicts/$target.dict" ] && dict=("-dict=fuzz/dicts/$target.dict")
     log="fuzz/artifacts/$target/last-run.log"
     echo "== $target: ${secs}s" >&2
     set +e
     cargo fuzz run -s none "$target" "fuzz/corpus/$target" "${seeds[@]}" -- \
-        -max_total_time="$secs" -max_len="$(max_len "$target")" -print_final_stats=1 2>&1 | tee "$log" | grep -E 'panicked|Test unit written|ERROR|^Done' >&2
+        -max_total_time="$secs" -max_len="$(max_len "$target")" -print_final_stats=1 "${dict[@]}" 2>&1 | tee "$log" | grep -E 'panicked|Test unit written|ERROR|^Done' >&2
     rc=${PIPESTATUS[0]}
     set -e
     runs="$(grep -oE '^stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || true)"
