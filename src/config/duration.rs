@@ -5,6 +5,26 @@
 use serde::{de, Deserializer, Serializer};
 use std::time::Duration;
 
+/// The longest duration accepted: Go's `time.Duration` maximum (~292 years), so every value
+/// Centrifugo takes is taken, and deadlines computed from a setting (`Instant + d`) cannot
+/// overflow.
+pub const MAX: Duration = Duration::new(9_223_372_036, 854_775_807);
+
+fn in_range(d: Duration) -> Result<Duration, String> {
+    if d <= MAX {
+        Ok(d)
+    } else {
+        Err("duration out of range (at most 2562047h)".into())
+    }
+}
+
+/// Whole seconds, then `f64` seconds (of a unit sum or a JSON number), checked against [`MAX`].
+fn from_secs_f64(secs: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| "duration out of range (at most 2562047h)".to_string())
+        .and_then(in_range)
+}
+
 /// Parses a Go duration string such as `1h2m3.5s`, `250ms`, `10us`, `0`.
 pub fn parse(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -15,7 +35,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+        return in_range(Duration::from_secs(secs));
     }
     let mut total = 0f64;
     let mut rest = s;
@@ -41,7 +61,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         total += value * mult;
         rest = &rest[unit_end..];
     }
-    Ok(Duration::from_secs_f64(total))
+    from_secs_f64(total)
 }
 
 /// Formats as a Go-style duration string (`"25s"`, `"1.5s"`, `"720h0m0s"` style is not needed).
@@ -80,14 +100,15 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
             parse(v).map_err(E::custom)
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-            Ok(Duration::from_secs(v))
+            in_range(Duration::from_secs(v)).map_err(E::custom)
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-            u64::try_from(v).map(Duration::from_secs).map_err(|_| E::custom("negative duration"))
+            let secs = u64::try_from(v).map_err(|_| E::custom("negative duration"))?;
+            in_range(Duration::from_secs(secs)).map_err(E::custom)
         }
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
             if v.is_finite() && v >= 0.0 {
-                Ok(Duration::from_secs_f64(v))
+                from_secs_f64(v).map_err(E::custom)
             } else {
                 Err(E::custom("invalid duration"))
             }
@@ -108,5 +129,23 @@ mod tests {
         assert_eq!(parse("300").unwrap(), Duration::from_secs(300));
         assert!(parse("5x").is_err());
         assert!(parse("s").is_err());
+    }
+
+    /// Found by the `config` fuzz target: a duration past `Duration`'s range panicked in
+    /// `from_secs_f64`, and one past `Instant`'s range was accepted and later panicked a
+    /// worker (`Instant + ping_interval`).
+    #[test]
+    fn out_of_range_durations_are_errors() {
+        assert_eq!(parse("2562047h").unwrap(), Duration::from_secs(2562047 * 3600));
+        assert_eq!(parse("9223372036").unwrap(), Duration::from_secs(9223372036));
+        for s in ["18446744073709551615s", "99999999999999999999999s", "2562048h", "9223372037", "18446744073709551615"]
+        {
+            assert!(parse(s).unwrap_err().contains("out of range"), "{s}");
+        }
+        let de = |v: serde_json::Value| deserialize(&v).map_err(|e| e.to_string());
+        assert!(de(serde_json::json!(1e300)).unwrap_err().contains("out of range"));
+        assert!(de(serde_json::json!(u64::MAX)).unwrap_err().contains("out of range"));
+        assert!(de(serde_json::json!(i64::MAX)).unwrap_err().contains("out of range"));
+        assert_eq!(de(serde_json::json!(1.5)).unwrap(), Duration::from_millis(1500));
     }
 }
