@@ -5,6 +5,9 @@
 //! * `legacy` — legacy `POST /api` streams, including a 1,000,000-command request.
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
+//! * `hardening` — abuse and fault suites: slowloris, idle/half-open connections, connect
+//!   cycles, clients killed mid-frame, nested JSON, invalid UTF-8, floods, slow subscribers,
+//!   limits, graceful shutdown.
 
 mod util;
 
@@ -13,6 +16,7 @@ mod auth;
 mod bench_smoke;
 mod cent;
 mod cli;
+mod hardening;
 mod http;
 mod legacy;
 mod sdk;
