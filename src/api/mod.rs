@@ -293,6 +293,8 @@ pub enum Res {
     Batch(Vec<(Option<Method>, Reply)>),
     /// Internal: a channel owner's answer to a client subscription (never sent over the API).
     Subscribed(crate::shard::SubOutcome),
+    /// Internal: one worker's metric counters for a `/metrics` scrape (never sent over the API).
+    Metrics(Box<crate::metrics::Snapshot>),
 }
 
 /// The outcome of one command.

@@ -3,4 +3,5 @@
 
 pub mod codec;
 pub mod out;
+pub mod ops;
 pub mod serve;
