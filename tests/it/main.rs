@@ -13,6 +13,7 @@ mod auth;
 mod bench_smoke;
 mod cent;
 mod cli;
+mod grpc;
 mod http;
 mod legacy;
 mod sdk;

@@ -63,7 +63,8 @@ pub fn merge(dst: &mut Value, src: Value) {
 static PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 static DIRS: AtomicUsize = AtomicUsize::new(0);
 
-fn free_port() -> u16 {
+/// A free TCP port no other server of this test process was given.
+pub fn free_port() -> u16 {
     loop {
         let port = TcpListener::bind("0.0.0.0:0").and_then(|l| l.local_addr()).expect("bind 0.0.0.0:0").port();
         let mut used = PORTS.lock().unwrap_or_else(|e| e.into_inner());
