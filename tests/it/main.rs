@@ -16,6 +16,7 @@ mod cli;
 mod grpc;
 mod http;
 mod legacy;
+mod metrics;
 mod sdk;
 mod ws_abuse;
 mod ws_timers;
