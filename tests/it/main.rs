@@ -8,6 +8,7 @@
 
 mod util;
 
+mod admin;
 mod api;
 mod auth;
 mod bench_smoke;

@@ -410,7 +410,14 @@ impl Conn {
         }
         let len = self.buf.len();
         self.buf.resize(len + 64 * 1024, 0);
-        let r = self.stream.read(&mut self.buf[len..]);
+        // A signal (a child process of another test exiting) interrupts a read with a timeout
+        // even under SA_RESTART: read again.
+        let r = loop {
+            match self.stream.read(&mut self.buf[len..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
         let n = *r.as_ref().unwrap_or(&0);
         self.buf.truncate(len + n);
         r
