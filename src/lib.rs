@@ -6,6 +6,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod gateway;
 pub mod grpc;
 pub mod http;
 pub mod metrics;

@@ -38,6 +38,7 @@ pub struct Config {
     pub websocket: Websocket,
     pub node: Node,
     pub shutdown: Shutdown,
+    pub gateway: Gateway,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -379,6 +380,67 @@ impl Default for Shutdown {
     fn default() -> Self {
         Shutdown { timeout: Duration::from_secs(30) }
     }
+}
+
+/// The gateway ("mesh") API: raw WebSocket client servers, backend queues, send/publish.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Gateway {
+    /// On when set or when `servers` is not empty.
+    pub enabled: bool,
+    /// Raw WebSocket endpoints on the main port: `{"path": "/chat", "topic": "chat"}`.
+    pub servers: Vec<GatewayServer>,
+    /// The backend API's own port (also served on the main port); 0 = main port only.
+    pub api_port: u16,
+    /// `host:port` other nodes and backends reach this node's API at ("" = derived).
+    pub advertise_address: String,
+    /// Most messages a topic queue keeps (the oldest is dropped beyond it).
+    pub topic_size: usize,
+    /// Most topics per node.
+    pub max_topics: usize,
+    /// Queue topic that Centrifugo clients' `send` commands land in ("" = refused).
+    pub client_send_topic: String,
+    /// HTTP Basic users of the backend API (besides the server API key).
+    pub users: Vec<GatewayUser>,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway {
+            enabled: false,
+            servers: Vec::new(),
+            api_port: 6789,
+            advertise_address: String::new(),
+            topic_size: 2000,
+            max_topics: 100,
+            client_send_topic: String::new(),
+            users: Vec::new(),
+        }
+    }
+}
+
+impl Gateway {
+    pub fn is_on(&self) -> bool {
+        self.enabled || !self.servers.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GatewayServer {
+    pub path: String,
+    pub topic: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GatewayUser {
+    pub name: String,
+    pub password: String,
+    /// "read" (queue.pop/unpop), "write" (send, publish, conn.call) or both ("read,write").
+    pub role: String,
+    /// Glob over the peer's IP address ("" or "*" = any).
+    pub host: String,
 }
 
 /// What a channel name resolves to.

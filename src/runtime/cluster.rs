@@ -36,7 +36,7 @@ pub struct Cluster {
 
 struct SurveyWait {
     expected: usize,
-    parts: Vec<Vec<(Box<str>, u64)>>,
+    parts: Vec<Value>,
     waker: Option<Waker>,
 }
 
@@ -258,6 +258,7 @@ pub fn on_control(w: &Rc<Worker>, payload: Bytes) {
                 num_subs: g("num_subs"),
                 uptime: g("uptime"),
                 users: Vec::new(),
+                api_server: s("api_server"),
             };
             w.cluster.nodes.borrow_mut().insert(uid.to_string(), (info, Instant::now()));
         }
@@ -291,16 +292,22 @@ pub fn on_control(w: &Rc<Worker>, payload: Bytes) {
             else {
                 return;
             };
-            let pattern = msg.get("pattern").and_then(Value::as_str).unwrap_or("").to_string();
             let from = uid.to_string();
             let w = w.clone();
             monoio::spawn(async move {
-                let list = match local_channels(&w, &pattern).await {
-                    Ok(l) => l,
-                    Err(_) => Vec::new(),
+                let part = match msg.get("kind").and_then(Value::as_str) {
+                    Some("channels") => {
+                        let pattern = msg.get("pattern").and_then(Value::as_str).unwrap_or("");
+                        json!(local_channels(&w, pattern).await.unwrap_or_default())
+                    }
+                    Some("mesh") => match msg.get("op").and_then(crate::gateway::mesh::MeshOp::from_json) {
+                        Some(op) => mesh_local(&w, Arc::new(op)).await,
+                        None => Value::Null,
+                    },
+                    _ => Value::Null,
                 };
                 let reply =
-                    json!({"type": "survey_reply", "uid": w.node.uid, "id": id, "worker": worker, "channels": list});
+                    json!({"type": "survey_reply", "uid": w.node.uid, "id": id, "worker": worker, "part": part});
                 if let Some(e) = &w.redis {
                     e.publish_node(&from, Bytes::from(reply.to_string()));
                 }
@@ -312,12 +319,8 @@ pub fn on_control(w: &Rc<Worker>, payload: Bytes) {
             else {
                 return;
             };
-            let list: Vec<(Box<str>, u64)> = msg
-                .get("channels")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|e| Some((e.get(0)?.as_str()?.into(), e.get(1)?.as_u64()?))).collect())
-                .unwrap_or_default();
-            w.send(worker as usize, Msg::SurveyPart { id: id as u32, channels: list });
+            let part = msg.get("part").cloned().unwrap_or(Value::Null);
+            w.send(worker as usize, Msg::SurveyPart { id: id as u32, part });
         }
         _ => {}
     }
@@ -332,11 +335,11 @@ pub fn other_nodes(w: &Worker) -> Vec<NodeInfo> {
     list
 }
 
-/// A channel survey part from another node arrived for a survey of this worker.
-pub fn survey_part(w: &Worker, id: u32, channels: Vec<(Box<str>, u64)>) {
+/// A survey answer from another node arrived for a survey of this worker.
+pub fn survey_part(w: &Worker, id: u32, part: Value) {
     let mut surveys = w.cluster.surveys.borrow_mut();
     if let Some(s) = surveys.get_mut(id as usize) {
-        s.parts.push(channels);
+        s.parts.push(part);
         if let Some(k) = s.waker.take() {
             k.wake();
         }
@@ -363,43 +366,82 @@ async fn local_channels(w: &Rc<Worker>, pattern: &str) -> Result<Vec<(Box<str>, 
     Ok(merged.into_iter().collect())
 }
 
-/// Channels of every node: asks the others through Redis and waits for their answers (at most
-/// `SURVEY_TIMEOUT`).
-pub async fn cluster_channels(w: &Rc<Worker>, pattern: &str) -> Result<Vec<(Box<str>, u64)>, ApiError> {
-    let local = local_channels(w, pattern).await?;
-    let Some(engine) = w.redis.clone() else { return Ok(local) };
-    let others = match w.call(0, Op::Nodes).await? {
-        Res::Info(list) => list.len(),
+/// Asks every other node (through the control topic) and collects their answers until all
+/// answered, `enough` says the answers suffice, or `SURVEY_TIMEOUT` passes.
+async fn survey(w: &Rc<Worker>, mut question: Value, enough: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let Some(engine) = w.redis.clone() else { return Vec::new() };
+    let others = match w.call(0, Op::Nodes).await {
+        Ok(Res::Info(list)) => list.len(),
         _ => 0,
     };
-    let mut parts = vec![local];
-    if others > 0 {
-        let id = w.cluster.surveys.borrow_mut().insert(SurveyWait { expected: others, parts: Vec::new(), waker: None });
-        let msg = json!({"type": "survey", "uid": w.node.uid, "id": id, "worker": w.id, "pattern": pattern});
-        engine.publish_control(Bytes::from(msg.to_string()), Box::new(|_| {}));
-        let wait = std::future::poll_fn(|cx| {
-            let mut surveys = w.cluster.surveys.borrow_mut();
-            let s = &mut surveys[id];
-            if s.parts.len() >= s.expected {
-                std::task::Poll::Ready(())
-            } else {
-                s.waker = Some(cx.waker().clone());
-                std::task::Poll::Pending
-            }
-        });
-        let _ = monoio::time::timeout(SURVEY_TIMEOUT, wait).await;
-        let s = w.cluster.surveys.borrow_mut().remove(id);
-        parts.extend(s.parts);
+    if others == 0 {
+        return Vec::new();
     }
+    let id = w.cluster.surveys.borrow_mut().insert(SurveyWait { expected: others, parts: Vec::new(), waker: None });
+    question["type"] = json!("survey");
+    question["uid"] = json!(w.node.uid);
+    question["id"] = json!(id);
+    question["worker"] = json!(w.id);
+    engine.publish_control(Bytes::from(question.to_string()), Box::new(|_| {}));
+    let wait = std::future::poll_fn(|cx| {
+        let mut surveys = w.cluster.surveys.borrow_mut();
+        let s = &mut surveys[id];
+        if s.parts.len() >= s.expected || enough(&s.parts) {
+            std::task::Poll::Ready(())
+        } else {
+            s.waker = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        }
+    });
+    let _ = monoio::time::timeout(SURVEY_TIMEOUT, wait).await;
+    w.cluster.surveys.borrow_mut().remove(id).parts
+}
+
+/// Channels of every node with their subscriber counts.
+pub async fn cluster_channels(w: &Rc<Worker>, pattern: &str) -> Result<Vec<(Box<str>, u64)>, ApiError> {
     let mut merged: AHashMap<Box<str>, u64> = AHashMap::new();
-    for part in parts {
-        for (name, n) in part {
-            *merged.entry(name).or_default() += n;
+    for (name, n) in local_channels(w, pattern).await? {
+        *merged.entry(name).or_default() += n;
+    }
+    for part in survey(w, json!({"kind": "channels", "pattern": pattern}), |_| false).await {
+        for e in part.as_array().into_iter().flatten() {
+            if let (Some(name), Some(n)) = (e.get(0).and_then(Value::as_str), e.get(1).and_then(Value::as_u64)) {
+                *merged.entry(name.into()).or_default() += n;
+            }
         }
     }
     let mut list: Vec<_> = merged.into_iter().collect();
     list.sort_unstable();
     Ok(list)
+}
+
+/// Runs a gateway action on this node's workers: `{"found": bool, "err": [code, msg] | null}`.
+async fn mesh_local(w: &Rc<Worker>, op: Arc<crate::gateway::mesh::MeshOp>) -> Value {
+    let calls: Vec<_> = (0..w.workers).map(|i| w.call(i, Op::Mesh(op.clone()))).collect();
+    let mut out = json!({"found": false, "err": null});
+    for c in calls {
+        if let Ok(Res::Mesh(Some(r))) = c.await {
+            out = json!({"found": true, "err": r.err()});
+        }
+    }
+    out
+}
+
+/// A gateway action for a client on another node: `None` when no node has the client.
+pub async fn mesh_remote(
+    w: &Rc<Worker>,
+    op: &crate::gateway::mesh::MeshOp,
+) -> Option<Result<(), crate::gateway::mesh::MeshError>> {
+    let found = |p: &Value| p.get("found").and_then(Value::as_bool).unwrap_or(false);
+    let parts = survey(w, json!({"kind": "mesh", "op": op.to_json()}), |parts| parts.iter().any(found)).await;
+    let hit = parts.iter().find(|p| found(p))?;
+    Some(match hit.get("err").and_then(Value::as_array) {
+        Some(e) => Err(crate::gateway::mesh::MeshError::new(
+            e.first().and_then(Value::as_u64).unwrap_or(301) as u32,
+            e.get(1).and_then(Value::as_str).unwrap_or("execution failed"),
+        )),
+        None => Ok(()),
+    })
 }
 
 /// This node's `info` entry (all workers' counts).
@@ -449,6 +491,7 @@ pub async fn announcer(w: Rc<Worker>) {
             let msg = json!({"type": "node", "uid": n.uid, "node": {
                 "name": n.name, "version": n.version, "num_clients": n.num_clients, "num_users": n.num_users,
                 "num_channels": n.num_channels, "num_subs": n.num_subs, "uptime": n.uptime,
+                "api_server": crate::gateway::api_server(&w.cfg),
             }});
             engine.publish_control(Bytes::from(msg.to_string()), Box::new(|_| {}));
         }

@@ -44,6 +44,11 @@ fn bind(addr: SocketAddr) -> std::io::Result<StdListener> {
 /// Binds one listener per worker on the configured address. With port 0 the first bind
 /// picks the port and the others share it.
 pub fn bind_listeners(cfg: &Config, n: usize) -> Result<Vec<StdListener>, Error> {
+    bind_port(cfg, cfg.http_server.port, n)
+}
+
+/// One listener per worker on `port` of the configured address.
+fn bind_port(cfg: &Config, port: u16, n: usize) -> Result<Vec<StdListener>, Error> {
     let host = if cfg.http_server.address.is_empty() { "0.0.0.0" } else { cfg.http_server.address.as_str() };
     let ip: std::net::IpAddr = host
         .parse()
@@ -52,7 +57,7 @@ pub fn bind_listeners(cfg: &Config, n: usize) -> Result<Vec<StdListener>, Error>
             (host, 0).to_socket_addrs().ok().and_then(|mut a| a.next()).map(|a| a.ip()).ok_or(())
         })
         .map_err(|_| Error::config(format!("http_server.address: cannot resolve {host:?}")))?;
-    let mut addr = SocketAddr::new(ip, cfg.http_server.port);
+    let mut addr = SocketAddr::new(ip, port);
     if addr.port() != 0 {
         // Our listeners share the port through SO_REUSEPORT, which would also let them join
         // another process already listening there. A plain bind first refuses that.
@@ -121,6 +126,13 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
     let n = cfg.worker_count();
     let listeners = bind_listeners(&cfg, n)?;
     let addr = listeners[0].local_addr()?;
+    // The gateway API's own port serves the same routes.
+    let g = &cfg.gateway;
+    let mut api_listeners: Vec<Option<StdListener>> = if g.is_on() && g.api_port != 0 && g.api_port != addr.port() {
+        bind_port(&cfg, g.api_port, n)?.into_iter().map(Some).collect()
+    } else {
+        (0..n).map(|_| None).collect()
+    };
     let cfg = Arc::new(cfg);
     let mut mailboxes = Vec::with_capacity(n);
     let mut inboxes = Vec::with_capacity(n);
@@ -130,8 +142,10 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         inboxes.push(i);
     }
     let host = hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+    let uid = uuid::Uuid::new_v4().to_string();
     let node = Arc::new(NodeShared {
-        uid: uuid::Uuid::new_v4().to_string(),
+        gateway: crate::gateway::Shared::new(&uid),
+        uid,
         name: if cfg.node.name.is_empty() { format!("{host}_{}", addr.port()) } else { cfg.node.name.clone() },
         version: format!("{} OSS", env!("CARGO_PKG_VERSION")),
         started: Instant::now(),
@@ -152,6 +166,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         let cfg = cfg.clone();
         let node = node.clone();
         let ready = ready_tx.clone();
+        let api_listener = api_listeners[id].take();
         let t = std::thread::Builder::new()
             .name(format!("gyre-worker-{id}"))
             .spawn(move || {
@@ -159,7 +174,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
                 macro_rules! run_on {
                     ($driver:ty) => {
                         match monoio::RuntimeBuilder::<$driver>::new().enable_timer().with_entries(4096).build() {
-                            Ok(mut rt) => rt.block_on(worker_main(id, cfg, node, listener, inbox, ready)),
+                            Ok(mut rt) => rt.block_on(worker_main(id, cfg, node, listener, api_listener, inbox, ready)),
                             Err(e) => {
                                 let _ =
                                     ready.send(Err(format!("worker {id}: cannot start the {driver} event loop: {e}")));
@@ -192,9 +207,17 @@ async fn worker_main(
     cfg: Arc<Config>,
     node: Arc<NodeShared>,
     listener: StdListener,
+    api_listener: Option<StdListener>,
     inbox: inbox::Inbox<Msg>,
     ready: crossbeam_channel::Sender<Result<(), String>>,
 ) {
+    let api_listener = match api_listener.map(monoio::net::TcpListener::from_std).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("worker {id}: gateway api listener: {e}")));
+            return;
+        }
+    };
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -222,25 +245,12 @@ async fn worker_main(
     monoio::spawn(sweeper(w.clone()));
     monoio::spawn(w.clone().run_timers());
     monoio::spawn(loop_ticker());
+    if let Some(l) = api_listener {
+        monoio::spawn(accept_loop(w.clone(), l));
+    }
     let _ = ready.send(Ok(()));
     drop(ready);
-    let accept = {
-        let w = w.clone();
-        async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _peer)) => {
-                        monoio::spawn(crate::http::serve::serve(w.clone(), stream));
-                    }
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(worker = id, error = %e, "accept failed");
-                        monoio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        }
-    };
+    let accept = accept_loop(w.clone(), listener);
     monoio::select! {
         _ = accept => {}
         _ = w.shutdown_notify.wait() => {}
@@ -257,6 +267,22 @@ async fn worker_main(
     let deadline = Instant::now() + Duration::from_millis(500);
     while Instant::now() < deadline && sessions.iter().any(|s| !s.out.is_drained()) {
         monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Accepts connections forever, each served as HTTP in a task of its own.
+async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                monoio::spawn(crate::http::serve::serve(w.clone(), stream));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(worker = w.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 

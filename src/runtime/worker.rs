@@ -37,6 +37,8 @@ pub enum Op {
     Survey(Survey),
     /// Worker 0 (Redis engine): the other live nodes, as `Res::Info`.
     Nodes,
+    /// A gateway action on a client connection, if this worker has it (`Res::Mesh`).
+    Mesh(Arc<crate::gateway::mesh::MeshOp>),
 }
 
 /// Node-wide questions and actions, answered by each worker for its own connections.
@@ -83,11 +85,13 @@ pub enum Msg {
     /// The channel's subscribers may have missed publications (its Redis PUB/SUB connection
     /// broke): unsubscribe them with "insufficient state" so they resubscribe and recover.
     Resubscribe(Arc<str>),
-    /// Another node's answer to a `channels` survey this worker started.
+    /// Another node's answer to a survey this worker started.
     SurveyPart {
         id: u32,
-        channels: Vec<(Box<str>, u64)>,
+        part: serde_json::Value,
     },
+    /// Gateway queue traffic.
+    Queue(crate::gateway::QueueMsg),
     /// A server API command from outside the workers (the gRPC thread): executed here, its
     /// reply handed to `done` (which may send it to another thread).
     Api {
@@ -119,6 +123,7 @@ pub struct NodeShared {
     pub version: String,
     pub started: Instant,
     pub mailboxes: Vec<Mailbox<Msg>>,
+    pub gateway: crate::gateway::Shared,
 }
 
 enum Waiter {
@@ -135,6 +140,8 @@ pub struct Worker {
     pub redis: Option<Rc<RedisEngine>>,
     /// Cluster state (node registry, surveys) for the Redis engine.
     pub cluster: super::cluster::Cluster,
+    /// Gateway state: owned topics, backend connections, client ids.
+    pub gw: crate::gateway::Local,
     pub workers: usize,
     pub cfg: Arc<Config>,
     pub node: Arc<NodeShared>,
@@ -177,6 +184,7 @@ impl Worker {
             me,
             redis,
             cluster: Default::default(),
+            gw: Default::default(),
             workers,
             shard: RefCell::new(Shard::new(cfg.clone())),
             cfg: cfg.clone(),
@@ -243,6 +251,14 @@ impl Worker {
     /// `from`: the answer first, then the pushes the op produced (a subscriber sees its
     /// subscribe reply before its own join). With the Redis engine a subscribe runs as a task.
     fn run_op(&self, from: u16, tag: Tag, op: Op) {
+        if let Op::Mesh(m) = op {
+            let w = self.rc();
+            monoio::spawn(async move {
+                let r = crate::gateway::mesh::exec_here(&w, &m).await;
+                w.finish(from, tag, Ok(Res::Mesh(r)));
+            });
+            return;
+        }
         if self.redis.is_some() {
             match op {
                 Op::Shard(ShardOp::Subscribe(s)) => {
@@ -308,7 +324,7 @@ impl Worker {
             ShardOp::HistoryRemove(ch) => engine.history_remove(&ch, Box::new(done)),
             ShardOp::Presence(ch) => engine.presence(&ch, Box::new(done)),
             ShardOp::PresenceStats(ch) => engine.presence_stats(&ch, Box::new(done)),
-            ShardOp::Subscribe(_) | ShardOp::Unsubscribe(_) => Err(ApiError::api_internal()),
+            ShardOp::Subscribe(_) | ShardOp::Unsubscribe(_) | ShardOp::Subscribers(_) => Err(ApiError::api_internal()),
         };
         if let Err(e) = sent {
             self.complete(tag, Err(e));
@@ -421,11 +437,17 @@ impl Worker {
     /// this is called (not when first polled), so several calls made before awaiting run in
     /// parallel on their owners.
     pub fn call(self: &Rc<Self>, to: usize, op: Op) -> Call {
-        if to == self.id {
+        let runs_as_task = matches!(op, Op::Mesh(_))
+            || (self.redis.is_some() && matches!(op, Op::Shard(ShardOp::Subscribe(_) | ShardOp::Unsubscribe(_))));
+        if to == self.id && !runs_as_task {
             return Call { worker: self.clone(), state: CallState::Ready(Some(self.exec_local(op))) };
         }
         let slot = self.waiters.borrow_mut().insert(Waiter::Waiting(None)) as u32;
-        self.send(to, Msg::Exec { from: self.id as u16, tag: Tag::Waiter(slot), op });
+        if to == self.id {
+            self.run_op(self.id as u16, Tag::Waiter(slot), op);
+        } else {
+            self.send(to, Msg::Exec { from: self.id as u16, tag: Tag::Waiter(slot), op });
+        }
         Call { worker: self.clone(), state: CallState::Waiting(slot) }
     }
 
@@ -499,6 +521,7 @@ impl Worker {
                 Ok(Res::Empty)
             }
             Op::Nodes => Ok(Res::Info(super::cluster::other_nodes(self))),
+            Op::Mesh(_) => Err(ApiError::api_internal()),
         }
     }
 
@@ -612,7 +635,8 @@ impl Worker {
                         }
                     }
                 }
-                Msg::SurveyPart { id, channels } => super::cluster::survey_part(self, id, channels),
+                Msg::SurveyPart { id, part } => super::cluster::survey_part(self, id, part),
+                Msg::Queue(q) => crate::gateway::on_queue(self, q),
                 Msg::Api { cmd, protocol, done } => {
                     let w = self.rc();
                     monoio::spawn(async move {
@@ -694,6 +718,14 @@ fn push_kind(p: &Prepared) -> crate::metrics::Kind {
 /// The frame of a push for one session's format (the protobuf frame encoded at most once per
 /// `pb` cache); `None` when a JSON client cannot receive the binary payload.
 fn frame_for(s: &Session, p: &Prepared, pb: &mut Option<bytes::Bytes>) -> Option<bytes::Bytes> {
+    if s.is_raw() {
+        return match &p.push {
+            crate::protocol::PushBody::Pub(publication) => {
+                Some(crate::gateway::raw_publication_frame(&publication.data))
+            }
+            _ => None,
+        };
+    }
     match s.format {
         crate::protocol::Format::Json => p.json.clone(),
         crate::protocol::Format::Protobuf => Some(pb.get_or_insert_with(|| p.protobuf_frame()).clone()),

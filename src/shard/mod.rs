@@ -48,13 +48,15 @@ pub enum ShardOp {
     Subscribe(Box<SubOp>),
     /// The reverse of a successful `Subscribe` (exactly one per success).
     Unsubscribe(Box<UnsubOp>),
+    /// How many subscribers the node has for the channel (`Res::Count`).
+    Subscribers(Box<str>),
 }
 
 impl ShardOp {
     /// Reads and writes of channel data (not subscriber bookkeeping): with the Redis engine
     /// these go straight to Redis from any worker.
     pub fn is_data(&self) -> bool {
-        !matches!(self, ShardOp::Subscribe(_) | ShardOp::Unsubscribe(_))
+        !matches!(self, ShardOp::Subscribe(_) | ShardOp::Unsubscribe(_) | ShardOp::Subscribers(_))
     }
 }
 
@@ -212,6 +214,9 @@ impl Shard {
                 let (num_clients, num_users) = self.channels.get(&ch).map(|c| c.presence.stats()).unwrap_or((0, 0));
                 Ok(Res::PresenceStats { num_clients, num_users })
             }
+            ShardOp::Subscribers(ch) => Ok(Res::Count(
+                self.channels.get(&ch).map(|c| c.workers.iter().map(|(_, n)| *n as u64).sum()).unwrap_or(0),
+            )),
         }
     }
 

@@ -526,6 +526,33 @@ pub(super) fn sub_refresh(s: &Rc<Session>, id: u32, channel: &str, token: &str) 
     Ok(())
 }
 
+/// A server-side subscription made by the gateway (`conn.call subscribe`): raw clients get
+/// nothing but the publications; Centrifugo clients get a `subscribe` push first.
+pub(super) async fn server_subscribe(s: &Rc<Session>, channel: &str) -> Result<(), ApiError> {
+    if channel.is_empty() || channel.len() > s.w.cfg.channel.max_length {
+        return Err(ApiError::BAD_REQUEST);
+    }
+    let req = SubscribeReq { channel: channel.to_string(), ..Default::default() };
+    match subscribe_owned(s, req, None, true, 0, Overrides::default()).await {
+        Ok(Ok((channel, res))) => {
+            s.push(
+                &channel,
+                &PushBody::Subscribe {
+                    recoverable: res.recoverable,
+                    epoch: res.epoch,
+                    offset: res.offset,
+                    positioned: res.positioned,
+                    data: None,
+                },
+            );
+            s.release(&channel);
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ApiError::INTERNAL),
+    }
+}
+
 /// Centrifugo's selection: the user's connections (user "" = anonymous ones), narrowed to one
 /// client id when given. WebSocket sessions have no session id, so a `session` filter
 /// matches none of them.
