@@ -43,13 +43,19 @@ pub struct GrpcServer {
 }
 
 impl GrpcServer {
-    /// Stops accepting, lets calls in flight finish (bounded by the caller) and joins the thread.
-    pub fn stop(mut self) {
+    /// Stops accepting and lets calls in flight finish, waiting at most `grace` for them.
+    pub fn stop(mut self, grace: std::time::Duration) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            let deadline = std::time::Instant::now() + grace;
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
     }
 }

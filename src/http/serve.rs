@@ -491,6 +491,15 @@ impl Conn {
                 return self.fail(403);
             }
         }
+        // Client connection limits; gateway backends are not clients.
+        if !matches!(kind, Some(Upgrade::Backend(_))) {
+            let limit = self.w.cfg.client.connection_limit;
+            if (limit > 0 && self.w.node.connections.load(std::sync::atomic::Ordering::Relaxed) >= limit)
+                || !self.w.take_connection_token()
+            {
+                return self.fail(503);
+            }
+        }
         let (kind, proto) = match kind {
             Some(k) => (k, None),
             None => {

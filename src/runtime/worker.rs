@@ -114,6 +114,8 @@ impl std::fmt::Debug for ReplyTo {
 /// Receives command results for one connection, in any order; the sink restores order.
 pub trait ReplySink {
     fn fill(&self, seq: u64, reply: Reply);
+    /// Replies are still owed or unsent (graceful shutdown waits for them).
+    fn busy(&self) -> bool;
 }
 
 /// Identity and start time of this node, shared read-only by all workers.
@@ -124,6 +126,10 @@ pub struct NodeShared {
     pub started: Instant,
     pub mailboxes: Vec<Mailbox<Msg>>,
     pub gateway: crate::gateway::Shared,
+    /// Open WebSocket connections of the node (`client.connection_limit`).
+    pub connections: std::sync::atomic::AtomicUsize,
+    /// Workers that finished answering their in-flight HTTP requests during shutdown.
+    pub drained: std::sync::atomic::AtomicUsize,
 }
 
 enum Waiter {
@@ -168,6 +174,8 @@ pub struct Worker {
     /// superseded are skipped when popped.
     timers: RefCell<std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u32, u32)>>>,
     timer_wake: LocalNotify,
+    /// New-connection token bucket: (tokens, last refill).
+    conn_bucket: Cell<(f64, Instant)>,
 }
 
 impl Worker {
@@ -199,6 +207,7 @@ impl Worker {
             shutdown_notify: LocalNotify::default(),
             timers: RefCell::new(std::collections::BinaryHeap::new()),
             timer_wake: LocalNotify::default(),
+            conn_bucket: Cell::new((f64::MAX, Instant::now())),
             clients: RefCell::new(Slab::new()),
             index: RefCell::new(AHashMap::new()),
             users: RefCell::new(AHashMap::new()),
@@ -225,6 +234,30 @@ impl Worker {
         self.next_gen.set(gen.wrapping_add(1));
         let key = self.sinks.borrow_mut().insert((gen, sink)) as u32;
         (key, gen)
+    }
+
+    /// True while some HTTP connection of this worker owes or has not sent replies.
+    pub fn http_busy(&self) -> bool {
+        self.sinks.borrow().iter().any(|(_, (_, s))| s.busy())
+    }
+
+    /// Takes one token of the worker's new-connection bucket (`client.connection_rate_limit`,
+    /// split evenly over the workers); false when the node is over its rate.
+    pub fn take_connection_token(&self) -> bool {
+        let rate = self.cfg.client.connection_rate_limit;
+        if rate == 0 {
+            return true;
+        }
+        let per_worker = (rate as f64 / self.workers as f64).max(1.0);
+        let now = Instant::now();
+        let (tokens, last) = self.conn_bucket.get();
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * per_worker).min(per_worker);
+        if tokens < 1.0 {
+            self.conn_bucket.set((tokens, now));
+            return false;
+        }
+        self.conn_bucket.set((tokens - 1.0, now));
+        true
     }
 
     /// Forgets a connection; results still in flight for it are dropped on arrival.
@@ -608,10 +641,8 @@ impl Worker {
                 self.handle_batch(batch);
             }
             crate::metrics::inbox_batch(started.elapsed());
+            // Keeps running while the worker shuts down: in-flight commands may still need it.
             self.flush();
-            if self.shutdown.get() {
-                break;
-            }
         }
     }
 

@@ -412,6 +412,13 @@ impl RedisEngine {
         r
     }
 
+    /// True while the channel's topic subscription is confirmed on the current PUB/SUB
+    /// connection (it is lost when that connection breaks).
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        let conn = &self.shards[self.shard_index(channel)].sub;
+        conn.is_up() && self.chans.borrow().get(channel).is_some_and(|c| c.confirmed_gen == conn.gen() && c.outstanding == 0)
+    }
+
     /// Ends a subscribe started by [`RedisEngine::begin_sync`]; returns the publications kept
     /// meanwhile that are newer than `top` (all of them when the channel has no positions).
     pub fn end_sync(&self, channel: &str, top: Option<&StreamPosition>) -> Vec<Arc<Prepared>> {
@@ -432,6 +439,9 @@ impl RedisEngine {
             .collect();
         if c.syncing == 0 {
             c.buf.clear();
+            if c.confirmed_gen == 0 && c.outstanding == 0 {
+                chans.remove(channel);
+            }
         }
         out
     }
