@@ -52,8 +52,7 @@ const METHODS: [Method; 14] = [
 ];
 
 /// Upper bounds (seconds) of the API duration histogram buckets.
-const BUCKETS: [f64; 14] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 /// Kinds of pushes counted by `type` / `frame_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -406,9 +405,11 @@ impl Snapshot {
 
     fn render_api(&self, o: &mut String) {
         let rows = || {
-            self.api.iter().enumerate().filter(|(_, s)| s.count > 0).map(|(i, s)| {
-                (PROTOCOLS[i / METHODS.len()], METHODS[i % METHODS.len()].name(), s)
-            })
+            self.api
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.count > 0)
+                .map(|(i, s)| (PROTOCOLS[i / METHODS.len()], METHODS[i % METHODS.len()].name(), s))
         };
         o.push_str(
             "# HELP centrifugo_api_command_duration_seconds Server API command duration.\n\
@@ -428,8 +429,10 @@ impl Snapshot {
             let mut cum = 0;
             for (b, n) in BUCKETS.iter().zip(&s.buckets) {
                 cum += n;
-                let _ =
-                    writeln!(o, "centrifugo_api_command_duration_seconds_histogram_bucket{{{labels},le=\"{b}\"}} {cum}");
+                let _ = writeln!(
+                    o,
+                    "centrifugo_api_command_duration_seconds_histogram_bucket{{{labels},le=\"{b}\"}} {cum}"
+                );
             }
             let name = "centrifugo_api_command_duration_seconds_histogram";
             let _ = writeln!(o, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", s.count);

@@ -331,7 +331,11 @@ mod tests {
 
     #[test]
     fn json_data_is_embedded_and_other_bytes_become_b64data() {
-        let v = publish(pb::PublishRequest { channel: "c".into(), data: br#"{"b":1,"a":2}"#.to_vec(), ..Default::default() });
+        let v = publish(pb::PublishRequest {
+            channel: "c".into(),
+            data: br#"{"b":1,"a":2}"#.to_vec(),
+            ..Default::default()
+        });
         assert_eq!(v["data"], json!({"b": 1, "a": 2}));
         assert!(v.get("b64data").is_none());
         let v = publish(pb::PublishRequest { channel: "c".into(), data: vec![0xff, 0], ..Default::default() });
@@ -345,10 +349,7 @@ mod tests {
         let v = batch(pb::BatchRequest {
             commands: vec![
                 pb::Command { info: Some(pb::InfoRequest {}), ..Default::default() },
-                pb::Command {
-                    presence: Some(pb::PresenceRequest { channel: "x".into() }),
-                    ..Default::default()
-                },
+                pb::Command { presence: Some(pb::PresenceRequest { channel: "x".into() }), ..Default::default() },
             ],
             parallel: true,
         });

@@ -64,8 +64,9 @@ impl GrpcServer {
 /// starts the gRPC thread.
 pub fn start(cfg: &Config, mailboxes: Vec<Mailbox<Msg>>) -> Result<GrpcServer, Error> {
     let host = if cfg.http_server.address.is_empty() { "0.0.0.0" } else { cfg.http_server.address.as_str() };
-    let listener = StdListener::bind((host, cfg.grpc_api.port))
-        .map_err(|e| Error::new(ErrorKind::Io, format!("grpc_api: cannot listen on {host}:{}: {e}", cfg.grpc_api.port)))?;
+    let listener = StdListener::bind((host, cfg.grpc_api.port)).map_err(|e| {
+        Error::new(ErrorKind::Io, format!("grpc_api: cannot listen on {host}:{}: {e}", cfg.grpc_api.port))
+    })?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let key = cfg.grpc_api.key.clone();

@@ -411,9 +411,8 @@ impl Conn {
                     Ok(b) => b,
                     Err(stop) => return Some(stop),
                 };
-                let password = admin::form_value(&body, "password")
-                    .or_else(|| head.query_param("password"))
-                    .unwrap_or_default();
+                let password =
+                    admin::form_value(&body, "password").or_else(|| head.query_param("password")).unwrap_or_default();
                 let head = Self::bodiless(head);
                 match admin::login(cfg, &password) {
                     Some(token) => {
@@ -423,7 +422,8 @@ impl Conn {
                     None => self.answer(head, r, 400, "text/plain; charset=utf-8", b"Bad Request").await,
                 }
             }
-            _ if head.path.starts_with("/admin/") && admin::asset(&head.path).is_none()
+            _ if head.path.starts_with("/admin/")
+                && admin::asset(&head.path).is_none()
                 && !admin::authorized(cfg, auth.as_deref()) =>
             {
                 self.answer(head, r, 401, "", b"").await
@@ -481,12 +481,13 @@ impl Conn {
                     let host = String::from_utf8_lossy(h).to_ascii_lowercase();
                     origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host.as_str())
                 });
-            let allowed = same_origin || self.w.cfg.client.allowed_origins.iter().any(|p| {
-                p == "*"
-                    || globset::Glob::new(&p.to_ascii_lowercase())
-                        .map(|g| g.compile_matcher().is_match(&origin))
-                        .unwrap_or(false)
-            });
+            let allowed = same_origin
+                || self.w.cfg.client.allowed_origins.iter().any(|p| {
+                    p == "*"
+                        || globset::Glob::new(&p.to_ascii_lowercase())
+                            .map(|g| g.compile_matcher().is_match(&origin))
+                            .unwrap_or(false)
+                });
             if !allowed {
                 return self.fail(403);
             }

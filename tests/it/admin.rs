@@ -22,9 +22,11 @@ fn admin_config() -> Value {
 }
 
 fn login(s: &Server) -> String {
-    let r = s.post("/admin/auth", format!("password={PASSWORD}").as_bytes(), &[
-        ("Content-Type", "application/x-www-form-urlencoded"),
-    ]);
+    let r = s.post(
+        "/admin/auth",
+        format!("password={PASSWORD}").as_bytes(),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()["token"].as_str().expect("token").to_string()
 }

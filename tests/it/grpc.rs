@@ -14,10 +14,7 @@ use crate::util::*;
 fn python_with_grpc(test: &str) -> Option<std::path::PathBuf> {
     let python = repo_root().join("target/pyenv/bin/python");
     let ok = python.exists()
-        && Command::new(&python)
-            .args(["-c", "import grpc, grpc_tools"])
-            .output()
-            .is_ok_and(|o| o.status.success());
+        && Command::new(&python).args(["-c", "import grpc, grpc_tools"]).output().is_ok_and(|o| o.status.success());
     if ok {
         return Some(python);
     }

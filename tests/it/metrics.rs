@@ -157,13 +157,20 @@ fn metrics_move_with_real_traffic() {
         "durations add up"
     );
     assert_eq!(
-        get(&after, r#"centrifugo_api_command_duration_seconds_histogram_bucket{protocol="http",method="publish",le="+Inf"}"#),
+        get(
+            &after,
+            r#"centrifugo_api_command_duration_seconds_histogram_bucket{protocol="http",method="publish",le="+Inf"}"#
+        ),
         6.0
     );
-    assert_eq!(get(&after, r#"centrifugo_api_command_errors_total{protocol="http",method="history",error="108"}"#), 1.0);
+    assert_eq!(
+        get(&after, r#"centrifugo_api_command_errors_total{protocol="http",method="history",error="108"}"#),
+        1.0
+    );
 
     // Per-worker loop figures, one series per worker; the workers exchanged messages.
-    let batches: f64 = (0..2).map(|w| get(&after, &format!(r#"gyre_worker_loop_inbox_batches_total{{worker="{w}"}}"#))).sum();
+    let batches: f64 =
+        (0..2).map(|w| get(&after, &format!(r#"gyre_worker_loop_inbox_batches_total{{worker="{w}"}}"#))).sum();
     assert!(batches > 0.0, "workers handled inbox batches");
     for w in 0..2 {
         get(&after, &format!(r#"gyre_worker_loop_inbox_seconds_total{{worker="{w}"}}"#));
