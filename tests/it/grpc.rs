@@ -76,3 +76,36 @@ fn grpc_api_port_in_use_stops_start_up() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("grpc_api"), "the error names the option: {err}");
 }
+
+#[test]
+fn grpc_api_flags_start_the_grpc_server() {
+    let (http, grpc) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("gyre-grpc-flags-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&config()).unwrap()).unwrap();
+    let mut child = Command::new(server_binary())
+        .arg("--config")
+        .arg(&path)
+        .arg(format!("--port={http}"))
+        .arg("--grpc_api")
+        .arg(format!("--grpc_api_port={grpc}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn gyre");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let up = loop {
+        if std::net::TcpStream::connect(("127.0.0.1", grpc)).is_ok() {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(up, "--grpc_api --grpc_api_port={grpc}: nothing listens there");
+}
