@@ -5,6 +5,7 @@
 //! the kernel allows it, epoll otherwise) with: an accept loop, the inbox loop, the outbox
 //! flusher and a sweeper of expired channel state.
 
+pub mod cluster;
 pub mod inbox;
 pub mod notify;
 pub mod worker;
@@ -195,7 +196,21 @@ async fn worker_main(
             return;
         }
     };
-    let w = Rc::new(Worker::new(id, cfg, node));
+    let redis = if cfg.engine.kind == "redis" {
+        match crate::engine::redis::RedisEngine::new(cfg.clone()) {
+            Ok(e) => Some(Rc::new(e)),
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let w = Rc::new_cyclic(|me| Worker::new(id, cfg, node, me.clone(), redis));
+    if w.redis.is_some() {
+        start_redis(&w);
+    }
     monoio::spawn(w.clone().run_inbox(inbox));
     monoio::spawn(w.clone().run_flusher());
     monoio::spawn(sweeper(w.clone()));
@@ -223,6 +238,9 @@ async fn worker_main(
         _ = accept => {}
         _ = w.shutdown_notify.wait() => {}
     }
+    if id == 0 {
+        cluster::announce_shutdown(&w);
+    }
     // Tell clients to reconnect elsewhere (3001), then give writers a moment to send it.
     let sessions: Vec<_> = w.clients.borrow().iter().map(|(_, s)| s.clone()).collect();
     for s in &sessions {
@@ -232,6 +250,41 @@ async fn worker_main(
     let deadline = Instant::now() + Duration::from_millis(500);
     while Instant::now() < deadline && sessions.iter().any(|s| !s.out.is_drained()) {
         monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Starts the worker's Redis connections and the engine's periodic tasks.
+fn start_redis(w: &Rc<Worker>) {
+    let engine = w.redis.clone().expect("redis engine");
+    for (i, pair) in engine.shards.iter().enumerate() {
+        let weak = Rc::downgrade(w);
+        let (w_up, w_down) = (weak.clone(), weak.clone());
+        pair.sub.set_hooks(crate::engine::redis::conn::Hooks {
+            up: Box::new(move |_gen| {
+                if let Some(w) = w_up.upgrade() {
+                    let control = (w.id == 0).then(|| w.node.uid.clone());
+                    if let Some(e) = &w.redis {
+                        e.on_up(i, control.as_deref());
+                    }
+                }
+            }),
+            down: Box::new(move || {
+                if let Some(w) = w_down.upgrade() {
+                    cluster::pubsub_lost(&w, i);
+                }
+            }),
+            push: Box::new(move |v| {
+                if let Some(w) = weak.upgrade() {
+                    w.on_redis_push(i, v);
+                }
+            }),
+        });
+        monoio::spawn(pair.cmd.clone().run());
+        monoio::spawn(pair.sub.clone().run());
+    }
+    monoio::spawn(cluster::presence_refresher(w.clone()));
+    if w.id == 0 {
+        monoio::spawn(cluster::announcer(w.clone()));
     }
 }
 

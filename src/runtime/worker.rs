@@ -7,7 +7,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -20,7 +20,9 @@ use super::inbox::{Inbox, Mailbox};
 use super::notify::LocalNotify;
 use crate::api::{NodeInfo, Reply, Res};
 use crate::config::Config;
-use crate::shard::{Fanout, Prepared, PushKind, Shard, ShardOp, UnsubOp};
+use crate::engine::redis::RedisEngine;
+use crate::error::ApiError;
+use crate::shard::{owner_of, Fanout, Prepared, PushKind, Shard, ShardOp, UnsubOp};
 use crate::ws::session::Session;
 
 /// channel → local subscribers: (session key, live).
@@ -33,6 +35,8 @@ pub enum Op {
     Shard(ShardOp),
     /// Runs on every worker against its own connections; results are merged by the caller.
     Survey(Survey),
+    /// Worker 0 (Redis engine): the other live nodes, as `Res::Info`.
+    Nodes,
 }
 
 /// Node-wide questions and actions, answered by each worker for its own connections.
@@ -74,6 +78,14 @@ pub enum Msg {
     },
     /// A push for this worker's subscribers of the channel.
     Deliver(Arc<Prepared>),
+    /// The channel's subscribers may have missed publications (its Redis PUB/SUB connection
+    /// broke): unsubscribe them with "insufficient state" so they resubscribe and recover.
+    Resubscribe(Arc<str>),
+    /// Another node's answer to a `channels` survey this worker started.
+    SurveyPart {
+        id: u32,
+        channels: Vec<(Box<str>, u64)>,
+    },
     Shutdown,
 }
 
@@ -100,6 +112,11 @@ enum Waiter {
 /// A worker's state, shared by its tasks through `Rc`.
 pub struct Worker {
     pub id: usize,
+    me: Weak<Worker>,
+    /// The Redis engine's connections of this worker (engine "redis").
+    pub redis: Option<Rc<RedisEngine>>,
+    /// Cluster state (node registry, surveys) for the Redis engine.
+    pub cluster: super::cluster::Cluster,
     pub workers: usize,
     pub cfg: Arc<Config>,
     pub node: Arc<NodeShared>,
@@ -129,10 +146,19 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(id: usize, cfg: Arc<Config>, node: Arc<NodeShared>) -> Self {
+    pub fn new(
+        id: usize,
+        cfg: Arc<Config>,
+        node: Arc<NodeShared>,
+        me: Weak<Worker>,
+        redis: Option<Rc<RedisEngine>>,
+    ) -> Self {
         let workers = node.mailboxes.len();
         Worker {
             id,
+            me,
+            redis,
+            cluster: Default::default(),
             workers,
             shard: RefCell::new(Shard::new(cfg.clone())),
             cfg: cfg.clone(),
@@ -184,12 +210,103 @@ impl Worker {
     /// worker, else through `to`'s inbox (sent at the end of this loop turn).
     pub fn submit(&self, to: usize, op: Op, tag: Tag) {
         if to == self.id {
-            // As on a remote owner: the answer first, then the pushes the op produced.
-            let (r, fanout) = self.exec_op(op);
-            self.complete(tag, r);
-            self.fan_out_all(fanout);
+            self.run_op(self.id as u16, tag, op);
         } else {
             self.send(to, Msg::Exec { from: self.id as u16, tag, op });
+        }
+    }
+
+    /// This worker as an `Rc` (for tasks and callbacks).
+    pub fn rc(&self) -> Rc<Worker> {
+        self.me.upgrade().expect("a worker outlives its tasks")
+    }
+
+    /// Runs an operation that landed on this worker and sends its answer to `tag` on worker
+    /// `from`: the answer first, then the pushes the op produced (a subscriber sees its
+    /// subscribe reply before its own join). With the Redis engine a subscribe runs as a task.
+    fn run_op(&self, from: u16, tag: Tag, op: Op) {
+        if self.redis.is_some() {
+            match op {
+                Op::Shard(ShardOp::Subscribe(s)) => {
+                    monoio::spawn(super::cluster::owner_subscribe(self.rc(), from, tag, s));
+                    return;
+                }
+                Op::Shard(ShardOp::Unsubscribe(u)) => {
+                    super::cluster::owner_unsubscribe(self, *u);
+                    self.finish(from, tag, Ok(Res::Empty));
+                    return;
+                }
+                _ => {}
+            }
+        }
+        let (r, fanout) = self.exec_op(op);
+        self.finish(from, tag, r);
+        self.fan_out_all(fanout);
+    }
+
+    /// Delivers a result to `tag` on worker `from`.
+    pub fn finish(&self, from: u16, tag: Tag, result: Reply) {
+        if matches!(tag, Tag::Discard) {
+            return;
+        }
+        if from as usize == self.id {
+            self.complete(tag, result);
+        } else {
+            self.send(from as usize, Msg::Done { tag, result });
+        }
+    }
+
+    /// Routes a single-channel operation: to the channel's owner worker, or, with the Redis
+    /// engine, straight to Redis from this worker for publish/history/presence (subscriptions
+    /// still go to the owner, which holds the channel's PUB/SUB subscription).
+    pub fn submit_shard(&self, channel: &str, op: ShardOp, tag: Tag) {
+        match &self.redis {
+            Some(engine) if op.is_data() => self.exec_redis(engine, op, tag),
+            _ => self.submit(owner_of(channel, self.workers), Op::Shard(op), tag),
+        }
+    }
+
+    /// [`Worker::submit_shard`] as a future.
+    pub fn call_shard(self: &Rc<Self>, channel: &str, op: ShardOp) -> Call {
+        match &self.redis {
+            Some(engine) if op.is_data() => {
+                let slot = self.waiters.borrow_mut().insert(Waiter::Waiting(None)) as u32;
+                self.exec_redis(engine, op, Tag::Waiter(slot));
+                Call { worker: self.clone(), state: CallState::Waiting(slot) }
+            }
+            _ => self.call(owner_of(channel, self.workers), Op::Shard(op)),
+        }
+    }
+
+    fn exec_redis(&self, engine: &RedisEngine, op: ShardOp, tag: Tag) {
+        let me = self.rc();
+        let done = move |r: Reply| me.complete(tag, r);
+        let sent = match op {
+            ShardOp::Publish(p) => engine.publish(p, Box::new(move |r| done(r.map(Res::Publish)))),
+            ShardOp::History(h) => engine.history(h, Box::new(done)),
+            ShardOp::HistoryRemove(ch) => engine.history_remove(&ch, Box::new(done)),
+            ShardOp::Presence(ch) => engine.presence(&ch, Box::new(done)),
+            ShardOp::PresenceStats(ch) => engine.presence_stats(&ch, Box::new(done)),
+            ShardOp::Subscribe(_) | ShardOp::Unsubscribe(_) => Err(ApiError::api_internal()),
+        };
+        if let Err(e) = sent {
+            self.complete(tag, Err(e));
+        }
+    }
+
+    /// A value from one of this worker's Redis PUB/SUB connections.
+    pub fn on_redis_push(&self, shard: usize, v: crate::engine::redis::resp::Value) {
+        let Some(engine) = &self.redis else { return };
+        match engine.on_push(shard, v) {
+            Some(crate::engine::redis::Incoming::Push(p)) => {
+                engine.keep_for_sync(&p);
+                let workers = self.shard.borrow().workers_of(&p.channel);
+                if !workers.is_empty() {
+                    self.fan_out(Fanout { prepared: p, workers });
+                }
+            }
+            Some(crate::engine::redis::Incoming::Control(b)) => super::cluster::on_control(&self.rc(), b),
+            None => {}
         }
     }
 
@@ -234,6 +351,13 @@ impl Worker {
                     match alive {
                         Some(s) if s.start_holding(&outcome.channel) => {
                             self.index.borrow_mut().entry(outcome.channel.clone()).or_default().push((session, false));
+                            // Publications newer than the subscribe's position that arrived
+                            // while it was answered (Redis engine) follow the reply.
+                            for p in &outcome.extra {
+                                if let Some(frame) = frame_for(&s, p, &mut None) {
+                                    s.hold(&outcome.channel, frame);
+                                }
+                            }
                         }
                         _ => {
                             // The session went away (or gave up) while the owner counted it.
@@ -243,7 +367,7 @@ impl Worker {
                                 client: None,
                                 leave: None,
                             };
-                            let owner = crate::shard::owner_of(&outcome.channel, self.workers);
+                            let owner = owner_of(&outcome.channel, self.workers);
                             self.send(
                                 owner,
                                 Msg::Exec {
@@ -339,6 +463,7 @@ impl Worker {
                 crate::ws::commands::api_act(self, &cmd);
                 Ok(Res::Empty)
             }
+            Op::Nodes => Ok(Res::Info(super::cluster::other_nodes(self))),
         }
     }
 
@@ -367,15 +492,9 @@ impl Worker {
                 if p.kind == PushKind::JoinLeave && !s.wants_join_leave(&p.channel) {
                     continue;
                 }
-                let frame = match s.format {
-                    crate::protocol::Format::Json => match &p.json {
-                        Some(f) => f.clone(),
-                        None => {
-                            to_close.push((key, crate::error::Disconnect::INAPPROPRIATE_PROTOCOL));
-                            continue;
-                        }
-                    },
-                    crate::protocol::Format::Protobuf => pb.get_or_insert_with(|| p.protobuf_frame()).clone(),
+                let Some(frame) = frame_for(s, p, &mut pb) else {
+                    to_close.push((key, crate::error::Disconnect::INAPPROPRIATE_PROTOCOL));
+                    continue;
                 };
                 let ok = if live { s.out.push(frame).is_ok() } else { s.hold(&p.channel, frame) };
                 if !ok {
@@ -428,15 +547,24 @@ impl Worker {
     fn handle_batch(&self, batch: Vec<Msg>) {
         for msg in batch {
             match msg {
-                Msg::Exec { from, tag, op } => {
-                    let (result, fanout) = self.exec_op(op);
-                    if !matches!(tag, Tag::Discard) {
-                        self.send(from as usize, Msg::Done { tag, result });
-                    }
-                    self.fan_out_all(fanout);
-                }
+                Msg::Exec { from, tag, op } => self.run_op(from, tag, op),
                 Msg::Done { tag, result } => self.complete(tag, result),
                 Msg::Deliver(p) => self.deliver_local(&p),
+                Msg::Resubscribe(channel) => {
+                    let keys: Vec<u32> = self
+                        .index
+                        .borrow()
+                        .get(&channel)
+                        .map(|v| v.iter().map(|(k, _)| *k).collect())
+                        .unwrap_or_default();
+                    for key in keys {
+                        let s = self.clients.borrow().get(key as usize).cloned();
+                        if let Some(s) = s {
+                            s.resubscribe(&channel);
+                        }
+                    }
+                }
+                Msg::SurveyPart { id, channels } => super::cluster::survey_part(self, id, channels),
                 Msg::Shutdown => {
                     self.shutdown.set(true);
                     self.shutdown_notify.notify();
@@ -492,6 +620,15 @@ impl Worker {
             self.flusher.wait().await;
             self.flush();
         }
+    }
+}
+
+/// The frame of a push for one session's format (the protobuf frame encoded at most once per
+/// `pb` cache); `None` when a JSON client cannot receive the binary payload.
+fn frame_for(s: &Session, p: &Prepared, pb: &mut Option<bytes::Bytes>) -> Option<bytes::Bytes> {
+    match s.format {
+        crate::protocol::Format::Json => p.json.clone(),
+        crate::protocol::Format::Protobuf => Some(pb.get_or_insert_with(|| p.protobuf_frame()).clone()),
     }
 }
 

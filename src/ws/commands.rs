@@ -14,7 +14,7 @@ use crate::api::{Command, Overrides, Payload, Publish, StreamPosition};
 use crate::config::ChannelOptions;
 use crate::error::{ApiError, Disconnect};
 use crate::protocol::{self, ConnectResult, Format, PushBody, ReplyBody, SubscribeReq, SubscribeResult};
-use crate::runtime::worker::{Op, Worker};
+use crate::runtime::worker::Worker;
 use crate::shard::{owner_of, ShardOp, SubOp};
 use crate::token::TokenError;
 
@@ -445,7 +445,7 @@ pub(super) async fn publish(s: &Rc<Session>, channel: String, data: Bytes) -> Re
         version_epoch: "".into(),
         info: Some(Arc::new(s.info(chan_info))),
     };
-    match s.w.call(owner_of(&channel, s.w.workers), Op::Shard(ShardOp::Publish(p))).await {
+    match s.w.call_shard(&channel, ShardOp::Publish(p)).await {
         Ok(_) => Ok(ReplyBody::Publish),
         Err(e) => Err(e),
     }

@@ -218,6 +218,12 @@ impl Session {
         );
     }
 
+    /// The channel's stream may have a gap for this session: unsubscribe it with
+    /// "insufficient state" (2500), which makes SDKs resubscribe and recover.
+    pub fn resubscribe(&self, channel: &str) {
+        self.unsubscribe(channel, Some((2500, "insufficient state")));
+    }
+
     /// Removes one subscription (client or server initiated).
     pub(super) fn unsubscribe(&self, channel: &str, push: Option<(u32, &str)>) -> bool {
         let removed = self.st.borrow_mut().subs.remove_entry(channel);
@@ -371,7 +377,7 @@ async fn read_on_owner(
     op: ShardOp,
 ) -> Result<crate::api::Res, ApiError> {
     commands::check(s, channel, feature)?;
-    s.w.call(owner_of(channel, s.w.workers), Op::Shard(op)).await
+    s.w.call_shard(channel, op).await
 }
 
 /// Runs one command; an `Err` closes the connection with that disconnect.
