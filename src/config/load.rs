@@ -315,6 +315,14 @@ fn validate(c: &Config) -> Result<(), String> {
     if c.engine.kind == "redis" && c.engine.redis.address.is_empty() {
         return Err("engine.redis.address: at least one address is required for the redis engine".into());
     }
+    if c.engine.kind == "redis" {
+        for a in &c.engine.redis.address {
+            crate::engine::redis::conn::Endpoint::parse(a, &c.engine.redis)?;
+        }
+        if c.engine.redis.tls.enabled {
+            return Err("engine.redis.tls: TLS connections to Redis are not supported".into());
+        }
+    }
     if !LOG_LEVELS.contains(&c.log.level.as_str()) {
         return Err(format!("log.level: unknown level {:?} (use one of {})", c.log.level, LOG_LEVELS.join(", ")));
     }

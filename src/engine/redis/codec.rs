@@ -76,7 +76,8 @@ pub fn encode_publication(data: &Payload, info: Option<&ClientInfo>, tags: Optio
     p.encode_to_vec().into()
 }
 
-pub fn decode_publication(b: &[u8], offset: u64) -> Option<Publication> {
+/// Decodes a stored publication; `data` stays a slice of `b` (no copy).
+pub fn decode_publication(b: Bytes, offset: u64) -> Option<Publication> {
     let p = PbPublication::decode(b).ok()?;
     let tags: Option<crate::api::Tags> = (!p.tags.is_empty())
         .then(|| p.tags.into_iter().map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())).collect::<Vec<_>>().into());
@@ -120,7 +121,7 @@ pub fn decode_channel_message(payload: &Bytes) -> Option<ChannelMessage> {
         let (offset, epoch) = head.split_once(':')?;
         let offset: u64 = offset.parse().ok()?;
         let body = payload.slice(5 + end + 2..);
-        let p = decode_publication(&body, offset)?;
+        let p = decode_publication(body, offset)?;
         return Some(ChannelMessage::Publication(p, Some(StreamPosition { offset, epoch: epoch.into() })));
     }
     if let Some(rest) = payload.strip_prefix(b"__j__") {
@@ -129,7 +130,7 @@ pub fn decode_channel_message(payload: &Bytes) -> Option<ChannelMessage> {
     if let Some(rest) = payload.strip_prefix(b"__l__") {
         return decode_info(rest).map(ChannelMessage::Leave);
     }
-    decode_publication(payload, 0).map(|p| ChannelMessage::Publication(p, None))
+    decode_publication(payload.clone(), 0).map(|p| ChannelMessage::Publication(p, None))
 }
 
 /// Key and topic names under the configured prefix.
@@ -242,6 +243,7 @@ mod tests {
         assert_eq!(decode_channel_message(&join_payload(&info)), Some(ChannelMessage::Join(info.clone())));
         assert_eq!(decode_channel_message(&leave_payload(&info)), Some(ChannelMessage::Leave(info)));
         let plain = decode_channel_message(&body).unwrap();
+        assert!(decode_publication(Bytes::from_static(b"\xff\xff"), 0).is_none());
         assert!(matches!(plain, ChannelMessage::Publication(p, None) if p.offset == 0));
     }
 

@@ -597,7 +597,7 @@ fn parse_history(v: Value) -> Result<(StreamPosition, Vec<Publication>), ApiErro
                 .find(|kv| kv.first().and_then(Value::bytes).is_some_and(|k| &k[..] == b"d"))
                 .and_then(|kv| kv.get(1).and_then(Value::bytes).cloned())
                 .ok_or(ApiError::INTERNAL)?;
-            pubs.push(codec::decode_publication(&data, offset).ok_or(ApiError::INTERNAL)?);
+            pubs.push(codec::decode_publication(data, offset).ok_or(ApiError::INTERNAL)?);
         }
     }
     Ok((position, pubs))
