@@ -5,6 +5,7 @@
 //! * `legacy` — legacy `POST /api` streams, including a 1,000,000-command request.
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
+//! * `redis`  — the Redis engine: several nodes on `redis-server`s of the tests' own.
 
 mod util;
 
@@ -15,6 +16,7 @@ mod cent;
 mod cli;
 mod http;
 mod legacy;
+mod redis;
 mod sdk;
 mod ws_abuse;
 mod ws_timers;
