@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod gateway;
 pub mod http;
 pub mod protocol;
 pub mod runtime;

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use super::{Command, Method, Publish, Reply, Res};
 use crate::config::{ChannelOptions, Config};
 use crate::error::ApiError;
+use crate::runtime::cluster;
 use crate::runtime::worker::{Op, Survey, Tag, Worker};
-use crate::shard::{owner_of, ShardOp};
+use crate::shard::ShardOp;
 
 /// Checks the channel name and resolves its namespace: too long → 107, unknown → 102.
 pub fn check_channel<'a>(cfg: &'a Config, channel: &str) -> Result<&'a ChannelOptions, ApiError> {
@@ -67,7 +68,7 @@ fn single(cfg: &Config, cmd: Command) -> Result<Result<(Box<str>, ShardOp), Comm
 pub fn dispatch(w: &Worker, cmd: Command, tag: Tag) -> Result<(), Box<Command>> {
     match single(&w.cfg, cmd) {
         Err(e) => w.complete(tag, Err(e)),
-        Ok(Ok((channel, op))) => w.submit(owner_of(&channel, w.workers), Op::Shard(op), tag),
+        Ok(Ok((channel, op))) => w.submit_shard(&channel, op, tag),
         Ok(Err(cmd)) => return Err(Box::new(cmd)),
     }
     Ok(())
@@ -78,7 +79,7 @@ pub fn exec(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::F
     Box::pin(async move {
         let cmd = match single(&w.cfg, cmd) {
             Err(e) => return Err(e),
-            Ok(Ok((channel, op))) => return w.call(owner_of(&channel, w.workers), Op::Shard(op)).await,
+            Ok(Ok((channel, op))) => return w.call_shard(&channel, op).await,
             Ok(Err(cmd)) => cmd,
         };
         match cmd {
@@ -89,8 +90,7 @@ pub fn exec(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::F
                     .iter()
                     .map(|ch| {
                         let p = Publish { channel: ch.clone(), ..b.publish.clone() };
-                        check_channel(&w.cfg, ch)
-                            .map(|_| w.call(owner_of(ch, w.workers), Op::Shard(ShardOp::Publish(p))))
+                        check_channel(&w.cfg, ch).map(|_| w.call_shard(ch, ShardOp::Publish(p)))
                     })
                     .collect();
                 let mut out = Vec::with_capacity(calls.len());
@@ -108,60 +108,17 @@ pub fn exec(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::F
             }
             Command::Subscribe(ref s) => {
                 check_channel(&w.cfg, &s.channel)?;
-                survey_all(&w, Survey::Act(Arc::new(cmd))).await.map(|_| Res::Empty)
+                act(&w, cmd).await
             }
             Command::Unsubscribe(ref u) => {
                 if !u.channel.is_empty() {
                     check_channel(&w.cfg, &u.channel)?;
                 }
-                survey_all(&w, Survey::Act(Arc::new(cmd))).await.map(|_| Res::Empty)
+                act(&w, cmd).await
             }
-            Command::Disconnect(_) | Command::Refresh(_) => {
-                survey_all(&w, Survey::Act(Arc::new(cmd))).await.map(|_| Res::Empty)
-            }
-            Command::Channels { pattern } => {
-                let matcher = if pattern.is_empty() {
-                    None
-                } else {
-                    let glob = globset::Glob::new(&pattern).map_err(|_| ApiError::api_internal())?;
-                    Some(Arc::new(glob.compile_matcher()))
-                };
-                let parts = survey_all(&w, Survey::Channels(matcher)).await?;
-                let mut merged: ahash::AHashMap<Box<str>, u64> = ahash::AHashMap::new();
-                for part in parts {
-                    if let Res::Channels(list) = part {
-                        for (name, n) in list {
-                            *merged.entry(name).or_default() += n;
-                        }
-                    }
-                }
-                let mut list: Vec<_> = merged.into_iter().collect();
-                list.sort_unstable();
-                Ok(Res::Channels(list))
-            }
-            Command::Info => {
-                let parts = survey_all(&w, Survey::Stats).await?;
-                let mut node = crate::api::NodeInfo {
-                    uid: w.node.uid.clone(),
-                    name: w.node.name.clone(),
-                    version: w.node.version.clone(),
-                    uptime: w.node.started.elapsed().as_secs(),
-                    ..Default::default()
-                };
-                let mut users: ahash::AHashSet<Arc<str>> = ahash::AHashSet::new();
-                for part in parts {
-                    if let Res::Info(nodes) = part {
-                        for n in nodes {
-                            users.extend(n.users);
-                            node.num_clients += n.num_clients;
-                            node.num_channels += n.num_channels;
-                            node.num_subs += n.num_subs;
-                        }
-                    }
-                }
-                node.num_users = users.len() as u64;
-                Ok(Res::Info(vec![node]))
-            }
+            Command::Disconnect(_) | Command::Refresh(_) => act(&w, cmd).await,
+            Command::Channels { pattern } => cluster::cluster_channels(&w, &pattern).await.map(Res::Channels),
+            Command::Info => cluster::info(&w).await,
             Command::Batch(batch) => {
                 let mut replies = Vec::with_capacity(batch.commands.len());
                 if batch.parallel {
@@ -199,6 +156,13 @@ pub fn exec(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::F
             _ => Err(ApiError::api_internal()),
         }
     })
+}
+
+/// An API action on connections: applied to this node's workers and, with the Redis engine,
+/// sent to every other node.
+async fn act(w: &Rc<Worker>, cmd: Command) -> Reply {
+    cluster::broadcast_act(w, &cmd).await?;
+    survey_all(w, Survey::Act(Arc::new(cmd))).await.map(|_| Res::Empty)
 }
 
 /// Asks every worker (this one included) the same question and collects the answers.

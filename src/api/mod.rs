@@ -269,6 +269,8 @@ pub struct NodeInfo {
     /// Users connected to one worker, so the node's `num_users` counts each user once
     /// (internal; not encoded).
     pub users: Vec<Arc<str>>,
+    /// Where the node's gateway API is reached (internal; `GET /v1/nodes`).
+    pub api_server: String,
 }
 
 /// A successful result of one command.
@@ -293,6 +295,10 @@ pub enum Res {
     Batch(Vec<(Option<Method>, Reply)>),
     /// Internal: a channel owner's answer to a client subscription (never sent over the API).
     Subscribed(crate::shard::SubOutcome),
+    /// Internal: a gateway action's outcome on one worker (`None`: the client is not there).
+    Mesh(Option<Result<(), (u32, String)>>),
+    /// Internal: a count (subscribers of a channel on this node).
+    Count(u64),
 }
 
 /// The outcome of one command.

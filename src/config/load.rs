@@ -315,6 +315,33 @@ fn validate(c: &Config) -> Result<(), String> {
     if c.engine.kind == "redis" && c.engine.redis.address.is_empty() {
         return Err("engine.redis.address: at least one address is required for the redis engine".into());
     }
+    for (i, g) in c.gateway.servers.iter().enumerate() {
+        if !g.path.starts_with('/') {
+            return Err(format!("gateway.servers[{i}].path: must start with '/', got {:?}", g.path));
+        }
+        if g.topic.is_empty() {
+            return Err(format!("gateway.servers[{i}].topic: required"));
+        }
+    }
+    if c.gateway.is_on() && (c.gateway.topic_size == 0 || c.gateway.max_topics == 0) {
+        return Err("gateway.topic_size / gateway.max_topics: must be at least 1".into());
+    }
+    for (i, u) in c.gateway.users.iter().enumerate() {
+        let roles_ok = !u.role.is_empty() && u.role.split(',').all(|r| matches!(r.trim(), "read" | "write"));
+        if u.name.is_empty() || !roles_ok {
+            return Err(format!(
+                "gateway.users[{i}]: needs a name and a role of \"read\", \"write\" or \"read,write\""
+            ));
+        }
+    }
+    if c.engine.kind == "redis" {
+        for a in &c.engine.redis.address {
+            crate::engine::redis::conn::Endpoint::parse(a, &c.engine.redis)?;
+        }
+        if c.engine.redis.tls.enabled {
+            return Err("engine.redis.tls: TLS connections to Redis are not supported".into());
+        }
+    }
     if !LOG_LEVELS.contains(&c.log.level.as_str()) {
         return Err(format!("log.level: unknown level {:?} (use one of {})", c.log.level, LOG_LEVELS.join(", ")));
     }

@@ -38,6 +38,7 @@ pub struct Config {
     pub websocket: Websocket,
     pub node: Node,
     pub shutdown: Shutdown,
+    pub gateway: Gateway,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,7 +132,13 @@ pub struct Client {
     pub stale_close_delay: Duration,
     pub channel_limit: usize,
     pub user_connection_limit: usize,
+    /// Most WebSocket connections on this node (0 = no limit); above it upgrades get 503.
     pub connection_limit: usize,
+    /// Most new WebSocket connections per second on this node (0 = no limit; 503 above).
+    pub connection_rate_limit: usize,
+    /// Most commands per second one connection may send (0 = no limit); above it commands
+    /// get error 111 "too many requests" (raw gateway clients are closed with 1008).
+    pub command_rate_limit: usize,
     pub queue_max_size: usize,
     pub history_max_publication_limit: usize,
     pub recovery_max_publication_limit: usize,
@@ -155,6 +162,8 @@ impl Default for Client {
             channel_limit: 128,
             user_connection_limit: 0,
             connection_limit: 0,
+            connection_rate_limit: 0,
+            command_rate_limit: 0,
             queue_max_size: 1_048_576,
             history_max_publication_limit: 300,
             recovery_max_publication_limit: 300,
@@ -379,6 +388,67 @@ impl Default for Shutdown {
     fn default() -> Self {
         Shutdown { timeout: Duration::from_secs(30) }
     }
+}
+
+/// The gateway ("mesh") API: raw WebSocket client servers, backend queues, send/publish.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Gateway {
+    /// On when set or when `servers` is not empty.
+    pub enabled: bool,
+    /// Raw WebSocket endpoints on the main port: `{"path": "/chat", "topic": "chat"}`.
+    pub servers: Vec<GatewayServer>,
+    /// The backend API's own port (also served on the main port); 0 = main port only.
+    pub api_port: u16,
+    /// `host:port` other nodes and backends reach this node's API at ("" = derived).
+    pub advertise_address: String,
+    /// Most messages a topic queue keeps (the oldest is dropped beyond it).
+    pub topic_size: usize,
+    /// Most topics per node.
+    pub max_topics: usize,
+    /// Queue topic that Centrifugo clients' `send` commands land in ("" = refused).
+    pub client_send_topic: String,
+    /// HTTP Basic users of the backend API (besides the server API key).
+    pub users: Vec<GatewayUser>,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway {
+            enabled: false,
+            servers: Vec::new(),
+            api_port: 6789,
+            advertise_address: String::new(),
+            topic_size: 2000,
+            max_topics: 100,
+            client_send_topic: String::new(),
+            users: Vec::new(),
+        }
+    }
+}
+
+impl Gateway {
+    pub fn is_on(&self) -> bool {
+        self.enabled || !self.servers.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GatewayServer {
+    pub path: String,
+    pub topic: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GatewayUser {
+    pub name: String,
+    pub password: String,
+    /// "read" (queue.pop/unpop), "write" (send, publish, conn.call) or both ("read,write").
+    pub role: String,
+    /// Glob over the peer's IP address ("" or "*" = any).
+    pub host: String,
 }
 
 /// What a channel name resolves to.

@@ -3,3 +3,4 @@
 //! calls for multi-node setups.
 
 pub mod memory;
+pub mod redis;

@@ -279,6 +279,11 @@ impl ConnOut {
 }
 
 impl ReplySink for ConnOut {
+    fn busy(&self) -> bool {
+        let i = self.inner.borrow();
+        !i.dead && (i.pending > 0 || i.unsent > 0)
+    }
+
     fn fill(&self, seq: u64, reply: Reply) {
         let mut i = self.inner.borrow_mut();
         let Some(idx) = seq.checked_sub(i.base) else { return };

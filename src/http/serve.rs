@@ -46,7 +46,17 @@ enum Stop {
     /// We answered with an error and must close (body left unread).
     Close,
     /// The 101 response is queued: the connection continues as a WebSocket session.
-    Upgrade(crate::protocol::Format),
+    Upgrade(Upgrade),
+}
+
+/// What an upgraded connection becomes.
+enum Upgrade {
+    /// A Centrifuge protocol client.
+    Client(crate::protocol::Format),
+    /// A raw gateway client of a `gateway.servers` endpoint.
+    Raw(crate::ws::session::RawStart),
+    /// A gateway backend on `/ws/v1`.
+    Backend(crate::gateway::backend::Roles),
 }
 
 /// Reads more bytes **after** what `buf` already holds. (monoio's `read` on a `BytesMut`
@@ -84,6 +94,7 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
     use std::os::fd::AsRawFd;
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let (rd, wr) = stream.into_split();
     let out = Rc::new(ConnOut::default());
     let (key, gen) = w.register_sink(out.clone());
@@ -93,15 +104,26 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
     };
     // `run_writer` hands the write half back on upgrade.
     let mut reader = Reader { rd, buf: BytesMut::with_capacity(READ_IDLE), last_full: false };
-    let conn = Conn { w: w.clone(), out: out.clone(), key, gen };
+    let conn = Conn { w: w.clone(), out: out.clone(), key, gen, peer };
     let stop = conn.run(&mut reader).await;
-    if let Stop::Upgrade(format) = stop {
+    if let Stop::Upgrade(kind) = stop {
         out.upgrade();
         let wr = writer.await;
         w.unregister_sink(key);
         if let Some(wr) = wr {
             // A task of its own, so this (larger) HTTP state is freed for the session's life.
-            monoio::spawn(crate::ws::session::run(w, format, reader.rd, wr, reader.buf, fd));
+            match kind {
+                Upgrade::Client(format) => {
+                    monoio::spawn(crate::ws::session::run(w, format, None, reader.rd, wr, reader.buf, fd));
+                }
+                Upgrade::Raw(start) => {
+                    let format = crate::protocol::Format::Json;
+                    monoio::spawn(crate::ws::session::run(w, format, Some(start), reader.rd, wr, reader.buf, fd));
+                }
+                Upgrade::Backend(roles) => {
+                    monoio::spawn(crate::gateway::backend::run(w, roles, reader.rd, wr, reader.buf, fd));
+                }
+            }
         }
         return;
     }
@@ -115,6 +137,7 @@ struct Conn {
     out: Rc<ConnOut>,
     key: u32,
     gen: u32,
+    peer: Option<std::net::IpAddr>,
 }
 
 impl Conn {
@@ -231,16 +254,136 @@ impl Conn {
             return self.single(head, method, r).await;
         }
         if !cfg.websocket.disabled && path == cfg.websocket.handler_prefix {
-            return Some(self.websocket(&head));
+            return Some(self.websocket(&head, None));
         }
-        if path == "/health" && cfg.health.enabled {
+        let head = if cfg.gateway.is_on() {
+            match self.gateway(head, r).await {
+                Ok(stop) => return stop,
+                Err(head) => head,
+            }
+        } else {
+            head
+        };
+        if head.path == "/health" && cfg.health.enabled {
             return self.answer(head, r, 200, "application/json", b"{}").await;
         }
         self.answer(head, r, 404, "text/plain; charset=utf-8", b"404 page not found").await
     }
 
+    /// Gateway routes: raw client endpoints, `/ws/v1`, `/v1/mesh/send`, `/v1/mesh/publish`,
+    /// `/v1/nodes`. Gives the head back when the path is none of them.
+    async fn gateway<R: AsyncReadRent>(&self, head: Head, r: &mut Reader<R>) -> Result<Option<Stop>, Head> {
+        let cfg = &self.w.cfg;
+        let path = head.path.as_str();
+        if let Some(server) = cfg.gateway.servers.iter().find(|s| s.path == path) {
+            let headers = head
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        crate::gateway::canonical_header(k),
+                        serde_json::Value::from(String::from_utf8_lossy(v).into_owned()),
+                    )
+                })
+                .collect();
+            let start = crate::ws::session::RawStart { topic: server.topic.as_str().into(), headers };
+            return Ok(Some(self.websocket(&head, Some(Upgrade::Raw(start)))));
+        }
+        if !(path == "/ws/v1" || path.starts_with("/v1/")) {
+            return Err(head);
+        }
+        let Some(roles) = self.gateway_roles(&head) else {
+            return Ok(self.answer(head, r, 401, "application/json", br#"{"E":{"c":401,"m":"unauthorized"}}"#).await);
+        };
+        match path {
+            "/ws/v1" => Ok(Some(self.websocket(&head, Some(Upgrade::Backend(roles))))),
+            "/v1/nodes" => {
+                if head.method != HttpMethod::Get && head.method != HttpMethod::Head {
+                    return Ok(self.answer(head, r, 405, "", b"").await);
+                }
+                let body = crate::gateway::nodes_json(&self.w).await.to_string();
+                Ok(self.simple(&head, 200, "application/json", body.as_bytes()))
+            }
+            "/v1/mesh/send" | "/v1/mesh/publish" => {
+                if head.method != HttpMethod::Post {
+                    return Ok(self.answer(head, r, 405, "", b"").await);
+                }
+                if !roles.write {
+                    return Ok(self
+                        .answer(head, r, 403, "application/json", br#"{"E":{"c":403,"m":"permission denied"}}"#)
+                        .await);
+                }
+                let body = match self.read_body(&head, r).await {
+                    Ok(b) => b,
+                    Err(stop) => return Ok(Some(stop)),
+                };
+                let reply = crate::gateway::http_mesh(&self.w, path, &body).await;
+                let keep = head.keep_alive;
+                self.out.push_raw(codec::response(200, "application/json", reply.to_string().as_bytes(), keep));
+                Ok((!keep).then_some(Stop::Close))
+            }
+            _ => Ok(self.answer(head, r, 404, "text/plain; charset=utf-8", b"404 page not found").await),
+        }
+    }
+
+    /// Who may use the gateway API: the server API key (or `api_insecure`) allows all; an
+    /// HTTP Basic user of `gateway.users` gets its roles when its host pattern matches.
+    fn gateway_roles(&self, head: &Head) -> Option<crate::gateway::backend::Roles> {
+        use crate::gateway::backend::Roles;
+        if self.authorized(head) {
+            return Some(Roles::ALL);
+        }
+        let auth = String::from_utf8_lossy(head.header("authorization")?).into_owned();
+        let (scheme, b64) = auth.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (name, password) = decoded.split_once(':')?;
+        let ip = self.peer.map(|p| p.to_string()).unwrap_or_default();
+        let user = self.w.cfg.gateway.users.iter().find(|u| {
+            u.name == name
+                && constant_eq(u.password.as_bytes(), password.as_bytes())
+                && (u.host.is_empty()
+                    || u.host == "*"
+                    || globset::Glob::new(&u.host).map(|g| g.compile_matcher().is_match(&ip)).unwrap_or(false))
+        })?;
+        let roles: Vec<&str> = user.role.split(',').map(str::trim).collect();
+        Some(Roles { read: roles.contains(&"read"), write: roles.contains(&"write") })
+    }
+
+    /// Reads a whole request body bounded by `http_api.max_body_size`.
+    async fn read_body<R: AsyncReadRent>(&self, head: &Head, r: &mut Reader<R>) -> Result<BytesMut, Stop> {
+        let limit = self.w.cfg.http_api.max_body_size as u64;
+        if head.content_length.is_some_and(|n| n > limit) {
+            return Err(self.fail(413));
+        }
+        self.continue_100(head);
+        let mut dec = BodyDecoder::new(head);
+        let mut body = BytesMut::new();
+        loop {
+            match dec.next(&mut r.buf) {
+                Ok(Some(piece)) => {
+                    if body.len() as u64 + piece.len() as u64 > limit {
+                        return Err(self.fail(413));
+                    }
+                    body.extend_from_slice(&piece);
+                }
+                Ok(None) if dec.is_done() => return Ok(body),
+                Ok(None) => {
+                    if !r.fill().await {
+                        return Err(Stop::Eof);
+                    }
+                }
+                Err(e) => return Err(self.fail(e.0)),
+            }
+        }
+    }
+
     /// The WebSocket opening handshake (RFC 6455 §4.2) plus Centrifugo's origin rule.
-    fn websocket(&self, head: &Head) -> Stop {
+    fn websocket(&self, head: &Head, kind: Option<Upgrade>) -> Stop {
         let has_token = |name: &str, token: &str| {
             head.header(name)
                 .is_some_and(|v| String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
@@ -266,7 +409,22 @@ impl Conn {
                 return self.fail(403);
             }
         }
-        let (format, proto) = crate::ws::session::negotiate(head);
+        // Client connection limits; gateway backends are not clients.
+        if !matches!(kind, Some(Upgrade::Backend(_))) {
+            let limit = self.w.cfg.client.connection_limit;
+            if (limit > 0 && self.w.node.connections.load(std::sync::atomic::Ordering::Relaxed) >= limit)
+                || !self.w.take_connection_token()
+            {
+                return self.fail(503);
+            }
+        }
+        let (kind, proto) = match kind {
+            Some(k) => (k, None),
+            None => {
+                let (format, proto) = crate::ws::session::negotiate(head);
+                (Upgrade::Client(format), proto)
+            }
+        };
         let mut resp = String::with_capacity(160);
         resp.push_str(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
@@ -278,7 +436,7 @@ impl Conn {
         }
         resp.push_str("\r\n\r\n");
         self.out.push_raw(Bytes::from(resp));
-        Stop::Upgrade(format)
+        Stop::Upgrade(kind)
     }
 
     /// API key from `X-API-Key`, `Authorization: apikey KEY` or `?api_key=`.
@@ -315,30 +473,10 @@ impl Conn {
 
     /// `POST /api/<method>`: reads the whole (bounded) body, runs one command.
     async fn single<R: AsyncReadRent>(&self, head: Head, method: Method, r: &mut Reader<R>) -> Option<Stop> {
-        let limit = self.w.cfg.http_api.max_body_size as u64;
-        if head.content_length.is_some_and(|n| n > limit) {
-            return Some(self.fail(413));
-        }
-        self.continue_100(&head);
-        let mut dec = BodyDecoder::new(&head);
-        let mut body = BytesMut::new();
-        loop {
-            match dec.next(&mut r.buf) {
-                Ok(Some(piece)) => {
-                    if body.len() as u64 + piece.len() as u64 > limit {
-                        return Some(self.fail(413));
-                    }
-                    body.extend_from_slice(&piece);
-                }
-                Ok(None) if dec.is_done() => break,
-                Ok(None) => {
-                    if !r.fill().await {
-                        return Some(Stop::Eof);
-                    }
-                }
-                Err(e) => return Some(self.fail(e.0)),
-            }
-        }
+        let body = match self.read_body(&head, r).await {
+            Ok(b) => b,
+            Err(stop) => return Some(stop),
+        };
         let transport_errors = self.w.cfg.http_api.error_mode == "transport"
             || head.header("x-centrifugo-error-mode").is_some_and(|v| v.eq_ignore_ascii_case(b"transport"));
         let format = Format::New { keep_alive: head.keep_alive, transport_errors, method };

@@ -5,6 +5,7 @@
 //! the kernel allows it, epoll otherwise) with: an accept loop, the inbox loop, the outbox
 //! flusher and a sweeper of expired channel state.
 
+pub mod cluster;
 pub mod inbox;
 pub mod notify;
 pub mod worker;
@@ -43,6 +44,11 @@ fn bind(addr: SocketAddr) -> std::io::Result<StdListener> {
 /// Binds one listener per worker on the configured address. With port 0 the first bind
 /// picks the port and the others share it.
 pub fn bind_listeners(cfg: &Config, n: usize) -> Result<Vec<StdListener>, Error> {
+    bind_port(cfg, cfg.http_server.port, n)
+}
+
+/// One listener per worker on `port` of the configured address.
+fn bind_port(cfg: &Config, port: u16, n: usize) -> Result<Vec<StdListener>, Error> {
     let host = if cfg.http_server.address.is_empty() { "0.0.0.0" } else { cfg.http_server.address.as_str() };
     let ip: std::net::IpAddr = host
         .parse()
@@ -51,7 +57,7 @@ pub fn bind_listeners(cfg: &Config, n: usize) -> Result<Vec<StdListener>, Error>
             (host, 0).to_socket_addrs().ok().and_then(|mut a| a.next()).map(|a| a.ip()).ok_or(())
         })
         .map_err(|_| Error::config(format!("http_server.address: cannot resolve {host:?}")))?;
-    let mut addr = SocketAddr::new(ip, cfg.http_server.port);
+    let mut addr = SocketAddr::new(ip, port);
     if addr.port() != 0 {
         // Our listeners share the port through SO_REUSEPORT, which would also let them join
         // another process already listening there. A plain bind first refuses that.
@@ -88,6 +94,8 @@ pub fn run(cfg: Config) -> Result<(), Error> {
 /// A started server: its address and the handles to stop it.
 pub struct Server {
     pub addr: SocketAddr,
+    /// How long stopping may wait for in-flight requests (`shutdown.timeout`).
+    grace: Duration,
     node: Arc<NodeShared>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -98,7 +106,7 @@ impl Server {
         for m in &self.node.mailboxes {
             m.send(vec![Msg::Shutdown]);
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + self.grace + Duration::from_secs(2);
         for t in self.threads {
             while !t.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
@@ -115,6 +123,13 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
     let n = cfg.worker_count();
     let listeners = bind_listeners(&cfg, n)?;
     let addr = listeners[0].local_addr()?;
+    // The gateway API's own port serves the same routes.
+    let g = &cfg.gateway;
+    let mut api_listeners: Vec<Option<StdListener>> = if g.is_on() && g.api_port != 0 && g.api_port != addr.port() {
+        bind_port(&cfg, g.api_port, n)?.into_iter().map(Some).collect()
+    } else {
+        (0..n).map(|_| None).collect()
+    };
     let cfg = Arc::new(cfg);
     let mut mailboxes = Vec::with_capacity(n);
     let mut inboxes = Vec::with_capacity(n);
@@ -124,12 +139,16 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         inboxes.push(i);
     }
     let host = hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+    let uid = uuid::Uuid::new_v4().to_string();
     let node = Arc::new(NodeShared {
-        uid: uuid::Uuid::new_v4().to_string(),
+        gateway: crate::gateway::Shared::new(&uid),
+        uid,
         name: if cfg.node.name.is_empty() { format!("{host}_{}", addr.port()) } else { cfg.node.name.clone() },
         version: format!("{} OSS", env!("CARGO_PKG_VERSION")),
         started: Instant::now(),
         mailboxes,
+        connections: Default::default(),
+        drained: Default::default(),
     });
     let driver = driver_name(&cfg.driver);
     tracing::info!(
@@ -146,6 +165,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         let cfg = cfg.clone();
         let node = node.clone();
         let ready = ready_tx.clone();
+        let api_listener = api_listeners[id].take();
         let t = std::thread::Builder::new()
             .name(format!("gyre-worker-{id}"))
             .spawn(move || {
@@ -153,7 +173,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
                 macro_rules! run_on {
                     ($driver:ty) => {
                         match monoio::RuntimeBuilder::<$driver>::new().enable_timer().with_entries(4096).build() {
-                            Ok(mut rt) => rt.block_on(worker_main(id, cfg, node, listener, inbox, ready)),
+                            Ok(mut rt) => rt.block_on(worker_main(id, cfg, node, listener, api_listener, inbox, ready)),
                             Err(e) => {
                                 let _ =
                                     ready.send(Err(format!("worker {id}: cannot start the {driver} event loop: {e}")));
@@ -177,7 +197,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
             Err(_) => return Err(Error::new(crate::error::ErrorKind::Io, "a worker exited during start-up")),
         }
     }
-    Ok(Server { addr, node, threads })
+    Ok(Server { addr, grace: cfg.shutdown.timeout, node, threads })
 }
 
 async fn worker_main(
@@ -185,9 +205,17 @@ async fn worker_main(
     cfg: Arc<Config>,
     node: Arc<NodeShared>,
     listener: StdListener,
+    api_listener: Option<StdListener>,
     inbox: inbox::Inbox<Msg>,
     ready: crossbeam_channel::Sender<Result<(), String>>,
 ) {
+    let api_listener = match api_listener.map(monoio::net::TcpListener::from_std).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("worker {id}: gateway api listener: {e}")));
+            return;
+        }
+    };
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -195,33 +223,47 @@ async fn worker_main(
             return;
         }
     };
-    let w = Rc::new(Worker::new(id, cfg, node));
+    let redis = if cfg.engine.kind == "redis" {
+        match crate::engine::redis::RedisEngine::new(cfg.clone()) {
+            Ok(e) => Some(Rc::new(e)),
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let w = Rc::new_cyclic(|me| Worker::new(id, cfg, node, me.clone(), redis));
+    if w.redis.is_some() {
+        start_redis(&w);
+    }
     monoio::spawn(w.clone().run_inbox(inbox));
     monoio::spawn(w.clone().run_flusher());
     monoio::spawn(sweeper(w.clone()));
     monoio::spawn(w.clone().run_timers());
+    if let Some(l) = api_listener {
+        monoio::spawn(accept_loop(w.clone(), l));
+    }
     let _ = ready.send(Ok(()));
     drop(ready);
-    let accept = {
-        let w = w.clone();
-        async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _peer)) => {
-                        monoio::spawn(crate::http::serve::serve(w.clone(), stream));
-                    }
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(worker = id, error = %e, "accept failed");
-                        monoio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        }
-    };
+    let accept = accept_loop(w.clone(), listener);
     monoio::select! {
         _ = accept => {}
         _ = w.shutdown_notify.wait() => {}
+    }
+    if id == 0 {
+        cluster::announce_shutdown(&w);
+    }
+    // No new connections are accepted now. Answer what HTTP clients already sent (every
+    // worker keeps serving its inbox meanwhile, so commands needing another worker finish).
+    let deadline = Instant::now() + w.cfg.shutdown.timeout;
+    while w.http_busy() && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    w.node.drained.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    while w.node.drained.load(std::sync::atomic::Ordering::Acquire) < w.workers && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
     }
     // Tell clients to reconnect elsewhere (3001), then give writers a moment to send it.
     let sessions: Vec<_> = w.clients.borrow().iter().map(|(_, s)| s.clone()).collect();
@@ -232,6 +274,57 @@ async fn worker_main(
     let deadline = Instant::now() + Duration::from_millis(500);
     while Instant::now() < deadline && sessions.iter().any(|s| !s.out.is_drained()) {
         monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Accepts connections forever, each served as HTTP in a task of its own.
+async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                monoio::spawn(crate::http::serve::serve(w.clone(), stream));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(worker = w.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Starts the worker's Redis connections and the engine's periodic tasks.
+fn start_redis(w: &Rc<Worker>) {
+    let engine = w.redis.clone().expect("redis engine");
+    for (i, pair) in engine.shards.iter().enumerate() {
+        let weak = Rc::downgrade(w);
+        let (w_up, w_down) = (weak.clone(), weak.clone());
+        pair.sub.set_hooks(crate::engine::redis::conn::Hooks {
+            up: Box::new(move |_gen| {
+                if let Some(w) = w_up.upgrade() {
+                    let control = (w.id == 0).then(|| w.node.uid.clone());
+                    if let Some(e) = &w.redis {
+                        e.on_up(i, control.as_deref());
+                    }
+                }
+            }),
+            down: Box::new(move || {
+                if let Some(w) = w_down.upgrade() {
+                    cluster::pubsub_lost(&w, i);
+                }
+            }),
+            push: Box::new(move |v| {
+                if let Some(w) = weak.upgrade() {
+                    w.on_redis_push(i, v);
+                }
+            }),
+        });
+        monoio::spawn(pair.cmd.clone().run());
+        monoio::spawn(pair.sub.clone().run());
+    }
+    monoio::spawn(cluster::presence_refresher(w.clone()));
+    if w.id == 0 {
+        monoio::spawn(cluster::announcer(w.clone()));
     }
 }
 

@@ -7,7 +7,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -20,7 +20,9 @@ use super::inbox::{Inbox, Mailbox};
 use super::notify::LocalNotify;
 use crate::api::{NodeInfo, Reply, Res};
 use crate::config::Config;
-use crate::shard::{Fanout, Prepared, PushKind, Shard, ShardOp, UnsubOp};
+use crate::engine::redis::RedisEngine;
+use crate::error::ApiError;
+use crate::shard::{owner_of, Fanout, Prepared, PushKind, Shard, ShardOp, UnsubOp};
 use crate::ws::session::Session;
 
 /// channel → local subscribers: (session key, live).
@@ -33,6 +35,10 @@ pub enum Op {
     Shard(ShardOp),
     /// Runs on every worker against its own connections; results are merged by the caller.
     Survey(Survey),
+    /// Worker 0 (Redis engine): the other live nodes, as `Res::Info`.
+    Nodes,
+    /// A gateway action on a client connection, if this worker has it (`Res::Mesh`).
+    Mesh(Arc<crate::gateway::mesh::MeshOp>),
 }
 
 /// Node-wide questions and actions, answered by each worker for its own connections.
@@ -74,12 +80,24 @@ pub enum Msg {
     },
     /// A push for this worker's subscribers of the channel.
     Deliver(Arc<Prepared>),
+    /// The channel's subscribers may have missed publications (its Redis PUB/SUB connection
+    /// broke): unsubscribe them with "insufficient state" so they resubscribe and recover.
+    Resubscribe(Arc<str>),
+    /// Another node's answer to a survey this worker started.
+    SurveyPart {
+        id: u32,
+        part: serde_json::Value,
+    },
+    /// Gateway queue traffic.
+    Queue(crate::gateway::QueueMsg),
     Shutdown,
 }
 
 /// Receives command results for one connection, in any order; the sink restores order.
 pub trait ReplySink {
     fn fill(&self, seq: u64, reply: Reply);
+    /// Replies are still owed or unsent (graceful shutdown waits for them).
+    fn busy(&self) -> bool;
 }
 
 /// Identity and start time of this node, shared read-only by all workers.
@@ -89,6 +107,11 @@ pub struct NodeShared {
     pub version: String,
     pub started: Instant,
     pub mailboxes: Vec<Mailbox<Msg>>,
+    pub gateway: crate::gateway::Shared,
+    /// Open WebSocket connections of the node (`client.connection_limit`).
+    pub connections: std::sync::atomic::AtomicUsize,
+    /// Workers that finished answering their in-flight HTTP requests during shutdown.
+    pub drained: std::sync::atomic::AtomicUsize,
 }
 
 enum Waiter {
@@ -100,6 +123,13 @@ enum Waiter {
 /// A worker's state, shared by its tasks through `Rc`.
 pub struct Worker {
     pub id: usize,
+    me: Weak<Worker>,
+    /// The Redis engine's connections of this worker (engine "redis").
+    pub redis: Option<Rc<RedisEngine>>,
+    /// Cluster state (node registry, surveys) for the Redis engine.
+    pub cluster: super::cluster::Cluster,
+    /// Gateway state: owned topics, backend connections, client ids.
+    pub gw: crate::gateway::Local,
     pub workers: usize,
     pub cfg: Arc<Config>,
     pub node: Arc<NodeShared>,
@@ -126,13 +156,25 @@ pub struct Worker {
     /// superseded are skipped when popped.
     timers: RefCell<std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u32, u32)>>>,
     timer_wake: LocalNotify,
+    /// New-connection token bucket: (tokens, last refill).
+    conn_bucket: Cell<(f64, Instant)>,
 }
 
 impl Worker {
-    pub fn new(id: usize, cfg: Arc<Config>, node: Arc<NodeShared>) -> Self {
+    pub fn new(
+        id: usize,
+        cfg: Arc<Config>,
+        node: Arc<NodeShared>,
+        me: Weak<Worker>,
+        redis: Option<Rc<RedisEngine>>,
+    ) -> Self {
         let workers = node.mailboxes.len();
         Worker {
             id,
+            me,
+            redis,
+            cluster: Default::default(),
+            gw: Default::default(),
             workers,
             shard: RefCell::new(Shard::new(cfg.clone())),
             cfg: cfg.clone(),
@@ -147,6 +189,7 @@ impl Worker {
             shutdown_notify: LocalNotify::default(),
             timers: RefCell::new(std::collections::BinaryHeap::new()),
             timer_wake: LocalNotify::default(),
+            conn_bucket: Cell::new((f64::MAX, Instant::now())),
             clients: RefCell::new(Slab::new()),
             index: RefCell::new(AHashMap::new()),
             users: RefCell::new(AHashMap::new()),
@@ -175,6 +218,30 @@ impl Worker {
         (key, gen)
     }
 
+    /// True while some HTTP connection of this worker owes or has not sent replies.
+    pub fn http_busy(&self) -> bool {
+        self.sinks.borrow().iter().any(|(_, (_, s))| s.busy())
+    }
+
+    /// Takes one token of the worker's new-connection bucket (`client.connection_rate_limit`,
+    /// split evenly over the workers); false when the node is over its rate.
+    pub fn take_connection_token(&self) -> bool {
+        let rate = self.cfg.client.connection_rate_limit;
+        if rate == 0 {
+            return true;
+        }
+        let per_worker = (rate as f64 / self.workers as f64).max(1.0);
+        let now = Instant::now();
+        let (tokens, last) = self.conn_bucket.get();
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * per_worker).min(per_worker);
+        if tokens < 1.0 {
+            self.conn_bucket.set((tokens, now));
+            return false;
+        }
+        self.conn_bucket.set((tokens - 1.0, now));
+        true
+    }
+
     /// Forgets a connection; results still in flight for it are dropped on arrival.
     pub fn unregister_sink(&self, key: u32) {
         self.sinks.borrow_mut().try_remove(key as usize);
@@ -184,12 +251,111 @@ impl Worker {
     /// worker, else through `to`'s inbox (sent at the end of this loop turn).
     pub fn submit(&self, to: usize, op: Op, tag: Tag) {
         if to == self.id {
-            // As on a remote owner: the answer first, then the pushes the op produced.
-            let (r, fanout) = self.exec_op(op);
-            self.complete(tag, r);
-            self.fan_out_all(fanout);
+            self.run_op(self.id as u16, tag, op);
         } else {
             self.send(to, Msg::Exec { from: self.id as u16, tag, op });
+        }
+    }
+
+    /// This worker as an `Rc` (for tasks and callbacks).
+    pub fn rc(&self) -> Rc<Worker> {
+        self.me.upgrade().expect("a worker outlives its tasks")
+    }
+
+    /// Runs an operation that landed on this worker and sends its answer to `tag` on worker
+    /// `from`: the answer first, then the pushes the op produced (a subscriber sees its
+    /// subscribe reply before its own join). With the Redis engine a subscribe runs as a task.
+    fn run_op(&self, from: u16, tag: Tag, op: Op) {
+        if let Op::Mesh(m) = op {
+            let w = self.rc();
+            monoio::spawn(async move {
+                let r = crate::gateway::mesh::exec_here(&w, &m).await;
+                w.finish(from, tag, Ok(Res::Mesh(r)));
+            });
+            return;
+        }
+        if self.redis.is_some() {
+            match op {
+                Op::Shard(ShardOp::Subscribe(s)) => {
+                    monoio::spawn(super::cluster::owner_subscribe(self.rc(), from, tag, s));
+                    return;
+                }
+                Op::Shard(ShardOp::Unsubscribe(u)) => {
+                    super::cluster::owner_unsubscribe(self, *u);
+                    self.finish(from, tag, Ok(Res::Empty));
+                    return;
+                }
+                _ => {}
+            }
+        }
+        let (r, fanout) = self.exec_op(op);
+        self.finish(from, tag, r);
+        self.fan_out_all(fanout);
+    }
+
+    /// Delivers a result to `tag` on worker `from`.
+    pub fn finish(&self, from: u16, tag: Tag, result: Reply) {
+        if matches!(tag, Tag::Discard) {
+            return;
+        }
+        if from as usize == self.id {
+            self.complete(tag, result);
+        } else {
+            self.send(from as usize, Msg::Done { tag, result });
+        }
+    }
+
+    /// Routes a single-channel operation: to the channel's owner worker, or, with the Redis
+    /// engine, straight to Redis from this worker for publish/history/presence (subscriptions
+    /// still go to the owner, which holds the channel's PUB/SUB subscription).
+    pub fn submit_shard(&self, channel: &str, op: ShardOp, tag: Tag) {
+        match &self.redis {
+            Some(engine) if op.is_data() => self.exec_redis(engine, op, tag),
+            _ => self.submit(owner_of(channel, self.workers), Op::Shard(op), tag),
+        }
+    }
+
+    /// [`Worker::submit_shard`] as a future.
+    pub fn call_shard(self: &Rc<Self>, channel: &str, op: ShardOp) -> Call {
+        match &self.redis {
+            Some(engine) if op.is_data() => {
+                let slot = self.waiters.borrow_mut().insert(Waiter::Waiting(None)) as u32;
+                self.exec_redis(engine, op, Tag::Waiter(slot));
+                Call { worker: self.clone(), state: CallState::Waiting(slot) }
+            }
+            _ => self.call(owner_of(channel, self.workers), Op::Shard(op)),
+        }
+    }
+
+    fn exec_redis(&self, engine: &RedisEngine, op: ShardOp, tag: Tag) {
+        let me = self.rc();
+        let done = move |r: Reply| me.complete(tag, r);
+        let sent = match op {
+            ShardOp::Publish(p) => engine.publish(p, Box::new(move |r| done(r.map(Res::Publish)))),
+            ShardOp::History(h) => engine.history(h, Box::new(done)),
+            ShardOp::HistoryRemove(ch) => engine.history_remove(&ch, Box::new(done)),
+            ShardOp::Presence(ch) => engine.presence(&ch, Box::new(done)),
+            ShardOp::PresenceStats(ch) => engine.presence_stats(&ch, Box::new(done)),
+            ShardOp::Subscribe(_) | ShardOp::Unsubscribe(_) | ShardOp::Subscribers(_) => Err(ApiError::api_internal()),
+        };
+        if let Err(e) = sent {
+            self.complete(tag, Err(e));
+        }
+    }
+
+    /// A value from one of this worker's Redis PUB/SUB connections.
+    pub fn on_redis_push(&self, shard: usize, v: crate::engine::redis::resp::Value) {
+        let Some(engine) = &self.redis else { return };
+        match engine.on_push(shard, v) {
+            Some(crate::engine::redis::Incoming::Push(p)) => {
+                engine.keep_for_sync(&p);
+                let workers = self.shard.borrow().workers_of(&p.channel);
+                if !workers.is_empty() {
+                    self.fan_out(Fanout { prepared: p, workers });
+                }
+            }
+            Some(crate::engine::redis::Incoming::Control(b)) => super::cluster::on_control(&self.rc(), b),
+            None => {}
         }
     }
 
@@ -234,6 +400,13 @@ impl Worker {
                     match alive {
                         Some(s) if s.start_holding(&outcome.channel) => {
                             self.index.borrow_mut().entry(outcome.channel.clone()).or_default().push((session, false));
+                            // Publications newer than the subscribe's position that arrived
+                            // while it was answered (Redis engine) follow the reply.
+                            for p in &outcome.extra {
+                                if let Some(frame) = frame_for(&s, p, &mut None) {
+                                    s.hold(&outcome.channel, frame);
+                                }
+                            }
                         }
                         _ => {
                             // The session went away (or gave up) while the owner counted it.
@@ -243,7 +416,7 @@ impl Worker {
                                 client: None,
                                 leave: None,
                             };
-                            let owner = crate::shard::owner_of(&outcome.channel, self.workers);
+                            let owner = owner_of(&outcome.channel, self.workers);
                             self.send(
                                 owner,
                                 Msg::Exec {
@@ -276,11 +449,17 @@ impl Worker {
     /// this is called (not when first polled), so several calls made before awaiting run in
     /// parallel on their owners.
     pub fn call(self: &Rc<Self>, to: usize, op: Op) -> Call {
-        if to == self.id {
+        let runs_as_task = matches!(op, Op::Mesh(_))
+            || (self.redis.is_some() && matches!(op, Op::Shard(ShardOp::Subscribe(_) | ShardOp::Unsubscribe(_))));
+        if to == self.id && !runs_as_task {
             return Call { worker: self.clone(), state: CallState::Ready(Some(self.exec_local(op))) };
         }
         let slot = self.waiters.borrow_mut().insert(Waiter::Waiting(None)) as u32;
-        self.send(to, Msg::Exec { from: self.id as u16, tag: Tag::Waiter(slot), op });
+        if to == self.id {
+            self.run_op(self.id as u16, Tag::Waiter(slot), op);
+        } else {
+            self.send(to, Msg::Exec { from: self.id as u16, tag: Tag::Waiter(slot), op });
+        }
         Call { worker: self.clone(), state: CallState::Waiting(slot) }
     }
 
@@ -339,6 +518,8 @@ impl Worker {
                 crate::ws::commands::api_act(self, &cmd);
                 Ok(Res::Empty)
             }
+            Op::Nodes => Ok(Res::Info(super::cluster::other_nodes(self))),
+            Op::Mesh(_) => Err(ApiError::api_internal()),
         }
     }
 
@@ -367,15 +548,9 @@ impl Worker {
                 if p.kind == PushKind::JoinLeave && !s.wants_join_leave(&p.channel) {
                     continue;
                 }
-                let frame = match s.format {
-                    crate::protocol::Format::Json => match &p.json {
-                        Some(f) => f.clone(),
-                        None => {
-                            to_close.push((key, crate::error::Disconnect::INAPPROPRIATE_PROTOCOL));
-                            continue;
-                        }
-                    },
-                    crate::protocol::Format::Protobuf => pb.get_or_insert_with(|| p.protobuf_frame()).clone(),
+                let Some(frame) = frame_for(s, p, &mut pb) else {
+                    to_close.push((key, crate::error::Disconnect::INAPPROPRIATE_PROTOCOL));
+                    continue;
                 };
                 let ok = if live { s.out.push(frame).is_ok() } else { s.hold(&p.channel, frame) };
                 if !ok {
@@ -418,25 +593,33 @@ impl Worker {
             while let Some(batch) = inbox.try_recv() {
                 self.handle_batch(batch);
             }
+            // Keeps running while the worker shuts down: in-flight commands may still need it.
             self.flush();
-            if self.shutdown.get() {
-                break;
-            }
         }
     }
 
     fn handle_batch(&self, batch: Vec<Msg>) {
         for msg in batch {
             match msg {
-                Msg::Exec { from, tag, op } => {
-                    let (result, fanout) = self.exec_op(op);
-                    if !matches!(tag, Tag::Discard) {
-                        self.send(from as usize, Msg::Done { tag, result });
-                    }
-                    self.fan_out_all(fanout);
-                }
+                Msg::Exec { from, tag, op } => self.run_op(from, tag, op),
                 Msg::Done { tag, result } => self.complete(tag, result),
                 Msg::Deliver(p) => self.deliver_local(&p),
+                Msg::Resubscribe(channel) => {
+                    let keys: Vec<u32> = self
+                        .index
+                        .borrow()
+                        .get(&channel)
+                        .map(|v| v.iter().map(|(k, _)| *k).collect())
+                        .unwrap_or_default();
+                    for key in keys {
+                        let s = self.clients.borrow().get(key as usize).cloned();
+                        if let Some(s) = s {
+                            s.resubscribe(&channel);
+                        }
+                    }
+                }
+                Msg::SurveyPart { id, part } => super::cluster::survey_part(self, id, part),
+                Msg::Queue(q) => crate::gateway::on_queue(self, q),
                 Msg::Shutdown => {
                     self.shutdown.set(true);
                     self.shutdown_notify.notify();
@@ -492,6 +675,23 @@ impl Worker {
             self.flusher.wait().await;
             self.flush();
         }
+    }
+}
+
+/// The frame of a push for one session's format (the protobuf frame encoded at most once per
+/// `pb` cache); `None` when a JSON client cannot receive the binary payload.
+fn frame_for(s: &Session, p: &Prepared, pb: &mut Option<bytes::Bytes>) -> Option<bytes::Bytes> {
+    if s.is_raw() {
+        return match &p.push {
+            crate::protocol::PushBody::Pub(publication) => {
+                Some(crate::gateway::raw_publication_frame(&publication.data))
+            }
+            _ => None,
+        };
+    }
+    match s.format {
+        crate::protocol::Format::Json => p.json.clone(),
+        crate::protocol::Format::Protobuf => Some(pb.get_or_insert_with(|| p.protobuf_frame()).clone()),
     }
 }
 

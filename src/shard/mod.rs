@@ -48,6 +48,16 @@ pub enum ShardOp {
     Subscribe(Box<SubOp>),
     /// The reverse of a successful `Subscribe` (exactly one per success).
     Unsubscribe(Box<UnsubOp>),
+    /// How many subscribers the node has for the channel (`Res::Count`).
+    Subscribers(Box<str>),
+}
+
+impl ShardOp {
+    /// Reads and writes of channel data (not subscriber bookkeeping): with the Redis engine
+    /// these go straight to Redis from any worker.
+    pub fn is_data(&self) -> bool {
+        !matches!(self, ShardOp::Subscribe(_) | ShardOp::Unsubscribe(_) | ShardOp::Subscribers(_))
+    }
 }
 
 #[derive(Debug)]
@@ -77,13 +87,16 @@ pub struct UnsubOp {
 }
 
 /// Outcome of a `Subscribe` on the owner.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct SubOutcome {
     pub channel: Arc<str>,
     pub position: Option<StreamPosition>,
     pub publications: Vec<Publication>,
     /// The requested position was recovered without a gap.
     pub recovered: bool,
+    /// Pushes to send right after the subscribe reply (Redis engine: publications newer than
+    /// the position that arrived while the subscribe was being answered).
+    pub extra: Vec<Arc<Prepared>>,
 }
 
 /// What kind of push a prepared frame is (subscribers filter join/leave).
@@ -201,6 +214,9 @@ impl Shard {
                 let (num_clients, num_users) = self.channels.get(&ch).map(|c| c.presence.stats()).unwrap_or((0, 0));
                 Ok(Res::PresenceStats { num_clients, num_users })
             }
+            ShardOp::Subscribers(ch) => Ok(Res::Count(
+                self.channels.get(&ch).map(|c| c.workers.iter().map(|(_, n)| *n as u64).sum()).unwrap_or(0),
+            )),
         }
     }
 
@@ -276,8 +292,13 @@ impl Shard {
             Some(s) => s,
             None => self.channels.entry(Box::from(&*op.channel)).or_default(),
         };
-        let mut outcome =
-            SubOutcome { channel: op.channel.clone(), position: None, publications: Vec::new(), recovered: false };
+        let mut outcome = SubOutcome {
+            channel: op.channel.clone(),
+            position: None,
+            publications: Vec::new(),
+            recovered: false,
+            extra: Vec::new(),
+        };
         if op.position || op.recover.is_some() {
             if opts.history_enabled() {
                 let stream = state.live_stream(now, meta_ttl);
@@ -342,6 +363,49 @@ impl Shard {
         if state.is_idle() {
             self.channels.remove(&*op.channel);
         }
+    }
+
+    /// Counts one more subscriber of `channel` on `worker` (Redis engine; the memory engine
+    /// counts inside `exec`).
+    pub fn count_subscriber(&mut self, channel: &str, worker: u16) {
+        let state = match self.channels.get_mut(channel) {
+            Some(s) => s,
+            None => self.channels.entry(channel.into()).or_default(),
+        };
+        match state.workers.iter_mut().find(|(w, _)| *w == worker) {
+            Some((_, n)) => *n += 1,
+            None => state.workers.push((worker, 1)),
+        }
+    }
+
+    /// Counts one subscriber less; returns how many the node still has.
+    pub fn uncount_subscriber(&mut self, channel: &str, worker: u16) -> u32 {
+        let Some(state) = self.channels.get_mut(channel) else { return 0 };
+        if let Some(i) = state.workers.iter().position(|(w, _)| *w == worker) {
+            state.workers[i].1 -= 1;
+            if state.workers[i].1 == 0 {
+                state.workers.swap_remove(i);
+            }
+        }
+        let left = state.workers.iter().map(|(_, n)| *n).sum();
+        if state.is_idle() {
+            self.channels.remove(channel);
+        }
+        left
+    }
+
+    /// The workers with subscribers of `channel`.
+    pub fn workers_of(&self, channel: &str) -> SmallVec<[u16; 8]> {
+        self.channels.get(channel).map(|s| s.workers.iter().map(|(w, _)| *w).collect()).unwrap_or_default()
+    }
+
+    /// Every channel's presence entries (for the Redis engine's periodic refresh).
+    pub fn presence_snapshot(&self) -> Vec<(Box<str>, Vec<ClientInfo>)> {
+        self.channels
+            .iter()
+            .filter(|(_, s)| !s.presence.is_empty())
+            .map(|(name, s)| (name.clone(), s.presence.list()))
+            .collect()
     }
 
     /// Adds or removes a client in a channel's presence table.

@@ -14,7 +14,7 @@ use crate::api::{Command, Overrides, Payload, Publish, StreamPosition};
 use crate::config::ChannelOptions;
 use crate::error::{ApiError, Disconnect};
 use crate::protocol::{self, ConnectResult, Format, PushBody, ReplyBody, SubscribeReq, SubscribeResult};
-use crate::runtime::worker::{Op, Worker};
+use crate::runtime::worker::Worker;
 use crate::shard::{owner_of, ShardOp, SubOp};
 use crate::token::TokenError;
 
@@ -445,7 +445,7 @@ pub(super) async fn publish(s: &Rc<Session>, channel: String, data: Bytes) -> Re
         version_epoch: "".into(),
         info: Some(Arc::new(s.info(chan_info))),
     };
-    match s.w.call(owner_of(&channel, s.w.workers), Op::Shard(ShardOp::Publish(p))).await {
+    match s.w.call_shard(&channel, ShardOp::Publish(p)).await {
         Ok(_) => Ok(ReplyBody::Publish),
         Err(e) => Err(e),
     }
@@ -524,6 +524,33 @@ pub(super) fn sub_refresh(s: &Rc<Session>, id: u32, channel: &str, token: &str) 
     }
     s.reply(id, &Ok(ReplyBody::SubRefresh { expires: exp > 0, ttl: if exp > 0 { (exp - now) as u32 } else { 0 } }));
     Ok(())
+}
+
+/// A server-side subscription made by the gateway (`conn.call subscribe`): raw clients get
+/// nothing but the publications; Centrifugo clients get a `subscribe` push first.
+pub(super) async fn server_subscribe(s: &Rc<Session>, channel: &str) -> Result<(), ApiError> {
+    if channel.is_empty() || channel.len() > s.w.cfg.channel.max_length {
+        return Err(ApiError::BAD_REQUEST);
+    }
+    let req = SubscribeReq { channel: channel.to_string(), ..Default::default() };
+    match subscribe_owned(s, req, None, true, 0, Overrides::default()).await {
+        Ok(Ok((channel, res))) => {
+            s.push(
+                &channel,
+                &PushBody::Subscribe {
+                    recoverable: res.recoverable,
+                    epoch: res.epoch,
+                    offset: res.offset,
+                    positioned: res.positioned,
+                    data: None,
+                },
+            );
+            s.release(&channel);
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ApiError::INTERNAL),
+    }
 }
 
 /// Centrifugo's selection: the user's connections (user "" = anonymous ones), narrowed to one

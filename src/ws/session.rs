@@ -57,6 +57,10 @@ pub(super) struct State {
     pub(super) held_bytes: usize,
     /// Unix seconds when the credentials expire (0 = never).
     pub(super) expires_at: i64,
+    /// Command rate bucket (`client.command_rate_limit`): tokens and last refill.
+    pub(super) rate: Option<(f64, Instant)>,
+    /// Gateway context (`conn.call set_context[_value]`), attached to queued events.
+    pub(super) context: serde_json::Map<String, serde_json::Value>,
     /// A server ping is waiting for its pong since then.
     pub(super) ping_sent: Option<Instant>,
     pub(super) next_ping: Option<Instant>,
@@ -69,6 +73,8 @@ pub struct Session {
     pub format: Format,
     pub out: WsOut,
     pub client: Arc<str>,
+    /// A raw gateway client (no Centrifuge protocol): its events go to this queue topic.
+    raw: Option<Arc<str>>,
     pub(super) w: Rc<Worker>,
     pub(super) st: RefCell<State>,
     /// The deadline this session is scheduled at in the worker's timer heap.
@@ -79,8 +85,28 @@ pub struct Session {
 static NEXT_GEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
 impl Session {
+    /// Takes a command token (`client.command_rate_limit`); false when over the rate.
+    fn take_command_token(&self) -> bool {
+        let rate = self.w.cfg.client.command_rate_limit as f64;
+        if rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let mut st = self.st.borrow_mut();
+        let (tokens, last) = st.rate.unwrap_or((rate, now));
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate);
+        let ok = tokens >= 1.0;
+        st.rate = Some((if ok { tokens - 1.0 } else { tokens }, now));
+        ok
+    }
+
     pub fn is_closed(&self) -> bool {
         self.st.borrow().closed
+    }
+
+    /// A raw gateway client: receives publications as plain frames, no protocol pushes.
+    pub fn is_raw(&self) -> bool {
+        self.raw.is_some()
     }
 
     pub fn is_connected(&self) -> bool {
@@ -124,6 +150,9 @@ impl Session {
     }
 
     fn push_frame(&self, payload: Vec<u8>) {
+        if self.raw.is_some() {
+            return;
+        }
         let op = if self.format == Format::Json { OpCode::Text } else { OpCode::Binary };
         if self.out.push(codec::frame(op, &payload)).is_err() {
             self.disconnect(Disconnect::SLOW);
@@ -191,6 +220,17 @@ impl Session {
             self.w.index_remove(&channel, key);
             self.send_unsub(channel, &sub);
         }
+        {
+            let mut by_client = self.w.gw.by_client.borrow_mut();
+            if by_client.get(&self.client) == Some(&key) {
+                by_client.remove(&self.client);
+            }
+        }
+        if let Some(topic) = &self.raw {
+            let ctx = std::mem::take(&mut self.st.borrow_mut().context);
+            let ev = crate::gateway::event("close", Default::default(), Some(&ctx));
+            crate::gateway::push_event(&self.w, &self.client, topic, &ev);
+        }
         if connected {
             let mut users = self.w.users.borrow_mut();
             if let Some(n) = users.get_mut(&user) {
@@ -216,6 +256,12 @@ impl Session {
             owner,
             Msg::Exec { from: self.w.id as u16, tag: Tag::Discard, op: Op::Shard(ShardOp::Unsubscribe(Box::new(op))) },
         );
+    }
+
+    /// The channel's stream may have a gap for this session: unsubscribe it with
+    /// "insufficient state" (2500), which makes SDKs resubscribe and recover.
+    pub fn resubscribe(&self, channel: &str) {
+        self.unsubscribe(channel, Some((2500, "insufficient state")));
     }
 
     /// Removes one subscription (client or server initiated).
@@ -251,9 +297,22 @@ pub fn negotiate(head: &crate::http::codec::Head) -> (Format, Option<&'static st
 /// idle socket holds its buffer while the read is pending; larger messages grow it.
 const READ_IDLE: usize = 256;
 
+/// A raw gateway client's start: its server's topic and the upgrade request's headers.
+pub struct RawStart {
+    pub topic: Arc<str>,
+    pub headers: serde_json::Map<String, serde_json::Value>,
+}
+
 /// Runs a session on an upgraded connection until it closes.
-pub async fn run<R, W>(w: Rc<Worker>, format: Format, mut rd: R, wr: W, mut buf: BytesMut, fd: i32)
-where
+pub async fn run<R, W>(
+    w: Rc<Worker>,
+    format: Format,
+    raw: Option<RawStart>,
+    mut rd: R,
+    wr: W,
+    mut buf: BytesMut,
+    fd: i32,
+) where
     R: monoio::io::AsyncReadRent,
     W: monoio::io::AsyncWriteRent + 'static,
 {
@@ -263,7 +322,11 @@ where
         gen: NEXT_GEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         format,
         out: WsOut::new(cfg.client.queue_max_size),
-        client: uuid::Uuid::new_v4().to_string().into(),
+        client: match &raw {
+            Some(_) => crate::gateway::next_client_id(&w),
+            None => uuid::Uuid::new_v4().to_string().into(),
+        },
+        raw: raw.as_ref().map(|r| r.topic.clone()),
         w: w.clone(),
         st: RefCell::new(State::default()),
         timer_at: Cell::new(None),
@@ -271,6 +334,23 @@ where
     });
     let key = w.clients.borrow_mut().insert(s.clone()) as u32;
     s.key.set(key);
+    w.gw.by_client.borrow_mut().insert(s.client.clone(), key);
+    w.node.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Leaves the node's count however this function ends.
+    struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let _counted = Counted(&w.node.connections);
+    if let Some(r) = raw {
+        // A raw client is connected from the start, as an anonymous user.
+        s.st.borrow_mut().connected = true;
+        *w.users.borrow_mut().entry(Arc::from("")).or_default() += 1;
+        let fields = serde_json::Map::from_iter([("headers".to_string(), serde_json::Value::Object(r.headers))]);
+        crate::gateway::push_event(&w, &s.client, &r.topic, &crate::gateway::event("handshake", fields, None));
+    }
     let writer = {
         let s = s.clone();
         let timeout = cfg.websocket.write_timeout;
@@ -324,8 +404,44 @@ where
     let _ = writer.await;
 }
 
+/// Handles one message of a raw gateway client: data messages become `message` events.
+fn handle_raw(s: &Rc<Session>, topic: &Arc<str>, msg: Message) -> bool {
+    let (text, data) = match msg {
+        Message::Text(d) => (true, d),
+        Message::Binary(d) => (false, d),
+        Message::Ping(p) => {
+            let _ = s.out.push(codec::frame(OpCode::Pong, &p));
+            return true;
+        }
+        Message::Pong(_) => {
+            s.st.borrow_mut().ping_sent = None;
+            return true;
+        }
+        Message::Close(_) => {
+            s.out.close(codec::close_frame(1000, ""), false);
+            s.cleanup();
+            return false;
+        }
+    };
+    if !s.take_command_token() {
+        s.out.close(codec::close_frame(1008, "too many messages"), false);
+        s.cleanup();
+        return false;
+    }
+    let ev = {
+        let st = s.st.borrow();
+        let fields = serde_json::Map::from_iter([("frame".to_string(), crate::gateway::frame_json(text, &data))]);
+        crate::gateway::event("message", fields, Some(&st.context))
+    };
+    crate::gateway::push_event(&s.w, &s.client, topic, &ev);
+    true
+}
+
 /// Handles one WebSocket message; false when the reader should stop.
 async fn handle_message(s: &Rc<Session>, msg: Message) -> bool {
+    if let Some(topic) = &s.raw {
+        return handle_raw(s, topic, msg);
+    }
     let data = match msg {
         Message::Text(d) if s.format == Format::Json => d,
         Message::Binary(d) if s.format == Format::Protobuf => d,
@@ -352,6 +468,13 @@ async fn handle_message(s: &Rc<Session>, msg: Message) -> bool {
         }
     };
     for cmd in cmds {
+        if !s.take_command_token() {
+            // Over the rate: the command is refused with a clear error, not run.
+            if cmd.id != 0 {
+                s.reply(cmd.id, &Err(ApiError::TOO_MANY_REQUESTS));
+            }
+            continue;
+        }
         if let Err(d) = handle_command(s, cmd).await {
             s.disconnect(d);
             return false;
@@ -371,7 +494,7 @@ async fn read_on_owner(
     op: ShardOp,
 ) -> Result<crate::api::Res, ApiError> {
     commands::check(s, channel, feature)?;
-    s.w.call(owner_of(channel, s.w.workers), Op::Shard(op)).await
+    s.w.call_shard(channel, op).await
 }
 
 /// Runs one command; an `Err` closes the connection with that disconnect.
@@ -404,7 +527,24 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             }
         }
         Req::Unknown | Req::Ping => return Err(Disconnect::BAD_REQUEST),
-        Req::Send { .. } => return Err(Disconnect::NOT_AVAILABLE),
+        Req::Send { data } => {
+            let topic = &s.w.cfg.gateway.client_send_topic;
+            if topic.is_empty() {
+                return Err(Disconnect::NOT_AVAILABLE);
+            }
+            let ev = {
+                let st = s.st.borrow();
+                let mut fields = serde_json::Map::from_iter([(
+                    "frame".to_string(),
+                    crate::gateway::frame_json(s.format == Format::Json, &data),
+                )]);
+                if !st.user.is_empty() {
+                    fields.insert("user".into(), serde_json::Value::from(&*st.user));
+                }
+                crate::gateway::event("message", fields, Some(&st.context))
+            };
+            crate::gateway::push_event(&s.w, &s.client, &Arc::from(topic.as_str()), &ev);
+        }
         Req::Rpc { .. } => s.reply(id, &Err(ApiError::NOT_AVAILABLE)),
         Req::Subscribe(req) => {
             if req.channel.is_empty() {
@@ -484,6 +624,75 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
 }
 
 impl Session {
+    /// `mesh.send` to this connection: a raw frame for raw clients, an async `message` push
+    /// for Centrifugo clients.
+    pub fn mesh_send(&self, data: &crate::gateway::mesh::MeshData) -> Result<(), String> {
+        use crate::gateway::mesh::MeshData;
+        if self.raw.is_some() {
+            let frame = match data {
+                MeshData::Text(b) => codec::frame(OpCode::Text, b),
+                MeshData::Binary(b) => codec::frame(OpCode::Binary, b),
+            };
+            if self.out.push(frame).is_err() {
+                self.disconnect(Disconnect::SLOW);
+                return Err("failed to send: client too slow".into());
+            }
+            return Ok(());
+        }
+        let bytes = match (self.format, data) {
+            (Format::Protobuf, MeshData::Text(b) | MeshData::Binary(b)) => b.clone(),
+            (Format::Json, d) => {
+                let p = d.payload();
+                if p.binary && serde_json::from_slice::<serde::de::IgnoredAny>(&p.bytes).is_err() {
+                    return Err("failed to send: binary data to a JSON client".into());
+                }
+                p.bytes
+            }
+        };
+        self.push("", &PushBody::Message { data: bytes });
+        Ok(())
+    }
+
+    /// `conn.call` on this connection.
+    pub async fn mesh_call(
+        self: &Rc<Self>,
+        f: &str,
+        args: &[serde_json::Value],
+    ) -> Result<(), crate::gateway::mesh::MeshError> {
+        use crate::gateway::mesh::MeshError;
+        match f {
+            "set_context_value" => {
+                let key = args.first().and_then(|k| k.as_str()).ok_or_else(|| MeshError::bad("invalid parameter"))?;
+                let value = args.get(1).cloned().unwrap_or_default();
+                self.st.borrow_mut().context.insert(key.to_string(), value);
+            }
+            "set_context" => {
+                let Some(serde_json::Value::Object(o)) = args.first() else {
+                    return Err(MeshError::bad("invalid parameter"));
+                };
+                self.st.borrow_mut().context = o.clone();
+            }
+            "subscribe" => {
+                for ch in args.iter().filter_map(|a| a.as_str()) {
+                    if self.st.borrow().subs.contains_key(ch) {
+                        continue;
+                    }
+                    commands::server_subscribe(self, ch)
+                        .await
+                        .map_err(|e| MeshError::new(301, format!("execution failed: {}", e.message)))?;
+                }
+            }
+            "unsubscribe" => {
+                let push = if self.raw.is_some() { None } else { Some((2000, "server unsubscribe")) };
+                for ch in args.iter().filter_map(|a| a.as_str()) {
+                    self.unsubscribe(ch, push);
+                }
+            }
+            _ => return Err(MeshError::bad("invalid parameter: unknown function")),
+        }
+        Ok(())
+    }
+
     /// Asks the worker's timer to run [`Session::on_timer`] at `at` (or earlier if already
     /// scheduled earlier). Only the earliest deadline is kept in the worker's heap.
     pub(super) fn schedule(&self, at: Instant) {
@@ -555,9 +764,14 @@ impl Session {
                 }
             };
             if now >= due {
-                let mut buf = Vec::with_capacity(2);
-                protocol::encode_ping(self.format, &mut buf);
-                self.push_frame(buf);
+                if self.raw.is_some() {
+                    // Raw clients get WebSocket pings; their pong frames answer.
+                    let _ = self.out.push(codec::frame(OpCode::Ping, b""));
+                } else {
+                    let mut buf = Vec::with_capacity(2);
+                    protocol::encode_ping(self.format, &mut buf);
+                    self.push_frame(buf);
+                }
                 let mut st = self.st.borrow_mut();
                 if st.ping_sent.is_none() && !pong_timeout.is_zero() {
                     st.ping_sent = Some(now);

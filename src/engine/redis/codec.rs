@@ -1,0 +1,274 @@
+//! What Gyre stores in and sends through Redis: publications and client infos as protobuf
+//! (Centrifugo's field numbers, so the stored shapes read the same), PUB/SUB payload framing
+//! (`__p1:<offset>:<epoch>__`, `__j__`, `__l__`), and the key names.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::api::{ClientInfo, Payload, Publication, StreamPosition};
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PbClientInfo {
+    #[prost(string, tag = "1")]
+    pub user: String,
+    #[prost(string, tag = "2")]
+    pub client: String,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub conn_info: Bytes,
+    #[prost(bytes = "bytes", tag = "4")]
+    pub chan_info: Bytes,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PbPublication {
+    #[prost(bytes = "bytes", tag = "4")]
+    pub data: Bytes,
+    #[prost(message, optional, tag = "5")]
+    pub info: Option<PbClientInfo>,
+    #[prost(uint64, tag = "6")]
+    pub offset: u64,
+    #[prost(btree_map = "string, string", tag = "7")]
+    pub tags: BTreeMap<String, String>,
+    /// The data came from base64 (protobuf clients, `b64data`) and may not be JSON. A field
+    /// Centrifugo does not define; other readers skip it.
+    #[prost(bool, tag = "64")]
+    pub binary: bool,
+}
+
+fn info_to_pb(i: &ClientInfo) -> PbClientInfo {
+    PbClientInfo {
+        user: i.user.to_string(),
+        client: i.client.to_string(),
+        conn_info: i.conn_info.clone().unwrap_or_default(),
+        chan_info: i.chan_info.clone().unwrap_or_default(),
+    }
+}
+
+fn info_from_pb(p: PbClientInfo) -> ClientInfo {
+    ClientInfo {
+        user: p.user.into(),
+        client: p.client.into(),
+        conn_info: (!p.conn_info.is_empty()).then_some(p.conn_info),
+        chan_info: (!p.chan_info.is_empty()).then_some(p.chan_info),
+    }
+}
+
+pub fn encode_info(i: &ClientInfo) -> Bytes {
+    info_to_pb(i).encode_to_vec().into()
+}
+
+pub fn decode_info(b: &[u8]) -> Option<ClientInfo> {
+    PbClientInfo::decode(b).ok().map(info_from_pb)
+}
+
+/// A publication without its offset (Redis assigns it).
+pub fn encode_publication(data: &Payload, info: Option<&ClientInfo>, tags: Option<&crate::api::Tags>) -> Bytes {
+    let p = PbPublication {
+        data: data.bytes.clone(),
+        info: info.map(info_to_pb),
+        offset: 0,
+        tags: tags.map(|t| t.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap_or_default(),
+        binary: data.binary,
+    };
+    p.encode_to_vec().into()
+}
+
+/// Decodes a stored publication; `data` stays a slice of `b` (no copy).
+pub fn decode_publication(b: Bytes, offset: u64) -> Option<Publication> {
+    let p = PbPublication::decode(b).ok()?;
+    let tags: Option<crate::api::Tags> = (!p.tags.is_empty())
+        .then(|| p.tags.into_iter().map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())).collect::<Vec<_>>().into());
+    Some(Publication {
+        offset: if offset > 0 { offset } else { p.offset },
+        data: Payload { bytes: p.data, binary: p.binary },
+        info: p.info.map(|i| Arc::new(info_from_pb(i))),
+        tags,
+    })
+}
+
+/// A message received on a channel's PUB/SUB topic.
+#[derive(Debug, PartialEq)]
+pub enum ChannelMessage {
+    Publication(Publication, Option<StreamPosition>),
+    Join(ClientInfo),
+    Leave(ClientInfo),
+}
+
+/// The history-publication prefix: `__p1:<offset>:<epoch>__`.
+pub fn publication_prefix(offset: u64, epoch: &str) -> String {
+    format!("__p1:{offset}:{epoch}__")
+}
+
+pub fn join_payload(i: &ClientInfo) -> Bytes {
+    let mut v = b"__j__".to_vec();
+    v.extend_from_slice(&encode_info(i));
+    v.into()
+}
+
+pub fn leave_payload(i: &ClientInfo) -> Bytes {
+    let mut v = b"__l__".to_vec();
+    v.extend_from_slice(&encode_info(i));
+    v.into()
+}
+
+pub fn decode_channel_message(payload: &Bytes) -> Option<ChannelMessage> {
+    if let Some(rest) = payload.strip_prefix(b"__p1:") {
+        let end = memchr::memmem::find(rest, b"__")?;
+        let head = std::str::from_utf8(&rest[..end]).ok()?;
+        let (offset, epoch) = head.split_once(':')?;
+        let offset: u64 = offset.parse().ok()?;
+        let body = payload.slice(5 + end + 2..);
+        let p = decode_publication(body, offset)?;
+        return Some(ChannelMessage::Publication(p, Some(StreamPosition { offset, epoch: epoch.into() })));
+    }
+    if let Some(rest) = payload.strip_prefix(b"__j__") {
+        return decode_info(rest).map(ChannelMessage::Join);
+    }
+    if let Some(rest) = payload.strip_prefix(b"__l__") {
+        return decode_info(rest).map(ChannelMessage::Leave);
+    }
+    decode_publication(payload.clone(), 0).map(|p| ChannelMessage::Publication(p, None))
+}
+
+/// Key and topic names under the configured prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Keys { prefix: prefix.to_string() }
+    }
+    fn join(&self, part: &str, ch: &str) -> Bytes {
+        let mut s = String::with_capacity(self.prefix.len() + part.len() + ch.len() + 2);
+        s.push_str(&self.prefix);
+        s.push('.');
+        s.push_str(part);
+        s.push('.');
+        s.push_str(ch);
+        Bytes::from(s)
+    }
+    pub fn client_topic(&self, ch: &str) -> Bytes {
+        self.join("client", ch)
+    }
+    /// The channel name of a client topic, if `topic` is one.
+    pub fn channel_of<'a>(&self, topic: &'a [u8]) -> Option<&'a str> {
+        let rest = topic.strip_prefix(self.prefix.as_bytes())?.strip_prefix(b".client.")?;
+        std::str::from_utf8(rest).ok()
+    }
+    pub fn stream(&self, ch: &str) -> Bytes {
+        self.join("stream", ch)
+    }
+    pub fn stream_meta(&self, ch: &str) -> Bytes {
+        self.join("stream.meta", ch)
+    }
+    pub fn result(&self, ch: &str, key: &str) -> Bytes {
+        self.join("result", &format!("{ch}.{key}"))
+    }
+    pub fn presence_data(&self, ch: &str) -> Bytes {
+        self.join("presence.data", ch)
+    }
+    pub fn presence_expire(&self, ch: &str) -> Bytes {
+        self.join("presence.expire", ch)
+    }
+    pub fn control(&self) -> Bytes {
+        Bytes::from(format!("{}.control", self.prefix))
+    }
+    pub fn node(&self, uid: &str) -> Bytes {
+        Bytes::from(format!("{}.node.{uid}", self.prefix))
+    }
+}
+
+/// FNV-1a 64 of a channel name.
+pub fn fnv1a64(s: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in s {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Jump consistent hash (Lamping & Veach): the bucket of `key` among `n`.
+pub fn jump_hash(mut key: u64, n: usize) -> usize {
+    let (mut b, mut j): (i64, i64) = (-1, 0);
+    while j < n as i64 {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        j = (((b + 1) as f64) * ((1u64 << 31) as f64 / (((key >> 33) + 1) as f64))) as i64;
+    }
+    b.max(0) as usize
+}
+
+/// The Redis shard of a channel: stable across nodes and restarts.
+pub fn shard_of(channel: &str, shards: usize) -> usize {
+    if shards <= 1 {
+        0
+    } else {
+        jump_hash(fnv1a64(channel.as_bytes()), shards)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publication_round_trip_through_pubsub_framing() {
+        let info = ClientInfo {
+            user: "u".into(),
+            client: "c".into(),
+            conn_info: Some(Bytes::from_static(b"{}")),
+            chan_info: None,
+        };
+        let tags: crate::api::Tags = vec![("a".into(), "1".into())].into();
+        let data = Payload { bytes: Bytes::from_static(b"{\"x\":1}"), binary: false };
+        let body = encode_publication(&data, Some(&info), Some(&tags));
+        let mut framed = publication_prefix(7, "ep").into_bytes();
+        framed.extend_from_slice(&body);
+        match decode_channel_message(&Bytes::from(framed)).unwrap() {
+            ChannelMessage::Publication(p, pos) => {
+                assert_eq!(p.offset, 7);
+                assert_eq!(p.data, data);
+                assert_eq!(p.info.as_deref(), Some(&info));
+                assert_eq!(p.tags.as_deref().map(|t| t.len()), Some(1));
+                assert_eq!(pos, Some(StreamPosition { offset: 7, epoch: "ep".into() }));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(decode_channel_message(&join_payload(&info)), Some(ChannelMessage::Join(info.clone())));
+        assert_eq!(decode_channel_message(&leave_payload(&info)), Some(ChannelMessage::Leave(info)));
+        let plain = decode_channel_message(&body).unwrap();
+        assert!(decode_publication(Bytes::from_static(b"\xff\xff"), 0).is_none());
+        assert!(matches!(plain, ChannelMessage::Publication(p, None) if p.offset == 0));
+    }
+
+    #[test]
+    fn jump_hash_is_stable_and_spreads() {
+        // Reference values of the published algorithm.
+        assert_eq!(jump_hash(0, 1), 0);
+        assert_eq!(jump_hash(1, 1), 0);
+        let mut counts = [0usize; 3];
+        for i in 0..3000 {
+            counts[shard_of(&format!("ch-{i}"), 3)] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+        assert_eq!(shard_of("news", 2), shard_of("news", 2));
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn keys_and_topics() {
+        let k = Keys::new("centrifugo");
+        assert_eq!(&k.client_topic("news")[..], b"centrifugo.client.news");
+        assert_eq!(k.channel_of(b"centrifugo.client.a:b"), Some("a:b"));
+        assert_eq!(k.channel_of(b"centrifugo.control"), None);
+        assert_eq!(&k.stream_meta("x")[..], b"centrifugo.stream.meta.x");
+        assert_eq!(&k.presence_expire("x")[..], b"centrifugo.presence.expire.x");
+    }
+}

@@ -1,0 +1,120 @@
+//! Lua scripts run by Redis, so each step that reads and writes several keys is atomic.
+//! Loaded with SCRIPT LOAD on every new connection and called by SHA1 (EVALSHA).
+
+/// Publish (with history, idempotency and versions as asked).
+/// KEYS: stream, stream meta, idempotency result.
+/// ARGV: payload, history size (0 = no history), history ttl s, topic, meta ttl s (0 = none),
+/// new epoch, idempotent ('1'/'0'), result ttl s, version ('0' = none), version epoch.
+/// Returns {offset, epoch, state}: state 0 published, 1 idempotent repeat, 2 stale version.
+pub const PUBLISH: &str = r#"
+if ARGV[7] == '1' then
+  local r = redis.call('hmget', KEYS[3], 'e', 's')
+  if r[1] then return {r[2] or '0', r[1], 1} end
+end
+local size = tonumber(ARGV[2])
+local epoch = ''
+if size > 0 or ARGV[9] ~= '0' then
+  epoch = redis.call('hget', KEYS[2], 'e')
+  if not epoch then
+    epoch = ARGV[6]
+    redis.call('hset', KEYS[2], 'e', epoch)
+  end
+end
+if ARGV[9] ~= '0' then
+  local v = redis.call('hmget', KEYS[2], 'v', 've')
+  if v[1] and v[2] == ARGV[10] and tonumber(v[1]) >= tonumber(ARGV[9]) then
+    return {'0', epoch, 2}
+  end
+  redis.call('hset', KEYS[2], 'v', ARGV[9], 've', ARGV[10])
+end
+local offset = 0
+if size > 0 then
+  offset = redis.call('hincrby', KEYS[2], 's', 1)
+  if offset == 1 then redis.call('del', KEYS[1]) end
+  redis.call('xadd', KEYS[1], 'MAXLEN', size, offset, 'd', ARGV[1])
+  redis.call('expire', KEYS[1], ARGV[3])
+  redis.call('publish', ARGV[4], '__p1:' .. offset .. ':' .. epoch .. '__' .. ARGV[1])
+else
+  redis.call('publish', ARGV[4], ARGV[1])
+end
+if epoch ~= '' and ARGV[5] ~= '0' then redis.call('expire', KEYS[2], ARGV[5]) end
+if ARGV[7] == '1' then
+  redis.call('hset', KEYS[3], 'e', epoch, 's', tostring(offset))
+  redis.call('expire', KEYS[3], ARGV[8])
+end
+return {tostring(offset), epoch, 0}
+"#;
+
+/// Reads the stream position and, when asked, publications.
+/// KEYS: stream, stream meta.
+/// ARGV: include publications ('1'/'0'), since offset (exclusive; '' = from the start/end),
+/// limit ('-1' = all), reverse ('1'/'0'), meta ttl s (0 = none), new epoch.
+/// Returns {top offset, epoch[, entries]} (entries as XRANGE gives them).
+pub const HISTORY: &str = r#"
+local epoch = redis.call('hget', KEYS[2], 'e')
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('hset', KEYS[2], 'e', epoch)
+end
+local top = redis.call('hget', KEYS[2], 's')
+if not top then top = '0' end
+if ARGV[5] ~= '0' then redis.call('expire', KEYS[2], ARGV[5]) end
+if ARGV[1] == '0' then return {top, epoch} end
+local entries
+if ARGV[4] == '0' then
+  local from = '-'
+  if ARGV[2] ~= '' then from = '(' .. ARGV[2] end
+  if ARGV[3] == '-1' then
+    entries = redis.call('xrange', KEYS[1], from, '+')
+  else
+    entries = redis.call('xrange', KEYS[1], from, '+', 'COUNT', ARGV[3])
+  end
+else
+  local to = '+'
+  if ARGV[2] ~= '' then to = '(' .. ARGV[2] end
+  if ARGV[3] == '-1' then
+    entries = redis.call('xrevrange', KEYS[1], to, '-')
+  else
+    entries = redis.call('xrevrange', KEYS[1], to, '-', 'COUNT', ARGV[3])
+  end
+end
+return {top, epoch, entries}
+"#;
+
+/// Adds or refreshes presence entries.
+/// KEYS: presence expire zset, presence data hash. ARGV: ttl s, expire-at unix s, then
+/// (client id, info) pairs.
+pub const PRESENCE_ADD: &str = r#"
+for i = 3, #ARGV, 2 do
+  redis.call('zadd', KEYS[1], ARGV[2], ARGV[i])
+  redis.call('hset', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+redis.call('expire', KEYS[1], ARGV[1])
+redis.call('expire', KEYS[2], ARGV[1])
+return 1
+"#;
+
+/// Removes a presence entry. KEYS: expire zset, data hash. ARGV: client id.
+pub const PRESENCE_REMOVE: &str = r#"
+redis.call('hdel', KEYS[2], ARGV[1])
+redis.call('zrem', KEYS[1], ARGV[1])
+return 1
+"#;
+
+/// Drops expired entries and returns the rest. KEYS: expire zset, data hash. ARGV: now unix s.
+/// Returns HGETALL's flat list.
+pub const PRESENCE_GET: &str = r#"
+local expired = redis.call('zrangebyscore', KEYS[1], '0', ARGV[1])
+if #expired > 0 then
+  for _, c in ipairs(expired) do redis.call('hdel', KEYS[2], c) end
+  redis.call('zremrangebyscore', KEYS[1], '0', ARGV[1])
+end
+return redis.call('hgetall', KEYS[2])
+"#;
+
+/// SHA1 hex of a script, as SCRIPT LOAD returns it.
+pub fn sha(script: &str) -> String {
+    use sha1::Digest;
+    let d = sha1::Sha1::digest(script.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
