@@ -903,11 +903,12 @@ fn info_lists_every_live_node() {
     let Some(redis) = redis_for(TEST) else { return };
     let mut nodes = cluster(3, &redis, patch());
     let Some(mut js) = Agent::start(Sdk::Js, TEST) else { return };
-    // node1: four connections of two users, all in one channel (spread over the node's
-    // workers); node2: one user in two channels; node0: nobody.
-    for (cl, user) in [("x0", "u1"), ("x1", "u2"), ("x2", "u1"), ("x3", "u2")] {
-        js.connect_as(cl, &nodes[1], user, false);
-        js.sub_wait(cl, "room");
+    // node1: eight connections of two users, all in one channel (so, almost surely, on both
+    // of the node's workers); node2: one user in two channels; node0: nobody.
+    for i in 0..8 {
+        let cl = format!("x{i}");
+        js.connect_as(&cl, &nodes[1], &format!("u{}", i % 2 + 1), false);
+        js.sub_wait(&cl, "room");
     }
     js.connect_as("z", &nodes[2], "u3", false);
     js.sub_wait("z", "room");
@@ -917,7 +918,7 @@ fn info_lists_every_live_node() {
     // of the node, however many of its workers hold subscribers) is checked after the rest.
     let counts = |n: &Value| ["num_clients", "num_users", "num_subs"].map(|k| n[k].as_u64().unwrap_or(u64::MAX));
     let want: BTreeMap<&str, [u64; 3]> =
-        BTreeMap::from([("node0", [0, 0, 0]), ("node1", [4, 2, 4]), ("node2", [1, 1, 2])]);
+        BTreeMap::from([("node0", [0, 0, 0]), ("node1", [8, 2, 8]), ("node2", [1, 1, 2])]);
     let want_channels: BTreeMap<&str, u64> = BTreeMap::from([("node0", 0), ("node1", 1), ("node2", 2)]);
     let mut channel_counts = Vec::new();
     let mut uids = BTreeMap::new();
