@@ -1296,6 +1296,21 @@ fn channels_sharded_over_two_redis_servers() {
         let want: Vec<Value> = (1..=3).map(|k| json!({"data": {"ch": i, "n": k}, "offset": k})).collect();
         assert_eq!(h, json!({"publications": want, "offset": 3, "epoch": epochs[i]}), "{ch}");
     }
+    // One broadcast to every channel, whichever shard holds it.
+    let r = ok(a, "broadcast", json!({"channels": chans, "data": {"n": 4}}));
+    let responses = r["responses"].as_array().unwrap_or_else(|| panic!("broadcast: {r}"));
+    assert_eq!(responses.len(), N, "{r}");
+    for (i, resp) in responses.iter().enumerate() {
+        assert_eq!(resp, &json!({"result": {"offset": 4, "epoch": epochs[i]}}), "broadcast to {}", chans[i]);
+    }
+    for ch in &chans[..8] {
+        let pubs = js.wait_n(&format!("the broadcast on {ch}"), 4, sev("j", ch, "sub.publication"));
+        assert_eq!((&pubs[3]["data"], &pubs[3]["offset"]), (&json!({"n": 4}), &json!(4)), "{ch}");
+    }
+    for ch in &chans {
+        let h = ok(b, "history", json!({"channel": ch, "limit": 1, "reverse": true}));
+        assert_eq!(h["publications"], json!([{"data": {"n": 4}, "offset": 4}]), "{ch}: {h}");
+    }
     // Each channel lives on exactly one server, and both servers are used.
     let mut per_server = [0usize; 2];
     for ch in &chans {
@@ -1306,7 +1321,7 @@ fn channels_sharded_over_two_redis_servers() {
     assert!(per_server[0] > 0 && per_server[1] > 0, "both shards used: {per_server:?} channels");
     js.settle(Duration::from_millis(200));
     for ch in &chans[..8] {
-        assert_eq!(js.count(sev("j", ch, "sub.publication")), 3, "{ch}: no duplicates");
+        assert_eq!(js.count(sev("j", ch, "sub.publication")), 4, "{ch}: no duplicates");
     }
     assert_no_panic(&nodes);
 }
