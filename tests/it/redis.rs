@@ -923,7 +923,7 @@ fn info_lists_every_live_node() {
     let mut channel_counts = Vec::new();
     let mut uids = BTreeMap::new();
     for (i, s) in nodes.iter().enumerate() {
-        let seen = poll(&format!("info on node{i} to list 3 nodes with their counts"), Duration::from_secs(10), || {
+        let seen = poll(&format!("info on node{i} to list 3 nodes with their counts"), Duration::from_secs(8), || {
             let nodes = info(s);
             let got: BTreeMap<&str, [u64; 3]> = nodes.iter().map(|(k, v)| (k.as_str(), counts(v))).collect();
             if got == want {
@@ -985,7 +985,7 @@ fn channels_aggregates_all_nodes() {
     });
     // The survey needs the other nodes known (announced every ~3 s).
     for (i, s) in nodes.iter().enumerate() {
-        poll(&format!("channels on node{i}"), Duration::from_secs(10), || {
+        poll(&format!("channels on node{i}"), Duration::from_secs(8), || {
             let r = ok(s, "channels", json!({}));
             (r == json!({ "channels": all })).then_some(()).ok_or(r.to_string())
         });

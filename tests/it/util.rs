@@ -1,7 +1,8 @@
 //! Test harness: starts the real `gyre` binary on a free port with a JSON config written to a
 //! temporary directory, and talks to it with a minimal raw HTTP/1.1 client over std
 //! `TcpStream` (arbitrary bytes out; status, headers and Content-Length / chunked /
-//! close-delimited bodies in).
+//! close-delimited bodies in). For the Redis engine: `redis-server` processes of the tests' own
+//! ([`RedisServer`]) and clusters of gyre nodes on them ([`cluster`]).
 
 #![allow(dead_code)]
 
