@@ -9,13 +9,16 @@
 
 mod util;
 
+mod admin;
 mod api;
 mod auth;
 mod bench_smoke;
 mod cent;
 mod cli;
+mod grpc;
 mod http;
 mod legacy;
+mod metrics;
 mod redis;
 mod sdk;
 mod ws_abuse;

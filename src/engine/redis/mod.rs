@@ -31,6 +31,9 @@ use crate::error::ApiError;
 use crate::shard::Prepared;
 
 /// One Redis server's connections for one worker.
+/// Receives a stream read: the position plus the publications read.
+type StreamCallback = Box<dyn FnOnce(Result<(StreamPosition, Vec<Publication>), ApiError>)>;
+
 pub struct Pair {
     pub cmd: Rc<Conn>,
     pub sub: Rc<Conn>,
@@ -209,7 +212,7 @@ impl RedisEngine {
         since: Option<u64>,
         limit: i64,
         reverse: bool,
-        cb: Box<dyn FnOnce(Result<(StreamPosition, Vec<Publication>), ApiError>)>,
+        cb: StreamCallback,
     ) -> Result<(), ApiError> {
         let opts = self.cfg.resolve_channel(channel)?.options;
         let keys = [self.keys.stream(channel), self.keys.stream_meta(channel)];
@@ -416,7 +419,8 @@ impl RedisEngine {
     /// connection (it is lost when that connection breaks).
     pub fn is_subscribed(&self, channel: &str) -> bool {
         let conn = &self.shards[self.shard_index(channel)].sub;
-        conn.is_up() && self.chans.borrow().get(channel).is_some_and(|c| c.confirmed_gen == conn.gen() && c.outstanding == 0)
+        conn.is_up()
+            && self.chans.borrow().get(channel).is_some_and(|c| c.confirmed_gen == conn.gen() && c.outstanding == 0)
     }
 
     /// Ends a subscribe started by [`RedisEngine::begin_sync`]; returns the publications kept
