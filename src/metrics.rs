@@ -206,6 +206,10 @@ pub struct Snapshot {
     pub num_subs: u64,
     /// Users connected to this worker (the node counts each once).
     pub users: Vec<std::sync::Arc<str>>,
+    /// Gateway: messages waiting in this worker's topics, and messages dropped (full topic or
+    /// topic limit).
+    pub gateway_queued: u64,
+    pub gateway_dropped: u64,
     sent: [u64; 3],
     received: [u64; 3],
     ws_sent: [u64; 3],
@@ -249,6 +253,8 @@ impl Snapshot {
         self.num_channels += o.num_channels;
         self.num_subs += o.num_subs;
         self.users.extend(o.users);
+        self.gateway_queued += o.gateway_queued;
+        self.gateway_dropped += o.gateway_dropped;
         for i in 0..3 {
             self.sent[i] += o.sent[i];
             self.received[i] += o.received[i];
@@ -379,6 +385,12 @@ impl Snapshot {
                 let _ = writeln!(o, "{name}{{worker=\"{}\"}} {}", l.worker, v(l));
             }
         };
+        gauge(&mut o, "gyre_gateway_queued_messages", "Messages waiting in gateway queue topics.", self.gateway_queued);
+        let _ = write!(
+            o,
+            "# HELP gyre_gateway_dropped_messages_total Gateway queue messages dropped (full topic or topic limit).\n# TYPE gyre_gateway_dropped_messages_total counter\ngyre_gateway_dropped_messages_total {}\n",
+            self.gateway_dropped
+        );
         per_loop(
             &mut o,
             "gyre_worker_loop_inbox_batches_total",

@@ -547,6 +547,8 @@ impl Worker {
                 snap.users = self.users.borrow().keys().cloned().collect();
                 snap.num_channels = index.len() as u64;
                 snap.num_subs = index.values().map(|v| v.len() as u64).sum();
+                snap.gateway_queued = crate::gateway::queued(self) as u64;
+                snap.gateway_dropped = self.gw.dropped.get();
                 Ok(Res::Metrics(Box::new(snap)))
             }
             Op::Survey(Survey::Act(cmd)) => {
