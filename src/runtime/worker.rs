@@ -87,7 +87,7 @@ pub enum Msg {
     Resubscribe(Arc<str>),
     /// Another node's answer to a survey this worker started.
     SurveyPart {
-        id: u32,
+        id: u64,
         part: serde_json::Value,
     },
     /// Gateway queue traffic.
