@@ -122,6 +122,14 @@ impl Server {
                 merge(&mut cfg, json!({ "driver": driver }));
             }
         }
+        // `GYRE_TEST_REDIS=redis://HOST:PORT` runs servers of tests that do not choose an
+        // engine on the Redis engine (each server with its own key prefix).
+        if let Ok(addr) = std::env::var("GYRE_TEST_REDIS") {
+            if cfg.get("engine").is_none() {
+                let prefix = format!("it{}-{}", std::process::id(), DIRS.load(Ordering::Relaxed));
+                merge(&mut cfg, json!({"engine": {"type": "redis", "redis": {"address": [addr], "prefix": prefix}}}));
+            }
+        }
         let dir = std::env::temp_dir().join(format!(
             "gyre-it-{}-{}",
             std::process::id(),
