@@ -98,11 +98,16 @@ pub struct Server {
     grace: Duration,
     node: Arc<NodeShared>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// The gRPC server API (`grpc_api.enabled`).
+    pub grpc: Option<crate::grpc::GrpcServer>,
 }
 
 impl Server {
     /// Asks every worker to stop and waits (bounded) for them.
-    pub fn stop(self) {
+    pub fn stop(mut self) {
+        if let Some(g) = self.grpc.take() {
+            g.stop(self.grace);
+        }
         for m in &self.node.mailboxes {
             m.send(vec![Msg::Shutdown]);
         }
@@ -197,7 +202,8 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
             Err(_) => return Err(Error::new(crate::error::ErrorKind::Io, "a worker exited during start-up")),
         }
     }
-    Ok(Server { addr, grace: cfg.shutdown.timeout, node, threads })
+    let grpc = if cfg.grpc_api.enabled { Some(crate::grpc::start(&cfg, node.mailboxes.clone())?) } else { None };
+    Ok(Server { addr, grace: cfg.shutdown.timeout, node, threads, grpc })
 }
 
 async fn worker_main(
@@ -242,6 +248,7 @@ async fn worker_main(
     monoio::spawn(w.clone().run_flusher());
     monoio::spawn(sweeper(w.clone()));
     monoio::spawn(w.clone().run_timers());
+    monoio::spawn(loop_ticker());
     if let Some(l) = api_listener {
         monoio::spawn(accept_loop(w.clone(), l));
     }
@@ -306,6 +313,11 @@ fn start_redis(w: &Rc<Worker>) {
                     if let Some(e) = &w.redis {
                         e.on_up(i, control.as_deref());
                     }
+                    if control.is_some() {
+                        // Listening to the control topic from now on: say hello, so the
+                        // others answer with theirs (see `cluster::on_control`).
+                        monoio::spawn(cluster::announce(w.clone()));
+                    }
                 }
             }),
             down: Box::new(move || {
@@ -325,6 +337,16 @@ fn start_redis(w: &Rc<Worker>) {
     monoio::spawn(cluster::presence_refresher(w.clone()));
     if w.id == 0 {
         monoio::spawn(cluster::announcer(w.clone()));
+    }
+}
+
+/// Measures how late the event loop runs a 100 ms tick (`gyre_worker_loop_lag_seconds`).
+async fn loop_ticker() {
+    const TICK: Duration = Duration::from_millis(100);
+    loop {
+        let started = Instant::now();
+        monoio::time::sleep(TICK).await;
+        crate::metrics::loop_lag(started.elapsed().saturating_sub(TICK));
     }
 }
 

@@ -50,6 +50,8 @@ pub enum Survey {
     Channels(Option<Arc<globset::GlobMatcher>>),
     /// API subscribe/unsubscribe/disconnect/refresh applied to matching local connections.
     Act(Arc<crate::api::Command>),
+    /// This worker's metric counters and connection counts, as `Res::Metrics`.
+    Metrics,
 }
 
 /// Where a result goes back to on the worker that asked.
@@ -85,12 +87,28 @@ pub enum Msg {
     Resubscribe(Arc<str>),
     /// Another node's answer to a survey this worker started.
     SurveyPart {
-        id: u32,
+        id: u64,
         part: serde_json::Value,
     },
     /// Gateway queue traffic.
     Queue(crate::gateway::QueueMsg),
+    /// A server API command from outside the workers (the gRPC thread): executed here, its
+    /// reply handed to `done` (which may send it to another thread).
+    Api {
+        cmd: Box<crate::api::Command>,
+        protocol: crate::metrics::Protocol,
+        done: ReplyTo,
+    },
     Shutdown,
+}
+
+/// Where the reply of a [`Msg::Api`] command goes.
+pub struct ReplyTo(pub Box<dyn FnOnce(Reply) + Send>);
+
+impl std::fmt::Debug for ReplyTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplyTo")
+    }
 }
 
 /// Receives command results for one connection, in any order; the sink restores order.
@@ -331,7 +349,10 @@ impl Worker {
         let me = self.rc();
         let done = move |r: Reply| me.complete(tag, r);
         let sent = match op {
-            ShardOp::Publish(p) => engine.publish(p, Box::new(move |r| done(r.map(Res::Publish)))),
+            ShardOp::Publish(p) => {
+                crate::metrics::message_sent(crate::metrics::Kind::Publication);
+                engine.publish(p, Box::new(move |r| done(r.map(Res::Publish))))
+            }
             ShardOp::History(h) => engine.history(h, Box::new(done)),
             ShardOp::HistoryRemove(ch) => engine.history_remove(&ch, Box::new(done)),
             ShardOp::Presence(ch) => engine.presence(&ch, Box::new(done)),
@@ -493,13 +514,18 @@ impl Worker {
 
     fn exec_inner(&self, op: Op, fanout: &mut Vec<Fanout>) -> Reply {
         match op {
-            Op::Shard(op) => self.shard.borrow_mut().exec(op, Instant::now(), fanout),
+            Op::Shard(op) => {
+                if matches!(op, ShardOp::Publish(_)) {
+                    crate::metrics::message_sent(crate::metrics::Kind::Publication);
+                }
+                self.shard.borrow_mut().exec(op, Instant::now(), fanout)
+            }
             Op::Survey(Survey::Stats) => {
                 let index = self.index.borrow();
                 let info = NodeInfo {
                     num_clients: self.clients.borrow().iter().filter(|(_, s)| s.is_connected()).count() as u64,
                     users: self.users.borrow().keys().cloned().collect(),
-                    num_channels: index.len() as u64,
+                    num_channels: self.shard.borrow().channels_with_subscribers(),
                     num_subs: index.values().map(|v| v.len() as u64).sum(),
                     ..Default::default()
                 };
@@ -514,6 +540,17 @@ impl Worker {
                     .collect();
                 Ok(Res::Channels(list))
             }
+            Op::Survey(Survey::Metrics) => {
+                let index = self.index.borrow();
+                let mut snap = crate::metrics::snapshot(self.id);
+                snap.num_clients = self.clients.borrow().iter().filter(|(_, s)| s.is_connected()).count() as u64;
+                snap.users = self.users.borrow().keys().cloned().collect();
+                snap.num_channels = self.shard.borrow().channels_with_subscribers();
+                snap.num_subs = index.values().map(|v| v.len() as u64).sum();
+                snap.gateway_queued = crate::gateway::queued(self) as u64;
+                snap.gateway_dropped = self.gw.dropped.get();
+                Ok(Res::Metrics(Box::new(snap)))
+            }
             Op::Survey(Survey::Act(cmd)) => {
                 crate::ws::commands::api_act(self, &cmd);
                 Ok(Res::Empty)
@@ -525,6 +562,11 @@ impl Worker {
 
     /// Sends a prepared push to every worker with subscribers (this one directly).
     fn fan_out(&self, f: Fanout) {
+        let kind = push_kind(&f.prepared);
+        if kind != crate::metrics::Kind::Publication && self.redis.is_none() {
+            crate::metrics::message_sent(kind);
+        }
+        crate::metrics::message_received(kind);
         for w in f.workers {
             if w as usize == self.id {
                 self.deliver_local(&f.prepared);
@@ -543,6 +585,7 @@ impl Worker {
             let Some(subs) = index.get(&*p.channel) else { return };
             let clients = self.clients.borrow();
             let mut pb: Option<bytes::Bytes> = None;
+            let (mut frames, mut bytes) = (0u64, 0u64);
             for &(key, live) in subs.iter() {
                 let Some(s) = clients.get(key as usize) else { continue };
                 if p.kind == PushKind::JoinLeave && !s.wants_join_leave(&p.channel) {
@@ -552,10 +595,15 @@ impl Worker {
                     to_close.push((key, crate::error::Disconnect::INAPPROPRIATE_PROTOCOL));
                     continue;
                 };
+                frames += 1;
+                bytes += frame.len() as u64;
                 let ok = if live { s.out.push(frame).is_ok() } else { s.hold(&p.channel, frame) };
                 if !ok {
                     to_close.push((key, crate::error::Disconnect::SLOW));
                 }
+            }
+            if frames > 0 {
+                crate::metrics::ws_frames_sent(push_kind(p), frames, bytes / frames);
             }
         }
         for (key, d) in to_close {
@@ -589,10 +637,12 @@ impl Worker {
     /// Drains the inbox forever: executes forwarded work and routes results home.
     pub async fn run_inbox(self: Rc<Self>, inbox: Inbox<Msg>) {
         while let Some(batch) = inbox.recv().await {
+            let started = Instant::now();
             self.handle_batch(batch);
             while let Some(batch) = inbox.try_recv() {
                 self.handle_batch(batch);
             }
+            crate::metrics::inbox_batch(started.elapsed());
             // Keeps running while the worker shuts down: in-flight commands may still need it.
             self.flush();
         }
@@ -620,6 +670,17 @@ impl Worker {
                 }
                 Msg::SurveyPart { id, part } => super::cluster::survey_part(self, id, part),
                 Msg::Queue(q) => crate::gateway::on_queue(self, q),
+                Msg::Api { cmd, protocol, done } => {
+                    let w = self.rc();
+                    monoio::spawn(async move {
+                        let method = cmd.method();
+                        let started = Instant::now();
+                        let reply = crate::api::exec::exec(w, *cmd).await;
+                        let error = reply.as_ref().err().map(|e| e.code);
+                        crate::metrics::api_command(protocol, method, started.elapsed(), error);
+                        (done.0)(reply);
+                    });
+                }
                 Msg::Shutdown => {
                     self.shutdown.set(true);
                     self.shutdown_notify.notify();
@@ -675,6 +736,15 @@ impl Worker {
             self.flusher.wait().await;
             self.flush();
         }
+    }
+}
+
+/// The metrics kind of a push.
+fn push_kind(p: &Prepared) -> crate::metrics::Kind {
+    match p.push {
+        crate::protocol::PushBody::Join(_) => crate::metrics::Kind::Join,
+        crate::protocol::PushBody::Leave(_) => crate::metrics::Kind::Leave,
+        _ => crate::metrics::Kind::Publication,
     }
 }
 

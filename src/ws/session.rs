@@ -79,6 +79,9 @@ pub struct Session {
     pub(super) st: RefCell<State>,
     /// The deadline this session is scheduled at in the worker's timer heap.
     timer_at: Cell<Option<Instant>>,
+    /// The client command being handled (commands of a session run one at a time): the
+    /// `method` label of reply error metrics.
+    method: Cell<&'static str>,
     created: Instant,
 }
 
@@ -160,6 +163,9 @@ impl Session {
     }
 
     pub(super) fn reply(&self, id: u32, r: &Result<ReplyBody, ApiError>) {
+        if let Err(e) = r {
+            crate::metrics::client_reply_error(self.method.get(), e.code);
+        }
         let mut buf = Vec::with_capacity(64);
         protocol::encode_reply(self.format, id, r, &mut buf);
         self.push_frame(buf);
@@ -330,6 +336,7 @@ pub async fn run<R, W>(
         w: w.clone(),
         st: RefCell::new(State::default()),
         timer_at: Cell::new(None),
+        method: Cell::new(""),
         created: Instant::now(),
     });
     let key = w.clients.borrow_mut().insert(s.clone()) as u32;
@@ -460,6 +467,7 @@ async fn handle_message(s: &Rc<Session>, msg: Message) -> bool {
             return false;
         }
     };
+    crate::metrics::ws_message_received(data.len());
     let cmds = match protocol::decode(s.format, &data) {
         Ok(c) => c,
         Err(_) => {
@@ -506,6 +514,7 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
     if unusable {
         return Err(Disconnect::BAD_REQUEST);
     }
+    s.method.set(method_label(&cmd.req));
     if let Req::Connect(c) = cmd.req {
         if connected || cmd.id == 0 {
             return Err(Disconnect::BAD_REQUEST);
@@ -621,6 +630,26 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
         Req::SubRefresh { channel, token } => commands::sub_refresh(s, id, &channel, &token)?,
     }
     Ok(())
+}
+
+/// The `method` label of a client command.
+fn method_label(r: &Req) -> &'static str {
+    match r {
+        Req::Connect(_) => "connect",
+        Req::Subscribe(_) => "subscribe",
+        Req::Unsubscribe { .. } => "unsubscribe",
+        Req::Publish { .. } => "publish",
+        Req::Presence { .. } => "presence",
+        Req::PresenceStats { .. } => "presence_stats",
+        Req::History(_) => "history",
+        Req::Ping => "ping",
+        Req::Pong => "pong",
+        Req::Send { .. } => "send",
+        Req::Rpc { .. } => "rpc",
+        Req::Refresh { .. } => "refresh",
+        Req::SubRefresh { .. } => "sub_refresh",
+        Req::Unknown => "unknown",
+    }
 }
 
 impl Session {

@@ -5,20 +5,25 @@
 //! * `legacy` — legacy `POST /api` streams, including a 1,000,000-command request.
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
+//! * `redis`  — the Redis engine: several nodes on `redis-server`s of the tests' own.
 //! * `hardening` — abuse and fault suites: slowloris, idle/half-open connections, connect
 //!   cycles, clients killed mid-frame, nested JSON, invalid UTF-8, floods, slow subscribers,
 //!   limits, graceful shutdown.
 
 mod util;
 
+mod admin;
 mod api;
 mod auth;
 mod bench_smoke;
 mod cent;
 mod cli;
+mod grpc;
 mod hardening;
 mod http;
 mod legacy;
+mod metrics;
+mod redis;
 mod sdk;
 mod ws_abuse;
 mod ws_timers;
