@@ -1630,3 +1630,102 @@ fn json_payload_with_a_newline_reaches_json_clients_intact() {
     assert_eq!(ms.len(), 1);
     assert_eq!(ms[0]["push"]["pub"]["data"], json!({"a": 1}));
 }
+
+/// Found by the flood test run on the epoll driver: on a socket that always had data every
+/// read completed at once, so the flooding connection's task never gave way and the other
+/// connections of its worker waited seconds (a publish round trip of 7-20 s; the flooder's own
+/// writer starved too, until its queue overflowed into 3008). Every reader (WebSocket
+/// sessions, HTTP connections, gateway backends) reads through the same function. Each flood
+/// here runs against a client on the same (single) worker, on both drivers.
+#[test]
+fn a_flooding_connection_does_not_starve_its_worker() {
+    for driver in ["epoll", "io_uring"] {
+        let mut s = Server::start(cfg(json!({
+            "workers": 1, "driver": driver,
+            "client": {"command_rate_limit": 100, "queue_max_size": 256 << 20}
+        })));
+        let addr = s.addr();
+        let mut victim = Ws::open(addr);
+        victim.connect("victim");
+        for kind in ["websocket", "legacy stream"] {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (mut w, mut r) = if kind == "websocket" {
+                let mut f = Ws::open(addr);
+                f.connect("flooder");
+                (f.s.try_clone().unwrap(), f.s)
+            } else {
+                let c = TcpStream::connect(addr).unwrap();
+                let mut w = c.try_clone().unwrap();
+                w.write_all(&chunked_head("/api", &[("X-API-Key", KEY)])).unwrap();
+                (w, c)
+            };
+            let writer = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Acquire) {
+                        let lines: Vec<String> = (0..200)
+                            .map(|k| {
+                                n += 1;
+                                if kind == "websocket" {
+                                    json!({"id": n, "publish": {"channel": "feed:flood", "data": k}}).to_string()
+                                } else {
+                                    publish_line(n as u32, "feed:flood", "1")
+                                }
+                            })
+                            .collect();
+                        let body = lines.join("\n") + "\n";
+                        let bytes = if kind == "websocket" {
+                            client_frame(true, TEXT, body.as_bytes())
+                        } else {
+                            chunk(body.as_bytes())
+                        };
+                        if w.write_all(&bytes).is_err() {
+                            break;
+                        }
+                    }
+                })
+            };
+            let drainer = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    r.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                    let mut buf = vec![0u8; 1 << 16];
+                    let mut total = 0usize;
+                    loop {
+                        match r.read(&mut buf) {
+                            Ok(0) => return (total, true),
+                            Ok(n) => total += n,
+                            Err(_) if stop.load(Ordering::Acquire) => return (total, false),
+                            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                            Err(_) => return (total, true),
+                        }
+                    }
+                })
+            };
+            std::thread::sleep(Duration::from_millis(300));
+            let mut rtts = Vec::new();
+            for id in 0..30u64 {
+                let t = Instant::now();
+                victim.send_json(&json!({"id": 1000 + id, "publish": {"channel": "feed:victim", "data": id}}));
+                let r = victim.reply(1000 + id);
+                assert!(r.get("error").is_none(), "{r}");
+                rtts.push(t.elapsed());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            stop.store(true, Ordering::Release);
+            writer.join().unwrap();
+            let (got, closed) = drainer.join().unwrap();
+            rtts.sort();
+            eprintln!(
+                "{driver}, {kind} flood: the flooder got {got} bytes of replies (closed: {closed}); the other client's \
+                 round trip p50 {:?} max {:?}",
+                pct(&rtts, 50),
+                pct(&rtts, 100)
+            );
+            assert!(!closed, "{driver}, {kind}: the flooder was disconnected");
+            assert!(pct(&rtts, 100) < Duration::from_millis(500), "{driver}, {kind}: round trips {rtts:?}");
+        }
+        assert_healthy(&mut s);
+    }
+}
