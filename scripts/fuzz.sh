@@ -8,6 +8,8 @@
 # fuzz/dicts/<target>.dict when there is one); what libFuzzer learns goes to
 # fuzz/corpus/<target>/ and crashes to fuzz/artifacts/<target>/ (both git-ignored).
 # Prints the executions of every target at the end.
+# FUZZ_DEV=1 builds the targets in the dev profile (much quicker to build, slower to run: the
+# CI smoke run uses it).
 # Exits non-zero when any target crashed (a panic or a failed property).
 set -euo pipefail
 
@@ -32,7 +34,10 @@ max_len() {
     esac
 }
 
-cargo fuzz build -s none
+profile=()
+[ "${FUZZ_DEV:-0}" = 1 ] && profile=(--dev)
+
+cargo fuzz build -s none "${profile[@]}"
 
 targets=("$@")
 [ "${#targets[@]}" -ne 0 ] || mapfile -t targets < <(cargo fuzz list)
@@ -48,7 +53,7 @@ for target in "${targets[@]}"; do
     log="fuzz/artifacts/$target/last-run.log"
     echo "== $target: ${secs}s" >&2
     set +e
-    cargo fuzz run -s none "$target" "fuzz/corpus/$target" "${seeds[@]}" -- \
+    cargo fuzz run -s none "${profile[@]}" "$target" "fuzz/corpus/$target" "${seeds[@]}" -- \
         -max_total_time="$secs" -max_len="$(max_len "$target")" -print_final_stats=1 "${dict[@]}" 2>&1 | tee "$log" | grep -E 'panicked|Test unit written|ERROR|^Done' >&2
     rc=${PIPESTATUS[0]}
     set -e
