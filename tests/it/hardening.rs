@@ -3,10 +3,11 @@
 //! clients killed mid-frame, deeply nested JSON, invalid UTF-8, a flooding client, a
 //! publisher faster than its subscribers, the configured limits, and graceful shutdown.
 //!
-//! Every test ends by checking that the server still serves and never panicked. Counts are
-//! sized for debug builds on two cores; `GYRE_HARDENING_SCALE=N` multiplies the big ones (the
-//! figures in RELIABILITY.md come from `GYRE_TEST_BIN=target/release/gyre
-//! GYRE_HARDENING_SCALE=5 cargo test --release --test it hardening`).
+//! Every test ends by checking that the server still serves and never panicked; each prints
+//! what it measured (`--nocapture`). Counts are sized for debug builds on two cores;
+//! `GYRE_HARDENING_SCALE=N` multiplies the connect/disconnect cycles. The figures in
+//! RELIABILITY.md come from a release server:
+//! `GYRE_TEST_BIN=target/release/gyre cargo test --test it hardening -- --nocapture`.
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
