@@ -5,6 +5,7 @@
 //! * `legacy` — legacy `POST /api` streams, including a 1,000,000-command request.
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
+//! * `gateway` — the gateway ("mesh") API: raw WebSocket clients, `/ws/v1` backends, grid.
 
 mod util;
 
@@ -13,6 +14,7 @@ mod auth;
 mod bench_smoke;
 mod cent;
 mod cli;
+mod gateway;
 mod http;
 mod legacy;
 mod sdk;
