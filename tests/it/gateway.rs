@@ -19,7 +19,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -236,44 +236,54 @@ impl LineProc {
         );
     }
 
-    /// Moves one reported line into `pending`; false when none came before `deadline`.
-    fn pump(&mut self, deadline: Instant) -> bool {
+    /// The next reported line; `None` when none came before `deadline`.
+    fn recv(&mut self, deadline: Instant) -> Option<Value> {
         let left = deadline.saturating_duration_since(Instant::now());
         match self.rx.recv_timeout(left) {
             Ok(v) => {
-                if v["ev"] == "fatal" || v["ev"] == "bad" {
-                    self.recent.push_back(v.clone());
-                    self.fail(&format!("reported {v}"));
-                }
                 self.recent.push_back(v.clone());
                 if self.recent.len() > 40 {
                     self.recent.pop_front();
                 }
-                self.pending.push_back(v);
-                true
+                if v["ev"] == "fatal" || v["ev"] == "bad" {
+                    self.fail(&format!("reported {v}"));
+                }
+                Some(v)
             }
-            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => self.fail("the process ended"),
+        }
+    }
+
+    /// Takes the first line (oldest first) that `pred` accepts, waiting for it until
+    /// `deadline`; `None` when it did not come.
+    fn take_by(&mut self, deadline: Instant, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        if let Some(i) = self.pending.iter().position(&pred) {
+            return self.pending.remove(i);
+        }
+        loop {
+            let v = self.recv(deadline)?;
+            if pred(&v) {
+                return Some(v);
+            }
+            self.pending.push_back(v);
         }
     }
 
     /// Takes the first line (oldest first) that `pred` accepts, waiting for it up to [`WAIT`].
     fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(i) = self.pending.iter().position(&pred) {
-                return self.pending.remove(i).unwrap();
-            }
-            if !self.pump(deadline) {
-                self.fail(&format!("no {what} within {WAIT:?}"));
-            }
+        match self.take_by(Instant::now() + WAIT, pred) {
+            Some(v) => v,
+            None => self.fail(&format!("no {what} within {WAIT:?}")),
         }
     }
 
     /// Everything reported within `within` is moved to `pending`.
     fn drain_for(&mut self, within: Duration) {
         let deadline = Instant::now() + within;
-        while self.pump(deadline) {}
+        while let Some(v) = self.recv(deadline) {
+            self.pending.push_back(v);
+        }
     }
 }
 
@@ -365,6 +375,11 @@ impl Backend {
     /// The next queue event of any of `bs`.
     fn next_event_of(&mut self, bs: &[&str]) -> Value {
         self.p.wait(&format!("a queue event on {bs:?}"), |e| e["ev"] == "event" && bs.iter().any(|b| e["b"] == *b))
+    }
+
+    /// The next queue event of any of `bs`, or `None` when none comes within `within`.
+    fn try_next_event_of(&mut self, bs: &[&str], within: Duration) -> Option<Value> {
+        self.p.take_by(Instant::now() + within, |e| e["ev"] == "event" && bs.iter().any(|b| e["b"] == *b))
     }
 
     /// The client id of raw client `name` (from its handshake event, the next event of `b`).
@@ -946,6 +961,70 @@ fn competing_consumers_split_a_topic_without_loss_or_duplicates() {
     be.ping("b2");
     be.assert_no_event("b1", "after all 200");
     be.assert_no_event("b2", "after all 200");
+}
+
+/// A consumer that pops and unpops over and over while four raw clients stream into the
+/// topic, next to one that keeps popping: every message still arrives exactly once (what was
+/// on its way to the unpopped consumer goes back to the queue).
+#[test]
+fn consumers_coming_and_going_lose_nothing() {
+    let s = Server::start(gw_config(json!({})));
+    let Some(mut be) = Backend::start("consumers_coming_and_going_lose_nothing") else { return };
+    be.open("steady", &ws_url(&s), key_headers());
+    be.open("flaky", &ws_url(&s), key_headers());
+    be.ok("steady", "queue.pop", json!({"t": ["chat"]}));
+    let clients: Vec<Raw> = (0..4).map(|i| Raw::connect(&s, "/chat", &format!("r{i}"))).collect();
+    // The clients stream (at most MAX messages each) until the flaky consumer has gone
+    // through CYCLES pop/unpop cycles.
+    const MAX: usize = 1500;
+    const CYCLES: usize = 30;
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut sent = 0;
+                while sent < MAX && !stop.load(Ordering::Relaxed) {
+                    r.send_text(&format!("r{i}-m{sent}"));
+                    sent += 1;
+                    if sent % 2 == 0 {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                r.barrier();
+                (r, sent)
+            })
+        })
+        .collect();
+    let mut toggles = 0;
+    while toggles < CYCLES && !senders.iter().all(|t| t.is_finished()) {
+        be.ok("flaky", "queue.pop", json!({"t": ["chat"]}));
+        be.ok("flaky", "queue.unpop", json!({}));
+        toggles += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let done: Vec<(Raw, usize)> = senders.into_iter().map(|t| t.join().expect("sender thread")).collect();
+    let total: usize = done.iter().map(|(_, n)| n).sum();
+    let mut got: BTreeMap<String, usize> = BTreeMap::new();
+    let mut flaky = 0;
+    while got.len() < total {
+        let Some(e) = be.try_next_event_of(&["steady", "flaky"], Duration::from_secs(5)) else {
+            panic!("{} of {total} messages never arrived ({toggles} pop/unpop cycles)", total - got.len());
+        };
+        if e["d"]["event"] == "message" {
+            *got.entry(e["d"]["frame"]["data"].as_str().unwrap().to_string()).or_default() += 1;
+            flaky += usize::from(e["b"] == "flaky");
+        }
+    }
+    eprintln!("{toggles} pop/unpop cycles; {flaky} of {total} messages went to the flaky consumer");
+    let dup: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dup.is_empty(), "delivered more than once: {dup:?}");
+    be.ping("steady");
+    be.ping("flaky");
+    be.assert_no_event("steady", "after all messages");
+    be.assert_no_event("flaky", "after all messages");
 }
 
 /// A topic keeps at most `topic_size` messages while nobody pops it: the oldest are dropped,
