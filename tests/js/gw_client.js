@@ -5,6 +5,8 @@
 //   {"op":"connect","c":NAME,"url":URL,"token":JWT}   → {"ev":"connected","c","client"}
 //   {"op":"sub","c":NAME,"ch":CHANNEL}                 → {"ev":"subscribed","c","ch"}
 //   {"op":"send","c":NAME,"id":N,"data":ANY}           centrifuge.send(data) → {"ev":"sent","c","id"}
+//   {"op":"publish","c":NAME,"id":N,"ch":CHANNEL,"data":ANY}
+//                                                       centrifuge.publish(ch, data) → {"ev":"published","c","id"}
 //   {"op":"exit"}
 // Reported as they happen: {"ev":"publication","c","ch","data"}, {"ev":"message","c","data"},
 // {"ev":"error"|"disconnected"|"sub.error",...}. An exception prints {"ev":"fatal",...} and
@@ -62,6 +64,12 @@ function handle(cmd) {
         .send(cmd.data)
         .then(() => out({ c, ev: 'sent', id: cmd.id }))
         .catch((e) => out({ c, ev: 'send_failed', id: cmd.id, message: String(e && e.message ? e.message : e) }));
+      break;
+    case 'publish':
+      client(c)
+        .publish(cmd.ch, cmd.data)
+        .then(() => out({ c, ev: 'published', id: cmd.id }))
+        .catch((e) => out({ c, ev: 'publish_failed', id: cmd.id, message: String(e && e.message ? e.message : e) }));
       break;
     case 'exit':
       for (const cl of clients.values()) cl.disconnect();
