@@ -299,6 +299,8 @@ pub enum Res {
     Mesh(Option<Result<(), (u32, String)>>),
     /// Internal: a count (subscribers of a channel on this node).
     Count(u64),
+    /// Internal: one worker's metric counters for a `/metrics` scrape (never sent over the API).
+    Metrics(Box<crate::metrics::Snapshot>),
 }
 
 /// The outcome of one command.

@@ -128,6 +128,12 @@ struct ServeArgs {
     /// memory | redis
     #[arg(long = "engine", visible_alias = "engine.type")]
     engine: Option<String>,
+    /// Serve the gRPC server API.
+    #[arg(long = "grpc_api", visible_alias = "grpc_api.enabled", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    grpc_api: Option<bool>,
+    /// Port of the gRPC server API (10000).
+    #[arg(long = "grpc_api_port", visible_alias = "grpc_api.port")]
+    grpc_api_port: Option<u16>,
 }
 
 impl ServeArgs {
@@ -149,6 +155,8 @@ impl ServeArgs {
         put("prometheus.enabled", self.prometheus.map(Value::from));
         put("health.enabled", self.health.map(Value::from));
         put("engine.type", self.engine.clone().map(Value::from));
+        put("grpc_api.enabled", self.grpc_api.map(Value::from));
+        put("grpc_api.port", self.grpc_api_port.map(Value::from));
         f
     }
 }

@@ -48,6 +48,8 @@ const FLAT: &[(&str, &str)] = &[
     ("disallow_anonymous_connection_tokens",  "client.disallow_anonymous_connection_tokens"),
     ("client_user_connection_limit",          "client.user_connection_limit"),
     ("client_connection_limit",               "client.connection_limit"),
+    ("client_connection_rate_limit",          "client.connection_rate_limit"),
+    ("client_connection_limit",               "client.connection_limit"),
     ("client_expired_close_delay",            "client.expired_close_delay"),
     ("client_expired_sub_close_delay",        "client.expired_sub_close_delay"),
     ("client_stale_close_delay",              "client.stale_close_delay"),

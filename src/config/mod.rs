@@ -132,7 +132,13 @@ pub struct Client {
     pub stale_close_delay: Duration,
     pub channel_limit: usize,
     pub user_connection_limit: usize,
+    /// Most WebSocket connections on this node (0 = no limit); above it upgrades get 503.
     pub connection_limit: usize,
+    /// Most new WebSocket connections per second on this node (0 = no limit; 503 above).
+    pub connection_rate_limit: usize,
+    /// Most commands per second one connection may send (0 = no limit); above it commands
+    /// get error 111 "too many requests" (raw gateway clients are closed with 1008).
+    pub command_rate_limit: usize,
     pub queue_max_size: usize,
     pub history_max_publication_limit: usize,
     pub recovery_max_publication_limit: usize,
@@ -156,6 +162,8 @@ impl Default for Client {
             channel_limit: 128,
             user_connection_limit: 0,
             connection_limit: 0,
+            connection_rate_limit: 0,
+            command_rate_limit: 0,
             queue_max_size: 1_048_576,
             history_max_publication_limit: 300,
             recovery_max_publication_limit: 300,

@@ -2,5 +2,6 @@
 //! keep-alive connection loop with the router ([`serve`]).
 
 pub mod codec;
+pub mod ops;
 pub mod out;
 pub mod serve;

@@ -35,7 +35,8 @@ enum Slot {
     Raw(Bytes),
     /// Part of a chunked body; consecutive pieces share one chunk.
     Piece(Bytes),
-    Pending(Format),
+    /// A result to come for a command of `method` started at the instant (API metrics).
+    Pending(Format, Method, std::time::Instant),
 }
 
 #[derive(Default)]
@@ -120,11 +121,11 @@ impl ConnOut {
         Self::wake_writer(&mut i);
     }
 
-    /// Reserves a slot for a result to come; returns its sequence number.
-    pub fn push_pending(&self, format: Format) -> u64 {
+    /// Reserves a slot for the result of a `method` command; returns its sequence number.
+    pub fn push_pending(&self, format: Format, method: Method) -> u64 {
         let mut i = self.inner.borrow_mut();
         let seq = i.base + i.slots.len() as u64;
-        i.slots.push_back(Slot::Pending(format));
+        i.slots.push_back(Slot::Pending(format, method, std::time::Instant::now()));
         i.pending += 1;
         seq
     }
@@ -201,7 +202,7 @@ impl ConnOut {
         }
         while let Some(front) = i.slots.front() {
             match front {
-                Slot::Pending(_) => break,
+                Slot::Pending(..) => break,
                 Slot::Piece(b) => {
                     if chunk_at.is_none() {
                         chunk_at = Some(out.len());
@@ -244,7 +245,7 @@ impl ConnOut {
             if buf.is_empty() {
                 let done = std::future::poll_fn(|cx| {
                     let mut i = self.inner.borrow_mut();
-                    let ready = i.slots.front().is_some_and(|s| !matches!(s, Slot::Pending(_)));
+                    let ready = i.slots.front().is_some_and(|s| !matches!(s, Slot::Pending(..)));
                     if ready {
                         std::task::Poll::Ready(false)
                     } else if i.closing && i.slots.is_empty() {
@@ -279,15 +280,22 @@ impl ConnOut {
 }
 
 impl ReplySink for ConnOut {
+    fn busy(&self) -> bool {
+        let i = self.inner.borrow();
+        !i.dead && (i.pending > 0 || i.unsent > 0)
+    }
+
     fn fill(&self, seq: u64, reply: Reply) {
         let mut i = self.inner.borrow_mut();
         let Some(idx) = seq.checked_sub(i.base) else { return };
         let Some(slot) = i.slots.get_mut(idx as usize) else { return };
-        let Slot::Pending(format) = slot else { return };
+        let Slot::Pending(format, method, started) = slot else { return };
+        let error = reply.as_ref().err().map(|e| e.code);
+        crate::metrics::api_command(crate::metrics::Protocol::Http, *method, started.elapsed(), error);
         let new = encode_reply(*format, &reply);
         let len = match &new {
             Slot::Raw(b) | Slot::Piece(b) => b.len(),
-            Slot::Pending(_) => 0,
+            Slot::Pending(..) => 0,
         };
         *slot = new;
         i.pending -= 1;

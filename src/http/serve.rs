@@ -3,7 +3,9 @@
 //!
 //! Routes: `POST /api` (legacy, newline-delimited commands parsed as the body arrives and
 //! answered as a chunked stream of reply lines), `POST /api/<method>` (one command),
-//! `/health`. The reader task only reads; a separate writer task only writes.
+//! `/health`, `/metrics` (`prometheus.enabled`) and the admin interface (`admin.enabled`:
+//! `/`, `/admin/*`, see `crate::admin`). The reader task only reads; a separate writer task
+//! only writes.
 
 use std::rc::Rc;
 
@@ -264,8 +266,16 @@ impl Conn {
         } else {
             head
         };
-        if head.path == "/health" && cfg.health.enabled {
+        let path = head.path.as_str();
+        if path == "/health" && cfg.health.enabled {
             return self.answer(head, r, 200, "application/json", b"{}").await;
+        }
+        if path == "/metrics" && cfg.prometheus.enabled {
+            let text = super::ops::metrics_text(&self.w).await;
+            return self.answer(head, r, 200, "text/plain; version=0.0.4; charset=utf-8", text.as_bytes()).await;
+        }
+        if cfg.admin.enabled && (path == "/" || path == "/index.html" || path.starts_with("/admin/")) {
+            return self.admin(head, r).await;
         }
         self.answer(head, r, 404, "text/plain; charset=utf-8", b"404 page not found").await
     }
@@ -382,6 +392,72 @@ impl Conn {
         }
     }
 
+    /// The admin interface's routes (see `crate::admin`).
+    async fn admin<R: AsyncReadRent>(&self, head: Head, r: &mut Reader<R>) -> Option<Stop> {
+        use crate::admin;
+        let cfg = &self.w.cfg;
+        let auth = head.header("authorization").map(|v| v.to_vec());
+        let json = "application/json";
+        match head.path.as_str() {
+            "/admin/init" => {
+                let body = admin::init(cfg, auth.as_deref());
+                self.answer(head, r, 200, json, &body).await
+            }
+            "/admin/auth" | "/admin/api" | "/admin/node" | "/admin/tail" if head.method != HttpMethod::Post => {
+                self.answer(head, r, 405, "", b"").await
+            }
+            "/admin/auth" => {
+                let body = match self.read_body(&head, r).await {
+                    Ok(b) => b,
+                    Err(stop) => return Some(stop),
+                };
+                let password =
+                    admin::form_value(&body, "password").or_else(|| head.query_param("password")).unwrap_or_default();
+                let head = Self::bodiless(head);
+                match admin::login(cfg, &password) {
+                    Some(token) => {
+                        let body = serde_json::json!({ "token": token }).to_string();
+                        self.answer(head, r, 200, json, body.as_bytes()).await
+                    }
+                    None => self.answer(head, r, 400, "text/plain; charset=utf-8", b"Bad Request").await,
+                }
+            }
+            _ if head.path.starts_with("/admin/")
+                && admin::asset(&head.path).is_none()
+                && !admin::authorized(cfg, auth.as_deref()) =>
+            {
+                self.answer(head, r, 401, "", b"").await
+            }
+            "/admin/api" => self.legacy(head, r).await,
+            "/admin/node" => {
+                let body = super::ops::node_json(&self.w).await;
+                self.answer(head, r, 200, json, body.as_bytes()).await
+            }
+            "/admin/tail" => {
+                let body = match self.read_body(&head, r).await {
+                    Ok(b) => b,
+                    Err(stop) => return Some(stop),
+                };
+                let head = Self::bodiless(head);
+                match admin::tail_token(cfg, &body) {
+                    Ok(b) => self.answer(head, r, 200, json, &b).await,
+                    Err(e) => self.answer(head, r, 400, "text/plain; charset=utf-8", e.as_bytes()).await,
+                }
+            }
+            path => match admin::asset(path) {
+                Some((ctype, bytes)) => self.answer(head, r, 200, ctype, bytes).await,
+                None => self.answer(head, r, 404, "text/plain; charset=utf-8", b"404 page not found").await,
+            },
+        }
+    }
+
+    /// The head of a request whose body has been read.
+    fn bodiless(mut head: Head) -> Head {
+        head.content_length = None;
+        head.chunked = false;
+        head
+    }
+
     /// The WebSocket opening handshake (RFC 6455 §4.2) plus Centrifugo's origin rule.
     fn websocket(&self, head: &Head, kind: Option<Upgrade>) -> Stop {
         let has_token = |name: &str, token: &str| {
@@ -399,14 +475,30 @@ impl Conn {
         }
         if let Some(origin) = head.header("origin") {
             let origin = String::from_utf8_lossy(origin).to_ascii_lowercase();
-            let allowed = self.w.cfg.client.allowed_origins.iter().any(|p| {
-                p == "*"
-                    || globset::Glob::new(&p.to_ascii_lowercase())
-                        .map(|g| g.compile_matcher().is_match(&origin))
-                        .unwrap_or(false)
-            });
+            // The admin page's live tail connects from the page this server served.
+            let same_origin = self.w.cfg.admin.enabled
+                && head.header("host").is_some_and(|h| {
+                    let host = String::from_utf8_lossy(h).to_ascii_lowercase();
+                    origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host.as_str())
+                });
+            let allowed = same_origin
+                || self.w.cfg.client.allowed_origins.iter().any(|p| {
+                    p == "*"
+                        || globset::Glob::new(&p.to_ascii_lowercase())
+                            .map(|g| g.compile_matcher().is_match(&origin))
+                            .unwrap_or(false)
+                });
             if !allowed {
                 return self.fail(403);
+            }
+        }
+        // Client connection limits; gateway backends are not clients.
+        if !matches!(kind, Some(Upgrade::Backend(_))) {
+            let limit = self.w.cfg.client.connection_limit;
+            if (limit > 0 && self.w.node.connections.load(std::sync::atomic::Ordering::Relaxed) >= limit)
+                || !self.w.take_connection_token()
+            {
+                return self.fail(503);
             }
         }
         let (kind, proto) = match kind {
@@ -478,7 +570,7 @@ impl Conn {
             }
             Err(DecodeError::Api(e)) => self.out.push_ready(format, &Err(e)),
             Ok(cmd) => {
-                let seq = self.out.push_pending(format);
+                let seq = self.out.push_pending(format, method);
                 self.run_command(cmd, seq);
             }
         }
@@ -590,7 +682,7 @@ impl Conn {
                 match l.command {
                     Err(e) => self.out.push_ready(format, &Err(e)),
                     Ok(cmd) => {
-                        let seq = self.out.push_pending(format);
+                        let seq = self.out.push_pending(format, cmd.method());
                         self.run_command(cmd, seq);
                     }
                 }

@@ -101,6 +101,14 @@ async fn subscribe_inner(w: &Rc<Worker>, op: &SubOp) -> Result<SubOutcome, ApiEr
         }
     }
     outcome.extra = engine.end_sync(&op.channel, top.as_ref());
+    if !engine.is_subscribed(&op.channel) {
+        // The PUB/SUB connection broke while the position was read: publications may have
+        // been missed. The client retries (100 is temporary).
+        if w.shard.borrow().workers_of(&op.channel).is_empty() {
+            engine.release(&op.channel);
+        }
+        return Err(ApiError::INTERNAL);
+    }
     // Counted and answered with no await in between: every later publication reaches it.
     w.shard.borrow_mut().count_subscriber(&op.channel, op.worker);
     if let Some(info) = &op.presence {

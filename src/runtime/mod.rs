@@ -94,17 +94,24 @@ pub fn run(cfg: Config) -> Result<(), Error> {
 /// A started server: its address and the handles to stop it.
 pub struct Server {
     pub addr: SocketAddr,
+    /// How long stopping may wait for in-flight requests (`shutdown.timeout`).
+    grace: Duration,
     node: Arc<NodeShared>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// The gRPC server API (`grpc_api.enabled`).
+    pub grpc: Option<crate::grpc::GrpcServer>,
 }
 
 impl Server {
     /// Asks every worker to stop and waits (bounded) for them.
-    pub fn stop(self) {
+    pub fn stop(mut self) {
+        if let Some(g) = self.grpc.take() {
+            g.stop(self.grace);
+        }
         for m in &self.node.mailboxes {
             m.send(vec![Msg::Shutdown]);
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + self.grace + Duration::from_secs(2);
         for t in self.threads {
             while !t.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
@@ -145,6 +152,8 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         version: format!("{} OSS", env!("CARGO_PKG_VERSION")),
         started: Instant::now(),
         mailboxes,
+        connections: Default::default(),
+        drained: Default::default(),
     });
     let driver = driver_name(&cfg.driver);
     tracing::info!(
@@ -193,7 +202,8 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
             Err(_) => return Err(Error::new(crate::error::ErrorKind::Io, "a worker exited during start-up")),
         }
     }
-    Ok(Server { addr, node, threads })
+    let grpc = if cfg.grpc_api.enabled { Some(crate::grpc::start(&cfg, node.mailboxes.clone())?) } else { None };
+    Ok(Server { addr, grace: cfg.shutdown.timeout, node, threads, grpc })
 }
 
 async fn worker_main(
@@ -238,6 +248,7 @@ async fn worker_main(
     monoio::spawn(w.clone().run_flusher());
     monoio::spawn(sweeper(w.clone()));
     monoio::spawn(w.clone().run_timers());
+    monoio::spawn(loop_ticker());
     if let Some(l) = api_listener {
         monoio::spawn(accept_loop(w.clone(), l));
     }
@@ -250,6 +261,16 @@ async fn worker_main(
     }
     if id == 0 {
         cluster::announce_shutdown(&w);
+    }
+    // No new connections are accepted now. Answer what HTTP clients already sent (every
+    // worker keeps serving its inbox meanwhile, so commands needing another worker finish).
+    let deadline = Instant::now() + w.cfg.shutdown.timeout;
+    while w.http_busy() && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    w.node.drained.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    while w.node.drained.load(std::sync::atomic::Ordering::Acquire) < w.workers && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
     }
     // Tell clients to reconnect elsewhere (3001), then give writers a moment to send it.
     let sessions: Vec<_> = w.clients.borrow().iter().map(|(_, s)| s.clone()).collect();
@@ -311,6 +332,16 @@ fn start_redis(w: &Rc<Worker>) {
     monoio::spawn(cluster::presence_refresher(w.clone()));
     if w.id == 0 {
         monoio::spawn(cluster::announcer(w.clone()));
+    }
+}
+
+/// Measures how late the event loop runs a 100 ms tick (`gyre_worker_loop_lag_seconds`).
+async fn loop_ticker() {
+    const TICK: Duration = Duration::from_millis(100);
+    loop {
+        let started = Instant::now();
+        monoio::time::sleep(TICK).await;
+        crate::metrics::loop_lag(started.elapsed().saturating_sub(TICK));
     }
 }
 

@@ -50,6 +50,8 @@ pub enum Survey {
     Channels(Option<Arc<globset::GlobMatcher>>),
     /// API subscribe/unsubscribe/disconnect/refresh applied to matching local connections.
     Act(Arc<crate::api::Command>),
+    /// This worker's metric counters and connection counts, as `Res::Metrics`.
+    Metrics,
 }
 
 /// Where a result goes back to on the worker that asked.
@@ -90,12 +92,30 @@ pub enum Msg {
     },
     /// Gateway queue traffic.
     Queue(crate::gateway::QueueMsg),
+    /// A server API command from outside the workers (the gRPC thread): executed here, its
+    /// reply handed to `done` (which may send it to another thread).
+    Api {
+        cmd: Box<crate::api::Command>,
+        protocol: crate::metrics::Protocol,
+        done: ReplyTo,
+    },
     Shutdown,
+}
+
+/// Where the reply of a [`Msg::Api`] command goes.
+pub struct ReplyTo(pub Box<dyn FnOnce(Reply) + Send>);
+
+impl std::fmt::Debug for ReplyTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplyTo")
+    }
 }
 
 /// Receives command results for one connection, in any order; the sink restores order.
 pub trait ReplySink {
     fn fill(&self, seq: u64, reply: Reply);
+    /// Replies are still owed or unsent (graceful shutdown waits for them).
+    fn busy(&self) -> bool;
 }
 
 /// Identity and start time of this node, shared read-only by all workers.
@@ -106,6 +126,10 @@ pub struct NodeShared {
     pub started: Instant,
     pub mailboxes: Vec<Mailbox<Msg>>,
     pub gateway: crate::gateway::Shared,
+    /// Open WebSocket connections of the node (`client.connection_limit`).
+    pub connections: std::sync::atomic::AtomicUsize,
+    /// Workers that finished answering their in-flight HTTP requests during shutdown.
+    pub drained: std::sync::atomic::AtomicUsize,
 }
 
 enum Waiter {
@@ -150,6 +174,8 @@ pub struct Worker {
     /// superseded are skipped when popped.
     timers: RefCell<std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u32, u32)>>>,
     timer_wake: LocalNotify,
+    /// New-connection token bucket: (tokens, last refill).
+    conn_bucket: Cell<(f64, Instant)>,
 }
 
 impl Worker {
@@ -181,6 +207,7 @@ impl Worker {
             shutdown_notify: LocalNotify::default(),
             timers: RefCell::new(std::collections::BinaryHeap::new()),
             timer_wake: LocalNotify::default(),
+            conn_bucket: Cell::new((f64::MAX, Instant::now())),
             clients: RefCell::new(Slab::new()),
             index: RefCell::new(AHashMap::new()),
             users: RefCell::new(AHashMap::new()),
@@ -207,6 +234,30 @@ impl Worker {
         self.next_gen.set(gen.wrapping_add(1));
         let key = self.sinks.borrow_mut().insert((gen, sink)) as u32;
         (key, gen)
+    }
+
+    /// True while some HTTP connection of this worker owes or has not sent replies.
+    pub fn http_busy(&self) -> bool {
+        self.sinks.borrow().iter().any(|(_, (_, s))| s.busy())
+    }
+
+    /// Takes one token of the worker's new-connection bucket (`client.connection_rate_limit`,
+    /// split evenly over the workers); false when the node is over its rate.
+    pub fn take_connection_token(&self) -> bool {
+        let rate = self.cfg.client.connection_rate_limit;
+        if rate == 0 {
+            return true;
+        }
+        let per_worker = (rate as f64 / self.workers as f64).max(1.0);
+        let now = Instant::now();
+        let (tokens, last) = self.conn_bucket.get();
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * per_worker).min(per_worker);
+        if tokens < 1.0 {
+            self.conn_bucket.set((tokens, now));
+            return false;
+        }
+        self.conn_bucket.set((tokens - 1.0, now));
+        true
     }
 
     /// Forgets a connection; results still in flight for it are dropped on arrival.
@@ -298,7 +349,10 @@ impl Worker {
         let me = self.rc();
         let done = move |r: Reply| me.complete(tag, r);
         let sent = match op {
-            ShardOp::Publish(p) => engine.publish(p, Box::new(move |r| done(r.map(Res::Publish)))),
+            ShardOp::Publish(p) => {
+                crate::metrics::message_sent(crate::metrics::Kind::Publication);
+                engine.publish(p, Box::new(move |r| done(r.map(Res::Publish))))
+            }
             ShardOp::History(h) => engine.history(h, Box::new(done)),
             ShardOp::HistoryRemove(ch) => engine.history_remove(&ch, Box::new(done)),
             ShardOp::Presence(ch) => engine.presence(&ch, Box::new(done)),
@@ -460,7 +514,12 @@ impl Worker {
 
     fn exec_inner(&self, op: Op, fanout: &mut Vec<Fanout>) -> Reply {
         match op {
-            Op::Shard(op) => self.shard.borrow_mut().exec(op, Instant::now(), fanout),
+            Op::Shard(op) => {
+                if matches!(op, ShardOp::Publish(_)) {
+                    crate::metrics::message_sent(crate::metrics::Kind::Publication);
+                }
+                self.shard.borrow_mut().exec(op, Instant::now(), fanout)
+            }
             Op::Survey(Survey::Stats) => {
                 let index = self.index.borrow();
                 let info = NodeInfo {
@@ -481,6 +540,17 @@ impl Worker {
                     .collect();
                 Ok(Res::Channels(list))
             }
+            Op::Survey(Survey::Metrics) => {
+                let index = self.index.borrow();
+                let mut snap = crate::metrics::snapshot(self.id);
+                snap.num_clients = self.clients.borrow().iter().filter(|(_, s)| s.is_connected()).count() as u64;
+                snap.users = self.users.borrow().keys().cloned().collect();
+                snap.num_channels = index.len() as u64;
+                snap.num_subs = index.values().map(|v| v.len() as u64).sum();
+                snap.gateway_queued = crate::gateway::queued(self) as u64;
+                snap.gateway_dropped = self.gw.dropped.get();
+                Ok(Res::Metrics(Box::new(snap)))
+            }
             Op::Survey(Survey::Act(cmd)) => {
                 crate::ws::commands::api_act(self, &cmd);
                 Ok(Res::Empty)
@@ -492,6 +562,11 @@ impl Worker {
 
     /// Sends a prepared push to every worker with subscribers (this one directly).
     fn fan_out(&self, f: Fanout) {
+        let kind = push_kind(&f.prepared);
+        if kind != crate::metrics::Kind::Publication && self.redis.is_none() {
+            crate::metrics::message_sent(kind);
+        }
+        crate::metrics::message_received(kind);
         for w in f.workers {
             if w as usize == self.id {
                 self.deliver_local(&f.prepared);
@@ -510,6 +585,7 @@ impl Worker {
             let Some(subs) = index.get(&*p.channel) else { return };
             let clients = self.clients.borrow();
             let mut pb: Option<bytes::Bytes> = None;
+            let (mut frames, mut bytes) = (0u64, 0u64);
             for &(key, live) in subs.iter() {
                 let Some(s) = clients.get(key as usize) else { continue };
                 if p.kind == PushKind::JoinLeave && !s.wants_join_leave(&p.channel) {
@@ -519,10 +595,15 @@ impl Worker {
                     to_close.push((key, crate::error::Disconnect::INAPPROPRIATE_PROTOCOL));
                     continue;
                 };
+                frames += 1;
+                bytes += frame.len() as u64;
                 let ok = if live { s.out.push(frame).is_ok() } else { s.hold(&p.channel, frame) };
                 if !ok {
                     to_close.push((key, crate::error::Disconnect::SLOW));
                 }
+            }
+            if frames > 0 {
+                crate::metrics::ws_frames_sent(push_kind(p), frames, bytes / frames);
             }
         }
         for (key, d) in to_close {
@@ -556,14 +637,14 @@ impl Worker {
     /// Drains the inbox forever: executes forwarded work and routes results home.
     pub async fn run_inbox(self: Rc<Self>, inbox: Inbox<Msg>) {
         while let Some(batch) = inbox.recv().await {
+            let started = Instant::now();
             self.handle_batch(batch);
             while let Some(batch) = inbox.try_recv() {
                 self.handle_batch(batch);
             }
+            crate::metrics::inbox_batch(started.elapsed());
+            // Keeps running while the worker shuts down: in-flight commands may still need it.
             self.flush();
-            if self.shutdown.get() {
-                break;
-            }
         }
     }
 
@@ -589,6 +670,17 @@ impl Worker {
                 }
                 Msg::SurveyPart { id, part } => super::cluster::survey_part(self, id, part),
                 Msg::Queue(q) => crate::gateway::on_queue(self, q),
+                Msg::Api { cmd, protocol, done } => {
+                    let w = self.rc();
+                    monoio::spawn(async move {
+                        let method = cmd.method();
+                        let started = Instant::now();
+                        let reply = crate::api::exec::exec(w, *cmd).await;
+                        let error = reply.as_ref().err().map(|e| e.code);
+                        crate::metrics::api_command(protocol, method, started.elapsed(), error);
+                        (done.0)(reply);
+                    });
+                }
                 Msg::Shutdown => {
                     self.shutdown.set(true);
                     self.shutdown_notify.notify();
@@ -644,6 +736,15 @@ impl Worker {
             self.flusher.wait().await;
             self.flush();
         }
+    }
+}
+
+/// The metrics kind of a push.
+fn push_kind(p: &Prepared) -> crate::metrics::Kind {
+    match p.push {
+        crate::protocol::PushBody::Join(_) => crate::metrics::Kind::Join,
+        crate::protocol::PushBody::Leave(_) => crate::metrics::Kind::Leave,
+        _ => crate::metrics::Kind::Publication,
     }
 }
 

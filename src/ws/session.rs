@@ -57,6 +57,8 @@ pub(super) struct State {
     pub(super) held_bytes: usize,
     /// Unix seconds when the credentials expire (0 = never).
     pub(super) expires_at: i64,
+    /// Command rate bucket (`client.command_rate_limit`): tokens and last refill.
+    pub(super) rate: Option<(f64, Instant)>,
     /// Gateway context (`conn.call set_context[_value]`), attached to queued events.
     pub(super) context: serde_json::Map<String, serde_json::Value>,
     /// A server ping is waiting for its pong since then.
@@ -77,12 +79,30 @@ pub struct Session {
     pub(super) st: RefCell<State>,
     /// The deadline this session is scheduled at in the worker's timer heap.
     timer_at: Cell<Option<Instant>>,
+    /// The client command being handled (commands of a session run one at a time): the
+    /// `method` label of reply error metrics.
+    method: Cell<&'static str>,
     created: Instant,
 }
 
 static NEXT_GEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
 impl Session {
+    /// Takes a command token (`client.command_rate_limit`); false when over the rate.
+    fn take_command_token(&self) -> bool {
+        let rate = self.w.cfg.client.command_rate_limit as f64;
+        if rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let mut st = self.st.borrow_mut();
+        let (tokens, last) = st.rate.unwrap_or((rate, now));
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate);
+        let ok = tokens >= 1.0;
+        st.rate = Some((if ok { tokens - 1.0 } else { tokens }, now));
+        ok
+    }
+
     pub fn is_closed(&self) -> bool {
         self.st.borrow().closed
     }
@@ -143,6 +163,9 @@ impl Session {
     }
 
     pub(super) fn reply(&self, id: u32, r: &Result<ReplyBody, ApiError>) {
+        if let Err(e) = r {
+            crate::metrics::client_reply_error(self.method.get(), e.code);
+        }
         let mut buf = Vec::with_capacity(64);
         protocol::encode_reply(self.format, id, r, &mut buf);
         self.push_frame(buf);
@@ -313,11 +336,21 @@ pub async fn run<R, W>(
         w: w.clone(),
         st: RefCell::new(State::default()),
         timer_at: Cell::new(None),
+        method: Cell::new(""),
         created: Instant::now(),
     });
     let key = w.clients.borrow_mut().insert(s.clone()) as u32;
     s.key.set(key);
     w.gw.by_client.borrow_mut().insert(s.client.clone(), key);
+    w.node.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Leaves the node's count however this function ends.
+    struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let _counted = Counted(&w.node.connections);
     if let Some(r) = raw {
         // A raw client is connected from the start, as an anonymous user.
         s.st.borrow_mut().connected = true;
@@ -397,6 +430,11 @@ fn handle_raw(s: &Rc<Session>, topic: &Arc<str>, msg: Message) -> bool {
             return false;
         }
     };
+    if !s.take_command_token() {
+        s.out.close(codec::close_frame(1008, "too many messages"), false);
+        s.cleanup();
+        return false;
+    }
     let ev = {
         let st = s.st.borrow();
         let fields = serde_json::Map::from_iter([("frame".to_string(), crate::gateway::frame_json(text, &data))]);
@@ -429,6 +467,7 @@ async fn handle_message(s: &Rc<Session>, msg: Message) -> bool {
             return false;
         }
     };
+    crate::metrics::ws_message_received(data.len());
     let cmds = match protocol::decode(s.format, &data) {
         Ok(c) => c,
         Err(_) => {
@@ -437,6 +476,13 @@ async fn handle_message(s: &Rc<Session>, msg: Message) -> bool {
         }
     };
     for cmd in cmds {
+        if !s.take_command_token() {
+            // Over the rate: the command is refused with a clear error, not run.
+            if cmd.id != 0 {
+                s.reply(cmd.id, &Err(ApiError::TOO_MANY_REQUESTS));
+            }
+            continue;
+        }
         if let Err(d) = handle_command(s, cmd).await {
             s.disconnect(d);
             return false;
@@ -468,6 +514,7 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
     if unusable {
         return Err(Disconnect::BAD_REQUEST);
     }
+    s.method.set(method_label(&cmd.req));
     if let Req::Connect(c) = cmd.req {
         if connected || cmd.id == 0 {
             return Err(Disconnect::BAD_REQUEST);
@@ -583,6 +630,26 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
         Req::SubRefresh { channel, token } => commands::sub_refresh(s, id, &channel, &token)?,
     }
     Ok(())
+}
+
+/// The `method` label of a client command.
+fn method_label(r: &Req) -> &'static str {
+    match r {
+        Req::Connect(_) => "connect",
+        Req::Subscribe(_) => "subscribe",
+        Req::Unsubscribe { .. } => "unsubscribe",
+        Req::Publish { .. } => "publish",
+        Req::Presence { .. } => "presence",
+        Req::PresenceStats { .. } => "presence_stats",
+        Req::History(_) => "history",
+        Req::Ping => "ping",
+        Req::Pong => "pong",
+        Req::Send { .. } => "send",
+        Req::Rpc { .. } => "rpc",
+        Req::Refresh { .. } => "refresh",
+        Req::SubRefresh { .. } => "sub_refresh",
+        Req::Unknown => "unknown",
+    }
 }
 
 impl Session {

@@ -1,7 +1,9 @@
 //! Smoke runs of the bundled load tool (`gyre-bench`) against a real Gyre: a short fan-out in
 //! each wire format must deliver everything it published (nothing lost or duplicated), a short
 //! ingest must get publishes acknowledged, and a closed port must fail fast with a clear
-//! message and exit code 2. Each run is about two seconds and bounded by a watchdog.
+//! message and exit code 2. Each run is about two seconds and bounded by a watchdog. Lists of
+//! nodes (`--target A,B`) are run against memory-engine nodes, which do not share
+//! publications: a fan-out uses one node listed twice, an ingest two nodes.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -60,12 +62,15 @@ fn server() -> Server {
 
 /// A one-second fan-out at a fixed rate; returns the JSON report.
 fn fanout(s: &Server, format: &str) -> Value {
-    let target = format!("http://127.0.0.1:{}", s.port);
-    let pid = s.pid().to_string();
+    fanout_on(&format!("http://127.0.0.1:{}", s.port), &s.pid().to_string(), format, &[])
+}
+
+/// [`fanout`] against `target` (one node or a list), sampling the server processes `pids`.
+fn fanout_on(target: &str, pids: &str, format: &str, extra: &[&str]) -> Value {
     let args = [
         "fanout",
         "--target",
-        &target,
+        target,
         "--api-key",
         KEY,
         "--hmac-secret",
@@ -85,13 +90,13 @@ fn fanout(s: &Server, format: &str) -> Value {
         "--warmup",
         "0.3",
         "--server-pid",
-        &pid,
+        pids,
         "--connect-timeout",
         "10",
         "--json",
         "--quiet",
     ];
-    let (code, out, err) = bench(&args, Duration::from_secs(30));
+    let (code, out, err) = bench(&[&args[..], extra].concat(), Duration::from_secs(30));
     assert_eq!(code, 0, "gyre-bench failed; stderr:\n{err}");
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("report is not JSON ({e}): {out:?}; stderr:\n{err}"))
 }
@@ -119,6 +124,57 @@ fn fanout_json_delivers_everything() {
 fn fanout_protobuf_delivers_everything() {
     let s = server();
     check_fanout(&fanout(&s, "protobuf"));
+}
+
+/// Several nodes: one memory-engine node listed twice (publications reach only the node they
+/// were made on), publishers over both entries. End-to-end accounting must be unchanged and
+/// the report must list the node with its share.
+#[test]
+fn fanout_over_a_node_list() {
+    let s = server();
+    let node = format!("http://127.0.0.1:{}", s.port);
+    let r = fanout_on(&format!("{node},{node}"), &format!("{0},{0}", s.pid()), "json", &["--publish-all"]);
+    check_fanout(&r);
+    assert_eq!(r["target"], format!("{node},{node}"), "{r}");
+    let host = format!("127.0.0.1:{}", s.port);
+    assert_eq!(r["nodes"], json!([{"node": host, "subscribers": 6, "publishers": 2}]), "{r}");
+}
+
+/// Ingest over two nodes: each gets one of the two publisher connections.
+#[test]
+fn ingest_spreads_connections_over_nodes() {
+    let (a, b) = (server(), server());
+    let target = format!("http://127.0.0.1:{},http://127.0.0.1:{}", a.port, b.port);
+    let pids = format!("{},{}", a.pid(), b.pid());
+    let args = [
+        "ingest",
+        "--target",
+        &target,
+        "--api-key",
+        KEY,
+        "--connections",
+        "2",
+        "--batch",
+        "50",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--server-pid",
+        &pids,
+        "--json",
+        "--quiet",
+    ];
+    let (code, out, err) = bench(&args, Duration::from_secs(30));
+    assert_eq!(code, 0, "stderr:\n{err}");
+    let r: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(r["commands"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["publish_errors"], 0, "{r}");
+    let nodes = r["nodes"].as_array().unwrap_or_else(|| panic!("no nodes: {r}"));
+    assert_eq!(nodes.len(), 2, "{r}");
+    assert!(nodes.iter().all(|n| n["publishers"] == 1), "{r}");
+    // Both servers are sampled: their RSS adds up.
+    assert!(r["server"]["rss_end_kb"].as_u64().unwrap() > a.rss_kb().max(b.rss_kb()), "{r}");
 }
 
 #[test]

@@ -9,14 +9,17 @@
 
 mod util;
 
+mod admin;
 mod api;
 mod auth;
 mod bench_smoke;
 mod cent;
 mod cli;
 mod gateway;
+mod grpc;
 mod http;
 mod legacy;
+mod metrics;
 mod sdk;
 mod ws_abuse;
 mod ws_timers;

@@ -63,7 +63,8 @@ pub fn merge(dst: &mut Value, src: Value) {
 static PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 static DIRS: AtomicUsize = AtomicUsize::new(0);
 
-fn free_port() -> u16 {
+/// A free TCP port no other server of this test process was given.
+pub fn free_port() -> u16 {
     loop {
         let port = TcpListener::bind("0.0.0.0:0").and_then(|l| l.local_addr()).expect("bind 0.0.0.0:0").port();
         let mut used = PORTS.lock().unwrap_or_else(|e| e.into_inner());
@@ -409,7 +410,14 @@ impl Conn {
         }
         let len = self.buf.len();
         self.buf.resize(len + 64 * 1024, 0);
-        let r = self.stream.read(&mut self.buf[len..]);
+        // A signal (a child process of another test exiting) interrupts a read with a timeout
+        // even under SA_RESTART: read again.
+        let r = loop {
+            match self.stream.read(&mut self.buf[len..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
         let n = *r.as_ref().unwrap_or(&0);
         self.buf.truncate(len + n);
         r

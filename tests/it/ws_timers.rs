@@ -29,7 +29,7 @@ struct Client {
     ws: raw::Ws,
 }
 
-mod raw {
+pub(crate) mod raw {
     //! A tiny blocking WebSocket client over std sockets (no client library involved).
     use std::io::{Read, Write};
     use std::net::TcpStream;

@@ -39,8 +39,8 @@ pub fn main(o: Opts) -> Result<(), Fail> {
     if let Some(range) = o.child_range.clone() {
         return child(plan, &range);
     }
-    plan.target.check_reachable()?;
-    let kind = plan.target.kind;
+    plan.check_reachable()?;
+    let kind = plan.kind;
     let n = plan.subscribers;
     let per_proc = (target::raise_nofile() as usize).saturating_sub(RESERVED_FDS).max(1);
     let procs = o.procs.unwrap_or(n.div_ceil(per_proc)).max(1);
@@ -51,9 +51,10 @@ pub fn main(o: Opts) -> Result<(), Fail> {
             n.div_ceil(per_proc)
         )));
     }
-    let before = o.server_pid.and_then(|p| stats::sample(Some(p)));
-    if o.server_pid.is_some() && before.is_none() {
-        return Err(Fail::setup(format!("cannot read /proc/{}: is --server-pid right?", o.server_pid.unwrap_or(0))));
+    let before = stats::sample_servers(&o.server_pid);
+    if !o.server_pid.is_empty() && before.is_none() {
+        let pids: Vec<String> = o.server_pid.iter().map(u32::to_string).collect();
+        return Err(Fail::setup(format!("cannot read /proc/{}: is --server-pid right?", pids.join(", /proc/"))));
     }
     let t0 = Instant::now();
     let mut progress = Progress::new(&o);
@@ -92,7 +93,7 @@ pub fn main(o: Opts) -> Result<(), Fail> {
     };
     // Let the server finish the work of the last connects before reading its memory.
     std::thread::sleep(Duration::from_secs(1));
-    let after = o.server_pid.and_then(|p| stats::sample(Some(p)));
+    let after = stats::sample_servers(&o.server_pid);
     let mut rss_max = after.map_or(0, |s| s.rss_kb);
     let hold_end = Instant::now() + Duration::from_secs_f64(o.duration);
     let mut last = Instant::now();
@@ -100,7 +101,7 @@ pub fn main(o: Opts) -> Result<(), Fail> {
         std::thread::sleep(Duration::from_millis(20));
         if last.elapsed() >= Duration::from_secs(1) {
             last = Instant::now();
-            let s = o.server_pid.and_then(|p| stats::sample(Some(p)));
+            let s = stats::sample_servers(&o.server_pid);
             rss_max = rss_max.max(s.map_or(0, |s| s.rss_kb));
             let (ready, failed, disc) = totals();
             if !o.quiet {

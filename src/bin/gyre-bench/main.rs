@@ -9,6 +9,10 @@
 //! * `ingest`      — pipelined publishes over K connections, no subscribers; commands/s.
 //! * `connections` — N idle connections; the server's memory per connection.
 //!
+//! `--target` names one server or, comma-separated, the nodes of one cluster: subscribers are
+//! spread over them, publishers go to the first (or `--publish-target`, or all with
+//! `--publish-all`), and every message is still followed from publisher to subscriber.
+//!
 //! Layout: [`target`] (addresses, connecting, the reachability check), [`payload`] (the
 //! timestamped, sequenced message body), [`stats`] (shared counters, histograms, `/proc`
 //! sampling, the report), [`ws`] (Centrifuge WebSocket client), [`peers`] (Redis and NATS
@@ -29,6 +33,20 @@ mod ws;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// How several nodes share the load (in the help of the tool, `fanout` and `ingest`).
+macro_rules! nodes_help {
+    () => {
+        "Several nodes (one cluster, e.g. Gyre nodes sharing a Redis engine): list them in --target,
+comma-separated. Subscribers are spread over the nodes: the j-th subscriber of channel c
+connects to node (j + c) % N, so every channel has subscribers on every node and the nodes
+hold equal shares. fanout publishers connect to the first node, or to --publish-target's
+nodes, or with --publish-all to every --target node in turn (publisher p to node p % N);
+ingest connections take every --target node (or --publish-target's) in turn. Each message is
+still followed end to end, from its publisher to every subscriber of its channel on whichever
+node, so a message a node did not pass on counts as lost."
+    };
+}
+
 /// Load tool for Centrifugo-compatible servers (Gyre, Centrifugo), with redis-server and
 /// nats-server as peers running the same workloads.
 #[derive(Parser, Debug)]
@@ -42,8 +60,10 @@ struct Cli {
 enum Scenario {
     /// WebSocket (or Redis / NATS) subscribers over channels, publishers through the API:
     /// published/s, delivered/s, publish→deliver latency, lost and duplicated messages.
+    #[command(after_help = nodes_help!())]
     Fanout(Opts),
     /// Pipelined publish commands over K connections, no subscribers: commands/s.
+    #[command(after_help = nodes_help!())]
     Ingest(Opts),
     /// N idle connections (connect command, optionally a subscription): server memory per
     /// connection (needs --server-pid). Spreads source addresses over 127.0.0.1..N and forks
@@ -58,20 +78,36 @@ pub enum WireFormat {
     Protobuf,
 }
 
-const EXAMPLES: &str = "Examples:
+const EXAMPLES: &str = concat!(
+    "Examples:
   gyre-bench fanout --target http://127.0.0.1:8000 --api-key KEY --hmac-secret SECRET -n 1000 -c 1 -d 5
   gyre-bench fanout --target redis://127.0.0.1:6379 -n 1000 -c 1 -d 5 --rate 100
   gyre-bench ingest --target http://127.0.0.1:8000 --api-key KEY --connections 8 --size 100
   gyre-bench connections --target http://127.0.0.1:8000 --token JWT -n 50000 --server-pid PID
+  gyre-bench fanout --target http://127.0.0.1:8000,http://127.0.0.1:8001 --api-key KEY --hmac-secret SECRET \\
+      -n 1000 -c 10 -d 5 --server-pid PID_A,PID_B,PID_REDIS
 
-Exit codes: 0 done, 1 the run failed, 2 target unreachable or bad options.";
+",
+    nodes_help!(),
+    "
+
+Exit codes: 0 done, 1 the run failed, 2 target unreachable or bad options."
+);
 
 /// Every option; each scenario reads the ones it needs.
 #[derive(Args, Debug, Clone)]
 pub struct Opts {
     /// Server: http://HOST:PORT (Centrifugo-compatible), redis://HOST:PORT, nats://HOST:PORT.
-    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    /// Several nodes of one cluster: comma-separated, all of one kind (see below the options).
+    #[arg(long, value_name = "URL[,URL...]", default_value = "http://127.0.0.1:8000")]
     pub target: String,
+    /// Nodes the publishers connect to, comma-separated; publisher p takes entry p % count.
+    /// Default: fanout the first --target node, ingest every --target node.
+    #[arg(long, value_name = "URL[,URL...]", conflicts_with = "publish_all")]
+    pub publish_target: Option<String>,
+    /// fanout: publishers take every --target node in turn instead of the first only.
+    #[arg(long)]
+    pub publish_all: bool,
     /// WebSocket endpoint path.
     #[arg(long, default_value = "/connection/websocket")]
     pub ws_path: String,
@@ -141,9 +177,10 @@ pub struct Opts {
     /// Reconnect (and resubscribe) a subscriber the server disconnected.
     #[arg(long)]
     pub reconnect: bool,
-    /// Sample this process's RSS and CPU time (/proc) during the run.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Sample this process's RSS and CPU time (/proc) during the run. Several, comma-separated
+    /// (the nodes of a cluster and what they share): the report gives their sums.
+    #[arg(long, value_name = "PID[,PID...]", value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Print one JSON object on stdout (the table goes to stderr).
     #[arg(long)]
     pub json: bool,

@@ -64,7 +64,8 @@ pub async fn publisher(cx: Rc<Cx>, p: usize) {
 
 async fn run(cx: &Rc<Cx>, p: usize) -> Result<(), ClientErr> {
     let plan = &cx.plan;
-    let addr = plan.target.addr;
+    let node = plan.publish_node(p);
+    let addr = node.addr;
     let stream = monoio::time::timeout(Duration::from_secs(10), target::connect(addr, None))
         .await
         .map_err(|_| ClientErr::Io(format!("publisher connect to {addr}: timed out")))?
@@ -109,7 +110,7 @@ async fn run(cx: &Rc<Cx>, p: usize) -> Result<(), ClientErr> {
         let t = now_ns();
         out.clear();
         body.clear();
-        if first && plan.target.kind == Kind::Nats {
+        if first && plan.kind == Kind::Nats {
             out.extend_from_slice(NATS_CONNECT);
         }
         first = false;
@@ -125,7 +126,7 @@ async fn run(cx: &Rc<Cx>, p: usize) -> Result<(), ClientErr> {
             expected += plan.subscribers_on(ch) as u64;
             encode_one(cx, &mut out, &mut body, ch, t, p as u32, seq[ch]);
         }
-        finish_batch(cx, &mut out, &body, n);
+        finish_batch(cx, &node.host, &mut out, &body);
         pipe.queue.borrow_mut().push_back(Batch { n, t, expected, remaining: n, errors: 0 });
         let (res, buf) = wr.write_all(std::mem::take(&mut out)).await;
         out = buf;
@@ -155,7 +156,7 @@ async fn run(cx: &Rc<Cx>, p: usize) -> Result<(), ClientErr> {
 /// Appends one publish command. For HTTP the command goes to `body` (the head needs its length).
 fn encode_one(cx: &Cx, out: &mut Vec<u8>, body: &mut Vec<u8>, ch: usize, t: u64, p: u32, s: u64) {
     let plan = &cx.plan;
-    match plan.target.kind {
+    match plan.kind {
         Kind::Centrifugo => {
             if !body.is_empty() {
                 body.push(b'\n');
@@ -185,15 +186,16 @@ fn encode_one(cx: &Cx, out: &mut Vec<u8>, body: &mut Vec<u8>, ch: usize, t: u64,
     }
 }
 
-/// Completes a batch: the HTTP request around the body, or NATS's acknowledging `PING`.
-fn finish_batch(cx: &Cx, out: &mut Vec<u8>, body: &[u8], _n: u64) {
+/// Completes a batch: the HTTP request (to `host`) around the body, or NATS's acknowledging
+/// `PING`.
+fn finish_batch(cx: &Cx, host: &str, out: &mut Vec<u8>, body: &[u8]) {
     let plan = &cx.plan;
-    match plan.target.kind {
+    match plan.kind {
         Kind::Centrifugo => {
             out.extend_from_slice(b"POST ");
             out.extend_from_slice(plan.api_path.as_bytes());
             out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-            out.extend_from_slice(plan.target.host.as_bytes());
+            out.extend_from_slice(host.as_bytes());
             out.extend_from_slice(b"\r\nContent-Type: application/json\r\n");
             if !plan.api_key.is_empty() {
                 out.extend_from_slice(
@@ -227,7 +229,7 @@ fn account(cx: &Cx, b: &Batch) {
 
 /// The reader task: answers in, batches out of the queue.
 async fn read_acks(cx: Rc<Cx>, pipe: Rc<Pipe>, mut conn: Reader<OwnedReadHalf<TcpStream>>) {
-    let res = match cx.plan.target.kind {
+    let res = match cx.plan.kind {
         Kind::Centrifugo => read_http(&cx, &pipe, &mut conn).await,
         Kind::Redis => read_redis(&cx, &pipe, &mut conn).await,
         Kind::Nats => read_nats(&cx, &pipe, &mut conn).await,

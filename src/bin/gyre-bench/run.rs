@@ -39,7 +39,12 @@ impl Mode {
 /// Everything the threads need, fixed before they start.
 pub struct Plan {
     pub mode: Mode,
-    pub target: Target,
+    /// What every node speaks (they are all of one kind).
+    pub kind: Kind,
+    /// The nodes subscribers connect to (`--target`).
+    pub nodes: Vec<Target>,
+    /// The nodes publishers connect to: publisher p uses `publish_nodes[p % len]`.
+    pub publish_nodes: Vec<Target>,
     pub o: Opts,
     /// Global indices of the clients this process opens.
     pub clients: std::ops::Range<usize>,
@@ -64,7 +69,16 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(mode: Mode, o: &Opts) -> Result<Plan, Fail> {
-        let target = Target::parse(&o.target)?;
+        let nodes = Target::parse_list(&o.target)?;
+        let kind = nodes[0].kind;
+        let publish_nodes = match (&o.publish_target, mode) {
+            (Some(list), _) => Target::parse_list(list)?,
+            (None, Mode::Fanout) if !o.publish_all => vec![nodes[0].clone()],
+            (None, _) => nodes.clone(),
+        };
+        if publish_nodes.iter().any(|t| t.kind != kind) {
+            return Err(Fail::setup("--publish-target must be of the same kind as --target"));
+        }
         let subscribers = match mode {
             Mode::Fanout => o.subscribers.unwrap_or(100),
             Mode::Ingest => 0,
@@ -106,16 +120,18 @@ impl Plan {
             (None, Mode::Connections) => 9,
             (None, _) => 1,
         };
-        if source_ips > 1 && !target.is_loopback() {
+        if source_ips > 1 && !nodes.iter().all(Target::is_loopback) {
             return Err(Fail::setup("--source-ips needs a loopback target (127.0.0.x source addresses)"));
         }
         let channel_names: Vec<String> = (0..o.channels).map(|c| format!("{}-{c}", o.channel_prefix)).collect();
-        if target.kind != Kind::Centrifugo && channel_names.iter().any(|c| c.contains([' ', '\t', '\r', '\n'])) {
+        if kind != Kind::Centrifugo && channel_names.iter().any(|c| c.contains([' ', '\t', '\r', '\n'])) {
             return Err(Fail::setup("channel names for redis/nats must not contain whitespace"));
         }
         Ok(Plan {
             mode,
-            target,
+            kind,
+            nodes,
+            publish_nodes,
             clients: 0..subscribers,
             subscribers,
             channels: o.channels,
@@ -133,6 +149,54 @@ impl Plan {
             subscribe: mode != Mode::Connections || o.subscribe,
             o: o.clone(),
         })
+    }
+
+    /// The node subscriber `i` connects to: the subscribers of each channel take the nodes in
+    /// turn, each channel starting one node further, so that every channel has subscribers
+    /// on every node and the nodes hold equal shares (with one channel: node `i % N`).
+    pub fn node_of(&self, i: usize) -> &Target {
+        let n = self.nodes.len();
+        &self.nodes[(i / self.channels % n + i % self.channels) % n]
+    }
+
+    /// The node publisher `p` connects to.
+    pub fn publish_node(&self, p: usize) -> &Target {
+        &self.publish_nodes[p % self.publish_nodes.len()]
+    }
+
+    /// Every distinct node of the run, subscribers' first.
+    pub fn all_nodes(&self) -> Vec<&Target> {
+        let mut all: Vec<&Target> = Vec::new();
+        for t in self.nodes.iter().chain(&self.publish_nodes) {
+            if !all.iter().any(|a| a.addr == t.addr) {
+                all.push(t);
+            }
+        }
+        all
+    }
+
+    /// Every node with the subscribers and publishers it gets.
+    pub fn node_shares(&self) -> Vec<(String, usize, usize)> {
+        let all = self.all_nodes();
+        let mut counts = vec![(0, 0); all.len()];
+        let slot = |t: &Target| all.iter().position(|a| a.addr == t.addr).expect("every node is listed");
+        for i in 0..self.subscribers {
+            counts[slot(self.node_of(i))].0 += 1;
+        }
+        for p in 0..self.publishers {
+            counts[slot(self.publish_node(p))].1 += 1;
+        }
+        all.iter().zip(counts).map(|(t, (subs, pubs))| (t.host.clone(), subs, pubs)).collect()
+    }
+
+    /// Whether the run involves more than one node (the report then lists them).
+    pub fn multi_node(&self) -> bool {
+        self.nodes.len() > 1 || self.publish_nodes.len() > 1 || self.publish_nodes[0].addr != self.nodes[0].addr
+    }
+
+    /// Fails naming the first node nothing accepts connections on.
+    pub fn check_reachable(&self) -> Result<(), Fail> {
+        self.all_nodes().into_iter().try_for_each(Target::check_reachable)
     }
 
     /// Subscribers listening to channel `ch` (subscriber i listens to `i % channels`).
@@ -198,13 +262,14 @@ impl Client {
     async fn open(plan: &Plan, i: usize, token: &str) -> Result<Client, ClientErr> {
         let source = target::source_for(i, plan.source_ips);
         let channel = plan.subscribe.then(|| plan.channel_names[i % plan.channels].as_str());
-        let addr = plan.target.addr;
-        Ok(match plan.target.kind {
+        let node = plan.node_of(i);
+        let addr = node.addr;
+        Ok(match plan.kind {
             Kind::Centrifugo => Client::Ws(
                 WsClient::open(&Hello {
                     addr,
                     source,
-                    host: &plan.target.host,
+                    host: &node.host,
                     path: &plan.o.ws_path,
                     format: plan.o.format,
                     token,
@@ -387,7 +452,7 @@ pub fn wait_connected(plan: &Plan, sh: &Shared, progress: &mut Progress) -> Resu
 /// The once-a-second progress line on stderr.
 pub struct Progress {
     quiet: bool,
-    server_pid: Option<u32>,
+    server_pids: Vec<u32>,
     start: Instant,
     last: Instant,
     last_pub: u64,
@@ -399,7 +464,7 @@ impl Progress {
     pub fn new(o: &Opts) -> Progress {
         Progress {
             quiet: o.quiet,
-            server_pid: o.server_pid,
+            server_pids: o.server_pid.clone(),
             start: Instant::now(),
             last: Instant::now(),
             last_pub: 0,
@@ -415,7 +480,7 @@ impl Progress {
             return;
         }
         self.last = Instant::now();
-        let server = self.server_pid.and_then(|p| stats::sample(Some(p)));
+        let server = stats::sample_servers(&self.server_pids);
         if let Some(s) = server {
             self.rss_max_kb = self.rss_max_kb.max(s.rss_kb);
         }
@@ -464,7 +529,7 @@ fn hold(sh: &Shared, progress: &mut Progress, phase: &str, secs: f64) -> Result<
 /// `fanout` / `ingest`.
 pub fn main(mode: Mode, o: Opts) -> Result<(), Fail> {
     let plan = Arc::new(Plan::new(mode, &o)?);
-    plan.target.check_reachable()?;
+    plan.check_reachable()?;
     let nofile = target::raise_nofile() as usize;
     let fds = plan.subscribers + plan.publishers + 64;
     if fds > nofile {
@@ -481,7 +546,7 @@ pub fn main(mode: Mode, o: Opts) -> Result<(), Fail> {
     sh.phase.store(WARMUP, Relaxed);
     hold(&sh, &mut progress, "warmup", o.warmup)?;
 
-    let server_start = o.server_pid.and_then(|p| stats::sample(Some(p)));
+    let server_start = stats::sample_servers(&o.server_pid);
     let client_start = stats::sample(None);
     sh.measure_start.store(now_ns(), Relaxed);
     sh.phase.store(MEASURE, Relaxed);
@@ -489,7 +554,7 @@ pub fn main(mode: Mode, o: Opts) -> Result<(), Fail> {
     let end = now_ns();
     sh.measure_end.store(end, Relaxed);
     sh.phase.store(STOP, Relaxed);
-    let server_end = o.server_pid.and_then(|p| stats::sample(Some(p)));
+    let server_end = stats::sample_servers(&o.server_pid);
     let client_end = stats::sample(None);
     let secs = (end - sh.measure_start.load(Relaxed)) as f64 / 1e9;
 
@@ -535,7 +600,7 @@ fn report(plan: &Plan, sh: &Shared, secs: f64, connect_s: f64, server: Option<Us
     let lat = Latency::of(&sh.merged());
     let (published, delivered) = (g(&sh.published_window), g(&sh.delivered_window));
     let o = &plan.o;
-    let kind = plan.target.kind;
+    let kind = plan.kind;
     let format = match (kind, o.format) {
         (Kind::Centrifugo, WireFormat::Json) => "json",
         (Kind::Centrifugo, WireFormat::Protobuf) => "protobuf",
@@ -553,6 +618,25 @@ fn report(plan: &Plan, sh: &Shared, secs: f64, connect_s: f64, server: Option<Us
         ("target".to_string(), format!("{} ({format})", o.target)),
         ("duration".to_string(), format!("{secs:.2} s measured after {:.1} s warm-up", o.warmup)),
     ];
+    if plan.multi_node() {
+        let nodes = plan.node_shares();
+        let described: Vec<String> = nodes
+            .iter()
+            .map(|(host, subs, pubs)| {
+                let mut d = format!("{host}: ");
+                if plan.mode != Mode::Ingest {
+                    d.push_str(&format!("{} subscribers, ", fmt_n(*subs as f64)));
+                }
+                d.push_str(&format!("{pubs} publishers"));
+                d
+            })
+            .collect();
+        rows.push(("nodes".into(), described.join("; ")));
+        j["nodes"] = nodes
+            .iter()
+            .map(|(host, subs, pubs)| json!({"node": host, "subscribers": subs, "publishers": pubs}))
+            .collect();
+    }
     if plan.mode == Mode::Ingest {
         j["connections"] = json!(plan.publishers);
         j["commands"] = json!(published);
@@ -635,5 +719,101 @@ fn report(plan: &Plan, sh: &Shared, secs: f64, connect_s: f64, server: Option<Us
     stats::table(&format!("gyre-bench {}", plan.mode.name()), &rows, o.json);
     if o.json {
         println!("{j}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{Cli, Scenario};
+
+    fn plan(args: &[&str]) -> Result<Plan, Fail> {
+        let cli = Cli::try_parse_from([&["gyre-bench"], args].concat()).map_err(|e| Fail::setup(e.to_string()))?;
+        match cli.scenario {
+            Scenario::Fanout(o) => Plan::new(Mode::Fanout, &o),
+            Scenario::Ingest(o) => Plan::new(Mode::Ingest, &o),
+            Scenario::Connections(o) => Plan::new(Mode::Connections, &o),
+        }
+    }
+
+    fn ports<'a>(nodes: impl IntoIterator<Item = &'a Target>) -> Vec<u16> {
+        nodes.into_iter().map(|t| t.addr.port()).collect()
+    }
+
+    const AB: &str = "http://127.0.0.1:8000,http://127.0.0.1:8001";
+
+    #[test]
+    fn one_target_is_one_node() {
+        let p = plan(&["fanout", "--target", "http://127.0.0.1:8000", "-n", "4", "-p", "2"]).unwrap();
+        assert!(!p.multi_node());
+        assert_eq!(ports((0..4).map(|i| p.node_of(i))), [8000; 4]);
+        assert_eq!(ports((0..2).map(|i| p.publish_node(i))), [8000; 2]);
+        let p = plan(&["ingest", "--target", "127.0.0.1:8000", "-k", "3"]).unwrap();
+        assert!(!p.multi_node());
+    }
+
+    #[test]
+    fn fanout_spreads_subscribers_and_publishes_on_the_first_node() {
+        let p = plan(&["fanout", "--target", AB, "-n", "5", "-p", "2"]).unwrap();
+        assert!(p.multi_node());
+        assert_eq!(ports((0..5).map(|i| p.node_of(i))), [8000, 8001, 8000, 8001, 8000]);
+        assert_eq!(ports((0..2).map(|i| p.publish_node(i))), [8000, 8000]);
+        assert_eq!(p.node_shares(), [("127.0.0.1:8000".to_string(), 3, 2), ("127.0.0.1:8001".to_string(), 2, 0)]);
+    }
+
+    #[test]
+    fn every_channel_has_subscribers_on_every_node() {
+        // 100 channels over 2 nodes: subscriber i % 2 alone would put each channel on one node.
+        let p = plan(&["fanout", "--target", AB, "-n", "10000", "-c", "100"]).unwrap();
+        for ch in 0..100 {
+            let on_a = (ch..10000).step_by(100).filter(|&i| p.node_of(i).addr.port() == 8000).count();
+            assert_eq!(on_a, 50, "channel {ch}");
+        }
+        let shares = p.node_shares();
+        assert_eq!((shares[0].1, shares[1].1), (5000, 5000));
+        // One subscriber per channel: the channels alternate.
+        let p = plan(&["fanout", "--target", &format!("{AB},127.0.0.1:8002"), "-n", "6", "-c", "6"]).unwrap();
+        assert_eq!(ports((0..6).map(|i| p.node_of(i))), [8000, 8001, 8002, 8000, 8001, 8002]);
+    }
+
+    #[test]
+    fn publish_target_and_publish_all() {
+        let p = plan(&["fanout", "--target", AB, "-p", "3", "--publish-all"]).unwrap();
+        assert_eq!(ports((0..3).map(|i| p.publish_node(i))), [8000, 8001, 8000]);
+        let p = plan(&["fanout", "--target", AB, "-p", "2", "--publish-target", "127.0.0.1:9000"]).unwrap();
+        assert_eq!(ports((0..2).map(|i| p.publish_node(i))), [9000, 9000]);
+        assert_eq!(ports(p.all_nodes()), [8000, 8001, 9000]);
+        // Publishing on another node than the one subscribers use is a multi-node run too.
+        let p = plan(&["fanout", "--target", "127.0.0.1:8000", "--publish-target", "127.0.0.1:8001"]).unwrap();
+        assert!(p.multi_node());
+        assert!(plan(&["fanout", "--target", AB, "--publish-all", "--publish-target", "127.0.0.1:9000"]).is_err());
+    }
+
+    #[test]
+    fn ingest_spreads_connections_over_every_node() {
+        let p = plan(&["ingest", "--target", AB, "-k", "3"]).unwrap();
+        assert_eq!(ports((0..3).map(|i| p.publish_node(i))), [8000, 8001, 8000]);
+        let shares = p.node_shares();
+        assert_eq!((shares[0].2, shares[1].2), (2, 1));
+        let p = plan(&["ingest", "--target", AB, "-k", "2", "--publish-target", "127.0.0.1:8001"]).unwrap();
+        assert_eq!(ports((0..2).map(|i| p.publish_node(i))), [8001, 8001]);
+    }
+
+    #[test]
+    fn refuses_mixed_kinds_and_empty_entries() {
+        assert!(plan(&["fanout", "--target", "http://127.0.0.1:8000,redis://127.0.0.1:6379"]).is_err());
+        assert!(plan(&["fanout", "--target", AB, "--publish-target", "redis://127.0.0.1:6379"]).is_err());
+        assert!(plan(&["fanout", "--target", "127.0.0.1:8000,,127.0.0.1:8001"]).is_err());
+        let p = plan(&["fanout", "--target", "redis://127.0.0.1:6379,redis://127.0.0.1:6380", "-n", "2"]).unwrap();
+        assert_eq!((p.kind, ports((0..2).map(|i| p.node_of(i)))), (Kind::Redis, vec![6379, 6380]));
+    }
+
+    #[test]
+    fn server_pids_are_a_list() {
+        let cli = Cli::try_parse_from(["gyre-bench", "fanout", "--server-pid", "10,11", "--server-pid", "12"]).unwrap();
+        let Scenario::Fanout(o) = cli.scenario else { panic!("fanout") };
+        assert_eq!(o.server_pid, [10, 11, 12]);
     }
 }

@@ -222,7 +222,7 @@ pub fn fmt_n(n: f64) -> String {
     let s = v.unsigned_abs().to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -262,6 +262,18 @@ pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Some(ProcSample { rss_kb, cpu_s: ticks as f64 / hz })
+}
+
+/// The sum over the server processes `pids` (the nodes of a cluster and what they share);
+/// `None` when there are none or one is gone.
+pub fn sample_servers(pids: &[u32]) -> Option<ProcSample> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold(ProcSample::default(), |sum, &p| {
+        let s = sample(Some(p))?;
+        Some(ProcSample { rss_kb: sum.rss_kb + s.rss_kb, cpu_s: sum.cpu_s + s.cpu_s })
+    })
 }
 
 /// Server and client resource use over the measured window.
@@ -314,5 +326,9 @@ mod tests {
     fn samples_self() {
         let s = sample(None).expect("/proc/self readable");
         assert!(s.rss_kb > 0);
+        let me = std::process::id();
+        let two = sample_servers(&[me, me]).expect("/proc/self readable by pid");
+        assert!(two.rss_kb > 0 && two.cpu_s >= 0.0);
+        assert!(sample_servers(&[]).is_none());
     }
 }

@@ -163,6 +163,22 @@ impl Target {
         Ok(Target { kind, addr, host })
     }
 
+    /// Parses a comma-separated list of targets (the nodes of one cluster): at least one, all
+    /// of one kind.
+    pub fn parse_list(list: &str) -> Result<Vec<Target>, Fail> {
+        let nodes = list
+            .split(',')
+            .map(|url| match url.trim() {
+                "" => Err(Fail::setup(format!("{list:?}: empty entry in the target list"))),
+                url => Target::parse(url),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if nodes.iter().any(|t| t.kind != nodes[0].kind) {
+            return Err(Fail::setup(format!("{list}: the targets of one run must all be of one kind")));
+        }
+        Ok(nodes)
+    }
+
     /// Fails with a message naming the address when nothing accepts connections there.
     pub fn check_reachable(&self) -> Result<(), Fail> {
         match StdTcpStream::connect_timeout(&self.addr, Duration::from_secs(3)) {
@@ -307,6 +323,15 @@ mod tests {
         let t = Target::parse("ws://127.0.0.1:8000/connection/websocket").unwrap();
         assert_eq!((t.kind, t.host.as_str()), (Kind::Centrifugo, "127.0.0.1:8000"));
         assert!(Target::parse("ftp://x").is_err());
+    }
+
+    #[test]
+    fn parses_target_lists() {
+        let t = Target::parse_list("http://127.0.0.1:8000, 127.0.0.1:8001").unwrap();
+        assert_eq!(t.iter().map(|t| t.addr.port()).collect::<Vec<_>>(), [8000, 8001]);
+        assert_eq!(Target::parse_list("redis://127.0.0.1").unwrap().len(), 1);
+        assert!(Target::parse_list("http://127.0.0.1:8000,redis://127.0.0.1").is_err());
+        assert!(Target::parse_list("http://127.0.0.1:8000,").is_err());
     }
 
     #[test]

@@ -31,6 +31,9 @@ use crate::error::ApiError;
 use crate::shard::Prepared;
 
 /// One Redis server's connections for one worker.
+/// Receives a stream read: the position plus the publications read.
+type StreamCallback = Box<dyn FnOnce(Result<(StreamPosition, Vec<Publication>), ApiError>)>;
+
 pub struct Pair {
     pub cmd: Rc<Conn>,
     pub sub: Rc<Conn>,
@@ -209,7 +212,7 @@ impl RedisEngine {
         since: Option<u64>,
         limit: i64,
         reverse: bool,
-        cb: Box<dyn FnOnce(Result<(StreamPosition, Vec<Publication>), ApiError>)>,
+        cb: StreamCallback,
     ) -> Result<(), ApiError> {
         let opts = self.cfg.resolve_channel(channel)?.options;
         let keys = [self.keys.stream(channel), self.keys.stream_meta(channel)];
@@ -412,6 +415,14 @@ impl RedisEngine {
         r
     }
 
+    /// True while the channel's topic subscription is confirmed on the current PUB/SUB
+    /// connection (it is lost when that connection breaks).
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        let conn = &self.shards[self.shard_index(channel)].sub;
+        conn.is_up()
+            && self.chans.borrow().get(channel).is_some_and(|c| c.confirmed_gen == conn.gen() && c.outstanding == 0)
+    }
+
     /// Ends a subscribe started by [`RedisEngine::begin_sync`]; returns the publications kept
     /// meanwhile that are newer than `top` (all of them when the channel has no positions).
     pub fn end_sync(&self, channel: &str, top: Option<&StreamPosition>) -> Vec<Arc<Prepared>> {
@@ -432,6 +443,9 @@ impl RedisEngine {
             .collect();
         if c.syncing == 0 {
             c.buf.clear();
+            if c.confirmed_gen == 0 && c.outstanding == 0 {
+                chans.remove(channel);
+            }
         }
         out
     }

@@ -1,0 +1,166 @@
+//! The admin interface (`admin.enabled`): Centrifugo's endpoints over raw HTTP
+//! (`POST /admin/auth` → token, `/admin/api` with `Authorization: token <t>`, `/admin/init`,
+//! `admin.insecure`), and the page itself in headless Chromium (`tests/js/admin_ui.js`, run
+//! by Node with playwright-core and centrifuge-js), which saves a screenshot of each page
+//! under `target/screenshots/`.
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+const PASSWORD: &str = "admin-pass";
+const SECRET: &str = "client-secret";
+
+fn admin_config() -> Value {
+    config_with(json!({
+        "admin": {"enabled": true, "password": PASSWORD, "secret": "admin-secret"},
+        "client": {"token": {"hmac_secret_key": SECRET}},
+        "channel": {"without_namespace": {"allow_subscribe_for_client": true}},
+    }))
+}
+
+fn login(s: &Server) -> String {
+    let r = s.post(
+        "/admin/auth",
+        format!("password={PASSWORD}").as_bytes(),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["token"].as_str().expect("token").to_string()
+}
+
+#[test]
+fn admin_auth_and_api() {
+    let s = Server::start(admin_config());
+    // Wrong or missing password: 400, as Centrifugo.
+    for body in ["password=nope", "", "other=x"] {
+        assert_eq!(s.post("/admin/auth", body.as_bytes(), &[]).status, 400, "{body:?}");
+    }
+    let token = login(&s);
+    let auth = format!("token {token}");
+    let info = br#"{"method":"info","params":{}}"#;
+
+    // /admin/api: the legacy server API, behind the admin token.
+    let r = s.post("/admin/api", info, &[("Authorization", &auth)]);
+    assert_eq!(r.status, 200);
+    let v = r.lines();
+    assert_eq!(v.len(), 1, "{}", r.text());
+    assert_eq!(v[0]["result"]["nodes"].as_array().map(Vec::len), Some(1), "{}", r.text());
+    assert_eq!(s.post("/admin/api", info, &[]).status, 401);
+    assert_eq!(s.post("/admin/api", info, &[("Authorization", "token bogus")]).status, 401);
+    assert_eq!(s.post("/admin/api", info, &[("Authorization", &format!("apikey {KEY}"))]).status, 401);
+    assert_eq!(s.request("GET", "/admin/api", &[("Authorization", &auth)]).status, 405);
+    // A token signed with another secret is refused.
+    let other = Server::start(config_with(json!({
+        "admin": {"enabled": true, "password": PASSWORD, "secret": "another-secret"},
+    })));
+    let foreign = login(&other);
+    assert_eq!(s.post("/admin/api", info, &[("Authorization", &format!("token {foreign}"))]).status, 401);
+
+    // Several commands in one request, as the legacy API.
+    let body = b"{\"id\":1,\"method\":\"publish\",\"params\":{\"channel\":\"a\",\"data\":{}}}\n{\"id\":2,\"method\":\"channels\",\"params\":{}}";
+    let r = s.post("/admin/api", body, &[("Authorization", &auth)]);
+    let lines = r.lines();
+    assert_eq!(lines.len(), 2, "{}", r.text());
+    assert_eq!(lines[0]["id"], 1);
+    assert!(lines[1]["result"]["channels"].is_object());
+
+    // /admin/init tells the page whether it is signed in.
+    let init = s.request("GET", "/admin/init", &[]).json();
+    assert_eq!(init, json!({"authenticated": false, "edition": "oss", "insecure": false}));
+    let init = s.request("GET", "/admin/init", &[("Authorization", &auth)]).json();
+    assert_eq!(init["authenticated"], true);
+
+    // The page and its assets need no login; the node figures and the tail token do.
+    let page = s.request("GET", "/", &[]);
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(page.text().contains("/admin/static/app.js"));
+    assert_eq!(s.request("GET", "/admin/static/app.js", &[]).status, 200);
+    assert_eq!(s.request("GET", "/admin/static/app.css", &[]).status, 200);
+    assert_eq!(s.request("GET", "/admin/static/missing.js", &[]).status, 401);
+    assert_eq!(s.post("/admin/node", b"{}", &[]).status, 401);
+    let node = s.post("/admin/node", b"{}", &[("Authorization", &auth)]).json();
+    assert!(node["rss_bytes"].as_u64().unwrap() > 0, "{node}");
+    assert_eq!(node["num_clients"], 0);
+    let tail = s.post("/admin/tail", br#"{"channel":"news"}"#, &[("Authorization", &auth)]).json();
+    assert_eq!(tail["token"].as_str().map(|t| t.split('.').count()), Some(3), "{tail}");
+    assert_eq!(s.post("/admin/tail", b"{}", &[("Authorization", &auth)]).status, 400);
+}
+
+#[test]
+fn admin_insecure_needs_no_login() {
+    let s = Server::start(config_with(json!({"admin": {"enabled": true, "insecure": true}})));
+    let r = s.post("/admin/api", br#"{"method":"info","params":{}}"#, &[]);
+    assert_eq!(r.status, 200);
+    assert!(r.lines()[0]["result"]["nodes"].is_array());
+    assert_eq!(s.request("GET", "/admin/init", &[]).json()["authenticated"], true);
+    // Without password and secret there is nothing to log in with.
+    assert_eq!(s.post("/admin/auth", b"password=", &[]).status, 400);
+}
+
+/// Node, playwright-core, centrifuge-js and Chromium, or a reason to skip (a failure in CI).
+fn browser_ready(test: &str) -> Option<String> {
+    let root = repo_root();
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let missing = if !Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        Some("`node` is not on PATH".to_string())
+    } else if !root.join("tests/js/node_modules/playwright-core/package.json").exists()
+        || !root.join("tests/js/node_modules/centrifuge/package.json").exists()
+    {
+        Some("tests/js/node_modules lacks playwright-core or centrifuge (npm ci --prefix tests/js)".to_string())
+    } else if !std::path::Path::new(&chromium).exists() {
+        Some(format!("{chromium} is missing (apt-get install chromium)"))
+    } else {
+        None
+    };
+    match missing {
+        None => Some(chromium),
+        Some(why) if std::env::var_os("CI").is_some() => panic!("{test}: {why}, and CI is set"),
+        Some(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            None
+        }
+    }
+}
+
+#[test]
+fn admin_ui_in_chromium_publishes_to_a_subscribed_sdk_client() {
+    let Some(chromium) = browser_ready("admin_ui_in_chromium_publishes_to_a_subscribed_sdk_client") else {
+        return;
+    };
+    let s = Server::start(admin_config());
+    let token = jwt(SECRET, json!({"sub": "watcher"}));
+    let shots = repo_root().join("target/screenshots");
+    let mut cmd = Command::new("node");
+    cmd.arg(repo_root().join("tests/js/admin_ui.js"))
+        .current_dir(repo_root())
+        .env("GYRE_URL", format!("http://127.0.0.1:{}", s.port))
+        .env("ADMIN_PASSWORD", PASSWORD)
+        .env("CLIENT_TOKEN", token)
+        .env("CHANNEL", "news")
+        .env("SCREENSHOTS", &shots)
+        .env("CHROMIUM", chromium);
+    for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"] {
+        cmd.env_remove(k);
+    }
+    let out = cmd.output().expect("run node tests/js/admin_ui.js");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last: Value = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null);
+    assert!(
+        out.status.success() && last["ok"] == true,
+        "admin_ui.js failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server\n{}",
+        out.status,
+        s.stderr()
+    );
+    assert_eq!(last["received"], json!([{"text": "from the admin page", "n": 42}]), "the SDK client got it once");
+    for page in ["login", "nodes", "channels", "actions", "tail"] {
+        let p = shots.join(format!("admin-{page}.png"));
+        let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 1000, "screenshot {} missing or empty", p.display());
+    }
+    eprintln!("screenshots in {}", shots.display());
+}
