@@ -1043,25 +1043,43 @@ fn consumers_coming_and_going_lose_nothing() {
     be.assert_no_event("flaky", "after all messages");
 }
 
-/// A topic keeps at most `topic_size` messages while nobody pops it: the oldest are dropped,
-/// the newest delivered to the first consumer.
+/// A value of the server's Prometheus metrics (`prometheus.enabled`).
+fn metric(s: &Server, name: &str) -> u64 {
+    let r = s.request("GET", "/metrics", &[]);
+    assert_eq!(r.status, 200, "GET /metrics: {:?}", r.text());
+    let text = r.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+/// A topic keeps at most `topic_size` messages while nobody pops it: the oldest are dropped
+/// (and counted in the metrics), the newest delivered to the first consumer.
 #[test]
 fn a_full_topic_drops_the_oldest_messages() {
-    // One worker: the raw client's pushes and the backend's pop reach the topic in order.
-    let s = Server::start(gw_config(json!({"workers": 1, "gateway": {"topic_size": 5}})));
+    let s = Server::start(gw_config(json!({"prometheus": {"enabled": true}, "gateway": {"topic_size": 5}})));
     let Some(mut be) = Backend::start("a_full_topic_drops_the_oldest_messages") else { return };
     be.open("b", &ws_url(&s), key_headers());
     let mut r = Raw::connect(&s, "/chat", "r1");
     for i in 0..20 {
         r.send_text(&format!("m{i}"));
     }
-    r.barrier();
+    // 21 events (the handshake and 20 messages) into a topic of 5: 16 dropped, 5 queued.
+    let deadline = Instant::now() + WAIT;
+    let counts = || (metric(&s, "gyre_gateway_dropped_messages_total"), metric(&s, "gyre_gateway_queued_messages"));
+    while counts() != (16, 5) {
+        assert!(Instant::now() < deadline, "(dropped, queued) must reach (16, 5): {:?}", counts());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     be.ok("b", "queue.pop", json!({"t": ["chat"]}));
     let mut got: Vec<Value> = (0..5).map(|_| be.next_event("b")["d"].clone()).collect();
     r.send_text("m20");
     got.push(be.next_event("b")["d"].clone());
     let want: Vec<Value> = (15..=20).map(|i| text_event(&format!("m{i}"))).collect();
     assert_eq!(got, want, "the 5 newest of the 21 queued events, then the next message");
+    assert_eq!(counts(), (16, 0), "(dropped, queued) once consumed");
 }
 
 /// Centrifugo SDK clients and raw clients share channels: `mesh.publish` / the HTTP API reach
