@@ -16,7 +16,14 @@ fn int(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
-/// `{"code":N,"message":"..."}` (+ `"temporary":true` when set).
+/// The server API's error object: `{"code":N,"message":"..."}` (Centrifugo's API error has
+/// no `temporary`, even for errors the client protocol marks temporary).
+pub fn api_error(out: &mut Vec<u8>, e: &ApiError) {
+    error(out, &ApiError { temporary: false, ..*e });
+}
+
+/// `{"code":N,"message":"..."}` (+ `"temporary":true` when set), as the client protocol
+/// writes it.
 pub fn error(out: &mut Vec<u8>, e: &ApiError) {
     out.extend_from_slice(b"{\"code\":");
     int(out, e.code as u64);
@@ -123,7 +130,7 @@ pub fn result(out: &mut Vec<u8>, r: &Res) {
                     }
                     Err(e) => {
                         out.extend_from_slice(b"{\"error\":");
-                        error(out, e);
+                        api_error(out, e);
                         out.push(b'}');
                     }
                 }
@@ -223,7 +230,7 @@ pub fn result(out: &mut Vec<u8>, r: &Res) {
                     }
                     (_, Err(e)) => {
                         out.extend_from_slice(b"{\"error\":");
-                        error(out, e);
+                        api_error(out, e);
                         out.push(b'}');
                     }
                     (None, Ok(_)) => out.extend_from_slice(b"{}"),
@@ -244,7 +251,7 @@ pub fn reply(out: &mut Vec<u8>, r: &Reply) {
         }
         Err(e) => {
             out.extend_from_slice(b"{\"error\":");
-            error(out, e);
+            api_error(out, e);
             out.push(b'}');
         }
     }
@@ -264,7 +271,7 @@ pub fn legacy_reply(out: &mut Vec<u8>, id: u32, r: &Reply) {
         }
         Err(e) => {
             out.extend_from_slice(b",\"error\":");
-            error(out, e);
+            api_error(out, e);
         }
     }
     out.push(b'}');

@@ -77,7 +77,7 @@ fn encode_reply(format: Format, reply: &Reply) -> Slot {
             let mut body = Vec::with_capacity(64);
             let status = match (reply, method) {
                 (Err(e), m) if transport_errors && m != Method::Batch => {
-                    encode::error(&mut body, e);
+                    encode::api_error(&mut body, e);
                     e.transport_status()
                 }
                 // batch answers `{"replies":[...]}` without the result wrapper.

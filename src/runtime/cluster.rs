@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
-use slab::Slab;
 
 use super::worker::{Msg, Op, Survey, Tag, Worker};
 use crate::api::{Command, Method, NodeInfo, Reply, Res, StreamPosition};
@@ -30,8 +29,10 @@ const SURVEY_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Cluster {
     /// Worker 0: other nodes by uid, with when they were last heard.
     nodes: RefCell<AHashMap<String, (NodeInfo, Instant)>>,
-    /// Channel surveys this worker started: expected answers, answers, waiter.
-    surveys: RefCell<Slab<SurveyWait>>,
+    /// Surveys this worker started, by id: expected answers, answers, waiter. Ids are never
+    /// reused, so a late answer to a finished survey cannot count for a newer one.
+    surveys: RefCell<AHashMap<u64, SurveyWait>>,
+    next_survey: std::cell::Cell<u64>,
 }
 
 struct SurveyWait {
@@ -268,7 +269,12 @@ pub fn on_control(w: &Rc<Worker>, payload: Bytes) {
                 users: Vec::new(),
                 api_server: s("api_server"),
             };
-            w.cluster.nodes.borrow_mut().insert(uid.to_string(), (info, Instant::now()));
+            let new = w.cluster.nodes.borrow_mut().insert(uid.to_string(), (info, Instant::now())).is_none();
+            if new {
+                // A node we did not know: announce ourselves now so it knows us without
+                // waiting for the next round.
+                monoio::spawn(announce(w.clone()));
+            }
         }
         "shutdown" => {
             w.cluster.nodes.borrow_mut().remove(uid);
@@ -328,7 +334,7 @@ pub fn on_control(w: &Rc<Worker>, payload: Bytes) {
                 return;
             };
             let part = msg.get("part").cloned().unwrap_or(Value::Null);
-            w.send(worker as usize, Msg::SurveyPart { id: id as u32, part });
+            w.send(worker as usize, Msg::SurveyPart { id, part });
         }
         _ => {}
     }
@@ -344,9 +350,9 @@ pub fn other_nodes(w: &Worker) -> Vec<NodeInfo> {
 }
 
 /// A survey answer from another node arrived for a survey of this worker.
-pub fn survey_part(w: &Worker, id: u32, part: Value) {
+pub fn survey_part(w: &Worker, id: u64, part: Value) {
     let mut surveys = w.cluster.surveys.borrow_mut();
-    if let Some(s) = surveys.get_mut(id as usize) {
+    if let Some(s) = surveys.get_mut(&id) {
         s.parts.push(part);
         if let Some(k) = s.waker.take() {
             k.wake();
@@ -385,7 +391,9 @@ async fn survey(w: &Rc<Worker>, mut question: Value, enough: impl Fn(&[Value]) -
     if others == 0 {
         return Vec::new();
     }
-    let id = w.cluster.surveys.borrow_mut().insert(SurveyWait { expected: others, parts: Vec::new(), waker: None });
+    let id = w.cluster.next_survey.get() + 1;
+    w.cluster.next_survey.set(id);
+    w.cluster.surveys.borrow_mut().insert(id, SurveyWait { expected: others, parts: Vec::new(), waker: None });
     question["type"] = json!("survey");
     question["uid"] = json!(w.node.uid);
     question["id"] = json!(id);
@@ -393,7 +401,7 @@ async fn survey(w: &Rc<Worker>, mut question: Value, enough: impl Fn(&[Value]) -
     engine.publish_control(Bytes::from(question.to_string()), Box::new(|_| {}));
     let wait = std::future::poll_fn(|cx| {
         let mut surveys = w.cluster.surveys.borrow_mut();
-        let s = &mut surveys[id];
+        let Some(s) = surveys.get_mut(&id) else { return std::task::Poll::Ready(()) };
         if s.parts.len() >= s.expected || enough(&s.parts) {
             std::task::Poll::Ready(())
         } else {
@@ -402,7 +410,7 @@ async fn survey(w: &Rc<Worker>, mut question: Value, enough: impl Fn(&[Value]) -
         }
     });
     let _ = monoio::time::timeout(SURVEY_TIMEOUT, wait).await;
-    w.cluster.surveys.borrow_mut().remove(id).parts
+    w.cluster.surveys.borrow_mut().remove(&id).map(|s| s.parts).unwrap_or_default()
 }
 
 /// Channels of every node with their subscriber counts.
@@ -492,17 +500,22 @@ pub async fn info(w: &Rc<Worker>) -> Reply {
 // Periodic tasks.
 // ---------------------------------------------------------------------------------------
 
+/// Publishes this node's announcement once.
+pub async fn announce(w: Rc<Worker>) {
+    if let (Ok(n), Some(engine)) = (local_node(&w).await, w.redis.as_ref()) {
+        let msg = json!({"type": "node", "uid": n.uid, "node": {
+            "name": n.name, "version": n.version, "num_clients": n.num_clients, "num_users": n.num_users,
+            "num_channels": n.num_channels, "num_subs": n.num_subs, "uptime": n.uptime,
+            "api_server": crate::gateway::api_server(&w.cfg),
+        }});
+        engine.publish_control(Bytes::from(msg.to_string()), Box::new(|_| {}));
+    }
+}
+
 /// Worker 0: announces this node every few seconds.
 pub async fn announcer(w: Rc<Worker>) {
     loop {
-        if let (Ok(n), Some(engine)) = (local_node(&w).await, w.redis.as_ref()) {
-            let msg = json!({"type": "node", "uid": n.uid, "node": {
-                "name": n.name, "version": n.version, "num_clients": n.num_clients, "num_users": n.num_users,
-                "num_channels": n.num_channels, "num_subs": n.num_subs, "uptime": n.uptime,
-                "api_server": crate::gateway::api_server(&w.cfg),
-            }});
-            engine.publish_control(Bytes::from(msg.to_string()), Box::new(|_| {}));
-        }
+        announce(w.clone()).await;
         monoio::time::sleep(ANNOUNCE_EVERY).await;
     }
 }

@@ -313,6 +313,11 @@ fn start_redis(w: &Rc<Worker>) {
                     if let Some(e) = &w.redis {
                         e.on_up(i, control.as_deref());
                     }
+                    if control.is_some() {
+                        // Listening to the control topic from now on: say hello, so the
+                        // others answer with theirs (see `cluster::on_control`).
+                        monoio::spawn(cluster::announce(w.clone()));
+                    }
                 }
             }),
             down: Box::new(move || {

@@ -87,7 +87,7 @@ pub enum Msg {
     Resubscribe(Arc<str>),
     /// Another node's answer to a survey this worker started.
     SurveyPart {
-        id: u32,
+        id: u64,
         part: serde_json::Value,
     },
     /// Gateway queue traffic.
@@ -525,7 +525,7 @@ impl Worker {
                 let info = NodeInfo {
                     num_clients: self.clients.borrow().iter().filter(|(_, s)| s.is_connected()).count() as u64,
                     users: self.users.borrow().keys().cloned().collect(),
-                    num_channels: index.len() as u64,
+                    num_channels: self.shard.borrow().channels_with_subscribers(),
                     num_subs: index.values().map(|v| v.len() as u64).sum(),
                     ..Default::default()
                 };
@@ -545,7 +545,7 @@ impl Worker {
                 let mut snap = crate::metrics::snapshot(self.id);
                 snap.num_clients = self.clients.borrow().iter().filter(|(_, s)| s.is_connected()).count() as u64;
                 snap.users = self.users.borrow().keys().cloned().collect();
-                snap.num_channels = index.len() as u64;
+                snap.num_channels = self.shard.borrow().channels_with_subscribers();
                 snap.num_subs = index.values().map(|v| v.len() as u64).sum();
                 snap.gateway_queued = crate::gateway::queued(self) as u64;
                 snap.gateway_dropped = self.gw.dropped.get();

@@ -399,6 +399,12 @@ impl Shard {
         self.channels.get(channel).map(|s| s.workers.iter().map(|(w, _)| *w).collect()).unwrap_or_default()
     }
 
+    /// Owned channels with at least one subscriber on this node (each channel has one owner,
+    /// so summing this over the workers counts every channel once).
+    pub fn channels_with_subscribers(&self) -> u64 {
+        self.channels.values().filter(|c| !c.workers.is_empty()).count() as u64
+    }
+
     /// Every channel's presence entries (for the Redis engine's periodic refresh).
     pub fn presence_snapshot(&self) -> Vec<(Box<str>, Vec<ClientInfo>)> {
         self.channels

@@ -5,6 +5,7 @@
 //! * `legacy` — legacy `POST /api` streams, including a 1,000,000-command request.
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
+//! * `redis`  — the Redis engine: several nodes on `redis-server`s of the tests' own.
 //! * `gateway` — the gateway ("mesh") API: raw WebSocket clients, `/ws/v1` backends, grid.
 
 mod util;
@@ -20,6 +21,7 @@ mod grpc;
 mod http;
 mod legacy;
 mod metrics;
+mod redis;
 mod sdk;
 mod ws_abuse;
 mod ws_timers;

@@ -1,7 +1,8 @@
 //! Test harness: starts the real `gyre` binary on a free port with a JSON config written to a
 //! temporary directory, and talks to it with a minimal raw HTTP/1.1 client over std
 //! `TcpStream` (arbitrary bytes out; status, headers and Content-Length / chunked /
-//! close-delimited bodies in).
+//! close-delimited bodies in). For the Redis engine: `redis-server` processes of the tests' own
+//! ([`RedisServer`]) and clusters of gyre nodes on them ([`cluster`]).
 
 #![allow(dead_code)]
 
@@ -119,6 +120,14 @@ impl Server {
         if let Ok(driver) = std::env::var("GYRE_TEST_DRIVER") {
             if cfg.get("driver").is_none() {
                 merge(&mut cfg, json!({ "driver": driver }));
+            }
+        }
+        // `GYRE_TEST_REDIS=redis://HOST:PORT` runs servers of tests that do not choose an
+        // engine on the Redis engine (each server with its own key prefix).
+        if let Ok(addr) = std::env::var("GYRE_TEST_REDIS") {
+            if cfg.get("engine").is_none() {
+                let prefix = format!("it{}-{}", std::process::id(), DIRS.load(Ordering::Relaxed));
+                merge(&mut cfg, json!({"engine": {"type": "redis", "redis": {"address": [addr], "prefix": prefix}}}));
             }
         }
         let dir = std::env::temp_dir().join(format!(
@@ -701,4 +710,306 @@ pub fn jwt(secret: &str, claims: Value) -> String {
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("sign a JWT")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis: `redis-server` processes of the tests' own, and gyre clusters on them.
+// ---------------------------------------------------------------------------------------------
+
+/// Whether `redis-server` can be run. When it cannot, a test fails if `CI` is set (CI installs
+/// it) and is skipped with a message otherwise: `if !redis_available("test") { return; }`.
+pub fn redis_available(test: &str) -> bool {
+    let ok = Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success());
+    if ok {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: `redis-server` is not on PATH and CI is set; install it with: apt-get install redis-server");
+    }
+    eprintln!("SKIPPED {test}: `redis-server` is not on PATH; install it with: apt-get install redis-server");
+    false
+}
+
+/// A `redis-server` process on a free loopback port, killed (and its directory removed) on
+/// drop. When the test is failing, its log is printed first.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    /// The working directory (`--dir`): where an append-only file lives.
+    pub dir: PathBuf,
+    /// `start_persistent`: AOF with fsync on every write, kept across `kill` + `restart`.
+    persistent: bool,
+    /// The directory is ours to remove (not the caller's).
+    own_dir: bool,
+    /// Log of every run of the process (appended on restart).
+    log_path: PathBuf,
+}
+
+impl RedisServer {
+    /// A throw-away server: no RDB snapshots, no AOF.
+    pub fn start() -> RedisServer {
+        let dir = std::env::temp_dir().join(format!(
+            "gyre-it-redis-{}-{}",
+            std::process::id(),
+            DIRS.fetch_add(1, Ordering::Relaxed)
+        ));
+        Self::start_in(dir, false, true)
+    }
+
+    /// A server whose every acknowledged write is on disk in `dir` (`--appendonly yes
+    /// --appendfsync always`), so a SIGKILL loses nothing it answered; `restart` finds it again.
+    pub fn start_persistent(dir: &Path) -> RedisServer {
+        Self::start_in(dir.to_path_buf(), true, false)
+    }
+
+    fn start_in(dir: PathBuf, persistent: bool, own_dir: bool) -> RedisServer {
+        std::fs::create_dir_all(&dir).expect("create the redis directory");
+        let log_path = dir.join("redis.log");
+        let mut r = RedisServer { child: None, port: 0, dir, persistent, own_dir, log_path };
+        let mut last_err = String::new();
+        for _attempt in 0..5 {
+            r.port = free_port();
+            match r.spawn() {
+                Ok(()) => return r,
+                // The port was taken between probing it and redis binding it: another port.
+                Err(e) if e.contains("in use") => last_err = e,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("redis-server did not start after 5 attempts: {last_err}");
+    }
+
+    /// Starts the process on `self.port` and waits (≤ 10 s) until it answers PING.
+    fn spawn(&mut self) -> Result<(), String> {
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("open the redis log");
+        let log2 = log.try_clone().expect("clone the redis log handle");
+        let port = self.port.to_string();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
+            .args(["--protected-mode", "no", "--dir"])
+            .arg(&self.dir);
+        if self.persistent {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let child = cmd
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| format!("spawn redis-server: {e}"))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Value::String(s)) = self.try_cmd(&["PING"]) {
+                if s == "PONG" {
+                    return Ok(());
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Err(format!(
+                    "redis-server exited with {status} before answering on port {}; log:\n{}",
+                    self.port,
+                    self.log()
+                ));
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                return Err(format!("redis-server did not answer PING on port {} within 10 s", self.port));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT`, for `engine.redis.address`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: no shutdown, no final save; what was not on disk is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and directory (after [`RedisServer::kill`]).
+    pub fn restart(&mut self) {
+        self.kill();
+        // The old process is gone, but its port may be busy for a moment: retry briefly.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(e) if e.contains("in use") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => panic!("restarting redis-server on port {}: {e}", self.port),
+            }
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// One command over a fresh connection (RESP2); the reply as JSON: simple strings and
+    /// bulk strings → strings (lossy UTF-8), integers → numbers, nil → null, arrays → arrays,
+    /// an error reply → `Err(message)` (as is any I/O failure).
+    pub fn try_cmd(&self, args: &[&str]) -> Result<Value, String> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a.as_bytes());
+            req.extend_from_slice(b"\r\n");
+        }
+        s.write_all(&req).map_err(|e| e.to_string())?;
+        let mut r = io::BufReader::new(s);
+        read_resp(&mut r)?
+    }
+
+    /// Like [`RedisServer::try_cmd`], panicking on any failure.
+    pub fn cmd(&self, args: &[&str]) -> Value {
+        self.try_cmd(args).unwrap_or_else(|e| panic!("redis (port {}) {args:?}: {e}", self.port))
+    }
+
+    /// Every key matching `pattern` (SCAN, so the server is not blocked), sorted.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut cursor = "0".to_string();
+        let mut out = Vec::new();
+        loop {
+            let r = self.cmd(&["SCAN", &cursor, "MATCH", pattern, "COUNT", "1000"]);
+            cursor = r[0].as_str().expect("SCAN cursor").to_string();
+            out.extend(r[1].as_array().expect("SCAN keys").iter().map(|k| k.as_str().unwrap().to_string()));
+            if cursor == "0" {
+                break;
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- redis-server log (port {}) ----\n{}---- end of redis log ----", self.port, self.log());
+        }
+        if self.own_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// One RESP2 reply. The outer `Result` is an I/O or protocol failure, the inner one an error
+/// reply.
+fn read_resp(r: &mut impl io::BufRead) -> Result<Result<Value, String>, String> {
+    let mut line = Vec::new();
+    r.read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
+    if !line.ends_with(b"\r\n") {
+        return Err(format!("truncated RESP line {:?}", String::from_utf8_lossy(&line)));
+    }
+    line.truncate(line.len() - 2);
+    let (kind, rest) = line.split_first().ok_or("empty RESP line")?;
+    let rest = String::from_utf8_lossy(rest).into_owned();
+    let int = |s: &str| s.parse::<i64>().map_err(|_| format!("bad RESP integer {s:?}"));
+    Ok(match kind {
+        b'+' => Ok(Value::String(rest)),
+        b'-' => Err(rest),
+        b':' => Ok(json!(int(&rest)?)),
+        b'$' => {
+            let n = int(&rest)?;
+            if n < 0 {
+                return Ok(Ok(Value::Null));
+            }
+            let mut buf = vec![0u8; n as usize + 2];
+            r.read_exact(&mut buf).map_err(|e| e.to_string())?;
+            buf.truncate(n as usize);
+            Ok(Value::String(String::from_utf8_lossy(&buf).into_owned()))
+        }
+        b'*' => {
+            let n = int(&rest)?;
+            if n < 0 {
+                return Ok(Ok(Value::Null));
+            }
+            let mut items = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                // An error inside an array (EXEC) is kept as {"error": message}.
+                items.push(read_resp(r)?.unwrap_or_else(|e| json!({ "error": e })));
+            }
+            Ok(Value::Array(items))
+        }
+        _ => return Err(format!("unknown RESP type in {:?}", String::from_utf8_lossy(&line))),
+    })
+}
+
+/// `config()` with the Redis engine on `redis` (several servers: channels sharded across
+/// them) and prefix `gyre-test`, then `patch` merged in.
+pub fn redis_config(redis: &[&RedisServer], patch: Value) -> Value {
+    let address: Vec<String> = redis.iter().map(|r| r.url()).collect();
+    let mut c = config_with(json!({
+        "engine": {"type": "redis", "redis": {"address": address, "prefix": "gyre-test"}}
+    }));
+    merge(&mut c, patch);
+    c
+}
+
+/// `n` gyre nodes on one Redis (see [`cluster_on`]).
+pub fn cluster(n: usize, redis: &RedisServer, patch: Value) -> Vec<Server> {
+    cluster_on(n, &[redis], patch)
+}
+
+/// `n` gyre nodes sharing the Redis servers `redis` and one prefix, each on its own HTTP
+/// port, named `node0`, `node1`, ... (`node.name`, shown by `info`). Started in parallel.
+pub fn cluster_on(n: usize, redis: &[&RedisServer], patch: Value) -> Vec<Server> {
+    let cfg = redis_config(redis, patch);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let mut c = cfg.clone();
+                merge(&mut c, json!({"node": {"name": format!("node{i}")}}));
+                scope.spawn(move || Server::start(c))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| panic!("starting a gyre node failed"))).collect()
+    })
+}
+
+impl Server {
+    /// `POST /api/<method>` that must be answered within `limit` (a hung call fails the test
+    /// instead of waiting for [`READ_TIMEOUT`]); returns the HTTP status, the body (JSON, or
+    /// the text as a JSON string) and how long the call took.
+    pub fn api_within(&self, method: &str, body: Value, limit: Duration) -> (u16, Value, Duration) {
+        let started = Instant::now();
+        let mut c = self.connect();
+        c.stream.set_read_timeout(Some(limit)).unwrap();
+        c.send(&request("POST", &format!("/api/{method}"), body.to_string().as_bytes(), &[("X-API-Key", KEY)]));
+        let r = c.read_response().unwrap_or_else(|e| {
+            panic!("POST /api/{method} {body} on port {}: no answer within {limit:?} ({e}) — the call hangs", self.port)
+        });
+        let took = started.elapsed();
+        let v = serde_json::from_slice(&r.body).unwrap_or_else(|_| Value::String(r.text()));
+        (r.status, v, took)
+    }
+
+    /// Kills the process now (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,9 +1,10 @@
-// A centrifuge-js agent driven by tests/it/sdk.rs.
+// A centrifuge-js agent driven by tests/it/sdk.rs and tests/it/redis.rs.
 //
 // Reads commands, one JSON object a line, from stdin and prints what the SDK reports, one
 // JSON object a line, on stdout. Every output line has `ev` and, for client `c`'s events, `c`
 // (for subscription events also `ch`). The Rust test decides what is right; this file only
-// reports. An exception anywhere prints {"ev":"fatal",...} and exits 1.
+// reports. An exception anywhere prints {"ev":"fatal",...} and exits 1. Besides the SDK's
+// events, `ws.open` reports the URL of every socket that opens.
 //
 // Commands:
 //   {"op":"connect","c":NAME,"url":URL,"token"?:JWT,"tokens"?:[JWT..],"protobuf"?:bool,"opts"?:{..}}
@@ -20,6 +21,10 @@
 //                                `block` its reconnect attempts fail (they are sent to a path
 //                                the server answers 404) until
 //   {"op":"unblock","c":NAME}
+//   {"op":"retarget","c":NAME,"url":URL}
+//                                the client's next sockets connect to URL instead of the
+//                                url it was created with (another node of a cluster); the
+//                                live socket is left alone (`cut` it to move)
 //   {"op":"disconnect","c":NAME} centrifuge.disconnect()
 //   {"op":"exit"}
 
@@ -97,14 +102,16 @@ const clients = new Map(); // name -> { centrifuge, sockets: [], proto }
 function connect(cmd) {
   const c = cmd.c;
   const sockets = [];
-  const state = { blocked: false };
+  const state = { blocked: false, url: null };
   // A WebSocket class that remembers its instances, so `cut` can kill the live one.
   class TrackedWebSocket extends WebSocket {
     constructor(url, ...args) {
       const blocked = state.blocked;
+      if (state.url) url = state.url;
       super(blocked ? url.replace('/connection/websocket', '/connection/blocked-by-test') : url, ...args);
       if (blocked) out({ c, ev: 'blocked' });
       sockets.push(this);
+      this.on('open', () => out({ c, ev: 'ws.open', url: this.url }));
       this.on('close', (code, reason) => out({ c, ev: 'ws.close', code, reason: reason.toString() }));
       // A JSON server ping is an empty object `{}` (possibly batched with other messages).
       this.on('message', (d, isBinary) => {
@@ -218,6 +225,9 @@ function handle(cmd) {
     case 'unblock':
       client(cmd.c).state.blocked = false;
       return out({ c: cmd.c, ev: 'unblocked' });
+    case 'retarget':
+      client(cmd.c).state.url = cmd.url;
+      return out({ c: cmd.c, ev: 'retargeted', url: cmd.url });
     case 'disconnect':
       return client(cmd.c).centrifuge.disconnect();
     case 'exit':

@@ -63,7 +63,7 @@ if ARGV[1] == '0' then return {top, epoch} end
 local entries
 if ARGV[4] == '0' then
   local from = '-'
-  if ARGV[2] ~= '' then from = '(' .. ARGV[2] end
+  if ARGV[2] ~= '' then from = '(' .. ARGV[2] .. '-0' end
   if ARGV[3] == '-1' then
     entries = redis.call('xrange', KEYS[1], from, '+')
   else
@@ -71,7 +71,8 @@ if ARGV[4] == '0' then
   end
 else
   local to = '+'
-  if ARGV[2] ~= '' then to = '(' .. ARGV[2] end
+  -- An incomplete ID as the upper end means <offset>-<max seq>: spell the entry's own ID.
+  if ARGV[2] ~= '' then to = '(' .. ARGV[2] .. '-0' end
   if ARGV[3] == '-1' then
     entries = redis.call('xrevrange', KEYS[1], to, '-')
   else
