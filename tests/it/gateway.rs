@@ -15,12 +15,12 @@
 //! message, unless `CI` is set: then it fails.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -168,50 +168,8 @@ struct LineProc {
 }
 
 impl LineProc {
-    fn spawn(what: &'static str, mut cmd: Command) -> LineProc {
-        // Proxy settings of the caller must not reroute loopback connections.
-        for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy", "WS_PROXY"] {
-            cmd.env_remove(k);
-        }
-        let mut child = cmd
-            .current_dir(repo_root())
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut stderr_pipe = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let v = serde_json::from_str(&line).unwrap_or_else(
-                    |_| json!({"ev": "fatal", "where": "stdout", "message": format!("not JSON: {line}")}),
-                );
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        {
-            let stderr = stderr.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stderr_pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    stderr.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
+    fn spawn(what: &'static str, cmd: Command) -> LineProc {
+        let JsonLines { child, stdin, rx, stderr } = spawn_json_lines(what, cmd);
         let mut p = LineProc { what, child, stdin, rx, stderr, pending: VecDeque::new(), recent: VecDeque::new() };
         p.wait("the ready line", |e| e["ev"] == "ready");
         p
