@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::mesh::{self, MeshError};
 use super::{Consumer, QueueMsg};
-use crate::runtime::worker::{Msg, Worker};
+use crate::runtime::worker::{Msg, Op, Worker};
 use crate::shard::owner_of;
 use crate::ws::codec::{self, Message, OpCode};
 use crate::ws::out::WsOut;
@@ -199,13 +199,24 @@ fn handle(w: &Rc<Worker>, b: &Rc<Backend>, msg: Message) -> bool {
                 return true;
             }
             let consumer = b.consumer(w);
-            for t in topics {
-                let topic: Arc<str> = t.into();
-                b.popped.borrow_mut().insert(topic.clone());
-                let owner = owner_of(&topic, w.workers);
-                w.send(owner, Msg::Queue(QueueMsg::Pop { topic, consumer }));
-            }
-            b.reply(&id, Ok(json!({"s": true})));
+            let topics: Vec<Arc<str>> = topics.into_iter().map(Arc::from).collect();
+            b.popped.borrow_mut().extend(topics.iter().cloned());
+            let calls: Vec<_> = topics
+                .iter()
+                .map(|t| w.call(owner_of(t, w.workers), Op::QueuePop { topic: t.clone(), consumer }))
+                .collect();
+            let b = b.clone();
+            // The owners answer (a topic over the node's limit is refused); the reply waits.
+            monoio::spawn(async move {
+                let mut failed = None;
+                for (t, c) in topics.iter().zip(calls) {
+                    if let Err(e) = c.await {
+                        b.popped.borrow_mut().remove(t);
+                        failed = Some(MeshError::new(e.code, e.message));
+                    }
+                }
+                b.reply(&id, failed.map_or(Ok(json!({"s": true})), Err));
+            });
         }
         "queue.unpop" => {
             b.unpop_all(w);

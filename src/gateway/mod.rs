@@ -36,8 +36,6 @@ pub struct Consumer {
 pub enum QueueMsg {
     /// An event for a topic (to its owner). `frame` is the complete `/ws/v1` text frame.
     Push { topic: Arc<str>, frame: Bytes },
-    /// A consumer starts popping (to the owner).
-    Pop { topic: Arc<str>, consumer: Consumer },
     /// A consumer stops popping (to the owner).
     Unpop { topic: Arc<str>, consumer: Consumer },
     /// A message for a consumer (to the consumer's worker).
@@ -230,16 +228,6 @@ pub fn on_queue(w: &Worker, msg: QueueMsg) {
                 w.gw.dropped.set(w.gw.dropped.get() + 1);
             }
         }
-        QueueMsg::Pop { topic, consumer } => {
-            if ensure_topic(w, &topic) {
-                let mut topics = w.gw.topics.borrow_mut();
-                let t = topics.get_mut(&topic).expect("ensured");
-                if !t.consumers.contains(&consumer) {
-                    t.consumers.push(consumer);
-                }
-            }
-            dispatch(w, &topic);
-        }
         QueueMsg::Unpop { topic, consumer } => {
             let mut topics = w.gw.topics.borrow_mut();
             if let Some(t) = topics.get_mut(&topic) {
@@ -259,6 +247,23 @@ pub fn on_queue(w: &Worker, msg: QueueMsg) {
             }
         }
     }
+}
+
+/// Adds a consumer to a topic this worker owns; 201 when the topic cannot be created (the
+/// node's topic limit).
+pub fn pop(w: &Worker, topic: Arc<str>, consumer: Consumer) -> crate::api::Reply {
+    if !ensure_topic(w, &topic) {
+        return Err(crate::error::ApiError::new(201, "consumption failed: too many topics"));
+    }
+    {
+        let mut topics = w.gw.topics.borrow_mut();
+        let t = topics.get_mut(&topic).expect("ensured");
+        if !t.consumers.contains(&consumer) {
+            t.consumers.push(consumer);
+        }
+    }
+    dispatch(w, &topic);
+    Ok(crate::api::Res::Empty)
 }
 
 /// Creates the topic if the node's topic limit allows; true when it exists.

@@ -78,21 +78,11 @@ async fn subscribe_inner(w: &Rc<Worker>, op: &SubOp) -> Result<SubOutcome, ApiEr
                 }
             };
             if let Some(since) = &op.recover {
-                if since.epoch.is_empty() || since.epoch == pos.epoch {
-                    // Recovered only when the publications run without a gap from since+1
-                    // to the top (or there are none and nothing was missed).
-                    let contiguous = match pubs.first() {
-                        None => since.offset == pos.offset,
-                        Some(first) => {
-                            first.offset == since.offset + 1
-                                && pubs.len() <= op.recover_limit
-                                && pubs.last().map(|p| p.offset) == Some(pos.offset)
-                        }
-                    };
-                    if contiguous {
-                        outcome.publications = pubs;
-                        outcome.recovered = true;
-                    }
+                if (since.epoch.is_empty() || since.epoch == pos.epoch)
+                    && crate::shard::recovers(since.offset, pos.offset, &pubs, op.recover_limit)
+                {
+                    outcome.publications = pubs;
+                    outcome.recovered = true;
                 }
             }
             top = Some(pos.clone());
@@ -233,7 +223,7 @@ pub fn act_params(cmd: &Command) -> Option<(Method, Value)> {
 pub async fn broadcast_act(w: &Rc<Worker>, cmd: &Command) -> Result<(), ApiError> {
     let (Some(engine), Some((method, params))) = (w.redis.as_ref(), act_params(cmd)) else { return Ok(()) };
     let msg = json!({"type": "act", "uid": w.node.uid, "method": method.name(), "params": params});
-    let (tx, rx) = local_oneshot();
+    let (tx, rx) = super::notify::oneshot();
     engine.publish_control(Bytes::from(msg.to_string()), Box::new(move |r| tx(r.is_ok())));
     if rx.await {
         Ok(())
@@ -540,28 +530,4 @@ pub async fn presence_refresher(w: Rc<Worker>) {
             engine.presence_add(&ch, &infos);
         }
     }
-}
-
-/// A single-use local channel: the sender is a closure, the receiver a future.
-fn local_oneshot<T: 'static>() -> (impl FnOnce(T), impl std::future::Future<Output = T>) {
-    let slot: Rc<RefCell<(Option<T>, Option<Waker>)>> = Rc::new(RefCell::new((None, None)));
-    let tx_slot = slot.clone();
-    let tx = move |v: T| {
-        let mut s = tx_slot.borrow_mut();
-        s.0 = Some(v);
-        if let Some(w) = s.1.take() {
-            w.wake();
-        }
-    };
-    let rx = std::future::poll_fn(move |cx| {
-        let mut s = slot.borrow_mut();
-        match s.0.take() {
-            Some(v) => std::task::Poll::Ready(v),
-            None => {
-                s.1 = Some(cx.waker().clone());
-                std::task::Poll::Pending
-            }
-        }
-    });
-    (tx, rx)
 }

@@ -31,3 +31,30 @@ impl LocalNotify {
         .await
     }
 }
+
+/// A single-use channel within one worker: the sender is a closure (for callbacks), the
+/// receiver a future.
+pub fn oneshot<T: 'static>() -> (impl FnOnce(T), impl std::future::Future<Output = T>) {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let slot: Rc<RefCell<(Option<T>, Option<Waker>)>> = Rc::new(RefCell::new((None, None)));
+    let tx_slot = slot.clone();
+    let tx = move |v: T| {
+        let mut s = tx_slot.borrow_mut();
+        s.0 = Some(v);
+        if let Some(w) = s.1.take() {
+            w.wake();
+        }
+    };
+    let rx = poll_fn(move |cx| {
+        let mut s = slot.borrow_mut();
+        match s.0.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    });
+    (tx, rx)
+}

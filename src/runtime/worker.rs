@@ -39,6 +39,8 @@ pub enum Op {
     Nodes,
     /// A gateway action on a client connection, if this worker has it (`Res::Mesh`).
     Mesh(Arc<crate::gateway::mesh::MeshOp>),
+    /// A backend starts popping a topic this worker owns (201 when the topic cannot exist).
+    QueuePop { topic: Arc<str>, consumer: crate::gateway::Consumer },
 }
 
 /// Node-wide questions and actions, answered by each worker for its own connections.
@@ -557,6 +559,7 @@ impl Worker {
             }
             Op::Nodes => Ok(Res::Info(super::cluster::other_nodes(self))),
             Op::Mesh(_) => Err(ApiError::api_internal()),
+            Op::QueuePop { topic, consumer } => crate::gateway::pop(self, topic, consumer),
         }
     }
 

@@ -106,6 +106,15 @@ pub enum PushKind {
     JoinLeave,
 }
 
+/// Whether publications read after `since` recover a subscriber to `top`: they run without a
+/// gap from since+1 to the top (or there are none and nothing was missed), within `limit`.
+pub fn recovers(since: u64, top: u64, pubs: &[Publication], limit: usize) -> bool {
+    match pubs.first() {
+        None => since == top,
+        Some(first) => first.offset == since + 1 && pubs.len() <= limit && pubs.last().map(|p| p.offset) == Some(top),
+    }
+}
+
 /// A push encoded once for every subscriber: the JSON WebSocket frame is built by the owner;
 /// each receiving worker encodes the protobuf frame at most once for its own subscribers.
 #[derive(Debug)]
@@ -307,17 +316,7 @@ impl Shard {
                     if since.epoch.is_empty() || since.epoch == top.epoch {
                         let since = StreamPosition { offset: since.offset, epoch: top.epoch.clone() };
                         if let Ok((pubs, _)) = stream.read(Some(&since), op.recover_limit as i64 + 1, false, now) {
-                            // Recovered only when the publications run without a gap from
-                            // since+1 to the top (or there are none and nothing was missed).
-                            let contiguous = match pubs.first() {
-                                None => since.offset == top.offset,
-                                Some(first) => {
-                                    first.offset == since.offset + 1
-                                        && pubs.len() <= op.recover_limit
-                                        && pubs.last().map(|p| p.offset) == Some(top.offset)
-                                }
-                            };
-                            if contiguous {
+                            if recovers(since.offset, top.offset, &pubs, op.recover_limit) {
                                 outcome.publications = pubs;
                                 outcome.recovered = true;
                             }

@@ -369,6 +369,10 @@ pub async fn run<R, W>(
     };
     // Deadlines run on the worker's single timer task, not one task per connection.
     s.schedule(s.created + cfg.client.stale_close_delay);
+    if s.raw.is_some() {
+        // Connected from the start: its ping schedule starts now.
+        s.reschedule_now();
+    }
     let limit = cfg.websocket.message_size_limit;
     let mut dec = codec::Decoder::new(limit, limit);
     let mut last_full = false;

@@ -6,6 +6,7 @@
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
 //! * `redis`  — the Redis engine: several nodes on `redis-server`s of the tests' own.
+//! * `gateway` — the gateway ("mesh") API: raw WebSocket clients, `/ws/v1` backends, grid.
 //! * `hardening` — abuse and fault suites: slowloris, idle/half-open connections, connect
 //!   cycles, clients killed mid-frame, nested JSON, invalid UTF-8, floods, slow subscribers,
 //!   limits, graceful shutdown.
@@ -18,6 +19,7 @@ mod auth;
 mod bench_smoke;
 mod cent;
 mod cli;
+mod gateway;
 mod grpc;
 mod hardening;
 mod http;

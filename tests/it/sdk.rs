@@ -11,10 +11,10 @@
 //! `target/pyenv/bin/pip install centrifuge-python==0.7.0 websockets==17.4 protobuf==7.36.2`.
 //! Without them a test is skipped with a message, unless `CI` is set: then it fails.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::Write;
+use std::process::{Child, ChildStdin, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -139,93 +139,11 @@ impl Agent {
     /// Starts the agent for `sdk`, talking to `server`; `None` (test skipped) when the SDK is
     /// not installed and `CI` is unset.
     fn start(sdk: Sdk, test: &str, server: &Server) -> Option<Agent> {
-        let root = repo_root();
-        let mut cmd = match sdk {
-            Sdk::Js => {
-                let how = "npm ci --prefix tests/js";
-                let node_ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
-                if !node_ok {
-                    return unavailable(test, "`node` is not on PATH", "apt-get install nodejs npm");
-                }
-                for pkg in ["centrifuge", "ws"] {
-                    if !root.join("tests/js/node_modules").join(pkg).join("package.json").exists() {
-                        return unavailable(test, &format!("tests/js/node_modules/{pkg} is missing"), how);
-                    }
-                }
-                let mut c = Command::new("node");
-                c.arg(root.join("tests/js/agent.js"));
-                c
-            }
-            Sdk::Py => {
-                let how = "python3 -m venv target/pyenv && target/pyenv/bin/pip install \
-                           centrifuge-python==0.7.0 websockets==17.4 protobuf==7.36.2";
-                let python = root.join("target/pyenv/bin/python");
-                if !python.exists() {
-                    return unavailable(test, &format!("{} is missing", python.display()), how);
-                }
-                let import_ok = Command::new(&python)
-                    .args(["-c", "import centrifuge, websockets"])
-                    .output()
-                    .is_ok_and(|o| o.status.success());
-                if !import_ok {
-                    return unavailable(test, "centrifuge-python is not installed in target/pyenv", how);
-                }
-                let mut c = Command::new(python);
-                c.arg(root.join("tests/python/sdk_agent.py")).env("PYTHONDONTWRITEBYTECODE", "1");
-                c
-            }
+        let cmd = match sdk_agent_command(sdk == Sdk::Js) {
+            Ok(c) => c,
+            Err((what, how)) => return unavailable(test, &what, how),
         };
-        // Proxy settings of the caller must not reroute loopback connections.
-        for k in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "WS_PROXY",
-            "WSS_PROXY",
-            "ALL_PROXY",
-            "all_proxy",
-        ] {
-            cmd.env_remove(k);
-        }
-        let mut child = cmd
-            .current_dir(root)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn the {sdk:?} agent: {e}"));
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut stderr_pipe = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let v = serde_json::from_str(&line).unwrap_or_else(
-                    |_| json!({"ev": "fatal", "where": "stdout", "message": format!("not JSON: {line}")}),
-                );
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        {
-            let stderr = stderr.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stderr_pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    stderr.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
+        let JsonLines { child, stdin, rx, stderr } = spawn_json_lines(&format!("the {sdk:?} agent"), cmd);
         let mut a = Agent {
             sdk,
             child,

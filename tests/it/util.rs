@@ -1013,3 +1013,103 @@ impl Server {
         let _ = self.child.wait();
     }
 }
+
+/// A helper process (SDK agent, test backend) that answers with JSON lines on stdout.
+pub struct JsonLines {
+    pub child: Child,
+    pub stdin: std::process::ChildStdin,
+    /// Every stdout line as JSON (a line that is not JSON arrives as a `fatal` event).
+    pub rx: std::sync::mpsc::Receiver<Value>,
+    /// Everything the process wrote to stderr so far.
+    pub stderr: std::sync::Arc<Mutex<String>>,
+}
+
+/// Spawns `cmd` in the repository root with piped stdio (and without the caller's proxy
+/// settings, which must not reroute loopback connections); reader threads collect stdout
+/// lines and stderr.
+pub fn spawn_json_lines(what: &str, mut cmd: Command) -> JsonLines {
+    use std::io::BufRead;
+    for k in
+        ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "WS_PROXY", "WSS_PROXY", "ALL_PROXY", "all_proxy"]
+    {
+        cmd.env_remove(k);
+    }
+    let mut child = cmd
+        .current_dir(repo_root())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v = serde_json::from_str(&line)
+                .unwrap_or_else(|_| json!({"ev": "fatal", "where": "stdout", "message": format!("not JSON: {line}")}));
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = std::sync::Arc::new(Mutex::new(String::new()));
+    {
+        let stderr = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                stderr.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    JsonLines { child, stdin, rx, stderr }
+}
+
+/// The command that runs the SDK agent (`tests/js/agent.js` with centrifuge-js, or
+/// `tests/python/sdk_agent.py` with centrifuge-python); `Err((what is missing, how to get it))`
+/// when the SDK is not installed.
+pub fn sdk_agent_command(js: bool) -> Result<Command, (String, &'static str)> {
+    let root = repo_root();
+    if js {
+        let how = "npm ci --prefix tests/js";
+        let node_ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+        if !node_ok {
+            return Err(("`node` is not on PATH".into(), "apt-get install nodejs npm"));
+        }
+        for pkg in ["centrifuge", "ws"] {
+            if !root.join("tests/js/node_modules").join(pkg).join("package.json").exists() {
+                return Err((format!("tests/js/node_modules/{pkg} is missing"), how));
+            }
+        }
+        let mut c = Command::new("node");
+        c.arg(root.join("tests/js/agent.js"));
+        Ok(c)
+    } else {
+        let how = "python3 -m venv target/pyenv && target/pyenv/bin/pip install \
+                   centrifuge-python==0.7.0 websockets==17.4 protobuf==7.36.2";
+        let python = root.join("target/pyenv/bin/python");
+        if !python.exists() {
+            return Err((format!("{} is missing", python.display()), how));
+        }
+        let import_ok = Command::new(&python)
+            .args(["-c", "import centrifuge, websockets"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !import_ok {
+            return Err(("centrifuge-python is not installed in target/pyenv".into(), how));
+        }
+        let mut c = Command::new(python);
+        c.arg(root.join("tests/python/sdk_agent.py"));
+        Ok(c)
+    }
+}

@@ -191,33 +191,6 @@ impl Conn {
         self.wake.notify();
     }
 
-    /// A request as a future.
-    pub async fn call<A: AsRef<[u8]>>(&self, args: &[A]) -> RedisReply {
-        let slot: Rc<RefCell<(Option<RedisReply>, Option<std::task::Waker>)>> = Rc::new(RefCell::new((None, None)));
-        let s2 = slot.clone();
-        self.request(
-            args,
-            Box::new(move |r| {
-                let mut s = s2.borrow_mut();
-                s.0 = Some(r);
-                if let Some(w) = s.1.take() {
-                    w.wake();
-                }
-            }),
-        );
-        std::future::poll_fn(|cx| {
-            let mut s = slot.borrow_mut();
-            match s.0.take() {
-                Some(r) => std::task::Poll::Ready(r),
-                None => {
-                    s.1 = Some(cx.waker().clone());
-                    std::task::Poll::Pending
-                }
-            }
-        })
-        .await
-    }
-
     /// PUB/SUB: subscribes (`true`) or unsubscribes a channel on the current connection. Calls
     /// made in one loop turn go out as one SUBSCRIBE/UNSUBSCRIBE command per run of the same
     /// kind. Dropped while not connected (the `up` hook resubscribes what is wanted).

@@ -263,32 +263,9 @@ impl RedisEngine {
         recover: Option<u64>,
         limit: i64,
     ) -> Result<(StreamPosition, Vec<Publication>), ApiError> {
-        let slot = Rc::new(RefCell::new((None, None::<Waker>)));
-        let s2 = slot.clone();
-        self.read_stream(
-            channel,
-            recover,
-            if recover.is_some() { limit } else { 0 },
-            false,
-            Box::new(move |r| {
-                let mut s = s2.borrow_mut();
-                s.0 = Some(r);
-                if let Some(w) = s.1.take() {
-                    w.wake();
-                }
-            }),
-        )?;
-        std::future::poll_fn(|cx| {
-            let mut s = slot.borrow_mut();
-            match s.0.take() {
-                Some(r) => Poll::Ready(r),
-                None => {
-                    s.1 = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            }
-        })
-        .await
+        let (tx, rx) = crate::runtime::notify::oneshot();
+        self.read_stream(channel, recover, if recover.is_some() { limit } else { 0 }, false, Box::new(tx))?;
+        rx.await
     }
 
     pub fn history_remove(&self, channel: &str, cb: Box<dyn FnOnce(Result<Res, ApiError>)>) -> Result<(), ApiError> {
