@@ -7,7 +7,7 @@
 //! what it measured (`--nocapture`). Counts are sized for debug builds on two cores;
 //! `GYRE_HARDENING_SCALE=N` multiplies the connect/disconnect cycles. The figures in
 //! RELIABILITY.md come from a release server:
-//! `GYRE_TEST_BIN=target/release/gyre cargo test --test it hardening -- --nocapture`.
+//! `GYRE_TEST_BIN=$PWD/target/release/gyre cargo test --test it hardening -- --nocapture`.
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
