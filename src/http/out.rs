@@ -54,6 +54,8 @@ struct Inner {
     dead: bool,
     /// After the queued output the connection becomes a WebSocket: hand the socket back.
     upgrade: bool,
+    /// The reader is inside a request (its body not read to the end yet).
+    in_request: bool,
 }
 
 /// See the module docs.
@@ -100,6 +102,11 @@ impl ConnOut {
         if let Some(w) = inner.writer.take() {
             w.wake();
         }
+    }
+
+    /// Marks the reader inside (or out of) a request, for graceful shutdown.
+    pub fn set_in_request(&self, on: bool) {
+        self.inner.borrow_mut().in_request = on;
     }
 
     /// Queues bytes to write as they are.
@@ -282,7 +289,7 @@ impl ConnOut {
 impl ReplySink for ConnOut {
     fn busy(&self) -> bool {
         let i = self.inner.borrow();
-        !i.dead && (i.pending > 0 || i.unsent > 0)
+        !i.dead && (i.pending > 0 || i.unsent > 0 || i.in_request)
     }
 
     fn fill(&self, seq: u64, reply: Reply) {

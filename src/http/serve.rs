@@ -198,7 +198,10 @@ impl Conn {
                     Err(e) => return self.fail(e.0),
                 }
             };
+            // Busy until the request is read to its end: a stopping server answers it whole.
+            self.out.set_in_request(true);
             let stop = Box::pin(self.request(head, r)).await;
+            self.out.set_in_request(false);
             if let Some(stop) = stop {
                 return stop;
             }
