@@ -8,6 +8,7 @@
 //! only writes.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use monoio::io::{AsyncReadRent, Splitable};
@@ -179,7 +180,11 @@ impl Conn {
 
     async fn run<R: AsyncReadRent>(&self, r: &mut Reader<R>) -> Stop {
         let max_head = self.w.cfg.http_server.max_head_size;
+        let idle_timeout = self.w.cfg.http_server.idle_timeout;
+        let header_timeout = self.w.cfg.http_server.read_header_timeout;
         loop {
+            // When the wait for this head (idle) or its first byte began.
+            let mut head_since: Option<Instant> = None;
             let head = loop {
                 match codec::parse_head(&r.buf) {
                     Ok(Some((head, n))) => {
@@ -191,8 +196,29 @@ impl Conn {
                         if !self.out.has_room() {
                             self.out.wait_room().await;
                         }
-                        if self.out.is_dead() || !r.fill().await {
+                        if self.out.is_dead() {
                             return Stop::Eof;
+                        }
+                        // Idle between requests, or a head trickling in: both are bounded.
+                        let started = r.buf.is_empty();
+                        let limit = if started { idle_timeout } else { header_timeout };
+                        let since = *head_since.get_or_insert_with(Instant::now);
+                        let read = if limit.is_zero() {
+                            r.fill().await
+                        } else {
+                            let left = limit.saturating_sub(since.elapsed());
+                            match monoio::time::timeout(left, r.fill()).await {
+                                Ok(ok) => ok,
+                                Err(_) if started => return Stop::Eof,
+                                Err(_) => return self.fail(408),
+                            }
+                        };
+                        if !read {
+                            return Stop::Eof;
+                        }
+                        if started && !r.buf.is_empty() {
+                            // The first bytes of a head: its own clock starts now.
+                            head_since = Some(Instant::now());
                         }
                     }
                     Err(e) => return self.fail(e.0),
