@@ -107,6 +107,9 @@ struct Reader<R> {
     rd: R,
     buf: BytesMut,
     last_full: bool,
+    /// Told of every read that brought bytes (graceful shutdown waits only for requests whose
+    /// bytes keep coming).
+    out: Rc<ConnOut>,
 }
 
 impl<R: AsyncReadRent> Reader<R> {
@@ -118,7 +121,11 @@ impl<R: AsyncReadRent> Reader<R> {
         let (res, buf) = read_more(&mut self.rd, buf).await;
         self.buf = buf;
         self.last_full = matches!(res, Ok(n) if n == spare);
-        matches!(res, Ok(n) if n > 0)
+        let got = matches!(res, Ok(n) if n > 0);
+        if got {
+            self.out.note_read();
+        }
+        got
     }
 }
 
@@ -136,7 +143,7 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
         monoio::spawn(async move { out.run_writer(wr).await })
     };
     // `run_writer` hands the write half back on upgrade.
-    let mut reader = Reader { rd, buf: BytesMut::with_capacity(READ_IDLE), last_full: false };
+    let mut reader = Reader { rd, buf: BytesMut::with_capacity(READ_IDLE), last_full: false, out: out.clone() };
     let conn = Conn { w: w.clone(), out: out.clone(), key, gen, peer };
     let stop = conn.run(&mut reader).await;
     if let Stop::Upgrade(kind) = stop {

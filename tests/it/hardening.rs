@@ -923,7 +923,8 @@ fn flooding_client_is_limited_and_others_keep_their_latency() {
     );
     assert_eq!(other, 0, "unexpected replies to the flooder");
     assert!(limited > 0, "nothing was rate limited");
-    let allowed = RATE + (RATE as f64 * (flood_for.as_secs_f64() + 1.0)) as usize;
+    // (10% slack: the test's clock and the server's bucket do not start at the same instant.)
+    let allowed = (RATE + (RATE as f64 * (flood_for.as_secs_f64() + 1.0)) as usize) * 11 / 10;
     assert!(ok <= allowed, "{ok} commands answered, at most {allowed} allowed");
     assert!(pct(&during, 50) < Duration::from_millis(100), "victim latency during the flood: {during:?}");
     assert!(pct(&during, 100) < Duration::from_secs(1), "victim latency during the flood: {during:?}");
