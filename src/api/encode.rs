@@ -41,7 +41,18 @@ fn payload_field(out: &mut Vec<u8>, name: &str, p: &Payload) {
     out.push(b'"');
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\":");
-    out.extend_from_slice(&p.bytes);
+    raw_json(out, &p.bytes);
+}
+
+/// Appends raw JSON bytes. Line breaks become spaces: in valid JSON they can only be
+/// insignificant whitespace, and left alone they would split a newline-delimited message
+/// (legacy API replies, JSON client frames) in two. Centrifugo's encoder compacts raw JSON too.
+pub fn raw_json(out: &mut Vec<u8>, b: &[u8]) {
+    if memchr::memchr2(b'\n', b'\r', b).is_none() {
+        out.extend_from_slice(b);
+    } else {
+        out.extend(b.iter().map(|&c| if c == b'\n' || c == b'\r' { b' ' } else { c }));
+    }
 }
 
 fn position(out: &mut Vec<u8>, p: &StreamPosition) {
@@ -60,11 +71,11 @@ pub fn client_info(out: &mut Vec<u8>, c: &ClientInfo) {
     string(out, &c.client);
     if let Some(i) = &c.conn_info {
         out.extend_from_slice(b",\"conn_info\":");
-        out.extend_from_slice(i);
+        raw_json(out, i);
     }
     if let Some(i) = &c.chan_info {
         out.extend_from_slice(b",\"chan_info\":");
-        out.extend_from_slice(i);
+        raw_json(out, i);
     }
     out.push(b'}');
 }

@@ -32,25 +32,27 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method, in declaration order (index = `method as usize`).
+    pub const ALL: [Method; 14] = [
+        Method::Publish,
+        Method::Broadcast,
+        Method::Unsubscribe,
+        Method::Disconnect,
+        Method::Presence,
+        Method::PresenceStats,
+        Method::History,
+        Method::HistoryRemove,
+        Method::Channels,
+        Method::Info,
+        Method::Rpc,
+        Method::Subscribe,
+        Method::Refresh,
+        Method::Batch,
+    ];
+
     /// Case-insensitive lookup by name (`publish`, `presence_stats`, ...).
     pub fn from_name(name: &str) -> Option<Method> {
-        const ALL: [Method; 14] = [
-            Method::Publish,
-            Method::Broadcast,
-            Method::Unsubscribe,
-            Method::Disconnect,
-            Method::Presence,
-            Method::PresenceStats,
-            Method::History,
-            Method::HistoryRemove,
-            Method::Channels,
-            Method::Info,
-            Method::Rpc,
-            Method::Subscribe,
-            Method::Refresh,
-            Method::Batch,
-        ];
-        ALL.into_iter().find(|m| m.name().eq_ignore_ascii_case(name))
+        Self::ALL.into_iter().find(|m| m.name().eq_ignore_ascii_case(name))
     }
 
     /// Lookup by the legacy numeric id (`connections` = 14 is PRO-only and unknown here).

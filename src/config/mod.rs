@@ -49,11 +49,24 @@ pub struct HttpServer {
     pub port: u16,
     /// Maximum size of an HTTP request head in bytes.
     pub max_head_size: usize,
+    /// A keep-alive connection with no request started for this long is closed (0 = never).
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// A request head must arrive whole within this long of its first byte (408 otherwise;
+    /// 0 = no limit).
+    #[serde(with = "duration")]
+    pub read_header_timeout: Duration,
 }
 
 impl Default for HttpServer {
     fn default() -> Self {
-        HttpServer { address: String::new(), port: 8000, max_head_size: 16 * 1024 }
+        HttpServer {
+            address: String::new(),
+            port: 8000,
+            max_head_size: 16 * 1024,
+            idle_timeout: Duration::from_secs(60),
+            read_header_timeout: Duration::from_secs(30),
+        }
     }
 }
 

@@ -54,12 +54,16 @@ struct Inner {
     dead: bool,
     /// After the queued output the connection becomes a WebSocket: hand the socket back.
     upgrade: bool,
+    /// The reader is inside a request (its body not read to the end yet).
+    in_request: bool,
 }
 
 /// See the module docs.
 #[derive(Default)]
 pub struct ConnOut {
     inner: RefCell<Inner>,
+    /// When the connection's reader last got bytes.
+    last_read: std::cell::Cell<Option<std::time::Instant>>,
 }
 
 /// Encodes a result as its slot's bytes.
@@ -100,6 +104,16 @@ impl ConnOut {
         if let Some(w) = inner.writer.take() {
             w.wake();
         }
+    }
+
+    /// The reader got bytes.
+    pub fn note_read(&self) {
+        self.last_read.set(Some(std::time::Instant::now()));
+    }
+
+    /// Marks the reader inside (or out of) a request, for graceful shutdown.
+    pub fn set_in_request(&self, on: bool) {
+        self.inner.borrow_mut().in_request = on;
     }
 
     /// Queues bytes to write as they are.
@@ -279,10 +293,16 @@ impl ConnOut {
     }
 }
 
+/// How recently a request's bytes must have arrived for it to count as still being received.
+const RECEIVING: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl ReplySink for ConnOut {
     fn busy(&self) -> bool {
         let i = self.inner.borrow();
-        !i.dead && (i.pending > 0 || i.unsent > 0)
+        // A request still being received counts while its bytes keep coming: a client that
+        // stopped sending mid-body does not hold the shutdown up.
+        let receiving = i.in_request && self.last_read.get().is_some_and(|t| t.elapsed() < RECEIVING);
+        !i.dead && (i.pending > 0 || i.unsent > 0 || receiving)
     }
 
     fn fill(&self, seq: u64, reply: Reply) {

@@ -8,6 +8,7 @@
 //! only writes.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use monoio::io::{AsyncReadRent, Splitable};
@@ -106,6 +107,9 @@ struct Reader<R> {
     rd: R,
     buf: BytesMut,
     last_full: bool,
+    /// Told of every read that brought bytes (graceful shutdown waits only for requests whose
+    /// bytes keep coming).
+    out: Rc<ConnOut>,
 }
 
 impl<R: AsyncReadRent> Reader<R> {
@@ -117,7 +121,11 @@ impl<R: AsyncReadRent> Reader<R> {
         let (res, buf) = read_more(&mut self.rd, buf).await;
         self.buf = buf;
         self.last_full = matches!(res, Ok(n) if n == spare);
-        matches!(res, Ok(n) if n > 0)
+        let got = matches!(res, Ok(n) if n > 0);
+        if got {
+            self.out.note_read();
+        }
+        got
     }
 }
 
@@ -135,7 +143,7 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
         monoio::spawn(async move { out.run_writer(wr).await })
     };
     // `run_writer` hands the write half back on upgrade.
-    let mut reader = Reader { rd, buf: BytesMut::with_capacity(READ_IDLE), last_full: false };
+    let mut reader = Reader { rd, buf: BytesMut::with_capacity(READ_IDLE), last_full: false, out: out.clone() };
     let conn = Conn { w: w.clone(), out: out.clone(), key, gen, peer };
     let stop = conn.run(&mut reader).await;
     if let Stop::Upgrade(kind) = stop {
@@ -179,7 +187,11 @@ impl Conn {
 
     async fn run<R: AsyncReadRent>(&self, r: &mut Reader<R>) -> Stop {
         let max_head = self.w.cfg.http_server.max_head_size;
+        let idle_timeout = self.w.cfg.http_server.idle_timeout;
+        let header_timeout = self.w.cfg.http_server.read_header_timeout;
         loop {
+            // When the wait for this head (idle) or its first byte began.
+            let mut head_since: Option<Instant> = None;
             let head = loop {
                 match codec::parse_head(&r.buf) {
                     Ok(Some((head, n))) => {
@@ -191,14 +203,38 @@ impl Conn {
                         if !self.out.has_room() {
                             self.out.wait_room().await;
                         }
-                        if self.out.is_dead() || !r.fill().await {
+                        if self.out.is_dead() {
                             return Stop::Eof;
+                        }
+                        // Idle between requests, or a head trickling in: both are bounded.
+                        let started = r.buf.is_empty();
+                        let limit = if started { idle_timeout } else { header_timeout };
+                        let since = *head_since.get_or_insert_with(Instant::now);
+                        let read = if limit.is_zero() {
+                            r.fill().await
+                        } else {
+                            let left = limit.saturating_sub(since.elapsed());
+                            match monoio::time::timeout(left, r.fill()).await {
+                                Ok(ok) => ok,
+                                Err(_) if started => return Stop::Eof,
+                                Err(_) => return self.fail(408),
+                            }
+                        };
+                        if !read {
+                            return Stop::Eof;
+                        }
+                        if started && !r.buf.is_empty() {
+                            // The first bytes of a head: its own clock starts now.
+                            head_since = Some(Instant::now());
                         }
                     }
                     Err(e) => return self.fail(e.0),
                 }
             };
+            // Busy until the request is read to its end: a stopping server answers it whole.
+            self.out.set_in_request(true);
             let stop = Box::pin(self.request(head, r)).await;
+            self.out.set_in_request(false);
             if let Some(stop) = stop {
                 return stop;
             }

@@ -278,7 +278,7 @@ pub fn publication(out: &mut Vec<u8>, p: &Publication) {
     if p.data.bytes.is_empty() {
         out.extend_from_slice(b"null");
     } else {
-        out.extend_from_slice(&p.data.bytes);
+        encode::raw_json(out, &p.data.bytes);
     }
     if let Some(info) = &p.info {
         out.extend_from_slice(b",\"info\":");
@@ -318,7 +318,7 @@ fn subscribe_result(out: &mut Vec<u8>, r: &SubscribeResult) {
     opt_true(out, &mut first, "positioned", r.positioned);
     if let Some(d) = &r.data {
         key(out, &mut first, "data");
-        out.extend_from_slice(d);
+        encode::raw_json(out, d);
     }
     opt_true(out, &mut first, "was_recovering", r.was_recovering);
     out.push(b'}');
@@ -335,7 +335,7 @@ fn body(out: &mut Vec<u8>, b: &ReplyBody) {
             opt_uint(out, &mut first, "ttl", c.ttl as u64);
             if let Some(d) = &c.data {
                 key(out, &mut first, "data");
-                out.extend_from_slice(d);
+                encode::raw_json(out, d);
             }
             if !c.subs.is_empty() {
                 key(out, &mut first, "subs");
@@ -402,7 +402,7 @@ fn body(out: &mut Vec<u8>, b: &ReplyBody) {
             out.extend_from_slice(b"\"rpc\":{");
             if let Some(d) = data {
                 out.extend_from_slice(b"\"data\":");
-                out.extend_from_slice(d);
+                encode::raw_json(out, d);
             }
             out.push(b'}');
         }
@@ -483,7 +483,7 @@ pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
         }
         PushBody::Message { data } => {
             out.extend_from_slice(b"\"message\":{\"data\":");
-            out.extend_from_slice(data);
+            encode::raw_json(out, data);
             out.push(b'}');
         }
         PushBody::Refresh { expires, ttl } => {

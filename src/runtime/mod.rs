@@ -154,6 +154,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         mailboxes,
         connections: Default::default(),
         drained: Default::default(),
+        quiet: Default::default(),
     });
     let driver = driver_name(&cfg.driver);
     tracing::info!(
@@ -270,6 +271,19 @@ async fn worker_main(
     }
     w.node.drained.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     while w.node.drained.load(std::sync::atomic::Ordering::Acquire) < w.workers && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The publications those requests made may still travel between workers: wait until this
+    // worker's inbox has been quiet for a moment, and every other worker's too.
+    // (Bounded apart: connected clients may keep publishing.)
+    let quiet_for = Duration::from_millis(50);
+    let deadline = deadline.min(Instant::now() + Duration::from_secs(2));
+    while (w.last_inbox.get().elapsed() < quiet_for || w.http_busy()) && Instant::now() < deadline {
+        w.flush();
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    w.node.quiet.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    while w.node.quiet.load(std::sync::atomic::Ordering::Acquire) < w.workers && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     // Tell clients to reconnect elsewhere (3001), then give writers a moment to send it.

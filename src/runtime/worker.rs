@@ -132,6 +132,8 @@ pub struct NodeShared {
     pub connections: std::sync::atomic::AtomicUsize,
     /// Workers that finished answering their in-flight HTTP requests during shutdown.
     pub drained: std::sync::atomic::AtomicUsize,
+    /// Workers whose inbox then stayed quiet (deliveries of those requests done).
+    pub quiet: std::sync::atomic::AtomicUsize,
 }
 
 enum Waiter {
@@ -178,6 +180,8 @@ pub struct Worker {
     timer_wake: LocalNotify,
     /// New-connection token bucket: (tokens, last refill).
     conn_bucket: Cell<(f64, Instant)>,
+    /// When the inbox last delivered a batch (graceful shutdown waits for it to go quiet).
+    pub last_inbox: Cell<Instant>,
 }
 
 impl Worker {
@@ -210,6 +214,7 @@ impl Worker {
             timers: RefCell::new(std::collections::BinaryHeap::new()),
             timer_wake: LocalNotify::default(),
             conn_bucket: Cell::new((f64::MAX, Instant::now())),
+            last_inbox: Cell::new(Instant::now()),
             clients: RefCell::new(Slab::new()),
             index: RefCell::new(AHashMap::new()),
             users: RefCell::new(AHashMap::new()),
@@ -640,6 +645,7 @@ impl Worker {
     /// Drains the inbox forever: executes forwarded work and routes results home.
     pub async fn run_inbox(self: Rc<Self>, inbox: Inbox<Msg>) {
         while let Some(batch) = inbox.recv().await {
+            self.last_inbox.set(Instant::now());
             let started = Instant::now();
             self.handle_batch(batch);
             while let Some(batch) = inbox.try_recv() {

@@ -526,6 +526,22 @@ pub(super) fn sub_refresh(s: &Rc<Session>, id: u32, channel: &str, token: &str) 
     Ok(())
 }
 
+/// Tells a client about a server-side subscription (a `subscribe` push), then lets the
+/// channel's held publications follow.
+fn push_subscribed(s: &Rc<Session>, channel: &Arc<str>, res: SubscribeResult, data: Option<Bytes>) {
+    s.push(
+        channel,
+        &PushBody::Subscribe {
+            recoverable: res.recoverable,
+            epoch: res.epoch,
+            offset: res.offset,
+            positioned: res.positioned,
+            data,
+        },
+    );
+    s.release(channel);
+}
+
 /// A server-side subscription made by the gateway (`conn.call subscribe`): raw clients get
 /// nothing but the publications; Centrifugo clients get a `subscribe` push first.
 pub(super) async fn server_subscribe(s: &Rc<Session>, channel: &str) -> Result<(), ApiError> {
@@ -535,17 +551,7 @@ pub(super) async fn server_subscribe(s: &Rc<Session>, channel: &str) -> Result<(
     let req = SubscribeReq { channel: channel.to_string(), ..Default::default() };
     match subscribe_owned(s, req, None, true, 0, Overrides::default()).await {
         Ok(Ok((channel, res))) => {
-            s.push(
-                &channel,
-                &PushBody::Subscribe {
-                    recoverable: res.recoverable,
-                    epoch: res.epoch,
-                    offset: res.offset,
-                    positioned: res.positioned,
-                    data: None,
-                },
-            );
-            s.release(&channel);
+            push_subscribed(s, &channel, res, None);
             Ok(())
         }
         Ok(Err(e)) => Err(e),
@@ -619,18 +625,7 @@ pub fn api_act(w: &Worker, cmd: &Command) {
                     if let Ok(Ok((channel, res))) =
                         subscribe_owned(&s, req, info, true, sub.expire_at, sub.overrides).await
                     {
-                        let data = sub.data.as_ref().map(|p| p.bytes.clone());
-                        s.push(
-                            &channel,
-                            &PushBody::Subscribe {
-                                recoverable: res.recoverable,
-                                epoch: res.epoch,
-                                offset: res.offset,
-                                positioned: res.positioned,
-                                data,
-                            },
-                        );
-                        s.release(&channel);
+                        push_subscribed(&s, &channel, res, sub.data.as_ref().map(|p| p.bytes.clone()));
                     }
                 });
             }

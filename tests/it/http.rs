@@ -2,7 +2,7 @@
 //! `Connection: close`, malformed input, size limits, clients that vanish mid-request.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -406,4 +406,27 @@ fn server_survives_everything_concurrently() {
     s.assert_alive();
     let h = s.api("history", json!({"channel": "hist:conc"}));
     assert_eq!(h["result"]["offset"], 100, "{h}");
+}
+
+#[test]
+fn idle_and_slow_head_timeouts() {
+    let s = Server::start(config_with(json!({"http_server": {"idle_timeout": "1s", "read_header_timeout": "1s"}})));
+    // A keep-alive connection that sends nothing more is closed after idle_timeout, without
+    // a response.
+    let mut c = s.connect();
+    c.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response().expect("first response");
+    assert_eq!(r.status, 200);
+    assert!(!c.is_closed(Duration::from_millis(300)), "closed before idle_timeout");
+    assert!(c.is_closed(Duration::from_secs(3)), "idle connection still open after idle_timeout");
+    // A head trickling in is answered 408 once read_header_timeout passed since its first byte.
+    let mut c = s.connect();
+    c.send(b"GET /health HTTP/1.1\r\nHo");
+    let t = Instant::now();
+    let r = c.read_response().expect("a 408 response");
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert!(t.elapsed() >= Duration::from_millis(800) && t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert!(c.is_closed(Duration::from_secs(2)));
+    // Others are served meanwhile.
+    assert_eq!(s.request("GET", "/health", &[]).status, 200);
 }
