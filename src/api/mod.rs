@@ -95,6 +95,19 @@ impl Method {
     }
 }
 
+/// True when `b` is JSON a JSON client can receive as it is: valid UTF-8 (serde_json does not
+/// check the inside of strings it skips) and well-formed JSON.
+pub fn is_json(b: &[u8]) -> bool {
+    std::str::from_utf8(b).is_ok() && serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
+}
+
+impl Payload {
+    /// Whether JSON clients can receive this payload (JSON text, or binary that is JSON).
+    pub fn json_ok(&self) -> bool {
+        !self.binary || is_json(&self.bytes)
+    }
+}
+
 /// A publication payload: raw JSON bytes (kept byte-for-byte as sent) or binary from `b64data`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payload {

@@ -57,9 +57,7 @@ impl MeshData {
     /// string; binary stays binary.
     pub fn payload(&self) -> Payload {
         match self {
-            MeshData::Text(b) if serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok() => {
-                Payload { bytes: b.clone(), binary: false }
-            }
+            MeshData::Text(b) if crate::api::is_json(b) => Payload { bytes: b.clone(), binary: false },
             MeshData::Text(b) => {
                 let s = serde_json::to_vec(&String::from_utf8_lossy(b)).unwrap_or_default();
                 Payload { bytes: s.into(), binary: false }

@@ -315,9 +315,7 @@ pub fn raw_publication_frame(data: &crate::api::Payload) -> Bytes {
     use crate::ws::codec::{frame, OpCode};
     if data.binary {
         return match std::str::from_utf8(&data.bytes) {
-            Ok(_) if serde_json::from_slice::<serde::de::IgnoredAny>(&data.bytes).is_ok() => {
-                frame(OpCode::Text, &data.bytes)
-            }
+            Ok(_) if crate::api::is_json(&data.bytes) => frame(OpCode::Text, &data.bytes),
             _ => frame(OpCode::Binary, &data.bytes),
         };
     }

@@ -131,7 +131,7 @@ impl Prepared {
     pub fn new(channel: Arc<str>, kind: PushKind, push: PushBody) -> Self {
         // Binary payloads reach JSON clients raw when they are JSON text (as in Centrifugo);
         // other bytes cannot travel in a JSON frame.
-        let binary = matches!(&push, PushBody::Pub(p) if p.data.binary && serde_json::from_slice::<serde::de::IgnoredAny>(&p.data.bytes).is_err());
+        let binary = matches!(&push, PushBody::Pub(p) if !p.data.json_ok());
         let json = (!binary).then(|| {
             let mut buf = Vec::with_capacity(128);
             crate::protocol::encode_push(Format::Json, &channel, &push, &mut buf);

@@ -564,6 +564,11 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
                 return Err(Disconnect::BAD_REQUEST);
             }
             let r = commands::subscribe(s, req).await?;
+            if let Ok((_, res)) = &r {
+                if s.format == Format::Json && res.publications.iter().any(|p| !p.data.json_ok()) {
+                    return Err(Disconnect::INAPPROPRIATE_PROTOCOL);
+                }
+            }
             if let Ok((channel, _)) = &r {
                 let channel = channel.clone();
                 s.reply(id, &r.map(|(_, res)| ReplyBody::Subscribe(res)));
@@ -623,6 +628,10 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             });
             let r = match read_on_owner(s, &h.channel, commands::Feature::History, op).await {
                 Ok(crate::api::Res::History { publications, position }) => {
+                    if s.format == Format::Json && publications.iter().any(|p| !p.data.json_ok()) {
+                        // As for live pushes: binary data cannot travel in a JSON frame.
+                        return Err(Disconnect::INAPPROPRIATE_PROTOCOL);
+                    }
                     Ok(ReplyBody::History { publications, position })
                 }
                 Ok(_) => Err(ApiError::INTERNAL),
@@ -676,7 +685,7 @@ impl Session {
             (Format::Protobuf, MeshData::Text(b) | MeshData::Binary(b)) => b.clone(),
             (Format::Json, d) => {
                 let p = d.payload();
-                if p.binary && serde_json::from_slice::<serde::de::IgnoredAny>(&p.bytes).is_err() {
+                if !p.json_ok() {
                     return Err("failed to send: binary data to a JSON client".into());
                 }
                 p.bytes

@@ -1757,13 +1757,11 @@ fn history_cfg() -> Value {
         "allow_subscribe_for_client": true, "allow_publish_for_client": true, "allow_history_for_client": true}]}}))
 }
 
-/// Not yet: a protobuf client's data that is a JSON string holding bytes that are not UTF-8
-/// (`"\xff\xfe"`) passes the check that lets binary data reach JSON clients "when it is JSON"
-/// (`serde_json` does not validate UTF-8 inside strings it skips), so every JSON subscriber
-/// gets a text frame that is not UTF-8, which WebSocket clients must fail with 1007. Found by
-/// the `client_protocol` fuzz target.
+/// A protobuf client's data that is a JSON string holding bytes that are not UTF-8
+/// (`"\xff\xfe"`) is not JSON a JSON client can receive (`serde_json` does not validate UTF-8
+/// inside strings it skips): no JSON subscriber gets it as a text frame. Found by the
+/// `client_protocol` fuzz target.
 #[test]
-#[ignore = "known gap, see RELIABILITY.md (findings)"]
 fn protobuf_data_that_is_not_utf8_never_reaches_json_clients_as_text() {
     let s = Server::start(history_cfg());
     let mut watcher = protobuf_publisher_and_json_watcher(&s, b"\"\xff\xfe\"", "hist:utf8", "hist:utf8");
@@ -1773,12 +1771,9 @@ fn protobuf_data_that_is_not_utf8_never_reaches_json_clients_as_text() {
     }
 }
 
-/// Not yet: binary data that is not JSON (from a protobuf client or `b64data`) is kept out of
-/// live pushes to JSON clients (they get 3506), but a JSON client's `history` (and recovery)
-/// writes it raw into the reply: `{"data":\u0000\u0001not json,...}`, which no JSON parser
-/// reads.
+/// Binary data that is not JSON (from a protobuf client or `b64data`) never reaches a JSON
+/// client raw: live pushes, `history` and recovery alike close it with 3506.
 #[test]
-#[ignore = "known gap, see RELIABILITY.md (findings)"]
 fn binary_history_is_never_written_raw_to_json_clients() {
     let s = Server::start(history_cfg());
     let mut watcher = protobuf_publisher_and_json_watcher(&s, b"\x00\x01not json", "hist:other", "hist:bin");
