@@ -19,7 +19,7 @@ use monoio::buf::{IoBuf, IoVecBuf};
 use monoio::io::AsyncWriteRent;
 use monoio::BufResult;
 
-use gyre::api::{Payload, Publication};
+use gyre::model::{Payload, Publication};
 use gyre::protocol::PushBody;
 use gyre::shard::{Prepared, PushKind};
 use gyre::ws::out::WsOut;

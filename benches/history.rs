@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use gyre::api::{Payload, Publication, StreamPosition};
 use gyre::engine::memory::Stream;
+use gyre::model::{Payload, Publication, StreamPosition};
 
 const TTL: Duration = Duration::from_secs(300);
 

@@ -7,9 +7,9 @@ use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prost::Message as _;
 
-use gyre::api::{ClientInfo, Payload, Publication};
+use gyre::model::{ClientInfo, Payload, Publication};
 use gyre::protocol::{pb, PushBody};
-use gyre::ws::codec::{self, Decoder, OpCode};
+use gyre::wire::ws::{self as codec, Decoder, OpCode};
 
 const MASK: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
 

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gyre::api::{ClientInfo, Payload, Publication, StreamPosition};
+use gyre::model::{ClientInfo, Payload, Publication, StreamPosition};
 use gyre::error::ApiError;
 use gyre::protocol::pb::proto;
 use gyre::protocol::{self, Cmd, ConnectResult, Format, PushBody, ReplyBody, Req, SubscribeResult};

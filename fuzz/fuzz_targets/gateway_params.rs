@@ -15,11 +15,11 @@
 
 use bytes::BytesMut;
 use gyre::gateway::{self, mesh};
-use gyre::ws::codec::{Decoder, Message};
+use gyre::wire::ws::{Decoder, Message};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
-fn check_frame(payload: &gyre::api::Payload) {
+fn check_frame(payload: &gyre::model::Payload) {
     let frame = gateway::raw_publication_frame(payload);
     let mut dec = Decoder::client(1 << 30, 1 << 30);
     let mut buf = BytesMut::from(&frame[..]);

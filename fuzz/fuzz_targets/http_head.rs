@@ -8,7 +8,7 @@
 #![no_main]
 
 use bytes::{Buf, BytesMut};
-use gyre::http::codec::{parse_head, BodyDecoder};
+use gyre::wire::http::{parse_head, BodyDecoder};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, PartialEq, Eq, Default)]

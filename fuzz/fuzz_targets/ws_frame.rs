@@ -9,7 +9,7 @@
 
 use bytes::BytesMut;
 use gyre::protocol::{self, Format};
-use gyre::ws::codec::{Decoder, Message};
+use gyre::wire::ws::{Decoder, Message};
 use libfuzzer_sys::fuzz_target;
 
 fn run(reads: &[&[u8]]) -> (Vec<String>, Option<u16>) {

@@ -81,7 +81,7 @@ pub fn form_value(body: &[u8], name: &str) -> Option<String> {
     let body = String::from_utf8_lossy(body);
     body.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        let dec = |s: &str| crate::http::codec::percent_decode(&s.replace('+', " "));
+        let dec = |s: &str| crate::wire::http::percent_decode(&s.replace('+', " "));
         (dec(k) == name).then(|| dec(v))
     })
 }

@@ -5,112 +5,12 @@
 //! counts; `channels` always has `channels`). Raw payloads are written byte-for-byte.
 
 use super::*;
-
-/// Writes a JSON string literal.
-pub fn string(out: &mut Vec<u8>, s: &str) {
-    // serde_json's escaper is correct for every code point and fast on plain ASCII.
-    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
-}
-
-fn int(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-}
+use crate::wire::json::{client_info, error, int, position, publication, string};
 
 /// The server API's error object: `{"code":N,"message":"..."}` (Centrifugo's API error has
 /// no `temporary`, even for errors the client protocol marks temporary).
 pub fn api_error(out: &mut Vec<u8>, e: &ApiError) {
     error(out, &ApiError { temporary: false, ..*e });
-}
-
-/// `{"code":N,"message":"..."}` (+ `"temporary":true` when set), as the client protocol
-/// writes it.
-pub fn error(out: &mut Vec<u8>, e: &ApiError) {
-    out.extend_from_slice(b"{\"code\":");
-    int(out, e.code as u64);
-    out.extend_from_slice(b",\"message\":");
-    string(out, e.message);
-    if e.temporary {
-        out.extend_from_slice(b",\"temporary\":true");
-    }
-    out.push(b'}');
-}
-
-/// Writes `"name":<payload>`: the bytes as they are, also for `b64data` payloads, as
-/// Centrifugo's JSON API does (its publication `data` is a raw JSON field).
-fn payload_field(out: &mut Vec<u8>, name: &str, p: &Payload) {
-    out.push(b'"');
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
-    raw_json(out, &p.bytes);
-}
-
-/// Appends raw JSON bytes. Line breaks become spaces: in valid JSON they can only be
-/// insignificant whitespace, and left alone they would split a newline-delimited message
-/// (legacy API replies, JSON client frames) in two. Centrifugo's encoder compacts raw JSON too.
-pub fn raw_json(out: &mut Vec<u8>, b: &[u8]) {
-    if memchr::memchr2(b'\n', b'\r', b).is_none() {
-        out.extend_from_slice(b);
-    } else {
-        out.extend(b.iter().map(|&c| if c == b'\n' || c == b'\r' { b' ' } else { c }));
-    }
-}
-
-fn position(out: &mut Vec<u8>, p: &StreamPosition) {
-    out.extend_from_slice(b"{\"offset\":");
-    int(out, p.offset);
-    out.extend_from_slice(b",\"epoch\":");
-    string(out, &p.epoch);
-    out.push(b'}');
-}
-
-/// `ClientInfo` JSON: `user` and `client` always, infos when present.
-pub fn client_info(out: &mut Vec<u8>, c: &ClientInfo) {
-    out.extend_from_slice(b"{\"user\":");
-    string(out, &c.user);
-    out.extend_from_slice(b",\"client\":");
-    string(out, &c.client);
-    if let Some(i) = &c.conn_info {
-        out.extend_from_slice(b",\"conn_info\":");
-        raw_json(out, i);
-    }
-    if let Some(i) = &c.chan_info {
-        out.extend_from_slice(b",\"chan_info\":");
-        raw_json(out, i);
-    }
-    out.push(b'}');
-}
-
-/// `{"k":"v",...}` for publication tags.
-pub fn tags(out: &mut Vec<u8>, t: &Tags) {
-    out.push(b'{');
-    for (i, (k, v)) in t.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        string(out, k);
-        out.push(b':');
-        string(out, v);
-    }
-    out.push(b'}');
-}
-
-/// A history publication: `{"data":..,"info":..?,"offset":N,"tags":{..}?}`.
-pub fn publication(out: &mut Vec<u8>, p: &Publication) {
-    out.push(b'{');
-    payload_field(out, "data", &p.data);
-    if let Some(info) = &p.info {
-        out.extend_from_slice(b",\"info\":");
-        client_info(out, info);
-    }
-    if p.offset > 0 {
-        out.extend_from_slice(b",\"offset\":");
-        int(out, p.offset);
-    }
-    if let Some(t) = &p.tags {
-        out.extend_from_slice(b",\"tags\":");
-        tags(out, t);
-    }
-    out.push(b'}');
 }
 
 fn publish_result(out: &mut Vec<u8>, p: &Option<StreamPosition>) {

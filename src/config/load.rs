@@ -336,7 +336,7 @@ fn validate(c: &Config) -> Result<(), String> {
     }
     if c.engine.kind == "redis" {
         for a in &c.engine.redis.address {
-            crate::engine::redis::conn::Endpoint::parse(a, &c.engine.redis)?;
+            super::redis::Endpoint::parse(a, &c.engine.redis)?;
         }
         if c.engine.redis.tls.enabled {
             return Err("engine.redis.tls: TLS connections to Redis are not supported".into());

@@ -8,6 +8,7 @@
 
 pub mod duration;
 pub mod load;
+pub mod redis;
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::api::{ClientInfo, Publication, StreamPosition};
 use crate::error::ApiError;
+use crate::model::{ClientInfo, Publication, StreamPosition};
 
 /// A random epoch: 8 ASCII letters, as Centrifugo's memory engine makes them.
 pub fn new_epoch() -> Arc<str> {
@@ -171,7 +171,7 @@ impl Presence {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Payload;
+    use crate::model::Payload;
     use bytes::Bytes;
 
     fn publication(n: u8) -> Publication {

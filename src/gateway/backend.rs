@@ -14,7 +14,7 @@ use super::mesh::{self, MeshError};
 use super::{Consumer, QueueMsg};
 use crate::runtime::worker::{Msg, Op, Worker};
 use crate::shard::owner_of;
-use crate::ws::codec::{self, Message, OpCode};
+use crate::wire::ws::{self as codec, Message, OpCode};
 use crate::ws::out::WsOut;
 
 /// What an authenticated backend may do.
@@ -125,7 +125,7 @@ where
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
-        let (res, rb) = crate::http::serve::read_more(&mut rd, buf).await;
+        let (res, rb) = crate::io::read_more(&mut rd, buf).await;
         buf = rb;
         if !matches!(res, Ok(n) if n > 0) {
             b.out.kill();

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use crate::api::{Payload, Publish, Res};
+use crate::api::Res;
 use crate::error::ApiError;
+use crate::model::{Payload, Publish};
 use crate::runtime::worker::{Op, Worker};
 use crate::shard::{owner_of, ShardOp};
 
@@ -57,7 +58,7 @@ impl MeshData {
     /// string; binary stays binary.
     pub fn payload(&self) -> Payload {
         match self {
-            MeshData::Text(b) if crate::api::is_json(b) => Payload { bytes: b.clone(), binary: false },
+            MeshData::Text(b) if crate::model::is_json(b) => Payload { bytes: b.clone(), binary: false },
             MeshData::Text(b) => {
                 let s = serde_json::to_vec(&String::from_utf8_lossy(b)).unwrap_or_default();
                 Payload { bytes: s.into(), binary: false }

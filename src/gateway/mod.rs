@@ -172,7 +172,7 @@ pub fn next_client_id(w: &Worker) -> Arc<str> {
 /// The `/ws/v1` event frame of one queued message.
 pub fn event_frame(node: &str, client: &str, topic: &str, event: &Value) -> Bytes {
     let msg = json!({"e": "queue.pop", "p": {"n": node, "c": client, "t": topic, "d": event}, "id": null});
-    crate::ws::codec::frame(crate::ws::codec::OpCode::Text, msg.to_string().as_bytes())
+    crate::wire::ws::frame(crate::wire::ws::OpCode::Text, msg.to_string().as_bytes())
 }
 
 /// An event object with the connection's context attached when it has one.
@@ -311,11 +311,11 @@ pub fn queued(w: &Worker) -> usize {
 
 /// The text frame a raw client receives for a publication: a JSON string's content, other
 /// JSON as its text, binary data as a binary frame.
-pub fn raw_publication_frame(data: &crate::api::Payload) -> Bytes {
-    use crate::ws::codec::{frame, OpCode};
+pub fn raw_publication_frame(data: &crate::model::Payload) -> Bytes {
+    use crate::wire::ws::{frame, OpCode};
     if data.binary {
         return match std::str::from_utf8(&data.bytes) {
-            Ok(_) if crate::api::is_json(&data.bytes) => frame(OpCode::Text, &data.bytes),
+            Ok(_) if crate::model::is_json(&data.bytes) => frame(OpCode::Text, &data.bytes),
             _ => frame(OpCode::Binary, &data.bytes),
         };
     }
@@ -339,7 +339,7 @@ mod tests {
 
     #[test]
     fn raw_frames_of_publications() {
-        use crate::api::Payload;
+        use crate::model::Payload;
         let p = |b: &'static [u8], binary| Payload { bytes: Bytes::from_static(b), binary };
         let text = |f: Bytes| (f[0], f[2..].to_vec());
         assert_eq!(text(raw_publication_frame(&p(b"\"hi\\n\"", false))), (0x81, b"hi\n".to_vec()));

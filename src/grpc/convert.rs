@@ -8,8 +8,9 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::pb;
-use crate::api::{ClientInfo, NodeInfo, Publication, Res, StreamPosition};
+use crate::api::Res;
 use crate::error::ApiError;
+use crate::model::{ClientInfo, NodeInfo, Publication, StreamPosition};
 
 /// `data` bytes as JSON params: embedded as they are when they are JSON (so subscribers get
 /// them byte for byte), else as `b64data`. A non-empty `b64data` field wins, as over HTTP.

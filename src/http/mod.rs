@@ -1,7 +1,6 @@
 //! HTTP/1.1: the wire codec ([`codec`]), a connection's ordered output ([`out`]) and the
 //! keep-alive connection loop with the router ([`serve`]).
 
-pub mod codec;
 pub mod ops;
 pub mod out;
 pub mod serve;

@@ -12,9 +12,9 @@ use std::task::Waker;
 
 use bytes::Bytes;
 
-use super::codec;
 use crate::api::{encode, Method, Reply};
 use crate::runtime::worker::ReplySink;
+use crate::wire::http as codec;
 
 /// Most reply slots a connection may have waiting for results before it stops reading.
 pub const MAX_IN_FLIGHT: usize = 4096;

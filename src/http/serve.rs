@@ -12,35 +12,20 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use monoio::io::{AsyncReadRent, Splitable};
+
+use crate::io::{prepare_read, read_more};
 use monoio::net::TcpStream;
 
-use super::codec::{self, BodyDecoder, Head, HttpMethod};
 use super::out::{ConnOut, Format};
 use crate::api::exec;
 use crate::api::parse::{self, DecodeError, LineSplitter, Piece};
 use crate::api::{Method, Reply};
 use crate::runtime::worker::{Tag, Worker};
+use crate::wire::http::{self as codec, BodyDecoder, Head, HttpMethod};
 
-/// Largest read buffer a busy connection grows to.
-const READ_MAX: usize = 64 * 1024;
 /// Read buffer of an idle HTTP connection: an idle socket keeps its buffer for the pending
 /// read (io_uring owns it until data arrives), so it is kept small and grown only under load.
 const READ_IDLE: usize = 2 * 1024;
-
-/// Sizes the read buffer before a read: `idle` bytes when nothing is buffered, doubling (up to
-/// [`READ_MAX`]) while reads keep filling it.
-pub(crate) fn prepare_read(buf: &mut BytesMut, last_read_filled: bool, idle: usize) {
-    if buf.is_empty() && buf.capacity() > idle * 4 && !last_read_filled {
-        *buf = BytesMut::with_capacity(idle);
-        return;
-    }
-    let spare = buf.capacity() - buf.len();
-    if last_read_filled {
-        buf.reserve((buf.capacity() * 2).clamp(idle, READ_MAX));
-    } else if spare < idle / 2 {
-        buf.reserve(idle);
-    }
-}
 
 /// Why the read side stopped.
 enum Stop {
@@ -60,46 +45,6 @@ enum Upgrade {
     Raw(crate::ws::session::RawStart),
     /// A gateway backend on `/ws/v1`.
     Backend(crate::gateway::backend::Roles),
-}
-
-/// Reads more bytes **after** what `buf` already holds. (monoio's `read` on a `BytesMut`
-/// writes from the start of the allocation, so the unread tail must be protected by reading
-/// into the spare capacity only.)
-///
-/// A read that completes without waiting (the epoll driver, on a socket that always has
-/// data) is followed by a yield, so one connection sending as fast as it can never keeps the
-/// worker's other tasks from running. (io_uring reads always wait for their completion.)
-pub(crate) async fn read_more<R: AsyncReadRent>(rd: &mut R, buf: BytesMut) -> (std::io::Result<usize>, BytesMut) {
-    use monoio::buf::{IoBuf, IoBufMut};
-    let (len, cap) = (buf.bytes_init(), buf.capacity());
-    let mut read = std::pin::pin!(rd.read(buf.slice_mut(len..cap)));
-    let mut polls = 0u32;
-    let (res, slice) = std::future::poll_fn(|cx| {
-        polls += 1;
-        std::future::Future::poll(read.as_mut(), cx)
-    })
-    .await;
-    if polls == 1 {
-        yield_now().await;
-    }
-    (res, slice.into_inner())
-}
-
-/// Lets the worker's other ready tasks run before this one continues. The wake-up comes from
-/// a task of its own: monoio puts a task that wakes itself while being polled back at the
-/// front of the run queue, which would let nothing else run.
-async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            return std::task::Poll::Ready(());
-        }
-        yielded = true;
-        let waker = cx.waker().clone();
-        monoio::spawn(async move { waker.wake() });
-        std::task::Poll::Pending
-    })
-    .await
 }
 
 /// The read half plus its buffer.
@@ -578,7 +523,7 @@ impl Conn {
         resp.push_str(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
         );
-        resp.push_str(&crate::ws::codec::accept_key(key));
+        resp.push_str(&crate::wire::ws::accept_key(key));
         if let Some(p) = proto {
             resp.push_str("\r\nSec-WebSocket-Protocol: ");
             resp.push_str(p);

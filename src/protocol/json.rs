@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::*;
-use crate::api::encode::{self, string};
+use crate::wire::json::{self as encode, string};
 
 fn raw(r: Option<&RawValue>) -> Option<Bytes> {
     r.filter(|r| r.get() != "null").map(|r| Bytes::copy_from_slice(r.get().as_bytes()))

@@ -10,8 +10,8 @@ pub mod pb;
 
 use bytes::Bytes;
 
-use crate::api::{ClientInfo, Publication, StreamPosition};
 use crate::error::ApiError;
+use crate::model::{ClientInfo, Publication, StreamPosition};
 
 /// The wire format of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -11,7 +11,7 @@ use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use prost::Message as _;
 
 use super::*;
-use crate::api::Payload;
+use crate::model::Payload;
 
 /// The subset of `client.proto` this server reads and writes, field numbers as upstream.
 /// Fields the server never uses (dictionaries, tag filters, map subscriptions, ...) are left

@@ -13,9 +13,10 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::worker::{Msg, Op, Survey, Tag, Worker};
-use crate::api::{Command, Method, NodeInfo, Reply, Res, StreamPosition};
+use crate::api::{Command, Method, Reply, Res};
 use crate::engine::redis::codec;
 use crate::error::ApiError;
+use crate::model::{NodeInfo, StreamPosition};
 use crate::shard::{SubOp, SubOutcome, UnsubOp};
 
 /// How often a node announces itself; a node silent for `NODE_TTL` is dropped.
@@ -150,7 +151,7 @@ fn target_json(t: &crate::api::Target, m: &mut Map<String, Value>) {
     m.insert("session".into(), json!(&*t.session));
 }
 
-fn payload_json(p: &crate::api::Payload, key: &str, b64key: &str, m: &mut Map<String, Value>) {
+fn payload_json(p: &crate::model::Payload, key: &str, b64key: &str, m: &mut Map<String, Value>) {
     use base64::Engine;
     if p.binary {
         m.insert(b64key.into(), json!(base64::engine::general_purpose::STANDARD.encode(&p.bytes)));
@@ -223,7 +224,7 @@ pub fn act_params(cmd: &Command) -> Option<(Method, Value)> {
 pub async fn broadcast_act(w: &Rc<Worker>, cmd: &Command) -> Result<(), ApiError> {
     let (Some(engine), Some((method, params))) = (w.redis.as_ref(), act_params(cmd)) else { return Ok(()) };
     let msg = json!({"type": "act", "uid": w.node.uid, "method": method.name(), "params": params});
-    let (tx, rx) = super::notify::oneshot();
+    let (tx, rx) = crate::notify::oneshot();
     engine.publish_control(Bytes::from(msg.to_string()), Box::new(move |r| tx(r.is_ok())));
     if rx.await {
         Ok(())

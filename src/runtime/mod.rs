@@ -7,7 +7,6 @@
 
 pub mod cluster;
 pub mod inbox;
-pub mod notify;
 pub mod worker;
 
 use std::net::{SocketAddr, TcpListener as StdListener};

@@ -17,11 +17,12 @@ use slab::Slab;
 use smallvec::SmallVec;
 
 use super::inbox::{Inbox, Mailbox};
-use super::notify::LocalNotify;
-use crate::api::{NodeInfo, Reply, Res};
+use crate::api::{Reply, Res};
 use crate::config::Config;
 use crate::engine::redis::RedisEngine;
 use crate::error::ApiError;
+use crate::model::NodeInfo;
+use crate::notify::LocalNotify;
 use crate::shard::{owner_of, Fanout, Prepared, PushKind, Shard, ShardOp, UnsubOp};
 use crate::ws::session::Session;
 

@@ -12,10 +12,11 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use crate::api::{ClientInfo, History, Publication, Publish, Res, StreamPosition};
+use crate::api::Res;
 use crate::config::Config;
 use crate::engine::memory::{Presence, Stream};
 use crate::error::ApiError;
+use crate::model::{ClientInfo, History, Publication, Publish, StreamPosition};
 use crate::protocol::{Format, PushBody};
 
 /// The worker that owns `channel` among `workers`: a pure function of the name (ahash with
@@ -135,7 +136,7 @@ impl Prepared {
         let json = (!binary).then(|| {
             let mut buf = Vec::with_capacity(128);
             crate::protocol::encode_push(Format::Json, &channel, &push, &mut buf);
-            crate::ws::codec::frame(crate::ws::codec::OpCode::Text, &buf)
+            crate::wire::ws::frame(crate::wire::ws::OpCode::Text, &buf)
         });
         Prepared { channel, kind, push, json }
     }
@@ -144,7 +145,7 @@ impl Prepared {
     pub fn protobuf_frame(&self) -> Bytes {
         let mut buf = Vec::with_capacity(128);
         crate::protocol::encode_push(Format::Protobuf, &self.channel, &self.push, &mut buf);
-        crate::ws::codec::frame(crate::ws::codec::OpCode::Binary, &buf)
+        crate::wire::ws::frame(crate::wire::ws::OpCode::Binary, &buf)
     }
 }
 

@@ -10,9 +10,10 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::session::{unix_now, Session, Sub};
-use crate::api::{Command, Overrides, Payload, Publish, StreamPosition};
+use crate::api::{Command, Overrides};
 use crate::config::ChannelOptions;
 use crate::error::{ApiError, Disconnect};
+use crate::model::{Payload, Publish, StreamPosition};
 use crate::protocol::{self, ConnectResult, Format, PushBody, ReplyBody, SubscribeReq, SubscribeResult};
 use crate::runtime::worker::Worker;
 use crate::shard::{owner_of, ShardOp, SubOp};

@@ -14,14 +14,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
 
-use super::codec::{self, Message, OpCode};
 use super::commands;
 use super::out::WsOut;
-use crate::api::ClientInfo;
 use crate::error::{ApiError, Disconnect};
+use crate::model::ClientInfo;
 use crate::protocol::{self, Cmd, Format, PushBody, ReplyBody, Req};
 use crate::runtime::worker::{Msg, Op, Tag, Worker};
 use crate::shard::{owner_of, ShardOp, UnsubOp};
+use crate::wire::ws::{self as codec, Message, OpCode};
 
 pub(super) fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
@@ -285,7 +285,7 @@ impl Session {
 
 /// Picks the wire format: the `centrifuge-protobuf` subprotocol or `?format=protobuf` /
 /// `?cf_protocol=protobuf`. Returns the format and the subprotocol to echo.
-pub fn negotiate(head: &crate::http::codec::Head) -> (Format, Option<&'static str>) {
+pub fn negotiate(head: &crate::wire::http::Head) -> (Format, Option<&'static str>) {
     let protos = head
         .header("sec-websocket-protocol")
         .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase())
@@ -401,9 +401,9 @@ pub async fn run<R, W>(
         if s.is_closed() {
             break;
         }
-        crate::http::serve::prepare_read(&mut buf, last_full, READ_IDLE);
+        crate::io::prepare_read(&mut buf, last_full, READ_IDLE);
         let spare = buf.capacity() - buf.len();
-        let (res, b) = crate::http::serve::read_more(&mut rd, buf).await;
+        let (res, b) = crate::io::read_more(&mut rd, buf).await;
         buf = b;
         last_full = matches!(res, Ok(n) if n == spare);
         if !matches!(res, Ok(n) if n > 0) {
@@ -620,7 +620,7 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             }
             let max = s.w.cfg.client.history_max_publication_limit as i32;
             let limit = if h.limit < 0 || h.limit > max { max } else { h.limit };
-            let op = ShardOp::History(crate::api::History {
+            let op = ShardOp::History(crate::model::History {
                 channel: h.channel.as_str().into(),
                 limit,
                 since: h.since,

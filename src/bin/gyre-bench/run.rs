@@ -234,7 +234,7 @@ struct SubState {
 /// Connection slots for the opening phase, so the server's accept queue is not flooded.
 struct Slots {
     free: Cell<usize>,
-    wake: gyre::runtime::notify::LocalNotify,
+    wake: gyre::notify::LocalNotify,
 }
 
 impl Slots {

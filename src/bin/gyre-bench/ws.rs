@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use bytes::{Buf, Bytes};
 use gyre::protocol::pb::proto;
-use gyre::ws::codec::{accept_key, encode_client_frame, Decoder, Message, OpCode};
+use gyre::wire::ws::{accept_key, encode_client_frame, Decoder, Message, OpCode};
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use prost::Message as _;

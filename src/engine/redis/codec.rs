@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message;
 
-use crate::api::{ClientInfo, Payload, Publication, StreamPosition};
+use crate::model::{ClientInfo, Payload, Publication, StreamPosition};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PbClientInfo {
@@ -65,7 +65,7 @@ pub fn decode_info(b: &[u8]) -> Option<ClientInfo> {
 }
 
 /// A publication without its offset (Redis assigns it).
-pub fn encode_publication(data: &Payload, info: Option<&ClientInfo>, tags: Option<&crate::api::Tags>) -> Bytes {
+pub fn encode_publication(data: &Payload, info: Option<&ClientInfo>, tags: Option<&crate::model::Tags>) -> Bytes {
     let p = PbPublication {
         data: data.bytes.clone(),
         info: info.map(info_to_pb),
@@ -79,7 +79,7 @@ pub fn encode_publication(data: &Payload, info: Option<&ClientInfo>, tags: Optio
 /// Decodes a stored publication; `data` stays a slice of `b` (no copy).
 pub fn decode_publication(b: Bytes, offset: u64) -> Option<Publication> {
     let p = PbPublication::decode(b).ok()?;
-    let tags: Option<crate::api::Tags> = (!p.tags.is_empty())
+    let tags: Option<crate::model::Tags> = (!p.tags.is_empty())
         .then(|| p.tags.into_iter().map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())).collect::<Vec<_>>().into());
     Some(Publication {
         offset: if offset > 0 { offset } else { p.offset },
@@ -225,7 +225,7 @@ mod tests {
             conn_info: Some(Bytes::from_static(b"{}")),
             chan_info: None,
         };
-        let tags: crate::api::Tags = vec![("a".into(), "1".into())].into();
+        let tags: crate::model::Tags = vec![("a".into(), "1".into())].into();
         let data = Payload { bytes: Bytes::from_static(b"{\"x\":1}"), binary: false };
         let body = encode_publication(&data, Some(&info), Some(&tags));
         let mut framed = publication_prefix(7, "ep").into_bytes();

@@ -13,7 +13,8 @@ use bytes::{Bytes, BytesMut};
 use monoio::io::{AsyncWriteRentExt, Splitable};
 
 use super::resp::{self, Value};
-use crate::runtime::notify::LocalNotify;
+use crate::config::redis::Endpoint;
+use crate::notify::LocalNotify;
 
 /// Why a request got no reply from Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,72 +29,6 @@ pub enum RedisError {
 
 pub type RedisReply = Result<Value, RedisError>;
 pub type Callback = Box<dyn FnOnce(RedisReply)>;
-
-/// Where and how to connect: parsed from `redis://[user[:password]@]host:port[/db]` or
-/// `host:port`, with the config's user/password/db as defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub password: String,
-    pub db: u32,
-}
-
-impl Endpoint {
-    pub fn parse(addr: &str, cfg: &crate::config::Redis) -> Result<Endpoint, String> {
-        let bad = || format!("engine.redis.address: cannot parse {addr:?} (use redis://host:port or host:port)");
-        let mut ep = Endpoint {
-            host: String::new(),
-            port: 6379,
-            user: cfg.user.clone(),
-            password: cfg.password.clone(),
-            db: cfg.db,
-        };
-        let rest = if let Some(r) = addr.strip_prefix("redis://").or_else(|| addr.strip_prefix("tcp://")) {
-            r
-        } else if addr.starts_with("rediss://") || addr.starts_with("unix://") {
-            return Err(format!("engine.redis.address: {addr:?}: only plain TCP (redis://) is supported"));
-        } else if addr.contains("://") {
-            return Err(bad());
-        } else {
-            addr
-        };
-        let (auth, hostpart) = match rest.rsplit_once('@') {
-            Some((a, h)) => (Some(a), h),
-            None => (None, rest),
-        };
-        if let Some(a) = auth {
-            match a.split_once(':') {
-                Some((u, p)) => {
-                    ep.user = u.to_string();
-                    ep.password = p.to_string();
-                }
-                None => ep.user = a.to_string(),
-            }
-        }
-        let (hostport, db) = match hostpart.split_once('/') {
-            Some((h, d)) => (h, Some(d)),
-            None => (hostpart, None),
-        };
-        if let Some(d) = db.filter(|d| !d.is_empty()) {
-            ep.db = d.split('?').next().unwrap_or("").parse().map_err(|_| bad())?;
-        }
-        match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.is_empty() => {
-                ep.host = h.trim_start_matches('[').trim_end_matches(']').to_string();
-                ep.port = p.parse().map_err(|_| bad())?;
-            }
-            _ if !hostport.is_empty() && !hostport.contains(':') => ep.host = hostport.to_string(),
-            _ => return Err(bad()),
-        }
-        Ok(ep)
-    }
-
-    pub fn display(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -323,7 +258,7 @@ impl Conn {
                     }
                     Ok(Some(_)) => left -= 1,
                     Ok(None) => {
-                        let read = monoio::time::timeout(self.io_timeout, crate::http::serve::read_more(&mut rd, rbuf));
+                        let read = monoio::time::timeout(self.io_timeout, crate::io::read_more(&mut rd, rbuf));
                         match read.await {
                             Ok((Ok(n), b)) if n > 0 => {
                                 rbuf = b;
@@ -393,7 +328,7 @@ impl Conn {
                 if rbuf.capacity() - rbuf.len() < 4096 {
                     rbuf.reserve(16 << 10);
                 }
-                let (res, b) = crate::http::serve::read_more(&mut rd, rbuf).await;
+                let (res, b) = crate::io::read_more(&mut rd, rbuf).await;
                 rbuf = b;
                 match res {
                     Ok(n) if n > 0 => {}

@@ -23,11 +23,13 @@ use ahash::AHashMap;
 use bytes::Bytes;
 
 use self::codec::Keys;
-use self::conn::{Conn, Endpoint, RedisError, RedisReply};
+use self::conn::{Conn, RedisError, RedisReply};
 use self::resp::Value;
-use crate::api::{ClientInfo, History, Publication, Publish, Res, StreamPosition};
+use crate::api::Res;
+use crate::config::redis::Endpoint;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::model::{ClientInfo, History, Publication, Publish, StreamPosition};
 use crate::shard::Prepared;
 
 /// One Redis server's connections for one worker.
@@ -263,7 +265,7 @@ impl RedisEngine {
         recover: Option<u64>,
         limit: i64,
     ) -> Result<(StreamPosition, Vec<Publication>), ApiError> {
-        let (tx, rx) = crate::runtime::notify::oneshot();
+        let (tx, rx) = crate::notify::oneshot();
         self.read_stream(channel, recover, if recover.is_some() { limit } else { 0 }, false, Box::new(tx))?;
         rx.await
     }
