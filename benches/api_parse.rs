@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use simd_json::prelude::*;
 
-use gyre::api::exec::check_channel;
 use gyre::api::parse::{decode_line, decode_params, LineSplitter, Piece};
 use gyre::api::{Command, Method};
 use gyre::config::Config;
+use gyre::engine::{memory::Memory, Engine};
+use gyre::exec::check_channel;
 use gyre::shard::{Shard, ShardOp, SubOp};
 
 /// A typical legacy publish line (150 bytes): `data` is an object with a few fields.
@@ -146,7 +147,7 @@ fn config(history_size: usize) -> Arc<Config> {
 }
 
 /// The legacy path per command on one core, minus the socket: `decode_line`, channel check,
-/// `Shard::exec(Publish)` on the owner (history append; with subscribers also the JSON push
+/// `Shard::apply(Publish)` on the owner (history append; with subscribers also the JSON push
 /// frame, encoded once), and dropping the fan-out list.
 fn parse_and_dispatch(c: &mut Criterion) {
     const CHANNELS: usize = 1000;
@@ -159,7 +160,7 @@ fn parse_and_dispatch(c: &mut Criterion) {
         ("publish, history 100, subscribers (JSON frame)", 100, true),
     ] {
         let cfg = config(history);
-        let mut shard = Shard::new(cfg.clone());
+        let mut shard = Shard::new(Engine::Memory(Memory::new(cfg.clone())));
         let mut fanout = Vec::new();
         if subscribed {
             for i in 0..CHANNELS {
@@ -172,7 +173,7 @@ fn parse_and_dispatch(c: &mut Criterion) {
                     position: false,
                     recover_limit: 0,
                 };
-                shard.exec(ShardOp::Subscribe(Box::new(op)), Instant::now(), &mut fanout).unwrap();
+                shard.subscribe(op, Instant::now(), &mut fanout).unwrap();
             }
         }
         let mut next = 0usize;
@@ -182,7 +183,7 @@ fn parse_and_dispatch(c: &mut Criterion) {
                 next = (next + 1) % lines.len();
                 let Ok(Command::Publish(p)) = l.command else { panic!("not a publish") };
                 check_channel(&cfg, &p.channel).unwrap();
-                let r = shard.exec(ShardOp::Publish(p), Instant::now(), &mut fanout).unwrap();
+                let r = shard.apply(ShardOp::Publish(p), Instant::now(), &mut fanout).unwrap();
                 assert_eq!(fanout.len(), subscribed as usize);
                 fanout.clear();
                 r

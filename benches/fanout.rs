@@ -1,8 +1,8 @@
 //! The publication write path: encoding a push once (`Prepared::new` → JSON WebSocket frame,
-//! `protobuf_frame`) and fanning one frame out to 10,000 local subscribers' `WsOut` queues.
+//! `protobuf_frame`) and fanning one frame out to 10,000 local subscribers' `Outbox` queues.
 //!
 //! Fan-out is timed until every queue has been drained by its writer task (the real
-//! `WsOut::run_writer`, writing to a sink that accepts everything at once), so the figure
+//! `Outbox::run_writer`, writing to a sink that accepts everything at once), so the figure
 //! includes waking 10,000 writers and their vectored writes, not only the pushes.
 
 use std::cell::Cell;
@@ -19,10 +19,10 @@ use monoio::buf::{IoBuf, IoVecBuf};
 use monoio::io::AsyncWriteRent;
 use monoio::BufResult;
 
+use gyre::client::outbox::Outbox;
 use gyre::model::{Payload, Publication};
 use gyre::protocol::PushBody;
-use gyre::shard::{Prepared, PushKind};
-use gyre::ws::out::WsOut;
+use gyre::push::{Prepared, PushKind};
 
 fn push_body() -> PushBody {
     let data = Bytes::from_static(br#"{"user":"alice","text":"hello, world","ts":1700000000123,"seq":17}"#);
@@ -109,7 +109,7 @@ fn fanout(c: &mut Criterion) {
     let mut g = c.benchmark_group("fanout");
     for subs in [1_000usize, 10_000] {
         let written = Rc::new(Written::default());
-        let outs: Vec<Rc<WsOut>> = (0..subs).map(|_| Rc::new(WsOut::new(1 << 20))).collect();
+        let outs: Vec<Rc<Outbox>> = (0..subs).map(|_| Rc::new(Outbox::new(1 << 20))).collect();
         rt.block_on(async {
             for out in &outs {
                 let (out, sink) = (out.clone(), Sink(written.clone()));
@@ -117,7 +117,7 @@ fn fanout(c: &mut Criterion) {
             }
         });
         g.throughput(Throughput::Elements(subs as u64));
-        g.bench_function(format!("one JSON frame to {subs} WsOut queues, drained"), |b| {
+        g.bench_function(format!("one JSON frame to {subs} Outbox queues, drained"), |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
                     let start = Instant::now();

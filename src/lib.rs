@@ -1,21 +1,64 @@
 //! Gyre: a real-time messaging server compatible with Centrifugo, built thread-per-core on
 //! monoio. See `ARCHITECTURE.md` for the data path and the ordering invariants.
+//!
+//! The module map, bottom to top. A module may import only modules above it in this list
+//! (within a folder, files may import each other); `scripts/imports.py` checks that no import
+//! loop spans two folders.
 
-pub mod admin;
+// -- ground: pure values and codecs, no I/O, no threads --
+/// The server API: commands, their parser and their JSON answers.
 pub mod api;
+/// Config from file, env and flags; the Redis address parser.
 pub mod config;
-pub mod engine;
+/// Error types: API errors, disconnect reasons, internal errors.
 pub mod error;
-pub mod gateway;
-pub mod grpc;
-pub mod http;
+/// Socket reads shared by every connection kind.
 pub mod io;
+/// Per-worker counters and the Prometheus text.
 pub mod metrics;
+/// Shared values: publications, payloads, positions, client info, publish/history params.
 pub mod model;
+/// Single-thread wake-ups and oneshots.
 pub mod notify;
+/// The Centrifuge client protocol: commands, replies, pushes (JSON and protobuf).
 pub mod protocol;
-pub mod runtime;
-pub mod shard;
+/// JWT verification and signing (HS256/384/512).
 pub mod token;
+/// Wire codecs: HTTP/1.1, RFC 6455 frames, JSON writer primitives.
 pub mod wire;
+
+// -- per-worker state: no sockets --
+/// What fan-out needs of a client (format, queue, held pushes) and the session handle.
+pub mod client;
+/// Memory and Redis engines: where channel state lives.
+pub mod engine;
+/// This worker's clients and subscriptions; the last leg of fan-out.
+pub mod hub;
+/// A push prepared once for all subscribers.
+pub mod push;
+/// The owned channels: subscriber counts per worker over the engine; channel ownership.
+pub mod shard;
+
+// -- threads and routing --
+/// The node and its peers: info, channels, control messages between nodes.
+pub mod cluster;
+/// The server API's executor (HTTP, gRPC, admin).
+pub mod exec;
+/// Inboxes and the worker, the router of an event loop.
+pub mod runtime;
+
+// -- features and transports, on top --
+/// The admin page's data and assets.
+pub mod admin;
+/// The gateway ("mesh") API: queues, backends, mesh actions.
+pub mod gateway;
+/// The gRPC server API.
+pub mod grpc;
+/// HTTP/1.1 connections and the router.
+pub mod http;
+/// The composition root: binds, starts and stops everything.
+pub mod server;
+/// The client session, independent of its transport.
+pub mod session;
+/// The WebSocket transport.
 pub mod ws;

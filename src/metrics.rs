@@ -3,7 +3,7 @@
 //! Every worker thread counts into its own thread-local [`Local`] (plain `Cell`s: no atomic,
 //! no cache line shared with another core). A scrape of `/metrics` asks every worker through
 //! its inbox for a [`Snapshot`] of its counters and its connection counts
-//! (`runtime::worker::Survey::Metrics`), adds them up and renders the text format with
+//! (a job on each worker, `http::ops`), adds them up and renders the text format with
 //! Centrifugo's metric names, so existing dashboards keep working:
 //!
 //! * `centrifugo_node_num_clients|num_users|num_channels|num_subscriptions|num_nodes|build`

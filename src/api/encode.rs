@@ -23,9 +23,7 @@ fn publish_result(out: &mut Vec<u8>, p: &Option<StreamPosition>) {
 /// The result object of a successful command.
 pub fn result(out: &mut Vec<u8>, r: &Res) {
     match r {
-        Res::Empty | Res::Subscribed(_) | Res::Mesh(_) | Res::Count(_) | Res::Metrics(_) => {
-            out.extend_from_slice(b"{}")
-        }
+        Res::Empty => out.extend_from_slice(b"{}"),
         Res::Publish(p) => publish_result(out, p),
         Res::Broadcast(items) => {
             out.extend_from_slice(b"{\"responses\":[");

@@ -4,7 +4,6 @@
 //! [`exec`].
 
 pub mod encode;
-pub mod exec;
 pub mod parse;
 
 use crate::error::ApiError;
@@ -216,14 +215,6 @@ pub enum Res {
     Channels(Vec<(Box<str>, u64)>),
     Info(Vec<NodeInfo>),
     Batch(Vec<(Option<Method>, Reply)>),
-    /// Internal: a channel owner's answer to a client subscription (never sent over the API).
-    Subscribed(crate::shard::SubOutcome),
-    /// Internal: a gateway action's outcome on one worker (`None`: the client is not there).
-    Mesh(Option<Result<(), (u32, String)>>),
-    /// Internal: a count (subscribers of a channel on this node).
-    Count(u64),
-    /// Internal: one worker's metric counters for a `/metrics` scrape (never sent over the API).
-    Metrics(Box<crate::metrics::Snapshot>),
 }
 
 /// The outcome of one command.

@@ -1,7 +1,7 @@
 //! The `gyre` command line: runs the server (root command or `serve`) and offers Centrifugo's
 //! helper commands (`genconfig`, `checkconfig`, `gentoken`, `gensubtoken`, `checktoken`,
 //! `checksubtoken`, `version`). Owns start-up logging and the operator-facing messages;
-//! the server itself is `gyre::runtime::run`.
+//! the server itself is `gyre::server::run`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -224,7 +224,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         tracing::warn!("{w}");
     }
     announce_generated(&loaded);
-    if let Err(e) = gyre::runtime::run(loaded.config) {
+    if let Err(e) = gyre::server::run(loaded.config) {
         if logging {
             tracing::error!("{e}");
         } else {

@@ -1,4 +1,5 @@
-//! In-memory history streams and presence tables, owned by one worker (no locks).
+//! The memory engine: the state of the channels one worker owns (history streams, presence
+//! tables, idempotency results, publication versions), owned by that worker (no locks).
 //!
 //! A [`Stream`] is a ring of the last `history_size` publications of a channel with
 //! contiguous offsets, so finding `since` is index arithmetic. Items expire together
@@ -9,10 +10,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ahash::AHashMap;
 use rand::Rng;
 
+use crate::config::Config;
 use crate::error::ApiError;
-use crate::model::{ClientInfo, Publication, StreamPosition};
+use crate::model::{ClientInfo, History, Publication, Publish, StreamPosition};
 
 /// A random epoch: 8 ASCII letters, as Centrifugo's memory engine makes them.
 pub fn new_epoch() -> Arc<str> {
@@ -165,6 +168,241 @@ impl Presence {
 
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
+    }
+}
+
+/// idempotency key → (first result, expiry).
+type IdempotencyCache = AHashMap<Box<str>, (Option<StreamPosition>, Instant)>;
+
+/// How long an idempotency key keeps its first result.
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(300);
+
+/// A channel's state in memory.
+#[derive(Debug, Default)]
+struct ChannelState {
+    stream: Option<Stream>,
+    presence: Presence,
+    /// idempotency key → (result, expiry).
+    idempotency: Option<Box<IdempotencyCache>>,
+    /// Last accepted (version, version_epoch).
+    version: Option<(u64, Box<str>)>,
+}
+
+impl ChannelState {
+    /// The channel's stream, recreated (new epoch, offsets from 1) when its meta outlived
+    /// `meta_ttl` since the last access, created when absent.
+    fn live_stream(&mut self, now: Instant, meta_ttl: Duration) -> &mut Stream {
+        if self.stream.as_ref().is_some_and(|s| s.meta_expired(now, meta_ttl)) {
+            self.stream = None;
+        }
+        self.stream.get_or_insert_with(|| Stream::new(now))
+    }
+
+    fn is_idle(&self) -> bool {
+        self.stream.is_none() && self.presence.is_empty() && self.idempotency.is_none() && self.version.is_none()
+    }
+}
+
+/// Where a subscriber starts: the stream top and, when asked and possible, the publications
+/// it missed since its position.
+#[derive(Debug, Default)]
+pub struct Start {
+    pub position: Option<StreamPosition>,
+    pub publications: Vec<Publication>,
+    pub recovered: bool,
+}
+
+/// The memory engine of one worker: the channels it owns. See the module docs.
+pub struct Memory {
+    cfg: Arc<Config>,
+    channels: AHashMap<Box<str>, ChannelState>,
+    /// Where the next sweep continues.
+    sweep_cursor: usize,
+}
+
+impl Memory {
+    pub fn new(cfg: Arc<Config>) -> Self {
+        Memory { cfg, channels: AHashMap::new(), sweep_cursor: 0 }
+    }
+
+    /// Applies a publish: idempotency, version, history. Returns the result position and the
+    /// publication to deliver (`None`: a repeated idempotency key or a stale version, nothing
+    /// is delivered).
+    pub fn publish(
+        &mut self,
+        p: Publish,
+        now: Instant,
+    ) -> Result<(Option<StreamPosition>, Option<Publication>), ApiError> {
+        let opts = self.cfg.resolve_channel(&p.channel)?.options;
+        let meta_ttl = self.cfg.history_meta_ttl(opts);
+        let history = opts.history_enabled() && !p.skip_history;
+        let publication = Publication { offset: 0, data: p.data, info: p.info, tags: p.tags };
+        let state = match self.channels.get_mut(&*p.channel) {
+            Some(s) => s,
+            // Nothing to keep: no state is created for the channel.
+            None if !history && p.idempotency_key.is_none() && p.version == 0 => return Ok((None, Some(publication))),
+            None => self.channels.entry(p.channel.clone()).or_default(),
+        };
+        if let Some(key) = &p.idempotency_key {
+            if let Some((res, exp)) = state.idempotency.as_ref().and_then(|m| m.get(key)) {
+                if *exp > now {
+                    return Ok((res.clone(), None));
+                }
+            }
+        }
+        if p.version > 0 {
+            if let Some((v, e)) = &state.version {
+                if *e == p.version_epoch && p.version <= *v {
+                    // An older or repeated version is dropped, as Centrifugo does.
+                    return Ok((None, None));
+                }
+            }
+            state.version = Some((p.version, p.version_epoch.clone()));
+        }
+        let mut publication = publication;
+        let result = if history {
+            let stream = state.live_stream(now, meta_ttl);
+            let pos = stream.add(publication.clone(), opts.history_size, opts.history_ttl, now);
+            publication.offset = pos.offset;
+            Some(pos)
+        } else {
+            None
+        };
+        if let Some(key) = p.idempotency_key {
+            let map = state.idempotency.get_or_insert_with(Default::default);
+            map.insert(key, (result.clone(), now + IDEMPOTENCY_TTL));
+        }
+        Ok((result, Some(publication)))
+    }
+
+    /// `history`. Reading creates the stream meta (epoch) when absent, as Centrifugo does.
+    pub fn history(&mut self, h: History, now: Instant) -> Result<(Vec<Publication>, StreamPosition), ApiError> {
+        let opts = self.cfg.resolve_channel(&h.channel)?.options;
+        let meta_ttl = self.cfg.history_meta_ttl(opts);
+        let state = self.channels.entry(h.channel.clone()).or_default();
+        state.live_stream(now, meta_ttl).read(h.since.as_ref(), h.limit as i64, h.reverse, now)
+    }
+
+    /// `history_remove`: publications go, the position stays.
+    pub fn history_remove(&mut self, channel: &str, now: Instant) {
+        if let Some(s) = self.channels.get_mut(channel).and_then(|c| c.stream.as_mut()) {
+            s.clear(now);
+        }
+    }
+
+    pub fn presence(&self, channel: &str) -> Vec<ClientInfo> {
+        self.channels.get(channel).map(|c| c.presence.list()).unwrap_or_default()
+    }
+
+    /// (clients, users) in the channel's presence.
+    pub fn presence_stats(&self, channel: &str) -> (u64, u64) {
+        self.channels.get(channel).map(|c| c.presence.stats()).unwrap_or((0, 0))
+    }
+
+    /// Where a subscriber of `channel` starts: with `position`, the top of the stream; with
+    /// `recover`, also the publications after it when they run without a gap to the top
+    /// within `limit` (see [`recovers`]).
+    pub fn start(
+        &mut self,
+        channel: &str,
+        position: bool,
+        recover: Option<&StreamPosition>,
+        limit: usize,
+        now: Instant,
+    ) -> Result<Start, ApiError> {
+        let opts = self.cfg.resolve_channel(channel)?.options;
+        let mut out = Start::default();
+        if !position && recover.is_none() {
+            return Ok(out);
+        }
+        if !opts.history_enabled() {
+            out.position = Some(StreamPosition::default());
+            return Ok(out);
+        }
+        let meta_ttl = self.cfg.history_meta_ttl(opts);
+        let state = match self.channels.get_mut(channel) {
+            Some(s) => s,
+            None => self.channels.entry(Box::from(channel)).or_default(),
+        };
+        let stream = state.live_stream(now, meta_ttl);
+        let top = stream.position();
+        if let Some(since) = recover {
+            if since.epoch.is_empty() || since.epoch == top.epoch {
+                let since = StreamPosition { offset: since.offset, epoch: top.epoch.clone() };
+                if let Ok((pubs, _)) = stream.read(Some(&since), limit as i64 + 1, false, now) {
+                    if recovers(since.offset, top.offset, &pubs, limit) {
+                        out.publications = pubs;
+                        out.recovered = true;
+                    }
+                }
+            }
+        }
+        out.position = Some(top);
+        Ok(out)
+    }
+
+    pub fn presence_add(&mut self, channel: &str, info: ClientInfo) {
+        self.channels.entry(channel.into()).or_default().presence.add(info);
+    }
+
+    /// Removes a client from the channel's presence; frees the channel's state when nothing
+    /// is left of it.
+    pub fn presence_remove(&mut self, channel: &str, client: &str) {
+        if let Some(state) = self.channels.get_mut(channel) {
+            state.presence.remove(client);
+            if state.is_idle() {
+                self.channels.remove(channel);
+            }
+        }
+    }
+
+    /// Frees state that has expired: idempotency results past 5 minutes, streams whose meta
+    /// TTL passed, and channels with nothing left. Visits at most `budget` channels per call
+    /// so a large map never stalls the loop.
+    pub fn sweep(&mut self, now: Instant, budget: usize) {
+        let cfg = self.cfg.clone();
+        let len = self.channels.len();
+        if len == 0 {
+            return;
+        }
+        let start = self.sweep_cursor % len;
+        let mut dead: Vec<Box<str>> = Vec::new();
+        for (name, state) in self.channels.iter_mut().skip(start).take(budget) {
+            if let Some(m) = state.idempotency.as_mut() {
+                m.retain(|_, (_, exp)| *exp > now);
+                if m.is_empty() {
+                    state.idempotency = None;
+                }
+            }
+            if let Some(s) = &state.stream {
+                let meta_ttl =
+                    cfg.resolve_channel(name).map(|r| cfg.history_meta_ttl(r.options)).unwrap_or(Duration::ZERO);
+                if s.meta_expired(now, meta_ttl) {
+                    state.stream = None;
+                }
+            }
+            if state.is_idle() {
+                dead.push(name.clone());
+            }
+        }
+        self.sweep_cursor = start + budget;
+        for name in dead {
+            self.channels.remove(&name);
+        }
+    }
+
+    /// Number of channels with any state (for tests and metrics).
+    pub fn owned_channels(&self) -> usize {
+        self.channels.len()
+    }
+}
+
+/// Whether publications read after `since` recover a subscriber to `top`: they run without a
+/// gap from since+1 to the top (or there are none and nothing was missed), within `limit`.
+pub fn recovers(since: u64, top: u64, pubs: &[Publication], limit: usize) -> bool {
+    match pubs.first() {
+        None => since == top,
+        Some(first) => first.offset == since + 1 && pubs.len() <= limit && pubs.last().map(|p| p.offset) == Some(top),
     }
 }
 

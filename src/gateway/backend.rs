@@ -12,10 +12,10 @@ use serde_json::{json, Value};
 
 use super::mesh::{self, MeshError};
 use super::{Consumer, QueueMsg};
-use crate::runtime::worker::{Msg, Op, Worker};
+use crate::client::outbox::Outbox;
+use crate::runtime::worker::Worker;
 use crate::shard::owner_of;
-use crate::wire::ws::{self as codec, Message, OpCode};
-use crate::ws::out::WsOut;
+use crate::wire::ws::{self as codec, OpCode};
 
 /// What an authenticated backend may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,7 +37,7 @@ const BACKEND_QUEUE_BYTES: usize = 64 << 20;
 pub struct Backend {
     pub gen: u32,
     key: std::cell::Cell<u32>,
-    pub out: WsOut,
+    pub out: Outbox,
     popped: RefCell<AHashSet<Arc<str>>>,
     roles: Roles,
 }
@@ -72,7 +72,7 @@ impl Backend {
         let consumer = self.consumer(w);
         for topic in topics {
             let owner = owner_of(&topic, w.workers);
-            w.send(owner, Msg::Queue(QueueMsg::Unpop { topic, consumer }));
+            super::send_queue(w, owner, QueueMsg::Unpop { topic, consumer });
         }
     }
 }
@@ -80,7 +80,7 @@ impl Backend {
 static NEXT_GEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
 /// Runs a backend connection on an upgraded socket until it closes.
-pub async fn run<R, W>(w: Rc<Worker>, roles: Roles, mut rd: R, wr: W, mut buf: BytesMut, fd: i32)
+pub async fn run<R, W>(w: Rc<Worker>, roles: Roles, mut rd: R, wr: W, buf: BytesMut, fd: i32)
 where
     R: monoio::io::AsyncReadRent,
     W: monoio::io::AsyncWriteRent + 'static,
@@ -88,11 +88,11 @@ where
     let b = Rc::new(Backend {
         gen: NEXT_GEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         key: Default::default(),
-        out: WsOut::new(BACKEND_QUEUE_BYTES),
+        out: Outbox::new(BACKEND_QUEUE_BYTES),
         popped: RefCell::new(AHashSet::new()),
         roles,
     });
-    let key = w.gw.backends.borrow_mut().insert(b.clone()) as u32;
+    let key = super::local(&w).backends.borrow_mut().insert(b.clone()) as u32;
     b.key.set(key);
     let writer = {
         let b = b.clone();
@@ -103,58 +103,42 @@ where
         })
     };
     let limit = w.cfg.websocket.message_size_limit.max(1 << 20);
-    let mut dec = codec::Decoder::new(limit, limit);
-    'read: loop {
-        loop {
-            match dec.decode(&mut buf) {
-                Ok(Some(msg)) => {
-                    if !handle(&w, &b, msg) {
-                        break 'read;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    b.out.close(codec::close_frame(e.close_code(), ""), false);
-                    break 'read;
-                }
-            }
-        }
-        if b.out.is_closed() {
-            break;
-        }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
-        }
-        let (res, rb) = crate::io::read_more(&mut rd, buf).await;
-        buf = rb;
-        if !matches!(res, Ok(n) if n > 0) {
-            b.out.kill();
-            break;
-        }
-    }
+    let conn = BackendConn { w: w.clone(), b: b.clone() };
+    crate::ws::read_loop(&conn, &mut rd, buf, limit, BACKEND_READ_IDLE).await;
     b.unpop_all(&w);
-    w.gw.backends.borrow_mut().try_remove(key as usize);
+    super::local(&w).backends.borrow_mut().try_remove(key as usize);
     let _ = writer.await;
 }
 
-/// Handles one message; false when the connection should end.
-fn handle(w: &Rc<Worker>, b: &Rc<Backend>, msg: Message) -> bool {
-    let data = match msg {
-        Message::Text(d) => d,
-        Message::Binary(_) => {
-            b.out.close(codec::close_frame(1003, "text frames only"), false);
+/// Read buffer of an idle backend connection.
+const BACKEND_READ_IDLE: usize = 4096;
+
+struct BackendConn {
+    w: Rc<Worker>,
+    b: Rc<Backend>,
+}
+
+impl crate::ws::Conn for BackendConn {
+    fn outbox(&self) -> &Outbox {
+        &self.b.out
+    }
+    async fn on_data(&self, text: bool, data: Bytes) -> bool {
+        if !text {
+            self.b.out.close(codec::close_frame(1003, "text frames only"), false);
             return false;
         }
-        Message::Ping(p) => {
-            let _ = b.out.push(codec::frame(OpCode::Pong, &p));
-            return true;
-        }
-        Message::Pong(_) => return true,
-        Message::Close(_) => {
-            b.out.close(codec::close_frame(1000, ""), false);
-            return false;
-        }
-    };
+        handle(&self.w, &self.b, data)
+    }
+    fn on_close(&self, code: u16) {
+        self.b.out.close(codec::close_frame(code, ""), false);
+    }
+    fn on_gone(&self) {
+        self.b.out.kill();
+    }
+}
+
+/// Handles one text message; false when the connection should end.
+fn handle(w: &Rc<Worker>, b: &Rc<Backend>, data: Bytes) -> bool {
     if data.trim_ascii() == b"ping" {
         let _ = b.out.push(codec::frame(OpCode::Text, b"pong"));
         return true;
@@ -203,7 +187,10 @@ fn handle(w: &Rc<Worker>, b: &Rc<Backend>, msg: Message) -> bool {
             b.popped.borrow_mut().extend(topics.iter().cloned());
             let calls: Vec<_> = topics
                 .iter()
-                .map(|t| w.call(owner_of(t, w.workers), Op::QueuePop { topic: t.clone(), consumer }))
+                .map(|t| {
+                    let topic = t.clone();
+                    w.ask(owner_of(t, w.workers), move |w, a| a.send(w, super::pop(w, topic, consumer)))
+                })
                 .collect();
             let b = b.clone();
             // The owners answer (a topic over the node's limit is refused); the reply waits.

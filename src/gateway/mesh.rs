@@ -7,11 +7,22 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use crate::api::Res;
 use crate::error::ApiError;
 use crate::model::{Payload, Publish};
-use crate::runtime::worker::{Op, Worker};
+use crate::runtime::worker::Worker;
 use crate::shard::{owner_of, ShardOp};
+
+/// A connection `mesh.send` and `conn.call` can act on (implemented by the client session).
+pub trait MeshTarget {
+    /// `mesh.send` to this connection.
+    fn mesh_send(&self, data: &MeshData) -> Result<(), String>;
+    /// `conn.call` on this connection.
+    fn mesh_call(
+        self: Rc<Self>,
+        f: String,
+        args: Vec<Value>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), MeshError>>>>;
+}
 
 /// A gateway error: code and message, as `{"E":{"c":..,"m":..}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,36 +181,64 @@ fn check_args(f: &str, args: &[Value]) -> Result<(), MeshError> {
 /// Runs a mesh action wherever its client is: this node's workers first, then (Redis engine)
 /// the other nodes.
 pub async fn run(w: &Rc<Worker>, op: MeshOp) -> Result<(), MeshError> {
-    let op = Arc::new(op);
-    let calls: Vec<_> = (0..w.workers).map(|i| w.call(i, Op::Mesh(op.clone()))).collect();
-    let mut result = None;
-    for c in calls {
-        if let Ok(Res::Mesh(Some(r))) = c.await {
-            result.get_or_insert(r);
-        }
+    if let Some(r) = run_local(w, Arc::new(op.clone())).await {
+        return r;
     }
-    if let Some(r) = result {
-        return r.map_err(|(code, m)| MeshError::new(code, m));
-    }
-    if w.redis.is_some() {
-        if let Some(r) = crate::runtime::cluster::mesh_remote(w, &op).await {
-            return r;
-        }
+    if let Some(r) = run_remote(w, &op).await {
+        return r;
     }
     Err(op.not_found())
 }
 
-/// Executes a mesh action on this worker's connection of its client, if it has it:
-/// `None` when the client is not here.
-pub async fn exec_here(w: &Rc<Worker>, op: &MeshOp) -> Option<Result<(), (u32, String)>> {
-    let key = *w.gw.by_client.borrow().get(op.client())?;
-    let s = w.clients.borrow().get(key as usize).cloned()?;
-    if s.is_closed() {
-        return None;
+/// Runs a mesh action on this node's connection of its client: `None` when no worker has it.
+async fn run_local(w: &Rc<Worker>, op: Arc<MeshOp>) -> Option<Result<(), MeshError>> {
+    let calls = w.ask_all(move |w, a| {
+        let target = super::local(w).targets.borrow().get(op.client()).and_then(|t| t.upgrade());
+        let Some(target) = target else { return a.send(w, None) };
+        match &*op {
+            MeshOp::Send { data, .. } => a.send(w, Some(target.mesh_send(data).map_err(|m| (401, m)))),
+            MeshOp::Call { f, args, .. } => {
+                let (w, f, args) = (w.clone(), f.clone(), args.clone());
+                monoio::spawn(async move {
+                    let r = target.mesh_call(f, args).await.map_err(|e| (e.code, e.message));
+                    a.send(&w, Some(r));
+                });
+            }
+        }
+    });
+    let mut result = None;
+    for c in calls {
+        if let Some(r) = c.await {
+            result.get_or_insert(r);
+        }
     }
-    Some(match op {
-        MeshOp::Send { data, .. } => s.mesh_send(data).map_err(|m| (401, m)),
-        MeshOp::Call { f, args, .. } => s.mesh_call(f, args).await.map_err(|e| (e.code, e.message)),
+    result.map(|r| r.map_err(|(code, m)| MeshError::new(code, m)))
+}
+
+/// A gateway action for a client on another node: `None` when no node has the client.
+async fn run_remote(w: &Rc<Worker>, op: &MeshOp) -> Option<Result<(), MeshError>> {
+    let found = |p: &Value| p.get("found").and_then(Value::as_bool).unwrap_or(false);
+    let question = json!({"kind": "mesh", "op": op.to_json()});
+    let parts = crate::cluster::survey(w, question, |parts| parts.iter().any(found)).await;
+    let hit = parts.iter().find(|p| found(p))?;
+    Some(match hit.get("err").and_then(Value::as_array) {
+        Some(e) => Err(MeshError::new(
+            e.first().and_then(Value::as_u64).unwrap_or(301) as u32,
+            e.get(1).and_then(Value::as_str).unwrap_or("execution failed"),
+        )),
+        None => Ok(()),
+    })
+}
+
+/// Another node's `mesh` survey: runs the action here if this node has the client,
+/// answering `{"found": bool, "err": [code, msg] | null}`.
+pub fn answer_survey(w: Rc<Worker>, question: Value) -> std::pin::Pin<Box<dyn std::future::Future<Output = Value>>> {
+    Box::pin(async move {
+        let Some(op) = question.get("op").and_then(MeshOp::from_json) else { return Value::Null };
+        match run_local(&w, Arc::new(op)).await {
+            Some(r) => json!({"found": true, "err": r.err().map(|e| json!([e.code, e.message]))}),
+            None => json!({"found": false, "err": null}),
+        }
     })
 }
 
@@ -211,25 +250,13 @@ pub async fn publish(w: &Rc<Worker>, p: &Map<String, Value>) -> Result<(u64, u64
         _ => return Err(MeshError::bad("invalid argument: c must be a channel name without spaces")),
     };
     let data = MeshData::parse(p)?;
-    crate::api::exec::check_channel(&w.cfg, channel)
+    crate::exec::check_channel(&w.cfg, channel)
         .map_err(|e| MeshError::bad(format!("invalid argument: {}", e.message)))?;
-    let publish = Publish {
-        channel: channel.into(),
-        data: data.payload(),
-        skip_history: false,
-        tags: None,
-        idempotency_key: None,
-        delta: false,
-        version: 0,
-        version_epoch: "".into(),
-        info: None,
-    };
-    let count = w.call(owner_of(channel, w.workers), Op::Shard(ShardOp::Subscribers(channel.into())));
+    let publish = Publish::new(channel, data.payload());
+    let name: Box<str> = channel.into();
+    let count = w.ask(owner_of(channel, w.workers), move |w, a| a.send(w, w.shard.borrow().subscriber_count(&name)));
     let published = w.call_shard(channel, ShardOp::Publish(publish));
-    let n = match count.await {
-        Ok(Res::Count(n)) => n,
-        _ => 0,
-    };
+    let n = count.await;
     match published.await {
         Ok(_) => Ok((n, 0)),
         Err(e) if e == ApiError::INTERNAL => Err(MeshError::new(101, "publish failed: internal error")),

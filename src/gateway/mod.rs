@@ -12,7 +12,8 @@ pub mod mesh;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::rc::{Rc, Weak};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ahash::AHashMap;
@@ -20,8 +21,10 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use slab::Slab;
 
+use crate::cluster::api_server;
 use crate::runtime::worker::{Msg, Worker};
 use crate::shard::owner_of;
+use crate::wire::ws::{frame, OpCode};
 
 /// A consumer of a topic: one `/ws/v1` connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,42 +60,34 @@ pub struct Local {
     /// Topics this worker owns.
     topics: RefCell<AHashMap<Arc<str>, Topic>>,
     /// `/ws/v1` connections on this worker.
-    pub backends: RefCell<Slab<std::rc::Rc<backend::Backend>>>,
-    /// Client id → session key, for every session on this worker (raw and Centrifugo).
-    pub by_client: RefCell<AHashMap<Arc<str>, u32>>,
+    pub backends: RefCell<Slab<Rc<backend::Backend>>>,
+    /// Client id → connection, for every client on this worker (raw and Centrifugo), so
+    /// `mesh.send` and `conn.call` find them.
+    pub targets: RefCell<AHashMap<Arc<str>, Weak<dyn mesh::MeshTarget>>>,
     /// Messages dropped because a topic was full or the topic limit was reached.
     pub dropped: Cell<u64>,
     /// Snowflake state: last millisecond used and the sequence within it.
     id_state: Cell<(u64, u64)>,
 }
 
-/// Node-wide gateway counters shared by the workers (touched only when a topic is created or
-/// removed, never on the publish path).
-#[derive(Default)]
-pub struct Shared {
-    pub topics: AtomicUsize,
-    /// 10 bits identifying this node inside client ids.
-    pub node_bits: u64,
+/// This worker's gateway state.
+pub fn local(w: &Worker) -> Rc<Local> {
+    w.local(|_| Local::default())
 }
 
-impl Shared {
-    pub fn new(uid: &str) -> Shared {
-        Shared { topics: AtomicUsize::new(0), node_bits: crate::engine::redis::codec::fnv1a64(uid.as_bytes()) & 0x3ff }
-    }
+/// Makes client `id` reachable by `mesh.send` and `conn.call` on this worker.
+pub fn register_target(w: &Worker, id: &Arc<str>, target: Weak<dyn mesh::MeshTarget>) {
+    local(w).targets.borrow_mut().insert(id.clone(), target);
 }
 
-/// `host:port` of this node's gateway API as other nodes and backends should reach it.
-pub fn api_server(cfg: &crate::config::Config) -> String {
-    let g = &cfg.gateway;
-    if !g.advertise_address.is_empty() {
-        return g.advertise_address.clone();
-    }
-    let host = match cfg.http_server.address.as_str() {
-        "" | "0.0.0.0" | "::" => "127.0.0.1",
-        h => h,
-    };
-    let port = if g.api_port != 0 { g.api_port } else { cfg.http_server.port };
-    format!("{host}:{port}")
+/// Client `id` is gone from this worker.
+pub fn unregister_target(w: &Worker, id: &str) {
+    local(w).targets.borrow_mut().remove(id);
+}
+
+/// 10 bits identifying this node inside client ids.
+fn node_bits(w: &Worker) -> u64 {
+    crate::engine::redis::codec::fnv1a64(w.node.uid.as_bytes()) & 0x3ff
 }
 
 /// A header name in its canonical form (`sec-websocket-key` → `Sec-Websocket-Key`).
@@ -109,20 +104,16 @@ pub fn canonical_header(name: &str) -> String {
 
 /// `GET /v1/nodes`: this node and (Redis engine) every other live node, with the address of
 /// their gateway API.
-pub async fn nodes_json(w: &std::rc::Rc<Worker>) -> Value {
+pub async fn nodes_json(w: &Rc<Worker>) -> Value {
     let mut nodes = vec![json!({"id": w.node.uid, "name": w.node.name, "api_server": api_server(&w.cfg)})];
-    if w.redis.is_some() {
-        if let Ok(crate::api::Res::Info(others)) = w.call(0, crate::runtime::worker::Op::Nodes).await {
-            for n in others {
-                nodes.push(json!({"id": n.uid, "name": n.name, "api_server": n.api_server}));
-            }
-        }
+    for n in crate::cluster::nodes(w).await {
+        nodes.push(json!({"id": n.uid, "name": n.name, "api_server": n.api_server}));
     }
     json!({"nodes": nodes})
 }
 
 /// `POST /v1/mesh/send` and `/v1/mesh/publish`: the reply object (`{"E":..,"r":..}`).
-pub async fn http_mesh(w: &std::rc::Rc<Worker>, path: &str, body: &[u8]) -> Value {
+pub async fn http_mesh(w: &Rc<Worker>, path: &str, body: &[u8]) -> Value {
     let reply = |r: Result<Value, mesh::MeshError>| match r {
         Ok(r) => json!({"E": null, "r": r}),
         Err(e) => json!({"E": {"c": e.code, "m": e.message}}),
@@ -152,7 +143,8 @@ fn epoch_ms() -> u64 {
 /// sequence) rendered in decimal. When a millisecond's sequence runs out the clock part
 /// moves ahead, so ids stay unique and increasing on a worker.
 pub fn next_client_id(w: &Worker) -> Arc<str> {
-    let (mut last, mut seq) = w.gw.id_state.get();
+    let gw = local(w);
+    let (mut last, mut seq) = gw.id_state.get();
     let now = epoch_ms();
     if now > last {
         last = now;
@@ -164,15 +156,15 @@ pub fn next_client_id(w: &Worker) -> Arc<str> {
             seq = 0;
         }
     }
-    w.gw.id_state.set((last, seq));
-    let id = (last << 23) | (w.node.gateway.node_bits << 13) | (((w.id as u64) & 0x3f) << 7) | seq;
+    gw.id_state.set((last, seq));
+    let id = (last << 23) | (node_bits(w) << 13) | (((w.id as u64) & 0x3f) << 7) | seq;
     id.to_string().into()
 }
 
 /// The `/ws/v1` event frame of one queued message.
 pub fn event_frame(node: &str, client: &str, topic: &str, event: &Value) -> Bytes {
     let msg = json!({"e": "queue.pop", "p": {"n": node, "c": client, "t": topic, "d": event}, "id": null});
-    crate::wire::ws::frame(crate::wire::ws::OpCode::Text, msg.to_string().as_bytes())
+    frame(OpCode::Text, msg.to_string().as_bytes())
 }
 
 /// An event object with the connection's context attached when it has one.
@@ -198,52 +190,58 @@ pub fn frame_json(text: bool, data: &[u8]) -> Value {
 pub fn push_event(w: &Worker, client: &str, topic: &Arc<str>, event: &Value) {
     let frame = event_frame(&w.node.uid, client, topic, event);
     let owner = owner_of(topic, w.workers);
-    w.send(owner, Msg::Queue(QueueMsg::Push { topic: topic.clone(), frame }));
+    send_queue(w, owner, QueueMsg::Push { topic: topic.clone(), frame });
+}
+
+/// Queue traffic for worker `to` (handled there by [`on_queue`]).
+pub(crate) fn send_queue(w: &Worker, to: usize, msg: QueueMsg) {
+    w.send(to, Msg::Job(Box::new(move |w| on_queue(w, msg))));
 }
 
 /// Handles queue traffic on this worker.
 pub fn on_queue(w: &Worker, msg: QueueMsg) {
+    let gw = local(w);
     match msg {
         QueueMsg::Push { topic, frame } => {
             if !ensure_topic(w, &topic) {
-                w.gw.dropped.set(w.gw.dropped.get() + 1);
+                gw.dropped.set(gw.dropped.get() + 1);
                 return;
             }
             {
-                let mut topics = w.gw.topics.borrow_mut();
+                let mut topics = gw.topics.borrow_mut();
                 let t = topics.get_mut(&topic).expect("ensured");
                 t.queue.push_back(frame);
                 if t.queue.len() > w.cfg.gateway.topic_size {
                     t.queue.pop_front();
-                    w.gw.dropped.set(w.gw.dropped.get() + 1);
+                    gw.dropped.set(gw.dropped.get() + 1);
                 }
             }
             dispatch(w, &topic);
         }
         QueueMsg::Return { topic, frame } => {
             if ensure_topic(w, &topic) {
-                w.gw.topics.borrow_mut().get_mut(&topic).expect("ensured").queue.push_front(frame);
+                gw.topics.borrow_mut().get_mut(&topic).expect("ensured").queue.push_front(frame);
                 dispatch(w, &topic);
             } else {
-                w.gw.dropped.set(w.gw.dropped.get() + 1);
+                gw.dropped.set(gw.dropped.get() + 1);
             }
         }
         QueueMsg::Unpop { topic, consumer } => {
-            let mut topics = w.gw.topics.borrow_mut();
+            let mut topics = gw.topics.borrow_mut();
             if let Some(t) = topics.get_mut(&topic) {
                 t.consumers.retain(|c| *c != consumer);
                 if t.consumers.is_empty() && t.queue.is_empty() {
                     topics.remove(&topic);
-                    w.node.gateway.topics.fetch_sub(1, Ordering::Relaxed);
+                    w.node.topics.fetch_sub(1, Ordering::Relaxed);
                 }
             }
         }
         QueueMsg::Deliver { consumer, topic, frame } => {
-            let b = w.gw.backends.borrow().get(consumer.key as usize).filter(|b| b.gen == consumer.gen).cloned();
+            let b = gw.backends.borrow().get(consumer.key as usize).filter(|b| b.gen == consumer.gen).cloned();
             let taken = b.is_some_and(|b| b.take(&topic, frame.clone()));
             if !taken {
                 let owner = owner_of(&topic, w.workers);
-                w.send(owner, Msg::Queue(QueueMsg::Return { topic, frame }));
+                send_queue(w, owner, QueueMsg::Return { topic, frame });
             }
         }
     }
@@ -251,33 +249,35 @@ pub fn on_queue(w: &Worker, msg: QueueMsg) {
 
 /// Adds a consumer to a topic this worker owns; 201 when the topic cannot be created (the
 /// node's topic limit).
-pub fn pop(w: &Worker, topic: Arc<str>, consumer: Consumer) -> crate::api::Reply {
+pub fn pop(w: &Worker, topic: Arc<str>, consumer: Consumer) -> Result<(), crate::error::ApiError> {
     if !ensure_topic(w, &topic) {
         return Err(crate::error::ApiError::new(201, "consumption failed: too many topics"));
     }
     {
-        let mut topics = w.gw.topics.borrow_mut();
+        let gw = local(w);
+        let mut topics = gw.topics.borrow_mut();
         let t = topics.get_mut(&topic).expect("ensured");
         if !t.consumers.contains(&consumer) {
             t.consumers.push(consumer);
         }
     }
     dispatch(w, &topic);
-    Ok(crate::api::Res::Empty)
+    Ok(())
 }
 
 /// Creates the topic if the node's topic limit allows; true when it exists.
 fn ensure_topic(w: &Worker, topic: &Arc<str>) -> bool {
-    if w.gw.topics.borrow().contains_key(topic) {
+    let gw = local(w);
+    if gw.topics.borrow().contains_key(topic) {
         return true;
     }
-    let shared = &w.node.gateway.topics;
+    let shared = &w.node.topics;
     if shared.fetch_add(1, Ordering::Relaxed) >= w.cfg.gateway.max_topics {
         shared.fetch_sub(1, Ordering::Relaxed);
         tracing::warn!(topic = %topic, "gateway topic limit reached; message dropped");
         return false;
     }
-    w.gw.topics.borrow_mut().insert(topic.clone(), Topic::default());
+    gw.topics.borrow_mut().insert(topic.clone(), Topic::default());
     true
 }
 
@@ -285,7 +285,8 @@ fn ensure_topic(w: &Worker, topic: &Arc<str>) -> bool {
 fn dispatch(w: &Worker, topic: &Arc<str>) {
     loop {
         let next = {
-            let mut topics = w.gw.topics.borrow_mut();
+            let gw = local(w);
+            let mut topics = gw.topics.borrow_mut();
             let Some(t) = topics.get_mut(topic) else { return };
             if t.consumers.is_empty() || t.queue.is_empty() {
                 return;
@@ -299,32 +300,14 @@ fn dispatch(w: &Worker, topic: &Arc<str>) {
         if consumer.worker as usize == w.id {
             on_queue(w, msg);
         } else {
-            w.send(consumer.worker as usize, Msg::Queue(msg));
+            send_queue(w, consumer.worker as usize, msg);
         }
     }
 }
 
 /// Number of messages waiting in this worker's topics (for tests and metrics).
 pub fn queued(w: &Worker) -> usize {
-    w.gw.topics.borrow().values().map(|t| t.queue.len()).sum()
-}
-
-/// The text frame a raw client receives for a publication: a JSON string's content, other
-/// JSON as its text, binary data as a binary frame.
-pub fn raw_publication_frame(data: &crate::model::Payload) -> Bytes {
-    use crate::wire::ws::{frame, OpCode};
-    if data.binary {
-        return match std::str::from_utf8(&data.bytes) {
-            Ok(_) if crate::model::is_json(&data.bytes) => frame(OpCode::Text, &data.bytes),
-            _ => frame(OpCode::Binary, &data.bytes),
-        };
-    }
-    if data.bytes.first() == Some(&b'"') {
-        if let Ok(s) = serde_json::from_slice::<String>(&data.bytes) {
-            return frame(OpCode::Text, s.as_bytes());
-        }
-    }
-    frame(OpCode::Text, &data.bytes)
+    local(w).topics.borrow().values().map(|t| t.queue.len()).sum()
 }
 
 #[cfg(test)]
@@ -340,6 +323,7 @@ mod tests {
     #[test]
     fn raw_frames_of_publications() {
         use crate::model::Payload;
+        use crate::push::raw_publication_frame;
         let p = |b: &'static [u8], binary| Payload { bytes: Bytes::from_static(b), binary };
         let text = |f: Bytes| (f[0], f[2..].to_vec());
         assert_eq!(text(raw_publication_frame(&p(b"\"hi\\n\"", false))), (0x81, b"hi\n".to_vec()));

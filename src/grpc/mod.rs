@@ -3,9 +3,8 @@
 //!
 //! tonic runs on one thread of its own with a current-thread tokio runtime; the workers stay
 //! pure monoio. Each call is decoded into the same JSON params as an HTTP request and through
-//! the same parser into a `Command`, then sent round-robin to a worker's inbox as
-//! [`Msg::Api`]; the worker runs `api::exec::exec` and hands the `Reply` back over a oneshot
-//! channel. Errors travel in the response's `error` field (Centrifugo's codes), or as gRPC
+//! the same parser into a `Command`, then sent round-robin to a worker's inbox as a job that
+//! runs it through `crate::exec::run` and hands the `Reply` back over a oneshot channel. Errors travel in the response's `error` field (Centrifugo's codes), or as gRPC
 //! statuses with `x-centrifugo-error-mode: transport` metadata.
 //!
 //! With `grpc_api.key` set, every call needs `authorization: apikey <KEY>` metadata, else
@@ -32,7 +31,7 @@ use crate::config::Config;
 use crate::error::{ApiError, Error, ErrorKind};
 use crate::metrics::Protocol;
 use crate::runtime::inbox::Mailbox;
-use crate::runtime::worker::{Msg, ReplyTo};
+use crate::runtime::worker::Msg;
 use pb::centrifugo_api_server::{CentrifugoApi, CentrifugoApiServer};
 
 /// A running gRPC server: its address and the handle that stops it.
@@ -152,13 +151,17 @@ impl Service {
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let to = self.next.fetch_add(1, Ordering::Relaxed) % self.mailboxes.len();
-        let msg = Msg::Api {
-            cmd: Box::new(cmd),
-            protocol: Protocol::Grpc,
-            done: ReplyTo(Box::new(move |r| {
-                let _ = tx.send(r);
-            })),
-        };
+        let msg = Msg::Job(Box::new(move |w| {
+            let w = w.clone();
+            monoio::spawn(async move {
+                let method = cmd.method();
+                let started = std::time::Instant::now();
+                let reply = crate::exec::run(w, cmd).await;
+                let error = reply.as_ref().err().map(|e| e.code);
+                crate::metrics::api_command(Protocol::Grpc, method, started.elapsed(), error);
+                let _ = tx.send(reply);
+            });
+        }));
         if !self.mailboxes[to].send(vec![msg]) {
             return Err(ApiError::api_internal());
         }

@@ -4,31 +4,34 @@
 
 use std::rc::Rc;
 
-use crate::api::Res;
 use crate::metrics::Snapshot;
-use crate::runtime::worker::{Op, Survey, Worker};
+use crate::runtime::worker::Worker;
+
+/// One worker's metric counters and connection counts.
+fn snapshot(w: &Worker) -> Snapshot {
+    let counts = w.hub.counts();
+    let mut snap = crate::metrics::snapshot(w.id);
+    snap.num_clients = counts.clients;
+    snap.users = counts.users;
+    snap.num_channels = w.shard.borrow().channels_with_subscribers();
+    snap.num_subs = counts.subs;
+    snap.gateway_queued = crate::gateway::queued(w) as u64;
+    snap.gateway_dropped = crate::gateway::local(w).dropped.get();
+    snap
+}
 
 /// Every worker's metrics snapshot, added up.
 async fn collect(w: &Rc<Worker>) -> Snapshot {
-    let calls: Vec<_> = (0..w.workers).map(|i| w.call(i, Op::Survey(Survey::Metrics))).collect();
     let mut total = Snapshot::default();
-    for c in calls {
-        if let Ok(Res::Metrics(s)) = c.await {
-            total.add(*s);
-        }
+    for c in w.ask_all(|w, a| a.send(w, Box::new(snapshot(w)))) {
+        total.add(*c.await);
     }
     total
 }
 
 /// Nodes this node knows of, itself included.
 async fn num_nodes(w: &Rc<Worker>) -> u64 {
-    if w.redis.is_none() {
-        return 1;
-    }
-    match w.call(0, Op::Nodes).await {
-        Ok(Res::Info(others)) => 1 + others.len() as u64,
-        _ => 1,
-    }
+    1 + crate::cluster::nodes(w).await.len() as u64
 }
 
 /// The Prometheus text of `/metrics`.

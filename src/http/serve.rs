@@ -17,9 +17,9 @@ use crate::io::{prepare_read, read_more};
 use monoio::net::TcpStream;
 
 use super::out::{ConnOut, Format};
-use crate::api::exec;
 use crate::api::parse::{self, DecodeError, LineSplitter, Piece};
 use crate::api::{Method, Reply};
+use crate::exec;
 use crate::runtime::worker::{Tag, Worker};
 use crate::wire::http::{self as codec, BodyDecoder, Head, HttpMethod};
 
@@ -42,7 +42,7 @@ enum Upgrade {
     /// A Centrifuge protocol client.
     Client(crate::protocol::Format),
     /// A raw gateway client of a `gateway.servers` endpoint.
-    Raw(crate::ws::session::RawStart),
+    Raw(crate::session::RawStart),
     /// A gateway backend on `/ws/v1`.
     Backend(crate::gateway::backend::Roles),
 }
@@ -99,11 +99,11 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
             // A task of its own, so this (larger) HTTP state is freed for the session's life.
             match kind {
                 Upgrade::Client(format) => {
-                    monoio::spawn(crate::ws::session::run(w, format, None, reader.rd, wr, reader.buf, fd));
+                    monoio::spawn(crate::ws::run_session(w, format, None, reader.rd, wr, reader.buf, fd));
                 }
                 Upgrade::Raw(start) => {
                     let format = crate::protocol::Format::Json;
-                    monoio::spawn(crate::ws::session::run(w, format, Some(start), reader.rd, wr, reader.buf, fd));
+                    monoio::spawn(crate::ws::run_session(w, format, Some(start), reader.rd, wr, reader.buf, fd));
                 }
                 Upgrade::Backend(roles) => {
                     monoio::spawn(crate::gateway::backend::run(w, roles, reader.rd, wr, reader.buf, fd));
@@ -307,7 +307,7 @@ impl Conn {
                     )
                 })
                 .collect();
-            let start = crate::ws::session::RawStart { topic: server.topic.as_str().into(), headers };
+            let start = crate::session::RawStart { topic: server.topic.as_str().into(), headers };
             return Ok(Some(self.websocket(&head, Some(Upgrade::Raw(start)))));
         }
         if !(path == "/ws/v1" || path.starts_with("/v1/")) {
@@ -515,7 +515,7 @@ impl Conn {
         let (kind, proto) = match kind {
             Some(k) => (k, None),
             None => {
-                let (format, proto) = crate::ws::session::negotiate(head);
+                let (format, proto) = crate::ws::negotiate(head);
                 (Upgrade::Client(format), proto)
             }
         };
@@ -592,10 +592,10 @@ impl Conn {
     /// else a local task.
     fn run_command(&self, cmd: crate::api::Command, seq: u64) {
         let tag = self.tag(seq);
-        if let Err(cmd) = exec::dispatch(&self.w, cmd, tag) {
+        if let Err(cmd) = exec::route(&self.w, cmd, tag) {
             let w = self.w.clone();
             monoio::spawn(async move {
-                let reply: Reply = exec::exec(w.clone(), *cmd).await;
+                let reply: Reply = exec::run(w.clone(), *cmd).await;
                 w.complete(tag, reply);
             });
         }

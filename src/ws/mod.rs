@@ -1,6 +1,173 @@
-//! WebSocket: the RFC 6455 codec ([`codec`]), a connection's write queue ([`out`]) and
-//! client sessions speaking the Centrifuge protocol ([`session`]).
+//! The WebSocket transport: the subprotocol negotiation of the opening handshake (the
+//! handshake itself is answered by `crate::http::serve`), and the read loop every WebSocket
+//! connection kind shares — client sessions (Centrifuge protocol and raw gateway clients) and
+//! gateway backends. Control frames are answered here, once: a ping gets its pong, a close
+//! frame is echoed, a protocol violation closes with its code; data messages go to the
+//! connection's [`Conn`].
 
-pub mod commands;
-pub mod out;
-pub mod session;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::client::outbox::Outbox;
+use crate::client::{Client, Framing};
+use crate::io::{prepare_read, read_more};
+use crate::protocol::Format;
+use crate::runtime::worker::Worker;
+use crate::session::{RawStart, Session};
+use crate::wire::http::Head;
+use crate::wire::ws::{frame, Decoder, Message, OpCode};
+
+/// A WebSocket connection's side of the read loop. (Its futures run on their worker's event
+/// loop only, so they need no `Send` bound.)
+#[allow(async_fn_in_trait)]
+pub trait Conn {
+    /// Where replies to control frames go.
+    fn outbox(&self) -> &Outbox;
+    /// A data message (`text` for a text frame); false when reading should stop.
+    async fn on_data(&self, text: bool, data: Bytes) -> bool;
+    /// A pong frame arrived.
+    fn on_pong(&self) {}
+    /// The peer sent a close frame (1000) or broke the protocol (the code to close with):
+    /// close the connection with that code.
+    fn on_close(&self, code: u16);
+    /// The peer is gone (EOF or a failed read).
+    fn on_gone(&self);
+}
+
+/// Reads messages until the connection closes. `limit` bounds a frame and a message; `idle`
+/// is the read buffer an idle connection keeps.
+pub async fn read_loop<R, C>(conn: &C, rd: &mut R, mut buf: BytesMut, limit: usize, idle: usize)
+where
+    R: monoio::io::AsyncReadRent,
+    C: Conn,
+{
+    let mut dec = Decoder::new(limit, limit);
+    let mut last_full = false;
+    loop {
+        loop {
+            let go_on = match dec.decode(&mut buf) {
+                Ok(Some(Message::Text(d))) => conn.on_data(true, d).await,
+                Ok(Some(Message::Binary(d))) => conn.on_data(false, d).await,
+                Ok(Some(Message::Ping(p))) => {
+                    let _ = conn.outbox().push(frame(OpCode::Pong, &p));
+                    true
+                }
+                Ok(Some(Message::Pong(_))) => {
+                    conn.on_pong();
+                    true
+                }
+                Ok(Some(Message::Close(_))) => {
+                    conn.on_close(1000);
+                    false
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    conn.on_close(e.close_code());
+                    false
+                }
+            };
+            if !go_on || conn.outbox().is_closed() {
+                return;
+            }
+        }
+        prepare_read(&mut buf, last_full, idle);
+        let spare = buf.capacity() - buf.len();
+        let (res, b) = read_more(rd, buf).await;
+        buf = b;
+        last_full = matches!(res, Ok(n) if n == spare);
+        if !matches!(res, Ok(n) if n > 0) {
+            conn.on_gone();
+            return;
+        }
+    }
+}
+
+/// Picks the wire format: the `centrifuge-protobuf` subprotocol or `?format=protobuf` /
+/// `?cf_protocol=protobuf`. Returns the format and the subprotocol to echo.
+pub fn negotiate(head: &Head) -> (Format, Option<&'static str>) {
+    let protos = head
+        .header("sec-websocket-protocol")
+        .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase())
+        .unwrap_or_default();
+    let asked: Vec<&str> = protos.split(',').map(str::trim).collect();
+    if asked.contains(&"centrifuge-protobuf") {
+        return (Format::Protobuf, Some("centrifuge-protobuf"));
+    }
+    let q = |k: &str| head.query_param(k).map(|v| v.eq_ignore_ascii_case("protobuf")).unwrap_or(false);
+    let format = if q("format") || q("cf_protocol") { Format::Protobuf } else { Format::Json };
+    (format, asked.contains(&"centrifuge-json").then_some("centrifuge-json"))
+}
+
+/// Read buffer of an idle session: client frames are mostly tiny (a pong is 8 bytes), and an
+/// idle socket holds its buffer while the read is pending; larger messages grow it.
+const SESSION_READ_IDLE: usize = 256;
+
+struct SessionConn(Rc<Session>);
+
+impl Conn for SessionConn {
+    fn outbox(&self) -> &Outbox {
+        &self.0.client.out
+    }
+    async fn on_data(&self, text: bool, data: Bytes) -> bool {
+        // Boxed: the command futures are large and live only while a message is handled,
+        // not for the whole (mostly idle) session.
+        Box::pin(self.0.on_message(text, data)).await && !self.0.is_closed()
+    }
+    fn on_pong(&self) {
+        self.0.on_pong();
+    }
+    fn on_close(&self, code: u16) {
+        self.0.close_with(code);
+    }
+    fn on_gone(&self) {
+        self.0.vanished();
+    }
+}
+
+/// Runs a client session (a raw gateway client with `raw`) on an upgraded connection until
+/// it closes.
+pub async fn run_session<R, W>(
+    w: Rc<Worker>,
+    format: Format,
+    raw: Option<RawStart>,
+    mut rd: R,
+    wr: W,
+    buf: BytesMut,
+    fd: i32,
+) where
+    R: monoio::io::AsyncReadRent,
+    W: monoio::io::AsyncWriteRent + 'static,
+{
+    let cfg = w.cfg.clone();
+    let id = Session::new_client_id(&w, raw.is_some());
+    let client = Rc::new(Client::new(id, format, raw.is_some(), Framing::WebSocket, cfg.client.queue_max_size));
+    let _counted = Counted::new(&w.node.connections);
+    let s = Session::open(&w, client.clone(), raw);
+    let writer = monoio::spawn(async move {
+        client.out.run_writer(wr, cfg.websocket.write_timeout).await;
+        // Wake the reader too: a closed session must not keep its socket open.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    });
+    let limit = w.cfg.websocket.message_size_limit;
+    read_loop(&SessionConn(s.clone()), &mut rd, buf, limit, SESSION_READ_IDLE).await;
+    s.cleanup();
+    let _ = writer.await;
+}
+
+/// A node-wide count this connection is part of while it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Counted(n)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -28,9 +28,10 @@ use self::resp::Value;
 use crate::api::Res;
 use crate::config::redis::Endpoint;
 use crate::config::Config;
+use crate::engine::memory::Presence;
 use crate::error::ApiError;
 use crate::model::{ClientInfo, History, Publication, Publish, StreamPosition};
-use crate::shard::Prepared;
+use crate::push::{Prepared, PushKind};
 
 /// One Redis server's connections for one worker.
 /// Receives a stream read: the position plus the publications read.
@@ -75,6 +76,9 @@ pub struct RedisEngine {
     shas: Vec<Bytes>,
     chans: RefCell<AHashMap<Arc<str>, ChanSub>>,
     rr: Cell<usize>,
+    /// Presence entries this worker added (the owner's subscribers), refreshed in Redis
+    /// before they expire.
+    present: RefCell<AHashMap<Box<str>, Presence>>,
 }
 
 /// What arrived on a PUB/SUB connection, for the worker to act on.
@@ -134,6 +138,7 @@ impl RedisEngine {
             shas: SCRIPTS.iter().map(|s| Bytes::from(scripts::sha(s))).collect(),
             chans: RefCell::new(AHashMap::new()),
             rr: Cell::new(0),
+            present: RefCell::new(AHashMap::new()),
             cfg,
         })
     }
@@ -186,7 +191,7 @@ impl RedisEngine {
             Bytes::from(secs(opts.history_ttl)),
             topic,
             Bytes::from(secs(self.cfg.history_meta_ttl(opts))),
-            Bytes::from(crate::engine::memory::new_epoch().to_string()),
+            Bytes::from(super::memory::new_epoch().to_string()),
             Bytes::from_static(if p.idempotency_key.is_some() { b"1" } else { b"0" }),
             Bytes::from(RESULT_TTL_SECS.to_string()),
             Bytes::from(p.version.to_string()),
@@ -224,7 +229,7 @@ impl RedisEngine {
             Bytes::from(if limit < 0 { "-1".to_string() } else { limit.to_string() }),
             Bytes::from_static(if reverse { b"1" } else { b"0" }),
             Bytes::from(secs(self.cfg.history_meta_ttl(opts))),
-            Bytes::from(crate::engine::memory::new_epoch().to_string()),
+            Bytes::from(super::memory::new_epoch().to_string()),
         ];
         self.cmd(channel).request(
             &self.evalsha(HISTORY, &keys, argv),
@@ -313,7 +318,7 @@ impl RedisEngine {
 
     /// Adds (or refreshes) presence entries of one channel; failures are logged only (the
     /// next refresh retries).
-    pub fn presence_add(&self, channel: &str, infos: &[ClientInfo]) {
+    fn presence_add(&self, channel: &str, infos: &[ClientInfo]) {
         if infos.is_empty() {
             return;
         }
@@ -327,10 +332,38 @@ impl RedisEngine {
         self.cmd(channel).request(&self.evalsha(PRESENCE_ADD, &keys, argv), Box::new(log_failure));
     }
 
-    pub fn presence_remove(&self, channel: &str, client: &str) {
+    fn presence_remove(&self, channel: &str, client: &str) {
         let keys = [self.keys.presence_expire(channel), self.keys.presence_data(channel)];
         let argv = vec![Bytes::from(client.to_string())];
         self.cmd(channel).request(&self.evalsha(PRESENCE_REMOVE, &keys, argv), Box::new(log_failure));
+    }
+
+    /// A subscriber with presence joined `channel` on this node.
+    pub fn presence_join(&self, channel: &str, info: &ClientInfo) {
+        self.present.borrow_mut().entry(channel.into()).or_default().add(info.clone());
+        self.presence_add(channel, std::slice::from_ref(info));
+    }
+
+    /// A subscriber with presence left `channel` on this node.
+    pub fn presence_leave(&self, channel: &str, client: &str) {
+        let mut present = self.present.borrow_mut();
+        if let Some(p) = present.get_mut(channel) {
+            p.remove(client);
+            if p.is_empty() {
+                present.remove(channel);
+            }
+        }
+        drop(present);
+        self.presence_remove(channel, client);
+    }
+
+    /// Adds every presence entry of this worker again (before `presence_ttl` expires them).
+    pub fn refresh_presence(&self) {
+        let list: Vec<(Box<str>, Vec<ClientInfo>)> =
+            self.present.borrow().iter().map(|(ch, p)| (ch.clone(), p.list())).collect();
+        for (ch, infos) in list {
+            self.presence_add(&ch, &infos);
+        }
     }
 
     /// Publishes a join or leave payload to the channel's topic.
@@ -521,14 +554,10 @@ impl RedisEngine {
                 let channel: Arc<str> = channel.into();
                 let (kind, push) = match codec::decode_channel_message(&payload) {
                     Some(codec::ChannelMessage::Publication(p, _)) => {
-                        (crate::shard::PushKind::Publication, crate::protocol::PushBody::Pub(p))
+                        (PushKind::Publication, crate::protocol::PushBody::Pub(p))
                     }
-                    Some(codec::ChannelMessage::Join(i)) => {
-                        (crate::shard::PushKind::JoinLeave, crate::protocol::PushBody::Join(i))
-                    }
-                    Some(codec::ChannelMessage::Leave(i)) => {
-                        (crate::shard::PushKind::JoinLeave, crate::protocol::PushBody::Leave(i))
-                    }
+                    Some(codec::ChannelMessage::Join(i)) => (PushKind::JoinLeave, crate::protocol::PushBody::Join(i)),
+                    Some(codec::ChannelMessage::Leave(i)) => (PushKind::JoinLeave, crate::protocol::PushBody::Leave(i)),
                     None => {
                         tracing::warn!(channel = %channel, "undecodable message on a channel topic");
                         return None;

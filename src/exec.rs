@@ -1,18 +1,19 @@
-//! The transport-agnostic executor: validates a [`Command`] against the config, routes it to
-//! the owner of its channel (or to every worker for node-wide commands) and produces a
-//! [`Reply`]. HTTP (both styles), `batch` and later gRPC all come through here.
+//! The server API's executor, shared by every way in (HTTP in both styles, `batch`, gRPC, the
+//! admin page): validates a [`Command`] against the config, routes it to the owner of its
+//! channel (or to every worker, or every node, for node-wide commands) and produces a
+//! [`Reply`].
 //!
-//! Single-channel commands take [`dispatch`], which needs no task or future: the result is
-//! delivered to a reply slot by tag. Commands that span channels or workers take [`exec`].
+//! Single-channel commands take [`route`], which needs no task or future: the result is
+//! delivered to a reply slot by tag. Commands that span channels or workers take [`run`].
 
 use std::rc::Rc;
-use std::sync::Arc;
 
-use super::{Command, Method, Publish, Reply, Res};
+use crate::api::{Command, Method, Reply, Res};
+use crate::cluster;
 use crate::config::{ChannelOptions, Config};
 use crate::error::ApiError;
-use crate::runtime::cluster;
-use crate::runtime::worker::{Op, Survey, Tag, Worker};
+use crate::model::Publish;
+use crate::runtime::worker::{Tag, Worker};
 use crate::shard::ShardOp;
 
 /// Checks the channel name and resolves its namespace: too long → 107, unknown → 102.
@@ -64,8 +65,8 @@ fn single(cfg: &Config, cmd: Command) -> Result<Result<(Box<str>, ShardOp), Comm
 }
 
 /// Fast path: validates and routes a single-channel command; its result reaches `tag` (maybe
-/// before this returns). Gives the command back when it needs [`exec`] instead.
-pub fn dispatch(w: &Worker, cmd: Command, tag: Tag) -> Result<(), Box<Command>> {
+/// before this returns). Gives the command back when it needs [`run`] instead.
+pub fn route(w: &Worker, cmd: Command, tag: Tag) -> Result<(), Box<Command>> {
     match single(&w.cfg, cmd) {
         Err(e) => w.complete(tag, Err(e)),
         Ok(Ok((channel, op))) => w.submit_shard(&channel, op, tag),
@@ -75,7 +76,7 @@ pub fn dispatch(w: &Worker, cmd: Command, tag: Tag) -> Result<(), Box<Command>> 
 }
 
 /// Executes any command and returns its reply.
-pub fn exec(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::Future<Output = Reply>>> {
+pub fn run(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::Future<Output = Reply>>> {
     Box::pin(async move {
         let cmd = match single(&w.cfg, cmd) {
             Err(e) => return Err(e),
@@ -108,15 +109,15 @@ pub fn exec(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::F
             }
             Command::Subscribe(ref s) => {
                 check_channel(&w.cfg, &s.channel)?;
-                act(&w, cmd).await
+                cluster::act(&w, cmd).await
             }
             Command::Unsubscribe(ref u) => {
                 if !u.channel.is_empty() {
                     check_channel(&w.cfg, &u.channel)?;
                 }
-                act(&w, cmd).await
+                cluster::act(&w, cmd).await
             }
-            Command::Disconnect(_) | Command::Refresh(_) => act(&w, cmd).await,
+            Command::Disconnect(_) | Command::Refresh(_) => cluster::act(&w, cmd).await,
             Command::Channels { pattern } => cluster::cluster_channels(&w, &pattern).await.map(Res::Channels),
             Command::Info => cluster::info(&w).await,
             Command::Batch(batch) => {
@@ -128,7 +129,7 @@ pub fn exec(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::F
                         match c {
                             Ok(c) if c.method() != Method::Batch => {
                                 methods.push(Ok(c.method()));
-                                futs.push(exec(w.clone(), c));
+                                futs.push(run(w.clone(), c));
                             }
                             Ok(_) => methods.push(Err(ApiError::NOT_FOUND)),
                             Err(e) => methods.push(Err(e)),
@@ -145,7 +146,7 @@ pub fn exec(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::F
                     for c in batch.commands {
                         replies.push(match c {
                             Ok(c) if c.method() == Method::Batch => (None, Err(ApiError::NOT_FOUND)),
-                            Ok(c) => (Some(c.method()), exec(w.clone(), c).await),
+                            Ok(c) => (Some(c.method()), run(w.clone(), c).await),
                             Err(e) => (None, Err(e)),
                         });
                     }
@@ -156,23 +157,6 @@ pub fn exec(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::F
             _ => Err(ApiError::api_internal()),
         }
     })
-}
-
-/// An API action on connections: applied to this node's workers and, with the Redis engine,
-/// sent to every other node.
-async fn act(w: &Rc<Worker>, cmd: Command) -> Reply {
-    cluster::broadcast_act(w, &cmd).await?;
-    survey_all(w, Survey::Act(Arc::new(cmd))).await.map(|_| Res::Empty)
-}
-
-/// Asks every worker (this one included) the same question and collects the answers.
-async fn survey_all(w: &Rc<Worker>, s: Survey) -> Result<Vec<Res>, ApiError> {
-    let calls: Vec<_> = (0..w.workers).map(|i| w.call(i, Op::Survey(s.clone()))).collect();
-    let mut out = Vec::with_capacity(calls.len());
-    for c in calls {
-        out.push(c.await?);
-    }
-    Ok(out)
 }
 
 /// Polls all futures together (so their owner calls overlap); results in input order.

@@ -9,14 +9,14 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::session::{unix_now, Session, Sub};
+use super::{unix_now, Session, Sub, Tokens};
 use crate::api::{Command, Overrides};
+use crate::client::Handler;
 use crate::config::ChannelOptions;
 use crate::error::{ApiError, Disconnect};
 use crate::model::{Payload, Publish, StreamPosition};
 use crate::protocol::{self, ConnectResult, Format, PushBody, ReplyBody, SubscribeReq, SubscribeResult};
-use crate::runtime::worker::Worker;
-use crate::shard::{owner_of, ShardOp, SubOp};
+use crate::shard::{ShardOp, SubOp};
 use crate::token::TokenError;
 
 /// Claims of a verified connection token that Gyre uses.
@@ -92,7 +92,7 @@ fn parse_conn_claims(s: &Session, claims: &Map<String, Value>) -> Result<ConnCla
 pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -> Result<(), Disconnect> {
     let cfg = s.w.cfg.clone();
     let claims = if !c.token.is_empty() {
-        match s.w.conn_tokens.verify(&c.token) {
+        match Tokens::of(&s.w).conn.verify(&c.token) {
             Ok(claims) => parse_conn_claims(s, &claims)?,
             Err(TokenError::Expired) if !cfg.client.insecure => {
                 s.st.borrow_mut().unusable = true;
@@ -121,7 +121,7 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
     }
     let user: Arc<str> = claims.user.as_str().into();
     if cfg.client.user_connection_limit > 0 && !user.is_empty() {
-        let n = s.w.users.borrow().get(&user).copied().unwrap_or(0) as usize;
+        let n = s.w.hub.user_connections(&user) as usize;
         if n >= cfg.client.user_connection_limit {
             return Err(Disconnect::CONNECTION_LIMIT);
         }
@@ -159,9 +159,9 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
         st.conn_info = claims.info;
         st.expires_at = expire_at;
     }
-    *s.w.users.borrow_mut().entry(user).or_default() += 1;
+    s.w.hub.user_added(&user);
     let mut result = ConnectResult {
-        client: s.client.to_string(),
+        client: s.client.id.to_string(),
         version: s.w.node.version.clone(),
         expires: expire_at > 0,
         ttl: if expire_at > 0 { (expire_at - now) as u32 } else { 0 },
@@ -282,7 +282,7 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
     let mut chan_info = None;
     let mut expires_at = 0;
     if !req.token.is_empty() {
-        match s.w.sub_tokens.verify(&req.token) {
+        match Tokens::of(&s.w).sub.verify(&req.token) {
             Err(TokenError::Expired) => return Ok(Err(ApiError::TOKEN_EXPIRED)),
             Err(_) => return Ok(Err(ApiError::PERMISSION_DENIED)),
             Ok(claims) => {
@@ -297,7 +297,7 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
                     return Err(Disconnect::INVALID_TOKEN);
                 }
                 if let Some(Value::String(c)) = claims.get("client") {
-                    if !c.is_empty() && **c != *s.client {
+                    if !c.is_empty() && **c != *s.client.id {
                         return Err(Disconnect::INVALID_TOKEN);
                     }
                 }
@@ -377,18 +377,21 @@ async fn subscribe_owned(
         position: positioned,
         recover_limit: cfg.client.recovery_max_publication_limit,
     };
+    let push_join_leave = sub.push_join_leave;
     s.st.borrow_mut().pending.insert(channel.clone(), sub.clone());
-    let owner = owner_of(&channel, s.w.workers);
-    let r = s.w.call_subscribe(owner, ShardOp::Subscribe(Box::new(op)), s).await;
+    s.client.expect(&channel);
+    let r = s.w.subscribe(&s.client, push_join_leave, op).await;
     let mut st = s.st.borrow_mut();
     st.pending.remove(&channel);
     if st.closed {
         return Err(Disconnect::new(3000, "connection closed"));
     }
     let outcome = match r {
-        Ok(crate::api::Res::Subscribed(o)) => o,
-        Ok(_) => return Ok(Err(ApiError::INTERNAL)),
-        Err(e) => return Ok(Err(e)),
+        Ok(o) => o,
+        Err(e) => {
+            s.client.take_held(&channel);
+            return Ok(Err(e));
+        }
     };
     st.subs.insert(channel.clone(), sub);
     drop(st);
@@ -435,17 +438,8 @@ pub(super) async fn publish(s: &Rc<Session>, channel: String, data: Bytes) -> Re
     if !allowed {
         return Err(ApiError::PERMISSION_DENIED);
     }
-    let p = Publish {
-        channel: channel.as_str().into(),
-        data: Payload { bytes: data, binary: s.format == Format::Protobuf },
-        skip_history: false,
-        tags: None,
-        idempotency_key: None,
-        delta: false,
-        version: 0,
-        version_epoch: "".into(),
-        info: Some(Arc::new(s.info(chan_info))),
-    };
+    let data = Payload { bytes: data, binary: s.client.format == Format::Protobuf };
+    let p = Publish { info: Some(Arc::new(s.info(chan_info))), ..Publish::new(channel.as_str(), data) };
     match s.w.call_shard(&channel, ShardOp::Publish(p)).await {
         Ok(_) => Ok(ReplyBody::Publish),
         Err(e) => Err(e),
@@ -456,7 +450,7 @@ pub(super) fn refresh(s: &Rc<Session>, id: u32, token: &str) -> Result<(), Disco
     if token.is_empty() {
         return Err(Disconnect::BAD_REQUEST);
     }
-    let claims = match s.w.conn_tokens.verify(token) {
+    let claims = match Tokens::of(&s.w).conn.verify(token) {
         Ok(c) => parse_conn_claims(s, &c)?,
         Err(TokenError::Expired) => return Err(Disconnect::EXPIRED),
         Err(_) => return Err(Disconnect::INVALID_TOKEN),
@@ -495,7 +489,7 @@ pub(super) fn sub_refresh(s: &Rc<Session>, id: u32, channel: &str, token: &str) 
         s.reply(id, &Err(ApiError::BAD_REQUEST));
         return Ok(());
     }
-    let claims = match s.w.sub_tokens.verify(token) {
+    let claims = match Tokens::of(&s.w).sub.verify(token) {
         Ok(c) => c,
         Err(TokenError::Expired) => {
             s.reply(id, &Err(ApiError::TOKEN_EXPIRED));
@@ -568,69 +562,64 @@ fn matches_target(s: &Session, t: &crate::api::Target) -> bool {
     st.connected
         && !st.closed
         && *t.user == *st.user
-        && (t.client.is_empty() || *t.client == *s.client)
+        && (t.client.is_empty() || *t.client == *s.client.id)
         && t.session.is_empty()
 }
 
-/// Applies an API subscribe/unsubscribe/disconnect/refresh to this worker's sessions.
-pub fn api_act(w: &Worker, cmd: &Command) {
-    let sessions: Vec<Rc<Session>> = w.clients.borrow().iter().map(|(_, s)| s.clone()).collect();
-    for s in sessions {
-        match cmd {
-            Command::Disconnect(d)
-                if matches_target(&s, &d.target) && !d.whitelist.iter().any(|c| **c == *s.client) =>
-            {
-                s.disconnect(Disconnect { code: d.code, reason: d.reason.to_string().into() });
-            }
-            Command::Unsubscribe(u) if matches_target(&s, &u.target) => {
-                let chans: Vec<Arc<str>> = if u.channel.is_empty() {
-                    s.st.borrow().subs.keys().cloned().collect()
-                } else {
-                    vec![u.channel.as_ref().into()]
-                };
-                for ch in chans {
-                    s.unsubscribe(&ch, Some((2000, "server unsubscribe")));
-                }
-            }
-            Command::Refresh(r) if matches_target(&s, &r.target) => {
-                if r.expired {
-                    s.disconnect(Disconnect::EXPIRED);
-                    continue;
-                }
-                let now = unix_now();
-                {
-                    let mut st = s.st.borrow_mut();
-                    st.expires_at = r.expire_at;
-                    if let Some(i) = &r.info {
-                        st.conn_info = Some(i.bytes.clone());
-                    }
-                }
-                let ttl = if r.expire_at > now { (r.expire_at - now) as u32 } else { 0 };
-                s.push("", &PushBody::Refresh { expires: r.expire_at > 0, ttl });
-            }
-            Command::Subscribe(sub)
-                if matches_target(&s, &sub.target) && !s.st.borrow().subs.contains_key(&*sub.channel) =>
-            {
-                let sub = sub.clone();
-                monoio::spawn(async move {
-                    let recover = sub.recover_since.as_ref();
-                    let req = SubscribeReq {
-                        channel: sub.channel.to_string(),
-                        recover: recover.is_some(),
-                        offset: recover.map(|p| p.offset).unwrap_or(0),
-                        epoch: recover.map(|p| p.epoch.to_string()).unwrap_or_default(),
-                        recoverable: recover.is_some(),
-                        ..Default::default()
-                    };
-                    let info = sub.info.as_ref().map(|p| p.bytes.clone());
-                    if let Ok(Ok((channel, res))) =
-                        subscribe_owned(&s, req, info, true, sub.expire_at, sub.overrides).await
-                    {
-                        push_subscribed(&s, &channel, res, sub.data.as_ref().map(|p| p.bytes.clone()));
-                    }
-                });
-            }
-            _ => {}
+/// Applies an API subscribe/unsubscribe/disconnect/refresh to this session when it is one of
+/// the command's targets.
+pub(super) fn api_act(s: &Rc<Session>, cmd: &Command) {
+    match cmd {
+        Command::Disconnect(d) if matches_target(s, &d.target) && !d.whitelist.iter().any(|c| **c == *s.client.id) => {
+            s.disconnect(Disconnect { code: d.code, reason: d.reason.to_string().into() });
         }
+        Command::Unsubscribe(u) if matches_target(s, &u.target) => {
+            let chans: Vec<Arc<str>> = if u.channel.is_empty() {
+                s.st.borrow().subs.keys().cloned().collect()
+            } else {
+                vec![u.channel.as_ref().into()]
+            };
+            for ch in chans {
+                s.unsubscribe(&ch, Some((2000, "server unsubscribe")));
+            }
+        }
+        Command::Refresh(r) if matches_target(s, &r.target) => {
+            if r.expired {
+                s.disconnect(Disconnect::EXPIRED);
+                return;
+            }
+            let now = unix_now();
+            {
+                let mut st = s.st.borrow_mut();
+                st.expires_at = r.expire_at;
+                if let Some(i) = &r.info {
+                    st.conn_info = Some(i.bytes.clone());
+                }
+            }
+            let ttl = if r.expire_at > now { (r.expire_at - now) as u32 } else { 0 };
+            s.push("", &PushBody::Refresh { expires: r.expire_at > 0, ttl });
+        }
+        Command::Subscribe(sub)
+            if matches_target(s, &sub.target) && !s.st.borrow().subs.contains_key(&*sub.channel) =>
+        {
+            let (s, sub) = (s.clone(), sub.clone());
+            monoio::spawn(async move {
+                let recover = sub.recover_since.as_ref();
+                let req = SubscribeReq {
+                    channel: sub.channel.to_string(),
+                    recover: recover.is_some(),
+                    offset: recover.map(|p| p.offset).unwrap_or(0),
+                    epoch: recover.map(|p| p.epoch.to_string()).unwrap_or_default(),
+                    recoverable: recover.is_some(),
+                    ..Default::default()
+                };
+                let info = sub.info.as_ref().map(|p| p.bytes.clone());
+                if let Ok(Ok((channel, res))) = subscribe_owned(&s, req, info, true, sub.expire_at, sub.overrides).await
+                {
+                    push_subscribed(&s, &channel, res, sub.data.as_ref().map(|p| p.bytes.clone()));
+                }
+            });
+        }
+        _ => {}
     }
 }

@@ -1,6 +1,9 @@
-//! Node-level glue for the Redis engine: the owner side of subscriptions, control messages
-//! between nodes (announcements, API actions, channel surveys), the node registry and the
-//! periodic tasks (presence refresh, announcements).
+//! The node and its peers: `info` and `channels` across this node's workers and (Redis
+//! engine) every other node, control messages between nodes (announcements, API actions,
+//! surveys), the node registry, and the periodic tasks (presence refresh, announcements).
+//!
+//! Features above register what they answer to other nodes' surveys ([`answer_surveys`]),
+//! so this module names none of them.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -12,12 +15,10 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::worker::{Msg, Op, Survey, Tag, Worker};
 use crate::api::{Command, Method, Reply, Res};
-use crate::engine::redis::codec;
 use crate::error::ApiError;
-use crate::model::{NodeInfo, StreamPosition};
-use crate::shard::{SubOp, SubOutcome, UnsubOp};
+use crate::model::NodeInfo;
+use crate::runtime::worker::{Msg, Worker};
 
 /// How often a node announces itself; a node silent for `NODE_TTL` is dropped.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(3);
@@ -25,9 +26,15 @@ const NODE_TTL: Duration = Duration::from_secs(10);
 /// How long `channels` waits for other nodes' answers.
 const SURVEY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Cluster state of one worker.
+/// Answers this node gives to another node's survey of a kind: the question in, the answer
+/// out (`Value::Null` when it has none).
+pub type Answerer = fn(Rc<Worker>, Value) -> std::pin::Pin<Box<dyn std::future::Future<Output = Value>>>;
+
+/// Node state of one worker (worker 0 keeps the registry).
 #[derive(Default)]
 pub struct Cluster {
+    /// Survey kinds answered for other nodes, beyond `channels`.
+    answerers: RefCell<AHashMap<&'static str, Answerer>>,
     /// Worker 0: other nodes by uid, with when they were last heard.
     nodes: RefCell<AHashMap<String, (NodeInfo, Instant)>>,
     /// Surveys this worker started, by id: expected answers, answers, waiter. Ids are never
@@ -40,105 +47,6 @@ struct SurveyWait {
     expected: usize,
     parts: Vec<Value>,
     waker: Option<Waker>,
-}
-
-// ---------------------------------------------------------------------------------------
-// Owner side of subscriptions.
-// ---------------------------------------------------------------------------------------
-
-/// A connection on worker `op.worker` subscribes: subscribe the topic (confirmed), read the
-/// position/recovery, then count the subscriber and answer in one step.
-pub async fn owner_subscribe(w: Rc<Worker>, from: u16, tag: Tag, op: Box<SubOp>) {
-    let r = subscribe_inner(&w, &op).await;
-    w.finish(from, tag, r.map(Res::Subscribed));
-}
-
-async fn subscribe_inner(w: &Rc<Worker>, op: &SubOp) -> Result<SubOutcome, ApiError> {
-    let engine = w.redis.clone().expect("redis engine");
-    let opts = w.cfg.resolve_channel(&op.channel)?.options;
-    engine.begin_sync(&op.channel).await?;
-    let mut outcome = SubOutcome {
-        channel: op.channel.clone(),
-        position: None,
-        publications: Vec::new(),
-        recovered: false,
-        extra: Vec::new(),
-    };
-    let mut top = None;
-    if op.position || op.recover.is_some() {
-        if opts.history_enabled() {
-            let since = op.recover.as_ref().map(|s| s.offset);
-            let (pos, pubs) = match engine.position(&op.channel, since, op.recover_limit as i64 + 1).await {
-                Ok(r) => r,
-                Err(e) => {
-                    engine.end_sync(&op.channel, None);
-                    if w.shard.borrow().workers_of(&op.channel).is_empty() {
-                        engine.release(&op.channel);
-                    }
-                    return Err(e);
-                }
-            };
-            if let Some(since) = &op.recover {
-                if (since.epoch.is_empty() || since.epoch == pos.epoch)
-                    && crate::shard::recovers(since.offset, pos.offset, &pubs, op.recover_limit)
-                {
-                    outcome.publications = pubs;
-                    outcome.recovered = true;
-                }
-            }
-            top = Some(pos.clone());
-            outcome.position = Some(pos);
-        } else {
-            outcome.position = Some(StreamPosition::default());
-        }
-    }
-    outcome.extra = engine.end_sync(&op.channel, top.as_ref());
-    if !engine.is_subscribed(&op.channel) {
-        // The PUB/SUB connection broke while the position was read: publications may have
-        // been missed. The client retries (100 is temporary).
-        if w.shard.borrow().workers_of(&op.channel).is_empty() {
-            engine.release(&op.channel);
-        }
-        return Err(ApiError::INTERNAL);
-    }
-    // Counted and answered with no await in between: every later publication reaches it.
-    w.shard.borrow_mut().count_subscriber(&op.channel, op.worker);
-    if let Some(info) = &op.presence {
-        w.shard.borrow_mut().presence_update(&op.channel, Ok(info.clone()));
-        engine.presence_add(&op.channel, std::slice::from_ref(info));
-    }
-    if let Some(info) = &op.join {
-        engine.publish_raw(&op.channel, codec::join_payload(info));
-    }
-    Ok(outcome)
-}
-
-/// The reverse of a successful subscribe.
-pub fn owner_unsubscribe(w: &Worker, op: UnsubOp) {
-    let engine = w.redis.as_ref().expect("redis engine");
-    let left = w.shard.borrow_mut().uncount_subscriber(&op.channel, op.worker);
-    if let Some(client) = &op.client {
-        w.shard.borrow_mut().presence_update(&op.channel, Err(client.clone()));
-        engine.presence_remove(&op.channel, client);
-    }
-    if let Some(info) = &op.leave {
-        engine.publish_raw(&op.channel, codec::leave_payload(info));
-    }
-    if left == 0 {
-        engine.release(&op.channel);
-    }
-}
-
-/// A PUB/SUB connection of this worker was lost: subscribers of the channels it carried may
-/// have missed publications, so they are told to resubscribe (and recover).
-pub fn pubsub_lost(w: &Worker, shard: usize) {
-    let engine = w.redis.as_ref().expect("redis engine");
-    for ch in engine.on_down(shard) {
-        let workers = w.shard.borrow().workers_of(&ch);
-        for wid in workers {
-            w.send(wid as usize, Msg::Resubscribe(ch.clone()));
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -222,7 +130,7 @@ pub fn act_params(cmd: &Command) -> Option<(Method, Value)> {
 
 /// Sends an API action to the other nodes; resolves when Redis accepted it.
 pub async fn broadcast_act(w: &Rc<Worker>, cmd: &Command) -> Result<(), ApiError> {
-    let (Some(engine), Some((method, params))) = (w.redis.as_ref(), act_params(cmd)) else { return Ok(()) };
+    let (Some(engine), Some((method, params))) = (w.redis(), act_params(cmd)) else { return Ok(()) };
     let msg = json!({"type": "act", "uid": w.node.uid, "method": method.name(), "params": params});
     let (tx, rx) = crate::notify::oneshot();
     engine.publish_control(Bytes::from(msg.to_string()), Box::new(move |r| tx(r.is_ok())));
@@ -260,7 +168,7 @@ pub fn on_control(w: &Rc<Worker>, payload: Bytes) {
                 users: Vec::new(),
                 api_server: s("api_server"),
             };
-            let new = w.cluster.nodes.borrow_mut().insert(uid.to_string(), (info, Instant::now())).is_none();
+            let new = cluster(w).nodes.borrow_mut().insert(uid.to_string(), (info, Instant::now())).is_none();
             if new {
                 // A node we did not know: announce ourselves now so it knows us without
                 // waiting for the next round.
@@ -268,7 +176,7 @@ pub fn on_control(w: &Rc<Worker>, payload: Bytes) {
             }
         }
         "shutdown" => {
-            w.cluster.nodes.borrow_mut().remove(uid);
+            cluster(w).nodes.borrow_mut().remove(uid);
         }
         "act" => {
             let method = msg.get("method").and_then(Value::as_str).and_then(Method::from_name);
@@ -278,14 +186,8 @@ pub fn on_control(w: &Rc<Worker>, payload: Bytes) {
                 Ok(cmd) => {
                     let cmd = Arc::new(cmd);
                     for i in 0..w.workers {
-                        w.send(
-                            i,
-                            Msg::Exec {
-                                from: w.id as u16,
-                                tag: Tag::Discard,
-                                op: Op::Survey(Survey::Act(cmd.clone())),
-                            },
-                        );
+                        let cmd = cmd.clone();
+                        w.send(i, Msg::Job(Box::new(move |w| act_here(w, &cmd))));
                     }
                 }
                 Err(_) => tracing::warn!(method = method.name(), "undecodable action from another node"),
@@ -300,20 +202,19 @@ pub fn on_control(w: &Rc<Worker>, payload: Bytes) {
             let from = uid.to_string();
             let w = w.clone();
             monoio::spawn(async move {
-                let part = match msg.get("kind").and_then(Value::as_str) {
-                    Some("channels") => {
+                let kind = msg.get("kind").and_then(Value::as_str).unwrap_or("");
+                let answerer = cluster(&w).answerers.borrow().get(kind).copied();
+                let part = match (kind, answerer) {
+                    ("channels", _) => {
                         let pattern = msg.get("pattern").and_then(Value::as_str).unwrap_or("");
                         json!(local_channels(&w, pattern).await.unwrap_or_default())
                     }
-                    Some("mesh") => match msg.get("op").and_then(crate::gateway::mesh::MeshOp::from_json) {
-                        Some(op) => mesh_local(&w, Arc::new(op)).await,
-                        None => Value::Null,
-                    },
+                    (_, Some(answer)) => answer(w.clone(), msg.clone()).await,
                     _ => Value::Null,
                 };
                 let reply =
                     json!({"type": "survey_reply", "uid": w.node.uid, "id": id, "worker": worker, "part": part});
-                if let Some(e) = &w.redis {
+                if let Some(e) = w.redis() {
                     e.publish_node(&from, Bytes::from(reply.to_string()));
                 }
             });
@@ -325,15 +226,16 @@ pub fn on_control(w: &Rc<Worker>, payload: Bytes) {
                 return;
             };
             let part = msg.get("part").cloned().unwrap_or(Value::Null);
-            w.send(worker as usize, Msg::SurveyPart { id, part });
+            w.send(worker as usize, Msg::Job(Box::new(move |w| survey_part(w, id, part))));
         }
         _ => {}
     }
 }
 
 /// Other live nodes (worker 0's registry), dropping those silent too long.
-pub fn other_nodes(w: &Worker) -> Vec<NodeInfo> {
-    let mut nodes = w.cluster.nodes.borrow_mut();
+fn other_nodes(w: &Worker) -> Vec<NodeInfo> {
+    let c = cluster(w);
+    let mut nodes = c.nodes.borrow_mut();
     nodes.retain(|_, (_, seen)| seen.elapsed() < NODE_TTL);
     let mut list: Vec<NodeInfo> = nodes.values().map(|(n, _)| n.clone()).collect();
     list.sort_by(|a, b| a.uid.cmp(&b.uid));
@@ -341,8 +243,9 @@ pub fn other_nodes(w: &Worker) -> Vec<NodeInfo> {
 }
 
 /// A survey answer from another node arrived for a survey of this worker.
-pub fn survey_part(w: &Worker, id: u64, part: Value) {
-    let mut surveys = w.cluster.surveys.borrow_mut();
+fn survey_part(w: &Worker, id: u64, part: Value) {
+    let c = cluster(w);
+    let mut surveys = c.surveys.borrow_mut();
     if let Some(s) = surveys.get_mut(&id) {
         s.parts.push(part);
         if let Some(k) = s.waker.take() {
@@ -359,13 +262,14 @@ async fn local_channels(w: &Rc<Worker>, pattern: &str) -> Result<Vec<(Box<str>, 
         let glob = globset::Glob::new(pattern).map_err(|_| ApiError::api_internal())?;
         Some(Arc::new(glob.compile_matcher()))
     };
-    let calls: Vec<_> = (0..w.workers).map(|i| w.call(i, Op::Survey(Survey::Channels(matcher.clone())))).collect();
+    let calls = w.ask_all(move |w, a| {
+        let list = w.hub.channels(|ch| matcher.as_ref().is_none_or(|m| m.is_match(ch)));
+        a.send(w, list)
+    });
     let mut merged: AHashMap<Box<str>, u64> = AHashMap::new();
     for c in calls {
-        if let Res::Channels(list) = c.await? {
-            for (name, n) in list {
-                *merged.entry(name).or_default() += n;
-            }
+        for (name, n) in c.await {
+            *merged.entry(name).or_default() += n;
         }
     }
     Ok(merged.into_iter().collect())
@@ -373,25 +277,23 @@ async fn local_channels(w: &Rc<Worker>, pattern: &str) -> Result<Vec<(Box<str>, 
 
 /// Asks every other node (through the control topic) and collects their answers until all
 /// answered, `enough` says the answers suffice, or `SURVEY_TIMEOUT` passes.
-async fn survey(w: &Rc<Worker>, mut question: Value, enough: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let Some(engine) = w.redis.clone() else { return Vec::new() };
-    let others = match w.call(0, Op::Nodes).await {
-        Ok(Res::Info(list)) => list.len(),
-        _ => 0,
-    };
+pub async fn survey(w: &Rc<Worker>, mut question: Value, enough: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let Some(engine) = w.redis() else { return Vec::new() };
+    let others = nodes(w).await.len();
     if others == 0 {
         return Vec::new();
     }
-    let id = w.cluster.next_survey.get() + 1;
-    w.cluster.next_survey.set(id);
-    w.cluster.surveys.borrow_mut().insert(id, SurveyWait { expected: others, parts: Vec::new(), waker: None });
+    let c = cluster(w);
+    let id = c.next_survey.get() + 1;
+    c.next_survey.set(id);
+    c.surveys.borrow_mut().insert(id, SurveyWait { expected: others, parts: Vec::new(), waker: None });
     question["type"] = json!("survey");
     question["uid"] = json!(w.node.uid);
     question["id"] = json!(id);
     question["worker"] = json!(w.id);
     engine.publish_control(Bytes::from(question.to_string()), Box::new(|_| {}));
     let wait = std::future::poll_fn(|cx| {
-        let mut surveys = w.cluster.surveys.borrow_mut();
+        let mut surveys = c.surveys.borrow_mut();
         let Some(s) = surveys.get_mut(&id) else { return std::task::Poll::Ready(()) };
         if s.parts.len() >= s.expected || enough(&s.parts) {
             std::task::Poll::Ready(())
@@ -401,7 +303,8 @@ async fn survey(w: &Rc<Worker>, mut question: Value, enough: impl Fn(&[Value]) -
         }
     });
     let _ = monoio::time::timeout(SURVEY_TIMEOUT, wait).await;
-    w.cluster.surveys.borrow_mut().remove(&id).map(|s| s.parts).unwrap_or_default()
+    let parts = c.surveys.borrow_mut().remove(&id).map(|s| s.parts).unwrap_or_default();
+    parts
 }
 
 /// Channels of every node with their subscriber counts.
@@ -422,38 +325,9 @@ pub async fn cluster_channels(w: &Rc<Worker>, pattern: &str) -> Result<Vec<(Box<
     Ok(list)
 }
 
-/// Runs a gateway action on this node's workers: `{"found": bool, "err": [code, msg] | null}`.
-async fn mesh_local(w: &Rc<Worker>, op: Arc<crate::gateway::mesh::MeshOp>) -> Value {
-    let calls: Vec<_> = (0..w.workers).map(|i| w.call(i, Op::Mesh(op.clone()))).collect();
-    let mut out = json!({"found": false, "err": null});
-    for c in calls {
-        if let Ok(Res::Mesh(Some(r))) = c.await {
-            out = json!({"found": true, "err": r.err()});
-        }
-    }
-    out
-}
-
-/// A gateway action for a client on another node: `None` when no node has the client.
-pub async fn mesh_remote(
-    w: &Rc<Worker>,
-    op: &crate::gateway::mesh::MeshOp,
-) -> Option<Result<(), crate::gateway::mesh::MeshError>> {
-    let found = |p: &Value| p.get("found").and_then(Value::as_bool).unwrap_or(false);
-    let parts = survey(w, json!({"kind": "mesh", "op": op.to_json()}), |parts| parts.iter().any(found)).await;
-    let hit = parts.iter().find(|p| found(p))?;
-    Some(match hit.get("err").and_then(Value::as_array) {
-        Some(e) => Err(crate::gateway::mesh::MeshError::new(
-            e.first().and_then(Value::as_u64).unwrap_or(301) as u32,
-            e.get(1).and_then(Value::as_str).unwrap_or("execution failed"),
-        )),
-        None => Ok(()),
-    })
-}
-
 /// This node's `info` entry (all workers' counts).
 pub async fn local_node(w: &Rc<Worker>) -> Result<NodeInfo, ApiError> {
-    let calls: Vec<_> = (0..w.workers).map(|i| w.call(i, Op::Survey(Survey::Stats))).collect();
+    let calls = w.ask_all(|w, a| a.send(w, (w.hub.counts(), w.shard.borrow().channels_with_subscribers())));
     let mut node = NodeInfo {
         uid: w.node.uid.clone(),
         name: w.node.name.clone(),
@@ -463,14 +337,11 @@ pub async fn local_node(w: &Rc<Worker>) -> Result<NodeInfo, ApiError> {
     };
     let mut users: ahash::AHashSet<Arc<str>> = ahash::AHashSet::new();
     for c in calls {
-        if let Res::Info(nodes) = c.await? {
-            for n in nodes {
-                users.extend(n.users);
-                node.num_clients += n.num_clients;
-                node.num_channels += n.num_channels;
-                node.num_subs += n.num_subs;
-            }
-        }
+        let (counts, channels) = c.await;
+        users.extend(counts.users);
+        node.num_clients += counts.clients;
+        node.num_channels += channels;
+        node.num_subs += counts.subs;
     }
     node.num_users = users.len() as u64;
     Ok(node)
@@ -479,11 +350,7 @@ pub async fn local_node(w: &Rc<Worker>) -> Result<NodeInfo, ApiError> {
 /// `info`: this node plus every other live node.
 pub async fn info(w: &Rc<Worker>) -> Reply {
     let mut list = vec![local_node(w).await?];
-    if w.redis.is_some() {
-        if let Res::Info(others) = w.call(0, Op::Nodes).await? {
-            list.extend(others);
-        }
-    }
+    list.extend(nodes(w).await);
     Ok(Res::Info(list))
 }
 
@@ -493,11 +360,11 @@ pub async fn info(w: &Rc<Worker>) -> Reply {
 
 /// Publishes this node's announcement once.
 pub async fn announce(w: Rc<Worker>) {
-    if let (Ok(n), Some(engine)) = (local_node(&w).await, w.redis.as_ref()) {
+    if let (Ok(n), Some(engine)) = (local_node(&w).await, w.redis()) {
         let msg = json!({"type": "node", "uid": n.uid, "node": {
             "name": n.name, "version": n.version, "num_clients": n.num_clients, "num_users": n.num_users,
             "num_channels": n.num_channels, "num_subs": n.num_subs, "uptime": n.uptime,
-            "api_server": crate::gateway::api_server(&w.cfg),
+            "api_server": api_server(&w.cfg),
         }});
         engine.publish_control(Bytes::from(msg.to_string()), Box::new(|_| {}));
     }
@@ -513,7 +380,7 @@ pub async fn announcer(w: Rc<Worker>) {
 
 /// Tells the other nodes this one is leaving (on shutdown).
 pub fn announce_shutdown(w: &Worker) {
-    if let Some(engine) = &w.redis {
+    if let Some(engine) = w.redis() {
         let msg = json!({"type": "shutdown", "uid": w.node.uid});
         engine.publish_control(Bytes::from(msg.to_string()), Box::new(|_| {}));
     }
@@ -526,9 +393,61 @@ pub async fn presence_refresher(w: Rc<Worker>) {
     let every = ttl.mul_f64(0.45);
     loop {
         monoio::time::sleep(every).await;
-        let Some(engine) = w.redis.as_ref() else { return };
-        for (ch, infos) in w.shard.borrow().presence_snapshot() {
-            engine.presence_add(&ch, &infos);
-        }
+        let Some(engine) = w.redis() else { return };
+        engine.refresh_presence();
     }
+}
+
+/// This worker's node state.
+fn cluster(w: &Worker) -> Rc<Cluster> {
+    w.local(|_| Cluster::default())
+}
+
+/// Registers what this node answers to other nodes' surveys of `kind` (on every worker that
+/// receives control messages: worker 0).
+pub fn answer_surveys(w: &Worker, kind: &'static str, answer: Answerer) {
+    cluster(w).answerers.borrow_mut().insert(kind, answer);
+}
+
+/// The other live nodes (worker 0's registry; empty on the memory engine).
+pub async fn nodes(w: &Rc<Worker>) -> Vec<NodeInfo> {
+    if w.redis().is_none() {
+        return Vec::new();
+    }
+    w.ask(0, |w, a| a.send(w, other_nodes(w))).await
+}
+
+/// An API subscribe/unsubscribe/disconnect/refresh for this worker's connections.
+pub fn act_here(w: &Worker, cmd: &Command) {
+    for h in w.hub.handlers() {
+        h.on_action(cmd);
+    }
+}
+
+/// An API action on connections: applied to this node's workers and, with the Redis engine,
+/// sent to every other node first.
+pub async fn act(w: &Rc<Worker>, cmd: Command) -> Reply {
+    broadcast_act(w, &cmd).await?;
+    let cmd = Arc::new(cmd);
+    for c in w.ask_all(move |w, a| {
+        act_here(w, &cmd);
+        a.send(w, ())
+    }) {
+        c.await;
+    }
+    Ok(Res::Empty)
+}
+
+/// `host:port` of this node's gateway API as other nodes and backends should reach it.
+pub fn api_server(cfg: &crate::config::Config) -> String {
+    let g = &cfg.gateway;
+    if !g.advertise_address.is_empty() {
+        return g.advertise_address.clone();
+    }
+    let host = match cfg.http_server.address.as_str() {
+        "" | "0.0.0.0" | "::" => "127.0.0.1",
+        h => h,
+    };
+    let port = if g.api_port != 0 { g.api_port } else { cfg.http_server.port };
+    format!("{host}:{port}")
 }

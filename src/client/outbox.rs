@@ -27,7 +27,7 @@ struct Inner {
 }
 
 /// See the module docs.
-pub struct WsOut {
+pub struct Outbox {
     inner: RefCell<Inner>,
     max_bytes: usize,
 }
@@ -36,9 +36,9 @@ pub struct WsOut {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overflow;
 
-impl WsOut {
+impl Outbox {
     pub fn new(max_bytes: usize) -> Self {
-        WsOut { inner: RefCell::new(Inner::default()), max_bytes: max_bytes.max(1) }
+        Outbox { inner: RefCell::new(Inner::default()), max_bytes: max_bytes.max(1) }
     }
 
     /// Queues a frame. Frames after a close are dropped.

@@ -1,0 +1,221 @@
+//! This worker's connected clients and their subscriptions: channel → local subscribers and
+//! user → connection count. [`Hub::deliver`] is the last leg of fan-out:
+//! it queues a prepared push on every local subscriber of its channel (the same JSON frame
+//! for all, the protobuf frame encoded at most once per push) and closes the clients that
+//! overflowed after the iteration.
+//!
+//! Owned by one worker and used only from its thread; other workers reach it through the
+//! worker's inbox (`Deliver` messages and jobs).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use bytes::Bytes;
+use slab::Slab;
+use smallvec::SmallVec;
+
+use crate::client::{Client, Handler};
+use crate::error::Disconnect;
+use crate::protocol::{Format, PushBody};
+use crate::push::{metrics_kind, raw_publication_frame, Prepared, PushKind};
+
+/// A local subscriber of a channel.
+#[derive(Debug, Clone, Copy)]
+struct Sub {
+    key: u32,
+    /// The subscribe reply is written: pushes go to the queue (else they are held).
+    live: bool,
+    /// This subscriber receives join/leave pushes.
+    join_leave: bool,
+}
+
+/// A client in its slot: the part fan-out uses and the session behind it.
+struct Entry {
+    client: Rc<Client>,
+    handler: Rc<dyn Handler>,
+}
+
+/// See the module docs.
+#[derive(Default)]
+pub struct Hub {
+    clients: RefCell<Slab<Entry>>,
+    index: RefCell<AHashMap<Arc<str>, SmallVec<[Sub; 4]>>>,
+    users: RefCell<AHashMap<Arc<str>, u32>>,
+}
+
+/// This worker's share of the node's `info` figures.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub clients: u64,
+    pub users: Vec<Arc<str>>,
+    pub subs: u64,
+}
+
+impl Hub {
+    /// Adds a client; its slot is written into `client.key`.
+    pub fn add(&self, client: Rc<Client>, handler: Rc<dyn Handler>) -> u32 {
+        let key = self.clients.borrow_mut().insert(Entry { client: client.clone(), handler }) as u32;
+        client.key.set(key);
+        key
+    }
+
+    /// Removes a client (its subscriptions must have been removed first).
+    pub fn remove(&self, key: u32) {
+        self.clients.borrow_mut().try_remove(key as usize);
+    }
+
+    /// The session in slot `key` if it is still generation `gen`.
+    pub fn handler(&self, key: u32, gen: u32) -> Option<Rc<dyn Handler>> {
+        self.clients.borrow().get(key as usize).filter(|e| e.client.gen == gen).map(|e| e.handler.clone())
+    }
+
+    /// Every session on this worker (a snapshot: callers may close them while iterating).
+    pub fn handlers(&self) -> Vec<Rc<dyn Handler>> {
+        self.clients.borrow().iter().map(|(_, e)| e.handler.clone()).collect()
+    }
+
+    /// Every client on this worker (graceful shutdown waits for their queues).
+    pub fn clients(&self) -> Vec<Rc<Client>> {
+        self.clients.borrow().iter().map(|(_, e)| e.client.clone()).collect()
+    }
+
+    /// A connection of `user` completed its handshake.
+    pub fn user_added(&self, user: &Arc<str>) {
+        *self.users.borrow_mut().entry(user.clone()).or_default() += 1;
+    }
+
+    /// A connection of `user` that completed its handshake is gone.
+    pub fn user_removed(&self, user: &str) {
+        let mut users = self.users.borrow_mut();
+        if let Some(n) = users.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(user);
+            }
+        }
+    }
+
+    /// How many connections `user` has on this worker.
+    pub fn user_connections(&self, user: &str) -> u32 {
+        self.users.borrow().get(user).copied().unwrap_or(0)
+    }
+
+    /// The owner accepted a subscription of client `key` (generation `gen`): it joins the
+    /// channel's subscribers, with pushes held until its reply is written, and `extra` pushes
+    /// (newer than the position it was answered with) held first. False when the client is
+    /// gone or no longer waits for it: the owner's count must then be taken back.
+    pub fn accept(&self, key: u32, gen: u32, channel: &Arc<str>, join_leave: bool, extra: &[Arc<Prepared>]) -> bool {
+        let client = match self.clients.borrow().get(key as usize) {
+            Some(e) if e.client.gen == gen && e.client.expects(channel) => e.client.clone(),
+            _ => return false,
+        };
+        self.index.borrow_mut().entry(channel.clone()).or_default().push(Sub { key, live: false, join_leave });
+        for p in extra {
+            if let Some(frame) = frame_for(&client, p, &mut None) {
+                client.hold(channel, frame);
+            }
+        }
+        true
+    }
+
+    /// Marks a subscription live (its reply has been written).
+    pub fn set_live(&self, channel: &str, key: u32) {
+        if let Some(subs) = self.index.borrow_mut().get_mut(channel) {
+            if let Some(e) = subs.iter_mut().find(|s| s.key == key) {
+                e.live = true;
+            }
+        }
+    }
+
+    /// Removes client `key` from the subscribers of `channel`.
+    pub fn unsubscribe(&self, channel: &str, key: u32) {
+        let mut index = self.index.borrow_mut();
+        if let Some(subs) = index.get_mut(channel) {
+            subs.retain(|s| s.key != key);
+            if subs.is_empty() {
+                index.remove(channel);
+            }
+        }
+    }
+
+    /// The sessions subscribed to `channel` on this worker.
+    pub fn subscribers(&self, channel: &str) -> Vec<Rc<dyn Handler>> {
+        let index = self.index.borrow();
+        let clients = self.clients.borrow();
+        let Some(subs) = index.get(channel) else { return Vec::new() };
+        subs.iter().filter_map(|s| clients.get(s.key as usize)).map(|e| e.handler.clone()).collect()
+    }
+
+    /// Queues a push on every local subscriber of its channel. See the module docs.
+    pub fn deliver(&self, p: &Prepared) {
+        let mut to_close: SmallVec<[(u32, Disconnect); 4]> = SmallVec::new();
+        {
+            let index = self.index.borrow();
+            let Some(subs) = index.get(&*p.channel) else { return };
+            let clients = self.clients.borrow();
+            let mut pb: Option<Bytes> = None;
+            let (mut frames, mut bytes) = (0u64, 0u64);
+            for s in subs.iter() {
+                let Some(e) = clients.get(s.key as usize) else { continue };
+                if p.kind == PushKind::JoinLeave && !s.join_leave {
+                    continue;
+                }
+                let Some(frame) = frame_for(&e.client, p, &mut pb) else {
+                    to_close.push((s.key, Disconnect::INAPPROPRIATE_PROTOCOL));
+                    continue;
+                };
+                frames += 1;
+                bytes += frame.len() as u64;
+                let ok = if s.live { e.client.send(frame).is_ok() } else { e.client.hold(&p.channel, frame) };
+                if !ok {
+                    to_close.push((s.key, Disconnect::SLOW));
+                }
+            }
+            if frames > 0 {
+                crate::metrics::ws_frames_sent(metrics_kind(&p.push), frames, bytes / frames);
+            }
+        }
+        for (key, d) in to_close {
+            let h = self.clients.borrow().get(key as usize).map(|e| e.handler.clone());
+            if let Some(h) = h {
+                h.disconnect(d);
+            }
+        }
+    }
+
+    /// This worker's client, user and subscription counts.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            clients: self.handlers().iter().filter(|h| h.is_connected()).count() as u64,
+            users: self.users.borrow().keys().cloned().collect(),
+            subs: self.index.borrow().values().map(|v| v.len() as u64).sum(),
+        }
+    }
+
+    /// Subscriber counts of the channels whose name `keep` accepts.
+    pub fn channels(&self, keep: impl Fn(&str) -> bool) -> Vec<(Box<str>, u64)> {
+        self.index
+            .borrow()
+            .iter()
+            .filter(|(ch, subs)| !subs.is_empty() && keep(ch))
+            .map(|(ch, subs)| (Box::from(&**ch), subs.len() as u64))
+            .collect()
+    }
+}
+
+/// The frame of a push for one client's format (the protobuf frame encoded at most once per
+/// `pb` cache); `None` when a JSON client cannot receive the binary payload.
+fn frame_for(c: &Client, p: &Prepared, pb: &mut Option<Bytes>) -> Option<Bytes> {
+    if c.raw {
+        return match &p.push {
+            PushBody::Pub(publication) => Some(raw_publication_frame(&publication.data)),
+            _ => None,
+        };
+    }
+    match c.format {
+        Format::Json => p.json.clone(),
+        Format::Protobuf => Some(pb.get_or_insert_with(|| p.protobuf_frame()).clone()),
+    }
+}

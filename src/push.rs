@@ -1,0 +1,83 @@
+//! A push prepared once for every subscriber of a channel: the owner builds the JSON
+//! WebSocket frame; each receiving worker builds the protobuf frame at most once for all of
+//! its own subscribers. Also the frame a raw (gateway) client gets for a publication.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use crate::protocol::{Format, PushBody};
+use crate::wire::ws::{frame, OpCode};
+
+/// What kind of push a prepared frame is (subscribers filter join/leave).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushKind {
+    Publication,
+    JoinLeave,
+}
+
+/// A push encoded once for every subscriber: the JSON WebSocket frame is built by the owner;
+/// each receiving worker encodes the protobuf frame at most once for its own subscribers.
+#[derive(Debug)]
+pub struct Prepared {
+    pub channel: Arc<str>,
+    pub kind: PushKind,
+    pub push: PushBody,
+    /// The complete text frame for JSON clients; `None` when the payload is binary (JSON
+    /// clients cannot receive it and are disconnected with 3506).
+    pub json: Option<Bytes>,
+}
+
+impl Prepared {
+    pub fn new(channel: Arc<str>, kind: PushKind, push: PushBody) -> Self {
+        // Binary payloads reach JSON clients raw when they are JSON text (as in Centrifugo);
+        // other bytes cannot travel in a JSON frame.
+        let binary = matches!(&push, PushBody::Pub(p) if !p.data.json_ok());
+        let json = (!binary).then(|| {
+            let mut buf = Vec::with_capacity(128);
+            crate::protocol::encode_push(Format::Json, &channel, &push, &mut buf);
+            frame(OpCode::Text, &buf)
+        });
+        Prepared { channel, kind, push, json }
+    }
+
+    /// The complete binary frame for protobuf clients.
+    pub fn protobuf_frame(&self) -> Bytes {
+        let mut buf = Vec::with_capacity(128);
+        crate::protocol::encode_push(Format::Protobuf, &self.channel, &self.push, &mut buf);
+        frame(OpCode::Binary, &buf)
+    }
+}
+
+/// A prepared push and the workers that have subscribers for it.
+pub struct Fanout {
+    pub prepared: Arc<Prepared>,
+    pub workers: SmallVec<[u16; 8]>,
+}
+
+/// The text frame a raw client receives for a publication: a JSON string's content, other
+/// JSON as its text, binary data as a binary frame.
+pub fn raw_publication_frame(data: &crate::model::Payload) -> Bytes {
+    if data.binary {
+        return match std::str::from_utf8(&data.bytes) {
+            Ok(_) if crate::model::is_json(&data.bytes) => frame(OpCode::Text, &data.bytes),
+            _ => frame(OpCode::Binary, &data.bytes),
+        };
+    }
+    if data.bytes.first() == Some(&b'"') {
+        if let Ok(s) = serde_json::from_slice::<String>(&data.bytes) {
+            return frame(OpCode::Text, s.as_bytes());
+        }
+    }
+    frame(OpCode::Text, &data.bytes)
+}
+
+/// The metrics kind of a push.
+pub fn metrics_kind(p: &PushBody) -> crate::metrics::Kind {
+    match p {
+        PushBody::Join(_) => crate::metrics::Kind::Join,
+        PushBody::Leave(_) => crate::metrics::Kind::Leave,
+        _ => crate::metrics::Kind::Publication,
+    }
+}

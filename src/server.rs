@@ -1,0 +1,382 @@
+//! The composition root: binds the listeners, starts the worker threads and the side
+//! services, wires each worker's engine and features together, and stops them all.
+//!
+//! [`run`] binds one SO_REUSEPORT listener per worker (so bind errors surface before anything
+//! starts), then starts W worker threads, each running its own monoio runtime (io_uring when
+//! the kernel allows it, epoll otherwise) with: an accept loop, the inbox loop, the outbox
+//! flusher, the timer task and a sweeper of expired channel state. Threads are spawned here
+//! (workers), in `crate::grpc` (the gRPC server's thread) and by the `ctrlc` crate (the signal
+//! handler's thread).
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::cluster;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::runtime::inbox;
+use crate::runtime::worker::{Msg, NodeShared, Worker};
+
+/// Which I/O driver the workers run on for a `driver` option value.
+pub fn driver_name(option: &str) -> &'static str {
+    match option {
+        "epoll" => "epoll",
+        "io_uring" => "io_uring",
+        _ if monoio::utils::detect_uring() => "io_uring",
+        _ => "epoll",
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<StdListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+/// Binds one listener per worker on the configured address. With port 0 the first bind
+/// picks the port and the others share it.
+pub fn bind_listeners(cfg: &Config, n: usize) -> Result<Vec<StdListener>, Error> {
+    bind_port(cfg, cfg.http_server.port, n)
+}
+
+/// One listener per worker on `port` of the configured address.
+fn bind_port(cfg: &Config, port: u16, n: usize) -> Result<Vec<StdListener>, Error> {
+    let host = if cfg.http_server.address.is_empty() { "0.0.0.0" } else { cfg.http_server.address.as_str() };
+    let ip: std::net::IpAddr = host
+        .parse()
+        .or_else(|_| {
+            use std::net::ToSocketAddrs;
+            (host, 0).to_socket_addrs().ok().and_then(|mut a| a.next()).map(|a| a.ip()).ok_or(())
+        })
+        .map_err(|_| Error::config(format!("http_server.address: cannot resolve {host:?}")))?;
+    let mut addr = SocketAddr::new(ip, port);
+    if addr.port() != 0 {
+        // Our listeners share the port through SO_REUSEPORT, which would also let them join
+        // another process already listening there. A plain bind first refuses that.
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe
+            .bind(&addr.into())
+            .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot listen on {addr}: {e}")))?;
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let l =
+            bind(addr).map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot listen on {addr}: {e}")))?;
+        addr = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Runs the server until SIGINT/SIGTERM. Blocks the calling thread.
+pub fn run(cfg: Config) -> Result<(), Error> {
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.try_send(());
+    })
+    .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot install signal handler: {e}")))?;
+    let server = start(cfg)?;
+    let _ = stop_rx.recv();
+    tracing::info!("shutting down");
+    server.stop();
+    Ok(())
+}
+
+/// A started server: its address and the handles to stop it.
+pub struct Server {
+    pub addr: SocketAddr,
+    /// How long stopping may wait for in-flight requests (`shutdown.timeout`).
+    grace: Duration,
+    node: Arc<NodeShared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// The gRPC server API (`grpc_api.enabled`).
+    pub grpc: Option<crate::grpc::GrpcServer>,
+}
+
+impl Server {
+    /// Asks every worker to stop and waits (bounded) for them.
+    pub fn stop(mut self) {
+        if let Some(g) = self.grpc.take() {
+            g.stop(self.grace);
+        }
+        for m in &self.node.mailboxes {
+            m.send(vec![Msg::Shutdown]);
+        }
+        let deadline = Instant::now() + self.grace + Duration::from_secs(2);
+        for t in self.threads {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Binds and starts the workers; returns once they are accepting.
+pub fn start(cfg: Config) -> Result<Server, Error> {
+    let n = cfg.worker_count();
+    let listeners = bind_listeners(&cfg, n)?;
+    let addr = listeners[0].local_addr()?;
+    // The gateway API's own port serves the same routes.
+    let g = &cfg.gateway;
+    let mut api_listeners: Vec<Option<StdListener>> = if g.is_on() && g.api_port != 0 && g.api_port != addr.port() {
+        bind_port(&cfg, g.api_port, n)?.into_iter().map(Some).collect()
+    } else {
+        (0..n).map(|_| None).collect()
+    };
+    let cfg = Arc::new(cfg);
+    let mut mailboxes = Vec::with_capacity(n);
+    let mut inboxes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (m, i) = inbox::inbox();
+        mailboxes.push(m);
+        inboxes.push(i);
+    }
+    let host = hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+    let uid = uuid::Uuid::new_v4().to_string();
+    let node = Arc::new(NodeShared {
+        uid,
+        name: if cfg.node.name.is_empty() { format!("{host}_{}", addr.port()) } else { cfg.node.name.clone() },
+        version: format!("{} OSS", env!("CARGO_PKG_VERSION")),
+        started: Instant::now(),
+        mailboxes,
+        connections: Default::default(),
+        topics: Default::default(),
+        drained: Default::default(),
+        quiet: Default::default(),
+    });
+    let driver = driver_name(&cfg.driver);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        workers = n,
+        driver,
+        engine = cfg.engine.kind.as_str(),
+        address = %addr,
+        "Gyre started"
+    );
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), String>>(n);
+    let mut threads = Vec::with_capacity(n);
+    for (id, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
+        let cfg = cfg.clone();
+        let node = node.clone();
+        let ready = ready_tx.clone();
+        let api_listener = api_listeners[id].take();
+        let t = std::thread::Builder::new()
+            .name(format!("gyre-worker-{id}"))
+            .spawn(move || {
+                // Both drivers run the same code; the choice is made once per worker.
+                macro_rules! run_on {
+                    ($driver:ty) => {
+                        match monoio::RuntimeBuilder::<$driver>::new().enable_timer().with_entries(4096).build() {
+                            Ok(mut rt) => rt.block_on(worker_main(id, cfg, node, listener, api_listener, inbox, ready)),
+                            Err(e) => {
+                                let _ =
+                                    ready.send(Err(format!("worker {id}: cannot start the {driver} event loop: {e}")));
+                            }
+                        }
+                    };
+                }
+                if driver == "io_uring" {
+                    run_on!(monoio::IoUringDriver)
+                } else {
+                    run_on!(monoio::LegacyDriver)
+                }
+            })
+            .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot spawn worker: {e}")))?;
+        threads.push(t);
+    }
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::new(crate::error::ErrorKind::Io, e)),
+            Err(_) => return Err(Error::new(crate::error::ErrorKind::Io, "a worker exited during start-up")),
+        }
+    }
+    let grpc = if cfg.grpc_api.enabled { Some(crate::grpc::start(&cfg, node.mailboxes.clone())?) } else { None };
+    Ok(Server { addr, grace: cfg.shutdown.timeout, node, threads, grpc })
+}
+
+async fn worker_main(
+    id: usize,
+    cfg: Arc<Config>,
+    node: Arc<NodeShared>,
+    listener: StdListener,
+    api_listener: Option<StdListener>,
+    inbox: inbox::Inbox<Msg>,
+    ready: crossbeam_channel::Sender<Result<(), String>>,
+) {
+    let api_listener = match api_listener.map(monoio::net::TcpListener::from_std).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("worker {id}: gateway api listener: {e}")));
+            return;
+        }
+    };
+    let listener = match monoio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("worker {id}: listener: {e}")));
+            return;
+        }
+    };
+    let engine = if cfg.engine.kind == "redis" {
+        match crate::engine::redis::RedisEngine::new(cfg.clone()) {
+            Ok(e) => Engine::Redis(Rc::new(e)),
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        }
+    } else {
+        Engine::Memory(crate::engine::memory::Memory::new(cfg.clone()))
+    };
+    let w = Rc::new_cyclic(|me| Worker::new(id, cfg, node, me.clone(), engine));
+    cluster::answer_surveys(&w, "mesh", crate::gateway::mesh::answer_survey);
+    if w.redis().is_some() {
+        start_redis(&w);
+    }
+    monoio::spawn(w.clone().run_inbox(inbox));
+    monoio::spawn(w.clone().run_flusher());
+    monoio::spawn(sweeper(w.clone()));
+    monoio::spawn(w.clone().run_timers());
+    monoio::spawn(loop_ticker());
+    if let Some(l) = api_listener {
+        monoio::spawn(accept_loop(w.clone(), l));
+    }
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    let accept = accept_loop(w.clone(), listener);
+    monoio::select! {
+        _ = accept => {}
+        _ = w.shutdown_notify.wait() => {}
+    }
+    if id == 0 {
+        cluster::announce_shutdown(&w);
+    }
+    // No new connections are accepted now. Answer what HTTP clients already sent (every
+    // worker keeps serving its inbox meanwhile, so commands needing another worker finish).
+    let deadline = Instant::now() + w.cfg.shutdown.timeout;
+    while w.http_busy() && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    w.node.drained.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    while w.node.drained.load(std::sync::atomic::Ordering::Acquire) < w.workers && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The publications those requests made may still travel between workers: wait until this
+    // worker's inbox has been quiet for a moment, and every other worker's too.
+    // (Bounded apart: connected clients may keep publishing.)
+    let quiet_for = Duration::from_millis(50);
+    let deadline = deadline.min(Instant::now() + Duration::from_secs(2));
+    while (w.last_inbox.get().elapsed() < quiet_for || w.http_busy()) && Instant::now() < deadline {
+        w.flush();
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    w.node.quiet.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    while w.node.quiet.load(std::sync::atomic::Ordering::Acquire) < w.workers && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Tell clients to reconnect elsewhere (3001), then give writers a moment to send it.
+    let clients = w.hub.clients();
+    for h in w.hub.handlers() {
+        h.disconnect(crate::error::Disconnect::SHUTDOWN);
+    }
+    w.flush();
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline && clients.iter().any(|c| !c.out.is_drained()) {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Accepts connections forever, each served as HTTP in a task of its own.
+async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                monoio::spawn(crate::http::serve::serve(w.clone(), stream));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(worker = w.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Starts the worker's Redis connections and the engine's periodic tasks.
+fn start_redis(w: &Rc<Worker>) {
+    let engine = w.redis().expect("redis engine");
+    for (i, pair) in engine.shards.iter().enumerate() {
+        let weak = Rc::downgrade(w);
+        let (w_up, w_down) = (weak.clone(), weak.clone());
+        pair.sub.set_hooks(crate::engine::redis::conn::Hooks {
+            up: Box::new(move |_gen| {
+                if let Some(w) = w_up.upgrade() {
+                    let control = (w.id == 0).then(|| w.node.uid.clone());
+                    if let Some(e) = w.redis() {
+                        e.on_up(i, control.as_deref());
+                    }
+                    if control.is_some() {
+                        // Listening to the control topic from now on: say hello, so the
+                        // others answer with theirs (see `cluster::on_control`).
+                        monoio::spawn(cluster::announce(w.clone()));
+                    }
+                }
+            }),
+            down: Box::new(move || {
+                if let Some(w) = w_down.upgrade() {
+                    // Subscribers of the channels it carried may have missed publications.
+                    if let Some(e) = w.redis() {
+                        w.resubscribe(e.on_down(i));
+                    }
+                }
+            }),
+            push: Box::new(move |v| {
+                let Some(w) = weak.upgrade() else { return };
+                let Some(engine) = w.redis() else { return };
+                match engine.on_push(i, v) {
+                    Some(crate::engine::redis::Incoming::Push(p)) => w.fan_out_remote(p),
+                    Some(crate::engine::redis::Incoming::Control(b)) => cluster::on_control(&w, b),
+                    None => {}
+                }
+            }),
+        });
+        monoio::spawn(pair.cmd.clone().run());
+        monoio::spawn(pair.sub.clone().run());
+    }
+    monoio::spawn(cluster::presence_refresher(w.clone()));
+    if w.id == 0 {
+        monoio::spawn(cluster::announcer(w.clone()));
+    }
+}
+
+/// Measures how late the event loop runs a 100 ms tick (`gyre_worker_loop_lag_seconds`).
+async fn loop_ticker() {
+    const TICK: Duration = Duration::from_millis(100);
+    loop {
+        let started = Instant::now();
+        monoio::time::sleep(TICK).await;
+        crate::metrics::loop_lag(started.elapsed().saturating_sub(TICK));
+    }
+}
+
+/// Frees expired channel state a little at a time.
+async fn sweeper(w: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        w.shard.borrow_mut().sweep(Instant::now(), 2048);
+    }
+}

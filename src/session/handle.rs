@@ -1,0 +1,242 @@
+//! One message from the client: a raw gateway client's message becomes a queue event; a
+//! Centrifuge protocol message is decoded into commands, each run in order.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{commands, Session};
+use crate::client::Handler;
+use crate::error::{ApiError, Disconnect};
+use crate::protocol::{self, Cmd, Format, ReplyBody, Req};
+use crate::shard::ShardOp;
+
+impl Session {
+    /// A data message from the client (`text` for a text frame); false when the transport
+    /// should stop reading.
+    pub async fn on_message(self: &Rc<Self>, text: bool, data: Bytes) -> bool {
+        if let Some(topic) = &self.raw {
+            return self.raw_message(topic, text, data);
+        }
+        if text != (self.client.format == Format::Json) {
+            self.disconnect(Disconnect::BAD_REQUEST);
+            return false;
+        }
+        crate::metrics::ws_message_received(data.len());
+        let cmds = match protocol::decode(self.client.format, &data) {
+            Ok(c) => c,
+            Err(_) => {
+                self.disconnect(Disconnect::BAD_REQUEST);
+                return false;
+            }
+        };
+        for cmd in cmds {
+            if !self.take_command_token() {
+                // Over the rate: the command is refused with a clear error, not run.
+                if cmd.id != 0 {
+                    self.reply(cmd.id, &Err(ApiError::TOO_MANY_REQUESTS));
+                }
+                continue;
+            }
+            if let Err(d) = handle_command(self, cmd).await {
+                self.disconnect(d);
+                return false;
+            }
+            if self.is_closed() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The transport's pong arrived: for raw clients, the answer to the server's ping.
+    pub fn on_pong(&self) {
+        if self.raw.is_some() {
+            self.st.borrow_mut().ping_sent = None;
+        }
+    }
+
+    /// A raw gateway client's message: a `message` event for its topic.
+    fn raw_message(&self, topic: &Arc<str>, text: bool, data: Bytes) -> bool {
+        if !self.take_command_token() {
+            self.client.close(&Disconnect::new(1008, "too many messages"));
+            self.cleanup();
+            return false;
+        }
+        let ev = {
+            let st = self.st.borrow();
+            let fields = serde_json::Map::from_iter([("frame".to_string(), crate::gateway::frame_json(text, &data))]);
+            crate::gateway::event("message", fields, Some(&st.context))
+        };
+        crate::gateway::push_event(&self.w, &self.client.id, topic, &ev);
+        true
+    }
+}
+
+/// A presence/history read: the namespace and permission check, then the channel's owner.
+async fn read_on_owner(
+    s: &Rc<Session>,
+    channel: &str,
+    feature: commands::Feature,
+    op: ShardOp,
+) -> Result<crate::api::Res, ApiError> {
+    commands::check(s, channel, feature)?;
+    s.w.call_shard(channel, op).await
+}
+
+/// Runs one command; an `Err` closes the connection with that disconnect.
+async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
+    let (connected, unusable) = {
+        let st = s.st.borrow();
+        (st.connected, st.unusable)
+    };
+    if unusable {
+        return Err(Disconnect::BAD_REQUEST);
+    }
+    s.method.set(method_label(&cmd.req));
+    if let Req::Connect(c) = cmd.req {
+        if connected || cmd.id == 0 {
+            return Err(Disconnect::BAD_REQUEST);
+        }
+        return commands::connect(s, cmd.id, c).await;
+    }
+    if !connected {
+        return Err(Disconnect::BAD_REQUEST);
+    }
+    let id = cmd.id;
+    if id == 0 && !matches!(cmd.req, Req::Pong | Req::Send { .. }) {
+        return Err(Disconnect::BAD_REQUEST);
+    }
+    match cmd.req {
+        Req::Connect(_) => unreachable!("handled above"),
+        Req::Pong => {
+            if s.st.borrow_mut().ping_sent.take().is_none() {
+                return Err(Disconnect::BAD_REQUEST);
+            }
+        }
+        Req::Unknown | Req::Ping => return Err(Disconnect::BAD_REQUEST),
+        Req::Send { data } => {
+            let topic = &s.w.cfg.gateway.client_send_topic;
+            if topic.is_empty() {
+                return Err(Disconnect::NOT_AVAILABLE);
+            }
+            let ev = {
+                let st = s.st.borrow();
+                let mut fields = serde_json::Map::from_iter([(
+                    "frame".to_string(),
+                    crate::gateway::frame_json(s.client.format == Format::Json, &data),
+                )]);
+                if !st.user.is_empty() {
+                    fields.insert("user".into(), serde_json::Value::from(&*st.user));
+                }
+                crate::gateway::event("message", fields, Some(&st.context))
+            };
+            crate::gateway::push_event(&s.w, &s.client.id, &Arc::from(topic.as_str()), &ev);
+        }
+        Req::Rpc { .. } => s.reply(id, &Err(ApiError::NOT_AVAILABLE)),
+        Req::Subscribe(req) => {
+            if req.channel.is_empty() {
+                return Err(Disconnect::BAD_REQUEST);
+            }
+            let r = commands::subscribe(s, req).await?;
+            if let Ok((_, res)) = &r {
+                if s.client.format == Format::Json && res.publications.iter().any(|p| !p.data.json_ok()) {
+                    return Err(Disconnect::INAPPROPRIATE_PROTOCOL);
+                }
+            }
+            if let Ok((channel, _)) = &r {
+                let channel = channel.clone();
+                s.reply(id, &r.map(|(_, res)| ReplyBody::Subscribe(res)));
+                s.release(&channel);
+            } else {
+                s.reply(id, &r.map(|(_, res)| ReplyBody::Subscribe(res)));
+            }
+        }
+        Req::Unsubscribe { channel } => {
+            if channel.is_empty() {
+                return Err(Disconnect::BAD_REQUEST);
+            }
+            s.unsubscribe(&channel, None);
+            s.reply(id, &Ok(ReplyBody::Unsubscribe));
+        }
+        Req::Publish { channel, data } => {
+            if channel.is_empty() {
+                return Err(Disconnect::BAD_REQUEST);
+            }
+            let r = commands::publish(s, channel, data).await;
+            s.reply(id, &r);
+        }
+        Req::Presence { channel } | Req::PresenceStats { channel } if channel.is_empty() => {
+            return Err(Disconnect::BAD_REQUEST)
+        }
+        Req::Presence { channel } => {
+            let op = ShardOp::Presence(channel.as_str().into());
+            let r = match read_on_owner(s, &channel, commands::Feature::Presence, op).await {
+                Ok(crate::api::Res::Presence(list)) => Ok(ReplyBody::Presence(list)),
+                Ok(_) => Err(ApiError::INTERNAL),
+                Err(e) => Err(e),
+            };
+            s.reply(id, &r);
+        }
+        Req::PresenceStats { channel } => {
+            let op = ShardOp::PresenceStats(channel.as_str().into());
+            let r = match read_on_owner(s, &channel, commands::Feature::Presence, op).await {
+                Ok(crate::api::Res::PresenceStats { num_clients, num_users }) => {
+                    Ok(ReplyBody::PresenceStats { num_clients: num_clients as u32, num_users: num_users as u32 })
+                }
+                Ok(_) => Err(ApiError::INTERNAL),
+                Err(e) => Err(e),
+            };
+            s.reply(id, &r);
+        }
+        Req::History(h) => {
+            if h.channel.is_empty() {
+                return Err(Disconnect::BAD_REQUEST);
+            }
+            let max = s.w.cfg.client.history_max_publication_limit as i32;
+            let limit = if h.limit < 0 || h.limit > max { max } else { h.limit };
+            let op = ShardOp::History(crate::model::History {
+                channel: h.channel.as_str().into(),
+                limit,
+                since: h.since,
+                reverse: h.reverse,
+            });
+            let r = match read_on_owner(s, &h.channel, commands::Feature::History, op).await {
+                Ok(crate::api::Res::History { publications, position }) => {
+                    if s.client.format == Format::Json && publications.iter().any(|p| !p.data.json_ok()) {
+                        // As for live pushes: binary data cannot travel in a JSON frame.
+                        return Err(Disconnect::INAPPROPRIATE_PROTOCOL);
+                    }
+                    Ok(ReplyBody::History { publications, position })
+                }
+                Ok(_) => Err(ApiError::INTERNAL),
+                Err(e) => Err(e),
+            };
+            s.reply(id, &r);
+        }
+        Req::Refresh { token } => commands::refresh(s, id, &token)?,
+        Req::SubRefresh { channel, token } => commands::sub_refresh(s, id, &channel, &token)?,
+    }
+    Ok(())
+}
+
+/// The `method` label of a client command.
+fn method_label(r: &Req) -> &'static str {
+    match r {
+        Req::Connect(_) => "connect",
+        Req::Subscribe(_) => "subscribe",
+        Req::Unsubscribe { .. } => "unsubscribe",
+        Req::Publish { .. } => "publish",
+        Req::Presence { .. } => "presence",
+        Req::PresenceStats { .. } => "presence_stats",
+        Req::History(_) => "history",
+        Req::Ping => "ping",
+        Req::Pong => "pong",
+        Req::Send { .. } => "send",
+        Req::Rpc { .. } => "rpc",
+        Req::Refresh { .. } => "refresh",
+        Req::SubRefresh { .. } => "sub_refresh",
+        Req::Unknown => "unknown",
+    }
+}

@@ -1,0 +1,319 @@
+//! A client session: the Centrifuge protocol state machine (connect, subscriptions, publish,
+//! presence, history, refresh, ping/pong), the permission rules of channel namespaces, and
+//! raw gateway clients, independent of the transport that carries them. A transport (today
+//! `crate::ws`) opens a session on a [`Client`] with [`Session::open`], hands it each message
+//! ([`Session::on_message`]) and tells it when the peer closed or vanished.
+//!
+//! A session lives on the worker that accepted it. Work on channels goes to their owners
+//! through the worker; results come back in order (see `ARCHITECTURE.md`). The worker reaches
+//! the session through [`crate::client::Handler`] (timers, overflow, API actions).
+
+mod commands;
+mod handle;
+mod mesh;
+mod timers;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use ahash::AHashMap;
+use bytes::Bytes;
+
+use crate::api::Command;
+use crate::client::{Client, Handler};
+use crate::error::{ApiError, Disconnect};
+use crate::model::ClientInfo;
+use crate::protocol::{self, PushBody, ReplyBody};
+use crate::runtime::worker::{Msg, Tag, Worker};
+use crate::shard::{owner_of, ShardOp, UnsubOp};
+use crate::token::Verifier;
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// One subscription of a session.
+#[derive(Debug, Clone)]
+struct Sub {
+    chan_info: Option<Bytes>,
+    /// Presence is kept for this subscription (so unsubscribing removes it).
+    presence: bool,
+    /// Join/leave are emitted for this subscription.
+    join_leave: bool,
+    /// This client receives join/leave pushes.
+    push_join_leave: bool,
+    server_side: bool,
+    expires_at: i64,
+}
+
+#[derive(Default)]
+struct State {
+    connected: bool,
+    /// A connect failed with an error reply: any further command closes with 3501.
+    unusable: bool,
+    closed: bool,
+    user: Arc<str>,
+    conn_info: Option<Bytes>,
+    subs: AHashMap<Arc<str>, Sub>,
+    /// Subscriptions sent to their owner and not answered yet.
+    pending: AHashMap<Arc<str>, Sub>,
+    /// Unix seconds when the credentials expire (0 = never).
+    expires_at: i64,
+    /// Command rate bucket (`client.command_rate_limit`): tokens and last refill.
+    rate: Option<(f64, Instant)>,
+    /// Gateway context (`conn.call set_context[_value]`), attached to queued events.
+    context: serde_json::Map<String, serde_json::Value>,
+    /// A server ping is waiting for its pong since then.
+    ping_sent: Option<Instant>,
+    next_ping: Option<Instant>,
+}
+
+/// A raw gateway client's start: its server's topic and the upgrade request's headers.
+pub struct RawStart {
+    pub topic: Arc<str>,
+    pub headers: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The token verifiers of a worker's sessions.
+struct Tokens {
+    /// Connection tokens (and subscription tokens unless they have their own key).
+    conn: Verifier,
+    sub: Verifier,
+}
+
+impl Tokens {
+    fn of(w: &Worker) -> Rc<Tokens> {
+        w.local(|w| {
+            let t = &w.cfg.client.token;
+            let conn = Verifier::new(&t.hmac_secret_key, &t.audience, &t.issuer);
+            let sub = if w.cfg.client.subscription_token.enabled {
+                Verifier::new(&w.cfg.client.subscription_token.hmac_secret_key, "", "")
+            } else {
+                Verifier::new(&t.hmac_secret_key, &t.audience, &t.issuer)
+            };
+            Tokens { conn, sub }
+        })
+    }
+}
+
+/// See the module docs.
+pub struct Session {
+    /// What fan-out and the transport's writer use.
+    pub client: Rc<Client>,
+    /// A raw gateway client (no Centrifuge protocol): its events go to this queue topic.
+    raw: Option<Arc<str>>,
+    w: Rc<Worker>,
+    st: RefCell<State>,
+    /// The deadline this session is scheduled at in the worker's timer heap.
+    timer_at: Cell<Option<Instant>>,
+    /// The client command being handled (commands of a session run one at a time): the
+    /// `method` label of reply error metrics.
+    method: Cell<&'static str>,
+    created: Instant,
+}
+
+impl Session {
+    /// Opens a session on `client` (a raw gateway client when `raw` is set): it joins the
+    /// worker's hub and its deadlines start.
+    pub fn open(w: &Rc<Worker>, client: Rc<Client>, raw: Option<RawStart>) -> Rc<Session> {
+        let s = Rc::new(Session {
+            client: client.clone(),
+            raw: raw.as_ref().map(|r| r.topic.clone()),
+            w: w.clone(),
+            st: RefCell::new(State::default()),
+            timer_at: Cell::new(None),
+            method: Cell::new(""),
+            created: Instant::now(),
+        });
+        w.hub.add(client.clone(), s.clone());
+        let target: Rc<dyn crate::gateway::mesh::MeshTarget> = s.clone();
+        crate::gateway::register_target(w, &client.id, Rc::downgrade(&target));
+        if let Some(r) = raw {
+            // A raw client is connected from the start, as an anonymous user.
+            s.st.borrow_mut().connected = true;
+            w.hub.user_added(&Arc::from(""));
+            let fields = serde_json::Map::from_iter([("headers".to_string(), serde_json::Value::Object(r.headers))]);
+            crate::gateway::push_event(w, &client.id, &r.topic, &crate::gateway::event("handshake", fields, None));
+        }
+        // Deadlines run on the worker's single timer task, not one task per connection.
+        s.schedule(s.created + w.cfg.client.stale_close_delay);
+        if s.raw.is_some() {
+            // Connected from the start: its ping schedule starts now.
+            s.reschedule_now();
+        }
+        s
+    }
+
+    /// A client id for a new connection: a UUID, or a gateway snowflake for raw clients.
+    pub fn new_client_id(w: &Worker, raw: bool) -> Arc<str> {
+        if raw {
+            crate::gateway::next_client_id(w)
+        } else {
+            uuid::Uuid::new_v4().to_string().into()
+        }
+    }
+
+    fn key(&self) -> u32 {
+        self.client.key.get()
+    }
+
+    /// Takes a command token (`client.command_rate_limit`); false when over the rate.
+    fn take_command_token(&self) -> bool {
+        let rate = self.w.cfg.client.command_rate_limit as f64;
+        if rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let mut st = self.st.borrow_mut();
+        let (tokens, last) = st.rate.unwrap_or((rate, now));
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate);
+        let ok = tokens >= 1.0;
+        st.rate = Some((if ok { tokens - 1.0 } else { tokens }, now));
+        ok
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.st.borrow().closed
+    }
+
+    fn info(&self, chan_info: Option<Bytes>) -> ClientInfo {
+        let st = self.st.borrow();
+        ClientInfo { user: st.user.clone(), client: self.client.id.clone(), conn_info: st.conn_info.clone(), chan_info }
+    }
+
+    fn push_frame(&self, payload: Vec<u8>) {
+        if self.raw.is_some() {
+            return;
+        }
+        if self.client.send(self.client.frame(&payload)).is_err() {
+            self.disconnect(Disconnect::SLOW);
+        }
+    }
+
+    fn reply(&self, id: u32, r: &Result<ReplyBody, ApiError>) {
+        if let Err(e) = r {
+            crate::metrics::client_reply_error(self.method.get(), e.code);
+        }
+        let mut buf = Vec::with_capacity(64);
+        protocol::encode_reply(self.client.format, id, r, &mut buf);
+        self.push_frame(buf);
+    }
+
+    fn push(&self, channel: &str, p: &PushBody) {
+        let mut buf = Vec::with_capacity(64);
+        protocol::encode_push(self.client.format, channel, p, &mut buf);
+        self.push_frame(buf);
+    }
+
+    /// Writes the pushes held for `channel` and makes the subscription live.
+    fn release(&self, channel: &Arc<str>) {
+        for f in self.client.take_held(channel) {
+            if self.client.send(f).is_err() {
+                self.disconnect(Disconnect::SLOW);
+                return;
+            }
+        }
+        self.w.hub.set_live(channel, self.key());
+    }
+
+    /// The peer closed the connection (`code` 1000) or broke the transport's protocol: the
+    /// closing frame is sent back and everything the session holds is released.
+    pub fn close_with(&self, code: u16) {
+        self.client.close(&Disconnect { code, reason: "".into() });
+        self.cleanup();
+    }
+
+    /// The peer is gone: release state without writing anything.
+    pub fn vanished(&self) {
+        self.client.out.kill();
+        self.cleanup();
+    }
+
+    /// Releases everything the session holds (hub and owner entries, presence, counts).
+    /// Idempotent; the transport calls it when its connection ends.
+    pub fn cleanup(&self) {
+        let (subs, user, connected) = {
+            let mut st = self.st.borrow_mut();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            st.pending.clear();
+            (std::mem::take(&mut st.subs), st.user.clone(), st.connected)
+        };
+        self.client.forget_held();
+        let key = self.key();
+        for (channel, sub) in subs {
+            self.w.hub.unsubscribe(&channel, key);
+            self.send_unsub(channel, &sub);
+        }
+        crate::gateway::unregister_target(&self.w, &self.client.id);
+        if let Some(topic) = &self.raw {
+            let ctx = std::mem::take(&mut self.st.borrow_mut().context);
+            let ev = crate::gateway::event("close", Default::default(), Some(&ctx));
+            crate::gateway::push_event(&self.w, &self.client.id, topic, &ev);
+        }
+        if connected {
+            self.w.hub.user_removed(&user);
+        }
+        self.w.hub.remove(key);
+    }
+
+    fn send_unsub(&self, channel: Arc<str>, sub: &Sub) {
+        let leave = sub.join_leave.then(|| self.info(sub.chan_info.clone()));
+        let op = UnsubOp {
+            channel: channel.clone(),
+            worker: self.w.id as u16,
+            client: sub.presence.then(|| self.client.id.clone()),
+            leave,
+        };
+        let owner = owner_of(&channel, self.w.workers);
+        let op = ShardOp::Unsubscribe(Box::new(op));
+        self.w.send(owner, Msg::Exec { from: self.w.id as u16, tag: Tag::Discard, op });
+    }
+
+    /// Removes one subscription (client or server initiated).
+    fn unsubscribe(&self, channel: &str, push: Option<(u32, &str)>) -> bool {
+        let removed = self.st.borrow_mut().subs.remove_entry(channel);
+        let Some((channel, sub)) = removed else { return false };
+        self.w.hub.unsubscribe(&channel, self.key());
+        self.send_unsub(channel.clone(), &sub);
+        if let Some((code, reason)) = push {
+            self.push(&channel, &PushBody::Unsubscribe { code, reason: reason.into() });
+        }
+        true
+    }
+}
+
+impl Handler for Session {
+    /// Closes the session with the transport's closing frame carrying the code and reason,
+    /// and releases everything it holds (index entries, owner counts, presence). Idempotent.
+    fn disconnect(&self, d: Disconnect) {
+        if self.st.borrow().closed {
+            return;
+        }
+        self.client.close(&d);
+        self.cleanup();
+    }
+
+    fn on_timer(&self, at: Instant) {
+        self.run_timer(at);
+    }
+
+    /// The channel's stream may have a gap for this session: unsubscribe it with
+    /// "insufficient state" (2500), which makes SDKs resubscribe and recover.
+    fn resubscribe(&self, channel: &str) {
+        self.unsubscribe(channel, Some((2500, "insufficient state")));
+    }
+
+    fn on_action(self: Rc<Self>, cmd: &Command) {
+        commands::api_act(&self, cmd);
+    }
+
+    fn is_connected(&self) -> bool {
+        let st = self.st.borrow();
+        st.connected && !st.closed
+    }
+}

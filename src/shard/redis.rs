@@ -1,0 +1,101 @@
+//! The owner's side of channels with the Redis engine: a subscription subscribes the
+//! channel's topic (confirmed) before its position is read and the subscriber is counted, so
+//! no publication falls between the position and live delivery; data commands go straight to
+//! Redis from whichever worker received them.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::{count, workers_of, Shard, ShardOp, SubOp, SubOutcome};
+use crate::api::{Reply, Res};
+use crate::config::Config;
+use crate::engine::memory::recovers;
+use crate::engine::redis::{codec, RedisEngine};
+use crate::error::ApiError;
+use crate::model::StreamPosition;
+
+/// Runs a data command (see [`ShardOp::is_data`]) on Redis from this worker; `done` gets the
+/// reply (at once when Redis refused the request).
+pub fn run_data<F: FnOnce(Reply) + Clone + 'static>(engine: &RedisEngine, op: ShardOp, done: F) {
+    let d = done.clone();
+    let sent = match op {
+        ShardOp::Publish(p) => {
+            crate::metrics::message_sent(crate::metrics::Kind::Publication);
+            engine.publish(p, Box::new(move |r| d(r.map(Res::Publish))))
+        }
+        ShardOp::History(h) => engine.history(h, Box::new(d)),
+        ShardOp::HistoryRemove(ch) => engine.history_remove(&ch, Box::new(d)),
+        ShardOp::Presence(ch) => engine.presence(&ch, Box::new(d)),
+        ShardOp::PresenceStats(ch) => engine.presence_stats(&ch, Box::new(d)),
+        ShardOp::Unsubscribe(_) => Err(ApiError::api_internal()),
+    };
+    if let Err(e) = sent {
+        done(Err(e));
+    }
+}
+
+/// A connection on worker `op.worker` subscribes: subscribe the topic (confirmed), read the
+/// position/recovery, then count the subscriber and answer with no await in between.
+pub async fn subscribe(
+    shard: &RefCell<Shard>,
+    engine: Rc<RedisEngine>,
+    cfg: &Config,
+    op: &SubOp,
+) -> Result<SubOutcome, ApiError> {
+    let opts = cfg.resolve_channel(&op.channel)?.options;
+    engine.begin_sync(&op.channel).await?;
+    let mut outcome = SubOutcome {
+        channel: op.channel.clone(),
+        position: None,
+        publications: Vec::new(),
+        recovered: false,
+        extra: Vec::new(),
+    };
+    let unused = |shard: &RefCell<Shard>| workers_of(&shard.borrow().counts, &op.channel).is_empty();
+    let mut top = None;
+    if op.position || op.recover.is_some() {
+        if opts.history_enabled() {
+            let since = op.recover.as_ref().map(|s| s.offset);
+            let (pos, pubs) = match engine.position(&op.channel, since, op.recover_limit as i64 + 1).await {
+                Ok(r) => r,
+                Err(e) => {
+                    engine.end_sync(&op.channel, None);
+                    if unused(shard) {
+                        engine.release(&op.channel);
+                    }
+                    return Err(e);
+                }
+            };
+            if let Some(since) = &op.recover {
+                if (since.epoch.is_empty() || since.epoch == pos.epoch)
+                    && recovers(since.offset, pos.offset, &pubs, op.recover_limit)
+                {
+                    outcome.publications = pubs;
+                    outcome.recovered = true;
+                }
+            }
+            top = Some(pos.clone());
+            outcome.position = Some(pos);
+        } else {
+            outcome.position = Some(StreamPosition::default());
+        }
+    }
+    outcome.extra = engine.end_sync(&op.channel, top.as_ref());
+    if !engine.is_subscribed(&op.channel) {
+        // The PUB/SUB connection broke while the position was read: publications may have
+        // been missed. The client retries (100 is temporary).
+        if unused(shard) {
+            engine.release(&op.channel);
+        }
+        return Err(ApiError::INTERNAL);
+    }
+    // Counted and answered with no await in between: every later publication reaches it.
+    count(&mut shard.borrow_mut().counts, &op.channel, op.worker);
+    if let Some(info) = &op.presence {
+        engine.presence_join(&op.channel, info);
+    }
+    if let Some(info) = &op.join {
+        engine.publish_raw(&op.channel, codec::join_payload(info));
+    }
+    Ok(outcome)
+}
