@@ -4,8 +4,8 @@
 //!   `websockets` package and written against the documented protocol (commands `{m,p,i}`,
 //!   replies `{E,r,i}`, queue events `{"e":"queue.pop","p":{n,c,t,d},"id":null}`), driven from
 //!   here over stdin/stdout JSON lines. The checks are made here, on what the backend saw.
-//! * Raw clients are plain RFC 6455 clients written here over `TcpStream` (frames encoded and
-//!   decoded in this file, not with the server's codec).
+//! * Raw clients are plain RFC 6455 clients over `TcpStream` (`ws_client.rs`, not the
+//!   server's codec).
 //! * Centrifugo clients are the official SDKs: centrifuge-js (`tests/js/gw_client.js`, which
 //!   also reports async `message` pushes and can `send`) and centrifuge-python
 //!   (`tests/python/sdk_agent.py`).
@@ -26,9 +26,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use sha1::{Digest, Sha1};
 
 use crate::util::*;
+use crate::ws_client::*;
 
 /// `client.token.hmac_secret_key` of [`gw_config`].
 const SECRET: &str = "gateway-test-secret-0123456789";
@@ -368,39 +368,12 @@ impl Backend {
 // Raw WebSocket clients.
 // ---------------------------------------------------------------------------------------------
 
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
-
 static KEYS: AtomicU64 = AtomicU64::new(1);
-
-/// One masked client frame.
-fn client_frame(op: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x80 | op];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    let key = [0x5a, 0x13, 0xc7, 0x08];
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    out
-}
 
 /// A raw (non-Centrifuge) WebSocket client of a gateway endpoint.
 struct Raw {
     name: String,
-    s: TcpStream,
-    buf: Vec<u8>,
+    ws: Ws,
     /// The `Sec-WebSocket-Key` it sent.
     key: String,
     /// Data frames received while waiting for a pong.
@@ -414,50 +387,16 @@ impl Raw {
     /// Connects to `path` of `s`, sending `x-raw-name: name` (lower-case on purpose) so its
     /// handshake event can be told apart.
     fn connect(s: &Server, path: &str, name: &str) -> Raw {
-        let mut stream = TcpStream::connect(s.addr()).expect("connect");
-        stream.set_nodelay(true).unwrap();
+        let stream = TcpStream::connect(s.addr()).expect("connect");
         let key = B64.encode(format!("{:016}", KEYS.fetch_add(1, Ordering::Relaxed)));
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nx-raw-name: {name}\r\n\r\n",
-            s.port
-        );
-        stream.write_all(req.as_bytes()).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let mut buf = Vec::new();
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut tmp = [0u8; 1024];
-            let n = stream.read(&mut tmp).unwrap_or_else(|e| panic!("{name}: reading the upgrade response: {e}"));
-            assert!(n > 0, "{name}: closed during the upgrade: {:?}", String::from_utf8_lossy(&buf));
-            buf.extend_from_slice(&tmp[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        assert!(head.starts_with("HTTP/1.1 101 "), "{name}: upgrade response: {head}");
-        let accept = head
-            .lines()
-            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-accept")))
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_else(|| panic!("{name}: no Sec-WebSocket-Accept: {head}"));
-        let mut h = Sha1::new();
-        h.update(format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes());
-        assert_eq!(accept, B64.encode(h.finalize()), "{name}: accept key");
-        Raw {
-            name: name.to_string(),
-            s: stream,
-            buf: buf[end..].to_vec(),
-            key,
-            pending: VecDeque::new(),
-            pings: 0,
-            pongs_sent: 0,
-        }
+        let ws = Ws::upgrade(stream, path, &key, &[("x-raw-name", name)])
+            .unwrap_or_else(|status| panic!("{name}: upgrade refused with {status}"));
+        Raw { name: name.to_string(), ws, key, pending: VecDeque::new(), pings: 0, pongs_sent: 0 }
     }
 
     fn send_frame(&mut self, op: u8, payload: &[u8]) {
         let name = &self.name;
-        self.s.write_all(&client_frame(op, payload)).unwrap_or_else(|e| panic!("{name}: write failed: {e}"));
+        self.ws.send(&client_frame(true, op, payload, true)).unwrap_or_else(|e| panic!("{name}: write failed: {e}"));
     }
 
     fn send_text(&mut self, text: &str) {
@@ -468,26 +407,17 @@ impl Raw {
         self.send_frame(BINARY, data);
     }
 
-    /// The next frame `(fin, opcode, payload)`; panics on EOF or after [`WAIT`].
-    fn frame(&mut self) -> Frame {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some((f, used)) = parse_frame(&self.buf) {
-                self.buf.drain(..used);
-                return f;
+    /// The next frame `(opcode, payload)`; panics on EOF or after [`WAIT`].
+    fn frame(&mut self) -> (u8, Vec<u8>) {
+        match self.ws.frame_until(Instant::now() + WAIT) {
+            Ok(f) => (f.op, f.payload),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                panic!("{}: no frame within {WAIT:?}", self.name)
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "{}: no frame within {WAIT:?}", self.name);
-            self.s.set_read_timeout(Some(left)).unwrap();
-            let mut tmp = [0u8; 65536];
-            match self.s.read(&mut tmp) {
-                Ok(0) => panic!("{}: the server closed the connection", self.name),
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    panic!("{}: no frame within {WAIT:?}", self.name)
-                }
-                Err(e) => panic!("{}: read failed: {e}", self.name),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                panic!("{}: the server closed the connection", self.name)
             }
+            Err(e) => panic!("{}: read failed: {e}", self.name),
         }
     }
 
@@ -497,12 +427,9 @@ impl Raw {
             return f;
         }
         loop {
-            let (fin, op, payload) = self.frame();
+            let (op, payload) = self.frame();
             match op {
-                TEXT | BINARY => {
-                    assert!(fin, "{}: unexpected fragmented frame", self.name);
-                    return (op, payload);
-                }
+                TEXT | BINARY => return (op, payload),
                 PING => self.pong(&payload),
                 PONG => {}
                 CLOSE => panic!("{}: the server closed the WebSocket: {payload:?}", self.name),
@@ -538,7 +465,7 @@ impl Raw {
         let token = format!("barrier-{}", self.pings);
         self.send_frame(PING, token.as_bytes());
         loop {
-            let (_, op, payload) = self.frame();
+            let (op, payload) = self.frame();
             match op {
                 PONG if payload == token.as_bytes() => return,
                 PONG => {}
@@ -553,48 +480,17 @@ impl Raw {
     fn close(mut self) {
         self.send_frame(CLOSE, &1000u16.to_be_bytes());
         let deadline = Instant::now() + WAIT;
-        let mut tmp = [0u8; 4096];
-        while Instant::now() < deadline {
-            if let Some(((_, op, _), used)) = parse_frame(&self.buf) {
-                self.buf.drain(..used);
-                if op == CLOSE {
-                    return;
+        loop {
+            match self.ws.frame_until(deadline) {
+                Ok(f) if f.op == CLOSE => return,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    panic!("{}: no close frame from the server", self.name)
                 }
-                continue;
-            }
-            self.s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-            match self.s.read(&mut tmp) {
-                Ok(0) => return,
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
                 Err(_) => return,
             }
         }
-        panic!("{}: no close frame from the server", self.name);
     }
-}
-
-/// A server frame: FIN flag, opcode, payload.
-type Frame = (bool, u8, Vec<u8>);
-
-/// One server frame from the front of `buf`, with the number of bytes it took.
-fn parse_frame(buf: &[u8]) -> Option<(Frame, usize)> {
-    if buf.len() < 2 {
-        return None;
-    }
-    let fin = buf[0] & 0x80 != 0;
-    let op = buf[0] & 0x0f;
-    assert_eq!(buf[1] & 0x80, 0, "server frames must not be masked");
-    let (len, at) = match buf[1] & 0x7f {
-        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
-        126 | 127 => return None,
-        n => (n as usize, 2),
-    };
-    if buf.len() < at + len {
-        return None;
-    }
-    Some(((fin, op, buf[at..at + len].to_vec()), at + len))
 }
 
 /// Connects raw client `name` to `/chat` and returns it with its client id, read from its
