@@ -4,11 +4,11 @@
 //!   `websockets` package and written against the documented protocol (commands `{m,p,i}`,
 //!   replies `{E,r,i}`, queue events `{"e":"queue.pop","p":{n,c,t,d},"id":null}`), driven from
 //!   here over stdin/stdout JSON lines. The checks are made here, on what the backend saw.
-//! * Raw clients are plain RFC 6455 clients written here over `TcpStream` (frames encoded and
-//!   decoded in this file, not with the server's codec).
-//! * Centrifugo clients are the official SDKs: centrifuge-js (`tests/js/gw_client.js`, which
-//!   also reports async `message` pushes and can `send`) and centrifuge-python
-//!   (`tests/python/sdk_agent.py`).
+//! * Raw clients are plain RFC 6455 clients over `TcpStream` (`ws_client.rs`, not the
+//!   server's codec).
+//! * Centrifugo clients are the official SDKs, run by the agents of `sdk.rs`: centrifuge-js
+//!   (`tests/js/agent.js`, which also reports async `message` pushes and can `send`) and
+//!   centrifuge-python (`tests/python/sdk_agent.py`).
 //! * The grid test starts its own `redis-server` and two nodes on it.
 //!
 //! A missing tool (the Python venv, Node packages, `redis-server`) skips a test with a
@@ -16,19 +16,18 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use sha1::{Digest, Sha1};
 
 use crate::util::*;
+use crate::ws_client::*;
 
 /// `client.token.hmac_secret_key` of [`gw_config`].
 const SECRET: &str = "gateway-test-secret-0123456789";
@@ -106,158 +105,8 @@ fn nodes(s: &Server) -> Vec<Value> {
 // Tools: skipped without them unless CI is set.
 // ---------------------------------------------------------------------------------------------
 
-/// False (and a SKIPPED line) when a tool is missing and `CI` is unset; panics when it is set.
-fn unavailable(test: &str, what: &str, how: &str) -> bool {
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: {what} and CI is set; install it with: {how}");
-    }
-    eprintln!("SKIPPED {test}: {what}; install it with: {how}");
-    false
-}
-
 fn python(test: &str) -> Option<PathBuf> {
-    let how = "python3 -m venv target/pyenv && target/pyenv/bin/pip install \
-               centrifuge-python==0.7.0 websockets==17.4 protobuf==7.36.2 (or bash .ci/run)";
-    let python = repo_root().join("target/pyenv/bin/python");
-    if !python.exists() {
-        unavailable(test, &format!("{} is missing", python.display()), how);
-        return None;
-    }
-    let ok =
-        Command::new(&python).args(["-c", "import websockets, centrifuge"]).output().is_ok_and(|o| o.status.success());
-    if !ok {
-        unavailable(test, "websockets / centrifuge-python are not installed in target/pyenv", how);
-        return None;
-    }
-    Some(python)
-}
-
-fn node_ready(test: &str) -> bool {
-    let how = "apt-get install nodejs npm && npm ci --prefix tests/js";
-    if !Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success()) {
-        return unavailable(test, "`node` is not on PATH", how);
-    }
-    for pkg in ["centrifuge", "ws"] {
-        if !repo_root().join("tests/js/node_modules").join(pkg).join("package.json").exists() {
-            return unavailable(test, &format!("tests/js/node_modules/{pkg} is missing"), how);
-        }
-    }
-    true
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Line-protocol child processes (the Python backend, the SDK clients).
-// ---------------------------------------------------------------------------------------------
-
-/// A child process that takes JSON commands on stdin and reports JSON lines on stdout.
-struct LineProc {
-    what: &'static str,
-    child: Child,
-    stdin: ChildStdin,
-    rx: Receiver<Value>,
-    stderr: Arc<Mutex<String>>,
-    /// Reported lines not yet taken by a `wait`, in arrival order.
-    pending: VecDeque<Value>,
-    /// The last lines received (for failure messages).
-    recent: VecDeque<Value>,
-}
-
-impl LineProc {
-    fn spawn(what: &'static str, cmd: Command) -> LineProc {
-        let JsonLines { child, stdin, rx, stderr } = spawn_json_lines(what, cmd);
-        let mut p = LineProc { what, child, stdin, rx, stderr, pending: VecDeque::new(), recent: VecDeque::new() };
-        p.wait("the ready line", |e| e["ev"] == "ready");
-        p
-    }
-
-    fn send(&mut self, cmd: Value) {
-        let mut line = cmd.to_string();
-        line.push('\n');
-        if let Err(e) = self.stdin.write_all(line.as_bytes()).and_then(|_| self.stdin.flush()) {
-            self.fail(&format!("writing {cmd} failed: {e}"));
-        }
-    }
-
-    fn fail(&self, msg: &str) -> ! {
-        std::thread::sleep(Duration::from_millis(100)); // let the stderr reader catch up
-        panic!(
-            "{}: {msg}\nlast lines received:\n{}\nnot yet taken:\n{}\nstderr:\n{}",
-            self.what,
-            self.recent.iter().map(|v| format!("  {v}\n")).collect::<String>(),
-            self.pending.iter().map(|v| format!("  {v}\n")).collect::<String>(),
-            self.stderr.lock().unwrap()
-        );
-    }
-
-    /// The next reported line; `None` when none came before `deadline`.
-    fn recv(&mut self, deadline: Instant) -> Option<Value> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.rx.recv_timeout(left) {
-            Ok(v) => {
-                self.recent.push_back(v.clone());
-                if self.recent.len() > 40 {
-                    self.recent.pop_front();
-                }
-                if v["ev"] == "fatal" || v["ev"] == "bad" {
-                    self.fail(&format!("reported {v}"));
-                }
-                Some(v)
-            }
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => self.fail("the process ended"),
-        }
-    }
-
-    /// Takes the first line (oldest first) that `pred` accepts, waiting for it until
-    /// `deadline`; `None` when it did not come.
-    fn take_by(&mut self, deadline: Instant, pred: impl Fn(&Value) -> bool) -> Option<Value> {
-        if let Some(i) = self.pending.iter().position(&pred) {
-            return self.pending.remove(i);
-        }
-        loop {
-            let v = self.recv(deadline)?;
-            if pred(&v) {
-                return Some(v);
-            }
-            self.pending.push_back(v);
-        }
-    }
-
-    /// Takes the first line (oldest first) that `pred` accepts, waiting for it up to [`WAIT`].
-    fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        match self.take_by(Instant::now() + WAIT, pred) {
-            Some(v) => v,
-            None => self.fail(&format!("no {what} within {WAIT:?}")),
-        }
-    }
-
-    /// Everything reported within `within` is moved to `pending`.
-    fn drain_for(&mut self, within: Duration) {
-        let deadline = Instant::now() + within;
-        while let Some(v) = self.recv(deadline) {
-            self.pending.push_back(v);
-        }
-    }
-}
-
-impl Drop for LineProc {
-    fn drop(&mut self) {
-        let _ = self.stdin.write_all(b"{\"op\":\"exit\"}\n");
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    pyenv_python().map_err(|(what, how)| unavailable(test, &what, how)).ok()
 }
 
 /// The Python backend (`tests/python/gw_backend.py`) and its named `/ws/v1` connections.
@@ -277,7 +126,7 @@ impl Backend {
     /// Opens connection `b`; `Err` with the `open_failed` report when the server refused it.
     fn try_open(&mut self, b: &str, url: &str, headers: Value) -> Result<(), Value> {
         self.p.send(json!({"op": "open", "b": b, "url": url, "headers": headers}));
-        let r = self.p.wait(&format!("the open result of {b}"), |e| {
+        let r = self.p.take(&format!("the open result of {b}"), |e| {
             (e["ev"] == "open" || e["ev"] == "open_failed") && e["b"] == b
         });
         if r["ev"] == "open" {
@@ -299,7 +148,7 @@ impl Backend {
         self.next_id += 1;
         let id = self.next_id;
         self.p.send(json!({"op": "call", "b": b, "m": m, "p": p, "i": id, "id_key": id_key}));
-        self.p.wait(&format!("the reply to {m} {p} on {b}"), |e| e["ev"] == "reply" && e["b"] == b && e["i"] == id)
+        self.p.take(&format!("the reply to {m} {p} on {b}"), |e| e["ev"] == "reply" && e["b"] == b && e["i"] == id)
     }
 
     fn call(&mut self, b: &str, m: &str, p: Value) -> Value {
@@ -327,12 +176,12 @@ impl Backend {
 
     /// The next queue event of connection `b` (events of one connection are taken in order).
     fn next_event(&mut self, b: &str) -> Value {
-        self.p.wait(&format!("a queue event on {b}"), |e| e["ev"] == "event" && e["b"] == b)
+        self.p.take(&format!("a queue event on {b}"), |e| e["ev"] == "event" && e["b"] == b)
     }
 
     /// The next queue event of any of `bs`.
     fn next_event_of(&mut self, bs: &[&str]) -> Value {
-        self.p.wait(&format!("a queue event on {bs:?}"), |e| e["ev"] == "event" && bs.iter().any(|b| e["b"] == *b))
+        self.p.take(&format!("a queue event on {bs:?}"), |e| e["ev"] == "event" && bs.iter().any(|b| e["b"] == *b))
     }
 
     /// The next queue event of any of `bs`, or `None` when none comes within `within`.
@@ -352,7 +201,7 @@ impl Backend {
     /// `ping` → `pong` on `b`: everything `b` received before the pong has been reported.
     fn ping(&mut self, b: &str) {
         self.p.send(json!({"op": "ping", "b": b}));
-        self.p.wait(&format!("pong on {b}"), |e| e["ev"] == "pong" && e["b"] == b);
+        self.p.take(&format!("pong on {b}"), |e| e["ev"] == "pong" && e["b"] == b);
     }
 
     /// Asserts no queue event of `b` is waiting to be taken.
@@ -368,39 +217,12 @@ impl Backend {
 // Raw WebSocket clients.
 // ---------------------------------------------------------------------------------------------
 
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
-
 static KEYS: AtomicU64 = AtomicU64::new(1);
-
-/// One masked client frame.
-fn client_frame(op: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x80 | op];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    let key = [0x5a, 0x13, 0xc7, 0x08];
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    out
-}
 
 /// A raw (non-Centrifuge) WebSocket client of a gateway endpoint.
 struct Raw {
     name: String,
-    s: TcpStream,
-    buf: Vec<u8>,
+    ws: Ws,
     /// The `Sec-WebSocket-Key` it sent.
     key: String,
     /// Data frames received while waiting for a pong.
@@ -414,50 +236,16 @@ impl Raw {
     /// Connects to `path` of `s`, sending `x-raw-name: name` (lower-case on purpose) so its
     /// handshake event can be told apart.
     fn connect(s: &Server, path: &str, name: &str) -> Raw {
-        let mut stream = TcpStream::connect(s.addr()).expect("connect");
-        stream.set_nodelay(true).unwrap();
+        let stream = TcpStream::connect(s.addr()).expect("connect");
         let key = B64.encode(format!("{:016}", KEYS.fetch_add(1, Ordering::Relaxed)));
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nx-raw-name: {name}\r\n\r\n",
-            s.port
-        );
-        stream.write_all(req.as_bytes()).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let mut buf = Vec::new();
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut tmp = [0u8; 1024];
-            let n = stream.read(&mut tmp).unwrap_or_else(|e| panic!("{name}: reading the upgrade response: {e}"));
-            assert!(n > 0, "{name}: closed during the upgrade: {:?}", String::from_utf8_lossy(&buf));
-            buf.extend_from_slice(&tmp[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        assert!(head.starts_with("HTTP/1.1 101 "), "{name}: upgrade response: {head}");
-        let accept = head
-            .lines()
-            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-accept")))
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_else(|| panic!("{name}: no Sec-WebSocket-Accept: {head}"));
-        let mut h = Sha1::new();
-        h.update(format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes());
-        assert_eq!(accept, B64.encode(h.finalize()), "{name}: accept key");
-        Raw {
-            name: name.to_string(),
-            s: stream,
-            buf: buf[end..].to_vec(),
-            key,
-            pending: VecDeque::new(),
-            pings: 0,
-            pongs_sent: 0,
-        }
+        let ws = Ws::upgrade(stream, path, &key, &[("x-raw-name", name)])
+            .unwrap_or_else(|status| panic!("{name}: upgrade refused with {status}"));
+        Raw { name: name.to_string(), ws, key, pending: VecDeque::new(), pings: 0, pongs_sent: 0 }
     }
 
     fn send_frame(&mut self, op: u8, payload: &[u8]) {
         let name = &self.name;
-        self.s.write_all(&client_frame(op, payload)).unwrap_or_else(|e| panic!("{name}: write failed: {e}"));
+        self.ws.send(&client_frame(true, op, payload, true)).unwrap_or_else(|e| panic!("{name}: write failed: {e}"));
     }
 
     fn send_text(&mut self, text: &str) {
@@ -468,26 +256,17 @@ impl Raw {
         self.send_frame(BINARY, data);
     }
 
-    /// The next frame `(fin, opcode, payload)`; panics on EOF or after [`WAIT`].
-    fn frame(&mut self) -> Frame {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some((f, used)) = parse_frame(&self.buf) {
-                self.buf.drain(..used);
-                return f;
+    /// The next frame `(opcode, payload)`; panics on EOF or after [`WAIT`].
+    fn frame(&mut self) -> (u8, Vec<u8>) {
+        match self.ws.frame_until(Instant::now() + WAIT) {
+            Ok(f) => (f.op, f.payload),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                panic!("{}: no frame within {WAIT:?}", self.name)
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "{}: no frame within {WAIT:?}", self.name);
-            self.s.set_read_timeout(Some(left)).unwrap();
-            let mut tmp = [0u8; 65536];
-            match self.s.read(&mut tmp) {
-                Ok(0) => panic!("{}: the server closed the connection", self.name),
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    panic!("{}: no frame within {WAIT:?}", self.name)
-                }
-                Err(e) => panic!("{}: read failed: {e}", self.name),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                panic!("{}: the server closed the connection", self.name)
             }
+            Err(e) => panic!("{}: read failed: {e}", self.name),
         }
     }
 
@@ -497,12 +276,9 @@ impl Raw {
             return f;
         }
         loop {
-            let (fin, op, payload) = self.frame();
+            let (op, payload) = self.frame();
             match op {
-                TEXT | BINARY => {
-                    assert!(fin, "{}: unexpected fragmented frame", self.name);
-                    return (op, payload);
-                }
+                TEXT | BINARY => return (op, payload),
                 PING => self.pong(&payload),
                 PONG => {}
                 CLOSE => panic!("{}: the server closed the WebSocket: {payload:?}", self.name),
@@ -538,7 +314,7 @@ impl Raw {
         let token = format!("barrier-{}", self.pings);
         self.send_frame(PING, token.as_bytes());
         loop {
-            let (_, op, payload) = self.frame();
+            let (op, payload) = self.frame();
             match op {
                 PONG if payload == token.as_bytes() => return,
                 PONG => {}
@@ -553,48 +329,17 @@ impl Raw {
     fn close(mut self) {
         self.send_frame(CLOSE, &1000u16.to_be_bytes());
         let deadline = Instant::now() + WAIT;
-        let mut tmp = [0u8; 4096];
-        while Instant::now() < deadline {
-            if let Some(((_, op, _), used)) = parse_frame(&self.buf) {
-                self.buf.drain(..used);
-                if op == CLOSE {
-                    return;
+        loop {
+            match self.ws.frame_until(deadline) {
+                Ok(f) if f.op == CLOSE => return,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    panic!("{}: no close frame from the server", self.name)
                 }
-                continue;
-            }
-            self.s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-            match self.s.read(&mut tmp) {
-                Ok(0) => return,
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
                 Err(_) => return,
             }
         }
-        panic!("{}: no close frame from the server", self.name);
     }
-}
-
-/// A server frame: FIN flag, opcode, payload.
-type Frame = (bool, u8, Vec<u8>);
-
-/// One server frame from the front of `buf`, with the number of bytes it took.
-fn parse_frame(buf: &[u8]) -> Option<(Frame, usize)> {
-    if buf.len() < 2 {
-        return None;
-    }
-    let fin = buf[0] & 0x80 != 0;
-    let op = buf[0] & 0x0f;
-    assert_eq!(buf[1] & 0x80, 0, "server frames must not be masked");
-    let (len, at) = match buf[1] & 0x7f {
-        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
-        126 | 127 => return None,
-        n => (n as usize, 2),
-    };
-    if buf.len() < at + len {
-        return None;
-    }
-    Some(((fin, op, buf[at..at + len].to_vec()), at + len))
 }
 
 /// Connects raw client `name` to `/chat` and returns it with its client id, read from its
@@ -873,7 +618,7 @@ fn repeated_pop_is_202_and_unpop_keeps_messages_queued() {
     be.ok("b", "mesh.send", json!({"c": c, "d": "sync"}));
     assert_eq!(r.recv_text(), "sync");
     be.ping("b");
-    be.p.drain_for(Duration::from_millis(300));
+    be.p.settle(Duration::from_millis(300));
     be.assert_no_event("b", "after queue.unpop");
     // Popping again is allowed after unpop, and delivers what was queued, in order.
     assert_eq!(be.ok("b", "queue.pop", json!({"t": ["chat"]})), json!({"s": true}));
@@ -1052,70 +797,57 @@ fn centrifugo_sdk_clients_meet_the_gateway() {
     const TEST: &str = "centrifugo_sdk_clients_meet_the_gateway";
     let s = Server::start(gw_config(json!({})));
     let Some(mut be) = Backend::start(TEST) else { return };
-    if !node_ready(TEST) {
-        return;
-    }
-    let Some(python) = python(TEST) else { return };
-    let mut js = LineProc::spawn("gw_client.js", {
-        let mut c = Command::new("node");
-        c.arg(repo_root().join("tests/js/gw_client.js"));
-        c
-    });
-    let mut py = LineProc::spawn("sdk_agent.py", {
-        let mut c = Command::new(python);
-        c.arg(repo_root().join("tests/python/sdk_agent.py"));
-        c
-    });
-    let centrifugo_url = format!("ws://127.0.0.1:{}/connection/websocket", s.port);
+    let Some(mut js) = Agent::start(Sdk::Js, TEST) else { return };
+    let Some(mut py) = Agent::start(Sdk::Py, TEST) else { return };
 
     be.open("b", &ws_url(&s), key_headers());
     be.ok("b", "queue.pop", json!({"t": ["chat", "csend"]}));
     let (mut r, c) = raw_client(&s, &mut be, "b", "r1");
     be.ok("b", "conn.call", json!({"c": c, "f": "subscribe", "a": ["room"]}));
 
-    js.send(json!({"op": "connect", "c": "js", "url": centrifugo_url, "token": jwt_for("alice")}));
-    let js_client = js.wait("js connected", |e| e["ev"] == "connected")["client"].as_str().unwrap().to_string();
-    js.send(json!({"op": "sub", "c": "js", "ch": "room"}));
-    js.wait("js subscribed", |e| e["ev"] == "subscribed");
-    py.send(json!({"op": "connect", "c": "py", "url": centrifugo_url, "token": jwt_for("bob")}));
-    py.wait("py connected", |e| e["ev"] == "connected");
-    py.send(json!({"op": "sub", "c": "py", "ch": "room"}));
-    py.wait("py subscribed", |e| e["ev"] == "sub.subscribed");
+    js.connect("js", &s, json!({"token": jwt_for("alice")}));
+    let js_client = js.take("js connected", ev("js", "connected"))["client"].as_str().unwrap().to_string();
+    js.sub("js", "room", json!({}));
+    js.take("js subscribed", sev("js", "room", "sub.subscribed"));
+    py.connect("py", &s, json!({"token": jwt_for("bob")}));
+    py.take("py connected", ev("py", "connected"));
+    py.sub("py", "room", json!({}));
+    py.take("py subscribed", sev("py", "room", "sub.subscribed"));
+    let js_pub = sev("js", "room", "sub.publication");
+    let py_pub = sev("py", "room", "sub.publication");
 
     // mesh.publish of JSON text: a publication of that JSON value; the raw frame is the text.
     assert_eq!(be.ok("b", "mesh.publish", json!({"c": "room", "d": "{\"a\":1}"})), json!({"s": 3, "f": 0}));
-    assert_eq!(js.wait("a js publication", |e| e["ev"] == "publication")["data"], json!({"a": 1}));
-    assert_eq!(py.wait("a py publication", |e| e["ev"] == "sub.publication")["data"], json!({"a": 1}));
+    assert_eq!(js.take("a js publication", &js_pub)["data"], json!({"a": 1}));
+    assert_eq!(py.take("a py publication", &py_pub)["data"], json!({"a": 1}));
     assert_eq!(r.recv_text(), "{\"a\":1}");
     // Other text: a JSON string publication.
     let reply = post_json(&s, "/v1/mesh/publish", json!({"c": "room", "d": "plain text"}), &[("X-API-Key", KEY)]);
     assert_eq!(reply, json!({"E": null, "r": {"s": 3, "f": 0}}));
-    assert_eq!(js.wait("a js publication", |e| e["ev"] == "publication")["data"], json!("plain text"));
-    assert_eq!(py.wait("a py publication", |e| e["ev"] == "sub.publication")["data"], json!("plain text"));
+    assert_eq!(js.take("a js publication", &js_pub)["data"], json!("plain text"));
+    assert_eq!(py.take("a py publication", &py_pub)["data"], json!("plain text"));
     assert_eq!(r.recv_text(), "plain text");
     // The Centrifugo API reaches all three too.
     s.api("publish", json!({"channel": "room", "data": {"b": [2]}}));
-    assert_eq!(js.wait("a js publication", |e| e["ev"] == "publication")["data"], json!({"b": [2]}));
-    assert_eq!(py.wait("a py publication", |e| e["ev"] == "sub.publication")["data"], json!({"b": [2]}));
+    assert_eq!(js.take("a js publication", &js_pub)["data"], json!({"b": [2]}));
+    assert_eq!(py.take("a py publication", &py_pub)["data"], json!({"b": [2]}));
     assert_eq!(r.recv_text(), "{\"b\":[2]}");
 
     // A Centrifugo client's own publication reaches the raw subscriber too.
-    js.send(json!({"op": "publish", "c": "js", "id": 2, "ch": "room", "data": {"from": "js"}}));
-    js.wait("js published", |e| e["ev"] == "published" && e["id"] == 2);
-    assert_eq!(js.wait("a js publication", |e| e["ev"] == "publication")["data"], json!({"from": "js"}));
-    assert_eq!(py.wait("a py publication", |e| e["ev"] == "sub.publication")["data"], json!({"from": "js"}));
+    assert_eq!(js.call("js", "publish", "room", json!({"data": {"from": "js"}})), Ok(json!({})), "js publish");
+    assert_eq!(js.take("a js publication", &js_pub)["data"], json!({"from": "js"}));
+    assert_eq!(py.take("a py publication", &py_pub)["data"], json!({"from": "js"}));
     assert_eq!(r.recv_text(), "{\"from\":\"js\"}");
 
     // mesh.send to the SDK client's id: its `message` event.
     assert_eq!(be.ok("b", "mesh.send", json!({"c": js_client, "d": "{\"x\":1}"})), json!({"s": true}));
-    assert_eq!(js.wait("a js message", |e| e["ev"] == "message")["data"], json!({"x": 1}));
+    assert_eq!(js.take("a js message", ev("js", "message"))["data"], json!({"x": 1}));
     let reply = post_json(&s, "/v1/mesh/send", json!({"c": js_client, "d": "hey"}), &[("X-API-Key", KEY)]);
     assert_eq!(reply, json!({"E": null, "r": {"s": true}}));
-    assert_eq!(js.wait("a js message", |e| e["ev"] == "message")["data"], json!("hey"));
+    assert_eq!(js.take("a js message", ev("js", "message"))["data"], json!("hey"));
 
     // The SDK client's `send` lands in client_send_topic.
-    js.send(json!({"op": "send", "c": "js", "id": 1, "data": {"hello": "gw", "n": [1, 2]}}));
-    js.wait("js sent", |e| e["ev"] == "sent" && e["id"] == 1);
+    assert_eq!(js.call("js", "send", "", json!({"data": {"hello": "gw", "n": [1, 2]}})), Ok(json!({})), "js send");
     let e = be.next_event("b");
     assert_eq!((&e["t"], &e["c"]), (&json!("csend"), &json!(js_client)), "{e}");
     let d = &e["d"];
@@ -1127,7 +859,7 @@ fn centrifugo_sdk_clients_meet_the_gateway() {
     assert!(d.get("context").is_none(), "{e}");
 
     for p in [&mut js, &mut py] {
-        p.drain_for(Duration::from_millis(100));
+        p.settle(Duration::from_millis(100));
         if let Some(bad) = p.pending.iter().find(|e| e["ev"] == "error" || e["ev"] == "disconnected") {
             let bad = bad.clone();
             p.fail(&format!("unexpected {bad}"));
@@ -1281,7 +1013,7 @@ fn grid_of_two_nodes_on_redis() {
 
     // The backend finds every node through A's /v1/nodes and connects to each, as real ones do.
     be.p.send(json!({"op": "discover", "url": a.url(""), "headers": key_headers(), "prefix": "n-"}));
-    let d = be.p.wait("discovered", |e| e["ev"] == "discovered");
+    let d = be.p.take("discovered", |e| e["ev"] == "discovered");
     assert_eq!(d["opened"].as_array().map(Vec::len), Some(2), "{d}");
     be.ok(&na, "queue.pop", json!({"t": ["chat"]}));
     be.ok(&nb, "queue.pop", json!({"t": ["chat"]}));

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use crate::util::*;
+use crate::ws_client::*;
 
 const SECRET: &str = "hardening-secret-0123456789";
-const WS_PATH: &str = "/connection/websocket";
 
 /// `GYRE_HARDENING_SCALE` (default 1): multiplies the counts of the big tests.
 fn scale() -> usize {
@@ -86,143 +86,16 @@ fn pct(sorted: &[Duration], p: usize) -> Duration {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A small blocking WebSocket client (masked frames out, server frames in), independent of the
-// server's codec.
+// Centrifugo commands over the raw WebSocket client of `ws_client`.
 // ---------------------------------------------------------------------------------------------
 
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CONT: u8 = 0x0;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-
-fn client_frame(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![(if fin { 0x80 } else { 0 }) | op];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    let key = [0x11, 0x9c, 0x5a, 0xe3];
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    out
+trait Commands {
+    fn reply(&mut self, id: u64) -> Value;
+    fn connect(&mut self, user: &str) -> Value;
+    fn subscribe(&mut self, id: u64, channel: &str) -> Value;
 }
 
-#[derive(Debug)]
-struct Frame {
-    op: u8,
-    payload: Vec<u8>,
-}
-
-impl Frame {
-    /// Code and reason of a close frame.
-    fn close(&self) -> (u16, String) {
-        assert_eq!(self.op, CLOSE);
-        assert!(self.payload.len() >= 2, "close frame without a code");
-        (u16::from_be_bytes([self.payload[0], self.payload[1]]), String::from_utf8_lossy(&self.payload[2..]).into())
-    }
-}
-
-fn parse_frame(buf: &[u8]) -> Option<(Frame, usize)> {
-    if buf.len() < 2 {
-        return None;
-    }
-    assert_eq!(buf[1] & 0x80, 0, "server frames must not be masked");
-    let (len, at) = match buf[1] & 0x7f {
-        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
-        126 | 127 => return None,
-        n => (n as usize, 2),
-    };
-    if buf.len() < at + len {
-        return None;
-    }
-    assert!(buf[0] & 0x80 != 0, "unexpected fragmented server frame");
-    Some((Frame { op: buf[0] & 0x0f, payload: buf[at..at + len].to_vec() }, at + len))
-}
-
-fn upgrade_request(path: &str) -> String {
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-}
-
-struct Ws {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Ws {
-    /// Upgrades `s`: `Ok` on 101, else `Err(status)`.
-    fn upgrade_on(mut s: TcpStream, path: &str) -> Result<Ws, u16> {
-        s.set_nodelay(true).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        s.write_all(upgrade_request(path).as_bytes()).expect("send the upgrade request");
-        let mut buf = Vec::new();
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut tmp = [0u8; 4096];
-            let n = s.read(&mut tmp).expect("reading the upgrade response");
-            assert!(n > 0, "EOF during the handshake: {:?}", String::from_utf8_lossy(&buf));
-            buf.extend_from_slice(&tmp[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        let status: u16 = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status");
-        if status != 101 {
-            return Err(status);
-        }
-        Ok(Ws { s, buf: buf[end..].to_vec() })
-    }
-
-    fn try_open(addr: SocketAddr) -> Result<Ws, u16> {
-        Ws::upgrade_on(TcpStream::connect(addr).expect("connect"), WS_PATH)
-    }
-
-    fn open(addr: SocketAddr) -> Ws {
-        Ws::try_open(addr).unwrap_or_else(|status| panic!("upgrade refused with {status}"))
-    }
-
-    /// A connection with a tiny receive buffer (the kernel absorbs little for it).
-    fn open_small_rcvbuf(addr: SocketAddr) -> Ws {
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(4096).unwrap();
-        sock.connect(&addr.into()).expect("connect");
-        Ws::upgrade_on(sock.into(), WS_PATH).expect("upgrade")
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.s.write_all(bytes)
-    }
-
-    fn send_json(&mut self, v: &Value) {
-        self.send(&client_frame(true, TEXT, v.to_string().as_bytes())).expect("send a command");
-    }
-
-    fn frame(&mut self) -> io::Result<Frame> {
-        loop {
-            if let Some((f, used)) = parse_frame(&self.buf) {
-                self.buf.drain(..used);
-                return Ok(f);
-            }
-            let mut tmp = [0u8; 65536];
-            let n = self.s.read(&mut tmp)?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF"));
-            }
-            self.buf.extend_from_slice(&tmp[..n]);
-        }
-    }
-
+impl Commands for Ws {
     /// Reads until the reply to `id` (pings answered, pushes skipped).
     fn reply(&mut self, id: u64) -> Value {
         loop {
@@ -230,7 +103,7 @@ impl Ws {
             if f.op == CLOSE {
                 panic!("closed while waiting for reply {id}: {:?}", f.close());
             }
-            for m in lines(&f.payload) {
+            for m in json_lines(&f.payload) {
                 if m == json!({}) {
                     self.send_json(&json!({}));
                 } else if m["id"] == id {
@@ -251,31 +124,6 @@ impl Ws {
         self.send_json(&json!({"id": id, "subscribe": {"channel": channel}}));
         self.reply(id)
     }
-
-    /// Skips data frames until the close frame; returns its code and reason.
-    fn expect_close(&mut self, within: Duration) -> (u16, String) {
-        self.s.set_read_timeout(Some(within)).unwrap();
-        loop {
-            match self.frame() {
-                Ok(f) if f.op == CLOSE => return f.close(),
-                Ok(_) => {}
-                Err(e) => panic!("expected a close frame, got {e}"),
-            }
-        }
-    }
-}
-
-/// The JSON messages of a text frame (`\n`-separated).
-fn lines(payload: &[u8]) -> Vec<Value> {
-    payload
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            serde_json::from_slice(l).unwrap_or_else(|e| {
-                panic!("a message from the server is not JSON ({e}): {:?}", String::from_utf8_lossy(l))
-            })
-        })
-        .collect()
 }
 
 /// A fresh client connects and gets a reply: WebSocket clients are still served.
@@ -477,7 +325,7 @@ fn run_cycles(addr: SocketAddr, n: usize, threads: usize) {
                 let connect = json!({"id": 1, "connect": {"token": tok}}).to_string();
                 for i in 0..n / threads {
                     let mut ws = Ws::open(addr);
-                    ws.send(&client_frame(true, TEXT, connect.as_bytes())).unwrap();
+                    ws.send(&client_frame(true, TEXT, connect.as_bytes(), true)).unwrap();
                     let r = ws.reply(1);
                     assert!(r["connect"]["client"].is_string(), "{r}");
                     let r = ws.subscribe(2, &format!("pres:cyc{}", i % 8));
@@ -486,7 +334,7 @@ fn run_cycles(addr: SocketAddr, n: usize, threads: usize) {
                         0 => {
                             let mut payload = 1000u16.to_be_bytes().to_vec();
                             payload.extend_from_slice(b"bye");
-                            ws.send(&client_frame(true, CLOSE, &payload)).unwrap();
+                            ws.send(&client_frame(true, CLOSE, &payload, true)).unwrap();
                             let (code, _) = ws.expect_close(Duration::from_secs(10));
                             assert_eq!(code, 1000);
                         }
@@ -560,20 +408,20 @@ fn clients_killed_mid_frame() {
     let fds0 = fd_count(pid);
 
     let cmd = json!({"id": 3, "publish": {"channel": "feed:mid", "data": {"x": "y".repeat(300)}}}).to_string();
-    let full = client_frame(true, TEXT, cmd.as_bytes());
-    let big = client_frame(true, TEXT, &vec![b' '; 70_000]);
-    let mut frag = client_frame(false, TEXT, &cmd.as_bytes()[..100]);
-    frag.extend_from_slice(&client_frame(true, CONT, &cmd.as_bytes()[100..])[..20]);
+    let full = client_frame(true, TEXT, cmd.as_bytes(), true);
+    let big = client_frame(true, TEXT, &vec![b' '; 70_000], true);
+    let mut frag = client_frame(false, TEXT, &cmd.as_bytes()[..100], true);
+    frag.extend_from_slice(&client_frame(true, CONT, &cmd.as_bytes()[100..], true)[..20]);
     let cuts: Vec<(&str, Vec<u8>)> = vec![
         ("one header byte", full[..1].to_vec()),
         ("header without mask key", full[..4].to_vec()),
         ("mask key cut", full[..6].to_vec()),
         ("payload cut", full[..full.len() / 2].to_vec()),
         ("64-bit length cut", big[..5].to_vec()),
-        ("between fragments", client_frame(false, TEXT, &cmd.as_bytes()[..100])),
+        ("between fragments", client_frame(false, TEXT, &cmd.as_bytes()[..100], true)),
         ("continuation cut", frag),
-        ("close frame cut", client_frame(true, CLOSE, &[0x03, 0xe8, b'x', b'y'])[..5].to_vec()),
-        ("ping cut", client_frame(true, PING, b"0123456789")[..8].to_vec()),
+        ("close frame cut", client_frame(true, CLOSE, &[0x03, 0xe8, b'x', b'y'], true)[..5].to_vec()),
+        ("ping cut", client_frame(true, PING, b"0123456789", true)[..8].to_vec()),
     ];
     let mut n = 0;
     for (what, bytes) in &cuts {
@@ -602,7 +450,7 @@ fn clients_killed_mid_frame() {
     assert!(r.get("error").is_none(), "{r}");
     loop {
         let f = watcher.frame().expect("the watcher is still connected");
-        if lines(&f.payload).iter().any(|m| m["push"]["pub"]["data"]["after"] == n) {
+        if json_lines(&f.payload).iter().any(|m| m["push"]["pub"]["data"]["after"] == n) {
             break;
         }
     }
@@ -677,11 +525,11 @@ fn deeply_nested_json_is_refused_cleanly() {
         assert_eq!(replies[2].get("error").is_none(), valid, "{kind}: deep data in a legacy line: {:?}", replies[2]);
         // WebSocket: deep connect params before connect, a deep publish after it.
         let mut ws = Ws::open(s.addr());
-        ws.send(&client_frame(true, TEXT, format!(r#"{{"id":1,"connect":{deep}}}"#).as_bytes())).unwrap();
+        ws.send(&client_frame(true, TEXT, format!(r#"{{"id":1,"connect":{deep}}}"#).as_bytes(), true)).unwrap();
         assert_eq!(ws.expect_close(Duration::from_secs(10)).0, 3501, "{kind}: deep connect");
         let mut ws = Ws::open(s.addr());
         ws.connect("deep");
-        ws.send(&client_frame(true, TEXT, format!(r#"{{"id":2,"subscribe":{deep}}}"#).as_bytes())).unwrap();
+        ws.send(&client_frame(true, TEXT, format!(r#"{{"id":2,"subscribe":{deep}}}"#).as_bytes(), true)).unwrap();
         assert_eq!(ws.expect_close(Duration::from_secs(10)).0, 3501, "{kind}: deep subscribe params");
         // In a token's claims (signed with the right key).
         let tok = sign_raw(&format!(r#"{{"sub":"deep","info":{deep}}}"#));
@@ -784,17 +632,18 @@ fn invalid_utf8_is_refused_cleanly() {
         let mut cmd = b"{\"id\":2,\"publish\":{\"channel\":\"feed:u\",\"data\":\"".to_vec();
         cmd.extend_from_slice(b);
         cmd.extend_from_slice(b"\"}}");
-        ws.send(&client_frame(true, TEXT, &cmd)).unwrap();
+        ws.send(&client_frame(true, TEXT, &cmd, true)).unwrap();
         assert_eq!(ws.expect_close(Duration::from_secs(10)).0, 1007, "text frame with {b:?}");
         // Protobuf: a channel (a `string` field) with invalid UTF-8.
         let s2 = TcpStream::connect(addr).unwrap();
-        let mut ws = Ws::upgrade_on(s2, "/connection/websocket?format=protobuf").expect("protobuf upgrade");
-        ws.send(&client_frame(true, BINARY, &pb_command(1, 4, &pb_field(1, token("pb").as_bytes())))).unwrap();
+        let mut ws =
+            Ws::upgrade(s2, "/connection/websocket?format=protobuf", SAMPLE_KEY, &[]).expect("protobuf upgrade");
+        ws.send(&client_frame(true, BINARY, &pb_command(1, 4, &pb_field(1, token("pb").as_bytes())), true)).unwrap();
         let f = ws.frame().expect("protobuf connect reply");
         assert_eq!(f.op, BINARY, "{f:?}");
         let mut channel = b"feed:".to_vec();
         channel.extend_from_slice(b);
-        ws.send(&client_frame(true, BINARY, &pb_command(2, 5, &pb_field(1, &channel)))).unwrap();
+        ws.send(&client_frame(true, BINARY, &pb_command(2, 5, &pb_field(1, &channel)), true)).unwrap();
         assert_eq!(ws.expect_close(Duration::from_secs(10)).0, 3501, "protobuf channel with {b:?}");
     }
     // The watcher got the good publications, all valid UTF-8.
@@ -805,7 +654,7 @@ fn invalid_utf8_is_refused_cleanly() {
         let f = watcher.frame().expect("the watcher is still connected");
         assert_eq!(f.op, TEXT);
         assert!(std::str::from_utf8(&f.payload).is_ok(), "a text frame that is not UTF-8");
-        let ms = lines(&f.payload);
+        let ms = json_lines(&f.payload);
         got += ms.iter().filter(|m| m.get("push").is_some()).count();
         if ms.iter().any(|m| m["push"]["pub"]["data"] == "end") {
             break;
@@ -862,7 +711,7 @@ fn flooding_client_is_limited_and_others_keep_their_latency() {
                     .map(|k| json!({"id": id + k, "publish": {"channel": "feed:flood", "data": k}}).to_string())
                     .collect();
                 id += 100;
-                if writer.write_all(&client_frame(true, TEXT, frame.join("\n").as_bytes())).is_err() {
+                if writer.write_all(&client_frame(true, TEXT, frame.join("\n").as_bytes(), true)).is_err() {
                     break;
                 }
                 sent.fetch_add(100, Ordering::Relaxed);
@@ -976,7 +825,7 @@ fn publisher_faster_than_a_subscriber() {
                         .unwrap_or_else(|e| panic!("fast reader lost its connection after {}: {e}", ns.len()));
                     match f.op {
                         TEXT => {
-                            for m in lines(&f.payload) {
+                            for m in json_lines(&f.payload) {
                                 if m == json!({}) {
                                     ws.send_json(&json!({}));
                                 } else {
@@ -1308,7 +1157,7 @@ fn collect_until_close(mut ws: Ws) -> (Vec<u64>, Option<(u16, String)>) {
     loop {
         match ws.frame() {
             Ok(f) if f.op == TEXT => {
-                for m in lines(&f.payload) {
+                for m in json_lines(&f.payload) {
                     if let Some(o) = m["push"]["pub"]["offset"].as_u64() {
                         offsets.push(o);
                     }
@@ -1630,7 +1479,7 @@ fn json_payload_with_a_newline_reaches_json_clients_intact() {
     let r = s.post("/api/publish", b"{\"channel\":\"feed:nl\",\"data\":{\"a\":\n 1}}", &[("X-API-Key", KEY)]);
     assert_eq!(r.status, 200);
     let f = ws.frame().expect("the publication");
-    let ms = lines(&f.payload);
+    let ms = json_lines(&f.payload);
     assert_eq!(ms.len(), 1);
     assert_eq!(ms[0]["push"]["pub"]["data"], json!({"a": 1}));
 }
@@ -1680,7 +1529,7 @@ fn a_flooding_connection_does_not_starve_its_worker() {
                             .collect();
                         let body = lines.join("\n") + "\n";
                         let bytes = if kind == "websocket" {
-                            client_frame(true, TEXT, body.as_bytes())
+                            client_frame(true, TEXT, body.as_bytes(), true)
                         } else {
                             chunk(body.as_bytes())
                         };
@@ -1740,13 +1589,14 @@ fn protobuf_publisher_and_json_watcher(s: &Server, data: &[u8], watch: &str, cha
     let mut watcher = Ws::open(s.addr());
     watcher.connect("watcher");
     assert!(watcher.subscribe(2, watch).get("subscribe").is_some());
-    let mut pb = Ws::upgrade_on(TcpStream::connect(s.addr()).unwrap(), "/connection/websocket?format=protobuf")
-        .expect("upgrade");
-    pb.send(&client_frame(true, BINARY, &pb_command(1, 4, &pb_field(1, token("pb").as_bytes())))).unwrap();
+    let mut pb =
+        Ws::upgrade(TcpStream::connect(s.addr()).unwrap(), "/connection/websocket?format=protobuf", SAMPLE_KEY, &[])
+            .expect("upgrade");
+    pb.send(&client_frame(true, BINARY, &pb_command(1, 4, &pb_field(1, token("pb").as_bytes())), true)).unwrap();
     pb.frame().expect("protobuf connect reply");
     let mut req = pb_field(1, channel.as_bytes());
     req.extend(pb_field(2, data));
-    pb.send(&client_frame(true, BINARY, &pb_command(2, 7, &req))).unwrap();
+    pb.send(&client_frame(true, BINARY, &pb_command(2, 7, &req), true)).unwrap();
     let reply = pb.frame().expect("protobuf publish reply");
     assert_eq!(reply.payload, [4, 8, 2, 66, 0], "publish result");
     watcher

@@ -10,8 +10,11 @@
 //! * `hardening` — abuse and fault suites: slowloris, idle/half-open connections, connect
 //!   cycles, clients killed mid-frame, nested JSON, invalid UTF-8, floods, slow subscribers,
 //!   limits, graceful shutdown.
+//!
+//! `ws_client` is the raw WebSocket client the WebSocket tests share.
 
 mod util;
+mod ws_client;
 
 mod admin;
 mod api;

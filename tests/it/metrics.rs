@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::util::*;
-use crate::ws_timers::raw::Ws;
+use crate::ws_client::{json_lines, Ws};
 
 const SECRET: &str = "metrics-secret";
 
@@ -56,9 +56,9 @@ fn delta(a: &HashMap<String, f64>, b: &HashMap<String, f64>, key: &str) -> f64 {
 fn client(s: &Server, user: &str, channel: &str) -> Ws {
     let mut ws = Ws::open(s.addr());
     let token = jwt(SECRET, json!({"sub": user}));
-    ws.send_text(json!({"id": 1, "connect": {"token": token}}).to_string().as_bytes());
+    ws.send_json(&json!({"id": 1, "connect": {"token": token}}));
     wait_reply(&mut ws, 1);
-    ws.send_text(json!({"id": 2, "subscribe": {"channel": channel}}).to_string().as_bytes());
+    ws.send_json(&json!({"id": 2, "subscribe": {"channel": channel}}));
     let r = wait_reply(&mut ws, 2);
     assert!(r.get("error").is_none(), "subscribe failed: {r}");
     ws
@@ -67,9 +67,8 @@ fn client(s: &Server, user: &str, channel: &str) -> Ws {
 /// Reads messages until the reply `id`; returns it.
 fn wait_reply(ws: &mut Ws, id: u64) -> Value {
     loop {
-        let f = ws.frame().unwrap_or_else(|| panic!("connection ended before reply {id}"));
-        for line in f.payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let v: Value = serde_json::from_slice(line).expect("JSON");
+        let f = ws.frame().unwrap_or_else(|e| panic!("connection ended before reply {id}: {e}"));
+        for v in json_lines(&f.payload) {
             if v["id"] == id {
                 return v;
             }
@@ -81,9 +80,8 @@ fn wait_reply(ws: &mut Ws, id: u64) -> Value {
 fn read_pubs(ws: &mut Ws, n: usize) {
     let mut got = 0;
     while got < n {
-        let f = ws.frame().unwrap_or_else(|| panic!("connection ended after {got} of {n} publications"));
-        for line in f.payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let v: Value = serde_json::from_slice(line).expect("JSON");
+        let f = ws.frame().unwrap_or_else(|e| panic!("connection ended after {got} of {n} publications: {e}"));
+        for v in json_lines(&f.payload) {
             if v["push"]["pub"].is_object() {
                 got += 1;
             }
@@ -118,7 +116,7 @@ fn metrics_move_with_real_traffic() {
     let c = client(&s, "alice", "feed:other");
 
     // A client publish the namespace does not allow: an error reply (103) to the client.
-    a.send_text(json!({"id": 3, "publish": {"channel": "feed:news", "data": {}}}).to_string().as_bytes());
+    a.send_json(&json!({"id": 3, "publish": {"channel": "feed:news", "data": {}}}));
     let r = wait_reply(&mut a, 3);
     assert_eq!(r["error"]["code"], 103, "{r}");
 

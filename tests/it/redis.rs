@@ -14,12 +14,9 @@
 //! Centrifugo shards them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -28,9 +25,6 @@ use crate::util::*;
 
 /// `client.token.hmac_secret_key` of [`patch`].
 const SECRET: &str = "redis-test-secret-0123456789";
-
-/// How long to wait for an event the test expects.
-const WAIT: Duration = Duration::from_secs(20);
 
 /// What the tests add to `util::config()` (whose channels are: the default namespace with
 /// history 10 and presence, `hist` with history 100 and presence, `nohist`):
@@ -118,25 +112,6 @@ fn assert_no_panic(nodes: &[Server]) {
     }
 }
 
-/// The `n` field of each publication's data.
-fn ns(pubs: &[Value]) -> Vec<i64> {
-    pubs.iter().map(|p| p["data"]["n"].as_i64().unwrap_or(-1)).collect()
-}
-
-fn offsets(pubs: &[Value]) -> Vec<i64> {
-    pubs.iter().map(|p| p["offset"].as_i64().unwrap_or(-1)).collect()
-}
-
-/// Client `c`'s event `name`.
-fn ev<'a>(c: &'a str, name: &'a str) -> impl Fn(&Value) -> bool + 'a {
-    move |e| e["c"] == c && e["ev"] == name
-}
-
-/// Client `c`'s subscription event `name` on `ch`.
-fn sev<'a>(c: &'a str, ch: &'a str, name: &'a str) -> impl Fn(&Value) -> bool + 'a {
-    move |e| e["c"] == c && e["ch"] == ch && e["ev"] == name
-}
-
 fn ws_url(s: &Server) -> String {
     format!("ws://127.0.0.1:{}/connection/websocket", s.port)
 }
@@ -164,67 +139,8 @@ impl Drop for TempDir {
 // sdk.rs). Here every client names the node it connects to.
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sdk {
-    Js,
-    Py,
-}
-
-fn unavailable(test: &str, what: &str, how: &str) -> Option<Agent> {
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: {what} and CI is set; install it with: {how}");
-    }
-    eprintln!("SKIPPED {test}: {what}; install it with: {how}");
-    None
-}
-
-struct Agent {
-    sdk: Sdk,
-    child: Child,
-    stdin: ChildStdin,
-    rx: Receiver<Value>,
-    stderr: Arc<Mutex<String>>,
-    /// Every event received, in order.
-    log: Vec<Value>,
-    next_id: u64,
-    closed: bool,
-}
-
+/// What the tests of this file add to the agents.
 impl Agent {
-    /// Starts the agent for `sdk`; `None` (test skipped) when the SDK is not installed and
-    /// `CI` is unset.
-    fn start(sdk: Sdk, test: &str) -> Option<Agent> {
-        let cmd = match sdk_agent_command(sdk == Sdk::Js) {
-            Ok(c) => c,
-            Err((what, how)) => return unavailable(test, &what, how),
-        };
-        let JsonLines { child, stdin, rx, stderr } = spawn_json_lines(&format!("the {sdk:?} agent"), cmd);
-        let mut a = Agent { sdk, child, stdin, rx, stderr, log: Vec::new(), next_id: 0, closed: false };
-        a.wait("the agent's ready line", |e| e["ev"] == "ready");
-        Some(a)
-    }
-
-    fn send(&mut self, cmd: Value) {
-        let mut line = cmd.to_string();
-        line.push('\n');
-        self.stdin.write_all(line.as_bytes()).and_then(|_| self.stdin.flush()).unwrap_or_else(|e| {
-            panic!("writing to the {:?} agent failed ({e}); stderr:\n{}", self.sdk, self.stderr_text())
-        });
-    }
-
-    fn stderr_text(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// `connect` for client `c` to `node` with `extra` (token, protobuf, opts).
-    fn connect(&mut self, c: &str, node: &Server, extra: Value) {
-        let mut cmd = json!({"op": "connect", "c": c, "url": ws_url(node)});
-        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
-            cmd[k] = v;
-        }
-        self.send(cmd);
-    }
-
     /// Connects client `c` as `user` to `node` and waits until it is connected; returns its
     /// client id.
     fn connect_as(&mut self, c: &str, node: &Server, user: &str, protobuf: bool) -> String {
@@ -233,139 +149,10 @@ impl Agent {
         e["client"].as_str().unwrap_or_else(|| panic!("no client id in {e}")).to_string()
     }
 
-    fn sub(&mut self, c: &str, ch: &str, opts: Value) {
-        self.send(json!({"op": "sub", "c": c, "ch": ch, "opts": opts}));
-    }
-
     /// Subscribes and waits for the subscribed event (the subscription is then live in Redis).
     fn sub_wait(&mut self, c: &str, ch: &str) -> Value {
         self.sub(c, ch, json!({}));
         self.wait(&format!("{c} subscribed to {ch}"), sev(c, ch, "sub.subscribed"))
-    }
-
-    /// A client call (publish, presence, presenceStats, history): the result or the error code.
-    fn call(&mut self, c: &str, method: &str, ch: &str, extra: Value) -> Result<Value, i64> {
-        self.next_id += 1;
-        let id = self.next_id;
-        let mut cmd = json!({"op": "call", "c": c, "id": id, "method": method, "ch": ch});
-        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
-            cmd[k] = v;
-        }
-        self.send(cmd);
-        let r = self.wait(&format!("{c}: result of {method} {ch}"), |e| e["ev"] == "result" && e["id"] == id);
-        match r.get("err") {
-            Some(e) => Err(e["code"].as_i64().unwrap_or(-1)),
-            None => Ok(r["ok"].clone()),
-        }
-    }
-
-    /// Receives one event (waiting until `deadline`); false on timeout.
-    fn pump(&mut self, deadline: Instant) -> bool {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.rx.recv_timeout(left) {
-            Ok(v) => {
-                if v["ev"] == "fatal" {
-                    panic!(
-                        "the {:?} agent failed in {}: {}\nstderr:\n{}",
-                        self.sdk,
-                        v["where"],
-                        v["message"].as_str().unwrap_or(""),
-                        self.stderr_text()
-                    );
-                }
-                self.log.push(v);
-                true
-            }
-            Err(RecvTimeoutError::Timeout) => false,
-            Err(RecvTimeoutError::Disconnected) => {
-                if !self.closed {
-                    self.closed = true;
-                    std::thread::sleep(Duration::from_millis(100));
-                    let status = self.child.try_wait().ok().flatten();
-                    panic!(
-                        "the {:?} agent exited ({status:?}) while events were awaited; stderr:\n{}\nlast events:\n{}",
-                        self.sdk,
-                        self.stderr_text(),
-                        self.tail(30)
-                    );
-                }
-                std::thread::sleep(left);
-                false
-            }
-        }
-    }
-
-    fn tail(&self, n: usize) -> String {
-        let start = self.log.len().saturating_sub(n);
-        self.log[start..].iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n")
-    }
-
-    /// Waits (≤ `within`) until at least `n` events match `pred`; returns the first `n`.
-    fn wait_n_within(&mut self, what: &str, n: usize, within: Duration, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + within;
-        loop {
-            let found: Vec<Value> = self.log.iter().filter(|e| pred(e)).take(n).cloned().collect();
-            if found.len() == n {
-                return found;
-            }
-            if !self.pump(deadline) {
-                panic!(
-                    "{:?} agent: timed out waiting for {what} ({} of {n} seen); last events:\n{}\nagent stderr:\n{}",
-                    self.sdk,
-                    found.len(),
-                    self.tail(40),
-                    self.stderr_text()
-                );
-            }
-        }
-    }
-
-    fn wait_n(&mut self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        self.wait_n_within(what, n, WAIT, pred)
-    }
-
-    fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        self.wait_n(what, 1, pred).remove(0)
-    }
-
-    /// Collects events for `d`.
-    fn settle(&mut self, d: Duration) {
-        let deadline = Instant::now() + d;
-        while Instant::now() < deadline {
-            self.pump(deadline);
-        }
-    }
-
-    fn all(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        self.log.iter().filter(|e| pred(e)).cloned().collect()
-    }
-
-    fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
-        self.log.iter().filter(|e| pred(e)).count()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.stdin.write_all(b"{\"op\":\"exit\"}\n");
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- {:?} agent: last events ----\n{}\n---- {:?} agent stderr ----\n{}---- end ----",
-                self.sdk,
-                self.tail(60),
-                self.sdk,
-                self.stderr_text()
-            );
-        }
     }
 }
 

@@ -11,12 +11,9 @@
 //! `target/pyenv/bin/pip install centrifuge-python==0.7.0 websockets==17.4 protobuf==7.36.2`.
 //! Without them a test is skipped with a message, unless `CI` is set: then it fails.
 
-use std::io::Write;
-use std::process::{Child, ChildStdin, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
@@ -24,9 +21,6 @@ use crate::util::*;
 
 /// `client.token.hmac_secret_key` of [`sdk_config`].
 const SECRET: &str = "sdk-test-secret-0123456789";
-
-/// How long to wait for an event the test expects.
-const WAIT: Duration = Duration::from_secs(20);
 
 /// The config the SDK tests share: HS256 tokens and one namespace per feature set.
 ///
@@ -106,227 +100,6 @@ fn gentoken(cfg: &Value, user: &str) -> String {
     token
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sdk {
-    Js,
-    Py,
-}
-
-/// Whether the test must fail (CI) or may skip when a client package is missing.
-fn unavailable(test: &str, what: &str, how: &str) -> Option<Agent> {
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: {what} and CI is set; install it with: {how}");
-    }
-    eprintln!("SKIPPED {test}: {what}; install it with: {how}");
-    None
-}
-
-/// A running SDK agent and everything it has reported so far.
-struct Agent {
-    sdk: Sdk,
-    child: Child,
-    stdin: ChildStdin,
-    rx: Receiver<Value>,
-    stderr: Arc<Mutex<String>>,
-    /// Every event received, in order.
-    log: Vec<Value>,
-    url: String,
-    next_id: u64,
-    closed: bool,
-}
-
-impl Agent {
-    /// Starts the agent for `sdk`, talking to `server`; `None` (test skipped) when the SDK is
-    /// not installed and `CI` is unset.
-    fn start(sdk: Sdk, test: &str, server: &Server) -> Option<Agent> {
-        let cmd = match sdk_agent_command(sdk == Sdk::Js) {
-            Ok(c) => c,
-            Err((what, how)) => return unavailable(test, &what, how),
-        };
-        let JsonLines { child, stdin, rx, stderr } = spawn_json_lines(&format!("the {sdk:?} agent"), cmd);
-        let mut a = Agent {
-            sdk,
-            child,
-            stdin,
-            rx,
-            stderr,
-            log: Vec::new(),
-            url: format!("ws://127.0.0.1:{}/connection/websocket", server.port),
-            next_id: 0,
-            closed: false,
-        };
-        let ready = a.wait("the agent's ready line", |e| e["ev"] == "ready");
-        eprintln!("{test}: {} {}", ready["sdk"].as_str().unwrap_or("?"), ready["version"].as_str().unwrap_or("?"));
-        Some(a)
-    }
-
-    fn send(&mut self, cmd: Value) {
-        let mut line = cmd.to_string();
-        line.push('\n');
-        self.stdin.write_all(line.as_bytes()).and_then(|_| self.stdin.flush()).unwrap_or_else(|e| {
-            panic!("writing to the {:?} agent failed ({e}); stderr:\n{}", self.sdk, self.stderr_text())
-        });
-    }
-
-    fn stderr_text(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// `connect` for client `c` with the agent's URL plus `extra` (token, tokens, protobuf, opts).
-    fn connect(&mut self, c: &str, extra: Value) {
-        let mut cmd = json!({"op": "connect", "c": c, "url": self.url});
-        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
-            cmd[k] = v;
-        }
-        self.send(cmd);
-    }
-
-    fn sub(&mut self, c: &str, ch: &str, opts: Value) {
-        self.send(json!({"op": "sub", "c": c, "ch": ch, "opts": opts}));
-    }
-
-    /// A client call (publish, presence, presenceStats, history) and its outcome: the result,
-    /// or the error code.
-    fn call(&mut self, c: &str, method: &str, ch: &str, extra: Value) -> Result<Value, i64> {
-        self.next_id += 1;
-        let id = self.next_id;
-        let mut cmd = json!({"op": "call", "c": c, "id": id, "method": method, "ch": ch});
-        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
-            cmd[k] = v;
-        }
-        self.send(cmd);
-        let r = self.wait(&format!("{c}: result of {method} {ch}"), |e| e["ev"] == "result" && e["id"] == id);
-        match r.get("err") {
-            Some(e) => Err(e["code"].as_i64().unwrap_or(-1)),
-            None => Ok(r["ok"].clone()),
-        }
-    }
-
-    /// Receives one event (waiting until `deadline`); false on timeout.
-    fn pump(&mut self, deadline: Instant) -> bool {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.rx.recv_timeout(left) {
-            Ok(v) => {
-                if v["ev"] == "fatal" {
-                    panic!(
-                        "the {:?} agent failed in {}: {}\nstderr:\n{}",
-                        self.sdk,
-                        v["where"],
-                        v["message"].as_str().unwrap_or(""),
-                        self.stderr_text()
-                    );
-                }
-                self.log.push(v);
-                true
-            }
-            Err(RecvTimeoutError::Timeout) => false,
-            Err(RecvTimeoutError::Disconnected) => {
-                if !self.closed {
-                    self.closed = true;
-                    std::thread::sleep(Duration::from_millis(100));
-                    let status = self.child.try_wait().ok().flatten();
-                    panic!(
-                        "the {:?} agent exited ({status:?}) while events were awaited; stderr:\n{}\nlast events:\n{}",
-                        self.sdk,
-                        self.stderr_text(),
-                        self.tail(30)
-                    );
-                }
-                std::thread::sleep(left);
-                false
-            }
-        }
-    }
-
-    fn tail(&self, n: usize) -> String {
-        let start = self.log.len().saturating_sub(n);
-        self.log[start..].iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n")
-    }
-
-    /// Waits (≤ [`WAIT`]) until at least `n` events match `pred`; returns the first `n`.
-    fn wait_n(&mut self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let found: Vec<Value> = self.log.iter().filter(|e| pred(e)).take(n).cloned().collect();
-            if found.len() == n {
-                return found;
-            }
-            if !self.pump(deadline) {
-                panic!(
-                    "{:?} agent: timed out waiting for {what} ({} of {n} seen); last events:\n{}\nagent stderr:\n{}",
-                    self.sdk,
-                    found.len(),
-                    self.tail(40),
-                    self.stderr_text()
-                );
-            }
-        }
-    }
-
-    fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        self.wait_n(what, 1, pred).remove(0)
-    }
-
-    /// Collects events for `d`.
-    fn settle(&mut self, d: Duration) {
-        let deadline = Instant::now() + d;
-        while Instant::now() < deadline {
-            self.pump(deadline);
-        }
-    }
-
-    fn all(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        self.log.iter().filter(|e| pred(e)).cloned().collect()
-    }
-
-    fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
-        self.log.iter().filter(|e| pred(e)).count()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.stdin.write_all(b"{\"op\":\"exit\"}\n");
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- {:?} agent: last events ----\n{}\n---- {:?} agent stderr ----\n{}---- end ----",
-                self.sdk,
-                self.tail(60),
-                self.sdk,
-                self.stderr_text()
-            );
-        }
-    }
-}
-
-/// Client `c`'s event `name`.
-fn ev<'a>(c: &'a str, name: &'a str) -> impl Fn(&Value) -> bool + 'a {
-    move |e| e["c"] == c && e["ev"] == name
-}
-
-/// Client `c`'s subscription event `name` on `ch`.
-fn sev<'a>(c: &'a str, ch: &'a str, name: &'a str) -> impl Fn(&Value) -> bool + 'a {
-    move |e| e["c"] == c && e["ch"] == ch && e["ev"] == name
-}
-
-/// The `n` field of each publication's data.
-fn ns(pubs: &[Value]) -> Vec<i64> {
-    pubs.iter().map(|p| p["data"]["n"].as_i64().unwrap_or(-1)).collect()
-}
-
-fn offsets(pubs: &[Value]) -> Vec<i64> {
-    pubs.iter().map(|p| p["offset"].as_i64().unwrap_or(-1)).collect()
-}
-
 fn publish(s: &Server, channel: &str, data: Value) {
     let r = s.api("publish", json!({"channel": channel, "data": data}));
     assert!(r.get("error").is_none(), "API publish to {channel}: {r}");
@@ -352,9 +125,9 @@ fn core_flow(sdk: Sdk, protobuf: bool, test: &str) {
     let s = Server::start(cfg.clone());
     let t1 = gentoken(&cfg, "u1");
     let t2 = gentoken(&cfg, "u2");
-    let Some(mut a) = Agent::start(sdk, test, &s) else { return };
+    let Some(mut a) = Agent::start(sdk, test) else { return };
 
-    a.connect("a", json!({"token": t1, "protobuf": protobuf}));
+    a.connect("a", &s, json!({"token": t1, "protobuf": protobuf}));
     let connected = a.wait("a connected", ev("a", "connected"));
     let a_id = connected["client"].as_str().expect("client id").to_string();
     assert_eq!(a_id.len(), 36, "client id must be a UUID: {connected}");
@@ -397,7 +170,7 @@ fn core_flow(sdk: Sdk, protobuf: bool, test: &str) {
     assert_eq!(a.call("a", "presenceStats", "ro:room", json!({})), Err(108), "presence_stats in ro");
 
     // A second user joins: the first sees the join.
-    a.connect("b", json!({"token": t2, "protobuf": protobuf}));
+    a.connect("b", &s, json!({"token": t2, "protobuf": protobuf}));
     let b_id = a.wait("b connected", ev("b", "connected"))["client"].as_str().unwrap().to_string();
     a.sub("b", "chat:room", json!({}));
     a.wait("b subscribed", sev("b", "chat:room", "sub.subscribed"));
@@ -488,9 +261,9 @@ fn recovery_flow(protobuf: bool, test: &str) {
     let cfg = sdk_config();
     let s = Server::start(cfg.clone());
     let token = gentoken(&cfg, "u1");
-    let Some(mut a) = Agent::start(Sdk::Js, test, &s) else { return };
+    let Some(mut a) = Agent::start(Sdk::Js, test) else { return };
 
-    a.connect("a", json!({"token": token, "protobuf": protobuf}));
+    a.connect("a", &s, json!({"token": token, "protobuf": protobuf}));
     a.wait("a connected", ev("a", "connected"));
     a.sub("a", "rec:x", json!({}));
     a.sub("a", "short:x", json!({}));
@@ -564,8 +337,8 @@ fn server_side_flow(sdk: Sdk, test: &str) {
     let cfg = sdk_config();
     let s = Server::start(cfg.clone());
     let token = jwt(SECRET, json!({"sub": "u1", "exp": now() + 3600, "channels": ["srv:news"]}));
-    let Some(mut a) = Agent::start(sdk, test, &s) else { return };
-    a.connect("a", json!({"token": token}));
+    let Some(mut a) = Agent::start(sdk, test) else { return };
+    a.connect("a", &s, json!({"token": token}));
     a.wait("a connected", ev("a", "connected"));
     let sd = a.wait("server-side subscription", |e| ev("a", "server.subscribed")(e) && e["ch"] == "srv:news");
     assert_eq!(sd["recoverable"], true, "srv has force_recovery: {sd}");
@@ -609,16 +382,16 @@ fn js_api_disconnect_and_unsubscribe_across_workers() {
     let s = Server::start(cfg.clone());
     let victim = gentoken(&cfg, "victim");
     let other = gentoken(&cfg, "other");
-    let Some(mut a) = Agent::start(Sdk::Js, "js_api_disconnect_and_unsubscribe_across_workers", &s) else { return };
+    let Some(mut a) = Agent::start(Sdk::Js, "js_api_disconnect_and_unsubscribe_across_workers") else { return };
     // 6 + 6 connections, spread over the 2 workers by SO_REUSEPORT.
     let victims: Vec<String> = (0..6).map(|i| format!("v{i}")).collect();
     let others: Vec<String> = (0..6).map(|i| format!("o{i}")).collect();
     for c in &victims {
-        a.connect(c, json!({"token": victim}));
+        a.connect(c, &s, json!({"token": victim}));
         a.sub(c, "chat:room", json!({}));
     }
     for c in &others {
-        a.connect(c, json!({"token": other}));
+        a.connect(c, &s, json!({"token": other}));
         a.sub(c, "chat:room", json!({}));
     }
     for c in victims.iter().chain(&others) {
@@ -684,17 +457,17 @@ fn python_token_errors() {
 fn token_errors(sdk: Sdk, test: &str) {
     let cfg = sdk_config();
     let s = Server::start(cfg.clone());
-    let Some(mut a) = Agent::start(sdk, test, &s) else { return };
+    let Some(mut a) = Agent::start(sdk, test) else { return };
 
     // Signed with another key: close 3500, terminal.
     let wrong = jwt("not-the-secret", json!({"sub": "u1", "exp": now() + 3600}));
-    a.connect("wrong", json!({"token": wrong}));
+    a.connect("wrong", &s, json!({"token": wrong}));
     let d = a.wait("wrong key: disconnected", ev("wrong", "disconnected"));
     assert_eq!(d["code"], 3500, "{d}");
     assert_eq!(d["reason"], "invalid token", "{d}");
 
     // No token while anonymous connections are not allowed: close 3501, terminal.
-    a.connect("anon", json!({}));
+    a.connect("anon", &s, json!({}));
     let d = a.wait("no token: disconnected", ev("anon", "disconnected"));
     assert_eq!(d["code"], 3501, "{d}");
     assert_eq!(d["reason"], "bad request", "{d}");
@@ -702,7 +475,7 @@ fn token_errors(sdk: Sdk, test: &str) {
     // Expired: error 109, the SDK asks getToken for a new one and connects with it.
     let expired = jwt(SECRET, json!({"sub": "u1", "exp": now() - 60}));
     let fresh = jwt(SECRET, json!({"sub": "u1", "exp": now() + 3600}));
-    a.connect("exp", json!({"token": expired, "tokens": [fresh]}));
+    a.connect("exp", &s, json!({"token": expired, "tokens": [fresh]}));
     if sdk == Sdk::Js {
         let e = a.wait("expired: error", ev("exp", "error"));
         assert_eq!(e["error"]["code"], 109, "{e}");
@@ -736,8 +509,8 @@ fn sdks_answer_server_pings() {
     let token = gentoken(&cfg, "u1");
     let mut agents = Vec::new();
     for sdk in [Sdk::Js, Sdk::Py] {
-        let Some(mut a) = Agent::start(sdk, "sdks_answer_server_pings", &s) else { return };
-        a.connect("a", json!({"token": token}));
+        let Some(mut a) = Agent::start(sdk, "sdks_answer_server_pings") else { return };
+        a.connect("a", &s, json!({"token": token}));
         a.sub("a", "chat:room", json!({}));
         a.wait("subscribed", sev("a", "chat:room", "sub.subscribed"));
         agents.push(a);

@@ -6,13 +6,14 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -720,14 +721,7 @@ pub fn jwt(secret: &str, claims: Value) -> String {
 /// it) and is skipped with a message otherwise: `if !redis_available("test") { return; }`.
 pub fn redis_available(test: &str) -> bool {
     let ok = Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success());
-    if ok {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: `redis-server` is not on PATH and CI is set; install it with: apt-get install redis-server");
-    }
-    eprintln!("SKIPPED {test}: `redis-server` is not on PATH; install it with: apt-get install redis-server");
-    false
+    ok || unavailable(test, "`redis-server` is not on PATH", "apt-get install redis-server")
 }
 
 /// A `redis-server` process on a free loopback port, killed (and its directory removed) on
@@ -1014,65 +1008,339 @@ impl Server {
     }
 }
 
-/// A helper process (SDK agent, test backend) that answers with JSON lines on stdout.
-pub struct JsonLines {
-    pub child: Child,
-    pub stdin: std::process::ChildStdin,
-    /// Every stdout line as JSON (a line that is not JSON arrives as a `fatal` event).
-    pub rx: std::sync::mpsc::Receiver<Value>,
-    /// Everything the process wrote to stderr so far.
-    pub stderr: std::sync::Arc<Mutex<String>>,
+// ---------------------------------------------------------------------------------------------
+// Helper processes driven over JSON lines: the SDK agents, the gateway test backend.
+// ---------------------------------------------------------------------------------------------
+
+/// False (and a SKIPPED line) when a tool `test` needs is missing and `CI` is unset; panics
+/// when it is set (CI installs every tool).
+pub fn unavailable(test: &str, what: &str, how: &str) -> bool {
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: {what} and CI is set; install it with: {how}");
+    }
+    eprintln!("SKIPPED {test}: {what}; install it with: {how}");
+    false
 }
 
-/// Spawns `cmd` in the repository root with piped stdio (and without the caller's proxy
-/// settings, which must not reroute loopback connections); reader threads collect stdout
-/// lines and stderr.
-pub fn spawn_json_lines(what: &str, mut cmd: Command) -> JsonLines {
-    use std::io::BufRead;
-    for k in
-        ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "WS_PROXY", "WSS_PROXY", "ALL_PROXY", "all_proxy"]
-    {
-        cmd.env_remove(k);
-    }
-    let mut child = cmd
-        .current_dir(repo_root())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    let stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr_pipe = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.trim().is_empty() {
-                continue;
-            }
-            let v = serde_json::from_str(&line)
-                .unwrap_or_else(|_| json!({"ev": "fatal", "where": "stdout", "message": format!("not JSON: {line}")}));
-            if tx.send(v).is_err() {
-                break;
-            }
+/// How long [`LineProc::take`] and [`LineProc::wait`] wait for a line.
+pub const LINE_WAIT: Duration = Duration::from_secs(20);
+
+/// A child process that takes JSON commands on stdin and reports JSON lines on stdout. What
+/// it reports can be read two ways: taken one by one ([`LineProc::take`]: each line once, for
+/// sequences of events) or looked up in the log of everything reported ([`LineProc::wait`],
+/// [`LineProc::count`]: for counting events and finding the first ones).
+pub struct LineProc {
+    what: String,
+    child: Child,
+    stdin: ChildStdin,
+    rx: Receiver<Value>,
+    /// Everything the process wrote to stderr so far.
+    stderr: Arc<Mutex<String>>,
+    /// Every line received, in order (a stdout line that is not JSON arrives as `fatal`).
+    pub log: Vec<Value>,
+    /// The lines received and not yet taken, in arrival order.
+    pub pending: VecDeque<Value>,
+}
+
+impl LineProc {
+    /// Spawns `cmd` in the repository root with piped stdio (and without the caller's proxy
+    /// settings, which must not reroute loopback connections) and waits for its `ready` line.
+    pub fn spawn(what: &str, mut cmd: Command) -> LineProc {
+        use std::io::BufRead;
+        for k in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "WS_PROXY",
+            "WSS_PROXY",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            cmd.env_remove(k);
         }
-    });
-    let stderr = std::sync::Arc::new(Mutex::new(String::new()));
-    {
-        let stderr = stderr.clone();
+        let mut child = cmd
+            .current_dir(repo_root())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr_pipe.read(&mut buf) {
-                if n == 0 {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let v = serde_json::from_str(&line).unwrap_or_else(
+                    |_| json!({"ev": "fatal", "where": "stdout", "message": format!("not JSON: {line}")}),
+                );
+                if tx.send(v).is_err() {
                     break;
                 }
-                stderr.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let stderr = stderr.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stderr_pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    stderr.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        let mut p =
+            LineProc { what: what.to_string(), child, stdin, rx, stderr, log: Vec::new(), pending: VecDeque::new() };
+        p.take("the ready line", |e| e["ev"] == "ready");
+        p
     }
-    JsonLines { child, stdin, rx, stderr }
+
+    /// Writes `cmd` as one line.
+    pub fn send(&mut self, cmd: Value) {
+        let mut line = cmd.to_string();
+        line.push('\n');
+        if let Err(e) = self.stdin.write_all(line.as_bytes()).and_then(|_| self.stdin.flush()) {
+            self.fail(&format!("writing {cmd} failed: {e}"));
+        }
+    }
+
+    /// Fails the test with `msg`, the last lines received, those not yet taken and stderr.
+    pub fn fail(&self, msg: &str) -> ! {
+        std::thread::sleep(Duration::from_millis(100)); // let the stderr reader catch up
+        panic!(
+            "{}: {msg}\nlast lines received:\n{}\nnot yet taken:\n{}\nstderr:\n{}",
+            self.what,
+            self.tail(40),
+            self.pending.iter().map(|v| format!("  {v}\n")).collect::<String>(),
+            self.stderr.lock().unwrap()
+        );
+    }
+
+    fn tail(&self, n: usize) -> String {
+        self.log[self.log.len().saturating_sub(n)..].iter().map(|v| format!("  {v}\n")).collect()
+    }
+
+    /// Receives the next line into `log` and `pending`; false when none came before
+    /// `deadline`. A `fatal` or `bad` line, or the end of the process, fails the test.
+    pub fn recv(&mut self, deadline: Instant) -> bool {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.rx.recv_timeout(left) {
+            Ok(v) => {
+                self.log.push(v.clone());
+                self.pending.push_back(v.clone());
+                if v["ev"] == "fatal" || v["ev"] == "bad" {
+                    self.fail(&format!("reported {v}"));
+                }
+                true
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(100));
+                let status = self.child.try_wait().ok().flatten();
+                self.fail(&format!("the process ended ({status:?})"))
+            }
+        }
+    }
+
+    /// Takes the first line not taken yet (oldest first) that `pred` accepts, waiting for it
+    /// until `deadline`; `None` when it did not come.
+    pub fn take_by(&mut self, deadline: Instant, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        loop {
+            if let Some(i) = self.pending.iter().position(&pred) {
+                return self.pending.remove(i);
+            }
+            if !self.recv(deadline) {
+                return None;
+            }
+        }
+    }
+
+    /// Takes the first line not taken yet that `pred` accepts, waiting up to [`LINE_WAIT`].
+    pub fn take(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        match self.take_by(Instant::now() + LINE_WAIT, pred) {
+            Some(v) => v,
+            None => self.fail(&format!("no {what} within {LINE_WAIT:?}")),
+        }
+    }
+
+    /// Receives whatever comes within `d`.
+    pub fn settle(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        while Instant::now() < deadline {
+            self.recv(deadline);
+        }
+    }
+
+    /// Waits (≤ `within`) until at least `n` lines of the log match `pred`; returns the
+    /// first `n`.
+    pub fn wait_n_within(
+        &mut self,
+        what: &str,
+        n: usize,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let found: Vec<Value> = self.log.iter().filter(|e| pred(e)).take(n).cloned().collect();
+            if found.len() == n {
+                return found;
+            }
+            if !self.recv(deadline) {
+                self.fail(&format!("timed out waiting for {what} ({} of {n} seen)", found.len()));
+            }
+        }
+    }
+
+    /// [`LineProc::wait_n_within`] [`LINE_WAIT`].
+    pub fn wait_n(&mut self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.wait_n_within(what, n, LINE_WAIT, pred)
+    }
+
+    /// The first line of the log that matches `pred`, waiting up to [`LINE_WAIT`] for it.
+    pub fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_n(what, 1, pred).remove(0)
+    }
+
+    /// Every line of the log that matches `pred`.
+    pub fn all(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.log.iter().filter(|e| pred(e)).cloned().collect()
+    }
+
+    pub fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
+        self.log.iter().filter(|e| pred(e)).count()
+    }
+}
+
+impl Drop for LineProc {
+    fn drop(&mut self) {
+        let _ = self.stdin.write_all(b"{\"op\":\"exit\"}\n");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {}: last lines ----\n{}---- {} stderr ----\n{}---- end ----",
+                self.what,
+                self.tail(60),
+                self.what,
+                self.stderr.lock().unwrap()
+            );
+        }
+    }
+}
+
+/// The official client SDKs, each run by an agent speaking one line protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sdk {
+    Js,
+    Py,
+}
+
+/// A running SDK agent (`tests/js/agent.js` or `tests/python/sdk_agent.py`; their line
+/// protocol is documented at the top of each). Its [`LineProc`] is reached through it.
+pub struct Agent {
+    pub sdk: Sdk,
+    p: LineProc,
+    next_id: u64,
+}
+
+impl std::ops::Deref for Agent {
+    type Target = LineProc;
+    fn deref(&self) -> &LineProc {
+        &self.p
+    }
+}
+
+impl std::ops::DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut LineProc {
+        &mut self.p
+    }
+}
+
+impl Agent {
+    /// Starts the agent for `sdk`; `None` (test skipped) when the SDK is not installed and
+    /// `CI` is unset.
+    pub fn start(sdk: Sdk, test: &str) -> Option<Agent> {
+        let cmd = match sdk_agent_command(sdk == Sdk::Js) {
+            Ok(c) => c,
+            Err((what, how)) => {
+                unavailable(test, &what, how);
+                return None;
+            }
+        };
+        let p = LineProc::spawn(&format!("the {sdk:?} agent"), cmd);
+        let ready = p.log.iter().find(|e| e["ev"] == "ready").expect("the ready line");
+        eprintln!("{test}: {} {}", ready["sdk"].as_str().unwrap_or("?"), ready["version"].as_str().unwrap_or("?"));
+        Some(Agent { sdk, p, next_id: 0 })
+    }
+
+    /// `connect` for client `c` to the Centrifugo endpoint of `node` with `extra` (token,
+    /// tokens, protobuf, opts).
+    pub fn connect(&mut self, c: &str, node: &Server, extra: Value) {
+        let url = format!("ws://127.0.0.1:{}/connection/websocket", node.port);
+        self.send(with_fields(json!({"op": "connect", "c": c, "url": url}), extra));
+    }
+
+    pub fn sub(&mut self, c: &str, ch: &str, opts: Value) {
+        self.send(json!({"op": "sub", "c": c, "ch": ch, "opts": opts}));
+    }
+
+    /// A client call (publish, presence, presenceStats, history; send with agent.js) and its
+    /// outcome: the result, or the error code.
+    pub fn call(&mut self, c: &str, method: &str, ch: &str, extra: Value) -> Result<Value, i64> {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(with_fields(json!({"op": "call", "c": c, "id": id, "method": method, "ch": ch}), extra));
+        let r = self.wait(&format!("{c}: result of {method} {ch}"), |e| e["ev"] == "result" && e["id"] == id);
+        match r.get("err") {
+            Some(e) => Err(e["code"].as_i64().unwrap_or(-1)),
+            None => Ok(r["ok"].clone()),
+        }
+    }
+}
+
+/// `cmd` with the fields of the object `extra` set (replaced, not merged).
+fn with_fields(mut cmd: Value, extra: Value) -> Value {
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        cmd[k] = v;
+    }
+    cmd
+}
+
+/// Client `c`'s event `name`.
+pub fn ev<'a>(c: &'a str, name: &'a str) -> impl Fn(&Value) -> bool + 'a {
+    move |e| e["c"] == c && e["ev"] == name
+}
+
+/// Client `c`'s subscription event `name` on `ch`.
+pub fn sev<'a>(c: &'a str, ch: &'a str, name: &'a str) -> impl Fn(&Value) -> bool + 'a {
+    move |e| e["c"] == c && e["ch"] == ch && e["ev"] == name
+}
+
+/// The `n` field of each publication's data.
+pub fn ns(pubs: &[Value]) -> Vec<i64> {
+    pubs.iter().map(|p| p["data"]["n"].as_i64().unwrap_or(-1)).collect()
+}
+
+/// The offset of each publication.
+pub fn offsets(pubs: &[Value]) -> Vec<i64> {
+    pubs.iter().map(|p| p["offset"].as_i64().unwrap_or(-1)).collect()
 }
 
 /// The command that runs the SDK agent (`tests/js/agent.js` with centrifuge-js, or
@@ -1095,21 +1363,25 @@ pub fn sdk_agent_command(js: bool) -> Result<Command, (String, &'static str)> {
         c.arg(root.join("tests/js/agent.js"));
         Ok(c)
     } else {
-        let how = "python3 -m venv target/pyenv && target/pyenv/bin/pip install \
-                   centrifuge-python==0.7.0 websockets==17.4 protobuf==7.36.2";
-        let python = root.join("target/pyenv/bin/python");
-        if !python.exists() {
-            return Err((format!("{} is missing", python.display()), how));
-        }
-        let import_ok = Command::new(&python)
-            .args(["-c", "import centrifuge, websockets"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !import_ok {
-            return Err(("centrifuge-python is not installed in target/pyenv".into(), how));
-        }
-        let mut c = Command::new(python);
+        let mut c = Command::new(pyenv_python()?);
         c.arg(root.join("tests/python/sdk_agent.py"));
         Ok(c)
     }
+}
+
+/// `target/pyenv/bin/python`, with centrifuge-python and websockets installed (the Python SDK
+/// agent and the gateway test backend run on it); `Err((what is missing, how to get it))`.
+pub fn pyenv_python() -> Result<PathBuf, (String, &'static str)> {
+    let how = "python3 -m venv target/pyenv && target/pyenv/bin/pip install \
+               centrifuge-python==0.7.0 websockets==17.4 protobuf==7.36.2 (or bash .ci/run)";
+    let python = repo_root().join("target/pyenv/bin/python");
+    if !python.exists() {
+        return Err((format!("{} is missing", python.display()), how));
+    }
+    let import_ok =
+        Command::new(&python).args(["-c", "import centrifuge, websockets"]).output().is_ok_and(|o| o.status.success());
+    if !import_ok {
+        return Err(("websockets / centrifuge-python are not installed in target/pyenv".into(), how));
+    }
+    Ok(python)
 }

@@ -1,22 +1,19 @@
-//! The WebSocket endpoint against misbehaving clients, with raw sockets from std and a small
-//! frame encoder/decoder written here (independent of the server's codec): bad handshakes,
+//! The WebSocket endpoint against misbehaving clients, with the raw client of `ws_client.rs`
+//! (independent of the server's codec): bad handshakes,
 //! protocol violations (unmasked, oversized, invalid UTF-8), bad first messages and tokens,
 //! and a client that stops reading while 10,000 publications arrive.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use serde_json::{json, Value};
-use sha1::{Digest, Sha1};
 
 use crate::util::*;
+use crate::ws_client::*;
 
 const SECRET: &str = "ws-abuse-secret-0123456789";
-const WS_PATH: &str = "/connection/websocket";
 
 fn abuse_config(patch: Value) -> Value {
     let mut cfg = json!({
@@ -35,173 +32,21 @@ fn token(user: &str) -> String {
     jwt(SECRET, json!({"sub": user, "exp": exp}))
 }
 
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CONT: u8 = 0x0;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-
-/// One client frame: FIN flag, opcode, masked with a fixed key when `masked`.
-fn client_frame(fin: bool, op: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-    let mut out = vec![(if fin { 0x80 } else { 0 }) | op];
-    let m = if masked { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => out.push(m | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(m | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(m | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    if masked {
-        let key = [0x37, 0xfa, 0x21, 0x3d];
-        out.extend_from_slice(&key);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    } else {
-        out.extend_from_slice(payload);
-    }
-    out
+/// Centrifugo commands over the raw WebSocket client of `ws_client`.
+trait Commands {
+    fn messages(&mut self) -> Vec<Value>;
+    fn reply(&mut self, id: u32) -> Value;
+    fn connect(&mut self, token: &str) -> Value;
+    fn subscribe(&mut self, id: u32, channel: &str);
+    fn expect_close_and_eof(&mut self) -> (u16, String);
 }
 
-/// A server frame.
-#[derive(Debug)]
-struct Frame {
-    fin: bool,
-    op: u8,
-    payload: Vec<u8>,
-}
-
-/// Parses one server frame from the front of `buf`: `(frame, bytes used)`, or `None` when
-/// more bytes are needed. Server frames must not be masked.
-fn parse_frame(buf: &[u8]) -> Option<(Frame, usize)> {
-    if buf.len() < 2 {
-        return None;
-    }
-    let fin = buf[0] & 0x80 != 0;
-    assert_eq!(buf[0] & 0x70, 0, "server frame with RSV bits set: {:02x}", buf[0]);
-    let op = buf[0] & 0x0f;
-    assert_eq!(buf[1] & 0x80, 0, "server frames must not be masked");
-    let (len, mut at) = match buf[1] & 0x7f {
-        126 => {
-            if buf.len() < 4 {
-                return None;
-            }
-            (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4)
-        }
-        127 => {
-            if buf.len() < 10 {
-                return None;
-            }
-            (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10)
-        }
-        n => (n as usize, 2),
-    };
-    if buf.len() < at + len {
-        return None;
-    }
-    let payload = buf[at..at + len].to_vec();
-    at += len;
-    Some((Frame { fin, op, payload }, at))
-}
-
-/// A raw WebSocket client connection.
-struct Ws {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-fn upgrade_request(path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
-    let mut r = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-    );
-    for (k, v) in extra {
-        r.push_str(&format!("{k}: {v}\r\n"));
-    }
-    r.push_str("\r\n");
-    r.into_bytes()
-}
-
-impl Ws {
-    /// A successful upgrade on `stream` (status 101, correct accept key).
-    fn upgrade(mut stream: TcpStream) -> Ws {
-        stream.set_nodelay(true).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        stream.write_all(&upgrade_request(WS_PATH, &[])).unwrap();
-        let mut buf = Vec::new();
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut tmp = [0u8; 1024];
-            let n = stream.read(&mut tmp).expect("reading the handshake response");
-            assert!(n > 0, "connection closed during the handshake: {:?}", String::from_utf8_lossy(&buf));
-            buf.extend_from_slice(&tmp[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        assert!(head.starts_with("HTTP/1.1 101 "), "handshake response: {head}");
-        let accept = head
-            .lines()
-            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-accept")))
-            .map(|(_, v)| v.trim().to_string())
-            .expect("Sec-WebSocket-Accept");
-        let mut h = Sha1::new();
-        h.update(b"dGhlIHNhbXBsZSBub25jZQ==258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-        assert_eq!(accept, base64::engine::general_purpose::STANDARD.encode(h.finalize()), "accept key");
-        Ws { s: stream, buf: buf[end..].to_vec() }
-    }
-
-    fn open(server: &Server) -> Ws {
-        Ws::upgrade(TcpStream::connect(server.addr()).expect("connect"))
-    }
-
-    /// A connection whose receive buffer is tiny, so the kernel absorbs little of what the
-    /// server sends while the test does not read.
-    fn open_small_rcvbuf(addr: SocketAddr) -> Ws {
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(4096).unwrap();
-        sock.connect(&addr.into()).expect("connect");
-        Ws::upgrade(sock.into())
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        self.s.write_all(bytes).expect("write to the server");
-    }
-
-    /// Like `send_raw` but tolerates a server that already closed.
-    fn send_lossy(&mut self, bytes: &[u8]) {
-        let _ = self.s.write_all(bytes);
-    }
-
-    fn send_json(&mut self, v: &Value) {
-        self.send_raw(&client_frame(true, TEXT, v.to_string().as_bytes(), true));
-    }
-
-    /// The next frame; an error at EOF.
-    fn frame(&mut self) -> io::Result<Frame> {
-        loop {
-            if let Some((f, used)) = parse_frame(&self.buf) {
-                self.buf.drain(..used);
-                return Ok(f);
-            }
-            let mut tmp = [0u8; 65536];
-            let n = self.s.read(&mut tmp)?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF"));
-            }
-            self.buf.extend_from_slice(&tmp[..n]);
-        }
-    }
-
+impl Commands for Ws {
     /// The JSON objects of the next text frame (several may share one frame, `\n`-separated).
     fn messages(&mut self) -> Vec<Value> {
         let f = self.frame().expect("reading a frame");
         assert_eq!(f.op, TEXT, "expected a text frame, got {f:?}");
-        assert!(f.fin, "unexpected fragmented frame");
-        parse_lines_json(&f.payload)
+        json_lines(&f.payload)
     }
 
     /// Reads frames until the reply with `id`; pushes before it are returned too.
@@ -232,58 +77,18 @@ impl Ws {
 
     /// The close frame that must come next (data frames before it are skipped), then EOF.
     /// Returns its code and reason.
-    fn expect_close(&mut self) -> (u16, String) {
-        self.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let f = loop {
-            match self.frame() {
-                Ok(f) if f.op == CLOSE => break f,
-                Ok(_) => continue,
-                Err(e) => panic!("expected a close frame, got {e}"),
-            }
-        };
-        assert!(f.payload.len() >= 2, "close frame without a code: {f:?}");
-        let code = u16::from_be_bytes([f.payload[0], f.payload[1]]);
-        let reason = String::from_utf8(f.payload[2..].to_vec()).expect("close reason must be UTF-8");
+    fn expect_close_and_eof(&mut self) -> (u16, String) {
+        let (code, reason) = self.expect_close(Duration::from_secs(5));
         assert!(self.at_eof(Duration::from_secs(3)), "the server must close the TCP connection after close {code}");
         (code, reason)
     }
-
-    /// True when EOF (or a reset) arrives within `within`, skipping any data before it.
-    fn at_eof(&mut self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        let mut tmp = [0u8; 65536];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            self.s.set_read_timeout(Some(left)).unwrap();
-            match self.s.read(&mut tmp) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return false,
-                Err(_) => return true,
-            }
-        }
-    }
-}
-
-fn parse_lines_json(payload: &[u8]) -> Vec<Value> {
-    payload
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            serde_json::from_slice(l)
-                .unwrap_or_else(|e| panic!("bad JSON from server ({e}): {:?}", String::from_utf8_lossy(l)))
-        })
-        .collect()
 }
 
 /// A fresh connection, a valid connect, a reply: the endpoint still works.
 fn assert_serving(s: &mut Server) {
     s.assert_alive();
     assert_no_panic(s);
-    let mut ws = Ws::open(s);
+    let mut ws = Ws::open(s.addr());
     ws.connect(&token("alive"));
 }
 
@@ -322,7 +127,7 @@ fn bad_handshakes_get_400_and_the_server_keeps_serving() {
         c.send(b"GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n");
     }
     {
-        let _ws = Ws::open(&s);
+        let _ws = Ws::open(s.addr());
     }
     assert_serving(&mut s);
 }
@@ -330,15 +135,16 @@ fn bad_handshakes_get_400_and_the_server_keeps_serving() {
 #[test]
 fn unmasked_client_frame_closes_1002() {
     let mut s = Server::start(abuse_config(json!({})));
-    let mut ws = Ws::open(&s);
+    let mut ws = Ws::open(s.addr());
     let cmd = json!({"id": 1, "connect": {"token": token("u")}}).to_string();
-    ws.send_raw(&client_frame(true, TEXT, cmd.as_bytes(), false));
-    assert_eq!(ws.expect_close().0, 1002);
+    ws.send(&client_frame(true, TEXT, cmd.as_bytes(), false)).expect("write to the server");
+    assert_eq!(ws.expect_close_and_eof().0, 1002);
     // The same after a successful connect.
-    let mut ws = Ws::open(&s);
+    let mut ws = Ws::open(s.addr());
     ws.connect(&token("u"));
-    ws.send_raw(&client_frame(true, TEXT, br#"{"id":2,"presence":{"channel":"feed:x"}}"#, false));
-    assert_eq!(ws.expect_close().0, 1002);
+    ws.send(&client_frame(true, TEXT, br#"{"id":2,"presence":{"channel":"feed:x"}}"#, false))
+        .expect("write to the server");
+    assert_eq!(ws.expect_close_and_eof().0, 1002);
     assert_serving(&mut s);
 }
 
@@ -347,17 +153,17 @@ fn oversized_message_closes_1009() {
     let mut s = Server::start(abuse_config(json!({"websocket": {"message_size_limit": 1024}})));
     let big = json!({"id": 1, "connect": {"token": token("u"), "data": {"pad": "x".repeat(2000)}}}).to_string();
     // One frame over the limit.
-    let mut ws = Ws::open(&s);
-    ws.send_lossy(&client_frame(true, TEXT, big.as_bytes(), true));
-    assert_eq!(ws.expect_close().0, 1009);
+    let mut ws = Ws::open(s.addr());
+    let _ = ws.send(&client_frame(true, TEXT, big.as_bytes(), true));
+    assert_eq!(ws.expect_close_and_eof().0, 1009);
     // Two fragments under the limit each, over it together.
-    let mut ws = Ws::open(&s);
+    let mut ws = Ws::open(s.addr());
     let (a, b) = big.as_bytes().split_at(big.len() / 2);
-    ws.send_lossy(&client_frame(false, TEXT, a, true));
-    ws.send_lossy(&client_frame(true, CONT, b, true));
-    assert_eq!(ws.expect_close().0, 1009);
+    let _ = ws.send(&client_frame(false, TEXT, a, true));
+    let _ = ws.send(&client_frame(true, CONT, b, true));
+    assert_eq!(ws.expect_close_and_eof().0, 1009);
     // A message just under the limit is fine.
-    let mut ws = Ws::open(&s);
+    let mut ws = Ws::open(s.addr());
     let ok = json!({"id": 1, "connect": {"token": token("u"), "data": {"pad": "x".repeat(600)}}}).to_string();
     assert!(ok.len() < 1024);
     ws.send_json(&serde_json::from_str::<Value>(&ok).unwrap());
@@ -368,16 +174,17 @@ fn oversized_message_closes_1009() {
 #[test]
 fn invalid_utf8_text_closes_1007() {
     let mut s = Server::start(abuse_config(json!({})));
-    let mut ws = Ws::open(&s);
-    ws.send_raw(&client_frame(true, TEXT, b"{\"id\":1,\"connect\":{\"token\":\"\xff\xfe\"}}", true));
-    assert_eq!(ws.expect_close().0, 1007);
+    let mut ws = Ws::open(s.addr());
+    ws.send(&client_frame(true, TEXT, b"{\"id\":1,\"connect\":{\"token\":\"\xff\xfe\"}}", true))
+        .expect("write to the server");
+    assert_eq!(ws.expect_close_and_eof().0, 1007);
     // UTF-8 split across fragments is valid; broken across them is not.
-    let mut ws = Ws::open(&s);
+    let mut ws = Ws::open(s.addr());
     ws.connect(&token("u"));
     let snow = "☃".as_bytes();
-    ws.send_raw(&client_frame(false, TEXT, &snow[..1], true));
-    ws.send_raw(&client_frame(true, CONT, &[0x41, 0x42], true));
-    assert_eq!(ws.expect_close().0, 1007);
+    ws.send(&client_frame(false, TEXT, &snow[..1], true)).expect("write to the server");
+    ws.send(&client_frame(true, CONT, &[0x41, 0x42], true)).expect("write to the server");
+    assert_eq!(ws.expect_close_and_eof().0, 1007);
     assert_serving(&mut s);
 }
 
@@ -385,29 +192,29 @@ fn invalid_utf8_text_closes_1007() {
 fn garbage_first_message_closes_3501() {
     let mut s = Server::start(abuse_config(json!({})));
     for garbage in [&b"this is not json{"[..], b"{\"id\":1,\"connect\":", b"[1,2,3]", b"\n"] {
-        let mut ws = Ws::open(&s);
-        ws.send_raw(&client_frame(true, TEXT, garbage, true));
-        let (code, reason) = ws.expect_close();
+        let mut ws = Ws::open(s.addr());
+        ws.send(&client_frame(true, TEXT, garbage, true)).expect("write to the server");
+        let (code, reason) = ws.expect_close_and_eof();
         assert_eq!((code, reason.as_str()), (3501, "bad request"), "for {:?}", String::from_utf8_lossy(garbage));
     }
     // A binary frame on a JSON connection.
-    let mut ws = Ws::open(&s);
-    ws.send_raw(&client_frame(true, BINARY, b"\x0a\x00", true));
-    assert_eq!(ws.expect_close().0, 3501);
+    let mut ws = Ws::open(s.addr());
+    ws.send(&client_frame(true, BINARY, b"\x0a\x00", true)).expect("write to the server");
+    assert_eq!(ws.expect_close_and_eof().0, 3501);
     assert_serving(&mut s);
 }
 
 #[test]
 fn token_signed_with_another_key_closes_3500() {
     let mut s = Server::start(abuse_config(json!({})));
-    let mut ws = Ws::open(&s);
+    let mut ws = Ws::open(s.addr());
     let bad = jwt("another-key", json!({"sub": "u", "exp": 4_000_000_000u64}));
     ws.send_json(&json!({"id": 1, "connect": {"token": bad}}));
-    assert_eq!(ws.expect_close(), (3500, "invalid token".to_string()));
+    assert_eq!(ws.expect_close_and_eof(), (3500, "invalid token".to_string()));
     // Not a JWT at all.
-    let mut ws = Ws::open(&s);
+    let mut ws = Ws::open(s.addr());
     ws.send_json(&json!({"id": 1, "connect": {"token": "abc.def.ghi"}}));
-    assert_eq!(ws.expect_close().0, 3500);
+    assert_eq!(ws.expect_close_and_eof().0, 3500);
     assert_serving(&mut s);
 }
 
@@ -420,13 +227,13 @@ fn first_command_not_connect_closes_3501() {
         json!({"id": 1, "presence": {"channel": "feed:x"}}),
         json!({}),
     ] {
-        let mut ws = Ws::open(&s);
+        let mut ws = Ws::open(s.addr());
         ws.send_json(&cmd);
-        assert_eq!(ws.expect_close(), (3501, "bad request".to_string()), "first command {cmd}");
+        assert_eq!(ws.expect_close_and_eof(), (3501, "bad request".to_string()), "first command {cmd}");
     }
     // A ping control frame before connect is answered, not an error.
-    let mut ws = Ws::open(&s);
-    ws.send_raw(&client_frame(true, PING, b"hi", true));
+    let mut ws = Ws::open(s.addr());
+    ws.send(&client_frame(true, PING, b"hi", true)).expect("write to the server");
     let f = ws.frame().expect("pong");
     assert_eq!((f.op, f.payload.as_slice()), (0xA, &b"hi"[..]));
     ws.connect(&token("u"));
@@ -438,7 +245,7 @@ fn first_command_not_connect_closes_3501() {
 #[test]
 fn first_server_ping_within_the_interval() {
     let s = Server::start(abuse_config(json!({"client": {"ping_interval": "2s", "pong_timeout": "1s"}})));
-    let mut ws = Ws::open(&s);
+    let mut ws = Ws::open(s.addr());
     let r = ws.connect(&token("pinged"));
     assert_eq!(r["connect"]["ping"], 2, "{r}");
     assert_eq!(r["connect"]["pong"], true, "{r}");
@@ -479,7 +286,7 @@ fn read_publications(mut ws: Ws, count: Arc<AtomicUsize>) -> (Vec<i64>, Ws) {
         };
         match f.op {
             TEXT => {
-                for m in parse_lines_json(&f.payload) {
+                for m in json_lines(&f.payload) {
                     if m == json!({}) {
                         ws.send_json(&json!({}));
                         continue;
@@ -504,7 +311,7 @@ fn slow_client_is_disconnected_while_others_get_everything() {
     let mut slow = Ws::open_small_rcvbuf(s.addr());
     slow.connect(&token("slow"));
     slow.subscribe(2, "feed:x");
-    let mut normal = Ws::open(&s);
+    let mut normal = Ws::open(s.addr());
     normal.connect(&token("normal"));
     normal.subscribe(2, "feed:x");
 
@@ -623,7 +430,7 @@ fn paused_reader_gets_an_intact_stream() {
         let f = ws.frame().unwrap_or_else(|e| panic!("connection lost after {} publications: {e}", ns.len()));
         match f.op {
             TEXT => {
-                for m in parse_lines_json(&f.payload) {
+                for m in json_lines(&f.payload) {
                     match m["push"]["pub"]["data"]["n"].as_i64() {
                         Some(n) => {
                             assert_eq!(m["push"]["pub"]["data"]["pad"], pad.as_str(), "publication {n} damaged");
@@ -657,7 +464,7 @@ fn token_subs_overrides_apply() {
             "hist:plain": {}
         }
     });
-    let mut ws = Ws::open(&s);
+    let mut ws = Ws::open(s.addr());
     let r = ws.connect(&jwt(SECRET, claims));
     let subs = &r["connect"]["subs"];
     assert_eq!(subs["hist:forced"]["recoverable"], true, "{r}");

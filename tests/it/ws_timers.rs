@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use crate::util::*;
+use crate::ws_client::*;
 
 const SECRET: &str = "ws-timers-secret-0123456789";
 
@@ -24,112 +25,30 @@ fn timers_config(client: Value) -> Value {
     cfg
 }
 
-/// A minimal masked-frame client: enough to speak JSON commands and read close frames.
+/// JSON commands and close codes over the raw WebSocket client of `ws_client`.
 struct Client {
-    ws: raw::Ws,
-}
-
-pub(crate) mod raw {
-    //! A tiny blocking WebSocket client over std sockets (no client library involved).
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
-    use std::time::Duration;
-
-    pub struct Ws {
-        s: TcpStream,
-        buf: Vec<u8>,
-    }
-
-    /// One server frame: opcode and payload.
-    pub struct Frame {
-        pub op: u8,
-        pub payload: Vec<u8>,
-    }
-
-    impl Ws {
-        pub fn open(addr: std::net::SocketAddr) -> Ws {
-            let mut s = TcpStream::connect(addr).expect("connect");
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let req = "GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                       Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-            s.write_all(req.as_bytes()).unwrap();
-            let mut buf = Vec::new();
-            let mut tmp = [0u8; 4096];
-            let end = loop {
-                let n = s.read(&mut tmp).expect("handshake response");
-                assert!(n > 0, "EOF during handshake");
-                buf.extend_from_slice(&tmp[..n]);
-                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break p + 4;
-                }
-            };
-            assert!(buf.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buf));
-            buf.drain(..end);
-            Ws { s, buf }
-        }
-
-        pub fn send_text(&mut self, payload: &[u8]) {
-            let mask = [1u8, 2, 3, 4];
-            let mut f = vec![0x81u8];
-            if payload.len() < 126 {
-                f.push(0x80 | payload.len() as u8);
-            } else {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-            }
-            f.extend_from_slice(&mask);
-            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-            self.s.write_all(&f).unwrap();
-        }
-
-        /// The next frame, or `None` at EOF / timeout.
-        pub fn frame(&mut self) -> Option<Frame> {
-            loop {
-                if self.buf.len() >= 2 {
-                    let op = self.buf[0] & 0x0f;
-                    let (len, hdr) = match self.buf[1] & 0x7f {
-                        126 if self.buf.len() >= 4 => (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4),
-                        127 if self.buf.len() >= 10 => {
-                            (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10)
-                        }
-                        n if n < 126 => (n as usize, 2),
-                        _ => (usize::MAX, 0),
-                    };
-                    if len != usize::MAX && self.buf.len() >= hdr + len {
-                        let payload = self.buf[hdr..hdr + len].to_vec();
-                        self.buf.drain(..hdr + len);
-                        return Some(Frame { op, payload });
-                    }
-                }
-                let mut tmp = [0u8; 65536];
-                match self.s.read(&mut tmp) {
-                    Ok(0) | Err(_) => return None,
-                    Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
-                }
-            }
-        }
-    }
+    ws: Ws,
 }
 
 impl Client {
     fn open(s: &Server) -> Client {
-        Client { ws: raw::Ws::open(s.addr()) }
+        let ws = Ws::open(s.addr());
+        ws.s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Client { ws }
     }
 
     fn send(&mut self, v: Value) {
-        self.ws.send_text(v.to_string().as_bytes());
+        self.ws.send_json(&v);
     }
 
     /// Every JSON message until the close frame; returns them with the close code.
     fn until_close(&mut self, answer_pings: bool) -> (Vec<Value>, Option<u16>) {
         let mut seen = Vec::new();
-        while let Some(f) = self.ws.frame() {
-            if f.op == 0x8 {
-                let code = (f.payload.len() >= 2).then(|| u16::from_be_bytes([f.payload[0], f.payload[1]]));
-                return (seen, code);
+        while let Ok(f) = self.ws.frame() {
+            if f.op == CLOSE {
+                return (seen, f.close_code());
             }
-            for line in f.payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                let v: Value = serde_json::from_slice(line).expect("JSON message");
+            for v in json_lines(&f.payload) {
                 if answer_pings && v == json!({}) {
                     self.send(json!({}));
                 }
@@ -141,10 +60,9 @@ impl Client {
 
     /// Reads until the reply with `id`.
     fn reply(&mut self, id: u32) -> Value {
-        while let Some(f) = self.ws.frame() {
-            assert_ne!(f.op, 0x8, "closed while waiting for reply {id}");
-            for line in f.payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                let v: Value = serde_json::from_slice(line).expect("JSON message");
+        while let Ok(f) = self.ws.frame() {
+            assert_ne!(f.op, CLOSE, "closed while waiting for reply {id}");
+            for v in json_lines(&f.payload) {
                 if v["id"] == id {
                     return v;
                 }
@@ -185,7 +103,7 @@ fn missing_pong_closes_3012_and_pongs_keep_it_open() {
     let mut pings = 0;
     while Instant::now() < deadline {
         let f = polite.ws.frame().expect("connection stays open while pongs are sent");
-        assert_ne!(f.op, 0x8, "closed: {:?}", f.payload);
+        assert_ne!(f.op, CLOSE, "closed: {:?}", f.payload);
         if f.payload == b"{}" {
             pings += 1;
             polite.send(json!({}));
@@ -238,7 +156,7 @@ fn expired_subscription_unsubscribed_2501() {
     let started = Instant::now();
     let push = loop {
         let f = c.ws.frame().expect("an unsubscribe push before EOF");
-        assert_ne!(f.op, 0x8, "closed instead of unsubscribing");
+        assert_ne!(f.op, CLOSE, "closed instead of unsubscribing");
         let v: Value = serde_json::from_slice(&f.payload).unwrap();
         if v.get("push").is_some() {
             break v;

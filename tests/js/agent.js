@@ -1,10 +1,11 @@
-// A centrifuge-js agent driven by tests/it/sdk.rs and tests/it/redis.rs.
+// A centrifuge-js agent driven by tests/it/sdk.rs, tests/it/redis.rs and tests/it/gateway.rs.
 //
 // Reads commands, one JSON object a line, from stdin and prints what the SDK reports, one
 // JSON object a line, on stdout. Every output line has `ev` and, for client `c`'s events, `c`
 // (for subscription events also `ch`). The Rust test decides what is right; this file only
 // reports. An exception anywhere prints {"ev":"fatal",...} and exits 1. Besides the SDK's
-// events, `ws.open` reports the URL of every socket that opens.
+// events, `ws.open` reports the URL of every socket that opens, and `message` the data of
+// every async message from the server.
 //
 // Commands:
 //   {"op":"connect","c":NAME,"url":URL,"token"?:JWT,"tokens"?:[JWT..],"protobuf"?:bool,"opts"?:{..}}
@@ -13,8 +14,9 @@
 //       {"ev":"getToken"} on every call.
 //   {"op":"sub","c":NAME,"ch":CHANNEL,"opts"?:{..}}    newSubscription(ch, opts).subscribe()
 //   {"op":"unsub","c":NAME,"ch":CHANNEL}
-//   {"op":"call","c":NAME,"id":N,"method":"publish"|"presence"|"presenceStats"|"history",
+//   {"op":"call","c":NAME,"id":N,"method":"publish"|"presence"|"presenceStats"|"history"|"send",
 //    "ch":CHANNEL,"data"?:ANY,"opts"?:{..}}            → {"ev":"result","id":N,"ok"|"err":..}
+//                                `send` (no channel): an async message to the server
 //   {"op":"cut","c":NAME,"block"?:bool}
 //                                terminate the underlying socket (no close frame): the SDK
 //                                sees a transport failure and reconnects by itself; with
@@ -136,6 +138,7 @@ function connect(cmd) {
   centrifuge.on('connected', (ctx) => out({ c, ev: 'connected', client: ctx.client, transport: ctx.transport }));
   centrifuge.on('disconnected', (ctx) => out({ c, ev: 'disconnected', code: ctx.code, reason: ctx.reason }));
   centrifuge.on('error', (ctx) => out({ c, ev: 'error', type: ctx.type, error: err(ctx.error) }));
+  centrifuge.on('message', (ctx) => out({ c, ev: 'message', data: data(ctx.data) }));
   // Server-side subscriptions.
   centrifuge.on('subscribing', (ctx) => out({ c, ev: 'server.subscribing', ch: ctx.channel }));
   centrifuge.on('subscribed', (ctx) => out(Object.assign({ c, ev: 'server.subscribed', ch: ctx.channel }, subscribed(ctx))));
@@ -172,13 +175,17 @@ async function call(cmd) {
   const id = cmd.id;
   try {
     let r;
+    // Protobuf connections carry data as bytes: the JSON of `data`.
+    const payload = () => (cl.proto ? new TextEncoder().encode(JSON.stringify(cmd.data)) : cmd.data);
     switch (cmd.method) {
-      case 'publish': {
-        const d = cl.proto ? new TextEncoder().encode(JSON.stringify(cmd.data)) : cmd.data;
-        await centrifuge.publish(cmd.ch, d);
+      case 'publish':
+        await centrifuge.publish(cmd.ch, payload());
         r = {};
         break;
-      }
+      case 'send':
+        await centrifuge.send(payload());
+        r = {};
+        break;
       case 'presence': {
         const p = await centrifuge.presence(cmd.ch);
         const clients = {};
