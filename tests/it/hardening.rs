@@ -1213,6 +1213,13 @@ fn shutdown_scenario(p: &mut Proc, channel: &'static str, bound: Duration) -> Sh
     ShutdownOutcome { stream, delivered, sub_close, idle_close, exit_after, status }
 }
 
+/// The shutdown tests each drive tens of thousands of publications and time the exit against
+/// `shutdown.timeout`: they run one at a time, so two of them never share the cores.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SHUTDOWN_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SHUTDOWN_TESTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// SIGTERM while a legacy stream publishes and WebSocket clients are connected. The stream's
 /// commands in flight are answered; the stream then ends, cut between two replies (the
 /// connection closes without the final chunk, so the client knows exactly which commands were
@@ -1222,6 +1229,7 @@ fn shutdown_scenario(p: &mut Proc, channel: &'static str, bound: Duration) -> Sh
 /// 3001 are counted: see the ignored test below.)
 #[test]
 fn graceful_shutdown_answers_in_flight_requests_and_sends_3001() {
+    let _alone = one_at_a_time();
     let mut p = Proc::start(cfg(json!({"shutdown": {"timeout": "5s"}, "client": {"queue_max_size": 67_108_864}})));
     let o = shutdown_scenario(&mut p, "hist:sd", Duration::from_secs(8));
     let delivered: BTreeSet<u64> = o.delivered.iter().copied().collect();
@@ -1257,6 +1265,7 @@ fn graceful_shutdown_answers_in_flight_requests_and_sends_3001() {
 #[test]
 
 fn graceful_shutdown_delivers_every_acknowledged_publication() {
+    let _alone = one_at_a_time();
     let mut p = Proc::start(cfg(json!({"shutdown": {"timeout": "5s"}, "client": {"queue_max_size": 67_108_864}})));
     let o = shutdown_scenario(&mut p, "hist:sd", Duration::from_secs(8));
     let delivered: BTreeSet<u64> = o.delivered.iter().copied().collect();
@@ -1274,6 +1283,7 @@ fn graceful_shutdown_delivers_every_acknowledged_publication() {
 #[test]
 
 fn graceful_shutdown_answers_a_fully_sent_stream() {
+    let _alone = one_at_a_time();
     let p = Proc::start(cfg(json!({"shutdown": {"timeout": "5s"}})));
     let mut c = Conn::new(p.addr());
     let mut body = String::new();
@@ -1302,6 +1312,7 @@ fn graceful_shutdown_answers_a_fully_sent_stream() {
 /// writers).
 #[test]
 fn graceful_shutdown_is_bounded_by_shutdown_timeout() {
+    let _alone = one_at_a_time();
     let mut p = Proc::start(cfg(json!({"shutdown": {"timeout": "2s"}})));
     // A tiny receive buffer, and more replies than the kernel buffers hold; never read.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -1399,6 +1410,7 @@ impl Drop for Redis {
 /// publication the stream got a reply for is in the channel's history.
 #[test]
 fn graceful_shutdown_on_redis_loses_no_acknowledged_publication() {
+    let _alone = one_at_a_time();
     let Some(redis) = Redis::start("graceful_shutdown_on_redis_loses_no_acknowledged_publication") else { return };
     let engine = json!({"engine": {"type": "redis", "redis": {"address": [format!("redis://127.0.0.1:{}", redis.port)]}},
                         "shutdown": {"timeout": "5s"}, "client": {"queue_max_size": 67_108_864}});
