@@ -124,6 +124,10 @@ def graph():
             t = resolve(m.group(1), mod, files)
             if t is not None:
                 targets.add(t)
+        # Paths relative to this module: `child::Item` names a child module.
+        for child in {k[len(mod)] for k in files if len(k) == len(mod) + 1 and k[: len(mod)] == mod}:
+            if re.search(r"(?<![:\w])%s::" % re.escape(child), src):
+                targets.add(mod + (child,))
         targets.discard(mod)
         # a file importing its own submodule is not an edge upward
         edges[mod] = targets

@@ -104,7 +104,7 @@ where
     };
     let limit = w.cfg.websocket.message_size_limit.max(1 << 20);
     let conn = BackendConn { w: w.clone(), b: b.clone() };
-    crate::ws::read_loop(&conn, &mut rd, buf, limit, BACKEND_READ_IDLE).await;
+    crate::io::ws::read_loop(&conn, &mut rd, buf, limit, BACKEND_READ_IDLE).await;
     b.unpop_all(&w);
     super::local(&w).backends.borrow_mut().try_remove(key as usize);
     let _ = writer.await;
@@ -118,9 +118,12 @@ struct BackendConn {
     b: Rc<Backend>,
 }
 
-impl crate::ws::Conn for BackendConn {
-    fn outbox(&self) -> &Outbox {
-        &self.b.out
+impl crate::io::ws::Conn for BackendConn {
+    fn send(&self, frame: Bytes) {
+        let _ = self.b.out.push(frame);
+    }
+    fn is_closed(&self) -> bool {
+        self.b.out.is_closed()
     }
     async fn on_data(&self, text: bool, data: Bytes) -> bool {
         if !text {

@@ -23,7 +23,7 @@ pub const MAX_UNSENT: usize = 1 << 20;
 
 /// How a pending result is encoded when it arrives.
 #[derive(Debug, Clone, Copy)]
-pub enum Format {
+pub enum ReplyShape {
     /// One line of a streamed legacy response; `sep` prefixes a newline.
     Legacy { id: u32, sep: bool },
     /// A whole new-style response.
@@ -36,7 +36,7 @@ enum Slot {
     /// Part of a chunked body; consecutive pieces share one chunk.
     Piece(Bytes),
     /// A result to come for a command of `method` started at the instant (API metrics).
-    Pending(Format, Method, std::time::Instant),
+    Pending(ReplyShape, Method, std::time::Instant),
 }
 
 #[derive(Default)]
@@ -67,9 +67,9 @@ pub struct ConnOut {
 }
 
 /// Encodes a result as its slot's bytes.
-fn encode_reply(format: Format, reply: &Reply) -> Slot {
-    match format {
-        Format::Legacy { id, sep } => {
+fn encode_reply(shape: ReplyShape, reply: &Reply) -> Slot {
+    match shape {
+        ReplyShape::Legacy { id, sep } => {
             let mut v = Vec::with_capacity(64);
             if sep {
                 v.push(b'\n');
@@ -77,7 +77,7 @@ fn encode_reply(format: Format, reply: &Reply) -> Slot {
             encode::legacy_reply(&mut v, id, reply);
             Slot::Piece(Bytes::from(v))
         }
-        Format::New { keep_alive, transport_errors, method } => {
+        ReplyShape::New { keep_alive, transport_errors, method } => {
             let mut body = Vec::with_capacity(64);
             let status = match (reply, method) {
                 (Err(e), m) if transport_errors && m != Method::Batch => {
@@ -125,8 +125,8 @@ impl ConnOut {
     }
 
     /// Queues a reply line that is already known (an error found while decoding).
-    pub fn push_ready(&self, format: Format, reply: &Reply) {
-        let slot = encode_reply(format, reply);
+    pub fn push_ready(&self, shape: ReplyShape, reply: &Reply) {
+        let slot = encode_reply(shape, reply);
         let mut i = self.inner.borrow_mut();
         if let Slot::Raw(b) | Slot::Piece(b) = &slot {
             i.unsent += b.len();
@@ -136,10 +136,10 @@ impl ConnOut {
     }
 
     /// Reserves a slot for the result of a `method` command; returns its sequence number.
-    pub fn push_pending(&self, format: Format, method: Method) -> u64 {
+    pub fn push_pending(&self, shape: ReplyShape, method: Method) -> u64 {
         let mut i = self.inner.borrow_mut();
         let seq = i.base + i.slots.len() as u64;
-        i.slots.push_back(Slot::Pending(format, method, std::time::Instant::now()));
+        i.slots.push_back(Slot::Pending(shape, method, std::time::Instant::now()));
         i.pending += 1;
         seq
     }
@@ -309,10 +309,10 @@ impl ReplySink for ConnOut {
         let mut i = self.inner.borrow_mut();
         let Some(idx) = seq.checked_sub(i.base) else { return };
         let Some(slot) = i.slots.get_mut(idx as usize) else { return };
-        let Slot::Pending(format, method, started) = slot else { return };
+        let Slot::Pending(shape, method, started) = slot else { return };
         let error = reply.as_ref().err().map(|e| e.code);
         crate::metrics::api_command(crate::metrics::Protocol::Http, *method, started.elapsed(), error);
-        let new = encode_reply(*format, &reply);
+        let new = encode_reply(*shape, &reply);
         let len = match &new {
             Slot::Raw(b) | Slot::Piece(b) => b.len(),
             Slot::Pending(..) => 0,

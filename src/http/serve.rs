@@ -16,7 +16,7 @@ use monoio::io::{AsyncReadRent, Splitable};
 use crate::io::{prepare_read, read_more};
 use monoio::net::TcpStream;
 
-use super::out::{ConnOut, Format};
+use super::out::{ConnOut, ReplyShape};
 use crate::api::parse::{self, DecodeError, LineSplitter, Piece};
 use crate::api::{Method, Reply};
 use crate::exec;
@@ -573,15 +573,15 @@ impl Conn {
         };
         let transport_errors = self.w.cfg.http_api.error_mode == "transport"
             || head.header("x-centrifugo-error-mode").is_some_and(|v| v.eq_ignore_ascii_case(b"transport"));
-        let format = Format::New { keep_alive: head.keep_alive, transport_errors, method };
+        let shape = ReplyShape::New { keep_alive: head.keep_alive, transport_errors, method };
         let stop = (!head.keep_alive).then_some(Stop::Close);
         match parse::decode_params(method, &body) {
             Err(DecodeError::Malformed) => {
                 self.out.push_raw(codec::response(400, "text/plain; charset=utf-8", b"Bad Request", head.keep_alive));
             }
-            Err(DecodeError::Api(e)) => self.out.push_ready(format, &Err(e)),
+            Err(DecodeError::Api(e)) => self.out.push_ready(shape, &Err(e)),
             Ok(cmd) => {
-                let seq = self.out.push_pending(format, method);
+                let seq = self.out.push_pending(shape, method);
                 self.run_command(cmd, seq);
             }
         }
@@ -612,7 +612,7 @@ impl Conn {
         self.continue_100(&head);
         let mut dec = BodyDecoder::new(&head);
         let mut split = LineSplitter::new(api.max_command_size);
-        let mut st = Stream { count: 0, too_long_first: false, keep_alive: head.keep_alive };
+        let mut st = LegacyRequest { count: 0, too_long_first: false, keep_alive: head.keep_alive };
         let mut total: u64 = 0;
         loop {
             match dec.next(&mut r.buf) {
@@ -658,7 +658,7 @@ impl Conn {
 
     /// Ends a stream that broke mid-body: if replies already started, the chunked body is
     /// terminated cleanly; otherwise the status is sent. The connection closes either way.
-    fn end_stream_with(&self, st: &mut Stream, status: u16) -> Stop {
+    fn end_stream_with(&self, st: &mut LegacyRequest, status: u16) -> Stop {
         if st.count > 0 {
             self.out.push_raw(Bytes::from_static(b"0\r\n\r\n"));
             Stop::Close
@@ -667,7 +667,7 @@ impl Conn {
         }
     }
 
-    fn legacy_piece(&self, st: &mut Stream, piece: Piece<'_>) {
+    fn legacy_piece(&self, st: &mut LegacyRequest, piece: Piece<'_>) {
         if st.too_long_first {
             return;
         }
@@ -685,15 +685,15 @@ impl Conn {
         }
         st.count += 1;
         match line {
-            None => {
-                self.out.push_ready(Format::Legacy { id: 0, sep: !first }, &Err(crate::error::ApiError::BAD_REQUEST))
-            }
+            None => self
+                .out
+                .push_ready(ReplyShape::Legacy { id: 0, sep: !first }, &Err(crate::error::ApiError::BAD_REQUEST)),
             Some(l) => {
-                let format = Format::Legacy { id: l.id, sep: !first };
+                let shape = ReplyShape::Legacy { id: l.id, sep: !first };
                 match l.command {
-                    Err(e) => self.out.push_ready(format, &Err(e)),
+                    Err(e) => self.out.push_ready(shape, &Err(e)),
                     Ok(cmd) => {
-                        let seq = self.out.push_pending(format, cmd.method());
+                        let seq = self.out.push_pending(shape, cmd.method());
                         self.run_command(cmd, seq);
                     }
                 }
@@ -703,7 +703,7 @@ impl Conn {
 }
 
 /// Per-request state of a legacy stream.
-struct Stream {
+struct LegacyRequest {
     count: u64,
     too_long_first: bool,
     keep_alive: bool,

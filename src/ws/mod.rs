@@ -1,88 +1,19 @@
-//! The WebSocket transport: the subprotocol negotiation of the opening handshake (the
-//! handshake itself is answered by `crate::http::serve`), and the read loop every WebSocket
-//! connection kind shares — client sessions (Centrifuge protocol and raw gateway clients) and
-//! gateway backends. Control frames are answered here, once: a ping gets its pong, a close
-//! frame is echoed, a protocol violation closes with its code; data messages go to the
-//! connection's [`Conn`].
+//! The WebSocket transport of client sessions: the subprotocol negotiation of the opening
+//! handshake (the handshake itself is answered by `crate::http::serve`) and [`run_session`],
+//! which opens a session on an upgraded connection and drives it with the shared read loop
+//! (`crate::io::ws`).
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::client::outbox::Outbox;
 use crate::client::{Client, Framing};
-use crate::io::{prepare_read, read_more};
+use crate::io::ws::{read_loop, Conn};
 use crate::protocol::Format;
 use crate::runtime::worker::Worker;
 use crate::session::{RawStart, Session};
 use crate::wire::http::Head;
-use crate::wire::ws::{frame, Decoder, Message, OpCode};
-
-/// A WebSocket connection's side of the read loop. (Its futures run on their worker's event
-/// loop only, so they need no `Send` bound.)
-#[allow(async_fn_in_trait)]
-pub trait Conn {
-    /// Where replies to control frames go.
-    fn outbox(&self) -> &Outbox;
-    /// A data message (`text` for a text frame); false when reading should stop.
-    async fn on_data(&self, text: bool, data: Bytes) -> bool;
-    /// A pong frame arrived.
-    fn on_pong(&self) {}
-    /// The peer sent a close frame (1000) or broke the protocol (the code to close with):
-    /// close the connection with that code.
-    fn on_close(&self, code: u16);
-    /// The peer is gone (EOF or a failed read).
-    fn on_gone(&self);
-}
-
-/// Reads messages until the connection closes. `limit` bounds a frame and a message; `idle`
-/// is the read buffer an idle connection keeps.
-pub async fn read_loop<R, C>(conn: &C, rd: &mut R, mut buf: BytesMut, limit: usize, idle: usize)
-where
-    R: monoio::io::AsyncReadRent,
-    C: Conn,
-{
-    let mut dec = Decoder::new(limit, limit);
-    let mut last_full = false;
-    loop {
-        loop {
-            let go_on = match dec.decode(&mut buf) {
-                Ok(Some(Message::Text(d))) => conn.on_data(true, d).await,
-                Ok(Some(Message::Binary(d))) => conn.on_data(false, d).await,
-                Ok(Some(Message::Ping(p))) => {
-                    let _ = conn.outbox().push(frame(OpCode::Pong, &p));
-                    true
-                }
-                Ok(Some(Message::Pong(_))) => {
-                    conn.on_pong();
-                    true
-                }
-                Ok(Some(Message::Close(_))) => {
-                    conn.on_close(1000);
-                    false
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    conn.on_close(e.close_code());
-                    false
-                }
-            };
-            if !go_on || conn.outbox().is_closed() {
-                return;
-            }
-        }
-        prepare_read(&mut buf, last_full, idle);
-        let spare = buf.capacity() - buf.len();
-        let (res, b) = read_more(rd, buf).await;
-        buf = b;
-        last_full = matches!(res, Ok(n) if n == spare);
-        if !matches!(res, Ok(n) if n > 0) {
-            conn.on_gone();
-            return;
-        }
-    }
-}
 
 /// Picks the wire format: the `centrifuge-protobuf` subprotocol or `?format=protobuf` /
 /// `?cf_protocol=protobuf`. Returns the format and the subprotocol to echo.
@@ -107,8 +38,11 @@ const SESSION_READ_IDLE: usize = 256;
 struct SessionConn(Rc<Session>);
 
 impl Conn for SessionConn {
-    fn outbox(&self) -> &Outbox {
-        &self.0.client.out
+    fn send(&self, frame: Bytes) {
+        let _ = self.0.client.send(frame);
+    }
+    fn is_closed(&self) -> bool {
+        self.0.client.out.is_closed()
     }
     async fn on_data(&self, text: bool, data: Bytes) -> bool {
         // Boxed: the command futures are large and live only while a message is handled,

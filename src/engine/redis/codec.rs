@@ -9,19 +9,11 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::model::{ClientInfo, Payload, Publication, StreamPosition};
+use crate::protocol::pb::proto::ClientInfo as PbClientInfo;
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PbClientInfo {
-    #[prost(string, tag = "1")]
-    pub user: String,
-    #[prost(string, tag = "2")]
-    pub client: String,
-    #[prost(bytes = "bytes", tag = "3")]
-    pub conn_info: Bytes,
-    #[prost(bytes = "bytes", tag = "4")]
-    pub chan_info: Bytes,
-}
-
+/// A publication as stored: the client protocol's `Publication` (same field numbers, so
+/// Centrifugo's readers see the same shape) plus one field of Gyre's own, which is why it is
+/// declared here rather than taken from `protocol::pb::proto`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PbPublication {
     #[prost(bytes = "bytes", tag = "4")]

@@ -1,6 +1,9 @@
 //! Socket reads shared by every connection kind (HTTP, WebSocket sessions, gateway backends,
 //! Redis connections): growing and shrinking a read buffer, reading after what it holds, and
-//! yielding so one busy socket cannot starve its worker's other tasks.
+//! yielding so one busy socket cannot starve its worker's other tasks; and the WebSocket read
+//! loop ([`ws`]).
+
+pub mod ws;
 
 use bytes::BytesMut;
 use monoio::io::AsyncReadRent;

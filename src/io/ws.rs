@@ -1,0 +1,76 @@
+//! The WebSocket read loop every WebSocket connection kind shares (client sessions, raw
+//! gateway clients, gateway backends): frames are decoded as bytes arrive, control frames are
+//! answered here, once — a ping gets its pong, a close frame is echoed, a protocol violation
+//! closes with its code — and data messages go to the connection's [`Conn`].
+
+use bytes::{Bytes, BytesMut};
+
+use super::{prepare_read, read_more};
+use crate::wire::ws::{frame, Decoder, Message, OpCode};
+
+/// A WebSocket connection's side of the read loop. (Its futures run on their worker's event
+/// loop only, so they need no `Send` bound.)
+#[allow(async_fn_in_trait)]
+pub trait Conn {
+    /// Queues a control frame's answer (a pong).
+    fn send(&self, frame: Bytes);
+    /// The connection is closing or closed: reading stops.
+    fn is_closed(&self) -> bool;
+    /// A data message (`text` for a text frame); false when reading should stop.
+    async fn on_data(&self, text: bool, data: Bytes) -> bool;
+    /// A pong frame arrived.
+    fn on_pong(&self) {}
+    /// The peer sent a close frame (1000) or broke the protocol (the code to close with):
+    /// close the connection with that code.
+    fn on_close(&self, code: u16);
+    /// The peer is gone (EOF or a failed read).
+    fn on_gone(&self);
+}
+
+/// Reads messages until the connection closes. `limit` bounds a frame and a message; `idle`
+/// is the read buffer an idle connection keeps.
+pub async fn read_loop<R, C>(conn: &C, rd: &mut R, mut buf: BytesMut, limit: usize, idle: usize)
+where
+    R: monoio::io::AsyncReadRent,
+    C: Conn,
+{
+    let mut dec = Decoder::new(limit, limit);
+    let mut last_full = false;
+    loop {
+        loop {
+            let go_on = match dec.decode(&mut buf) {
+                Ok(Some(Message::Text(d))) => conn.on_data(true, d).await,
+                Ok(Some(Message::Binary(d))) => conn.on_data(false, d).await,
+                Ok(Some(Message::Ping(p))) => {
+                    conn.send(frame(OpCode::Pong, &p));
+                    true
+                }
+                Ok(Some(Message::Pong(_))) => {
+                    conn.on_pong();
+                    true
+                }
+                Ok(Some(Message::Close(_))) => {
+                    conn.on_close(1000);
+                    false
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    conn.on_close(e.close_code());
+                    false
+                }
+            };
+            if !go_on || conn.is_closed() {
+                return;
+            }
+        }
+        prepare_read(&mut buf, last_full, idle);
+        let spare = buf.capacity() - buf.len();
+        let (res, b) = read_more(rd, buf).await;
+        buf = b;
+        last_full = matches!(res, Ok(n) if n == spare);
+        if !matches!(res, Ok(n) if n > 0) {
+            conn.on_gone();
+            return;
+        }
+    }
+}
