@@ -20,7 +20,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
 fn check_frame(payload: &gyre::model::Payload) {
-    let frame = gateway::raw_publication_frame(payload);
+    let frame = gyre::push::raw_publication_frame(payload);
     let mut dec = Decoder::client(1 << 30, 1 << 30);
     let mut buf = BytesMut::from(&frame[..]);
     let msg = dec
