@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::run::{self, Mode, Plan, Progress};
+use crate::progress::Progress;
+use crate::run::{self, Mode, Plan};
 use crate::stats::{self, fmt_n, Shared, WARMUP};
 use crate::target::{self, Kind};
 use crate::{Fail, Opts};

@@ -25,6 +25,7 @@
 mod conns;
 mod payload;
 mod peers;
+mod progress;
 mod publish;
 mod run;
 mod stats;

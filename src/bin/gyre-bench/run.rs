@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 
 use crate::payload::Track;
 use crate::peers::{NatsSub, RedisSub};
+use crate::progress::Progress;
 use crate::publish;
 use crate::stats::{self, fmt_n, fmt_us, now_ns, Latency, Shared, Usage, DONE, MEASURE, STOP, WARMUP};
 use crate::target::{self, ClientErr, Kind, Target};
@@ -447,70 +448,6 @@ pub fn wait_connected(plan: &Plan, sh: &Shared, progress: &mut Progress) -> Resu
         eprintln!("gyre-bench: warning: {} of {want} clients failed to open", want - ready);
     }
     Ok(secs)
-}
-
-/// The once-a-second progress line on stderr.
-pub struct Progress {
-    quiet: bool,
-    server_pids: Vec<u32>,
-    start: Instant,
-    last: Instant,
-    last_pub: u64,
-    last_del: u64,
-    pub rss_max_kb: u64,
-}
-
-impl Progress {
-    pub fn new(o: &Opts) -> Progress {
-        Progress {
-            quiet: o.quiet,
-            server_pids: o.server_pid.clone(),
-            start: Instant::now(),
-            last: Instant::now(),
-            last_pub: 0,
-            last_del: 0,
-            rss_max_kb: 0,
-        }
-    }
-
-    /// Prints a line if a second has passed since the last one.
-    pub fn tick(&mut self, sh: &Shared, phase: &str) {
-        let dt = self.last.elapsed().as_secs_f64();
-        if dt < 1.0 {
-            return;
-        }
-        self.last = Instant::now();
-        let server = stats::sample_servers(&self.server_pids);
-        if let Some(s) = server {
-            self.rss_max_kb = self.rss_max_kb.max(s.rss_kb);
-        }
-        let (p, d) = (sh.published.load(Relaxed), sh.delivered.load(Relaxed));
-        let (dp, dd) = ((p - self.last_pub) as f64 / dt, (d - self.last_del) as f64 / dt);
-        (self.last_pub, self.last_del) = (p, d);
-        if self.quiet {
-            return;
-        }
-        let p99 = Latency::of(&sh.merged());
-        let mut line = format!(
-            "[{:>4.0}s] {phase:<8} clients {}/{}  published {}/s  delivered {}/s",
-            self.start.elapsed().as_secs_f64(),
-            fmt_n(sh.ready.load(Relaxed) as f64),
-            fmt_n((sh.ready.load(Relaxed) + sh.failed.load(Relaxed)) as f64),
-            fmt_n(dp),
-            fmt_n(dd)
-        );
-        if p99.count > 0 {
-            line.push_str(&format!("  p99 {}", fmt_us(p99.p99)));
-        }
-        let disc = sh.disconnects.load(Relaxed);
-        if disc > 0 {
-            line.push_str(&format!("  disconnects {disc}"));
-        }
-        if let Some(s) = server {
-            line.push_str(&format!("  server rss {:.1} MiB", s.rss_kb as f64 / 1024.0));
-        }
-        eprintln!("{line}");
-    }
 }
 
 /// Sleeps `secs` while printing progress; stops early on a fatal error.

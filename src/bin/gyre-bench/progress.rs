@@ -1,0 +1,72 @@
+//! The once-a-second progress line of a run on stderr: clients, rates, p99, disconnects and
+//! the server's memory (which it also tracks for the report).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use crate::stats::{self, fmt_n, fmt_us, Latency, Shared};
+use crate::Opts;
+
+/// The once-a-second progress line on stderr.
+pub struct Progress {
+    quiet: bool,
+    server_pids: Vec<u32>,
+    start: Instant,
+    last: Instant,
+    last_pub: u64,
+    last_del: u64,
+    pub rss_max_kb: u64,
+}
+
+impl Progress {
+    pub fn new(o: &Opts) -> Progress {
+        Progress {
+            quiet: o.quiet,
+            server_pids: o.server_pid.clone(),
+            start: Instant::now(),
+            last: Instant::now(),
+            last_pub: 0,
+            last_del: 0,
+            rss_max_kb: 0,
+        }
+    }
+
+    /// Prints a line if a second has passed since the last one.
+    pub fn tick(&mut self, sh: &Shared, phase: &str) {
+        let dt = self.last.elapsed().as_secs_f64();
+        if dt < 1.0 {
+            return;
+        }
+        self.last = Instant::now();
+        let server = stats::sample_servers(&self.server_pids);
+        if let Some(s) = server {
+            self.rss_max_kb = self.rss_max_kb.max(s.rss_kb);
+        }
+        let (p, d) = (sh.published.load(Relaxed), sh.delivered.load(Relaxed));
+        let (dp, dd) = ((p - self.last_pub) as f64 / dt, (d - self.last_del) as f64 / dt);
+        (self.last_pub, self.last_del) = (p, d);
+        if self.quiet {
+            return;
+        }
+        let p99 = Latency::of(&sh.merged());
+        let mut line = format!(
+            "[{:>4.0}s] {phase:<8} clients {}/{}  published {}/s  delivered {}/s",
+            self.start.elapsed().as_secs_f64(),
+            fmt_n(sh.ready.load(Relaxed) as f64),
+            fmt_n((sh.ready.load(Relaxed) + sh.failed.load(Relaxed)) as f64),
+            fmt_n(dp),
+            fmt_n(dd)
+        );
+        if p99.count > 0 {
+            line.push_str(&format!("  p99 {}", fmt_us(p99.p99)));
+        }
+        let disc = sh.disconnects.load(Relaxed);
+        if disc > 0 {
+            line.push_str(&format!("  disconnects {disc}"));
+        }
+        if let Some(s) = server {
+            line.push_str(&format!("  server rss {:.1} MiB", s.rss_kb as f64 / 1024.0));
+        }
+        eprintln!("{line}");
+    }
+}
