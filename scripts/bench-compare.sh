@@ -5,8 +5,8 @@
 #   bash scripts/bench-compare.sh BASE_REV --rounds 5 --duration 10
 #   bash scripts/bench-compare.sh BASE_REV --only fanout-100x100
 #
-# Builds release binaries of BASE_REV (in a git worktree under target/, with its own target
-# folder) and of the working tree, then runs every scenario on both, alternating base and new
+# Builds release binaries of the working tree and of BASE_REV (in a git worktree under
+# target/bench-base, sharing target/ so dependencies build once), then runs every scenario on both, alternating base and new
 # for each round so drift on the machine (other load, thermal state) hits both alike. Each run
 # starts a fresh server on a free port and runs the bundled load tool against it with one
 # event-loop thread (-t 1), as scripts/bench.sh does. Prints a markdown table with the median
@@ -17,12 +17,17 @@ set -euo pipefail
 usage() {
     cat <<'EOF'
 Usage: bash scripts/bench-compare.sh BASE_REV [--rounds R] [--duration S] [--only SCENARIO]... [--skip-build]
+                                      [--workers N] [--tool-threads T] [--server-cpus LIST --tool-cpus LIST]
 
   BASE_REV         the revision to compare with (a commit, tag or branch)
   --rounds R       runs of each scenario on each build, alternating (default 3)
   --duration S     measured seconds per run (default 5)
   --only SCENARIO  ingest-1, ingest-8, fanout-1x10000, fanout-100x100, fanout-10000x1 (repeatable)
-  --skip-build     use the binaries already built by an earlier run
+  --skip-build     use the binaries already built by an earlier run (target/bench-compare/)
+  --workers N      Gyre's worker count (default: one per core)
+  --tool-threads T the load tool's event-loop threads (default 1)
+  --server-cpus L, --tool-cpus L
+                   pin the server and the load tool to these CPUs (taskset lists, e.g. 0-7)
 EOF
 }
 
@@ -33,12 +38,20 @@ ROUNDS=3
 DURATION=5
 ONLY=()
 BUILD=1
+WORKERS=""
+TOOL_THREADS=1
+SERVER_CPUS=""
+TOOL_CPUS=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rounds) ROUNDS="${2:?--rounds needs a value}"; shift 2 ;;
         --duration) DURATION="${2:?--duration needs a value}"; shift 2 ;;
         --only) ONLY+=("${2:?--only needs a scenario}"); shift 2 ;;
         --skip-build) BUILD=0; shift ;;
+        --workers) WORKERS="${2:?--workers needs a value}"; shift 2 ;;
+        --tool-threads) TOOL_THREADS="${2:?--tool-threads needs a value}"; shift 2 ;;
+        --server-cpus) SERVER_CPUS="${2:?--server-cpus needs a list}"; shift 2 ;;
+        --tool-cpus) TOOL_CPUS="${2:?--tool-cpus needs a list}"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench-compare.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -46,7 +59,7 @@ done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-for tool in cargo git jq ss timeout; do
+for tool in timeout; do
     command -v "$tool" >/dev/null || { echo "bench-compare.sh: $tool not found" >&2; exit 2; }
 done
 
@@ -58,24 +71,31 @@ if [[ ${#ONLY[@]} -gt 0 ]]; then
     SCENARIOS=("${ONLY[@]}")
 fi
 
-BASE_SHA="$(git rev-parse --verify "$BASE_REV^{commit}")"
+# (With --skip-build the binaries may have travelled to a machine without the repository.)
+BASE_SHA="$(git rev-parse --verify "$BASE_REV^{commit}" 2>/dev/null || { [[ $BUILD == 0 ]] && echo "$BASE_REV"; })"
+[[ -n "$BASE_SHA" ]] || { echo "bench-compare.sh: unknown revision $BASE_REV" >&2; exit 2; }
 BASE_DIR="$ROOT/target/bench-base"
+BINS="$ROOT/target/bench-compare"
 if [[ $BUILD == 1 ]]; then
+    mkdir -p "$BINS"
     echo "== release build of the working tree" >&2
     cargo build --release --bins
+    cp target/release/gyre "$BINS/gyre-new"
+    # One load tool for both, so only the server differs.
+    cp target/release/gyre-bench "$BINS/gyre-bench"
     echo "== release build of $BASE_REV ($BASE_SHA) in $BASE_DIR" >&2
     if [[ -d "$BASE_DIR" ]]; then
         git -C "$BASE_DIR" checkout --quiet --detach "$BASE_SHA"
     else
         git worktree add --quiet --detach "$BASE_DIR" "$BASE_SHA"
     fi
-    (cd "$BASE_DIR" && cargo build --release --bins --target-dir "$ROOT/target/bench-base-target")
+    (cd "$BASE_DIR" && cargo build --release --bin gyre --target-dir "$ROOT/target")
+    cp target/release/gyre "$BINS/gyre-base"
+    # The working tree's binary again where cargo keeps it (the base build replaced it).
+    cp "$BINS/gyre-new" target/release/gyre
 fi
 WORK="$(mktemp -d /tmp/gyre-bench-compare.XXXXXX)"
-cp target/release/gyre "$WORK/gyre-new"
-cp target/bench-base-target/release/gyre "$WORK/gyre-base"
-# One load tool for both, so only the server differs.
-cp target/release/gyre-bench "$WORK/gyre-bench"
+cp "$BINS/gyre-new" "$BINS/gyre-base" "$BINS/gyre-bench" "$WORK/"
 
 SERVER_PID=""
 cleanup() {
@@ -97,8 +117,9 @@ mkdir -p "$OUT"
     echo "host:     $(hostname), $(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -1)"
     echo "kernel:   $(uname -r)"
     echo "base:     $BASE_REV ($BASE_SHA)"
-    echo "new:      $(git rev-parse --short=12 HEAD)$(git status --porcelain --untracked-files=no -- src | grep -q . && echo ' + uncommitted changes')"
+    echo "new:      $(git rev-parse --short=12 HEAD 2>/dev/null || echo 'the working tree')$(git status --porcelain --untracked-files=no -- src 2>/dev/null | grep -q . && echo ' + uncommitted changes')"
     echo "runs:     $ROUNDS rounds × $DURATION s per scenario and build, alternating base/new"
+    echo "server:   workers ${WORKERS:-one per core}${SERVER_CPUS:+, cpus $SERVER_CPUS}; load tool: -t $TOOL_THREADS${TOOL_CPUS:+, cpus $TOOL_CPUS}"
     echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) at start"
 } | tee "$OUT/machine.txt" >&2
 
@@ -106,7 +127,12 @@ free_port() {
     local p
     for _ in $(seq 1 200); do
         p=$((15000 + RANDOM % 15000))
-        [[ -z "$(ss -Htan "sport = :$p" 2>/dev/null)" ]] && { echo "$p"; return 0; }
+        if command -v ss >/dev/null; then
+            [[ -z "$(ss -Htan "sport = :$p" 2>/dev/null)" ]] && { echo "$p"; return 0; }
+        elif ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
     done
     return 1
 }
@@ -116,16 +142,18 @@ run() {
     local build="$1" s="$2" round="$3" port cfg args
     port="$(free_port)"
     cfg="$WORK/cfg-$port.json"
+    local workers_line=""
+    [[ -n "$WORKERS" ]] && workers_line=$'\n'"  \"workers\": $WORKERS,"
     cat >"$cfg" <<EOF
 {
   "http_server": { "address": "127.0.0.1", "port": $port },
-  "log": { "level": "warn" },
+  "log": { "level": "warn" },$workers_line
   "http_api": { "key": "k" },
   "client": { "token": { "hmac_secret_key": "s" } },
   "channel": { "without_namespace": { "allow_subscribe_for_client": true } }
 }
 EOF
-    "$WORK/gyre-$build" -c "$cfg" >"$OUT/$s-$build-$round.server.log" 2>&1 &
+    ${SERVER_CPUS:+taskset -c "$SERVER_CPUS"} "$WORK/gyre-$build" -c "$cfg" >"$OUT/$s-$build-$round.server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 200); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
@@ -142,7 +170,7 @@ EOF
     esac
     echo "== $s / $build / round $round" >&2
     # shellcheck disable=SC2086
-    timeout -k 10 $((DURATION + 150)) "$WORK/gyre-bench" $args -t 1 --json --server-pid "$SERVER_PID" \
+    timeout -k 10 $((DURATION + 150)) ${TOOL_CPUS:+taskset -c "$TOOL_CPUS"} "$WORK/gyre-bench" $args -t "$TOOL_THREADS" --json --server-pid "$SERVER_PID" \
         >"$OUT/$s-$build-$round.json" 2>"$OUT/$s-$build-$round.log" || echo "   gyre-bench failed (see $OUT/$s-$build-$round.log)" >&2
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
@@ -156,6 +184,8 @@ for s in "${SCENARIOS[@]}"; do
         if ((r % 2)); then run base "$s" "$r"; run new "$s" "$r"; else run new "$s" "$r"; run base "$s" "$r"; fi
     done
 done
+
+command -v jq >/dev/null || { echo "bench-compare.sh: jq not found; raw results in $OUT" >&2; exit 0; }
 
 # median BUILD SCENARIO JQ
 median() {

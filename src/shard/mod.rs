@@ -138,15 +138,13 @@ impl Shard {
         match op {
             ShardOp::Publish(p) => {
                 crate::metrics::message_sent(crate::metrics::Kind::Publication);
-                let channel = p.channel.clone();
+                // The name is copied only when there is someone to deliver to.
+                let workers = workers_of(&self.counts, &p.channel);
+                let channel: Option<Arc<str>> = (!workers.is_empty()).then(|| Arc::from(&*p.channel));
                 let (result, publication) = m.publish(p, now)?;
-                if let Some(publication) = publication {
-                    let workers = workers_of(&self.counts, &channel);
-                    if !workers.is_empty() {
-                        let prepared =
-                            Prepared::new(Arc::from(&*channel), PushKind::Publication, PushBody::Pub(publication));
-                        fanout.push(Fanout { prepared: Arc::new(prepared), workers });
-                    }
+                if let (Some(publication), Some(channel)) = (publication, channel) {
+                    let prepared = Prepared::new(channel, PushKind::Publication, PushBody::Pub(publication));
+                    fanout.push(Fanout { prepared: Arc::new(prepared), workers });
                 }
                 Ok(Res::Publish(result))
             }

@@ -10,6 +10,7 @@
 //! * `hardening` — abuse and fault suites: slowloris, idle/half-open connections, connect
 //!   cycles, clients killed mid-frame, nested JSON, invalid UTF-8, floods, slow subscribers,
 //!   limits, graceful shutdown.
+//! * `layout` — the source layout's rules: imports point down, files stay small.
 //!
 //! `ws_client` is the raw WebSocket client the WebSocket tests share.
 
@@ -26,6 +27,7 @@ mod gateway;
 mod grpc;
 mod hardening;
 mod http;
+mod layout;
 mod legacy;
 mod metrics;
 mod redis;
