@@ -6,7 +6,7 @@
 #   bash scripts/bench-compare.sh BASE_REV --only fanout-100x100
 #
 # Builds release binaries of the working tree and of BASE_REV (in a git worktree under
-# target/bench-base, sharing target/ so dependencies build once), then runs every scenario on both, alternating base and new
+# target/bench-base, with a target folder of its own), then runs every scenario on both, alternating base and new
 # for each round so drift on the machine (other load, thermal state) hits both alike. Each run
 # starts a fresh server on a free port and runs the bundled load tool against it with one
 # event-loop thread (-t 1), as scripts/bench.sh does. Prints a markdown table with the median
@@ -89,10 +89,10 @@ if [[ $BUILD == 1 ]]; then
     else
         git worktree add --quiet --detach "$BASE_DIR" "$BASE_SHA"
     fi
-    (cd "$BASE_DIR" && cargo build --release --bin gyre --target-dir "$ROOT/target")
-    cp target/release/gyre "$BINS/gyre-base"
-    # The working tree's binary again where cargo keeps it (the base build replaced it).
-    cp "$BINS/gyre-new" target/release/gyre
+    # A target folder of its own: cargo names a path package's build units by its path inside
+    # the workspace, so two checkouts of Gyre sharing one target folder overwrite each other.
+    (cd "$BASE_DIR" && cargo build --release --bin gyre --target-dir "$ROOT/target/bench-base-target")
+    cp target/bench-base-target/release/gyre "$BINS/gyre-base"
 fi
 WORK="$(mktemp -d /tmp/gyre-bench-compare.XXXXXX)"
 cp "$BINS/gyre-new" "$BINS/gyre-base" "$BINS/gyre-bench" "$WORK/"

@@ -16,6 +16,7 @@ use ahash::AHashMap;
 use smallvec::SmallVec;
 
 use crate::api::{Reply, Res};
+use crate::engine::memory::Counts;
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::model::{ClientInfo, History, Publication, Publish, StreamPosition};
@@ -95,11 +96,10 @@ pub struct SubOutcome {
     pub extra: Vec<Arc<Prepared>>,
 }
 
-/// Subscriber counts per worker (only workers with at least one).
-type Counts = SmallVec<[(u16, u32); 4]>;
-
 /// The channels one worker owns. See the module docs.
 pub struct Shard {
+    /// Subscriber counts of the owned channels with the Redis engine (the memory engine keeps
+    /// them beside each channel's state, see `engine::memory::Counts`).
     counts: AHashMap<Box<str>, Counts>,
     engine: Engine,
 }
@@ -116,35 +116,17 @@ impl Shard {
     /// Executes one owner-side operation. The origin has already validated the channel name
     /// and namespace. Pushes to deliver are appended to `fanout`.
     pub fn apply(&mut self, op: ShardOp, now: Instant, fanout: &mut Vec<Fanout>) -> Reply {
-        let memory = match (&mut self.engine, op) {
-            (Engine::Redis(r), ShardOp::Unsubscribe(u)) => {
-                let left = uncount(&mut self.counts, &u.channel, u.worker);
-                if let Some(client) = &u.client {
-                    r.presence_leave(&u.channel, client);
-                }
-                if let Some(info) = &u.leave {
-                    r.publish_raw(&u.channel, crate::engine::redis::codec::leave_payload(info));
-                }
-                if left == 0 {
-                    r.release(&u.channel);
-                }
-                return Ok(Res::Empty);
-            }
-            // Data commands run on the receiving worker (`redis::run_data`).
-            (Engine::Redis(_), _) => return Err(ApiError::api_internal()),
-            (Engine::Memory(m), op) => (m, op),
+        let m = match &mut self.engine {
+            Engine::Memory(m) => m,
+            Engine::Redis(r) => return apply_redis(&mut self.counts, r, op),
         };
-        let (m, op) = memory;
         match op {
             ShardOp::Publish(p) => {
                 crate::metrics::message_sent(crate::metrics::Kind::Publication);
-                // The name is copied only when there is someone to deliver to.
-                let workers = workers_of(&self.counts, &p.channel);
-                let channel: Option<Arc<str>> = (!workers.is_empty()).then(|| Arc::from(&*p.channel));
-                let (result, publication) = m.publish(p, now)?;
-                if let (Some(publication), Some(channel)) = (publication, channel) {
-                    let prepared = Prepared::new(channel, PushKind::Publication, PushBody::Pub(publication));
-                    fanout.push(Fanout { prepared: Arc::new(prepared), workers });
+                let (result, delivery) = m.publish(p, now)?;
+                if let Some(d) = delivery {
+                    let prepared = Prepared::new(d.channel, PushKind::Publication, PushBody::Pub(d.publication));
+                    fanout.push(Fanout { prepared: Arc::new(prepared), workers: d.workers });
                 }
                 Ok(Res::Publish(result))
             }
@@ -162,19 +144,19 @@ impl Shard {
                 Ok(Res::PresenceStats { num_clients, num_users })
             }
             ShardOp::Unsubscribe(u) => {
-                let left = uncount(&mut self.counts, &u.channel, u.worker);
+                let counts = m.subscribers_mut(&u.channel);
+                let left = uncount(counts, u.worker);
+                let workers = workers(counts);
                 if let Some(client) = &u.client {
                     m.presence_remove(&u.channel, client);
                 }
                 if let Some(info) = u.leave {
                     if left > 0 {
                         let prepared = Prepared::new(u.channel.clone(), PushKind::JoinLeave, PushBody::Leave(info));
-                        fanout.push(Fanout {
-                            prepared: Arc::new(prepared),
-                            workers: workers_of(&self.counts, &u.channel),
-                        });
+                        fanout.push(Fanout { prepared: Arc::new(prepared), workers });
                     }
                 }
+                m.forget_if_idle(&u.channel);
                 Ok(Res::Empty)
             }
         }
@@ -185,13 +167,15 @@ impl Shard {
     pub fn subscribe(&mut self, op: SubOp, now: Instant, fanout: &mut Vec<Fanout>) -> Result<SubOutcome, ApiError> {
         let Engine::Memory(m) = &mut self.engine else { return Err(ApiError::api_internal()) };
         let start = m.start(&op.channel, op.position, op.recover.as_ref(), op.recover_limit, now)?;
-        count(&mut self.counts, &op.channel, op.worker);
+        let counts = m.subscribers_mut(&op.channel);
+        count(counts, op.worker);
+        let workers = workers(counts);
         if let Some(info) = op.presence {
             m.presence_add(&op.channel, info);
         }
         if let Some(info) = op.join {
             let prepared = Prepared::new(op.channel.clone(), PushKind::JoinLeave, PushBody::Join(info));
-            fanout.push(Fanout { prepared: Arc::new(prepared), workers: workers_of(&self.counts, &op.channel) });
+            fanout.push(Fanout { prepared: Arc::new(prepared), workers });
         }
         Ok(SubOutcome {
             channel: op.channel,
@@ -202,20 +186,43 @@ impl Shard {
         })
     }
 
+    /// One more subscriber of `channel` on `worker` (the Redis engine's owner, once the
+    /// channel's topic is subscribed).
+    fn count(&mut self, channel: &str, worker: u16) {
+        let counts = match &mut self.engine {
+            Engine::Memory(m) => m.subscribers_mut(channel),
+            Engine::Redis(_) => match self.counts.get_mut(channel) {
+                Some(c) => c,
+                None => self.counts.entry(channel.into()).or_default(),
+            },
+        };
+        count(counts, worker);
+    }
+
+    fn counts(&self, channel: &str) -> Option<&Counts> {
+        match &self.engine {
+            Engine::Memory(m) => m.subscribers(channel),
+            Engine::Redis(_) => self.counts.get(channel),
+        }
+    }
+
     /// How many subscribers the node has for `channel`.
     pub fn subscriber_count(&self, channel: &str) -> u64 {
-        self.counts.get(channel).map(|c| c.iter().map(|(_, n)| *n as u64).sum()).unwrap_or(0)
+        self.counts(channel).map(|c| c.iter().map(|(_, n)| *n as u64).sum()).unwrap_or(0)
     }
 
     /// The workers with subscribers of `channel`.
     pub fn workers_of(&self, channel: &str) -> SmallVec<[u16; 8]> {
-        workers_of(&self.counts, channel)
+        self.counts(channel).map(workers).unwrap_or_default()
     }
 
     /// Owned channels with at least one subscriber on this node (each channel has one owner,
     /// so summing this over the workers counts every channel once).
     pub fn channels_with_subscribers(&self) -> u64 {
-        self.counts.len() as u64
+        match &self.engine {
+            Engine::Memory(m) => m.subscribed_channels(),
+            Engine::Redis(_) => self.counts.len() as u64,
+        }
     }
 
     /// Frees expired channel state, at most `budget` channels per call.
@@ -226,36 +233,53 @@ impl Shard {
     }
 }
 
-/// One more subscriber of `channel` on `worker`.
-fn count(counts: &mut AHashMap<Box<str>, Counts>, channel: &str, worker: u16) {
-    let c = match counts.get_mut(channel) {
-        Some(c) => c,
-        None => counts.entry(channel.into()).or_default(),
+/// The one operation that runs on the owner with the Redis engine: a subscriber leaves.
+fn apply_redis(counts: &mut AHashMap<Box<str>, Counts>, r: &crate::engine::redis::RedisEngine, op: ShardOp) -> Reply {
+    // Data commands run on the receiving worker (`redis::run_data`).
+    let ShardOp::Unsubscribe(u) = op else { return Err(ApiError::api_internal()) };
+    let left = match counts.get_mut(&*u.channel) {
+        Some(c) => {
+            let left = uncount(c, u.worker);
+            if c.is_empty() {
+                counts.remove(&*u.channel);
+            }
+            left
+        }
+        None => 0,
     };
+    if let Some(client) = &u.client {
+        r.presence_leave(&u.channel, client);
+    }
+    if let Some(info) = &u.leave {
+        r.publish_raw(&u.channel, crate::engine::redis::codec::leave_payload(info));
+    }
+    if left == 0 {
+        r.release(&u.channel);
+    }
+    Ok(Res::Empty)
+}
+
+/// One more subscriber on `worker`.
+fn count(c: &mut Counts, worker: u16) {
     match c.iter_mut().find(|(w, _)| *w == worker) {
         Some((_, n)) => *n += 1,
         None => c.push((worker, 1)),
     }
 }
 
-/// One subscriber less; returns how many the node still has.
-fn uncount(counts: &mut AHashMap<Box<str>, Counts>, channel: &str, worker: u16) -> u32 {
-    let Some(c) = counts.get_mut(channel) else { return 0 };
+/// One subscriber less on `worker`; returns how many the node still has.
+fn uncount(c: &mut Counts, worker: u16) -> u32 {
     if let Some(i) = c.iter().position(|(w, _)| *w == worker) {
         c[i].1 -= 1;
         if c[i].1 == 0 {
             c.swap_remove(i);
         }
     }
-    let left = c.iter().map(|(_, n)| *n).sum();
-    if c.is_empty() {
-        counts.remove(channel);
-    }
-    left
+    c.iter().map(|(_, n)| *n).sum()
 }
 
-fn workers_of(counts: &AHashMap<Box<str>, Counts>, channel: &str) -> SmallVec<[u16; 8]> {
-    counts.get(channel).map(|c| c.iter().map(|(w, _)| *w).collect()).unwrap_or_default()
+fn workers(c: &Counts) -> SmallVec<[u16; 8]> {
+    c.iter().map(|(w, _)| *w).collect()
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::{count, workers_of, Shard, ShardOp, SubOp, SubOutcome};
+use super::{Shard, ShardOp, SubOp, SubOutcome};
 use crate::api::{Reply, Res};
 use crate::config::Config;
 use crate::engine::memory::recovers;
@@ -51,7 +51,7 @@ pub async fn subscribe(
         recovered: false,
         extra: Vec::new(),
     };
-    let unused = |shard: &RefCell<Shard>| workers_of(&shard.borrow().counts, &op.channel).is_empty();
+    let unused = |shard: &RefCell<Shard>| shard.borrow().workers_of(&op.channel).is_empty();
     let mut top = None;
     if op.position || op.recover.is_some() {
         if opts.history_enabled() {
@@ -90,7 +90,7 @@ pub async fn subscribe(
         return Err(ApiError::INTERNAL);
     }
     // Counted and answered with no await in between: every later publication reaches it.
-    count(&mut shard.borrow_mut().counts, &op.channel, op.worker);
+    shard.borrow_mut().count(&op.channel, op.worker);
     if let Some(info) = &op.presence {
         engine.presence_join(&op.channel, info);
     }
