@@ -268,6 +268,7 @@ async fn worker_main(
     // No new connections are accepted now. Answer what HTTP clients already sent (every
     // worker keeps serving its inbox meanwhile, so commands needing another worker finish).
     let deadline = Instant::now() + w.cfg.shutdown.timeout;
+    w.shutdown_deadline.set(Some(deadline));
     while w.http_busy() && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -616,6 +616,11 @@ impl Conn {
         let mut total: u64 = 0;
         loop {
             match dec.next(&mut r.buf) {
+                Ok(Some(_)) if self.w.past_shutdown_deadline() => {
+                    // Stopping and out of time: the stream ends between two replies, without
+                    // its final chunk, so the client knows which commands were answered.
+                    return Some(Stop::Close);
+                }
                 Ok(Some(piece)) => {
                     total += piece.len() as u64;
                     if max_stream > 0 && total > max_stream {

@@ -140,6 +140,8 @@ pub struct Worker {
     waiters: RefCell<Slab<Waiter>>,
     pub shutdown: Cell<bool>,
     pub shutdown_notify: LocalNotify,
+    /// When a stopping worker stops answering requests (`shutdown.timeout` after the signal).
+    pub shutdown_deadline: Cell<Option<Instant>>,
     /// Client deadlines: (when, client key, generation), earliest first. Entries a client
     /// superseded are skipped when popped.
     timers: RefCell<std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u32, u32)>>>,
@@ -172,6 +174,7 @@ impl Worker {
             waiters: RefCell::new(Slab::new()),
             shutdown: Cell::new(false),
             shutdown_notify: LocalNotify::default(),
+            shutdown_deadline: Cell::new(None),
             timers: RefCell::new(std::collections::BinaryHeap::new()),
             timer_wake: LocalNotify::default(),
             conn_bucket: Cell::new((f64::MAX, Instant::now())),
@@ -212,6 +215,13 @@ impl Worker {
     /// Forgets a connection; results still in flight for it are dropped on arrival.
     pub fn unregister_sink(&self, key: u32) {
         self.sinks.borrow_mut().try_remove(key as usize);
+    }
+
+    /// The worker is stopping and its `shutdown.timeout` has passed: requests still being
+    /// read are cut (a reader with bytes always available may keep the loop's timers from
+    /// firing, so the wait for requests cannot rely on them alone).
+    pub fn past_shutdown_deadline(&self) -> bool {
+        self.shutdown_deadline.get().is_some_and(|d| Instant::now() >= d)
     }
 
     /// True while some HTTP connection of this worker owes or has not sent replies.
