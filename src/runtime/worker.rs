@@ -218,8 +218,8 @@ impl Worker {
     }
 
     /// The worker is stopping and its `shutdown.timeout` has passed: requests still being
-    /// read are cut (a reader with bytes always available may keep the loop's timers from
-    /// firing, so the wait for requests cannot rely on them alone).
+    /// read are cut (a reader with bytes always available kept its worker busy and the
+    /// shutdown wait's timer firing late, so the wait cannot rely on that timer alone).
     pub fn past_shutdown_deadline(&self) -> bool {
         self.shutdown_deadline.get().is_some_and(|d| Instant::now() >= d)
     }
