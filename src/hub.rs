@@ -188,7 +188,7 @@ impl Hub {
     /// This worker's client, user and subscription counts.
     pub fn counts(&self) -> Counts {
         Counts {
-            clients: self.handlers().iter().filter(|h| h.is_connected()).count() as u64,
+            clients: self.clients.borrow().iter().filter(|(_, e)| e.handler.is_connected()).count() as u64,
             users: self.users.borrow().keys().cloned().collect(),
             subs: self.index.borrow().values().map(|v| v.len() as u64).sum(),
         }

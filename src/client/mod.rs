@@ -118,13 +118,12 @@ impl Client {
     }
 
     /// Queues the transport's closing frame for `d` and stops queueing; a slow client's
-    /// pending frames are dropped first.
+    /// pending frames are dropped first. (The session's cleanup drops the held pushes.)
     pub fn close(&self, d: &Disconnect) {
         let frame = match self.framing {
             Framing::WebSocket => close_frame(d.code, &d.reason),
         };
         self.out.close(frame, *d == Disconnect::SLOW);
-        self.forget_held();
     }
 
     /// A subscribe request for `channel` goes to its owner: pushes that reach this client

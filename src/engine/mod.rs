@@ -25,12 +25,4 @@ impl Engine {
             Engine::Memory(_) => None,
         }
     }
-
-    /// The engine's name (`memory`, `redis`), as the config names it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Engine::Memory(_) => "memory",
-            Engine::Redis(_) => "redis",
-        }
-    }
 }
