@@ -191,8 +191,10 @@ struct ChannelState {
     presence: Presence,
     /// idempotency key → (result, expiry).
     idempotency: Option<Box<IdempotencyCache>>,
-    /// Last accepted (version, version_epoch).
-    version: Option<(u64, Box<str>)>,
+    /// Last accepted version: (version, version_epoch, forgotten at). It lives as long as
+    /// the stream's meta would (`history_meta_ttl` after the publish that set it), as in
+    /// Centrifugo, where it is a field of that meta.
+    version: Option<(u64, Box<str>, Instant)>,
 }
 
 impl ChannelState {
@@ -269,13 +271,13 @@ impl Memory {
             }
         }
         if p.version > 0 {
-            if let Some((v, e)) = &state.version {
-                if *e == p.version_epoch && p.version <= *v {
+            if let Some((v, e, until)) = &state.version {
+                if *until > now && *e == p.version_epoch && p.version <= *v {
                     // An older or repeated version is dropped, as Centrifugo does.
                     return Ok((None, None));
                 }
             }
-            state.version = Some((p.version, p.version_epoch.clone()));
+            state.version = Some((p.version, p.version_epoch.clone(), now + meta_ttl));
         }
         let mut publication = publication;
         let result = if history {
@@ -401,8 +403,8 @@ impl Memory {
         }
     }
 
-    /// Frees state that has expired: idempotency results past 5 minutes, streams whose meta
-    /// TTL passed, and channels with nothing left. Visits at most `budget` channels per call
+    /// Frees state that has expired: idempotency results past 5 minutes, streams and versions
+    /// whose meta TTL passed, and channels with nothing left. Visits at most `budget` channels per call
     /// so a large map never stalls the loop.
     pub fn sweep(&mut self, now: Instant, budget: usize) {
         let cfg = self.cfg.clone();
@@ -418,6 +420,9 @@ impl Memory {
                 if m.is_empty() {
                     state.idempotency = None;
                 }
+            }
+            if state.version.as_ref().is_some_and(|(_, _, until)| *until <= now) {
+                state.version = None;
             }
             if let Some(s) = &state.stream {
                 let meta_ttl =
@@ -490,6 +495,41 @@ mod tests {
         assert_eq!(s.read(Some(&bad), 1, false, now).unwrap_err(), ApiError::UNRECOVERABLE_POSITION);
         let zero = StreamPosition { offset: 0, epoch: "".into() };
         assert_eq!(s.read(Some(&zero), 1, true, now).unwrap_err(), ApiError::BAD_REQUEST);
+    }
+
+    /// A channel's last version is state like its stream meta: the sweep frees it once
+    /// `history_meta_ttl` has passed since the publish that set it, and an expired version no
+    /// longer holds back a lower one.
+    #[test]
+    fn versions_expire_with_the_meta_ttl() {
+        let cfg: Config = serde_json::from_value(serde_json::json!({
+            "channel": {"history_meta_ttl": "10s", "namespaces": [
+                {"name": "nohist"},
+                {"name": "hist", "history_size": 10, "history_ttl": "5s"}
+            ]}
+        }))
+        .unwrap();
+        let mut m = Memory::new(Arc::new(cfg));
+        let now = Instant::now();
+        let publish = |m: &mut Memory, ch: &str, version: u64, at: Instant| {
+            let data = Payload { bytes: Bytes::from_static(b"1"), binary: false };
+            let p = Publish { version, version_epoch: "e".into(), ..Publish::new(ch, data) };
+            m.publish(p, at).unwrap()
+        };
+        for i in 0..100 {
+            publish(&mut m, &format!("nohist:{i}"), 5, now);
+        }
+        assert_eq!(m.owned_channels(), 100);
+        // Within the TTL a lower version is still dropped; the sweep keeps the state.
+        m.sweep(now + Duration::from_secs(9), 1000);
+        assert_eq!(m.owned_channels(), 100);
+        m.sweep(now + Duration::from_secs(11), 1000);
+        assert_eq!(m.owned_channels(), 0, "versions past history_meta_ttl are freed");
+        // On a channel with history (an accepted publication has a position): a lower version
+        // is dropped within the TTL and accepted past it.
+        assert!(publish(&mut m, "hist:a", 5, now).0.is_some());
+        assert!(publish(&mut m, "hist:a", 4, now + Duration::from_secs(9)).0.is_none());
+        assert!(publish(&mut m, "hist:a", 4, now + Duration::from_secs(11)).0.is_some());
     }
 
     #[test]
