@@ -25,6 +25,8 @@ use crate::push::{metrics_kind, raw_publication_frame, Prepared, PushKind};
 #[derive(Debug, Clone, Copy)]
 struct Sub {
     key: u32,
+    /// The client's generation: an entry never reaches a later client in the same slot.
+    gen: u32,
     /// The subscribe reply is written: pushes go to the queue (else they are held).
     live: bool,
     /// This subscriber receives join/leave pushes.
@@ -97,11 +99,6 @@ impl Hub {
         }
     }
 
-    /// How many connections `user` has on this worker.
-    pub fn user_connections(&self, user: &str) -> u32 {
-        self.users.borrow().get(user).copied().unwrap_or(0)
-    }
-
     /// The owner accepted a subscription of client `key` (generation `gen`): it joins the
     /// channel's subscribers, with pushes held until its reply is written, and `extra` pushes
     /// (newer than the position it was answered with) held first. False when the client is
@@ -111,7 +108,7 @@ impl Hub {
             Some(e) if e.client.gen == gen && e.client.expects(channel) => e.client.clone(),
             _ => return false,
         };
-        self.index.borrow_mut().entry(channel.clone()).or_default().push(Sub { key, live: false, join_leave });
+        self.index.borrow_mut().entry(channel.clone()).or_default().push(Sub { key, gen, live: false, join_leave });
         for p in extra {
             if let Some(frame) = frame_for(&client, p, &mut None) {
                 client.hold(channel, frame);
@@ -127,6 +124,12 @@ impl Hub {
                 e.live = true;
             }
         }
+    }
+
+    /// Whether client `key` is one of the subscribers of `channel` here (its subscription was
+    /// accepted, whether or not its reply has been written).
+    pub fn is_subscriber(&self, channel: &str, key: u32) -> bool {
+        self.index.borrow().get(channel).is_some_and(|subs| subs.iter().any(|s| s.key == key))
     }
 
     /// Removes client `key` from the subscribers of `channel`.
@@ -145,7 +148,10 @@ impl Hub {
         let index = self.index.borrow();
         let clients = self.clients.borrow();
         let Some(subs) = index.get(channel) else { return Vec::new() };
-        subs.iter().filter_map(|s| clients.get(s.key as usize)).map(|e| e.handler.clone()).collect()
+        subs.iter()
+            .filter_map(|s| clients.get(s.key as usize).filter(|e| e.client.gen == s.gen))
+            .map(|e| e.handler.clone())
+            .collect()
     }
 
     /// Queues a push on every local subscriber of its channel. See the module docs.
@@ -158,7 +164,7 @@ impl Hub {
             let mut pb: Option<Bytes> = None;
             let (mut frames, mut bytes) = (0u64, 0u64);
             for s in subs.iter() {
-                let Some(e) = clients.get(s.key as usize) else { continue };
+                let Some(e) = clients.get(s.key as usize).filter(|e| e.client.gen == s.gen) else { continue };
                 if p.kind == PushKind::JoinLeave && !s.join_leave {
                     continue;
                 }

@@ -272,6 +272,9 @@ async fn worker_main(
     while w.http_busy() && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
+    // WebSocket clients publish too: their sessions start no new command from here on, and
+    // the commands they are running finish (answered, and their deliveries sent) below.
+    w.hold_sessions.set(true);
     w.node.drained.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     while w.node.drained.load(std::sync::atomic::Ordering::Acquire) < w.workers && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
@@ -281,7 +284,9 @@ async fn worker_main(
     // (Bounded apart: connected clients may keep publishing.)
     let quiet_for = Duration::from_millis(50);
     let deadline = deadline.min(Instant::now() + Duration::from_secs(2));
-    while (w.last_inbox.get().elapsed() < quiet_for || w.http_busy()) && Instant::now() < deadline {
+    while (w.last_inbox.get().elapsed() < quiet_for || w.http_busy() || w.session_commands.get() > 0)
+        && Instant::now() < deadline
+    {
         w.flush();
         monoio::time::sleep(Duration::from_millis(5)).await;
     }

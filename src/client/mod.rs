@@ -145,13 +145,14 @@ impl Client {
     /// Holds a push for a subscription whose reply is not written yet. False on overflow.
     pub fn hold(&self, channel: &str, frame: Bytes) -> bool {
         let mut h = self.held.borrow_mut();
+        let h = &mut *h;
+        // Nothing is held (nor counted) for a subscription this client no longer waits for.
+        let Some(v) = h.frames.get_mut(channel) else { return true };
         h.bytes += frame.len();
         if h.bytes > self.max_held {
             return false;
         }
-        if let Some(v) = h.frames.get_mut(channel) {
-            v.push(frame);
-        }
+        v.push(frame);
         true
     }
 

@@ -30,7 +30,7 @@ use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::notify::LocalNotify;
 use crate::push::{metrics_kind, Fanout, Prepared};
-use crate::shard::{owner_of, Shard, ShardOp, SubOp, SubOutcome, UnsubOp};
+use crate::shard::{owner_of, Shard, ShardOp, SubOp, SubOutcome};
 
 /// Work for a worker that the router does not look into: a closure run on that worker's
 /// thread (node surveys, API actions on connections, gateway queues, gRPC commands).
@@ -142,6 +142,11 @@ pub struct Worker {
     pub shutdown_notify: LocalNotify,
     /// When a stopping worker stops answering requests (`shutdown.timeout` after the signal).
     pub shutdown_deadline: Cell<Option<Instant>>,
+    /// Stopping: client sessions start no new command (what they acknowledged is delivered
+    /// before they are told to go).
+    pub hold_sessions: Cell<bool>,
+    /// Client commands this worker's sessions are running.
+    pub session_commands: Cell<u32>,
     /// Client deadlines: (when, client key, generation), earliest first. Entries a client
     /// superseded are skipped when popped.
     timers: RefCell<std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u32, u32)>>>,
@@ -175,6 +180,8 @@ impl Worker {
             shutdown: Cell::new(false),
             shutdown_notify: LocalNotify::default(),
             shutdown_deadline: Cell::new(None),
+            hold_sessions: Cell::new(false),
+            session_commands: Cell::new(0),
             timers: RefCell::new(std::collections::BinaryHeap::new()),
             timer_wake: LocalNotify::default(),
             conn_bucket: Cell::new((f64::MAX, Instant::now())),
@@ -378,8 +385,9 @@ impl Worker {
     fn subscribed(&self, tag: SubTag, result: Result<SubOutcome, ApiError>) {
         if let Ok(o) = &result {
             if !self.hub.accept(tag.client, tag.gen, &o.channel, tag.join_leave, &o.extra) {
-                // The client went away (or gave up) while the owner counted it.
-                let op = UnsubOp { channel: o.channel.clone(), worker: self.id as u16, client: None, leave: None };
+                // The client went away while the owner counted it: take back everything the
+                // subscription added there (count, presence entry; its join gets a leave).
+                let op = o.undo.clone().unsub_op(o.channel.clone(), self.id as u16);
                 self.submit(owner_of(&o.channel, self.workers), ShardOp::Unsubscribe(Box::new(op)), Tag::Discard);
             }
         }

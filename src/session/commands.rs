@@ -120,12 +120,6 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
         return Ok(());
     }
     let user: Arc<str> = claims.user.as_str().into();
-    if cfg.client.user_connection_limit > 0 && !user.is_empty() {
-        let n = s.w.hub.user_connections(&user) as usize;
-        if n >= cfg.client.user_connection_limit {
-            return Err(Disconnect::CONNECTION_LIMIT);
-        }
-    }
     // Validate server-side channels before changing any state.
     let mut server_subs: Vec<(String, Option<Bytes>, Overrides)> = claims.channels;
     let personal = &cfg.client.subscribe_to_user_personal_channel;
@@ -151,6 +145,19 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
             s.reply(id, &Err(e));
             return Ok(());
         }
+    }
+    if cfg.client.user_connection_limit > 0 && !user.is_empty() {
+        if !super::slots::take(&s.w, &user, cfg.client.user_connection_limit).await {
+            return Err(Disconnect::CONNECTION_LIMIT);
+        }
+        let mut st = s.st.borrow_mut();
+        if st.closed {
+            // Gone while the slot was being taken: the cleanup has already run.
+            drop(st);
+            super::slots::give_back(&s.w, user);
+            return Ok(());
+        }
+        st.user_slot = true;
     }
     {
         let mut st = s.st.borrow_mut();
@@ -378,7 +385,18 @@ async fn subscribe_owned(
         recover_limit: cfg.client.recovery_max_publication_limit,
     };
     let push_join_leave = sub.push_join_leave;
-    s.st.borrow_mut().pending.insert(channel.clone(), sub.clone());
+    {
+        // API and gateway subscriptions run beside the client's commands: one at a time per
+        // channel, so the owner never counts a session twice.
+        let mut st = s.st.borrow_mut();
+        if st.closed {
+            return Err(Disconnect::new(3000, "connection closed"));
+        }
+        if st.subs.contains_key(&channel) || st.pending.contains_key(&channel) {
+            return Ok(Err(ApiError::ALREADY_SUBSCRIBED));
+        }
+        st.pending.insert(channel.clone(), sub.clone());
+    }
     s.client.expect(&channel);
     let r = s.w.subscribe(&s.client, push_join_leave, op).await;
     let mut st = s.st.borrow_mut();

@@ -32,6 +32,14 @@ impl Session {
             }
         };
         for cmd in cmds {
+            if self.w.hold_sessions.get() {
+                // The node is stopping: no new command; the shutdown sends 3001 once what
+                // was acknowledged has been delivered.
+                while !self.is_closed() {
+                    monoio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                return false;
+            }
             if !self.take_command_token() {
                 // Over the rate: the command is refused with a clear error, not run.
                 if cmd.id != 0 {
@@ -39,7 +47,11 @@ impl Session {
                 }
                 continue;
             }
-            if let Err(d) = handle_command(self, cmd).await {
+            let running = &self.w.session_commands;
+            running.set(running.get() + 1);
+            let r = handle_command(self, cmd).await;
+            running.set(running.get() - 1);
+            if let Err(d) = r {
                 self.disconnect(d);
                 return false;
             }

@@ -11,6 +11,7 @@
 mod commands;
 mod handle;
 mod mesh;
+mod slots;
 mod timers;
 
 use std::cell::{Cell, RefCell};
@@ -55,6 +56,8 @@ struct State {
     unusable: bool,
     closed: bool,
     user: Arc<str>,
+    /// The session holds one of its user's node-wide connection slots ([`slots`]).
+    user_slot: bool,
     conn_info: Option<Bytes>,
     subs: AHashMap<Arc<str>, Sub>,
     /// Subscriptions sent to their owner and not answered yet.
@@ -234,18 +237,25 @@ impl Session {
     /// Releases everything the session holds (hub and owner entries, presence, counts).
     /// Idempotent; the transport calls it when its connection ends.
     pub fn cleanup(&self) {
-        let (subs, user, connected) = {
+        let (subs, pending, user, connected, user_slot) = {
             let mut st = self.st.borrow_mut();
             if st.closed {
                 return;
             }
             st.closed = true;
-            st.pending.clear();
-            (std::mem::take(&mut st.subs), st.user.clone(), st.connected)
+            let taken = (std::mem::take(&mut st.subs), std::mem::take(&mut st.pending));
+            (taken.0, taken.1, st.user.clone(), st.connected, std::mem::take(&mut st.user_slot))
         };
+        if user_slot {
+            slots::give_back(&self.w, user.clone());
+        }
+        // From here on an owner's acceptance finds the client gone, and the worker takes the
+        // subscription back on the owner (`Worker::subscribed`).
         self.client.forget_held();
         let key = self.key();
-        for (channel, sub) in subs {
+        // A subscription accepted while its command had not resumed yet is taken back here.
+        let accepted = pending.into_iter().filter(|(channel, _)| self.w.hub.is_subscriber(channel, key));
+        for (channel, sub) in subs.into_iter().chain(accepted) {
             self.w.hub.unsubscribe(&channel, key);
             self.send_unsub(channel, &sub);
         }

@@ -94,6 +94,28 @@ pub struct SubOutcome {
     /// Pushes to send right after the subscribe reply (Redis engine: publications newer than
     /// the position that arrived while the subscribe was being answered).
     pub extra: Vec<Arc<Prepared>>,
+    /// What the subscription added on the owner beyond the count, for undoing it when the
+    /// client is gone by the time the answer arrives: the client id entered into presence,
+    /// and the info its join was announced with (a leave follows).
+    pub undo: Undo,
+}
+
+/// See [`SubOutcome::undo`].
+#[derive(Debug, Clone, Default)]
+pub struct Undo {
+    pub presence: Option<Arc<str>>,
+    pub joined: Option<ClientInfo>,
+}
+
+impl Undo {
+    fn of(op: &SubOp) -> Undo {
+        Undo { presence: op.presence.as_ref().map(|i| i.client.clone()), joined: op.join.clone() }
+    }
+
+    /// The unsubscription that takes back a subscription of a client on `worker`.
+    pub fn unsub_op(self, channel: Arc<str>, worker: u16) -> UnsubOp {
+        UnsubOp { channel, worker, client: self.presence, leave: self.joined }
+    }
 }
 
 /// The channels one worker owns. See the module docs.
@@ -167,6 +189,7 @@ impl Shard {
     pub fn subscribe(&mut self, op: SubOp, now: Instant, fanout: &mut Vec<Fanout>) -> Result<SubOutcome, ApiError> {
         let Engine::Memory(m) = &mut self.engine else { return Err(ApiError::api_internal()) };
         let start = m.start(&op.channel, op.position, op.recover.as_ref(), op.recover_limit, now)?;
+        let undo = Undo::of(&op);
         let counts = m.subscribers_mut(&op.channel);
         count(counts, op.worker);
         let workers = workers(counts);
@@ -183,6 +206,7 @@ impl Shard {
             publications: start.publications,
             recovered: start.recovered,
             extra: Vec::new(),
+            undo,
         })
     }
 

@@ -50,6 +50,7 @@ pub async fn subscribe(
         publications: Vec::new(),
         recovered: false,
         extra: Vec::new(),
+        undo: super::Undo::of(op),
     };
     let unused = |shard: &RefCell<Shard>| shard.borrow().workers_of(&op.channel).is_empty();
     let mut top = None;

@@ -10,6 +10,8 @@
 //! * `hardening` — abuse and fault suites: slowloris, idle/half-open connections, connect
 //!   cycles, clients killed mid-frame, nested JSON, invalid UTF-8, floods, slow subscribers,
 //!   limits, graceful shutdown.
+//! * `races`  — subscribe/unsubscribe/close/API-disconnect interleavings (both engines): the
+//!   node's presence, counts and fan-out equal what the live sessions hold.
 //! * `layout` — the source layout's rules: imports point down, files stay small.
 //!
 //! `ws_client` is the raw WebSocket client the WebSocket tests share.
@@ -30,6 +32,7 @@ mod http;
 mod layout;
 mod legacy;
 mod metrics;
+mod races;
 mod redis;
 mod sdk;
 mod ws_abuse;
