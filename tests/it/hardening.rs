@@ -1278,6 +1278,115 @@ fn graceful_shutdown_delivers_every_acknowledged_publication() {
     );
 }
 
+/// SIGTERM while WebSocket clients publish as fast as they are answered (pipelined, 64 in
+/// flight each) to a channel whose subscribers sit on every worker: each publication
+/// acknowledged to a publisher reaches every subscriber before its 3001.
+#[test]
+fn graceful_shutdown_delivers_what_websocket_publishers_were_acknowledged() {
+    let _alone = one_at_a_time();
+    ws_publishers_at_shutdown(json!({}));
+}
+
+/// The same on the Redis engine (publications come back from Redis to be delivered).
+#[test]
+fn graceful_shutdown_on_redis_delivers_what_websocket_publishers_were_acknowledged() {
+    let _alone = one_at_a_time();
+    let test = "graceful_shutdown_on_redis_delivers_what_websocket_publishers_were_acknowledged";
+    let Some(redis) = Redis::start(test) else { return };
+    let address = format!("redis://127.0.0.1:{}", redis.port);
+    ws_publishers_at_shutdown(json!({"engine": {"type": "redis", "redis": {"address": [address]}}}));
+}
+
+fn ws_publishers_at_shutdown(engine: Value) {
+    let mut patch = json!({"shutdown": {"timeout": "5s"}, "workers": 4});
+    merge(&mut patch, engine);
+    let p = Proc::start(cfg(patch));
+    let connect = |user: &str| {
+        let mut ws = Ws::open(p.addr());
+        ws.send_json(&json!({"id": 1, "connect": {"token": token(user)}}));
+        let f = ws.frame().expect("connect reply");
+        assert!(json_lines(&f.payload)[0]["connect"].is_object(), "{:?}", String::from_utf8_lossy(&f.payload));
+        ws
+    };
+    // Subscribers: received data values until their close frame (whose code is returned).
+    let subscribers: Vec<_> = (0..8)
+        .map(|i| {
+            let mut ws = connect(&format!("sub{i}"));
+            ws.send_json(&json!({"id": 2, "subscribe": {"channel": "feed:ws"}}));
+            let f = ws.frame().expect("subscribe reply");
+            assert!(json_lines(&f.payload)[0].get("error").is_none());
+            std::thread::spawn(move || {
+                let mut got = BTreeSet::new();
+                loop {
+                    let f = ws.frame().expect("a subscriber's frames until 3001");
+                    if f.op == CLOSE {
+                        return (got, f.close().0);
+                    }
+                    for v in json_lines(&f.payload) {
+                        if let Some(n) = v["push"]["pub"]["data"]["n"].as_u64() {
+                            got.insert(n);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    // Publishers: data values acknowledged to them.
+    let publishers: Vec<_> = (0..4u64)
+        .map(|k| {
+            let mut ws = connect(&format!("pub{k}"));
+            std::thread::spawn(move || {
+                let mut acked = BTreeSet::new();
+                let (mut next, mut in_flight) = (0u64, 0);
+                loop {
+                    let mut batch = Vec::new();
+                    while in_flight < 64 {
+                        let n = k * 1_000_000 + next;
+                        let cmd = json!({"id": 100 + next, "publish": {"channel": "feed:ws", "data": {"n": n}}});
+                        batch.extend(client_frame(true, TEXT, cmd.to_string().as_bytes(), true));
+                        next += 1;
+                        in_flight += 1;
+                    }
+                    if ws.send(&batch).is_err() {
+                        return acked;
+                    }
+                    let Ok(f) = ws.frame() else { return acked };
+                    if f.op == CLOSE {
+                        return acked;
+                    }
+                    for v in json_lines(&f.payload) {
+                        if let Some(id) = v["id"].as_u64() {
+                            in_flight -= 1;
+                            if v.get("error").is_none() {
+                                acked.insert(k * 1_000_000 + id - 100);
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut p = p;
+    p.signal(libc::SIGTERM);
+    let acked: BTreeSet<u64> = publishers.into_iter().flat_map(|h| h.join().expect("a publisher")).collect();
+    assert!(acked.len() > 100, "only {} publications were acknowledged before the signal", acked.len());
+    for (i, h) in subscribers.into_iter().enumerate() {
+        let (got, code) = h.join().expect("a subscriber");
+        assert_eq!(code, 3001, "subscriber {i}'s close code");
+        let missing: Vec<&u64> = acked.difference(&got).collect();
+        assert!(
+            missing.is_empty(),
+            "subscriber {i} missed {} of {} acknowledged publications, e.g. {:?}",
+            missing.len(),
+            acked.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
+    let status = p.wait_exit(Duration::from_secs(10)).expect("gyre exits");
+    assert!(status.success(), "{status:?}");
+}
+
 /// A legacy request whose whole body was sent before SIGTERM is read and answered to its end
 /// (a connection counts as busy while inside a request).
 #[test]

@@ -446,3 +446,47 @@ fn interleavings_leave_state_equal_to_the_live_sessions_redis() {
         interleavings(Some(&r), seed);
     }
 }
+
+/// `client.user_connection_limit` holds for the node, whichever workers the connections land
+/// on, also when they connect at once; a slot is free again once its connection is gone.
+#[test]
+fn user_connection_limit_holds_across_workers() {
+    let s = Server::start(cfg(None, json!({"client": {"user_connection_limit": 2}, "workers": 4})));
+    let attempt = |addr| {
+        let mut ws = Ws::open(addr);
+        ws.send_json(&json!({"id": 1, "connect": {"token": token("same")}}));
+        let f = ws.frame().expect("an answer to connect");
+        if f.op == CLOSE {
+            return (None, Some(f.close().0));
+        }
+        let v = &json_lines(&f.payload)[0];
+        assert!(v["connect"].is_object(), "{v}");
+        (Some(ws), None)
+    };
+    let addr = s.addr();
+    let results: Vec<(Option<Ws>, Option<u16>)> = std::thread::scope(|scope| {
+        let hs: Vec<_> = (0..16).map(|_| scope.spawn(move || attempt(addr))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut kept: Vec<Ws> = Vec::new();
+    let mut refused = Vec::new();
+    for (ws, code) in results {
+        match ws {
+            Some(ws) => kept.push(ws),
+            None => refused.push(code),
+        }
+    }
+    assert_eq!(kept.len(), 2, "16 simultaneous connects of one user, limit 2, 4 workers: refused {refused:?}");
+    assert!(refused.iter().all(|c| *c == Some(3504)), "refused with 3504 connection limit: {refused:?}");
+    let (one, _) = attempt(addr);
+    assert!(one.is_none(), "a third connection while two are open");
+    drop(kept.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let (Some(_ws), _) = attempt(addr) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot of a closed connection was never given back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
