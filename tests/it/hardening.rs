@@ -981,6 +981,78 @@ fn connection_rate_limit_refuses_the_excess() {
     assert_healthy(&mut s);
 }
 
+/// Sends an upgrade request on each of `n` new connections at once (all connected first),
+/// then reads each answer's status. Returns the upgraded connections and the statuses.
+fn upgrade_burst(addr: SocketAddr, n: usize) -> (Vec<TcpStream>, Vec<u16>) {
+    let conns: Vec<TcpStream> = (0..n).map(|_| TcpStream::connect(addr).expect("connect")).collect();
+    let req = upgrade_request(&addr.to_string(), WS_PATH, SAMPLE_KEY, &[]);
+    for c in &conns {
+        (&*c).write_all(&req).expect("send the upgrade request");
+    }
+    let (mut upgraded, mut statuses) = (Vec::new(), Vec::new());
+    for mut c in conns {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") {
+            match c.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                other => panic!("reading an upgrade answer: {other:?} after {:?}", String::from_utf8_lossy(&head)),
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let status: u16 = head.split(' ').nth(1).and_then(|v| v.parse().ok()).expect("a status");
+        if status == 503 {
+            assert!(head.contains("Content-Length: 0\r\n"), "503 with an empty body: {head:?}");
+        }
+        statuses.push(status);
+        if status == 101 {
+            upgraded.push(c);
+        }
+    }
+    (upgraded, statuses)
+}
+
+/// `client.connection_limit` counts a connection before its 101 is sent: 500 upgrades at
+/// once on 2 workers let exactly the limit in (503 for the rest), and every place taken is
+/// given back — by connections that end, and by upgrades whose client left before its 101.
+#[test]
+fn connection_limit_holds_under_a_burst_of_upgrades() {
+    const LIMIT: usize = 50;
+    let mut s = Server::start(cfg(json!({"client": {"connection_limit": LIMIT}})));
+    let addr = s.addr();
+    let (upgraded, statuses) = upgrade_burst(addr, 500);
+    let refused = statuses.iter().filter(|&&st| st == 503).count();
+    eprintln!("connection_limit {LIMIT}: 500 upgrades at once: {} upgraded, {refused} refused", upgraded.len());
+    assert!(statuses.iter().all(|&st| st == 101 || st == 503), "{statuses:?}");
+    assert_eq!(upgraded.len(), LIMIT, "upgraded past connection_limit {LIMIT}");
+    // Upgraded clients leave; more clients send an upgrade and leave at once (reset), before
+    // or while their 101 is written. Then every place is free again.
+    drop(upgraded);
+    for _ in 0..200 {
+        let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        c.connect(&addr.into()).expect("connect");
+        c.set_linger(Some(Duration::ZERO)).unwrap();
+        let c: TcpStream = c.into();
+        let _ = (&c).write_all(&upgrade_request(&addr.to_string(), WS_PATH, SAMPLE_KEY, &[]));
+    }
+    // (A burst that found places still held is closed again before the next try.)
+    let mut full = Vec::new();
+    wait_until("every place is free again", Duration::from_secs(10), || {
+        let (up, _) = upgrade_burst(addr, LIMIT + 10);
+        assert!(up.len() <= LIMIT, "{} upgraded past connection_limit {LIMIT}", up.len());
+        if up.len() == LIMIT {
+            full = up;
+        }
+        !full.is_empty()
+    });
+    // And still no more than the limit: a burst with all places taken gets only 503s.
+    let (more, statuses) = upgrade_burst(addr, 100);
+    assert!(more.is_empty() && statuses.iter().all(|&st| st == 503), "{statuses:?}");
+    drop(full);
+    assert_healthy(&mut s);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Graceful shutdown.
 // ---------------------------------------------------------------------------------------------
