@@ -144,6 +144,14 @@ impl Conn {
         let idle_timeout = self.w.cfg.http_server.idle_timeout;
         let header_timeout = self.w.cfg.http_server.read_header_timeout;
         loop {
+            // Pipelined requests already buffered wait too while the connection owes too
+            // much: a client that does not read its replies stops being read.
+            if !self.out.has_room() {
+                self.out.wait_room().await;
+            }
+            if self.out.is_dead() {
+                return Stop::Eof;
+            }
             // When the wait for this head (idle) or its first byte began.
             let mut head_since: Option<Instant> = None;
             let head = loop {
@@ -598,7 +606,7 @@ impl Conn {
             }
             Err(DecodeError::Api(e)) => self.out.push_ready(shape, &Err(e)),
             Ok(cmd) => {
-                let seq = self.out.push_pending(shape, method);
+                let seq = self.out.push_pending(shape, method, body.len());
                 self.run_command(cmd, seq);
             }
         }
@@ -700,7 +708,7 @@ impl Conn {
                 return;
             }
             Piece::TooLong => None,
-            Piece::Line(l) => Some(parse::decode_line(l)),
+            Piece::Line(l) => Some((parse::decode_line(l), l.len())),
         };
         if first {
             self.out.push_raw(codec::chunked_head(st.keep_alive));
@@ -710,12 +718,12 @@ impl Conn {
             None => self
                 .out
                 .push_ready(ReplyShape::Legacy { id: 0, sep: !first }, &Err(crate::error::ApiError::BAD_REQUEST)),
-            Some(l) => {
+            Some((l, bytes)) => {
                 let shape = ReplyShape::Legacy { id: l.id, sep: !first };
                 match l.command {
                     Err(e) => self.out.push_ready(shape, &Err(e)),
                     Ok(cmd) => {
-                        let seq = self.out.push_pending(shape, cmd.method());
+                        let seq = self.out.push_pending(shape, cmd.method(), bytes);
                         self.run_command(cmd, seq);
                     }
                 }
