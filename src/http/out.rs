@@ -3,8 +3,9 @@
 //! other workers; a slot is written only when all slots before it are ready.
 //!
 //! The reader pushes slots and stops reading while too much is in flight or unsent
-//! (backpressure); the writer task takes the ready prefix, frames it and writes it in one
-//! system call.
+//! (backpressure): a client that pipelines requests without reading the replies stops being
+//! read, whatever the size of its requests. The writer task takes the ready prefix, frames it
+//! and writes it in one system call; its bytes count as unsent until the write completes.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -18,8 +19,33 @@ use crate::wire::http as codec;
 
 /// Most reply slots a connection may have waiting for results before it stops reading.
 pub const MAX_IN_FLIGHT: usize = 4096;
-/// Most encoded bytes waiting for the socket before the connection stops reading.
+/// Most encoded bytes waiting for the socket (or being written) before the connection stops
+/// reading.
 pub const MAX_UNSENT: usize = 1 << 20;
+/// Most request bytes (bodies, legacy lines) of the commands waiting for results before the
+/// connection stops reading. The check comes before each request (or read of a legacy body);
+/// a request is always read whole, so one larger than this (up to `http_api.max_body_size`)
+/// still gets in, as the last one read.
+pub const MAX_PENDING_BYTES: usize = 1 << 20;
+/// What a command whose reply is not bounded by its request (history, presence, channels,
+/// info, batch) counts at least against [`MAX_PENDING_BYTES`]: at most 16 of them are in
+/// flight per connection, so small requests cannot pile up large replies.
+pub const LARGE_REPLY_WEIGHT: usize = 64 * 1024;
+
+/// What a pending `method` command with a request of `bytes` counts against
+/// [`MAX_PENDING_BYTES`].
+fn weight(method: Method, bytes: usize) -> usize {
+    match method {
+        Method::History | Method::Presence | Method::Channels | Method::Info | Method::Batch => {
+            bytes.max(LARGE_REPLY_WEIGHT)
+        }
+        _ => bytes,
+    }
+}
+
+/// The writer stops taking ready slots into one write past this many bytes, so its buffer
+/// stays small however much is ready.
+const WRITE_MAX: usize = 256 * 1024;
 
 /// How a pending result is encoded when it arrives.
 #[derive(Debug, Clone, Copy)]
@@ -35,8 +61,9 @@ enum Slot {
     Raw(Bytes),
     /// Part of a chunked body; consecutive pieces share one chunk.
     Piece(Bytes),
-    /// A result to come for a command of `method` started at the instant (API metrics).
-    Pending(ReplyShape, Method, std::time::Instant),
+    /// A result to come for a command of `method` started at the instant (API metrics),
+    /// counting this many bytes against [`MAX_PENDING_BYTES`].
+    Pending(ReplyShape, Method, std::time::Instant, usize),
 }
 
 #[derive(Default)]
@@ -45,6 +72,9 @@ struct Inner {
     /// Sequence number of `slots[0]`.
     base: u64,
     pending: usize,
+    /// Request bytes of the pending slots (see [`weight`]).
+    pending_bytes: usize,
+    /// Bytes of ready slots plus those the writer is writing.
     unsent: usize,
     writer: Option<Waker>,
     reader: Option<Waker>,
@@ -99,6 +129,22 @@ fn encode_reply(shape: ReplyShape, reply: &Reply) -> Slot {
     }
 }
 
+impl Inner {
+    /// The reader may read (`resume`: may start again, with hysteresis).
+    fn room(&self, resume: bool) -> bool {
+        let d = if resume { 2 } else { 1 };
+        self.pending < MAX_IN_FLIGHT / d && self.unsent < MAX_UNSENT / d && self.pending_bytes < MAX_PENDING_BYTES / d
+    }
+
+    fn wake_reader_if_room(&mut self) {
+        if self.room(true) {
+            if let Some(r) = self.reader.take() {
+                r.wake();
+            }
+        }
+    }
+}
+
 impl ConnOut {
     fn wake_writer(inner: &mut Inner) {
         if let Some(w) = inner.writer.take() {
@@ -135,19 +181,21 @@ impl ConnOut {
         Self::wake_writer(&mut i);
     }
 
-    /// Reserves a slot for the result of a `method` command; returns its sequence number.
-    pub fn push_pending(&self, shape: ReplyShape, method: Method) -> u64 {
+    /// Reserves a slot for the result of a `method` command whose request took `bytes`;
+    /// returns its sequence number.
+    pub fn push_pending(&self, shape: ReplyShape, method: Method, bytes: usize) -> u64 {
+        let bytes = weight(method, bytes);
         let mut i = self.inner.borrow_mut();
         let seq = i.base + i.slots.len() as u64;
-        i.slots.push_back(Slot::Pending(shape, method, std::time::Instant::now()));
+        i.slots.push_back(Slot::Pending(shape, method, std::time::Instant::now(), bytes));
         i.pending += 1;
+        i.pending_bytes += bytes;
         seq
     }
 
     /// True while the reader should keep reading.
     pub fn has_room(&self) -> bool {
-        let i = self.inner.borrow();
-        i.pending < MAX_IN_FLIGHT && i.unsent < MAX_UNSENT
+        self.inner.borrow().room(false)
     }
 
     pub fn is_dead(&self) -> bool {
@@ -158,7 +206,7 @@ impl ConnOut {
     pub async fn wait_room(&self) {
         std::future::poll_fn(|cx| {
             let mut i = self.inner.borrow_mut();
-            if i.dead || (i.pending < MAX_IN_FLIGHT / 2 && i.unsent < MAX_UNSENT / 2) {
+            if i.dead || i.room(true) {
                 std::task::Poll::Ready(())
             } else {
                 i.reader = Some(cx.waker().clone());
@@ -197,14 +245,16 @@ impl ConnOut {
         Self::wake_writer(&mut i);
     }
 
-    /// Takes the ready prefix as one buffer for the writer. `None` with `closing` set and
-    /// nothing left means the writer should close the socket.
-    fn take_ready(&self, out: &mut Vec<u8>) {
+    /// Takes the ready prefix (up to about [`WRITE_MAX`] bytes) as one buffer for the writer;
+    /// returns how many of its bytes count as unsent (all but the chunk framing) until the
+    /// writer has written them.
+    fn take_ready(&self, out: &mut Vec<u8>) -> usize {
         let mut i = self.inner.borrow_mut();
         // Consecutive pieces share one chunk, written in place: a fixed-width size line is
         // reserved and filled in once the chunk's length is known (leading zeros are valid
         // chunk-size digits), so reply bytes are copied once.
         let mut chunk_at: Option<usize> = None;
+        let mut taken = 0;
         const SIZE_LINE: usize = 10; // 8 hex digits + CRLF
         fn close_chunk(out: &mut Vec<u8>, at: &mut Option<usize>) {
             if let Some(start) = at.take() {
@@ -215,6 +265,9 @@ impl ConnOut {
             }
         }
         while let Some(front) = i.slots.front() {
+            if out.len() >= WRITE_MAX {
+                break;
+            }
             match front {
                 Slot::Pending(..) => break,
                 Slot::Piece(b) => {
@@ -230,14 +283,25 @@ impl ConnOut {
                 }
             }
             if let Some(Slot::Raw(b) | Slot::Piece(b)) = i.slots.pop_front() {
-                i.unsent -= b.len();
+                taken += b.len();
             }
             i.base += 1;
         }
         close_chunk(out, &mut chunk_at);
-        if let Some(r) = i.reader.take() {
-            r.wake();
+        // The reader may be waiting for the queue to empty (`wait_drained`).
+        if i.slots.is_empty() {
+            if let Some(r) = i.reader.take() {
+                r.wake();
+            }
         }
+        taken
+    }
+
+    /// The writer wrote (or gave up on) `n` bytes it took.
+    fn written(&self, n: usize) {
+        let mut i = self.inner.borrow_mut();
+        i.unsent -= n;
+        i.wake_reader_if_room();
     }
 
     fn mark_dead(&self) {
@@ -255,7 +319,7 @@ impl ConnOut {
         let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
         loop {
             buf.clear();
-            self.take_ready(&mut buf);
+            let taken = self.take_ready(&mut buf);
             if buf.is_empty() {
                 let done = std::future::poll_fn(|cx| {
                     let mut i = self.inner.borrow_mut();
@@ -282,6 +346,7 @@ impl ConnOut {
             }
             let (res, b) = w.write_all(std::mem::take(&mut buf)).await;
             buf = b;
+            self.written(taken);
             if res.is_err() {
                 self.mark_dead();
                 return None;
@@ -309,7 +374,8 @@ impl ReplySink for ConnOut {
         let mut i = self.inner.borrow_mut();
         let Some(idx) = seq.checked_sub(i.base) else { return };
         let Some(slot) = i.slots.get_mut(idx as usize) else { return };
-        let Slot::Pending(shape, method, started) = slot else { return };
+        let Slot::Pending(shape, method, started, bytes) = slot else { return };
+        let bytes = *bytes;
         let error = reply.as_ref().err().map(|e| e.code);
         crate::metrics::api_command(crate::metrics::Protocol::Http, *method, started.elapsed(), error);
         let new = encode_reply(*shape, &reply);
@@ -319,14 +385,11 @@ impl ReplySink for ConnOut {
         };
         *slot = new;
         i.pending -= 1;
+        i.pending_bytes -= bytes;
         i.unsent += len;
         if idx == 0 {
             Self::wake_writer(&mut i);
         }
-        if i.pending < MAX_IN_FLIGHT / 2 {
-            if let Some(r) = i.reader.take() {
-                r.wake();
-            }
-        }
+        i.wake_reader_if_room();
     }
 }

@@ -20,7 +20,7 @@ use super::out::{ConnOut, ReplyShape};
 use crate::api::parse::{self, DecodeError, LineSplitter, Piece};
 use crate::api::{Method, Reply};
 use crate::exec;
-use crate::runtime::worker::{Tag, Worker};
+use crate::runtime::worker::{ConnectionSlot, Tag, Worker};
 use crate::wire::http::{self as codec, BodyDecoder, Head, HttpMethod};
 
 /// Read buffer of an idle HTTP connection: an idle socket keeps its buffer for the pending
@@ -37,13 +37,21 @@ enum Stop {
     Upgrade(Upgrade),
 }
 
-/// What an upgraded connection becomes.
+/// What an upgraded connection becomes. Client connections hold their place in the node's
+/// count (`client.connection_limit`), taken before the 101 is queued.
 enum Upgrade {
     /// A Centrifuge protocol client.
-    Client(crate::protocol::Format),
+    Client(crate::protocol::Format, ConnectionSlot),
     /// A raw gateway client of a `gateway.servers` endpoint.
-    Raw(crate::session::RawStart),
+    Raw(crate::session::RawStart, ConnectionSlot),
     /// A gateway backend on `/ws/v1`.
+    Backend(crate::gateway::backend::Roles),
+}
+
+/// What an upgrade request asks to become, before its limits are checked.
+enum Kind {
+    Client,
+    Raw(crate::session::RawStart),
     Backend(crate::gateway::backend::Roles),
 }
 
@@ -95,15 +103,16 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
         out.upgrade();
         let wr = writer.await;
         w.unregister_sink(key);
+        // Without the write half (the 101 was not written) the slot is dropped here.
         if let Some(wr) = wr {
             // A task of its own, so this (larger) HTTP state is freed for the session's life.
             match kind {
-                Upgrade::Client(format) => {
-                    monoio::spawn(crate::ws::run_session(w, format, None, reader.rd, wr, reader.buf, fd));
+                Upgrade::Client(format, slot) => {
+                    monoio::spawn(crate::ws::run_session(w, slot, format, None, reader.rd, wr, reader.buf, fd));
                 }
-                Upgrade::Raw(start) => {
+                Upgrade::Raw(start, slot) => {
                     let format = crate::protocol::Format::Json;
-                    monoio::spawn(crate::ws::run_session(w, format, Some(start), reader.rd, wr, reader.buf, fd));
+                    monoio::spawn(crate::ws::run_session(w, slot, format, Some(start), reader.rd, wr, reader.buf, fd));
                 }
                 Upgrade::Backend(roles) => {
                     monoio::spawn(crate::gateway::backend::run(w, roles, reader.rd, wr, reader.buf, fd));
@@ -135,6 +144,14 @@ impl Conn {
         let idle_timeout = self.w.cfg.http_server.idle_timeout;
         let header_timeout = self.w.cfg.http_server.read_header_timeout;
         loop {
+            // Pipelined requests already buffered wait too while the connection owes too
+            // much: a client that does not read its replies stops being read.
+            if !self.out.has_room() {
+                self.out.wait_room().await;
+            }
+            if self.out.is_dead() {
+                return Stop::Eof;
+            }
             // When the wait for this head (idle) or its first byte began.
             let mut head_since: Option<Instant> = None;
             let head = loop {
@@ -267,7 +284,7 @@ impl Conn {
             return self.single(head, method, r).await;
         }
         if !cfg.websocket.disabled && path == cfg.websocket.handler_prefix {
-            return Some(self.websocket(&head, None));
+            return Some(self.websocket(&head, Kind::Client));
         }
         let head = if cfg.gateway.is_on() {
             match self.gateway(head, r).await {
@@ -308,7 +325,7 @@ impl Conn {
                 })
                 .collect();
             let start = crate::session::RawStart { topic: server.topic.as_str().into(), headers };
-            return Ok(Some(self.websocket(&head, Some(Upgrade::Raw(start)))));
+            return Ok(Some(self.websocket(&head, Kind::Raw(start))));
         }
         if !(path == "/ws/v1" || path.starts_with("/v1/")) {
             return Err(head);
@@ -317,7 +334,7 @@ impl Conn {
             return Ok(self.answer(head, r, 401, "application/json", br#"{"E":{"c":401,"m":"unauthorized"}}"#).await);
         };
         match path {
-            "/ws/v1" => Ok(Some(self.websocket(&head, Some(Upgrade::Backend(roles))))),
+            "/ws/v1" => Ok(Some(self.websocket(&head, Kind::Backend(roles)))),
             "/v1/nodes" => {
                 if head.method != HttpMethod::Get && head.method != HttpMethod::Head {
                     return Ok(self.answer(head, r, 405, "", b"").await);
@@ -469,8 +486,9 @@ impl Conn {
         head
     }
 
-    /// The WebSocket opening handshake (RFC 6455 §4.2) plus Centrifugo's origin rule.
-    fn websocket(&self, head: &Head, kind: Option<Upgrade>) -> Stop {
+    /// The WebSocket opening handshake (RFC 6455 §4.2) plus Centrifugo's origin rule and the
+    /// node's client connection limits.
+    fn websocket(&self, head: &Head, kind: Kind) -> Stop {
         let has_token = |name: &str, token: &str| {
             head.header(name)
                 .is_some_and(|v| String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
@@ -503,20 +521,27 @@ impl Conn {
                 return self.fail(403);
             }
         }
-        // Client connection limits; gateway backends are not clients.
-        if !matches!(kind, Some(Upgrade::Backend(_))) {
+        // Client connection limits; gateway backends are not clients. The place is taken
+        // before the 101 is queued, so simultaneous upgrades never exceed the limit together;
+        // refused as Centrifugo refuses it: 503 with an empty body.
+        let slot = || {
             let limit = self.w.cfg.client.connection_limit;
-            if (limit > 0 && self.w.node.connections.load(std::sync::atomic::Ordering::Relaxed) >= limit)
-                || !self.w.take_connection_token()
-            {
-                return self.fail(503);
-            }
-        }
+            self.w.take_connection_token().then(|| self.w.node.reserve_connection(limit)).flatten()
+        };
+        let unavailable = || {
+            self.out.push_raw(codec::response(503, "", b"", false));
+            Stop::Close
+        };
         let (kind, proto) = match kind {
-            Some(k) => (k, None),
-            None => {
+            Kind::Backend(roles) => (Upgrade::Backend(roles), None),
+            Kind::Raw(start) => {
+                let Some(slot) = slot() else { return unavailable() };
+                (Upgrade::Raw(start, slot), None)
+            }
+            Kind::Client => {
+                let Some(slot) = slot() else { return unavailable() };
                 let (format, proto) = crate::ws::negotiate(head);
-                (Upgrade::Client(format), proto)
+                (Upgrade::Client(format, slot), proto)
             }
         };
         let mut resp = String::with_capacity(160);
@@ -581,7 +606,7 @@ impl Conn {
             }
             Err(DecodeError::Api(e)) => self.out.push_ready(shape, &Err(e)),
             Ok(cmd) => {
-                let seq = self.out.push_pending(shape, method);
+                let seq = self.out.push_pending(shape, method, body.len());
                 self.run_command(cmd, seq);
             }
         }
@@ -683,7 +708,7 @@ impl Conn {
                 return;
             }
             Piece::TooLong => None,
-            Piece::Line(l) => Some(parse::decode_line(l)),
+            Piece::Line(l) => Some((parse::decode_line(l), l.len())),
         };
         if first {
             self.out.push_raw(codec::chunked_head(st.keep_alive));
@@ -693,12 +718,12 @@ impl Conn {
             None => self
                 .out
                 .push_ready(ReplyShape::Legacy { id: 0, sep: !first }, &Err(crate::error::ApiError::BAD_REQUEST)),
-            Some(l) => {
+            Some((l, bytes)) => {
                 let shape = ReplyShape::Legacy { id: l.id, sep: !first };
                 match l.command {
                     Err(e) => self.out.push_ready(shape, &Err(e)),
                     Ok(cmd) => {
-                        let seq = self.out.push_pending(shape, cmd.method());
+                        let seq = self.out.push_pending(shape, cmd.method(), bytes);
                         self.run_command(cmd, seq);
                     }
                 }

@@ -105,7 +105,8 @@ pub struct NodeShared {
     pub version: String,
     pub started: Instant,
     pub mailboxes: Vec<Mailbox<Msg>>,
-    /// Open client connections of the node (`client.connection_limit`).
+    /// Open client connections of the node (`client.connection_limit`), each counted from
+    /// before its upgrade is answered until it ends: see [`NodeShared::reserve_connection`].
     pub connections: AtomicUsize,
     /// Gateway queue topics of the node (`gateway.max_topics`).
     pub topics: AtomicUsize,
@@ -113,6 +114,27 @@ pub struct NodeShared {
     pub drained: AtomicUsize,
     /// Workers whose inbox then stayed quiet (deliveries of those requests done).
     pub quiet: AtomicUsize,
+}
+
+impl NodeShared {
+    /// Takes a place among the node's open client connections, or `None` when `limit` of them
+    /// (0: no limit) are open. One atomic step, so upgrades racing on every worker never
+    /// exceed the limit together; the place is freed when the slot is dropped.
+    pub fn reserve_connection(self: &Arc<Self>, limit: usize) -> Option<ConnectionSlot> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.connections.fetch_update(Relaxed, Relaxed, |n| (limit == 0 || n < limit).then_some(n + 1)).ok()?;
+        Some(ConnectionSlot(self.clone()))
+    }
+}
+
+/// A client connection's place in the node's count, held from before its upgrade is answered
+/// until it ends; dropping it (on any path: the handshake failed, the session ended) frees it.
+pub struct ConnectionSlot(Arc<NodeShared>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 enum Waiter {

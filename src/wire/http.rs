@@ -125,13 +125,21 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
         expect_continue: false,
         headers: Vec::with_capacity(req.headers.len()),
     };
+    // RFC 9112 §2.2 lets a recipient take a bare LF as a line end; Gyre does not: a head
+    // whose lines a proxy in front splits differently (one header there, two here) is a
+    // request smuggling lever, and every HTTP client ends its lines with CRLF.
+    if has_bare_lf(&buf[..len]) {
+        return Err(HttpError(400));
+    }
+    // Transfer codings of all Transfer-Encoding fields, in order.
+    let mut codings: Option<Vec<String>> = None;
     for h in req.headers.iter() {
         let name = h.name.to_ascii_lowercase();
         let value = h.value;
         match name.as_str() {
             "content-length" => {
-                let n =
-                    std::str::from_utf8(value).ok().and_then(|s| s.trim().parse::<u64>().ok()).ok_or(HttpError(400))?;
+                let n = content_length(value).ok_or(HttpError(400))?;
+                // Repeated fields must agree (RFC 9110 §8.6); a list in one field is refused.
                 if head.content_length.is_some_and(|m| m != n) {
                     return Err(HttpError(400));
                 }
@@ -139,12 +147,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
             }
             "transfer-encoding" => {
                 let v = String::from_utf8_lossy(value).to_ascii_lowercase();
-                if v.trim() == "chunked" || v.trim_end().ends_with(", chunked") || v.trim_end().ends_with(",chunked") {
-                    head.chunked = true;
-                } else {
-                    // Only chunked is a framing we can read; anything else is unframed.
-                    return Err(HttpError(501));
-                }
+                let list = codings.get_or_insert_with(Vec::new);
+                list.extend(
+                    v.split(',').map(|t| t.trim_matches([' ', '\t'])).filter(|t| !t.is_empty()).map(String::from),
+                );
             }
             "connection" => {
                 let v = String::from_utf8_lossy(value).to_ascii_lowercase();
@@ -159,11 +165,67 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
         }
         head.headers.push((name, Bytes::copy_from_slice(value)));
     }
+    if let Some(codings) = codings {
+        // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+        // §6.3: in a request, chunked must be the final coding, else the length is unknown.
+        if http10 || codings.last().map(String::as_str) != Some("chunked") {
+            return Err(HttpError(400));
+        }
+        if codings.len() > 1 {
+            // chunked twice is malformed; any other coding is one the server cannot decode.
+            let twice = codings[..codings.len() - 1].iter().any(|c| c == "chunked");
+            return Err(HttpError(if twice { 400 } else { 501 }));
+        }
+        head.chunked = true;
+    }
     if head.chunked && head.content_length.is_some() {
         // RFC 9112 §6.3: both present is a smuggling vector; refuse it.
         return Err(HttpError(400));
     }
     Ok(Some((head, len)))
+}
+
+/// A Content-Length value: `1*DIGIT` (RFC 9110 §8.6) between optional whitespace. No sign,
+/// no inner space, no list, not empty.
+fn content_length(value: &[u8]) -> Option<u64> {
+    let v = value.trim_ascii();
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // Leading zeros are digits too; the value must fit.
+    std::str::from_utf8(v).ok()?.parse::<u64>().ok()
+}
+
+/// True when some LF in `b` is not preceded by CR.
+fn has_bare_lf(b: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', b).any(|i| i == 0 || b[i - 1] != b'\r')
+}
+
+/// A chunk-size line without its CRLF (RFC 9112 §7.1): `1*HEXDIG`, then nothing or a
+/// chunk extension (`BWS ";" ...`). No sign, no leading space, no `0x`, no trailing space
+/// without an extension. The size must fit in 60 bits (leading zeros are allowed).
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let rest = &line[digits..];
+    if digits == 0 {
+        return None;
+    }
+    if !rest.is_empty() {
+        let ws = rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+        let ext = &rest[ws..];
+        if ext.first() != Some(&b';') {
+            return None;
+        }
+        // Extensions are ignored, but must be text: no control bytes (so no bare CR).
+        if ext.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return None;
+        }
+    }
+    let sig = line[..digits].iter().skip_while(|&&b| b == b'0').count();
+    if sig > 15 {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(&line[..digits]).ok()?, 16).ok()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,19 +280,8 @@ impl BodyDecoder {
             };
             match state {
                 Chunk::Size => {
-                    // A line over MAX_LINE is refused whether or not its end has arrived, so
-                    // the outcome never depends on where reads were cut.
-                    let Some(nl) = memchr::memchr(b'\n', &buf[..buf.len().min(MAX_LINE + 1)]) else {
-                        return if buf.len() > MAX_LINE { Err(HttpError(400)) } else { Ok(None) };
-                    };
-                    let line = &buf[..nl];
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    let hex = line.split(|&b| b == b';').next().unwrap_or(b"");
-                    let hex = std::str::from_utf8(hex).map_err(|_| HttpError(400))?.trim();
-                    if hex.is_empty() || hex.len() > 15 {
-                        return Err(HttpError(400));
-                    }
-                    let size = u64::from_str_radix(hex, 16).map_err(|_| HttpError(400))?;
+                    let Some(nl) = line_end(buf)? else { return Ok(None) };
+                    let size = chunk_size(&buf[..nl - 1]).ok_or(HttpError(400))?;
                     buf.advance(nl + 1);
                     self.chunked = Some(if size == 0 { Chunk::Trailer } else { Chunk::Data(size) });
                 }
@@ -244,31 +295,21 @@ impl BodyDecoder {
                     return Ok(Some(buf.split_to(n).freeze()));
                 }
                 Chunk::DataEnd => {
-                    if buf.len() < 2 {
-                        if buf.first().is_some_and(|&b| b != b'\r' && b != b'\n') {
-                            return Err(HttpError(400));
-                        }
-                        if buf.first() == Some(&b'\n') {
-                            buf.advance(1);
-                            self.chunked = Some(Chunk::Size);
-                            continue;
-                        }
-                        return Ok(None);
-                    }
-                    if &buf[..2] == b"\r\n" {
-                        buf.advance(2);
-                    } else if buf[0] == b'\n' {
-                        buf.advance(1);
-                    } else {
-                        return Err(HttpError(400));
+                    // Exactly CRLF after the data.
+                    match (buf.first(), buf.get(1)) {
+                        (None, _) | (Some(b'\r'), None) => return Ok(None),
+                        (Some(b'\r'), Some(b'\n')) => buf.advance(2),
+                        _ => return Err(HttpError(400)),
                     }
                     self.chunked = Some(Chunk::Size);
                 }
                 Chunk::Trailer => {
-                    let Some(nl) = memchr::memchr(b'\n', &buf[..buf.len().min(MAX_LINE + 1)]) else {
-                        return if buf.len() > MAX_LINE { Err(HttpError(400)) } else { Ok(None) };
-                    };
-                    let empty = nl == 0 || (nl == 1 && buf[0] == b'\r');
+                    let Some(nl) = line_end(buf)? else { return Ok(None) };
+                    let line = &buf[..nl - 1];
+                    if !line.is_empty() && !field_line(line) {
+                        return Err(HttpError(400));
+                    }
+                    let empty = line.is_empty();
                     buf.advance(nl + 1);
                     if empty {
                         self.done = true;
@@ -277,6 +318,29 @@ impl BodyDecoder {
             }
         }
     }
+}
+
+/// The position of the LF ending the framing line at the front of `buf`, which must be
+/// preceded by CR (RFC 9112 §7.1: chunk lines end with CRLF; a bare LF is refused).
+/// `Ok(None)`: the end has not arrived. A line over [`MAX_LINE`] is refused whether or not its
+/// end has arrived, so the outcome never depends on where reads were cut.
+fn line_end(buf: &[u8]) -> Result<Option<usize>, HttpError> {
+    let Some(nl) = memchr::memchr(b'\n', &buf[..buf.len().min(MAX_LINE + 1)]) else {
+        return if buf.len() > MAX_LINE { Err(HttpError(400)) } else { Ok(None) };
+    };
+    if nl == 0 || buf[nl - 1] != b'\r' {
+        return Err(HttpError(400));
+    }
+    Ok(Some(nl))
+}
+
+/// A trailer field line (RFC 9112 §5): a token, `:`, then text without control bytes.
+fn field_line(line: &[u8]) -> bool {
+    let Some(colon) = memchr::memchr(b':', line) else { return false };
+    let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    colon > 0
+        && line[..colon].iter().all(tchar)
+        && line[colon + 1..].iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
 }
 
 /// The reason phrase of the statuses Gyre sends.
@@ -388,10 +452,150 @@ mod tests {
         assert!(decode_all(&h, &[&body[..4097], &body[4097..]]).is_err());
     }
 
+    fn chunked() -> Head {
+        parse_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap().0
+    }
+
+    /// The outcome of decoding `body` in one read, and in every split into two reads (they
+    /// must agree).
+    fn decode_any_split(head: &Head, body: &[u8]) -> Result<Vec<u8>, HttpError> {
+        let whole = decode_all(head, &[body]);
+        for at in 0..body.len() {
+            assert_eq!(decode_all(head, &[&body[..at], &body[at..]]), whole, "{:?} split at {at}", body.escape_ascii());
+        }
+        whole
+    }
+
     #[test]
     fn bad_chunk_size() {
-        let (h, _) = parse_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap();
-        assert!(decode_all(&h, &[b"zz\r\n"]).is_err());
+        let h = chunked();
+        for body in [
+            &b"zz\r\n"[..],
+            b"+5\r\nhello\r\n0\r\n\r\n",
+            b"-5\r\nhello\r\n0\r\n\r\n",
+            b" 5\r\nhello\r\n0\r\n\r\n",
+            b" 5 \r\nhello\r\n0\r\n\r\n",
+            b"5 \r\nhello\r\n0\r\n\r\n",
+            b"0x5\r\nhello\r\n0\r\n\r\n",
+            b"5 5\r\nhello\r\n0\r\n\r\n",
+            b"\r\nhello\r\n0\r\n\r\n",
+            b";x\r\nhello\r\n0\r\n\r\n",
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+            b"5\r\r\nhello\r\n0\r\n\r\n",
+            b"1000000000000000\r\n",
+        ] {
+            assert_eq!(decode_any_split(&h, body), Err(HttpError(400)), "{:?}", body.escape_ascii());
+        }
+    }
+
+    #[test]
+    fn chunk_lines_end_with_crlf() {
+        let h = chunked();
+        for body in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5\r\nhello\r0\r\n\r\n",
+            b"5\r\nhello0\r\n\r\n",
+            b"5\r\nhello\r\n0\n\r\n",
+            b"5\r\nhello\r\n0\r\n\n",
+            b"5\r\nhello\r\n0\r\nX-T: 1\n\r\n",
+            b"5\r\nhello\r\n0\r\nnot a field\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n: empty name\r\n\r\n",
+        ] {
+            assert_eq!(decode_any_split(&h, body), Err(HttpError(400)), "{:?}", body.escape_ascii());
+        }
+    }
+
+    #[test]
+    fn valid_chunk_lines() {
+        let h = chunked();
+        for body in [
+            &b"5\r\nhello\r\n0\r\n\r\n"[..],
+            b"005\r\nhello\r\n000\r\n\r\n",
+            b"00000000000000000005\r\nhello\r\n0\r\n\r\n",
+            b"5;name=value\r\nhello\r\n0;x\r\n\r\n",
+            b"5 ;name\r\nhello\r\n0\t; x=\"y z\"\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nX-Trailer: 1\r\nY:\r\n\r\n",
+        ] {
+            assert_eq!(decode_any_split(&h, body), Ok(b"hello".to_vec()), "{:?}", body.escape_ascii());
+        }
+        let (h, _) = parse_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap().unwrap();
+        assert_eq!(decode_any_split(&h, b"A\r\n0123456789\r\n0\r\n\r\n"), Ok(b"0123456789".to_vec()));
+    }
+
+    fn head_status(raw: &[u8]) -> Result<(Option<u64>, bool), u16> {
+        match parse_head(raw) {
+            Ok(Some((h, n))) => {
+                assert_eq!(n, raw.len());
+                Ok((h.content_length, h.chunked))
+            }
+            Ok(None) => panic!("incomplete: {:?}", raw.escape_ascii()),
+            Err(e) => Err(e.0),
+        }
+    }
+
+    #[test]
+    fn content_length_is_digits_only() {
+        let req = |v: &str| format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length:{v}\r\n\r\n").into_bytes();
+        for v in [" +25", " -1", " 2 5", "", " ", " 0x19", " 25, 25", " 25,", " 1e3", " 25a", " 99999999999999999999"] {
+            assert_eq!(head_status(&req(v)), Err(400), "Content-Length:{v:?}");
+        }
+        for (v, n) in [(" 25", 25), ("25", 25), (" 025 ", 25), ("\t7\t", 7), (" 0", 0)] {
+            assert_eq!(head_status(&req(v)), Ok((Some(n), false)), "Content-Length:{v:?}");
+        }
+        // Repeated: equal values stand for one, different ones are refused.
+        let two = |a: &str, b: &str| {
+            format!("POST / HTTP/1.1\r\nContent-Length: {a}\r\nContent-Length: {b}\r\n\r\n").into_bytes()
+        };
+        assert_eq!(head_status(&two("5", "5")), Ok((Some(5), false)));
+        assert_eq!(head_status(&two("5", "05")), Ok((Some(5), false)));
+        assert_eq!(head_status(&two("5", "6")), Err(400));
+        assert_eq!(head_status(&two("5", "+5")), Err(400));
+    }
+
+    #[test]
+    fn transfer_encoding_is_chunked_alone() {
+        let te = |v: &str| format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {v}\r\n\r\n").into_bytes();
+        for v in ["chunked", "CHUNKED", "chunked ", "chunked,", ", chunked"] {
+            assert_eq!(head_status(&te(v)), Ok((None, true)), "{v:?}");
+        }
+        for (v, status) in [
+            ("gzip, chunked", 501),
+            ("identity, chunked", 501),
+            ("chunked, chunked", 400),
+            ("chunked, gzip", 400),
+            ("gzip", 400),
+            ("chunkedx", 400),
+            ("", 400),
+        ] {
+            assert_eq!(head_status(&te(v)), Err(status), "Transfer-Encoding: {v:?}");
+        }
+        // Two fields form one list.
+        let two = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(head_status(two), Err(400));
+        let two = b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(head_status(two), Err(501));
+        // With Content-Length, or in HTTP/1.0: refused.
+        let both = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(head_status(both), Err(400));
+        let both = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(head_status(both), Err(400));
+        assert_eq!(head_status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), Err(400));
+    }
+
+    #[test]
+    fn head_lines_end_with_crlf() {
+        for raw in [
+            &b"GET /health HTTP/1.1\n\n"[..],
+            b"GET /health HTTP/1.1\r\nHost: x\n\r\n",
+            b"GET /health HTTP/1.1\nHost: x\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\n",
+            b"POST / HTTP/1.1\r\nX: a\nTransfer-Encoding: chunked\r\n\r\n",
+            b"\nGET /health HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(head_status(raw), Err(400), "{:?}", raw.escape_ascii());
+        }
+        assert_eq!(head_status(b"\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n"), Ok((None, false)));
     }
 }
 

@@ -4,14 +4,13 @@
 //! (`crate::io::ws`).
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
 
 use crate::client::{Client, Framing};
 use crate::io::ws::{read_loop, Conn};
 use crate::protocol::Format;
-use crate::runtime::worker::Worker;
+use crate::runtime::worker::{ConnectionSlot, Worker};
 use crate::session::{RawStart, Session};
 use crate::wire::http::Head;
 
@@ -61,9 +60,11 @@ impl Conn for SessionConn {
 }
 
 /// Runs a client session (a raw gateway client with `raw`) on an upgraded connection until
-/// it closes.
+/// it closes; the connection's place in the node's count (`slot`) is freed then.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_session<R, W>(
     w: Rc<Worker>,
+    slot: ConnectionSlot,
     format: Format,
     raw: Option<RawStart>,
     mut rd: R,
@@ -77,7 +78,7 @@ pub async fn run_session<R, W>(
     let cfg = w.cfg.clone();
     let id = Session::new_client_id(&w, raw.is_some());
     let client = Rc::new(Client::new(id, format, raw.is_some(), Framing::WebSocket, cfg.client.queue_max_size));
-    let _counted = Counted::new(&w.node.connections);
+    let _slot = slot;
     let s = Session::open(&w, client.clone(), raw);
     let writer = monoio::spawn(async move {
         client.out.run_writer(wr, cfg.websocket.write_timeout).await;
@@ -88,20 +89,4 @@ pub async fn run_session<R, W>(
     read_loop(&SessionConn(s.clone()), &mut rd, buf, limit, SESSION_READ_IDLE).await;
     s.cleanup();
     let _ = writer.await;
-}
-
-/// A node-wide count this connection is part of while it lives.
-struct Counted<'a>(&'a AtomicUsize);
-
-impl<'a> Counted<'a> {
-    fn new(n: &'a AtomicUsize) -> Self {
-        n.fetch_add(1, Ordering::Relaxed);
-        Counted(n)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }

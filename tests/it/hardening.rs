@@ -981,6 +981,268 @@ fn connection_rate_limit_refuses_the_excess() {
     assert_healthy(&mut s);
 }
 
+/// Sends an upgrade request on each of `n` new connections at once (all connected first),
+/// then reads each answer's status. Returns the upgraded connections and the statuses.
+fn upgrade_burst(addr: SocketAddr, n: usize) -> (Vec<TcpStream>, Vec<u16>) {
+    let conns: Vec<TcpStream> = (0..n).map(|_| TcpStream::connect(addr).expect("connect")).collect();
+    let req = upgrade_request(&addr.to_string(), WS_PATH, SAMPLE_KEY, &[]);
+    for c in &conns {
+        (&*c).write_all(&req).expect("send the upgrade request");
+    }
+    let (mut upgraded, mut statuses) = (Vec::new(), Vec::new());
+    for mut c in conns {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") {
+            match c.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                other => panic!("reading an upgrade answer: {other:?} after {:?}", String::from_utf8_lossy(&head)),
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let status: u16 = head.split(' ').nth(1).and_then(|v| v.parse().ok()).expect("a status");
+        if status == 503 {
+            assert!(head.contains("Content-Length: 0\r\n"), "503 with an empty body: {head:?}");
+        }
+        statuses.push(status);
+        if status == 101 {
+            upgraded.push(c);
+        }
+    }
+    (upgraded, statuses)
+}
+
+/// `client.connection_limit` counts a connection before its 101 is sent: 500 upgrades at
+/// once on 2 workers let exactly the limit in (503 for the rest), and every place taken is
+/// given back — by connections that end, and by upgrades whose client left before its 101.
+#[test]
+fn connection_limit_holds_under_a_burst_of_upgrades() {
+    const LIMIT: usize = 50;
+    let mut s = Server::start(cfg(json!({"client": {"connection_limit": LIMIT}})));
+    let addr = s.addr();
+    let (upgraded, statuses) = upgrade_burst(addr, 500);
+    let refused = statuses.iter().filter(|&&st| st == 503).count();
+    eprintln!("connection_limit {LIMIT}: 500 upgrades at once: {} upgraded, {refused} refused", upgraded.len());
+    assert!(statuses.iter().all(|&st| st == 101 || st == 503), "{statuses:?}");
+    assert_eq!(upgraded.len(), LIMIT, "upgraded past connection_limit {LIMIT}");
+    // Upgraded clients leave; more clients send an upgrade and leave at once (reset), before
+    // or while their 101 is written. Then every place is free again.
+    drop(upgraded);
+    for _ in 0..200 {
+        let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        c.connect(&addr.into()).expect("connect");
+        c.set_linger(Some(Duration::ZERO)).unwrap();
+        let c: TcpStream = c.into();
+        let _ = (&c).write_all(&upgrade_request(&addr.to_string(), WS_PATH, SAMPLE_KEY, &[]));
+    }
+    // (A burst that found places still held is closed again before the next try.)
+    let mut full = Vec::new();
+    wait_until("every place is free again", Duration::from_secs(10), || {
+        let (up, _) = upgrade_burst(addr, LIMIT + 10);
+        assert!(up.len() <= LIMIT, "{} upgraded past connection_limit {LIMIT}", up.len());
+        if up.len() == LIMIT {
+            full = up;
+        }
+        !full.is_empty()
+    });
+    // And still no more than the limit: a burst with all places taken gets only 503s.
+    let (more, statuses) = upgrade_burst(addr, 100);
+    assert!(more.is_empty() && statuses.iter().all(|&st| st == 503), "{statuses:?}");
+    drop(full);
+    assert_healthy(&mut s);
+}
+
+fn pipe_cfg() -> Value {
+    cfg(json!({"channel": {"namespaces": [{"name": "pipe", "history_size": 10, "history_ttl": "300s"}]}}))
+}
+
+/// Samples the RSS of `pid` every 50 ms until told to stop; returns the largest.
+fn rss_sampler(pid: u32) -> (Arc<AtomicBool>, std::thread::JoinHandle<u64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut max = 0;
+            while !stop.load(Ordering::Relaxed) {
+                max = max.max(rss_kb(pid));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            max
+        })
+    };
+    (stop, handle)
+}
+
+/// A client pipelines ~100 MiB of `/api/batch` requests (100 publishes of 10 KB each)
+/// without reading a reply. The server reads ahead only a bounded amount (request bytes of
+/// commands in flight, unsent replies), so its memory stays flat; other clients are served
+/// meanwhile; once the client reads, every reply arrives, in order, none lost. With
+/// `paused`, that Redis holds every write (`CLIENT PAUSE`) until the server has stopped
+/// taking the pipeline in: commands that wait long are when reading ahead would pile up.
+fn pipelined_batches(mut s: Server, paused: Option<&RedisServer>) {
+    const BATCHES: usize = 110;
+    const PER_BATCH: usize = 100;
+    const CHANNELS: usize = 4;
+    s.api("publish", json!({"channel": "pipe:warm", "data": 1}));
+    let rss0 = s.rss_kb();
+    if let Some(r) = paused {
+        r.cmd(&["CLIENT", "PAUSE", "60000", "WRITE"]);
+    }
+    let mut c = s.connect();
+    let mut w = c.writer();
+    let written = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let written = written.clone();
+        std::thread::spawn(move || -> io::Result<usize> {
+            let pad = "p".repeat(10_000);
+            let mut bytes = 0;
+            for b in 0..BATCHES {
+                let commands: Vec<String> = (0..PER_BATCH)
+                    .map(|i| {
+                        let n = b * PER_BATCH + i;
+                        let ch = n % CHANNELS;
+                        format!(r#"{{"publish":{{"channel":"pipe:{ch}","data":{{"n":{n},"pad":"{pad}"}}}}}}"#)
+                    })
+                    .collect();
+                let body = format!(r#"{{"commands":[{}]}}"#, commands.join(","));
+                let req = request("POST", "/api/batch", body.as_bytes(), &[("X-API-Key", KEY)]);
+                w.write_all(&req)?;
+                bytes += req.len();
+                written.store(b + 1, Ordering::Release);
+            }
+            Ok(bytes)
+        })
+    };
+    let (stop, sampler) = rss_sampler(s.pid());
+    wait_until("the pipeline is under way", Duration::from_secs(30), || written.load(Ordering::Acquire) >= 1);
+    if let Some(r) = paused {
+        // Until the server stops taking more (the writer makes no progress for 500 ms) or the
+        // writer is done: no event says "not reading", so progress is watched.
+        let mut seen = usize::MAX;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = written.load(Ordering::Acquire);
+            if now == BATCHES || now == seen || Instant::now() > deadline {
+                break;
+            }
+            seen = now;
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let held = s.rss_kb();
+        // Others are served meanwhile (what needs no Redis write).
+        for _ in 0..4 {
+            let (status, v, took) = s.api_within("info", json!({}), Duration::from_secs(2));
+            assert!(status == 200 && v["result"]["nodes"].is_array(), "info beside the pipeline: {status} {v}");
+            assert!(took < Duration::from_secs(2), "info beside the pipeline took {took:?}");
+        }
+        assert_ws_serving(&s);
+        eprintln!("while Redis was paused: {seen} batches written, RSS {held} KiB");
+        assert!(held < rss0 + 64 * 1024, "RSS grew from {rss0} to {held} KiB while the pipeline was held");
+        r.cmd(&["CLIENT", "UNPAUSE"]);
+    } else {
+        // Others are served while the pipeline is being taken in, on both workers.
+        for i in 0..4 {
+            let t = Instant::now();
+            let r = s.api("publish", json!({"channel": format!("pipe:other{i}"), "data": 1}));
+            assert_eq!(r["result"]["offset"], 1, "{r}");
+            assert!(t.elapsed() < Duration::from_secs(2), "a publish beside the pipeline took {:?}", t.elapsed());
+        }
+    }
+    // Now the client reads: a reply to every batch, in order, one publication per command
+    // (offsets of a channel: each exactly once; within a batch, increasing).
+    let mut offsets: Vec<Vec<u64>> = vec![Vec::new(); CHANNELS];
+    for b in 0..BATCHES {
+        let r = c.read_response().unwrap_or_else(|e| panic!("reply to batch {b}: {e}"));
+        assert_eq!(r.status, 200, "batch {b}: {}", r.text());
+        let v = r.json();
+        let replies = v["replies"].as_array().unwrap_or_else(|| panic!("batch {b}: {v}"));
+        assert_eq!(replies.len(), PER_BATCH, "batch {b}");
+        let mut last = [0u64; CHANNELS];
+        for (i, reply) in replies.iter().enumerate() {
+            let ch = (b * PER_BATCH + i) % CHANNELS;
+            let offset =
+                reply["publish"]["offset"].as_u64().unwrap_or_else(|| panic!("batch {b} command {i}: {reply}"));
+            assert!(offset > last[ch], "batch {b} command {i}: offset {offset} after {}", last[ch]);
+            last[ch] = offset;
+            offsets[ch].push(offset);
+        }
+    }
+    for o in &mut offsets {
+        o.sort_unstable();
+        assert!(o.iter().copied().eq(1..=o.len() as u64), "offsets lost or doubled");
+    }
+    let sent = writer.join().unwrap().expect("writing the pipeline");
+    stop.store(true, Ordering::Relaxed);
+    let peak_kb = sampler.join().unwrap().max(s.rss_kb());
+    eprintln!("pipelined batches: {} MiB in {BATCHES} requests; RSS {rss0} KiB, peak {peak_kb} KiB", sent >> 20);
+    assert!(sent > 100 << 20);
+    assert!(peak_kb < rss0 + 64 * 1024, "RSS grew from {rss0} to {peak_kb} KiB");
+    for (ch, o) in offsets.iter().enumerate() {
+        let h = s.api("history", json!({"channel": format!("pipe:{ch}"), "limit": 0}));
+        assert_eq!(h["result"]["offset"], o.len(), "{h}");
+    }
+    assert_healthy(&mut s);
+}
+
+#[test]
+fn pipelined_batches_without_reading_are_backpressured() {
+    pipelined_batches(Server::start(pipe_cfg()), None);
+}
+
+#[test]
+fn pipelined_batches_without_reading_are_backpressured_on_redis() {
+    if !redis_available("pipelined_batches_without_reading_are_backpressured_on_redis") {
+        return;
+    }
+    let r = RedisServer::start();
+    let mut c = pipe_cfg();
+    merge(&mut c, json!({"engine": {"type": "redis", "redis": {"address": [r.url()], "io_timeout": "60s"}}}));
+    pipelined_batches(Server::start(c), Some(&r));
+}
+
+/// Small pipelined requests with large replies: 1,000 `/api/batch` requests of one
+/// `history` call each (~140 KB of requests, ~100 MB of replies) sent at once, none read. Requests already buffered are not
+/// run while the connection owes a bounded amount (commands in flight, unsent replies), so
+/// memory stays flat; reading then yields every reply intact.
+#[test]
+fn pipelined_requests_with_large_replies_are_backpressured() {
+    const REQUESTS: usize = 1000;
+    let mut s = Server::start(pipe_cfg());
+    let pad = "h".repeat(10_000);
+    for n in 0..10 {
+        s.api("publish", json!({"channel": "pipe:h", "data": {"n": n, "pad": pad}}));
+    }
+    let rss0 = s.rss_kb();
+    let (stop, sampler) = rss_sampler(s.pid());
+    let mut c = s.connect();
+    let body = br#"{"commands":[{"history":{"channel":"pipe:h","limit":10}}]}"#;
+    let req = request("POST", "/api/batch", body, &[("X-API-Key", KEY)]);
+    c.send(&req.repeat(REQUESTS));
+    // Others are served meanwhile.
+    for i in 0..4 {
+        let r = s.api("publish", json!({"channel": format!("pipe:other{i}"), "data": 1}));
+        assert_eq!(r["result"]["offset"], 1, "{r}");
+    }
+    let first = c.read_response().expect("the first reply");
+    assert_eq!(first.status, 200);
+    let pubs = first.json()["replies"][0]["history"]["publications"].as_array().map(Vec::len);
+    assert_eq!(pubs, Some(10), "{}", &first.text()[..200]);
+    for n in 1..REQUESTS {
+        let r = c.read_response().unwrap_or_else(|e| panic!("reply {n}: {e}"));
+        assert!(r.status == 200 && r.body == first.body, "reply {n} differs");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let peak_kb = sampler.join().unwrap().max(s.rss_kb());
+    eprintln!(
+        "pipelined history calls: {} KiB of requests, {} MiB of replies; RSS {rss0} KiB, peak {peak_kb} KiB",
+        (req.len() * REQUESTS) >> 10,
+        (first.body.len() * REQUESTS) >> 20
+    );
+    assert!(peak_kb < rss0 + 32 * 1024, "RSS grew from {rss0} to {peak_kb} KiB");
+    assert_healthy(&mut s);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Graceful shutdown.
 // ---------------------------------------------------------------------------------------------

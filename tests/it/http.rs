@@ -221,6 +221,82 @@ fn malformed_requests_get_400_and_close() {
     s.assert_alive();
 }
 
+/// Framing that a proxy in front could read differently (RFC 9112: Content-Length is
+/// `1*DIGIT`, a chunk size `1*HEXDIG` then an optional extension, framing lines end with
+/// CRLF) is refused with 400 (501 for a transfer coding other than chunked) and the
+/// connection closes; none of those requests runs, and valid framing still does.
+#[test]
+fn lenient_framing_is_refused() {
+    let mut s = Server::start(config());
+    let body = publish_body("hist:strict", 1);
+    let (cl, hex) = (body.len().to_string(), format!("{:x}", body.len()));
+    assert!(cl.len() == 2 && hex.len() == 2);
+    let head = |framing: &str| format!("POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\n{framing}\r\n");
+    let with_length = |v: &str| {
+        let mut r = head(&format!("Content-Length: {v}\r\n")).into_bytes();
+        r.extend_from_slice(&body);
+        r
+    };
+    let chunked = |size_line: &str, data_end: &str, last: &str| {
+        let mut r = head("Transfer-Encoding: chunked\r\n").into_bytes();
+        r.extend_from_slice(size_line.as_bytes());
+        r.extend_from_slice(&body);
+        r.extend_from_slice(data_end.as_bytes());
+        r.extend_from_slice(last.as_bytes());
+        r
+    };
+    let mut cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("Content-Length with a plus sign", with_length(&format!("+{cl}")), 400),
+        ("Content-Length with a space inside", with_length(&format!("{} {}", &cl[..1], &cl[1..])), 400),
+        ("Content-Length as a list", with_length(&format!("{cl}, {cl}")), 400),
+        ("empty Content-Length", with_length(""), 400),
+        ("chunk size with a plus sign", chunked(&format!("+{hex}\r\n"), "\r\n", "0\r\n\r\n"), 400),
+        ("chunk size between spaces", chunked(&format!(" {hex} \r\n"), "\r\n", "0\r\n\r\n"), 400),
+        ("chunk size with 0x", chunked(&format!("0x{hex}\r\n"), "\r\n", "0\r\n\r\n"), 400),
+        ("chunk size line ended by LF", chunked(&format!("{hex}\n"), "\r\n", "0\r\n\r\n"), 400),
+        ("chunk data ended by LF", chunked(&format!("{hex}\r\n"), "\n", "0\r\n\r\n"), 400),
+        ("last chunk ended by LF", chunked(&format!("{hex}\r\n"), "\r\n", "0\n\r\n"), 400),
+        ("trailer section ended by LF", chunked(&format!("{hex}\r\n"), "\r\n", "0\r\n\n"), 400),
+        (
+            "Transfer-Encoding gzip, chunked",
+            {
+                let mut r = head("Transfer-Encoding: gzip, chunked\r\n").into_bytes();
+                r.extend(chunk(&body));
+                r.extend_from_slice(LAST_CHUNK);
+                r
+            },
+            501,
+        ),
+    ];
+    let mut two_lengths = head(&format!("Content-Length: {cl}\r\nContent-Length: {}\r\n", body.len() + 1)).into_bytes();
+    two_lengths.extend_from_slice(&body);
+    cases.push(("two different Content-Lengths", two_lengths, 400));
+    let bare_lf_head = String::from_utf8(with_length(&cl)).unwrap().replacen("\r\n", "\n", 1).into_bytes();
+    cases.push(("a head line ended by LF", bare_lf_head, 400));
+    for (what, raw, status) in cases {
+        let mut c = s.connect();
+        let _ = c.send_lossy(&raw);
+        let r = c.read_response().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(r.status, status, "{what}: {:?}", String::from_utf8_lossy(&raw));
+        assert!(c.is_closed(Duration::from_secs(5)), "{what}: closed after {status}");
+    }
+    let h = s.api("history", json!({"channel": "hist:strict", "limit": -1}));
+    assert_eq!(h["result"]["offset"], 0, "a refused request ran: {h}");
+    // Valid framing: leading zeros, a chunk extension (with whitespace before `;`), trailers.
+    for raw in [
+        with_length(&format!("00{cl}")),
+        chunked(&format!("{hex} ;ext=\"a b\"\r\n"), "\r\n", "0\r\nX-Trailer: 1\r\n\r\n"),
+    ] {
+        let mut c = s.connect();
+        c.send(&raw);
+        let r = c.read_response().unwrap();
+        assert_eq!(r.status, 200, "{:?}: {}", String::from_utf8_lossy(&raw), r.text());
+    }
+    let h = s.api("history", json!({"channel": "hist:strict", "limit": -1}));
+    assert_eq!(h["result"]["offset"], 2, "{h}");
+    s.assert_alive();
+}
+
 #[test]
 fn body_size_limit() {
     let mut s = Server::start(config_with(json!({"http_api": {"max_body_size": 1000}})));
