@@ -11,6 +11,8 @@
 //!   cycles, clients killed mid-frame, nested JSON, invalid UTF-8, floods, slow subscribers,
 //!   limits, graceful shutdown.
 //! * `layout` — the source layout's rules: imports point down, files stay small.
+//! * `tokens` — token claims (dates, `client`, `data`, `override`), `channel_regex` and the
+//!   personal channel's `single_connection`.
 //!
 //! `ws_client` is the raw WebSocket client the WebSocket tests share.
 
@@ -32,5 +34,6 @@ mod legacy;
 mod metrics;
 mod redis;
 mod sdk;
+mod tokens;
 mod ws_abuse;
 mod ws_timers;
