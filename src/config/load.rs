@@ -652,6 +652,38 @@ mod tests {
         assert!(load_file("json", ok).is_ok());
     }
 
+    /// An invalid `channel_regex` stops start-up with a message naming the namespace; a
+    /// valid one is compiled once and kept in its Go text.
+    #[test]
+    fn channel_regex_compiled_at_load() {
+        let e = err("json", r#"{"channel": {"namespaces": [{"name": "rooms", "channel_regex": "^[a-z+$"}]}}"#);
+        assert!(e.contains("namespace \"rooms\"") && e.contains("channel_regex"), "{e}");
+        assert!(e.contains("invalid channel regex"), "{e}");
+        let e = err("json", r#"{"channel": {"without_namespace": {"channel_regex": "("}}}"#);
+        assert!(e.contains("channel.without_namespace.channel_regex"), "{e}");
+        let l = load_file("json", r#"{"channel": {"namespaces": [{"name": "rooms", "channel_regex": "^\\w+$"}]}}"#)
+            .unwrap();
+        let o = &l.config.channel.namespaces[0].options;
+        assert_eq!(o.channel_regex.as_str(), r"^\w+$");
+        assert!(l.config.client_channel_allowed("rooms:abc", o));
+        assert!(!l.config.client_channel_allowed("rooms:café", o));
+        assert!(!l.config.client_channel_allowed("rooms:a-b", o));
+        check(&l.config, &[("/channel/namespaces/0/channel_regex", json!(r"^\w+$"))]);
+        // The regex sees the part after the namespace (private prefix stripped), or the whole
+        // name without a namespace; without a regex names must be ASCII.
+        let l = load_file(
+            "json",
+            r#"{"channel": {"without_namespace": {"channel_regex": "^\\$?x"},
+            "namespaces": [{"name": "rooms", "channel_regex": "^[a-z]+$"}, {"name": "plain"}]}}"#,
+        )
+        .unwrap();
+        let c = &l.config;
+        let ok = |ch: &str| c.client_channel_allowed(ch, c.resolve_channel(ch).unwrap().options);
+        assert!(ok("$rooms:abc") && ok("rooms:abc") && !ok("rooms:ab:c") && !ok("rooms:"));
+        assert!(ok("xyz") && ok("$xyz") && !ok("yx"));
+        assert!(ok("plain:abc") && !ok("plain:é"));
+    }
+
     #[test]
     fn secrets_generated_when_empty() {
         let l = load(&LoadOptions::default()).unwrap();

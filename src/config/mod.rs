@@ -8,12 +8,14 @@
 
 pub mod duration;
 pub mod load;
+pub mod pattern;
 pub mod redis;
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 pub use load::{load, LoadOptions, Loaded};
+pub use pattern::ChannelRegex;
 
 use crate::error::ApiError;
 
@@ -232,7 +234,9 @@ pub struct ChannelOptions {
     pub allow_history_for_subscriber: bool,
     pub allow_history_for_anonymous: bool,
     pub allow_user_limited_channels: bool,
-    pub channel_regex: String,
+    /// Client-side channel names of the namespace must match (the part after the namespace
+    /// boundary); without it they must be ASCII.
+    pub channel_regex: ChannelRegex,
 }
 
 impl ChannelOptions {
@@ -504,6 +508,22 @@ impl Config {
                 .map(|i| Resolved { options: &c.namespaces[i].options, namespace: Some(i) })
                 .ok_or(ApiError::UNKNOWN_CHANNEL),
         }
+    }
+
+    /// Whether a client may name `channel` (options `o`, as resolved) in subscribe, publish,
+    /// presence and history: with the namespace's `channel_regex` the part after the namespace
+    /// boundary (the whole name for channels without namespace) must contain a match;
+    /// without one the name must be ASCII. Server API calls are not checked.
+    pub fn client_channel_allowed(&self, channel: &str, o: &ChannelOptions) -> bool {
+        let c = &self.channel;
+        let rest = channel
+            .strip_prefix(c.private_prefix.as_str())
+            .filter(|_| !c.private_prefix.is_empty())
+            .unwrap_or(channel)
+            .split_once(c.namespace_boundary.as_str())
+            .filter(|_| !c.namespace_boundary.is_empty())
+            .map_or(channel, |(_, rest)| rest);
+        o.channel_regex.is_match(rest).unwrap_or_else(|| channel.is_ascii())
     }
 
     /// History meta TTL for these options (namespace value or the channel-wide default).

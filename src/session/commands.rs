@@ -5,12 +5,11 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use bytes::Bytes;
-use serde_json::{Map, Value};
 
+use super::claims::{self, ConnClaims, ConnRefused, ServerSub};
 use super::{unix_now, Session, Sub, Tokens};
-use crate::api::{Command, Overrides};
+use crate::api::{Command, DisconnectCmd, Overrides, Res, Target};
 use crate::client::Handler;
 use crate::config::ChannelOptions;
 use crate::error::{ApiError, Disconnect};
@@ -19,98 +18,96 @@ use crate::protocol::{self, ConnectResult, Format, PushBody, ReplyBody, Subscrib
 use crate::shard::{ShardOp, SubOp};
 use crate::token::TokenError;
 
-/// Claims of a verified connection token that Gyre uses.
-struct ConnClaims {
-    user: String,
-    expire_at: i64,
-    info: Option<Bytes>,
-    /// Server-side subscriptions: channel, channel info, per-subscription overrides.
-    channels: Vec<(String, Option<Bytes>, Overrides)>,
+/// The claim naming the user in connection tokens (`client.token.user_id_claim`; "" = `sub`).
+fn conn_user_claim(s: &Session) -> &str {
+    &s.w.cfg.client.token.user_id_claim
 }
 
-/// `override` of a token's `subs` entry: `{"presence":{"value":true},...}`.
-fn claim_overrides(o: &Map<String, Value>) -> Overrides {
-    let get = |k: &str| o.get(k).and_then(|v| v.get("value")).and_then(Value::as_bool);
-    Overrides {
-        presence: get("presence"),
-        join_leave: get("join_leave"),
-        force_recovery: get("force_recovery"),
-        force_positioning: get("force_positioning"),
-        force_push_join_leave: get("force_push_join_leave"),
+/// The claim naming the user in subscription tokens: as for connection tokens when both are
+/// verified alike; with `client.subscription_token` its own (`sub`).
+fn sub_user_claim(s: &Session) -> &str {
+    if s.w.cfg.client.subscription_token.enabled {
+        ""
+    } else {
+        &s.w.cfg.client.token.user_id_claim
     }
 }
 
-fn claim_info(claims: &Map<String, Value>, key: &str, b64key: &str) -> Result<Option<Bytes>, ()> {
-    if let Some(Value::String(b)) = claims.get(b64key) {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(b).map_err(|_| ())?;
-        return Ok(Some(Bytes::from(bytes)));
+/// The user's personal channel (`client.subscribe_to_user_personal_channel`).
+fn personal_channel(cfg: &crate::config::Config, user: &str) -> String {
+    let ns = &cfg.client.subscribe_to_user_personal_channel.personal_channel_namespace;
+    if ns.is_empty() {
+        format!("{}{}", cfg.channel.user_boundary, user)
+    } else {
+        format!("{}{}{}{}", ns, cfg.channel.namespace_boundary, cfg.channel.user_boundary, user)
     }
-    Ok(claims.get(key).filter(|v| !v.is_null()).map(|v| Bytes::from(serde_json::to_vec(v).unwrap_or_default())))
 }
 
-fn parse_conn_claims(s: &Session, claims: &Map<String, Value>) -> Result<ConnClaims, Disconnect> {
-    if claims.contains_key("channel") {
-        return Err(Disconnect::INVALID_TOKEN);
-    }
-    let user_claim = &s.w.cfg.client.token.user_id_claim;
-    let user_key = if user_claim.is_empty() { "sub" } else { user_claim.as_str() };
-    let user = match claims.get(user_key) {
-        Some(Value::String(u)) => u.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        None | Some(Value::Null) => String::new(),
-        Some(_) => return Err(Disconnect::INVALID_TOKEN),
+/// Whether a token's `data` can travel to this client: a JSON client gets it only when it is
+/// JSON (binary `b64data` that is not would make its text frame invalid), as with binary
+/// publications.
+fn json_ok(s: &Session, data: &Option<Bytes>) -> bool {
+    s.client.format != Format::Json || data.as_ref().is_none_or(|d| crate::model::is_json(d))
+}
+
+/// `client.subscribe_to_user_personal_channel.single_connection`: when the user's personal
+/// channel has presence, every other connection of the user, on any worker and (with Redis)
+/// any node, is disconnected with 3504 before this one is accepted.
+async fn keep_single_connection(s: &Rc<Session>, user: &str) -> Result<(), Disconnect> {
+    let channel = personal_channel(&s.w.cfg, user);
+    let stats = s.w.call_shard(&channel, ShardOp::PresenceStats(channel.as_str().into())).await;
+    let num_clients = match stats {
+        Ok(Res::PresenceStats { num_clients, .. }) => num_clients,
+        _ => return Err(Disconnect::INTERNAL),
     };
-    let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
-    let expire_at = match claims.get("expire_at").and_then(Value::as_i64) {
-        Some(e) => e,
-        None => exp,
-    };
-    let info = claim_info(claims, "info", "b64info").map_err(|_| Disconnect::INVALID_TOKEN)?;
-    let mut channels: Vec<(String, Option<Bytes>, Overrides)> = Vec::new();
-    if let Some(Value::Object(subs)) = claims.get("subs") {
-        for (ch, opts) in subs {
-            let (info, overrides) = match opts {
-                Value::Object(o) => (
-                    claim_info(o, "info", "b64info").map_err(|_| Disconnect::INVALID_TOKEN)?,
-                    o.get("override").and_then(Value::as_object).map(claim_overrides).unwrap_or_default(),
-                ),
-                _ => (None, Overrides::default()),
-            };
-            channels.push((ch.clone(), info, overrides));
-        }
-    } else if let Some(Value::Array(list)) = claims.get("channels") {
-        for ch in list {
-            let Value::String(ch) = ch else {
-                return Err(Disconnect::INVALID_TOKEN);
-            };
-            channels.push((ch.clone(), None, Overrides::default()));
-        }
+    if num_clients == 0 {
+        return Ok(());
     }
-    Ok(ConnClaims { user, expire_at, info, channels })
+    let d = Disconnect::CONNECTION_LIMIT;
+    let cmd = Command::Disconnect(DisconnectCmd {
+        target: Target { user: user.into(), ..Default::default() },
+        whitelist: vec![s.client.id.as_ref().into()],
+        code: d.code,
+        reason: d.reason.as_ref().into(),
+    });
+    crate::cluster::act(&s.w, cmd).await.map(|_| ()).map_err(|_| Disconnect::INTERNAL)
 }
 
 pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -> Result<(), Disconnect> {
     let cfg = s.w.cfg.clone();
     let claims = if !c.token.is_empty() {
         match Tokens::of(&s.w).conn.verify(&c.token) {
-            Ok(claims) => parse_conn_claims(s, &claims)?,
+            Ok(claims) => match claims::conn(&claims, conn_user_claim(s)) {
+                Ok(c) => c,
+                Err(ConnRefused::Invalid) => return Err(Disconnect::INVALID_TOKEN),
+                Err(ConnRefused::BadInfo) => {
+                    s.st.borrow_mut().unusable = true;
+                    s.reply(id, &Err(ApiError::INTERNAL));
+                    return Ok(());
+                }
+            },
             Err(TokenError::Expired) if !cfg.client.insecure => {
                 s.st.borrow_mut().unusable = true;
                 s.reply(id, &Err(ApiError::TOKEN_EXPIRED));
                 return Ok(());
             }
-            Err(_) if cfg.client.insecure => {
-                ConnClaims { user: String::new(), expire_at: 0, info: None, channels: Vec::new() }
-            }
+            Err(_) if cfg.client.insecure => ConnClaims::default(),
             Err(_) => return Err(Disconnect::INVALID_TOKEN),
         }
     } else if cfg.client.allow_anonymous_connect_without_token || cfg.client.insecure {
-        ConnClaims { user: String::new(), expire_at: 0, info: None, channels: Vec::new() }
+        ConnClaims::default()
     } else {
         return Err(Disconnect::BAD_REQUEST);
     };
     if claims.user.is_empty() && !c.token.is_empty() && cfg.client.disallow_anonymous_connection_tokens {
         return Err(Disconnect::PERMISSION_DENIED);
+    }
+    let personal = &cfg.client.subscribe_to_user_personal_channel;
+    if personal.enabled && personal.single_connection && !claims.user.is_empty() {
+        keep_single_connection(s, &claims.user).await?;
+        if s.st.borrow().closed {
+            return Err(Disconnect::new(3000, "connection closed"));
+        }
     }
     let now = unix_now();
     let expire_at = if cfg.client.insecure { 0 } else { claims.expire_at };
@@ -121,26 +118,21 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
     }
     let user: Arc<str> = claims.user.as_str().into();
     // Validate server-side channels before changing any state.
-    let mut server_subs: Vec<(String, Option<Bytes>, Overrides)> = claims.channels;
-    let personal = &cfg.client.subscribe_to_user_personal_channel;
+    let mut server_subs = claims.subs;
     if personal.enabled && !user.is_empty() {
-        let ch = if personal.personal_channel_namespace.is_empty() {
-            format!("{}{}", cfg.channel.user_boundary, user)
-        } else {
-            format!(
-                "{}{}{}{}",
-                personal.personal_channel_namespace, cfg.channel.namespace_boundary, cfg.channel.user_boundary, user
-            )
-        };
-        if !server_subs.iter().any(|(c, _, _)| *c == ch) {
-            server_subs.push((ch, None, Overrides::default()));
+        let channel = personal_channel(&cfg, &user);
+        if !server_subs.iter().any(|sub| sub.channel == channel) {
+            server_subs.push(ServerSub { channel, ..Default::default() });
         }
     }
     if server_subs.len() > cfg.client.channel_limit {
         return Err(Disconnect::CHANNEL_LIMIT);
     }
-    for (ch, _, _) in &server_subs {
-        if let Err(e) = cfg.resolve_channel(ch) {
+    if server_subs.iter().any(|sub| !json_ok(s, &sub.data)) {
+        return Err(Disconnect::INAPPROPRIATE_PROTOCOL);
+    }
+    for sub in &server_subs {
+        if let Err(e) = cfg.resolve_channel(&sub.channel) {
             s.st.borrow_mut().unusable = true;
             s.reply(id, &Err(e));
             return Ok(());
@@ -177,7 +169,7 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
         ..Default::default()
     };
     let mut live: Vec<Arc<str>> = Vec::new();
-    for (ch, info, overrides) in server_subs {
+    for ServerSub { channel: ch, info, data, overrides } in server_subs {
         let recover = c.subs.iter().find(|(k, _)| *k == ch).map(|(_, r)| r.clone());
         let req = SubscribeReq {
             channel: ch.clone(),
@@ -187,7 +179,8 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
             ..Default::default()
         };
         match subscribe_owned(s, req, info, true, 0, overrides).await {
-            Ok(Ok((channel, res))) => {
+            Ok(Ok((channel, mut res))) => {
+                res.data = data;
                 live.push(channel);
                 result.subs.push((ch, res));
             }
@@ -220,6 +213,9 @@ pub(super) fn check(s: &Session, channel: &str, f: Feature) -> Result<(), ApiErr
         return Err(ApiError::BAD_REQUEST);
     }
     let o = cfg.resolve_channel(channel)?.options;
+    if !cfg.client_channel_allowed(channel, o) {
+        return Err(ApiError::BAD_REQUEST);
+    }
     let st = s.st.borrow();
     let anon = st.user.is_empty();
     let subscribed = st.subs.contains_key(channel);
@@ -276,8 +272,7 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
         Ok(r) => r.options,
         Err(e) => return Ok(Err(e)),
     };
-    // Client-side channel names are ASCII unless the namespace defines its own pattern.
-    if o.channel_regex.is_empty() && !req.channel.is_ascii() {
+    if !cfg.client_channel_allowed(&req.channel, o) {
         return Ok(Err(ApiError::BAD_REQUEST));
     }
     if !req.delta.is_empty() && req.delta != "fossil" {
@@ -286,55 +281,46 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
     let user = s.st.borrow().user.clone();
     let private =
         !cfg.channel.private_prefix.is_empty() && req.channel.starts_with(cfg.channel.private_prefix.as_str());
-    let mut chan_info = None;
-    let mut expires_at = 0;
     if !req.token.is_empty() {
-        match Tokens::of(&s.w).sub.verify(&req.token) {
+        let t = match Tokens::of(&s.w).sub.verify(&req.token) {
             Err(TokenError::Expired) => return Ok(Err(ApiError::TOKEN_EXPIRED)),
             Err(_) => return Ok(Err(ApiError::PERMISSION_DENIED)),
-            Ok(claims) => {
-                let Some(Value::String(ch)) = claims.get("channel") else {
-                    return Ok(Err(ApiError::PERMISSION_DENIED));
-                };
-                let sub = match claims.get("sub") {
-                    Some(Value::String(u)) => u.as_str(),
-                    _ => "",
-                };
-                if *ch != req.channel || sub != &*user {
-                    return Err(Disconnect::INVALID_TOKEN);
-                }
-                if let Some(Value::String(c)) = claims.get("client") {
-                    if !c.is_empty() && **c != *s.client.id {
-                        return Err(Disconnect::INVALID_TOKEN);
-                    }
-                }
-                chan_info = claim_info(&claims, "info", "b64info").map_err(|_| Disconnect::INVALID_TOKEN)?;
-                // `expire_at` overrides `exp` for the subscription's lifetime; 0 = never.
-                expires_at = match claims.get("expire_at").and_then(Value::as_i64) {
-                    Some(e) => e,
-                    None => claims.get("exp").and_then(Value::as_i64).unwrap_or(0),
-                };
-                if expires_at > 0 && expires_at <= unix_now() {
-                    return Ok(Err(ApiError::EXPIRED));
-                }
-            }
-        }
-    } else if private {
-        return Ok(Err(ApiError::PERMISSION_DENIED));
-    } else {
-        let limited = user_allowed(&cfg, o, &req.channel, &user);
-        let allowed = match limited {
-            Some(ok) => ok || cfg.client.insecure,
-            None => {
-                (o.allow_subscribe_for_client && (!user.is_empty() || o.allow_subscribe_for_anonymous))
-                    || cfg.client.insecure
-            }
+            Ok(claims) => match claims::sub(&claims, sub_user_claim(s)) {
+                Ok(t) => t,
+                Err(_) => return Ok(Err(ApiError::PERMISSION_DENIED)),
+            },
         };
-        if !allowed {
-            return Ok(Err(ApiError::PERMISSION_DENIED));
+        if let Err(e) = cfg.resolve_channel(&t.channel) {
+            return Ok(Err(e));
         }
+        if t.channel != req.channel || t.user != *user || (!t.client.is_empty() && *t.client != *s.client.id) {
+            return Err(Disconnect::INVALID_TOKEN);
+        }
+        // `expire_at` overrides `exp` for the subscription's lifetime; 0 = never.
+        if t.expire_at > 0 && t.expire_at <= unix_now() {
+            return Ok(Err(ApiError::EXPIRED));
+        }
+        if !json_ok(s, &t.data) {
+            return Err(Disconnect::INAPPROPRIATE_PROTOCOL);
+        }
+        let r = subscribe_owned(s, req, t.info, false, t.expire_at, t.overrides).await;
+        return r.map(|r| r.map(|(channel, res)| (channel, SubscribeResult { data: t.data, ..res })));
     }
-    subscribe_owned(s, req, chan_info, false, expires_at, Overrides::default()).await
+    if private {
+        return Ok(Err(ApiError::PERMISSION_DENIED));
+    }
+    let limited = user_allowed(&cfg, o, &req.channel, &user);
+    let allowed = match limited {
+        Some(ok) => ok || cfg.client.insecure,
+        None => {
+            (o.allow_subscribe_for_client && (!user.is_empty() || o.allow_subscribe_for_anonymous))
+                || cfg.client.insecure
+        }
+    };
+    if !allowed {
+        return Ok(Err(ApiError::PERMISSION_DENIED));
+    }
+    subscribe_owned(s, req, None, false, 0, Overrides::default()).await
 }
 
 /// Registers the subscription with the channel's owner (permissions already checked).
@@ -367,7 +353,9 @@ async fn subscribe_owned(
         chan_info: chan_info.clone(),
         presence,
         join_leave,
-        push_join_leave: force_push_join_leave || (join_leave && req.join_leave && presence_allowed),
+        // A client's own `join_leave` request needs the namespace's option, whatever a token's
+        // override says.
+        push_join_leave: force_push_join_leave || (o.join_leave && req.join_leave && presence_allowed),
         server_side,
         expires_at,
     };
@@ -445,6 +433,9 @@ pub(super) async fn publish(s: &Rc<Session>, channel: String, data: Bytes) -> Re
         return Err(ApiError::BAD_REQUEST);
     }
     let o = cfg.resolve_channel(&channel)?.options;
+    if !cfg.client_channel_allowed(&channel, o) {
+        return Err(ApiError::BAD_REQUEST);
+    }
     let (anon, subscribed, chan_info) = {
         let st = s.st.borrow();
         let sub = st.subs.get(channel.as_str());
@@ -469,7 +460,14 @@ pub(super) fn refresh(s: &Rc<Session>, id: u32, token: &str) -> Result<(), Disco
         return Err(Disconnect::BAD_REQUEST);
     }
     let claims = match Tokens::of(&s.w).conn.verify(token) {
-        Ok(c) => parse_conn_claims(s, &c)?,
+        Ok(c) => match claims::conn(&c, conn_user_claim(s)) {
+            Ok(c) => c,
+            Err(ConnRefused::Invalid) => return Err(Disconnect::INVALID_TOKEN),
+            Err(ConnRefused::BadInfo) => {
+                s.reply(id, &Err(ApiError::INTERNAL));
+                return Ok(());
+            }
+        },
         Err(TokenError::Expired) => return Err(Disconnect::EXPIRED),
         Err(_) => return Err(Disconnect::INVALID_TOKEN),
     };
@@ -507,33 +505,33 @@ pub(super) fn sub_refresh(s: &Rc<Session>, id: u32, channel: &str, token: &str) 
         s.reply(id, &Err(ApiError::BAD_REQUEST));
         return Ok(());
     }
-    let claims = match Tokens::of(&s.w).sub.verify(token) {
-        Ok(c) => c,
+    let t = match Tokens::of(&s.w).sub.verify(token) {
+        Ok(c) => claims::sub(&c, sub_user_claim(s)).map_err(|_| Disconnect::INVALID_TOKEN)?,
         Err(TokenError::Expired) => {
             s.reply(id, &Err(ApiError::TOKEN_EXPIRED));
             return Ok(());
         }
         Err(_) => return Err(Disconnect::INVALID_TOKEN),
     };
+    if let Err(e) = s.w.cfg.resolve_channel(&t.channel) {
+        s.reply(id, &Err(e));
+        return Ok(());
+    }
     let user = s.st.borrow().user.clone();
-    let ch_ok = matches!(claims.get("channel"), Some(Value::String(c)) if c == channel);
-    let sub_ok = matches!(claims.get("sub"), Some(Value::String(u)) if **u == *user)
-        || (user.is_empty() && claims.get("sub").is_none());
-    if !ch_ok || !sub_ok {
+    if t.channel != channel || t.user != *user || (!t.client.is_empty() && *t.client != *s.client.id) {
         return Err(Disconnect::INVALID_TOKEN);
     }
     let now = unix_now();
-    let exp = claims
-        .get("expire_at")
-        .and_then(Value::as_i64)
-        .or_else(|| claims.get("exp").and_then(Value::as_i64))
-        .unwrap_or(0);
+    let exp = t.expire_at;
     if exp > 0 && exp <= now {
         s.reply(id, &Err(ApiError::EXPIRED));
         return Ok(());
     }
     if let Some(sub) = s.st.borrow_mut().subs.get_mut(channel) {
         sub.expires_at = exp;
+        // The token's channel info replaces the subscription's (publications and leave
+        // messages of this client carry it from now on).
+        sub.chan_info = t.info;
     }
     s.reply(id, &Ok(ReplyBody::SubRefresh { expires: exp > 0, ttl: if exp > 0 { (exp - now) as u32 } else { 0 } }));
     Ok(())

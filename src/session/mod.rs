@@ -8,6 +8,7 @@
 //! through the worker; results come back in order (see `ARCHITECTURE.md`). The worker reaches
 //! the session through [`crate::client::Handler`] (timers, overflow, API actions).
 
+mod claims;
 mod commands;
 mod handle;
 mod mesh;

@@ -13,6 +13,8 @@
 //! * `races`  — subscribe/unsubscribe/close/API-disconnect interleavings (both engines): the
 //!   node's presence, counts and fan-out equal what the live sessions hold.
 //! * `layout` — the source layout's rules: imports point down, files stay small.
+//! * `tokens` — token claims (dates, `client`, `data`, `override`), `channel_regex` and the
+//!   personal channel's `single_connection`.
 //!
 //! `ws_client` is the raw WebSocket client the WebSocket tests share.
 
@@ -35,5 +37,6 @@ mod metrics;
 mod races;
 mod redis;
 mod sdk;
+mod tokens;
 mod ws_abuse;
 mod ws_timers;
