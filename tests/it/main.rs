@@ -11,6 +11,7 @@
 //!   cycles, clients killed mid-frame, nested JSON, invalid UTF-8, floods, slow subscribers,
 //!   limits, graceful shutdown.
 //! * `layout` — the source layout's rules: imports point down, files stay small.
+//! * `shapes` — client protocol replies whose results are empty, as Centrifugo writes them.
 //!
 //! `ws_client` is the raw WebSocket client the WebSocket tests share.
 
@@ -32,5 +33,6 @@ mod legacy;
 mod metrics;
 mod redis;
 mod sdk;
+mod shapes;
 mod ws_abuse;
 mod ws_timers;
