@@ -299,6 +299,9 @@ fn validate_channel_options(o: &ChannelOptions, at: &str, global_meta_ttl: std::
     if !["", "stream", "cache"].contains(&o.force_recovery_mode.as_str()) {
         return Err(format!("{at}.force_recovery_mode: unknown recovery mode {:?}", o.force_recovery_mode));
     }
+    if o.auto_cache_recover && (!o.force_recovery || o.force_recovery_mode != "cache") {
+        return Err(format!("{at}.auto_cache_recover requires force_recovery and force_recovery_mode set to cache"));
+    }
     Ok(())
 }
 
@@ -634,6 +637,7 @@ mod tests {
             (r#"{"channel": {"namespaces": [{"name": "ch", "force_recovery": true}]}}"#, "[\"ch\"].force_recovery"),
             (r#"{"allow_recovery": true}"#, "allow_recovery"),
             (r#"{"force_recovery_mode": "x"}"#, "force_recovery_mode"),
+            (r#"{"history_size": 1, "history_ttl": "1s", "auto_cache_recover": true}"#, "auto_cache_recover requires"),
             (r#"{"client": {"ping_interval": "5s", "pong_timeout": "5s"}}"#, "client.ping_interval"),
             (r#"{"engine": {"type": "nats"}}"#, "engine.type"),
             (r#"{"log_level": "verbose"}"#, "log.level"),

@@ -250,6 +250,9 @@ fn user_allowed(cfg: &crate::config::Config, o: &ChannelOptions, channel: &str, 
 
 type SubOutcome = Result<Result<(Arc<str>, SubscribeResult), ApiError>, Disconnect>;
 
+/// Bit of a subscribe request's `flag`: answer an unrecoverable position with error 112.
+const FLAG_REJECT_UNRECOVERED: i64 = 2;
+
 /// Client-side subscribe with permission checks.
 pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome {
     let cfg = s.w.cfg.clone();
@@ -366,8 +369,12 @@ async fn subscribe_owned(
     };
     let channel: Arc<str> = req.channel.as_str().into();
     let info = s.info(chan_info);
-    let recover =
-        (recoverable && req.recover).then(|| StreamPosition { offset: req.offset, epoch: req.epoch.as_str().into() });
+    // Cache recovery hands over the latest publication only; with `auto_cache_recover` every
+    // subscribe recovers, whether or not the client asked.
+    let cache = o.force_recovery_mode == "cache";
+    let auto = cache && o.auto_cache_recover;
+    let recover = (recoverable && (req.recover || auto))
+        .then(|| StreamPosition { offset: req.offset, epoch: req.epoch.as_str().into() });
     let op = SubOp {
         channel: channel.clone(),
         worker: s.w.id as u16,
@@ -376,6 +383,10 @@ async fn subscribe_owned(
         recover: recover.clone(),
         position: positioned,
         recover_limit: cfg.client.recovery_max_publication_limit,
+        cache,
+        // A client that can load the state itself (`getState`) asks for 112 rather than a
+        // fresh position when its position cannot be recovered from the stream.
+        reject_unrecovered: !cache && req.flag & FLAG_REJECT_UNRECOVERED != 0,
     };
     let push_join_leave = sub.push_join_leave;
     s.st.borrow_mut().pending.insert(channel.clone(), sub.clone());
@@ -402,7 +413,7 @@ async fn subscribe_owned(
     let mut res = SubscribeResult {
         recoverable,
         positioned,
-        was_recovering: recover.is_some(),
+        was_recovering: req.recover || recover.is_some(),
         expires: expires_at > 0,
         ttl: if expires_at > now { (expires_at - now) as u32 } else { 0 },
         ..Default::default()

@@ -5,6 +5,7 @@
 //! * `legacy` — legacy `POST /api` streams, including a 1,000,000-command request.
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
+//! * `recovery` — recovery on subscribe: the "reject unrecovered" flag, cache recovery.
 //! * `redis`  — the Redis engine: several nodes on `redis-server`s of the tests' own.
 //! * `gateway` — the gateway ("mesh") API: raw WebSocket clients, `/ws/v1` backends, grid.
 //! * `hardening` — abuse and fault suites: slowloris, idle/half-open connections, connect
@@ -31,6 +32,7 @@ mod http;
 mod layout;
 mod legacy;
 mod metrics;
+mod recovery;
 mod redis;
 mod sdk;
 mod shapes;
