@@ -14,6 +14,7 @@ use crate::ws_client::*;
 /// * `rec`   — stream recovery (history 3), presence and join/leave pushed to everyone.
 /// * `cache` — cache recovery.
 /// * `auto`  — cache recovery with `auto_cache_recover`.
+/// * `plain` — no recovery.
 fn recovery_config() -> Value {
     json!({
         "http_api": {"key": KEY},
@@ -25,7 +26,8 @@ fn recovery_config() -> Value {
                 {"name": "cache", "history_size": 10, "history_ttl": "300s", "force_recovery": true,
                  "force_recovery_mode": "cache"},
                 {"name": "auto", "history_size": 10, "history_ttl": "300s", "force_recovery": true,
-                 "force_recovery_mode": "cache", "auto_cache_recover": true}
+                 "force_recovery_mode": "cache", "auto_cache_recover": true},
+                {"name": "plain"}
             ]
         },
         "workers": 2
@@ -245,6 +247,16 @@ fn cache_recovery_redis() {
     }
     let redis = RedisServer::start();
     cache_recovery(&Server::start(on_redis(&redis, "cache")));
+}
+
+/// A client that asks to recover where recovery is off is told it was recovering and was not
+/// recovered, as Centrifugo tells it.
+#[test]
+fn was_recovering_follows_the_request() {
+    let s = Server::start(recovery_config());
+    let mut c = Client::connect(&s);
+    let r = c.subscribe(json!({"channel": "plain:a", "recover": true, "offset": 3, "epoch": "e"}));
+    assert_eq!(r["subscribe"], json!({"was_recovering": true}), "{r}");
 }
 
 /// centrifuge-js with `getState`: its position cannot be recovered, so the server answers
