@@ -26,6 +26,8 @@ struct ConnClaims {
     info: Option<Bytes>,
     /// Server-side subscriptions: channel, channel info, per-subscription overrides.
     channels: Vec<(String, Option<Bytes>, Overrides)>,
+    /// The token carries the hidden-session mark (see [`super::hidden`]).
+    hidden: bool,
 }
 
 /// `override` of a token's `subs` entry: `{"presence":{"value":true},...}`.
@@ -86,7 +88,8 @@ fn parse_conn_claims(s: &Session, claims: &Map<String, Value>) -> Result<ConnCla
             channels.push((ch.clone(), None, Overrides::default()));
         }
     }
-    Ok(ConnClaims { user, expire_at, info, channels })
+    let hidden = super::hidden::is_marked(&s.w.cfg.client.token.hmac_secret_key, claims);
+    Ok(ConnClaims { user, expire_at, info, channels, hidden })
 }
 
 pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -> Result<(), Disconnect> {
@@ -100,12 +103,12 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
                 return Ok(());
             }
             Err(_) if cfg.client.insecure => {
-                ConnClaims { user: String::new(), expire_at: 0, info: None, channels: Vec::new() }
+                ConnClaims { user: String::new(), expire_at: 0, info: None, channels: Vec::new(), hidden: false }
             }
             Err(_) => return Err(Disconnect::INVALID_TOKEN),
         }
     } else if cfg.client.allow_anonymous_connect_without_token || cfg.client.insecure {
-        ConnClaims { user: String::new(), expire_at: 0, info: None, channels: Vec::new() }
+        ConnClaims { user: String::new(), expire_at: 0, info: None, channels: Vec::new(), hidden: false }
     } else {
         return Err(Disconnect::BAD_REQUEST);
     };
@@ -158,8 +161,11 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
         st.user = user.clone();
         st.conn_info = claims.info;
         st.expires_at = expire_at;
+        st.hidden = claims.hidden;
     }
-    s.w.hub.user_added(&user);
+    if !claims.hidden {
+        s.w.hub.user_added(&user);
+    }
     let mut result = ConnectResult {
         client: s.client.id.to_string(),
         version: s.w.node.version.clone(),
@@ -347,9 +353,11 @@ async fn subscribe_owned(
         Ok(r) => r.options,
         Err(e) => return Ok(Err(e)),
     };
-    // Per-subscription overrides (token `subs`, API subscribe) win over the namespace.
-    let presence = overrides.presence.unwrap_or(o.presence);
-    let join_leave = overrides.join_leave.unwrap_or(o.join_leave);
+    // Per-subscription overrides (token `subs`, API subscribe) win over the namespace; a
+    // hidden session has neither presence nor join/leave.
+    let hidden = s.st.borrow().hidden;
+    let presence = !hidden && overrides.presence.unwrap_or(o.presence);
+    let join_leave = !hidden && overrides.join_leave.unwrap_or(o.join_leave);
     let force_push_join_leave = overrides.force_push_join_leave.unwrap_or(o.force_push_join_leave);
     let force_recovery = overrides.force_recovery.unwrap_or(o.force_recovery);
     let force_positioning = overrides.force_positioning.unwrap_or(o.force_positioning);

@@ -10,6 +10,7 @@
 
 mod commands;
 mod handle;
+pub mod hidden;
 mod mesh;
 mod timers;
 
@@ -54,6 +55,8 @@ struct State {
     /// A connect failed with an error reply: any further command closes with 3501.
     unusable: bool,
     closed: bool,
+    /// Kept out of presence, join/leave and the client counts (see [`hidden`]).
+    hidden: bool,
     user: Arc<str>,
     conn_info: Option<Bytes>,
     subs: AHashMap<Arc<str>, Sub>,
@@ -234,14 +237,14 @@ impl Session {
     /// Releases everything the session holds (hub and owner entries, presence, counts).
     /// Idempotent; the transport calls it when its connection ends.
     pub fn cleanup(&self) {
-        let (subs, user, connected) = {
+        let (subs, user, counted) = {
             let mut st = self.st.borrow_mut();
             if st.closed {
                 return;
             }
             st.closed = true;
             st.pending.clear();
-            (std::mem::take(&mut st.subs), st.user.clone(), st.connected)
+            (std::mem::take(&mut st.subs), st.user.clone(), st.connected && !st.hidden)
         };
         self.client.forget_held();
         let key = self.key();
@@ -255,7 +258,7 @@ impl Session {
             let ev = crate::gateway::event("close", Default::default(), Some(&ctx));
             crate::gateway::push_event(&self.w, &self.client.id, topic, &ev);
         }
-        if connected {
+        if counted {
             self.w.hub.user_removed(&user);
         }
         self.w.hub.remove(key);
@@ -312,8 +315,9 @@ impl Handler for Session {
         commands::api_act(&self, cmd);
     }
 
+    /// A hidden session is never counted.
     fn is_connected(&self) -> bool {
         let st = self.st.borrow();
-        st.connected && !st.closed
+        st.connected && !st.closed && !st.hidden
     }
 }
