@@ -2,6 +2,7 @@
 //!
 //! * `api`    — new-style `POST /api/<method>`: every method's success and error shapes.
 //! * `auth`   — API key checks.
+//! * `config_audit` — every Centrifugo v6 option is applied or reported as not supported.
 //! * `legacy` — legacy `POST /api` streams, including a 1,000,000-command request.
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
@@ -25,6 +26,7 @@ mod auth;
 mod bench_smoke;
 mod cent;
 mod cli;
+mod config_audit;
 mod gateway;
 mod grpc;
 mod hardening;
