@@ -213,7 +213,7 @@ fn every_centrifugo_option_is_applied_or_reported() {
             (false, true) => {}
             (true, false) => {
                 applied_seen.insert(name);
-                let pointer = format!("/{}", path.replace('.', "/").replace('[', "/").replace(']', ""));
+                let pointer = format!("/{}", path.replace(['.', '['], "/").replace(']', ""));
                 match effective.pointer(&pointer) {
                     Some(got) if same(got, value) => {}
                     got => problems.push(format!("{path}: set to {value}, effective {got:?}")),
