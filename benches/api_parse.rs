@@ -172,6 +172,8 @@ fn parse_and_dispatch(c: &mut Criterion) {
                     recover: None,
                     position: false,
                     recover_limit: 0,
+                    cache: false,
+                    reject_unrecovered: false,
                 };
                 shard.subscribe(op, Instant::now(), &mut fanout).unwrap();
             }

@@ -22,6 +22,7 @@ use sha2::Sha256;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
+use crate::session::hidden;
 
 /// How long an admin login lasts (Centrifugo's securecookie default).
 const TOKEN_TTL: u64 = 30 * 24 * 3600;
@@ -106,13 +107,16 @@ pub fn init(cfg: &Config, authorization: Option<&[u8]>) -> Vec<u8> {
 
 /// `POST /admin/tail` with `{"channel": CH}`: a connection token whose server-side
 /// subscription is `CH` (signed with `client.token.hmac_secret_key`, user `""`), so the page
-/// can follow any channel whatever its namespace permissions.
+/// can follow any channel whatever its namespace permissions. The token marks its session
+/// hidden (`crate::session::hidden`): the tail is not in the channel's presence, emits no
+/// join or leave and is not counted among the node's clients and users.
 pub fn tail_token(cfg: &Config, body: &[u8]) -> Result<Vec<u8>, &'static str> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "bad request")?;
     let channel = v["channel"].as_str().filter(|c| !c.is_empty()).ok_or("channel required")?;
     let t = &cfg.client.token;
     let mut extra = Map::new();
     extra.insert("channels".into(), json!([channel]));
+    extra.insert(hidden::CLAIM.into(), Value::from(hidden::mark(&t.hmac_secret_key)));
     if !t.audience.is_empty() {
         extra.insert("aud".into(), Value::from(t.audience.as_str()));
     }

@@ -1,5 +1,5 @@
 //! The `gyre` command line: runs the server (root command or `serve`) and offers Centrifugo's
-//! helper commands (`genconfig`, `checkconfig`, `gentoken`, `gensubtoken`, `checktoken`,
+//! helper commands (`genconfig`, `defaultconfig`, `checkconfig`, `gentoken`, `gensubtoken`, `checktoken`,
 //! `checksubtoken`, `version`). Owns start-up logging and the operator-facing messages;
 //! the server itself is `gyre::server::run`.
 
@@ -38,6 +38,18 @@ enum Command {
     Genconfig {
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// Write the full config with every option at its default (over a base config with -b);
+    /// never overwrites. With --dry-run print it instead.
+    Defaultconfig {
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Config whose values replace the defaults.
+        #[arg(short = 'b', long = "base")]
+        base: Option<PathBuf>,
+        /// Print the config instead of writing it.
+        #[arg(short = 'd', long = "dry-run")]
+        dry_run: bool,
     },
     /// Load and validate a config, printing warnings and errors.
     Checkconfig {
@@ -268,13 +280,7 @@ fn genconfig(path: &Path) -> Result<()> {
         "admin": {"enabled": false, "password": secret(), "secret": secret()},
         "http_api": {"key": secret()},
     });
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    let text = match ext.as_str() {
-        "json" => serde_json::to_string_pretty(&value)? + "\n",
-        "toml" => toml::to_string_pretty(&value)?,
-        "yaml" | "yml" => serde_norway::to_string(&value)?,
-        _ => bail!("unsupported config format {ext:?} for {} (use .json, .toml, .yaml or .yml)", path.display()),
-    };
+    let text = render(&value, path)?;
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             anyhow!("{} already exists, not overwriting", path.display())
@@ -289,6 +295,42 @@ fn genconfig(path: &Path) -> Result<()> {
         let _ = std::fs::remove_file(path);
         bail!("generated config does not load: {e}");
     }
+    println!("config written to {}", path.display());
+    Ok(())
+}
+
+/// A config as text in the format of `path`'s extension.
+fn render(value: &Value, path: &Path) -> Result<String> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    Ok(match ext.as_str() {
+        "json" => serde_json::to_string_pretty(value)? + "\n",
+        "toml" => toml::to_string_pretty(value)?,
+        "yaml" | "yml" => serde_norway::to_string(value)?,
+        _ => bail!("unsupported config format {ext:?} for {} (use .json, .toml, .yaml or .yml)", path.display()),
+    })
+}
+
+fn defaultconfig(path: &Path, base: Option<PathBuf>, dry_run: bool) -> Result<()> {
+    if !dry_run && path.exists() {
+        bail!("{} already exists, not overwriting", path.display());
+    }
+    let opts =
+        LoadOptions { config_path: base, env: process_env(), skip_secret_generation: true, ..Default::default() };
+    let loaded = load(&opts).map_err(|e| anyhow!("{e}"))?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let text = render(&serde_json::to_value(&loaded.config)?, path)?;
+    if dry_run {
+        print!("{text}");
+        return Ok(());
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     println!("config written to {}", path.display());
     Ok(())
 }
@@ -425,6 +467,7 @@ fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Genconfig { config }) => run_tool(genconfig(&config)),
+        Some(Command::Defaultconfig { config, base, dry_run }) => run_tool(defaultconfig(&config, base, dry_run)),
         Some(Command::Checkconfig { config }) => run_tool(checkconfig(config)),
         Some(Command::Gentoken { token }) => run_tool(gentoken(token)),
         Some(Command::Gensubtoken { token, channel }) => run_tool(gensubtoken(token, &channel)),

@@ -381,7 +381,13 @@ pub(super) fn apply(
         }
     }
     unknown.sort_unstable();
-    warnings.extend(unknown.into_iter().map(|v| format!("unknown environment variable {v} (ignored)")));
+    warnings.extend(unknown.into_iter().map(|v| {
+        let name = PREFIXES.iter().find_map(|p| v.strip_prefix(p)).unwrap_or(v);
+        match super::centrifugo::unsupported_env(name) {
+            Some(option) => format!("environment variable {v}: option \"{option}\" is not supported by Gyre (ignored)"),
+            None => format!("unknown environment variable {v} (ignored)"),
+        }
+    }));
     Ok(())
 }
 
@@ -487,10 +493,17 @@ mod tests {
 
     #[test]
     fn unknown_and_bad_values() {
-        let l = load(&env(&[("CENTRIFUGO_HTTP_API_KYE", "x"), ("GYRE_LOG", "debug")])).unwrap();
+        let l = load(&env(&[
+            ("CENTRIFUGO_HTTP_API_KYE", "x"),
+            ("GYRE_LOG", "debug"),
+            ("CENTRIFUGO_CLIENT_PROXY_CONNECT_ENDPOINT", "http://x"),
+        ]))
+        .unwrap();
         assert_eq!(
             l.warnings,
             [
+                "environment variable CENTRIFUGO_CLIENT_PROXY_CONNECT_ENDPOINT: option \"client.proxy\" is not \
+                 supported by Gyre (ignored)",
                 "unknown environment variable CENTRIFUGO_HTTP_API_KYE (ignored)",
                 "unknown environment variable GYRE_LOG (ignored)"
             ]

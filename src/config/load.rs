@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{duration, ChannelOptions, Config, Namespace};
+use super::{duration, ChannelOptions, Config, GatewayServer, GatewayUser, Namespace};
 use crate::error::Error;
 
-// A child of this module so the name tables and tree helpers stay private to the loader.
+// Children of this module so the name tables and tree helpers stay private to the loader.
+#[path = "centrifugo.rs"]
+mod centrifugo;
 #[path = "env.rs"]
 mod env;
 
@@ -41,16 +43,6 @@ pub struct Loaded {
     pub generated: Vec<&'static str>,
 }
 
-/// Centrifugo v6 top-level sections Gyre does not implement: warned as unsupported rather
-/// than as typos.
-#[rustfmt::skip]
-const CENTRIFUGO_SECTIONS: &[&str] = &[
-    "broker", "presence_manager", "map_broker", "controller", "shared_poll", "rpc", "proxies",
-    "consumers", "sse", "http_stream", "webtransport", "uni_sse", "uni_http_stream",
-    "uni_websocket", "uni_grpc", "emulation", "swagger", "debug", "init", "opentelemetry",
-    "graphite", "usage_stats", "pid_file", "enable_unreleased_features",
-];
-
 const MAX_WORKERS: usize = 64;
 const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "fatal", "none"];
 
@@ -59,14 +51,29 @@ const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "fatal"
 pub(super) struct Schema {
     pub root: Value,
     pub namespace: Value,
+    /// Arrays of objects other than namespaces: path → an element's option tree.
+    arrays: [(&'static str, Value); 2],
 }
 
 impl Schema {
     pub fn new() -> Schema {
+        let tree = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
         Schema {
-            root: serde_json::to_value(Config::default()).unwrap_or(Value::Null),
-            namespace: serde_json::to_value(Namespace::default()).unwrap_or(Value::Null),
+            root: tree(serde_json::to_value(Config::default())),
+            namespace: tree(serde_json::to_value(Namespace::default())),
+            arrays: [
+                ("gateway.servers", tree(serde_json::to_value(GatewayServer::default()))),
+                ("gateway.users", tree(serde_json::to_value(GatewayUser::default()))),
+            ],
         }
+    }
+
+    /// The option tree of an element of the array at `path`, for arrays of objects.
+    fn element(&self, path: &str) -> Option<&Value> {
+        if path == "channel.namespaces" {
+            return Some(&self.namespace);
+        }
+        self.arrays.iter().find(|(p, _)| *p == path).map(|(_, v)| v)
     }
 }
 
@@ -174,13 +181,14 @@ fn warn_unknown(tree: &Value, schema: &Schema, warnings: &mut Vec<String>) {
         for (key, value) in tree {
             let p = join(path, key);
             match known.get(key) {
-                None if path.is_empty() && CENTRIFUGO_SECTIONS.contains(&key.as_str()) => {
+                None if centrifugo::unsupported(&p) => {
                     warnings.push(format!("option \"{p}\" is not supported by Gyre (ignored)"))
                 }
                 None => warnings.push(format!("unknown option \"{p}\" (ignored)")),
-                Some(_) if p == "channel.namespaces" => {
-                    for (i, ns) in value.as_array().into_iter().flatten().enumerate() {
-                        walk(ns, &schema.namespace, &format!("{p}[{i}]"), schema, warnings);
+                Some(_) if schema.element(&p).is_some() => {
+                    let element = schema.element(&p).unwrap_or(&Value::Null);
+                    for (i, item) in value.as_array().into_iter().flatten().enumerate() {
+                        walk(item, element, &format!("{p}[{i}]"), schema, warnings);
                     }
                 }
                 Some(k) => walk(value, k, &p, schema, warnings),
@@ -298,6 +306,9 @@ fn validate_channel_options(o: &ChannelOptions, at: &str, global_meta_ttl: std::
     }
     if !["", "stream", "cache"].contains(&o.force_recovery_mode.as_str()) {
         return Err(format!("{at}.force_recovery_mode: unknown recovery mode {:?}", o.force_recovery_mode));
+    }
+    if o.auto_cache_recover && (!o.force_recovery || o.force_recovery_mode != "cache") {
+        return Err(format!("{at}.auto_cache_recover requires force_recovery and force_recovery_mode set to cache"));
     }
     Ok(())
 }
@@ -562,7 +573,9 @@ mod tests {
         let l = load_file(
             "json",
             r#"{"http_api": {"kye": "x"}, "sse": {"enabled": true}, "foo": 1,
-                "channel": {"namespaces": [{"name": "chat", "presense": true}]}}"#,
+                "client": {"proxy": {"connect": {"enabled": true}}},
+                "gateway": {"servers": [{"path": "/r", "topic": "t", "topc": "x"}]},
+                "channel": {"namespaces": [{"name": "chat", "presense": true, "delta_publish": true}]}}"#,
         )
         .unwrap();
         let mut w = l.warnings.clone();
@@ -570,9 +583,12 @@ mod tests {
         assert_eq!(
             w,
             [
+                "option \"channel.namespaces[0].delta_publish\" is not supported by Gyre (ignored)",
+                "option \"client.proxy\" is not supported by Gyre (ignored)",
                 "option \"sse\" is not supported by Gyre (ignored)",
                 "unknown option \"channel.namespaces[0].presense\" (ignored)",
                 "unknown option \"foo\" (ignored)",
+                "unknown option \"gateway.servers[0].topc\" (ignored)",
                 "unknown option \"http_api.kye\" (ignored)",
             ]
         );
@@ -634,6 +650,7 @@ mod tests {
             (r#"{"channel": {"namespaces": [{"name": "ch", "force_recovery": true}]}}"#, "[\"ch\"].force_recovery"),
             (r#"{"allow_recovery": true}"#, "allow_recovery"),
             (r#"{"force_recovery_mode": "x"}"#, "force_recovery_mode"),
+            (r#"{"history_size": 1, "history_ttl": "1s", "auto_cache_recover": true}"#, "auto_cache_recover requires"),
             (r#"{"client": {"ping_interval": "5s", "pong_timeout": "5s"}}"#, "client.ping_interval"),
             (r#"{"engine": {"type": "nats"}}"#, "engine.type"),
             (r#"{"log_level": "verbose"}"#, "log.level"),

@@ -221,7 +221,11 @@ pub struct ChannelOptions {
     pub allow_positioning: bool,
     pub force_recovery: bool,
     pub allow_recovery: bool,
+    /// "" or "stream": recovery returns the publications missed; "cache": only the latest.
     pub force_recovery_mode: String,
+    /// With cache recovery: every subscribe recovers (gets the latest publication) without
+    /// the client asking.
+    pub auto_cache_recover: bool,
     pub allow_subscribe_for_client: bool,
     pub allow_subscribe_for_anonymous: bool,
     pub allow_publish_for_client: bool,

@@ -351,13 +351,15 @@ impl Memory {
 
     /// Where a subscriber of `channel` starts: with `position`, the top of the stream; with
     /// `recover`, also the publications after it when they run without a gap to the top
-    /// within `limit` (see [`recovers`]).
+    /// within `limit` (see [`recovers`]), or with `cache` the latest publication only (see
+    /// [`recovery`]).
     pub fn start(
         &mut self,
         channel: &str,
         position: bool,
         recover: Option<&StreamPosition>,
         limit: usize,
+        cache: bool,
         now: Instant,
     ) -> Result<Start, ApiError> {
         let opts = self.cfg.resolve_channel(channel)?.options;
@@ -377,14 +379,14 @@ impl Memory {
         let stream = state.live_stream(now, meta_ttl);
         let top = stream.position();
         if let Some(since) = recover {
-            if since.epoch.is_empty() || since.epoch == top.epoch {
-                let since = StreamPosition { offset: since.offset, epoch: top.epoch.clone() };
-                if let Ok((pubs, _)) = stream.read(Some(&since), limit as i64 + 1, false, now) {
-                    if recovers(since.offset, top.offset, &pubs, limit) {
-                        out.publications = pubs;
-                        out.recovered = true;
-                    }
-                }
+            let read = if cache {
+                stream.read(None, 1, true, now)
+            } else {
+                let from = StreamPosition { offset: since.offset, epoch: top.epoch.clone() };
+                stream.read(Some(&from), limit as i64 + 1, false, now)
+            };
+            if let Ok((pubs, _)) = read {
+                (out.publications, out.recovered) = recovery(since, &top, pubs, limit, cache);
             }
         }
         out.position = Some(top);
@@ -444,6 +446,34 @@ impl Memory {
     /// Number of channels with any state (for tests and metrics).
     pub fn owned_channels(&self) -> usize {
         self.channels.len()
+    }
+}
+
+/// What a subscriber recovering after `since` gets, and whether it is recovered, from `pubs`:
+/// with stream recovery the publications read after `since` (at most `limit` + 1), which
+/// recover it when the epoch is the same and they run to the top without a gap (see
+/// [`recovers`]); with `cache` recovery (Centrifugo's cache mode) the newest publication (none
+/// or one), which is all it gets: recovered when that publication is the top, and sent unless
+/// the subscriber already holds the top. Without a publication it is recovered only when it
+/// holds the top already.
+pub fn recovery(
+    since: &StreamPosition,
+    top: &StreamPosition,
+    mut pubs: Vec<Publication>,
+    limit: usize,
+    cache: bool,
+) -> (Vec<Publication>, bool) {
+    if !cache {
+        let ok =
+            (since.epoch.is_empty() || since.epoch == top.epoch) && recovers(since.offset, top.offset, &pubs, limit);
+        return if ok { (pubs, true) } else { (Vec::new(), false) };
+    }
+    let holds_top = since.offset > 0 && since.offset == top.offset && since.epoch == top.epoch;
+    pubs.truncate(1);
+    match pubs.first() {
+        None => (pubs, holds_top),
+        Some(latest) if latest.offset == top.offset && !holds_top => (pubs, true),
+        Some(latest) => (Vec::new(), latest.offset == top.offset),
     }
 }
 

@@ -1,6 +1,10 @@
 //! JSON format of the client protocol: a text frame holds one or more commands separated by
-//! `\n`; replies and pushes are JSON objects with Centrifugo's field names, omitting empty
-//! fields as Centrifugo does. `data`/`info` are raw JSON kept byte-for-byte.
+//! `\n`; replies and pushes are JSON objects with Centrifugo's field names. Which fields are
+//! left out when empty follows Centrifugo's encoder (the `json` tags of its client protocol):
+//! every field is omitted when zero, empty or absent except `presence_stats.num_clients` and
+//! `num_users`, `history.publications`, `epoch` and `offset`, `presence.presence` and a client
+//! info's `user` and `client`, which are always written. `data`/`info` are raw JSON kept
+//! byte-for-byte.
 
 use std::collections::BTreeMap;
 
@@ -263,6 +267,26 @@ fn opt_str(out: &mut Vec<u8>, first: &mut bool, k: &str, v: &str) {
     }
 }
 
+/// `"k":<raw JSON>` when the payload is present and not empty (omitempty).
+fn opt_raw(out: &mut Vec<u8>, first: &mut bool, k: &str, v: Option<&[u8]>) {
+    if let Some(v) = v.filter(|v| !v.is_empty()) {
+        key(out, first, k);
+        encode::raw_json(out, v);
+    }
+}
+
+/// `[p1,p2,..]`.
+fn publications(out: &mut Vec<u8>, pubs: &[Publication]) {
+    out.push(b'[');
+    for (i, p) in pubs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        publication(out, p);
+    }
+    out.push(b']');
+}
+
 /// `{"expires":true,"ttl":N}` with both fields omitted when empty.
 fn expires_ttl(out: &mut Vec<u8>, expires: bool, ttl: u32) {
     out.push(b'{');
@@ -272,24 +296,19 @@ fn expires_ttl(out: &mut Vec<u8>, expires: bool, ttl: u32) {
     out.push(b'}');
 }
 
-/// A publication as clients see it: `{"data":..,"info":..?,"offset":N?,"tags":{..}?}`.
+/// A publication as clients see it: `{"data":..?,"info":..?,"offset":N?,"tags":{..}?}`, each
+/// field omitted when empty.
 pub fn publication(out: &mut Vec<u8>, p: &Publication) {
-    out.extend_from_slice(b"{\"data\":");
-    if p.data.bytes.is_empty() {
-        out.extend_from_slice(b"null");
-    } else {
-        encode::raw_json(out, &p.data.bytes);
-    }
+    out.push(b'{');
+    let mut first = true;
+    opt_raw(out, &mut first, "data", Some(&p.data.bytes));
     if let Some(info) = &p.info {
-        out.extend_from_slice(b",\"info\":");
+        key(out, &mut first, "info");
         encode::client_info(out, info);
     }
-    if p.offset > 0 {
-        out.extend_from_slice(b",\"offset\":");
-        int(out, p.offset);
-    }
-    if let Some(t) = &p.tags {
-        out.extend_from_slice(b",\"tags\":");
+    opt_uint(out, &mut first, "offset", p.offset);
+    if let Some(t) = p.tags.as_ref().filter(|t| !t.is_empty()) {
+        key(out, &mut first, "tags");
         encode::tags(out, t);
     }
     out.push(b'}');
@@ -304,22 +323,12 @@ fn subscribe_result(out: &mut Vec<u8>, r: &SubscribeResult) {
     opt_str(out, &mut first, "epoch", &r.epoch);
     if !r.publications.is_empty() {
         key(out, &mut first, "publications");
-        out.push(b'[');
-        for (i, p) in r.publications.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            publication(out, p);
-        }
-        out.push(b']');
+        publications(out, &r.publications);
     }
     opt_true(out, &mut first, "recovered", r.recovered);
     opt_uint(out, &mut first, "offset", r.offset);
     opt_true(out, &mut first, "positioned", r.positioned);
-    if let Some(d) = &r.data {
-        key(out, &mut first, "data");
-        encode::raw_json(out, d);
-    }
+    opt_raw(out, &mut first, "data", r.data.as_deref());
     opt_true(out, &mut first, "was_recovering", r.was_recovering);
     out.push(b'}');
 }
@@ -333,10 +342,7 @@ fn body(out: &mut Vec<u8>, b: &ReplyBody) {
             opt_str(out, &mut first, "version", &c.version);
             opt_true(out, &mut first, "expires", c.expires);
             opt_uint(out, &mut first, "ttl", c.ttl as u64);
-            if let Some(d) = &c.data {
-                key(out, &mut first, "data");
-                encode::raw_json(out, d);
-            }
+            opt_raw(out, &mut first, "data", c.data.as_deref());
             if !c.subs.is_empty() {
                 key(out, &mut first, "subs");
                 out.push(b'{');
@@ -374,36 +380,26 @@ fn body(out: &mut Vec<u8>, b: &ReplyBody) {
             out.extend_from_slice(b"}}");
         }
         ReplyBody::PresenceStats { num_clients, num_users } => {
-            out.extend_from_slice(b"\"presence_stats\":{");
-            let mut first = true;
-            opt_uint(out, &mut first, "num_clients", *num_clients as u64);
-            opt_uint(out, &mut first, "num_users", *num_users as u64);
+            // Both counts are always written, zero included.
+            out.extend_from_slice(b"\"presence_stats\":{\"num_clients\":");
+            int(out, *num_clients as u64);
+            out.extend_from_slice(b",\"num_users\":");
+            int(out, *num_users as u64);
             out.push(b'}');
         }
-        ReplyBody::History { publications, position } => {
-            out.extend_from_slice(b"\"history\":{");
-            let mut first = true;
-            if !publications.is_empty() {
-                key(out, &mut first, "publications");
-                out.push(b'[');
-                for (i, p) in publications.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    publication(out, p);
-                }
-                out.push(b']');
-            }
-            opt_str(out, &mut first, "epoch", &position.epoch);
-            opt_uint(out, &mut first, "offset", position.offset);
+        ReplyBody::History { publications: pubs, position } => {
+            // Publications (`[]` when none), epoch and offset are always written.
+            out.extend_from_slice(b"\"history\":{\"publications\":");
+            publications(out, pubs);
+            out.extend_from_slice(b",\"epoch\":");
+            string(out, &position.epoch);
+            out.extend_from_slice(b",\"offset\":");
+            int(out, position.offset);
             out.push(b'}');
         }
         ReplyBody::Rpc { data } => {
             out.extend_from_slice(b"\"rpc\":{");
-            if let Some(d) = data {
-                out.extend_from_slice(b"\"data\":");
-                encode::raw_json(out, d);
-            }
+            opt_raw(out, &mut true, "data", data.as_deref());
             out.push(b'}');
         }
         ReplyBody::Refresh { client, version, expires, ttl } => {
@@ -443,7 +439,7 @@ pub fn encode_reply(id: u32, reply: &Result<ReplyBody, ApiError>, out: &mut Vec<
 /// `{"push":{"channel":"c","pub":{..}}}` and the other push kinds.
 pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"push\":{");
-    if push.has_channel() {
+    if push.has_channel() && !channel.is_empty() {
         out.extend_from_slice(b"\"channel\":");
         string(out, channel);
         out.push(b',');
@@ -463,10 +459,10 @@ pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
             out.push(b'}');
         }
         PushBody::Unsubscribe { code, reason } => {
-            out.extend_from_slice(b"\"unsubscribe\":{\"code\":");
-            int(out, *code as u64);
-            out.extend_from_slice(b",\"reason\":");
-            string(out, reason);
+            out.extend_from_slice(b"\"unsubscribe\":{");
+            let mut first = true;
+            opt_uint(out, &mut first, "code", *code as u64);
+            opt_str(out, &mut first, "reason", reason);
             out.push(b'}');
         }
         PushBody::Subscribe { recoverable, epoch, offset, positioned, data } => {
@@ -482,8 +478,8 @@ pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
             subscribe_result(out, &r);
         }
         PushBody::Message { data } => {
-            out.extend_from_slice(b"\"message\":{\"data\":");
-            encode::raw_json(out, data);
+            out.extend_from_slice(b"\"message\":{");
+            opt_raw(out, &mut true, "data", Some(data));
             out.push(b'}');
         }
         PushBody::Refresh { expires, ttl } => {
@@ -491,13 +487,11 @@ pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
             expires_ttl(out, *expires, *ttl);
         }
         PushBody::Disconnect { code, reason, reconnect } => {
-            out.extend_from_slice(b"\"disconnect\":{\"code\":");
-            int(out, *code as u64);
-            out.extend_from_slice(b",\"reason\":");
-            string(out, reason);
-            if *reconnect {
-                out.extend_from_slice(b",\"reconnect\":true");
-            }
+            out.extend_from_slice(b"\"disconnect\":{");
+            let mut first = true;
+            opt_uint(out, &mut first, "code", *code as u64);
+            opt_str(out, &mut first, "reason", reason);
+            opt_true(out, &mut first, "reconnect", *reconnect);
             out.push(b'}');
         }
     }
@@ -506,6 +500,8 @@ pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -519,6 +515,88 @@ mod tests {
         assert_eq!(decode(b"{\"id\":4}").unwrap()[0].req, Req::Unknown);
         assert!(decode(b"").is_err());
         assert!(decode(b"{nope").is_err());
+    }
+
+    fn reply_text(r: Result<ReplyBody, ApiError>) -> String {
+        let mut out = Vec::new();
+        encode_reply(1, &r, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn push_text(channel: &str, p: PushBody) -> String {
+        let mut out = Vec::new();
+        encode_push(channel, &p, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn data(json: &'static str) -> crate::model::Payload {
+        crate::model::Payload { bytes: Bytes::from_static(json.as_bytes()), binary: false }
+    }
+
+    /// Every reply in its empty form, byte for byte as Centrifugo's encoder writes it: fields
+    /// are omitted when empty except the ones its protocol always writes.
+    #[test]
+    #[rustfmt::skip]
+    fn empty_replies_match_centrifugo() {
+        let empty = || Some(Bytes::new());
+        let pos = |offset, epoch: &str| StreamPosition { offset, epoch: epoch.into() };
+        let one = Publication { offset: 3, data: data("{\"a\":1}"), info: None, tags: None };
+        let cases: Vec<(Result<ReplyBody, ApiError>, &str)> = vec![
+            (Ok(ReplyBody::Connect(ConnectResult::default())), r#"{"id":1,"connect":{}}"#),
+            (Ok(ReplyBody::Connect(ConnectResult { data: empty(), ..Default::default() })), r#"{"id":1,"connect":{}}"#),
+            (Ok(ReplyBody::Subscribe(SubscribeResult::default())), r#"{"id":1,"subscribe":{}}"#),
+            (Ok(ReplyBody::Subscribe(SubscribeResult { data: empty(), ..Default::default() })), r#"{"id":1,"subscribe":{}}"#),
+            (Ok(ReplyBody::Unsubscribe), r#"{"id":1,"unsubscribe":{}}"#),
+            (Ok(ReplyBody::Publish), r#"{"id":1,"publish":{}}"#),
+            (Ok(ReplyBody::Presence(vec![])), r#"{"id":1,"presence":{"presence":{}}}"#),
+            (Ok(ReplyBody::PresenceStats { num_clients: 0, num_users: 0 }),
+             r#"{"id":1,"presence_stats":{"num_clients":0,"num_users":0}}"#),
+            (Ok(ReplyBody::PresenceStats { num_clients: 2, num_users: 1 }),
+             r#"{"id":1,"presence_stats":{"num_clients":2,"num_users":1}}"#),
+            (Ok(ReplyBody::History { publications: vec![], position: pos(0, "") }),
+             r#"{"id":1,"history":{"publications":[],"epoch":"","offset":0}}"#),
+            (Ok(ReplyBody::History { publications: vec![], position: pos(7, "abcd") }),
+             r#"{"id":1,"history":{"publications":[],"epoch":"abcd","offset":7}}"#),
+            (Ok(ReplyBody::History { publications: vec![one], position: pos(3, "abcd") }),
+             r#"{"id":1,"history":{"publications":[{"data":{"a":1},"offset":3}],"epoch":"abcd","offset":3}}"#),
+            (Ok(ReplyBody::Ping), r#"{"id":1,"ping":{}}"#),
+            (Ok(ReplyBody::Rpc { data: None }), r#"{"id":1,"rpc":{}}"#),
+            (Ok(ReplyBody::Rpc { data: empty() }), r#"{"id":1,"rpc":{}}"#),
+            (Ok(ReplyBody::Refresh { client: String::new(), version: String::new(), expires: false, ttl: 0 }),
+             r#"{"id":1,"refresh":{}}"#),
+            (Ok(ReplyBody::SubRefresh { expires: false, ttl: 0 }), r#"{"id":1,"sub_refresh":{}}"#),
+            (Err(ApiError::PERMISSION_DENIED), r#"{"id":1,"error":{"code":103,"message":"permission denied"}}"#),
+            (Err(ApiError::INTERNAL), r#"{"id":1,"error":{"code":100,"message":"internal server error","temporary":true}}"#),
+        ];
+        for (reply, want) in cases {
+            assert_eq!(reply_text(reply.clone()), want, "{reply:?}");
+        }
+    }
+
+    /// Every push in its empty form, as Centrifugo's encoder writes it.
+    #[test]
+    #[rustfmt::skip]
+    fn empty_pushes_match_centrifugo() {
+        let nobody = ClientInfo::default();
+        let bare = Publication { offset: 0, data: data(""), info: None, tags: Some(Arc::from(vec![])) };
+        let cases: Vec<(PushBody, &str)> = vec![
+            (PushBody::Pub(bare), r#"{"push":{"channel":"c","pub":{}}}"#),
+            (PushBody::Pub(Publication { offset: 0, data: data("null"), info: None, tags: None }),
+             r#"{"push":{"channel":"c","pub":{"data":null}}}"#),
+            (PushBody::Join(nobody.clone()), r#"{"push":{"channel":"c","join":{"info":{"user":"","client":""}}}}"#),
+            (PushBody::Leave(nobody), r#"{"push":{"channel":"c","leave":{"info":{"user":"","client":""}}}}"#),
+            (PushBody::Unsubscribe { code: 0, reason: String::new() }, r#"{"push":{"channel":"c","unsubscribe":{}}}"#),
+            (PushBody::Subscribe { recoverable: false, epoch: String::new(), offset: 0, positioned: false, data: None },
+             r#"{"push":{"channel":"c","subscribe":{}}}"#),
+            (PushBody::Message { data: Bytes::new() }, r#"{"push":{"message":{}}}"#),
+            (PushBody::Refresh { expires: false, ttl: 0 }, r#"{"push":{"refresh":{}}}"#),
+            (PushBody::Disconnect { code: 0, reason: String::new(), reconnect: false }, r#"{"push":{"disconnect":{}}}"#),
+            (PushBody::Disconnect { code: 3001, reason: "shutdown".into(), reconnect: true },
+             r#"{"push":{"disconnect":{"code":3001,"reason":"shutdown","reconnect":true}}}"#),
+        ];
+        for (push, want) in cases {
+            assert_eq!(push_text("c", push.clone()), want, "{push:?}");
+        }
     }
 
     #[test]

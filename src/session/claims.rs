@@ -40,6 +40,8 @@ pub(super) struct ConnClaims {
     pub expire_at: i64,
     pub info: Option<Bytes>,
     pub subs: Vec<ServerSub>,
+    /// The token carries the hidden-session mark (see [`super::hidden`]).
+    pub hidden: bool,
 }
 
 /// The claims of a verified subscription token.
@@ -162,7 +164,7 @@ pub(super) fn conn(claims: &Map<String, Value>, user_claim: &str) -> Result<Conn
         Err(_) if string(claims, "b64info").is_ok() => return Err(ConnRefused::BadInfo),
         Err(_) => return Err(ConnRefused::Invalid),
     };
-    Ok(ConnClaims { user, expire_at: token::expiry(claims), info, subs })
+    Ok(ConnClaims { user, expire_at: token::expiry(claims), info, subs, hidden: false })
 }
 
 /// Reads a verified subscription token; the `channel` claim is required.

@@ -78,7 +78,9 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
     let claims = if !c.token.is_empty() {
         match Tokens::of(&s.w).conn.verify(&c.token) {
             Ok(claims) => match claims::conn(&claims, conn_user_claim(s)) {
-                Ok(c) => c,
+                Ok(c) => {
+                    ConnClaims { hidden: super::hidden::is_marked(&cfg.client.token.hmac_secret_key, &claims), ..c }
+                }
                 Err(ConnRefused::Invalid) => return Err(Disconnect::INVALID_TOKEN),
                 Err(ConnRefused::BadInfo) => {
                     s.st.borrow_mut().unusable = true;
@@ -103,7 +105,7 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
         return Err(Disconnect::PERMISSION_DENIED);
     }
     let personal = &cfg.client.subscribe_to_user_personal_channel;
-    if personal.enabled && personal.single_connection && !claims.user.is_empty() {
+    if personal.enabled && personal.single_connection && !claims.user.is_empty() && !claims.hidden {
         keep_single_connection(s, &claims.user).await?;
         if s.st.borrow().closed {
             return Err(Disconnect::new(3000, "connection closed"));
@@ -138,7 +140,7 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
             return Ok(());
         }
     }
-    if cfg.client.user_connection_limit > 0 && !user.is_empty() {
+    if cfg.client.user_connection_limit > 0 && !user.is_empty() && !claims.hidden {
         if !super::slots::take(&s.w, &user, cfg.client.user_connection_limit).await {
             return Err(Disconnect::CONNECTION_LIMIT);
         }
@@ -157,8 +159,11 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
         st.user = user.clone();
         st.conn_info = claims.info;
         st.expires_at = expire_at;
+        st.hidden = claims.hidden;
     }
-    s.w.hub.user_added(&user);
+    if !claims.hidden {
+        s.w.hub.user_added(&user);
+    }
     let mut result = ConnectResult {
         client: s.client.id.to_string(),
         version: s.w.node.version.clone(),
@@ -253,6 +258,9 @@ fn user_allowed(cfg: &crate::config::Config, o: &ChannelOptions, channel: &str, 
 
 type SubOutcome = Result<Result<(Arc<str>, SubscribeResult), ApiError>, Disconnect>;
 
+/// Bit of a subscribe request's `flag`: answer an unrecoverable position with error 112.
+const FLAG_REJECT_UNRECOVERED: i64 = 2;
+
 /// Client-side subscribe with permission checks.
 pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome {
     let cfg = s.w.cfg.clone();
@@ -337,9 +345,11 @@ async fn subscribe_owned(
         Ok(r) => r.options,
         Err(e) => return Ok(Err(e)),
     };
-    // Per-subscription overrides (token `subs`, API subscribe) win over the namespace.
-    let presence = overrides.presence.unwrap_or(o.presence);
-    let join_leave = overrides.join_leave.unwrap_or(o.join_leave);
+    // Per-subscription overrides (token `subs`, API subscribe) win over the namespace; a
+    // hidden session has neither presence nor join/leave.
+    let hidden = s.st.borrow().hidden;
+    let presence = !hidden && overrides.presence.unwrap_or(o.presence);
+    let join_leave = !hidden && overrides.join_leave.unwrap_or(o.join_leave);
     let force_push_join_leave = overrides.force_push_join_leave.unwrap_or(o.force_push_join_leave);
     let force_recovery = overrides.force_recovery.unwrap_or(o.force_recovery);
     let force_positioning = overrides.force_positioning.unwrap_or(o.force_positioning);
@@ -361,8 +371,12 @@ async fn subscribe_owned(
     };
     let channel: Arc<str> = req.channel.as_str().into();
     let info = s.info(chan_info);
-    let recover =
-        (recoverable && req.recover).then(|| StreamPosition { offset: req.offset, epoch: req.epoch.as_str().into() });
+    // Cache recovery hands over the latest publication only; with `auto_cache_recover` every
+    // subscribe recovers, whether or not the client asked.
+    let cache = o.force_recovery_mode == "cache";
+    let auto = cache && o.auto_cache_recover;
+    let recover = (recoverable && (req.recover || auto))
+        .then(|| StreamPosition { offset: req.offset, epoch: req.epoch.as_str().into() });
     let op = SubOp {
         channel: channel.clone(),
         worker: s.w.id as u16,
@@ -371,6 +385,10 @@ async fn subscribe_owned(
         recover: recover.clone(),
         position: positioned,
         recover_limit: cfg.client.recovery_max_publication_limit,
+        cache,
+        // A client that can load the state itself (`getState`) asks for 112 rather than a
+        // fresh position when its position cannot be recovered from the stream.
+        reject_unrecovered: !cache && req.flag & FLAG_REJECT_UNRECOVERED != 0,
     };
     let push_join_leave = sub.push_join_leave;
     {
@@ -408,7 +426,7 @@ async fn subscribe_owned(
     let mut res = SubscribeResult {
         recoverable,
         positioned,
-        was_recovering: recover.is_some(),
+        was_recovering: req.recover || recover.is_some(),
         expires: expires_at > 0,
         ttl: if expires_at > now { (expires_at - now) as u32 } else { 0 },
         ..Default::default()

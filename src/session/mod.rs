@@ -11,6 +11,7 @@
 mod claims;
 mod commands;
 mod handle;
+pub mod hidden;
 mod mesh;
 mod slots;
 mod timers;
@@ -56,6 +57,8 @@ struct State {
     /// A connect failed with an error reply: any further command closes with 3501.
     unusable: bool,
     closed: bool,
+    /// Kept out of presence, join/leave and the client counts (see [`hidden`]).
+    hidden: bool,
     user: Arc<str>,
     /// The session holds one of its user's node-wide connection slots ([`slots`]).
     user_slot: bool,
@@ -238,14 +241,15 @@ impl Session {
     /// Releases everything the session holds (hub and owner entries, presence, counts).
     /// Idempotent; the transport calls it when its connection ends.
     pub fn cleanup(&self) {
-        let (subs, pending, user, connected, user_slot) = {
+        let (subs, pending, user, counted, user_slot) = {
             let mut st = self.st.borrow_mut();
             if st.closed {
                 return;
             }
             st.closed = true;
             let taken = (std::mem::take(&mut st.subs), std::mem::take(&mut st.pending));
-            (taken.0, taken.1, st.user.clone(), st.connected, std::mem::take(&mut st.user_slot))
+            let counted = st.connected && !st.hidden;
+            (taken.0, taken.1, st.user.clone(), counted, std::mem::take(&mut st.user_slot))
         };
         if user_slot {
             slots::give_back(&self.w, user.clone());
@@ -266,7 +270,7 @@ impl Session {
             let ev = crate::gateway::event("close", Default::default(), Some(&ctx));
             crate::gateway::push_event(&self.w, &self.client.id, topic, &ev);
         }
-        if connected {
+        if counted {
             self.w.hub.user_removed(&user);
         }
         self.w.hub.remove(key);
@@ -323,8 +327,9 @@ impl Handler for Session {
         commands::api_act(&self, cmd);
     }
 
+    /// A hidden session is never counted.
     fn is_connected(&self) -> bool {
         let st = self.st.borrow();
-        st.connected && !st.closed
+        st.connected && !st.closed && !st.hidden
     }
 }

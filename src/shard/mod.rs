@@ -71,6 +71,18 @@ pub struct SubOp {
     pub position: bool,
     /// Most publications a recovery may return.
     pub recover_limit: usize,
+    /// Cache recovery: `recover` answers with the latest publication only.
+    pub cache: bool,
+    /// An unrecovered `recover` fails with 112 (unrecoverable position), nothing counted.
+    pub reject_unrecovered: bool,
+}
+
+impl SubOp {
+    /// The subscribe fails: it asked to recover, was not recovered, and would rather get an
+    /// error than a fresh position.
+    pub fn rejected(&self, recovered: bool) -> bool {
+        self.reject_unrecovered && self.recover.is_some() && !recovered
+    }
 }
 
 #[derive(Debug)]
@@ -188,7 +200,10 @@ impl Shard {
     /// subscribes its topic first: [`redis::subscribe`]).
     pub fn subscribe(&mut self, op: SubOp, now: Instant, fanout: &mut Vec<Fanout>) -> Result<SubOutcome, ApiError> {
         let Engine::Memory(m) = &mut self.engine else { return Err(ApiError::api_internal()) };
-        let start = m.start(&op.channel, op.position, op.recover.as_ref(), op.recover_limit, now)?;
+        let start = m.start(&op.channel, op.position, op.recover.as_ref(), op.recover_limit, op.cache, now)?;
+        if op.rejected(start.recovered) {
+            return Err(ApiError::UNRECOVERABLE_POSITION);
+        }
         let undo = Undo::of(&op);
         let counts = m.subscribers_mut(&op.channel);
         count(counts, op.worker);

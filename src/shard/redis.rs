@@ -9,7 +9,7 @@ use std::rc::Rc;
 use super::{Shard, ShardOp, SubOp, SubOutcome};
 use crate::api::{Reply, Res};
 use crate::config::Config;
-use crate::engine::memory::recovers;
+use crate::engine::memory::recovery;
 use crate::engine::redis::{codec, RedisEngine};
 use crate::error::ApiError;
 use crate::model::StreamPosition;
@@ -56,23 +56,27 @@ pub async fn subscribe(
     let mut top = None;
     if op.position || op.recover.is_some() {
         if opts.history_enabled() {
-            let since = op.recover.as_ref().map(|s| s.offset);
-            let (pos, pubs) = match engine.position(&op.channel, since, op.recover_limit as i64 + 1).await {
-                Ok(r) => r,
-                Err(e) => {
-                    engine.end_sync(&op.channel, None);
-                    if unused(shard) {
-                        engine.release(&op.channel);
-                    }
-                    return Err(e);
+            let read = if op.cache && op.recover.is_some() {
+                engine.latest(&op.channel).await
+            } else {
+                let since = op.recover.as_ref().map(|s| s.offset);
+                engine.position(&op.channel, since, op.recover_limit as i64 + 1).await
+            };
+            let fail = |e: ApiError| -> Result<SubOutcome, ApiError> {
+                engine.end_sync(&op.channel, None);
+                if unused(shard) {
+                    engine.release(&op.channel);
                 }
+                Err(e)
+            };
+            let (pos, pubs) = match read {
+                Ok(r) => r,
+                Err(e) => return fail(e),
             };
             if let Some(since) = &op.recover {
-                if (since.epoch.is_empty() || since.epoch == pos.epoch)
-                    && recovers(since.offset, pos.offset, &pubs, op.recover_limit)
-                {
-                    outcome.publications = pubs;
-                    outcome.recovered = true;
+                (outcome.publications, outcome.recovered) = recovery(since, &pos, pubs, op.recover_limit, op.cache);
+                if op.rejected(outcome.recovered) {
+                    return fail(ApiError::UNRECOVERABLE_POSITION);
                 }
             }
             top = Some(pos.clone());

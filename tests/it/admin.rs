@@ -164,3 +164,104 @@ fn admin_ui_in_chromium_publishes_to_a_subscribed_sdk_client() {
     }
     eprintln!("screenshots in {}", shots.display());
 }
+
+/// A raw client that reads every message into `seen`.
+struct Watch {
+    ws: crate::ws_client::Ws,
+    seen: Vec<Value>,
+}
+
+impl Watch {
+    fn open(s: &Server, token: &str) -> (Watch, Value) {
+        let ws = crate::ws_client::Ws::open(s.addr());
+        ws.s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let mut w = Watch { ws, seen: Vec::new() };
+        w.ws.send_json(&json!({"id": 1, "connect": {"token": token}}));
+        let reply = w.until(|v| v["id"] == 1);
+        assert!(reply.get("error").is_none(), "{reply}");
+        (w, reply)
+    }
+
+    /// Reads until a message `f` accepts; returns it (everything before stays in `seen`).
+    fn until(&mut self, f: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            if let Some(i) = self.seen.iter().position(&f) {
+                return self.seen.remove(i);
+            }
+            let frame = self.ws.frame().expect("a frame");
+            assert_ne!(frame.op, crate::ws_client::CLOSE, "closed: {frame:?}");
+            self.seen.extend(crate::ws_client::json_lines(&frame.payload));
+        }
+    }
+}
+
+fn node_counts(s: &Server) -> (Value, Value) {
+    let info = s.api("info", json!({}));
+    let n = &info["result"]["nodes"][0];
+    (n["num_clients"].clone(), n["num_users"].clone())
+}
+
+/// The live tail follows a channel without the application seeing it: not in presence, no
+/// join or leave, not counted among the node's clients and users (`info`, `/admin/node`,
+/// `/metrics`). A client token cannot claim the same: a wrong mark leaves it an ordinary
+/// client.
+#[test]
+fn admin_tail_is_invisible_to_the_application() {
+    let mut cfg = admin_config();
+    merge(
+        &mut cfg,
+        json!({"prometheus": {"enabled": true},
+               "channel": {"without_namespace": {"join_leave": true, "force_push_join_leave": true}}}),
+    );
+    let s = Server::start(cfg);
+    let auth = format!("token {}", login(&s));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (mut app, _) = Watch::open(&s, &jwt(SECRET, json!({"sub": "u1", "exp": now + 600})));
+    app.ws.send_json(&json!({"id": 2, "subscribe": {"channel": "news"}}));
+    app.until(|v| v["id"] == 2);
+    app.until(|v| v["push"]["join"]["info"]["user"] == "u1");
+    assert_eq!(node_counts(&s), (json!(1), json!(1)));
+
+    let tail = s.post("/admin/tail", br#"{"channel":"news"}"#, &[("Authorization", &auth)]).json();
+    let (mut t, reply) = Watch::open(&s, tail["token"].as_str().unwrap());
+    assert!(reply["connect"]["subs"]["news"].is_object(), "subscribed server-side: {reply}");
+    let r = s.api("publish", json!({"channel": "news", "data": {"n": 1}}));
+    assert!(r.get("error").is_none(), "{r}");
+    t.until(|v| v["push"]["pub"]["data"]["n"] == 1);
+    app.until(|v| v["push"]["pub"]["data"]["n"] == 1);
+    assert_eq!(app.seen, Vec::<Value>::new(), "no join for the tail");
+
+    let presence = s.api("presence", json!({"channel": "news"}));
+    let clients = presence["result"]["presence"].as_object().expect("presence").clone();
+    assert_eq!(clients.values().map(|c| c["user"].clone()).collect::<Vec<_>>(), [json!("u1")], "{presence}");
+    let stats = s.api("presence_stats", json!({"channel": "news"}));
+    assert_eq!(stats["result"], json!({"num_clients": 1, "num_users": 1}));
+    assert_eq!(node_counts(&s), (json!(1), json!(1)), "the tail is not counted");
+    let node = s.post("/admin/node", b"{}", &[("Authorization", &auth)]).json();
+    assert_eq!((node["num_clients"].clone(), node["num_users"].clone()), (json!(1), json!(1)), "{node}");
+    let metrics = s.request("GET", "/metrics", &[]).text();
+    assert!(metrics.lines().any(|l| l == "centrifugo_node_num_clients 1"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "centrifugo_node_num_users 1"), "{metrics}");
+
+    // The tail leaves (its close answered: the server has let go of it): no leave, counts
+    // unchanged.
+    let close = crate::ws_client::client_frame(true, crate::ws_client::CLOSE, &1000u16.to_be_bytes(), true);
+    t.ws.send(&close).unwrap();
+    t.ws.expect_close(std::time::Duration::from_secs(10));
+    let r = s.api("publish", json!({"channel": "news", "data": {"n": 2}}));
+    assert!(r.get("error").is_none(), "{r}");
+    app.until(|v| v["push"]["pub"]["data"]["n"] == 2);
+    assert_eq!(app.seen, Vec::<Value>::new(), "no leave for the tail");
+    assert_eq!(node_counts(&s), (json!(1), json!(1)));
+
+    // Ordinary tokens with a made-up mark are ordinary clients (all anonymous: one more user).
+    let mut others = Vec::new();
+    for (i, mark) in [json!("true"), json!(true), json!(tail["token"].as_str().unwrap())].into_iter().enumerate() {
+        let claims = json!({"sub": "", "exp": now + 600, "channels": ["news"], "gyre_hidden": mark});
+        others.push(Watch::open(&s, &jwt(SECRET, claims)).0);
+        app.until(|v| v["push"]["join"]["info"]["user"] == "");
+        assert_eq!(node_counts(&s), (json!(i + 2), json!(2)), "{mark}");
+        let stats = s.api("presence_stats", json!({"channel": "news"}));
+        assert_eq!(stats["result"], json!({"num_clients": i + 2, "num_users": 2}), "{mark}");
+    }
+}

@@ -2,9 +2,11 @@
 //!
 //! * `api`    — new-style `POST /api/<method>`: every method's success and error shapes.
 //! * `auth`   — API key checks.
+//! * `config_audit` — every Centrifugo v6 option is applied or reported as not supported.
 //! * `legacy` — legacy `POST /api` streams, including a 1,000,000-command request.
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
+//! * `recovery` — recovery on subscribe: the "reject unrecovered" flag, cache recovery.
 //! * `redis`  — the Redis engine: several nodes on `redis-server`s of the tests' own.
 //! * `gateway` — the gateway ("mesh") API: raw WebSocket clients, `/ws/v1` backends, grid.
 //! * `hardening` — abuse and fault suites: slowloris, idle/half-open connections, connect
@@ -15,6 +17,7 @@
 //! * `layout` — the source layout's rules: imports point down, files stay small.
 //! * `tokens` — token claims (dates, `client`, `data`, `override`), `channel_regex` and the
 //!   personal channel's `single_connection`.
+//! * `shapes` — client protocol replies whose results are empty, as Centrifugo writes them.
 //!
 //! `ws_client` is the raw WebSocket client the WebSocket tests share.
 
@@ -27,6 +30,7 @@ mod auth;
 mod bench_smoke;
 mod cent;
 mod cli;
+mod config_audit;
 mod gateway;
 mod grpc;
 mod hardening;
@@ -35,8 +39,10 @@ mod layout;
 mod legacy;
 mod metrics;
 mod races;
+mod recovery;
 mod redis;
 mod sdk;
+mod shapes;
 mod tokens;
 mod ws_abuse;
 mod ws_timers;

@@ -12,7 +12,10 @@
 //       new Centrifuge(url, {websocket, token, getToken?, ...opts}).connect(); with `tokens`
 //       getToken hands them out in order (the last one again when they run out) and reports
 //       {"ev":"getToken"} on every call.
-//   {"op":"sub","c":NAME,"ch":CHANNEL,"opts"?:{..}}    newSubscription(ch, opts).subscribe()
+//   {"op":"sub","c":NAME,"ch":CHANNEL,"opts"?:{..},"states"?:[{offset,epoch}..]}
+//                                newSubscription(ch, opts).subscribe(); with `states`
+//                                getState hands them out in order (the last one again when
+//                                they run out) and reports {"ev":"getState"} on every call
 //   {"op":"unsub","c":NAME,"ch":CHANNEL}
 //   {"op":"call","c":NAME,"id":N,"method":"publish"|"presence"|"presenceStats"|"history"|"send",
 //    "ch":CHANNEL,"data"?:ANY,"opts"?:{..}}            → {"ev":"result","id":N,"ok"|"err":..}
@@ -158,7 +161,17 @@ function client(name) {
 
 function sub(cmd) {
   const { c, ch } = cmd;
-  const s = client(c).centrifuge.newSubscription(ch, cmd.opts || {});
+  const opts = Object.assign({}, cmd.opts || {});
+  if (cmd.states) {
+    const states = cmd.states.slice();
+    let last = null;
+    opts.getState = async () => {
+      out({ c, ch, ev: 'getState' });
+      if (states.length) last = states.shift();
+      return last;
+    };
+  }
+  const s = client(c).centrifuge.newSubscription(ch, opts);
   s.on('subscribing', (ctx) => out({ c, ch, ev: 'sub.subscribing', code: ctx.code, reason: ctx.reason }));
   s.on('subscribed', (ctx) => out(Object.assign({ c, ch, ev: 'sub.subscribed' }, subscribed(ctx))));
   s.on('unsubscribed', (ctx) => out({ c, ch, ev: 'sub.unsubscribed', code: ctx.code, reason: ctx.reason }));

@@ -275,6 +275,13 @@ impl RedisEngine {
         rx.await
     }
 
+    /// The stream top and its newest publication (if any is kept), read at once.
+    pub async fn latest(&self, channel: &str) -> Result<(StreamPosition, Vec<Publication>), ApiError> {
+        let (tx, rx) = crate::notify::oneshot();
+        self.read_stream(channel, None, 1, true, Box::new(tx))?;
+        rx.await
+    }
+
     pub fn history_remove(&self, channel: &str, cb: Box<dyn FnOnce(Result<Res, ApiError>)>) -> Result<(), ApiError> {
         self.cmd(channel).request(
             &[Bytes::from_static(b"DEL"), self.keys.stream(channel)],

@@ -1,0 +1,139 @@
+//! Centrifugo v6 options Gyre does not implement, so that a Centrifugo config is told apart
+//! from a config with typos: each is reported at start-up (and by `gyre checkconfig`) as "not
+//! supported by Gyre", by name, instead of as unknown. Every other Centrifugo v6 option of the
+//! open-source server is applied (`tests/it/config_audit.rs` checks both against a config
+//! holding every option).
+
+/// Top-level sections: everything under them is unsupported.
+#[rustfmt::skip]
+pub(super) const SECTIONS: &[&str] = &[
+    "broker", "presence_manager", "map_broker", "controller", "shared_poll", "rpc", "proxies",
+    "consumers", "sse", "http_stream", "webtransport", "uni_sse", "uni_http_stream",
+    "uni_websocket", "uni_grpc", "emulation", "swagger", "debug", "init", "opentelemetry",
+    "graphite", "usage_stats", "pid_file", "enable_unreleased_features",
+];
+
+/// Options (or whole sub-trees) inside sections Gyre implements.
+#[rustfmt::skip]
+pub(super) const OPTIONS: &[&str] = &[
+    "http_server.internal_address", "http_server.internal_port", "http_server.tls",
+    "http_server.tls_autocert", "http_server.tls_external", "http_server.internal_tls",
+    "http_server.http3", "http_server.h2c_external",
+    "log.file",
+    "engine.redis.client_name", "engine.redis.force_resp2", "engine.redis.cluster_address",
+    "engine.redis.tls.cert_pem", "engine.redis.tls.key_pem", "engine.redis.tls.server_ca_pem",
+    "engine.redis.tls.client_ca_pem", "engine.redis.tls.insecure_skip_verify",
+    "engine.redis.tls.server_name", "engine.redis.sentinel_address", "engine.redis.sentinel_user",
+    "engine.redis.sentinel_password", "engine.redis.sentinel_master_name",
+    "engine.redis.sentinel_client_name", "engine.redis.sentinel_tls", "engine.redis.replica_client",
+    "engine.redis.history_use_lists", "engine.redis.presence_hash_field_ttl",
+    "engine.redis.presence_user_mapping",
+    "client.proxy", "client.token.hmac_previous_secret_key",
+    "client.token.hmac_previous_secret_key_valid_until", "client.token.rsa_public_key",
+    "client.token.ecdsa_public_key", "client.token.jwks_public_endpoint", "client.token.audience_regex",
+    "client.token.issuer_regex", "client.token.insecure_skip_jwks_endpoint_safety_check",
+    "client.subscription_token.hmac_previous_secret_key",
+    "client.subscription_token.hmac_previous_secret_key_valid_until",
+    "client.subscription_token.rsa_public_key", "client.subscription_token.ecdsa_public_key",
+    "client.subscription_token.jwks_public_endpoint", "client.subscription_token.audience",
+    "client.subscription_token.audience_regex", "client.subscription_token.issuer",
+    "client.subscription_token.issuer_regex", "client.subscription_token.user_id_claim",
+    "client.subscription_token.insecure_skip_jwks_endpoint_safety_check",
+    "client.presence_update_interval", "client.concurrency", "client.channel_position_check_delay",
+    "client.channel_position_max_time_lag", "client.connect_include_server_time",
+    "client.insecure_skip_token_signature_verify", "client.user_id_http_header",
+    "client.connect_code_to_unidirectional_disconnect",
+    "channel.proxy", "channel.publication_data_format",
+    "http_api.external",
+    "grpc_api.error_mode", "grpc_api.address", "grpc_api.tls", "grpc_api.reflection",
+    "grpc_api.max_receive_message_size",
+    "websocket.compression", "websocket.compression_min_size", "websocket.compression_level",
+    "websocket.read_buffer_size", "websocket.use_write_buffer_pool", "websocket.write_buffer_size",
+    "websocket.decompressed_message_size_limit",
+    "admin.handler_prefix", "admin.web_path", "admin.web_proxy_address", "admin.external",
+    "prometheus.handler_prefix", "prometheus.instrument_http_handlers",
+    "prometheus.recovered_publications_histogram", "prometheus.native_histograms",
+    "health.handler_prefix",
+    "node.info_metrics_aggregate_interval",
+];
+
+/// Channel options (of `channel.without_namespace` and of each namespace).
+#[rustfmt::skip]
+pub(super) const CHANNEL_OPTIONS: &[&str] = &[
+    "allowed_delta_types", "allow_tags_filter", "delta_publish", "publication_data_format",
+    "subscribe_proxy_enabled", "subscribe_proxy_name", "publish_proxy_enabled", "publish_proxy_name",
+    "sub_refresh_proxy_enabled", "sub_refresh_proxy_name", "subscribe_stream_proxy_enabled",
+    "subscribe_stream_proxy_name", "subscribe_stream_proxy_bidirectional", "subscription_type",
+    "map", "map_clients_presence_channel_prefix", "map_users_presence_channel_prefix", "shared_poll",
+];
+
+/// Whether the option at `path` (dotted, namespaces as `channel.namespaces[i]`) is a Centrifugo
+/// option Gyre does not implement.
+pub(super) fn unsupported(path: &str) -> bool {
+    if SECTIONS.contains(&path) || OPTIONS.contains(&path) {
+        return true;
+    }
+    let Some((parent, key)) = path.rsplit_once('.') else { return false };
+    let channel_options =
+        parent == "channel.without_namespace" || (parent.starts_with("channel.namespaces[") && parent.ends_with(']'));
+    channel_options && CHANNEL_OPTIONS.contains(&key)
+}
+
+/// The unsupported option an environment variable name (without its prefix) sets, if any:
+/// the variable spells an unsupported option's path, or a path below it.
+pub(super) fn unsupported_env(name: &str) -> Option<String> {
+    let env = |p: &str| p.replace('.', "_").to_ascii_uppercase();
+    let covers = |p: &str| {
+        let e = env(p);
+        name == e || name.strip_prefix(e.as_str()).is_some_and(|rest| rest.starts_with('_'))
+    };
+    if let Some(p) = SECTIONS.iter().chain(OPTIONS).find(|p| covers(p)) {
+        return Some(p.to_string());
+    }
+    let option = |rest: &str| CHANNEL_OPTIONS.iter().find(|o| covers_key(rest, &env(o))).map(|o| o.to_string());
+    if let Some(rest) = name.strip_prefix("CHANNEL_WITHOUT_NAMESPACE_") {
+        return option(rest).map(|o| format!("channel.without_namespace.{o}"));
+    }
+    // `CHANNEL_NAMESPACES_<NS>_<OPTION>`: the option is the variable's tail.
+    let rest = name.strip_prefix("CHANNEL_NAMESPACES_")?;
+    CHANNEL_OPTIONS.iter().find_map(|o| {
+        let e = env(o);
+        rest.match_indices(e.as_str())
+            .any(|(i, _)| i > 0 && rest[..i].ends_with('_') && covers_key(&rest[i..], &e))
+            .then(|| format!("channel.namespaces[].{o}"))
+    })
+}
+
+/// `rest` is the variable of option `e`, or of an option below it (`MAP_KEY_TTL` for `map`).
+fn covers_key(rest: &str, e: &str) -> bool {
+    rest == e || rest.strip_prefix(e).is_some_and(|r| r.starts_with('_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_variables() {
+        assert!(unsupported("sse"));
+        assert!(unsupported("client.proxy"));
+        assert!(unsupported("channel.without_namespace.allowed_delta_types"));
+        assert!(unsupported("channel.namespaces[3].subscription_type"));
+        assert!(!unsupported("channel.namespaces[3].presence"));
+        assert!(!unsupported("client.proxy_x"));
+        assert!(!unsupported("allowed_delta_types"));
+        assert_eq!(unsupported_env("CLIENT_PROXY_CONNECT_ENDPOINT").as_deref(), Some("client.proxy"));
+        assert_eq!(unsupported_env("UNI_SSE_ENABLED").as_deref(), Some("uni_sse"));
+        assert_eq!(unsupported_env("WEBSOCKET_COMPRESSION").as_deref(), Some("websocket.compression"));
+        assert_eq!(
+            unsupported_env("CHANNEL_WITHOUT_NAMESPACE_MAP_KEY_TTL").as_deref(),
+            Some("channel.without_namespace.map")
+        );
+        assert_eq!(
+            unsupported_env("CHANNEL_NAMESPACES_CHAT_DELTA_PUBLISH").as_deref(),
+            Some("channel.namespaces[].delta_publish")
+        );
+        assert_eq!(unsupported_env("CLIENT_PROXYX"), None);
+        assert_eq!(unsupported_env("HTTP_API_KYE"), None);
+    }
+}

@@ -1,0 +1,249 @@
+//! Every option of Centrifugo v6 (the open-source server) is either applied or reported as not
+//! supported at start-up — never silently accepted.
+//!
+//! `config_audit.json` holds the whole option tree of Centrifugo v6's config, as `centrifugo
+//! defaultconfig` writes it, plus one namespace and one element in each list, with the options
+//! Gyre applies set to values other than their defaults. For each option in it:
+//! * either Gyre applies it ([`APPLIED`]): `gyre defaultconfig -b` shows the file's value in
+//!   the effective config;
+//! * or `gyre checkconfig` and the server's start-up log name it (or a section above it) as
+//!   "not supported by Gyre".
+//!
+//! And each option of Gyre's own config is either a Centrifugo option in [`APPLIED`] or one of
+//! Gyre's additions ([`GYRE_ONLY`]), so no option joins the config without this audit.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::util::*;
+
+const FULL: &str = include_str!("config_audit.json");
+
+/// Centrifugo options Gyre applies. Channel options are listed under
+/// `channel.without_namespace` and hold for each namespace too (`channel.namespaces[]`).
+#[rustfmt::skip]
+const APPLIED: &[&str] = &[
+    "http_server.address", "http_server.port",
+    "log.level",
+    "engine.type", "engine.redis.prefix", "engine.redis.address", "engine.redis.connect_timeout",
+    "engine.redis.io_timeout", "engine.redis.db", "engine.redis.user", "engine.redis.password",
+    "engine.redis.tls.enabled", "engine.redis.presence_ttl",
+    "client.allowed_origins", "client.token.hmac_secret_key", "client.token.audience",
+    "client.token.issuer", "client.token.user_id_claim", "client.subscription_token.enabled",
+    "client.subscription_token.hmac_secret_key", "client.allow_anonymous_connect_without_token",
+    "client.disallow_anonymous_connection_tokens", "client.ping_interval", "client.pong_timeout",
+    "client.expired_close_delay", "client.expired_sub_close_delay", "client.stale_close_delay",
+    "client.channel_limit", "client.queue_max_size", "client.connection_limit",
+    "client.user_connection_limit", "client.connection_rate_limit",
+    "client.history_max_publication_limit", "client.recovery_max_publication_limit", "client.insecure",
+    "client.subscribe_to_user_personal_channel.enabled",
+    "client.subscribe_to_user_personal_channel.personal_channel_namespace",
+    "client.subscribe_to_user_personal_channel.single_connection",
+    "channel.history_meta_ttl", "channel.max_length", "channel.private_prefix",
+    "channel.namespace_boundary", "channel.user_boundary", "channel.user_separator",
+    "channel.namespaces[].name",
+    "channel.without_namespace.presence", "channel.without_namespace.join_leave",
+    "channel.without_namespace.force_push_join_leave", "channel.without_namespace.history_size",
+    "channel.without_namespace.history_ttl", "channel.without_namespace.history_meta_ttl",
+    "channel.without_namespace.force_positioning", "channel.without_namespace.allow_positioning",
+    "channel.without_namespace.force_recovery", "channel.without_namespace.allow_recovery",
+    "channel.without_namespace.force_recovery_mode", "channel.without_namespace.auto_cache_recover",
+    "channel.without_namespace.allow_subscribe_for_anonymous",
+    "channel.without_namespace.allow_subscribe_for_client",
+    "channel.without_namespace.allow_publish_for_anonymous",
+    "channel.without_namespace.allow_publish_for_subscriber",
+    "channel.without_namespace.allow_publish_for_client",
+    "channel.without_namespace.allow_presence_for_anonymous",
+    "channel.without_namespace.allow_presence_for_subscriber",
+    "channel.without_namespace.allow_presence_for_client",
+    "channel.without_namespace.allow_history_for_anonymous",
+    "channel.without_namespace.allow_history_for_subscriber",
+    "channel.without_namespace.allow_history_for_client",
+    "channel.without_namespace.allow_user_limited_channels", "channel.without_namespace.channel_regex",
+    "http_api.disabled", "http_api.handler_prefix", "http_api.key", "http_api.error_mode", "http_api.insecure",
+    "grpc_api.enabled", "grpc_api.port", "grpc_api.key",
+    "websocket.disabled", "websocket.handler_prefix", "websocket.write_timeout", "websocket.message_size_limit",
+    "admin.enabled", "admin.password", "admin.secret", "admin.insecure",
+    "prometheus.enabled", "health.enabled", "node.name", "shutdown.timeout",
+];
+
+/// Gyre's options that Centrifugo does not have.
+#[rustfmt::skip]
+const GYRE_ONLY: &[&str] = &[
+    "workers", "driver", "http_server.max_head_size", "http_server.idle_timeout",
+    "http_server.read_header_timeout", "http_api.max_body_size", "http_api.max_command_size",
+    "http_api.max_stream_size", "client.command_rate_limit", "gateway.enabled", "gateway.servers",
+    "gateway.api_port", "gateway.advertise_address", "gateway.topic_size", "gateway.max_topics",
+    "gateway.client_send_topic", "gateway.users",
+];
+
+/// Leaves of a config tree as (dotted path, value); list elements that are objects are
+/// descended into as `path[i]`, other lists are leaves.
+fn leaves(v: &Value, path: String, out: &mut Vec<(String, Value)>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                leaves(v, p, out);
+            }
+        }
+        Value::Array(a) if a.iter().any(Value::is_object) => {
+            for (i, v) in a.iter().enumerate() {
+                leaves(v, format!("{path}[{i}]"), out);
+            }
+        }
+        _ => out.push((path, v.clone())),
+    }
+}
+
+/// `channel.namespaces[0].presence` → the entry of [`APPLIED`] that covers it.
+fn audit_name(path: &str) -> String {
+    let Some(rest) = path.strip_prefix("channel.namespaces[") else { return path.to_string() };
+    let opt = rest.split_once("].").map(|(_, o)| o).unwrap_or("");
+    if opt == "name" {
+        "channel.namespaces[].name".into()
+    } else {
+        format!("channel.without_namespace.{opt}")
+    }
+}
+
+/// A Go duration string (`1h30m`, `1000ms`) in milliseconds; `None` for anything else.
+fn millis(s: &str) -> Option<u64> {
+    let (mut total, mut num, mut unit) = (0f64, String::new(), String::new());
+    let mut flush = |num: &mut String, unit: &mut String| -> Option<()> {
+        let n: f64 = num.parse().ok()?;
+        let scale = match unit.as_str() {
+            "ns" => 1e-6,
+            "us" | "µs" => 1e-3,
+            "ms" => 1.0,
+            "s" => 1e3,
+            "m" => 60e3,
+            "h" => 3600e3,
+            _ => return None,
+        };
+        total += n * scale;
+        num.clear();
+        unit.clear();
+        Some(())
+    };
+    for c in s.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            if !unit.is_empty() {
+                flush(&mut num, &mut unit)?;
+            }
+            num.push(c);
+        } else {
+            unit.push(c);
+        }
+    }
+    if num.is_empty() || unit.is_empty() {
+        return None;
+    }
+    flush(&mut num, &mut unit)?;
+    Some(total as u64)
+}
+
+/// Equal as config values: durations by length, the rest as JSON.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a.as_str().and_then(millis), b.as_str().and_then(millis)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Runs `gyre <args>`: (success, stdout, stderr).
+fn gyre(args: &[&str], file: &Path) -> (bool, String, String) {
+    let mut cmd = Command::new(server_binary());
+    cmd.args(args).arg(file);
+    // The commands read CENTRIFUGO_* / GYRE_* variables: keep the caller's out.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("CENTRIFUGO_") || k.starts_with("GYRE_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.output().expect("run gyre");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// The options named as not supported in `text` (warning lines of checkconfig or the log).
+fn unsupported_in(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split_once("option \"")?.1.split_once("\" is not supported by Gyre").map(|(o, _)| o.into()))
+        .collect()
+}
+
+#[test]
+fn every_centrifugo_option_is_applied_or_reported() {
+    let full: Value = serde_json::from_str(FULL).expect("config_audit.json");
+    let dir = std::env::temp_dir().join(format!("gyre-config-audit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file: PathBuf = dir.join("centrifugo.json");
+    std::fs::write(&file, FULL).unwrap();
+
+    // `gyre checkconfig`: valid, every Centrifugo option known (no "unknown option").
+    let (ok, _, err) = gyre(&["checkconfig", "-c"], &file);
+    assert!(ok, "checkconfig failed: {err}");
+    assert!(!err.contains("unknown"), "every Centrifugo option is known to Gyre:\n{err}");
+    let reported = unsupported_in(&err);
+    assert!(!reported.is_empty(), "{err}");
+
+    // The effective config.
+    let (ok, out, err) = gyre(&["defaultconfig", "-d", "-c", "out.json", "-b"], &file);
+    assert!(ok, "defaultconfig failed: {err}");
+    let effective: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("defaultconfig output: {e}\n{out}"));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut options = Vec::new();
+    leaves(&full, String::new(), &mut options);
+    assert!(options.len() > 1000, "the whole option tree: {} options", options.len());
+    let mut problems = Vec::new();
+    let mut applied_seen = std::collections::BTreeSet::new();
+    for (path, value) in &options {
+        let covered = reported
+            .iter()
+            .any(|r| path == r || path.strip_prefix(r.as_str()).is_some_and(|rest| rest.starts_with(['.', '['])));
+        let name = audit_name(path);
+        let applied = APPLIED.contains(&name.as_str());
+        match (applied, covered) {
+            (true, true) => problems.push(format!("{path}: applied and reported as not supported")),
+            (false, false) => problems.push(format!("{path}: neither applied nor reported as not supported")),
+            (false, true) => {}
+            (true, false) => {
+                applied_seen.insert(name);
+                let pointer = format!("/{}", path.replace(['.', '['], "/").replace(']', ""));
+                match effective.pointer(&pointer) {
+                    Some(got) if same(got, value) => {}
+                    got => problems.push(format!("{path}: set to {value}, effective {got:?}")),
+                }
+            }
+        }
+    }
+    for a in APPLIED {
+        if !applied_seen.contains(*a) {
+            problems.push(format!("{a}: listed as applied but not an option of the file"));
+        }
+    }
+    // Gyre's own options: each audited.
+    let mut own = Vec::new();
+    leaves(&effective, String::new(), &mut own);
+    for (path, _) in &own {
+        let name = audit_name(path);
+        let gyre_only = GYRE_ONLY.iter().any(|g| name == *g || name.starts_with(&format!("{g}[")));
+        if !APPLIED.contains(&name.as_str()) && !gyre_only && path != "channel.namespaces" {
+            problems.push(format!("{path}: an option of Gyre's config that this audit does not know"));
+        }
+    }
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+
+    // The server says the same in its start-up log.
+    let s = Server::start(full);
+    let log = s.stderr();
+    let mut logged = unsupported_in(&log);
+    let mut want = reported.clone();
+    logged.sort();
+    want.sort();
+    assert_eq!(logged, want, "start-up log:\n{log}");
+}
