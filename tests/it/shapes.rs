@@ -63,6 +63,17 @@ impl Raw {
             }
         }
     }
+
+    /// Reads frames until a push has been seen: with Redis a publication reaches subscribers
+    /// through the engine's PUB/SUB, after the publish is acknowledged.
+    fn wait_push(&mut self) {
+        while self.seen.is_empty() {
+            let f = self.ws.frame().unwrap_or_else(|e| panic!("no push: {e}"));
+            assert_ne!(f.op, CLOSE, "closed while waiting for a push: {f:?}");
+            let text = String::from_utf8(f.payload).unwrap();
+            self.seen.extend(text.split('\n').filter(|l| !l.trim().is_empty()).map(str::to_string));
+        }
+    }
 }
 
 /// The commands whose results can be empty, each reply compared as text.
@@ -83,6 +94,7 @@ fn empty_results_have_centrifugo_shapes(s: &Server) {
     assert_eq!(c.call(5, json!({"history": since})), h.replace(r#""id":4"#, r#""id":5"#));
     assert_eq!(c.call(6, json!({"subscribe": ch})), r#"{"id":6,"subscribe":{}}"#);
     assert_eq!(c.call(7, json!({"publish": {"channel": "sh:empty", "data": {}}})), r#"{"id":7,"publish":{}}"#);
+    c.wait_push();
     assert_eq!(c.call(8, json!({"unsubscribe": ch})), r#"{"id":8,"unsubscribe":{}}"#);
     let id = &c.client;
     assert_eq!(
