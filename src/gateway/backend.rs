@@ -217,7 +217,16 @@ fn handle(w: &Rc<Worker>, b: &Rc<Backend>, data: Bytes) -> bool {
                 b.reply(&id, Err(MeshError::bad("invalid argument: p must be an object")));
                 return true;
             };
+            if w.hold_sessions.get() {
+                // The node is stopping: as for client sessions, no new command starts once
+                // HTTP requests are answered (not run, not answered; the connection ends with
+                // the process), so everything acknowledged is delivered first.
+                return true;
+            }
             let (w, b) = (w.clone(), b.clone());
+            // Counted until answered: the shutdown waits for it before disconnecting clients.
+            let running = &w.session_commands;
+            running.set(running.get() + 1);
             // Runs on its own: a call to a client on another node must not hold up the next
             // command (replies carry their id).
             monoio::spawn(async move {
@@ -233,6 +242,7 @@ fn handle(w: &Rc<Worker>, b: &Rc<Backend>, data: Bytes) -> bool {
                     },
                 };
                 b.reply(&id, r);
+                w.session_commands.set(w.session_commands.get() - 1);
             });
         }
         _ => b.reply(&id, Err(MeshError::bad(format!("invalid command: unknown method {method:?}")))),

@@ -164,10 +164,10 @@ pub struct Worker {
     pub shutdown_notify: LocalNotify,
     /// When a stopping worker stops answering requests (`shutdown.timeout` after the signal).
     pub shutdown_deadline: Cell<Option<Instant>>,
-    /// Stopping: client sessions start no new command (what they acknowledged is delivered
-    /// before they are told to go).
+    /// Stopping: client sessions and gateway backends start no new command (what they
+    /// acknowledged is delivered before clients are told to go).
     pub hold_sessions: Cell<bool>,
-    /// Client commands this worker's sessions are running.
+    /// Commands this worker's client sessions and gateway backends are running.
     pub session_commands: Cell<u32>,
     /// Client deadlines: (when, client key, generation), earliest first. Entries a client
     /// superseded are skipped when popped.
