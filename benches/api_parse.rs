@@ -44,6 +44,19 @@ fn decode_one(c: &mut Criterion) {
             l
         })
     });
+    g.bench_function("fast::publish read only (150 B)", |b| {
+        b.iter(|| gyre::api::fast::publish(black_box(LINE)).unwrap())
+    });
+    g.bench_function("fast::route channel scan (150 B)", |b| {
+        b.iter(|| gyre::api::fast::route(black_box(LINE)).unwrap())
+    });
+    g.bench_function("decode_line_general publish (150 B, serde_json)", |b| {
+        b.iter(|| {
+            let l = gyre::api::parse::decode_line_general(black_box(LINE));
+            assert!(l.command.is_ok());
+            l
+        })
+    });
     g.bench_function("decode_params publish (new-style)", |b| {
         b.iter(|| decode_params(Method::Publish, black_box(PARAMS)).unwrap())
     });

@@ -26,7 +26,7 @@ pub fn check_channel<'a>(cfg: &'a Config, channel: &str) -> Result<&'a ChannelOp
 
 /// Maps a single-channel command to its owner-side operation after validation.
 /// `Ok(Err(cmd))` gives back a command that is not single-channel.
-fn single(cfg: &Config, cmd: Command) -> Result<Result<(Box<str>, ShardOp), Command>, ApiError> {
+pub fn single(cfg: &Config, cmd: Command) -> Result<Result<(Box<str>, ShardOp), Command>, ApiError> {
     Ok(Ok(match cmd {
         Command::Publish(p) => {
             check_channel(cfg, &p.channel)?;

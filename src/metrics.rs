@@ -136,20 +136,29 @@ pub fn client_reply_error(method: &'static str, code: u32) {
 
 /// A server API command finished after `took`, with `error` (its code) or not.
 pub fn api_command(protocol: Protocol, method: Method, took: Duration, error: Option<u32>) {
+    api_commands(protocol, method, took, 1, error.as_slice());
+}
+
+/// `count` server API commands of one kind finished together after `took` (a run of a
+/// pipelined stream), `errors` being the codes of those that failed.
+pub fn api_commands(protocol: Protocol, method: Method, took: Duration, count: u64, errors: &[u32]) {
+    if count == 0 {
+        return;
+    }
     LOCAL.with(|l| {
         let mut api = l.api.borrow_mut();
         if api.is_empty() {
             api.resize(PROTOCOLS.len() * METHODS.len(), ApiStat::default());
         }
         let st = &mut api[protocol as usize * METHODS.len() + method as usize];
-        st.count += 1;
+        st.count += count;
         let ns = took.as_nanos().min(u64::MAX as u128) as u64;
-        st.sum_ns += ns;
+        st.sum_ns = st.sum_ns.saturating_add(ns.saturating_mul(count));
         let secs = took.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            st.buckets[i] += 1;
+            st.buckets[i] += count;
         }
-        if let Some(code) = error {
+        for &code in errors {
             bump(&mut st.errors, code, 1);
         }
     });

@@ -4,6 +4,7 @@
 //! [`exec`].
 
 pub mod encode;
+pub mod fast;
 pub mod parse;
 
 use crate::error::ApiError;

@@ -185,7 +185,16 @@ pub struct Line {
 
 /// Decodes one legacy line `{"id":1,"method":"publish","params":{...}}`. `method` may be a
 /// name (any case) or a legacy number; absent means publish. Unknown method → 104 in-band.
+/// Publish lines of the usual shape take the hand-written reader ([`super::fast`]).
 pub fn decode_line(line: &[u8]) -> Line {
+    match super::fast::publish(line) {
+        Some(f) => Line { id: f.id, command: Ok(Command::Publish(f.to_publish())) },
+        None => decode_line_general(line),
+    }
+}
+
+/// [`decode_line`] without the hand-written reader.
+pub fn decode_line_general(line: &[u8]) -> Line {
     if !is_object(line) {
         return Line { id: 0, command: Err(ApiError::BAD_REQUEST) };
     }

@@ -157,6 +157,11 @@ impl ConnOut {
         self.last_read.set(Some(std::time::Instant::now()));
     }
 
+    /// Whether the reader is inside a request body.
+    pub fn in_request(&self) -> bool {
+        self.inner.borrow().in_request
+    }
+
     /// Marks the reader inside (or out of) a request, for graceful shutdown.
     pub fn set_in_request(&self, on: bool) {
         self.inner.borrow_mut().in_request = on;
@@ -179,6 +184,21 @@ impl ConnOut {
         }
         i.slots.push_back(slot);
         Self::wake_writer(&mut i);
+    }
+
+    /// Queues reply bytes that are part of a chunked body (joined with neighbouring pieces
+    /// into one chunk).
+    pub fn push_piece(&self, b: Bytes) {
+        let mut i = self.inner.borrow_mut();
+        i.unsent += b.len();
+        i.slots.push_back(Slot::Piece(b));
+        Self::wake_writer(&mut i);
+    }
+
+    /// Reserves the slot of a legacy reply line that another worker encodes (see
+    /// [`ReplySink::fill_ready`]).
+    pub fn push_pending_line(&self, sep: bool, method: Method, bytes: usize) -> u64 {
+        self.push_pending(ReplyShape::Legacy { id: 0, sep }, method, bytes)
     }
 
     /// Reserves a slot for the result of a `method` command whose request took `bytes`;
@@ -374,21 +394,40 @@ impl ReplySink for ConnOut {
         let mut i = self.inner.borrow_mut();
         let Some(idx) = seq.checked_sub(i.base) else { return };
         let Some(slot) = i.slots.get_mut(idx as usize) else { return };
-        let Slot::Pending(shape, method, started, bytes) = slot else { return };
-        let bytes = *bytes;
+        let Slot::Pending(shape, method, started, _) = slot else { return };
         let error = reply.as_ref().err().map(|e| e.code);
         crate::metrics::api_command(crate::metrics::Protocol::Http, *method, started.elapsed(), error);
         let new = encode_reply(*shape, &reply);
+        i.settle(idx, new);
+    }
+
+    fn fill_ready(&self, seq: u64, b: Bytes) {
+        let mut i = self.inner.borrow_mut();
+        let Some(idx) = seq.checked_sub(i.base) else { return };
+        // Only legacy reply lines are encoded elsewhere.
+        if let Some(Slot::Pending(ReplyShape::Legacy { .. }, ..)) = i.slots.get(idx as usize) {
+            i.settle(idx, Slot::Piece(b));
+        }
+    }
+}
+
+impl Inner {
+    /// Pending slot `idx` becomes `new` (ready bytes).
+    fn settle(&mut self, idx: u64, new: Slot) {
+        let Some(slot) = self.slots.get_mut(idx as usize) else { return };
+        let Slot::Pending(_, _, _, bytes) = slot else { return };
+        let bytes = *bytes;
         let len = match &new {
             Slot::Raw(b) | Slot::Piece(b) => b.len(),
             Slot::Pending(..) => 0,
         };
         *slot = new;
+        let i = self;
         i.pending -= 1;
         i.pending_bytes -= bytes;
         i.unsent += len;
         if idx == 0 {
-            Self::wake_writer(&mut i);
+            ConnOut::wake_writer(i);
         }
         i.wake_reader_if_room();
     }

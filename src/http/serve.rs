@@ -13,10 +13,11 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use monoio::io::{AsyncReadRent, Splitable};
 
-use crate::io::{prepare_read, read_more};
+use crate::io::{prepare_read_up_to, read_more};
 use monoio::net::TcpStream;
 
 use super::out::{ConnOut, ReplyShape};
+use super::pipeline::{Line, Pipe};
 use crate::api::parse::{self, DecodeError, LineSplitter, Piece};
 use crate::api::{Method, Reply};
 use crate::exec;
@@ -26,6 +27,13 @@ use crate::wire::http::{self as codec, BodyDecoder, Head, HttpMethod};
 /// Read buffer of an idle HTTP connection: an idle socket keeps its buffer for the pending
 /// read (io_uring owns it until data arrives), so it is kept small and grown only under load.
 const READ_IDLE: usize = 2 * 1024;
+/// Smallest read buffer inside a request body.
+const READ_IN_BODY: usize = 32 * 1024;
+/// Largest read buffer between requests.
+const READ_BUSY: usize = 64 * 1024;
+/// Largest read buffer inside a request body (a legacy stream reads its lines in large
+/// pieces: fewer reads, and its replies leave in fewer, larger writes).
+const READ_STREAM: usize = 256 * 1024;
 
 /// Why the read side stopped.
 enum Stop {
@@ -68,7 +76,11 @@ struct Reader<R> {
 impl<R: AsyncReadRent> Reader<R> {
     /// Reads more bytes into the buffer; false at EOF or error.
     async fn fill(&mut self) -> bool {
-        prepare_read(&mut self.buf, self.last_full, READ_IDLE);
+        // Inside a request body the buffer stays large: a stream's bytes arrive over time,
+        // and reads of whatever little is there (then a buffer shrunk back to idle) meant
+        // many small reads, each followed by a small write of its replies.
+        let (min, max) = if self.out.in_request() { (READ_IN_BODY, READ_STREAM) } else { (READ_IDLE, READ_BUSY) };
+        prepare_read_up_to(&mut self.buf, self.last_full, min, max);
         let spare = self.buf.capacity() - self.buf.len();
         let buf = std::mem::take(&mut self.buf);
         let (res, buf) = read_more(&mut self.rd, buf).await;
@@ -637,7 +649,12 @@ impl Conn {
         self.continue_100(&head);
         let mut dec = BodyDecoder::new(&head);
         let mut split = LineSplitter::new(api.max_command_size);
-        let mut st = LegacyRequest { count: 0, too_long_first: false, keep_alive: head.keep_alive };
+        let mut st = LegacyRequest {
+            count: 0,
+            too_long_first: false,
+            keep_alive: head.keep_alive,
+            pipe: Pipe::new(&self.w, self.key, self.gen),
+        };
         let mut total: u64 = 0;
         loop {
             match dec.next(&mut r.buf) {
@@ -652,6 +669,7 @@ impl Conn {
                         return Some(self.end_stream_with(&mut st, 413));
                     }
                     split.feed(&piece, &mut |p| self.legacy_piece(&mut st, p));
+                    st.pipe.flush(&self.w, &self.out);
                     if st.too_long_first {
                         return Some(self.fail(413));
                     }
@@ -667,6 +685,7 @@ impl Conn {
                     if !r.fill().await {
                         // The body ended early: answer what was complete, then close.
                         split.finish(&mut |p| self.legacy_piece(&mut st, p));
+                        st.pipe.flush(&self.w, &self.out);
                         return Some(self.end_stream_with(&mut st, 400));
                     }
                 }
@@ -674,6 +693,7 @@ impl Conn {
             }
         }
         split.finish(&mut |p| self.legacy_piece(&mut st, p));
+        st.pipe.flush(&self.w, &self.out);
         if st.too_long_first {
             return Some(self.fail(413));
         }
@@ -702,31 +722,38 @@ impl Conn {
             return;
         }
         let first = st.count == 0;
-        let line = match piece {
-            Piece::TooLong if first => {
+        if first {
+            if piece == Piece::TooLong {
                 st.too_long_first = true;
                 return;
             }
-            Piece::TooLong => None,
-            Piece::Line(l) => Some((parse::decode_line(l), l.len())),
-        };
-        if first {
             self.out.push_raw(codec::chunked_head(st.keep_alive));
         }
         st.count += 1;
-        match line {
-            None => self
-                .out
-                .push_ready(ReplyShape::Legacy { id: 0, sep: !first }, &Err(crate::error::ApiError::BAD_REQUEST)),
-            Some((l, bytes)) => {
-                let shape = ReplyShape::Legacy { id: l.id, sep: !first };
-                match l.command {
-                    Err(e) => self.out.push_ready(shape, &Err(e)),
-                    Ok(cmd) => {
-                        let seq = self.out.push_pending(shape, cmd.method(), bytes);
-                        self.run_command(cmd, seq);
-                    }
+        match piece {
+            Piece::Line(l) => {
+                if let Line::Taken = st.pipe.line(&self.w, &self.out, l, !first) {
+                    return;
                 }
+                // What the general path runs must not overtake what was taken before it.
+                st.pipe.flush(&self.w, &self.out);
+                self.legacy_command(parse::decode_line(l), l.len(), first);
+            }
+            Piece::TooLong => {
+                st.pipe.flush(&self.w, &self.out);
+                self.out.push_ready(ReplyShape::Legacy { id: 0, sep: true }, &Err(crate::error::ApiError::BAD_REQUEST));
+            }
+        }
+    }
+
+    /// A legacy line on the general path: one command at a time, its reply in its own slot.
+    fn legacy_command(&self, l: parse::Line, bytes: usize, first: bool) {
+        let shape = ReplyShape::Legacy { id: l.id, sep: !first };
+        match l.command {
+            Err(e) => self.out.push_ready(shape, &Err(e)),
+            Ok(cmd) => {
+                let seq = self.out.push_pending(shape, cmd.method(), bytes);
+                self.run_command(cmd, seq);
             }
         }
     }
@@ -737,6 +764,7 @@ struct LegacyRequest {
     count: u64,
     too_long_first: bool,
     keep_alive: bool,
+    pipe: Pipe,
 }
 
 /// Compares secrets in time independent of where they differ.

@@ -92,6 +92,8 @@ pub struct SubTag {
 /// Receives command results for one connection, in any order; the sink restores order.
 pub trait ReplySink {
     fn fill(&self, seq: u64, reply: Reply);
+    /// A result already encoded (by the worker that ran the command) for slot `seq`.
+    fn fill_ready(&self, seq: u64, bytes: bytes::Bytes);
     /// Replies are still owed or unsent (graceful shutdown waits for them).
     fn busy(&self) -> bool;
 }
@@ -331,8 +333,13 @@ impl Worker {
 
     /// Executes an operation that landed on this worker, pushes included.
     pub fn exec_local(&self, op: ShardOp) -> Reply {
+        self.exec_local_at(op, Instant::now())
+    }
+
+    /// [`Worker::exec_local`] at `now` (one clock reading for a run of operations).
+    pub fn exec_local_at(&self, op: ShardOp, now: Instant) -> Reply {
         let mut fanout = Vec::new();
-        let r = self.shard.borrow_mut().apply(op, Instant::now(), &mut fanout);
+        let r = self.shard.borrow_mut().apply(op, now, &mut fanout);
         self.fan_out_all(fanout);
         r
     }
@@ -543,15 +550,21 @@ impl Worker {
         }
     }
 
+    /// The reply sink of connection `conn` (generation `gen`) of this worker, if it is open.
+    pub fn sink(&self, conn: u32, gen: u32) -> Option<Rc<dyn ReplySink>> {
+        match self.sinks.borrow().get(conn as usize) {
+            Some((g, s)) if *g == gen => Some(s.clone()),
+            _ => None,
+        }
+    }
+
     /// Delivers a result to its target on this worker.
     pub fn complete(&self, tag: Tag, result: Reply) {
         match tag {
             Tag::Reply { conn, gen, seq } => {
-                let sink = match self.sinks.borrow().get(conn as usize) {
-                    Some((g, s)) if *g == gen => s.clone(),
-                    _ => return,
-                };
-                sink.fill(seq, result);
+                if let Some(sink) = self.sink(conn, gen) {
+                    sink.fill(seq, result);
+                }
             }
             Tag::Waiter(slot) => self.fill(slot, Box::new(result)),
             Tag::Discard => {}

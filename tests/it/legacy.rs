@@ -525,3 +525,68 @@ fn million_commands_in_one_request() {
     let mut s = s;
     s.assert_alive();
 }
+
+/// Lines that look like publishes to the quick channel scan but are not plain ones (a
+/// `method` after `params`, a duplicate key, an escaped channel name, an unknown namespace),
+/// mixed with plain publishes over channels of both workers: each is answered as if it came
+/// alone, and the commands of one channel run in the request's order whichever way they take.
+#[test]
+fn lines_the_quick_scan_misreads_are_answered_in_order() {
+    let s = Server::start(config());
+    const CHANNELS: usize = 8;
+    let mut lines = Vec::new();
+    let mut want = Vec::new();
+    let mut count = [0u64; CHANNELS];
+    let mut id = 0u32;
+    for round in 0..200 {
+        #[allow(clippy::needless_range_loop)]
+        for ch in 0..CHANNELS {
+            let name = format!("hist:q{ch}");
+            id += 1;
+            let line = match (round + ch) % 6 {
+                0 | 1 => publish_line(id, &name, &format!(r#"{{"n":{id}}}"#)),
+                // The same channel, escaped: the scan gives up, the general path takes it.
+                2 => {
+                    format!(r#"{{"id":{id},"method":"publish","params":{{"channel":"hist:\u0071{ch}","data":{id}}}}}"#)
+                }
+                3 => format!(r#"{{"id":{id},"params":{{"channel":"{name}","limit":0}},"method":"history"}}"#),
+                4 => format!(r#"{{"id":{id},"params":{{"channel":"{name}","data":1,"data":2}}}}"#),
+                _ => format!(r#"{{"id":{id},"params":{{"channel":"nope:{ch}","data":1}}}}"#),
+            };
+            let reply = match (round + ch) % 6 {
+                0..=2 => {
+                    count[ch] += 1;
+                    Some(count[ch])
+                }
+                _ => None,
+            };
+            want.push(((round + ch) % 6, reply, count[ch]));
+            lines.push(line);
+        }
+    }
+    let r = legacy_request(&s, lines_body(&lines), Some(&[4096, 777, 65536]));
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let got: Vec<&str> = text.split('\n').collect();
+    assert_eq!(got.len(), lines.len());
+    let mut epochs: Vec<Option<String>> = vec![None; CHANNELS];
+    for (i, (line, (kind, offset, top))) in got.iter().zip(&want).enumerate() {
+        let id = i + 1;
+        let ch = i % CHANNELS;
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("reply {id} {line:?}: {e}"));
+        assert_eq!(v["id"], id, "reply {id}: {line}");
+        match kind {
+            0..=2 => {
+                assert_eq!(v["result"]["offset"], offset.unwrap(), "reply {id} (line {}): {line}", lines[i]);
+                let epoch = v["result"]["epoch"].as_str().unwrap().to_string();
+                assert_eq!(epochs[ch].get_or_insert_with(|| epoch.clone()), &epoch, "reply {id}");
+            }
+            3 => {
+                assert_eq!(v["result"]["publications"], json!([]), "reply {id}: {line}");
+                assert_eq!(v["result"]["offset"], *top, "history in order with the publishes, reply {id}: {line}");
+            }
+            4 => assert_eq!(v["error"]["code"], 107, "reply {id}: {line}"),
+            _ => assert_eq!(v["error"]["code"], 102, "reply {id}: {line}"),
+        }
+    }
+}
