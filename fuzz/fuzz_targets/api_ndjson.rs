@@ -2,12 +2,16 @@
 //! decoded commands however the body is cut into reads, and must match a plain model of the
 //! splitter (split on `\n`, lines longer than `max_line` → TooLong, trim, skip blank lines).
 //!
+//! Every line also checks the hand-written publish reader against the general decoder: when
+//! `fast::publish` answers, `decode_line_general` gives the same command; `fast::route` never
+//! panics.
+//!
 //! Input: 2 bytes of split point, then the body.
 
 #![no_main]
 
-use gyre::api::parse::{decode_line, LineSplitter, Piece};
-use gyre::api::Method;
+use gyre::api::parse::{decode_line, decode_line_general, LineSplitter, Piece};
+use gyre::api::{fast, Command, Method};
 use libfuzzer_sys::fuzz_target;
 
 /// What one piece came to: the line and its decoded (id, method or error code).
@@ -18,6 +22,20 @@ enum Out {
 }
 
 fn line(bytes: &[u8]) -> Out {
+    let _ = fast::route(bytes);
+    if let Some(f) = fast::publish(bytes) {
+        let g = decode_line_general(bytes);
+        assert_eq!(g.id, f.id);
+        match g.command {
+            Ok(Command::Publish(p)) => {
+                assert_eq!(&*p.channel, f.channel);
+                assert_eq!(&p.data.bytes[..], f.data);
+                assert_eq!(p.skip_history, f.skip_history);
+                assert!(p.tags.is_none() && p.idempotency_key.is_none() && !p.delta && p.version == 0);
+            }
+            other => panic!("fast reader accepted a line the decoder reads as {other:?}"),
+        }
+    }
     let l = decode_line(bytes);
     Out::Line { bytes: bytes.to_vec(), id: l.id, command: l.command.map(|c| c.method()).map_err(|e| e.code) }
 }
