@@ -58,8 +58,8 @@ fn ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The index of the first byte at or after `j` that is a quote, a backslash or a control
-/// character (`b.len()` when none): eight bytes at a time.
+/// The index of the first byte at or after `j` that is a quote, a backslash, a control
+/// character or not ASCII (`b.len()` when none): eight bytes at a time.
 #[inline]
 fn string_stop(b: &[u8], mut j: usize) -> usize {
     const LO: u64 = 0x0101_0101_0101_0101;
@@ -71,13 +71,13 @@ fn string_stop(b: &[u8], mut j: usize) -> usize {
         // A zero byte in `quote`/`slash`, or a byte below 0x20 in `x`.
         let hit =
             (quote.wrapping_sub(LO) & !quote) | (slash.wrapping_sub(LO) & !slash) | (x.wrapping_sub(LO * 0x20) & !x);
-        let hit = hit & HI;
+        let hit = (hit | x) & HI;
         if hit != 0 {
             return j + (hit.trailing_zeros() / 8) as usize;
         }
         j += 8;
     }
-    while j < b.len() && !matches!(b[j], b'"' | b'\\' | 0..=0x1f) {
+    while j < b.len() && !matches!(b[j], b'"' | b'\\' | 0..=0x1f | 0x80..) {
         j += 1;
     }
     j
@@ -90,8 +90,22 @@ fn plain_string(b: &[u8], i: usize) -> Option<(&[u8], usize)> {
         return None;
     }
     let start = i + 1;
-    let j = string_stop(b, start);
-    (b.get(j) == Some(&b'"')).then(|| (&b[start..j], j + 1))
+    let mut j = start;
+    loop {
+        j = string_stop(b, j);
+        match *b.get(j)? {
+            b'"' => return Some((&b[start..j], j + 1)),
+            0x80.. => j = utf8_run(b, j)?,
+            _ => return None,
+        }
+    }
+}
+
+/// Validates the run of non-ASCII bytes starting at `j` as UTF-8 (a run of whole characters
+/// always ends at an ASCII byte); the index after it.
+fn utf8_run(b: &[u8], j: usize) -> Option<usize> {
+    let k = b[j..].iter().position(|c| c.is_ascii()).map_or(b.len(), |k| j + k);
+    std::str::from_utf8(&b[j..k]).ok().map(|_| k)
 }
 
 /// A strictly valid JSON string starting at `i`; the index after it. Escapes other than the
@@ -107,6 +121,7 @@ fn string(b: &[u8], i: usize) -> Option<usize> {
                 b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => j += 2,
                 _ => return None,
             },
+            0x80.. => j = utf8_run(b, j)?,
             _ => return None,
         }
     }
@@ -291,8 +306,8 @@ fn object(b: &[u8], i: usize, mut member: impl FnMut(&[u8], usize) -> Option<usi
 /// Reads a publish line strictly; `None` when the general decoder must read it (see the
 /// module docs). `line` has no surrounding whitespace.
 pub fn publish(line: &[u8]) -> Option<Publish<'_>> {
-    // UTF-8 anywhere in the line, as the general decoder requires of the parts it keeps.
-    std::str::from_utf8(line).ok()?;
+    // Bytes that are not ASCII are valid only inside strings, where they are checked as
+    // UTF-8 (the general decoder requires it of the parts it keeps).
     let b = line;
     let (mut id_seen, mut method_seen, mut params_seen) = (false, false, false);
     let mut out = Publish { id: 0, channel: "", data: b"", skip_history: false };
@@ -315,7 +330,6 @@ pub fn publish(line: &[u8]) -> Option<Publish<'_>> {
                 b"channel" if !channel_seen => {
                     channel_seen = true;
                     let (c, end) = plain_string(b, at)?;
-                    // Valid UTF-8: checked for the whole line above.
                     out.channel = std::str::from_utf8(c).ok()?;
                     Some(end)
                 }
@@ -478,6 +492,10 @@ mod tests {
             br#"[{"params":{"channel":"a","data":1}}]"#,
             b"{\"params\":{\"channel\":\"a\",\"data\":\"\x01\"}}",
             b"{\"params\":{\"channel\":\"a\",\"data\":\"\xff\"}}",
+            b"{\"params\":{\"channel\":\"a\",\"data\":\"\xc3\"}}",
+            b"{\"params\":{\"channel\":\"a\xc3\",\"data\":1}}",
+            b"{\"params\":{\"channel\":\"a\",\"data\":[1,\xc3\xa9]}}",
+            b"{\"params\":{\"channel\":\"a\",\"data\":1},\"\xed\xa0\x80\":1}",
         ] {
             assert_eq!(publish(l), None, "{}", String::from_utf8_lossy(l));
         }
