@@ -26,11 +26,11 @@ pub fn check_channel<'a>(cfg: &'a Config, channel: &str) -> Result<&'a ChannelOp
 
 /// Maps a single-channel command to its owner-side operation after validation.
 /// `Ok(Err(cmd))` gives back a command that is not single-channel.
-pub fn single(cfg: &Config, cmd: Command) -> Result<Result<(Box<str>, ShardOp), Command>, ApiError> {
+pub fn single(cfg: &Config, cmd: Command) -> Result<Result<ShardOp, Command>, ApiError> {
     Ok(Ok(match cmd {
         Command::Publish(p) => {
             check_channel(cfg, &p.channel)?;
-            (p.channel.clone(), ShardOp::Publish(p))
+            ShardOp::Publish(p)
         }
         Command::History(h) => {
             if !check_channel(cfg, &h.channel)?.history_enabled() {
@@ -39,25 +39,25 @@ pub fn single(cfg: &Config, cmd: Command) -> Result<Result<(Box<str>, ShardOp), 
             if h.reverse && h.since.as_ref().is_some_and(|s| s.offset == 0) {
                 return Err(ApiError::BAD_REQUEST);
             }
-            (h.channel.clone(), ShardOp::History(h))
+            ShardOp::History(h)
         }
         Command::HistoryRemove { channel } => {
             if !check_channel(cfg, &channel)?.history_enabled() {
                 return Err(ApiError::NOT_AVAILABLE);
             }
-            (channel.clone(), ShardOp::HistoryRemove(channel))
+            ShardOp::HistoryRemove(channel)
         }
         Command::Presence { channel } => {
             if !check_channel(cfg, &channel)?.presence {
                 return Err(ApiError::NOT_AVAILABLE);
             }
-            (channel.clone(), ShardOp::Presence(channel))
+            ShardOp::Presence(channel)
         }
         Command::PresenceStats { channel } => {
             if !check_channel(cfg, &channel)?.presence {
                 return Err(ApiError::NOT_AVAILABLE);
             }
-            (channel.clone(), ShardOp::PresenceStats(channel))
+            ShardOp::PresenceStats(channel)
         }
         Command::Rpc { .. } => return Err(ApiError::NOT_FOUND),
         other => return Ok(Err(other)),
@@ -69,7 +69,7 @@ pub fn single(cfg: &Config, cmd: Command) -> Result<Result<(Box<str>, ShardOp), 
 pub fn route(w: &Worker, cmd: Command, tag: Tag) -> Result<(), Box<Command>> {
     match single(&w.cfg, cmd) {
         Err(e) => w.complete(tag, Err(e)),
-        Ok(Ok((channel, op))) => w.submit_shard(&channel, op, tag),
+        Ok(Ok(op)) => w.submit_shard(op, tag),
         Ok(Err(cmd)) => return Err(Box::new(cmd)),
     }
     Ok(())
@@ -80,7 +80,7 @@ pub fn run(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::Fu
     Box::pin(async move {
         let cmd = match single(&w.cfg, cmd) {
             Err(e) => return Err(e),
-            Ok(Ok((channel, op))) => return w.call_shard(&channel, op).await,
+            Ok(Ok(op)) => return w.call_shard(op).await,
             Ok(Err(cmd)) => cmd,
         };
         match cmd {
@@ -91,7 +91,7 @@ pub fn run(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::Fu
                     .iter()
                     .map(|ch| {
                         let p = Publish { channel: ch.clone(), ..b.publish.clone() };
-                        check_channel(&w.cfg, ch).map(|_| w.call_shard(ch, ShardOp::Publish(p)))
+                        check_channel(&w.cfg, ch).map(|_| w.call_shard(ShardOp::Publish(p)))
                     })
                     .collect();
                 let mut out = Vec::with_capacity(calls.len());

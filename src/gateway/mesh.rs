@@ -255,7 +255,7 @@ pub async fn publish(w: &Rc<Worker>, p: &Map<String, Value>) -> Result<(u64, u64
     let publish = Publish::new(channel, data.payload());
     let name: Box<str> = channel.into();
     let count = w.ask(owner_of(channel, w.workers), move |w, a| a.send(w, w.shard.borrow().subscriber_count(&name)));
-    let published = w.call_shard(channel, ShardOp::Publish(publish));
+    let published = w.call_shard(ShardOp::Publish(publish));
     let n = count.await;
     match published.await {
         Ok(_) => Ok((n, 0)),

@@ -22,7 +22,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::out::ConnOut;
-use crate::api::parse::decode_line;
+use crate::api::parse::{self, decode_line};
 use crate::api::{encode, fast, Method, Reply};
 use crate::exec;
 use crate::metrics::{self, Protocol};
@@ -77,8 +77,9 @@ impl RunStats {
 pub enum Line {
     /// Its reply is written (locally, or in a batch for another worker).
     Taken,
-    /// Not a publish this path takes: the general path gets it.
-    General,
+    /// Not a publish this path takes: the general path gets it (already decoded when this
+    /// path read it).
+    General(Option<parse::Line>),
 }
 
 impl Pipe {
@@ -96,19 +97,25 @@ impl Pipe {
     /// Takes a line if it is a publish this path runs. `sep`: the reply follows another one.
     pub fn line(&mut self, w: &Rc<Worker>, out: &ConnOut, line: &[u8], sep: bool) -> Line {
         if !self.spread {
-            return Line::General;
+            return Line::General(None);
         }
-        let Some(channel) = fast::route(line) else { return Line::General };
-        let owner = owner_of(channel, w.workers);
+        // With one worker every channel is owned here: no need to find it first.
+        let owner = if w.workers == 1 {
+            w.id
+        } else {
+            let Some(channel) = fast::route(line) else { return Line::General(None) };
+            owner_of(channel, w.workers)
+        };
         if owner == w.id {
             if self.run.is_empty() {
                 self.run_stats.started = Instant::now();
             }
             match run_line(w, line, sep, &mut self.run, &mut self.run_stats) {
                 Ran::Replied => Line::Taken,
-                // The line's channel is not the one the scan found (an odd line): it goes
-                // the general way, after the replies before it.
-                Ran::Elsewhere => Line::General,
+                // Not a single-channel command owned here (another method, or a channel that
+                // is not the one the scan found): it goes the general way, after the replies
+                // before it.
+                Ran::Elsewhere(l) => Line::General(l),
             }
         } else {
             self.end_run(out);
@@ -148,21 +155,24 @@ impl Pipe {
 
 enum Ran {
     Replied,
-    Elsewhere,
+    /// The line, decoded, when it is a command of another kind (to be run as it is).
+    Elsewhere(Option<parse::Line>),
 }
 
 /// Reads and runs one line on the worker that owns its channel, appending the reply (with its
 /// separator) to `out`; `Elsewhere` when it is not a single-channel command owned here.
 fn run_line(w: &Worker, line: &[u8], sep: bool, out: &mut Vec<u8>, stats: &mut RunStats) -> Ran {
     let l = decode_line(line);
+    let id = l.id;
     // Lines that fail to decode are not counted as commands (as on the general path).
     let method = l.command.as_ref().ok().map(|c| c.method());
     let reply: Reply = match l.command.map(|cmd| exec::single(&w.cfg, cmd)) {
         Err(e) | Ok(Err(e)) => Err(e),
         // A single-channel command owned here runs in its place, whatever its method (a
         // line whose `method` follows `params` looks like a publish to the quick scan).
-        Ok(Ok(Ok((channel, op)))) if owner_of(&channel, w.workers) == w.id => w.exec_local_at(op, stats.started),
-        Ok(Ok(_)) => return Ran::Elsewhere,
+        Ok(Ok(Ok(op))) if owner_of(op.channel(), w.workers) == w.id => w.exec_local_at(op, stats.started),
+        Ok(Ok(Ok(_))) => return Ran::Elsewhere(None),
+        Ok(Ok(Err(cmd))) => return Ran::Elsewhere(Some(parse::Line { id, command: Ok(cmd) })),
     };
     let error = reply.as_ref().err().map(|e| e.code);
     match method {
@@ -176,7 +186,7 @@ fn run_line(w: &Worker, line: &[u8], sep: bool, out: &mut Vec<u8>, stats: &mut R
     if sep {
         out.push(b'\n');
     }
-    encode::legacy_reply(out, l.id, &reply);
+    encode::legacy_reply(out, id, &reply);
     Ran::Replied
 }
 
@@ -191,7 +201,7 @@ fn run_batch(w: &Rc<Worker>, b: LineBatch) {
         start = end as usize;
         match run_line(w, line, sep, &mut replies, &mut stats) {
             Ran::Replied => ends.push((seq, replies.len() as u32)),
-            Ran::Elsewhere => elsewhere(w, &b, seq, line, sep),
+            Ran::Elsewhere(_) => elsewhere(w, &b, seq, line, sep),
         }
     }
     stats.record();

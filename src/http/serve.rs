@@ -732,12 +732,13 @@ impl Conn {
         st.count += 1;
         match piece {
             Piece::Line(l) => {
-                if let Line::Taken = st.pipe.line(&self.w, &self.out, l, !first) {
-                    return;
-                }
+                let decoded = match st.pipe.line(&self.w, &self.out, l, !first) {
+                    Line::Taken => return,
+                    Line::General(decoded) => decoded,
+                };
                 // What the general path runs must not overtake what was taken before it.
                 st.pipe.flush(&self.w, &self.out);
-                self.legacy_command(parse::decode_line(l), l.len(), first);
+                self.legacy_command(decoded.unwrap_or_else(|| parse::decode_line(l)), l.len(), first);
             }
             Piece::TooLong => {
                 st.pipe.flush(&self.w, &self.out);

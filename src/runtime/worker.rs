@@ -286,18 +286,18 @@ impl Worker {
     /// Routes a single-channel operation: to the channel's owner worker, or, with the Redis
     /// engine, straight to Redis from this worker for data operations (subscriptions still go
     /// to the owner, which holds the channel's PUB/SUB subscription).
-    pub fn submit_shard(&self, channel: &str, op: ShardOp, tag: Tag) {
+    pub fn submit_shard(&self, op: ShardOp, tag: Tag) {
         match self.redis() {
             Some(engine) if op.is_data() => {
                 let me = self.rc();
                 crate::shard::redis::run_data(&engine, op, move |r| me.complete(tag, r));
             }
-            _ => self.submit(owner_of(channel, self.workers), op, tag),
+            _ => self.submit(owner_of(op.channel(), self.workers), op, tag),
         }
     }
 
     /// [`Worker::submit_shard`] as a future.
-    pub fn call_shard(self: &Rc<Self>, channel: &str, op: ShardOp) -> Call<Reply> {
+    pub fn call_shard(self: &Rc<Self>, op: ShardOp) -> Call<Reply> {
         match self.redis() {
             Some(engine) if op.is_data() => {
                 let slot = self.wait();
@@ -305,7 +305,7 @@ impl Worker {
                 crate::shard::redis::run_data(&engine, op, move |r| me.complete(Tag::Waiter(slot), r));
                 Call::waiting(self.clone(), slot)
             }
-            _ => self.call(owner_of(channel, self.workers), op),
+            _ => self.call(owner_of(op.channel(), self.workers), op),
         }
     }
 

@@ -55,7 +55,7 @@ fn json_ok(s: &Session, data: &Option<Bytes>) -> bool {
 /// any node, is disconnected with 3504 before this one is accepted.
 async fn keep_single_connection(s: &Rc<Session>, user: &str) -> Result<(), Disconnect> {
     let channel = personal_channel(&s.w.cfg, user);
-    let stats = s.w.call_shard(&channel, ShardOp::PresenceStats(channel.as_str().into())).await;
+    let stats = s.w.call_shard(ShardOp::PresenceStats(channel.as_str().into())).await;
     let num_clients = match stats {
         Ok(Res::PresenceStats { num_clients, .. }) => num_clients,
         _ => return Err(Disconnect::INTERNAL),
@@ -467,7 +467,7 @@ pub(super) async fn publish(s: &Rc<Session>, channel: String, data: Bytes) -> Re
     }
     let data = Payload { bytes: data, binary: s.client.format == Format::Protobuf };
     let p = Publish { info: Some(Arc::new(s.info(chan_info))), ..Publish::new(channel.as_str(), data) };
-    match s.w.call_shard(&channel, ShardOp::Publish(p)).await {
+    match s.w.call_shard(ShardOp::Publish(p)).await {
         Ok(_) => Ok(ReplyBody::Publish),
         Err(e) => Err(e),
     }

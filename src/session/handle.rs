@@ -94,7 +94,7 @@ async fn read_on_owner(
     op: ShardOp,
 ) -> Result<crate::api::Res, ApiError> {
     commands::check(s, channel, feature)?;
-    s.w.call_shard(channel, op).await
+    s.w.call_shard(op).await
 }
 
 /// Runs one command; an `Err` closes the connection with that disconnect.

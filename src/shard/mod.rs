@@ -53,6 +53,16 @@ impl ShardOp {
     pub fn is_data(&self) -> bool {
         !matches!(self, ShardOp::Unsubscribe(_))
     }
+
+    /// The channel the operation is about (which decides the worker that owns it).
+    pub fn channel(&self) -> &str {
+        match self {
+            ShardOp::Publish(p) => &p.channel,
+            ShardOp::History(h) => &h.channel,
+            ShardOp::HistoryRemove(c) | ShardOp::Presence(c) | ShardOp::PresenceStats(c) => c,
+            ShardOp::Unsubscribe(u) => &u.channel,
+        }
+    }
 }
 
 /// A connection on `worker` subscribes: count it, add presence, emit join, and answer with

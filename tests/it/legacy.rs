@@ -532,7 +532,20 @@ fn million_commands_in_one_request() {
 /// alone, and the commands of one channel run in the request's order whichever way they take.
 #[test]
 fn lines_the_quick_scan_misreads_are_answered_in_order() {
-    let s = Server::start(config());
+    misread_lines_in_order(2);
+}
+
+/// The same with one worker, where every line of the memory engine is read and run in place
+/// (history, errors and publishes alike).
+#[test]
+fn lines_of_every_kind_run_in_place_in_order_on_one_worker() {
+    misread_lines_in_order(1);
+}
+
+fn misread_lines_in_order(workers: u32) {
+    let mut cfg = config();
+    cfg["workers"] = json!(workers);
+    let s = Server::start(cfg);
     const CHANNELS: usize = 8;
     let mut lines = Vec::new();
     let mut want = Vec::new();
