@@ -82,9 +82,9 @@ for round in $(seq "$ROUNDS"); do
         after="$(cpu_ticks "$PID")"
         kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
         cpu_s="$(python3 -c "import os; print(round(($after-$before)/os.sysconf('SC_CLK_TCK'),2))")"
-        python3 - "$round" "$peer" "$cpu_s" "$out" <<'PY'
+        python3 - "$round" "$peer" "$cpu_s" "$DURATION" "$out" <<'PY'
 import json, sys
-rnd, peer, cpu, raw = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+rnd, peer, cpu, duration, raw = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 r = json.loads(raw)
 def find(d, *keys):
     for k in keys:
@@ -94,7 +94,12 @@ def find(d, *keys):
 res = r.get("results", r)
 fields = {k: v for k, v in res.items() if isinstance(v, (int, float))} if isinstance(res, dict) else {}
 keep = {k: fields[k] for k in fields if any(s in k for s in ("per_s", "p50", "p99", "lost", "dup", "cpu", "rss"))}
-print(f"round {rnd} {peer:6s} server_cpu_s={cpu:.2f} " + " ".join(f"{k}={v}" for k, v in sorted(keep.items())))
+# Work per second of server CPU: the figure that stays comparable when the machine is shared.
+per_cpu = ""
+rate = fields.get("commands_per_s") or fields.get("delivered_per_s")
+if rate and cpu > 0:
+    per_cpu = f" per_server_cpu_s={rate * duration / cpu:,.0f}"
+print(f"round {rnd} {peer:6s} server_cpu_s={cpu:.2f}{per_cpu} " + " ".join(f"{k}={v}" for k, v in sorted(keep.items())))
 PY
     done
 done

@@ -248,6 +248,13 @@ impl Memory {
     /// Applies a publish: idempotency, version, history. Returns the result position and,
     /// when the channel has subscribers, the publication to deliver with the workers that have
     /// them (none for a repeated idempotency key or a stale version).
+    /// Whether a plain publish (no idempotency key, no version) to `channel` would keep and
+    /// deliver nothing: no history is written and the channel has no state (so no
+    /// subscribers). [`Memory::publish`] answers such a publish with an empty result.
+    pub fn publish_is_void(&self, channel: &str, history: bool) -> bool {
+        !history && !self.channels.contains_key(channel)
+    }
+
     pub fn publish(
         &mut self,
         p: Publish,

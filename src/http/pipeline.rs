@@ -23,6 +23,7 @@ use bytes::Bytes;
 
 use super::out::ConnOut;
 use crate::api::parse::{self, decode_line};
+use crate::api::Command;
 use crate::api::{encode, fast, Method, Reply};
 use crate::exec;
 use crate::metrics::{self, Protocol};
@@ -162,7 +163,21 @@ enum Ran {
 /// Reads and runs one line on the worker that owns its channel, appending the reply (with its
 /// separator) to `out`; `Elsewhere` when it is not a single-channel command owned here.
 fn run_line(w: &Worker, line: &[u8], sep: bool, out: &mut Vec<u8>, stats: &mut RunStats) -> Ran {
-    let l = decode_line(line);
+    let l = match fast::publish(line) {
+        Some(f) => match void_publish(w, &f) {
+            Some(reply) => {
+                stats.lines += 1;
+                stats.errors.extend(reply.as_ref().err().map(|e| e.code));
+                if sep {
+                    out.push(b'\n');
+                }
+                encode::legacy_reply(out, f.id, &reply);
+                return Ran::Replied;
+            }
+            None => parse::Line { id: f.id, command: Ok(Command::Publish(f.to_publish())) },
+        },
+        None => parse::decode_line_general(line),
+    };
     let id = l.id;
     // Lines that fail to decode are not counted as commands (as on the general path).
     let method = l.command.as_ref().ok().map(|c| c.method());
@@ -188,6 +203,19 @@ fn run_line(w: &Worker, line: &[u8], sep: bool, out: &mut Vec<u8>, stats: &mut R
     }
     encode::legacy_reply(out, id, &reply);
     Ran::Replied
+}
+
+/// The reply to a publish line that needs nothing built: a bad channel, or a channel owned
+/// here that keeps and delivers nothing (no history, no subscribers: the usual case of
+/// publishes nobody listens to, answered without copying the line's data).
+fn void_publish(w: &Worker, f: &fast::Publish<'_>) -> Option<Reply> {
+    match exec::check_channel(&w.cfg, f.channel) {
+        Err(e) => Some(Err(e)),
+        Ok(opts) if owner_of(f.channel, w.workers) == w.id => {
+            w.shard.borrow().publish_void(f.channel, opts.history_enabled() && !f.skip_history)
+        }
+        Ok(_) => None,
+    }
 }
 
 /// The owner's side: runs a batch and sends the replies home in one message.

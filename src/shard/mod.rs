@@ -159,6 +159,20 @@ impl Shard {
 
     /// Executes one owner-side operation. The origin has already validated the channel name
     /// and namespace. Pushes to deliver are appended to `fanout`.
+    /// A plain publish (no idempotency key, no version) to a channel that keeps and delivers
+    /// nothing, answered without building its publication: `Some` with the reply, `None`
+    /// when the publish must be [applied](Shard::apply). `history`: the channel's options
+    /// write history for this publish.
+    pub fn publish_void(&self, channel: &str, history: bool) -> Option<Reply> {
+        match &self.engine {
+            Engine::Memory(m) if m.publish_is_void(channel, history) => {
+                crate::metrics::message_sent(crate::metrics::Kind::Publication);
+                Some(Ok(Res::Publish(None)))
+            }
+            _ => None,
+        }
+    }
+
     pub fn apply(&mut self, op: ShardOp, now: Instant, fanout: &mut Vec<Fanout>) -> Reply {
         let m = match &mut self.engine {
             Engine::Memory(m) => m,

@@ -603,3 +603,59 @@ fn misread_lines_in_order(workers: u32) {
         }
     }
 }
+
+/// On one worker every publish line runs in place, and one to a channel that keeps nothing
+/// and has no subscriber is answered without building a publication: the replies are the
+/// same, a subscriber that arrives later gets the publications that follow, in order, and a
+/// channel with history still counts every line.
+#[test]
+fn publishes_run_in_place_reach_a_subscriber_that_arrives_later() {
+    use crate::ws_client::{json_lines, Ws};
+    let mut cfg = config_with(json!({"channel": {"without_namespace": {"history_size": 0, "history_ttl": "0s",
+        "allow_subscribe_for_client": true}}}));
+    cfg["workers"] = json!(1);
+    const SECRET: &str = "legacy-in-place-secret";
+    cfg["client"] = json!({"token": {"hmac_secret_key": SECRET}});
+    let s = Server::start(cfg);
+    let stream = |from: u32| -> Vec<Value> {
+        let lines: Vec<String> = (from..from + 50)
+            .flat_map(|i| {
+                [publish_line(2 * i + 1, "live", &format!(r#"{{"n":{i}}}"#)), publish_line(2 * i + 2, "hist:h", "1")]
+            })
+            .collect();
+        let r = legacy_request(&s, lines_body(&lines), Some(&[512, 4096]));
+        assert_eq!(r.status, 200);
+        r.lines()
+    };
+    let before = stream(0);
+    for (k, v) in before.iter().enumerate() {
+        if k % 2 == 0 {
+            assert_eq!(v, &json!({"id": k + 1, "result": {}}), "nobody listens: {v}");
+        } else {
+            assert_eq!(v["result"]["offset"], k / 2 + 1, "history counts every line: {v}");
+        }
+    }
+    let mut ws = Ws::open(s.addr());
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    ws.send_json(&json!({"id": 1, "connect": {"token": jwt(SECRET, json!({"sub": "u", "exp": exp}))}}));
+    ws.send_json(&json!({"id": 2, "subscribe": {"channel": "live"}}));
+    let mut subscribed = false;
+    while !subscribed {
+        let f = ws.frame().expect("subscribe reply");
+        subscribed = json_lines(&f.payload).iter().any(|m| m["id"] == 2 && m["subscribe"].is_object());
+    }
+    let after = stream(50);
+    assert_eq!(after.len(), 100);
+    assert_eq!(after[0], json!({"id": 101, "result": {}}));
+    assert_eq!(after[1]["result"]["offset"], 51);
+    let mut got = Vec::new();
+    while got.len() < 50 {
+        let f = ws.frame().expect("publication");
+        for m in json_lines(&f.payload) {
+            if let Some(n) = m["push"]["pub"]["data"]["n"].as_u64() {
+                got.push(n);
+            }
+        }
+    }
+    assert_eq!(got, (50..100).collect::<Vec<u64>>(), "every publication once, in order");
+}
