@@ -205,6 +205,19 @@ fn parse_and_dispatch(c: &mut Criterion) {
             })
         });
     }
+    // What the legacy stream does on the owner for a publish nobody listens to and nothing
+    // keeps: the hand-written reader, the channel check, and an answer with nothing built.
+    let cfg = config(0);
+    let shard = Shard::new(Engine::Memory(Memory::new(cfg.clone())));
+    let mut next = 0usize;
+    g.bench_function("publish, no history, no subscribers: fast::publish + publish_void", |b| {
+        b.iter(|| {
+            let f = gyre::api::fast::publish(black_box(&lines[next])).unwrap();
+            next = (next + 1) % lines.len();
+            let opts = check_channel(&cfg, f.channel).unwrap();
+            shard.publish_void(f.channel, opts.history_enabled() && !f.skip_history).unwrap()
+        })
+    });
     g.finish();
 }
 

@@ -5,6 +5,7 @@
 #   bash scripts/bench-core.sh                       # ingest 1 connection, 5 s, 3 rounds
 #   bash scripts/bench-core.sh --scenario "fanout -n 1000 -c 1 -p 1" --rounds 1
 #   SERVER_CPU=0 TOOL_CPU=1 GYRE=target/release/gyre BENCH=target/release/gyre-bench bash scripts/bench-core.sh
+#   GYRE_BASE=/tmp/old/gyre bash scripts/bench-core.sh --peers "base gyre redis"   # before/after, same run
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -36,7 +37,9 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start() {
     PORT="$(free_port)"
     case "$1" in
-        gyre)
+        gyre|base)
+            local bin="$GYRE"
+            [ "$1" = base ] && bin="${GYRE_BASE:?GYRE_BASE: the gyre binary to compare with}"
             cat >"$WORK/gyre.json" <<JSON
 {
   "http_server": { "address": "127.0.0.1", "port": $PORT },
@@ -47,7 +50,7 @@ start() {
   "channel": { "without_namespace": { "allow_subscribe_for_client": true } }
 }
 JSON
-            taskset -c "$SERVER_CPU" "$GYRE" -c "$WORK/gyre.json" >"$WORK/server.log" 2>&1 &
+            taskset -c "$SERVER_CPU" "$bin" -c "$WORK/gyre.json" >"$WORK/server.log" 2>&1 &
             TARGET=(--target "http://127.0.0.1:$PORT" --api-key bench-api-key --hmac-secret bench-hmac-secret)
             ;;
         redis)
