@@ -18,7 +18,7 @@ use prost::Message as _;
 use serde_json::{json, Value};
 
 use crate::payload::{Track, MARK};
-use crate::stats::Shared;
+use crate::stats::Local;
 use crate::target::{self, ClientErr, Reader};
 use crate::WireFormat;
 
@@ -171,14 +171,14 @@ impl WsClient {
     }
 
     /// Reads pushes until the connection ends; returns why.
-    pub async fn run(&mut self, sh: &Shared, thread: usize, track: &RefCell<Track>) -> ClientErr {
+    pub async fn run(&mut self, local: &Local, track: &RefCell<Track>) -> ClientErr {
         loop {
             let data = match self.next().await {
                 Ok(Some(d)) => d,
                 Ok(None) => continue,
                 Err(e) => return e,
             };
-            let found = sh.deliver(thread, &mut track.borrow_mut(), &data);
+            let found = local.deliver(&mut track.borrow_mut(), &data);
             // Fast path: every message of the frame was a publication.
             if found > 0 && found == count_messages(self.format, &data) {
                 continue;
