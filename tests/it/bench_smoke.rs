@@ -126,6 +126,14 @@ fn fanout_protobuf_delivers_everything() {
     check_fanout(&fanout(&s, "protobuf"));
 }
 
+/// The io_uring event loop (the default is epoll) receives the same.
+#[test]
+fn fanout_on_io_uring_delivers_everything() {
+    let s = server();
+    let r = fanout_on(&format!("http://127.0.0.1:{}", s.port), &s.pid().to_string(), "json", &["--driver", "uring"]);
+    check_fanout(&r);
+}
+
 /// Several nodes: one memory-engine node listed twice (publications reach only the node they
 /// were made on), publishers over both entries. End-to-end accounting must be unchanged and
 /// the report must list the node with its share.

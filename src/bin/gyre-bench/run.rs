@@ -20,7 +20,7 @@ use crate::stats::{self, now_ns, Local, Shared, Usage, DONE, MEASURE, STOP, WARM
 use crate::summary;
 use crate::target::{self, ClientErr, Kind, Target};
 use crate::ws::{Hello, WsClient};
-use crate::{output, Fail, Opts};
+use crate::{output, Driver, Fail, Opts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -415,13 +415,22 @@ pub fn start_threads(plan: &Arc<Plan>, sh: &Arc<Shared>) {
         let (plan, sh2) = (plan.clone(), sh.clone());
         let spawned = std::thread::Builder::new().name(format!("bench-{thread}")).spawn(move || {
             let sh = sh2;
-            let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().with_entries(4096).build();
-            match rt {
-                Ok(mut rt) => {
-                    let local = Local::new(sh.clone(), thread);
-                    rt.block_on(thread_main(Rc::new(Cx { plan, sh, thread, local })))
+            let local = Local::new(sh.clone(), thread);
+            let cx = Rc::new(Cx { plan: plan.clone(), sh: sh.clone(), thread, local });
+            let started = match plan.o.driver {
+                Driver::Epoll => {
+                    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().map(|mut rt| {
+                        rt.block_on(thread_main(cx));
+                    })
                 }
-                Err(e) => sh.set_fatal(format!("cannot start an event loop: {e}")),
+                Driver::Uring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                    .enable_timer()
+                    .with_entries(4096)
+                    .build()
+                    .map(|mut rt| rt.block_on(thread_main(cx))),
+            };
+            if let Err(e) = started {
+                sh.set_fatal(format!("cannot start an event loop ({:?}): {e}", plan.o.driver));
             }
         });
         if let Err(e) = spawned {

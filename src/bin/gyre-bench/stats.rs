@@ -188,6 +188,56 @@ impl Default for Slot {
     }
 }
 
+/// The payloads of one read of one client (see [`Local::batch`]).
+pub struct Batch<'a> {
+    slot: &'a Slot,
+    now: u64,
+    start: u64,
+    end: u64,
+    lost0: u64,
+    dup0: u64,
+    track: &'a mut Track,
+    hist: std::cell::RefMut<'a, Histogram<u64>>,
+    n: u64,
+    in_window: u64,
+}
+
+impl Batch<'_> {
+    /// Counts the payloads in `data`; returns how many were found.
+    pub fn scan(&mut self, data: &[u8]) -> usize {
+        let (now, start, end) = (self.now, self.start, self.end);
+        let (track, hist, in_window) = (&mut *self.track, &mut *self.hist, &mut self.in_window);
+        let n = payload::scan(data, |s| {
+            track.observe(s.p, s.s);
+            if s.t >= start && s.t < end {
+                *in_window += 1;
+                hist.saturating_record(now.saturating_sub(s.t).max(1));
+            }
+        });
+        self.n += n as u64;
+        n
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if self.n == 0 {
+            return;
+        }
+        let slot = self.slot;
+        bump(&slot.delivered, self.n);
+        if self.in_window > 0 {
+            bump(&slot.delivered_window, self.in_window);
+        }
+        if self.track.lost != self.lost0 {
+            bump(&slot.lost, self.track.lost - self.lost0);
+        }
+        if self.track.duplicated != self.dup0 {
+            bump(&slot.duplicated, self.track.duplicated - self.dup0);
+        }
+    }
+}
+
 /// Adds `n` to a counter only this thread writes: no locked read-modify-write.
 fn bump(c: &AtomicU64, n: u64) {
     c.store(c.load(Relaxed) + n, Relaxed);
@@ -215,33 +265,26 @@ impl Local {
     /// `track`, latency of those sent in the measured window into the thread's histogram.
     /// Returns how many were found.
     pub fn deliver(&self, track: &mut Track, data: &[u8]) -> usize {
-        let now = now_ns();
+        let mut b = self.batch(track);
+        b.scan(data)
+    }
+
+    /// Starts counting what one read brought to one client: the clock is read once, the
+    /// histogram borrowed once, and the slot's counters are written once when it ends.
+    pub fn batch<'a>(&'a self, track: &'a mut Track) -> Batch<'a> {
         let sh = &*self.sh;
-        let (start, end) = (sh.measure_start.load(Relaxed), sh.measure_end.load(Relaxed));
-        let (lost0, dup0) = (track.lost, track.duplicated);
-        let mut in_window = 0u64;
-        let mut hist = self.del.borrow_mut();
-        let n = payload::scan(data, |s| {
-            track.observe(s.p, s.s);
-            if s.t >= start && s.t < end {
-                in_window += 1;
-                hist.saturating_record(now.saturating_sub(s.t).max(1));
-            }
-        });
-        if n > 0 {
-            let slot = self.slot();
-            bump(&slot.delivered, n as u64);
-            if in_window > 0 {
-                bump(&slot.delivered_window, in_window);
-            }
-            if track.lost != lost0 {
-                bump(&slot.lost, track.lost - lost0);
-            }
-            if track.duplicated != dup0 {
-                bump(&slot.duplicated, track.duplicated - dup0);
-            }
+        Batch {
+            slot: self.slot(),
+            now: now_ns(),
+            start: sh.measure_start.load(Relaxed),
+            end: sh.measure_end.load(Relaxed),
+            lost0: track.lost,
+            dup0: track.duplicated,
+            track,
+            hist: self.del.borrow_mut(),
+            n: 0,
+            in_window: 0,
         }
-        n
     }
 
     /// Records the round trip of `n` commands answered now that were written at `sent`.
