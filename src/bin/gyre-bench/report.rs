@@ -41,9 +41,13 @@ pub fn main(out: &str, files: &[String]) -> Result<(), Fail> {
         }
         let stem = Path::new(f).file_stem().map_or(f.clone(), |s| s.to_string_lossy().into_owned());
         let mut label = j.get("label").and_then(Value::as_str).map_or(stem, str::to_string);
-        // Runs of one label (the same server measured twice) stay apart in the legends.
-        let same =
-            runs.iter().filter(|r: &&Run| r.label == label || r.label.starts_with(&format!("{label} #"))).count();
+        // Runs of one label under one workload (a server measured twice) stay apart in the legends.
+        let w = workload(&j);
+        let same = runs
+            .iter()
+            .filter(|r: &&Run| workload(&r.j) == w)
+            .filter(|r| r.label == label || r.label.starts_with(&format!("{label} #")))
+            .count();
         if same > 0 {
             label = format!("{label} #{}", same + 1);
         }
@@ -98,14 +102,20 @@ pub fn workload(j: &Value) -> String {
     }
 }
 
-/// Runs grouped by workload, in the order they first appear.
+/// Runs grouped by workload, in the order they first appear, each with its colour index: one
+/// per label over the whole page, so a server keeps its colour from one workload to the next.
 fn groups(runs: &[Run]) -> Vec<(String, Vec<(usize, &Run)>)> {
+    let mut labels: Vec<&str> = Vec::new();
     let mut out: Vec<(String, Vec<(usize, &Run)>)> = Vec::new();
-    for (i, r) in runs.iter().enumerate() {
+    for r in runs {
+        let c = labels.iter().position(|l| *l == r.label).unwrap_or_else(|| {
+            labels.push(&r.label);
+            labels.len() - 1
+        });
         let w = workload(&r.j);
         match out.iter_mut().find(|g| g.0 == w) {
-            Some(g) => g.1.push((i, r)),
-            None => out.push((w, vec![(i, r)])),
+            Some(g) => g.1.push((c, r)),
+            None => out.push((w, vec![(c, r)])),
         }
     }
     out
@@ -446,6 +456,9 @@ mod tests {
         let g = groups(&runs);
         assert_eq!(g.len(), 2);
         assert_eq!(g[0].1.len(), 2);
+        // Colours follow labels: "redis" keeps its colour in the second workload too.
+        assert_eq!(g[0].1.iter().map(|m| m.0).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(g[1].1[0].0, 2);
         let page = html(&runs);
         assert!(page.contains("<svg") && page.contains("gyre") && page.contains("rate 1500/s"));
         // Two runs on one chart: one polyline each on the deliveries chart.
