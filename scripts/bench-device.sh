@@ -236,14 +236,14 @@ cat "$OUT/machine.txt" >&2
 # ---------------------------------------------------------------------------------------------
 # Servers.
 
+# A port below the ephemeral range (so no client socket of a run can hold it) that nothing
+# listens on.
 free_port() {
-    local p i
-    if command -v python3 >/dev/null; then
-        python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-        return
-    fi
+    local p i lo
+    lo="$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+    (( lo > 11000 )) || lo=32768
     for i in $(seq 1 200); do
-        p=$((15000 + RANDOM % 15000))
+        p=$((10000 + RANDOM % (lo - 10000)))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return 0
