@@ -134,6 +134,15 @@ fn fanout_on_io_uring_delivers_everything() {
     check_fanout(&r);
 }
 
+/// Subscribers in two child processes: the same end-to-end accounting, latencies included.
+#[test]
+fn fanout_with_subscriber_processes_delivers_everything() {
+    let s = server();
+    let r = fanout_on(&format!("http://127.0.0.1:{}", s.port), &s.pid().to_string(), "json", &["--procs", "2"]);
+    check_fanout(&r);
+    assert_eq!(r["latency_us"]["count"], r["delivered"], "every delivery of the window timed: {r}");
+}
+
 /// Several nodes: one memory-engine node listed twice (publications reach only the node they
 /// were made on), publishers over both entries. End-to-end accounting must be unchanged and
 /// the report must list the node with its share.

@@ -33,6 +33,7 @@ mod conns;
 mod output;
 mod payload;
 mod peers;
+mod procs;
 mod progress;
 mod publish;
 mod report;
@@ -250,7 +251,9 @@ pub struct Opts {
     /// Default 9 for `connections`, 1 otherwise.
     #[arg(long)]
     pub source_ips: Option<u8>,
-    /// Processes for `connections` (default: as many as the open-file limit needs).
+    /// Processes holding the clients. `fanout`: the subscribers in N child processes (each
+    /// with --threads event loops), the publishers in this one, for when one process cannot
+    /// receive more (default 1). `connections`: default as many as the open-file limit needs.
     #[arg(long)]
     pub procs: Option<usize>,
     /// `connections`: also subscribe each connection to channel i % C.

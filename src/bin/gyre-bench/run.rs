@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::payload::Track;
 use crate::peers::{NatsSub, RedisSub};
+use crate::procs::{self, Kids};
 use crate::progress::Progress;
 use crate::publish;
 use crate::series::Collector;
@@ -68,6 +69,8 @@ pub struct Plan {
     pub channel_json: Vec<String>,
     /// Whether clients subscribe (always, except `connections` without `--subscribe`).
     pub subscribe: bool,
+    /// Whether this process runs the publishers (not a subscriber process of `--procs`).
+    pub publish: bool,
 }
 
 impl Plan {
@@ -150,6 +153,7 @@ impl Plan {
             channel_json: channel_names.iter().map(|c| Value::from(c.as_str()).to_string()).collect(),
             channel_names,
             subscribe: mode != Mode::Connections || o.subscribe,
+            publish: true,
             o: o.clone(),
         })
     }
@@ -381,7 +385,7 @@ async fn thread_main(cx: Rc<Cx>) {
     while cx.sh.phase() < WARMUP {
         sleep_ms(5).await;
     }
-    if cx.sh.phase() < STOP {
+    if cx.sh.phase() < STOP && plan.publish {
         for p in (cx.thread..plan.publishers).step_by(plan.threads) {
             monoio::spawn(publish::publisher(cx.clone(), p));
         }
@@ -441,7 +445,7 @@ pub fn start_threads(plan: &Arc<Plan>, sh: &Arc<Shared>) {
 
 /// Waits until every client has connected or failed (bounded); prints progress.
 pub fn wait_connected(plan: &Plan, sh: &Shared, progress: &mut Progress) -> Result<f64, Fail> {
-    let want = plan.clients.len();
+    let want = plan.subscribers;
     let t0 = Instant::now();
     let limit = Duration::from_secs_f64(plan.o.connect_timeout + 5.0);
     loop {
@@ -470,6 +474,10 @@ pub fn wait_connected(plan: &Plan, sh: &Shared, progress: &mut Progress) -> Resu
     Ok(secs)
 }
 
+/// How far ahead subscriber processes are told of a window bound (a pipe write and a thread
+/// wake-up take well under a millisecond; this leaves room on a loaded machine).
+const ANNOUNCE_NS: u64 = 50_000_000;
+
 /// Sleeps `secs` while printing progress (and, given a collector, taking a row a second);
 /// stops early on a fatal error.
 fn hold(
@@ -497,39 +505,72 @@ fn hold(
 
 /// `fanout` / `ingest`.
 pub fn main(mode: Mode, o: Opts) -> Result<(), Fail> {
-    let plan = Arc::new(Plan::new(mode, &o)?);
+    let mut plan = Plan::new(mode, &o)?;
+    if let Some(range) = &o.child_range {
+        return procs::child(plan, range);
+    }
+    let procs = match (mode, o.procs) {
+        (Mode::Ingest, Some(n)) if n > 1 => {
+            return Err(Fail::setup("--procs applies to fanout and connections (ingest: use --threads)"))
+        }
+        (_, Some(n)) if n > 1 => n.min(plan.subscribers.max(1)),
+        _ => 1,
+    };
+    if procs > 1 {
+        // The subscribers live in the child processes.
+        plan.clients = 0..0;
+    }
+    let plan = Arc::new(plan);
     plan.check_reachable()?;
     let nofile = target::raise_nofile() as usize;
-    let fds = plan.subscribers + plan.publishers + 64;
+    let fds = plan.subscribers.div_ceil(procs) + plan.publishers + 64;
     if fds > nofile {
         return Err(Fail::setup(format!(
-            "{} subscribers need about {fds} open files, the limit is {nofile}: raise it (ulimit -n) or use fewer subscribers",
+            "{} subscribers need about {fds} open files, the limit is {nofile}: raise it (ulimit -n), use --procs or fewer subscribers",
             plan.subscribers
         )));
     }
     output::check_paths(&o)?;
     let machine = output::machine();
-    let sh = Arc::new(Shared::new(plan.threads, plan.publishers, plan.channels));
+    let kid_slots = if procs > 1 { procs } else { 0 };
+    let sh = Arc::new(Shared::new(plan.threads + kid_slots, plan.publishers, plan.channels));
     let mut progress = Progress::new(&o);
     start_threads(&plan, &sh);
+    let kids = if procs > 1 { Some(Kids::spawn(&plan, &sh, procs, plan.threads)?) } else { None };
+    let tool_pids = kids.as_ref().map_or(Vec::new(), Kids::pids);
     let connect_s = wait_connected(&plan, &sh, &mut progress)?;
 
     sh.phase.store(WARMUP, Relaxed);
     hold(&sh, &mut progress, "warmup", o.warmup, None)?;
 
-    let mut rows = Collector::new(mode == Mode::Ingest, &o.server_pid);
+    let mut rows = Collector::new(mode == Mode::Ingest, &o.server_pid, &tool_pids);
+    // Subscriber processes learn the window's bounds ahead of them.
+    let start = match &kids {
+        Some(k) => {
+            let at = now_ns() + ANNOUNCE_NS;
+            k.announce('W', at);
+            at
+        }
+        None => now_ns(),
+    };
     let server_start = stats::sample_servers(&o.server_pid);
-    let client_start = stats::sample(None);
-    let start = now_ns();
+    let client_start = stats::sample_tool(&tool_pids);
     sh.measure_start.store(start, Relaxed);
     sh.phase.store(MEASURE, Relaxed);
     rows.begin(&sh, start);
     hold(&sh, &mut progress, "measure", o.duration, Some(&mut rows))?;
-    let end = now_ns();
+    let end = match &kids {
+        Some(k) => {
+            let at = now_ns() + ANNOUNCE_NS;
+            k.announce('E', at);
+            at
+        }
+        None => now_ns(),
+    };
     sh.measure_end.store(end, Relaxed);
     sh.phase.store(STOP, Relaxed);
     let server_end = stats::sample_servers(&o.server_pid);
-    let client_end = stats::sample(None);
+    let client_end = stats::sample_tool(&tool_pids);
     // The last, partial second of the window.
     if rows.since_last_s() >= 0.1 {
         rows.row(&sh, "measure");
@@ -541,6 +582,9 @@ pub fn main(mode: Mode, o: Opts) -> Result<(), Fail> {
     let t = Instant::now();
     while sh.threads_done.load(Relaxed) < plan.threads && t.elapsed() < Duration::from_secs(2) {
         std::thread::sleep(Duration::from_millis(5));
+    }
+    if let Some(k) = &kids {
+        k.finish(&sh);
     }
     if let Some(f) = sh.fatal() {
         return Err(Fail::run(f));

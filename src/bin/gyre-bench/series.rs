@@ -64,6 +64,8 @@ struct Mark {
 pub struct Collector {
     ingest: bool,
     pids: Vec<u32>,
+    /// Subscriber processes of this run (their CPU counts as the tool's).
+    tool_pids: Vec<u32>,
     /// Measure start (ns); rows are timed from it.
     origin: u64,
     last: Mark,
@@ -80,10 +82,11 @@ fn r1(v: f64) -> f64 {
 }
 
 impl Collector {
-    pub fn new(ingest: bool, pids: &[u32]) -> Collector {
+    pub fn new(ingest: bool, pids: &[u32], tool_pids: &[u32]) -> Collector {
         Collector {
             ingest,
             pids: pids.to_vec(),
+            tool_pids: tool_pids.to_vec(),
             origin: 0,
             last: Mark::default(),
             rows: Vec::new(),
@@ -103,7 +106,7 @@ impl Collector {
             errors: sh.publish_errors.load(Relaxed),
             disconnects: sh.disconnects.load(Relaxed),
             server: stats::sample_servers(&self.pids),
-            tool: stats::sample(None),
+            tool: stats::sample_tool(&self.tool_pids),
         }
     }
 

@@ -71,7 +71,8 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(threads: usize, publishers: usize, channels: usize) -> Shared {
+    /// `slots`: one per event-loop thread (and per subscriber process, see [`crate::procs`]).
+    pub fn new(slots: usize, publishers: usize, channels: usize) -> Shared {
         Shared {
             phase: AtomicU8::new(CONNECT),
             measure_start: AtomicU64::new(u64::MAX),
@@ -82,7 +83,7 @@ impl Shared {
             published_window: AtomicU64::new(0),
             publish_errors: AtomicU64::new(0),
             expected: AtomicU64::new(0),
-            slots: (0..threads).map(|_| Slot::default()).collect(),
+            slots: (0..slots).map(|_| Slot::default()).collect(),
             lost: AtomicU64::new(0),
             duplicated: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
@@ -235,6 +236,21 @@ impl Drop for Batch<'_> {
         if self.track.duplicated != self.dup0 {
             bump(&slot.duplicated, self.track.duplicated - self.dup0);
         }
+    }
+}
+
+impl Slot {
+    /// Sets the counters of a subscriber process, as it reported them.
+    pub fn set(&self, delivered: u64, delivered_window: u64, lost: u64, duplicated: u64) {
+        self.delivered.store(delivered, Relaxed);
+        self.delivered_window.store(delivered_window, Relaxed);
+        self.lost.store(lost, Relaxed);
+        self.duplicated.store(duplicated, Relaxed);
+    }
+
+    /// Adds publish→deliver latencies a subscriber process reported.
+    pub fn add_delivery_latencies(&self, h: &Histogram<u64>) {
+        let _ = self.hists.lock().unwrap_or_else(|e| e.into_inner()).0.add(h);
     }
 }
 
@@ -403,6 +419,14 @@ pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Some(ProcSample { rss_kb, cpu_s: ticks as f64 / hz })
+}
+
+/// This process and its child processes `children`, summed.
+pub fn sample_tool(children: &[u32]) -> Option<ProcSample> {
+    children.iter().try_fold(sample(None)?, |sum, &p| {
+        let s = sample(Some(p))?;
+        Some(ProcSample { rss_kb: sum.rss_kb + s.rss_kb, cpu_s: sum.cpu_s + s.cpu_s })
+    })
 }
 
 /// The sum over the server processes `pids` (the nodes of a cluster and what they share);

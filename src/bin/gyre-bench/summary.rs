@@ -34,7 +34,7 @@ fn params(plan: &Plan, format: &str) -> Value {
         "publish_all": o.publish_all, "kind": plan.kind.name(), "format": format,
         "subscribers": plan.subscribers, "channels": plan.channels, "publishers": plan.publishers,
         "rate": plan.rate, "size": plan.size, "batch": plan.batch, "inflight": plan.inflight,
-        "threads": plan.threads, "duration_s": o.duration, "warmup_s": o.warmup, "drain_s": o.drain,
+        "threads": plan.threads, "procs": o.procs.unwrap_or(1), "duration_s": o.duration, "warmup_s": o.warmup, "drain_s": o.drain,
         "connect_timeout_s": o.connect_timeout, "connect_concurrency": o.connect_concurrency,
         "source_ips": plan.source_ips, "reconnect": o.reconnect, "server_pid": o.server_pid,
         "ws_path": o.ws_path, "api_path": o.api_path, "channel_prefix": o.channel_prefix,
