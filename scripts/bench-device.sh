@@ -28,7 +28,8 @@ set -euo pipefail
 usage() {
     cat <<'EOF'
 Usage: bash scripts/bench-device.sh [--quick] [--duration S] [--only WORKLOAD]... [--peers LIST]
-                                    [--server-cpus LIST --tool-cpus LIST] [--out DIR] [--skip-build]
+                                    [--server-cpus LIST --tool-cpus LIST] [--tool-procs P]
+                                    [--out DIR] [--skip-build]
 
   --quick          small sizes and 2 s runs: a check that everything works (2 cores suffice)
   --duration S     measured seconds per run (default 10; --quick 2)
@@ -38,6 +39,8 @@ Usage: bash scripts/bench-device.sh [--quick] [--duration S] [--only WORKLOAD]..
   --peers LIST     comma-separated subset of gyre,redis,redis-io,nats (default: all installed)
   --server-cpus L  CPUs of the servers (taskset list; default: the first half of this
   --tool-cpus L    process's CPUs) and of the load tool (default: the other half)
+  --tool-procs P   fan-out subscribers in P gyre-bench processes (fanout --procs P), the
+                   tool CPUs' threads divided among them (default 1: one process)
   --out DIR        where the run's folder and archive go (default bench/runs; --quick:
                    target/bench-device)
   --skip-build     do not build; use target/release (or $GYRE / $BENCH)
@@ -52,6 +55,7 @@ SERVER_CPUS=""
 TOOL_CPUS=""
 OUT_BASE=""
 BUILD=1
+TOOL_PROCS=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1; shift ;;
@@ -61,11 +65,16 @@ while [[ $# -gt 0 ]]; do
         --server-cpus) SERVER_CPUS="${2:?--server-cpus needs a list}"; shift 2 ;;
         --tool-cpus) TOOL_CPUS="${2:?--tool-cpus needs a list}"; shift 2 ;;
         --out) OUT_BASE="${2:?--out needs a folder}"; shift 2 ;;
+        --tool-procs) TOOL_PROCS="${2:?--tool-procs needs a count}"; shift 2 ;;
         --skip-build) BUILD=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench-device.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
 done
+if ! [[ "$TOOL_PROCS" =~ ^[1-9][0-9]*$ ]]; then
+    echo "bench-device.sh: --tool-procs must be a positive count" >&2
+    exit 2
+fi
 if [[ -n "$DURATION" ]] && ! [[ "$DURATION" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
     echo "bench-device.sh: --duration must be a number of seconds" >&2
     exit 2
@@ -106,6 +115,8 @@ fi
 N_SERVER=$(expand_cpus "$SERVER_CPUS" | wc -l)
 N_TOOL=$(expand_cpus "$TOOL_CPUS" | wc -l)
 IO_THREADS=$(( N_SERVER < 2 ? 2 : N_SERVER ))
+# Threads per gyre-bench process: the tool's CPUs shared among its processes.
+PROC_THREADS=$(( N_TOOL / TOOL_PROCS > 0 ? N_TOOL / TOOL_PROCS : 1 ))
 
 # Sizes.
 if [[ $QUICK == 1 ]]; then
@@ -218,7 +229,7 @@ mkdir -p "$OUT"
 {
     echo "date:         $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "host:         $HOST"
-    echo "cpus:         ${#CPUS[@]} ($ALLOWED); servers on $SERVER_CPUS, load tool on $TOOL_CPUS"
+    echo "cpus:         ${#CPUS[@]} ($ALLOWED); servers on $SERVER_CPUS, load tool on $TOOL_CPUS ($TOOL_PROCS process(es) for fan-out)"
     echo "cpu:          $(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -1)"
     echo "kernel:       $(uname -r)"
     echo "memory:       $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
@@ -340,7 +351,11 @@ run_one() {
     fi
     local args hold_or_run limit rc=0
     if [[ $w == connections ]]; then hold_or_run="-d $HOLD"; else hold_or_run="-d $DURATION --warmup $WARMUP"; fi
-    args="$(workload_args "$w") $hold_or_run $(target_args "$peer") -t $N_TOOL --server-pid $SERVER_PID -q"
+    local threads="-t $N_TOOL"
+    if [[ $w == fanout-* || $w == paced-* ]] && (( TOOL_PROCS > 1 )); then
+        threads="--procs $TOOL_PROCS -t $PROC_THREADS"
+    fi
+    args="$(workload_args "$w") $hold_or_run $(target_args "$peer") $threads --server-pid $SERVER_PID -q"
     echo "$w $peer: taskset -c $TOOL_CPUS gyre-bench $args" >>"$OUT/commands.txt"
     limit=$(awk -v d="$DURATION" -v h="$HOLD" 'BEGIN { printf "%d", (d > h ? d : h) + 150 }')
     # shellcheck disable=SC2086
