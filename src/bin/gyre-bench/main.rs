@@ -22,7 +22,8 @@
 //! timestamped, sequenced message body), [`stats`] (shared counters, histograms, `/proc`
 //! sampling, the report), [`ws`] (Centrifuge WebSocket client), [`peers`] (Redis and NATS
 //! subscribers), [`publish`] (pipelined publishers for all three), [`run`] (threads and
-//! phases of `fanout` / `ingest`), [`conns`] (`connections`, with child processes),
+//! phases of `fanout` / `ingest`), [`procs`] (`fanout --procs`: subscriber processes),
+//! [`conns`] (`connections`, with child processes),
 //! [`series`] (the per-second rows), [`summary`] (the table and the JSON report), [`output`]
 //! (machine, files), [`report`] and [`svg`] (the charts).
 //!

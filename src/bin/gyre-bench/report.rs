@@ -341,6 +341,9 @@ pub fn html(runs: &[Run]) -> String {
         runs.len(),
         groups(runs).len()
     );
+    if groups(runs).len() > 1 {
+        s.push_str(&overview(runs));
+    }
     for (w, members) in groups(runs) {
         let kind = scenario(&members[0].1.j);
         let _ = write!(s, "<h2>{}</h2>\n<table><tr><th></th>", esc(&w));
@@ -393,6 +396,55 @@ pub fn html(runs: &[Run]) -> String {
         }
     }
     s.push_str("</body></html>\n");
+    s
+}
+
+/// One row per workload, one column per label: the headline figure, and the p99 where there
+/// is one.
+fn overview(runs: &[Run]) -> String {
+    let mut labels: Vec<(usize, &str)> = Vec::new();
+    let groups = groups(runs);
+    for (_, members) in &groups {
+        for (c, r) in members {
+            if !labels.iter().any(|l| l.1 == r.label) {
+                labels.push((*c, &r.label));
+            }
+        }
+    }
+    let mut s = String::from("<h2>Overview</h2><table><tr><th>workload</th><th>figure</th>");
+    for (c, l) in &labels {
+        let _ = write!(s, "<th><span class=\"sw\" style=\"background:{}\"></span>{}</th>", svg::color(*c), esc(l));
+    }
+    s.push_str("</tr>\n");
+    for (w, members) in &groups {
+        let kind = scenario(&members[0].1.j);
+        let (_, _, ptr, scale) = headline(kind);
+        let figure = match kind {
+            "fanout" => "deliveries/s",
+            "ingest" => "commands/s",
+            _ => "server KiB per connection",
+        };
+        let _ = write!(s, "<tr><th>{}</th><td>{figure}</td>", esc(w));
+        for (_, l) in &labels {
+            let cell = match members.iter().find(|(_, r)| r.label == *l) {
+                None => "–".to_string(),
+                Some((_, r)) => {
+                    let v = match num(&r.j, ptr) {
+                        None => "–".into(),
+                        Some(v) if kind == "connections" => format!("{:.1}", v * scale),
+                        Some(v) => crate::stats::fmt_n(v * scale),
+                    };
+                    match num(&r.j, "/latency_us/p99") {
+                        Some(p99) if kind != "connections" => format!("{v} (p99 {:.2} ms)", p99 / 1000.0),
+                        _ => v,
+                    }
+                }
+            };
+            let _ = write!(s, "<td class=\"n\">{}</td>", esc(&cell));
+        }
+        s.push_str("</tr>\n");
+    }
+    s.push_str("</table>\n");
     s
 }
 
@@ -461,6 +513,7 @@ mod tests {
         assert_eq!(g[1].1[0].0, 2);
         let page = html(&runs);
         assert!(page.contains("<svg") && page.contains("gyre") && page.contains("rate 1500/s"));
+        assert!(page.contains("<h2>Overview</h2>") && page.contains("1,000,000 (p99 0.90 ms)"), "{page}");
         // Two runs on one chart: one polyline each on the deliveries chart.
         assert!(page.matches("<polyline").count() >= 4);
         assert!(!page.contains("<script"));
