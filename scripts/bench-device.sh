@@ -405,7 +405,9 @@ done
     for f in "${RESULTS[@]}"; do
         jq -r --arg w "$(basename "$f" .json)" '
             def ms: if . == null then "–" else (. / 1000 * 100 | round / 100 | tostring) end;
-            def n: if . == null then "–" else (round | tostring) end;
+            def n: if . == null then "–" else ((round | tostring) as $s | ($s | length) as $l
+                | [range(0; $l)] | map($s[.:. + 1] + (if . < $l - 1 and ($l - . - 1) % 3 == 0 then "," else "" end))
+                | join("")) end;
             (if .scenario == "ingest" then "\(.commands_per_s | n) commands/s"
              elif .scenario == "fanout" then "\(.delivered_per_s | n) deliveries/s (\(.published_per_s | n) pub/s)"
              else "\((.server.bytes_per_connection // null) as $b | if $b == null then "–" else ($b / 1024 * 10 | round / 10 | tostring) end) KiB/connection (\(.ready) open)" end) as $fig
