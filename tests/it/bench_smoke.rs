@@ -126,6 +126,23 @@ fn fanout_protobuf_delivers_everything() {
     check_fanout(&fanout(&s, "protobuf"));
 }
 
+/// The io_uring event loop (the default is epoll) receives the same.
+#[test]
+fn fanout_on_io_uring_delivers_everything() {
+    let s = server();
+    let r = fanout_on(&format!("http://127.0.0.1:{}", s.port), &s.pid().to_string(), "json", &["--driver", "uring"]);
+    check_fanout(&r);
+}
+
+/// Subscribers in two child processes: the same end-to-end accounting, latencies included.
+#[test]
+fn fanout_with_subscriber_processes_delivers_everything() {
+    let s = server();
+    let r = fanout_on(&format!("http://127.0.0.1:{}", s.port), &s.pid().to_string(), "json", &["--procs", "2"]);
+    check_fanout(&r);
+    assert_eq!(r["latency_us"]["count"], r["delivered"], "every delivery of the window timed: {r}");
+}
+
 /// Several nodes: one memory-engine node listed twice (publications reach only the node they
 /// were made on), publishers over both entries. End-to-end accounting must be unchanged and
 /// the report must list the node with its share.
@@ -227,4 +244,136 @@ fn wrong_api_key_fails_clearly() {
     );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("401"), "{err}");
+}
+
+/// A unique path in the temporary folder for one output of a test.
+fn tmp_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("gyre-bench-smoke-{}-{name}", std::process::id()))
+}
+
+/// Parses a CSV of numbers and words (no quoting needed): the header and the rows, each as
+/// long as the header.
+fn read_csv(path: &std::path::Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().expect("a header row").split(',').map(str::to_string).collect();
+    let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(str::to_string).collect()).collect();
+    for r in &rows {
+        assert_eq!(r.len(), header.len(), "row {r:?} against header {header:?}");
+    }
+    (header, rows)
+}
+
+/// `--json FILE`, `--csv` and `--report` of a real fan-out: the JSON holds the parameters, the
+/// machine, the per-second series and the percentile curve; the CSV has a row per second of
+/// the window with numbers where numbers belong; the page holds charts and no script. Then
+/// `gyre-bench report` puts that run and an ingest run on one page.
+#[test]
+fn fanout_writes_json_csv_and_report() {
+    let s = server();
+    let (json_p, csv_p, html_p, svg_p) = (tmp_path("f.json"), tmp_path("f.csv"), tmp_path("f.html"), tmp_path("f.svg"));
+    let target = format!("http://127.0.0.1:{}", s.port);
+    let pid = s.pid().to_string();
+    let (code, out, err) = bench(
+        &[
+            "fanout",
+            "--target",
+            &target,
+            "--api-key",
+            KEY,
+            "--hmac-secret",
+            SECRET,
+            "-n",
+            "4",
+            "-c",
+            "2",
+            "--rate",
+            "300",
+            "-d",
+            "2",
+            "--warmup",
+            "0.3",
+            "--server-pid",
+            &pid,
+            "--label",
+            "gyre smoke",
+            "--json",
+            json_p.to_str().unwrap(),
+            "--csv",
+            csv_p.to_str().unwrap(),
+            "--report",
+            html_p.to_str().unwrap(),
+            "--quiet",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 0, "stderr:\n{err}");
+    // With --json FILE the table goes to stdout.
+    assert!(out.contains("gyre-bench fanout"), "{out}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json_p).unwrap()).unwrap();
+    assert_eq!((r["label"].as_str(), r["params"]["subscribers"].as_u64()), (Some("gyre smoke"), Some(4)), "{r}");
+    assert!(r["machine"]["cores"].as_u64().unwrap() >= 1 && r["machine"]["kernel"].is_string(), "{r}");
+    assert_eq!((r["lost"].as_u64(), r["duplicated"].as_u64()), (Some(0), Some(0)), "{r}");
+    let cdf = r["latency_cdf"].as_array().unwrap();
+    assert!(cdf.len() >= 5 && cdf.last().unwrap()["p"] == 100.0, "{r}");
+    let series = r["series"].as_array().unwrap();
+    let measured: Vec<&Value> = series.iter().filter(|row| row["phase"] == "measure").collect();
+    assert!((2..=3).contains(&measured.len()), "a row per second of 2 s: {series:?}");
+    assert!(measured.iter().all(|row| row["delivered_per_s"].as_u64().unwrap() > 0), "{series:?}");
+    assert!(measured.iter().all(|row| row["server_rss_kb"].as_u64().unwrap() > 0), "{series:?}");
+
+    let (header, rows) = read_csv(&csv_p);
+    assert_eq!(header[..4], ["t", "phase", "published_per_s", "delivered_per_s"]);
+    assert_eq!(rows.len(), series.len());
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    for row in rows.iter().filter(|r| r[col("phase")] == "measure") {
+        for c in ["t", "published_per_s", "delivered_per_s", "latency_p99_us", "lost", "server_cpu_pct"] {
+            row[col(c)].parse::<f64>().unwrap_or_else(|_| panic!("{c} = {:?} in {row:?}", row[col(c)]));
+        }
+        assert_eq!(row[col("lost")], "0");
+    }
+    let page = std::fs::read_to_string(&html_p).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>") && page.contains("<svg") && page.contains("gyre smoke"));
+    assert!(!page.contains("<script") && !page.contains("http-equiv"), "self-contained");
+
+    // The ingest run, then one page and one SVG of both.
+    let ingest_p = tmp_path("i.json");
+    let (code, _, err) = bench(
+        &[
+            "ingest",
+            "--target",
+            &target,
+            "--api-key",
+            KEY,
+            "-k",
+            "1",
+            "--batch",
+            "50",
+            "-d",
+            "1",
+            "--warmup",
+            "0.2",
+            "--json",
+            ingest_p.to_str().unwrap(),
+            "--quiet",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 0, "stderr:\n{err}");
+    let i: Value = serde_json::from_str(&std::fs::read_to_string(&ingest_p).unwrap()).unwrap();
+    assert!(i["latency_us"]["count"].as_u64().unwrap() > 0, "round trips measured: {i}");
+    assert!(i["latency_us"]["p99"].as_f64().unwrap() >= i["latency_us"]["p50"].as_f64().unwrap(), "{i}");
+    let (code, _, err) = bench(
+        &["report", "--out", svg_p.to_str().unwrap(), json_p.to_str().unwrap(), ingest_p.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 0, "{err}");
+    let svg = std::fs::read_to_string(&svg_p).unwrap();
+    assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() >= 2, "{svg:.300}");
+    let (code, _, err) =
+        bench(&["report", "--out", html_p.to_str().unwrap(), csv_p.to_str().unwrap()], Duration::from_secs(10));
+    assert_eq!(code, 2, "a CSV is not a report: {err}");
+    for p in [json_p, csv_p, html_p, svg_p, ingest_p] {
+        let _ = std::fs::remove_file(p);
+    }
 }

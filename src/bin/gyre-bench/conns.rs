@@ -11,16 +11,17 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::progress::Progress;
 use crate::run::{self, Mode, Plan};
+use crate::series::{ConnRows, CONNECTIONS_COLUMNS};
 use crate::stats::{self, fmt_n, Shared, WARMUP};
 use crate::target::{self, Kind};
-use crate::{Fail, Opts};
+use crate::{output, Fail, Opts};
 
 /// Open-file descriptors a process keeps for itself besides its clients.
 const RESERVED_FDS: usize = 100;
@@ -35,12 +36,74 @@ struct ChildCounts {
     fatal: std::sync::Mutex<Option<String>>,
 }
 
+/// Open, failed and disconnected clients over this process or its children.
+fn totals(sh: &Shared, counts: &[Arc<ChildCounts>]) -> (usize, usize, u64) {
+    if counts.is_empty() {
+        (sh.ready.load(Relaxed), sh.failed.load(Relaxed), sh.disconnects.load(Relaxed))
+    } else {
+        counts.iter().fold((0, 0, 0), |a, c| {
+            (a.0 + c.ready.load(Relaxed), a.1 + c.failed.load(Relaxed), a.2 + c.disconnects.load(Relaxed))
+        })
+    }
+}
+
+/// RSS of this process and its children, KiB.
+fn tool_rss_kb(children: &[u32]) -> u64 {
+    stats::sample(None).map_or(0, |s| s.rss_kb)
+        + children.iter().filter_map(|&c| stats::sample(Some(c))).map(|s| s.rss_kb).sum::<u64>()
+}
+
+/// The per-second rows of `connections`, taken on a thread of their own while the main thread
+/// waits for the clients and holds them.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    holding: Arc<AtomicBool>,
+    children: Arc<Mutex<Vec<u32>>>,
+    thread: std::thread::JoinHandle<ConnRows>,
+}
+
+impl Sampler {
+    fn start(sh: Arc<Shared>, counts: Vec<Arc<ChildCounts>>, pids: &[u32]) -> Sampler {
+        let (stop, holding) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let children = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, holding2, children2) = (stop.clone(), holding.clone(), children.clone());
+        let mut rows = ConnRows::new(pids);
+        let thread = std::thread::spawn(move || {
+            let take = |rows: &mut ConnRows| {
+                let (ready, failed, disc) = totals(&sh, &counts);
+                let phase = if holding2.load(Relaxed) { "hold" } else { "connect" };
+                let kids = children2.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                rows.row(phase, ready, failed, disc, tool_rss_kb(&kids));
+            };
+            take(&mut rows);
+            let mut last = Instant::now();
+            while !stop2.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+                if last.elapsed() >= Duration::from_secs(1) {
+                    last = Instant::now();
+                    take(&mut rows);
+                }
+            }
+            take(&mut rows);
+            rows
+        });
+        Sampler { stop, holding, children, thread }
+    }
+
+    fn finish(self) -> Vec<Value> {
+        self.stop.store(true, Relaxed);
+        self.thread.join().map(|r| r.rows).unwrap_or_default()
+    }
+}
+
 pub fn main(o: Opts) -> Result<(), Fail> {
     let mut plan = Plan::new(Mode::Connections, &o)?;
     if let Some(range) = o.child_range.clone() {
         return child(plan, &range);
     }
     plan.check_reachable()?;
+    output::check_paths(&o)?;
+    let machine = output::machine();
     let kind = plan.kind;
     let n = plan.subscribers;
     let per_proc = (target::raise_nofile() as usize).saturating_sub(RESERVED_FDS).max(1);
@@ -61,37 +124,31 @@ pub fn main(o: Opts) -> Result<(), Fail> {
     let mut progress = Progress::new(&o);
     let sh = Arc::new(Shared::new(plan.threads, 0, plan.channels));
     let mut children = Vec::new();
-    let counts: Vec<Arc<ChildCounts>> = if procs == 1 {
+    // Children's shares: clients off..off+count.
+    let shares: Vec<(usize, usize)> = if procs == 1 {
+        Vec::new()
+    } else {
+        (0..procs).map(|k| (k * share, share.min(n.saturating_sub(k * share)))).filter(|s| s.1 > 0).collect()
+    };
+    let counts: Vec<Arc<ChildCounts>> = shares.iter().map(|_| Arc::new(ChildCounts::default())).collect();
+    let sampler = Sampler::start(sh.clone(), counts.clone(), &o.server_pid);
+    if procs == 1 {
         plan.clients = 0..n;
         let plan = Arc::new(plan);
         run::start_threads(&plan, &sh);
         sh.phase.store(WARMUP, Relaxed);
         run::wait_connected(&plan, &sh, &mut progress)?;
-        Vec::new()
     } else {
-        let mut counts = Vec::new();
-        for k in 0..procs {
-            let (off, count) = (k * share, share.min(n.saturating_sub(k * share)));
-            if count == 0 {
-                break;
-            }
-            let c = Arc::new(ChildCounts::default());
-            children.push(spawn_child(off, count, c.clone())?);
-            counts.push(c);
+        for (&(off, count), c) in shares.iter().zip(&counts) {
+            let child = spawn_child(off, count, c.clone())?;
+            sampler.children.lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
+            children.push(child);
         }
         wait_children(&counts, &o)?;
-        counts
-    };
+    }
     let connect_s = t0.elapsed().as_secs_f64();
-    let totals = || -> (usize, usize, u64) {
-        if counts.is_empty() {
-            (sh.ready.load(Relaxed), sh.failed.load(Relaxed), sh.disconnects.load(Relaxed))
-        } else {
-            counts.iter().fold((0, 0, 0), |a, c| {
-                (a.0 + c.ready.load(Relaxed), a.1 + c.failed.load(Relaxed), a.2 + c.disconnects.load(Relaxed))
-            })
-        }
-    };
+    sampler.holding.store(true, Relaxed);
+    let totals = || totals(&sh, &counts);
     // Let the server finish the work of the last connects before reading its memory.
     std::thread::sleep(Duration::from_secs(1));
     let after = stats::sample_servers(&o.server_pid);
@@ -112,8 +169,8 @@ pub fn main(o: Opts) -> Result<(), Fail> {
         }
     }
     let (ready, failed, disc) = totals();
-    let client_kb: u64 = stats::sample(None).map_or(0, |s| s.rss_kb)
-        + children.iter().filter_map(|c| stats::sample(Some(c.id()))).map(|s| s.rss_kb).sum::<u64>();
+    let client_kb = tool_rss_kb(&children.iter().map(Child::id).collect::<Vec<_>>());
+    let series = sampler.finish();
     // Closing the children's stdin ends them.
     for c in &mut children {
         drop(c.stdin.take());
@@ -151,26 +208,32 @@ pub fn main(o: Opts) -> Result<(), Fail> {
         ));
         rows.push(("server memory per connection".into(), format!("{:.1} KiB", pc / 1024.0)));
     }
-    stats::table("gyre-bench connections", &rows, o.json);
-    if o.json {
-        let server = match (before, after) {
-            (Some(b), Some(a)) => json!({
-                "rss_before_kb": b.rss_kb, "rss_after_kb": a.rss_kb, "rss_max_kb": rss_max,
-                "bytes_per_connection": per_conn.map(|v| v.round()),
-            }),
-            _ => serde_json::Value::Null,
-        };
-        println!(
-            "{}",
-            json!({
-                "scenario": "connections", "target": o.target, "kind": kind.name(), "format": fmt,
-                "connections": n, "ready": ready, "failed": failed, "procs": children.len().max(1),
-                "source_ips": source_ips(&o), "subscribe": o.subscribe, "connect_s": (connect_s * 100.0).round() / 100.0,
-                "connect_per_s": (ready as f64 / connect_s).round(), "disconnects": disc,
-                "server": server, "client": {"rss_kb": client_kb},
-            })
-        );
-    }
+    stats::table("gyre-bench connections", &rows, o.json.as_deref() == Some("-"));
+    let server = match (before, after) {
+        (Some(b), Some(a)) => json!({
+            "rss_before_kb": b.rss_kb, "rss_after_kb": a.rss_kb, "rss_max_kb": rss_max,
+            "bytes_per_connection": per_conn.map(|v| v.round()),
+        }),
+        _ => Value::Null,
+    };
+    let procs = children.len().max(1);
+    let j = json!({
+        "tool": "gyre-bench", "label": output::label(&o, kind.name()),
+        "scenario": "connections", "target": o.target, "kind": kind.name(), "format": fmt,
+        "connections": n, "ready": ready, "failed": failed, "procs": procs,
+        "source_ips": source_ips(&o), "subscribe": o.subscribe, "connect_s": (connect_s * 100.0).round() / 100.0,
+        "connect_per_s": (ready as f64 / connect_s).round(), "disconnects": disc,
+        "server": server, "client": {"rss_kb": client_kb},
+        "params": {
+            "scenario": "connections", "target": o.target, "kind": kind.name(), "format": fmt,
+            "connections": n, "channels": o.channels, "subscribe": o.subscribe, "threads": o.threads,
+            "procs": procs, "source_ips": source_ips(&o), "hold_s": o.duration,
+            "connect_timeout_s": o.connect_timeout, "connect_concurrency": o.connect_concurrency,
+            "server_pid": o.server_pid, "ws_path": o.ws_path, "version": env!("CARGO_PKG_VERSION"),
+        },
+        "machine": machine, "series_columns": CONNECTIONS_COLUMNS, "series": series,
+    });
+    let emitted = output::emit(&o, &j, CONNECTIONS_COLUMNS);
     let _ = std::io::stdout().flush();
     let t = Instant::now();
     for c in &mut children {
@@ -180,7 +243,7 @@ pub fn main(o: Opts) -> Result<(), Fail> {
         let _ = c.kill();
         let _ = c.wait();
     }
-    Ok(())
+    emitted
 }
 
 fn source_ips(o: &Opts) -> u8 {

@@ -14,8 +14,8 @@ use memchr::memmem;
 /// What a payload starts with.
 pub const MARK: &[u8] = b"{\"t\":";
 
-/// The smallest body: `{"t":`, 20 digits, `,"p":`, 10, `,"s":`, 20, `}`.
-const MAX_BARE: usize = 5 + 20 + 5 + 10 + 5 + 20 + 1;
+/// The smallest body: `{"t":`, 19 digits, `,"p":`, 10, `,"s":`, 19, `}`.
+const MAX_BARE: usize = 5 + 19 + 5 + 10 + 5 + 19 + 1;
 
 /// Appends a payload of `size` bytes (or the bare fields when `size` is smaller).
 pub fn encode(out: &mut Vec<u8>, t: u64, p: u32, s: u64, size: usize) {
@@ -51,10 +51,16 @@ pub struct Seen {
     pub s: u64,
 }
 
+/// The searcher for [`MARK`], built once (building one per call cost as much as the search).
+fn finder() -> &'static memmem::Finder<'static> {
+    static FINDER: std::sync::OnceLock<memmem::Finder<'static>> = std::sync::OnceLock::new();
+    FINDER.get_or_init(|| memmem::Finder::new(MARK))
+}
+
 /// Calls `f` for every payload in `buf`; returns how many were found.
 pub fn scan(buf: &[u8], mut f: impl FnMut(Seen)) -> usize {
     let mut n = 0;
-    for i in memmem::find_iter(buf, MARK) {
+    for i in finder().find_iter(buf) {
         if let Some(seen) = parse(&buf[i + MARK.len()..]) {
             f(seen);
             n += 1;
@@ -73,14 +79,22 @@ fn parse(b: &[u8]) -> Option<Seen> {
     Some(Seen { t, p: u32::try_from(p).ok()?, s })
 }
 
+/// The decimal number at the front of `b` and what follows it. At most 19 digits, so the
+/// value cannot overflow and needs no checked arithmetic (this runs for every field of every
+/// received message).
 fn digits(b: &[u8]) -> Option<(u64, &[u8])> {
-    let n = b.iter().take_while(|c| c.is_ascii_digit()).count();
-    if n == 0 || n > 20 {
-        return None;
-    }
     let mut v: u64 = 0;
-    for &c in &b[..n] {
-        v = v.checked_mul(10)?.checked_add((c - b'0') as u64)?;
+    let mut n = 0;
+    for &c in b.iter().take(20) {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        v = v * 10 + d as u64;
+        n += 1;
+    }
+    if n == 0 || n > 19 {
+        return None;
     }
     Some((v, &b[n..]))
 }
@@ -155,6 +169,16 @@ mod tests {
         let mut got = Vec::new();
         scan(frame.as_bytes(), |s| got.push((s.p, s.s)));
         assert_eq!(got, vec![(0, 1), (1, 9)]);
+    }
+
+    #[test]
+    fn reads_numbers_of_up_to_19_digits() {
+        assert_eq!(digits(b"0,"), Some((0, &b","[..])));
+        assert_eq!(digits(b"9999999999999999999}"), Some((9_999_999_999_999_999_999, &b"}"[..])));
+        assert_eq!(digits(b"12345678901234567890"), None, "20 digits");
+        assert_eq!(digits(b",1"), None);
+        assert_eq!(digits(b""), None);
+        assert_eq!(parse(b"1,\"p\":x"), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
 use crate::payload::Track;
-use crate::stats::Shared;
+use crate::stats::Local;
 use crate::target::{self, ClientErr, Reader};
 
 /// One RESP2 value, borrowed from the read buffer.
@@ -128,7 +128,7 @@ impl RedisSub {
     }
 
     /// Reads messages until the connection ends; returns why.
-    pub async fn run(&mut self, sh: &Shared, thread: usize, track: &RefCell<Track>) -> ClientErr {
+    pub async fn run(&mut self, local: &Local, track: &RefCell<Track>) -> ClientErr {
         loop {
             // Find where the complete messages end, then scan them all in one go.
             let mut end = 0;
@@ -143,7 +143,7 @@ impl RedisSub {
                 }
             }
             if end > 0 {
-                sh.deliver(thread, &mut track.borrow_mut(), &self.conn.buf[..end]);
+                local.deliver(&mut track.borrow_mut(), &self.conn.buf[..end]);
                 self.conn.buf.advance(end);
             }
             if let Err(e) = self.conn.fill_some("redis").await {
@@ -231,7 +231,7 @@ impl NatsSub {
     }
 
     /// Reads messages until the connection ends; returns why.
-    pub async fn run(&mut self, sh: &Shared, thread: usize, track: &RefCell<Track>) -> ClientErr {
+    pub async fn run(&mut self, local: &Local, track: &RefCell<Track>) -> ClientErr {
         loop {
             let mut end = 0;
             let mut ping = false;
@@ -250,7 +250,7 @@ impl NatsSub {
                 }
             }
             if end > 0 {
-                sh.deliver(thread, &mut track.borrow_mut(), &self.conn.buf[..end]);
+                local.deliver(&mut track.borrow_mut(), &self.conn.buf[..end]);
                 self.conn.buf.advance(end);
             }
             if ping {

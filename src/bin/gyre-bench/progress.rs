@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use crate::stats::{self, fmt_n, fmt_us, Latency, Shared};
+use crate::stats::{self, fmt_n, fmt_us, Shared};
 use crate::Opts;
 
 /// The once-a-second progress line on stderr.
@@ -31,8 +31,8 @@ impl Progress {
         }
     }
 
-    /// Prints a line if a second has passed since the last one.
-    pub fn tick(&mut self, sh: &Shared, phase: &str) {
+    /// Prints a line if a second has passed since the last one (`p99`: of the run so far, µs).
+    pub fn tick(&mut self, sh: &Shared, phase: &str, p99: Option<f64>) {
         let dt = self.last.elapsed().as_secs_f64();
         if dt < 1.0 {
             return;
@@ -42,13 +42,12 @@ impl Progress {
         if let Some(s) = server {
             self.rss_max_kb = self.rss_max_kb.max(s.rss_kb);
         }
-        let (p, d) = (sh.published.load(Relaxed), sh.delivered.load(Relaxed));
+        let (p, d) = (sh.published.load(Relaxed), sh.delivered());
         let (dp, dd) = ((p - self.last_pub) as f64 / dt, (d - self.last_del) as f64 / dt);
         (self.last_pub, self.last_del) = (p, d);
         if self.quiet {
             return;
         }
-        let p99 = Latency::of(&sh.merged());
         let mut line = format!(
             "[{:>4.0}s] {phase:<8} clients {}/{}  published {}/s  delivered {}/s",
             self.start.elapsed().as_secs_f64(),
@@ -57,8 +56,8 @@ impl Progress {
             fmt_n(dp),
             fmt_n(dd)
         );
-        if p99.count > 0 {
-            line.push_str(&format!("  p99 {}", fmt_us(p99.p99)));
+        if let Some(p99) = p99.filter(|v| *v > 0.0) {
+            line.push_str(&format!("  p99 {}", fmt_us(p99)));
         }
         let disc = sh.disconnects.load(Relaxed);
         if disc > 0 {

@@ -32,8 +32,10 @@ use crate::target::{self, ClientErr, Kind, Reader};
 /// A batch sent and not yet acknowledged.
 struct Batch {
     n: u64,
-    /// Send time (ns).
+    /// Send time (ns), in the payloads.
     t: u64,
+    /// When its write started (ns): the start of the round trip.
+    sent: u64,
     /// Deliveries these messages should cause.
     expected: u64,
     /// Redis: replies still to come; NATS, HTTP: unused.
@@ -127,7 +129,7 @@ async fn run(cx: &Rc<Cx>, p: usize) -> Result<(), ClientErr> {
             encode_one(cx, &mut out, &mut body, ch, t, p as u32, seq[ch]);
         }
         finish_batch(cx, &node.host, &mut out, &body);
-        pipe.queue.borrow_mut().push_back(Batch { n, t, expected, remaining: n, errors: 0 });
+        pipe.queue.borrow_mut().push_back(Batch { n, t, sent: now_ns(), expected, remaining: n, errors: 0 });
         let (res, buf) = wr.write_all(std::mem::take(&mut out)).await;
         out = buf;
         if let Err(e) = res {
@@ -212,13 +214,16 @@ fn finish_batch(cx: &Cx, host: &str, out: &mut Vec<u8>, body: &[u8]) {
     }
 }
 
-/// Counts an acknowledged batch.
-fn account(cx: &Cx, b: &Batch) {
+/// Counts an acknowledged batch; `round_trips`: record its commands' round trip (ending now).
+fn account(cx: &Cx, b: &Batch, round_trips: bool) {
     let sh = &cx.sh;
     let ok = b.n.saturating_sub(b.errors);
     sh.published.fetch_add(ok, Relaxed);
     if sh.in_window(b.t) {
         sh.published_window.fetch_add(ok, Relaxed);
+        if round_trips {
+            cx.local.ack(b.sent, ok);
+        }
     }
     if b.errors > 0 {
         sh.publish_errors.fetch_add(b.errors, Relaxed);
@@ -263,7 +268,7 @@ async fn read_http<R: AsyncReadRent>(cx: &Cx, pipe: &Pipe, conn: &mut Reader<R>)
                     r.first_error.as_deref().unwrap_or("(missing reply lines)")
                 );
             }
-            account(cx, &b);
+            account(cx, &b, true);
             pipe.space.notify();
             if r.close {
                 return Err(ClientErr::Io("the server closed the API connection (Connection: close)".into()));
@@ -285,6 +290,7 @@ async fn read_redis<R: AsyncReadRent>(cx: &Cx, pipe: &Pipe, conn: &mut Reader<R>
             let Some(b) = q.front_mut() else {
                 return Err(ClientErr::Io("redis reply without a command".into()));
             };
+            let failed = err.is_some();
             if let Some(e) = err {
                 if b.errors == 0 && cx.sh.publish_errors.load(Relaxed) == 0 {
                     eprintln!("gyre-bench: redis PUBLISH error: {e}");
@@ -292,10 +298,14 @@ async fn read_redis<R: AsyncReadRent>(cx: &Cx, pipe: &Pipe, conn: &mut Reader<R>
                 b.errors += 1;
             }
             b.remaining -= 1;
+            // Each command's own reply ends its round trip.
+            if !failed && cx.sh.in_window(b.t) {
+                cx.local.ack(b.sent, 1);
+            }
             if b.remaining == 0 {
                 let b = q.pop_front().expect("front exists");
                 drop(q);
-                account(cx, &b);
+                account(cx, &b, false);
                 pipe.space.notify();
             }
         }
@@ -319,7 +329,7 @@ async fn read_nats<R: AsyncReadRent>(cx: &Cx, pipe: &Pipe, conn: &mut Reader<R>)
                 let Some(b) = pipe.queue.borrow_mut().pop_front() else {
                     return Err(ClientErr::Io("nats PONG without a batch".into()));
                 };
-                account(cx, &b);
+                account(cx, &b, true);
                 pipe.space.notify();
             }
         }

@@ -1,9 +1,15 @@
-//! What the threads of one run share: the phase clock, counters, one latency histogram per
-//! event-loop thread (so recording never contends with another thread), the first fatal error;
-//! plus the `/proc` readers for the server's RSS and CPU time and the final report.
+//! What the threads of one run share: the phase clock, the publishers' counters, one slot per
+//! event-loop thread for what its subscribers receive, the first fatal error; plus the `/proc`
+//! readers for the server's RSS and CPU time and the final table.
+//!
+//! The receive path touches nothing another thread writes: each thread counts into its own
+//! slot (single-writer counters, a plain load and store, no locked instruction) and records
+//! latencies into a histogram of its own ([`Local`]), which it adds to its slot every few
+//! milliseconds. The main thread sums the slots and takes their histograms once a second.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
 
@@ -49,15 +55,15 @@ pub struct Shared {
     pub publish_errors: AtomicU64,
     /// Deliveries the acknowledged publishes should cause (for the drain wait).
     pub expected: AtomicU64,
-    pub delivered: AtomicU64,
-    pub delivered_window: AtomicU64,
+    /// One per event-loop thread: what its clients received.
+    pub slots: Vec<Slot>,
+    /// Final counts, settled by the threads at the end.
     pub lost: AtomicU64,
     pub duplicated: AtomicU64,
     pub disconnects: AtomicU64,
     pub reconnects: AtomicU64,
     /// Last sequence sent by publisher p to channel c at `[p * channels + c]`.
     pub sent_seq: Vec<AtomicU64>,
-    pub hists: Vec<Mutex<Histogram<u64>>>,
     pub threads_done: AtomicUsize,
     pub fatal: Mutex<Option<String>>,
     /// Non-fatal events (disconnects, failed connects): the first few are printed.
@@ -65,7 +71,8 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(threads: usize, publishers: usize, channels: usize) -> Shared {
+    /// `slots`: one per event-loop thread (and per subscriber process, see [`crate::procs`]).
+    pub fn new(slots: usize, publishers: usize, channels: usize) -> Shared {
         Shared {
             phase: AtomicU8::new(CONNECT),
             measure_start: AtomicU64::new(u64::MAX),
@@ -76,14 +83,12 @@ impl Shared {
             published_window: AtomicU64::new(0),
             publish_errors: AtomicU64::new(0),
             expected: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
-            delivered_window: AtomicU64::new(0),
+            slots: (0..slots).map(|_| Slot::default()).collect(),
             lost: AtomicU64::new(0),
             duplicated: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             sent_seq: (0..publishers * channels).map(|_| AtomicU64::new(0)).collect(),
-            hists: (0..threads).map(|_| Mutex::new(histogram())).collect(),
             threads_done: AtomicUsize::new(0),
             fatal: Mutex::new(None),
             notes: Mutex::new((0, None)),
@@ -131,39 +136,191 @@ impl Shared {
         self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Counts the payloads in `data` (received now by a client on `thread`): sequences into
-    /// `track`, latency of those sent in the measured window into the thread's histogram.
-    /// Returns how many were found.
-    pub fn deliver(&self, thread: usize, track: &mut Track, data: &[u8]) -> usize {
-        let now = now_ns();
-        let (start, end) = (self.measure_start.load(Relaxed), self.measure_end.load(Relaxed));
-        let mut in_window = 0u64;
-        let mut hist = None;
+    /// Deliveries over all threads.
+    pub fn delivered(&self) -> u64 {
+        self.slots.iter().map(|s| s.delivered.load(Relaxed)).sum()
+    }
+
+    /// Deliveries of messages sent in the measured window, over all threads.
+    pub fn delivered_window(&self) -> u64 {
+        self.slots.iter().map(|s| s.delivered_window.load(Relaxed)).sum()
+    }
+
+    /// Gaps and repeats seen so far (the final counts add what never arrived).
+    pub fn seen_lost_dup(&self) -> (u64, u64) {
+        self.slots.iter().fold((0, 0), |a, s| (a.0 + s.lost.load(Relaxed), a.1 + s.duplicated.load(Relaxed)))
+    }
+
+    /// Takes what the threads recorded since the last call: (deliveries, acknowledgements).
+    pub fn take_hists(&self) -> (Histogram<u64>, Histogram<u64>) {
+        let (mut del, mut ack) = (histogram(), histogram());
+        for s in &self.slots {
+            let mut h = s.hists.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = del.add(&h.0);
+            let _ = ack.add(&h.1);
+            h.0.reset();
+            h.1.reset();
+        }
+        (del, ack)
+    }
+}
+
+/// What one event-loop thread received, readable by the main thread. The counters have one
+/// writer (the thread) and are padded apart so threads never share a cache line.
+#[repr(align(128))]
+pub struct Slot {
+    pub delivered: AtomicU64,
+    pub delivered_window: AtomicU64,
+    pub lost: AtomicU64,
+    pub duplicated: AtomicU64,
+    /// Latencies not yet taken by the main thread: publish→deliver, and command→reply.
+    hists: Mutex<(Histogram<u64>, Histogram<u64>)>,
+}
+
+impl Default for Slot {
+    fn default() -> Slot {
+        Slot {
+            delivered: AtomicU64::new(0),
+            delivered_window: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            duplicated: AtomicU64::new(0),
+            hists: Mutex::new((histogram(), histogram())),
+        }
+    }
+}
+
+/// The payloads of one read of one client (see [`Local::batch`]).
+pub struct Batch<'a> {
+    slot: &'a Slot,
+    now: u64,
+    start: u64,
+    end: u64,
+    lost0: u64,
+    dup0: u64,
+    track: &'a mut Track,
+    hist: std::cell::RefMut<'a, Histogram<u64>>,
+    n: u64,
+    in_window: u64,
+}
+
+impl Batch<'_> {
+    /// Counts the payloads in `data`; returns how many were found.
+    pub fn scan(&mut self, data: &[u8]) -> usize {
+        let (now, start, end) = (self.now, self.start, self.end);
+        let (track, hist, in_window) = (&mut *self.track, &mut *self.hist, &mut self.in_window);
         let n = payload::scan(data, |s| {
             track.observe(s.p, s.s);
             if s.t >= start && s.t < end {
-                in_window += 1;
-                hist.get_or_insert_with(|| self.hists[thread].lock().unwrap_or_else(|e| e.into_inner()))
-                    .saturating_record(now.saturating_sub(s.t).max(1));
+                *in_window += 1;
+                hist.saturating_record(now.saturating_sub(s.t).max(1));
             }
         });
-        if n > 0 {
-            self.delivered.fetch_add(n as u64, Relaxed);
-            if in_window > 0 {
-                self.delivered_window.fetch_add(in_window, Relaxed);
-            }
-        }
+        self.n += n as u64;
         n
     }
+}
 
-    /// All threads' histograms merged.
-    pub fn merged(&self) -> Histogram<u64> {
-        let mut all = histogram();
-        for h in &self.hists {
-            let h = h.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = all.add(&*h);
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if self.n == 0 {
+            return;
         }
-        all
+        let slot = self.slot;
+        bump(&slot.delivered, self.n);
+        if self.in_window > 0 {
+            bump(&slot.delivered_window, self.in_window);
+        }
+        if self.track.lost != self.lost0 {
+            bump(&slot.lost, self.track.lost - self.lost0);
+        }
+        if self.track.duplicated != self.dup0 {
+            bump(&slot.duplicated, self.track.duplicated - self.dup0);
+        }
+    }
+}
+
+impl Slot {
+    /// Sets the counters of a subscriber process, as it reported them.
+    pub fn set(&self, delivered: u64, delivered_window: u64, lost: u64, duplicated: u64) {
+        self.delivered.store(delivered, Relaxed);
+        self.delivered_window.store(delivered_window, Relaxed);
+        self.lost.store(lost, Relaxed);
+        self.duplicated.store(duplicated, Relaxed);
+    }
+
+    /// Adds publish→deliver latencies a subscriber process reported.
+    pub fn add_delivery_latencies(&self, h: &Histogram<u64>) {
+        let _ = self.hists.lock().unwrap_or_else(|e| e.into_inner()).0.add(h);
+    }
+}
+
+/// Adds `n` to a counter only this thread writes: no locked read-modify-write.
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed) + n, Relaxed);
+}
+
+/// The receiving side of one event-loop thread: its slot and its own histograms.
+pub struct Local {
+    pub sh: Arc<Shared>,
+    pub thread: usize,
+    /// Publish→deliver latencies and command→reply round trips, not yet in the slot.
+    del: RefCell<Histogram<u64>>,
+    ack: RefCell<Histogram<u64>>,
+}
+
+impl Local {
+    pub fn new(sh: Arc<Shared>, thread: usize) -> Local {
+        Local { sh, thread, del: RefCell::new(histogram()), ack: RefCell::new(histogram()) }
+    }
+
+    fn slot(&self) -> &Slot {
+        &self.sh.slots[self.thread]
+    }
+
+    /// Counts the payloads in `data` (received now by a client of this thread): sequences into
+    /// `track`, latency of those sent in the measured window into the thread's histogram.
+    /// Returns how many were found.
+    pub fn deliver(&self, track: &mut Track, data: &[u8]) -> usize {
+        let mut b = self.batch(track);
+        b.scan(data)
+    }
+
+    /// Starts counting what one read brought to one client: the clock is read once, the
+    /// histogram borrowed once, and the slot's counters are written once when it ends.
+    pub fn batch<'a>(&'a self, track: &'a mut Track) -> Batch<'a> {
+        let sh = &*self.sh;
+        Batch {
+            slot: self.slot(),
+            now: now_ns(),
+            start: sh.measure_start.load(Relaxed),
+            end: sh.measure_end.load(Relaxed),
+            lost0: track.lost,
+            dup0: track.duplicated,
+            track,
+            hist: self.del.borrow_mut(),
+            n: 0,
+            in_window: 0,
+        }
+    }
+
+    /// Records the round trip of `n` commands answered now that were written at `sent`.
+    pub fn ack(&self, sent: u64, n: u64) {
+        if n > 0 {
+            self.ack.borrow_mut().saturating_record_n(now_ns().saturating_sub(sent).max(1), n);
+        }
+    }
+
+    /// Moves the histograms recorded since the last call into the slot.
+    pub fn flush(&self) {
+        let (mut del, mut ack) = (self.del.borrow_mut(), self.ack.borrow_mut());
+        if del.is_empty() && ack.is_empty() {
+            return;
+        }
+        let mut h = self.slot().hists.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = h.0.add(&*del);
+        let _ = h.1.add(&*ack);
+        del.reset();
+        ack.reset();
     }
 }
 
@@ -262,6 +419,14 @@ pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Some(ProcSample { rss_kb, cpu_s: ticks as f64 / hz })
+}
+
+/// This process and its child processes `children`, summed.
+pub fn sample_tool(children: &[u32]) -> Option<ProcSample> {
+    children.iter().try_fold(sample(None)?, |sum, &p| {
+        let s = sample(Some(p))?;
+        Some(ProcSample { rss_kb: sum.rss_kb + s.rss_kb, cpu_s: sum.cpu_s + s.cpu_s })
+    })
 }
 
 /// The sum over the server processes `pids` (the nodes of a cluster and what they share);
