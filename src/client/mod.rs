@@ -21,7 +21,7 @@ use crate::api::Command;
 use crate::error::Disconnect;
 use crate::protocol::Format;
 use crate::wire::ws::{close_frame, frame, OpCode};
-use outbox::{Outbox, Overflow};
+use outbox::{HasOutbox, Outbox, Overflow, Writes};
 
 /// How a transport frames what a client receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +46,12 @@ pub trait Handler {
     fn is_connected(&self) -> bool;
 }
 
+impl HasOutbox for Client {
+    fn outbox(&self) -> &Outbox {
+        &self.out
+    }
+}
+
 /// One connected client, as fan-out sees it. See the module docs.
 pub struct Client {
     /// Slot in the worker's hub (set when added).
@@ -59,6 +65,8 @@ pub struct Client {
     pub raw: bool,
     pub framing: Framing,
     pub out: Outbox,
+    /// The worker's flush list, when the connection's frames are written by its flush pass.
+    writes: Option<Rc<Writes<Client>>>,
     held: RefCell<Held>,
     /// Bound of the held bytes (the queue's bound).
     max_held: usize,
@@ -84,9 +92,17 @@ impl Client {
             raw,
             framing,
             out: Outbox::new(max_bytes),
+            writes: None,
             held: RefCell::new(Held::default()),
             max_held: max_bytes,
         }
+    }
+
+    /// Frames queued on this client leave through the worker's flush pass `writes`, written
+    /// straight to socket `fd` (see [`outbox`]).
+    pub fn write_directly(&mut self, fd: i32, writes: Rc<Writes<Client>>) {
+        self.out.write_directly(fd);
+        self.writes = Some(writes);
     }
 
     /// Frames a protocol message (a reply or a push encoded in this client's format).
@@ -113,8 +129,13 @@ impl Client {
     }
 
     /// Queues a framed message; `Err` when the queue overflowed (the caller disconnects).
-    pub fn send(&self, frame: Bytes) -> Result<(), Overflow> {
-        self.out.push(frame)
+    pub fn send(self: &Rc<Self>, frame: Bytes) -> Result<(), Overflow> {
+        if self.out.push(frame)? {
+            if let Some(w) = &self.writes {
+                w.mark(self.clone());
+            }
+        }
+        Ok(())
     }
 
     /// Queues the transport's closing frame for `d` and stops queueing; a slow client's

@@ -77,7 +77,9 @@ pub async fn run_session<R, W>(
 {
     let cfg = w.cfg.clone();
     let id = Session::new_client_id(&w, raw.is_some());
-    let client = Rc::new(Client::new(id, format, raw.is_some(), Framing::WebSocket, cfg.client.queue_max_size));
+    let mut client = Client::new(id, format, raw.is_some(), Framing::WebSocket, cfg.client.queue_max_size);
+    client.write_directly(fd, w.hub.writes().clone());
+    let client = Rc::new(client);
     let _slot = slot;
     let s = Session::open(&w, client.clone(), raw);
     let writer = monoio::spawn(async move {
