@@ -182,6 +182,10 @@ impl Client {
     pub fn take_held(&self, channel: &str) -> Vec<Bytes> {
         let mut h = self.held.borrow_mut();
         let v = h.frames.remove(channel).unwrap_or_default();
+        if h.frames.is_empty() {
+            // An idle client keeps no table of held pushes.
+            h.frames.shrink_to_fit();
+        }
         h.bytes -= v.iter().map(|b| b.len()).sum::<usize>().min(h.bytes);
         v
     }

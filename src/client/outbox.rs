@@ -41,6 +41,9 @@ struct Inner {
     /// The writer task owns the queue (a write is in flight or the socket was full): frames
     /// go to it, not to the flush pass, until the queue is empty again.
     writing: bool,
+    /// Spawns the writer task the first time it is needed (a connection that only ever
+    /// writes directly never has one).
+    start: Option<Box<dyn FnOnce()>>,
 }
 
 impl Default for Inner {
@@ -54,7 +57,20 @@ impl Default for Inner {
             fd: -1,
             dirty: false,
             writing: false,
+            start: None,
         }
+    }
+}
+
+impl Inner {
+    /// Wakes the writer task; returns its starter when it has not been spawned yet (to be
+    /// called once the queue is no longer borrowed).
+    #[must_use]
+    fn wake_writer(&mut self) -> Option<Box<dyn FnOnce()>> {
+        if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+        self.start.take()
     }
 }
 
@@ -132,6 +148,18 @@ impl Outbox {
         Outbox { inner: RefCell::new(Inner::default()), max_bytes: max_bytes.max(1) }
     }
 
+    /// The writer task is spawned by `start` when first needed (a full socket, the close
+    /// frame), not for every connection. See [`Outbox::take_start`].
+    pub fn start_writer_on_demand(&self, start: Box<dyn FnOnce()>) {
+        self.inner.borrow_mut().start = Some(start);
+    }
+
+    /// The writer's starter if it was never needed (the connection ends: dropping it releases
+    /// what it holds, such as the socket's write half).
+    pub fn take_start(&self) -> Option<Box<dyn FnOnce()>> {
+        self.inner.borrow_mut().start.take()
+    }
+
     /// From now on frames leave through the flush pass, written straight to `fd` (the socket
     /// whose write half the writer task holds). See the module docs.
     pub fn write_directly(&self, fd: i32) {
@@ -153,8 +181,10 @@ impl Outbox {
         if i.fd >= 0 && !i.writing {
             return Ok(!std::mem::replace(&mut i.dirty, true));
         }
-        if let Some(w) = i.writer.take() {
-            w.wake();
+        let start = i.wake_writer();
+        drop(i);
+        if let Some(f) = start {
+            f();
         }
         Ok(false)
     }
@@ -172,8 +202,10 @@ impl Outbox {
         if i.close.is_some() {
             // The writer sends the rest and the close frame.
             i.writing = true;
-            if let Some(w) = i.writer.take() {
-                w.wake();
+            let start = i.wake_writer();
+            drop(i);
+            if let Some(f) = start {
+                f();
             }
             return;
         }
@@ -219,8 +251,10 @@ impl Outbox {
         // The socket is full (or failed): the writer waits for it, within the write timeout,
         // and reports a failure by killing the queue.
         i.writing = true;
-        if let Some(w) = i.writer.take() {
-            w.wake();
+        let start = i.wake_writer();
+        drop(i);
+        if let Some(f) = start {
+            f();
         }
     }
 
@@ -235,8 +269,10 @@ impl Outbox {
             i.bytes = 0;
         }
         i.close = Some(frame);
-        if let Some(w) = i.writer.take() {
-            w.wake();
+        let start = i.wake_writer();
+        drop(i);
+        if let Some(f) = start {
+            f();
         }
     }
 
