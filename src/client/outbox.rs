@@ -130,10 +130,13 @@ impl<T: HasOutbox> Writes<T> {
         *self.spare.borrow_mut() = list;
     }
 
-    /// The worker's flush task: one pass after each loop turn that marked a connection.
+    /// The worker's flush task: one pass after each loop turn that marked a connection. It
+    /// lets the tasks woken in the same turn run first (they may queue more frames for the
+    /// same connections, and an HTTP publisher's reply then leaves before the deliveries).
     pub async fn run(self: Rc<Self>) {
         loop {
             self.wake.wait().await;
+            crate::io::yield_now().await;
             self.flush();
         }
     }
