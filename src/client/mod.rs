@@ -14,7 +14,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ahash::AHashMap;
 use bytes::Bytes;
 
 use crate::api::Command;
@@ -67,15 +66,16 @@ pub struct Client {
     pub out: Outbox,
     /// The worker's flush list, when the connection's frames are written by its flush pass.
     writes: Option<Rc<Writes<Client>>>,
+    /// Bound of the held bytes: the queue's bound.
     held: RefCell<Held>,
-    /// Bound of the held bytes (the queue's bound).
-    max_held: usize,
 }
 
 #[derive(Default)]
 struct Held {
     /// Pushes held per channel; an entry exists from the subscribe request until release.
-    frames: AHashMap<Arc<str>, Vec<Bytes>>,
+    /// (A list: subscriptions in flight are few and short-lived, and an idle client keeps
+    /// no allocation for it.)
+    frames: Vec<(Arc<str>, Vec<Bytes>)>,
     bytes: usize,
     closed: bool,
 }
@@ -94,7 +94,6 @@ impl Client {
             out: Outbox::new(max_bytes),
             writes: None,
             held: RefCell::new(Held::default()),
-            max_held: max_bytes,
         }
     }
 
@@ -151,8 +150,12 @@ impl Client {
     /// from the moment the owner accepts it are held until the reply is written.
     pub fn expect(&self, channel: &Arc<str>) {
         let mut h = self.held.borrow_mut();
-        if !h.closed {
-            h.frames.insert(channel.clone(), Vec::new());
+        if h.closed {
+            return;
+        }
+        match h.frames.iter_mut().find(|(c, _)| c == channel) {
+            Some((_, v)) => v.clear(),
+            None => h.frames.push((channel.clone(), Vec::new())),
         }
     }
 
@@ -160,7 +163,7 @@ impl Client {
     /// given up): the owner's acceptance then makes it a subscriber.
     pub fn expects(&self, channel: &str) -> bool {
         let h = self.held.borrow();
-        !h.closed && h.frames.contains_key(channel)
+        !h.closed && h.frames.iter().any(|(c, _)| &**c == channel)
     }
 
     /// Holds a push for a subscription whose reply is not written yet. False on overflow.
@@ -168,9 +171,9 @@ impl Client {
         let mut h = self.held.borrow_mut();
         let h = &mut *h;
         // Nothing is held (nor counted) for a subscription this client no longer waits for.
-        let Some(v) = h.frames.get_mut(channel) else { return true };
+        let Some((_, v)) = h.frames.iter_mut().find(|(c, _)| &**c == channel) else { return true };
         h.bytes += frame.len();
-        if h.bytes > self.max_held {
+        if h.bytes > self.out.max_bytes() {
             return false;
         }
         v.push(frame);
@@ -181,10 +184,13 @@ impl Client {
     /// failed); they are to be written now, in order.
     pub fn take_held(&self, channel: &str) -> Vec<Bytes> {
         let mut h = self.held.borrow_mut();
-        let v = h.frames.remove(channel).unwrap_or_default();
+        let v = match h.frames.iter().position(|(c, _)| &**c == channel) {
+            Some(at) => h.frames.swap_remove(at).1,
+            None => Vec::new(),
+        };
         if h.frames.is_empty() {
-            // An idle client keeps no table of held pushes.
-            h.frames.shrink_to_fit();
+            // An idle client keeps no list of held pushes.
+            h.frames = Vec::new();
         }
         h.bytes -= v.iter().map(|b| b.len()).sum::<usize>().min(h.bytes);
         v
@@ -194,7 +200,7 @@ impl Client {
     pub fn forget_held(&self) {
         let mut h = self.held.borrow_mut();
         h.closed = true;
-        h.frames.clear();
+        h.frames = Vec::new();
         h.bytes = 0;
     }
 }

@@ -169,6 +169,11 @@ impl Outbox {
         self.inner.borrow_mut().fd = fd;
     }
 
+    /// The queue's bound in bytes.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
     /// Queues a frame. Frames after a close are dropped. `Ok(true)`: the connection became
     /// dirty and must be put in its worker's flush list ([`Writes::mark`]).
     pub fn push(&self, frame: Bytes) -> Result<bool, Overflow> {

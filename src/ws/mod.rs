@@ -82,7 +82,6 @@ where
     let (s, writer) = open_session(&w, format, raw, wr, fd);
     let limit = w.cfg.websocket.message_size_limit;
     async move {
-        let _slot = slot;
         read_loop(&SessionConn(s.clone()), &mut rd, buf, limit, SESSION_READ_IDLE).await;
         s.cleanup();
         // Never needed: the write half is released here.
@@ -90,6 +89,8 @@ where
         if let Some(h) = writer.take() {
             h.await;
         }
+        // The connection's place in the node's count is freed last.
+        drop(slot);
     }
 }
 
