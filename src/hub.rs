@@ -16,6 +16,7 @@ use bytes::Bytes;
 use slab::Slab;
 use smallvec::SmallVec;
 
+use crate::client::outbox::Writes;
 use crate::client::{Client, Handler};
 use crate::error::Disconnect;
 use crate::protocol::{Format, PushBody};
@@ -45,6 +46,8 @@ pub struct Hub {
     clients: RefCell<Slab<Entry>>,
     index: RefCell<AHashMap<Arc<str>, SmallVec<[Sub; 4]>>>,
     users: RefCell<AHashMap<Arc<str>, u32>>,
+    /// Clients with frames to write this loop turn (see `crate::client::outbox`).
+    writes: Rc<Writes<Client>>,
 }
 
 /// This worker's share of the node's `info` figures.
@@ -56,6 +59,11 @@ pub struct Counts {
 }
 
 impl Hub {
+    /// The flush list of this worker's clients; its task ([`Writes::run`]) runs on the worker.
+    pub fn writes(&self) -> &Rc<Writes<Client>> {
+        &self.writes
+    }
+
     /// Adds a client; its slot is written into `client.key`.
     pub fn add(&self, client: Rc<Client>, handler: Rc<dyn Handler>) -> u32 {
         let key = self.clients.borrow_mut().insert(Entry { client: client.clone(), handler }) as u32;

@@ -14,14 +14,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ahash::AHashMap;
 use bytes::Bytes;
 
 use crate::api::Command;
 use crate::error::Disconnect;
 use crate::protocol::Format;
 use crate::wire::ws::{close_frame, frame, OpCode};
-use outbox::{Outbox, Overflow};
+use outbox::{HasOutbox, Outbox, Overflow, Writes};
 
 /// How a transport frames what a client receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +45,12 @@ pub trait Handler {
     fn is_connected(&self) -> bool;
 }
 
+impl HasOutbox for Client {
+    fn outbox(&self) -> &Outbox {
+        &self.out
+    }
+}
+
 /// One connected client, as fan-out sees it. See the module docs.
 pub struct Client {
     /// Slot in the worker's hub (set when added).
@@ -59,15 +64,18 @@ pub struct Client {
     pub raw: bool,
     pub framing: Framing,
     pub out: Outbox,
+    /// The worker's flush list, when the connection's frames are written by its flush pass.
+    writes: Option<Rc<Writes<Client>>>,
+    /// Bound of the held bytes: the queue's bound.
     held: RefCell<Held>,
-    /// Bound of the held bytes (the queue's bound).
-    max_held: usize,
 }
 
 #[derive(Default)]
 struct Held {
     /// Pushes held per channel; an entry exists from the subscribe request until release.
-    frames: AHashMap<Arc<str>, Vec<Bytes>>,
+    /// (A list: subscriptions in flight are few and short-lived, and an idle client keeps
+    /// no allocation for it.)
+    frames: Vec<(Arc<str>, Vec<Bytes>)>,
     bytes: usize,
     closed: bool,
 }
@@ -84,9 +92,16 @@ impl Client {
             raw,
             framing,
             out: Outbox::new(max_bytes),
+            writes: None,
             held: RefCell::new(Held::default()),
-            max_held: max_bytes,
         }
+    }
+
+    /// Frames queued on this client leave through the worker's flush pass `writes`, written
+    /// straight to socket `fd` (see [`outbox`]).
+    pub fn write_directly(&mut self, fd: i32, writes: Rc<Writes<Client>>) {
+        self.out.write_directly(fd);
+        self.writes = Some(writes);
     }
 
     /// Frames a protocol message (a reply or a push encoded in this client's format).
@@ -113,8 +128,13 @@ impl Client {
     }
 
     /// Queues a framed message; `Err` when the queue overflowed (the caller disconnects).
-    pub fn send(&self, frame: Bytes) -> Result<(), Overflow> {
-        self.out.push(frame)
+    pub fn send(self: &Rc<Self>, frame: Bytes) -> Result<(), Overflow> {
+        if self.out.push(frame)? {
+            if let Some(w) = &self.writes {
+                w.mark(self.clone());
+            }
+        }
+        Ok(())
     }
 
     /// Queues the transport's closing frame for `d` and stops queueing; a slow client's
@@ -130,8 +150,12 @@ impl Client {
     /// from the moment the owner accepts it are held until the reply is written.
     pub fn expect(&self, channel: &Arc<str>) {
         let mut h = self.held.borrow_mut();
-        if !h.closed {
-            h.frames.insert(channel.clone(), Vec::new());
+        if h.closed {
+            return;
+        }
+        match h.frames.iter_mut().find(|(c, _)| c == channel) {
+            Some((_, v)) => v.clear(),
+            None => h.frames.push((channel.clone(), Vec::new())),
         }
     }
 
@@ -139,7 +163,7 @@ impl Client {
     /// given up): the owner's acceptance then makes it a subscriber.
     pub fn expects(&self, channel: &str) -> bool {
         let h = self.held.borrow();
-        !h.closed && h.frames.contains_key(channel)
+        !h.closed && h.frames.iter().any(|(c, _)| &**c == channel)
     }
 
     /// Holds a push for a subscription whose reply is not written yet. False on overflow.
@@ -147,9 +171,9 @@ impl Client {
         let mut h = self.held.borrow_mut();
         let h = &mut *h;
         // Nothing is held (nor counted) for a subscription this client no longer waits for.
-        let Some(v) = h.frames.get_mut(channel) else { return true };
+        let Some((_, v)) = h.frames.iter_mut().find(|(c, _)| &**c == channel) else { return true };
         h.bytes += frame.len();
-        if h.bytes > self.max_held {
+        if h.bytes > self.out.max_bytes() {
             return false;
         }
         v.push(frame);
@@ -160,7 +184,14 @@ impl Client {
     /// failed); they are to be written now, in order.
     pub fn take_held(&self, channel: &str) -> Vec<Bytes> {
         let mut h = self.held.borrow_mut();
-        let v = h.frames.remove(channel).unwrap_or_default();
+        let v = match h.frames.iter().position(|(c, _)| &**c == channel) {
+            Some(at) => h.frames.swap_remove(at).1,
+            None => Vec::new(),
+        };
+        if h.frames.is_empty() {
+            // An idle client keeps no list of held pushes.
+            h.frames = Vec::new();
+        }
         h.bytes -= v.iter().map(|b| b.len()).sum::<usize>().min(h.bytes);
         v
     }
@@ -169,7 +200,7 @@ impl Client {
     pub fn forget_held(&self) {
         let mut h = self.held.borrow_mut();
         h.closed = true;
-        h.frames.clear();
+        h.frames = Vec::new();
         h.bytes = 0;
     }
 }

@@ -29,48 +29,59 @@ pub trait Conn {
 
 /// Reads messages until the connection closes. `limit` bounds a frame and a message; `idle`
 /// is the read buffer an idle connection keeps.
-pub async fn read_loop<R, C>(conn: &C, rd: &mut R, mut buf: BytesMut, limit: usize, idle: usize)
+///
+/// (A plain function returning the loop's future: an `async fn` would keep a second copy of
+/// its moved arguments in the future, which every idle connection holds.)
+pub fn read_loop<'a, R, C>(
+    conn: &'a C,
+    rd: &'a mut R,
+    mut buf: BytesMut,
+    limit: usize,
+    idle: usize,
+) -> impl std::future::Future<Output = ()> + 'a
 where
     R: monoio::io::AsyncReadRent,
     C: Conn,
 {
     let mut dec = Decoder::new(limit, limit);
-    let mut last_full = false;
-    loop {
+    async move {
+        let mut last_full = false;
         loop {
-            let go_on = match dec.decode(&mut buf) {
-                Ok(Some(Message::Text(d))) => conn.on_data(true, d).await,
-                Ok(Some(Message::Binary(d))) => conn.on_data(false, d).await,
-                Ok(Some(Message::Ping(p))) => {
-                    conn.send(frame(OpCode::Pong, &p));
-                    true
+            loop {
+                let go_on = match dec.decode(&mut buf) {
+                    Ok(Some(Message::Text(d))) => conn.on_data(true, d).await,
+                    Ok(Some(Message::Binary(d))) => conn.on_data(false, d).await,
+                    Ok(Some(Message::Ping(p))) => {
+                        conn.send(frame(OpCode::Pong, &p));
+                        true
+                    }
+                    Ok(Some(Message::Pong(_))) => {
+                        conn.on_pong();
+                        true
+                    }
+                    Ok(Some(Message::Close(_))) => {
+                        conn.on_close(1000);
+                        false
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        conn.on_close(e.close_code());
+                        false
+                    }
+                };
+                if !go_on || conn.is_closed() {
+                    return;
                 }
-                Ok(Some(Message::Pong(_))) => {
-                    conn.on_pong();
-                    true
-                }
-                Ok(Some(Message::Close(_))) => {
-                    conn.on_close(1000);
-                    false
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    conn.on_close(e.close_code());
-                    false
-                }
-            };
-            if !go_on || conn.is_closed() {
+            }
+            prepare_read(&mut buf, last_full, idle);
+            let spare = buf.capacity() - buf.len();
+            let (res, b) = read_more(rd, buf).await;
+            buf = b;
+            last_full = matches!(res, Ok(n) if n == spare);
+            if !matches!(res, Ok(n) if n > 0) {
+                conn.on_gone();
                 return;
             }
-        }
-        prepare_read(&mut buf, last_full, idle);
-        let spare = buf.capacity() - buf.len();
-        let (res, b) = read_more(rd, buf).await;
-        buf = b;
-        last_full = matches!(res, Ok(n) if n == spare);
-        if !matches!(res, Ok(n) if n > 0) {
-            conn.on_gone();
-            return;
         }
     }
 }

@@ -649,6 +649,8 @@ impl Worker {
 
     /// Sends queued batches at the end of each loop turn in which something was queued.
     pub async fn run_flusher(self: Rc<Self>) {
+        // And the clients' writes, once per loop turn that queued frames.
+        monoio::spawn(self.hub.writes().clone().run());
         loop {
             self.flusher.wait().await;
             self.flush();

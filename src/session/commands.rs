@@ -407,6 +407,10 @@ async fn subscribe_owned(
     let r = s.w.subscribe(&s.client, push_join_leave, op).await;
     let mut st = s.st.borrow_mut();
     st.pending.remove(&channel);
+    if st.pending.is_empty() {
+        // An idle session keeps no table for subscriptions in flight.
+        st.pending.shrink_to_fit();
+    }
     if st.closed {
         return Err(Disconnect::new(3000, "connection closed"));
     }

@@ -118,8 +118,10 @@ struct Partial {
 /// Frame decoder: consumes frames from the front of a read buffer, yields whole messages.
 #[derive(Debug)]
 pub struct Decoder {
-    max_frame: usize,
-    max_message: usize,
+    /// Limits in bytes, kept as `u32` (saturating: 4 GiB is beyond any frame a server takes)
+    /// so the decoder every connection's reader holds stays small.
+    max_frame: u32,
+    max_message: u32,
     /// Server mode: frames must be masked. Client mode: frames must not be.
     expect_masked: bool,
     partial: Option<Partial>,
@@ -134,15 +136,20 @@ struct Header {
     payload_len: usize,
 }
 
+/// A limit as the decoder keeps it.
+fn clamp(limit: usize) -> u32 {
+    u32::try_from(limit).unwrap_or(u32::MAX)
+}
+
 impl Decoder {
     /// Server-side decoder: accepts only masked frames.
     pub fn new(max_frame: usize, max_message: usize) -> Decoder {
-        Decoder { max_frame, max_message, expect_masked: true, partial: None }
+        Decoder { max_frame: clamp(max_frame), max_message: clamp(max_message), expect_masked: true, partial: None }
     }
 
     /// Client-side decoder: accepts only unmasked frames.
     pub fn client(max_frame: usize, max_message: usize) -> Decoder {
-        Decoder { max_frame, max_message, expect_masked: false, partial: None }
+        Decoder { max_frame: clamp(max_frame), max_message: clamp(max_message), expect_masked: false, partial: None }
     }
 
     /// Decodes the next complete message from the front of `buf`, consuming its frames.
@@ -247,10 +254,10 @@ impl Decoder {
         }
         let payload_len = payload_len as usize;
         if let Some(p) = &self.partial {
-            if op == OpCode::Continuation && p.data.len() + payload_len > self.max_message {
+            if op == OpCode::Continuation && p.data.len() + payload_len > self.max_message as usize {
                 return Err(WsError::TooBig);
             }
-        } else if !op.is_control() && payload_len > self.max_message {
+        } else if !op.is_control() && payload_len > self.max_message as usize {
             return Err(WsError::TooBig);
         }
         let mask = if masked {

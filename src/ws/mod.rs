@@ -3,6 +3,7 @@
 //! which opens a session on an upgraded connection and drives it with the shared read loop
 //! (`crate::io::ws`).
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
@@ -32,7 +33,7 @@ pub fn negotiate(head: &Head) -> (Format, Option<&'static str>) {
 
 /// Read buffer of an idle session: client frames are mostly tiny (a pong is 8 bytes), and an
 /// idle socket holds its buffer while the read is pending; larger messages grow it.
-const SESSION_READ_IDLE: usize = 256;
+const SESSION_READ_IDLE: usize = 64;
 
 struct SessionConn(Rc<Session>);
 
@@ -62,7 +63,7 @@ impl Conn for SessionConn {
 /// Runs a client session (a raw gateway client with `raw`) on an upgraded connection until
 /// it closes; the connection's place in the node's count (`slot`) is freed then.
 #[allow(clippy::too_many_arguments)]
-pub async fn run_session<R, W>(
+pub fn run_session<R, W>(
     w: Rc<Worker>,
     slot: ConnectionSlot,
     format: Format,
@@ -71,22 +72,50 @@ pub async fn run_session<R, W>(
     wr: W,
     buf: BytesMut,
     fd: i32,
-) where
+) -> impl std::future::Future<Output = ()>
+where
     R: monoio::io::AsyncReadRent,
     W: monoio::io::AsyncWriteRent + 'static,
 {
-    let cfg = w.cfg.clone();
-    let id = Session::new_client_id(&w, raw.is_some());
-    let client = Rc::new(Client::new(id, format, raw.is_some(), Framing::WebSocket, cfg.client.queue_max_size));
-    let _slot = slot;
-    let s = Session::open(&w, client.clone(), raw);
-    let writer = monoio::spawn(async move {
-        client.out.run_writer(wr, cfg.websocket.write_timeout).await;
-        // Wake the reader too: a closed session must not keep its socket open.
-        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-    });
+    // Opened before the task starts, so the task's future (held for the connection's whole
+    // life) keeps only what the read loop needs, not the set-up's temporaries.
+    let (s, writer) = open_session(&w, format, raw, wr, fd);
     let limit = w.cfg.websocket.message_size_limit;
-    read_loop(&SessionConn(s.clone()), &mut rd, buf, limit, SESSION_READ_IDLE).await;
-    s.cleanup();
-    let _ = writer.await;
+    async move {
+        read_loop(&SessionConn(s.clone()), &mut rd, buf, limit, SESSION_READ_IDLE).await;
+        s.cleanup();
+        // Never needed: the write half is released here.
+        drop(s.client.out.take_start());
+        if let Some(h) = writer.take() {
+            h.await;
+        }
+        // The connection's place in the node's count is freed last.
+        drop(slot);
+    }
+}
+
+/// The writer task of a session, once it has been started.
+type WriterSlot = Rc<Cell<Option<monoio::task::JoinHandle<()>>>>;
+
+/// Opens the session of [`run_session`]: its client writes through the worker's flush pass,
+/// and its writer task is started only when first needed (see `crate::client::outbox`).
+fn open_session<W>(w: &Rc<Worker>, format: Format, raw: Option<RawStart>, wr: W, fd: i32) -> (Rc<Session>, WriterSlot)
+where
+    W: monoio::io::AsyncWriteRent + 'static,
+{
+    let cfg = &w.cfg;
+    let id = Session::new_client_id(w, raw.is_some());
+    let mut client = Client::new(id, format, raw.is_some(), Framing::WebSocket, cfg.client.queue_max_size);
+    client.write_directly(fd, w.hub.writes().clone());
+    let client = Rc::new(client);
+    let writer = WriterSlot::default();
+    let (c, handle, timeout) = (client.clone(), writer.clone(), cfg.websocket.write_timeout);
+    client.out.start_writer_on_demand(Box::new(move || {
+        handle.set(Some(monoio::spawn(async move {
+            c.out.run_writer(wr, timeout).await;
+            // Wake the reader too: a closed session must not keep its socket open.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        })));
+    }));
+    (Session::open(w, client, raw), writer)
 }
