@@ -201,7 +201,8 @@ cleanup() {
         kill -TERM "$BENCH_PID" 2>/dev/null || true
         wait "$BENCH_PID" 2>/dev/null || true
     fi
-    stop_server
+    # (stop_server is defined further down: an early failure may come before it.)
+    if declare -F stop_server >/dev/null; then stop_server; fi
     rm -rf "$WORK"
     exit "$rc"
 }
@@ -223,7 +224,7 @@ HOST="$(hostname 2>/dev/null || echo host)"
 if [[ -z "$OUT_BASE" ]]; then
     if [[ $QUICK == 1 ]]; then OUT_BASE="target/bench-device"; else OUT_BASE="bench/runs"; fi
 fi
-NAME="$STAMP-$HOST-device$([[ $QUICK == 1 ]] && echo -quick)"
+NAME="$STAMP-$HOST-device$([[ $QUICK == 1 ]] && echo -quick || true)"
 OUT="$OUT_BASE/$NAME"
 mkdir -p "$OUT"
 {
