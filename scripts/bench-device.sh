@@ -24,6 +24,7 @@
 #   redis-io    redis-server --io-threads N (at least 2) --io-threads-do-reads yes
 #   nats        nats-server with GOMAXPROCS=N
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
 usage() {
     cat <<'EOF'
@@ -248,33 +249,10 @@ cat "$OUT/machine.txt" >&2
 # ---------------------------------------------------------------------------------------------
 # Servers.
 
-# A port below the ephemeral range (so no client socket of a run can hold it) that nothing
-# listens on.
-free_port() {
-    local p i lo
-    lo="$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
-    (( lo > 11000 )) || lo=32768
-    for i in $(seq 1 200); do
-        p=$((10000 + RANDOM % (lo - 10000)))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    echo "bench-device.sh: no free port found" >&2
-    return 1
-}
-
-wait_port() {
-    local port="$1" i
-    for i in $(seq 1 200); do
-        kill -0 "$SERVER_PID" 2>/dev/null || return 1
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    return 1
+stop_server() {
+    [[ -z "$SERVER_PID" ]] && return 0
+    stop_pid "$SERVER_PID"
+    SERVER_PID=""
 }
 
 PORT=""
@@ -308,27 +286,12 @@ EOF
             ;;
     esac
     SERVER_PID=$!
-    if ! wait_port "$PORT"; then
+    if ! wait_port "$SERVER_PID" "$PORT"; then
         echo "   $peer did not start on port $PORT; its log:" >&2
         tail -20 "$log" >&2 || true
         stop_server
         return 1
     fi
-}
-
-stop_server() {
-    [[ -z "$SERVER_PID" ]] && return 0
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        local i
-        for i in $(seq 1 100); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.05
-        done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-    fi
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
 }
 
 target_args() {

@@ -22,6 +22,7 @@
 # (the tool's report and progress next to it as .log). At the end prints one markdown table
 # per workload (also written to summary.md there) with the ratios redis2/memory and redis2/raw.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
 usage() {
     cat <<'EOF'
@@ -204,35 +205,6 @@ cat "$OUT/machine.txt" >&2
 # ---------------------------------------------------------------------------------------------
 # Servers.
 
-free_port() {
-    local p i
-    # Below the ephemeral range, so no client socket of the run can take it.
-    for i in $(seq 1 200); do
-        p=$((15000 + RANDOM % 15000))
-        if [[ -z "$(ss -Htan "sport = :$p" 2>/dev/null)" ]]; then
-            echo "$p"
-            return 0
-        fi
-    done
-    echo "bench-redis.sh: no free port found" >&2
-    return 1
-}
-
-# wait_port PID PORT: until something accepts on 127.0.0.1:PORT (10 s at most) while PID lives.
-wait_port() {
-    local pid="$1" port="$2" i
-    for i in $(seq 1 200); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            return 1
-        fi
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    return 1
-}
-
 # start_redis LOG: sets REDIS_PORT, adds the pid to SERVER_PIDS.
 REDIS_PORT=""
 start_redis() {
@@ -304,27 +276,16 @@ start_setup() {
 }
 
 # Whether every server of the setup still runs.
+stop_servers() {
+    if ((${#SERVER_PIDS[@]})); then stop_pid "${SERVER_PIDS[@]}"; fi
+    SERVER_PIDS=()
+}
+
 servers_alive() {
     local p
     for p in "${SERVER_PIDS[@]}"; do
         kill -0 "$p" 2>/dev/null || return 1
     done
-}
-
-stop_servers() {
-    local p i
-    for p in "${SERVER_PIDS[@]}"; do
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for p in "${SERVER_PIDS[@]}"; do
-        for i in $(seq 1 100); do
-            kill -0 "$p" 2>/dev/null || break
-            sleep 0.05
-        done
-        kill -KILL "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    SERVER_PIDS=()
 }
 
 # gyre-bench arguments of a workload (before the target).

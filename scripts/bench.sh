@@ -17,6 +17,7 @@
 # Gyre with its default worker count (one per core), redis-server single-threaded as always,
 # nats-server with its default GOMAXPROCS.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
 usage() {
     cat <<'EOF'
@@ -200,33 +201,10 @@ cat "$OUT/machine.txt" >&2
 # ---------------------------------------------------------------------------------------------
 # Servers.
 
-free_port() {
-    local p i
-    # Below the ephemeral range, so no client socket of the run can take it.
-    for i in $(seq 1 200); do
-        p=$((15000 + RANDOM % 15000))
-        if [[ -z "$(ss -Htan "sport = :$p" 2>/dev/null)" ]]; then
-            echo "$p"
-            return 0
-        fi
-    done
-    echo "bench.sh: no free port found" >&2
-    return 1
-}
-
-# wait_port PORT: until something accepts on 127.0.0.1:PORT (10 s at most) while the server lives.
-wait_port() {
-    local port="$1" i
-    for i in $(seq 1 200); do
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            return 1
-        fi
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    return 1
+stop_server() {
+    [[ -z "$SERVER_PID" ]] && return 0
+    stop_pid "$SERVER_PID"
+    SERVER_PID=""
 }
 
 PORT=""
@@ -261,27 +239,12 @@ EOF
             ;;
     esac
     SERVER_PID=$!
-    if ! wait_port "$PORT"; then
+    if ! wait_port "$SERVER_PID" "$PORT"; then
         echo "bench.sh: $kind did not start on port $PORT; its log:" >&2
         tail -20 "$SERVER_LOG" >&2 || true
         stop_server
         return 1
     fi
-}
-
-stop_server() {
-    [[ -z "$SERVER_PID" ]] && return 0
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        local i
-        for i in $(seq 1 100); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.05
-        done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-    fi
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
 }
 
 # target_args SERVER SCENARIO: Gyre's clients get minted HS256 tokens; ingest needs only the API key.
