@@ -9,7 +9,7 @@
 //! one address's ephemeral ports (about 28k towards one server port) are not the limit.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -253,17 +253,7 @@ fn source_ips(o: &Opts) -> u8 {
 /// Runs this binary with the same options for clients `off..off+count`; a thread reads its
 /// status lines into `counts`.
 fn spawn_child(off: usize, count: usize, counts: Arc<ChildCounts>) -> Result<Child, Fail> {
-    let exe = std::env::current_exe().map_err(|e| Fail::setup(format!("cannot find my own executable: {e}")))?;
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    args.extend(["--child-range".into(), format!("{off}:{count}")]);
-    let mut child = Command::new(exe)
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| Fail::setup(format!("cannot start a child process: {e}")))?;
-    let out = child.stdout.take().expect("piped stdout");
+    let (child, out) = crate::procs::start_child(off, count)?;
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { break };

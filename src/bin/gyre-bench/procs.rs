@@ -14,7 +14,7 @@
 //! the per-second rows, the drain and the totals treat both alike.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +22,23 @@ use std::time::{Duration, Instant};
 use crate::run::{self, Plan};
 use crate::stats::{histogram, now_ns, Shared, DONE, STOP, WARMUP};
 use crate::{target, Fail};
+
+/// Runs this binary with the same options and `--child-range OFF:COUNT`, stdin and stdout
+/// piped (the child's commands and reports), stderr shared; the child and its stdout.
+pub fn start_child(off: usize, count: usize) -> Result<(Child, ChildStdout), Fail> {
+    let exe = std::env::current_exe().map_err(|e| Fail::setup(format!("cannot find my own executable: {e}")))?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    args.extend(["--child-range".into(), format!("{off}:{count}")]);
+    let mut child = Command::new(exe)
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| Fail::setup(format!("cannot start a child process: {e}")))?;
+    let out = child.stdout.take().expect("piped stdout");
+    Ok((child, out))
+}
 
 /// A child as the parent sees it.
 pub struct Kid {
@@ -41,20 +58,10 @@ impl Kids {
     pub fn spawn(plan: &Plan, sh: &Arc<Shared>, procs: usize, first_slot: usize) -> Result<Kids, Fail> {
         let n = plan.subscribers;
         let share = n.div_ceil(procs);
-        let exe = std::env::current_exe().map_err(|e| Fail::setup(format!("cannot find my own executable: {e}")))?;
         let mut kids = Vec::new();
         for k in 0..procs {
             let (off, count) = (k * share, share.min(n.saturating_sub(k * share)));
-            let mut args: Vec<String> = std::env::args().skip(1).collect();
-            args.extend(["--child-range".into(), format!("{off}:{count}")]);
-            let mut child = Command::new(&exe)
-                .args(&args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .map_err(|e| Fail::setup(format!("cannot start a child process: {e}")))?;
-            let out = child.stdout.take().expect("piped stdout");
+            let (mut child, out) = start_child(off, count)?;
             let (finished, lost, duplicated) =
                 (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
             let reader = Reader {
