@@ -202,8 +202,7 @@ cleanup() {
         kill -TERM "$BENCH_PID" 2>/dev/null || true
         wait "$BENCH_PID" 2>/dev/null || true
     fi
-    # (stop_server is defined further down: an early failure may come before it.)
-    if declare -F stop_server >/dev/null; then stop_server; fi
+    stop_server
     rm -rf "$WORK"
     exit "$rc"
 }
@@ -248,12 +247,6 @@ cat "$OUT/machine.txt" >&2
 
 # ---------------------------------------------------------------------------------------------
 # Servers.
-
-stop_server() {
-    [[ -z "$SERVER_PID" ]] && return 0
-    stop_pid "$SERVER_PID"
-    SERVER_PID=""
-}
 
 PORT=""
 # start_server PEER LOG: sets SERVER_PID and PORT.

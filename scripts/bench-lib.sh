@@ -45,3 +45,11 @@ stop_pid() {
         wait "$p" 2>/dev/null || true
     done
 }
+
+# stop_server: stops the server of SERVER_PID (if any) and clears it.
+SERVER_PID=""
+stop_server() {
+    [[ -z "$SERVER_PID" ]] && return 0
+    stop_pid "$SERVER_PID"
+    SERVER_PID=""
+}

@@ -201,12 +201,6 @@ cat "$OUT/machine.txt" >&2
 # ---------------------------------------------------------------------------------------------
 # Servers.
 
-stop_server() {
-    [[ -z "$SERVER_PID" ]] && return 0
-    stop_pid "$SERVER_PID"
-    SERVER_PID=""
-}
-
 PORT=""
 SERVER_LOG=""
 # start_server KIND LOGFILE: sets SERVER_PID, PORT.

@@ -311,10 +311,7 @@ fn wait_children(counts: &[Arc<ChildCounts>], o: &Opts) -> Result<(), Fail> {
 
 /// A child: open clients `off..off+count`, report, hold them until stdin closes.
 fn child(mut plan: Plan, range: &str) -> Result<(), Fail> {
-    let (off, count) = range
-        .split_once(':')
-        .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
-        .ok_or_else(|| Fail::setup(format!("bad --child-range {range:?}")))?;
+    let (off, count) = crate::procs::child_range(range)?;
     target::raise_nofile();
     plan.clients = off..off + count;
     let o = plan.o.clone();

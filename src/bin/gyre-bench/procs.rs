@@ -192,12 +192,17 @@ impl Reader {
     }
 }
 
-/// A child: subscribers `off..off+count`, reports on stdout, commands on stdin.
-pub fn child(mut plan: Plan, range: &str) -> Result<(), Fail> {
-    let (off, count) = range
+/// `--child-range OFF:COUNT` of a child process.
+pub fn child_range(range: &str) -> Result<(usize, usize), Fail> {
+    range
         .split_once(':')
         .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
-        .ok_or_else(|| Fail::setup(format!("bad --child-range {range:?}")))?;
+        .ok_or_else(|| Fail::setup(format!("bad --child-range {range:?}")))
+}
+
+/// A child: subscribers `off..off+count`, reports on stdout, commands on stdin.
+pub fn child(mut plan: Plan, range: &str) -> Result<(), Fail> {
+    let (off, count) = child_range(range)?;
     target::raise_nofile();
     plan.clients = off..off + count;
     plan.publish = false;
