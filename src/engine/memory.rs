@@ -245,9 +245,6 @@ impl Memory {
         Memory { cfg, channels: AHashMap::new(), sweep_cursor: 0 }
     }
 
-    /// Applies a publish: idempotency, version, history. Returns the result position and,
-    /// when the channel has subscribers, the publication to deliver with the workers that have
-    /// them (none for a repeated idempotency key or a stale version).
     /// Whether a plain publish (no idempotency key, no version) to `channel` would keep and
     /// deliver nothing: no history is written and the channel has no state (so no
     /// subscribers). [`Memory::publish`] answers such a publish with an empty result.
@@ -255,6 +252,9 @@ impl Memory {
         !history && !self.channels.contains_key(channel)
     }
 
+    /// Applies a publish: idempotency, version, history. Returns the result position and,
+    /// when the channel has subscribers, the publication to deliver with the workers that have
+    /// them (none for a repeated idempotency key or a stale version).
     pub fn publish(
         &mut self,
         p: Publish,

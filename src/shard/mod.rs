@@ -157,8 +157,6 @@ impl Shard {
         &self.engine
     }
 
-    /// Executes one owner-side operation. The origin has already validated the channel name
-    /// and namespace. Pushes to deliver are appended to `fanout`.
     /// A plain publish (no idempotency key, no version) to a channel that keeps and delivers
     /// nothing, answered without building its publication: `Some` with the reply, `None`
     /// when the publish must be [applied](Shard::apply). `history`: the channel's options
@@ -173,6 +171,8 @@ impl Shard {
         }
     }
 
+    /// Executes one owner-side operation. The origin has already validated the channel name
+    /// and namespace. Pushes to deliver are appended to `fanout`.
     pub fn apply(&mut self, op: ShardOp, now: Instant, fanout: &mut Vec<Fanout>) -> Reply {
         let m = match &mut self.engine {
             Engine::Memory(m) => m,
