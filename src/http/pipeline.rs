@@ -23,12 +23,11 @@ use bytes::Bytes;
 
 use super::out::ConnOut;
 use crate::api::parse::{self, decode_line};
-use crate::api::Command;
 use crate::api::{encode, fast, Method, Reply};
 use crate::exec;
 use crate::metrics::{self, Protocol};
 use crate::runtime::worker::{Msg, Worker};
-use crate::shard::owner_of;
+use crate::shard::{owner_of, ShardOp};
 
 /// Raw lines for one owner, with the reply slots they fill on the reading worker.
 pub struct LineBatch {
@@ -163,31 +162,25 @@ enum Ran {
 /// Reads and runs one line on the worker that owns its channel, appending the reply (with its
 /// separator) to `out`; `Elsewhere` when it is not a single-channel command owned here.
 fn run_line(w: &Worker, line: &[u8], sep: bool, out: &mut Vec<u8>, stats: &mut RunStats) -> Ran {
-    let l = match fast::publish(line) {
-        Some(f) => match void_publish(w, &f) {
-            Some(reply) => {
-                stats.lines += 1;
-                stats.errors.extend(reply.as_ref().err().map(|e| e.code));
-                if sep {
-                    out.push(b'\n');
-                }
-                encode::legacy_reply(out, f.id, &reply);
-                return Ran::Replied;
-            }
-            None => parse::Line { id: f.id, command: Ok(Command::Publish(f.to_publish())) },
+    let (id, method, reply) = match fast::publish(line) {
+        Some(f) => match publish_here(w, &f, stats.started) {
+            Some(reply) => (f.id, Some(Method::Publish), reply),
+            None => return Ran::Elsewhere(None),
         },
-        None => parse::decode_line_general(line),
-    };
-    let id = l.id;
-    // Lines that fail to decode are not counted as commands (as on the general path).
-    let method = l.command.as_ref().ok().map(|c| c.method());
-    let reply: Reply = match l.command.map(|cmd| exec::single(&w.cfg, cmd)) {
-        Err(e) | Ok(Err(e)) => Err(e),
-        // A single-channel command owned here runs in its place, whatever its method (a
-        // line whose `method` follows `params` looks like a publish to the quick scan).
-        Ok(Ok(Ok(op))) if owner_of(op.channel(), w.workers) == w.id => w.exec_local_at(op, stats.started),
-        Ok(Ok(Ok(_))) => return Ran::Elsewhere(None),
-        Ok(Ok(Err(cmd))) => return Ran::Elsewhere(Some(parse::Line { id, command: Ok(cmd) })),
+        None => {
+            let l = parse::decode_line_general(line);
+            // Lines that fail to decode are not counted as commands (as on the general path).
+            let method = l.command.as_ref().ok().map(|c| c.method());
+            let reply = match l.command.map(|cmd| exec::single(&w.cfg, cmd)) {
+                Err(e) | Ok(Err(e)) => Err(e),
+                // A single-channel command owned here runs in its place, whatever its method
+                // (a line whose `method` follows `params` looks like a publish to the scan).
+                Ok(Ok(Ok(op))) if owner_of(op.channel(), w.workers) == w.id => w.exec_local_at(op, stats.started),
+                Ok(Ok(Ok(_))) => return Ran::Elsewhere(None),
+                Ok(Ok(Err(cmd))) => return Ran::Elsewhere(Some(parse::Line { id: l.id, command: Ok(cmd) })),
+            };
+            (l.id, method, reply)
+        }
     };
     let error = reply.as_ref().err().map(|e| e.code);
     match method {
@@ -205,17 +198,21 @@ fn run_line(w: &Worker, line: &[u8], sep: bool, out: &mut Vec<u8>, stats: &mut R
     Ran::Replied
 }
 
-/// The reply to a publish line that needs nothing built: a bad channel, or a channel owned
-/// here that keeps and delivers nothing (no history, no subscribers: the usual case of
-/// publishes nobody listens to, answered without copying the line's data).
-fn void_publish(w: &Worker, f: &fast::Publish<'_>) -> Option<Reply> {
-    match exec::check_channel(&w.cfg, f.channel) {
-        Err(e) => Some(Err(e)),
-        Ok(opts) if owner_of(f.channel, w.workers) == w.id => {
-            w.shard.borrow().publish_void(f.channel, opts.history_enabled() && !f.skip_history)
-        }
-        Ok(_) => None,
+/// Runs a publish line the hand-written reader read, when its channel is owned here (`None`
+/// otherwise): the channel check of [`exec::single`], then, for a channel that keeps and
+/// delivers nothing (no history, no subscribers: the usual case of publishes nobody listens
+/// to), the answer without building the publication or copying the line's data; else the
+/// publish applied in place.
+fn publish_here(w: &Worker, f: &fast::Publish<'_>, now: Instant) -> Option<Reply> {
+    let opts = match exec::check_channel(&w.cfg, f.channel) {
+        Ok(opts) => opts,
+        Err(e) => return Some(Err(e)),
+    };
+    if owner_of(f.channel, w.workers) != w.id {
+        return None;
     }
+    let void = w.shard.borrow().publish_void(f.channel, opts.history_enabled() && !f.skip_history);
+    Some(void.unwrap_or_else(|| w.exec_local_at(ShardOp::Publish(f.to_publish()), now)))
 }
 
 /// The owner's side: runs a batch and sends the replies home in one message.
