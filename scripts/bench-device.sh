@@ -279,12 +279,7 @@ EOF
             ;;
     esac
     SERVER_PID=$!
-    if ! wait_port "$SERVER_PID" "$PORT"; then
-        echo "   $peer did not start on port $PORT; its log:" >&2
-        tail -20 "$log" >&2 || true
-        stop_server
-        return 1
-    fi
+    await_server "$peer" "$log"
 }
 
 target_args() {

@@ -53,3 +53,14 @@ stop_server() {
     stop_pid "$SERVER_PID"
     SERVER_PID=""
 }
+
+# await_server WHAT LOG: waits until the server of SERVER_PID accepts on PORT; when it does not,
+# says so with the end of LOG, stops it and returns 1.
+await_server() {
+    if ! wait_port "$SERVER_PID" "$PORT"; then
+        echo "$(basename "$0"): $1 did not start on port $PORT; its log:" >&2
+        tail -20 "$2" >&2 || true
+        stop_server
+        return 1
+    fi
+}

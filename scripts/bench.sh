@@ -233,12 +233,7 @@ EOF
             ;;
     esac
     SERVER_PID=$!
-    if ! wait_port "$SERVER_PID" "$PORT"; then
-        echo "bench.sh: $kind did not start on port $PORT; its log:" >&2
-        tail -20 "$SERVER_LOG" >&2 || true
-        stop_server
-        return 1
-    fi
+    await_server "$kind" "$SERVER_LOG"
 }
 
 # target_args SERVER SCENARIO: Gyre's clients get minted HS256 tokens; ingest needs only the API key.
