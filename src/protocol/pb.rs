@@ -636,6 +636,27 @@ fn connect_result(out: &mut Vec<u8>, r: &ConnectResult) {
     }
     put_u64(out, 7, r.ping.into());
     put_bool(out, 8, r.pong);
+    put_str(out, 9, &r.session);
+    put_str(out, 10, &r.node);
+}
+
+/// The `Connect` push message (its own field numbers, unlike `ConnectResult`).
+fn connect_push(out: &mut Vec<u8>, r: &ConnectResult) {
+    put_str(out, 1, &r.client);
+    put_str(out, 2, &r.version);
+    put_bytes(out, 3, r.data.as_deref().unwrap_or_default());
+    for (ch, sub) in &r.subs {
+        put_msg(out, 4, |out| {
+            put_str(out, 1, ch);
+            put_msg(out, 2, |out| subscribe_result(out, sub));
+        });
+    }
+    put_bool(out, 5, r.expires);
+    put_u64(out, 6, r.ttl.into());
+    put_u64(out, 7, r.ping.into());
+    put_bool(out, 8, r.pong);
+    put_str(out, 9, &r.session);
+    put_str(out, 10, &r.node);
 }
 
 /// Appends one length-prefixed `Reply` to command `id`.
@@ -698,8 +719,14 @@ pub fn encode_reply(id: u32, reply: &Result<ReplyBody, ApiError>, out: &mut Vec<
 /// Appends one length-prefixed `Reply` carrying a `Push`. `channel` is written only for the
 /// channel-scoped pushes; message, refresh and disconnect concern the whole connection.
 pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
-    delimited(out, |out| {
-        put_msg(out, 4, |out| {
+    delimited(out, |out| put_msg(out, 4, |out| encode_bare_push(channel, push, out)));
+}
+
+/// Appends one bare `Push` message, not length-prefixed (one gRPC message of the
+/// unidirectional gRPC stream).
+pub fn encode_bare_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
+    {
+        {
             if push.has_channel() {
                 put_str(out, 2, channel);
             }
@@ -728,9 +755,10 @@ pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
                     put_bool(out, 1, *expires);
                     put_u64(out, 2, (*ttl).into());
                 }),
+                PushBody::Connect(c) => put_msg(out, 10, |out| connect_push(out, c)),
             }
-        });
-    });
+        }
+    }
 }
 
 #[cfg(test)]

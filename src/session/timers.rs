@@ -41,8 +41,9 @@ impl Session {
     /// Acts on every deadline that has passed; returns the next one (`None` once closed).
     fn check_deadlines(&self, now: Instant) -> Option<Instant> {
         let cfg = self.w.cfg.clone();
-        let interval = cfg.client.ping_interval;
-        let pong_timeout = cfg.client.pong_timeout;
+        let interval = super::commands::ping_interval(self);
+        // Unidirectional clients cannot answer pings.
+        let pong_timeout = if self.client.framing.is_uni() { Duration::ZERO } else { cfg.client.pong_timeout };
         if self.is_closed() {
             return None;
         }
@@ -85,6 +86,10 @@ impl Session {
                 if self.raw.is_some() {
                     // Raw clients get the transport's pings; their pongs answer.
                     let _ = self.client.send(self.client.ping_frame());
+                } else if self.client.framing.is_uni() {
+                    // An empty push: `{}`, or an empty protobuf message.
+                    let empty: &[u8] = if self.client.format == protocol::Format::Json { b"{}" } else { b"" };
+                    self.push_frame(empty.to_vec());
                 } else {
                     let mut buf = Vec::with_capacity(2);
                     protocol::encode_ping(self.client.format, &mut buf);
