@@ -363,6 +363,9 @@ fn validate(c: &Config) -> Result<(), String> {
         ));
     }
     let cl = &c.client;
+    if c.uni_websocket.join_push_messages {
+        return Err("uni_websocket.join_push_messages: joining pushes into one frame is not supported".into());
+    }
     let to_disconnect = &cl.connect_code_to_unidirectional_disconnect;
     for (i, t) in to_disconnect.transforms.iter().enumerate().filter(|_| to_disconnect.enabled) {
         if t.code == 0 || t.to.code == 0 || !t.to.reason.is_ascii() {

@@ -216,6 +216,31 @@ pub fn decode(format: Format, frame: &[u8]) -> Result<Vec<Cmd>, BadFrame> {
     }
 }
 
+/// Decodes the connect request a unidirectional transport receives (a `ConnectRequest`
+/// object, not a command): JSON (`null` and `{}` are an empty request) or protobuf.
+pub fn decode_connect_request(format: Format, body: &[u8]) -> Result<ConnectReq, BadFrame> {
+    match format {
+        Format::Json => {
+            let body = body.trim_ascii();
+            if body == b"null" {
+                return Ok(ConnectReq::default());
+            }
+            if body.first() != Some(&b'{') {
+                return Err(BadFrame);
+            }
+            let mut cmd = Vec::with_capacity(body.len() + 20);
+            cmd.extend_from_slice(b"{\"id\":1,\"connect\":");
+            cmd.extend_from_slice(body);
+            cmd.push(b'}');
+            match json::decode_command(&cmd)?.req {
+                Req::Connect(c) => Ok(c),
+                _ => Err(BadFrame),
+            }
+        }
+        Format::Protobuf => pb::decode_connect_request(body),
+    }
+}
+
 /// Appends one reply (for JSON without a trailing newline; the caller joins with `\n`).
 pub fn encode_reply(format: Format, id: u32, reply: &Result<ReplyBody, ApiError>, out: &mut Vec<u8>) {
     match format {

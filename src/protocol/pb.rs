@@ -464,6 +464,15 @@ pub fn decode(frame: &[u8]) -> Result<Vec<Cmd>, BadFrame> {
     Ok(cmds)
 }
 
+/// Decodes one `ConnectRequest` message (the request of the unidirectional gRPC stream).
+pub fn decode_connect_request(body: &[u8]) -> Result<ConnectReq, BadFrame> {
+    let r = proto::ConnectRequest::decode(body).map_err(|_| BadFrame)?;
+    match to_cmd(proto::Command { id: 1, connect: Some(r), ..Default::default() }).req {
+        Req::Connect(c) => Ok(c),
+        _ => Err(BadFrame),
+    }
+}
+
 /// proto3 cannot tell an empty `bytes` field from an absent one; both mean "no data".
 fn opt_bytes(b: Bytes) -> Option<Bytes> {
     (!b.is_empty()).then_some(b)

@@ -5,6 +5,8 @@
 
 use std::rc::Rc;
 
+pub mod uni;
+
 use bytes::{Bytes, BytesMut};
 
 use crate::client::{Client, Framing};
