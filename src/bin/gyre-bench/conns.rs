@@ -105,6 +105,8 @@ pub fn main(o: Opts) -> Result<(), Fail> {
     output::check_paths(&o)?;
     let machine = output::machine();
     let kind = plan.kind;
+    let (over, transport, client_path) =
+        (over(&plan), crate::summary::transport(&plan), plan.client_path().to_string());
     let n = plan.subscribers;
     let per_proc = (target::raise_nofile() as usize).saturating_sub(RESERVED_FDS).max(1);
     let procs = o.procs.unwrap_or(n.div_ceil(per_proc)).max(1);
@@ -182,7 +184,7 @@ pub fn main(o: Opts) -> Result<(), Fail> {
         (k, _) => k.name(),
     };
     let mut rows = vec![
-        ("target".to_string(), format!("{} ({fmt})", o.target)),
+        ("target".to_string(), format!("{} ({fmt}{over})", o.target)),
         ("connections".into(), format!("{} open, {failed} failed, of {}", fmt_n(ready as f64), fmt_n(n as f64))),
         (
             "opened in".into(),
@@ -220,7 +222,7 @@ pub fn main(o: Opts) -> Result<(), Fail> {
     let j = json!({
         "tool": "gyre-bench", "label": output::label(&o, kind.name()),
         "scenario": "connections", "target": o.target, "kind": kind.name(), "format": fmt,
-        "connections": n, "ready": ready, "failed": failed, "procs": procs,
+        "transport": transport, "connections": n, "ready": ready, "failed": failed, "procs": procs,
         "source_ips": source_ips(&o), "subscribe": o.subscribe, "connect_s": (connect_s * 100.0).round() / 100.0,
         "connect_per_s": (ready as f64 / connect_s).round(), "disconnects": disc,
         "server": server, "client": {"rss_kb": client_kb},
@@ -229,7 +231,8 @@ pub fn main(o: Opts) -> Result<(), Fail> {
             "connections": n, "channels": o.channels, "subscribe": o.subscribe, "threads": o.threads,
             "procs": procs, "source_ips": source_ips(&o), "hold_s": o.duration,
             "connect_timeout_s": o.connect_timeout, "connect_concurrency": o.connect_concurrency,
-            "server_pid": o.server_pid, "ws_path": o.ws_path, "version": env!("CARGO_PKG_VERSION"),
+            "server_pid": o.server_pid, "ws_path": o.ws_path, "transport": transport,
+            "client_path": client_path, "version": env!("CARGO_PKG_VERSION"),
         },
         "machine": machine, "series_columns": CONNECTIONS_COLUMNS, "series": series,
     });
@@ -244,6 +247,14 @@ pub fn main(o: Opts) -> Result<(), Fail> {
         let _ = c.wait();
     }
     emitted
+}
+
+/// `over <transport>` for Centrifugo-compatible targets.
+fn over(plan: &Plan) -> String {
+    match plan.kind {
+        Kind::Centrifugo => format!(" over {}", plan.o.transport.name()),
+        _ => String::new(),
+    }
 }
 
 fn source_ips(o: &Opts) -> u8 {

@@ -1,6 +1,7 @@
 //! `gyre-bench`: the bundled load tool. It drives any Centrifugo-compatible server (Gyre or
-//! Centrifugo) through its public protocols only — WebSocket clients speaking the Centrifuge
-//! protocol (JSON or protobuf) and the pipelined legacy HTTP API `POST /api` — and runs the very
+//! Centrifugo) through its public protocols only — clients speaking the Centrifuge protocol
+//! (JSON or protobuf) over WebSocket or, with `--transport`, over HTTP-streaming, SSE and the
+//! unidirectional transports, and the pipelined legacy HTTP API `POST /api` — and runs the very
 //! same workloads against redis-server (RESP `SUBSCRIBE`/`PUBLISH`) and nats-server (`SUB`/`PUB`)
 //! so the figures can be put side by side.
 //!
@@ -20,8 +21,10 @@
 //!
 //! Layout: [`target`] (addresses, connecting, the reachability check), [`payload`] (the
 //! timestamped, sequenced message body), [`stats`] (shared counters, histograms, `/proc`
-//! sampling, the report), [`ws`] (Centrifuge WebSocket client), [`peers`] (Redis and NATS
-//! subscribers), [`publish`] (pipelined publishers for all three), [`run`] (threads and
+//! sampling, the report), [`ws`] (Centrifuge WebSocket client, bidirectional and
+//! unidirectional), [`stream`] (the HTTP streaming clients and `/emulation`), [`body`] (their
+//! response bodies: chunks, lines, SSE events, varint-prefixed messages), [`peers`] (Redis and
+//! NATS subscribers), [`publish`] (pipelined publishers for all three), [`run`] (threads and
 //! phases of `fanout` / `ingest`), [`procs`] (`fanout --procs`: subscriber processes),
 //! [`conns`] (`connections`, with child processes),
 //! [`series`] (the per-second rows), [`summary`] (the table and the JSON report), [`output`]
@@ -30,6 +33,7 @@
 //! Exit codes: 0 done, 1 the run failed (rejected credentials, protocol errors), 2 the target
 //! cannot be reached or the options are invalid.
 
+mod body;
 mod conns;
 mod output;
 mod payload;
@@ -41,6 +45,7 @@ mod report;
 mod run;
 mod series;
 mod stats;
+mod stream;
 mod summary;
 mod svg;
 mod target;
@@ -114,6 +119,7 @@ const EXAMPLES: &str = concat!(
     "Examples:
   gyre-bench fanout --target http://127.0.0.1:8000 --api-key KEY --hmac-secret SECRET -n 1000 -c 1 -d 5
   gyre-bench fanout --target redis://127.0.0.1:6379 -n 1000 -c 1 -d 5 --rate 100
+  gyre-bench fanout --target http://127.0.0.1:8000 --api-key KEY --hmac-secret SECRET -n 1000 --transport uni_sse
   gyre-bench ingest --target http://127.0.0.1:8000 --api-key KEY --connections 8 --size 100
   gyre-bench connections --target http://127.0.0.1:8000 --token JWT -n 50000 --server-pid PID
   gyre-bench fanout --target http://127.0.0.1:8000,http://127.0.0.1:8001 --api-key KEY --hmac-secret SECRET \\
@@ -127,6 +133,61 @@ const EXAMPLES: &str = concat!(
 
 Exit codes: 0 done, 1 the run failed, 2 target unreachable or bad options."
 );
+
+/// How the subscribers of a Centrifugo-compatible server connect.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// WebSocket (--ws-path): connect and subscribe commands in one frame.
+    #[value(name = "websocket")]
+    Websocket,
+    /// HTTP-streaming: the connect command POSTed, replies in a chunked response (JSON lines,
+    /// or varint-prefixed protobuf with --format protobuf); subscribe through /emulation.
+    #[value(name = "http_stream")]
+    HttpStream,
+    /// Server-sent events: the connect command in `cf_connect`, replies as `data:` lines;
+    /// subscribe through /emulation. JSON only.
+    #[value(name = "sse")]
+    Sse,
+    /// Unidirectional WebSocket: the connect request in `cf_connect`, one bare push per frame.
+    #[value(name = "uni_websocket")]
+    UniWebsocket,
+    /// Unidirectional SSE: the connect request in `cf_connect`, bare pushes as `data:` lines.
+    #[value(name = "uni_sse")]
+    UniSse,
+    /// Unidirectional HTTP stream: the connect request POSTed, one bare push per line.
+    #[value(name = "uni_http_stream")]
+    UniHttpStream,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Websocket => "websocket",
+            Transport::HttpStream => "http_stream",
+            Transport::Sse => "sse",
+            Transport::UniWebsocket => "uni_websocket",
+            Transport::UniSse => "uni_sse",
+            Transport::UniHttpStream => "uni_http_stream",
+        }
+    }
+
+    /// Centrifugo's default endpoint of the transport.
+    pub fn default_path(self) -> &'static str {
+        match self {
+            Transport::Websocket => "/connection/websocket",
+            Transport::HttpStream => "/connection/http_stream",
+            Transport::Sse => "/connection/sse",
+            Transport::UniWebsocket => "/connection/uni_websocket",
+            Transport::UniSse => "/connection/uni_sse",
+            Transport::UniHttpStream => "/connection/uni_http_stream",
+        }
+    }
+
+    /// Bare pushes, no commands: subscriptions come from the connection token.
+    pub fn is_uni(self) -> bool {
+        matches!(self, Transport::UniWebsocket | Transport::UniSse | Transport::UniHttpStream)
+    }
+}
 
 /// How the event loops wait for sockets.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +216,20 @@ pub struct Opts {
     /// WebSocket endpoint path.
     #[arg(long, default_value = "/connection/websocket")]
     pub ws_path: String,
+    /// How subscribers (and `connections` clients) reach a Centrifugo-compatible server. The
+    /// bidirectional emulation transports (http_stream, sse) subscribe through --emulation-path;
+    /// the unidirectional ones through the connection token's `channels` claim, so they need
+    /// --hmac-secret (tokens are minted naming the subscriber's channel) or a --token whose
+    /// claim names it. Publishers always use the HTTP API.
+    #[arg(long, value_enum, default_value = "websocket")]
+    pub transport: Transport,
+    /// Endpoint of a --transport other than websocket (default: Centrifugo's, e.g.
+    /// /connection/http_stream).
+    #[arg(long, value_name = "PATH")]
+    pub transport_path: Option<String>,
+    /// Where http_stream and sse clients send their commands after connect.
+    #[arg(long, default_value = "/emulation")]
+    pub emulation_path: String,
     /// Legacy HTTP API path (newline-delimited commands in one POST).
     #[arg(long, default_value = "/api")]
     pub api_path: String,

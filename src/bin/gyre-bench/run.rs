@@ -18,10 +18,11 @@ use crate::progress::Progress;
 use crate::publish;
 use crate::series::Collector;
 use crate::stats::{self, now_ns, Local, Shared, Usage, DONE, MEASURE, STOP, WARMUP};
+use crate::stream::StreamClient;
 use crate::summary;
 use crate::target::{self, ClientErr, Kind, Target};
 use crate::ws::{Hello, WsClient};
-use crate::{output, Driver, Fail, Opts};
+use crate::{output, Driver, Fail, Opts, Transport, WireFormat};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -117,6 +118,24 @@ impl Plan {
         if o.token.is_some() && o.hmac_secret.is_some() {
             return Err(Fail::setup("--token and --hmac-secret exclude each other"));
         }
+        let t = o.transport;
+        if t != Transport::Websocket && kind != Kind::Centrifugo {
+            return Err(Fail::setup(format!("--transport {} needs a Centrifugo-compatible target", t.name())));
+        }
+        if o.format == WireFormat::Protobuf && !matches!(t, Transport::Websocket | Transport::HttpStream) {
+            return Err(Fail::setup(format!(
+                "--transport {} carries JSON only (protobuf: websocket, http_stream)",
+                t.name()
+            )));
+        }
+        let subscribe = mode != Mode::Connections || o.subscribe;
+        if t.is_uni() && subscribe && mode != Mode::Ingest && o.token.is_none() && o.hmac_secret.is_none() {
+            return Err(Fail::setup(format!(
+                "--transport {}: unidirectional clients are subscribed by their token's channels claim: pass \
+                 --hmac-secret (tokens are minted naming each subscriber's channel) or a --token whose claim names it",
+                t.name()
+            )));
+        }
         let (batch, inflight) = match mode {
             Mode::Ingest => (o.batch.unwrap_or(1000), o.inflight.unwrap_or(4)),
             _ => (o.batch.unwrap_or(16), o.inflight.unwrap_or(2)),
@@ -152,7 +171,7 @@ impl Plan {
             api_key: o.api_key.clone(),
             channel_json: channel_names.iter().map(|c| Value::from(c.as_str()).to_string()).collect(),
             channel_names,
-            subscribe: mode != Mode::Connections || o.subscribe,
+            subscribe,
             publish: true,
             o: o.clone(),
         })
@@ -211,11 +230,25 @@ impl Plan {
         self.subscribers / self.channels + usize::from(ch < self.subscribers % self.channels)
     }
 
+    /// The endpoint subscribers connect to.
+    pub fn client_path(&self) -> &str {
+        match (self.o.transport, &self.o.transport_path) {
+            (Transport::Websocket, _) => &self.o.ws_path,
+            (_, Some(p)) => p,
+            (t, None) => t.default_path(),
+        }
+    }
+
     fn token_for(&self, i: usize) -> Result<String, String> {
         match (&self.o.token, &self.o.hmac_secret) {
             (Some(t), _) => Ok(t.clone()),
             (None, Some(secret)) => {
-                gyre::token::generate_connection_token(secret, &format!("{}-{i}", self.o.user), None, Map::new())
+                let mut claims = Map::new();
+                // Unidirectional clients cannot subscribe: the token subscribes them.
+                if self.o.transport.is_uni() && self.subscribe {
+                    claims.insert("channels".into(), Value::from(vec![self.channel_names[i % self.channels].clone()]));
+                }
+                gyre::token::generate_connection_token(secret, &format!("{}-{i}", self.o.user), None, claims)
                     .map_err(|e| format!("cannot mint a token: {e}"))
             }
             (None, None) => Ok(String::new()),
@@ -263,6 +296,7 @@ impl Slots {
 /// A subscriber connection of any target kind.
 enum Client {
     Ws(WsClient),
+    Stream(StreamClient),
     Redis(RedisSub),
     Nats(NatsSub),
 }
@@ -273,19 +307,22 @@ impl Client {
         let channel = plan.subscribe.then(|| plan.channel_names[i % plan.channels].as_str());
         let node = plan.node_of(i);
         let addr = node.addr;
+        let transport = plan.o.transport;
+        let hello = Hello {
+            addr,
+            source,
+            host: &node.host,
+            path: plan.client_path(),
+            format: plan.o.format,
+            token,
+            channel,
+            uni: transport == Transport::UniWebsocket,
+        };
         Ok(match plan.kind {
-            Kind::Centrifugo => Client::Ws(
-                WsClient::open(&Hello {
-                    addr,
-                    source,
-                    host: &node.host,
-                    path: &plan.o.ws_path,
-                    format: plan.o.format,
-                    token,
-                    channel,
-                })
-                .await?,
-            ),
+            Kind::Centrifugo if matches!(transport, Transport::Websocket | Transport::UniWebsocket) => {
+                Client::Ws(WsClient::open(&hello).await?)
+            }
+            Kind::Centrifugo => Client::Stream(StreamClient::open(&hello, transport, &plan.o.emulation_path).await?),
             Kind::Redis => Client::Redis(RedisSub::open(addr, source, channel).await?),
             Kind::Nats => Client::Nats(NatsSub::open(addr, source, channel).await?),
         })
@@ -294,6 +331,7 @@ impl Client {
     async fn run(&mut self, local: &Local, track: &RefCell<Track>) -> ClientErr {
         match self {
             Client::Ws(c) => c.run(local, track).await,
+            Client::Stream(c) => c.run(local, track).await,
             Client::Redis(c) => c.run(local, track).await,
             Client::Nats(c) => c.run(local, track).await,
         }

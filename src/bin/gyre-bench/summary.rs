@@ -38,8 +38,17 @@ fn params(plan: &Plan, format: &str) -> Value {
         "connect_timeout_s": o.connect_timeout, "connect_concurrency": o.connect_concurrency,
         "source_ips": plan.source_ips, "reconnect": o.reconnect, "server_pid": o.server_pid,
         "ws_path": o.ws_path, "api_path": o.api_path, "channel_prefix": o.channel_prefix,
+        "transport": transport(plan), "client_path": plan.client_path(), "emulation_path": o.emulation_path,
         "version": env!("CARGO_PKG_VERSION"),
     })
+}
+
+/// The subscribers' transport (Centrifugo-compatible targets only).
+pub fn transport(plan: &Plan) -> Value {
+    match plan.kind {
+        Kind::Centrifugo => json!(plan.o.transport.name()),
+        _ => Value::Null,
+    }
 }
 
 /// Prints the table and writes the JSON report and the files asked for.
@@ -58,7 +67,7 @@ pub fn report(r: &Run) -> Result<(), Fail> {
     };
     let mut j = json!({
         "scenario": plan.mode.name(), "target": o.target, "kind": kind.name(), "format": format,
-        "channels": plan.channels, "publishers": plan.publishers, "size": plan.size, "rate": plan.rate,
+        "transport": transport(plan), "channels": plan.channels, "publishers": plan.publishers, "size": plan.size, "rate": plan.rate,
         "batch": plan.batch, "inflight": plan.inflight, "threads": plan.threads,
         "duration_s": (secs * 1000.0).round() / 1000.0,
         "published": published, "published_per_s": (published as f64 / secs).round(),
@@ -66,8 +75,12 @@ pub fn report(r: &Run) -> Result<(), Fail> {
         "tool": "gyre-bench", "label": output::label(o, kind.name()),
         "params": params(plan, format), "machine": r.machine,
     });
+    let described = match (kind, ingest) {
+        (Kind::Centrifugo, false) => format!("{format} over {}", o.transport.name()),
+        _ => format.to_string(),
+    };
     let mut rows = vec![
-        ("target".to_string(), format!("{} ({format})", o.target)),
+        ("target".to_string(), format!("{} ({described})", o.target)),
         ("duration".to_string(), format!("{secs:.2} s measured after {:.1} s warm-up", o.warmup)),
     ];
     if plan.multi_node() {

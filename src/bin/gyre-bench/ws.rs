@@ -1,5 +1,7 @@
 //! The Centrifuge client: a WebSocket connection (RFC 6455 client side, with Gyre's codec)
 //! that sends `connect` (and optionally `subscribe`) in JSON or protobuf, then reads pushes.
+//! The unidirectional WebSocket is the same client: its connect request travels in the URL
+//! (`cf_connect`), the server's first message is the connect push and the rest are bare pushes.
 //!
 //! Publications are not decoded: [`Shared::deliver`] finds the payloads in the raw frame. Only
 //! what is not a publication is looked at — server pings (`{}` / an empty protobuf reply) are
@@ -17,6 +19,7 @@ use monoio::net::TcpStream;
 use prost::Message as _;
 use serde_json::{json, Value};
 
+use crate::body::url_encode;
 use crate::payload::{Track, MARK};
 use crate::stats::Local;
 use crate::target::{self, ClientErr, Reader};
@@ -37,6 +40,8 @@ pub struct Hello<'a> {
     /// Empty: connect without a token.
     pub token: &'a str,
     pub channel: Option<&'a str>,
+    /// The unidirectional WebSocket (`path` is its endpoint, without the query).
+    pub uni: bool,
 }
 
 /// An open, connected (and subscribed, if asked) client.
@@ -46,6 +51,8 @@ pub struct WsClient {
     format: WireFormat,
     mask: [u8; 4],
     out: Vec<u8>,
+    /// Unidirectional: the server's pings take no answer.
+    uni: bool,
 }
 
 impl WsClient {
@@ -59,22 +66,20 @@ impl WsClient {
             format: h.format,
             mask: rand::random(),
             out: Vec::with_capacity(256),
+            uni: h.uni,
         };
         c.handshake(h).await?;
-        match c.hello(h).await {
-            Ok(()) => Ok(c),
-            // Closing right at connect means the credentials were refused.
-            Err(ClientErr::Closed(code @ (3500 | 3501 | 3507), reason)) => {
-                let hint = match (code, h.token.is_empty()) {
-                    (3500, _) => " (check --token / --hmac-secret against client.token.hmac_secret_key)",
-                    (3501, true) => {
-                        " (the server wants a token: pass --token or --hmac-secret, or allow anonymous connects)"
-                    }
-                    _ => "",
-                };
-                Err(ClientErr::Rejected(format!("connect refused with code {code} ({reason}){hint}")))
+        let hello = if h.uni { c.uni_hello(h).await } else { c.hello(h).await };
+        hello.map(|()| c).map_err(|e| refused(e, h.token.is_empty()))
+    }
+
+    /// The unidirectional WebSocket's first message: the connect push.
+    async fn uni_hello(&mut self, h: &Hello<'_>) -> Result<(), ClientErr> {
+        loop {
+            if let Some(data) = self.next().await? {
+                let first = data.split(|&b| b == b'\n').next().unwrap_or_default();
+                return uni_connected(first, h.channel);
             }
-            Err(e) => Err(e),
         }
     }
 
@@ -85,8 +90,9 @@ impl WsClient {
             WireFormat::Json => "",
             WireFormat::Protobuf => "Sec-WebSocket-Protocol: centrifuge-protobuf\r\n",
         };
+        let query = if h.uni { format!("?cf_connect={}", url_encode(&connect_json(h.token))) } else { String::new() };
         let req = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            "GET {}{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{proto}\r\n",
             h.path, h.host
         );
@@ -163,6 +169,7 @@ impl WsClient {
                         return Err(ClientErr::Rejected(format!("{what} rejected: {e}{}", hint(id, &e))));
                     }
                     Reply::Answer { id, error: None } if id == 1 || id == 2 => got += 1,
+                    Reply::Disconnected(code, reason) => return Err(ClientErr::Closed(code, reason)),
                     _ => {}
                 }
             }
@@ -197,12 +204,9 @@ impl WsClient {
             };
             for r in replies(self.format, &data) {
                 let res = match r {
+                    Reply::Ping if self.uni => Ok(()),
                     Reply::Ping => self.pong().await,
-                    Reply::Answer { error: Some(e), .. } => Err(ClientErr::Io(format!("error reply: {e}"))),
-                    Reply::Unsubscribed(code, reason) => {
-                        Err(ClientErr::Io(format!("unsubscribed by the server: {code} {reason}")))
-                    }
-                    _ => Ok(()),
+                    r => r.outcome(),
                 };
                 if let Err(e) = res {
                     return e;
@@ -338,8 +342,56 @@ impl FrameHead {
     }
 }
 
+/// A refusal at connect, with what to do about it where the code tells.
+pub fn refused(e: ClientErr, no_token: bool) -> ClientErr {
+    match e {
+        ClientErr::Closed(code @ (3500 | 3501 | 3507), reason) => {
+            let hint = match (code, no_token) {
+                (3500, _) => " (check --token / --hmac-secret against client.token.hmac_secret_key)",
+                (3501, true) => {
+                    " (the server wants a token: pass --token or --hmac-secret, or allow anonymous connects)"
+                }
+                _ => "",
+            };
+            ClientErr::Rejected(format!("connect refused with code {code} ({reason}){hint}"))
+        }
+        e => e,
+    }
+}
+
+/// The connect request of a unidirectional client, as JSON.
+pub fn connect_json(token: &str) -> String {
+    let mut connect = json!({"name": "gyre-bench"});
+    if !token.is_empty() {
+        connect["token"] = json!(token);
+    }
+    connect.to_string()
+}
+
+/// Checks the first message of a unidirectional stream: the connect push, whose `subs` must
+/// hold `channel` (the token's `channels` claim subscribes it); a disconnect push there is
+/// the refusal ([`ClientErr::Closed`]).
+pub fn uni_connected(msg: &[u8], channel: Option<&str>) -> Result<(), ClientErr> {
+    let what = || String::from_utf8_lossy(&msg[..msg.len().min(200)]).into_owned();
+    let v: Value = serde_json::from_slice(msg)
+        .map_err(|_| ClientErr::Io(format!("the first message is not a JSON push: {}", what())))?;
+    if let Reply::Disconnected(code, reason) = json_reply(msg) {
+        return Err(ClientErr::Closed(code, reason));
+    }
+    let Some(c) = v.get("connect") else {
+        return Err(ClientErr::Io(format!("expected the connect push first, got {}", what())));
+    };
+    match channel {
+        Some(ch) if c.get("subs").and_then(|s| s.get(ch)).is_none() => Err(ClientErr::Rejected(format!(
+            "the connect push lists no subscription to {ch}: unidirectional clients are subscribed by the \
+             token's channels claim (pass --hmac-secret, or a --token whose claim names the channel)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// What the connect/subscribe error means for the person running the tool.
-fn hint(id: u32, e: &str) -> &'static str {
+pub fn hint(id: u32, e: &str) -> &'static str {
     match (id, e.split(' ').next().unwrap_or("")) {
         (1, "101") => " (pass --token or --hmac-secret, or enable client.insecure / anonymous connect)",
         (2, "103") => " (enable allow_subscribe_for_client for the channel's namespace, or client.insecure)",
@@ -350,11 +402,30 @@ fn hint(id: u32, e: &str) -> &'static str {
 
 /// A message of a frame that is not a publication, as far as the client cares.
 #[derive(Debug, PartialEq, Eq)]
-enum Reply {
+pub enum Reply {
     Ping,
-    Answer { id: u32, error: Option<String> },
+    Answer {
+        id: u32,
+        error: Option<String>,
+    },
     Unsubscribed(u32, String),
+    /// A disconnect push: the server is ending the connection with this code.
+    Disconnected(u16, String),
     Other,
+}
+
+impl Reply {
+    /// Whether the client goes on after this message (pings are answered by the caller).
+    pub fn outcome(self) -> Result<(), ClientErr> {
+        match self {
+            Reply::Answer { error: Some(e), .. } => Err(ClientErr::Io(format!("error reply: {e}"))),
+            Reply::Unsubscribed(code, reason) => {
+                Err(ClientErr::Io(format!("unsubscribed by the server: {code} {reason}")))
+            }
+            Reply::Disconnected(code, reason) => Err(ClientErr::Closed(code, reason)),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Whether a frame in which `found` payloads were found holds nothing else. The usual frame
@@ -405,7 +476,8 @@ fn replies(format: WireFormat, data: &[u8]) -> Vec<Reply> {
     }
 }
 
-fn json_reply(line: &[u8]) -> Reply {
+/// A JSON reply, or a bare push of the unidirectional transports.
+pub fn json_reply(line: &[u8]) -> Reply {
     let trimmed = line.trim_ascii();
     if trimmed == b"{}" {
         return Reply::Ping;
@@ -413,9 +485,18 @@ fn json_reply(line: &[u8]) -> Reply {
     let Ok(v) = serde_json::from_slice::<Value>(trimmed) else {
         return Reply::Other;
     };
-    if let Some(u) = v.pointer("/push/unsubscribe") {
-        let code = u["code"].as_u64().unwrap_or(0) as u32;
-        return Reply::Unsubscribed(code, u["reason"].as_str().unwrap_or("").to_string());
+    // Pushes come wrapped in replies (`{"push":{...}}`), bare on unidirectional transports.
+    let push = match v.get("push") {
+        Some(p) => p,
+        None if v.get("id").is_none() => &v,
+        None => &Value::Null,
+    };
+    let text = |x: &Value| x["reason"].as_str().unwrap_or("").to_string();
+    if let Some(u) = push.get("unsubscribe") {
+        return Reply::Unsubscribed(u["code"].as_u64().unwrap_or(0) as u32, text(u));
+    }
+    if let Some(d) = push.get("disconnect") {
+        return Reply::Disconnected(d["code"].as_u64().unwrap_or(0) as u16, text(d));
     }
     let id = v["id"].as_u64().unwrap_or(0) as u32;
     if id == 0 {
@@ -425,7 +506,7 @@ fn json_reply(line: &[u8]) -> Reply {
     Reply::Answer { id, error }
 }
 
-fn pb_reply(msg: &[u8]) -> Reply {
+pub fn pb_reply(msg: &[u8]) -> Reply {
     if msg.is_empty() {
         return Reply::Ping;
     }
@@ -434,6 +515,9 @@ fn pb_reply(msg: &[u8]) -> Reply {
     };
     if let Some(u) = r.push.as_ref().and_then(|p| p.unsubscribe.as_ref()) {
         return Reply::Unsubscribed(u.code, u.reason.clone());
+    }
+    if let Some(d) = r.push.as_ref().and_then(|p| p.disconnect.as_ref()) {
+        return Reply::Disconnected(d.code as u16, d.reason.clone());
     }
     if r.id == 0 {
         return Reply::Other;
@@ -483,6 +567,50 @@ mod tests {
         assert!(!only_publications(WireFormat::Json, &[&publication[..], b"\n{}"].concat(), 1));
         assert!(only_publications(WireFormat::Json, &[&publication[..], b"\n", publication].concat(), 2));
         assert!(!only_publications(WireFormat::Json, b"{}", 0));
+    }
+
+    #[test]
+    fn classifies_bare_pushes_and_disconnects() {
+        let r = |s: &str| json_reply(s.as_bytes());
+        assert_eq!(
+            r(r#"{"disconnect":{"code":3001,"reason":"shutdown"}}"#),
+            Reply::Disconnected(3001, "shutdown".into())
+        );
+        assert_eq!(
+            r(r#"{"push":{"disconnect":{"code":3500,"reason":"invalid token"}}}"#),
+            Reply::Disconnected(3500, "invalid token".into())
+        );
+        assert_eq!(
+            r(r#"{"channel":"c","unsubscribe":{"code":2000,"reason":"x"}}"#),
+            Reply::Unsubscribed(2000, "x".into())
+        );
+        assert_eq!(r(r#"{"connect":{"client":"x","subs":{"c":{}}}}"#), Reply::Other);
+        // A reply to an unsubscribe command is an answer, not an unsubscribe push.
+        assert_eq!(r(r#"{"id":3,"unsubscribe":{}}"#), Reply::Answer { id: 3, error: None });
+        assert!(matches!(r("{}").outcome(), Ok(())));
+        assert!(matches!(
+            r(r#"{"disconnect":{"code":3001,"reason":"shutdown"}}"#).outcome(),
+            Err(ClientErr::Closed(3001, _))
+        ));
+    }
+
+    #[test]
+    fn checks_the_connect_push() {
+        let push = br#"{"connect":{"client":"x","subs":{"bench-0":{}},"ping":25,"session":"s"}}"#;
+        assert!(uni_connected(push, Some("bench-0")).is_ok());
+        assert!(uni_connected(push, None).is_ok());
+        assert!(
+            matches!(uni_connected(push, Some("bench-1")), Err(ClientErr::Rejected(m)) if m.contains("channels claim"))
+        );
+        let refused = br#"{"disconnect":{"code":3500,"reason":"invalid token"}}"#;
+        assert!(matches!(refused_err(uni_connected(refused, None)), ClientErr::Rejected(m) if m.contains("3500")));
+        assert!(matches!(uni_connected(b"{}", None), Err(ClientErr::Io(m)) if m.contains("connect push")));
+        assert!(matches!(uni_connected(b"nope", None), Err(ClientErr::Io(_))));
+        assert_eq!(connect_json(""), r#"{"name":"gyre-bench"}"#);
+    }
+
+    fn refused_err(r: Result<(), ClientErr>) -> ClientErr {
+        refused(r.unwrap_err(), false)
     }
 
     #[test]
