@@ -3,7 +3,8 @@
 //! ingest must get publishes acknowledged, and a closed port must fail fast with a clear
 //! message and exit code 2. Each run is about two seconds and bounded by a watchdog. Lists of
 //! nodes (`--target A,B`) are run against memory-engine nodes, which do not share
-//! publications: a fan-out uses one node listed twice, an ingest two nodes.
+//! publications: a fan-out uses one node listed twice, an ingest two nodes. Each transport
+//! besides WebSocket (`--transport`) gets one short fan-out with the same accounting.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -141,6 +142,71 @@ fn fanout_with_subscriber_processes_delivers_everything() {
     let r = fanout_on(&format!("http://127.0.0.1:{}", s.port), &s.pid().to_string(), "json", &["--procs", "2"]);
     check_fanout(&r);
     assert_eq!(r["latency_us"]["count"], r["delivered"], "every delivery of the window timed: {r}");
+}
+
+/// A server with every transport on, for `--transport`.
+fn transports_server() -> Server {
+    Server::start(config_with(json!({
+        "client": {"token": {"hmac_secret_key": SECRET}},
+        "channel": {"without_namespace": {"allow_subscribe_for_client": true}},
+        "http_stream": {"enabled": true},
+        "sse": {"enabled": true},
+        "uni_websocket": {"enabled": true},
+        "uni_sse": {"enabled": true},
+        "uni_http_stream": {"enabled": true}
+    })))
+}
+
+/// A fan-out whose subscribers use `transport`: everything delivered, the report names it.
+fn fanout_over(transport: &str, format: &str) {
+    let s = transports_server();
+    let r =
+        fanout_on(&format!("http://127.0.0.1:{}", s.port), &s.pid().to_string(), format, &["--transport", transport]);
+    check_fanout(&r);
+    assert_eq!((r["transport"].as_str(), r["format"].as_str()), (Some(transport), Some(format)), "{r}");
+}
+
+#[test]
+fn fanout_over_http_stream_delivers_everything() {
+    fanout_over("http_stream", "json");
+}
+
+#[test]
+fn fanout_over_http_stream_protobuf_delivers_everything() {
+    fanout_over("http_stream", "protobuf");
+}
+
+#[test]
+fn fanout_over_sse_delivers_everything() {
+    fanout_over("sse", "json");
+}
+
+#[test]
+fn fanout_over_uni_websocket_delivers_everything() {
+    fanout_over("uni_websocket", "json");
+}
+
+#[test]
+fn fanout_over_uni_sse_delivers_everything() {
+    fanout_over("uni_sse", "json");
+}
+
+#[test]
+fn fanout_over_uni_http_stream_delivers_everything() {
+    fanout_over("uni_http_stream", "json");
+}
+
+/// A transport the server has not enabled fails at once, naming the option to set.
+#[test]
+fn a_disabled_transport_fails_clearly() {
+    let s = server();
+    let target = format!("http://127.0.0.1:{}", s.port);
+    let (code, _, err) = bench(
+        &["fanout", "--target", &target, "--api-key", KEY, "--hmac-secret", SECRET, "-d", "1", "--transport", "sse"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("HTTP 404") && err.contains("sse.enabled"), "{err}");
 }
 
 /// Several nodes: one memory-engine node listed twice (publications reach only the node they

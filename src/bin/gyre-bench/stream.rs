@@ -286,21 +286,6 @@ struct EmulationRequest {
     data: Vec<u8>,
 }
 
-/// The session and node of a protobuf connect reply (fields the shared schema leaves out).
-#[derive(Clone, PartialEq, prost::Message)]
-struct PbConnectReply {
-    #[prost(message, optional, tag = "5")]
-    connect: Option<PbConnectIds>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct PbConnectIds {
-    #[prost(string, tag = "9")]
-    session: String,
-    #[prost(string, tag = "10")]
-    node: String,
-}
-
 /// The session and node of a connect reply: what `/emulation` requests must name.
 fn session_and_node(format: WireFormat, msg: &[u8]) -> Result<(String, String), ClientErr> {
     let (session, node) = match format {
@@ -310,7 +295,7 @@ fn session_and_node(format: WireFormat, msg: &[u8]) -> Result<(String, String), 
             (field("session"), field("node"))
         }
         WireFormat::Protobuf => {
-            let c = PbConnectReply::decode(msg).ok().and_then(|r| r.connect).unwrap_or_default();
+            let c = proto::Reply::decode(msg).ok().and_then(|r| r.connect).unwrap_or_default();
             (c.session, c.node)
         }
     };
