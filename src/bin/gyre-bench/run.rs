@@ -753,6 +753,20 @@ mod tests {
     }
 
     #[test]
+    fn checks_transport_options() {
+        let p = plan(&["fanout", "--transport", "sse", "--hmac-secret", "s"]).unwrap();
+        assert_eq!(p.client_path(), "/connection/sse");
+        let p = plan(&["fanout", "--transport", "uni_sse", "--hmac-secret", "s", "--transport-path", "/u"]).unwrap();
+        assert_eq!(p.client_path(), "/u");
+        assert_eq!(plan(&["fanout", "--ws-path", "/ws"]).unwrap().client_path(), "/ws");
+        assert!(plan(&["fanout", "--transport", "sse", "--format", "protobuf"]).is_err());
+        assert!(plan(&["fanout", "--transport", "http_stream", "--format", "protobuf"]).is_ok());
+        assert!(plan(&["fanout", "--transport", "uni_websocket"]).is_err(), "no token to subscribe with");
+        assert!(plan(&["connections", "--transport", "uni_websocket"]).is_ok(), "idle: nothing to subscribe");
+        assert!(plan(&["fanout", "--target", "redis://127.0.0.1", "--transport", "http_stream"]).is_err());
+    }
+
+    #[test]
     fn server_pids_are_a_list() {
         let cli = Cli::try_parse_from(["gyre-bench", "fanout", "--server-pid", "10,11", "--server-pid", "12"]).unwrap();
         let Scenario::Fanout(o) = cli.scenario else { panic!("fanout") };
