@@ -1,26 +1,28 @@
 #!/usr/bin/env bash
 # What each client transport costs beside WebSocket, in one run: fan-out of 1 channel to N
-# subscribers at full speed, once per transport, each against a fresh Gyre with one worker
-# pinned to one CPU while the load tool (one thread) is pinned to another. The table gives
+# subscribers, twice per transport — at full speed, then paced at a rate every transport
+# sustains — each run against a fresh Gyre with one worker pinned to one CPU while the load
+# tool (one thread: the publisher and all subscribers) is pinned to another. The tables give
 # deliveries/s, the server's CPU time per delivery, publish-to-deliver latency and the ratios to
-# WebSocket; the JSON, CSV and logs of every run, the table (summary.md) and one HTML page of
+# WebSocket; the JSON, CSV and logs of every run, the tables (summary.md) and one HTML page of
 # all runs go to bench/runs/<UTC stamp>-<host>-transports/.
 #
 #   bash scripts/bench-transports.sh                          # 2,000 subscribers, 10 s per run
 #   bash scripts/bench-transports.sh -n 5000 --duration 5 --transports websocket,sse
-#   bash scripts/bench-transports.sh --rate 200               # paced: 200 publishes/s
+#   bash scripts/bench-transports.sh --paced-rate 0           # full speed only
 #   SERVER_CPU=2 TOOL_CPU=3 GYRE=/path/gyre BENCH=/path/gyre-bench bash scripts/bench-transports.sh
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
 usage() {
     cat <<'EOF'
-Usage: bash scripts/bench-transports.sh [-n N] [--duration S] [--rate R] [--transports LIST]
-                                        [--out DIR] [--skip-build]
+Usage: bash scripts/bench-transports.sh [-n N] [--duration S] [--paced-rate R]
+                                        [--transports LIST] [--out DIR] [--skip-build]
 
   -n N              subscribers of the one channel (default 2000)
-  --duration S      measured seconds per transport (default 10), after a 1 s warm-up
-  --rate R          publishes/s (default 0: as fast as the publisher's acknowledgements allow)
+  --duration S      measured seconds per run (default 10), after a 1 s warm-up
+  --paced-rate R    publishes/s of the paced runs (default 150; 0: no paced runs); the full
+                    speed runs publish as fast as the publisher's acknowledgements allow
   --transports L    comma-separated, run in this order (default: websocket,http_stream,sse,
                     uni_websocket,uni_sse,uni_http_stream); ratios are to websocket when it ran
   --out DIR         where the run's folder goes (default bench/runs)
@@ -31,7 +33,7 @@ EOF
 
 N=2000
 DURATION=10
-RATE=0
+PACED=150
 TRANSPORTS="websocket,http_stream,sse,uni_websocket,uni_sse,uni_http_stream"
 OUT_BASE="bench/runs"
 BUILD=1
@@ -39,7 +41,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         -n) N="${2:?-n needs a count}"; shift 2 ;;
         --duration) DURATION="${2:?--duration needs seconds}"; shift 2 ;;
-        --rate) RATE="${2:?--rate needs a rate}"; shift 2 ;;
+        --paced-rate) PACED="${2:?--paced-rate needs a rate}"; shift 2 ;;
         --transports) TRANSPORTS="${2:?--transports needs a list}"; shift 2 ;;
         --out) OUT_BASE="${2:?--out needs a folder}"; shift 2 ;;
         --skip-build) BUILD=0; shift ;;
@@ -48,7 +50,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ "$N" =~ ^[1-9][0-9]*$ ]] || { echo "bench-transports.sh: -n must be a positive count" >&2; exit 2; }
-for v in "$DURATION" "$RATE"; do
+for v in "$DURATION" "$PACED"; do
     [[ "$v" =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "bench-transports.sh: $v is not a number" >&2; exit 2; }
 done
 IFS=',' read -ra RUN <<<"$TRANSPORTS"
@@ -118,7 +120,7 @@ mkdir -p "$OUT"
     echo "kernel:       $(uname -r)"
     echo "memory:       $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
     echo "commit:       $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
-    echo "workload:     fanout 1 channel x $N subscribers, 1 publisher, 100 B payloads, $([[ $RATE == 0 ]] && echo 'full speed' || echo "$RATE publishes/s"), $DURATION s after 1 s warm-up"
+    echo "workload:     fanout 1 channel x $N subscribers, 1 publisher, 100 B payloads, full speed$([[ $PACED == 0 ]] || echo " and $PACED publishes/s"), $DURATION s after 1 s warm-up"
     echo "transports:   ${RUN[*]}"
     echo "load start:   $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$OUT/machine.txt"
@@ -128,8 +130,10 @@ API_KEY="bench-api-key"
 SECRET="bench-hmac-secret"
 RESULTS=()
 FAILED=()
-for t in "${RUN[@]}"; do
-    echo "== $t" >&2
+# run_one TRANSPORT RATE NAME: a fresh pinned Gyre, one pinned gyre-bench run.
+run_one() {
+    local t="$1" rate="$2" base="$OUT/$3" args rc=0
+    echo "== $3" >&2
     PORT="$(free_port)"
     cat >"$WORK/gyre.json" <<EOF
 {
@@ -146,20 +150,18 @@ for t in "${RUN[@]}"; do
   "uni_http_stream": { "enabled": true }
 }
 EOF
-    base="$OUT/$t"
     taskset -c "$SERVER_CPU" "$WORK/gyre" -c "$WORK/gyre.json" >"$base.server.log" 2>&1 &
     SERVER_PID=$!
     if ! await_server "gyre" "$base.server.log"; then
-        FAILED+=("$t: the server did not start")
-        continue
+        FAILED+=("$3: the server did not start")
+        return 0
     fi
-    args="fanout -n $N -c 1 -p 1 --size 100 --rate $RATE -d $DURATION --warmup 1 -t 1 --transport $t"
+    args="fanout -n $N -c 1 -p 1 --size 100 --rate $rate -d $DURATION --warmup 1 -t 1 --transport $t"
     args="$args --target http://127.0.0.1:$PORT --api-key $API_KEY --hmac-secret $SECRET --server-pid $SERVER_PID -q"
-    echo "$t: taskset -c $TOOL_CPU gyre-bench $args" >>"$OUT/commands.txt"
-    rc=0
+    echo "$3: taskset -c $TOOL_CPU gyre-bench $args" >>"$OUT/commands.txt"
     # shellcheck disable=SC2086
     timeout -k 10 "$(awk -v d="$DURATION" 'BEGIN { printf "%d", d + 150 }')" taskset -c "$TOOL_CPU" \
-        "$WORK/gyre-bench" $args --label "$t" --json "$base.json" --csv "$base.csv" >"$base.log" 2>&1 &
+        "$WORK/gyre-bench" $args --label "$3" --json "$base.json" --csv "$base.csv" >"$base.log" 2>&1 &
     BENCH_PID=$!
     wait "$BENCH_PID" || rc=$?
     BENCH_PID=""
@@ -174,47 +176,63 @@ EOF
     else
         echo "   gyre-bench exit code $rc; last lines of $base.log:" >&2
         tail -5 "$base.log" | sed 's/^/   /' >&2
-        FAILED+=("$t: gyre-bench exit code $rc (see $(basename "$base").log)")
+        FAILED+=("$3: gyre-bench exit code $rc (see $(basename "$base").log)")
         rm -f "$base.json" "$base.csv"
     fi
     # Let the sockets of the run settle before the next server starts.
     sleep 1
+}
+
+for t in "${RUN[@]}"; do
+    run_one "$t" 0 "$t-full"
 done
+if [[ $PACED != 0 ]]; then
+    for t in "${RUN[@]}"; do
+        run_one "$t" "$PACED" "$t-paced"
+    done
+fi
 
 python3 - "$OUT" "${RESULTS[@]}" >"$OUT/summary.md" <<'PY'
 import json, os, sys
 
 out, files = sys.argv[1], sys.argv[2:]
+print(f"# {os.path.basename(out)}\n\n```")
+print(open(os.path.join(out, "machine.txt")).read().rstrip())
+print("```")
 runs = []
 for f in files:
     r = json.load(open(f))
     delivered = r["delivered"]
-    cpu = (r.get("server") or {}).get("cpu_s")
+    server, tool = r.get("server") or {}, r.get("client") or {}
+    cpu = server.get("cpu_s")
     runs.append({
-        "t": r["transport"],
-        "per_s": r["delivered_per_s"],
-        "pub_s": r["published_per_s"],
+        "t": r["transport"], "rate": r["rate"], "per_s": r["delivered_per_s"],
         "us": cpu * 1e6 / delivered if cpu is not None and delivered else None,
-        "server_pct": (r.get("server") or {}).get("cpu_pct"),
-        "tool_pct": (r.get("client") or {}).get("cpu_pct"),
+        "tool_ns": tool["cpu_s"] * 1e9 / delivered if tool.get("cpu_s") is not None and delivered else None,
+        "server_pct": server.get("cpu_pct"), "tool_pct": tool.get("cpu_pct"),
         "p50": r["latency_us"]["p50"], "p99": r["latency_us"]["p99"],
         "lost": r["lost"], "dup": r["duplicated"],
     })
-ws = next((x for x in runs if x["t"] == "websocket"), None)
 def ratio(v, base):
-    return "–" if v is None or base in (None, 0) else f"{v / base:.2f}"
+    return "–" if v is None or not base else f"{v / base:.2f}"
 def ms(v):
     return "–" if v is None else f"{v / 1000:.2f}"
-print(f"# {os.path.basename(out)}\n\n```")
-print(open(os.path.join(out, "machine.txt")).read().rstrip())
-print("```\n")
-print("| transport | deliveries/s | × WebSocket | server CPU µs / delivery | × WebSocket | p50 (ms) | p99 (ms) | lost / dup | server CPU % | gyre-bench CPU % |")
-print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
-for x in runs:
-    us = "–" if x["us"] is None else f"{x['us']:.3f}"
-    print(f"| {x['t']} | {x['per_s']:,.0f} | {ratio(x['per_s'], ws and ws['per_s'])} | {us} | "
-          f"{ratio(x['us'], ws and ws['us'])} | {ms(x['p50'])} | {ms(x['p99'])} | {x['lost']} / {x['dup']} | "
-          f"{x['server_pct'] if x['server_pct'] is not None else '–'} | {x['tool_pct'] if x['tool_pct'] is not None else '–'} |")
+def opt(v, f):
+    return "–" if v is None else format(v, f)
+for paced in (False, True):
+    group = [x for x in runs if (x["rate"] > 0) == paced]
+    if not group:
+        continue
+    title = f"paced, {group[0]['rate']:,.0f} publishes/s" if paced else "full speed"
+    print(f"\n## {title}\n")
+    ws = next((x for x in group if x["t"] == "websocket"), {})
+    print("| transport | deliveries/s | × WebSocket | server CPU µs / delivery | × WebSocket | p50 (ms) | p99 (ms) "
+          "| lost / dup | server CPU % | gyre-bench CPU % | gyre-bench CPU ns / delivery |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+    for x in group:
+        print(f"| {x['t']} | {x['per_s']:,.0f} | {ratio(x['per_s'], ws.get('per_s'))} | {opt(x['us'], '.3f')} | "
+              f"{ratio(x['us'], ws.get('us'))} | {ms(x['p50'])} | {ms(x['p99'])} | {x['lost']} / {x['dup']} | "
+              f"{opt(x['server_pct'], '')} | {opt(x['tool_pct'], '')} | {opt(x['tool_ns'], '.0f')} |")
 PY
 if [[ ${#FAILED[@]} -gt 0 ]]; then
     { echo; for s in "${FAILED[@]}"; do echo "* failed: $s"; done; } >>"$OUT/summary.md"

@@ -100,6 +100,19 @@ impl Body {
 /// The chunk-size line at the front of `b`: its length and the chunk's size; `None` until
 /// the line is complete.
 fn chunk_head(b: &[u8]) -> Result<Option<(usize, usize)>, String> {
+    // The usual line: hex digits and CRLF, read in one pass.
+    let mut size = 0u64;
+    let mut n = 0;
+    while let Some(d) = b.get(n).and_then(|&c| (c as char).to_digit(16)) {
+        size = size << 4 | d as u64;
+        n += 1;
+        if n > 16 {
+            break;
+        }
+    }
+    if (1..=16).contains(&n) && size <= MAX_MESSAGE as u64 && b.get(n..n + 2) == Some(b"\r\n") {
+        return Ok(Some((n + 2, size as usize)));
+    }
     let Some(eol) = memchr::memchr(b'\n', &b[..b.len().min(MAX_LINE)]) else {
         return if b.len() >= MAX_LINE { Err("chunked body: chunk-size line too long".into()) } else { Ok(None) };
     };
@@ -136,6 +149,8 @@ fn trailers_end(b: &[u8]) -> Result<Option<usize>, String> {
 /// The length of the longest front of `data` made of whole messages.
 fn whole(msgs: Msgs, data: &[u8]) -> Result<usize, String> {
     match msgs {
+        // A chunk usually ends with its last message.
+        Msgs::Lines | Msgs::Sse if data.last() == Some(&b'\n') => Ok(data.len()),
         Msgs::Lines | Msgs::Sse => Ok(memchr::memrchr(b'\n', data).map_or(0, |i| i + 1)),
         Msgs::Varint => {
             let mut pos = 0;
