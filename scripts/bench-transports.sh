@@ -21,7 +21,7 @@ Usage: bash scripts/bench-transports.sh [-n N] [--duration S] [--paced-rate R]
 
   -n N              subscribers of the one channel (default 2000)
   --duration S      measured seconds per run (default 10), after a 1 s warm-up
-  --paced-rate R    publishes/s of the paced runs (default 150; 0: no paced runs); the full
+  --paced-rate R    publishes/s of the paced runs (default 100; 0: no paced runs); the full
                     speed runs publish as fast as the publisher's acknowledgements allow
   --transports L    comma-separated, run in this order (default: websocket,http_stream,sse,
                     uni_websocket,uni_sse,uni_http_stream); ratios are to websocket when it ran
@@ -33,7 +33,7 @@ EOF
 
 N=2000
 DURATION=10
-PACED=150
+PACED=100
 TRANSPORTS="websocket,http_stream,sse,uni_websocket,uni_sse,uni_http_stream"
 OUT_BASE="bench/runs"
 BUILD=1
