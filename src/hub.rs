@@ -1,8 +1,9 @@
 //! This worker's connected clients and their subscriptions: channel → local subscribers and
 //! user → connection count. [`Hub::deliver`] is the last leg of fan-out:
 //! it queues a prepared push on every local subscriber of its channel (the same JSON frame
-//! for all, the protobuf frame encoded at most once per push) and closes the clients that
-//! overflowed after the iteration.
+//! for all, the protobuf frame encoded at most once per push, and for clients that negotiated
+//! permessage-deflate each of them compressed at most once per push) and closes the clients
+//! that overflowed after the iteration.
 //!
 //! Owned by one worker and used only from its thread; other workers reach it through the
 //! worker's inbox (`Deliver` messages and jobs).
@@ -21,6 +22,7 @@ use crate::client::{Client, Handler};
 use crate::error::Disconnect;
 use crate::protocol::{Format, PushBody};
 use crate::push::{metrics_kind, raw_publication_frame, Prepared, PushKind};
+use crate::wire::deflate::{self, Deflate};
 
 /// A local subscriber of a channel.
 #[derive(Debug, Clone, Copy)]
@@ -118,7 +120,7 @@ impl Hub {
         };
         self.index.borrow_mut().entry(channel.clone()).or_default().push(Sub { key, gen, live: false, join_leave });
         for p in extra {
-            if let Some(frame) = frame_for(&client, p, &mut None) {
+            if let Some(frame) = frame_for(&client, p, &mut Frames::default()) {
                 client.hold(channel, frame);
             }
         }
@@ -169,14 +171,14 @@ impl Hub {
             let index = self.index.borrow();
             let Some(subs) = index.get(&*p.channel) else { return };
             let clients = self.clients.borrow();
-            let mut pb: Option<Bytes> = None;
+            let mut cache = Frames::default();
             let (mut frames, mut bytes) = (0u64, 0u64);
             for s in subs.iter() {
                 let Some(e) = clients.get(s.key as usize).filter(|e| e.client.gen == s.gen) else { continue };
                 if p.kind == PushKind::JoinLeave && !s.join_leave {
                     continue;
                 }
-                let Some(frame) = frame_for(&e.client, p, &mut pb) else {
+                let Some(frame) = frame_for(&e.client, p, &mut cache) else {
                     to_close.push((s.key, Disconnect::INAPPROPRIATE_PROTOCOL));
                     continue;
                 };
@@ -219,17 +221,93 @@ impl Hub {
     }
 }
 
-/// The frame of a push for one client's format (the protobuf frame encoded at most once per
-/// `pb` cache); `None` when a JSON client cannot receive the binary payload.
-fn frame_for(c: &Client, p: &Prepared, pb: &mut Option<Bytes>) -> Option<Bytes> {
+/// The frames of one push built during one delivery, shared by its subscribers.
+#[derive(Default)]
+struct Frames {
+    pb: Option<Bytes>,
+    /// Compressed frames by format and level: with no context takeover a frame compressed
+    /// once is valid on every connection that negotiated the extension.
+    deflated: SmallVec<[(Format, i8, Bytes); 2]>,
+}
+
+impl Frames {
+    /// `plain` (this push's frame in `format`) as a client with `d` receives it.
+    fn deflated(&mut self, format: Format, d: Deflate, plain: Bytes) -> Bytes {
+        let Some((op, payload)) = crate::wire::ws::server_frame_parts(&plain) else { return plain };
+        if !d.wants(payload.len()) {
+            return plain;
+        }
+        if let Some((_, _, f)) = self.deflated.iter().find(|(fmt, l, _)| *fmt == format && *l == d.level) {
+            return f.clone();
+        }
+        let f = deflate::frame(op, payload, d.level);
+        self.deflated.push((format, d.level, f.clone()));
+        f
+    }
+}
+
+/// The frame of a push for one client's format (the protobuf frame encoded at most once, and
+/// compressed frames built at most once, per `cache`); `None` when a JSON client cannot
+/// receive the binary payload.
+fn frame_for(c: &Client, p: &Prepared, cache: &mut Frames) -> Option<Bytes> {
     if c.raw {
         return match &p.push {
             PushBody::Pub(publication) => Some(raw_publication_frame(&publication.data)),
             _ => None,
         };
     }
-    match c.format {
-        Format::Json => p.json.clone(),
-        Format::Protobuf => Some(pb.get_or_insert_with(|| p.protobuf_frame()).clone()),
+    let plain = match c.format {
+        Format::Json => p.json.clone()?,
+        Format::Protobuf => cache.pb.get_or_insert_with(|| p.protobuf_frame()).clone(),
+    };
+    Some(match c.deflate {
+        Some(d) => cache.deflated(c.format, d, plain),
+        None => plain,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Framing;
+    use crate::model::{Payload, Publication};
+
+    fn client(format: Format, deflate: Option<Deflate>) -> Client {
+        let mut c = Client::new("c".into(), format, false, Framing::WebSocket, 1 << 20);
+        c.deflate = deflate;
+        c
+    }
+
+    /// Compressing subscribers of one delivery share one compressed frame per format and
+    /// level; the others keep the plain frame; the min size is strict.
+    #[test]
+    fn compressed_once_per_delivery() {
+        let data = Bytes::from(format!("{{\"text\":\"{}\"}}", "hello ".repeat(40)));
+        let publication =
+            Publication { offset: 1, data: Payload { bytes: data, binary: false }, info: None, tags: None };
+        let p = Prepared::new("news".into(), PushKind::Publication, PushBody::Pub(publication));
+        let plain = p.json.clone().unwrap();
+        let len = crate::wire::ws::server_frame_parts(&plain).unwrap().1.len();
+        let d1 = Some(Deflate::new(1, 0));
+        let mut cache = Frames::default();
+        let a = frame_for(&client(Format::Json, d1), &p, &mut cache).unwrap();
+        let b = frame_for(&client(Format::Json, d1), &p, &mut cache).unwrap();
+        assert_eq!(a[0], 0xC1, "FIN + RSV1 + text");
+        assert!(a.len() < plain.len());
+        assert_eq!(a.as_ptr(), b.as_ptr(), "one compression for both");
+        let pb = frame_for(&client(Format::Protobuf, d1), &p, &mut cache).unwrap();
+        assert_eq!(pb[0], 0xC2);
+        let l9 = frame_for(&client(Format::Json, Some(Deflate::new(9, 0))), &p, &mut cache).unwrap();
+        assert_ne!(l9.as_ptr(), a.as_ptr());
+        assert_eq!(cache.deflated.len(), 3);
+        let off = frame_for(&client(Format::Json, None), &p, &mut cache).unwrap();
+        assert_eq!(off.as_ptr(), plain.as_ptr());
+        let at_min = frame_for(&client(Format::Json, Some(Deflate::new(1, len))), &p, &mut cache).unwrap();
+        assert_eq!(at_min.as_ptr(), plain.as_ptr(), "not longer than the min size: plain");
+        let over_min = frame_for(&client(Format::Json, Some(Deflate::new(1, len - 1))), &p, &mut cache).unwrap();
+        assert_eq!(over_min.as_ptr(), a.as_ptr());
+        let mut dec = crate::wire::ws::Decoder::client(1 << 20, 1 << 20).with_inflate(1 << 20);
+        let msg = dec.decode(&mut bytes::BytesMut::from(&a[..])).unwrap().unwrap();
+        assert_eq!(msg, crate::wire::ws::Message::Text(Bytes::copy_from_slice(&plain[plain.len() - len..])));
     }
 }

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use crate::api::Command;
 use crate::error::Disconnect;
 use crate::protocol::Format;
+use crate::wire::deflate::{self, Deflate};
 use crate::wire::ws::{close_frame, frame, OpCode};
 use outbox::{HasOutbox, Outbox, Overflow, Writes};
 
@@ -63,6 +64,8 @@ pub struct Client {
     /// A raw gateway client: publications as plain frames, no protocol pushes.
     pub raw: bool,
     pub framing: Framing,
+    /// permessage-deflate was negotiated: data messages over its min size are compressed.
+    pub deflate: Option<Deflate>,
     pub out: Outbox,
     /// The worker's flush list, when the connection's frames are written by its flush pass.
     writes: Option<Rc<Writes<Client>>>,
@@ -91,6 +94,7 @@ impl Client {
             format,
             raw,
             framing,
+            deflate: None,
             out: Outbox::new(max_bytes),
             writes: None,
             held: RefCell::new(Held::default()),
@@ -108,7 +112,7 @@ impl Client {
     pub fn frame(&self, payload: &[u8]) -> Bytes {
         match self.framing {
             Framing::WebSocket => {
-                frame(if self.format == Format::Json { OpCode::Text } else { OpCode::Binary }, payload)
+                self.ws_data(if self.format == Format::Json { OpCode::Text } else { OpCode::Binary }, payload)
             }
         }
     }
@@ -116,7 +120,16 @@ impl Client {
     /// Frames a raw message (a gateway client's text or binary data).
     pub fn frame_as(&self, text: bool, payload: &[u8]) -> Bytes {
         match self.framing {
-            Framing::WebSocket => frame(if text { OpCode::Text } else { OpCode::Binary }, payload),
+            Framing::WebSocket => self.ws_data(if text { OpCode::Text } else { OpCode::Binary }, payload),
+        }
+    }
+
+    /// A WebSocket data frame, compressed when this connection negotiated it and the payload
+    /// is over the min size (one message, one compression: nothing is shared).
+    fn ws_data(&self, op: OpCode, payload: &[u8]) -> Bytes {
+        match self.deflate {
+            Some(d) if d.wants(payload.len()) => deflate::frame(op, payload, d.level),
+            _ => frame(op, payload),
         }
     }
 

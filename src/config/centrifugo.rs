@@ -9,7 +9,7 @@
 pub(super) const SECTIONS: &[&str] = &[
     "broker", "presence_manager", "map_broker", "controller", "shared_poll", "rpc", "proxies",
     "consumers", "sse", "http_stream", "webtransport", "uni_sse", "uni_http_stream",
-    "uni_websocket", "uni_grpc", "emulation", "swagger", "debug", "init", "opentelemetry",
+    "uni_grpc", "emulation", "swagger", "debug", "init", "opentelemetry",
     "graphite", "usage_stats", "pid_file", "enable_unreleased_features",
 ];
 
@@ -47,9 +47,11 @@ pub(super) const OPTIONS: &[&str] = &[
     "http_api.external",
     "grpc_api.error_mode", "grpc_api.address", "grpc_api.tls", "grpc_api.reflection",
     "grpc_api.max_receive_message_size",
-    "websocket.compression", "websocket.compression_min_size", "websocket.compression_level",
     "websocket.read_buffer_size", "websocket.use_write_buffer_pool", "websocket.write_buffer_size",
-    "websocket.decompressed_message_size_limit",
+    "uni_websocket.enabled", "uni_websocket.handler_prefix", "uni_websocket.read_buffer_size",
+    "uni_websocket.use_write_buffer_pool", "uni_websocket.write_buffer_size", "uni_websocket.write_timeout",
+    "uni_websocket.message_size_limit", "uni_websocket.disable_closing_handshake",
+    "uni_websocket.disable_disconnect_push", "uni_websocket.join_push_messages",
     "admin.handler_prefix", "admin.web_path", "admin.web_proxy_address", "admin.external",
     "prometheus.handler_prefix", "prometheus.instrument_http_handlers",
     "prometheus.recovered_publications_histogram", "prometheus.native_histograms",
@@ -124,7 +126,10 @@ mod tests {
         assert!(!unsupported("allowed_delta_types"));
         assert_eq!(unsupported_env("CLIENT_PROXY_CONNECT_ENDPOINT").as_deref(), Some("client.proxy"));
         assert_eq!(unsupported_env("UNI_SSE_ENABLED").as_deref(), Some("uni_sse"));
-        assert_eq!(unsupported_env("WEBSOCKET_COMPRESSION").as_deref(), Some("websocket.compression"));
+        assert_eq!(unsupported_env("WEBSOCKET_READ_BUFFER_SIZE").as_deref(), Some("websocket.read_buffer_size"));
+        assert_eq!(unsupported_env("WEBSOCKET_COMPRESSION"), None);
+        assert_eq!(unsupported_env("UNI_WEBSOCKET_ENABLED").as_deref(), Some("uni_websocket.enabled"));
+        assert_eq!(unsupported_env("UNI_WEBSOCKET_COMPRESSION_LEVEL"), None);
         assert_eq!(
             unsupported_env("CHANNEL_WITHOUT_NAMESPACE_MAP_KEY_TTL").as_deref(),
             Some("channel.without_namespace.map")

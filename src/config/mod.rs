@@ -39,6 +39,7 @@ pub struct Config {
     pub health: Enabled,
     pub grpc_api: GrpcApi,
     pub websocket: Websocket,
+    pub uni_websocket: UniWebsocket,
     pub node: Node,
     pub shutdown: Shutdown,
     pub gateway: Gateway,
@@ -379,6 +380,8 @@ pub struct Websocket {
     pub message_size_limit: usize,
     #[serde(with = "duration")]
     pub write_timeout: Duration,
+    #[serde(flatten)]
+    pub deflate: WsCompression,
 }
 
 impl Default for Websocket {
@@ -388,6 +391,57 @@ impl Default for Websocket {
             handler_prefix: "/connection/websocket".into(),
             message_size_limit: 65536,
             write_timeout: Duration::from_secs(1),
+            deflate: WsCompression::default(),
+        }
+    }
+}
+
+/// The unidirectional WebSocket transport (`/connection/uni_websocket`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UniWebsocket {
+    #[serde(flatten)]
+    pub deflate: WsCompression,
+}
+
+/// permessage-deflate (RFC 7692) of a WebSocket transport, negotiated with the clients that
+/// offer it when `compression` is on. Only the no-context-takeover mode exists, as in
+/// Centrifugo: each message is compressed on its own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct WsCompression {
+    pub compression: bool,
+    /// Messages of at most this many bytes are sent uncompressed (0 = all are compressed).
+    pub compression_min_size: usize,
+    /// -2 (Huffman coding only), -1 (default, 6), 0 (stored) or 1 (fastest) to 9 (best). A
+    /// value outside -2..9 stops the start-up (Centrifugo logs it and keeps 1).
+    pub compression_level: i32,
+    /// Most bytes a compressed client message may inflate to (1009 above); 0 = 10 times the
+    /// transport's `message_size_limit`.
+    pub decompressed_message_size_limit: usize,
+}
+
+impl Default for WsCompression {
+    fn default() -> Self {
+        WsCompression {
+            compression: false,
+            compression_min_size: 0,
+            compression_level: 1,
+            decompressed_message_size_limit: 0,
+        }
+    }
+}
+
+impl WsCompression {
+    /// Valid values of `compression_level`.
+    pub const LEVELS: std::ops::RangeInclusive<i32> = -2..=9;
+
+    /// The inflated size limit of a transport whose messages are limited to
+    /// `message_size_limit` bytes.
+    pub fn inflate_limit(&self, message_size_limit: usize) -> usize {
+        match self.decompressed_message_size_limit {
+            0 => message_size_limit.saturating_mul(10),
+            n => n,
         }
     }
 }

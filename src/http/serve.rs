@@ -48,8 +48,8 @@ enum Stop {
 /// What an upgraded connection becomes. Client connections hold their place in the node's
 /// count (`client.connection_limit`), taken before the 101 is queued.
 enum Upgrade {
-    /// A Centrifuge protocol client.
-    Client(crate::protocol::Format, ConnectionSlot),
+    /// A Centrifuge protocol client; whether it negotiated permessage-deflate.
+    Client(crate::protocol::Format, ConnectionSlot, bool),
     /// A raw gateway client of a `gateway.servers` endpoint.
     Raw(crate::session::RawStart, ConnectionSlot),
     /// A gateway backend on `/ws/v1`.
@@ -119,12 +119,14 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
         if let Some(wr) = wr {
             // A task of its own, so this (larger) HTTP state is freed for the session's life.
             match kind {
-                Upgrade::Client(format, slot) => {
-                    monoio::spawn(crate::ws::run_session(w, slot, format, None, reader.rd, wr, reader.buf, fd));
+                Upgrade::Client(format, slot, deflate) => {
+                    let (rd, buf) = (reader.rd, reader.buf);
+                    monoio::spawn(crate::ws::run_session(w, slot, format, deflate, None, rd, wr, buf, fd));
                 }
                 Upgrade::Raw(start, slot) => {
                     let format = crate::protocol::Format::Json;
-                    monoio::spawn(crate::ws::run_session(w, slot, format, Some(start), reader.rd, wr, reader.buf, fd));
+                    let (rd, buf) = (reader.rd, reader.buf);
+                    monoio::spawn(crate::ws::run_session(w, slot, format, false, Some(start), rd, wr, buf, fd));
                 }
                 Upgrade::Backend(roles) => {
                     monoio::spawn(crate::gateway::backend::run(w, roles, reader.rd, wr, reader.buf, fd));
@@ -544,16 +546,19 @@ impl Conn {
             self.out.push_raw(codec::response(503, "", b"", false));
             Stop::Close
         };
-        let (kind, proto) = match kind {
-            Kind::Backend(roles) => (Upgrade::Backend(roles), None),
+        let (mut extensions, mut proto) = (None, None);
+        let kind = match kind {
+            Kind::Backend(roles) => Upgrade::Backend(roles),
             Kind::Raw(start) => {
                 let Some(slot) = slot() else { return unavailable() };
-                (Upgrade::Raw(start, slot), None)
+                Upgrade::Raw(start, slot)
             }
             Kind::Client => {
                 let Some(slot) = slot() else { return unavailable() };
-                let (format, proto) = crate::ws::negotiate(head);
-                (Upgrade::Client(format, slot), proto)
+                let format;
+                (format, proto) = crate::ws::negotiate(head);
+                extensions = crate::wire::deflate::negotiate(self.w.cfg.websocket.deflate.compression, head);
+                Upgrade::Client(format, slot, extensions.is_some())
             }
         };
         let mut resp = String::with_capacity(160);
@@ -564,6 +569,10 @@ impl Conn {
         if let Some(p) = proto {
             resp.push_str("\r\nSec-WebSocket-Protocol: ");
             resp.push_str(p);
+        }
+        if let Some(e) = extensions {
+            resp.push_str("\r\nSec-WebSocket-Extensions: ");
+            resp.push_str(e);
         }
         resp.push_str("\r\n\r\n");
         self.out.push_raw(Bytes::from(resp));

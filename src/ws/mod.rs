@@ -9,11 +9,13 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 
 use crate::client::{Client, Framing};
-use crate::io::ws::{read_loop, Conn};
+use crate::io::ws::{read_loop_with, Conn};
 use crate::protocol::Format;
 use crate::runtime::worker::{ConnectionSlot, Worker};
 use crate::session::{RawStart, Session};
+use crate::wire::deflate::Deflate;
 use crate::wire::http::Head;
+use crate::wire::ws::Decoder;
 
 /// Picks the wire format: the `centrifuge-protobuf` subprotocol or `?format=protobuf` /
 /// `?cf_protocol=protobuf`. Returns the format and the subprotocol to echo.
@@ -61,12 +63,14 @@ impl Conn for SessionConn {
 }
 
 /// Runs a client session (a raw gateway client with `raw`) on an upgraded connection until
-/// it closes; the connection's place in the node's count (`slot`) is freed then.
+/// it closes; the connection's place in the node's count (`slot`) is freed then. `deflate`:
+/// the handshake negotiated permessage-deflate (`websocket.compression*` apply).
 #[allow(clippy::too_many_arguments)]
 pub fn run_session<R, W>(
     w: Rc<Worker>,
     slot: ConnectionSlot,
     format: Format,
+    deflate: bool,
     raw: Option<RawStart>,
     mut rd: R,
     wr: W,
@@ -79,10 +83,15 @@ where
 {
     // Opened before the task starts, so the task's future (held for the connection's whole
     // life) keeps only what the read loop needs, not the set-up's temporaries.
-    let (s, writer) = open_session(&w, format, raw, wr, fd);
-    let limit = w.cfg.websocket.message_size_limit;
+    let (s, writer) = open_session(&w, format, deflate, raw, wr, fd);
+    let ws = &w.cfg.websocket;
+    let limit = ws.message_size_limit;
+    let mut dec = Decoder::new(limit, limit);
+    if deflate {
+        dec = dec.with_inflate(ws.deflate.inflate_limit(limit));
+    }
     async move {
-        read_loop(&SessionConn(s.clone()), &mut rd, buf, limit, SESSION_READ_IDLE).await;
+        read_loop_with(&SessionConn(s.clone()), &mut rd, buf, dec, SESSION_READ_IDLE).await;
         s.cleanup();
         // Never needed: the write half is released here.
         drop(s.client.out.take_start());
@@ -99,13 +108,22 @@ type WriterSlot = Rc<Cell<Option<monoio::task::JoinHandle<()>>>>;
 
 /// Opens the session of [`run_session`]: its client writes through the worker's flush pass,
 /// and its writer task is started only when first needed (see `crate::client::outbox`).
-fn open_session<W>(w: &Rc<Worker>, format: Format, raw: Option<RawStart>, wr: W, fd: i32) -> (Rc<Session>, WriterSlot)
+fn open_session<W>(
+    w: &Rc<Worker>,
+    format: Format,
+    deflate: bool,
+    raw: Option<RawStart>,
+    wr: W,
+    fd: i32,
+) -> (Rc<Session>, WriterSlot)
 where
     W: monoio::io::AsyncWriteRent + 'static,
 {
     let cfg = &w.cfg;
     let id = Session::new_client_id(w, raw.is_some());
     let mut client = Client::new(id, format, raw.is_some(), Framing::WebSocket, cfg.client.queue_max_size);
+    let z = &cfg.websocket.deflate;
+    client.deflate = deflate.then(|| Deflate::new(z.compression_level, z.compression_min_size));
     client.write_directly(fd, w.hub.writes().clone());
     let client = Rc::new(client);
     let writer = WriterSlot::default();
@@ -118,4 +136,12 @@ where
         })));
     }));
     (Session::open(w, client, raw), writer)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn compression_levels_agree() {
+        assert_eq!(crate::config::WsCompression::LEVELS, crate::wire::deflate::LEVELS);
+    }
 }

@@ -65,6 +65,9 @@ const APPLIED: &[&str] = &[
     "http_api.disabled", "http_api.handler_prefix", "http_api.key", "http_api.error_mode", "http_api.insecure",
     "grpc_api.enabled", "grpc_api.port", "grpc_api.key",
     "websocket.disabled", "websocket.handler_prefix", "websocket.write_timeout", "websocket.message_size_limit",
+    "websocket.compression", "websocket.compression_min_size", "websocket.compression_level",
+    "websocket.decompressed_message_size_limit", "uni_websocket.compression", "uni_websocket.compression_min_size",
+    "uni_websocket.compression_level", "uni_websocket.decompressed_message_size_limit",
     "admin.enabled", "admin.password", "admin.secret", "admin.insecure",
     "prometheus.enabled", "health.enabled", "node.name", "shutdown.timeout",
 ];

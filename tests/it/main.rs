@@ -18,6 +18,8 @@
 //! * `tokens` — token claims (dates, `client`, `data`, `override`), `channel_regex` and the
 //!   personal channel's `single_connection`.
 //! * `shapes` — client protocol replies whose results are empty, as Centrifugo writes them.
+//! * `ws_deflate` — permessage-deflate: negotiation, compressed frames both ways, limits, and
+//!   real clients that negotiate it (Python `websockets`, centrifuge-js over `ws`).
 //!
 //! `ws_client` is the raw WebSocket client the WebSocket tests share.
 
@@ -45,4 +47,5 @@ mod sdk;
 mod shapes;
 mod tokens;
 mod ws_abuse;
+mod ws_deflate;
 mod ws_timers;
