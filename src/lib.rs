@@ -24,7 +24,7 @@ pub mod notify;
 pub mod protocol;
 /// JWT verification and signing (HS256/384/512).
 pub mod token;
-/// Wire codecs: HTTP/1.1, RFC 6455 frames, JSON writer primitives.
+/// Wire codecs: HTTP/1.1, RFC 6455 frames, RFC 7692 permessage-deflate, JSON writer primitives.
 pub mod wire;
 
 // -- per-worker state: no sockets --

@@ -48,8 +48,8 @@ enum Stop {
 /// What an upgraded connection becomes. Client connections hold their place in the node's
 /// count (`client.connection_limit`), taken before the 101 is queued.
 enum Upgrade {
-    /// A Centrifuge protocol client; whether it negotiated permessage-deflate.
-    Client(crate::protocol::Format, ConnectionSlot, bool),
+    /// A Centrifuge protocol client; the permessage-deflate answer when it negotiated that.
+    Client(crate::protocol::Format, ConnectionSlot, Option<&'static str>),
     /// A raw gateway client of a `gateway.servers` endpoint.
     Raw(crate::session::RawStart, ConnectionSlot),
     /// A gateway backend on `/ws/v1`.
@@ -121,6 +121,7 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
             match kind {
                 Upgrade::Client(format, slot, deflate) => {
                     let (rd, buf) = (reader.rd, reader.buf);
+                    let deflate = deflate.is_some();
                     monoio::spawn(crate::ws::run_session(w, slot, format, deflate, None, rd, wr, buf, fd));
                 }
                 Upgrade::Raw(start, slot) => {
@@ -546,19 +547,17 @@ impl Conn {
             self.out.push_raw(codec::response(503, "", b"", false));
             Stop::Close
         };
-        let (mut extensions, mut proto) = (None, None);
-        let kind = match kind {
-            Kind::Backend(roles) => Upgrade::Backend(roles),
+        let (kind, proto) = match kind {
+            Kind::Backend(roles) => (Upgrade::Backend(roles), None),
             Kind::Raw(start) => {
                 let Some(slot) = slot() else { return unavailable() };
-                Upgrade::Raw(start, slot)
+                (Upgrade::Raw(start, slot), None)
             }
             Kind::Client => {
                 let Some(slot) = slot() else { return unavailable() };
-                let format;
-                (format, proto) = crate::ws::negotiate(head);
-                extensions = crate::wire::deflate::negotiate(self.w.cfg.websocket.deflate.compression, head);
-                Upgrade::Client(format, slot, extensions.is_some())
+                let (format, proto) = crate::ws::negotiate(head);
+                let deflate = crate::wire::deflate::negotiate(self.w.cfg.websocket.deflate.compression, head);
+                (Upgrade::Client(format, slot, deflate), proto)
             }
         };
         let mut resp = String::with_capacity(160);
@@ -570,7 +569,7 @@ impl Conn {
             resp.push_str("\r\nSec-WebSocket-Protocol: ");
             resp.push_str(p);
         }
-        if let Some(e) = extensions {
+        if let Upgrade::Client(_, _, Some(e)) = &kind {
             resp.push_str("\r\nSec-WebSocket-Extensions: ");
             resp.push_str(e);
         }
