@@ -219,6 +219,7 @@ fn connect_reply() {
             subs: vec![("server-side".into(), sub)],
             ping: 25,
             pong: true,
+            ..Default::default()
         })),
     );
     assert_eq!(r.id, 1);

@@ -18,6 +18,7 @@
 //! * `tokens` — token claims (dates, `client`, `data`, `override`), `channel_regex` and the
 //!   personal channel's `single_connection`.
 //! * `shapes` — client protocol replies whose results are empty, as Centrifugo writes them.
+//! * `uni_grpc` — the unidirectional gRPC stream through a generated Python client.
 //!
 //! `ws_client` is the raw WebSocket client the WebSocket tests share.
 
@@ -44,5 +45,6 @@ mod redis;
 mod sdk;
 mod shapes;
 mod tokens;
+mod uni_grpc;
 mod ws_abuse;
 mod ws_timers;
