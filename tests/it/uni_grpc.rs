@@ -79,7 +79,7 @@ fn run_client(python: &std::path::Path, mode: &str, s: &Server, port: u16) {
 #[test]
 fn uni_grpc_with_generated_python_client() {
     let Some(python) = python_with_grpc("uni_grpc_with_generated_python_client") else { return };
-    let (s, port) = start(json!({}));
+    let (s, port) = start(json!({"prometheus": {"enabled": true}}));
     run_client(&python, "main", &s, port);
 }
 

@@ -6,7 +6,8 @@ Usage: uni_grpc_client.py MODE PROTO_DIR GRPC_ADDR HTTP_API_URL API_KEY HMAC_SEC
 MODE is one of:
   main      connect push, publications, join/leave, API subscribe/unsubscribe/disconnect by
             session, bad and expired tokens, an anonymous connect refused, client cancel,
-            recovery after a reconnect, binary data, a malformed request.
+            recovery after a reconnect, binary data, a malformed request, metrics (the server
+            runs with prometheus.enabled).
   limits    the server runs with client.connection_limit 1, a small client.queue_max_size and
             uni_grpc.max_receive_message_size 1024: a second stream is refused, a large
             request is refused, a client that stops reading is disconnected with 3008.
@@ -291,6 +292,13 @@ def run_main():
     except grpc.RpcError as e:
         check(e.code() == grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: INVALID_ARGUMENT ({e.code()})")
     check(num_clients() == base, "nothing left connected")
+
+    # The stream's pushes are counted under the transport's name.
+    with urllib.request.urlopen(api_url.rsplit("/api", 1)[0] + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    line = 'centrifugo_transport_messages_sent{transport="uni_grpc",frame_type="publication"} '
+    sent = [int(x[len(line):]) for x in text.splitlines() if x.startswith(line)]
+    check(sent == [5], f"the 5 publications pushed are counted for uni_grpc ({sent})")
 
 
 def run_limits():
