@@ -17,7 +17,7 @@ use slab::Slab;
 use smallvec::SmallVec;
 
 use crate::client::outbox::Writes;
-use crate::client::{Client, Handler};
+use crate::client::{Client, Framing, Handler};
 use crate::error::Disconnect;
 use crate::protocol::{Format, PushBody};
 use crate::push::{metrics_kind, raw_publication_frame, Prepared, PushKind};
@@ -118,7 +118,7 @@ impl Hub {
         };
         self.index.borrow_mut().entry(channel.clone()).or_default().push(Sub { key, gen, live: false, join_leave });
         for p in extra {
-            if let Some(frame) = frame_for(&client, p, &mut None) {
+            if let Some(frame) = frame_for(&client, p, &mut Frames::default()) {
                 client.hold(channel, frame);
             }
         }
@@ -169,14 +169,14 @@ impl Hub {
             let index = self.index.borrow();
             let Some(subs) = index.get(&*p.channel) else { return };
             let clients = self.clients.borrow();
-            let mut pb: Option<Bytes> = None;
+            let mut frames_of = Frames::default();
             let (mut frames, mut bytes) = (0u64, 0u64);
             for s in subs.iter() {
                 let Some(e) = clients.get(s.key as usize).filter(|e| e.client.gen == s.gen) else { continue };
                 if p.kind == PushKind::JoinLeave && !s.join_leave {
                     continue;
                 }
-                let Some(frame) = frame_for(&e.client, p, &mut pb) else {
+                let Some(frame) = frame_for(&e.client, p, &mut frames_of) else {
                     to_close.push((s.key, Disconnect::INAPPROPRIATE_PROTOCOL));
                     continue;
                 };
@@ -219,17 +219,27 @@ impl Hub {
     }
 }
 
-/// The frame of a push for one client's format (the protobuf frame encoded at most once per
-/// `pb` cache); `None` when a JSON client cannot receive the binary payload.
-fn frame_for(c: &Client, p: &Prepared, pb: &mut Option<Bytes>) -> Option<Bytes> {
+/// The frames of one push built during one delivery, by [`Client::frame_kind`]: each kind is
+/// encoded at most once per push and worker, whatever the number of its subscribers.
+#[derive(Default)]
+struct Frames([Option<Bytes>; crate::client::FRAME_KINDS]);
+
+/// The frame of a push for one client's transport and format (built at most once per
+/// `frames` cache); `None` when a JSON client cannot receive the binary payload.
+fn frame_for(c: &Client, p: &Prepared, frames: &mut Frames) -> Option<Bytes> {
     if c.raw {
         return match &p.push {
             PushBody::Pub(publication) => Some(raw_publication_frame(&publication.data)),
             _ => None,
         };
     }
-    match c.format {
-        Format::Json => p.json.clone(),
-        Format::Protobuf => Some(pb.get_or_insert_with(|| p.protobuf_frame()).clone()),
+    if c.framing == Framing::WebSocket && c.format == Format::Json {
+        // The owner built it: the common case costs a reference count.
+        return p.json.clone();
     }
+    if c.format == Format::Json && p.json.is_none() {
+        return None;
+    }
+    let slot = &mut frames.0[c.frame_kind()];
+    Some(slot.get_or_insert_with(|| p.frame(c.framing, c.format)).clone())
 }

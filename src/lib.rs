@@ -60,5 +60,7 @@ pub mod http;
 pub mod server;
 /// The client session, independent of its transport.
 pub mod session;
-/// The WebSocket transport.
+/// The HTTP transports: HTTP-streaming and SSE with emulation, unidirectional SSE and stream.
+pub mod stream;
+/// The WebSocket transports (bidirectional and unidirectional).
 pub mod ws;

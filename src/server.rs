@@ -244,6 +244,7 @@ async fn worker_main(
     };
     let w = Rc::new_cyclic(|me| Worker::new(id, cfg, node, me.clone(), engine));
     cluster::answer_surveys(&w, "mesh", crate::gateway::mesh::answer_survey);
+    cluster::answer_surveys(&w, "emulation", crate::stream::emulation::answer_survey);
     if w.redis().is_some() {
         start_redis(&w);
     }

@@ -90,6 +90,10 @@ const FLAT: &[(&str, &str)] = &[
     ("websocket_message_size_limit",          "websocket.message_size_limit"),
     ("websocket_write_timeout",               "websocket.write_timeout"),
     ("websocket_disable",                     "websocket.disabled"),
+    ("uni_websocket_message_size_limit",      "uni_websocket.message_size_limit"),
+    ("uni_grpc_port",                         "uni_grpc.port"),
+    ("uni_grpc_address",                      "uni_grpc.address"),
+    ("uni_grpc_max_receive_message_size",     "uni_grpc.max_receive_message_size"),
     ("name",                                  "node.name"),
 ];
 
@@ -101,6 +105,12 @@ const SCALAR_SECTIONS: &[(&str, &str)] = &[
     ("grpc_api", "grpc_api.enabled"),
     ("prometheus", "prometheus.enabled"),
     ("health", "health.enabled"),
+    ("sse", "sse.enabled"),
+    ("http_stream", "http_stream.enabled"),
+    ("uni_websocket", "uni_websocket.enabled"),
+    ("uni_sse", "uni_sse.enabled"),
+    ("uni_http_stream", "uni_http_stream.enabled"),
+    ("uni_grpc", "uni_grpc.enabled"),
 ];
 
 /// v5 names that meant something in Centrifugo but have no effect here.

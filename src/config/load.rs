@@ -363,6 +363,29 @@ fn validate(c: &Config) -> Result<(), String> {
         ));
     }
     let cl = &c.client;
+    if c.uni_websocket.join_push_messages {
+        return Err("uni_websocket.join_push_messages: joining pushes into one frame is not supported".into());
+    }
+    let to_disconnect = &cl.connect_code_to_unidirectional_disconnect;
+    for (i, t) in to_disconnect.transforms.iter().enumerate().filter(|_| to_disconnect.enabled) {
+        if t.code == 0 || t.to.code == 0 || !t.to.reason.is_ascii() {
+            return Err(format!(
+                "client.connect_code_to_unidirectional_disconnect.transforms[{i}]: code and to.code must be non-zero and to.reason ASCII"
+            ));
+        }
+    }
+    for (name, m) in [
+        ("uni_sse", &c.uni_sse.connect_code_to_http_response),
+        ("uni_http_stream", &c.uni_http_stream.connect_code_to_http_response),
+    ] {
+        for (i, t) in m.transforms.iter().enumerate().filter(|_| m.enabled) {
+            if t.code == 0 || !(100..=599).contains(&t.to.status_code) {
+                return Err(format!(
+                    "{name}.connect_code_to_http_response.transforms[{i}]: code must be non-zero and to.status_code an HTTP status"
+                ));
+            }
+        }
+    }
     if !cl.pong_timeout.is_zero() && cl.ping_interval <= cl.pong_timeout {
         return Err(format!(
             "client.ping_interval ({}) must be greater than client.pong_timeout ({})",

@@ -36,7 +36,7 @@ const READ_BUSY: usize = 64 * 1024;
 const READ_STREAM: usize = 256 * 1024;
 
 /// Why the read side stopped.
-enum Stop {
+pub(super) enum Stop {
     /// Peer closed or the socket failed: finish queued output, then close.
     Eof,
     /// We answered with an error and must close (body left unread).
@@ -47,9 +47,13 @@ enum Stop {
 
 /// What an upgraded connection becomes. Client connections hold their place in the node's
 /// count (`client.connection_limit`), taken before the 101 is queued.
-enum Upgrade {
+pub(super) enum Upgrade {
     /// A Centrifuge protocol client.
     Client(crate::protocol::Format, ConnectionSlot),
+    /// A unidirectional WebSocket client (its connect request when the URL carried it).
+    Uni(Option<crate::protocol::ConnectReq>, ConnectionSlot),
+    /// A streaming HTTP response carrying a client session (`crate::stream`).
+    Stream(Box<crate::stream::Start>, ConnectionSlot),
     /// A raw gateway client of a `gateway.servers` endpoint.
     Raw(crate::session::RawStart, ConnectionSlot),
     /// A gateway backend on `/ws/v1`.
@@ -57,14 +61,15 @@ enum Upgrade {
 }
 
 /// What an upgrade request asks to become, before its limits are checked.
-enum Kind {
+pub(super) enum Kind {
     Client,
+    Uni(Option<crate::protocol::ConnectReq>),
     Raw(crate::session::RawStart),
     Backend(crate::gateway::backend::Roles),
 }
 
 /// The read half plus its buffer.
-struct Reader<R> {
+pub(super) struct Reader<R> {
     rd: R,
     buf: BytesMut,
     last_full: bool,
@@ -75,7 +80,7 @@ struct Reader<R> {
 
 impl<R: AsyncReadRent> Reader<R> {
     /// Reads more bytes into the buffer; false at EOF or error.
-    async fn fill(&mut self) -> bool {
+    pub(super) async fn fill(&mut self) -> bool {
         // Inside a request body the buffer stays large: a stream's bytes arrive over time,
         // and reads of whatever little is there (then a buffer shrunk back to idle) meant
         // many small reads, each followed by a small write of its replies.
@@ -122,6 +127,12 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
                 Upgrade::Client(format, slot) => {
                     monoio::spawn(crate::ws::run_session(w, slot, format, None, reader.rd, wr, reader.buf, fd));
                 }
+                Upgrade::Uni(req, slot) => {
+                    monoio::spawn(crate::ws::uni::run(w, slot, req, reader.rd, wr, reader.buf, fd));
+                }
+                Upgrade::Stream(start, slot) => {
+                    monoio::spawn(crate::stream::run(w, slot, *start, reader.rd, wr, reader.buf, fd));
+                }
                 Upgrade::Raw(start, slot) => {
                     let format = crate::protocol::Format::Json;
                     monoio::spawn(crate::ws::run_session(w, slot, format, Some(start), reader.rd, wr, reader.buf, fd));
@@ -138,9 +149,9 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
     w.unregister_sink(key);
 }
 
-struct Conn {
-    w: Rc<Worker>,
-    out: Rc<ConnOut>,
+pub(super) struct Conn {
+    pub(super) w: Rc<Worker>,
+    pub(super) out: Rc<ConnOut>,
     key: u32,
     gen: u32,
     peer: Option<std::net::IpAddr>,
@@ -216,7 +227,7 @@ impl Conn {
     }
 
     /// Answers a malformed request and closes.
-    fn fail(&self, status: u16) -> Stop {
+    pub(super) fn fail(&self, status: u16) -> Stop {
         self.out.push_raw(codec::response(
             status,
             "text/plain; charset=utf-8",
@@ -228,7 +239,7 @@ impl Conn {
 
     /// A response that leaves the connection usable only if the request had no body. A HEAD
     /// request gets the head alone (RFC 9110 §9.3.2).
-    fn simple(&self, head: &Head, status: u16, content_type: &str, body: &[u8]) -> Option<Stop> {
+    pub(super) fn simple(&self, head: &Head, status: u16, content_type: &str, body: &[u8]) -> Option<Stop> {
         let keep = head.keep_alive && !head.has_body();
         let resp = codec::response(status, content_type, body, keep);
         let resp = if head.method == HttpMethod::Head { resp.slice(..resp.len() - body.len()) } else { resp };
@@ -238,7 +249,7 @@ impl Conn {
 
     /// Like [`Conn::simple`], but first reads and drops a small request body (up to 64 KiB, as
     /// Go's server does), so the connection stays usable for the next request.
-    async fn answer<R: AsyncReadRent>(
+    pub(super) async fn answer<R: AsyncReadRent>(
         &self,
         mut head: Head,
         r: &mut Reader<R>,
@@ -298,6 +309,10 @@ impl Conn {
         if !cfg.websocket.disabled && path == cfg.websocket.handler_prefix {
             return Some(self.websocket(&head, Kind::Client));
         }
+        let head = match self.transports(head, r).await {
+            Ok(stop) => return stop,
+            Err(head) => head,
+        };
         let head = if cfg.gateway.is_on() {
             match self.gateway(head, r).await {
                 Ok(stop) => return stop,
@@ -405,8 +420,18 @@ impl Conn {
     }
 
     /// Reads a whole request body bounded by `http_api.max_body_size`.
-    async fn read_body<R: AsyncReadRent>(&self, head: &Head, r: &mut Reader<R>) -> Result<BytesMut, Stop> {
-        let limit = self.w.cfg.http_api.max_body_size as u64;
+    pub(super) async fn read_body<R: AsyncReadRent>(&self, head: &Head, r: &mut Reader<R>) -> Result<BytesMut, Stop> {
+        self.read_body_up_to(head, r, self.w.cfg.http_api.max_body_size).await
+    }
+
+    /// Reads a whole request body of at most `limit` bytes (413 beyond).
+    pub(super) async fn read_body_up_to<R: AsyncReadRent>(
+        &self,
+        head: &Head,
+        r: &mut Reader<R>,
+        limit: usize,
+    ) -> Result<BytesMut, Stop> {
+        let limit = limit as u64;
         if head.content_length.is_some_and(|n| n > limit) {
             return Err(self.fail(413));
         }
@@ -498,9 +523,35 @@ impl Conn {
         head
     }
 
+    /// Centrifugo's origin rule (`client.allowed_origins`): a request without `Origin` passes;
+    /// the admin page's live tail connects from the page this server served.
+    pub(super) fn origin_allowed(&self, head: &Head) -> bool {
+        let Some(origin) = head.header("origin") else { return true };
+        let origin = String::from_utf8_lossy(origin).to_ascii_lowercase();
+        let same_origin = self.w.cfg.admin.enabled
+            && head.header("host").is_some_and(|h| {
+                let host = String::from_utf8_lossy(h).to_ascii_lowercase();
+                origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host.as_str())
+            });
+        same_origin
+            || self.w.cfg.client.allowed_origins.iter().any(|p| {
+                p == "*"
+                    || globset::Glob::new(&p.to_ascii_lowercase())
+                        .map(|g| g.compile_matcher().is_match(&origin))
+                        .unwrap_or(false)
+            })
+    }
+
+    /// A place in the node's client connection count (`client.connection_limit`, and
+    /// `client.connection_rate_limit` for new ones), or `None` when refused.
+    pub(super) fn connection_slot(&self) -> Option<ConnectionSlot> {
+        let limit = self.w.cfg.client.connection_limit;
+        self.w.take_connection_token().then(|| self.w.node.reserve_connection(limit)).flatten()
+    }
+
     /// The WebSocket opening handshake (RFC 6455 §4.2) plus Centrifugo's origin rule and the
     /// node's client connection limits.
-    fn websocket(&self, head: &Head, kind: Kind) -> Stop {
+    pub(super) fn websocket(&self, head: &Head, kind: Kind) -> Stop {
         let has_token = |name: &str, token: &str| {
             head.header(name)
                 .is_some_and(|v| String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
@@ -514,32 +565,13 @@ impl Conn {
         {
             return self.fail(400);
         }
-        if let Some(origin) = head.header("origin") {
-            let origin = String::from_utf8_lossy(origin).to_ascii_lowercase();
-            // The admin page's live tail connects from the page this server served.
-            let same_origin = self.w.cfg.admin.enabled
-                && head.header("host").is_some_and(|h| {
-                    let host = String::from_utf8_lossy(h).to_ascii_lowercase();
-                    origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host.as_str())
-                });
-            let allowed = same_origin
-                || self.w.cfg.client.allowed_origins.iter().any(|p| {
-                    p == "*"
-                        || globset::Glob::new(&p.to_ascii_lowercase())
-                            .map(|g| g.compile_matcher().is_match(&origin))
-                            .unwrap_or(false)
-                });
-            if !allowed {
-                return self.fail(403);
-            }
+        if !self.origin_allowed(head) {
+            return self.fail(403);
         }
         // Client connection limits; gateway backends are not clients. The place is taken
         // before the 101 is queued, so simultaneous upgrades never exceed the limit together;
         // refused as Centrifugo refuses it: 503 with an empty body.
-        let slot = || {
-            let limit = self.w.cfg.client.connection_limit;
-            self.w.take_connection_token().then(|| self.w.node.reserve_connection(limit)).flatten()
-        };
+        let slot = || self.connection_slot();
         let unavailable = || {
             self.out.push_raw(codec::response(503, "", b"", false));
             Stop::Close
@@ -549,6 +581,10 @@ impl Conn {
             Kind::Raw(start) => {
                 let Some(slot) = slot() else { return unavailable() };
                 (Upgrade::Raw(start, slot), None)
+            }
+            Kind::Uni(req) => {
+                let Some(slot) = slot() else { return unavailable() };
+                (Upgrade::Uni(req, slot), None)
             }
             Kind::Client => {
                 let Some(slot) = slot() else { return unavailable() };
@@ -596,7 +632,7 @@ impl Conn {
         head.query_param("api_key").is_some_and(|k| constant_eq(k.as_bytes(), key))
     }
 
-    fn continue_100(&self, head: &Head) {
+    pub(super) fn continue_100(&self, head: &Head) {
         if head.expect_continue && !head.http10 {
             self.out.push_raw(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"));
         }

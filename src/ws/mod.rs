@@ -3,8 +3,9 @@
 //! which opens a session on an upgraded connection and drives it with the shared read loop
 //! (`crate::io::ws`).
 
-use std::cell::Cell;
 use std::rc::Rc;
+
+pub mod uni;
 
 use bytes::{Bytes, BytesMut};
 
@@ -12,6 +13,7 @@ use crate::client::{Client, Framing};
 use crate::io::ws::{read_loop, Conn};
 use crate::protocol::Format;
 use crate::runtime::worker::{ConnectionSlot, Worker};
+use crate::session::socket::{finish, open_on_socket};
 use crate::session::{RawStart, Session};
 use crate::wire::http::Head;
 
@@ -79,43 +81,13 @@ where
 {
     // Opened before the task starts, so the task's future (held for the connection's whole
     // life) keeps only what the read loop needs, not the set-up's temporaries.
-    let (s, writer) = open_session(&w, format, raw, wr, fd);
+    let cfg = &w.cfg;
+    let id = Session::new_client_id(&w, raw.is_some());
+    let client = Client::new(id, format, raw.is_some(), Framing::WebSocket, cfg.client.queue_max_size);
+    let (s, writer) = open_on_socket(&w, client, raw, wr, fd, cfg.websocket.write_timeout);
     let limit = w.cfg.websocket.message_size_limit;
     async move {
         read_loop(&SessionConn(s.clone()), &mut rd, buf, limit, SESSION_READ_IDLE).await;
-        s.cleanup();
-        // Never needed: the write half is released here.
-        drop(s.client.out.take_start());
-        if let Some(h) = writer.take() {
-            h.await;
-        }
-        // The connection's place in the node's count is freed last.
-        drop(slot);
+        finish(s, writer, slot).await;
     }
-}
-
-/// The writer task of a session, once it has been started.
-type WriterSlot = Rc<Cell<Option<monoio::task::JoinHandle<()>>>>;
-
-/// Opens the session of [`run_session`]: its client writes through the worker's flush pass,
-/// and its writer task is started only when first needed (see `crate::client::outbox`).
-fn open_session<W>(w: &Rc<Worker>, format: Format, raw: Option<RawStart>, wr: W, fd: i32) -> (Rc<Session>, WriterSlot)
-where
-    W: monoio::io::AsyncWriteRent + 'static,
-{
-    let cfg = &w.cfg;
-    let id = Session::new_client_id(w, raw.is_some());
-    let mut client = Client::new(id, format, raw.is_some(), Framing::WebSocket, cfg.client.queue_max_size);
-    client.write_directly(fd, w.hub.writes().clone());
-    let client = Rc::new(client);
-    let writer = WriterSlot::default();
-    let (c, handle, timeout) = (client.clone(), writer.clone(), cfg.websocket.write_timeout);
-    client.out.start_writer_on_demand(Box::new(move || {
-        handle.set(Some(monoio::spawn(async move {
-            c.out.run_writer(wr, timeout).await;
-            // Wake the reader too: a closed session must not keep its socket open.
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-        })));
-    }));
-    (Session::open(w, client, raw), writer)
 }
