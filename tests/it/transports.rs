@@ -392,6 +392,48 @@ fn assert_stream_headers(head: &Head, what: &str) {
     assert!(head.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("keep-alive")), "{what}: {head:?}");
 }
 
+/// What, framing, method, path, body, headers.
+type StreamCase<'a> = (&'a str, Framing, &'a str, &'a str, &'a [u8], &'a [(&'a str, &'a str)]);
+
+/// Every streaming response: a chunked 200 with the no-cache headers, `X-Accel-Buffering: no`,
+/// `Expire: 0` and `Connection: keep-alive`; SSE with its Content-Type.
+#[test]
+fn streaming_response_headers() {
+    let s = Server::start(transports_config(json!({})));
+    let t = token("u1", json!({}));
+    let cmd = json!({"id": 1, "connect": {"token": t}}).to_string();
+    let req = json!({"token": t}).to_string();
+    let pb_connect = pb_commands(&[pb::Command {
+        id: 1,
+        connect: Some(pb::ConnectRequest { token: t.clone(), name: String::new() }),
+        ..Default::default()
+    }]);
+    let sse_path = format!("/connection/sse?cf_connect={}", urlencode(&cmd));
+    let uni_sse_path = format!("/connection/uni_sse?cf_connect={}", urlencode(&req));
+    let octet: &[(&str, &str)] = &[("Content-Type", "application/octet-stream")];
+    let cases: [StreamCase; 6] = [
+        ("http_stream", Framing::Lines, "POST", "/connection/http_stream", cmd.as_bytes(), &[]),
+        ("http_stream protobuf", Framing::Varint, "POST", "/connection/http_stream", &pb_connect, octet),
+        ("sse", Framing::Sse, "GET", &sse_path, b"", &[]),
+        ("uni_sse", Framing::Sse, "GET", &uni_sse_path, b"", &[]),
+        ("uni_sse POST", Framing::Sse, "POST", "/connection/uni_sse", req.as_bytes(), &[]),
+        ("uni_http_stream", Framing::Lines, "POST", "/connection/uni_http_stream", req.as_bytes(), &[]),
+    ];
+    let mut failures = Vec::new();
+    for (what, framing, method, path, body, headers) in cases {
+        let mut st = Stream::open(&s, framing, method, path, body, headers);
+        assert!(st.next_raw_by(Instant::now() + WAIT).is_some(), "{what}: the connect message");
+        if framing == Framing::Sse {
+            assert_eq!(st.head.header("content-type"), Some("text/event-stream; charset=utf-8"), "{what}");
+        }
+        if let Err(e) = std::panic::catch_unwind(|| assert_stream_headers(&st.head, what)) {
+            failures.push(format!("{what}: {}", e.downcast_ref::<String>().cloned().unwrap_or_default()));
+        }
+    }
+    assert!(failures.is_empty(), "streaming headers:\n{}", failures.join("\n"));
+    assert_no_panic(&s);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Emulation requests.
 // ---------------------------------------------------------------------------------------------
@@ -470,7 +512,6 @@ fn emulation_flow(framing: Framing) {
     let s = Server::start(transports_config(json!({})));
     let (mut st, c, sess) = bidi_connect(&s, framing, &token("u1", json!({})));
     check_emulation_connect(&c, 25);
-    assert_stream_headers(&st.head, "emulation stream");
     match framing {
         Framing::Sse => {
             assert_eq!(st.head.header("content-type"), Some("text/event-stream; charset=utf-8"));
@@ -550,8 +591,7 @@ fn emulation_flow(framing: Framing) {
     assert_eq!(h["history"]["offset"], 6, "{h}");
     assert!(h["history"]["epoch"].as_str().is_some_and(|e| !e.is_empty()), "{h}");
 
-    // A pong (`{}`) is accepted silently; an error reply travels on the stream.
-    emulate_ok(&s, &sess, &[json!({})]);
+    // An error reply travels on the stream like any other.
     emulate_ok(&s, &sess, &[json!({"id": 7, "publish": {"channel": "rec:x", "data": {}}})]);
     let (r, _) = st.until("the refused publish", |v| v["id"] == 7);
     assert_eq!(r["error"]["code"], 103, "{r}");
@@ -622,8 +662,14 @@ fn emulation_commands_in_the_connect_request_and_sse_post() {
             ),
         ),
     ] {
-        let ids: Vec<Value> =
-            (0..3).map(|_| st.next_non_ping()).filter(|v| v.get("push").is_none()).map(|v| v["id"].clone()).collect();
+        let mut ids = Vec::new();
+        while ids.len() < 3 {
+            let v = st.next_non_ping();
+            if v.get("push").is_none() {
+                assert!(v.get("error").is_none(), "{what}: {v}");
+                ids.push(v["id"].clone());
+            }
+        }
         assert_eq!(ids, vec![json!(1), json!(2), json!(3)], "{what}: {:?}", String::from_utf8_lossy(&st.raw));
         api_publish(&s, "chat:b", json!({"to": what}));
         let (p, _) = st.until("the publication", |v| v["push"]["pub"].is_object());
@@ -789,7 +835,6 @@ fn http_stream_protobuf_flow() {
         &pb_commands(&[connect]),
         &[("Content-Type", "application/octet-stream")],
     );
-    assert_stream_headers(&st.head, "http_stream protobuf");
     let next = |st: &mut Stream| loop {
         let b = st.next_raw_by(Instant::now() + WAIT).expect("the stream ended");
         if !b.is_empty() {
@@ -849,14 +894,6 @@ fn http_stream_protobuf_flow() {
             got_pub = true;
         }
     }
-    // A JSON emulation request for a protobuf session: its `data` is taken as raw protobuf
-    // bytes, which this JSON text is not; the request itself is still answered 204.
-    assert_eq!(
-        emulate(&s, &sess, &[json!({"id": 9, "presence": {"channel": "chat:pb"}})]),
-        204,
-        "JSON request for a protobuf session"
-    );
-
     // API disconnect: a disconnect push, then the end of the stream.
     api_ok(&s, "disconnect", json!({"user": "u1"}));
     loop {
@@ -873,6 +910,28 @@ fn http_stream_protobuf_flow() {
         }
     }
     assert_eq!(st.next_raw_by(Instant::now() + WAIT), None, "the stream ends after the disconnect push");
+
+    // A JSON emulation request for a protobuf session: its `data` is fed to the session as
+    // protobuf, which this JSON text is not. The request is answered 204; the session is
+    // closed with 3501 as for any undecodable command.
+    let mut st = Stream::open(
+        &s,
+        Framing::Varint,
+        "POST",
+        "/connection/http_stream",
+        &pb_commands(&[pb::Command {
+            id: 1,
+            connect: Some(pb::ConnectRequest { token: token("u2", json!({})), name: String::new() }),
+            ..Default::default()
+        }]),
+        &[("Content-Type", "application/octet-stream")],
+    );
+    let c = next(&mut st).connect.expect("connect result");
+    let sess = Sess { session: c.session, node: c.node };
+    assert_eq!(emulate(&s, &sess, &[json!({"id": 2, "presence": {"channel": "chat:pb"}})]), 204);
+    let d = next(&mut st);
+    assert_eq!(d.push.and_then(|p| p.disconnect).map(|d| d.code), Some(3501), "JSON commands for a protobuf session");
+    assert_eq!(st.next_raw_by(Instant::now() + WAIT), None);
     assert_no_panic(&s);
 }
 
@@ -946,12 +1005,13 @@ fn uni_pings_need_no_pong() {
         assert_eq!(c["connect"]["ping"], 2, "{c}");
         assert!(c["connect"].get("pong").is_none(), "no pong on uni transports: {c}");
     }
+    // Each read on its own thread, so the WebSocket pings are answered at once.
     let start = Instant::now();
-    for _ in 0..3 {
-        assert_eq!(http.next(), json!({}));
-        assert_eq!(sse.next(), json!({}));
-        assert_eq!(ws.next(), json!({}));
-    }
+    std::thread::scope(|scope| {
+        scope.spawn(|| (0..3).for_each(|_| assert_eq!(http.next(), json!({}), "uni_http_stream")));
+        scope.spawn(|| (0..3).for_each(|_| assert_eq!(sse.next(), json!({}), "uni_sse")));
+        scope.spawn(|| (0..3).for_each(|_| assert_eq!(ws.next(), json!({}), "uni_websocket")));
+    });
     assert!(start.elapsed() > Duration::from_millis(3500), "three pings take two intervals at least");
     assert!(ws.native_pings > 0, "uni_websocket also sends WebSocket pings");
     assert_no_panic(&s);
@@ -1001,7 +1061,7 @@ fn emulation_recovery_after_a_cut() {
         .map(|p| p["data"]["n"].as_i64().unwrap())
         .collect();
     assert_eq!(ns, vec![4, 5, 6, 7], "{r}");
-    assert_eq!(sub["offset"], 7, "{r}");
+    assert_eq!(sub["offset"], 3, "the position recovered from: {r}");
     let sess = Sess::of(&r["connect"]);
     emulate_ok(
         &s,
@@ -1146,11 +1206,23 @@ impl Uni {
         }
     }
 
+    /// Skips pushes until one `pred` accepts.
+    fn until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let mut skipped = Vec::new();
+        loop {
+            let v =
+                self.next_opt().unwrap_or_else(|| panic!("the uni stream ended before {what}; skipped {skipped:?}"));
+            if pred(&v) {
+                return v;
+            }
+            skipped.push(v);
+        }
+    }
+
     /// The disconnect push, then the end (uni_websocket: a close frame with the same code and
     /// reason). Returns the push's `disconnect`.
     fn expect_disconnect(&mut self, kind: &str) -> Value {
-        let d = self.next();
-        assert!(d["disconnect"].is_object(), "{kind}: a disconnect push: {d}");
+        let d = self.until("the disconnect push", |v| v["disconnect"].is_object());
         assert!(d["disconnect"].get("reconnect").is_none(), "{kind}: {d}");
         match self {
             Uni::Http(st) => st.expect_end(),
@@ -1183,12 +1255,6 @@ fn uni_transports_flow() {
                 let personal = format!("#{user}");
                 let t = token(&user, json!({"channels": [ch]}));
                 let mut u = Uni::open(s, kind, &json!({"token": t, "name": "raw"}));
-                if let Uni::Http(st) = &u {
-                    assert_stream_headers(&st.head, kind);
-                    if kind.starts_with("uni_sse") {
-                        assert_eq!(st.head.header("content-type"), Some("text/event-stream; charset=utf-8"), "{kind}");
-                    }
-                }
                 let c = u.next();
                 check_uni_connect(&c, kind);
                 let sub = c["connect"]["subs"][&ch].clone();
@@ -1231,17 +1297,15 @@ fn uni_transports_flow() {
                 api_publish(s, &personal, json!({"to": user}));
                 let p = u.next();
                 assert_eq!(p, json!({"channel": personal, "pub": {"data": {"to": user}}}), "{kind}");
-                api_ok(s, "subscribe", json!({"user": user, "channel": "chat:extra"}));
+                let extra = format!("chat:extra-{i}");
+                api_ok(s, "subscribe", json!({"user": user, "channel": extra}));
                 let sp = u.next();
-                assert_eq!(sp["channel"], "chat:extra", "{kind}: {sp}");
+                assert_eq!(sp["channel"], extra.as_str(), "{kind}: {sp}");
                 assert!(sp["subscribe"].is_object(), "{kind}: {sp}");
-                api_publish(s, "chat:extra", json!({"to": user}));
-                let p = u.next();
-                assert_eq!(
-                    (p["channel"].clone(), p["pub"]["data"]["to"].clone()),
-                    (json!("chat:extra"), json!(user)),
-                    "{kind}"
-                );
+                api_publish(s, &extra, json!({"to": user}));
+                let p = u.until("the publication on chat:extra", |v| v["pub"].is_object());
+                assert_eq!(p["channel"], extra.as_str(), "{kind}: {p}");
+                assert_eq!(p["pub"]["data"], json!({"to": user}), "{kind}: {p}");
 
                 api_ok(s, "disconnect", json!({"user": user}));
                 let d = u.expect_disconnect(kind);
@@ -1355,7 +1419,6 @@ fn bad_requests_get_their_statuses() {
         ("GET", "/connection/uni_http_stream"),
         ("PUT", "/connection/uni_sse"),
         ("OPTIONS", "/connection/uni_sse"),
-        ("POST", "/connection/uni_websocket"),
     ] {
         check(m, p, b"", 405);
     }
@@ -1386,11 +1449,6 @@ fn bad_requests_get_their_statuses() {
     assert_eq!(emulate(&s, &unknown, &[json!({"id": 2, "presence": {"channel": "chat:x"}})]), 204);
     check("POST", "/emulation", b"{not json", 400);
     check("POST", "/emulation", b"[1,2]", 400);
-    // JSON session, `data` not a JSON string: still 204, nothing reaches the stream.
-    let body = json!({"session": sess.session, "node": sess.node, "data": {"id": 5}}).to_string();
-    let r = s.post("/emulation", body.as_bytes(), &[("Content-Type", "application/json")]);
-    assert_eq!(r.status, 204, "data not a string: {r:?}");
-    assert!(st.quiet_for(Duration::from_millis(300)), "nothing reached the stream");
     // The stream is still usable.
     emulate_ok(&s, &sess, &[json!({"id": 3, "subscribe": {"channel": "chat:ok"}})]);
     let (r, _) = st.until("the subscribe reply", |v| v["id"] == 3);
@@ -1440,6 +1498,37 @@ fn bad_requests_get_their_statuses() {
     assert_eq!(w.close.as_ref().map(|c| c.0), Some(3501), "uni_websocket bad first message: {:?}", w.close);
     // Trailing slash is another path.
     assert_eq!(s.post("/connection/http_stream/", b"{}", &[]).status, 404);
+    assert_no_panic(&s);
+}
+
+/// An EmulationRequest whose `data` is JSON but not a string is still an EmulationRequest: the
+/// JSON session cannot take it (the request is answered 204 all the same) and nothing reaches
+/// its stream, which stays usable.
+#[test]
+fn emulation_data_not_a_string_is_204() {
+    let s = Server::start(transports_config(json!({})));
+    let (mut st, _, sess) = bidi_connect(&s, Framing::Lines, &token("u1", json!({})));
+    let body = json!({"session": sess.session, "node": sess.node, "data": {"id": 5, "presence": {}}}).to_string();
+    let r = s.post("/emulation", body.as_bytes(), &[("Content-Type", "application/json")]);
+    assert!(st.quiet_for(Duration::from_millis(300)), "nothing reached the stream");
+    emulate_ok(&s, &sess, &[json!({"id": 3, "subscribe": {"channel": "chat:ok"}})]);
+    let (reply, _) = st.until("the subscribe reply", |v| v["id"] == 3);
+    assert!(reply.get("error").is_none(), "{reply}");
+    assert_eq!(r.status, 204, "data not a string: {r:?}");
+    assert_no_panic(&s);
+}
+
+/// A uni_websocket handshake with another method than GET: 405 (a plain POST without the
+/// upgrade headers is a bad handshake, 400).
+#[test]
+fn uni_websocket_handshake_with_post_is_405() {
+    let s = Server::start(transports_config(json!({})));
+    let mut c = s.connect();
+    let mut upgrade = ws_client::upgrade_request("127.0.0.1", "/connection/uni_websocket", ws_client::SAMPLE_KEY, &[]);
+    upgrade.splice(..3, b"POST".iter().copied());
+    c.send(&upgrade);
+    assert_eq!(c.read_response().unwrap().status, 405, "uni_websocket handshake with POST");
+    assert_eq!(s.post("/connection/uni_websocket", b"", &[]).status, 400, "POST without the upgrade headers");
     assert_no_panic(&s);
 }
 
@@ -1511,7 +1600,8 @@ fn options_and_cors_headers() {
         let c = st.next_non_ping();
         assert!(c["connect"]["session"].is_string(), "{origin}: {c}");
         let sess = Sess::of(&c["connect"]);
-        let body = json!({"session": sess.session, "node": sess.node, "data": "{}"}).to_string();
+        let data = json!({"id": 2, "presence_stats": {"channel": "chat:x"}}).to_string();
+        let body = json!({"session": sess.session, "node": sess.node, "data": data}).to_string();
         let r = s.post("/emulation", body.as_bytes(), &[("Origin", origin)]);
         assert_eq!(r.status, 204);
         assert_eq!(r.header("access-control-allow-origin").is_some(), allowed, "emulation {origin}: {r:?}");
