@@ -170,7 +170,8 @@ impl Hub {
             let Some(subs) = index.get(&*p.channel) else { return };
             let clients = self.clients.borrow();
             let mut frames_of = Frames::default();
-            let (mut frames, mut bytes) = (0u64, 0u64);
+            // Messages and bytes per transport (a metrics index).
+            let mut sent = [(0u64, 0u64); crate::metrics::TRANSPORTS.len()];
             for s in subs.iter() {
                 let Some(e) = clients.get(s.key as usize).filter(|e| e.client.gen == s.gen) else { continue };
                 if p.kind == PushKind::JoinLeave && !s.join_leave {
@@ -180,15 +181,16 @@ impl Hub {
                     to_close.push((s.key, Disconnect::INAPPROPRIATE_PROTOCOL));
                     continue;
                 };
-                frames += 1;
-                bytes += frame.len() as u64;
+                let t = &mut sent[e.client.framing.index()];
+                t.0 += 1;
+                t.1 += frame.len() as u64;
                 let ok = if s.live { e.client.send(frame).is_ok() } else { e.client.hold(&p.channel, frame) };
                 if !ok {
                     to_close.push((s.key, Disconnect::SLOW));
                 }
             }
-            if frames > 0 {
-                crate::metrics::ws_frames_sent(metrics_kind(&p.push), frames, bytes / frames);
+            for (t, &(frames, bytes)) in sent.iter().enumerate().filter(|(_, s)| s.0 > 0) {
+                crate::metrics::ws_frames_sent(t, metrics_kind(&p.push), frames, bytes);
             }
         }
         for (key, d) in to_close {

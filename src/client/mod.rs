@@ -58,6 +58,19 @@ impl Framing {
         matches!(self, Framing::HttpStream | Framing::Sse)
     }
 
+    /// The transport's index in `crate::metrics::TRANSPORTS` (and in frame kinds).
+    pub fn index(self) -> usize {
+        match self {
+            Framing::WebSocket => 0,
+            Framing::HttpStream => 1,
+            Framing::Sse => 2,
+            Framing::UniWebSocket => 3,
+            Framing::UniHttpStream => 4,
+            Framing::UniSse => 5,
+            Framing::UniGrpc => 6,
+        }
+    }
+
     /// The transport's name as Centrifugo reports it (metrics, proxies, logs).
     pub fn name(self) -> &'static str {
         match self {
@@ -194,16 +207,7 @@ impl Client {
     /// Which of the [`FRAME_KINDS`] frames of a push this client receives: fan-out builds
     /// each kind at most once per push and worker.
     pub fn frame_kind(&self) -> usize {
-        let f = match self.framing {
-            Framing::WebSocket => 0,
-            Framing::HttpStream => 1,
-            Framing::Sse => 2,
-            Framing::UniWebSocket => 3,
-            Framing::UniHttpStream => 4,
-            Framing::UniSse => 5,
-            Framing::UniGrpc => 6,
-        };
-        f * 2 + (self.format == Format::Protobuf) as usize
+        self.framing.index() * 2 + (self.format == Format::Protobuf) as usize
     }
 
     /// Frames a raw message (a gateway client's text or binary data: WebSocket only).
@@ -336,5 +340,38 @@ impl Client {
         h.closed = true;
         h.frames = Vec::new();
         h.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_names_match_the_metrics_labels() {
+        let all = [
+            Framing::WebSocket,
+            Framing::HttpStream,
+            Framing::Sse,
+            Framing::UniWebSocket,
+            Framing::UniHttpStream,
+            Framing::UniSse,
+            Framing::UniGrpc,
+        ];
+        assert_eq!(all.len() * 2, FRAME_KINDS);
+        for f in all {
+            assert_eq!(crate::metrics::TRANSPORTS[f.index()], f.name());
+        }
+    }
+
+    #[test]
+    fn framings() {
+        let json = |f| frame_message(f, Format::Json, b"{}");
+        assert_eq!(&json(Framing::HttpStream)[..], b"3\r\n{}\n\r\n");
+        assert_eq!(&json(Framing::Sse)[..], b"a\r\ndata: {}\n\n\r\n");
+        assert_eq!(&json(Framing::UniHttpStream)[..], b"3\r\n{}\n\r\n");
+        assert_eq!(&frame_message(Framing::HttpStream, Format::Protobuf, &[0])[..], b"1\r\n\x00\r\n");
+        assert_eq!(&frame_message(Framing::UniGrpc, Format::Protobuf, &[7, 8])[..], &[0, 0, 0, 0, 2, 7, 8]);
+        assert_eq!(&json(Framing::UniWebSocket)[..], &[0x81, 2, b'{', b'}']);
     }
 }

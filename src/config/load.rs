@@ -595,7 +595,7 @@ mod tests {
     fn unknown_options_warn() {
         let l = load_file(
             "json",
-            r#"{"http_api": {"kye": "x"}, "sse": {"enabled": true}, "foo": 1,
+            r#"{"http_api": {"kye": "x"}, "webtransport": {"enabled": true}, "foo": 1,
                 "client": {"proxy": {"connect": {"enabled": true}}},
                 "gateway": {"servers": [{"path": "/r", "topic": "t", "topc": "x"}]},
                 "channel": {"namespaces": [{"name": "chat", "presense": true, "delta_publish": true}]}}"#,
@@ -608,7 +608,7 @@ mod tests {
             [
                 "option \"channel.namespaces[0].delta_publish\" is not supported by Gyre (ignored)",
                 "option \"client.proxy\" is not supported by Gyre (ignored)",
-                "option \"sse\" is not supported by Gyre (ignored)",
+                "option \"webtransport\" is not supported by Gyre (ignored)",
                 "unknown option \"channel.namespaces[0].presense\" (ignored)",
                 "unknown option \"foo\" (ignored)",
                 "unknown option \"gateway.servers[0].topc\" (ignored)",

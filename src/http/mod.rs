@@ -7,3 +7,4 @@ pub mod out;
 pub mod pipeline;
 pub mod serve;
 mod transports;
+mod upgrade;

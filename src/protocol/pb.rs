@@ -253,6 +253,10 @@ pub mod proto {
         pub ping: u32,
         #[prost(bool, tag = "8")]
         pub pong: bool,
+        #[prost(string, tag = "9")]
+        pub session: String,
+        #[prost(string, tag = "10")]
+        pub node: String,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]

@@ -23,7 +23,7 @@ impl Session {
             self.disconnect(Disconnect::BAD_REQUEST);
             return false;
         }
-        crate::metrics::ws_message_received(data.len());
+        crate::metrics::ws_message_received(self.client.framing.index(), data.len());
         let cmds = match protocol::decode(self.client.format, &data) {
             Ok(c) => c,
             Err(_) => {
