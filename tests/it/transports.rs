@@ -1294,9 +1294,12 @@ fn uni_transports_flow() {
                 assert_eq!(u.next()["pub"]["offset"], 7, "{kind}");
 
                 // The personal channel, and a subscription added by the API's `subscribe`.
-                api_publish(s, &personal, json!({"to": user}));
+                // Raw newlines inside the published JSON never reach a line-framed stream.
+                let body = format!("{{\"channel\":{personal:?},\"data\":{{\"to\":{user:?},\n\"nl\":\"a\\nb\"}}}}");
+                let r = s.post("/api/publish", body.as_bytes(), &[("X-API-Key", KEY)]);
+                assert!(r.status == 200 && r.json().get("error").is_none(), "{body}: {}", r.text());
                 let p = u.next();
-                assert_eq!(p, json!({"channel": personal, "pub": {"data": {"to": user}}}), "{kind}");
+                assert_eq!(p, json!({"channel": personal, "pub": {"data": {"to": user, "nl": "a\nb"}}}), "{kind}");
                 let extra = format!("chat:extra-{i}");
                 api_ok(s, "subscribe", json!({"user": user, "channel": extra}));
                 let sp = u.next();
@@ -1360,6 +1363,68 @@ fn token_failures_on_every_transport() {
         assert_eq!(st.next(), json!({"id": 1, "error": {"code": 109, "message": "token expired"}}), "{framing:?}");
         assert!(st.quiet_for(Duration::from_millis(500)), "{framing:?}: the stream stays open after error 109");
     }
+    assert_no_panic(&s);
+}
+
+/// `client.connect_code_to_unidirectional_disconnect` turns a connect error into the
+/// configured disconnect; `<uni>.connect_code_to_http_response` answers a failed connect with
+/// an HTTP status instead of a stream (the transform's body, else the reason; 500 for codes
+/// without a transform), and still streams a connect that succeeds.
+#[test]
+fn uni_connect_failure_mappings() {
+    let s = Server::start(transports_config(json!({"client": {"connect_code_to_unidirectional_disconnect": {
+        "enabled": true, "transforms": [{"code": 109, "to": {"code": 4501, "reason": "token gone"}}]
+    }}})));
+    let expired = jwt(SECRET, json!({"sub": "u1", "exp": now() - 60}));
+    for kind in UNI_KINDS {
+        let mut u = Uni::open(&s, kind, &json!({"token": expired}));
+        assert_eq!(u.expect_disconnect(kind), json!({"code": 4501, "reason": "token gone"}), "{kind}");
+    }
+    assert_no_panic(&s);
+
+    let mapping = json!({"connect_code_to_http_response": {"enabled": true, "transforms": [
+        {"code": 3500, "to": {"status_code": 401, "body": "nope"}},
+        {"code": 3501, "to": {"status_code": 400}}
+    ]}});
+    let s = Server::start(transports_config(json!({"uni_http_stream": mapping, "uni_sse": mapping})));
+    let bad = jwt("not-the-secret", json!({"sub": "u1"}));
+    for (req, status, body) in [
+        (json!({"token": bad}), 401, "nope"),
+        (json!({}), 400, "bad request"),
+        (json!({"token": expired}), 500, "Internal Server Error"),
+    ] {
+        let r = s.post("/connection/uni_http_stream", req.to_string().as_bytes(), &[]);
+        assert_eq!((r.status, r.text().trim_end()), (status, body), "uni_http_stream {req}");
+        let path = format!("/connection/uni_sse?cf_connect={}", urlencode(&req.to_string()));
+        let r = s.request("GET", &path, &[]);
+        assert_eq!((r.status, r.text().trim_end()), (status, body), "uni_sse {req}");
+    }
+    let mut u = Uni::open(&s, "uni_http_stream", &json!({"token": token("u1", json!({}))}));
+    check_uni_connect(&u.next(), "uni_http_stream with the mapping on");
+    let mut u = Uni::open(&s, "uni_sse", &json!({"token": token("u1", json!({}))}));
+    check_uni_connect(&u.next(), "uni_sse with the mapping on");
+    assert_no_panic(&s);
+}
+
+/// The server API's `session` field targets one unidirectional connection of a user:
+/// `subscribe` adds a channel to that one only, `disconnect` closes that one only.
+#[test]
+fn api_targets_one_session() {
+    let s = Server::start(transports_config(json!({})));
+    let t = token("u1", json!({}));
+    let mut a = Uni::open(&s, "uni_http_stream", &json!({"token": t}));
+    let mut b = Uni::open(&s, "uni_sse", &json!({"token": t}));
+    let sa = a.next()["connect"]["session"].as_str().unwrap().to_string();
+    let sb = b.next()["connect"]["session"].as_str().unwrap().to_string();
+    assert_ne!(sa, sb);
+    api_ok(&s, "subscribe", json!({"user": "u1", "session": sb, "channel": "rec:only-b"}));
+    assert_eq!(b.next()["channel"], "rec:only-b");
+    api_publish(&s, "rec:only-b", json!({"n": 1}));
+    assert_eq!(b.next(), json!({"channel": "rec:only-b", "pub": {"data": {"n": 1}, "offset": 1}}));
+    api_ok(&s, "disconnect", json!({"user": "u1", "session": sa}));
+    assert_eq!(a.expect_disconnect("a")["code"], 3503);
+    api_ok(&s, "subscribe", json!({"user": "u1", "channel": "rec:both"}));
+    assert_eq!(b.next()["channel"], "rec:both", "b is still there and a alone was closed");
     assert_no_panic(&s);
 }
 
