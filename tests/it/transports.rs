@@ -1366,6 +1366,19 @@ fn token_failures_on_every_transport() {
     assert_no_panic(&s);
 }
 
+/// The bidirectional WebSocket's connect result has neither `session` nor `node`.
+#[test]
+fn plain_websocket_has_no_session_or_node() {
+    let s = Server::start(transports_config(json!({})));
+    let mut ws = Ws::open(s.addr());
+    ws.send_json(&json!({"id": 1, "connect": {"token": token("u1", json!({}))}}));
+    let f = ws.frame().expect("the connect reply");
+    let r = &ws_client::json_lines(&f.payload)[0];
+    assert!(r["connect"]["client"].is_string(), "{r}");
+    assert!(r["connect"].get("session").is_none() && r["connect"].get("node").is_none(), "{r}");
+    assert_no_panic(&s);
+}
+
 /// `client.connect_code_to_unidirectional_disconnect` turns a connect error into the
 /// configured disconnect; `<uni>.connect_code_to_http_response` answers a failed connect with
 /// an HTTP status instead of a stream (the transform's body, else the reason; 500 for codes
@@ -1544,6 +1557,16 @@ fn bad_requests_get_their_statuses() {
         &[],
     );
     assert_eq!(st.next(), json!({"push": {"disconnect": {"code": 3501, "reason": "bad request"}}}), "sse not connect");
+    st.expect_end();
+    // A `cf_connect` over `sse.max_request_body_size`: the command is refused in the stream.
+    let long = json!({"id": 1, "connect": {"token": "x".repeat(2000)}}).to_string();
+    let mut st =
+        Stream::open(&s, Framing::Sse, "GET", &format!("/connection/sse?cf_connect={}", urlencode(&long)), b"", &[]);
+    assert_eq!(
+        st.next(),
+        json!({"push": {"disconnect": {"code": 3501, "reason": "bad request"}}}),
+        "sse long cf_connect"
+    );
     st.expect_end();
     let mut st = Stream::open(
         &s,
