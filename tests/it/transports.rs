@@ -183,7 +183,7 @@ impl Stream {
         Stream { conn, head, framing, buf: Vec::new(), raw: Vec::new(), ended: false, sse_data: None }
     }
 
-    /// http_stream (JSON) with the connect command `connect` (and any commands after it).
+    /// http_stream (JSON) with `body`: the connect command and any commands after it.
     pub fn http_stream(s: &Server, body: &str) -> Stream {
         Stream::open(
             s,
@@ -468,7 +468,8 @@ fn emulate_ok(s: &Server, sess: &Sess, cmds: &[Value]) {
     assert_eq!(emulate(s, sess, cmds), 204, "emulation of {cmds:?}");
 }
 
-/// An http_stream (JSON) connection with its first reply checked: connect id 1 with `token`.
+/// An http_stream (JSON) or SSE connection with its connect reply checked (connect id 1 with
+/// `token`): the stream, the connect result and its session.
 fn bidi_connect(s: &Server, framing: Framing, token: &str) -> (Stream, Value, Sess) {
     let connect = json!({"id": 1, "connect": {"token": token, "name": "raw"}}).to_string();
     let mut st = match framing {
