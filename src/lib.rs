@@ -52,7 +52,7 @@ pub mod runtime;
 pub mod admin;
 /// The gateway ("mesh") API: queues, backends, mesh actions.
 pub mod gateway;
-/// The gRPC server API.
+/// The gRPC servers: the server API, and the unidirectional client stream (`grpc::uni`).
 pub mod grpc;
 /// HTTP/1.1 connections and the router.
 pub mod http;

@@ -22,6 +22,7 @@
 //!   raw sockets, curl and Python consumers.
 //! * `sdk_transports` — centrifuge-js over http_stream and SSE, alone and as fallbacks of
 //!   WebSocket, in Node and in Chromium.
+//! * `uni_grpc` — the unidirectional gRPC stream through a generated Python client.
 //!
 //! `ws_client` is the raw WebSocket client the WebSocket tests share.
 
@@ -50,5 +51,6 @@ mod sdk_transports;
 mod shapes;
 mod tokens;
 mod transports;
+mod uni_grpc;
 mod ws_abuse;
 mod ws_timers;
