@@ -18,7 +18,7 @@ use slab::Slab;
 use smallvec::SmallVec;
 
 use crate::client::outbox::Writes;
-use crate::client::{Client, Handler};
+use crate::client::{Client, Framing, Handler};
 use crate::error::Disconnect;
 use crate::protocol::{Format, PushBody};
 use crate::push::{metrics_kind, raw_publication_frame, Prepared, PushKind};
@@ -171,26 +171,28 @@ impl Hub {
             let index = self.index.borrow();
             let Some(subs) = index.get(&*p.channel) else { return };
             let clients = self.clients.borrow();
-            let mut cache = Frames::default();
-            let (mut frames, mut bytes) = (0u64, 0u64);
+            let mut frames_of = Frames::default();
+            // Messages and bytes per transport (a metrics index).
+            let mut sent = [(0u64, 0u64); crate::metrics::TRANSPORTS.len()];
             for s in subs.iter() {
                 let Some(e) = clients.get(s.key as usize).filter(|e| e.client.gen == s.gen) else { continue };
                 if p.kind == PushKind::JoinLeave && !s.join_leave {
                     continue;
                 }
-                let Some(frame) = frame_for(&e.client, p, &mut cache) else {
+                let Some(frame) = frame_for(&e.client, p, &mut frames_of) else {
                     to_close.push((s.key, Disconnect::INAPPROPRIATE_PROTOCOL));
                     continue;
                 };
-                frames += 1;
-                bytes += frame.len() as u64;
+                let t = &mut sent[e.client.framing.index()];
+                t.0 += 1;
+                t.1 += frame.len() as u64;
                 let ok = if s.live { e.client.send(frame).is_ok() } else { e.client.hold(&p.channel, frame) };
                 if !ok {
                     to_close.push((s.key, Disconnect::SLOW));
                 }
             }
-            if frames > 0 {
-                crate::metrics::ws_frames_sent(metrics_kind(&p.push), frames, bytes / frames);
+            for (t, &(frames, bytes)) in sent.iter().enumerate().filter(|(_, s)| s.0 > 0) {
+                crate::metrics::ws_frames_sent(t, metrics_kind(&p.push), frames, bytes);
             }
         }
         for (key, d) in to_close {
@@ -221,55 +223,62 @@ impl Hub {
     }
 }
 
-/// The frames of one push built during one delivery, shared by its subscribers.
+/// The frames of one push built during one delivery, by [`Client::frame_kind`]: each kind is
+/// encoded at most once per push and worker, whatever the number of its subscribers; so is
+/// each compressed frame (by kind and level), since with no context takeover a frame
+/// compressed once is valid on every connection that negotiated permessage-deflate.
 #[derive(Default)]
-struct Frames {
-    pb: Option<Bytes>,
-    /// Compressed frames by format and level: with no context takeover a frame compressed
-    /// once is valid on every connection that negotiated the extension.
-    deflated: SmallVec<[(Format, i8, Bytes); 2]>,
-}
+struct Frames([Option<Bytes>; crate::client::FRAME_KINDS], SmallVec<[(usize, i8, Bytes); 2]>);
 
 impl Frames {
-    /// `plain` (this push's frame in `format`) as a client with `d` receives it.
-    fn deflated(&mut self, format: Format, d: Deflate, plain: Bytes) -> Bytes {
+    /// `plain`, this push's WebSocket frame of `kind`, as a client with `d` receives it.
+    fn deflated(&mut self, kind: usize, d: Deflate, plain: Bytes) -> Bytes {
         let Some((op, payload)) = crate::wire::ws::server_frame_parts(&plain) else { return plain };
         if !d.wants(payload.len()) {
             return plain;
         }
-        if let Some((_, _, f)) = self.deflated.iter().find(|(fmt, l, _)| *fmt == format && *l == d.level) {
+        if let Some((_, _, f)) = self.1.iter().find(|(k, l, _)| *k == kind && *l == d.level) {
             return f.clone();
         }
         let f = deflate::frame(op, payload, d.level);
-        self.deflated.push((format, d.level, f.clone()));
+        self.1.push((kind, d.level, f.clone()));
         f
     }
 }
 
-/// The frame of a push for one client's format (the protobuf frame encoded at most once, and
-/// compressed frames built at most once, per `cache`); `None` when a JSON client cannot
-/// receive the binary payload.
-fn frame_for(c: &Client, p: &Prepared, cache: &mut Frames) -> Option<Bytes> {
+/// The frame of a push for one client (see [`plain_frame_for`]), compressed when the client
+/// negotiated permessage-deflate.
+fn frame_for(c: &Client, p: &Prepared, frames: &mut Frames) -> Option<Bytes> {
+    let plain = plain_frame_for(c, p, frames)?;
+    Some(match c.deflate {
+        Some(d) => frames.deflated(c.frame_kind(), d, plain),
+        None => plain,
+    })
+}
+
+/// The frame of a push for one client's transport and format (built at most once per
+/// `frames` cache); `None` when a JSON client cannot receive the binary payload.
+fn plain_frame_for(c: &Client, p: &Prepared, frames: &mut Frames) -> Option<Bytes> {
     if c.raw {
         return match &p.push {
             PushBody::Pub(publication) => Some(raw_publication_frame(&publication.data)),
             _ => None,
         };
     }
-    let plain = match c.format {
-        Format::Json => p.json.clone()?,
-        Format::Protobuf => cache.pb.get_or_insert_with(|| p.protobuf_frame()).clone(),
-    };
-    Some(match c.deflate {
-        Some(d) => cache.deflated(c.format, d, plain),
-        None => plain,
-    })
+    if c.framing == Framing::WebSocket && c.format == Format::Json {
+        // The owner built it: the common case costs a reference count.
+        return p.json.clone();
+    }
+    if c.format == Format::Json && p.json.is_none() {
+        return None;
+    }
+    let slot = &mut frames.0[c.frame_kind()];
+    Some(slot.get_or_insert_with(|| p.frame(c.framing, c.format)).clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::Framing;
     use crate::model::{Payload, Publication};
 
     fn client(format: Format, deflate: Option<Deflate>) -> Client {
@@ -299,7 +308,7 @@ mod tests {
         assert_eq!(pb[0], 0xC2);
         let l9 = frame_for(&client(Format::Json, Some(Deflate::new(9, 0))), &p, &mut cache).unwrap();
         assert_ne!(l9.as_ptr(), a.as_ptr());
-        assert_eq!(cache.deflated.len(), 3);
+        assert_eq!(cache.1.len(), 3);
         let off = frame_for(&client(Format::Json, None), &p, &mut cache).unwrap();
         assert_eq!(off.as_ptr(), plain.as_ptr());
         let at_min = frame_for(&client(Format::Json, Some(Deflate::new(1, len))), &p, &mut cache).unwrap();

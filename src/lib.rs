@@ -52,7 +52,7 @@ pub mod runtime;
 pub mod admin;
 /// The gateway ("mesh") API: queues, backends, mesh actions.
 pub mod gateway;
-/// The gRPC server API.
+/// The gRPC servers: the server API, and the unidirectional client stream (`grpc::uni`).
 pub mod grpc;
 /// HTTP/1.1 connections and the router.
 pub mod http;
@@ -60,5 +60,7 @@ pub mod http;
 pub mod server;
 /// The client session, independent of its transport.
 pub mod session;
-/// The WebSocket transport.
+/// The HTTP transports: HTTP-streaming and SSE with emulation, unidirectional SSE and stream.
+pub mod stream;
+/// The WebSocket transports (bidirectional and unidirectional).
 pub mod ws;

@@ -84,10 +84,10 @@ fn bump<K: PartialEq>(v: &mut Vec<(K, u64)>, k: K, n: u64) {
 pub struct Local {
     sent: [Cell<u64>; 3],
     received: [Cell<u64>; 3],
-    ws_sent: [Cell<u64>; 3],
-    ws_sent_bytes: [Cell<u64>; 3],
-    ws_received: Cell<u64>,
-    ws_received_bytes: Cell<u64>,
+    ws_sent: [[Cell<u64>; 3]; TRANSPORTS.len()],
+    ws_sent_bytes: [[Cell<u64>; 3]; TRANSPORTS.len()],
+    ws_received: [Cell<u64>; TRANSPORTS.len()],
+    ws_received_bytes: [Cell<u64>; TRANSPORTS.len()],
     reply_errors: RefCell<Vec<((&'static str, u32), u64)>>,
     api: RefCell<Vec<ApiStat>>,
     inbox_batches: Cell<u64>,
@@ -113,19 +113,24 @@ pub fn message_received(kind: Kind) {
     LOCAL.with(|l| inc(&l.received[kind as usize], 1));
 }
 
-/// `frames` WebSocket frames of `bytes` bytes each queued to clients.
-pub fn ws_frames_sent(kind: Kind, frames: u64, bytes: u64) {
+/// The `transport` label values, indexed as the client's framing (`crate::client::Framing`).
+pub const TRANSPORTS: [&str; 7] =
+    ["websocket", "http_stream", "sse", "uni_websocket", "uni_http_stream", "uni_sse", "uni_grpc"];
+
+/// `frames` messages of `bytes` bytes in all queued to clients of `transport` (an index of
+/// [`TRANSPORTS`]).
+pub fn ws_frames_sent(transport: usize, kind: Kind, frames: u64, bytes: u64) {
     LOCAL.with(|l| {
-        inc(&l.ws_sent[kind as usize], frames);
-        inc(&l.ws_sent_bytes[kind as usize], frames * bytes);
+        inc(&l.ws_sent[transport][kind as usize], frames);
+        inc(&l.ws_sent_bytes[transport][kind as usize], bytes);
     });
 }
 
-/// One WebSocket data message of `bytes` bytes read from a client.
-pub fn ws_message_received(bytes: usize) {
+/// One message of `bytes` bytes read from a client of `transport`.
+pub fn ws_message_received(transport: usize, bytes: usize) {
     LOCAL.with(|l| {
-        inc(&l.ws_received, 1);
-        inc(&l.ws_received_bytes, bytes as u64);
+        inc(&l.ws_received[transport], 1);
+        inc(&l.ws_received_bytes[transport], bytes as u64);
     });
 }
 
@@ -206,10 +211,10 @@ pub struct Snapshot {
     pub gateway_dropped: u64,
     sent: [u64; 3],
     received: [u64; 3],
-    ws_sent: [u64; 3],
-    ws_sent_bytes: [u64; 3],
-    ws_received: u64,
-    ws_received_bytes: u64,
+    ws_sent: [[u64; 3]; TRANSPORTS.len()],
+    ws_sent_bytes: [[u64; 3]; TRANSPORTS.len()],
+    ws_received: [u64; TRANSPORTS.len()],
+    ws_received_bytes: [u64; TRANSPORTS.len()],
     reply_errors: Vec<((&'static str, u32), u64)>,
     api: Vec<ApiStat>,
     loops: Vec<LoopStat>,
@@ -223,10 +228,10 @@ pub fn snapshot(worker: usize) -> Snapshot {
         Snapshot {
             sent: get(&l.sent),
             received: get(&l.received),
-            ws_sent: get(&l.ws_sent),
-            ws_sent_bytes: get(&l.ws_sent_bytes),
-            ws_received: l.ws_received.get(),
-            ws_received_bytes: l.ws_received_bytes.get(),
+            ws_sent: std::array::from_fn(|t| get(&l.ws_sent[t])),
+            ws_sent_bytes: std::array::from_fn(|t| get(&l.ws_sent_bytes[t])),
+            ws_received: std::array::from_fn(|t| l.ws_received[t].get()),
+            ws_received_bytes: std::array::from_fn(|t| l.ws_received_bytes[t].get()),
             reply_errors: l.reply_errors.borrow().clone(),
             api: l.api.borrow().clone(),
             loops: vec![LoopStat {
@@ -252,11 +257,15 @@ impl Snapshot {
         for i in 0..3 {
             self.sent[i] += o.sent[i];
             self.received[i] += o.received[i];
-            self.ws_sent[i] += o.ws_sent[i];
-            self.ws_sent_bytes[i] += o.ws_sent_bytes[i];
+            for t in 0..TRANSPORTS.len() {
+                self.ws_sent[t][i] += o.ws_sent[t][i];
+                self.ws_sent_bytes[t][i] += o.ws_sent_bytes[t][i];
+            }
         }
-        self.ws_received += o.ws_received;
-        self.ws_received_bytes += o.ws_received_bytes;
+        for t in 0..TRANSPORTS.len() {
+            self.ws_received[t] += o.ws_received[t];
+            self.ws_received_bytes[t] += o.ws_received_bytes[t];
+        }
         for (k, n) in o.reply_errors {
             bump(&mut self.reply_errors, k, n);
         }
@@ -275,9 +284,9 @@ impl Snapshot {
         self.sent.iter().sum()
     }
 
-    /// Push frames queued to WebSocket clients.
+    /// Push messages queued to clients (every transport).
     pub fn frames_delivered(&self) -> u64 {
-        self.ws_sent.iter().sum()
+        self.ws_sent.iter().flatten().sum()
     }
 
     /// Server API commands completed (every protocol and method).
@@ -333,33 +342,46 @@ impl Snapshot {
             "",
             &self.received,
         );
-        by_kind(
-            &mut o,
-            "centrifugo_transport_messages_sent",
-            "Number of messages sent to client connections over specific transport.",
-            "frame_type",
-            "transport=\"websocket\",",
-            &self.ws_sent,
-        );
-        by_kind(
-            &mut o,
-            "centrifugo_transport_messages_sent_size",
-            "Size in bytes of messages sent to client connections over specific transport.",
-            "frame_type",
-            "transport=\"websocket\",",
-            &self.ws_sent_bytes,
-        );
-        let _ = write!(
-            o,
-            "# HELP centrifugo_transport_messages_received Number of messages received from client \
-             connections over specific transport.\n# TYPE centrifugo_transport_messages_received counter\n\
-             centrifugo_transport_messages_received{{transport=\"websocket\"}} {}\n\
-             # HELP centrifugo_transport_messages_received_size Size in bytes of messages received from \
-             client connections over specific transport.\n\
-             # TYPE centrifugo_transport_messages_received_size counter\n\
-             centrifugo_transport_messages_received_size{{transport=\"websocket\"}} {}\n",
-            self.ws_received, self.ws_received_bytes
-        );
+        // Per transport: WebSocket always, the others once they carried something.
+        let used: Vec<usize> = (0..TRANSPORTS.len())
+            .filter(|&t| t == 0 || self.ws_sent[t].iter().any(|&n| n > 0) || self.ws_received[t] > 0)
+            .collect();
+        for (name, help, v) in [
+            (
+                "centrifugo_transport_messages_sent",
+                "Number of messages sent to client connections over specific transport.",
+                &self.ws_sent,
+            ),
+            (
+                "centrifugo_transport_messages_sent_size",
+                "Size in bytes of messages sent to client connections over specific transport.",
+                &self.ws_sent_bytes,
+            ),
+        ] {
+            let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} counter\n");
+            for &t in &used {
+                for (k, n) in KINDS.iter().zip(&v[t]) {
+                    let _ = writeln!(o, "{name}{{transport=\"{}\",frame_type=\"{k}\"}} {n}", TRANSPORTS[t]);
+                }
+            }
+        }
+        for (name, help, v) in [
+            (
+                "centrifugo_transport_messages_received",
+                "Number of messages received from client connections over specific transport.",
+                &self.ws_received,
+            ),
+            (
+                "centrifugo_transport_messages_received_size",
+                "Size in bytes of messages received from client connections over specific transport.",
+                &self.ws_received_bytes,
+            ),
+        ] {
+            let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} counter\n");
+            for &t in &used {
+                let _ = writeln!(o, "{name}{{transport=\"{}\"}} {}", TRANSPORTS[t], v[t]);
+            }
+        }
 
         o.push_str(
             "# HELP centrifugo_client_num_reply_errors Number of errors in replies sent to clients.\n\
@@ -479,7 +501,9 @@ mod tests {
     fn snapshots_add_up_and_render() {
         message_sent(Kind::Publication);
         message_received(Kind::Join);
-        ws_frames_sent(Kind::Publication, 3, 10);
+        ws_frames_sent(0, Kind::Publication, 3, 30);
+        ws_frames_sent(2, Kind::Publication, 1, 7);
+        ws_message_received(2, 5);
         api_command(Protocol::Http, Method::Publish, Duration::from_micros(300), None);
         api_command(Protocol::Grpc, Method::History, Duration::from_millis(2), Some(108));
         client_reply_error("subscribe", 103);
@@ -498,6 +522,9 @@ mod tests {
             "centrifugo_node_messages_received_count{type=\"join\"} 2",
             "centrifugo_transport_messages_sent{transport=\"websocket\",frame_type=\"publication\"} 6",
             "centrifugo_transport_messages_sent_size{transport=\"websocket\",frame_type=\"publication\"} 60",
+            "centrifugo_transport_messages_sent{transport=\"sse\",frame_type=\"publication\"} 2",
+            "centrifugo_transport_messages_received_size{transport=\"sse\"} 10",
+            "centrifugo_transport_messages_received{transport=\"websocket\"} 0",
             "centrifugo_api_command_duration_seconds_count{protocol=\"http\",method=\"publish\"} 2",
             "centrifugo_api_command_duration_seconds_histogram_bucket{protocol=\"http\",method=\"publish\",le=\"0.0005\"} 2",
             "centrifugo_api_command_errors_total{protocol=\"grpc\",method=\"history\",error=\"108\"} 2",

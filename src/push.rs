@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
+use crate::client::{frame_message, Framing};
 use crate::protocol::{Format, PushBody};
 use crate::wire::ws::{frame, OpCode};
 
@@ -42,11 +43,21 @@ impl Prepared {
         Prepared { channel, kind, push, json }
     }
 
-    /// The complete binary frame for protobuf clients.
+    /// The complete binary frame for protobuf WebSocket clients.
     pub fn protobuf_frame(&self) -> Bytes {
+        self.frame(Framing::WebSocket, Format::Protobuf)
+    }
+
+    /// The frame for clients of a transport (`framing`) and `format`: a reply-wrapped push,
+    /// or a bare push for the unidirectional transports.
+    pub fn frame(&self, framing: Framing, format: Format) -> Bytes {
         let mut buf = Vec::with_capacity(128);
-        crate::protocol::encode_push(Format::Protobuf, &self.channel, &self.push, &mut buf);
-        frame(OpCode::Binary, &buf)
+        if framing.is_uni() {
+            crate::protocol::encode_bare_push(format, &self.channel, &self.push, &mut buf);
+        } else {
+            crate::protocol::encode_push(format, &self.channel, &self.push, &mut buf);
+        }
+        frame_message(framing, format, &buf)
     }
 }
 

@@ -28,6 +28,96 @@ use outbox::{HasOutbox, Outbox, Overflow, Writes};
 pub enum Framing {
     /// RFC 6455 frames: text for JSON, binary for protobuf, a close frame to end.
     WebSocket,
+    /// HTTP-streaming with bidirectional emulation: a chunked response body of replies, each
+    /// JSON reply followed by `\n` (protobuf replies are length-prefixed already).
+    HttpStream,
+    /// Server-sent events with bidirectional emulation: `data: <reply>\n\n` per reply.
+    Sse,
+    /// The unidirectional WebSocket: bare pushes in text frames.
+    UniWebSocket,
+    /// The unidirectional HTTP stream: bare pushes, one JSON line each, chunked.
+    UniHttpStream,
+    /// Unidirectional server-sent events: `data: <push>\n\n` per bare push.
+    UniSse,
+    /// The unidirectional gRPC stream: each frame is one gRPC message (5-byte prefix and a
+    /// bare protobuf push).
+    UniGrpc,
+}
+
+/// How many [`Framing`] × [`Format`] combinations there are (see [`Client::frame_kind`]).
+pub const FRAME_KINDS: usize = 14;
+
+impl Framing {
+    /// The transport sends bare pushes and takes no commands (Centrifugo's unidirectional
+    /// transports).
+    pub fn is_uni(self) -> bool {
+        matches!(self, Framing::UniWebSocket | Framing::UniHttpStream | Framing::UniSse | Framing::UniGrpc)
+    }
+
+    /// Commands reach the session through `/emulation` requests.
+    pub fn is_emulated(self) -> bool {
+        matches!(self, Framing::HttpStream | Framing::Sse)
+    }
+
+    /// The transport's index in `crate::metrics::TRANSPORTS` (and in frame kinds).
+    pub fn index(self) -> usize {
+        match self {
+            Framing::WebSocket => 0,
+            Framing::HttpStream => 1,
+            Framing::Sse => 2,
+            Framing::UniWebSocket => 3,
+            Framing::UniHttpStream => 4,
+            Framing::UniSse => 5,
+            Framing::UniGrpc => 6,
+        }
+    }
+
+    /// The transport's name as Centrifugo reports it (metrics, proxies, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Framing::WebSocket => "websocket",
+            Framing::HttpStream => "http_stream",
+            Framing::Sse => "sse",
+            Framing::UniWebSocket => "uni_websocket",
+            Framing::UniHttpStream => "uni_http_stream",
+            Framing::UniSse => "uni_sse",
+            Framing::UniGrpc => "uni_grpc",
+        }
+    }
+}
+
+/// One chunk of a chunked HTTP body holding `parts` back to back.
+pub fn http_chunk(parts: &[&[u8]]) -> Bytes {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(len + 12);
+    out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out.extend_from_slice(b"\r\n");
+    out.into()
+}
+
+/// The last chunk of a chunked HTTP body.
+pub const HTTP_LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Frames one encoded protocol message (a reply, or for unidirectional transports a bare
+/// push) for `framing` and `format`.
+pub fn frame_message(framing: Framing, format: Format, payload: &[u8]) -> Bytes {
+    let json = format == Format::Json;
+    match framing {
+        Framing::WebSocket | Framing::UniWebSocket => frame(if json { OpCode::Text } else { OpCode::Binary }, payload),
+        Framing::HttpStream | Framing::UniHttpStream if json => http_chunk(&[payload, b"\n"]),
+        Framing::HttpStream | Framing::UniHttpStream => http_chunk(&[payload]),
+        Framing::Sse | Framing::UniSse => http_chunk(&[b"data: ", payload, b"\n\n"]),
+        Framing::UniGrpc => {
+            let mut out = Vec::with_capacity(5 + payload.len());
+            out.push(0);
+            out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            out.extend_from_slice(payload);
+            out.into()
+        }
+    }
 }
 
 /// What the worker may ask of the session behind a [`Client`]: implemented by the client
@@ -64,8 +154,12 @@ pub struct Client {
     /// A raw gateway client: publications as plain frames, no protocol pushes.
     pub raw: bool,
     pub framing: Framing,
-    /// permessage-deflate was negotiated: data messages over its min size are compressed.
+    /// permessage-deflate was negotiated (WebSocket transports only): data messages over its
+    /// min size are compressed.
     pub deflate: Option<Deflate>,
+    /// The unidirectional WebSocket's closing: (disconnect push, close frame), as
+    /// `uni_websocket.disable_disconnect_push` / `disable_closing_handshake` say.
+    pub uni_ws_close: (bool, bool),
     pub out: Outbox,
     /// The worker's flush list, when the connection's frames are written by its flush pass.
     writes: Option<Rc<Writes<Client>>>,
@@ -95,6 +189,7 @@ impl Client {
             raw,
             framing,
             deflate: None,
+            uni_ws_close: (true, true),
             out: Outbox::new(max_bytes),
             writes: None,
             held: RefCell::new(Held::default()),
@@ -108,25 +203,28 @@ impl Client {
         self.writes = Some(writes);
     }
 
-    /// Frames a protocol message (a reply or a push encoded in this client's format).
+    /// Frames a protocol message (a reply or a push encoded in this client's format; a bare
+    /// push for unidirectional transports).
     pub fn frame(&self, payload: &[u8]) -> Bytes {
-        match self.framing {
-            Framing::WebSocket => {
-                self.ws_data(if self.format == Format::Json { OpCode::Text } else { OpCode::Binary }, payload)
-            }
+        match self.deflate {
+            Some(d) if d.wants(payload.len()) => deflate::frame(
+                if self.format == Format::Json { OpCode::Text } else { OpCode::Binary },
+                payload,
+                d.level,
+            ),
+            _ => frame_message(self.framing, self.format, payload),
         }
     }
 
-    /// Frames a raw message (a gateway client's text or binary data).
+    /// Which of the [`FRAME_KINDS`] frames of a push this client receives: fan-out builds
+    /// each kind at most once per push and worker.
+    pub fn frame_kind(&self) -> usize {
+        self.framing.index() * 2 + (self.format == Format::Protobuf) as usize
+    }
+
+    /// Frames a raw message (a gateway client's text or binary data: WebSocket only).
     pub fn frame_as(&self, text: bool, payload: &[u8]) -> Bytes {
-        match self.framing {
-            Framing::WebSocket => self.ws_data(if text { OpCode::Text } else { OpCode::Binary }, payload),
-        }
-    }
-
-    /// A WebSocket data frame, compressed when this connection negotiated it and the payload
-    /// is over the min size (one message, one compression: nothing is shared).
-    fn ws_data(&self, op: OpCode, payload: &[u8]) -> Bytes {
+        let op = if text { OpCode::Text } else { OpCode::Binary };
         match self.deflate {
             Some(d) if d.wants(payload.len()) => deflate::frame(op, payload, d.level),
             _ => frame(op, payload),
@@ -135,9 +233,7 @@ impl Client {
 
     /// The transport's own keep-alive ping (raw clients have no protocol pings).
     pub fn ping_frame(&self) -> Bytes {
-        match self.framing {
-            Framing::WebSocket => frame(OpCode::Ping, b""),
-        }
+        frame(OpCode::Ping, b"")
     }
 
     /// Queues a framed message; `Err` when the queue overflowed (the caller disconnects).
@@ -153,10 +249,55 @@ impl Client {
     /// Queues the transport's closing frame for `d` and stops queueing; a slow client's
     /// pending frames are dropped first. (The session's cleanup drops the held pushes.)
     pub fn close(&self, d: &Disconnect) {
-        let frame = match self.framing {
-            Framing::WebSocket => close_frame(d.code, &d.reason),
+        self.out.close(self.closing_frames(d), *d == Disconnect::SLOW);
+    }
+
+    /// What ends the transport for `d`: the close frame on a WebSocket; on the others a
+    /// disconnect push, then the end of the response body. The unidirectional WebSocket
+    /// sends both (or less, as its options say).
+    fn closing_frames(&self, d: &Disconnect) -> Bytes {
+        let push = crate::protocol::PushBody::Disconnect {
+            code: d.code as u32,
+            reason: d.reason.to_string(),
+            reconnect: false,
         };
-        self.out.close(frame, *d == Disconnect::SLOW);
+        let mut payload = Vec::with_capacity(64);
+        if self.framing.is_uni() {
+            crate::protocol::encode_bare_push(self.format, "", &push, &mut payload);
+        } else {
+            crate::protocol::encode_push(self.format, "", &push, &mut payload);
+        }
+        // A close from the peer's side (1000 and below) or the peer gone (3000) gets no push.
+        let with_push = d.code > 3000;
+        match self.framing {
+            Framing::WebSocket => close_frame(d.code, &d.reason),
+            Framing::UniWebSocket => {
+                let (push_on, handshake) = self.uni_ws_close;
+                let mut out = Vec::new();
+                if push_on && with_push {
+                    out.extend_from_slice(&self.frame(&payload));
+                }
+                if handshake {
+                    out.extend_from_slice(&close_frame(d.code, &d.reason));
+                }
+                out.into()
+            }
+            Framing::UniGrpc => {
+                if with_push {
+                    self.frame(&payload)
+                } else {
+                    Bytes::new()
+                }
+            }
+            _ => {
+                let mut out = Vec::new();
+                if with_push {
+                    out.extend_from_slice(&self.frame(&payload));
+                }
+                out.extend_from_slice(HTTP_LAST_CHUNK);
+                out.into()
+            }
+        }
     }
 
     /// A subscribe request for `channel` goes to its owner: pushes that reach this client
@@ -215,5 +356,38 @@ impl Client {
         h.closed = true;
         h.frames = Vec::new();
         h.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_names_match_the_metrics_labels() {
+        let all = [
+            Framing::WebSocket,
+            Framing::HttpStream,
+            Framing::Sse,
+            Framing::UniWebSocket,
+            Framing::UniHttpStream,
+            Framing::UniSse,
+            Framing::UniGrpc,
+        ];
+        assert_eq!(all.len() * 2, FRAME_KINDS);
+        for f in all {
+            assert_eq!(crate::metrics::TRANSPORTS[f.index()], f.name());
+        }
+    }
+
+    #[test]
+    fn framings() {
+        let json = |f| frame_message(f, Format::Json, b"{}");
+        assert_eq!(&json(Framing::HttpStream)[..], b"3\r\n{}\n\r\n");
+        assert_eq!(&json(Framing::Sse)[..], b"a\r\ndata: {}\n\n\r\n");
+        assert_eq!(&json(Framing::UniHttpStream)[..], b"3\r\n{}\n\r\n");
+        assert_eq!(&frame_message(Framing::HttpStream, Format::Protobuf, &[0])[..], b"1\r\n\x00\r\n");
+        assert_eq!(&frame_message(Framing::UniGrpc, Format::Protobuf, &[7, 8])[..], &[0, 0, 0, 0, 2, 7, 8]);
+        assert_eq!(&json(Framing::UniWebSocket)[..], &[0x81, 2, b'{', b'}']);
     }
 }

@@ -44,6 +44,12 @@ struct Inner {
     /// Spawns the writer task the first time it is needed (a connection that only ever
     /// writes directly never has one).
     start: Option<Box<dyn FnOnce()>>,
+    /// Frames are queued but not written (a response whose head depends on the outcome of
+    /// its first command) until [`Outbox::resume`].
+    paused: bool,
+    /// The front frame has been partly written: it must be finished, or the stream's
+    /// framing breaks.
+    partial: bool,
 }
 
 impl Default for Inner {
@@ -58,6 +64,8 @@ impl Default for Inner {
             dirty: false,
             writing: false,
             start: None,
+            paused: false,
+            partial: false,
         }
     }
 }
@@ -186,6 +194,9 @@ impl Outbox {
         }
         i.bytes += frame.len();
         i.queue.push_back(frame);
+        if i.paused {
+            return Ok(false);
+        }
         if i.fd >= 0 && !i.writing {
             return Ok(!std::mem::replace(&mut i.dirty, true));
         }
@@ -204,7 +215,7 @@ impl Outbox {
         use bytes::Buf;
         let mut i = self.inner.borrow_mut();
         i.dirty = false;
-        if i.dead || i.writing || i.fd < 0 || i.queue.is_empty() {
+        if i.dead || i.writing || i.paused || i.fd < 0 || i.queue.is_empty() {
             return;
         }
         if i.close.is_some() {
@@ -244,9 +255,11 @@ impl Outbox {
                 if left >= front.len() {
                     left -= front.len();
                     i.queue.pop_front();
+                    i.partial = false;
                 } else {
                     front.advance(left);
                     left = 0;
+                    i.partial = true;
                 }
             }
             if i.queue.is_empty() {
@@ -273,10 +286,47 @@ impl Outbox {
             return;
         }
         if drop_queued {
+            // A partly written frame is finished first, so the closing frame stays readable.
+            let keep = if i.partial { i.queue.pop_front() } else { None };
             i.queue.clear();
-            i.bytes = 0;
+            i.bytes = keep.as_ref().map_or(0, Bytes::len);
+            i.queue.extend(keep);
         }
         i.close = Some(frame);
+        if i.paused {
+            return;
+        }
+        let start = i.wake_writer();
+        drop(i);
+        if let Some(f) = start {
+            f();
+        }
+    }
+
+    /// Holds what is queued from now on until [`Outbox::resume`] (nothing may have been
+    /// written yet).
+    pub fn pause(&self) {
+        self.inner.borrow_mut().paused = true;
+    }
+
+    /// Starts writing what a paused queue holds, after `first` (a response head). With
+    /// `instead` the queue and its close are replaced by those frames, and the connection
+    /// ends after them. The writer task takes it from here.
+    pub fn resume(&self, first: Option<Bytes>, instead: Option<Vec<Bytes>>) {
+        let mut i = self.inner.borrow_mut();
+        i.paused = false;
+        if let Some(frames) = instead {
+            i.queue = frames.into();
+            i.close = Some(Bytes::new());
+        }
+        if let Some(f) = first {
+            i.queue.push_front(f);
+        }
+        i.bytes = i.queue.iter().map(Bytes::len).sum();
+        if i.dead {
+            return;
+        }
+        i.writing = true;
         let start = i.wake_writer();
         drop(i);
         if let Some(f) = start {
@@ -319,6 +369,10 @@ impl Outbox {
             if i.dead {
                 return Poll::Ready(Some(None));
             }
+            if i.paused {
+                i.writer = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
             // Writing directly, the flush pass sends what is queued until it hands over.
             if !i.queue.is_empty() && (i.fd < 0 || i.writing || i.close.is_some()) {
                 i.writing = true;
@@ -327,6 +381,8 @@ impl Outbox {
                 for f in i.queue.drain(..n) {
                     batch.push(f);
                 }
+                // The writer finishes a partly written frame first.
+                i.partial = false;
                 let sent: usize = batch.iter().map(|b| b.len()).sum();
                 i.bytes -= sent;
                 return Poll::Ready(None);
@@ -360,7 +416,7 @@ impl Outbox {
                     }
                 }
                 Some(close) => {
-                    if let Some(c) = close {
+                    if let Some(c) = close.filter(|c| !c.is_empty()) {
                         let _ = monoio::time::timeout(write_timeout, w.write_all(c)).await;
                     }
                     let _ = w.shutdown().await;

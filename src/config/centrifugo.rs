@@ -8,8 +8,7 @@
 #[rustfmt::skip]
 pub(super) const SECTIONS: &[&str] = &[
     "broker", "presence_manager", "map_broker", "controller", "shared_poll", "rpc", "proxies",
-    "consumers", "sse", "http_stream", "webtransport", "uni_sse", "uni_http_stream",
-    "uni_grpc", "emulation", "swagger", "debug", "init", "opentelemetry",
+    "consumers", "webtransport", "swagger", "debug", "init", "opentelemetry",
     "graphite", "usage_stats", "pid_file", "enable_unreleased_features",
 ];
 
@@ -42,16 +41,13 @@ pub(super) const OPTIONS: &[&str] = &[
     "client.presence_update_interval", "client.concurrency", "client.channel_position_check_delay",
     "client.channel_position_max_time_lag", "client.connect_include_server_time",
     "client.insecure_skip_token_signature_verify", "client.user_id_http_header",
-    "client.connect_code_to_unidirectional_disconnect",
     "channel.proxy", "channel.publication_data_format",
     "http_api.external",
     "grpc_api.error_mode", "grpc_api.address", "grpc_api.tls", "grpc_api.reflection",
     "grpc_api.max_receive_message_size",
     "websocket.read_buffer_size", "websocket.use_write_buffer_pool", "websocket.write_buffer_size",
-    "uni_websocket.enabled", "uni_websocket.handler_prefix", "uni_websocket.read_buffer_size",
-    "uni_websocket.use_write_buffer_pool", "uni_websocket.write_buffer_size", "uni_websocket.write_timeout",
-    "uni_websocket.message_size_limit", "uni_websocket.disable_closing_handshake",
-    "uni_websocket.disable_disconnect_push", "uni_websocket.join_push_messages",
+    "uni_websocket.read_buffer_size", "uni_websocket.use_write_buffer_pool",
+    "uni_websocket.write_buffer_size", "uni_grpc.tls",
     "admin.handler_prefix", "admin.web_path", "admin.web_proxy_address", "admin.external",
     "prometheus.handler_prefix", "prometheus.instrument_http_handlers",
     "prometheus.recovered_publications_histogram", "prometheus.native_histograms",
@@ -117,7 +113,7 @@ mod tests {
 
     #[test]
     fn paths_and_variables() {
-        assert!(unsupported("sse"));
+        assert!(unsupported("webtransport"));
         assert!(unsupported("client.proxy"));
         assert!(unsupported("channel.without_namespace.allowed_delta_types"));
         assert!(unsupported("channel.namespaces[3].subscription_type"));
@@ -125,10 +121,10 @@ mod tests {
         assert!(!unsupported("client.proxy_x"));
         assert!(!unsupported("allowed_delta_types"));
         assert_eq!(unsupported_env("CLIENT_PROXY_CONNECT_ENDPOINT").as_deref(), Some("client.proxy"));
-        assert_eq!(unsupported_env("UNI_SSE_ENABLED").as_deref(), Some("uni_sse"));
+        assert_eq!(unsupported_env("UNI_GRPC_TLS_ENABLED").as_deref(), Some("uni_grpc.tls"));
+        assert_eq!(unsupported_env("UNI_SSE_ENABLED"), None);
         assert_eq!(unsupported_env("WEBSOCKET_READ_BUFFER_SIZE").as_deref(), Some("websocket.read_buffer_size"));
         assert_eq!(unsupported_env("WEBSOCKET_COMPRESSION"), None);
-        assert_eq!(unsupported_env("UNI_WEBSOCKET_ENABLED").as_deref(), Some("uni_websocket.enabled"));
         assert_eq!(unsupported_env("UNI_WEBSOCKET_COMPRESSION_LEVEL"), None);
         assert_eq!(
             unsupported_env("CHANNEL_WITHOUT_NAMESPACE_MAP_KEY_TTL").as_deref(),

@@ -371,6 +371,29 @@ fn validate(c: &Config) -> Result<(), String> {
         }
     }
     let cl = &c.client;
+    if c.uni_websocket.join_push_messages {
+        return Err("uni_websocket.join_push_messages: joining pushes into one frame is not supported".into());
+    }
+    let to_disconnect = &cl.connect_code_to_unidirectional_disconnect;
+    for (i, t) in to_disconnect.transforms.iter().enumerate().filter(|_| to_disconnect.enabled) {
+        if t.code == 0 || t.to.code == 0 || !t.to.reason.is_ascii() {
+            return Err(format!(
+                "client.connect_code_to_unidirectional_disconnect.transforms[{i}]: code and to.code must be non-zero and to.reason ASCII"
+            ));
+        }
+    }
+    for (name, m) in [
+        ("uni_sse", &c.uni_sse.connect_code_to_http_response),
+        ("uni_http_stream", &c.uni_http_stream.connect_code_to_http_response),
+    ] {
+        for (i, t) in m.transforms.iter().enumerate().filter(|_| m.enabled) {
+            if t.code == 0 || !(100..=599).contains(&t.to.status_code) {
+                return Err(format!(
+                    "{name}.connect_code_to_http_response.transforms[{i}]: code must be non-zero and to.status_code an HTTP status"
+                ));
+            }
+        }
+    }
     if !cl.pong_timeout.is_zero() && cl.ping_interval <= cl.pong_timeout {
         return Err(format!(
             "client.ping_interval ({}) must be greater than client.pong_timeout ({})",
@@ -500,14 +523,14 @@ mod tests {
         path
     }
 
-    fn load_file(ext: &str, text: &str) -> Result<Loaded, Error> {
+    pub(super) fn load_file(ext: &str, text: &str) -> Result<Loaded, Error> {
         let path = file(ext, text);
         let r = load(&LoadOptions { config_path: Some(path.clone()), ..Default::default() });
         let _ = std::fs::remove_file(path);
         r
     }
 
-    fn err(ext: &str, text: &str) -> String {
+    pub(super) fn err(ext: &str, text: &str) -> String {
         load_file(ext, text).unwrap_err().message
     }
 
@@ -580,7 +603,7 @@ mod tests {
     fn unknown_options_warn() {
         let l = load_file(
             "json",
-            r#"{"http_api": {"kye": "x"}, "sse": {"enabled": true}, "foo": 1,
+            r#"{"http_api": {"kye": "x"}, "webtransport": {"enabled": true}, "foo": 1,
                 "client": {"proxy": {"connect": {"enabled": true}}},
                 "gateway": {"servers": [{"path": "/r", "topic": "t", "topc": "x"}]},
                 "channel": {"namespaces": [{"name": "chat", "presense": true, "delta_publish": true}]}}"#,
@@ -593,7 +616,7 @@ mod tests {
             [
                 "option \"channel.namespaces[0].delta_publish\" is not supported by Gyre (ignored)",
                 "option \"client.proxy\" is not supported by Gyre (ignored)",
-                "option \"sse\" is not supported by Gyre (ignored)",
+                "option \"webtransport\" is not supported by Gyre (ignored)",
                 "unknown option \"channel.namespaces[0].presense\" (ignored)",
                 "unknown option \"foo\" (ignored)",
                 "unknown option \"gateway.servers[0].topc\" (ignored)",
@@ -722,53 +745,6 @@ mod tests {
         let l = load(&LoadOptions { skip_secret_generation: true, ..Default::default() }).unwrap();
         assert!(!l.generated_secrets && l.config.http_api.key.is_empty());
         assert!(l.config.client.token.hmac_secret_key.is_empty());
-    }
-
-    /// permessage-deflate options of both WebSocket transports: applied from the file and the
-    /// environment; a level outside -2..9 stops the start-up naming the option.
-    #[test]
-    fn websocket_compression_options() {
-        let l = load_file(
-            "json",
-            r#"{"websocket": {"compression": true, "compression_min_size": 100, "compression_level": -2,
-                "message_size_limit": 1000},
-                "uni_websocket": {"compression": true, "decompressed_message_size_limit": 5000}}"#,
-        )
-        .unwrap();
-        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
-        let (ws, uni) = (&l.config.websocket.deflate, &l.config.uni_websocket.deflate);
-        assert!(ws.compression && ws.compression_min_size == 100 && ws.compression_level == -2);
-        assert_eq!(ws.inflate_limit(l.config.websocket.message_size_limit), 10_000);
-        assert!(uni.compression && uni.compression_level == 1 && uni.inflate_limit(65536) == 5000);
-        check(&l.config, &[("/websocket/compression_level", json!(-2)), ("/uni_websocket/compression", json!(true))]);
-        let l = load(&LoadOptions {
-            env: vec![
-                ("CENTRIFUGO_WEBSOCKET_COMPRESSION".into(), "true".into()),
-                ("CENTRIFUGO_WEBSOCKET_COMPRESSION_LEVEL".into(), "9".into()),
-                ("CENTRIFUGO_UNI_WEBSOCKET_COMPRESSION_MIN_SIZE".into(), "7".into()),
-            ],
-            ..Default::default()
-        })
-        .unwrap();
-        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
-        assert!(l.config.websocket.deflate.compression && l.config.websocket.deflate.compression_level == 9);
-        assert_eq!(l.config.uni_websocket.deflate.compression_min_size, 7);
-        for (text, want) in [
-            (r#"{"websocket": {"compression_level": 10}}"#, "websocket.compression_level: must be between -2"),
-            (r#"{"websocket": {"compression_level": -3}}"#, "got -3"),
-            (r#"{"uni_websocket": {"compression_level": 12}}"#, "uni_websocket.compression_level"),
-            (r#"{"websocket": {"compression_level": "fast"}}"#, "\"websocket.compression_level\""),
-        ] {
-            let e = err("json", text);
-            assert!(e.contains(want), "{text}: {e}");
-        }
-        for level in super::super::WsCompression::LEVELS {
-            let text = format!(r#"{{"websocket": {{"compression_level": {level}}}}}"#);
-            assert!(load_file("json", &text).is_ok(), "{level}");
-        }
-        // Options of uni_websocket other than compression are still reported.
-        let l = load_file("json", r#"{"uni_websocket": {"enabled": true}}"#).unwrap();
-        assert_eq!(l.warnings, ["option \"uni_websocket.enabled\" is not supported by Gyre (ignored)"]);
     }
 
     #[test]

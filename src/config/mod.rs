@@ -39,7 +39,13 @@ pub struct Config {
     pub health: Enabled,
     pub grpc_api: GrpcApi,
     pub websocket: Websocket,
+    pub http_stream: HttpStream,
+    pub sse: Sse,
+    pub emulation: Emulation,
     pub uni_websocket: UniWebsocket,
+    pub uni_sse: UniSse,
+    pub uni_http_stream: UniHttpStream,
+    pub uni_grpc: UniGrpc,
     pub node: Node,
     pub shutdown: Shutdown,
     pub gateway: Gateway,
@@ -161,6 +167,8 @@ pub struct Client {
     pub recovery_max_publication_limit: usize,
     pub allowed_origins: Vec<String>,
     pub subscribe_to_user_personal_channel: PersonalChannel,
+    /// How a refused connect of a unidirectional transport becomes its disconnect.
+    pub connect_code_to_unidirectional_disconnect: CodeToDisconnect,
 }
 
 impl Default for Client {
@@ -186,6 +194,7 @@ impl Default for Client {
             recovery_max_publication_limit: 300,
             allowed_origins: Vec::new(),
             subscribe_to_user_personal_channel: PersonalChannel::default(),
+            connect_code_to_unidirectional_disconnect: CodeToDisconnect::default(),
         }
     }
 }
@@ -396,14 +405,6 @@ impl Default for Websocket {
     }
 }
 
-/// The unidirectional WebSocket transport (`/connection/uni_websocket`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct UniWebsocket {
-    #[serde(flatten)]
-    pub deflate: WsCompression,
-}
-
 /// permessage-deflate (RFC 7692) of a WebSocket transport, negotiated with the clients that
 /// offer it when `compression` is on. Only the no-context-takeover mode exists, as in
 /// Centrifugo: each message is compressed on its own.
@@ -443,6 +444,173 @@ impl WsCompression {
             0 => message_size_limit.saturating_mul(10),
             n => n,
         }
+    }
+}
+
+/// Declares a transport section whose `handler_prefix` defaults to its own path.
+macro_rules! stream_section {
+    ($(#[$m:meta])* $name:ident, $path:literal $(, $extra:ident: $ty:ty)?) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[serde(default)]
+        pub struct $name {
+            pub enabled: bool,
+            pub handler_prefix: String,
+            /// Cap of the request body (and of one command in it); 0 = 65536.
+            pub max_request_body_size: usize,
+            $(pub $extra: $ty,)?
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name {
+                    enabled: false,
+                    handler_prefix: $path.into(),
+                    max_request_body_size: 65536,
+                    $($extra: <$ty>::default(),)?
+                }
+            }
+        }
+
+        impl $name {
+            /// The body cap (0 means the default 64 KiB).
+            pub fn body_limit(&self) -> usize {
+                if self.max_request_body_size == 0 {
+                    65536
+                } else {
+                    self.max_request_body_size
+                }
+            }
+        }
+    };
+}
+
+stream_section!(
+    /// HTTP-streaming with bidirectional emulation (`http_stream`).
+    HttpStream, "/connection/http_stream"
+);
+stream_section!(
+    /// Server-sent events with bidirectional emulation (`sse`).
+    Sse, "/connection/sse"
+);
+stream_section!(
+    /// Unidirectional server-sent events (`uni_sse`).
+    UniSse, "/connection/uni_sse", connect_code_to_http_response: CodeToHttp
+);
+stream_section!(
+    /// The unidirectional HTTP stream (`uni_http_stream`).
+    UniHttpStream, "/connection/uni_http_stream", connect_code_to_http_response: CodeToHttp
+);
+
+/// `/emulation`, served while `http_stream` or `sse` is on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Emulation {
+    pub handler_prefix: String,
+    pub max_request_body_size: usize,
+}
+
+impl Default for Emulation {
+    fn default() -> Self {
+        Emulation { handler_prefix: "/emulation".into(), max_request_body_size: 65536 }
+    }
+}
+
+/// The unidirectional WebSocket (`uni_websocket`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UniWebsocket {
+    pub enabled: bool,
+    pub handler_prefix: String,
+    /// Largest message read from the client (they are read and dropped); 0 = 65536.
+    pub message_size_limit: usize,
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
+    /// Pushes written together leave in one text frame, joined by `\n`.
+    pub join_push_messages: bool,
+    /// No close frame on a server close: the socket is just closed.
+    pub disable_closing_handshake: bool,
+    /// No disconnect push before the close frame.
+    pub disable_disconnect_push: bool,
+    #[serde(flatten)]
+    pub deflate: WsCompression,
+}
+
+impl Default for UniWebsocket {
+    fn default() -> Self {
+        UniWebsocket {
+            enabled: false,
+            handler_prefix: "/connection/uni_websocket".into(),
+            message_size_limit: 65536,
+            write_timeout: Duration::from_secs(1),
+            join_push_messages: false,
+            disable_closing_handshake: false,
+            disable_disconnect_push: false,
+            deflate: WsCompression::default(),
+        }
+    }
+}
+
+/// A refused connect's code (error or disconnect code) → an HTTP response instead of a
+/// stream that ends with a disconnect push.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CodeToHttp {
+    pub enabled: bool,
+    pub transforms: Vec<CodeToHttpTransform>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CodeToHttpTransform {
+    pub code: u32,
+    pub to: HttpResponseTo,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpResponseTo {
+    pub status_code: u16,
+    pub body: String,
+}
+
+/// A refused connect's error code → the disconnect a unidirectional client gets.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CodeToDisconnect {
+    pub enabled: bool,
+    pub transforms: Vec<CodeToDisconnectTransform>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CodeToDisconnectTransform {
+    pub code: u32,
+    pub to: DisconnectTo,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DisconnectTo {
+    pub code: u16,
+    pub reason: String,
+}
+
+/// The unidirectional gRPC stream (`uni_grpc`), on its own port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UniGrpc {
+    pub enabled: bool,
+    /// Empty = the HTTP server's address.
+    pub address: String,
+    pub port: u16,
+    /// Largest request message; 0 = 4 MiB.
+    pub max_receive_message_size: usize,
+}
+
+impl Default for UniGrpc {
+    fn default() -> Self {
+        UniGrpc { enabled: false, address: String::new(), port: 11000, max_receive_message_size: 0 }
     }
 }
 

@@ -6,3 +6,5 @@ pub mod ops;
 pub mod out;
 pub mod pipeline;
 pub mod serve;
+mod transports;
+mod upgrade;

@@ -36,7 +36,7 @@ const READ_BUSY: usize = 64 * 1024;
 const READ_STREAM: usize = 256 * 1024;
 
 /// Why the read side stopped.
-enum Stop {
+pub(super) enum Stop {
     /// Peer closed or the socket failed: finish queued output, then close.
     Eof,
     /// We answered with an error and must close (body left unread).
@@ -47,9 +47,14 @@ enum Stop {
 
 /// What an upgraded connection becomes. Client connections hold their place in the node's
 /// count (`client.connection_limit`), taken before the 101 is queued.
-enum Upgrade {
+pub(super) enum Upgrade {
     /// A Centrifuge protocol client; the permessage-deflate answer when it negotiated that.
     Client(crate::protocol::Format, ConnectionSlot, Option<&'static str>),
+    /// A unidirectional WebSocket client (its connect request when the URL carried it); the
+    /// permessage-deflate answer when it negotiated that.
+    Uni(Option<crate::protocol::ConnectReq>, ConnectionSlot, Option<&'static str>),
+    /// A streaming HTTP response carrying a client session (`crate::stream`).
+    Stream(Box<crate::stream::Start>, ConnectionSlot),
     /// A raw gateway client of a `gateway.servers` endpoint.
     Raw(crate::session::RawStart, ConnectionSlot),
     /// A gateway backend on `/ws/v1`.
@@ -57,14 +62,15 @@ enum Upgrade {
 }
 
 /// What an upgrade request asks to become, before its limits are checked.
-enum Kind {
+pub(super) enum Kind {
     Client,
+    Uni(Option<crate::protocol::ConnectReq>),
     Raw(crate::session::RawStart),
     Backend(crate::gateway::backend::Roles),
 }
 
 /// The read half plus its buffer.
-struct Reader<R> {
+pub(super) struct Reader<R> {
     rd: R,
     buf: BytesMut,
     last_full: bool,
@@ -75,7 +81,7 @@ struct Reader<R> {
 
 impl<R: AsyncReadRent> Reader<R> {
     /// Reads more bytes into the buffer; false at EOF or error.
-    async fn fill(&mut self) -> bool {
+    pub(super) async fn fill(&mut self) -> bool {
         // Inside a request body the buffer stays large: a stream's bytes arrive over time,
         // and reads of whatever little is there (then a buffer shrunk back to idle) meant
         // many small reads, each followed by a small write of its replies.
@@ -120,13 +126,18 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
             // A task of its own, so this (larger) HTTP state is freed for the session's life.
             match kind {
                 Upgrade::Client(format, slot, deflate) => {
-                    let (rd, buf) = (reader.rd, reader.buf);
-                    let deflate = deflate.is_some();
+                    let (rd, buf, deflate) = (reader.rd, reader.buf, deflate.is_some());
                     monoio::spawn(crate::ws::run_session(w, slot, format, deflate, None, rd, wr, buf, fd));
                 }
+                Upgrade::Uni(req, slot, deflate) => {
+                    let (rd, buf, deflate) = (reader.rd, reader.buf, deflate.is_some());
+                    monoio::spawn(crate::ws::uni::run(w, slot, req, deflate, rd, wr, buf, fd));
+                }
+                Upgrade::Stream(start, slot) => {
+                    monoio::spawn(crate::stream::run(w, slot, *start, reader.rd, wr, reader.buf, fd));
+                }
                 Upgrade::Raw(start, slot) => {
-                    let format = crate::protocol::Format::Json;
-                    let (rd, buf) = (reader.rd, reader.buf);
+                    let (format, rd, buf) = (crate::protocol::Format::Json, reader.rd, reader.buf);
                     monoio::spawn(crate::ws::run_session(w, slot, format, false, Some(start), rd, wr, buf, fd));
                 }
                 Upgrade::Backend(roles) => {
@@ -141,9 +152,9 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
     w.unregister_sink(key);
 }
 
-struct Conn {
-    w: Rc<Worker>,
-    out: Rc<ConnOut>,
+pub(super) struct Conn {
+    pub(super) w: Rc<Worker>,
+    pub(super) out: Rc<ConnOut>,
     key: u32,
     gen: u32,
     peer: Option<std::net::IpAddr>,
@@ -219,7 +230,7 @@ impl Conn {
     }
 
     /// Answers a malformed request and closes.
-    fn fail(&self, status: u16) -> Stop {
+    pub(super) fn fail(&self, status: u16) -> Stop {
         self.out.push_raw(codec::response(
             status,
             "text/plain; charset=utf-8",
@@ -231,7 +242,7 @@ impl Conn {
 
     /// A response that leaves the connection usable only if the request had no body. A HEAD
     /// request gets the head alone (RFC 9110 §9.3.2).
-    fn simple(&self, head: &Head, status: u16, content_type: &str, body: &[u8]) -> Option<Stop> {
+    pub(super) fn simple(&self, head: &Head, status: u16, content_type: &str, body: &[u8]) -> Option<Stop> {
         let keep = head.keep_alive && !head.has_body();
         let resp = codec::response(status, content_type, body, keep);
         let resp = if head.method == HttpMethod::Head { resp.slice(..resp.len() - body.len()) } else { resp };
@@ -241,7 +252,7 @@ impl Conn {
 
     /// Like [`Conn::simple`], but first reads and drops a small request body (up to 64 KiB, as
     /// Go's server does), so the connection stays usable for the next request.
-    async fn answer<R: AsyncReadRent>(
+    pub(super) async fn answer<R: AsyncReadRent>(
         &self,
         mut head: Head,
         r: &mut Reader<R>,
@@ -301,6 +312,10 @@ impl Conn {
         if !cfg.websocket.disabled && path == cfg.websocket.handler_prefix {
             return Some(self.websocket(&head, Kind::Client));
         }
+        let head = match self.transports(head, r).await {
+            Ok(stop) => return stop,
+            Err(head) => head,
+        };
         let head = if cfg.gateway.is_on() {
             match self.gateway(head, r).await {
                 Ok(stop) => return stop,
@@ -408,8 +423,18 @@ impl Conn {
     }
 
     /// Reads a whole request body bounded by `http_api.max_body_size`.
-    async fn read_body<R: AsyncReadRent>(&self, head: &Head, r: &mut Reader<R>) -> Result<BytesMut, Stop> {
-        let limit = self.w.cfg.http_api.max_body_size as u64;
+    pub(super) async fn read_body<R: AsyncReadRent>(&self, head: &Head, r: &mut Reader<R>) -> Result<BytesMut, Stop> {
+        self.read_body_up_to(head, r, self.w.cfg.http_api.max_body_size).await
+    }
+
+    /// Reads a whole request body of at most `limit` bytes (413 beyond).
+    pub(super) async fn read_body_up_to<R: AsyncReadRent>(
+        &self,
+        head: &Head,
+        r: &mut Reader<R>,
+        limit: usize,
+    ) -> Result<BytesMut, Stop> {
+        let limit = limit as u64;
         if head.content_length.is_some_and(|n| n > limit) {
             return Err(self.fail(413));
         }
@@ -501,83 +526,6 @@ impl Conn {
         head
     }
 
-    /// The WebSocket opening handshake (RFC 6455 §4.2) plus Centrifugo's origin rule and the
-    /// node's client connection limits.
-    fn websocket(&self, head: &Head, kind: Kind) -> Stop {
-        let has_token = |name: &str, token: &str| {
-            head.header(name)
-                .is_some_and(|v| String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        };
-        let key = head.header("sec-websocket-key").unwrap_or(b"");
-        if head.method != HttpMethod::Get
-            || !has_token("upgrade", "websocket")
-            || !has_token("connection", "upgrade")
-            || head.header("sec-websocket-version") != Some(b"13")
-            || key.len() != 24
-        {
-            return self.fail(400);
-        }
-        if let Some(origin) = head.header("origin") {
-            let origin = String::from_utf8_lossy(origin).to_ascii_lowercase();
-            // The admin page's live tail connects from the page this server served.
-            let same_origin = self.w.cfg.admin.enabled
-                && head.header("host").is_some_and(|h| {
-                    let host = String::from_utf8_lossy(h).to_ascii_lowercase();
-                    origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host.as_str())
-                });
-            let allowed = same_origin
-                || self.w.cfg.client.allowed_origins.iter().any(|p| {
-                    p == "*"
-                        || globset::Glob::new(&p.to_ascii_lowercase())
-                            .map(|g| g.compile_matcher().is_match(&origin))
-                            .unwrap_or(false)
-                });
-            if !allowed {
-                return self.fail(403);
-            }
-        }
-        // Client connection limits; gateway backends are not clients. The place is taken
-        // before the 101 is queued, so simultaneous upgrades never exceed the limit together;
-        // refused as Centrifugo refuses it: 503 with an empty body.
-        let slot = || {
-            let limit = self.w.cfg.client.connection_limit;
-            self.w.take_connection_token().then(|| self.w.node.reserve_connection(limit)).flatten()
-        };
-        let unavailable = || {
-            self.out.push_raw(codec::response(503, "", b"", false));
-            Stop::Close
-        };
-        let (kind, proto) = match kind {
-            Kind::Backend(roles) => (Upgrade::Backend(roles), None),
-            Kind::Raw(start) => {
-                let Some(slot) = slot() else { return unavailable() };
-                (Upgrade::Raw(start, slot), None)
-            }
-            Kind::Client => {
-                let Some(slot) = slot() else { return unavailable() };
-                let (format, proto) = crate::ws::negotiate(head);
-                let deflate = crate::wire::deflate::negotiate(self.w.cfg.websocket.deflate.compression, head);
-                (Upgrade::Client(format, slot, deflate), proto)
-            }
-        };
-        let mut resp = String::with_capacity(160);
-        resp.push_str(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
-        );
-        resp.push_str(&crate::wire::ws::accept_key(key));
-        if let Some(p) = proto {
-            resp.push_str("\r\nSec-WebSocket-Protocol: ");
-            resp.push_str(p);
-        }
-        if let Upgrade::Client(_, _, Some(e)) = &kind {
-            resp.push_str("\r\nSec-WebSocket-Extensions: ");
-            resp.push_str(e);
-        }
-        resp.push_str("\r\n\r\n");
-        self.out.push_raw(Bytes::from(resp));
-        Stop::Upgrade(kind)
-    }
-
     /// API key from `X-API-Key`, `Authorization: apikey KEY` or `?api_key=`.
     fn authorized(&self, head: &Head) -> bool {
         let api = &self.w.cfg.http_api;
@@ -604,7 +552,7 @@ impl Conn {
         head.query_param("api_key").is_some_and(|k| constant_eq(k.as_bytes(), key))
     }
 
-    fn continue_100(&self, head: &Head) {
+    pub(super) fn continue_100(&self, head: &Head) {
         if head.expect_continue && !head.http10 {
             self.out.push_raw(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"));
         }

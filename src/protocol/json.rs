@@ -343,21 +343,11 @@ fn body(out: &mut Vec<u8>, b: &ReplyBody) {
             opt_true(out, &mut first, "expires", c.expires);
             opt_uint(out, &mut first, "ttl", c.ttl as u64);
             opt_raw(out, &mut first, "data", c.data.as_deref());
-            if !c.subs.is_empty() {
-                key(out, &mut first, "subs");
-                out.push(b'{');
-                for (i, (ch, r)) in c.subs.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    string(out, ch);
-                    out.push(b':');
-                    subscribe_result(out, r);
-                }
-                out.push(b'}');
-            }
+            connect_subs(out, &mut first, c);
             opt_uint(out, &mut first, "ping", c.ping as u64);
             opt_true(out, &mut first, "pong", c.pong);
+            opt_str(out, &mut first, "session", &c.session);
+            opt_str(out, &mut first, "node", &c.node);
             out.push(b'}');
         }
         ReplyBody::Subscribe(r) => {
@@ -438,7 +428,15 @@ pub fn encode_reply(id: u32, reply: &Result<ReplyBody, ApiError>, out: &mut Vec<
 
 /// `{"push":{"channel":"c","pub":{..}}}` and the other push kinds.
 pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"push\":{");
+    out.extend_from_slice(b"{\"push\":");
+    encode_bare_push(channel, push, out);
+    out.push(b'}');
+}
+
+/// Appends one push as the bare `Push` object the unidirectional transports send
+/// (`{"channel":"c","pub":{..}}`, `{"connect":{..}}`, `{}` for a ping is not a push).
+pub fn encode_bare_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
+    out.push(b'{');
     if push.has_channel() && !channel.is_empty() {
         out.extend_from_slice(b"\"channel\":");
         string(out, channel);
@@ -494,8 +492,42 @@ pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
             opt_true(out, &mut first, "reconnect", *reconnect);
             out.push(b'}');
         }
+        PushBody::Connect(c) => {
+            // The `Connect` push of the unidirectional transports (its fields in the order
+            // of the protocol's `Connect` message).
+            out.extend_from_slice(b"\"connect\":{");
+            let mut first = true;
+            opt_str(out, &mut first, "client", &c.client);
+            opt_str(out, &mut first, "version", &c.version);
+            opt_raw(out, &mut first, "data", c.data.as_deref());
+            connect_subs(out, &mut first, c);
+            opt_true(out, &mut first, "expires", c.expires);
+            opt_uint(out, &mut first, "ttl", c.ttl as u64);
+            opt_uint(out, &mut first, "ping", c.ping as u64);
+            opt_true(out, &mut first, "pong", c.pong);
+            opt_str(out, &mut first, "session", &c.session);
+            opt_str(out, &mut first, "node", &c.node);
+            out.push(b'}');
+        }
     }
-    out.extend_from_slice(b"}}");
+    out.push(b'}');
+}
+
+fn connect_subs(out: &mut Vec<u8>, first: &mut bool, c: &ConnectResult) {
+    if c.subs.is_empty() {
+        return;
+    }
+    key(out, first, "subs");
+    out.push(b'{');
+    for (i, (ch, r)) in c.subs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, ch);
+        out.push(b':');
+        subscribe_result(out, r);
+    }
+    out.push(b'}');
 }
 
 #[cfg(test)]

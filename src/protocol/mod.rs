@@ -133,6 +133,11 @@ pub struct ConnectResult {
     pub subs: Vec<(String, SubscribeResult)>,
     pub ping: u32,
     pub pong: bool,
+    /// The session id of a unidirectional or emulated connection (server API actions and
+    /// `/emulation` requests name it).
+    pub session: String,
+    /// This node's id, for emulated connections (their `/emulation` requests name it).
+    pub node: String,
 }
 
 /// A successful reply's body, named like the command it answers.
@@ -157,11 +162,31 @@ pub enum PushBody {
     Pub(Publication),
     Join(ClientInfo),
     Leave(ClientInfo),
-    Unsubscribe { code: u32, reason: String },
-    Subscribe { recoverable: bool, epoch: String, offset: u64, positioned: bool, data: Option<Bytes> },
-    Message { data: Bytes },
-    Refresh { expires: bool, ttl: u32 },
-    Disconnect { code: u32, reason: String, reconnect: bool },
+    Unsubscribe {
+        code: u32,
+        reason: String,
+    },
+    Subscribe {
+        recoverable: bool,
+        epoch: String,
+        offset: u64,
+        positioned: bool,
+        data: Option<Bytes>,
+    },
+    Message {
+        data: Bytes,
+    },
+    Refresh {
+        expires: bool,
+        ttl: u32,
+    },
+    Disconnect {
+        code: u32,
+        reason: String,
+        reconnect: bool,
+    },
+    /// The connect result of a unidirectional connection (its first push).
+    Connect(Box<ConnectResult>),
 }
 
 impl PushBody {
@@ -191,6 +216,31 @@ pub fn decode(format: Format, frame: &[u8]) -> Result<Vec<Cmd>, BadFrame> {
     }
 }
 
+/// Decodes the connect request a unidirectional transport receives (a `ConnectRequest`
+/// object, not a command): JSON (`null` and `{}` are an empty request) or protobuf.
+pub fn decode_connect_request(format: Format, body: &[u8]) -> Result<ConnectReq, BadFrame> {
+    match format {
+        Format::Json => {
+            let body = body.trim_ascii();
+            if body == b"null" {
+                return Ok(ConnectReq::default());
+            }
+            if body.first() != Some(&b'{') {
+                return Err(BadFrame);
+            }
+            let mut cmd = Vec::with_capacity(body.len() + 20);
+            cmd.extend_from_slice(b"{\"id\":1,\"connect\":");
+            cmd.extend_from_slice(body);
+            cmd.push(b'}');
+            match json::decode_command(&cmd)?.req {
+                Req::Connect(c) => Ok(c),
+                _ => Err(BadFrame),
+            }
+        }
+        Format::Protobuf => pb::decode_connect_request(body),
+    }
+}
+
 /// Appends one reply (for JSON without a trailing newline; the caller joins with `\n`).
 pub fn encode_reply(format: Format, id: u32, reply: &Result<ReplyBody, ApiError>, out: &mut Vec<u8>) {
     match format {
@@ -204,6 +254,15 @@ pub fn encode_push(format: Format, channel: &str, push: &PushBody, out: &mut Vec
     match format {
         Format::Json => json::encode_push(channel, push, out),
         Format::Protobuf => pb::encode_push(channel, push, out),
+    }
+}
+
+/// Appends one bare push (no reply wrapper, no length prefix): what the unidirectional
+/// transports send.
+pub fn encode_bare_push(format: Format, channel: &str, push: &PushBody, out: &mut Vec<u8>) {
+    match format {
+        Format::Json => json::encode_bare_push(channel, push, out),
+        Format::Protobuf => pb::encode_bare_push(channel, push, out),
     }
 }
 

@@ -253,6 +253,10 @@ pub mod proto {
         pub ping: u32,
         #[prost(bool, tag = "8")]
         pub pong: bool,
+        #[prost(string, tag = "9")]
+        pub session: String,
+        #[prost(string, tag = "10")]
+        pub node: String,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -464,6 +468,15 @@ pub fn decode(frame: &[u8]) -> Result<Vec<Cmd>, BadFrame> {
     Ok(cmds)
 }
 
+/// Decodes one `ConnectRequest` message (the request of the unidirectional gRPC stream).
+pub fn decode_connect_request(body: &[u8]) -> Result<ConnectReq, BadFrame> {
+    let r = proto::ConnectRequest::decode(body).map_err(|_| BadFrame)?;
+    match to_cmd(proto::Command { id: 1, connect: Some(r), ..Default::default() }).req {
+        Req::Connect(c) => Ok(c),
+        _ => Err(BadFrame),
+    }
+}
+
 /// proto3 cannot tell an empty `bytes` field from an absent one; both mean "no data".
 fn opt_bytes(b: Bytes) -> Option<Bytes> {
     (!b.is_empty()).then_some(b)
@@ -636,6 +649,27 @@ fn connect_result(out: &mut Vec<u8>, r: &ConnectResult) {
     }
     put_u64(out, 7, r.ping.into());
     put_bool(out, 8, r.pong);
+    put_str(out, 9, &r.session);
+    put_str(out, 10, &r.node);
+}
+
+/// The `Connect` push message (its own field numbers, unlike `ConnectResult`).
+fn connect_push(out: &mut Vec<u8>, r: &ConnectResult) {
+    put_str(out, 1, &r.client);
+    put_str(out, 2, &r.version);
+    put_bytes(out, 3, r.data.as_deref().unwrap_or_default());
+    for (ch, sub) in &r.subs {
+        put_msg(out, 4, |out| {
+            put_str(out, 1, ch);
+            put_msg(out, 2, |out| subscribe_result(out, sub));
+        });
+    }
+    put_bool(out, 5, r.expires);
+    put_u64(out, 6, r.ttl.into());
+    put_u64(out, 7, r.ping.into());
+    put_bool(out, 8, r.pong);
+    put_str(out, 9, &r.session);
+    put_str(out, 10, &r.node);
 }
 
 /// Appends one length-prefixed `Reply` to command `id`.
@@ -698,8 +732,14 @@ pub fn encode_reply(id: u32, reply: &Result<ReplyBody, ApiError>, out: &mut Vec<
 /// Appends one length-prefixed `Reply` carrying a `Push`. `channel` is written only for the
 /// channel-scoped pushes; message, refresh and disconnect concern the whole connection.
 pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
-    delimited(out, |out| {
-        put_msg(out, 4, |out| {
+    delimited(out, |out| put_msg(out, 4, |out| encode_bare_push(channel, push, out)));
+}
+
+/// Appends one bare `Push` message, not length-prefixed (one gRPC message of the
+/// unidirectional gRPC stream).
+pub fn encode_bare_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
+    {
+        {
             if push.has_channel() {
                 put_str(out, 2, channel);
             }
@@ -728,9 +768,10 @@ pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
                     put_bool(out, 1, *expires);
                     put_u64(out, 2, (*ttl).into());
                 }),
+                PushBody::Connect(c) => put_msg(out, 10, |out| connect_push(out, c)),
             }
-        });
-    });
+        }
+    }
 }
 
 #[cfg(test)]

@@ -219,6 +219,8 @@ fn connect_reply() {
             subs: vec![("server-side".into(), sub)],
             ping: 25,
             pong: true,
+            session: "sid".into(),
+            node: "nid".into(),
         })),
     );
     assert_eq!(r.id, 1);
@@ -243,6 +245,8 @@ fn connect_reply() {
             )]),
             ping: 25,
             pong: true,
+            session: "sid".into(),
+            node: "nid".into(),
         }
     );
 }

@@ -169,8 +169,10 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
         version: s.w.node.version.clone(),
         expires: expire_at > 0,
         ttl: if expire_at > 0 { (expire_at - now) as u32 } else { 0 },
-        ping: cfg.client.ping_interval.as_secs() as u32,
-        pong: !cfg.client.pong_timeout.is_zero(),
+        ping: ping_interval(s).as_secs() as u32,
+        pong: !cfg.client.pong_timeout.is_zero() && !s.client.framing.is_uni(),
+        session: s.sid.as_deref().unwrap_or_default().to_string(),
+        node: if s.client.framing.is_emulated() { s.w.node.uid.clone() } else { String::new() },
         ..Default::default()
     };
     let mut live: Vec<Arc<str>> = Vec::new();
@@ -601,7 +603,17 @@ fn matches_target(s: &Session, t: &crate::api::Target) -> bool {
         && !st.closed
         && *t.user == *st.user
         && (t.client.is_empty() || *t.client == *s.client.id)
-        && t.session.is_empty()
+        && (t.session.is_empty() || s.sid.as_deref() == Some(&*t.session))
+}
+
+/// The server ping interval of this session's transport: the unidirectional gRPC stream
+/// pings every 25 seconds whatever `client.ping_interval` says (as Centrifugo's does).
+pub(super) fn ping_interval(s: &Session) -> std::time::Duration {
+    if s.client.framing == crate::client::Framing::UniGrpc {
+        std::time::Duration::from_secs(25)
+    } else {
+        s.w.cfg.client.ping_interval
+    }
 }
 
 /// Applies an API subscribe/unsubscribe/disconnect/refresh to this session when it is one of

@@ -23,7 +23,7 @@ impl Session {
             self.disconnect(Disconnect::BAD_REQUEST);
             return false;
         }
-        crate::metrics::ws_message_received(data.len());
+        crate::metrics::ws_message_received(self.client.framing.index(), data.len());
         let cmds = match protocol::decode(self.client.format, &data) {
             Ok(c) => c,
             Err(_) => {
@@ -62,9 +62,18 @@ impl Session {
         true
     }
 
+    /// The connect request of a unidirectional transport: runs it as the session's connect
+    /// command; a refusal closes the session with its disconnect.
+    pub async fn connect_uni(self: &Rc<Self>, req: protocol::ConnectReq) {
+        if let Err(d) = handle_command(self, Cmd { id: 1, req: Req::Connect(req) }).await {
+            self.refused.set(self.refused.get().or(Some(d.code as u32)));
+            self.disconnect(d);
+        }
+    }
+
     /// The transport's pong arrived: for raw clients, the answer to the server's ping.
     pub fn on_pong(&self) {
-        if self.raw.is_some() {
+        if self.raw.is_some() || self.client.framing == crate::client::Framing::UniWebSocket {
             self.st.borrow_mut().ping_sent = None;
         }
     }

@@ -14,6 +14,7 @@ mod handle;
 pub mod hidden;
 mod mesh;
 mod slots;
+pub mod socket;
 mod timers;
 
 use std::cell::{Cell, RefCell};
@@ -119,6 +120,26 @@ pub struct Session {
     /// `method` label of reply error metrics.
     method: Cell<&'static str>,
     created: Instant,
+    /// The session id of a unidirectional or emulated connection (`/emulation` requests and
+    /// server API actions name it); its first 16 bits are the worker's index.
+    pub sid: Option<Arc<str>>,
+    /// Why the connect was refused (its error or disconnect code), for transports that map it
+    /// to an HTTP response.
+    pub refused: Cell<Option<u32>>,
+}
+
+/// A session id: a random UUID (v4) whose first four hex digits name the worker holding the
+/// session, so an `/emulation` request is routed without asking every worker.
+pub fn new_session_id(worker: usize) -> Arc<str> {
+    let mut b = *uuid::Uuid::new_v4().as_bytes();
+    b[..2].copy_from_slice(&(worker as u16).to_be_bytes());
+    uuid::Uuid::from_bytes(b).to_string().into()
+}
+
+/// The worker a session id names (see [`new_session_id`]).
+pub fn session_worker(sid: &str) -> Option<usize> {
+    let id = uuid::Uuid::parse_str(sid).ok()?;
+    Some(u16::from_be_bytes([id.as_bytes()[0], id.as_bytes()[1]]) as usize)
 }
 
 impl Session {
@@ -133,6 +154,8 @@ impl Session {
             timer_at: Cell::new(None),
             method: Cell::new(""),
             created: Instant::now(),
+            sid: (client.framing.is_uni() || client.framing.is_emulated()).then(|| new_session_id(w.id)),
+            refused: Cell::new(None),
         });
         w.hub.add(client.clone(), s.clone());
         let target: Rc<dyn crate::gateway::mesh::MeshTarget> = s.clone();
@@ -203,6 +226,19 @@ impl Session {
         if let Err(e) = r {
             crate::metrics::client_reply_error(self.method.get(), e.code);
         }
+        if self.client.framing.is_uni() {
+            // No replies on a unidirectional transport: the connect result is its first push,
+            // a refused connect its disconnect.
+            match r {
+                Ok(ReplyBody::Connect(c)) => self.push("", &PushBody::Connect(Box::new(c.clone()))),
+                Err(e) => {
+                    self.refused.set(Some(e.code));
+                    self.disconnect(uni_disconnect(&self.w.cfg, e));
+                }
+                Ok(_) => {}
+            }
+            return;
+        }
         let mut buf = Vec::with_capacity(64);
         protocol::encode_reply(self.client.format, id, r, &mut buf);
         self.push_frame(buf);
@@ -210,7 +246,11 @@ impl Session {
 
     fn push(&self, channel: &str, p: &PushBody) {
         let mut buf = Vec::with_capacity(64);
-        protocol::encode_push(self.client.format, channel, p, &mut buf);
+        if self.client.framing.is_uni() {
+            protocol::encode_bare_push(self.client.format, channel, p, &mut buf);
+        } else {
+            protocol::encode_push(self.client.format, channel, p, &mut buf);
+        }
         self.push_frame(buf);
     }
 
@@ -302,12 +342,32 @@ impl Session {
     }
 }
 
+/// The disconnect a unidirectional client gets for a connect refused with error `e`:
+/// `client.connect_code_to_unidirectional_disconnect` first, then Centrifugo's mapping.
+fn uni_disconnect(cfg: &crate::config::Config, e: &ApiError) -> Disconnect {
+    let m = &cfg.client.connect_code_to_unidirectional_disconnect;
+    if m.enabled {
+        if let Some(t) = m.transforms.iter().find(|t| t.code == e.code) {
+            return Disconnect { code: t.to.code, reason: t.to.reason.clone().into() };
+        }
+    }
+    match e.code {
+        109 | 110 => Disconnect::EXPIRED,
+        111 => Disconnect::TOO_MANY_REQUESTS,
+        103 => Disconnect::new(3507, "permission denied"),
+        _ => Disconnect::INTERNAL,
+    }
+}
+
 impl Handler for Session {
     /// Closes the session with the transport's closing frame carrying the code and reason,
     /// and releases everything it holds (index entries, owner counts, presence). Idempotent.
     fn disconnect(&self, d: Disconnect) {
         if self.st.borrow().closed {
             return;
+        }
+        if !self.st.borrow().connected && self.refused.get().is_none() {
+            self.refused.set(Some(d.code as u32));
         }
         self.client.close(&d);
         self.cleanup();
@@ -318,8 +378,14 @@ impl Handler for Session {
     }
 
     /// The channel's stream may have a gap for this session: unsubscribe it with
-    /// "insufficient state" (2500), which makes SDKs resubscribe and recover.
+    /// "insufficient state" (2500), which makes SDKs resubscribe and recover. A
+    /// unidirectional client cannot resubscribe: it is disconnected (3010) to reconnect and
+    /// recover.
     fn resubscribe(&self, channel: &str) {
+        if self.client.framing.is_uni() {
+            self.disconnect(Disconnect::INSUFFICIENT_STATE);
+            return;
+        }
         self.unsubscribe(channel, Some((2500, "insufficient state")));
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{unix_now, Session};
-use crate::client::Handler;
+use crate::client::{Framing, Handler};
 use crate::error::Disconnect;
 use crate::protocol;
 
@@ -41,8 +41,14 @@ impl Session {
     /// Acts on every deadline that has passed; returns the next one (`None` once closed).
     fn check_deadlines(&self, now: Instant) -> Option<Instant> {
         let cfg = self.w.cfg.clone();
-        let interval = cfg.client.ping_interval;
-        let pong_timeout = cfg.client.pong_timeout;
+        let interval = super::commands::ping_interval(self);
+        // Unidirectional clients cannot answer pings, except with the WebSocket's own pongs.
+        let pong_timeout = match self.client.framing {
+            Framing::UniWebSocket if cfg.client.pong_timeout.is_zero() => Duration::from_secs(10),
+            Framing::UniWebSocket => cfg.client.pong_timeout,
+            f if f.is_uni() => Duration::ZERO,
+            _ => cfg.client.pong_timeout,
+        };
         if self.is_closed() {
             return None;
         }
@@ -85,6 +91,14 @@ impl Session {
                 if self.raw.is_some() {
                     // Raw clients get the transport's pings; their pongs answer.
                     let _ = self.client.send(self.client.ping_frame());
+                } else if self.client.framing.is_uni() {
+                    // An empty push: `{}`, or an empty protobuf message.
+                    let empty: &[u8] = if self.client.format == protocol::Format::Json { b"{}" } else { b"" };
+                    self.push_frame(empty.to_vec());
+                    if self.client.framing == Framing::UniWebSocket {
+                        // And the WebSocket's own ping, whose pong is awaited.
+                        let _ = self.client.send(self.client.ping_frame());
+                    }
                 } else {
                     let mut buf = Vec::with_capacity(2);
                     protocol::encode_ping(self.client.format, &mut buf);

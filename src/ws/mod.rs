@@ -3,15 +3,18 @@
 //! which opens a session on an upgraded connection and drives it with the shared read loop
 //! (`crate::io::ws`).
 
-use std::cell::Cell;
 use std::rc::Rc;
+
+pub mod uni;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::client::{Client, Framing};
+use crate::config::WsCompression;
 use crate::io::ws::{read_loop_with, Conn};
 use crate::protocol::Format;
 use crate::runtime::worker::{ConnectionSlot, Worker};
+use crate::session::socket::{finish, open_on_socket};
 use crate::session::{RawStart, Session};
 use crate::wire::deflate::Deflate;
 use crate::wire::http::Head;
@@ -62,6 +65,22 @@ impl Conn for SessionConn {
     }
 }
 
+/// The read side of a WebSocket transport whose messages are limited to `limit` bytes: with
+/// permessage-deflate negotiated (`z`: the transport's options) compressed messages are
+/// inflated, up to its decompressed limit.
+pub fn decoder(limit: usize, z: Option<&WsCompression>) -> Decoder {
+    let dec = Decoder::new(limit, limit);
+    match z {
+        Some(z) => dec.with_inflate(z.inflate_limit(limit)),
+        None => dec,
+    }
+}
+
+/// What a client that negotiated permessage-deflate on a transport with options `z` gets.
+pub fn deflate_of(z: &WsCompression) -> Deflate {
+    Deflate::new(z.compression_level, z.compression_min_size)
+}
+
 /// Runs a client session (a raw gateway client with `raw`) on an upgraded connection until
 /// it closes; the connection's place in the node's count (`slot`) is freed then. `deflate`:
 /// the handshake negotiated permessage-deflate (`websocket.compression*` apply).
@@ -83,59 +102,17 @@ where
 {
     // Opened before the task starts, so the task's future (held for the connection's whole
     // life) keeps only what the read loop needs, not the set-up's temporaries.
-    let (s, writer) = open_session(&w, format, deflate, raw, wr, fd);
-    let ws = &w.cfg.websocket;
-    let limit = ws.message_size_limit;
-    let mut dec = Decoder::new(limit, limit);
-    if deflate {
-        dec = dec.with_inflate(ws.deflate.inflate_limit(limit));
-    }
+    let cfg = &w.cfg;
+    let id = Session::new_client_id(&w, raw.is_some());
+    let mut client = Client::new(id, format, raw.is_some(), Framing::WebSocket, cfg.client.queue_max_size);
+    let z = deflate.then_some(&cfg.websocket.deflate);
+    client.deflate = z.map(deflate_of);
+    let (s, writer) = open_on_socket(&w, client, raw, wr, fd, cfg.websocket.write_timeout);
+    let dec = decoder(cfg.websocket.message_size_limit, z);
     async move {
         read_loop_with(&SessionConn(s.clone()), &mut rd, buf, dec, SESSION_READ_IDLE).await;
-        s.cleanup();
-        // Never needed: the write half is released here.
-        drop(s.client.out.take_start());
-        if let Some(h) = writer.take() {
-            h.await;
-        }
-        // The connection's place in the node's count is freed last.
-        drop(slot);
+        finish(s, writer, slot).await;
     }
-}
-
-/// The writer task of a session, once it has been started.
-type WriterSlot = Rc<Cell<Option<monoio::task::JoinHandle<()>>>>;
-
-/// Opens the session of [`run_session`]: its client writes through the worker's flush pass,
-/// and its writer task is started only when first needed (see `crate::client::outbox`).
-fn open_session<W>(
-    w: &Rc<Worker>,
-    format: Format,
-    deflate: bool,
-    raw: Option<RawStart>,
-    wr: W,
-    fd: i32,
-) -> (Rc<Session>, WriterSlot)
-where
-    W: monoio::io::AsyncWriteRent + 'static,
-{
-    let cfg = &w.cfg;
-    let id = Session::new_client_id(w, raw.is_some());
-    let mut client = Client::new(id, format, raw.is_some(), Framing::WebSocket, cfg.client.queue_max_size);
-    let z = &cfg.websocket.deflate;
-    client.deflate = deflate.then(|| Deflate::new(z.compression_level, z.compression_min_size));
-    client.write_directly(fd, w.hub.writes().clone());
-    let client = Rc::new(client);
-    let writer = WriterSlot::default();
-    let (c, handle, timeout) = (client.clone(), writer.clone(), cfg.websocket.write_timeout);
-    client.out.start_writer_on_demand(Box::new(move || {
-        handle.set(Some(monoio::spawn(async move {
-            c.out.run_writer(wr, timeout).await;
-            // Wake the reader too: a closed session must not keep its socket open.
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-        })));
-    }));
-    (Session::open(w, client, raw), writer)
 }
 
 #[cfg(test)]

@@ -94,10 +94,15 @@ struct Raw {
 impl Raw {
     /// Upgrades with `offer` as `Sec-WebSocket-Extensions` (none when `None`).
     fn open(server: &Server, offer: Option<&str>) -> Raw {
+        Raw::open_at(server, WS_PATH, offer)
+    }
+
+    /// [`Raw::open`] on `path`.
+    fn open_at(server: &Server, path: &str, offer: Option<&str>) -> Raw {
         let mut s = TcpStream::connect(server.addr()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let headers: Vec<(&str, &str)> = offer.map(|o| ("Sec-WebSocket-Extensions", o)).into_iter().collect();
-        s.write_all(&upgrade_request("localhost", WS_PATH, SAMPLE_KEY, &headers)).unwrap();
+        s.write_all(&upgrade_request("localhost", path, SAMPLE_KEY, &headers)).unwrap();
         let mut buf = Vec::new();
         let end = loop {
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -332,6 +337,46 @@ fn a_deflate_bomb_is_refused_in_bounded_memory() {
     let grown = s.rss_kb().saturating_sub(before);
     assert!(grown < 16 * 1024, "the server grew by {grown} KiB");
     s.assert_alive();
+}
+
+/// The unidirectional WebSocket has options of its own: its connect request may arrive
+/// compressed, its pushes leave compressed; the bidirectional endpoint keeps its own setting.
+#[test]
+fn uni_websocket_compression() {
+    let cfg = json!({
+        "websocket": {"compression": false},
+        "uni_websocket": {"enabled": true, "compression": true, "compression_min_size": 20}
+    });
+    let s = Server::start(deflate_config(cfg));
+    let path = "/connection/uni_websocket";
+    let mut c = Raw::open_at(&s, path, Some("permessage-deflate; client_max_window_bits"));
+    assert_eq!(c.extensions.as_deref(), Some(RESPONSE));
+    // The connect request as the first message, compressed.
+    c.send(&json!({}), true);
+    let connect = c.frame();
+    assert!(connect.rsv1(), "{connect:?}");
+    let client = connect.json()[0]["connect"]["client"].clone();
+    assert!(client.is_string(), "{:?}", connect.json());
+    let r = s.api("subscribe", json!({"user": "", "client": client, "channel": "news"}));
+    assert!(r.get("error").is_none(), "{r}");
+    s.api("publish", json!({"channel": "news", "data": {"text": "hello ".repeat(20)}}));
+    let f = loop {
+        let f = c.frame();
+        if f.op() == 0x9 {
+            assert!(!f.rsv1(), "a control frame is never compressed: {f:?}");
+            continue;
+        }
+        if f.json().first().is_some_and(|m| m["pub"].is_object()) {
+            break f;
+        }
+        // Other pushes (the subscribe push, pings `{}`): compressed only over the min size.
+        assert_eq!(f.rsv1(), f.data().len() > 20, "{f:?}");
+    };
+    assert!(f.rsv1(), "{f:?}");
+    assert_eq!(f.json()[0]["pub"]["data"]["text"], "hello ".repeat(20));
+    // Not negotiated without an offer; the bidirectional endpoint has compression off.
+    assert_eq!(Raw::open_at(&s, path, None).extensions, None);
+    assert_eq!(Raw::open(&s, Some("permessage-deflate")).extensions, None);
 }
 
 #[test]

@@ -1,0 +1,54 @@
+//! Opening a session on a socket: whatever the transport, its client writes through the
+//! worker's flush pass, and its writer task is started only when first needed (see
+//! `crate::client::outbox`).
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::{RawStart, Session};
+use crate::client::Client;
+use crate::runtime::worker::Worker;
+
+/// The writer task of a session, once it has been started.
+pub type WriterSlot = Rc<Cell<Option<monoio::task::JoinHandle<()>>>>;
+
+/// Opens a session on `client`, whose frames are written to socket `fd` (the write half
+/// `wr` goes to the writer task when the socket is full or the session closes). When the
+/// writer ends, the socket is shut both ways so the transport's reader ends too.
+pub fn open_on_socket<W>(
+    w: &Rc<Worker>,
+    mut client: Client,
+    raw: Option<RawStart>,
+    wr: W,
+    fd: i32,
+    write_timeout: Duration,
+) -> (Rc<Session>, WriterSlot)
+where
+    W: monoio::io::AsyncWriteRent + 'static,
+{
+    client.write_directly(fd, w.hub.writes().clone());
+    let client = Rc::new(client);
+    let writer = WriterSlot::default();
+    let (c, handle) = (client.clone(), writer.clone());
+    client.out.start_writer_on_demand(Box::new(move || {
+        handle.set(Some(monoio::spawn(async move {
+            c.out.run_writer(wr, write_timeout).await;
+            // Wake the reader too: a closed session must not keep its socket open.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        })));
+    }));
+    (Session::open(w, client, raw), writer)
+}
+
+/// Ends a transport's session: releases what it holds, lets the writer finish (its close
+/// frames), and frees the connection's place in the node's count (`slot`) last.
+pub async fn finish<S>(s: Rc<Session>, writer: WriterSlot, slot: S) {
+    s.cleanup();
+    // Never needed: the write half is released here.
+    drop(s.client.out.take_start());
+    if let Some(h) = writer.take() {
+        h.await;
+    }
+    drop(slot);
+}
