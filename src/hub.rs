@@ -1,8 +1,9 @@
 //! This worker's connected clients and their subscriptions: channel → local subscribers and
 //! user → connection count. [`Hub::deliver`] is the last leg of fan-out:
 //! it queues a prepared push on every local subscriber of its channel (the same JSON frame
-//! for all, the protobuf frame encoded at most once per push) and closes the clients that
-//! overflowed after the iteration.
+//! for all, the protobuf frame encoded at most once per push, and for clients that negotiated
+//! permessage-deflate each of them compressed at most once per push) and closes the clients
+//! that overflowed after the iteration.
 //!
 //! Owned by one worker and used only from its thread; other workers reach it through the
 //! worker's inbox (`Deliver` messages and jobs).
@@ -21,6 +22,7 @@ use crate::client::{Client, Framing, Handler};
 use crate::error::Disconnect;
 use crate::protocol::{Format, PushBody};
 use crate::push::{metrics_kind, raw_publication_frame, Prepared, PushKind};
+use crate::wire::deflate::{self, Deflate};
 
 /// A local subscriber of a channel.
 #[derive(Debug, Clone, Copy)]
@@ -222,13 +224,41 @@ impl Hub {
 }
 
 /// The frames of one push built during one delivery, by [`Client::frame_kind`]: each kind is
-/// encoded at most once per push and worker, whatever the number of its subscribers.
+/// encoded at most once per push and worker, whatever the number of its subscribers; so is
+/// each compressed frame (by kind and level), since with no context takeover a frame
+/// compressed once is valid on every connection that negotiated permessage-deflate.
 #[derive(Default)]
-struct Frames([Option<Bytes>; crate::client::FRAME_KINDS]);
+struct Frames([Option<Bytes>; crate::client::FRAME_KINDS], SmallVec<[(usize, i8, Bytes); 2]>);
+
+impl Frames {
+    /// `plain`, this push's WebSocket frame of `kind`, as a client with `d` receives it.
+    fn deflated(&mut self, kind: usize, d: Deflate, plain: Bytes) -> Bytes {
+        let Some((op, payload)) = crate::wire::ws::server_frame_parts(&plain) else { return plain };
+        if !d.wants(payload.len()) {
+            return plain;
+        }
+        if let Some((_, _, f)) = self.1.iter().find(|(k, l, _)| *k == kind && *l == d.level) {
+            return f.clone();
+        }
+        let f = deflate::frame(op, payload, d.level);
+        self.1.push((kind, d.level, f.clone()));
+        f
+    }
+}
+
+/// The frame of a push for one client (see [`plain_frame_for`]), compressed when the client
+/// negotiated permessage-deflate.
+fn frame_for(c: &Client, p: &Prepared, frames: &mut Frames) -> Option<Bytes> {
+    let plain = plain_frame_for(c, p, frames)?;
+    Some(match c.deflate {
+        Some(d) => frames.deflated(c.frame_kind(), d, plain),
+        None => plain,
+    })
+}
 
 /// The frame of a push for one client's transport and format (built at most once per
 /// `frames` cache); `None` when a JSON client cannot receive the binary payload.
-fn frame_for(c: &Client, p: &Prepared, frames: &mut Frames) -> Option<Bytes> {
+fn plain_frame_for(c: &Client, p: &Prepared, frames: &mut Frames) -> Option<Bytes> {
     if c.raw {
         return match &p.push {
             PushBody::Pub(publication) => Some(raw_publication_frame(&publication.data)),
@@ -244,4 +274,49 @@ fn frame_for(c: &Client, p: &Prepared, frames: &mut Frames) -> Option<Bytes> {
     }
     let slot = &mut frames.0[c.frame_kind()];
     Some(slot.get_or_insert_with(|| p.frame(c.framing, c.format)).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Payload, Publication};
+
+    fn client(format: Format, deflate: Option<Deflate>) -> Client {
+        let mut c = Client::new("c".into(), format, false, Framing::WebSocket, 1 << 20);
+        c.deflate = deflate;
+        c
+    }
+
+    /// Compressing subscribers of one delivery share one compressed frame per format and
+    /// level; the others keep the plain frame; the min size is strict.
+    #[test]
+    fn compressed_once_per_delivery() {
+        let data = Bytes::from(format!("{{\"text\":\"{}\"}}", "hello ".repeat(40)));
+        let publication =
+            Publication { offset: 1, data: Payload { bytes: data, binary: false }, info: None, tags: None };
+        let p = Prepared::new("news".into(), PushKind::Publication, PushBody::Pub(publication));
+        let plain = p.json.clone().unwrap();
+        let len = crate::wire::ws::server_frame_parts(&plain).unwrap().1.len();
+        let d1 = Some(Deflate::new(1, 0));
+        let mut cache = Frames::default();
+        let a = frame_for(&client(Format::Json, d1), &p, &mut cache).unwrap();
+        let b = frame_for(&client(Format::Json, d1), &p, &mut cache).unwrap();
+        assert_eq!(a[0], 0xC1, "FIN + RSV1 + text");
+        assert!(a.len() < plain.len());
+        assert_eq!(a.as_ptr(), b.as_ptr(), "one compression for both");
+        let pb = frame_for(&client(Format::Protobuf, d1), &p, &mut cache).unwrap();
+        assert_eq!(pb[0], 0xC2);
+        let l9 = frame_for(&client(Format::Json, Some(Deflate::new(9, 0))), &p, &mut cache).unwrap();
+        assert_ne!(l9.as_ptr(), a.as_ptr());
+        assert_eq!(cache.1.len(), 3);
+        let off = frame_for(&client(Format::Json, None), &p, &mut cache).unwrap();
+        assert_eq!(off.as_ptr(), plain.as_ptr());
+        let at_min = frame_for(&client(Format::Json, Some(Deflate::new(1, len))), &p, &mut cache).unwrap();
+        assert_eq!(at_min.as_ptr(), plain.as_ptr(), "not longer than the min size: plain");
+        let over_min = frame_for(&client(Format::Json, Some(Deflate::new(1, len - 1))), &p, &mut cache).unwrap();
+        assert_eq!(over_min.as_ptr(), a.as_ptr());
+        let mut dec = crate::wire::ws::Decoder::client(1 << 20, 1 << 20).with_inflate(1 << 20);
+        let msg = dec.decode(&mut bytes::BytesMut::from(&a[..])).unwrap().unwrap();
+        assert_eq!(msg, crate::wire::ws::Message::Text(Bytes::copy_from_slice(&plain[plain.len() - len..])));
+    }
 }

@@ -24,7 +24,7 @@ pub mod notify;
 pub mod protocol;
 /// JWT verification and signing (HS256/384/512).
 pub mod token;
-/// Wire codecs: HTTP/1.1, RFC 6455 frames, JSON writer primitives.
+/// Wire codecs: HTTP/1.1, RFC 6455 frames, RFC 7692 permessage-deflate, JSON writer primitives.
 pub mod wire;
 
 // -- per-worker state: no sockets --
@@ -52,7 +52,7 @@ pub mod runtime;
 pub mod admin;
 /// The gateway ("mesh") API: queues, backends, mesh actions.
 pub mod gateway;
-/// The gRPC server API.
+/// The gRPC servers: the server API, and the unidirectional client stream (`grpc::uni`).
 pub mod grpc;
 /// HTTP/1.1 connections and the router.
 pub mod http;

@@ -5,7 +5,7 @@
 //! starts), then starts W worker threads, each running its own monoio runtime (io_uring when
 //! the kernel allows it, epoll otherwise) with: an accept loop, the inbox loop, the outbox
 //! flusher, the timer task and a sweeper of expired channel state. Threads are spawned here
-//! (workers), in `crate::grpc` (the gRPC server's thread) and by the `ctrlc` crate (the signal
+//! (workers), in `crate::grpc` (the gRPC servers' threads) and by the `ctrlc` crate (the signal
 //! handler's thread).
 
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -101,11 +101,18 @@ pub struct Server {
     threads: Vec<std::thread::JoinHandle<()>>,
     /// The gRPC server API (`grpc_api.enabled`).
     pub grpc: Option<crate::grpc::GrpcServer>,
+    /// The unidirectional gRPC stream (`uni_grpc.enabled`).
+    pub uni_grpc: Option<crate::grpc::GrpcServer>,
 }
 
 impl Server {
     /// Asks every worker to stop and waits (bounded) for them.
     pub fn stop(mut self) {
+        // Streams end when the workers close their sessions (3001): no new ones meanwhile.
+        let mut uni_grpc = self.uni_grpc.take();
+        if let Some(g) = &mut uni_grpc {
+            g.stop_accepting();
+        }
         if let Some(g) = self.grpc.take() {
             g.stop(self.grace);
         }
@@ -120,6 +127,10 @@ impl Server {
             if t.is_finished() {
                 let _ = t.join();
             }
+        }
+        if let Some(g) = uni_grpc {
+            // Long enough to pass the sessions' last pushes on.
+            g.stop(Duration::from_secs(1));
         }
     }
 }
@@ -205,7 +216,9 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         }
     }
     let grpc = if cfg.grpc_api.enabled { Some(crate::grpc::start(&cfg, node.mailboxes.clone())?) } else { None };
-    Ok(Server { addr, grace: cfg.shutdown.timeout, node, threads, grpc })
+    let uni_grpc =
+        if cfg.uni_grpc.enabled { Some(crate::grpc::uni::start(&cfg, node.mailboxes.clone())?) } else { None };
+    Ok(Server { addr, grace: cfg.shutdown.timeout, node, threads, grpc, uni_grpc })
 }
 
 async fn worker_main(

@@ -146,6 +146,27 @@ struct ServeArgs {
     /// Port of the gRPC server API (10000).
     #[arg(long = "grpc_api_port", visible_alias = "grpc_api.port")]
     grpc_api_port: Option<u16>,
+    /// Serve SSE with bidirectional emulation.
+    #[arg(long = "sse", visible_alias = "sse.enabled", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    sse: Option<bool>,
+    /// Serve HTTP-streaming with bidirectional emulation.
+    #[arg(long = "http_stream", visible_alias = "http_stream.enabled", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    http_stream: Option<bool>,
+    /// Serve the unidirectional WebSocket.
+    #[arg(long = "uni_websocket", visible_alias = "uni_websocket.enabled", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    uni_websocket: Option<bool>,
+    /// Serve unidirectional SSE.
+    #[arg(long = "uni_sse", visible_alias = "uni_sse.enabled", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    uni_sse: Option<bool>,
+    /// Serve the unidirectional HTTP stream.
+    #[arg(long = "uni_http_stream", visible_alias = "uni_http_stream.enabled", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    uni_http_stream: Option<bool>,
+    /// Serve the unidirectional gRPC stream.
+    #[arg(long = "uni_grpc", visible_alias = "uni_grpc.enabled", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    uni_grpc: Option<bool>,
+    /// Port of the unidirectional gRPC stream (11000).
+    #[arg(long = "uni_grpc_port", visible_alias = "uni_grpc.port")]
+    uni_grpc_port: Option<u16>,
 }
 
 impl ServeArgs {
@@ -169,6 +190,13 @@ impl ServeArgs {
         put("engine.type", self.engine.clone().map(Value::from));
         put("grpc_api.enabled", self.grpc_api.map(Value::from));
         put("grpc_api.port", self.grpc_api_port.map(Value::from));
+        put("sse.enabled", self.sse.map(Value::from));
+        put("http_stream.enabled", self.http_stream.map(Value::from));
+        put("uni_websocket.enabled", self.uni_websocket.map(Value::from));
+        put("uni_sse.enabled", self.uni_sse.map(Value::from));
+        put("uni_http_stream.enabled", self.uni_http_stream.map(Value::from));
+        put("uni_grpc.enabled", self.uni_grpc.map(Value::from));
+        put("uni_grpc.port", self.uni_grpc_port.map(Value::from));
         f
     }
 }

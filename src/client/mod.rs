@@ -19,6 +19,7 @@ use bytes::Bytes;
 use crate::api::Command;
 use crate::error::Disconnect;
 use crate::protocol::Format;
+use crate::wire::deflate::{self, Deflate};
 use crate::wire::ws::{close_frame, frame, OpCode};
 use outbox::{HasOutbox, Outbox, Overflow, Writes};
 
@@ -153,6 +154,9 @@ pub struct Client {
     /// A raw gateway client: publications as plain frames, no protocol pushes.
     pub raw: bool,
     pub framing: Framing,
+    /// permessage-deflate was negotiated (WebSocket transports only): data messages over its
+    /// min size are compressed.
+    pub deflate: Option<Deflate>,
     /// The unidirectional WebSocket's closing: (disconnect push, close frame), as
     /// `uni_websocket.disable_disconnect_push` / `disable_closing_handshake` say.
     pub uni_ws_close: (bool, bool),
@@ -184,6 +188,7 @@ impl Client {
             format,
             raw,
             framing,
+            deflate: None,
             uni_ws_close: (true, true),
             out: Outbox::new(max_bytes),
             writes: None,
@@ -201,7 +206,14 @@ impl Client {
     /// Frames a protocol message (a reply or a push encoded in this client's format; a bare
     /// push for unidirectional transports).
     pub fn frame(&self, payload: &[u8]) -> Bytes {
-        frame_message(self.framing, self.format, payload)
+        match self.deflate {
+            Some(d) if d.wants(payload.len()) => deflate::frame(
+                if self.format == Format::Json { OpCode::Text } else { OpCode::Binary },
+                payload,
+                d.level,
+            ),
+            _ => frame_message(self.framing, self.format, payload),
+        }
     }
 
     /// Which of the [`FRAME_KINDS`] frames of a push this client receives: fan-out builds
@@ -212,7 +224,11 @@ impl Client {
 
     /// Frames a raw message (a gateway client's text or binary data: WebSocket only).
     pub fn frame_as(&self, text: bool, payload: &[u8]) -> Bytes {
-        frame(if text { OpCode::Text } else { OpCode::Binary }, payload)
+        let op = if text { OpCode::Text } else { OpCode::Binary };
+        match self.deflate {
+            Some(d) if d.wants(payload.len()) => deflate::frame(op, payload, d.level),
+            _ => frame(op, payload),
+        }
     }
 
     /// The transport's own keep-alive ping (raw clients have no protocol pings).

@@ -47,6 +47,9 @@ struct Inner {
     /// Frames are queued but not written (a response whose head depends on the outcome of
     /// its first command) until [`Outbox::resume`].
     paused: bool,
+    /// The front frame has been partly written: it must be finished, or the stream's
+    /// framing breaks.
+    partial: bool,
 }
 
 impl Default for Inner {
@@ -62,6 +65,7 @@ impl Default for Inner {
             writing: false,
             start: None,
             paused: false,
+            partial: false,
         }
     }
 }
@@ -251,9 +255,11 @@ impl Outbox {
                 if left >= front.len() {
                     left -= front.len();
                     i.queue.pop_front();
+                    i.partial = false;
                 } else {
                     front.advance(left);
                     left = 0;
+                    i.partial = true;
                 }
             }
             if i.queue.is_empty() {
@@ -280,8 +286,11 @@ impl Outbox {
             return;
         }
         if drop_queued {
+            // A partly written frame is finished first, so the closing frame stays readable.
+            let keep = if i.partial { i.queue.pop_front() } else { None };
             i.queue.clear();
-            i.bytes = 0;
+            i.bytes = keep.as_ref().map_or(0, Bytes::len);
+            i.queue.extend(keep);
         }
         i.close = Some(frame);
         if i.paused {
@@ -372,6 +381,8 @@ impl Outbox {
                 for f in i.queue.drain(..n) {
                     batch.push(f);
                 }
+                // The writer finishes a partly written frame first.
+                i.partial = false;
                 let sent: usize = batch.iter().map(|b| b.len()).sum();
                 i.bytes -= sent;
                 return Poll::Ready(None);

@@ -45,11 +45,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "http_api.external",
     "grpc_api.error_mode", "grpc_api.address", "grpc_api.tls", "grpc_api.reflection",
     "grpc_api.max_receive_message_size",
-    "websocket.compression", "websocket.compression_min_size", "websocket.compression_level",
     "websocket.read_buffer_size", "websocket.use_write_buffer_pool", "websocket.write_buffer_size",
-    "websocket.decompressed_message_size_limit",
-    "uni_websocket.compression", "uni_websocket.compression_min_size",
-    "uni_websocket.compression_level", "uni_websocket.decompressed_message_size_limit",
     "uni_websocket.read_buffer_size", "uni_websocket.use_write_buffer_pool",
     "uni_websocket.write_buffer_size", "uni_grpc.tls",
     "admin.handler_prefix", "admin.web_path", "admin.web_proxy_address", "admin.external",
@@ -127,7 +123,9 @@ mod tests {
         assert_eq!(unsupported_env("CLIENT_PROXY_CONNECT_ENDPOINT").as_deref(), Some("client.proxy"));
         assert_eq!(unsupported_env("UNI_GRPC_TLS_ENABLED").as_deref(), Some("uni_grpc.tls"));
         assert_eq!(unsupported_env("UNI_SSE_ENABLED"), None);
-        assert_eq!(unsupported_env("WEBSOCKET_COMPRESSION").as_deref(), Some("websocket.compression"));
+        assert_eq!(unsupported_env("WEBSOCKET_READ_BUFFER_SIZE").as_deref(), Some("websocket.read_buffer_size"));
+        assert_eq!(unsupported_env("WEBSOCKET_COMPRESSION"), None);
+        assert_eq!(unsupported_env("UNI_WEBSOCKET_COMPRESSION_LEVEL"), None);
         assert_eq!(
             unsupported_env("CHANNEL_WITHOUT_NAMESPACE_MAP_KEY_TTL").as_deref(),
             Some("channel.without_namespace.map")

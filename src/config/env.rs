@@ -403,7 +403,7 @@ pub(super) fn apply(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{check, file};
+    use super::super::tests::{check, err, file, load_file};
     use serde_json::json;
 
     fn file_load(ext: &str, text: &str) -> Result<super::super::Loaded, crate::error::Error> {
@@ -628,5 +628,52 @@ mod tests {
         ]);
         assert_eq!(l.warnings, ["option \"client_concurrency\" has no effect in Gyre (ignored)"]);
         assert!(!l.generated_secrets);
+    }
+
+    /// permessage-deflate options of both WebSocket transports: applied from the file and the
+    /// environment; a level outside -2..9 stops the start-up naming the option.
+    #[test]
+    fn websocket_compression_options() {
+        let l = load_file(
+            "json",
+            r#"{"websocket": {"compression": true, "compression_min_size": 100, "compression_level": -2,
+                "message_size_limit": 1000},
+                "uni_websocket": {"compression": true, "decompressed_message_size_limit": 5000}}"#,
+        )
+        .unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let (ws, uni) = (&l.config.websocket.deflate, &l.config.uni_websocket.deflate);
+        assert!(ws.compression && ws.compression_min_size == 100 && ws.compression_level == -2);
+        assert_eq!(ws.inflate_limit(l.config.websocket.message_size_limit), 10_000);
+        assert!(uni.compression && uni.compression_level == 1 && uni.inflate_limit(65536) == 5000);
+        check(&l.config, &[("/websocket/compression_level", json!(-2)), ("/uni_websocket/compression", json!(true))]);
+        let l = load(&LoadOptions {
+            env: vec![
+                ("CENTRIFUGO_WEBSOCKET_COMPRESSION".into(), "true".into()),
+                ("CENTRIFUGO_WEBSOCKET_COMPRESSION_LEVEL".into(), "9".into()),
+                ("CENTRIFUGO_UNI_WEBSOCKET_COMPRESSION_MIN_SIZE".into(), "7".into()),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        assert!(l.config.websocket.deflate.compression && l.config.websocket.deflate.compression_level == 9);
+        assert_eq!(l.config.uni_websocket.deflate.compression_min_size, 7);
+        for (text, want) in [
+            (r#"{"websocket": {"compression_level": 10}}"#, "websocket.compression_level: must be between -2"),
+            (r#"{"websocket": {"compression_level": -3}}"#, "got -3"),
+            (r#"{"uni_websocket": {"compression_level": 12}}"#, "uni_websocket.compression_level"),
+            (r#"{"websocket": {"compression_level": "fast"}}"#, "\"websocket.compression_level\""),
+        ] {
+            let e = err("json", text);
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        for level in crate::config::WsCompression::LEVELS {
+            let text = format!(r#"{{"websocket": {{"compression_level": {level}}}}}"#);
+            assert!(load_file("json", &text).is_ok(), "{level}");
+        }
+        // The buffer options next to them are still reported.
+        let l = load_file("json", r#"{"uni_websocket": {"write_buffer_size": 1}}"#).unwrap();
+        assert_eq!(l.warnings, ["option \"uni_websocket.write_buffer_size\" is not supported by Gyre (ignored)"]);
     }
 }

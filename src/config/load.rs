@@ -362,6 +362,14 @@ fn validate(c: &Config) -> Result<(), String> {
             c.http_api.error_mode
         ));
     }
+    for (name, z) in [("websocket", &c.websocket.deflate), ("uni_websocket", &c.uni_websocket.deflate)] {
+        if !super::WsCompression::LEVELS.contains(&z.compression_level) {
+            return Err(format!(
+                "{name}.compression_level: must be between -2 (Huffman only) and 9 (best), got {}",
+                z.compression_level
+            ));
+        }
+    }
     let cl = &c.client;
     if c.uni_websocket.join_push_messages {
         return Err("uni_websocket.join_push_messages: joining pushes into one frame is not supported".into());
@@ -515,14 +523,14 @@ mod tests {
         path
     }
 
-    fn load_file(ext: &str, text: &str) -> Result<Loaded, Error> {
+    pub(super) fn load_file(ext: &str, text: &str) -> Result<Loaded, Error> {
         let path = file(ext, text);
         let r = load(&LoadOptions { config_path: Some(path.clone()), ..Default::default() });
         let _ = std::fs::remove_file(path);
         r
     }
 
-    fn err(ext: &str, text: &str) -> String {
+    pub(super) fn err(ext: &str, text: &str) -> String {
         load_file(ext, text).unwrap_err().message
     }
 

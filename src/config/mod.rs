@@ -389,6 +389,8 @@ pub struct Websocket {
     pub message_size_limit: usize,
     #[serde(with = "duration")]
     pub write_timeout: Duration,
+    #[serde(flatten)]
+    pub deflate: WsCompression,
 }
 
 impl Default for Websocket {
@@ -398,6 +400,49 @@ impl Default for Websocket {
             handler_prefix: "/connection/websocket".into(),
             message_size_limit: 65536,
             write_timeout: Duration::from_secs(1),
+            deflate: WsCompression::default(),
+        }
+    }
+}
+
+/// permessage-deflate (RFC 7692) of a WebSocket transport, negotiated with the clients that
+/// offer it when `compression` is on. Only the no-context-takeover mode exists, as in
+/// Centrifugo: each message is compressed on its own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct WsCompression {
+    pub compression: bool,
+    /// Messages of at most this many bytes are sent uncompressed (0 = all are compressed).
+    pub compression_min_size: usize,
+    /// -2 (Huffman coding only), -1 (default, 6), 0 (stored) or 1 (fastest) to 9 (best). A
+    /// value outside -2..9 stops the start-up (Centrifugo logs it and keeps 1).
+    pub compression_level: i32,
+    /// Most bytes a compressed client message may inflate to (1009 above); 0 = 10 times the
+    /// transport's `message_size_limit`.
+    pub decompressed_message_size_limit: usize,
+}
+
+impl Default for WsCompression {
+    fn default() -> Self {
+        WsCompression {
+            compression: false,
+            compression_min_size: 0,
+            compression_level: 1,
+            decompressed_message_size_limit: 0,
+        }
+    }
+}
+
+impl WsCompression {
+    /// Valid values of `compression_level`.
+    pub const LEVELS: std::ops::RangeInclusive<i32> = -2..=9;
+
+    /// The inflated size limit of a transport whose messages are limited to
+    /// `message_size_limit` bytes.
+    pub fn inflate_limit(&self, message_size_limit: usize) -> usize {
+        match self.decompressed_message_size_limit {
+            0 => message_size_limit.saturating_mul(10),
+            n => n,
         }
     }
 }
@@ -487,6 +532,8 @@ pub struct UniWebsocket {
     pub disable_closing_handshake: bool,
     /// No disconnect push before the close frame.
     pub disable_disconnect_push: bool,
+    #[serde(flatten)]
+    pub deflate: WsCompression,
 }
 
 impl Default for UniWebsocket {
@@ -499,6 +546,7 @@ impl Default for UniWebsocket {
             join_push_messages: false,
             disable_closing_handshake: false,
             disable_disconnect_push: false,
+            deflate: WsCompression::default(),
         }
     }
 }

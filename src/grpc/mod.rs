@@ -1,16 +1,19 @@
-//! The gRPC server API (`grpc_api.enabled`, port `grpc_api.port`, 10000 by default):
-//! Centrifugo's `centrifugal.centrifugo.api.CentrifugoApi` service from `proto/api.proto`.
+//! The gRPC servers. Here, the server API (`grpc_api.enabled`, port `grpc_api.port`, 10000 by
+//! default): Centrifugo's `centrifugal.centrifugo.api.CentrifugoApi` service from
+//! `proto/api.proto`. The unidirectional client stream (`uni_grpc`) is [`uni`].
 //!
-//! tonic runs on one thread of its own with a current-thread tokio runtime; the workers stay
-//! pure monoio. Each call is decoded into the same JSON params as an HTTP request and through
-//! the same parser into a `Command`, then sent round-robin to a worker's inbox as a job that
-//! runs it through `crate::exec::run` and hands the `Reply` back over a oneshot channel. Errors travel in the response's `error` field (Centrifugo's codes), or as gRPC
-//! statuses with `x-centrifugo-error-mode: transport` metadata.
+//! Each server runs tonic on one thread of its own with a current-thread tokio runtime; the
+//! workers stay pure monoio. Each API call is decoded into the same JSON params as an HTTP
+//! request and through the same parser into a `Command`, then sent round-robin to a worker's
+//! inbox as a job that runs it through `crate::exec::run` and hands the `Reply` back over a
+//! oneshot channel. Errors travel in the response's `error` field (Centrifugo's codes), or as
+//! gRPC statuses with `x-centrifugo-error-mode: transport` metadata.
 //!
 //! With `grpc_api.key` set, every call needs `authorization: apikey <KEY>` metadata, else
 //! `UNAUTHENTICATED`.
 
 mod convert;
+pub mod uni;
 
 /// Messages and service generated from `proto/api.proto` at build time.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -20,6 +23,7 @@ pub mod pb {
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use serde_json::Value;
 use tonic::metadata::MetadataMap;
@@ -42,15 +46,22 @@ pub struct GrpcServer {
 }
 
 impl GrpcServer {
-    /// Stops accepting and lets calls in flight finish, waiting at most `grace` for them.
-    pub fn stop(mut self, grace: std::time::Duration) {
+    /// Stops accepting new connections and calls; calls in flight go on (see
+    /// [`GrpcServer::stop`]).
+    pub fn stop_accepting(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
+    }
+
+    /// Stops accepting (if not yet) and lets calls in flight finish, waiting at most `grace`
+    /// for them.
+    pub fn stop(mut self, grace: Duration) {
+        self.stop_accepting();
         if let Some(t) = self.thread.take() {
             let deadline = std::time::Instant::now() + grace;
             while !t.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(10));
             }
             if t.is_finished() {
                 let _ = t.join();
@@ -59,25 +70,37 @@ impl GrpcServer {
     }
 }
 
-/// Binds `grpc_api.port` on the HTTP server's address (so a bind error stops start-up) and
-/// starts the gRPC thread.
-pub fn start(cfg: &Config, mailboxes: Vec<Mailbox<Msg>>) -> Result<GrpcServer, Error> {
-    let host = if cfg.http_server.address.is_empty() { "0.0.0.0" } else { cfg.http_server.address.as_str() };
-    let listener = StdListener::bind((host, cfg.grpc_api.port)).map_err(|e| {
-        Error::new(ErrorKind::Io, format!("grpc_api: cannot listen on {host}:{}: {e}", cfg.grpc_api.port))
-    })?;
+/// Binds `host:port` for the gRPC server named by `option` (so a bind error stops start-up
+/// and names the option).
+fn bind(option: &str, host: &str, port: u16) -> Result<StdListener, Error> {
+    let listener = StdListener::bind((host, port))
+        .map_err(|e| Error::new(ErrorKind::Io, format!("{option}: cannot listen on {host}:{port}: {e}")))?;
     listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// HTTP/2 keep-alive of a server: a PING after this much idle time, and how long its ack may
+/// take before the connection is dropped.
+type KeepAlive = Option<(Duration, Duration)>;
+
+/// Serves `routes` on `listener` from a thread of its own (named `thread`) running a
+/// current-thread tokio runtime, until [`GrpcServer::stop_accepting`].
+fn serve_on_thread(
+    option: &'static str,
+    thread: &str,
+    listener: StdListener,
+    routes: tonic::service::Routes,
+    keepalive: KeepAlive,
+) -> Result<GrpcServer, Error> {
     let addr = listener.local_addr()?;
-    let key = cfg.grpc_api.key.clone();
-    let svc = Service { mailboxes, next: AtomicUsize::new(0) };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
-        .name("gyre-grpc".into())
+        .name(thread.into())
         .spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
                 Ok(rt) => rt,
                 Err(e) => {
-                    tracing::error!(error = %e, "grpc_api: cannot start the runtime");
+                    tracing::error!(error = %e, "{option}: cannot start the runtime");
                     return;
                 }
             };
@@ -85,26 +108,41 @@ pub fn start(cfg: &Config, mailboxes: Vec<Mailbox<Msg>>) -> Result<GrpcServer, E
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => l,
                     Err(e) => {
-                        tracing::error!(error = %e, "grpc_api: listener");
+                        tracing::error!(error = %e, "{option}: listener");
                         return;
                     }
                 };
                 let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-                let server = CentrifugoApiServer::with_interceptor(svc, move |req: Request<()>| check_key(&key, req));
-                let res = tonic::transport::Server::builder()
-                    .add_service(server)
+                let mut builder = tonic::transport::Server::builder();
+                if let Some((interval, timeout)) = keepalive {
+                    builder = builder.http2_keepalive_interval(Some(interval)).http2_keepalive_timeout(Some(timeout));
+                }
+                let res = builder
+                    .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, async {
                         let _ = stop_rx.await;
                     })
                     .await;
                 if let Err(e) = res {
-                    tracing::error!(error = %e, "grpc_api server failed");
+                    tracing::error!(error = %e, "{option} server failed");
                 }
             });
         })
-        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot spawn the gRPC thread: {e}")))?;
-    tracing::info!(address = %addr, "gRPC server API listening");
+        .map_err(|e| Error::new(ErrorKind::Io, format!("{option}: cannot spawn the gRPC thread: {e}")))?;
     Ok(GrpcServer { addr, stop: Some(stop_tx), thread: Some(thread) })
+}
+
+/// Binds `grpc_api.port` on the HTTP server's address (so a bind error stops start-up) and
+/// starts the gRPC thread.
+pub fn start(cfg: &Config, mailboxes: Vec<Mailbox<Msg>>) -> Result<GrpcServer, Error> {
+    let host = if cfg.http_server.address.is_empty() { "0.0.0.0" } else { cfg.http_server.address.as_str() };
+    let listener = bind("grpc_api", host, cfg.grpc_api.port)?;
+    let key = cfg.grpc_api.key.clone();
+    let svc = Service { mailboxes, next: AtomicUsize::new(0) };
+    let server = CentrifugoApiServer::with_interceptor(svc, move |req: Request<()>| check_key(&key, req));
+    let g = serve_on_thread("grpc_api", "gyre-grpc", listener, tonic::service::Routes::new(server), None)?;
+    tracing::info!(address = %g.addr, "gRPC server API listening");
+    Ok(g)
 }
 
 /// `authorization: apikey <KEY>` when a key is configured (exact match, as Centrifugo).

@@ -48,10 +48,11 @@ pub(super) enum Stop {
 /// What an upgraded connection becomes. Client connections hold their place in the node's
 /// count (`client.connection_limit`), taken before the 101 is queued.
 pub(super) enum Upgrade {
-    /// A Centrifuge protocol client.
-    Client(crate::protocol::Format, ConnectionSlot),
-    /// A unidirectional WebSocket client (its connect request when the URL carried it).
-    Uni(Option<crate::protocol::ConnectReq>, ConnectionSlot),
+    /// A Centrifuge protocol client; the permessage-deflate answer when it negotiated that.
+    Client(crate::protocol::Format, ConnectionSlot, Option<&'static str>),
+    /// A unidirectional WebSocket client (its connect request when the URL carried it); the
+    /// permessage-deflate answer when it negotiated that.
+    Uni(Option<crate::protocol::ConnectReq>, ConnectionSlot, Option<&'static str>),
     /// A streaming HTTP response carrying a client session (`crate::stream`).
     Stream(Box<crate::stream::Start>, ConnectionSlot),
     /// A raw gateway client of a `gateway.servers` endpoint.
@@ -124,18 +125,20 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
         if let Some(wr) = wr {
             // A task of its own, so this (larger) HTTP state is freed for the session's life.
             match kind {
-                Upgrade::Client(format, slot) => {
-                    monoio::spawn(crate::ws::run_session(w, slot, format, None, reader.rd, wr, reader.buf, fd));
+                Upgrade::Client(format, slot, deflate) => {
+                    let (rd, buf, deflate) = (reader.rd, reader.buf, deflate.is_some());
+                    monoio::spawn(crate::ws::run_session(w, slot, format, deflate, None, rd, wr, buf, fd));
                 }
-                Upgrade::Uni(req, slot) => {
-                    monoio::spawn(crate::ws::uni::run(w, slot, req, reader.rd, wr, reader.buf, fd));
+                Upgrade::Uni(req, slot, deflate) => {
+                    let (rd, buf, deflate) = (reader.rd, reader.buf, deflate.is_some());
+                    monoio::spawn(crate::ws::uni::run(w, slot, req, deflate, rd, wr, buf, fd));
                 }
                 Upgrade::Stream(start, slot) => {
                     monoio::spawn(crate::stream::run(w, slot, *start, reader.rd, wr, reader.buf, fd));
                 }
                 Upgrade::Raw(start, slot) => {
-                    let format = crate::protocol::Format::Json;
-                    monoio::spawn(crate::ws::run_session(w, slot, format, Some(start), reader.rd, wr, reader.buf, fd));
+                    let (format, rd, buf) = (crate::protocol::Format::Json, reader.rd, reader.buf);
+                    monoio::spawn(crate::ws::run_session(w, slot, format, false, Some(start), rd, wr, buf, fd));
                 }
                 Upgrade::Backend(roles) => {
                     monoio::spawn(crate::gateway::backend::run(w, roles, reader.rd, wr, reader.buf, fd));

@@ -72,7 +72,9 @@ impl Conn {
         let allowed = match route {
             Route::HttpStream | Route::Emulation | Route::UniHttpStream => m == HttpMethod::Post,
             Route::Sse | Route::UniSse => m == HttpMethod::Get || m == HttpMethod::Post,
-            Route::UniWebSocket => true,
+            // A WebSocket handshake sent with another method: 405 (anything else that is not
+            // a handshake gets the handshake's 400).
+            Route::UniWebSocket => m == HttpMethod::Get || head.header("sec-websocket-key").is_none(),
         };
         if !allowed {
             return self.answer(head, r, 405, "", b"").await;

@@ -70,12 +70,14 @@ impl Conn {
             }
             Kind::Uni(req) => {
                 let Some(slot) = slot() else { return unavailable() };
-                (Upgrade::Uni(req, slot), None)
+                let deflate = crate::wire::deflate::negotiate(self.w.cfg.uni_websocket.deflate.compression, head);
+                (Upgrade::Uni(req, slot, deflate), None)
             }
             Kind::Client => {
                 let Some(slot) = slot() else { return unavailable() };
                 let (format, proto) = crate::ws::negotiate(head);
-                (Upgrade::Client(format, slot), proto)
+                let deflate = crate::wire::deflate::negotiate(self.w.cfg.websocket.deflate.compression, head);
+                (Upgrade::Client(format, slot, deflate), proto)
             }
         };
         let mut resp = String::with_capacity(160);
@@ -86,6 +88,10 @@ impl Conn {
         if let Some(p) = proto {
             resp.push_str("\r\nSec-WebSocket-Protocol: ");
             resp.push_str(p);
+        }
+        if let Upgrade::Client(_, _, Some(e)) | Upgrade::Uni(_, _, Some(e)) = &kind {
+            resp.push_str("\r\nSec-WebSocket-Extensions: ");
+            resp.push_str(e);
         }
         resp.push_str("\r\n\r\n");
         self.out.push_raw(Bytes::from(resp));

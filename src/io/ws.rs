@@ -29,13 +29,10 @@ pub trait Conn {
 
 /// Reads messages until the connection closes. `limit` bounds a frame and a message; `idle`
 /// is the read buffer an idle connection keeps.
-///
-/// (A plain function returning the loop's future: an `async fn` would keep a second copy of
-/// its moved arguments in the future, which every idle connection holds.)
 pub fn read_loop<'a, R, C>(
     conn: &'a C,
     rd: &'a mut R,
-    mut buf: BytesMut,
+    buf: BytesMut,
     limit: usize,
     idle: usize,
 ) -> impl std::future::Future<Output = ()> + 'a
@@ -43,7 +40,26 @@ where
     R: monoio::io::AsyncReadRent,
     C: Conn,
 {
-    let mut dec = Decoder::new(limit, limit);
+    read_loop_with(conn, rd, buf, Decoder::new(limit, limit), idle)
+}
+
+/// [`read_loop`] with a decoder of the caller's (one that inflates compressed messages, for a
+/// connection that negotiated permessage-deflate).
+///
+/// (A plain function returning the loop's future: an `async fn` would keep a second copy of
+/// its moved arguments in the future, which every idle connection holds.)
+#[allow(clippy::manual_async_fn)]
+pub fn read_loop_with<'a, R, C>(
+    conn: &'a C,
+    rd: &'a mut R,
+    mut buf: BytesMut,
+    mut dec: Decoder,
+    idle: usize,
+) -> impl std::future::Future<Output = ()> + 'a
+where
+    R: monoio::io::AsyncReadRent,
+    C: Conn,
+{
     async move {
         let mut last_full = false;
         loop {

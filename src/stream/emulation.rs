@@ -100,9 +100,11 @@ pub enum Routed {
 }
 
 /// Routes an emulation request to its session, on this node or another.
-pub async fn route(w: &Rc<Worker>, node: &str, sid: &str, data: Bytes) -> Routed {
+pub async fn route(w: &Rc<Worker>, node: &str, sid: &str, data: Option<Bytes>) -> Routed {
     if node == w.node.uid {
-        deliver(w, sid, data).await;
+        if let Some(data) = data {
+            deliver(w, sid, data).await;
+        }
         return Routed::Done;
     }
     if node.is_empty() || !crate::cluster::nodes(w).await.iter().any(|n| n.uid == node) {
@@ -112,7 +114,7 @@ pub async fn route(w: &Rc<Worker>, node: &str, sid: &str, data: Bytes) -> Routed
         "kind": "emulation",
         "node": node,
         "session": sid,
-        "data": base64::engine::general_purpose::STANDARD.encode(&data),
+        "data": data.map(|d| base64::engine::general_purpose::STANDARD.encode(&d)),
     });
     let answers = crate::cluster::survey(w, question, |parts| parts.iter().any(|p| p.get("node").is_some())).await;
     if answers.iter().any(|p| p.get("node").and_then(Value::as_str) == Some(node)) {
@@ -132,9 +134,11 @@ pub fn answer_survey(w: Rc<Worker>, question: Value) -> std::pin::Pin<Box<dyn st
         let data = question
             .get("data")
             .and_then(Value::as_str)
-            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
-            .unwrap_or_default();
-        let found = deliver(&w, sid, Bytes::from(data)).await;
+            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok());
+        let found = match data {
+            Some(data) => deliver(&w, sid, Bytes::from(data)).await,
+            None => false,
+        };
         json!({"node": w.node.uid, "found": found})
     })
 }
@@ -145,7 +149,9 @@ pub fn answer_survey(w: Rc<Worker>, question: Value) -> std::pin::Pin<Box<dyn st
 pub struct Request {
     pub node: String,
     pub session: String,
-    pub data: Bytes,
+    /// `None` when a JSON request's `data` is not a string: no session can take it, but the
+    /// request is still routed (and answered 204), as Centrifugo does.
+    pub data: Option<Bytes>,
 }
 
 impl Request {
@@ -161,7 +167,7 @@ impl Request {
                 data: Bytes,
             }
             let r = <Pb as prost::Message>::decode(body).ok()?;
-            return Some(Request { node: r.node, session: r.session, data: r.data });
+            return Some(Request { node: r.node, session: r.session, data: Some(r.data) });
         }
         #[derive(serde::Deserialize)]
         struct J {
@@ -170,10 +176,15 @@ impl Request {
             #[serde(default)]
             session: String,
             #[serde(default)]
-            data: Option<String>,
+            data: Option<Value>,
         }
         let r: J = serde_json::from_slice(body).ok()?;
-        Some(Request { node: r.node, session: r.session, data: Bytes::from(r.data.unwrap_or_default()) })
+        let data = match r.data {
+            Some(Value::String(s)) => Some(Bytes::from(s)),
+            None | Some(Value::Null) => Some(Bytes::new()),
+            Some(_) => None,
+        };
+        Some(Request { node: r.node, session: r.session, data })
     }
 }
 
@@ -189,13 +200,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!((r.session.as_str(), r.node.as_str()), ("s", "n"));
-        assert_eq!(&r.data[..], br#"{"subscribe":{"channel":"c"},"id":2}"#);
+        assert_eq!(&r.data.unwrap()[..], br#"{"subscribe":{"channel":"c"},"id":2}"#);
         assert!(Request::decode(b"{", false).is_none());
-        assert!(Request::decode(br#"{"data":{}}"#, false).is_none());
+        assert!(Request::decode(br#"{"data":{}}"#, false).unwrap().data.is_none());
         // protobuf: node = 1, session = 2, data = 3
         let pb = [10, 1, b'n', 18, 1, b's', 26, 2, 0, 1];
         let r = Request::decode(&pb, true).unwrap();
-        assert_eq!((r.node.as_str(), r.session.as_str(), &r.data[..]), ("n", "s", &[0u8, 1][..]));
+        assert_eq!((r.node.as_str(), r.session.as_str(), &r.data.unwrap()[..]), ("n", "s", &[0u8, 1][..]));
     }
 
     #[test]

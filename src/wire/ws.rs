@@ -6,7 +6,8 @@
 //! one stream encodes per connection and cannot share an encoded frame across connections.
 //!
 //! The decoder runs in server mode (client frames must be masked) or client mode (frames must
-//! be unmasked), the latter for tests and the bundled load tool.
+//! be unmasked), the latter for tests and the bundled load tool. On a connection that
+//! negotiated permessage-deflate it inflates compressed messages (RSV1, [`super::deflate`]).
 
 use bytes::{Buf, Bytes, BytesMut};
 use sha1::{Digest, Sha1};
@@ -112,6 +113,8 @@ impl std::error::Error for WsError {}
 #[derive(Debug)]
 struct Partial {
     text: bool,
+    /// Its first frame had RSV1: the data is inflated when complete.
+    compressed: bool,
     data: BytesMut,
 }
 
@@ -122,6 +125,9 @@ pub struct Decoder {
     /// so the decoder every connection's reader holds stays small.
     max_frame: u32,
     max_message: u32,
+    /// permessage-deflate was negotiated: the most bytes a compressed message may inflate to.
+    /// Without it a frame with RSV1 is a protocol error.
+    max_inflated: Option<u32>,
     /// Server mode: frames must be masked. Client mode: frames must not be.
     expect_masked: bool,
     partial: Option<Partial>,
@@ -130,6 +136,8 @@ pub struct Decoder {
 /// A parsed frame header.
 struct Header {
     fin: bool,
+    /// RSV1 on the first frame of a data message: it is compressed.
+    compressed: bool,
     op: OpCode,
     mask: Option<[u8; 4]>,
     header_len: usize,
@@ -144,12 +152,24 @@ fn clamp(limit: usize) -> u32 {
 impl Decoder {
     /// Server-side decoder: accepts only masked frames.
     pub fn new(max_frame: usize, max_message: usize) -> Decoder {
-        Decoder { max_frame: clamp(max_frame), max_message: clamp(max_message), expect_masked: true, partial: None }
+        Decoder {
+            max_frame: clamp(max_frame),
+            max_message: clamp(max_message),
+            max_inflated: None,
+            expect_masked: true,
+            partial: None,
+        }
     }
 
     /// Client-side decoder: accepts only unmasked frames.
     pub fn client(max_frame: usize, max_message: usize) -> Decoder {
-        Decoder { max_frame: clamp(max_frame), max_message: clamp(max_message), expect_masked: false, partial: None }
+        Decoder { expect_masked: false, ..Decoder::new(max_frame, max_message) }
+    }
+
+    /// The connection negotiated permessage-deflate: compressed messages (RSV1) are inflated,
+    /// to at most `max_inflated` bytes (their compressed size is held to the message limit).
+    pub fn with_inflate(self, max_inflated: usize) -> Decoder {
+        Decoder { max_inflated: Some(clamp(max_inflated)), ..self }
     }
 
     /// Decodes the next complete message from the front of `buf`, consuming its frames.
@@ -179,9 +199,9 @@ impl Decoder {
                 OpCode::Text | OpCode::Binary => {
                     let text = h.op == OpCode::Text;
                     if h.fin {
-                        return finish(text, payload.freeze()).map(Some);
+                        return self.finish(text, h.compressed, payload.freeze()).map(Some);
                     }
-                    self.partial = Some(Partial { text, data: payload });
+                    self.partial = Some(Partial { text, compressed: h.compressed, data: payload });
                 }
                 OpCode::Continuation => {
                     // parse_header has rejected a continuation with no message in progress.
@@ -190,8 +210,8 @@ impl Decoder {
                     };
                     partial.data.extend_from_slice(&payload);
                     if h.fin {
-                        if let Some(Partial { text, data }) = self.partial.take() {
-                            return finish(text, data.freeze()).map(Some);
+                        if let Some(Partial { text, compressed, data }) = self.partial.take() {
+                            return self.finish(text, compressed, data.freeze()).map(Some);
                         }
                     }
                 }
@@ -206,11 +226,16 @@ impl Decoder {
             return Ok(None);
         }
         let (b0, b1) = (buf[0], buf[1]);
-        if b0 & 0x70 != 0 {
+        // RSV1 is permessage-deflate's, and only once it is negotiated.
+        let compressed = b0 & 0x40 != 0 && self.max_inflated.is_some();
+        if b0 & 0x70 != 0 && !(compressed && b0 & 0x30 == 0) {
             return Err(WsError::Protocol("reserved bits set"));
         }
         let fin = b0 & 0x80 != 0;
         let op = OpCode::from_bits(b0 & 0x0F).ok_or(WsError::Protocol("unknown opcode"))?;
+        if compressed && !matches!(op, OpCode::Text | OpCode::Binary) {
+            return Err(WsError::Protocol("RSV1 on a control frame or a continuation"));
+        }
         let len7 = (b1 & 0x7F) as usize;
         if op.is_control() {
             if !fin {
@@ -270,12 +295,21 @@ impl Decoder {
         } else {
             None
         };
-        Ok(Some(Header { fin, op, mask, header_len, payload_len }))
+        Ok(Some(Header { fin, compressed, op, mask, header_len, payload_len }))
+    }
+
+    /// Completes a data message: inflates it when it was compressed, then validates text as
+    /// UTF-8 over the whole message, so that a code point split across fragments is accepted.
+    fn finish(&self, text: bool, compressed: bool, data: Bytes) -> Result<Message, WsError> {
+        let data = match self.max_inflated {
+            Some(limit) if compressed => Bytes::from(super::deflate::inflate(&data, limit as usize)?),
+            _ => data,
+        };
+        finish(text, data)
     }
 }
 
-/// Completes a data message, validating text as UTF-8 over the whole message so that a code
-/// point split across fragments is accepted.
+/// A complete data message's checks (see [`Decoder::finish`]).
 fn finish(text: bool, data: Bytes) -> Result<Message, WsError> {
     if text {
         std::str::from_utf8(&data).map_err(|_| WsError::InvalidUtf8)?;
@@ -369,13 +403,40 @@ pub fn frame(op: OpCode, payload: &[u8]) -> Bytes {
 /// Turns a buffer of [`MAX_HEADER`] placeholder bytes followed by a payload into a server frame
 /// without copying the payload: the header is written right before it and the unused front is
 /// sliced off. Lets a caller encode a payload straight into the buffer that becomes the frame.
-pub fn frame_in_place(op: OpCode, mut buf: Vec<u8>) -> Bytes {
+pub fn frame_in_place(op: OpCode, buf: Vec<u8>) -> Bytes {
+    place_header(op, buf, 0)
+}
+
+/// [`frame_in_place`] for a payload compressed by permessage-deflate: RSV1 is set.
+pub fn frame_in_place_compressed(op: OpCode, buf: Vec<u8>) -> Bytes {
+    place_header(op, buf, 0x40)
+}
+
+fn place_header(op: OpCode, mut buf: Vec<u8>, rsv: u8) -> Bytes {
     assert!(buf.len() >= MAX_HEADER, "frame_in_place needs MAX_HEADER reserved bytes");
     let payload_len = buf.len() - MAX_HEADER;
-    let (h, n) = encode_header(op, payload_len, 0);
+    let (mut h, n) = encode_header(op, payload_len, 0);
+    h[0] |= rsv;
     let start = MAX_HEADER - n;
     buf[start..MAX_HEADER].copy_from_slice(&h[..n]);
     Bytes::from(buf).slice(start..)
+}
+
+/// The opcode and payload of a complete server frame as [`frame`] builds it (unmasked, FIN
+/// set); `None` for anything else.
+pub fn server_frame_parts(f: &[u8]) -> Option<(OpCode, &[u8])> {
+    let (&b0, &b1) = (f.first()?, f.get(1)?);
+    if b0 & 0xF0 != 0x80 || b1 & 0x80 != 0 {
+        return None;
+    }
+    let op = OpCode::from_bits(b0 & 0x0F)?;
+    let (len, start) = match b1 & 0x7F {
+        126 => (u16::from_be_bytes(f.get(2..4)?.try_into().ok()?) as u64, 4),
+        127 => (u64::from_be_bytes(f.get(2..10)?.try_into().ok()?), 10),
+        n => (n as u64, 2),
+    };
+    let payload = f.get(start..)?;
+    (payload.len() as u64 == len).then_some((op, payload))
 }
 
 /// A close frame; the reason is cut on a char boundary so the payload stays within 125 bytes.
@@ -488,6 +549,11 @@ mod tests {
             let mut inplace = vec![0u8; MAX_HEADER];
             inplace.extend_from_slice(&payload);
             assert_eq!(frame_in_place(OpCode::Binary, inplace), f);
+            assert_eq!(server_frame_parts(&f), Some((OpCode::Binary, &payload[..])));
+            assert_eq!(server_frame_parts(&f[..f.len() - 1]), None);
+            let mut rsv1 = f.to_vec();
+            rsv1[0] |= 0x40;
+            assert_eq!(server_frame_parts(&rsv1), None);
         }
     }
 

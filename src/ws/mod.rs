@@ -10,12 +10,15 @@ pub mod uni;
 use bytes::{Bytes, BytesMut};
 
 use crate::client::{Client, Framing};
-use crate::io::ws::{read_loop, Conn};
+use crate::config::WsCompression;
+use crate::io::ws::{read_loop_with, Conn};
 use crate::protocol::Format;
 use crate::runtime::worker::{ConnectionSlot, Worker};
 use crate::session::socket::{finish, open_on_socket};
 use crate::session::{RawStart, Session};
+use crate::wire::deflate::Deflate;
 use crate::wire::http::Head;
+use crate::wire::ws::Decoder;
 
 /// Picks the wire format: the `centrifuge-protobuf` subprotocol or `?format=protobuf` /
 /// `?cf_protocol=protobuf`. Returns the format and the subprotocol to echo.
@@ -62,13 +65,31 @@ impl Conn for SessionConn {
     }
 }
 
+/// The read side of a WebSocket transport whose messages are limited to `limit` bytes: with
+/// permessage-deflate negotiated (`z`: the transport's options) compressed messages are
+/// inflated, up to its decompressed limit.
+pub fn decoder(limit: usize, z: Option<&WsCompression>) -> Decoder {
+    let dec = Decoder::new(limit, limit);
+    match z {
+        Some(z) => dec.with_inflate(z.inflate_limit(limit)),
+        None => dec,
+    }
+}
+
+/// What a client that negotiated permessage-deflate on a transport with options `z` gets.
+pub fn deflate_of(z: &WsCompression) -> Deflate {
+    Deflate::new(z.compression_level, z.compression_min_size)
+}
+
 /// Runs a client session (a raw gateway client with `raw`) on an upgraded connection until
-/// it closes; the connection's place in the node's count (`slot`) is freed then.
+/// it closes; the connection's place in the node's count (`slot`) is freed then. `deflate`:
+/// the handshake negotiated permessage-deflate (`websocket.compression*` apply).
 #[allow(clippy::too_many_arguments)]
 pub fn run_session<R, W>(
     w: Rc<Worker>,
     slot: ConnectionSlot,
     format: Format,
+    deflate: bool,
     raw: Option<RawStart>,
     mut rd: R,
     wr: W,
@@ -83,11 +104,21 @@ where
     // life) keeps only what the read loop needs, not the set-up's temporaries.
     let cfg = &w.cfg;
     let id = Session::new_client_id(&w, raw.is_some());
-    let client = Client::new(id, format, raw.is_some(), Framing::WebSocket, cfg.client.queue_max_size);
+    let mut client = Client::new(id, format, raw.is_some(), Framing::WebSocket, cfg.client.queue_max_size);
+    let z = deflate.then_some(&cfg.websocket.deflate);
+    client.deflate = z.map(deflate_of);
     let (s, writer) = open_on_socket(&w, client, raw, wr, fd, cfg.websocket.write_timeout);
-    let limit = w.cfg.websocket.message_size_limit;
+    let dec = decoder(cfg.websocket.message_size_limit, z);
     async move {
-        read_loop(&SessionConn(s.clone()), &mut rd, buf, limit, SESSION_READ_IDLE).await;
+        read_loop_with(&SessionConn(s.clone()), &mut rd, buf, dec, SESSION_READ_IDLE).await;
         finish(s, writer, slot).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn compression_levels_agree() {
+        assert_eq!(crate::config::WsCompression::LEVELS, crate::wire::deflate::LEVELS);
     }
 }

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::client::{Client, Framing, Handler};
 use crate::error::Disconnect;
-use crate::io::ws::{read_loop, Conn};
+use crate::io::ws::{read_loop_with, Conn};
 use crate::protocol::{decode_connect_request, ConnectReq, Format};
 use crate::runtime::worker::{ConnectionSlot, Worker};
 use crate::session::socket::{finish, open_on_socket};
@@ -50,11 +50,14 @@ impl Conn for UniConn {
 }
 
 /// Runs a unidirectional WebSocket session until it closes; `req` is the connect request
-/// the URL carried.
+/// the URL carried; `deflate`: the handshake negotiated permessage-deflate
+/// (`uni_websocket.compression*` apply).
+#[allow(clippy::too_many_arguments)]
 pub fn run<R, W>(
     w: Rc<Worker>,
     slot: ConnectionSlot,
     req: Option<ConnectReq>,
+    deflate: bool,
     mut rd: R,
     wr: W,
     buf: BytesMut,
@@ -68,15 +71,18 @@ where
     let id = Session::new_client_id(&w, false);
     let mut client = Client::new(id, Format::Json, false, Framing::UniWebSocket, w.cfg.client.queue_max_size);
     client.uni_ws_close = (!cfg.disable_disconnect_push, !cfg.disable_closing_handshake);
+    let z = deflate.then_some(&cfg.deflate);
+    client.deflate = z.map(super::deflate_of);
     let (s, writer) = open_on_socket(&w, client, None, wr, fd, cfg.write_timeout);
     let limit = if cfg.message_size_limit == 0 { 65536 } else { cfg.message_size_limit };
+    let dec = super::decoder(limit, z);
     async move {
         let conn = UniConn { s: s.clone(), started: std::cell::Cell::new(req.is_some()) };
         if let Some(req) = req {
             Box::pin(s.connect_uni(req)).await;
         }
         if !s.is_closed() {
-            read_loop(&conn, &mut rd, buf, limit, 64).await;
+            read_loop_with(&conn, &mut rd, buf, dec, 64).await;
         }
         finish(s, writer, slot).await;
     }

@@ -18,6 +18,13 @@
 //! * `tokens` — token claims (dates, `client`, `data`, `override`), `channel_regex` and the
 //!   personal channel's `single_connection`.
 //! * `shapes` — client protocol replies whose results are empty, as Centrifugo writes them.
+//! * `transports` — HTTP-streaming, SSE, `/emulation` and the unidirectional transports over
+//!   raw sockets, curl and Python consumers.
+//! * `sdk_transports` — centrifuge-js over http_stream and SSE, alone and as fallbacks of
+//!   WebSocket, in Node and in Chromium.
+//! * `uni_grpc` — the unidirectional gRPC stream through a generated Python client.
+//! * `ws_deflate` — permessage-deflate: negotiation, compressed frames both ways, limits, and
+//!   real clients that negotiate it (Python `websockets`, centrifuge-js over `ws`).
 //!
 //! `ws_client` is the raw WebSocket client the WebSocket tests share.
 
@@ -42,7 +49,11 @@ mod races;
 mod recovery;
 mod redis;
 mod sdk;
+mod sdk_transports;
 mod shapes;
 mod tokens;
+mod transports;
+mod uni_grpc;
 mod ws_abuse;
+mod ws_deflate;
 mod ws_timers;

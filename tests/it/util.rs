@@ -1121,7 +1121,7 @@ impl LineProc {
             self.what,
             self.tail(40),
             self.pending.iter().map(|v| format!("  {v}\n")).collect::<String>(),
-            self.stderr.lock().unwrap()
+            self.stderr.lock().unwrap_or_else(|e| e.into_inner())
         );
     }
 
@@ -1239,7 +1239,7 @@ impl Drop for LineProc {
                 self.what,
                 self.tail(60),
                 self.what,
-                self.stderr.lock().unwrap()
+                self.stderr.lock().unwrap_or_else(|e| e.into_inner())
             );
         }
     }

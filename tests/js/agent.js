@@ -12,6 +12,14 @@
 //       new Centrifuge(url, {websocket, token, getToken?, ...opts}).connect(); with `tokens`
 //       getToken hands them out in order (the last one again when they run out) and reports
 //       {"ev":"getToken"} on every call.
+//   {"op":"connect","c":NAME,"transports":[{"transport":"websocket"|"http_stream"|"sse",
+//    "endpoint":URL},..],"emulationEndpoint":URL,...}
+//       the same with the list as the first argument (the SDK tries the transports in order):
+//       fetch (Node's), ReadableStream and the `eventsource` package's EventSource are passed
+//       in, each wrapped to report what it opens: {"ev":"http.open","url","status"} for a
+//       stream request answered, {"ev":"es.open","url"} for an EventSource that opened,
+//       {"ev":"emulation","status"} for each answered request to emulationEndpoint. The
+//       `connected` event names the transport the SDK chose.
 //   {"op":"sub","c":NAME,"ch":CHANNEL,"opts"?:{..},"states"?:[{offset,epoch}..]}
 //                                newSubscription(ch, opts).subscribe(); with `states`
 //                                getState hands them out in order (the last one again when
@@ -21,15 +29,16 @@
 //    "ch":CHANNEL,"data"?:ANY,"opts"?:{..}}            → {"ev":"result","id":N,"ok"|"err":..}
 //                                `send` (no channel): an async message to the server
 //   {"op":"cut","c":NAME,"block"?:bool}
-//                                terminate the underlying socket (no close frame): the SDK
-//                                sees a transport failure and reconnects by itself; with
-//                                `block` its reconnect attempts fail (they are sent to a path
-//                                the server answers 404) until
+//                                terminate the underlying socket (no close frame), abort the
+//                                HTTP stream or fail the EventSource: the SDK sees a
+//                                transport failure and reconnects by itself; with `block` its
+//                                reconnect attempts fail (they are sent to a path the server
+//                                answers 404) until
 //   {"op":"unblock","c":NAME}
 //   {"op":"retarget","c":NAME,"url":URL}
 //                                the client's next sockets connect to URL instead of the
 //                                url it was created with (another node of a cluster); the
-//                                live socket is left alone (`cut` it to move)
+//                                live socket is left alone (`cut` it to move). WebSocket only.
 //   {"op":"disconnect","c":NAME} centrifuge.disconnect()
 //   {"op":"exit"}
 
@@ -39,6 +48,17 @@ const readline = require('readline');
 const WebSocket = require('ws');
 const json = require('centrifuge');
 const protobuf = require('centrifuge/build/protobuf');
+const { ReadableStream } = require('node:stream/web');
+const { EventSource } = require('eventsource');
+
+// Where a blocked client's connection requests go: a path the server answers 404.
+const BLOCKED = '/connection/blocked-by-test';
+
+function blockedUrl(url) {
+  const u = new URL(url);
+  u.pathname = BLOCKED;
+  return u.toString();
+}
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
@@ -124,8 +144,65 @@ function connect(cmd) {
       });
     }
   }
+  // HTTP streams and event sources, tracked like the sockets.
+  const streams = []; // { abort() }
+  const emulation = cmd.emulationEndpoint;
+  const trackedFetch = (url, options) => {
+    const target = String(url);
+    if (emulation && target === emulation) {
+      return fetch(url, options).then((r) => {
+        out({ c, ev: 'emulation', status: r.status });
+        return r;
+      });
+    }
+    const blocked = state.blocked;
+    if (blocked) out({ c, ev: 'blocked' });
+    const ctl = new AbortController();
+    const signals = [ctl.signal];
+    if (options && options.signal) signals.push(options.signal);
+    const stream = { abort: () => ctl.abort(), live: true };
+    // The SDK has one transport at a time: a new stream replaces the last one.
+    for (const s of streams) s.live = false;
+    streams.push(stream);
+    const o = Object.assign({}, options, { signal: AbortSignal.any(signals) });
+    return fetch(blocked ? blockedUrl(target) : url, o).then(
+      (r) => {
+        out({ c, ev: 'http.open', url: target, status: r.status });
+        return r;
+      },
+      (e) => {
+        stream.live = false;
+        throw e;
+      },
+    );
+  };
+  class TrackedEventSource extends EventSource {
+    constructor(url, init) {
+      const blocked = state.blocked;
+      super(blocked ? blockedUrl(url) : url, init);
+      if (blocked) out({ c, ev: 'blocked' });
+      const stream = {
+        live: true,
+        // Closed under the SDK, which hears of it as of any failed EventSource.
+        abort: () => {
+          this.close();
+          if (this.onerror) this.onerror(new Event('error'));
+        },
+      };
+      for (const s of streams) s.live = false;
+      streams.push(stream);
+      this.addEventListener('open', () => out({ c, ev: 'es.open', url: this.url }));
+      this.addEventListener('error', () => {
+        stream.live = false;
+      });
+    }
+  }
   const lib = cmd.protobuf ? protobuf : json;
   const opts = Object.assign({ websocket: TrackedWebSocket, minReconnectDelay: 100, maxReconnectDelay: 500 }, cmd.opts || {});
+  if (cmd.transports) {
+    Object.assign(opts, { fetch: trackedFetch, readableStream: ReadableStream, eventsource: TrackedEventSource });
+    if (emulation) opts.emulationEndpoint = emulation;
+  }
   if (cmd.token !== undefined) opts.token = cmd.token;
   if (cmd.tokens) {
     const tokens = cmd.tokens.slice();
@@ -136,7 +213,7 @@ function connect(cmd) {
       return last;
     };
   }
-  const centrifuge = new lib.Centrifuge(cmd.url, opts);
+  const centrifuge = new lib.Centrifuge(cmd.transports || cmd.url, opts);
   centrifuge.on('connecting', (ctx) => out({ c, ev: 'connecting', code: ctx.code, reason: ctx.reason }));
   centrifuge.on('connected', (ctx) => out({ c, ev: 'connected', client: ctx.client, transport: ctx.transport }));
   centrifuge.on('disconnected', (ctx) => out({ c, ev: 'disconnected', code: ctx.code, reason: ctx.reason }));
@@ -149,7 +226,7 @@ function connect(cmd) {
   centrifuge.on('publication', (ctx) => out(Object.assign({ c, ev: 'server.publication', ch: ctx.channel }, pub(ctx))));
   centrifuge.on('join', (ctx) => out({ c, ev: 'server.join', ch: ctx.channel, info: info(ctx.info) }));
   centrifuge.on('leave', (ctx) => out({ c, ev: 'server.leave', ch: ctx.channel, info: info(ctx.info) }));
-  clients.set(c, { centrifuge, sockets, state, proto: !!cmd.protobuf });
+  clients.set(c, { centrifuge, sockets, streams, state, proto: !!cmd.protobuf });
   centrifuge.connect();
 }
 
@@ -240,7 +317,12 @@ function handle(cmd) {
       if (cmd.block) cl.state.blocked = true;
       const live = cl.sockets.filter((s) => s.readyState === WebSocket.OPEN);
       for (const s of live) s.terminate();
-      return out({ c: cmd.c, ev: 'cut', sockets: live.length });
+      const streams = cl.streams.filter((s) => s.live);
+      for (const s of streams) {
+        s.live = false;
+        s.abort();
+      }
+      return out({ c: cmd.c, ev: 'cut', sockets: live.length + streams.length });
     }
     case 'unblock':
       client(cmd.c).state.blocked = false;
