@@ -55,6 +55,23 @@ fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
 
+/// The open file descriptors of a process once the count has stayed the same for 250 ms (at
+/// most 5 s): a baseline taken right after start-up must not miss the engine's connections
+/// still being opened (two per worker on the Redis engine).
+fn settled_fd_count(pid: u32) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = fd_count(pid);
+    let mut since = Instant::now();
+    while Instant::now() < deadline && since.elapsed() < Duration::from_millis(250) {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = fd_count(pid);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    last
+}
+
 /// `num_clients` of the node (`info`).
 fn num_clients(s: &Server) -> u64 {
     let info = s.api("info", json!({}));
@@ -146,7 +163,7 @@ fn assert_ws_serving(s: &Server) {
 fn slowloris_heads_and_bodies_do_not_stall_others() {
     let mut s = Server::start(cfg(json!({"http_server": {"max_head_size": 4096}})));
     let addr = s.addr();
-    let fds_before = fd_count(s.pid());
+    let fds_before = settled_fd_count(s.pid());
     let slow_head = SLOW_HEAD.to_vec();
     let body = br#"{"channel":"hist:slow","data":{"slow":true}}"#;
     let slow_body_head =
@@ -255,7 +272,7 @@ fn idle_and_half_open_connections() {
     let mut s = Server::start(cfg(json!({"client": {"ping_interval": "2s", "pong_timeout": "1s"}})));
     let addr = s.addr();
     let pid = s.pid();
-    let fds_before = fd_count(pid);
+    let fds_before = settled_fd_count(pid);
     let idle: Vec<TcpStream> = (0..1000).map(|_| TcpStream::connect(addr).expect("connect")).collect();
     // (`fds_before` may still count the start-up probe's connection.)
     wait_until("the server accepted the idle connections", Duration::from_secs(10), || {
@@ -369,7 +386,7 @@ fn ws_connect_disconnect_cycles_leak_nothing() {
     // Warm-up: slabs and allocator pools reach their working size.
     run_cycles(addr, 200, 4);
     wait_until("warm-up sessions are gone", Duration::from_secs(10), || num_clients(&s) == 0);
-    let (fds0, rss0) = (fd_count(pid), s.rss_kb());
+    let (fds0, rss0) = (settled_fd_count(pid), s.rss_kb());
     let t = Instant::now();
     run_cycles(addr, cycles, 4);
     let took = t.elapsed();
@@ -405,7 +422,7 @@ fn clients_killed_mid_frame() {
     let mut watcher = Ws::open(addr);
     watcher.connect("watcher");
     watcher.subscribe(2, "feed:mid");
-    let fds0 = fd_count(pid);
+    let fds0 = settled_fd_count(pid);
 
     let cmd = json!({"id": 3, "publish": {"channel": "feed:mid", "data": {"x": "y".repeat(300)}}}).to_string();
     let full = client_frame(true, TEXT, cmd.as_bytes(), true);
