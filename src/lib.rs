@@ -56,6 +56,8 @@ pub mod gateway;
 pub mod grpc;
 /// HTTP/1.1 connections and the router.
 pub mod http;
+/// Calls to the application backend (HTTP and gRPC proxies).
+pub mod proxy;
 /// The composition root: binds, starts and stops everything.
 pub mod server;
 /// The client session, independent of its transport.

@@ -7,7 +7,7 @@
 /// Top-level sections: everything under them is unsupported.
 #[rustfmt::skip]
 pub(super) const SECTIONS: &[&str] = &[
-    "broker", "presence_manager", "map_broker", "controller", "shared_poll", "rpc", "proxies",
+    "broker", "presence_manager", "map_broker", "controller", "shared_poll",
     "consumers", "webtransport", "swagger", "debug", "init", "opentelemetry",
     "graphite", "usage_stats", "pid_file", "enable_unreleased_features",
 ];
@@ -27,7 +27,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "engine.redis.sentinel_client_name", "engine.redis.sentinel_tls", "engine.redis.replica_client",
     "engine.redis.history_use_lists", "engine.redis.presence_hash_field_ttl",
     "engine.redis.presence_user_mapping",
-    "client.proxy", "client.token.hmac_previous_secret_key",
+    "client.token.hmac_previous_secret_key",
     "client.token.hmac_previous_secret_key_valid_until", "client.token.rsa_public_key",
     "client.token.ecdsa_public_key", "client.token.jwks_public_endpoint", "client.token.audience_regex",
     "client.token.issuer_regex", "client.token.insecure_skip_jwks_endpoint_safety_check",
@@ -41,7 +41,8 @@ pub(super) const OPTIONS: &[&str] = &[
     "client.presence_update_interval", "client.concurrency", "client.channel_position_check_delay",
     "client.channel_position_max_time_lag", "client.connect_include_server_time",
     "client.insecure_skip_token_signature_verify", "client.user_id_http_header",
-    "channel.proxy", "channel.publication_data_format",
+    "channel.proxy.map_publish", "channel.proxy.map_remove", "channel.proxy.shared_poll_refresh",
+    "channel.publication_data_format",
     "http_api.external",
     "grpc_api.error_mode", "grpc_api.address", "grpc_api.tls", "grpc_api.reflection",
     "grpc_api.max_receive_message_size",
@@ -59,9 +60,7 @@ pub(super) const OPTIONS: &[&str] = &[
 #[rustfmt::skip]
 pub(super) const CHANNEL_OPTIONS: &[&str] = &[
     "allowed_delta_types", "allow_tags_filter", "delta_publish", "publication_data_format",
-    "subscribe_proxy_enabled", "subscribe_proxy_name", "publish_proxy_enabled", "publish_proxy_name",
-    "sub_refresh_proxy_enabled", "sub_refresh_proxy_name", "subscribe_stream_proxy_enabled",
-    "subscribe_stream_proxy_name", "subscribe_stream_proxy_bidirectional", "subscription_type",
+    "subscription_type",
     "map", "map_clients_presence_channel_prefix", "map_users_presence_channel_prefix", "shared_poll",
 ];
 

@@ -9,6 +9,7 @@
 pub mod duration;
 pub mod load;
 pub mod pattern;
+pub mod proxy;
 pub mod redis;
 
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,9 @@ pub struct Config {
     pub node: Node,
     pub shutdown: Shutdown,
     pub gateway: Gateway,
+    /// Named proxies, picked by channel and RPC namespaces (`proxy::NamedProxy`).
+    pub proxies: Vec<proxy::NamedProxy>,
+    pub rpc: proxy::Rpc,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -169,6 +173,8 @@ pub struct Client {
     pub subscribe_to_user_personal_channel: PersonalChannel,
     /// How a refused connect of a unidirectional transport becomes its disconnect.
     pub connect_code_to_unidirectional_disconnect: CodeToDisconnect,
+    /// `client.proxy.connect` and `client.proxy.refresh`.
+    pub proxy: proxy::ClientProxies,
 }
 
 impl Default for Client {
@@ -195,6 +201,7 @@ impl Default for Client {
             allowed_origins: Vec::new(),
             subscribe_to_user_personal_channel: PersonalChannel::default(),
             connect_code_to_unidirectional_disconnect: CodeToDisconnect::default(),
+            proxy: proxy::ClientProxies::default(),
         }
     }
 }
@@ -251,6 +258,9 @@ pub struct ChannelOptions {
     /// Client-side channel names of the namespace must match (the part after the namespace
     /// boundary); without it they must be ASCII.
     pub channel_regex: ChannelRegex,
+    /// Which proxies decide for this namespace's channels.
+    #[serde(flatten)]
+    pub proxy: proxy::NamespaceProxies,
 }
 
 impl ChannelOptions {
@@ -281,6 +291,8 @@ pub struct Channel {
     pub history_meta_ttl: Duration,
     pub without_namespace: ChannelOptions,
     pub namespaces: Vec<Namespace>,
+    /// `channel.proxy`: the "default" proxy of each channel kind.
+    pub proxy: proxy::ChannelProxies,
 }
 
 impl Default for Channel {
@@ -294,6 +306,7 @@ impl Default for Channel {
             history_meta_ttl: Duration::from_secs(720 * 3600),
             without_namespace: ChannelOptions::default(),
             namespaces: Vec::new(),
+            proxy: proxy::ChannelProxies::default(),
         }
     }
 }

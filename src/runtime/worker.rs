@@ -523,6 +523,14 @@ impl Worker {
         Call::waiting(self.clone(), slot)
     }
 
+    /// A future of a value another thread (not a worker) computes: it hands the value to the
+    /// [`RemoteAnswer`], which brings it back through this worker's inbox.
+    pub fn await_remote<T: Send + 'static>(self: &Rc<Self>) -> (RemoteAnswer<T>, Call<T>) {
+        let slot = self.wait();
+        let answer = RemoteAnswer { mailbox: self.node.mailboxes[self.id].clone(), slot, _t: PhantomData };
+        (answer, Call::waiting(self.clone(), slot))
+    }
+
     /// [`Worker::ask`] every worker (this one included) the same job; answers in worker order.
     pub fn ask_all<T, F>(self: &Rc<Self>, job: F) -> Vec<Call<T>>
     where
@@ -674,6 +682,20 @@ impl<T: Send + 'static> Answer<T> {
         } else {
             w.send(self.from as usize, Msg::Job(Box::new(move |w| w.fill(slot, Box::new(value)))));
         }
+    }
+}
+
+/// How a thread outside the workers answers a [`Worker::await_remote`].
+pub struct RemoteAnswer<T> {
+    mailbox: Mailbox<Msg>,
+    slot: u32,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T: Send + 'static> RemoteAnswer<T> {
+    pub fn send(self, value: T) {
+        let slot = self.slot;
+        self.mailbox.send(vec![Msg::Job(Box::new(move |w| w.fill(slot, Box::new(value))))]);
     }
 }
 
