@@ -13,7 +13,12 @@ use super::{CallError, Headers, Proxy, Request, Response, StreamEvent};
 
 /// Calls the unary method of `proxy.kind` with `req` and `metadata`; `done` gets the answer
 /// (or why there is none) within the proxy's timeout.
-pub fn call(proxy: &Arc<Proxy>, req: Request, metadata: Headers, done: Box<dyn FnOnce(Result<Response, CallError>) + Send>) {
+pub fn call(
+    proxy: &Arc<Proxy>,
+    req: Request,
+    metadata: Headers,
+    done: Box<dyn FnOnce(Result<Response, CallError>) + Send>,
+) {
     let _ = (proxy, req, metadata);
     done(Err(CallError::Grpc("gRPC proxies are not available in this build".into())));
 }
