@@ -231,7 +231,7 @@ pub type Headers = Vec<(String, String)>;
 /// its end.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
-    Subscribed(Result<Response, CallError>),
+    Subscribed(Box<Result<Response, CallError>>),
     Publication {
         data: Bytes,
         tags: Vec<(String, String)>,
