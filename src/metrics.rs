@@ -39,6 +39,22 @@ const METHODS: [Method; 14] = Method::ALL;
 /// Upper bounds (seconds) of the API duration histogram buckets.
 const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
+/// Upper bounds (seconds) of the proxy duration histogram buckets (Prometheus' defaults).
+const PROXY_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Calls of one proxy (protocol, type, name): durations, call errors, calls in flight.
+#[derive(Debug, Clone)]
+struct ProxyStat {
+    protocol: &'static str,
+    kind: &'static str,
+    name: std::sync::Arc<str>,
+    count: u64,
+    sum_ns: u64,
+    buckets: [u64; PROXY_BUCKETS.len()],
+    errors: u64,
+    inflight: i64,
+}
+
 /// Kinds of pushes counted by `type` / `frame_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -90,6 +106,7 @@ pub struct Local {
     ws_received_bytes: [Cell<u64>; TRANSPORTS.len()],
     reply_errors: RefCell<Vec<((&'static str, u32), u64)>>,
     api: RefCell<Vec<ApiStat>>,
+    proxy: RefCell<Vec<ProxyStat>>,
     inbox_batches: Cell<u64>,
     inbox_ns: Cell<u64>,
     lag_max_ns: Cell<u64>,
@@ -101,6 +118,50 @@ thread_local! {
 
 fn inc(c: &Cell<u64>, n: u64) {
     c.set(c.get().wrapping_add(n));
+}
+
+fn proxy_stat<R>(protocol: &'static str, kind: &'static str, name: &str, f: impl FnOnce(&mut ProxyStat) -> R) -> R {
+    LOCAL.with(|l| {
+        let mut v = l.proxy.borrow_mut();
+        let i = match v.iter().position(|s| s.protocol == protocol && s.kind == kind && &*s.name == name) {
+            Some(i) => i,
+            None => {
+                v.push(ProxyStat {
+                    protocol,
+                    kind,
+                    name: name.into(),
+                    count: 0,
+                    sum_ns: 0,
+                    buckets: [0; PROXY_BUCKETS.len()],
+                    errors: 0,
+                    inflight: 0,
+                });
+                v.len() - 1
+            }
+        };
+        f(&mut v[i])
+    })
+}
+
+/// A proxy call started.
+pub fn proxy_started(protocol: &'static str, kind: &'static str, name: &str) {
+    proxy_stat(protocol, kind, name, |s| s.inflight += 1);
+}
+
+/// A proxy call ended after `took`; `error` when it had no answer (a call error).
+pub fn proxy_finished(protocol: &'static str, kind: &'static str, name: &str, took: Duration, error: bool) {
+    proxy_stat(protocol, kind, name, |s| {
+        s.inflight -= 1;
+        s.count += 1;
+        s.sum_ns += took.as_nanos() as u64;
+        let secs = took.as_secs_f64();
+        if let Some(i) = PROXY_BUCKETS.iter().position(|b| secs <= *b) {
+            s.buckets[i] += 1;
+        }
+        if error {
+            s.errors += 1;
+        }
+    });
 }
 
 /// A publication, join or leave handed to the engine by this node.
@@ -217,6 +278,7 @@ pub struct Snapshot {
     ws_received_bytes: [u64; TRANSPORTS.len()],
     reply_errors: Vec<((&'static str, u32), u64)>,
     api: Vec<ApiStat>,
+    proxy: Vec<ProxyStat>,
     loops: Vec<LoopStat>,
 }
 
@@ -234,6 +296,7 @@ pub fn snapshot(worker: usize) -> Snapshot {
             ws_received_bytes: std::array::from_fn(|t| l.ws_received_bytes[t].get()),
             reply_errors: l.reply_errors.borrow().clone(),
             api: l.api.borrow().clone(),
+            proxy: l.proxy.borrow().clone(),
             loops: vec![LoopStat {
                 worker,
                 inbox_batches: l.inbox_batches.get(),
@@ -276,6 +339,20 @@ impl Snapshot {
                 a.add(b);
             }
         }
+        for p in o.proxy {
+            match self.proxy.iter_mut().find(|s| s.protocol == p.protocol && s.kind == p.kind && s.name == p.name) {
+                Some(s) => {
+                    s.count += p.count;
+                    s.sum_ns += p.sum_ns;
+                    for (a, b) in s.buckets.iter_mut().zip(&p.buckets) {
+                        *a += b;
+                    }
+                    s.errors += p.errors;
+                    s.inflight += p.inflight;
+                }
+                None => self.proxy.push(p),
+            }
+        }
         self.loops.extend(o.loops);
     }
 
@@ -292,6 +369,55 @@ impl Snapshot {
     /// Server API commands completed (every protocol and method).
     pub fn api_commands(&self) -> u64 {
         self.api.iter().map(|s| s.count).sum()
+    }
+
+    /// `centrifugo_proxy_*`: durations (summary sums and a histogram), call errors, calls in
+    /// flight, by protocol, type and proxy name.
+    fn render_proxy(&mut self, o: &mut String) {
+        if self.proxy.is_empty() {
+            return;
+        }
+        self.proxy.sort_by(|a, b| (a.protocol, a.kind, &*a.name).cmp(&(b.protocol, b.kind, &*b.name)));
+        let labels = |s: &ProxyStat| format!("protocol=\"{}\",type=\"{}\",name=\"{}\"", s.protocol, s.kind, s.name);
+        o.push_str(
+            "# HELP centrifugo_proxy_duration_seconds Duration of proxy calls.\n\
+             # TYPE centrifugo_proxy_duration_seconds summary\n",
+        );
+        for s in &self.proxy {
+            let l = labels(s);
+            let _ = writeln!(o, "centrifugo_proxy_duration_seconds_sum{{{l}}} {}", secs(s.sum_ns));
+            let _ = writeln!(o, "centrifugo_proxy_duration_seconds_count{{{l}}} {}", s.count);
+        }
+        o.push_str(
+            "# HELP centrifugo_proxy_duration_seconds_histogram Duration of proxy calls.\n\
+             # TYPE centrifugo_proxy_duration_seconds_histogram histogram\n",
+        );
+        for s in &self.proxy {
+            let l = labels(s);
+            let name = "centrifugo_proxy_duration_seconds_histogram";
+            let mut cum = 0;
+            for (b, n) in PROXY_BUCKETS.iter().zip(&s.buckets) {
+                cum += n;
+                let _ = writeln!(o, "{name}_bucket{{{l},le=\"{b}\"}} {cum}");
+            }
+            let _ = writeln!(o, "{name}_bucket{{{l},le=\"+Inf\"}} {}", s.count);
+            let _ = writeln!(o, "{name}_sum{{{l}}} {}", secs(s.sum_ns));
+            let _ = writeln!(o, "{name}_count{{{l}}} {}", s.count);
+        }
+        o.push_str(
+            "# HELP centrifugo_proxy_errors Proxy calls that got no answer.\n\
+             # TYPE centrifugo_proxy_errors counter\n",
+        );
+        for s in &self.proxy {
+            let _ = writeln!(o, "centrifugo_proxy_errors{{{}}} {}", labels(s), s.errors);
+        }
+        o.push_str(
+            "# HELP centrifugo_proxy_inflight_requests Proxy calls in progress.\n\
+             # TYPE centrifugo_proxy_inflight_requests gauge\n",
+        );
+        for s in &self.proxy {
+            let _ = writeln!(o, "centrifugo_proxy_inflight_requests{{{}}} {}", labels(s), s.inflight.max(0));
+        }
     }
 
     /// Renders the Prometheus text exposition format (version 0.0.4).
@@ -393,6 +519,7 @@ impl Snapshot {
         }
 
         self.render_api(&mut o);
+        self.render_proxy(&mut o);
 
         self.loops.sort_by_key(|l| l.worker);
         let per_loop = |o: &mut String, name: &str, help: &str, kind: &str, v: &dyn Fn(&LoopStat) -> String| {

@@ -632,7 +632,7 @@ impl Events {
         if !ok {
             self.state.ended.store(true, Ordering::Release);
         }
-        (self.f)(StreamEvent::Subscribed(res));
+        (self.f)(StreamEvent::Subscribed(Box::new(res)));
     }
 
     fn publication(&mut self, p: pb::Publication) {
@@ -653,7 +653,9 @@ impl Drop for Events {
             return;
         }
         match self.stage {
-            Stage::Opening => (self.f)(StreamEvent::Subscribed(Err(CallError::Transport("the stream ended".into())))),
+            Stage::Opening => {
+                (self.f)(StreamEvent::Subscribed(Box::new(Err(CallError::Transport("the stream ended".into())))))
+            }
             Stage::Subscribed => (self.f)(StreamEvent::Ended { eof: false }),
             Stage::Done => {}
         }

@@ -309,6 +309,11 @@ fn proxy(kind: Kind, addr: SocketAddr, edit: impl FnOnce(&mut ProxyCommon)) -> A
     })
 }
 
+/// A request on `channel` with the payload `data`.
+fn on(channel: &str, data: &str) -> Request {
+    request(|r| (r.channel, r.data) = (channel.into(), Some(b(data))))
+}
+
 /// A request in binary mode: the payload in b64data.
 fn binary(r: &mut Request) {
     r.encoding = "binary";
@@ -430,13 +435,7 @@ fn refresh_subscribe_publish_rpc_sub_refresh_round_trips() {
     );
 
     let p = proxy(Kind::Publish, addr, |_| {});
-    let r = result_of(
-        &p,
-        request(|r| {
-            r.channel = "chat".into();
-            r.data = Some(b(r#"{"input":"hi"}"#));
-        }),
-    );
+    let r = result_of(&p, on("chat", r#"{"input":"hi"}"#));
     assert_eq!(r.data, Some(b(r#"{"input":"hi"}"#)));
     assert!(r.skip_history && r.delta);
     assert_eq!(r.tags, vec![("a".to_string(), "1".to_string()), ("b".to_string(), "2".to_string())]);
@@ -445,14 +444,9 @@ fn refresh_subscribe_publish_rpc_sub_refresh_round_trips() {
     assert_eq!((r.data, r.b64data.as_str()), (None, "AQID"));
 
     let p = proxy(Kind::Rpc, addr, |_| {});
-    let r = result_of(
-        &p,
-        request(|r| {
-            r.method = "getCurrentPrice".into();
-            r.data = Some(b(r#"{"params":{"object_id":12}}"#));
-        }),
-    );
-    assert_eq!((r.data, r.b64data.as_str()), (Some(b(r#"{"params":{"object_id":12}}"#)), ""));
+    let data = r#"{"params":{"object_id":12}}"#;
+    let r = result_of(&p, request(|r| (r.method, r.data) = ("getCurrentPrice".into(), Some(b(data)))));
+    assert_eq!((r.data, r.b64data.as_str()), (Some(b(data)), ""));
 
     let p = proxy(Kind::SubRefresh, addr, |_| {});
     let r = result_of(&p, request(|r| r.channel = "news".into()));
@@ -583,8 +577,15 @@ fn no_more(rx: &std_mpsc::Receiver<StreamEvent>) {
 
 fn subscribed(e: StreamEvent) -> Response {
     match e {
-        StreamEvent::Subscribed(Ok(r)) => r,
+        StreamEvent::Subscribed(r) => r.expect("Subscribed(Ok)"),
         other => panic!("want Subscribed(Ok), got {other:?}"),
+    }
+}
+
+fn refused(e: StreamEvent) -> CallError {
+    match e {
+        StreamEvent::Subscribed(r) => r.expect_err("Subscribed(Err)"),
+        other => panic!("want Subscribed(Err), got {other:?}"),
     }
 }
 
@@ -646,13 +647,13 @@ fn stream_refusals() {
 
     // A first message without subscribe_response.
     let (_h, rx) = open(&p, request(|r| r.channel = "nosub".into()), false);
-    assert!(matches!(next(&rx), StreamEvent::Subscribed(Err(CallError::Decode(_)))));
+    assert!(matches!(refused(next(&rx)), CallError::Decode(_)));
     no_more(&rx);
 
     // No first message within the timeout: the stream is cancelled.
     let t0 = Instant::now();
     let (_h, rx) = open(&p, request(|r| r.channel = "silent".into()), false);
-    assert_eq!(next(&rx), StreamEvent::Subscribed(Err(CallError::Timeout)));
+    assert_eq!(refused(next(&rx)), CallError::Timeout);
     assert!(t0.elapsed() < Duration::from_millis(1500));
     no_more(&rx);
     wait_for(&log, "silent cancelled");
@@ -668,7 +669,7 @@ fn stream_refusals() {
     let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let p = proxy(Kind::SubscribeStream, down, |_| {});
     let (_h, rx) = open(&p, request(|_| {}), false);
-    assert!(matches!(next(&rx), StreamEvent::Subscribed(Err(CallError::Transport(_)))));
+    assert!(matches!(refused(next(&rx)), CallError::Transport(_)));
     no_more(&rx);
 }
 
@@ -676,14 +677,7 @@ fn stream_refusals() {
 fn bidirectional_stream() {
     let (addr, _) = backend(None);
     let p = proxy(Kind::SubscribeStream, addr, |c| c.grpc.compression = true);
-    let (h, rx) = open(
-        &p,
-        request(|r| {
-            r.channel = "bidi".into();
-            r.data = Some(b(r#"{"d":1}"#));
-        }),
-        true,
-    );
+    let (h, rx) = open(&p, on("bidi", r#"{"d":1}"#), true);
     let r = subscribed(next(&rx)).result.unwrap();
     assert_eq!(r.info, Some(b(r#"{"d":1}"#)));
     assert!(h.publish(b(r#"{"input":"hi"}"#)));
@@ -788,8 +782,6 @@ fn tls_options_refused_by_name() {
     // A call with such options is a transport error naming them.
     let (addr, _) = backend(None);
     let p = proxy(Kind::Rpc, addr, |c| c.grpc.tls = ClientTls { insecure_skip_verify: true, ..on.clone() });
-    match call_wait(&p, request(|_| {}), Vec::new()).0 {
-        Err(CallError::Transport(e)) => assert!(e.contains("insecure_skip_verify"), "{e}"),
-        other => panic!("{other:?}"),
-    }
+    let res = call_wait(&p, request(|_| {}), Vec::new()).0;
+    assert!(matches!(&res, Err(CallError::Transport(e)) if e.contains("insecure_skip_verify")), "{res:?}");
 }

@@ -50,8 +50,15 @@ impl Kind {
         }
     }
 
-    pub const ALL: [Kind; 7] =
-        [Kind::Connect, Kind::Refresh, Kind::Subscribe, Kind::Publish, Kind::SubRefresh, Kind::Rpc, Kind::SubscribeStream];
+    pub const ALL: [Kind; 7] = [
+        Kind::Connect,
+        Kind::Refresh,
+        Kind::Subscribe,
+        Kind::Publish,
+        Kind::SubRefresh,
+        Kind::Rpc,
+        Kind::SubscribeStream,
+    ];
 }
 
 /// Where a proxy's calls go.
@@ -224,8 +231,82 @@ pub type Headers = Vec<(String, String)>;
 /// its end.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
-    Subscribed(Result<Response, CallError>),
-    Publication { data: Bytes, tags: Vec<(String, String)> },
+    Subscribed(Box<Result<Response, CallError>>),
+    Publication {
+        data: Bytes,
+        tags: Vec<(String, String)>,
+    },
     /// The backend ended the stream (`eof`) or it failed.
-    Ended { eof: bool },
+    Ended {
+        eof: bool,
+    },
+}
+
+/// Calls `proxy` with `req` and `headers` from worker `w`, within the proxy's timeout. An
+/// HTTP answer with a status other than 200 becomes the error or disconnect of a matching
+/// `http.status_to_code_transforms` item, else a [`CallError::Status`].
+pub async fn call(
+    w: &std::rc::Rc<crate::runtime::worker::Worker>,
+    proxy: &Arc<Proxy>,
+    req: &Request,
+    headers: Headers,
+) -> Result<Response, CallError> {
+    let (protocol, kind) = (proxy.protocol(), proxy.kind.name());
+    crate::metrics::proxy_started(protocol, kind, &proxy.name);
+    let started = std::time::Instant::now();
+    let r = if proxy.is_grpc() {
+        let (answer, reply) = w.await_remote::<Result<Response, CallError>>();
+        grpc::call(proxy, req.clone(), headers, Box::new(move |r| answer.send(r)));
+        // The client thread bounds the call itself; this is the backstop.
+        match monoio::time::timeout(proxy.timeout + Duration::from_secs(1), reply).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout),
+        }
+    } else {
+        match json::encode_request(proxy.kind, req) {
+            Err(e) => Err(e),
+            Ok(body) => {
+                let pool = w.local(|_| http::Pool::default());
+                match monoio::time::timeout(proxy.timeout, pool.post(proxy, &headers, &body)).await {
+                    Err(_) => Err(CallError::Timeout),
+                    Ok(Err(e)) => Err(e),
+                    Ok(Ok(a)) if a.status == 200 => json::decode_response(&a.body),
+                    Ok(Ok(a)) => transformed(proxy, a.status).ok_or(CallError::Status(a.status)),
+                }
+            }
+        }
+    };
+    crate::metrics::proxy_finished(protocol, kind, &proxy.name, started.elapsed(), r.is_err());
+    if let Err(e) = &r {
+        warn_failed(proxy, e);
+    }
+    r
+}
+
+/// Logs a failed call: the first of each second per worker, so an unreachable backend does not
+/// flood the log (the metrics count every one).
+pub fn warn_failed(proxy: &Proxy, e: &CallError) {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+        static QUIET: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    let now = std::time::Instant::now();
+    if LAST.with(|l| l.get().is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))) {
+        QUIET.with(|q| q.set(q.get() + 1));
+        return;
+    }
+    LAST.with(|l| l.set(Some(now)));
+    let suppressed = QUIET.with(|q| q.replace(0));
+    tracing::warn!(proxy = %proxy.name, kind = proxy.kind.name(), error = %e, suppressed, "proxy call failed");
+}
+
+/// The answer an HTTP status stands for (`http.status_to_code_transforms`).
+fn transformed(proxy: &Proxy, status: u16) -> Option<Response> {
+    let t = proxy.conf.http.status_to_code_transforms.iter().find(|t| t.status_code == status)?;
+    if t.to_disconnect.code > 0 {
+        let d = DisconnectObj { code: t.to_disconnect.code, reason: t.to_disconnect.reason.clone() };
+        return Some(Response { disconnect: Some(d), ..Default::default() });
+    }
+    let e = ErrorObj { code: t.to_error.code, message: t.to_error.message.clone(), temporary: t.to_error.temporary };
+    Some(Response { error: Some(e), ..Default::default() })
 }

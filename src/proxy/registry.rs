@@ -57,7 +57,11 @@ pub fn parse_target(endpoint: &str) -> Result<Target, String> {
     let authority = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (h, after) = v6.split_once(']').ok_or_else(|| format!("bad endpoint {endpoint:?}"))?;
-        let port = after.strip_prefix(':').map(|p| p.parse::<u16>()).transpose().map_err(|_| format!("bad port in {endpoint:?}"))?;
+        let port = after
+            .strip_prefix(':')
+            .map(|p| p.parse::<u16>())
+            .transpose()
+            .map_err(|_| format!("bad port in {endpoint:?}"))?;
         (h.to_string(), port)
     } else {
         match authority.rsplit_once(':') {
@@ -112,7 +116,12 @@ impl Proxies {
                 (Kind::Subscribe, n.subscribe_proxy_enabled, &n.subscribe_proxy_name, &defaults.subscribe),
                 (Kind::Publish, n.publish_proxy_enabled, &n.publish_proxy_name, &defaults.publish),
                 (Kind::SubRefresh, n.sub_refresh_proxy_enabled, &n.sub_refresh_proxy_name, &defaults.sub_refresh),
-                (Kind::SubscribeStream, n.subscribe_stream_proxy_enabled, &n.subscribe_stream_proxy_name, &defaults.subscribe_stream),
+                (
+                    Kind::SubscribeStream,
+                    n.subscribe_stream_proxy_enabled,
+                    &n.subscribe_stream_proxy_name,
+                    &defaults.subscribe_stream,
+                ),
             ] {
                 if !on || p.by_name.contains_key(&(kind, name.clone())) {
                     continue;
@@ -144,7 +153,8 @@ impl Proxies {
         if cfg.rpc.ping.enabled {
             p.rpc_ping = Some(cfg.rpc.ping.method.clone());
         }
-        let all: Vec<Arc<Proxy>> = p.connect.iter().chain(p.refresh.iter()).chain(p.by_name.values()).cloned().collect();
+        let all: Vec<Arc<Proxy>> =
+            p.connect.iter().chain(p.refresh.iter()).chain(p.by_name.values()).cloned().collect();
         for x in &all {
             for (list, names) in [
                 (&x.http_headers, &mut p.header_names),
@@ -216,7 +226,12 @@ mod tests {
     fn endpoints() {
         assert_eq!(
             parse_target("http://127.0.0.1:3000/centrifugo/connect").unwrap(),
-            Target::Http { host: "127.0.0.1".into(), port: 3000, path_and_query: "/centrifugo/connect".into(), https: false }
+            Target::Http {
+                host: "127.0.0.1".into(),
+                port: 3000,
+                path_and_query: "/centrifugo/connect".into(),
+                https: false
+            }
         );
         assert_eq!(
             parse_target("http://app?x=1").unwrap(),

@@ -257,6 +257,15 @@ impl BodyDecoder {
         }
     }
 
+    /// A decoder for a body framed by `chunked` encoding or by its length (a response's).
+    pub fn framed(chunked: bool, content_length: u64) -> Self {
+        if chunked {
+            BodyDecoder { chunked: Some(Chunk::Size), remaining: 0, done: false }
+        } else {
+            BodyDecoder { chunked: None, remaining: content_length, done: content_length == 0 }
+        }
+    }
+
     /// True once the whole body has been consumed.
     pub fn is_done(&self) -> bool {
         self.done
