@@ -68,15 +68,16 @@ fn refusal(what: &str) -> (Option<pb::Error>, Option<pb::Disconnect>) {
     }
 }
 
-/// "sleep" answers in 3 s, "status" with a status.
+/// "sleep" answers in 3 s, "status" and "deadline" with a status.
 async fn special(what: &str) -> Result<(), Status> {
-    if what == "sleep" {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
-    if what == "status" {
-        Err(Status::permission_denied("nope"))
-    } else {
-        Ok(())
+    match what {
+        "sleep" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Ok(())
+        }
+        "status" => Err(Status::permission_denied("nope")),
+        "deadline" => Err(Status::deadline_exceeded("the backend's own deadline")),
+        _ => Ok(()),
     }
 }
 
@@ -486,6 +487,8 @@ fn error_and_disconnect_answers() {
     // A status is a call error.
     let (res, _) = call_wait(&p, request(|r| r.method = "status".into()), Vec::new());
     assert_eq!(res, Err(CallError::Grpc("PermissionDenied: nope".into())));
+    // A backend past its deadline: a timeout.
+    assert_eq!(call_wait(&p, request(|r| r.method = "deadline".into()), Vec::new()).0, Err(CallError::Timeout));
     // A stream's kind has no unary method.
     let p = proxy(Kind::SubscribeStream, addr, |_| {});
     assert!(matches!(call_wait(&p, request(|_| {}), Vec::new()).0, Err(CallError::Transport(_))));
