@@ -30,7 +30,7 @@ impl Handler for Quiet {
     fn disconnect(&self, d: Disconnect) {
         panic!("a subscriber was disconnected: {d:?}");
     }
-    fn on_timer(&self, _at: Instant) {}
+    fn on_timer(self: Rc<Self>, _at: Instant) {}
     fn resubscribe(&self, _channel: &str) {}
     fn on_action(self: Rc<Self>, _cmd: &Command) {}
     fn is_connected(&self) -> bool {

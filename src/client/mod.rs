@@ -126,7 +126,7 @@ pub trait Handler {
     /// Closes the connection with this code and reason and releases what it holds.
     fn disconnect(&self, d: Disconnect);
     /// The worker's timer reached a deadline this connection scheduled (`at`).
-    fn on_timer(&self, at: Instant);
+    fn on_timer(self: Rc<Self>, at: Instant);
     /// The channel may have a gap for this connection: unsubscribe it so it recovers.
     fn resubscribe(&self, channel: &str);
     /// A server API action (subscribe, unsubscribe, disconnect, refresh) for every local

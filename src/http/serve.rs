@@ -49,10 +49,10 @@ pub(super) enum Stop {
 /// count (`client.connection_limit`), taken before the 101 is queued.
 pub(super) enum Upgrade {
     /// A Centrifuge protocol client; the permessage-deflate answer when it negotiated that.
-    Client(crate::protocol::Format, ConnectionSlot, Option<&'static str>),
+    Client(crate::protocol::Format, ConnectionSlot, Option<&'static str>, crate::session::proxy::Forwarded),
     /// A unidirectional WebSocket client (its connect request when the URL carried it); the
     /// permessage-deflate answer when it negotiated that.
-    Uni(Option<crate::protocol::ConnectReq>, ConnectionSlot, Option<&'static str>),
+    Uni(Option<crate::protocol::ConnectReq>, ConnectionSlot, Option<&'static str>, crate::session::proxy::Forwarded),
     /// A streaming HTTP response carrying a client session (`crate::stream`).
     Stream(Box<crate::stream::Start>, ConnectionSlot),
     /// A raw gateway client of a `gateway.servers` endpoint.
@@ -125,20 +125,31 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
         if let Some(wr) = wr {
             // A task of its own, so this (larger) HTTP state is freed for the session's life.
             match kind {
-                Upgrade::Client(format, slot, deflate) => {
+                Upgrade::Client(format, slot, deflate, fwd) => {
                     let (rd, buf, deflate) = (reader.rd, reader.buf, deflate.is_some());
-                    monoio::spawn(crate::ws::run_session(w, slot, format, deflate, None, rd, wr, buf, fd));
+                    monoio::spawn(crate::ws::run_session(w, slot, format, deflate, None, fwd, rd, wr, buf, fd));
                 }
-                Upgrade::Uni(req, slot, deflate) => {
+                Upgrade::Uni(req, slot, deflate, fwd) => {
                     let (rd, buf, deflate) = (reader.rd, reader.buf, deflate.is_some());
-                    monoio::spawn(crate::ws::uni::run(w, slot, req, deflate, rd, wr, buf, fd));
+                    monoio::spawn(crate::ws::uni::run(w, slot, req, deflate, fwd, rd, wr, buf, fd));
                 }
                 Upgrade::Stream(start, slot) => {
                     monoio::spawn(crate::stream::run(w, slot, *start, reader.rd, wr, reader.buf, fd));
                 }
                 Upgrade::Raw(start, slot) => {
                     let (format, rd, buf) = (crate::protocol::Format::Json, reader.rd, reader.buf);
-                    monoio::spawn(crate::ws::run_session(w, slot, format, false, Some(start), rd, wr, buf, fd));
+                    monoio::spawn(crate::ws::run_session(
+                        w,
+                        slot,
+                        format,
+                        false,
+                        Some(start),
+                        Vec::new(),
+                        rd,
+                        wr,
+                        buf,
+                        fd,
+                    ));
                 }
                 Upgrade::Backend(roles) => {
                     monoio::spawn(crate::gateway::backend::run(w, roles, reader.rd, wr, reader.buf, fd));

@@ -151,7 +151,9 @@ impl Conn {
             Route::UniHttpStream => Some(cfg.uni_http_stream.connect_code_to_http_response.clone()),
             _ => None,
         };
-        let start = Start { framing, format, first, head: self.stream_head(&head, framing, format), code_to_http };
+        let forwarded = crate::session::proxy::forwarded(&self.w, &head.headers);
+        let start =
+            Start { framing, format, first, head: self.stream_head(&head, framing, format), code_to_http, forwarded };
         Some(Stop::Upgrade(Upgrade::Stream(Box::new(start), slot)))
     }
 

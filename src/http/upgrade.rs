@@ -71,13 +71,15 @@ impl Conn {
             Kind::Uni(req) => {
                 let Some(slot) = slot() else { return unavailable() };
                 let deflate = crate::wire::deflate::negotiate(self.w.cfg.uni_websocket.deflate.compression, head);
-                (Upgrade::Uni(req, slot, deflate), None)
+                let fwd = crate::session::proxy::forwarded(&self.w, &head.headers);
+                (Upgrade::Uni(req, slot, deflate, fwd), None)
             }
             Kind::Client => {
                 let Some(slot) = slot() else { return unavailable() };
                 let (format, proto) = crate::ws::negotiate(head);
                 let deflate = crate::wire::deflate::negotiate(self.w.cfg.websocket.deflate.compression, head);
-                (Upgrade::Client(format, slot, deflate), proto)
+                let fwd = crate::session::proxy::forwarded(&self.w, &head.headers);
+                (Upgrade::Client(format, slot, deflate, fwd), proto)
             }
         };
         let mut resp = String::with_capacity(160);
@@ -89,7 +91,7 @@ impl Conn {
             resp.push_str("\r\nSec-WebSocket-Protocol: ");
             resp.push_str(p);
         }
-        if let Upgrade::Client(_, _, Some(e)) | Upgrade::Uni(_, _, Some(e)) = &kind {
+        if let Upgrade::Client(_, _, Some(e), _) | Upgrade::Uni(_, _, Some(e), _) = &kind {
             resp.push_str("\r\nSec-WebSocket-Extensions: ");
             resp.push_str(e);
         }

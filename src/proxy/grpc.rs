@@ -48,6 +48,8 @@ pub fn open_stream(
     mut on_event: Box<dyn FnMut(StreamEvent) + Send>,
 ) -> StreamHandle {
     let _ = (proxy, req, metadata, bidirectional);
-    on_event(StreamEvent::Subscribed(Err(CallError::Grpc("gRPC proxies are not available in this build".into()))));
+    on_event(StreamEvent::Subscribed(Box::new(Err(CallError::Grpc(
+        "gRPC proxies are not available in this build".into(),
+    )))));
     StreamHandle { _private: () }
 }

@@ -222,7 +222,7 @@ async fn exchange(mut s: TcpStream, req: &[u8], reused: bool) -> Result<(Answer,
             Err(e) => return Err(fail(format!("read: {e}"), got)),
         }
     };
-    let _ = bytes::Buf::advance(&mut buf, head_len);
+    bytes::Buf::advance(&mut buf, head_len);
     // 1xx answers are not expected from a POST without `Expect`; treat them as no answer.
     let no_body = status == 204 || status == 304 || (100..200).contains(&status);
     let until_close = !chunked && length.is_none() && !no_body;

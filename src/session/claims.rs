@@ -42,6 +42,8 @@ pub(super) struct ConnClaims {
     pub subs: Vec<ServerSub>,
     /// The token carries the hidden-session mark (see [`super::hidden`]).
     pub hidden: bool,
+    /// `meta`: server-side data of the connection (sent to proxies, never to clients).
+    pub meta: Option<Bytes>,
 }
 
 /// The claims of a verified subscription token.
@@ -164,7 +166,11 @@ pub(super) fn conn(claims: &Map<String, Value>, user_claim: &str) -> Result<Conn
         Err(_) if string(claims, "b64info").is_ok() => return Err(ConnRefused::BadInfo),
         Err(_) => return Err(ConnRefused::Invalid),
     };
-    Ok(ConnClaims { user, expire_at: token::expiry(claims), info, subs, hidden: false })
+    let meta = match claims.get("meta") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(Bytes::from(serde_json::to_vec(v).unwrap_or_default())),
+    };
+    Ok(ConnClaims { user, expire_at: token::expiry(claims), info, subs, hidden: false, meta })
 }
 
 /// Reads a verified subscription token; the `channel` claim is required.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::claims::{self, ConnClaims, ConnRefused, ServerSub};
+use super::proxy as sp;
 use super::{unix_now, Session, Sub, Tokens};
 use crate::api::{Command, DisconnectCmd, Overrides, Res, Target};
 use crate::client::Handler;
@@ -15,6 +16,7 @@ use crate::config::ChannelOptions;
 use crate::error::{ApiError, Disconnect};
 use crate::model::{Payload, Publish, StreamPosition};
 use crate::protocol::{self, ConnectResult, Format, PushBody, ReplyBody, SubscribeReq, SubscribeResult};
+use crate::proxy::Kind;
 use crate::shard::{ShardOp, SubOp};
 use crate::token::TokenError;
 
@@ -46,7 +48,7 @@ fn personal_channel(cfg: &crate::config::Config, user: &str) -> String {
 /// Whether a token's `data` can travel to this client: a JSON client gets it only when it is
 /// JSON (binary `b64data` that is not would make its text frame invalid), as with binary
 /// publications.
-fn json_ok(s: &Session, data: &Option<Bytes>) -> bool {
+pub(super) fn json_ok(s: &Session, data: &Option<Bytes>) -> bool {
     s.client.format != Format::Json || data.as_ref().is_none_or(|d| crate::model::is_json(d))
 }
 
@@ -75,7 +77,28 @@ async fn keep_single_connection(s: &Rc<Session>, user: &str) -> Result<(), Disco
 
 pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -> Result<(), Disconnect> {
     let cfg = s.w.cfg.clone();
-    let claims = if !c.token.is_empty() {
+    if !c.headers.is_empty() {
+        s.keep_emulated_headers(&c.headers);
+    }
+    let connect_proxy_on = c.token.is_empty().then(|| sp::proxies(&s.w).connect.clone()).flatten();
+    let mut reply_data = None;
+    let mut proxied = false;
+    let claims = if let Some(p) = connect_proxy_on {
+        match super::proxied::connect_proxy(s, &p, id, &c).await? {
+            super::proxied::ProxyConnect::Accepted(claims, data) => {
+                reply_data = data;
+                proxied = true;
+                claims
+            }
+            super::proxied::ProxyConnect::Replied => return Ok(()),
+            super::proxied::ProxyConnect::NoResult
+                if cfg.client.allow_anonymous_connect_without_token || cfg.client.insecure =>
+            {
+                ConnClaims::default()
+            }
+            super::proxied::ProxyConnect::NoResult => return Err(Disconnect::BAD_REQUEST),
+        }
+    } else if !c.token.is_empty() {
         match Tokens::of(&s.w).conn.verify(&c.token) {
             Ok(claims) => match claims::conn(&claims, conn_user_claim(s)) {
                 Ok(c) => {
@@ -112,7 +135,7 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
         }
     }
     let now = unix_now();
-    let expire_at = if cfg.client.insecure { 0 } else { claims.expire_at };
+    let expire_at = if cfg.client.insecure && !proxied { 0 } else { claims.expire_at };
     if expire_at > 0 && expire_at <= now {
         s.st.borrow_mut().unusable = true;
         s.reply(id, &Err(ApiError::EXPIRED));
@@ -160,15 +183,20 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
         st.conn_info = claims.info;
         st.expires_at = expire_at;
         st.hidden = claims.hidden;
+        st.meta = claims.meta;
     }
     if !claims.hidden {
         s.w.hub.user_added(&user);
     }
+    // With a refresh proxy the server refreshes the connection itself: the client is not
+    // told when it expires.
+    let client_refresh = expire_at > 0 && sp::proxies(&s.w).refresh.is_none();
     let mut result = ConnectResult {
         client: s.client.id.to_string(),
         version: s.w.node.version.clone(),
-        expires: expire_at > 0,
-        ttl: if expire_at > 0 { (expire_at - now) as u32 } else { 0 },
+        expires: client_refresh,
+        ttl: if client_refresh { (expire_at - now) as u32 } else { 0 },
+        data: reply_data,
         ping: ping_interval(s).as_secs() as u32,
         pong: !cfg.client.pong_timeout.is_zero() && !s.client.framing.is_uni(),
         session: s.sid.as_deref().unwrap_or_default().to_string(),
@@ -258,7 +286,7 @@ fn user_allowed(cfg: &crate::config::Config, o: &ChannelOptions, channel: &str, 
     Some(!user.is_empty() && users.split(cfg.channel.user_separator.as_str()).any(|u| u == user))
 }
 
-type SubOutcome = Result<Result<(Arc<str>, SubscribeResult), ApiError>, Disconnect>;
+pub(super) type SubOutcome = Result<Result<(Arc<str>, SubscribeResult), ApiError>, Disconnect>;
 
 /// Bit of a subscribe request's `flag`: answer an unrecoverable position with error 112.
 const FLAG_REJECT_UNRECOVERED: i64 = 2;
@@ -320,6 +348,18 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
         return Ok(Err(ApiError::PERMISSION_DENIED));
     }
     let limited = user_allowed(&cfg, o, &req.channel, &user);
+    if limited.is_none() {
+        match sp::channel_proxy(s, Kind::Subscribe, o) {
+            Some(Ok(p)) => return super::proxied::subscribe_proxy(s, &p, req).await,
+            Some(Err(e)) => return Ok(Err(e)),
+            None => {}
+        }
+        match sp::channel_proxy(s, Kind::SubscribeStream, o) {
+            Some(Ok(p)) => return super::streams::subscribe(s, &p, req).await,
+            Some(Err(e)) => return Ok(Err(e)),
+            None => {}
+        }
+    }
     let allowed = match limited {
         Some(ok) => ok || cfg.client.insecure,
         None => {
@@ -334,7 +374,7 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
 }
 
 /// Registers the subscription with the channel's owner (permissions already checked).
-async fn subscribe_owned(
+pub(super) async fn subscribe_owned(
     s: &Rc<Session>,
     req: SubscribeReq,
     chan_info: Option<Bytes>,
@@ -451,15 +491,42 @@ async fn subscribe_owned(
     Ok(Ok((channel, res)))
 }
 
-pub(super) async fn publish(s: &Rc<Session>, channel: String, data: Bytes) -> Result<ReplyBody, ApiError> {
+/// A client publication; `Err` closes the connection (a publish proxy's disconnect).
+pub(super) async fn publish(
+    s: &Rc<Session>,
+    channel: String,
+    data: Bytes,
+) -> Result<Result<ReplyBody, ApiError>, Disconnect> {
     let cfg = s.w.cfg.clone();
     if channel.len() > cfg.channel.max_length {
-        return Err(ApiError::BAD_REQUEST);
+        return Ok(Err(ApiError::BAD_REQUEST));
     }
-    let o = cfg.resolve_channel(&channel)?.options;
+    let o = match cfg.resolve_channel(&channel) {
+        Ok(r) => r.options,
+        Err(e) => return Ok(Err(e)),
+    };
     if !cfg.client_channel_allowed(&channel, o) {
-        return Err(ApiError::BAD_REQUEST);
+        return Ok(Err(ApiError::BAD_REQUEST));
     }
+    if let Some(r) = super::streams::publish(s, &channel, &data, o) {
+        return Ok(r);
+    }
+    match sp::channel_proxy(s, Kind::Publish, o) {
+        Some(Ok(p)) => return super::proxied::publish_proxy(s, &p, channel, data).await,
+        Some(Err(e)) => return Ok(Err(e)),
+        None => {}
+    }
+    Ok(publish_checked(s, channel, data, o).await)
+}
+
+/// A publication the namespace's permissions decide on.
+async fn publish_checked(
+    s: &Rc<Session>,
+    channel: String,
+    data: Bytes,
+    o: &ChannelOptions,
+) -> Result<ReplyBody, ApiError> {
+    let cfg = s.w.cfg.clone();
     let (anon, subscribed, chan_info) = {
         let st = s.st.borrow();
         let sub = st.subs.get(channel.as_str());

@@ -155,7 +155,7 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             };
             crate::gateway::push_event(&s.w, &s.client.id, &Arc::from(topic.as_str()), &ev);
         }
-        Req::Rpc { .. } => s.reply(id, &Err(ApiError::NOT_AVAILABLE)),
+        Req::Rpc { method, data } => super::proxied::rpc(s, id, method, data).await?,
         Req::Subscribe(req) => {
             if req.channel.is_empty() {
                 return Err(Disconnect::BAD_REQUEST);
@@ -185,7 +185,7 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             if channel.is_empty() {
                 return Err(Disconnect::BAD_REQUEST);
             }
-            let r = commands::publish(s, channel, data).await;
+            let r = commands::publish(s, channel, data).await?;
             s.reply(id, &r);
         }
         Req::Presence { channel } | Req::PresenceStats { channel } if channel.is_empty() => {
@@ -236,7 +236,12 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             };
             s.reply(id, &r);
         }
+        // With a refresh proxy the server refreshes; a client refresh is a protocol error.
+        Req::Refresh { .. } if super::proxy::proxies(&s.w).refresh.is_some() => return Err(Disconnect::BAD_REQUEST),
         Req::Refresh { token } => commands::refresh(s, id, &token)?,
+        Req::SubRefresh { channel, .. } if super::proxy::server_refreshed(s, &channel) => {
+            return Err(Disconnect::BAD_REQUEST)
+        }
         Req::SubRefresh { channel, token } => commands::sub_refresh(s, id, &channel, &token)?,
     }
     Ok(())

@@ -13,8 +13,11 @@ mod commands;
 mod handle;
 pub mod hidden;
 mod mesh;
+mod proxied;
+pub mod proxy;
 mod slots;
 pub mod socket;
+mod streams;
 mod timers;
 
 use std::cell::{Cell, RefCell};
@@ -71,6 +74,9 @@ struct State {
     expires_at: i64,
     /// Command rate bucket (`client.command_rate_limit`): tokens and last refill.
     rate: Option<(f64, Instant)>,
+    /// The connection's meta (its token's `meta` claim, or the connect/refresh proxy's),
+    /// sent to proxies with `include_connection_meta`.
+    meta: Option<Bytes>,
     /// Gateway context (`conn.call set_context[_value]`), attached to queued events.
     context: serde_json::Map<String, serde_json::Value>,
     /// A server ping is waiting for its pong since then.
@@ -126,6 +132,10 @@ pub struct Session {
     /// Why the connect was refused (its error or disconnect code), for transports that map it
     /// to an HTTP response.
     pub refused: Cell<Option<u32>>,
+    /// What the proxies forward of the connection's opening request ([`proxy::ConnHeaders`]).
+    conn_headers: RefCell<Option<proxy::ConnHeaders>>,
+    /// Subscription streams of this session by channel.
+    streams: RefCell<AHashMap<Arc<str>, streams::Open>>,
 }
 
 /// A session id: a random UUID (v4) whose first four hex digits name the worker holding the
@@ -156,6 +166,8 @@ impl Session {
             created: Instant::now(),
             sid: (client.framing.is_uni() || client.framing.is_emulated()).then(|| new_session_id(w.id)),
             refused: Cell::new(None),
+            conn_headers: RefCell::new(None),
+            streams: RefCell::new(AHashMap::new()),
         });
         w.hub.add(client.clone(), s.clone());
         let target: Rc<dyn crate::gateway::mesh::MeshTarget> = s.clone();
@@ -263,6 +275,7 @@ impl Session {
             }
         }
         self.w.hub.set_live(channel, self.key());
+        streams::released(self, channel);
     }
 
     /// The peer closed the connection (`code` 1000) or broke the transport's protocol: the
@@ -294,6 +307,7 @@ impl Session {
         if user_slot {
             slots::give_back(&self.w, user.clone());
         }
+        streams::closed(self, None);
         // From here on an owner's acceptance finds the client gone, and the worker takes the
         // subscription back on the owner (`Worker::subscribed`).
         self.client.forget_held();
@@ -333,6 +347,7 @@ impl Session {
     fn unsubscribe(&self, channel: &str, push: Option<(u32, &str)>) -> bool {
         let removed = self.st.borrow_mut().subs.remove_entry(channel);
         let Some((channel, sub)) = removed else { return false };
+        streams::closed(self, Some(&channel));
         self.w.hub.unsubscribe(&channel, self.key());
         self.send_unsub(channel.clone(), &sub);
         if let Some((code, reason)) = push {
@@ -373,8 +388,8 @@ impl Handler for Session {
         self.cleanup();
     }
 
-    fn on_timer(&self, at: Instant) {
-        self.run_timer(at);
+    fn on_timer(self: Rc<Self>, at: Instant) {
+        Session::run_timer(&self, at);
     }
 
     /// The channel's stream may have a gap for this session: unsubscribe it with

@@ -2,6 +2,7 @@
 //! that never connected, server pings and the pong deadline, credential and subscription
 //! expiry.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,7 @@ impl Session {
 
     /// Runs when the worker's timer reaches this session's deadline: stale close, server
     /// pings, the pong deadline and credential/subscription expiry. Schedules the next one.
-    pub(super) fn run_timer(&self, at: Instant) {
+    pub(super) fn run_timer(self: &Rc<Self>, at: Instant) {
         if self.timer_at.get() != Some(at) {
             return; // superseded by an earlier schedule
         }
@@ -39,7 +40,7 @@ impl Session {
     }
 
     /// Acts on every deadline that has passed; returns the next one (`None` once closed).
-    fn check_deadlines(&self, now: Instant) -> Option<Instant> {
+    fn check_deadlines(self: &Rc<Self>, now: Instant) -> Option<Instant> {
         let cfg = self.w.cfg.clone();
         let interval = super::commands::ping_interval(self);
         // Unidirectional clients cannot answer pings, except with the WebSocket's own pongs.
@@ -135,6 +136,14 @@ impl Session {
             out
         };
         for (ch, server_side) in expired {
+            if let Some(Ok(p)) = cfg
+                .resolve_channel(&ch)
+                .ok()
+                .and_then(|r| super::proxy::channel_proxy(self, crate::proxy::Kind::SubRefresh, r.options))
+            {
+                super::proxied::refresh_subscription(self, p, ch);
+                continue;
+            }
             if server_side {
                 self.disconnect(Disconnect::SUB_EXPIRED);
                 return None;
@@ -142,6 +151,15 @@ impl Session {
             self.unsubscribe(&ch, Some((2501, "subscription expired")));
         }
         if expires_at > 0 {
+            if let Some(p) = super::proxy::proxies(&self.w).refresh.clone() {
+                // Refreshed by the server the moment the credentials expire.
+                if unix >= expires_at {
+                    super::proxied::refresh_connection(self, p);
+                } else {
+                    next = next.min(now + Duration::from_secs((expires_at - unix) as u64));
+                }
+                return (!self.is_closed()).then_some(next);
+            }
             let close_at = expires_at + cfg.client.expired_close_delay.as_secs() as i64;
             if unix >= close_at {
                 self.disconnect(Disconnect::EXPIRED);

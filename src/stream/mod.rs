@@ -36,6 +36,8 @@ pub struct Start {
     /// A refused connect becomes this HTTP response instead of a stream (`uni_sse` /
     /// `uni_http_stream` `connect_code_to_http_response`).
     pub code_to_http: Option<CodeToHttp>,
+    /// The request's headers that proxies forward.
+    pub forwarded: crate::session::proxy::Forwarded,
 }
 
 /// Read buffer while streaming: the client sends nothing more on this connection.
@@ -62,6 +64,7 @@ where
     let client = Client::new(id, start.format, false, start.framing, cfg.client.queue_max_size);
     client.out.pause();
     let (s, writer) = open_on_socket(&w, client, None, wr, fd, cfg.websocket.write_timeout);
+    s.keep_request_headers(start.forwarded);
     let inbox = start.framing.is_emulated().then(|| emulation::register(&w, &s));
     async move {
         let json = start.format == Format::Json;

@@ -91,6 +91,7 @@ pub fn run_session<R, W>(
     format: Format,
     deflate: bool,
     raw: Option<RawStart>,
+    forwarded: crate::session::proxy::Forwarded,
     mut rd: R,
     wr: W,
     buf: BytesMut,
@@ -108,6 +109,7 @@ where
     let z = deflate.then_some(&cfg.websocket.deflate);
     client.deflate = z.map(deflate_of);
     let (s, writer) = open_on_socket(&w, client, raw, wr, fd, cfg.websocket.write_timeout);
+    s.keep_request_headers(forwarded);
     let dec = decoder(cfg.websocket.message_size_limit, z);
     async move {
         read_loop_with(&SessionConn(s.clone()), &mut rd, buf, dec, SESSION_READ_IDLE).await;

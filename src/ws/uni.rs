@@ -58,6 +58,7 @@ pub fn run<R, W>(
     slot: ConnectionSlot,
     req: Option<ConnectReq>,
     deflate: bool,
+    forwarded: crate::session::proxy::Forwarded,
     mut rd: R,
     wr: W,
     buf: BytesMut,
@@ -74,6 +75,7 @@ where
     let z = deflate.then_some(&cfg.deflate);
     client.deflate = z.map(super::deflate_of);
     let (s, writer) = open_on_socket(&w, client, None, wr, fd, cfg.write_timeout);
+    s.keep_request_headers(forwarded);
     let limit = if cfg.message_size_limit == 0 { 65536 } else { cfg.message_size_limit };
     let dec = super::decoder(limit, z);
     async move {
