@@ -336,6 +336,10 @@ class Handler(BaseHTTPRequestHandler):
 class HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # A server opens many connections at once (every expiring subscription of a session, every
+    # worker's pool): the default backlog of 5 would drop connection attempts, which then
+    # arrive only after the caller's timeout.
+    request_queue_size = 256
 
     def handle_error(self, request, client_address):
         # A caller that went away mid-request is not the backend's problem.
