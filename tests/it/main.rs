@@ -23,6 +23,8 @@
 //! * `sdk_transports` — centrifuge-js over http_stream and SSE, alone and as fallbacks of
 //!   WebSocket, in Node and in Chromium.
 //! * `uni_grpc` — the unidirectional gRPC stream through a generated Python client.
+//! * `proxy`  — the proxies (calls to the application backend) over HTTP and gRPC, against a
+//!   Python backend (`tests/python/proxy_backend.py`), raw clients and both SDKs.
 //! * `ws_deflate` — permessage-deflate: negotiation, compressed frames both ways, limits, and
 //!   real clients that negotiate it (Python `websockets`, centrifuge-js over `ws`).
 //!
@@ -45,6 +47,7 @@ mod http;
 mod layout;
 mod legacy;
 mod metrics;
+mod proxy;
 mod races;
 mod recovery;
 mod redis;

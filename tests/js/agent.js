@@ -19,7 +19,12 @@
 //       in, each wrapped to report what it opens: {"ev":"http.open","url","status"} for a
 //       stream request answered, {"ev":"es.open","url"} for an EventSource that opened,
 //       {"ev":"emulation","status"} for each answered request to emulationEndpoint. The
-//       `connected` event names the transport the SDK chose.
+//       `connected` event names the transport the SDK chose (and has the connect reply's
+//       `data` when there is some).
+//   {"op":"connect",...,"wsHeaders":{NAME:VALUE,..}}
+//       the same, with these headers on every WebSocket upgrade request (Node's `ws`).
+//   (`opts.data` is the connect command's data; a `sub` command's `opts.data` the
+//   subscribe command's.)
 //   {"op":"sub","c":NAME,"ch":CHANNEL,"opts"?:{..},"states"?:[{offset,epoch}..]}
 //                                newSubscription(ch, opts).subscribe(); with `states`
 //                                getState hands them out in order (the last one again when
@@ -28,6 +33,8 @@
 //   {"op":"call","c":NAME,"id":N,"method":"publish"|"presence"|"presenceStats"|"history"|"send",
 //    "ch":CHANNEL,"data"?:ANY,"opts"?:{..}}            → {"ev":"result","id":N,"ok"|"err":..}
 //                                `send` (no channel): an async message to the server
+//   {"op":"call","c":NAME,"id":N,"method":"rpc","rpc":METHOD,"data"?:ANY}
+//                                centrifuge.rpc(METHOD, data) → "ok": {"data": ..}
 //   {"op":"cut","c":NAME,"block"?:bool}
 //                                terminate the underlying socket (no close frame), abort the
 //                                HTTP stream or fail the EventSource: the SDK sees a
@@ -133,7 +140,9 @@ function connect(cmd) {
     constructor(url, ...args) {
       const blocked = state.blocked;
       if (state.url) url = state.url;
-      super(blocked ? url.replace('/connection/websocket', '/connection/blocked-by-test') : url, ...args);
+      const target = blocked ? url.replace('/connection/websocket', '/connection/blocked-by-test') : url;
+      if (cmd.wsHeaders) super(target, args[0], { headers: cmd.wsHeaders });
+      else super(target, ...args);
       if (blocked) out({ c, ev: 'blocked' });
       sockets.push(this);
       this.on('open', () => out({ c, ev: 'ws.open', url: this.url }));
@@ -203,6 +212,8 @@ function connect(cmd) {
     Object.assign(opts, { fetch: trackedFetch, readableStream: ReadableStream, eventsource: TrackedEventSource });
     if (emulation) opts.emulationEndpoint = emulation;
   }
+  // Protobuf connections carry the connect data as bytes: the JSON of `opts.data`.
+  if (cmd.protobuf && opts.data !== undefined) opts.data = new TextEncoder().encode(JSON.stringify(opts.data));
   if (cmd.token !== undefined) opts.token = cmd.token;
   if (cmd.tokens) {
     const tokens = cmd.tokens.slice();
@@ -215,7 +226,11 @@ function connect(cmd) {
   }
   const centrifuge = new lib.Centrifuge(cmd.transports || cmd.url, opts);
   centrifuge.on('connecting', (ctx) => out({ c, ev: 'connecting', code: ctx.code, reason: ctx.reason }));
-  centrifuge.on('connected', (ctx) => out({ c, ev: 'connected', client: ctx.client, transport: ctx.transport }));
+  centrifuge.on('connected', (ctx) => {
+    const o = { c, ev: 'connected', client: ctx.client, transport: ctx.transport };
+    if (ctx.data !== undefined) o.data = data(ctx.data);
+    out(o);
+  });
   centrifuge.on('disconnected', (ctx) => out({ c, ev: 'disconnected', code: ctx.code, reason: ctx.reason }));
   centrifuge.on('error', (ctx) => out({ c, ev: 'error', type: ctx.type, error: err(ctx.error) }));
   centrifuge.on('message', (ctx) => out({ c, ev: 'message', data: data(ctx.data) }));
@@ -291,6 +306,11 @@ async function call(cmd) {
       case 'history': {
         const h = await centrifuge.history(cmd.ch, cmd.opts || {});
         r = { publications: h.publications.map(pub), offset: Number(h.offset), epoch: h.epoch };
+        break;
+      }
+      case 'rpc': {
+        const res = await centrifuge.rpc(cmd.rpc, payload());
+        r = { data: data(res.data) };
         break;
       }
       default:

@@ -6,11 +6,18 @@ and, for client `c`'s events, `c` (subscription events also `ch`). An exception 
 prints {"ev":"fatal",...} and exits 1.
 
 Commands:
-  {"op":"connect","c":NAME,"url":URL,"token"?:JWT,"tokens"?:[JWT..],"protobuf"?:bool}
-  {"op":"sub","c":NAME,"ch":CHANNEL,"opts"?:{"recoverable":..,"positioned":..,"join_leave":..}}
+  {"op":"connect","c":NAME,"url":URL,"token"?:JWT,"tokens"?:[JWT..],"protobuf"?:bool,
+   "data"?:ANY,"headers"?:{NAME:VALUE,..}}
+      `data`: the connect command's data; `headers`: sent with the WebSocket upgrade. The
+      `connected` event has the connect reply's `data` when there is some.
+  {"op":"sub","c":NAME,"ch":CHANNEL,"opts"?:{"recoverable":..,"positioned":..,"join_leave":..,
+   "data":ANY}}                 `data`: the subscribe command's data
   {"op":"unsub","c":NAME,"ch":CHANNEL}
   {"op":"call","c":NAME,"id":N,"method":"publish"|"presence"|"presenceStats"|"history",
    "ch":CHANNEL,"data"?:ANY,"opts"?:{"limit":N,"reverse":bool}}
+  {"op":"call","c":NAME,"id":N,"method":"rpc","rpc":METHOD,"data"?:ANY}
+                               client.rpc(METHOD, data) → "ok": {"data": ..}; an error reply
+                               also has "temporary"
   {"op":"cut","c":NAME}        abort the socket (no close frame); the SDK reconnects
   {"op":"disconnect","c":NAME}
   {"op":"exit"}
@@ -106,7 +113,10 @@ class Events(ClientEventHandler):
         out({"c": self.c, "ev": "connecting", "code": ctx.code, "reason": ctx.reason})
 
     async def on_connected(self, ctx):
-        out({"c": self.c, "ev": "connected", "client": ctx.client})
+        o = {"c": self.c, "ev": "connected", "client": ctx.client}
+        if ctx.data is not None:
+            o["data"] = data(ctx.data)
+        out(o)
 
     async def on_disconnected(self, ctx):
         out({"c": self.c, "ev": "disconnected", "code": ctx.code, "reason": ctx.reason})
@@ -193,6 +203,11 @@ def connect(cmd):
             return last[0]
 
         kw["get_token"] = get_token
+    if "data" in cmd:
+        d = cmd["data"]
+        kw["data"] = json.dumps(d).encode() if cmd.get("protobuf") else d
+    if "headers" in cmd:
+        kw["headers"] = cmd["headers"]
     client = Client(
         cmd["url"],
         events=Events(c),
@@ -209,7 +224,7 @@ def connect(cmd):
 
 async def call(cmd):
     client, proto = clients[cmd["c"]]
-    ch = cmd["ch"]
+    ch = cmd.get("ch", "")
     method = cmd["method"]
     try:
         if method == "publish":
@@ -226,11 +241,18 @@ async def call(cmd):
             opts = cmd.get("opts", {})
             h = await client.history(ch, limit=opts.get("limit", 0), reverse=opts.get("reverse", False))
             r = {"publications": [pub(p) for p in h.publications], "offset": h.offset, "epoch": h.epoch}
+        elif method == "rpc":
+            d = cmd.get("data")
+            res = await client.rpc(cmd["rpc"], json.dumps(d).encode() if proto else d)
+            r = {"data": data(res.data)}
         else:
             raise ValueError(f"unknown method {method}")
         out({"c": cmd["c"], "ev": "result", "id": cmd["id"], "ok": r})
     except Exception as e:  # noqa: BLE001 - reported to the test
-        out({"c": cmd["c"], "ev": "result", "id": cmd["id"], "err": err(e)})
+        e_out = err(e)
+        if method == "rpc" and hasattr(e, "temporary"):
+            e_out["temporary"] = bool(e.temporary)
+        out({"c": cmd["c"], "ev": "result", "id": cmd["id"], "err": e_out})
 
 
 async def handle(cmd):
@@ -246,6 +268,7 @@ async def handle(cmd):
             recoverable=bool(opts.get("recoverable")),
             positioned=bool(opts.get("positioned")),
             join_leave=bool(opts.get("joinLeave")),
+            **({"data": opts["data"]} if "data" in opts else {}),
         )
         spawn(s.subscribe())
     elif op == "unsub":
