@@ -9,7 +9,7 @@
 # the JSON, CSV and logs of every run, the backend's call counts, the tables (summary.md) and
 # one HTML page of all runs go to bench/runs/<UTC stamp>-<host>-proxy/.
 #
-#   bash scripts/bench-proxy.sh                              # 30,000 connects, 10 s of publishes
+#   bash scripts/bench-proxy.sh                              # 50,000 connects, 10 s of publishes
 #   bash scripts/bench-proxy.sh --connects 5000 --duration 3 --skip-build
 #   bash scripts/bench-proxy.sh --delay-ms 1                 # a backend taking 1 ms per answer
 #   SERVER_CPU=2 TOOL_CPU=3 BACKEND_CPU=4 bash scripts/bench-proxy.sh
@@ -23,8 +23,9 @@ usage() {
 Usage: bash scripts/bench-proxy.sh [--connects N] [--concurrency K] [--publishers K]
                                    [--batch B] [--inflight I] [--duration S] [--delay-ms D]
                                    [--backend-threads T] [--out DIR] [--skip-build]
+                                   [--max-load L | --no-wait]
 
-  --connects N         connections opened per connect run (default 30000), each closed once
+  --connects N         connections opened per connect run (default 50000), each closed once
                        answered
   --concurrency K      connections being opened at once (default 64)
   --publishers K       WebSocket clients of the publish runs (default 64)
@@ -35,12 +36,16 @@ Usage: bash scripts/bench-proxy.sh [--connects N] [--concurrency K] [--publisher
   --backend-threads T  event loops of the backend (default 1)
   --out DIR            where the run's folder goes (default bench/runs)
   --skip-build         do not build; use target/release (or $GYRE / $BENCH)
+  --max-load L         before each run, wait (up to 10 min, polling every 15 s) until the
+                       1-minute load average is at most L (default 1.0): other work on the
+                       machine takes the pinned CPUs' time
+  --no-wait            do not wait for the load to drop
 Environment: SERVER_CPU (default 0), TOOL_CPU (default 1) and BACKEND_CPU (default TOOL_CPU),
 the CPUs of Gyre, gyre-bench and the backend.
 EOF
 }
 
-CONNECTS=30000
+CONNECTS=50000
 CONCURRENCY=64
 PUBLISHERS=64
 BATCH=10
@@ -50,6 +55,8 @@ DELAY=0
 BACKEND_THREADS=1
 OUT_BASE="bench/runs"
 BUILD=1
+MAX_LOAD=1.0
+WAIT_LOAD=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --connects) CONNECTS="${2:?--connects needs a count}"; shift 2 ;;
@@ -62,6 +69,8 @@ while [[ $# -gt 0 ]]; do
         --backend-threads) BACKEND_THREADS="${2:?--backend-threads needs a count}"; shift 2 ;;
         --out) OUT_BASE="${2:?--out needs a folder}"; shift 2 ;;
         --skip-build) BUILD=0; shift ;;
+        --max-load) MAX_LOAD="${2:?--max-load needs a value}"; shift 2 ;;
+        --no-wait) WAIT_LOAD=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench-proxy.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -71,6 +80,7 @@ for v in "$CONNECTS" "$CONCURRENCY" "$PUBLISHERS" "$BATCH" "$INFLIGHT" "$BACKEND
 done
 [[ "$DELAY" =~ ^[0-9]+$ ]] || { echo "bench-proxy.sh: --delay-ms must be whole milliseconds" >&2; exit 2; }
 [[ "$DURATION" =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "bench-proxy.sh: --duration must be seconds" >&2; exit 2; }
+[[ "$MAX_LOAD" =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "bench-proxy.sh: --max-load must be a number" >&2; exit 2; }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -189,12 +199,30 @@ EOF
     fi
 }
 
+load1() { cut -d' ' -f1 /proc/loadavg; }
+
+# wait_quiet: until the 1-minute load average is at most MAX_LOAD (10 min at most).
+wait_quiet() {
+    local waited=0
+    [[ $WAIT_LOAD == 1 ]] || return 0
+    while awk -v l="$(load1)" -v m="$MAX_LOAD" 'BEGIN { exit !(l > m) }'; do
+        if (( waited >= 600 )); then
+            echo "   load $(load1) still above $MAX_LOAD after 10 min; measuring anyway" >&2
+            return 0
+        fi
+        echo "   load average $(load1) > $MAX_LOAD; waiting (${waited}s of 600s)" >&2
+        sleep 15
+        waited=$((waited + 15))
+    done
+}
+
 # run_one NAME PROXY ARGS...: a fresh pinned Gyre (and, with PROXY 1, a fresh pinned backend),
 # one pinned gyre-bench run with ARGS.
 run_one() {
     local name="$1" proxy="$2" base="$OUT/$1" rc=0 t0 t1 b0 b1
     shift 2
     echo "== $name" >&2
+    wait_quiet
     if [[ $proxy == 1 ]]; then
         BACKEND_PORT="$(free_port)"
         taskset -c "$BACKEND_CPU" "$WORK/gyre-bench" proxy-backend --listen "127.0.0.1:$BACKEND_PORT" \
@@ -217,6 +245,7 @@ run_one() {
     fi
     local args="$* --target http://127.0.0.1:$PORT --server-pid $SERVER_PID -q"
     echo "$name: taskset -c $TOOL_CPU gyre-bench $args" >>"$OUT/commands.txt"
+    echo "$name $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/loads.txt"
     [[ -n "$BACKEND_PID" ]] && b0="$(cpu_s "$BACKEND_PID")"
     t0="$(date +%s.%N)"
     # shellcheck disable=SC2086
@@ -288,8 +317,8 @@ print(open(os.path.join(out, "machine.txt")).read().rstrip())
 print("```\n")
 print("| workload | no proxy /s | proxy /s | proxy / no proxy | p50 ms (no proxy / proxy) | p99 ms (no proxy / proxy) "
       "| server CPU µs per op (no proxy / proxy) | server CPU % (no proxy / proxy) | gyre-bench CPU % (no proxy / proxy) "
-      "| backend calls | backend CPU µs per call | backend CPU % |")
-print("|---|---:|---:|---:|---|---|---|---|---|---:|---:|---:|")
+      "| backend calls | backend CPU µs per call | backend CPU % | load CPU %, tool + backend (proxy) |")
+print("|---|---:|---:|---:|---|---|---|---|---|---:|---:|---:|---:|")
 def fmt(v, f=",.0f"):
     return "–" if v is None else format(v, f)
 for title, a, b, key, ops in [
@@ -316,8 +345,15 @@ for title, a, b, key, ops in [
     print(f"| {title} | {fmt(va)} | {fmt(vb)} | {ratio} | {fmt(lat(ra, 'p50'), '.2f')} / {fmt(lat(rb, 'p50'), '.2f')} "
           f"| {fmt(lat(ra, 'p99'), '.2f')} / {fmt(lat(rb, 'p99'), '.2f')} | {fmt(per_op(ra), '.1f')} / {fmt(per_op(rb), '.1f')} "
           f"| {fmt(cpu(ra, 'server'), '.0f')} / {fmt(cpu(rb, 'server'), '.0f')} | {fmt(cpu(ra, 'client'), '.0f')} / {fmt(cpu(rb, 'client'), '.0f')} "
-          f"| {fmt(calls)} | {fmt(be_us, '.1f')} | {fmt(be_pct, '.0f')} |")
+          f"| {fmt(calls)} | {fmt(be_us, '.1f')} | {fmt(be_pct, '.0f')} "
+          f"| {fmt(None if be_pct is None or cpu(rb, 'client') is None else be_pct + cpu(rb, 'client'), '.0f')} |")
 print()
+try:
+    loads = [l.split() for l in open(os.path.join(out, "loads.txt")) if l.strip()]
+    print("* load average (1 / 5 / 15 min) as each run started: "
+          + "; ".join(f"{l[0]} {' / '.join(l[1:])}" for l in loads))
+except OSError:
+    pass
 for name in ["connect-proxy", "subscribe-proxy", "publish-proxy"]:
     be = backend(name)
     if be and be.get("calls"):
