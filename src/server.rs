@@ -138,6 +138,12 @@ impl Server {
 /// Binds and starts the workers; returns once they are accepting.
 pub fn start(cfg: Config) -> Result<Server, Error> {
     let n = cfg.worker_count();
+    // Every proxy the config turns on must resolve before anything is bound.
+    let proxies = crate::proxy::Proxies::build(&cfg).map_err(Error::config)?;
+    for p in proxies.all() {
+        let endpoint = p.conf.endpoint.as_str();
+        tracing::info!(kind = p.kind.name(), name = %p.name, endpoint, protocol = p.protocol(), "proxy enabled");
+    }
     let listeners = bind_listeners(&cfg, n)?;
     let addr = listeners[0].local_addr()?;
     // The gateway API's own port serves the same routes.

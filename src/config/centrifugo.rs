@@ -113,13 +113,19 @@ mod tests {
     #[test]
     fn paths_and_variables() {
         assert!(unsupported("webtransport"));
-        assert!(unsupported("client.proxy"));
+        assert!(!unsupported("client.proxy"));
+        assert!(unsupported("channel.proxy.map_publish"));
+        assert!(!unsupported("channel.proxy.subscribe"));
         assert!(unsupported("channel.without_namespace.allowed_delta_types"));
         assert!(unsupported("channel.namespaces[3].subscription_type"));
         assert!(!unsupported("channel.namespaces[3].presence"));
         assert!(!unsupported("client.proxy_x"));
         assert!(!unsupported("allowed_delta_types"));
-        assert_eq!(unsupported_env("CLIENT_PROXY_CONNECT_ENDPOINT").as_deref(), Some("client.proxy"));
+        assert_eq!(unsupported_env("CLIENT_PROXY_CONNECT_ENDPOINT"), None);
+        assert_eq!(
+            unsupported_env("CHANNEL_PROXY_SHARED_POLL_REFRESH_ENDPOINT").as_deref(),
+            Some("channel.proxy.shared_poll_refresh")
+        );
         assert_eq!(unsupported_env("UNI_GRPC_TLS_ENABLED").as_deref(), Some("uni_grpc.tls"));
         assert_eq!(unsupported_env("UNI_SSE_ENABLED"), None);
         assert_eq!(unsupported_env("WEBSOCKET_READ_BUFFER_SIZE").as_deref(), Some("websocket.read_buffer_size"));

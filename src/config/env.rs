@@ -2,8 +2,10 @@
 //! flat names in config files (`api_key` → `http_api.key`, `admin: true` → `admin.enabled`) and
 //! environment variables `CENTRIFUGO_<NAME>` / `GYRE_<NAME>` (GYRE_ wins), where `<NAME>` is a
 //! v6 path upper-cased with `.` → `_` or an upper-cased v5 name. Env values are converted to the
-//! option's type (taken from the default config); namespaces come from `CHANNEL_NAMESPACES`
-//! (names or a JSON array) and their options from `CHANNEL_NAMESPACES_<NS>_<OPTION>`.
+//! option's type (taken from the default config); the lists of named objects (namespaces,
+//! `proxies`, RPC namespaces) come from `CHANNEL_NAMESPACES` / `PROXIES` / `RPC_NAMESPACES`
+//! (names or a JSON array) and their items' options from `<LIST>_<NAME>_<OPTION>`
+//! (`CHANNEL_NAMESPACES_CHAT_PRESENCE`, `PROXIES_AUTH_HTTP_STATIC_HEADERS`).
 //!
 //! [`Config`]: super::super::Config
 
@@ -12,14 +14,16 @@ use std::path::Path;
 
 use serde_json::{Map, Number, Value};
 
-use super::{get_path, join, merge, set_path, Origins, Schema};
+use super::{get_path, join, merge, proxy_v5, set_path, Origins, Schema};
 use crate::error::Error;
 
 /// In increasing precedence.
 const PREFIXES: [&str; 2] = ["CENTRIFUGO_", "GYRE_"];
-const NS_LIST_V6: &str = "CHANNEL_NAMESPACES";
 const NS_LIST_V5: &str = "NAMESPACES";
 const NS_PATH: &str = "channel.namespaces";
+/// Lists of named objects: variable → path.
+const LISTS: [(&str, &str); 3] =
+    [("CHANNEL_NAMESPACES", NS_PATH), ("PROXIES", "proxies"), ("RPC_NAMESPACES", "rpc.namespaces")];
 
 /// v5 flat option → v6 path, besides the channel options, which map by name onto
 /// `channel.without_namespace.*` (see [`v6_path`]). Also the v5 env names (`CENTRIFUGO_API_KEY`).
@@ -66,6 +70,15 @@ const FLAT: &[(&str, &str)] = &[
     // Global in v5 as in v6; a namespace's own value still overrides it.
     ("history_meta_ttl",                      "channel.history_meta_ttl"),
     ("namespaces",                            "channel.namespaces"),
+    // v5 proxy switches of channels without namespace (`proxy_stream_subscribe` is what v5
+    // read for these; `proxy_subscribe_stream` is its name in namespaces).
+    ("proxy_subscribe",                       "channel.without_namespace.subscribe_proxy_enabled"),
+    ("proxy_publish",                         "channel.without_namespace.publish_proxy_enabled"),
+    ("proxy_sub_refresh",                     "channel.without_namespace.sub_refresh_proxy_enabled"),
+    ("proxy_subscribe_stream",                "channel.without_namespace.subscribe_stream_proxy_enabled"),
+    ("proxy_stream_subscribe",                "channel.without_namespace.subscribe_stream_proxy_enabled"),
+    ("proxy_subscribe_stream_bidirectional",  "channel.without_namespace.subscribe_stream_proxy_bidirectional"),
+    ("rpc_namespace_boundary",                "rpc.namespace_boundary"),
     // v5 spellings of channel options.
     ("publish",                               "channel.without_namespace.allow_publish_for_client"),
     ("subscribe_to_publish",                  "channel.without_namespace.allow_publish_for_subscriber"),
@@ -122,6 +135,11 @@ const NAMESPACE_ALIASES: &[(&str, &str)] = &[
     ("subscribe_to_publish", "allow_publish_for_subscriber"),
     ("anonymous", "allow_subscribe_for_anonymous"),
     ("history_recover", "force_recovery"),
+    ("proxy_subscribe", "subscribe_proxy_enabled"),
+    ("proxy_publish", "publish_proxy_enabled"),
+    ("proxy_sub_refresh", "sub_refresh_proxy_enabled"),
+    ("proxy_subscribe_stream", "subscribe_stream_proxy_enabled"),
+    ("proxy_subscribe_stream_bidirectional", "subscribe_stream_proxy_bidirectional"),
 ];
 
 /// v5 flat name → v6 path, for a value of this shape.
@@ -156,11 +174,17 @@ pub(super) fn normalize_file(
     file: &Path,
     warnings: &mut Vec<String>,
     origins: &mut Origins,
-) -> Value {
-    let Value::Object(root) = root else {
-        return root;
+) -> Result<Value, Error> {
+    let Value::Object(mut root) = root else {
+        return Ok(root);
     };
     let mut out = Value::Object(Map::new());
+    let proxies = proxy_v5::take(&mut root, warnings)
+        .map_err(|e| Error::config(format!("config file {}: {e}", file.display())))?;
+    for (path, value, key) in proxies {
+        origins.record(path.as_str(), format!("option \"{key}\" in {}", file.display()));
+        set_path(&mut out, &path, value);
+    }
     let mut v6 = Map::new();
     let (mut host, mut port) = (None, None);
     for (key, value) in root {
@@ -188,7 +212,7 @@ pub(super) fn normalize_file(
         set_path(&mut out, "engine.redis.address", Value::from(addr));
     }
     merge(&mut out, Value::Object(v6));
-    out
+    Ok(out)
 }
 
 /// Shape fix-ups that apply whatever the source: a single Redis address may be a string,
@@ -240,7 +264,7 @@ fn names(schema: &Schema) -> HashMap<String, (String, u8)> {
     }
     let mut leaves = Vec::new();
     leaf_paths(&schema.root, String::new(), &mut leaves);
-    for path in leaves.into_iter().filter(|p| p != NS_PATH) {
+    for path in leaves.into_iter().filter(|p| LISTS.iter().all(|(_, l)| l != p)) {
         map.insert(env_name(&path), (path, 1));
     }
     map
@@ -282,9 +306,9 @@ pub(super) fn convert(raw: &str, target: Option<&Value>) -> Result<Value, String
     }
 }
 
-/// The namespace list from a variable: a JSON array (of objects or names) replaces the list;
-/// space-separated names keep the options of same-named namespaces already configured.
-fn namespace_list(tree: &Value, raw: &str) -> Result<Value, String> {
+/// A list of named objects from a variable: a JSON array (of objects or names) replaces the
+/// list; space-separated names keep the options of same-named items already configured.
+fn named_list(tree: &Value, path: &str, raw: &str) -> Result<Value, String> {
     let named = |n: &str| Value::Object(Map::from_iter([("name".to_owned(), Value::from(n))]));
     if raw.trim_start().starts_with('[') {
         let items: Vec<Value> = serde_json::from_str(raw).map_err(|e| format!("invalid JSON array: {e}"))?;
@@ -292,7 +316,7 @@ fn namespace_list(tree: &Value, raw: &str) -> Result<Value, String> {
             items.into_iter().map(|v| if let Value::String(s) = v { named(&s) } else { v }).collect(),
         ));
     }
-    let existing = tree.pointer("/channel/namespaces").and_then(Value::as_array);
+    let existing = get_path(tree, path).and_then(Value::as_array);
     Ok(Value::Array(
         raw.split_whitespace()
             .map(|n| {
@@ -305,44 +329,45 @@ fn namespace_list(tree: &Value, raw: &str) -> Result<Value, String> {
     ))
 }
 
-/// `CHANNEL_NAMESPACES_<NS>_<OPTION>`: the longest configured namespace whose env name
-/// prefixes `rest` and leaves a known option name.
-fn apply_namespace_option(
+/// `<LIST>_<NAME>_<OPTION>` (`rest` = `<NAME>_<OPTION>`) of the list at `list`: the longest
+/// configured item name whose env name prefixes `rest` and leaves a known option of an item.
+fn apply_item_option(
     tree: &mut Value,
-    var: &str,
-    rest: &str,
-    raw: &str,
+    (var, list, rest, raw): (&str, &str, &str, &str),
     schema: &Schema,
     origins: &mut Origins,
 ) -> Result<bool, Error> {
-    let Some(Value::Array(list)) = tree.pointer_mut("/channel/namespaces") else {
+    let element = schema.element(list).unwrap_or(&Value::Null);
+    let mut options = Vec::new();
+    leaf_paths(element, String::new(), &mut options);
+    let Some(Value::Array(items)) = get_path(tree, list) else {
         return Ok(false);
     };
-    let options = schema.namespace.as_object().map(|o| o.keys().filter(|k| *k != "name").collect::<Vec<_>>());
     let mut best: Option<(usize, usize, String)> = None;
-    for (i, ns) in list.iter().enumerate() {
-        let Some(name) = ns.get("name").and_then(Value::as_str) else {
+    for (i, item) in items.iter().enumerate() {
+        let Some(name) = item.get("name").and_then(Value::as_str) else {
             continue;
         };
         let norm = ns_env_name(name);
         let Some(opt) = rest.strip_prefix(norm.as_str()).and_then(|r| r.strip_prefix('_')) else {
             continue;
         };
-        let known = options.iter().flatten().find(|k| k.to_ascii_uppercase() == opt);
+        let known = options.iter().find(|k| *k != "name" && env_name(k) == opt);
         if let Some(key) = known {
             if best.as_ref().is_none_or(|b| norm.len() > b.1) {
-                best = Some((i, norm.len(), key.to_string()));
+                best = Some((i, norm.len(), key.clone()));
             }
         }
     }
     let Some((i, _, key)) = best else {
         return Ok(false);
     };
-    let path = format!("{NS_PATH}[{i}].{key}");
-    let value = convert(raw, schema.namespace.get(&key))
+    let path = format!("{list}[{i}].{key}");
+    let value = convert(raw, get_path(element, &key))
         .map_err(|why| Error::config(format!("environment variable {var}={raw:?} (option {path}): {why}")))?;
-    if let Some(Value::Object(ns)) = list.get_mut(i) {
-        ns.insert(key, value);
+    let pointer = format!("/{}/{i}", list.replace('.', "/"));
+    if let Some(item @ Value::Object(_)) = tree.pointer_mut(&pointer) {
+        set_path(item, &key, value);
     }
     origins.record(path, format!("environment variable {var}"));
     Ok(true)
@@ -357,36 +382,55 @@ pub(super) fn apply(
     origins: &mut Origins,
 ) -> Result<(), Error> {
     let names = names(schema);
-    // (prefix rank, v5=0/v6=1, var, path, value): applied in that order so later ones win.
-    let mut direct: Vec<(usize, u8, &str, String, &str)> = Vec::new();
-    let mut ns_options: Vec<(usize, &str, &str, &str)> = Vec::new();
+    // (prefix rank, v5=0/v6=1, var, path, value, v5 proxy option): applied in that order so
+    // later ones win.
+    type Direct<'a> = (usize, u8, &'a str, String, &'a str, Option<String>);
+    let mut direct: Vec<Direct> = Vec::new();
+    let mut item_options: Vec<(usize, &str, &str, &str, &str)> = Vec::new();
     let mut unknown = Vec::new();
     for (var, raw) in env {
         let Some((rank, name)) = PREFIXES.iter().enumerate().find_map(|(i, p)| var.strip_prefix(p).map(|n| (i, n)))
         else {
             continue;
         };
-        if name == NS_LIST_V6 || name == NS_LIST_V5 {
-            direct.push((rank, u8::from(name == NS_LIST_V6), var, NS_PATH.into(), raw));
+        let v5_proxy = name.to_ascii_lowercase();
+        let item = |(list, path): &(&str, &'static str)| {
+            name.strip_prefix(list).and_then(|r| r.strip_prefix('_')).map(|rest| (*path, rest))
+        };
+        if name == NS_LIST_V5 {
+            direct.push((rank, 0, var, NS_PATH.into(), raw, None));
+        } else if let Some((_, path)) = LISTS.iter().find(|(list, _)| *list == name) {
+            direct.push((rank, 1, var, path.to_string(), raw, None));
         } else if let Some((path, kind)) = names.get(name) {
-            direct.push((rank, *kind, var, path.clone(), raw));
-        } else if let Some(rest) = name.strip_prefix("CHANNEL_NAMESPACES_") {
-            ns_options.push((rank, var, rest, raw));
+            direct.push((rank, *kind, var, path.clone(), raw, None));
+        } else if let Some(path) = proxy_v5::flat_type(&v5_proxy) {
+            direct.push((rank, 0, var, path, raw, Some(v5_proxy)));
+        } else if let Some((list, rest)) = LISTS.iter().find_map(item) {
+            item_options.push((rank, var, list, rest, raw));
         } else {
             unknown.push(var.as_str());
         }
     }
     direct.sort_by_key(|d| (d.0, d.1));
-    for (_, _, var, path, raw) in direct {
-        let value =
-            if path == NS_PATH { namespace_list(tree, raw) } else { convert(raw, get_path(&schema.root, &path)) }
-                .map_err(|why| Error::config(format!("environment variable {var}={raw:?} (option {path}): {why}")))?;
-        set_path(tree, &path, value);
-        origins.record(path, format!("environment variable {var}"));
+    for (_, _, var, path, raw, v5_proxy) in direct {
+        let value = if LISTS.iter().any(|(_, l)| *l == path) {
+            named_list(tree, &path, raw)
+        } else {
+            convert(raw, get_path(&schema.root, &path))
+        }
+        .map_err(|why| Error::config(format!("environment variable {var}={raw:?} (option {path}): {why}")))?;
+        let set = match v5_proxy {
+            Some(key) => proxy_v5::flat(&key, &value).unwrap_or_default(),
+            None => vec![(path, value)],
+        };
+        for (path, value) in set {
+            set_path(tree, &path, value);
+            origins.record(path, format!("environment variable {var}"));
+        }
     }
-    ns_options.sort_by_key(|o| o.0);
-    for (_, var, rest, raw) in ns_options {
-        if !apply_namespace_option(tree, var, rest, raw, schema, origins)? {
+    item_options.sort_by_key(|o| o.0);
+    for (_, var, list, rest, raw) in item_options {
+        if !apply_item_option(tree, (var, list, rest, raw), schema, origins)? {
             unknown.push(var);
         }
     }
@@ -506,14 +550,14 @@ mod tests {
         let l = load(&env(&[
             ("CENTRIFUGO_HTTP_API_KYE", "x"),
             ("GYRE_LOG", "debug"),
-            ("CENTRIFUGO_CLIENT_PROXY_CONNECT_ENDPOINT", "http://x"),
+            ("CENTRIFUGO_CHANNEL_PROXY_MAP_REMOVE_ENDPOINT", "http://x"),
         ]))
         .unwrap();
         assert_eq!(
             l.warnings,
             [
-                "environment variable CENTRIFUGO_CLIENT_PROXY_CONNECT_ENDPOINT: option \"client.proxy\" is not \
-                 supported by Gyre (ignored)",
+                "environment variable CENTRIFUGO_CHANNEL_PROXY_MAP_REMOVE_ENDPOINT: option \"channel.proxy.map_remove\" \
+                 is not supported by Gyre (ignored)",
                 "unknown environment variable CENTRIFUGO_HTTP_API_KYE (ignored)",
                 "unknown environment variable GYRE_LOG (ignored)"
             ]

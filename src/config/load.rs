@@ -1,13 +1,15 @@
 //! Builds the [`Config`] at start-up: reads the config file (JSON, TOML, YAML) into a JSON tree,
 //! maps Centrifugo v5 flat names onto v6 nested paths and overlays environment variables (both
-//! in [`env`]) and CLI flags, warns about unknown options, deserializes, validates, and fills in
-//! random secrets that were left empty. Precedence: flags > env > file > defaults.
+//! in [`env`]; the v5 proxy options in `proxy_v5`) and CLI flags, warns about unknown options,
+//! deserializes, validates, and fills in random secrets that were left empty. Precedence:
+//! flags > env > file > defaults.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::proxy::{NamedProxy, RpcNamespace};
 use super::{duration, ChannelOptions, Config, GatewayServer, GatewayUser, Namespace};
 use crate::error::Error;
 
@@ -16,6 +18,8 @@ use crate::error::Error;
 mod centrifugo;
 #[path = "env.rs"]
 mod env;
+#[path = "proxy_v5.rs"]
+mod proxy_v5;
 
 /// What to load from. `env` is passed in (normally `std::env::vars().collect()`) so tests can
 /// inject variables without touching the process environment.
@@ -52,7 +56,7 @@ pub(super) struct Schema {
     pub root: Value,
     pub namespace: Value,
     /// Arrays of objects other than namespaces: path → an element's option tree.
-    arrays: [(&'static str, Value); 2],
+    arrays: [(&'static str, Value); 4],
 }
 
 impl Schema {
@@ -64,6 +68,8 @@ impl Schema {
             arrays: [
                 ("gateway.servers", tree(serde_json::to_value(GatewayServer::default()))),
                 ("gateway.users", tree(serde_json::to_value(GatewayUser::default()))),
+                ("proxies", tree(serde_json::to_value(NamedProxy::default()))),
+                ("rpc.namespaces", tree(serde_json::to_value(RpcNamespace::default()))),
             ],
         }
     }
@@ -191,6 +197,8 @@ fn warn_unknown(tree: &Value, schema: &Schema, warnings: &mut Vec<String>) {
                         walk(item, element, &format!("{p}[{i}]"), schema, warnings);
                     }
                 }
+                // A map (`http.static_headers`): any key is fine.
+                Some(Value::Object(k)) if k.is_empty() => {}
                 Some(k) => walk(value, k, &p, schema, warnings),
             }
         }
@@ -457,12 +465,19 @@ fn validate(c: &Config) -> Result<(), String> {
             personal.personal_channel_namespace
         ));
     }
-    Ok(())
+    super::proxy::validate(c)
 }
 
 fn apply_flags(tree: &mut Value, flags: &[(String, Value)], schema: &Schema, origins: &mut Origins) {
     for (name, value) in flags {
         let name = name.trim_start_matches('-');
+        if let Some(set) = proxy_v5::flat(name, value) {
+            for (path, value) in set {
+                origins.record(path.as_str(), format!("flag --{name}"));
+                set_path(tree, &path, value);
+            }
+            continue;
+        }
         let path = match env::v6_path(name, value, schema) {
             Some(p) if !name.contains('.') => p,
             _ => name.to_owned(),
@@ -478,7 +493,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
     let mut origins = Origins::default();
     let schema = Schema::new();
     let mut tree = match &opts.config_path {
-        Some(path) => env::normalize_file(read_file(path)?, &schema, path, &mut warnings, &mut origins),
+        Some(path) => env::normalize_file(read_file(path)?, &schema, path, &mut warnings, &mut origins)?,
         None => Value::Object(Map::new()),
     };
     env::coerce(&mut tree);
@@ -490,7 +505,12 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
     let mut config = deserialize(&tree, &origins, opts.config_path.as_deref())?;
     config.log.level = config.log.level.to_ascii_lowercase();
     config.engine.kind = config.engine.kind.to_ascii_lowercase();
-    validate(&config).map_err(|e| Error::config(format!("invalid configuration: {e}")))?;
+    validate(&config).map_err(|e| {
+        // Name where the option at fault was set, when that was not the file's v6 name.
+        let origin = e.split_once(':').and_then(|(path, _)| origins.find(path));
+        let by = origin.map(|o| format!(" (set by {o})")).unwrap_or_default();
+        Error::config(format!("invalid configuration: {e}{by}"))
+    })?;
 
     let mut generated = Vec::new();
     if !opts.skip_secret_generation {
@@ -604,9 +624,12 @@ mod tests {
         let l = load_file(
             "json",
             r#"{"http_api": {"kye": "x"}, "webtransport": {"enabled": true}, "foo": 1,
-                "client": {"proxy": {"connect": {"enabled": true}}},
+                "client": {"proxy": {"connect": {"enabled": true, "endpoint": "http://a", "tls": 1}}},
+                "proxies": [{"name": "p1", "endpoint": "a:1", "htp": {}}],
+                "rpc": {"namespaces": [{"name": "ns", "proxy": true}]},
                 "gateway": {"servers": [{"path": "/r", "topic": "t", "topc": "x"}]},
-                "channel": {"namespaces": [{"name": "chat", "presense": true, "delta_publish": true}]}}"#,
+                "channel": {"proxy": {"map_publish": {}},
+                            "namespaces": [{"name": "chat", "presense": true, "delta_publish": true}]}}"#,
         )
         .unwrap();
         let mut w = l.warnings.clone();
@@ -615,12 +638,15 @@ mod tests {
             w,
             [
                 "option \"channel.namespaces[0].delta_publish\" is not supported by Gyre (ignored)",
-                "option \"client.proxy\" is not supported by Gyre (ignored)",
+                "option \"channel.proxy.map_publish\" is not supported by Gyre (ignored)",
                 "option \"webtransport\" is not supported by Gyre (ignored)",
                 "unknown option \"channel.namespaces[0].presense\" (ignored)",
+                "unknown option \"client.proxy.connect.tls\" (ignored)",
                 "unknown option \"foo\" (ignored)",
                 "unknown option \"gateway.servers[0].topc\" (ignored)",
                 "unknown option \"http_api.kye\" (ignored)",
+                "unknown option \"proxies[0].htp\" (ignored)",
+                "unknown option \"rpc.namespaces[0].proxy\" (ignored)",
             ]
         );
     }

@@ -249,3 +249,211 @@ impl Default for RpcPing {
         RpcPing { enabled: false, method: "ping".into() }
     }
 }
+
+/// The name that selects the proxy of `channel.proxy.<kind>` / `rpc.proxy`.
+pub const DEFAULT_PROXY_NAME: &str = "default";
+
+/// Where an endpoint points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `http(s)://host[:port][/path][?query]`.
+    Http { host: String, port: u16, path_and_query: String, https: bool },
+    /// A gRPC dial target `host:port` (`grpc://` removed).
+    Grpc { target: String },
+}
+
+/// Parses an endpoint: `http(s)://host[:port][/path]` or a gRPC target (`grpc://host:port` or
+/// `host:port`).
+pub fn parse_endpoint(endpoint: &str) -> Result<Endpoint, String> {
+    let lower = endpoint.to_ascii_lowercase();
+    let (https, rest) = if lower.starts_with("http://") {
+        (false, &endpoint[7..])
+    } else if lower.starts_with("https://") {
+        (true, &endpoint[8..])
+    } else {
+        let target = endpoint.strip_prefix("grpc://").unwrap_or(endpoint);
+        if target.is_empty() || target.contains('/') {
+            return Err(format!("bad gRPC endpoint {endpoint:?} (want grpc://host:port or host:port)"));
+        }
+        return Ok(Endpoint::Grpc { target: target.to_string() });
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
+        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+        None => (rest, "/".to_string()),
+    };
+    let authority = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(|| format!("bad endpoint {endpoint:?}"))?;
+        let port = after
+            .strip_prefix(':')
+            .map(|p| p.parse::<u16>())
+            .transpose()
+            .map_err(|_| format!("bad port in {endpoint:?}"))?;
+        (h.to_string(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p.parse::<u16>().map_err(|_| format!("bad port in {endpoint:?}"))?)),
+            None => (authority.to_string(), None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("no host in endpoint {endpoint:?}"));
+    }
+    Ok(Endpoint::Http { host, port: port.unwrap_or(if https { 443 } else { 80 }), path_and_query: path, https })
+}
+
+/// A proxy or RPC namespace name: `^[-a-zA-Z0-9_.]{2,}$`.
+pub fn valid_name(name: &str) -> bool {
+    name.len() >= 2 && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The longest error message / disconnect reason of a status transform (a WebSocket close
+/// reason's limit).
+const MAX_REASON: usize = 123;
+
+fn check_transform(t: &StatusTransform) -> Result<(), String> {
+    if t.status_code == 0 {
+        return Err("status_code must be set".into());
+    }
+    match (t.to_error.code > 0, t.to_disconnect.code > 0) {
+        (false, false) => return Err("one of to_error.code and to_disconnect.code must be set".into()),
+        (true, true) => return Err("only one of to_error.code and to_disconnect.code may be set".into()),
+        _ => {}
+    }
+    for (name, text) in [("to_error.message", &t.to_error.message), ("to_disconnect.reason", &t.to_disconnect.reason)] {
+        if !text.is_ascii() || text.len() > MAX_REASON {
+            return Err(format!("{name} must be ASCII and at most {MAX_REASON} bytes long"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a proxy the server calls (or one declared in `proxies`) at option path `at`.
+fn check_proxy(at: &str, p: &ProxyCommon) -> Result<(), String> {
+    if p.endpoint.is_empty() {
+        return Err(format!("{at}.endpoint: required"));
+    }
+    let endpoint = parse_endpoint(&p.endpoint).map_err(|e| format!("{at}.endpoint: {e}"))?;
+    if matches!(endpoint, Endpoint::Http { https: true, .. }) {
+        return Err(format!(
+            "{at}.endpoint: https:// endpoints are not supported by Gyre (no TLS to proxies), got {:?}",
+            p.endpoint
+        ));
+    }
+    if p.timeout.is_zero() {
+        return Err(format!("{at}.timeout: must be greater than 0"));
+    }
+    if p.http.tls.enabled {
+        return Err(format!("{at}.http.tls.enabled: TLS to HTTP proxies is not supported by Gyre"));
+    }
+    if p.grpc.tls.insecure_skip_verify {
+        return Err(format!("{at}.grpc.tls.insecure_skip_verify: not supported by Gyre"));
+    }
+    for (i, t) in p.http.status_to_code_transforms.iter().enumerate() {
+        check_transform(t).map_err(|e| format!("{at}.http.status_to_code_transforms[{i}]: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Validates every proxy option of a loaded config: the proxies the server would call, the
+/// `proxies` list (names and proxies), and the proxy names the namespaces refer to (even
+/// where their switch is off).
+pub fn validate(cfg: &super::Config) -> Result<(), String> {
+    let client = &cfg.client.proxy;
+    for (at, p) in [("client.proxy.connect", &client.connect), ("client.proxy.refresh", &client.refresh)] {
+        if p.enabled {
+            check_proxy(at, &p.proxy)?;
+        }
+    }
+    for (i, p) in cfg.proxies.iter().enumerate() {
+        if p.name == DEFAULT_PROXY_NAME {
+            return Err(format!("proxies[{i}].name: \"{DEFAULT_PROXY_NAME}\" is reserved"));
+        }
+        if !valid_name(&p.name) {
+            return Err(format!(
+                "proxies[{i}].name: invalid proxy name {:?} (must match ^[-a-zA-Z0-9_.]{{2,}}$)",
+                p.name
+            ));
+        }
+        if cfg.proxies[..i].iter().any(|q| q.name == p.name) {
+            return Err(format!("proxies: proxy name must be unique: {}", p.name));
+        }
+        check_proxy(&format!("proxies[\"{}\"]", p.name), &p.proxy)?;
+    }
+    let named = |name: &str| cfg.proxies.iter().find(|p| p.name == name).map(|p| &p.proxy);
+    let ch = &cfg.channel;
+    let mut spaces = vec![("channel.without_namespace".to_string(), &ch.without_namespace.proxy)];
+    spaces.extend(ch.namespaces.iter().map(|n| (format!("channel.namespaces[\"{}\"]", n.name), &n.options.proxy)));
+    for (at, n) in spaces {
+        for (kind, on, name, default) in [
+            ("subscribe", n.subscribe_proxy_enabled, &n.subscribe_proxy_name, &ch.proxy.subscribe),
+            ("publish", n.publish_proxy_enabled, &n.publish_proxy_name, &ch.proxy.publish),
+            ("sub_refresh", n.sub_refresh_proxy_enabled, &n.sub_refresh_proxy_name, &ch.proxy.sub_refresh),
+            (
+                "subscribe_stream",
+                n.subscribe_stream_proxy_enabled,
+                &n.subscribe_stream_proxy_name,
+                &ch.proxy.subscribe_stream,
+            ),
+        ] {
+            let proxy = if name == DEFAULT_PROXY_NAME {
+                Some(default)
+            } else if name.is_empty() && !on {
+                None
+            } else {
+                Some(
+                    named(name)
+                        .ok_or_else(|| format!("{at}.{kind}_proxy_name: no proxy named {name:?} in \"proxies\""))?,
+                )
+            };
+            let Some(proxy) = proxy.filter(|_| on) else { continue };
+            if name == DEFAULT_PROXY_NAME {
+                check_proxy(&format!("channel.proxy.{kind}"), proxy)
+                    .map_err(|e| format!("{e} (the {kind} proxy of {at})"))?;
+            }
+            if kind == "subscribe_stream" && proxy.endpoint.starts_with("http") {
+                return Err(format!(
+                    "{at}.subscribe_stream_proxy_name: subscription streams need a gRPC proxy, {name:?} has endpoint {:?}",
+                    proxy.endpoint
+                ));
+            }
+        }
+        if n.subscribe_stream_proxy_enabled
+            && (n.subscribe_proxy_enabled || n.publish_proxy_enabled || n.sub_refresh_proxy_enabled)
+        {
+            return Err(format!(
+                "{at}: subscribe_stream_proxy_enabled can not be used together with subscribe, publish or sub_refresh proxies"
+            ));
+        }
+    }
+    let rpc = &cfg.rpc;
+    let mut spaces = vec![("rpc.without_namespace".to_string(), &rpc.without_namespace)];
+    for (i, n) in rpc.namespaces.iter().enumerate() {
+        if !valid_name(&n.name) {
+            return Err(format!(
+                "rpc.namespaces[{i}]: invalid rpc namespace name {:?} (must match ^[-a-zA-Z0-9_.]{{2,}}$)",
+                n.name
+            ));
+        }
+        if rpc.namespaces[..i].iter().any(|m| m.name == n.name) {
+            return Err(format!("rpc.namespaces: rpc namespace name must be unique: {}", n.name));
+        }
+        spaces.push((format!("rpc.namespaces[\"{}\"]", n.name), &n.options));
+    }
+    for (at, o) in spaces {
+        let name = &o.proxy_name;
+        if name == DEFAULT_PROXY_NAME {
+            if o.proxy_enabled {
+                check_proxy("rpc.proxy", &rpc.proxy).map_err(|e| format!("{e} (the rpc proxy of {at})"))?;
+            }
+        } else if (o.proxy_enabled || !name.is_empty()) && named(name).is_none() {
+            return Err(format!("{at}.proxy_name: no proxy named {name:?} in \"proxies\""));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "proxy_tests.rs"]
+mod tests;

@@ -278,9 +278,26 @@ pub async fn call(
     };
     crate::metrics::proxy_finished(protocol, kind, &proxy.name, started.elapsed(), r.is_err());
     if let Err(e) = &r {
-        tracing::warn!(proxy = %proxy.name, kind, error = %e, "proxy call failed");
+        warn_failed(proxy, e);
     }
     r
+}
+
+/// Logs a failed call: the first of each second per worker, so an unreachable backend does not
+/// flood the log (the metrics count every one).
+pub fn warn_failed(proxy: &Proxy, e: &CallError) {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+        static QUIET: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    let now = std::time::Instant::now();
+    if LAST.with(|l| l.get().is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))) {
+        QUIET.with(|q| q.set(q.get() + 1));
+        return;
+    }
+    LAST.with(|l| l.set(Some(now)));
+    let suppressed = QUIET.with(|q| q.replace(0));
+    tracing::warn!(proxy = %proxy.name, kind = proxy.kind.name(), error = %e, suppressed, "proxy call failed");
 }
 
 /// The answer an HTTP status stands for (`http.status_to_code_transforms`).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ahash::AHashMap;
 
 use super::{Kind, Proxy, Target};
-use crate::config::proxy::ProxyCommon;
+use crate::config::proxy::{parse_endpoint, Endpoint, ProxyCommon};
 use crate::config::{ChannelOptions, Config};
 
 /// See the module docs.
@@ -35,44 +35,12 @@ pub enum RpcRoute {
     UnknownNamespace,
 }
 
-/// Parses an endpoint: `http(s)://host[:port][/path]` or a gRPC target.
+/// Parses an endpoint: `http(s)://host[:port][/path]` or a gRPC target (the config's rules).
 pub fn parse_target(endpoint: &str) -> Result<Target, String> {
-    let lower = endpoint.to_ascii_lowercase();
-    let (https, rest) = if lower.starts_with("http://") {
-        (false, &endpoint[7..])
-    } else if lower.starts_with("https://") {
-        (true, &endpoint[8..])
-    } else {
-        let target = endpoint.strip_prefix("grpc://").unwrap_or(endpoint);
-        if target.is_empty() || target.contains('/') {
-            return Err(format!("bad gRPC endpoint {endpoint:?} (want grpc://host:port or host:port)"));
-        }
-        return Ok(Target::Grpc { uri: format!("http://{target}") });
-    };
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
-        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
-        None => (rest, "/".to_string()),
-    };
-    let authority = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or_else(|| format!("bad endpoint {endpoint:?}"))?;
-        let port = after
-            .strip_prefix(':')
-            .map(|p| p.parse::<u16>())
-            .transpose()
-            .map_err(|_| format!("bad port in {endpoint:?}"))?;
-        (h.to_string(), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p.parse::<u16>().map_err(|_| format!("bad port in {endpoint:?}"))?)),
-            None => (authority.to_string(), None),
-        }
-    };
-    if host.is_empty() {
-        return Err(format!("no host in endpoint {endpoint:?}"));
-    }
-    Ok(Target::Http { host, port: port.unwrap_or(if https { 443 } else { 80 }), path_and_query: path, https })
+    Ok(match parse_endpoint(endpoint)? {
+        Endpoint::Http { host, port, path_and_query, https } => Target::Http { host, port, path_and_query, https },
+        Endpoint::Grpc { target } => Target::Grpc { uri: format!("http://{target}") },
+    })
 }
 
 fn lower(v: &[String]) -> Vec<String> {

@@ -96,7 +96,7 @@ pub(super) async fn subscribe(s: &Rc<Session>, p: &Arc<Proxy>, mut req: Subscrib
     let r = match r {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(proxy = %p.name, kind, error = %e, "subscription stream failed");
+            crate::proxy::warn_failed(p, &e);
             fail(&reg);
             return Ok(Err(ApiError::INTERNAL));
         }

@@ -22,7 +22,9 @@ use crate::util::*;
 const FULL: &str = include_str!("config_audit.json");
 
 /// Centrifugo options Gyre applies. Channel options are listed under
-/// `channel.without_namespace` and hold for each namespace too (`channel.namespaces[]`).
+/// `channel.without_namespace` and hold for each namespace too (`channel.namespaces[]`), RPC
+/// namespace options likewise under `rpc.without_namespace`; the options of a proxy object
+/// are listed once as `<proxy>.*` ([`PROXY_PLACES`]).
 #[rustfmt::skip]
 const APPLIED: &[&str] = &[
     "http_server.address", "http_server.port",
@@ -91,7 +93,47 @@ const APPLIED: &[&str] = &[
     "client.connect_code_to_unidirectional_disconnect.transforms[0].to.reason",
     "admin.enabled", "admin.password", "admin.secret", "admin.insecure",
     "prometheus.enabled", "health.enabled", "node.name", "shutdown.timeout",
+    "client.proxy.connect.enabled", "client.proxy.refresh.enabled",
+    "channel.without_namespace.subscribe_proxy_enabled", "channel.without_namespace.subscribe_proxy_name",
+    "channel.without_namespace.publish_proxy_enabled", "channel.without_namespace.publish_proxy_name",
+    "channel.without_namespace.sub_refresh_proxy_enabled", "channel.without_namespace.sub_refresh_proxy_name",
+    "channel.without_namespace.subscribe_stream_proxy_enabled",
+    "channel.without_namespace.subscribe_stream_proxy_name",
+    "channel.without_namespace.subscribe_stream_proxy_bidirectional",
+    "rpc.without_namespace.proxy_enabled", "rpc.without_namespace.proxy_name", "rpc.namespaces[].name",
+    "rpc.namespace_boundary", "rpc.ping.enabled", "rpc.ping.method", "proxies[].name",
+    "<proxy>.endpoint", "<proxy>.timeout", "<proxy>.http_headers", "<proxy>.emulated_headers",
+    "<proxy>.grpc_metadata", "<proxy>.binary_encoding", "<proxy>.include_connection_meta",
+    // TLS to HTTP proxies is refused at start-up: `enabled` is off in the file, the rest kept.
+    "<proxy>.http.tls.enabled", "<proxy>.http.tls.cert_pem", "<proxy>.http.tls.key_pem",
+    "<proxy>.http.tls.server_ca_pem", "<proxy>.http.tls.client_ca_pem", "<proxy>.http.tls.insecure_skip_verify",
+    "<proxy>.http.tls.server_name", "<proxy>.http.static_headers",
+    "<proxy>.http.status_to_code_transforms[0].status_code",
+    "<proxy>.http.status_to_code_transforms[0].to_error.code",
+    "<proxy>.http.status_to_code_transforms[0].to_error.message",
+    "<proxy>.http.status_to_code_transforms[0].to_error.temporary",
+    "<proxy>.http.status_to_code_transforms[0].to_disconnect.code",
+    "<proxy>.http.status_to_code_transforms[0].to_disconnect.reason",
+    // `insecure_skip_verify` is refused at start-up: off in the file.
+    "<proxy>.grpc.tls.enabled", "<proxy>.grpc.tls.cert_pem", "<proxy>.grpc.tls.key_pem",
+    "<proxy>.grpc.tls.server_ca_pem", "<proxy>.grpc.tls.client_ca_pem", "<proxy>.grpc.tls.insecure_skip_verify",
+    "<proxy>.grpc.tls.server_name", "<proxy>.grpc.credentials_key", "<proxy>.grpc.credentials_value",
+    "<proxy>.grpc.compression", "<proxy>.grpc.static_metadata",
 ];
+
+/// Where a proxy object is configured (besides the items of `proxies`).
+const PROXY_PLACES: &[&str] = &[
+    "client.proxy.connect",
+    "client.proxy.refresh",
+    "channel.proxy.subscribe",
+    "channel.proxy.publish",
+    "channel.proxy.sub_refresh",
+    "channel.proxy.subscribe_stream",
+    "rpc.proxy",
+];
+
+/// Options whose value is a map: one name for all their keys.
+const MAPS: &[&str] = &["http.static_headers", "grpc.static_metadata"];
 
 /// Gyre's options that Centrifugo does not have.
 #[rustfmt::skip]
@@ -124,12 +166,27 @@ fn leaves(v: &Value, path: String, out: &mut Vec<(String, Value)>) {
 
 /// `channel.namespaces[0].presence` → the entry of [`APPLIED`] that covers it.
 fn audit_name(path: &str) -> String {
-    let Some(rest) = path.strip_prefix("channel.namespaces[") else { return path.to_string() };
-    let opt = rest.split_once("].").map(|(_, o)| o).unwrap_or("");
-    if opt == "name" {
-        "channel.namespaces[].name".into()
-    } else {
-        format!("channel.without_namespace.{opt}")
+    let item = |list: &str| path.strip_prefix(list).map(|rest| rest.split_once("].").map(|(_, o)| o).unwrap_or(""));
+    for (list, options) in
+        [("channel.namespaces[", "channel.without_namespace"), ("rpc.namespaces[", "rpc.without_namespace")]
+    {
+        match item(list) {
+            Some("name") => return format!("{}].name", list),
+            Some(opt) => return format!("{options}.{opt}"),
+            None => {}
+        }
+    }
+    let proxy_option =
+        PROXY_PLACES.iter().find_map(|p| path.strip_prefix(p)?.strip_prefix('.')).filter(|o| *o != "enabled");
+    match proxy_option.or(item("proxies[")) {
+        Some("name") => "proxies[].name".into(),
+        Some(opt) => {
+            match MAPS.iter().find(|m| opt.strip_prefix(**m).is_some_and(|r| r.is_empty() || r.starts_with('.'))) {
+                Some(map) => format!("<proxy>.{map}"),
+                None => format!("<proxy>.{opt}"),
+            }
+        }
+        None => path.to_string(),
     }
 }
 

@@ -89,6 +89,15 @@ impl CentrifugoUniStream for Service {
 
     async fn consume(&self, req: Request<wire::ConnectRequest>) -> Result<Response<Pushes>, Status> {
         let remote = req.remote_addr();
+        // The call's metadata, for proxies that forward some of it (`grpc_metadata`).
+        let metadata: Vec<(String, String)> = req
+            .metadata()
+            .iter()
+            .filter_map(|kv| match kv {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => Some((k.as_str().to_string(), v.to_str().ok()?.to_string())),
+                tonic::metadata::KeyAndValueRef::Binary(..) => None,
+            })
+            .collect();
         let connect = decode_connect_request(Format::Protobuf, req.get_ref()).map_err(|_| {
             tracing::debug!(remote = ?remote, "uni_grpc: malformed connect request");
             Status::invalid_argument("malformed connect request")
@@ -100,7 +109,7 @@ impl CentrifugoUniStream for Service {
         let sock = tokio::net::UnixStream::from_std(ours).map_err(|e| unavailable(remote, "socket", e))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let to = self.next.fetch_add(1, Ordering::Relaxed) % self.mailboxes.len();
-        let job = Msg::Job(Box::new(move |w| session::start(w, theirs, connect, tx)));
+        let job = Msg::Job(Box::new(move |w| session::start(w, theirs, connect, metadata, tx)));
         if !self.mailboxes[to].send(vec![job]) {
             return Err(Status::unavailable("the server is stopping"));
         }

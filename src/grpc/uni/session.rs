@@ -28,6 +28,7 @@ pub fn start(
     w: &Rc<Worker>,
     sock: StdUnixStream,
     req: ConnectReq,
+    metadata: Vec<(String, String)>,
     admitted: tokio::sync::oneshot::Sender<Result<(), Refused>>,
 ) {
     if !w.take_connection_token() {
@@ -50,18 +51,25 @@ pub fn start(
         // The call was cancelled meanwhile.
         return;
     }
-    monoio::spawn(run(w.clone(), slot, req, sock));
+    monoio::spawn(run(w.clone(), slot, req, metadata, sock));
 }
 
 /// What the session reads while it streams: only the end of the socket.
 const READ_IDLE: usize = 64;
 
-async fn run(w: Rc<Worker>, slot: ConnectionSlot, req: ConnectReq, sock: monoio::net::UnixStream) {
+async fn run(
+    w: Rc<Worker>,
+    slot: ConnectionSlot,
+    req: ConnectReq,
+    metadata: Vec<(String, String)>,
+    sock: monoio::net::UnixStream,
+) {
     let fd = sock.as_raw_fd();
     let (mut rd, wr) = sock.into_split();
     let id = Session::new_client_id(&w, false);
     let client = Client::new(id, Format::Protobuf, false, Framing::UniGrpc, w.cfg.client.queue_max_size);
     let (s, writer) = open_on_socket(&w, client, None, wr, fd, w.cfg.websocket.write_timeout);
+    s.keep_grpc_metadata(metadata);
     Box::pin(s.connect_uni(req)).await;
     if !s.is_closed() {
         // A read ends when the gRPC side closes its end, or when the writer shut the socket
