@@ -4,11 +4,14 @@
 //! message and exit code 2. Each run is about two seconds and bounded by a watchdog. Lists of
 //! nodes (`--target A,B`) are run against memory-engine nodes, which do not share
 //! publications: a fan-out uses one node listed twice, an ingest two nodes. Each transport
-//! besides WebSocket (`--transport`) gets one short fan-out with the same accounting.
+//! besides WebSocket (`--transport`) gets one short fan-out with the same accounting. The
+//! proxy tools: `connect` without a token and `ingest --client-publish` run through Gyre's
+//! connect, subscribe and publish proxies to `gyre-bench proxy-backend`, whose call counts
+//! must match what the clients did.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -442,4 +445,188 @@ fn fanout_writes_json_csv_and_report() {
     for p in [json_p, csv_p, html_p, svg_p, ingest_p] {
         let _ = std::fs::remove_file(p);
     }
+}
+
+/// `gyre-bench proxy-backend` on a free port: the child and its address.
+struct Backend {
+    child: Child,
+    addr: String,
+}
+
+impl Backend {
+    fn start() -> Backend {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gyre-bench"))
+            .args(["proxy-backend", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn gyre-bench proxy-backend");
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).expect("the backend's start-up line");
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        // Keep draining its stderr so the summary at exit cannot block it.
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        Backend { child, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Ends it with SIGTERM; its call counts (the JSON line it prints on exit).
+    fn stop(mut self) -> Value {
+        // SAFETY: a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let mut out = String::new();
+        self.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "backend exit: {status:?}");
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("backend counts are not JSON ({e}): {out:?}"))
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Gyre whose connects without a token, subscribes and publishes go to `backend`.
+fn proxied_server(backend: &Backend) -> Server {
+    Server::start(config_with(json!({
+        "client": {"proxy": {"connect": {"enabled": true, "endpoint": backend.url("/connect")}}},
+        "channel": {
+            "proxy": {"subscribe": {"endpoint": backend.url("/subscribe")}, "publish": {"endpoint": backend.url("/publish")}},
+            "without_namespace": {"subscribe_proxy_enabled": true, "publish_proxy_enabled": true}
+        }
+    })))
+}
+
+/// Connects without a token (and subscribes) through the connect and subscribe proxies: every
+/// one is answered, each is one call of each kind at the backend.
+#[test]
+fn connect_without_a_token_through_the_proxy_backend() {
+    let backend = Backend::start();
+    let s = proxied_server(&backend);
+    let target = format!("http://127.0.0.1:{}", s.port);
+    let pid = s.pid().to_string();
+    let args = [
+        "connect",
+        "--target",
+        &target,
+        "-n",
+        "40",
+        "--concurrency",
+        "4",
+        "--subscribe",
+        "bench-0",
+        "--server-pid",
+        &pid,
+        "--json",
+        "--quiet",
+    ];
+    let (code, out, err) = bench(&args, Duration::from_secs(30));
+    assert_eq!(code, 0, "stderr:\n{err}");
+    let r: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((r["ok"].as_u64(), r["failed"].as_u64()), (Some(40), Some(0)), "{r}");
+    assert_eq!((r["scenario"].as_str(), r["auth"].as_str()), (Some("connect"), Some("no token")), "{r}");
+    assert_eq!(r["latency_us"]["count"], 40, "{r}");
+    assert!(r["connects_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["server"]["cpu_us_per_connect"].as_f64().is_some(), "{r}");
+    let calls = backend.stop();
+    assert_eq!(
+        (calls["calls"]["connect"].as_u64(), calls["calls"]["subscribe"].as_u64()),
+        (Some(40), Some(40)),
+        "{calls}"
+    );
+    assert_eq!(calls["bad_requests"], 0, "{calls}");
+}
+
+/// The connect rate counts refusals by their code: a server that wants a token closes every
+/// connect without one with 3501, and the run fails naming it.
+#[test]
+fn connect_refusals_are_counted_by_code() {
+    let s = server();
+    let target = format!("http://127.0.0.1:{}", s.port);
+    let (code, _, err) =
+        bench(&["connect", "--target", &target, "-n", "20", "--concurrency", "2", "--quiet"], Duration::from_secs(30));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("all 20 attempts failed") && err.contains("close 3501"), "{err}");
+    // With tokens the same server takes them all, kept open to the end.
+    let (code, out, err) = bench(
+        &["connect", "--target", &target, "--hmac-secret", SECRET, "-n", "20", "--keep", "--json", "--quiet"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((r["ok"].as_u64(), r["open_at_end"].as_u64()), (Some(20), Some(20)), "{r}");
+}
+
+/// One short client-publish ingest; returns the JSON report.
+fn client_publish(target: &str, auth: &[&str]) -> Value {
+    let args = [
+        &["ingest", "--client-publish", "--target", target, "-k", "2", "--batch", "5", "--inflight", "2"][..],
+        auth,
+        &["--duration", "1", "--warmup", "0.2", "--json", "--quiet"],
+    ]
+    .concat();
+    let (code, out, err) = bench(&args, Duration::from_secs(30));
+    assert_eq!(code, 0, "stderr:\n{err}");
+    let r: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(r["commands"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["publish_errors"], 0, "{r}");
+    assert_eq!(r["publish_via"], "client", "{r}");
+    assert!(r["latency_us"]["count"].as_u64().unwrap() > 0, "{r}");
+    r
+}
+
+/// WebSocket clients publishing: with tokens where the namespace allows it, and without a token
+/// through the connect and publish proxies, where every publish is a call at the backend.
+#[test]
+fn client_publish_counts_replies() {
+    let s = Server::start(config_with(json!({
+        "client": {"token": {"hmac_secret_key": SECRET}},
+        "channel": {"without_namespace": {"allow_publish_for_client": true}}
+    })));
+    client_publish(&format!("http://127.0.0.1:{}", s.port), &["--hmac-secret", SECRET]);
+
+    let backend = Backend::start();
+    let s = proxied_server(&backend);
+    let r = client_publish(&format!("http://127.0.0.1:{}", s.port), &[]);
+    let calls = backend.stop();
+    assert_eq!(calls["calls"]["connect"], 2, "{calls}");
+    // Warm-up and measured window: at least the publishes counted.
+    assert!(calls["calls"]["publish"].as_u64().unwrap() >= r["commands"].as_u64().unwrap(), "{calls} {r}");
+
+    // A namespace that allows neither: the error is a publish error with its hint.
+    let s = server();
+    let target = format!("http://127.0.0.1:{}", s.port);
+    let (code, _, err) = bench(
+        &[
+            "ingest",
+            "--client-publish",
+            "--target",
+            &target,
+            "--hmac-secret",
+            SECRET,
+            "-k",
+            "1",
+            "-d",
+            "1",
+            "--warmup",
+            "0.2",
+            "--quiet",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 0, "errors are counted, not fatal: {err}");
+    assert!(err.contains("publish error reply: 103") && err.contains("allow_publish_for_client"), "{err}");
 }

@@ -8,7 +8,13 @@
 //! Scenarios:
 //! * `fanout`      — N subscribers over C channels, P publishers; delivered/s, latency, loss.
 //! * `ingest`      — pipelined publishes over K connections, no subscribers; commands/s.
+//! * `ingest --client-publish` — the same, the publishes sent by WebSocket clients (what a
+//!   publish proxy sits on).
 //! * `connections` — N idle connections; the server's memory per connection.
+//! * `connect`     — connections opened K at a time and closed once answered; connects/s,
+//!   connect latency, refusals by code.
+//! * `proxy-backend` — not a load: an application backend answering the server's HTTP
+//!   proxy calls, for measuring a server with its proxies on.
 //! * `report`      — one HTML page (or SVG) from the JSON reports of several runs.
 //!
 //! Every run can leave its JSON report (`--json`: parameters, machine, per-second series,
@@ -26,14 +32,18 @@
 //! response bodies: chunks, lines, SSE events, varint-prefixed messages), [`peers`] (Redis and
 //! NATS subscribers), [`publish`] (pipelined publishers for all three), [`run`] (threads and
 //! phases of `fanout` / `ingest`), [`procs`] (`fanout --procs`: subscriber processes),
-//! [`conns`] (`connections`, with child processes),
+//! [`conns`] (`connections`, with child processes), [`connect`] (`connect`),
+//! [`client_publish`] (`ingest --client-publish`), [`backend`] (`proxy-backend`),
 //! [`series`] (the per-second rows), [`summary`] (the table and the JSON report), [`output`]
 //! (machine, files), [`report`] and [`svg`] (the charts).
 //!
 //! Exit codes: 0 done, 1 the run failed (rejected credentials, protocol errors), 2 the target
 //! cannot be reached or the options are invalid.
 
+mod backend;
 mod body;
+mod client_publish;
+mod connect;
 mod conns;
 mod output;
 mod payload;
@@ -91,6 +101,16 @@ enum Scenario {
     /// connection (needs --server-pid). Spreads source addresses over 127.0.0.1..N and forks
     /// child processes past the open-file limit.
     Connections(Opts),
+    /// Connections opened --concurrency at a time until -n were tried, each closed once its
+    /// connect (and --subscribe) is answered, or kept with --keep: connects/s, connect latency
+    /// (TCP connect to the last reply), failures by error and close code. Without --token or
+    /// --hmac-secret the clients send no token (for a server with a connect proxy).
+    Connect(connect::ConnectOpts),
+    /// An application backend for the server's HTTP proxies (connect, refresh, subscribe,
+    /// publish, sub_refresh, rpc), answering every call as an accepting backend would, on any
+    /// path: point client.proxy.connect.endpoint, channel.proxy.publish.endpoint, ... at it.
+    /// Counts the calls by kind and prints them when ended (SIGINT / SIGTERM).
+    ProxyBackend(backend::BackendOpts),
     /// One self-contained HTML page (or, for FILE.svg, one SVG) from the JSON reports of
     /// several runs (`--json FILE`): runs of the same workload share their charts, so the
     /// servers compared are one picture.
@@ -121,7 +141,10 @@ const EXAMPLES: &str = concat!(
   gyre-bench fanout --target redis://127.0.0.1:6379 -n 1000 -c 1 -d 5 --rate 100
   gyre-bench fanout --target http://127.0.0.1:8000 --api-key KEY --hmac-secret SECRET -n 1000 --transport uni_sse
   gyre-bench ingest --target http://127.0.0.1:8000 --api-key KEY --connections 8 --size 100
+  gyre-bench ingest --target http://127.0.0.1:8000 --client-publish --hmac-secret SECRET -k 16 --batch 10
   gyre-bench connections --target http://127.0.0.1:8000 --token JWT -n 50000 --server-pid PID
+  gyre-bench proxy-backend --listen 127.0.0.1:3000 --threads 1
+  gyre-bench connect --target http://127.0.0.1:8000 -n 20000 --concurrency 64 --server-pid PID
   gyre-bench fanout --target http://127.0.0.1:8000,http://127.0.0.1:8001 --api-key KEY --hmac-secret SECRET \\
       -n 1000 -c 10 -d 5 --server-pid PID_A,PID_B,PID_REDIS
   gyre-bench fanout --target redis://127.0.0.1:6379 -n 1000 --label redis --json redis.json --csv redis.csv
@@ -269,7 +292,8 @@ pub struct Opts {
     /// Payload size in bytes (at least the ~30 bytes the timestamp and sequence need).
     #[arg(long, default_value_t = 100)]
     pub size: usize,
-    /// Publish commands per request / pipelined batch. Default 16 (fanout), 1000 (ingest).
+    /// Publish commands per request / pipelined batch. Default 16 (fanout), 1000 (ingest), 10
+    /// (ingest --client-publish: one WebSocket message, within the server's size limit).
     #[arg(long)]
     pub batch: Option<usize>,
     /// Batches in flight per publisher connection. Default 2 (fanout), 4 (ingest).
@@ -335,6 +359,12 @@ pub struct Opts {
     /// `connections`: also subscribe each connection to channel i % C.
     #[arg(long)]
     pub subscribe: bool,
+    /// `ingest`: publish as WebSocket clients (--ws-path) with the client protocol's publish
+    /// command instead of through the HTTP API; clients connect with --token, --hmac-secret,
+    /// or with neither (for a connect proxy). What a publish proxy sits on. Batches are one
+    /// frame of --batch commands; each reply is timed on its own. --format protobuf applies.
+    #[arg(long)]
+    pub client_publish: bool,
     /// Internal: this process is a `connections` child holding clients OFFSET..OFFSET+COUNT.
     #[arg(long, hide = true, value_name = "OFFSET:COUNT")]
     pub child_range: Option<String>,
@@ -365,6 +395,8 @@ fn main() {
         Scenario::Fanout(o) => run::main(run::Mode::Fanout, o),
         Scenario::Ingest(o) => run::main(run::Mode::Ingest, o),
         Scenario::Connections(o) => conns::main(o),
+        Scenario::Connect(o) => connect::main(o),
+        Scenario::ProxyBackend(o) => backend::main(o),
         Scenario::Report(r) => report::main(&r.out, &r.files),
     };
     // Worker threads may still be parked in reads on a dead server: exit without joining them.

@@ -92,8 +92,12 @@ pub fn write_csv(path: &str, columns: &[&str], rows: &[Value]) -> Result<(), Fai
 /// Whether the options ask for files that must be writable: checked before the run starts, so
 /// a typo in a path does not cost a whole run.
 pub fn check_paths(o: &Opts) -> Result<(), Fail> {
-    let json_file = o.json.as_deref().filter(|p| *p != "-");
-    for p in [o.csv.as_deref(), json_file, o.report.as_deref()].into_iter().flatten() {
+    check_files(&[o.csv.as_deref(), o.json.as_deref().filter(|p| *p != "-"), o.report.as_deref()])
+}
+
+/// [`check_paths`] for the files named.
+pub fn check_files(paths: &[Option<&str>]) -> Result<(), Fail> {
+    for p in paths.iter().copied().flatten() {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -105,7 +109,18 @@ pub fn check_paths(o: &Opts) -> Result<(), Fail> {
 
 /// The files a run was asked for: JSON (stdout or a file), CSV of the per-second rows, report.
 pub fn emit(o: &Opts, j: &Value, columns: &[&str]) -> Result<(), Fail> {
-    if let Some(dest) = o.json.as_deref() {
+    emit_files(o.json.as_deref(), o.csv.as_deref(), o.report.as_deref(), j, columns)
+}
+
+/// [`emit`] to the files named: `json` (`-`: stdout), `csv` and `report`.
+pub fn emit_files(
+    json: Option<&str>,
+    csv: Option<&str>,
+    report: Option<&str>,
+    j: &Value,
+    columns: &[&str],
+) -> Result<(), Fail> {
+    if let Some(dest) = json {
         if dest == "-" {
             let mut out = std::io::stdout();
             let _ = writeln!(out, "{j}");
@@ -114,10 +129,10 @@ pub fn emit(o: &Opts, j: &Value, columns: &[&str]) -> Result<(), Fail> {
             std::fs::write(dest, format!("{j}\n")).map_err(|e| Fail::setup(format!("cannot write {dest}: {e}")))?;
         }
     }
-    if let Some(path) = o.csv.as_deref() {
+    if let Some(path) = csv {
         write_csv(path, columns, j["series"].as_array().map_or(&[][..], Vec::as_slice))?;
     }
-    if let Some(path) = o.report.as_deref() {
+    if let Some(path) = report {
         let label = j["label"].as_str().unwrap_or("run").to_string();
         report::write(path, &[Run { label, j: j.clone() }])?;
     }
@@ -126,11 +141,14 @@ pub fn emit(o: &Opts, j: &Value, columns: &[&str]) -> Result<(), Fail> {
 
 /// The run's label: `--label`, or the kind of target and its address.
 pub fn label(o: &Opts, kind: &str) -> String {
-    o.label.clone().unwrap_or_else(|| {
-        let first = o.target.split(',').next().unwrap_or("").trim();
-        let host = first.split_once("://").map_or(first, |(_, r)| r);
-        format!("{kind} {host}")
-    })
+    o.label.clone().unwrap_or_else(|| default_label(&o.target, kind))
+}
+
+/// The kind of target and the address of its first node.
+pub fn default_label(target: &str, kind: &str) -> String {
+    let first = target.split(',').next().unwrap_or("").trim();
+    let host = first.split_once("://").map_or(first, |(_, r)| r);
+    format!("{kind} {host}")
 }
 
 #[cfg(test)]

@@ -20,9 +20,11 @@ use std::time::Duration;
 
 use bytes::Buf;
 use gyre::notify::LocalNotify;
+use gyre::wire::ws::Decoder;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, Splitable};
 use monoio::net::TcpStream;
 
+use crate::client_publish;
 use crate::payload;
 use crate::peers::{self, Nats, Resp, NATS_CONNECT};
 use crate::run::Cx;
@@ -30,28 +32,30 @@ use crate::stats::{now_ns, STOP};
 use crate::target::{self, ClientErr, Kind, Reader};
 
 /// A batch sent and not yet acknowledged.
-struct Batch {
-    n: u64,
+pub struct Batch {
+    pub n: u64,
     /// Send time (ns), in the payloads.
-    t: u64,
+    pub t: u64,
     /// When its write started (ns): the start of the round trip.
-    sent: u64,
+    pub sent: u64,
     /// Deliveries these messages should cause.
     expected: u64,
-    /// Redis: replies still to come; NATS, HTTP: unused.
-    remaining: u64,
-    errors: u64,
+    /// Redis, client publish: replies still to come; NATS, HTTP: unused.
+    pub remaining: u64,
+    pub errors: u64,
+    /// Client publish: the id of its first command (the others follow).
+    pub first_id: u32,
 }
 
 /// What the writer and the reader of one publisher share.
 #[derive(Default)]
-struct Pipe {
-    queue: RefCell<VecDeque<Batch>>,
+pub struct Pipe {
+    pub queue: RefCell<VecDeque<Batch>>,
     /// Woken when a batch is acknowledged or the reader failed.
-    space: LocalNotify,
+    pub space: LocalNotify,
     failed: RefCell<Option<ClientErr>>,
-    /// NATS: the server pinged; the writer owes a PONG.
-    pong_due: Cell<bool>,
+    /// NATS, client publish: the server pinged; the writer owes a PONG.
+    pub pong_due: Cell<bool>,
 }
 
 /// Runs publisher `p` until the run stops; failures are recorded in the shared state.
@@ -67,14 +71,25 @@ pub async fn publisher(cx: Rc<Cx>, p: usize) {
 async fn run(cx: &Rc<Cx>, p: usize) -> Result<(), ClientErr> {
     let plan = &cx.plan;
     let node = plan.publish_node(p);
-    let addr = node.addr;
-    let stream = monoio::time::timeout(Duration::from_secs(10), target::connect(addr, None))
-        .await
-        .map_err(|_| ClientErr::Io(format!("publisher connect to {addr}: timed out")))?
-        .map_err(|e| ClientErr::io(&format!("publisher connect to {addr}"), e))?;
-    let (rd, mut wr) = stream.into_split();
     let pipe = Rc::new(Pipe::default());
-    monoio::spawn(read_acks(cx.clone(), pipe.clone(), Reader::new(rd)));
+    // Client publish: the WebSocket's mask, and the id of the next command.
+    let mut ws: Option<([u8; 4], u32)> = None;
+    let mut wr = if plan.client_publish {
+        let c = client_publish::open(cx, p).await?;
+        ws = Some((c.mask, 2));
+        monoio::spawn(ws_replies(cx.clone(), pipe.clone(), c.rd, c.dec));
+        c.wr
+    } else {
+        let addr = node.addr;
+        let stream = monoio::time::timeout(Duration::from_secs(10), target::connect(addr, None))
+            .await
+            .map_err(|_| ClientErr::Io(format!("publisher connect to {addr}: timed out")))?
+            .map_err(|e| ClientErr::io(&format!("publisher connect to {addr}"), e))?;
+        let (rd, wr) = stream.into_split();
+        monoio::spawn(read_acks(cx.clone(), pipe.clone(), Reader::new(rd)));
+        wr
+    };
+    let mut data = Vec::with_capacity(payload::encoded_len(plan.size));
 
     let rate = plan.rate / plan.publishers as f64;
     let start = now_ns();
@@ -116,20 +131,35 @@ async fn run(cx: &Rc<Cx>, p: usize) -> Result<(), ClientErr> {
             out.extend_from_slice(NATS_CONNECT);
         }
         first = false;
-        if pipe.pong_due.replace(false) {
+        if ws.is_none() && pipe.pong_due.replace(false) {
             out.extend_from_slice(b"PONG\r\n");
         }
         let mut expected = 0;
         let first_ch = cursor;
-        for _ in 0..n {
+        let first_id = ws.map_or(0, |w| w.1);
+        for k in 0..n {
             let ch = cursor;
             cursor = (cursor + 1) % plan.channels;
             seq[ch] += 1;
             expected += plan.subscribers_on(ch) as u64;
-            encode_one(cx, &mut out, &mut body, ch, t, p as u32, seq[ch]);
+            if ws.is_some() {
+                data.clear();
+                payload::encode(&mut data, t, p as u32, seq[ch], plan.size);
+                let (name, json) = (&plan.channel_names[ch], &plan.channel_json[ch]);
+                client_publish::encode_one(plan.o.format, &mut body, first_id + k as u32, name, json, &data);
+            } else {
+                encode_one(cx, &mut out, &mut body, ch, t, p as u32, seq[ch]);
+            }
         }
-        finish_batch(cx, &node.host, &mut out, &body);
-        pipe.queue.borrow_mut().push_back(Batch { n, t, sent: now_ns(), expected, remaining: n, errors: 0 });
+        match &mut ws {
+            Some((mask, next_id)) => {
+                *next_id += n as u32;
+                client_publish::frame(plan.o.format, &mut out, &body, *mask, pipe.pong_due.replace(false));
+            }
+            None => finish_batch(cx, &node.host, &mut out, &body),
+        }
+        let batch = Batch { n, t, sent: now_ns(), expected, remaining: n, errors: 0, first_id };
+        pipe.queue.borrow_mut().push_back(batch);
         let (res, buf) = wr.write_all(std::mem::take(&mut out)).await;
         out = buf;
         if let Err(e) = res {
@@ -215,7 +245,7 @@ fn finish_batch(cx: &Cx, host: &str, out: &mut Vec<u8>, body: &[u8]) {
 }
 
 /// Counts an acknowledged batch; `round_trips`: record its commands' round trip (ending now).
-fn account(cx: &Cx, b: &Batch, round_trips: bool) {
+pub fn account(cx: &Cx, b: &Batch, round_trips: bool) {
     let sh = &cx.sh;
     let ok = b.n.saturating_sub(b.errors);
     sh.published.fetch_add(ok, Relaxed);
@@ -240,6 +270,14 @@ async fn read_acks(cx: Rc<Cx>, pipe: Rc<Pipe>, mut conn: Reader<OwnedReadHalf<Tc
         Kind::Nats => read_nats(&cx, &pipe, &mut conn).await,
     };
     if let Err(e) = res {
+        *pipe.failed.borrow_mut() = Some(e);
+    }
+    pipe.space.notify();
+}
+
+/// The reader of a client-publish connection.
+async fn ws_replies(cx: Rc<Cx>, pipe: Rc<Pipe>, mut conn: Reader<OwnedReadHalf<TcpStream>>, dec: Decoder) {
+    if let Err(e) = client_publish::read_replies(&cx, &pipe, &mut conn, dec).await {
         *pipe.failed.borrow_mut() = Some(e);
     }
     pipe.space.notify();

@@ -88,10 +88,18 @@ pub fn workload(j: &Value) -> String {
             )
         }
         "ingest" => format!(
-            "ingest: {} connection(s), batch {} × {} in flight, {size} B",
+            "ingest{}: {} connection(s), batch {} × {} in flight, {size} B",
+            if j["publish_via"] == "client" { " (client publish over WebSocket)" } else { "" },
             n("connections"),
             n("batch"),
             n("inflight")
+        ),
+        "connect" => format!(
+            "connect: {} connections, {} at a time{}{}",
+            short(n("connections")),
+            n("concurrency"),
+            j["subscribe"].as_str().map_or(String::new(), |c| format!(", subscribing to {c}")),
+            if j["keep"].as_bool() == Some(true) { ", kept open" } else { "" }
         ),
         "connections" => format!(
             "connections: {} idle{}",
@@ -193,10 +201,12 @@ fn charts(members: &[(usize, &Run)]) -> Vec<(String, f64)> {
             });
         }
         _ => {
-            let (rate_key, rate_title, lat_title) = if kind == "ingest" {
-                ("commands_per_s", "Commands acknowledged per second", "Command round trip (write → reply)")
-            } else {
-                ("delivered_per_s", "Deliveries per second", "Publish → deliver latency")
+            let (rate_key, rate_title, lat_title) = match kind {
+                "ingest" => {
+                    ("commands_per_s", "Commands acknowledged per second", "Command round trip (write → reply)")
+                }
+                "connect" => ("connects_per_s", "Connects per second", "Connect latency (TCP connect → reply)"),
+                _ => ("delivered_per_s", "Deliveries per second", "Publish → deliver latency"),
             };
             push(Chart {
                 title: rate_title.into(),
@@ -246,6 +256,7 @@ fn headline(kind: &str) -> (&'static str, &'static str, &'static str, f64) {
     match kind {
         "fanout" => ("Deliveries per second (measured window)", "/s", "/delivered_per_s", 1.0),
         "ingest" => ("Commands per second (measured window)", "/s", "/commands_per_s", 1.0),
+        "connect" => ("Connects per second", "/s", "/connects_per_s", 1.0),
         _ => ("Server memory per connection", "KiB", "/server/bytes_per_connection", 1.0 / 1024.0),
     }
 }
@@ -272,6 +283,16 @@ fn table_rows(kind: &str) -> Vec<(&'static str, &'static str, Fmt)> {
             ("subscribers ready", "/subscribers_ready", Count),
             ("disconnects", "/disconnects", Count),
             ("publish errors", "/publish_errors", Count),
+        ],
+        "connect" => vec![
+            ("connects/s", "/connects_per_s", Count),
+            ("latency p50 (ms)", "/latency_us/p50", Ms),
+            ("latency p99 (ms)", "/latency_us/p99", Ms),
+            ("latency p99.9 (ms)", "/latency_us/p999", Ms),
+            ("latency max (ms)", "/latency_us/max", Ms),
+            ("connected", "/ok", Count),
+            ("failed", "/failed", Count),
+            ("server CPU µs per connect", "/server/cpu_us_per_connect", Plain),
         ],
         "ingest" => vec![
             ("commands/s", "/commands_per_s", Count),
@@ -422,6 +443,7 @@ fn overview(runs: &[Run]) -> String {
         let figure = match kind {
             "fanout" => "deliveries/s",
             "ingest" => "commands/s",
+            "connect" => "connects/s",
             _ => "server KiB per connection",
         };
         let _ = write!(s, "<tr><th>{}</th><td>{figure}</td>", esc(w));

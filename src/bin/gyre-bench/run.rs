@@ -72,6 +72,8 @@ pub struct Plan {
     pub subscribe: bool,
     /// Whether this process runs the publishers (not a subscriber process of `--procs`).
     pub publish: bool,
+    /// `ingest --client-publish`: the publishers are WebSocket clients.
+    pub client_publish: bool,
 }
 
 impl Plan {
@@ -136,7 +138,12 @@ impl Plan {
                 t.name()
             )));
         }
+        if o.client_publish && (mode != Mode::Ingest || kind != Kind::Centrifugo) {
+            return Err(Fail::setup("--client-publish applies to ingest against a Centrifugo-compatible target"));
+        }
         let (batch, inflight) = match mode {
+            // A WebSocket message holds a batch: the server's size limit is 64 KiB by default.
+            Mode::Ingest if o.client_publish => (o.batch.unwrap_or(10), o.inflight.unwrap_or(4)),
             Mode::Ingest => (o.batch.unwrap_or(1000), o.inflight.unwrap_or(4)),
             _ => (o.batch.unwrap_or(16), o.inflight.unwrap_or(2)),
         };
@@ -173,6 +180,7 @@ impl Plan {
             channel_names,
             subscribe,
             publish: true,
+            client_publish: o.client_publish,
             o: o.clone(),
         })
     }
@@ -239,7 +247,7 @@ impl Plan {
         }
     }
 
-    fn token_for(&self, i: usize) -> Result<String, String> {
+    pub fn token_for(&self, i: usize) -> Result<String, String> {
         match (&self.o.token, &self.o.hmac_secret) {
             (Some(t), _) => Ok(t.clone()),
             (None, Some(secret)) => {
@@ -676,7 +684,7 @@ mod tests {
             Scenario::Fanout(o) => Plan::new(Mode::Fanout, &o),
             Scenario::Ingest(o) => Plan::new(Mode::Ingest, &o),
             Scenario::Connections(o) => Plan::new(Mode::Connections, &o),
-            Scenario::Report(_) => Err(Fail::setup("not a run")),
+            _ => Err(Fail::setup("not a run")),
         }
     }
 

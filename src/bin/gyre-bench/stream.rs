@@ -24,7 +24,7 @@ use crate::body::{self, url_encode, Body, Msgs};
 use crate::payload::Track;
 use crate::stats::Local;
 use crate::target::{self, ClientErr, Reader};
-use crate::ws::{connect_json, hint, json_reply, pb_reply, refused, uni_connected, Hello, Reply};
+use crate::ws::{connect_json, error_reply, json_reply, pb_reply, refused, uni_connected, Hello, Reply};
 use crate::{Transport, WireFormat};
 
 /// Largest response head accepted.
@@ -110,9 +110,7 @@ impl StreamClient {
         let (session, node) = loop {
             let msg = self.next_message().await?;
             match self.reply(&msg) {
-                Reply::Answer { id: 1, error: Some(e) } => {
-                    return Err(ClientErr::Rejected(format!("connect rejected: {e}{}", hint(1, &e))))
-                }
+                Reply::Answer { id: 1, error: Some(e) } => return Err(error_reply("connect", &e)),
                 Reply::Answer { id: 1, error: None } => break session_and_node(self.format, &msg)?,
                 Reply::Disconnected(code, reason) => return Err(ClientErr::Closed(code, reason)),
                 _ => {}
@@ -138,9 +136,7 @@ impl StreamClient {
         loop {
             let msg = self.next_message().await?;
             match self.reply(&msg) {
-                Reply::Answer { id: 2, error: Some(e) } => {
-                    return Err(ClientErr::Rejected(format!("subscribe rejected: {e}{}", hint(2, &e))))
-                }
+                Reply::Answer { id: 2, error: Some(e) } => return Err(error_reply("subscribe", &e)),
                 Reply::Answer { id: 2, error: None } => return Ok(()),
                 Reply::Ping => self.pong().await?,
                 r => r.outcome()?,

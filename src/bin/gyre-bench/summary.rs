@@ -39,7 +39,7 @@ fn params(plan: &Plan, format: &str) -> Value {
         "source_ips": plan.source_ips, "reconnect": o.reconnect, "server_pid": o.server_pid,
         "ws_path": o.ws_path, "api_path": o.api_path, "channel_prefix": o.channel_prefix,
         "transport": transport(plan), "client_path": plan.client_path(), "emulation_path": o.emulation_path,
-        "version": env!("CARGO_PKG_VERSION"),
+        "client_publish": plan.client_publish, "version": env!("CARGO_PKG_VERSION"),
     })
 }
 
@@ -77,6 +77,14 @@ pub fn report(r: &Run) -> Result<(), Fail> {
     });
     let described = match (kind, ingest) {
         (Kind::Centrifugo, false) => format!("{format} over {}", o.transport.name()),
+        (Kind::Centrifugo, true) if plan.client_publish => {
+            let auth = match (&o.token, &o.hmac_secret) {
+                (Some(_), _) => "token",
+                (None, Some(_)) => "minted tokens",
+                (None, None) => "no token",
+            };
+            format!("{format}, client publish over websocket, {auth}")
+        }
         _ => format.to_string(),
     };
     let mut rows = vec![
@@ -104,10 +112,15 @@ pub fn report(r: &Run) -> Result<(), Fail> {
     }
     if ingest {
         j["connections"] = json!(plan.publishers);
+        j["publish_via"] = json!(if plan.client_publish { "client" } else { "api" });
         j["commands"] = json!(published);
         j["commands_per_s"] = json!((published as f64 / secs).round());
         j["latency_us"] = lat.json();
-        j["latency_measures"] = json!("command round trip: write of its batch to the arrival of the reply");
+        j["latency_measures"] = json!(if plan.client_publish {
+            "publish round trip: write of its batch to the arrival of its own reply"
+        } else {
+            "command round trip: write of its batch to the arrival of the reply"
+        });
         rows.push((
             "connections × batch × inflight".into(),
             format!("{} × {} × {}", plan.publishers, plan.batch, plan.inflight),

@@ -24,6 +24,9 @@ pub enum ClientErr {
     Rejected(String),
     /// The server closed the WebSocket with this code and reason.
     Closed(u16, String),
+    /// The server answered a command (`what`: connect, subscribe) with this error: retrying
+    /// cannot help and the run stops with it.
+    Refused { what: &'static str, code: u32, message: String },
 }
 
 impl ClientErr {
@@ -34,7 +37,7 @@ impl ClientErr {
     /// Terminal WebSocket close codes (3500-3999, 4500-4999) mean "do not reconnect".
     pub fn is_fatal(&self) -> bool {
         match self {
-            ClientErr::Rejected(_) => true,
+            ClientErr::Rejected(_) | ClientErr::Refused { .. } => true,
             ClientErr::Closed(code, _) => (3500..4000).contains(code) || (4500..5000).contains(code),
             ClientErr::Io(_) => false,
         }
@@ -46,6 +49,9 @@ impl std::fmt::Display for ClientErr {
         match self {
             ClientErr::Io(m) | ClientErr::Rejected(m) => f.write_str(m),
             ClientErr::Closed(code, reason) => write!(f, "closed by the server with code {code} ({reason})"),
+            ClientErr::Refused { what, code, message } => {
+                write!(f, "{what} rejected: {code} {message}{}", crate::ws::hint(what, *code))
+            }
         }
     }
 }

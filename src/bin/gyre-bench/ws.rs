@@ -58,6 +58,12 @@ pub struct WsClient {
 impl WsClient {
     /// Connects, upgrades, and runs `connect` (+ `subscribe`) until both are answered.
     pub async fn open(h: &Hello<'_>) -> Result<WsClient, ClientErr> {
+        Self::open_raw(h).await.map_err(|e| refused(e, h.token.is_empty()))
+    }
+
+    /// [`WsClient::open`] with the server's refusals as they came (close codes and error
+    /// replies), without the hints for the person running the tool.
+    pub async fn open_raw(h: &Hello<'_>) -> Result<WsClient, ClientErr> {
         let stream =
             target::connect(h.addr, h.source).await.map_err(|e| ClientErr::io(&format!("connect to {}", h.addr), e))?;
         let mut c = WsClient {
@@ -70,7 +76,41 @@ impl WsClient {
         };
         c.handshake(h).await?;
         let hello = if h.uni { c.uni_hello(h).await } else { c.hello(h).await };
-        hello.map(|()| c).map_err(|e| refused(e, h.token.is_empty()))
+        hello.map(|()| c)
+    }
+
+    /// Ends the connection with a normal closing frame (1000), without waiting for the
+    /// server's answer.
+    pub async fn close(mut self) {
+        let _ = self.frame(OpCode::Close, &1000u16.to_be_bytes()).await;
+    }
+
+    /// Holds the connection without a subscription: answers the server's pings, returns why
+    /// the connection ended.
+    pub async fn idle(&mut self) -> ClientErr {
+        loop {
+            let data = match self.next().await {
+                Ok(Some(d)) => d,
+                Ok(None) => continue,
+                Err(e) => return e,
+            };
+            for r in replies(self.format, &data) {
+                let res = match r {
+                    Reply::Ping if self.uni => Ok(()),
+                    Reply::Ping => self.pong().await,
+                    r => r.outcome(),
+                };
+                if let Err(e) = res {
+                    return e;
+                }
+            }
+        }
+    }
+
+    /// The connection once open: the socket, what was read past the replies, the frame
+    /// decoder and the client's mask (a client that sends its own commands takes it over).
+    pub fn into_parts(self) -> (TcpStream, bytes::BytesMut, Decoder, [u8; 4]) {
+        (self.conn.rd, self.conn.buf, self.dec, self.mask)
     }
 
     /// The unidirectional WebSocket's first message: the connect push.
@@ -165,8 +205,7 @@ impl WsClient {
                 match r {
                     Reply::Ping => self.pong().await?,
                     Reply::Answer { id, error: Some(e) } => {
-                        let what = if id == 1 { "connect" } else { "subscribe" };
-                        return Err(ClientErr::Rejected(format!("{what} rejected: {e}{}", hint(id, &e))));
+                        return Err(error_reply(if id == 1 { "connect" } else { "subscribe" }, &e));
                     }
                     Reply::Answer { id, error: None } if id == 1 || id == 2 => got += 1,
                     Reply::Disconnected(code, reason) => return Err(ClientErr::Closed(code, reason)),
@@ -390,14 +429,25 @@ pub fn uni_connected(msg: &[u8], channel: Option<&str>) -> Result<(), ClientErr>
     }
 }
 
-/// What the connect/subscribe error means for the person running the tool.
-pub fn hint(id: u32, e: &str) -> &'static str {
-    match (id, e.split(' ').next().unwrap_or("")) {
-        (1, "101") => " (pass --token or --hmac-secret, or enable client.insecure / anonymous connect)",
-        (2, "103") => " (enable allow_subscribe_for_client for the channel's namespace, or client.insecure)",
-        (2, "102") => " (the channel's namespace is not configured)",
+/// What the connect/subscribe/publish error means for the person running the tool.
+pub fn hint(what: &str, code: u32) -> &'static str {
+    match (what, code) {
+        ("connect", 101) => {
+            " (pass --token or --hmac-secret, enable client.insecure / anonymous connect, or the connect proxy)"
+        }
+        ("subscribe", 103) => " (enable allow_subscribe_for_client for the channel's namespace, or client.insecure)",
+        ("publish", 103) => {
+            " (enable allow_publish_for_client or publish_proxy_enabled for the channel's namespace, or client.insecure)"
+        }
+        (_, 102) => " (the channel's namespace is not configured)",
         _ => "",
     }
+}
+
+/// An error reply (`"<code> <message>"`, as [`Reply::Answer`] holds it) to `what`.
+pub fn error_reply(what: &'static str, e: &str) -> ClientErr {
+    let (code, message) = e.split_once(' ').unwrap_or((e, ""));
+    ClientErr::Refused { what, code: code.parse().unwrap_or(0), message: message.to_string() }
 }
 
 /// A message of a frame that is not a publication, as far as the client cares.
@@ -463,7 +513,7 @@ fn pb_messages(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// The non-publication messages of a frame.
-fn replies(format: WireFormat, data: &[u8]) -> Vec<Reply> {
+pub fn replies(format: WireFormat, data: &[u8]) -> Vec<Reply> {
     match format {
         WireFormat::Json => data
             .split(|&b| b == b'\n')
