@@ -94,7 +94,9 @@ impl CentrifugoUniStream for Service {
             .metadata()
             .iter()
             .filter_map(|kv| match kv {
-                tonic::metadata::KeyAndValueRef::Ascii(k, v) => Some((k.as_str().to_string(), v.to_str().ok()?.to_string())),
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                    Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))
+                }
                 tonic::metadata::KeyAndValueRef::Binary(..) => None,
             })
             .collect();
