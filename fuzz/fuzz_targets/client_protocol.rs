@@ -98,6 +98,8 @@ fn echoes(cmd: &Cmd, from: Format) -> (Vec<(u32, Result<ReplyBody, ApiError>)>, 
                 subs,
                 ping: 25,
                 pong: true,
+                session: c.name.clone(),
+                node: c.version.clone(),
             };
             replies.push((id, Ok(ReplyBody::Connect(r))));
             let i = info(&c.name, &c.token, c.data.as_ref());
