@@ -82,15 +82,14 @@ pub(super) async fn connect_proxy(
     Ok(ProxyConnect::Accepted(claims, data))
 }
 
-/// Asks the subscribe proxy whether this client may subscribe, and with which options.
-pub(super) async fn subscribe_proxy(
+/// A command's call to `p`: the answer's result (empty when it has none), or the error the
+/// client gets (100 when the call failed, else the backend's), or the close of the connection
+/// (the backend's disconnect, or the connection closed meanwhile).
+async fn decide(
     s: &Rc<Session>,
     p: &Arc<crate::proxy::Proxy>,
-    mut req: SubscribeReq,
-) -> SubOutcome {
-    let mut call = s.proxy_request(p);
-    call.channel = req.channel.clone();
-    Session::set_payload(p, &mut call, req.data.take());
+    call: crate::proxy::Request,
+) -> Result<Result<crate::proxy::ResultObj, ApiError>, Disconnect> {
     let r = match s.call_proxy(p, call).await {
         Ok(r) => r,
         Err(_) => return Ok(Err(ApiError::INTERNAL)),
@@ -104,7 +103,22 @@ pub(super) async fn subscribe_proxy(
     if let Some(e) = &r.error {
         return Ok(Err(sp::api_error(e)));
     }
-    let res = r.result.unwrap_or_default();
+    Ok(Ok(r.result.unwrap_or_default()))
+}
+
+/// Asks the subscribe proxy whether this client may subscribe, and with which options.
+pub(super) async fn subscribe_proxy(
+    s: &Rc<Session>,
+    p: &Arc<crate::proxy::Proxy>,
+    mut req: SubscribeReq,
+) -> SubOutcome {
+    let mut call = s.proxy_request(p);
+    call.channel = req.channel.clone();
+    Session::set_payload(p, &mut call, req.data.take());
+    let res = match decide(s, p, call).await? {
+        Ok(res) => res,
+        Err(e) => return Ok(Err(e)),
+    };
     let (Ok(info), Ok(data)) = (sp::payload(&res.info, &res.b64info), sp::payload(&res.data, &res.b64data)) else {
         return Ok(Err(ApiError::INTERNAL));
     };
@@ -143,20 +157,10 @@ pub(super) async fn publish_proxy(
     let mut call = s.proxy_request(p);
     call.channel = channel.clone();
     Session::set_payload(p, &mut call, Some(data.clone()));
-    let r = match s.call_proxy(p, call).await {
-        Ok(r) => r,
-        Err(_) => return Ok(Err(ApiError::INTERNAL)),
+    let res = match decide(s, p, call).await? {
+        Ok(res) => res,
+        Err(e) => return Ok(Err(e)),
     };
-    if s.st.borrow().closed {
-        return Err(Disconnect::new(3000, "connection closed"));
-    }
-    if let Some(d) = &r.disconnect {
-        return Err(sp::disconnect(d));
-    }
-    if let Some(e) = &r.error {
-        return Ok(Err(sp::api_error(e)));
-    }
-    let res = r.result.unwrap_or_default();
     // The publish result's `data` wins over `b64data` when both are there.
     let bytes = match (&res.data, res.b64data.is_empty()) {
         (Some(d), _) => d.clone(),
