@@ -32,7 +32,9 @@ impl Handler for Quiet {
     }
     fn on_timer(self: Rc<Self>, _at: Instant) {}
     fn resubscribe(&self, _channel: &str) {}
-    fn on_action(self: Rc<Self>, _cmd: &Command) {}
+    fn on_action(self: Rc<Self>, _cmd: &Command) -> Option<gyre::client::Pending> {
+        None
+    }
     fn is_connected(&self) -> bool {
         true
     }

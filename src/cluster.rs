@@ -187,7 +187,12 @@ pub fn on_control(w: &Rc<Worker>, payload: Bytes) {
                     let cmd = Arc::new(cmd);
                     for i in 0..w.workers {
                         let cmd = cmd.clone();
-                        w.send(i, Msg::Job(Box::new(move |w| act_here(w, &cmd))));
+                        w.send(
+                            i,
+                            Msg::Job(Box::new(move |w| {
+                                act_here(w, &cmd);
+                            })),
+                        );
                     }
                 }
                 Err(_) => tracing::warn!(method = method.name(), "undecodable action from another node"),
@@ -418,10 +423,8 @@ pub async fn nodes(w: &Rc<Worker>) -> Vec<NodeInfo> {
 }
 
 /// An API subscribe/unsubscribe/disconnect/refresh for this worker's connections.
-pub fn act_here(w: &Worker, cmd: &Command) {
-    for h in w.hub.handlers() {
-        h.on_action(cmd);
-    }
+pub fn act_here(w: &Worker, cmd: &Command) -> Vec<crate::client::Pending> {
+    w.hub.handlers().into_iter().filter_map(|h| h.on_action(cmd)).collect()
 }
 
 /// An API action on connections: applied to this node's workers and, with the Redis engine,
@@ -430,8 +433,19 @@ pub async fn act(w: &Rc<Worker>, cmd: Command) -> Reply {
     broadcast_act(w, &cmd).await?;
     let cmd = Arc::new(cmd);
     for c in w.ask_all(move |w, a| {
-        act_here(w, &cmd);
-        a.send(w, ())
+        let pending = act_here(w, &cmd);
+        if pending.is_empty() {
+            a.send(w, ());
+        } else {
+            // Answered once this worker's subscribes finished (they run side by side).
+            let w = w.clone();
+            monoio::spawn(async move {
+                for p in pending {
+                    p.await;
+                }
+                a.send(&w, ());
+            });
+        }
     }) {
         c.await;
     }

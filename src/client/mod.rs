@@ -122,6 +122,9 @@ pub fn frame_message(framing: Framing, format: Format, payload: &[u8]) -> Bytes 
 
 /// What the worker may ask of the session behind a [`Client`]: implemented by the client
 /// session, so the worker and the hub never name it.
+/// Work a handler started that someone waits for.
+pub type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
 pub trait Handler {
     /// Closes the connection with this code and reason and releases what it holds.
     fn disconnect(&self, d: Disconnect);
@@ -130,8 +133,9 @@ pub trait Handler {
     /// The channel may have a gap for this connection: unsubscribe it so it recovers.
     fn resubscribe(&self, channel: &str);
     /// A server API action (subscribe, unsubscribe, disconnect, refresh) for every local
-    /// connection: the handler applies it when the target matches.
-    fn on_action(self: Rc<Self>, cmd: &Command);
+    /// connection: the handler applies it when the target matches. Work it starts and that
+    /// the API reply must wait for (a server-side subscribe) is returned as a future.
+    fn on_action(self: Rc<Self>, cmd: &Command) -> Option<Pending>;
     /// Whether the connection finished its handshake and is not closed (`info` counts).
     fn is_connected(&self) -> bool;
 }

@@ -684,8 +684,10 @@ pub(super) fn ping_interval(s: &Session) -> std::time::Duration {
 }
 
 /// Applies an API subscribe/unsubscribe/disconnect/refresh to this session when it is one of
-/// the command's targets.
-pub(super) fn api_act(s: &Rc<Session>, cmd: &Command) {
+/// the command's targets. A subscribe runs on its own; the returned future resolves when it
+/// finished (subscribed or refused), so the API answers after the subscription is live, as
+/// Centrifugo does for its own node's connections.
+pub(super) fn api_act(s: &Rc<Session>, cmd: &Command) -> Option<crate::client::Pending> {
     match cmd {
         Command::Disconnect(d) if matches_target(s, &d.target) && !d.whitelist.iter().any(|c| **c == *s.client.id) => {
             s.disconnect(Disconnect { code: d.code, reason: d.reason.to_string().into() });
@@ -703,7 +705,7 @@ pub(super) fn api_act(s: &Rc<Session>, cmd: &Command) {
         Command::Refresh(r) if matches_target(s, &r.target) => {
             if r.expired {
                 s.disconnect(Disconnect::EXPIRED);
-                return;
+                return None;
             }
             let now = unix_now();
             {
@@ -720,6 +722,7 @@ pub(super) fn api_act(s: &Rc<Session>, cmd: &Command) {
             if matches_target(s, &sub.target) && !s.st.borrow().subs.contains_key(&*sub.channel) =>
         {
             let (s, sub) = (s.clone(), sub.clone());
+            let (done, finished) = crate::notify::oneshot::<()>();
             monoio::spawn(async move {
                 let recover = sub.recover_since.as_ref();
                 let req = SubscribeReq {
@@ -735,8 +738,11 @@ pub(super) fn api_act(s: &Rc<Session>, cmd: &Command) {
                 {
                     push_subscribed(&s, &channel, res, sub.data.as_ref().map(|p| p.bytes.clone()));
                 }
+                done(());
             });
+            return Some(Box::pin(finished));
         }
         _ => {}
     }
+    None
 }

@@ -404,8 +404,8 @@ impl Handler for Session {
         self.unsubscribe(channel, Some((2500, "insufficient state")));
     }
 
-    fn on_action(self: Rc<Self>, cmd: &Command) {
-        commands::api_act(&self, cmd);
+    fn on_action(self: Rc<Self>, cmd: &Command) -> Option<crate::client::Pending> {
+        commands::api_act(&self, cmd)
     }
 
     /// A hidden session is never counted.

@@ -364,6 +364,8 @@ fn uni_websocket_compression() {
         let f = c.frame();
         if f.op() == 0x9 {
             assert!(!f.rsv1(), "a control frame is never compressed: {f:?}");
+            // The server awaits the pong of its WebSocket pings on this transport.
+            c.s.write_all(&client_frame(true, 0xA, &f.payload, true)).unwrap();
             continue;
         }
         if f.json().first().is_some_and(|m| m["pub"].is_object()) {
