@@ -409,9 +409,17 @@ fn validate(c: &Config) -> Result<(), String> {
             duration::format(&cl.pong_timeout)
         ));
     }
-    let claim = &cl.token.user_id_claim;
-    if !claim.is_empty() && !claim.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_') {
-        return Err(format!("client.token.user_id_claim: invalid claim name {claim:?} (must match ^[a-zA-Z_]+$)"));
+    let mut sections = vec![(&cl.token, "client.token")];
+    if cl.subscription_token.enabled {
+        sections.push((&cl.subscription_token.token, "client.subscription_token"));
+    }
+    for (t, at) in sections {
+        let claim = &t.user_id_claim;
+        if !claim.is_empty() && !claim.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_') {
+            return Err(format!("{at}.user_id_claim: invalid claim name {claim:?} (must match ^[a-zA-Z_]+$)"));
+        }
+        // Keys parsed, regexes compiled, the JWKS endpoint checked: what the workers build.
+        crate::token::Verifier::from_config(t, cl.insecure_skip_token_signature_verify, at)?;
     }
     if c.admin.enabled && !c.admin.insecure && (c.admin.password.is_empty() || c.admin.secret.is_empty()) {
         return Err(
@@ -518,7 +526,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
             config.http_api.key = uuid::Uuid::new_v4().to_string();
             generated.push("http_api.key");
         }
-        if config.client.token.hmac_secret_key.is_empty() {
+        if config.client.token.hmac_secret_key.is_empty() && !config.client.token.has_public_keys() {
             config.client.token.hmac_secret_key = uuid::Uuid::new_v4().to_string();
             generated.push("client.token.hmac_secret_key");
         }
