@@ -575,6 +575,10 @@ pub(super) async fn refresh(s: &Rc<Session>, id: u32, token: &str) -> Result<(),
         if claims.info.is_some() {
             st.conn_info = claims.info;
         }
+        // As Centrifugo: a refresh token's `meta` replaces the connection's.
+        if claims.meta.is_some() {
+            st.meta = claims.meta;
+        }
     }
     let ttl = if claims.expire_at > 0 { (claims.expire_at - now) as u32 } else { 0 };
     s.reply(
