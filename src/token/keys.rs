@@ -83,7 +83,9 @@ const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 const OID_P521: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x23];
 
 /// (algorithm OID, parameters OID if any, key bits) of a SubjectPublicKeyInfo.
-fn spki_parts(spki: &[u8]) -> Option<(&[u8], Option<&[u8]>, &[u8])> {
+type SpkiParts<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
+
+fn spki_parts(spki: &[u8]) -> Option<SpkiParts<'_>> {
     let (_, inner, _) = der_next(spki)?;
     let (_, alg, rest) = der_next(inner)?;
     let (tag, oid, params) = der_next(alg)?;

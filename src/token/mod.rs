@@ -247,16 +247,15 @@ impl Verifier {
     /// Verifies signature and registered claims, or names the JWKS keys missing for it.
     pub fn check(&self, token: &str) -> Check {
         match self.check_inner(token) {
-            Ok(Some(fetch)) => Check::Fetch(fetch),
-            Ok(None) => unreachable!(),
-            Err(Ok(claims)) => Check::Done(Ok(claims)),
-            Err(Err(e)) => Check::Done(Err(e)),
+            Ok(fetch) => Check::Fetch(fetch),
+            Err(done) => Check::Done(done),
         }
     }
 
-    /// `Ok(fetch)` or `Err(result)`: the early return carries the outcome.
+    /// `Ok(fetch)` when JWKS keys are missing, else `Err(outcome)` (so that `?` ends the
+    /// check with its outcome).
     #[allow(clippy::type_complexity)]
-    fn check_inner(&self, token: &str) -> Result<Option<jwks::Fetch>, Result<Map<String, Value>, TokenError>> {
+    fn check_inner(&self, token: &str) -> Result<jwks::Fetch, Result<Map<String, Value>, TokenError>> {
         let mut parts = token.split('.');
         let (Some(h64), Some(c64), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(invalid("malformed token"));
@@ -266,7 +265,6 @@ impl Verifier {
             _ => TokenError::Invalid("malformed token".into()),
         });
         let header = header.map_err(Err)?;
-        let _ = h64;
         let claims = URL_SAFE_NO_PAD
             .decode(c64)
             .ok()
@@ -294,7 +292,7 @@ impl Verifier {
                         return Err(invalid("jwks: kid is not provided"));
                     }
                     let url = jwks::resolve(template, &vars).map_err(|e| Err(TokenError::Invalid(e)))?;
-                    let Some(key) = snapshot.get(&url, kid) else { return Ok(Some(jwks::Fetch { url })) };
+                    let Some(key) = snapshot.get(&url, kid) else { return Ok(jwks::Fetch { url }) };
                     let alg = key.algorithm(header.alg).map_err(|e| Err(TokenError::Invalid(e.into())))?;
                     signature_ok(sig, message, key.key(), alg)
                 }
