@@ -217,7 +217,14 @@ fn load_for_tools(config: Option<PathBuf>) -> Result<Loaded> {
         skip_secret_generation: true,
         ..Default::default()
     };
-    load(&opts).map_err(|e| anyhow!("{e}"))
+    load_checked(&opts).map_err(|e| anyhow!("{e}"))
+}
+
+/// [`load`], then the token options checked as the workers will build them.
+fn load_checked(opts: &LoadOptions) -> std::result::Result<Loaded, String> {
+    let loaded = load(opts).map_err(|e| e.to_string())?;
+    token::check_config(&loaded.config).map_err(|e| format!("invalid configuration: {e}"))?;
+    Ok(loaded)
 }
 
 fn init_logging(level: &str) -> bool {
@@ -247,7 +254,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         env: process_env(),
         ..Default::default()
     };
-    let loaded = match load(&opts) {
+    let loaded = match load_checked(&opts) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("gyre: {e}");
@@ -373,7 +380,7 @@ fn checkconfig(path: PathBuf) -> Result<()> {
         skip_secret_generation: true,
         ..Default::default()
     };
-    let loaded = load(&opts).map_err(|e| anyhow!("{e}"))?;
+    let loaded = load_checked(&opts).map_err(|e| anyhow!("{e}"))?;
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }

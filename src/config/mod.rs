@@ -11,12 +11,14 @@ pub mod load;
 pub mod pattern;
 pub mod proxy;
 pub mod redis;
+mod token;
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 pub use load::{load, LoadOptions, Loaded};
 pub use pattern::ChannelRegex;
+pub use token::{SubscriptionToken, Token};
 
 use crate::error::ApiError;
 
@@ -130,40 +132,6 @@ impl Default for HttpApi {
     }
 }
 
-/// How tokens are verified (`client.token`, and `client.subscription_token` when enabled);
-/// see [`crate::token::Verifier`].
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Token {
-    /// HS256/HS384/HS512.
-    pub hmac_secret_key: String,
-    /// Also accepted for HMAC tokens (key rotation), until
-    /// `hmac_previous_secret_key_valid_until` (Unix seconds; 0 = no limit).
-    pub hmac_previous_secret_key: String,
-    pub hmac_previous_secret_key_valid_until: i64,
-    /// PEM (`PUBLIC KEY` or `CERTIFICATE`): RS256/RS384/RS512.
-    pub rsa_public_key: String,
-    /// PEM (`PUBLIC KEY` or `CERTIFICATE`), P-256 (ES256) or P-384 (ES384).
-    pub ecdsa_public_key: String,
-    /// JWKS URL (http or https), possibly a template with `{{name}}` placeholders filled from
-    /// the named groups of `issuer_regex`/`audience_regex`. When set, the keys above are not
-    /// used.
-    pub jwks_public_endpoint: String,
-    pub audience: String,
-    pub audience_regex: String,
-    pub issuer: String,
-    pub issuer_regex: String,
-    pub user_id_claim: String,
-    pub insecure_skip_jwks_endpoint_safety_check: bool,
-}
-
-impl Token {
-    /// Some key other than the HMAC secret is configured.
-    pub fn has_public_keys(&self) -> bool {
-        !self.rsa_public_key.is_empty() || !self.ecdsa_public_key.is_empty() || !self.jwks_public_endpoint.is_empty()
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Client {
@@ -232,16 +200,6 @@ impl Default for Client {
             proxy: proxy::ClientProxies::default(),
         }
     }
-}
-
-/// With `enabled`, subscription tokens are verified with these options instead of
-/// `client.token`'s.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SubscriptionToken {
-    pub enabled: bool,
-    #[serde(flatten)]
-    pub token: Token,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
