@@ -40,6 +40,7 @@ mod bench_smoke;
 mod cent;
 mod cli;
 mod config_audit;
+mod delta;
 mod gateway;
 mod grpc;
 mod hardening;
