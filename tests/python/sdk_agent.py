@@ -11,7 +11,8 @@ Commands:
       `data`: the connect command's data; `headers`: sent with the WebSocket upgrade. The
       `connected` event has the connect reply's `data` when there is some.
   {"op":"sub","c":NAME,"ch":CHANNEL,"opts"?:{"recoverable":..,"positioned":..,"join_leave":..,
-   "data":ANY}}                 `data`: the subscribe command's data
+   "data":ANY,"delta":"fossil"}}  `data`: the subscribe command's data; `delta`: ask for
+                               fossil delta compression
   {"op":"unsub","c":NAME,"ch":CHANNEL}
   {"op":"call","c":NAME,"id":N,"method":"publish"|"presence"|"presenceStats"|"history",
    "ch":CHANNEL,"data"?:ANY,"opts"?:{"limit":N,"reverse":bool}}
@@ -269,6 +270,7 @@ async def handle(cmd):
             positioned=bool(opts.get("positioned")),
             join_leave=bool(opts.get("joinLeave")),
             **({"data": opts["data"]} if "data" in opts else {}),
+            **({"delta": centrifuge.DeltaType(opts["delta"])} if "delta" in opts else {}),
         )
         spawn(s.subscribe())
     elif op == "unsub":
