@@ -20,12 +20,13 @@ use smallvec::SmallVec;
 use crate::client::outbox::Writes;
 use crate::client::{Client, Framing, Handler};
 use crate::error::Disconnect;
+use crate::filter::Filter;
 use crate::protocol::{Format, PushBody};
 use crate::push::{metrics_kind, raw_publication_frame, Prepared, PushKind};
 use crate::wire::deflate::{self, Deflate};
 
 /// A local subscriber of a channel.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Sub {
     key: u32,
     /// The client's generation: an entry never reaches a later client in the same slot.
@@ -34,6 +35,17 @@ struct Sub {
     live: bool,
     /// This subscriber receives join/leave pushes.
     join_leave: bool,
+    /// Its tags filter: publications whose tags it rejects are not sent.
+    filter: Option<Arc<Filter>>,
+}
+
+/// Whether the push reaches this subscriber as far as its tags filter is concerned (only
+/// publications are filtered).
+fn passes(s: &Sub, p: &Prepared) -> bool {
+    match (&s.filter, &p.push) {
+        (Some(f), PushBody::Pub(publication)) => f.matches(publication.tags.as_deref().unwrap_or_default()),
+        _ => true,
+    }
 }
 
 /// A client in its slot: the part fan-out uses and the session behind it.
@@ -111,14 +123,25 @@ impl Hub {
 
     /// The owner accepted a subscription of client `key` (generation `gen`): it joins the
     /// channel's subscribers, with pushes held until its reply is written, and `extra` pushes
-    /// (newer than the position it was answered with) held first. False when the client is
-    /// gone or no longer waits for it: the owner's count must then be taken back.
-    pub fn accept(&self, key: u32, gen: u32, channel: &Arc<str>, join_leave: bool, extra: &[Arc<Prepared>]) -> bool {
+    /// (newer than the position it was answered with, those its tags `filter` passes) held
+    /// first. False when the client is gone or no longer waits for it: the owner's count must
+    /// then be taken back.
+    pub fn accept(
+        &self,
+        key: u32,
+        gen: u32,
+        channel: &Arc<str>,
+        join_leave: bool,
+        filter: Option<Arc<Filter>>,
+        extra: &[Arc<Prepared>],
+    ) -> bool {
         let client = match self.clients.borrow().get(key as usize) {
             Some(e) if e.client.gen == gen && e.client.expects(channel) => e.client.clone(),
             _ => return false,
         };
-        self.index.borrow_mut().entry(channel.clone()).or_default().push(Sub { key, gen, live: false, join_leave });
+        let sub = Sub { key, gen, live: false, join_leave, filter };
+        let extra: SmallVec<[&Arc<Prepared>; 4]> = extra.iter().filter(|p| passes(&sub, p)).collect();
+        self.index.borrow_mut().entry(channel.clone()).or_default().push(sub);
         for p in extra {
             if let Some(frame) = frame_for(&client, p, &mut Frames::default()) {
                 client.hold(channel, frame);
@@ -177,6 +200,9 @@ impl Hub {
             for s in subs.iter() {
                 let Some(e) = clients.get(s.key as usize).filter(|e| e.client.gen == s.gen) else { continue };
                 if p.kind == PushKind::JoinLeave && !s.join_leave {
+                    continue;
+                }
+                if !passes(s, p) {
                     continue;
                 }
                 let Some(frame) = frame_for(&e.client, p, &mut frames_of) else {

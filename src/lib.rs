@@ -12,6 +12,8 @@ pub mod api;
 pub mod config;
 /// Error types: API errors, disconnect reasons, internal errors.
 pub mod error;
+/// Tags filters: subscribers' filters over publication tags.
+pub mod filter;
 /// Socket reads shared by every connection kind.
 pub mod io;
 /// Per-worker counters and the Prometheus text.

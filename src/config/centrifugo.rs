@@ -39,7 +39,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "client.subscription_token.issuer_regex", "client.subscription_token.user_id_claim",
     "client.subscription_token.insecure_skip_jwks_endpoint_safety_check",
     "client.presence_update_interval", "client.concurrency", "client.channel_position_check_delay",
-    "client.channel_position_max_time_lag", "client.connect_include_server_time",
+    "client.channel_position_max_time_lag",
     "client.insecure_skip_token_signature_verify", "client.user_id_http_header",
     "channel.proxy.map_publish", "channel.proxy.map_remove", "channel.proxy.shared_poll_refresh",
     "channel.publication_data_format",
@@ -59,7 +59,7 @@ pub(super) const OPTIONS: &[&str] = &[
 /// Channel options (of `channel.without_namespace` and of each namespace).
 #[rustfmt::skip]
 pub(super) const CHANNEL_OPTIONS: &[&str] = &[
-    "allowed_delta_types", "allow_tags_filter", "delta_publish", "publication_data_format",
+    "allowed_delta_types", "delta_publish", "publication_data_format",
     "subscription_type",
     "map", "map_clients_presence_channel_prefix", "map_users_presence_channel_prefix", "shared_poll",
 ];

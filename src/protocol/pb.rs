@@ -14,7 +14,7 @@ use super::*;
 use crate::model::Payload;
 
 /// The subset of `client.proto` this server reads and writes, field numbers as upstream.
-/// Fields the server never uses (dictionaries, tag filters, map subscriptions, ...) are left
+/// Fields the server never uses (dictionaries, map subscriptions, ...) are left
 /// out: prost skips them as unknown fields when decoding.
 pub mod proto {
     use std::collections::BTreeMap;
@@ -257,6 +257,8 @@ pub mod proto {
         pub session: String,
         #[prost(string, tag = "10")]
         pub node: String,
+        #[prost(int64, tag = "11")]
+        pub time: i64,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -299,8 +301,40 @@ pub mod proto {
         pub join_leave: bool,
         #[prost(string, tag = "12")]
         pub delta: String,
+        #[prost(message, optional, tag = "13")]
+        pub tf: Option<FilterNode>,
         #[prost(int64, tag = "14")]
         pub flag: i64,
+    }
+
+    /// A tags filter node (prost bounds how deep nested messages may go when decoding).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct FilterNode {
+        #[prost(string, tag = "1")]
+        pub op: String,
+        #[prost(string, tag = "2")]
+        pub key: String,
+        #[prost(string, tag = "3")]
+        pub cmp: String,
+        #[prost(string, tag = "4")]
+        pub val: String,
+        #[prost(string, repeated, tag = "5")]
+        pub vals: Vec<String>,
+        #[prost(message, repeated, tag = "6")]
+        pub nodes: Vec<FilterNode>,
+    }
+
+    impl FilterNode {
+        pub fn into_node(self) -> crate::filter::FilterNode {
+            crate::filter::FilterNode {
+                op: self.op,
+                key: self.key,
+                cmp: self.cmp,
+                val: self.val,
+                vals: self.vals,
+                nodes: self.nodes.into_iter().map(FilterNode::into_node).collect(),
+            }
+        }
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -508,6 +542,7 @@ fn to_cmd(c: proto::Command) -> Cmd {
             recoverable: r.recoverable,
             join_leave: r.join_leave,
             delta: r.delta,
+            tf: r.tf.map(proto::FilterNode::into_node),
             flag: r.flag,
         })
     } else if let Some(r) = c.unsubscribe {
@@ -651,6 +686,7 @@ fn connect_result(out: &mut Vec<u8>, r: &ConnectResult) {
     put_bool(out, 8, r.pong);
     put_str(out, 9, &r.session);
     put_str(out, 10, &r.node);
+    put_u64(out, 11, r.time as u64);
 }
 
 /// The `Connect` push message (its own field numbers, unlike `ConnectResult`).
@@ -670,6 +706,7 @@ fn connect_push(out: &mut Vec<u8>, r: &ConnectResult) {
     put_bool(out, 8, r.pong);
     put_str(out, 9, &r.session);
     put_str(out, 10, &r.node);
+    put_u64(out, 11, r.time as u64);
 }
 
 /// Appends one length-prefixed `Reply` to command `id`.
