@@ -65,9 +65,9 @@ pub enum Test {
     StartsWith(Box<str>),
     EndsWith(Box<str>),
     Contains(Box<str>),
-    /// A numeric comparison: holds when the tag's number compares to the operand with one of
-    /// the orderings listed (`None`: the operand is not a number, so it never holds).
-    Num(Option<Decimal>, NumCmp),
+    /// A numeric comparison: holds when the tag's number compares to the operand as asked
+    /// (`None`: the operand is not a number, so it never holds).
+    Num(Option<Box<str>>, NumCmp),
 }
 
 /// Which orderings of `tag` against the operand a numeric comparison accepts.
@@ -123,7 +123,10 @@ impl Test {
             (Test::StartsWith(v), Some(t)) => t.starts_with(&**v),
             (Test::EndsWith(v), Some(t)) => t.ends_with(&**v),
             (Test::Contains(v), Some(t)) => t.contains(&**v),
-            (Test::Num(Some(operand), cmp), Some(t)) => Decimal::parse(t).is_some_and(|n| cmp.holds(n.cmp(operand))),
+            (Test::Num(Some(operand), cmp), Some(t)) => match (Decimal::parse(t), Decimal::parse(operand)) {
+                (Some(n), Some(o)) => cmp.holds(n.cmp(&o)),
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -174,7 +177,7 @@ fn leaf(n: &FilterNode) -> Result<Filter, Invalid> {
         }
         Ok(n.vals.iter().map(|v| v.as_str().into()).collect())
     };
-    let num = |c: NumCmp| val().map(|v| Test::Num(Decimal::parse(&v), c));
+    let num = |c: NumCmp| val().map(|v| Test::Num(Decimal::parse(&v).is_some().then_some(v), c));
     let test = match cmp {
         "" => return Err(Invalid("leaf node must have cmp set".into())),
         "eq" => Test::Eq(val()?),
@@ -206,18 +209,19 @@ fn leaf(n: &FilterNode) -> Result<Filter, Invalid> {
     Ok(Filter::Leaf { key: n.key.as_str().into(), test })
 }
 
-/// A decimal number for the numeric comparisons, normalized so that equal numbers are equal
-/// values: no leading zeros in `int`, no trailing zeros in `frac`, zero never negative.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decimal {
+/// A decimal number for the numeric comparisons (borrowed from its text, no allocation),
+/// normalized so that equal numbers are equal values: no leading zeros in `int`, no trailing
+/// zeros in `frac`, zero never negative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decimal<'a> {
     neg: bool,
-    int: Box<str>,
-    frac: Box<str>,
+    int: &'a str,
+    frac: &'a str,
 }
 
-impl Decimal {
+impl<'a> Decimal<'a> {
     /// Parses `[+-]digits[.digits]` (at most 19 fraction digits, 200 characters in all).
-    pub fn parse(s: &str) -> Option<Decimal> {
+    pub fn parse(s: &'a str) -> Option<Decimal<'a>> {
         if s.is_empty() || s.len() > 200 {
             return None;
         }
@@ -240,19 +244,19 @@ impl Decimal {
         let int = int.trim_start_matches('0');
         let frac = frac.trim_end_matches('0');
         let neg = neg && !(int.is_empty() && frac.is_empty());
-        Some(Decimal { neg, int: int.into(), frac: frac.into() })
+        Some(Decimal { neg, int, frac })
     }
 
     fn cmp_magnitude(&self, other: &Decimal) -> Ordering {
         self.int
             .len()
             .cmp(&other.int.len())
-            .then_with(|| self.int.cmp(&other.int))
-            .then_with(|| self.frac.cmp(&other.frac))
+            .then_with(|| self.int.cmp(other.int))
+            .then_with(|| self.frac.cmp(other.frac))
     }
 }
 
-impl Ord for Decimal {
+impl Ord for Decimal<'_> {
     fn cmp(&self, other: &Self) -> Ordering {
         match (self.neg, other.neg) {
             (false, true) => Ordering::Greater,
@@ -263,7 +267,7 @@ impl Ord for Decimal {
     }
 }
 
-impl PartialOrd for Decimal {
+impl PartialOrd for Decimal<'_> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
