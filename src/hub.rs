@@ -35,6 +35,11 @@ struct Sub {
     live: bool,
     /// This subscriber receives join/leave pushes.
     join_leave: bool,
+    /// It negotiated fossil deltas (see `crate::delta`).
+    delta: bool,
+    /// With `delta`: the owner's sequence number of the last publication it was sent (0: none
+    /// known), the only base a patch may apply to.
+    base: u64,
     /// Its tags filter: publications whose tags it rejects are not sent.
     filter: Option<Arc<Filter>>,
 }
@@ -125,13 +130,15 @@ impl Hub {
     /// channel's subscribers, with pushes held until its reply is written, and `extra` pushes
     /// (newer than the position it was answered with, those its tags `filter` passes) held
     /// first. False when the client is gone or no longer waits for it: the owner's count must
-    /// then be taken back.
+    /// then be taken back. With `delta` it negotiated fossil deltas.
+    #[allow(clippy::too_many_arguments)] // the subscription's parts, each a plain value
     pub fn accept(
         &self,
         key: u32,
         gen: u32,
         channel: &Arc<str>,
         join_leave: bool,
+        delta: bool,
         filter: Option<Arc<Filter>>,
         extra: &[Arc<Prepared>],
     ) -> bool {
@@ -139,14 +146,16 @@ impl Hub {
             Some(e) if e.client.gen == gen && e.client.expects(channel) => e.client.clone(),
             _ => return false,
         };
-        let sub = Sub { key, gen, live: false, join_leave, filter };
-        let extra: SmallVec<[&Arc<Prepared>; 4]> = extra.iter().filter(|p| passes(&sub, p)).collect();
-        self.index.borrow_mut().entry(channel.clone()).or_default().push(sub);
+        let mut sub = Sub { key, gen, live: false, join_leave, delta, base: 0, filter };
         for p in extra {
-            if let Some(frame) = frame_for(&client, p, &mut Frames::default()) {
+            if !passes(&sub, p) {
+                continue;
+            }
+            if let Some(frame) = sub_frame(&client, &mut sub, p, &mut Frames::default()) {
                 client.hold(channel, frame);
             }
         }
+        self.index.borrow_mut().entry(channel.clone()).or_default().push(sub);
         true
     }
 
@@ -191,13 +200,13 @@ impl Hub {
     pub fn deliver(&self, p: &Prepared) {
         let mut to_close: SmallVec<[(u32, Disconnect); 4]> = SmallVec::new();
         {
-            let index = self.index.borrow();
-            let Some(subs) = index.get(&*p.channel) else { return };
+            let mut index = self.index.borrow_mut();
+            let Some(subs) = index.get_mut(&*p.channel) else { return };
             let clients = self.clients.borrow();
             let mut frames_of = Frames::default();
             // Messages and bytes per transport (a metrics index).
             let mut sent = [(0u64, 0u64); crate::metrics::TRANSPORTS.len()];
-            for s in subs.iter() {
+            for s in subs.iter_mut() {
                 let Some(e) = clients.get(s.key as usize).filter(|e| e.client.gen == s.gen) else { continue };
                 if p.kind == PushKind::JoinLeave && !s.join_leave {
                     continue;
@@ -205,7 +214,7 @@ impl Hub {
                 if !passes(s, p) {
                     continue;
                 }
-                let Some(frame) = frame_for(&e.client, p, &mut frames_of) else {
+                let Some(frame) = sub_frame(&e.client, s, p, &mut frames_of) else {
                     to_close.push((s.key, Disconnect::INAPPROPRIATE_PROTOCOL));
                     continue;
                 };
@@ -252,9 +261,14 @@ impl Hub {
 /// The frames of one push built during one delivery, by [`Client::frame_kind`]: each kind is
 /// encoded at most once per push and worker, whatever the number of its subscribers; so is
 /// each compressed frame (by kind and level), since with no context takeover a frame
-/// compressed once is valid on every connection that negotiated permessage-deflate.
+/// compressed once is valid on every connection that negotiated permessage-deflate; and so
+/// are the two frames of delta subscribers (full data, patch), by kind.
 #[derive(Default)]
-struct Frames([Option<Bytes>; crate::client::FRAME_KINDS], SmallVec<[(usize, i8, Bytes); 2]>);
+struct Frames(
+    [Option<Bytes>; crate::client::FRAME_KINDS],
+    SmallVec<[(usize, i8, Bytes); 2]>,
+    SmallVec<[(usize, Option<Bytes>); 2]>,
+);
 
 impl Frames {
     /// `plain`, this push's WebSocket frame of `kind`, as a client with `d` receives it.
@@ -270,6 +284,48 @@ impl Frames {
         self.1.push((kind, d.level, f.clone()));
         f
     }
+}
+
+/// The frame of a push for subscriber `s` of client `c`: for a delta subscriber of a
+/// publication, the patch when the owner made one against the publication `s` was sent last,
+/// else the full data in the delta form (see `crate::delta`); `s` then remembers this
+/// publication as its base. Other pushes and subscribers: [`frame_for`].
+fn sub_frame(c: &Client, s: &mut Sub, p: &Prepared, frames: &mut Frames) -> Option<Bytes> {
+    if !s.delta || p.kind != PushKind::Publication {
+        return frame_for(c, p, frames);
+    }
+    let d = p.delta.as_ref();
+    let patch = d.is_some_and(|d| d.base != 0 && d.base == s.base && d.patch.is_some());
+    s.base = d.map_or(0, |d| d.seq);
+    if patch {
+        if let Some(f) = delta_frame(c, p, true, frames) {
+            return Some(f);
+        }
+    }
+    if c.format == Format::Protobuf {
+        // The full data in protobuf is the plain publication.
+        return frame_for(c, p, frames);
+    }
+    delta_frame(c, p, false, frames)
+}
+
+/// A delta subscriber's frame (`patch` or full data, see [`Prepared::delta_frame`]), built once
+/// per kind and delivery, compressed when the client negotiated permessage-deflate.
+fn delta_frame(c: &Client, p: &Prepared, patch: bool, frames: &mut Frames) -> Option<Bytes> {
+    // Kinds of the delta forms, apart from the plain frames' in the compression cache.
+    let kind = c.frame_kind() + crate::client::FRAME_KINDS * (1 + patch as usize);
+    let plain = match frames.2.iter().find(|(k, _)| *k == kind) {
+        Some((_, f)) => f.clone(),
+        None => {
+            let f = p.delta_frame(c.framing, c.format, patch);
+            frames.2.push((kind, f.clone()));
+            f
+        }
+    }?;
+    Some(match c.deflate {
+        Some(d) => frames.deflated(kind, d, plain),
+        None => plain,
+    })
 }
 
 /// The frame of a push for one client (see [`plain_frame_for`]), compressed when the client

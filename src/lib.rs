@@ -10,6 +10,8 @@
 pub mod api;
 /// Config from file, env and flags; the Redis address parser.
 pub mod config;
+/// Fossil delta compression of publications: the owner's bases and the patches.
+pub mod delta;
 /// Error types: API errors, disconnect reasons, internal errors.
 pub mod error;
 /// Tags filters: subscribers' filters over publication tags.

@@ -8,6 +8,8 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 use crate::client::{frame_message, Framing};
+use crate::delta::DeltaPub;
+use crate::model::{Payload, Publication};
 use crate::protocol::{Format, PushBody};
 use crate::wire::ws::{frame, OpCode};
 
@@ -28,6 +30,9 @@ pub struct Prepared {
     /// The complete text frame for JSON clients; `None` when the payload is binary (JSON
     /// clients cannot receive it and are disconnected with 3506).
     pub json: Option<Bytes>,
+    /// A publication's delta step on the owner (see `crate::delta`), when the channel uses
+    /// deltas.
+    pub delta: Option<DeltaPub>,
 }
 
 impl Prepared {
@@ -40,7 +45,35 @@ impl Prepared {
             crate::protocol::encode_push(Format::Json, &channel, &push, &mut buf);
             frame(OpCode::Text, &buf)
         });
-        Prepared { channel, kind, push, json }
+        Prepared { channel, kind, push, json, delta: None }
+    }
+
+    /// This publication's delta step (set by the owner before the push is shared).
+    pub fn with_delta(mut self, delta: Option<DeltaPub>) -> Self {
+        self.delta = delta;
+        self
+    }
+
+    /// The frame a subscriber that negotiated fossil deltas receives: the patch (`patch`, a
+    /// `"delta": true` publication) or the full data, which JSON clients receive as a JSON
+    /// string. `None` when there is no patch, or the data (or patch) is not text a JSON client
+    /// can receive.
+    pub fn delta_frame(&self, framing: Framing, format: Format, patch: bool) -> Option<Bytes> {
+        let PushBody::Pub(p) = &self.push else { return None };
+        let bytes = if patch { self.delta.as_ref()?.patch.clone()? } else { p.data.bytes.clone() };
+        let bytes = match format {
+            Format::Json => crate::delta::json_string(&bytes)?,
+            Format::Protobuf => bytes,
+        };
+        let p = Publication { data: Payload { bytes, binary: false }, ..p.clone() };
+        let push = if patch { PushBody::Delta(p) } else { PushBody::Pub(p) };
+        let mut buf = Vec::with_capacity(128);
+        if framing.is_uni() {
+            crate::protocol::encode_bare_push(format, &self.channel, &push, &mut buf);
+        } else {
+            crate::protocol::encode_push(format, &self.channel, &push, &mut buf);
+        }
+        Some(frame_message(framing, format, &buf))
     }
 
     /// The complete binary frame for protobuf WebSocket clients.

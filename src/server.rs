@@ -374,7 +374,7 @@ fn start_redis(w: &Rc<Worker>) {
                 let Some(w) = weak.upgrade() else { return };
                 let Some(engine) = w.redis() else { return };
                 match engine.on_push(i, v) {
-                    Some(crate::engine::redis::Incoming::Push(p)) => w.fan_out_remote(p),
+                    Some(crate::engine::redis::Incoming::Push(p, delta)) => w.fan_out_remote(p, delta),
                     Some(crate::engine::redis::Incoming::Control(b)) => cluster::on_control(&w, b),
                     None => {}
                 }

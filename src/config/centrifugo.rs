@@ -59,7 +59,7 @@ pub(super) const OPTIONS: &[&str] = &[
 /// Channel options (of `channel.without_namespace` and of each namespace).
 #[rustfmt::skip]
 pub(super) const CHANNEL_OPTIONS: &[&str] = &[
-    "allowed_delta_types", "delta_publish", "publication_data_format",
+    "publication_data_format",
     "subscription_type",
     "map", "map_clients_presence_channel_prefix", "map_users_presence_channel_prefix", "shared_poll",
 ];
@@ -116,11 +116,12 @@ mod tests {
         assert!(!unsupported("client.proxy"));
         assert!(unsupported("channel.proxy.map_publish"));
         assert!(!unsupported("channel.proxy.subscribe"));
-        assert!(unsupported("channel.without_namespace.allowed_delta_types"));
+        assert!(unsupported("channel.without_namespace.subscription_type"));
+        assert!(!unsupported("channel.without_namespace.allowed_delta_types"));
         assert!(unsupported("channel.namespaces[3].subscription_type"));
         assert!(!unsupported("channel.namespaces[3].presence"));
         assert!(!unsupported("client.proxy_x"));
-        assert!(!unsupported("allowed_delta_types"));
+        assert!(!unsupported("subscription_type"));
         assert_eq!(unsupported_env("CLIENT_PROXY_CONNECT_ENDPOINT"), None);
         assert_eq!(
             unsupported_env("CHANNEL_PROXY_SHARED_POLL_REFRESH_ENDPOINT").as_deref(),
@@ -136,8 +137,8 @@ mod tests {
             Some("channel.without_namespace.map")
         );
         assert_eq!(
-            unsupported_env("CHANNEL_NAMESPACES_CHAT_DELTA_PUBLISH").as_deref(),
-            Some("channel.namespaces[].delta_publish")
+            unsupported_env("CHANNEL_NAMESPACES_CHAT_SUBSCRIPTION_TYPE").as_deref(),
+            Some("channel.namespaces[].subscription_type")
         );
         assert_eq!(unsupported_env("CLIENT_PROXYX"), None);
         assert_eq!(unsupported_env("HTTP_API_KYE"), None);

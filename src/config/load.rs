@@ -315,6 +315,9 @@ fn validate_channel_options(o: &ChannelOptions, at: &str, global_meta_ttl: std::
     if !["", "stream", "cache"].contains(&o.force_recovery_mode.as_str()) {
         return Err(format!("{at}.force_recovery_mode: unknown recovery mode {:?}", o.force_recovery_mode));
     }
+    if let Some(t) = o.allowed_delta_types.iter().find(|t| *t != "fossil") {
+        return Err(format!("{at}.allowed_delta_types: unknown delta type {t:?} (only \"fossil\" exists)"));
+    }
     if o.auto_cache_recover && (!o.force_recovery || o.force_recovery_mode != "cache") {
         return Err(format!("{at}.auto_cache_recover requires force_recovery and force_recovery_mode set to cache"));
     }
@@ -629,7 +632,7 @@ mod tests {
                 "rpc": {"namespaces": [{"name": "ns", "proxy": true}]},
                 "gateway": {"servers": [{"path": "/r", "topic": "t", "topc": "x"}]},
                 "channel": {"proxy": {"map_publish": {}},
-                            "namespaces": [{"name": "chat", "presense": true, "delta_publish": true}]}}"#,
+                            "namespaces": [{"name": "chat", "presense": true, "subscription_type": "map"}]}}"#,
         )
         .unwrap();
         let mut w = l.warnings.clone();
@@ -637,7 +640,7 @@ mod tests {
         assert_eq!(
             w,
             [
-                "option \"channel.namespaces[0].delta_publish\" is not supported by Gyre (ignored)",
+                "option \"channel.namespaces[0].subscription_type\" is not supported by Gyre (ignored)",
                 "option \"channel.proxy.map_publish\" is not supported by Gyre (ignored)",
                 "option \"webtransport\" is not supported by Gyre (ignored)",
                 "unknown option \"channel.namespaces[0].presense\" (ignored)",

@@ -263,12 +263,21 @@ pub struct ChannelOptions {
     /// Client-side channel names of the namespace must match (the part after the namespace
     /// boundary); without it they must be ASCII.
     pub channel_regex: ChannelRegex,
+    /// Delta encodings subscribers may ask for (`delta` in subscribe): `fossil` only.
+    pub allowed_delta_types: Vec<String>,
+    /// Every publication to the namespace is published as with the API's `delta: true`.
+    pub delta_publish: bool,
     /// Which proxies decide for this namespace's channels.
     #[serde(flatten)]
     pub proxy: proxy::NamespaceProxies,
 }
 
 impl ChannelOptions {
+    /// Subscribers may ask for fossil deltas.
+    pub fn fossil_allowed(&self) -> bool {
+        self.allowed_delta_types.iter().any(|t| t == "fossil")
+    }
+
     /// History is on when both size and TTL are positive.
     pub fn history_enabled(&self) -> bool {
         self.history_size > 0 && !self.history_ttl.is_zero()

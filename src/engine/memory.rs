@@ -221,6 +221,8 @@ pub struct Delivery {
     pub channel: Arc<str>,
     pub publication: Publication,
     pub workers: SmallVec<[u16; 8]>,
+    /// Published with `delta` (the API flag or the namespace's `delta_publish`).
+    pub delta: bool,
 }
 
 /// Where a subscriber starts: the stream top and, when asked and possible, the publications
@@ -303,6 +305,7 @@ impl Memory {
             channel: Arc::from(&*p.channel),
             publication,
             workers: state.subscribers.iter().map(|(w, _)| *w).collect(),
+            delta: p.delta || opts.delta_publish,
         });
         Ok((result, delivery))
     }

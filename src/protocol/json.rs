@@ -334,6 +334,11 @@ fn expires_ttl(out: &mut Vec<u8>, expires: bool, ttl: u32) {
 /// A publication as clients see it: `{"data":..?,"info":..?,"offset":N?,"tags":{..}?}`, each
 /// field omitted when empty.
 pub fn publication(out: &mut Vec<u8>, p: &Publication) {
+    publication_with(out, p, false)
+}
+
+/// [`publication`], with `"delta":true` when `delta` (its data is a fossil delta).
+fn publication_with(out: &mut Vec<u8>, p: &Publication, delta: bool) {
     out.push(b'{');
     let mut first = true;
     opt_raw(out, &mut first, "data", Some(&p.data.bytes));
@@ -346,6 +351,7 @@ pub fn publication(out: &mut Vec<u8>, p: &Publication) {
         key(out, &mut first, "tags");
         encode::tags(out, t);
     }
+    opt_true(out, &mut first, "delta", delta);
     out.push(b'}');
 }
 
@@ -365,6 +371,7 @@ fn subscribe_result(out: &mut Vec<u8>, r: &SubscribeResult) {
     opt_true(out, &mut first, "positioned", r.positioned);
     opt_raw(out, &mut first, "data", r.data.as_deref());
     opt_true(out, &mut first, "was_recovering", r.was_recovering);
+    opt_true(out, &mut first, "delta", r.delta);
     out.push(b'}');
 }
 
@@ -482,6 +489,10 @@ pub fn encode_bare_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
         PushBody::Pub(p) => {
             out.extend_from_slice(b"\"pub\":");
             publication(out, p);
+        }
+        PushBody::Delta(p) => {
+            out.extend_from_slice(b"\"pub\":");
+            publication_with(out, p, true);
         }
         PushBody::Join(info) | PushBody::Leave(info) => {
             out.extend_from_slice(if matches!(push, PushBody::Join(_)) {

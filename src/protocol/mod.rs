@@ -123,6 +123,8 @@ pub struct SubscribeResult {
     pub positioned: bool,
     pub data: Option<Bytes>,
     pub was_recovering: bool,
+    /// Fossil delta compression was negotiated (`delta: "fossil"` asked and allowed).
+    pub delta: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -165,6 +167,9 @@ pub enum ReplyBody {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PushBody {
     Pub(Publication),
+    /// A publication whose data is a fossil delta against the previous publication the
+    /// subscriber received on the channel (`"delta": true`); JSON carries it as a string.
+    Delta(Publication),
     Join(ClientInfo),
     Leave(ClientInfo),
     Unsubscribe {
@@ -201,6 +206,7 @@ impl PushBody {
         matches!(
             self,
             PushBody::Pub(_)
+                | PushBody::Delta(_)
                 | PushBody::Join(_)
                 | PushBody::Leave(_)
                 | PushBody::Unsubscribe { .. }

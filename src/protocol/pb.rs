@@ -139,6 +139,8 @@ pub mod proto {
         pub offset: u64,
         #[prost(btree_map = "string, string", tag = "7")]
         pub tags: BTreeMap<String, String>,
+        #[prost(bool, tag = "8")]
+        pub delta: bool,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -359,6 +361,8 @@ pub mod proto {
         pub data: Bytes,
         #[prost(bool, tag = "12")]
         pub was_recovering: bool,
+        #[prost(bool, tag = "13")]
+        pub delta: bool,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -668,6 +672,7 @@ fn subscribe_result(out: &mut Vec<u8>, r: &SubscribeResult) {
     put_bool(out, 10, r.positioned);
     put_bytes(out, 11, r.data.as_deref().unwrap_or_default());
     put_bool(out, 12, r.was_recovering);
+    put_bool(out, 13, r.delta);
 }
 
 fn connect_result(out: &mut Vec<u8>, r: &ConnectResult) {
@@ -782,6 +787,10 @@ pub fn encode_bare_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
             }
             match push {
                 PushBody::Pub(p) => put_msg(out, 4, |out| publication(out, p)),
+                PushBody::Delta(p) => put_msg(out, 4, |out| {
+                    publication(out, p);
+                    put_bool(out, 8, true);
+                }),
                 PushBody::Join(info) => put_msg(out, 5, |out| put_msg(out, 1, |out| client_info(out, info))),
                 PushBody::Leave(info) => put_msg(out, 6, |out| put_msg(out, 1, |out| client_info(out, info))),
                 PushBody::Unsubscribe { code, reason } => put_msg(out, 7, |out| {

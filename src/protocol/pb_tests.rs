@@ -70,6 +70,7 @@ fn pb_publication_with(offset: u64, data: Vec<u8>) -> proto::Publication {
         info: Some(pb_info("u1", "c1")),
         offset,
         tags: BTreeMap::from([("k1".into(), "v1".into()), ("k2".into(), "".into())]),
+        delta: false,
     }
 }
 
@@ -327,6 +328,7 @@ fn subscribe_reply_with_publications_of_every_length_prefix_size() {
             positioned: false,
             data: None,
             was_recovering: true,
+            delta: true,
         })),
     );
     assert_eq!(r.id, 7);
@@ -341,6 +343,7 @@ fn subscribe_reply_with_publications_of_every_length_prefix_size() {
             recovered: true,
             offset: 70_001,
             was_recovering: true,
+            delta: true,
             ..Default::default()
         }
     );

@@ -88,6 +88,8 @@ pub struct SubTag {
     gen: u32,
     /// The client receives join/leave pushes of the channel.
     join_leave: bool,
+    /// The client negotiated fossil deltas for the channel.
+    delta: bool,
     /// The subscription's tags filter.
     filter: Option<Arc<Filter>>,
 }
@@ -374,11 +376,12 @@ impl Worker {
         self: &Rc<Self>,
         client: &Client,
         join_leave: bool,
+        delta: bool,
         filter: Option<Arc<Filter>>,
         op: SubOp,
     ) -> Call<Result<SubOutcome, ApiError>> {
         let slot = self.wait();
-        let tag = SubTag { slot, client: client.key.get(), gen: client.gen, join_leave, filter };
+        let tag = SubTag { slot, client: client.key.get(), gen: client.gen, join_leave, delta, filter };
         let to = owner_of(&op.channel, self.workers);
         if to == self.id {
             self.run_subscribe(self.id as u16, tag, Box::new(op));
@@ -417,7 +420,7 @@ impl Worker {
     /// A subscription's answer is back on the client's worker.
     fn subscribed(&self, tag: SubTag, result: Result<SubOutcome, ApiError>) {
         if let Ok(o) = &result {
-            if !self.hub.accept(tag.client, tag.gen, &o.channel, tag.join_leave, tag.filter, &o.extra) {
+            if !self.hub.accept(tag.client, tag.gen, &o.channel, tag.join_leave, tag.delta, tag.filter, &o.extra) {
                 // The client went away while the owner counted it: take back everything the
                 // subscription added there (count, presence entry; its join gets a leave).
                 let op = o.undo.clone().unsub_op(o.channel.clone(), self.id as u16);
@@ -453,8 +456,17 @@ impl Worker {
         }
     }
 
-    /// A push that arrived from another node for a channel this worker owns.
-    pub fn fan_out_remote(&self, p: Arc<Prepared>) {
+    /// A push that arrived from another node for a channel this worker owns; `delta`: a
+    /// publication published with `delta`. Its delta step is taken here, on the owner, in
+    /// the order the node receives the channel's publications.
+    pub fn fan_out_remote(&self, p: Prepared, delta: bool) {
+        let p = match &p.push {
+            crate::protocol::PushBody::Pub(publication) if p.kind == crate::push::PushKind::Publication => {
+                let step = self.shard.borrow_mut().delta_step(&p.channel, &publication.data.bytes, delta);
+                Arc::new(p.with_delta(step))
+            }
+            _ => Arc::new(p),
+        };
         if let Some(engine) = self.redis() {
             engine.keep_for_sync(&p);
         }

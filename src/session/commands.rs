@@ -441,6 +441,9 @@ pub(super) async fn subscribe_owned(
         reject_unrecovered: !cache && req.flag & FLAG_REJECT_UNRECOVERED != 0,
     };
     let push_join_leave = sub.push_join_leave;
+    // Fossil deltas: asked by the client and allowed by the namespace (else full payloads,
+    // as Centrifugo answers).
+    let delta = req.delta == "fossil" && o.fossil_allowed();
     {
         // API and gateway subscriptions run beside the client's commands: one at a time per
         // channel, so the owner never counts a session twice.
@@ -454,7 +457,7 @@ pub(super) async fn subscribe_owned(
         st.pending.insert(channel.clone(), sub.clone());
     }
     s.client.expect(&channel);
-    let r = s.w.subscribe(&s.client, push_join_leave, filter.clone(), op).await;
+    let r = s.w.subscribe(&s.client, push_join_leave, delta, filter.clone(), op).await;
     let mut st = s.st.borrow_mut();
     st.pending.remove(&channel);
     if st.pending.is_empty() {
@@ -497,6 +500,17 @@ pub(super) async fn subscribe_owned(
         }
         if let Some(since) = &recover {
             res.offset = since.offset;
+        }
+    }
+    if delta {
+        res.delta = true;
+        if s.client.format == Format::Json {
+            // Recovered publications come in full, in the delta form: data as a JSON string.
+            for p in &mut res.publications {
+                if let Some(bytes) = crate::delta::json_string(&p.data.bytes) {
+                    p.data = Payload { bytes, binary: false };
+                }
+            }
         }
     }
     Ok(Ok((channel, res)))

@@ -16,6 +16,7 @@ use ahash::AHashMap;
 use smallvec::SmallVec;
 
 use crate::api::{Reply, Res};
+use crate::delta::{Bases, DeltaPub};
 use crate::engine::memory::Counts;
 use crate::engine::Engine;
 use crate::error::ApiError;
@@ -146,15 +147,23 @@ pub struct Shard {
     /// them beside each channel's state, see `engine::memory::Counts`).
     counts: AHashMap<Box<str>, Counts>,
     engine: Engine,
+    /// The last publication delivered on channels that use deltas (both engines).
+    bases: Bases,
 }
 
 impl Shard {
     pub fn new(engine: Engine) -> Self {
-        Shard { counts: AHashMap::new(), engine }
+        Shard { counts: AHashMap::new(), engine, bases: Bases::default() }
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The delta step of a publication of `data` delivered on `channel` (see `crate::delta`);
+    /// `requested`: it was published with `delta`.
+    pub fn delta_step(&mut self, channel: &Arc<str>, data: &bytes::Bytes, requested: bool) -> Option<DeltaPub> {
+        self.bases.step(channel, data, requested)
     }
 
     /// A plain publish (no idempotency key, no version) to a channel that keeps and delivers
@@ -176,14 +185,16 @@ impl Shard {
     pub fn apply(&mut self, op: ShardOp, now: Instant, fanout: &mut Vec<Fanout>) -> Reply {
         let m = match &mut self.engine {
             Engine::Memory(m) => m,
-            Engine::Redis(r) => return apply_redis(&mut self.counts, r, op),
+            Engine::Redis(r) => return apply_redis(&mut self.counts, &mut self.bases, r, op),
         };
         match op {
             ShardOp::Publish(p) => {
                 crate::metrics::message_sent(crate::metrics::Kind::Publication);
                 let (result, delivery) = m.publish(p, now)?;
                 if let Some(d) = delivery {
-                    let prepared = Prepared::new(d.channel, PushKind::Publication, PushBody::Pub(d.publication));
+                    let delta = self.bases.step(&d.channel, &d.publication.data.bytes, d.delta);
+                    let prepared =
+                        Prepared::new(d.channel, PushKind::Publication, PushBody::Pub(d.publication)).with_delta(delta);
                     fanout.push(Fanout { prepared: Arc::new(prepared), workers: d.workers });
                 }
                 Ok(Res::Publish(result))
@@ -205,6 +216,9 @@ impl Shard {
                 let counts = m.subscribers_mut(&u.channel);
                 let left = uncount(counts, u.worker);
                 let workers = workers(counts);
+                if left == 0 {
+                    self.bases.forget(&u.channel);
+                }
                 if let Some(client) = &u.client {
                     m.presence_remove(&u.channel, client);
                 }
@@ -297,7 +311,12 @@ impl Shard {
 }
 
 /// The one operation that runs on the owner with the Redis engine: a subscriber leaves.
-fn apply_redis(counts: &mut AHashMap<Box<str>, Counts>, r: &crate::engine::redis::RedisEngine, op: ShardOp) -> Reply {
+fn apply_redis(
+    counts: &mut AHashMap<Box<str>, Counts>,
+    bases: &mut Bases,
+    r: &crate::engine::redis::RedisEngine,
+    op: ShardOp,
+) -> Reply {
     // Data commands run on the receiving worker (`redis::run_data`).
     let ShardOp::Unsubscribe(u) = op else { return Err(ApiError::api_internal()) };
     let left = match counts.get_mut(&*u.channel) {
@@ -317,6 +336,7 @@ fn apply_redis(counts: &mut AHashMap<Box<str>, Counts>, r: &crate::engine::redis
         r.publish_raw(&u.channel, crate::engine::redis::codec::leave_payload(info));
     }
     if left == 0 {
+        bases.forget(&u.channel);
         r.release(&u.channel);
     }
     Ok(Res::Empty)

@@ -66,6 +66,7 @@ const APPLIED: &[&str] = &[
     "channel.without_namespace.allow_history_for_client",
     "channel.without_namespace.allow_user_limited_channels", "channel.without_namespace.channel_regex",
     "channel.without_namespace.allow_tags_filter",
+    "channel.without_namespace.allowed_delta_types", "channel.without_namespace.delta_publish",
     "http_api.disabled", "http_api.handler_prefix", "http_api.key", "http_api.error_mode", "http_api.insecure",
     "grpc_api.enabled", "grpc_api.port", "grpc_api.key",
     "websocket.disabled", "websocket.handler_prefix", "websocket.write_timeout", "websocket.message_size_limit",

@@ -42,6 +42,7 @@ mod bench_smoke;
 mod cent;
 mod cli;
 mod config_audit;
+mod delta;
 mod gateway;
 mod grpc;
 mod hardening;

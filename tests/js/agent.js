@@ -30,6 +30,8 @@
 //                                getState hands them out in order (the last one again when
 //                                they run out) and reports {"ev":"getState"} on every call
 //   {"op":"unsub","c":NAME,"ch":CHANNEL}
+//   {"op":"deltaStats","c":NAME,"ch":CHANNEL}
+//                                → {"ev":"deltaStats","stats":sub.deltaStats()}
 //   {"op":"call","c":NAME,"id":N,"method":"publish"|"presence"|"presenceStats"|"history"|"send",
 //    "ch":CHANNEL,"data"?:ANY,"opts"?:{..}}            → {"ev":"result","id":N,"ok"|"err":..}
 //                                `send` (no channel): an async message to the server
@@ -330,6 +332,8 @@ function handle(cmd) {
       return sub(cmd);
     case 'unsub':
       return client(cmd.c).centrifuge.getSubscription(cmd.ch).unsubscribe();
+    case 'deltaStats':
+      return out({ c: cmd.c, ch: cmd.ch, ev: 'deltaStats', stats: client(cmd.c).centrifuge.getSubscription(cmd.ch).deltaStats() });
     case 'call':
       return call(cmd);
     case 'cut': {

@@ -28,6 +28,10 @@ pub struct PbPublication {
     /// Centrifugo does not define; other readers skip it.
     #[prost(bool, tag = "64")]
     pub binary: bool,
+    /// Published with `delta`: receiving nodes make fossil patches against the previous
+    /// publication they delivered (see `crate::delta`). Gyre's own field, like `binary`.
+    #[prost(bool, tag = "65")]
+    pub delta: bool,
 }
 
 fn info_to_pb(i: &ClientInfo) -> PbClientInfo {
@@ -57,8 +61,14 @@ pub fn decode_info(b: &[u8]) -> Option<ClientInfo> {
 }
 
 /// A publication without its offset (Redis assigns it).
-pub fn encode_publication(data: &Payload, info: Option<&ClientInfo>, tags: Option<&crate::model::Tags>) -> Bytes {
+pub fn encode_publication(
+    data: &Payload,
+    info: Option<&ClientInfo>,
+    tags: Option<&crate::model::Tags>,
+    delta: bool,
+) -> Bytes {
     let p = PbPublication {
+        delta,
         data: data.bytes.clone(),
         info: info.map(info_to_pb),
         offset: 0,
@@ -70,21 +80,30 @@ pub fn encode_publication(data: &Payload, info: Option<&ClientInfo>, tags: Optio
 
 /// Decodes a stored publication; `data` stays a slice of `b` (no copy).
 pub fn decode_publication(b: Bytes, offset: u64) -> Option<Publication> {
+    decode_publication_delta(b, offset).map(|(p, _)| p)
+}
+
+/// [`decode_publication`] and whether it was published with `delta`.
+fn decode_publication_delta(b: Bytes, offset: u64) -> Option<(Publication, bool)> {
     let p = PbPublication::decode(b).ok()?;
+    let delta = p.delta;
     let tags: Option<crate::model::Tags> = (!p.tags.is_empty())
         .then(|| p.tags.into_iter().map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())).collect::<Vec<_>>().into());
-    Some(Publication {
+    let publication = Publication {
         offset: if offset > 0 { offset } else { p.offset },
         data: Payload { bytes: p.data, binary: p.binary },
         info: p.info.map(|i| Arc::new(info_from_pb(i))),
         tags,
-    })
+    };
+    Some((publication, delta))
 }
 
 /// A message received on a channel's PUB/SUB topic.
 #[derive(Debug, PartialEq)]
 pub enum ChannelMessage {
-    Publication(Publication, Option<StreamPosition>),
+    /// A publication, its stream position (with history) and whether it was published with
+    /// `delta`.
+    Publication(Publication, Option<StreamPosition>, bool),
     Join(ClientInfo),
     Leave(ClientInfo),
 }
@@ -113,8 +132,8 @@ pub fn decode_channel_message(payload: &Bytes) -> Option<ChannelMessage> {
         let (offset, epoch) = head.split_once(':')?;
         let offset: u64 = offset.parse().ok()?;
         let body = payload.slice(5 + end + 2..);
-        let p = decode_publication(body, offset)?;
-        return Some(ChannelMessage::Publication(p, Some(StreamPosition { offset, epoch: epoch.into() })));
+        let (p, delta) = decode_publication_delta(body, offset)?;
+        return Some(ChannelMessage::Publication(p, Some(StreamPosition { offset, epoch: epoch.into() }), delta));
     }
     if let Some(rest) = payload.strip_prefix(b"__j__") {
         return decode_info(rest).map(ChannelMessage::Join);
@@ -122,7 +141,7 @@ pub fn decode_channel_message(payload: &Bytes) -> Option<ChannelMessage> {
     if let Some(rest) = payload.strip_prefix(b"__l__") {
         return decode_info(rest).map(ChannelMessage::Leave);
     }
-    decode_publication(payload.clone(), 0).map(|p| ChannelMessage::Publication(p, None))
+    decode_publication_delta(payload.clone(), 0).map(|(p, delta)| ChannelMessage::Publication(p, None, delta))
 }
 
 /// Key and topic names under the configured prefix.
@@ -219,11 +238,11 @@ mod tests {
         };
         let tags: crate::model::Tags = vec![("a".into(), "1".into())].into();
         let data = Payload { bytes: Bytes::from_static(b"{\"x\":1}"), binary: false };
-        let body = encode_publication(&data, Some(&info), Some(&tags));
+        let body = encode_publication(&data, Some(&info), Some(&tags), false);
         let mut framed = publication_prefix(7, "ep").into_bytes();
         framed.extend_from_slice(&body);
         match decode_channel_message(&Bytes::from(framed)).unwrap() {
-            ChannelMessage::Publication(p, pos) => {
+            ChannelMessage::Publication(p, pos, _) => {
                 assert_eq!(p.offset, 7);
                 assert_eq!(p.data, data);
                 assert_eq!(p.info.as_deref(), Some(&info));
@@ -236,7 +255,7 @@ mod tests {
         assert_eq!(decode_channel_message(&leave_payload(&info)), Some(ChannelMessage::Leave(info)));
         let plain = decode_channel_message(&body).unwrap();
         assert!(decode_publication(Bytes::from_static(b"\xff\xff"), 0).is_none());
-        assert!(matches!(plain, ChannelMessage::Publication(p, None) if p.offset == 0));
+        assert!(matches!(plain, ChannelMessage::Publication(p, None, false) if p.offset == 0));
     }
 
     #[test]

@@ -83,8 +83,8 @@ pub struct RedisEngine {
 
 /// What arrived on a PUB/SUB connection, for the worker to act on.
 pub enum Incoming {
-    /// A push for the channel's subscribers.
-    Push(Arc<Prepared>),
+    /// A push for the channel's subscribers; with `true` a publication published with `delta`.
+    Push(Prepared, bool),
     /// A control message (node announcement, action, survey).
     Control(Bytes),
 }
@@ -170,7 +170,8 @@ impl RedisEngine {
     ) -> Result<(), ApiError> {
         let opts = self.cfg.resolve_channel(&p.channel)?.options;
         let history = opts.history_enabled() && !p.skip_history;
-        let payload = codec::encode_publication(&p.data, p.info.as_deref(), p.tags.as_ref());
+        let payload =
+            codec::encode_publication(&p.data, p.info.as_deref(), p.tags.as_ref(), p.delta || opts.delta_publish);
         let topic = self.keys.client_topic(&p.channel);
         let conn = self.cmd(&p.channel);
         if !history && p.idempotency_key.is_none() && p.version == 0 {
@@ -559,18 +560,22 @@ impl RedisEngine {
                     return Some(Incoming::Control(payload));
                 };
                 let channel: Arc<str> = channel.into();
-                let (kind, push) = match codec::decode_channel_message(&payload) {
-                    Some(codec::ChannelMessage::Publication(p, _)) => {
-                        (PushKind::Publication, crate::protocol::PushBody::Pub(p))
+                let (kind, push, delta) = match codec::decode_channel_message(&payload) {
+                    Some(codec::ChannelMessage::Publication(p, _, delta)) => {
+                        (PushKind::Publication, crate::protocol::PushBody::Pub(p), delta)
                     }
-                    Some(codec::ChannelMessage::Join(i)) => (PushKind::JoinLeave, crate::protocol::PushBody::Join(i)),
-                    Some(codec::ChannelMessage::Leave(i)) => (PushKind::JoinLeave, crate::protocol::PushBody::Leave(i)),
+                    Some(codec::ChannelMessage::Join(i)) => {
+                        (PushKind::JoinLeave, crate::protocol::PushBody::Join(i), false)
+                    }
+                    Some(codec::ChannelMessage::Leave(i)) => {
+                        (PushKind::JoinLeave, crate::protocol::PushBody::Leave(i), false)
+                    }
                     None => {
                         tracing::warn!(channel = %channel, "undecodable message on a channel topic");
                         return None;
                     }
                 };
-                Some(Incoming::Push(Arc::new(Prepared::new(channel, kind, push))))
+                Some(Incoming::Push(Prepared::new(channel, kind, push), delta))
             }
             b"subscribe" => {
                 let topic = a[1].bytes()?;

@@ -193,6 +193,7 @@ fn every_push_a_session_sends_decodes_with_the_schema() {
         positioned: true,
         data: Some(Bytes::from_static(b"sd")),
         was_recovering: true,
+        delta: false,
     };
     let connect = ConnectResult {
         client: "cid".into(),

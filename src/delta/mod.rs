@@ -1,0 +1,172 @@
+//! Fossil delta compression of publications, for subscribers that asked for it
+//! (`delta: "fossil"` in subscribe, allowed by the namespace's `allowed_delta_types`).
+//!
+//! The owner of a channel keeps, per channel with delta subscribers in play, the data of the
+//! last publication it delivered and a sequence number ([`Bases`]). A publication published
+//! with `delta` (the API flag or the namespace's `delta_publish`) gets one fossil patch
+//! against that data, computed once on the owner whatever the number of subscribers
+//! ([`DeltaPub`]); each subscriber's hub entry remembers the sequence number of the last
+//! publication it was sent, and gets the patch only when the patch's base is exactly that
+//! publication. Otherwise (its first publication, after a gap, after recovery, a patch no
+//! smaller than the data) it gets the full data — which JSON clients receive as a JSON string,
+//! as Centrifugo sends it once delta is negotiated, so that they keep the exact bytes as the
+//! next base.
+//!
+//! Centrifugo takes the base from the stream (history) and so sends patches only to
+//! positioned subscribers of channels with history; the owner's own record works without
+//! history too and never sends a patch against a base the subscriber does not hold.
+
+pub mod fossil;
+
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use bytes::Bytes;
+
+/// What the owner worked out for one publication (see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeltaPub {
+    /// This publication's number in the channel's sequence on this node (from 1).
+    pub seq: u64,
+    /// The number of the publication `patch` applies to (0: none).
+    pub base: u64,
+    /// The fossil patch from the base's data to this publication's data, when one was asked
+    /// for and is smaller than the data.
+    pub patch: Option<Bytes>,
+}
+
+/// The last publication the owner delivered on each channel that uses deltas.
+#[derive(Default)]
+pub struct Bases {
+    last: AHashMap<Arc<str>, (u64, Bytes)>,
+}
+
+impl Bases {
+    /// A publication of `data` to `channel` is delivered; `requested`: it was published with
+    /// `delta`. `None` while no publication of the channel asked for a delta (nothing is kept).
+    pub fn step(&mut self, channel: &Arc<str>, data: &Bytes, requested: bool) -> Option<DeltaPub> {
+        match self.last.get_mut(channel) {
+            Some((seq, last)) => {
+                let base = *seq;
+                let patch = if requested { patch(last, data) } else { None };
+                *seq += 1;
+                *last = data.clone();
+                Some(DeltaPub { seq: *seq, base, patch })
+            }
+            None if requested => {
+                self.last.insert(channel.clone(), (1, data.clone()));
+                Some(DeltaPub { seq: 1, base: 0, patch: None })
+            }
+            None => None,
+        }
+    }
+
+    /// The channel has no subscribers left on this node.
+    pub fn forget(&mut self, channel: &str) {
+        self.last.remove(channel);
+    }
+
+    /// How many channels have a kept publication.
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
+    }
+}
+
+/// The fossil patch that turns `base` into `data`, when it is smaller than `data`.
+pub fn patch(base: &[u8], data: &[u8]) -> Option<Bytes> {
+    let mut out = Vec::with_capacity(64);
+    fossil::encode(base, data, &mut out);
+    (out.len() < data.len()).then(|| Bytes::from(out))
+}
+
+/// `data` as a JSON string literal (quotes and escapes included): how JSON clients receive a
+/// publication's data once delta is negotiated. `None` when `data` is not UTF-8.
+pub fn json_string(data: &[u8]) -> Option<Bytes> {
+    let s = std::str::from_utf8(data).ok()?;
+    let mut out = Vec::with_capacity(s.len() + 2 + s.len() / 8);
+    crate::wire::json::string(&mut out, s);
+    Some(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(n: u32) -> Vec<u8> {
+        let mut s = String::from("{");
+        for i in 0..60 {
+            s.push_str(&format!("\"field{i}\":\"value {}\",", if i == 17 { n } else { i }));
+        }
+        s.push_str(&format!("\"n\":{n}}}"));
+        s.into_bytes()
+    }
+
+    #[test]
+    fn patches_apply_and_are_small() {
+        let (a, b) = (doc(1), doc(2));
+        let p = patch(&a, &b).expect("a small change gives a patch");
+        assert!(p.len() < 40, "{}", String::from_utf8_lossy(&p));
+        assert_eq!(fossil::apply(&a, &p).unwrap(), b);
+        // Unrelated data: no patch (the full data is smaller).
+        assert_eq!(patch(b"0123456789abcdefghijklmnopqrstuvwxyz", b"zyxwvutsrqponmlkjihgfedcba9876543210"), None);
+    }
+
+    /// Random edits of random text: every patch rebuilds its target exactly.
+    #[test]
+    fn patches_round_trip() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..300 {
+            let len = (next() % 3000) as usize;
+            let base: Vec<u8> = (0..len).map(|_| b"abcdefgh{}\":, 0123"[(next() % 18) as usize]).collect();
+            let mut data = base.clone();
+            for _ in 0..(next() % 6) {
+                if data.is_empty() {
+                    break;
+                }
+                let at = (next() as usize) % data.len();
+                match next() % 3 {
+                    0 => data[at] = b'X',
+                    1 => {
+                        data.remove(at);
+                    }
+                    _ => data.splice(at..at, b"inserted".iter().copied()).for_each(drop),
+                }
+            }
+            if let Some(p) = patch(&base, &data) {
+                assert_eq!(fossil::apply(&base, &p).unwrap(), data);
+            }
+        }
+    }
+
+    #[test]
+    fn bases_follow_the_channel() {
+        let mut b = Bases::default();
+        let ch: Arc<str> = "c".into();
+        let (d1, d2, d3) = (Bytes::from(doc(1)), Bytes::from(doc(2)), Bytes::from(doc(3)));
+        assert_eq!(b.step(&ch, &d1, false), None, "nothing kept before a delta publish");
+        assert_eq!(b.step(&ch, &d1, true), Some(DeltaPub { seq: 1, base: 0, patch: None }));
+        let second = b.step(&ch, &d2, true).unwrap();
+        assert_eq!((second.seq, second.base), (2, 1));
+        assert_eq!(fossil::apply(&d1, &second.patch.unwrap()).unwrap(), d2);
+        // A publication without `delta` moves the base on without a patch.
+        assert_eq!(b.step(&ch, &d3, false), Some(DeltaPub { seq: 3, base: 2, patch: None }));
+        b.forget("c");
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn json_strings() {
+        assert_eq!(json_string(b"{\"a\":\"\xc3\xa9\"}").unwrap(), &b"\"{\\\"a\\\":\\\"\xc3\xa9\\\"}\""[..]);
+        assert_eq!(json_string(b"\xff"), None);
+    }
+}
