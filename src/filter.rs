@@ -40,6 +40,37 @@ pub struct FilterNode {
     pub nodes: Vec<FilterNode>,
 }
 
+/// [`FilterNode`] as the client protocol's protobuf carries it (`FilterNode` of `client.proto`;
+/// prost bounds how deep nested messages may go when decoding).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PbFilterNode {
+    #[prost(string, tag = "1")]
+    pub op: String,
+    #[prost(string, tag = "2")]
+    pub key: String,
+    #[prost(string, tag = "3")]
+    pub cmp: String,
+    #[prost(string, tag = "4")]
+    pub val: String,
+    #[prost(string, repeated, tag = "5")]
+    pub vals: Vec<String>,
+    #[prost(message, repeated, tag = "6")]
+    pub nodes: Vec<PbFilterNode>,
+}
+
+impl PbFilterNode {
+    pub fn into_node(self) -> FilterNode {
+        FilterNode {
+            op: self.op,
+            key: self.key,
+            cmp: self.cmp,
+            val: self.val,
+            vals: self.vals,
+            nodes: self.nodes.into_iter().map(PbFilterNode::into_node).collect(),
+        }
+    }
+}
+
 /// Why a filter was refused (the client gets error 107 whatever the reason).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid(pub String);

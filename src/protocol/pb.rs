@@ -304,39 +304,9 @@ pub mod proto {
         #[prost(string, tag = "12")]
         pub delta: String,
         #[prost(message, optional, tag = "13")]
-        pub tf: Option<FilterNode>,
+        pub tf: Option<crate::filter::PbFilterNode>,
         #[prost(int64, tag = "14")]
         pub flag: i64,
-    }
-
-    /// A tags filter node (prost bounds how deep nested messages may go when decoding).
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct FilterNode {
-        #[prost(string, tag = "1")]
-        pub op: String,
-        #[prost(string, tag = "2")]
-        pub key: String,
-        #[prost(string, tag = "3")]
-        pub cmp: String,
-        #[prost(string, tag = "4")]
-        pub val: String,
-        #[prost(string, repeated, tag = "5")]
-        pub vals: Vec<String>,
-        #[prost(message, repeated, tag = "6")]
-        pub nodes: Vec<FilterNode>,
-    }
-
-    impl FilterNode {
-        pub fn into_node(self) -> crate::filter::FilterNode {
-            crate::filter::FilterNode {
-                op: self.op,
-                key: self.key,
-                cmp: self.cmp,
-                val: self.val,
-                vals: self.vals,
-                nodes: self.nodes.into_iter().map(FilterNode::into_node).collect(),
-            }
-        }
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -546,7 +516,7 @@ fn to_cmd(c: proto::Command) -> Cmd {
             recoverable: r.recoverable,
             join_leave: r.join_leave,
             delta: r.delta,
-            tf: r.tf.map(proto::FilterNode::into_node),
+            tf: r.tf.map(crate::filter::PbFilterNode::into_node),
             flag: r.flag,
         })
     } else if let Some(r) = c.unsubscribe {

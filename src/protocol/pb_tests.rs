@@ -104,11 +104,16 @@ fn decodes_several_commands() {
             recoverable: true,
             join_leave: true,
             delta: "fossil".into(),
-            tf: Some(proto::FilterNode {
+            tf: Some(crate::filter::PbFilterNode {
                 op: "or".into(),
                 nodes: vec![
-                    proto::FilterNode { key: "team".into(), cmp: "eq".into(), val: "eng".into(), ..Default::default() },
-                    proto::FilterNode {
+                    crate::filter::PbFilterNode {
+                        key: "team".into(),
+                        cmp: "eq".into(),
+                        val: "eng".into(),
+                        ..Default::default()
+                    },
+                    crate::filter::PbFilterNode {
                         key: "kind".into(),
                         cmp: "in".into(),
                         vals: vec!["a".into(), "b".into()],
@@ -218,7 +223,8 @@ fn first_request_in_field_order_wins() {
 #[test]
 fn deeply_nested_filter_is_a_bad_frame() {
     // Built as bytes: a `not` node around the one before it, 2000 levels deep.
-    let mut node = proto::FilterNode { key: "a".into(), cmp: "ex".into(), ..Default::default() }.encode_to_vec();
+    let mut node =
+        crate::filter::PbFilterNode { key: "a".into(), cmp: "ex".into(), ..Default::default() }.encode_to_vec();
     for _ in 0..2000 {
         let mut outer = Vec::with_capacity(node.len() + 16);
         put_str(&mut outer, 1, "not");
