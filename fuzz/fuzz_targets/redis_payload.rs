@@ -19,8 +19,8 @@ fuzz_target!(|data: &[u8]| {
     let payload = Bytes::copy_from_slice(data);
     let Some(msg) = codec::decode_channel_message(&payload) else { return };
     let again = match &msg {
-        ChannelMessage::Publication(p, pos) => {
-            let body = codec::encode_publication(&p.data, p.info.as_deref(), p.tags.as_ref());
+        ChannelMessage::Publication(p, pos, delta) => {
+            let body = codec::encode_publication(&p.data, p.info.as_deref(), p.tags.as_ref(), *delta);
             let mut wire = Vec::new();
             if let Some(pos) = pos {
                 wire.extend_from_slice(codec::publication_prefix(pos.offset, &pos.epoch).as_bytes());
@@ -31,8 +31,9 @@ fuzz_target!(|data: &[u8]| {
             // The stored offset field is not written back (Redis assigns offsets): compare
             // with the offset the prefix carries, or 0 without one.
             match (&got, pos) {
-                (ChannelMessage::Publication(q, qpos), _) => {
+                (ChannelMessage::Publication(q, qpos, qdelta), _) => {
                     assert_eq!(qpos, pos, "position");
+                    assert_eq!(qdelta, delta, "delta");
                     assert_eq!(q.data, p.data, "data");
                     assert_eq!(q.info, p.info, "info");
                     assert_eq!(q.tags, p.tags, "tags");
