@@ -113,6 +113,18 @@ struct ServeArgs {
     /// Listen address; empty = all interfaces (http_server.address).
     #[arg(short = 'a', long = "address", visible_alias = "http_server.address")]
     address: Option<String>,
+    /// Port of the internal endpoints: API, admin, /metrics, /health (http_server.internal_port).
+    #[arg(long = "internal_port", visible_alias = "http_server.internal_port", value_name = "PORT")]
+    internal_port: Option<u16>,
+    /// Address of the internal endpoints; empty = the listen address (http_server.internal_address).
+    #[arg(long = "internal_address", visible_alias = "http_server.internal_address")]
+    internal_address: Option<String>,
+    /// Serve the HTTP API on the external port even with an internal port set.
+    #[arg(long = "api_external", visible_alias = "http_api.external", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    api_external: Option<bool>,
+    /// Serve the admin interface on the external port even with an internal port set.
+    #[arg(long = "admin_external", visible_alias = "admin.external", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    admin_external: Option<bool>,
     /// Serve the HTTP API without an API key.
     #[arg(long = "api_insecure", visible_alias = "http_api.insecure", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     api_insecure: Option<bool>,
@@ -179,6 +191,10 @@ impl ServeArgs {
         };
         put("http_server.port", self.port.map(Value::from));
         put("http_server.address", self.address.clone().map(Value::from));
+        put("http_server.internal_port", self.internal_port.map(|p| Value::from(p.to_string())));
+        put("http_server.internal_address", self.internal_address.clone().map(Value::from));
+        put("http_api.external", self.api_external.map(Value::from));
+        put("admin.external", self.admin_external.map(Value::from));
         put("http_api.insecure", self.api_insecure.map(Value::from));
         put("log.level", self.log_level.clone().map(Value::from));
         put("workers", self.workers.map(Value::from));
@@ -283,8 +299,11 @@ fn announce_generated(loaded: &Loaded) {
             "" | "0.0.0.0" | "::" | "[::]" => "localhost",
             a => a,
         };
-        let url =
-            format!("http://{host}:{}{}/publish", c.http_server.port, c.http_api.handler_prefix.trim_end_matches('/'));
+        let port = match c.http_server.internal() {
+            Some(p) if !c.http_api.external => p,
+            _ => c.http_server.port,
+        };
+        let url = format!("http://{host}:{port}{}/publish", c.http_api.handler_prefix.trim_end_matches('/'));
         tracing::warn!("http_api.key is not set: generated a random API key for this run");
         tracing::warn!("API key: {}", c.http_api.key);
         tracing::warn!(
