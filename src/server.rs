@@ -5,8 +5,8 @@
 //! starts), then starts W worker threads, each running its own monoio runtime (io_uring when
 //! the kernel allows it, epoll otherwise) with: an accept loop, the inbox loop, the outbox
 //! flusher, the timer task and a sweeper of expired channel state. Threads are spawned here
-//! (workers), in `crate::grpc` (the gRPC servers' threads) and by the `ctrlc` crate (the signal
-//! handler's thread).
+//! (workers) and in `crate::grpc` (the gRPC servers' threads); [`run`]'s thread waits for the
+//! signals.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
@@ -83,18 +83,69 @@ fn bind_on(host: &str, option: &str, port: u16, n: usize) -> Result<Vec<StdListe
     Ok(out)
 }
 
-/// Runs the server until SIGINT/SIGTERM. Blocks the calling thread.
+/// Runs the server until SIGINT/SIGTERM. Blocks the calling thread, which must be the
+/// process's only thread so far: the signals are blocked here (every thread started later
+/// inherits that) and taken with `sigwait`. SIGHUP, Centrifugo's reload signal, is logged
+/// and the server keeps running: Gyre does not reload its configuration while running.
 pub fn run(cfg: Config) -> Result<(), Error> {
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
-    ctrlc::set_handler(move || {
-        let _ = stop_tx.try_send(());
-    })
-    .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot install signal handler: {e}")))?;
+    let signals = Signals::block()?;
     let server = start(cfg)?;
-    let _ = stop_rx.recv();
+    loop {
+        let sig = signals.wait();
+        tracing::info!("signal received: {}", signal_name(sig));
+        if sig != libc::SIGHUP {
+            break;
+        }
+        tracing::warn!(
+            "reloading the configuration is not supported: the server keeps running with the configuration it \
+             started with (restart it to apply changes)"
+        );
+    }
     tracing::info!("shutting down");
     server.stop();
     Ok(())
+}
+
+/// SIGINT, SIGTERM and SIGHUP, blocked in the calling thread and awaited with `sigwait`.
+struct Signals(libc::sigset_t);
+
+impl Signals {
+    fn block() -> Result<Signals, Error> {
+        // SAFETY: the set is initialised by sigemptyset before use; the calls only read it.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::sigaddset(&mut set, s);
+            }
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                let e = std::io::Error::from_raw_os_error(rc);
+                return Err(Error::new(crate::error::ErrorKind::Io, format!("cannot block signals: {e}")));
+            }
+            Ok(Signals(set))
+        }
+    }
+
+    /// The next of the signals.
+    fn wait(&self) -> libc::c_int {
+        loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: a valid set and out pointer.
+            if unsafe { libc::sigwait(&self.0, &mut sig) } == 0 {
+                return sig;
+            }
+        }
+    }
+}
+
+fn signal_name(sig: libc::c_int) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
 }
 
 /// A started server: its address and the handles to stop it.
