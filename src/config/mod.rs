@@ -7,6 +7,7 @@
 //! nothing in it changes after start-up.
 
 pub mod duration;
+mod http_server;
 pub mod load;
 pub mod pattern;
 pub mod proxy;
@@ -19,6 +20,7 @@ pub use load::{load, LoadOptions, Loaded};
 pub use pattern::ChannelRegex;
 
 use crate::error::ApiError;
+pub use http_server::HttpServer;
 
 /// The whole validated configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -53,66 +55,6 @@ pub struct Config {
     /// Named proxies, picked by channel and RPC namespaces (`proxy::NamedProxy`).
     pub proxies: Vec<proxy::NamedProxy>,
     pub rpc: proxy::Rpc,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct HttpServer {
-    /// Listen address; "" means all interfaces (0.0.0.0).
-    pub address: String,
-    pub port: u16,
-    /// Address of the internal listener; "" = the same as `address`.
-    pub internal_address: String,
-    /// Port of the internal listener (API, admin, metrics, health); "" = none, everything is
-    /// served on `port`. A string, as in Centrifugo (a number is accepted too).
-    #[serde(deserialize_with = "string_or_number")]
-    pub internal_port: String,
-    /// Maximum size of an HTTP request head in bytes.
-    pub max_head_size: usize,
-    /// A keep-alive connection with no request started for this long is closed (0 = never).
-    #[serde(with = "duration")]
-    pub idle_timeout: Duration,
-    /// A request head must arrive whole within this long of its first byte (408 otherwise;
-    /// 0 = no limit).
-    #[serde(with = "duration")]
-    pub read_header_timeout: Duration,
-}
-
-impl HttpServer {
-    /// The internal listener's port when one is set apart from the external listener.
-    pub fn internal(&self) -> Option<u16> {
-        let port: u16 = self.internal_port.trim().parse().ok()?;
-        let same_address = self.internal_address.is_empty() || self.internal_address == self.address;
-        (!(same_address && port == self.port && port != 0)).then_some(port)
-    }
-}
-
-/// A string option that configs may also write as a number (`"internal_port": 9000`).
-fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        S(String),
-        N(u64),
-    }
-    Ok(match Either::deserialize(d)? {
-        Either::S(s) => s,
-        Either::N(n) => n.to_string(),
-    })
-}
-
-impl Default for HttpServer {
-    fn default() -> Self {
-        HttpServer {
-            address: String::new(),
-            port: 8000,
-            internal_address: String::new(),
-            internal_port: String::new(),
-            max_head_size: 16 * 1024,
-            idle_timeout: Duration::from_secs(60),
-            read_header_timeout: Duration::from_secs(30),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
