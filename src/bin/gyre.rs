@@ -233,7 +233,14 @@ fn load_for_tools(config: Option<PathBuf>) -> Result<Loaded> {
         skip_secret_generation: true,
         ..Default::default()
     };
-    load(&opts).map_err(|e| anyhow!("{e}"))
+    load_checked(&opts).map_err(|e| anyhow!("{e}"))
+}
+
+/// [`load`], then the token options checked as the workers will build them.
+fn load_checked(opts: &LoadOptions) -> std::result::Result<Loaded, String> {
+    let loaded = load(opts).map_err(|e| e.to_string())?;
+    token::check_config(&loaded.config).map_err(|e| format!("invalid configuration: {e}"))?;
+    Ok(loaded)
 }
 
 fn init_logging(level: &str) -> bool {
@@ -263,7 +270,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         env: process_env(),
         ..Default::default()
     };
-    let loaded = match load(&opts) {
+    let loaded = match load_checked(&opts) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("gyre: {e}");
@@ -314,6 +321,9 @@ fn announce_generated(loaded: &Loaded) {
     if loaded.generated.contains(&"client.token.hmac_secret_key") {
         tracing::warn!("client.token.hmac_secret_key is not set: generated a random one for this run");
         tracing::warn!("token HMAC secret: {}", c.client.token.hmac_secret_key);
+    }
+    if c.client.insecure_skip_token_signature_verify {
+        tracing::warn!("INSECURE skip token signature verify enabled, make sure you understand risks");
     }
     if loaded.generated_secrets {
         tracing::warn!("run `gyre genconfig` to create a config with persistent secrets");
@@ -389,7 +399,7 @@ fn checkconfig(path: PathBuf) -> Result<()> {
         skip_secret_generation: true,
         ..Default::default()
     };
-    let loaded = load(&opts).map_err(|e| anyhow!("{e}"))?;
+    let loaded = load_checked(&opts).map_err(|e| anyhow!("{e}"))?;
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
@@ -442,10 +452,10 @@ fn subscription_secret(c: &Config) -> Result<&str> {
     if !sub.enabled {
         return token_secret(c);
     }
-    if sub.hmac_secret_key.is_empty() {
+    if sub.token.hmac_secret_key.is_empty() {
         bail!("no HMAC secret key set (client.subscription_token.hmac_secret_key)");
     }
-    Ok(&sub.hmac_secret_key)
+    Ok(&sub.token.hmac_secret_key)
 }
 
 fn gentoken(args: TokenArgs) -> Result<()> {
@@ -476,9 +486,22 @@ fn gensubtoken(args: TokenArgs, channel: &str) -> Result<()> {
 fn checktoken(config: Option<PathBuf>, jwt: &str, subscription: bool) -> Result<()> {
     let loaded = load_for_tools(config)?;
     let c = &loaded.config;
-    let secret = if subscription { subscription_secret(c)? } else { token_secret(c)? };
-    let claims = token::verify(jwt.trim(), secret, &c.client.token.audience, &c.client.token.issuer)
-        .map_err(|e| anyhow!("{e}"))?;
+    let (options, at) = if subscription && c.client.subscription_token.enabled {
+        (&c.client.subscription_token.token, "client.subscription_token")
+    } else {
+        (&c.client.token, "client.token")
+    };
+    if !options.has_public_keys() {
+        // Only HMAC: say so when no secret is set.
+        if subscription {
+            subscription_secret(c)?;
+        } else {
+            token_secret(c)?;
+        }
+    }
+    let skip = c.client.insecure_skip_token_signature_verify;
+    let verifier = token::Verifier::from_config(options, skip, at).map_err(|e| anyhow!("{e}"))?;
+    let claims = verifier.verify_blocking(jwt.trim()).map_err(|e| anyhow!("{e}"))?;
     let channel = claims.get("channel").and_then(Value::as_str).unwrap_or("");
     if subscription && channel.is_empty() {
         bail!("invalid subscription token: no channel claim");
@@ -486,7 +509,7 @@ fn checktoken(config: Option<PathBuf>, jwt: &str, subscription: bool) -> Result<
     if !subscription && claims.contains_key("channel") {
         bail!("invalid connection token: channel claim is not allowed");
     }
-    let claim = if c.client.token.user_id_claim.is_empty() { "sub" } else { c.client.token.user_id_claim.as_str() };
+    let claim = if options.user_id_claim.is_empty() { "sub" } else { options.user_id_claim.as_str() };
     let user = claims.get(claim).and_then(Value::as_str).unwrap_or("");
     let who = if user.is_empty() { "anonymous user".to_owned() } else { format!("user \"{user}\"") };
     if subscription {

@@ -416,9 +416,9 @@ fn validate(c: &Config) -> Result<(), String> {
             duration::format(&cl.pong_timeout)
         ));
     }
-    let claim = &cl.token.user_id_claim;
-    if !claim.is_empty() && !claim.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_') {
-        return Err(format!("client.token.user_id_claim: invalid claim name {claim:?} (must match ^[a-zA-Z_]+$)"));
+    cl.token.validate("client.token")?;
+    if cl.subscription_token.enabled {
+        cl.subscription_token.token.validate("client.subscription_token")?;
     }
     if c.admin.enabled && !c.admin.insecure && (c.admin.password.is_empty() || c.admin.secret.is_empty()) {
         return Err(
@@ -525,7 +525,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
             config.http_api.key = uuid::Uuid::new_v4().to_string();
             generated.push("http_api.key");
         }
-        if config.client.token.hmac_secret_key.is_empty() {
+        if config.client.token.hmac_secret_key.is_empty() && !config.client.token.has_public_keys() {
             config.client.token.hmac_secret_key = uuid::Uuid::new_v4().to_string();
             generated.push("client.token.hmac_secret_key");
         }

@@ -12,12 +12,14 @@ pub mod load;
 pub mod pattern;
 pub mod proxy;
 pub mod redis;
+mod token;
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 pub use load::{load, LoadOptions, Loaded};
 pub use pattern::ChannelRegex;
+pub use token::{SubscriptionToken, Token};
 
 use crate::error::ApiError;
 pub use http_server::HttpServer;
@@ -106,15 +108,6 @@ impl Default for HttpApi {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Token {
-    pub hmac_secret_key: String,
-    pub audience: String,
-    pub issuer: String,
-    pub user_id_claim: String,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Client {
@@ -123,6 +116,8 @@ pub struct Client {
     pub insecure: bool,
     pub allow_anonymous_connect_without_token: bool,
     pub disallow_anonymous_connection_tokens: bool,
+    /// Tokens are read without checking their signature (testing only).
+    pub insecure_skip_token_signature_verify: bool,
     #[serde(with = "duration")]
     pub ping_interval: Duration,
     #[serde(with = "duration")]
@@ -161,6 +156,7 @@ impl Default for Client {
             insecure: false,
             allow_anonymous_connect_without_token: false,
             disallow_anonymous_connection_tokens: false,
+            insecure_skip_token_signature_verify: false,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(8),
             expired_close_delay: Duration::from_secs(25),
@@ -180,13 +176,6 @@ impl Default for Client {
             proxy: proxy::ClientProxies::default(),
         }
     }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SubscriptionToken {
-    pub enabled: bool,
-    pub hmac_secret_key: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

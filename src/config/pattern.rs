@@ -43,6 +43,11 @@ impl ChannelRegex {
         self.0.as_ref().map(|(p, _)| p.as_str()).unwrap_or("")
     }
 
+    /// The compiled translation; `None` when no pattern is set.
+    pub fn regex(&self) -> Option<&regex::Regex> {
+        self.0.as_ref().map(|(_, re)| re)
+    }
+
     /// Whether `text` contains a match; `None` when no pattern is set.
     pub fn is_match(&self, text: &str) -> Option<bool> {
         self.0.as_ref().map(|(_, re)| re.is_match(text))

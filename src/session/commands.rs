@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::claims::{self, ConnClaims, ConnRefused, ServerSub};
 use super::proxy as sp;
-use super::{unix_now, Session, Sub, Tokens};
+use super::{unix_now, Session, Sub, TokenUse};
 use crate::api::{Command, DisconnectCmd, Overrides, Res, Target};
 use crate::client::Handler;
 use crate::config::ChannelOptions;
@@ -26,10 +26,10 @@ fn conn_user_claim(s: &Session) -> &str {
 }
 
 /// The claim naming the user in subscription tokens: as for connection tokens when both are
-/// verified alike; with `client.subscription_token` its own (`sub`).
+/// verified alike; with `client.subscription_token` its own `user_id_claim`.
 fn sub_user_claim(s: &Session) -> &str {
     if s.w.cfg.client.subscription_token.enabled {
-        ""
+        &s.w.cfg.client.subscription_token.token.user_id_claim
     } else {
         &s.w.cfg.client.token.user_id_claim
     }
@@ -99,7 +99,7 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
             super::proxied::ProxyConnect::NoResult => return Err(Disconnect::BAD_REQUEST),
         }
     } else if !c.token.is_empty() {
-        match Tokens::of(&s.w).conn.verify(&c.token) {
+        match s.verify_token(TokenUse::Connect, &c.token, "").await {
             Ok(claims) => match claims::conn(&claims, conn_user_claim(s)) {
                 Ok(c) => {
                     ConnClaims { hidden: super::hidden::is_marked(&cfg.client.token.hmac_secret_key, &claims), ..c }
@@ -320,7 +320,7 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
     let private =
         !cfg.channel.private_prefix.is_empty() && req.channel.starts_with(cfg.channel.private_prefix.as_str());
     if !req.token.is_empty() {
-        let t = match Tokens::of(&s.w).sub.verify(&req.token) {
+        let t = match s.verify_token(TokenUse::Subscribe, &req.token, &req.channel).await {
             Err(TokenError::Expired) => return Ok(Err(ApiError::TOKEN_EXPIRED)),
             Err(_) => return Ok(Err(ApiError::PERMISSION_DENIED)),
             Ok(claims) => match claims::sub(&claims, sub_user_claim(s)) {
@@ -560,11 +560,11 @@ async fn publish_checked(
     }
 }
 
-pub(super) fn refresh(s: &Rc<Session>, id: u32, token: &str) -> Result<(), Disconnect> {
+pub(super) async fn refresh(s: &Rc<Session>, id: u32, token: &str) -> Result<(), Disconnect> {
     if token.is_empty() {
         return Err(Disconnect::BAD_REQUEST);
     }
-    let claims = match Tokens::of(&s.w).conn.verify(token) {
+    let claims = match s.verify_token(TokenUse::Refresh, token, "").await {
         Ok(c) => match claims::conn(&c, conn_user_claim(s)) {
             Ok(c) => c,
             Err(ConnRefused::Invalid) => return Err(Disconnect::INVALID_TOKEN),
@@ -589,6 +589,10 @@ pub(super) fn refresh(s: &Rc<Session>, id: u32, token: &str) -> Result<(), Disco
         if claims.info.is_some() {
             st.conn_info = claims.info;
         }
+        // As Centrifugo: a refresh token's `meta` replaces the connection's.
+        if claims.meta.is_some() {
+            st.meta = claims.meta;
+        }
     }
     let ttl = if claims.expire_at > 0 { (claims.expire_at - now) as u32 } else { 0 };
     s.reply(
@@ -598,7 +602,7 @@ pub(super) fn refresh(s: &Rc<Session>, id: u32, token: &str) -> Result<(), Disco
     Ok(())
 }
 
-pub(super) fn sub_refresh(s: &Rc<Session>, id: u32, channel: &str, token: &str) -> Result<(), Disconnect> {
+pub(super) async fn sub_refresh(s: &Rc<Session>, id: u32, channel: &str, token: &str) -> Result<(), Disconnect> {
     if channel.is_empty() {
         return Err(Disconnect::BAD_REQUEST);
     }
@@ -610,7 +614,7 @@ pub(super) fn sub_refresh(s: &Rc<Session>, id: u32, channel: &str, token: &str) 
         s.reply(id, &Err(ApiError::BAD_REQUEST));
         return Ok(());
     }
-    let t = match Tokens::of(&s.w).sub.verify(token) {
+    let t = match s.verify_token(TokenUse::SubRefresh, token, channel).await {
         Ok(c) => claims::sub(&c, sub_user_claim(s)).map_err(|_| Disconnect::INVALID_TOKEN)?,
         Err(TokenError::Expired) => {
             s.reply(id, &Err(ApiError::TOKEN_EXPIRED));

@@ -238,11 +238,11 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
         }
         // With a refresh proxy the server refreshes; a client refresh is a protocol error.
         Req::Refresh { .. } if super::proxy::proxies(&s.w).refresh.is_some() => return Err(Disconnect::BAD_REQUEST),
-        Req::Refresh { token } => commands::refresh(s, id, &token)?,
+        Req::Refresh { token } => commands::refresh(s, id, &token).await?,
         Req::SubRefresh { channel, .. } if super::proxy::server_refreshed(s, &channel) => {
             return Err(Disconnect::BAD_REQUEST)
         }
-        Req::SubRefresh { channel, token } => commands::sub_refresh(s, id, &channel, &token)?,
+        Req::SubRefresh { channel, token } => commands::sub_refresh(s, id, &channel, &token).await?,
     }
     Ok(())
 }

@@ -90,9 +90,10 @@ pub struct RawStart {
     pub headers: serde_json::Map<String, serde_json::Value>,
 }
 
-/// The token verifiers of a worker's sessions.
+/// The token verifiers of a worker's sessions, built from the configuration once per worker.
+/// JWKS keys live in a process-wide cache ([`crate::token::jwks`]).
 struct Tokens {
-    /// Connection tokens (and subscription tokens unless they have their own key).
+    /// Connection tokens (and subscription tokens unless they have their own options).
     conn: Verifier,
     sub: Verifier,
 }
@@ -100,15 +101,75 @@ struct Tokens {
 impl Tokens {
     fn of(w: &Worker) -> Rc<Tokens> {
         w.local(|w| {
-            let t = &w.cfg.client.token;
-            let conn = Verifier::new(&t.hmac_secret_key, &t.audience, &t.issuer);
+            let skip = w.cfg.client.insecure_skip_token_signature_verify;
+            let build = |t: &crate::config::Token, at: &str| {
+                Verifier::from_config(t, skip, at).unwrap_or_else(|e| {
+                    // The configuration was validated at load time; a verifier that accepts
+                    // nothing is the safe answer anyway.
+                    tracing::error!(error = %e, "token verifier not built: every token is refused");
+                    Verifier::default()
+                })
+            };
+            let conn = build(&w.cfg.client.token, "client.token");
             let sub = if w.cfg.client.subscription_token.enabled {
-                Verifier::new(&w.cfg.client.subscription_token.hmac_secret_key, "", "")
+                build(&w.cfg.client.subscription_token.token, "client.subscription_token")
             } else {
-                Verifier::new(&t.hmac_secret_key, &t.audience, &t.issuer)
+                conn.clone()
             };
             Tokens { conn, sub }
         })
+    }
+}
+
+/// Which token a session verifies (for the log line of a refused one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenUse {
+    Connect,
+    Refresh,
+    Subscribe,
+    SubRefresh,
+}
+
+impl Session {
+    /// Verifies a token of this session. A JWKS key missing from the cache is fetched first:
+    /// the fetcher thread does it, and this waits for its answer without blocking the worker
+    /// (bounded by [`crate::token::jwks::WAIT_LIMIT`]). A refused token is logged as Centrifugo
+    /// logs it: invalid ones at info, expired ones at debug.
+    async fn verify_token(
+        &self,
+        what: TokenUse,
+        token: &str,
+        channel: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, crate::token::TokenError> {
+        use crate::token::{Check, TokenError};
+        let tokens = Tokens::of(&self.w);
+        let v = if matches!(what, TokenUse::Connect | TokenUse::Refresh) { &tokens.conn } else { &tokens.sub };
+        let r = match v.check(token) {
+            Check::Done(r) => r,
+            Check::Fetch(f) => {
+                let (answer, call) = self.w.await_remote::<()>();
+                f.run(Box::new(move || answer.send(())));
+                let _ = monoio::time::timeout(crate::token::jwks::WAIT_LIMIT, call).await;
+                v.verify(token)
+            }
+        };
+        if let Err(e) = &r {
+            let user = self.st.borrow().user.clone();
+            let client = &*self.client.id;
+            let msg = match what {
+                TokenUse::Connect => "connection token",
+                TokenUse::Refresh => "refresh token",
+                TokenUse::Subscribe => "subscription token",
+                TokenUse::SubRefresh => "subscription refresh token",
+            };
+            match e {
+                TokenError::Invalid(why) => {
+                    tracing::info!(error = %why, client, user = %user, channel, "invalid {msg}")
+                }
+                TokenError::Expired => tracing::debug!(client, user = %user, channel, "expired {msg}"),
+            }
+        }
+        r
     }
 }
 

@@ -17,6 +17,8 @@
 //! * `races`  — subscribe/unsubscribe/close/API-disconnect interleavings (both engines): the
 //!   node's presence, counts and fan-out equal what the live sessions hold.
 //! * `layout` — the source layout's rules: imports point down, files stay small.
+//! * `token_keys` — RSA/ECDSA keys, JWKS over https (rotation, outage), the previous HMAC
+//!   secret, claim regexes and subscription-token keys, with PyJWT and `jsonwebtoken` tokens.
 //! * `tokens` — token claims (dates, `client`, `data`, `override`), `channel_regex` and the
 //!   personal channel's `single_connection`.
 //! * `shapes` — client protocol replies whose results are empty, as Centrifugo writes them.
@@ -58,6 +60,7 @@ mod redis;
 mod sdk;
 mod sdk_transports;
 mod shapes;
+mod token_keys;
 mod tokens;
 mod transports;
 mod uni_grpc;
