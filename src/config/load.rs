@@ -18,6 +18,8 @@ use crate::error::Error;
 mod centrifugo;
 #[path = "env.rs"]
 mod env;
+#[path = "kubernetes.rs"]
+mod kubernetes;
 #[path = "proxy_v5.rs"]
 mod proxy_v5;
 
