@@ -353,6 +353,11 @@ impl Conn {
             let text = super::ops::metrics_text(&self.w).await;
             return self.answer(head, r, 200, "text/plain; version=0.0.4; charset=utf-8", text.as_bytes()).await;
         }
+        // The admin page's live tail connects where the page came from: with an internal
+        // port that is not where clients connect.
+        if ep.admin && cfg.admin.enabled && !cfg.websocket.disabled && path == "/admin/connection/websocket" {
+            return Some(self.websocket(&head, Kind::Client));
+        }
         if ep.admin && cfg.admin.enabled && (path == "/" || path == "/index.html" || path.starts_with("/admin/")) {
             return self.admin(head, r).await;
         }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::util::*;
-use crate::ws_client::{json_lines, Ws, TEXT};
+use crate::ws_client::{json_lines, Ws, SAMPLE_KEY, TEXT};
 
 const SECRET: &str = "deploy-token-secret";
 const API_KEY: &str = "deploy-api-key";
@@ -228,6 +228,23 @@ fn publication(ws: &mut Ws) -> Value {
     }
 }
 
+/// The admin page's live tail, from the port the page is served on.
+fn admin_tail_on(port: u16, pod: &Pod) {
+    let r = http(port, "POST", "/admin/auth", b"password=pw", &[("Content-Type", "application/x-www-form-urlencoded")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let auth = format!("token {}", r.json()["token"].as_str().unwrap());
+    let r = http(port, "POST", "/admin/tail", br#"{"channel":"tailed"}"#, &[("Authorization", &auth)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let s = TcpStream::connect(addr(port)).unwrap();
+    let mut ws = Ws::upgrade(s, "/admin/connection/websocket", SAMPLE_KEY, &[]).expect("live tail upgrade");
+    ws.s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    ws.send_json(&json!({"id": 1, "connect": {"token": r.json()["token"]}}));
+    let reply = next_message(&mut ws);
+    assert!(reply["connect"]["subs"]["tailed"].is_object(), "{reply}");
+    assert_eq!(pod.publish(port, "tailed", json!("t")).status, 200);
+    assert_eq!(publication(&mut ws), json!("t"));
+}
+
 /// The chart's command line and the pod's variables: clients on the external port, the API,
 /// /health and /metrics on the internal one and nowhere else.
 fn helm_chart_starts_gyre(v5: bool) {
@@ -246,6 +263,7 @@ fn helm_chart_starts_gyre(v5: bool) {
     assert_eq!(http(internal, "GET", "/", b"", &[]).status, 200, "admin on the internal port");
     assert_eq!(http(external, "GET", "/", b"", &[]).status, 404, "admin on the external port");
     assert_eq!(Ws::try_open(addr(internal)).err(), Some(404), "clients on the internal port");
+    admin_tail_on(internal, &pod);
     if v5 {
         // The v5 chart turns the gRPC API on.
         assert!(pod.accepts(pod.ports.grpc), "gRPC API port");
@@ -277,6 +295,7 @@ fn external_switches() {
     assert_eq!(pod.publish(internal, "news", json!(1)).status, 404);
     assert_eq!(http(external, "GET", "/", b"", &[]).status, 200);
     assert_eq!(http(internal, "GET", "/", b"", &[]).status, 404);
+    admin_tail_on(external, &pod);
     assert_eq!(http(internal, "GET", "/health", b"", &[]).status, 200);
     assert_eq!(http(external, "GET", "/health", b"", &[]).status, 404);
 }
