@@ -1,5 +1,5 @@
 //! Deploying as Centrifugo is deployed: the official Helm chart's command lines (the chart v13
-//! for Centrifugo v6, v11 for v5) with the variables Kubernetes sets for the chart's Services,
+//! for Centrifugo v6, v12 for v6.0, v11 for v5) with the variables Kubernetes sets for the chart's Services,
 //! the internal port's split of the endpoints, and SIGHUP.
 //!
 //! The chart mounts its ConfigMap as `config.json` in the working directory (no `--config`)
@@ -23,6 +23,17 @@ const API_KEY: &str = "deploy-api-key";
 
 static PODS: AtomicUsize = AtomicUsize::new(0);
 
+/// The chart's major version: the command line it renders.
+#[derive(Clone, Copy, PartialEq)]
+enum Chart {
+    /// Centrifugo v5.4.
+    V11,
+    /// Centrifugo v6.0 to v6.5.
+    V12,
+    /// Centrifugo v6.6 and later.
+    V13,
+}
+
 #[derive(Clone, Copy)]
 struct Ports {
     external: u16,
@@ -32,8 +43,8 @@ struct Ports {
 }
 
 /// The arguments the chart's deployment template renders.
-fn helm_args(v5: bool, p: Ports) -> Vec<String> {
-    let args: Vec<String> = if v5 {
+fn helm_args(chart: Chart, p: Ports) -> Vec<String> {
+    let mut args: Vec<String> = if chart == Chart::V11 {
         // Chart 11.8 (Centrifugo v5.4).
         vec![
             "--health".into(),
@@ -63,12 +74,15 @@ fn helm_args(v5: bool, p: Ports) -> Vec<String> {
             p.uni_grpc.to_string(),
         ]
     };
+    if chart == Chart::V12 {
+        args.push("--grpc_api.enabled".into());
+    }
     args
 }
 
 /// What Kubernetes sets for the chart's four Services (their ports as in the chart's values,
 /// not the ones this test listens on), and the chart's secrets in the version's names.
-fn pod_env(v5: bool) -> Vec<(String, String)> {
+fn pod_env(chart: Chart) -> Vec<(String, String)> {
     let mut env = Vec::new();
     let services = [("", "10.0.0.1", 8000, "EXTERNAL"), ("INTERNAL_", "10.0.0.2", 9000, "INTERNAL")];
     let more = [("GRPC_API_", "10.0.0.3", 10000, "GRPC"), ("UNI_GRPC_", "10.0.0.4", 11000, "UNI_GRPC")];
@@ -83,7 +97,7 @@ fn pod_env(v5: bool) -> Vec<(String, String)> {
         env.push((format!("{p}PORT_{port}_TCP_PORT"), port.to_string()));
         env.push((format!("{p}PORT_{port}_TCP_ADDR"), ip.to_string()));
     }
-    let secrets = if v5 {
+    let secrets = if chart == Chart::V11 {
         [
             ("CENTRIFUGO_API_KEY", API_KEY),
             ("CENTRIFUGO_TOKEN_HMAC_SECRET_KEY", SECRET),
@@ -111,7 +125,7 @@ struct Pod {
 
 impl Pod {
     /// The chart's ConfigMap holds `config` (clients may subscribe to channels without namespace).
-    fn start(v5: bool, mut config: Value) -> Pod {
+    fn start(chart: Chart, mut config: Value) -> Pod {
         merge(&mut config, json!({"channel": {"without_namespace": {"allow_subscribe_for_client": true}}}));
         let ports = Ports { external: free_port(), internal: free_port(), grpc: free_port(), uni_grpc: free_port() };
         let dir = std::env::temp_dir().join(format!(
@@ -122,7 +136,7 @@ impl Pod {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
         let mut cmd = Command::new(server_binary());
-        cmd.args(helm_args(v5, ports))
+        cmd.args(helm_args(chart, ports))
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -133,7 +147,7 @@ impl Pod {
                 cmd.env_remove(k);
             }
         }
-        cmd.envs(pod_env(v5));
+        cmd.envs(pod_env(chart));
         if let Ok(driver) = std::env::var("GYRE_TEST_DRIVER") {
             cmd.env("GYRE_DRIVER", driver);
         }
@@ -247,8 +261,8 @@ fn admin_tail_on(port: u16, pod: &Pod) {
 
 /// The chart's command line and the pod's variables: clients on the external port, the API,
 /// /health and /metrics on the internal one and nowhere else.
-fn helm_chart_starts_gyre(v5: bool) {
-    let pod = Pod::start(v5, json!({"admin": {"enabled": true}}));
+fn helm_chart_starts_gyre(chart: Chart) {
+    let pod = Pod::start(chart, json!({"admin": {"enabled": true}}));
     let Ports { external, internal, .. } = pod.ports;
     let mut ws = subscriber(external, "news");
     let r = pod.publish(internal, "news", json!({"n": 1}));
@@ -264,10 +278,8 @@ fn helm_chart_starts_gyre(v5: bool) {
     assert_eq!(http(external, "GET", "/", b"", &[]).status, 404, "admin on the external port");
     assert_eq!(Ws::try_open(addr(internal)).err(), Some(404), "clients on the internal port");
     admin_tail_on(internal, &pod);
-    if v5 {
-        // The v5 chart turns the gRPC API on.
-        assert!(pod.accepts(pod.ports.grpc), "gRPC API port");
-    }
+    // The v11 and v12 charts turn the gRPC API on.
+    assert_eq!(pod.accepts(pod.ports.grpc), chart != Chart::V13, "gRPC API port");
     let log = pod.stderr();
     assert!(!log.contains("environment variable"), "the pod's variables are no options:\n{log}");
     assert!(!log.contains("WARN"), "{log}");
@@ -277,19 +289,25 @@ fn helm_chart_starts_gyre(v5: bool) {
 
 #[test]
 fn helm_chart_v6_command_line() {
-    helm_chart_starts_gyre(false);
+    helm_chart_starts_gyre(Chart::V13);
+}
+
+#[test]
+fn helm_chart_v12_command_line() {
+    helm_chart_starts_gyre(Chart::V12);
 }
 
 #[test]
 fn helm_chart_v5_command_line() {
-    helm_chart_starts_gyre(true);
+    helm_chart_starts_gyre(Chart::V11);
 }
 
 /// `http_api.external` and `admin.external` serve theirs on the external port too... and only
 /// there, as Centrifugo does.
 #[test]
 fn external_switches() {
-    let pod = Pod::start(false, json!({"http_api": {"external": true}, "admin": {"enabled": true, "external": true}}));
+    let pod =
+        Pod::start(Chart::V13, json!({"http_api": {"external": true}, "admin": {"enabled": true, "external": true}}));
     let Ports { external, internal, .. } = pod.ports;
     assert_eq!(pod.publish(external, "news", json!(1)).status, 200);
     assert_eq!(pod.publish(internal, "news", json!(1)).status, 404);
@@ -303,7 +321,7 @@ fn external_switches() {
 /// SIGHUP neither stops the server nor drops its clients; SIGTERM still stops it.
 #[test]
 fn sighup_keeps_serving() {
-    let mut pod = Pod::start(false, json!({}));
+    let mut pod = Pod::start(Chart::V13, json!({}));
     let Ports { external, internal, .. } = pod.ports;
     let mut ws = subscriber(external, "news");
     // Twice, the second once the first is taken (pending signals of a kind merge into one).
