@@ -85,9 +85,10 @@ fn bind_on(host: &str, option: &str, port: u16, n: usize) -> Result<Vec<StdListe
 
 /// Runs the server until SIGINT/SIGTERM. Blocks the calling thread, which must be the
 /// process's only thread so far: the signals are blocked here (every thread started later
-/// inherits that) and taken with `sigwait`. SIGHUP, Centrifugo's reload signal, is logged
-/// and the server keeps running: Gyre does not reload its configuration while running.
-pub fn run(cfg: Config) -> Result<(), Error> {
+/// inherits that) and taken with `sigwait`. SIGHUP, Centrifugo's reload signal, is logged,
+/// `on_sighup` is called (the command line re-reads the config to say what a restart would
+/// change) and the server keeps running: Gyre does not reload its configuration while running.
+pub fn run(cfg: Config, mut on_sighup: impl FnMut()) -> Result<(), Error> {
     let signals = Signals::block()?;
     let server = start(cfg)?;
     loop {
@@ -100,6 +101,7 @@ pub fn run(cfg: Config) -> Result<(), Error> {
             "reloading the configuration is not supported: the server keeps running with the configuration it \
              started with (restart it to apply changes)"
         );
+        on_sighup();
     }
     tracing::info!("shutting down");
     server.stop();

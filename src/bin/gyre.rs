@@ -287,7 +287,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         tracing::warn!("{w}");
     }
     announce_generated(&loaded);
-    if let Err(e) = gyre::server::run(loaded.config) {
+    let generated = loaded.generated.clone();
+    let running = config_tree(&loaded.config, &generated);
+    if let Err(e) = gyre::server::run(loaded.config, || recheck(&opts, &running, &generated)) {
         if logging {
             tracing::error!("{e}");
         } else {
@@ -296,6 +298,53 @@ fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// The effective config as a tree, without the secrets generated for this run.
+fn config_tree(config: &Config, generated: &[&str]) -> Value {
+    let mut tree = serde_json::to_value(config).unwrap_or_default();
+    for path in generated {
+        if let Some((section, key)) = path.rsplit_once('.') {
+            let pointer = format!("/{}", section.replace('.', "/"));
+            if let Some(Value::Object(m)) = tree.pointer_mut(&pointer) {
+                m.remove(key);
+            }
+        }
+    }
+    tree
+}
+
+/// On SIGHUP: reads the config as a restart would and logs whether it loads and which
+/// options would change (by name, never their values).
+fn recheck(opts: &LoadOptions, running: &Value, generated: &[&str]) {
+    let opts = LoadOptions { env: process_env(), skip_secret_generation: true, ..opts.clone() };
+    match load(&opts) {
+        Err(e) => tracing::error!("the configuration does not load: {e}"),
+        Ok(loaded) => {
+            let mut changed = Vec::new();
+            diff(running, &config_tree(&loaded.config, generated), String::new(), &mut changed);
+            if changed.is_empty() {
+                tracing::info!("the configuration is unchanged");
+            } else {
+                tracing::warn!("options changed since start (applied on restart): {}", changed.join(", "));
+            }
+        }
+    }
+}
+
+/// The paths where `a` and `b` differ (objects compared key by key, anything else whole).
+fn diff(a: &Value, b: &Value, path: String, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                diff(x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), p, out);
+            }
+        }
+        _ if a != b => out.push(path),
+        _ => {}
+    }
 }
 
 /// Generated secrets live only as long as this process, so the operator must see them.

@@ -324,12 +324,28 @@ fn sighup_keeps_serving() {
     let mut pod = Pod::start(Chart::V13, json!({}));
     let Ports { external, internal, .. } = pod.ports;
     let mut ws = subscriber(external, "news");
-    // Twice, the second once the first is taken (pending signals of a kind merge into one).
-    for n in 1..=2 {
+    // The config is read again and what a restart would change is named: nothing, then a new
+    // namespace, then a file that does not load. Each signal is sent once the previous one is
+    // answered (pending signals of a kind merge into one).
+    let config = pod.dir.join("config.json");
+    let edits = [
+        (None, "the configuration is unchanged"),
+        (
+            Some(
+                r#"{"channel": {"without_namespace": {"allow_subscribe_for_client": true}, "namespaces": [{"name": "chat"}]}}"#,
+            ),
+            "options changed since start (applied on restart): channel.namespaces",
+        ),
+        (Some("{not json"), "the configuration does not load"),
+    ];
+    for (n, (edit, said)) in edits.into_iter().enumerate() {
+        if let Some(text) = edit {
+            std::fs::write(&config, text).unwrap();
+        }
         pod.signal(libc::SIGHUP);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while pod.stderr().matches("signal received: SIGHUP").count() < n {
-            assert!(Instant::now() < deadline, "no SIGHUP log line:\n{}", pod.stderr());
+        while pod.stderr().matches("signal received: SIGHUP").count() <= n || !pod.stderr().contains(said) {
+            assert!(Instant::now() < deadline, "no SIGHUP log line {said:?}:\n{}", pod.stderr());
             std::thread::sleep(Duration::from_millis(10));
         }
     }
