@@ -20,12 +20,13 @@ use smallvec::SmallVec;
 use crate::client::outbox::Writes;
 use crate::client::{Client, Framing, Handler};
 use crate::error::Disconnect;
+use crate::filter::Filter;
 use crate::protocol::{Format, PushBody};
 use crate::push::{metrics_kind, raw_publication_frame, Prepared, PushKind};
 use crate::wire::deflate::{self, Deflate};
 
 /// A local subscriber of a channel.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Sub {
     key: u32,
     /// The client's generation: an entry never reaches a later client in the same slot.
@@ -39,6 +40,17 @@ struct Sub {
     /// With `delta`: the owner's sequence number of the last publication it was sent (0: none
     /// known), the only base a patch may apply to.
     base: u64,
+    /// Its tags filter: publications whose tags it rejects are not sent.
+    filter: Option<Arc<Filter>>,
+}
+
+/// Whether the push reaches this subscriber as far as its tags filter is concerned (only
+/// publications are filtered).
+fn passes(s: &Sub, p: &Prepared) -> bool {
+    match (&s.filter, &p.push) {
+        (Some(f), PushBody::Pub(publication)) => f.matches(publication.tags.as_deref().unwrap_or_default()),
+        _ => true,
+    }
 }
 
 /// A client in its slot: the part fan-out uses and the session behind it.
@@ -116,9 +128,10 @@ impl Hub {
 
     /// The owner accepted a subscription of client `key` (generation `gen`): it joins the
     /// channel's subscribers, with pushes held until its reply is written, and `extra` pushes
-    /// (newer than the position it was answered with) held first. False when the client is
-    /// gone or no longer waits for it: the owner's count must then be taken back.
-    /// With `delta` it negotiated fossil deltas.
+    /// (newer than the position it was answered with, those its tags `filter` passes) held
+    /// first. False when the client is gone or no longer waits for it: the owner's count must
+    /// then be taken back. With `delta` it negotiated fossil deltas.
+    #[allow(clippy::too_many_arguments)] // the subscription's parts, each a plain value
     pub fn accept(
         &self,
         key: u32,
@@ -126,14 +139,18 @@ impl Hub {
         channel: &Arc<str>,
         join_leave: bool,
         delta: bool,
+        filter: Option<Arc<Filter>>,
         extra: &[Arc<Prepared>],
     ) -> bool {
         let client = match self.clients.borrow().get(key as usize) {
             Some(e) if e.client.gen == gen && e.client.expects(channel) => e.client.clone(),
             _ => return false,
         };
-        let mut sub = Sub { key, gen, live: false, join_leave, delta, base: 0 };
+        let mut sub = Sub { key, gen, live: false, join_leave, delta, base: 0, filter };
         for p in extra {
+            if !passes(&sub, p) {
+                continue;
+            }
             if let Some(frame) = sub_frame(&client, &mut sub, p, &mut Frames::default()) {
                 client.hold(channel, frame);
             }
@@ -192,6 +209,9 @@ impl Hub {
             for s in subs.iter_mut() {
                 let Some(e) = clients.get(s.key as usize).filter(|e| e.client.gen == s.gen) else { continue };
                 if p.kind == PushKind::JoinLeave && !s.join_leave {
+                    continue;
+                }
+                if !passes(s, p) {
                     continue;
                 }
                 let Some(frame) = sub_frame(&e.client, s, p, &mut frames_of) else {

@@ -14,6 +14,8 @@ pub mod config;
 pub mod delta;
 /// Error types: API errors, disconnect reasons, internal errors.
 pub mod error;
+/// Tags filters: subscribers' filters over publication tags.
+pub mod filter;
 /// Socket reads shared by every connection kind.
 pub mod io;
 /// Per-worker counters and the Prometheus text.

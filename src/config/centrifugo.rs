@@ -28,8 +28,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "engine.redis.history_use_lists", "engine.redis.presence_hash_field_ttl",
     "engine.redis.presence_user_mapping",
     "client.presence_update_interval", "client.concurrency", "client.channel_position_check_delay",
-    "client.channel_position_max_time_lag", "client.connect_include_server_time",
-    "client.user_id_http_header",
+    "client.channel_position_max_time_lag", "client.user_id_http_header",
     "channel.proxy.map_publish", "channel.proxy.map_remove", "channel.proxy.shared_poll_refresh",
     "channel.publication_data_format",
     "grpc_api.error_mode", "grpc_api.address", "grpc_api.tls", "grpc_api.reflection",
@@ -47,7 +46,7 @@ pub(super) const OPTIONS: &[&str] = &[
 /// Channel options (of `channel.without_namespace` and of each namespace).
 #[rustfmt::skip]
 pub(super) const CHANNEL_OPTIONS: &[&str] = &[
-    "allow_tags_filter", "publication_data_format",
+    "publication_data_format",
     "subscription_type",
     "map", "map_clients_presence_channel_prefix", "map_users_presence_channel_prefix", "shared_poll",
 ];

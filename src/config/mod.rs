@@ -146,6 +146,8 @@ pub struct Client {
     pub connect_code_to_unidirectional_disconnect: CodeToDisconnect,
     /// `client.proxy.connect` and `client.proxy.refresh`.
     pub proxy: proxy::ClientProxies,
+    /// The connect result carries the server's time (`time`, ms since the epoch).
+    pub connect_include_server_time: bool,
 }
 
 impl Default for Client {
@@ -174,6 +176,7 @@ impl Default for Client {
             subscribe_to_user_personal_channel: PersonalChannel::default(),
             connect_code_to_unidirectional_disconnect: CodeToDisconnect::default(),
             proxy: proxy::ClientProxies::default(),
+            connect_include_server_time: false,
         }
     }
 }
@@ -220,6 +223,8 @@ pub struct ChannelOptions {
     pub allow_history_for_subscriber: bool,
     pub allow_history_for_anonymous: bool,
     pub allow_user_limited_channels: bool,
+    /// Subscribers may ask for a tags filter (`tf`) over the channel's publications.
+    pub allow_tags_filter: bool,
     /// Client-side channel names of the namespace must match (the part after the namespace
     /// boundary); without it they must be ASCII.
     pub channel_regex: ChannelRegex,

@@ -83,7 +83,34 @@ struct SubscribeJ<'a> {
     recoverable: bool,
     join_leave: bool,
     delta: String,
+    tf: Option<FilterJ>,
     flag: i64,
+}
+
+/// A tags filter node; `null` anywhere stands for an absent value, and a `null` child for an
+/// empty node (refused when the filter is checked).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct FilterJ {
+    op: Option<String>,
+    key: Option<String>,
+    cmp: Option<String>,
+    val: Option<String>,
+    vals: Option<Vec<Option<String>>>,
+    nodes: Option<Vec<Option<FilterJ>>>,
+}
+
+impl FilterJ {
+    fn into_node(self) -> crate::filter::FilterNode {
+        crate::filter::FilterNode {
+            op: self.op.unwrap_or_default(),
+            key: self.key.unwrap_or_default(),
+            cmp: self.cmp.unwrap_or_default(),
+            val: self.val.unwrap_or_default(),
+            vals: self.vals.unwrap_or_default().into_iter().map(Option::unwrap_or_default).collect(),
+            nodes: self.nodes.unwrap_or_default().into_iter().map(|n| n.unwrap_or_default().into_node()).collect(),
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -171,6 +198,7 @@ pub fn decode_command(line: &[u8]) -> Result<Cmd, BadFrame> {
             recoverable: s.recoverable,
             join_leave: s.join_leave,
             delta: s.delta,
+            tf: s.tf.map(FilterJ::into_node),
             flag: s.flag,
         })
     } else if let Some(r) = not_null(env.unsubscribe) {
@@ -260,6 +288,13 @@ fn opt_uint(out: &mut Vec<u8>, first: &mut bool, k: &str, v: u64) {
 }
 
 /// `"k":"v"` when non-empty (omitempty).
+fn opt_int(out: &mut Vec<u8>, first: &mut bool, k: &str, v: i64) {
+    if v != 0 {
+        key(out, first, k);
+        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+}
+
 fn opt_str(out: &mut Vec<u8>, first: &mut bool, k: &str, v: &str) {
     if !v.is_empty() {
         key(out, first, k);
@@ -355,6 +390,7 @@ fn body(out: &mut Vec<u8>, b: &ReplyBody) {
             opt_true(out, &mut first, "pong", c.pong);
             opt_str(out, &mut first, "session", &c.session);
             opt_str(out, &mut first, "node", &c.node);
+            opt_int(out, &mut first, "time", c.time);
             out.push(b'}');
         }
         ReplyBody::Subscribe(r) => {
@@ -518,6 +554,7 @@ pub fn encode_bare_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
             opt_true(out, &mut first, "pong", c.pong);
             opt_str(out, &mut first, "session", &c.session);
             opt_str(out, &mut first, "node", &c.node);
+            opt_int(out, &mut first, "time", c.time);
             out.push(b'}');
         }
     }
@@ -558,6 +595,45 @@ mod tests {
         assert_eq!(decode(b"{\"id\":4}").unwrap()[0].req, Req::Unknown);
         assert!(decode(b"").is_err());
         assert!(decode(b"{nope").is_err());
+    }
+
+    #[test]
+    fn decodes_tags_filter() {
+        let frame = br#"{"id":2,"subscribe":{"channel":"c","tf":{"op":"and","nodes":[{"key":"a","cmp":"eq","val":"1"},{"op":"not","nodes":[{"key":"b","cmp":"in","vals":["x","y"]}]},null],"key":null,"extra":5}}}"#;
+        let Req::Subscribe(s) = decode(frame).unwrap().remove(0).req else { panic!() };
+        let leaf = |key: &str, cmp: &str, val: &str, vals: &[&str]| crate::filter::FilterNode {
+            key: key.into(),
+            cmp: cmp.into(),
+            val: val.into(),
+            vals: vals.iter().map(|v| v.to_string()).collect(),
+            ..Default::default()
+        };
+        let node = |op: &str, nodes| crate::filter::FilterNode { op: op.into(), nodes, ..Default::default() };
+        assert_eq!(
+            s.tf,
+            Some(node(
+                "and",
+                vec![
+                    leaf("a", "eq", "1", &[]),
+                    node("not", vec![leaf("b", "in", "", &["x", "y"])]),
+                    Default::default()
+                ]
+            ))
+        );
+        let Req::Subscribe(s) = decode(br#"{"id":2,"subscribe":{"channel":"c","tf":null}}"#).unwrap().remove(0).req
+        else {
+            panic!()
+        };
+        assert_eq!(s.tf, None);
+        assert!(decode(br#"{"id":2,"subscribe":{"channel":"c","tf":{"op":5}}}"#).is_err());
+        assert!(decode(br#"{"id":2,"subscribe":{"channel":"c","tf":"x"}}"#).is_err());
+        // Nesting past serde_json's recursion limit is a bad frame, not a stack overflow.
+        let deep = format!(
+            r#"{{"id":2,"subscribe":{{"channel":"c","tf":{}{}}}}}"#,
+            r#"{"op":"not","nodes":["#.repeat(5000),
+            "]}".repeat(5000)
+        );
+        assert!(decode(deep.as_bytes()).is_err());
     }
 
     fn reply_text(r: Result<ReplyBody, ApiError>) -> String {
@@ -651,6 +727,20 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#"{"id":1,"connect":{"client":"c1","version":"1 OSS","ping":25,"pong":true}}"#
+        );
+        let mut out = Vec::new();
+        let c =
+            ConnectResult { client: "c1".into(), session: "s".into(), time: 1_700_000_000_123, ..Default::default() };
+        encode_reply(1, &Ok(ReplyBody::Connect(c.clone())), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"id":1,"connect":{"client":"c1","session":"s","time":1700000000123}}"#
+        );
+        let mut out = Vec::new();
+        encode_bare_push("", &PushBody::Connect(Box::new(c)), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"connect":{"client":"c1","session":"s","time":1700000000123}}"#
         );
         let mut out = Vec::new();
         encode_push("news", &PushBody::Unsubscribe { code: 2000, reason: "server unsubscribe".into() }, &mut out);

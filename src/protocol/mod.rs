@@ -98,6 +98,8 @@ pub struct SubscribeReq {
     pub recoverable: bool,
     pub join_leave: bool,
     pub delta: String,
+    /// `tf`: a tags filter over the channel's publications (checked at subscribe time).
+    pub tf: Option<crate::filter::FilterNode>,
     pub flag: i64,
 }
 
@@ -140,6 +142,9 @@ pub struct ConnectResult {
     pub session: String,
     /// This node's id, for emulated connections (their `/emulation` requests name it).
     pub node: String,
+    /// Server time in milliseconds since the epoch (`client.connect_include_server_time`);
+    /// 0 leaves it out.
+    pub time: i64,
 }
 
 /// A successful reply's body, named like the command it answers.

@@ -14,7 +14,7 @@ use super::*;
 use crate::model::Payload;
 
 /// The subset of `client.proto` this server reads and writes, field numbers as upstream.
-/// Fields the server never uses (dictionaries, tag filters, map subscriptions, ...) are left
+/// Fields the server never uses (dictionaries, map subscriptions, ...) are left
 /// out: prost skips them as unknown fields when decoding.
 pub mod proto {
     use std::collections::BTreeMap;
@@ -259,6 +259,8 @@ pub mod proto {
         pub session: String,
         #[prost(string, tag = "10")]
         pub node: String,
+        #[prost(int64, tag = "11")]
+        pub time: i64,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -301,6 +303,8 @@ pub mod proto {
         pub join_leave: bool,
         #[prost(string, tag = "12")]
         pub delta: String,
+        #[prost(message, optional, tag = "13")]
+        pub tf: Option<crate::filter::PbFilterNode>,
         #[prost(int64, tag = "14")]
         pub flag: i64,
     }
@@ -512,6 +516,7 @@ fn to_cmd(c: proto::Command) -> Cmd {
             recoverable: r.recoverable,
             join_leave: r.join_leave,
             delta: r.delta,
+            tf: r.tf.map(crate::filter::PbFilterNode::into_node),
             flag: r.flag,
         })
     } else if let Some(r) = c.unsubscribe {
@@ -656,6 +661,7 @@ fn connect_result(out: &mut Vec<u8>, r: &ConnectResult) {
     put_bool(out, 8, r.pong);
     put_str(out, 9, &r.session);
     put_str(out, 10, &r.node);
+    put_u64(out, 11, r.time as u64);
 }
 
 /// The `Connect` push message (its own field numbers, unlike `ConnectResult`).
@@ -675,6 +681,7 @@ fn connect_push(out: &mut Vec<u8>, r: &ConnectResult) {
     put_bool(out, 8, r.pong);
     put_str(out, 9, &r.session);
     put_str(out, 10, &r.node);
+    put_u64(out, 11, r.time as u64);
 }
 
 /// Appends one length-prefixed `Reply` to command `id`.

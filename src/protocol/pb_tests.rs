@@ -104,6 +104,24 @@ fn decodes_several_commands() {
             recoverable: true,
             join_leave: true,
             delta: "fossil".into(),
+            tf: Some(crate::filter::PbFilterNode {
+                op: "or".into(),
+                nodes: vec![
+                    crate::filter::PbFilterNode {
+                        key: "team".into(),
+                        cmp: "eq".into(),
+                        val: "eng".into(),
+                        ..Default::default()
+                    },
+                    crate::filter::PbFilterNode {
+                        key: "kind".into(),
+                        cmp: "in".into(),
+                        vals: vec!["a".into(), "b".into()],
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }),
             flag: 5,
         }),
         ..Default::default()
@@ -151,6 +169,24 @@ fn decodes_several_commands() {
                     recoverable: true,
                     join_leave: true,
                     delta: "fossil".into(),
+                    tf: Some(crate::filter::FilterNode {
+                        op: "or".into(),
+                        nodes: vec![
+                            crate::filter::FilterNode {
+                                key: "team".into(),
+                                cmp: "eq".into(),
+                                val: "eng".into(),
+                                ..Default::default()
+                            },
+                            crate::filter::FilterNode {
+                                key: "kind".into(),
+                                cmp: "in".into(),
+                                vals: vec!["a".into(), "b".into()],
+                                ..Default::default()
+                            },
+                        ],
+                        ..Default::default()
+                    }),
                     flag: 5,
                 }),
             },
@@ -180,6 +216,32 @@ fn first_request_in_field_order_wins() {
         ..Default::default()
     };
     assert_eq!(decode(&frame_of(&[c])).unwrap()[0], Cmd { id: 0, req: Req::Send { data: Bytes::from_static(b"s") } });
+}
+
+/// Prost bounds the nesting of a tags filter: a deeper one is a bad frame, not a stack
+/// overflow.
+#[test]
+fn deeply_nested_filter_is_a_bad_frame() {
+    // Built as bytes: a `not` node around the one before it, 2000 levels deep.
+    let mut node =
+        crate::filter::PbFilterNode { key: "a".into(), cmp: "ex".into(), ..Default::default() }.encode_to_vec();
+    for _ in 0..2000 {
+        let mut outer = Vec::with_capacity(node.len() + 16);
+        put_str(&mut outer, 1, "not");
+        put_bytes(&mut outer, 6, &node);
+        node = outer;
+    }
+    let mut sub = Vec::new();
+    put_str(&mut sub, 1, "c");
+    put_bytes(&mut sub, 13, &node);
+    let mut cmd = Vec::new();
+    put_u64(&mut cmd, 1, 1);
+    put_bytes(&mut cmd, 5, &sub);
+    let mut frame = Vec::new();
+    encode_varint(cmd.len() as u64, &mut frame);
+    frame.extend_from_slice(&cmd);
+    let r = std::thread::Builder::new().stack_size(1 << 20).spawn(move || decode(&frame).is_err()).unwrap();
+    assert!(r.join().unwrap());
 }
 
 #[test]
@@ -222,6 +284,7 @@ fn connect_reply() {
             pong: true,
             session: "sid".into(),
             node: "nid".into(),
+            time: 1_700_000_000_123,
         })),
     );
     assert_eq!(r.id, 1);
@@ -248,6 +311,7 @@ fn connect_reply() {
             pong: true,
             session: "sid".into(),
             node: "nid".into(),
+            time: 1_700_000_000_123,
         }
     );
 }

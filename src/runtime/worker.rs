@@ -27,6 +27,7 @@ use crate::client::Client;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::ApiError;
+use crate::filter::Filter;
 use crate::hub::Hub;
 use crate::notify::LocalNotify;
 use crate::push::{metrics_kind, Fanout, Prepared};
@@ -80,7 +81,7 @@ pub enum Tag {
 
 /// A client's subscription awaiting its owner: on success the client joins the hub's
 /// subscribers (holding live pushes until its reply is written) before anything else runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SubTag {
     slot: u32,
     client: u32,
@@ -89,6 +90,8 @@ pub struct SubTag {
     join_leave: bool,
     /// The client negotiated fossil deltas for the channel.
     delta: bool,
+    /// The subscription's tags filter.
+    filter: Option<Arc<Filter>>,
 }
 
 /// Receives command results for one connection, in any order; the sink restores order.
@@ -374,10 +377,11 @@ impl Worker {
         client: &Client,
         join_leave: bool,
         delta: bool,
+        filter: Option<Arc<Filter>>,
         op: SubOp,
     ) -> Call<Result<SubOutcome, ApiError>> {
         let slot = self.wait();
-        let tag = SubTag { slot, client: client.key.get(), gen: client.gen, join_leave, delta };
+        let tag = SubTag { slot, client: client.key.get(), gen: client.gen, join_leave, delta, filter };
         let to = owner_of(&op.channel, self.workers);
         if to == self.id {
             self.run_subscribe(self.id as u16, tag, Box::new(op));
@@ -416,7 +420,7 @@ impl Worker {
     /// A subscription's answer is back on the client's worker.
     fn subscribed(&self, tag: SubTag, result: Result<SubOutcome, ApiError>) {
         if let Ok(o) = &result {
-            if !self.hub.accept(tag.client, tag.gen, &o.channel, tag.join_leave, tag.delta, &o.extra) {
+            if !self.hub.accept(tag.client, tag.gen, &o.channel, tag.join_leave, tag.delta, tag.filter, &o.extra) {
                 // The client went away while the owner counted it: take back everything the
                 // subscription added there (count, presence entry; its join gets a leave).
                 let op = o.undo.clone().unsub_op(o.channel.clone(), self.id as u16);

@@ -9,11 +9,12 @@ use bytes::Bytes;
 
 use super::claims::{self, ConnClaims, ConnRefused, ServerSub};
 use super::proxy as sp;
-use super::{unix_now, Session, Sub, TokenUse};
+use super::{unix_millis, unix_now, Session, Sub, TokenUse};
 use crate::api::{Command, DisconnectCmd, Overrides, Res, Target};
 use crate::client::Handler;
 use crate::config::ChannelOptions;
 use crate::error::{ApiError, Disconnect};
+use crate::filter::Filter;
 use crate::model::{Payload, Publish, StreamPosition};
 use crate::protocol::{self, ConnectResult, Format, PushBody, ReplyBody, SubscribeReq, SubscribeResult};
 use crate::proxy::Kind;
@@ -225,6 +226,9 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
             Err(d) => return Err(d),
         }
     }
+    if cfg.client.connect_include_server_time {
+        result.time = unix_millis();
+    }
     s.reply(id, &Ok(ReplyBody::Connect(result)));
     for ch in live {
         s.release(&ch);
@@ -387,6 +391,10 @@ pub(super) async fn subscribe_owned(
         Ok(r) => r.options,
         Err(e) => return Ok(Err(e)),
     };
+    let filter = match tags_filter(&req, o) {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(e)),
+    };
     // Per-subscription overrides (token `subs`, API subscribe) win over the namespace; a
     // hidden session has neither presence nor join/leave.
     let hidden = s.st.borrow().hidden;
@@ -449,7 +457,7 @@ pub(super) async fn subscribe_owned(
         st.pending.insert(channel.clone(), sub.clone());
     }
     s.client.expect(&channel);
-    let r = s.w.subscribe(&s.client, push_join_leave, delta, op).await;
+    let r = s.w.subscribe(&s.client, push_join_leave, delta, filter.clone(), op).await;
     let mut st = s.st.borrow_mut();
     st.pending.remove(&channel);
     if st.pending.is_empty() {
@@ -487,6 +495,9 @@ pub(super) async fn subscribe_owned(
     if outcome.recovered {
         res.recovered = true;
         res.publications = outcome.publications;
+        if let Some(f) = &filter {
+            res.publications.retain(|p| f.matches(p.tags.as_deref().unwrap_or_default()));
+        }
         if let Some(since) = &recover {
             res.offset = since.offset;
         }
@@ -503,6 +514,23 @@ pub(super) async fn subscribe_owned(
         }
     }
     Ok(Ok((channel, res)))
+}
+
+/// The subscription's tags filter (`tf`): refused with 107 when the channel does not allow
+/// one or it is malformed, as Centrifugo answers.
+fn tags_filter(req: &SubscribeReq, o: &ChannelOptions) -> Result<Option<Arc<Filter>>, ApiError> {
+    let Some(tf) = &req.tf else { return Ok(None) };
+    if !o.allow_tags_filter {
+        tracing::debug!(channel = %req.channel, "tags filter not allowed");
+        return Err(ApiError::BAD_REQUEST);
+    }
+    match Filter::compile(tf) {
+        Ok(f) => Ok(Some(Arc::new(f))),
+        Err(e) => {
+            tracing::debug!(channel = %req.channel, error = %e.0, "invalid tags filter");
+            Err(ApiError::BAD_REQUEST)
+        }
+    }
 }
 
 /// A client publication; `Err` closes the connection (a publish proxy's disconnect).

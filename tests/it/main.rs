@@ -22,6 +22,8 @@
 //! * `tokens` — token claims (dates, `client`, `data`, `override`), `channel_regex` and the
 //!   personal channel's `single_connection`.
 //! * `shapes` — client protocol replies whose results are empty, as Centrifugo writes them.
+//! * `tags_filter` — subscribers' tags filters (raw JSON and protobuf clients, both SDKs) and
+//!   the connect result's server time.
 //! * `transports` — HTTP-streaming, SSE, `/emulation` and the unidirectional transports over
 //!   raw sockets, curl and Python consumers.
 //! * `sdk_transports` — centrifuge-js over http_stream and SSE, alone and as fallbacks of
@@ -60,6 +62,7 @@ mod redis;
 mod sdk;
 mod sdk_transports;
 mod shapes;
+mod tags_filter;
 mod token_keys;
 mod tokens;
 mod transports;

@@ -11,8 +11,10 @@ Commands:
       `data`: the connect command's data; `headers`: sent with the WebSocket upgrade. The
       `connected` event has the connect reply's `data` when there is some.
   {"op":"sub","c":NAME,"ch":CHANNEL,"opts"?:{"recoverable":..,"positioned":..,"join_leave":..,
-   "data":ANY,"delta":"fossil"}}  `data`: the subscribe command's data; `delta`: ask for
-                               fossil delta compression
+   "data":ANY,"delta":"fossil","tagsFilter":NODE}}
+                               `data`: the subscribe command's data; `delta`: ask for
+                               fossil delta compression; `tagsFilter`: a filter node as the
+                               protocol writes it (op/key/cmp/val/vals/nodes)
   {"op":"unsub","c":NAME,"ch":CHANNEL}
   {"op":"call","c":NAME,"id":N,"method":"publish"|"presence"|"presenceStats"|"history",
    "ch":CHANNEL,"data"?:ANY,"opts"?:{"limit":N,"reverse":bool}}
@@ -36,6 +38,7 @@ from centrifuge import (
     ClientEventHandler,
     SubscriptionEventHandler,
 )
+from centrifuge.filter import FilterNode
 
 
 def out(obj):
@@ -271,6 +274,7 @@ async def handle(cmd):
             join_leave=bool(opts.get("joinLeave")),
             **({"data": opts["data"]} if "data" in opts else {}),
             **({"delta": centrifuge.DeltaType(opts["delta"])} if "delta" in opts else {}),
+            **({"tags_filter": FilterNode(opts["tagsFilter"])} if "tagsFilter" in opts else {}),
         )
         spawn(s.subscribe())
     elif op == "unsub":

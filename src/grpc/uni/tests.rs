@@ -206,6 +206,7 @@ fn every_push_a_session_sends_decodes_with_the_schema() {
         pong: false,
         session: "sid".into(),
         node: String::new(),
+        time: 0,
     };
     let c = sub(&decode_push(&pool, "", &PushBody::Connect(Box::new(connect))), "connect");
     for (field, want) in [
