@@ -5,8 +5,8 @@
 //! starts), then starts W worker threads, each running its own monoio runtime (io_uring when
 //! the kernel allows it, epoll otherwise) with: an accept loop, the inbox loop, the outbox
 //! flusher, the timer task and a sweeper of expired channel state. Threads are spawned here
-//! (workers), in `crate::grpc` (the gRPC servers' threads) and by the `ctrlc` crate (the signal
-//! handler's thread).
+//! (workers) and in `crate::grpc` (the gRPC servers' threads); [`run`]'s thread waits for the
+//! signals.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
@@ -50,14 +50,19 @@ pub fn bind_listeners(cfg: &Config, n: usize) -> Result<Vec<StdListener>, Error>
 
 /// One listener per worker on `port` of the configured address.
 fn bind_port(cfg: &Config, port: u16, n: usize) -> Result<Vec<StdListener>, Error> {
-    let host = if cfg.http_server.address.is_empty() { "0.0.0.0" } else { cfg.http_server.address.as_str() };
+    bind_on(&cfg.http_server.address, "http_server.address", port, n)
+}
+
+/// One listener per worker on `host:port` ("" = all interfaces); `option` names the host's option.
+fn bind_on(host: &str, option: &str, port: u16, n: usize) -> Result<Vec<StdListener>, Error> {
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
     let ip: std::net::IpAddr = host
         .parse()
         .or_else(|_| {
             use std::net::ToSocketAddrs;
             (host, 0).to_socket_addrs().ok().and_then(|mut a| a.next()).map(|a| a.ip()).ok_or(())
         })
-        .map_err(|_| Error::config(format!("http_server.address: cannot resolve {host:?}")))?;
+        .map_err(|_| Error::config(format!("{option}: cannot resolve {host:?}")))?;
     let mut addr = SocketAddr::new(ip, port);
     if addr.port() != 0 {
         // Our listeners share the port through SO_REUSEPORT, which would also let them join
@@ -78,23 +83,78 @@ fn bind_port(cfg: &Config, port: u16, n: usize) -> Result<Vec<StdListener>, Erro
     Ok(out)
 }
 
-/// Runs the server until SIGINT/SIGTERM. Blocks the calling thread.
-pub fn run(cfg: Config) -> Result<(), Error> {
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
-    ctrlc::set_handler(move || {
-        let _ = stop_tx.try_send(());
-    })
-    .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot install signal handler: {e}")))?;
+/// Runs the server until SIGINT/SIGTERM. Blocks the calling thread, which must be the
+/// process's only thread so far: the signals are blocked here (every thread started later
+/// inherits that) and taken with `sigwait`. SIGHUP, Centrifugo's reload signal, is logged,
+/// `on_sighup` is called (the command line re-reads the config to say what a restart would
+/// change) and the server keeps running: Gyre does not reload its configuration while running.
+pub fn run(cfg: Config, mut on_sighup: impl FnMut()) -> Result<(), Error> {
+    let signals = Signals::block()?;
     let server = start(cfg)?;
-    let _ = stop_rx.recv();
+    loop {
+        let sig = signals.wait();
+        tracing::info!("signal received: {}", signal_name(sig));
+        if sig != libc::SIGHUP {
+            break;
+        }
+        tracing::warn!(
+            "reloading the configuration is not supported: the server keeps running with the configuration it \
+             started with (restart it to apply changes)"
+        );
+        on_sighup();
+    }
     tracing::info!("shutting down");
     server.stop();
     Ok(())
 }
 
+/// SIGINT, SIGTERM and SIGHUP, blocked in the calling thread and awaited with `sigwait`.
+struct Signals(libc::sigset_t);
+
+impl Signals {
+    fn block() -> Result<Signals, Error> {
+        // SAFETY: the set is initialised by sigemptyset before use; the calls only read it.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::sigaddset(&mut set, s);
+            }
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                let e = std::io::Error::from_raw_os_error(rc);
+                return Err(Error::new(crate::error::ErrorKind::Io, format!("cannot block signals: {e}")));
+            }
+            Ok(Signals(set))
+        }
+    }
+
+    /// The next of the signals.
+    fn wait(&self) -> libc::c_int {
+        loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: a valid set and out pointer.
+            if unsafe { libc::sigwait(&self.0, &mut sig) } == 0 {
+                return sig;
+            }
+        }
+    }
+}
+
+fn signal_name(sig: libc::c_int) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}
+
 /// A started server: its address and the handles to stop it.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The internal listener's address (`http_server.internal_port`).
+    pub internal_addr: Option<SocketAddr>,
     /// How long stopping may wait for in-flight requests (`shutdown.timeout`).
     grace: Duration,
     node: Arc<NodeShared>,
@@ -146,6 +206,20 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
     }
     let listeners = bind_listeners(&cfg, n)?;
     let addr = listeners[0].local_addr()?;
+    // The internal endpoints' own listeners (`http_server.internal_port`).
+    let mut internal_listeners: Vec<Option<StdListener>> = match cfg.http_server.internal() {
+        Some(port) => {
+            let hs = &cfg.http_server;
+            let (host, option) = if hs.internal_address.is_empty() {
+                (hs.address.as_str(), "http_server.address")
+            } else {
+                (hs.internal_address.as_str(), "http_server.internal_address")
+            };
+            bind_on(host, option, port, n)?.into_iter().map(Some).collect()
+        }
+        None => (0..n).map(|_| None).collect(),
+    };
+    let internal_addr = internal_listeners[0].as_ref().map(|l| l.local_addr()).transpose()?;
     // The gateway API's own port serves the same routes.
     let g = &cfg.gateway;
     let mut api_listeners: Vec<Option<StdListener>> = if g.is_on() && g.api_port != 0 && g.api_port != addr.port() {
@@ -183,6 +257,11 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         address = %addr,
         "Gyre started"
     );
+    let external = crate::http::Endpoints::external(&cfg);
+    tracing::info!("serving {} endpoints on {addr}", external.describe(&cfg));
+    if let Some(a) = internal_addr {
+        tracing::info!("serving {} endpoints on {a}", crate::http::Endpoints::internal(&cfg).describe(&cfg));
+    }
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), String>>(n);
     let mut threads = Vec::with_capacity(n);
     for (id, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
@@ -190,6 +269,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         let node = node.clone();
         let ready = ready_tx.clone();
         let api_listener = api_listeners[id].take();
+        let internal_listener = internal_listeners[id].take();
         let t = std::thread::Builder::new()
             .name(format!("gyre-worker-{id}"))
             .spawn(move || {
@@ -197,7 +277,14 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
                 macro_rules! run_on {
                     ($driver:ty) => {
                         match monoio::RuntimeBuilder::<$driver>::new().enable_timer().with_entries(4096).build() {
-                            Ok(mut rt) => rt.block_on(worker_main(id, cfg, node, listener, api_listener, inbox, ready)),
+                            Ok(mut rt) => rt.block_on(worker_main(
+                                id,
+                                cfg,
+                                node,
+                                [Some(listener), internal_listener, api_listener],
+                                inbox,
+                                ready,
+                            )),
                             Err(e) => {
                                 let _ =
                                     ready.send(Err(format!("worker {id}: cannot start the {driver} event loop: {e}")));
@@ -224,31 +311,33 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
     let grpc = if cfg.grpc_api.enabled { Some(crate::grpc::start(&cfg, node.mailboxes.clone())?) } else { None };
     let uni_grpc =
         if cfg.uni_grpc.enabled { Some(crate::grpc::uni::start(&cfg, node.mailboxes.clone())?) } else { None };
-    Ok(Server { addr, grace: cfg.shutdown.timeout, node, threads, grpc, uni_grpc })
+    Ok(Server { addr, internal_addr, grace: cfg.shutdown.timeout, node, threads, grpc, uni_grpc })
 }
 
 async fn worker_main(
     id: usize,
     cfg: Arc<Config>,
     node: Arc<NodeShared>,
-    listener: StdListener,
-    api_listener: Option<StdListener>,
+    // The external listener, the internal one and the gateway API's.
+    listeners: [Option<StdListener>; 3],
     inbox: inbox::Inbox<Msg>,
     ready: crossbeam_channel::Sender<Result<(), String>>,
 ) {
-    let api_listener = match api_listener.map(monoio::net::TcpListener::from_std).transpose() {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = ready.send(Err(format!("worker {id}: gateway api listener: {e}")));
-            return;
+    let mut converted = Vec::with_capacity(3);
+    for (l, what) in listeners.into_iter().zip(["listener", "internal listener", "gateway api listener"]) {
+        match l.map(monoio::net::TcpListener::from_std).transpose() {
+            Ok(l) => converted.push(l),
+            Err(e) => {
+                let _ = ready.send(Err(format!("worker {id}: {what}: {e}")));
+                return;
+            }
         }
-    };
-    let listener = match monoio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = ready.send(Err(format!("worker {id}: listener: {e}")));
-            return;
-        }
+    }
+    let [Some(listener), internal_listener, api_listener]: [Option<monoio::net::TcpListener>; 3] =
+        converted.try_into().unwrap_or_else(|_| unreachable!())
+    else {
+        let _ = ready.send(Err(format!("worker {id}: no listener")));
+        return;
     };
     let engine = if cfg.engine.kind == "redis" {
         match crate::engine::redis::RedisEngine::new(cfg.clone()) {
@@ -273,13 +362,21 @@ async fn worker_main(
     monoio::spawn(w.clone().run_timers());
     monoio::spawn(loop_ticker());
     if let Some(l) = api_listener {
-        monoio::spawn(accept_loop(w.clone(), l));
+        monoio::spawn(accept_loop(w.clone(), l, crate::http::Endpoints::ALL));
     }
+
     let _ = ready.send(Ok(()));
     drop(ready);
-    let accept = accept_loop(w.clone(), listener);
+    let accept = accept_loop(w.clone(), listener, crate::http::Endpoints::external(&w.cfg));
+    let accept_internal = async {
+        match internal_listener {
+            Some(l) => accept_loop(w.clone(), l, crate::http::Endpoints::internal(&w.cfg)).await,
+            None => std::future::pending().await,
+        }
+    };
     monoio::select! {
         _ = accept => {}
+        _ = accept_internal => {}
         _ = w.shutdown_notify.wait() => {}
     }
     if id == 0 {
@@ -327,11 +424,11 @@ async fn worker_main(
 }
 
 /// Accepts connections forever, each served as HTTP in a task of its own.
-async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
+async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener, endpoints: crate::http::Endpoints) {
     loop {
         match listener.accept().await {
             Ok((stream, _peer)) => {
-                monoio::spawn(crate::http::serve::serve(w.clone(), stream));
+                monoio::spawn(crate::http::serve::serve(w.clone(), stream, endpoints));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.

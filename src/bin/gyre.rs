@@ -113,6 +113,18 @@ struct ServeArgs {
     /// Listen address; empty = all interfaces (http_server.address).
     #[arg(short = 'a', long = "address", visible_alias = "http_server.address")]
     address: Option<String>,
+    /// Port of the internal endpoints: API, admin, /metrics, /health (http_server.internal_port).
+    #[arg(long = "internal_port", visible_alias = "http_server.internal_port", value_name = "PORT")]
+    internal_port: Option<u16>,
+    /// Address of the internal endpoints; empty = the listen address (http_server.internal_address).
+    #[arg(long = "internal_address", visible_alias = "http_server.internal_address")]
+    internal_address: Option<String>,
+    /// Serve the HTTP API on the external port even with an internal port set.
+    #[arg(long = "api_external", visible_alias = "http_api.external", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    api_external: Option<bool>,
+    /// Serve the admin interface on the external port even with an internal port set.
+    #[arg(long = "admin_external", visible_alias = "admin.external", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    admin_external: Option<bool>,
     /// Serve the HTTP API without an API key.
     #[arg(long = "api_insecure", visible_alias = "http_api.insecure", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     api_insecure: Option<bool>,
@@ -179,6 +191,10 @@ impl ServeArgs {
         };
         put("http_server.port", self.port.map(Value::from));
         put("http_server.address", self.address.clone().map(Value::from));
+        put("http_server.internal_port", self.internal_port.map(|p| Value::from(p.to_string())));
+        put("http_server.internal_address", self.internal_address.clone().map(Value::from));
+        put("http_api.external", self.api_external.map(Value::from));
+        put("admin.external", self.admin_external.map(Value::from));
         put("http_api.insecure", self.api_insecure.map(Value::from));
         put("log.level", self.log_level.clone().map(Value::from));
         put("workers", self.workers.map(Value::from));
@@ -271,7 +287,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         tracing::warn!("{w}");
     }
     announce_generated(&loaded);
-    if let Err(e) = gyre::server::run(loaded.config) {
+    let generated = loaded.generated.clone();
+    let running = config_tree(&loaded.config, &generated);
+    if let Err(e) = gyre::server::run(loaded.config, || recheck(&opts, &running, &generated)) {
         if logging {
             tracing::error!("{e}");
         } else {
@@ -282,6 +300,53 @@ fn serve(args: ServeArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The effective config as a tree, without the secrets generated for this run.
+fn config_tree(config: &Config, generated: &[&str]) -> Value {
+    let mut tree = serde_json::to_value(config).unwrap_or_default();
+    for path in generated {
+        if let Some((section, key)) = path.rsplit_once('.') {
+            let pointer = format!("/{}", section.replace('.', "/"));
+            if let Some(Value::Object(m)) = tree.pointer_mut(&pointer) {
+                m.remove(key);
+            }
+        }
+    }
+    tree
+}
+
+/// On SIGHUP: reads the config as a restart would and logs whether it loads and which
+/// options would change (by name, never their values).
+fn recheck(opts: &LoadOptions, running: &Value, generated: &[&str]) {
+    let opts = LoadOptions { env: process_env(), skip_secret_generation: true, ..opts.clone() };
+    match load(&opts) {
+        Err(e) => tracing::error!("the configuration does not load: {e}"),
+        Ok(loaded) => {
+            let mut changed = Vec::new();
+            diff(running, &config_tree(&loaded.config, generated), String::new(), &mut changed);
+            if changed.is_empty() {
+                tracing::info!("the configuration is unchanged");
+            } else {
+                tracing::warn!("options changed since start (applied on restart): {}", changed.join(", "));
+            }
+        }
+    }
+}
+
+/// The paths where `a` and `b` differ (objects compared key by key, anything else whole).
+fn diff(a: &Value, b: &Value, path: String, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                diff(x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), p, out);
+            }
+        }
+        _ if a != b => out.push(path),
+        _ => {}
+    }
+}
+
 /// Generated secrets live only as long as this process, so the operator must see them.
 fn announce_generated(loaded: &Loaded) {
     let c = &loaded.config;
@@ -290,8 +355,11 @@ fn announce_generated(loaded: &Loaded) {
             "" | "0.0.0.0" | "::" | "[::]" => "localhost",
             a => a,
         };
-        let url =
-            format!("http://{host}:{}{}/publish", c.http_server.port, c.http_api.handler_prefix.trim_end_matches('/'));
+        let port = match c.http_server.internal() {
+            Some(p) if !c.http_api.external => p,
+            _ => c.http_server.port,
+        };
+        let url = format!("http://{host}:{port}{}/publish", c.http_api.handler_prefix.trim_end_matches('/'));
         tracing::warn!("http_api.key is not set: generated a random API key for this run");
         tracing::warn!("API key: {}", c.http_api.key);
         tracing::warn!(

@@ -15,7 +15,7 @@ pub(super) const SECTIONS: &[&str] = &[
 /// Options (or whole sub-trees) inside sections Gyre implements.
 #[rustfmt::skip]
 pub(super) const OPTIONS: &[&str] = &[
-    "http_server.internal_address", "http_server.internal_port", "http_server.tls",
+    "http_server.tls",
     "http_server.tls_autocert", "http_server.tls_external", "http_server.internal_tls",
     "http_server.http3", "http_server.h2c_external",
     "log.file",
@@ -31,13 +31,12 @@ pub(super) const OPTIONS: &[&str] = &[
     "client.channel_position_max_time_lag", "client.user_id_http_header",
     "channel.proxy.map_publish", "channel.proxy.map_remove", "channel.proxy.shared_poll_refresh",
     "channel.publication_data_format",
-    "http_api.external",
     "grpc_api.error_mode", "grpc_api.address", "grpc_api.tls", "grpc_api.reflection",
     "grpc_api.max_receive_message_size",
     "websocket.read_buffer_size", "websocket.use_write_buffer_pool", "websocket.write_buffer_size",
     "uni_websocket.read_buffer_size", "uni_websocket.use_write_buffer_pool",
     "uni_websocket.write_buffer_size", "uni_grpc.tls",
-    "admin.handler_prefix", "admin.web_path", "admin.web_proxy_address", "admin.external",
+    "admin.handler_prefix", "admin.web_path", "admin.web_proxy_address",
     "prometheus.handler_prefix", "prometheus.instrument_http_handlers",
     "prometheus.recovered_publications_histogram", "prometheus.native_histograms",
     "health.handler_prefix",

@@ -31,6 +31,10 @@ const LISTS: [(&str, &str); 3] =
 const FLAT: &[(&str, &str)] = &[
     ("port",                                  "http_server.port"),
     ("address",                               "http_server.address"),
+    ("internal_port",                         "http_server.internal_port"),
+    ("internal_address",                      "http_server.internal_address"),
+    ("api_external",                          "http_api.external"),
+    ("admin_external",                        "admin.external"),
     ("api_key",                               "http_api.key"),
     ("api_insecure",                          "http_api.insecure"),
     ("api_error_mode",                        "http_api.error_mode"),
@@ -406,6 +410,9 @@ pub(super) fn apply(
         else {
             continue;
         };
+        if super::kubernetes::is_service_link(name, raw) {
+            continue;
+        }
         let v5_proxy = name.to_ascii_lowercase();
         let item = |(list, path): &(&str, &'static str)| {
             name.strip_prefix(list).and_then(|r| r.strip_prefix('_')).map(|rest| (*path, rest))
@@ -669,7 +676,7 @@ mod tests {
             ("/channel/namespaces/0/allow_publish_for_client", json!(true)),
             ("/channel/namespaces/0/allow_publish_for_subscriber", json!(true)),
             ("/channel/max_length", json!(100)),
-            ("/admin", json!({"enabled": true, "password": "p", "secret": "s", "insecure": false})),
+            ("/admin", json!({"enabled": true, "password": "p", "secret": "s", "insecure": false, "external": false})),
             ("/engine/type", json!("redis")),
             ("/engine/redis/address", json!(["redis://r:6380"])),
             ("/engine/redis/prefix", json!("x")),

@@ -18,6 +18,8 @@ use crate::error::Error;
 mod centrifugo;
 #[path = "env.rs"]
 mod env;
+#[path = "kubernetes.rs"]
+mod kubernetes;
 #[path = "proxy_v5.rs"]
 mod proxy_v5;
 
@@ -333,6 +335,10 @@ fn validate(c: &Config) -> Result<(), String> {
     }
     if !["memory", "redis"].contains(&c.engine.kind.as_str()) {
         return Err(format!("engine.type: unknown engine {:?} (use \"memory\" or \"redis\")", c.engine.kind));
+    }
+    let internal = c.http_server.internal_port.trim();
+    if !internal.is_empty() && internal.parse::<u16>().is_err() {
+        return Err(format!("http_server.internal_port: expected a port number (0-65535), got {internal:?}"));
     }
     if c.engine.kind == "redis" && c.engine.redis.address.is_empty() {
         return Err("engine.redis.address: at least one address is required for the redis engine".into());

@@ -7,6 +7,7 @@
 //! nothing in it changes after start-up.
 
 pub mod duration;
+mod http_server;
 pub mod load;
 pub mod pattern;
 pub mod proxy;
@@ -21,6 +22,7 @@ pub use pattern::ChannelRegex;
 pub use token::{SubscriptionToken, Token};
 
 use crate::error::ApiError;
+pub use http_server::HttpServer;
 
 /// The whole validated configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -59,35 +61,6 @@ pub struct Config {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
-pub struct HttpServer {
-    /// Listen address; "" means all interfaces (0.0.0.0).
-    pub address: String,
-    pub port: u16,
-    /// Maximum size of an HTTP request head in bytes.
-    pub max_head_size: usize,
-    /// A keep-alive connection with no request started for this long is closed (0 = never).
-    #[serde(with = "duration")]
-    pub idle_timeout: Duration,
-    /// A request head must arrive whole within this long of its first byte (408 otherwise;
-    /// 0 = no limit).
-    #[serde(with = "duration")]
-    pub read_header_timeout: Duration,
-}
-
-impl Default for HttpServer {
-    fn default() -> Self {
-        HttpServer {
-            address: String::new(),
-            port: 8000,
-            max_head_size: 16 * 1024,
-            idle_timeout: Duration::from_secs(60),
-            read_header_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
 pub struct Log {
     /// trace | debug | info | warn | error | fatal | none
     pub level: String,
@@ -103,6 +76,8 @@ impl Default for Log {
 #[serde(default)]
 pub struct HttpApi {
     pub disabled: bool,
+    /// Serve the API on the external port even when an internal port is set.
+    pub external: bool,
     pub handler_prefix: String,
     pub key: String,
     pub insecure: bool,
@@ -121,6 +96,7 @@ impl Default for HttpApi {
     fn default() -> Self {
         HttpApi {
             disabled: false,
+            external: false,
             handler_prefix: "/api".into(),
             key: String::new(),
             insecure: false,
@@ -375,6 +351,8 @@ pub struct Admin {
     pub password: String,
     pub secret: String,
     pub insecure: bool,
+    /// Serve the admin interface on the external port even when an internal port is set.
+    pub external: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -101,7 +101,7 @@ impl<R: AsyncReadRent> Reader<R> {
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
+pub async fn serve(w: Rc<Worker>, stream: TcpStream, endpoints: super::Endpoints) {
     use std::os::fd::AsRawFd;
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
@@ -115,7 +115,7 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream) {
     };
     // `run_writer` hands the write half back on upgrade.
     let mut reader = Reader { rd, buf: BytesMut::with_capacity(READ_IDLE), last_full: false, out: out.clone() };
-    let conn = Conn { w: w.clone(), out: out.clone(), key, gen, peer };
+    let conn = Conn { w: w.clone(), out: out.clone(), key, gen, peer, endpoints };
     let stop = conn.run(&mut reader).await;
     if let Stop::Upgrade(kind) = stop {
         out.upgrade();
@@ -169,6 +169,8 @@ pub(super) struct Conn {
     key: u32,
     gen: u32,
     peer: Option<std::net::IpAddr>,
+    /// What the listener that accepted this connection serves.
+    endpoints: super::Endpoints,
 }
 
 impl Conn {
@@ -304,7 +306,11 @@ impl Conn {
         let cfg = &self.w.cfg;
         let prefix = cfg.http_api.handler_prefix.trim_end_matches('/');
         let path = head.path.as_str();
-        if !cfg.http_api.disabled && (path == prefix || path.strip_prefix(prefix).is_some_and(|m| m.starts_with('/'))) {
+        let ep = self.endpoints;
+        if ep.api
+            && !cfg.http_api.disabled
+            && (path == prefix || path.strip_prefix(prefix).is_some_and(|m| m.starts_with('/')))
+        {
             if head.method != HttpMethod::Post {
                 return self.answer(head, r, 405, "", b"").await;
             }
@@ -320,12 +326,16 @@ impl Conn {
             };
             return self.single(head, method, r).await;
         }
-        if !cfg.websocket.disabled && path == cfg.websocket.handler_prefix {
+        if ep.clients && !cfg.websocket.disabled && path == cfg.websocket.handler_prefix {
             return Some(self.websocket(&head, Kind::Client));
         }
-        let head = match self.transports(head, r).await {
-            Ok(stop) => return stop,
-            Err(head) => head,
+        let head = if ep.clients {
+            match self.transports(head, r).await {
+                Ok(stop) => return stop,
+                Err(head) => head,
+            }
+        } else {
+            head
         };
         let head = if cfg.gateway.is_on() {
             match self.gateway(head, r).await {
@@ -336,14 +346,19 @@ impl Conn {
             head
         };
         let path = head.path.as_str();
-        if path == "/health" && cfg.health.enabled {
+        if ep.ops && path == "/health" && cfg.health.enabled {
             return self.answer(head, r, 200, "application/json", b"{}").await;
         }
-        if path == "/metrics" && cfg.prometheus.enabled {
+        if ep.ops && path == "/metrics" && cfg.prometheus.enabled {
             let text = super::ops::metrics_text(&self.w).await;
             return self.answer(head, r, 200, "text/plain; version=0.0.4; charset=utf-8", text.as_bytes()).await;
         }
-        if cfg.admin.enabled && (path == "/" || path == "/index.html" || path.starts_with("/admin/")) {
+        // The admin page's live tail connects where the page came from: with an internal
+        // port that is not where clients connect.
+        if ep.admin && cfg.admin.enabled && !cfg.websocket.disabled && path == "/admin/connection/websocket" {
+            return Some(self.websocket(&head, Kind::Client));
+        }
+        if ep.admin && cfg.admin.enabled && (path == "/" || path == "/index.html" || path.starts_with("/admin/")) {
             return self.admin(head, r).await;
         }
         self.answer(head, r, 404, "text/plain; charset=utf-8", b"404 page not found").await
@@ -354,7 +369,8 @@ impl Conn {
     async fn gateway<R: AsyncReadRent>(&self, head: Head, r: &mut Reader<R>) -> Result<Option<Stop>, Head> {
         let cfg = &self.w.cfg;
         let path = head.path.as_str();
-        if let Some(server) = cfg.gateway.servers.iter().find(|s| s.path == path) {
+        let ep = self.endpoints;
+        if let Some(server) = cfg.gateway.servers.iter().find(|s| ep.clients && s.path == path) {
             let headers = head
                 .headers
                 .iter()
@@ -368,7 +384,7 @@ impl Conn {
             let start = crate::session::RawStart { topic: server.topic.as_str().into(), headers };
             return Ok(Some(self.websocket(&head, Kind::Raw(start))));
         }
-        if !(path == "/ws/v1" || path.starts_with("/v1/")) {
+        if !ep.api || !(path == "/ws/v1" || path.starts_with("/v1/")) {
             return Err(head);
         }
         let Some(roles) = self.gateway_roles(&head) else {

@@ -27,7 +27,7 @@ const FULL: &str = include_str!("config_audit.json");
 /// are listed once as `<proxy>.*` ([`PROXY_PLACES`]).
 #[rustfmt::skip]
 const APPLIED: &[&str] = &[
-    "http_server.address", "http_server.port",
+    "http_server.address", "http_server.port", "http_server.internal_address", "http_server.internal_port",
     "log.level",
     "engine.type", "engine.redis.prefix", "engine.redis.address", "engine.redis.connect_timeout",
     "engine.redis.io_timeout", "engine.redis.db", "engine.redis.user", "engine.redis.password",
@@ -79,6 +79,7 @@ const APPLIED: &[&str] = &[
     "channel.without_namespace.allow_tags_filter",
     "channel.without_namespace.allowed_delta_types", "channel.without_namespace.delta_publish",
     "http_api.disabled", "http_api.handler_prefix", "http_api.key", "http_api.error_mode", "http_api.insecure",
+    "http_api.external",
     "grpc_api.enabled", "grpc_api.port", "grpc_api.key",
     "websocket.disabled", "websocket.handler_prefix", "websocket.write_timeout", "websocket.message_size_limit",
     "websocket.compression", "websocket.compression_min_size", "websocket.compression_level",
@@ -105,7 +106,7 @@ const APPLIED: &[&str] = &[
     "client.connect_code_to_unidirectional_disconnect.transforms[0].code",
     "client.connect_code_to_unidirectional_disconnect.transforms[0].to.code",
     "client.connect_code_to_unidirectional_disconnect.transforms[0].to.reason",
-    "admin.enabled", "admin.password", "admin.secret", "admin.insecure",
+    "admin.enabled", "admin.password", "admin.secret", "admin.insecure", "admin.external",
     "prometheus.enabled", "health.enabled", "node.name", "shutdown.timeout",
     "client.proxy.connect.enabled", "client.proxy.refresh.enabled",
     "channel.without_namespace.subscribe_proxy_enabled", "channel.without_namespace.subscribe_proxy_name",

@@ -3,6 +3,8 @@
 //! * `api`    — new-style `POST /api/<method>`: every method's success and error shapes.
 //! * `auth`   — API key checks.
 //! * `config_audit` — every Centrifugo v6 option is applied or reported as not supported.
+//! * `deploy` — the Helm chart's command lines (v6, v5) with Kubernetes' variables, the
+//!   internal port's split of the endpoints, SIGHUP.
 //! * `legacy` — legacy `POST /api` streams, including a 1,000,000-command request.
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
@@ -45,6 +47,7 @@ mod cent;
 mod cli;
 mod config_audit;
 mod delta;
+mod deploy;
 mod gateway;
 mod grpc;
 mod hardening;

@@ -310,7 +310,8 @@ async function startTail() {
     return;
   }
   const scheme = location.protocol === 'https:' ? 'wss://' : 'ws://';
-  const sock = new WebSocket(scheme + location.host + '/connection/websocket');
+  // The admin routes' own client endpoint: the page may be served on the internal port.
+  const sock = new WebSocket(scheme + location.host + '/admin/connection/websocket');
   ws = sock;
   sock.onopen = () => sock.send(JSON.stringify({ id: 1, connect: { token: t.token, name: 'gyre-admin' } }));
   sock.onmessage = (ev) => {
