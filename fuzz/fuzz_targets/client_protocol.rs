@@ -21,8 +21,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gyre::model::{ClientInfo, Payload, Publication, StreamPosition};
 use gyre::error::ApiError;
+use gyre::model::{ClientInfo, Payload, Publication, StreamPosition};
 use gyre::protocol::pb::proto;
 use gyre::protocol::{self, Cmd, ConnectResult, Format, PushBody, ReplyBody, Req, SubscribeResult};
 use libfuzzer_sys::fuzz_target;
@@ -100,6 +100,7 @@ fn echoes(cmd: &Cmd, from: Format) -> (Vec<(u32, Result<ReplyBody, ApiError>)>, 
                 pong: true,
                 session: c.name.clone(),
                 node: c.version.clone(),
+                time: id as i64,
             };
             replies.push((id, Ok(ReplyBody::Connect(r))));
             let i = info(&c.name, &c.token, c.data.as_ref());
@@ -125,6 +126,7 @@ fn echoes(cmd: &Cmd, from: Format) -> (Vec<(u32, Result<ReplyBody, ApiError>)>, 
                 positioned: s.positioned,
                 data: s.data.clone(),
                 was_recovering: s.recover,
+                delta: s.delta == "fossil",
             };
             replies.push((id, Ok(ReplyBody::Subscribe(r))));
             pushes.push((
