@@ -22,6 +22,7 @@ const DEFAULT_CONFIG: &str = "config.json";
 
 #[derive(Parser)]
 #[command(name = "gyre", about = "Gyre: a Centrifugo-compatible real-time messaging server")]
+#[command(version = concat!("v", env!("CARGO_PKG_VERSION"), " (Centrifugo-compatible, OSS)"))]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -55,6 +56,10 @@ enum Command {
     Checkconfig {
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Fail on unknown options (as Centrifugo's `checkconfig --strict`); options of
+        /// Centrifugo that Gyre does not implement stay warnings.
+        #[arg(short = 's', long = "strict")]
+        strict: bool,
     },
     /// Generate an HS256 connection token signed with client.token.hmac_secret_key.
     Gentoken {
@@ -441,7 +446,7 @@ fn defaultconfig(path: &Path, base: Option<PathBuf>, dry_run: bool) -> Result<()
     Ok(())
 }
 
-fn checkconfig(path: PathBuf) -> Result<()> {
+fn checkconfig(path: PathBuf, strict: bool) -> Result<()> {
     let opts = LoadOptions {
         config_path: Some(path.clone()),
         env: process_env(),
@@ -451,6 +456,15 @@ fn checkconfig(path: PathBuf) -> Result<()> {
     let loaded = load_checked(&opts).map_err(|e| anyhow!("{e}"))?;
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
+    }
+    // The loader's words for an option it does not know, in the file or the environment.
+    let unknown: Vec<&String> = loaded
+        .warnings
+        .iter()
+        .filter(|w| w.starts_with("unknown option ") || w.starts_with("unknown environment "))
+        .collect();
+    if strict && !unknown.is_empty() {
+        return Err(anyhow!("{} unknown option(s) in strict mode", unknown.len()));
     }
     println!("config {} is valid", path.display());
     Ok(())
@@ -587,7 +601,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Genconfig { config }) => run_tool(genconfig(&config)),
         Some(Command::Defaultconfig { config, base, dry_run }) => run_tool(defaultconfig(&config, base, dry_run)),
-        Some(Command::Checkconfig { config }) => run_tool(checkconfig(config)),
+        Some(Command::Checkconfig { config, strict }) => run_tool(checkconfig(config, strict)),
         Some(Command::Gentoken { token }) => run_tool(gentoken(token)),
         Some(Command::Gensubtoken { token, channel }) => run_tool(gensubtoken(token, &channel)),
         Some(Command::Checktoken { config, token }) => run_tool(checktoken(config, &token, false)),

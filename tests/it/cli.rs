@@ -79,6 +79,22 @@ fn checkconfig_names_bad_values_and_warns_on_unknown_options() {
     let o = gyre(&["checkconfig", "-c", typo.to_str().unwrap()], &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("http_api.kye"), "the warning names the unknown option: {}", text(&o));
+    // `--strict` fails on it, as Centrifugo's does; an option Gyre does not implement stays
+    // a warning there.
+    for flag in ["--strict", "-s"] {
+        let o = gyre(&["checkconfig", flag, "-c", typo.to_str().unwrap()], &[]);
+        assert!(!o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("http_api.kye") && text(&o).contains("strict"), "{}", text(&o));
+    }
+    let unsupported = dir.join("unsupported.json");
+    std::fs::write(&unsupported, r#"{"webtransport": {"enabled": true}}"#).unwrap();
+    let o = gyre(&["checkconfig", "--strict", "-c", unsupported.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("not supported by Gyre"), "{}", text(&o));
+    for flag in ["-V", "--version"] {
+        let o = gyre(&[flag], &[]);
+        assert!(o.status.success() && text(&o).contains(env!("CARGO_PKG_VERSION")), "{}", text(&o));
+    }
 
     // The server itself refuses to start on a bad value (bounded wait: a server that did
     // start would run until killed).
