@@ -294,7 +294,23 @@ fn serve(args: ServeArgs) -> ExitCode {
     announce_generated(&loaded);
     let generated = loaded.generated.clone();
     let running = config_tree(&loaded.config, &generated);
-    if let Err(e) = gyre::server::run(loaded.config, || recheck(&opts, &running, &generated)) {
+    let pid_file = loaded.config.pid_file.clone();
+    if !pid_file.is_empty() {
+        if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+            let msg = format!("pid_file: cannot write {pid_file}: {e}");
+            if logging {
+                tracing::error!("{msg}");
+            } else {
+                eprintln!("gyre: {msg}");
+            }
+            return ExitCode::FAILURE;
+        }
+    }
+    let result = gyre::server::run(loaded.config, || recheck(&opts, &running, &generated));
+    if !pid_file.is_empty() {
+        let _ = std::fs::remove_file(&pid_file);
+    }
+    if let Err(e) = result {
         if logging {
             tracing::error!("{e}");
         } else {

@@ -9,7 +9,7 @@
 pub(super) const SECTIONS: &[&str] = &[
     "broker", "presence_manager", "map_broker", "controller", "shared_poll",
     "consumers", "webtransport", "swagger", "debug", "init", "opentelemetry",
-    "graphite", "usage_stats", "pid_file", "enable_unreleased_features",
+    "graphite", "usage_stats", "enable_unreleased_features",
 ];
 
 /// Options (or whole sub-trees) inside sections Gyre implements.

@@ -57,6 +57,9 @@ pub struct Config {
     /// Named proxies, picked by channel and RPC namespaces (`proxy::NamedProxy`).
     pub proxies: Vec<proxy::NamedProxy>,
     pub rpc: proxy::Rpc,
+    /// `pid_file`: the server writes its process id there at start-up (and removes the file
+    /// when it stops cleanly).
+    pub pid_file: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

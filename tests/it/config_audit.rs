@@ -107,7 +107,7 @@ const APPLIED: &[&str] = &[
     "client.connect_code_to_unidirectional_disconnect.transforms[0].to.code",
     "client.connect_code_to_unidirectional_disconnect.transforms[0].to.reason",
     "admin.enabled", "admin.password", "admin.secret", "admin.insecure", "admin.external",
-    "prometheus.enabled", "health.enabled", "node.name", "shutdown.timeout",
+    "prometheus.enabled", "health.enabled", "node.name", "shutdown.timeout", "pid_file",
     "client.proxy.connect.enabled", "client.proxy.refresh.enabled",
     "channel.without_namespace.subscribe_proxy_enabled", "channel.without_namespace.subscribe_proxy_name",
     "channel.without_namespace.publish_proxy_enabled", "channel.without_namespace.publish_proxy_name",

@@ -366,3 +366,20 @@ fn sighup_keeps_serving() {
     assert!(status.success(), "{status}");
     assert!(pod.stderr().contains("signal received: SIGTERM"), "{}", pod.stderr());
 }
+
+/// `pid_file`: the process id is written at start-up (relative paths from the working
+/// directory) and the file removed when the server stops cleanly.
+#[test]
+fn pid_file_is_written_and_removed() {
+    let mut pod = Pod::start(Chart::V13, json!({"pid_file": "gyre.pid"}));
+    let path = pod.dir.join("gyre.pid");
+    let pid = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), pod.stderr()));
+    assert_eq!(pid.trim(), pod.child.id().to_string());
+    pod.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pod.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "gyre did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!path.exists(), "the pid file is removed on a clean stop");
+}
