@@ -174,6 +174,11 @@ pub(super) struct Conn {
 }
 
 impl Conn {
+    /// The peer's address for log lines ("" when unknown).
+    pub(super) fn remote(&self) -> String {
+        self.peer.map(|p| p.to_string()).unwrap_or_default()
+    }
+
     fn tag(&self, seq: u64) -> Tag {
         Tag::Reply { conn: self.key, gen: self.gen, seq }
     }
@@ -315,6 +320,7 @@ impl Conn {
                 return self.answer(head, r, 405, "", b"").await;
             }
             if !self.authorized(&head) {
+                tracing::info!(path = %head.path, remote = %self.remote(), "server API request refused: no valid API key");
                 return self.answer(head, r, 401, "", b"").await;
             }
             if path == prefix {
@@ -437,7 +443,7 @@ impl Conn {
         let decoded = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
         let decoded = String::from_utf8(decoded).ok()?;
         let (name, password) = decoded.split_once(':')?;
-        let ip = self.peer.map(|p| p.to_string()).unwrap_or_default();
+        let ip = self.remote();
         let user = self.w.cfg.gateway.users.iter().find(|u| {
             u.name == name
                 && constant_eq(u.password.as_bytes(), password.as_bytes())

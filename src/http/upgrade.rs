@@ -52,6 +52,8 @@ impl Conn {
             return self.fail(400);
         }
         if !self.origin_allowed(head) {
+            let origin = String::from_utf8_lossy(head.header("origin").unwrap_or_default());
+            tracing::info!(origin = %origin, remote = %self.remote(), "request Origin is not authorized");
             return self.fail(403);
         }
         // Client connection limits; gateway backends are not clients. The place is taken

@@ -129,3 +129,33 @@ fn v5_flat_option_names() {
     let s = Server::start(json!({"api_insecure": true, "workers": 1}));
     assert_eq!(s.post("/api/info", b"{}", &[]).status, 200);
 }
+
+/// Refusals leave a log line (info) naming why and who: a server API request without a valid
+/// key, a WebSocket upgrade from an Origin that is not allowed.
+#[test]
+fn refusals_are_logged() {
+    let s = Server::start(config_with(json!({"client": {"allowed_origins": ["http://good.example"]}})));
+    let r = s.post("/api/publish", br#"{"channel":"a","data":{}}"#, &[("X-API-Key", "wrong")]);
+    assert_eq!(r.status, 401);
+    let tcp = std::net::TcpStream::connect(s.addr()).unwrap();
+    let up = crate::ws_client::Ws::upgrade(
+        tcp,
+        crate::ws_client::WS_PATH,
+        crate::ws_client::SAMPLE_KEY,
+        &[("Origin", "http://evil.example")],
+    );
+    assert_eq!(up.err(), Some(403));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let log = s.stderr();
+        if log.contains("server API request refused: no valid API key")
+            && log.contains("path=/api/publish")
+            && log.contains("request Origin is not authorized")
+            && log.contains("http://evil.example")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "missing refusal log lines:\n{log}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
