@@ -67,13 +67,7 @@ impl Prepared {
         };
         let p = Publication { data: Payload { bytes, binary: false }, ..p.clone() };
         let push = if patch { PushBody::Delta(p) } else { PushBody::Pub(p) };
-        let mut buf = Vec::with_capacity(128);
-        if framing.is_uni() {
-            crate::protocol::encode_bare_push(format, &self.channel, &push, &mut buf);
-        } else {
-            crate::protocol::encode_push(format, &self.channel, &push, &mut buf);
-        }
-        Some(frame_message(framing, format, &buf))
+        Some(push_frame(&self.channel, &push, framing, format))
     }
 
     /// The complete binary frame for protobuf WebSocket clients.
@@ -84,14 +78,20 @@ impl Prepared {
     /// The frame for clients of a transport (`framing`) and `format`: a reply-wrapped push,
     /// or a bare push for the unidirectional transports.
     pub fn frame(&self, framing: Framing, format: Format) -> Bytes {
-        let mut buf = Vec::with_capacity(128);
-        if framing.is_uni() {
-            crate::protocol::encode_bare_push(format, &self.channel, &self.push, &mut buf);
-        } else {
-            crate::protocol::encode_push(format, &self.channel, &self.push, &mut buf);
-        }
-        frame_message(framing, format, &buf)
+        push_frame(&self.channel, &self.push, framing, format)
     }
+}
+
+/// `push` of `channel` as clients of a transport (`framing`) and `format` receive it: a
+/// reply-wrapped push, or a bare push for the unidirectional transports.
+fn push_frame(channel: &str, push: &PushBody, framing: Framing, format: Format) -> Bytes {
+    let mut buf = Vec::with_capacity(128);
+    if framing.is_uni() {
+        crate::protocol::encode_bare_push(format, channel, push, &mut buf);
+    } else {
+        crate::protocol::encode_push(format, channel, push, &mut buf);
+    }
+    frame_message(framing, format, &buf)
 }
 
 /// A prepared push and the workers that have subscribers for it.
