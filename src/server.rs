@@ -227,6 +227,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
     } else {
         (0..n).map(|_| None).collect()
     };
+    let tls = ListenerTls::new(&cfg)?;
     let cfg = Arc::new(cfg);
     let mut mailboxes = Vec::with_capacity(n);
     let mut inboxes = Vec::with_capacity(n);
@@ -258,9 +259,11 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         "Gyre started"
     );
     let external = crate::http::Endpoints::external(&cfg);
-    tracing::info!("serving {} endpoints on {addr}", external.describe(&cfg));
+    let scheme = |tls: &Option<monoio_rustls::TlsAcceptor>| if tls.is_some() { "https" } else { "http" };
+    tracing::info!("serving {} endpoints on {}://{addr}", external.describe(&cfg), scheme(&tls.external));
     if let Some(a) = internal_addr {
-        tracing::info!("serving {} endpoints on {a}", crate::http::Endpoints::internal(&cfg).describe(&cfg));
+        let endpoints = crate::http::Endpoints::internal(&cfg).describe(&cfg);
+        tracing::info!("serving {endpoints} endpoints on {}://{a}", scheme(&tls.internal));
     }
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), String>>(n);
     let mut threads = Vec::with_capacity(n);
@@ -270,6 +273,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         let ready = ready_tx.clone();
         let api_listener = api_listeners[id].take();
         let internal_listener = internal_listeners[id].take();
+        let tls = tls.clone();
         let t = std::thread::Builder::new()
             .name(format!("gyre-worker-{id}"))
             .spawn(move || {
@@ -282,6 +286,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
                                 cfg,
                                 node,
                                 [Some(listener), internal_listener, api_listener],
+                                tls,
                                 inbox,
                                 ready,
                             )),
@@ -320,6 +325,7 @@ async fn worker_main(
     node: Arc<NodeShared>,
     // The external listener, the internal one and the gateway API's.
     listeners: [Option<StdListener>; 3],
+    tls: ListenerTls,
     inbox: inbox::Inbox<Msg>,
     ready: crossbeam_channel::Sender<Result<(), String>>,
 ) {
@@ -362,15 +368,15 @@ async fn worker_main(
     monoio::spawn(w.clone().run_timers());
     monoio::spawn(loop_ticker());
     if let Some(l) = api_listener {
-        monoio::spawn(accept_loop(w.clone(), l, crate::http::Endpoints::ALL));
+        monoio::spawn(accept_loop(w.clone(), l, crate::http::Endpoints::ALL, None));
     }
 
     let _ = ready.send(Ok(()));
     drop(ready);
-    let accept = accept_loop(w.clone(), listener, crate::http::Endpoints::external(&w.cfg));
+    let accept = accept_loop(w.clone(), listener, crate::http::Endpoints::external(&w.cfg), tls.external);
     let accept_internal = async {
         match internal_listener {
-            Some(l) => accept_loop(w.clone(), l, crate::http::Endpoints::internal(&w.cfg)).await,
+            Some(l) => accept_loop(w.clone(), l, crate::http::Endpoints::internal(&w.cfg), tls.internal).await,
             None => std::future::pending().await,
         }
     };
@@ -423,13 +429,46 @@ async fn worker_main(
     }
 }
 
-/// Accepts connections forever, each served as HTTP in a task of its own.
-async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener, endpoints: crate::http::Endpoints) {
+/// The TLS of the HTTP listeners (`http_server.tls`, `tls_external`, `internal_tls`), built
+/// once and shared by every worker.
+#[derive(Clone)]
+struct ListenerTls {
+    external: Option<monoio_rustls::TlsAcceptor>,
+    internal: Option<monoio_rustls::TlsAcceptor>,
+}
+
+impl ListenerTls {
+    fn new(cfg: &Config) -> Result<ListenerTls, Error> {
+        let acceptor = |tls: Option<(&str, &crate::config::tls::Tls)>| {
+            tls.map(|(at, t)| {
+                crate::config::tls::server_config(at, t, &[b"http/1.1"]).map(monoio_rustls::TlsAcceptor::from)
+            })
+            .transpose()
+            .map_err(Error::config)
+        };
+        let hs = &cfg.http_server;
+        Ok(ListenerTls { external: acceptor(hs.external_tls())?, internal: acceptor(hs.internal_listener_tls())? })
+    }
+}
+
+/// Accepts connections forever, each served as HTTP (over TLS with `tls`) in a task of its
+/// own.
+async fn accept_loop(
+    w: Rc<Worker>,
+    listener: monoio::net::TcpListener,
+    endpoints: crate::http::Endpoints,
+    tls: Option<monoio_rustls::TlsAcceptor>,
+) {
     loop {
         match listener.accept().await {
-            Ok((stream, _peer)) => {
-                monoio::spawn(crate::http::serve::serve(w.clone(), stream, endpoints));
-            }
+            Ok((stream, _peer)) => match &tls {
+                None => {
+                    monoio::spawn(crate::http::serve::serve(w.clone(), stream, endpoints));
+                }
+                Some(tls) => {
+                    monoio::spawn(crate::http::serve::serve_tls(w.clone(), tls.clone(), stream, endpoints));
+                }
+            },
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(worker = w.id, error = %e, "accept failed");

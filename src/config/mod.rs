@@ -12,6 +12,7 @@ pub mod load;
 pub mod pattern;
 pub mod proxy;
 pub mod redis;
+pub mod tls;
 mod token;
 
 use serde::{Deserialize, Serialize};
@@ -370,11 +371,12 @@ pub struct GrpcApi {
     pub enabled: bool,
     pub port: u16,
     pub key: String,
+    pub tls: tls::Tls,
 }
 
 impl Default for GrpcApi {
     fn default() -> Self {
-        GrpcApi { enabled: false, port: 10000, key: String::new() }
+        GrpcApi { enabled: false, port: 10000, key: String::new(), tls: tls::Tls::default() }
     }
 }
 
@@ -603,11 +605,18 @@ pub struct UniGrpc {
     pub port: u16,
     /// Largest request message; 0 = 4 MiB.
     pub max_receive_message_size: usize,
+    pub tls: tls::Tls,
 }
 
 impl Default for UniGrpc {
     fn default() -> Self {
-        UniGrpc { enabled: false, address: String::new(), port: 11000, max_receive_message_size: 0 }
+        UniGrpc {
+            enabled: false,
+            address: String::new(),
+            port: 11000,
+            max_receive_message_size: 0,
+            tls: tls::Tls::default(),
+        }
     }
 }
 
