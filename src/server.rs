@@ -85,10 +85,11 @@ fn bind_on(host: &str, option: &str, port: u16, n: usize) -> Result<Vec<StdListe
 
 /// Runs the server until SIGINT/SIGTERM. Blocks the calling thread, which must be the
 /// process's only thread so far: the signals are blocked here (every thread started later
-/// inherits that) and taken with `sigwait`. SIGHUP, Centrifugo's reload signal, is logged,
-/// `on_sighup` is called (the command line re-reads the config to say what a restart would
-/// change) and the server keeps running: Gyre does not reload its configuration while running.
-pub fn run(cfg: Config, mut on_sighup: impl FnMut()) -> Result<(), Error> {
+/// inherits that) and taken with `sigwait`. On SIGHUP, as Centrifugo, the configuration is
+/// read again (`on_sighup`: the command line loads it and says which of its changes wait for
+/// a restart) and its channel options and token settings are put in effect
+/// ([`Server::reload`]); a configuration that does not load changes nothing.
+pub fn run(cfg: Config, mut on_sighup: impl FnMut() -> Option<Config>) -> Result<(), Error> {
     let signals = Signals::block()?;
     let server = start(cfg)?;
     loop {
@@ -97,11 +98,13 @@ pub fn run(cfg: Config, mut on_sighup: impl FnMut()) -> Result<(), Error> {
         if sig != libc::SIGHUP {
             break;
         }
-        tracing::warn!(
-            "reloading the configuration is not supported: the server keeps running with the configuration it \
-             started with (restart it to apply changes)"
-        );
-        on_sighup();
+        tracing::info!("reloading configuration");
+        if let Some(new) = on_sighup() {
+            match server.reload(&new) {
+                Ok(()) => tracing::info!("configuration successfully reloaded (channel options and token settings)"),
+                Err(e) => tracing::error!("error reloading: {e}"),
+            }
+        }
     }
     tracing::info!("shutting down");
     server.stop();
@@ -163,9 +166,30 @@ pub struct Server {
     pub grpc: Option<crate::grpc::GrpcServer>,
     /// The unidirectional gRPC stream (`uni_grpc.enabled`).
     pub uni_grpc: Option<crate::grpc::GrpcServer>,
+    /// The configuration every worker reads (its reloadable parts replaced by `reload`).
+    cfg: Arc<Config>,
 }
 
 impl Server {
+    /// Puts the channel options and token settings of `new` (a configuration loaded and
+    /// validated again) in effect on every worker. Refused when they turn on a channel proxy
+    /// the node was not started with (proxies are built at start-up).
+    pub fn reload(&self, new: &Config) -> Result<(), String> {
+        let have = crate::proxy::channel_proxies(&self.cfg.channel);
+        let missing: Vec<String> = crate::proxy::channel_proxies(&new.channel)
+            .difference(&have)
+            .map(|(kind, name)| format!("{kind} proxy {name:?}"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "the new channel options use proxies this node did not start with ({}): restart to apply them",
+                missing.join(", ")
+            ));
+        }
+        self.cfg.reload_from(new);
+        Ok(())
+    }
+
     /// Asks every worker to stop and waits (bounded) for them.
     pub fn stop(mut self) {
         // Streams end when the workers close their sessions (3001): no new ones meanwhile.
@@ -316,7 +340,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
     let grpc = if cfg.grpc_api.enabled { Some(crate::grpc::start(&cfg, node.mailboxes.clone())?) } else { None };
     let uni_grpc =
         if cfg.uni_grpc.enabled { Some(crate::grpc::uni::start(&cfg, node.mailboxes.clone())?) } else { None };
-    Ok(Server { addr, internal_addr, grace: cfg.shutdown.timeout, node, threads, grpc, uni_grpc })
+    Ok(Server { addr, internal_addr, grace: cfg.shutdown.timeout, node, threads, grpc, uni_grpc, cfg })
 }
 
 async fn worker_main(

@@ -8,6 +8,7 @@
 
 pub mod duration;
 mod http_server;
+pub mod live;
 pub mod load;
 pub mod pattern;
 pub mod proxy;
@@ -61,6 +62,12 @@ pub struct Config {
     /// `pid_file`: the server writes its process id there at start-up (and removes the file
     /// when it stops cleanly).
     pub pid_file: String,
+    /// The channel options in effect after a reload (see [`Config::channel()`]).
+    #[serde(skip)]
+    pub live_channel: live::Live<Channel>,
+    /// The token settings in effect after a reload (see [`Config::tokens()`]).
+    #[serde(skip)]
+    pub live_tokens: live::Live<live::TokenSettings>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -723,7 +730,7 @@ impl Config {
     /// (after the private prefix) names the namespace; no boundary → `without_namespace`.
     /// Unknown namespace → 102.
     pub fn resolve_channel<'a>(&'a self, channel: &str) -> Result<Resolved<'a>, ApiError> {
-        let c = &self.channel;
+        let c = self.channel();
         let name =
             channel.strip_prefix(c.private_prefix.as_str()).filter(|_| !c.private_prefix.is_empty()).unwrap_or(channel);
         let ns = if c.namespace_boundary.is_empty() {
@@ -755,7 +762,7 @@ impl Config {
     /// boundary (the whole name for channels without namespace) must contain a match;
     /// without one the name must be ASCII. Server API calls are not checked.
     pub fn client_channel_allowed(&self, channel: &str, o: &ChannelOptions) -> bool {
-        let c = &self.channel;
+        let c = self.channel();
         let rest = channel
             .strip_prefix(c.private_prefix.as_str())
             .filter(|_| !c.private_prefix.is_empty())
@@ -769,7 +776,7 @@ impl Config {
     /// History meta TTL for these options (namespace value or the channel-wide default).
     pub fn history_meta_ttl(&self, o: &ChannelOptions) -> Duration {
         if o.history_meta_ttl.is_zero() {
-            self.channel.history_meta_ttl
+            self.channel().history_meta_ttl
         } else {
             o.history_meta_ttl
         }
