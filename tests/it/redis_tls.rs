@@ -2,7 +2,7 @@
 //! `--tls-port` and certificates made by `openssl`, with and without a client certificate;
 //! and the keepalive of PUB/SUB connections: a Redis that stops answering without closing its
 //! sockets (SIGSTOP) is left within `engine.redis.io_timeout`, and subscribers get their
-//! publications again once it is back.
+//! publications again once it is back; and the node numbers nodes claim in Redis.
 
 use std::time::{Duration, Instant};
 
@@ -128,4 +128,36 @@ fn hung_redis_is_left_and_pubsub_comes_back() {
         let _ = s.api("publish", json!({"channel": "feed", "data": {"n": n}}));
         agent.settle(Duration::from_millis(200));
     }
+}
+
+/// Nodes sharing a Redis hold distinct node numbers (the gateway's client ids carry them):
+/// with all but two numbers taken, two nodes get one each.
+#[test]
+fn nodes_claim_distinct_numbers() {
+    let test = "nodes_claim_distinct_numbers";
+    if !redis_available(test) {
+        return;
+    }
+    let redis = RedisServer::start();
+    let (free_a, free_b) = (5u32, 900u32);
+    let mut mset = vec!["MSET".to_string()];
+    for n in (0..1024u32).filter(|n| *n != free_a && *n != free_b) {
+        mset.push(format!("tls-test.gyre.node_number.{n}"));
+        mset.push("someone-else".into());
+    }
+    let args: Vec<&str> = mset.iter().map(String::as_str).collect();
+    redis.cmd(&args);
+    let a = Server::start(node_config(&redis.url(), json!({})));
+    let b = Server::start(node_config(&redis.url(), json!({})));
+    let number = |s: &Server| -> Option<u32> {
+        let log = s.stderr();
+        let line = log.lines().find(|l| l.contains("node number claimed"))?;
+        line.split("number=").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    poll("both nodes claimed a number", Duration::from_secs(10), || number(&a).is_some() && number(&b).is_some());
+    let mut got = [number(&a).unwrap(), number(&b).unwrap()];
+    got.sort();
+    assert_eq!(got, [free_a, free_b], "{}\n{}", a.stderr(), b.stderr());
+    let owner = redis.cmd(&["GET", &format!("tls-test.gyre.node_number.{}", got[0])]);
+    assert!(owner.as_str().is_some_and(|o| o != "someone-else"), "{owner}");
 }

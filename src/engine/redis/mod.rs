@@ -10,6 +10,7 @@
 
 pub mod codec;
 pub mod conn;
+pub mod node_number;
 pub mod resp;
 pub mod scripts;
 
