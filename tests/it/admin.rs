@@ -109,7 +109,7 @@ fn admin_insecure_needs_no_login() {
 }
 
 /// Node, playwright-core, centrifuge-js and Chromium, or a reason to skip (a failure in CI).
-fn browser_ready(test: &str) -> Option<String> {
+pub(crate) fn browser_ready(test: &str) -> Option<String> {
     let root = repo_root();
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let missing = if !Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success()) {
