@@ -541,18 +541,19 @@ fn start_redis(w: &Rc<Worker>) {
                 }
             }),
         });
-        monoio::spawn(pair.cmd.clone().run());
+        pair.cmd.spawn();
         monoio::spawn(pair.sub.clone().run());
     }
     monoio::spawn(cluster::presence_refresher(w.clone()));
     if w.id == 0 {
         monoio::spawn(cluster::announcer(w.clone()));
-        let (conn, node) = (engine.shards[0].cmd.clone(), w.node.clone());
+        let (w2, node) = (w.clone(), w.node.clone());
         let prefix = w.cfg.engine.redis.prefix.clone();
         monoio::spawn(async move {
             use crate::engine::redis::{codec::fnv1a64, node_number};
             let start = fnv1a64(node.uid.as_bytes()) % node_number::COUNT;
-            node_number::keep(&conn, &prefix, &node.uid, start, &node.node_number).await
+            let Some(engine) = w2.redis() else { return };
+            node_number::keep(&engine.shards[0].cmd, &prefix, &node.uid, start, &node.node_number).await
         });
     }
 }

@@ -18,7 +18,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "http_server.tls_autocert",
     "http_server.http3", "http_server.h2c_external",
     "log.file",
-    "engine.redis.client_name", "engine.redis.force_resp2", "engine.redis.cluster_address",
+    "engine.redis.client_name", "engine.redis.force_resp2",
     "engine.redis.replica_client",
     "engine.redis.history_use_lists", "engine.redis.presence_hash_field_ttl",
     "engine.redis.presence_user_mapping",

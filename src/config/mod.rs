@@ -25,6 +25,7 @@ pub use token::{SubscriptionToken, Token};
 
 use crate::error::ApiError;
 pub use http_server::HttpServer;
+pub use redis::Redis;
 
 /// The whole validated configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -313,59 +314,6 @@ pub struct Engine {
 impl Default for Engine {
     fn default() -> Self {
         Engine { kind: "memory".into(), redis: Redis::default() }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Redis {
-    pub address: Vec<String>,
-    pub prefix: String,
-    pub password: String,
-    pub user: String,
-    pub db: u32,
-    #[serde(with = "duration")]
-    pub connect_timeout: Duration,
-    #[serde(with = "duration")]
-    pub io_timeout: Duration,
-    #[serde(with = "duration")]
-    pub presence_ttl: Duration,
-    /// TLS to Redis (also turned on per address by a `rediss://` scheme).
-    pub tls: tls::Tls,
-    /// Redis Sentinel: one entry per shard, its sentinels comma-separated (`address` is then
-    /// unused).
-    pub sentinel_address: Vec<String>,
-    pub sentinel_master_name: String,
-    pub sentinel_user: String,
-    pub sentinel_password: String,
-    pub sentinel_client_name: String,
-    pub sentinel_tls: tls::Tls,
-    /// A publication is acknowledged only once this many replicas have it (Redis `WAIT`,
-    /// within half of `io_timeout`); else the publish fails. 0: on the master's write, as
-    /// Centrifugo. With Sentinel, 1 keeps a failover from losing acknowledged publications.
-    pub wait_replicas: u32,
-}
-
-impl Default for Redis {
-    fn default() -> Self {
-        Redis {
-            address: vec!["redis://127.0.0.1:6379".into()],
-            prefix: "centrifugo".into(),
-            password: String::new(),
-            user: String::new(),
-            db: 0,
-            connect_timeout: Duration::from_secs(1),
-            io_timeout: Duration::from_secs(4),
-            presence_ttl: Duration::from_secs(60),
-            tls: tls::Tls::default(),
-            sentinel_address: Vec::new(),
-            sentinel_master_name: String::new(),
-            sentinel_user: String::new(),
-            sentinel_password: String::new(),
-            sentinel_client_name: String::new(),
-            sentinel_tls: tls::Tls::default(),
-            wait_replicas: 0,
-        }
     }
 }
 

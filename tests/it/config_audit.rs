@@ -38,7 +38,7 @@ const APPLIED: &[&str] = &[
     "engine.redis.tls.enabled", "engine.redis.tls.cert_pem", "engine.redis.tls.key_pem",
     "engine.redis.tls.server_ca_pem", "engine.redis.tls.client_ca_pem", "engine.redis.tls.insecure_skip_verify",
     "engine.redis.tls.server_name", "engine.redis.presence_ttl",
-    "engine.redis.sentinel_address", "engine.redis.sentinel_master_name", "engine.redis.sentinel_user",
+    "engine.redis.cluster_address", "engine.redis.sentinel_address", "engine.redis.sentinel_master_name", "engine.redis.sentinel_user",
     "engine.redis.sentinel_password", "engine.redis.sentinel_client_name",
     "engine.redis.sentinel_tls.enabled", "engine.redis.sentinel_tls.cert_pem", "engine.redis.sentinel_tls.key_pem", "engine.redis.sentinel_tls.server_ca_pem", "engine.redis.sentinel_tls.client_ca_pem", "engine.redis.sentinel_tls.insecure_skip_verify", "engine.redis.sentinel_tls.server_name",
     "client.allowed_origins", "client.token.hmac_secret_key", "client.token.audience",

@@ -61,6 +61,7 @@ mod proxy;
 mod races;
 mod recovery;
 mod redis;
+mod redis_cluster;
 mod redis_sentinel;
 mod redis_tls;
 mod sdk;

@@ -148,19 +148,28 @@ pub fn decode_channel_message(payload: &Bytes) -> Option<ChannelMessage> {
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
+    /// Redis Cluster: the channel is every key's hash tag (`<prefix>.stream.{<ch>}`), as in
+    /// Centrifugo, so a channel's keys share a slot.
+    cluster: bool,
 }
 
 impl Keys {
-    pub fn new(prefix: &str) -> Self {
-        Keys { prefix: prefix.to_string() }
+    pub fn new(prefix: &str, cluster: bool) -> Self {
+        Keys { prefix: prefix.to_string(), cluster }
     }
     fn join(&self, part: &str, ch: &str) -> Bytes {
-        let mut s = String::with_capacity(self.prefix.len() + part.len() + ch.len() + 2);
+        let mut s = String::with_capacity(self.prefix.len() + part.len() + ch.len() + 4);
         s.push_str(&self.prefix);
         s.push('.');
         s.push_str(part);
         s.push('.');
-        s.push_str(ch);
+        if self.cluster {
+            s.push('{');
+            s.push_str(ch);
+            s.push('}');
+        } else {
+            s.push_str(ch);
+        }
         Bytes::from(s)
     }
     pub fn client_topic(&self, ch: &str) -> Bytes {
@@ -168,7 +177,10 @@ impl Keys {
     }
     /// The channel name of a client topic, if `topic` is one.
     pub fn channel_of<'a>(&self, topic: &'a [u8]) -> Option<&'a str> {
-        let rest = topic.strip_prefix(self.prefix.as_bytes())?.strip_prefix(b".client.")?;
+        let mut rest = topic.strip_prefix(self.prefix.as_bytes())?.strip_prefix(b".client.")?;
+        if self.cluster {
+            rest = rest.strip_prefix(b"{")?.strip_suffix(b"}")?;
+        }
         std::str::from_utf8(rest).ok()
     }
     pub fn stream(&self, ch: &str) -> Bytes {
@@ -178,7 +190,11 @@ impl Keys {
         self.join("stream.meta", ch)
     }
     pub fn result(&self, ch: &str, key: &str) -> Bytes {
-        self.join("result", &format!("{ch}.{key}"))
+        if self.cluster {
+            Bytes::from(format!("{}.result.{{{ch}}}.{key}", self.prefix))
+        } else {
+            self.join("result", &format!("{ch}.{key}"))
+        }
     }
     pub fn presence_data(&self, ch: &str) -> Bytes {
         self.join("presence.data", ch)
@@ -275,7 +291,14 @@ mod tests {
 
     #[test]
     fn keys_and_topics() {
-        let k = Keys::new("centrifugo");
+        let c = Keys::new("centrifugo", true);
+        assert_eq!(&c.stream("news")[..], b"centrifugo.stream.{news}");
+        assert_eq!(&c.stream_meta("news")[..], b"centrifugo.stream.meta.{news}");
+        assert_eq!(&c.result("news", "k1")[..], b"centrifugo.result.{news}.k1");
+        assert_eq!(&c.presence_data("news")[..], b"centrifugo.presence.data.{news}");
+        assert_eq!(&c.client_topic("a:b")[..], b"centrifugo.client.{a:b}");
+        assert_eq!(c.channel_of(b"centrifugo.client.{a:b}"), Some("a:b"));
+        let k = Keys::new("centrifugo", false);
         assert_eq!(&k.client_topic("news")[..], b"centrifugo.client.news");
         assert_eq!(k.channel_of(b"centrifugo.client.a:b"), Some("a:b"));
         assert_eq!(k.channel_of(b"centrifugo.control"), None);

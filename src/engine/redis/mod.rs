@@ -8,6 +8,7 @@
 //! engine's owner does. Worker 0 also listens to the control topics (node announcements,
 //! API actions for connections on other nodes, channel surveys).
 
+pub mod cluster;
 pub mod codec;
 pub mod conn;
 pub mod node_number;
@@ -40,8 +41,41 @@ use crate::push::{Prepared, PushKind};
 type StreamCallback = Box<dyn FnOnce(Result<(StreamPosition, Vec<Publication>), ApiError>)>;
 
 pub struct Pair {
-    pub cmd: Rc<Conn>,
+    pub cmd: Cmd,
     pub sub: Rc<Conn>,
+}
+
+/// Where a shard's commands go: one server (standalone or the Sentinel's master) or the
+/// primaries of a Redis Cluster.
+pub enum Cmd {
+    Single(Rc<Conn>),
+    Cluster(Rc<cluster::ClusterCmd>),
+}
+
+impl Cmd {
+    /// Sends a command (to the node owning its first key's slot in a cluster).
+    pub fn request<A: AsRef<[u8]>>(&self, args: &[A], cb: conn::Callback) {
+        match self {
+            Cmd::Single(c) => c.request(args, cb),
+            Cmd::Cluster(c) => c.request(args, None, cb),
+        }
+    }
+
+    /// Sends a keyless command to the node that owns `route` (a `WAIT` behind a write).
+    pub fn request_routed<A: AsRef<[u8]>>(&self, route: &[u8], args: &[A], cb: conn::Callback) {
+        match self {
+            Cmd::Single(c) => c.request(args, cb),
+            Cmd::Cluster(c) => c.request(args, Some(route), cb),
+        }
+    }
+
+    /// Starts the connection tasks (on the worker's loop).
+    pub fn spawn(&self) {
+        match self {
+            Cmd::Single(c) => drop(monoio::spawn(c.clone().run())),
+            Cmd::Cluster(c) => drop(monoio::spawn(c.clone().run())),
+        }
+    }
 }
 
 /// The owner's PUB/SUB state of one channel.
@@ -121,17 +155,24 @@ impl RedisEngine {
             .map(|s| vec![Bytes::from_static(b"SCRIPT"), Bytes::from_static(b"LOAD"), Bytes::from(s.to_string())])
             .collect();
         let mut shards = Vec::new();
+        let in_cluster = !rc.cluster_address.is_empty();
         for ep in Endpoint::all(rc)? {
-            let pair =
-                Pair { cmd: Conn::new(ep.clone(), false, rc, init.clone()), sub: Conn::new(ep, true, rc, Vec::new()) };
-            Conn::pair(&pair.cmd, &pair.sub);
-            shards.push(pair);
+            let sub = Conn::new(ep.clone(), true, rc, Vec::new());
+            let cmd = match &ep.cluster {
+                Some(seeds) => Cmd::Cluster(cluster::ClusterCmd::new(ep.clone(), seeds.clone(), rc, init.clone())),
+                None => {
+                    let cmd = Conn::new(ep, false, rc, init.clone());
+                    Conn::pair(&cmd, &sub);
+                    Cmd::Single(cmd)
+                }
+            };
+            shards.push(Pair { cmd, sub });
         }
         if shards.is_empty() {
             return Err("engine.redis.address: at least one address is required".into());
         }
         Ok(RedisEngine {
-            keys: Keys::new(&rc.prefix),
+            keys: Keys::new(&rc.prefix, in_cluster),
             shards,
             shas: SCRIPTS.iter().map(|s| Bytes::from(scripts::sha(s))).collect(),
             chans: RefCell::new(AHashMap::new()),
@@ -145,7 +186,7 @@ impl RedisEngine {
         codec::shard_of(channel, self.shards.len())
     }
 
-    fn cmd(&self, channel: &str) -> &Conn {
+    fn cmd(&self, channel: &str) -> &Cmd {
         &self.shards[self.shard_index(channel)].cmd
     }
 
@@ -214,7 +255,7 @@ impl RedisEngine {
 
     /// A write whose reply `cb` gets once `engine.redis.wait_replicas` replicas have it (a
     /// `WAIT` right behind it in the pipeline); with fewer, an error.
-    fn request_replicated(&self, conn: &Conn, args: &[Bytes], cb: Box<dyn FnOnce(conn::RedisReply)>) {
+    fn request_replicated(&self, conn: &Cmd, args: &[Bytes], cb: Box<dyn FnOnce(conn::RedisReply)>) {
         let n = self.cfg.engine.redis.wait_replicas;
         if n == 0 {
             conn.request(args, cb);
@@ -225,7 +266,10 @@ impl RedisEngine {
         conn.request(args, Box::new(move |r| *stash.borrow_mut() = Some(r)));
         let limit = (self.cfg.engine.redis.io_timeout / 2).as_millis().max(1);
         let wait = [Bytes::from_static(b"WAIT"), Bytes::from(n.to_string()), Bytes::from(limit.to_string())];
-        conn.request(
+        // The script's first key names the node that ran it (in a cluster).
+        let route = args.get(3).cloned().unwrap_or_default();
+        conn.request_routed(
+            &route,
             &wait,
             Box::new(move |w| {
                 let r = slot.borrow_mut().take().unwrap_or(Err(RedisError::Unavailable));

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::conn::Conn;
 use super::resp::Value;
+use super::Cmd;
 
 /// Numbers a node can hold.
 pub const COUNT: u64 = 1024;
@@ -25,7 +25,7 @@ fn key(prefix: &str, n: u64) -> Bytes {
     Bytes::from(format!("{prefix}.gyre.node_number.{n}"))
 }
 
-async fn call(conn: &Conn, args: Vec<Bytes>) -> Option<Value> {
+async fn call(conn: &Cmd, args: Vec<Bytes>) -> Option<Value> {
     let (done, reply) = crate::notify::oneshot();
     conn.request(&args, Box::new(done));
     reply.await.ok()
@@ -33,7 +33,7 @@ async fn call(conn: &Conn, args: Vec<Bytes>) -> Option<Value> {
 
 /// Claims a number and keeps it (in `out`) for as long as the task runs. `start` is where
 /// the search begins (a hash of the node's id, so nodes rarely contend for the same number).
-pub async fn keep(conn: &Conn, prefix: &str, uid: &str, start: u64, out: &AtomicU64) {
+pub async fn keep(conn: &Cmd, prefix: &str, uid: &str, start: u64, out: &AtomicU64) {
     let ttl_ms = Bytes::from(TTL.as_millis().to_string());
     let uid = Bytes::from(uid.to_string());
     loop {
