@@ -12,7 +12,9 @@ pub mod load;
 pub mod pattern;
 pub mod proxy;
 pub mod redis;
+mod schema;
 mod token;
+mod weak;
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
