@@ -136,6 +136,9 @@ struct ServeArgs {
     /// trace | debug | info | warn | error | fatal | none
     #[arg(long = "log_level", visible_alias = "log.level")]
     log_level: Option<String>,
+    /// Append logs (JSON lines) to this file instead of stdout/stderr (log.file).
+    #[arg(long = "log_file", visible_alias = "log.file", value_name = "FILE")]
+    log_file: Option<String>,
     /// Worker threads (event loops); 0 = one per CPU core.
     #[arg(long = "workers")]
     workers: Option<usize>,
@@ -202,6 +205,7 @@ impl ServeArgs {
         put("admin.external", self.admin_external.map(Value::from));
         put("http_api.insecure", self.api_insecure.map(Value::from));
         put("log.level", self.log_level.clone().map(Value::from));
+        put("log.file", self.log_file.clone().map(Value::from));
         put("workers", self.workers.map(Value::from));
         put("admin.enabled", self.admin.map(Value::from));
         put("admin.insecure", self.admin_insecure.map(Value::from));
@@ -248,27 +252,15 @@ fn load_checked(opts: &LoadOptions) -> std::result::Result<Loaded, String> {
     Ok(loaded)
 }
 
-fn init_logging(level: &str) -> bool {
-    use tracing_subscriber::filter::LevelFilter;
-    let filter = match level {
-        "trace" => LevelFilter::TRACE,
-        "debug" => LevelFilter::DEBUG,
-        "info" => LevelFilter::INFO,
-        "warn" => LevelFilter::WARN,
-        "error" | "fatal" => LevelFilter::ERROR,
-        _ => LevelFilter::OFF,
-    };
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_max_level(filter)
-        .with_target(false)
-        .init();
-    filter != LevelFilter::OFF
-}
-
 fn serve(args: ServeArgs) -> ExitCode {
+    // As Centrifugo: `.env` of the working directory, under the variables already set.
+    let dotenv = match gyre::config::dotenv::load(Path::new(".env")) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("gyre: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let opts = LoadOptions {
         config_path: config_path(args.config.clone()),
         flags: args.flags(),
@@ -282,11 +274,23 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let logging = init_logging(&loaded.config.log.level);
+    let logging = match gyre::logging::init(&loaded.config.log.level, &loaded.config.log.file) {
+        Ok(on) => on,
+        Err(e) => {
+            eprintln!("gyre: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing::info!("starting Gyre v{}", env!("CARGO_PKG_VERSION"));
     match &loaded.path {
-        Some(p) => tracing::info!("using config file {}", p.display()),
+        Some(p) => {
+            let path = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+            tracing::info!(path = %path.display(), "using config file")
+        }
         None => tracing::warn!("no config file ({DEFAULT_CONFIG} not found): using defaults and environment"),
+    }
+    if dotenv.is_some() {
+        tracing::info!("environment variables have been loaded from .env file");
     }
     for w in &loaded.warnings {
         tracing::warn!("{w}");

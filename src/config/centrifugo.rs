@@ -18,7 +18,6 @@ pub(super) const OPTIONS: &[&str] = &[
     "http_server.tls",
     "http_server.tls_autocert", "http_server.tls_external", "http_server.internal_tls",
     "http_server.http3", "http_server.h2c_external",
-    "log.file",
     "engine.redis.client_name", "engine.redis.force_resp2", "engine.redis.cluster_address",
     "engine.redis.tls.cert_pem", "engine.redis.tls.key_pem", "engine.redis.tls.server_ca_pem",
     "engine.redis.tls.client_ca_pem", "engine.redis.tls.insecure_skip_verify",

@@ -6,6 +6,7 @@
 //! accepts the v5 flat names and maps them here. Every worker reads the same `Arc<Config>`;
 //! nothing in it changes after start-up.
 
+pub mod dotenv;
 pub mod duration;
 mod http_server;
 pub mod load;
@@ -69,11 +70,13 @@ pub struct Config {
 pub struct Log {
     /// trace | debug | info | warn | error | fatal | none
     pub level: String,
+    /// Logs are appended to this file (JSON lines) instead of going to stdout/stderr.
+    pub file: String,
 }
 
 impl Default for Log {
     fn default() -> Self {
-        Log { level: "info".into() }
+        Log { level: "info".into(), file: String::new() }
     }
 }
 

@@ -28,7 +28,7 @@ const FULL: &str = include_str!("config_audit.json");
 #[rustfmt::skip]
 const APPLIED: &[&str] = &[
     "http_server.address", "http_server.port", "http_server.internal_address", "http_server.internal_port",
-    "log.level",
+    "log.level", "log.file",
     "engine.type", "engine.redis.prefix", "engine.redis.address", "engine.redis.connect_timeout",
     "engine.redis.io_timeout", "engine.redis.db", "engine.redis.user", "engine.redis.password",
     "engine.redis.tls.enabled", "engine.redis.presence_ttl",
@@ -264,9 +264,14 @@ fn gyre(args: &[&str], file: &Path) -> (bool, String, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
-/// The options named as not supported in `text` (warning lines of checkconfig or the log).
+/// The options named as not supported in `text` (warning lines of checkconfig, or the JSON
+/// lines of the log).
 fn unsupported_in(text: &str) -> Vec<String> {
     text.lines()
+        .map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(v) => v["message"].as_str().unwrap_or_default().to_owned(),
+            Err(_) => l.to_owned(),
+        })
         .filter_map(|l| l.split_once("option \"")?.1.split_once("\" is not supported by Gyre").map(|(o, _)| o.into()))
         .collect()
 }
@@ -290,7 +295,6 @@ fn every_centrifugo_option_is_applied_or_reported() {
     let (ok, out, err) = gyre(&["defaultconfig", "-d", "-c", "out.json", "-b"], &file);
     assert!(ok, "defaultconfig failed: {err}");
     let effective: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("defaultconfig output: {e}\n{out}"));
-    let _ = std::fs::remove_dir_all(&dir);
 
     let mut options = Vec::new();
     leaves(&full, String::new(), &mut options);
@@ -334,9 +338,14 @@ fn every_centrifugo_option_is_applied_or_reported() {
     }
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 
-    // The server says the same in its start-up log.
+    // The server says the same in its start-up log, written to `log.file`.
+    let log_file = dir.join("gyre.log");
+    let mut full = full;
+    full["log"]["file"] = Value::from(log_file.to_string_lossy());
     let s = Server::start(full);
-    let log = s.stderr();
+    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+    assert!(s.stderr().is_empty(), "with log.file, nothing on stderr:\n{}", s.stderr());
+    let _ = std::fs::remove_dir_all(&dir);
     let mut logged = unsupported_in(&log);
     let mut want = reported.clone();
     logged.sort();
