@@ -15,7 +15,7 @@ use crate::error::Error;
 
 // Children of this module so the name tables and tree helpers stay private to the loader.
 #[path = "centrifugo.rs"]
-mod centrifugo;
+pub(super) mod centrifugo;
 #[path = "env.rs"]
 mod env;
 #[path = "kubernetes.rs"]
@@ -453,6 +453,16 @@ fn apply_flags(tree: &mut Value, flags: &[(String, Value)], schema: &Schema, ori
         origins.record(path.as_str(), format!("flag --{name}"));
         set_path(tree, &path, value.clone());
     }
+}
+
+/// The options a config file sets (v6 layout, v5 names mapped, values converted to their
+/// options' types), without defaults, environment or flags.
+pub fn file_options(path: &Path) -> Result<Value, Error> {
+    let schema = Schema::new();
+    let mut tree = env::normalize_file(read_file(path)?, &schema, path, &mut Vec::new(), &mut Origins::default())?;
+    env::coerce(&mut tree);
+    super::weak::coerce(&mut tree, &schema);
+    Ok(tree)
 }
 
 /// Loads, merges, validates. Errors name the file, option, env var or flag at fault.

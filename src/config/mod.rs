@@ -6,6 +6,8 @@
 //! accepts the v5 flat names and maps them here. Every worker reads the same `Arc<Config>`;
 //! nothing in it changes after start-up.
 
+pub mod doc;
+mod doc_text;
 pub mod dotenv;
 pub mod duration;
 mod http_server;
