@@ -382,8 +382,9 @@ mod tests {
         assert!(es.len() > 500, "{}", es.len());
         let missing: Vec<&str> = es.iter().filter(|e| e.text.is_empty()).map(|e| e.path.as_str()).collect();
         assert!(missing.is_empty(), "options without a description: {missing:?}");
+        let paths: Vec<String> = es.iter().map(|e| super::super::doc_text::table_path(&e.path).into_owned()).collect();
         let unused: Vec<&str> = super::super::doc_text::keys()
-            .filter(|k| !es.iter().any(|e| e.path == *k || e.path.strip_suffix(k).is_some_and(|p| p.ends_with('.'))))
+            .filter(|k| !paths.iter().any(|p| p == k || p.strip_suffix(k).is_some_and(|p| p.ends_with('.'))))
             .collect();
         assert!(unused.is_empty(), "descriptions of no option: {unused:?}");
         for u in unsupported() {

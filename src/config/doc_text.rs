@@ -17,6 +17,18 @@ const TEXTS: &[(&str, &str)] = &[
     ("http_server.internal_port", "Port of the internal endpoints (server API, admin, `/metrics`, `/health`). Empty: they are served on `port`."),
     ("http_server.max_head_size", "Largest HTTP request head (request line and headers) in bytes; larger ones get 431."),
     ("http_server.idle_timeout", "A keep-alive connection with no request started for this long is closed. `0`: never."),
+    ("http_server.tls", "TLS of the HTTP listeners: the external one, and the internal one too unless `tls_external` (or `internal_tls`)."),
+    ("http_server.tls_external", "TLS only on the external listener: the internal one serves plain HTTP unless `internal_tls` gives it its own."),
+    ("http_server.internal_tls", "The internal listener's own TLS. When not enabled the internal listener follows `tls` and `tls_external`."),
+    ("grpc_api.tls", "TLS of the gRPC API listener."),
+    ("uni_grpc.tls", "TLS of the unidirectional gRPC listener."),
+    ("listener_tls.enabled", "Serve TLS on this listener."),
+    ("listener_tls.cert_pem", "The listener's certificate (chain): a file path, PEM text or base64 of PEM."),
+    ("listener_tls.key_pem", "The certificate's private key: a file path, PEM text or base64 of PEM."),
+    ("listener_tls.client_ca_pem", "Clients must present a certificate signed by this CA (mutual TLS). Empty: no client certificate is asked for."),
+    ("listener_tls.server_ca_pem", "Only for connections this server opens; a listener does not use it."),
+    ("listener_tls.insecure_skip_verify", "Only for connections this server opens; a listener does not use it (the start-up log says so)."),
+    ("listener_tls.server_name", "Only for connections this server opens; a listener does not use it."),
     ("http_server.read_header_timeout", "A request head must arrive whole within this time of its first byte (408 otherwise). `0`: no limit."),
     ("log", "Logging: the level, and a file to write to."),
     ("log.level", "Least severe level logged: `trace`, `debug`, `info`, `warn`, `error`, `fatal` or `none`."),
@@ -276,9 +288,22 @@ const TEXTS: &[(&str, &str)] = &[
     ("gateway.users[].host", "Glob over the peer's IP address the user may come from. Empty or `*`: any."),
 ];
 
+/// Sections of a listener's TLS: their options are described as `listener_tls.<option>`
+/// (the `tls.<option>` entries describe a connection to a backend).
+const LISTENER_TLS: [&str; 4] = ["http_server.tls.", "http_server.internal_tls.", "grpc_api.tls.", "uni_grpc.tls."];
+
+/// The path the table describes `path` under.
+pub(super) fn table_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match LISTENER_TLS.iter().find_map(|p| path.strip_prefix(p)) {
+        Some(option) => format!("listener_tls.{option}").into(),
+        None => path.into(),
+    }
+}
+
 /// The description of the option at `path`: the entry for the longest tail of `path` (on a
 /// `.` boundary) in the table; empty when none.
 pub(super) fn describe(path: &str) -> &'static str {
+    let path = &*table_path(path);
     let mut best: Option<(&str, &'static str)> = None;
     for (key, text) in TEXTS {
         let hit = path == *key || path.strip_suffix(key).is_some_and(|p| p.ends_with('.'));

@@ -93,7 +93,7 @@ pub(super) fn check(s: &Session, channel: &str, f: Feature) -> Result<(), ApiErr
         (Feature::Presence, "presence_stats") => "presence stats",
         (Feature::Presence, _) => "presence",
     };
-    if channel.len() > cfg.channel.max_length {
+    if channel.len() > cfg.channel().max_length {
         return Err(s.refuse(ApiError::BAD_REQUEST, "channel too long", channel));
     }
     let o = match cfg.resolve_channel(channel) {
@@ -135,10 +135,10 @@ pub(super) fn check(s: &Session, channel: &str, f: Feature) -> Result<(), ApiErr
 
 /// True when `channel` is user-limited and lists `user` after its last `#`.
 pub(super) fn user_allowed(cfg: &Config, o: &ChannelOptions, channel: &str, user: &str) -> Option<bool> {
-    let b = cfg.channel.user_boundary.as_str();
+    let b = cfg.channel().user_boundary.as_str();
     if !o.allow_user_limited_channels || b.is_empty() || !channel.contains(b) {
         return None;
     }
     let users = channel.rsplit(b).next().unwrap_or("");
-    Some(!user.is_empty() && users.split(cfg.channel.user_separator.as_str()).any(|u| u == user))
+    Some(!user.is_empty() && users.split(cfg.channel().user_separator.as_str()).any(|u| u == user))
 }
