@@ -112,6 +112,7 @@ const FLAT: &[(&str, &str)] = &[
     ("redis_io_timeout",                      "engine.redis.io_timeout"),
     ("redis_presence_ttl",                    "engine.redis.presence_ttl"),
     ("redis_tls",                             "engine.redis.tls.enabled"),
+    ("redis_tls_skip_verify",                 "engine.redis.tls.insecure_skip_verify"),
     ("grpc_api_port",                         "grpc_api.port"),
     ("grpc_api_key",                          "grpc_api.key"),
     ("log_level",                             "log.level"),

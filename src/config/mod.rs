@@ -337,7 +337,8 @@ pub struct Redis {
     pub io_timeout: Duration,
     #[serde(with = "duration")]
     pub presence_ttl: Duration,
-    pub tls: RedisTls,
+    /// TLS to Redis (also turned on per address by a `rediss://` scheme).
+    pub tls: tls::Tls,
 }
 
 impl Default for Redis {
@@ -351,15 +352,9 @@ impl Default for Redis {
             connect_timeout: Duration::from_secs(1),
             io_timeout: Duration::from_secs(4),
             presence_ttl: Duration::from_secs(60),
-            tls: RedisTls::default(),
+            tls: tls::Tls::default(),
         }
     }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RedisTls {
-    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

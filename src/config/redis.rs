@@ -1,4 +1,4 @@
-//! A Redis server's address as the config names it: `redis://[user[:password]@]host:port[/db]`
+//! A Redis server's address as the config names it: `redis[s]://[user[:password]@]host:port[/db]`
 //! or `host:port`, with the `engine.redis` user/password/db as defaults. Parsed when the
 //! config is loaded (so a bad address is a config error) and again by the engine to connect.
 
@@ -11,6 +11,8 @@ pub struct Endpoint {
     pub user: String,
     pub password: String,
     pub db: u32,
+    /// Over TLS (`engine.redis.tls.enabled`, or a `rediss://` address).
+    pub tls: bool,
 }
 
 impl Endpoint {
@@ -22,11 +24,15 @@ impl Endpoint {
             user: cfg.user.clone(),
             password: cfg.password.clone(),
             db: cfg.db,
+            tls: cfg.tls.enabled,
         };
         let rest = if let Some(r) = addr.strip_prefix("redis://").or_else(|| addr.strip_prefix("tcp://")) {
             r
-        } else if addr.starts_with("rediss://") || addr.starts_with("unix://") {
-            return Err(format!("engine.redis.address: {addr:?}: only plain TCP (redis://) is supported"));
+        } else if let Some(r) = addr.strip_prefix("rediss://") {
+            ep.tls = true;
+            r
+        } else if addr.starts_with("unix://") {
+            return Err(format!("engine.redis.address: {addr:?}: only TCP (redis:// or rediss://) is supported"));
         } else if addr.contains("://") {
             return Err(bad());
         } else {

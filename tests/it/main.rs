@@ -5,6 +5,7 @@
 //! * `config_audit` — every Centrifugo v6 option is applied or reported as not supported.
 //! * `deploy` — the Helm chart's command lines (v6, v5) with Kubernetes' variables, the
 //!   internal port's split of the endpoints, SIGHUP.
+//! * `examples` — the README's quick start as written, and `examples/browser.html` in Chromium.
 //! * `logs`   — the log's JSON lines, `log.file`, and the lines that explain refusals.
 //! * `legacy` — legacy `POST /api` streams, including a 1,000,000-command request.
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
@@ -49,6 +50,7 @@ mod cli;
 mod config_audit;
 mod delta;
 mod deploy;
+mod examples;
 mod gateway;
 mod grpc;
 mod hardening;
@@ -61,6 +63,7 @@ mod proxy;
 mod races;
 mod recovery;
 mod redis;
+mod redis_tls;
 mod sdk;
 mod sdk_transports;
 mod shapes;

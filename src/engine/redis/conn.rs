@@ -72,11 +72,24 @@ pub struct Conn {
     wake: LocalNotify,
     hooks: RefCell<Option<Rc<Hooks>>>,
     was_up: Cell<bool>,
+    /// TLS to this server (`engine.redis.tls`, `rediss://`); None: plain TCP.
+    tls: Option<(monoio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
 }
 
 impl Conn {
     pub fn new(ep: Endpoint, pubsub: bool, cfg: &crate::config::Redis, init: Vec<Vec<Bytes>>) -> Rc<Conn> {
+        let tls = ep.tls.then(|| {
+            use crate::config::tls::{client_config, server_name};
+            // Checked when the configuration was loaded.
+            let c = client_config("engine.redis.tls", &cfg.tls).expect("engine.redis.tls was validated at load");
+            let name = server_name("engine.redis.tls", &cfg.tls, &ep.host).unwrap_or_else(|e| {
+                tracing::error!(redis = %ep.display(), "{e}");
+                rustls::pki_types::ServerName::try_from("invalid.invalid").expect("a valid name")
+            });
+            (monoio_rustls::TlsConnector::from(c), name)
+        });
         Rc::new(Conn {
+            tls,
             ep,
             pubsub,
             connect_timeout: cfg.connect_timeout.max(Duration::from_millis(10)),
@@ -147,7 +160,19 @@ impl Conn {
             if let Some(stream) = connected {
                 backoff = Duration::from_millis(50);
                 let served_at = Instant::now();
-                self.serve(stream).await;
+                match &self.tls {
+                    None => self.serve(stream).await,
+                    Some((tls, name)) => {
+                        let handshake = monoio::time::timeout(self.connect_timeout, tls.connect(name.clone(), stream));
+                        match handshake.await {
+                            Ok(Ok(stream)) => self.serve(stream).await,
+                            Ok(Err(e)) => {
+                                tracing::warn!(redis = %self.ep.display(), error = %e, "redis TLS handshake failed")
+                            }
+                            Err(_) => tracing::warn!(redis = %self.ep.display(), "redis TLS handshake timed out"),
+                        }
+                    }
+                }
                 if served_at.elapsed() > Duration::from_secs(5) {
                     backoff = Duration::from_millis(50);
                 }
@@ -235,7 +260,10 @@ impl Conn {
         cmds
     }
 
-    async fn serve(&self, stream: monoio::net::TcpStream) {
+    async fn serve<S>(&self, stream: S)
+    where
+        S: monoio::io::AsyncReadRent + monoio::io::AsyncWriteRent + monoio::io::Split,
+    {
         let (mut rd, mut wr) = stream.into_split();
         let mut rbuf = BytesMut::with_capacity(16 << 10);
         // Handshake first, on its own, so a wrong password or database fails cleanly.
@@ -313,6 +341,8 @@ impl Conn {
                 }
             }
         };
+        // When bytes last came from Redis (a PUB/SUB connection's keepalive watches it).
+        let last_read = Cell::new(Instant::now());
         let reader = async {
             loop {
                 loop {
@@ -331,21 +361,37 @@ impl Conn {
                 let (res, b) = crate::io::read_more(&mut rd, rbuf).await;
                 rbuf = b;
                 match res {
-                    Ok(n) if n > 0 => {}
+                    Ok(n) if n > 0 => last_read.set(Instant::now()),
                     _ => return,
                 }
             }
         };
         // The oldest request may wait at most io_timeout; then the connection is dropped
-        // (a read is never cancelled on its own: its buffer may hold part of a reply).
+        // (a read is never cancelled on its own: its buffer may hold part of a reply). A
+        // PUB/SUB connection, which may rightly stay silent, sends a PING after a third of
+        // io_timeout of silence: a Redis that stops answering without closing the socket is
+        // left within io_timeout.
         let watchdog = async {
             let tick = (self.io_timeout / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+            let mut pinged: Option<Instant> = None;
             loop {
                 monoio::time::sleep(tick).await;
                 if self.st.borrow().pending.front().is_some_and(|(t, _)| t.elapsed() >= self.io_timeout) {
                     tracing::warn!(redis = %self.ep.display(), "redis did not answer in time");
                     self.fail_pending(RedisError::Timeout);
                     return;
+                }
+                if self.pubsub {
+                    let silent = last_read.get().elapsed();
+                    if silent >= self.io_timeout {
+                        tracing::warn!(redis = %self.ep.display(), "redis did not answer a PING in time");
+                        return;
+                    }
+                    if silent >= self.io_timeout / 3 && pinged != Some(last_read.get()) {
+                        pinged = Some(last_read.get());
+                        resp::encode(&["PING"], &mut self.st.borrow_mut().wbuf);
+                        self.wake.notify();
+                    }
                 }
             }
         };
@@ -411,7 +457,9 @@ mod tests {
         assert_eq!((e.user.as_str(), e.password.as_str()), ("", "secret"));
         let e = Endpoint::parse("myhost", &cfg).unwrap();
         assert_eq!((e.host.as_str(), e.port), ("myhost", 6379));
-        assert!(Endpoint::parse("rediss://h:1", &cfg).is_err());
+        assert!(Endpoint::parse("rediss://h:1", &cfg).is_ok_and(|e| e.tls && e.port == 1));
+        assert!(!Endpoint::parse("redis://h:1", &cfg).unwrap().tls);
+        assert!(Endpoint::parse("unix:///tmp/r.sock", &cfg).is_err());
         assert!(Endpoint::parse("http://h:1", &cfg).is_err());
         assert!(Endpoint::parse("h:notaport", &cfg).is_err());
     }

@@ -10,6 +10,7 @@
 
 pub mod codec;
 pub mod conn;
+pub mod node_number;
 pub mod resp;
 pub mod scripts;
 
@@ -114,9 +115,6 @@ impl RedisEngine {
     /// Builds the connections (started by [`RedisEngine::conns`]' `run` tasks).
     pub fn new(cfg: Arc<Config>) -> Result<RedisEngine, String> {
         let rc = &cfg.engine.redis;
-        if rc.tls.enabled {
-            return Err("engine.redis.tls: TLS connections to Redis are not supported yet".into());
-        }
         let init: Vec<Vec<Bytes>> = SCRIPTS
             .iter()
             .map(|s| vec![Bytes::from_static(b"SCRIPT"), Bytes::from_static(b"LOAD"), Bytes::from(s.to_string())])
