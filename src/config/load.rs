@@ -322,10 +322,12 @@ fn validate(c: &Config) -> Result<(), String> {
         }
     }
     if c.engine.kind == "redis" {
-        for a in &c.engine.redis.address {
-            let ep = super::redis::Endpoint::parse(a, &c.engine.redis)?;
+        for ep in super::redis::Endpoint::all(&c.engine.redis)? {
             if ep.tls {
                 super::tls::client_config("engine.redis.tls", &c.engine.redis.tls)?;
+            }
+            if let Some(t) = ep.sentinel.as_ref().and_then(|s| s.tls.as_ref()) {
+                super::tls::client_config("engine.redis.sentinel_tls", t)?;
             }
         }
     }

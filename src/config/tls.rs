@@ -53,7 +53,7 @@ pub(crate) const V5_NAMES: &[(&str, &str)] = &[
 ];
 
 /// One `tls` section.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct Tls {
     pub enabled: bool,

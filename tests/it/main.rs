@@ -63,6 +63,7 @@ mod proxy;
 mod races;
 mod recovery;
 mod redis;
+mod redis_sentinel;
 mod redis_tls;
 mod sdk;
 mod sdk_transports;

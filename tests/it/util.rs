@@ -934,7 +934,7 @@ impl Drop for RedisServer {
 
 /// One RESP2 reply. The outer `Result` is an I/O or protocol failure, the inner one an error
 /// reply.
-fn read_resp(r: &mut impl io::BufRead) -> Result<Result<Value, String>, String> {
+pub fn read_resp(r: &mut impl io::BufRead) -> Result<Result<Value, String>, String> {
     let mut line = Vec::new();
     r.read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
     if !line.ends_with(b"\r\n") {

@@ -73,23 +73,29 @@ pub struct Conn {
     hooks: RefCell<Option<Rc<Hooks>>>,
     was_up: Cell<bool>,
     /// TLS to this server (`engine.redis.tls`, `rediss://`); None: plain TCP.
-    tls: Option<(monoio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    tls: Option<(monoio_rustls::TlsConnector, crate::config::tls::Tls)>,
+    /// Sentinel mode: the server no longer is the master (or told us so): leave it.
+    kicked: Cell<bool>,
+    /// The server connected to (Sentinel mode: the master the sentinels named then).
+    current: RefCell<(String, u16)>,
+    /// The other connection of the pair (command ↔ PUB/SUB), left with this one when the
+    /// master changes.
+    sibling: RefCell<std::rc::Weak<Conn>>,
 }
 
 impl Conn {
     pub fn new(ep: Endpoint, pubsub: bool, cfg: &crate::config::Redis, init: Vec<Vec<Bytes>>) -> Rc<Conn> {
         let tls = ep.tls.then(|| {
-            use crate::config::tls::{client_config, server_name};
             // Checked when the configuration was loaded.
-            let c = client_config("engine.redis.tls", &cfg.tls).expect("engine.redis.tls was validated at load");
-            let name = server_name("engine.redis.tls", &cfg.tls, &ep.host).unwrap_or_else(|e| {
-                tracing::error!(redis = %ep.display(), "{e}");
-                rustls::pki_types::ServerName::try_from("invalid.invalid").expect("a valid name")
-            });
-            (monoio_rustls::TlsConnector::from(c), name)
+            let c = crate::config::tls::client_config("engine.redis.tls", &cfg.tls)
+                .expect("engine.redis.tls was validated at load");
+            (monoio_rustls::TlsConnector::from(c), cfg.tls.clone())
         });
         Rc::new(Conn {
             tls,
+            kicked: Cell::new(false),
+            current: RefCell::new((String::new(), 0)),
+            sibling: RefCell::new(std::rc::Weak::new()),
             ep,
             pubsub,
             connect_timeout: cfg.connect_timeout.max(Duration::from_millis(10)),
@@ -107,6 +113,27 @@ impl Conn {
             hooks: RefCell::new(None),
             was_up: Cell::new(false),
         })
+    }
+
+    /// Makes `a` and `b` (the command and PUB/SUB connections of one server) leave a master
+    /// together.
+    pub fn pair(a: &Rc<Conn>, b: &Rc<Conn>) {
+        *a.sibling.borrow_mut() = Rc::downgrade(b);
+        *b.sibling.borrow_mut() = Rc::downgrade(a);
+    }
+
+    /// Sentinel mode: leaves the current server (and so does the sibling), to connect to the
+    /// master the sentinels name now.
+    fn kick(&self, why: &str) {
+        if !self.kicked.replace(true) {
+            tracing::warn!(redis = %self.ep.display(), "{why}: reconnecting to the current master");
+            self.wake.notify();
+            if let Some(sib) = self.sibling.borrow().upgrade() {
+                if !sib.kicked.replace(true) {
+                    sib.wake.notify();
+                }
+            }
+        }
     }
 
     pub fn set_hooks(&self, hooks: Hooks) {
@@ -156,14 +183,22 @@ impl Conn {
     pub async fn run(self: Rc<Self>) {
         let mut backoff = Duration::from_millis(50);
         loop {
+            self.kicked.set(false);
             let connected = self.connect().await;
-            if let Some(stream) = connected {
+            if let Some((stream, host)) = connected {
                 backoff = Duration::from_millis(50);
                 let served_at = Instant::now();
                 match &self.tls {
                     None => self.serve(stream).await,
-                    Some((tls, name)) => {
-                        let handshake = monoio::time::timeout(self.connect_timeout, tls.connect(name.clone(), stream));
+                    Some((tls, t)) => {
+                        let name = match crate::config::tls::server_name("engine.redis.tls", t, &host) {
+                            Ok(n) => n,
+                            Err(e) => {
+                                tracing::error!(redis = %self.ep.display(), "{e}");
+                                rustls::pki_types::ServerName::try_from("invalid.invalid").expect("a valid name")
+                            }
+                        };
+                        let handshake = monoio::time::timeout(self.connect_timeout, tls.connect(name, stream));
                         match handshake.await {
                             Ok(Ok(stream)) => self.serve(stream).await,
                             Ok(Err(e)) => {
@@ -227,12 +262,22 @@ impl Conn {
         }
     }
 
-    async fn connect(&self) -> Option<monoio::net::TcpStream> {
-        let addr = (self.ep.host.as_str(), self.ep.port).to_socket_addrs().ok()?.next()?;
+    /// A TCP connection to the server (in Sentinel mode, to the master the sentinels name)
+    /// and the host name it was reached by.
+    async fn connect(&self) -> Option<(monoio::net::TcpStream, String)> {
+        let (host, port) = match &self.ep.sentinel {
+            None => (self.ep.host.clone(), self.ep.port),
+            Some(s) => super::sentinel::master(s, self.connect_timeout).await?,
+        };
+        let addr = (host.as_str(), port).to_socket_addrs().ok()?.next()?;
+        *self.current.borrow_mut() = (host.clone(), port);
         match monoio::time::timeout(self.connect_timeout, monoio::net::TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
-                Some(s)
+                if self.ep.sentinel.is_some() {
+                    tracing::debug!(redis = %self.ep.display(), master = %format!("{host}:{port}"), "connecting to the master");
+                }
+                Some((s, host))
             }
             Ok(Err(e)) => {
                 tracing::debug!(redis = %self.ep.display(), error = %e, "redis connect failed");
@@ -257,6 +302,10 @@ impl Conn {
             cmds.push(vec![Bytes::from_static(b"SELECT"), Bytes::from(self.ep.db.to_string())]);
         }
         cmds.extend(self.init.iter().cloned());
+        if self.ep.sentinel.is_some() {
+            // Last: the server must be the master (a sentinel may name one being demoted).
+            cmds.push(vec![Bytes::from_static(b"ROLE")]);
+        }
         cmds
     }
 
@@ -282,6 +331,10 @@ impl Conn {
                 match resp::decode(&mut rbuf) {
                     Ok(Some(Value::Error(e))) => {
                         tracing::error!(redis = %self.ep.display(), error = %String::from_utf8_lossy(&e), "redis handshake refused");
+                        return;
+                    }
+                    Ok(Some(v)) if left == 1 && self.ep.sentinel.is_some() && !is_master(&v) => {
+                        tracing::warn!(redis = %self.ep.display(), "the server the sentinels named is not a master (yet)");
                         return;
                     }
                     Ok(Some(_)) => left -= 1,
@@ -374,12 +427,32 @@ impl Conn {
         let watchdog = async {
             let tick = (self.io_timeout / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
             let mut pinged: Option<Instant> = None;
+            let mut role_checked = Instant::now();
             loop {
                 monoio::time::sleep(tick).await;
+                if self.kicked.get() {
+                    return;
+                }
                 if self.st.borrow().pending.front().is_some_and(|(t, _)| t.elapsed() >= self.io_timeout) {
                     tracing::warn!(redis = %self.ep.display(), "redis did not answer in time");
                     self.fail_pending(RedisError::Timeout);
                     return;
+                }
+                if let Some(sentinel) = self.ep.sentinel.as_ref().filter(|_| !self.pubsub) {
+                    if role_checked.elapsed() >= ROLE_CHECK {
+                        // A failover is followed as the sentinels see it: the old master keeps
+                        // answering (as a master) until the sentinels turn it into a replica,
+                        // which drops what was written to it meanwhile.
+                        role_checked = Instant::now();
+                        if let Some(now) = super::sentinel::master(sentinel, self.connect_timeout).await {
+                            if now != *self.current.borrow() {
+                                self.kick(&format!("the sentinels name {}:{} the master now", now.0, now.1));
+                            }
+                        }
+                        if self.kicked.get() {
+                            return;
+                        }
+                    }
                 }
                 if self.pubsub {
                     let silent = last_read.get().elapsed();
@@ -417,6 +490,11 @@ impl Conn {
             return;
         }
         let cb = self.st.borrow_mut().pending.pop_front();
+        if let Value::Error(e) = &v {
+            if self.ep.sentinel.is_some() && e.starts_with(b"READONLY") {
+                self.kick("the server answered READONLY");
+            }
+        }
         if let Some((_, cb)) = cb {
             cb(match v {
                 Value::Error(e) => Err(RedisError::Server(e)),
@@ -424,6 +502,15 @@ impl Conn {
             });
         }
     }
+}
+
+/// How often a command connection in Sentinel mode asks the sentinels for the master.
+const ROLE_CHECK: Duration = Duration::from_secs(1);
+
+/// A `ROLE` reply of a master (checked once connected: a sentinel may name a server that is
+/// still being promoted).
+fn is_master(v: &Value) -> bool {
+    matches!(v, Value::Array(a) if a.first().and_then(Value::bytes).is_some_and(|r| &r[..] == b"master"))
 }
 
 /// Encodes queued (un)subscriptions, one command per run of the same kind.
