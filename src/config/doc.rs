@@ -489,7 +489,7 @@ mod tests {
         let section = markdown("engine.redis", 2);
         assert!(section.starts_with("#### `engine.redis`\n"), "{section}");
         assert!(section.contains("##### `engine.redis.address`") && !section.contains("`engine.type`"));
-        assert!(section.contains("- `engine.redis.sentinel_address`") && !section.contains("`webtransport`"));
+        assert!(section.contains("- `engine.redis.cluster_address`") && !section.contains("`webtransport`"));
         let html = html("Gyre options", "");
         assert!(html.contains("<title>Gyre options</title>") && html.contains("id=\"client.token.hmac_secret_key\""));
         assert!(html.contains("<code>CENTRIFUGO_HTTP_SERVER_PORT</code>"));

@@ -44,6 +44,13 @@ const TEXTS: &[(&str, &str)] = &[
     ("engine.redis.connect_timeout", "Time to establish a Redis connection."),
     ("engine.redis.io_timeout", "Time a Redis command may take before the connection is considered broken."),
     ("engine.redis.presence_ttl", "How long a client's presence entry lives in Redis without being refreshed."),
+    ("engine.redis.sentinel_address", "Redis Sentinel: one entry per shard, its sentinels' `host:port` comma-separated; the master is found through them and followed through a failover (`address` is then unused)."),
+    ("engine.redis.sentinel_master_name", "Name of the master the sentinels watch."),
+    ("engine.redis.sentinel_user", "User of the connections to the sentinels (ACL)."),
+    ("engine.redis.sentinel_password", "Password of the connections to the sentinels."),
+    ("engine.redis.sentinel_client_name", "Client name of the connections to the sentinels."),
+    ("engine.redis.sentinel_tls", "TLS of the connections to the sentinels."),
+    ("engine.redis.wait_replicas", "A publication is acknowledged only once this many replicas have it (Redis `WAIT`, within half of `io_timeout`), else the publish fails. `0`: on the master's write. With Sentinel, `1` keeps a failover from losing acknowledged publications."),
     ("engine.redis.tls", "TLS to Redis."),
     ("engine.redis.tls.enabled", "Connect to Redis over TLS (a `rediss://` address does too)."),
     ("http_api", "The server HTTP API (`POST /api/<method>`, and the streamed legacy `POST /api`)."),
@@ -292,10 +299,14 @@ const TEXTS: &[(&str, &str)] = &[
 /// (the `tls.<option>` entries describe a connection to a backend).
 const LISTENER_TLS: [&str; 4] = ["http_server.tls.", "http_server.internal_tls.", "grpc_api.tls.", "uni_grpc.tls."];
 
-/// The path the table describes `path` under.
+/// The path the table describes `path` under: a listener's TLS options as
+/// `listener_tls.<option>`, the sentinels' TLS options as those of a `tls` block.
 pub(super) fn table_path(path: &str) -> std::borrow::Cow<'_, str> {
-    match LISTENER_TLS.iter().find_map(|p| path.strip_prefix(p)) {
-        Some(option) => format!("listener_tls.{option}").into(),
+    if let Some(option) = LISTENER_TLS.iter().find_map(|p| path.strip_prefix(p)) {
+        return format!("listener_tls.{option}").into();
+    }
+    match path.strip_prefix("engine.redis.sentinel_tls.") {
+        Some(option) => format!("engine.redis.sentinel.tls.{option}").into(),
         None => path.into(),
     }
 }

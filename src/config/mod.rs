@@ -13,6 +13,7 @@ pub mod duration;
 mod http_server;
 pub mod live;
 pub mod load;
+mod log;
 pub mod pattern;
 pub mod proxy;
 pub mod redis;
@@ -30,6 +31,7 @@ pub use token::{SubscriptionToken, Token};
 
 use crate::error::ApiError;
 pub use http_server::HttpServer;
+pub use log::Log;
 
 /// The whole validated configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -73,21 +75,6 @@ pub struct Config {
     /// The token settings in effect after a reload (see [`Config::tokens()`]).
     #[serde(skip)]
     pub live_tokens: live::Live<live::TokenSettings>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Log {
-    /// trace | debug | info | warn | error | fatal | none
-    pub level: String,
-    /// Logs are appended to this file (JSON lines) instead of going to stdout/stderr.
-    pub file: String,
-}
-
-impl Default for Log {
-    fn default() -> Self {
-        Log { level: "info".into(), file: String::new() }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
