@@ -18,6 +18,8 @@ pub mod error;
 pub mod filter;
 /// Socket reads shared by every connection kind.
 pub mod io;
+/// Log output as Centrifugo writes it: JSON lines (a file, a pipe) or console lines.
+pub mod logging;
 /// Per-worker counters and the Prometheus text.
 pub mod metrics;
 /// Shared values: publications, payloads, positions, client info, publish/history params.

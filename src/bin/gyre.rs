@@ -1,7 +1,7 @@
 //! The `gyre` command line: runs the server (root command or `serve`) and offers Centrifugo's
-//! helper commands (`genconfig`, `defaultconfig`, `checkconfig`, `gentoken`, `gensubtoken`, `checktoken`,
-//! `checksubtoken`, `version`). Owns start-up logging and the operator-facing messages;
-//! the server itself is `gyre::server::run`.
+//! helper commands (`genconfig`, `defaultconfig`, `defaultenv`, `configdoc`, `checkconfig`,
+//! `gentoken`, `gensubtoken`, `checktoken`, `checksubtoken`, `version`). Owns start-up logging
+//! and the operator-facing messages; the server itself is `gyre::server::run`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -60,6 +60,32 @@ enum Command {
         /// Centrifugo that Gyre does not implement stay warnings.
         #[arg(short = 's', long = "strict")]
         strict: bool,
+    },
+    /// Print every option Gyre applies as CENTRIFUGO_* variables with their defaults (or the
+    /// values of a base config with -b).
+    Defaultenv {
+        /// Config whose values replace the defaults.
+        #[arg(short = 'b', long = "base")]
+        base: Option<PathBuf>,
+        /// Only the variables of options the base config sets to a non-zero value.
+        #[arg(long = "base-non-zero-only")]
+        base_non_zero_only: bool,
+    },
+    /// Show the documentation of every option: served as a web page on --port, or printed as
+    /// Markdown with -m.
+    Configdoc {
+        /// Print Markdown to stdout.
+        #[arg(short = 'm', long = "markdown")]
+        markdown: bool,
+        /// Only the options whose name starts with this (a top-level section: `client`).
+        #[arg(short = 's', long = "section", default_value = "")]
+        section: String,
+        /// Port of the web page.
+        #[arg(short = 'p', long = "port", default_value_t = 6060)]
+        port: u16,
+        /// Added to the Markdown header level of each option.
+        #[arg(short = 'l', long = "base-level", default_value_t = 0)]
+        base_level: usize,
     },
     /// Generate an HS256 connection token signed with client.token.hmac_secret_key.
     Gentoken {
@@ -136,6 +162,9 @@ struct ServeArgs {
     /// trace | debug | info | warn | error | fatal | none
     #[arg(long = "log_level", visible_alias = "log.level")]
     log_level: Option<String>,
+    /// Append logs (JSON lines) to this file instead of stdout/stderr (log.file).
+    #[arg(long = "log_file", visible_alias = "log.file", value_name = "FILE")]
+    log_file: Option<String>,
     /// Worker threads (event loops); 0 = one per CPU core.
     #[arg(long = "workers")]
     workers: Option<usize>,
@@ -202,6 +231,7 @@ impl ServeArgs {
         put("admin.external", self.admin_external.map(Value::from));
         put("http_api.insecure", self.api_insecure.map(Value::from));
         put("log.level", self.log_level.clone().map(Value::from));
+        put("log.file", self.log_file.clone().map(Value::from));
         put("workers", self.workers.map(Value::from));
         put("admin.enabled", self.admin.map(Value::from));
         put("admin.insecure", self.admin_insecure.map(Value::from));
@@ -248,27 +278,15 @@ fn load_checked(opts: &LoadOptions) -> std::result::Result<Loaded, String> {
     Ok(loaded)
 }
 
-fn init_logging(level: &str) -> bool {
-    use tracing_subscriber::filter::LevelFilter;
-    let filter = match level {
-        "trace" => LevelFilter::TRACE,
-        "debug" => LevelFilter::DEBUG,
-        "info" => LevelFilter::INFO,
-        "warn" => LevelFilter::WARN,
-        "error" | "fatal" => LevelFilter::ERROR,
-        _ => LevelFilter::OFF,
-    };
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_max_level(filter)
-        .with_target(false)
-        .init();
-    filter != LevelFilter::OFF
-}
-
 fn serve(args: ServeArgs) -> ExitCode {
+    // As Centrifugo: `.env` of the working directory, under the variables already set.
+    let dotenv = match gyre::config::dotenv::load(Path::new(".env")) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("gyre: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let opts = LoadOptions {
         config_path: config_path(args.config.clone()),
         flags: args.flags(),
@@ -282,11 +300,23 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let logging = init_logging(&loaded.config.log.level);
+    let logging = match gyre::logging::init(&loaded.config.log.level, &loaded.config.log.file) {
+        Ok(on) => on,
+        Err(e) => {
+            eprintln!("gyre: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing::info!("starting Gyre v{}", env!("CARGO_PKG_VERSION"));
     match &loaded.path {
-        Some(p) => tracing::info!("using config file {}", p.display()),
+        Some(p) => {
+            let path = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+            tracing::info!(path = %path.display(), "using config file")
+        }
         None => tracing::warn!("no config file ({DEFAULT_CONFIG} not found): using defaults and environment"),
+    }
+    if dotenv.is_some() {
+        tracing::info!("environment variables have been loaded from .env file");
     }
     for w in &loaded.warnings {
         tracing::warn!("{w}");
@@ -502,6 +532,85 @@ fn checkconfig(path: PathBuf, strict: bool) -> Result<()> {
     Ok(())
 }
 
+fn defaultenv(base: Option<PathBuf>, non_zero_only: bool) -> Result<()> {
+    use gyre::config::doc;
+    if non_zero_only && base.is_none() {
+        bail!("--base-non-zero-only needs a base config (-b)");
+    }
+    let opts = LoadOptions {
+        config_path: base.clone(),
+        env: process_env(),
+        skip_secret_generation: true,
+        ..Default::default()
+    };
+    let loaded = load_checked(&opts).map_err(|e| anyhow!("{e}"))?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let file = match base.filter(|_| non_zero_only) {
+        Some(p) => Some(gyre::config::load::file_options(&p).map_err(|e| anyhow!("{e}"))?),
+        None => None,
+    };
+    let mut text = String::from(
+        "# The options Gyre applies; a GYRE_ variable wins over its CENTRIFUGO_ twin.\n\
+         # Centrifugo options Gyre does not support are left out (gyre configdoc lists them).\n",
+    );
+    for line in doc::env_lines(&loaded.config, file.as_ref()) {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    print_out(&text)
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) is no error.
+fn print_out(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn configdoc(markdown: bool, section: &str, port: u16, base_level: usize) -> Result<()> {
+    use std::io::Read;
+    if markdown {
+        return print_out(&gyre::config::doc::markdown(section, base_level));
+    }
+    let page = gyre::config::doc::html(&format!("Gyre v{} configuration", env!("CARGO_PKG_VERSION")), section);
+    let listener =
+        std::net::TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("listening on port {port}"))?;
+    let url = format!("http://localhost:{}", listener.local_addr()?.port());
+    println!("configuration documentation on {url} (Ctrl+C to stop)");
+    let _ = std::io::stdout().flush();
+    let opener = if cfg!(target_os = "macos") { Some("open") } else { None };
+    let graphical = std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    if let Some(cmd) = opener.or(graphical.then_some("xdg-open")) {
+        if let Err(e) = std::process::Command::new(cmd).arg(&url).stdout(std::process::Stdio::null()).spawn() {
+            println!("Failed to open browser automatically: {e}, see {url}");
+        }
+    }
+    for conn in listener.incoming() {
+        let Ok(mut s) = conn else { continue };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let (status, body) =
+            if head.starts_with(b"GET ") { ("200 OK", page.as_str()) } else { ("405 Method Not Allowed", "") };
+        let _ = write!(
+            s,
+            "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+    Ok(())
+}
+
 /// Go's `time.Duration.String()` for whole seconds (`168h0m0s`, `1m30s`, `5s`).
 fn go_duration(secs: u64) -> String {
     let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
@@ -634,6 +743,10 @@ fn main() -> ExitCode {
         Some(Command::Genconfig { config }) => run_tool(genconfig(&config)),
         Some(Command::Defaultconfig { config, base, dry_run }) => run_tool(defaultconfig(&config, base, dry_run)),
         Some(Command::Checkconfig { config, strict }) => run_tool(checkconfig(config, strict)),
+        Some(Command::Defaultenv { base, base_non_zero_only }) => run_tool(defaultenv(base, base_non_zero_only)),
+        Some(Command::Configdoc { markdown, section, port, base_level }) => {
+            run_tool(configdoc(markdown, &section, port, base_level))
+        }
         Some(Command::Gentoken { token }) => run_tool(gentoken(token)),
         Some(Command::Gensubtoken { token, channel }) => run_tool(gensubtoken(token, &channel)),
         Some(Command::Checktoken { config, token }) => run_tool(checktoken(config, &token, false)),

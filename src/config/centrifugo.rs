@@ -6,7 +6,7 @@
 
 /// Top-level sections: everything under them is unsupported.
 #[rustfmt::skip]
-pub(super) const SECTIONS: &[&str] = &[
+pub(crate) const SECTIONS: &[&str] = &[
     "broker", "presence_manager", "map_broker", "controller", "shared_poll",
     "consumers", "webtransport", "swagger", "debug", "init", "opentelemetry",
     "graphite", "usage_stats", "enable_unreleased_features",
@@ -14,10 +14,9 @@ pub(super) const SECTIONS: &[&str] = &[
 
 /// Options (or whole sub-trees) inside sections Gyre implements.
 #[rustfmt::skip]
-pub(super) const OPTIONS: &[&str] = &[
+pub(crate) const OPTIONS: &[&str] = &[
     "http_server.tls_autocert",
     "http_server.http3", "http_server.h2c_external",
-    "log.file",
     "engine.redis.client_name", "engine.redis.force_resp2",
     "engine.redis.replica_client",
     "engine.redis.history_use_lists", "engine.redis.presence_hash_field_ttl",
@@ -40,7 +39,7 @@ pub(super) const OPTIONS: &[&str] = &[
 
 /// Channel options (of `channel.without_namespace` and of each namespace).
 #[rustfmt::skip]
-pub(super) const CHANNEL_OPTIONS: &[&str] = &[
+pub(crate) const CHANNEL_OPTIONS: &[&str] = &[
     "publication_data_format",
     "subscription_type",
     "map", "map_clients_presence_channel_prefix", "map_users_presence_channel_prefix", "shared_poll",

@@ -14,16 +14,15 @@ use std::path::Path;
 
 use serde_json::{Map, Number, Value};
 
-use super::{get_path, join, merge, proxy_v5, set_path, Origins, Schema};
+use super::{get_path, merge, proxy_v5, set_path, Origins, Schema};
+use crate::config::schema::{env_name, item_env_name as ns_env_name, leaf_paths, LISTS};
+use crate::config::weak::{parse_bool, parse_int};
 use crate::error::Error;
 
 /// In increasing precedence.
 const PREFIXES: [&str; 2] = ["CENTRIFUGO_", "GYRE_"];
 const NS_LIST_V5: &str = "NAMESPACES";
 const NS_PATH: &str = "channel.namespaces";
-/// Lists of named objects: variable → path.
-const LISTS: [(&str, &str); 3] =
-    [("CHANNEL_NAMESPACES", NS_PATH), ("PROXIES", "proxies"), ("RPC_NAMESPACES", "rpc.namespaces")];
 
 /// v5 flat option → v6 path, besides the channel options, which map by name onto
 /// `channel.without_namespace.*` (see [`v6_path`]). Also the v5 env names (`CENTRIFUGO_API_KEY`).
@@ -251,26 +250,6 @@ pub(super) fn coerce(tree: &mut Value) {
     }
 }
 
-fn env_name(path: &str) -> String {
-    path.replace('.', "_").to_ascii_uppercase()
-}
-
-/// `my.ns-1` → `MY_NS_1`, as the namespace appears inside a variable name.
-fn ns_env_name(name: &str) -> String {
-    name.to_ascii_uppercase().replace(['.', '-'], "_")
-}
-
-fn leaf_paths(v: &Value, path: String, out: &mut Vec<String>) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, v) in m {
-                leaf_paths(v, join(&path, k), out);
-            }
-        }
-        _ => out.push(path),
-    }
-}
-
 /// Variable name (without prefix) → (v6 path, 0 for a v5 name / 1 for a v6 name).
 fn names(schema: &Schema) -> HashMap<String, (String, u8)> {
     let mut map = HashMap::new();
@@ -291,25 +270,14 @@ fn names(schema: &Schema) -> HashMap<String, (String, u8)> {
     map
 }
 
-/// Go's strconv.ParseBool set, case-insensitive.
-fn parse_bool(raw: &str) -> Option<bool> {
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "1" | "t" | "true" => Some(true),
-        "0" | "f" | "false" => Some(false),
-        _ => None,
-    }
-}
-
 /// Converts a variable's text to the type of the option's default value.
 pub(super) fn convert(raw: &str, target: Option<&Value>) -> Result<Value, String> {
     let t = raw.trim();
     match target {
         Some(Value::Bool(_)) => parse_bool(t).map(Value::Bool).ok_or_else(|| "expected true or false".into()),
         Some(Value::Number(_)) => {
-            if let Ok(i) = t.parse::<i64>() {
-                Ok(i.into())
-            } else if let Ok(u) = t.parse::<u64>() {
-                Ok(u.into())
+            if let Some(n) = parse_int(t) {
+                Ok(n)
             } else {
                 t.parse::<f64>()
                     .ok()

@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::proxy::{NamedProxy, RpcNamespace};
-use super::{duration, ChannelOptions, Config, GatewayServer, GatewayUser, Namespace};
+pub(super) use super::schema::{join, Schema};
+use super::{duration, ChannelOptions, Config};
 use crate::error::Error;
 
 // Children of this module so the name tables and tree helpers stay private to the loader.
 #[path = "centrifugo.rs"]
-mod centrifugo;
+pub(super) mod centrifugo;
 #[path = "env.rs"]
 mod env;
 #[path = "kubernetes.rs"]
@@ -51,39 +51,6 @@ pub struct Loaded {
 
 const MAX_WORKERS: usize = 64;
 const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "fatal", "none"];
-
-/// The known option tree (defaults serialized), used for unknown-key warnings and for the
-/// target type of environment values.
-pub(super) struct Schema {
-    pub root: Value,
-    pub namespace: Value,
-    /// Arrays of objects other than namespaces: path → an element's option tree.
-    arrays: [(&'static str, Value); 4],
-}
-
-impl Schema {
-    pub fn new() -> Schema {
-        let tree = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
-        Schema {
-            root: tree(serde_json::to_value(Config::default())),
-            namespace: tree(serde_json::to_value(Namespace::default())),
-            arrays: [
-                ("gateway.servers", tree(serde_json::to_value(GatewayServer::default()))),
-                ("gateway.users", tree(serde_json::to_value(GatewayUser::default()))),
-                ("proxies", tree(serde_json::to_value(NamedProxy::default()))),
-                ("rpc.namespaces", tree(serde_json::to_value(RpcNamespace::default()))),
-            ],
-        }
-    }
-
-    /// The option tree of an element of the array at `path`, for arrays of objects.
-    fn element(&self, path: &str) -> Option<&Value> {
-        if path == "channel.namespaces" {
-            return Some(&self.namespace);
-        }
-        self.arrays.iter().find(|(p, _)| *p == path).map(|(_, v)| v)
-    }
-}
 
 /// Where a value came from, by display path, so errors can name the file key, env var or flag.
 #[derive(Default)]
@@ -170,14 +137,6 @@ fn read_file(path: &Path) -> Result<Value, Error> {
         Value::Object(_) => Ok(parsed),
         Value::Null => Ok(Value::Object(Map::new())),
         _ => Err(Error::config(format!("config file {shown}: top level must be an object"))),
-    }
-}
-
-pub(super) fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
     }
 }
 
@@ -499,6 +458,16 @@ fn apply_flags(tree: &mut Value, flags: &[(String, Value)], schema: &Schema, ori
     }
 }
 
+/// The options a config file sets (v6 layout, v5 names mapped, values converted to their
+/// options' types), without defaults, environment or flags.
+pub fn file_options(path: &Path) -> Result<Value, Error> {
+    let schema = Schema::new();
+    let mut tree = env::normalize_file(read_file(path)?, &schema, path, &mut Vec::new(), &mut Origins::default())?;
+    env::coerce(&mut tree);
+    super::weak::coerce(&mut tree, &schema);
+    Ok(tree)
+}
+
 /// Loads, merges, validates. Errors name the file, option, env var or flag at fault.
 pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
     let mut warnings = Vec::new();
@@ -512,6 +481,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
     env::apply(&mut tree, &opts.env, &schema, &mut warnings, &mut origins)?;
     apply_flags(&mut tree, &opts.flags, &schema, &mut origins);
     env::coerce(&mut tree);
+    super::weak::coerce(&mut tree, &schema);
     warn_unknown(&tree, &schema, &mut warnings);
 
     let mut config = deserialize(&tree, &origins, opts.config_path.as_deref())?;
@@ -672,7 +642,7 @@ mod tests {
             ("json", r#"{"port": "x"}"#, &["\"http_server.port\"", "option \"port\" in "]),
             ("json", r#"{"channel": {"namespaces": [{"name": "ok"}, {"name": "chat", "history_ttl": "abc"}]}}"#,
              &["\"channel.namespaces[1].history_ttl\"", "(namespace \"chat\")", "\"abc\""]),
-            ("json", r#"{"client": {"allowed_origins": "*"}}"#, &["\"client.allowed_origins\""]),
+            ("json", r#"{"client": {"allowed_origins": [["*"]]}}"#, &["\"client.allowed_origins\""]),
             ("json", r#"{"client": 5}"#, &["\"client\""]),
             ("json", r#"{"client": {"ping_interval": "5 parsecs"}}"#, &["\"client.ping_interval\""]),
             ("json", r#"{"port": 1,}"#, &["gyre-load-", "invalid JSON"]),

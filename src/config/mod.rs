@@ -6,15 +6,21 @@
 //! accepts the v5 flat names and maps them here. Every worker reads the same `Arc<Config>`;
 //! nothing in it changes after start-up.
 
+pub mod doc;
+mod doc_text;
+pub mod dotenv;
 pub mod duration;
 mod http_server;
 pub mod live;
 pub mod load;
+mod log;
 pub mod pattern;
 pub mod proxy;
 pub mod redis;
+mod schema;
 pub mod tls;
 mod token;
+mod weak;
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -25,6 +31,7 @@ pub use token::{SubscriptionToken, Token};
 
 use crate::error::ApiError;
 pub use http_server::HttpServer;
+pub use log::Log;
 pub use redis::Redis;
 
 /// The whole validated configuration.
@@ -69,19 +76,6 @@ pub struct Config {
     /// The token settings in effect after a reload (see [`Config::tokens()`]).
     #[serde(skip)]
     pub live_tokens: live::Live<live::TokenSettings>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Log {
-    /// trace | debug | info | warn | error | fatal | none
-    pub level: String,
-}
-
-impl Default for Log {
-    fn default() -> Self {
-        Log { level: "info".into() }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -120,6 +120,7 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
         return Err(Disconnect::BAD_REQUEST);
     };
     if claims.user.is_empty() && !c.token.is_empty() && cfg.client.disallow_anonymous_connection_tokens {
+        tracing::debug!(client = %s.client.id, remote = %s.remote(), "anonymous connection tokens disallowed");
         return Err(Disconnect::PERMISSION_DENIED);
     }
     let personal = &cfg.client.subscribe_to_user_personal_channel;
@@ -160,6 +161,8 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
     }
     if cfg.client.user_connection_limit > 0 && !user.is_empty() && !claims.hidden {
         if !super::slots::take(&s.w, &user, cfg.client.user_connection_limit).await {
+            let limit = cfg.client.user_connection_limit;
+            tracing::info!(user = %user, client = %s.client.id, remote = %s.remote(), limit, "limit of connections for user reached");
             return Err(Disconnect::CONNECTION_LIMIT);
         }
         let mut st = s.st.borrow_mut();
@@ -232,58 +235,6 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
     Ok(())
 }
 
-/// Which capability a client command needs.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Feature {
-    Presence,
-    History,
-}
-
-/// Namespace + permission checks for presence/history commands.
-pub(super) fn check(s: &Session, channel: &str, f: Feature) -> Result<(), ApiError> {
-    let cfg = &s.w.cfg;
-    if channel.len() > cfg.channel().max_length {
-        return Err(ApiError::BAD_REQUEST);
-    }
-    let o = cfg.resolve_channel(channel)?.options;
-    if !cfg.client_channel_allowed(channel, o) {
-        return Err(ApiError::BAD_REQUEST);
-    }
-    let st = s.st.borrow();
-    let anon = st.user.is_empty();
-    let subscribed = st.subs.contains_key(channel);
-    let (enabled, for_client, for_sub, for_anon) = match f {
-        Feature::Presence => {
-            (o.presence, o.allow_presence_for_client, o.allow_presence_for_subscriber, o.allow_presence_for_anonymous)
-        }
-        Feature::History => (
-            o.history_enabled(),
-            o.allow_history_for_client,
-            o.allow_history_for_subscriber,
-            o.allow_history_for_anonymous,
-        ),
-    };
-    if !enabled {
-        return Err(ApiError::NOT_AVAILABLE);
-    }
-    let allowed = cfg.client.insecure || ((for_client || (for_sub && subscribed)) && (!anon || for_anon));
-    if allowed {
-        Ok(())
-    } else {
-        Err(ApiError::PERMISSION_DENIED)
-    }
-}
-
-/// True when `channel` is user-limited and lists `user` after its last `#`.
-fn user_allowed(cfg: &crate::config::Config, o: &ChannelOptions, channel: &str, user: &str) -> Option<bool> {
-    let b = cfg.channel().user_boundary.as_str();
-    if !o.allow_user_limited_channels || b.is_empty() || !channel.contains(b) {
-        return None;
-    }
-    let users = channel.rsplit(b).next().unwrap_or("");
-    Some(!user.is_empty() && users.split(cfg.channel().user_separator.as_str()).any(|u| u == user))
-}
-
 pub(super) type SubOutcome = Result<Result<(Arc<str>, SubscribeResult), ApiError>, Disconnect>;
 
 /// Bit of a subscribe request's `flag`: answer an unrecoverable position with error 112.
@@ -292,24 +243,30 @@ const FLAG_REJECT_UNRECOVERED: i64 = 2;
 /// Client-side subscribe with permission checks.
 pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome {
     let cfg = s.w.cfg.clone();
+    let ch = req.channel.clone();
+    let ch = ch.as_str();
     {
         let st = s.st.borrow();
-        if st.subs.contains_key(req.channel.as_str()) || st.pending.contains_key(req.channel.as_str()) {
-            return Ok(Err(ApiError::ALREADY_SUBSCRIBED));
+        let (subscribed, count) =
+            (st.subs.contains_key(ch) || st.pending.contains_key(ch), st.subs.len() + st.pending.len());
+        drop(st);
+        if subscribed {
+            return Ok(Err(s.refuse(ApiError::ALREADY_SUBSCRIBED, "client already subscribed on channel", ch)));
         }
-        if st.subs.len() + st.pending.len() >= cfg.client.channel_limit {
-            return Ok(Err(ApiError::LIMIT_EXCEEDED));
+        if count >= cfg.client.channel_limit {
+            let why = format!("maximum limit of channels per client reached (limit {})", cfg.client.channel_limit);
+            return Ok(Err(s.refuse(ApiError::LIMIT_EXCEEDED, &why, ch)));
         }
     }
-    if req.channel.len() > cfg.channel().max_length {
-        return Ok(Err(ApiError::BAD_REQUEST));
+    if ch.len() > cfg.channel().max_length {
+        return Ok(Err(s.refuse(ApiError::BAD_REQUEST, "channel too long", ch)));
     }
-    let o = match cfg.resolve_channel(&req.channel) {
+    let o = match cfg.resolve_channel(ch) {
         Ok(r) => r.options,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Err(s.refuse(e, "subscribe unknown channel", ch))),
     };
-    if !cfg.client_channel_allowed(&req.channel, o) {
-        return Ok(Err(ApiError::BAD_REQUEST));
+    if !cfg.client_channel_allowed(ch, o) {
+        return Ok(Err(s.refuse(ApiError::BAD_REQUEST, "invalid channel name", ch)));
     }
     if !req.delta.is_empty() && req.delta != "fossil" {
         return Err(Disconnect::BAD_REQUEST);
@@ -327,10 +284,19 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
             },
         };
         if let Err(e) = cfg.resolve_channel(&t.channel) {
-            return Ok(Err(e));
+            return Ok(Err(s.refuse(e, "subscribe unknown channel", &t.channel)));
         }
-        if t.channel != req.channel || t.user != *user || (!t.client.is_empty() && *t.client != *s.client.id) {
-            return Err(Disconnect::INVALID_TOKEN);
+        let mismatch = if t.channel != req.channel {
+            "token channel mismatch"
+        } else if t.user != *user {
+            "token user mismatch"
+        } else if !t.client.is_empty() && *t.client != *s.client.id {
+            "token client mismatch"
+        } else {
+            ""
+        };
+        if !mismatch.is_empty() {
+            return Err(s.refuse(Disconnect::INVALID_TOKEN, mismatch, ch));
         }
         // `expire_at` overrides `exp` for the subscription's lifetime; 0 = never.
         if t.expire_at > 0 && t.expire_at <= unix_now() {
@@ -343,9 +309,10 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
         return r.map(|r| r.map(|(channel, res)| (channel, SubscribeResult { data: t.data, ..res })));
     }
     if private {
-        return Ok(Err(ApiError::PERMISSION_DENIED));
+        let why = "attempt to subscribe on private channel without token";
+        return Ok(Err(s.refuse_warn(ApiError::PERMISSION_DENIED, why, ch)));
     }
-    let limited = user_allowed(&cfg, o, &req.channel, &user);
+    let limited = super::rules::user_allowed(&cfg, o, &req.channel, &user);
     if limited.is_none() {
         match sp::channel_proxy(s, Kind::Subscribe, o) {
             Some(Ok(p)) => return super::proxied::subscribe_proxy(s, &p, req).await,
@@ -366,7 +333,8 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
         }
     };
     if !allowed {
-        return Ok(Err(ApiError::PERMISSION_DENIED));
+        let why = "attempt to subscribe without sufficient permission";
+        return Ok(Err(s.refuse(ApiError::PERMISSION_DENIED, why, ch)));
     }
     subscribe_owned(s, req, None, false, 0, Overrides::default()).await
 }
@@ -385,7 +353,7 @@ pub(super) async fn subscribe_owned(
         Ok(r) => r.options,
         Err(e) => return Ok(Err(e)),
     };
-    let filter = match tags_filter(&req, o) {
+    let filter = match tags_filter(s, &req, o) {
         Ok(f) => f,
         Err(e) => return Ok(Err(e)),
     };
@@ -512,18 +480,14 @@ pub(super) async fn subscribe_owned(
 
 /// The subscription's tags filter (`tf`): refused with 107 when the channel does not allow
 /// one or it is malformed, as Centrifugo answers.
-fn tags_filter(req: &SubscribeReq, o: &ChannelOptions) -> Result<Option<Arc<Filter>>, ApiError> {
+fn tags_filter(s: &Session, req: &SubscribeReq, o: &ChannelOptions) -> Result<Option<Arc<Filter>>, ApiError> {
     let Some(tf) = &req.tf else { return Ok(None) };
     if !o.allow_tags_filter {
-        tracing::debug!(channel = %req.channel, "tags filter not allowed");
-        return Err(ApiError::BAD_REQUEST);
+        return Err(s.refuse(ApiError::BAD_REQUEST, "tags filter not allowed", &req.channel));
     }
     match Filter::compile(tf) {
         Ok(f) => Ok(Some(Arc::new(f))),
-        Err(e) => {
-            tracing::debug!(channel = %req.channel, error = %e.0, "invalid tags filter");
-            Err(ApiError::BAD_REQUEST)
-        }
+        Err(e) => Err(s.refuse(ApiError::BAD_REQUEST, &format!("invalid tags filter: {}", e.0), &req.channel)),
     }
 }
 
@@ -535,14 +499,14 @@ pub(super) async fn publish(
 ) -> Result<Result<ReplyBody, ApiError>, Disconnect> {
     let cfg = s.w.cfg.clone();
     if channel.len() > cfg.channel().max_length {
-        return Ok(Err(ApiError::BAD_REQUEST));
+        return Ok(Err(s.refuse(ApiError::BAD_REQUEST, "channel too long", &channel)));
     }
     let o = match cfg.resolve_channel(&channel) {
         Ok(r) => r.options,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Err(s.refuse(e, "publish unknown channel", &channel))),
     };
     if !cfg.client_channel_allowed(&channel, o) {
-        return Ok(Err(ApiError::BAD_REQUEST));
+        return Ok(Err(s.refuse(ApiError::BAD_REQUEST, "invalid channel name", &channel)));
     }
     if let Some(r) = super::streams::publish(s, &channel, &data, o) {
         return Ok(r);
@@ -572,7 +536,11 @@ async fn publish_checked(
         || ((o.allow_publish_for_client || (o.allow_publish_for_subscriber && subscribed))
             && (!anon || o.allow_publish_for_anonymous));
     if !allowed {
-        return Err(ApiError::PERMISSION_DENIED);
+        return Err(s.refuse(
+            ApiError::PERMISSION_DENIED,
+            "attempt to publish without sufficient permission",
+            &channel,
+        ));
     }
     let data = Payload { bytes: data, binary: s.client.format == Format::Protobuf };
     let p = Publish { info: Some(Arc::new(s.info(chan_info))), ..Publish::new(channel.as_str(), data) };

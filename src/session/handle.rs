@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{commands, Session};
+use super::{commands, rules, Session};
 use crate::client::Handler;
 use crate::error::{ApiError, Disconnect};
 use crate::protocol::{self, Cmd, Format, ReplyBody, Req};
@@ -40,6 +40,7 @@ impl Session {
                 }
                 return false;
             }
+            self.method.set(method_label(&cmd.req));
             if !self.take_command_token() {
                 // Over the rate: the command is refused with a clear error, not run.
                 if cmd.id != 0 {
@@ -52,6 +53,7 @@ impl Session {
             let r = handle_command(self, cmd).await;
             running.set(running.get() - 1);
             if let Err(d) = r {
+                self.log_disconnect(&d);
                 self.disconnect(d);
                 return false;
             }
@@ -66,6 +68,7 @@ impl Session {
     /// command; a refusal closes the session with its disconnect.
     pub async fn connect_uni(self: &Rc<Self>, req: protocol::ConnectReq) {
         if let Err(d) = handle_command(self, Cmd { id: 1, req: Req::Connect(req) }).await {
+            self.log_disconnect(&d);
             self.refused.set(self.refused.get().or(Some(d.code as u32)));
             self.disconnect(d);
         }
@@ -99,10 +102,10 @@ impl Session {
 async fn read_on_owner(
     s: &Rc<Session>,
     channel: &str,
-    feature: commands::Feature,
+    feature: rules::Feature,
     op: ShardOp,
 ) -> Result<crate::api::Res, ApiError> {
-    commands::check(s, channel, feature)?;
+    rules::check(s, channel, feature)?;
     s.w.call_shard(op).await
 }
 
@@ -193,7 +196,7 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
         }
         Req::Presence { channel } => {
             let op = ShardOp::Presence(channel.as_str().into());
-            let r = match read_on_owner(s, &channel, commands::Feature::Presence, op).await {
+            let r = match read_on_owner(s, &channel, rules::Feature::Presence, op).await {
                 Ok(crate::api::Res::Presence(list)) => Ok(ReplyBody::Presence(list)),
                 Ok(_) => Err(ApiError::INTERNAL),
                 Err(e) => Err(e),
@@ -202,7 +205,7 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
         }
         Req::PresenceStats { channel } => {
             let op = ShardOp::PresenceStats(channel.as_str().into());
-            let r = match read_on_owner(s, &channel, commands::Feature::Presence, op).await {
+            let r = match read_on_owner(s, &channel, rules::Feature::Presence, op).await {
                 Ok(crate::api::Res::PresenceStats { num_clients, num_users }) => {
                     Ok(ReplyBody::PresenceStats { num_clients: num_clients as u32, num_users: num_users as u32 })
                 }
@@ -223,7 +226,7 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
                 since: h.since,
                 reverse: h.reverse,
             });
-            let r = match read_on_owner(s, &h.channel, commands::Feature::History, op).await {
+            let r = match read_on_owner(s, &h.channel, rules::Feature::History, op).await {
                 Ok(crate::api::Res::History { publications, position }) => {
                     if s.client.format == Format::Json && publications.iter().any(|p| !p.data.json_ok()) {
                         // As for live pushes: binary data cannot travel in a JSON frame.

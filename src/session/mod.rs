@@ -6,7 +6,8 @@
 //!
 //! A session lives on the worker that accepted it. Work on channels goes to their owners
 //! through the worker; results come back in order (see `ARCHITECTURE.md`). The worker reaches
-//! the session through [`crate::client::Handler`] (timers, overflow, API actions).
+//! the session through [`crate::client::Handler`] (timers, overflow, API actions). Refusals
+//! are logged as Centrifugo logs them ([`rules`]).
 
 mod claims;
 mod commands;
@@ -15,6 +16,7 @@ pub mod hidden;
 mod mesh;
 mod proxied;
 pub mod proxy;
+mod rules;
 mod slots;
 pub mod socket;
 mod streams;
@@ -182,9 +184,11 @@ impl Session {
             };
             match e {
                 TokenError::Invalid(why) => {
-                    tracing::info!(error = %why, client, user = %user, channel, "invalid {msg}")
+                    tracing::info!(error = %why, client, user = %user, channel, remote = %self.remote(), "invalid {msg}")
                 }
-                TokenError::Expired => tracing::debug!(client, user = %user, channel, "expired {msg}"),
+                TokenError::Expired => {
+                    tracing::debug!(client, user = %user, channel, remote = %self.remote(), "expired {msg}")
+                }
             }
         }
         r
@@ -215,6 +219,8 @@ pub struct Session {
     conn_headers: RefCell<Option<proxy::ConnHeaders>>,
     /// Subscription streams of this session by channel.
     streams: RefCell<AHashMap<Arc<str>, streams::Open>>,
+    /// The peer's IP address, for the log lines of refusals.
+    remote: Option<std::net::IpAddr>,
 }
 
 /// A session id: a random UUID (v4) whose first four hex digits name the worker holding the
@@ -234,7 +240,12 @@ pub fn session_worker(sid: &str) -> Option<usize> {
 impl Session {
     /// Opens a session on `client` (a raw gateway client when `raw` is set): it joins the
     /// worker's hub and its deadlines start.
-    pub fn open(w: &Rc<Worker>, client: Rc<Client>, raw: Option<RawStart>) -> Rc<Session> {
+    pub fn open(
+        w: &Rc<Worker>,
+        client: Rc<Client>,
+        raw: Option<RawStart>,
+        remote: Option<std::net::IpAddr>,
+    ) -> Rc<Session> {
         let s = Rc::new(Session {
             client: client.clone(),
             raw: raw.as_ref().map(|r| r.topic.clone()),
@@ -247,6 +258,7 @@ impl Session {
             refused: Cell::new(None),
             conn_headers: RefCell::new(None),
             streams: RefCell::new(AHashMap::new()),
+            remote,
         });
         w.hub.add(client.clone(), s.clone());
         let target: Rc<dyn crate::gateway::mesh::MeshTarget> = s.clone();
@@ -316,6 +328,7 @@ impl Session {
     fn reply(&self, id: u32, r: &Result<ReplyBody, ApiError>) {
         if let Err(e) = r {
             crate::metrics::client_reply_error(self.method.get(), e.code);
+            self.log_command_error(e);
         }
         if self.client.framing.is_uni() {
             // No replies on a unidirectional transport: the connect result is its first push,

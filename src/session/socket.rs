@@ -42,7 +42,7 @@ where
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
         })));
     }));
-    (Session::open(w, client, raw), writer)
+    (Session::open(w, client, raw, super::rules::peer_ip(fd)), writer)
 }
 
 /// Ends a transport's session: releases what it holds, lets the writer finish (its close

@@ -149,7 +149,7 @@ fn refusals_are_logged() {
     loop {
         let log = s.stderr();
         if log.contains("server API request refused: no valid API key")
-            && log.contains("path=/api/publish")
+            && log.contains(r#""path":"/api/publish""#)
             && log.contains("request Origin is not authorized")
             && log.contains("http://evil.example")
         {

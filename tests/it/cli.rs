@@ -1,5 +1,6 @@
 //! The `gyre` command line on the real binary: genconfig / checkconfig / gentoken /
-//! checktoken / version, environment overrides, unknown-option warnings and bad values.
+//! checktoken / version / defaultenv / configdoc, environment overrides, `.env`,
+//! unknown-option warnings and bad values.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -139,4 +140,104 @@ fn environment_overrides_the_file_in_both_naming_styles() {
     let r = s.post("/api/publish", br#"{"channel":"envns:a","data":1}"#, &h);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["result"]["offset"], 1, "{}", r.text());
+}
+
+/// `defaultenv -b base --base-non-zero-only` lists the options the base sets; those lines as
+/// the server's `.env` configure it as the base would, under the process environment; a
+/// `.env` that does not parse stops the start-up.
+#[test]
+fn defaultenv_lines_in_a_dotenv_file_configure_the_server() {
+    let dir = temp_dir("defaultenv");
+    let base = dir.join("base.yaml");
+    std::fs::write(
+        &base,
+        "node:\n  name: from-base\nhttp_api:\n  insecure: 'true'\nchannel:\n  namespaces:\n    - name: chat\n      \
+         history_size: 3\n      history_ttl: 60s\n",
+    )
+    .unwrap();
+    let o = gyre(&["defaultenv", "-b", base.to_str().unwrap(), "--base-non-zero-only"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let vars: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        vars,
+        [
+            "CENTRIFUGO_CHANNEL_NAMESPACES=\"chat\"",
+            "CENTRIFUGO_CHANNEL_NAMESPACES_CHAT_HISTORY_SIZE=3",
+            "CENTRIFUGO_CHANNEL_NAMESPACES_CHAT_HISTORY_TTL=1m",
+            "CENTRIFUGO_HTTP_API_INSECURE=true",
+            "CENTRIFUGO_NODE_NAME=\"from-base\"",
+        ],
+        "{out}"
+    );
+    assert!(out.starts_with("# ") && out.contains("left out"), "{out}");
+    // Every option, with its default.
+    let o = gyre(&["defaultenv"], &[("CENTRIFUGO_CLIENT_CHANNEL_LIMIT", "9")]);
+    let all = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success() && all.lines().count() > 300, "{}", text(&o));
+    for want in ["CENTRIFUGO_HTTP_SERVER_PORT=8000", "CENTRIFUGO_CLIENT_CHANNEL_LIMIT=9", "CENTRIFUGO_LOG_FILE=\"\""] {
+        assert!(all.lines().any(|l| l == want), "{want}:\n{all}");
+    }
+    let o = gyre(&["defaultenv", "--base-non-zero-only"], &[]);
+    assert!(!o.status.success() && text(&o).contains("-b"), "{}", text(&o));
+
+    // The lines as `.env`; the process environment wins over the file.
+    let dotenv = format!("{out}GYRE_WORKERS=1\n");
+    let s = Server::start_in(json!({}), &[("CENTRIFUGO_NODE_NAME", "from-process")], &[(".env", &dotenv)]);
+    let r = s.post("/api/publish", br#"{"channel":"chat:a","data":1}"#, &[]);
+    assert_eq!(r.json()["result"]["offset"], 1, "{}", r.text());
+    let info = s.post("/api/info", b"{}", &[]).json();
+    assert_eq!(info["result"]["nodes"][0]["name"], "from-process", "{info}");
+    let log = s.stderr();
+    assert!(log.contains("environment variables have been loaded from .env file"), "{log}");
+    assert!(!log.contains("unknown environment variable"), "{log}");
+    drop(s);
+
+    let bad = temp_dir("dotenv-bad");
+    std::fs::write(bad.join(".env"), "CENTRIFUGO_NODE_NAME=\"unterminated\n").unwrap();
+    let o = std::process::Command::new(server_binary()).args(["--port", "0"]).current_dir(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(".env"), "{err}");
+}
+
+/// `configdoc -m` prints Markdown (of one section with `-s`); without `-m` the page is served.
+#[test]
+fn configdoc_markdown_and_page() {
+    let o = gyre(&["configdoc", "-m", "-s", "client.token", "-l", "1"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let md = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(md.starts_with("### `client.token`\n"), "{md}");
+    assert!(md.contains("#### `client.token.hmac_secret_key`\n\nType: `string`. Default: `\"\"`"), "{md}");
+    assert!(md.contains("Env: `CENTRIFUGO_CLIENT_TOKEN_HMAC_SECRET_KEY`"), "{md}");
+    assert!(!md.contains("`client.insecure`"), "{md}");
+    let o = gyre(&["configdoc", "--markdown"], &[]);
+    let all = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(all.contains("# Centrifugo options Gyre does not support") && all.contains("- `webtransport`"), "{all}");
+    assert!(all.contains("# `log`") && all.contains("`log.file`"), "{all}");
+
+    let port = free_port();
+    let mut child = std::process::Command::new(server_binary())
+        .args(["configdoc", "-p", &port.to_string()])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            c.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+            let mut page = String::new();
+            let _ = c.read_to_string(&mut page);
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "configdoc did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n") && page.contains("text/html"), "{page}");
+    assert!(page.contains("id=\"client.token.hmac_secret_key\"") && page.contains("CENTRIFUGO_CLIENT_PING_INTERVAL"));
 }

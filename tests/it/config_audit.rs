@@ -32,7 +32,7 @@ const APPLIED: &[&str] = &[
     "http_server.tls_external", "http_server.internal_tls.enabled", "http_server.internal_tls.cert_pem", "http_server.internal_tls.key_pem", "http_server.internal_tls.server_ca_pem", "http_server.internal_tls.client_ca_pem", "http_server.internal_tls.insecure_skip_verify", "http_server.internal_tls.server_name",
     "grpc_api.tls.enabled", "grpc_api.tls.cert_pem", "grpc_api.tls.key_pem", "grpc_api.tls.server_ca_pem", "grpc_api.tls.client_ca_pem", "grpc_api.tls.insecure_skip_verify", "grpc_api.tls.server_name",
     "uni_grpc.tls.enabled", "uni_grpc.tls.cert_pem", "uni_grpc.tls.key_pem", "uni_grpc.tls.server_ca_pem", "uni_grpc.tls.client_ca_pem", "uni_grpc.tls.insecure_skip_verify", "uni_grpc.tls.server_name",
-    "log.level",
+    "log.level", "log.file",
     "engine.type", "engine.redis.prefix", "engine.redis.address", "engine.redis.connect_timeout",
     "engine.redis.io_timeout", "engine.redis.db", "engine.redis.user", "engine.redis.password",
     "engine.redis.tls.enabled", "engine.redis.tls.cert_pem", "engine.redis.tls.key_pem",
@@ -273,9 +273,14 @@ fn gyre(args: &[&str], file: &Path) -> (bool, String, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
-/// The options named as not supported in `text` (warning lines of checkconfig or the log).
+/// The options named as not supported in `text` (warning lines of checkconfig, or the JSON
+/// lines of the log).
 fn unsupported_in(text: &str) -> Vec<String> {
     text.lines()
+        .map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(v) => v["message"].as_str().unwrap_or_default().to_owned(),
+            Err(_) => l.to_owned(),
+        })
         .filter_map(|l| l.split_once("option \"")?.1.split_once("\" is not supported by Gyre").map(|(o, _)| o.into()))
         .collect()
 }
@@ -299,7 +304,6 @@ fn every_centrifugo_option_is_applied_or_reported() {
     let (ok, out, err) = gyre(&["defaultconfig", "-d", "-c", "out.json", "-b"], &file);
     assert!(ok, "defaultconfig failed: {err}");
     let effective: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("defaultconfig output: {e}\n{out}"));
-    let _ = std::fs::remove_dir_all(&dir);
 
     let mut options = Vec::new();
     leaves(&full, String::new(), &mut options);
@@ -343,9 +347,14 @@ fn every_centrifugo_option_is_applied_or_reported() {
     }
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 
-    // The server says the same in its start-up log.
+    // The server says the same in its start-up log, written to `log.file`.
+    let log_file = dir.join("gyre.log");
+    let mut full = full;
+    full["log"]["file"] = Value::from(log_file.to_string_lossy());
     let s = Server::start(full);
-    let log = s.stderr();
+    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+    assert!(s.stderr().is_empty(), "with log.file, nothing on stderr:\n{}", s.stderr());
+    let _ = std::fs::remove_dir_all(&dir);
     let mut logged = unsupported_in(&log);
     let mut want = reported.clone();
     logged.sort();

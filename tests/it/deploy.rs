@@ -282,7 +282,7 @@ fn helm_chart_starts_gyre(chart: Chart) {
     assert_eq!(pod.accepts(pod.ports.grpc), chart != Chart::V13, "gRPC API port");
     let log = pod.stderr();
     assert!(!log.contains("environment variable"), "the pod's variables are no options:\n{log}");
-    assert!(!log.contains("WARN"), "{log}");
+    assert!(!log.contains(r#""level":"warn""#), "{log}");
     assert!(log.contains(&format!("serving clients endpoints on http://0.0.0.0:{external}")), "{log}");
     assert!(
         log.contains(&format!("serving api, admin, prometheus, health endpoints on http://0.0.0.0:{internal}")),

@@ -6,6 +6,7 @@
 //! * `deploy` — the Helm chart's command lines (v6, v5) with Kubernetes' variables, the
 //!   internal port's split of the endpoints, SIGHUP.
 //! * `examples` — the README's quick start as written, and `examples/browser.html` in Chromium.
+//! * `logs`   — the log's JSON lines, `log.file`, and the lines that explain refusals.
 //! * `legacy` — legacy `POST /api` streams, including a 1,000,000-command request.
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
@@ -56,6 +57,7 @@ mod hardening;
 mod http;
 mod layout;
 mod legacy;
+mod logs;
 mod metrics;
 mod proxy;
 mod races;

@@ -151,8 +151,11 @@ fn nodes_claim_distinct_numbers() {
     let b = Server::start(node_config(&redis.url(), json!({})));
     let number = |s: &Server| -> Option<u32> {
         let log = s.stderr();
-        let line = log.lines().find(|l| l.contains("node number claimed"))?;
-        line.split("number=").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        let line: serde_json::Value = log
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .find(|l: &serde_json::Value| l["message"] == "node number claimed")?;
+        line["number"].as_u64().map(|n| n as u32)
     };
     poll("both nodes claimed a number", Duration::from_secs(10), || number(&a).is_some() && number(&b).is_some());
     let mut got = [number(&a).unwrap(), number(&b).unwrap()];

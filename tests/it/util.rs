@@ -101,9 +101,15 @@ impl Server {
 
     /// Like [`Server::start`] with extra environment variables for the process.
     pub fn start_with_env(cfg: Value, envs: &[(&str, &str)]) -> Server {
+        Self::start_in(cfg, envs, &[])
+    }
+
+    /// Like [`Server::start_with_env`] with `files` (name, text) written to the server's
+    /// working directory first (a `.env`, a key).
+    pub fn start_in(cfg: Value, envs: &[(&str, &str)], files: &[(&str, &str)]) -> Server {
         let mut last_err = String::new();
         for _attempt in 0..5 {
-            match Self::try_start(cfg.clone(), envs) {
+            match Self::try_start(cfg.clone(), envs, files) {
                 Ok(s) => return s,
                 // The port was taken between probing it and the server binding it: retry.
                 Err((msg, retry)) if retry => last_err = msg,
@@ -113,7 +119,7 @@ impl Server {
         panic!("gyre did not start after 5 attempts: {last_err}");
     }
 
-    fn try_start(mut cfg: Value, envs: &[(&str, &str)]) -> Result<Server, (String, bool)> {
+    fn try_start(mut cfg: Value, envs: &[(&str, &str)], files: &[(&str, &str)]) -> Result<Server, (String, bool)> {
         let port = free_port();
         merge(&mut cfg, json!({"http_server": {"port": port}}));
         // `GYRE_TEST_DRIVER=epoll` runs the whole suite on the epoll event loop (CI runs it
@@ -139,6 +145,9 @@ impl Server {
         std::fs::create_dir_all(&dir).expect("create temp dir");
         let config_path = dir.join("config.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&cfg).unwrap()).expect("write config");
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).expect("write a file of the server");
+        }
         let stderr_path = dir.join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("create stderr log");
         let mut cmd = Command::new(server_binary());
