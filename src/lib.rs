@@ -18,7 +18,7 @@ pub mod error;
 pub mod filter;
 /// Socket reads shared by every connection kind.
 pub mod io;
-/// Per-worker counters and the Prometheus text.
+/// Per-worker counters, the Prometheus text, the process figures parsed from `/proc` text.
 pub mod metrics;
 /// Shared values: publications, payloads, positions, client info, publish/history params.
 pub mod model;
