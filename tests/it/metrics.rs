@@ -362,3 +362,133 @@ fn ping_pong_client_labels_and_the_connection_limit() {
         1.0
     );
 }
+
+/// The metric names a PromQL expression reads: what is left once label matchers, range
+/// selectors, `by (...)`/`without (...)` groupings, function names, keywords and numbers are
+/// taken out.
+fn promql_metrics(expr: &str) -> Vec<String> {
+    let mut flat = String::new();
+    let mut depth = 0;
+    for c in expr.chars() {
+        match c {
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth -= 1,
+            _ if depth == 0 => flat.push(c),
+            _ => {}
+        }
+    }
+    let chars: Vec<char> = flat.chars().collect();
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if !(c.is_ascii_alphabetic() || c == '_' || c == ':') {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':') {
+            i += 1;
+        }
+        let word: String = chars[start..i].iter().collect();
+        let mut j = i;
+        while j < chars.len() && chars[j] == ' ' {
+            j += 1;
+        }
+        let call = j < chars.len() && chars[j] == '(';
+        if call && ["by", "without", "on", "ignoring", "group_left", "group_right"].contains(&word.as_str()) {
+            // Skip the label list.
+            while i < chars.len() && chars[i] != ')' {
+                i += 1;
+            }
+            continue;
+        }
+        // Aggregation operators may put their grouping between name and parenthesis.
+        let operator = [
+            "sum",
+            "min",
+            "max",
+            "avg",
+            "group",
+            "stddev",
+            "stdvar",
+            "count",
+            "count_values",
+            "bottomk",
+            "topk",
+            "quantile",
+            "and",
+            "or",
+            "unless",
+            "bool",
+            "offset",
+        ];
+        if !call && !operator.contains(&word.as_str()) {
+            names.push(word);
+        }
+    }
+    names
+}
+
+#[test]
+fn promql_metric_names_are_found() {
+    let expr = r#"histogram_quantile(0.99, sum by (le, method) (rate(centrifugo_api_command_duration_seconds_histogram_bucket{instance=~"$instance"}[$__rate_interval]))) / on (x) gyre_worker_loop_lag_seconds"#;
+    assert_eq!(
+        promql_metrics(expr),
+        ["centrifugo_api_command_duration_seconds_histogram_bucket", "gyre_worker_loop_lag_seconds"]
+    );
+}
+
+/// `packaging/grafana/gyre-dashboard.json`: every panel has queries on the dashboard's
+/// Prometheus data source variable, and every metric they read is one a running server
+/// serves (its families, after real traffic, with their `_bucket`/`_sum`/`_count` series).
+#[test]
+fn the_grafana_dashboard_reads_only_served_metrics() {
+    let path = repo_root().join("packaging/grafana/gyre-dashboard.json");
+    let dash: Value = serde_json::from_slice(&std::fs::read(&path).expect("the dashboard")).expect("dashboard JSON");
+    let vars = dash["templating"]["list"].as_array().expect("variables");
+    assert!(
+        vars.iter().any(|v| v["type"] == "datasource" && v["query"] == "prometheus" && v["name"] == "datasource"),
+        "a Prometheus data source variable"
+    );
+
+    let s = Server::start(metrics_config());
+    let mut a = client(&s, "alice", "feed:news");
+    assert_eq!(s.api("publish", json!({"channel": "feed:news", "data": {}})), json!({"result": {}}));
+    read_pubs(&mut a, 1);
+    let text = s.request("GET", "/metrics", &[]).text();
+    let mut served = std::collections::HashSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+        let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+        served.insert(name.to_string());
+        let parts: &[&str] = match kind {
+            "histogram" => &["_bucket", "_sum", "_count"],
+            "summary" => &["_sum", "_count"],
+            _ => &[],
+        };
+        for p in parts {
+            served.insert(format!("{name}{p}"));
+        }
+    }
+
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().expect("panels") {
+        if panel["type"] == "row" {
+            continue;
+        }
+        let title = panel["title"].as_str().unwrap_or("?");
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "panel {title}");
+        let targets = panel["targets"].as_array().filter(|t| !t.is_empty());
+        for t in targets.unwrap_or_else(|| panic!("panel {title} has no query")) {
+            let expr = t["expr"].as_str().unwrap_or_else(|| panic!("panel {title}: a query without expr"));
+            let names = promql_metrics(expr);
+            assert!(!names.is_empty(), "panel {title}: no metric in {expr}");
+            for n in names {
+                assert!(served.contains(&n), "panel {title} reads {n}, which the server does not serve");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 30, "only {checked} metric references");
+}
