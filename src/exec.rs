@@ -18,7 +18,7 @@ use crate::shard::ShardOp;
 
 /// Checks the channel name and resolves its namespace: too long → 107, unknown → 102.
 pub fn check_channel<'a>(cfg: &'a Config, channel: &str) -> Result<&'a ChannelOptions, ApiError> {
-    if channel.is_empty() || channel.len() > cfg.channel.max_length {
+    if channel.is_empty() || channel.len() > cfg.channel().max_length {
         return Err(ApiError::BAD_REQUEST);
     }
     Ok(cfg.resolve_channel(channel)?.options)

@@ -85,10 +85,11 @@ fn bind_on(host: &str, option: &str, port: u16, n: usize) -> Result<Vec<StdListe
 
 /// Runs the server until SIGINT/SIGTERM. Blocks the calling thread, which must be the
 /// process's only thread so far: the signals are blocked here (every thread started later
-/// inherits that) and taken with `sigwait`. SIGHUP, Centrifugo's reload signal, is logged,
-/// `on_sighup` is called (the command line re-reads the config to say what a restart would
-/// change) and the server keeps running: Gyre does not reload its configuration while running.
-pub fn run(cfg: Config, mut on_sighup: impl FnMut()) -> Result<(), Error> {
+/// inherits that) and taken with `sigwait`. On SIGHUP, as Centrifugo, the configuration is
+/// read again (`on_sighup`: the command line loads it and says which of its changes wait for
+/// a restart) and its channel options and token settings are put in effect
+/// ([`Server::reload`]); a configuration that does not load changes nothing.
+pub fn run(cfg: Config, mut on_sighup: impl FnMut() -> Option<Config>) -> Result<(), Error> {
     let signals = Signals::block()?;
     let server = start(cfg)?;
     loop {
@@ -97,11 +98,13 @@ pub fn run(cfg: Config, mut on_sighup: impl FnMut()) -> Result<(), Error> {
         if sig != libc::SIGHUP {
             break;
         }
-        tracing::warn!(
-            "reloading the configuration is not supported: the server keeps running with the configuration it \
-             started with (restart it to apply changes)"
-        );
-        on_sighup();
+        tracing::info!("reloading configuration");
+        if let Some(new) = on_sighup() {
+            match server.reload(&new) {
+                Ok(()) => tracing::info!("configuration successfully reloaded (channel options and token settings)"),
+                Err(e) => tracing::error!("error reloading: {e}"),
+            }
+        }
     }
     tracing::info!("shutting down");
     server.stop();
@@ -163,9 +166,30 @@ pub struct Server {
     pub grpc: Option<crate::grpc::GrpcServer>,
     /// The unidirectional gRPC stream (`uni_grpc.enabled`).
     pub uni_grpc: Option<crate::grpc::GrpcServer>,
+    /// The configuration every worker reads (its reloadable parts replaced by `reload`).
+    cfg: Arc<Config>,
 }
 
 impl Server {
+    /// Puts the channel options and token settings of `new` (a configuration loaded and
+    /// validated again) in effect on every worker. Refused when they turn on a channel proxy
+    /// the node was not started with (proxies are built at start-up).
+    pub fn reload(&self, new: &Config) -> Result<(), String> {
+        let have = crate::proxy::channel_proxies(&self.cfg.channel);
+        let missing: Vec<String> = crate::proxy::channel_proxies(&new.channel)
+            .difference(&have)
+            .map(|(kind, name)| format!("{kind} proxy {name:?}"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "the new channel options use proxies this node did not start with ({}): restart to apply them",
+                missing.join(", ")
+            ));
+        }
+        self.cfg.reload_from(new);
+        Ok(())
+    }
+
     /// Asks every worker to stop and waits (bounded) for them.
     pub fn stop(mut self) {
         // Streams end when the workers close their sessions (3001): no new ones meanwhile.
@@ -227,6 +251,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
     } else {
         (0..n).map(|_| None).collect()
     };
+    let tls = ListenerTls::new(&cfg)?;
     let cfg = Arc::new(cfg);
     let mut mailboxes = Vec::with_capacity(n);
     let mut inboxes = Vec::with_capacity(n);
@@ -258,9 +283,11 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         "Gyre started"
     );
     let external = crate::http::Endpoints::external(&cfg);
-    tracing::info!("serving {} endpoints on {addr}", external.describe(&cfg));
+    let scheme = |tls: &Option<monoio_rustls::TlsAcceptor>| if tls.is_some() { "https" } else { "http" };
+    tracing::info!("serving {} endpoints on {}://{addr}", external.describe(&cfg), scheme(&tls.external));
     if let Some(a) = internal_addr {
-        tracing::info!("serving {} endpoints on {a}", crate::http::Endpoints::internal(&cfg).describe(&cfg));
+        let endpoints = crate::http::Endpoints::internal(&cfg).describe(&cfg);
+        tracing::info!("serving {endpoints} endpoints on {}://{a}", scheme(&tls.internal));
     }
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), String>>(n);
     let mut threads = Vec::with_capacity(n);
@@ -270,6 +297,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         let ready = ready_tx.clone();
         let api_listener = api_listeners[id].take();
         let internal_listener = internal_listeners[id].take();
+        let tls = tls.clone();
         let t = std::thread::Builder::new()
             .name(format!("gyre-worker-{id}"))
             .spawn(move || {
@@ -282,6 +310,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
                                 cfg,
                                 node,
                                 [Some(listener), internal_listener, api_listener],
+                                tls,
                                 inbox,
                                 ready,
                             )),
@@ -311,7 +340,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
     let grpc = if cfg.grpc_api.enabled { Some(crate::grpc::start(&cfg, node.mailboxes.clone())?) } else { None };
     let uni_grpc =
         if cfg.uni_grpc.enabled { Some(crate::grpc::uni::start(&cfg, node.mailboxes.clone())?) } else { None };
-    Ok(Server { addr, internal_addr, grace: cfg.shutdown.timeout, node, threads, grpc, uni_grpc })
+    Ok(Server { addr, internal_addr, grace: cfg.shutdown.timeout, node, threads, grpc, uni_grpc, cfg })
 }
 
 async fn worker_main(
@@ -320,6 +349,7 @@ async fn worker_main(
     node: Arc<NodeShared>,
     // The external listener, the internal one and the gateway API's.
     listeners: [Option<StdListener>; 3],
+    tls: ListenerTls,
     inbox: inbox::Inbox<Msg>,
     ready: crossbeam_channel::Sender<Result<(), String>>,
 ) {
@@ -362,15 +392,15 @@ async fn worker_main(
     monoio::spawn(w.clone().run_timers());
     monoio::spawn(loop_ticker());
     if let Some(l) = api_listener {
-        monoio::spawn(accept_loop(w.clone(), l, crate::http::Endpoints::ALL));
+        monoio::spawn(accept_loop(w.clone(), l, crate::http::Endpoints::ALL, None));
     }
 
     let _ = ready.send(Ok(()));
     drop(ready);
-    let accept = accept_loop(w.clone(), listener, crate::http::Endpoints::external(&w.cfg));
+    let accept = accept_loop(w.clone(), listener, crate::http::Endpoints::external(&w.cfg), tls.external);
     let accept_internal = async {
         match internal_listener {
-            Some(l) => accept_loop(w.clone(), l, crate::http::Endpoints::internal(&w.cfg)).await,
+            Some(l) => accept_loop(w.clone(), l, crate::http::Endpoints::internal(&w.cfg), tls.internal).await,
             None => std::future::pending().await,
         }
     };
@@ -423,13 +453,46 @@ async fn worker_main(
     }
 }
 
-/// Accepts connections forever, each served as HTTP in a task of its own.
-async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener, endpoints: crate::http::Endpoints) {
+/// The TLS of the HTTP listeners (`http_server.tls`, `tls_external`, `internal_tls`), built
+/// once and shared by every worker.
+#[derive(Clone)]
+struct ListenerTls {
+    external: Option<monoio_rustls::TlsAcceptor>,
+    internal: Option<monoio_rustls::TlsAcceptor>,
+}
+
+impl ListenerTls {
+    fn new(cfg: &Config) -> Result<ListenerTls, Error> {
+        let acceptor = |tls: Option<(&str, &crate::config::tls::Tls)>| {
+            tls.map(|(at, t)| {
+                crate::config::tls::server_config(at, t, &[b"http/1.1"]).map(monoio_rustls::TlsAcceptor::from)
+            })
+            .transpose()
+            .map_err(Error::config)
+        };
+        let hs = &cfg.http_server;
+        Ok(ListenerTls { external: acceptor(hs.external_tls())?, internal: acceptor(hs.internal_listener_tls())? })
+    }
+}
+
+/// Accepts connections forever, each served as HTTP (over TLS with `tls`) in a task of its
+/// own.
+async fn accept_loop(
+    w: Rc<Worker>,
+    listener: monoio::net::TcpListener,
+    endpoints: crate::http::Endpoints,
+    tls: Option<monoio_rustls::TlsAcceptor>,
+) {
     loop {
         match listener.accept().await {
-            Ok((stream, _peer)) => {
-                monoio::spawn(crate::http::serve::serve(w.clone(), stream, endpoints));
-            }
+            Ok((stream, _peer)) => match &tls {
+                None => {
+                    monoio::spawn(crate::http::serve::serve(w.clone(), stream, endpoints));
+                }
+                Some(tls) => {
+                    monoio::spawn(crate::http::serve::serve_tls(w.clone(), tls.clone(), stream, endpoints));
+                }
+            },
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(worker = w.id, error = %e, "accept failed");

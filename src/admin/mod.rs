@@ -113,7 +113,7 @@ pub fn init(cfg: &Config, authorization: Option<&[u8]>) -> Vec<u8> {
 pub fn tail_token(cfg: &Config, body: &[u8]) -> Result<Vec<u8>, &'static str> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "bad request")?;
     let channel = v["channel"].as_str().filter(|c| !c.is_empty()).ok_or("channel required")?;
-    let t = &cfg.client.token;
+    let t = cfg.tokens().token;
     let mut extra = Map::new();
     extra.insert("channels".into(), json!([channel]));
     extra.insert(hidden::CLAIM.into(), Value::from(hidden::mark(&t.hmac_secret_key)));

@@ -306,7 +306,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let result = gyre::server::run(loaded.config, || recheck(&opts, &running, &generated));
+    let start_secret = loaded.config.client.token.hmac_secret_key.clone();
+    let result = gyre::server::run(loaded.config, || reread(&opts, &running, &generated, &start_secret));
     if !pid_file.is_empty() {
         let _ = std::fs::remove_file(&pid_file);
     }
@@ -335,20 +336,35 @@ fn config_tree(config: &Config, generated: &[&str]) -> Value {
     tree
 }
 
-/// On SIGHUP: reads the config as a restart would and logs whether it loads and which
-/// options would change (by name, never their values).
-fn recheck(opts: &LoadOptions, running: &Value, generated: &[&str]) {
+/// What a SIGHUP puts in effect (as Centrifugo): the channel options and the token settings.
+const RELOADED: [&str; 4] =
+    ["channel", "client.token", "client.subscription_token", "client.insecure_skip_token_signature_verify"];
+
+/// On SIGHUP: reads the config as a restart would; logs why when it does not load, and which
+/// of its changed options wait for a restart (by name, never their values). A token secret
+/// generated at start-up stays in use while the file still sets none.
+fn reread(opts: &LoadOptions, running: &Value, generated: &[&str], start_secret: &str) -> Option<Config> {
     let opts = LoadOptions { env: process_env(), skip_secret_generation: true, ..opts.clone() };
     match load(&opts) {
-        Err(e) => tracing::error!("the configuration does not load: {e}"),
-        Ok(loaded) => {
+        Err(e) => {
+            tracing::error!("error reading config: {e}");
+            None
+        }
+        Ok(mut loaded) => {
+            let t = &mut loaded.config.client.token;
+            if generated.contains(&"client.token.hmac_secret_key")
+                && t.hmac_secret_key.is_empty()
+                && !t.has_public_keys()
+            {
+                t.hmac_secret_key = start_secret.to_string();
+            }
             let mut changed = Vec::new();
             diff(running, &config_tree(&loaded.config, generated), String::new(), &mut changed);
-            if changed.is_empty() {
-                tracing::info!("the configuration is unchanged");
-            } else {
+            changed.retain(|p| !RELOADED.iter().any(|r| p == r || p.starts_with(&format!("{r}."))));
+            if !changed.is_empty() {
                 tracing::warn!("options changed since start (applied on restart): {}", changed.join(", "));
             }
+            Some(loaded.config)
         }
     }
 }

@@ -15,8 +15,7 @@ pub(super) const SECTIONS: &[&str] = &[
 /// Options (or whole sub-trees) inside sections Gyre implements.
 #[rustfmt::skip]
 pub(super) const OPTIONS: &[&str] = &[
-    "http_server.tls",
-    "http_server.tls_autocert", "http_server.tls_external", "http_server.internal_tls",
+    "http_server.tls_autocert",
     "http_server.http3", "http_server.h2c_external",
     "log.file",
     "engine.redis.client_name", "engine.redis.force_resp2", "engine.redis.cluster_address",
@@ -31,11 +30,11 @@ pub(super) const OPTIONS: &[&str] = &[
     "client.channel_position_max_time_lag", "client.user_id_http_header",
     "channel.proxy.map_publish", "channel.proxy.map_remove", "channel.proxy.shared_poll_refresh",
     "channel.publication_data_format",
-    "grpc_api.error_mode", "grpc_api.address", "grpc_api.tls", "grpc_api.reflection",
+    "grpc_api.error_mode", "grpc_api.address", "grpc_api.reflection",
     "grpc_api.max_receive_message_size",
     "websocket.read_buffer_size", "websocket.use_write_buffer_pool", "websocket.write_buffer_size",
     "uni_websocket.read_buffer_size", "uni_websocket.use_write_buffer_pool",
-    "uni_websocket.write_buffer_size", "uni_grpc.tls",
+    "uni_websocket.write_buffer_size",
     "admin.handler_prefix", "admin.web_path", "admin.web_proxy_address",
     "prometheus.handler_prefix", "prometheus.instrument_http_handlers",
     "prometheus.recovered_publications_histogram", "prometheus.native_histograms",
@@ -114,7 +113,8 @@ mod tests {
             unsupported_env("CHANNEL_PROXY_SHARED_POLL_REFRESH_ENDPOINT").as_deref(),
             Some("channel.proxy.shared_poll_refresh")
         );
-        assert_eq!(unsupported_env("UNI_GRPC_TLS_ENABLED").as_deref(), Some("uni_grpc.tls"));
+        assert_eq!(unsupported_env("HTTP_SERVER_TLS_AUTOCERT_ENABLED").as_deref(), Some("http_server.tls_autocert"));
+        assert_eq!(unsupported_env("UNI_GRPC_TLS_ENABLED"), None);
         assert_eq!(unsupported_env("UNI_SSE_ENABLED"), None);
         assert_eq!(unsupported_env("WEBSOCKET_READ_BUFFER_SIZE").as_deref(), Some("websocket.read_buffer_size"));
         assert_eq!(unsupported_env("WEBSOCKET_COMPRESSION"), None);

@@ -166,7 +166,7 @@ pub(super) fn v6_path(name: &str, value: &Value, schema: &Schema) -> Option<Stri
             return Some(p.to_string());
         }
     }
-    if let Some((_, p)) = FLAT.iter().find(|(k, _)| *k == name) {
+    if let Some((_, p)) = FLAT.iter().chain(crate::config::tls::V5_NAMES).find(|(k, _)| *k == name) {
         return Some(p.to_string());
     }
     (name != "name" && schema.namespace.get(name).is_some()).then(|| format!("channel.without_namespace.{name}"))
@@ -276,7 +276,7 @@ fn names(schema: &Schema) -> HashMap<String, (String, u8)> {
             map.insert(key.to_ascii_uppercase(), (path, 0));
         }
     }
-    for (flat, path) in FLAT.iter().chain(SCALAR_SECTIONS) {
+    for (flat, path) in FLAT.iter().chain(crate::config::tls::V5_NAMES).chain(SCALAR_SECTIONS) {
         map.insert(flat.to_ascii_uppercase(), (path.to_string(), 0));
     }
     let mut leaves = Vec::new();
@@ -633,6 +633,30 @@ mod tests {
         assert!(c.channel.namespaces[0].options.presence);
         assert_eq!(c.channel.namespaces[1].name, "other");
         let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn v5_tls_names() {
+        // Disabled, so no certificate is read: only the names are checked.
+        let l = file_load(
+            "json",
+            r#"{"tls": false, "tls_cert": "/c.pem", "tls_key_pem": "/k.pem",
+            "tls_client_ca": "/ca.pem", "tls_external": true, "grpc_api_tls_cert": "/g.pem",
+            "uni_grpc_tls_key": "/u.key"}"#,
+        )
+        .unwrap();
+        check(
+            &l.config,
+            &[
+                ("/http_server/tls/cert_pem", json!("/c.pem")),
+                ("/http_server/tls/key_pem", json!("/k.pem")),
+                ("/http_server/tls/client_ca_pem", json!("/ca.pem")),
+                ("/http_server/tls_external", json!(true)),
+                ("/grpc_api/tls/cert_pem", json!("/g.pem")),
+                ("/uni_grpc/tls/key_pem", json!("/u.key")),
+            ],
+        );
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use super::duration;
+use super::tls::Tls;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -26,6 +27,13 @@ pub struct HttpServer {
     /// 0 = no limit).
     #[serde(with = "duration")]
     pub read_header_timeout: Duration,
+    /// TLS of the listeners (the external one, and the internal one unless `tls_external`).
+    pub tls: Tls,
+    /// TLS only on the external listener: the internal one serves plain HTTP (unless
+    /// `internal_tls` gives it its own).
+    pub tls_external: bool,
+    /// The internal listener's own TLS; when not enabled it follows `tls` and `tls_external`.
+    pub internal_tls: Tls,
 }
 
 impl HttpServer {
@@ -34,6 +42,20 @@ impl HttpServer {
         let port: u16 = self.internal_port.trim().parse().ok()?;
         let same_address = self.internal_address.is_empty() || self.internal_address == self.address;
         (!(same_address && port == self.port && port != 0)).then_some(port)
+    }
+
+    /// The TLS options of the external listener (None: plain HTTP).
+    pub fn external_tls(&self) -> Option<(&'static str, &Tls)> {
+        self.tls.enabled.then_some(("http_server.tls", &self.tls))
+    }
+
+    /// The TLS options of the internal listener, as Centrifugo chooses them: `internal_tls`
+    /// when enabled, else `tls` unless `tls_external`.
+    pub fn internal_listener_tls(&self) -> Option<(&'static str, &Tls)> {
+        if self.internal_tls.enabled {
+            return Some(("http_server.internal_tls", &self.internal_tls));
+        }
+        (self.tls.enabled && !self.tls_external).then_some(("http_server.tls", &self.tls))
     }
 }
 
@@ -61,6 +83,9 @@ impl Default for HttpServer {
             max_head_size: 16 * 1024,
             idle_timeout: Duration::from_secs(60),
             read_header_timeout: Duration::from_secs(30),
+            tls: Tls::default(),
+            tls_external: false,
+            internal_tls: Tls::default(),
         }
     }
 }

@@ -474,6 +474,7 @@ fn validate(c: &Config) -> Result<(), String> {
             personal.personal_channel_namespace
         ));
     }
+    super::tls::validate(c)?;
     super::proxy::validate(c)
 }
 
@@ -520,6 +521,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
         let by = origin.map(|o| format!(" (set by {o})")).unwrap_or_default();
         Error::config(format!("invalid configuration: {e}{by}"))
     })?;
+    warnings.extend(super::tls::warnings(&config));
 
     let mut generated = Vec::new();
     if !opts.skip_secret_generation {

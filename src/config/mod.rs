@@ -8,10 +8,12 @@
 
 pub mod duration;
 mod http_server;
+pub mod live;
 pub mod load;
 pub mod pattern;
 pub mod proxy;
 pub mod redis;
+pub mod tls;
 mod token;
 
 use serde::{Deserialize, Serialize};
@@ -60,6 +62,12 @@ pub struct Config {
     /// `pid_file`: the server writes its process id there at start-up (and removes the file
     /// when it stops cleanly).
     pub pid_file: String,
+    /// The channel options in effect after a reload (see [`Config::channel()`]).
+    #[serde(skip)]
+    pub live_channel: live::Live<Channel>,
+    /// The token settings in effect after a reload (see [`Config::tokens()`]).
+    #[serde(skip)]
+    pub live_tokens: live::Live<live::TokenSettings>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -370,11 +378,12 @@ pub struct GrpcApi {
     pub enabled: bool,
     pub port: u16,
     pub key: String,
+    pub tls: tls::Tls,
 }
 
 impl Default for GrpcApi {
     fn default() -> Self {
-        GrpcApi { enabled: false, port: 10000, key: String::new() }
+        GrpcApi { enabled: false, port: 10000, key: String::new(), tls: tls::Tls::default() }
     }
 }
 
@@ -603,11 +612,18 @@ pub struct UniGrpc {
     pub port: u16,
     /// Largest request message; 0 = 4 MiB.
     pub max_receive_message_size: usize,
+    pub tls: tls::Tls,
 }
 
 impl Default for UniGrpc {
     fn default() -> Self {
-        UniGrpc { enabled: false, address: String::new(), port: 11000, max_receive_message_size: 0 }
+        UniGrpc {
+            enabled: false,
+            address: String::new(),
+            port: 11000,
+            max_receive_message_size: 0,
+            tls: tls::Tls::default(),
+        }
     }
 }
 
@@ -714,7 +730,7 @@ impl Config {
     /// (after the private prefix) names the namespace; no boundary → `without_namespace`.
     /// Unknown namespace → 102.
     pub fn resolve_channel<'a>(&'a self, channel: &str) -> Result<Resolved<'a>, ApiError> {
-        let c = &self.channel;
+        let c = self.channel();
         let name =
             channel.strip_prefix(c.private_prefix.as_str()).filter(|_| !c.private_prefix.is_empty()).unwrap_or(channel);
         let ns = if c.namespace_boundary.is_empty() {
@@ -746,7 +762,7 @@ impl Config {
     /// boundary (the whole name for channels without namespace) must contain a match;
     /// without one the name must be ASCII. Server API calls are not checked.
     pub fn client_channel_allowed(&self, channel: &str, o: &ChannelOptions) -> bool {
-        let c = &self.channel;
+        let c = self.channel();
         let rest = channel
             .strip_prefix(c.private_prefix.as_str())
             .filter(|_| !c.private_prefix.is_empty())
@@ -760,7 +776,7 @@ impl Config {
     /// History meta TTL for these options (namespace value or the channel-wide default).
     pub fn history_meta_ttl(&self, o: &ChannelOptions) -> Duration {
         if o.history_meta_ttl.is_zero() {
-            self.channel.history_meta_ttl
+            self.channel().history_meta_ttl
         } else {
             o.history_meta_ttl
         }

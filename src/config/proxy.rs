@@ -79,21 +79,7 @@ pub struct ProxyGrpc {
 }
 
 /// TLS of a connection this server opens (to a proxy backend).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ClientTls {
-    pub enabled: bool,
-    /// Client certificate and key (mutual TLS): a file path, PEM text or base64 PEM.
-    pub cert_pem: String,
-    pub key_pem: String,
-    /// The CA that signs the backend's certificate (else the system roots).
-    pub server_ca_pem: String,
-    /// Server-side only; not used by a client connection.
-    pub client_ca_pem: String,
-    pub insecure_skip_verify: bool,
-    /// The name checked against the backend's certificate (else the endpoint's host).
-    pub server_name: String,
-}
+pub use super::tls::Tls as ClientTls;
 
 /// `{"status_code": 404, "to_error": {...}}` or `{"status_code": 403, "to_disconnect": {...}}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

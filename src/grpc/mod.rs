@@ -91,8 +91,10 @@ fn serve_on_thread(
     listener: StdListener,
     routes: tonic::service::Routes,
     keepalive: KeepAlive,
+    tls: &crate::config::tls::Tls,
 ) -> Result<GrpcServer, Error> {
     let addr = listener.local_addr()?;
+    let tls = server_tls(option, tls)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name(thread.into())
@@ -117,6 +119,15 @@ fn serve_on_thread(
                 if let Some((interval, timeout)) = keepalive {
                     builder = builder.http2_keepalive_interval(Some(interval)).http2_keepalive_timeout(Some(timeout));
                 }
+                if let Some(tls) = tls {
+                    builder = match builder.tls_config(tls) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::error!(error = %e, "{option}.tls");
+                            return;
+                        }
+                    };
+                }
                 let res = builder
                     .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, async {
@@ -132,6 +143,27 @@ fn serve_on_thread(
     Ok(GrpcServer { addr, stop: Some(stop_tx), thread: Some(thread) })
 }
 
+/// The `tls` section of a gRPC server (`grpc_api`, `uni_grpc`) as tonic takes it: the
+/// certificate and key, and with `client_ca_pem` client certificates required.
+fn server_tls(option: &str, t: &crate::config::tls::Tls) -> Result<Option<tonic::transport::ServerTlsConfig>, Error> {
+    use crate::config::tls::pem;
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    if !t.enabled {
+        return Ok(None);
+    }
+    let at = format!("{option}.tls");
+    // The same checks as the loader's (certificate and key usable together).
+    crate::config::tls::server_config(&at, t, &[]).map_err(Error::config)?;
+    let cert = pem(&at, "cert_pem", &t.cert_pem, "CERTIFICATE").map_err(Error::config)?;
+    let key = pem(&at, "key_pem", &t.key_pem, "PRIVATE KEY").map_err(Error::config)?;
+    let mut c = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if !t.client_ca_pem.is_empty() {
+        let ca = pem(&at, "client_ca_pem", &t.client_ca_pem, "CERTIFICATE").map_err(Error::config)?;
+        c = c.client_ca_root(Certificate::from_pem(ca));
+    }
+    Ok(Some(c))
+}
+
 /// Binds `grpc_api.port` on the HTTP server's address (so a bind error stops start-up) and
 /// starts the gRPC thread.
 pub fn start(cfg: &Config, mailboxes: Vec<Mailbox<Msg>>) -> Result<GrpcServer, Error> {
@@ -140,8 +172,15 @@ pub fn start(cfg: &Config, mailboxes: Vec<Mailbox<Msg>>) -> Result<GrpcServer, E
     let key = cfg.grpc_api.key.clone();
     let svc = Service { mailboxes, next: AtomicUsize::new(0) };
     let server = CentrifugoApiServer::with_interceptor(svc, move |req: Request<()>| check_key(&key, req));
-    let g = serve_on_thread("grpc_api", "gyre-grpc", listener, tonic::service::Routes::new(server), None)?;
-    tracing::info!(address = %g.addr, "gRPC server API listening");
+    let g = serve_on_thread(
+        "grpc_api",
+        "gyre-grpc",
+        listener,
+        tonic::service::Routes::new(server),
+        None,
+        &cfg.grpc_api.tls,
+    )?;
+    tracing::info!(address = %g.addr, tls = cfg.grpc_api.tls.enabled, "gRPC server API listening");
     Ok(g)
 }
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use monoio::io::{AsyncReadRent, Splitable};
 
-use crate::io::{prepare_read_up_to, read_more};
+use crate::io::{prepare_read_up_to, read_more, Socket};
 use monoio::net::TcpStream;
 
 use super::out::{ConnOut, ReplyShape};
@@ -100,12 +100,45 @@ impl<R: AsyncReadRent> Reader<R> {
     }
 }
 
-/// Serves one accepted connection until it closes.
+/// Serves one accepted plain connection until it closes.
 pub async fn serve(w: Rc<Worker>, stream: TcpStream, endpoints: super::Endpoints) {
     use std::os::fd::AsRawFd;
     let _ = stream.set_nodelay(true);
-    let fd = stream.as_raw_fd();
+    let sock = Socket::plain(stream.as_raw_fd());
     let peer = stream.peer_addr().ok().map(|a| a.ip());
+    serve_stream(w, stream, sock, peer, endpoints).await
+}
+
+/// Serves one accepted connection under TLS: the handshake must finish within
+/// `http_server.read_header_timeout` (10 s when that is off); a failed one is logged at debug.
+pub async fn serve_tls(w: Rc<Worker>, tls: monoio_rustls::TlsAcceptor, stream: TcpStream, endpoints: super::Endpoints) {
+    use std::os::fd::AsRawFd;
+    let _ = stream.set_nodelay(true);
+    let sock = Socket { fd: stream.as_raw_fd(), direct: false };
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
+    let limit = match w.cfg.http_server.read_header_timeout {
+        d if d.is_zero() => std::time::Duration::from_secs(10),
+        d => d,
+    };
+    match monoio::time::timeout(limit, tls.accept(stream)).await {
+        Ok(Ok(stream)) => serve_stream(w, stream, sock, peer, endpoints).await,
+        Ok(Err(e)) => {
+            tracing::debug!(remote = %peer.map(|p| p.to_string()).unwrap_or_default(), error = %e, "TLS handshake failed")
+        }
+        Err(_) => tracing::debug!(remote = %peer.map(|p| p.to_string()).unwrap_or_default(), "TLS handshake timed out"),
+    }
+}
+
+/// Serves one connection (plain or TLS) until it closes.
+async fn serve_stream<S>(
+    w: Rc<Worker>,
+    stream: S,
+    sock: Socket,
+    peer: Option<std::net::IpAddr>,
+    endpoints: super::Endpoints,
+) where
+    S: monoio::io::AsyncReadRent + monoio::io::AsyncWriteRent + monoio::io::Split + 'static,
+{
     let (rd, wr) = stream.into_split();
     let out = Rc::new(ConnOut::default());
     let (key, gen) = w.register_sink(out.clone());
@@ -127,14 +160,14 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, endpoints: super::Endpoints
             match kind {
                 Upgrade::Client(format, slot, deflate, fwd) => {
                     let (rd, buf, deflate) = (reader.rd, reader.buf, deflate.is_some());
-                    monoio::spawn(crate::ws::run_session(w, slot, format, deflate, None, fwd, rd, wr, buf, fd));
+                    monoio::spawn(crate::ws::run_session(w, slot, format, deflate, None, fwd, rd, wr, buf, sock));
                 }
                 Upgrade::Uni(req, slot, deflate, fwd) => {
                     let (rd, buf, deflate) = (reader.rd, reader.buf, deflate.is_some());
-                    monoio::spawn(crate::ws::uni::run(w, slot, req, deflate, fwd, rd, wr, buf, fd));
+                    monoio::spawn(crate::ws::uni::run(w, slot, req, deflate, fwd, rd, wr, buf, sock));
                 }
                 Upgrade::Stream(start, slot) => {
-                    monoio::spawn(crate::stream::run(w, slot, *start, reader.rd, wr, reader.buf, fd));
+                    monoio::spawn(crate::stream::run(w, slot, *start, reader.rd, wr, reader.buf, sock));
                 }
                 Upgrade::Raw(start, slot) => {
                     let (format, rd, buf) = (crate::protocol::Format::Json, reader.rd, reader.buf);
@@ -148,11 +181,11 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, endpoints: super::Endpoints
                         rd,
                         wr,
                         buf,
-                        fd,
+                        sock,
                     ));
                 }
                 Upgrade::Backend(roles) => {
-                    monoio::spawn(crate::gateway::backend::run(w, roles, reader.rd, wr, reader.buf, fd));
+                    monoio::spawn(crate::gateway::backend::run(w, roles, reader.rd, wr, reader.buf, sock.fd));
                 }
             }
         }

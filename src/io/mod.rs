@@ -71,3 +71,19 @@ pub async fn yield_now() {
     })
     .await
 }
+
+/// The socket under a connection: its descriptor (shut both ways to end the connection from
+/// the write side) and whether frames may be written straight to it by the worker's flush
+/// pass. Under TLS they may not: every byte goes through the TLS layer's writer.
+#[derive(Debug, Clone, Copy)]
+pub struct Socket {
+    pub fd: i32,
+    pub direct: bool,
+}
+
+impl Socket {
+    /// A plain socket, written directly.
+    pub fn plain(fd: i32) -> Socket {
+        Socket { fd, direct: true }
+    }
+}

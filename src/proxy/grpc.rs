@@ -169,30 +169,9 @@ pub fn tls_unsupported(t: &ClientTls) -> Option<String> {
     Endpoint::from_static("https://localhost").tls_config(c).err().map(|e| format!("grpc.tls: {}", error_chain(&e)))
 }
 
-/// A PEM option's text: the option itself when it holds PEM, else the file it names, else
-/// its base64 decoding. `kind` is what a `-----BEGIN ...` line of it must name.
+/// A PEM option of `grpc.tls` (see [`crate::config::tls::pem`]).
 fn pem(option: &str, value: &str, kind: &str) -> Result<String, String> {
-    use base64::Engine as _;
-    let is_pem = |s: &str| s.contains("-----BEGIN ") && s.contains(kind);
-    if is_pem(value) {
-        return Ok(value.to_string());
-    }
-    if let Ok(text) = std::fs::read_to_string(value) {
-        return if is_pem(&text) {
-            Ok(text)
-        } else {
-            Err(format!("grpc.tls.{option}: the file {value:?} holds no PEM {kind}"))
-        };
-    }
-    let compact: String = value.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    match base64::engine::general_purpose::STANDARD
-        .decode(compact.as_bytes())
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-    {
-        Some(text) if is_pem(&text) => Ok(text),
-        _ => Err(format!("grpc.tls.{option}: neither a readable file, PEM text nor base64 of PEM ({kind})")),
-    }
+    crate::config::tls::pem("grpc.tls", option, value, kind)
 }
 
 /// `e` and its sources, as one line.

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use registry::{Proxies, RpcRoute};
+pub use registry::{channel_proxies, Proxies, RpcRoute};
 
 use crate::config::proxy::ProxyCommon;
 

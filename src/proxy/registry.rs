@@ -35,6 +35,26 @@ pub enum RpcRoute {
     UnknownNamespace,
 }
 
+/// The channel proxies (kind, name) that the channel options of `c` turn on: a reload may
+/// only turn on proxies the node already has (they are built at start-up).
+pub fn channel_proxies(c: &crate::config::Channel) -> std::collections::BTreeSet<(&'static str, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    for o in std::iter::once(&c.without_namespace).chain(c.namespaces.iter().map(|n| &n.options)) {
+        let n = &o.proxy;
+        for (kind, on, name) in [
+            (Kind::Subscribe, n.subscribe_proxy_enabled, &n.subscribe_proxy_name),
+            (Kind::Publish, n.publish_proxy_enabled, &n.publish_proxy_name),
+            (Kind::SubRefresh, n.sub_refresh_proxy_enabled, &n.sub_refresh_proxy_name),
+            (Kind::SubscribeStream, n.subscribe_stream_proxy_enabled, &n.subscribe_stream_proxy_name),
+        ] {
+            if on {
+                out.insert((kind.name(), name.clone()));
+            }
+        }
+    }
+    out
+}
+
 /// Parses an endpoint: `http(s)://host[:port][/path]` or a gRPC target (the config's rules).
 pub fn parse_target(endpoint: &str) -> Result<Target, String> {
     Ok(match parse_endpoint(endpoint)? {

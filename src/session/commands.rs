@@ -23,16 +23,17 @@ use crate::token::TokenError;
 
 /// The claim naming the user in connection tokens (`client.token.user_id_claim`; "" = `sub`).
 fn conn_user_claim(s: &Session) -> &str {
-    &s.w.cfg.client.token.user_id_claim
+    &s.w.cfg.tokens().token.user_id_claim
 }
 
 /// The claim naming the user in subscription tokens: as for connection tokens when both are
 /// verified alike; with `client.subscription_token` its own `user_id_claim`.
 fn sub_user_claim(s: &Session) -> &str {
-    if s.w.cfg.client.subscription_token.enabled {
-        &s.w.cfg.client.subscription_token.token.user_id_claim
+    let t = s.w.cfg.tokens();
+    if t.subscription_token.enabled {
+        &t.subscription_token.token.user_id_claim
     } else {
-        &s.w.cfg.client.token.user_id_claim
+        &t.token.user_id_claim
     }
 }
 
@@ -40,9 +41,9 @@ fn sub_user_claim(s: &Session) -> &str {
 fn personal_channel(cfg: &crate::config::Config, user: &str) -> String {
     let ns = &cfg.client.subscribe_to_user_personal_channel.personal_channel_namespace;
     if ns.is_empty() {
-        format!("{}{}", cfg.channel.user_boundary, user)
+        format!("{}{}", cfg.channel().user_boundary, user)
     } else {
-        format!("{}{}{}{}", ns, cfg.channel.namespace_boundary, cfg.channel.user_boundary, user)
+        format!("{}{}{}{}", ns, cfg.channel().namespace_boundary, cfg.channel().user_boundary, user)
     }
 }
 
@@ -103,7 +104,7 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
         match s.verify_token(TokenUse::Connect, &c.token, "").await {
             Ok(claims) => match claims::conn(&claims, conn_user_claim(s)) {
                 Ok(c) => {
-                    ConnClaims { hidden: super::hidden::is_marked(&cfg.client.token.hmac_secret_key, &claims), ..c }
+                    ConnClaims { hidden: super::hidden::is_marked(&cfg.tokens().token.hmac_secret_key, &claims), ..c }
                 }
                 Err(ConnRefused::Invalid) => return Err(Disconnect::INVALID_TOKEN),
                 Err(ConnRefused::BadInfo) => {
@@ -249,7 +250,7 @@ pub(super) enum Feature {
 /// Namespace + permission checks for presence/history commands.
 pub(super) fn check(s: &Session, channel: &str, f: Feature) -> Result<(), ApiError> {
     let cfg = &s.w.cfg;
-    if channel.len() > cfg.channel.max_length {
+    if channel.len() > cfg.channel().max_length {
         return Err(ApiError::BAD_REQUEST);
     }
     let o = cfg.resolve_channel(channel)?.options;
@@ -283,12 +284,12 @@ pub(super) fn check(s: &Session, channel: &str, f: Feature) -> Result<(), ApiErr
 
 /// True when `channel` is user-limited and lists `user` after its last `#`.
 fn user_allowed(cfg: &crate::config::Config, o: &ChannelOptions, channel: &str, user: &str) -> Option<bool> {
-    let b = cfg.channel.user_boundary.as_str();
+    let b = cfg.channel().user_boundary.as_str();
     if !o.allow_user_limited_channels || b.is_empty() || !channel.contains(b) {
         return None;
     }
     let users = channel.rsplit(b).next().unwrap_or("");
-    Some(!user.is_empty() && users.split(cfg.channel.user_separator.as_str()).any(|u| u == user))
+    Some(!user.is_empty() && users.split(cfg.channel().user_separator.as_str()).any(|u| u == user))
 }
 
 pub(super) type SubOutcome = Result<Result<(Arc<str>, SubscribeResult), ApiError>, Disconnect>;
@@ -308,7 +309,7 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
             return Ok(Err(ApiError::LIMIT_EXCEEDED));
         }
     }
-    if req.channel.len() > cfg.channel.max_length {
+    if req.channel.len() > cfg.channel().max_length {
         return Ok(Err(ApiError::BAD_REQUEST));
     }
     let o = match cfg.resolve_channel(&req.channel) {
@@ -323,7 +324,7 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
     }
     let user = s.st.borrow().user.clone();
     let private =
-        !cfg.channel.private_prefix.is_empty() && req.channel.starts_with(cfg.channel.private_prefix.as_str());
+        !cfg.channel().private_prefix.is_empty() && req.channel.starts_with(cfg.channel().private_prefix.as_str());
     if !req.token.is_empty() {
         let t = match s.verify_token(TokenUse::Subscribe, &req.token, &req.channel).await {
             Err(TokenError::Expired) => return Ok(Err(ApiError::TOKEN_EXPIRED)),
@@ -545,7 +546,7 @@ pub(super) async fn publish(
     data: Bytes,
 ) -> Result<Result<ReplyBody, ApiError>, Disconnect> {
     let cfg = s.w.cfg.clone();
-    if channel.len() > cfg.channel.max_length {
+    if channel.len() > cfg.channel().max_length {
         return Ok(Err(ApiError::BAD_REQUEST));
     }
     let o = match cfg.resolve_channel(&channel) {
@@ -698,7 +699,7 @@ fn push_subscribed(s: &Rc<Session>, channel: &Arc<str>, res: SubscribeResult, da
 /// A server-side subscription made by the gateway (`conn.call subscribe`): raw clients get
 /// nothing but the publications; Centrifugo clients get a `subscribe` push first.
 pub(super) async fn server_subscribe(s: &Rc<Session>, channel: &str) -> Result<(), ApiError> {
-    if channel.is_empty() || channel.len() > s.w.cfg.channel.max_length {
+    if channel.is_empty() || channel.len() > s.w.cfg.channel().max_length {
         return Err(ApiError::BAD_REQUEST);
     }
     let req = SubscribeReq { channel: channel.to_string(), ..Default::default() };

@@ -98,34 +98,47 @@ pub struct RawStart {
     pub headers: serde_json::Map<String, serde_json::Value>,
 }
 
-/// The token verifiers of a worker's sessions, built from the configuration once per worker.
-/// JWKS keys live in a process-wide cache ([`crate::token::jwks`]).
+/// The token verifiers of a worker's sessions, built from the token settings in effect once
+/// per worker, and again after a reload replaced them. JWKS keys live in a process-wide cache
+/// ([`crate::token::jwks`]).
 struct Tokens {
     /// Connection tokens (and subscription tokens unless they have their own options).
     conn: Verifier,
     sub: Verifier,
 }
 
+/// A worker's verifiers and the version of the token settings they were built from.
+#[derive(Default)]
+struct TokensCache(std::cell::RefCell<Option<(usize, Rc<Tokens>)>>);
+
 impl Tokens {
     fn of(w: &Worker) -> Rc<Tokens> {
-        w.local(|w| {
-            let skip = w.cfg.client.insecure_skip_token_signature_verify;
-            let build = |t: &crate::config::Token, at: &str| {
-                Verifier::from_config(t, skip, at).unwrap_or_else(|e| {
-                    // The configuration was validated at load time; a verifier that accepts
-                    // nothing is the safe answer anyway.
-                    tracing::error!(error = %e, "token verifier not built: every token is refused");
-                    Verifier::default()
-                })
-            };
-            let conn = build(&w.cfg.client.token, "client.token");
-            let sub = if w.cfg.client.subscription_token.enabled {
-                build(&w.cfg.client.subscription_token.token, "client.subscription_token")
-            } else {
-                conn.clone()
-            };
-            Tokens { conn, sub }
-        })
+        let cache = w.local(|_| TokensCache::default());
+        let version = w.cfg.tokens_version();
+        if let Some((v, t)) = &*cache.0.borrow() {
+            if *v == version {
+                return t.clone();
+            }
+        }
+        let t = w.cfg.tokens();
+        let skip = t.insecure_skip_token_signature_verify;
+        let build = |t: &crate::config::Token, at: &str| {
+            Verifier::from_config(t, skip, at).unwrap_or_else(|e| {
+                // The configuration was validated when it was loaded; a verifier that accepts
+                // nothing is the safe answer anyway.
+                tracing::error!(error = %e, "token verifier not built: every token is refused");
+                Verifier::default()
+            })
+        };
+        let conn = build(t.token, "client.token");
+        let sub = if t.subscription_token.enabled {
+            build(&t.subscription_token.token, "client.subscription_token")
+        } else {
+            conn.clone()
+        };
+        let tokens = Rc::new(Tokens { conn, sub });
+        *cache.0.borrow_mut() = Some((version, tokens.clone()));
+        tokens
     }
 }
 

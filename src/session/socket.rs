@@ -13,21 +13,25 @@ use crate::runtime::worker::Worker;
 /// The writer task of a session, once it has been started.
 pub type WriterSlot = Rc<Cell<Option<monoio::task::JoinHandle<()>>>>;
 
-/// Opens a session on `client`, whose frames are written to socket `fd` (the write half
-/// `wr` goes to the writer task when the socket is full or the session closes). When the
-/// writer ends, the socket is shut both ways so the transport's reader ends too.
+/// Opens a session on `client`, whose frames are written straight to the socket when it may
+/// be (`sock.direct`; the write half `wr` goes to the writer task when the socket is full or
+/// the session closes), else always through `wr`. When the writer ends, the socket is shut
+/// both ways so the transport's reader ends too.
 pub fn open_on_socket<W>(
     w: &Rc<Worker>,
     mut client: Client,
     raw: Option<RawStart>,
     wr: W,
-    fd: i32,
+    sock: crate::io::Socket,
     write_timeout: Duration,
 ) -> (Rc<Session>, WriterSlot)
 where
     W: monoio::io::AsyncWriteRent + 'static,
 {
-    client.write_directly(fd, w.hub.writes().clone());
+    if sock.direct {
+        client.write_directly(sock.fd, w.hub.writes().clone());
+    }
+    let fd = sock.fd;
     let client = Rc::new(client);
     let writer = WriterSlot::default();
     let (c, handle) = (client.clone(), writer.clone());

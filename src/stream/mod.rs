@@ -53,7 +53,7 @@ pub fn run<R, W>(
     mut rd: R,
     wr: W,
     mut buf: BytesMut,
-    fd: i32,
+    sock: crate::io::Socket,
 ) -> impl std::future::Future<Output = ()>
 where
     R: monoio::io::AsyncReadRent,
@@ -63,7 +63,7 @@ where
     let id = Session::new_client_id(&w, false);
     let client = Client::new(id, start.format, false, start.framing, cfg.client.queue_max_size);
     client.out.pause();
-    let (s, writer) = open_on_socket(&w, client, None, wr, fd, cfg.websocket.write_timeout);
+    let (s, writer) = open_on_socket(&w, client, None, wr, sock, cfg.websocket.write_timeout);
     s.keep_request_headers(start.forwarded);
     let inbox = start.framing.is_emulated().then(|| emulation::register(&w, &s));
     async move {

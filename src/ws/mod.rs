@@ -95,7 +95,7 @@ pub fn run_session<R, W>(
     mut rd: R,
     wr: W,
     buf: BytesMut,
-    fd: i32,
+    sock: crate::io::Socket,
 ) -> impl std::future::Future<Output = ()>
 where
     R: monoio::io::AsyncReadRent,
@@ -108,7 +108,7 @@ where
     let mut client = Client::new(id, format, raw.is_some(), Framing::WebSocket, cfg.client.queue_max_size);
     let z = deflate.then_some(&cfg.websocket.deflate);
     client.deflate = z.map(deflate_of);
-    let (s, writer) = open_on_socket(&w, client, raw, wr, fd, cfg.websocket.write_timeout);
+    let (s, writer) = open_on_socket(&w, client, raw, wr, sock, cfg.websocket.write_timeout);
     s.keep_request_headers(forwarded);
     let dec = decoder(cfg.websocket.message_size_limit, z);
     async move {

@@ -62,7 +62,7 @@ pub fn run<R, W>(
     mut rd: R,
     wr: W,
     buf: BytesMut,
-    fd: i32,
+    sock: crate::io::Socket,
 ) -> impl std::future::Future<Output = ()>
 where
     R: monoio::io::AsyncReadRent,
@@ -74,7 +74,7 @@ where
     client.uni_ws_close = (!cfg.disable_disconnect_push, !cfg.disable_closing_handshake);
     let z = deflate.then_some(&cfg.deflate);
     client.deflate = z.map(super::deflate_of);
-    let (s, writer) = open_on_socket(&w, client, None, wr, fd, cfg.write_timeout);
+    let (s, writer) = open_on_socket(&w, client, None, wr, sock, cfg.write_timeout);
     s.keep_request_headers(forwarded);
     let limit = if cfg.message_size_limit == 0 { 65536 } else { cfg.message_size_limit };
     let dec = super::decoder(limit, z);

@@ -28,6 +28,10 @@ const FULL: &str = include_str!("config_audit.json");
 #[rustfmt::skip]
 const APPLIED: &[&str] = &[
     "http_server.address", "http_server.port", "http_server.internal_address", "http_server.internal_port",
+    "http_server.tls.enabled", "http_server.tls.cert_pem", "http_server.tls.key_pem", "http_server.tls.server_ca_pem", "http_server.tls.client_ca_pem", "http_server.tls.insecure_skip_verify", "http_server.tls.server_name",
+    "http_server.tls_external", "http_server.internal_tls.enabled", "http_server.internal_tls.cert_pem", "http_server.internal_tls.key_pem", "http_server.internal_tls.server_ca_pem", "http_server.internal_tls.client_ca_pem", "http_server.internal_tls.insecure_skip_verify", "http_server.internal_tls.server_name",
+    "grpc_api.tls.enabled", "grpc_api.tls.cert_pem", "grpc_api.tls.key_pem", "grpc_api.tls.server_ca_pem", "grpc_api.tls.client_ca_pem", "grpc_api.tls.insecure_skip_verify", "grpc_api.tls.server_name",
+    "uni_grpc.tls.enabled", "uni_grpc.tls.cert_pem", "uni_grpc.tls.key_pem", "uni_grpc.tls.server_ca_pem", "uni_grpc.tls.client_ca_pem", "uni_grpc.tls.insecure_skip_verify", "uni_grpc.tls.server_name",
     "log.level",
     "engine.type", "engine.redis.prefix", "engine.redis.address", "engine.redis.connect_timeout",
     "engine.redis.io_timeout", "engine.redis.db", "engine.redis.user", "engine.redis.password",

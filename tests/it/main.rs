@@ -66,6 +66,7 @@ mod sdk;
 mod sdk_transports;
 mod shapes;
 mod tags_filter;
+mod tls;
 mod token_keys;
 mod tokens;
 mod transports;

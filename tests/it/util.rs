@@ -1277,13 +1277,19 @@ impl Agent {
     /// Starts the agent for `sdk`; `None` (test skipped) when the SDK is not installed and
     /// `CI` is unset.
     pub fn start(sdk: Sdk, test: &str) -> Option<Agent> {
-        let cmd = match sdk_agent_command(sdk == Sdk::Js) {
+        Self::start_with_env(sdk, test, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables for the agent's process.
+    pub fn start_with_env(sdk: Sdk, test: &str, envs: &[(&str, &str)]) -> Option<Agent> {
+        let mut cmd = match sdk_agent_command(sdk == Sdk::Js) {
             Ok(c) => c,
             Err((what, how)) => {
                 unavailable(test, &what, how);
                 return None;
             }
         };
+        cmd.envs(envs.iter().copied());
         let p = LineProc::spawn(&format!("the {sdk:?} agent"), cmd);
         let ready = p.log.iter().find(|e| e["ev"] == "ready").expect("the ready line");
         eprintln!("{test}: {} {}", ready["sdk"].as_str().unwrap_or("?"), ready["version"].as_str().unwrap_or("?"));

@@ -15,8 +15,8 @@
 //! cancels, the gRPC side closes its end and the session ends without a word; when the server
 //! closes the session, its disconnect push is the last message and the call ends OK.
 //!
-//! There is no transport-level authentication (the connect request's token is the client's
-//! credential), and no TLS (`uni_grpc.tls` is reported unsupported).
+//! The connect request's token is the client's credential; `uni_grpc.tls` puts the stream
+//! under TLS (with `client_ca_pem`, client certificates are required too).
 
 pub mod session;
 
@@ -72,8 +72,14 @@ pub fn start(cfg: &Config, mailboxes: Vec<Mailbox<Msg>>) -> Result<GrpcServer, E
     // As Centrifugo's: an HTTP/2 PING after 25 s without traffic, the connection dropped when
     // it is not answered within 5 s (a vanished client's session ends).
     let keepalive = Some((Duration::from_secs(25), Duration::from_secs(5)));
-    let g =
-        super::serve_on_thread("uni_grpc", "gyre-uni-grpc", listener, tonic::service::Routes::new(server), keepalive)?;
+    let g = super::serve_on_thread(
+        "uni_grpc",
+        "gyre-uni-grpc",
+        listener,
+        tonic::service::Routes::new(server),
+        keepalive,
+        &cfg.uni_grpc.tls,
+    )?;
     tracing::info!(address = %g.addr, "uni_grpc listening");
     Ok(g)
 }

@@ -69,7 +69,7 @@ async fn run(
     let (mut rd, wr) = sock.into_split();
     let id = Session::new_client_id(&w, false);
     let client = Client::new(id, Format::Protobuf, false, Framing::UniGrpc, w.cfg.client.queue_max_size);
-    let (s, writer) = open_on_socket(&w, client, None, wr, fd, w.cfg.websocket.write_timeout);
+    let (s, writer) = open_on_socket(&w, client, None, wr, crate::io::Socket::plain(fd), w.cfg.websocket.write_timeout);
     s.keep_grpc_metadata(metadata);
     Box::pin(s.connect_uni(req)).await;
     if !s.is_closed() {
