@@ -23,8 +23,8 @@ ARG GID=1000
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && groupadd --system --gid "$GID" "$USER" \
-    && useradd --system --uid "$UID" --gid "$GID" --home-dir /centrifugo --no-create-home \
+    && groupadd --gid "$GID" "$USER" \
+    && useradd --uid "$UID" --gid "$GID" --home-dir /centrifugo --no-create-home \
        --shell /usr/sbin/nologin "$USER"
 COPY --from=build /usr/local/bin/gyre /usr/local/bin/gyre
 COPY packaging/docker/healthcheck /usr/local/bin/gyre-healthcheck
