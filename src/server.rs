@@ -272,6 +272,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         topics: Default::default(),
         drained: Default::default(),
         quiet: Default::default(),
+        node_number: std::sync::atomic::AtomicU64::new(crate::engine::redis::node_number::NONE),
     });
     let driver = driver_name(&cfg.driver);
     tracing::info!(
@@ -546,6 +547,13 @@ fn start_redis(w: &Rc<Worker>) {
     monoio::spawn(cluster::presence_refresher(w.clone()));
     if w.id == 0 {
         monoio::spawn(cluster::announcer(w.clone()));
+        let (conn, node) = (engine.shards[0].cmd.clone(), w.node.clone());
+        let prefix = w.cfg.engine.redis.prefix.clone();
+        monoio::spawn(async move {
+            use crate::engine::redis::{codec::fnv1a64, node_number};
+            let start = fnv1a64(node.uid.as_bytes()) % node_number::COUNT;
+            node_number::keep(&conn, &prefix, &node.uid, start, &node.node_number).await
+        });
     }
 }
 

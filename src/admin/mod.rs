@@ -2,7 +2,8 @@
 //! behind its endpoints. Routing lives in `http::serve`, which calls these.
 //!
 //! Endpoints, as in Centrifugo:
-//! * `GET /` — the page (HTML, CSS and JS embedded in the binary; no build step).
+//! * `GET /` — the page (HTML, CSS and JS embedded in the binary; no build step), its files
+//!   under `/admin/static/` and its icon, also at `/favicon.ico`.
 //! * `POST /admin/auth` with form field `password` → `{"token":"..."}` (400 on a wrong
 //!   password). The token is HMAC-SHA256-signed with `admin.secret` and valid for 30 days.
 //! * `POST /admin/api` — the legacy server API (`{"method":..,"params":..}` lines), with
@@ -128,12 +129,20 @@ pub fn tail_token(cfg: &Config, body: &[u8]) -> Result<Vec<u8>, &'static str> {
     Ok(json!({"token": token, "channel": channel}).to_string().into_bytes())
 }
 
-/// The page's files: (content type, bytes) for a request path.
+/// Whether `path` is one of the admin interface's routes (the page, its icon, `/admin/*`).
+pub fn routes(path: &str) -> bool {
+    matches!(path, "/" | "/index.html" | "/favicon.ico") || path.starts_with("/admin/")
+}
+
+/// The page's files: (content type, bytes) for a request path. The icon is SVG, also at
+/// `/favicon.ico` for browsers that ask there without reading the page's `<link rel="icon">`.
 pub fn asset(path: &str) -> Option<(&'static str, &'static [u8])> {
     Some(match path {
         "/" | "/index.html" => ("text/html; charset=utf-8", include_bytes!("web/index.html")),
         "/admin/static/app.js" => ("text/javascript; charset=utf-8", include_bytes!("web/app.js")),
+        "/admin/static/actions.js" => ("text/javascript; charset=utf-8", include_bytes!("web/actions.js")),
         "/admin/static/app.css" => ("text/css; charset=utf-8", include_bytes!("web/app.css")),
+        "/favicon.ico" | "/admin/static/favicon.svg" => ("image/svg+xml", include_bytes!("web/favicon.svg")),
         _ => return None,
     })
 }

@@ -363,11 +363,13 @@ fn validate(c: &Config) -> Result<(), String> {
         }
     }
     if c.engine.kind == "redis" {
-        for a in &c.engine.redis.address {
-            super::redis::Endpoint::parse(a, &c.engine.redis)?;
-        }
-        if c.engine.redis.tls.enabled {
-            return Err("engine.redis.tls: TLS connections to Redis are not supported".into());
+        for ep in super::redis::Endpoint::all(&c.engine.redis)? {
+            if ep.tls {
+                super::tls::client_config("engine.redis.tls", &c.engine.redis.tls)?;
+            }
+            if let Some(t) = ep.sentinel.as_ref().and_then(|s| s.tls.as_ref()) {
+                super::tls::client_config("engine.redis.sentinel_tls", t)?;
+            }
         }
     }
     if !LOG_LEVELS.contains(&c.log.level.as_str()) {

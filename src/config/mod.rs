@@ -330,7 +330,20 @@ pub struct Redis {
     pub io_timeout: Duration,
     #[serde(with = "duration")]
     pub presence_ttl: Duration,
-    pub tls: RedisTls,
+    /// TLS to Redis (also turned on per address by a `rediss://` scheme).
+    pub tls: tls::Tls,
+    /// Redis Sentinel: one entry per shard, its sentinels comma-separated (`address` is then
+    /// unused).
+    pub sentinel_address: Vec<String>,
+    pub sentinel_master_name: String,
+    pub sentinel_user: String,
+    pub sentinel_password: String,
+    pub sentinel_client_name: String,
+    pub sentinel_tls: tls::Tls,
+    /// A publication is acknowledged only once this many replicas have it (Redis `WAIT`,
+    /// within half of `io_timeout`); else the publish fails. 0: on the master's write, as
+    /// Centrifugo. With Sentinel, 1 keeps a failover from losing acknowledged publications.
+    pub wait_replicas: u32,
 }
 
 impl Default for Redis {
@@ -344,15 +357,16 @@ impl Default for Redis {
             connect_timeout: Duration::from_secs(1),
             io_timeout: Duration::from_secs(4),
             presence_ttl: Duration::from_secs(60),
-            tls: RedisTls::default(),
+            tls: tls::Tls::default(),
+            sentinel_address: Vec::new(),
+            sentinel_master_name: String::new(),
+            sentinel_user: String::new(),
+            sentinel_password: String::new(),
+            sentinel_client_name: String::new(),
+            sentinel_tls: tls::Tls::default(),
+            wait_replicas: 0,
         }
     }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RedisTls {
-    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! A Redis server's address as the config names it: `redis://[user[:password]@]host:port[/db]`
+//! A Redis server's address as the config names it: `redis[s]://[user[:password]@]host:port[/db]`
 //! or `host:port`, with the `engine.redis` user/password/db as defaults. Parsed when the
 //! config is loaded (so a bad address is a config error) and again by the engine to connect.
 
@@ -11,6 +11,23 @@ pub struct Endpoint {
     pub user: String,
     pub password: String,
     pub db: u32,
+    /// Over TLS (`engine.redis.tls.enabled`, or a `rediss://` address).
+    pub tls: bool,
+    /// Sentinel mode: the master is found through these sentinels (host and port unused).
+    pub sentinel: Option<Sentinel>,
+}
+
+/// A shard's sentinels (`engine.redis.sentinel_address`, comma-separated) and how to talk to
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sentinel {
+    pub addresses: Vec<(String, u16)>,
+    pub master_name: String,
+    pub user: String,
+    pub password: String,
+    pub client_name: String,
+    /// `engine.redis.sentinel_tls` when enabled.
+    pub tls: Option<super::tls::Tls>,
 }
 
 impl Endpoint {
@@ -22,11 +39,16 @@ impl Endpoint {
             user: cfg.user.clone(),
             password: cfg.password.clone(),
             db: cfg.db,
+            tls: cfg.tls.enabled,
+            sentinel: None,
         };
         let rest = if let Some(r) = addr.strip_prefix("redis://").or_else(|| addr.strip_prefix("tcp://")) {
             r
-        } else if addr.starts_with("rediss://") || addr.starts_with("unix://") {
-            return Err(format!("engine.redis.address: {addr:?}: only plain TCP (redis://) is supported"));
+        } else if let Some(r) = addr.strip_prefix("rediss://") {
+            ep.tls = true;
+            r
+        } else if addr.starts_with("unix://") {
+            return Err(format!("engine.redis.address: {addr:?}: only TCP (redis:// or rediss://) is supported"));
         } else if addr.contains("://") {
             return Err(bad());
         } else {
@@ -63,7 +85,59 @@ impl Endpoint {
         Ok(ep)
     }
 
+    /// One entry of `engine.redis.sentinel_address`: `host:port[,host:port...]`, the
+    /// sentinels of one shard (as Centrifugo reads it).
+    pub fn sentinel_shard(spec: &str, cfg: &super::Redis) -> Result<Endpoint, String> {
+        let mut addresses = Vec::new();
+        for a in spec.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            let hp = a.strip_prefix("redis://").unwrap_or(a);
+            match hp.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() => {
+                    let port =
+                        p.parse().map_err(|_| format!("engine.redis.sentinel_address: malformed address {a:?}"))?;
+                    addresses.push((h.trim_start_matches('[').trim_end_matches(']').to_string(), port));
+                }
+                _ => return Err(format!("engine.redis.sentinel_address: malformed address {a:?} (use host:port)")),
+            }
+        }
+        if addresses.is_empty() {
+            return Err("engine.redis.sentinel_address: an empty shard".into());
+        }
+        if cfg.sentinel_master_name.is_empty() {
+            return Err("engine.redis.sentinel_master_name: must be set when using Redis Sentinel".into());
+        }
+        Ok(Endpoint {
+            host: String::new(),
+            port: 0,
+            user: cfg.user.clone(),
+            password: cfg.password.clone(),
+            db: cfg.db,
+            tls: cfg.tls.enabled,
+            sentinel: Some(Sentinel {
+                addresses,
+                master_name: cfg.sentinel_master_name.clone(),
+                user: cfg.sentinel_user.clone(),
+                password: cfg.sentinel_password.clone(),
+                client_name: cfg.sentinel_client_name.clone(),
+                tls: cfg.sentinel_tls.enabled.then(|| cfg.sentinel_tls.clone()),
+            }),
+        })
+    }
+
+    /// The shards `engine.redis` names: its sentinel shards when `sentinel_address` is set
+    /// (as in Centrifugo, `address` is then unused), else its addresses.
+    pub fn all(cfg: &super::Redis) -> Result<Vec<Endpoint>, String> {
+        if cfg.sentinel_address.is_empty() {
+            cfg.address.iter().map(|a| Endpoint::parse(a, cfg)).collect()
+        } else {
+            cfg.sentinel_address.iter().map(|a| Endpoint::sentinel_shard(a, cfg)).collect()
+        }
+    }
+
     pub fn display(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        match &self.sentinel {
+            Some(s) => format!("{} (sentinel)", s.master_name),
+            None => format!("{}:{}", self.host, self.port),
+        }
     }
 }

@@ -53,7 +53,7 @@ pub(crate) const V5_NAMES: &[(&str, &str)] = &[
 ];
 
 /// One `tls` section.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct Tls {
     pub enabled: bool,
@@ -185,5 +185,101 @@ pub(super) fn validate(c: &super::Config) -> Result<(), String> {
 
 /// What start-up says about the listeners' TLS sections.
 pub(super) fn warnings(c: &super::Config) -> Vec<String> {
-    listener_sections(c).into_iter().flat_map(|(at, t)| server_side_warnings(at, t)).collect()
+    let mut w: Vec<String> = listener_sections(c).into_iter().flat_map(|(at, t)| server_side_warnings(at, t)).collect();
+    let r = &c.engine.redis.tls;
+    if c.engine.kind == "redis" && r.enabled && !r.client_ca_pem.is_empty() {
+        w.push(
+            "engine.redis.tls.client_ca_pem has no effect on a connection to Redis (it is a server-side option)".into(),
+        );
+    }
+    w
+}
+
+/// The rustls configuration of a connection this server opens (to Redis) with the TLS
+/// options `t` of section `at`: the server's certificate checked against `server_ca_pem` (else
+/// the system's roots) unless `insecure_skip_verify`, and with `cert_pem`/`key_pem` a client
+/// certificate (mutual TLS).
+pub fn client_config(at: &str, t: &Tls) -> Result<Arc<rustls::ClientConfig>, String> {
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("{at}: {e}"))?;
+    let builder = if t.insecure_skip_verify {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        if t.server_ca_pem.is_empty() {
+            let found = rustls_native_certs::load_native_certs();
+            for c in found.certs {
+                let _ = roots.add(c);
+            }
+            if roots.is_empty() {
+                return Err(format!("{at}: no system root certificates found: give server_ca_pem"));
+            }
+        } else {
+            for c in certificates(at, "server_ca_pem", &t.server_ca_pem)? {
+                roots.add(c).map_err(|e| format!("{at}.server_ca_pem: {e}"))?;
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
+    let cfg = match (t.cert_pem.is_empty(), t.key_pem.is_empty()) {
+        (true, true) => builder.with_no_client_auth(),
+        (false, false) => {
+            let chain = certificates(at, "cert_pem", &t.cert_pem)?;
+            let key_text = pem(at, "key_pem", &t.key_pem, "PRIVATE KEY")?;
+            let key = PrivateKeyDer::from_pem_slice(key_text.as_bytes()).map_err(|e| format!("{at}.key_pem: {e}"))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("{at}: cert_pem and key_pem: {e}"))?
+        }
+        _ => return Err(format!("{at}: cert_pem and key_pem go together (a client certificate)")),
+    };
+    Ok(Arc::new(cfg))
+}
+
+/// The name a client connection checks the server's certificate against: `server_name`,
+/// else the host it connects to.
+pub fn server_name(at: &str, t: &Tls, host: &str) -> Result<rustls::pki_types::ServerName<'static>, String> {
+    let name = if t.server_name.is_empty() { host } else { t.server_name.as_str() };
+    rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|e| format!("{at}.server_name: {name:?}: {e}"))
+}
+
+/// `insecure_skip_verify`: any certificate is accepted (its signatures over the handshake
+/// are still checked).
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

@@ -85,9 +85,13 @@ pub fn unregister_target(w: &Worker, id: &str) {
     local(w).targets.borrow_mut().remove(id);
 }
 
-/// 10 bits identifying this node inside client ids.
+/// 10 bits identifying this node inside client ids: the number it holds among the nodes of
+/// its Redis (unique among them), else (memory engine: one node) a hash of its id.
 fn node_bits(w: &Worker) -> u64 {
-    crate::engine::redis::codec::fnv1a64(w.node.uid.as_bytes()) & 0x3ff
+    match w.node.node_number.load(std::sync::atomic::Ordering::Relaxed) {
+        crate::engine::redis::node_number::NONE => crate::engine::redis::codec::fnv1a64(w.node.uid.as_bytes()) & 0x3ff,
+        n => n & 0x3ff,
+    }
 }
 
 /// A header name in its canonical form (`sec-websocket-key` → `Sec-Websocket-Key`).

@@ -397,7 +397,7 @@ impl Conn {
         if ep.admin && cfg.admin.enabled && !cfg.websocket.disabled && path == "/admin/connection/websocket" {
             return Some(self.websocket(&head, Kind::Client));
         }
-        if ep.admin && cfg.admin.enabled && (path == "/" || path == "/index.html" || path.starts_with("/admin/")) {
+        if ep.admin && cfg.admin.enabled && crate::admin::routes(path) {
             return self.admin(head, r).await;
         }
         self.answer(head, r, 404, "text/plain; charset=utf-8", b"404 page not found").await

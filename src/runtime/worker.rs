@@ -121,6 +121,9 @@ pub struct NodeShared {
     pub drained: AtomicUsize,
     /// Workers whose inbox then stayed quiet (deliveries of those requests done).
     pub quiet: AtomicUsize,
+    /// This node's number among the live nodes of its Redis (`engine::redis::node_number`;
+    /// `NONE` with the memory engine or until claimed).
+    pub node_number: std::sync::atomic::AtomicU64,
 }
 
 impl NodeShared {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::claims::{self, ConnClaims, ConnRefused, ServerSub};
 use super::proxy as sp;
 use super::{unix_millis, unix_now, Session, Sub, TokenUse};
-use crate::api::{Command, DisconnectCmd, Overrides, Res, Target};
+use crate::api::{Command, DisconnectCmd, Overrides, Target};
 use crate::client::Handler;
 use crate::config::ChannelOptions;
 use crate::error::{ApiError, Disconnect};
@@ -54,19 +54,12 @@ pub(super) fn json_ok(s: &Session, data: &Option<Bytes>) -> bool {
     s.client.format != Format::Json || data.as_ref().is_none_or(|d| crate::model::is_json(d))
 }
 
-/// `client.subscribe_to_user_personal_channel.single_connection`: when the user's personal
-/// channel has presence, every other connection of the user, on any worker and (with Redis)
-/// any node, is disconnected with 3504 before this one is accepted.
+/// `client.subscribe_to_user_personal_channel.single_connection`: every other connection of
+/// the user, on any worker and (with Redis) any node, is disconnected with 3504 before this one
+/// is accepted. The disconnect goes out whatever the personal channel's presence says: with
+/// Redis, the presence of a connection accepted a moment ago on another worker may not be
+/// written yet, and a check of it would let both connections live.
 async fn keep_single_connection(s: &Rc<Session>, user: &str) -> Result<(), Disconnect> {
-    let channel = personal_channel(&s.w.cfg, user);
-    let stats = s.w.call_shard(ShardOp::PresenceStats(channel.as_str().into())).await;
-    let num_clients = match stats {
-        Ok(Res::PresenceStats { num_clients, .. }) => num_clients,
-        _ => return Err(Disconnect::INTERNAL),
-    };
-    if num_clients == 0 {
-        return Ok(());
-    }
     let d = Disconnect::CONNECTION_LIMIT;
     let cmd = Command::Disconnect(DisconnectCmd {
         target: Target { user: user.into(), ..Default::default() },

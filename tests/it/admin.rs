@@ -1,8 +1,8 @@
 //! The admin interface (`admin.enabled`): Centrifugo's endpoints over raw HTTP
 //! (`POST /admin/auth` → token, `/admin/api` with `Authorization: token <t>`, `/admin/init`,
 //! `admin.insecure`), and the page itself in headless Chromium (`tests/js/admin_ui.js`, run
-//! by Node with playwright-core and centrifuge-js), which saves a screenshot of each page
-//! under `target/screenshots/`.
+//! by Node with playwright-core and centrifuge-js) at desktop and phone widths, which saves a
+//! screenshot of each page at each width under `target/admin-screenshots/`.
 
 use std::process::Command;
 
@@ -80,6 +80,13 @@ fn admin_auth_and_api() {
     assert!(page.text().contains("/admin/static/app.js"));
     assert_eq!(s.request("GET", "/admin/static/app.js", &[]).status, 200);
     assert_eq!(s.request("GET", "/admin/static/app.css", &[]).status, 200);
+    assert_eq!(s.request("GET", "/admin/static/actions.js", &[]).status, 200);
+    assert!(page.text().contains(r#"<link rel="icon" type="image/svg+xml" href="/admin/static/favicon.svg">"#));
+    for path in ["/favicon.ico", "/admin/static/favicon.svg"] {
+        let icon = s.request("GET", path, &[]);
+        assert_eq!((icon.status, icon.header("content-type")), (200, Some("image/svg+xml")), "{path}");
+        assert!(icon.text().starts_with("<svg"), "{path}: {}", icon.text());
+    }
     assert_eq!(s.request("GET", "/admin/static/missing.js", &[]).status, 401);
     assert_eq!(s.post("/admin/node", b"{}", &[]).status, 401);
     let node = s.post("/admin/node", b"{}", &[("Authorization", &auth)]).json();
@@ -102,7 +109,7 @@ fn admin_insecure_needs_no_login() {
 }
 
 /// Node, playwright-core, centrifuge-js and Chromium, or a reason to skip (a failure in CI).
-fn browser_ready(test: &str) -> Option<String> {
+pub(crate) fn browser_ready(test: &str) -> Option<String> {
     let root = repo_root();
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let missing = if !Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success()) {
@@ -133,7 +140,8 @@ fn admin_ui_in_chromium_publishes_to_a_subscribed_sdk_client() {
     };
     let s = Server::start(admin_config());
     let token = jwt(SECRET, json!({"sub": "watcher"}));
-    let shots = repo_root().join("target/screenshots");
+    let shots = repo_root().join("target/admin-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
     let mut cmd = Command::new("node");
     cmd.arg(repo_root().join("tests/js/admin_ui.js"))
         .current_dir(repo_root())
@@ -157,10 +165,14 @@ fn admin_ui_in_chromium_publishes_to_a_subscribed_sdk_client() {
         s.stderr()
     );
     assert_eq!(last["received"], json!([{"text": "from the admin page", "n": 42}]), "the SDK client got it once");
+    let published = last["replies"]["history"]["result"]["publications"].as_array().map(|p| p.len());
+    assert_eq!(published, Some(2), "the publish and broadcast forms published: {}", last["replies"]);
     for page in ["login", "nodes", "channels", "actions", "tail"] {
-        let p = shots.join(format!("admin-{page}.png"));
-        let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-        assert!(len > 1000, "screenshot {} missing or empty", p.display());
+        for width in ["desktop", "phone"] {
+            let p = shots.join(format!("{page}-{width}.png"));
+            let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            assert!(len > 1000, "screenshot {} missing or empty", p.display());
+        }
     }
     eprintln!("screenshots in {}", shots.display());
 }

@@ -35,7 +35,12 @@ const APPLIED: &[&str] = &[
     "log.level",
     "engine.type", "engine.redis.prefix", "engine.redis.address", "engine.redis.connect_timeout",
     "engine.redis.io_timeout", "engine.redis.db", "engine.redis.user", "engine.redis.password",
-    "engine.redis.tls.enabled", "engine.redis.presence_ttl",
+    "engine.redis.tls.enabled", "engine.redis.tls.cert_pem", "engine.redis.tls.key_pem",
+    "engine.redis.tls.server_ca_pem", "engine.redis.tls.client_ca_pem", "engine.redis.tls.insecure_skip_verify",
+    "engine.redis.tls.server_name", "engine.redis.presence_ttl",
+    "engine.redis.sentinel_address", "engine.redis.sentinel_master_name", "engine.redis.sentinel_user",
+    "engine.redis.sentinel_password", "engine.redis.sentinel_client_name",
+    "engine.redis.sentinel_tls.enabled", "engine.redis.sentinel_tls.cert_pem", "engine.redis.sentinel_tls.key_pem", "engine.redis.sentinel_tls.server_ca_pem", "engine.redis.sentinel_tls.client_ca_pem", "engine.redis.sentinel_tls.insecure_skip_verify", "engine.redis.sentinel_tls.server_name",
     "client.allowed_origins", "client.token.hmac_secret_key", "client.token.audience",
     "client.token.issuer", "client.token.user_id_claim", "client.token.hmac_previous_secret_key",
     "client.token.hmac_previous_secret_key_valid_until", "client.token.rsa_public_key",
@@ -157,7 +162,7 @@ const MAPS: &[&str] = &["http.static_headers", "grpc.static_metadata"];
 /// Gyre's options that Centrifugo does not have.
 #[rustfmt::skip]
 const GYRE_ONLY: &[&str] = &[
-    "workers", "driver", "http_server.max_head_size", "http_server.idle_timeout",
+    "workers", "driver", "http_server.max_head_size", "http_server.idle_timeout", "engine.redis.wait_replicas",
     "http_server.read_header_timeout", "http_api.max_body_size", "http_api.max_command_size",
     "http_api.max_stream_size", "client.command_rate_limit", "gateway.enabled", "gateway.servers",
     "gateway.api_port", "gateway.advertise_address", "gateway.topic_size", "gateway.max_topics",

@@ -7,6 +7,7 @@
 //!   on one Redis), the Dockerfile's layout.
 //! * `deploy` — the Helm chart's command lines (v6, v5) with Kubernetes' variables, the
 //!   internal port's split of the endpoints, SIGHUP.
+//! * `examples` — the README's quick start as written, and `examples/browser.html` in Chromium.
 //! * `legacy` — legacy `POST /api` streams, including a 1,000,000-command request.
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
@@ -51,6 +52,7 @@ mod config_audit;
 mod container;
 mod delta;
 mod deploy;
+mod examples;
 mod gateway;
 mod grpc;
 mod hardening;
@@ -62,6 +64,8 @@ mod proxy;
 mod races;
 mod recovery;
 mod redis;
+mod redis_sentinel;
+mod redis_tls;
 mod sdk;
 mod sdk_transports;
 mod shapes;

@@ -19,13 +19,13 @@ static DIRS: AtomicUsize = AtomicUsize::new(0);
 
 /// A certificate authority, a server certificate for `localhost` and 127.0.0.1, and a client
 /// certificate, all signed by the authority.
-struct Pki {
+pub(crate) struct Pki {
     dir: PathBuf,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 impl Drop for Pki {
@@ -39,7 +39,7 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     let dir =
         std::env::temp_dir().join(format!("gyre-tls-{}-{}", std::process::id(), DIRS.fetch_add(1, Ordering::Relaxed)));
     std::fs::create_dir_all(&dir).unwrap();

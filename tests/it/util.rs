@@ -737,29 +737,41 @@ pub struct RedisServer {
     own_dir: bool,
     /// Log of every run of the process (appended on restart).
     log_path: PathBuf,
+    /// More arguments for redis-server (`--tls-port ...`).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// A throw-away server: no RDB snapshots, no AOF.
     pub fn start() -> RedisServer {
+        Self::start_with_args(Vec::new())
+    }
+
+    /// [`RedisServer::start`] with more arguments for redis-server.
+    pub fn start_with_args(extra: Vec<String>) -> RedisServer {
         let dir = std::env::temp_dir().join(format!(
             "gyre-it-redis-{}-{}",
             std::process::id(),
             DIRS.fetch_add(1, Ordering::Relaxed)
         ));
-        Self::start_in(dir, false, true)
+        Self::start_in(dir, false, true, extra)
+    }
+
+    /// The process id (for signals).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// A server whose every acknowledged write is on disk in `dir` (`--appendonly yes
     /// --appendfsync always`), so a SIGKILL loses nothing it answered; `restart` finds it again.
     pub fn start_persistent(dir: &Path) -> RedisServer {
-        Self::start_in(dir.to_path_buf(), true, false)
+        Self::start_in(dir.to_path_buf(), true, false, Vec::new())
     }
 
-    fn start_in(dir: PathBuf, persistent: bool, own_dir: bool) -> RedisServer {
+    fn start_in(dir: PathBuf, persistent: bool, own_dir: bool, extra: Vec<String>) -> RedisServer {
         std::fs::create_dir_all(&dir).expect("create the redis directory");
         let log_path = dir.join("redis.log");
-        let mut r = RedisServer { child: None, port: 0, dir, persistent, own_dir, log_path };
+        let mut r = RedisServer { child: None, port: 0, dir, persistent, own_dir, log_path, extra };
         let mut last_err = String::new();
         for _attempt in 0..5 {
             r.port = free_port();
@@ -788,6 +800,7 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
+        cmd.args(&self.extra);
         let child = cmd
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -912,7 +925,7 @@ impl Drop for RedisServer {
 
 /// One RESP2 reply. The outer `Result` is an I/O or protocol failure, the inner one an error
 /// reply.
-fn read_resp(r: &mut impl io::BufRead) -> Result<Result<Value, String>, String> {
+pub fn read_resp(r: &mut impl io::BufRead) -> Result<Result<Value, String>, String> {
     let mut line = Vec::new();
     r.read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
     if !line.ends_with(b"\r\n") {

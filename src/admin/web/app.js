@@ -1,5 +1,6 @@
 // Gyre admin page: plain JavaScript, no build step. Talks to the server through
 // /admin/init, /admin/auth, /admin/api (the server API), /admin/node and /admin/tail.
+// The Actions page is in actions.js.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -123,10 +124,20 @@ function route() {
   const page = PAGES.includes(location.hash.slice(1)) ? location.hash.slice(1) : 'nodes';
   for (const p of PAGES) $('page-' + p).classList.toggle('hidden', p !== page);
   document.querySelectorAll('.top nav a').forEach((a) => a.classList.toggle('active', a.dataset.page === page));
+  openMenu(false);
   if (page === 'channels') searchChannels();
 }
 
 window.addEventListener('hashchange', route);
+
+// On a narrow screen the navigation folds into a menu under the bar.
+function openMenu(open) {
+  document.querySelector('.top').classList.toggle('open', open);
+  $('nav-toggle').setAttribute('aria-expanded', String(open));
+}
+
+$('nav-toggle').addEventListener('click', () => openMenu(!document.querySelector('.top').classList.contains('open')));
+document.querySelectorAll('.top nav a').forEach((a) => a.addEventListener('click', () => openMenu(false)));
 
 // Nodes: `info` plus this node's figures every 2 s; rates from the difference between two polls.
 let last = null;
@@ -210,63 +221,6 @@ async function searchChannels() {
 $('channels-form').addEventListener('submit', (e) => {
   e.preventDefault();
   searchChannels();
-});
-
-// Actions: any server API method with its JSON parameters.
-const TEMPLATES = {
-  publish: { channel: 'news', data: { text: 'hello' } },
-  broadcast: { channels: ['news', 'alerts'], data: { text: 'hello' } },
-  subscribe: { user: '42', channel: 'news' },
-  unsubscribe: { user: '42', channel: 'news' },
-  disconnect: { user: '42' },
-  refresh: { user: '42', expired: true },
-  presence: { channel: 'news' },
-  presence_stats: { channel: 'news' },
-  history: { channel: 'news', limit: 10, reverse: true },
-  history_remove: { channel: 'news' },
-  channels: { pattern: '*' },
-  info: {},
-  batch: { commands: [{ publish: { channel: 'news', data: { n: 1 } } }, { info: {} }] },
-};
-
-for (const m of Object.keys(TEMPLATES)) {
-  const o = document.createElement('option');
-  o.value = m;
-  o.textContent = m;
-  $('action-method').append(o);
-}
-
-function fillTemplate() {
-  $('action-params').value = JSON.stringify(TEMPLATES[$('action-method').value], null, 2);
-}
-
-$('action-method').addEventListener('change', fillTemplate);
-fillTemplate();
-
-$('action-form').addEventListener('submit', async (e) => {
-  e.preventDefault();
-  const status = $('action-status');
-  let params;
-  try {
-    params = JSON.parse($('action-params').value || '{}');
-  } catch (err) {
-    status.className = 'badge bad';
-    status.textContent = 'invalid JSON';
-    $('action-reply').textContent = String(err);
-    return;
-  }
-  status.className = 'badge wait';
-  status.textContent = 'running';
-  try {
-    const reply = await api($('action-method').value, params);
-    status.className = reply.error ? 'badge bad' : 'badge ok';
-    status.textContent = reply.error ? 'error ' + reply.error.code : 'ok';
-    $('action-reply').textContent = JSON.stringify(reply, null, 2);
-  } catch (err) {
-    status.className = 'badge bad';
-    status.textContent = 'failed';
-    $('action-reply').textContent = String(err);
-  }
 });
 
 // Live tail: a WebSocket client connection whose token (minted by /admin/tail) subscribes it

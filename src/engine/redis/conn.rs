@@ -72,11 +72,30 @@ pub struct Conn {
     wake: LocalNotify,
     hooks: RefCell<Option<Rc<Hooks>>>,
     was_up: Cell<bool>,
+    /// TLS to this server (`engine.redis.tls`, `rediss://`); None: plain TCP.
+    tls: Option<(monoio_rustls::TlsConnector, crate::config::tls::Tls)>,
+    /// Sentinel mode: the server no longer is the master (or told us so): leave it.
+    kicked: Cell<bool>,
+    /// The server connected to (Sentinel mode: the master the sentinels named then).
+    current: RefCell<(String, u16)>,
+    /// The other connection of the pair (command ↔ PUB/SUB), left with this one when the
+    /// master changes.
+    sibling: RefCell<std::rc::Weak<Conn>>,
 }
 
 impl Conn {
     pub fn new(ep: Endpoint, pubsub: bool, cfg: &crate::config::Redis, init: Vec<Vec<Bytes>>) -> Rc<Conn> {
+        let tls = ep.tls.then(|| {
+            // Checked when the configuration was loaded.
+            let c = crate::config::tls::client_config("engine.redis.tls", &cfg.tls)
+                .expect("engine.redis.tls was validated at load");
+            (monoio_rustls::TlsConnector::from(c), cfg.tls.clone())
+        });
         Rc::new(Conn {
+            tls,
+            kicked: Cell::new(false),
+            current: RefCell::new((String::new(), 0)),
+            sibling: RefCell::new(std::rc::Weak::new()),
             ep,
             pubsub,
             connect_timeout: cfg.connect_timeout.max(Duration::from_millis(10)),
@@ -94,6 +113,27 @@ impl Conn {
             hooks: RefCell::new(None),
             was_up: Cell::new(false),
         })
+    }
+
+    /// Makes `a` and `b` (the command and PUB/SUB connections of one server) leave a master
+    /// together.
+    pub fn pair(a: &Rc<Conn>, b: &Rc<Conn>) {
+        *a.sibling.borrow_mut() = Rc::downgrade(b);
+        *b.sibling.borrow_mut() = Rc::downgrade(a);
+    }
+
+    /// Sentinel mode: leaves the current server (and so does the sibling), to connect to the
+    /// master the sentinels name now.
+    fn kick(&self, why: &str) {
+        if !self.kicked.replace(true) {
+            tracing::warn!(redis = %self.ep.display(), "{why}: reconnecting to the current master");
+            self.wake.notify();
+            if let Some(sib) = self.sibling.borrow().upgrade() {
+                if !sib.kicked.replace(true) {
+                    sib.wake.notify();
+                }
+            }
+        }
     }
 
     pub fn set_hooks(&self, hooks: Hooks) {
@@ -143,11 +183,31 @@ impl Conn {
     pub async fn run(self: Rc<Self>) {
         let mut backoff = Duration::from_millis(50);
         loop {
+            self.kicked.set(false);
             let connected = self.connect().await;
-            if let Some(stream) = connected {
+            if let Some((stream, host)) = connected {
                 backoff = Duration::from_millis(50);
                 let served_at = Instant::now();
-                self.serve(stream).await;
+                match &self.tls {
+                    None => self.serve(stream).await,
+                    Some((tls, t)) => {
+                        let name = match crate::config::tls::server_name("engine.redis.tls", t, &host) {
+                            Ok(n) => n,
+                            Err(e) => {
+                                tracing::error!(redis = %self.ep.display(), "{e}");
+                                rustls::pki_types::ServerName::try_from("invalid.invalid").expect("a valid name")
+                            }
+                        };
+                        let handshake = monoio::time::timeout(self.connect_timeout, tls.connect(name, stream));
+                        match handshake.await {
+                            Ok(Ok(stream)) => self.serve(stream).await,
+                            Ok(Err(e)) => {
+                                tracing::warn!(redis = %self.ep.display(), error = %e, "redis TLS handshake failed")
+                            }
+                            Err(_) => tracing::warn!(redis = %self.ep.display(), "redis TLS handshake timed out"),
+                        }
+                    }
+                }
                 if served_at.elapsed() > Duration::from_secs(5) {
                     backoff = Duration::from_millis(50);
                 }
@@ -202,12 +262,22 @@ impl Conn {
         }
     }
 
-    async fn connect(&self) -> Option<monoio::net::TcpStream> {
-        let addr = (self.ep.host.as_str(), self.ep.port).to_socket_addrs().ok()?.next()?;
+    /// A TCP connection to the server (in Sentinel mode, to the master the sentinels name)
+    /// and the host name it was reached by.
+    async fn connect(&self) -> Option<(monoio::net::TcpStream, String)> {
+        let (host, port) = match &self.ep.sentinel {
+            None => (self.ep.host.clone(), self.ep.port),
+            Some(s) => super::sentinel::master(s, self.connect_timeout).await?,
+        };
+        let addr = (host.as_str(), port).to_socket_addrs().ok()?.next()?;
+        *self.current.borrow_mut() = (host.clone(), port);
         match monoio::time::timeout(self.connect_timeout, monoio::net::TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
-                Some(s)
+                if self.ep.sentinel.is_some() {
+                    tracing::debug!(redis = %self.ep.display(), master = %format!("{host}:{port}"), "connecting to the master");
+                }
+                Some((s, host))
             }
             Ok(Err(e)) => {
                 tracing::debug!(redis = %self.ep.display(), error = %e, "redis connect failed");
@@ -232,10 +302,17 @@ impl Conn {
             cmds.push(vec![Bytes::from_static(b"SELECT"), Bytes::from(self.ep.db.to_string())]);
         }
         cmds.extend(self.init.iter().cloned());
+        if self.ep.sentinel.is_some() {
+            // Last: the server must be the master (a sentinel may name one being demoted).
+            cmds.push(vec![Bytes::from_static(b"ROLE")]);
+        }
         cmds
     }
 
-    async fn serve(&self, stream: monoio::net::TcpStream) {
+    async fn serve<S>(&self, stream: S)
+    where
+        S: monoio::io::AsyncReadRent + monoio::io::AsyncWriteRent + monoio::io::Split,
+    {
         let (mut rd, mut wr) = stream.into_split();
         let mut rbuf = BytesMut::with_capacity(16 << 10);
         // Handshake first, on its own, so a wrong password or database fails cleanly.
@@ -254,6 +331,10 @@ impl Conn {
                 match resp::decode(&mut rbuf) {
                     Ok(Some(Value::Error(e))) => {
                         tracing::error!(redis = %self.ep.display(), error = %String::from_utf8_lossy(&e), "redis handshake refused");
+                        return;
+                    }
+                    Ok(Some(v)) if left == 1 && self.ep.sentinel.is_some() && !is_master(&v) => {
+                        tracing::warn!(redis = %self.ep.display(), "the server the sentinels named is not a master (yet)");
                         return;
                     }
                     Ok(Some(_)) => left -= 1,
@@ -313,6 +394,8 @@ impl Conn {
                 }
             }
         };
+        // When bytes last came from Redis (a PUB/SUB connection's keepalive watches it).
+        let last_read = Cell::new(Instant::now());
         let reader = async {
             loop {
                 loop {
@@ -331,21 +414,57 @@ impl Conn {
                 let (res, b) = crate::io::read_more(&mut rd, rbuf).await;
                 rbuf = b;
                 match res {
-                    Ok(n) if n > 0 => {}
+                    Ok(n) if n > 0 => last_read.set(Instant::now()),
                     _ => return,
                 }
             }
         };
         // The oldest request may wait at most io_timeout; then the connection is dropped
-        // (a read is never cancelled on its own: its buffer may hold part of a reply).
+        // (a read is never cancelled on its own: its buffer may hold part of a reply). A
+        // PUB/SUB connection, which may rightly stay silent, sends a PING after a third of
+        // io_timeout of silence: a Redis that stops answering without closing the socket is
+        // left within io_timeout.
         let watchdog = async {
             let tick = (self.io_timeout / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+            let mut pinged: Option<Instant> = None;
+            let mut role_checked = Instant::now();
             loop {
                 monoio::time::sleep(tick).await;
+                if self.kicked.get() {
+                    return;
+                }
                 if self.st.borrow().pending.front().is_some_and(|(t, _)| t.elapsed() >= self.io_timeout) {
                     tracing::warn!(redis = %self.ep.display(), "redis did not answer in time");
                     self.fail_pending(RedisError::Timeout);
                     return;
+                }
+                if let Some(sentinel) = self.ep.sentinel.as_ref().filter(|_| !self.pubsub) {
+                    if role_checked.elapsed() >= ROLE_CHECK {
+                        // A failover is followed as the sentinels see it: the old master keeps
+                        // answering (as a master) until the sentinels turn it into a replica,
+                        // which drops what was written to it meanwhile.
+                        role_checked = Instant::now();
+                        if let Some(now) = super::sentinel::master(sentinel, self.connect_timeout).await {
+                            if now != *self.current.borrow() {
+                                self.kick(&format!("the sentinels name {}:{} the master now", now.0, now.1));
+                            }
+                        }
+                        if self.kicked.get() {
+                            return;
+                        }
+                    }
+                }
+                if self.pubsub {
+                    let silent = last_read.get().elapsed();
+                    if silent >= self.io_timeout {
+                        tracing::warn!(redis = %self.ep.display(), "redis did not answer a PING in time");
+                        return;
+                    }
+                    if silent >= self.io_timeout / 3 && pinged != Some(last_read.get()) {
+                        pinged = Some(last_read.get());
+                        resp::encode(&["PING"], &mut self.st.borrow_mut().wbuf);
+                        self.wake.notify();
+                    }
                 }
             }
         };
@@ -371,6 +490,11 @@ impl Conn {
             return;
         }
         let cb = self.st.borrow_mut().pending.pop_front();
+        if let Value::Error(e) = &v {
+            if self.ep.sentinel.is_some() && e.starts_with(b"READONLY") {
+                self.kick("the server answered READONLY");
+            }
+        }
         if let Some((_, cb)) = cb {
             cb(match v {
                 Value::Error(e) => Err(RedisError::Server(e)),
@@ -378,6 +502,15 @@ impl Conn {
             });
         }
     }
+}
+
+/// How often a command connection in Sentinel mode asks the sentinels for the master.
+const ROLE_CHECK: Duration = Duration::from_secs(1);
+
+/// A `ROLE` reply of a master (checked once connected: a sentinel may name a server that is
+/// still being promoted).
+fn is_master(v: &Value) -> bool {
+    matches!(v, Value::Array(a) if a.first().and_then(Value::bytes).is_some_and(|r| &r[..] == b"master"))
 }
 
 /// Encodes queued (un)subscriptions, one command per run of the same kind.
@@ -411,7 +544,9 @@ mod tests {
         assert_eq!((e.user.as_str(), e.password.as_str()), ("", "secret"));
         let e = Endpoint::parse("myhost", &cfg).unwrap();
         assert_eq!((e.host.as_str(), e.port), ("myhost", 6379));
-        assert!(Endpoint::parse("rediss://h:1", &cfg).is_err());
+        assert!(Endpoint::parse("rediss://h:1", &cfg).is_ok_and(|e| e.tls && e.port == 1));
+        assert!(!Endpoint::parse("redis://h:1", &cfg).unwrap().tls);
+        assert!(Endpoint::parse("unix:///tmp/r.sock", &cfg).is_err());
         assert!(Endpoint::parse("http://h:1", &cfg).is_err());
         assert!(Endpoint::parse("h:notaport", &cfg).is_err());
     }

@@ -10,8 +10,10 @@
 
 pub mod codec;
 pub mod conn;
+pub mod node_number;
 pub mod resp;
 pub mod scripts;
+pub mod sentinel;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -114,20 +116,16 @@ impl RedisEngine {
     /// Builds the connections (started by [`RedisEngine::conns`]' `run` tasks).
     pub fn new(cfg: Arc<Config>) -> Result<RedisEngine, String> {
         let rc = &cfg.engine.redis;
-        if rc.tls.enabled {
-            return Err("engine.redis.tls: TLS connections to Redis are not supported yet".into());
-        }
         let init: Vec<Vec<Bytes>> = SCRIPTS
             .iter()
             .map(|s| vec![Bytes::from_static(b"SCRIPT"), Bytes::from_static(b"LOAD"), Bytes::from(s.to_string())])
             .collect();
         let mut shards = Vec::new();
-        for addr in &rc.address {
-            let ep = Endpoint::parse(addr, rc)?;
-            shards.push(Pair {
-                cmd: Conn::new(ep.clone(), false, rc, init.clone()),
-                sub: Conn::new(ep, true, rc, Vec::new()),
-            });
+        for ep in Endpoint::all(rc)? {
+            let pair =
+                Pair { cmd: Conn::new(ep.clone(), false, rc, init.clone()), sub: Conn::new(ep, true, rc, Vec::new()) };
+            Conn::pair(&pair.cmd, &pair.sub);
+            shards.push(pair);
         }
         if shards.is_empty() {
             return Err("engine.redis.address: at least one address is required".into());
@@ -198,7 +196,8 @@ impl RedisEngine {
             Bytes::from(p.version.to_string()),
             Bytes::from(p.version_epoch.to_string()),
         ];
-        conn.request(
+        self.request_replicated(
+            conn,
             &self.evalsha(PUBLISH, &keys, argv),
             Box::new(move |r| {
                 cb(r.map_err(internal).and_then(|v| {
@@ -211,6 +210,35 @@ impl RedisEngine {
             }),
         );
         Ok(())
+    }
+
+    /// A write whose reply `cb` gets once `engine.redis.wait_replicas` replicas have it (a
+    /// `WAIT` right behind it in the pipeline); with fewer, an error.
+    fn request_replicated(&self, conn: &Conn, args: &[Bytes], cb: Box<dyn FnOnce(conn::RedisReply)>) {
+        let n = self.cfg.engine.redis.wait_replicas;
+        if n == 0 {
+            conn.request(args, cb);
+            return;
+        }
+        let slot: Rc<RefCell<Option<conn::RedisReply>>> = Default::default();
+        let stash = slot.clone();
+        conn.request(args, Box::new(move |r| *stash.borrow_mut() = Some(r)));
+        let limit = (self.cfg.engine.redis.io_timeout / 2).as_millis().max(1);
+        let wait = [Bytes::from_static(b"WAIT"), Bytes::from(n.to_string()), Bytes::from(limit.to_string())];
+        conn.request(
+            &wait,
+            Box::new(move |w| {
+                let r = slot.borrow_mut().take().unwrap_or(Err(RedisError::Unavailable));
+                match w {
+                    Ok(v) if v.int().is_some_and(|k| k >= n as i64) => cb(r),
+                    Ok(v) => {
+                        tracing::warn!(replicas = ?v.int(), wanted = n, "a write was not replicated in time: not acknowledged");
+                        cb(Err(RedisError::Server(Bytes::from_static(b"NOREPLICAS not enough replicas acknowledged the write"))))
+                    }
+                    Err(e) => cb(Err(e)),
+                }
+            }),
+        );
     }
 
     /// The history script: position plus (when `limit` != 0) publications.
