@@ -22,7 +22,7 @@ use crate::client::{Client, Framing, Handler};
 use crate::error::Disconnect;
 use crate::filter::Filter;
 use crate::protocol::{Format, PushBody};
-use crate::push::{metrics_kind, raw_publication_frame, Prepared, PushKind};
+use crate::push::{metrics_frame, raw_publication_frame, Prepared, PushKind};
 use crate::wire::deflate::{self, Deflate};
 
 /// A local subscriber of a channel.
@@ -227,7 +227,7 @@ impl Hub {
                 }
             }
             for (t, &(frames, bytes)) in sent.iter().enumerate().filter(|(_, s)| s.0 > 0) {
-                crate::metrics::ws_frames_sent(t, metrics_kind(&p.push), frames, bytes);
+                crate::metrics::frames_sent(t, metrics_frame(&p.push), frames, bytes);
             }
         }
         for (key, d) in to_close {

@@ -20,7 +20,7 @@ pub mod filter;
 pub mod io;
 /// Log output as Centrifugo writes it: JSON lines (a file, a pipe) or console lines.
 pub mod logging;
-/// Per-worker counters and the Prometheus text.
+/// Per-worker counters, the Prometheus text, the process figures parsed from `/proc` text.
 pub mod metrics;
 /// Shared values: publications, payloads, positions, client info, publish/history params.
 pub mod model;

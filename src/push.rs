@@ -125,3 +125,19 @@ pub fn metrics_kind(p: &PushBody) -> crate::metrics::Kind {
         _ => crate::metrics::Kind::Publication,
     }
 }
+
+/// The frame type of a push (the `frame_type` label of the transport metrics).
+pub fn metrics_frame(p: &PushBody) -> crate::metrics::Frame {
+    use crate::metrics::Frame;
+    match p {
+        PushBody::Pub(_) | PushBody::Delta(_) => Frame::PushPublication,
+        PushBody::Join(_) => Frame::PushJoin,
+        PushBody::Leave(_) => Frame::PushLeave,
+        PushBody::Unsubscribe { .. } => Frame::PushUnsubscribe,
+        PushBody::Subscribe { .. } => Frame::PushSubscribe,
+        PushBody::Message { .. } => Frame::PushMessage,
+        PushBody::Refresh { .. } => Frame::PushRefresh,
+        PushBody::Disconnect { .. } => Frame::PushDisconnect,
+        PushBody::Connect(_) => Frame::PushConnect,
+    }
+}

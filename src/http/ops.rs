@@ -36,9 +36,30 @@ async fn num_nodes(w: &Rc<Worker>) -> u64 {
 
 /// The Prometheus text of `/metrics`.
 pub async fn metrics_text(w: &Rc<Worker>) -> String {
-    let snap = collect(w).await;
+    let mut snap = collect(w).await;
     let nodes = num_nodes(w).await;
+    snap.process = Some(process_stats());
     snap.render(&w.node.version, nodes)
+}
+
+/// The process's `process_*` figures, from `/proc` (small files, read once per scrape; a
+/// file that cannot be read leaves its families out).
+fn process_stats() -> crate::metrics::process::Stats {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let (stat, system_stat, limits, netstat) =
+        (read("/proc/self/stat"), read("/proc/stat"), read("/proc/self/limits"), read("/proc/self/net/netstat"));
+    let open_fds = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as u64);
+    // SAFETY: sysconf has no preconditions.
+    let (page, ticks) = unsafe { (libc::sysconf(libc::_SC_PAGESIZE), libc::sysconf(libc::_SC_CLK_TCK)) };
+    crate::metrics::process::Stats::parse(&crate::metrics::process::Sources {
+        stat: &stat,
+        system_stat: &system_stat,
+        limits: &limits,
+        netstat: &netstat,
+        open_fds,
+        page_size: page.max(0) as u64,
+        clock_ticks: ticks.max(1) as u64,
+    })
 }
 
 /// `POST /admin/node`: this node's cumulative figures for the admin page (which turns them

@@ -32,7 +32,14 @@ impl Conn {
     /// `client.connection_rate_limit` for new ones), or `None` when refused.
     pub(super) fn connection_slot(&self) -> Option<ConnectionSlot> {
         let limit = self.w.cfg.client.connection_limit;
-        self.w.take_connection_token().then(|| self.w.node.reserve_connection(limit)).flatten()
+        if !self.w.take_connection_token() {
+            return None;
+        }
+        let slot = self.w.node.reserve_connection(limit);
+        if slot.is_none() {
+            crate::metrics::connection_limit_reached();
+        }
+        slot
     }
 
     /// The WebSocket opening handshake (RFC 6455 §4.2) plus Centrifugo's origin rule and the

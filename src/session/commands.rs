@@ -182,6 +182,7 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
         st.expires_at = expire_at;
         st.hidden = claims.hidden;
         st.meta = claims.meta;
+        st.labels = s.accepted(claims.hidden, &c);
     }
     if !claims.hidden {
         s.w.hub.user_added(&user);
@@ -437,6 +438,7 @@ pub(super) async fn subscribe_owned(
         }
     };
     st.subs.insert(channel.clone(), sub);
+    crate::metrics::subscription_accepted(st.labels);
     drop(st);
     if expires_at > 0 {
         s.reschedule_now();
@@ -463,6 +465,9 @@ pub(super) async fn subscribe_owned(
         if let Some(since) = &recover {
             res.offset = since.offset;
         }
+    }
+    if recover.is_some() {
+        crate::metrics::recover(res.recovered, !res.publications.is_empty());
     }
     if delta {
         res.delta = true;

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::{commands, rules, Session};
 use crate::client::Handler;
 use crate::error::{ApiError, Disconnect};
+use crate::metrics::Frame;
 use crate::protocol::{self, Cmd, Format, ReplyBody, Req};
 use crate::shard::ShardOp;
 
@@ -23,7 +24,6 @@ impl Session {
             self.disconnect(Disconnect::BAD_REQUEST);
             return false;
         }
-        crate::metrics::ws_message_received(self.client.framing.index(), data.len());
         let cmds = match protocol::decode(self.client.format, &data) {
             Ok(c) => c,
             Err(_) => {
@@ -31,6 +31,13 @@ impl Session {
                 return false;
             }
         };
+        // Counted per command, as Centrifugo counts them; a message carrying several shares
+        // its bytes among them.
+        let (n, t) = (cmds.len().max(1) as u64, self.client.framing.index());
+        for (i, cmd) in cmds.iter().enumerate() {
+            let share = data.len() as u64 / n + if i == 0 { data.len() as u64 % n } else { 0 };
+            crate::metrics::frame_received(t, frame_of(&cmd.req), share);
+        }
         for cmd in cmds {
             if self.w.hold_sessions.get() {
                 // The node is stopping: no new command; the shutdown sends 3001 once what
@@ -40,7 +47,7 @@ impl Session {
                 }
                 return false;
             }
-            self.method.set(method_label(&cmd.req));
+            self.method.set(frame_of(&cmd.req));
             if !self.take_command_token() {
                 // Over the rate: the command is refused with a clear error, not run.
                 if cmd.id != 0 {
@@ -77,7 +84,10 @@ impl Session {
     /// The transport's pong arrived: for raw clients, the answer to the server's ping.
     pub fn on_pong(&self) {
         if self.raw.is_some() || self.client.framing == crate::client::Framing::UniWebSocket {
-            self.st.borrow_mut().ping_sent = None;
+            let sent = self.st.borrow_mut().ping_sent.take();
+            if let (Some(sent), None) = (sent, &self.raw) {
+                crate::metrics::ping_pong(self.client.framing.index(), sent.elapsed());
+            }
         }
     }
 
@@ -109,8 +119,20 @@ async fn read_on_owner(
     s.w.call_shard(op).await
 }
 
-/// Runs one command; an `Err` closes the connection with that disconnect.
+/// Runs one command, timed by its method (a pong is no command); an `Err` closes the
+/// connection with that disconnect.
 async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
+    let frame = frame_of(&cmd.req);
+    s.method.set(frame);
+    let started = std::time::Instant::now();
+    let r = run_command(s, cmd).await;
+    if frame != Frame::ClientPong {
+        crate::metrics::client_command(frame, started.elapsed());
+    }
+    r
+}
+
+async fn run_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
     let (connected, unusable) = {
         let st = s.st.borrow();
         (st.connected, st.unusable)
@@ -118,7 +140,6 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
     if unusable {
         return Err(Disconnect::BAD_REQUEST);
     }
-    s.method.set(method_label(&cmd.req));
     if let Req::Connect(c) = cmd.req {
         if connected || cmd.id == 0 {
             return Err(Disconnect::BAD_REQUEST);
@@ -135,9 +156,10 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
     match cmd.req {
         Req::Connect(_) => unreachable!("handled above"),
         Req::Pong => {
-            if s.st.borrow_mut().ping_sent.take().is_none() {
+            let Some(sent) = s.st.borrow_mut().ping_sent.take() else {
                 return Err(Disconnect::BAD_REQUEST);
-            }
+            };
+            crate::metrics::ping_pong(s.client.framing.index(), sent.elapsed());
         }
         Req::Unknown | Req::Ping => return Err(Disconnect::BAD_REQUEST),
         Req::Send { data } => {
@@ -250,22 +272,21 @@ async fn handle_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
     Ok(())
 }
 
-/// The `method` label of a client command.
-fn method_label(r: &Req) -> &'static str {
+/// The command's method as Centrifugo labels it (a `ping` from a client is no command).
+fn frame_of(r: &Req) -> Frame {
     match r {
-        Req::Connect(_) => "connect",
-        Req::Subscribe(_) => "subscribe",
-        Req::Unsubscribe { .. } => "unsubscribe",
-        Req::Publish { .. } => "publish",
-        Req::Presence { .. } => "presence",
-        Req::PresenceStats { .. } => "presence_stats",
-        Req::History(_) => "history",
-        Req::Ping => "ping",
-        Req::Pong => "pong",
-        Req::Send { .. } => "send",
-        Req::Rpc { .. } => "rpc",
-        Req::Refresh { .. } => "refresh",
-        Req::SubRefresh { .. } => "sub_refresh",
-        Req::Unknown => "unknown",
+        Req::Connect(_) => Frame::Connect,
+        Req::Subscribe(_) => Frame::Subscribe,
+        Req::Unsubscribe { .. } => Frame::Unsubscribe,
+        Req::Publish { .. } => Frame::Publish,
+        Req::Presence { .. } => Frame::Presence,
+        Req::PresenceStats { .. } => Frame::PresenceStats,
+        Req::History(_) => Frame::History,
+        Req::Pong => Frame::ClientPong,
+        Req::Send { .. } => Frame::Send,
+        Req::Rpc { .. } => Frame::Rpc,
+        Req::Refresh { .. } => Frame::Refresh,
+        Req::SubRefresh { .. } => Frame::SubRefresh,
+        Req::Ping | Req::Unknown => Frame::Unknown,
     }
 }

@@ -31,7 +31,7 @@ use ahash::AHashMap;
 use bytes::Bytes;
 
 use crate::api::Command;
-use crate::client::{Client, Handler};
+use crate::client::{Client, Framing, Handler};
 use crate::error::{ApiError, Disconnect};
 use crate::model::ClientInfo;
 use crate::protocol::{self, PushBody, ReplyBody};
@@ -89,6 +89,9 @@ struct State {
     /// A server ping is waiting for its pong since then.
     ping_sent: Option<Instant>,
     next_ping: Option<Instant>,
+    /// The connection's client labels while it counts in the connection and subscription
+    /// metrics (connected, not hidden, not raw).
+    labels: Option<crate::metrics::ClientLabels>,
 }
 
 /// A raw gateway client's start: its server's topic and the upgrade request's headers.
@@ -207,7 +210,7 @@ pub struct Session {
     timer_at: Cell<Option<Instant>>,
     /// The client command being handled (commands of a session run one at a time): the
     /// `method` label of reply error metrics.
-    method: Cell<&'static str>,
+    method: Cell<crate::metrics::Frame>,
     created: Instant,
     /// The session id of a unidirectional or emulated connection (`/emulation` requests and
     /// server API actions name it); its first 16 bits are the worker's index.
@@ -252,7 +255,7 @@ impl Session {
             w: w.clone(),
             st: RefCell::new(State::default()),
             timer_at: Cell::new(None),
-            method: Cell::new(""),
+            method: Cell::new(crate::metrics::Frame::Unknown),
             created: Instant::now(),
             sid: (client.framing.is_uni() || client.framing.is_emulated()).then(|| new_session_id(w.id)),
             refused: Cell::new(None),
@@ -316,18 +319,20 @@ impl Session {
         ClientInfo { user: st.user.clone(), client: self.client.id.clone(), conn_info: st.conn_info.clone(), chan_info }
     }
 
-    fn push_frame(&self, payload: Vec<u8>) {
+    fn push_frame(&self, payload: Vec<u8>, kind: crate::metrics::Frame) {
         if self.raw.is_some() {
             return;
         }
-        if self.client.send(self.client.frame(&payload)).is_err() {
+        let frame = self.client.frame(&payload);
+        crate::metrics::frames_sent(self.client.framing.index(), kind, 1, frame.len() as u64);
+        if self.client.send(frame).is_err() {
             self.disconnect(Disconnect::SLOW);
         }
     }
 
     fn reply(&self, id: u32, r: &Result<ReplyBody, ApiError>) {
         if let Err(e) = r {
-            crate::metrics::client_reply_error(self.method.get(), e.code);
+            crate::metrics::client_reply_error(self.method.get().name(), e.code);
             self.log_command_error(e);
         }
         if self.client.framing.is_uni() {
@@ -345,7 +350,7 @@ impl Session {
         }
         let mut buf = Vec::with_capacity(64);
         protocol::encode_reply(self.client.format, id, r, &mut buf);
-        self.push_frame(buf);
+        self.push_frame(buf, self.method.get());
     }
 
     fn push(&self, channel: &str, p: &PushBody) {
@@ -355,7 +360,7 @@ impl Session {
         } else {
             protocol::encode_push(self.client.format, channel, p, &mut buf);
         }
-        self.push_frame(buf);
+        self.push_frame(buf, crate::push::metrics_frame(p));
     }
 
     /// Writes the pushes held for `channel` and makes the subscription live.
@@ -373,6 +378,9 @@ impl Session {
     /// The peer closed the connection (`code` 1000) or broke the transport's protocol: the
     /// closing frame is sent back and everything the session holds is released.
     pub fn close_with(&self, code: u16) {
+        if code != 1000 && !self.is_closed() {
+            crate::metrics::outgoing_close(self.client.framing.index(), code);
+        }
         self.client.close(&Disconnect { code, reason: "".into() });
         self.cleanup();
     }
@@ -381,6 +389,17 @@ impl Session {
     pub fn vanished(&self) {
         self.client.out.kill();
         self.cleanup();
+    }
+
+    /// Counts a connection that finished its connect request `c` in the connection metrics,
+    /// unless it is hidden or raw; returns the labels it is counted with.
+    fn accepted(&self, hidden: bool, c: &protocol::ConnectReq) -> Option<crate::metrics::ClientLabels> {
+        if hidden || self.raw.is_some() {
+            return None;
+        }
+        let labels = crate::metrics::ClientLabels::of(&c.name, &c.version);
+        crate::metrics::connection_accepted(self.client.framing.index(), labels);
+        Some(labels)
     }
 
     /// Releases everything the session holds (hub and owner entries, presence, counts).
@@ -394,6 +413,10 @@ impl Session {
             st.closed = true;
             let taken = (std::mem::take(&mut st.subs), std::mem::take(&mut st.pending));
             let counted = st.connected && !st.hidden;
+            if let Some(labels) = st.labels.take() {
+                crate::metrics::connection_closed(self.client.framing.index(), labels);
+                crate::metrics::subscription_removed(Some(labels), taken.0.len());
+            }
             (taken.0, taken.1, st.user.clone(), counted, std::mem::take(&mut st.user_slot))
         };
         if user_slot {
@@ -437,12 +460,17 @@ impl Session {
 
     /// Removes one subscription (client or server initiated).
     fn unsubscribe(&self, channel: &str, push: Option<(u32, &str)>) -> bool {
-        let removed = self.st.borrow_mut().subs.remove_entry(channel);
+        let (removed, labels) = {
+            let mut st = self.st.borrow_mut();
+            (st.subs.remove_entry(channel), st.labels)
+        };
         let Some((channel, sub)) = removed else { return false };
+        crate::metrics::subscription_removed(labels, 1);
         streams::closed(self, Some(&channel));
         self.w.hub.unsubscribe(&channel, self.key());
         self.send_unsub(channel.clone(), &sub);
         if let Some((code, reason)) = push {
+            crate::metrics::server_unsubscribe(code);
             self.push(&channel, &PushBody::Unsubscribe { code, reason: reason.into() });
         }
         true
@@ -475,6 +503,11 @@ impl Handler for Session {
         }
         if !self.st.borrow().connected && self.refused.get().is_none() {
             self.refused.set(Some(d.code as u32));
+        }
+        crate::metrics::server_disconnect(d.code as u32);
+        let framing = self.client.framing;
+        if framing == Framing::WebSocket || (framing == Framing::UniWebSocket && self.client.uni_ws_close.1) {
+            crate::metrics::outgoing_close(framing.index(), d.code);
         }
         self.client.close(&d);
         self.cleanup();

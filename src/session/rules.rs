@@ -54,7 +54,7 @@ impl Session {
     pub(super) fn log_command_error(&self, e: &ApiError) {
         if tracing::enabled!(tracing::Level::INFO) {
             let user = self.st.borrow().user.clone();
-            tracing::info!(command = self.method.get(), client = %self.client.id, user = %user,
+            tracing::info!(command = self.method.get().name(), client = %self.client.id, user = %user,
                 remote = %self.remote(), error = e.message, code = e.code, "client command error");
         }
     }
@@ -63,7 +63,7 @@ impl Session {
     pub(super) fn log_disconnect(&self, d: &Disconnect) {
         if d.code != CONNECTION_CLOSED && tracing::enabled!(tracing::Level::INFO) {
             let user = self.st.borrow().user.clone();
-            tracing::info!(command = self.method.get(), client = %self.client.id, user = %user,
+            tracing::info!(command = self.method.get().name(), client = %self.client.id, user = %user,
                 remote = %self.remote(), reason = %d.reason, code = d.code, "disconnect after handling command");
         }
     }
@@ -90,7 +90,7 @@ pub(super) fn check(s: &Session, channel: &str, f: Feature) -> Result<(), ApiErr
     let cfg = &s.w.cfg;
     let what = match (f, s.method.get()) {
         (Feature::History, _) => "history",
-        (Feature::Presence, "presence_stats") => "presence stats",
+        (Feature::Presence, crate::metrics::Frame::PresenceStats) => "presence stats",
         (Feature::Presence, _) => "presence",
     };
     if channel.len() > cfg.channel().max_length {

@@ -3,6 +3,8 @@
 //! * `api`    — new-style `POST /api/<method>`: every method's success and error shapes.
 //! * `auth`   — API key checks.
 //! * `config_audit` — every Centrifugo v6 option is applied or reported as not supported.
+//! * `container` — the image's health check script, the compose file's environment (two nodes
+//!   on one Redis), the Dockerfile's layout.
 //! * `deploy` — the Helm chart's command lines (v6, v5) with Kubernetes' variables, the
 //!   internal port's split of the endpoints, SIGHUP.
 //! * `examples` — the README's quick start as written, and `examples/browser.html` in Chromium.
@@ -48,6 +50,7 @@ mod bench_smoke;
 mod cent;
 mod cli;
 mod config_audit;
+mod container;
 mod delta;
 mod deploy;
 mod examples;

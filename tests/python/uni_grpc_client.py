@@ -296,7 +296,7 @@ def run_main():
     # The stream's pushes are counted under the transport's name.
     with urllib.request.urlopen(api_url.rsplit("/api", 1)[0] + "/metrics", timeout=10) as resp:
         text = resp.read().decode()
-    line = 'centrifugo_transport_messages_sent{transport="uni_grpc",frame_type="publication"} '
+    line = 'centrifugo_transport_messages_sent{transport="uni_grpc",frame_type="push_publication"} '
     sent = [int(x[len(line):]) for x in text.splitlines() if x.startswith(line)]
     check(sent == [5], f"the 5 publications pushed are counted for uni_grpc ({sent})")
 

@@ -36,6 +36,7 @@ pub fn start(
         return;
     }
     let Some(slot) = w.node.reserve_connection(w.cfg.client.connection_limit) else {
+        crate::metrics::connection_limit_reached();
         let _ = admitted.send(Err("connection limit reached"));
         return;
     };
