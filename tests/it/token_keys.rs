@@ -104,36 +104,10 @@ enum Outcome {
     Closed(u16),
 }
 
-/// A JSON-protocol WebSocket client.
-struct C {
-    ws: Ws,
-    id: u32,
-}
+use crate::ws_client::JsonClient as C;
 
 impl C {
-    fn open(s: &Server) -> C {
-        let ws = Ws::open(s.addr());
-        ws.s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        C { ws, id: 0 }
-    }
-
-    /// Sends `{"id": N, <body>}`: the reply, or the close code.
-    fn call(&mut self, body: Value) -> Result<Value, u16> {
-        self.id += 1;
-        let mut cmd = json!({ "id": self.id });
-        merge(&mut cmd, body);
-        self.ws.send_json(&cmd);
-        loop {
-            let f = self.ws.frame().expect("reading a reply");
-            if f.op == CLOSE {
-                return Err(f.close().0);
-            }
-            if let Some(r) = json_lines(&f.payload).into_iter().find(|v| v["id"] == self.id) {
-                return Ok(r);
-            }
-        }
-    }
-
+    /// A connect command with `token`, and how it ended.
     fn connect(&mut self, token: &str) -> Outcome {
         match self.call(json!({"connect": {"token": token}})) {
             Err(code) => Outcome::Closed(code),

@@ -263,3 +263,35 @@ impl Ws {
         }
     }
 }
+
+/// A JSON-protocol client of the tests: commands numbered from 1, each answered by its reply
+/// or by the close code the server ends the connection with.
+pub struct JsonClient {
+    pub ws: Ws,
+    pub id: u32,
+}
+
+impl JsonClient {
+    pub fn open(s: &crate::util::Server) -> JsonClient {
+        let ws = Ws::open(s.addr());
+        ws.s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        JsonClient { ws, id: 0 }
+    }
+
+    /// Sends `{"id": N, <body>}`: the reply, or the close code.
+    pub fn call(&mut self, body: Value) -> Result<Value, u16> {
+        self.id += 1;
+        let mut cmd = serde_json::json!({ "id": self.id });
+        crate::util::merge(&mut cmd, body);
+        self.ws.send_json(&cmd);
+        loop {
+            let f = self.ws.frame().expect("reading a reply");
+            if f.op == CLOSE {
+                return Err(f.close().0);
+            }
+            if let Some(r) = json_lines(&f.payload).into_iter().find(|v| v["id"] == self.id) {
+                return Ok(r);
+            }
+        }
+    }
+}

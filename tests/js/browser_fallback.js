@@ -36,29 +36,7 @@ const token = process.env.CLIENT_TOKEN;
 const channel = process.env.CHANNEL;
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
-function out(obj) {
-  process.stdout.write(JSON.stringify(obj) + '\n');
-}
-
-let context = null;
-let server = null;
-async function shutdown(code) {
-  try {
-    if (context) await context.close();
-  } catch (_) {
-    // exiting anyway
-  }
-  if (server) server.close();
-  process.exit(code);
-}
-
-function fatal(where, e) {
-  out({ ev: 'fatal', where, message: String(e && e.stack ? e.stack : e) });
-  shutdown(1);
-}
-
-process.on('uncaughtException', (e) => fatal('uncaughtException', e));
-process.on('unhandledRejection', (e) => fatal('unhandledRejection', e));
+const { state, out, shutdown, fatal } = require('./driver');
 
 const bundle = fs.readFileSync(path.join(__dirname, 'node_modules/centrifuge/dist/centrifuge.js'));
 const html = '<!doctype html><html><head><meta charset="utf-8"><title>fallback</title>' +
@@ -66,7 +44,7 @@ const html = '<!doctype html><html><head><meta charset="utf-8"><title>fallback</
 
 async function main() {
   out({ ev: 'ready' });
-  server = http.createServer((req, res) => {
+  const server = http.createServer((req, res) => {
     if (req.url === '/centrifuge.js') {
       res.writeHead(200, { 'Content-Type': 'text/javascript' });
       return res.end(bundle);
@@ -82,9 +60,10 @@ async function main() {
     server.once('error', reject);
     server.listen(pagePort, '127.0.0.1', resolve);
   });
+  state.server = server;
 
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'gyre-chromium-'));
-  context = await chromium.launchPersistentContext(profile, {
+  const context = await chromium.launchPersistentContext(profile, {
     executablePath,
     headless: true,
     args: [
@@ -93,6 +72,7 @@ async function main() {
       '--no-proxy-server',
     ],
   });
+  state.context = context;
   const page = context.pages()[0] || (await context.newPage());
   const pageErrors = [];
   let websocketAttempts = 0;

@@ -32,29 +32,7 @@ const screenshot = process.env.SCREENSHOT;
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const WAIT = 15000; // under the test's 20 s per line, so that a failure here is the one reported
 
-function out(obj) {
-  process.stdout.write(JSON.stringify(obj) + '\n');
-}
-
-let context = null;
-let server = null;
-async function shutdown(code) {
-  try {
-    if (context) await context.close();
-  } catch (_) {
-    // exiting anyway
-  }
-  if (server) server.close();
-  process.exit(code);
-}
-
-function fatal(where, e) {
-  out({ ev: 'fatal', where, message: String(e && e.stack ? e.stack : e) });
-  shutdown(1);
-}
-
-process.on('uncaughtException', (e) => fatal('uncaughtException', e));
-process.on('unhandledRejection', (e) => fatal('unhandledRejection', e));
+const { state, out, shutdown, fatal } = require('./driver');
 
 const files = {
   '/browser.html': [path.join(__dirname, '../../examples/browser.html'), 'text/html; charset=utf-8'],
@@ -63,7 +41,7 @@ const files = {
 
 async function main() {
   out({ ev: 'ready' });
-  server = http.createServer((req, res) => {
+  const server = http.createServer((req, res) => {
     const f = files[req.url];
     if (!f) {
       res.writeHead(404);
@@ -76,9 +54,10 @@ async function main() {
     server.once('error', reject);
     server.listen(pagePort, '127.0.0.1', resolve);
   });
+  state.server = server;
 
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'gyre-chromium-'));
-  context = await chromium.launchPersistentContext(profile, {
+  const context = await chromium.launchPersistentContext(profile, {
     executablePath,
     headless: true,
     viewport: { width: 800, height: 700 },
@@ -88,6 +67,7 @@ async function main() {
       '--no-proxy-server',
     ],
   });
+  state.context = context;
   const page = context.pages()[0] || (await context.newPage());
   page.setDefaultTimeout(WAIT);
   const pageErrors = [];
