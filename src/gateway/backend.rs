@@ -209,8 +209,26 @@ fn handle(w: &Rc<Worker>, b: &Rc<Backend>, data: Bytes) -> bool {
             });
         }
         "queue.unpop" => {
-            b.unpop_all(w);
-            b.reply(&id, Ok(json!({"s": true})));
+            // Answered once every owner let go of its topic (a pop right after it, from any
+            // connection, sees the topic count without them).
+            let topics: Vec<Arc<str>> = b.popped.borrow_mut().drain().collect();
+            let consumer = b.consumer(w);
+            let calls: Vec<_> = topics
+                .into_iter()
+                .map(|topic| {
+                    w.ask(owner_of(&topic, w.workers), move |w, a| {
+                        super::on_queue(w, QueueMsg::Unpop { topic, consumer });
+                        a.send(w, ());
+                    })
+                })
+                .collect();
+            let b = b.clone();
+            monoio::spawn(async move {
+                for c in calls {
+                    c.await;
+                }
+                b.reply(&id, Ok(json!({"s": true})));
+            });
         }
         "conn.call" | "mesh.send" | "mesh.publish" => {
             let Some(p) = params.as_object().cloned() else {
