@@ -12,6 +12,29 @@ use serde_json::json;
 
 use crate::util::*;
 
+const SECRET: &str = "cluster-test-secret";
+
+/// A Redis Cluster of three primaries, ready (`cluster_state:ok`), and the `cluster_address`
+/// entry naming two of them as seeds.
+fn redis_cluster() -> (Vec<RedisServer>, String) {
+    let nodes: Vec<RedisServer> = (0..3).map(|_| cluster_node()).collect();
+    let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("run redis-cli --cluster create");
+    assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !nodes.iter().all(|n| n.cmd(&["CLUSTER", "INFO"]).as_str().unwrap_or("").contains("cluster_state:ok")) {
+        assert!(Instant::now() < deadline, "the cluster did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seeds = format!("{},{}", addrs[0], addrs[1]);
+    (nodes, seeds)
+}
+
 fn cluster_node() -> RedisServer {
     RedisServer::start_with_args(vec![
         "--cluster-enabled".into(),
@@ -29,27 +52,14 @@ fn engine_on_a_redis_cluster() {
     if !redis_available(test) {
         return;
     }
-    let nodes: Vec<RedisServer> = (0..3).map(|_| cluster_node()).collect();
-    let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-    let out = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .expect("run redis-cli --cluster create");
-    assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !nodes.iter().all(|n| n.cmd(&["CLUSTER", "INFO"]).as_str().unwrap_or("").contains("cluster_state:ok")) {
-        assert!(Instant::now() < deadline, "the cluster did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (nodes, seeds) = redis_cluster();
     let cfg = config_with(json!({
         "client": {"insecure": true},
         "channel": {"without_namespace": {
             "allow_subscribe_for_client": true, "history_size": 100, "history_ttl": "300s", "presence": true
         }},
         "engine": {"type": "redis", "redis": {
-            "cluster_address": [format!("{},{}", addrs[0], addrs[1])], "prefix": "cl",
+            "cluster_address": [seeds], "prefix": "cl",
             "connect_timeout": "500ms", "io_timeout": "2s"
         }},
     }));
@@ -128,4 +138,82 @@ fn engine_on_a_redis_cluster() {
     assert_eq!(nodes[target].cmd(&["EXISTS", key]), json!(1), "the stream is on the slot's new owner");
     let h = b.api("history", json!({"channel": "moved", "limit": 10}));
     assert_eq!(h["result"]["publications"][0]["data"]["n"], 99, "{h}");
+}
+
+/// Three Gyre nodes on a Redis Cluster, centrifuge-js and centrifuge-python clients spread over
+/// them: a recovering subscription moves from node to node and gets every publication it
+/// missed, in order, once; presence and join/leave cross nodes; API actions sent to one node
+/// reach connections on the others.
+#[test]
+fn sdks_recover_and_api_actions_cross_nodes_on_a_redis_cluster() {
+    let test = "sdks_recover_and_api_actions_cross_nodes_on_a_redis_cluster";
+    if !redis_available(test) {
+        return;
+    }
+    let (_redis, seeds) = redis_cluster();
+    let cfg = config_with(json!({
+        "client": {"token": {"hmac_secret_key": SECRET}},
+        "channel": {"namespaces": [{
+            "name": "hist", "history_size": 100, "history_ttl": "300s", "force_recovery": true,
+            "presence": true, "join_leave": true, "force_push_join_leave": true, "allow_subscribe_for_client": true
+        }]},
+        "engine": {"type": "redis", "redis": {
+            "cluster_address": [seeds], "prefix": "cl2", "connect_timeout": "500ms", "io_timeout": "2s"
+        }},
+    }));
+    let nodes: Vec<Server> = (0..3).map(|_| Server::start(cfg.clone())).collect();
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let url = |s: &Server| format!("ws://127.0.0.1:{}/connection/websocket", s.port);
+    let token = |user: &str| jwt(SECRET, json!({"sub": user}));
+    let Some(mut js) = Agent::start(Sdk::Js, test) else { return };
+    let Some(mut py) = Agent::start(Sdk::Py, test) else { return };
+    const CH: &str = "hist:cluster";
+    js.send(json!({"op": "connect", "c": "j", "url": url(b), "token": token("alice")}));
+    js.wait("j connected", ev("j", "connected"));
+    py.send(json!({"op": "connect", "c": "p", "url": url(c), "token": token("bob"), "protobuf": true}));
+    py.wait("p connected", ev("p", "connected"));
+    js.sub("j", CH, json!({}));
+    let sd = js.wait("j subscribed", sev("j", CH, "sub.subscribed"));
+    assert_eq!(sd["recoverable"], true, "{sd}");
+    py.sub("p", CH, json!({}));
+    py.wait("p subscribed", sev("p", CH, "sub.subscribed"));
+    js.wait("j sees bob join", |e| sev("j", CH, "sub.join")(e) && e["info"]["user"] == "bob");
+
+    let publish = |n: i64| {
+        let r = a.api("publish", json!({"channel": CH, "data": {"n": n}}));
+        assert_eq!(r["result"]["offset"], n, "{r}");
+    };
+    for n in 1..=5 {
+        publish(n);
+    }
+    js.wait_n("j: 5 publications", 5, sev("j", CH, "sub.publication"));
+    py.wait_n("p: 5 publications", 5, sev("p", CH, "sub.publication"));
+    let pr = c.api("presence", json!({"channel": CH}));
+    let users: std::collections::BTreeSet<&str> =
+        pr["result"]["presence"].as_object().unwrap().values().filter_map(|i| i["user"].as_str()).collect();
+    assert_eq!(users, ["alice", "bob"].into_iter().collect(), "{pr}");
+
+    // j loses its connection, 20 publications go out meanwhile, j comes back on node c.
+    js.send(json!({"op": "cut", "c": "j", "block": true}));
+    js.wait("j blocked", ev("j", "blocked"));
+    for n in 6..=25 {
+        publish(n);
+    }
+    js.send(json!({"op": "retarget", "c": "j", "url": url(c)}));
+    js.send(json!({"op": "unblock", "c": "j"}));
+    js.wait_n("j reconnected", 2, ev("j", "connected"));
+    let sd = js.wait_n("j resubscribed", 2, sev("j", CH, "sub.subscribed")).remove(1);
+    assert_eq!((sd["wasRecovering"].clone(), sd["recovered"].clone()), (json!(true), json!(true)), "{sd}");
+    let pubs = js.wait_n("j: 25 publications", 25, sev("j", CH, "sub.publication"));
+    assert_eq!(ns(&pubs), (1..=25).collect::<Vec<i64>>(), "everything, in order, once");
+    py.wait_n("p: 25 publications", 25, sev("p", CH, "sub.publication"));
+
+    // API actions on node a reach bob's connection on node c.
+    let r = a.api("unsubscribe", json!({"user": "bob", "channel": CH}));
+    assert!(r.get("error").is_none(), "{r}");
+    py.wait("p unsubscribed by the server", sev("p", CH, "sub.unsubscribed"));
+    let r = a.api("disconnect", json!({"user": "bob"}));
+    assert!(r.get("error").is_none(), "{r}");
+    py.wait("p disconnected by the server", ev("p", "disconnected"));
+    js.wait("j sees bob leave", |e| sev("j", CH, "sub.leave")(e) && e["info"]["user"] == "bob");
 }
