@@ -6,6 +6,7 @@
 pub mod encode;
 pub mod fast;
 pub mod parse;
+pub mod v1;
 
 use crate::error::ApiError;
 use crate::model::{ClientInfo, History, NodeInfo, Payload, Publication, Publish, StreamPosition};

@@ -64,6 +64,8 @@ const TEXTS: &[(&str, &str)] = &[
     ("http_api.max_body_size", "Largest body of `POST /api/<method>` (and of a request that is not streamed), in bytes."),
     ("http_api.max_command_size", "Largest single command line of a legacy `POST /api` stream, in bytes."),
     ("http_api.max_stream_size", "Largest total body of a legacy `POST /api` stream, in bytes. `0`: unlimited (a stream is processed in bounded memory whatever its length)."),
+    ("http_api.v1_secret", "Secret of the signed v1 API of Centrifugo 1.x (`POST /api/`, HMAC-SHA256 of the body in `X-API-Sign`), as its `cent` client sends it. Empty: off. Its 1.x name `secret` is accepted with a deprecation warning."),
+    ("http_api.v1_insecure", "Serve the v1 API (`POST /api/`) without signatures. Only behind a trusted network boundary. Its 1.x name `insecure_api` is accepted with a deprecation warning."),
     ("grpc_api", "The server API over gRPC, on a port of its own."),
     ("grpc_api.enabled", "Serve the gRPC server API."),
     ("grpc_api.port", "Port of the gRPC server API."),

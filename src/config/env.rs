@@ -14,7 +14,7 @@ use std::path::Path;
 
 use serde_json::{Map, Number, Value};
 
-use super::{get_path, merge, proxy_v5, set_path, Origins, Schema};
+use super::{get_path, merge, old_names, proxy_v5, set_path, Origins, Schema};
 use crate::config::schema::{env_name, item_env_name as ns_env_name, leaf_paths, LISTS};
 use crate::config::weak::{parse_bool, parse_int};
 use crate::error::Error;
@@ -201,7 +201,8 @@ pub(super) fn normalize_file(
     let mut out = Value::Object(Map::new());
     let proxies = proxy_v5::take(&mut root, warnings)
         .map_err(|e| Error::config(format!("config file {}: {e}", file.display())))?;
-    for (path, value, key) in proxies {
+    let old = old_names::take(&mut root, warnings);
+    for (path, value, key) in proxies.into_iter().chain(old) {
         origins.record(path.as_str(), format!("option \"{key}\" in {}", file.display()));
         set_path(&mut out, &path, value);
     }

@@ -20,6 +20,8 @@ pub(super) mod centrifugo;
 mod env;
 #[path = "kubernetes.rs"]
 mod kubernetes;
+#[path = "old_names.rs"]
+mod old_names;
 #[path = "proxy_v5.rs"]
 mod proxy_v5;
 

@@ -96,6 +96,18 @@ pub struct HttpApi {
     /// Largest total legacy stream body, bytes; 0 = unlimited (the stream is processed in
     /// bounded memory whatever its length).
     pub max_stream_size: u64,
+    /// Secret of the signed v1 API (`POST /api/` with `X-API-Sign`, Centrifugo 1.x's `cent`):
+    /// empty = off. The v1 config name is `secret`.
+    pub v1_secret: String,
+    /// Serve the v1 API without signatures (v1 name `insecure_api`).
+    pub v1_insecure: bool,
+}
+
+impl HttpApi {
+    /// Whether `POST /api/` speaks the signed v1 API.
+    pub fn v1_enabled(&self) -> bool {
+        !self.v1_secret.is_empty() || self.v1_insecure
+    }
 }
 
 impl Default for HttpApi {
@@ -110,6 +122,8 @@ impl Default for HttpApi {
             max_body_size: 16 * 1024 * 1024,
             max_command_size: 1024 * 1024,
             max_stream_size: 0,
+            v1_secret: String::new(),
+            v1_insecure: false,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! HTTP/1.1: the wire codec ([`codec`]), a connection's ordered output ([`out`]) and the
 //! keep-alive connection loop with the router ([`serve`]); publish lines of legacy streams
-//! spread over their channels' owners ([`pipeline`]).
+//! spread over their channels' owners ([`pipeline`]); the signed v1 API of Centrifugo 1.x ([`v1`]).
 
 pub mod ops;
 pub mod out;
@@ -8,6 +8,7 @@ pub mod pipeline;
 pub mod serve;
 mod transports;
 mod upgrade;
+mod v1;
 
 /// Which endpoints a listener serves. Without `http_server.internal_port` one listener serves
 /// them all; with it, as in Centrifugo, the external port serves the client transports and the
@@ -61,4 +62,12 @@ impl Endpoints {
         }
         names.join(", ")
     }
+}
+
+/// Compares secrets in time independent of where they differ.
+pub(crate) fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

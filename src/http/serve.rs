@@ -16,6 +16,7 @@ use monoio::io::{AsyncReadRent, Splitable};
 use crate::io::{prepare_read_up_to, read_more, Socket};
 use monoio::net::TcpStream;
 
+use super::constant_eq;
 use super::out::{ConnOut, ReplyShape};
 use super::pipeline::{Line, Pipe};
 use crate::api::parse::{self, DecodeError, LineSplitter, Piece};
@@ -351,6 +352,9 @@ impl Conn {
         {
             if head.method != HttpMethod::Post {
                 return self.answer(head, r, 405, "", b"").await;
+            }
+            if cfg.http_api.v1_enabled() && path.len() == prefix.len() + 1 {
+                return self.v1_api(head, r).await;
             }
             if !self.authorized(&head) {
                 tracing::info!(path = %head.path, remote = %self.remote(), "server API request refused: no valid API key");
@@ -788,12 +792,4 @@ struct LegacyRequest {
     too_long_first: bool,
     keep_alive: bool,
     pipe: Pipe,
-}
-
-/// Compares secrets in time independent of where they differ.
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -166,7 +166,7 @@ const GYRE_ONLY: &[&str] = &[
     "http_server.read_header_timeout", "http_api.max_body_size", "http_api.max_command_size",
     "http_api.max_stream_size", "client.command_rate_limit", "gateway.enabled", "gateway.servers",
     "gateway.api_port", "gateway.advertise_address", "gateway.topic_size", "gateway.max_topics",
-    "gateway.client_send_topic", "gateway.users",
+    "gateway.client_send_topic", "gateway.users", "http_api.v1_secret", "http_api.v1_insecure",
 ];
 
 /// Leaves of a config tree as (dotted path, value); list elements that are objects are
