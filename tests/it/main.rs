@@ -78,6 +78,7 @@ mod token_keys;
 mod tokens;
 mod transports;
 mod uni_grpc;
+mod v1_api;
 mod ws_abuse;
 mod ws_deflate;
 mod ws_timers;
