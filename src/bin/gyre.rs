@@ -1,6 +1,7 @@
 //! The `gyre` command line: runs the server (root command or `serve`) and offers Centrifugo's
 //! helper commands (`genconfig`, `defaultconfig`, `defaultenv`, `configdoc`, `checkconfig`,
-//! `gentoken`, `gensubtoken`, `checktoken`, `checksubtoken`, `version`). Owns start-up logging
+//! `gentoken`, `gensubtoken`, `checktoken`, `checksubtoken`, `version`) and `api`, a console
+//! client of the server API. Owns start-up logging
 //! and the operator-facing messages; the server itself is `gyre::server::run`.
 
 use std::io::Write;
@@ -14,6 +15,9 @@ use serde_json::{json, Map, Value};
 
 use gyre::config::{load, Config, LoadOptions, Loaded};
 use gyre::token;
+
+#[path = "gyre/api.rs"]
+mod api;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -112,6 +116,9 @@ enum Command {
         config: Option<PathBuf>,
         token: String,
     },
+    /// Send server API commands to Gyre or Centrifugo (profiles in ~/.centrc, as `cent`'s
+    /// console): `gyre api PROFILE METHOD --params JSON`, or many commands from stdin.
+    Api(api::ApiArgs),
     /// Print the version.
     Version,
 }
@@ -751,6 +758,7 @@ fn main() -> ExitCode {
         Some(Command::Gensubtoken { token, channel }) => run_tool(gensubtoken(token, &channel)),
         Some(Command::Checktoken { config, token }) => run_tool(checktoken(config, &token, false)),
         Some(Command::Checksubtoken { config, token }) => run_tool(checktoken(config, &token, true)),
+        Some(Command::Api(args)) => api::run(args),
         Some(Command::Version) => {
             println!("Gyre v{} (Centrifugo-compatible, OSS)", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -49,6 +49,7 @@ mod auth;
 mod bench_smoke;
 mod cent;
 mod cli;
+mod cli_api;
 mod config_audit;
 mod container;
 mod delta;
