@@ -133,7 +133,8 @@ impl Server {
         // engine on the Redis engine (each server with its own key prefix).
         if let Ok(addr) = std::env::var("GYRE_TEST_REDIS") {
             if cfg.get("engine").is_none() {
-                let prefix = format!("it{}-{}", std::process::id(), DIRS.load(Ordering::Relaxed));
+                // A number of its own (two servers starting at once must not share a prefix).
+                let prefix = format!("it{}-p{}", std::process::id(), DIRS.fetch_add(1, Ordering::Relaxed));
                 merge(&mut cfg, json!({"engine": {"type": "redis", "redis": {"address": [addr], "prefix": prefix}}}));
             }
         }
