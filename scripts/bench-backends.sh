@@ -143,7 +143,7 @@ start_setup() {
         cluster)
             local seeds=()
             for i in 1 2 3; do
-                mkdir -p "$WORK/cl$i"
+                rm -rf "$WORK/cl$i"; mkdir -p "$WORK/cl$i"
                 start_redis "$base.redis$i.log" --cluster-enabled yes --cluster-config-file nodes.conf \
                     --dir "$WORK/cl$i"
                 seeds+=("127.0.0.1:$REDIS_PORT")
@@ -189,6 +189,7 @@ done
 
 get() { jq -r "if .error then empty else ($3) // empty end" "$OUT/$1-$2.json" 2>/dev/null | head -1 || true; }
 fmt() { [[ -z "$1" ]] && echo "n/a" || printf "%.0f" "$1"; }
+ms() { [[ -z "$1" ]] && echo "n/a" || awk -v v="$1" 'BEGIN { printf "%.2f", v / 1000 }'; }
 ratio() {
     if [[ -z "$1" || -z "$2" ]] || awk -v b="$2" 'BEGIN { exit !(b == 0) }'; then echo "n/a"; return; fi
     awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'
@@ -204,7 +205,7 @@ for s in "${WORKLOADS[@]}"; do
     for setup in "${SETUPS[@]}"; do
         d="$(get "$s" "$setup" .delivered_per_s)"
         emit "| $setup | $(fmt "$d") | $(fmt "$(get "$s" "$setup" .published_per_s)") | \
-$(get "$s" "$setup" '.latency_us.p50 / 1000') | $(get "$s" "$setup" '.latency_us.p99 / 1000') | \
+$(ms "$(get "$s" "$setup" .latency_us.p50)") | $(ms "$(get "$s" "$setup" .latency_us.p99)") | \
 $(get "$s" "$setup" '"\(.lost) / \(.duplicated)"') | $(get "$s" "$setup" .server.cpu_pct) | $(ratio "$d" "$base") |"
     done
 done
