@@ -358,3 +358,29 @@ fn unusable_tls_options_stop_the_start_up() {
     let s = Server::start(base_config(json!({"http_server": {"tls": tls}})));
     assert!(s.stderr().contains("http_server.tls.insecure_skip_verify has no effect"), "{}", s.stderr());
 }
+
+/// `gyre api` talks to an `https://` server, trusting the CA given with `--cacert`; without it
+/// the server's certificate is not trusted and the command fails.
+#[test]
+fn gyre_api_over_https() {
+    let p = pki();
+    let s = Server::start(base_config(json!({"http_server": {"tls": tls_section(&p)}})));
+    let address = format!("https://127.0.0.1:{}", s.port);
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(server_binary());
+        cmd.args(["api", "--address", &address, "--key", KEY, "--raw"]).args(extra).arg("publish");
+        cmd.args(["--params", r#"{"channel": "cli", "data": {"n": 1}}"#]);
+        cmd.env_remove("SSL_CERT_FILE").output().expect("run gyre api")
+    };
+    let out = run(&["--cacert", p.ca.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "gyre api over https: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("\"result\""), "{stdout}");
+    let out = run(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an untrusted certificate must fail: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

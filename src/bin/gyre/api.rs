@@ -46,6 +46,10 @@ pub struct ApiArgs {
     /// Request timeout in seconds.
     #[arg(long = "timeout")]
     timeout: Option<u64>,
+    /// CA certificate (PEM file) that signs an `https://` server's certificate (else the
+    /// system's roots, or `SSL_CERT_FILE`).
+    #[arg(long = "cacert")]
+    cacert: Option<String>,
     /// Print replies as they came, one a line.
     #[arg(long = "raw", conflicts_with = "pretty")]
     raw: bool,
@@ -60,6 +64,7 @@ struct Target {
     key: String,
     secret: String,
     timeout: Duration,
+    cacert: String,
 }
 
 /// Usage and profile errors (exit 2), apart from failed requests (exit 1).
@@ -85,7 +90,13 @@ fn parse_ini(text: &str) -> Vec<(String, Vec<(String, String)>)> {
 }
 
 fn target(a: &ApiArgs, profile: Option<&str>) -> Result<Target, Usage> {
-    let mut t = Target { address: String::new(), key: String::new(), secret: String::new(), timeout: Duration::ZERO };
+    let mut t = Target {
+        address: String::new(),
+        key: String::new(),
+        secret: String::new(),
+        timeout: Duration::ZERO,
+        cacert: a.cacert.clone().unwrap_or_default(),
+    };
     let mut timeout = 5;
     if let Some(name) = profile {
         let path = match &a.config {
@@ -157,27 +168,68 @@ fn commands(method: Option<&str>, params: &str) -> Result<Vec<Value>, Usage> {
     Ok(out)
 }
 
-/// `http://host[:port][/prefix]` → (host:port, path prefix without a trailing `/api` or `/`).
-fn split_address(address: &str) -> Result<(String, String)> {
-    let Some(rest) = address.strip_prefix("http://") else {
-        if address.starts_with("https://") {
-            bail!("https addresses are not supported by gyre api: use http:// (or a local TLS proxy)");
-        }
-        bail!("address {address:?} must start with http://");
+/// `http[s]://host[:port][/prefix]` → (TLS?, host:port, path prefix without a trailing `/api`
+/// or `/`).
+fn split_address(address: &str) -> Result<(bool, String, String)> {
+    let (tls, rest) = match (address.strip_prefix("http://"), address.strip_prefix("https://")) {
+        (Some(r), _) => (false, r),
+        (_, Some(r)) => (true, r),
+        _ => bail!("address {address:?} must start with http:// or https://"),
     };
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host = if host.contains(':') && !host.ends_with(']') { host.to_owned() } else { format!("{host}:80") };
+    let port = if tls { 443 } else { 80 };
+    let host = if host.contains(':') && !host.ends_with(']') { host.to_owned() } else { format!("{host}:{port}") };
     let path = path.trim_end_matches('/');
-    Ok((host, path.strip_suffix("/api").unwrap_or(path).to_owned()))
+    Ok((tls, host, path.strip_suffix("/api").unwrap_or(path).to_owned()))
+}
+
+/// A connection to the server, over TLS for `https://` addresses.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn open(t: &Target, tls: bool, host: &str) -> Result<Conn> {
+        let addr = host.to_socket_addrs()?.next().ok_or_else(|| anyhow!("no address for {host}"))?;
+        let s = TcpStream::connect_timeout(&addr, t.timeout).with_context(|| format!("connecting to {host}"))?;
+        s.set_read_timeout(Some(t.timeout))?;
+        s.set_write_timeout(Some(t.timeout))?;
+        if !tls {
+            return Ok(Conn::Plain(s));
+        }
+        let opts = gyre::config::tls::Tls { enabled: true, server_ca_pem: t.cacert.clone(), ..Default::default() };
+        let cfg = gyre::config::tls::client_config("--cacert", &opts).map_err(|e| anyhow!(e))?;
+        let name = host.rsplit_once(':').map_or(host, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+        let name = gyre::config::tls::server_name("--address", &opts, name).map_err(|e| anyhow!(e))?;
+        let c = rustls::ClientConnection::new(cfg, name).context("TLS")?;
+        Ok(Conn::Tls(Box::new(rustls::StreamOwned::new(c, s))))
+    }
+
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.write_all(b),
+            Conn::Tls(s) => s.write_all(b),
+        }
+    }
+
+    /// Everything until the server closes (a TLS peer that closes without close_notify ends
+    /// the reply too: the server answers `Connection: close`).
+    fn read_to_end(&mut self, out: &mut Vec<u8>) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read_to_end(out),
+            Conn::Tls(s) => match s.read_to_end(out) {
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => Ok(out.len()),
+                r => r,
+            },
+        }
+    }
 }
 
 /// One HTTP/1.1 POST; returns the status and the (de-chunked) body.
 fn post(t: &Target, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(u16, Vec<u8>)> {
-    let (host, prefix) = split_address(&t.address)?;
-    let addr = host.to_socket_addrs()?.next().ok_or_else(|| anyhow!("no address for {host}"))?;
-    let mut s = TcpStream::connect_timeout(&addr, t.timeout).with_context(|| format!("connecting to {host}"))?;
-    s.set_read_timeout(Some(t.timeout))?;
-    s.set_write_timeout(Some(t.timeout))?;
+    let (tls, host, prefix) = split_address(&t.address)?;
+    let mut s = Conn::open(t, tls, &host)?;
     let mut req = format!(
         "POST {prefix}{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -330,9 +382,10 @@ mod tests {
 
     #[test]
     fn splits_addresses() {
-        assert_eq!(split_address("http://h:1/api/").unwrap(), ("h:1".into(), "".into()));
-        assert_eq!(split_address("http://h/x").unwrap(), ("h:80".into(), "/x".into()));
-        assert!(split_address("https://h").is_err());
+        assert_eq!(split_address("http://h:1/api/").unwrap(), (false, "h:1".into(), "".into()));
+        assert_eq!(split_address("http://h/x").unwrap(), (false, "h:80".into(), "/x".into()));
+        assert_eq!(split_address("https://h").unwrap(), (true, "h:443".into(), "".into()));
+        assert!(split_address("ftp://h").is_err());
         assert_eq!(dechunk(b"3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n").unwrap(), b"abcd");
     }
 }
