@@ -241,3 +241,22 @@ fn configdoc_markdown_and_page() {
     assert!(page.starts_with("HTTP/1.1 200 OK\r\n") && page.contains("text/html"), "{page}");
     assert!(page.contains("id=\"client.token.hmac_secret_key\"") && page.contains("CENTRIFUGO_CLIENT_PING_INTERVAL"));
 }
+
+/// Every config the command line writes — `genconfig` and `defaultconfig`, in JSON, YAML and
+/// TOML — passes `checkconfig --strict` without a warning.
+#[test]
+fn generated_configs_round_trip_through_checkconfig() {
+    let dir = temp_dir("roundtrip");
+    for cmd in ["genconfig", "defaultconfig"] {
+        for ext in ["json", "yaml", "toml"] {
+            let path = dir.join(format!("{cmd}.{ext}"));
+            let p = path.to_str().unwrap();
+            let o = gyre(&[cmd, "-c", p], &[]);
+            assert!(o.status.success(), "{cmd} -c {p}: {}", text(&o));
+            let o = gyre(&["checkconfig", "--strict", "-c", p], &[]);
+            assert!(o.status.success(), "checkconfig --strict of {cmd}'s {ext}: {}", text(&o));
+            assert!(!text(&o).to_lowercase().contains("warn"), "{cmd}'s {ext}: {}", text(&o));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
