@@ -315,7 +315,9 @@ fn disconnects_unsubscribes_recovery_and_process() {
     let rss = get(&m, "process_resident_memory_bytes");
     assert!(rss > 1e6 && get(&m, "process_virtual_memory_bytes") >= rss, "{rss}");
     assert!(get(&m, "process_open_fds") >= 5.0 && get(&m, "process_max_fds") >= get(&m, "process_open_fds"));
-    assert!(get(&m, "process_cpu_seconds_total") > 0.0, "the publishes took CPU time");
+    // Kernel ticks (10 ms): a short, quiet run may not have used one yet.
+    let cpu = get(&m, "process_cpu_seconds_total");
+    assert!((0.0..600.0).contains(&cpu), "process_cpu_seconds_total {cpu}");
     assert!(get(&m, "process_virtual_memory_max_bytes") > 0.0);
     assert!(get(&m, "process_network_transmit_bytes_total") > 0.0);
     get(&m, "process_network_receive_bytes_total");
