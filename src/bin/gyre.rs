@@ -516,13 +516,7 @@ fn defaultconfig(path: &Path, base: Option<PathBuf>, dry_run: bool) -> Result<()
 }
 
 fn checkconfig(path: PathBuf, strict: bool) -> Result<()> {
-    let opts = LoadOptions {
-        config_path: Some(path.clone()),
-        env: process_env(),
-        skip_secret_generation: true,
-        ..Default::default()
-    };
-    let loaded = load_checked(&opts).map_err(|e| anyhow!("{e}"))?;
+    let loaded = load_for_tools(Some(path.clone()))?;
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
