@@ -25,18 +25,15 @@
 
 const fs = require('fs');
 const http = require('http');
-const os = require('os');
 const path = require('path');
 const readline = require('readline');
-const { chromium } = require('playwright-core');
 
 const gyre = process.env.GYRE_URL;
 const pagePort = Number(process.env.PAGE_PORT);
 const token = process.env.CLIENT_TOKEN;
 const channel = process.env.CHANNEL;
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
-const { state, out, shutdown, fatal } = require('./driver');
+const { out, shutdown, fatal, listen, launch } = require('./driver');
 
 const bundle = fs.readFileSync(path.join(__dirname, 'node_modules/centrifuge/dist/centrifuge.js'));
 const html = '<!doctype html><html><head><meta charset="utf-8"><title>fallback</title>' +
@@ -56,24 +53,9 @@ async function main() {
     res.writeHead(404);
     res.end();
   });
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(pagePort, '127.0.0.1', resolve);
-  });
-  state.server = server;
+  await listen(server, pagePort);
 
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'gyre-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath,
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--no-proxy-server',
-    ],
-  });
-  state.context = context;
-  const page = context.pages()[0] || (await context.newPage());
+  const page = await launch({});
   const pageErrors = [];
   let websocketAttempts = 0;
   let websocketOpened = 0;

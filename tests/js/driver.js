@@ -27,4 +27,35 @@ function fatal(where, e) {
 process.on('uncaughtException', (e) => fatal('uncaughtException', e));
 process.on('unhandledRejection', (e) => fatal('unhandledRejection', e));
 
-module.exports = { state, out, shutdown, fatal };
+// Serves `server` on 127.0.0.1:`port`, closed again by `shutdown`.
+async function listen(server, port) {
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', resolve);
+  });
+  state.server = server;
+}
+
+// Debian's Chromium (or $CHROMIUM), headless in a fresh profile, with the flags this machine's
+// closed network needs; `options` are added to the launch options. Returns its first page.
+async function launch(options) {
+  const fs = require('fs');
+  const os = require('os');
+  const path = require('path');
+  const { chromium } = require('playwright-core');
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'gyre-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--no-proxy-server',
+    ],
+    ...options,
+  });
+  state.context = context;
+  return context.pages()[0] || (await context.newPage());
+}
+
+module.exports = { state, out, shutdown, fatal, listen, launch };

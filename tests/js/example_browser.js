@@ -19,20 +19,17 @@
 
 const fs = require('fs');
 const http = require('http');
-const os = require('os');
 const path = require('path');
 const readline = require('readline');
-const { chromium } = require('playwright-core');
 
 const wsUrl = process.env.WS_URL;
 const token = process.env.CLIENT_TOKEN;
 const channel = process.env.CHANNEL;
 const pagePort = Number(process.env.PAGE_PORT);
 const screenshot = process.env.SCREENSHOT;
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const WAIT = 15000; // under the test's 20 s per line, so that a failure here is the one reported
 
-const { state, out, shutdown, fatal } = require('./driver');
+const { out, shutdown, fatal, listen, launch } = require('./driver');
 
 const files = {
   '/browser.html': [path.join(__dirname, '../../examples/browser.html'), 'text/html; charset=utf-8'],
@@ -50,25 +47,9 @@ async function main() {
     res.writeHead(200, { 'Content-Type': f[1] });
     res.end(fs.readFileSync(f[0]));
   });
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(pagePort, '127.0.0.1', resolve);
-  });
-  state.server = server;
+  await listen(server, pagePort);
 
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'gyre-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath,
-    headless: true,
-    viewport: { width: 800, height: 700 },
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--no-proxy-server',
-    ],
-  });
-  state.context = context;
-  const page = context.pages()[0] || (await context.newPage());
+  const page = await launch({ viewport: { width: 800, height: 700 } });
   page.setDefaultTimeout(WAIT);
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(String(e)));
