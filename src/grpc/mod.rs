@@ -151,9 +151,8 @@ fn server_tls(option: &str, t: &crate::config::tls::Tls) -> Result<Option<tonic:
     if !t.enabled {
         return Ok(None);
     }
+    // The loader checked that certificate, key and CA are usable (`config::tls::validate`).
     let at = format!("{option}.tls");
-    // The same checks as the loader's (certificate and key usable together).
-    crate::config::tls::server_config(&at, t, &[]).map_err(Error::config)?;
     let cert = pem(&at, "cert_pem", &t.cert_pem, "CERTIFICATE").map_err(Error::config)?;
     let key = pem(&at, "key_pem", &t.key_pem, "PRIVATE KEY").map_err(Error::config)?;
     let mut c = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));

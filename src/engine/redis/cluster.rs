@@ -139,9 +139,10 @@ impl ClusterCmd {
         c
     }
 
-    /// Whether a node answers (for `is_up` callers).
-    pub fn is_up(&self) -> bool {
-        self.nodes.borrow().values().any(|c| c.is_up())
+    /// A node that is up, else any node known.
+    fn any_node(&self) -> Option<Rc<Conn>> {
+        let nodes = self.nodes.borrow();
+        nodes.values().find(|c| c.is_up()).or_else(|| nodes.values().next()).cloned()
     }
 
     /// Reads the slot map again (once at a time) from a node that is up, else a seed.
@@ -149,11 +150,7 @@ impl ClusterCmd {
         if self.refreshing.replace(true) {
             return;
         }
-        let conn = {
-            let nodes = self.nodes.borrow();
-            nodes.values().find(|c| c.is_up()).or_else(|| nodes.values().next()).cloned()
-        };
-        let Some(conn) = conn else {
+        let Some(conn) = self.any_node() else {
             self.refreshing.set(false);
             return;
         };
@@ -216,10 +213,7 @@ impl ClusterCmd {
         let key = route.as_deref().or_else(|| route_key(&args));
         let conn = match key {
             Some(k) => self.slots.borrow()[slot(k)].clone(),
-            None => {
-                let nodes = self.nodes.borrow();
-                nodes.values().find(|c| c.is_up()).or_else(|| nodes.values().next()).cloned()
-            }
+            None => self.any_node(),
         };
         let Some(conn) = conn else {
             // No slot map yet: kept until the first one arrives.

@@ -87,9 +87,8 @@ impl Conn {
     pub fn new(ep: Endpoint, pubsub: bool, cfg: &crate::config::Redis, init: Vec<Vec<Bytes>>) -> Rc<Conn> {
         let tls = ep.tls.then(|| {
             // Checked when the configuration was loaded.
-            let c = crate::config::tls::client_config("engine.redis.tls", &cfg.tls)
-                .expect("engine.redis.tls was validated at load");
-            (monoio_rustls::TlsConnector::from(c), cfg.tls.clone())
+            let c = super::tls_connector("engine.redis.tls", &cfg.tls).expect("engine.redis.tls was validated at load");
+            (c, cfg.tls.clone())
         });
         Rc::new(Conn {
             tls,

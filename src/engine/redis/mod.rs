@@ -36,6 +36,22 @@ use crate::error::ApiError;
 use crate::model::{ClientInfo, History, Publication, Publish, StreamPosition};
 use crate::push::{Prepared, PushKind};
 
+/// The TLS connector of option `at` (`engine.redis.tls`, `engine.redis.sentinel_tls`), built
+/// once per worker thread: every connection of the worker, and every sentinel query (one a
+/// second), share it instead of reading the certificates (or the system's roots) again. The
+/// Redis options are not reloaded while the server runs.
+pub fn tls_connector(at: &'static str, t: &crate::config::tls::Tls) -> Result<monoio_rustls::TlsConnector, String> {
+    thread_local! {
+        static BUILT: RefCell<Vec<(&'static str, monoio_rustls::TlsConnector)>> = const { RefCell::new(Vec::new()) };
+    }
+    if let Some(c) = BUILT.with(|b| b.borrow().iter().find(|(a, _)| *a == at).map(|(_, c)| c.clone())) {
+        return Ok(c);
+    }
+    let c = monoio_rustls::TlsConnector::from(crate::config::tls::client_config(at, t)?);
+    BUILT.with(|b| b.borrow_mut().push((at, c.clone())));
+    Ok(c)
+}
+
 /// One Redis server's connections for one worker.
 /// Receives a stream read: the position plus the publications read.
 type StreamCallback = Box<dyn FnOnce(Result<(StreamPosition, Vec<Publication>), ApiError>)>;
