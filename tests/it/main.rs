@@ -63,6 +63,7 @@ mod layout;
 mod legacy;
 mod logs;
 mod metrics;
+mod nats;
 mod proxy;
 mod races;
 mod recovery;
