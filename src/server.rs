@@ -285,7 +285,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         "Gyre started"
     );
     let external = crate::http::Endpoints::external(&cfg);
-    let scheme = |tls: &Option<monoio_rustls::TlsAcceptor>| if tls.is_some() { "https" } else { "http" };
+    let scheme = |tls: &Option<Arc<rustls::ServerConfig>>| if tls.is_some() { "https" } else { "http" };
     tracing::info!("serving {} endpoints on {}://{addr}", external.describe(&cfg), scheme(&tls.external));
     if let Some(a) = internal_addr {
         let endpoints = crate::http::Endpoints::internal(&cfg).describe(&cfg);
@@ -458,18 +458,16 @@ async fn worker_main(
 /// once and shared by every worker.
 #[derive(Clone)]
 struct ListenerTls {
-    external: Option<monoio_rustls::TlsAcceptor>,
-    internal: Option<monoio_rustls::TlsAcceptor>,
+    external: Option<Arc<rustls::ServerConfig>>,
+    internal: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ListenerTls {
     fn new(cfg: &Config) -> Result<ListenerTls, Error> {
         let acceptor = |tls: Option<(&str, &crate::config::tls::Tls)>| {
-            tls.map(|(at, t)| {
-                crate::config::tls::server_config(at, t, &[b"http/1.1"]).map(monoio_rustls::TlsAcceptor::from)
-            })
-            .transpose()
-            .map_err(Error::config)
+            tls.map(|(at, t)| crate::config::tls::server_config(at, t, &[b"http/1.1"]))
+                .transpose()
+                .map_err(Error::config)
         };
         let hs = &cfg.http_server;
         Ok(ListenerTls { external: acceptor(hs.external_tls())?, internal: acceptor(hs.internal_listener_tls())? })
@@ -482,7 +480,7 @@ async fn accept_loop(
     w: Rc<Worker>,
     listener: monoio::net::TcpListener,
     endpoints: crate::http::Endpoints,
-    tls: Option<monoio_rustls::TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     loop {
         match listener.accept().await {

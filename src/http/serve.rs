@@ -107,12 +107,18 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, endpoints: super::Endpoints
     let _ = stream.set_nodelay(true);
     let sock = Socket::plain(stream.as_raw_fd());
     let peer = stream.peer_addr().ok().map(|a| a.ip());
-    serve_stream(w, stream, sock, peer, endpoints).await
+    let (rd, wr) = stream.into_split();
+    serve_stream(w, rd, wr, sock, peer, endpoints).await
 }
 
 /// Serves one accepted connection under TLS: the handshake must finish within
 /// `http_server.read_header_timeout` (10 s when that is off); a failed one is logged at debug.
-pub async fn serve_tls(w: Rc<Worker>, tls: monoio_rustls::TlsAcceptor, stream: TcpStream, endpoints: super::Endpoints) {
+pub async fn serve_tls(
+    w: Rc<Worker>,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    stream: TcpStream,
+    endpoints: super::Endpoints,
+) {
     use std::os::fd::AsRawFd;
     let _ = stream.set_nodelay(true);
     let sock = Socket { fd: stream.as_raw_fd(), direct: false };
@@ -121,8 +127,8 @@ pub async fn serve_tls(w: Rc<Worker>, tls: monoio_rustls::TlsAcceptor, stream: T
         d if d.is_zero() => std::time::Duration::from_secs(10),
         d => d,
     };
-    match monoio::time::timeout(limit, tls.accept(stream)).await {
-        Ok(Ok(stream)) => serve_stream(w, stream, sock, peer, endpoints).await,
+    match monoio::time::timeout(limit, crate::io::tls::accept(tls, stream)).await {
+        Ok(Ok((rd, wr))) => serve_stream(w, rd, wr, sock, peer, endpoints).await,
         Ok(Err(e)) => {
             tracing::debug!(remote = %peer.map(|p| p.to_string()).unwrap_or_default(), error = %e, "TLS handshake failed")
         }
@@ -131,16 +137,17 @@ pub async fn serve_tls(w: Rc<Worker>, tls: monoio_rustls::TlsAcceptor, stream: T
 }
 
 /// Serves one connection (plain or TLS) until it closes.
-async fn serve_stream<S>(
+async fn serve_stream<R, W>(
     w: Rc<Worker>,
-    stream: S,
+    rd: R,
+    wr: W,
     sock: Socket,
     peer: Option<std::net::IpAddr>,
     endpoints: super::Endpoints,
 ) where
-    S: monoio::io::AsyncReadRent + monoio::io::AsyncWriteRent + monoio::io::Split + 'static,
+    R: monoio::io::AsyncReadRent + 'static,
+    W: monoio::io::AsyncWriteRent + 'static,
 {
-    let (rd, wr) = stream.into_split();
     let out = Rc::new(ConnOut::default());
     let (key, gen) = w.register_sink(out.clone());
     let writer = {

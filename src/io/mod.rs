@@ -1,8 +1,9 @@
 //! Socket reads shared by every connection kind (HTTP, WebSocket sessions, gateway backends,
 //! Redis connections): growing and shrinking a read buffer, reading after what it holds, and
 //! yielding so one busy socket cannot starve its worker's other tasks; and the WebSocket read
-//! loop ([`ws`]).
+//! loop ([`ws`]); TLS whose read and write halves run as two tasks ([`tls`]).
 
+pub mod tls;
 pub mod ws;
 
 use bytes::BytesMut;

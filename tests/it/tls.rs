@@ -384,3 +384,52 @@ fn gyre_api_over_https() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// A WebSocket client that sends a corrupt TLS record while the server is busy writing it
+/// publications it does not read: its connection closes, the server keeps serving everyone
+/// else (the read side of a TLS session never writes through the write side's buffer).
+#[test]
+fn corrupt_record_while_the_server_writes() {
+    use std::io::{BufRead, BufReader, Write};
+    let test = "corrupt_record_while_the_server_writes";
+    let python = match pyenv_python() {
+        Ok(p) => p,
+        Err((what, how)) => {
+            unavailable(test, &what, how);
+            return;
+        }
+    };
+    let p = pki();
+    let s = Server::start(base_config(json!({
+        "http_server": {"tls": tls_section(&p)},
+        "channel": {"namespaces": [{"name": "big", "allow_subscribe_for_client": true}]},
+    })));
+    let mut child = Command::new(&python)
+        .arg(repo_root().join("tests/python/tls_garbage.py"))
+        .arg(s.port.to_string())
+        .arg(&p.ca)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tls_garbage.py");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("subscribed"));
+    // More than the socket buffers hold: the server's writer waits on the socket.
+    let big = "x".repeat(400_000);
+    for _ in 0..10 {
+        let r = api_over_tls(&p, s.port, "publish", &json!({"channel": "big:1", "data": {"blob": big}}));
+        assert!(r.get("error").is_none(), "{r}");
+    }
+    child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("sent garbage"));
+    let status = child.wait().expect("tls_garbage.py ends");
+    assert!(status.success(), "tls_garbage.py: {status}");
+    // Every worker still answers.
+    for _ in 0..8 {
+        let r = api_over_tls(&p, s.port, "info", &json!({}));
+        assert!(r.get("error").is_none(), "{r}");
+    }
+    let log = s.stderr();
+    assert!(!log.contains("panicked"), "the server panicked:\n{log}");
+}

@@ -73,7 +73,7 @@ pub struct Conn {
     hooks: RefCell<Option<Rc<Hooks>>>,
     was_up: Cell<bool>,
     /// TLS to this server (`engine.redis.tls`, `rediss://`); None: plain TCP.
-    tls: Option<(monoio_rustls::TlsConnector, crate::config::tls::Tls)>,
+    tls: Option<(std::sync::Arc<rustls::ClientConfig>, crate::config::tls::Tls)>,
     /// Sentinel mode: the server no longer is the master (or told us so): leave it.
     kicked: Cell<bool>,
     /// The server connected to (Sentinel mode: the master the sentinels named then).
@@ -188,7 +188,10 @@ impl Conn {
                 backoff = Duration::from_millis(50);
                 let served_at = Instant::now();
                 match &self.tls {
-                    None => self.serve(stream).await,
+                    None => {
+                        let (rd, wr) = stream.into_split();
+                        self.serve(rd, wr).await
+                    }
                     Some((tls, t)) => {
                         let name = match crate::config::tls::server_name("engine.redis.tls", t, &host) {
                             Ok(n) => n,
@@ -197,9 +200,12 @@ impl Conn {
                                 rustls::pki_types::ServerName::try_from("invalid.invalid").expect("a valid name")
                             }
                         };
-                        let handshake = monoio::time::timeout(self.connect_timeout, tls.connect(name, stream));
+                        let handshake = monoio::time::timeout(
+                            self.connect_timeout,
+                            crate::io::tls::connect(tls.clone(), name, stream),
+                        );
                         match handshake.await {
-                            Ok(Ok(stream)) => self.serve(stream).await,
+                            Ok(Ok((rd, wr))) => self.serve(rd, wr).await,
                             Ok(Err(e)) => {
                                 tracing::warn!(redis = %self.ep.display(), error = %e, "redis TLS handshake failed")
                             }
@@ -308,11 +314,11 @@ impl Conn {
         cmds
     }
 
-    async fn serve<S>(&self, stream: S)
+    async fn serve<R, W>(&self, mut rd: R, mut wr: W)
     where
-        S: monoio::io::AsyncReadRent + monoio::io::AsyncWriteRent + monoio::io::Split,
+        R: monoio::io::AsyncReadRent,
+        W: monoio::io::AsyncWriteRent,
     {
-        let (mut rd, mut wr) = stream.into_split();
         let mut rbuf = BytesMut::with_capacity(16 << 10);
         // Handshake first, on its own, so a wrong password or database fails cleanly.
         let hs = self.handshake();

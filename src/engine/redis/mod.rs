@@ -40,14 +40,15 @@ use crate::push::{Prepared, PushKind};
 /// once per worker thread: every connection of the worker, and every sentinel query (one a
 /// second), share it instead of reading the certificates (or the system's roots) again. The
 /// Redis options are not reloaded while the server runs.
-pub fn tls_connector(at: &'static str, t: &crate::config::tls::Tls) -> Result<monoio_rustls::TlsConnector, String> {
+pub fn tls_connector(at: &'static str, t: &crate::config::tls::Tls) -> Result<Arc<rustls::ClientConfig>, String> {
+    type Built = Vec<(&'static str, Arc<rustls::ClientConfig>)>;
     thread_local! {
-        static BUILT: RefCell<Vec<(&'static str, monoio_rustls::TlsConnector)>> = const { RefCell::new(Vec::new()) };
+        static BUILT: RefCell<Built> = const { RefCell::new(Vec::new()) };
     }
     if let Some(c) = BUILT.with(|b| b.borrow().iter().find(|(a, _)| *a == at).map(|(_, c)| c.clone())) {
         return Ok(c);
     }
-    let c = monoio_rustls::TlsConnector::from(crate::config::tls::client_config(at, t)?);
+    let c = crate::config::tls::client_config(at, t)?;
     BUILT.with(|b| b.borrow_mut().push((at, c.clone())));
     Ok(c)
 }

@@ -84,7 +84,7 @@ async fn ask(sentinel: &(String, u16), s: &Sentinel, timeout: Duration) -> Resul
         Some(tls) => {
             let at = "engine.redis.sentinel_tls";
             let name = crate::config::tls::server_name(at, tls, &sentinel.0)?;
-            let connector = super::tls_connector(at, tls)?;
+            let connector = monoio_rustls::TlsConnector::from(super::tls_connector(at, tls)?);
             let mut stream = monoio::time::timeout(timeout, connector.connect(name, tcp))
                 .await
                 .map_err(|_| "TLS handshake timed out".to_string())?
