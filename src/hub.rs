@@ -347,7 +347,7 @@ fn plain_frame_for(c: &Client, p: &Prepared, frames: &mut Frames) -> Option<Byte
             _ => None,
         };
     }
-    if c.framing == Framing::WebSocket && c.format == Format::Json {
+    if c.framing == Framing::WebSocket && c.format == Format::Json && !c.v1.get() {
         // The owner built it: the common case costs a reference count.
         return p.json.clone();
     }
@@ -355,7 +355,8 @@ fn plain_frame_for(c: &Client, p: &Prepared, frames: &mut Frames) -> Option<Byte
         return None;
     }
     let slot = &mut frames.0[c.frame_kind()];
-    Some(slot.get_or_insert_with(|| p.frame(c.framing, c.format)).clone())
+    let build = || if c.v1.get() { p.v1_frame(c.framing, c.format) } else { p.frame(c.framing, c.format) };
+    Some(slot.get_or_insert_with(build).clone())
 }
 
 #[cfg(test)]

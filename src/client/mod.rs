@@ -44,8 +44,9 @@ pub enum Framing {
     UniGrpc,
 }
 
-/// How many [`Framing`] × [`Format`] combinations there are (see [`Client::frame_kind`]).
-pub const FRAME_KINDS: usize = 14;
+/// How many [`Framing`] × protocol × [`Format`] combinations there are (see
+/// [`Client::frame_kind`]).
+pub const FRAME_KINDS: usize = 28;
 
 impl Framing {
     /// The transport sends bare pushes and takes no commands (Centrifugo's unidirectional
@@ -155,6 +156,9 @@ pub struct Client {
     /// The client id (a UUID, or a gateway snowflake for raw clients).
     pub id: Arc<str>,
     pub format: Format,
+    /// The client speaks the older protocol of Centrifugo 2.x/3.x (`crate::protocol::v1`):
+    /// set from its first message on a WebSocket, from the start on SockJS.
+    pub v1: Cell<bool>,
     /// A raw gateway client: publications as plain frames, no protocol pushes.
     pub raw: bool,
     pub framing: Framing,
@@ -190,6 +194,7 @@ impl Client {
             gen: NEXT_GEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             id,
             format,
+            v1: Cell::new(false),
             raw,
             framing,
             deflate: None,
@@ -223,7 +228,7 @@ impl Client {
     /// Which of the [`FRAME_KINDS`] frames of a push this client receives: fan-out builds
     /// each kind at most once per push and worker.
     pub fn frame_kind(&self) -> usize {
-        self.framing.index() * 2 + (self.format == Format::Protobuf) as usize
+        self.framing.index() * 4 + self.v1.get() as usize * 2 + (self.format == Format::Protobuf) as usize
     }
 
     /// Frames a raw message (a gateway client's text or binary data: WebSocket only).
@@ -266,6 +271,10 @@ impl Client {
             reconnect: false,
         };
         let mut payload = Vec::with_capacity(64);
+        if self.v1.get() {
+            let (code, reason) = crate::protocol::v1::close_of(d);
+            return close_frame(code, &reason);
+        }
         if self.framing.is_uni() {
             crate::protocol::encode_bare_push(self.format, "", &push, &mut payload);
         } else {
@@ -378,7 +387,7 @@ mod tests {
             Framing::UniSse,
             Framing::UniGrpc,
         ];
-        assert_eq!(all.len() * 2, FRAME_KINDS);
+        assert_eq!(all.len() * 4, FRAME_KINDS);
         for f in all {
             assert_eq!(crate::metrics::TRANSPORTS[f.index()], f.name());
         }

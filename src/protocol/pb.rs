@@ -490,7 +490,7 @@ fn opt_bytes(b: Bytes) -> Option<Bytes> {
     (!b.is_empty()).then_some(b)
 }
 
-fn to_cmd(c: proto::Command) -> Cmd {
+pub(super) fn to_cmd(c: proto::Command) -> Cmd {
     let req = if let Some(r) = c.connect {
         Req::Connect(ConnectReq {
             token: r.token,
@@ -558,18 +558,18 @@ fn to_cmd(c: proto::Command) -> Cmd {
 // (`unsubscribe`, `publish`, `ping`) are still written, zero-length, since the field's presence
 // is what marks the reply's kind.
 
-fn put_u64(out: &mut Vec<u8>, tag: u32, v: u64) {
+pub(super) fn put_u64(out: &mut Vec<u8>, tag: u32, v: u64) {
     if v != 0 {
         encode_key(tag, WireType::Varint, out);
         encode_varint(v, out);
     }
 }
 
-fn put_bool(out: &mut Vec<u8>, tag: u32, v: bool) {
+pub(super) fn put_bool(out: &mut Vec<u8>, tag: u32, v: bool) {
     put_u64(out, tag, v as u64);
 }
 
-fn put_bytes(out: &mut Vec<u8>, tag: u32, v: &[u8]) {
+pub(super) fn put_bytes(out: &mut Vec<u8>, tag: u32, v: &[u8]) {
     if !v.is_empty() {
         encode_key(tag, WireType::LengthDelimited, out);
         encode_varint(v.len() as u64, out);
@@ -577,14 +577,14 @@ fn put_bytes(out: &mut Vec<u8>, tag: u32, v: &[u8]) {
     }
 }
 
-fn put_str(out: &mut Vec<u8>, tag: u32, v: &str) {
+pub(super) fn put_str(out: &mut Vec<u8>, tag: u32, v: &str) {
     put_bytes(out, tag, v.as_bytes());
 }
 
 /// Writes `body` prefixed by its varint length. The length is unknown until the body is written,
 /// so one byte is reserved and the body is shifted when it turns out longer than 127 bytes: one
 /// memmove per nesting level, cheaper than a sizing pass over every message and its strings.
-fn delimited(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+pub(super) fn delimited(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
     let at = out.len();
     out.push(0);
     body(out);
@@ -601,7 +601,7 @@ fn delimited(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// A nested message field, written even when empty.
-fn put_msg(out: &mut Vec<u8>, tag: u32, body: impl FnOnce(&mut Vec<u8>)) {
+pub(super) fn put_msg(out: &mut Vec<u8>, tag: u32, body: impl FnOnce(&mut Vec<u8>)) {
     encode_key(tag, WireType::LengthDelimited, out);
     delimited(out, body);
 }
@@ -699,46 +699,68 @@ pub fn encode_reply(id: u32, reply: &Result<ReplyBody, ApiError>, out: &mut Vec<
                 return;
             }
         };
-        match body {
-            ReplyBody::Connect(r) => put_msg(out, 5, |out| connect_result(out, r)),
-            ReplyBody::Subscribe(r) => put_msg(out, 6, |out| subscribe_result(out, r)),
-            ReplyBody::Unsubscribe => put_msg(out, 7, |_| {}),
-            ReplyBody::Publish => put_msg(out, 8, |_| {}),
-            ReplyBody::Presence(clients) => put_msg(out, 9, |out| {
-                for c in clients {
-                    put_msg(out, 1, |out| {
-                        put_str(out, 1, &c.client);
-                        put_msg(out, 2, |out| client_info(out, c));
-                    });
-                }
-            }),
-            ReplyBody::PresenceStats { num_clients, num_users } => put_msg(out, 10, |out| {
-                put_u64(out, 1, (*num_clients).into());
-                put_u64(out, 2, (*num_users).into());
-            }),
-            ReplyBody::History { publications, position } => put_msg(out, 11, |out| {
-                for p in publications {
-                    put_msg(out, 1, |out| publication(out, p));
-                }
-                put_str(out, 2, &position.epoch);
-                put_u64(out, 3, position.offset);
-            }),
-            ReplyBody::Ping => put_msg(out, 12, |_| {}),
-            ReplyBody::Rpc { data } => put_msg(out, 13, |out| {
-                put_bytes(out, 1, data.as_deref().unwrap_or_default());
-            }),
-            ReplyBody::Refresh { client, version, expires, ttl } => put_msg(out, 14, |out| {
-                put_str(out, 1, client);
-                put_str(out, 2, version);
-                put_bool(out, 3, *expires);
-                put_u64(out, 4, (*ttl).into());
-            }),
-            ReplyBody::SubRefresh { expires, ttl } => put_msg(out, 15, |out| {
-                put_bool(out, 1, *expires);
-                put_u64(out, 2, (*ttl).into());
-            }),
-        }
+        put_msg(out, reply_tag(body), |out| body_fields(out, body));
     });
+}
+
+/// The field number of a reply body in `Reply`.
+fn reply_tag(b: &ReplyBody) -> u32 {
+    match b {
+        ReplyBody::Connect(_) => 5,
+        ReplyBody::Subscribe(_) => 6,
+        ReplyBody::Unsubscribe => 7,
+        ReplyBody::Publish => 8,
+        ReplyBody::Presence(_) => 9,
+        ReplyBody::PresenceStats { .. } => 10,
+        ReplyBody::History { .. } => 11,
+        ReplyBody::Ping => 12,
+        ReplyBody::Rpc { .. } => 13,
+        ReplyBody::Refresh { .. } => 14,
+        ReplyBody::SubRefresh { .. } => 15,
+    }
+}
+
+/// A reply body's fields (the message the older protocol carries as `result` bytes).
+pub(super) fn body_fields(out: &mut Vec<u8>, body: &ReplyBody) {
+    match body {
+        ReplyBody::Connect(r) => connect_result(out, r),
+        ReplyBody::Subscribe(r) => subscribe_result(out, r),
+        ReplyBody::Unsubscribe => {}
+        ReplyBody::Publish => {}
+        ReplyBody::Presence(clients) => {
+            for c in clients {
+                put_msg(out, 1, |out| {
+                    put_str(out, 1, &c.client);
+                    put_msg(out, 2, |out| client_info(out, c));
+                });
+            }
+        }
+        ReplyBody::PresenceStats { num_clients, num_users } => {
+            put_u64(out, 1, (*num_clients).into());
+            put_u64(out, 2, (*num_users).into());
+        }
+        ReplyBody::History { publications, position } => {
+            for p in publications {
+                put_msg(out, 1, |out| publication(out, p));
+            }
+            put_str(out, 2, &position.epoch);
+            put_u64(out, 3, position.offset);
+        }
+        ReplyBody::Ping => {}
+        ReplyBody::Rpc { data } => {
+            put_bytes(out, 1, data.as_deref().unwrap_or_default());
+        }
+        ReplyBody::Refresh { client, version, expires, ttl } => {
+            put_str(out, 1, client);
+            put_str(out, 2, version);
+            put_bool(out, 3, *expires);
+            put_u64(out, 4, (*ttl).into());
+        }
+        ReplyBody::SubRefresh { expires, ttl } => {
+            put_bool(out, 1, *expires);
+            put_u64(out, 2, (*ttl).into());
+        }
+    }
 }
 
 /// Appends one length-prefixed `Reply` carrying a `Push`. `channel` is written only for the
@@ -750,43 +772,58 @@ pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
 /// Appends one bare `Push` message, not length-prefixed (one gRPC message of the
 /// unidirectional gRPC stream).
 pub fn encode_bare_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
-    {
-        {
-            if push.has_channel() {
-                put_str(out, 2, channel);
-            }
-            match push {
-                PushBody::Pub(p) => put_msg(out, 4, |out| publication(out, p)),
-                PushBody::Delta(p) => put_msg(out, 4, |out| {
-                    publication(out, p);
-                    put_bool(out, 8, true);
-                }),
-                PushBody::Join(info) => put_msg(out, 5, |out| put_msg(out, 1, |out| client_info(out, info))),
-                PushBody::Leave(info) => put_msg(out, 6, |out| put_msg(out, 1, |out| client_info(out, info))),
-                PushBody::Unsubscribe { code, reason } => put_msg(out, 7, |out| {
-                    put_u64(out, 2, (*code).into());
-                    put_str(out, 3, reason);
-                }),
-                PushBody::Message { data } => put_msg(out, 8, |out| put_bytes(out, 1, data)),
-                PushBody::Subscribe { recoverable, epoch, offset, positioned, data } => put_msg(out, 9, |out| {
-                    put_bool(out, 1, *recoverable);
-                    put_str(out, 4, epoch);
-                    put_u64(out, 5, *offset);
-                    put_bool(out, 6, *positioned);
-                    put_bytes(out, 7, data.as_deref().unwrap_or_default());
-                }),
-                PushBody::Disconnect { code, reason, reconnect } => put_msg(out, 11, |out| {
-                    put_u64(out, 1, (*code).into());
-                    put_str(out, 2, reason);
-                    put_bool(out, 3, *reconnect);
-                }),
-                PushBody::Refresh { expires, ttl } => put_msg(out, 12, |out| {
-                    put_bool(out, 1, *expires);
-                    put_u64(out, 2, (*ttl).into());
-                }),
-                PushBody::Connect(c) => put_msg(out, 10, |out| connect_push(out, c)),
-            }
+    if push.has_channel() {
+        put_str(out, 2, channel);
+    }
+    put_msg(out, push_tag(push), |out| push_fields(out, push));
+}
+
+/// The field number of a push body in `Push`.
+fn push_tag(push: &PushBody) -> u32 {
+    match push {
+        PushBody::Pub(_) | PushBody::Delta(_) => 4,
+        PushBody::Join(_) => 5,
+        PushBody::Leave(_) => 6,
+        PushBody::Unsubscribe { .. } => 7,
+        PushBody::Message { .. } => 8,
+        PushBody::Subscribe { .. } => 9,
+        PushBody::Connect(_) => 10,
+        PushBody::Disconnect { .. } => 11,
+        PushBody::Refresh { .. } => 12,
+    }
+}
+
+/// A push body's fields (the message the older protocol carries as the push's `data`).
+pub(super) fn push_fields(out: &mut Vec<u8>, push: &PushBody) {
+    match push {
+        PushBody::Pub(p) => publication(out, p),
+        PushBody::Delta(p) => {
+            publication(out, p);
+            put_bool(out, 8, true);
         }
+        PushBody::Join(info) | PushBody::Leave(info) => put_msg(out, 1, |out| client_info(out, info)),
+        PushBody::Unsubscribe { code, reason } => {
+            put_u64(out, 2, (*code).into());
+            put_str(out, 3, reason);
+        }
+        PushBody::Message { data } => put_bytes(out, 1, data),
+        PushBody::Subscribe { recoverable, epoch, offset, positioned, data } => {
+            put_bool(out, 1, *recoverable);
+            put_str(out, 4, epoch);
+            put_u64(out, 5, *offset);
+            put_bool(out, 6, *positioned);
+            put_bytes(out, 7, data.as_deref().unwrap_or_default());
+        }
+        PushBody::Disconnect { code, reason, reconnect } => {
+            put_u64(out, 1, (*code).into());
+            put_str(out, 2, reason);
+            put_bool(out, 3, *reconnect);
+        }
+        PushBody::Refresh { expires, ttl } => {
+            put_bool(out, 1, *expires);
+            put_u64(out, 2, (*ttl).into());
+        }
+        PushBody::Connect(c) => connect_push(out, c),
     }
 }
 
