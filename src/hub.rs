@@ -263,12 +263,17 @@ impl Hub {
 /// each compressed frame (by kind and level), since with no context takeover a frame
 /// compressed once is valid on every connection that negotiated permessage-deflate; and so
 /// are the two frames of delta subscribers (full data, patch), by kind.
-#[derive(Default)]
 struct Frames(
     [Option<Bytes>; crate::client::FRAME_KINDS],
     SmallVec<[(usize, i8, Bytes); 2]>,
     SmallVec<[(usize, Option<Bytes>); 2]>,
 );
+
+impl Default for Frames {
+    fn default() -> Self {
+        Frames(std::array::from_fn(|_| None), SmallVec::new(), SmallVec::new())
+    }
+}
 
 impl Frames {
     /// `plain`, this push's WebSocket frame of `kind`, as a client with `d` receives it.

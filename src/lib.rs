@@ -68,6 +68,8 @@ pub mod proxy;
 pub mod server;
 /// The client session, independent of its transport.
 pub mod session;
+/// SockJS (Centrifugo 2.x/3.x's fallback transport): websocket, xhr-streaming, xhr-polling.
+pub mod sockjs;
 /// The HTTP transports: HTTP-streaming and SSE with emulation, unidirectional SSE and stream.
 pub mod stream;
 /// The WebSocket transports (bidirectional and unidirectional).

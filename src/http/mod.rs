@@ -6,6 +6,7 @@ pub mod ops;
 pub mod out;
 pub mod pipeline;
 pub mod serve;
+mod sockjs;
 mod transports;
 mod upgrade;
 mod v1;

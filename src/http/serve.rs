@@ -60,6 +60,11 @@ pub(super) enum Upgrade {
     Raw(crate::session::RawStart, ConnectionSlot),
     /// A gateway backend on `/ws/v1`.
     Backend(crate::gateway::backend::Roles),
+    /// A SockJS session over a WebSocket (`crate::sockjs`).
+    SockJs(ConnectionSlot, crate::session::proxy::Forwarded),
+    /// A SockJS xhr-streaming response: the session id, the response head, the forwarded
+    /// headers.
+    SockJsStream(Box<(String, bytes::Bytes, crate::session::proxy::Forwarded)>, ConnectionSlot),
 }
 
 /// What an upgrade request asks to become, before its limits are checked.
@@ -68,6 +73,7 @@ pub(super) enum Kind {
     Uni(Option<crate::protocol::ConnectReq>),
     Raw(crate::session::RawStart),
     Backend(crate::gateway::backend::Roles),
+    SockJs,
 }
 
 /// The read half plus its buffer.
@@ -188,6 +194,14 @@ async fn serve_stream<S>(
                 Upgrade::Backend(roles) => {
                     monoio::spawn(crate::gateway::backend::run(w, roles, reader.rd, wr, reader.buf, sock.fd));
                 }
+                Upgrade::SockJs(slot, fwd) => {
+                    monoio::spawn(crate::sockjs::run_websocket(w, slot, fwd, reader.rd, wr, reader.buf, sock));
+                }
+                Upgrade::SockJsStream(start, slot) => {
+                    let (sid, head, fwd) = *start;
+                    let (rd, buf) = (reader.rd, reader.buf);
+                    monoio::spawn(crate::sockjs::run_streaming(w, slot, sid, head, fwd, rd, wr, buf, sock));
+                }
             }
         }
         return;
@@ -211,6 +225,11 @@ impl Conn {
     /// The peer's address for log lines ("" when unknown).
     pub(super) fn remote(&self) -> String {
         self.peer.map(|p| p.to_string()).unwrap_or_default()
+    }
+
+    /// The peer's address, when known.
+    pub(super) fn peer(&self) -> Option<std::net::IpAddr> {
+        self.peer
     }
 
     fn tag(&self, seq: u64) -> Tag {
@@ -372,6 +391,14 @@ impl Conn {
         if ep.clients && !cfg.websocket.disabled && path == cfg.websocket.handler_prefix {
             return Some(self.websocket(&head, Kind::Client));
         }
+        let head = if ep.clients && cfg.sockjs.enabled {
+            match self.sockjs(head, r).await {
+                Ok(stop) => return stop,
+                Err(head) => head,
+            }
+        } else {
+            head
+        };
         let head = if ep.clients {
             match self.transports(head, r).await {
                 Ok(stop) => return stop,

@@ -217,7 +217,7 @@ impl Conn {
     }
 
     /// A small response with extra header lines (`headers`, each ending in CRLF).
-    fn plain(&self, head: &Head, status: u16, headers: &str, body: &[u8]) -> Option<Stop> {
+    pub(super) fn plain(&self, head: &Head, status: u16, headers: &str, body: &[u8]) -> Option<Stop> {
         let keep = head.keep_alive && !head.has_body();
         let mut out = format!("HTTP/1.1 {status} {}\r\n{headers}", crate::wire::http::reason(status));
         if status != 204 {

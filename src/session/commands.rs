@@ -689,7 +689,10 @@ fn matches_target(s: &Session, t: &crate::api::Target) -> bool {
 /// The server ping interval of this session's transport: the unidirectional gRPC stream
 /// pings every 25 seconds whatever `client.ping_interval` says (as Centrifugo's does).
 pub(super) fn ping_interval(s: &Session) -> std::time::Duration {
-    if s.client.v1.get() {
+    if s.client.framing.is_sockjs() {
+        // SockJS heartbeats.
+        s.w.cfg.sockjs.heartbeat_delay
+    } else if s.client.v1.get() {
         // The older protocol's clients ping; the server does not.
         std::time::Duration::ZERO
     } else if s.client.framing == crate::client::Framing::UniGrpc {

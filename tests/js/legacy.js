@@ -113,7 +113,8 @@ async function main() {
   out.rpc = await a.rpc(enc({ q: 1 })).then((r) => ({ ok: r }), (e) => ({ err: e }));
 
   b.disconnect();
-  for (let i = 0; i < 100 && leaves.length === 0; i++) await sleep(20);
+  // A polling client that stops polling is gone after the disconnect delay (5 s).
+  for (let i = 0; i < 400 && leaves.length === 0; i++) await sleep(20);
   out.joins = joins.map((i) => i.user);
   out.leaves = leaves.map((i) => i.user);
 
