@@ -418,7 +418,7 @@ pub(super) fn body_value(out: &mut Vec<u8>, b: &ReplyBody) {
             out.push(b'}');
         }
         ReplyBody::Subscribe(r) => {
-                        subscribe_result(out, r);
+            subscribe_result(out, r);
         }
         ReplyBody::Unsubscribe => out.extend_from_slice(b"{}"),
         ReplyBody::Publish => out.extend_from_slice(b"{}"),
@@ -468,7 +468,7 @@ pub(super) fn body_value(out: &mut Vec<u8>, b: &ReplyBody) {
             out.push(b'}');
         }
         ReplyBody::SubRefresh { expires, ttl } => {
-                        expires_ttl(out, *expires, *ttl);
+            expires_ttl(out, *expires, *ttl);
         }
     }
 }

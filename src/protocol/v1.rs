@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::pb::{delimited, proto, put_bool, put_bytes, put_msg, put_str, put_u64};
-use super::{json, pb, BadFrame, Cmd, Format, PushBody, Req, ReplyBody};
+use super::{json, pb, BadFrame, Cmd, Format, PushBody, ReplyBody, Req};
 use crate::error::{ApiError, Disconnect};
 
 /// The command names of the method numbers (the `MethodType` enum of that protocol).
@@ -125,6 +125,10 @@ fn decode_json(frame: &[u8]) -> Result<Vec<Cmd>, BadFrame> {
         let line = line.trim_ascii();
         if line.is_empty() {
             continue;
+        }
+        if line.first() != Some(&b'{') {
+            // (serde would take an array as the struct's fields in order.)
+            return Err(BadFrame);
         }
         let c: CommandJ = serde_json::from_slice(line).map_err(|_| BadFrame)?;
         let method = match c.method {
