@@ -60,11 +60,8 @@ pub(super) enum Upgrade {
     Raw(crate::session::RawStart, ConnectionSlot),
     /// A gateway backend on `/ws/v1`.
     Backend(crate::gateway::backend::Roles),
-    /// A SockJS session over a WebSocket (`crate::sockjs`).
-    SockJs(ConnectionSlot, crate::session::proxy::Forwarded),
-    /// A SockJS xhr-streaming response: the session id, the response head, the forwarded
-    /// headers.
-    SockJsStream(Box<(String, bytes::Bytes, crate::session::proxy::Forwarded)>, ConnectionSlot),
+    /// SockJS over a WebSocket, or (with its session id and response head) xhr-streaming.
+    SockJs(ConnectionSlot, crate::session::proxy::Forwarded, Option<Box<(String, bytes::Bytes)>>),
 }
 
 /// What an upgrade request asks to become, before its limits are checked.
@@ -78,8 +75,8 @@ pub(super) enum Kind {
 
 /// The read half plus its buffer.
 pub(super) struct Reader<R> {
-    rd: R,
-    buf: BytesMut,
+    pub(super) rd: R,
+    pub(super) buf: BytesMut,
     last_full: bool,
     /// Told of every read that brought bytes (graceful shutdown waits only for requests whose
     /// bytes keep coming).
@@ -194,14 +191,7 @@ async fn serve_stream<S>(
                 Upgrade::Backend(roles) => {
                     monoio::spawn(crate::gateway::backend::run(w, roles, reader.rd, wr, reader.buf, sock.fd));
                 }
-                Upgrade::SockJs(slot, fwd) => {
-                    monoio::spawn(crate::sockjs::run_websocket(w, slot, fwd, reader.rd, wr, reader.buf, sock));
-                }
-                Upgrade::SockJsStream(start, slot) => {
-                    let (sid, head, fwd) = *start;
-                    let (rd, buf) = (reader.rd, reader.buf);
-                    monoio::spawn(crate::sockjs::run_streaming(w, slot, sid, head, fwd, rd, wr, buf, sock));
-                }
+                Upgrade::SockJs(slot, fwd, xhr) => super::sockjs::spawn(w, slot, fwd, xhr, reader, wr, sock),
             }
         }
         return;
@@ -216,7 +206,7 @@ pub(super) struct Conn {
     pub(super) out: Rc<ConnOut>,
     key: u32,
     gen: u32,
-    peer: Option<std::net::IpAddr>,
+    pub(super) peer: Option<std::net::IpAddr>,
     /// What the listener that accepted this connection serves.
     endpoints: super::Endpoints,
 }
@@ -225,11 +215,6 @@ impl Conn {
     /// The peer's address for log lines ("" when unknown).
     pub(super) fn remote(&self) -> String {
         self.peer.map(|p| p.to_string()).unwrap_or_default()
-    }
-
-    /// The peer's address, when known.
-    pub(super) fn peer(&self) -> Option<std::net::IpAddr> {
-        self.peer
     }
 
     fn tag(&self, seq: u64) -> Tag {
@@ -391,14 +376,6 @@ impl Conn {
         if ep.clients && !cfg.websocket.disabled && path == cfg.websocket.handler_prefix {
             return Some(self.websocket(&head, Kind::Client));
         }
-        let head = if ep.clients && cfg.sockjs.enabled {
-            match self.sockjs(head, r).await {
-                Ok(stop) => return stop,
-                Err(head) => head,
-            }
-        } else {
-            head
-        };
         let head = if ep.clients {
             match self.transports(head, r).await {
                 Ok(stop) => return stop,

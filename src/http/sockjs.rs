@@ -10,26 +10,51 @@ use super::serve::{Conn, Kind, Reader, Stop, Upgrade};
 use crate::sockjs::{Route, Transport};
 use crate::wire::http::{Head, HttpMethod};
 
+/// Starts the session of a SockJS upgrade: a WebSocket, or with `xhr` (the session id and
+/// the response head) an xhr-streaming response.
+pub(super) fn spawn<R, W>(
+    w: std::rc::Rc<crate::runtime::worker::Worker>,
+    slot: crate::runtime::worker::ConnectionSlot,
+    fwd: crate::session::proxy::Forwarded,
+    xhr: Option<Box<(String, Bytes)>>,
+    reader: Reader<R>,
+    wr: W,
+    sock: crate::io::Socket,
+) where
+    R: AsyncReadRent + 'static,
+    W: monoio::io::AsyncWriteRent + 'static,
+{
+    let (rd, buf) = (reader.rd, reader.buf);
+    match xhr {
+        None => monoio::spawn(crate::sockjs::run_websocket(w, slot, fwd, rd, wr, buf, sock)),
+        Some(x) => {
+            let (sid, head) = *x;
+            monoio::spawn(crate::sockjs::run_streaming(w, slot, sid, head, fwd, rd, wr, buf, sock))
+        }
+    };
+}
+
 /// Never cached.
 const NO_STORE: &str = "Cache-Control: no-store, no-cache, no-transform, must-revalidate, max-age=0\r\n";
 
 impl Conn {
-    /// The SockJS routes; gives the head back when the path is not below the prefix.
-    pub(super) async fn sockjs<R: AsyncReadRent>(&self, head: Head, r: &mut Reader<R>) -> Result<Option<Stop>, Head> {
+    /// The SockJS routes: `Err` with what they answered, `Ok` with the head when the path is
+    /// not below the prefix.
+    pub(super) async fn sockjs<R: AsyncReadRent>(&self, head: Head, r: &mut Reader<R>) -> Result<Head, Option<Stop>> {
         let cfg = &self.w.cfg;
         let prefix = cfg.sockjs.handler_prefix.trim_end_matches('/');
         let Some(rest) = head.path.strip_prefix(prefix).filter(|r| r.is_empty() || r.starts_with('/')) else {
-            return Err(head);
+            return Ok(head);
         };
         let Some(route) = crate::sockjs::route(rest) else {
-            return Ok(self.answer(head, r, 404, "text/plain; charset=utf-8", b"404 page not found").await);
+            return Err(self.answer(head, r, 404, "text/plain; charset=utf-8", b"404 page not found").await);
         };
         let route = match route {
             Route::Greeting => None,
             Route::Info => Some(None),
             Route::Session { session, transport } => Some(Some((session.to_string(), transport))),
         };
-        Ok(Box::pin(self.sockjs_route(route, head, r)).await)
+        Err(Box::pin(self.sockjs_route(route, head, r)).await)
     }
 
     async fn sockjs_route<R: AsyncReadRent>(
@@ -96,7 +121,7 @@ impl Conn {
                 self.plain(&head, 204, &headers, b"")
             }
             Transport::Xhr => {
-                let peer = self.peer();
+                let peer = self.peer;
                 let body = crate::sockjs::poll(&self.w, &sid, || self.connection_slot(), fwd, peer).await;
                 match body {
                     Some(b) => self.plain(&head, 200, &js, &b),
@@ -111,7 +136,7 @@ impl Conn {
                 let resp = format!(
                     "HTTP/1.1 200 OK\r\n{js}Transfer-Encoding: chunked\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\r\n"
                 );
-                Some(Stop::Upgrade(Upgrade::SockJsStream(Box::new((sid, Bytes::from(resp), fwd)), slot)))
+                Some(Stop::Upgrade(Upgrade::SockJs(slot, fwd, Some(Box::new((sid, Bytes::from(resp)))))))
             }
             Transport::WebSocket => unreachable!("answered above"),
         }

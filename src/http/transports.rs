@@ -42,6 +42,13 @@ impl Conn {
         r: &mut Reader<R>,
     ) -> Result<Option<Stop>, Head> {
         let cfg = &self.w.cfg;
+        let head = match cfg.sockjs.enabled {
+            true => match self.sockjs(head, r).await {
+                Ok(head) => head,
+                Err(stop) => return Ok(stop),
+            },
+            false => head,
+        };
         let path = head.path.as_str();
         let route = if cfg.http_stream.enabled && path == mount(&cfg.http_stream.handler_prefix) {
             Route::HttpStream

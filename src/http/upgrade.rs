@@ -86,7 +86,7 @@ impl Conn {
             Kind::SockJs => {
                 let Some(slot) = slot() else { return unavailable() };
                 let fwd = crate::session::proxy::forwarded(&self.w, &head.headers);
-                (Upgrade::SockJs(slot, fwd), None)
+                (Upgrade::SockJs(slot, fwd, None), None)
             }
             Kind::Client => {
                 let Some(slot) = slot() else { return unavailable() };

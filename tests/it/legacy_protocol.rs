@@ -189,6 +189,10 @@ fn sockjs_is_off_by_default() {
     assert_eq!(info.json()["cookie_needed"], false);
     assert_eq!(s.request("GET", "/sjs", &[]).text(), "Welcome to SockJS!\n");
     assert_eq!(s.request("GET", "/sjs/iframe.html", &[]).status, 404);
+    // Centrifugo 3's names: on, with the iframe transports' script reported unused.
+    let s = Server::start(config_with(json!({"sockjs": true, "sockjs_url": "https://cdn.example/sockjs.min.js"})));
+    assert_eq!(s.request("GET", "/connection/sockjs/info", &[]).status, 200);
+    assert!(s.stderr().contains("sockjs.url"), "{}", s.stderr());
 }
 
 /// SockJS xhr-polling by hand: `o` for a new session, `xhr_send` errors as SockJS answers
