@@ -26,7 +26,8 @@ pub mod metrics;
 pub mod model;
 /// Single-thread wake-ups and oneshots.
 pub mod notify;
-/// The Centrifuge client protocol: commands, replies, pushes (JSON and protobuf).
+/// The Centrifuge client protocol: commands, replies, pushes (JSON and protobuf); `v1`, the
+/// older protocol of Centrifugo 2.x/3.x clients.
 pub mod protocol;
 /// JWT verification and signing (HS256/384/512).
 pub mod token;
