@@ -41,6 +41,8 @@ pub struct Cluster {
     /// reused, so a late answer to a finished survey cannot count for a newer one.
     surveys: RefCell<AHashMap<u64, SurveyWait>>,
     next_survey: std::cell::Cell<u64>,
+    /// Worker 0, NATS broker without Redis: the node numbers other nodes announced.
+    numbers: RefCell<AHashMap<String, u64>>,
 }
 
 struct SurveyWait {
@@ -130,10 +132,10 @@ pub fn act_params(cmd: &Command) -> Option<(Method, Value)> {
 
 /// Sends an API action to the other nodes; resolves when Redis accepted it.
 pub async fn broadcast_act(w: &Rc<Worker>, cmd: &Command) -> Result<(), ApiError> {
-    let (Some(engine), Some((method, params))) = (w.redis(), act_params(cmd)) else { return Ok(()) };
+    let (Some(bus), Some((method, params))) = (w.bus(), act_params(cmd)) else { return Ok(()) };
     let msg = json!({"type": "act", "uid": w.node.uid, "method": method.name(), "params": params});
     let (tx, rx) = crate::notify::oneshot();
-    engine.publish_control(Bytes::from(msg.to_string()), Box::new(move |r| tx(r.is_ok())));
+    bus.publish_control(Bytes::from(msg.to_string()), Box::new(tx));
     if rx.await {
         Ok(())
     } else {
@@ -168,6 +170,9 @@ pub fn on_control(w: &Rc<Worker>, payload: Bytes) {
                 users: Vec::new(),
                 api_server: s("api_server"),
             };
+            if let Some(number) = msg.get("number").and_then(Value::as_u64) {
+                number_seen(w, uid, number);
+            }
             let new = cluster(w).nodes.borrow_mut().insert(uid.to_string(), (info, Instant::now())).is_none();
             if new {
                 // A node we did not know: announce ourselves now so it knows us without
@@ -177,6 +182,7 @@ pub fn on_control(w: &Rc<Worker>, payload: Bytes) {
         }
         "shutdown" => {
             cluster(w).nodes.borrow_mut().remove(uid);
+            cluster(w).numbers.borrow_mut().remove(uid);
         }
         "act" => {
             let method = msg.get("method").and_then(Value::as_str).and_then(Method::from_name);
@@ -219,8 +225,8 @@ pub fn on_control(w: &Rc<Worker>, payload: Bytes) {
                 };
                 let reply =
                     json!({"type": "survey_reply", "uid": w.node.uid, "id": id, "worker": worker, "part": part});
-                if let Some(e) = w.redis() {
-                    e.publish_node(&from, Bytes::from(reply.to_string()));
+                if let Some(bus) = w.bus() {
+                    bus.publish_node(&from, Bytes::from(reply.to_string()));
                 }
             });
         }
@@ -283,7 +289,7 @@ async fn local_channels(w: &Rc<Worker>, pattern: &str) -> Result<Vec<(Box<str>, 
 /// Asks every other node (through the control topic) and collects their answers until all
 /// answered, `enough` says the answers suffice, or `SURVEY_TIMEOUT` passes.
 pub async fn survey(w: &Rc<Worker>, mut question: Value, enough: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let Some(engine) = w.redis() else { return Vec::new() };
+    let Some(bus) = w.bus() else { return Vec::new() };
     let others = nodes(w).await.len();
     if others == 0 {
         return Vec::new();
@@ -296,7 +302,7 @@ pub async fn survey(w: &Rc<Worker>, mut question: Value, enough: impl Fn(&[Value
     question["uid"] = json!(w.node.uid);
     question["id"] = json!(id);
     question["worker"] = json!(w.id);
-    engine.publish_control(Bytes::from(question.to_string()), Box::new(|_| {}));
+    bus.publish_control(Bytes::from(question.to_string()), Box::new(|_| {}));
     let wait = std::future::poll_fn(|cx| {
         let mut surveys = c.surveys.borrow_mut();
         let Some(s) = surveys.get_mut(&id) else { return std::task::Poll::Ready(()) };
@@ -365,13 +371,46 @@ pub async fn info(w: &Rc<Worker>) -> Reply {
 
 /// Publishes this node's announcement once.
 pub async fn announce(w: Rc<Worker>) {
-    if let (Ok(n), Some(engine)) = (local_node(&w).await, w.redis()) {
-        let msg = json!({"type": "node", "uid": n.uid, "node": {
+    if let (Ok(n), Some(bus)) = (local_node(&w).await, w.bus()) {
+        let number = w.node.node_number.load(std::sync::atomic::Ordering::Relaxed);
+        let msg = json!({"type": "node", "uid": n.uid, "number": number, "node": {
             "name": n.name, "version": n.version, "num_clients": n.num_clients, "num_users": n.num_users,
             "num_channels": n.num_channels, "num_subs": n.num_subs, "uptime": n.uptime,
             "api_server": api_server(&w.cfg),
         }});
-        engine.publish_control(Bytes::from(msg.to_string()), Box::new(|_| {}));
+        bus.publish_control(Bytes::from(msg.to_string()), Box::new(|_| {}));
+    }
+}
+
+/// Worker 0, NATS broker without Redis (nothing shared to claim a number in): the node
+/// starts with a number taken from its id and announces it; of two nodes announcing the same
+/// number, the one with the greater id moves to the lowest number no live node announced.
+/// Numbers are unique once the announcements have gone round (a few seconds).
+pub fn claim_node_number(w: &Worker) {
+    use crate::engine::redis::{codec::fnv1a64, node_number::COUNT};
+    w.node.node_number.store(fnv1a64(w.node.uid.as_bytes()) % COUNT, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn number_seen(w: &Rc<Worker>, uid: &str, number: u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if w.nats().is_none() || w.redis_presence().is_some() {
+        return;
+    }
+    let c = cluster(w);
+    c.numbers.borrow_mut().insert(uid.to_string(), number);
+    let mine = w.node.node_number.load(Relaxed);
+    if number != mine || uid > w.node.uid.as_str() {
+        return;
+    }
+    let live: ahash::AHashSet<String> = other_nodes(w).into_iter().map(|n| n.uid).chain([uid.to_string()]).collect();
+    let mut numbers = c.numbers.borrow_mut();
+    numbers.retain(|u, _| live.contains(u));
+    let taken: ahash::AHashSet<u64> = numbers.values().copied().collect();
+    drop(numbers);
+    if let Some(free) = (0..crate::engine::redis::node_number::COUNT).find(|n| !taken.contains(n)) {
+        tracing::info!(from = mine, to = free, "another node holds this node's number: moving");
+        w.node.node_number.store(free, Relaxed);
+        monoio::spawn(announce(w.clone()));
     }
 }
 
@@ -385,9 +424,9 @@ pub async fn announcer(w: Rc<Worker>) {
 
 /// Tells the other nodes this one is leaving (on shutdown).
 pub fn announce_shutdown(w: &Worker) {
-    if let Some(engine) = w.redis() {
+    if let Some(bus) = w.bus() {
         let msg = json!({"type": "shutdown", "uid": w.node.uid});
-        engine.publish_control(Bytes::from(msg.to_string()), Box::new(|_| {}));
+        bus.publish_control(Bytes::from(msg.to_string()), Box::new(|_| {}));
     }
 }
 
@@ -398,7 +437,7 @@ pub async fn presence_refresher(w: Rc<Worker>) {
     let every = ttl.mul_f64(0.45);
     loop {
         monoio::time::sleep(every).await;
-        let Some(engine) = w.redis() else { return };
+        let Some(engine) = w.redis_presence() else { return };
         engine.refresh_presence();
     }
 }
@@ -416,7 +455,7 @@ pub fn answer_surveys(w: &Worker, kind: &'static str, answer: Answerer) {
 
 /// The other live nodes (worker 0's registry; empty on the memory engine).
 pub async fn nodes(w: &Rc<Worker>) -> Vec<NodeInfo> {
-    if w.redis().is_none() {
+    if w.bus().is_none() {
         return Vec::new();
     }
     w.ask(0, |w, a| a.send(w, other_nodes(w))).await

@@ -280,6 +280,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         workers = n,
         driver,
         engine = cfg.engine.kind.as_str(),
+        broker = if cfg.broker.nats() { "nats" } else { "engine" },
         address = %addr,
         "Gyre started"
     );
@@ -370,22 +371,21 @@ async fn worker_main(
         let _ = ready.send(Err(format!("worker {id}: no listener")));
         return;
     };
-    let engine = if cfg.engine.kind == "redis" {
-        match crate::engine::redis::RedisEngine::new(cfg.clone()) {
-            Ok(e) => Engine::Redis(Rc::new(e)),
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
+    let engine = match make_engine(&cfg, &node.name) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
         }
-    } else {
-        Engine::Memory(crate::engine::memory::Memory::new(cfg.clone()))
     };
     let w = Rc::new_cyclic(|me| Worker::new(id, cfg, node, me.clone(), engine));
     cluster::answer_surveys(&w, "mesh", crate::gateway::mesh::answer_survey);
     cluster::answer_surveys(&w, "emulation", crate::stream::emulation::answer_survey);
     if w.redis().is_some() {
         start_redis(&w);
+    }
+    if w.nats().is_some() {
+        start_nats(&w);
     }
     monoio::spawn(w.clone().run_inbox(inbox));
     monoio::spawn(w.clone().run_flusher());
@@ -499,6 +499,85 @@ async fn accept_loop(
                 tracing::warn!(worker = w.id, error = %e, "accept failed");
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+/// This worker's engine: memory, Redis, or the NATS broker with presence from either.
+fn make_engine(cfg: &Arc<Config>, node_name: &str) -> Result<Engine, String> {
+    let redis = || crate::engine::redis::RedisEngine::new(cfg.clone()).map(Rc::new);
+    if cfg.broker.nats() {
+        use crate::engine::nats::{NatsEngine, PresenceStore};
+        let presence = match cfg.engine.kind.as_str() {
+            "redis" => PresenceStore::Redis(redis()?),
+            _ => PresenceStore::Local(Default::default()),
+        };
+        return Ok(Engine::Nats(Rc::new(NatsEngine::new(cfg.clone(), node_name, presence)?)));
+    }
+    Ok(match cfg.engine.kind.as_str() {
+        "redis" => Engine::Redis(redis()?),
+        _ => Engine::Memory(crate::engine::memory::Memory::new(cfg.clone())),
+    })
+}
+
+/// Starts the worker's NATS connection (and, with presence in Redis, the Redis command
+/// connections and the presence refresher).
+fn start_nats(w: &Rc<Worker>) {
+    let engine = w.nats().expect("nats broker");
+    let weak = Rc::downgrade(w);
+    let (w_up, w_down, w_conf) = (weak.clone(), weak.clone(), weak.clone());
+    engine.conn.set_hooks(crate::engine::nats::conn::Hooks {
+        up: Box::new(move |_gen| {
+            let Some(w) = w_up.upgrade() else { return };
+            let control = (w.id == 0).then(|| w.node.uid.clone());
+            if let Some(e) = w.nats() {
+                e.on_up(control.as_deref());
+            }
+            if control.is_some() {
+                monoio::spawn(cluster::announce(w.clone()));
+            }
+        }),
+        down: Box::new(move || {
+            let Some(w) = w_down.upgrade() else { return };
+            if let Some(e) = w.nats() {
+                w.resubscribe(e.on_down());
+            }
+        }),
+        msg: Box::new(move |subject, payload| {
+            let Some(w) = weak.upgrade() else { return };
+            let Some(engine) = w.nats() else { return };
+            match engine.on_msg(subject, payload) {
+                Some(crate::engine::nats::Incoming::Push(p, delta)) => w.fan_out_remote(p, delta),
+                Some(crate::engine::nats::Incoming::Control(b)) => cluster::on_control(&w, b),
+                None => {}
+            }
+        }),
+        confirmed: Box::new(move |gen, subjects| {
+            if let Some(e) = w_conf.upgrade().and_then(|w| w.nats()) {
+                e.on_confirmed(gen, subjects);
+            }
+        }),
+    });
+    monoio::spawn(engine.conn.clone().run());
+    if let Some(redis) = engine.redis_presence() {
+        for pair in &redis.shards {
+            pair.cmd.spawn();
+        }
+        monoio::spawn(cluster::presence_refresher(w.clone()));
+    }
+    if w.id == 0 {
+        monoio::spawn(cluster::announcer(w.clone()));
+        match engine.redis_presence() {
+            Some(redis) => {
+                let (cmd, node) = (redis.clone(), w.node.clone());
+                let prefix = w.cfg.engine.redis.prefix.clone();
+                monoio::spawn(async move {
+                    use crate::engine::redis::{codec::fnv1a64, node_number};
+                    let start = fnv1a64(node.uid.as_bytes()) % node_number::COUNT;
+                    node_number::keep(&cmd.shards[0].cmd, &prefix, &node.uid, start, &node.node_number).await
+                });
+            }
+            None => cluster::claim_node_number(w),
         }
     }
 }

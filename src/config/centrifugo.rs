@@ -7,7 +7,7 @@
 /// Top-level sections: everything under them is unsupported.
 #[rustfmt::skip]
 pub(crate) const SECTIONS: &[&str] = &[
-    "broker", "presence_manager", "map_broker", "controller", "shared_poll",
+    "presence_manager", "map_broker", "controller", "shared_poll",
     "consumers", "webtransport", "swagger", "debug", "init", "opentelemetry",
     "graphite", "usage_stats", "enable_unreleased_features",
 ];
@@ -16,6 +16,8 @@ pub(crate) const SECTIONS: &[&str] = &[
 #[rustfmt::skip]
 pub(crate) const OPTIONS: &[&str] = &[
     "http_server.tls_autocert",
+    "broker.redis", "broker.postgres", "broker.redisnats",
+    "broker.nats.tls", "broker.nats.allow_wildcards", "broker.nats.raw_mode",
     "http_server.http3", "http_server.h2c_external",
     "engine.redis.client_name", "engine.redis.force_resp2",
     "engine.redis.replica_client",

@@ -132,6 +132,10 @@ const FLAT: &[(&str, &str)] = &[
     ("uni_grpc_address",                      "uni_grpc.address"),
     ("uni_grpc_max_receive_message_size",     "uni_grpc.max_receive_message_size"),
     ("name",                                  "node.name"),
+    ("nats_url",                              "broker.nats.url"),
+    ("nats_prefix",                           "broker.nats.prefix"),
+    ("nats_dial_timeout",                     "broker.nats.dial_timeout"),
+    ("nats_write_timeout",                    "broker.nats.write_timeout"),
 ];
 
 /// v5 scalars named like a v6 section (`admin: true` vs `admin: {...}`): a non-object value
@@ -216,6 +220,11 @@ pub(super) fn normalize_file(
     for (key, value) in root {
         if IGNORED_V5.contains(&key.as_str()) {
             warnings.push(format!("option \"{key}\" has no effect in Gyre (ignored)"));
+        } else if key == "broker" && !value.is_object() {
+            // v5 `broker: nats` switched the broker on.
+            origins.record("broker.type", format!("option \"broker\" in {}", file.display()));
+            set_path(&mut out, "broker.enabled", Value::Bool(true));
+            set_path(&mut out, "broker.type", value);
         } else if key == "redis_host" {
             host = Some(value);
         } else if key == "redis_port" {
@@ -652,10 +661,15 @@ mod tests {
             "engine": "redis", "redis_host": "r", "redis_port": 6380, "redis_prefix": "x",
             "grpc_api": true, "grpc_api_port": 10001, "prometheus": true, "health": true,
             "log_level": "DEBUG", "user_subscribe_to_personal": true, "shutdown_timeout": "5s",
-            "websocket_message_size_limit": 1000, "name": "n1"
+            "websocket_message_size_limit": 1000, "name": "n1",
+            "broker": "nats", "nats_url": "nats://n:4223", "nats_prefix": "np", "nats_dial_timeout": "2s"
         }"#).unwrap();
+        assert!(l.config.broker.nats(), "v5 `broker: nats` turns the NATS broker on");
         check(&l.config, &[
             ("/http_server/port", json!(9000)),
+            ("/broker/nats/url", json!("nats://n:4223")),
+            ("/broker/nats/prefix", json!("np")),
+            ("/broker/nats/dial_timeout", json!("2s")),
             ("/http_server/address", json!("127.0.0.1")),
             ("/http_api/key", json!("ak")),
             ("/http_api/error_mode", json!("transport")),

@@ -297,6 +297,18 @@ fn validate(c: &Config) -> Result<(), String> {
     if !["memory", "redis"].contains(&c.engine.kind.as_str()) {
         return Err(format!("engine.type: unknown engine {:?} (use \"memory\" or \"redis\")", c.engine.kind));
     }
+    if c.broker.enabled {
+        match c.broker.kind.as_str() {
+            "memory" => {}
+            "nats" => drop(super::broker::NatsUrl::parse(&c.broker.nats.url)?),
+            "redis" => {
+                return Err(
+                    "broker.type: a separate Redis broker is not supported by Gyre (use engine.type \"redis\")".into()
+                )
+            }
+            other => return Err(format!("broker.type: unknown broker {other:?} (use \"memory\" or \"nats\")")),
+        }
+    }
     let internal = c.http_server.internal_port.trim();
     if !internal.is_empty() && internal.parse::<u16>().is_err() {
         return Err(format!("http_server.internal_port: expected a port number (0-65535), got {internal:?}"));
@@ -489,6 +501,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
     let mut config = deserialize(&tree, &origins, opts.config_path.as_deref())?;
     config.log.level = config.log.level.to_ascii_lowercase();
     config.engine.kind = config.engine.kind.to_ascii_lowercase();
+    config.broker.kind = config.broker.kind.to_ascii_lowercase();
     validate(&config).map_err(|e| {
         // Name where the option at fault was set, when that was not the file's v6 name.
         let origin = e.split_once(':').and_then(|(path, _)| origins.find(path));
@@ -701,6 +714,10 @@ mod tests {
             (r#"{"history_size": 1, "history_ttl": "1s", "auto_cache_recover": true}"#, "auto_cache_recover requires"),
             (r#"{"client": {"ping_interval": "5s", "pong_timeout": "5s"}}"#, "client.ping_interval"),
             (r#"{"engine": {"type": "nats"}}"#, "engine.type"),
+            (r#"{"broker": {"enabled": true, "type": "redis"}}"#, "broker.type: a separate Redis broker"),
+            (r#"{"broker": {"enabled": true, "type": "kafka"}}"#, "broker.type: unknown broker"),
+            (r#"{"broker": {"enabled": true, "type": "nats", "nats": {"url": "nats://h:x"}}}"#, "broker.nats.url"),
+            (r#"{"broker": "nats", "nats_url": "tls://h:1"}"#, "TLS to NATS"),
             (r#"{"log_level": "verbose"}"#, "log.level"),
             (r#"{"api_error_mode": "x"}"#, "http_api.error_mode"),
             (r#"{"workers": 65}"#, "workers"),

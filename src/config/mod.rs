@@ -6,6 +6,7 @@
 //! accepts the v5 flat names and maps them here. Every worker reads the same `Arc<Config>`;
 //! nothing in it changes after start-up.
 
+pub mod broker;
 pub mod doc;
 mod doc_text;
 pub mod dotenv;
@@ -49,6 +50,7 @@ pub struct Config {
     pub client: Client,
     pub channel: Channel,
     pub engine: Engine,
+    pub broker: broker::Broker,
     pub admin: Admin,
     pub prometheus: Enabled,
     pub health: Enabled,

@@ -87,7 +87,7 @@ impl Pipe {
         Pipe {
             conn,
             gen,
-            spread: w.redis().is_none(),
+            spread: w.bus().is_none(),
             run: Vec::new(),
             run_stats: RunStats::new(),
             batches: (0..w.workers).map(|_| None).collect(),

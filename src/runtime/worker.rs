@@ -227,11 +227,6 @@ impl Worker {
         self.me.upgrade().expect("a worker outlives its tasks")
     }
 
-    /// The Redis engine's connections of this worker, when the Redis engine runs.
-    pub fn redis(&self) -> Option<Rc<crate::engine::redis::RedisEngine>> {
-        self.shard.borrow().engine().redis().cloned()
-    }
-
     /// This worker's instance of a layer's per-worker state, made by `init` on first use.
     pub fn local<T: 'static>(&self, init: impl FnOnce(&Worker) -> T) -> Rc<T> {
         let id = TypeId::of::<T>();
@@ -290,32 +285,6 @@ impl Worker {
     // -----------------------------------------------------------------------------------
     // Channel operations.
     // -----------------------------------------------------------------------------------
-
-    /// Routes a single-channel operation: to the channel's owner worker, or, with the Redis
-    /// engine, straight to Redis from this worker for data operations (subscriptions still go
-    /// to the owner, which holds the channel's PUB/SUB subscription).
-    pub fn submit_shard(&self, op: ShardOp, tag: Tag) {
-        match self.redis() {
-            Some(engine) if op.is_data() => {
-                let me = self.rc();
-                crate::shard::redis::run_data(&engine, op, move |r| me.complete(tag, r));
-            }
-            _ => self.submit(owner_of(op.channel(), self.workers), op, tag),
-        }
-    }
-
-    /// [`Worker::submit_shard`] as a future.
-    pub fn call_shard(self: &Rc<Self>, op: ShardOp) -> Call<Reply> {
-        match self.redis() {
-            Some(engine) if op.is_data() => {
-                let slot = self.wait();
-                let me = self.clone();
-                crate::shard::redis::run_data(&engine, op, move |r| me.complete(Tag::Waiter(slot), r));
-                Call::waiting(self.clone(), slot)
-            }
-            _ => self.call(owner_of(op.channel(), self.workers), op),
-        }
-    }
 
     /// Runs `op` on worker `to` and delivers the result to `tag`: at once when `to` is this
     /// worker, else through `to`'s inbox (sent at the end of this loop turn).
@@ -406,6 +375,14 @@ impl Worker {
             });
             return;
         }
+        if let Some(engine) = self.nats() {
+            let w = self.rc();
+            monoio::spawn(async move {
+                let r = crate::shard::nats::subscribe(&w.shard, engine, &w.cfg, &op).await;
+                w.answer_subscribe(from, tag, r);
+            });
+            return;
+        }
         let mut fanout = Vec::new();
         let r = self.shard.borrow_mut().subscribe(*op, Instant::now(), &mut fanout);
         self.answer_subscribe(from, tag, r);
@@ -446,7 +423,7 @@ impl Worker {
     /// Sends a prepared push to every worker with subscribers (this one directly).
     fn fan_out(&self, f: Fanout) {
         let kind = metrics_kind(&f.prepared.push);
-        if kind != crate::metrics::Kind::Publication && self.redis().is_none() {
+        if kind != crate::metrics::Kind::Publication && self.bus().is_none() {
             crate::metrics::message_sent(kind);
         }
         crate::metrics::message_received(kind);
@@ -559,7 +536,7 @@ impl Worker {
         (0..self.workers).map(|i| self.ask(i, job.clone())).collect()
     }
 
-    fn wait(&self) -> u32 {
+    pub(super) fn wait(&self) -> u32 {
         self.waiters.borrow_mut().insert(Waiter::Waiting(None)) as u32
     }
 
@@ -731,7 +708,7 @@ pub struct Call<T> {
 }
 
 impl<T> Call<T> {
-    fn waiting(worker: Rc<Worker>, slot: u32) -> Self {
+    pub(super) fn waiting(worker: Rc<Worker>, slot: u32) -> Self {
         Call { worker, state: CallState::Waiting(slot) }
     }
 }

@@ -7,6 +7,7 @@
 //! Redis engine, data commands (publish, history, presence) run on the receiving worker
 //! ([`redis::run_data`]) and subscriptions on the owner ([`redis::subscribe`]).
 
+pub mod nats;
 pub mod redis;
 
 use std::sync::Arc;
@@ -186,6 +187,7 @@ impl Shard {
         let m = match &mut self.engine {
             Engine::Memory(m) => m,
             Engine::Redis(r) => return apply_redis(&mut self.counts, &mut self.bases, r, op),
+            Engine::Nats(n) => return nats::apply(&mut self.counts, &mut self.bases, n, op),
         };
         match op {
             ShardOp::Publish(p) => {
@@ -265,10 +267,10 @@ impl Shard {
 
     /// One more subscriber of `channel` on `worker` (the Redis engine's owner, once the
     /// channel's topic is subscribed).
-    fn count(&mut self, channel: &str, worker: u16) {
+    pub(crate) fn count(&mut self, channel: &str, worker: u16) {
         let counts = match &mut self.engine {
             Engine::Memory(m) => m.subscribers_mut(channel),
-            Engine::Redis(_) => match self.counts.get_mut(channel) {
+            Engine::Redis(_) | Engine::Nats(_) => match self.counts.get_mut(channel) {
                 Some(c) => c,
                 None => self.counts.entry(channel.into()).or_default(),
             },
@@ -279,7 +281,7 @@ impl Shard {
     fn counts(&self, channel: &str) -> Option<&Counts> {
         match &self.engine {
             Engine::Memory(m) => m.subscribers(channel),
-            Engine::Redis(_) => self.counts.get(channel),
+            Engine::Redis(_) | Engine::Nats(_) => self.counts.get(channel),
         }
     }
 
@@ -298,7 +300,7 @@ impl Shard {
     pub fn channels_with_subscribers(&self) -> u64 {
         match &self.engine {
             Engine::Memory(m) => m.subscribed_channels(),
-            Engine::Redis(_) => self.counts.len() as u64,
+            Engine::Redis(_) | Engine::Nats(_) => self.counts.len() as u64,
         }
     }
 
@@ -343,7 +345,7 @@ fn apply_redis(
 }
 
 /// One more subscriber on `worker`.
-fn count(c: &mut Counts, worker: u16) {
+pub(crate) fn count(c: &mut Counts, worker: u16) {
     match c.iter_mut().find(|(w, _)| *w == worker) {
         Some((_, n)) => *n += 1,
         None => c.push((worker, 1)),
@@ -351,7 +353,7 @@ fn count(c: &mut Counts, worker: u16) {
 }
 
 /// One subscriber less on `worker`; returns how many the node still has.
-fn uncount(c: &mut Counts, worker: u16) -> u32 {
+pub(crate) fn uncount(c: &mut Counts, worker: u16) -> u32 {
     if let Some(i) = c.iter().position(|(w, _)| *w == worker) {
         c[i].1 -= 1;
         if c[i].1 == 0 {

@@ -66,6 +66,7 @@ mod legacy;
 mod legacy_protocol;
 mod logs;
 mod metrics;
+mod nats;
 mod proxy;
 mod races;
 mod recovery;

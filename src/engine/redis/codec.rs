@@ -34,7 +34,7 @@ pub struct PbPublication {
     pub delta: bool,
 }
 
-fn info_to_pb(i: &ClientInfo) -> PbClientInfo {
+pub(crate) fn info_to_pb(i: &ClientInfo) -> PbClientInfo {
     PbClientInfo {
         user: i.user.to_string(),
         client: i.client.to_string(),
@@ -43,7 +43,7 @@ fn info_to_pb(i: &ClientInfo) -> PbClientInfo {
     }
 }
 
-fn info_from_pb(p: PbClientInfo) -> ClientInfo {
+pub(crate) fn info_from_pb(p: PbClientInfo) -> ClientInfo {
     ClientInfo {
         user: p.user.into(),
         client: p.client.into(),
