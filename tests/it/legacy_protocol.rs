@@ -3,7 +3,8 @@
 //! protobuf) and over SockJS (websocket, xhr-streaming, xhr-polling). One scenario per
 //! transport (`tests/js/legacy.js`): a JWT with `info`/`b64info`, subscribe, API publications,
 //! a client publication, presence and its stats, history, join/leave, recovery of what was
-//! published while the transport was broken, and a token signed with another key. Plus raw
+//! published while the transport was broken, and a token signed with another key. The browser
+//! bundles of both packages in Chromium over each SockJS transport, cross-origin. Plus raw
 //! frames: the first message decides the protocol, and malformed old frames close cleanly.
 //!
 //! Without Node or the packages (`npm ci --prefix tests/js`) a test is skipped with a
@@ -265,4 +266,55 @@ fn malformed_old_frames_close_cleanly() {
     }
     let r = s.request("GET", "/health", &[]);
     assert_eq!(r.status, 200);
+}
+
+/// In Chromium, from a page on another origin (allowed by `client.allowed_origins`): the
+/// browser bundles of centrifuge 2.8.5 and sockjs-client 1.6.1 connect over each SockJS
+/// transport in turn, subscribe, publish, and receive their publication back.
+#[test]
+fn chromium_centrifuge_js2_over_sockjs() {
+    let test = "chromium_centrifuge_js2_over_sockjs";
+    if !node_ready(test) {
+        return;
+    }
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !std::path::Path::new(&chromium).exists()
+        || !repo_root().join("tests/js/node_modules/playwright-core/package.json").exists()
+    {
+        unavailable(
+            test,
+            "Chromium or playwright-core is missing",
+            "apt-get install chromium; npm ci --prefix tests/js",
+        );
+        return;
+    }
+    let page_port = free_port();
+    let mut cfg = legacy_config();
+    merge(&mut cfg, json!({"client": {"allowed_origins": [format!("http://127.0.0.1:{page_port}")]}}));
+    let s = Server::start(cfg);
+    let out = Command::new("node")
+        .arg(repo_root().join("tests/js/browser_sockjs.js"))
+        .env("GYRE_URL", format!("http://127.0.0.1:{}", s.addr().port()))
+        .env("PAGE_PORT", page_port.to_string())
+        .env("SECRET", SECRET)
+        .env("CHANNEL", "chat:browser")
+        .env("CHROMIUM", chromium)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}\nserver: {}", String::from_utf8_lossy(&out.stderr), s.stderr());
+    let done: Value = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).last().expect("a report");
+    let runs: Vec<(Value, Value)> =
+        done["runs"].as_array().unwrap().iter().map(|r| (r["transport"].clone(), r["data"].clone())).collect();
+    assert_eq!(
+        runs,
+        vec![
+            (json!("sockjs-websocket"), json!({"from": "websocket"})),
+            (json!("sockjs-xhr-streaming"), json!({"from": "xhr-streaming"})),
+            (json!("sockjs-xhr-polling"), json!({"from": "xhr-polling"})),
+        ],
+        "{done}"
+    );
+    assert_eq!(done["pageErrors"], json!([]), "{done}");
+    assert!(!s.stderr().contains("panicked"), "{}", s.stderr());
 }
