@@ -112,6 +112,7 @@ const TEXTS: &[(&str, &str)] = &[
     ("client.history_max_publication_limit", "Most publications a client's history request returns."),
     ("client.recovery_max_publication_limit", "Most publications a recovery returns; with more missed the client gets an unrecovered subscription."),
     ("client.allowed_origins", "Origins browsers may open connections from (`*` and globs like `https://*.example.com` work). Requests without an Origin header are always allowed."),
+    ("client.use_unlimited_history_by_default", "Clients of the older protocol (Centrifugo 2.x/3.x) get every publication (up to `client.history_max_publication_limit`) from a history call without a limit, as Centrifugo 3 allowed with this option; otherwise only the stream position."),
     ("client.connect_include_server_time", "The connect result carries the server's time (`time`, milliseconds since the epoch)."),
     ("client.token", "How connection tokens (and subscription tokens, unless `client.subscription_token.enabled`) are verified."),
     ("client.subscription_token", "Options of subscription tokens when they are verified apart from connection tokens."),

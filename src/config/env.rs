@@ -95,6 +95,7 @@ const FLAT: &[(&str, &str)] = &[
     ("proxy_stream_subscribe",                "channel.without_namespace.subscribe_stream_proxy_enabled"),
     ("proxy_subscribe_stream_bidirectional",  "channel.without_namespace.subscribe_stream_proxy_bidirectional"),
     ("rpc_namespace_boundary",                "rpc.namespace_boundary"),
+    ("use_unlimited_history_by_default",      "client.use_unlimited_history_by_default"),
     // Centrifugo 3's SockJS options.
     ("sockjs_handler_prefix",                 "sockjs.handler_prefix"),
     ("sockjs_heartbeat_delay",                "sockjs.heartbeat_delay"),

@@ -171,6 +171,10 @@ pub struct Client {
     pub proxy: proxy::ClientProxies,
     /// The connect result carries the server's time (`time`, ms since the epoch).
     pub connect_include_server_time: bool,
+    /// Clients of the older protocol (Centrifugo 2.x/3.x) asking history without a limit get
+    /// every publication (up to `history_max_publication_limit`), as Centrifugo 3's option of
+    /// this name allowed while clients migrated; otherwise only the stream position.
+    pub use_unlimited_history_by_default: bool,
 }
 
 impl Default for Client {
@@ -200,6 +204,7 @@ impl Default for Client {
             connect_code_to_unidirectional_disconnect: CodeToDisconnect::default(),
             proxy: proxy::ClientProxies::default(),
             connect_include_server_time: false,
+            use_unlimited_history_by_default: false,
         }
     }
 }

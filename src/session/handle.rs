@@ -258,7 +258,8 @@ async fn run_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
                 return Err(Disconnect::BAD_REQUEST);
             }
             let max = s.w.cfg.client.history_max_publication_limit as i32;
-            let limit = if h.limit < 0 || h.limit > max { max } else { h.limit };
+            let unlimited = h.limit == 0 && s.client.v1.get() && s.w.cfg.client.use_unlimited_history_by_default;
+            let limit = if h.limit < 0 || h.limit > max || unlimited { max } else { h.limit };
             let op = ShardOp::History(crate::model::History {
                 channel: h.channel.as_str().into(),
                 limit,

@@ -172,6 +172,8 @@ const GYRE_ONLY: &[&str] = &[
     // SockJS: Centrifugo 3's transport (its `sockjs`, `sockjs_handler_prefix`,
     // `sockjs_heartbeat_delay`, `sockjs_url`), which v6 no longer has.
     "sockjs.enabled", "sockjs.handler_prefix", "sockjs.heartbeat_delay", "sockjs.url",
+    // Centrifugo 3's history without a limit for clients of its protocol.
+    "client.use_unlimited_history_by_default",
 ];
 
 /// Leaves of a config tree as (dotted path, value); list elements that are objects are

@@ -92,8 +92,8 @@ fn scenario(test: &str, s: &Server, url: &str, extra: Value) -> Option<Value> {
     Some(v)
 }
 
-/// What every transport must show.
-fn check(v: &Value, transport: &str) {
+/// What every transport must show; `unlimited`: history without a limit returns everything.
+fn check(v: &Value, transport: &str, unlimited: bool) {
     assert_eq!(v["connect"]["transport"], transport, "{v}");
     assert_eq!(v["connect"]["client"].as_str().map(str::len), Some(36), "a UUID client id: {v}");
     assert_eq!(v["subscribe"]["recoverable"], true, "history_recover makes it recoverable: {v}");
@@ -112,6 +112,7 @@ fn check(v: &Value, transport: &str) {
     assert_eq!(v["history"]["n"], 4, "{v}");
     assert_eq!(v["history"]["first"], json!({"n": 1}), "{v}");
     assert_eq!(v["history"]["epoch"], true, "{v}");
+    assert_eq!(v["history_nolimit"], if unlimited { 4 } else { 0 }, "{v}");
     assert_eq!(v["rpc"]["err"]["code"], 108, "no RPC proxy: not available: {v}");
     assert_eq!(v["joins"], json!(["alice", "bob"]), "{v}");
     assert_eq!(v["leaves"], json!(["bob"]), "{v}");
@@ -137,9 +138,12 @@ fn ws_url(s: &Server, query: &str) -> String {
 
 #[test]
 fn centrifuge_js2_websocket_json() {
-    let s = Server::start(legacy_config());
+    // Centrifugo 3's `use_unlimited_history_by_default`: history without a limit is all of it.
+    let mut cfg = legacy_config();
+    merge(&mut cfg, json!({"use_unlimited_history_by_default": true}));
+    let s = Server::start(cfg);
     let Some(v) = scenario("centrifuge_js2_websocket_json", &s, &ws_url(&s, ""), json!({})) else { return };
-    check(&v, "websocket");
+    check(&v, "websocket", true);
 }
 
 #[test]
@@ -147,7 +151,7 @@ fn centrifuge_js2_websocket_protobuf() {
     let s = Server::start(legacy_config());
     let url = ws_url(&s, "?format=protobuf");
     let Some(v) = scenario("centrifuge_js2_websocket_protobuf", &s, &url, json!({"protobuf": true})) else { return };
-    check(&v, "websocket");
+    check(&v, "websocket", false);
 }
 
 #[test]
@@ -155,7 +159,7 @@ fn centrifuge_js2_sockjs_websocket() {
     let s = Server::start(legacy_config());
     let url = s.url("/connection/sockjs");
     let Some(v) = scenario("centrifuge_js2_sockjs_websocket", &s, &url, json!({"sockjs": "websocket"})) else { return };
-    check(&v, "sockjs-websocket");
+    check(&v, "sockjs-websocket", false);
 }
 
 #[test]
@@ -165,7 +169,7 @@ fn centrifuge_js2_sockjs_xhr_streaming() {
     let Some(v) = scenario("centrifuge_js2_sockjs_xhr_streaming", &s, &url, json!({"sockjs": "xhr-streaming"})) else {
         return;
     };
-    check(&v, "sockjs-xhr-streaming");
+    check(&v, "sockjs-xhr-streaming", false);
 }
 
 #[test]
@@ -175,7 +179,7 @@ fn centrifuge_js2_sockjs_xhr_polling() {
     let Some(v) = scenario("centrifuge_js2_sockjs_xhr_polling", &s, &url, json!({"sockjs": "xhr-polling"})) else {
         return;
     };
-    check(&v, "sockjs-xhr-polling");
+    check(&v, "sockjs-xhr-polling", false);
 }
 
 /// SockJS is off unless switched on: its paths are 404, `/info` included.

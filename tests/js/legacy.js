@@ -109,6 +109,8 @@ async function main() {
   out.presence = Object.values(pr.presence).map((p) => ({ user: p.user, info: decodeInfo(p.conn_info || p.connInfo) }));
   out.presence_stats = await sub.presenceStats();
   const h = await sub.history({ limit: 10 });
+  // Without a limit: the position only, unless use_unlimited_history_by_default.
+  out.history_nolimit = (await sub.history()).publications.length;
   out.history = { n: h.publications.length, offset: num(h.offset), epoch: !!h.epoch, first: decodeData(h.publications[0].data) };
   out.rpc = await a.rpc(enc({ q: 1 })).then((r) => ({ ok: r }), (e) => ({ err: e }));
 
