@@ -307,7 +307,7 @@ fn chromium_centrifuge_js2_over_sockjs() {
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}\nserver: {}", String::from_utf8_lossy(&out.stderr), s.stderr());
-    let done: Value = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).last().expect("a report");
+    let done: Value = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).next_back().expect("a report");
     let runs: Vec<(Value, Value)> =
         done["runs"].as_array().unwrap().iter().map(|r| (r["transport"].clone(), r["data"].clone())).collect();
     assert_eq!(
