@@ -410,3 +410,46 @@ async fn watch(w: Rc<Worker>, sid: Box<str>, sock: Rc<Sock>) {
     sock.wake.notify();
     runner.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route(""), Some(Route::Greeting));
+        assert_eq!(route("/"), Some(Route::Greeting));
+        assert_eq!(route("/info"), Some(Route::Info));
+        assert_eq!(route("/123/abc/xhr"), Some(Route::Session { session: "abc", transport: Transport::Xhr }));
+        assert_eq!(route("/1/s/websocket"), Some(Route::Session { session: "s", transport: Transport::WebSocket }));
+        assert_eq!(
+            route("/1/s/xhr_send").map(|r| matches!(r, Route::Session { transport: Transport::XhrSend, .. })),
+            Some(true)
+        );
+        for bad in
+            ["/iframe.html", "/1/s/eventsource", "/1/s/jsonp", "/1//xhr", "/1/a.b/xhr", "/1/s/xhr/x", "/websocket"]
+        {
+            assert_eq!(route(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn client_frames() {
+        assert_eq!(decode_messages(br#"["a","b\n"]"#), Some(vec!["a".to_string(), "b\n".to_string()]));
+        assert_eq!(decode_messages(br#""one""#), Some(vec!["one".to_string()]));
+        assert_eq!(decode_messages(b" [] "), Some(vec![]));
+        for bad in [&b""[..], b"[1]", b"{}", b"[\"a\"", b"nope"] {
+            assert_eq!(decode_messages(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn frames_per_transport() {
+        use crate::client::{frame_message, sockjs_close};
+        assert_eq!(&frame_message(Framing::SockJsPoll, Format::Json, br#"{"id":1}"#)[..], b"a[\"{\\\"id\\\":1}\"]\n");
+        assert_eq!(&frame_message(Framing::SockJsStream, Format::Json, b"x")[..], b"7\r\na[\"x\"]\n\r\n");
+        assert_eq!(&frame_message(Framing::SockJsWebSocket, Format::Json, b"x")[..], b"\x81\x06a[\"x\"]");
+        assert_eq!(&sockjs_close(Framing::SockJsPoll, 3002, "r")[..], b"c[3002,\"r\"]\n");
+        assert_eq!(&sockjs_frame(Framing::SockJsPoll, b"h")[..], b"h\n");
+    }
+}
