@@ -40,6 +40,9 @@ use crate::session::Session;
 /// disconnect delay).
 pub const DISCONNECT_DELAY: Duration = Duration::from_secs(5);
 
+/// Most `xhr_send` bodies queued for one session and not run yet.
+const MAX_QUEUED_SENDS: usize = 256;
+
 /// The xhr-streaming prelude: 2048 `h` and a newline (some browsers deliver a streaming
 /// response only after its first 2 KiB).
 fn prelude() -> Vec<u8> {
@@ -297,7 +300,12 @@ pub async fn send(w: &Rc<Worker>, sid: &str, data: Bytes) -> bool {
         let sock = socks(w).0.borrow().get(&*sid).cloned();
         let found = match sock {
             Some(s) if !s.session.is_closed() => {
-                s.inbox.borrow_mut().push_back(data);
+                if s.inbox.borrow().len() >= MAX_QUEUED_SENDS {
+                    // A client that sends faster than its commands run.
+                    crate::client::Handler::disconnect(&*s.session, crate::error::Disconnect::TOO_MANY_REQUESTS);
+                } else {
+                    s.inbox.borrow_mut().push_back(data);
+                }
                 s.wake.notify();
                 true
             }
