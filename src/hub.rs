@@ -263,12 +263,17 @@ impl Hub {
 /// each compressed frame (by kind and level), since with no context takeover a frame
 /// compressed once is valid on every connection that negotiated permessage-deflate; and so
 /// are the two frames of delta subscribers (full data, patch), by kind.
-#[derive(Default)]
 struct Frames(
     [Option<Bytes>; crate::client::FRAME_KINDS],
     SmallVec<[(usize, i8, Bytes); 2]>,
     SmallVec<[(usize, Option<Bytes>); 2]>,
 );
+
+impl Default for Frames {
+    fn default() -> Self {
+        Frames(std::array::from_fn(|_| None), SmallVec::new(), SmallVec::new())
+    }
+}
 
 impl Frames {
     /// `plain`, this push's WebSocket frame of `kind`, as a client with `d` receives it.
@@ -347,7 +352,7 @@ fn plain_frame_for(c: &Client, p: &Prepared, frames: &mut Frames) -> Option<Byte
             _ => None,
         };
     }
-    if c.framing == Framing::WebSocket && c.format == Format::Json {
+    if c.framing == Framing::WebSocket && c.format == Format::Json && !c.v1.get() {
         // The owner built it: the common case costs a reference count.
         return p.json.clone();
     }
@@ -355,7 +360,8 @@ fn plain_frame_for(c: &Client, p: &Prepared, frames: &mut Frames) -> Option<Byte
         return None;
     }
     let slot = &mut frames.0[c.frame_kind()];
-    Some(slot.get_or_insert_with(|| p.frame(c.framing, c.format)).clone())
+    let build = || if c.v1.get() { p.v1_frame(c.framing, c.format) } else { p.frame(c.framing, c.format) };
+    Some(slot.get_or_insert_with(build).clone())
 }
 
 #[cfg(test)]

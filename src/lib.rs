@@ -26,7 +26,8 @@ pub mod metrics;
 pub mod model;
 /// Single-thread wake-ups and oneshots.
 pub mod notify;
-/// The Centrifuge client protocol: commands, replies, pushes (JSON and protobuf).
+/// The Centrifuge client protocol: commands, replies, pushes (JSON and protobuf); `v1`, the
+/// older protocol of Centrifugo 2.x/3.x clients.
 pub mod protocol;
 /// JWT verification and signing (HS256/384/512).
 pub mod token;
@@ -68,6 +69,8 @@ pub mod proxy;
 pub mod server;
 /// The client session, independent of its transport.
 pub mod session;
+/// SockJS (Centrifugo 2.x/3.x's fallback transport): websocket, xhr-streaming, xhr-polling.
+pub mod sockjs;
 /// The HTTP transports: HTTP-streaming and SSE with emulation, unidirectional SSE and stream.
 pub mod stream;
 /// The WebSocket transports (bidirectional and unidirectional).

@@ -80,6 +80,13 @@ impl Prepared {
     pub fn frame(&self, framing: Framing, format: Format) -> Bytes {
         push_frame(&self.channel, &self.push, framing, format)
     }
+
+    /// The frame for clients of the older protocol (`crate::protocol::v1`) on a transport.
+    pub fn v1_frame(&self, framing: Framing, format: Format) -> Bytes {
+        let mut buf = Vec::with_capacity(128);
+        crate::protocol::v1::encode_push(format, &self.channel, &self.push, &mut buf);
+        frame_message(framing, format, &buf)
+    }
 }
 
 /// `push` of `channel` as clients of a transport (`framing`) and `format` receive it: a

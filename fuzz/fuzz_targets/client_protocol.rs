@@ -14,6 +14,11 @@
 //!   own filter (binary that is not JSON is never sent to JSON clients). A payload's own line
 //!   breaks (pretty-printed JSON) must not reach the output.
 //!
+//! The same frame is decoded in the older protocol of Centrifugo 2.x/3.x clients
+//! (`gyre::protocol::v1`), JSON and protobuf, and what it decodes to is echoed through that
+//! protocol's encoders: JSON messages parse (with the id of the command answered), and each
+//! protobuf message is one length prefix followed by exactly that many bytes.
+//!
 //! Input: the raw frame.
 
 #![no_main]
@@ -296,7 +301,42 @@ fn encode_all(cmds: &[Cmd], from: Format) {
     }
 }
 
+/// The older protocol's encoders on what `cmds` (decoded in that protocol) ask.
+fn encode_all_v1(cmds: &[Cmd], from: Format) {
+    let one_message = |out: &[u8]| {
+        let mut body = out;
+        let len = prost::decode_length_delimiter(&mut body).expect("a length prefix");
+        assert_eq!(len, body.len(), "length prefix {len} for a body of {} bytes", body.len());
+    };
+    for cmd in cmds {
+        let strict = from == Format::Json || json_safe(cmd);
+        let (replies, pushes) = echoes(cmd, from);
+        for (id, reply) in &replies {
+            let mut out = Vec::new();
+            protocol::v1::encode_reply(Format::Json, *id, reply, &mut out);
+            check_json(&out, Some(*id), strict);
+            let mut out = Vec::new();
+            protocol::v1::encode_reply(Format::Protobuf, *id, reply, &mut out);
+            one_message(&out);
+        }
+        for (channel, push) in &pushes {
+            let mut out = Vec::new();
+            protocol::v1::encode_push(Format::Json, channel, push, &mut out);
+            check_json(&out, None, strict);
+            let mut out = Vec::new();
+            protocol::v1::encode_push(Format::Protobuf, channel, push, &mut out);
+            one_message(&out);
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
+    for format in [Format::Json, Format::Protobuf] {
+        let _ = protocol::v1::is_v1(format, data);
+        if let Ok(cmds) = protocol::v1::decode(format, data) {
+            encode_all_v1(&cmds, format);
+        }
+    }
     if let Ok(cmds) = protocol::decode(Format::Json, data) {
         assert!(!cmds.is_empty());
         encode_all(&cmds, Format::Json);

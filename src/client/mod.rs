@@ -42,10 +42,19 @@ pub enum Framing {
     /// The unidirectional gRPC stream: each frame is one gRPC message (5-byte prefix and a
     /// bare protobuf push).
     UniGrpc,
+    /// SockJS over a WebSocket: SockJS frames (`o`, `h`, `a[..]`, `c[..]`) in text frames;
+    /// the older protocol's JSON messages travel as the strings of `a[..]`.
+    SockJsWebSocket,
+    /// SockJS xhr-streaming: the same frames, each followed by `\n`, as chunks of one
+    /// response.
+    SockJsStream,
+    /// SockJS xhr-polling: the same frames, each followed by `\n`, taken by poll requests.
+    SockJsPoll,
 }
 
-/// How many [`Framing`] × [`Format`] combinations there are (see [`Client::frame_kind`]).
-pub const FRAME_KINDS: usize = 14;
+/// How many [`Framing`] × protocol × [`Format`] combinations there are (see
+/// [`Client::frame_kind`]).
+pub const FRAME_KINDS: usize = 40;
 
 impl Framing {
     /// The transport sends bare pushes and takes no commands (Centrifugo's unidirectional
@@ -69,6 +78,9 @@ impl Framing {
             Framing::UniHttpStream => 4,
             Framing::UniSse => 5,
             Framing::UniGrpc => 6,
+            Framing::SockJsWebSocket => 7,
+            Framing::SockJsStream => 8,
+            Framing::SockJsPoll => 9,
         }
     }
 
@@ -82,8 +94,45 @@ impl Framing {
             Framing::UniHttpStream => "uni_http_stream",
             Framing::UniSse => "uni_sse",
             Framing::UniGrpc => "uni_grpc",
+            Framing::SockJsWebSocket => "sockjs_websocket",
+            Framing::SockJsStream => "sockjs_xhr_streaming",
+            Framing::SockJsPoll => "sockjs_xhr_polling",
         }
     }
+
+    /// One of the SockJS transports (which carry the older protocol's JSON only).
+    pub fn is_sockjs(self) -> bool {
+        matches!(self, Framing::SockJsWebSocket | Framing::SockJsStream | Framing::SockJsPoll)
+    }
+}
+
+/// A SockJS frame (`o`, `h`, `a[..]`, `c[..]`) as a SockJS transport sends it: a WebSocket
+/// text frame, a chunk of the xhr-streaming response, or a line of a poll response.
+pub fn sockjs_frame(framing: Framing, body: &[u8]) -> Bytes {
+    match framing {
+        Framing::SockJsStream => http_chunk(&[body, b"\n"]),
+        Framing::SockJsPoll => {
+            let mut out = Vec::with_capacity(body.len() + 1);
+            out.extend_from_slice(body);
+            out.push(b'\n');
+            out.into()
+        }
+        _ => frame(OpCode::Text, body),
+    }
+}
+
+/// The SockJS close frame `c[code,"reason"]`.
+pub fn sockjs_close(framing: Framing, code: u16, reason: &str) -> Bytes {
+    let mut body = format!("c[{code},").into_bytes();
+    crate::wire::json::string(&mut body, reason);
+    body.push(b']');
+    let mut out = sockjs_frame(framing, &body).to_vec();
+    match framing {
+        Framing::SockJsWebSocket => out.extend_from_slice(&close_frame(1000, "")),
+        Framing::SockJsStream => out.extend_from_slice(HTTP_LAST_CHUNK),
+        _ => {}
+    }
+    out.into()
 }
 
 /// One chunk of a chunked HTTP body holding `parts` back to back.
@@ -110,6 +159,14 @@ pub fn frame_message(framing: Framing, format: Format, payload: &[u8]) -> Bytes 
         Framing::HttpStream | Framing::UniHttpStream if json => http_chunk(&[payload, b"\n"]),
         Framing::HttpStream | Framing::UniHttpStream => http_chunk(&[payload]),
         Framing::Sse | Framing::UniSse => http_chunk(&[b"data: ", payload, b"\n\n"]),
+        Framing::SockJsWebSocket | Framing::SockJsStream | Framing::SockJsPoll => {
+            // `a["<message>"]`: the message as a JSON string in a one-element array.
+            let mut body = Vec::with_capacity(payload.len() + 16);
+            body.extend_from_slice(b"a[");
+            crate::wire::json::string(&mut body, &String::from_utf8_lossy(payload));
+            body.push(b']');
+            sockjs_frame(framing, &body)
+        }
         Framing::UniGrpc => {
             let mut out = Vec::with_capacity(5 + payload.len());
             out.push(0);
@@ -155,6 +212,9 @@ pub struct Client {
     /// The client id (a UUID, or a gateway snowflake for raw clients).
     pub id: Arc<str>,
     pub format: Format,
+    /// The client speaks the older protocol of Centrifugo 2.x/3.x (`crate::protocol::v1`):
+    /// set from its first message on a WebSocket, from the start on SockJS.
+    pub v1: Cell<bool>,
     /// A raw gateway client: publications as plain frames, no protocol pushes.
     pub raw: bool,
     pub framing: Framing,
@@ -190,6 +250,7 @@ impl Client {
             gen: NEXT_GEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             id,
             format,
+            v1: Cell::new(false),
             raw,
             framing,
             deflate: None,
@@ -223,7 +284,7 @@ impl Client {
     /// Which of the [`FRAME_KINDS`] frames of a push this client receives: fan-out builds
     /// each kind at most once per push and worker.
     pub fn frame_kind(&self) -> usize {
-        self.framing.index() * 2 + (self.format == Format::Protobuf) as usize
+        self.framing.index() * 4 + self.v1.get() as usize * 2 + (self.format == Format::Protobuf) as usize
     }
 
     /// Frames a raw message (a gateway client's text or binary data: WebSocket only).
@@ -235,8 +296,12 @@ impl Client {
         }
     }
 
-    /// The transport's own keep-alive ping (raw clients have no protocol pings).
+    /// The transport's own keep-alive ping (raw clients have no protocol pings; SockJS
+    /// transports send the heartbeat frame `h`).
     pub fn ping_frame(&self) -> Bytes {
+        if self.framing.is_sockjs() {
+            return sockjs_frame(self.framing, b"h");
+        }
         frame(OpCode::Ping, b"")
     }
 
@@ -266,6 +331,13 @@ impl Client {
             reconnect: false,
         };
         let mut payload = Vec::with_capacity(64);
+        if self.v1.get() {
+            let (code, reason) = crate::protocol::v1::close_of(d);
+            if self.framing.is_sockjs() {
+                return sockjs_close(self.framing, code, &reason);
+            }
+            return close_frame(code, &reason);
+        }
         if self.framing.is_uni() {
             crate::protocol::encode_bare_push(self.format, "", &push, &mut payload);
         } else {
@@ -377,8 +449,11 @@ mod tests {
             Framing::UniHttpStream,
             Framing::UniSse,
             Framing::UniGrpc,
+            Framing::SockJsWebSocket,
+            Framing::SockJsStream,
+            Framing::SockJsPoll,
         ];
-        assert_eq!(all.len() * 2, FRAME_KINDS);
+        assert_eq!(all.len() * 4, FRAME_KINDS);
         for f in all {
             assert_eq!(crate::metrics::TRANSPORTS[f.index()], f.name());
         }

@@ -361,6 +361,17 @@ impl Outbox {
         self.inner.borrow().bytes
     }
 
+    /// For a transport without a socket of its own (SockJS xhr-polling, whose poll requests
+    /// take what is queued): waits for frames and takes up to [`MAX_IOV`] of them; `Err` with
+    /// the close frame (empty when none) once the connection is over.
+    pub async fn take_frames(&self) -> Result<Vec<Bytes>, Bytes> {
+        let mut batch = Vec::new();
+        match self.next_batch(&mut batch).await {
+            None => Ok(batch),
+            Some(close) => Err(close.unwrap_or_default()),
+        }
+    }
+
     /// Waits for frames; returns up to [`MAX_IOV`] of them, or `None` when the writer should
     /// send the close frame (returned in `close`) and stop.
     async fn next_batch(&self, batch: &mut Vec<Bytes>) -> Option<Option<Bytes>> {

@@ -95,6 +95,11 @@ const FLAT: &[(&str, &str)] = &[
     ("proxy_stream_subscribe",                "channel.without_namespace.subscribe_stream_proxy_enabled"),
     ("proxy_subscribe_stream_bidirectional",  "channel.without_namespace.subscribe_stream_proxy_bidirectional"),
     ("rpc_namespace_boundary",                "rpc.namespace_boundary"),
+    ("use_unlimited_history_by_default",      "client.use_unlimited_history_by_default"),
+    // Centrifugo 3's SockJS options.
+    ("sockjs_handler_prefix",                 "sockjs.handler_prefix"),
+    ("sockjs_heartbeat_delay",                "sockjs.heartbeat_delay"),
+    ("sockjs_url",                            "sockjs.url"),
     // v5 spellings of channel options.
     ("publish",                               "channel.without_namespace.allow_publish_for_client"),
     ("subscribe_to_publish",                  "channel.without_namespace.allow_publish_for_subscriber"),
@@ -148,6 +153,7 @@ const SCALAR_SECTIONS: &[(&str, &str)] = &[
     ("uni_sse", "uni_sse.enabled"),
     ("uni_http_stream", "uni_http_stream.enabled"),
     ("uni_grpc", "uni_grpc.enabled"),
+    ("sockjs", "sockjs.enabled"),
 ];
 
 /// v5 names that meant something in Centrifugo but have no effect here.

@@ -63,6 +63,7 @@ pub struct Config {
     pub uni_sse: UniSse,
     pub uni_http_stream: UniHttpStream,
     pub uni_grpc: UniGrpc,
+    pub sockjs: Sockjs,
     pub node: Node,
     pub shutdown: Shutdown,
     pub gateway: Gateway,
@@ -170,6 +171,10 @@ pub struct Client {
     pub proxy: proxy::ClientProxies,
     /// The connect result carries the server's time (`time`, ms since the epoch).
     pub connect_include_server_time: bool,
+    /// Clients of the older protocol (Centrifugo 2.x/3.x) asking history without a limit get
+    /// every publication (up to `history_max_publication_limit`), as Centrifugo 3's option of
+    /// this name allowed while clients migrated; otherwise only the stream position.
+    pub use_unlimited_history_by_default: bool,
 }
 
 impl Default for Client {
@@ -199,6 +204,7 @@ impl Default for Client {
             connect_code_to_unidirectional_disconnect: CodeToDisconnect::default(),
             proxy: proxy::ClientProxies::default(),
             connect_include_server_time: false,
+            use_unlimited_history_by_default: false,
         }
     }
 }
@@ -479,6 +485,33 @@ stream_section!(
     /// The unidirectional HTTP stream (`uni_http_stream`).
     UniHttpStream, "/connection/uni_http_stream", connect_code_to_http_response: CodeToHttp
 );
+
+/// SockJS (`sockjs`), the fallback transport of Centrifugo 2.x/3.x: the SockJS session
+/// protocol carrying the older client protocol (`crate::sockjs`). Off by default (Centrifugo
+/// 4 dropped it); Centrifugo 3's `sockjs: true` turns it on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Sockjs {
+    pub enabled: bool,
+    pub handler_prefix: String,
+    /// Interval of the `h` heartbeat frames.
+    #[serde(with = "duration")]
+    pub heartbeat_delay: Duration,
+    /// The SockJS client script an iframe-based transport would load: accepted for
+    /// Centrifugo 3's configs; the iframe transports are not served, so it is unused.
+    pub url: String,
+}
+
+impl Default for Sockjs {
+    fn default() -> Self {
+        Sockjs {
+            enabled: false,
+            handler_prefix: "/connection/sockjs".into(),
+            heartbeat_delay: Duration::from_secs(25),
+            url: String::new(),
+        }
+    }
+}
 
 /// `/emulation`, served while `http_stream` or `sse` is on.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
-//! Option names of Centrifugo 1.x and 2.x that still mean something here, mapped onto today's
-//! options with a deprecation warning that names the new option. `secret` signed v1 API
+//! Option names of Centrifugo 1.x, 2.x and 3.x that still mean something here, mapped onto
+//! today's options with a deprecation warning that names the new option. `secret` signed v1 API
 //! requests and (2.x) HS256 connection tokens, so it sets both `http_api.v1_secret` and, unless
 //! the file sets it, `client.token.hmac_secret_key`.
 
@@ -19,6 +19,11 @@ const TOP: &[(&str, &str)] = &[
     ("user_channel_boundary",      "channel.user_boundary"),
     ("user_channel_separator",     "channel.user_separator"),
     ("user_connection_limit",      "client.user_connection_limit"),
+    // Centrifugo 3 (`sockjs: true` itself is taken below: `sockjs` is also today's section).
+    ("sockjs_handler_prefix",      "sockjs.handler_prefix"),
+    ("sockjs_heartbeat_delay",     "sockjs.heartbeat_delay"),
+    ("sockjs_url",                 "sockjs.url"),
+    ("use_unlimited_history_by_default", "client.use_unlimited_history_by_default"),
 ];
 
 /// Old channel option names inside a namespace → today's name.
@@ -48,6 +53,12 @@ pub(super) fn take(root: &mut Map<String, Value>, warnings: &mut Vec<String>) ->
         out.push((SECRET_PATHS[0].to_owned(), v.clone(), "secret".to_owned()));
         if !token_set {
             out.push((SECRET_PATHS[1].to_owned(), v, "secret".to_owned()));
+        }
+    }
+    if root.get("sockjs").is_some_and(|v| !v.is_object()) {
+        if let Some(v) = root.remove("sockjs") {
+            warnings.push(deprecated("sockjs", "sockjs.enabled"));
+            out.push(("sockjs.enabled".to_owned(), v, "sockjs".to_owned()));
         }
     }
     for (old, new) in TOP {
@@ -112,6 +123,20 @@ mod tests {
         assert_eq!(warnings.len(), 4, "{warnings:?}");
         assert!(warnings[1].contains("\"http_api.v1_insecure\""), "{warnings:?}");
         assert_eq!(root["namespaces"][0], json!({"name": "a", "force_recovery": true}));
+    }
+
+    #[test]
+    fn centrifugo_3_sockjs_names() {
+        let Value::Object(mut root) = json!({"sockjs": true, "sockjs_heartbeat_delay": 5}) else { unreachable!() };
+        let mut warnings = Vec::new();
+        let set = take(&mut root, &mut warnings);
+        let paths: Vec<&str> = set.iter().map(|(p, _, _)| p.as_str()).collect();
+        assert_eq!(paths, ["sockjs.enabled", "sockjs.heartbeat_delay"]);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        // Today's section is left alone.
+        let Value::Object(mut root) = json!({"sockjs": {"enabled": true}}) else { unreachable!() };
+        assert!(take(&mut root, &mut Vec::new()).is_empty());
+        assert!(root.contains_key("sockjs"));
     }
 
     #[test]

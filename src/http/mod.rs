@@ -1,11 +1,13 @@
 //! HTTP/1.1: the wire codec ([`codec`]), a connection's ordered output ([`out`]) and the
 //! keep-alive connection loop with the router ([`serve`]); publish lines of legacy streams
-//! spread over their channels' owners ([`pipeline`]); the signed v1 API of Centrifugo 1.x ([`v1`]).
+//! spread over their channels' owners ([`pipeline`]); the signed v1 API of Centrifugo 1.x ([`v1`]);
+//! SockJS's paths (`sockjs`).
 
 pub mod ops;
 pub mod out;
 pub mod pipeline;
 pub mod serve;
+mod sockjs;
 mod transports;
 mod upgrade;
 mod v1;

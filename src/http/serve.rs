@@ -60,6 +60,8 @@ pub(super) enum Upgrade {
     Raw(crate::session::RawStart, ConnectionSlot),
     /// A gateway backend on `/ws/v1`.
     Backend(crate::gateway::backend::Roles),
+    /// SockJS over a WebSocket, or (with its session id and response head) xhr-streaming.
+    SockJs(ConnectionSlot, crate::session::proxy::Forwarded, Option<Box<(String, bytes::Bytes)>>),
 }
 
 /// What an upgrade request asks to become, before its limits are checked.
@@ -68,12 +70,13 @@ pub(super) enum Kind {
     Uni(Option<crate::protocol::ConnectReq>),
     Raw(crate::session::RawStart),
     Backend(crate::gateway::backend::Roles),
+    SockJs,
 }
 
 /// The read half plus its buffer.
 pub(super) struct Reader<R> {
-    rd: R,
-    buf: BytesMut,
+    pub(super) rd: R,
+    pub(super) buf: BytesMut,
     last_full: bool,
     /// Told of every read that brought bytes (graceful shutdown waits only for requests whose
     /// bytes keep coming).
@@ -195,6 +198,7 @@ async fn serve_stream<R, W>(
                 Upgrade::Backend(roles) => {
                     monoio::spawn(crate::gateway::backend::run(w, roles, reader.rd, wr, reader.buf, sock.fd));
                 }
+                Upgrade::SockJs(slot, fwd, xhr) => super::sockjs::spawn(w, slot, fwd, xhr, reader, wr, sock),
             }
         }
         return;
@@ -209,7 +213,7 @@ pub(super) struct Conn {
     pub(super) out: Rc<ConnOut>,
     key: u32,
     gen: u32,
-    peer: Option<std::net::IpAddr>,
+    pub(super) peer: Option<std::net::IpAddr>,
     /// What the listener that accepted this connection serves.
     endpoints: super::Endpoints,
 }

@@ -42,6 +42,13 @@ impl Conn {
         r: &mut Reader<R>,
     ) -> Result<Option<Stop>, Head> {
         let cfg = &self.w.cfg;
+        let head = match cfg.sockjs.enabled {
+            true => match self.sockjs(head, r).await {
+                Ok(head) => head,
+                Err(stop) => return Ok(stop),
+            },
+            false => head,
+        };
         let path = head.path.as_str();
         let route = if cfg.http_stream.enabled && path == mount(&cfg.http_stream.handler_prefix) {
             Route::HttpStream
@@ -217,7 +224,7 @@ impl Conn {
     }
 
     /// A small response with extra header lines (`headers`, each ending in CRLF).
-    fn plain(&self, head: &Head, status: u16, headers: &str, body: &[u8]) -> Option<Stop> {
+    pub(super) fn plain(&self, head: &Head, status: u16, headers: &str, body: &[u8]) -> Option<Stop> {
         let keep = head.keep_alive && !head.has_body();
         let mut out = format!("HTTP/1.1 {status} {}\r\n{headers}", crate::wire::http::reason(status));
         if status != 204 {

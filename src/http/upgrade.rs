@@ -83,6 +83,11 @@ impl Conn {
                 let fwd = crate::session::proxy::forwarded(&self.w, &head.headers);
                 (Upgrade::Uni(req, slot, deflate, fwd), None)
             }
+            Kind::SockJs => {
+                let Some(slot) = slot() else { return unavailable() };
+                let fwd = crate::session::proxy::forwarded(&self.w, &head.headers);
+                (Upgrade::SockJs(slot, fwd, None), None)
+            }
             Kind::Client => {
                 let Some(slot) = slot() else { return unavailable() };
                 let (format, proto) = crate::ws::negotiate(head);

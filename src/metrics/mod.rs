@@ -148,8 +148,18 @@ impl Frame {
 }
 
 /// The `transport` label values, indexed as the client's framing (`crate::client::Framing`).
-pub const TRANSPORTS: [&str; 7] =
-    ["websocket", "http_stream", "sse", "uni_websocket", "uni_http_stream", "uni_sse", "uni_grpc"];
+pub const TRANSPORTS: [&str; 10] = [
+    "websocket",
+    "http_stream",
+    "sse",
+    "uni_websocket",
+    "uni_http_stream",
+    "uni_sse",
+    "uni_grpc",
+    "sockjs_websocket",
+    "sockjs_xhr_streaming",
+    "sockjs_xhr_polling",
+];
 
 /// `client_name` and `client_version` of a connection (the connect request's `name` and
 /// `version`): Centrifugo registers no client name, so a given one reads `unregistered`.

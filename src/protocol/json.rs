@@ -375,10 +375,34 @@ fn subscribe_result(out: &mut Vec<u8>, r: &SubscribeResult) {
     out.push(b'}');
 }
 
+/// The field name of a reply's body (`connect`, `subscribe`, ...).
+fn body_name(b: &ReplyBody) -> &'static str {
+    match b {
+        ReplyBody::Connect(_) => "connect",
+        ReplyBody::Subscribe(_) => "subscribe",
+        ReplyBody::Unsubscribe => "unsubscribe",
+        ReplyBody::Publish => "publish",
+        ReplyBody::Ping => "ping",
+        ReplyBody::Presence(_) => "presence",
+        ReplyBody::PresenceStats { .. } => "presence_stats",
+        ReplyBody::History { .. } => "history",
+        ReplyBody::Rpc { .. } => "rpc",
+        ReplyBody::Refresh { .. } => "refresh",
+        ReplyBody::SubRefresh { .. } => "sub_refresh",
+    }
+}
+
 fn body(out: &mut Vec<u8>, b: &ReplyBody) {
+    key(out, &mut true, body_name(b));
+    body_value(out, b);
+}
+
+/// A reply's body object (the value of its field in [`encode_reply`]; the older protocol's
+/// `result`).
+pub(super) fn body_value(out: &mut Vec<u8>, b: &ReplyBody) {
     match b {
         ReplyBody::Connect(c) => {
-            out.extend_from_slice(b"\"connect\":{");
+            out.extend_from_slice(b"{");
             let mut first = true;
             opt_str(out, &mut first, "client", &c.client);
             opt_str(out, &mut first, "version", &c.version);
@@ -394,14 +418,13 @@ fn body(out: &mut Vec<u8>, b: &ReplyBody) {
             out.push(b'}');
         }
         ReplyBody::Subscribe(r) => {
-            out.extend_from_slice(b"\"subscribe\":");
             subscribe_result(out, r);
         }
-        ReplyBody::Unsubscribe => out.extend_from_slice(b"\"unsubscribe\":{}"),
-        ReplyBody::Publish => out.extend_from_slice(b"\"publish\":{}"),
-        ReplyBody::Ping => out.extend_from_slice(b"\"ping\":{}"),
+        ReplyBody::Unsubscribe => out.extend_from_slice(b"{}"),
+        ReplyBody::Publish => out.extend_from_slice(b"{}"),
+        ReplyBody::Ping => out.extend_from_slice(b"{}"),
         ReplyBody::Presence(clients) => {
-            out.extend_from_slice(b"\"presence\":{\"presence\":{");
+            out.extend_from_slice(b"{\"presence\":{");
             for (i, c) in clients.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
@@ -414,7 +437,7 @@ fn body(out: &mut Vec<u8>, b: &ReplyBody) {
         }
         ReplyBody::PresenceStats { num_clients, num_users } => {
             // Both counts are always written, zero included.
-            out.extend_from_slice(b"\"presence_stats\":{\"num_clients\":");
+            out.extend_from_slice(b"{\"num_clients\":");
             int(out, *num_clients as u64);
             out.extend_from_slice(b",\"num_users\":");
             int(out, *num_users as u64);
@@ -422,7 +445,7 @@ fn body(out: &mut Vec<u8>, b: &ReplyBody) {
         }
         ReplyBody::History { publications: pubs, position } => {
             // Publications (`[]` when none), epoch and offset are always written.
-            out.extend_from_slice(b"\"history\":{\"publications\":");
+            out.extend_from_slice(b"{\"publications\":");
             publications(out, pubs);
             out.extend_from_slice(b",\"epoch\":");
             string(out, &position.epoch);
@@ -431,12 +454,12 @@ fn body(out: &mut Vec<u8>, b: &ReplyBody) {
             out.push(b'}');
         }
         ReplyBody::Rpc { data } => {
-            out.extend_from_slice(b"\"rpc\":{");
+            out.extend_from_slice(b"{");
             opt_raw(out, &mut true, "data", data.as_deref());
             out.push(b'}');
         }
         ReplyBody::Refresh { client, version, expires, ttl } => {
-            out.extend_from_slice(b"\"refresh\":{");
+            out.extend_from_slice(b"{");
             let mut first = true;
             opt_str(out, &mut first, "client", client);
             opt_str(out, &mut first, "version", version);
@@ -445,7 +468,6 @@ fn body(out: &mut Vec<u8>, b: &ReplyBody) {
             out.push(b'}');
         }
         ReplyBody::SubRefresh { expires, ttl } => {
-            out.extend_from_slice(b"\"sub_refresh\":");
             expires_ttl(out, *expires, *ttl);
         }
     }
@@ -485,26 +507,43 @@ pub fn encode_bare_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
         string(out, channel);
         out.push(b',');
     }
+    key(out, &mut true, push_name(push));
+    push_value(out, push);
+    out.push(b'}');
+}
+
+/// The field name of a push's body (`pub`, `join`, ...).
+fn push_name(push: &PushBody) -> &'static str {
+    match push {
+        PushBody::Pub(_) | PushBody::Delta(_) => "pub",
+        PushBody::Join(_) => "join",
+        PushBody::Leave(_) => "leave",
+        PushBody::Unsubscribe { .. } => "unsubscribe",
+        PushBody::Subscribe { .. } => "subscribe",
+        PushBody::Message { .. } => "message",
+        PushBody::Refresh { .. } => "refresh",
+        PushBody::Disconnect { .. } => "disconnect",
+        PushBody::Connect(_) => "connect",
+    }
+}
+
+/// A push's body object (the value of its field in [`encode_bare_push`]; the older
+/// protocol's push `data`).
+pub(super) fn push_value(out: &mut Vec<u8>, push: &PushBody) {
     match push {
         PushBody::Pub(p) => {
-            out.extend_from_slice(b"\"pub\":");
             publication(out, p);
         }
         PushBody::Delta(p) => {
-            out.extend_from_slice(b"\"pub\":");
             publication_with(out, p, true);
         }
         PushBody::Join(info) | PushBody::Leave(info) => {
-            out.extend_from_slice(if matches!(push, PushBody::Join(_)) {
-                b"\"join\":{\"info\":".as_slice()
-            } else {
-                b"\"leave\":{\"info\":".as_slice()
-            });
+            out.extend_from_slice(b"{\"info\":");
             encode::client_info(out, info);
             out.push(b'}');
         }
         PushBody::Unsubscribe { code, reason } => {
-            out.extend_from_slice(b"\"unsubscribe\":{");
+            out.extend_from_slice(b"{");
             let mut first = true;
             opt_uint(out, &mut first, "code", *code as u64);
             opt_str(out, &mut first, "reason", reason);
@@ -519,20 +558,18 @@ pub fn encode_bare_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
                 data: data.clone(),
                 ..Default::default()
             };
-            out.extend_from_slice(b"\"subscribe\":");
             subscribe_result(out, &r);
         }
         PushBody::Message { data } => {
-            out.extend_from_slice(b"\"message\":{");
+            out.extend_from_slice(b"{");
             opt_raw(out, &mut true, "data", Some(data));
             out.push(b'}');
         }
         PushBody::Refresh { expires, ttl } => {
-            out.extend_from_slice(b"\"refresh\":");
             expires_ttl(out, *expires, *ttl);
         }
         PushBody::Disconnect { code, reason, reconnect } => {
-            out.extend_from_slice(b"\"disconnect\":{");
+            out.extend_from_slice(b"{");
             let mut first = true;
             opt_uint(out, &mut first, "code", *code as u64);
             opt_str(out, &mut first, "reason", reason);
@@ -542,7 +579,7 @@ pub fn encode_bare_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
         PushBody::Connect(c) => {
             // The `Connect` push of the unidirectional transports (its fields in the order
             // of the protocol's `Connect` message).
-            out.extend_from_slice(b"\"connect\":{");
+            out.extend_from_slice(b"{");
             let mut first = true;
             opt_str(out, &mut first, "client", &c.client);
             opt_str(out, &mut first, "version", &c.version);
@@ -558,7 +595,6 @@ pub fn encode_bare_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
             out.push(b'}');
         }
     }
-    out.push(b'}');
 }
 
 fn connect_subs(out: &mut Vec<u8>, first: &mut bool, c: &ConnectResult) {

@@ -7,6 +7,7 @@
 
 pub mod json;
 pub mod pb;
+pub mod v1;
 
 use bytes::Bytes;
 

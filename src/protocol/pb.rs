@@ -16,443 +16,8 @@ use crate::model::Payload;
 /// The subset of `client.proto` this server reads and writes, field numbers as upstream.
 /// Fields the server never uses (dictionaries, map subscriptions, ...) are left
 /// out: prost skips them as unknown fields when decoding.
-pub mod proto {
-    use std::collections::BTreeMap;
-
-    use bytes::Bytes;
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Error {
-        #[prost(uint32, tag = "1")]
-        pub code: u32,
-        #[prost(string, tag = "2")]
-        pub message: String,
-        #[prost(bool, tag = "3")]
-        pub temporary: bool,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Command {
-        #[prost(uint32, tag = "1")]
-        pub id: u32,
-        #[prost(message, optional, tag = "4")]
-        pub connect: Option<ConnectRequest>,
-        #[prost(message, optional, tag = "5")]
-        pub subscribe: Option<SubscribeRequest>,
-        #[prost(message, optional, tag = "6")]
-        pub unsubscribe: Option<UnsubscribeRequest>,
-        #[prost(message, optional, tag = "7")]
-        pub publish: Option<PublishRequest>,
-        #[prost(message, optional, tag = "8")]
-        pub presence: Option<PresenceRequest>,
-        #[prost(message, optional, tag = "9")]
-        pub presence_stats: Option<PresenceStatsRequest>,
-        #[prost(message, optional, tag = "10")]
-        pub history: Option<HistoryRequest>,
-        #[prost(message, optional, tag = "11")]
-        pub ping: Option<PingRequest>,
-        #[prost(message, optional, tag = "12")]
-        pub send: Option<SendRequest>,
-        #[prost(message, optional, tag = "13")]
-        pub rpc: Option<RpcRequest>,
-        #[prost(message, optional, tag = "14")]
-        pub refresh: Option<RefreshRequest>,
-        #[prost(message, optional, tag = "15")]
-        pub sub_refresh: Option<SubRefreshRequest>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Reply {
-        #[prost(uint32, tag = "1")]
-        pub id: u32,
-        #[prost(message, optional, tag = "2")]
-        pub error: Option<Error>,
-        #[prost(message, optional, tag = "4")]
-        pub push: Option<Push>,
-        #[prost(message, optional, tag = "5")]
-        pub connect: Option<ConnectResult>,
-        #[prost(message, optional, tag = "6")]
-        pub subscribe: Option<SubscribeResult>,
-        #[prost(message, optional, tag = "7")]
-        pub unsubscribe: Option<UnsubscribeResult>,
-        #[prost(message, optional, tag = "8")]
-        pub publish: Option<PublishResult>,
-        #[prost(message, optional, tag = "9")]
-        pub presence: Option<PresenceResult>,
-        #[prost(message, optional, tag = "10")]
-        pub presence_stats: Option<PresenceStatsResult>,
-        #[prost(message, optional, tag = "11")]
-        pub history: Option<HistoryResult>,
-        #[prost(message, optional, tag = "12")]
-        pub ping: Option<PingResult>,
-        #[prost(message, optional, tag = "13")]
-        pub rpc: Option<RpcResult>,
-        #[prost(message, optional, tag = "14")]
-        pub refresh: Option<RefreshResult>,
-        #[prost(message, optional, tag = "15")]
-        pub sub_refresh: Option<SubRefreshResult>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Push {
-        #[prost(string, tag = "2")]
-        pub channel: String,
-        #[prost(message, optional, tag = "4")]
-        pub r#pub: Option<Publication>,
-        #[prost(message, optional, tag = "5")]
-        pub join: Option<Join>,
-        #[prost(message, optional, tag = "6")]
-        pub leave: Option<Leave>,
-        #[prost(message, optional, tag = "7")]
-        pub unsubscribe: Option<Unsubscribe>,
-        #[prost(message, optional, tag = "8")]
-        pub message: Option<Message>,
-        #[prost(message, optional, tag = "9")]
-        pub subscribe: Option<Subscribe>,
-        #[prost(message, optional, tag = "10")]
-        pub connect: Option<Connect>,
-        #[prost(message, optional, tag = "11")]
-        pub disconnect: Option<Disconnect>,
-        #[prost(message, optional, tag = "12")]
-        pub refresh: Option<Refresh>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ClientInfo {
-        #[prost(string, tag = "1")]
-        pub user: String,
-        #[prost(string, tag = "2")]
-        pub client: String,
-        #[prost(bytes = "bytes", tag = "3")]
-        pub conn_info: Bytes,
-        #[prost(bytes = "bytes", tag = "4")]
-        pub chan_info: Bytes,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Publication {
-        #[prost(bytes = "bytes", tag = "4")]
-        pub data: Bytes,
-        #[prost(message, optional, tag = "5")]
-        pub info: Option<ClientInfo>,
-        #[prost(uint64, tag = "6")]
-        pub offset: u64,
-        #[prost(btree_map = "string, string", tag = "7")]
-        pub tags: BTreeMap<String, String>,
-        #[prost(bool, tag = "8")]
-        pub delta: bool,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Join {
-        #[prost(message, optional, tag = "1")]
-        pub info: Option<ClientInfo>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Leave {
-        #[prost(message, optional, tag = "1")]
-        pub info: Option<ClientInfo>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Unsubscribe {
-        #[prost(uint32, tag = "2")]
-        pub code: u32,
-        #[prost(string, tag = "3")]
-        pub reason: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Subscribe {
-        #[prost(bool, tag = "1")]
-        pub recoverable: bool,
-        #[prost(string, tag = "4")]
-        pub epoch: String,
-        #[prost(uint64, tag = "5")]
-        pub offset: u64,
-        #[prost(bool, tag = "6")]
-        pub positioned: bool,
-        #[prost(bytes = "bytes", tag = "7")]
-        pub data: Bytes,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Message {
-        #[prost(bytes = "bytes", tag = "1")]
-        pub data: Bytes,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Connect {
-        #[prost(string, tag = "1")]
-        pub client: String,
-        #[prost(string, tag = "2")]
-        pub version: String,
-        #[prost(bytes = "bytes", tag = "3")]
-        pub data: Bytes,
-        #[prost(btree_map = "string, message", tag = "4")]
-        pub subs: BTreeMap<String, SubscribeResult>,
-        #[prost(bool, tag = "5")]
-        pub expires: bool,
-        #[prost(uint32, tag = "6")]
-        pub ttl: u32,
-        #[prost(uint32, tag = "7")]
-        pub ping: u32,
-        #[prost(bool, tag = "8")]
-        pub pong: bool,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Disconnect {
-        #[prost(uint32, tag = "1")]
-        pub code: u32,
-        #[prost(string, tag = "2")]
-        pub reason: String,
-        #[prost(bool, tag = "3")]
-        pub reconnect: bool,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Refresh {
-        #[prost(bool, tag = "1")]
-        pub expires: bool,
-        #[prost(uint32, tag = "2")]
-        pub ttl: u32,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ConnectRequest {
-        #[prost(string, tag = "1")]
-        pub token: String,
-        #[prost(bytes = "bytes", tag = "2")]
-        pub data: Bytes,
-        #[prost(btree_map = "string, message", tag = "3")]
-        pub subs: BTreeMap<String, SubscribeRequest>,
-        #[prost(string, tag = "4")]
-        pub name: String,
-        #[prost(string, tag = "5")]
-        pub version: String,
-        #[prost(btree_map = "string, string", tag = "6")]
-        pub headers: BTreeMap<String, String>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ConnectResult {
-        #[prost(string, tag = "1")]
-        pub client: String,
-        #[prost(string, tag = "2")]
-        pub version: String,
-        #[prost(bool, tag = "3")]
-        pub expires: bool,
-        #[prost(uint32, tag = "4")]
-        pub ttl: u32,
-        #[prost(bytes = "bytes", tag = "5")]
-        pub data: Bytes,
-        #[prost(btree_map = "string, message", tag = "6")]
-        pub subs: BTreeMap<String, SubscribeResult>,
-        #[prost(uint32, tag = "7")]
-        pub ping: u32,
-        #[prost(bool, tag = "8")]
-        pub pong: bool,
-        #[prost(string, tag = "9")]
-        pub session: String,
-        #[prost(string, tag = "10")]
-        pub node: String,
-        #[prost(int64, tag = "11")]
-        pub time: i64,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct RefreshRequest {
-        #[prost(string, tag = "1")]
-        pub token: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct RefreshResult {
-        #[prost(string, tag = "1")]
-        pub client: String,
-        #[prost(string, tag = "2")]
-        pub version: String,
-        #[prost(bool, tag = "3")]
-        pub expires: bool,
-        #[prost(uint32, tag = "4")]
-        pub ttl: u32,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct SubscribeRequest {
-        #[prost(string, tag = "1")]
-        pub channel: String,
-        #[prost(string, tag = "2")]
-        pub token: String,
-        #[prost(bool, tag = "3")]
-        pub recover: bool,
-        #[prost(string, tag = "6")]
-        pub epoch: String,
-        #[prost(uint64, tag = "7")]
-        pub offset: u64,
-        #[prost(bytes = "bytes", tag = "8")]
-        pub data: Bytes,
-        #[prost(bool, tag = "9")]
-        pub positioned: bool,
-        #[prost(bool, tag = "10")]
-        pub recoverable: bool,
-        #[prost(bool, tag = "11")]
-        pub join_leave: bool,
-        #[prost(string, tag = "12")]
-        pub delta: String,
-        #[prost(message, optional, tag = "13")]
-        pub tf: Option<crate::filter::PbFilterNode>,
-        #[prost(int64, tag = "14")]
-        pub flag: i64,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct SubscribeResult {
-        #[prost(bool, tag = "1")]
-        pub expires: bool,
-        #[prost(uint32, tag = "2")]
-        pub ttl: u32,
-        #[prost(bool, tag = "3")]
-        pub recoverable: bool,
-        #[prost(string, tag = "6")]
-        pub epoch: String,
-        #[prost(message, repeated, tag = "7")]
-        pub publications: Vec<Publication>,
-        #[prost(bool, tag = "8")]
-        pub recovered: bool,
-        #[prost(uint64, tag = "9")]
-        pub offset: u64,
-        #[prost(bool, tag = "10")]
-        pub positioned: bool,
-        #[prost(bytes = "bytes", tag = "11")]
-        pub data: Bytes,
-        #[prost(bool, tag = "12")]
-        pub was_recovering: bool,
-        #[prost(bool, tag = "13")]
-        pub delta: bool,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct SubRefreshRequest {
-        #[prost(string, tag = "1")]
-        pub channel: String,
-        #[prost(string, tag = "2")]
-        pub token: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct SubRefreshResult {
-        #[prost(bool, tag = "1")]
-        pub expires: bool,
-        #[prost(uint32, tag = "2")]
-        pub ttl: u32,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct UnsubscribeRequest {
-        #[prost(string, tag = "1")]
-        pub channel: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct UnsubscribeResult {}
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PublishRequest {
-        #[prost(string, tag = "1")]
-        pub channel: String,
-        #[prost(bytes = "bytes", tag = "2")]
-        pub data: Bytes,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PublishResult {}
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PresenceRequest {
-        #[prost(string, tag = "1")]
-        pub channel: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PresenceResult {
-        #[prost(btree_map = "string, message", tag = "1")]
-        pub presence: BTreeMap<String, ClientInfo>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PresenceStatsRequest {
-        #[prost(string, tag = "1")]
-        pub channel: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PresenceStatsResult {
-        #[prost(uint32, tag = "1")]
-        pub num_clients: u32,
-        #[prost(uint32, tag = "2")]
-        pub num_users: u32,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct StreamPosition {
-        #[prost(uint64, tag = "1")]
-        pub offset: u64,
-        #[prost(string, tag = "2")]
-        pub epoch: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct HistoryRequest {
-        #[prost(string, tag = "1")]
-        pub channel: String,
-        #[prost(int32, tag = "7")]
-        pub limit: i32,
-        #[prost(message, optional, tag = "8")]
-        pub since: Option<StreamPosition>,
-        #[prost(bool, tag = "9")]
-        pub reverse: bool,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct HistoryResult {
-        #[prost(message, repeated, tag = "1")]
-        pub publications: Vec<Publication>,
-        #[prost(string, tag = "2")]
-        pub epoch: String,
-        #[prost(uint64, tag = "3")]
-        pub offset: u64,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PingRequest {}
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PingResult {}
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct RpcRequest {
-        #[prost(bytes = "bytes", tag = "1")]
-        pub data: Bytes,
-        #[prost(string, tag = "2")]
-        pub method: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct RpcResult {
-        #[prost(bytes = "bytes", tag = "1")]
-        pub data: Bytes,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct SendRequest {
-        #[prost(bytes = "bytes", tag = "1")]
-        pub data: Bytes,
-    }
-}
+#[path = "pb_proto.rs"]
+pub mod proto;
 
 // ---- decoding ----
 
@@ -490,7 +55,7 @@ fn opt_bytes(b: Bytes) -> Option<Bytes> {
     (!b.is_empty()).then_some(b)
 }
 
-fn to_cmd(c: proto::Command) -> Cmd {
+pub(super) fn to_cmd(c: proto::Command) -> Cmd {
     let req = if let Some(r) = c.connect {
         Req::Connect(ConnectReq {
             token: r.token,
@@ -558,18 +123,18 @@ fn to_cmd(c: proto::Command) -> Cmd {
 // (`unsubscribe`, `publish`, `ping`) are still written, zero-length, since the field's presence
 // is what marks the reply's kind.
 
-fn put_u64(out: &mut Vec<u8>, tag: u32, v: u64) {
+pub(super) fn put_u64(out: &mut Vec<u8>, tag: u32, v: u64) {
     if v != 0 {
         encode_key(tag, WireType::Varint, out);
         encode_varint(v, out);
     }
 }
 
-fn put_bool(out: &mut Vec<u8>, tag: u32, v: bool) {
+pub(super) fn put_bool(out: &mut Vec<u8>, tag: u32, v: bool) {
     put_u64(out, tag, v as u64);
 }
 
-fn put_bytes(out: &mut Vec<u8>, tag: u32, v: &[u8]) {
+pub(super) fn put_bytes(out: &mut Vec<u8>, tag: u32, v: &[u8]) {
     if !v.is_empty() {
         encode_key(tag, WireType::LengthDelimited, out);
         encode_varint(v.len() as u64, out);
@@ -577,14 +142,14 @@ fn put_bytes(out: &mut Vec<u8>, tag: u32, v: &[u8]) {
     }
 }
 
-fn put_str(out: &mut Vec<u8>, tag: u32, v: &str) {
+pub(super) fn put_str(out: &mut Vec<u8>, tag: u32, v: &str) {
     put_bytes(out, tag, v.as_bytes());
 }
 
 /// Writes `body` prefixed by its varint length. The length is unknown until the body is written,
 /// so one byte is reserved and the body is shifted when it turns out longer than 127 bytes: one
 /// memmove per nesting level, cheaper than a sizing pass over every message and its strings.
-fn delimited(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+pub(super) fn delimited(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
     let at = out.len();
     out.push(0);
     body(out);
@@ -601,7 +166,7 @@ fn delimited(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// A nested message field, written even when empty.
-fn put_msg(out: &mut Vec<u8>, tag: u32, body: impl FnOnce(&mut Vec<u8>)) {
+pub(super) fn put_msg(out: &mut Vec<u8>, tag: u32, body: impl FnOnce(&mut Vec<u8>)) {
     encode_key(tag, WireType::LengthDelimited, out);
     delimited(out, body);
 }
@@ -699,46 +264,68 @@ pub fn encode_reply(id: u32, reply: &Result<ReplyBody, ApiError>, out: &mut Vec<
                 return;
             }
         };
-        match body {
-            ReplyBody::Connect(r) => put_msg(out, 5, |out| connect_result(out, r)),
-            ReplyBody::Subscribe(r) => put_msg(out, 6, |out| subscribe_result(out, r)),
-            ReplyBody::Unsubscribe => put_msg(out, 7, |_| {}),
-            ReplyBody::Publish => put_msg(out, 8, |_| {}),
-            ReplyBody::Presence(clients) => put_msg(out, 9, |out| {
-                for c in clients {
-                    put_msg(out, 1, |out| {
-                        put_str(out, 1, &c.client);
-                        put_msg(out, 2, |out| client_info(out, c));
-                    });
-                }
-            }),
-            ReplyBody::PresenceStats { num_clients, num_users } => put_msg(out, 10, |out| {
-                put_u64(out, 1, (*num_clients).into());
-                put_u64(out, 2, (*num_users).into());
-            }),
-            ReplyBody::History { publications, position } => put_msg(out, 11, |out| {
-                for p in publications {
-                    put_msg(out, 1, |out| publication(out, p));
-                }
-                put_str(out, 2, &position.epoch);
-                put_u64(out, 3, position.offset);
-            }),
-            ReplyBody::Ping => put_msg(out, 12, |_| {}),
-            ReplyBody::Rpc { data } => put_msg(out, 13, |out| {
-                put_bytes(out, 1, data.as_deref().unwrap_or_default());
-            }),
-            ReplyBody::Refresh { client, version, expires, ttl } => put_msg(out, 14, |out| {
-                put_str(out, 1, client);
-                put_str(out, 2, version);
-                put_bool(out, 3, *expires);
-                put_u64(out, 4, (*ttl).into());
-            }),
-            ReplyBody::SubRefresh { expires, ttl } => put_msg(out, 15, |out| {
-                put_bool(out, 1, *expires);
-                put_u64(out, 2, (*ttl).into());
-            }),
-        }
+        put_msg(out, reply_tag(body), |out| body_fields(out, body));
     });
+}
+
+/// The field number of a reply body in `Reply`.
+fn reply_tag(b: &ReplyBody) -> u32 {
+    match b {
+        ReplyBody::Connect(_) => 5,
+        ReplyBody::Subscribe(_) => 6,
+        ReplyBody::Unsubscribe => 7,
+        ReplyBody::Publish => 8,
+        ReplyBody::Presence(_) => 9,
+        ReplyBody::PresenceStats { .. } => 10,
+        ReplyBody::History { .. } => 11,
+        ReplyBody::Ping => 12,
+        ReplyBody::Rpc { .. } => 13,
+        ReplyBody::Refresh { .. } => 14,
+        ReplyBody::SubRefresh { .. } => 15,
+    }
+}
+
+/// A reply body's fields (the message the older protocol carries as `result` bytes).
+pub(super) fn body_fields(out: &mut Vec<u8>, body: &ReplyBody) {
+    match body {
+        ReplyBody::Connect(r) => connect_result(out, r),
+        ReplyBody::Subscribe(r) => subscribe_result(out, r),
+        ReplyBody::Unsubscribe => {}
+        ReplyBody::Publish => {}
+        ReplyBody::Presence(clients) => {
+            for c in clients {
+                put_msg(out, 1, |out| {
+                    put_str(out, 1, &c.client);
+                    put_msg(out, 2, |out| client_info(out, c));
+                });
+            }
+        }
+        ReplyBody::PresenceStats { num_clients, num_users } => {
+            put_u64(out, 1, (*num_clients).into());
+            put_u64(out, 2, (*num_users).into());
+        }
+        ReplyBody::History { publications, position } => {
+            for p in publications {
+                put_msg(out, 1, |out| publication(out, p));
+            }
+            put_str(out, 2, &position.epoch);
+            put_u64(out, 3, position.offset);
+        }
+        ReplyBody::Ping => {}
+        ReplyBody::Rpc { data } => {
+            put_bytes(out, 1, data.as_deref().unwrap_or_default());
+        }
+        ReplyBody::Refresh { client, version, expires, ttl } => {
+            put_str(out, 1, client);
+            put_str(out, 2, version);
+            put_bool(out, 3, *expires);
+            put_u64(out, 4, (*ttl).into());
+        }
+        ReplyBody::SubRefresh { expires, ttl } => {
+            put_bool(out, 1, *expires);
+            put_u64(out, 2, (*ttl).into());
+        }
+    }
 }
 
 /// Appends one length-prefixed `Reply` carrying a `Push`. `channel` is written only for the
@@ -750,43 +337,58 @@ pub fn encode_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
 /// Appends one bare `Push` message, not length-prefixed (one gRPC message of the
 /// unidirectional gRPC stream).
 pub fn encode_bare_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
-    {
-        {
-            if push.has_channel() {
-                put_str(out, 2, channel);
-            }
-            match push {
-                PushBody::Pub(p) => put_msg(out, 4, |out| publication(out, p)),
-                PushBody::Delta(p) => put_msg(out, 4, |out| {
-                    publication(out, p);
-                    put_bool(out, 8, true);
-                }),
-                PushBody::Join(info) => put_msg(out, 5, |out| put_msg(out, 1, |out| client_info(out, info))),
-                PushBody::Leave(info) => put_msg(out, 6, |out| put_msg(out, 1, |out| client_info(out, info))),
-                PushBody::Unsubscribe { code, reason } => put_msg(out, 7, |out| {
-                    put_u64(out, 2, (*code).into());
-                    put_str(out, 3, reason);
-                }),
-                PushBody::Message { data } => put_msg(out, 8, |out| put_bytes(out, 1, data)),
-                PushBody::Subscribe { recoverable, epoch, offset, positioned, data } => put_msg(out, 9, |out| {
-                    put_bool(out, 1, *recoverable);
-                    put_str(out, 4, epoch);
-                    put_u64(out, 5, *offset);
-                    put_bool(out, 6, *positioned);
-                    put_bytes(out, 7, data.as_deref().unwrap_or_default());
-                }),
-                PushBody::Disconnect { code, reason, reconnect } => put_msg(out, 11, |out| {
-                    put_u64(out, 1, (*code).into());
-                    put_str(out, 2, reason);
-                    put_bool(out, 3, *reconnect);
-                }),
-                PushBody::Refresh { expires, ttl } => put_msg(out, 12, |out| {
-                    put_bool(out, 1, *expires);
-                    put_u64(out, 2, (*ttl).into());
-                }),
-                PushBody::Connect(c) => put_msg(out, 10, |out| connect_push(out, c)),
-            }
+    if push.has_channel() {
+        put_str(out, 2, channel);
+    }
+    put_msg(out, push_tag(push), |out| push_fields(out, push));
+}
+
+/// The field number of a push body in `Push`.
+fn push_tag(push: &PushBody) -> u32 {
+    match push {
+        PushBody::Pub(_) | PushBody::Delta(_) => 4,
+        PushBody::Join(_) => 5,
+        PushBody::Leave(_) => 6,
+        PushBody::Unsubscribe { .. } => 7,
+        PushBody::Message { .. } => 8,
+        PushBody::Subscribe { .. } => 9,
+        PushBody::Connect(_) => 10,
+        PushBody::Disconnect { .. } => 11,
+        PushBody::Refresh { .. } => 12,
+    }
+}
+
+/// A push body's fields (the message the older protocol carries as the push's `data`).
+pub(super) fn push_fields(out: &mut Vec<u8>, push: &PushBody) {
+    match push {
+        PushBody::Pub(p) => publication(out, p),
+        PushBody::Delta(p) => {
+            publication(out, p);
+            put_bool(out, 8, true);
         }
+        PushBody::Join(info) | PushBody::Leave(info) => put_msg(out, 1, |out| client_info(out, info)),
+        PushBody::Unsubscribe { code, reason } => {
+            put_u64(out, 2, (*code).into());
+            put_str(out, 3, reason);
+        }
+        PushBody::Message { data } => put_bytes(out, 1, data),
+        PushBody::Subscribe { recoverable, epoch, offset, positioned, data } => {
+            put_bool(out, 1, *recoverable);
+            put_str(out, 4, epoch);
+            put_u64(out, 5, *offset);
+            put_bool(out, 6, *positioned);
+            put_bytes(out, 7, data.as_deref().unwrap_or_default());
+        }
+        PushBody::Disconnect { code, reason, reconnect } => {
+            put_u64(out, 1, (*code).into());
+            put_str(out, 2, reason);
+            put_bool(out, 3, *reconnect);
+        }
+        PushBody::Refresh { expires, ttl } => {
+            put_bool(out, 1, *expires);
+            put_u64(out, 2, (*ttl).into());
+        }
+        PushBody::Connect(c) => connect_push(out, c),
     }
 }
 

@@ -197,7 +197,7 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
         ttl: if client_refresh { (expire_at - now) as u32 } else { 0 },
         data: reply_data,
         ping: ping_interval(s).as_secs() as u32,
-        pong: !cfg.client.pong_timeout.is_zero() && !s.client.framing.is_uni(),
+        pong: !cfg.client.pong_timeout.is_zero() && !s.client.framing.is_uni() && !s.client.v1.get(),
         session: s.sid.as_deref().unwrap_or_default().to_string(),
         node: if s.client.framing.is_emulated() { s.w.node.uid.clone() } else { String::new() },
         ..Default::default()
@@ -689,7 +689,13 @@ fn matches_target(s: &Session, t: &crate::api::Target) -> bool {
 /// The server ping interval of this session's transport: the unidirectional gRPC stream
 /// pings every 25 seconds whatever `client.ping_interval` says (as Centrifugo's does).
 pub(super) fn ping_interval(s: &Session) -> std::time::Duration {
-    if s.client.framing == crate::client::Framing::UniGrpc {
+    if s.client.framing.is_sockjs() {
+        // SockJS heartbeats.
+        s.w.cfg.sockjs.heartbeat_delay
+    } else if s.client.v1.get() {
+        // The older protocol's clients ping; the server does not.
+        std::time::Duration::ZERO
+    } else if s.client.framing == crate::client::Framing::UniGrpc {
         std::time::Duration::from_secs(25)
     } else {
         s.w.cfg.client.ping_interval

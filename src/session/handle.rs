@@ -24,7 +24,20 @@ impl Session {
             self.disconnect(Disconnect::BAD_REQUEST);
             return false;
         }
-        let cmds = match protocol::decode(self.client.format, &data) {
+        if self.client.framing == crate::client::Framing::WebSocket
+            && !self.client.v1.get()
+            && !self.st.borrow().connected
+            && protocol::v1::is_v1(self.client.format, &data)
+        {
+            // The first message of a Centrifugo 2.x/3.x client: it speaks the older protocol.
+            self.client.v1.set(true);
+        }
+        let decoded = if self.client.v1.get() {
+            protocol::v1::decode(self.client.format, &data)
+        } else {
+            protocol::decode(self.client.format, &data)
+        };
+        let cmds = match decoded {
             Ok(c) => c,
             Err(_) => {
                 self.disconnect(Disconnect::BAD_REQUEST);
@@ -161,6 +174,10 @@ async fn run_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             };
             crate::metrics::ping_pong(s.client.framing.index(), sent.elapsed());
         }
+        // The older protocol's clients ping with a command; an unknown method number is
+        // answered as Centrifugo 3 answered it.
+        Req::Ping if s.client.v1.get() => s.reply(id, &Ok(ReplyBody::Ping)),
+        Req::Unknown if s.client.v1.get() => s.reply(id, &Err(ApiError::METHOD_NOT_FOUND)),
         Req::Unknown | Req::Ping => return Err(Disconnect::BAD_REQUEST),
         Req::Send { data } => {
             let topic = &s.w.cfg.gateway.client_send_topic;
@@ -241,7 +258,8 @@ async fn run_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
                 return Err(Disconnect::BAD_REQUEST);
             }
             let max = s.w.cfg.client.history_max_publication_limit as i32;
-            let limit = if h.limit < 0 || h.limit > max { max } else { h.limit };
+            let unlimited = h.limit == 0 && s.client.v1.get() && s.w.cfg.client.use_unlimited_history_by_default;
+            let limit = if h.limit < 0 || h.limit > max || unlimited { max } else { h.limit };
             let op = ShardOp::History(crate::model::History {
                 channel: h.channel.as_str().into(),
                 limit,

@@ -349,13 +349,24 @@ impl Session {
             return;
         }
         let mut buf = Vec::with_capacity(64);
-        protocol::encode_reply(self.client.format, id, r, &mut buf);
+        if self.client.v1.get() {
+            protocol::v1::encode_reply(self.client.format, id, r, &mut buf);
+        } else {
+            protocol::encode_reply(self.client.format, id, r, &mut buf);
+        }
         self.push_frame(buf, self.method.get());
     }
 
     fn push(&self, channel: &str, p: &PushBody) {
         let mut buf = Vec::with_capacity(64);
-        if self.client.framing.is_uni() {
+        if self.client.v1.get() {
+            if matches!(p, PushBody::Disconnect { .. } | PushBody::Refresh { .. }) {
+                // The older protocol closes with the transport's close (its reason says
+                // why), and its clients refresh on their own schedule.
+                return;
+            }
+            protocol::v1::encode_push(self.client.format, channel, p, &mut buf);
+        } else if self.client.framing.is_uni() {
             protocol::encode_bare_push(self.client.format, channel, p, &mut buf);
         } else {
             protocol::encode_push(self.client.format, channel, p, &mut buf);

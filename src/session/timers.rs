@@ -48,6 +48,8 @@ impl Session {
             Framing::UniWebSocket if cfg.client.pong_timeout.is_zero() => Duration::from_secs(10),
             Framing::UniWebSocket => cfg.client.pong_timeout,
             f if f.is_uni() => Duration::ZERO,
+            // The older protocol has no pongs (SockJS heartbeats are not answered).
+            _ if self.client.v1.get() => Duration::ZERO,
             _ => cfg.client.pong_timeout,
         };
         if self.is_closed() {
@@ -89,8 +91,9 @@ impl Session {
                 }
             };
             if now >= due {
-                if self.raw.is_some() {
-                    // Raw clients get the transport's pings; their pongs answer.
+                if self.raw.is_some() || self.client.framing.is_sockjs() {
+                    // Raw clients get the transport's pings; their pongs answer. SockJS
+                    // clients get its heartbeat frame.
                     let _ = self.client.send(self.client.ping_frame());
                 } else if self.client.framing.is_uni() {
                     // An empty push: `{}`, or an empty protobuf message.

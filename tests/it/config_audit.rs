@@ -169,6 +169,11 @@ const GYRE_ONLY: &[&str] = &[
     "http_api.max_stream_size", "client.command_rate_limit", "gateway.enabled", "gateway.servers",
     "gateway.api_port", "gateway.advertise_address", "gateway.topic_size", "gateway.max_topics",
     "gateway.client_send_topic", "gateway.users", "http_api.v1_secret", "http_api.v1_insecure",
+    // SockJS: Centrifugo 3's transport (its `sockjs`, `sockjs_handler_prefix`,
+    // `sockjs_heartbeat_delay`, `sockjs_url`), which v6 no longer has.
+    "sockjs.enabled", "sockjs.handler_prefix", "sockjs.heartbeat_delay", "sockjs.url",
+    // Centrifugo 3's history without a limit for clients of its protocol.
+    "client.use_unlimited_history_by_default",
 ];
 
 /// Leaves of a config tree as (dotted path, value); list elements that are objects are

@@ -10,6 +10,8 @@
 //! * `examples` — the README's quick start as written, and `examples/browser.html` in Chromium.
 //! * `logs`   — the log's JSON lines, `log.file`, and the lines that explain refusals.
 //! * `legacy` — legacy `POST /api` streams, including a 1,000,000-command request.
+//! * `legacy_protocol` — Centrifugo 2.x/3.x clients (`centrifuge` 2.8.5, `sockjs-client` 1.6.1)
+//!   over WebSocket (JSON, protobuf) and SockJS (websocket, xhr-streaming, xhr-polling).
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
 //! * `recovery` — recovery on subscribe: the "reject unrecovered" flag, cache recovery.
@@ -61,6 +63,7 @@ mod hardening;
 mod http;
 mod layout;
 mod legacy;
+mod legacy_protocol;
 mod logs;
 mod metrics;
 mod nats;
