@@ -37,7 +37,7 @@ pub mod wire;
 // -- per-worker state: no sockets --
 /// What fan-out needs of a client (format, queue, held pushes) and the session handle.
 pub mod client;
-/// Memory and Redis engines: where channel state lives.
+/// Memory and Redis engines and the NATS broker: where channel state lives, how nodes talk.
 pub mod engine;
 /// This worker's clients and subscriptions; the last leg of fan-out.
 pub mod hub;

@@ -486,10 +486,10 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, _peer)) => match &tls {
                 None => {
-                    monoio::spawn(crate::http::serve::serve(w.clone(), stream, endpoints));
+                    monoio::spawn(crate::http::accept::serve(w.clone(), stream, endpoints));
                 }
                 Some(tls) => {
-                    monoio::spawn(crate::http::serve::serve_tls(w.clone(), tls.clone(), stream, endpoints));
+                    monoio::spawn(crate::http::accept::serve_tls(w.clone(), tls.clone(), stream, endpoints));
                 }
             },
             Err(e) => {

@@ -3,6 +3,7 @@
 //! spread over their channels' owners ([`pipeline`]); the signed v1 API of Centrifugo 1.x ([`v1`]);
 //! SockJS's paths (`sockjs`).
 
+pub mod accept;
 pub mod ops;
 pub mod out;
 pub mod pipeline;

@@ -11,10 +11,9 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use monoio::io::{AsyncReadRent, Splitable};
+use monoio::io::AsyncReadRent;
 
 use crate::io::{prepare_read_up_to, read_more, Socket};
-use monoio::net::TcpStream;
 
 use super::constant_eq;
 use super::out::{ConnOut, ReplyShape};
@@ -104,43 +103,8 @@ impl<R: AsyncReadRent> Reader<R> {
     }
 }
 
-/// Serves one accepted plain connection until it closes.
-pub async fn serve(w: Rc<Worker>, stream: TcpStream, endpoints: super::Endpoints) {
-    use std::os::fd::AsRawFd;
-    let _ = stream.set_nodelay(true);
-    let sock = Socket::plain(stream.as_raw_fd());
-    let peer = stream.peer_addr().ok().map(|a| a.ip());
-    let (rd, wr) = stream.into_split();
-    serve_stream(w, rd, wr, sock, peer, endpoints).await
-}
-
-/// Serves one accepted connection under TLS: the handshake must finish within
-/// `http_server.read_header_timeout` (10 s when that is off); a failed one is logged at debug.
-pub async fn serve_tls(
-    w: Rc<Worker>,
-    tls: std::sync::Arc<rustls::ServerConfig>,
-    stream: TcpStream,
-    endpoints: super::Endpoints,
-) {
-    use std::os::fd::AsRawFd;
-    let _ = stream.set_nodelay(true);
-    let sock = Socket { fd: stream.as_raw_fd(), direct: false };
-    let peer = stream.peer_addr().ok().map(|a| a.ip());
-    let limit = match w.cfg.http_server.read_header_timeout {
-        d if d.is_zero() => std::time::Duration::from_secs(10),
-        d => d,
-    };
-    match monoio::time::timeout(limit, crate::io::tls::accept(tls, stream)).await {
-        Ok(Ok((rd, wr))) => serve_stream(w, rd, wr, sock, peer, endpoints).await,
-        Ok(Err(e)) => {
-            tracing::debug!(remote = %peer.map(|p| p.to_string()).unwrap_or_default(), error = %e, "TLS handshake failed")
-        }
-        Err(_) => tracing::debug!(remote = %peer.map(|p| p.to_string()).unwrap_or_default(), "TLS handshake timed out"),
-    }
-}
-
 /// Serves one connection (plain or TLS) until it closes.
-async fn serve_stream<R, W>(
+pub(super) async fn serve_stream<R, W>(
     w: Rc<Worker>,
     rd: R,
     wr: W,
