@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Three Gyre nodes on each Redis backend, side by side with the bundled load tool gyre-bench:
+# Three Gyre nodes on each backend, side by side with the bundled load tool gyre-bench:
 # a standalone redis-server, a Sentinel setup (primary, replica, sentinel), the same with
-# `engine.redis.wait_replicas: 1`, and a Redis Cluster of three primaries.
+# `engine.redis.wait_replicas: 1`, a Redis Cluster of three primaries, and the NATS broker
+# (one nats-server, presence in memory).
 #
 #   bash scripts/bench-backends.sh                 # 5 s measured per run
 #   bash scripts/bench-backends.sh --duration 10 --skip-build
 #   bash scripts/bench-backends.sh --bin-dir target/debug --duration 1   # the script itself, quickly
+#   bash scripts/bench-backends.sh --setups "standalone nats"            # some backends only
 #
 # Every run starts its servers fresh (free ports). Workloads: fanout 1 channel × N subscribers
 # and 100 channels × N/100 subscribers (N = 1,000), one publisher at full speed on the first
@@ -19,13 +21,15 @@ DURATION=5
 N=1000
 BUILD=1
 BIN_DIR=target/release
+ONLY=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --duration) DURATION="${2:?--duration needs a value}"; shift 2 ;;
         --subscribers) N="${2:?--subscribers needs a value}"; shift 2 ;;
         --skip-build) BUILD=0; shift ;;
+        --setups) read -r -a ONLY <<<"${2:?--setups needs a value}"; shift 2 ;;
         --bin-dir) BIN_DIR="${2:?--bin-dir needs a value}"; BUILD=0; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "bench-backends.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -36,13 +40,14 @@ fi
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-for tool in redis-server redis-cli jq cargo timeout; do
+for tool in redis-server redis-cli nats-server jq cargo timeout; do
     command -v "$tool" >/dev/null || { echo "bench-backends.sh: $tool not found" >&2; exit 2; }
 done
 
 API_KEY="bench-api-key"
 SECRET="bench-hmac-secret"
-SETUPS=(standalone sentinel sentinel-wait cluster)
+SETUPS=(standalone sentinel sentinel-wait cluster nats)
+if ((${#ONLY[@]})); then SETUPS=("${ONLY[@]}"); fi
 WORKLOADS=("fanout-1x$N" "fanout-100x$((N / 100))")
 
 if [[ $BUILD == 1 ]]; then
@@ -76,6 +81,7 @@ SUMMARY="$OUT/summary.md"
     echo "cpu:      $(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -1)"
     echo "commit:   $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
     echo "redis:    $(redis-server --version | head -1)"
+    echo "nats:     $(nats-server --version | head -1)"
     echo "duration: ${DURATION} s measured per run; 3 Gyre nodes (1 worker each) on every backend"
     echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) at start"
 } | tee "$OUT/machine.txt" >&2
@@ -92,7 +98,8 @@ start_redis() {
     wait_port "$!" "$REDIS_PORT" || { echo "redis-server did not start; see $log" >&2; return 1; }
 }
 
-# start_gyre LOG ENGINE_JSON: one node; appends its port to GYRE_PORTS.
+# start_gyre LOG BACKEND_JSON: one node (BACKEND_JSON: its "engine" and "broker" members);
+# appends its port to GYRE_PORTS.
 GYRE_PORTS=()
 start_gyre() {
     local log="$1" engine="$2" port cfg
@@ -106,7 +113,7 @@ start_gyre() {
   "http_api": { "key": "$API_KEY" },
   "client": { "token": { "hmac_secret_key": "$SECRET" } },
   "channel": { "without_namespace": { "allow_subscribe_for_client": true } },
-  "engine": { "type": "redis", "redis": $engine }
+  $engine
 }
 EOF
     "$GYRE" -c "$cfg" >"$log" 2>&1 &
@@ -118,7 +125,7 @@ EOF
 # start_setup SETUP BASE: every server of SETUP; sets TARGET.
 TARGET=""
 start_setup() {
-    local setup="$1" base="$2" engine i
+    local setup="$1" base="$2" engine i nport=""
     GYRE_PORTS=()
     case "$setup" in
         standalone)
@@ -155,9 +162,21 @@ start_setup() {
             done
             engine="{ \"cluster_address\": [\"$(IFS=,; echo "${seeds[*]}")\"] }"
             ;;
+        nats)
+            nport="$(free_port)"
+            nats-server -a 127.0.0.1 -p "$nport" >"$base.nats.log" 2>&1 &
+            SERVER_PIDS+=("$!")
+            wait_port "$!" "$nport" || { echo "nats-server did not start" >&2; return 1; }
+            ;;
     esac
+    local backend
+    if [[ $setup == nats ]]; then
+        backend="\"engine\": { \"type\": \"memory\" }, \"broker\": { \"enabled\": true, \"type\": \"nats\", \"nats\": { \"url\": \"nats://127.0.0.1:$nport\" } }"
+    else
+        backend="\"engine\": { \"type\": \"redis\", \"redis\": $engine }"
+    fi
     for i in 1 2 3; do
-        start_gyre "$base.node$i.log" "$engine"
+        start_gyre "$base.node$i.log" "$backend"
     done
     TARGET="http://127.0.0.1:${GYRE_PORTS[0]},http://127.0.0.1:${GYRE_PORTS[1]},http://127.0.0.1:${GYRE_PORTS[2]}"
 }
