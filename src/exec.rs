@@ -59,9 +59,41 @@ pub fn single(cfg: &Config, cmd: Command) -> Result<Result<ShardOp, Command>, Ap
             }
             ShardOp::PresenceStats(channel)
         }
+        Command::Map(m) => map_op(cfg, m)?,
         Command::Rpc { .. } => return Err(ApiError::NOT_FOUND),
         other => return Ok(Err(other)),
     }))
+}
+
+/// The owner-side operation of a map method (the channel must be a map channel: else 107).
+fn map_op(cfg: &Config, m: crate::api::MapCmd) -> Result<ShardOp, ApiError> {
+    use crate::api::MapCmd;
+    use crate::shard::MapPub;
+    let channel = match &m {
+        MapCmd::Publish { publish, .. } => &publish.channel,
+        MapCmd::Remove { channel, .. }
+        | MapCmd::ReadState { channel, .. }
+        | MapCmd::Stats { channel }
+        | MapCmd::Clear { channel } => channel,
+    };
+    if !check_channel(cfg, channel)?.is_map() {
+        return Err(ApiError::BAD_REQUEST);
+    }
+    Ok(match m {
+        MapCmd::Publish { publish, key } => {
+            ShardOp::MapPublish(Box::new(MapPub { publish, key: key.as_ref().into(), removed: false }))
+        }
+        MapCmd::Remove { channel, key, idempotency_key } => {
+            let data = crate::model::Payload { bytes: bytes::Bytes::new(), binary: false };
+            let publish = Publish { idempotency_key, ..Publish::new(channel, data) };
+            ShardOp::MapPublish(Box::new(MapPub { publish, key: key.as_ref().into(), removed: true }))
+        }
+        MapCmd::ReadState { channel, cursor, limit } => {
+            ShardOp::MapRead { channel, cursor, limit: if limit == 0 { usize::MAX } else { limit } }
+        }
+        MapCmd::Stats { channel } => ShardOp::MapStats(channel),
+        MapCmd::Clear { channel } => ShardOp::MapClear(channel),
+    })
 }
 
 /// Fast path: validates and routes a single-channel command; its result reaches `tag` (maybe

@@ -78,6 +78,10 @@ pub struct Publication {
     pub data: Payload,
     pub info: Option<Arc<ClientInfo>>,
     pub tags: Option<Tags>,
+    /// Map channels: the key the publication sets or removes.
+    pub key: Option<Arc<str>>,
+    /// Map channels: the publication removes `key`.
+    pub removed: bool,
 }
 
 /// `info` result for one node.

@@ -649,6 +649,7 @@ async fn loop_ticker() {
 async fn sweeper(w: Rc<Worker>) {
     loop {
         monoio::time::sleep(Duration::from_secs(1)).await;
-        w.shard.borrow_mut().sweep(Instant::now(), 2048);
+        let fanout = w.shard.borrow_mut().sweep(Instant::now(), 2048);
+        w.fan_out_all(fanout);
     }
 }

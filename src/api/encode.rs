@@ -79,6 +79,29 @@ pub fn result(out: &mut Vec<u8>, r: &Res) {
             int(out, position.offset);
             out.push(b'}');
         }
+        Res::MapState { entries, position, cursor } => {
+            out.extend_from_slice(b"{\"entries\":[");
+            for (i, p) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                publication(out, p);
+            }
+            out.extend_from_slice(b"],\"offset\":");
+            int(out, position.offset);
+            out.extend_from_slice(b",\"epoch\":");
+            string(out, &position.epoch);
+            if !cursor.is_empty() {
+                out.extend_from_slice(b",\"cursor\":");
+                string(out, cursor);
+            }
+            out.push(b'}');
+        }
+        Res::MapStats(n) => {
+            out.extend_from_slice(b"{\"num_keys\":");
+            int(out, *n);
+            out.push(b'}');
+        }
         Res::Channels(list) => {
             out.extend_from_slice(b"{\"channels\":{");
             for (i, (name, n)) in list.iter().enumerate() {

@@ -28,11 +28,16 @@ pub enum Method {
     Subscribe,
     Refresh,
     Batch,
+    MapPublish,
+    MapRemove,
+    MapReadState,
+    MapStats,
+    MapClear,
 }
 
 impl Method {
     /// Every method, in declaration order (index = `method as usize`).
-    pub const ALL: [Method; 14] = [
+    pub const ALL: [Method; 19] = [
         Method::Publish,
         Method::Broadcast,
         Method::Unsubscribe,
@@ -47,6 +52,11 @@ impl Method {
         Method::Subscribe,
         Method::Refresh,
         Method::Batch,
+        Method::MapPublish,
+        Method::MapRemove,
+        Method::MapReadState,
+        Method::MapStats,
+        Method::MapClear,
     ];
 
     /// Case-insensitive lookup by name (`publish`, `presence_stats`, ...).
@@ -90,6 +100,11 @@ impl Method {
             Method::Subscribe => "subscribe",
             Method::Refresh => "refresh",
             Method::Batch => "batch",
+            Method::MapPublish => "map_publish",
+            Method::MapRemove => "map_remove",
+            Method::MapReadState => "map_read_state",
+            Method::MapStats => "map_stats",
+            Method::MapClear => "map_clear",
         }
     }
 }
@@ -174,6 +189,35 @@ pub enum Command {
     Info,
     Rpc { method: Box<str> },
     Batch(Batch),
+    Map(MapCmd),
+}
+
+/// The map channel methods (`subscription_type: map`).
+#[derive(Debug, Clone)]
+pub enum MapCmd {
+    /// Sets `key` to the publication.
+    Publish {
+        publish: Publish,
+        key: Box<str>,
+    },
+    /// Removes `key`.
+    Remove {
+        channel: Box<str>,
+        key: Box<str>,
+        idempotency_key: Option<Box<str>>,
+    },
+    /// A page of the state: keys after `cursor`, at most `limit` (0: all).
+    ReadState {
+        channel: Box<str>,
+        cursor: String,
+        limit: usize,
+    },
+    Stats {
+        channel: Box<str>,
+    },
+    Clear {
+        channel: Box<str>,
+    },
 }
 
 impl Command {
@@ -193,6 +237,13 @@ impl Command {
             Command::Info => Method::Info,
             Command::Rpc { .. } => Method::Rpc,
             Command::Batch(_) => Method::Batch,
+            Command::Map(m) => match m {
+                MapCmd::Publish { .. } => Method::MapPublish,
+                MapCmd::Remove { .. } => Method::MapRemove,
+                MapCmd::ReadState { .. } => Method::MapReadState,
+                MapCmd::Stats { .. } => Method::MapStats,
+                MapCmd::Clear { .. } => Method::MapClear,
+            },
         }
     }
 }
@@ -217,6 +268,14 @@ pub enum Res {
     Channels(Vec<(Box<str>, u64)>),
     Info(Vec<NodeInfo>),
     Batch(Vec<(Option<Method>, Reply)>),
+    /// A page of a map channel's state: entries, the stream position, the next page's cursor.
+    MapState {
+        entries: Vec<Publication>,
+        position: StreamPosition,
+        cursor: String,
+    },
+    /// Keys of a map channel.
+    MapStats(u64),
 }
 
 /// The outcome of one command.

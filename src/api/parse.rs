@@ -238,6 +238,23 @@ struct PublishP<'a> {
     version: u64,
     #[serde(borrow)]
     version_epoch: Cow<'a, str>,
+    /// `map_publish`: the key set.
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+}
+
+/// `map_remove`, `map_read_state`, `map_stats`, `map_clear`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct MapP<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(borrow)]
+    idempotency_key: Cow<'a, str>,
+    cursor: String,
+    limit: i64,
 }
 
 #[derive(Deserialize, Default)]
@@ -508,6 +525,34 @@ pub fn decode_params(method: Method, params: &[u8]) -> Result<Command, DecodeErr
                 return Err(bad());
             }
             Command::Rpc { method: p.method.as_ref().into() }
+        }
+        Method::MapPublish => {
+            let p: PublishP = serde_json::from_slice(params)?;
+            let channel = required_channel(&p.channel)?;
+            let key: Box<str> = p.key.as_ref().into();
+            if key.is_empty() {
+                return Err(bad());
+            }
+            Command::Map(MapCmd::Publish { publish: publish_from(p, channel)?, key })
+        }
+        Method::MapRemove | Method::MapReadState | Method::MapStats | Method::MapClear => {
+            let p: MapP = serde_json::from_slice(params)?;
+            let channel = required_channel(&p.channel)?;
+            Command::Map(match method {
+                Method::MapRemove if p.key.is_empty() => return Err(bad()),
+                Method::MapRemove => MapCmd::Remove {
+                    channel,
+                    key: p.key.as_ref().into(),
+                    idempotency_key: Some(p.idempotency_key).filter(|k| !k.is_empty()).map(|k| k.as_ref().into()),
+                },
+                Method::MapReadState => MapCmd::ReadState {
+                    channel,
+                    cursor: p.cursor,
+                    limit: if p.limit > 0 { p.limit as usize } else { 0 },
+                },
+                Method::MapStats => MapCmd::Stats { channel },
+                _ => MapCmd::Clear { channel },
+            })
         }
         Method::Batch => {
             let p: BatchP = serde_json::from_slice(params)?;

@@ -43,8 +43,15 @@ pub(crate) const OPTIONS: &[&str] = &[
 #[rustfmt::skip]
 pub(crate) const CHANNEL_OPTIONS: &[&str] = &[
     "publication_data_format",
-    "subscription_type",
-    "map", "map_clients_presence_channel_prefix", "map_users_presence_channel_prefix", "shared_poll",
+    "map_clients_presence_channel_prefix", "map_users_presence_channel_prefix", "shared_poll",
+];
+
+/// Options of a map namespace (`<channel options>.map.*`).
+#[rustfmt::skip]
+pub(crate) const MAP_OPTIONS: &[&str] = &[
+    "meta_ttl", "remove_client_on_unsubscribe", "client_key", "publish_proxy_enabled",
+    "publish_proxy_name", "remove_proxy_enabled", "remove_proxy_name",
+    "live_transition_max_publication_limit", "subscribe_catch_up_timeout",
 ];
 
 /// Whether the option at `path` (dotted, namespaces as `channel.namespaces[i]`) is a Centrifugo
@@ -54,6 +61,11 @@ pub(super) fn unsupported(path: &str) -> bool {
         return true;
     }
     let Some((parent, key)) = path.rsplit_once('.') else { return false };
+    if let Some(ns) = parent.strip_suffix(".map") {
+        let channel_options =
+            ns == "channel.without_namespace" || (ns.starts_with("channel.namespaces[") && ns.ends_with(']'));
+        return channel_options && MAP_OPTIONS.contains(&key);
+    }
     let channel_options =
         parent == "channel.without_namespace" || (parent.starts_with("channel.namespaces[") && parent.ends_with(']'));
     channel_options && CHANNEL_OPTIONS.contains(&key)
@@ -99,9 +111,12 @@ mod tests {
         assert!(!unsupported("client.proxy"));
         assert!(unsupported("channel.proxy.map_publish"));
         assert!(!unsupported("channel.proxy.subscribe"));
-        assert!(unsupported("channel.without_namespace.subscription_type"));
+        assert!(unsupported("channel.without_namespace.shared_poll"));
+        assert!(!unsupported("channel.without_namespace.subscription_type"));
+        assert!(unsupported("channel.without_namespace.map.client_key"));
+        assert!(!unsupported("channel.without_namespace.map.key_ttl"));
         assert!(!unsupported("channel.without_namespace.allowed_delta_types"));
-        assert!(unsupported("channel.namespaces[3].subscription_type"));
+        assert!(unsupported("channel.namespaces[3].map_users_presence_channel_prefix"));
         assert!(!unsupported("channel.namespaces[3].presence"));
         assert!(!unsupported("client.proxy_x"));
         assert!(!unsupported("subscription_type"));
@@ -117,12 +132,12 @@ mod tests {
         assert_eq!(unsupported_env("WEBSOCKET_COMPRESSION"), None);
         assert_eq!(unsupported_env("UNI_WEBSOCKET_COMPRESSION_LEVEL"), None);
         assert_eq!(
-            unsupported_env("CHANNEL_WITHOUT_NAMESPACE_MAP_KEY_TTL").as_deref(),
-            Some("channel.without_namespace.map")
+            unsupported_env("CHANNEL_WITHOUT_NAMESPACE_SHARED_POLL_MODE").as_deref(),
+            Some("channel.without_namespace.shared_poll")
         );
         assert_eq!(
-            unsupported_env("CHANNEL_NAMESPACES_CHAT_SUBSCRIPTION_TYPE").as_deref(),
-            Some("channel.namespaces[].subscription_type")
+            unsupported_env("CHANNEL_NAMESPACES_CHAT_MAP_USERS_PRESENCE_CHANNEL_PREFIX").as_deref(),
+            Some("channel.namespaces[].map_users_presence_channel_prefix")
         );
         assert_eq!(unsupported_env("CLIENT_PROXYX"), None);
         assert_eq!(unsupported_env("HTTP_API_KYE"), None);

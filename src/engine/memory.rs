@@ -183,14 +183,16 @@ pub type Counts = SmallVec<[(u16, u32); 4]>;
 
 /// A channel's state in memory.
 #[derive(Debug, Default)]
-struct ChannelState {
+pub(super) struct ChannelState {
     /// The shard's subscriber counts, kept beside the channel's state so a publish looks the
     /// channel up once (`benches/api_parse.rs`: two lookups cost 8–13 % of the owner's publish).
-    subscribers: Counts,
-    stream: Option<Stream>,
+    pub(super) subscribers: Counts,
+    pub(super) stream: Option<Stream>,
+    /// Map channels: the keyed state (see `engine::map`).
+    pub(super) map: Option<Box<super::map::MapState>>,
     presence: Presence,
     /// idempotency key → (result, expiry).
-    idempotency: Option<Box<IdempotencyCache>>,
+    pub(super) idempotency: Option<Box<IdempotencyCache>>,
     /// Last accepted version: (version, version_epoch, forgotten at). It lives as long as
     /// the stream's meta would (`history_meta_ttl` after the publish that set it), as in
     /// Centrifugo, where it is a field of that meta.
@@ -200,7 +202,7 @@ struct ChannelState {
 impl ChannelState {
     /// The channel's stream, recreated (new epoch, offsets from 1) when its meta outlived
     /// `meta_ttl` since the last access, created when absent.
-    fn live_stream(&mut self, now: Instant, meta_ttl: Duration) -> &mut Stream {
+    pub(super) fn live_stream(&mut self, now: Instant, meta_ttl: Duration) -> &mut Stream {
         if self.stream.as_ref().is_some_and(|s| s.meta_expired(now, meta_ttl)) {
             self.stream = None;
         }
@@ -213,6 +215,7 @@ impl ChannelState {
             && self.presence.is_empty()
             && self.idempotency.is_none()
             && self.version.is_none()
+            && self.map.is_none()
     }
 }
 
@@ -236,8 +239,8 @@ pub struct Start {
 
 /// The memory engine of one worker: the channels it owns. See the module docs.
 pub struct Memory {
-    cfg: Arc<Config>,
-    channels: AHashMap<Box<str>, ChannelState>,
+    pub(super) cfg: Arc<Config>,
+    pub(super) channels: AHashMap<Box<str>, ChannelState>,
     /// Where the next sweep continues.
     sweep_cursor: usize,
 }
@@ -271,7 +274,8 @@ impl Memory {
             None if !history && p.idempotency_key.is_none() && p.version == 0 => return Ok((None, None)),
             None => self.channels.entry(p.channel.clone()).or_default(),
         };
-        let publication = Publication { offset: 0, data: p.data, info: p.info, tags: p.tags };
+        let publication =
+            Publication { offset: 0, data: p.data, info: p.info, tags: p.tags, key: None, removed: false };
         if let Some(key) = &p.idempotency_key {
             if let Some((res, exp)) = state.idempotency.as_ref().and_then(|m| m.get(key)) {
                 if *exp > now {
@@ -377,7 +381,7 @@ impl Memory {
         if !position && recover.is_none() {
             return Ok(out);
         }
-        if !opts.history_enabled() {
+        if !opts.history_enabled() && !opts.is_map() {
             out.position = Some(StreamPosition::default());
             return Ok(out);
         }

@@ -4,6 +4,7 @@
 //! keeps it in Redis and carries publications between nodes over PUB/SUB. A broker (NATS)
 //! would be a third variant with the same calls.
 
+pub mod map;
 pub mod memory;
 pub mod nats;
 pub mod redis;

@@ -316,6 +316,8 @@ pub fn batch_reply(method: Option<crate::api::Method>, reply: crate::api::Reply)
         Some(M::Rpc) => out.rpc = Some(pb::RpcResult::default()),
         Some(M::Refresh) => out.refresh = Some(pb::RefreshResult {}),
         Some(M::Channels) => out.channels = Some(channels_res(res)),
+        // The map methods are not in Gyre's gRPC API yet.
+        Some(M::MapPublish | M::MapRemove | M::MapReadState | M::MapStats | M::MapClear) => {}
         Some(M::Batch) | None => {}
     }
     out

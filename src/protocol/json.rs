@@ -85,6 +85,10 @@ struct SubscribeJ<'a> {
     delta: String,
     tf: Option<FilterJ>,
     flag: i64,
+    r#type: i32,
+    phase: i32,
+    cursor: String,
+    limit: i32,
 }
 
 /// A tags filter node; `null` anywhere stands for an absent value, and a `null` child for an
@@ -125,6 +129,9 @@ struct PublishJ<'a> {
     channel: String,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
+    r#type: i32,
+    key: String,
+    removed: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -200,12 +207,21 @@ pub fn decode_command(line: &[u8]) -> Result<Cmd, BadFrame> {
             delta: s.delta,
             tf: s.tf.map(FilterJ::into_node),
             flag: s.flag,
+            kind: s.r#type,
+            phase: s.phase,
+            cursor: s.cursor,
+            limit: s.limit,
         })
     } else if let Some(r) = not_null(env.unsubscribe) {
         Req::Unsubscribe { channel: parse::<ChannelJ>(r)?.channel }
     } else if let Some(r) = not_null(env.publish) {
         let p: PublishJ = parse(r)?;
-        Req::Publish { channel: p.channel, data: raw(p.data).unwrap_or_else(|| Bytes::from_static(b"null")) }
+        let data = raw(p.data).unwrap_or_else(|| Bytes::from_static(b"null"));
+        if p.r#type == 1 {
+            Req::MapPublish { channel: p.channel, data, key: p.key, removed: p.removed }
+        } else {
+            Req::Publish { channel: p.channel, data }
+        }
     } else if let Some(r) = not_null(env.presence) {
         Req::Presence { channel: parse::<ChannelJ>(r)?.channel }
     } else if let Some(r) = not_null(env.presence_stats) {
@@ -352,6 +368,8 @@ fn publication_with(out: &mut Vec<u8>, p: &Publication, delta: bool) {
         encode::tags(out, t);
     }
     opt_true(out, &mut first, "delta", delta);
+    opt_str(out, &mut first, "key", p.key.as_deref().unwrap_or_default());
+    opt_true(out, &mut first, "removed", p.removed);
     out.push(b'}');
 }
 
@@ -372,6 +390,13 @@ fn subscribe_result(out: &mut Vec<u8>, r: &SubscribeResult) {
     opt_raw(out, &mut first, "data", r.data.as_deref());
     opt_true(out, &mut first, "was_recovering", r.was_recovering);
     opt_true(out, &mut first, "delta", r.delta);
+    opt_uint(out, &mut first, "type", r.kind as u64);
+    opt_uint(out, &mut first, "phase", r.phase as u64);
+    opt_str(out, &mut first, "cursor", &r.cursor);
+    if !r.state.is_empty() {
+        key(out, &mut first, "state");
+        publications(out, &r.state);
+    }
     out.push(b'}');
 }
 

@@ -39,6 +39,13 @@ pub enum Req {
         channel: String,
         data: Bytes,
     },
+    /// A publish of `type` 1: sets (or with `removed` removes) `key` of a map channel.
+    MapPublish {
+        channel: String,
+        data: Bytes,
+        key: String,
+        removed: bool,
+    },
     Presence {
         channel: String,
     },
@@ -102,6 +109,14 @@ pub struct SubscribeReq {
     /// `tf`: a tags filter over the channel's publications (checked at subscribe time).
     pub tf: Option<crate::filter::FilterNode>,
     pub flag: i64,
+    /// `type`: 0 a stream subscription, 1 a map subscription.
+    pub kind: i32,
+    /// Map subscriptions: 2 a page of the state, 1 the stream, 0 live.
+    pub phase: i32,
+    /// Map subscriptions: where the next page of the state starts.
+    pub cursor: String,
+    /// Map subscriptions: page size asked for.
+    pub limit: i32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -126,6 +141,14 @@ pub struct SubscribeResult {
     pub was_recovering: bool,
     /// Fossil delta compression was negotiated (`delta: "fossil"` asked and allowed).
     pub delta: bool,
+    /// `type` echoed (1 for map subscriptions).
+    pub kind: i32,
+    /// Map subscriptions: 2 a state page, 1 a stream page, 0 live (subscribed).
+    pub phase: i32,
+    /// Map subscriptions: the next state page's cursor (empty: last page).
+    pub cursor: String,
+    /// Map subscriptions: entries of the state.
+    pub state: Vec<Publication>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -83,11 +83,19 @@ pub(super) fn to_cmd(c: proto::Command) -> Cmd {
             delta: r.delta,
             tf: r.tf.map(crate::filter::PbFilterNode::into_node),
             flag: r.flag,
+            kind: r.r#type,
+            phase: r.phase,
+            cursor: r.cursor,
+            limit: r.limit,
         })
     } else if let Some(r) = c.unsubscribe {
         Req::Unsubscribe { channel: r.channel }
     } else if let Some(r) = c.publish {
-        Req::Publish { channel: r.channel, data: r.data }
+        if r.r#type == 1 {
+            Req::MapPublish { channel: r.channel, data: r.data, key: r.key, removed: r.removed }
+        } else {
+            Req::Publish { channel: r.channel, data: r.data }
+        }
     } else if let Some(r) = c.presence {
         Req::Presence { channel: r.channel }
     } else if let Some(r) = c.presence_stats {
@@ -192,6 +200,8 @@ fn publication(out: &mut Vec<u8>, p: &Publication) {
             put_str(out, 2, v);
         });
     }
+    put_str(out, 11, p.key.as_deref().unwrap_or_default());
+    put_bool(out, 12, p.removed);
 }
 
 fn subscribe_result(out: &mut Vec<u8>, r: &SubscribeResult) {
@@ -208,6 +218,12 @@ fn subscribe_result(out: &mut Vec<u8>, r: &SubscribeResult) {
     put_bytes(out, 11, r.data.as_deref().unwrap_or_default());
     put_bool(out, 12, r.was_recovering);
     put_bool(out, 13, r.delta);
+    put_u64(out, 15, r.kind as u64);
+    put_u64(out, 16, r.phase as u64);
+    put_str(out, 17, &r.cursor);
+    for p in &r.state {
+        put_msg(out, 18, |out| publication(out, p));
+    }
 }
 
 fn connect_result(out: &mut Vec<u8>, r: &ConnectResult) {

@@ -290,6 +290,14 @@ pub struct SubscribeRequest {
     pub tf: Option<crate::filter::PbFilterNode>,
     #[prost(int64, tag = "14")]
     pub flag: i64,
+    #[prost(int32, tag = "15")]
+    pub r#type: i32,
+    #[prost(int32, tag = "16")]
+    pub phase: i32,
+    #[prost(string, tag = "17")]
+    pub cursor: String,
+    #[prost(int32, tag = "18")]
+    pub limit: i32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -349,6 +357,12 @@ pub struct PublishRequest {
     pub channel: String,
     #[prost(bytes = "bytes", tag = "2")]
     pub data: Bytes,
+    #[prost(int32, tag = "3")]
+    pub r#type: i32,
+    #[prost(string, tag = "4")]
+    pub key: String,
+    #[prost(bool, tag = "5")]
+    pub removed: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

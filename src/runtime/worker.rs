@@ -414,7 +414,7 @@ impl Worker {
     // Fan-out.
     // -----------------------------------------------------------------------------------
 
-    fn fan_out_all(&self, fanout: Vec<Fanout>) {
+    pub fn fan_out_all(&self, fanout: Vec<Fanout>) {
         for f in fanout {
             self.fan_out(f);
         }

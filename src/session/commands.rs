@@ -366,8 +366,9 @@ pub(super) async fn subscribe_owned(
     let force_push_join_leave = overrides.force_push_join_leave.unwrap_or(o.force_push_join_leave);
     let force_recovery = overrides.force_recovery.unwrap_or(o.force_recovery);
     let force_positioning = overrides.force_positioning.unwrap_or(o.force_positioning);
-    let history = o.history_enabled();
-    let may_ask = o.allow_recovery || o.allow_history_for_client || cfg.client.insecure;
+    // Map channels always keep a stream: their subscribers catch up from it.
+    let history = o.history_enabled() || o.is_map();
+    let may_ask = o.allow_recovery || o.allow_history_for_client || cfg.client.insecure || o.is_map();
     let recoverable = history && (force_recovery || (req.recoverable && may_ask));
     let positioned =
         history && (recoverable || force_positioning || (req.positioned && (o.allow_positioning || may_ask)));

@@ -198,6 +198,19 @@ async fn run_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             crate::gateway::push_event(&s.w, &s.client.id, &Arc::from(topic.as_str()), &ev);
         }
         Req::Rpc { method, data } => super::proxied::rpc(s, id, method, data).await?,
+        Req::Subscribe(req) if req.kind != 0 => {
+            if req.channel.is_empty() {
+                return Err(Disconnect::BAD_REQUEST);
+            }
+            super::map::subscribe(s, id, req).await?;
+        }
+        Req::MapPublish { channel, data, key, removed } => {
+            if channel.is_empty() {
+                return Err(Disconnect::BAD_REQUEST);
+            }
+            let r = super::map::publish(s, channel, data, key, removed).await;
+            s.reply(id, &r);
+        }
         Req::Subscribe(req) => {
             if req.channel.is_empty() {
                 return Err(Disconnect::BAD_REQUEST);
@@ -296,7 +309,7 @@ fn frame_of(r: &Req) -> Frame {
         Req::Connect(_) => Frame::Connect,
         Req::Subscribe(_) => Frame::Subscribe,
         Req::Unsubscribe { .. } => Frame::Unsubscribe,
-        Req::Publish { .. } => Frame::Publish,
+        Req::Publish { .. } | Req::MapPublish { .. } => Frame::Publish,
         Req::Presence { .. } => Frame::Presence,
         Req::PresenceStats { .. } => Frame::PresenceStats,
         Req::History(_) => Frame::History,

@@ -13,6 +13,7 @@ mod claims;
 mod commands;
 mod handle;
 pub mod hidden;
+mod map;
 mod mesh;
 mod proxied;
 pub mod proxy;

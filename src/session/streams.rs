@@ -190,6 +190,8 @@ fn deliver(w: &Rc<Worker>, id: u64, ev: StreamEvent) {
                 data: Payload { bytes: data, binary: s.client.format == Format::Protobuf },
                 info: None,
                 tags,
+                key: None,
+                removed: false,
             };
             s.push(&channel, &PushBody::Pub(p));
         }

@@ -47,6 +47,24 @@ pub enum ShardOp {
     PresenceStats(Box<str>),
     /// The reverse of a successful subscription (exactly one per success).
     Unsubscribe(Box<UnsubOp>),
+    /// Sets (or removes) a key of a map channel.
+    MapPublish(Box<MapPub>),
+    /// A page of a map channel's state.
+    MapRead {
+        channel: Box<str>,
+        cursor: String,
+        limit: usize,
+    },
+    MapStats(Box<str>),
+    MapClear(Box<str>),
+}
+
+/// A change of a map channel's key.
+#[derive(Debug)]
+pub struct MapPub {
+    pub publish: Publish,
+    pub key: Arc<str>,
+    pub removed: bool,
 }
 
 impl ShardOp {
@@ -63,6 +81,8 @@ impl ShardOp {
             ShardOp::History(h) => &h.channel,
             ShardOp::HistoryRemove(c) | ShardOp::Presence(c) | ShardOp::PresenceStats(c) => c,
             ShardOp::Unsubscribe(u) => &u.channel,
+            ShardOp::MapPublish(m) => &m.publish.channel,
+            ShardOp::MapRead { channel, .. } | ShardOp::MapStats(channel) | ShardOp::MapClear(channel) => channel,
         }
     }
 }
@@ -190,6 +210,24 @@ impl Shard {
             Engine::Nats(n) => return nats::apply(&mut self.counts, &mut self.bases, n, op),
         };
         match op {
+            ShardOp::MapPublish(mp) => {
+                crate::metrics::message_sent(crate::metrics::Kind::Publication);
+                let (pos, delivery) = m.map_publish(mp.publish, mp.key, mp.removed, now)?;
+                if let Some(d) = delivery {
+                    let prepared = Prepared::new(d.channel, PushKind::Publication, PushBody::Pub(d.publication));
+                    fanout.push(Fanout { prepared: Arc::new(prepared), workers: d.workers });
+                }
+                Ok(Res::Publish(Some(pos)))
+            }
+            ShardOp::MapRead { channel, cursor, limit } => {
+                let page = m.map_read(&channel, &cursor, limit, now)?;
+                Ok(Res::MapState { entries: page.entries, position: page.position, cursor: page.cursor })
+            }
+            ShardOp::MapStats(ch) => Ok(Res::MapStats(m.map_stats(&ch) as u64)),
+            ShardOp::MapClear(ch) => {
+                m.map_clear(&ch);
+                Ok(Res::Empty)
+            }
             ShardOp::Publish(p) => {
                 crate::metrics::message_sent(crate::metrics::Kind::Publication);
                 let (result, delivery) = m.publish(p, now)?;
@@ -304,11 +342,18 @@ impl Shard {
         }
     }
 
-    /// Frees expired channel state, at most `budget` channels per call.
-    pub fn sweep(&mut self, now: Instant, budget: usize) {
+    /// Frees expired channel state, at most `budget` channels per call; removes expired keys
+    /// of map channels, returning their removals to deliver.
+    pub fn sweep(&mut self, now: Instant, budget: usize) -> Vec<Fanout> {
+        let mut out = Vec::new();
         if let Engine::Memory(m) = &mut self.engine {
+            for d in m.map_expire(now) {
+                let prepared = Prepared::new(d.channel, PushKind::Publication, PushBody::Pub(d.publication));
+                out.push(Fanout { prepared: Arc::new(prepared), workers: d.workers });
+            }
             m.sweep(now, budget);
         }
+        out
     }
 }
 

@@ -28,6 +28,10 @@ pub fn run_data<F: FnOnce(Reply) + Clone + 'static>(engine: &RedisEngine, op: Sh
         ShardOp::Presence(ch) => engine.presence(&ch, Box::new(d)),
         ShardOp::PresenceStats(ch) => engine.presence_stats(&ch, Box::new(d)),
         ShardOp::Unsubscribe(_) => Err(ApiError::api_internal()),
+        // Map channels live in the memory engine only (so far).
+        ShardOp::MapPublish(_) | ShardOp::MapRead { .. } | ShardOp::MapStats(_) | ShardOp::MapClear(_) => {
+            Err(ApiError::NOT_AVAILABLE)
+        }
     };
     if let Err(e) = sent {
         done(Err(e));

@@ -114,6 +114,13 @@ pub fn publication(out: &mut Vec<u8>, p: &Publication) {
         out.extend_from_slice(b",\"tags\":");
         tags(out, t);
     }
+    if let Some(k) = &p.key {
+        out.extend_from_slice(b",\"key\":");
+        string(out, k);
+    }
+    if p.removed {
+        out.extend_from_slice(b",\"removed\":true");
+    }
     out.push(b'}');
 }
 

@@ -70,8 +70,11 @@ pub fn encode_one(format: WireFormat, body: &mut Vec<u8>, id: u32, channel: &str
             body.extend_from_slice(b"}}");
         }
         WireFormat::Protobuf => {
-            let publish =
-                proto::PublishRequest { channel: channel.to_string(), data: bytes::Bytes::copy_from_slice(data) };
+            let publish = proto::PublishRequest {
+                channel: channel.to_string(),
+                data: bytes::Bytes::copy_from_slice(data),
+                ..Default::default()
+            };
             let cmd = proto::Command { id, publish: Some(publish), ..Default::default() };
             cmd.encode_length_delimited(body).expect("Vec grows");
         }

@@ -109,6 +109,8 @@ pub fn decode(payload: &Bytes) -> Option<Decoded> {
             data: Payload { bytes: p.data, binary: p.binary },
             info: p.info.map(|i| Arc::new(info_from_pb(i))),
             tags,
+            key: None,
+            removed: false,
         };
         return Some(Decoded { push: PushBody::Pub(publication), delta: p.delta });
     }

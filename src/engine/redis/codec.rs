@@ -94,6 +94,8 @@ fn decode_publication_delta(b: Bytes, offset: u64) -> Option<(Publication, bool)
         data: Payload { bytes: p.data, binary: p.binary },
         info: p.info.map(|i| Arc::new(info_from_pb(i))),
         tags,
+        key: None,
+        removed: false,
     };
     Some((publication, delta))
 }

@@ -1,0 +1,180 @@
+//! Map subscriptions (`type` 1 in subscribe): the client reads the channel's state page by
+//! page (phase 2), then goes live; the last page's reply is the subscription, carrying the
+//! changes made since the first page (read from the channel's stream on the owner in the
+//! same step that counts the subscriber, so nothing is missed). A client that recovers
+//! (phase 1 or 0 with `recover`) goes live at once with the changes since its position, or
+//! gets 112 (unrecoverable position) and loads the state again.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::{commands, Session, TokenUse};
+use crate::api::Res;
+use crate::error::{ApiError, Disconnect};
+use crate::model::{Payload, Publication, Publish};
+use crate::protocol::{Format, ReplyBody, SubscribeReq, SubscribeResult};
+use crate::shard::{MapPub, ShardOp};
+
+/// Phases of a map subscribe, as the client protocol numbers them.
+const PHASE_STATE: i32 = 2;
+
+/// Asks the owner to answer with 112 rather than a fresh position (see `commands`).
+const FLAG_REJECT_UNRECOVERED: i64 = 2;
+
+/// A map subscribe command (any phase); the reply is written here.
+pub(super) async fn subscribe(s: &Rc<Session>, id: u32, req: SubscribeReq) -> Result<(), Disconnect> {
+    let r = run(s, req).await?;
+    match r {
+        Ok((channel, res)) => {
+            let live = res.phase == 0;
+            s.reply(id, &Ok(ReplyBody::Subscribe(res)));
+            if live {
+                s.release(&channel);
+            }
+        }
+        Err(e) => s.reply(id, &Err(e)),
+    }
+    Ok(())
+}
+
+type Outcome = Result<Result<(Arc<str>, SubscribeResult), ApiError>, Disconnect>;
+
+async fn run(s: &Rc<Session>, req: SubscribeReq) -> Outcome {
+    let cfg = s.w.cfg.clone();
+    let o = match cfg.resolve_channel(&req.channel) {
+        Ok(r) => r.options,
+        Err(e) => return Ok(Err(e)),
+    };
+    if !o.is_map() || req.kind != 1 {
+        return Ok(Err(s.refuse(ApiError::BAD_REQUEST, "subscription type mismatch", &req.channel)));
+    }
+    if let Err(e) = may_read(s, &req, o).await {
+        return Ok(Err(e));
+    }
+    if req.phase != PHASE_STATE {
+        // Straight to live: a recovery from the client's position.
+        let since = (req.offset, req.epoch.clone());
+        return live(s, req, since, Vec::new(), true).await;
+    }
+    let limit = o.map.page_size(req.limit);
+    let op = ShardOp::MapRead { channel: req.channel.as_str().into(), cursor: req.cursor.clone(), limit };
+    let (entries, position, cursor) = match s.w.call_shard(op).await {
+        Ok(Res::MapState { entries, position, cursor }) => (entries, position, cursor),
+        Ok(_) => return Ok(Err(ApiError::INTERNAL)),
+        Err(e) => return Ok(Err(e)),
+    };
+    // Later pages name the position of the first one: entries changed since are left to
+    // the stream catch-up.
+    let continued = !req.epoch.is_empty();
+    if continued && *req.epoch != *position.epoch {
+        return Ok(Err(ApiError::UNRECOVERABLE_POSITION));
+    }
+    let frozen = if continued { req.offset } else { position.offset };
+    let entries: Vec<Publication> = entries.into_iter().filter(|p| !continued || p.offset <= frozen).collect();
+    if !cursor.is_empty() {
+        let res = SubscribeResult {
+            kind: 1,
+            phase: PHASE_STATE,
+            cursor,
+            epoch: position.epoch.to_string(),
+            offset: frozen,
+            state: entries,
+            ..Default::default()
+        };
+        return Ok(Ok((req.channel.as_str().into(), res)));
+    }
+    live(s, req, (frozen, position.epoch.to_string()), entries, false).await
+}
+
+/// Subscribes (the regular subscribe with its checks), recovering the stream after `since`.
+async fn live(
+    s: &Rc<Session>,
+    req: SubscribeReq,
+    since: (u64, String),
+    state: Vec<Publication>,
+    recovering: bool,
+) -> Outcome {
+    let recoverable = s.w.cfg.resolve_channel(&req.channel).map(|r| r.options.map.recoverable()).unwrap_or(false);
+    let inner = SubscribeReq {
+        recover: true,
+        recoverable: true,
+        offset: since.0,
+        epoch: since.1,
+        flag: req.flag | FLAG_REJECT_UNRECOVERED,
+        ..req
+    };
+    let r = commands::subscribe(s, inner).await?;
+    Ok(r.map(|(channel, mut res)| {
+        let top = res.publications.last().map_or(since.0, |p| p.offset.max(since.0));
+        res.kind = 1;
+        res.phase = 0;
+        res.state = state;
+        res.offset = top;
+        res.recoverable = recoverable;
+        res.positioned = false;
+        res.recovered = recovering;
+        res.was_recovering = recovering;
+        (channel, res)
+    }))
+}
+
+/// Whether the client may read the channel's state: a valid subscription token for it, or
+/// the namespace's subscribe permissions. The final (live) step runs the whole subscribe check.
+async fn may_read(s: &Rc<Session>, req: &SubscribeReq, o: &crate::config::ChannelOptions) -> Result<(), ApiError> {
+    let cfg = s.w.cfg.clone();
+    if !req.token.is_empty() {
+        return match s.verify_token(TokenUse::Subscribe, &req.token, &req.channel).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(ApiError::PERMISSION_DENIED),
+        };
+    }
+    let private =
+        !cfg.channel().private_prefix.is_empty() && req.channel.starts_with(cfg.channel().private_prefix.as_str());
+    let anon = s.st.borrow().user.is_empty();
+    let allowed = cfg.client.insecure
+        || (!private && o.allow_subscribe_for_client && (!anon || o.allow_subscribe_for_anonymous))
+        || o.proxy.subscribe_proxy_enabled;
+    if allowed {
+        Ok(())
+    } else {
+        Err(s.refuse(ApiError::PERMISSION_DENIED, "attempt to subscribe without sufficient permission", &req.channel))
+    }
+}
+
+/// A client's publish of `type` 1: sets (or removes) a key of a map channel.
+pub(super) async fn publish(
+    s: &Rc<Session>,
+    channel: String,
+    data: bytes::Bytes,
+    key: String,
+    removed: bool,
+) -> Result<ReplyBody, ApiError> {
+    let cfg = s.w.cfg.clone();
+    let o = cfg.resolve_channel(&channel)?.options;
+    if !o.is_map() || key.is_empty() {
+        return Err(ApiError::BAD_REQUEST);
+    }
+    let (anon, subscribed, chan_info) = {
+        let st = s.st.borrow();
+        let sub = st.subs.get(channel.as_str());
+        (st.user.is_empty(), sub.is_some(), sub.and_then(|s| s.chan_info.clone()))
+    };
+    let m = &o.map;
+    let (client, subscriber, anonymous) = if removed {
+        (m.allow_remove_for_client, m.allow_remove_for_subscriber, m.allow_remove_for_anonymous)
+    } else {
+        (m.allow_publish_for_client, m.allow_publish_for_subscriber, m.allow_publish_for_anonymous)
+    };
+    let allowed = cfg.client.insecure || ((client || (subscriber && subscribed)) && (!anon || anonymous));
+    if !allowed {
+        return Err(s.refuse(
+            ApiError::PERMISSION_DENIED,
+            "attempt to publish without sufficient permission",
+            &channel,
+        ));
+    }
+    let data = Payload { bytes: data, binary: s.client.format == Format::Protobuf };
+    let publish = Publish { info: Some(Arc::new(s.info(chan_info))), ..Publish::new(channel.as_str(), data) };
+    let op = ShardOp::MapPublish(Box::new(MapPub { publish, key: key.into(), removed }));
+    s.w.call_shard(op).await.map(|_| ReplyBody::Publish)
+}
