@@ -12,6 +12,8 @@
 //! * `legacy` — legacy `POST /api` streams, including a 1,000,000-command request.
 //! * `legacy_protocol` — Centrifugo 2.x/3.x clients (`centrifuge` 2.8.5, `sockjs-client` 1.6.1)
 //!   over WebSocket (JSON, protobuf) and SockJS (websocket, xhr-streaming, xhr-polling).
+//! * `map_subs` — map subscriptions (keyed channel state): the server API's map methods, raw
+//!   state pages, centrifuge-js 5.8 over JSON and protobuf.
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
 //! * `recovery` — recovery on subscribe: the "reject unrecovered" flag, cache recovery.
@@ -65,6 +67,7 @@ mod layout;
 mod legacy;
 mod legacy_protocol;
 mod logs;
+mod map_subs;
 mod metrics;
 mod nats;
 mod proxy;

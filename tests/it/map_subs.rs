@@ -1,0 +1,258 @@
+//! Map subscriptions (`subscription_type: map`) on the memory engine: the server API's map
+//! methods, the client protocol's state pages as raw JSON frames, and `centrifuge` (JS, 5.8.0)
+//! in Node (`tests/js/map_subs.js`) over JSON and protobuf: pre-seeded state read in small
+//! pages, live updates and removals, two clients with the same state, client publish/remove,
+//! recovery after a cut (and a fresh sync in `ephemeral` mode), a key's TTL expiry.
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+use crate::ws_client::*;
+
+/// Map namespaces: `map` (recoverable, client publish/remove for subscribers, pages from 1
+/// key), `eph` (ephemeral: no recovery), `mapttl` (keys live 2 s).
+fn map_config() -> Value {
+    let ns = |name: &str, map: Value| json!({"name": name, "allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true, "subscription_type": "map", "map": map});
+    json!({
+        "http_api": {"key": KEY},
+        "client": {"allowed_origins": ["*"], "allow_anonymous_connect_without_token": true},
+        // Map channels live in the memory engine only (so far): not on GYRE_TEST_REDIS.
+        "engine": {"type": "memory"},
+        "channel": {
+            "namespaces": [
+                ns("map", json!({
+                    "mode": "recoverable", "key_ttl": "300s", "min_page_size": 1,
+                    "allow_publish_for_subscriber": true, "allow_remove_for_subscriber": true,
+                    "allow_publish_for_anonymous": true, "allow_remove_for_anonymous": true
+                })),
+                ns("eph", json!({
+                    "mode": "ephemeral", "key_ttl": "300s", "min_page_size": 1,
+                    "allow_publish_for_client": true, "allow_remove_for_client": true,
+                    "allow_publish_for_anonymous": true, "allow_remove_for_anonymous": true
+                })),
+                ns("mapttl", json!({"mode": "ephemeral", "key_ttl": "2s", "min_page_size": 1})),
+                {"name": "plain", "allow_subscribe_for_client": true}
+            ]
+        },
+        "workers": 2
+    })
+}
+
+fn node_ready(test: &str) -> bool {
+    if !Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return unavailable(test, "`node` is not on PATH", "apt-get install nodejs");
+    }
+    if !repo_root().join("tests/js/node_modules/centrifuge/package.json").exists() {
+        return unavailable(test, "tests/js/node_modules lacks centrifuge", "npm ci --prefix tests/js");
+    }
+    true
+}
+
+/// Runs `tests/js/map_subs.js` against `s` and returns what it printed.
+fn run_script(s: &Server, protobuf: bool, ch: &str, ttl_ch: Option<&str>) -> Value {
+    let url = if protobuf {
+        format!("ws://{}/connection/websocket?format=protobuf", s.addr())
+    } else {
+        format!("ws://{}/connection/websocket", s.addr())
+    };
+    let arg = json!({
+        "url": url, "api": format!("http://{}", s.addr()), "key": KEY, "protobuf": protobuf,
+        "ch": ch, "ttlCh": ttl_ch,
+    });
+    let out = Command::new("node")
+        .arg(repo_root().join("tests/js/map_subs.js"))
+        .arg(arg.to_string())
+        .current_dir(repo_root().join("tests/js"))
+        .output()
+        .expect("running node");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success() && v.get("fatal").is_none(), "{v}");
+    v
+}
+
+fn seeded() -> Value {
+    Value::Object((0..23).map(|i| (format!("k{i:03}"), json!({ "v": i }))).collect())
+}
+
+fn check_sdk_run(v: &Value, protobuf: bool, recovered: bool) {
+    // 23 keys read 5 at a time: 5 state pages, then live.
+    assert_eq!(v["sync"], seeded(), "{v}");
+    if !protobuf {
+        assert_eq!(v["pages"], 5, "{v}");
+    }
+    let mut b = seeded();
+    b["k001"] = json!({"v": 100});
+    b.as_object_mut().unwrap().remove("k002");
+    assert_eq!(v["bSync"], b, "the second client loads the state as changed: {v}");
+    assert_eq!(
+        v["aUpdates"],
+        json!([
+            {"key": "k001", "removed": false, "data": {"v": 100}},
+            {"key": "k002", "removed": true, "data": null},
+            {"key": "k100", "removed": false, "data": {"v": 7}},
+            {"key": "k100", "removed": true, "data": null}
+        ]),
+        "{v}"
+    );
+    assert_eq!(
+        v["bUpdates"],
+        json!([
+            {"key": "k100", "removed": false, "data": {"v": 7}},
+            {"key": "k100", "removed": true, "data": null}
+        ]),
+        "{v}"
+    );
+    let cut = &v["afterCut"];
+    if recovered {
+        assert_eq!(cut["subscribed"], json!({"recovered": true, "wasRecovering": true}), "{v}");
+        assert_eq!(cut["resynced"], false, "{v}");
+        assert_eq!(
+            cut["updates"],
+            json!([{"key": "k003", "removed": false, "data": {"v": 300}}, {"key": "k004", "removed": true, "data": null}]),
+            "{v}"
+        );
+    } else {
+        // Ephemeral: no recovery, the state is loaded again.
+        assert_eq!(cut["subscribed"]["recovered"], false, "{v}");
+        assert_eq!(cut["resynced"], true, "{v}");
+    }
+    assert_eq!(v["aState"], v["bState"], "{v}");
+    assert_eq!(v["aState"]["k003"], json!({"v": 300}), "{v}");
+    assert!(v["aState"].get("k004").is_none(), "{v}");
+    assert_eq!(v["stats"], json!({"num_keys": 21}), "{v}");
+}
+
+#[test]
+fn map_subs_sdk_json() {
+    if !node_ready("map_subs_sdk_json") {
+        return;
+    }
+    let s = Server::start(map_config());
+    let v = run_script(&s, false, "map:room", Some("mapttl:t"));
+    check_sdk_run(&v, false, true);
+    let expired = &v["expired"];
+    assert_eq!(
+        expired["updates"],
+        json!([{"key": "x", "removed": false, "data": {"v": 1}}, {"key": "x", "removed": true, "data": null}]),
+        "{v}"
+    );
+    let after = expired["afterMs"].as_u64().unwrap();
+    assert!((1000..6000).contains(&after), "key_ttl 2s: removed after {after} ms");
+}
+
+#[test]
+fn map_subs_sdk_protobuf() {
+    if !node_ready("map_subs_sdk_protobuf") {
+        return;
+    }
+    let s = Server::start(map_config());
+    let v = run_script(&s, true, "map:room", Some("mapttl:t"));
+    check_sdk_run(&v, true, true);
+    assert_eq!(v["expired"]["updates"][1], json!({"key": "x", "removed": true, "data": null}), "{v}");
+}
+
+#[test]
+fn map_subs_sdk_ephemeral_resyncs_after_a_cut() {
+    if !node_ready("map_subs_sdk_ephemeral_resyncs_after_a_cut") {
+        return;
+    }
+    let s = Server::start(map_config());
+    let v = run_script(&s, false, "eph:x", None);
+    check_sdk_run(&v, false, false);
+    // Recovery in ephemeral mode: the subscribe reply is not recoverable.
+    let mut c = JsonClient::open(&s);
+    c.call(json!({"connect": {}})).unwrap();
+    s.api("map_publish", json!({"channel": "eph:y", "key": "a", "data": 1}));
+    let r = c.call(json!({"subscribe": {"channel": "eph:y", "type": 1, "phase": 2}})).unwrap();
+    let sub = &r["subscribe"];
+    assert_eq!(sub["type"], 1, "{r}");
+    assert!(sub.get("phase").is_none() && sub.get("recoverable").is_none(), "live, not recoverable: {r}");
+    assert_eq!(sub["state"], json!([{"data": 1, "offset": 1, "key": "a"}]), "{r}");
+}
+
+/// The wire format of state pages and the live reply, as raw JSON frames.
+#[test]
+fn map_subs_raw_pages() {
+    let s = Server::start(map_config());
+    for k in ["a", "b", "c"] {
+        let r = s.api("map_publish", json!({"channel": "map:raw", "key": k, "data": {"k": k}, "tags": {"t": k}}));
+        assert!(r["result"]["offset"].as_u64().unwrap() > 0, "{r}");
+    }
+    let mut c = JsonClient::open(&s);
+    c.call(json!({"connect": {}})).unwrap();
+    let r = c.call(json!({"subscribe": {"channel": "map:raw", "type": 1, "phase": 2, "limit": 2}})).unwrap();
+    let p = &r["subscribe"];
+    assert_eq!((p["type"].clone(), p["phase"].clone(), p["cursor"].clone()), (json!(1), json!(2), json!("b")), "{r}");
+    assert_eq!(p["offset"], 3, "{r}");
+    let epoch = p["epoch"].as_str().unwrap().to_string();
+    assert_eq!(p["state"][0], json!({"data": {"k": "a"}, "offset": 1, "tags": {"t": "a"}, "key": "a"}), "{r}");
+    // A change between pages reaches the client through the live reply's publications.
+    s.api("map_publish", json!({"channel": "map:raw", "key": "c", "data": {"k": "c2"}}));
+    let r = c
+        .call(json!({"subscribe": {"channel": "map:raw", "type": 1, "phase": 2, "limit": 2, "cursor": "b",
+            "offset": 3, "epoch": epoch}}))
+        .unwrap();
+    let p = &r["subscribe"];
+    assert!(p.get("phase").is_none() && p.get("cursor").is_none(), "the last page goes live: {r}");
+    assert!(p.get("state").is_none(), "c changed after the first page: left to the stream: {r}");
+    assert_eq!(p["publications"], json!([{"data": {"k": "c2"}, "offset": 4, "key": "c"}]), "{r}");
+    assert_eq!((p["recoverable"].clone(), p["offset"].clone()), (json!(true), json!(4)), "{r}");
+    // Live: a removal push.
+    s.api("map_remove", json!({"channel": "map:raw", "key": "a"}));
+    let f = c.ws.frame().unwrap();
+    let push = &json_lines(&f.payload)[0];
+    assert_eq!(push["push"]["pub"], json!({"offset": 5, "key": "a", "removed": true}), "{push}");
+    // Subscribing twice, and a map subscribe to a stream namespace.
+    let r = c.call(json!({"subscribe": {"channel": "map:raw", "type": 1, "phase": 2}})).unwrap();
+    assert_eq!(r["error"]["code"], 105, "{r}");
+    let r = c.call(json!({"subscribe": {"channel": "plain:x", "type": 1, "phase": 2}})).unwrap();
+    assert_eq!(r["error"]["code"], 107, "{r}");
+    // Recovery from a position of another epoch: 112.
+    let mut d = JsonClient::open(&s);
+    d.call(json!({"connect": {}})).unwrap();
+    let r = d
+        .call(json!({"subscribe": {"channel": "map:raw", "type": 1, "phase": 1, "recover": true, "offset": 1, "epoch": "nope"}}))
+        .unwrap();
+    assert_eq!(r["error"]["code"], 112, "{r}");
+    // And from the current one: the changes since.
+    let r = d
+        .call(json!({"subscribe": {"channel": "map:raw", "type": 1, "phase": 1, "recover": true, "offset": 3, "epoch": epoch}}))
+        .unwrap();
+    let p = &r["subscribe"];
+    assert_eq!(p["recovered"], true, "{r}");
+    assert_eq!(p["publications"].as_array().map(Vec::len), Some(2), "{r}");
+    assert_eq!(p["offset"], 5, "{r}");
+}
+
+/// `map_publish`, `map_remove`, `map_read_state` (pages), `map_stats`, `map_clear`.
+#[test]
+fn map_subs_server_api() {
+    let s = Server::start(map_config());
+    for i in 0..5 {
+        s.api("map_publish", json!({"channel": "map:api", "key": format!("k{i}"), "data": i}));
+    }
+    let r = s.api("map_read_state", json!({"channel": "map:api", "limit": 2}));
+    assert_eq!(r["result"]["cursor"], "k1", "{r}");
+    assert_eq!(r["result"]["entries"].as_array().unwrap().len(), 2, "{r}");
+    let r = s.api("map_read_state", json!({"channel": "map:api", "limit": 10, "cursor": "k1"}));
+    assert!(r["result"].get("cursor").is_none(), "{r}");
+    let keys: Vec<&str> =
+        r["result"]["entries"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["k2", "k3", "k4"], "{r}");
+    let r = s.api("map_remove", json!({"channel": "map:api", "key": "k0"}));
+    assert_eq!(r["result"]["offset"], 6, "{r}");
+    assert_eq!(s.api("map_stats", json!({"channel": "map:api"})), json!({"result": {"num_keys": 4}}));
+    // Idempotent publish: the first result again.
+    let p = json!({"channel": "map:api", "key": "z", "data": 1, "idempotency_key": "once"});
+    let first = s.api("map_publish", p.clone());
+    assert_eq!(s.api("map_publish", p), first);
+    s.api("map_clear", json!({"channel": "map:api"}));
+    assert_eq!(s.api("map_stats", json!({"channel": "map:api"})), json!({"result": {"num_keys": 0}}));
+    // Not a map channel, no key.
+    assert_eq!(s.api("map_publish", json!({"channel": "plain:x", "key": "a", "data": 1}))["error"]["code"], 107);
+    assert_eq!(s.api("map_publish", json!({"channel": "map:x", "data": 1}))["error"]["code"], 107);
+}
