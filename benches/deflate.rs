@@ -35,6 +35,8 @@ fn prepared(n: usize) -> Prepared {
         data: Payload { bytes: data, binary: false },
         info: None,
         tags: None,
+        key: None,
+        removed: false,
     });
     Prepared::new(Arc::from("room-42"), PushKind::Publication, body)
 }

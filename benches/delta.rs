@@ -29,7 +29,14 @@ fn doc(n: u64) -> Bytes {
 }
 
 fn prepared(data: Bytes, delta: Option<gyre::delta::DeltaPub>) -> Prepared {
-    let p = Publication { offset: 2, data: Payload { bytes: data, binary: false }, info: None, tags: None };
+    let p = Publication {
+        offset: 2,
+        data: Payload { bytes: data, binary: false },
+        info: None,
+        tags: None,
+        key: None,
+        removed: false,
+    };
     Prepared::new("doc".into(), PushKind::Publication, PushBody::Pub(p)).with_delta(delta)
 }
 

@@ -26,7 +26,14 @@ use gyre::push::{Prepared, PushKind};
 
 fn push_body() -> PushBody {
     let data = Bytes::from_static(br#"{"user":"alice","text":"hello, world","ts":1700000000123,"seq":17}"#);
-    PushBody::Pub(Publication { offset: 4217, data: Payload { bytes: data, binary: false }, info: None, tags: None })
+    PushBody::Pub(Publication {
+        offset: 4217,
+        data: Payload { bytes: data, binary: false },
+        info: None,
+        tags: None,
+        key: None,
+        removed: false,
+    })
 }
 
 fn encode(c: &mut Criterion) {

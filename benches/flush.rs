@@ -74,6 +74,8 @@ fn push_body(seq: u64) -> PushBody {
         data: Payload { bytes: Bytes::from(data), binary: false },
         info: None,
         tags: None,
+        key: None,
+        removed: false,
     })
 }
 

@@ -13,7 +13,14 @@ use gyre::model::{Payload, Publication, StreamPosition};
 const TTL: Duration = Duration::from_secs(300);
 
 fn publication(data: &Bytes) -> Publication {
-    Publication { offset: 0, data: Payload { bytes: data.clone(), binary: false }, info: None, tags: None }
+    Publication {
+        offset: 0,
+        data: Payload { bytes: data.clone(), binary: false },
+        info: None,
+        tags: None,
+        key: None,
+        removed: false,
+    }
 }
 
 /// A stream whose ring of `size` is already full, as in steady state.

@@ -99,6 +99,8 @@ fn fanout(c: &mut Criterion) {
         data: Payload { bytes: data, binary: false },
         info: None,
         tags: Some(tags(&[("team", "eng"), ("region", "eu-west")])),
+        key: None,
+        removed: false,
     };
     let p = Prepared::new(channel.clone(), PushKind::Publication, PushBody::Pub(publication));
     let passing = Arc::new(Filter::compile(&leaf("team", "eq", "eng")).unwrap());

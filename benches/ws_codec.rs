@@ -53,6 +53,8 @@ fn pb_codec(c: &mut Criterion) {
             chan_info: None,
         })),
         tags: Some(Arc::from(vec![("kind".into(), "update".into())])),
+        key: None,
+        removed: false,
     };
     let push = PushBody::Pub(publication);
     let mut out = Vec::with_capacity(1024);
@@ -72,6 +74,7 @@ fn pb_codec(c: &mut Criterion) {
             publish: Some(pb::proto::PublishRequest {
                 channel: "chat:room".into(),
                 data: Bytes::from_static(b"{\"text\":\"hello\"}"),
+                ..Default::default()
             }),
             ..Default::default()
         };

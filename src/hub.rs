@@ -380,8 +380,14 @@ mod tests {
     #[test]
     fn compressed_once_per_delivery() {
         let data = Bytes::from(format!("{{\"text\":\"{}\"}}", "hello ".repeat(40)));
-        let publication =
-            Publication { offset: 1, data: Payload { bytes: data, binary: false }, info: None, tags: None };
+        let publication = Publication {
+            offset: 1,
+            data: Payload { bytes: data, binary: false },
+            info: None,
+            tags: None,
+            key: None,
+            removed: false,
+        };
         let p = Prepared::new("news".into(), PushKind::Publication, PushBody::Pub(publication));
         let plain = p.json.clone().unwrap();
         let len = crate::wire::ws::server_frame_parts(&plain).unwrap().1.len();

@@ -281,18 +281,7 @@ fn validate_channel_options(o: &ChannelOptions, at: &str, global_meta_ttl: std::
     if let Some(t) = o.allowed_delta_types.iter().find(|t| *t != "fossil") {
         return Err(format!("{at}.allowed_delta_types: unknown delta type {t:?} (only \"fossil\" exists)"));
     }
-    if !["", "stream", "map"].contains(&o.subscription_type.as_str()) {
-        return Err(format!(
-            "{at}.subscription_type: {:?} is not supported by Gyre (stream or map)",
-            o.subscription_type
-        ));
-    }
-    if o.is_map() && !["ephemeral", "recoverable", "persistent"].contains(&o.map.mode.as_str()) {
-        return Err(format!("{at}.map.mode: must be ephemeral, recoverable or persistent, got {:?}", o.map.mode));
-    }
-    if o.is_map() && o.map.mode == "persistent" && !o.map.key_ttl.is_zero() {
-        return Err(format!("{at}.map.key_ttl must not be set when map.mode is \"persistent\""));
-    }
+    super::map::validate(at, o)?;
     if o.auto_cache_recover && (!o.force_recovery || o.force_recovery_mode != "cache") {
         return Err(format!("{at}.auto_cache_recover requires force_recovery and force_recovery_mode set to cache"));
     }

@@ -15,6 +15,8 @@ mod http_server;
 pub mod live;
 pub mod load;
 mod log;
+mod map;
+pub use map::MapOptions;
 pub mod pattern;
 pub mod proxy;
 pub mod redis;
@@ -267,59 +269,6 @@ pub struct ChannelOptions {
     pub subscription_type: String,
     /// Map subscriptions (`subscription_type: map`).
     pub map: MapOptions,
-}
-
-/// Options of a map namespace (`subscription_type: map`): the channel keeps keyed state, and a
-/// stream of its changes that subscribers catch up from.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct MapOptions {
-    /// `ephemeral` (no recovery: a re-subscribe loads the state again), `recoverable` or
-    /// `persistent` (keys without TTL).
-    pub mode: String,
-    /// A key lives this long after its last publish (0: forever).
-    #[serde(with = "duration")]
-    pub key_ttl: Duration,
-    /// Changes kept in the channel's stream (0: 1000).
-    pub stream_size: usize,
-    /// How long the stream's changes are kept after the last change (0: 10 minutes).
-    #[serde(with = "duration")]
-    pub stream_ttl: Duration,
-    pub allow_publish_for_client: bool,
-    pub allow_publish_for_subscriber: bool,
-    pub allow_publish_for_anonymous: bool,
-    pub allow_remove_for_client: bool,
-    pub allow_remove_for_subscriber: bool,
-    pub allow_remove_for_anonymous: bool,
-    /// Page size of the state when the client names none (0: 100).
-    pub default_page_size: usize,
-    /// Smallest page size a client may ask for (0: 100).
-    pub min_page_size: usize,
-    /// Largest page size a client may ask for (0: 1000).
-    pub max_page_size: usize,
-}
-
-impl MapOptions {
-    /// The page size for a client's `limit`, as Centrifugo bounds it.
-    pub fn page_size(&self, limit: i32) -> usize {
-        let or = |v: usize, d: usize| if v == 0 { d } else { v };
-        let (def, min, max) =
-            (or(self.default_page_size, 100), or(self.min_page_size, 100), or(self.max_page_size, 1000));
-        let l = if limit <= 0 { def } else { limit as usize };
-        l.max(min).min(max)
-    }
-
-    /// The stream's size and TTL.
-    pub fn stream(&self) -> (usize, Duration) {
-        let size = if self.stream_size == 0 { 1000 } else { self.stream_size };
-        let ttl = if self.stream_ttl.is_zero() { Duration::from_secs(600) } else { self.stream_ttl };
-        (size, ttl)
-    }
-
-    /// Subscribers can recover from the stream (not `ephemeral`).
-    pub fn recoverable(&self) -> bool {
-        self.mode != "ephemeral"
-    }
 }
 
 impl ChannelOptions {

@@ -512,6 +512,8 @@ mod tests {
             data: Payload { bytes: Bytes::from(vec![b'0' + n]), binary: false },
             info: None,
             tags: None,
+            key: None,
+            removed: false,
         }
     }
 

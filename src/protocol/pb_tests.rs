@@ -61,6 +61,8 @@ fn publication_with(offset: u64, data: Vec<u8>) -> Publication {
         data: Payload { bytes: data.into(), binary: true },
         info: Some(Arc::new(info("u1", "c1"))),
         tags: Some(Arc::from(vec![("k1".into(), "v1".into()), ("k2".into(), "".into())])),
+        key: None,
+        removed: false,
     }
 }
 
@@ -123,6 +125,7 @@ fn decodes_several_commands() {
                 ..Default::default()
             }),
             flag: 5,
+            ..Default::default()
         }),
         ..Default::default()
     };
@@ -188,6 +191,7 @@ fn decodes_several_commands() {
                         ..Default::default()
                     }),
                     flag: 5,
+                    ..Default::default()
                 }),
             },
             Cmd { id: 0, req: Req::Pong },
@@ -204,7 +208,11 @@ fn first_request_in_field_order_wins() {
     let c = proto::Command {
         id: 9,
         rpc: Some(proto::RpcRequest { data: Bytes::from_static(b"r"), method: "m".into() }),
-        publish: Some(proto::PublishRequest { channel: "p".into(), data: Bytes::from_static(b"x") }),
+        publish: Some(proto::PublishRequest {
+            channel: "p".into(),
+            data: Bytes::from_static(b"x"),
+            ..Default::default()
+        }),
         send: Some(proto::SendRequest { data: Bytes::from_static(b"s") }),
         ..Default::default()
     };
@@ -335,6 +343,7 @@ fn subscribe_reply_with_publications_of_every_length_prefix_size() {
             data: None,
             was_recovering: true,
             delta: true,
+            ..Default::default()
         })),
     );
     assert_eq!(r.id, 7);
@@ -430,6 +439,8 @@ fn publication_push_with_tags_and_info() {
         data: Payload { bytes: Bytes::from_static(b"d"), binary: false },
         info: None,
         tags: None,
+        key: None,
+        removed: false,
     };
     let p = push("c", PushBody::Pub(bare));
     assert_eq!(p.r#pub, Some(proto::Publication { data: Bytes::from_static(b"d"), ..Default::default() }));

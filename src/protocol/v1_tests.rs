@@ -144,6 +144,8 @@ fn encodes_replies_and_pushes_in_json() {
         offset: 5,
         info: None,
         tags: None,
+        key: None,
+        removed: false,
     };
     encode_push(Format::Json, "ch", &PushBody::Pub(p), &mut out);
     assert_eq!(out, br#"{"result":{"channel":"ch","data":{"data":{"a":1},"offset":5}}}"#);

@@ -122,6 +122,8 @@ fn publication() -> Publication {
         data: Payload { bytes: Bytes::from_static(b"\x00\xffbinary"), binary: true },
         info: Some(Arc::new(info("u", "c"))),
         tags: Some(Arc::from(vec![("k".into(), "v".into())])),
+        key: None,
+        removed: false,
     }
 }
 
@@ -194,6 +196,7 @@ fn every_push_a_session_sends_decodes_with_the_schema() {
         data: Some(Bytes::from_static(b"sd")),
         was_recovering: true,
         delta: false,
+        ..Default::default()
     };
     let connect = ConnectResult {
         client: "cid".into(),
