@@ -125,6 +125,10 @@ pub fn unsupported() -> Vec<String> {
         out.push(format!("channel.without_namespace.{o}"));
         out.push(format!("channel.namespaces[].{o}"));
     }
+    for o in centrifugo::MAP_OPTIONS {
+        out.push(format!("channel.without_namespace.map.{o}"));
+        out.push(format!("channel.namespaces[].map.{o}"));
+    }
     out
 }
 
@@ -429,7 +433,7 @@ mod tests {
         let mut sorted = lines.clone();
         sorted.sort();
         assert_eq!(lines, sorted);
-        assert!(!lines.iter().any(|l| l.contains("WEBTRANSPORT") || l.contains("SUBSCRIPTION_TYPE")));
+        assert!(!lines.iter().any(|l| l.contains("WEBTRANSPORT") || l.contains("SHARED_POLL")));
     }
 
     #[test]
@@ -485,7 +489,7 @@ mod tests {
         assert!(md.contains("# `client`\n\nType: `object`\n\nClient connections"), "{md}");
         assert!(md.contains("Env: `CENTRIFUGO_CHANNEL_NAMESPACES_<NAME>_PRESENCE`"), "{md}");
         assert!(md.contains("### `channel.namespaces[].name`\n\nType: `string`. Default: `\"\"`\n\nName of"), "{md}");
-        assert!(md.contains("- `webtransport`") && md.contains("- `channel.namespaces[].subscription_type`"));
+        assert!(md.contains("- `webtransport`") && md.contains("- `channel.namespaces[].shared_poll`"));
         let section = markdown("engine.redis", 2);
         assert!(section.starts_with("#### `engine.redis`\n"), "{section}");
         assert!(section.contains("##### `engine.redis.address`") && !section.contains("`engine.type`"));

@@ -634,7 +634,8 @@ mod tests {
                 "rpc": {"namespaces": [{"name": "ns", "proxy": true}]},
                 "gateway": {"servers": [{"path": "/r", "topic": "t", "topc": "x"}]},
                 "channel": {"proxy": {"map_publish": {}},
-                            "namespaces": [{"name": "chat", "presense": true, "subscription_type": "map"}]}}"#,
+                            "namespaces": [{"name": "chat", "presense": true, "shared_poll": {},
+                                            "map": {"client_key": "x"}}]}}"#,
         )
         .unwrap();
         let mut w = l.warnings.clone();
@@ -642,7 +643,8 @@ mod tests {
         assert_eq!(
             w,
             [
-                "option \"channel.namespaces[0].subscription_type\" is not supported by Gyre (ignored)",
+                "option \"channel.namespaces[0].map.client_key\" is not supported by Gyre (ignored)",
+                "option \"channel.namespaces[0].shared_poll\" is not supported by Gyre (ignored)",
                 "option \"channel.proxy.map_publish\" is not supported by Gyre (ignored)",
                 "option \"webtransport\" is not supported by Gyre (ignored)",
                 "unknown option \"channel.namespaces[0].presense\" (ignored)",
