@@ -72,8 +72,13 @@ impl Memory {
         }
         let data =
             if removed { crate::model::Payload { bytes: bytes::Bytes::new(), binary: p.data.binary } } else { p.data };
-        let mut publication =
-            Publication { offset: 0, data, info: p.info, tags: p.tags, key: Some(key.clone()), removed };
+        // A removal carries the key's tags, so subscribers' tags filters pass it as they passed
+        // the key.
+        let tags = match p.tags {
+            None if removed => map.entries.get(&key).and_then(|e| e.publication.tags.clone()),
+            t => t,
+        };
+        let mut publication = Publication { offset: 0, data, info: p.info, tags, key: Some(key.clone()), removed };
         let pos = state.live_stream(now, meta_ttl).add(publication.clone(), size, ttl, now);
         publication.offset = pos.offset;
         let map = state.map.get_or_insert_with(Default::default);

@@ -61,6 +61,39 @@ pub fn publish(r: pb::PublishRequest) -> Value {
     Value::Object(m)
 }
 
+pub fn map_publish(r: pb::MapPublishRequest) -> Value {
+    let mut m = obj(json!({"channel": r.channel, "key": r.key, "idempotency_key": r.idempotency_key}));
+    if !r.tags.is_empty() {
+        m.insert("tags".into(), json!(r.tags));
+    }
+    put_data(&mut m, "data", "b64data", r.data, r.b64data);
+    Value::Object(m)
+}
+
+pub fn map_result(r: Res) -> (u64, String) {
+    match r {
+        Res::Publish(Some(p)) => (p.offset, p.epoch.to_string()),
+        _ => (0, String::new()),
+    }
+}
+
+pub fn map_state_res(r: Res) -> pb::MapReadStateResult {
+    let Res::MapState { entries, position, cursor } = r else { return pb::MapReadStateResult::default() };
+    let entry = |p: &Publication| pb::MapEntry {
+        key: p.key.as_deref().unwrap_or_default().to_string(),
+        data: p.data.bytes.to_vec(),
+        tags: p.tags.iter().flat_map(|t| t.iter()).map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        offset: p.offset,
+        ..Default::default()
+    };
+    pb::MapReadStateResult {
+        entries: entries.iter().map(entry).collect(),
+        offset: position.offset,
+        epoch: position.epoch.to_string(),
+        cursor,
+    }
+}
+
 pub fn broadcast(r: pb::BroadcastRequest) -> Value {
     let mut m = obj(json!({
         "channels": r.channels, "skip_history": r.skip_history,

@@ -329,6 +329,43 @@ impl CentrifugoApi for Service {
         self.unary(Method::HistoryRemove, req, params, |_| pb::HistoryRemoveResult {}, wrap).await
     }
 
+    async fn map_publish(&self, req: Request<pb::MapPublishRequest>) -> Answer<pb::MapPublishResponse> {
+        let wrap = |error, result| pb::MapPublishResponse { error, result };
+        let result = |r| {
+            let (offset, epoch) = convert::map_result(r);
+            pb::MapPublishResult { offset, epoch, ..Default::default() }
+        };
+        self.unary(Method::MapPublish, req, convert::map_publish, result, wrap).await
+    }
+
+    async fn map_remove(&self, req: Request<pb::MapRemoveRequest>) -> Answer<pb::MapRemoveResponse> {
+        let wrap = |error, result| pb::MapRemoveResponse { error, result };
+        let params = |r: pb::MapRemoveRequest| serde_json::json!({"channel": r.channel, "key": r.key, "idempotency_key": r.idempotency_key});
+        let result = |r| {
+            let (offset, epoch) = convert::map_result(r);
+            pb::MapRemoveResult { offset, epoch, ..Default::default() }
+        };
+        self.unary(Method::MapRemove, req, params, result, wrap).await
+    }
+
+    async fn map_read_state(&self, req: Request<pb::MapReadStateRequest>) -> Answer<pb::MapReadStateResponse> {
+        let wrap = |error, result| pb::MapReadStateResponse { error, result };
+        let params = |r: pb::MapReadStateRequest| serde_json::json!({"channel": r.channel, "cursor": r.cursor, "limit": r.limit});
+        self.unary(Method::MapReadState, req, params, convert::map_state_res, wrap).await
+    }
+
+    async fn map_stats(&self, req: Request<pb::MapStatsRequest>) -> Answer<pb::MapStatsResponse> {
+        let wrap = |error, result| pb::MapStatsResponse { error, result };
+        let result = |r| pb::MapStatsResult { num_keys: if let Res::MapStats(n) = r { n as i32 } else { 0 } };
+        self.unary(Method::MapStats, req, |r: pb::MapStatsRequest| convert::channel(r.channel), result, wrap).await
+    }
+
+    async fn map_clear(&self, req: Request<pb::MapClearRequest>) -> Answer<pb::MapClearResponse> {
+        let wrap = |error, result| pb::MapClearResponse { error, result };
+        let params = |r: pb::MapClearRequest| convert::channel(r.channel);
+        self.unary(Method::MapClear, req, params, |_| pb::MapClearResult {}, wrap).await
+    }
+
     async fn info(&self, req: Request<pb::InfoRequest>) -> Answer<pb::InfoResponse> {
         let wrap = |error, result| pb::InfoResponse { error, result };
         self.unary(Method::Info, req, |_| serde_json::json!({}), convert::info_res, wrap).await

@@ -70,7 +70,14 @@ async fn run(s: &Rc<Session>, req: SubscribeReq) -> Outcome {
         return Ok(Err(ApiError::UNRECOVERABLE_POSITION));
     }
     let frozen = if continued { req.offset } else { position.offset };
-    let entries: Vec<Publication> = entries.into_iter().filter(|p| !continued || p.offset <= frozen).collect();
+    // A tags filter (where the namespace allows one) applies to the state too.
+    let filter = match (&req.tf, o.allow_tags_filter) {
+        (Some(tf), true) => crate::filter::Filter::compile(tf).ok(),
+        _ => None,
+    };
+    let passes = |p: &Publication| filter.as_ref().is_none_or(|f| f.matches(p.tags.as_deref().unwrap_or_default()));
+    let entries: Vec<Publication> =
+        entries.into_iter().filter(|p| (!continued || p.offset <= frozen) && passes(p)).collect();
     if !cursor.is_empty() {
         let res = SubscribeResult {
             kind: 1,
@@ -101,6 +108,8 @@ async fn live(
         offset: since.0,
         epoch: since.1,
         flag: req.flag | FLAG_REJECT_UNRECOVERED,
+        // Map changes are delivered in full (no fossil deltas per key yet).
+        delta: String::new(),
         ..req
     };
     let r = commands::subscribe(s, inner).await?;

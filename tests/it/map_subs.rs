@@ -205,7 +205,7 @@ fn map_subs_raw_pages() {
     s.api("map_remove", json!({"channel": "map:raw", "key": "a"}));
     let f = c.ws.frame().unwrap();
     let push = &json_lines(&f.payload)[0];
-    assert_eq!(push["push"]["pub"], json!({"offset": 5, "key": "a", "removed": true}), "{push}");
+    assert_eq!(push["push"]["pub"], json!({"offset": 5, "tags": {"t": "a"}, "key": "a", "removed": true}), "{push}");
     // Subscribing twice, and a map subscribe to a stream namespace.
     let r = c.call(json!({"subscribe": {"channel": "map:raw", "type": 1, "phase": 2}})).unwrap();
     assert_eq!(r["error"]["code"], 105, "{r}");
@@ -255,4 +255,38 @@ fn map_subs_server_api() {
     // Not a map channel, no key.
     assert_eq!(s.api("map_publish", json!({"channel": "plain:x", "key": "a", "data": 1}))["error"]["code"], 107);
     assert_eq!(s.api("map_publish", json!({"channel": "map:x", "data": 1}))["error"]["code"], 107);
+}
+
+/// The map methods over gRPC (`tests/python/grpc_map_client.py`, generated from `proto/api.proto`).
+#[test]
+fn map_subs_grpc_api() {
+    let python = repo_root().join("target/pyenv/bin/python");
+    if !(python.exists()
+        && Command::new(&python).args(["-c", "import grpc, grpc_tools"]).output().is_ok_and(|o| o.status.success()))
+    {
+        unavailable("map_subs_grpc_api", "grpcio-tools is not installed in target/pyenv", "bash .ci/run");
+        return;
+    }
+    let grpc_port = free_port();
+    let mut cfg = map_config();
+    merge(&mut cfg, json!({"grpc_api": {"enabled": true, "port": grpc_port, "key": KEY}}));
+    let _s = Server::start(cfg);
+    let out = Command::new(&python)
+        .arg(repo_root().join("tests/python/grpc_map_client.py"))
+        .arg(repo_root().join("proto"))
+        .arg(format!("127.0.0.1:{grpc_port}"))
+        .arg(KEY)
+        .arg("map:grpc")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("grpc_proxy")
+        .output()
+        .expect("run grpc_map_client.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("checks passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
