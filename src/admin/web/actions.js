@@ -29,6 +29,8 @@ const FIELD = {
   code: { path: 'disconnect.code', label: 'Disconnect code', kind: 'int', placeholder: '4000' },
   reason: { path: 'disconnect.reason', label: 'Disconnect reason', kind: 'text' },
   whitelist: { path: 'whitelist', label: 'Keep clients (IDs)', kind: 'list' },
+  key: { path: 'key', label: 'Key', kind: 'text', required: true, placeholder: 'cell-7' },
+  cursor: { path: 'cursor', label: 'Cursor (the previous page\'s)', kind: 'text' },
   pattern: { path: 'pattern', label: 'Pattern', kind: 'text', placeholder: 'chat:*  (empty: all)' },
 };
 
@@ -52,6 +54,12 @@ const METHODS = {
     fields: ['userRequired', 'client', 'session', 'expired', 'expire_at', 'info'] },
   channels: { help: 'Channels with subscribers, filtered by a glob pattern.', fields: ['pattern'] },
   info: { help: 'The nodes of the cluster.', fields: [] },
+  map_publish: { help: 'Set a key of a map channel (subscription_type: map).',
+    fields: ['channel', 'key', 'data', 'tags', 'idempotency_key'] },
+  map_remove: { help: 'Remove a key of a map channel.', fields: ['channel', 'key', 'idempotency_key'] },
+  map_read_state: { help: 'A page of a map channel\'s keys.', fields: ['channel', 'cursor', 'limit'] },
+  map_stats: { help: 'How many keys a map channel has.', fields: ['channel'] },
+  map_clear: { help: 'Remove every key of a map channel.', fields: ['channel'] },
 };
 
 // What a fresh form holds, so that every method runs as it opens.
