@@ -146,6 +146,8 @@ fn engine_on_a_redis_cluster() {
         return;
     }
     let (nodes, seeds) = redis_cluster();
+    // The first seed is gone: the PUB/SUB connection moves on to the next one.
+    let seeds = format!("127.0.0.1:{},{seeds}", free_port());
     let cfg = config_with(json!({
         "client": {"insecure": true},
         "channel": {"without_namespace": {
