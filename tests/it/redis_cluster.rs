@@ -17,10 +17,18 @@ const SECRET: &str = "cluster-test-secret";
 /// A Redis Cluster of three primaries, ready (`cluster_state:ok`), and the `cluster_address`
 /// entry naming two of them as seeds.
 fn redis_cluster() -> (Vec<RedisServer>, String) {
-    let nodes: Vec<RedisServer> = (0..3).map(|_| cluster_node()).collect();
+    let nodes: Vec<RedisServer> = (0..3).map(|_| cluster_node(Vec::new())).collect();
+    let seeds = create_cluster(&nodes);
+    (nodes, seeds)
+}
+
+/// Joins `nodes` (by their plain ports) into one cluster of primaries and waits until it is
+/// ready; returns the plain `host:port` of each.
+fn create_cluster(nodes: &[RedisServer]) -> String {
     let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-    let out = Command::new("redis-cli")
-        .args(["--cluster", "create"])
+    // Bounded: a cluster whose bus cannot form would keep redis-cli waiting.
+    let out = Command::new("timeout")
+        .args(["30", "redis-cli", "--cluster", "create"])
         .args(&addrs)
         .args(["--cluster-replicas", "0", "--cluster-yes"])
         .output()
@@ -31,19 +39,104 @@ fn redis_cluster() -> (Vec<RedisServer>, String) {
         assert!(Instant::now() < deadline, "the cluster did not come up");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let seeds = format!("{},{}", addrs[0], addrs[1]);
-    (nodes, seeds)
+    format!("{},{}", addrs[0], addrs[1])
 }
 
-fn cluster_node() -> RedisServer {
-    RedisServer::start_with_args(vec![
-        "--cluster-enabled".into(),
-        "yes".into(),
-        "--cluster-config-file".into(),
-        "nodes.conf".into(),
-        "--cluster-node-timeout".into(),
-        "3000".into(),
-    ])
+fn cluster_node(extra: Vec<String>) -> RedisServer {
+    let mut args: Vec<String> =
+        ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "3000"]
+            .map(String::from)
+            .to_vec();
+    args.extend(extra);
+    RedisServer::start_with_args(args)
+}
+
+/// A cluster whose nodes also listen with TLS (`--tls-cluster yes`: the cluster bus too, and a
+/// TLS client is told the TLS ports in `CLUSTER SLOTS` and `MOVED`); two Gyre nodes reach it
+/// over TLS only, given TLS seeds.
+#[test]
+fn engine_on_a_redis_cluster_over_tls() {
+    let test = "engine_on_a_redis_cluster_over_tls";
+    if !redis_available(test) {
+        return;
+    }
+    let p = crate::tls::pki();
+    let path = |x: &std::path::Path| x.to_str().unwrap().to_string();
+    let tls_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let nodes: Vec<RedisServer> = tls_ports
+        .iter()
+        .map(|port| {
+            cluster_node(vec![
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cluster".into(),
+                "yes".into(),
+                "--tls-cert-file".into(),
+                path(&p.cert),
+                "--tls-key-file".into(),
+                path(&p.key),
+                "--tls-ca-cert-file".into(),
+                path(&p.ca),
+                // The cluster bus connects as a TLS client: a certificate made for that.
+                "--tls-client-cert-file".into(),
+                path(&p.client_cert),
+                "--tls-client-key-file".into(),
+                path(&p.client_key),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ])
+        })
+        .collect();
+    create_cluster(&nodes);
+    let seeds = format!("127.0.0.1:{},127.0.0.1:{}", tls_ports[0], tls_ports[1]);
+    let cfg = config_with(json!({
+        "client": {"insecure": true},
+        "channel": {"without_namespace": {
+            "allow_subscribe_for_client": true, "history_size": 100, "history_ttl": "300s", "presence": true
+        }},
+        "engine": {"type": "redis", "redis": {
+            "cluster_address": [seeds], "prefix": "cltls",
+            "tls": {"enabled": true, "server_ca_pem": path(&p.ca)},
+            "connect_timeout": "500ms", "io_timeout": "2s"
+        }},
+    }));
+    let a = Server::start(cfg.clone());
+    let b = Server::start(cfg);
+    let Some(mut agent) = Agent::start(Sdk::Js, test) else { return };
+    agent.connect("c", &b, json!({}));
+    agent.wait("connected", ev("c", "connected"));
+    let channels: Vec<String> = (0..9).map(|i| format!("t{i}")).collect();
+    for ch in &channels {
+        agent.sub("c", ch, json!({}));
+        agent.wait("subscribed", sev("c", ch, "sub.subscribed"));
+    }
+    for (i, ch) in channels.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = a.api("publish", json!({"channel": ch, "data": {"n": i}}));
+            if r.get("error").is_none() {
+                assert_eq!(r["result"]["offset"], 1, "{r}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "publish to {ch} over TLS: {r}\n{}", a.stderr());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    for (i, ch) in channels.iter().enumerate() {
+        let pb = agent.wait("the publication", sev("c", ch, "sub.publication"));
+        assert_eq!(pb["data"]["n"], i, "{pb}");
+        let h = b.api("history", json!({"channel": ch, "limit": 10}));
+        assert_eq!(h["result"]["publications"][0]["data"]["n"], i, "{h}");
+    }
+    // Every primary holds some of the channels: the nodes talked TLS to all three.
+    let used = nodes
+        .iter()
+        .filter(|n| channels.iter().any(|ch| n.try_cmd(&["EXISTS", &format!("cltls.stream.{{{ch}}}")]) == Ok(json!(1))))
+        .count();
+    assert_eq!(used, 3, "nine channels over three primaries");
+    for s in [&a, &b] {
+        assert!(!s.stderr().contains("panicked"), "{}", s.stderr());
+    }
 }
 
 #[test]
@@ -53,6 +146,8 @@ fn engine_on_a_redis_cluster() {
         return;
     }
     let (nodes, seeds) = redis_cluster();
+    // The first seed is gone: the PUB/SUB connection moves on to the next one.
+    let seeds = format!("127.0.0.1:{},{seeds}", free_port());
     let cfg = config_with(json!({
         "client": {"insecure": true},
         "channel": {"without_namespace": {

@@ -36,6 +36,11 @@ struct Sentinel {
 
 impl Sentinel {
     fn start(master_port: u16) -> Sentinel {
+        Self::start_with(master_port, "")
+    }
+
+    /// [`Sentinel::start`] with more lines for its config file.
+    fn start_with(master_port: u16, extra: &str) -> Sentinel {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("gyre-sentinel-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -44,7 +49,7 @@ impl Sentinel {
             &conf,
             format!(
                 "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
-                 sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\n",
+                 sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\n{extra}",
                 dir.display()
             ),
         )
@@ -211,4 +216,81 @@ fn failover_loses_no_acknowledged_publication() {
         "{}",
         a.stderr()
     );
+}
+
+/// Sentinel and master reached over TLS only (`sentinel_tls`, `tls`): the sentinel listens
+/// with a TLS port and talks TLS to the master (`tls-replication yes`).
+#[test]
+fn sentinel_and_master_over_tls() {
+    let test = "sentinel_and_master_over_tls";
+    if !redis_available(test) {
+        return;
+    }
+    let p = crate::tls::pki();
+    let path = |x: &std::path::Path| x.to_str().unwrap().to_string();
+    let master_tls = free_port();
+    let certs = |ca: &str| {
+        vec![
+            "--tls-cert-file".to_string(),
+            path(&p.cert),
+            "--tls-key-file".into(),
+            path(&p.key),
+            "--tls-ca-cert-file".into(),
+            ca.to_string(),
+            "--tls-client-cert-file".into(),
+            path(&p.client_cert),
+            "--tls-client-key-file".into(),
+            path(&p.client_key),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ]
+    };
+    let mut args = vec!["--tls-port".to_string(), master_tls.to_string()];
+    args.extend(certs(&path(&p.ca)));
+    let _master = RedisServer::start_with_args(args);
+    let sentinel_tls = free_port();
+    let extra = format!(
+        "tls-port {sentinel_tls}\ntls-replication yes\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+         tls-client-cert-file {}\ntls-client-key-file {}\ntls-auth-clients no\n",
+        path(&p.cert),
+        path(&p.key),
+        path(&p.ca),
+        path(&p.client_cert),
+        path(&p.client_key)
+    );
+    let sentinel = Sentinel::start_with(master_tls, &extra);
+    assert_eq!(sentinel.master(), Some(master_tls));
+    let ca = json!({"enabled": true, "server_ca_pem": path(&p.ca)});
+    let cfg = config_with(json!({
+        "client": {"insecure": true},
+        "channel": {"without_namespace": {
+            "allow_subscribe_for_client": true, "history_size": 10, "history_ttl": "300s"
+        }},
+        "engine": {"type": "redis", "redis": {
+            "sentinel_address": [format!("127.0.0.1:{sentinel_tls}")], "sentinel_master_name": "mymaster",
+            "sentinel_tls": ca, "tls": ca,
+            "prefix": "sentinel-tls", "connect_timeout": "500ms", "io_timeout": "1s"
+        }},
+    }));
+    let a = Server::start(cfg.clone());
+    let b = Server::start(cfg);
+    let Some(mut agent) = Agent::start(Sdk::Js, test) else { return };
+    agent.connect("c", &b, json!({}));
+    agent.wait("connected", ev("c", "connected"));
+    agent.sub("c", "news", json!({}));
+    agent.wait("subscribed", sev("c", "news", "sub.subscribed"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = a.api("publish", json!({"channel": "news", "data": {"n": 1}}));
+        if r.get("error").is_none() {
+            assert_eq!(r["result"]["offset"], 1, "{r}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "publish through the TLS sentinel: {r}\n{}", a.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pb = agent.wait("the publication", sev("c", "news", "sub.publication"));
+    assert_eq!(pb["data"]["n"], 1, "{pb}");
+    let h = b.api("history", json!({"channel": "news", "limit": 10}));
+    assert_eq!(h["result"]["publications"][0]["data"]["n"], 1, "{h}");
 }

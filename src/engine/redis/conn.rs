@@ -81,6 +81,9 @@ pub struct Conn {
     /// The other connection of the pair (command ↔ PUB/SUB), left with this one when the
     /// master changes.
     sibling: RefCell<std::rc::Weak<Conn>>,
+    /// Cluster mode (the PUB/SUB connection): the seed tried next; an unreachable seed moves
+    /// it on to the next one.
+    seed: Cell<usize>,
 }
 
 impl Conn {
@@ -93,6 +96,7 @@ impl Conn {
         Rc::new(Conn {
             tls,
             kicked: Cell::new(false),
+            seed: Cell::new(0),
             current: RefCell::new((String::new(), 0)),
             sibling: RefCell::new(std::rc::Weak::new()),
             ep,
@@ -270,11 +274,16 @@ impl Conn {
     /// A TCP connection to the server (in Sentinel mode, to the master the sentinels name)
     /// and the host name it was reached by.
     async fn connect(&self) -> Option<(monoio::net::TcpStream, String)> {
-        let (host, port) = match &self.ep.sentinel {
-            None => (self.ep.host.clone(), self.ep.port),
-            Some(s) => super::sentinel::master(s, self.connect_timeout).await?,
+        let (host, port) = match (&self.ep.sentinel, &self.ep.cluster) {
+            (Some(s), _) => super::sentinel::master(s, self.connect_timeout).await?,
+            (None, Some(seeds)) if !seeds.is_empty() => seeds[self.seed.get() % seeds.len()].clone(),
+            (None, _) => (self.ep.host.clone(), self.ep.port),
         };
-        let addr = (host.as_str(), port).to_socket_addrs().ok()?.next()?;
+        let next_seed = || self.seed.set(self.seed.get().wrapping_add(1));
+        let Some(addr) = (host.as_str(), port).to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+            next_seed();
+            return None;
+        };
         *self.current.borrow_mut() = (host.clone(), port);
         match monoio::time::timeout(self.connect_timeout, monoio::net::TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
@@ -286,9 +295,13 @@ impl Conn {
             }
             Ok(Err(e)) => {
                 tracing::debug!(redis = %self.ep.display(), error = %e, "redis connect failed");
+                next_seed();
                 None
             }
-            Err(_) => None,
+            Err(_) => {
+                next_seed();
+                None
+            }
         }
     }
 
