@@ -26,6 +26,11 @@ pub(super) async fn subscribe(s: &Rc<Session>, id: u32, req: SubscribeReq) -> Re
     let r = run(s, req).await?;
     match r {
         Ok((channel, res)) => {
+            // Binary values (published with `b64data`) cannot reach a JSON client.
+            let json = s.client.format == Format::Json;
+            if json && res.state.iter().chain(&res.publications).any(|p| !p.data.json_ok()) {
+                return Err(Disconnect::INAPPROPRIATE_PROTOCOL);
+            }
             let live = res.phase == 0;
             s.reply(id, &Ok(ReplyBody::Subscribe(res)));
             if live {
@@ -127,22 +132,26 @@ async fn live(
     }))
 }
 
-/// Whether the client may read the channel's state: a valid subscription token for it, or
-/// the namespace's subscribe permissions. The final (live) step runs the whole subscribe check.
+/// Whether the client may read the channel's state: a valid subscription token for this
+/// channel, or the namespace's subscribe permissions (user-limited channels included). The
+/// final (live) step runs the whole subscribe check. A subscribe proxy is not asked for pages:
+/// map namespaces need `allow_subscribe_for_client` or tokens.
 async fn may_read(s: &Rc<Session>, req: &SubscribeReq, o: &crate::config::ChannelOptions) -> Result<(), ApiError> {
     let cfg = s.w.cfg.clone();
     if !req.token.is_empty() {
         return match s.verify_token(TokenUse::Subscribe, &req.token, &req.channel).await {
-            Ok(_) => Ok(()),
-            Err(_) => Err(ApiError::PERMISSION_DENIED),
+            Ok(claims) if claims.get("channel").and_then(|c| c.as_str()) == Some(req.channel.as_str()) => Ok(()),
+            _ => Err(ApiError::PERMISSION_DENIED),
         };
     }
     let private =
         !cfg.channel().private_prefix.is_empty() && req.channel.starts_with(cfg.channel().private_prefix.as_str());
-    let anon = s.st.borrow().user.is_empty();
+    let user = s.st.borrow().user.clone();
     let allowed = cfg.client.insecure
-        || (!private && o.allow_subscribe_for_client && (!anon || o.allow_subscribe_for_anonymous))
-        || o.proxy.subscribe_proxy_enabled;
+        || match super::rules::user_allowed(&cfg, o, &req.channel, &user) {
+            Some(ok) => ok,
+            None => !private && o.allow_subscribe_for_client && (!user.is_empty() || o.allow_subscribe_for_anonymous),
+        };
     if allowed {
         Ok(())
     } else {

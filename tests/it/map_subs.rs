@@ -33,7 +33,8 @@ fn map_config() -> Value {
                     "allow_publish_for_anonymous": true, "allow_remove_for_anonymous": true
                 })),
                 ns("mapttl", json!({"mode": "ephemeral", "key_ttl": "2s", "min_page_size": 1})),
-                {"name": "plain", "allow_subscribe_for_client": true}
+                {"name": "plain", "allow_subscribe_for_client": true},
+                {"name": "closed", "subscription_type": "map", "map": {"mode": "persistent"}}
             ]
         },
         "workers": 2
@@ -211,6 +212,10 @@ fn map_subs_raw_pages() {
     assert_eq!(r["error"]["code"], 105, "{r}");
     let r = c.call(json!({"subscribe": {"channel": "plain:x", "type": 1, "phase": 2}})).unwrap();
     assert_eq!(r["error"]["code"], 107, "{r}");
+    // No permission to subscribe: not even the first page.
+    s.api("map_publish", json!({"channel": "closed:x", "key": "secret", "data": 1}));
+    let r = c.call(json!({"subscribe": {"channel": "closed:x", "type": 1, "phase": 2}})).unwrap();
+    assert_eq!(r["error"]["code"], 103, "{r}");
     // Recovery from a position of another epoch: 112.
     let mut d = JsonClient::open(&s);
     d.call(json!({"connect": {}})).unwrap();
