@@ -42,6 +42,21 @@ fn create_cluster(nodes: &[RedisServer]) -> String {
     format!("{},{}", addrs[0], addrs[1])
 }
 
+/// The first publication to `ch` (data `{"n": n}`), retried while the node still learns the
+/// slot map; it must get offset 1.
+fn first_publish(a: &Server, ch: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = a.api("publish", json!({"channel": ch, "data": {"n": n}}));
+        if r.get("error").is_none() {
+            assert_eq!(r["result"]["offset"], 1, "{r}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "publish to {ch}: {r}\n{}", a.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn cluster_node(extra: Vec<String>) -> RedisServer {
     let mut args: Vec<String> =
         ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "3000"]
@@ -66,25 +81,9 @@ fn engine_on_a_redis_cluster_over_tls() {
     let nodes: Vec<RedisServer> = tls_ports
         .iter()
         .map(|port| {
-            cluster_node(vec![
-                "--tls-port".into(),
-                port.to_string(),
-                "--tls-cluster".into(),
-                "yes".into(),
-                "--tls-cert-file".into(),
-                path(&p.cert),
-                "--tls-key-file".into(),
-                path(&p.key),
-                "--tls-ca-cert-file".into(),
-                path(&p.ca),
-                // The cluster bus connects as a TLS client: a certificate made for that.
-                "--tls-client-cert-file".into(),
-                path(&p.client_cert),
-                "--tls-client-key-file".into(),
-                path(&p.client_key),
-                "--tls-auth-clients".into(),
-                "no".into(),
-            ])
+            let mut args = crate::redis_tls::redis_tls_args(&p, *port, false);
+            args.extend(["--tls-cluster".to_string(), "yes".to_string()]);
+            cluster_node(args)
         })
         .collect();
     create_cluster(&nodes);
@@ -111,16 +110,7 @@ fn engine_on_a_redis_cluster_over_tls() {
         agent.wait("subscribed", sev("c", ch, "sub.subscribed"));
     }
     for (i, ch) in channels.iter().enumerate() {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let r = a.api("publish", json!({"channel": ch, "data": {"n": i}}));
-            if r.get("error").is_none() {
-                assert_eq!(r["result"]["offset"], 1, "{r}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "publish to {ch} over TLS: {r}\n{}", a.stderr());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        first_publish(&a, ch, i);
     }
     for (i, ch) in channels.iter().enumerate() {
         let pb = agent.wait("the publication", sev("c", ch, "sub.publication"));
@@ -169,17 +159,7 @@ fn engine_on_a_redis_cluster() {
         agent.wait("subscribed", sev("c", ch, "sub.subscribed"));
     }
     for (i, ch) in channels.iter().enumerate() {
-        // The first publish may wait for the slot map.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let r = a.api("publish", json!({"channel": ch, "data": {"n": i}}));
-            if r.get("error").is_none() {
-                assert_eq!(r["result"]["offset"], 1, "{r}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "publish to {ch}: {r}\n{}", a.stderr());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        first_publish(&a, ch, i);
     }
     for (i, ch) in channels.iter().enumerate() {
         let p = agent.wait("the publication", sev("c", ch, "sub.publication"));

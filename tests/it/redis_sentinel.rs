@@ -229,25 +229,7 @@ fn sentinel_and_master_over_tls() {
     let p = crate::tls::pki();
     let path = |x: &std::path::Path| x.to_str().unwrap().to_string();
     let master_tls = free_port();
-    let certs = |ca: &str| {
-        vec![
-            "--tls-cert-file".to_string(),
-            path(&p.cert),
-            "--tls-key-file".into(),
-            path(&p.key),
-            "--tls-ca-cert-file".into(),
-            ca.to_string(),
-            "--tls-client-cert-file".into(),
-            path(&p.client_cert),
-            "--tls-client-key-file".into(),
-            path(&p.client_key),
-            "--tls-auth-clients".into(),
-            "no".into(),
-        ]
-    };
-    let mut args = vec!["--tls-port".to_string(), master_tls.to_string()];
-    args.extend(certs(&path(&p.ca)));
-    let _master = RedisServer::start_with_args(args);
+    let _master = RedisServer::start_with_args(crate::redis_tls::redis_tls_args(&p, master_tls, false));
     let sentinel_tls = free_port();
     let extra = format!(
         "tls-port {sentinel_tls}\ntls-replication yes\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\

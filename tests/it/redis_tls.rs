@@ -26,20 +26,27 @@ fn node_config(address: &str, tls: Value) -> Value {
 /// client certificates signed by `p`'s CA when `auth_clients`.
 fn tls_redis(p: &Pki, auth_clients: bool) -> (RedisServer, u16) {
     let tls_port = free_port();
+    (RedisServer::start_with_args(redis_tls_args(p, tls_port, auth_clients)), tls_port)
+}
+
+/// redis-server arguments for a TLS port with `p`'s certificates: the server's, its CA, and
+/// the client certificate it presents when it connects as a client (cluster bus,
+/// replication, a sentinel's checks); client certificates required when `auth_clients`.
+pub(crate) fn redis_tls_args(p: &Pki, tls_port: u16, auth_clients: bool) -> Vec<String> {
     let path = |x: &std::path::Path| x.to_str().unwrap().to_string();
-    let r = RedisServer::start_with_args(vec![
-        "--tls-port".into(),
-        tls_port.to_string(),
-        "--tls-cert-file".into(),
-        path(&p.cert),
-        "--tls-key-file".into(),
-        path(&p.key),
-        "--tls-ca-cert-file".into(),
-        path(&p.ca),
-        "--tls-auth-clients".into(),
-        if auth_clients { "yes" } else { "no" }.into(),
-    ]);
-    (r, tls_port)
+    let mut args = vec!["--tls-port".to_string(), tls_port.to_string()];
+    for (k, v) in [
+        ("--tls-cert-file", path(&p.cert)),
+        ("--tls-key-file", path(&p.key)),
+        ("--tls-ca-cert-file", path(&p.ca)),
+        ("--tls-client-cert-file", path(&p.client_cert)),
+        ("--tls-client-key-file", path(&p.client_key)),
+        ("--tls-auth-clients", if auth_clients { "yes" } else { "no" }.to_string()),
+    ] {
+        args.push(k.to_string());
+        args.push(v);
+    }
+    args
 }
 
 fn poll(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
