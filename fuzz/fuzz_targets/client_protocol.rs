@@ -58,10 +58,13 @@ fn publication(
     inf: Option<ClientInfo>,
     tags: &[(String, String)],
 ) -> Publication {
+    // Map channels: a key named by the first tag, removed on odd offsets.
+    let key = tags.first().map(|(k, _)| Arc::from(k.as_str()));
+    let removed = key.is_some() && offset % 2 == 1;
     let tags = (!tags.is_empty()).then(|| {
         tags.iter().map(|(k, v)| (k.clone().into_boxed_str(), v.clone().into_boxed_str())).collect::<Vec<_>>().into()
     });
-    Publication { offset, data: payload_for(data, from), info: inf.map(Arc::new), tags }
+    Publication { offset, data: payload_for(data, from), info: inf.map(Arc::new), tags, key, removed }
 }
 
 /// Replies (by id) and pushes (with a channel) the server could send in answer to `cmd`,
@@ -132,6 +135,16 @@ fn echoes(cmd: &Cmd, from: Format) -> (Vec<(u32, Result<ReplyBody, ApiError>)>, 
                 data: s.data.clone(),
                 was_recovering: s.recover,
                 delta: s.delta == "fossil",
+                kind: s.kind,
+                phase: s.phase,
+                cursor: s.cursor.clone(),
+                state: vec![publication(
+                    s.data.as_ref().unwrap_or(&null),
+                    from,
+                    s.limit as u64,
+                    None,
+                    &[(s.cursor.clone(), s.channel.clone())],
+                )],
             };
             replies.push((id, Ok(ReplyBody::Subscribe(r))));
             pushes.push((
@@ -157,6 +170,12 @@ fn echoes(cmd: &Cmd, from: Format) -> (Vec<(u32, Result<ReplyBody, ApiError>)>, 
                 channel.clone(),
                 PushBody::Pub(publication(data, from, id as u64, Some(info(channel, channel, Some(data))), &tags)),
             ));
+        }
+        Req::MapPublish { channel, data, key, removed } => {
+            replies.push((id, Ok(ReplyBody::Publish)));
+            let tags = [(key.clone(), channel.clone())];
+            let offset = id as u64 * 2 + *removed as u64;
+            pushes.push((channel.clone(), PushBody::Pub(publication(data, from, offset, None, &tags))));
         }
         Req::Presence { channel } => {
             let clients = vec![info(channel, channel, None), info("", channel, Some(&null))];
@@ -207,7 +226,9 @@ fn json_safe(cmd: &Cmd) -> bool {
     match &cmd.req {
         Req::Connect(c) => c.data.as_ref().is_none_or(ok),
         Req::Subscribe(s) => s.data.as_ref().is_none_or(ok),
-        Req::Publish { data, .. } | Req::Send { data } | Req::Rpc { data, .. } => ok(data),
+        Req::Publish { data, .. } | Req::MapPublish { data, .. } | Req::Send { data } | Req::Rpc { data, .. } => {
+            ok(data)
+        }
         _ => true,
     }
 }
