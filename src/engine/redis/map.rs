@@ -64,6 +64,7 @@ impl RedisEngine {
             self.keys.map_state(ch),
             self.keys.map_order(ch),
             self.keys.map_expire(ch),
+            self.keys.result(ch, p.idempotency_key.as_deref().unwrap_or("")),
         ];
         let argv = vec![
             Bytes::from(key.to_string()),
@@ -76,6 +77,8 @@ impl RedisEngine {
             Bytes::from(key_ttl.to_string()),
             Bytes::from(now.to_string()),
             Bytes::from_static(if only_expired { b"1" } else { b"0" }),
+            Bytes::from_static(if p.idempotency_key.is_some() { b"1" } else { b"0" }),
+            Bytes::from(super::RESULT_TTL_SECS.to_string()),
         ];
         if key_ttl > 0 {
             // Registered for the sweep (the earliest expiry wins); a failure leaves the key

@@ -123,12 +123,17 @@ pub fn sha(script: &str) -> String {
 /// Sets or removes a key of a map channel: the change joins the channel's stream (offset,
 /// epoch), the state follows it, and the change is published, all at once.
 /// KEYS: stream, stream meta, state hash (key → "<offset>:<publication>"), key order zset
-/// (score 0, lexical order), expire zset (key → expiry unix ms).
+/// (score 0, lexical order), expire zset (key → expiry unix ms), idempotency result.
 /// ARGV: key, payload (publication without offset), removed ('1'/'0'), stream size, stream
 /// ttl s, topic, new epoch, key ttl ms ('0' = none), now unix ms, only-if-expired ('1'/'0':
-/// an expiry sweep's removal, done only while the key's expiry has passed).
+/// an expiry sweep's removal, done only while the key's expiry has passed), idempotent
+/// ('1'/'0'), result ttl s.
 /// Returns {offset, epoch, changed (1/0)}; an unchanged removal answers the stream top.
 pub const MAP_PUBLISH: &str = r#"
+if ARGV[11] == '1' then
+  local r = redis.call('hmget', KEYS[6], 'e', 's')
+  if r[1] then return {r[2] or '0', r[1], 0} end
+end
 local epoch = redis.call('hget', KEYS[2], 'e')
 if not epoch then
   epoch = ARGV[7]
@@ -162,6 +167,10 @@ else
   end
 end
 redis.call('publish', ARGV[6], '__p1:' .. offset .. ':' .. epoch .. '__' .. ARGV[2])
+if ARGV[11] == '1' then
+  redis.call('hset', KEYS[6], 'e', epoch, 's', tostring(offset))
+  redis.call('expire', KEYS[6], ARGV[12])
+end
 return {tostring(offset), epoch, 1}
 "#;
 
