@@ -442,6 +442,16 @@ pub async fn presence_refresher(w: Rc<Worker>) {
     }
 }
 
+/// Worker 0 with the Redis engine: removes the expired keys of map channels, about once a
+/// second (every node sweeps; each removal happens once).
+pub async fn map_expirer(w: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        let Some(engine) = w.redis() else { return };
+        engine.expire_maps();
+    }
+}
+
 /// This worker's node state.
 fn cluster(w: &Worker) -> Rc<Cluster> {
     w.local(|_| Cluster::default())

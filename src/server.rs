@@ -623,6 +623,7 @@ fn start_redis(w: &Rc<Worker>) {
     }
     monoio::spawn(cluster::presence_refresher(w.clone()));
     if w.id == 0 {
+        monoio::spawn(cluster::map_expirer(w.clone()));
         monoio::spawn(cluster::announcer(w.clone()));
         let (w2, node) = (w.clone(), w.node.clone());
         let prefix = w.cfg.engine.redis.prefix.clone();

@@ -28,10 +28,13 @@ pub fn run_data<F: FnOnce(Reply) + Clone + 'static>(engine: &RedisEngine, op: Sh
         ShardOp::Presence(ch) => engine.presence(&ch, Box::new(d)),
         ShardOp::PresenceStats(ch) => engine.presence_stats(&ch, Box::new(d)),
         ShardOp::Unsubscribe(_) => Err(ApiError::api_internal()),
-        // Map channels live in the memory engine only (so far).
-        ShardOp::MapPublish(_) | ShardOp::MapRead { .. } | ShardOp::MapStats(_) | ShardOp::MapClear(_) => {
-            Err(ApiError::NOT_AVAILABLE)
+        ShardOp::MapPublish(mp) => {
+            crate::metrics::message_sent(crate::metrics::Kind::Publication);
+            engine.map_publish(mp.publish, mp.key, mp.removed, Box::new(d))
         }
+        ShardOp::MapRead { channel, cursor, limit } => engine.map_read(&channel, &cursor, limit, Box::new(d)),
+        ShardOp::MapStats(ch) => engine.map_stats(&ch, Box::new(d)),
+        ShardOp::MapClear(ch) => engine.map_clear(&ch, Box::new(d)),
     };
     if let Err(e) = sent {
         done(Err(e));
@@ -59,7 +62,8 @@ pub async fn subscribe(
     let unused = |shard: &RefCell<Shard>| shard.borrow().workers_of(&op.channel).is_empty();
     let mut top = None;
     if op.position || op.recover.is_some() {
-        if opts.history_enabled() {
+        // A map channel's changes are its stream.
+        if opts.history_enabled() || opts.is_map() {
             let read = if op.cache && op.recover.is_some() {
                 engine.latest(&op.channel).await
             } else {

@@ -14,6 +14,7 @@
 //!   over WebSocket (JSON, protobuf) and SockJS (websocket, xhr-streaming, xhr-polling).
 //! * `map_subs` — map subscriptions (keyed channel state): the server API's map methods, raw
 //!   state pages, centrifuge-js 5.8 over JSON and protobuf.
+//! * `map_subs_redis` — map subscriptions on the Redis engine: two nodes on one redis-server.
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
 //! * `recovery` — recovery on subscribe: the "reject unrecovered" flag, cache recovery.
@@ -68,6 +69,7 @@ mod legacy;
 mod legacy_protocol;
 mod logs;
 mod map_subs;
+mod map_subs_redis;
 mod metrics;
 mod nats;
 mod proxy;

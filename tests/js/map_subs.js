@@ -1,7 +1,10 @@
 // Map subscriptions with centrifuge-js (5.8) against Gyre, driven by tests/it/map_subs.rs.
 //
 // Usage: node map_subs.js '{"url":WS_URL,"api":HTTP_BASE,"key":API_KEY,"protobuf":bool,
-//                           "ch":CHANNEL,"ttlCh":CHANNEL,"recoverable":bool}'
+//                           "ch":CHANNEL,"ttlCh":CHANNEL,"recoverable":bool,
+//                           "url2":WS_URL,"pubApi":HTTP_BASE}'
+// With two nodes: client B connects to `url2`, and the server API's map_publish/map_remove
+// go to `pubApi` (both default to the first node).
 // Runs one scenario and prints what the SDK saw as one JSON object on stdout (the Rust test
 // decides what is right): `sync` (the first sync's keys → data), `pages` (state page
 // requests sent), the `updates` seen by client A and B, B's `sync`, the state after a cut
@@ -39,7 +42,8 @@ class TrackedWebSocket extends WebSocket {
 }
 
 async function api(method, params) {
-  const r = await fetch(`${cfg.api}/api/${method}`, {
+  const base = method === 'map_stats' ? cfg.api : cfg.pubApi || cfg.api;
+  const r = await fetch(`${base}/api/${method}`, {
     method: 'POST',
     headers: { 'X-API-Key': cfg.key, 'Content-Type': 'application/json' },
     body: JSON.stringify(params),
@@ -65,7 +69,8 @@ function until(pred, what, ms = 5000) {
 
 // A client with one map subscription; `state` follows sync and update events.
 function client(name, ch, pageSize) {
-  const c = new Centrifuge(cfg.url, { websocket: TrackedWebSocket, minReconnectDelay: 100, maxReconnectDelay: 300 });
+  const url = name === 'b' ? cfg.url2 || cfg.url : cfg.url;
+  const c = new Centrifuge(url, { websocket: TrackedWebSocket, minReconnectDelay: 100, maxReconnectDelay: 300 });
   const sub = c.newMapSubscription(ch, { pageSize });
   const me = { c, sub, state: new Map(), syncs: [], updates: [], subscribed: [] };
   sub.on('sync', (ctx) => {

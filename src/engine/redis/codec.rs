@@ -26,6 +26,11 @@ pub struct PbPublication {
     pub tags: BTreeMap<String, String>,
     /// The data came from base64 (protobuf clients, `b64data`) and may not be JSON. A field
     /// Centrifugo does not define; other readers skip it.
+    /// Map channels: the key the publication sets or removes (the client protocol's field).
+    #[prost(string, tag = "11")]
+    pub key: String,
+    #[prost(bool, tag = "12")]
+    pub removed: bool,
     #[prost(bool, tag = "64")]
     pub binary: bool,
     /// Published with `delta`: receiving nodes make fossil patches against the previous
@@ -74,8 +79,29 @@ pub fn encode_publication(
         offset: 0,
         tags: tags.map(|t| t.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap_or_default(),
         binary: data.binary,
+        key: String::new(),
+        removed: false,
     };
     p.encode_to_vec().into()
+}
+
+/// A change of a map channel's key, without its offset (Redis assigns it).
+pub fn encode_map_publication(p: &crate::model::Publish, key: &str, removed: bool) -> Bytes {
+    let m = PbPublication {
+        delta: false,
+        data: p.data.bytes.clone(),
+        info: p.info.as_deref().map(info_to_pb),
+        offset: 0,
+        tags: p
+            .tags
+            .as_ref()
+            .map(|t| t.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+            .unwrap_or_default(),
+        binary: p.data.binary,
+        key: key.to_string(),
+        removed,
+    };
+    m.encode_to_vec().into()
 }
 
 /// Decodes a stored publication; `data` stays a slice of `b` (no copy).
@@ -94,8 +120,8 @@ fn decode_publication_delta(b: Bytes, offset: u64) -> Option<(Publication, bool)
         data: Payload { bytes: p.data, binary: p.binary },
         info: p.info.map(|i| Arc::new(info_from_pb(i))),
         tags,
-        key: None,
-        removed: false,
+        key: (!p.key.is_empty()).then(|| Arc::from(p.key)),
+        removed: p.removed,
     };
     Some((publication, delta))
 }
@@ -197,6 +223,23 @@ impl Keys {
         } else {
             self.join("result", &format!("{ch}.{key}"))
         }
+    }
+    /// A map channel's state: key → `<offset>:<publication>`.
+    pub fn map_state(&self, ch: &str) -> Bytes {
+        self.join("map.state", ch)
+    }
+    /// A map channel's keys in lexical order (pages follow it).
+    pub fn map_order(&self, ch: &str) -> Bytes {
+        self.join("map.order", ch)
+    }
+    /// A map channel's key expiries (unix ms).
+    pub fn map_expire(&self, ch: &str) -> Bytes {
+        self.join("map.expire", ch)
+    }
+    /// The map channels with keys that expire, scored by the earliest expiry (one key for
+    /// the whole Redis shard: the sweep reads it with its own command).
+    pub fn map_expiring(&self) -> Bytes {
+        Bytes::from(format!("{}.map.expiring", self.prefix))
     }
     pub fn presence_data(&self, ch: &str) -> Bytes {
         self.join("presence.data", ch)

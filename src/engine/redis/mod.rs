@@ -11,6 +11,7 @@
 pub mod cluster;
 pub mod codec;
 pub mod conn;
+pub mod map;
 pub mod node_number;
 pub mod resp;
 pub mod scripts;
@@ -110,13 +111,24 @@ struct ChanSub {
     buf: Vec<Arc<Prepared>>,
 }
 
-const SCRIPTS: [&str; 5] =
-    [scripts::PUBLISH, scripts::HISTORY, scripts::PRESENCE_ADD, scripts::PRESENCE_REMOVE, scripts::PRESENCE_GET];
+const SCRIPTS: [&str; 8] = [
+    scripts::PUBLISH,
+    scripts::HISTORY,
+    scripts::PRESENCE_ADD,
+    scripts::PRESENCE_REMOVE,
+    scripts::PRESENCE_GET,
+    scripts::MAP_PUBLISH,
+    scripts::MAP_READ,
+    scripts::MAP_EXPIRED,
+];
 const PUBLISH: usize = 0;
 const HISTORY: usize = 1;
 const PRESENCE_ADD: usize = 2;
 const PRESENCE_REMOVE: usize = 3;
 const PRESENCE_GET: usize = 4;
+const MAP_PUBLISH: usize = 5;
+const MAP_READ: usize = 6;
+const MAP_EXPIRED: usize = 7;
 
 /// Idempotency results live this long, as in Centrifugo.
 const RESULT_TTL_SECS: u64 = 300;

@@ -119,3 +119,104 @@ pub fn sha(script: &str) -> String {
     let d = sha1::Sha1::digest(script.as_bytes());
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Sets or removes a key of a map channel: the change joins the channel's stream (offset,
+/// epoch), the state follows it, and the change is published, all at once.
+/// KEYS: stream, stream meta, state hash (key → "<offset>:<publication>"), key order zset
+/// (score 0, lexical order), expire zset (key → expiry unix ms), idempotency result.
+/// ARGV: key, payload (publication without offset), removed ('1'/'0'), stream size, stream
+/// ttl s, topic, new epoch, key ttl ms ('0' = none), now unix ms, only-if-expired ('1'/'0':
+/// an expiry sweep's removal, done only while the key's expiry has passed), idempotent
+/// ('1'/'0'), result ttl s.
+/// Returns {offset, epoch, changed (1/0)}; an unchanged removal answers the stream top.
+pub const MAP_PUBLISH: &str = r#"
+if ARGV[11] == '1' then
+  local r = redis.call('hmget', KEYS[6], 'e', 's')
+  if r[1] then return {r[2] or '0', r[1], 0} end
+end
+local epoch = redis.call('hget', KEYS[2], 'e')
+if not epoch then
+  epoch = ARGV[7]
+  redis.call('hset', KEYS[2], 'e', epoch)
+end
+if ARGV[3] == '1' then
+  local gone = redis.call('hexists', KEYS[3], ARGV[1]) == 0
+  if not gone and ARGV[10] == '1' then
+    local at = redis.call('zscore', KEYS[5], ARGV[1])
+    gone = (not at) or tonumber(at) > tonumber(ARGV[9])
+  end
+  if gone then
+    return {redis.call('hget', KEYS[2], 's') or '0', epoch, 0}
+  end
+end
+local offset = redis.call('hincrby', KEYS[2], 's', 1)
+if offset == 1 then redis.call('del', KEYS[1]) end
+redis.call('xadd', KEYS[1], 'MAXLEN', ARGV[4], offset, 'd', ARGV[2])
+redis.call('expire', KEYS[1], ARGV[5])
+if ARGV[3] == '1' then
+  redis.call('hdel', KEYS[3], ARGV[1])
+  redis.call('zrem', KEYS[4], ARGV[1])
+  redis.call('zrem', KEYS[5], ARGV[1])
+else
+  redis.call('hset', KEYS[3], ARGV[1], offset .. ':' .. ARGV[2])
+  redis.call('zadd', KEYS[4], 0, ARGV[1])
+  if ARGV[8] ~= '0' then
+    redis.call('zadd', KEYS[5], tonumber(ARGV[9]) + tonumber(ARGV[8]), ARGV[1])
+  else
+    redis.call('zrem', KEYS[5], ARGV[1])
+  end
+end
+redis.call('publish', ARGV[6], '__p1:' .. offset .. ':' .. epoch .. '__' .. ARGV[2])
+if ARGV[11] == '1' then
+  redis.call('hset', KEYS[6], 'e', epoch, 's', tostring(offset))
+  redis.call('expire', KEYS[6], ARGV[12])
+end
+return {tostring(offset), epoch, 1}
+"#;
+
+/// A page of a map channel's state in key order, with the stream position.
+/// KEYS: stream meta, state hash, key order zset, expire zset.
+/// ARGV: cursor (the page starts after it; '' = from the first key), limit, now unix ms,
+/// new epoch. Keys whose expiry passed (not yet swept) are left out.
+/// Returns {top offset, epoch, the page's last key ('' on the last page), {key, value, ...}}.
+pub const MAP_READ: &str = r#"
+local epoch = redis.call('hget', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('hset', KEYS[1], 'e', epoch)
+end
+local top = redis.call('hget', KEYS[1], 's') or '0'
+local from = '-'
+if ARGV[1] ~= '' then from = '(' .. ARGV[1] end
+local limit = tonumber(ARGV[2])
+local keys = redis.call('zrangebylex', KEYS[3], from, '+', 'LIMIT', 0, limit + 1)
+local last = ''
+if #keys > limit then
+  table.remove(keys)
+  last = keys[#keys]
+end
+local now = tonumber(ARGV[3])
+local out = {}
+for _, k in ipairs(keys) do
+  local at = redis.call('zscore', KEYS[4], k)
+  if not at or tonumber(at) > now then
+    local v = redis.call('hget', KEYS[2], k)
+    if v then
+      out[#out + 1] = k
+      out[#out + 1] = v
+    end
+  end
+end
+return {top, epoch, last, out}
+"#;
+
+/// The keys of a map channel whose expiry has passed (at most 1000) and the earliest expiry
+/// left after them. KEYS: expire zset. ARGV: now unix ms.
+/// Returns {next expiry ms ('' = none), key, key, ...}.
+pub const MAP_EXPIRED: &str = r#"
+local keys = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1000)
+local next = redis.call('zrangebyscore', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+local out = {next[2] or ''}
+for _, k in ipairs(keys) do out[#out + 1] = k end
+return out
+"#;

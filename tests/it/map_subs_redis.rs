@@ -1,0 +1,152 @@
+//! Map subscriptions on the Redis engine: two Gyre nodes on one `redis-server` share map
+//! channels. centrifuge-js 5.8 (`tests/js/map_subs.js`) reads state seeded through node A's
+//! API in small pages on node B, sees live updates and removals made on the other node,
+//! recovers after a cut, sees a key's TTL expiry; raw frames and the server API check the
+//! wire replies across nodes.
+
+use serde_json::{json, Value};
+
+use crate::map_subs::{check_sdk_run, map_config, node_ready, run_script_with};
+use crate::util::*;
+use crate::ws_client::*;
+
+/// Two nodes with the map namespaces of `map_subs` on the Redis engine.
+fn nodes(redis: &RedisServer) -> Vec<Server> {
+    let mut cfg = map_config();
+    cfg.as_object_mut().unwrap().remove("engine");
+    cluster(2, redis, cfg)
+}
+
+/// Client A (and the TTL client) on node B, client B on node A, API changes through node A.
+fn run_two_nodes(protobuf: bool, ch: &str, ttl_ch: Option<&str>) -> Value {
+    let redis = RedisServer::start();
+    let n = nodes(&redis);
+    let more = json!({
+        "url2": format!("ws://{}/connection/websocket{}", n[0].addr(), if protobuf { "?format=protobuf" } else { "" }),
+        "pubApi": format!("http://{}", n[0].addr()),
+    });
+    run_script_with(&n[1], protobuf, ch, ttl_ch, more)
+}
+
+#[test]
+fn map_subs_redis_sdk_json_two_nodes() {
+    if !redis_available("map_subs_redis_sdk_json_two_nodes") || !node_ready("map_subs_redis_sdk_json_two_nodes") {
+        return;
+    }
+    let v = run_two_nodes(false, "map:room", Some("mapttl:t"));
+    check_sdk_run(&v, false, true);
+    let expired = &v["expired"];
+    assert_eq!(
+        expired["updates"],
+        json!([{"key": "x", "removed": false, "data": {"v": 1}}, {"key": "x", "removed": true, "data": null}]),
+        "{v}"
+    );
+    let after = expired["afterMs"].as_u64().unwrap();
+    assert!((1000..6000).contains(&after), "key_ttl 2s: removed after {after} ms");
+}
+
+#[test]
+fn map_subs_redis_sdk_protobuf_two_nodes() {
+    if !redis_available("map_subs_redis_sdk_protobuf_two_nodes") || !node_ready("map_subs_redis_sdk_protobuf_two_nodes")
+    {
+        return;
+    }
+    let v = run_two_nodes(true, "map:room", Some("mapttl:t"));
+    check_sdk_run(&v, true, true);
+    assert_eq!(v["expired"]["updates"][1], json!({"key": "x", "removed": true, "data": null}), "{v}");
+}
+
+#[test]
+fn map_subs_redis_ephemeral_resyncs_after_a_cut() {
+    if !redis_available("map_subs_redis_ephemeral_resyncs_after_a_cut")
+        || !node_ready("map_subs_redis_ephemeral_resyncs_after_a_cut")
+    {
+        return;
+    }
+    let v = run_two_nodes(false, "eph:x", None);
+    check_sdk_run(&v, false, false);
+}
+
+/// Raw state pages on node B of a state written on node A, a change between pages, a live
+/// removal from node A, recovery, and the server API's map methods across the nodes.
+#[test]
+fn map_subs_redis_raw_pages_and_api() {
+    if !redis_available("map_subs_redis_raw_pages_and_api") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let n = nodes(&redis);
+    let (a, b) = (&n[0], &n[1]);
+    for k in ["a", "b", "c"] {
+        let r = a.api("map_publish", json!({"channel": "map:raw", "key": k, "data": {"k": k}, "tags": {"t": k}}));
+        assert!(r["result"]["offset"].as_u64().unwrap() > 0, "{r}");
+    }
+    let mut c = JsonClient::open(b);
+    c.call(json!({"connect": {}})).unwrap();
+    let r = c.call(json!({"subscribe": {"channel": "map:raw", "type": 1, "phase": 2, "limit": 2}})).unwrap();
+    let p = &r["subscribe"];
+    assert_eq!((p["type"].clone(), p["phase"].clone(), p["cursor"].clone()), (json!(1), json!(2), json!("b")), "{r}");
+    assert_eq!(p["offset"], 3, "{r}");
+    let epoch = p["epoch"].as_str().unwrap().to_string();
+    assert_eq!(p["state"][0], json!({"data": {"k": "a"}, "offset": 1, "tags": {"t": "a"}, "key": "a"}), "{r}");
+    a.api("map_publish", json!({"channel": "map:raw", "key": "c", "data": {"k": "c2"}}));
+    let r = c
+        .call(json!({"subscribe": {"channel": "map:raw", "type": 1, "phase": 2, "limit": 2, "cursor": "b",
+            "offset": 3, "epoch": epoch}}))
+        .unwrap();
+    let p = &r["subscribe"];
+    assert!(p.get("phase").is_none() && p.get("cursor").is_none(), "the last page goes live: {r}");
+    assert!(p.get("state").is_none(), "c changed after the first page: left to the stream: {r}");
+    assert_eq!(p["publications"], json!([{"data": {"k": "c2"}, "offset": 4, "key": "c"}]), "{r}");
+    assert_eq!((p["recoverable"].clone(), p["offset"].clone()), (json!(true), json!(4)), "{r}");
+    // Live: a removal made on node A reaches the client on node B.
+    // (On Redis a removal does not carry the key's tags, unlike the memory engine.)
+    a.api("map_remove", json!({"channel": "map:raw", "key": "a"}));
+    let f = c.ws.frame().unwrap();
+    let push = &json_lines(&f.payload)[0];
+    assert_eq!(push["push"]["pub"], json!({"offset": 5, "key": "a", "removed": true}), "{push}");
+    // Recovery on node A: another epoch → 112; the current one → the changes since.
+    let mut d = JsonClient::open(a);
+    d.call(json!({"connect": {}})).unwrap();
+    let r = d
+        .call(json!({"subscribe": {"channel": "map:raw", "type": 1, "phase": 1, "recover": true, "offset": 1, "epoch": "nope"}}))
+        .unwrap();
+    assert_eq!(r["error"]["code"], 112, "{r}");
+    let r = d
+        .call(json!({"subscribe": {"channel": "map:raw", "type": 1, "phase": 1, "recover": true, "offset": 3, "epoch": epoch}}))
+        .unwrap();
+    let p = &r["subscribe"];
+    assert_eq!(p["recovered"], true, "{r}");
+    assert_eq!(p["publications"].as_array().map(Vec::len), Some(2), "{r}");
+    assert_eq!(p["offset"], 5, "{r}");
+    // A client publish on node A reaches the subscriber on node B.
+    let r = d.call(json!({"publish": {"channel": "map:raw", "type": 1, "key": "d", "data": {"k": "d"}}})).unwrap();
+    assert!(r.get("error").is_none(), "{r}");
+    let f = c.ws.frame().unwrap();
+    let push = &json_lines(&f.payload)[0];
+    assert_eq!(push["push"]["pub"]["key"], "d", "{push}");
+
+    // The server API: pages, removal, stats, idempotency, clear, across the nodes.
+    for i in 0..5 {
+        a.api("map_publish", json!({"channel": "map:api", "key": format!("k{i}"), "data": i}));
+    }
+    let r = b.api("map_read_state", json!({"channel": "map:api", "limit": 2}));
+    assert_eq!(r["result"]["cursor"], "k1", "{r}");
+    assert_eq!(r["result"]["entries"].as_array().unwrap().len(), 2, "{r}");
+    let r = b.api("map_read_state", json!({"channel": "map:api", "limit": 10, "cursor": "k1"}));
+    assert!(r["result"].get("cursor").is_none(), "{r}");
+    let keys: Vec<&str> =
+        r["result"]["entries"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["k2", "k3", "k4"], "{r}");
+    let r = b.api("map_remove", json!({"channel": "map:api", "key": "k0"}));
+    assert_eq!(r["result"]["offset"], 6, "{r}");
+    let r = b.api("map_remove", json!({"channel": "map:api", "key": "absent"}));
+    assert_eq!(r["result"]["offset"], 6, "removing an absent key changes nothing: {r}");
+    assert_eq!(a.api("map_stats", json!({"channel": "map:api"})), json!({"result": {"num_keys": 4}}));
+    let p = json!({"channel": "map:api", "key": "z", "data": 1, "idempotency_key": "once"});
+    let first = a.api("map_publish", p.clone());
+    assert_eq!(b.api("map_publish", p), first);
+    b.api("map_clear", json!({"channel": "map:api"}));
+    assert_eq!(a.api("map_stats", json!({"channel": "map:api"})), json!({"result": {"num_keys": 0}}));
+    assert_eq!(a.api("map_publish", json!({"channel": "plain:x", "key": "a", "data": 1}))["error"]["code"], 107);
+}
