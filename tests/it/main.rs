@@ -14,6 +14,8 @@
 //!   over WebSocket (JSON, protobuf) and SockJS (websocket, xhr-streaming, xhr-polling).
 //! * `map_subs` — map subscriptions (keyed channel state): the server API's map methods, raw
 //!   state pages, centrifuge-js 5.8 over JSON and protobuf.
+//! * `shared_poll` — shared poll subscribes answered as Centrifugo answers a namespace of another
+//!   subscription type (raw frames, centrifuge-js 5.8 over JSON and protobuf).
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
 //! * `recovery` — recovery on subscribe: the "reject unrecovered" flag, cache recovery.
@@ -80,6 +82,7 @@ mod redis_tls;
 mod sdk;
 mod sdk_transports;
 mod shapes;
+mod shared_poll;
 mod tags_filter;
 mod tls;
 mod token_keys;
