@@ -198,6 +198,12 @@ async fn run_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             crate::gateway::push_event(&s.w, &s.client.id, &Arc::from(topic.as_str()), &ev);
         }
         Req::Rpc { method, data } => super::proxied::rpc(s, id, method, data).await?,
+        Req::Subscribe(req) if req.kind == super::shared_poll::KIND => {
+            if req.channel.is_empty() {
+                return Err(Disconnect::BAD_REQUEST);
+            }
+            super::shared_poll::subscribe(s, id, &req);
+        }
         Req::Subscribe(req) if req.kind != 0 => {
             if req.channel.is_empty() {
                 return Err(Disconnect::BAD_REQUEST);

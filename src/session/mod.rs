@@ -18,6 +18,7 @@ mod mesh;
 mod proxied;
 pub mod proxy;
 mod rules;
+mod shared_poll;
 mod slots;
 pub mod socket;
 mod streams;

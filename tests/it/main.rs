@@ -15,6 +15,8 @@
 //! * `map_subs` — map subscriptions (keyed channel state): the server API's map methods, raw
 //!   state pages, centrifuge-js 5.8 over JSON and protobuf.
 //! * `map_subs_redis` — map subscriptions on the Redis engine: two nodes on one redis-server.
+//! * `shared_poll` — shared poll subscribes answered as Centrifugo answers a namespace of another
+//!   subscription type (raw frames, centrifuge-js 5.8 over JSON and protobuf).
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
 //! * `recovery` — recovery on subscribe: the "reject unrecovered" flag, cache recovery.
@@ -82,6 +84,7 @@ mod redis_tls;
 mod sdk;
 mod sdk_transports;
 mod shapes;
+mod shared_poll;
 mod tags_filter;
 mod tls;
 mod token_keys;
