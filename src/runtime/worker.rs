@@ -354,12 +354,13 @@ impl Worker {
     ) -> Call<Result<SubOutcome, ApiError>> {
         let slot = self.wait();
         let tag = SubTag { slot, client: client.key.get(), gen: client.gen, join_leave, delta, filter };
+        // Through the owner's inbox even when the owner is this worker: a session's
+        // unsubscribe goes that way too (see `Session::send_unsub`), so an unsubscribe followed
+        // by a subscribe to the same channel reaches the owner in that order. Run at once, the
+        // subscribe would overtake the queued unsubscribe, which would then take away the new
+        // subscription's presence entry and count.
         let to = owner_of(&op.channel, self.workers);
-        if to == self.id {
-            self.run_subscribe(self.id as u16, tag, Box::new(op));
-        } else {
-            self.send(to, Msg::Subscribe { from: self.id as u16, tag, op: Box::new(op) });
-        }
+        self.send(to, Msg::Subscribe { from: self.id as u16, tag, op: Box::new(op) });
         Call::waiting(self.clone(), slot)
     }
 

@@ -447,6 +447,38 @@ fn interleavings_leave_state_equal_to_the_live_sessions_redis() {
     }
 }
 
+/// Subscribe, unsubscribe and subscribe again to one channel in a single frame, on a node
+/// whose one worker owns every channel: the owner sees them in that order, so the client ends
+/// subscribed with its presence entry, counted once.
+#[test]
+fn resubscribe_in_one_frame_keeps_presence() {
+    let s = Server::start(cfg(None, json!({"workers": 1})));
+    let (mut ws, id) = connected(&s, "again");
+    for round in 0..20 {
+        let ch = format!("again{round}");
+        let mut frame = Vec::new();
+        for (i, cmd) in ["subscribe", "unsubscribe", "subscribe"].iter().enumerate() {
+            frame.extend(json!({"id": 10 + i, *cmd: {"channel": ch}}).to_string().into_bytes());
+            frame.push(b'\n');
+        }
+        frame.pop();
+        ws.send(&client_frame(true, TEXT, &frame, true)).unwrap();
+        let (mut answers, deadline) = (0, Instant::now() + Duration::from_secs(10));
+        while answers < 3 {
+            let f = ws.frame_until(deadline).expect("three answers");
+            for v in json_lines(&f.payload) {
+                if v.get("id").is_some() {
+                    assert!(v.get("error").is_none(), "{v}");
+                    answers += 1;
+                }
+            }
+        }
+        let want = BTreeMap::from([(id.clone(), "again".to_string())]);
+        assert_eq!(presence(&s, &ch), want, "round {round}: presence after subscribe, unsubscribe, subscribe");
+        assert_eq!(channels(&s).get(&ch), Some(&1), "round {round}: subscriber count");
+    }
+}
+
 /// `client.user_connection_limit` holds for the node, whichever workers the connections land
 /// on, also when they connect at once; a slot is free again once its connection is gone.
 #[test]
