@@ -63,6 +63,8 @@ pub mod gateway;
 pub mod grpc;
 /// HTTP/1.1 connections and the router.
 pub mod http;
+/// Shared poll channels on their owner worker: tracked keys and the backend poll loop.
+pub mod poll;
 /// Calls to the application backend (HTTP and gRPC proxies).
 pub mod proxy;
 /// The composition root: binds, starts and stops everything.

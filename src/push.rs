@@ -137,7 +137,7 @@ pub fn metrics_kind(p: &PushBody) -> crate::metrics::Kind {
 pub fn metrics_frame(p: &PushBody) -> crate::metrics::Frame {
     use crate::metrics::Frame;
     match p {
-        PushBody::Pub(_) | PushBody::Delta(_) => Frame::PushPublication,
+        PushBody::Pub(_) | PushBody::Keyed(_) | PushBody::Delta(_) => Frame::PushPublication,
         PushBody::Join(_) => Frame::PushJoin,
         PushBody::Leave(_) => Frame::PushLeave,
         PushBody::Unsubscribe { .. } => Frame::PushUnsubscribe,

@@ -207,9 +207,19 @@ fn echoes(cmd: &Cmd, from: Format) -> (Vec<(u32, Result<ReplyBody, ApiError>)>, 
             ));
             pushes.push((token.clone(), PushBody::Refresh { expires: id % 2 == 1, ttl: id }));
         }
-        Req::SubRefresh { channel, token } => {
+        Req::SubRefresh { channel, token, kind, track, untrack } => {
             replies.push((id, Ok(ReplyBody::SubRefresh { expires: !token.is_empty(), ttl: id })));
             pushes.push((channel.clone(), PushBody::Unsubscribe { code: 2500, reason: token.clone() }));
+            // Shared poll updates of the tracked keys (an update, then removals), and of
+            // the untracked ones.
+            let keys = track.iter().flat_map(|b| b.items.iter().map(|(k, v)| (k.clone(), *v)));
+            let untracked = untrack.iter().map(|k| (k.clone(), *kind as u64));
+            for (i, (key, version)) in keys.chain(untracked).enumerate() {
+                let data = (i == 0).then(|| Payload { bytes: Bytes::from_static(b"{\"v\":1}"), binary: false });
+                let epoch: Arc<str> = track.first().map(|b| b.signature.as_str()).unwrap_or_default().into();
+                let k = protocol::KeyedPub { key: key.as_str().into(), data, version, epoch };
+                pushes.push((channel.clone(), PushBody::Keyed(k)));
+            }
         }
         Req::Pong | Req::Unknown => {}
     }

@@ -195,6 +195,8 @@ pub trait Handler {
     fn on_action(self: Rc<Self>, cmd: &Command) -> Option<Pending>;
     /// Whether the connection finished its handshake and is not closed (`info` counts).
     fn is_connected(&self) -> bool;
+    /// A shared poll update of a key this connection tracks in `channel`.
+    fn keyed_push(&self, _channel: &str, _update: &crate::protocol::KeyedPub) {}
 }
 
 impl HasOutbox for Client {

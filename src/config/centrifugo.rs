@@ -7,7 +7,7 @@
 /// Top-level sections: everything under them is unsupported.
 #[rustfmt::skip]
 pub(crate) const SECTIONS: &[&str] = &[
-    "presence_manager", "map_broker", "controller", "shared_poll",
+    "presence_manager", "map_broker", "controller",
     "consumers", "webtransport", "swagger", "debug", "init", "opentelemetry",
     "graphite", "usage_stats", "enable_unreleased_features",
 ];
@@ -25,7 +25,7 @@ pub(crate) const OPTIONS: &[&str] = &[
     "engine.redis.presence_user_mapping",
     "client.presence_update_interval", "client.concurrency", "client.channel_position_check_delay",
     "client.channel_position_max_time_lag", "client.user_id_http_header",
-    "channel.proxy.map_publish", "channel.proxy.map_remove", "channel.proxy.shared_poll_refresh",
+    "channel.proxy.map_publish", "channel.proxy.map_remove",
     "channel.publication_data_format",
     "grpc_api.error_mode", "grpc_api.address", "grpc_api.reflection",
     "grpc_api.max_receive_message_size",
@@ -43,7 +43,7 @@ pub(crate) const OPTIONS: &[&str] = &[
 #[rustfmt::skip]
 pub(crate) const CHANNEL_OPTIONS: &[&str] = &[
     "publication_data_format",
-    "map_clients_presence_channel_prefix", "map_users_presence_channel_prefix", "shared_poll",
+    "map_clients_presence_channel_prefix", "map_users_presence_channel_prefix",
 ];
 
 /// Options of a map namespace (`<channel options>.map.*`).
@@ -111,7 +111,8 @@ mod tests {
         assert!(!unsupported("client.proxy"));
         assert!(unsupported("channel.proxy.map_publish"));
         assert!(!unsupported("channel.proxy.subscribe"));
-        assert!(unsupported("channel.without_namespace.shared_poll"));
+        assert!(!unsupported("channel.without_namespace.shared_poll"));
+        assert!(!unsupported("shared_poll"));
         assert!(!unsupported("channel.without_namespace.subscription_type"));
         assert!(unsupported("channel.without_namespace.map.client_key"));
         assert!(!unsupported("channel.without_namespace.map.key_ttl"));
@@ -121,20 +122,15 @@ mod tests {
         assert!(!unsupported("client.proxy_x"));
         assert!(!unsupported("subscription_type"));
         assert_eq!(unsupported_env("CLIENT_PROXY_CONNECT_ENDPOINT"), None);
-        assert_eq!(
-            unsupported_env("CHANNEL_PROXY_SHARED_POLL_REFRESH_ENDPOINT").as_deref(),
-            Some("channel.proxy.shared_poll_refresh")
-        );
+        assert_eq!(unsupported_env("CHANNEL_PROXY_SHARED_POLL_REFRESH_ENDPOINT"), None);
+        assert_eq!(unsupported_env("CHANNEL_PROXY_MAP_PUBLISH_ENDPOINT").as_deref(), Some("channel.proxy.map_publish"));
         assert_eq!(unsupported_env("HTTP_SERVER_TLS_AUTOCERT_ENABLED").as_deref(), Some("http_server.tls_autocert"));
         assert_eq!(unsupported_env("UNI_GRPC_TLS_ENABLED"), None);
         assert_eq!(unsupported_env("UNI_SSE_ENABLED"), None);
         assert_eq!(unsupported_env("WEBSOCKET_READ_BUFFER_SIZE").as_deref(), Some("websocket.read_buffer_size"));
         assert_eq!(unsupported_env("WEBSOCKET_COMPRESSION"), None);
         assert_eq!(unsupported_env("UNI_WEBSOCKET_COMPRESSION_LEVEL"), None);
-        assert_eq!(
-            unsupported_env("CHANNEL_WITHOUT_NAMESPACE_SHARED_POLL_MODE").as_deref(),
-            Some("channel.without_namespace.shared_poll")
-        );
+        assert_eq!(unsupported_env("CHANNEL_WITHOUT_NAMESPACE_SHARED_POLL_MODE"), None);
         assert_eq!(
             unsupported_env("CHANNEL_NAMESPACES_CHAT_MAP_USERS_PRESENCE_CHANNEL_PREFIX").as_deref(),
             Some("channel.namespaces[].map_users_presence_channel_prefix")

@@ -411,6 +411,7 @@ fn validate(c: &Config) -> Result<(), String> {
         return Err("channel.history_meta_ttl: sub-second precision is not supported".into());
     }
     validate_channel_options(&ch.without_namespace, "channel.without_namespace", ch.history_meta_ttl)?;
+    super::shared_poll::validate("channel.without_namespace", &ch.without_namespace, c)?;
     let personal = &cl.subscribe_to_user_personal_channel;
     let mut personal_ns_found = personal.personal_channel_namespace.is_empty() || !personal.enabled;
     if personal.enabled
@@ -433,7 +434,9 @@ fn validate(c: &Config) -> Result<(), String> {
         if ch.namespaces[..i].iter().any(|n| n.name == ns.name) {
             return Err(format!("channel.namespaces: namespace name must be unique: {}", ns.name));
         }
-        validate_channel_options(&ns.options, &format!("channel.namespaces[\"{}\"]", ns.name), ch.history_meta_ttl)?;
+        let at = format!("channel.namespaces[\"{}\"]", ns.name);
+        validate_channel_options(&ns.options, &at, ch.history_meta_ttl)?;
+        super::shared_poll::validate(&at, &ns.options, c)?;
         if personal.enabled && ns.name == personal.personal_channel_namespace {
             personal_ns_found = true;
             if personal.single_connection && !ns.options.presence {

@@ -61,9 +61,9 @@ impl MapOptions {
 
 /// The checks of a namespace's `subscription_type` and `map` at `at`.
 pub(super) fn validate(at: &str, o: &ChannelOptions) -> Result<(), String> {
-    if !["", "stream", "map"].contains(&o.subscription_type.as_str()) {
+    if !["", "stream", "map", "shared_poll"].contains(&o.subscription_type.as_str()) {
         return Err(format!(
-            "{at}.subscription_type: {:?} is not supported by Gyre (stream or map)",
+            "{at}.subscription_type: {:?} is not supported by Gyre (stream, map or shared_poll)",
             o.subscription_type
         ));
     }

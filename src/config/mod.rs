@@ -21,6 +21,7 @@ pub mod pattern;
 pub mod proxy;
 pub mod redis;
 mod schema;
+pub mod shared_poll;
 pub mod tls;
 mod token;
 mod weak;
@@ -72,6 +73,7 @@ pub struct Config {
     /// Named proxies, picked by channel and RPC namespaces (`proxy::NamedProxy`).
     pub proxies: Vec<proxy::NamedProxy>,
     pub rpc: proxy::Rpc,
+    pub shared_poll: shared_poll::SharedPoll,
     /// `pid_file`: the server writes its process id there at start-up (and removes the file
     /// when it stops cleanly).
     pub pid_file: String,
@@ -269,6 +271,7 @@ pub struct ChannelOptions {
     pub subscription_type: String,
     /// Map subscriptions (`subscription_type: map`).
     pub map: MapOptions,
+    pub shared_poll: shared_poll::SharedPollOptions,
 }
 
 impl ChannelOptions {

@@ -130,6 +130,7 @@ pub struct ChannelProxies {
     pub publish: ProxyCommon,
     pub sub_refresh: ProxyCommon,
     pub subscribe_stream: ProxyCommon,
+    pub shared_poll_refresh: ProxyCommon,
 }
 
 /// An item of the top-level `proxies` list.

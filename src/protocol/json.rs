@@ -165,6 +165,30 @@ struct TokenJ {
     channel: String,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SubRefreshJ {
+    token: String,
+    channel: String,
+    r#type: i32,
+    track: Vec<TrackBatchJ>,
+    untrack: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TrackBatchJ {
+    signature: String,
+    items: Vec<KeyedItemJ>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct KeyedItemJ {
+    key: String,
+    version: u64,
+}
+
 fn parse<'a, T: Deserialize<'a>>(r: &'a RawValue) -> Result<T, BadFrame> {
     serde_json::from_str(r.get()).map_err(|_| BadFrame)
 }
@@ -244,8 +268,16 @@ pub fn decode_command(line: &[u8]) -> Result<Cmd, BadFrame> {
     } else if let Some(r) = not_null(env.refresh) {
         Req::Refresh { token: parse::<TokenJ>(r)?.token }
     } else if let Some(r) = not_null(env.sub_refresh) {
-        let t: TokenJ = parse(r)?;
-        Req::SubRefresh { channel: t.channel, token: t.token }
+        let t: SubRefreshJ = parse(r)?;
+        let track = t
+            .track
+            .into_iter()
+            .map(|b| TrackBatch {
+                signature: b.signature,
+                items: b.items.into_iter().map(|i| (i.key, i.version)).collect(),
+            })
+            .collect();
+        Req::SubRefresh { channel: t.channel, token: t.token, kind: t.r#type, track, untrack: t.untrack }
     } else if id == 0 {
         Req::Pong
     } else {
@@ -370,6 +402,18 @@ fn publication_with(out: &mut Vec<u8>, p: &Publication, delta: bool) {
     opt_true(out, &mut first, "delta", delta);
     opt_str(out, &mut first, "key", p.key.as_deref().unwrap_or_default());
     opt_true(out, &mut first, "removed", p.removed);
+    out.push(b'}');
+}
+
+/// A shared poll update: `{"data":..,"key":"k","version":3}`, `{"key":"k","removed":true}`.
+fn keyed_pub(out: &mut Vec<u8>, k: &KeyedPub) {
+    out.push(b'{');
+    let mut first = true;
+    opt_raw(out, &mut first, "data", k.data.as_ref().map(|d| &d.bytes[..]));
+    opt_str(out, &mut first, "key", &k.key);
+    opt_true(out, &mut first, "removed", k.data.is_none());
+    opt_str(out, &mut first, "epoch", &k.epoch);
+    opt_uint(out, &mut first, "version", k.version);
     out.push(b'}');
 }
 
@@ -540,7 +584,7 @@ pub fn encode_bare_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
 /// The field name of a push's body (`pub`, `join`, ...).
 fn push_name(push: &PushBody) -> &'static str {
     match push {
-        PushBody::Pub(_) | PushBody::Delta(_) => "pub",
+        PushBody::Pub(_) | PushBody::Keyed(_) | PushBody::Delta(_) => "pub",
         PushBody::Join(_) => "join",
         PushBody::Leave(_) => "leave",
         PushBody::Unsubscribe { .. } => "unsubscribe",
@@ -562,6 +606,7 @@ pub(super) fn push_value(out: &mut Vec<u8>, push: &PushBody) {
         PushBody::Delta(p) => {
             publication_with(out, p, true);
         }
+        PushBody::Keyed(k) => keyed_pub(out, k),
         PushBody::Join(info) | PushBody::Leave(info) => {
             out.extend_from_slice(b"{\"info\":");
             encode::client_info(out, info);

@@ -65,14 +65,39 @@ pub enum Req {
     Refresh {
         token: String,
     },
+    /// `sub_refresh`: a subscription token refresh (`kind` 0), or on a shared poll
+    /// subscription the keys to track (`kind` 1, signed batches, with keys to untrack at once)
+    /// or to untrack (`kind` 2).
     SubRefresh {
         channel: String,
         token: String,
+        kind: i32,
+        track: Vec<TrackBatch>,
+        untrack: Vec<String>,
     },
     /// The empty command `{}` (id 0): the answer to a server ping.
     Pong,
     /// A command with id > 0 and no known request.
     Unknown,
+}
+
+/// One signed batch of keys a shared poll subscription tracks: (key, version known to the
+/// client) items and the backend's signature over the keys.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrackBatch {
+    pub signature: String,
+    pub items: Vec<(String, u64)>,
+}
+
+/// A shared poll update of one key: its data and version, or its removal. Pushed as `pub`
+/// with `key`, `version` (and `epoch` when the backend names one); a removal carries
+/// `removed` and no data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyedPub {
+    pub key: std::sync::Arc<str>,
+    pub data: Option<crate::model::Payload>,
+    pub version: u64,
+    pub epoch: std::sync::Arc<str>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -191,6 +216,8 @@ pub enum ReplyBody {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PushBody {
     Pub(Publication),
+    /// A shared poll key's update or removal.
+    Keyed(KeyedPub),
     /// A publication whose data is a fossil delta against the previous publication the
     /// subscriber received on the channel (`"delta": true`); JSON carries it as a string.
     Delta(Publication),
@@ -230,6 +257,7 @@ impl PushBody {
         matches!(
             self,
             PushBody::Pub(_)
+                | PushBody::Keyed(_)
                 | PushBody::Delta(_)
                 | PushBody::Join(_)
                 | PushBody::Leave(_)

@@ -116,7 +116,15 @@ pub(super) fn to_cmd(c: proto::Command) -> Cmd {
     } else if let Some(r) = c.refresh {
         Req::Refresh { token: r.token }
     } else if let Some(r) = c.sub_refresh {
-        Req::SubRefresh { channel: r.channel, token: r.token }
+        let track = r
+            .track
+            .into_iter()
+            .map(|b| TrackBatch {
+                signature: b.signature,
+                items: b.items.into_iter().map(|i| (i.key, i.version)).collect(),
+            })
+            .collect();
+        Req::SubRefresh { channel: r.channel, token: r.token, kind: r.r#type, track, untrack: r.untrack }
     } else if c.id == 0 {
         Req::Pong
     } else {
@@ -362,7 +370,7 @@ pub fn encode_bare_push(channel: &str, push: &PushBody, out: &mut Vec<u8>) {
 /// The field number of a push body in `Push`.
 fn push_tag(push: &PushBody) -> u32 {
     match push {
-        PushBody::Pub(_) | PushBody::Delta(_) => 4,
+        PushBody::Pub(_) | PushBody::Keyed(_) | PushBody::Delta(_) => 4,
         PushBody::Join(_) => 5,
         PushBody::Leave(_) => 6,
         PushBody::Unsubscribe { .. } => 7,
@@ -378,6 +386,15 @@ fn push_tag(push: &PushBody) -> u32 {
 pub(super) fn push_fields(out: &mut Vec<u8>, push: &PushBody) {
     match push {
         PushBody::Pub(p) => publication(out, p),
+        PushBody::Keyed(k) => {
+            if let Some(d) = &k.data {
+                put_bytes(out, 4, &d.bytes);
+            }
+            put_str(out, 11, &k.key);
+            put_bool(out, 12, k.data.is_none());
+            put_str(out, 14, &k.epoch);
+            put_u64(out, 16, k.version);
+        }
         PushBody::Delta(p) => {
             publication(out, p);
             put_bool(out, 8, true);

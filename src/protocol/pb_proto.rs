@@ -332,6 +332,28 @@ pub struct SubRefreshRequest {
     pub channel: String,
     #[prost(string, tag = "2")]
     pub token: String,
+    #[prost(int32, tag = "3")]
+    pub r#type: i32,
+    #[prost(message, repeated, tag = "4")]
+    pub track: Vec<TrackBatch>,
+    #[prost(string, repeated, tag = "5")]
+    pub untrack: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TrackBatch {
+    #[prost(string, tag = "1")]
+    pub signature: String,
+    #[prost(message, repeated, tag = "2")]
+    pub items: Vec<KeyedItem>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyedItem {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(uint64, tag = "2")]
+    pub version: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -259,7 +259,7 @@ pub fn encode_reply(format: Format, id: u32, reply: &Result<ReplyBody, ApiError>
 /// The `PushType` number of a push.
 fn push_type(p: &PushBody) -> u64 {
     match p {
-        PushBody::Pub(_) | PushBody::Delta(_) => 0,
+        PushBody::Pub(_) | PushBody::Keyed(_) | PushBody::Delta(_) => 0,
         PushBody::Join(_) => 1,
         PushBody::Leave(_) => 2,
         PushBody::Unsubscribe { .. } => 3,

@@ -76,7 +76,7 @@ fn decodes_every_method_in_json() {
     assert_eq!(cmds[8].id, 0);
     assert!(matches!(&cmds[9].req, Req::Rpc { method, .. } if method == "m"));
     assert_eq!(cmds[10].req, Req::Refresh { token: "r".into() });
-    assert!(matches!(&cmds[11].req, Req::SubRefresh { channel, token } if channel == "a" && token == "s"));
+    assert!(matches!(&cmds[11].req, Req::SubRefresh { channel, token, .. } if channel == "a" && token == "s"));
     assert_eq!(cmds[12], Cmd { id: 12, req: Req::Unknown });
 }
 

@@ -361,6 +361,8 @@ async fn unary(proxy: &Proxy, req: Request, metadata: &Headers) -> Result<Respon
         Kind::SubscribeStream => {
             Err(CallError::Transport("a subscription stream is opened with open_stream, not called".into()))
         }
+        // Refused when the config is loaded (HTTP endpoints only).
+        Kind::SharedPollRefresh => Err(CallError::Transport("shared poll refresh over gRPC is not supported".into())),
     }
 }
 

@@ -34,6 +34,7 @@ pub enum Kind {
     SubRefresh,
     Rpc,
     SubscribeStream,
+    SharedPollRefresh,
 }
 
 impl Kind {
@@ -47,10 +48,11 @@ impl Kind {
             Kind::SubRefresh => "sub_refresh",
             Kind::Rpc => "rpc",
             Kind::SubscribeStream => "subscribe_stream",
+            Kind::SharedPollRefresh => "shared_poll_refresh",
         }
     }
 
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Connect,
         Kind::Refresh,
         Kind::Subscribe,
@@ -58,6 +60,7 @@ impl Kind {
         Kind::SubRefresh,
         Kind::Rpc,
         Kind::SubscribeStream,
+        Kind::SharedPollRefresh,
     ];
 }
 

@@ -98,7 +98,7 @@ impl Proxies {
         let mut spaces: Vec<&ChannelOptions> = vec![&cfg.channel.without_namespace];
         spaces.extend(cfg.channel.namespaces.iter().map(|n| &n.options));
         let defaults = &cfg.channel.proxy;
-        for o in spaces {
+        for o in spaces.iter() {
             let n = &o.proxy;
             for (kind, on, name, default) in [
                 (Kind::Subscribe, n.subscribe_proxy_enabled, &n.subscribe_proxy_name, &defaults.subscribe),
@@ -122,6 +122,19 @@ impl Proxies {
                 let proxy = make(name, kind, conf)?;
                 p.by_name.insert((kind, name.clone()), proxy);
             }
+        }
+        for o in spaces.iter().filter(|o| o.is_shared_poll()) {
+            let name = o.shared_poll.proxy().to_string();
+            if p.by_name.contains_key(&(Kind::SharedPollRefresh, name.clone())) {
+                continue;
+            }
+            let conf = if name == "default" {
+                &defaults.shared_poll_refresh
+            } else {
+                named(&name).ok_or_else(|| format!("shared poll proxy {name:?} is not in \"proxies\""))?
+            };
+            let proxy = make(&name, Kind::SharedPollRefresh, conf)?;
+            p.by_name.insert((Kind::SharedPollRefresh, name), proxy);
         }
         let mut rpc_spaces = vec![&cfg.rpc.without_namespace];
         rpc_spaces.extend(cfg.rpc.namespaces.iter().map(|n| &n.options));
@@ -167,6 +180,9 @@ impl Proxies {
             Kind::Publish => (n.publish_proxy_enabled, &n.publish_proxy_name),
             Kind::SubRefresh => (n.sub_refresh_proxy_enabled, &n.sub_refresh_proxy_name),
             Kind::SubscribeStream => (n.subscribe_stream_proxy_enabled, &n.subscribe_stream_proxy_name),
+            Kind::SharedPollRefresh => {
+                return self.by_name.get(&(kind, o.shared_poll.proxy().to_string())).filter(|_| o.is_shared_poll())
+            }
             _ => return None,
         };
         if !on {

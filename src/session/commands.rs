@@ -28,7 +28,7 @@ fn conn_user_claim(s: &Session) -> &str {
 
 /// The claim naming the user in subscription tokens: as for connection tokens when both are
 /// verified alike; with `client.subscription_token` its own `user_id_claim`.
-fn sub_user_claim(s: &Session) -> &str {
+pub(super) fn sub_user_claim(s: &Session) -> &str {
     let t = s.w.cfg.tokens();
     if t.subscription_token.enabled {
         &t.subscription_token.token.user_id_claim
@@ -382,6 +382,7 @@ pub(super) async fn subscribe_owned(
         push_join_leave: force_push_join_leave || (o.join_leave && req.join_leave && presence_allowed),
         server_side,
         expires_at,
+        poll: false,
     };
     let channel: Arc<str> = req.channel.as_str().into();
     let info = s.info(chan_info);

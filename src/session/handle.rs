@@ -202,7 +202,7 @@ async fn run_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             if req.channel.is_empty() {
                 return Err(Disconnect::BAD_REQUEST);
             }
-            super::shared_poll::subscribe(s, id, &req);
+            super::shared_poll::subscribe(s, id, req).await?;
         }
         Req::Subscribe(req) if req.kind != 0 => {
             if req.channel.is_empty() {
@@ -216,6 +216,10 @@ async fn run_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
             }
             let r = super::map::publish(s, channel, data, key, removed).await;
             s.reply(id, &r);
+        }
+        Req::Subscribe(req) if s.w.cfg.resolve_channel(&req.channel).is_ok_and(|r| r.options.is_shared_poll()) => {
+            // A shared poll channel takes shared poll subscriptions only.
+            s.reply(id, &Err(s.refuse(ApiError::BAD_REQUEST, "subscription type mismatch", &req.channel)));
         }
         Req::Subscribe(req) => {
             if req.channel.is_empty() {
@@ -304,7 +308,10 @@ async fn run_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
         Req::SubRefresh { channel, .. } if super::proxy::server_refreshed(s, &channel) => {
             return Err(Disconnect::BAD_REQUEST)
         }
-        Req::SubRefresh { channel, token } => commands::sub_refresh(s, id, &channel, &token).await?,
+        Req::SubRefresh { channel, kind, track, untrack, .. } if super::shared_poll::is_keyed(s, &channel, kind) => {
+            super::shared_poll::sub_refresh(s, id, channel, kind, track, untrack).await
+        }
+        Req::SubRefresh { channel, token, .. } => commands::sub_refresh(s, id, &channel, &token).await?,
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ mod map;
 mod mesh;
 mod proxied;
 pub mod proxy;
+pub(crate) use proxy::proxies;
 mod rules;
 mod shared_poll;
 mod slots;
@@ -51,7 +52,7 @@ pub(crate) fn unix_millis() -> i64 {
 }
 
 /// One subscription of a session.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Sub {
     chan_info: Option<Bytes>,
     /// Presence is kept for this subscription (so unsubscribing removes it).
@@ -62,6 +63,9 @@ struct Sub {
     push_join_leave: bool,
     server_side: bool,
     expires_at: i64,
+    /// A shared poll subscription: its keys are tracked on the channel's owner, not
+    /// subscribed there (see [`shared_poll`]).
+    poll: bool,
 }
 
 #[derive(Default)]
@@ -443,6 +447,10 @@ impl Session {
         // A subscription accepted while its command had not resumed yet is taken back here.
         let accepted = pending.into_iter().filter(|(channel, _)| self.w.hub.is_subscriber(channel, key));
         for (channel, sub) in subs.into_iter().chain(accepted) {
+            if sub.poll {
+                shared_poll::forget(self, &channel);
+                continue;
+            }
             self.w.hub.unsubscribe(&channel, key);
             self.send_unsub(channel, &sub);
         }
@@ -479,9 +487,13 @@ impl Session {
         };
         let Some((channel, sub)) = removed else { return false };
         crate::metrics::subscription_removed(labels, 1);
-        streams::closed(self, Some(&channel));
-        self.w.hub.unsubscribe(&channel, self.key());
-        self.send_unsub(channel.clone(), &sub);
+        if sub.poll {
+            shared_poll::forget(self, &channel);
+        } else {
+            streams::closed(self, Some(&channel));
+            self.w.hub.unsubscribe(&channel, self.key());
+            self.send_unsub(channel.clone(), &sub);
+        }
         if let Some((code, reason)) = push {
             crate::metrics::server_unsubscribe(code);
             self.push(&channel, &PushBody::Unsubscribe { code, reason: reason.into() });
@@ -550,5 +562,9 @@ impl Handler for Session {
     fn is_connected(&self) -> bool {
         let st = self.st.borrow();
         st.connected && !st.closed && !st.hidden
+    }
+
+    fn keyed_push(&self, channel: &str, update: &crate::protocol::KeyedPub) {
+        shared_poll::push(self, channel, update);
     }
 }

@@ -53,7 +53,7 @@ fn canonical(name: &str) -> String {
 }
 
 /// The worker's view of the node's proxies (resolved once per worker).
-pub(super) fn proxies(w: &Worker) -> Rc<Proxies> {
+pub(crate) fn proxies(w: &Worker) -> Rc<Proxies> {
     w.local(|w| {
         Proxies::build(&w.cfg).unwrap_or_else(|e| {
             tracing::error!(error = %e, "proxies not usable");

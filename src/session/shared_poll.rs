@@ -1,43 +1,250 @@
-//! Shared poll subscriptions (`type` 4 in subscribe: centrifuge-js `sharedPoll: true`). Gyre
-//! has no `subscription_type: shared_poll` namespaces yet (the option is refused at start-up),
-//! so a shared poll subscribe gets Centrifugo's answer for a namespace of another subscription
-//! type: 105 when the client is already subscribed to the channel, 106 past the client's
-//! channel limit, 102 for an unknown namespace, 107 for a channel name the namespace refuses,
-//! otherwise 103 (permission denied). The SDK reports it as a subscribe error and stays
-//! unsubscribed; the client's other subscriptions go on.
+//! Shared poll subscriptions (`type` 4 in subscribe: centrifuge-js
+//! `newSharedPollSubscription`) on `subscription_type: shared_poll` namespaces. The subscribe
+//! checks permissions as for any channel and answers with the channel's epoch; then the
+//! client tracks keys with `sub_refresh` (`type` 1: signed batches of keys, `type` 2:
+//! untrack). The channel's owner worker keeps who tracks what and polls the backend
+//! ([`crate::poll`]); updates come back as `pub` pushes with `key` and `version`.
+//!
+//! Codes as Centrifugo answers them: 108 for a shared poll subscribe to a channel of another
+//! type (107 for another subscribe to a shared poll channel), 105 already subscribed, 106 past
+//! the channel limit or the connection's key limit, 107 an empty track or untrack, 103 a
+//! signature that does not verify, 109 one past its expiry (and a 5 s grace).
 
-use super::Session;
-use crate::error::ApiError;
-use crate::protocol::SubscribeReq;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::{claims, commands, unix_now, Session, Sub, TokenUse};
+use crate::error::{ApiError, Disconnect};
+use crate::poll::signature::{self, Refused};
+use crate::poll::{TrackItem, Tracker};
+use crate::protocol::{KeyedPub, PushBody, ReplyBody, SubscribeReq, SubscribeResult, TrackBatch};
+use crate::shard::owner_of;
+use crate::token::TokenError;
 
 /// The subscription type of shared poll subscriptions in the client protocol.
 pub(super) const KIND: i32 = 4;
+/// `sub_refresh` types of a shared poll subscription.
+const TRACK: i32 = 1;
+const UNTRACK: i32 = 2;
 
-/// Answers a shared poll subscribe command.
-pub(super) fn subscribe(s: &Session, id: u32, req: &SubscribeReq) {
-    s.reply(id, &Err(refusal(s, req)));
+/// A shared poll subscribe command; the reply is written here.
+pub(super) async fn subscribe(s: &Rc<Session>, id: u32, req: SubscribeReq) -> Result<(), Disconnect> {
+    let r = run(s, &req).await?;
+    s.reply(id, &r.map(ReplyBody::Subscribe));
+    Ok(())
 }
 
-fn refusal(s: &Session, req: &SubscribeReq) -> ApiError {
+type Outcome = Result<Result<SubscribeResult, ApiError>, Disconnect>;
+
+async fn run(s: &Rc<Session>, req: &SubscribeReq) -> Outcome {
     let cfg = s.w.cfg.clone();
     let ch = req.channel.as_str();
+    let o = match cfg.resolve_channel(ch) {
+        Ok(r) if r.options.is_shared_poll() => r.options,
+        _ => {
+            return Ok(Err(s.refuse(ApiError::NOT_AVAILABLE, "shared poll subscribe to a channel of another type", ch)))
+        }
+    };
+    if let Err(e) = taken(s, ch) {
+        return Ok(Err(e));
+    }
+    if ch.len() > cfg.channel().max_length || !cfg.client_channel_allowed(ch, o) {
+        return Ok(Err(s.refuse(ApiError::BAD_REQUEST, "invalid channel name", ch)));
+    }
+    let user = s.st.borrow().user.clone();
+    let mut expires_at = 0;
+    let mut chan_info = None;
+    if !req.token.is_empty() {
+        let t = match s.verify_token(TokenUse::Subscribe, &req.token, ch).await {
+            Err(TokenError::Expired) => return Ok(Err(ApiError::TOKEN_EXPIRED)),
+            Err(_) => return Ok(Err(ApiError::PERMISSION_DENIED)),
+            Ok(c) => match claims::sub(&c, commands::sub_user_claim(s)) {
+                Ok(t) => t,
+                Err(_) => return Ok(Err(ApiError::PERMISSION_DENIED)),
+            },
+        };
+        if t.channel != req.channel || t.user != *user || (!t.client.is_empty() && *t.client != *s.client.id) {
+            return Err(s.refuse(Disconnect::INVALID_TOKEN, "token channel, user or client mismatch", ch));
+        }
+        if t.expire_at > 0 && t.expire_at <= unix_now() {
+            return Ok(Err(ApiError::EXPIRED));
+        }
+        expires_at = t.expire_at;
+        chan_info = t.info;
+    } else {
+        let private = !cfg.channel().private_prefix.is_empty() && ch.starts_with(cfg.channel().private_prefix.as_str());
+        let allowed = match super::rules::user_allowed(&cfg, o, ch, &user) {
+            _ if private => false,
+            Some(ok) => ok,
+            None => o.allow_subscribe_for_client && (!user.is_empty() || o.allow_subscribe_for_anonymous),
+        };
+        if !allowed && !cfg.client.insecure {
+            return Ok(Err(s.refuse(
+                ApiError::PERMISSION_DENIED,
+                "attempt to subscribe without sufficient permission",
+                ch,
+            )));
+        }
+    }
+    let channel: Arc<str> = ch.into();
+    let epoch = {
+        let c = channel.clone();
+        s.w.ask(owner_of(ch, s.w.workers), move |w, answer| answer.send(w, crate::poll::epoch(w, &c))).await
+    };
+    let epoch = match epoch {
+        Ok(e) => e,
+        Err(e) => return Ok(Err(e)),
+    };
     {
-        let st = s.st.borrow();
+        let mut st = s.st.borrow_mut();
+        if st.closed {
+            return Err(Disconnect::new(3000, "connection closed"));
+        }
         if st.subs.contains_key(ch) || st.pending.contains_key(ch) {
-            return s.refuse(ApiError::ALREADY_SUBSCRIBED, "client already subscribed on channel", ch);
+            return Ok(Err(ApiError::ALREADY_SUBSCRIBED));
         }
-        if st.subs.len() + st.pending.len() >= cfg.client.channel_limit {
-            return s.refuse(ApiError::LIMIT_EXCEEDED, "maximum limit of channels per client reached", ch);
+        let sub = Sub { chan_info, expires_at, poll: true, ..Sub::default() };
+        st.subs.insert(channel, sub);
+        crate::metrics::subscription_accepted(st.labels);
+    }
+    if expires_at > 0 {
+        s.reschedule_now();
+    }
+    let now = unix_now();
+    Ok(Ok(SubscribeResult {
+        kind: KIND,
+        epoch: epoch.to_string(),
+        expires: expires_at > 0,
+        ttl: if expires_at > now { (expires_at - now) as u32 } else { 0 },
+        ..Default::default()
+    }))
+}
+
+/// 105 when the client is subscribed to `ch` already, 106 at its channel limit.
+fn taken(s: &Session, ch: &str) -> Result<(), ApiError> {
+    let st = s.st.borrow();
+    if st.subs.contains_key(ch) || st.pending.contains_key(ch) {
+        return Err(s.refuse(ApiError::ALREADY_SUBSCRIBED, "client already subscribed on channel", ch));
+    }
+    if st.subs.len() + st.pending.len() >= s.w.cfg.client.channel_limit {
+        return Err(s.refuse(ApiError::LIMIT_EXCEEDED, "maximum limit of channels per client reached", ch));
+    }
+    Ok(())
+}
+
+/// Whether `channel` is one of the session's shared poll subscriptions.
+pub(super) fn is_poll(s: &Session, channel: &str) -> bool {
+    s.st.borrow().subs.get(channel).is_some_and(|sub| sub.poll)
+}
+
+/// Whether a `sub_refresh` of `kind` on `channel` is a track or untrack request.
+pub(super) fn is_keyed(s: &Session, channel: &str, kind: i32) -> bool {
+    matches!(kind, TRACK | UNTRACK) && is_poll(s, channel)
+}
+
+fn tracker(s: &Session) -> Tracker {
+    Tracker { worker: s.w.id as u16, key: s.client.key.get(), gen: s.client.gen }
+}
+
+/// A track (`type` 1) or untrack (`type` 2) request; the reply is written here.
+pub(super) async fn sub_refresh(
+    s: &Rc<Session>,
+    id: u32,
+    channel: String,
+    kind: i32,
+    track: Vec<TrackBatch>,
+    untrack: Vec<String>,
+) {
+    let r =
+        if kind == TRACK { track_keys(s, &channel, track, untrack).await } else { untrack_keys(s, &channel, untrack) };
+    s.reply(id, &r);
+}
+
+async fn track_keys(
+    s: &Rc<Session>,
+    channel: &str,
+    batches: Vec<TrackBatch>,
+    untrack: Vec<String>,
+) -> Result<ReplyBody, ApiError> {
+    if batches.is_empty() {
+        return Err(ApiError::BAD_REQUEST);
+    }
+    let user = s.st.borrow().user.clone();
+    let now = unix_now();
+    // Every batch's signature must verify; a key in several batches takes the last one's
+    // version and expiry.
+    let mut items: Vec<TrackItem> = Vec::new();
+    let mut at: ahash::AHashMap<String, usize> = ahash::AHashMap::new();
+    let mut min_exp = 0i64;
+    for b in batches {
+        let keys: Vec<&str> = b.items.iter().map(|(k, _)| k.as_str()).collect();
+        let exp = match signature::verify(&s.w.cfg.shared_poll, channel, &b.signature, &keys, &user, now) {
+            Ok(exp) => exp,
+            Err(Refused::Invalid) => {
+                return Err(s.refuse(ApiError::PERMISSION_DENIED, "invalid track signature", channel))
+            }
+            Err(Refused::Expired) => return Err(s.refuse(ApiError::TOKEN_EXPIRED, "track signature expired", channel)),
+        };
+        if exp > 0 && (min_exp == 0 || exp < min_exp) {
+            min_exp = exp;
+        }
+        for (key, version) in b.items {
+            let item = (Arc::from(key.as_str()), version, exp);
+            match at.get(&key) {
+                Some(&i) => items[i] = item,
+                None => {
+                    at.insert(key, items.len());
+                    items.push(item);
+                }
+            }
         }
     }
-    if ch.len() > cfg.channel().max_length {
-        return s.refuse(ApiError::BAD_REQUEST, "channel too long", ch);
+    if items.is_empty() {
+        return Err(ApiError::BAD_REQUEST);
     }
-    match cfg.resolve_channel(ch) {
-        Err(e) => s.refuse(e, "subscribe unknown channel", ch),
-        Ok(r) if !cfg.client_channel_allowed(ch, r.options) => {
-            s.refuse(ApiError::BAD_REQUEST, "invalid channel name", ch)
-        }
-        Ok(_) => s.refuse(ApiError::PERMISSION_DENIED, "subscription type not allowed for namespace", ch),
+    let (ch, t) = (Arc::<str>::from(channel), tracker(s));
+    let c = ch.clone();
+    let r =
+        s.w.ask(owner_of(channel, s.w.workers), move |w, answer| {
+            answer.send(w, crate::poll::track(w, &c, t, items, untrack))
+        })
+        .await;
+    r?;
+    if !is_poll(s, channel) {
+        // Unsubscribed meanwhile (server side): nothing stays tracked.
+        forget(s, &ch);
+        return Err(ApiError::PERMISSION_DENIED);
+    }
+    Ok(ReplyBody::SubRefresh { expires: min_exp > 0, ttl: if min_exp > now { (min_exp - now) as u32 } else { 0 } })
+}
+
+fn untrack_keys(s: &Rc<Session>, channel: &str, keys: Vec<String>) -> Result<ReplyBody, ApiError> {
+    if keys.is_empty() {
+        return Err(ApiError::BAD_REQUEST);
+    }
+    let (ch, t) = (Arc::<str>::from(channel), tracker(s));
+    // Through the owner's queue like a track request, so the two keep their order.
+    drop(s.w.ask(owner_of(channel, s.w.workers), move |w, answer: crate::runtime::worker::Answer<()>| {
+        crate::poll::untrack(w, &ch, t, keys);
+        answer.send(w, ());
+    }));
+    Ok(ReplyBody::SubRefresh { expires: false, ttl: 0 })
+}
+
+/// The subscription to `channel` ended: everything the connection tracked there is
+/// untracked on the owner.
+pub(super) fn forget(s: &Session, channel: &Arc<str>) {
+    let (ch, t) = (channel.clone(), tracker(s));
+    let w = s.w.rc();
+    drop(w.ask(owner_of(channel, w.workers), move |w, answer: crate::runtime::worker::Answer<()>| {
+        crate::poll::forget(w, &ch, t);
+        answer.send(w, ());
+    }));
+}
+
+/// A tracked key's update from the owner, written if the subscription is still there.
+pub(super) fn push(s: &Session, channel: &str, k: &KeyedPub) {
+    if is_poll(s, channel) {
+        s.push(channel, &PushBody::Keyed(k.clone()));
     }
 }

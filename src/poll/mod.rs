@@ -1,0 +1,500 @@
+//! Shared poll channels on their owner worker: which connections track which keys, the
+//! version each of them holds, and the poll loop that asks the application backend for the
+//! tracked keys' data ([`refresh`]) once per interval per channel, however many clients track
+//! them. Changes go to the connections tracking the key, each at most once per version.
+//!
+//! A connection's session (on any worker) reaches the owner with [`Worker::ask`]; updates
+//! travel back as jobs to the session's worker, which writes them ([`deliver`]). Everything
+//! here lives in the owner's [`PollHub`] and is touched only from that worker's thread.
+
+pub mod refresh;
+pub mod signature;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ahash::{AHashMap, AHashSet};
+use bytes::Bytes;
+
+use crate::config::shared_poll::SharedPollOptions;
+use crate::error::ApiError;
+use crate::model::Payload;
+use crate::protocol::KeyedPub;
+use crate::proxy::Proxy;
+use crate::runtime::worker::{Msg, Worker};
+
+/// One tracking connection: its worker and hub slot (with the slot's generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tracker {
+    pub worker: u16,
+    pub key: u32,
+    pub gen: u32,
+}
+
+/// What a connection holds of one key: the version it has seen and when the signature that
+/// let it track the key expires (0: never).
+#[derive(Debug, Clone, Copy)]
+struct KeyState {
+    version: u64,
+    expire_at: i64,
+}
+
+/// The owner's view of one tracked key.
+#[derive(Debug, Default)]
+struct Entry {
+    /// The latest version (the backend's, or a counter of data changes in versionless mode).
+    version: u64,
+    /// Versionless mode: the hash of the latest data.
+    hash: u64,
+    /// Some tracker needs the current data although the version did not move (it tracked
+    /// the key without knowing its version): the next answer is pushed even if unchanged.
+    needs_broadcast: bool,
+    /// Set by `shared_poll_publish`: the next poll cycle skips the key once.
+    fresh: bool,
+    subs: AHashSet<Tracker>,
+}
+
+/// One shared poll channel on its owner.
+struct Chan {
+    opts: SharedPollOptions,
+    proxy: Option<Arc<Proxy>>,
+    epoch: Arc<str>,
+    /// Versionless mode: the last synthetic version given out.
+    counter: u64,
+    keys: AHashMap<Arc<str>, Entry>,
+    trackers: AHashMap<Tracker, AHashMap<Arc<str>, KeyState>>,
+    /// Tells this state apart from a later one of the same channel (its tasks stop then).
+    gen: u64,
+    /// Keys to poll at once (tracked without data at hand), and whether a poll is queued.
+    notified: Vec<Arc<str>>,
+    notify_queued: bool,
+}
+
+/// A worker's shared poll channels (those it owns).
+#[derive(Default)]
+pub struct PollHub {
+    chans: RefCell<AHashMap<Arc<str>, Chan>>,
+    next_gen: Cell<u64>,
+    /// Backend calls in flight from this worker (`shared_poll.concurrency_limit`).
+    in_flight: Cell<usize>,
+}
+
+fn hub(w: &Worker) -> Rc<PollHub> {
+    w.local(|_| PollHub::default())
+}
+
+/// One key of a track request: key, the version the client holds, when its signature
+/// expires (unix seconds, 0: never).
+pub type TrackItem = (Arc<str>, u64, i64);
+
+/// The channel's options and backend, if `channel` is a shared poll channel.
+fn options(w: &Worker, channel: &str) -> Option<(SharedPollOptions, Option<Arc<Proxy>>)> {
+    let r = w.cfg.resolve_channel(channel).ok()?;
+    if !r.options.is_shared_poll() {
+        return None;
+    }
+    let proxy = crate::session::proxies(w).channel(crate::proxy::Kind::SharedPollRefresh, r.options).cloned();
+    Some((r.options.shared_poll.clone(), proxy))
+}
+
+/// Makes sure the channel has state on this (its owner) worker and returns its epoch: a
+/// fresh one per state in versionless mode, the backend's in versioned mode ("" until the
+/// backend names one).
+pub fn epoch(w: &Rc<Worker>, channel: &Arc<str>) -> Result<Arc<str>, ApiError> {
+    ensure(w, channel)?;
+    Ok(hub(w).chans.borrow().get(channel).map(|c| c.epoch.clone()).unwrap_or_default())
+}
+
+fn ensure(w: &Rc<Worker>, channel: &Arc<str>) -> Result<(), ApiError> {
+    let h = hub(w);
+    if h.chans.borrow().contains_key(channel) {
+        return Ok(());
+    }
+    let Some((opts, proxy)) = options(w, channel) else { return Err(ApiError::NOT_AVAILABLE) };
+    let gen = h.next_gen.get() + 1;
+    h.next_gen.set(gen);
+    let epoch = if opts.versioned() { Arc::from("") } else { crate::engine::memory::new_epoch() };
+    let chan = Chan {
+        opts,
+        proxy,
+        epoch,
+        counter: 0,
+        keys: AHashMap::new(),
+        trackers: AHashMap::new(),
+        gen,
+        notified: Vec::new(),
+        notify_queued: false,
+    };
+    h.chans.borrow_mut().insert(channel.clone(), chan);
+    monoio::spawn(refresh::run(w.clone(), channel.clone(), gen));
+    shutdown_later(w, channel, gen);
+    Ok(())
+}
+
+/// Tracks `items` for `t` (keys already tracked take the new version and expiry), then
+/// untracks `untrack`. Keys new to the channel, and keys the client holds no data of, are
+/// polled at once; the rest follow the poll loop. 106 past the connection's key limit.
+pub fn track(
+    w: &Rc<Worker>,
+    channel: &Arc<str>,
+    t: Tracker,
+    items: Vec<TrackItem>,
+    untrack: Vec<String>,
+) -> Result<(), ApiError> {
+    ensure(w, channel)?;
+    let h = hub(w);
+    let mut chans = h.chans.borrow_mut();
+    let Some(c) = chans.get_mut(channel) else { return Err(ApiError::INTERNAL) };
+    let held = c.trackers.get(&t);
+    let untracking: AHashSet<&str> = untrack.iter().map(String::as_str).collect();
+    let new =
+        items.iter().filter(|(k, _, _)| !untracking.contains(&**k) && !held.is_some_and(|m| m.contains_key(k))).count();
+    let freed = held.map_or(0, |m| untracking.iter().filter(|k| m.contains_key(**k)).count());
+    if held.map_or(0, |m| m.len()) - freed + new > c.opts.max_keys() {
+        return Err(ApiError::LIMIT_EXCEEDED);
+    }
+    let mut poll_now = Vec::new();
+    for (key, version, expire_at) in items {
+        let entry = c.keys.entry(key.clone()).or_default();
+        let cold = entry.subs.is_empty() && entry.version == 0;
+        if cold && version == 0 {
+            poll_now.push(key.clone());
+        } else if !cold && (version == 0 || entry.version > version) {
+            // The client lacks the current data: the next answer reaches it even unchanged.
+            entry.needs_broadcast = true;
+            poll_now.push(key.clone());
+        }
+        entry.subs.insert(t);
+        c.trackers.entry(t).or_default().insert(key, KeyState { version, expire_at });
+    }
+    remove_keys(c, t, untrack.iter().map(String::as_str));
+    if !poll_now.is_empty() {
+        c.notified.extend(poll_now);
+        if !c.notify_queued {
+            c.notify_queued = true;
+            monoio::spawn(refresh::notified(w.clone(), channel.clone(), c.gen));
+        }
+    }
+    let idle = c.keys.is_empty();
+    let gen = c.gen;
+    drop(chans);
+    if idle {
+        shutdown_later(w, channel, gen);
+    }
+    Ok(())
+}
+
+/// Stops tracking `keys` for `t`.
+pub fn untrack(w: &Rc<Worker>, channel: &Arc<str>, t: Tracker, keys: Vec<String>) {
+    let h = hub(w);
+    let mut chans = h.chans.borrow_mut();
+    let Some(c) = chans.get_mut(channel) else { return };
+    remove_keys(c, t, keys.iter().map(String::as_str));
+    let (idle, gen) = (c.keys.is_empty(), c.gen);
+    drop(chans);
+    if idle {
+        shutdown_later(w, channel, gen);
+    }
+}
+
+/// The connection's subscription ended: everything it tracked is untracked.
+pub fn forget(w: &Rc<Worker>, channel: &Arc<str>, t: Tracker) {
+    let h = hub(w);
+    let mut chans = h.chans.borrow_mut();
+    let Some(c) = chans.get_mut(channel) else { return };
+    let keys: Vec<Arc<str>> = c.trackers.get(&t).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    remove_keys(c, t, keys.iter().map(|k| &**k));
+    c.trackers.remove(&t);
+    let (idle, gen) = (c.keys.is_empty(), c.gen);
+    drop(chans);
+    if idle {
+        shutdown_later(w, channel, gen);
+    }
+}
+
+fn remove_keys<'a>(c: &mut Chan, t: Tracker, keys: impl Iterator<Item = &'a str>) {
+    let Some(held) = c.trackers.get_mut(&t) else { return };
+    for key in keys {
+        if held.remove(key).is_none() {
+            continue;
+        }
+        if let Some(e) = c.keys.get_mut(key) {
+            e.subs.remove(&t);
+            if e.subs.is_empty() {
+                c.keys.remove(key);
+            }
+        }
+    }
+    if held.is_empty() {
+        c.trackers.remove(&t);
+    }
+}
+
+/// Drops the channel's state `delay` after it tracks nothing, unless keys are tracked again
+/// by then (its poll loop stops with it; a later subscribe starts a new state and epoch).
+fn shutdown_later(w: &Rc<Worker>, channel: &Arc<str>, gen: u64) {
+    let (w, channel) = (w.clone(), channel.clone());
+    let delay = hub(&w).chans.borrow().get(&channel).map(|c| c.opts.shutdown_delay()).unwrap_or_default();
+    monoio::spawn(async move {
+        monoio::time::sleep(delay).await;
+        let h = hub(&w);
+        let mut chans = h.chans.borrow_mut();
+        if chans.get(&channel).is_some_and(|c| c.gen == gen && c.keys.is_empty() && c.trackers.is_empty()) {
+            chans.remove(&channel);
+        }
+    });
+}
+
+/// `shared_poll_publish`: a new version of `key` from the application, pushed to the
+/// connections tracking it on this node without waiting for the next poll (versioned mode).
+/// A key nobody tracks, or a version not newer than the one held, is dropped.
+pub fn publish(w: &Rc<Worker>, channel: &Arc<str>, key: &str, version: u64, epoch: &str, data: Payload) {
+    let h = hub(w);
+    let mut chans = h.chans.borrow_mut();
+    let Some(c) = chans.get_mut(channel) else { return };
+    if !c.opts.versioned() {
+        return;
+    }
+    let mut out = Deliveries::default();
+    flip_epoch(w, channel, c, epoch);
+    let Some(e) = c.keys.get_mut(key) else { return };
+    if version <= e.version {
+        return;
+    }
+    e.version = version;
+    e.fresh = true;
+    let k = KeyedPub { key: key.into(), data: Some(data), version, epoch: epoch.into() };
+    out.update(c, k);
+    drop(chans);
+    out.send(w, channel);
+}
+
+/// Versioned mode: a backend epoch other than the channel's resets it, and every tracking
+/// connection is unsubscribed with "insufficient state" (2500), to subscribe and track again
+/// from version 0, as Centrifugo does.
+fn flip_epoch(w: &Rc<Worker>, channel: &Arc<str>, c: &mut Chan, epoch: &str) {
+    if !c.opts.versioned() || *c.epoch == *epoch {
+        return;
+    }
+    c.epoch = epoch.into();
+    c.keys.clear();
+    let mut by_worker: AHashMap<u16, Vec<(u32, u32)>> = AHashMap::new();
+    for t in c.trackers.drain().map(|(t, _)| t) {
+        by_worker.entry(t.worker).or_default().push((t.key, t.gen));
+    }
+    for (worker, clients) in by_worker {
+        let ch = channel.clone();
+        w.send(
+            worker as usize,
+            Msg::Job(Box::new(move |w| {
+                for (key, gen) in clients {
+                    if let Some(h) = w.hub.handler(key, gen) {
+                        h.resubscribe(&ch);
+                    }
+                }
+            })),
+        );
+    }
+}
+
+/// One backend answer's item.
+#[derive(Debug, Clone, Default)]
+pub struct Item {
+    pub key: String,
+    pub data: Option<Bytes>,
+    pub version: u64,
+    pub removed: bool,
+}
+
+/// Applies a backend answer for channel state `gen`: changed keys go to the connections
+/// that hold an older version, removed keys to every connection tracking them (and are
+/// untracked).
+fn apply(w: &Rc<Worker>, channel: &Arc<str>, gen: u64, epoch: &str, items: Vec<Item>) {
+    let h = hub(w);
+    let mut chans = h.chans.borrow_mut();
+    let Some(c) = chans.get_mut(channel).filter(|c| c.gen == gen) else { return };
+    flip_epoch(w, channel, c, epoch);
+    let mut out = Deliveries::default();
+    let versioned = c.opts.versioned();
+    for it in items {
+        if it.removed {
+            out.remove(c, &it.key);
+            continue;
+        }
+        let Some(e) = c.keys.get_mut(it.key.as_str()) else { continue };
+        let data = it.data.unwrap_or_else(|| Bytes::from_static(b"null"));
+        let version = if !versioned && it.version == 0 {
+            let hash = ahash_of(&data);
+            if e.version > 0 && hash == e.hash {
+                if !std::mem::take(&mut e.needs_broadcast) {
+                    continue;
+                }
+                e.version
+            } else {
+                e.hash = hash;
+                e.needs_broadcast = false;
+                c.counter += 1;
+                e.version = c.counter;
+                c.counter
+            }
+        } else if it.version <= e.version {
+            // Not newer: only a tracker without the data gets it (at the version it has).
+            if !(std::mem::take(&mut e.needs_broadcast) && it.version == e.version && e.version > 0) {
+                continue;
+            }
+            e.version
+        } else {
+            e.needs_broadcast = false;
+            e.version = it.version;
+            it.version
+        };
+        let key: Arc<str> = it.key.as_str().into();
+        out.update(c, KeyedPub { key, data: Some(Payload { bytes: data, binary: false }), version, epoch: "".into() });
+    }
+    let (idle, gen) = (c.keys.is_empty(), c.gen);
+    drop(chans);
+    out.send(w, channel);
+    if idle {
+        shutdown_later(w, channel, gen);
+    }
+}
+
+/// A stable hash of a key's data (versionless change detection; never leaves the node).
+fn ahash_of(data: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
+    h.write(data);
+    h.finish()
+}
+
+/// Updates to send, grouped by the trackers' workers.
+#[derive(Default)]
+struct Deliveries {
+    by_worker: AHashMap<u16, Vec<(KeyedPub, Vec<(u32, u32)>)>>,
+}
+
+impl Deliveries {
+    /// `k` for every tracker of its key holding an older version (their versions move).
+    fn update(&mut self, c: &mut Chan, k: KeyedPub) {
+        let Some(e) = c.keys.get(&k.key) else { return };
+        let mut per: AHashMap<u16, Vec<(u32, u32)>> = AHashMap::new();
+        for t in &e.subs {
+            let Some(ks) = c.trackers.get_mut(t).and_then(|m| m.get_mut(&k.key)) else { continue };
+            if ks.version >= k.version {
+                continue;
+            }
+            ks.version = k.version;
+            per.entry(t.worker).or_default().push((t.key, t.gen));
+        }
+        for (worker, clients) in per {
+            self.by_worker.entry(worker).or_default().push((k.clone(), clients));
+        }
+    }
+
+    /// The removal of `key` for every tracker of it; the key is untracked.
+    fn remove(&mut self, c: &mut Chan, key: &str) {
+        let Some(e) = c.keys.remove(key) else { return };
+        let k = KeyedPub { key: key.into(), data: None, version: 0, epoch: "".into() };
+        let mut per: AHashMap<u16, Vec<(u32, u32)>> = AHashMap::new();
+        for t in e.subs {
+            if let Some(m) = c.trackers.get_mut(&t) {
+                m.remove(key);
+                if m.is_empty() {
+                    c.trackers.remove(&t);
+                }
+            }
+            per.entry(t.worker).or_default().push((t.key, t.gen));
+        }
+        for (worker, clients) in per {
+            self.by_worker.entry(worker).or_default().push((k.clone(), clients));
+        }
+    }
+
+    fn send(self, w: &Worker, channel: &Arc<str>) {
+        for (worker, batch) in self.by_worker {
+            let ch = channel.clone();
+            w.send(worker as usize, Msg::Job(Box::new(move |w| deliver(w, &ch, batch))));
+        }
+    }
+}
+
+/// On a tracker's worker: writes each update to the connections still there.
+fn deliver(w: &Worker, channel: &str, batch: Vec<(KeyedPub, Vec<(u32, u32)>)>) {
+    for (k, clients) in batch {
+        for (key, gen) in clients {
+            if let Some(h) = w.hub.handler(key, gen) {
+                h.keyed_push(channel, &k);
+            }
+        }
+    }
+}
+
+/// Keys to poll for channel state `gen` now: (key, version to send) in batches, or `None`
+/// when the state is gone. Drops keys whose signatures expired longer ago than the
+/// channel's grace (`track_expired_extra_delay`).
+fn cycle_keys(w: &Worker, channel: &str, gen: u64) -> Option<(Vec<Vec<(Arc<str>, u64)>>, Duration)> {
+    let h = hub(w);
+    let mut chans = h.chans.borrow_mut();
+    let c = chans.get_mut(channel).filter(|c| c.gen == gen)?;
+    let now = crate::session::unix_now();
+    let grace = c.opts.expired_extra_delay().as_secs() as i64;
+    let expired: Vec<(Tracker, Vec<Arc<str>>)> = c
+        .trackers
+        .iter()
+        .map(|(t, m)| {
+            let keys = m.iter().filter(|(_, s)| s.expire_at > 0 && s.expire_at + grace < now).map(|(k, _)| k.clone());
+            (*t, keys.collect::<Vec<_>>())
+        })
+        .filter(|(_, k)| !k.is_empty())
+        .collect();
+    for (t, keys) in expired {
+        remove_keys(c, t, keys.iter().map(|k| &**k));
+    }
+    let versioned = c.opts.versioned();
+    let mut keys: Vec<(Arc<str>, u64)> = Vec::with_capacity(c.keys.len());
+    for (k, e) in c.keys.iter_mut() {
+        if std::mem::take(&mut e.fresh) {
+            continue;
+        }
+        keys.push((k.clone(), if versioned && !e.needs_broadcast { e.version } else { 0 }));
+    }
+    keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let batch = c.opts.batch_size();
+    let chunks = keys.chunks(batch).map(|c| c.to_vec()).collect();
+    Some((chunks, c.opts.refresh_interval()))
+}
+
+/// The keys queued for an immediate poll of channel state `gen`, with their versions.
+fn take_notified(w: &Worker, channel: &str, gen: u64) -> Option<Vec<Vec<(Arc<str>, u64)>>> {
+    let h = hub(w);
+    let mut chans = h.chans.borrow_mut();
+    let c = chans.get_mut(channel).filter(|c| c.gen == gen)?;
+    c.notify_queued = false;
+    let mut keys = std::mem::take(&mut c.notified);
+    keys.sort_unstable();
+    keys.dedup();
+    let versioned = c.opts.versioned();
+    let items: Vec<(Arc<str>, u64)> = keys
+        .into_iter()
+        .filter_map(|k| {
+            let e = c.keys.get(&k)?;
+            Some((k, if versioned && !e.needs_broadcast { e.version } else { 0 }))
+        })
+        .collect();
+    let batch = c.opts.batch_size();
+    Some(items.chunks(batch).map(|c| c.to_vec()).collect())
+}
+
+/// The channel's backend, if the state `gen` is still there.
+fn backend(w: &Worker, channel: &str, gen: u64) -> Option<Option<Arc<Proxy>>> {
+    hub(w).chans.borrow().get(channel).filter(|c| c.gen == gen).map(|c| c.proxy.clone())
+}
+
+/// (channels, tracked keys) of this worker's shared poll state.
+pub fn stats(w: &Worker) -> (usize, usize) {
+    let h = hub(w);
+    let chans = h.chans.borrow();
+    (chans.len(), chans.values().map(|c| c.keys.len()).sum())
+}

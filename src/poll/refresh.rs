@@ -1,0 +1,218 @@
+//! The poll loop of a shared poll channel and its backend calls: every `refresh_interval`
+//! the channel's tracked keys are sent to the backend (`channel.proxy.shared_poll_refresh` or
+//! the namespace's named proxy) in batches of `refresh_batch_size`, spread over the interval;
+//! keys tracked without data at hand are polled at once. The body is Centrifugo's:
+//! `{"channel","items":[{"key","version"}]}` answered by
+//! `{"result":{"items":[{"key","data","version","removed"}],"epoch"}}`.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{apply, backend, cycle_keys, hub, take_notified, Item};
+use crate::proxy::{CallError, Headers, Proxy};
+use crate::runtime::worker::Worker;
+
+/// The poll loop of channel state `gen` (ends with the state).
+pub async fn run(w: Rc<Worker>, channel: Arc<str>, gen: u64) {
+    let mut next = Instant::now() + interval_of(&w, &channel, gen).unwrap_or(Duration::from_secs(10));
+    loop {
+        monoio::time::sleep(next.saturating_duration_since(Instant::now())).await;
+        let started = Instant::now();
+        let Some((chunks, interval)) = cycle_keys(&w, &channel, gen) else { return };
+        next = started + interval;
+        // Batches go out spread over the interval, each on its own.
+        let spread = if chunks.len() > 1 { interval / chunks.len() as u32 } else { Duration::ZERO };
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            if i > 0 && !spread.is_zero() {
+                monoio::time::sleep(spread).await;
+            }
+            monoio::spawn(poll(w.clone(), channel.clone(), gen, chunk));
+        }
+    }
+}
+
+fn interval_of(w: &Worker, channel: &str, gen: u64) -> Option<Duration> {
+    hub(w).chans.borrow().get(channel).filter(|c| c.gen == gen).map(|c| c.opts.refresh_interval())
+}
+
+/// Polls the keys queued for an immediate poll (after the current loop turn, so a track
+/// request's keys go in one call).
+pub async fn notified(w: Rc<Worker>, channel: Arc<str>, gen: u64) {
+    monoio::time::sleep(Duration::from_millis(1)).await;
+    let Some(chunks) = take_notified(&w, &channel, gen) else { return };
+    for chunk in chunks {
+        monoio::spawn(poll(w.clone(), channel.clone(), gen, chunk));
+    }
+}
+
+/// One backend call for `items` (key, version) of channel state `gen`, and its answer
+/// applied. A failed call is logged and counted; the keys are polled again next cycle.
+async fn poll(w: Rc<Worker>, channel: Arc<str>, gen: u64, items: Vec<(Arc<str>, u64)>) {
+    if items.is_empty() {
+        return;
+    }
+    let Some(proxy) = backend(&w, &channel, gen) else { return };
+    let Some(proxy) = proxy else {
+        tracing::warn!(%channel, "shared poll channel without a refresh proxy");
+        return;
+    };
+    let limit = per_worker_limit(&w);
+    let h = hub(&w);
+    while limit > 0 && h.in_flight.get() >= limit {
+        monoio::time::sleep(Duration::from_millis(2)).await;
+    }
+    h.in_flight.set(h.in_flight.get() + 1);
+    let r = call(&w, &proxy, &channel, &items).await;
+    h.in_flight.set(h.in_flight.get() - 1);
+    match r {
+        Ok((epoch, items)) => apply(&w, &channel, gen, &epoch, items),
+        Err(e) => crate::proxy::warn_failed(&proxy, &e),
+    }
+}
+
+/// `shared_poll.concurrency_limit` shared out among the workers (0: no limit).
+fn per_worker_limit(w: &Worker) -> usize {
+    let limit = w.cfg.shared_poll.concurrency_limit;
+    if limit == 0 {
+        0
+    } else {
+        limit.div_ceil(w.workers.max(1))
+    }
+}
+
+/// Posts the request and decodes the answer: (epoch, items).
+async fn call(
+    w: &Rc<Worker>,
+    proxy: &Arc<Proxy>,
+    channel: &str,
+    items: &[(Arc<str>, u64)],
+) -> Result<(String, Vec<Item>), CallError> {
+    let body = encode(channel, items);
+    let headers: Headers = proxy.conf.http.static_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let (protocol, kind) = (proxy.protocol(), proxy.kind.name());
+    crate::metrics::proxy_started(protocol, kind, &proxy.name);
+    let started = Instant::now();
+    let pool = w.local(|_| crate::proxy::http::Pool::default());
+    let r = match monoio::time::timeout(proxy.timeout, pool.post(proxy, &headers, &body)).await {
+        Err(_) => Err(CallError::Timeout),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(a)) if a.status == 200 => decode(&a.body),
+        Ok(Ok(a)) => Err(CallError::Status(a.status)),
+    };
+    crate::metrics::proxy_finished(protocol, kind, &proxy.name, started.elapsed(), r.is_err());
+    r
+}
+
+/// `{"channel":"c","items":[{"key":"k","version":3},{"key":"j"}]}` (zero versions left out).
+pub fn encode(channel: &str, items: &[(Arc<str>, u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + items.len() * 24);
+    out.extend_from_slice(b"{\"channel\":");
+    crate::wire::json::string(&mut out, channel);
+    out.extend_from_slice(b",\"items\":[");
+    for (i, (key, version)) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"key\":");
+        crate::wire::json::string(&mut out, key);
+        if *version > 0 {
+            out.extend_from_slice(b",\"version\":");
+            out.extend_from_slice(version.to_string().as_bytes());
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    result: Option<ResultJ<'a>>,
+    error: Option<ErrorJ>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ResultJ<'a> {
+    #[serde(borrow)]
+    items: Vec<ItemJ<'a>>,
+    epoch: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ItemJ<'a> {
+    key: String,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    version: u64,
+    removed: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ErrorJ {
+    code: u32,
+    message: String,
+}
+
+/// The backend's answer: (epoch, items), or the error it answered with.
+pub fn decode(body: &[u8]) -> Result<(String, Vec<Item>), CallError> {
+    let a: Answer = serde_json::from_slice(body).map_err(|e| CallError::Decode(e.to_string()))?;
+    if let Some(e) = a.error {
+        return Err(CallError::Decode(format!("backend error {}: {}", e.code, e.message)));
+    }
+    let Some(r) = a.result else { return Ok((String::new(), Vec::new())) };
+    let items = r
+        .items
+        .into_iter()
+        .filter(|i| !i.key.is_empty())
+        .map(|i| Item {
+            key: i.key,
+            data: i.data.map(|d| Bytes::copy_from_slice(d.get().as_bytes())),
+            version: i.version,
+            removed: i.removed,
+        })
+        .collect();
+    Ok((r.epoch, items))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_body() {
+        let items = vec![(Arc::from("a"), 0), (Arc::from("b\""), 7)];
+        assert_eq!(
+            String::from_utf8(encode("prices", &items)).unwrap(),
+            r#"{"channel":"prices","items":[{"key":"a"},{"key":"b\"","version":7}]}"#
+        );
+    }
+
+    #[test]
+    fn answers() {
+        let (epoch, items) = decode(
+            br#"{"result":{"items":[{"key":"a","data":{"p":1},"version":3},{"key":"b","removed":true},{"data":1}],"epoch":"e1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(epoch, "e1");
+        assert_eq!(items.len(), 2, "an item without key is dropped");
+        assert_eq!(
+            (items[0].key.as_str(), items[0].data.as_deref(), items[0].version),
+            ("a", Some(&b"{\"p\":1}"[..]), 3)
+        );
+        assert!(items[1].removed && items[1].data.is_none());
+        assert!(decode(br#"{"result":{}}"#).unwrap().1.is_empty());
+        assert!(decode(br#"{}"#).unwrap().1.is_empty());
+        assert!(decode(br#"{"error":{"code":1000,"message":"down"}}"#).is_err());
+        assert!(decode(b"not json").is_err());
+    }
+}
