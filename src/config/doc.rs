@@ -433,7 +433,7 @@ mod tests {
         let mut sorted = lines.clone();
         sorted.sort();
         assert_eq!(lines, sorted);
-        assert!(!lines.iter().any(|l| l.contains("WEBTRANSPORT") || l.contains("SHARED_POLL")));
+        assert!(!lines.iter().any(|l| l.contains("WEBTRANSPORT") || l.contains("MAP_BROKER")));
     }
 
     #[test]
@@ -489,7 +489,10 @@ mod tests {
         assert!(md.contains("# `client`\n\nType: `object`\n\nClient connections"), "{md}");
         assert!(md.contains("Env: `CENTRIFUGO_CHANNEL_NAMESPACES_<NAME>_PRESENCE`"), "{md}");
         assert!(md.contains("### `channel.namespaces[].name`\n\nType: `string`. Default: `\"\"`\n\nName of"), "{md}");
-        assert!(md.contains("- `webtransport`") && md.contains("- `channel.namespaces[].shared_poll`"));
+        assert!(
+            md.contains("- `webtransport`")
+                && md.contains("- `channel.namespaces[].map_users_presence_channel_prefix`")
+        );
         let section = markdown("engine.redis", 2);
         assert!(section.starts_with("#### `engine.redis`\n"), "{section}");
         assert!(section.contains("##### `engine.redis.address`") && !section.contains("`engine.type`"));

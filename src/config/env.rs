@@ -182,7 +182,10 @@ pub(super) fn v6_path(name: &str, value: &Value, schema: &Schema) -> Option<Stri
     if let Some((_, p)) = FLAT.iter().chain(crate::config::tls::V5_NAMES).find(|(k, _)| *k == name) {
         return Some(p.to_string());
     }
-    (name != "name" && schema.namespace.get(name).is_some()).then(|| format!("channel.without_namespace.{name}"))
+    // A v5 channel option at the top level, unless v6 has a section of that name
+    // (`shared_poll` is both).
+    (name != "name" && schema.namespace.get(name).is_some() && schema.root.get(name).is_none())
+        .then(|| format!("channel.without_namespace.{name}"))
 }
 
 /// Renames v5 option names inside one namespace object.

@@ -637,7 +637,7 @@ mod tests {
                 "rpc": {"namespaces": [{"name": "ns", "proxy": true}]},
                 "gateway": {"servers": [{"path": "/r", "topic": "t", "topc": "x"}]},
                 "channel": {"proxy": {"map_publish": {}},
-                            "namespaces": [{"name": "chat", "presense": true, "shared_poll": {},
+                            "namespaces": [{"name": "chat", "presense": true, "map_users_presence_channel_prefix": "",
                                             "map": {"client_key": "x"}}]}}"#,
         )
         .unwrap();
@@ -647,7 +647,7 @@ mod tests {
             w,
             [
                 "option \"channel.namespaces[0].map.client_key\" is not supported by Gyre (ignored)",
-                "option \"channel.namespaces[0].shared_poll\" is not supported by Gyre (ignored)",
+                "option \"channel.namespaces[0].map_users_presence_channel_prefix\" is not supported by Gyre (ignored)",
                 "option \"channel.proxy.map_publish\" is not supported by Gyre (ignored)",
                 "option \"webtransport\" is not supported by Gyre (ignored)",
                 "unknown option \"channel.namespaces[0].presense\" (ignored)",

@@ -59,6 +59,13 @@ impl MapOptions {
     }
 }
 
+impl ChannelOptions {
+    /// The namespace's channels are map channels (`subscription_type: map`).
+    pub fn is_map(&self) -> bool {
+        self.subscription_type == "map"
+    }
+}
+
 /// The checks of a namespace's `subscription_type` and `map` at `at`.
 pub(super) fn validate(at: &str, o: &ChannelOptions) -> Result<(), String> {
     if !["", "stream", "map", "shared_poll"].contains(&o.subscription_type.as_str()) {

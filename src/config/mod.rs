@@ -267,7 +267,8 @@ pub struct ChannelOptions {
     /// Which proxies decide for this namespace's channels.
     #[serde(flatten)]
     pub proxy: proxy::NamespaceProxies,
-    /// `stream` (or empty): PUB/SUB with history; `map`: keyed state (see [`MapOptions`]).
+    /// `stream` (or empty): PUB/SUB with history; `map`: keyed state (see [`MapOptions`]);
+    /// `shared_poll`: keys polled from the backend (see [`shared_poll`]).
     pub subscription_type: String,
     /// Map subscriptions (`subscription_type: map`).
     pub map: MapOptions,
@@ -283,11 +284,6 @@ impl ChannelOptions {
     /// History is on when both size and TTL are positive.
     pub fn history_enabled(&self) -> bool {
         self.history_size > 0 && !self.history_ttl.is_zero()
-    }
-
-    /// The namespace's channels are map channels (`subscription_type: map`).
-    pub fn is_map(&self) -> bool {
-        self.subscription_type == "map"
     }
 }
 

@@ -95,7 +95,7 @@ fn options(w: &Worker, channel: &str) -> Option<(SharedPollOptions, Option<Arc<P
     if !r.options.is_shared_poll() {
         return None;
     }
-    let proxy = crate::session::proxies(w).channel(crate::proxy::Kind::SharedPollRefresh, r.options).cloned();
+    let proxy = crate::proxy::of(w).channel(crate::proxy::Kind::SharedPollRefresh, r.options).cloned();
     Some((r.options.shared_poll.clone(), proxy))
 }
 
@@ -369,10 +369,16 @@ fn ahash_of(data: &[u8]) -> u64 {
     h.finish()
 }
 
+/// Updates for one worker: each with the (hub slot, generation) of its connections.
+type Batch = Vec<(KeyedPub, Vec<(u32, u32)>)>;
+
+/// Keys to poll with the version to send, in backend calls.
+type Calls = Vec<Vec<(Arc<str>, u64)>>;
+
 /// Updates to send, grouped by the trackers' workers.
 #[derive(Default)]
 struct Deliveries {
-    by_worker: AHashMap<u16, Vec<(KeyedPub, Vec<(u32, u32)>)>>,
+    by_worker: AHashMap<u16, Batch>,
 }
 
 impl Deliveries {
@@ -421,7 +427,7 @@ impl Deliveries {
 }
 
 /// On a tracker's worker: writes each update to the connections still there.
-fn deliver(w: &Worker, channel: &str, batch: Vec<(KeyedPub, Vec<(u32, u32)>)>) {
+fn deliver(w: &Worker, channel: &str, batch: Batch) {
     for (k, clients) in batch {
         for (key, gen) in clients {
             if let Some(h) = w.hub.handler(key, gen) {
@@ -434,11 +440,11 @@ fn deliver(w: &Worker, channel: &str, batch: Vec<(KeyedPub, Vec<(u32, u32)>)>) {
 /// Keys to poll for channel state `gen` now: (key, version to send) in batches, or `None`
 /// when the state is gone. Drops keys whose signatures expired longer ago than the
 /// channel's grace (`track_expired_extra_delay`).
-fn cycle_keys(w: &Worker, channel: &str, gen: u64) -> Option<(Vec<Vec<(Arc<str>, u64)>>, Duration)> {
+fn cycle_keys(w: &Worker, channel: &str, gen: u64) -> Option<(Calls, Duration)> {
     let h = hub(w);
     let mut chans = h.chans.borrow_mut();
     let c = chans.get_mut(channel).filter(|c| c.gen == gen)?;
-    let now = crate::session::unix_now();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let grace = c.opts.expired_extra_delay().as_secs() as i64;
     let expired: Vec<(Tracker, Vec<Arc<str>>)> = c
         .trackers
@@ -467,7 +473,7 @@ fn cycle_keys(w: &Worker, channel: &str, gen: u64) -> Option<(Vec<Vec<(Arc<str>,
 }
 
 /// The keys queued for an immediate poll of channel state `gen`, with their versions.
-fn take_notified(w: &Worker, channel: &str, gen: u64) -> Option<Vec<Vec<(Arc<str>, u64)>>> {
+fn take_notified(w: &Worker, channel: &str, gen: u64) -> Option<Calls> {
     let h = hub(w);
     let mut chans = h.chans.borrow_mut();
     let c = chans.get_mut(channel).filter(|c| c.gen == gen)?;

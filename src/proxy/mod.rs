@@ -245,6 +245,16 @@ pub enum StreamEvent {
     },
 }
 
+/// The proxies of the config, built once per worker.
+pub fn of(w: &crate::runtime::worker::Worker) -> std::rc::Rc<Proxies> {
+    w.local(|w| {
+        Proxies::build(&w.cfg).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "proxies not usable");
+            Proxies::default()
+        })
+    })
+}
+
 /// Calls `proxy` with `req` and `headers` from worker `w`, within the proxy's timeout. An
 /// HTTP answer with a status other than 200 becomes the error or disconnect of a matching
 /// `http.status_to_code_transforms` item, else a [`CallError::Status`].

@@ -17,7 +17,6 @@ mod map;
 mod mesh;
 mod proxied;
 pub mod proxy;
-pub(crate) use proxy::proxies;
 mod rules;
 mod shared_poll;
 mod slots;

@@ -54,12 +54,7 @@ fn canonical(name: &str) -> String {
 
 /// The worker's view of the node's proxies (resolved once per worker).
 pub(crate) fn proxies(w: &Worker) -> Rc<Proxies> {
-    w.local(|w| {
-        Proxies::build(&w.cfg).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "proxies not usable");
-            Proxies::default()
-        })
-    })
+    crate::proxy::of(w)
 }
 
 /// An error message of a backend as the `&'static str` an [`ApiError`] holds. Backends answer

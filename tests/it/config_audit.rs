@@ -75,6 +75,12 @@ const APPLIED: &[&str] = &[
     "channel.without_namespace.force_positioning", "channel.without_namespace.allow_positioning",
     "channel.without_namespace.force_recovery", "channel.without_namespace.allow_recovery",
     "channel.without_namespace.force_recovery_mode", "channel.without_namespace.auto_cache_recover",
+    "shared_poll.hmac_secret_key", "shared_poll.hmac_previous_secret_key",
+    "shared_poll.hmac_previous_secret_key_valid_until", "shared_poll.concurrency_limit",
+    "channel.without_namespace.shared_poll.proxy_name", "channel.without_namespace.shared_poll.refresh_interval",
+    "channel.without_namespace.shared_poll.refresh_batch_size", "channel.without_namespace.shared_poll.max_keys_per_connection",
+    "channel.without_namespace.shared_poll.mode", "channel.without_namespace.shared_poll.channel_shutdown_delay",
+    "channel.without_namespace.shared_poll.track_expired_extra_delay", "channel.without_namespace.shared_poll.publish_enabled",
     "channel.without_namespace.subscription_type", "channel.without_namespace.map.mode",
     "channel.without_namespace.map.key_ttl", "channel.without_namespace.map.stream_size",
     "channel.without_namespace.map.stream_ttl", "channel.without_namespace.map.allow_publish_for_client",
@@ -162,6 +168,7 @@ const PROXY_PLACES: &[&str] = &[
     "channel.proxy.publish",
     "channel.proxy.sub_refresh",
     "channel.proxy.subscribe_stream",
+    "channel.proxy.shared_poll_refresh",
     "rpc.proxy",
 ];
 

@@ -15,8 +15,8 @@
 //! * `map_subs` — map subscriptions (keyed channel state): the server API's map methods, raw
 //!   state pages, centrifuge-js 5.8 over JSON and protobuf.
 //! * `map_subs_redis` — map subscriptions on the Redis engine: two nodes on one redis-server.
-//! * `shared_poll` — shared poll subscribes answered as Centrifugo answers a namespace of another
-//!   subscription type (raw frames, centrifuge-js 5.8 over JSON and protobuf).
+//! * `shared_poll` — shared poll subscriptions against a real HTTP backend in the test: tracking
+//!   with signatures, versioned and versionless polling, pushes, removals, epochs, error codes.
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
 //! * `recovery` — recovery on subscribe: the "reject unrecovered" flag, cache recovery.
