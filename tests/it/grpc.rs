@@ -11,7 +11,7 @@ use crate::util::*;
 
 /// The venv's Python when grpcio-tools is installed there; `None` (skip) without it unless
 /// `CI` is set.
-fn python_with_grpc(test: &str) -> Option<std::path::PathBuf> {
+pub(crate) fn python_with_grpc(test: &str) -> Option<std::path::PathBuf> {
     let python = repo_root().join("target/pyenv/bin/python");
     let ok = python.exists()
         && Command::new(&python).args(["-c", "import grpc, grpc_tools"]).output().is_ok_and(|o| o.status.success());

@@ -5,9 +5,13 @@
 //! nobody tracks is not, and a publish with another epoch unsubscribes the trackers with 2500
 //! (insufficient state), after which they subscribe and track again in the new epoch.
 //!
+//! Over gRPC (a client generated from `proto/api.proto`, when grpcio-tools is installed):
+//! `SharedPollPublish` with JSON bytes reaches the tracker as the same JSON.
+//!
 //! The refresh endpoint points at a port nobody listens on: keys tracked with a version are
 //! polled only every `refresh_interval` (60 s), so no backend is needed.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -203,4 +207,52 @@ fn shared_poll_publish_reaches_the_trackers_of_the_key() {
     assert_eq!(publish(&s, pp("a", 7, "e1", json!({"v": 7}))), ok());
     assert_eq!(publish(&s, pp("a", 8, "e1", json!({"v": 8}))), ok());
     assert_eq!(next(&mut ws), pushed(json!({"v": 8}), "a", "e1", 8));
+}
+
+/// Generates the client from `proto/api.proto` and sends one `SharedPollPublish`; prints the
+/// response as `<error code> <has result>`.
+const GRPC_PUBLISH: &str = r#"
+import importlib, sys, tempfile
+from grpc_tools import protoc
+import grpc
+proto_dir, addr, key = sys.argv[1:4]
+out = tempfile.mkdtemp(prefix="gyre-grpc-sp-")
+assert protoc.main(["protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}",
+                    f"{proto_dir}/api.proto"]) == 0
+sys.path.insert(0, out)
+pb = importlib.import_module("api_pb2")
+stub = importlib.import_module("api_pb2_grpc").CentrifugoApiStub(grpc.insecure_channel(addr))
+req = pb.SharedPollPublishRequest(channel="prices:eu", key="a", version=5, epoch="", data=b'{"v":5}')
+r = stub.SharedPollPublish(req, metadata=[("authorization", "apikey " + key)], timeout=10)
+print(r.error.code, r.HasField("result"))
+"#;
+
+#[test]
+fn shared_poll_publish_over_grpc() {
+    let Some(python) = crate::grpc::python_with_grpc("shared_poll_publish_over_grpc") else { return };
+    let grpc_port = free_port();
+    let mut cfg = sp_config();
+    merge(&mut cfg, json!({"grpc_api": {"enabled": true, "port": grpc_port, "key": KEY}}));
+    let s = Server::start(cfg);
+    let mut ws = Ws::open(s.addr());
+    ws.send_json(&json!({"id": 1, "connect": {}}));
+    next(&mut ws);
+    track(&mut ws, 2, "a", 1);
+    let out = Command::new(&python)
+        .args(["-c", GRPC_PUBLISH])
+        .arg(repo_root().join("proto"))
+        .arg(format!("127.0.0.1:{grpc_port}"))
+        .arg(KEY)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("grpc_proxy")
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.trim(), "0 True", "no error, a result");
+    assert_eq!(next(&mut ws), pushed(json!({"v": 5}), "a", "", 5));
 }
