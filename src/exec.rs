@@ -150,6 +150,7 @@ pub fn run(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::Fu
                 cluster::act(&w, cmd).await
             }
             Command::Disconnect(_) | Command::Refresh(_) => cluster::act(&w, cmd).await,
+            Command::SharedPollPublish(p) => shared_poll_publish(&w, p).await,
             Command::Channels { pattern } => cluster::cluster_channels(&w, &pattern).await.map(Res::Channels),
             Command::Info => cluster::info(&w).await,
             Command::Batch(batch) => {
@@ -189,6 +190,35 @@ pub fn run(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::Fu
             _ => Err(ApiError::api_internal()),
         }
     })
+}
+
+/// `shared_poll_publish`, checked in Centrifugo's order, then applied on the channel's owner
+/// (which pushes the version to the connections of this node tracking the key).
+async fn shared_poll_publish(w: &Rc<Worker>, p: crate::api::SharedPollPub) -> Reply {
+    if p.channel.is_empty() || p.key.is_empty() || p.version == 0 {
+        return Err(ApiError::BAD_REQUEST);
+    }
+    let o = w.cfg.resolve_channel(&p.channel)?.options;
+    if !o.is_shared_poll() {
+        return Err(ApiError::BAD_REQUEST);
+    }
+    if !o.shared_poll.publish_enabled {
+        tracing::warn!(
+            channel = &*p.channel,
+            "shared_poll publish_enabled is not enabled for channel in Centrifugo configuration"
+        );
+        return Err(ApiError::NOT_AVAILABLE);
+    }
+    let Some(data) = p.data else { return Err(ApiError::BAD_REQUEST) };
+    let channel: std::sync::Arc<str> = p.channel.into();
+    let owner = crate::shard::owner_of(&channel, w.workers);
+    let (key, version, epoch) = (p.key, p.version, p.epoch);
+    w.ask(owner, move |w, answer| {
+        crate::poll::publish(w, &channel, &key, version, &epoch, data);
+        answer.send(w, ());
+    })
+    .await;
+    Ok(Res::Empty)
 }
 
 /// Polls all futures together (so their owner calls overlap); results in input order.

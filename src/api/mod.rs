@@ -33,11 +33,12 @@ pub enum Method {
     MapReadState,
     MapStats,
     MapClear,
+    SharedPollPublish,
 }
 
 impl Method {
     /// Every method, in declaration order (index = `method as usize`).
-    pub const ALL: [Method; 19] = [
+    pub const ALL: [Method; 20] = [
         Method::Publish,
         Method::Broadcast,
         Method::Unsubscribe,
@@ -57,6 +58,7 @@ impl Method {
         Method::MapReadState,
         Method::MapStats,
         Method::MapClear,
+        Method::SharedPollPublish,
     ];
 
     /// Case-insensitive lookup by name (`publish`, `presence_stats`, ...).
@@ -64,7 +66,8 @@ impl Method {
         Self::ALL.into_iter().find(|m| m.name().eq_ignore_ascii_case(name))
     }
 
-    /// Lookup by the legacy numeric id (`connections` = 14 is PRO-only and unknown here).
+    /// Lookup by the legacy numeric id (`connections` = 14, the PRO-only ids and
+    /// `map_read_stream` = 36 are unknown here).
     pub fn from_number(n: u64) -> Option<Method> {
         Some(match n {
             0 => Method::Publish,
@@ -80,6 +83,12 @@ impl Method {
             10 => Method::Rpc,
             11 => Method::Subscribe,
             12 => Method::Refresh,
+            33 => Method::MapPublish,
+            34 => Method::MapRemove,
+            35 => Method::MapReadState,
+            37 => Method::MapStats,
+            38 => Method::MapClear,
+            39 => Method::SharedPollPublish,
             _ => return None,
         })
     }
@@ -105,6 +114,7 @@ impl Method {
             Method::MapReadState => "map_read_state",
             Method::MapStats => "map_stats",
             Method::MapClear => "map_clear",
+            Method::SharedPollPublish => "shared_poll_publish",
         }
     }
 }
@@ -190,6 +200,22 @@ pub enum Command {
     Rpc { method: Box<str> },
     Batch(Batch),
     Map(MapCmd),
+    SharedPollPublish(SharedPollPub),
+}
+
+/// `shared_poll_publish`: a new version of one key of a shared poll channel, pushed to the
+/// connections tracking the key. Checked by the executor in Centrifugo's order (empty
+/// channel or key, or version 0: 107; unknown namespace: 102; not a shared poll namespace:
+/// 107; `shared_poll.publish_enabled` off: 108; bad `b64data`: 107).
+#[derive(Debug, Clone)]
+pub struct SharedPollPub {
+    pub channel: Box<str>,
+    pub key: Box<str>,
+    pub version: u64,
+    pub epoch: Box<str>,
+    /// `data`, or `b64data` decoded (empty when neither is given); `None` when `b64data` is
+    /// not valid base64, which Centrifugo reports after the namespace checks.
+    pub data: Option<Payload>,
 }
 
 /// The map channel methods (`subscription_type: map`).
@@ -244,6 +270,7 @@ impl Command {
                 MapCmd::Stats { .. } => Method::MapStats,
                 MapCmd::Clear { .. } => Method::MapClear,
             },
+            Command::SharedPollPublish(_) => Method::SharedPollPublish,
         }
     }
 }

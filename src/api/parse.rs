@@ -257,6 +257,23 @@ struct MapP<'a> {
     limit: i64,
 }
 
+/// `shared_poll_publish`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SharedPollP<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    b64data: Cow<'a, str>,
+    version: u64,
+    #[serde(borrow)]
+    epoch: Cow<'a, str>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct TargetP<'a> {
@@ -552,6 +569,22 @@ pub fn decode_params(method: Method, params: &[u8]) -> Result<Command, DecodeErr
                 },
                 Method::MapStats => MapCmd::Stats { channel },
                 _ => MapCmd::Clear { channel },
+            })
+        }
+        Method::SharedPollPublish => {
+            let p: SharedPollP = serde_json::from_slice(params)?;
+            if p.channel.is_empty() || p.key.is_empty() || p.version == 0 {
+                return Err(bad());
+            }
+            // Bad base64 is the executor's to report, after the namespace checks.
+            let data =
+                payload(p.data, &p.b64data).ok().map(|d| d.unwrap_or(Payload { bytes: Bytes::new(), binary: false }));
+            Command::SharedPollPublish(SharedPollPub {
+                channel: p.channel.as_ref().into(),
+                key: p.key.as_ref().into(),
+                version: p.version,
+                epoch: p.epoch.as_ref().into(),
+                data,
             })
         }
         Method::Batch => {

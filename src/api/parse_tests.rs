@@ -90,3 +90,78 @@ fn batch_elements() {
     assert_eq!(b.commands[2].as_ref().unwrap_err(), &ApiError::NOT_FOUND);
     assert!(matches!(b.commands[3], Ok(Command::Info)));
 }
+
+fn shared_poll(params: &[u8]) -> Result<SharedPollPub, DecodeError> {
+    match decode_params(Method::SharedPollPublish, params)? {
+        Command::SharedPollPublish(p) => Ok(p),
+        c => panic!("{c:?}"),
+    }
+}
+
+#[test]
+fn shared_poll_publish_params() {
+    let p = shared_poll(br#"{"channel":"prices:eu","key":"a","version":5,"epoch":"e1","data":{"v": 5}}"#).unwrap();
+    assert_eq!((&*p.channel, &*p.key, p.version, &*p.epoch), ("prices:eu", "a", 5, "e1"));
+    let data = p.data.unwrap();
+    assert_eq!((&data.bytes[..], data.binary), (&br#"{"v": 5}"#[..], false));
+    // `b64data` wins over `data` and is binary.
+    let p = shared_poll(br#"{"channel":"c","key":"k","version":1,"data":1,"b64data":"/wA="}"#).unwrap();
+    let data = p.data.unwrap();
+    assert_eq!((&data.bytes[..], data.binary), (&[0xff, 0][..], true));
+    // No data at all: published empty, as Centrifugo does.
+    let p = shared_poll(br#"{"channel":"c","key":"k","version":18446744073709551615}"#).unwrap();
+    assert_eq!(p.version, u64::MAX);
+    assert!(p.data.unwrap().bytes.is_empty());
+    assert_eq!(&*p.epoch, "");
+    // Bad base64 is decoded, for the executor to answer 107 after its namespace checks.
+    let p = shared_poll(br#"{"channel":"c","key":"k","version":1,"b64data":"!!"}"#).unwrap();
+    assert!(p.data.is_none());
+}
+
+#[test]
+fn shared_poll_publish_errors() {
+    let bad = DecodeError::Api(ApiError::BAD_REQUEST);
+    for params in [
+        &br#"{"key":"k","version":1}"#[..],
+        br#"{"channel":"","key":"k","version":1}"#,
+        br#"{"channel":"c","version":1}"#,
+        br#"{"channel":"c","key":"k"}"#,
+        br#"{"channel":"c","key":"k","version":0}"#,
+        b"{}",
+        b"null",
+    ] {
+        assert_eq!(shared_poll(params).unwrap_err(), bad, "{}", String::from_utf8_lossy(params));
+    }
+    for params in [
+        &br#"{"channel":"c","key":"k","version":-1}"#[..],
+        br#"{"channel":"c","key":"k","version":"1"}"#,
+        br#"{"channel":"c","key":5,"version":1}"#,
+        br#"["c","k",1]"#,
+    ] {
+        assert_eq!(shared_poll(params).unwrap_err(), DecodeError::Malformed, "{}", String::from_utf8_lossy(params));
+    }
+}
+
+#[test]
+fn shared_poll_publish_by_name_number_and_in_batch() {
+    assert_eq!(Method::from_name("shared_poll_publish"), Some(Method::SharedPollPublish));
+    assert_eq!(Method::from_name("SHARED_POLL_PUBLISH"), Some(Method::SharedPollPublish));
+    assert_eq!(Method::SharedPollPublish.name(), "shared_poll_publish");
+    assert_eq!(Method::from_number(39), Some(Method::SharedPollPublish));
+    assert_eq!(Method::from_number(38), Some(Method::MapClear));
+    assert_eq!(Method::from_number(36), None);
+    let params = r#"{"channel":"c","key":"k","version":2,"data":{}}"#;
+    for line in [
+        format!(r#"{{"id":7,"method":"shared_poll_publish","params":{params}}}"#),
+        format!(r#"{{"id":7,"method":39,"params":{params}}}"#),
+    ] {
+        let l = decode_line(line.as_bytes());
+        assert_eq!(l.id, 7);
+        assert!(matches!(l.command, Ok(Command::SharedPollPublish(SharedPollPub { version: 2, .. }))), "{line}");
+    }
+    let l = decode_line(br#"{"id":8,"method":"shared_poll_publish","params":{"channel":"c","key":"k"}}"#);
+    assert_eq!((l.id, l.command.unwrap_err()), (8, ApiError::BAD_REQUEST));
+    let c = decode_params(Method::Batch, format!(r#"{{"commands":[{{"shared_poll_publish":{params}}}]}}"#).as_bytes());
+    let Ok(Command::Batch(b)) = c else { panic!() };
+    assert!(matches!(b.commands[0], Ok(Command::SharedPollPublish(_))));
+}

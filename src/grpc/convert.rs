@@ -70,6 +70,12 @@ pub fn map_publish(r: pb::MapPublishRequest) -> Value {
     Value::Object(m)
 }
 
+pub fn shared_poll_publish(r: pb::SharedPollPublishRequest) -> Value {
+    let mut m = obj(json!({"channel": r.channel, "key": r.key, "version": r.version, "epoch": r.epoch}));
+    put_data(&mut m, "data", "b64data", r.data, r.b64data);
+    Value::Object(m)
+}
+
 pub fn map_result(r: Res) -> (u64, String) {
     match r {
         Res::Publish(Some(p)) => (p.offset, p.epoch.to_string()),
@@ -201,6 +207,8 @@ pub fn batch(r: pb::BatchRequest) -> Value {
                 ("refresh", refresh(p))
             } else if let Some(p) = c.channels {
                 ("channels", channels(p))
+            } else if let Some(p) = c.shared_poll_publish {
+                ("shared_poll_publish", shared_poll_publish(p))
             } else {
                 // An empty command: the batch decoder answers it as unknown (104).
                 ("", json!({}))
@@ -349,6 +357,7 @@ pub fn batch_reply(method: Option<crate::api::Method>, reply: crate::api::Reply)
         Some(M::Rpc) => out.rpc = Some(pb::RpcResult::default()),
         Some(M::Refresh) => out.refresh = Some(pb::RefreshResult {}),
         Some(M::Channels) => out.channels = Some(channels_res(res)),
+        Some(M::SharedPollPublish) => out.shared_poll_publish = Some(pb::SharedPollPublishResult {}),
         // The map methods are not in Gyre's gRPC API yet.
         Some(M::MapPublish | M::MapRemove | M::MapReadState | M::MapStats | M::MapClear) => {}
         Some(M::Batch) | None => {}
@@ -378,6 +387,24 @@ mod tests {
         assert_eq!(v["b64data"], "/wA=");
         let v = publish(pb::PublishRequest { channel: "c".into(), data: b"plain".to_vec(), ..Default::default() });
         assert_eq!(v["b64data"], "cGxhaW4=");
+    }
+
+    #[test]
+    fn shared_poll_publish_params() {
+        let r = pb::SharedPollPublishRequest {
+            channel: "prices:eu".into(),
+            key: "a".into(),
+            data: br#"{"v":5}"#.to_vec(),
+            version: 5,
+            epoch: "e1".into(),
+            ..Default::default()
+        };
+        let v = shared_poll_publish(r);
+        assert_eq!(v, json!({"channel": "prices:eu", "key": "a", "version": 5, "epoch": "e1", "data": {"v": 5}}));
+        let r = pb::SharedPollPublishRequest { b64data: "/wA=".into(), data: b"1".to_vec(), ..Default::default() };
+        assert_eq!(shared_poll_publish(r)["b64data"], "/wA=");
+        let reply = batch_reply(Some(crate::api::Method::SharedPollPublish), Ok(Res::Empty));
+        assert_eq!(reply.shared_poll_publish, Some(pb::SharedPollPublishResult {}));
     }
 
     #[test]

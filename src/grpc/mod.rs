@@ -366,6 +366,15 @@ impl CentrifugoApi for Service {
         self.unary(Method::MapClear, req, params, |_| pb::MapClearResult {}, wrap).await
     }
 
+    async fn shared_poll_publish(
+        &self,
+        req: Request<pb::SharedPollPublishRequest>,
+    ) -> Answer<pb::SharedPollPublishResponse> {
+        let wrap = |error, result| pb::SharedPollPublishResponse { error, result };
+        let result = |_| pb::SharedPollPublishResult {};
+        self.unary(Method::SharedPollPublish, req, convert::shared_poll_publish, result, wrap).await
+    }
+
     async fn info(&self, req: Request<pb::InfoRequest>) -> Answer<pb::InfoResponse> {
         let wrap = |error, result| pb::InfoResponse { error, result };
         self.unary(Method::Info, req, |_| serde_json::json!({}), convert::info_res, wrap).await

@@ -20,6 +20,8 @@
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
 //! * `recovery` — recovery on subscribe: the "reject unrecovered" flag, cache recovery.
+//! * `shared_poll_api` — the server API's `shared_poll_publish`: its errors over HTTP (new
+//!   style, legacy lines, batch) and its pushes to a raw WebSocket client tracking a key.
 //! * `redis`  — the Redis engine: several nodes on `redis-server`s of the tests' own.
 //! * `gateway` — the gateway ("mesh") API: raw WebSocket clients, `/ws/v1` backends, grid.
 //! * `hardening` — abuse and fault suites: slowloris, idle/half-open connections, connect
@@ -85,6 +87,7 @@ mod sdk;
 mod sdk_transports;
 mod shapes;
 mod shared_poll;
+mod shared_poll_api;
 mod tags_filter;
 mod tls;
 mod token_keys;

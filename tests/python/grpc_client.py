@@ -3,10 +3,10 @@
 Usage: grpc_client.py PROTO_DIR GRPC_ADDR API_KEY HTTP_URL
 
 Generates the client into a temporary directory, then checks publish, broadcast, history,
-presence, presence_stats, info, channels and batch with the right key, and that a missing or
-wrong key gets UNAUTHENTICATED. HTTP_URL is the server's `/api` base for side checks (a
-publication sent over gRPC must be readable in history over HTTP). Prints "N checks passed"
-and exits 0, or raises.
+presence, presence_stats, info, channels, shared_poll_publish's errors and batch with the
+right key, and that a missing or wrong key gets UNAUTHENTICATED. HTTP_URL is the server's
+`/api` base for side checks (a publication sent over gRPC must be readable in history over
+HTTP). Prints "N checks passed" and exits 0, or raises.
 """
 
 import importlib
@@ -136,6 +136,17 @@ check(len(r.result.nodes) == 1, f"info: one node ({len(r.result.nodes)})")
 node = r.result.nodes[0]
 check(node.uid and node.name and node.version, f"info: uid, name, version ({node.uid}, {node.name})")
 
+# shared_poll_publish: Centrifugo's checks (no shared poll namespace in this config).
+SP = api_pb2.SharedPollPublishRequest
+for req, code, what in [
+    (SP(channel="grpc", key="a", version=1, data=b"{}"), 107, "not a shared poll channel"),
+    (SP(channel="unknown:x", key="a", version=1, data=b"{}"), 102, "unknown namespace"),
+    (SP(channel="grpc", key="a", version=0, data=b"{}"), 107, "version 0"),
+    (SP(channel="grpc", version=1, data=b"{}"), 107, "no key"),
+]:
+    r = stub.SharedPollPublish(req, metadata=auth, timeout=10)
+    check(r.error.code == code and not r.HasField("result"), f"shared_poll_publish, {what}: {code} ({r.error})")
+
 # Channels and batch.
 r = stub.Channels(api_pb2.ChannelsRequest(pattern="*"), metadata=auth, timeout=10)
 check(not r.HasField("error"), "channels: no error")
@@ -145,14 +156,16 @@ r = stub.Batch(
             api_pb2.Command(publish=api_pb2.PublishRequest(channel="grpc", data=b'{"n":4}')),
             api_pb2.Command(info=api_pb2.InfoRequest()),
             api_pb2.Command(history=api_pb2.HistoryRequest(channel="nohist:b")),
+            api_pb2.Command(shared_poll_publish=SP(channel="grpc", key="a", version=1)),
         ]
     ),
     metadata=auth,
     timeout=10,
 )
-check(len(r.replies) == 3, "batch: three replies")
+check(len(r.replies) == 4, "batch: four replies")
 check(r.replies[0].publish.offset == 4, f"batch: publish offset 4 ({r.replies[0]})")
 check(len(r.replies[1].info.nodes) == 1, "batch: info")
 check(r.replies[2].error.code == 108, "batch: history error 108")
+check(r.replies[3].error.code == 107, f"batch: shared_poll_publish error 107 ({r.replies[3]})")
 
 print(f"{checks} checks passed")

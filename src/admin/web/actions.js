@@ -32,6 +32,8 @@ const FIELD = {
   key: { path: 'key', label: 'Key', kind: 'text', required: true, placeholder: 'cell-7' },
   cursor: { path: 'cursor', label: 'Cursor (the previous page\'s)', kind: 'text' },
   pattern: { path: 'pattern', label: 'Pattern', kind: 'text', placeholder: 'chat:*  (empty: all)' },
+  version: { path: 'version', label: 'Version', kind: 'int', required: true, placeholder: '1' },
+  epoch: { path: 'epoch', label: 'Epoch', kind: 'text' },
 };
 
 const METHODS = {
@@ -60,6 +62,10 @@ const METHODS = {
   map_read_state: { help: 'A page of a map channel\'s keys.', fields: ['channel', 'cursor', 'limit'] },
   map_stats: { help: 'How many keys a map channel has.', fields: ['channel'] },
   map_clear: { help: 'Remove every key of a map channel.', fields: ['channel'] },
+  shared_poll_publish: {
+    help: 'Push a new version of a key to the clients tracking it (subscription_type: shared_poll, '
+      + 'versioned mode, shared_poll.publish_enabled).',
+    fields: ['channel', 'key', 'version', 'epoch', 'data'] },
 };
 
 // What a fresh form holds, so that every method runs as it opens.
