@@ -707,6 +707,7 @@ fn map_syncs_every_key_and_loses_no_update() {
     }
     assert_eq!(sync["sync_us"]["count"], 20, "{r}");
     assert!(sync["all_live_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(sync["server_cpu_s"].as_f64().is_some(), "server sampled during the sync: {r}");
     assert!(r["published"].as_u64().unwrap() > 0, "nothing published: {r}");
     assert!(r["delivered"].as_u64().unwrap() > 0, "nothing delivered: {r}");
     assert_eq!(r["delivered_total"], r["expected_total"], "{r}");

@@ -273,8 +273,12 @@ pub fn main(o: MapOpts) -> Result<(), Fail> {
     let sync = Arc::new(Sync::new());
     let mut progress = Progress::of(o.quiet, &o.server_pid);
     let sync_start = now_ns();
+    let (server_before, tool_before) = (stats::sample_servers(&o.server_pid), stats::sample(None));
     start_threads(&plan, &sh, &sync)?;
     wait_live(&plan, &sh, &mut progress)?;
+    let (server_after, tool_after) = (stats::sample_servers(&o.server_pid), stats::sample(None));
+    let usage = |a: Option<stats::ProcSample>, b| a.zip(b).map(|(start, end)| Usage { start, end, rss_max_kb: 0 });
+    let sync_usage = (usage(server_before, server_after), usage(tool_before, tool_after));
     let live = sh.ready.load(Relaxed);
     let all_live_s = sync.last_live.load(Relaxed).saturating_sub(sync_start) as f64 / 1e9;
 
@@ -309,7 +313,7 @@ pub fn main(o: MapOpts) -> Result<(), Fail> {
     rows.finish(&sh);
     let server = server_start.zip(server_end).map(|(start, end)| Usage { start, end, rss_max_kb: progress.rss_max_kb });
     let client = client_start.zip(client_end).map(|(start, end)| Usage { start, end, rss_max_kb: 0 });
-    let r = Outcome { seed_s, all_live_s, live, secs, server, client, machine };
+    let r = Outcome { seed_s, all_live_s, live, secs, server, client, sync_usage, machine };
     report(&plan, &sh, &sync, &rows, r)
 }
 
@@ -374,6 +378,8 @@ struct Outcome {
     secs: f64,
     server: Option<Usage>,
     client: Option<Usage>,
+    /// The server's and this process's use from the first connect to the last live reply.
+    sync_usage: (Option<Usage>, Option<Usage>),
     machine: Value,
 }
 
@@ -449,6 +455,21 @@ fn report(plan: &Plan, sh: &Shared, sync: &Sync, rows: &Collector, r: Outcome) -
         ("disconnects".into(), fmt_n(g(&sh.disconnects) as f64)),
         ("publish errors".into(), fmt_n(g(&sh.publish_errors) as f64)),
     ];
+    let cpu_of = |u: Option<Usage>| u.map(|u| (u.end.cpu_s - u.start.cpu_s).max(0.0));
+    let (sync_server_cpu, sync_tool_cpu) = (cpu_of(r.sync_usage.0), cpu_of(r.sync_usage.1));
+    if let Some(cpu) = sync_server_cpu {
+        table.insert(
+            6,
+            (
+                "server cpu during sync".into(),
+                format!(
+                    "{cpu:.2} s ({:.0}% of one core, {:.2} µs per key)",
+                    cpu / r.all_live_s.max(1e-9) * 100.0,
+                    cpu * 1e6 / keys_synced.max(1) as f64
+                ),
+            ),
+        );
+    }
     if let Some(u) = r.server {
         let cpu = u.end.cpu_s - u.start.cpu_s;
         table.push((
@@ -484,6 +505,9 @@ fn report(plan: &Plan, sh: &Shared, sync: &Sync, rows: &Collector, r: Outcome) -
         "sync_us": sync_lat.json(), "connect_us": connect_lat.json(),
         "sync_measures": "the first state page requested to the live reply, per subscriber",
         "sync_cdf": output::latency_cdf(&sync_h),
+        "server_cpu_s": sync_server_cpu.map(|c| (c * 100.0).round() / 100.0),
+        "server_cpu_us_per_key": sync_server_cpu.map(|c| (c * 1e7 / keys_synced.max(1) as f64).round() / 10.0),
+        "client_cpu_s": sync_tool_cpu.map(|c| (c * 100.0).round() / 100.0),
     });
     let totals = json!({
         "duration_s": r3(secs),
