@@ -506,7 +506,7 @@ fn report(plan: &Plan, sh: &Shared, sync: &Sync, rows: &Collector, r: Outcome) -
         "sync_measures": "the first state page requested to the live reply, per subscriber",
         "sync_cdf": output::latency_cdf(&sync_h),
         "server_cpu_s": sync_server_cpu.map(|c| (c * 100.0).round() / 100.0),
-        "server_cpu_us_per_key": sync_server_cpu.map(|c| (c * 1e7 / keys_synced.max(1) as f64).round() / 10.0),
+        "server_cpu_us_per_key": sync_server_cpu.map(|c| (c * 1e8 / keys_synced.max(1) as f64).round() / 100.0),
         "client_cpu_s": sync_tool_cpu.map(|c| (c * 100.0).round() / 100.0),
     });
     let totals = json!({
