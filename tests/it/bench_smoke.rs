@@ -630,3 +630,104 @@ fn client_publish_counts_replies() {
     assert_eq!(code, 0, "errors are counted, not fatal: {err}");
     assert!(err.contains("publish error reply: 103") && err.contains("allow_publish_for_client"), "{err}");
 }
+
+/// A server with a map namespace (`map:`) besides the default one.
+fn map_server() -> Server {
+    Server::start(config_with(json!({
+        "client": {"token": {"hmac_secret_key": SECRET}},
+        "channel": {
+            "without_namespace": {"allow_subscribe_for_client": true},
+            "namespaces": [{
+                "name": "map", "allow_subscribe_for_client": true, "subscription_type": "map",
+                "map": {"mode": "recoverable", "key_ttl": "300s", "min_page_size": 1}
+            }]
+        }
+    })))
+}
+
+/// `gyre-bench map` against `s` with `extra` options; (exit code, stdout, stderr).
+fn map_bench(s: &Server, extra: &[&str]) -> (i32, String, String) {
+    let target = format!("http://127.0.0.1:{}", s.port);
+    let pid = s.pid().to_string();
+    let args = [
+        "map",
+        "--target",
+        &target,
+        "--api-key",
+        KEY,
+        "--hmac-secret",
+        SECRET,
+        "--server-pid",
+        &pid,
+        "--connect-timeout",
+        "20",
+        "--quiet",
+    ];
+    bench(&[&args[..], extra].concat(), Duration::from_secs(40))
+}
+
+/// 500 keys read 100 at a time by 20 subscribers (5 pages each), then 2 s of updates to
+/// random keys: every subscriber has every key, every update reaches every subscriber once.
+#[test]
+fn map_syncs_every_key_and_loses_no_update() {
+    let s = map_server();
+    let opts = [
+        "--channel",
+        "map:smoke",
+        "--keys",
+        "500",
+        "-n",
+        "20",
+        "--page-size",
+        "100",
+        "-c",
+        "8",
+        "--threads",
+        "2",
+        "--rate",
+        "1000",
+        "-d",
+        "2",
+        "--warmup",
+        "0.3",
+        "--json",
+    ];
+    let (code, out, err) = map_bench(&s, &opts);
+    assert_eq!(code, 0, "gyre-bench map failed; stderr:\n{err}");
+    let r: Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("report is not JSON ({e}): {out:?}; stderr:\n{err}"));
+    assert_eq!(r["scenario"], "map", "{r}");
+    assert_eq!(r["subscribers_ready"], 20, "{r}");
+    let sync = &r["sync"];
+    assert_eq!((sync["complete"].clone(), sync["incomplete"].clone()), (json!(20), json!(0)), "{r}");
+    assert_eq!(sync["keys"], 500 * 20, "{r}");
+    assert_eq!(sync["pages"], 5 * 20, "{r}");
+    for k in ["keys_missing", "keys_repeated", "keys_not_seeded"] {
+        assert_eq!(sync[k], 0, "{k}: {r}");
+    }
+    assert_eq!(sync["sync_us"]["count"], 20, "{r}");
+    assert!(sync["all_live_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(sync["server_cpu_s"].as_f64().is_some(), "server sampled during the sync: {r}");
+    assert!(r["published"].as_u64().unwrap() > 0, "nothing published: {r}");
+    assert!(r["delivered"].as_u64().unwrap() > 0, "nothing delivered: {r}");
+    assert_eq!(r["delivered_total"], r["expected_total"], "{r}");
+    for k in ["lost", "duplicated", "publish_errors", "disconnects"] {
+        assert_eq!(r[k], 0, "{k}: {r}");
+    }
+    assert!(r["latency_us"]["count"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["series"].as_array().is_some_and(|s| !s.is_empty()), "{r}");
+    assert!(err.contains("gyre-bench map") && err.contains("lost / duplicated"), "the table on stderr: {err}");
+}
+
+/// A channel outside any map namespace: the seeding's refusal names the cause, exit code 1;
+/// protobuf is refused before anything starts, exit code 2.
+#[test]
+fn map_refusals_are_clear() {
+    let s = map_server();
+    let (code, _, err) = map_bench(&s, &["--channel", "plain", "--keys", "10", "-n", "1", "-d", "1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("107") && err.contains("subscription_type"), "{err}");
+    let (code, _, err) = map_bench(&s, &["--format", "protobuf", "-d", "1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("JSON"), "{err}");
+}

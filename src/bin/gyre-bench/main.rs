@@ -13,6 +13,8 @@
 //! * `connections` — N idle connections; the server's memory per connection.
 //! * `connect`     — connections opened K at a time and closed once answered; connects/s,
 //!   connect latency, refusals by code.
+//! * `map`         — a map channel seeded with K keys, N subscribers loading its state page by
+//!   page, then updates to random keys: sync time, keys/s, delivered/s, latency, loss.
 //! * `proxy-backend` — not a load: an application backend answering the server's HTTP
 //!   proxy calls, for measuring a server with its proxies on.
 //! * `report`      — one HTML page (or SVG) from the JSON reports of several runs.
@@ -33,7 +35,8 @@
 //! NATS subscribers), [`publish`] (pipelined publishers for all three), [`run`] (threads and
 //! phases of `fanout` / `ingest`), [`procs`] (`fanout --procs`: subscriber processes),
 //! [`conns`] (`connections`, with child processes), [`connect`] (`connect`),
-//! [`client_publish`] (`ingest --client-publish`), [`backend`] (`proxy-backend`),
+//! [`client_publish`] (`ingest --client-publish`), [`map`] and [`map_client`] (`map`),
+//! [`backend`] (`proxy-backend`),
 //! [`series`] (the per-second rows), [`summary`] (the table and the JSON report), [`output`]
 //! (machine, files), [`report`] and [`svg`] (the charts).
 //!
@@ -45,6 +48,8 @@ mod body;
 mod client_publish;
 mod connect;
 mod conns;
+mod map;
+mod map_client;
 mod output;
 mod payload;
 mod peers;
@@ -106,6 +111,12 @@ enum Scenario {
     /// (TCP connect to the last reply), failures by error and close code. Without --token or
     /// --hmac-secret the clients send no token (for a server with a connect proxy).
     Connect(connect::ConnectOpts),
+    /// A map channel (namespace with "subscription_type": "map") seeded with --keys keys
+    /// through the API; -n WebSocket subscribers load its state page by page (--page-size),
+    /// --concurrency at a time, and go live; then publishers set random keys for --duration:
+    /// state sync time, keys/s, updates delivered/s, publish→deliver latency, lost and
+    /// duplicated updates, subscribers that missed keys. JSON protocol only.
+    Map(map::MapOpts),
     /// An application backend for the server's HTTP proxies (connect, refresh, subscribe,
     /// publish, sub_refresh, rpc), answering every call as an accepting backend would, on any
     /// path: point client.proxy.connect.endpoint, channel.proxy.publish.endpoint, ... at it.
@@ -145,6 +156,8 @@ const EXAMPLES: &str = concat!(
   gyre-bench connections --target http://127.0.0.1:8000 --token JWT -n 50000 --server-pid PID
   gyre-bench proxy-backend --listen 127.0.0.1:3000 --threads 1
   gyre-bench connect --target http://127.0.0.1:8000 -n 20000 --concurrency 64 --server-pid PID
+  gyre-bench map --target http://127.0.0.1:8000 --api-key KEY --hmac-secret SECRET --channel map:bench \\
+      --keys 10000 -n 1000 --page-size 1000 -d 10
   gyre-bench fanout --target http://127.0.0.1:8000,http://127.0.0.1:8001 --api-key KEY --hmac-secret SECRET \\
       -n 1000 -c 10 -d 5 --server-pid PID_A,PID_B,PID_REDIS
   gyre-bench fanout --target redis://127.0.0.1:6379 -n 1000 --label redis --json redis.json --csv redis.csv
@@ -396,6 +409,7 @@ fn main() {
         Scenario::Ingest(o) => run::main(run::Mode::Ingest, o),
         Scenario::Connections(o) => conns::main(o),
         Scenario::Connect(o) => connect::main(o),
+        Scenario::Map(o) => map::main(o),
         Scenario::ProxyBackend(o) => backend::main(o),
         Scenario::Report(r) => report::main(&r.out, &r.files),
     };

@@ -20,9 +20,14 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(o: &Opts) -> Progress {
+        Progress::of(o.quiet, &o.server_pid)
+    }
+
+    /// A progress line for a scenario with options of its own.
+    pub fn of(quiet: bool, server_pids: &[u32]) -> Progress {
         Progress {
-            quiet: o.quiet,
-            server_pids: o.server_pid.clone(),
+            quiet,
+            server_pids: server_pids.to_vec(),
             start: Instant::now(),
             last: Instant::now(),
             last_pub: 0,

@@ -377,19 +377,19 @@ async fn read_nats<R: AsyncReadRent>(cx: &Cx, pipe: &Pipe, conn: &mut Reader<R>)
 
 /// One complete HTTP response, reduced to what the publisher counts.
 #[derive(Debug, PartialEq, Eq)]
-struct HttpAnswer {
-    len: usize,
-    status: u16,
+pub struct HttpAnswer {
+    pub len: usize,
+    pub status: u16,
     /// Reply lines of the body and how many of them are errors.
-    lines: u64,
-    errors: u64,
-    first_error: Option<String>,
-    close: bool,
+    pub lines: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub close: bool,
 }
 
 /// Parses the response at the front of `buf` (Content-Length or chunked body); `None` until
 /// it is complete.
-fn parse_response(buf: &[u8]) -> Result<Option<HttpAnswer>, String> {
+pub fn parse_response(buf: &[u8]) -> Result<Option<HttpAnswer>, String> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut r = httparse::Response::new(&mut headers);
     let head = match r.parse(buf) {

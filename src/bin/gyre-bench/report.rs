@@ -101,6 +101,14 @@ pub fn workload(j: &Value) -> String {
             j["subscribe"].as_str().map_or(String::new(), |c| format!(", subscribing to {c}")),
             if j["keep"].as_bool() == Some(true) { ", kept open" } else { "" }
         ),
+        "map" => format!(
+            "map: {} keys × {} subscribers, page size {}, {} publisher(s), {size} B, rate {}",
+            short(n("keys")),
+            short(n("subscribers")),
+            num(j, "/page_size").map_or("default".to_string(), short),
+            n("publishers"),
+            if n("rate") > 0.0 { format!("{}/s", short(n("rate"))) } else { "max".into() }
+        ),
         "connections" => format!(
             "connections: {} idle{}",
             short(n("connections")),
@@ -146,9 +154,14 @@ fn column(j: &Value, key: &str, scale: f64) -> Vec<(f64, f64)> {
 
 /// The latency percentile curve: x = -log10(1 - q), so 90 %, 99 %, 99.9 % are equally spaced.
 fn cdf(j: &Value) -> Vec<(f64, f64)> {
-    let count = num(j, "/latency_us/count").unwrap_or(0.0);
-    j["latency_cdf"]
-        .as_array()
+    cdf_at(j, "/latency_cdf", "/latency_us/count")
+}
+
+/// [`cdf`] of the curve at JSON pointer `curve`, of `count` values.
+fn cdf_at(j: &Value, curve: &str, count: &str) -> Vec<(f64, f64)> {
+    let count = num(j, count).unwrap_or(0.0);
+    j.pointer(curve)
+        .and_then(Value::as_array)
         .map(|pts| {
             pts.iter()
                 .filter_map(|p| {
@@ -214,7 +227,25 @@ fn charts(members: &[(usize, &Run)]) -> Vec<(String, f64)> {
                 y: Axis::new("per second", Scale::Linear),
                 lines: lines(rate_key, 1.0),
             });
-            if kind == "fanout" {
+            if kind == "map" {
+                let curves: Vec<Line> = members
+                    .iter()
+                    .map(|(i, r)| Line {
+                        label: r.label.clone(),
+                        color: svg::color(*i),
+                        points: cdf_at(&r.j, "/sync/sync_cdf", "/sync/sync_us/count"),
+                    })
+                    .filter(|l| !l.points.is_empty())
+                    .collect();
+                let max_x = curves.iter().flat_map(|l| l.points.iter().map(|p| p.0)).fold(0.0, f64::max);
+                push(Chart {
+                    title: "State sync time per subscriber (first page → live): percentiles".into(),
+                    x: Axis { title: "percentile".into(), scale: Scale::Linear, ticks: Some(cdf_ticks(max_x)) },
+                    y: Axis::new("sync time (ms, log scale)", Scale::Log),
+                    lines: curves,
+                });
+            }
+            if kind == "fanout" || kind == "map" {
                 push(Chart {
                     title: "Publishes acknowledged per second".into(),
                     x: time(),
@@ -255,6 +286,7 @@ fn charts(members: &[(usize, &Run)]) -> Vec<(String, f64)> {
 fn headline(kind: &str) -> (&'static str, &'static str, &'static str, f64) {
     match kind {
         "fanout" => ("Deliveries per second (measured window)", "/s", "/delivered_per_s", 1.0),
+        "map" => ("Updates delivered per second (measured window)", "/s", "/delivered_per_s", 1.0),
         "ingest" => ("Commands per second (measured window)", "/s", "/commands_per_s", 1.0),
         "connect" => ("Connects per second", "/s", "/connects_per_s", 1.0),
         _ => ("Server memory per connection", "KiB", "/server/bytes_per_connection", 1.0 / 1024.0),
@@ -281,6 +313,25 @@ fn table_rows(kind: &str) -> Vec<(&'static str, &'static str, Fmt)> {
             ("lost", "/lost", Count),
             ("duplicated", "/duplicated", Count),
             ("subscribers ready", "/subscribers_ready", Count),
+            ("disconnects", "/disconnects", Count),
+            ("publish errors", "/publish_errors", Count),
+        ],
+        "map" => vec![
+            ("keys", "/keys", Count),
+            ("subscribers live", "/subscribers_ready", Count),
+            ("state sync p50 (ms)", "/sync/sync_us/p50", Ms),
+            ("state sync p99 (ms)", "/sync/sync_us/p99", Ms),
+            ("state sync max (ms)", "/sync/sync_us/max", Ms),
+            ("all live after (s)", "/sync/all_live_s", Plain),
+            ("keys synced/s", "/sync/keys_per_s", Count),
+            ("subscribers missing keys", "/sync/incomplete", Count),
+            ("updates delivered/s", "/delivered_per_s", Count),
+            ("updates published/s", "/published_per_s", Count),
+            ("latency p50 (ms)", "/latency_us/p50", Ms),
+            ("latency p99 (ms)", "/latency_us/p99", Ms),
+            ("latency max (ms)", "/latency_us/max", Ms),
+            ("lost", "/lost", Count),
+            ("duplicated", "/duplicated", Count),
             ("disconnects", "/disconnects", Count),
             ("publish errors", "/publish_errors", Count),
         ],
@@ -442,6 +493,7 @@ fn overview(runs: &[Run]) -> String {
         let (_, _, ptr, scale) = headline(kind);
         let figure = match kind {
             "fanout" => "deliveries/s",
+            "map" => "updates delivered/s",
             "ingest" => "commands/s",
             "connect" => "connects/s",
             _ => "server KiB per connection",
@@ -541,6 +593,22 @@ mod tests {
         assert!(!page.contains("<script"));
         let one = svg_file(&runs[..1]);
         assert!(one.starts_with("<svg") && one.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn map_runs_get_their_sync_figures() {
+        let mut r = run("gyre", "centrifugo", 0.0);
+        r.j["scenario"] = json!("map");
+        r.j["keys"] = json!(10000);
+        r.j["sync"] = json!({"all_live_s": 2.5, "keys_per_s": 4e6, "sync_us": {"count": 1000, "p50": 900.0, "p99": 2000.0},
+            "sync_cdf": [{"p": 0.0, "us": 500.0}, {"p": 99.0, "us": 2000.0}, {"p": 100.0, "us": 2500.0}]});
+        assert_eq!(
+            workload(&r.j),
+            "map: 10k keys × 1000 subscribers, page size default, 1 publisher(s), 100 B, rate max"
+        );
+        let page = html(&[r]);
+        assert!(page.contains("State sync time per subscriber") && page.contains("keys synced/s"), "{page}");
+        assert!(page.contains("4,000,000"), "{page}");
     }
 
     #[test]

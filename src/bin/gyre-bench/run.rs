@@ -526,7 +526,7 @@ const ANNOUNCE_NS: u64 = 50_000_000;
 
 /// Sleeps `secs` while printing progress (and, given a collector, taking a row a second);
 /// stops early on a fatal error.
-fn hold(
+pub fn hold(
     sh: &Shared,
     progress: &mut Progress,
     phase: &str,
@@ -644,7 +644,7 @@ pub fn main(mode: Mode, o: Opts) -> Result<(), Fail> {
 
 /// After publishing stops: waits until the expected deliveries arrived, delivery stalls for a
 /// second, or `secs` pass; rows of the drain go to `rows`.
-fn drain(sh: &Shared, progress: &mut Progress, secs: f64, rows: &mut Collector) {
+pub fn drain(sh: &Shared, progress: &mut Progress, secs: f64, rows: &mut Collector) {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let (mut last, mut last_change) = ((0, 0), Instant::now());
     while Instant::now() < deadline {

@@ -292,7 +292,7 @@ impl WsClient {
     }
 
     /// The next data message; control frames are handled here (`None` after one).
-    async fn next(&mut self) -> Result<Option<Bytes>, ClientErr> {
+    pub async fn next(&mut self) -> Result<Option<Bytes>, ClientErr> {
         loop {
             match self.dec.decode(&mut self.conn.buf) {
                 Ok(Some(Message::Text(b) | Message::Binary(b))) => return Ok(Some(b)),
@@ -312,14 +312,14 @@ impl WsClient {
     }
 
     /// Answers a server ping: `{}` in JSON, an empty command (length 0) in protobuf.
-    async fn pong(&mut self) -> Result<(), ClientErr> {
+    pub async fn pong(&mut self) -> Result<(), ClientErr> {
         match self.format {
             WireFormat::Json => self.send(b"{}").await,
             WireFormat::Protobuf => self.send(&[0]).await,
         }
     }
 
-    async fn send(&mut self, payload: &[u8]) -> Result<(), ClientErr> {
+    pub async fn send(&mut self, payload: &[u8]) -> Result<(), ClientErr> {
         let op = match self.format {
             WireFormat::Json => OpCode::Text,
             WireFormat::Protobuf => OpCode::Binary,
