@@ -125,6 +125,16 @@ pub fn act_params(cmd: &Command) -> Option<(Method, Value)> {
             }
             Method::Refresh
         }
+        Command::SharedPollPublish(p) => {
+            m.insert("channel".into(), json!(&*p.channel));
+            m.insert("key".into(), json!(&*p.key));
+            m.insert("version".into(), json!(p.version));
+            m.insert("epoch".into(), json!(&*p.epoch));
+            if let Some(d) = &p.data {
+                payload_json(d, "data", "b64data", &mut m);
+            }
+            Method::SharedPollPublish
+        }
         _ => return None,
     };
     Some((method, Value::Object(m)))
@@ -189,6 +199,7 @@ pub fn on_control(w: &Rc<Worker>, payload: Bytes) {
             let params = msg.get("params").map(|p| p.to_string()).unwrap_or_default();
             let Some(method) = method else { return };
             match crate::api::parse::decode_params(method, params.as_bytes()) {
+                Ok(crate::api::Command::SharedPollPublish(p)) => drop(shared_poll_here(w, p)),
                 Ok(cmd) => {
                     let cmd = Arc::new(cmd);
                     for i in 0..w.workers {
@@ -469,6 +480,18 @@ pub async fn nodes(w: &Rc<Worker>) -> Vec<NodeInfo> {
         return Vec::new();
     }
     w.ask(0, |w, a| a.send(w, other_nodes(w))).await
+}
+
+/// A `shared_poll_publish` for this node's trackers of the key, on the channel's owner;
+/// resolves once applied there.
+pub fn shared_poll_here(w: &Rc<Worker>, p: crate::api::SharedPollPub) -> crate::runtime::worker::Call<()> {
+    let Some(data) = p.data else { return w.ask(w.id, |w, a| a.send(w, ())) };
+    let channel: Arc<str> = (*p.channel).into();
+    let owner = crate::shard::owner_of(&channel, w.workers);
+    w.ask(owner, move |w, answer| {
+        crate::poll::publish(w, &channel, &p.key, p.version, &p.epoch, data);
+        answer.send(w, ());
+    })
 }
 
 /// An API subscribe/unsubscribe/disconnect/refresh for this worker's connections.

@@ -209,15 +209,12 @@ async fn shared_poll_publish(w: &Rc<Worker>, p: crate::api::SharedPollPub) -> Re
         );
         return Err(ApiError::NOT_AVAILABLE);
     }
-    let Some(data) = p.data else { return Err(ApiError::BAD_REQUEST) };
-    let channel: std::sync::Arc<str> = p.channel.into();
-    let owner = crate::shard::owner_of(&channel, w.workers);
-    let (key, version, epoch) = (p.key, p.version, p.epoch);
-    w.ask(owner, move |w, answer| {
-        crate::poll::publish(w, &channel, &key, version, &epoch, data);
-        answer.send(w, ());
-    })
-    .await;
+    if p.data.is_none() {
+        return Err(ApiError::BAD_REQUEST);
+    }
+    // Every node's trackers of the key (the other nodes through the control channel).
+    crate::cluster::broadcast_act(w, &Command::SharedPollPublish(p.clone())).await?;
+    crate::cluster::shared_poll_here(w, p).await;
     Ok(Res::Empty)
 }
 

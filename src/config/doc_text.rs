@@ -252,7 +252,7 @@ const TEXTS: &[(&str, &str)] = &[
     ("shared_poll.mode", "`versionless` (default: a change is new data, found by its hash) or `versioned` (the backend's versions and epoch)."),
     ("shared_poll.channel_shutdown_delay", "How long a channel nobody tracks keys of keeps its state and epoch (0: 1s)."),
     ("shared_poll.track_expired_extra_delay", "How long keys stay tracked after their signature expired, for the client to send a fresh one (0: 25s)."),
-    ("shared_poll.publish_enabled", "`shared_poll_publish` may push versions between polls (versioned mode, memory engine)."),
+    ("shared_poll.publish_enabled", "`shared_poll_publish` may push versions between polls (versioned mode; on every node)."),
     ("subscribe_proxy_enabled", "Client subscriptions go to the subscribe proxy."),
     ("subscribe_proxy_name", "Which subscribe proxy: `default` (`channel.proxy.subscribe`) or a name in `proxies`."),
     ("publish_proxy_enabled", "Client publications go to the publish proxy."),

@@ -46,7 +46,8 @@ pub struct SharedPollOptions {
     /// fresh one (0: 25s).
     #[serde(with = "duration")]
     pub track_expired_extra_delay: Duration,
-    /// `shared_poll_publish` may push updates between polls (versioned mode only).
+    /// `shared_poll_publish` may push updates between polls, on every node (versioned mode
+    /// only).
     pub publish_enabled: bool,
 }
 
@@ -123,12 +124,6 @@ pub(super) fn validate(at: &str, o: &ChannelOptions, c: &Config) -> Result<(), S
     if sp.publish_enabled && !sp.versioned() {
         return Err(format!(
             "{at}.shared_poll.publish_enabled is incompatible with versionless mode (requires explicit versions)"
-        ));
-    }
-    if sp.publish_enabled && c.engine.kind != "memory" {
-        return Err(format!(
-            "{at}.shared_poll.publish_enabled: shared_poll_publish reaches only the node that receives it; \
-             Gyre supports it with the memory engine only"
         ));
     }
     let name = sp.proxy();

@@ -426,3 +426,39 @@ fn gyre_checkconfig(cfg: &Value) -> String {
     assert!(!out.status.success(), "checkconfig accepted {cfg}");
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
+
+/// Two nodes on one redis-server: each polls for its own trackers, and `shared_poll_publish`
+/// on one node reaches the trackers of the key on the other.
+#[test]
+fn shared_poll_on_two_redis_nodes() {
+    if !redis_available("shared_poll::shared_poll_on_two_redis_nodes") {
+        return;
+    }
+    let r = RedisServer::start();
+    let b = Backend::start(false);
+    b.set("a", json!({"p": 1}), 1);
+    let mut patch = config(&b, "300ms", 5000);
+    patch["channel"]["namespaces"][0]["shared_poll"]["publish_enabled"] = json!(true);
+    let nodes = cluster(2, &r, patch);
+    let ch = "prices:two";
+    let mut on_a = Client::connect(&nodes[0]);
+    let mut on_b = Client::connect(&nodes[1]);
+    for c in [&mut on_a, &mut on_b] {
+        assert!(c.subscribe(ch).get("error").is_none());
+        c.track(ch, &[("a", 0)], &sign(ch, &["a"], ""));
+        assert_eq!(
+            c.wait_pubs(ch, 1, Duration::from_secs(5)),
+            vec![json!({"key": "a", "data": {"p": 1}, "version": 1})]
+        );
+    }
+    // A version published through node A's API, between polls: both nodes' trackers get it.
+    let res = nodes[0].api("shared_poll_publish", json!({"channel": ch, "key": "a", "version": 7, "data": {"p": 7}}));
+    assert_eq!(res, json!({"result": {}}));
+    let want = json!({"key": "a", "data": {"p": 7}, "version": 7});
+    assert_eq!(on_a.wait_pubs(ch, 1, Duration::from_secs(5)), vec![want.clone()]);
+    assert_eq!(on_b.wait_pubs(ch, 1, Duration::from_secs(5)), vec![want]);
+    // And each node polls the backend for its own trackers.
+    b.set("a", json!({"p": 8}), 8);
+    assert_eq!(on_b.wait_pubs(ch, 1, Duration::from_secs(5))[0]["version"], 8);
+    assert_eq!(on_a.wait_pubs(ch, 1, Duration::from_secs(5))[0]["version"], 8);
+}
