@@ -17,6 +17,8 @@
 //! * `map_subs_redis` — map subscriptions on the Redis engine: two nodes on one redis-server.
 //! * `shared_poll` — shared poll subscriptions against a real HTTP backend in the test: tracking
 //!   with signatures, versioned and versionless polling, pushes, removals, epochs, error codes.
+//! * `shared_poll_sdk` — shared poll subscriptions with centrifuge-js 5.8 over JSON and
+//!   protobuf: track/untrack, updates and removals, a cut and the SDK's replay, signature errors.
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
 //! * `recovery` — recovery on subscribe: the "reject unrecovered" flag, cache recovery.
@@ -88,6 +90,7 @@ mod sdk_transports;
 mod shapes;
 mod shared_poll;
 mod shared_poll_api;
+mod shared_poll_sdk;
 mod tags_filter;
 mod tls;
 mod token_keys;
