@@ -49,7 +49,7 @@ pub(crate) const CHANNEL_OPTIONS: &[&str] = &[
 /// Options of a map namespace (`<channel options>.map.*`).
 #[rustfmt::skip]
 pub(crate) const MAP_OPTIONS: &[&str] = &[
-    "meta_ttl", "remove_client_on_unsubscribe", "client_key", "publish_proxy_enabled",
+    "meta_ttl", "publish_proxy_enabled",
     "publish_proxy_name", "remove_proxy_enabled", "remove_proxy_name",
     "live_transition_max_publication_limit", "subscribe_catch_up_timeout",
 ];
@@ -114,7 +114,8 @@ mod tests {
         assert!(!unsupported("channel.without_namespace.shared_poll"));
         assert!(!unsupported("shared_poll"));
         assert!(!unsupported("channel.without_namespace.subscription_type"));
-        assert!(unsupported("channel.without_namespace.map.client_key"));
+        assert!(!unsupported("channel.without_namespace.map.client_key"));
+        assert!(unsupported("channel.without_namespace.map.publish_proxy_enabled"));
         assert!(!unsupported("channel.without_namespace.map.key_ttl"));
         assert!(!unsupported("channel.without_namespace.allowed_delta_types"));
         assert!(unsupported("channel.namespaces[3].map_users_presence_channel_prefix"));

@@ -244,6 +244,8 @@ const TEXTS: &[(&str, &str)] = &[
     ("map.default_page_size", "State page size when the client names none (0: 100)."),
     ("map.min_page_size", "Smallest state page size a client may ask for (0: 100)."),
     ("map.max_page_size", "Largest state page size a client may ask for (0: 1000)."),
+    ("map.client_key", "The key a client's publish or remove writes: `client_id` or `user_id` (set by the server; anonymous clients are refused with `user_id`); empty: the key the client names."),
+    ("map.remove_client_on_unsubscribe", "A subscriber's key (its client id) is removed when its subscription ends (unsubscribe or disconnect)."),
     ("shared_poll", "Shared poll subscriptions (`subscription_type: shared_poll`)."),
     ("shared_poll.proxy_name", "The proxy the channel's keys are polled through: empty or `default` (`channel.proxy.shared_poll_refresh`) or a name in `proxies` (HTTP endpoints)."),
     ("shared_poll.refresh_interval", "How often the backend is asked for a channel's tracked keys, once for all its trackers (0: 10s)."),

@@ -638,7 +638,7 @@ mod tests {
                 "gateway": {"servers": [{"path": "/r", "topic": "t", "topc": "x"}]},
                 "channel": {"proxy": {"map_publish": {}},
                             "namespaces": [{"name": "chat", "presense": true, "map_users_presence_channel_prefix": "",
-                                            "map": {"client_key": "x"}}]}}"#,
+                                            "map": {"meta_ttl": "1h"}}]}}"#,
         )
         .unwrap();
         let mut w = l.warnings.clone();
@@ -646,7 +646,7 @@ mod tests {
         assert_eq!(
             w,
             [
-                "option \"channel.namespaces[0].map.client_key\" is not supported by Gyre (ignored)",
+                "option \"channel.namespaces[0].map.meta_ttl\" is not supported by Gyre (ignored)",
                 "option \"channel.namespaces[0].map_users_presence_channel_prefix\" is not supported by Gyre (ignored)",
                 "option \"channel.proxy.map_publish\" is not supported by Gyre (ignored)",
                 "option \"webtransport\" is not supported by Gyre (ignored)",

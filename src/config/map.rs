@@ -34,6 +34,11 @@ pub struct MapOptions {
     pub min_page_size: usize,
     /// Largest page size a client may ask for (0: 1000).
     pub max_page_size: usize,
+    /// The key a client's publish or remove writes: `client_id` or `user_id` (the server
+    /// decides it, whatever key the client names); empty: the client's key.
+    pub client_key: String,
+    /// A subscriber's key (its client id) is removed when its subscription ends.
+    pub remove_client_on_unsubscribe: bool,
 }
 
 impl MapOptions {
@@ -79,6 +84,12 @@ pub(super) fn validate(at: &str, o: &ChannelOptions) -> Result<(), String> {
     }
     if o.is_map() && o.map.mode == "persistent" && !o.map.key_ttl.is_zero() {
         return Err(format!("{at}.map.key_ttl must not be set when map.mode is \"persistent\""));
+    }
+    if !["", "client_id", "user_id"].contains(&o.map.client_key.as_str()) {
+        return Err(format!("{at}.map.client_key: unknown {:?} (valid: \"client_id\", \"user_id\")", o.map.client_key));
+    }
+    if o.map.remove_client_on_unsubscribe && !o.is_map() {
+        return Err(format!("{at}.map.remove_client_on_unsubscribe requires subscription_type to be a map type"));
     }
     Ok(())
 }

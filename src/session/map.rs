@@ -21,6 +21,18 @@ const PHASE_STATE: i32 = 2;
 /// Asks the owner to answer with 112 rather than a fresh position (see `commands`).
 const FLAG_REJECT_UNRECOVERED: i64 = 2;
 
+/// `map.remove_client_on_unsubscribe`: the subscription to `channel` ended, its client's key
+/// (the client id) is removed.
+pub(super) fn ended(s: &Session, channel: &str) {
+    let Ok(r) = s.w.cfg.resolve_channel(channel) else { return };
+    if !r.options.is_map() || !r.options.map.remove_client_on_unsubscribe {
+        return;
+    }
+    let publish = Publish::new(channel, Payload { bytes: bytes::Bytes::new(), binary: false });
+    let op = ShardOp::MapPublish(Box::new(MapPub { publish, key: s.client.id.clone(), removed: true }));
+    s.w.submit_shard(op, crate::runtime::worker::Tag::Discard);
+}
+
 /// A map subscribe command (any phase); the reply is written here.
 pub(super) async fn subscribe(s: &Rc<Session>, id: u32, req: SubscribeReq) -> Result<(), Disconnect> {
     let r = run(s, req).await?;
@@ -169,13 +181,13 @@ pub(super) async fn publish(
 ) -> Result<ReplyBody, ApiError> {
     let cfg = s.w.cfg.clone();
     let o = cfg.resolve_channel(&channel)?.options;
-    if !o.is_map() || key.is_empty() {
+    if !o.is_map() {
         return Err(ApiError::BAD_REQUEST);
     }
-    let (anon, subscribed, chan_info) = {
+    let (anon, subscribed, chan_info, user) = {
         let st = s.st.borrow();
         let sub = st.subs.get(channel.as_str());
-        (st.user.is_empty(), sub.is_some(), sub.and_then(|s| s.chan_info.clone()))
+        (st.user.is_empty(), sub.is_some(), sub.and_then(|s| s.chan_info.clone()), st.user.clone())
     };
     let m = &o.map;
     let (client, subscriber, anonymous) = if removed {
@@ -190,6 +202,22 @@ pub(super) async fn publish(
             "attempt to publish without sufficient permission",
             &channel,
         ));
+    }
+    // `map.client_key`: the server names the key (an anonymous client has no user id).
+    let key = match o.map.client_key.as_str() {
+        "client_id" => s.client.id.to_string(),
+        "user_id" if anon => {
+            return Err(s.refuse(
+                ApiError::PERMISSION_DENIED,
+                "map publish: client_key user_id, client is anonymous",
+                &channel,
+            ))
+        }
+        "user_id" => user.to_string(),
+        _ => key,
+    };
+    if key.is_empty() {
+        return Err(ApiError::BAD_REQUEST);
     }
     let data = Payload { bytes: data, binary: s.client.format == Format::Protobuf };
     let publish = Publish { info: Some(Arc::new(s.info(chan_info))), ..Publish::new(channel.as_str(), data) };

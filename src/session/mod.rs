@@ -450,6 +450,7 @@ impl Session {
                 shared_poll::forget(self, &channel);
                 continue;
             }
+            map::ended(self, &channel);
             self.w.hub.unsubscribe(&channel, key);
             self.send_unsub(channel, &sub);
         }
@@ -490,6 +491,7 @@ impl Session {
             shared_poll::forget(self, &channel);
         } else {
             streams::closed(self, Some(&channel));
+            map::ended(self, &channel);
             self.w.hub.unsubscribe(&channel, self.key());
             self.send_unsub(channel.clone(), &sub);
         }

@@ -81,6 +81,7 @@ const APPLIED: &[&str] = &[
     "channel.without_namespace.shared_poll.refresh_batch_size", "channel.without_namespace.shared_poll.max_keys_per_connection",
     "channel.without_namespace.shared_poll.mode", "channel.without_namespace.shared_poll.channel_shutdown_delay",
     "channel.without_namespace.shared_poll.track_expired_extra_delay", "channel.without_namespace.shared_poll.publish_enabled",
+    "channel.without_namespace.map.client_key", "channel.without_namespace.map.remove_client_on_unsubscribe",
     "channel.without_namespace.subscription_type", "channel.without_namespace.map.mode",
     "channel.without_namespace.map.key_ttl", "channel.without_namespace.map.stream_size",
     "channel.without_namespace.map.stream_ttl", "channel.without_namespace.map.allow_publish_for_client",

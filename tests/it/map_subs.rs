@@ -302,3 +302,66 @@ fn map_subs_grpc_api() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `map.client_key`: the server names the key a client writes (its client id, or its user id;
+/// an anonymous client is refused 103 with `user_id`), whatever key it sent; with
+/// `map.remove_client_on_unsubscribe` its key is removed when its subscription ends
+/// (unsubscribe or disconnect).
+#[test]
+fn map_client_keys_and_removal_on_unsubscribe() {
+    let mut cfg = map_config();
+    let ns = |name: &str, map: Value| json!({"name": name, "allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true, "subscription_type": "map", "map": map});
+    let nss = cfg["channel"]["namespaces"].as_array_mut().unwrap();
+    nss.push(ns("cursors", json!({"mode": "ephemeral", "key_ttl": "300s", "client_key": "client_id",
+        "remove_client_on_unsubscribe": true, "allow_publish_for_subscriber": true, "allow_publish_for_anonymous": true})));
+    nss.push(ns(
+        "byuser",
+        json!({"mode": "ephemeral", "key_ttl": "300s", "client_key": "user_id",
+        "allow_publish_for_client": true, "allow_publish_for_anonymous": true}),
+    ));
+    cfg["client"]["token"] = json!({"hmac_secret_key": "map-keys-secret"});
+    let s = Server::start(cfg);
+    let keys = |ch: &str| -> Vec<String> {
+        let r = s.api("map_read_state", json!({"channel": ch, "limit": 100}));
+        r["result"]["entries"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().to_string()).collect()
+    };
+    let mut a = JsonClient::open(&s);
+    let id_a = a.call(json!({"connect": {}})).unwrap()["connect"]["client"].as_str().unwrap().to_string();
+    let mut b = JsonClient::open(&s);
+    let id_b = b.call(json!({"connect": {}})).unwrap()["connect"]["client"].as_str().unwrap().to_string();
+    for c in [&mut a, &mut b] {
+        let r = c.call(json!({"subscribe": {"channel": "cursors:doc", "type": 1, "phase": 2}})).unwrap();
+        assert!(r.get("error").is_none(), "{r}");
+        // Whatever key the client names (or none), its client id is the key.
+        let r = c
+            .call(json!({"publish": {"channel": "cursors:doc", "type": 1, "key": "someone-else", "data": {"x": 1}}}))
+            .unwrap();
+        assert!(r.get("error").is_none(), "{r}");
+        let r = c.call(json!({"publish": {"channel": "cursors:doc", "type": 1, "data": {"x": 2}}})).unwrap();
+        assert!(r.get("error").is_none(), "{r}");
+    }
+    let mut want = vec![id_a.clone(), id_b.clone()];
+    want.sort();
+    assert_eq!(keys("cursors:doc"), want);
+    // A's unsubscribe removes its key; B's disconnect removes B's.
+    assert!(a.call(json!({"unsubscribe": {"channel": "cursors:doc"}})).unwrap().get("error").is_none());
+    let wait_keys = |want: Vec<String>| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while keys("cursors:doc") != want {
+            assert!(std::time::Instant::now() < deadline, "keys {:?}, want {want:?}", keys("cursors:doc"));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    wait_keys(vec![id_b.clone()]);
+    drop(b);
+    wait_keys(vec![]);
+    // `user_id`: an anonymous client is refused; a user writes its own key.
+    let r = a.call(json!({"publish": {"channel": "byuser:x", "type": 1, "key": "k", "data": 1}})).unwrap();
+    assert_eq!(r["error"]["code"], 103, "{r}");
+    assert_eq!(keys("byuser:x"), Vec::<String>::new());
+    let mut alice = JsonClient::open(&s);
+    alice.call(json!({"connect": {"token": jwt("map-keys-secret", json!({"sub": "alice"}))}})).unwrap();
+    let r = alice.call(json!({"publish": {"channel": "byuser:x", "type": 1, "key": "k", "data": 1}})).unwrap();
+    assert!(r.get("error").is_none(), "{r}");
+    assert_eq!(keys("byuser:x"), ["alice"]);
+}
