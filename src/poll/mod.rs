@@ -61,6 +61,8 @@ struct Chan {
     opts: SharedPollOptions,
     proxy: Option<Arc<Proxy>>,
     epoch: Arc<str>,
+    /// Versioned mode: a backend answer (or a publish) named the epoch.
+    epoch_known: bool,
     /// Versionless mode: the last synthetic version given out.
     counter: u64,
     keys: AHashMap<Arc<str>, Entry>,
@@ -120,6 +122,7 @@ fn ensure(w: &Rc<Worker>, channel: &Arc<str>) -> Result<(), ApiError> {
         opts,
         proxy,
         epoch,
+        epoch_known: false,
         counter: 0,
         keys: AHashMap::new(),
         trackers: AHashMap::new(),
@@ -273,9 +276,15 @@ pub fn publish(w: &Rc<Worker>, channel: &Arc<str>, key: &str, version: u64, epoc
 
 /// Versioned mode: a backend epoch other than the channel's resets it, and every tracking
 /// connection is unsubscribed with "insufficient state" (2500), to subscribe and track again
-/// from version 0, as Centrifugo does.
+/// from version 0, as Centrifugo does. The first epoch a new channel state hears is taken as
+/// its own without that: Centrifugo unsubscribes every tracker then too, although they hold
+/// nothing of another epoch (and a state re-created while they resubscribe starts over).
 fn flip_epoch(w: &Rc<Worker>, channel: &Arc<str>, c: &mut Chan, epoch: &str) {
-    if !c.opts.versioned() || *c.epoch == *epoch {
+    if !c.opts.versioned() || (c.epoch_known && *c.epoch == *epoch) {
+        return;
+    }
+    if !std::mem::replace(&mut c.epoch_known, true) {
+        c.epoch = epoch.into();
         return;
     }
     c.epoch = epoch.into();

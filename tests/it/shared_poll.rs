@@ -333,7 +333,14 @@ fn an_epoch_change_unsubscribes_trackers_with_insufficient_state() {
     let mut c = Client::connect(&s);
     c.subscribe(ch);
     c.track(ch, &[("k", 0)], &sign(ch, &["k"], ""));
-    // The first answer names epoch e1 where the channel had none: trackers start over.
+    // The first answer's epoch is the channel's (no one is sent away for it).
+    assert_eq!(c.wait_pubs(ch, 1, Duration::from_secs(3)), vec![json!({"key": "k", "data": 1, "version": 1})]);
+    assert!(c.pushes.iter().all(|v| !v["push"]["unsubscribe"].is_object()), "{:?}", c.pushes);
+    let mut d = Client::connect(&s);
+    assert_eq!(d.subscribe(ch)["subscribe"]["epoch"], "e1");
+    // The backend starts a new epoch (its versions start over): trackers are sent away.
+    b.state.lock().unwrap().epoch = "e2".into();
+    b.set("k", json!(2), 1);
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut unsub = None;
     while unsub.is_none() && Instant::now() < deadline {
@@ -342,11 +349,11 @@ fn an_epoch_change_unsubscribes_trackers_with_insufficient_state() {
     }
     let u = unsub.expect("an unsubscribe push");
     assert_eq!(u["push"]["unsubscribe"]["code"], 2500, "{u}");
-    // Subscribing again gives the epoch the backend named; tracking from 0 gets the data.
+    // Subscribing again gives the new epoch; tracking from 0 gets the data.
     let r = c.subscribe(ch);
-    assert_eq!(r["subscribe"]["epoch"], "e1", "{r}");
+    assert_eq!(r["subscribe"]["epoch"], "e2", "{r}");
     c.track(ch, &[("k", 0)], &sign(ch, &["k"], ""));
-    assert_eq!(c.wait_pubs(ch, 1, Duration::from_secs(3)), vec![json!({"key": "k", "data": 1, "version": 1})]);
+    assert_eq!(c.wait_pubs(ch, 1, Duration::from_secs(3)), vec![json!({"key": "k", "data": 2, "version": 1})]);
 }
 
 #[test]
