@@ -273,45 +273,19 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
         return Err(Disconnect::BAD_REQUEST);
     }
     let user = s.st.borrow().user.clone();
-    let private =
-        !cfg.channel().private_prefix.is_empty() && req.channel.starts_with(cfg.channel().private_prefix.as_str());
     if !req.token.is_empty() {
-        let t = match s.verify_token(TokenUse::Subscribe, &req.token, &req.channel).await {
-            Err(TokenError::Expired) => return Ok(Err(ApiError::TOKEN_EXPIRED)),
-            Err(_) => return Ok(Err(ApiError::PERMISSION_DENIED)),
-            Ok(claims) => match claims::sub(&claims, sub_user_claim(s)) {
-                Ok(t) => t,
-                Err(_) => return Ok(Err(ApiError::PERMISSION_DENIED)),
-            },
+        let t = match super::rules::sub_token(s, &req).await? {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
         };
-        if let Err(e) = cfg.resolve_channel(&t.channel) {
-            return Ok(Err(s.refuse(e, "subscribe unknown channel", &t.channel)));
-        }
-        let mismatch = if t.channel != req.channel {
-            "token channel mismatch"
-        } else if t.user != *user {
-            "token user mismatch"
-        } else if !t.client.is_empty() && *t.client != *s.client.id {
-            "token client mismatch"
-        } else {
-            ""
-        };
-        if !mismatch.is_empty() {
-            return Err(s.refuse(Disconnect::INVALID_TOKEN, mismatch, ch));
-        }
-        // `expire_at` overrides `exp` for the subscription's lifetime; 0 = never.
-        if t.expire_at > 0 && t.expire_at <= unix_now() {
-            return Ok(Err(ApiError::EXPIRED));
-        }
         if !json_ok(s, &t.data) {
             return Err(Disconnect::INAPPROPRIATE_PROTOCOL);
         }
         let r = subscribe_owned(s, req, t.info, false, t.expire_at, t.overrides).await;
         return r.map(|r| r.map(|(channel, res)| (channel, SubscribeResult { data: t.data, ..res })));
     }
-    if private {
-        let why = "attempt to subscribe on private channel without token";
-        return Ok(Err(s.refuse_warn(ApiError::PERMISSION_DENIED, why, ch)));
+    if let Err(e) = super::rules::not_private(s, ch) {
+        return Ok(Err(e));
     }
     let limited = super::rules::user_allowed(&cfg, o, &req.channel, &user);
     if limited.is_none() {
@@ -326,16 +300,8 @@ pub(super) async fn subscribe(s: &Rc<Session>, req: SubscribeReq) -> SubOutcome 
             None => {}
         }
     }
-    let allowed = match limited {
-        Some(ok) => ok || cfg.client.insecure,
-        None => {
-            (o.allow_subscribe_for_client && (!user.is_empty() || o.allow_subscribe_for_anonymous))
-                || cfg.client.insecure
-        }
-    };
-    if !allowed {
-        let why = "attempt to subscribe without sufficient permission";
-        return Ok(Err(s.refuse(ApiError::PERMISSION_DENIED, why, ch)));
+    if let Err(e) = super::rules::permitted(s, o, ch, &user, limited) {
+        return Ok(Err(e));
     }
     subscribe_owned(s, req, None, false, 0, Overrides::default()).await
 }

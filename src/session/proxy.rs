@@ -53,7 +53,7 @@ fn canonical(name: &str) -> String {
 }
 
 /// The worker's view of the node's proxies (resolved once per worker).
-pub(crate) fn proxies(w: &Worker) -> Rc<Proxies> {
+pub(super) fn proxies(w: &Worker) -> Rc<Proxies> {
     crate::proxy::of(w)
 }
 

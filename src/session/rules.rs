@@ -1,16 +1,21 @@
-//! Why a client is refused, and the log lines that say so. The namespace and permission rules
-//! of presence, history and user-limited channels live here, and every refusal a session
-//! makes leaves a line at the level Centrifugo (and the centrifuge library under it) logs it:
-//! each error reply and each disconnect after a command at info (`client command error`,
-//! `disconnect after handling command`), and the reason of a refused subscribe, publish,
-//! presence or history call at info before it. Every line names the client, its user and
-//! its remote address (`client`, `user`, `remote`), and the channel where there is one.
+//! Why a client is refused, and the log lines that say so. The permission rules of
+//! subscriptions (tokens, private and user-limited channels), presence and history live here,
+//! and every refusal a session makes leaves a line at the level Centrifugo (and the
+//! centrifuge library under it) logs it: each error reply and each disconnect after a command
+//! at info (`client command error`, `disconnect after handling command`), and the reason of a
+//! refused subscribe, publish, presence or history call at info before it. Every line names
+//! the client, its user and its remote address (`client`, `user`, `remote`), and the channel
+//! where there is one.
 
 use std::net::IpAddr;
+use std::rc::Rc;
 
-use super::Session;
+use super::commands::sub_user_claim;
+use super::{claims, unix_now, Session, TokenUse};
 use crate::config::{ChannelOptions, Config};
 use crate::error::{ApiError, Disconnect};
+use crate::protocol::SubscribeReq;
+use crate::token::TokenError;
 
 /// Which capability a client command needs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -141,4 +146,74 @@ pub(super) fn user_allowed(cfg: &Config, o: &ChannelOptions, channel: &str, user
     }
     let users = channel.rsplit(b).next().unwrap_or("");
     Some(!user.is_empty() && users.split(cfg.channel().user_separator.as_str()).any(|u| u == user))
+}
+
+/// The subscribe's token (`req.token`, not empty) verified and matched against the request
+/// and the connection: its claims; `Ok(Err)` answers the subscribe with the error, `Err`
+/// closes the connection (a token for another channel, user or client).
+pub(super) async fn sub_token(
+    s: &Rc<Session>,
+    req: &SubscribeReq,
+) -> Result<Result<claims::SubClaims, ApiError>, Disconnect> {
+    let (cfg, ch) = (s.w.cfg.clone(), req.channel.as_str());
+    let t = match s.verify_token(TokenUse::Subscribe, &req.token, ch).await {
+        Err(TokenError::Expired) => return Ok(Err(ApiError::TOKEN_EXPIRED)),
+        Err(_) => return Ok(Err(ApiError::PERMISSION_DENIED)),
+        Ok(claims) => match claims::sub(&claims, sub_user_claim(s)) {
+            Ok(t) => t,
+            Err(_) => return Ok(Err(ApiError::PERMISSION_DENIED)),
+        },
+    };
+    if let Err(e) = cfg.resolve_channel(&t.channel) {
+        return Ok(Err(s.refuse(e, "subscribe unknown channel", &t.channel)));
+    }
+    let user = s.st.borrow().user.clone();
+    let mismatch = if t.channel != req.channel {
+        "token channel mismatch"
+    } else if t.user != *user {
+        "token user mismatch"
+    } else if !t.client.is_empty() && *t.client != *s.client.id {
+        "token client mismatch"
+    } else {
+        ""
+    };
+    if !mismatch.is_empty() {
+        return Err(s.refuse(Disconnect::INVALID_TOKEN, mismatch, ch));
+    }
+    // `expire_at` overrides `exp` for the subscription's lifetime; 0 = never.
+    if t.expire_at > 0 && t.expire_at <= unix_now() {
+        return Ok(Err(ApiError::EXPIRED));
+    }
+    Ok(Ok(t))
+}
+
+/// A channel with the private prefix takes subscriptions with a token only (103).
+pub(super) fn not_private(s: &Session, ch: &str) -> Result<(), ApiError> {
+    let prefix = &s.w.cfg.channel().private_prefix;
+    if !prefix.is_empty() && ch.starts_with(prefix.as_str()) {
+        let why = "attempt to subscribe on private channel without token";
+        return Err(s.refuse_warn(ApiError::PERMISSION_DENIED, why, ch));
+    }
+    Ok(())
+}
+
+/// Whether the client may subscribe to `ch` without a token: the user-limited channel rules'
+/// verdict (`limited`), else the namespace's permissions (`client.insecure` allows all).
+pub(super) fn permitted(
+    s: &Session,
+    o: &ChannelOptions,
+    ch: &str,
+    user: &str,
+    limited: Option<bool>,
+) -> Result<(), ApiError> {
+    let allowed = s.w.cfg.client.insecure
+        || match limited {
+            Some(ok) => ok,
+            None => o.allow_subscribe_for_client && (!user.is_empty() || o.allow_subscribe_for_anonymous),
+        };
+    if !allowed {
+        let why = "attempt to subscribe without sufficient permission";
+        return Err(s.refuse(ApiError::PERMISSION_DENIED, why, ch));
+    }
+    Ok(())
 }

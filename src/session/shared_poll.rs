@@ -13,13 +13,12 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::{claims, commands, unix_now, Session, Sub, TokenUse};
+use super::{unix_now, Session, Sub};
 use crate::error::{ApiError, Disconnect};
 use crate::poll::signature::{self, Refused};
 use crate::poll::{TrackItem, Tracker};
 use crate::protocol::{KeyedPub, PushBody, ReplyBody, SubscribeReq, SubscribeResult, TrackBatch};
 use crate::shard::owner_of;
-use crate::token::TokenError;
 
 /// The subscription type of shared poll subscriptions in the client protocol.
 pub(super) const KIND: i32 = 4;
@@ -51,39 +50,19 @@ async fn run(s: &Rc<Session>, req: &SubscribeReq) -> Outcome {
     if ch.len() > cfg.channel().max_length || !cfg.client_channel_allowed(ch, o) {
         return Ok(Err(s.refuse(ApiError::BAD_REQUEST, "invalid channel name", ch)));
     }
-    let user = s.st.borrow().user.clone();
-    let mut expires_at = 0;
-    let mut chan_info = None;
+    // Permissions as for any subscribe: a subscription token, else the namespace's rules.
+    let (mut expires_at, mut chan_info) = (0, None);
     if !req.token.is_empty() {
-        let t = match s.verify_token(TokenUse::Subscribe, &req.token, ch).await {
-            Err(TokenError::Expired) => return Ok(Err(ApiError::TOKEN_EXPIRED)),
-            Err(_) => return Ok(Err(ApiError::PERMISSION_DENIED)),
-            Ok(c) => match claims::sub(&c, commands::sub_user_claim(s)) {
-                Ok(t) => t,
-                Err(_) => return Ok(Err(ApiError::PERMISSION_DENIED)),
-            },
-        };
-        if t.channel != req.channel || t.user != *user || (!t.client.is_empty() && *t.client != *s.client.id) {
-            return Err(s.refuse(Disconnect::INVALID_TOKEN, "token channel, user or client mismatch", ch));
+        match super::rules::sub_token(s, req).await? {
+            Ok(t) => (expires_at, chan_info) = (t.expire_at, t.info),
+            Err(e) => return Ok(Err(e)),
         }
-        if t.expire_at > 0 && t.expire_at <= unix_now() {
-            return Ok(Err(ApiError::EXPIRED));
-        }
-        expires_at = t.expire_at;
-        chan_info = t.info;
     } else {
-        let private = !cfg.channel().private_prefix.is_empty() && ch.starts_with(cfg.channel().private_prefix.as_str());
-        let allowed = match super::rules::user_allowed(&cfg, o, ch, &user) {
-            _ if private => false,
-            Some(ok) => ok,
-            None => o.allow_subscribe_for_client && (!user.is_empty() || o.allow_subscribe_for_anonymous),
-        };
-        if !allowed && !cfg.client.insecure {
-            return Ok(Err(s.refuse(
-                ApiError::PERMISSION_DENIED,
-                "attempt to subscribe without sufficient permission",
-                ch,
-            )));
+        let user = s.st.borrow().user.clone();
+        let limited = super::rules::user_allowed(&cfg, o, ch, &user);
+        if let Err(e) = super::rules::not_private(s, ch).and_then(|_| super::rules::permitted(s, o, ch, &user, limited))
+        {
+            return Ok(Err(e));
         }
     }
     let channel: Arc<str> = ch.into();
@@ -224,10 +203,7 @@ fn untrack_keys(s: &Rc<Session>, channel: &str, keys: Vec<String>) -> Result<Rep
     }
     let (ch, t) = (Arc::<str>::from(channel), tracker(s));
     // Through the owner's queue like a track request, so the two keep their order.
-    drop(s.w.ask(owner_of(channel, s.w.workers), move |w, answer: crate::runtime::worker::Answer<()>| {
-        crate::poll::untrack(w, &ch, t, keys);
-        answer.send(w, ());
-    }));
+    on_owner(s, channel, move |w| crate::poll::untrack(w, &ch, t, keys));
     Ok(ReplyBody::SubRefresh { expires: false, ttl: 0 })
 }
 
@@ -235,9 +211,16 @@ fn untrack_keys(s: &Rc<Session>, channel: &str, keys: Vec<String>) -> Result<Rep
 /// untracked on the owner.
 pub(super) fn forget(s: &Session, channel: &Arc<str>) {
     let (ch, t) = (channel.clone(), tracker(s));
+    on_owner(s, channel, move |w| crate::poll::forget(w, &ch, t));
+}
+
+/// Runs `job` on the owner of `channel` without waiting for it: at once when the owner is
+/// this worker, else queued behind what this worker sent it before (as [`Worker::ask`]
+/// does, so tracks, untracks and forgets reach the owner in the order they were made).
+fn on_owner(s: &Session, channel: &str, job: impl FnOnce(&Rc<crate::runtime::worker::Worker>) + Send + 'static) {
     let w = s.w.rc();
     drop(w.ask(owner_of(channel, w.workers), move |w, answer: crate::runtime::worker::Answer<()>| {
-        crate::poll::forget(w, &ch, t);
+        job(w);
         answer.send(w, ());
     }));
 }
