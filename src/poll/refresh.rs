@@ -69,9 +69,9 @@ async fn poll(w: Rc<Worker>, channel: Arc<str>, gen: u64, items: Vec<(Arc<str>, 
     h.in_flight.set(h.in_flight.get() + 1);
     let r = call(&w, &proxy, &channel, &items).await;
     h.in_flight.set(h.in_flight.get() - 1);
-    match r {
-        Ok((epoch, items)) => apply(&w, &channel, gen, &epoch, items),
-        Err(e) => crate::proxy::warn_failed(&proxy, &e),
+    // (A failed call is logged and counted by `measured`.)
+    if let Ok((epoch, items)) = r {
+        apply(&w, &channel, gen, &epoch, items);
     }
 }
 
@@ -94,18 +94,15 @@ async fn call(
 ) -> Result<(String, Vec<Item>), CallError> {
     let body = encode(channel, items);
     let headers: Headers = proxy.conf.http.static_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let (protocol, kind) = (proxy.protocol(), proxy.kind.name());
-    crate::metrics::proxy_started(protocol, kind, &proxy.name);
-    let started = Instant::now();
-    let pool = w.local(|_| crate::proxy::http::Pool::default());
-    let r = match monoio::time::timeout(proxy.timeout, pool.post(proxy, &headers, &body)).await {
-        Err(_) => Err(CallError::Timeout),
-        Ok(Err(e)) => Err(e),
-        Ok(Ok(a)) if a.status == 200 => decode(&a.body),
-        Ok(Ok(a)) => Err(CallError::Status(a.status)),
-    };
-    crate::metrics::proxy_finished(protocol, kind, &proxy.name, started.elapsed(), r.is_err());
-    r
+    crate::proxy::measured(proxy, async {
+        let a = crate::proxy::post(w, proxy, &headers, &body).await?;
+        if a.status == 200 {
+            decode(&a.body)
+        } else {
+            Err(CallError::Status(a.status))
+        }
+    })
+    .await
 }
 
 /// `{"channel":"c","items":[{"key":"k","version":3},{"key":"j"}]}` (zero versions left out).

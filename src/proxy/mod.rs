@@ -264,36 +264,56 @@ pub async fn call(
     req: &Request,
     headers: Headers,
 ) -> Result<Response, CallError> {
+    measured(proxy, async {
+        if proxy.is_grpc() {
+            let (answer, reply) = w.await_remote::<Result<Response, CallError>>();
+            grpc::call(proxy, req.clone(), headers, Box::new(move |r| answer.send(r)));
+            // The client thread bounds the call itself; this is the backstop.
+            return match monoio::time::timeout(proxy.timeout + Duration::from_secs(1), reply).await {
+                Ok(r) => r,
+                Err(_) => Err(CallError::Timeout),
+            };
+        }
+        let body = json::encode_request(proxy.kind, req)?;
+        let a = post(w, proxy, &headers, &body).await?;
+        if a.status == 200 {
+            json::decode_response(&a.body)
+        } else {
+            transformed(proxy, a.status).ok_or(CallError::Status(a.status))
+        }
+    })
+    .await
+}
+
+/// A call to `proxy`, counted in the proxy metrics; a failure is logged ([`warn_failed`]).
+pub async fn measured<T>(
+    proxy: &Proxy,
+    call: impl std::future::Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
     let (protocol, kind) = (proxy.protocol(), proxy.kind.name());
     crate::metrics::proxy_started(protocol, kind, &proxy.name);
     let started = std::time::Instant::now();
-    let r = if proxy.is_grpc() {
-        let (answer, reply) = w.await_remote::<Result<Response, CallError>>();
-        grpc::call(proxy, req.clone(), headers, Box::new(move |r| answer.send(r)));
-        // The client thread bounds the call itself; this is the backstop.
-        match monoio::time::timeout(proxy.timeout + Duration::from_secs(1), reply).await {
-            Ok(r) => r,
-            Err(_) => Err(CallError::Timeout),
-        }
-    } else {
-        match json::encode_request(proxy.kind, req) {
-            Err(e) => Err(e),
-            Ok(body) => {
-                let pool = w.local(|_| http::Pool::default());
-                match monoio::time::timeout(proxy.timeout, pool.post(proxy, &headers, &body)).await {
-                    Err(_) => Err(CallError::Timeout),
-                    Ok(Err(e)) => Err(e),
-                    Ok(Ok(a)) if a.status == 200 => json::decode_response(&a.body),
-                    Ok(Ok(a)) => transformed(proxy, a.status).ok_or(CallError::Status(a.status)),
-                }
-            }
-        }
-    };
+    let r = call.await;
     crate::metrics::proxy_finished(protocol, kind, &proxy.name, started.elapsed(), r.is_err());
     if let Err(e) = &r {
         warn_failed(proxy, e);
     }
     r
+}
+
+/// `POST body` to the HTTP proxy `proxy` over worker `w`'s keep-alive pool, within the
+/// proxy's timeout.
+pub async fn post(
+    w: &crate::runtime::worker::Worker,
+    proxy: &Proxy,
+    headers: &Headers,
+    body: &[u8],
+) -> Result<http::Answer, CallError> {
+    let pool = w.local(|_| http::Pool::default());
+    match monoio::time::timeout(proxy.timeout, pool.post(proxy, headers, body)).await {
+        Err(_) => Err(CallError::Timeout),
+        Ok(r) => r,
+    }
 }
 
 /// Logs a failed call: the first of each second per worker, so an unreachable backend does not
