@@ -483,15 +483,15 @@ pub async fn nodes(w: &Rc<Worker>) -> Vec<NodeInfo> {
 }
 
 /// A `shared_poll_publish` for this node's trackers of the key, on the channel's owner;
-/// resolves once applied there.
-pub fn shared_poll_here(w: &Rc<Worker>, p: crate::api::SharedPollPub) -> crate::runtime::worker::Call<()> {
-    let Some(data) = p.data else { return w.ask(w.id, |w, a| a.send(w, ())) };
+/// resolves once applied there. `None` (nothing to apply) without data.
+pub fn shared_poll_here(w: &Rc<Worker>, p: crate::api::SharedPollPub) -> Option<crate::runtime::worker::Call<()>> {
+    let data = p.data?;
     let channel: Arc<str> = (*p.channel).into();
     let owner = crate::shard::owner_of(&channel, w.workers);
-    w.ask(owner, move |w, answer| {
+    Some(w.ask(owner, move |w, answer| {
         crate::poll::publish(w, &channel, &p.key, p.version, &p.epoch, data);
         answer.send(w, ());
-    })
+    }))
 }
 
 /// An API subscribe/unsubscribe/disconnect/refresh for this worker's connections.

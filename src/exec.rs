@@ -214,7 +214,9 @@ async fn shared_poll_publish(w: &Rc<Worker>, p: crate::api::SharedPollPub) -> Re
     }
     // Every node's trackers of the key (the other nodes through the control channel).
     crate::cluster::broadcast_act(w, &Command::SharedPollPublish(p.clone())).await?;
-    crate::cluster::shared_poll_here(w, p).await;
+    if let Some(here) = crate::cluster::shared_poll_here(w, p) {
+        here.await;
+    }
     Ok(Res::Empty)
 }
 

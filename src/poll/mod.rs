@@ -467,18 +467,10 @@ fn cycle_keys(w: &Worker, channel: &str, gen: u64) -> Option<(Calls, Duration)> 
     for (t, keys) in expired {
         remove_keys(c, t, keys.iter().map(|k| &**k));
     }
-    let versioned = c.opts.versioned();
-    let mut keys: Vec<(Arc<str>, u64)> = Vec::with_capacity(c.keys.len());
-    for (k, e) in c.keys.iter_mut() {
-        if std::mem::take(&mut e.fresh) {
-            continue;
-        }
-        keys.push((k.clone(), if versioned && !e.needs_broadcast { e.version } else { 0 }));
-    }
-    keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let batch = c.opts.batch_size();
-    let chunks = keys.chunks(batch).map(|c| c.to_vec()).collect();
-    Some((chunks, c.opts.refresh_interval()))
+    // Keys a `shared_poll_publish` just refreshed sit this cycle out (once).
+    let keys: Vec<Arc<str>> =
+        c.keys.iter_mut().filter_map(|(k, e)| (!std::mem::take(&mut e.fresh)).then(|| k.clone())).collect();
+    Some((c.calls(keys), c.opts.refresh_interval()))
 }
 
 /// The keys queued for an immediate poll of channel state `gen`, with their versions.
@@ -487,29 +479,30 @@ fn take_notified(w: &Worker, channel: &str, gen: u64) -> Option<Calls> {
     let mut chans = h.chans.borrow_mut();
     let c = chans.get_mut(channel).filter(|c| c.gen == gen)?;
     c.notify_queued = false;
-    let mut keys = std::mem::take(&mut c.notified);
-    keys.sort_unstable();
-    keys.dedup();
-    let versioned = c.opts.versioned();
-    let items: Vec<(Arc<str>, u64)> = keys
-        .into_iter()
-        .filter_map(|k| {
-            let e = c.keys.get(&k)?;
-            Some((k, if versioned && !e.needs_broadcast { e.version } else { 0 }))
-        })
-        .collect();
-    let batch = c.opts.batch_size();
-    Some(items.chunks(batch).map(|c| c.to_vec()).collect())
+    let keys = std::mem::take(&mut c.notified);
+    Some(c.calls(keys))
+}
+
+impl Chan {
+    /// Backend calls for `keys` (those still tracked, each once, in order): with the version
+    /// to send — the channel's in versioned mode, 0 where a tracker needs the data again or in
+    /// versionless mode — in batches of `refresh_batch_size`.
+    fn calls(&self, mut keys: Vec<Arc<str>>) -> Calls {
+        keys.sort_unstable();
+        keys.dedup();
+        let versioned = self.opts.versioned();
+        let items: Vec<(Arc<str>, u64)> = keys
+            .into_iter()
+            .filter_map(|k| {
+                let e = self.keys.get(&k)?;
+                Some((k, if versioned && !e.needs_broadcast { e.version } else { 0 }))
+            })
+            .collect();
+        items.chunks(self.opts.batch_size()).map(<[_]>::to_vec).collect()
+    }
 }
 
 /// The channel's backend, if the state `gen` is still there.
 fn backend(w: &Worker, channel: &str, gen: u64) -> Option<Option<Arc<Proxy>>> {
     hub(w).chans.borrow().get(channel).filter(|c| c.gen == gen).map(|c| c.proxy.clone())
-}
-
-/// (channels, tracked keys) of this worker's shared poll state.
-pub fn stats(w: &Worker) -> (usize, usize) {
-    let h = hub(w);
-    let chans = h.chans.borrow();
-    (chans.len(), chans.values().map(|c| c.keys.len()).sum())
 }
