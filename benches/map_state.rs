@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use gyre::config::Config;
 use gyre::engine::memory::Memory;
-use gyre::model::{Payload, Publish};
+use gyre::model::{MapPub, Payload, Publish};
 
 const KEYS: usize = 10_000;
 
@@ -25,7 +25,7 @@ fn memory() -> Memory {
 
 fn publish(m: &mut Memory, key: &str, data: &Bytes, now: Instant) {
     let p = Publish::new("board", Payload { bytes: data.clone(), binary: false });
-    m.map_publish(p, Arc::from(key), false, now).unwrap();
+    m.map_publish(MapPub::new(p, Arc::from(key), false), now).unwrap();
 }
 
 fn sync(c: &mut Criterion) {

@@ -80,13 +80,13 @@ fn map_op(cfg: &Config, m: crate::api::MapCmd) -> Result<ShardOp, ApiError> {
         return Err(ApiError::BAD_REQUEST);
     }
     Ok(match m {
-        MapCmd::Publish { publish, key } => {
-            ShardOp::MapPublish(Box::new(MapPub { publish, key: key.as_ref().into(), removed: false }))
+        MapCmd::Publish { publish, key, key_mode } => {
+            ShardOp::MapPublish(Box::new(MapPub { key_mode, ..MapPub::new(publish, key.as_ref().into(), false) }))
         }
         MapCmd::Remove { channel, key, idempotency_key } => {
             let data = crate::model::Payload { bytes: bytes::Bytes::new(), binary: false };
             let publish = Publish { idempotency_key, ..Publish::new(channel, data) };
-            ShardOp::MapPublish(Box::new(MapPub { publish, key: key.as_ref().into(), removed: true }))
+            ShardOp::MapPublish(Box::new(MapPub::new(publish, key.as_ref().into(), true)))
         }
         MapCmd::ReadState { channel, cursor, limit } => {
             ShardOp::MapRead { channel, cursor, limit: if limit == 0 { usize::MAX } else { limit } }

@@ -53,6 +53,57 @@ pub struct Publish {
     pub info: Option<Arc<ClientInfo>>,
 }
 
+/// When a map publish writes its key (`key_mode` of `map_publish`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyMode {
+    /// Always (the default).
+    #[default]
+    Replace,
+    /// Only when the key is absent (else suppressed: `key_exists`).
+    IfNew,
+    /// Only when the key is present (else suppressed: `key_not_found`).
+    IfExists,
+}
+
+impl KeyMode {
+    /// The API's spelling (`""`, `if_new`, `if_exists`); `None` for anything else.
+    pub fn parse(s: &str) -> Option<KeyMode> {
+        match s {
+            "" => Some(KeyMode::Replace),
+            "if_new" => Some(KeyMode::IfNew),
+            "if_exists" => Some(KeyMode::IfExists),
+            _ => None,
+        }
+    }
+}
+
+/// What a map publish or remove did: the stream position and, when it changed nothing, why
+/// (`idempotency`, `version`, `key_exists`, `key_not_found`), as Centrifugo's result says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MapUpdate {
+    pub position: StreamPosition,
+    pub suppressed: Option<&'static str>,
+}
+
+/// A change of a map channel's key: set (`publish.data`) or removed.
+#[derive(Debug)]
+pub struct MapPub {
+    pub publish: Publish,
+    pub key: Arc<str>,
+    pub removed: bool,
+    pub key_mode: KeyMode,
+    /// With `IfNew` and the key present: its TTL starts again (presence keep-alive), nothing
+    /// else changes.
+    pub refresh_ttl: bool,
+}
+
+impl MapPub {
+    /// Sets (`removed` false) or removes `key`, unconditionally.
+    pub fn new(publish: Publish, key: Arc<str>, removed: bool) -> MapPub {
+        MapPub { publish, key, removed, key_mode: KeyMode::Replace, refresh_ttl: false }
+    }
+}
+
 /// `history` parameters (also a client's history command).
 #[derive(Debug, Clone)]
 pub struct History {

@@ -97,6 +97,19 @@ pub fn result(out: &mut Vec<u8>, r: &Res) {
             }
             out.push(b'}');
         }
+        Res::MapUpdate(u) => {
+            // `{"offset":N,"epoch":"E"}`, with `suppressed` and `suppress_reason` when it changed
+            // nothing (omitted otherwise, as Centrifugo's encoder omits false and empty).
+            out.extend_from_slice(b"{\"offset\":");
+            int(out, u.position.offset);
+            out.extend_from_slice(b",\"epoch\":");
+            string(out, &u.position.epoch);
+            if let Some(why) = u.suppressed {
+                out.extend_from_slice(b",\"suppressed\":true,\"suppress_reason\":");
+                string(out, why);
+            }
+            out.push(b'}');
+        }
         Res::MapStats(n) => {
             out.extend_from_slice(b"{\"num_keys\":");
             int(out, *n);

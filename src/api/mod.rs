@@ -225,6 +225,7 @@ pub enum MapCmd {
     Publish {
         publish: Publish,
         key: Box<str>,
+        key_mode: crate::model::KeyMode,
     },
     /// Removes `key`.
     Remove {
@@ -303,6 +304,8 @@ pub enum Res {
     },
     /// Keys of a map channel.
     MapStats(u64),
+    /// What a `map_publish` or `map_remove` did.
+    MapUpdate(crate::model::MapUpdate),
 }
 
 /// The outcome of one command.

@@ -243,6 +243,16 @@ struct PublishP<'a> {
     key: Cow<'a, str>,
 }
 
+/// `map_publish`'s own field beside those of [`PublishP`] (read apart: the publish path's
+/// parameters stay small).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct KeyModeP<'a> {
+    /// `""`, `if_new` or `if_exists`.
+    #[serde(borrow)]
+    key_mode: Cow<'a, str>,
+}
+
 /// `map_remove`, `map_read_state`, `map_stats`, `map_clear`.
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -547,10 +557,12 @@ pub fn decode_params(method: Method, params: &[u8]) -> Result<Command, DecodeErr
             let p: PublishP = serde_json::from_slice(params)?;
             let channel = required_channel(&p.channel)?;
             let key: Box<str> = p.key.as_ref().into();
+            let m: KeyModeP = serde_json::from_slice(params)?;
+            let key_mode = crate::model::KeyMode::parse(&m.key_mode).ok_or_else(bad)?;
             if key.is_empty() {
                 return Err(bad());
             }
-            Command::Map(MapCmd::Publish { publish: publish_from(p, channel)?, key })
+            Command::Map(MapCmd::Publish { publish: publish_from(p, channel)?, key, key_mode })
         }
         Method::MapRemove | Method::MapReadState | Method::MapStats | Method::MapClear => {
             let p: MapP = serde_json::from_slice(params)?;

@@ -43,13 +43,12 @@ pub(crate) const OPTIONS: &[&str] = &[
 #[rustfmt::skip]
 pub(crate) const CHANNEL_OPTIONS: &[&str] = &[
     "publication_data_format",
-    "map_clients_presence_channel_prefix", "map_users_presence_channel_prefix",
 ];
 
 /// Options of a map namespace (`<channel options>.map.*`).
 #[rustfmt::skip]
 pub(crate) const MAP_OPTIONS: &[&str] = &[
-    "meta_ttl", "publish_proxy_enabled",
+    "publish_proxy_enabled",
     "publish_proxy_name", "remove_proxy_enabled", "remove_proxy_name",
     "live_transition_max_publication_limit", "subscribe_catch_up_timeout",
 ];
@@ -118,7 +117,8 @@ mod tests {
         assert!(unsupported("channel.without_namespace.map.publish_proxy_enabled"));
         assert!(!unsupported("channel.without_namespace.map.key_ttl"));
         assert!(!unsupported("channel.without_namespace.allowed_delta_types"));
-        assert!(unsupported("channel.namespaces[3].map_users_presence_channel_prefix"));
+        assert!(!unsupported("channel.namespaces[3].map_users_presence_channel_prefix"));
+        assert!(unsupported("channel.namespaces[3].publication_data_format"));
         assert!(!unsupported("channel.namespaces[3].presence"));
         assert!(!unsupported("client.proxy_x"));
         assert!(!unsupported("subscription_type"));
@@ -133,8 +133,8 @@ mod tests {
         assert_eq!(unsupported_env("UNI_WEBSOCKET_COMPRESSION_LEVEL"), None);
         assert_eq!(unsupported_env("CHANNEL_WITHOUT_NAMESPACE_SHARED_POLL_MODE"), None);
         assert_eq!(
-            unsupported_env("CHANNEL_NAMESPACES_CHAT_MAP_USERS_PRESENCE_CHANNEL_PREFIX").as_deref(),
-            Some("channel.namespaces[].map_users_presence_channel_prefix")
+            unsupported_env("CHANNEL_NAMESPACES_CHAT_PUBLICATION_DATA_FORMAT").as_deref(),
+            Some("channel.namespaces[].publication_data_format")
         );
         assert_eq!(unsupported_env("CLIENT_PROXYX"), None);
         assert_eq!(unsupported_env("HTTP_API_KYE"), None);

@@ -489,10 +489,7 @@ mod tests {
         assert!(md.contains("# `client`\n\nType: `object`\n\nClient connections"), "{md}");
         assert!(md.contains("Env: `CENTRIFUGO_CHANNEL_NAMESPACES_<NAME>_PRESENCE`"), "{md}");
         assert!(md.contains("### `channel.namespaces[].name`\n\nType: `string`. Default: `\"\"`\n\nName of"), "{md}");
-        assert!(
-            md.contains("- `webtransport`")
-                && md.contains("- `channel.namespaces[].map_users_presence_channel_prefix`")
-        );
+        assert!(md.contains("- `webtransport`") && md.contains("- `channel.namespaces[].publication_data_format`"));
         let section = markdown("engine.redis", 2);
         assert!(section.starts_with("#### `engine.redis`\n"), "{section}");
         assert!(section.contains("##### `engine.redis.address`") && !section.contains("`engine.type`"));

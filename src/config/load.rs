@@ -412,6 +412,7 @@ fn validate(c: &Config) -> Result<(), String> {
     }
     validate_channel_options(&ch.without_namespace, "channel.without_namespace", ch.history_meta_ttl)?;
     super::shared_poll::validate("channel.without_namespace", &ch.without_namespace, c)?;
+    super::map::validate_presence("channel.without_namespace", &ch.without_namespace, c)?;
     let personal = &cl.subscribe_to_user_personal_channel;
     let mut personal_ns_found = personal.personal_channel_namespace.is_empty() || !personal.enabled;
     if personal.enabled
@@ -437,6 +438,7 @@ fn validate(c: &Config) -> Result<(), String> {
         let at = format!("channel.namespaces[\"{}\"]", ns.name);
         validate_channel_options(&ns.options, &at, ch.history_meta_ttl)?;
         super::shared_poll::validate(&at, &ns.options, c)?;
+        super::map::validate_presence(&at, &ns.options, c)?;
         if personal.enabled && ns.name == personal.personal_channel_namespace {
             personal_ns_found = true;
             if personal.single_connection && !ns.options.presence {
@@ -637,8 +639,8 @@ mod tests {
                 "rpc": {"namespaces": [{"name": "ns", "proxy": true}]},
                 "gateway": {"servers": [{"path": "/r", "topic": "t", "topc": "x"}]},
                 "channel": {"proxy": {"map_publish": {}},
-                            "namespaces": [{"name": "chat", "presense": true, "map_users_presence_channel_prefix": "",
-                                            "map": {"meta_ttl": "1h"}}]}}"#,
+                            "namespaces": [{"name": "chat", "presense": true, "publication_data_format": "json",
+                                            "map": {"subscribe_catch_up_timeout": "1s"}}]}}"#,
         )
         .unwrap();
         let mut w = l.warnings.clone();
@@ -646,8 +648,8 @@ mod tests {
         assert_eq!(
             w,
             [
-                "option \"channel.namespaces[0].map.meta_ttl\" is not supported by Gyre (ignored)",
-                "option \"channel.namespaces[0].map_users_presence_channel_prefix\" is not supported by Gyre (ignored)",
+                "option \"channel.namespaces[0].map.subscribe_catch_up_timeout\" is not supported by Gyre (ignored)",
+                "option \"channel.namespaces[0].publication_data_format\" is not supported by Gyre (ignored)",
                 "option \"channel.proxy.map_publish\" is not supported by Gyre (ignored)",
                 "option \"webtransport\" is not supported by Gyre (ignored)",
                 "unknown option \"channel.namespaces[0].presense\" (ignored)",

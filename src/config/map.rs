@@ -22,6 +22,11 @@ pub struct MapOptions {
     /// How long the stream's changes are kept after the last change (0: 10 minutes).
     #[serde(with = "duration")]
     pub stream_ttl: Duration,
+    /// How long a channel's state, stream and epoch live after its last change (0: as long
+    /// as the node runs; with Redis, no expiry). A channel past it starts again from no keys
+    /// with a new epoch.
+    #[serde(with = "duration")]
+    pub meta_ttl: Duration,
     pub allow_publish_for_client: bool,
     pub allow_publish_for_subscriber: bool,
     pub allow_publish_for_anonymous: bool,
@@ -65,17 +70,52 @@ impl MapOptions {
 }
 
 impl ChannelOptions {
-    /// The namespace's channels are map channels (`subscription_type: map`).
+    /// Subscribers may ask for fossil deltas.
+    pub fn fossil_allowed(&self) -> bool {
+        self.allowed_delta_types.iter().any(|t| t == "fossil")
+    }
+
+    /// History is on when both size and TTL are positive.
+    pub fn history_enabled(&self) -> bool {
+        self.history_size > 0 && !self.history_ttl.is_zero()
+    }
+
+    /// The namespace's channels are map channels (`subscription_type` `map`, or the presence
+    /// maps `map_clients` and `map_users`).
     pub fn is_map(&self) -> bool {
-        self.subscription_type == "map"
+        matches!(self.subscription_type.as_str(), "map" | "map_clients" | "map_users")
+    }
+
+    /// The subscribe `type` the namespace's channels take: 0 stream, 1 map, 2 map_clients,
+    /// 3 map_users, 4 shared poll.
+    pub fn subscription_kind(&self) -> i32 {
+        match self.subscription_type.as_str() {
+            "map" => 1,
+            "map_clients" => 2,
+            "map_users" => 3,
+            "shared_poll" => 4,
+            _ => 0,
+        }
+    }
+}
+
+/// A map's meta TTL when none is set: as long as the node runs.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 86400);
+
+/// The meta TTL of a map namespace (`map.meta_ttl`, else no expiry).
+pub(super) fn meta_ttl(o: &MapOptions) -> Duration {
+    if o.meta_ttl.is_zero() {
+        FOREVER
+    } else {
+        o.meta_ttl
     }
 }
 
 /// The checks of a namespace's `subscription_type` and `map` at `at`.
 pub(super) fn validate(at: &str, o: &ChannelOptions) -> Result<(), String> {
-    if !["", "stream", "map", "shared_poll"].contains(&o.subscription_type.as_str()) {
+    if !["", "stream", "map", "map_clients", "map_users", "shared_poll"].contains(&o.subscription_type.as_str()) {
         return Err(format!(
-            "{at}.subscription_type: {:?} is not supported by Gyre (stream, map or shared_poll)",
+            "{at}.subscription_type: {:?} is not supported by Gyre (stream, map, map_clients, map_users or shared_poll)",
             o.subscription_type
         ));
     }
@@ -85,11 +125,55 @@ pub(super) fn validate(at: &str, o: &ChannelOptions) -> Result<(), String> {
     if o.is_map() && o.map.mode == "persistent" && !o.map.key_ttl.is_zero() {
         return Err(format!("{at}.map.key_ttl must not be set when map.mode is \"persistent\""));
     }
+    if o.is_map() && o.map.mode == "ephemeral" && !o.map.meta_ttl.is_zero() {
+        return Err(format!("{at}.map.meta_ttl must be 0 for map.mode \"ephemeral\""));
+    }
+    if o.is_map() && !o.map.meta_ttl.is_zero() && o.map.meta_ttl < o.map.stream().1 {
+        return Err(format!(
+            "{at}.map.meta_ttl ({:?}) must be >= map.stream_ttl ({:?}): the meta must outlive the stream",
+            o.map.meta_ttl,
+            o.map.stream().1
+        ));
+    }
     if !["", "client_id", "user_id"].contains(&o.map.client_key.as_str()) {
         return Err(format!("{at}.map.client_key: unknown {:?} (valid: \"client_id\", \"user_id\")", o.map.client_key));
     }
+    let presence = matches!(o.subscription_type.as_str(), "map_clients" | "map_users");
+    if presence && o.map.mode == "persistent" {
+        return Err(format!(
+            "{at}.map.mode \"persistent\" is not allowed with subscription_type {:?} (presence keys need a TTL)",
+            o.subscription_type
+        ));
+    }
+    if presence && o.map.key_ttl.is_zero() {
+        return Err(format!("{at}.map.key_ttl is required with subscription_type {:?}", o.subscription_type));
+    }
     if o.map.remove_client_on_unsubscribe && !o.is_map() {
         return Err(format!("{at}.map.remove_client_on_unsubscribe requires subscription_type to be a map type"));
+    }
+    Ok(())
+}
+
+/// The presence map prefixes of a namespace name namespaces of the matching type
+/// (`map_clients`, `map_users`).
+pub(super) fn validate_presence(at: &str, o: &ChannelOptions, c: &super::Config) -> Result<(), String> {
+    let prefixes = [
+        ("map_clients_presence_channel_prefix", &o.map_clients_presence_channel_prefix, "map_clients"),
+        ("map_users_presence_channel_prefix", &o.map_users_presence_channel_prefix, "map_users"),
+    ];
+    for (name, prefix, kind) in prefixes {
+        if prefix.is_empty() {
+            continue;
+        }
+        let target = c
+            .resolve_channel(&format!("{prefix}x"))
+            .map_err(|_| format!("{at}.{name} {prefix:?}: the namespace its channels fall in does not exist"))?;
+        if target.options.subscription_type != kind {
+            return Err(format!(
+                "{at}.{name} {prefix:?}: the namespace its channels fall in must have subscription_type {kind:?} (got {:?})",
+                target.options.subscription_type
+            ));
+        }
     }
     Ok(())
 }

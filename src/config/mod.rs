@@ -273,18 +273,9 @@ pub struct ChannelOptions {
     /// Map subscriptions (`subscription_type: map`).
     pub map: MapOptions,
     pub shared_poll: shared_poll::SharedPollOptions,
-}
-
-impl ChannelOptions {
-    /// Subscribers may ask for fossil deltas.
-    pub fn fossil_allowed(&self) -> bool {
-        self.allowed_delta_types.iter().any(|t| t == "fossil")
-    }
-
-    /// History is on when both size and TTL are positive.
-    pub fn history_enabled(&self) -> bool {
-        self.history_size > 0 && !self.history_ttl.is_zero()
-    }
+    /// Presence maps of the channels here (see `session::map_presence`).
+    pub map_clients_presence_channel_prefix: String,
+    pub map_users_presence_channel_prefix: String,
 }
 
 /// A named namespace: `name` plus its options (flattened, as in Centrifugo configs).
@@ -789,8 +780,11 @@ impl Config {
     }
 
     /// History meta TTL for these options (namespace value or the channel-wide default).
+    /// Map channels: `map.meta_ttl` (see [`map::meta_ttl`]).
     pub fn history_meta_ttl(&self, o: &ChannelOptions) -> Duration {
-        if o.history_meta_ttl.is_zero() {
+        if o.is_map() {
+            map::meta_ttl(&o.map)
+        } else if o.history_meta_ttl.is_zero() {
             self.channel().history_meta_ttl
         } else {
             o.history_meta_ttl

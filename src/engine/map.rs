@@ -13,13 +13,16 @@ use std::time::Instant;
 
 use super::memory::{Delivery, Memory};
 use crate::error::ApiError;
-use crate::model::{Publication, Publish, StreamPosition};
+use crate::model::{KeyMode, MapPub, MapUpdate, Publication, Publish, StreamPosition};
 
-/// One key's value: the publication that set it last, and when it expires.
+/// One key's value: the publication that set it last, when it expires, and the version it
+/// was published with (0: none).
 #[derive(Debug)]
 struct Entry {
     publication: Publication,
     expires: Option<Instant>,
+    version: u64,
+    version_epoch: Box<str>,
 }
 
 /// A map channel's keys, in key order (pages follow it).
@@ -39,36 +42,58 @@ pub struct StatePage {
 }
 
 impl Memory {
-    /// Sets (`removed` false) or removes `key` of a map channel: the change joins the stream,
-    /// the state follows it. Returns the stream position of the change and what to deliver
-    /// (none when nobody is subscribed, or for the removal of an absent key, which changes
-    /// nothing and answers with the current position).
-    pub fn map_publish(
-        &mut self,
-        p: Publish,
-        key: Arc<str>,
-        removed: bool,
-        now: Instant,
-    ) -> Result<(StreamPosition, Option<Delivery>), ApiError> {
+    /// Sets (`removed` false) or removes a key of a map channel: the change joins the stream,
+    /// the state follows it. Returns what it did (the stream position of the change, or the
+    /// stream top and why nothing changed) and what to deliver (none when nobody is
+    /// subscribed or nothing changed). Checked in Centrifugo's order: idempotency key,
+    /// version (per key), key mode; removing an absent key changes nothing (`key_not_found`).
+    pub fn map_publish(&mut self, mp: MapPub, now: Instant) -> Result<(MapUpdate, Option<Delivery>), ApiError> {
+        let MapPub { publish: p, key, removed, key_mode, refresh_ttl } = mp;
         let opts = self.cfg.resolve_channel(&p.channel)?.options;
         if !opts.is_map() {
+            return Err(ApiError::BAD_REQUEST);
+        }
+        if p.version > 0 && !opts.map.recoverable() {
+            // Versions need the stream (Centrifugo refuses them in ephemeral mode too).
             return Err(ApiError::BAD_REQUEST);
         }
         let meta_ttl = self.cfg.history_meta_ttl(opts);
         let (size, ttl) = opts.map.stream();
         let key_ttl = opts.map.key_ttl;
         let state = self.channels.entry(p.channel.clone()).or_default();
+        // An expired meta takes the state with it before anything is looked at.
+        let top = state.live_stream(now, meta_ttl).position();
+        let suppressed = |why| Ok((MapUpdate { position: top.clone(), suppressed: Some(why) }, None));
         if let Some(k) = &p.idempotency_key {
             if let Some((Some(res), exp)) = state.idempotency.as_ref().and_then(|m| m.get(k)) {
                 if *exp > now {
-                    return Ok((res.clone(), None));
+                    return Ok((MapUpdate { position: res.clone(), suppressed: Some("idempotency") }, None));
                 }
             }
         }
         let map = state.map.get_or_insert_with(Default::default);
         if removed && !map.entries.contains_key(&key) {
-            let pos = state.live_stream(now, meta_ttl).position();
-            return Ok((pos, None));
+            return suppressed("key_not_found");
+        }
+        // For a write, a key whose TTL passed (not swept yet) counts as absent.
+        let current = map.entries.get_mut(&key).filter(|e| e.expires.is_none_or(|at| at > now));
+        if !removed && p.version > 0 {
+            if let Some(e) = &current {
+                if (p.version_epoch.is_empty() || p.version_epoch == e.version_epoch) && p.version <= e.version {
+                    return suppressed("version");
+                }
+            }
+        }
+        match (key_mode, current) {
+            (KeyMode::IfNew, Some(e)) if !removed => {
+                if refresh_ttl && !key_ttl.is_zero() {
+                    e.expires = Some(now + key_ttl);
+                    state.live_stream(now, meta_ttl).touch(now);
+                }
+                return suppressed("key_exists");
+            }
+            (KeyMode::IfExists, None) if !removed => return suppressed("key_not_found"),
+            _ => {}
         }
         let data =
             if removed { crate::model::Payload { bytes: bytes::Bytes::new(), binary: p.data.binary } } else { p.data };
@@ -86,7 +111,9 @@ impl Memory {
             map.entries.remove(&key);
         } else {
             let expires = (!key_ttl.is_zero()).then(|| now + key_ttl);
-            map.entries.insert(key, Entry { publication: publication.clone(), expires });
+            let entry =
+                Entry { publication: publication.clone(), expires, version: p.version, version_epoch: p.version_epoch };
+            map.entries.insert(key, entry);
         }
         if let Some(k) = p.idempotency_key {
             let m = state.idempotency.get_or_insert_with(Default::default);
@@ -98,7 +125,7 @@ impl Memory {
             workers: state.subscribers.iter().map(|(w, _)| *w).collect(),
             delta: false,
         });
-        Ok((pos, delivery))
+        Ok((MapUpdate { position: pos, suppressed: None }, delivery))
     }
 
     /// A page of at most `limit` keys after `cursor` (from the first key when empty), with
@@ -158,7 +185,7 @@ impl Memory {
         for (channel, key) in expired {
             let data = crate::model::Payload { bytes: bytes::Bytes::new(), binary: false };
             let p = Publish::new(channel, data);
-            if let Ok((_, Some(d))) = self.map_publish(p, key, true, now) {
+            if let Ok((_, Some(d))) = self.map_publish(MapPub::new(p, key, true), now) {
                 out.push(d);
             }
         }

@@ -55,6 +55,11 @@ impl Stream {
         }
     }
 
+    /// The meta counts as used now (a map presence keep-alive: its TTL starts again).
+    pub fn touch(&mut self, now: Instant) {
+        self.last_access = now;
+    }
+
     /// True when the meta has not been touched for `meta_ttl`: the stream should be dropped.
     pub fn meta_expired(&self, now: Instant, meta_ttl: Duration) -> bool {
         now.duration_since(self.last_access) >= meta_ttl
@@ -201,10 +206,12 @@ pub(super) struct ChannelState {
 
 impl ChannelState {
     /// The channel's stream, recreated (new epoch, offsets from 1) when its meta outlived
-    /// `meta_ttl` since the last access, created when absent.
+    /// `meta_ttl` since the last access, created when absent. A map channel's state goes
+    /// with its meta (`map.meta_ttl`): a new epoch starts from no keys.
     pub(super) fn live_stream(&mut self, now: Instant, meta_ttl: Duration) -> &mut Stream {
         if self.stream.as_ref().is_some_and(|s| s.meta_expired(now, meta_ttl)) {
             self.stream = None;
+            self.map = None;
         }
         self.stream.get_or_insert_with(|| Stream::new(now))
     }
@@ -445,6 +452,7 @@ impl Memory {
                     cfg.resolve_channel(name).map(|r| cfg.history_meta_ttl(r.options)).unwrap_or(Duration::ZERO);
                 if s.meta_expired(now, meta_ttl) {
                     state.stream = None;
+                    state.map = None;
                 }
             }
             if state.is_idle() {

@@ -62,7 +62,10 @@ pub fn publish(r: pb::PublishRequest) -> Value {
 }
 
 pub fn map_publish(r: pb::MapPublishRequest) -> Value {
-    let mut m = obj(json!({"channel": r.channel, "key": r.key, "idempotency_key": r.idempotency_key}));
+    let mut m = obj(json!({
+        "channel": r.channel, "key": r.key, "idempotency_key": r.idempotency_key, "delta": r.delta,
+        "version": r.version, "version_epoch": r.version_epoch, "key_mode": r.key_mode,
+    }));
     if !r.tags.is_empty() {
         m.insert("tags".into(), json!(r.tags));
     }
@@ -76,10 +79,16 @@ pub fn shared_poll_publish(r: pb::SharedPollPublishRequest) -> Value {
     Value::Object(m)
 }
 
-pub fn map_result(r: Res) -> (u64, String) {
+/// A map publish or remove's result: offset, epoch, suppressed, suppress reason.
+pub fn map_result(r: Res) -> (u64, String, bool, String) {
     match r {
-        Res::Publish(Some(p)) => (p.offset, p.epoch.to_string()),
-        _ => (0, String::new()),
+        Res::MapUpdate(u) => (
+            u.position.offset,
+            u.position.epoch.to_string(),
+            u.suppressed.is_some(),
+            u.suppressed.unwrap_or_default().to_string(),
+        ),
+        _ => (0, String::new(), false, String::new()),
     }
 }
 

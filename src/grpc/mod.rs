@@ -332,8 +332,8 @@ impl CentrifugoApi for Service {
     async fn map_publish(&self, req: Request<pb::MapPublishRequest>) -> Answer<pb::MapPublishResponse> {
         let wrap = |error, result| pb::MapPublishResponse { error, result };
         let result = |r| {
-            let (offset, epoch) = convert::map_result(r);
-            pb::MapPublishResult { offset, epoch, ..Default::default() }
+            let (offset, epoch, suppressed, suppress_reason) = convert::map_result(r);
+            pb::MapPublishResult { offset, epoch, suppressed, suppress_reason }
         };
         self.unary(Method::MapPublish, req, convert::map_publish, result, wrap).await
     }
@@ -342,8 +342,8 @@ impl CentrifugoApi for Service {
         let wrap = |error, result| pb::MapRemoveResponse { error, result };
         let params = |r: pb::MapRemoveRequest| serde_json::json!({"channel": r.channel, "key": r.key, "idempotency_key": r.idempotency_key});
         let result = |r| {
-            let (offset, epoch) = convert::map_result(r);
-            pb::MapRemoveResult { offset, epoch, ..Default::default() }
+            let (offset, epoch, suppressed, suppress_reason) = convert::map_result(r);
+            pb::MapRemoveResult { offset, epoch, suppressed, suppress_reason }
         };
         self.unary(Method::MapRemove, req, params, result, wrap).await
     }

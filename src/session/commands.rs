@@ -405,9 +405,11 @@ pub(super) async fn subscribe_owned(
             return Ok(Err(e));
         }
     };
+    let chan_info = sub.chan_info.clone();
     st.subs.insert(channel.clone(), sub);
     crate::metrics::subscription_accepted(st.labels);
     drop(st);
+    super::map_presence::started(s, &channel, chan_info);
     if expires_at > 0 {
         s.reschedule_now();
     }

@@ -21,15 +21,18 @@ const PHASE_STATE: i32 = 2;
 /// Asks the owner to answer with 112 rather than a fresh position (see `commands`).
 const FLAG_REJECT_UNRECOVERED: i64 = 2;
 
-/// `map.remove_client_on_unsubscribe`: the subscription to `channel` ended, its client's key
-/// (the client id) is removed.
+/// The subscription to `channel` ended: its presence map keys go (see [`map_presence`]);
+/// with `map.remove_client_on_unsubscribe` its client's key (the client id) is removed.
+///
+/// [`map_presence`]: super::map_presence
 pub(super) fn ended(s: &Session, channel: &str) {
+    super::map_presence::ended(s, channel);
     let Ok(r) = s.w.cfg.resolve_channel(channel) else { return };
     if !r.options.is_map() || !r.options.map.remove_client_on_unsubscribe {
         return;
     }
     let publish = Publish::new(channel, Payload { bytes: bytes::Bytes::new(), binary: false });
-    let op = ShardOp::MapPublish(Box::new(MapPub { publish, key: s.client.id.clone(), removed: true }));
+    let op = ShardOp::MapPublish(Box::new(MapPub::new(publish, s.client.id.clone(), true)));
     s.w.submit_shard(op, crate::runtime::worker::Tag::Discard);
 }
 
@@ -62,7 +65,7 @@ async fn run(s: &Rc<Session>, req: SubscribeReq) -> Outcome {
         Ok(r) => r.options,
         Err(e) => return Ok(Err(e)),
     };
-    if !o.is_map() || req.kind != 1 {
+    if !o.is_map() || req.kind != o.subscription_kind() {
         return Ok(Err(s.refuse(ApiError::BAD_REQUEST, "subscription type mismatch", &req.channel)));
     }
     if let Err(e) = may_read(s, &req, o).await {
@@ -97,7 +100,7 @@ async fn run(s: &Rc<Session>, req: SubscribeReq) -> Outcome {
         entries.into_iter().filter(|p| (!continued || p.offset <= frozen) && passes(p)).collect();
     if !cursor.is_empty() {
         let res = SubscribeResult {
-            kind: 1,
+            kind: req.kind,
             phase: PHASE_STATE,
             cursor,
             epoch: position.epoch.to_string(),
@@ -119,6 +122,7 @@ async fn live(
     recovering: bool,
 ) -> Outcome {
     let recoverable = s.w.cfg.resolve_channel(&req.channel).map(|r| r.options.map.recoverable()).unwrap_or(false);
+    let kind = req.kind;
     let inner = SubscribeReq {
         recover: true,
         recoverable: true,
@@ -132,7 +136,7 @@ async fn live(
     let r = commands::subscribe(s, inner).await?;
     Ok(r.map(|(channel, mut res)| {
         let top = res.publications.last().map_or(since.0, |p| p.offset.max(since.0));
-        res.kind = 1;
+        res.kind = kind;
         res.phase = 0;
         res.state = state;
         res.offset = top;
@@ -221,6 +225,6 @@ pub(super) async fn publish(
     }
     let data = Payload { bytes: data, binary: s.client.format == Format::Protobuf };
     let publish = Publish { info: Some(Arc::new(s.info(chan_info))), ..Publish::new(channel.as_str(), data) };
-    let op = ShardOp::MapPublish(Box::new(MapPub { publish, key: key.into(), removed }));
+    let op = ShardOp::MapPublish(Box::new(MapPub::new(publish, key.into(), removed)));
     s.w.call_shard(op).await.map(|_| ReplyBody::Publish)
 }

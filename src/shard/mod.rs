@@ -59,13 +59,7 @@ pub enum ShardOp {
     MapClear(Box<str>),
 }
 
-/// A change of a map channel's key.
-#[derive(Debug)]
-pub struct MapPub {
-    pub publish: Publish,
-    pub key: Arc<str>,
-    pub removed: bool,
-}
+pub use crate::model::MapPub;
 
 impl ShardOp {
     /// Reads and writes of channel data (not subscriber bookkeeping): with the Redis engine
@@ -212,12 +206,12 @@ impl Shard {
         match op {
             ShardOp::MapPublish(mp) => {
                 crate::metrics::message_sent(crate::metrics::Kind::Publication);
-                let (pos, delivery) = m.map_publish(mp.publish, mp.key, mp.removed, now)?;
+                let (update, delivery) = m.map_publish(*mp, now)?;
                 if let Some(d) = delivery {
                     let prepared = Prepared::new(d.channel, PushKind::Publication, PushBody::Pub(d.publication));
                     fanout.push(Fanout { prepared: Arc::new(prepared), workers: d.workers });
                 }
-                Ok(Res::Publish(Some(pos)))
+                Ok(Res::MapUpdate(update))
             }
             ShardOp::MapRead { channel, cursor, limit } => {
                 let page = m.map_read(&channel, &cursor, limit, now)?;

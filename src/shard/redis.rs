@@ -30,7 +30,7 @@ pub fn run_data<F: FnOnce(Reply) + Clone + 'static>(engine: &RedisEngine, op: Sh
         ShardOp::Unsubscribe(_) => Err(ApiError::api_internal()),
         ShardOp::MapPublish(mp) => {
             crate::metrics::message_sent(crate::metrics::Kind::Publication);
-            engine.map_publish(mp.publish, mp.key, mp.removed, Box::new(d))
+            engine.map_publish(*mp, Box::new(d))
         }
         ShardOp::MapRead { channel, cursor, limit } => engine.map_read(&channel, &cursor, limit, Box::new(d)),
         ShardOp::MapStats(ch) => engine.map_stats(&ch, Box::new(d)),

@@ -101,25 +101,36 @@ pub fn tags(out: &mut Vec<u8>, t: &Tags) {
 /// A history publication: `{"data":..,"info":..?,"offset":N,"tags":{..}?}`.
 pub fn publication(out: &mut Vec<u8>, p: &Publication) {
     out.push(b'{');
-    payload_field(out, "data", &p.data);
+    // No data (a map removal, a presence key): the field is left out, as Centrifugo's encoder
+    // leaves out empty bytes.
+    let mut sep: &[u8] = b"";
+    if !p.data.bytes.is_empty() {
+        payload_field(out, "data", &p.data);
+        sep = b",";
+    }
+    let mut field = |out: &mut Vec<u8>, name: &[u8]| {
+        out.extend_from_slice(sep);
+        out.extend_from_slice(name);
+        sep = b",";
+    };
     if let Some(info) = &p.info {
-        out.extend_from_slice(b",\"info\":");
+        field(out, b"\"info\":");
         client_info(out, info);
     }
     if p.offset > 0 {
-        out.extend_from_slice(b",\"offset\":");
+        field(out, b"\"offset\":");
         int(out, p.offset);
     }
     if let Some(t) = &p.tags {
-        out.extend_from_slice(b",\"tags\":");
+        field(out, b"\"tags\":");
         tags(out, t);
     }
     if let Some(k) = &p.key {
-        out.extend_from_slice(b",\"key\":");
+        field(out, b"\"key\":");
         string(out, k);
     }
     if p.removed {
-        out.extend_from_slice(b",\"removed\":true");
+        field(out, b"\"removed\":true");
     }
     out.push(b'}');
 }

@@ -76,6 +76,7 @@ mod legacy_protocol;
 mod logs;
 mod map_subs;
 mod map_subs_redis;
+mod map_writes;
 mod metrics;
 mod nats;
 mod proxy;

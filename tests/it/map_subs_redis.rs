@@ -142,10 +142,14 @@ fn map_subs_redis_raw_pages_and_api() {
     assert_eq!(r["result"]["offset"], 6, "{r}");
     let r = b.api("map_remove", json!({"channel": "map:api", "key": "absent"}));
     assert_eq!(r["result"]["offset"], 6, "removing an absent key changes nothing: {r}");
+    assert_eq!(r["result"]["suppress_reason"], "key_not_found", "{r}");
     assert_eq!(a.api("map_stats", json!({"channel": "map:api"})), json!({"result": {"num_keys": 4}}));
     let p = json!({"channel": "map:api", "key": "z", "data": 1, "idempotency_key": "once"});
     let first = a.api("map_publish", p.clone());
-    assert_eq!(b.api("map_publish", p), first);
+    let mut again = first.clone();
+    again["result"]["suppressed"] = json!(true);
+    again["result"]["suppress_reason"] = json!("idempotency");
+    assert_eq!(b.api("map_publish", p), again, "the first result again, marked suppressed");
     b.api("map_clear", json!({"channel": "map:api"}));
     assert_eq!(a.api("map_stats", json!({"channel": "map:api"})), json!({"result": {"num_keys": 0}}));
     assert_eq!(a.api("map_publish", json!({"channel": "plain:x", "key": "a", "data": 1}))["error"]["code"], 107);

@@ -232,6 +232,10 @@ impl Keys {
     pub fn map_order(&self, ch: &str) -> Bytes {
         self.join("map.order", ch)
     }
+    /// A map channel's key versions (key → "<version>:<version epoch>").
+    pub fn map_versions(&self, ch: &str) -> Bytes {
+        self.join("map.version", ch)
+    }
     /// A map channel's key expiries (unix ms).
     pub fn map_expire(&self, ch: &str) -> Bytes {
         self.join("map.expire", ch)

@@ -18,7 +18,7 @@ use super::resp::Value;
 use super::{internal, log_failure, secs, RedisEngine, MAP_EXPIRED, MAP_PUBLISH, MAP_READ};
 use crate::api::Res;
 use crate::error::ApiError;
-use crate::model::{Payload, Publication, Publish, StreamPosition};
+use crate::model::{KeyMode, MapPub, MapUpdate, Payload, Publication, Publish, StreamPosition};
 
 type Done = Box<dyn FnOnce(Result<Res, ApiError>)>;
 
@@ -33,22 +33,25 @@ fn unix_ms() -> u64 {
 }
 
 impl RedisEngine {
-    /// Sets (`removed` false) or removes `key` of a map channel; `cb` gets the change's stream
-    /// position (the stream top for the removal of an absent key, which changes nothing).
-    pub fn map_publish(&self, p: Publish, key: Arc<str>, removed: bool, cb: Done) -> Result<(), ApiError> {
-        self.map_change(p, key, removed, false, Box::new(move |r| cb(r.map(|pos| Res::Publish(Some(pos))))))
+    /// Sets (`removed` false) or removes a key of a map channel; `cb` gets what it did (the
+    /// change's stream position, or the stream top and why nothing changed).
+    pub fn map_publish(&self, mp: MapPub, cb: Done) -> Result<(), ApiError> {
+        self.map_change(mp, false, Box::new(move |r| cb(r.map(Res::MapUpdate))))
     }
 
     fn map_change(
         &self,
-        mut p: Publish,
-        key: Arc<str>,
-        removed: bool,
+        mp: MapPub,
         only_expired: bool,
-        cb: Box<dyn FnOnce(Result<StreamPosition, ApiError>)>,
+        cb: Box<dyn FnOnce(Result<MapUpdate, ApiError>)>,
     ) -> Result<(), ApiError> {
+        let MapPub { publish: mut p, key, removed, key_mode, refresh_ttl } = mp;
         let opts = self.cfg.resolve_channel(&p.channel)?.options;
         if !opts.is_map() || key.is_empty() {
+            return Err(ApiError::BAD_REQUEST);
+        }
+        if p.version > 0 && !opts.map.recoverable() {
+            // Versions need the stream (Centrifugo refuses them in ephemeral mode too).
             return Err(ApiError::BAD_REQUEST);
         }
         if removed {
@@ -56,6 +59,7 @@ impl RedisEngine {
         }
         let (size, ttl) = opts.map.stream();
         let key_ttl = if removed { 0 } else { opts.map.key_ttl.as_millis() as u64 };
+        let meta_ttl = opts.map.meta_ttl.as_millis() as u64;
         let now = unix_ms();
         let ch = &p.channel;
         let keys = [
@@ -65,7 +69,13 @@ impl RedisEngine {
             self.keys.map_order(ch),
             self.keys.map_expire(ch),
             self.keys.result(ch, p.idempotency_key.as_deref().unwrap_or("")),
+            self.keys.map_versions(ch),
         ];
+        let mode: &'static [u8] = match key_mode {
+            KeyMode::Replace => b"",
+            KeyMode::IfNew => b"if_new",
+            KeyMode::IfExists => b"if_exists",
+        };
         let argv = vec![
             Bytes::from(key.to_string()),
             super::codec::encode_map_publication(&p, &key, removed),
@@ -79,6 +89,11 @@ impl RedisEngine {
             Bytes::from_static(if only_expired { b"1" } else { b"0" }),
             Bytes::from_static(if p.idempotency_key.is_some() { b"1" } else { b"0" }),
             Bytes::from(super::RESULT_TTL_SECS.to_string()),
+            Bytes::from_static(mode),
+            Bytes::from_static(if refresh_ttl { b"1" } else { b"0" }),
+            Bytes::from(p.version.to_string()),
+            Bytes::from(p.version_epoch.to_string()),
+            Bytes::from(meta_ttl.to_string()),
         ];
         if key_ttl > 0 {
             // Registered for the sweep (the earliest expiry wins); a failure leaves the key
@@ -101,7 +116,9 @@ impl RedisEngine {
                     let a = v.into_array().ok_or(ApiError::INTERNAL)?;
                     let offset = a.first().and_then(Value::int).ok_or(ApiError::INTERNAL)? as u64;
                     let epoch = a.get(1).and_then(Value::bytes).ok_or(ApiError::INTERNAL)?;
-                    Ok(StreamPosition { offset, epoch: String::from_utf8_lossy(epoch).into() })
+                    let why = a.get(3).and_then(Value::bytes).map(|b| &b[..]).unwrap_or_default();
+                    let position = StreamPosition { offset, epoch: String::from_utf8_lossy(epoch).into() };
+                    Ok(MapUpdate { position, suppressed: suppress_reason(why) })
                 }))
             }),
         );
@@ -153,6 +170,7 @@ impl RedisEngine {
             self.keys.map_state(channel),
             self.keys.map_order(channel),
             self.keys.map_expire(channel),
+            self.keys.map_versions(channel),
         ];
         self.cmd(channel).request(&args, Box::new(move |r| cb(r.map(|_| Res::Empty).map_err(internal))));
         Ok(())
@@ -200,7 +218,7 @@ impl RedisEngine {
                 for k in a {
                     let Some(key) = k.bytes().and_then(|b| std::str::from_utf8(b).ok()) else { continue };
                     let p = Publish::new(&*ch, Payload { bytes: Bytes::new(), binary: false });
-                    if me.map_change(p, key.into(), true, true, Box::new(|_| {})).is_err() {
+                    if me.map_change(MapPub::new(p, key.into(), true), true, Box::new(|_| {})).is_err() {
                         break;
                     }
                 }
@@ -220,6 +238,11 @@ impl RedisEngine {
             }),
         );
     }
+}
+
+/// The script's reason for changing nothing, as the API names it.
+fn suppress_reason(why: &[u8]) -> Option<&'static str> {
+    ["idempotency", "version", "key_exists", "key_not_found"].into_iter().find(|r| r.as_bytes() == why)
 }
 
 /// `{top, epoch, last key, {key, value, ...}}` → a state page.

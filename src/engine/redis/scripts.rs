@@ -123,30 +123,69 @@ pub fn sha(script: &str) -> String {
 /// Sets or removes a key of a map channel: the change joins the channel's stream (offset,
 /// epoch), the state follows it, and the change is published, all at once.
 /// KEYS: stream, stream meta, state hash (key → "<offset>:<publication>"), key order zset
-/// (score 0, lexical order), expire zset (key → expiry unix ms), idempotency result.
+/// (score 0, lexical order), expire zset (key → expiry unix ms), idempotency result, versions
+/// hash (key → "<version>:<version epoch>").
 /// ARGV: key, payload (publication without offset), removed ('1'/'0'), stream size, stream
 /// ttl s, topic, new epoch, key ttl ms ('0' = none), now unix ms, only-if-expired ('1'/'0':
 /// an expiry sweep's removal, done only while the key's expiry has passed), idempotent
-/// ('1'/'0'), result ttl s.
-/// Returns {offset, epoch, changed (1/0)}; an unchanged removal answers the stream top.
+/// ('1'/'0'), result ttl s, key mode ('', 'if_new', 'if_exists'), refresh the TTL of a present
+/// key under 'if_new' ('1'/'0'), version (0 = none), version epoch, meta ttl ms ('0' = none:
+/// the channel's keys do not expire).
+/// Returns {offset, epoch, changed (1/0), why not ('' when changed)}; an unchanged one answers
+/// the stream top. Checked in order: idempotency, version, key mode.
 pub const MAP_PUBLISH: &str = r#"
 if ARGV[11] == '1' then
   local r = redis.call('hmget', KEYS[6], 'e', 's')
-  if r[1] then return {r[2] or '0', r[1], 0} end
+  if r[1] then return {r[2] or '0', r[1], 0, 'idempotency'} end
 end
 local epoch = redis.call('hget', KEYS[2], 'e')
 if not epoch then
   epoch = ARGV[7]
   redis.call('hset', KEYS[2], 'e', epoch)
 end
+local meta_ttl = tonumber(ARGV[17])
+local function keep()
+  if meta_ttl > 0 then
+    for _, i in ipairs({2, 3, 4, 5, 7}) do redis.call('pexpire', KEYS[i], meta_ttl) end
+  end
+end
+local now = tonumber(ARGV[9])
 if ARGV[3] == '1' then
   local gone = redis.call('hexists', KEYS[3], ARGV[1]) == 0
   if not gone and ARGV[10] == '1' then
     local at = redis.call('zscore', KEYS[5], ARGV[1])
-    gone = (not at) or tonumber(at) > tonumber(ARGV[9])
+    gone = (not at) or tonumber(at) > now
   end
   if gone then
-    return {redis.call('hget', KEYS[2], 's') or '0', epoch, 0}
+    return {redis.call('hget', KEYS[2], 's') or '0', epoch, 0, 'key_not_found'}
+  end
+else
+  local present = redis.call('hexists', KEYS[3], ARGV[1]) == 1
+  if present then
+    local at = redis.call('zscore', KEYS[5], ARGV[1])
+    if at and tonumber(at) <= now then present = false end
+  end
+  local version = tonumber(ARGV[15])
+  if present and version > 0 then
+    local cur = redis.call('hget', KEYS[7], ARGV[1])
+    if cur then
+      local sep = string.find(cur, ':', 1, true)
+      local cv = tonumber(string.sub(cur, 1, sep - 1))
+      local ce = string.sub(cur, sep + 1)
+      if (ARGV[16] == '' or ARGV[16] == ce) and version <= cv then
+        return {redis.call('hget', KEYS[2], 's') or '0', epoch, 0, 'version'}
+      end
+    end
+  end
+  if ARGV[13] == 'if_new' and present then
+    if ARGV[14] == '1' and ARGV[8] ~= '0' then
+      redis.call('zadd', KEYS[5], now + tonumber(ARGV[8]), ARGV[1])
+      keep()
+    end
+    return {redis.call('hget', KEYS[2], 's') or '0', epoch, 0, 'key_exists'}
+  end
+  if ARGV[13] == 'if_exists' and not present then
+    return {redis.call('hget', KEYS[2], 's') or '0', epoch, 0, 'key_not_found'}
   end
 end
 local offset = redis.call('hincrby', KEYS[2], 's', 1)
@@ -157,21 +196,28 @@ if ARGV[3] == '1' then
   redis.call('hdel', KEYS[3], ARGV[1])
   redis.call('zrem', KEYS[4], ARGV[1])
   redis.call('zrem', KEYS[5], ARGV[1])
+  redis.call('hdel', KEYS[7], ARGV[1])
 else
   redis.call('hset', KEYS[3], ARGV[1], offset .. ':' .. ARGV[2])
   redis.call('zadd', KEYS[4], 0, ARGV[1])
   if ARGV[8] ~= '0' then
-    redis.call('zadd', KEYS[5], tonumber(ARGV[9]) + tonumber(ARGV[8]), ARGV[1])
+    redis.call('zadd', KEYS[5], now + tonumber(ARGV[8]), ARGV[1])
   else
     redis.call('zrem', KEYS[5], ARGV[1])
   end
+  if tonumber(ARGV[15]) > 0 then
+    redis.call('hset', KEYS[7], ARGV[1], ARGV[15] .. ':' .. ARGV[16])
+  else
+    redis.call('hdel', KEYS[7], ARGV[1])
+  end
 end
+keep()
 redis.call('publish', ARGV[6], '__p1:' .. offset .. ':' .. epoch .. '__' .. ARGV[2])
 if ARGV[11] == '1' then
   redis.call('hset', KEYS[6], 'e', epoch, 's', tostring(offset))
   redis.call('expire', KEYS[6], ARGV[12])
 end
-return {tostring(offset), epoch, 1}
+return {tostring(offset), epoch, 1, ''}
 "#;
 
 /// A page of a map channel's state in key order, with the stream position.

@@ -1,0 +1,279 @@
+//! Conditional and versioned map writes (`key_mode`, `version`/`version_epoch`, results with
+//! `suppressed` and `suppress_reason`), `map.meta_ttl`, and presence maps
+//! (`map_clients_presence_channel_prefix`, `map_users_presence_channel_prefix`) watched with
+//! `centrifuge` (JS, 5.8) — on the memory engine and on two nodes over `redis-server`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::map_subs::node_ready;
+use crate::util::*;
+
+const SECRET: &str = "presence-secret";
+
+/// `map` (recoverable), `eph` (ephemeral), `meta` (state gone 2 s after its last change),
+/// `chat` (a stream namespace whose subscribers are kept in `clients:` and `users:`), and the
+/// presence map namespaces (keys live 2 s unless kept alive).
+fn config() -> Value {
+    let map = |name: &str, map: Value| json!({"name": name, "allow_subscribe_for_client": true, "subscription_type": "map", "map": map});
+    let presence = |name: &str, kind: &str| {
+        json!({"name": name, "allow_subscribe_for_client": true, "subscription_type": kind,
+               "map": {"mode": "recoverable", "key_ttl": "2s"}})
+    };
+    json!({
+        "http_api": {"key": KEY},
+        "client": {"allowed_origins": ["*"], "allow_anonymous_connect_without_token": true,
+                   "token": {"hmac_secret_key": SECRET}},
+        "engine": {"type": "memory"},
+        "channel": {"namespaces": [
+            map("map", json!({"mode": "recoverable", "key_ttl": "300s"})),
+            map("eph", json!({"mode": "ephemeral", "key_ttl": "300s"})),
+            map("meta", json!({"mode": "recoverable", "key_ttl": "300s", "stream_ttl": "1s", "meta_ttl": "2s"})),
+            {"name": "chat", "allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true,
+             "map_clients_presence_channel_prefix": "clients:", "map_users_presence_channel_prefix": "users:"},
+            presence("clients", "map_clients"),
+            presence("users", "map_users"),
+        ]},
+        "workers": 2
+    })
+}
+
+/// The result of a map write, as the API answers it.
+fn write(s: &Server, method: &str, params: Value) -> Value {
+    let r = s.api(method, params);
+    assert!(r.get("error").is_none(), "{method}: {r}");
+    r["result"].clone()
+}
+
+fn suppressed(r: &Value) -> Option<&str> {
+    (r["suppressed"] == true).then(|| r["suppress_reason"].as_str().unwrap_or("?"))
+}
+
+/// Writes through `a` and `b` (the same server, or two nodes of one Redis).
+fn check_write_modes(a: &Server, b: &Server) {
+    let ch = "map:modes";
+    let r = write(a, "map_publish", json!({"channel": ch, "key": "a", "data": {"v": 1}}));
+    assert_eq!((r["offset"].as_u64(), suppressed(&r)), (Some(1), None), "{r}");
+    assert!(r.get("suppressed").is_none() && r.get("suppress_reason").is_none(), "left out when false: {r}");
+    let epoch = r["epoch"].clone();
+
+    // key_mode if_new: only an absent key is written.
+    let r = write(b, "map_publish", json!({"channel": ch, "key": "a", "data": {"v": 2}, "key_mode": "if_new"}));
+    assert_eq!((r["offset"].as_u64(), suppressed(&r)), (Some(1), Some("key_exists")), "{r}");
+    assert_eq!(r["epoch"], epoch, "{r}");
+    let r = write(b, "map_publish", json!({"channel": ch, "key": "b", "data": {"v": 1}, "key_mode": "if_new"}));
+    assert_eq!((r["offset"].as_u64(), suppressed(&r)), (Some(2), None), "{r}");
+    // key_mode if_exists: only a present key.
+    let r = write(a, "map_publish", json!({"channel": ch, "key": "zz", "data": 1, "key_mode": "if_exists"}));
+    assert_eq!((r["offset"].as_u64(), suppressed(&r)), (Some(2), Some("key_not_found")), "{r}");
+    let r = write(a, "map_publish", json!({"channel": ch, "key": "a", "data": {"v": 3}, "key_mode": "if_exists"}));
+    assert_eq!((r["offset"].as_u64(), suppressed(&r)), (Some(3), None), "{r}");
+
+    // Versions per key: an older or repeated version changes nothing; another version epoch
+    // starts again; an empty version epoch compares with any.
+    let v = |b: &Server, version: u64, epoch: &str, data: i64| {
+        let p = json!({"channel": ch, "key": "v", "data": data, "version": version, "version_epoch": epoch});
+        let r = write(b, "map_publish", p);
+        (r["offset"].as_u64().unwrap(), suppressed(&r).map(str::to_string))
+    };
+    assert_eq!(v(a, 5, "x", 5), (4, None));
+    assert_eq!(v(b, 5, "x", 50), (4, Some("version".into())));
+    assert_eq!(v(a, 4, "x", 4), (4, Some("version".into())));
+    assert_eq!(v(b, 6, "x", 6), (5, None));
+    assert_eq!(v(a, 1, "y", 1), (6, None), "another version epoch");
+    assert_eq!(v(b, 1, "", 10), (6, Some("version".into())), "empty epoch: compared with any");
+    // Other keys have their own versions.
+    let r = write(a, "map_publish", json!({"channel": ch, "key": "w", "data": 0, "version": 1}));
+    assert_eq!(suppressed(&r), None, "{r}");
+
+    // Removal of an absent key; removal and the state after all of it.
+    let r = write(b, "map_remove", json!({"channel": ch, "key": "nope"}));
+    assert_eq!((r["offset"].as_u64(), suppressed(&r)), (Some(7), Some("key_not_found")), "{r}");
+    let r = write(b, "map_remove", json!({"channel": ch, "key": "b"}));
+    assert_eq!((r["offset"].as_u64(), suppressed(&r)), (Some(8), None), "{r}");
+    let r = write(a, "map_read_state", json!({"channel": ch, "limit": 100}));
+    let state: Vec<(String, Value)> = r["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["key"].as_str().unwrap().to_string(), e["data"].clone()))
+        .collect();
+    let want = [("a", json!({"v": 3})), ("v", json!(1)), ("w", json!(0))];
+    assert_eq!(state, want.map(|(k, v)| (k.to_string(), v)), "{r}");
+
+    // Idempotency: the first result again, marked.
+    let p = json!({"channel": ch, "key": "i", "data": 1, "idempotency_key": "k1"});
+    let first = write(a, "map_publish", p.clone());
+    let again = write(b, "map_publish", p);
+    assert_eq!((&again["offset"], suppressed(&again)), (&first["offset"], Some("idempotency")), "{again}");
+
+    // Refused: an unknown key mode, a version where there is no stream.
+    let r = a.api("map_publish", json!({"channel": ch, "key": "a", "data": 1, "key_mode": "sometimes"}));
+    assert_eq!(r["error"]["code"], 107, "{r}");
+    let r = a.api("map_publish", json!({"channel": "eph:x", "key": "a", "data": 1, "version": 1}));
+    assert_eq!(r["error"]["code"], 107, "{r}");
+}
+
+/// `map.meta_ttl`: 2 s after the last change the channel starts again from no keys, with a
+/// new epoch.
+fn check_meta_ttl(a: &Server, b: &Server) {
+    let ch = "meta:x";
+    let first = write(a, "map_publish", json!({"channel": ch, "key": "k", "data": 1}));
+    let r = write(b, "map_read_state", json!({"channel": ch}));
+    assert_eq!((r["entries"].as_array().unwrap().len(), &r["epoch"]), (1, &first["epoch"]), "{r}");
+    std::thread::sleep(Duration::from_millis(3200));
+    let r = write(b, "map_read_state", json!({"channel": ch}));
+    assert_eq!(r["entries"], json!([]), "the state went with the meta: {r}");
+    assert_ne!(r["epoch"], first["epoch"], "{r}");
+    let r = write(a, "map_publish", json!({"channel": ch, "key": "k", "data": 2}));
+    assert_eq!(r["offset"], 1, "offsets start again: {r}");
+}
+
+#[test]
+fn map_write_modes_and_meta_ttl() {
+    let s = Server::start(config());
+    check_write_modes(&s, &s);
+    check_meta_ttl(&s, &s);
+}
+
+#[test]
+fn map_write_modes_and_meta_ttl_redis_two_nodes() {
+    if !redis_available("map_write_modes_and_meta_ttl_redis_two_nodes") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let n = nodes(&redis);
+    check_write_modes(&n[0], &n[1]);
+    check_meta_ttl(&n[0], &n[1]);
+}
+
+fn nodes(redis: &RedisServer) -> Vec<Server> {
+    let mut cfg = config();
+    cfg.as_object_mut().unwrap().remove("engine");
+    cluster(2, redis, cfg)
+}
+
+/// The presence map options are checked at start-up.
+#[test]
+fn map_presence_options_are_checked() {
+    let bad = |patch: Value, want: &str| {
+        let mut cfg = config();
+        merge(&mut cfg, patch);
+        let out = check_config(&cfg);
+        assert!(out.contains(want), "want {want:?} in: {out}");
+    };
+    let ns = |extra: Value| {
+        let mut n = json!({"name": "room"});
+        merge(&mut n, extra);
+        let mut list = config()["channel"]["namespaces"].as_array().unwrap().clone();
+        list.push(n);
+        json!({"channel": {"namespaces": list}})
+    };
+    bad(ns(json!({"map_clients_presence_channel_prefix": "nowhere:"})), "does not exist");
+    bad(ns(json!({"map_clients_presence_channel_prefix": "users:"})), "must have subscription_type \"map_clients\"");
+    bad(ns(json!({"map_users_presence_channel_prefix": "map:"})), "must have subscription_type \"map_users\"");
+    bad(
+        ns(json!({"subscription_type": "map_clients", "map": {"mode": "persistent"}})),
+        "not allowed with subscription_type",
+    );
+    bad(ns(json!({"subscription_type": "map_users", "map": {"mode": "recoverable"}})), "map.key_ttl is required");
+    bad(
+        ns(json!({"subscription_type": "map", "map": {"mode": "ephemeral", "key_ttl": "1s", "meta_ttl": "1h"}})),
+        "meta_ttl must be 0",
+    );
+    bad(
+        ns(json!({"subscription_type": "map", "map": {"mode": "recoverable", "key_ttl": "1s", "meta_ttl": "1s"}})),
+        "must be >= map.stream_ttl",
+    );
+}
+
+/// `gyre checkconfig` on `cfg` (refused): what it printed.
+fn check_config(cfg: &Value) -> String {
+    let path = std::env::temp_dir().join(format!("gyre-map-writes-{}.json", std::process::id()));
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let mut cmd = Command::new(server_binary());
+    cmd.arg("checkconfig").arg("-c").arg(&path);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if k.starts_with("CENTRIFUGO_") || k.starts_with("GYRE_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(!out.status.success(), "checkconfig accepted it");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn run_presence(s: &Server, s2: &Server, protobuf: bool) -> Value {
+    let q = if protobuf { "?format=protobuf" } else { "" };
+    let tokens = json!({
+        "w": jwt(SECRET, json!({"sub": "watcher"})),
+        "a": jwt(SECRET, json!({"sub": "u1"})),
+        "b": jwt(SECRET, json!({"sub": "u1"})),
+    });
+    let arg = json!({
+        "url": format!("ws://{}/connection/websocket{q}", s.addr()),
+        "url2": format!("ws://{}/connection/websocket{q}", s2.addr()),
+        "protobuf": protobuf, "ch": "chat:room", "clientsCh": "clients:chat:room", "usersCh": "users:chat:room",
+        "tokens": tokens,
+    });
+    let out = Command::new("node")
+        .arg(repo_root().join("tests/js/map_presence.js"))
+        .arg(arg.to_string())
+        .current_dir(repo_root().join("tests/js"))
+        .output()
+        .expect("running node");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success() && v.get("fatal").is_none(), "{v}");
+    v
+}
+
+fn check_presence(v: &Value) {
+    assert_eq!(v["initial"], json!({"clients": {}, "users": []}), "the watcher is not a member: {v}");
+    let ids = &v["ids"];
+    let (a, b, c) = (ids["a"].as_str().unwrap(), ids["b"].as_str().unwrap(), ids["c"].as_str().unwrap());
+    let clients = |list: &[(&str, &str)]| Value::Object(list.iter().map(|(k, u)| (k.to_string(), json!(u))).collect());
+    assert_eq!(v["all"]["clients"], clients(&[(a, "u1"), (b, "u1"), (c, "")]), "client keys carry client info: {v}");
+    assert_eq!(v["all"]["users"], json!(["u1"]), "one key per user, none for the anonymous one: {v}");
+    assert_eq!(v["userUpdates"], json!([{"key": "u1", "removed": false}]), "the second connection adds nothing: {v}");
+    assert_eq!(v["kept"], json!({"clients": 3, "users": 1, "updates": 3}), "kept alive past key_ttl: {v}");
+    assert_eq!(v["afterA"], json!({"clients": clients(&[(b, "u1"), (c, "")]), "users": ["u1"]}), "{v}");
+    assert_eq!(v["afterAll"], json!({"clients": {}, "users": ["u1"]}), "a user key outlives its connections: {v}");
+    let gone = v["userGoneMs"].as_u64().unwrap();
+    assert!((500..6000).contains(&gone), "key_ttl 2 s: the user key expired {gone} ms after the last left");
+    assert_eq!(v["errors"], json!([]), "{v}");
+}
+
+#[test]
+fn map_presence_sdk_json() {
+    if !node_ready("map_presence_sdk_json") {
+        return;
+    }
+    let s = Server::start(config());
+    check_presence(&run_presence(&s, &s, false));
+}
+
+#[test]
+fn map_presence_sdk_protobuf() {
+    if !node_ready("map_presence_sdk_protobuf") {
+        return;
+    }
+    let s = Server::start(config());
+    check_presence(&run_presence(&s, &s, true));
+}
+
+/// Members on two nodes; the user key is kept alive from both.
+#[test]
+fn map_presence_redis_two_nodes() {
+    if !redis_available("map_presence_redis_two_nodes") || !node_ready("map_presence_redis_two_nodes") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let n = nodes(&redis);
+    check_presence(&run_presence(&n[0], &n[1], false));
+}
