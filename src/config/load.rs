@@ -636,7 +636,7 @@ mod tests {
                 "proxies": [{"name": "p1", "endpoint": "a:1", "htp": {}}],
                 "rpc": {"namespaces": [{"name": "ns", "proxy": true}]},
                 "gateway": {"servers": [{"path": "/r", "topic": "t", "topc": "x"}]},
-                "channel": {"proxy": {"map_publish": {}},
+                "channel": {"proxy": {"map_publish": {}}, "publication_data_format": "json",
                             "namespaces": [{"name": "chat", "presense": true, "map_users_presence_channel_prefix": "",
                                             "map": {"meta_ttl": "1h"}}]}}"#,
         )
@@ -648,7 +648,7 @@ mod tests {
             [
                 "option \"channel.namespaces[0].map.meta_ttl\" is not supported by Gyre (ignored)",
                 "option \"channel.namespaces[0].map_users_presence_channel_prefix\" is not supported by Gyre (ignored)",
-                "option \"channel.proxy.map_publish\" is not supported by Gyre (ignored)",
+                "option \"channel.publication_data_format\" is not supported by Gyre (ignored)",
                 "option \"webtransport\" is not supported by Gyre (ignored)",
                 "unknown option \"channel.namespaces[0].presense\" (ignored)",
                 "unknown option \"client.proxy.connect.tls\" (ignored)",
