@@ -14,6 +14,7 @@ mod commands;
 mod handle;
 pub mod hidden;
 mod map;
+mod map_proxy;
 mod mesh;
 mod proxied;
 pub mod proxy;
