@@ -25,7 +25,6 @@ pub(crate) const OPTIONS: &[&str] = &[
     "engine.redis.presence_user_mapping",
     "client.presence_update_interval", "client.concurrency", "client.channel_position_check_delay",
     "client.channel_position_max_time_lag", "client.user_id_http_header",
-    "channel.proxy.map_publish", "channel.proxy.map_remove",
     "channel.publication_data_format",
     "grpc_api.error_mode", "grpc_api.address", "grpc_api.reflection",
     "grpc_api.max_receive_message_size",
@@ -48,8 +47,6 @@ pub(crate) const CHANNEL_OPTIONS: &[&str] = &[
 /// Options of a map namespace (`<channel options>.map.*`).
 #[rustfmt::skip]
 pub(crate) const MAP_OPTIONS: &[&str] = &[
-    "publish_proxy_enabled",
-    "publish_proxy_name", "remove_proxy_enabled", "remove_proxy_name",
     "live_transition_max_publication_limit", "subscribe_catch_up_timeout",
 ];
 
@@ -108,13 +105,16 @@ mod tests {
     fn paths_and_variables() {
         assert!(unsupported("webtransport"));
         assert!(!unsupported("client.proxy"));
-        assert!(unsupported("channel.proxy.map_publish"));
+        assert!(!unsupported("channel.proxy.map_publish"));
+        assert!(unsupported("channel.publication_data_format"));
         assert!(!unsupported("channel.proxy.subscribe"));
         assert!(!unsupported("channel.without_namespace.shared_poll"));
         assert!(!unsupported("shared_poll"));
         assert!(!unsupported("channel.without_namespace.subscription_type"));
         assert!(!unsupported("channel.without_namespace.map.client_key"));
-        assert!(unsupported("channel.without_namespace.map.publish_proxy_enabled"));
+        assert!(!unsupported("channel.without_namespace.map.publish_proxy_enabled"));
+        assert!(!unsupported("channel.namespaces[0].map.remove_proxy_name"));
+        assert!(unsupported("channel.without_namespace.map.subscribe_catch_up_timeout"));
         assert!(!unsupported("channel.without_namespace.map.key_ttl"));
         assert!(!unsupported("channel.without_namespace.allowed_delta_types"));
         assert!(!unsupported("channel.namespaces[3].map_users_presence_channel_prefix"));
@@ -124,7 +124,11 @@ mod tests {
         assert!(!unsupported("subscription_type"));
         assert_eq!(unsupported_env("CLIENT_PROXY_CONNECT_ENDPOINT"), None);
         assert_eq!(unsupported_env("CHANNEL_PROXY_SHARED_POLL_REFRESH_ENDPOINT"), None);
-        assert_eq!(unsupported_env("CHANNEL_PROXY_MAP_PUBLISH_ENDPOINT").as_deref(), Some("channel.proxy.map_publish"));
+        assert_eq!(unsupported_env("CHANNEL_PROXY_MAP_PUBLISH_ENDPOINT"), None);
+        assert_eq!(
+            unsupported_env("CHANNEL_PUBLICATION_DATA_FORMAT").as_deref(),
+            Some("channel.publication_data_format")
+        );
         assert_eq!(unsupported_env("HTTP_SERVER_TLS_AUTOCERT_ENABLED").as_deref(), Some("http_server.tls_autocert"));
         assert_eq!(unsupported_env("UNI_GRPC_TLS_ENABLED"), None);
         assert_eq!(unsupported_env("UNI_SSE_ENABLED"), None);

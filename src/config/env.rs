@@ -561,15 +561,15 @@ mod tests {
         let l = load(&env(&[
             ("CENTRIFUGO_HTTP_API_KYE", "x"),
             ("GYRE_LOG", "debug"),
-            ("CENTRIFUGO_CHANNEL_PROXY_MAP_REMOVE_ENDPOINT", "http://x"),
+            ("CENTRIFUGO_WEBSOCKET_READ_BUFFER_SIZE", "1024"),
         ]))
         .unwrap();
         assert_eq!(
             l.warnings,
             [
-                "environment variable CENTRIFUGO_CHANNEL_PROXY_MAP_REMOVE_ENDPOINT: option \"channel.proxy.map_remove\" \
-                 is not supported by Gyre (ignored)",
                 "unknown environment variable CENTRIFUGO_HTTP_API_KYE (ignored)",
+                "environment variable CENTRIFUGO_WEBSOCKET_READ_BUFFER_SIZE: option \"websocket.read_buffer_size\" \
+                 is not supported by Gyre (ignored)",
                 "unknown environment variable GYRE_LOG (ignored)"
             ]
         );

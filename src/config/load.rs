@@ -638,8 +638,8 @@ mod tests {
                 "proxies": [{"name": "p1", "endpoint": "a:1", "htp": {}}],
                 "rpc": {"namespaces": [{"name": "ns", "proxy": true}]},
                 "gateway": {"servers": [{"path": "/r", "topic": "t", "topc": "x"}]},
-                "channel": {"proxy": {"map_publish": {}},
-                            "namespaces": [{"name": "chat", "presense": true, "publication_data_format": "json",
+                "channel": {"publication_data_format": "json",
+                            "namespaces": [{"name": "chat", "presense": true,
                                             "map": {"subscribe_catch_up_timeout": "1s"}}]}}"#,
         )
         .unwrap();
@@ -649,8 +649,7 @@ mod tests {
             w,
             [
                 "option \"channel.namespaces[0].map.subscribe_catch_up_timeout\" is not supported by Gyre (ignored)",
-                "option \"channel.namespaces[0].publication_data_format\" is not supported by Gyre (ignored)",
-                "option \"channel.proxy.map_publish\" is not supported by Gyre (ignored)",
+                "option \"channel.publication_data_format\" is not supported by Gyre (ignored)",
                 "option \"webtransport\" is not supported by Gyre (ignored)",
                 "unknown option \"channel.namespaces[0].presense\" (ignored)",
                 "unknown option \"client.proxy.connect.tls\" (ignored)",

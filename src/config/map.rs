@@ -44,6 +44,9 @@ pub struct MapOptions {
     pub client_key: String,
     /// A subscriber's key (its client id) is removed when its subscription ends.
     pub remove_client_on_unsubscribe: bool,
+    /// `publish_proxy_*`, `remove_proxy_*`.
+    #[serde(flatten)]
+    pub proxy: super::proxy::MapProxies,
 }
 
 impl MapOptions {
@@ -147,6 +150,14 @@ pub(super) fn validate(at: &str, o: &ChannelOptions) -> Result<(), String> {
     }
     if presence && o.map.key_ttl.is_zero() {
         return Err(format!("{at}.map.key_ttl is required with subscription_type {:?}", o.subscription_type));
+    }
+    // The proxy names the key when it is on: `client_key` would be overridden unseen.
+    for (on, name) in [(o.map.proxy.publish_proxy_enabled, "publish"), (o.map.proxy.remove_proxy_enabled, "remove")] {
+        if on && !o.map.client_key.is_empty() {
+            return Err(format!(
+                "{at}.map.client_key is not compatible with map.{name}_proxy_enabled: the proxy is responsible for keying when enabled"
+            ));
+        }
     }
     if o.map.remove_client_on_unsubscribe && !o.is_map() {
         return Err(format!("{at}.map.remove_client_on_unsubscribe requires subscription_type to be a map type"));

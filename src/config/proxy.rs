@@ -130,6 +130,8 @@ pub struct ChannelProxies {
     pub publish: ProxyCommon,
     pub sub_refresh: ProxyCommon,
     pub subscribe_stream: ProxyCommon,
+    pub map_publish: ProxyCommon,
+    pub map_remove: ProxyCommon,
     pub shared_poll_refresh: ProxyCommon,
 }
 
@@ -171,6 +173,29 @@ impl Default for NamespaceProxies {
             subscribe_stream_proxy_enabled: false,
             subscribe_stream_proxy_name: d(),
             subscribe_stream_proxy_bidirectional: false,
+        }
+    }
+}
+
+/// The proxy switches of a map namespace (flattened into its `map` options): client map
+/// publishes and removes go to the backend, which decides on them (and may change the key,
+/// the data and the tags) instead of the namespace's `allow_*` permissions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MapProxies {
+    pub publish_proxy_enabled: bool,
+    pub publish_proxy_name: String,
+    pub remove_proxy_enabled: bool,
+    pub remove_proxy_name: String,
+}
+
+impl Default for MapProxies {
+    fn default() -> Self {
+        MapProxies {
+            publish_proxy_enabled: false,
+            publish_proxy_name: DEFAULT_PROXY_NAME.into(),
+            remove_proxy_enabled: false,
+            remove_proxy_name: DEFAULT_PROXY_NAME.into(),
         }
     }
 }
@@ -370,29 +395,49 @@ pub fn validate(cfg: &super::Config) -> Result<(), String> {
     }
     let named = |name: &str| cfg.proxies.iter().find(|p| p.name == name).map(|p| &p.proxy);
     let ch = &cfg.channel;
-    let mut spaces = vec![("channel.without_namespace".to_string(), &ch.without_namespace.proxy)];
-    spaces.extend(ch.namespaces.iter().map(|n| (format!("channel.namespaces[\"{}\"]", n.name), &n.options.proxy)));
-    for (at, n) in spaces {
-        for (kind, on, name, default) in [
-            ("subscribe", n.subscribe_proxy_enabled, &n.subscribe_proxy_name, &ch.proxy.subscribe),
-            ("publish", n.publish_proxy_enabled, &n.publish_proxy_name, &ch.proxy.publish),
-            ("sub_refresh", n.sub_refresh_proxy_enabled, &n.sub_refresh_proxy_name, &ch.proxy.sub_refresh),
+    let mut spaces = vec![("channel.without_namespace".to_string(), &ch.without_namespace)];
+    spaces.extend(ch.namespaces.iter().map(|n| (format!("channel.namespaces[\"{}\"]", n.name), &n.options)));
+    for (at, o) in spaces {
+        let (n, m) = (&o.proxy, &o.map.proxy);
+        // (kind, option path of its name, on, name, the `default` proxy)
+        for (kind, option, on, name, default) in [
+            (
+                "subscribe",
+                "subscribe_proxy_name",
+                n.subscribe_proxy_enabled,
+                &n.subscribe_proxy_name,
+                &ch.proxy.subscribe,
+            ),
+            ("publish", "publish_proxy_name", n.publish_proxy_enabled, &n.publish_proxy_name, &ch.proxy.publish),
+            (
+                "sub_refresh",
+                "sub_refresh_proxy_name",
+                n.sub_refresh_proxy_enabled,
+                &n.sub_refresh_proxy_name,
+                &ch.proxy.sub_refresh,
+            ),
             (
                 "subscribe_stream",
+                "subscribe_stream_proxy_name",
                 n.subscribe_stream_proxy_enabled,
                 &n.subscribe_stream_proxy_name,
                 &ch.proxy.subscribe_stream,
             ),
+            (
+                "map_publish",
+                "map.publish_proxy_name",
+                m.publish_proxy_enabled,
+                &m.publish_proxy_name,
+                &ch.proxy.map_publish,
+            ),
+            ("map_remove", "map.remove_proxy_name", m.remove_proxy_enabled, &m.remove_proxy_name, &ch.proxy.map_remove),
         ] {
             let proxy = if name == DEFAULT_PROXY_NAME {
                 Some(default)
             } else if name.is_empty() && !on {
                 None
             } else {
-                Some(
-                    named(name)
-                        .ok_or_else(|| format!("{at}.{kind}_proxy_name: no proxy named {name:?} in \"proxies\""))?,
-                )
+                Some(named(name).ok_or_else(|| format!("{at}.{option}: no proxy named {name:?} in \"proxies\""))?)
             };
             let Some(proxy) = proxy.filter(|_| on) else { continue };
             if name == DEFAULT_PROXY_NAME {

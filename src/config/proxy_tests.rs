@@ -462,3 +462,66 @@ fn validation_errors() {
         ok(text);
     }
 }
+
+/// The map publish and remove proxies of map namespaces: `channel.proxy.map_publish` /
+/// `map_remove` (`default`) or named ones, from files and the environment, and their checks.
+#[test]
+#[rustfmt::skip]
+fn map_proxies() {
+    use crate::proxy::{Kind, Target};
+    let l = load_with(
+        r#"{"proxies": [{"name": "rm", "endpoint": "rm:9000"}],
+            "channel": {"proxy": {"map_publish": {"endpoint": "http://b/map_publish"}},
+                        "namespaces": [{"name": "mm", "subscription_type": "map",
+                                        "map": {"mode": "persistent", "publish_proxy_enabled": true}}]}}"#,
+        &[
+            ("CENTRIFUGO_CHANNEL_PROXY_MAP_REMOVE_TIMEOUT", "3s"),
+            ("CENTRIFUGO_CHANNEL_NAMESPACES_MM_MAP_REMOVE_PROXY_ENABLED", "true"),
+            ("CENTRIFUGO_CHANNEL_NAMESPACES_MM_MAP_REMOVE_PROXY_NAME", "rm"),
+        ],
+        vec![],
+    )
+    .unwrap();
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    let c = &l.config;
+    check(c, &[
+        ("/channel/namespaces/0/map/publish_proxy_enabled", json!(true)),
+        ("/channel/namespaces/0/map/publish_proxy_name", json!("default")),
+        ("/channel/namespaces/0/map/remove_proxy_enabled", json!(true)),
+        ("/channel/namespaces/0/map/remove_proxy_name", json!("rm")),
+        ("/channel/without_namespace/map/remove_proxy_name", json!("default")),
+        ("/channel/proxy/map_remove/timeout", json!("3s")),
+    ]);
+    let p = Proxies::build(c).unwrap();
+    let o = &c.channel.namespaces[0].options;
+    let publish = p.channel(Kind::MapPublish, o).expect("the map publish proxy");
+    assert_eq!((publish.kind.name(), publish.conf.endpoint.as_str()), ("map_publish", "http://b/map_publish"));
+    let remove = p.channel(Kind::MapRemove, o).expect("the map remove proxy");
+    assert_eq!(remove.target, Target::Grpc { uri: "http://rm:9000".into() });
+    assert_eq!(&*remove.name, "rm");
+    assert!(p.channel(Kind::MapPublish, &c.channel.without_namespace).is_none());
+    assert!(p.channel(Kind::Publish, o).is_none());
+    assert_eq!(crate::proxy::channel_proxies(&c.channel).len(), 2);
+
+    let ns = |map: &str| format!(
+        r#"{{"proxies": [{{"name": "p1", "endpoint": "p:1"}}], "channel": {{"namespaces": [{{"name": "mm",
+            "subscription_type": "map", "map": {{"mode": "persistent", {map}}}}}]}}}}"#);
+    for (text, want) in [
+        (ns(r#""publish_proxy_enabled": true, "publish_proxy_name": "p1", "client_key": "client_id""#),
+         "channel.namespaces[\"mm\"].map.client_key is not compatible with map.publish_proxy_enabled"),
+        (ns(r#""remove_proxy_enabled": true, "remove_proxy_name": "p1", "client_key": "user_id""#),
+         "channel.namespaces[\"mm\"].map.client_key is not compatible with map.remove_proxy_enabled"),
+        (ns(r#""remove_proxy_name": "nope""#), "channel.namespaces[\"mm\"].map.remove_proxy_name: no proxy named \"nope\""),
+        (ns(r#""publish_proxy_enabled": true, "publish_proxy_name": """#),
+         "channel.namespaces[\"mm\"].map.publish_proxy_name: no proxy named \"\""),
+        (ns(r#""publish_proxy_enabled": true"#),
+         "channel.proxy.map_publish.endpoint: required (the map_publish proxy of channel.namespaces[\"mm\"])"),
+        (ns(r#""remove_proxy_enabled": true"#),
+         "channel.proxy.map_remove.endpoint: required (the map_remove proxy of channel.namespaces[\"mm\"])"),
+    ] {
+        let e = load_json(&text).unwrap_err();
+        assert!(e.contains(want), "{text}:\n{e}");
+    }
+    // A name only needs to exist while the switch is off; client_key goes with a proxy that is off.
+    ok(&ns(r#""publish_proxy_name": "p1", "remove_proxy_name": "p1", "client_key": "client_id""#));
+}

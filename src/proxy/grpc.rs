@@ -363,6 +363,56 @@ async fn unary(proxy: &Proxy, req: Request, metadata: &Headers) -> Result<Respon
         }
         // Refused when the config is loaded (HTTP endpoints only).
         Kind::SharedPollRefresh => Err(CallError::Transport("shared poll refresh over gRPC is not supported".into())),
+        Kind::MapPublish => {
+            let msg = pb::MapPublishRequest {
+                client: req.client,
+                transport: req.transport.into(),
+                protocol: req.protocol.into(),
+                encoding: req.encoding.into(),
+                user: req.user,
+                channel: req.channel,
+                key: req.key,
+                data: req.data.unwrap_or_default(),
+                b64data: req.b64data,
+                meta: req.meta.unwrap_or_default(),
+                labels: Default::default(),
+            };
+            let r = c.map_publish(request(proxy, metadata, msg)).await.map_err(status_error)?.into_inner();
+            let result = r.result.map(|x| ResultObj {
+                key: x.key,
+                data: some(x.data),
+                b64data: x.b64data,
+                tags: pairs(x.tags),
+                key_mode: x.key_mode,
+                idempotency_key: x.idempotency_key,
+                delta: x.delta,
+                version: x.version,
+                version_epoch: x.version_epoch,
+                ..ResultObj::default()
+            });
+            Ok(answer(result, r.error, r.disconnect))
+        }
+        Kind::MapRemove => {
+            let msg = pb::MapRemoveRequest {
+                client: req.client,
+                transport: req.transport.into(),
+                protocol: req.protocol.into(),
+                encoding: req.encoding.into(),
+                user: req.user,
+                channel: req.channel,
+                key: req.key,
+                meta: req.meta.unwrap_or_default(),
+                labels: Default::default(),
+            };
+            let r = c.map_remove(request(proxy, metadata, msg)).await.map_err(status_error)?.into_inner();
+            let result = r.result.map(|x| ResultObj {
+                key: x.key,
+                tags: pairs(x.tags),
+                idempotency_key: x.idempotency_key,
+                ..ResultObj::default()
+            });
+            Ok(answer(result, r.error, r.disconnect))
+        }
     }
 }
 

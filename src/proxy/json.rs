@@ -43,10 +43,13 @@ pub fn encode_request(kind: Kind, r: &Request) -> Result<Vec<u8>, CallError> {
     str_field(&mut out, &mut first, "transport", r.transport, false);
     str_field(&mut out, &mut first, "protocol", r.protocol, false);
     str_field(&mut out, &mut first, "encoding", r.encoding, false);
+    // Connect has no `user`; map requests leave an empty one out (as Centrifugo writes them).
     if kind != Kind::Connect {
-        str_field(&mut out, &mut first, "user", &r.user, true);
+        let always = !matches!(kind, Kind::MapPublish | Kind::MapRemove);
+        str_field(&mut out, &mut first, "user", &r.user, always);
     }
     str_field(&mut out, &mut first, "channel", &r.channel, false);
+    str_field(&mut out, &mut first, "key", &r.key, false);
     str_field(&mut out, &mut first, "method", &r.method, false);
     str_field(&mut out, &mut first, "name", &r.name, false);
     str_field(&mut out, &mut first, "version", &r.version, false);
@@ -147,6 +150,8 @@ struct ResultJ<'a> {
     delta: bool,
     version: u64,
     version_epoch: String,
+    key: String,
+    key_mode: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -209,6 +214,8 @@ pub fn decode_response(body: &[u8]) -> Result<Response, CallError> {
             delta: x.delta,
             version: x.version,
             version_epoch: x.version_epoch,
+            key: x.key,
+            key_mode: x.key_mode,
         }),
         error: r.error.map(|e| ErrorObj { code: e.code, message: e.message, temporary: e.temporary }),
         disconnect: r.disconnect.map(|d| DisconnectObj { code: d.code, reason: d.reason }),
@@ -243,6 +250,40 @@ mod tests {
         );
         let bad = Request { data: Some(Bytes::from_static(b"\x00\x01")), ..r };
         assert_eq!(encode_request(Kind::Publish, &bad), Err(CallError::Encode));
+    }
+
+    #[test]
+    fn map_requests_and_results() {
+        let r = Request {
+            client: "c1".into(),
+            transport: "websocket",
+            protocol: "json",
+            encoding: "json",
+            channel: "m:a".into(),
+            key: "k1".into(),
+            data: Some(Bytes::from_static(br#"{"x":1}"#)),
+            ..Default::default()
+        };
+        // An anonymous client's `user` is left out of map requests (written empty elsewhere).
+        let b = encode_request(Kind::MapPublish, &r).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&b).unwrap(),
+            r#"{"client":"c1","transport":"websocket","protocol":"json","encoding":"json","channel":"m:a","key":"k1","data":{"x":1}}"#
+        );
+        let r = Request { user: "u1".into(), data: None, ..r };
+        let b = encode_request(Kind::MapRemove, &r).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&b).unwrap(),
+            r#"{"client":"c1","transport":"websocket","protocol":"json","encoding":"json","user":"u1","channel":"m:a","key":"k1"}"#
+        );
+        let x = decode_response(
+            br#"{"result":{"key":"k2","b64data":"AQI=","tags":{"t":"1"},"key_mode":"if_new","idempotency_key":"i"}}"#,
+        )
+        .unwrap()
+        .result
+        .unwrap();
+        assert_eq!((x.key.as_str(), x.b64data.as_str(), x.key_mode.as_str()), ("k2", "AQI=", "if_new"));
+        assert_eq!((x.tags, x.idempotency_key.as_str()), (vec![("t".to_string(), "1".to_string())], "i"));
     }
 
     #[test]

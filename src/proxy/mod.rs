@@ -1,7 +1,7 @@
 //! Proxies: calls from a session to the application backend that decide on connect, refresh,
-//! subscribe, publish, sub_refresh and RPC, and subscription streams, over HTTP or gRPC
-//! (Centrifugo's proxy protocol: `proto/proxy.proto`, whose field names are also the JSON
-//! names of the HTTP requests and answers).
+//! subscribe, publish, sub_refresh, RPC, map publish and map remove, and subscription streams,
+//! over HTTP or gRPC (Centrifugo's proxy protocol: `proto/proxy.proto`, whose field names are
+//! also the JSON names of the HTTP requests and answers).
 //!
 //! A call is built as a transport-neutral [`Request`] and answered with a neutral
 //! [`Response`]. HTTP proxies are called from the worker's own event loop over a keep-alive
@@ -35,6 +35,8 @@ pub enum Kind {
     Rpc,
     SubscribeStream,
     SharedPollRefresh,
+    MapPublish,
+    MapRemove,
 }
 
 impl Kind {
@@ -49,10 +51,12 @@ impl Kind {
             Kind::Rpc => "rpc",
             Kind::SubscribeStream => "subscribe_stream",
             Kind::SharedPollRefresh => "shared_poll_refresh",
+            Kind::MapPublish => "map_publish",
+            Kind::MapRemove => "map_remove",
         }
     }
 
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Connect,
         Kind::Refresh,
         Kind::Subscribe,
@@ -61,6 +65,8 @@ impl Kind {
         Kind::Rpc,
         Kind::SubscribeStream,
         Kind::SharedPollRefresh,
+        Kind::MapPublish,
+        Kind::MapRemove,
     ];
 }
 
@@ -116,6 +122,8 @@ pub struct Request {
     pub encoding: &'static str,
     pub user: String,
     pub channel: String,
+    /// Map publish / remove: the key the client names.
+    pub key: String,
     /// RPC method.
     pub method: String,
     /// Connect: the client's name and version, and the channels of its `subs`.
@@ -185,6 +193,10 @@ pub struct ResultObj {
     pub delta: bool,
     pub version: u64,
     pub version_epoch: String,
+    /// Map publish / remove: the key written instead of the client's (when not empty).
+    pub key: String,
+    /// Map publish: `key_mode` (Gyre's map channels write every publish as given).
+    pub key_mode: String,
 }
 
 /// A backend's answer: `disconnect` wins over `error`, which wins over `result`.

@@ -40,12 +40,14 @@ pub enum RpcRoute {
 pub fn channel_proxies(c: &crate::config::Channel) -> std::collections::BTreeSet<(&'static str, String)> {
     let mut out = std::collections::BTreeSet::new();
     for o in std::iter::once(&c.without_namespace).chain(c.namespaces.iter().map(|n| &n.options)) {
-        let n = &o.proxy;
+        let (n, m) = (&o.proxy, &o.map.proxy);
         for (kind, on, name) in [
             (Kind::Subscribe, n.subscribe_proxy_enabled, &n.subscribe_proxy_name),
             (Kind::Publish, n.publish_proxy_enabled, &n.publish_proxy_name),
             (Kind::SubRefresh, n.sub_refresh_proxy_enabled, &n.sub_refresh_proxy_name),
             (Kind::SubscribeStream, n.subscribe_stream_proxy_enabled, &n.subscribe_stream_proxy_name),
+            (Kind::MapPublish, m.publish_proxy_enabled, &m.publish_proxy_name),
+            (Kind::MapRemove, m.remove_proxy_enabled, &m.remove_proxy_name),
         ] {
             if on {
                 out.insert((kind.name(), name.clone()));
@@ -99,7 +101,7 @@ impl Proxies {
         spaces.extend(cfg.channel.namespaces.iter().map(|n| &n.options));
         let defaults = &cfg.channel.proxy;
         for o in spaces.iter() {
-            let n = &o.proxy;
+            let (n, m) = (&o.proxy, &o.map.proxy);
             for (kind, on, name, default) in [
                 (Kind::Subscribe, n.subscribe_proxy_enabled, &n.subscribe_proxy_name, &defaults.subscribe),
                 (Kind::Publish, n.publish_proxy_enabled, &n.publish_proxy_name, &defaults.publish),
@@ -110,6 +112,8 @@ impl Proxies {
                     &n.subscribe_stream_proxy_name,
                     &defaults.subscribe_stream,
                 ),
+                (Kind::MapPublish, m.publish_proxy_enabled, &m.publish_proxy_name, &defaults.map_publish),
+                (Kind::MapRemove, m.remove_proxy_enabled, &m.remove_proxy_name, &defaults.map_remove),
             ] {
                 if !on || p.by_name.contains_key(&(kind, name.clone())) {
                     continue;
@@ -174,9 +178,11 @@ impl Proxies {
 
     /// The proxy of `kind` for channels with options `o`, when the namespace turns it on.
     pub fn channel(&self, kind: Kind, o: &ChannelOptions) -> Option<&Arc<Proxy>> {
-        let n = &o.proxy;
+        let (n, m) = (&o.proxy, &o.map.proxy);
         let (on, name) = match kind {
             Kind::Subscribe => (n.subscribe_proxy_enabled, &n.subscribe_proxy_name),
+            Kind::MapPublish => (m.publish_proxy_enabled, &m.publish_proxy_name),
+            Kind::MapRemove => (m.remove_proxy_enabled, &m.remove_proxy_name),
             Kind::Publish => (n.publish_proxy_enabled, &n.publish_proxy_name),
             Kind::SubRefresh => (n.sub_refresh_proxy_enabled, &n.sub_refresh_proxy_name),
             Kind::SubscribeStream => (n.subscribe_stream_proxy_enabled, &n.subscribe_stream_proxy_name),

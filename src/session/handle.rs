@@ -215,7 +215,10 @@ async fn run_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
                 return Err(Disconnect::BAD_REQUEST);
             }
             let r = super::map::publish(s, channel, data, key, removed).await;
-            s.reply(id, &r);
+            // A map proxy's disconnect has closed the session: nothing to reply.
+            if !s.is_closed() {
+                s.reply(id, &r);
+            }
         }
         Req::Subscribe(req) if s.w.cfg.resolve_channel(&req.channel).is_ok_and(|r| r.options.is_shared_poll()) => {
             // A shared poll channel takes shared poll subscriptions only.

@@ -188,6 +188,11 @@ pub(super) async fn publish(
     if !o.is_map() {
         return Err(ApiError::BAD_REQUEST);
     }
+    // With the namespace's publish (remove) proxy on, the backend decides instead of the
+    // permissions below.
+    if let Some(p) = super::map_proxy::proxy(s, o, removed) {
+        return super::map_proxy::publish(s, p?, o, channel, data, key, removed).await;
+    }
     let (anon, subscribed, chan_info, user) = {
         let st = s.st.borrow();
         let sub = st.subs.get(channel.as_str());

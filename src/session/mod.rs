@@ -15,6 +15,7 @@ mod handle;
 pub mod hidden;
 mod map;
 mod map_presence;
+mod map_proxy;
 mod mesh;
 mod proxied;
 pub mod proxy;

@@ -85,7 +85,7 @@ pub(super) async fn connect_proxy(
 /// A command's call to `p`: the answer's result (empty when it has none), or the error the
 /// client gets (100 when the call failed, else the backend's), or the close of the connection
 /// (the backend's disconnect, or the connection closed meanwhile).
-async fn decide(
+pub(super) async fn decide(
     s: &Rc<Session>,
     p: &Arc<crate::proxy::Proxy>,
     call: crate::proxy::Request,

@@ -230,6 +230,8 @@ pub(super) fn channel_proxy(
         Kind::Publish => n.publish_proxy_enabled,
         Kind::SubRefresh => n.sub_refresh_proxy_enabled,
         Kind::SubscribeStream => n.subscribe_stream_proxy_enabled,
+        Kind::MapPublish => o.map.proxy.publish_proxy_enabled,
+        Kind::MapRemove => o.map.proxy.remove_proxy_enabled,
         _ => false,
     };
     if !on {

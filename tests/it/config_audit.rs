@@ -92,6 +92,8 @@ const APPLIED: &[&str] = &[
     "channel.without_namespace.map.allow_remove_for_client", "channel.without_namespace.map.allow_remove_for_subscriber",
     "channel.without_namespace.map.allow_remove_for_anonymous", "channel.without_namespace.map.default_page_size",
     "channel.without_namespace.map.min_page_size", "channel.without_namespace.map.max_page_size",
+    "channel.without_namespace.map.publish_proxy_enabled", "channel.without_namespace.map.publish_proxy_name",
+    "channel.without_namespace.map.remove_proxy_enabled", "channel.without_namespace.map.remove_proxy_name",
     "channel.without_namespace.allow_subscribe_for_anonymous",
     "channel.without_namespace.allow_subscribe_for_client",
     "channel.without_namespace.allow_publish_for_anonymous",
@@ -172,6 +174,8 @@ const PROXY_PLACES: &[&str] = &[
     "channel.proxy.publish",
     "channel.proxy.sub_refresh",
     "channel.proxy.subscribe_stream",
+    "channel.proxy.map_publish",
+    "channel.proxy.map_remove",
     "channel.proxy.shared_poll_refresh",
     "rpc.proxy",
 ];

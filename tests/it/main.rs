@@ -15,6 +15,8 @@
 //! * `map_subs` — map subscriptions (keyed channel state): the server API's map methods, raw
 //!   state pages, centrifuge-js 5.8 over JSON and protobuf.
 //! * `map_subs_redis` — map subscriptions on the Redis engine: two nodes on one redis-server.
+//! * `map_proxy` — map publish and remove proxies against an HTTP backend in the test (and the
+//!   gRPC one of `proxy`): rewritten keys, data and tags, errors, disconnects, config checks.
 //! * `shared_poll` — shared poll subscriptions against a real HTTP backend in the test: tracking
 //!   with signatures, versioned and versionless polling, pushes, removals, epochs, error codes.
 //! * `shared_poll_sdk` — shared poll subscriptions with centrifuge-js 5.8 over JSON and
@@ -74,6 +76,7 @@ mod layout;
 mod legacy;
 mod legacy_protocol;
 mod logs;
+mod map_proxy;
 mod map_subs;
 mod map_subs_redis;
 mod map_writes;

@@ -39,7 +39,7 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 const HEADERS: [(&str, &str); 3] = [("Cookie", "session=abc"), ("X-Token", "tok-1"), ("X-Other", "not forwarded")];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Proto {
+pub(crate) enum Proto {
     Http,
     Grpc,
 }
@@ -77,7 +77,7 @@ fn failing(how: &str) -> Value {
 // ---------------------------------------------------------------------------------------------
 
 /// A running `proxy_backend.py` (HTTP, and gRPC when started with it).
-struct Backend {
+pub(crate) struct Backend {
     p: LineProc,
     http: u16,
     grpc: Option<u16>,
@@ -86,7 +86,7 @@ struct Backend {
 impl Backend {
     /// Starts the backend; `None` (test skipped) without Python's grpcio-tools unless `CI` is
     /// set.
-    fn start(test: &str, grpc: bool) -> Option<Backend> {
+    pub(crate) fn start(test: &str, grpc: bool) -> Option<Backend> {
         let python = repo_root().join("target/pyenv/bin/python");
         let ok = python.exists()
             && Command::new(&python).args(["-c", "import grpc, grpc_tools"]).output().is_ok_and(|o| o.status.success());
@@ -116,7 +116,7 @@ impl Backend {
     }
 
     /// The endpoint of the proxy of `kind` over `proto`.
-    fn endpoint(&self, proto: Proto, kind: &str) -> String {
+    pub(crate) fn endpoint(&self, proto: Proto, kind: &str) -> String {
         match proto {
             Proto::Http => format!("http://127.0.0.1:{}/{kind}", self.http),
             Proto::Grpc => format!("grpc://127.0.0.1:{}", self.grpc.expect("the backend was started without gRPC")),
@@ -168,7 +168,7 @@ impl Backend {
     }
 
     /// The first call of `kind` that `pred` accepts, waiting up to 10 s for it.
-    fn wait(&self, what: &str, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait(&self, what: &str, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_n(what, kind, 1, Duration::from_secs(10), pred).remove(0)
     }
 

@@ -9,8 +9,9 @@ both listen it prints {"ev":"ready","http_port":N,"grpc_port":M|null} on stdout,
 when stdin ends or sends {"op":"exit"}. An exception prints {"ev":"fatal",...}.
 
 HTTP: POST on any path; the path's last segment names the kind (connect, refresh, subscribe,
-publish, sub_refresh, rpc). GET /requests?kind=K&protocol=P lists what was received (JSON
-array; both filters optional), GET /clear forgets it, GET /control?... sets a mode (below).
+publish, sub_refresh, rpc, map_publish, map_remove). GET /requests?kind=K&protocol=P lists
+what was received (JSON array; both filters optional), GET /clear forgets it,
+GET /control?... sets a mode (below).
 
 Every call is recorded as {"n", "kind", "protocol": "http"|"grpc", "path" (HTTP path or gRPC
 method), "t" (unix time, float), "headers" (HTTP headers or gRPC metadata, lower-case names;
@@ -33,12 +34,16 @@ Decisions, from the request (so the tests read on their own):
     fail / slow / garbage / close → that failure
     rewrite (publish) → result data {"rewritten": <original data>}
     error (rpc) → error 1000 "custom error"
+  For map_publish / map_remove the key's words decide too (before the channel's), and rewrite
+  answers key "rewritten" (with map_publish data {"rewritten": <original data>} and tags
+  {"via": "proxy"}).
 * Otherwise a result:
     connect: the payload's user, info, b64info, data, b64data, channels, subs, meta,
       expire_at, and expire_at_in (seconds from now → expire_at); no payload → user "".
     subscribe / stream: the payload's info, b64info, data, b64data, override, expire_at,
       expire_at_in.
-    publish: `{}` (the original data is published).  rpc: data = the request's data.
+    publish, map_publish, map_remove: `{}` (the client's key and data are written).
+    rpc: data = the request's data.
     refresh / sub_refresh: per mode (default extend:60), set with
       GET /control?kind=refresh|sub_refresh&mode=M[&user=U|&channel=C][&info=JSON][&meta=JSON]
       (a mode for a user (refresh) or channel (sub_refresh) wins over the one without):
@@ -94,7 +99,7 @@ lock = threading.Lock()
 records = []
 modes = {}  # (kind, key) -> {"mode": str, "info": ..., "meta": ...}; key "" = any
 
-KINDS = ("connect", "refresh", "subscribe", "publish", "sub_refresh", "rpc")
+KINDS = ("connect", "refresh", "subscribe", "publish", "sub_refresh", "rpc", "map_publish", "map_remove")
 WORDS = ("deny", "kick", "busy", "empty", "fail", "slow", "garbage", "close", "rewrite", "error")
 
 
@@ -179,6 +184,10 @@ def by_word(kind, w, p):
         return {}
     if w == "rewrite" and kind == "publish":
         return {"result": {"data": {"rewritten": p}}}
+    if w == "rewrite" and kind == "map_publish":
+        return {"result": {"key": "rewritten", "data": {"rewritten": p}, "tags": {"via": "proxy"}}}
+    if w == "rewrite" and kind == "map_remove":
+        return {"result": {"key": "rewritten"}}
     if w == "error" and kind == "rpc":
         return {"error": {"code": 1000, "message": "custom error"}}
     if w in ("fail", "slow", "garbage", "close"):
@@ -220,6 +229,8 @@ def decide(kind, body):
     if a is not None:
         return a
     name = body.get("method", "") if kind == "rpc" else body.get("channel", "")
+    if kind in ("map_publish", "map_remove"):
+        name = body.get("key", "") + ":" + name
     a = by_word(kind, word(name), p)
     if a is not None:
         return a
@@ -232,7 +243,7 @@ def decide(kind, body):
         if not isinstance(p, dict):
             return {"result": {}}
         return {"result": pick(p, ("info", "b64info", "data", "b64data", "override", "expire_at"))}
-    if kind == "publish":
+    if kind in ("publish", "map_publish", "map_remove"):
         return {"result": {}}
     if kind == "rpc":
         return {"result": {"data": p}} if p is not None else {"result": {}}
@@ -352,7 +363,8 @@ class HTTPServer(ThreadingHTTPServer):
 # ---------------------------------------------------------------------------------------------
 
 METHOD_KINDS = {"Connect": "connect", "Refresh": "refresh", "Subscribe": "subscribe", "Publish": "publish",
-                "RPC": "rpc", "SubRefresh": "sub_refresh"}
+                "RPC": "rpc", "SubRefresh": "sub_refresh", "MapPublish": "map_publish",
+                "MapRemove": "map_remove"}
 
 
 def start_grpc(proto):
@@ -484,6 +496,8 @@ def start_grpc(proto):
         Publish = unary("Publish")
         RPC = unary("RPC")
         SubRefresh = unary("SubRefresh")
+        MapPublish = unary("MapPublish")
+        MapRemove = unary("MapRemove")
 
         def SubscribeUnidirectional(self, request, context):
             yield from stream(request, context, False, None)
