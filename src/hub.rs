@@ -300,7 +300,13 @@ fn sub_frame(c: &Client, s: &mut Sub, p: &Prepared, frames: &mut Frames) -> Opti
         return frame_for(c, p, frames);
     }
     let d = p.delta.as_ref();
-    let patch = d.is_some_and(|d| d.base != 0 && d.base == s.base && d.patch.is_some());
+    if matches!(&p.push, PushBody::Pub(x) if x.removed) {
+        // A map removal has no data to patch or escape.
+        return frame_for(c, p, frames);
+    }
+    let patch = d.is_some_and(|d| {
+        d.patch.is_some() && if d.keyed { s.filter.is_none() } else { d.base != 0 && d.base == s.base }
+    });
     s.base = d.map_or(0, |d| d.seq);
     if patch {
         if let Some(f) = delta_frame(c, p, true, frames) {

@@ -12,6 +12,12 @@
 //! as Centrifugo sends it once delta is negotiated, so that they keep the exact bytes as the
 //! next base.
 //!
+//! Map channels patch per key instead ([`DeltaPub::keyed`]): a change published with `delta`
+//! is patched against the key's previous value on the owner, and every live subscriber holds
+//! that value (it loaded the state, then followed every change of the key), so each gets the
+//! patch — unless a tags filter may have kept the previous value from it: it gets the full
+//! data. Removals carry no data and end the key's chain.
+//!
 //! Centrifugo takes the base from the stream (history) and so sends patches only to
 //! positioned subscribers of channels with history; the owner's own record works without
 //! history too and never sends a patch against a base the subscriber does not hold.
@@ -33,6 +39,18 @@ pub struct DeltaPub {
     /// The fossil patch from the base's data to this publication's data, when one was asked
     /// for and is smaller than the data.
     pub patch: Option<Bytes>,
+    /// A map channel's change: the patch is against the key's previous value, which every
+    /// live subscriber of the channel holds (`seq` and `base` are 0).
+    pub keyed: bool,
+}
+
+impl DeltaPub {
+    /// A map channel's change of a key whose previous value was `prev` (see [`keyed`]).
+    ///
+    /// [`keyed`]: DeltaPub::keyed
+    pub fn keyed(prev: &[u8], data: &[u8]) -> DeltaPub {
+        DeltaPub { seq: 0, base: 0, patch: patch(prev, data), keyed: true }
+    }
 }
 
 /// The last publication the owner delivered on each channel that uses deltas.
@@ -51,11 +69,11 @@ impl Bases {
                 let patch = if requested { patch(last, data) } else { None };
                 *seq += 1;
                 *last = data.clone();
-                Some(DeltaPub { seq: *seq, base, patch })
+                Some(DeltaPub { seq: *seq, base, patch, keyed: false })
             }
             None if requested => {
                 self.last.insert(channel.clone(), (1, data.clone()));
-                Some(DeltaPub { seq: 1, base: 0, patch: None })
+                Some(DeltaPub { seq: 1, base: 0, patch: None, keyed: false })
             }
             None => None,
         }
@@ -121,12 +139,12 @@ mod tests {
         let ch: Arc<str> = "c".into();
         let (d1, d2, d3) = (Bytes::from(doc(1)), Bytes::from(doc(2)), Bytes::from(doc(3)));
         assert_eq!(b.step(&ch, &d1, false), None, "nothing kept before a delta publish");
-        assert_eq!(b.step(&ch, &d1, true), Some(DeltaPub { seq: 1, base: 0, patch: None }));
+        assert_eq!(b.step(&ch, &d1, true), Some(DeltaPub { seq: 1, base: 0, patch: None, keyed: false }));
         let second = b.step(&ch, &d2, true).unwrap();
         assert_eq!((second.seq, second.base), (2, 1));
         assert_eq!(fossil::apply(&d1, &second.patch.unwrap()).unwrap(), d2);
         // A publication without `delta` moves the base on without a patch.
-        assert_eq!(b.step(&ch, &d3, false), Some(DeltaPub { seq: 3, base: 2, patch: None }));
+        assert_eq!(b.step(&ch, &d3, false), Some(DeltaPub { seq: 3, base: 2, patch: None, keyed: false }));
         b.forget("c");
         assert!(b.is_empty());
     }

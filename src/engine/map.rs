@@ -84,6 +84,10 @@ impl Memory {
                 }
             }
         }
+        // Published with `delta`: subscribers may get a patch against the key's value.
+        let prev = (!removed && (p.delta || opts.delta_publish))
+            .then(|| current.as_ref().map(|e| e.publication.data.bytes.clone()))
+            .flatten();
         match (key_mode, current) {
             (KeyMode::IfNew, Some(e)) if !removed => {
                 if refresh_ttl && !key_ttl.is_zero() {
@@ -123,7 +127,8 @@ impl Memory {
             channel: Arc::from(&*p.channel),
             publication,
             workers: state.subscribers.iter().map(|(w, _)| *w).collect(),
-            delta: false,
+            delta: prev.is_some(),
+            prev,
         });
         Ok((MapUpdate { position: pos, suppressed: None }, delivery))
     }

@@ -233,6 +233,9 @@ pub struct Delivery {
     pub workers: SmallVec<[u16; 8]>,
     /// Published with `delta` (the API flag or the namespace's `delta_publish`).
     pub delta: bool,
+    /// A map channel's change published with `delta`: the key's previous value (none for a
+    /// new key), which subscribers get a patch against (see `crate::delta`).
+    pub prev: Option<bytes::Bytes>,
 }
 
 /// Where a subscriber starts: the stream top and, when asked and possible, the publications
@@ -317,6 +320,7 @@ impl Memory {
             publication,
             workers: state.subscribers.iter().map(|(w, _)| *w).collect(),
             delta: p.delta || opts.delta_publish,
+            prev: None,
         });
         Ok((result, delivery))
     }

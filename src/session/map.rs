@@ -96,8 +96,17 @@ async fn run(s: &Rc<Session>, req: SubscribeReq) -> Outcome {
         _ => None,
     };
     let passes = |p: &Publication| filter.as_ref().is_none_or(|f| f.matches(p.tags.as_deref().unwrap_or_default()));
-    let entries: Vec<Publication> =
+    let mut entries: Vec<Publication> =
         entries.into_iter().filter(|p| (!continued || p.offset <= frozen) && passes(p)).collect();
+    if req.delta == "fossil" && o.fossil_allowed() && s.client.format == Format::Json {
+        // Delta will be negotiated: JSON clients keep each key's exact bytes as the base of
+        // its patches, so values come as JSON strings (as Centrifugo sends them).
+        for p in &mut entries {
+            if let Some(bytes) = crate::delta::json_string(&p.data.bytes) {
+                p.data = Payload { bytes, binary: false };
+            }
+        }
+    }
     if !cursor.is_empty() {
         let res = SubscribeResult {
             kind: req.kind,
@@ -129,8 +138,6 @@ async fn live(
         offset: since.0,
         epoch: since.1,
         flag: req.flag | FLAG_REJECT_UNRECOVERED,
-        // Map changes are delivered in full (no fossil deltas per key yet).
-        delta: String::new(),
         ..req
     };
     let r = commands::subscribe(s, inner).await?;

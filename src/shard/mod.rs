@@ -208,7 +208,9 @@ impl Shard {
                 crate::metrics::message_sent(crate::metrics::Kind::Publication);
                 let (update, delivery) = m.map_publish(*mp, now)?;
                 if let Some(d) = delivery {
-                    let prepared = Prepared::new(d.channel, PushKind::Publication, PushBody::Pub(d.publication));
+                    let delta = d.prev.map(|prev| DeltaPub::keyed(&prev, &d.publication.data.bytes));
+                    let prepared =
+                        Prepared::new(d.channel, PushKind::Publication, PushBody::Pub(d.publication)).with_delta(delta);
                     fanout.push(Fanout { prepared: Arc::new(prepared), workers: d.workers });
                 }
                 Ok(Res::MapUpdate(update))

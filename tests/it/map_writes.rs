@@ -1,4 +1,5 @@
-//! Conditional and versioned map writes (`key_mode`, `version`/`version_epoch`, results with
+//! Fossil deltas per key on map channels (centrifuge-js, JSON and protobuf); conditional and
+//! versioned map writes (`key_mode`, `version`/`version_epoch`, results with
 //! `suppressed` and `suppress_reason`), `map.meta_ttl`, and presence maps
 //! (`map_clients_presence_channel_prefix`, `map_users_presence_channel_prefix`) watched with
 //! `centrifuge` (JS, 5.8) — on the memory engine and on two nodes over `redis-server`.
@@ -31,6 +32,8 @@ fn config() -> Value {
             map("map", json!({"mode": "recoverable", "key_ttl": "300s"})),
             map("eph", json!({"mode": "ephemeral", "key_ttl": "300s"})),
             map("meta", json!({"mode": "recoverable", "key_ttl": "300s", "stream_ttl": "1s", "meta_ttl": "2s"})),
+            {"name": "mapd", "allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true, "subscription_type": "map",
+             "allowed_delta_types": ["fossil"], "map": {"mode": "recoverable", "key_ttl": "300s"}},
             {"name": "chat", "allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true,
              "map_clients_presence_channel_prefix": "clients:", "map_users_presence_channel_prefix": "users:"},
             presence("clients", "map_clients"),
@@ -276,4 +279,67 @@ fn map_presence_redis_two_nodes() {
     let redis = RedisServer::start();
     let n = nodes(&redis);
     check_presence(&run_presence(&n[0], &n[1], false));
+}
+
+/// What `tests/js/map_delta.js` saw against `s`.
+fn run_delta(s: &Server, protobuf: bool) -> Value {
+    let q = if protobuf { "?format=protobuf" } else { "" };
+    let arg = json!({
+        "url": format!("ws://{}/connection/websocket{q}", s.addr()), "api": format!("http://{}", s.addr()),
+        "key": KEY, "protobuf": protobuf, "ch": "mapd:doc",
+    });
+    let out = Command::new("node")
+        .arg(repo_root().join("tests/js/map_delta.js"))
+        .arg(arg.to_string())
+        .current_dir(repo_root().join("tests/js"))
+        .output()
+        .expect("running node");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success() && v.get("fatal").is_none(), "{v}");
+    v
+}
+
+/// Changes published with `delta` reach a subscriber that asked for fossil deltas as patches
+/// against each key's previous value (a key set again after its removal starts in full),
+/// and one that did not ask in full; both end with the same documents.
+fn check_delta(v: &Value) {
+    let ups = |n: [i64; 6]| {
+        let mut u: Vec<Value> = ["a", "b", "a", "b", "a", "b"]
+            .iter()
+            .zip(n)
+            .map(|(k, n)| json!({"key": k, "removed": false, "n": n}))
+            .collect();
+        u.push(json!({"key": "b", "removed": true, "n": null}));
+        u.push(json!({"key": "b", "removed": false, "n": 10}));
+        u.push(json!({"key": "b", "removed": false, "n": 11}));
+        Value::Array(u)
+    };
+    for who in ["delta", "full"] {
+        assert_eq!(v[who]["state"], v["want"], "{who}: {v}");
+        assert_eq!(v[who]["updates"], ups([1, 1, 2, 2, 3, 3]), "{who}: {v}");
+    }
+    let st = &v["stats"];
+    assert_eq!(st["numDeltaPayloads"], 7, "six changes of kept keys, and b after it was set again: {st}");
+    assert_eq!(st["numFullPayloads"], 3, "the two state entries, b set again: {st}");
+    assert!(st["compressionRatio"].as_f64().unwrap() > 0.5, "patches are small: {st}");
+}
+
+#[test]
+fn map_fossil_deltas_per_key_sdk_json() {
+    if !node_ready("map_fossil_deltas_per_key_sdk_json") {
+        return;
+    }
+    let s = Server::start(config());
+    check_delta(&run_delta(&s, false));
+}
+
+#[test]
+fn map_fossil_deltas_per_key_sdk_protobuf() {
+    if !node_ready("map_fossil_deltas_per_key_sdk_protobuf") {
+        return;
+    }
+    let s = Server::start(config());
+    check_delta(&run_delta(&s, true));
 }
