@@ -217,7 +217,7 @@ fn echoes(cmd: &Cmd, from: Format) -> (Vec<(u32, Result<ReplyBody, ApiError>)>, 
             for (i, (key, version)) in keys.chain(untracked).enumerate() {
                 let data = (i == 0).then(|| Payload { bytes: Bytes::from_static(b"{\"v\":1}"), binary: false });
                 let epoch: Arc<str> = track.first().map(|b| b.signature.as_str()).unwrap_or_default().into();
-                let k = protocol::KeyedPub { key: key.as_str().into(), data, version, epoch };
+                let k = protocol::KeyedPub::new(key.as_str().into(), data, version, epoch);
                 pushes.push((channel.clone(), PushBody::Keyed(k)));
             }
         }

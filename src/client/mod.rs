@@ -195,8 +195,9 @@ pub trait Handler {
     fn on_action(self: Rc<Self>, cmd: &Command) -> Option<Pending>;
     /// Whether the connection finished its handshake and is not closed (`info` counts).
     fn is_connected(&self) -> bool;
-    /// A shared poll update of a key this connection tracks in `channel`.
-    fn keyed_push(&self, _channel: &str, _update: &crate::protocol::KeyedPub) {}
+    /// A shared poll update of a key this connection tracks in `channel`, with the patch
+    /// against the data it holds when the owner made one (see `crate::poll`).
+    fn keyed_push(&self, _channel: &str, _update: &crate::protocol::KeyedPub, _patch: Option<&bytes::Bytes>) {}
 }
 
 impl HasOutbox for Client {

@@ -39,6 +39,8 @@ pub struct Tracker {
 struct KeyState {
     version: u64,
     expire_at: i64,
+    /// The server sent it this version's data (so it may get a patch against it).
+    sent: bool,
 }
 
 /// The owner's view of one tracked key.
@@ -53,6 +55,9 @@ struct Entry {
     needs_broadcast: bool,
     /// Set by `shared_poll_publish`: the next poll cycle skips the key once.
     fresh: bool,
+    /// The latest data, kept while the namespace allows fossil deltas: the base of the next
+    /// change's patch.
+    data: Option<Bytes>,
     subs: AHashSet<Tracker>,
 }
 
@@ -65,6 +70,9 @@ struct Chan {
     epoch_known: bool,
     /// Versionless mode: the last synthetic version given out.
     counter: u64,
+    /// The namespace allows fossil deltas (`allowed_delta_types`): each key's data is kept
+    /// and changes carry a patch against it.
+    delta: bool,
     keys: AHashMap<Arc<str>, Entry>,
     trackers: AHashMap<Tracker, AHashMap<Arc<str>, KeyState>>,
     /// Tells this state apart from a later one of the same channel (its tasks stop then).
@@ -118,12 +126,14 @@ fn ensure(w: &Rc<Worker>, channel: &Arc<str>) -> Result<(), ApiError> {
     let gen = h.next_gen.get() + 1;
     h.next_gen.set(gen);
     let epoch = if opts.versioned() { Arc::from("") } else { crate::engine::memory::new_epoch() };
+    let delta = w.cfg.resolve_channel(channel).is_ok_and(|r| r.options.fossil_allowed());
     let chan = Chan {
         opts,
         proxy,
         epoch,
         epoch_known: false,
         counter: 0,
+        delta,
         keys: AHashMap::new(),
         trackers: AHashMap::new(),
         gen,
@@ -170,7 +180,7 @@ pub fn track(
             poll_now.push(key.clone());
         }
         entry.subs.insert(t);
-        c.trackers.entry(t).or_default().insert(key, KeyState { version, expire_at });
+        c.trackers.entry(t).or_default().insert(key, KeyState { version, expire_at, sent: false });
     }
     remove_keys(c, t, untrack.iter().map(String::as_str));
     if !poll_now.is_empty() {
@@ -262,14 +272,15 @@ pub fn publish(w: &Rc<Worker>, channel: &Arc<str>, key: &str, version: u64, epoc
     }
     let mut out = Deliveries::default();
     flip_epoch(w, channel, c, epoch);
+    let delta = c.delta;
     let Some(e) = c.keys.get_mut(key) else { return };
     if version <= e.version {
         return;
     }
-    e.version = version;
+    let base = std::mem::replace(&mut e.version, version);
     e.fresh = true;
-    let k = KeyedPub { key: key.into(), data: Some(data), version, epoch: epoch.into() };
-    out.update(c, k);
+    let patch = keep(e, delta, &data.bytes);
+    out.update(c, KeyedPub::new(key.into(), Some(data), version, epoch.into()), patch, base);
     drop(chans);
     out.send(w, channel);
 }
@@ -333,6 +344,7 @@ fn apply(w: &Rc<Worker>, channel: &Arc<str>, gen: u64, epoch: &str, items: Vec<I
             continue;
         }
         let Some(e) = c.keys.get_mut(it.key.as_str()) else { continue };
+        let before = e.version;
         let data = it.data.unwrap_or_else(|| Bytes::from_static(b"null"));
         let version = if !versioned && it.version == 0 {
             let hash = ahash_of(&data);
@@ -359,8 +371,12 @@ fn apply(w: &Rc<Worker>, channel: &Arc<str>, gen: u64, epoch: &str, items: Vec<I
             e.version = it.version;
             it.version
         };
+        // The version before this change (its data is the patch's base); none when the
+        // version did not move (a tracker without the data gets it in full).
+        let (base, patch) = if version > before { (before, keep(e, c.delta, &data)) } else { (0, None) };
         let key: Arc<str> = it.key.as_str().into();
-        out.update(c, KeyedPub { key, data: Some(Payload { bytes: data, binary: false }), version, epoch: "".into() });
+        let k = KeyedPub::new(key, Some(Payload { bytes: data, binary: false }), version, "".into());
+        out.update(c, k, patch, base);
     }
     let (idle, gen) = (c.keys.is_empty(), c.gen);
     drop(chans);
@@ -368,6 +384,16 @@ fn apply(w: &Rc<Worker>, channel: &Arc<str>, gen: u64, epoch: &str, items: Vec<I
     if idle {
         shutdown_later(w, channel, gen);
     }
+}
+
+/// Keeps `data` as the key's latest (when the channel uses deltas) and returns the patch
+/// from the data kept before, when there was some and the patch is smaller.
+fn keep(e: &mut Entry, delta: bool, data: &Bytes) -> Option<Bytes> {
+    if !delta {
+        return None;
+    }
+    let prev = e.data.replace(data.clone())?;
+    crate::delta::patch(&prev, data)
 }
 
 /// A stable hash of a key's data (versionless change detection; never leaves the node).
@@ -379,7 +405,8 @@ fn ahash_of(data: &[u8]) -> u64 {
 }
 
 /// Updates for one worker: each with the (hub slot, generation) of its connections.
-type Batch = Vec<(KeyedPub, Vec<(u32, u32)>)>;
+/// Updates with the patch for the connections that hold the base, and those connections.
+type Batch = Vec<(KeyedPub, Option<Bytes>, Vec<(u32, u32)>)>;
 
 /// Keys to poll with the version to send, in backend calls.
 type Calls = Vec<Vec<(Arc<str>, u64)>>;
@@ -391,27 +418,32 @@ struct Deliveries {
 }
 
 impl Deliveries {
-    /// `k` for every tracker of its key holding an older version (their versions move).
-    fn update(&mut self, c: &mut Chan, k: KeyedPub) {
+    /// `k` for every tracker of its key holding an older version (their versions move); its
+    /// `patch` (against version `base`) only to trackers that were sent `base`'s data.
+    fn update(&mut self, c: &mut Chan, k: KeyedPub, patch: Option<Bytes>, base: u64) {
         let Some(e) = c.keys.get(&k.key) else { return };
-        let mut per: AHashMap<u16, Vec<(u32, u32)>> = AHashMap::new();
+        // Per worker: (patched, clients) — with the patch, and without.
+        let mut per: AHashMap<(u16, bool), Vec<(u32, u32)>> = AHashMap::new();
         for t in &e.subs {
             let Some(ks) = c.trackers.get_mut(t).and_then(|m| m.get_mut(&k.key)) else { continue };
             if ks.version >= k.version {
                 continue;
             }
+            let patched = patch.is_some() && ks.sent && ks.version == base;
             ks.version = k.version;
-            per.entry(t.worker).or_default().push((t.key, t.gen));
+            ks.sent = true;
+            per.entry((t.worker, patched)).or_default().push((t.key, t.gen));
         }
-        for (worker, clients) in per {
-            self.by_worker.entry(worker).or_default().push((k.clone(), clients));
+        for ((worker, patched), clients) in per {
+            let patch = if patched { patch.clone() } else { None };
+            self.by_worker.entry(worker).or_default().push((k.clone(), patch, clients));
         }
     }
 
     /// The removal of `key` for every tracker of it; the key is untracked.
     fn remove(&mut self, c: &mut Chan, key: &str) {
         let Some(e) = c.keys.remove(key) else { return };
-        let k = KeyedPub { key: key.into(), data: None, version: 0, epoch: "".into() };
+        let k = KeyedPub::new(key.into(), None, 0, "".into());
         let mut per: AHashMap<u16, Vec<(u32, u32)>> = AHashMap::new();
         for t in e.subs {
             if let Some(m) = c.trackers.get_mut(&t) {
@@ -423,7 +455,7 @@ impl Deliveries {
             per.entry(t.worker).or_default().push((t.key, t.gen));
         }
         for (worker, clients) in per {
-            self.by_worker.entry(worker).or_default().push((k.clone(), clients));
+            self.by_worker.entry(worker).or_default().push((k.clone(), None, clients));
         }
     }
 
@@ -437,10 +469,10 @@ impl Deliveries {
 
 /// On a tracker's worker: writes each update to the connections still there.
 fn deliver(w: &Worker, channel: &str, batch: Batch) {
-    for (k, clients) in batch {
+    for (k, patch, clients) in batch {
         for (key, gen) in clients {
             if let Some(h) = w.hub.handler(key, gen) {
-                h.keyed_push(channel, &k);
+                h.keyed_push(channel, &k, patch.as_ref());
             }
         }
     }

@@ -410,6 +410,7 @@ fn keyed_pub(out: &mut Vec<u8>, k: &KeyedPub) {
     out.push(b'{');
     let mut first = true;
     opt_raw(out, &mut first, "data", k.data.as_ref().map(|d| &d.bytes[..]));
+    opt_true(out, &mut first, "delta", k.delta);
     opt_str(out, &mut first, "key", &k.key);
     opt_true(out, &mut first, "removed", k.data.is_none());
     opt_str(out, &mut first, "epoch", &k.epoch);

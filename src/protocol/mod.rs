@@ -98,6 +98,19 @@ pub struct KeyedPub {
     pub data: Option<crate::model::Payload>,
     pub version: u64,
     pub epoch: std::sync::Arc<str>,
+    /// `data` is a fossil patch against the key's previous data (`"delta": true`).
+    pub delta: bool,
+}
+
+impl KeyedPub {
+    pub fn new(
+        key: std::sync::Arc<str>,
+        data: Option<crate::model::Payload>,
+        version: u64,
+        epoch: std::sync::Arc<str>,
+    ) -> KeyedPub {
+        KeyedPub { key, data, version, epoch, delta: false }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

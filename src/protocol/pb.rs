@@ -390,6 +390,7 @@ pub(super) fn push_fields(out: &mut Vec<u8>, push: &PushBody) {
             if let Some(d) = &k.data {
                 put_bytes(out, 4, &d.bytes);
             }
+            put_bool(out, 8, k.delta);
             put_str(out, 11, &k.key);
             put_bool(out, 12, k.data.is_none());
             put_str(out, 14, &k.epoch);

@@ -349,6 +349,7 @@ pub(super) async fn subscribe_owned(
         server_side,
         expires_at,
         poll: false,
+        delta: false,
     };
     let channel: Arc<str> = req.channel.as_str().into();
     let info = s.info(chan_info);

@@ -67,6 +67,9 @@ struct Sub {
     /// A shared poll subscription: its keys are tracked on the channel's owner, not
     /// subscribed there (see [`shared_poll`]).
     poll: bool,
+    /// A shared poll subscription that negotiated fossil deltas (stream and map
+    /// subscriptions keep theirs in the hub).
+    delta: bool,
 }
 
 #[derive(Default)]
@@ -567,7 +570,7 @@ impl Handler for Session {
         st.connected && !st.closed && !st.hidden
     }
 
-    fn keyed_push(&self, channel: &str, update: &crate::protocol::KeyedPub) {
-        shared_poll::push(self, channel, update);
+    fn keyed_push(&self, channel: &str, update: &crate::protocol::KeyedPub, patch: Option<&Bytes>) {
+        shared_poll::push(self, channel, update, patch);
     }
 }

@@ -65,6 +65,8 @@ async fn run(s: &Rc<Session>, req: &SubscribeReq) -> Outcome {
             return Ok(Err(e));
         }
     }
+    // Fossil deltas per key: asked and allowed by the namespace (else full data).
+    let delta = req.delta == "fossil" && o.fossil_allowed();
     let channel: Arc<str> = ch.into();
     let epoch = {
         let c = channel.clone();
@@ -82,7 +84,7 @@ async fn run(s: &Rc<Session>, req: &SubscribeReq) -> Outcome {
         if st.subs.contains_key(ch) || st.pending.contains_key(ch) {
             return Ok(Err(ApiError::ALREADY_SUBSCRIBED));
         }
-        let sub = Sub { chan_info, expires_at, poll: true, ..Sub::default() };
+        let sub = Sub { chan_info, expires_at, poll: true, delta, ..Sub::default() };
         st.subs.insert(channel, sub);
         crate::metrics::subscription_accepted(st.labels);
     }
@@ -93,6 +95,7 @@ async fn run(s: &Rc<Session>, req: &SubscribeReq) -> Outcome {
     Ok(Ok(SubscribeResult {
         kind: KIND,
         epoch: epoch.to_string(),
+        delta,
         expires: expires_at > 0,
         ttl: if expires_at > now { (expires_at - now) as u32 } else { 0 },
         ..Default::default()
@@ -225,9 +228,25 @@ fn on_owner(s: &Session, channel: &str, job: impl FnOnce(&Rc<crate::runtime::wor
     }));
 }
 
-/// A tracked key's update from the owner, written if the subscription is still there.
-pub(super) fn push(s: &Session, channel: &str, k: &KeyedPub) {
-    if is_poll(s, channel) {
+/// A tracked key's update from the owner, written if the subscription is still there. With
+/// deltas negotiated, the data is the owner's patch when it made one against the data this
+/// connection holds, else the full data; JSON clients get either as a JSON string, so they
+/// keep the exact bytes as the next base (as for streams and maps).
+pub(super) fn push(s: &Session, channel: &str, k: &KeyedPub, patch: Option<&bytes::Bytes>) {
+    let delta = match s.st.borrow().subs.get(channel) {
+        Some(sub) if sub.poll => sub.delta,
+        _ => return,
+    };
+    let Some(data) = k.data.as_ref().filter(|_| delta) else {
         s.push(channel, &PushBody::Keyed(k.clone()));
-    }
+        return;
+    };
+    let json = s.client.format == crate::protocol::Format::Json;
+    let form = |bytes: &bytes::Bytes| if json { crate::delta::json_string(bytes) } else { Some(bytes.clone()) };
+    let (bytes, is_patch) = match patch.and_then(form) {
+        Some(p) => (p, true),
+        None => (form(&data.bytes).unwrap_or_else(|| data.bytes.clone()), false),
+    };
+    let data = Some(crate::model::Payload { bytes, binary: false });
+    s.push(channel, &PushBody::Keyed(KeyedPub { data, delta: is_patch, ..k.clone() }));
 }

@@ -2,7 +2,8 @@
 // tests/it/shared_poll_sdk.rs.
 //
 // Usage: node shared_poll.js '{"url":WS_URL,"backend":HTTP_BASE,"secret":HMAC_KEY,
-//                              "channel":CHANNEL,"protobuf":bool}'
+//                              "channel":CHANNEL,"protobuf":bool,"delta":bool}'
+// With `delta` the subscriptions ask for fossil deltas and the data set is larger.
 // The application backend (the Rust test's) answers Gyre's refresh calls; `POST /set` on it
 // changes a key (`{"key","data","version"}`, `{"key","removed":true}`). Signatures are made
 // here as a backend would: `iat:exp:` + hex HMAC-SHA256 of
@@ -36,7 +37,12 @@ function sign(keys, { iat = now(), exp = now() + 3600, secret = cfg.secret, chan
   return `${iat}:${exp}:${mac}`;
 }
 
+// With `delta`: data set here carries a long field, so changes make patches smaller than the
+// data; update events are checked for it and shown without it.
+const PAD = 'a long and mostly unchanging part of the document. '.repeat(20);
+
 async function set(body) {
+  if (cfg.delta && body.data) body = { ...body, data: { ...body.data, pad: PAD } };
   const r = await fetch(`${cfg.backend}/set`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
@@ -115,6 +121,7 @@ function client(name) {
   };
   me.c = new Centrifuge(cfg.url, { websocket: socketClass(me), minReconnectDelay: 100, maxReconnectDelay: 300 });
   me.sub = me.c.newSharedPollSubscription(ch, {
+    ...(cfg.delta ? { delta: 'fossil' } : {}),
     getSignature: async ({ keys }) => {
       me.signatures.push(keys.slice());
       return { keys, signature: sign(keys) };
@@ -122,6 +129,10 @@ function client(name) {
   });
   me.sub.on('update', (ctx) => {
     const u = { key: ctx.key, data: ctx.removed ? null : dec(ctx.data) };
+    if (cfg.delta && u.data && u.data.pad !== undefined) {
+      if (u.data.pad !== PAD) u.badPad = true;
+      delete u.data.pad;
+    }
     if (ctx.version !== undefined) u.version = ctx.version;
     if (ctx.removed) u.removed = true;
     if (ctx.channel !== ch) u.channel = ctx.channel;
@@ -241,6 +252,7 @@ async function main() {
   const out = (me) => ({
     updates: me.updates, errors: me.errors, signatures: me.signatures, subscribed: me.subscribed,
     tracked: tracked(me), state: me.sub.state, wire: cfg.protobuf ? null : me.wire,
+    delta: cfg.delta ? me.sub.deltaStats() : null,
   });
   const result = { steps, a: out(a), b: out(b) };
   a.c.disconnect();
