@@ -270,7 +270,7 @@ const TEXTS: &[(&str, &str)] = &[
     ("publish_proxy_name", "Which publish proxy: `default` (`channel.proxy.publish`) or a name in `proxies`."),
     ("sub_refresh_proxy_enabled", "Expiring subscriptions are refreshed by the sub refresh proxy."),
     ("sub_refresh_proxy_name", "Which sub refresh proxy: `default` (`channel.proxy.sub_refresh`) or a name in `proxies`."),
-    ("subscribe_stream_proxy_enabled", "Subscriptions open a stream from the subscription stream proxy."),
+    ("subscribe_stream_proxy_enabled", "Subscriptions open a stream from the subscription stream proxy (not on shared poll namespaces)."),
     ("subscribe_stream_proxy_name", "Which stream proxy: `default` (`channel.proxy.subscribe_stream`) or a name in `proxies`."),
     ("subscribe_stream_proxy_bidirectional", "The stream is bidirectional: client publications go to the backend over it."),
     // RPC.

@@ -134,8 +134,8 @@ pub(super) fn validate(at: &str, o: &ChannelOptions, c: &Config) -> Result<(), S
     } else if !c.proxies.iter().any(|p| p.name == name) {
         return Err(format!("{at}.shared_poll.proxy_name: shared poll proxy with name {name:?} not found"));
     }
-    if o.proxy.subscribe_proxy_enabled || o.proxy.subscribe_stream_proxy_enabled {
-        return Err(format!("{at}: subscribe proxies are not supported by Gyre on shared poll namespaces"));
+    if o.proxy.subscribe_stream_proxy_enabled {
+        return Err(format!("{at}: subscribe stream proxies are not supported by Gyre on shared poll namespaces"));
     }
     Ok(())
 }
