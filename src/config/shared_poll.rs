@@ -134,16 +134,8 @@ pub(super) fn validate(at: &str, o: &ChannelOptions, c: &Config) -> Result<(), S
     } else if !c.proxies.iter().any(|p| p.name == name) {
         return Err(format!("{at}.shared_poll.proxy_name: shared poll proxy with name {name:?} not found"));
     }
-    let endpoint = if name == "default" {
-        c.channel.proxy.shared_poll_refresh.endpoint.clone()
-    } else {
-        c.proxies.iter().find(|p| p.name == name).map(|p| p.proxy.endpoint.clone()).unwrap_or_default()
-    };
-    if endpoint.starts_with("grpc://") {
-        return Err(format!("{at}: shared poll refresh over gRPC is not supported by Gyre (use an HTTP endpoint)"));
-    }
-    if o.proxy.subscribe_proxy_enabled || o.proxy.subscribe_stream_proxy_enabled {
-        return Err(format!("{at}: subscribe proxies are not supported by Gyre on shared poll namespaces"));
+    if o.proxy.subscribe_stream_proxy_enabled {
+        return Err(format!("{at}: subscribe stream proxies are not supported by Gyre on shared poll namespaces"));
     }
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! the namespace's named proxy) in batches of `refresh_batch_size`, spread over the interval;
 //! keys tracked without data at hand are polled at once. The body is Centrifugo's:
 //! `{"channel","items":[{"key","version"}]}` answered by
-//! `{"result":{"items":[{"key","data","version","removed"}],"epoch"}}`.
+//! `{"result":{"items":[{"key","data","version","removed"}],"epoch"}}`; over gRPC the
+//! `SharedPollRefresh` method of the proxy service, with the same fields.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{apply, backend, cycle_keys, hub, take_notified, Item};
+use crate::proxy::grpc::{self, pb};
 use crate::proxy::{CallError, Headers, Proxy};
 use crate::runtime::worker::Worker;
 
@@ -85,13 +87,21 @@ fn per_worker_limit(w: &Worker) -> usize {
     }
 }
 
-/// Posts the request and decodes the answer: (epoch, items).
+/// Calls the backend (HTTP or gRPC) and decodes the answer: (epoch, items).
 async fn call(
     w: &Rc<Worker>,
     proxy: &Arc<Proxy>,
     channel: &str,
     items: &[(Arc<str>, u64)],
 ) -> Result<(String, Vec<Item>), CallError> {
+    if proxy.is_grpc() {
+        let msg = grpc_request(channel, items);
+        return crate::proxy::measured(proxy, async {
+            let r = crate::proxy::on_grpc_thread(w, proxy, |done| grpc::shared_poll_refresh(proxy, msg, done)).await;
+            grpc_decode(r?)
+        })
+        .await;
+    }
     let body = encode(channel, items);
     let headers: Headers = proxy.conf.http.static_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     crate::proxy::measured(proxy, async {
@@ -181,6 +191,33 @@ pub fn decode(body: &[u8]) -> Result<(String, Vec<Item>), CallError> {
     Ok((r.epoch, items))
 }
 
+/// The gRPC request of `items` (key, version).
+fn grpc_request(channel: &str, items: &[(Arc<str>, u64)]) -> pb::SharedPollRefreshRequest {
+    let items =
+        items.iter().map(|(key, version)| pb::SharedPollRefreshItem { key: key.to_string(), version: *version });
+    pb::SharedPollRefreshRequest { channel: channel.to_string(), items: items.collect() }
+}
+
+/// The gRPC answer as [`decode`] reads a JSON one (empty `data` is none).
+fn grpc_decode(r: pb::SharedPollRefreshResponse) -> Result<(String, Vec<Item>), CallError> {
+    if let Some(e) = r.error {
+        return Err(CallError::Decode(format!("backend error {}: {}", e.code, e.message)));
+    }
+    let Some(r) = r.result else { return Ok((String::new(), Vec::new())) };
+    let items = r
+        .items
+        .into_iter()
+        .filter(|i| !i.key.is_empty())
+        .map(|i| Item {
+            key: i.key,
+            data: (!i.data.is_empty()).then_some(i.data),
+            version: i.version,
+            removed: i.removed,
+        })
+        .collect();
+    Ok((r.epoch, items))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +248,30 @@ mod tests {
         assert!(decode(br#"{}"#).unwrap().1.is_empty());
         assert!(decode(br#"{"error":{"code":1000,"message":"down"}}"#).is_err());
         assert!(decode(b"not json").is_err());
+    }
+
+    #[test]
+    fn grpc_answers() {
+        let req = grpc_request("prices", &[(Arc::from("a"), 0), (Arc::from("b"), 7)]);
+        assert_eq!((req.channel.as_str(), req.items.len(), req.items[1].version), ("prices", 2, 7));
+        let item = |key: &str, data: &'static [u8], version, removed| pb::SharedPollRefreshResultItem {
+            key: key.into(),
+            data: Bytes::from_static(data),
+            version,
+            removed,
+            prev_data: Bytes::new(),
+        };
+        let result = pb::SharedPollRefreshResult {
+            items: vec![item("a", b"{\"p\":1}", 3, false), item("b", b"", 0, true), item("", b"1", 1, false)],
+            epoch: "e1".into(),
+        };
+        let (epoch, items) = grpc_decode(pb::SharedPollRefreshResponse { result: Some(result), error: None }).unwrap();
+        assert_eq!(epoch, "e1");
+        assert_eq!(items.len(), 2, "an item without key is dropped");
+        assert_eq!((items[0].data.as_deref(), items[0].version), (Some(&b"{\"p\":1}"[..]), 3));
+        assert!(items[1].removed && items[1].data.is_none());
+        assert!(grpc_decode(pb::SharedPollRefreshResponse::default()).unwrap().1.is_empty());
+        let e = pb::Error { code: 1000, message: "down".into(), temporary: false };
+        assert!(grpc_decode(pb::SharedPollRefreshResponse { result: None, error: Some(e) }).is_err());
     }
 }

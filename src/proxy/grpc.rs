@@ -188,12 +188,31 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Calls the unary method of `proxy.kind` with `req` and `metadata`; `done` gets the answer
 /// (or why there is none) within the proxy's timeout.
-pub fn call(
+pub fn call(proxy: &Arc<Proxy>, req: Request, metadata: Headers, done: DoneFn<Response>) {
+    spawn(proxy, done, move |proxy| async move { unary(&proxy, req, &metadata).await });
+}
+
+/// Calls `SharedPollRefresh` with `msg` (metadata: `grpc.static_metadata` and the
+/// credentials only, as the call belongs to no connection); `done` gets the answer within
+/// the proxy's timeout.
+pub fn shared_poll_refresh(
     proxy: &Arc<Proxy>,
-    req: Request,
-    metadata: Headers,
-    done: Box<dyn FnOnce(Result<Response, CallError>) + Send>,
+    msg: pb::SharedPollRefreshRequest,
+    done: DoneFn<pb::SharedPollRefreshResponse>,
 ) {
+    spawn(proxy, done, move |proxy| async move {
+        let r = client(&proxy)?.shared_poll_refresh(request(&proxy, &Headers::new(), msg)).await;
+        Ok(r.map_err(status_error)?.into_inner())
+    });
+}
+
+/// Runs `call` on the client thread; `done` gets its answer, or a timeout at the proxy's
+/// deadline.
+fn spawn<T, F>(proxy: &Arc<Proxy>, done: DoneFn<T>, call: impl FnOnce(Arc<Proxy>) -> F + Send + 'static)
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, CallError>> + Send + 'static,
+{
     let done = Done(Some(done));
     let rt = match runtime() {
         Ok(rt) => rt,
@@ -202,10 +221,11 @@ pub fn call(
     let proxy = proxy.clone();
     let t0 = std::time::Instant::now();
     rt.spawn(async move {
-        let res = match tokio::time::timeout(proxy.timeout, unary(&proxy, req, &metadata)).await {
+        let timeout = proxy.timeout;
+        let res = match tokio::time::timeout(timeout, call(proxy)).await {
             // A failure at the deadline is the deadline's (the backend or the connect timeout
             // gave up first).
-            Ok(Err(_)) if t0.elapsed() >= proxy.timeout => Err(CallError::Timeout),
+            Ok(Err(_)) if t0.elapsed() >= timeout => Err(CallError::Timeout),
             Ok(res) => res,
             Err(_) => Err(CallError::Timeout),
         };
@@ -215,19 +235,20 @@ pub fn call(
 
 /// A call's callback: it runs once, with a transport error if the call's task ends without
 /// an answer (a panic).
-struct Done(Option<DoneFn>);
+struct Done<T>(Option<DoneFn<T>>);
 
-type DoneFn = Box<dyn FnOnce(Result<Response, CallError>) + Send>;
+/// What gets a call's answer.
+pub type DoneFn<T> = Box<dyn FnOnce(Result<T, CallError>) + Send>;
 
-impl Done {
-    fn answer(mut self, res: Result<Response, CallError>) {
+impl<T> Done<T> {
+    fn answer(mut self, res: Result<T, CallError>) {
         if let Some(f) = self.0.take() {
             f(res);
         }
     }
 }
 
-impl Drop for Done {
+impl<T> Drop for Done<T> {
     fn drop(&mut self) {
         if let Some(f) = self.0.take() {
             f(Err(CallError::Transport("the call ended without an answer".into())));
@@ -361,8 +382,9 @@ async fn unary(proxy: &Proxy, req: Request, metadata: &Headers) -> Result<Respon
         Kind::SubscribeStream => {
             Err(CallError::Transport("a subscription stream is opened with open_stream, not called".into()))
         }
-        // Refused when the config is loaded (HTTP endpoints only).
-        Kind::SharedPollRefresh => Err(CallError::Transport("shared poll refresh over gRPC is not supported".into())),
+        Kind::SharedPollRefresh => {
+            Err(CallError::Transport("a shared poll refresh is called with shared_poll_refresh".into()))
+        }
         Kind::MapPublish => {
             let msg = pb::MapPublishRequest {
                 client: req.client,

@@ -278,13 +278,7 @@ pub async fn call(
 ) -> Result<Response, CallError> {
     measured(proxy, async {
         if proxy.is_grpc() {
-            let (answer, reply) = w.await_remote::<Result<Response, CallError>>();
-            grpc::call(proxy, req.clone(), headers, Box::new(move |r| answer.send(r)));
-            // The client thread bounds the call itself; this is the backstop.
-            return match monoio::time::timeout(proxy.timeout + Duration::from_secs(1), reply).await {
-                Ok(r) => r,
-                Err(_) => Err(CallError::Timeout),
-            };
+            return on_grpc_thread(w, proxy, |done| grpc::call(proxy, req.clone(), headers, done)).await;
         }
         let body = json::encode_request(proxy.kind, req)?;
         let a = post(w, proxy, &headers, &body).await?;
@@ -295,6 +289,22 @@ pub async fn call(
         }
     })
     .await
+}
+
+/// Starts a gRPC call of `proxy` with `start` (which hands the answer to the callback it is
+/// given, on the client thread) and awaits the answer on worker `w`.
+pub async fn on_grpc_thread<T: Send + Unpin + 'static>(
+    w: &std::rc::Rc<crate::runtime::worker::Worker>,
+    proxy: &Proxy,
+    start: impl FnOnce(grpc::DoneFn<T>),
+) -> Result<T, CallError> {
+    let (answer, reply) = w.await_remote::<Result<T, CallError>>();
+    start(Box::new(move |r| answer.send(r)));
+    // The client thread bounds the call itself; this is the backstop.
+    match monoio::time::timeout(proxy.timeout + Duration::from_secs(1), reply).await {
+        Ok(r) => r,
+        Err(_) => Err(CallError::Timeout),
+    }
 }
 
 /// A call to `proxy`, counted in the proxy metrics; a failure is logged ([`warn_failed`]).

@@ -451,11 +451,11 @@ impl Session {
         // A subscription accepted while its command had not resumed yet is taken back here.
         let accepted = pending.into_iter().filter(|(channel, _)| self.w.hub.is_subscriber(channel, key));
         for (channel, sub) in subs.into_iter().chain(accepted) {
+            map::ended(self, &channel);
             if sub.poll {
                 shared_poll::forget(self, &channel);
                 continue;
             }
-            map::ended(self, &channel);
             self.w.hub.unsubscribe(&channel, key);
             self.send_unsub(channel, &sub);
         }
@@ -492,11 +492,11 @@ impl Session {
         };
         let Some((channel, sub)) = removed else { return false };
         crate::metrics::subscription_removed(labels, 1);
+        map::ended(self, &channel);
         if sub.poll {
             shared_poll::forget(self, &channel);
         } else {
             streams::closed(self, Some(&channel));
-            map::ended(self, &channel);
             self.w.hub.unsubscribe(&channel, self.key());
             self.send_unsub(channel.clone(), &sub);
         }

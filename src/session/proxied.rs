@@ -106,15 +106,28 @@ pub(super) async fn decide(
     Ok(Ok(r.result.unwrap_or_default()))
 }
 
-/// Asks the subscribe proxy whether this client may subscribe, and with which options.
-pub(super) async fn subscribe_proxy(
+/// What the subscribe proxy allowed a subscribe with.
+pub(super) struct SubAllowed {
+    /// The result's channel info and data (`b64info` / `b64data` decoded).
+    pub info: Option<Bytes>,
+    pub data: Option<Bytes>,
+    /// 0: the subscription does not expire.
+    pub expire_at: i64,
+    pub overrides: crate::api::Overrides,
+}
+
+/// Asks the subscribe proxy whether this client may subscribe to `channel` (with the
+/// subscribe's `data`): what it allowed, or the error the client gets (a result already
+/// expired is 110), or the close of the connection.
+pub(super) async fn ask_subscribe(
     s: &Rc<Session>,
     p: &Arc<crate::proxy::Proxy>,
-    mut req: SubscribeReq,
-) -> SubOutcome {
+    channel: &str,
+    data: Option<Bytes>,
+) -> Result<Result<SubAllowed, ApiError>, Disconnect> {
     let mut call = s.proxy_request(p);
-    call.channel = req.channel.clone();
-    Session::set_payload(p, &mut call, req.data.take());
+    call.channel = channel.to_string();
+    Session::set_payload(p, &mut call, data);
     let res = match decide(s, p, call).await? {
         Ok(res) => res,
         Err(e) => return Ok(Err(e)),
@@ -125,7 +138,20 @@ pub(super) async fn subscribe_proxy(
     if res.expire_at > 0 && res.expire_at <= unix_now() {
         return Ok(Err(ApiError::EXPIRED));
     }
-    if !json_ok(s, &data) {
+    Ok(Ok(SubAllowed { info, data, expire_at: res.expire_at, overrides: sp::overrides(&res.over) }))
+}
+
+/// Asks the subscribe proxy whether this client may subscribe, and with which options.
+pub(super) async fn subscribe_proxy(
+    s: &Rc<Session>,
+    p: &Arc<crate::proxy::Proxy>,
+    mut req: SubscribeReq,
+) -> SubOutcome {
+    let a = match ask_subscribe(s, p, &req.channel, req.data.take()).await? {
+        Ok(a) => a,
+        Err(e) => return Ok(Err(e)),
+    };
+    if !json_ok(s, &a.data) {
         return Err(Disconnect::INAPPROPRIATE_PROTOCOL);
     }
     // The backend decides the options: the client's own asks do not count.
@@ -133,7 +159,8 @@ pub(super) async fn subscribe_proxy(
     req.positioned = false;
     req.join_leave = false;
     let channel_opts = s.w.cfg.resolve_channel(&req.channel).map(|r| r.options.clone());
-    let r = subscribe_owned(s, req, info, false, res.expire_at, sp::overrides(&res.over)).await;
+    let data = a.data;
+    let r = subscribe_owned(s, req, a.info, false, a.expire_at, a.overrides).await;
     r.map(|r| {
         r.map(|(channel, mut out)| {
             out.data = data;

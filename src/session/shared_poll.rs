@@ -5,6 +5,10 @@
 //! untrack). The channel's owner worker keeps who tracks what and polls the backend
 //! ([`crate::poll`]); updates come back as `pub` pushes with `key` and `version`.
 //!
+//! A namespace's subscribe proxy decides a subscribe without a token as it does a stream
+//! subscribe (its result's channel info and expiry apply). The subscriber's keys join the
+//! namespace's presence map channels (`map_clients_presence_channel_prefix`, ...).
+//!
 //! Codes as Centrifugo answers them: 108 for a shared poll subscribe to a channel of another
 //! type (107 for another subscribe to a shared poll channel), 105 already subscribed, 106 past
 //! the channel limit or the connection's key limit, 107 an empty track or untrack, 103 a
@@ -18,6 +22,7 @@ use crate::error::{ApiError, Disconnect};
 use crate::poll::signature::{self, Refused};
 use crate::poll::{TrackItem, Tracker};
 use crate::protocol::{KeyedPub, PushBody, ReplyBody, SubscribeReq, SubscribeResult, TrackBatch};
+use crate::proxy::Kind;
 use crate::shard::owner_of;
 
 /// The subscription type of shared poll subscriptions in the client protocol.
@@ -50,7 +55,8 @@ async fn run(s: &Rc<Session>, req: &SubscribeReq) -> Outcome {
     if ch.len() > cfg.channel().max_length || !cfg.client_channel_allowed(ch, o) {
         return Ok(Err(s.refuse(ApiError::BAD_REQUEST, "invalid channel name", ch)));
     }
-    // Permissions as for any subscribe: a subscription token, else the namespace's rules.
+    // Permissions as for any subscribe: a subscription token, else the subscribe proxy (not
+    // on user-limited channels), else the namespace's rules.
     let (mut expires_at, mut chan_info) = (0, None);
     if !req.token.is_empty() {
         match super::rules::sub_token(s, req).await? {
@@ -60,9 +66,21 @@ async fn run(s: &Rc<Session>, req: &SubscribeReq) -> Outcome {
     } else {
         let user = s.st.borrow().user.clone();
         let limited = super::rules::user_allowed(&cfg, o, ch, &user);
-        if let Err(e) = super::rules::not_private(s, ch).and_then(|_| super::rules::permitted(s, o, ch, &user, limited))
-        {
+        if let Err(e) = super::rules::not_private(s, ch) {
             return Ok(Err(e));
+        }
+        match limited.is_none().then(|| super::proxy::channel_proxy(s, Kind::Subscribe, o)).flatten() {
+            // The result's info and expiry apply; its data and overrides have no use here.
+            Some(Ok(p)) => match super::proxied::ask_subscribe(s, &p, ch, req.data.clone()).await? {
+                Ok(a) => (expires_at, chan_info) = (a.expire_at, a.info),
+                Err(e) => return Ok(Err(e)),
+            },
+            Some(Err(e)) => return Ok(Err(e)),
+            None => {
+                if let Err(e) = super::rules::permitted(s, o, ch, &user, limited) {
+                    return Ok(Err(e));
+                }
+            }
         }
     }
     // Fossil deltas per key: asked and allowed by the namespace (else full data).
@@ -84,10 +102,11 @@ async fn run(s: &Rc<Session>, req: &SubscribeReq) -> Outcome {
         if st.subs.contains_key(ch) || st.pending.contains_key(ch) {
             return Ok(Err(ApiError::ALREADY_SUBSCRIBED));
         }
-        let sub = Sub { chan_info, expires_at, poll: true, delta, ..Sub::default() };
-        st.subs.insert(channel, sub);
+        let sub = Sub { chan_info: chan_info.clone(), expires_at, poll: true, delta, ..Sub::default() };
+        st.subs.insert(channel.clone(), sub);
         crate::metrics::subscription_accepted(st.labels);
     }
+    super::map_presence::started(s, &channel, chan_info);
     if expires_at > 0 {
         s.reschedule_now();
     }

@@ -21,6 +21,8 @@
 //!   with signatures, versioned and versionless polling, pushes, removals, epochs, error codes.
 //! * `shared_poll_sdk` — shared poll subscriptions with centrifuge-js 5.8 over JSON and
 //!   protobuf: track/untrack, updates and removals, a cut and the SDK's replay, signature errors.
+//! * `shared_poll_proxies` — shared poll keys polled over gRPC, subscribe proxies deciding
+//!   shared poll subscribes (HTTP and gRPC), shared poll subscribers in presence maps.
 //! * `http`   — HTTP/1.1 edge cases (keep-alive, pipelining, 100-continue, limits, garbage).
 //! * `cent`   — the official Python `cent` client (`tests/python/test_cent.py`).
 //! * `recovery` — recovery on subscribe: the "reject unrecovered" flag, cache recovery.
@@ -94,6 +96,7 @@ mod sdk_transports;
 mod shapes;
 mod shared_poll;
 mod shared_poll_api;
+mod shared_poll_proxies;
 mod shared_poll_sdk;
 mod tags_filter;
 mod tls;

@@ -124,7 +124,7 @@ impl Backend {
     }
 
     /// `GET path` on the backend's HTTP port: the JSON answer.
-    fn get(&self, path: &str) -> Value {
+    pub(crate) fn get(&self, path: &str) -> Value {
         let mut c = Conn::new(SocketAddr::from(([127, 0, 0, 1], self.http)));
         c.send(&request("GET", path, b"", &[]));
         let r = c.read_response().unwrap_or_else(|e| self.p.fail(&format!("GET {path}: {e}")));

@@ -180,21 +180,21 @@ pub fn sign(channel: &str, keys: &[&str], user: &str) -> String {
 }
 
 /// A raw JSON client that keeps the pushes it reads while waiting for replies.
-struct Client {
-    ws: Ws,
+pub(crate) struct Client {
+    pub(crate) ws: Ws,
     id: u32,
-    pushes: Vec<Value>,
+    pub(crate) pushes: Vec<Value>,
 }
 
 impl Client {
-    fn connect(s: &Server) -> Client {
+    pub(crate) fn connect(s: &Server) -> Client {
         let mut c = Client { ws: Ws::open(s.addr()), id: 0, pushes: Vec::new() };
         let r = c.call(json!({"connect": {}}));
         assert!(r["connect"]["client"].is_string(), "{r}");
         c
     }
 
-    fn call(&mut self, body: Value) -> Value {
+    pub(crate) fn call(&mut self, body: Value) -> Value {
         self.id += 1;
         let mut cmd = json!({ "id": self.id });
         merge(&mut cmd, body);
@@ -212,11 +212,11 @@ impl Client {
         }
     }
 
-    fn subscribe(&mut self, channel: &str) -> Value {
+    pub(crate) fn subscribe(&mut self, channel: &str) -> Value {
         self.call(json!({"subscribe": {"channel": channel, "type": 4}}))
     }
 
-    fn track(&mut self, channel: &str, items: &[(&str, u64)], sig: &str) -> Value {
+    pub(crate) fn track(&mut self, channel: &str, items: &[(&str, u64)], sig: &str) -> Value {
         let items: Vec<Value> = items
             .iter()
             .map(|(k, v)| if *v > 0 { json!({"key": k, "version": v}) } else { json!({"key": k}) })
@@ -227,7 +227,7 @@ impl Client {
     }
 
     /// The `pub` pushes of `channel` read within `within` (and those read before), taken.
-    fn pubs(&mut self, channel: &str, within: Duration) -> Vec<Value> {
+    pub(crate) fn pubs(&mut self, channel: &str, within: Duration) -> Vec<Value> {
         let deadline = Instant::now() + within;
         while let Ok(f) = self.ws.frame_until(deadline) {
             self.pushes.extend(json_lines(&f.payload));
@@ -239,7 +239,7 @@ impl Client {
     }
 
     /// Waits until `n` `pub` pushes of `channel` came; returns them.
-    fn wait_pubs(&mut self, channel: &str, n: usize, within: Duration) -> Vec<Value> {
+    pub(crate) fn wait_pubs(&mut self, channel: &str, n: usize, within: Duration) -> Vec<Value> {
         let deadline = Instant::now() + within;
         let mut got = Vec::new();
         while got.len() < n && Instant::now() < deadline {

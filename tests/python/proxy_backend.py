@@ -9,7 +9,7 @@ both listen it prints {"ev":"ready","http_port":N,"grpc_port":M|null} on stdout,
 when stdin ends or sends {"op":"exit"}. An exception prints {"ev":"fatal",...}.
 
 HTTP: POST on any path; the path's last segment names the kind (connect, refresh, subscribe,
-publish, sub_refresh, rpc, map_publish, map_remove). GET /requests?kind=K&protocol=P lists
+publish, sub_refresh, rpc, map_publish, map_remove, shared_poll_refresh). GET /requests?kind=K&protocol=P lists
 what was received (JSON array; both filters optional), GET /clear forgets it,
 GET /control?... sets a mode (below).
 
@@ -50,6 +50,11 @@ Decisions, from the request (so the tests read on their own):
       extend:N → expire_at now+N (with info / meta when given), expired → expired:true,
       zero → result {} (expire_at 0), empty → `{}`, error / disconnect → those answers,
       fail / slow / garbage / close → that failure.
+* shared_poll_refresh (HTTP, or gRPC `SharedPollRefresh`): the items set with
+  GET /poll?key=K&data=JSON&version=N (or &removed=1), and the epoch set with GET /poll?epoch=E:
+  each requested key that is set answers {"key","removed":true} when removed, else
+  {"key","data","version"} when its version is above the requested one; unset keys are left
+  out; the result has the epoch when one is set.
 * Stream (gRPC) payload extras: "pubs": [data, ...] or [{"data":..,"tags":{..}}, ...] sent
   after the subscribe answer, then "end": "eof" (return) | "error" (status UNAVAILABLE) |
   absent (hold until the client goes). Bidirectional streams answer each client publication
@@ -98,8 +103,10 @@ args = parser.parse_args()
 lock = threading.Lock()
 records = []
 modes = {}  # (kind, key) -> {"mode": str, "info": ..., "meta": ...}; key "" = any
+poll = {"items": {}, "epoch": ""}  # shared poll refresh: key -> {"data", "version"} | {"removed"}
 
-KINDS = ("connect", "refresh", "subscribe", "publish", "sub_refresh", "rpc", "map_publish", "map_remove")
+KINDS = ("connect", "refresh", "subscribe", "publish", "sub_refresh", "rpc", "map_publish", "map_remove",
+         "shared_poll_refresh")
 WORDS = ("deny", "kick", "busy", "empty", "fail", "slow", "garbage", "close", "rewrite", "error")
 
 
@@ -218,8 +225,29 @@ def by_mode(kind, key):
     return failure_or(mode, {"result": {}})
 
 
+def poll_refresh(body):
+    """The shared poll refresh result for request `body` (see the module doc)."""
+    items = []
+    with lock:
+        for it in body.get("items", []):
+            key = it.get("key", "")
+            v = poll["items"].get(key)
+            if v is None:
+                continue
+            if v.get("removed"):
+                items.append({"key": key, "removed": True})
+            elif v["version"] > int(it.get("version", 0)):
+                items.append({"key": key, "data": v["data"], "version": v["version"]})
+        result = {"items": items}
+        if poll["epoch"]:
+            result["epoch"] = poll["epoch"]
+    return result
+
+
 def decide(kind, body):
     """The answer envelope for a call of `kind` with request `body`; raises Failure."""
+    if kind == "shared_poll_refresh":
+        return {"result": poll_refresh(body)}
     p = payload(body)
     if kind == "refresh":
         return by_mode("refresh", body.get("user", ""))
@@ -299,6 +327,15 @@ class Handler(BaseHTTPRequestHandler):
             with lock:
                 records.clear()
             return self.send(200, {})
+        if u.path == "/poll":
+            with lock:
+                if "epoch" in q:
+                    poll["epoch"] = q["epoch"]
+                if "key" in q:
+                    v = {"removed": True} if q.get("removed") else {"data": json.loads(q["data"]),
+                                                                     "version": int(q.get("version", "0"))}
+                    poll["items"][q["key"]] = v
+            return self.send(200, {})
         if u.path == "/control":
             kind = q.get("kind")
             if kind not in ("refresh", "sub_refresh") or "mode" not in q:
@@ -364,7 +401,7 @@ class HTTPServer(ThreadingHTTPServer):
 
 METHOD_KINDS = {"Connect": "connect", "Refresh": "refresh", "Subscribe": "subscribe", "Publish": "publish",
                 "RPC": "rpc", "SubRefresh": "sub_refresh", "MapPublish": "map_publish",
-                "MapRemove": "map_remove"}
+                "MapRemove": "map_remove", "SharedPollRefresh": "shared_poll_refresh"}
 
 
 def start_grpc(proto):
@@ -433,6 +470,15 @@ def start_grpc(proto):
 
         return handle
 
+    def shared_poll_refresh(self, request, context):
+        body = to_dict(request)
+        record("shared_poll_refresh", "grpc", "SharedPollRefresh", headers_of(context.invocation_metadata()), body)
+        r = poll_refresh(body)
+        items = [pb.SharedPollRefreshResultItem(key=i["key"], removed=i.get("removed", False),
+                                                data=json.dumps(i["data"]).encode() if "data" in i else b"",
+                                                version=i.get("version", 0)) for i in r["items"]]
+        return pb.SharedPollRefreshResponse(result=pb.SharedPollRefreshResult(items=items, epoch=r.get("epoch", "")))
+
     def pub_message(p):
         if isinstance(p, dict) and "data" in p:
             data, tags = p["data"], p.get("tags", {})
@@ -498,6 +544,7 @@ def start_grpc(proto):
         SubRefresh = unary("SubRefresh")
         MapPublish = unary("MapPublish")
         MapRemove = unary("MapRemove")
+        SharedPollRefresh = shared_poll_refresh
 
         def SubscribeUnidirectional(self, request, context):
             yield from stream(request, context, False, None)
