@@ -308,7 +308,11 @@ async fn run_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
         // With a refresh proxy the server refreshes; a client refresh is a protocol error.
         Req::Refresh { .. } if super::proxy::proxies(&s.w).refresh.is_some() => return Err(Disconnect::BAD_REQUEST),
         Req::Refresh { token } => commands::refresh(s, id, &token).await?,
-        Req::SubRefresh { channel, .. } if super::proxy::server_refreshed(s, &channel) => {
+        // Shared poll subscriptions are refreshed by the client whatever the proxies (as in
+        // Centrifugo): track, untrack and token refreshes.
+        Req::SubRefresh { channel, .. }
+            if !super::shared_poll::is_poll(s, &channel) && super::proxy::server_refreshed(s, &channel) =>
+        {
             return Err(Disconnect::BAD_REQUEST)
         }
         Req::SubRefresh { channel, kind, track, untrack, .. } if super::shared_poll::is_keyed(s, &channel, kind) => {

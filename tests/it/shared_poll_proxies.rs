@@ -20,7 +20,8 @@ use crate::ws_client::{json_lines, CLOSE};
 /// * `prices` — versioned, through `channel.proxy.shared_poll_refresh`, open to anonymous
 ///   clients, its subscribers kept in `clients:` (a `map_clients` namespace);
 /// * `named` — versioned, through the proxy named `poller`;
-/// * `sp` — versioned, subscribes decided by the subscribe proxy, subscribers in `clients:`.
+/// * `sp` — versioned, subscribes decided by the subscribe proxy, subscribers in `clients:`;
+///   its sub refresh proxy leaves track and untrack to the client (as Centrifugo does).
 fn config(b: &Backend, proto: Proto) -> Value {
     let proxy = |kind: &str| {
         let mut p = json!({"endpoint": b.endpoint(proto, kind), "timeout": "2s"});
@@ -45,13 +46,15 @@ fn config(b: &Backend, proto: Proto) -> Value {
         "shared_poll": {"hmac_secret_key": SECRET},
         "proxies": [poller],
         "channel": {
-            "proxy": {"shared_poll_refresh": proxy("shared_poll_refresh"), "subscribe": proxy("subscribe")},
+            "proxy": {"shared_poll_refresh": proxy("shared_poll_refresh"), "subscribe": proxy("subscribe"),
+                      "sub_refresh": proxy("sub_refresh")},
             "namespaces": [
                 sp("prices", json!({"allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true,
                                     "map_clients_presence_channel_prefix": "clients:"})),
                 sp("named", json!({"allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true,
                                    "shared_poll": {"proxy_name": "poller"}})),
-                sp("sp", json!({"subscribe_proxy_enabled": true, "map_clients_presence_channel_prefix": "clients:"})),
+                sp("sp", json!({"subscribe_proxy_enabled": true, "sub_refresh_proxy_enabled": true,
+                                "map_clients_presence_channel_prefix": "clients:"})),
                 {"name": "clients", "subscription_type": "map_clients", "allow_subscribe_for_client": true,
                  "map": {"mode": "recoverable", "key_ttl": "60s"}},
             ]
@@ -197,7 +200,7 @@ fn subscribe_proxy_flow(proto: Proto, test: &str) {
     assert_eq!(req["protocol"], proto_name(proto), "{req}");
     assert_eq!(req["body"]["data"], json!({"info": {"role": "reader"}, "expire_at_in": 600}), "{req}");
     assert!(req["body"]["client"].as_str().is_some_and(|c| !c.is_empty()), "{req}");
-    // The subscription tracks keys as any other.
+    // The subscription tracks keys as any other (the sub refresh proxy takes no part).
     assert!(c.track(ch, &[("k", 0)], &sign(ch, &["k"], "")).get("error").is_none());
     assert_eq!(c.wait_pubs(ch, 1, Duration::from_secs(5)), vec![json!({"key": "k", "data": "v", "version": 1})]);
     // Its presence key carries the channel info.
