@@ -195,10 +195,13 @@ pub(super) async fn publish(
     if !o.is_map() {
         return Err(ApiError::BAD_REQUEST);
     }
+    if !cfg.client_channel_allowed(&channel, o) {
+        return Err(s.refuse(ApiError::BAD_REQUEST, "invalid channel name", &channel));
+    }
     // With the namespace's publish (remove) proxy on, the backend decides instead of the
     // permissions below.
     if let Some(p) = super::map_proxy::proxy(s, o, removed) {
-        return super::map_proxy::publish(s, p?, o, channel, data, key, removed).await;
+        return super::map_proxy::publish(s, p?, channel, data, key, removed).await;
     }
     let (anon, subscribed, chan_info, user) = {
         let st = s.st.borrow();
@@ -236,7 +239,9 @@ pub(super) async fn publish(
         return Err(ApiError::BAD_REQUEST);
     }
     let data = Payload { bytes: data, binary: s.client.format == Format::Protobuf };
-    let publish = Publish { info: Some(Arc::new(s.info(chan_info))), ..Publish::new(channel.as_str(), data) };
+    // A removal carries no publisher info (as Centrifugo's), a publish the client's.
+    let info = (!removed).then(|| Arc::new(s.info(chan_info)));
+    let publish = Publish { info, ..Publish::new(channel.as_str(), data) };
     let op = ShardOp::MapPublish(Box::new(MapPub::new(publish, key.into(), removed)));
     s.w.call_shard(op).await.map(|_| ReplyBody::Publish)
 }

@@ -35,15 +35,11 @@ pub(super) fn proxy(s: &Session, o: &ChannelOptions, removed: bool) -> Option<Re
 pub(super) async fn publish(
     s: &Rc<Session>,
     p: Arc<Proxy>,
-    o: &ChannelOptions,
     channel: String,
     data: Bytes,
     key: String,
     removed: bool,
 ) -> Result<ReplyBody, ApiError> {
-    if !s.w.cfg.client_channel_allowed(&channel, o) {
-        return Err(s.refuse(ApiError::BAD_REQUEST, "invalid channel name", &channel));
-    }
     let mut call = s.proxy_request(&p);
     call.channel = channel.clone();
     call.key = key.clone();

@@ -11,29 +11,37 @@ use serde_json::{json, Value};
 
 use crate::map_subs::node_ready;
 use crate::util::*;
+use crate::ws_client::*;
 
 const SECRET: &str = "presence-secret";
 
-/// `map` (recoverable), `eph` (ephemeral), `meta` (state gone 2 s after its last change),
-/// `chat` (a stream namespace whose subscribers are kept in `clients:` and `users:`), and the
-/// presence map namespaces (keys live 2 s unless kept alive).
+/// `map` (recoverable, clients may write), `eph` (ephemeral), `meta` (state gone 2 s after
+/// its last change), `mapd` (fossil deltas allowed), `chat` (a stream namespace whose
+/// subscribers are kept in `clients:` and `users:`), and the presence map namespaces (keys
+/// live 2 s unless kept alive). Anonymous clients may subscribe everywhere.
 fn config() -> Value {
-    let map = |name: &str, map: Value| json!({"name": name, "allow_subscribe_for_client": true, "subscription_type": "map", "map": map});
+    let map = |name: &str, map: Value| {
+        json!({"name": name, "allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true,
+               "subscription_type": "map", "map": map})
+    };
     let presence = |name: &str, kind: &str| {
         json!({"name": name, "allow_subscribe_for_client": true, "subscription_type": kind,
                "map": {"mode": "recoverable", "key_ttl": "2s"}})
     };
+    let mut mapd = map("mapd", json!({"mode": "recoverable", "key_ttl": "300s"}));
+    mapd["allowed_delta_types"] = json!(["fossil"]);
     json!({
         "http_api": {"key": KEY},
         "client": {"allowed_origins": ["*"], "allow_anonymous_connect_without_token": true,
                    "token": {"hmac_secret_key": SECRET}},
         "engine": {"type": "memory"},
         "channel": {"namespaces": [
-            map("map", json!({"mode": "recoverable", "key_ttl": "300s"})),
+            map("map", json!({"mode": "recoverable", "key_ttl": "300s", "allow_publish_for_client": true,
+                              "allow_remove_for_client": true, "allow_publish_for_anonymous": true,
+                              "allow_remove_for_anonymous": true})),
             map("eph", json!({"mode": "ephemeral", "key_ttl": "300s"})),
             map("meta", json!({"mode": "recoverable", "key_ttl": "300s", "stream_ttl": "1s", "meta_ttl": "2s"})),
-            {"name": "mapd", "allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true, "subscription_type": "map",
-             "allowed_delta_types": ["fossil"], "map": {"mode": "recoverable", "key_ttl": "300s"}},
+            mapd,
             {"name": "chat", "allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true,
              "map_clients_presence_channel_prefix": "clients:", "map_users_presence_channel_prefix": "users:"},
             presence("clients", "map_clients"),
@@ -342,4 +350,33 @@ fn map_fossil_deltas_per_key_sdk_protobuf() {
     }
     let s = Server::start(config());
     check_delta(&run_delta(&s, true));
+}
+
+/// A client's map publish names a valid channel (else 107, as Centrifugo checks it); its
+/// publish carries its client info, its removal none (as Centrifugo's removal).
+#[test]
+fn map_client_writes_check_the_channel_and_removals_carry_no_info() {
+    let s = Server::start(config());
+    let mut a = JsonClient::open(&s);
+    a.call(json!({"connect": {}})).unwrap();
+    let r = a.call(json!({"subscribe": {"channel": "map:room", "type": 1, "phase": 2}})).unwrap();
+    assert_eq!(r["subscribe"]["type"], 1, "{r}");
+    let mut b = JsonClient::open(&s);
+    let id_b = b.call(json!({"connect": {}})).unwrap()["connect"]["client"].clone();
+    let write = |b: &mut JsonClient, ch: &str, removed: bool| {
+        let p = json!({"publish": {"channel": ch, "type": 1, "key": "k", "data": {"x": 1}, "removed": removed}});
+        b.call(p).unwrap()
+    };
+    assert_eq!(write(&mut b, "map:r\u{f6}om", false)["error"]["code"], 107, "not an ASCII name");
+    assert!(write(&mut b, "map:room", false).get("error").is_none());
+    assert!(write(&mut b, "map:room", true).get("error").is_none());
+    let mut pubs = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while pubs.len() < 2 {
+        let f = a.ws.frame_until(deadline).expect("the pushes");
+        pubs.extend(json_lines(&f.payload).into_iter().filter_map(|v| v["push"].get("pub").cloned()));
+    }
+    assert_eq!(pubs[0]["info"]["client"], id_b, "{pubs:?}");
+    assert_eq!(pubs[1]["removed"], true, "{pubs:?}");
+    assert!(pubs[1].get("info").is_none(), "{pubs:?}");
 }
