@@ -44,12 +44,6 @@ pub(crate) const CHANNEL_OPTIONS: &[&str] = &[
     "publication_data_format",
 ];
 
-/// Options of a map namespace (`<channel options>.map.*`).
-#[rustfmt::skip]
-pub(crate) const MAP_OPTIONS: &[&str] = &[
-    "live_transition_max_publication_limit", "subscribe_catch_up_timeout",
-];
-
 /// Whether the option at `path` (dotted, namespaces as `channel.namespaces[i]`) is a Centrifugo
 /// option Gyre does not implement.
 pub(super) fn unsupported(path: &str) -> bool {
@@ -57,11 +51,6 @@ pub(super) fn unsupported(path: &str) -> bool {
         return true;
     }
     let Some((parent, key)) = path.rsplit_once('.') else { return false };
-    if let Some(ns) = parent.strip_suffix(".map") {
-        let channel_options =
-            ns == "channel.without_namespace" || (ns.starts_with("channel.namespaces[") && ns.ends_with(']'));
-        return channel_options && MAP_OPTIONS.contains(&key);
-    }
     let channel_options =
         parent == "channel.without_namespace" || (parent.starts_with("channel.namespaces[") && parent.ends_with(']'));
     channel_options && CHANNEL_OPTIONS.contains(&key)
@@ -114,7 +103,7 @@ mod tests {
         assert!(!unsupported("channel.without_namespace.map.client_key"));
         assert!(!unsupported("channel.without_namespace.map.publish_proxy_enabled"));
         assert!(!unsupported("channel.namespaces[0].map.remove_proxy_name"));
-        assert!(unsupported("channel.without_namespace.map.subscribe_catch_up_timeout"));
+        assert!(!unsupported("channel.without_namespace.map.subscribe_catch_up_timeout"));
         assert!(!unsupported("channel.without_namespace.map.key_ttl"));
         assert!(!unsupported("channel.without_namespace.allowed_delta_types"));
         assert!(!unsupported("channel.namespaces[3].map_users_presence_channel_prefix"));

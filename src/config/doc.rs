@@ -125,10 +125,6 @@ pub fn unsupported() -> Vec<String> {
         out.push(format!("channel.without_namespace.{o}"));
         out.push(format!("channel.namespaces[].{o}"));
     }
-    for o in centrifugo::MAP_OPTIONS {
-        out.push(format!("channel.without_namespace.map.{o}"));
-        out.push(format!("channel.namespaces[].map.{o}"));
-    }
     out
 }
 

@@ -248,6 +248,8 @@ const TEXTS: &[(&str, &str)] = &[
     ("map.default_page_size", "State page size when the client names none (0: 100)."),
     ("map.min_page_size", "Smallest state page size a client may ask for (0: 100)."),
     ("map.max_page_size", "Largest state page size a client may ask for (0: 1000)."),
+    ("map.live_transition_max_publication_limit", "Most changes a subscriber going live catches up with after loading the state; with more it gets 112 and loads the state again (0: `map.max_page_size`)."),
+    ("map.subscribe_catch_up_timeout", "Longest a subscriber may page through the state before going live; past it the connection is closed as slow (3008). 0: 5 s; negative (`-1s`): no limit."),
     ("map.meta_ttl", "How long a channel's keys, stream and epoch live after its last change (0: no expiry); then it starts again from no keys with a new epoch. At least `map.stream_ttl`; 0 in ephemeral mode."),
     ("map.client_key", "The key a client's publish or remove writes: `client_id` or `user_id` (set by the server; anonymous clients are refused with `user_id`); empty: the key the client names."),
     ("map.remove_client_on_unsubscribe", "A subscriber's key (its client id) is removed when its subscription ends (unsubscribe or disconnect)."),

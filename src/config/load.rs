@@ -639,8 +639,7 @@ mod tests {
                 "rpc": {"namespaces": [{"name": "ns", "proxy": true}]},
                 "gateway": {"servers": [{"path": "/r", "topic": "t", "topc": "x"}]},
                 "channel": {"publication_data_format": "json",
-                            "namespaces": [{"name": "chat", "presense": true,
-                                            "map": {"subscribe_catch_up_timeout": "1s"}}]}}"#,
+                            "namespaces": [{"name": "chat", "presense": true}]}}"#,
         )
         .unwrap();
         let mut w = l.warnings.clone();
@@ -648,7 +647,6 @@ mod tests {
         assert_eq!(
             w,
             [
-                "option \"channel.namespaces[0].map.subscribe_catch_up_timeout\" is not supported by Gyre (ignored)",
                 "option \"channel.publication_data_format\" is not supported by Gyre (ignored)",
                 "option \"webtransport\" is not supported by Gyre (ignored)",
                 "unknown option \"channel.namespaces[0].presense\" (ignored)",

@@ -44,6 +44,12 @@ pub struct MapOptions {
     pub client_key: String,
     /// A subscriber's key (its client id) is removed when its subscription ends.
     pub remove_client_on_unsubscribe: bool,
+    /// Most changes a subscriber going live catches up with (more: 112, it loads the state
+    /// again; 0: `max_page_size`).
+    pub live_transition_max_publication_limit: usize,
+    /// Longest a subscriber may page through the state before going live (else it is
+    /// disconnected as slow, 3008); 0: 5 s; negative (`"-1s"`): no limit.
+    pub subscribe_catch_up_timeout: CatchUpTimeout,
     /// `publish_proxy_*`, `remove_proxy_*`.
     #[serde(flatten)]
     pub proxy: super::proxy::MapProxies,
@@ -64,6 +70,23 @@ impl MapOptions {
         let size = if self.stream_size == 0 { 1000 } else { self.stream_size };
         let ttl = if self.stream_ttl.is_zero() { Duration::from_secs(600) } else { self.stream_ttl };
         (size, ttl)
+    }
+
+    /// Most changes a subscriber going live catches up with.
+    pub fn live_transition_limit(&self) -> usize {
+        match (self.live_transition_max_publication_limit, self.max_page_size) {
+            (0, 0) => 1000,
+            (0, max) => max,
+            (n, _) => n,
+        }
+    }
+
+    /// How long a subscriber may page through the state (`None`: no limit).
+    pub fn catch_up_timeout(&self) -> Option<Duration> {
+        match self.subscribe_catch_up_timeout.0 {
+            Some(d) if d.is_zero() => Some(Duration::from_secs(5)),
+            other => other,
+        }
     }
 
     /// Subscribers can recover from the stream (not `ephemeral`).
@@ -187,4 +210,39 @@ pub(super) fn validate_presence(at: &str, o: &ChannelOptions, c: &super::Config)
         }
     }
     Ok(())
+}
+
+/// `subscribe_catch_up_timeout`: a duration, where a negative one (`"-1s"`, `-1`) turns the
+/// limit off (`None`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CatchUpTimeout(pub Option<Duration>);
+
+impl Default for CatchUpTimeout {
+    fn default() -> Self {
+        CatchUpTimeout(Some(Duration::ZERO))
+    }
+}
+
+impl Serialize for CatchUpTimeout {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(d) => duration::serialize(d, s),
+            None => s.serialize_str("-1s"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CatchUpTimeout {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        let negative = match &v {
+            serde_json::Value::String(s) => s.trim_start().starts_with('-'),
+            serde_json::Value::Number(n) => n.as_f64().is_some_and(|f| f < 0.0),
+            _ => false,
+        };
+        if negative {
+            return Ok(CatchUpTimeout(None));
+        }
+        duration::deserialize(v).map(|d| CatchUpTimeout(Some(d))).map_err(serde::de::Error::custom)
+    }
 }

@@ -366,7 +366,13 @@ pub(super) async fn subscribe_owned(
         join: join_leave.then_some(info),
         recover: recover.clone(),
         position: positioned,
-        recover_limit: cfg.client.recovery_max_publication_limit,
+        // A map subscriber going live catches up with at most its namespace's limit (more:
+        // 112, and it loads the state again).
+        recover_limit: if o.is_map() {
+            o.map.live_transition_limit()
+        } else {
+            cfg.client.recovery_max_publication_limit
+        },
         cache,
         // A client that can load the state itself (`getState`) asks for 112 rather than a
         // fresh position when its position cannot be recovered from the stream.

@@ -90,6 +90,11 @@ async fn run(s: &Rc<Session>, req: SubscribeReq) -> Outcome {
         return Ok(Err(ApiError::UNRECOVERABLE_POSITION));
     }
     let frozen = if continued { req.offset } else { position.offset };
+    if let Some(limit) = o.map.catch_up_timeout() {
+        if loading_too_long(s, &req.channel, continued, !cursor.is_empty(), limit) {
+            return Err(Disconnect::SLOW);
+        }
+    }
     // A tags filter (where the namespace allows one) applies to the state too.
     let filter = match (&req.tf, o.allow_tags_filter) {
         (Some(tf), true) => crate::filter::Filter::compile(tf).ok(),
@@ -120,6 +125,27 @@ async fn run(s: &Rc<Session>, req: SubscribeReq) -> Outcome {
         return Ok(Ok((req.channel.as_str().into(), res)));
     }
     live(s, req, (frozen, position.epoch.to_string()), entries, false).await
+}
+
+/// `map.subscribe_catch_up_timeout`: whether the client has been paging through `channel`'s
+/// state for longer than `limit` (the first page starts the clock, the last one stops it).
+fn loading_too_long(s: &Session, channel: &str, continued: bool, more: bool, limit: std::time::Duration) -> bool {
+    let now = std::time::Instant::now();
+    let mut st = s.st.borrow_mut();
+    let loading = st.map_loading.get_or_insert_with(Default::default);
+    let started = match loading.get(channel) {
+        Some(at) if continued => *at,
+        _ => now,
+    };
+    if more {
+        loading.insert(channel.into(), started);
+    } else {
+        loading.remove(channel);
+    }
+    if loading.is_empty() {
+        st.map_loading = None;
+    }
+    now.duration_since(started) > limit
 }
 
 /// Subscribes (the regular subscribe with its checks), recovering the stream after `since`.

@@ -98,6 +98,9 @@ struct State {
     context: serde_json::Map<String, serde_json::Value>,
     /// A server ping is waiting for its pong since then.
     ping_sent: Option<Instant>,
+    /// Map subscriptions loading their state: when each read its first page
+    /// (`map.subscribe_catch_up_timeout`).
+    map_loading: Option<Box<AHashMap<Arc<str>, Instant>>>,
     next_ping: Option<Instant>,
     /// The connection's client labels while it counts in the connection and subscription
     /// metrics (connected, not hidden, not raw).

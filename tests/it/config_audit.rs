@@ -83,6 +83,8 @@ const APPLIED: &[&str] = &[
     "channel.without_namespace.shared_poll.track_expired_extra_delay", "channel.without_namespace.shared_poll.publish_enabled",
     "channel.without_namespace.map.client_key", "channel.without_namespace.map.remove_client_on_unsubscribe",
     "channel.without_namespace.map.meta_ttl",
+    "channel.without_namespace.map.live_transition_max_publication_limit",
+    "channel.without_namespace.map.subscribe_catch_up_timeout",
     "channel.without_namespace.map_clients_presence_channel_prefix",
     "channel.without_namespace.map_users_presence_channel_prefix",
     "channel.without_namespace.subscription_type", "channel.without_namespace.map.mode",

@@ -42,6 +42,10 @@ fn config() -> Value {
             map("eph", json!({"mode": "ephemeral", "key_ttl": "300s"})),
             map("meta", json!({"mode": "recoverable", "key_ttl": "300s", "stream_ttl": "1s", "meta_ttl": "2s"})),
             mapd,
+            map("lim", json!({"mode": "recoverable", "key_ttl": "300s", "min_page_size": 1,
+                              "live_transition_max_publication_limit": 2, "subscribe_catch_up_timeout": "1s"})),
+            map("nolimit", json!({"mode": "recoverable", "key_ttl": "300s", "min_page_size": 1,
+                                  "subscribe_catch_up_timeout": "-1s"})),
             {"name": "chat", "allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true,
              "map_clients_presence_channel_prefix": "clients:", "map_users_presence_channel_prefix": "users:"},
             presence("clients", "map_clients"),
@@ -379,4 +383,55 @@ fn map_client_writes_check_the_channel_and_removals_carry_no_info() {
     assert_eq!(pubs[0]["info"]["client"], id_b, "{pubs:?}");
     assert_eq!(pubs[1]["removed"], true, "{pubs:?}");
     assert!(pubs[1].get("info").is_none(), "{pubs:?}");
+}
+
+/// `map.live_transition_max_publication_limit`: a subscriber that would catch up with more
+/// changes than that after its first page gets 112 (and loads the state again);
+/// `map.subscribe_catch_up_timeout`: one that pages for longer is closed as slow (3008);
+/// `-1s` turns that off.
+#[test]
+fn map_live_transition_limit_and_catch_up_timeout() {
+    let s = Server::start(config());
+    for ch in ["lim:a", "lim:b", "nolimit:c"] {
+        for k in ["k1", "k2"] {
+            write(&s, "map_publish", json!({"channel": ch, "key": k, "data": 0}));
+        }
+    }
+    let mut c = JsonClient::open(&s);
+    c.call(json!({"connect": {}})).unwrap();
+    let first = |c: &mut JsonClient, ch: &str| {
+        let r = c.call(json!({"subscribe": {"channel": ch, "type": 1, "phase": 2, "limit": 1}})).unwrap();
+        let p = r["subscribe"].clone();
+        assert_eq!(p["cursor"], "k1", "{r}");
+        p
+    };
+    let last = |c: &mut JsonClient, ch: &str, p: &Value| {
+        let next = json!({"subscribe": {"channel": ch, "type": 1, "phase": 2, "limit": 1, "cursor": "k1",
+                                        "offset": p["offset"], "epoch": p["epoch"]}});
+        c.call(next)
+    };
+    let changes = |n: i64, ch: &str| {
+        for i in 0..n {
+            write(&s, "map_publish", json!({"channel": ch, "key": "k1", "data": i + 1}));
+        }
+    };
+    // Two changes meanwhile: caught up.
+    let p = first(&mut c, "lim:a");
+    changes(2, "lim:a");
+    let r = last(&mut c, "lim:a", &p).unwrap();
+    assert_eq!(r["subscribe"]["publications"].as_array().map(Vec::len), Some(2), "{r}");
+    // Three: past the limit.
+    let p = first(&mut c, "lim:b");
+    changes(3, "lim:b");
+    assert_eq!(last(&mut c, "lim:b", &p).unwrap()["error"]["code"], 112);
+    // No catch-up limit: a slow client still goes live.
+    let p = first(&mut c, "nolimit:c");
+    std::thread::sleep(Duration::from_millis(1300));
+    assert!(last(&mut c, "nolimit:c", &p).unwrap().get("error").is_none());
+    // Paging for longer than 1 s: closed as slow.
+    let r = c.call(json!({"unsubscribe": {"channel": "lim:a"}})).unwrap();
+    assert!(r.get("error").is_none(), "{r}");
+    let p = first(&mut c, "lim:a");
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(last(&mut c, "lim:a", &p), Err(3008));
 }
