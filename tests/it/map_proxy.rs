@@ -459,16 +459,7 @@ fn map_proxy_sdk() {
         let format = if protobuf { "?format=protobuf" } else { "" };
         let arg =
             json!({"url": format!("ws://{}/connection/websocket{format}", s.addr()), "protobuf": protobuf, "ch": ch});
-        let out = std::process::Command::new("node")
-            .arg(repo_root().join("tests/js/map_proxy.js"))
-            .arg(arg.to_string())
-            .current_dir(repo_root().join("tests/js"))
-            .output()
-            .expect("run node");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v: Value = serde_json::from_str(text.trim())
-            .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)));
-        assert!(out.status.success() && v.get("fatal").is_none(), "protobuf={protobuf}: {v}");
+        let v = crate::map_subs::run_node("map_proxy.js", &arg);
         let rewritten = json!({"by": "proxy", "orig": {"x": 1}});
         assert_eq!(
             v["bUpdates"],

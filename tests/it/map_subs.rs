@@ -51,6 +51,22 @@ pub(crate) fn node_ready(test: &str) -> bool {
     true
 }
 
+/// Runs the Node script `tests/js/<script>` with `arg` (its one argument, JSON) and returns
+/// what it printed (one JSON object); it must exit 0 without printing `fatal`.
+pub(crate) fn run_node(script: &str, arg: &Value) -> Value {
+    let out = Command::new("node")
+        .arg(repo_root().join("tests/js").join(script))
+        .arg(arg.to_string())
+        .current_dir(repo_root().join("tests/js"))
+        .output()
+        .expect("running node");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{script}: {e}: {text} {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success() && v.get("fatal").is_none(), "{script}: {v}");
+    v
+}
+
 /// Runs `tests/js/map_subs.js` against `s` and returns what it printed.
 fn run_script(s: &Server, protobuf: bool, ch: &str, ttl_ch: Option<&str>) -> Value {
     run_script_with(s, protobuf, ch, ttl_ch, json!({}))
@@ -69,17 +85,7 @@ pub(crate) fn run_script_with(s: &Server, protobuf: bool, ch: &str, ttl_ch: Opti
     });
     let mut arg = arg;
     merge(&mut arg, more);
-    let out = Command::new("node")
-        .arg(repo_root().join("tests/js/map_subs.js"))
-        .arg(arg.to_string())
-        .current_dir(repo_root().join("tests/js"))
-        .output()
-        .expect("running node");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)));
-    assert!(out.status.success() && v.get("fatal").is_none(), "{v}");
-    v
+    run_node("map_subs.js", &arg)
 }
 
 pub(crate) fn seeded() -> Value {

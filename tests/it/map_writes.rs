@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::map_subs::node_ready;
+use crate::map_subs::{node_ready, run_node};
 use crate::util::*;
 use crate::ws_client::*;
 
@@ -235,17 +235,7 @@ fn run_presence(s: &Server, s2: &Server, protobuf: bool) -> Value {
         "protobuf": protobuf, "ch": "chat:room", "clientsCh": "clients:chat:room", "usersCh": "users:chat:room",
         "tokens": tokens,
     });
-    let out = Command::new("node")
-        .arg(repo_root().join("tests/js/map_presence.js"))
-        .arg(arg.to_string())
-        .current_dir(repo_root().join("tests/js"))
-        .output()
-        .expect("running node");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)));
-    assert!(out.status.success() && v.get("fatal").is_none(), "{v}");
-    v
+    run_node("map_presence.js", &arg)
 }
 
 fn check_presence(v: &Value) {
@@ -300,17 +290,7 @@ fn run_delta(s: &Server, protobuf: bool) -> Value {
         "url": format!("ws://{}/connection/websocket{q}", s.addr()), "api": format!("http://{}", s.addr()),
         "key": KEY, "protobuf": protobuf, "ch": "mapd:doc",
     });
-    let out = Command::new("node")
-        .arg(repo_root().join("tests/js/map_delta.js"))
-        .arg(arg.to_string())
-        .current_dir(repo_root().join("tests/js"))
-        .output()
-        .expect("running node");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)));
-    assert!(out.status.success() && v.get("fatal").is_none(), "{v}");
-    v
+    run_node("map_delta.js", &arg)
 }
 
 /// Changes published with `delta` reach a subscriber that asked for fossil deltas as patches

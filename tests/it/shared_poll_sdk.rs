@@ -4,11 +4,9 @@
 //! events, a second client, `untrack`, a cut and the SDK's replay of its tracked keys, an
 //! explicit signature, and a wrong and an expired signature as `track` errors (103, 109).
 
-use std::process::Command;
-
 use serde_json::{json, Value};
 
-use crate::map_subs::node_ready;
+use crate::map_subs::{node_ready, run_node};
 use crate::shared_poll::{config, Backend, SECRET};
 use crate::util::*;
 
@@ -25,17 +23,7 @@ fn run_script(s: &Server, b: &Backend, protobuf: bool, delta: bool) -> Value {
         "url": url, "backend": format!("http://127.0.0.1:{}", b.port), "secret": SECRET,
         "channel": CH, "protobuf": protobuf, "delta": delta,
     });
-    let out = Command::new("node")
-        .arg(repo_root().join("tests/js/shared_poll.js"))
-        .arg(arg.to_string())
-        .current_dir(repo_root().join("tests/js"))
-        .output()
-        .expect("running node");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)));
-    assert!(out.status.success() && v.get("fatal").is_none(), "{v}");
-    v
+    run_node("shared_poll.js", &arg)
 }
 
 /// An `update` event of `key` at `version` (the backend's data is `{"k": key, "v": version}`).

@@ -13,6 +13,7 @@
 const WebSocket = require('ws');
 const json = require('centrifuge');
 const protobuf = require('centrifuge/build/protobuf');
+const { until } = require('./wait');
 
 const cfg = JSON.parse(process.argv[2]);
 const { Centrifuge } = cfg.protobuf ? protobuf : json;
@@ -27,18 +28,6 @@ async function api(method, params) {
   const body = await r.json();
   if (body.error) throw new Error(`${method}: ${JSON.stringify(body.error)}`);
   return body.result;
-}
-
-function until(pred, what, ms = 8000) {
-  return new Promise((resolve, reject) => {
-    const start = Date.now();
-    const tick = () => {
-      if (pred()) return resolve();
-      if (Date.now() - start > ms) return reject(new Error(`timeout waiting for ${what}`));
-      setTimeout(tick, 20);
-    };
-    tick();
-  });
 }
 
 function doc(key, n) {

@@ -15,21 +15,10 @@
 const WebSocket = require('ws');
 const json = require('centrifuge');
 const protobuf = require('centrifuge/build/protobuf');
+const { until } = require('./wait');
 
 const cfg = JSON.parse(process.argv[2]);
 const { Centrifuge } = cfg.protobuf ? protobuf : json;
-
-function until(pred, what, ms = 8000) {
-  return new Promise((resolve, reject) => {
-    const start = Date.now();
-    const tick = () => {
-      if (pred()) return resolve();
-      if (Date.now() - start > ms) return reject(new Error(`timeout waiting for ${what}`));
-      setTimeout(tick, 20);
-    };
-    tick();
-  });
-}
 
 function connect(name, url) {
   const opts = { websocket: WebSocket, minReconnectDelay: 100, maxReconnectDelay: 300 };
@@ -91,7 +80,7 @@ async function main() {
   await until(() => clients.state.size === 0, 'b and c gone');
   out.afterAll = { clients: Object.fromEntries(clients.state), users: [...users.state.keys()].sort() };
   const left = Date.now();
-  await until(() => users.state.size === 0, 'the user key expires');
+  await until(() => users.state.size === 0, 'the user key expires', 8000);
   out.userGoneMs = Date.now() - left;
   out.clientUpdates = clients.updates.slice();
   out.userUpdatesAll = users.updates.slice();

@@ -12,23 +12,12 @@
 const WebSocket = require('ws');
 const json = require('centrifuge');
 const protobuf = require('centrifuge/build/protobuf');
+const { until } = require('./wait');
 
 const cfg = JSON.parse(process.argv[2]);
 const { Centrifuge } = cfg.protobuf ? protobuf : json;
 const enc = (v) => (cfg.protobuf ? new TextEncoder().encode(JSON.stringify(v)) : v);
 const dec = (d) => (cfg.protobuf ? JSON.parse(new TextDecoder().decode(d)) : d);
-
-function until(pred, what, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const start = Date.now();
-    const tick = () => {
-      if (pred()) return resolve();
-      if (Date.now() - start > ms) return reject(new Error(`timeout waiting for ${what}`));
-      setTimeout(tick, 20);
-    };
-    tick();
-  });
-}
 
 function client() {
   const c = new Centrifuge(cfg.url, { websocket: WebSocket });

@@ -16,6 +16,7 @@
 const WebSocket = require('ws');
 const json = require('centrifuge');
 const protobuf = require('centrifuge/build/protobuf');
+const { sleep, until } = require('./wait');
 
 const cfg = JSON.parse(process.argv[2]);
 const { Centrifuge } = cfg.protobuf ? protobuf : json;
@@ -51,20 +52,6 @@ async function api(method, params) {
   const body = await r.json();
   if (body.error) throw new Error(`${method}: ${JSON.stringify(body.error)}`);
   return body.result;
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function until(pred, what, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const start = Date.now();
-    const tick = () => {
-      if (pred()) return resolve();
-      if (Date.now() - start > ms) return reject(new Error(`timeout waiting for ${what}`));
-      setTimeout(tick, 20);
-    };
-    tick();
-  });
 }
 
 // A client with one map subscription; `state` follows sync and update events.

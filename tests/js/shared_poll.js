@@ -22,6 +22,7 @@ const crypto = require('crypto');
 const WebSocket = require('ws');
 const json = require('centrifuge');
 const protobuf = require('centrifuge/build/protobuf');
+const { sleep, until } = require('./wait');
 
 const cfg = JSON.parse(process.argv[2]);
 const { Centrifuge } = cfg.protobuf ? protobuf : json;
@@ -49,20 +50,6 @@ async function set(body) {
     body: JSON.stringify(body),
   });
   await r.text();
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function until(pred, what, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const start = Date.now();
-    const tick = () => {
-      if (pred()) return resolve();
-      if (Date.now() - start > ms) return reject(new Error(`timeout waiting for ${what}`));
-      setTimeout(tick, 20);
-    };
-    tick();
-  });
 }
 
 // A WebSocket class for client `me`: keeps its sockets (to cut them) and, over JSON, the
