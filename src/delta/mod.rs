@@ -53,10 +53,13 @@ impl DeltaPub {
     }
 }
 
-/// The last publication the owner delivered on each channel that uses deltas.
+/// The last publication the owner delivered on each channel that uses deltas, and, on map
+/// channels whose changes reach this node from other nodes (the Redis engine), each key's
+/// last value once a change of the channel asked for a delta.
 #[derive(Default)]
 pub struct Bases {
     last: AHashMap<Arc<str>, (u64, Bytes)>,
+    keys: AHashMap<Arc<str>, AHashMap<Arc<str>, Bytes>>,
 }
 
 impl Bases {
@@ -79,9 +82,35 @@ impl Bases {
         }
     }
 
+    /// A map channel's change of `key` to `data` (or its removal) is delivered; `requested`:
+    /// it was published with `delta`. The patch is against the key's value this node last
+    /// delivered — which its live subscribers hold, since the node hears every change of the
+    /// channel while it has subscribers (the values are forgotten with the last one).
+    pub fn key_step(
+        &mut self,
+        channel: &Arc<str>,
+        key: &Arc<str>,
+        data: &Bytes,
+        removed: bool,
+        requested: bool,
+    ) -> Option<DeltaPub> {
+        let values = match self.keys.get_mut(channel) {
+            Some(v) => v,
+            None if requested && !removed => self.keys.entry(channel.clone()).or_default(),
+            None => return None,
+        };
+        if removed {
+            values.remove(key);
+            return None;
+        }
+        let prev = values.insert(key.clone(), data.clone())?;
+        requested.then(|| DeltaPub::keyed(&prev, data))
+    }
+
     /// The channel has no subscribers left on this node.
     pub fn forget(&mut self, channel: &str) {
         self.last.remove(channel);
+        self.keys.remove(channel);
     }
 
     /// How many channels have a kept publication.
@@ -147,6 +176,28 @@ mod tests {
         assert_eq!(b.step(&ch, &d3, false), Some(DeltaPub { seq: 3, base: 2, patch: None, keyed: false }));
         b.forget("c");
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn key_bases_follow_each_key() {
+        let mut b = Bases::default();
+        let (ch, k, other): (Arc<str>, Arc<str>, Arc<str>) = ("m".into(), "k".into(), "o".into());
+        let (d1, d2, d3) = (Bytes::from(doc(1)), Bytes::from(doc(2)), Bytes::from(doc(3)));
+        assert_eq!(b.key_step(&ch, &k, &d1, false, false), None, "nothing kept before a delta change");
+        assert_eq!(b.key_step(&ch, &k, &d1, false, true), None, "no value of the key yet");
+        let p = b.key_step(&ch, &k, &d2, false, true).unwrap();
+        assert!(p.keyed);
+        assert_eq!(fossil::apply(&d1, &p.patch.unwrap()).unwrap(), d2);
+        // Another key has its own base; a change without `delta` moves the base on.
+        assert_eq!(b.key_step(&ch, &other, &d1, false, true), None);
+        assert_eq!(b.key_step(&ch, &k, &d3, false, false), None);
+        let p = b.key_step(&ch, &k, &d1, false, true).unwrap();
+        assert_eq!(fossil::apply(&d3, &p.patch.unwrap()).unwrap(), d1);
+        // A removal ends the key's chain; forgetting the channel drops every key.
+        assert_eq!(b.key_step(&ch, &k, &Bytes::new(), true, false), None);
+        assert_eq!(b.key_step(&ch, &k, &d2, false, true), None);
+        b.forget("m");
+        assert_eq!(b.key_step(&ch, &other, &d2, false, true), None);
     }
 
     #[test]

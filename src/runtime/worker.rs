@@ -443,7 +443,12 @@ impl Worker {
     pub fn fan_out_remote(&self, p: Prepared, delta: bool) {
         let p = match &p.push {
             crate::protocol::PushBody::Pub(publication) if p.kind == crate::push::PushKind::Publication => {
-                let step = self.shard.borrow_mut().delta_step(&p.channel, &publication.data.bytes, delta);
+                let mut shard = self.shard.borrow_mut();
+                let step = match publication.key {
+                    Some(_) => shard.key_delta_step(&p.channel, publication, delta),
+                    None => shard.delta_step(&p.channel, &publication.data.bytes, delta),
+                };
+                drop(shard);
                 Arc::new(p.with_delta(step))
             }
             _ => Arc::new(p),

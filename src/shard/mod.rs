@@ -181,6 +181,12 @@ impl Shard {
         self.bases.step(channel, data, requested)
     }
 
+    /// [`Shard::delta_step`] of a map channel's change of `key` (see `Bases::key_step`).
+    pub fn key_delta_step(&mut self, channel: &Arc<str>, p: &Publication, requested: bool) -> Option<DeltaPub> {
+        let key = p.key.as_ref()?;
+        self.bases.key_step(channel, key, &p.data.bytes, p.removed, requested)
+    }
+
     /// A plain publish (no idempotency key, no version) to a channel that keeps and delivers
     /// nothing, answered without building its publication: `Some` with the reply, `None`
     /// when the publish must be [applied](Shard::apply). `history`: the channel's options

@@ -88,7 +88,7 @@ pub fn encode_publication(
 /// A change of a map channel's key, without its offset (Redis assigns it).
 pub fn encode_map_publication(p: &crate::model::Publish, key: &str, removed: bool) -> Bytes {
     let m = PbPublication {
-        delta: false,
+        delta: p.delta && !removed,
         data: p.data.bytes.clone(),
         info: p.info.as_deref().map(info_to_pb),
         offset: 0,

@@ -57,6 +57,8 @@ impl RedisEngine {
         if removed {
             p.data = Payload { bytes: Bytes::new(), binary: p.data.binary };
         }
+        // Published with `delta`: receiving nodes patch it against the key's previous value.
+        p.delta |= opts.delta_publish;
         let (size, ttl) = opts.map.stream();
         let key_ttl = if removed { 0 } else { opts.map.key_ttl.as_millis() as u64 };
         let meta_ttl = opts.map.meta_ttl.as_millis() as u64;
