@@ -42,7 +42,7 @@ fn sync(c: &mut Criterion) {
             let mut cursor = String::new();
             let mut n = 0;
             loop {
-                let page = m.map_read("board", &cursor, 100, now).unwrap();
+                let page = m.map_read("board", &cursor, 100, "", now).unwrap();
                 n += page.entries.len();
                 if page.cursor.is_empty() {
                     break;

@@ -73,6 +73,7 @@ fn map_op(cfg: &Config, m: crate::api::MapCmd) -> Result<ShardOp, ApiError> {
         MapCmd::Publish { publish, .. } => &publish.channel,
         MapCmd::Remove { channel, .. }
         | MapCmd::ReadState { channel, .. }
+        | MapCmd::ReadStream(crate::model::History { channel, .. })
         | MapCmd::Stats { channel }
         | MapCmd::Clear { channel } => channel,
     };
@@ -88,9 +89,11 @@ fn map_op(cfg: &Config, m: crate::api::MapCmd) -> Result<ShardOp, ApiError> {
             let publish = Publish { idempotency_key, ..Publish::new(channel, data) };
             ShardOp::MapPublish(Box::new(MapPub::new(publish, key.as_ref().into(), true)))
         }
-        MapCmd::ReadState { channel, cursor, limit } => {
-            ShardOp::MapRead { channel, cursor, limit: if limit == 0 { usize::MAX } else { limit } }
+        MapCmd::ReadState { channel, cursor, limit, key, revision_epoch } => {
+            let limit = if limit == 0 { usize::MAX } else { limit };
+            ShardOp::MapRead { channel, cursor, limit, key, revision_epoch }
         }
+        MapCmd::ReadStream(h) => ShardOp::MapStream(h),
         MapCmd::Stats { channel } => ShardOp::MapStats(channel),
         MapCmd::Clear { channel } => ShardOp::MapClear(channel),
     })

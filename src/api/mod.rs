@@ -31,6 +31,7 @@ pub enum Method {
     MapPublish,
     MapRemove,
     MapReadState,
+    MapReadStream,
     MapStats,
     MapClear,
     SharedPollPublish,
@@ -38,7 +39,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, in declaration order (index = `method as usize`).
-    pub const ALL: [Method; 20] = [
+    pub const ALL: [Method; 21] = [
         Method::Publish,
         Method::Broadcast,
         Method::Unsubscribe,
@@ -56,6 +57,7 @@ impl Method {
         Method::MapPublish,
         Method::MapRemove,
         Method::MapReadState,
+        Method::MapReadStream,
         Method::MapStats,
         Method::MapClear,
         Method::SharedPollPublish,
@@ -66,8 +68,8 @@ impl Method {
         Self::ALL.into_iter().find(|m| m.name().eq_ignore_ascii_case(name))
     }
 
-    /// Lookup by the legacy numeric id (`connections` = 14, the PRO-only ids and
-    /// `map_read_stream` = 36 are unknown here).
+    /// Lookup by the legacy numeric id (`connections` = 14 and the PRO-only ids are unknown
+    /// here).
     pub fn from_number(n: u64) -> Option<Method> {
         Some(match n {
             0 => Method::Publish,
@@ -86,6 +88,7 @@ impl Method {
             33 => Method::MapPublish,
             34 => Method::MapRemove,
             35 => Method::MapReadState,
+            36 => Method::MapReadStream,
             37 => Method::MapStats,
             38 => Method::MapClear,
             39 => Method::SharedPollPublish,
@@ -112,6 +115,7 @@ impl Method {
             Method::MapPublish => "map_publish",
             Method::MapRemove => "map_remove",
             Method::MapReadState => "map_read_state",
+            Method::MapReadStream => "map_read_stream",
             Method::MapStats => "map_stats",
             Method::MapClear => "map_clear",
             Method::SharedPollPublish => "shared_poll_publish",
@@ -233,12 +237,17 @@ pub enum MapCmd {
         key: Box<str>,
         idempotency_key: Option<Box<str>>,
     },
-    /// A page of the state: keys after `cursor`, at most `limit` (0: all).
+    /// A page of the state: keys after `cursor`, at most `limit` (0: all); with `key`, that
+    /// key's entry only; with `revision`, 112 unless the stream is still of its epoch.
     ReadState {
         channel: Box<str>,
         cursor: String,
         limit: usize,
+        key: String,
+        revision_epoch: String,
     },
+    /// The channel's change stream, as `history` reads a stream.
+    ReadStream(crate::model::History),
     Stats {
         channel: Box<str>,
     },
@@ -268,6 +277,7 @@ impl Command {
                 MapCmd::Publish { .. } => Method::MapPublish,
                 MapCmd::Remove { .. } => Method::MapRemove,
                 MapCmd::ReadState { .. } => Method::MapReadState,
+                MapCmd::ReadStream(_) => Method::MapReadStream,
                 MapCmd::Stats { .. } => Method::MapStats,
                 MapCmd::Clear { .. } => Method::MapClear,
             },

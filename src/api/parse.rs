@@ -265,6 +265,12 @@ struct MapP<'a> {
     idempotency_key: Cow<'a, str>,
     cursor: String,
     limit: i64,
+    /// `map_read_state`: the epoch of the stream position earlier pages were read at.
+    revision_epoch: String,
+    /// `map_read_stream`.
+    since_offset: u64,
+    since_epoch: String,
+    reverse: bool,
 }
 
 /// `shared_poll_publish`.
@@ -564,7 +570,7 @@ pub fn decode_params(method: Method, params: &[u8]) -> Result<Command, DecodeErr
             }
             Command::Map(MapCmd::Publish { publish: publish_from(p, channel)?, key, key_mode })
         }
-        Method::MapRemove | Method::MapReadState | Method::MapStats | Method::MapClear => {
+        Method::MapRemove | Method::MapReadState | Method::MapReadStream | Method::MapStats | Method::MapClear => {
             let p: MapP = serde_json::from_slice(params)?;
             let channel = required_channel(&p.channel)?;
             Command::Map(match method {
@@ -578,7 +584,15 @@ pub fn decode_params(method: Method, params: &[u8]) -> Result<Command, DecodeErr
                     channel,
                     cursor: p.cursor,
                     limit: if p.limit > 0 { p.limit as usize } else { 0 },
+                    key: p.key.into_owned(),
+                    revision_epoch: p.revision_epoch,
                 },
+                Method::MapReadStream => {
+                    let since = (p.since_offset > 0 || !p.since_epoch.is_empty())
+                        .then(|| StreamPosition { offset: p.since_offset, epoch: p.since_epoch.as_str().into() });
+                    let limit = p.limit.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+                    MapCmd::ReadStream(History { channel, limit, since, reverse: p.reverse })
+                }
                 Method::MapStats => MapCmd::Stats { channel },
                 _ => MapCmd::Clear { channel },
             })

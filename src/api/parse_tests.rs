@@ -149,7 +149,8 @@ fn shared_poll_publish_by_name_number_and_in_batch() {
     assert_eq!(Method::SharedPollPublish.name(), "shared_poll_publish");
     assert_eq!(Method::from_number(39), Some(Method::SharedPollPublish));
     assert_eq!(Method::from_number(38), Some(Method::MapClear));
-    assert_eq!(Method::from_number(36), None);
+    assert_eq!(Method::from_number(36), Some(Method::MapReadStream));
+    assert_eq!(Method::from_number(14), None);
     let params = r#"{"channel":"c","key":"k","version":2,"data":{}}"#;
     for line in [
         format!(r#"{{"id":7,"method":"shared_poll_publish","params":{params}}}"#),

@@ -134,8 +134,15 @@ impl Memory {
     }
 
     /// A page of at most `limit` keys after `cursor` (from the first key when empty), with
-    /// the stream position.
-    pub fn map_read(&mut self, channel: &str, cursor: &str, limit: usize, now: Instant) -> Result<StatePage, ApiError> {
+    /// the stream position; with `key`, that key's entry alone (if it is there).
+    pub fn map_read(
+        &mut self,
+        channel: &str,
+        cursor: &str,
+        limit: usize,
+        key: &str,
+        now: Instant,
+    ) -> Result<StatePage, ApiError> {
         let opts = self.cfg.resolve_channel(channel)?.options;
         if !opts.is_map() {
             return Err(ApiError::BAD_REQUEST);
@@ -148,6 +155,11 @@ impl Memory {
         let position = state.live_stream(now, meta_ttl).position();
         let mut page = StatePage { position, ..Default::default() };
         let Some(map) = &state.map else { return Ok(page) };
+        if !key.is_empty() {
+            let live = map.entries.get(key).filter(|e| e.expires.is_none_or(|at| at > now));
+            page.entries.extend(live.map(|e| e.publication.clone()));
+            return Ok(page);
+        }
         let from = if cursor.is_empty() { Bound::Unbounded } else { Bound::Excluded(cursor) };
         let mut it = map.entries.range::<str, _>((from, Bound::Unbounded));
         for (_, e) in it.by_ref().take(limit.max(1)) {

@@ -92,20 +92,33 @@ pub fn map_result(r: Res) -> (u64, String, bool, String) {
     }
 }
 
-pub fn map_state_res(r: Res) -> pb::MapReadStateResult {
-    let Res::MapState { entries, position, cursor } = r else { return pb::MapReadStateResult::default() };
-    let entry = |p: &Publication| pb::MapEntry {
+fn map_entry(p: &Publication) -> pb::MapEntry {
+    pb::MapEntry {
         key: p.key.as_deref().unwrap_or_default().to_string(),
         data: p.data.bytes.to_vec(),
         tags: p.tags.iter().flat_map(|t| t.iter()).map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         offset: p.offset,
+        removed: p.removed,
         ..Default::default()
-    };
+    }
+}
+
+pub fn map_state_res(r: Res) -> pb::MapReadStateResult {
+    let Res::MapState { entries, position, cursor } = r else { return pb::MapReadStateResult::default() };
     pb::MapReadStateResult {
-        entries: entries.iter().map(entry).collect(),
+        entries: entries.iter().map(map_entry).collect(),
         offset: position.offset,
         epoch: position.epoch.to_string(),
         cursor,
+    }
+}
+
+pub fn map_stream_res(r: Res) -> pb::MapReadStreamResult {
+    let Res::MapState { entries, position, .. } = r else { return pb::MapReadStreamResult::default() };
+    pb::MapReadStreamResult {
+        entries: entries.iter().map(map_entry).collect(),
+        offset: position.offset,
+        epoch: position.epoch.to_string(),
     }
 }
 
@@ -368,7 +381,7 @@ pub fn batch_reply(method: Option<crate::api::Method>, reply: crate::api::Reply)
         Some(M::Channels) => out.channels = Some(channels_res(res)),
         Some(M::SharedPollPublish) => out.shared_poll_publish = Some(pb::SharedPollPublishResult {}),
         // The map methods are not in Gyre's gRPC API yet.
-        Some(M::MapPublish | M::MapRemove | M::MapReadState | M::MapStats | M::MapClear) => {}
+        Some(M::MapPublish | M::MapRemove | M::MapReadState | M::MapReadStream | M::MapStats | M::MapClear) => {}
         Some(M::Batch) | None => {}
     }
     out

@@ -350,8 +350,20 @@ impl CentrifugoApi for Service {
 
     async fn map_read_state(&self, req: Request<pb::MapReadStateRequest>) -> Answer<pb::MapReadStateResponse> {
         let wrap = |error, result| pb::MapReadStateResponse { error, result };
-        let params = |r: pb::MapReadStateRequest| serde_json::json!({"channel": r.channel, "cursor": r.cursor, "limit": r.limit});
+        let params = |r: pb::MapReadStateRequest| {
+            serde_json::json!({"channel": r.channel, "cursor": r.cursor, "limit": r.limit, "key": r.key,
+                               "revision_epoch": r.revision_epoch})
+        };
         self.unary(Method::MapReadState, req, params, convert::map_state_res, wrap).await
+    }
+
+    async fn map_read_stream(&self, req: Request<pb::MapReadStreamRequest>) -> Answer<pb::MapReadStreamResponse> {
+        let wrap = |error, result| pb::MapReadStreamResponse { error, result };
+        let params = |r: pb::MapReadStreamRequest| {
+            serde_json::json!({"channel": r.channel, "since_offset": r.since_offset, "since_epoch": r.since_epoch,
+                               "limit": r.limit, "reverse": r.reverse})
+        };
+        self.unary(Method::MapReadStream, req, params, convert::map_stream_res, wrap).await
     }
 
     async fn map_stats(&self, req: Request<pb::MapStatsRequest>) -> Answer<pb::MapStatsResponse> {

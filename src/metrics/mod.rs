@@ -40,7 +40,7 @@ pub enum Protocol {
 const PROTOCOLS: [&str; 2] = ["http", "grpc"];
 
 /// Every server API method, in `Method` declaration order (index = `method as usize`).
-const METHODS: [Method; 20] = Method::ALL;
+const METHODS: [Method; 21] = Method::ALL;
 
 /// Upper bounds (seconds) of the API duration histogram buckets.
 const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];

@@ -77,7 +77,14 @@ async fn run(s: &Rc<Session>, req: SubscribeReq) -> Outcome {
         return live(s, req, since, Vec::new(), true).await;
     }
     let limit = o.map.page_size(req.limit);
-    let op = ShardOp::MapRead { channel: req.channel.as_str().into(), cursor: req.cursor.clone(), limit };
+    let channel = req.channel.as_str().into();
+    let op = ShardOp::MapRead {
+        channel,
+        cursor: req.cursor.clone(),
+        limit,
+        key: String::new(),
+        revision_epoch: String::new(),
+    };
     let (entries, position, cursor) = match s.w.call_shard(op).await {
         Ok(Res::MapState { entries, position, cursor }) => (entries, position, cursor),
         Ok(_) => return Ok(Err(ApiError::INTERNAL)),

@@ -49,12 +49,17 @@ pub enum ShardOp {
     Unsubscribe(Box<UnsubOp>),
     /// Sets (or removes) a key of a map channel.
     MapPublish(Box<MapPub>),
-    /// A page of a map channel's state.
+    /// A page of a map channel's state (with `key`: that key's entry only); with a
+    /// `revision_epoch`, 112 unless the stream is still of that epoch.
     MapRead {
         channel: Box<str>,
         cursor: String,
         limit: usize,
+        key: String,
+        revision_epoch: String,
     },
+    /// A map channel's change stream, read as `history` reads a stream.
+    MapStream(History),
     MapStats(Box<str>),
     MapClear(Box<str>),
 }
@@ -72,7 +77,7 @@ impl ShardOp {
     pub fn channel(&self) -> &str {
         match self {
             ShardOp::Publish(p) => &p.channel,
-            ShardOp::History(h) => &h.channel,
+            ShardOp::History(h) | ShardOp::MapStream(h) => &h.channel,
             ShardOp::HistoryRemove(c) | ShardOp::Presence(c) | ShardOp::PresenceStats(c) => c,
             ShardOp::Unsubscribe(u) => &u.channel,
             ShardOp::MapPublish(m) => &m.publish.channel,
@@ -221,9 +226,14 @@ impl Shard {
                 }
                 Ok(Res::MapUpdate(update))
             }
-            ShardOp::MapRead { channel, cursor, limit } => {
-                let page = m.map_read(&channel, &cursor, limit, now)?;
-                Ok(Res::MapState { entries: page.entries, position: page.position, cursor: page.cursor })
+            ShardOp::MapRead { channel, cursor, limit, key, revision_epoch } => {
+                let page = m.map_read(&channel, &cursor, limit, &key, now)?;
+                let state = Res::MapState { entries: page.entries, position: page.position, cursor: page.cursor };
+                map_revision(state, &revision_epoch)
+            }
+            ShardOp::MapStream(h) => {
+                let (entries, position) = m.history(h, now)?;
+                Ok(Res::MapState { entries, position, cursor: String::new() })
             }
             ShardOp::MapStats(ch) => Ok(Res::MapStats(m.map_stats(&ch) as u64)),
             ShardOp::MapClear(ch) => {
@@ -389,6 +399,17 @@ fn apply_redis(
         r.release(&u.channel);
     }
     Ok(Res::Empty)
+}
+
+/// A state page read for a caller that read earlier pages in stream epoch `epoch` (empty:
+/// none): 112 when the stream has another epoch now (the state was reset meanwhile).
+pub(crate) fn map_revision(state: Res, epoch: &str) -> Reply {
+    match &state {
+        Res::MapState { position, .. } if !epoch.is_empty() && *position.epoch != *epoch => {
+            Err(ApiError::UNRECOVERABLE_POSITION)
+        }
+        _ => Ok(state),
+    }
 }
 
 /// One more subscriber on `worker`.

@@ -27,7 +27,11 @@ pub fn runs_anywhere(engine: &NatsEngine, op: &ShardOp) -> bool {
         ShardOp::Publish(_) => false,
         ShardOp::Presence(_) | ShardOp::PresenceStats(_) => engine.redis_presence().is_some(),
         ShardOp::Unsubscribe(_) => false,
-        ShardOp::MapPublish(_) | ShardOp::MapRead { .. } | ShardOp::MapStats(_) | ShardOp::MapClear(_) => true,
+        ShardOp::MapPublish(_)
+        | ShardOp::MapRead { .. }
+        | ShardOp::MapStream(_)
+        | ShardOp::MapStats(_)
+        | ShardOp::MapClear(_) => true,
     }
 }
 
@@ -44,9 +48,11 @@ pub fn run_data<F: FnOnce(Reply) + Clone + 'static>(engine: &NatsEngine, op: Sha
             None => done(Err(ApiError::api_internal())),
         },
         ShardOp::Unsubscribe(_) => done(Err(ApiError::api_internal())),
-        ShardOp::MapPublish(_) | ShardOp::MapRead { .. } | ShardOp::MapStats(_) | ShardOp::MapClear(_) => {
-            done(Err(ApiError::NOT_AVAILABLE))
-        }
+        ShardOp::MapPublish(_)
+        | ShardOp::MapRead { .. }
+        | ShardOp::MapStream(_)
+        | ShardOp::MapStats(_)
+        | ShardOp::MapClear(_) => done(Err(ApiError::NOT_AVAILABLE)),
     }
 }
 
@@ -58,9 +64,11 @@ pub fn apply(counts: &mut AHashMap<Box<str>, Counts>, bases: &mut Bases, n: &Nat
             n.publish(&p)
         }
         ShardOp::History(_) | ShardOp::HistoryRemove(_) => Err(ApiError::NOT_AVAILABLE),
-        ShardOp::MapPublish(_) | ShardOp::MapRead { .. } | ShardOp::MapStats(_) | ShardOp::MapClear(_) => {
-            Err(ApiError::NOT_AVAILABLE)
-        }
+        ShardOp::MapPublish(_)
+        | ShardOp::MapRead { .. }
+        | ShardOp::MapStream(_)
+        | ShardOp::MapStats(_)
+        | ShardOp::MapClear(_) => Err(ApiError::NOT_AVAILABLE),
         ShardOp::Presence(ch) => n.local_presence(&ch).map(Res::Presence).ok_or(ApiError::api_internal()),
         ShardOp::PresenceStats(ch) => n
             .local_presence_stats(&ch)

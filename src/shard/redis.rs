@@ -32,7 +32,21 @@ pub fn run_data<F: FnOnce(Reply) + Clone + 'static>(engine: &RedisEngine, op: Sh
             crate::metrics::message_sent(crate::metrics::Kind::Publication);
             engine.map_publish(*mp, Box::new(d))
         }
-        ShardOp::MapRead { channel, cursor, limit } => engine.map_read(&channel, &cursor, limit, Box::new(d)),
+        ShardOp::MapRead { channel, cursor, limit, key, revision_epoch } => {
+            let d = move |r: Reply| d(r.and_then(|state| super::map_revision(state, &revision_epoch)));
+            engine.map_read(&channel, &cursor, limit, &key, Box::new(d))
+        }
+        ShardOp::MapStream(h) => engine.history(
+            h,
+            Box::new(move |r| {
+                d(r.map(|res| match res {
+                    Res::History { publications, position } => {
+                        Res::MapState { entries: publications, position, cursor: String::new() }
+                    }
+                    other => other,
+                }))
+            }),
+        ),
         ShardOp::MapStats(ch) => engine.map_stats(&ch, Box::new(d)),
         ShardOp::MapClear(ch) => engine.map_clear(&ch, Box::new(d)),
     };

@@ -435,3 +435,69 @@ fn map_live_transition_limit_and_catch_up_timeout() {
     std::thread::sleep(Duration::from_millis(1300));
     assert_eq!(last(&mut c, "lim:a", &p), Err(3008));
 }
+
+/// `map_read_stream` (the change stream, removals included: after a position, newest first,
+/// 112 for another epoch), `map_read_state` of one key and with a revision epoch, over the
+/// HTTP API, by name and by number in a legacy request.
+#[test]
+fn map_read_stream_and_key_reads() {
+    let s = Server::start(config());
+    check_reads(&s, &s);
+}
+
+#[test]
+fn map_read_stream_and_key_reads_redis_two_nodes() {
+    if !redis_available("map_read_stream_and_key_reads_redis_two_nodes") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let n = nodes(&redis);
+    check_reads(&n[0], &n[1]);
+}
+
+/// Changes through `w`, reads through `s`.
+fn check_reads(w: &Server, s: &Server) {
+    let ch = "map:stream";
+    for (k, v) in [("a", 1), ("b", 2), ("a", 3)] {
+        write(w, "map_publish", json!({"channel": ch, "key": k, "data": v}));
+    }
+    write(w, "map_remove", json!({"channel": ch, "key": "b"}));
+    let r = write(s, "map_read_stream", json!({"channel": ch, "limit": -1}));
+    let entries: Vec<(String, u64, bool)> = r["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["key"].as_str().unwrap().into(), e["offset"].as_u64().unwrap(), e["removed"] == true))
+        .collect();
+    let want = [("a", 1, false), ("b", 2, false), ("a", 3, false), ("b", 4, true)];
+    assert_eq!(entries, want.map(|(k, o, rm)| (k.to_string(), o, rm)), "{r}");
+    assert_eq!(r["entries"][3], json!({"offset": 4, "key": "b", "removed": true}), "no data for a removal: {r}");
+    assert_eq!(r["offset"], 4, "{r}");
+    let epoch = r["epoch"].clone();
+    let r = write(s, "map_read_stream", json!({"channel": ch, "since_offset": 2, "since_epoch": epoch, "limit": 10}));
+    assert_eq!(r["entries"].as_array().unwrap().iter().map(|e| e["offset"].clone()).collect::<Vec<_>>(), [3, 4]);
+    let r = write(s, "map_read_stream", json!({"channel": ch, "limit": 1, "reverse": true}));
+    assert_eq!(r["entries"][0]["offset"], 4, "{r}");
+    let r = write(s, "map_read_stream", json!({"channel": ch, "limit": 0}));
+    assert_eq!((r["entries"].clone(), r["offset"].clone()), (json!([]), json!(4)), "the position only: {r}");
+    let r = s.api("map_read_stream", json!({"channel": ch, "since_offset": 1, "since_epoch": "other", "limit": 5}));
+    assert_eq!(r["error"]["code"], 112, "{r}");
+    assert_eq!(s.api("map_read_stream", json!({"channel": "chat:x"}))["error"]["code"], 107);
+    // One key; a revision of another epoch.
+    let r = write(s, "map_read_state", json!({"channel": ch, "key": "a"}));
+    assert_eq!(r["entries"], json!([{"data": 3, "offset": 3, "key": "a"}]), "{r}");
+    assert_eq!(write(s, "map_read_state", json!({"channel": ch, "key": "b"}))["entries"], json!([]));
+    let r = write(s, "map_read_state", json!({"channel": ch, "revision_epoch": epoch}));
+    assert_eq!(r["entries"].as_array().map(Vec::len), Some(1), "{r}");
+    let r = s.api("map_read_state", json!({"channel": ch, "revision_epoch": "other"}));
+    assert_eq!(r["error"]["code"], 112, "{r}");
+    // A legacy request: by name and by number (36).
+    let body = format!(
+        "{}\n{}\n",
+        json!({"method": "map_read_stream", "params": {"channel": ch, "limit": 1}}),
+        json!({"method": 36, "params": {"channel": ch, "limit": 1, "reverse": true}})
+    );
+    let lines = s.legacy(body.as_bytes()).lines();
+    assert_eq!(lines[0]["result"]["entries"][0]["offset"], 1, "{lines:?}");
+    assert_eq!(lines[1]["result"]["entries"][0]["offset"], 4, "{lines:?}");
+}

@@ -49,6 +49,24 @@ while True:
     if not cursor:
         break
 check(keys == [("a", b'{"n":0}', {"t": "a"}), ("c", b'{"n":2}', {"t": "c"})], f"state: {keys}")
+r = stub.MapReadState(pb.MapReadStateRequest(channel=ch, key="c"), metadata=md, timeout=10)
+check([e.key for e in r.result.entries] == ["c"] and not r.result.cursor, f"one key: {r}")
+r = stub.MapReadState(pb.MapReadStateRequest(channel=ch, revision_epoch="other"), metadata=md, timeout=10)
+check(r.error.code == 112, f"another epoch: {r}")
+# The change stream: every change, a removal included; after a position; newest first.
+r = stub.MapReadStream(pb.MapReadStreamRequest(channel=ch, limit=-1), metadata=md, timeout=10)
+stream = [(e.key, e.offset, e.removed) for e in r.result.entries]
+check(stream == [("a", 1, False), ("b", 2, False), ("c", 3, False), ("b", 4, True)] and r.result.offset == 4,
+      f"map_read_stream: {r}")
+epoch = r.result.epoch
+r = stub.MapReadStream(pb.MapReadStreamRequest(channel=ch, since_offset=2, since_epoch=epoch, limit=10),
+                       metadata=md, timeout=10)
+check([e.offset for e in r.result.entries] == [3, 4], f"since 2: {r}")
+r = stub.MapReadStream(pb.MapReadStreamRequest(channel=ch, limit=2, reverse=True), metadata=md, timeout=10)
+check([e.offset for e in r.result.entries] == [4, 3], f"reverse: {r}")
+r = stub.MapReadStream(pb.MapReadStreamRequest(channel=ch, since_offset=1, since_epoch="other", limit=10),
+                       metadata=md, timeout=10)
+check(r.error.code == 112, f"since another epoch: {r}")
 r = stub.MapStats(pb.MapStatsRequest(channel=ch), metadata=md, timeout=10)
 check(r.result.num_keys == 2, f"map_stats: {r}")
 stub.MapClear(pb.MapClearRequest(channel=ch), metadata=md, timeout=10)

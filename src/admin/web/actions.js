@@ -34,6 +34,12 @@ const FIELD = {
   pattern: { path: 'pattern', label: 'Pattern', kind: 'text', placeholder: 'chat:*  (empty: all)' },
   version: { path: 'version', label: 'Version', kind: 'int', required: true, placeholder: '1' },
   epoch: { path: 'epoch', label: 'Epoch', kind: 'text' },
+  key_mode: { path: 'key_mode', label: 'Key mode (if_new, if_exists; empty: always)', kind: 'text' },
+  map_version: { path: 'version', label: 'Version (0: none)', kind: 'int' },
+  version_epoch: { path: 'version_epoch', label: 'Version epoch', kind: 'text' },
+  one_key: { path: 'key', label: 'One key only', kind: 'text' },
+  stream_since_offset: { path: 'since_offset', label: 'Since offset', kind: 'int' },
+  stream_since_epoch: { path: 'since_epoch', label: 'Since epoch', kind: 'text' },
 };
 
 const METHODS = {
@@ -57,9 +63,11 @@ const METHODS = {
   channels: { help: 'Channels with subscribers, filtered by a glob pattern.', fields: ['pattern'] },
   info: { help: 'The nodes of the cluster.', fields: [] },
   map_publish: { help: 'Set a key of a map channel (subscription_type: map).',
-    fields: ['channel', 'key', 'data', 'tags', 'idempotency_key'] },
+    fields: ['channel', 'key', 'data', 'tags', 'idempotency_key', 'key_mode', 'map_version', 'version_epoch', 'delta'] },
   map_remove: { help: 'Remove a key of a map channel.', fields: ['channel', 'key', 'idempotency_key'] },
-  map_read_state: { help: 'A page of a map channel\'s keys.', fields: ['channel', 'cursor', 'limit'] },
+  map_read_state: { help: 'A page of a map channel\'s keys.', fields: ['channel', 'cursor', 'limit', 'one_key'] },
+  map_read_stream: { help: 'A map channel\'s change stream (limit -1: all).',
+    fields: ['channel', 'limit', 'reverse', 'stream_since_offset', 'stream_since_epoch'] },
   map_stats: { help: 'How many keys a map channel has.', fields: ['channel'] },
   map_clear: { help: 'Remove every key of a map channel.', fields: ['channel'] },
   shared_poll_publish: {

@@ -128,8 +128,8 @@ impl RedisEngine {
     }
 
     /// A page of at most `limit` keys after `cursor` (from the first key when empty), with
-    /// the stream position, as [`Res::MapState`].
-    pub fn map_read(&self, channel: &str, cursor: &str, limit: usize, cb: Done) -> Result<(), ApiError> {
+    /// the stream position, as [`Res::MapState`]; with `key`, that key's entry alone.
+    pub fn map_read(&self, channel: &str, cursor: &str, limit: usize, key: &str, cb: Done) -> Result<(), ApiError> {
         let opts = self.cfg.resolve_channel(channel)?.options;
         if !opts.is_map() {
             return Err(ApiError::BAD_REQUEST);
@@ -145,6 +145,7 @@ impl RedisEngine {
             Bytes::from(limit.clamp(1, MAX_PAGE).to_string()),
             Bytes::from(unix_ms().to_string()),
             Bytes::from(super::super::memory::new_epoch().to_string()),
+            Bytes::from(key.to_string()),
         ];
         self.cmd(channel).request(
             &self.evalsha(MAP_READ, &keys, argv),

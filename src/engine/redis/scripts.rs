@@ -223,7 +223,8 @@ return {tostring(offset), epoch, 1, ''}
 /// A page of a map channel's state in key order, with the stream position.
 /// KEYS: stream meta, state hash, key order zset, expire zset.
 /// ARGV: cursor (the page starts after it; '' = from the first key), limit, now unix ms,
-/// new epoch. Keys whose expiry passed (not yet swept) are left out.
+/// new epoch, one key ('' = a page; else that key's entry alone, if any). Keys whose expiry
+/// passed (not yet swept) are left out.
 /// Returns {top offset, epoch, the page's last key ('' on the last page), {key, value, ...}}.
 pub const MAP_READ: &str = r#"
 local epoch = redis.call('hget', KEYS[1], 'e')
@@ -235,11 +236,16 @@ local top = redis.call('hget', KEYS[1], 's') or '0'
 local from = '-'
 if ARGV[1] ~= '' then from = '(' .. ARGV[1] end
 local limit = tonumber(ARGV[2])
-local keys = redis.call('zrangebylex', KEYS[3], from, '+', 'LIMIT', 0, limit + 1)
+local keys
 local last = ''
-if #keys > limit then
-  table.remove(keys)
-  last = keys[#keys]
+if ARGV[5] and ARGV[5] ~= '' then
+  keys = {ARGV[5]}
+else
+  keys = redis.call('zrangebylex', KEYS[3], from, '+', 'LIMIT', 0, limit + 1)
+  if #keys > limit then
+    table.remove(keys)
+    last = keys[#keys]
+  end
 end
 local now = tonumber(ARGV[3])
 local out = {}
