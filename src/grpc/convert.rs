@@ -80,7 +80,7 @@ pub fn shared_poll_publish(r: pb::SharedPollPublishRequest) -> Value {
 }
 
 /// A map publish or remove's result: offset, epoch, suppressed, suppress reason.
-pub fn map_result(r: Res) -> (u64, String, bool, String) {
+fn map_result(r: Res) -> (u64, String, bool, String) {
     match r {
         Res::MapUpdate(u) => (
             u.position.offset,
@@ -90,6 +90,33 @@ pub fn map_result(r: Res) -> (u64, String, bool, String) {
         ),
         _ => (0, String::new(), false, String::new()),
     }
+}
+
+pub fn map_publish_res(r: Res) -> pb::MapPublishResult {
+    let (offset, epoch, suppressed, suppress_reason) = map_result(r);
+    pb::MapPublishResult { offset, epoch, suppressed, suppress_reason }
+}
+
+pub fn map_remove_res(r: Res) -> pb::MapRemoveResult {
+    let (offset, epoch, suppressed, suppress_reason) = map_result(r);
+    pb::MapRemoveResult { offset, epoch, suppressed, suppress_reason }
+}
+
+pub fn map_stats_res(r: Res) -> pb::MapStatsResult {
+    pb::MapStatsResult { num_keys: if let Res::MapStats(n) = r { n as i32 } else { 0 } }
+}
+
+pub fn map_remove(r: pb::MapRemoveRequest) -> Value {
+    json!({"channel": r.channel, "key": r.key, "idempotency_key": r.idempotency_key})
+}
+
+pub fn map_read_state(r: pb::MapReadStateRequest) -> Value {
+    json!({"channel": r.channel, "cursor": r.cursor, "limit": r.limit, "key": r.key, "revision_epoch": r.revision_epoch})
+}
+
+pub fn map_read_stream(r: pb::MapReadStreamRequest) -> Value {
+    json!({"channel": r.channel, "since_offset": r.since_offset, "since_epoch": r.since_epoch, "limit": r.limit,
+           "reverse": r.reverse})
 }
 
 fn map_entry(p: &Publication) -> pb::MapEntry {
@@ -229,6 +256,18 @@ pub fn batch(r: pb::BatchRequest) -> Value {
                 ("refresh", refresh(p))
             } else if let Some(p) = c.channels {
                 ("channels", channels(p))
+            } else if let Some(p) = c.map_publish {
+                ("map_publish", map_publish(p))
+            } else if let Some(p) = c.map_remove {
+                ("map_remove", map_remove(p))
+            } else if let Some(p) = c.map_read_state {
+                ("map_read_state", map_read_state(p))
+            } else if let Some(p) = c.map_read_stream {
+                ("map_read_stream", map_read_stream(p))
+            } else if let Some(p) = c.map_stats {
+                ("map_stats", channel(p.channel))
+            } else if let Some(p) = c.map_clear {
+                ("map_clear", channel(p.channel))
             } else if let Some(p) = c.shared_poll_publish {
                 ("shared_poll_publish", shared_poll_publish(p))
             } else {
@@ -380,8 +419,12 @@ pub fn batch_reply(method: Option<crate::api::Method>, reply: crate::api::Reply)
         Some(M::Refresh) => out.refresh = Some(pb::RefreshResult {}),
         Some(M::Channels) => out.channels = Some(channels_res(res)),
         Some(M::SharedPollPublish) => out.shared_poll_publish = Some(pb::SharedPollPublishResult {}),
-        // The map methods are not in Gyre's gRPC API yet.
-        Some(M::MapPublish | M::MapRemove | M::MapReadState | M::MapReadStream | M::MapStats | M::MapClear) => {}
+        Some(M::MapPublish) => out.map_publish = Some(map_publish_res(res)),
+        Some(M::MapRemove) => out.map_remove = Some(map_remove_res(res)),
+        Some(M::MapReadState) => out.map_read_state = Some(map_state_res(res)),
+        Some(M::MapReadStream) => out.map_read_stream = Some(map_stream_res(res)),
+        Some(M::MapStats) => out.map_stats = Some(map_stats_res(res)),
+        Some(M::MapClear) => out.map_clear = Some(pb::MapClearResult {}),
         Some(M::Batch) | None => {}
     }
     out

@@ -331,45 +331,28 @@ impl CentrifugoApi for Service {
 
     async fn map_publish(&self, req: Request<pb::MapPublishRequest>) -> Answer<pb::MapPublishResponse> {
         let wrap = |error, result| pb::MapPublishResponse { error, result };
-        let result = |r| {
-            let (offset, epoch, suppressed, suppress_reason) = convert::map_result(r);
-            pb::MapPublishResult { offset, epoch, suppressed, suppress_reason }
-        };
-        self.unary(Method::MapPublish, req, convert::map_publish, result, wrap).await
+        self.unary(Method::MapPublish, req, convert::map_publish, convert::map_publish_res, wrap).await
     }
 
     async fn map_remove(&self, req: Request<pb::MapRemoveRequest>) -> Answer<pb::MapRemoveResponse> {
         let wrap = |error, result| pb::MapRemoveResponse { error, result };
-        let params = |r: pb::MapRemoveRequest| serde_json::json!({"channel": r.channel, "key": r.key, "idempotency_key": r.idempotency_key});
-        let result = |r| {
-            let (offset, epoch, suppressed, suppress_reason) = convert::map_result(r);
-            pb::MapRemoveResult { offset, epoch, suppressed, suppress_reason }
-        };
-        self.unary(Method::MapRemove, req, params, result, wrap).await
+        self.unary(Method::MapRemove, req, convert::map_remove, convert::map_remove_res, wrap).await
     }
 
     async fn map_read_state(&self, req: Request<pb::MapReadStateRequest>) -> Answer<pb::MapReadStateResponse> {
         let wrap = |error, result| pb::MapReadStateResponse { error, result };
-        let params = |r: pb::MapReadStateRequest| {
-            serde_json::json!({"channel": r.channel, "cursor": r.cursor, "limit": r.limit, "key": r.key,
-                               "revision_epoch": r.revision_epoch})
-        };
-        self.unary(Method::MapReadState, req, params, convert::map_state_res, wrap).await
+        self.unary(Method::MapReadState, req, convert::map_read_state, convert::map_state_res, wrap).await
     }
 
     async fn map_read_stream(&self, req: Request<pb::MapReadStreamRequest>) -> Answer<pb::MapReadStreamResponse> {
         let wrap = |error, result| pb::MapReadStreamResponse { error, result };
-        let params = |r: pb::MapReadStreamRequest| {
-            serde_json::json!({"channel": r.channel, "since_offset": r.since_offset, "since_epoch": r.since_epoch,
-                               "limit": r.limit, "reverse": r.reverse})
-        };
-        self.unary(Method::MapReadStream, req, params, convert::map_stream_res, wrap).await
+        self.unary(Method::MapReadStream, req, convert::map_read_stream, convert::map_stream_res, wrap).await
     }
 
     async fn map_stats(&self, req: Request<pb::MapStatsRequest>) -> Answer<pb::MapStatsResponse> {
         let wrap = |error, result| pb::MapStatsResponse { error, result };
-        let result = |r| pb::MapStatsResult { num_keys: if let Res::MapStats(n) = r { n as i32 } else { 0 } };
-        self.unary(Method::MapStats, req, |r: pb::MapStatsRequest| convert::channel(r.channel), result, wrap).await
+        let params = |r: pb::MapStatsRequest| convert::channel(r.channel);
+        self.unary(Method::MapStats, req, params, convert::map_stats_res, wrap).await
     }
 
     async fn map_clear(&self, req: Request<pb::MapClearRequest>) -> Answer<pb::MapClearResponse> {

@@ -69,6 +69,22 @@ r = stub.MapReadStream(pb.MapReadStreamRequest(channel=ch, since_offset=1, since
 check(r.error.code == 112, f"since another epoch: {r}")
 r = stub.MapStats(pb.MapStatsRequest(channel=ch), metadata=md, timeout=10)
 check(r.result.num_keys == 2, f"map_stats: {r}")
+# The map methods inside a batch, each answered in its own member.
+cmds = [
+    pb.Command(map_publish=pb.MapPublishRequest(channel=ch, key="a", data=b'1', key_mode="if_new")),
+    pb.Command(map_remove=pb.MapRemoveRequest(channel=ch, key="zz")),
+    pb.Command(map_read_state=pb.MapReadStateRequest(channel=ch, key="a")),
+    pb.Command(map_read_stream=pb.MapReadStreamRequest(channel=ch, limit=1, reverse=True)),
+    pb.Command(map_stats=pb.MapStatsRequest(channel=ch)),
+]
+r = stub.Batch(pb.BatchRequest(commands=cmds), metadata=md, timeout=10)
+rep = r.replies
+check(len(rep) == 5 and rep[0].map_publish.suppressed and rep[0].map_publish.suppress_reason == "key_exists",
+      f"batch map_publish: {r}")
+check(rep[1].map_remove.suppress_reason == "key_not_found", f"batch map_remove: {r}")
+check([e.key for e in rep[2].map_read_state.entries] == ["a"], f"batch map_read_state: {r}")
+check([e.offset for e in rep[3].map_read_stream.entries] == [4], f"batch map_read_stream: {r}")
+check(rep[4].map_stats.num_keys == 2, f"batch map_stats: {r}")
 stub.MapClear(pb.MapClearRequest(channel=ch), metadata=md, timeout=10)
 r = stub.MapStats(pb.MapStatsRequest(channel=ch), metadata=md, timeout=10)
 check(r.result.num_keys == 0, f"map_stats after map_clear: {r}")
