@@ -330,7 +330,8 @@ impl RedisEngine {
             Bytes::from(since.map(|s| s.to_string()).unwrap_or_default()),
             Bytes::from(if limit < 0 { "-1".to_string() } else { limit.to_string() }),
             Bytes::from_static(if reverse { b"1" } else { b"0" }),
-            Bytes::from(secs(self.cfg.history_meta_ttl(opts))),
+            // A map channel's meta lives as long as its keys: changes keep it, reads do not.
+            Bytes::from(if opts.is_map() { "0".to_string() } else { secs(self.cfg.history_meta_ttl(opts)) }),
             Bytes::from(super::memory::new_epoch().to_string()),
         ];
         self.cmd(channel).request(
