@@ -130,6 +130,16 @@ pub fn patch(base: &[u8], data: &[u8]) -> Option<Bytes> {
     (out.len() < data.len()).then(|| Bytes::from(out))
 }
 
+/// The data of `pubs` as JSON strings ([`json_string`]), as JSON clients that negotiated delta
+/// receive full data; removals carry none and stay as they are.
+pub fn as_json_strings(pubs: &mut [crate::model::Publication]) {
+    for p in pubs.iter_mut().filter(|p| !p.removed) {
+        if let Some(bytes) = json_string(&p.data.bytes) {
+            p.data = crate::model::Payload { bytes, binary: false };
+        }
+    }
+}
+
 /// `data` as a JSON string literal (quotes and escapes included): how JSON clients receive a
 /// publication's data once delta is negotiated. `None` when `data` is not UTF-8.
 pub fn json_string(data: &[u8]) -> Option<Bytes> {

@@ -450,11 +450,7 @@ pub(super) async fn subscribe_owned(
         res.delta = true;
         if s.client.format == Format::Json {
             // Recovered publications come in full, in the delta form: data as a JSON string.
-            for p in res.publications.iter_mut().filter(|p| !p.removed) {
-                if let Some(bytes) = crate::delta::json_string(&p.data.bytes) {
-                    p.data = Payload { bytes, binary: false };
-                }
-            }
+            crate::delta::as_json_strings(&mut res.publications);
         }
     }
     Ok(Ok((channel, res)))

@@ -113,11 +113,7 @@ async fn run(s: &Rc<Session>, req: SubscribeReq) -> Outcome {
     if req.delta == "fossil" && o.fossil_allowed() && s.client.format == Format::Json {
         // Delta will be negotiated: JSON clients keep each key's exact bytes as the base of
         // its patches, so values come as JSON strings (as Centrifugo sends them).
-        for p in &mut entries {
-            if let Some(bytes) = crate::delta::json_string(&p.data.bytes) {
-                p.data = Payload { bytes, binary: false };
-            }
-        }
+        crate::delta::as_json_strings(&mut entries);
     }
     if !cursor.is_empty() {
         let res = SubscribeResult {
