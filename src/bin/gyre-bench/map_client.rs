@@ -491,18 +491,7 @@ async fn publish(cx: &Rc<Cx>, p: usize) -> Result<(), ClientErr> {
             pipe.space.wait().await;
             continue;
         }
-        let n = if rate > 0.0 {
-            let due = ((now_ns() - start) as f64 / 1e9 * rate) as u64;
-            if due <= sent {
-                let wait = ((sent + 1) as f64 / rate * 1e9) as u64 + start;
-                let ns = wait.saturating_sub(now_ns()).clamp(1_000_000, 100_000_000);
-                monoio::time::sleep(Duration::from_nanos(ns)).await;
-                continue;
-            }
-            (due - sent).min(o.batch as u64)
-        } else {
-            o.batch as u64
-        };
+        let Some(n) = crate::publish::next_batch(start, sent, rate, o.batch).await else { continue };
         let t = now_ns();
         body.clear();
         for _ in 0..n {

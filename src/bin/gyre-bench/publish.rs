@@ -111,19 +111,7 @@ async fn run(cx: &Rc<Cx>, p: usize) -> Result<(), ClientErr> {
             pipe.space.wait().await;
             continue;
         }
-        let n = if rate > 0.0 {
-            let due = ((now_ns() - start) as f64 / 1e9 * rate) as u64;
-            if due <= sent {
-                // Sleep until the next message is due (the timer's resolution is 1 ms).
-                let wait = ((sent + 1) as f64 / rate * 1e9) as u64 + start;
-                let ns = wait.saturating_sub(now_ns()).clamp(1_000_000, 100_000_000);
-                monoio::time::sleep(Duration::from_nanos(ns)).await;
-                continue;
-            }
-            (due - sent).min(plan.batch as u64)
-        } else {
-            plan.batch as u64
-        };
+        let Some(n) = next_batch(start, sent, rate, plan.batch).await else { continue };
         let t = now_ns();
         out.clear();
         body.clear();
@@ -186,6 +174,23 @@ async fn run(cx: &Rc<Cx>, p: usize) -> Result<(), ClientErr> {
 }
 
 /// Appends one publish command. For HTTP the command goes to `body` (the head needs its length).
+/// How many messages the next batch holds: at most `batch`, and with a `rate` (messages/s;
+/// 0: as fast as possible) those due since `start` (ns) beyond the `sent` ones. `None` after
+/// sleeping until the next one is due (the timer's resolution is 1 ms): the caller looks again.
+pub async fn next_batch(start: u64, sent: u64, rate: f64, batch: usize) -> Option<u64> {
+    if rate <= 0.0 {
+        return Some(batch as u64);
+    }
+    let due = ((now_ns() - start) as f64 / 1e9 * rate) as u64;
+    if due > sent {
+        return Some((due - sent).min(batch as u64));
+    }
+    let wait = ((sent + 1) as f64 / rate * 1e9) as u64 + start;
+    let ns = wait.saturating_sub(now_ns()).clamp(1_000_000, 100_000_000);
+    monoio::time::sleep(Duration::from_nanos(ns)).await;
+    None
+}
+
 fn encode_one(cx: &Cx, out: &mut Vec<u8>, body: &mut Vec<u8>, ch: usize, t: u64, p: u32, s: u64) {
     let plan = &cx.plan;
     match plan.kind {
