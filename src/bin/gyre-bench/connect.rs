@@ -357,29 +357,20 @@ pub fn main(o: ConnectOpts) -> Result<(), Fail> {
         table.push(("dropped while held".into(), fmt_n(sh.dropped.load(Relaxed) as f64)));
     }
     if let Some(u) = server {
-        let cpu = u.end.cpu_s - u.start.cpu_s;
+        let cpu = u.cpu_s();
         table.push((
             "server cpu".into(),
             format!("{cpu:.2} s ({:.0}% of one core, {:.0} µs per connect)", cpu / secs * 100.0, cpu * 1e6 / ok as f64),
         ));
-        table.push((
-            "server rss start / end / max".into(),
-            format!(
-                "{:.1} / {:.1} / {:.1} MiB",
-                u.start.rss_kb as f64 / 1024.0,
-                u.end.rss_kb as f64 / 1024.0,
-                u.rss_max_kb.max(u.end.rss_kb) as f64 / 1024.0
-            ),
-        ));
+        table.push(("server rss start / end / max".into(), u.rss_row()));
     }
     if let Some(u) = tool {
-        let cpu = u.end.cpu_s - u.start.cpu_s;
-        table.push(("gyre-bench cpu".into(), format!("{cpu:.2} s ({:.0}% of one core)", cpu / secs * 100.0)));
+        table.push(("gyre-bench cpu".into(), u.cpu_row(secs)));
     }
     let label = o.label.clone().unwrap_or_else(|| output::default_label(&o.target, Kind::Centrifugo.name()));
     let server_json = server.map_or(Value::Null, |u| {
         let mut j = u.json(secs);
-        j["cpu_us_per_connect"] = json!(((u.end.cpu_s - u.start.cpu_s) * 1e7 / ok as f64).round() / 10.0);
+        j["cpu_us_per_connect"] = json!(((u.cpu_s()) * 1e7 / ok as f64).round() / 10.0);
         j
     });
     let j = json!({

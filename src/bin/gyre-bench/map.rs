@@ -455,7 +455,7 @@ fn report(plan: &Plan, sh: &Shared, sync: &Sync, rows: &Collector, r: Outcome) -
         ("disconnects".into(), fmt_n(g(&sh.disconnects) as f64)),
         ("publish errors".into(), fmt_n(g(&sh.publish_errors) as f64)),
     ];
-    let cpu_of = |u: Option<Usage>| u.map(|u| (u.end.cpu_s - u.start.cpu_s).max(0.0));
+    let cpu_of = |u: Option<Usage>| u.map(|u| (u.cpu_s()).max(0.0));
     let (sync_server_cpu, sync_tool_cpu) = (cpu_of(r.sync_usage.0), cpu_of(r.sync_usage.1));
     if let Some(cpu) = sync_server_cpu {
         table.insert(
@@ -471,21 +471,11 @@ fn report(plan: &Plan, sh: &Shared, sync: &Sync, rows: &Collector, r: Outcome) -
         );
     }
     if let Some(u) = r.server {
-        let cpu = u.end.cpu_s - u.start.cpu_s;
-        table.push((
-            "server rss start / end / max".into(),
-            format!(
-                "{:.1} / {:.1} / {:.1} MiB",
-                u.start.rss_kb as f64 / 1024.0,
-                u.end.rss_kb as f64 / 1024.0,
-                u.rss_max_kb.max(u.end.rss_kb) as f64 / 1024.0
-            ),
-        ));
-        table.push(("server cpu".into(), format!("{cpu:.2} s ({:.0}% of one core)", cpu / secs * 100.0)));
+        table.push(("server rss start / end / max".into(), u.rss_row()));
+        table.push(("server cpu".into(), u.cpu_row(secs)));
     }
     if let Some(u) = r.client {
-        let cpu = u.end.cpu_s - u.start.cpu_s;
-        table.push(("gyre-bench cpu".into(), format!("{cpu:.2} s ({:.0}% of one core)", cpu / secs * 100.0)));
+        table.push(("gyre-bench cpu".into(), u.cpu_row(secs)));
     }
     let r3 = |v: f64| (v * 1000.0).round() / 1000.0;
     let mut j = json!({

@@ -450,8 +450,30 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// CPU seconds used between the samples.
+    pub fn cpu_s(&self) -> f64 {
+        self.end.cpu_s - self.start.cpu_s
+    }
+
+    /// The table's CPU row over a run of `secs`: `1.23 s (45% of one core)`.
+    pub fn cpu_row(&self, secs: f64) -> String {
+        let cpu = self.cpu_s();
+        format!("{cpu:.2} s ({:.0}% of one core)", cpu / secs * 100.0)
+    }
+
+    /// The table's memory row: `start / end / max` RSS in MiB.
+    pub fn rss_row(&self) -> String {
+        let mib = |kb: u64| kb as f64 / 1024.0;
+        format!(
+            "{:.1} / {:.1} / {:.1} MiB",
+            mib(self.start.rss_kb),
+            mib(self.end.rss_kb),
+            mib(self.rss_max_kb.max(self.end.rss_kb))
+        )
+    }
+
     pub fn json(&self, secs: f64) -> serde_json::Value {
-        let cpu = (self.end.cpu_s - self.start.cpu_s).max(0.0);
+        let cpu = self.cpu_s().max(0.0);
         serde_json::json!({
             "rss_start_kb": self.start.rss_kb, "rss_end_kb": self.end.rss_kb,
             "rss_max_kb": self.rss_max_kb.max(self.end.rss_kb),

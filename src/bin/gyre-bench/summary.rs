@@ -186,21 +186,11 @@ pub fn report(r: &Run) -> Result<(), Fail> {
     j["server"] = server.map_or(Value::Null, |u| u.json(secs));
     j["client"] = client.map_or(Value::Null, |u| u.json(secs));
     if let Some(u) = server {
-        let cpu = u.end.cpu_s - u.start.cpu_s;
-        rows.push((
-            "server rss start / end / max".into(),
-            format!(
-                "{:.1} / {:.1} / {:.1} MiB",
-                u.start.rss_kb as f64 / 1024.0,
-                u.end.rss_kb as f64 / 1024.0,
-                u.rss_max_kb.max(u.end.rss_kb) as f64 / 1024.0
-            ),
-        ));
-        rows.push(("server cpu".into(), format!("{cpu:.2} s ({:.0}% of one core)", cpu / secs * 100.0)));
+        rows.push(("server rss start / end / max".into(), u.rss_row()));
+        rows.push(("server cpu".into(), u.cpu_row(secs)));
     }
     if let Some(u) = client {
-        let cpu = u.end.cpu_s - u.start.cpu_s;
-        rows.push(("gyre-bench cpu".into(), format!("{cpu:.2} s ({:.0}% of one core)", cpu / secs * 100.0)));
+        rows.push(("gyre-bench cpu".into(), u.cpu_row(secs)));
     }
     j["latency_cdf"] = output::latency_cdf(if ingest { &r.rows.ack } else { &r.rows.delivery });
     j["series_columns"] = json!(if ingest { INGEST_COLUMNS } else { FANOUT_COLUMNS });
