@@ -399,22 +399,11 @@ fn map_proxy_over_grpc() {
 /// `gyre checkconfig` of `cfg` fails and says `want`; the server refuses to start with it too.
 #[track_caller]
 fn refused(cfg: &Value, want: &str) {
-    let dir = std::env::temp_dir().join(format!("gyre-map-proxy-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.json");
-    std::fs::write(&path, cfg.to_string()).unwrap();
     for args in [&["checkconfig", "--config"][..], &["--config"][..]] {
-        let out = std::process::Command::new(server_binary())
-            .args(args)
-            .arg(&path)
-            .env_remove("CENTRIFUGO_HTTP_SERVER_PORT")
-            .output()
-            .expect("run gyre");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(!out.status.success(), "{args:?} accepted {cfg}: {text}");
+        let (ok, text) = gyre_with_config(args, cfg);
+        assert!(!ok, "{args:?} accepted {cfg}: {text}");
         assert!(text.contains(want), "{args:?}: want {want:?} in:\n{text}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The start-up checks: `map.client_key` beside a proxy, a proxy name that does not exist, the

@@ -4,7 +4,6 @@
 //! (`map_clients_presence_channel_prefix`, `map_users_presence_channel_prefix`) watched with
 //! `centrifuge` (JS, 5.8) — on the memory engine and on two nodes over `redis-server`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -206,20 +205,9 @@ fn map_presence_options_are_checked() {
 
 /// `gyre checkconfig` on `cfg` (refused): what it printed.
 fn check_config(cfg: &Value) -> String {
-    let path = std::env::temp_dir().join(format!("gyre-map-writes-{}.json", std::process::id()));
-    std::fs::write(&path, cfg.to_string()).unwrap();
-    let mut cmd = Command::new(server_binary());
-    cmd.arg("checkconfig").arg("-c").arg(&path);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_string();
-        if k.starts_with("CENTRIFUGO_") || k.starts_with("GYRE_") {
-            cmd.env_remove(k);
-        }
-    }
-    let out = cmd.output().unwrap();
-    let _ = std::fs::remove_file(&path);
-    assert!(!out.status.success(), "checkconfig accepted it");
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    let (ok, out) = checkconfig(cfg);
+    assert!(!ok, "checkconfig accepted it");
+    out
 }
 
 fn run_presence(s: &Server, s2: &Server, protobuf: bool) -> Value {

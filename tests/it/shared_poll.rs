@@ -420,18 +420,9 @@ fn config_checks() {
 
 /// `gyre checkconfig` of `cfg`: what it printed (it must fail).
 fn gyre_checkconfig(cfg: &Value) -> String {
-    let dir = std::env::temp_dir().join(format!("gyre-sp-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.json");
-    std::fs::write(&path, cfg.to_string()).unwrap();
-    let out = std::process::Command::new(server_binary())
-        .args(["checkconfig", "--config"])
-        .arg(&path)
-        .output()
-        .expect("running gyre checkconfig");
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(!out.status.success(), "checkconfig accepted {cfg}");
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    let (ok, out) = checkconfig(cfg);
+    assert!(!ok, "checkconfig accepted {cfg}");
+    out
 }
 
 /// Two nodes on one redis-server: each polls for its own trackers, and `shared_poll_publish`

@@ -251,21 +251,6 @@ fn subscribe_proxy_on_shared_poll_over_grpc() {
     subscribe_proxy_flow(Proto::Grpc, "shared_poll_proxies::subscribe_proxy_on_shared_poll_over_grpc");
 }
 
-/// `gyre checkconfig` of `cfg`: whether it passed, and what it printed.
-fn checkconfig(cfg: &Value) -> (bool, String) {
-    let dir = std::env::temp_dir().join(format!("gyre-spp-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.json");
-    std::fs::write(&path, cfg.to_string()).unwrap();
-    let out = std::process::Command::new(server_binary())
-        .args(["checkconfig", "--config"])
-        .arg(&path)
-        .output()
-        .expect("running gyre checkconfig");
-    let _ = std::fs::remove_dir_all(&dir);
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
 #[test]
 fn config_checks() {
     let cfg = |endpoint: &str, ns: Value| {

@@ -82,6 +82,32 @@ pub fn server_binary() -> PathBuf {
     std::env::var_os("GYRE_TEST_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_gyre")))
 }
 
+/// Runs `gyre <args> <file>` where the file holds `cfg` (JSON), without the environment's
+/// `CENTRIFUGO_*` and `GYRE_*` variables: whether it exited 0, and what it printed. For
+/// configs a command refuses (`checkconfig`, or the server refusing to start).
+pub fn gyre_with_config(args: &[&str], cfg: &Value) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!("gyre-config-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.json");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let mut cmd = Command::new(server_binary());
+    cmd.args(args).arg(&path);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if k.starts_with("CENTRIFUGO_") || k.starts_with("GYRE_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.output().expect("running gyre");
+    let _ = std::fs::remove_dir_all(&dir);
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// `gyre checkconfig` of `cfg`: whether it passed, and what it printed.
+pub fn checkconfig(cfg: &Value) -> (bool, String) {
+    gyre_with_config(&["checkconfig", "--config"], cfg)
+}
+
 /// A running `gyre` process; killed (and its directory removed) on drop. When the test is
 /// failing, its stderr is printed first.
 pub struct Server {
