@@ -416,7 +416,7 @@ pub(super) async fn subscribe_owned(
     st.subs.insert(channel.clone(), sub);
     crate::metrics::subscription_accepted(st.labels);
     drop(st);
-    super::map_presence::started(s, &channel, chan_info);
+    super::map_presence::started(s, &channel, o, chan_info);
     if expires_at > 0 {
         s.reschedule_now();
     }

@@ -26,8 +26,8 @@ const FLAG_REJECT_UNRECOVERED: i64 = 2;
 ///
 /// [`map_presence`]: super::map_presence
 pub(super) fn ended(s: &Session, channel: &str) {
-    super::map_presence::ended(s, channel);
     let Ok(r) = s.w.cfg.resolve_channel(channel) else { return };
+    super::map_presence::ended(s, channel, r.options);
     if !r.options.is_map() || !r.options.map.remove_client_on_unsubscribe {
         return;
     }

@@ -21,6 +21,7 @@ use ahash::AHashMap;
 use bytes::Bytes;
 
 use super::Session;
+use crate::config::ChannelOptions;
 use crate::model::{ClientInfo, KeyMode, MapPub, Payload, Publish};
 use crate::runtime::worker::{Tag, Worker};
 use crate::shard::ShardOp;
@@ -47,17 +48,16 @@ struct Keeper {
     next: Instant,
 }
 
-/// The presence map channels of a subscription to `channel`: (clients channel, users channel).
-fn channels(s: &Session, channel: &str) -> (Option<Arc<str>>, Option<Arc<str>>) {
-    let Ok(r) = s.w.cfg.resolve_channel(channel) else { return (None, None) };
-    let o = r.options;
+/// The presence map channels of a subscription to `channel` (of namespace options `o`):
+/// (clients channel, users channel).
+fn channels(o: &ChannelOptions, channel: &str) -> (Option<Arc<str>>, Option<Arc<str>>) {
     let name = |prefix: &str| (!prefix.is_empty()).then(|| Arc::from(format!("{prefix}{channel}")));
     (name(&o.map_clients_presence_channel_prefix), name(&o.map_users_presence_channel_prefix))
 }
 
 /// A subscription to `channel` started: the session's keys join its presence maps.
-pub(super) fn started(s: &Session, channel: &str, chan_info: Option<Bytes>) {
-    let (clients, users) = channels(s, channel);
+pub(super) fn started(s: &Session, channel: &str, o: &ChannelOptions, chan_info: Option<Bytes>) {
+    let (clients, users) = channels(o, channel);
     if (clients.is_none() && users.is_none()) || s.st.borrow().hidden {
         return;
     }
@@ -72,8 +72,8 @@ pub(super) fn started(s: &Session, channel: &str, chan_info: Option<Bytes>) {
 
 /// A subscription to `channel` ended: the client key is removed, the user key is left to
 /// expire unless another connection of the user here still holds it.
-pub(super) fn ended(s: &Session, channel: &str) {
-    let (clients, users) = channels(s, channel);
+pub(super) fn ended(s: &Session, channel: &str, o: &ChannelOptions) {
+    let (clients, users) = channels(o, channel);
     if (clients.is_none() && users.is_none()) || s.st.borrow().hidden {
         return;
     }

@@ -106,7 +106,7 @@ async fn run(s: &Rc<Session>, req: &SubscribeReq) -> Outcome {
         st.subs.insert(channel.clone(), sub);
         crate::metrics::subscription_accepted(st.labels);
     }
-    super::map_presence::started(s, &channel, chan_info);
+    super::map_presence::started(s, &channel, o, chan_info);
     if expires_at > 0 {
         s.reschedule_now();
     }
