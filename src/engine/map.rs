@@ -25,6 +25,13 @@ struct Entry {
     version_epoch: Box<str>,
 }
 
+impl Entry {
+    /// Its TTL passed at `now` (the key is removed at the next sweep).
+    fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|at| at <= now)
+    }
+}
+
 /// A map channel's keys, in key order (pages follow it).
 #[derive(Debug, Default)]
 pub struct MapState {
@@ -76,7 +83,7 @@ impl Memory {
             return suppressed("key_not_found");
         }
         // For a write, a key whose TTL passed (not swept yet) counts as absent.
-        let current = map.entries.get_mut(&key).filter(|e| e.expires.is_none_or(|at| at > now));
+        let current = map.entries.get_mut(&key).filter(|e| !e.expired(now));
         if !removed && p.version > 0 {
             if let Some(e) = &current {
                 if (p.version_epoch.is_empty() || p.version_epoch == e.version_epoch) && p.version <= e.version {
@@ -156,7 +163,7 @@ impl Memory {
         let mut page = StatePage { position, ..Default::default() };
         let Some(map) = &state.map else { return Ok(page) };
         if !key.is_empty() {
-            let live = map.entries.get(key).filter(|e| e.expires.is_none_or(|at| at > now));
+            let live = map.entries.get(key).filter(|e| !e.expired(now));
             page.entries.extend(live.map(|e| e.publication.clone()));
             return Ok(page);
         }
@@ -192,7 +199,7 @@ impl Memory {
         for (name, c) in &self.channels {
             if let Some(m) = &c.map {
                 for (k, e) in &m.entries {
-                    if e.expires.is_some_and(|at| at <= now) {
+                    if e.expired(now) {
                         expired.push((name.clone(), k.clone()));
                     }
                 }
