@@ -334,6 +334,11 @@ impl Memory {
     }
 
     /// The shard's subscriber counts of `channel`, if it has any state.
+    /// Whether `channel` is a map channel (in a namespace with a map subscription type).
+    pub fn is_map(&self, channel: &str) -> bool {
+        self.cfg.resolve_channel(channel).is_ok_and(|r| r.options.is_map())
+    }
+
     pub fn subscribers(&self, channel: &str) -> Option<&Counts> {
         self.channels.get(channel).map(|s| &s.subscribers)
     }

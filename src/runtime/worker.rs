@@ -376,7 +376,7 @@ impl Worker {
             });
             return;
         }
-        if let Some(engine) = self.nats() {
+        if let Some(engine) = self.nats().filter(|_| !self.shard.borrow().keeps_map(&op.channel)) {
             let w = self.rc();
             monoio::spawn(async move {
                 let r = crate::shard::nats::subscribe(&w.shard, engine, &w.cfg, &op).await;

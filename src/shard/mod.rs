@@ -18,7 +18,7 @@ use smallvec::SmallVec;
 
 use crate::api::{Reply, Res};
 use crate::delta::{Bases, DeltaPub};
-use crate::engine::memory::Counts;
+use crate::engine::memory::{Counts, Memory};
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::model::{ClientInfo, History, Publication, Publish, StreamPosition};
@@ -167,13 +167,18 @@ pub struct Shard {
     /// them beside each channel's state, see `engine::memory::Counts`).
     counts: AHashMap<Box<str>, Counts>,
     engine: Engine,
+    /// With the NATS broker (which keeps nothing), the node's own store of map channels:
+    /// their keys, stream, presence and subscriber counts live on this node only, as with
+    /// Centrifugo's default (memory) map broker.
+    maps: Option<Memory>,
     /// The last publication delivered on channels that use deltas (both engines).
     bases: Bases,
 }
 
 impl Shard {
     pub fn new(engine: Engine) -> Self {
-        Shard { counts: AHashMap::new(), engine, bases: Bases::default() }
+        let maps = engine.nats().map(|n| Memory::new(n.cfg().clone()));
+        Shard { counts: AHashMap::new(), engine, maps, bases: Bases::default() }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -212,7 +217,10 @@ impl Shard {
         let m = match &mut self.engine {
             Engine::Memory(m) => m,
             Engine::Redis(r) => return apply_redis(&mut self.counts, &mut self.bases, r, op),
-            Engine::Nats(n) => return nats::apply(&mut self.counts, &mut self.bases, n, op),
+            Engine::Nats(n) => match self.maps.as_mut() {
+                Some(m) if m.is_map(op.channel()) => m,
+                _ => return nats::apply(&mut self.counts, &mut self.bases, n, op),
+            },
         };
         match op {
             ShardOp::MapPublish(mp) => {
@@ -286,10 +294,15 @@ impl Shard {
         }
     }
 
-    /// A subscription with the memory engine, answered at once (the Redis engine's owner
-    /// subscribes its topic first: [`redis::subscribe`]).
+    /// A subscription with the memory engine (or to a map channel the node keeps itself,
+    /// [`Shard::keeps_map`]), answered at once (the Redis engine's owner subscribes its topic
+    /// first: [`redis::subscribe`]).
     pub fn subscribe(&mut self, op: SubOp, now: Instant, fanout: &mut Vec<Fanout>) -> Result<SubOutcome, ApiError> {
-        let Engine::Memory(m) = &mut self.engine else { return Err(ApiError::api_internal()) };
+        let m = match (&mut self.engine, self.maps.as_mut()) {
+            (Engine::Memory(m), _) => m,
+            (_, Some(m)) if m.is_map(&op.channel) => m,
+            _ => return Err(ApiError::api_internal()),
+        };
         let start = m.start(&op.channel, op.position, op.recover.as_ref(), op.recover_limit, op.cache, now)?;
         if op.rejected(start.recovered) {
             return Err(ApiError::UNRECOVERABLE_POSITION);
@@ -331,8 +344,15 @@ impl Shard {
     fn counts(&self, channel: &str) -> Option<&Counts> {
         match &self.engine {
             Engine::Memory(m) => m.subscribers(channel),
-            Engine::Redis(_) | Engine::Nats(_) => self.counts.get(channel),
+            Engine::Redis(_) => self.counts.get(channel),
+            Engine::Nats(_) => self.counts.get(channel).or_else(|| self.maps.as_ref()?.subscribers(channel)),
         }
+    }
+
+    /// Whether the node keeps `channel` itself though the engine is not the memory engine:
+    /// a map channel with the NATS broker (subscribed with [`Shard::subscribe`]).
+    pub fn keeps_map(&self, channel: &str) -> bool {
+        self.maps.as_ref().is_some_and(|m| m.is_map(channel))
     }
 
     /// How many subscribers the node has for `channel`.
@@ -350,7 +370,8 @@ impl Shard {
     pub fn channels_with_subscribers(&self) -> u64 {
         match &self.engine {
             Engine::Memory(m) => m.subscribed_channels(),
-            Engine::Redis(_) | Engine::Nats(_) => self.counts.len() as u64,
+            Engine::Redis(_) => self.counts.len() as u64,
+            Engine::Nats(_) => self.counts.len() as u64 + self.maps.as_ref().map_or(0, Memory::subscribed_channels),
         }
     }
 
@@ -358,7 +379,11 @@ impl Shard {
     /// of map channels, returning their removals to deliver.
     pub fn sweep(&mut self, now: Instant, budget: usize) -> Vec<Fanout> {
         let mut out = Vec::new();
-        if let Engine::Memory(m) = &mut self.engine {
+        let memory = match &mut self.engine {
+            Engine::Memory(m) => Some(m),
+            _ => self.maps.as_mut(),
+        };
+        if let Some(m) = memory {
             for d in m.map_expire(now) {
                 let prepared = Prepared::new(d.channel, PushKind::Publication, PushBody::Pub(d.publication));
                 out.push(Fanout { prepared: Arc::new(prepared), workers: d.workers });

@@ -2,7 +2,9 @@
 //! owner worker (no history: history reads answer 108, not available, as Centrifugo's
 //! NATS broker does). A subscription subscribes the channel's subject on the owner (confirmed)
 //! before the subscriber is counted. Presence kept locally is read on the owner; presence in
-//! Redis is read from any worker.
+//! Redis is read from any worker. Map channels are kept by the node itself, in memory on
+//! their owner (NATS carries none of their changes), as Centrifugo's default memory map
+//! broker keeps them.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -21,17 +23,21 @@ use crate::model::StreamPosition;
 /// Whether `op` runs on the worker that received it (else on the channel's owner). A
 /// publish goes out on the owner's connection: NATS keeps the order of one connection's
 /// messages only, so one connection per channel keeps a node's publications to it in order.
+/// Everything about a map channel runs on its owner, which keeps the channel in memory
+/// (`Shard::keeps_map`).
 pub fn runs_anywhere(engine: &NatsEngine, op: &ShardOp) -> bool {
     match op {
-        ShardOp::History(_) | ShardOp::HistoryRemove(_) => true,
+        ShardOp::History(_) | ShardOp::HistoryRemove(_) => !engine.is_map(op.channel()),
         ShardOp::Publish(_) => false,
-        ShardOp::Presence(_) | ShardOp::PresenceStats(_) => engine.redis_presence().is_some(),
+        ShardOp::Presence(_) | ShardOp::PresenceStats(_) => {
+            engine.redis_presence().is_some() && !engine.is_map(op.channel())
+        }
         ShardOp::Unsubscribe(_) => false,
         ShardOp::MapPublish(_)
         | ShardOp::MapRead { .. }
         | ShardOp::MapStream(_)
         | ShardOp::MapStats(_)
-        | ShardOp::MapClear(_) => true,
+        | ShardOp::MapClear(_) => false,
     }
 }
 
@@ -47,16 +53,17 @@ pub fn run_data<F: FnOnce(Reply) + Clone + 'static>(engine: &NatsEngine, op: Sha
             Some(r) => super::redis::run_data(r, op, done),
             None => done(Err(ApiError::api_internal())),
         },
-        ShardOp::Unsubscribe(_) => done(Err(ApiError::api_internal())),
-        ShardOp::MapPublish(_)
+        ShardOp::Unsubscribe(_)
+        | ShardOp::MapPublish(_)
         | ShardOp::MapRead { .. }
         | ShardOp::MapStream(_)
         | ShardOp::MapStats(_)
-        | ShardOp::MapClear(_) => done(Err(ApiError::NOT_AVAILABLE)),
+        | ShardOp::MapClear(_) => done(Err(ApiError::api_internal())),
     }
 }
 
-/// An operation on the channel's owner.
+/// An operation on the channel's owner (map channels run on the node's own store instead,
+/// see `Shard::apply`).
 pub fn apply(counts: &mut AHashMap<Box<str>, Counts>, bases: &mut Bases, n: &NatsEngine, op: ShardOp) -> Reply {
     match op {
         ShardOp::Publish(p) => {
@@ -68,7 +75,7 @@ pub fn apply(counts: &mut AHashMap<Box<str>, Counts>, bases: &mut Bases, n: &Nat
         | ShardOp::MapRead { .. }
         | ShardOp::MapStream(_)
         | ShardOp::MapStats(_)
-        | ShardOp::MapClear(_) => Err(ApiError::NOT_AVAILABLE),
+        | ShardOp::MapClear(_) => Err(ApiError::api_internal()),
         ShardOp::Presence(ch) => n.local_presence(&ch).map(Res::Presence).ok_or(ApiError::api_internal()),
         ShardOp::PresenceStats(ch) => n
             .local_presence_stats(&ch)

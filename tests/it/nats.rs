@@ -2,7 +2,8 @@
 //! publications, join/leave and control messages through a real `nats-server` of the test's
 //! own, with presence kept by the memory engine (each node its own clients, as in
 //! Centrifugo) or in Redis (`engine.type: redis`, shared). NATS keeps nothing: history
-//! answers 108 (not available), as with Centrifugo's NATS broker.
+//! answers 108 (not available), as with Centrifugo's NATS broker; map channels are each
+//! node's own.
 //!
 //! Without `nats-server` on PATH a test is skipped with a message, unless `CI` is set.
 
@@ -393,5 +394,49 @@ fn a_nats_restart_resubscribes() {
         let got = js.count(|e| sev("b1", "live", "sub.publication")(e) && e["data"]["n"] == 2);
         (got > 0).then_some(()).ok_or_else(|| "not delivered yet".to_string())
     });
+    assert_no_panic(&nodes);
+}
+
+/// Map channels with the NATS broker: each node keeps its own, in memory (NATS carries none
+/// of their changes), as Centrifugo's default memory map broker does. The SDK scenario runs
+/// in full on one node (JSON and protobuf), and the other node knows nothing of its keys.
+#[test]
+fn map_channels_kept_by_each_node() {
+    const TEST: &str = "nats::map_channels_kept_by_each_node";
+    if !crate::map_subs::node_ready(TEST) {
+        return;
+    }
+    let Some(nats) = NatsServer::start(TEST) else { return };
+    let mut cfg = crate::map_subs::map_config();
+    merge(
+        &mut cfg,
+        json!({"broker": {"enabled": true, "type": "nats", "nats": {"url": nats.url(), "prefix": format!("t{}", free_port())}}}),
+    );
+    let nodes = nodes(2, &cfg);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    wait_mesh(&nodes);
+
+    let v = crate::map_subs::run_script_with(a, false, "map:room", Some("mapttl:t"), json!({}));
+    crate::map_subs::check_sdk_run(&v, false, true);
+    assert_eq!(v["expired"]["updates"][1], json!({"key": "x", "removed": true, "data": null}), "{v}");
+    let v = crate::map_subs::run_script_with(b, true, "map:pb", None, json!({}));
+    crate::map_subs::check_sdk_run(&v, true, true);
+
+    // Each node's keys are its own.
+    let r = a.api("map_publish", json!({"channel": "map:local", "key": "on-a", "data": 1}));
+    assert_eq!(r["result"]["offset"], 1, "{r}");
+    let r = b.api("map_publish", json!({"channel": "map:local", "key": "on-b", "data": 2}));
+    assert_eq!(r["result"]["offset"], 1, "{r}");
+    let keys = |s: &Server| -> Vec<String> {
+        let r = s.api("map_read_state", json!({"channel": "map:local", "limit": 10}));
+        r["result"]["entries"].as_array().expect("entries").iter().map(|e| e["key"].as_str().unwrap().into()).collect()
+    };
+    assert_eq!(keys(a), ["on-a"]);
+    assert_eq!(keys(b), ["on-b"]);
+    assert_eq!(a.api("map_stats", json!({"channel": "map:local"})), json!({"result": {"num_keys": 1}}));
+    let r = a.api("map_read_stream", json!({"channel": "map:local", "limit": 10}));
+    assert_eq!(r["result"]["entries"].as_array().map(Vec::len), Some(1), "{r}");
+    // Streams outside map channels stay unavailable on NATS.
+    assert_eq!(a.api("history", json!({"channel": "plain:x", "limit": 1}))["error"]["code"], 108);
     assert_no_panic(&nodes);
 }

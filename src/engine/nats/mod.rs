@@ -2,9 +2,10 @@
 //! control messages travel between nodes through a nats-server, on Centrifugo's subjects
 //! (`<prefix>.client.<channel>`, `<prefix>.control`, `<prefix>.node.<id>`) with its payload
 //! (a client-protocol `Push` in protobuf). NATS keeps nothing: history and recovery are not
-//! available (108), as with Centrifugo. Presence stays with the engine: the memory engine's
-//! (each node knows its own clients, kept on the channel's owner worker) or Redis's
-//! (`engine.type: redis`, shared by the nodes).
+//! available (108), as with Centrifugo, and map channels are each node's own (kept in memory
+//! by their owner worker, `crate::shard::Shard::keeps_map`). Presence stays with the engine:
+//! the memory engine's (each node knows its own clients, kept on the channel's owner worker)
+//! or Redis's (`engine.type: redis`, shared by the nodes).
 //!
 //! Each worker has one NATS connection. A channel's publications go out on its owner worker's
 //! connection (NATS keeps one connection's order); the owner also subscribes the channel's subject while the node
@@ -69,6 +70,16 @@ pub struct NatsEngine {
 }
 
 impl NatsEngine {
+    pub fn cfg(&self) -> &Arc<Config> {
+        &self.cfg
+    }
+
+    /// Whether `channel` is a map channel: NATS carries none of it, the node keeps it (see
+    /// `crate::shard::Shard::keeps_map`).
+    pub fn is_map(&self, channel: &str) -> bool {
+        self.cfg.resolve_channel(channel).is_ok_and(|r| r.options.is_map())
+    }
+
     pub fn new(cfg: Arc<Config>, node_name: &str, presence: PresenceStore) -> Result<NatsEngine, String> {
         let n = &cfg.broker.nats;
         let url = crate::config::broker::NatsUrl::parse(&n.url)?;
