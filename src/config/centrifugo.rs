@@ -7,7 +7,7 @@
 /// Top-level sections: everything under them is unsupported.
 #[rustfmt::skip]
 pub(crate) const SECTIONS: &[&str] = &[
-    "presence_manager", "map_broker", "controller",
+    "presence_manager", "controller",
     "consumers", "webtransport", "swagger", "debug", "init", "opentelemetry",
     "graphite", "usage_stats", "enable_unreleased_features",
 ];
@@ -17,6 +17,7 @@ pub(crate) const SECTIONS: &[&str] = &[
 pub(crate) const OPTIONS: &[&str] = &[
     "http_server.tls_autocert",
     "broker.redis", "broker.postgres", "broker.redisnats",
+    "map_broker.redis", "map_broker.postgres",
     "broker.nats.tls", "broker.nats.allow_wildcards", "broker.nats.raw_mode",
     "http_server.http3", "http_server.h2c_external",
     "engine.redis.client_name", "engine.redis.force_resp2",

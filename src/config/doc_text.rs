@@ -62,6 +62,8 @@ const TEXTS: &[(&str, &str)] = &[
     ("broker", "A PUB/SUB broker in place of the engine's: publications, join/leave and the nodes' messages travel through it. History is then not available; presence stays with the engine."),
     ("broker.enabled", "Use the broker of `broker.type` instead of the engine's PUB/SUB."),
     ("broker.type", "`nats` (or `memory`: the engine's own)."),
+    ("map_broker", "Where map channels keep their keys and stream (Gyre's map channels live with the engine unless `map_broker.type` says otherwise)."),
+    ("map_broker.type", "Where map channels keep their keys: unset, with the engine (the Redis engine's Redis; each node's own otherwise); `memory`: each node's own, whatever the engine (Centrifugo's default); `redis`: the Redis engine's Redis."),
     ("broker.nats", "The NATS broker."),
     ("broker.nats.url", "The nats-server: `nats://[user:password@]host:port` (or `nats://token@host:port`)."),
     ("broker.nats.prefix", "Prefix of every subject (`<prefix>.client.<channel>`, `<prefix>.control`, `<prefix>.node.<id>`), so several setups can share one NATS."),

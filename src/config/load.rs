@@ -310,6 +310,7 @@ fn validate(c: &Config) -> Result<(), String> {
             other => return Err(format!("broker.type: unknown broker {other:?} (use \"memory\" or \"nats\")")),
         }
     }
+    c.map_broker.validate(c.engine.kind == "redis" && !c.broker.nats())?;
     let internal = c.http_server.internal_port.trim();
     if !internal.is_empty() && internal.parse::<u16>().is_err() {
         return Err(format!("http_server.internal_port: expected a port number (0-65535), got {internal:?}"));
@@ -508,6 +509,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
     config.log.level = config.log.level.to_ascii_lowercase();
     config.engine.kind = config.engine.kind.to_ascii_lowercase();
     config.broker.kind = config.broker.kind.to_ascii_lowercase();
+    config.map_broker.kind = config.map_broker.kind.to_ascii_lowercase();
     validate(&config).map_err(|e| {
         // Name where the option at fault was set, when that was not the file's v6 name.
         let origin = e.split_once(':').and_then(|(path, _)| origins.find(path));
@@ -721,6 +723,9 @@ mod tests {
             (r#"{"engine": {"type": "nats"}}"#, "engine.type"),
             (r#"{"broker": {"enabled": true, "type": "redis"}}"#, "broker.type: a separate Redis broker"),
             (r#"{"broker": {"enabled": true, "type": "kafka"}}"#, "broker.type: unknown broker"),
+            (r#"{"map_broker": {"type": "redis"}}"#, "map_broker.type: \"redis\" keeps"),
+            (r#"{"map_broker": {"type": "postgres"}}"#, "map_broker.type: a PostgreSQL"),
+            (r#"{"map_broker": {"type": "etcd"}}"#, "map_broker.type: unknown"),
             (r#"{"broker": {"enabled": true, "type": "nats", "nats": {"url": "nats://h:x"}}}"#, "broker.nats.url"),
             (r#"{"broker": "nats", "nats_url": "tls://h:1"}"#, "TLS to NATS"),
             (r#"{"log_level": "verbose"}"#, "log.level"),

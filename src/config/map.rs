@@ -6,6 +6,42 @@ use serde::{Deserialize, Serialize};
 
 use super::{duration, ChannelOptions};
 
+/// `map_broker`: where map channels keep their keys and stream. Centrifugo keeps them in
+/// memory on each node unless `map_broker.type` says otherwise; Gyre's default (type unset)
+/// keeps them with the engine (the Redis engine's Redis, shared by the nodes; each node's
+/// own with the memory engine or the NATS broker).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MapBroker {
+    /// "" (with the engine), "memory" (each node's own, whatever the engine) or "redis" (the
+    /// Redis engine's Redis; the `map_broker.redis` connection options are not supported).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl MapBroker {
+    /// Checks `type` against the engine (`redis_engine`: the Redis engine runs, without the
+    /// NATS broker).
+    pub fn validate(&self, redis_engine: bool) -> Result<(), String> {
+        match self.kind.as_str() {
+            "" | "memory" => Ok(()),
+            "redis" if redis_engine => Ok(()),
+            "redis" => Err("map_broker.type: \"redis\" keeps map channels in the Redis engine's Redis: set \
+                engine.type \"redis\" (without the NATS broker), or use \"memory\""
+                .into()),
+            "postgres" => Err("map_broker.type: a PostgreSQL map broker is not supported by Gyre \
+                (use \"redis\" with engine.type \"redis\", or \"memory\")"
+                .into()),
+            other => Err(format!("map_broker.type: unknown map broker {other:?} (use \"memory\" or \"redis\")")),
+        }
+    }
+
+    /// Each node keeps its map channels in memory although the engine is Redis.
+    pub fn memory(&self) -> bool {
+        self.kind == "memory"
+    }
+}
+
 /// Options of a map namespace (`subscription_type: map`): the channel keeps keyed state, and a
 /// stream of its changes that subscribers catch up from.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

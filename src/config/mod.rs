@@ -16,7 +16,7 @@ pub mod live;
 pub mod load;
 mod log;
 mod map;
-pub use map::MapOptions;
+pub use map::{MapBroker, MapOptions};
 pub mod pattern;
 pub mod proxy;
 pub mod redis;
@@ -74,6 +74,7 @@ pub struct Config {
     pub proxies: Vec<proxy::NamedProxy>,
     pub rpc: proxy::Rpc,
     pub shared_poll: shared_poll::SharedPoll,
+    pub map_broker: MapBroker,
     /// `pid_file`: the server writes its process id there at start-up (and removes the file
     /// when it stops cleanly).
     pub pid_file: String,

@@ -49,7 +49,7 @@ impl Worker {
 
     /// The engine runs `op` on any worker (else on the channel's owner).
     fn runs_here(&self, op: &ShardOp) -> bool {
-        (op.is_data() && self.redis().is_some())
+        (op.is_data() && self.redis().is_some() && !self.shard.borrow().keeps_map(op.channel()))
             || self.nats().is_some_and(|e| crate::shard::nats::runs_anywhere(&e, op))
     }
 

@@ -368,7 +368,7 @@ impl Worker {
     /// (a subscriber sees its subscribe reply before its own join). With the Redis engine it
     /// runs as a task (the topic is subscribed first).
     fn run_subscribe(&self, from: u16, tag: SubTag, op: Box<SubOp>) {
-        if let Some(engine) = self.redis() {
+        if let Some(engine) = self.redis().filter(|_| !self.shard.borrow().keeps_map(&op.channel)) {
             let w = self.rc();
             monoio::spawn(async move {
                 let r = crate::shard::redis::subscribe(&w.shard, engine, &w.cfg, &op).await;

@@ -167,9 +167,9 @@ pub struct Shard {
     /// them beside each channel's state, see `engine::memory::Counts`).
     counts: AHashMap<Box<str>, Counts>,
     engine: Engine,
-    /// With the NATS broker (which keeps nothing), the node's own store of map channels:
-    /// their keys, stream, presence and subscriber counts live on this node only, as with
-    /// Centrifugo's default (memory) map broker.
+    /// The node's own store of map channels with the NATS broker (which keeps nothing), and
+    /// with the Redis engine under `map_broker.type: memory`: their keys, stream, presence
+    /// and subscriber counts live on this node only, as with Centrifugo's memory map broker.
     maps: Option<Memory>,
     /// The last publication delivered on channels that use deltas (both engines).
     bases: Bases,
@@ -177,7 +177,11 @@ pub struct Shard {
 
 impl Shard {
     pub fn new(engine: Engine) -> Self {
-        let maps = engine.nats().map(|n| Memory::new(n.cfg().clone()));
+        let maps = match &engine {
+            Engine::Nats(n) => Some(Memory::new(n.cfg().clone())),
+            Engine::Redis(r) if r.cfg().map_broker.memory() => Some(Memory::new(r.cfg().clone())),
+            _ => None,
+        };
         Shard { counts: AHashMap::new(), engine, maps, bases: Bases::default() }
     }
 
@@ -216,7 +220,10 @@ impl Shard {
     pub fn apply(&mut self, op: ShardOp, now: Instant, fanout: &mut Vec<Fanout>) -> Reply {
         let m = match &mut self.engine {
             Engine::Memory(m) => m,
-            Engine::Redis(r) => return apply_redis(&mut self.counts, &mut self.bases, r, op),
+            Engine::Redis(r) => match self.maps.as_mut() {
+                Some(m) if m.is_map(op.channel()) => m,
+                _ => return apply_redis(&mut self.counts, &mut self.bases, r, op),
+            },
             Engine::Nats(n) => match self.maps.as_mut() {
                 Some(m) if m.is_map(op.channel()) => m,
                 _ => return nats::apply(&mut self.counts, &mut self.bases, n, op),
@@ -344,13 +351,15 @@ impl Shard {
     fn counts(&self, channel: &str) -> Option<&Counts> {
         match &self.engine {
             Engine::Memory(m) => m.subscribers(channel),
-            Engine::Redis(_) => self.counts.get(channel),
-            Engine::Nats(_) => self.counts.get(channel).or_else(|| self.maps.as_ref()?.subscribers(channel)),
+            Engine::Redis(_) | Engine::Nats(_) => {
+                self.counts.get(channel).or_else(|| self.maps.as_ref()?.subscribers(channel))
+            }
         }
     }
 
     /// Whether the node keeps `channel` itself though the engine is not the memory engine:
-    /// a map channel with the NATS broker (subscribed with [`Shard::subscribe`]).
+    /// a map channel with the NATS broker or under `map_broker.type: memory` (subscribed
+    /// with [`Shard::subscribe`], its operations run on its owner).
     pub fn keeps_map(&self, channel: &str) -> bool {
         self.maps.as_ref().is_some_and(|m| m.is_map(channel))
     }
@@ -370,8 +379,9 @@ impl Shard {
     pub fn channels_with_subscribers(&self) -> u64 {
         match &self.engine {
             Engine::Memory(m) => m.subscribed_channels(),
-            Engine::Redis(_) => self.counts.len() as u64,
-            Engine::Nats(_) => self.counts.len() as u64 + self.maps.as_ref().map_or(0, Memory::subscribed_channels),
+            Engine::Redis(_) | Engine::Nats(_) => {
+                self.counts.len() as u64 + self.maps.as_ref().map_or(0, Memory::subscribed_channels)
+            }
         }
     }
 

@@ -154,3 +154,55 @@ fn map_subs_redis_raw_pages_and_api() {
     assert_eq!(a.api("map_stats", json!({"channel": "map:api"})), json!({"result": {"num_keys": 0}}));
     assert_eq!(a.api("map_publish", json!({"channel": "plain:x", "key": "a", "data": 1}))["error"]["code"], 107);
 }
+
+/// `map_broker.type`: `redis` (Centrifugo's name for what the Redis engine does anyway) shares
+/// the map channels through Redis; `memory` keeps each node's own on the Redis engine, as
+/// Centrifugo's memory map broker does, while other channels still cross the nodes. The
+/// broker's own Redis connection options are reported as not supported.
+#[test]
+fn map_broker_type_on_the_redis_engine() {
+    const TEST: &str = "map_subs_redis::map_broker_type_on_the_redis_engine";
+    if !redis_available(TEST) || !node_ready(TEST) {
+        return;
+    }
+    let redis = RedisServer::start();
+    let keys = |s: &Server, ch: &str| -> Vec<String> {
+        let r = s.api("map_read_state", json!({"channel": ch, "limit": 10}));
+        r["result"]["entries"].as_array().expect("entries").iter().map(|e| e["key"].as_str().unwrap().into()).collect()
+    };
+    let two = |kind: &str| {
+        let mut cfg = map_config();
+        cfg.as_object_mut().unwrap().remove("engine");
+        merge(&mut cfg, json!({"map_broker": {"type": kind, "redis": {"address": "redis://127.0.0.1:1"}}}));
+        let open = json!({"name": "open", "allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true});
+        cfg["channel"]["namespaces"].as_array_mut().unwrap().push(open);
+        cluster(2, &redis, cfg)
+    };
+
+    let n = two("redis");
+    n[0].api("map_publish", json!({"channel": "map:shared", "key": "a", "data": 1}));
+    assert_eq!(keys(&n[1], "map:shared"), ["a"], "shared through Redis");
+    let log = n[0].stderr();
+    assert!(log.contains("map_broker.redis") && log.contains("not supported"), "{log}");
+    assert!(!log.contains("\"map_broker\""), "the section itself is applied: {log}");
+    drop(n);
+
+    let n = two("memory");
+    let (a, b) = (&n[0], &n[1]);
+    assert_eq!(a.api("map_publish", json!({"channel": "map:own", "key": "on-a", "data": 1}))["result"]["offset"], 1);
+    assert_eq!(b.api("map_publish", json!({"channel": "map:own", "key": "on-b", "data": 2}))["result"]["offset"], 1);
+    assert_eq!(keys(a, "map:own"), ["on-a"]);
+    assert_eq!(keys(b, "map:own"), ["on-b"]);
+    // The SDK scenario on one node, JSON and protobuf.
+    let v = run_script_with(a, false, "map:room", Some("mapttl:t"), json!({}));
+    check_sdk_run(&v, false, true);
+    let v = run_script_with(b, true, "map:pb", None, json!({}));
+    check_sdk_run(&v, true, true);
+    // A stream channel still crosses the nodes through Redis.
+    let mut c = JsonClient::open(b);
+    c.call(json!({"connect": {}})).unwrap();
+    c.call(json!({"subscribe": {"channel": "open:x"}})).unwrap();
+    a.api("publish", json!({"channel": "open:x", "data": {"n": 1}}));
+    let f = c.ws.frame().unwrap();
+    assert_eq!(json_lines(&f.payload)[0]["push"]["pub"]["data"], json!({"n": 1}), "{f:?}");
+}

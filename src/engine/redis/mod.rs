@@ -176,6 +176,10 @@ fn unix_now() -> u64 {
 }
 
 impl RedisEngine {
+    pub fn cfg(&self) -> &Arc<Config> {
+        &self.cfg
+    }
+
     /// Builds the connections (started by [`RedisEngine::conns`]' `run` tasks).
     pub fn new(cfg: Arc<Config>) -> Result<RedisEngine, String> {
         let rc = &cfg.engine.redis;
