@@ -724,8 +724,6 @@ mod tests {
             (r#"{"broker": {"enabled": true, "type": "redis"}}"#, "broker.type: a separate Redis broker"),
             (r#"{"broker": {"enabled": true, "type": "kafka"}}"#, "broker.type: unknown broker"),
             (r#"{"map_broker": {"type": "redis"}}"#, "map_broker.type: \"redis\" keeps"),
-            (r#"{"map_broker": {"type": "postgres"}}"#, "map_broker.type: a PostgreSQL"),
-            (r#"{"map_broker": {"type": "etcd"}}"#, "map_broker.type: unknown"),
             (r#"{"broker": {"enabled": true, "type": "nats", "nats": {"url": "nats://h:x"}}}"#, "broker.nats.url"),
             (r#"{"broker": "nats", "nats_url": "tls://h:1"}"#, "TLS to NATS"),
             (r#"{"log_level": "verbose"}"#, "log.level"),

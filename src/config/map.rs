@@ -282,3 +282,21 @@ impl<'de> Deserialize<'de> for CatchUpTimeout {
         duration::deserialize(v).map(|d| CatchUpTimeout(Some(d))).map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MapBroker;
+
+    #[test]
+    fn map_broker_types() {
+        let b = |kind: &str| MapBroker { kind: kind.into() };
+        for kind in ["", "memory"] {
+            assert!(b(kind).validate(false).is_ok() && b(kind).validate(true).is_ok());
+        }
+        assert!(b("redis").validate(true).is_ok());
+        assert!(b("redis").validate(false).unwrap_err().contains("engine.type"));
+        assert!(b("postgres").validate(true).unwrap_err().contains("PostgreSQL map broker is not supported"));
+        assert!(b("etcd").validate(true).unwrap_err().contains("unknown map broker"));
+        assert!(b("memory").memory() && !b("").memory() && !b("redis").memory());
+    }
+}
