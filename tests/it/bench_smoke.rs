@@ -719,15 +719,11 @@ fn map_syncs_every_key_and_loses_no_update() {
     assert!(err.contains("gyre-bench map") && err.contains("lost / duplicated"), "the table on stderr: {err}");
 }
 
-/// A channel outside any map namespace: the seeding's refusal names the cause, exit code 1;
-/// protobuf is refused before anything starts, exit code 2.
+/// A channel outside any map namespace: the seeding's refusal names the cause, exit code 1.
 #[test]
 fn map_refusals_are_clear() {
     let s = map_server();
     let (code, _, err) = map_bench(&s, &["--channel", "plain", "--keys", "10", "-n", "1", "-d", "1"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("107") && err.contains("subscription_type"), "{err}");
-    let (code, _, err) = map_bench(&s, &["--format", "protobuf", "-d", "1"]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("JSON"), "{err}");
 }

@@ -116,7 +116,8 @@ enum Scenario {
     /// through the API; -n WebSocket subscribers load its state page by page (--page-size),
     /// --concurrency at a time, and go live; then publishers set random keys for --duration:
     /// state sync time, keys/s, updates delivered/s, publish→deliver latency, lost and
-    /// duplicated updates, subscribers that missed keys. JSON protocol only.
+    /// duplicated updates, subscribers that missed keys. The subscribers speak JSON, or
+    /// protobuf with --format protobuf.
     Map(map::MapOpts),
     /// An application backend for the server's HTTP proxies (connect, refresh, subscribe,
     /// publish, sub_refresh, rpc), answering every call as an accepting backend would, on any

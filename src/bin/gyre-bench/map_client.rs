@@ -1,10 +1,10 @@
 //! The clients of `map`. Seeding: the keys `k0` .. `k<K-1>` set through the legacy HTTP API,
 //! `--seed-batch` `map_publish` commands per `POST`, after a `map_clear`. Subscribers: a
-//! WebSocket client (JSON) that connects, loads the channel's state page by page until it is
-//! live and checks that it got every key ([`crate::map_sync`]), then counts the updates
-//! as `fanout` subscribers count publications (their values are the timestamped, sequenced
-//! payload). Publishers: pipelined `POST /api` requests of `--batch` `map_publish` commands to
-//! random keys.
+//! WebSocket client (JSON or protobuf, `--format`) that connects, loads the channel's state
+//! page by page until it is live and checks that it got every key ([`crate::map_sync`]), then
+//! counts the updates as `fanout` subscribers count publications (their values are the
+//! timestamped, sequenced payload). Publishers: pipelined `POST /api` requests of `--batch`
+//! `map_publish` commands to random keys.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -26,7 +26,7 @@ use crate::publish::parse_response;
 use crate::stats::{now_ns, Local, Shared, DONE, STOP, WARMUP};
 use crate::target::{self, ClientErr, Reader};
 use crate::ws::{Hello, WsClient};
-use crate::{Fail, WireFormat};
+use crate::Fail;
 
 /// What a task needs: the plan, the shared counters, and its thread's side of them.
 pub struct Cx {
@@ -162,7 +162,7 @@ async fn open(cx: &Cx, i: usize, track: &RefCell<Track>) -> Result<(WsClient, Sy
         source: target::source_for(i, o.source_ips),
         host: &node.host,
         path: &o.ws_path,
-        format: WireFormat::Json,
+        format: o.format,
         token: &token,
         channel: None,
         uni: false,
