@@ -666,14 +666,16 @@ fn map_bench(s: &Server, extra: &[&str]) -> (i32, String, String) {
     bench(&[&args[..], extra].concat(), Duration::from_secs(40))
 }
 
-/// 500 keys read 100 at a time by 20 subscribers (5 pages each), then 2 s of updates to
-/// random keys: every subscriber has every key, every update reaches every subscriber once.
-#[test]
-fn map_syncs_every_key_and_loses_no_update() {
+/// `gyre-bench map` of 500 keys read 100 at a time by 20 subscribers (5 pages each), then 2 s
+/// of updates to random keys, in `format`: every subscriber has every key, every update reaches
+/// every subscriber once.
+fn map_syncs_every_key(format: &str) {
     let s = map_server();
     let opts = [
         "--channel",
         "map:smoke",
+        "--format",
+        format,
         "--keys",
         "500",
         "-n",
@@ -696,7 +698,7 @@ fn map_syncs_every_key_and_loses_no_update() {
     assert_eq!(code, 0, "gyre-bench map failed; stderr:\n{err}");
     let r: Value = serde_json::from_str(out.trim())
         .unwrap_or_else(|e| panic!("report is not JSON ({e}): {out:?}; stderr:\n{err}"));
-    assert_eq!(r["scenario"], "map", "{r}");
+    assert_eq!((r["scenario"].as_str(), r["format"].as_str()), (Some("map"), Some(format)), "{r}");
     assert_eq!(r["subscribers_ready"], 20, "{r}");
     let sync = &r["sync"];
     assert_eq!((sync["complete"].clone(), sync["incomplete"].clone()), (json!(20), json!(0)), "{r}");
@@ -717,17 +719,25 @@ fn map_syncs_every_key_and_loses_no_update() {
     assert!(r["latency_us"]["count"].as_u64().unwrap() > 0, "{r}");
     assert!(r["series"].as_array().is_some_and(|s| !s.is_empty()), "{r}");
     assert!(err.contains("gyre-bench map") && err.contains("lost / duplicated"), "the table on stderr: {err}");
+    assert!(err.contains(&format!("({format} over websocket")), "the target line names {format}: {err}");
 }
 
-/// A channel outside any map namespace: the seeding's refusal names the cause, exit code 1;
-/// protobuf is refused before anything starts, exit code 2.
+#[test]
+fn map_syncs_every_key_and_loses_no_update() {
+    map_syncs_every_key("json");
+}
+
+/// The same with protobuf subscribers (binary frames, `centrifuge-protobuf`).
+#[test]
+fn map_syncs_every_key_and_loses_no_update_in_protobuf() {
+    map_syncs_every_key("protobuf");
+}
+
+/// A channel outside any map namespace: the seeding's refusal names the cause, exit code 1.
 #[test]
 fn map_refusals_are_clear() {
     let s = map_server();
     let (code, _, err) = map_bench(&s, &["--channel", "plain", "--keys", "10", "-n", "1", "-d", "1"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("107") && err.contains("subscription_type"), "{err}");
-    let (code, _, err) = map_bench(&s, &["--format", "protobuf", "-d", "1"]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("JSON"), "{err}");
 }

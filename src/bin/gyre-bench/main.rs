@@ -35,8 +35,8 @@
 //! NATS subscribers), [`publish`] (pipelined publishers for all three), [`run`] (threads and
 //! phases of `fanout` / `ingest`), [`procs`] (`fanout --procs`: subscriber processes),
 //! [`conns`] (`connections`, with child processes), [`connect`] (`connect`),
-//! [`client_publish`] (`ingest --client-publish`), [`map`] and [`map_client`] (`map`),
-//! [`backend`] (`proxy-backend`),
+//! [`client_publish`] (`ingest --client-publish`), [`map`], [`map_client`] and [`map_sync`]
+//! (`map`), [`backend`] (`proxy-backend`),
 //! [`series`] (the per-second rows), [`summary`] (the table and the JSON report), [`output`]
 //! (machine, files), [`report`] and [`svg`] (the charts).
 //!
@@ -50,6 +50,7 @@ mod connect;
 mod conns;
 mod map;
 mod map_client;
+mod map_sync;
 mod output;
 mod payload;
 mod peers;
@@ -115,7 +116,8 @@ enum Scenario {
     /// through the API; -n WebSocket subscribers load its state page by page (--page-size),
     /// --concurrency at a time, and go live; then publishers set random keys for --duration:
     /// state sync time, keys/s, updates delivered/s, publish→deliver latency, lost and
-    /// duplicated updates, subscribers that missed keys. JSON protocol only.
+    /// duplicated updates, subscribers that missed keys. The subscribers speak JSON, or
+    /// protobuf with --format protobuf.
     Map(map::MapOpts),
     /// An application backend for the server's HTTP proxies (connect, refresh, subscribe,
     /// publish, sub_refresh, rpc), answering every call as an accepting backend would, on any

@@ -1,8 +1,9 @@
 //! `map`: a map channel's state sync and update fan-out. The channel is seeded with `--keys`
-//! keys through the server API, then `-n` WebSocket subscribers each load its whole state page
-//! by page and go live (`--concurrency` at a time); then publishers set random keys through
-//! the API for `--duration`, and every update is followed to every subscriber as `fanout`
-//! follows publications: delivered/s, publish→deliver latency, lost and duplicated updates.
+//! keys through the server API, then `-n` WebSocket subscribers (JSON, or protobuf with
+//! `--format protobuf`) each load its whole state page by page and go live (`--concurrency` at
+//! a time); then publishers set random keys through the API for `--duration`, and every update
+//! is followed to every subscriber as `fanout` follows publications: delivered/s,
+//! publish→deliver latency, lost and duplicated updates.
 //!
 //! The timeline runs on the main thread — seed, sync, warm-up, measure, stop, drain, settle —
 //! every step bounded; the clients ([`crate::map_client`]) run on `--threads` event loops. The
@@ -68,7 +69,8 @@ pub struct MapOpts {
     /// User ID prefix for minted tokens.
     #[arg(long, default_value = "bench")]
     pub user: String,
-    /// Client protocol format: JSON only (map state pages are read from JSON replies).
+    /// Client protocol format of the subscribers: JSON, or protobuf (binary frames of
+    /// varint-length-prefixed messages, subprotocol centrifuge-protobuf).
     #[arg(long, value_enum, default_value = "json")]
     pub format: WireFormat,
     /// Publisher connections (HTTP API, pipelined).
@@ -193,11 +195,6 @@ fn check(o: &MapOpts) -> Result<Plan, Fail> {
     let nodes = Target::parse_list(&o.target)?;
     if nodes[0].kind != Kind::Centrifugo {
         return Err(Fail::setup("map needs a Centrifugo-compatible target (http://HOST:PORT)"));
-    }
-    if o.format == WireFormat::Protobuf {
-        return Err(Fail::setup(
-            "map speaks the JSON client protocol only: --format protobuf is not supported for this scenario",
-        ));
     }
     let counts = [
         (o.subscribers, "-n"),
@@ -402,10 +399,14 @@ fn report(plan: &Plan, sh: &Shared, sync: &Sync, rows: &Collector, r: Outcome) -
         (None, Some(_)) => "minted tokens",
         (None, None) => "no token",
     };
+    let format = match o.format {
+        WireFormat::Json => "json",
+        WireFormat::Protobuf => "protobuf",
+    };
     let page = o.page_size.map_or("the server's default".to_string(), |p| p.to_string());
     let rate = if o.rate > 0.0 { format!("{}/s", fmt_n(o.rate)) } else { "max".into() };
     let mut table = vec![
-        ("target".to_string(), format!("{} (json over websocket, {auth}), channel {}", o.target, o.channel)),
+        ("target".to_string(), format!("{} ({format} over websocket, {auth}), channel {}", o.target, o.channel)),
         ("seeded".into(), format!("{} keys of {} B in {:.2} s", fmt_n(o.keys as f64), o.size, r.seed_s)),
         (
             "subscribers live".into(),
@@ -481,7 +482,7 @@ fn report(plan: &Plan, sh: &Shared, sync: &Sync, rows: &Collector, r: Outcome) -
     let mut j = json!({
         "tool": "gyre-bench", "scenario": "map",
         "label": o.label.clone().unwrap_or_else(|| output::default_label(&o.target, Kind::Centrifugo.name())),
-        "target": o.target, "kind": Kind::Centrifugo.name(), "format": "json", "transport": "websocket",
+        "target": o.target, "kind": Kind::Centrifugo.name(), "format": format, "transport": "websocket",
         "auth": auth, "channel": o.channel, "keys": o.keys, "page_size": o.page_size, "subscribers": o.subscribers,
         "concurrency": o.concurrency, "publishers": o.publishers, "size": o.size, "rate": o.rate,
         "batch": o.batch, "inflight": o.inflight, "threads": plan.threads,
@@ -518,7 +519,7 @@ fn report(plan: &Plan, sh: &Shared, sync: &Sync, rows: &Collector, r: Outcome) -
         "rate": o.rate, "size": o.size, "batch": o.batch, "inflight": o.inflight, "seed_batch": o.seed_batch,
         "duration_s": o.duration, "warmup_s": o.warmup, "drain_s": o.drain,
         "connect_timeout_s": o.connect_timeout, "threads": plan.threads, "source_ips": o.source_ips,
-        "ws_path": o.ws_path, "api_path": o.api_path, "auth": auth, "server_pid": o.server_pid,
+        "ws_path": o.ws_path, "api_path": o.api_path, "format": format, "auth": auth, "server_pid": o.server_pid,
         "version": env!("CARGO_PKG_VERSION"),
     });
     if let (Some(m), Value::Object(t)) = (j.as_object_mut(), totals) {
@@ -575,10 +576,10 @@ mod tests {
     }
 
     #[test]
-    fn refuses_protobuf() {
-        let Err(f) = plan(&["--format", "protobuf"]) else { panic!("protobuf accepted") };
-        assert_eq!(f.code, 2);
-        assert!(f.msg.contains("JSON"), "{}", f.msg);
+    fn speaks_json_or_protobuf() {
+        assert_eq!(plan(&[]).unwrap().o.format, WireFormat::Json);
+        assert_eq!(plan(&["--format", "protobuf"]).unwrap().o.format, WireFormat::Protobuf);
+        assert!(plan(&["--format", "msgpack"]).is_err());
     }
 
     #[test]

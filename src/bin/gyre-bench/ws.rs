@@ -496,7 +496,8 @@ fn count_messages(format: WireFormat, data: &[u8]) -> usize {
     }
 }
 
-fn pb_messages(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
+/// The varint-length-prefixed messages of a protobuf frame (a truncated last one is dropped).
+pub fn pb_messages(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
     std::iter::from_fn(move || {
         if data.is_empty() {
             return None;
