@@ -456,7 +456,7 @@ impl Session {
         for (channel, sub) in subs.into_iter().chain(accepted) {
             map::ended(self, &channel);
             if sub.poll {
-                shared_poll::forget(self, &channel);
+                shared_poll::forget(self, &channel, &sub);
                 continue;
             }
             self.w.hub.unsubscribe(&channel, key);
@@ -497,7 +497,7 @@ impl Session {
         crate::metrics::subscription_removed(labels, 1);
         map::ended(self, &channel);
         if sub.poll {
-            shared_poll::forget(self, &channel);
+            shared_poll::forget(self, &channel, &sub);
         } else {
             streams::closed(self, Some(&channel));
             self.w.hub.unsubscribe(&channel, self.key());

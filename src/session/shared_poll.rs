@@ -7,7 +7,10 @@
 //!
 //! A namespace's subscribe proxy decides a subscribe without a token as it does a stream
 //! subscribe (its result's channel info and expiry apply). The subscriber's keys join the
-//! namespace's presence map channels (`map_clients_presence_channel_prefix`, ...).
+//! namespace's presence map channels (`map_clients_presence_channel_prefix`, ...). With the
+//! namespace's `presence` and `join_leave` it is in the channel's presence and its join and
+//! leave are emitted, as for a stream subscriber (no subscriber of the channel receives them
+//! as pushes: shared poll subscribers get the poll's updates only, as in Centrifugo).
 //!
 //! Codes as Centrifugo answers them: 108 for a shared poll subscribe to a channel of another
 //! type (107 for another subscribe to a shared poll channel), 105 already subscribed, 106 past
@@ -102,9 +105,14 @@ async fn run(s: &Rc<Session>, req: &SubscribeReq) -> Outcome {
         if st.subs.contains_key(ch) || st.pending.contains_key(ch) {
             return Ok(Err(ApiError::ALREADY_SUBSCRIBED));
         }
-        let sub = Sub { chan_info: chan_info.clone(), expires_at, poll: true, delta, ..Sub::default() };
-        st.subs.insert(channel.clone(), sub);
+        // Presence and join/leave as for a stream subscriber (a hidden session has neither).
+        let (presence, join_leave) = (!st.hidden && o.presence, !st.hidden && o.join_leave);
+        let sub =
+            Sub { chan_info: chan_info.clone(), presence, join_leave, expires_at, poll: true, delta, ..Sub::default() };
+        st.subs.insert(channel.clone(), sub.clone());
         crate::metrics::subscription_accepted(st.labels);
+        drop(st);
+        member(s, &channel, &sub, true);
     }
     super::map_presence::started(s, &channel, o, chan_info);
     if expires_at > 0 {
@@ -213,7 +221,7 @@ async fn track_keys(
     r?;
     if !is_poll(s, channel) {
         // Unsubscribed meanwhile (server side): nothing stays tracked.
-        forget(s, &ch);
+        forget_keys(s, &ch);
         return Err(ApiError::PERMISSION_DENIED);
     }
     Ok(ReplyBody::SubRefresh { expires: min_exp > 0, ttl: if min_exp > now { (min_exp - now) as u32 } else { 0 } })
@@ -230,10 +238,34 @@ fn untrack_keys(s: &Rc<Session>, channel: &str, keys: Vec<String>) -> Result<Rep
 }
 
 /// The subscription to `channel` ended: everything the connection tracked there is
-/// untracked on the owner.
-pub(super) fn forget(s: &Session, channel: &Arc<str>) {
+/// untracked on the owner, and its presence entry goes (with a leave).
+pub(super) fn forget(s: &Session, channel: &Arc<str>, sub: &Sub) {
+    forget_keys(s, channel);
+    member(s, channel, sub, false);
+}
+
+/// Untracks every key the session tracks on `channel`.
+fn forget_keys(s: &Session, channel: &Arc<str>) {
     let (ch, t) = (channel.clone(), tracker(s));
     on_owner(s, channel, move |w| crate::poll::forget(w, &ch, t));
+}
+
+/// Tells the channel's owner that the subscriber came or went, for its presence entry and
+/// join/leave (see [`crate::shard::PollMember`]).
+fn member(s: &Session, channel: &Arc<str>, sub: &Sub, came: bool) {
+    if !sub.presence && !sub.join_leave {
+        return;
+    }
+    let op = crate::shard::PollMember {
+        channel: channel.clone(),
+        info: s.info(sub.chan_info.clone()),
+        came,
+        presence: sub.presence,
+        join_leave: sub.join_leave,
+    };
+    let op = crate::shard::ShardOp::PollMember(Box::new(op));
+    let msg = crate::runtime::worker::Msg::Exec { from: s.w.id as u16, tag: crate::runtime::worker::Tag::Discard, op };
+    s.w.send(owner_of(channel, s.w.workers), msg);
 }
 
 /// Runs `job` on the owner of `channel` without waiting for it: at once when the owner is

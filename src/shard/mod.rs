@@ -62,15 +62,29 @@ pub enum ShardOp {
     MapStream(History),
     MapStats(Box<str>),
     MapClear(Box<str>),
+    /// A shared poll subscriber comes or goes (see [`PollMember`]).
+    PollMember(Box<PollMember>),
 }
 
 pub use crate::model::MapPub;
+
+/// A shared poll subscriber comes (`came`) or goes: its presence entry and its join or
+/// leave, as for a subscriber of a stream, with no subscriber counted (the poll, not the
+/// channel, sends it its updates).
+#[derive(Debug)]
+pub struct PollMember {
+    pub channel: Arc<str>,
+    pub info: ClientInfo,
+    pub came: bool,
+    pub presence: bool,
+    pub join_leave: bool,
+}
 
 impl ShardOp {
     /// Reads and writes of channel data (not subscriber bookkeeping): with the Redis engine
     /// these go straight to Redis from any worker.
     pub fn is_data(&self) -> bool {
-        !matches!(self, ShardOp::Unsubscribe(_))
+        !matches!(self, ShardOp::Unsubscribe(_) | ShardOp::PollMember(_))
     }
 
     /// The channel the operation is about (which decides the worker that owns it).
@@ -82,6 +96,7 @@ impl ShardOp {
             ShardOp::Unsubscribe(u) => &u.channel,
             ShardOp::MapPublish(m) => &m.publish.channel,
             ShardOp::MapRead { channel, .. } | ShardOp::MapStats(channel) | ShardOp::MapClear(channel) => channel,
+            ShardOp::PollMember(m) => &m.channel,
         }
     }
 }
@@ -279,6 +294,24 @@ impl Shard {
                 let (num_clients, num_users) = m.presence_stats(&ch);
                 Ok(Res::PresenceStats { num_clients, num_users })
             }
+            ShardOp::PollMember(pm) => {
+                let PollMember { channel, info, came, presence, join_leave } = *pm;
+                match (came, presence) {
+                    (true, true) => m.presence_add(&channel, info.clone()),
+                    (false, true) => m.presence_remove(&channel, &info.client),
+                    _ => {}
+                }
+                if join_leave {
+                    let workers = m.subscribers(&channel).map(workers).unwrap_or_default();
+                    let body = if came { PushBody::Join(info) } else { PushBody::Leave(info) };
+                    if !workers.is_empty() {
+                        let prepared = Prepared::new(channel.clone(), PushKind::JoinLeave, body);
+                        fanout.push(Fanout { prepared: Arc::new(prepared), workers });
+                    }
+                }
+                m.forget_if_idle(&channel);
+                Ok(Res::Empty)
+            }
             ShardOp::Unsubscribe(u) => {
                 let counts = m.subscribers_mut(&u.channel);
                 let left = uncount(counts, u.worker);
@@ -412,7 +445,26 @@ fn apply_redis(
     op: ShardOp,
 ) -> Reply {
     // Data commands run on the receiving worker (`redis::run_data`).
-    let ShardOp::Unsubscribe(u) = op else { return Err(ApiError::api_internal()) };
+    let u = match op {
+        ShardOp::Unsubscribe(u) => u,
+        ShardOp::PollMember(pm) => {
+            match (pm.came, pm.presence) {
+                (true, true) => r.presence_join(&pm.channel, &pm.info),
+                (false, true) => r.presence_leave(&pm.channel, &pm.info.client),
+                _ => {}
+            }
+            if pm.join_leave {
+                let payload = if pm.came {
+                    crate::engine::redis::codec::join_payload(&pm.info)
+                } else {
+                    crate::engine::redis::codec::leave_payload(&pm.info)
+                };
+                r.publish_raw(&pm.channel, payload);
+            }
+            return Ok(Res::Empty);
+        }
+        _ => return Err(ApiError::api_internal()),
+    };
     let left = match counts.get_mut(&*u.channel) {
         Some(c) => {
             let left = uncount(c, u.worker);

@@ -32,7 +32,7 @@ pub fn runs_anywhere(engine: &NatsEngine, op: &ShardOp) -> bool {
         ShardOp::Presence(_) | ShardOp::PresenceStats(_) => {
             engine.redis_presence().is_some() && !engine.is_map(op.channel())
         }
-        ShardOp::Unsubscribe(_) => false,
+        ShardOp::Unsubscribe(_) | ShardOp::PollMember(_) => false,
         ShardOp::MapPublish(_)
         | ShardOp::MapRead { .. }
         | ShardOp::MapStream(_)
@@ -54,6 +54,7 @@ pub fn run_data<F: FnOnce(Reply) + Clone + 'static>(engine: &NatsEngine, op: Sha
             None => done(Err(ApiError::api_internal())),
         },
         ShardOp::Unsubscribe(_)
+        | ShardOp::PollMember(_)
         | ShardOp::MapPublish(_)
         | ShardOp::MapRead { .. }
         | ShardOp::MapStream(_)
@@ -81,6 +82,17 @@ pub fn apply(counts: &mut AHashMap<Box<str>, Counts>, bases: &mut Bases, n: &Nat
             .local_presence_stats(&ch)
             .map(|(num_clients, num_users)| Res::PresenceStats { num_clients, num_users })
             .ok_or(ApiError::api_internal()),
+        ShardOp::PollMember(pm) => {
+            match (pm.came, pm.presence) {
+                (true, true) => n.presence_join(&pm.channel, &pm.info),
+                (false, true) => n.presence_leave(&pm.channel, &pm.info.client),
+                _ => {}
+            }
+            if pm.join_leave {
+                n.publish_join_leave(&pm.channel, &pm.info, pm.came);
+            }
+            Ok(Res::Empty)
+        }
         ShardOp::Unsubscribe(u) => {
             let left = match counts.get_mut(&*u.channel) {
                 Some(c) => {

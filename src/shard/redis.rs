@@ -27,7 +27,7 @@ pub fn run_data<F: FnOnce(Reply) + Clone + 'static>(engine: &RedisEngine, op: Sh
         ShardOp::HistoryRemove(ch) => engine.history_remove(&ch, Box::new(d)),
         ShardOp::Presence(ch) => engine.presence(&ch, Box::new(d)),
         ShardOp::PresenceStats(ch) => engine.presence_stats(&ch, Box::new(d)),
-        ShardOp::Unsubscribe(_) => Err(ApiError::api_internal()),
+        ShardOp::Unsubscribe(_) | ShardOp::PollMember(_) => Err(ApiError::api_internal()),
         ShardOp::MapPublish(mp) => {
             crate::metrics::message_sent(crate::metrics::Kind::Publication);
             engine.map_publish(*mp, Box::new(d))

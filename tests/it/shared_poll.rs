@@ -398,6 +398,44 @@ fn errors_as_centrifugo_answers_them() {
     assert!(c.subscribe(ch).get("error").is_none());
 }
 
+/// With the namespace's `presence` (and `join_leave`), shared poll subscribers are in the
+/// channel's presence until they unsubscribe or go, as stream subscribers are.
+#[test]
+fn shared_poll_subscribers_are_in_presence() {
+    let b = Backend::start(false);
+    let mut cfg = config(&b, "10s", 3);
+    merge(&mut cfg["channel"]["namespaces"][0], json!({"presence": true, "join_leave": true}));
+    let s = Server::start(cfg);
+    let ch = "prices:here";
+    let clients = |s: &Server| -> Vec<String> {
+        let r = s.api("presence", json!({"channel": ch}));
+        let mut ids: Vec<String> = r["result"]["presence"].as_object().expect("presence").keys().cloned().collect();
+        ids.sort();
+        ids
+    };
+    let mut a = Client::connect(&s);
+    let mut c = Client::connect(&s);
+    let wait = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while clients(&s).len() != n {
+            assert!(Instant::now() < deadline, "{n} in presence: {:?}", clients(&s));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert!(a.subscribe(ch).get("error").is_none());
+    assert!(c.subscribe(ch).get("error").is_none());
+    wait(2);
+    assert_eq!(s.api("presence_stats", json!({"channel": ch})), json!({"result": {"num_clients": 2, "num_users": 1}}));
+    assert!(c.call(json!({"unsubscribe": {"channel": ch}})).get("error").is_none());
+    wait(1);
+    drop(a);
+    wait(0);
+    // Without the option, no presence.
+    let mut d = Client::connect(&s);
+    assert!(d.subscribe("live:x").get("error").is_none());
+    assert_eq!(s.api("presence", json!({"channel": "live:x"}))["error"]["code"], 108, "presence is off there");
+}
+
 #[test]
 fn config_checks() {
     let b = Backend::start(false);
