@@ -206,3 +206,79 @@ fn map_broker_type_on_the_redis_engine() {
     let f = c.ws.frame().unwrap();
     assert_eq!(json_lines(&f.payload)[0]["push"]["pub"]["data"], json!({"n": 1}), "{f:?}");
 }
+
+/// A protobuf `Publication` (client protocol) with `data` (field 4) and `key` (field 11), as
+/// Centrifugo's map broker stores it (short fields only: one-byte lengths).
+fn centrifugo_publication(data: &str, key: &str) -> String {
+    assert!(data.len() < 128 && key.len() < 128);
+    format!("\x22{}{data}\x5a{}{key}", char::from(data.len() as u8), char::from(key.len() as u8))
+}
+
+/// Map channels use the keys and values of Centrifugo's Redis map broker: a state Centrifugo
+/// left in Redis is read (and continued) by Gyre, and what Gyre writes has that shape.
+#[test]
+fn map_state_in_centrifugos_redis_layout() {
+    const TEST: &str = "map_subs_redis::map_state_in_centrifugos_redis_layout";
+    if !redis_available(TEST) {
+        return;
+    }
+    let redis = RedisServer::start();
+    // What Centrifugo's map broker leaves after two publishes to `map:old` (recoverable mode).
+    let (a, b) = (centrifugo_publication("{\"v\":1}", "a"), centrifugo_publication("{\"v\":2}", "b"));
+    redis.cmd(&["HSET", "centrifugo:meta:map:old", "e", "oldep", "s", "2"]);
+    redis.cmd(&["XADD", "centrifugo:stream:map:old", "1", "e", "oldep", "d", &a]);
+    redis.cmd(&["XADD", "centrifugo:stream:map:old", "2", "e", "oldep", "d", &b]);
+    redis.cmd(&["HSET", "centrifugo:state:map:old", "a", &format!("1:oldep:{a}"), "b", &format!("2:oldep:{b}")]);
+    redis.cmd(&["HSET", "centrifugo:state:meta:map:old", "epoch", "oldep", "updated_at", "1"]);
+
+    let mut cfg = map_config();
+    cfg.as_object_mut().unwrap().remove("engine");
+    merge(&mut cfg, json!({"engine": {"redis": {"prefix": "centrifugo"}}}));
+    let n = cluster(1, &redis, cfg);
+    let s = &n[0];
+    let r = s.api("map_read_state", json!({"channel": "map:old", "limit": 10}));
+    assert_eq!(r["result"]["epoch"], "oldep", "{r}");
+    assert_eq!(r["result"]["offset"], 2, "{r}");
+    let entries: Vec<(String, Value, u64)> = r["result"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["key"].as_str().unwrap().into(), e["data"].clone(), e["offset"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(entries, [("a".into(), json!({"v": 1}), 1), ("b".into(), json!({"v": 2}), 2)], "{r}");
+    let r = s.api("map_read_stream", json!({"channel": "map:old", "limit": 10}));
+    assert_eq!(r["result"]["entries"][1], json!({"data": {"v": 2}, "offset": 2, "key": "b"}), "{r}");
+    // A client loads the state and recovers from the stream as from Gyre's own.
+    let mut c = JsonClient::open(s);
+    c.call(json!({"connect": {}})).unwrap();
+    let r = c.call(json!({"subscribe": {"channel": "map:old", "type": 1, "phase": 2, "limit": 10}})).unwrap();
+    assert_eq!(r["subscribe"]["state"].as_array().map(Vec::len), Some(2), "{r}");
+    assert_eq!(r["subscribe"]["epoch"], "oldep", "{r}");
+
+    // Gyre continues the channel in the same layout.
+    let r = s.api("map_publish", json!({"channel": "map:old", "key": "c", "data": {"v": 3}, "version": 5}));
+    assert_eq!(r["result"], json!({"offset": 3, "epoch": "oldep"}), "{r}");
+    let stored = redis.cmd(&["HGET", "centrifugo:state:map:old", "c"]);
+    assert!(stored.as_str().unwrap().starts_with("3:oldep:"), "{stored}");
+    assert_eq!(redis.cmd(&["HMGET", "centrifugo:meta:map:old", "e", "s"]), json!(["oldep", "3"]));
+    assert_eq!(redis.cmd(&["HMGET", "centrifugo:state:meta:map:old", "epoch", "v:c"]), json!(["oldep", "5"]));
+    let entry = redis.cmd(&["XRANGE", "centrifugo:stream:map:old", "3", "3"]);
+    assert_eq!(entry[0][0], "3-0", "{entry}");
+    assert_eq!(
+        (entry[0][1][0].clone(), entry[0][1][1].clone(), entry[0][1][2].clone()),
+        (json!("e"), json!("oldep"), json!("d"))
+    );
+    assert_eq!(redis.cmd(&["ZCARD", "centrifugo:state:order:map:old"]), json!(3), "the key order made again");
+    // A key with a TTL is registered for the expiry sweep under Centrifugo's name.
+    s.api("map_publish", json!({"channel": "mapttl:t", "key": "x", "data": 1}));
+    let registered = redis.cmd(&["ZSCORE", "centrifugo:cleanup:channels", "mapttl:t"]);
+    assert!(registered.as_str().is_some_and(|v| v.parse::<f64>().is_ok()), "{registered}");
+    // A state left from an older stream epoch is not read, and goes with the next change.
+    redis.cmd(&["HSET", "centrifugo:state:map:stale", "k", &format!("1:gone:{a}")]);
+    redis.cmd(&["HSET", "centrifugo:state:meta:map:stale", "epoch", "gone"]);
+    redis.cmd(&["HSET", "centrifugo:meta:map:stale", "e", "now", "s", "1"]);
+    let r = s.api("map_read_state", json!({"channel": "map:stale", "limit": 10}));
+    assert_eq!(r["result"]["entries"], json!([]), "{r}");
+    s.api("map_publish", json!({"channel": "map:stale", "key": "n", "data": 1}));
+    assert_eq!(s.api("map_stats", json!({"channel": "map:stale"})), json!({"result": {"num_keys": 1}}));
+}

@@ -292,3 +292,36 @@ fn sdks_recover_and_api_actions_cross_nodes_on_a_redis_cluster() {
     py.wait("p disconnected by the server", ev("p", "disconnected"));
     js.wait("j sees bob leave", |e| sev("j", CH, "sub.leave")(e) && e["info"]["user"] == "bob");
 }
+
+/// Map channels on a Redis Cluster: a channel's keys share its hash tag, so the scripts run
+/// on one node; writes on one Gyre node are read on the other, keys with a TTL expire.
+#[test]
+fn map_channels_on_a_redis_cluster() {
+    if !redis_available("map_channels_on_a_redis_cluster") {
+        return;
+    }
+    let (_nodes, seeds) = redis_cluster();
+    let mut cfg = crate::map_subs::map_config();
+    cfg.as_object_mut().unwrap().remove("engine");
+    merge(&mut cfg, json!({"engine": {"type": "redis", "redis": {"cluster_address": [seeds], "prefix": "clm"}}}));
+    let a = Server::start(cfg.clone());
+    let b = Server::start(cfg);
+    for i in 0..12 {
+        let ch = format!("map:c{i}");
+        for k in ["x", "y"] {
+            let r = a.api("map_publish", json!({"channel": ch, "key": k, "data": {"i": i}, "version": 2}));
+            assert!(r["result"]["offset"].as_u64().is_some(), "{r}");
+        }
+        let r = b.api("map_publish", json!({"channel": ch, "key": "x", "data": 0, "version": 1}));
+        assert_eq!(r["result"]["suppress_reason"], "version", "{r}");
+        let r = b.api("map_read_state", json!({"channel": ch, "limit": 10}));
+        assert_eq!(r["result"]["entries"].as_array().map(Vec::len), Some(2), "{r}");
+        assert_eq!(b.api("map_stats", json!({"channel": ch})), json!({"result": {"num_keys": 2}}));
+    }
+    a.api("map_publish", json!({"channel": "mapttl:c", "key": "gone", "data": 1}));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    while b.api("map_stats", json!({"channel": "mapttl:c"})) != json!({"result": {"num_keys": 0}}) {
+        assert!(std::time::Instant::now() < deadline, "the key with a 2 s TTL expired");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -224,26 +224,53 @@ impl Keys {
             self.join("result", &format!("{ch}.{key}"))
         }
     }
-    /// A map channel's state: key → `<offset>:<publication>`.
+    /// A key of a map channel, in the layout of Centrifugo's Redis map broker:
+    /// `<prefix>:<part>:<channel>` (Redis Cluster, where Centrifugo's map broker does not run:
+    /// `<prefix>:<part>:{<channel>}`, so a channel's keys share a slot).
+    fn map_key(&self, part: &str, ch: &str) -> Bytes {
+        let mut s = String::with_capacity(self.prefix.len() + part.len() + ch.len() + 4);
+        s.push_str(&self.prefix);
+        s.push(':');
+        s.push_str(part);
+        s.push(':');
+        if self.cluster {
+            s.push('{');
+            s.push_str(ch);
+            s.push('}');
+        } else {
+            s.push_str(ch);
+        }
+        Bytes::from(s)
+    }
+    /// A map channel's change stream (entries `e` epoch, `d` publication; ids are offsets).
+    pub fn map_stream(&self, ch: &str) -> Bytes {
+        self.map_key("stream", ch)
+    }
+    /// A map channel's stream meta (`e` epoch, `s` top offset).
+    pub fn map_meta(&self, ch: &str) -> Bytes {
+        self.map_key("meta", ch)
+    }
+    /// A map channel's state: key → `<offset>:<epoch>:<publication>`.
     pub fn map_state(&self, ch: &str) -> Bytes {
-        self.join("map.state", ch)
+        self.map_key("state", ch)
     }
-    /// A map channel's keys in lexical order (pages follow it).
+    /// A map channel's keys in lexical order (all scored 0; pages follow it).
     pub fn map_order(&self, ch: &str) -> Bytes {
-        self.join("map.order", ch)
-    }
-    /// A map channel's key versions (key → "<version>:<version epoch>").
-    pub fn map_versions(&self, ch: &str) -> Bytes {
-        self.join("map.version", ch)
+        self.map_key("state:order", ch)
     }
     /// A map channel's key expiries (unix ms).
     pub fn map_expire(&self, ch: &str) -> Bytes {
-        self.join("map.expire", ch)
+        self.map_key("state:expire", ch)
+    }
+    /// A map channel's state meta: `epoch` (of the stream the state belongs to),
+    /// `updated_at`, and each key's version as `v:<key>` / `ve:<key>`.
+    pub fn map_state_meta(&self, ch: &str) -> Bytes {
+        self.map_key("state:meta", ch)
     }
     /// The map channels with keys that expire, scored by the earliest expiry (one key for
     /// the whole Redis shard: the sweep reads it with its own command).
-    pub fn map_expiring(&self) -> Bytes {
-        Bytes::from(format!("{}.map.expiring", self.prefix))
+    pub fn map_cleanup(&self) -> Bytes {
+        Bytes::from(format!("{}:cleanup:channels", self.prefix))
     }
     pub fn presence_data(&self, ch: &str) -> Bytes {
         self.join("presence.data", ch)
@@ -346,6 +373,7 @@ mod tests {
         assert_eq!(&c.result("news", "k1")[..], b"centrifugo.result.{news}.k1");
         assert_eq!(&c.presence_data("news")[..], b"centrifugo.presence.data.{news}");
         assert_eq!(&c.client_topic("a:b")[..], b"centrifugo.client.{a:b}");
+        assert_eq!(&c.map_state_meta("m:a")[..], b"centrifugo:state:meta:{m:a}");
         assert_eq!(c.channel_of(b"centrifugo.client.{a:b}"), Some("a:b"));
         let k = Keys::new("centrifugo", false);
         assert_eq!(&k.client_topic("news")[..], b"centrifugo.client.news");
@@ -353,5 +381,14 @@ mod tests {
         assert_eq!(k.channel_of(b"centrifugo.control"), None);
         assert_eq!(&k.stream_meta("x")[..], b"centrifugo.stream.meta.x");
         assert_eq!(&k.presence_expire("x")[..], b"centrifugo.presence.expire.x");
+        // Map channels: Centrifugo's map broker layout.
+        assert_eq!(&k.map_stream("m:a")[..], b"centrifugo:stream:m:a");
+        assert_eq!(&k.map_meta("m:a")[..], b"centrifugo:meta:m:a");
+        assert_eq!(&k.map_state("m:a")[..], b"centrifugo:state:m:a");
+        assert_eq!(&k.map_order("m:a")[..], b"centrifugo:state:order:m:a");
+        assert_eq!(&k.map_expire("m:a")[..], b"centrifugo:state:expire:m:a");
+        assert_eq!(&k.map_state_meta("m:a")[..], b"centrifugo:state:meta:m:a");
+        assert_eq!(&k.map_cleanup()[..], b"centrifugo:cleanup:channels");
+        assert_eq!(&k.result("m:a", "once")[..], b"centrifugo.result.m:a.once");
     }
 }

@@ -1,9 +1,10 @@
 //! Map channels on the Redis engine (`subscription_type: map`): several nodes share a
-//! channel's keyed state. Each key's value is the publication that set it last (with its
-//! offset); every change also joins the channel's stream (the same stream and meta keys as
-//! history, so subscribe, position and recovery read it as they read any stream) and is
-//! published on the channel's topic, in one script. A channel's keys share its hash tag, so a
-//! Redis Cluster runs the scripts on one node.
+//! channel's keyed state, in the keys and values of Centrifugo's Redis map broker (see
+//! `Keys::map_*`), so a state Centrifugo left in Redis reads the same. Each key's value is the
+//! publication that set it last (with its offset and epoch); every change also joins the
+//! channel's stream (subscribe, position and recovery read it as they read any stream, from
+//! the map keys) and is published on the channel's topic, in one script. A channel's keys
+//! share its hash tag, so a Redis Cluster runs the scripts on one node.
 //!
 //! Keys with a TTL (`map.key_ttl`) are listed in an expire sorted set; channels with such keys
 //! are registered in one sorted set per Redis shard, which worker 0 of every node sweeps: an
@@ -65,13 +66,13 @@ impl RedisEngine {
         let now = unix_ms();
         let ch = &p.channel;
         let keys = [
-            self.keys.stream(ch),
-            self.keys.stream_meta(ch),
+            self.keys.map_stream(ch),
+            self.keys.map_meta(ch),
             self.keys.map_state(ch),
             self.keys.map_order(ch),
             self.keys.map_expire(ch),
             self.keys.result(ch, p.idempotency_key.as_deref().unwrap_or("")),
-            self.keys.map_versions(ch),
+            self.keys.map_state_meta(ch),
         ];
         let mode: &'static [u8] = match key_mode {
             KeyMode::Replace => b"",
@@ -102,7 +103,7 @@ impl RedisEngine {
             // to the next change of the channel.
             let args = [
                 Bytes::from_static(b"ZADD"),
-                self.keys.map_expiring(),
+                self.keys.map_cleanup(),
                 Bytes::from_static(b"LT"),
                 Bytes::from((now + key_ttl).to_string()),
                 Bytes::from(ch.to_string()),
@@ -135,10 +136,11 @@ impl RedisEngine {
             return Err(ApiError::BAD_REQUEST);
         }
         let keys = [
-            self.keys.stream_meta(channel),
+            self.keys.map_meta(channel),
             self.keys.map_state(channel),
             self.keys.map_order(channel),
             self.keys.map_expire(channel),
+            self.keys.map_state_meta(channel),
         ];
         let argv = vec![
             Bytes::from(cursor.to_string()),
@@ -157,7 +159,7 @@ impl RedisEngine {
     /// Number of keys of a map channel.
     pub fn map_stats(&self, channel: &str, cb: Done) -> Result<(), ApiError> {
         self.cmd(channel).request(
-            &[Bytes::from_static(b"ZCARD"), self.keys.map_order(channel)],
+            &[Bytes::from_static(b"HLEN"), self.keys.map_state(channel)],
             Box::new(move |r| cb(r.map_err(internal).map(|v| Res::MapStats(v.int().unwrap_or(0).max(0) as u64)))),
         );
         Ok(())
@@ -168,12 +170,12 @@ impl RedisEngine {
     pub fn map_clear(&self, channel: &str, cb: Done) -> Result<(), ApiError> {
         let args = [
             Bytes::from_static(b"DEL"),
-            self.keys.stream(channel),
-            self.keys.stream_meta(channel),
+            self.keys.map_stream(channel),
+            self.keys.map_meta(channel),
             self.keys.map_state(channel),
             self.keys.map_order(channel),
             self.keys.map_expire(channel),
-            self.keys.map_versions(channel),
+            self.keys.map_state_meta(channel),
         ];
         self.cmd(channel).request(&args, Box::new(move |r| cb(r.map(|_| Res::Empty).map_err(internal))));
         Ok(())
@@ -186,7 +188,7 @@ impl RedisEngine {
         for (i, pair) in self.shards.iter().enumerate() {
             let args = [
                 Bytes::from_static(b"ZRANGEBYSCORE"),
-                self.keys.map_expiring(),
+                self.keys.map_cleanup(),
                 Bytes::from_static(b"-inf"),
                 Bytes::from(now.to_string()),
                 Bytes::from_static(b"LIMIT"),
@@ -225,7 +227,7 @@ impl RedisEngine {
                         break;
                     }
                 }
-                let expiring = me.keys.map_expiring();
+                let expiring = me.keys.map_cleanup();
                 let args: Vec<Bytes> = if next.is_empty() {
                     vec![Bytes::from_static(b"ZREM"), expiring, Bytes::from(ch.to_string())]
                 } else {
@@ -267,11 +269,12 @@ fn parse_page(v: Value) -> Result<Res, ApiError> {
     })
 }
 
-/// `<offset>:<publication>` → the publication.
+/// `<offset>:<epoch>:<publication>` → the publication.
 fn decode_entry(v: Bytes) -> Option<Publication> {
     let colon = memchr::memchr(b':', &v)?;
     let offset: u64 = std::str::from_utf8(&v[..colon]).ok()?.parse().ok()?;
-    super::codec::decode_publication(v.slice(colon + 1..), offset)
+    let epoch_end = colon + 1 + memchr::memchr(b':', &v[colon + 1..])?;
+    super::codec::decode_publication(v.slice(epoch_end + 1..), offset)
 }
 
 #[cfg(test)]
@@ -282,7 +285,7 @@ mod tests {
     fn state_entries_and_pages_decode() {
         let p = Publish::new("m:a", Payload { bytes: Bytes::from_static(b"{\"v\":1}"), binary: false });
         let body = super::super::codec::encode_map_publication(&p, "k1", false);
-        let mut stored = b"7:".to_vec();
+        let mut stored = b"7:ep:".to_vec();
         stored.extend_from_slice(&body);
         let e = decode_entry(Bytes::from(stored.clone())).unwrap();
         assert_eq!((e.offset, e.key.as_deref(), e.removed), (7, Some("k1"), false));
@@ -301,6 +304,7 @@ mod tests {
             }
             _ => panic!("not a page"),
         }
-        assert!(decode_entry(Bytes::from_static(b"x:1")).is_none());
+        assert!(decode_entry(Bytes::from_static(b"x:e:1")).is_none());
+        assert!(decode_entry(Bytes::from_static(b"1:no-epoch")).is_none());
     }
 }

@@ -253,11 +253,8 @@ impl RedisEngine {
             );
             return Ok(());
         }
-        let keys = [
-            self.keys.stream(&p.channel),
-            self.keys.stream_meta(&p.channel),
-            self.keys.result(&p.channel, p.idempotency_key.as_deref().unwrap_or("")),
-        ];
+        let [stream, meta] = self.stream_keys(&p.channel, opts.is_map());
+        let keys = [stream, meta, self.keys.result(&p.channel, p.idempotency_key.as_deref().unwrap_or(""))];
         let argv = vec![
             payload,
             Bytes::from(if history { opts.history_size.to_string() } else { "0".into() }),
@@ -328,7 +325,7 @@ impl RedisEngine {
         cb: StreamCallback,
     ) -> Result<(), ApiError> {
         let opts = self.cfg.resolve_channel(channel)?.options;
-        let keys = [self.keys.stream(channel), self.keys.stream_meta(channel)];
+        let keys = self.stream_keys(channel, opts.is_map());
         let argv = vec![
             Bytes::from_static(if limit != 0 { b"1" } else { b"0" }),
             Bytes::from(since.map(|s| s.to_string()).unwrap_or_default()),
@@ -389,9 +386,20 @@ impl RedisEngine {
         rx.await
     }
 
+    /// A channel's stream and stream meta keys (a map channel's in the map layout).
+    fn stream_keys(&self, channel: &str, map: bool) -> [Bytes; 2] {
+        if map {
+            [self.keys.map_stream(channel), self.keys.map_meta(channel)]
+        } else {
+            [self.keys.stream(channel), self.keys.stream_meta(channel)]
+        }
+    }
+
     pub fn history_remove(&self, channel: &str, cb: Box<dyn FnOnce(Result<Res, ApiError>)>) -> Result<(), ApiError> {
+        let map = self.cfg.resolve_channel(channel)?.options.is_map();
+        let [stream, _] = self.stream_keys(channel, map);
         self.cmd(channel).request(
-            &[Bytes::from_static(b"DEL"), self.keys.stream(channel)],
+            &[Bytes::from_static(b"DEL"), stream],
             Box::new(move |r| cb(r.map(|_| Res::Empty).map_err(internal))),
         );
         Ok(())

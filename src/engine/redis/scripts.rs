@@ -121,16 +121,19 @@ pub fn sha(script: &str) -> String {
 }
 
 /// Sets or removes a key of a map channel: the change joins the channel's stream (offset,
-/// epoch), the state follows it, and the change is published, all at once.
-/// KEYS: stream, stream meta, state hash (key → "<offset>:<publication>"), key order zset
-/// (score 0, lexical order), expire zset (key → expiry unix ms), idempotency result, versions
-/// hash (key → "<version>:<version epoch>").
+/// epoch), the state follows it, and the change is published, all at once. The keys and
+/// values are those of Centrifugo's Redis map broker.
+/// KEYS: stream (entries `e` epoch, `d` publication), stream meta (`e`, `s`), state hash
+/// (key → "<offset>:<epoch>:<publication>"), key order zset (score 0, lexical order), expire
+/// zset (key → expiry unix ms), idempotency result, state meta (`epoch` of the state,
+/// `updated_at`, `v:<key>` / `ve:<key>` versions).
 /// ARGV: key, payload (publication without offset), removed ('1'/'0'), stream size, stream
 /// ttl s, topic, new epoch, key ttl ms ('0' = none), now unix ms, only-if-expired ('1'/'0':
 /// an expiry sweep's removal, done only while the key's expiry has passed), idempotent
 /// ('1'/'0'), result ttl s, key mode ('', 'if_new', 'if_exists'), refresh the TTL of a present
 /// key under 'if_new' ('1'/'0'), version (0 = none), version epoch, meta ttl ms ('0' = none:
 /// the channel's keys do not expire).
+/// A state of another stream epoch (the stream meta expired, or was removed) goes first.
 /// Returns {offset, epoch, changed (1/0), why not ('' when changed)}; an unchanged one answers
 /// the stream top. Checked in order: idempotency, version, key mode.
 pub const MAP_PUBLISH: &str = r#"
@@ -143,6 +146,10 @@ if not epoch then
   epoch = ARGV[7]
   redis.call('hset', KEYS[2], 'e', epoch)
 end
+local state_epoch = redis.call('hget', KEYS[7], 'epoch')
+if state_epoch and state_epoch ~= epoch then
+  redis.call('del', KEYS[3], KEYS[4], KEYS[5], KEYS[7])
+end
 local meta_ttl = tonumber(ARGV[17])
 local function keep()
   if meta_ttl > 0 then
@@ -150,6 +157,7 @@ local function keep()
   end
 end
 local now = tonumber(ARGV[9])
+local vf, vef = 'v:' .. ARGV[1], 've:' .. ARGV[1]
 if ARGV[3] == '1' then
   local gone = redis.call('hexists', KEYS[3], ARGV[1]) == 0
   if not gone and ARGV[10] == '1' then
@@ -167,14 +175,9 @@ else
   end
   local version = tonumber(ARGV[15])
   if present and version > 0 then
-    local cur = redis.call('hget', KEYS[7], ARGV[1])
-    if cur then
-      local sep = string.find(cur, ':', 1, true)
-      local cv = tonumber(string.sub(cur, 1, sep - 1))
-      local ce = string.sub(cur, sep + 1)
-      if (ARGV[16] == '' or ARGV[16] == ce) and version <= cv then
-        return {redis.call('hget', KEYS[2], 's') or '0', epoch, 0, 'version'}
-      end
+    local cur = redis.call('hmget', KEYS[7], vf, vef)
+    if cur[1] and (ARGV[16] == '' or ARGV[16] == (cur[2] or '')) and version <= tonumber(cur[1]) then
+      return {redis.call('hget', KEYS[2], 's') or '0', epoch, 0, 'version'}
     end
   end
   if ARGV[13] == 'if_new' and present then
@@ -190,15 +193,15 @@ else
 end
 local offset = redis.call('hincrby', KEYS[2], 's', 1)
 if offset == 1 then redis.call('del', KEYS[1]) end
-redis.call('xadd', KEYS[1], 'MAXLEN', ARGV[4], offset, 'd', ARGV[2])
+redis.call('xadd', KEYS[1], 'MAXLEN', ARGV[4], offset, 'e', epoch, 'd', ARGV[2])
 redis.call('expire', KEYS[1], ARGV[5])
 if ARGV[3] == '1' then
   redis.call('hdel', KEYS[3], ARGV[1])
   redis.call('zrem', KEYS[4], ARGV[1])
   redis.call('zrem', KEYS[5], ARGV[1])
-  redis.call('hdel', KEYS[7], ARGV[1])
+  redis.call('hdel', KEYS[7], vf, vef)
 else
-  redis.call('hset', KEYS[3], ARGV[1], offset .. ':' .. ARGV[2])
+  redis.call('hset', KEYS[3], ARGV[1], offset .. ':' .. epoch .. ':' .. ARGV[2])
   redis.call('zadd', KEYS[4], 0, ARGV[1])
   if ARGV[8] ~= '0' then
     redis.call('zadd', KEYS[5], now + tonumber(ARGV[8]), ARGV[1])
@@ -206,11 +209,12 @@ else
     redis.call('zrem', KEYS[5], ARGV[1])
   end
   if tonumber(ARGV[15]) > 0 then
-    redis.call('hset', KEYS[7], ARGV[1], ARGV[15] .. ':' .. ARGV[16])
+    redis.call('hset', KEYS[7], vf, ARGV[15], vef, ARGV[16])
   else
-    redis.call('hdel', KEYS[7], ARGV[1])
+    redis.call('hdel', KEYS[7], vf, vef)
   end
 end
+redis.call('hset', KEYS[7], 'epoch', epoch, 'updated_at', ARGV[9])
 keep()
 redis.call('publish', ARGV[6], '__p1:' .. offset .. ':' .. epoch .. '__' .. ARGV[2])
 if ARGV[11] == '1' then
@@ -221,10 +225,12 @@ return {tostring(offset), epoch, 1, ''}
 "#;
 
 /// A page of a map channel's state in key order, with the stream position.
-/// KEYS: stream meta, state hash, key order zset, expire zset.
+/// KEYS: stream meta, state hash, key order zset, expire zset, state meta.
 /// ARGV: cursor (the page starts after it; '' = from the first key), limit, now unix ms,
 /// new epoch, one key ('' = a page; else that key's entry alone, if any). Keys whose expiry
-/// passed (not yet swept) are left out.
+/// passed (not yet swept) are left out; a state of another stream epoch reads as empty. The
+/// key order is made again from the state when they differ (keys another writer of the
+/// layout set without it).
 /// Returns {top offset, epoch, the page's last key ('' on the last page), {key, value, ...}}.
 pub const MAP_READ: &str = r#"
 local epoch = redis.call('hget', KEYS[1], 'e')
@@ -233,6 +239,23 @@ if not epoch then
   redis.call('hset', KEYS[1], 'e', epoch)
 end
 local top = redis.call('hget', KEYS[1], 's') or '0'
+local state_epoch = redis.call('hget', KEYS[5], 'epoch')
+if state_epoch and state_epoch ~= epoch then return {top, epoch, '', {}} end
+local n = redis.call('hlen', KEYS[2])
+if redis.call('zcard', KEYS[3]) ~= n then
+  redis.call('del', KEYS[3])
+  local all = redis.call('hkeys', KEYS[2])
+  for i = 1, #all, 1000 do
+    local args = {}
+    for j = i, math.min(i + 999, #all) do
+      args[#args + 1] = 0
+      args[#args + 1] = all[j]
+    end
+    redis.call('zadd', KEYS[3], unpack(args))
+  end
+  local ttl = redis.call('pttl', KEYS[2])
+  if ttl > 0 then redis.call('pexpire', KEYS[3], ttl) end
+end
 local from = '-'
 if ARGV[1] ~= '' then from = '(' .. ARGV[1] end
 local limit = tonumber(ARGV[2])
