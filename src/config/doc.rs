@@ -429,7 +429,7 @@ mod tests {
         let mut sorted = lines.clone();
         sorted.sort();
         assert_eq!(lines, sorted);
-        assert!(!lines.iter().any(|l| l.contains("WEBTRANSPORT") || l.contains("MAP_BROKER_REDIS")));
+        assert!(!lines.iter().any(|l| l.contains("WEBTRANSPORT") || l.contains("MAP_BROKER_REDIS_ADDRESS")));
     }
 
     #[test]

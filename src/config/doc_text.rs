@@ -63,6 +63,8 @@ const TEXTS: &[(&str, &str)] = &[
     ("broker.enabled", "Use the broker of `broker.type` instead of the engine's PUB/SUB."),
     ("broker.type", "`nats` (or `memory`: the engine's own)."),
     ("map_broker", "Where map channels keep their keys and stream (Gyre's map channels live with the engine unless `map_broker.type` says otherwise)."),
+    ("map_broker.redis", "Centrifugo's separate Redis map broker: map channels use the Redis engine's connections, so only `prefix` applies."),
+    ("map_broker.redis.prefix", "With `map_broker.type: redis`, the prefix of the map channels' Redis keys (empty: `engine.redis.prefix`)."),
     ("map_broker.type", "Where map channels keep their keys: unset, with the engine (the Redis engine's Redis; each node's own otherwise); `memory`: each node's own, whatever the engine (Centrifugo's default); `redis`: the Redis engine's Redis."),
     ("broker.nats", "The NATS broker."),
     ("broker.nats.url", "The nats-server: `nats://[user:password@]host:port` (or `nats://token@host:port`)."),

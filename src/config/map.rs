@@ -14,9 +14,18 @@ use super::{duration, ChannelOptions};
 #[serde(default)]
 pub struct MapBroker {
     /// "" (with the engine), "memory" (each node's own, whatever the engine) or "redis" (the
-    /// Redis engine's Redis; the `map_broker.redis` connection options are not supported).
+    /// Redis engine's Redis; of `map_broker.redis` only `prefix` is applied).
     #[serde(rename = "type")]
     pub kind: String,
+    pub redis: MapBrokerRedis,
+}
+
+/// `map_broker.redis`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MapBrokerRedis {
+    /// With `type: redis`, the prefix of the map channels' keys ("": `engine.redis.prefix`).
+    pub prefix: String,
 }
 
 impl MapBroker {
@@ -39,6 +48,16 @@ impl MapBroker {
     /// Each node keeps its map channels in memory although the engine is Redis.
     pub fn memory(&self) -> bool {
         self.kind == "memory"
+    }
+
+    /// The prefix of map channels' Redis keys: `map_broker.redis.prefix` with `type: redis`,
+    /// else the engine's `prefix`.
+    pub fn redis_prefix<'a>(&'a self, engine_prefix: &'a str) -> &'a str {
+        if self.kind == "redis" && !self.redis.prefix.is_empty() {
+            &self.redis.prefix
+        } else {
+            engine_prefix
+        }
     }
 }
 
@@ -289,7 +308,7 @@ mod tests {
 
     #[test]
     fn map_broker_types() {
-        let b = |kind: &str| MapBroker { kind: kind.into() };
+        let b = |kind: &str| MapBroker { kind: kind.into(), ..MapBroker::default() };
         for kind in ["", "memory"] {
             assert!(b(kind).validate(false).is_ok() && b(kind).validate(true).is_ok());
         }
@@ -298,5 +317,12 @@ mod tests {
         assert!(b("postgres").validate(true).unwrap_err().contains("PostgreSQL map broker is not supported"));
         assert!(b("etcd").validate(true).unwrap_err().contains("unknown map broker"));
         assert!(b("memory").memory() && !b("").memory() && !b("redis").memory());
+        let mut r = b("redis");
+        assert_eq!(r.redis_prefix("eng"), "eng");
+        r.redis.prefix = "mb".into();
+        assert_eq!(r.redis_prefix("eng"), "mb");
+        let mut m = b("memory");
+        m.redis.prefix = "mb".into();
+        assert_eq!(m.redis_prefix("eng"), "eng", "only with type redis");
     }
 }

@@ -173,7 +173,10 @@ fn map_broker_type_on_the_redis_engine() {
     let two = |kind: &str| {
         let mut cfg = map_config();
         cfg.as_object_mut().unwrap().remove("engine");
-        merge(&mut cfg, json!({"map_broker": {"type": kind, "redis": {"address": "redis://127.0.0.1:1"}}}));
+        merge(
+            &mut cfg,
+            json!({"map_broker": {"type": kind, "redis": {"address": "redis://127.0.0.1:1", "prefix": "mb"}}}),
+        );
         let open = json!({"name": "open", "allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true});
         cfg["channel"]["namespaces"].as_array_mut().unwrap().push(open);
         cluster(2, &redis, cfg)
@@ -182,9 +185,13 @@ fn map_broker_type_on_the_redis_engine() {
     let n = two("redis");
     n[0].api("map_publish", json!({"channel": "map:shared", "key": "a", "data": 1}));
     assert_eq!(keys(&n[1], "map:shared"), ["a"], "shared through Redis");
+    // Under the map broker's prefix.
+    assert_eq!(redis.cmd(&["HLEN", "mb:state:map:shared"]), json!(1));
+    assert_eq!(redis.cmd(&["HGET", "mb:meta:map:shared", "s"]), json!("1"));
     let log = n[0].stderr();
-    assert!(log.contains("map_broker.redis") && log.contains("not supported"), "{log}");
-    assert!(!log.contains("\"map_broker\""), "the section itself is applied: {log}");
+    assert!(log.contains(r#"option \"map_broker.redis.address\" is not supported"#), "{log}");
+    assert!(!log.contains("map_broker.redis.prefix"), "the prefix is applied: {log}");
+    assert!(!log.contains(r#"option \"map_broker\""#), "the section itself is applied: {log}");
     drop(n);
 
     let n = two("memory");
@@ -193,6 +200,7 @@ fn map_broker_type_on_the_redis_engine() {
     assert_eq!(b.api("map_publish", json!({"channel": "map:own", "key": "on-b", "data": 2}))["result"]["offset"], 1);
     assert_eq!(keys(a, "map:own"), ["on-a"]);
     assert_eq!(keys(b, "map:own"), ["on-b"]);
+    assert_eq!(redis.keys("*map:own*"), Vec::<String>::new(), "nothing of them in Redis");
     // The SDK scenario on one node, JSON and protobuf.
     let v = run_script_with(a, false, "map:room", Some("mapttl:t"), json!({}));
     check_sdk_run(&v, false, true);

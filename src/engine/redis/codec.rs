@@ -176,6 +176,8 @@ pub fn decode_channel_message(payload: &Bytes) -> Option<ChannelMessage> {
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
+    /// The prefix of map channels' keys (`map_broker.redis.prefix`, else `prefix`).
+    map_prefix: String,
     /// Redis Cluster: the channel is every key's hash tag (`<prefix>.stream.{<ch>}`), as in
     /// Centrifugo, so a channel's keys share a slot.
     cluster: bool,
@@ -183,7 +185,13 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(prefix: &str, cluster: bool) -> Self {
-        Keys { prefix: prefix.to_string(), cluster }
+        Keys { prefix: prefix.to_string(), map_prefix: prefix.to_string(), cluster }
+    }
+
+    /// Map channels' keys under `prefix` instead.
+    pub fn with_map_prefix(mut self, prefix: &str) -> Self {
+        self.map_prefix = prefix.to_string();
+        self
     }
     fn join(&self, part: &str, ch: &str) -> Bytes {
         let mut s = String::with_capacity(self.prefix.len() + part.len() + ch.len() + 4);
@@ -218,18 +226,25 @@ impl Keys {
         self.join("stream.meta", ch)
     }
     pub fn result(&self, ch: &str, key: &str) -> Bytes {
+        self.result_under(&self.prefix, ch, key)
+    }
+    /// A map channel's idempotency result (under the map prefix).
+    pub fn map_result(&self, ch: &str, key: &str) -> Bytes {
+        self.result_under(&self.map_prefix, ch, key)
+    }
+    fn result_under(&self, prefix: &str, ch: &str, key: &str) -> Bytes {
         if self.cluster {
-            Bytes::from(format!("{}.result.{{{ch}}}.{key}", self.prefix))
+            Bytes::from(format!("{prefix}.result.{{{ch}}}.{key}"))
         } else {
-            self.join("result", &format!("{ch}.{key}"))
+            Bytes::from(format!("{prefix}.result.{ch}.{key}"))
         }
     }
     /// A key of a map channel, in the layout of Centrifugo's Redis map broker:
     /// `<prefix>:<part>:<channel>` (Redis Cluster, where Centrifugo's map broker does not run:
     /// `<prefix>:<part>:{<channel>}`, so a channel's keys share a slot).
     fn map_key(&self, part: &str, ch: &str) -> Bytes {
-        let mut s = String::with_capacity(self.prefix.len() + part.len() + ch.len() + 4);
-        s.push_str(&self.prefix);
+        let mut s = String::with_capacity(self.map_prefix.len() + part.len() + ch.len() + 4);
+        s.push_str(&self.map_prefix);
         s.push(':');
         s.push_str(part);
         s.push(':');
@@ -270,7 +285,7 @@ impl Keys {
     /// The map channels with keys that expire, scored by the earliest expiry (one key for
     /// the whole Redis shard: the sweep reads it with its own command).
     pub fn map_cleanup(&self) -> Bytes {
-        Bytes::from(format!("{}:cleanup:channels", self.prefix))
+        Bytes::from(format!("{}:cleanup:channels", self.map_prefix))
     }
     pub fn presence_data(&self, ch: &str) -> Bytes {
         self.join("presence.data", ch)
@@ -390,5 +405,10 @@ mod tests {
         assert_eq!(&k.map_state_meta("m:a")[..], b"centrifugo:state:meta:m:a");
         assert_eq!(&k.map_cleanup()[..], b"centrifugo:cleanup:channels");
         assert_eq!(&k.result("m:a", "once")[..], b"centrifugo.result.m:a.once");
+        let m = Keys::new("centrifugo", false).with_map_prefix("mb");
+        assert_eq!(&m.map_state("m:a")[..], b"mb:state:m:a");
+        assert_eq!(&m.map_result("m:a", "once")[..], b"mb.result.m:a.once");
+        assert_eq!(&m.map_cleanup()[..], b"mb:cleanup:channels");
+        assert_eq!(&m.stream("x")[..], b"centrifugo.stream.x");
     }
 }

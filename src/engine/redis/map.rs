@@ -71,7 +71,7 @@ impl RedisEngine {
             self.keys.map_state(ch),
             self.keys.map_order(ch),
             self.keys.map_expire(ch),
-            self.keys.result(ch, p.idempotency_key.as_deref().unwrap_or("")),
+            self.keys.map_result(ch, p.idempotency_key.as_deref().unwrap_or("")),
             self.keys.map_state_meta(ch),
         ];
         let mode: &'static [u8] = match key_mode {

@@ -205,7 +205,7 @@ impl RedisEngine {
             return Err("engine.redis.address: at least one address is required".into());
         }
         Ok(RedisEngine {
-            keys: Keys::new(&rc.prefix, in_cluster),
+            keys: Keys::new(&rc.prefix, in_cluster).with_map_prefix(cfg.map_broker.redis_prefix(&rc.prefix)),
             shards,
             shas: SCRIPTS.iter().map(|s| Bytes::from(scripts::sha(s))).collect(),
             chans: RefCell::new(AHashMap::new()),
