@@ -454,10 +454,12 @@ pub async fn presence_refresher(w: Rc<Worker>) {
 }
 
 /// Worker 0 with the Redis engine: removes the expired keys of map channels, about once a
-/// second (every node sweeps; each removal happens once).
+/// second (`map_broker.redis.cleanup_interval`; every node sweeps; each removal happens once).
 pub async fn map_expirer(w: Rc<Worker>) {
+    // `map_broker.redis.cleanup_interval`; negative: keys stay until a write finds them expired.
+    let Some(every) = w.cfg.map_broker.redis.sweep_every() else { return };
     loop {
-        monoio::time::sleep(Duration::from_secs(1)).await;
+        monoio::time::sleep(every).await;
         let Some(engine) = w.redis() else { return };
         engine.expire_maps();
     }

@@ -18,15 +18,14 @@ pub(crate) const OPTIONS: &[&str] = &[
     "http_server.tls_autocert",
     "broker.redis", "broker.postgres", "broker.redisnats",
     // The map broker's own Redis connection (map channels use the Redis engine's; its
-    // `prefix` is applied).
+    // `prefix` and cleanup options are applied).
     "map_broker.redis.address", "map_broker.redis.connect_timeout", "map_broker.redis.io_timeout",
     "map_broker.redis.db", "map_broker.redis.user", "map_broker.redis.password",
     "map_broker.redis.client_name", "map_broker.redis.force_resp2", "map_broker.redis.cluster_address",
     "map_broker.redis.tls", "map_broker.redis.sentinel_address", "map_broker.redis.sentinel_user",
     "map_broker.redis.sentinel_password", "map_broker.redis.sentinel_master_name",
     "map_broker.redis.sentinel_client_name", "map_broker.redis.sentinel_tls", "map_broker.redis.replica_client",
-    "map_broker.redis.cleanup_interval", "map_broker.redis.cleanup_batch_size",
-    "map_broker.redis.idempotent_result_ttl", "map_broker.redis.skip_pub_sub",
+    "map_broker.redis.skip_pub_sub",
     "map_broker.postgres",
     "broker.nats.tls", "broker.nats.allow_wildcards", "broker.nats.raw_mode",
     "http_server.http3", "http_server.h2c_external",

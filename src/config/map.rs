@@ -20,12 +20,43 @@ pub struct MapBroker {
     pub redis: MapBrokerRedis,
 }
 
-/// `map_broker.redis`.
+/// `map_broker.redis`: of Centrifugo's separate Redis map broker, what applies to map channels
+/// in the Redis engine's Redis.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct MapBrokerRedis {
     /// With `type: redis`, the prefix of the map channels' keys ("": `engine.redis.prefix`).
     pub prefix: String,
+    /// How often expired keys are removed (0: 1 s; negative: never).
+    pub cleanup_interval: DurationOrOff,
+    /// Most expired keys removed per channel per sweep (0: 1000).
+    pub cleanup_batch_size: usize,
+    /// How long a map write's idempotency result is kept (0: 5 minutes).
+    #[serde(with = "duration")]
+    pub idempotent_result_ttl: Duration,
+}
+
+impl MapBrokerRedis {
+    /// The expiry sweep's interval (`None`: no sweep).
+    pub fn sweep_every(&self) -> Option<Duration> {
+        self.cleanup_interval.0.map(|d| if d.is_zero() { Duration::from_secs(1) } else { d })
+    }
+
+    pub fn sweep_batch(&self) -> usize {
+        if self.cleanup_batch_size == 0 {
+            1000
+        } else {
+            self.cleanup_batch_size
+        }
+    }
+
+    pub fn result_ttl(&self) -> Duration {
+        if self.idempotent_result_ttl.is_zero() {
+            Duration::from_secs(300)
+        } else {
+            self.idempotent_result_ttl
+        }
+    }
 }
 
 impl MapBroker {
@@ -104,7 +135,7 @@ pub struct MapOptions {
     pub live_transition_max_publication_limit: usize,
     /// Longest a subscriber may page through the state before going live (else it is
     /// disconnected as slow, 3008); 0: 5 s; negative (`"-1s"`): no limit.
-    pub subscribe_catch_up_timeout: CatchUpTimeout,
+    pub subscribe_catch_up_timeout: DurationOrOff,
     /// `publish_proxy_*`, `remove_proxy_*`.
     #[serde(flatten)]
     pub proxy: super::proxy::MapProxies,
@@ -267,18 +298,18 @@ pub(super) fn validate_presence(at: &str, o: &ChannelOptions, c: &super::Config)
     Ok(())
 }
 
-/// `subscribe_catch_up_timeout`: a duration, where a negative one (`"-1s"`, `-1`) turns the
-/// limit off (`None`).
+/// A duration where a negative one (`"-1s"`, `-1`) turns the thing off (`None`):
+/// `map.subscribe_catch_up_timeout`, `map_broker.redis.cleanup_interval`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CatchUpTimeout(pub Option<Duration>);
+pub struct DurationOrOff(pub Option<Duration>);
 
-impl Default for CatchUpTimeout {
+impl Default for DurationOrOff {
     fn default() -> Self {
-        CatchUpTimeout(Some(Duration::ZERO))
+        DurationOrOff(Some(Duration::ZERO))
     }
 }
 
-impl Serialize for CatchUpTimeout {
+impl Serialize for DurationOrOff {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match &self.0 {
             Some(d) => duration::serialize(d, s),
@@ -287,7 +318,7 @@ impl Serialize for CatchUpTimeout {
     }
 }
 
-impl<'de> Deserialize<'de> for CatchUpTimeout {
+impl<'de> Deserialize<'de> for DurationOrOff {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = serde_json::Value::deserialize(d)?;
         let negative = match &v {
@@ -296,14 +327,16 @@ impl<'de> Deserialize<'de> for CatchUpTimeout {
             _ => false,
         };
         if negative {
-            return Ok(CatchUpTimeout(None));
+            return Ok(DurationOrOff(None));
         }
-        duration::deserialize(v).map(|d| CatchUpTimeout(Some(d))).map_err(serde::de::Error::custom)
+        duration::deserialize(v).map(|d| DurationOrOff(Some(d))).map_err(serde::de::Error::custom)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::MapBroker;
 
     #[test]
@@ -324,5 +357,15 @@ mod tests {
         let mut m = b("memory");
         m.redis.prefix = "mb".into();
         assert_eq!(m.redis_prefix("eng"), "eng", "only with type redis");
+        let r = super::MapBrokerRedis::default();
+        assert_eq!(
+            (r.sweep_every(), r.sweep_batch(), r.result_ttl().as_secs()),
+            (Some(Duration::from_secs(1)), 1000, 300)
+        );
+        let r: super::MapBrokerRedis = serde_json::from_value(
+            serde_json::json!({"cleanup_interval": "-1", "cleanup_batch_size": 5, "idempotent_result_ttl": "1m"}),
+        )
+        .unwrap();
+        assert_eq!((r.sweep_every(), r.sweep_batch(), r.result_ttl().as_secs()), (None, 5, 60));
     }
 }

@@ -42,6 +42,7 @@ const APPLIED: &[&str] = &[
     "engine.redis.sentinel_password", "engine.redis.sentinel_client_name",
     "broker.enabled", "broker.type", "broker.nats.url", "broker.nats.prefix", "broker.nats.dial_timeout",
     "broker.nats.write_timeout", "map_broker.type", "map_broker.redis.prefix",
+    "map_broker.redis.cleanup_interval", "map_broker.redis.cleanup_batch_size", "map_broker.redis.idempotent_result_ttl",
     "engine.redis.sentinel_tls.enabled", "engine.redis.sentinel_tls.cert_pem", "engine.redis.sentinel_tls.key_pem", "engine.redis.sentinel_tls.server_ca_pem", "engine.redis.sentinel_tls.client_ca_pem", "engine.redis.sentinel_tls.insecure_skip_verify", "engine.redis.sentinel_tls.server_name",
     "client.allowed_origins", "client.token.hmac_secret_key", "client.token.audience",
     "client.token.issuer", "client.token.user_id_claim", "client.token.hmac_previous_secret_key",

@@ -173,10 +173,9 @@ fn map_broker_type_on_the_redis_engine() {
     let two = |kind: &str| {
         let mut cfg = map_config();
         cfg.as_object_mut().unwrap().remove("engine");
-        merge(
-            &mut cfg,
-            json!({"map_broker": {"type": kind, "redis": {"address": "redis://127.0.0.1:1", "prefix": "mb"}}}),
-        );
+        let own = json!({"address": "redis://127.0.0.1:1", "prefix": "mb", "cleanup_interval": "200ms",
+            "cleanup_batch_size": 1, "idempotent_result_ttl": "7s"});
+        merge(&mut cfg, json!({"map_broker": {"type": kind, "redis": own}}));
         let open = json!({"name": "open", "allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true});
         cfg["channel"]["namespaces"].as_array_mut().unwrap().push(open);
         cluster(2, &redis, cfg)
@@ -188,8 +187,22 @@ fn map_broker_type_on_the_redis_engine() {
     // Under the map broker's prefix.
     assert_eq!(redis.cmd(&["HLEN", "mb:state:map:shared"]), json!(1));
     assert_eq!(redis.cmd(&["HGET", "mb:meta:map:shared", "s"]), json!("1"));
+    // The map broker's cleanup and idempotency options: three expiring keys go one per sweep.
+    let r = n[0].api("map_publish", json!({"channel": "map:shared", "key": "i", "data": 1, "idempotency_key": "once"}));
+    assert!(r["result"]["offset"].as_u64().is_some(), "{r}");
+    let ttl = redis.cmd(&["PTTL", "mb.result.map:shared.once"]).as_i64().unwrap();
+    assert!((1..=7000).contains(&ttl), "idempotent_result_ttl 7s: {ttl}");
+    for k in ["t1", "t2", "t3"] {
+        n[0].api("map_publish", json!({"channel": "mapttl:b", "key": k, "data": 1}));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    while n[1].api("map_stats", json!({"channel": "mapttl:b"})) != json!({"result": {"num_keys": 0}}) {
+        assert!(std::time::Instant::now() < deadline, "three keys with a 2 s TTL, one removed per sweep");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let log = n[0].stderr();
     assert!(log.contains(r#"option \"map_broker.redis.address\" is not supported"#), "{log}");
+    assert!(!log.contains("cleanup_interval") && !log.contains("idempotent_result_ttl"), "applied: {log}");
     assert!(!log.contains("map_broker.redis.prefix"), "the prefix is applied: {log}");
     assert!(!log.contains(r#"option \"map_broker\""#), "the section itself is applied: {log}");
     drop(n);

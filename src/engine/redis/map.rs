@@ -91,7 +91,7 @@ impl RedisEngine {
             Bytes::from(now.to_string()),
             Bytes::from_static(if only_expired { b"1" } else { b"0" }),
             Bytes::from_static(if p.idempotency_key.is_some() { b"1" } else { b"0" }),
-            Bytes::from(super::RESULT_TTL_SECS.to_string()),
+            Bytes::from(self.cfg.map_broker.redis.result_ttl().as_secs().max(1).to_string()),
             Bytes::from_static(mode),
             Bytes::from_static(if refresh_ttl { b"1" } else { b"0" }),
             Bytes::from(p.version.to_string()),
@@ -215,7 +215,11 @@ impl RedisEngine {
         let ch: Arc<str> = channel.into();
         let keys = [self.keys.map_expire(channel)];
         self.cmd(channel).request(
-            &self.evalsha(MAP_EXPIRED, &keys, vec![Bytes::from(now.to_string())]),
+            &self.evalsha(
+                MAP_EXPIRED,
+                &keys,
+                vec![Bytes::from(now.to_string()), Bytes::from(self.cfg.map_broker.redis.sweep_batch().to_string())],
+            ),
             Box::new(move |r| {
                 let Ok(v) = r.map_err(internal) else { return };
                 let mut a = v.into_array().unwrap_or_default().into_iter();

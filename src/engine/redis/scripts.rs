@@ -285,12 +285,19 @@ end
 return {top, epoch, last, out}
 "#;
 
-/// The keys of a map channel whose expiry has passed (at most 1000) and the earliest expiry
-/// left after them. KEYS: expire zset. ARGV: now unix ms.
+/// The keys of a map channel whose expiry has passed (at most the batch size) and the
+/// earliest expiry left after them. KEYS: expire zset. ARGV: now unix ms, batch size.
 /// Returns {next expiry ms ('' = none), key, key, ...}.
 pub const MAP_EXPIRED: &str = r#"
-local keys = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1000)
-local next = redis.call('zrangebyscore', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+local n = tonumber(ARGV[2])
+local keys = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, n)
+local next
+if #keys == n and redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1], 'LIMIT', n, 1)[1] then
+  -- More have expired than one batch takes: the next sweep goes on with them.
+  next = {ARGV[1], ARGV[1]}
+else
+  next = redis.call('zrangebyscore', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+end
 local out = {next[2] or ''}
 for _, k in ipairs(keys) do out[#out + 1] = k end
 return out
