@@ -194,11 +194,15 @@ impl Keys {
         self
     }
     fn join(&self, part: &str, ch: &str) -> Bytes {
-        let mut s = String::with_capacity(self.prefix.len() + part.len() + ch.len() + 4);
-        s.push_str(&self.prefix);
-        s.push('.');
+        self.key(&self.prefix, '.', part, ch)
+    }
+    /// `<prefix><sep><part><sep><channel>`, the channel as hash tag in a Redis Cluster.
+    fn key(&self, prefix: &str, sep: char, part: &str, ch: &str) -> Bytes {
+        let mut s = String::with_capacity(prefix.len() + part.len() + ch.len() + 4);
+        s.push_str(prefix);
+        s.push(sep);
         s.push_str(part);
-        s.push('.');
+        s.push(sep);
         if self.cluster {
             s.push('{');
             s.push_str(ch);
@@ -243,19 +247,7 @@ impl Keys {
     /// `<prefix>:<part>:<channel>` (Redis Cluster, where Centrifugo's map broker does not run:
     /// `<prefix>:<part>:{<channel>}`, so a channel's keys share a slot).
     fn map_key(&self, part: &str, ch: &str) -> Bytes {
-        let mut s = String::with_capacity(self.map_prefix.len() + part.len() + ch.len() + 4);
-        s.push_str(&self.map_prefix);
-        s.push(':');
-        s.push_str(part);
-        s.push(':');
-        if self.cluster {
-            s.push('{');
-            s.push_str(ch);
-            s.push('}');
-        } else {
-            s.push_str(ch);
-        }
-        Bytes::from(s)
+        self.key(&self.map_prefix, ':', part, ch)
     }
     /// A map channel's change stream (entries `e` epoch, `d` publication; ids are offsets).
     pub fn map_stream(&self, ch: &str) -> Bytes {
