@@ -437,7 +437,8 @@ impl Shard {
     }
 }
 
-/// The one operation that runs on the owner with the Redis engine: a subscriber leaves.
+/// The one operation that runs on the owner with the Redis engine: a subscriber leaves
+/// (or a shared poll subscriber comes or goes).
 fn apply_redis(
     counts: &mut AHashMap<Box<str>, Counts>,
     bases: &mut Bases,
@@ -445,26 +446,34 @@ fn apply_redis(
     op: ShardOp,
 ) -> Reply {
     // Data commands run on the receiving worker (`redis::run_data`).
-    let u = match op {
-        ShardOp::Unsubscribe(u) => u,
-        ShardOp::PollMember(pm) => {
-            match (pm.came, pm.presence) {
-                (true, true) => r.presence_join(&pm.channel, &pm.info),
-                (false, true) => r.presence_leave(&pm.channel, &pm.info.client),
-                _ => {}
-            }
-            if pm.join_leave {
-                let payload = if pm.came {
-                    crate::engine::redis::codec::join_payload(&pm.info)
-                } else {
-                    crate::engine::redis::codec::leave_payload(&pm.info)
-                };
-                r.publish_raw(&pm.channel, payload);
-            }
-            return Ok(Res::Empty);
-        }
-        _ => return Err(ApiError::api_internal()),
-    };
+    match op {
+        ShardOp::Unsubscribe(u) => Ok(unsubscribe(counts, bases, r, &u)),
+        ShardOp::PollMember(pm) => Ok(poll_member(r, &pm)),
+        _ => Err(ApiError::api_internal()),
+    }
+}
+
+/// What the owner asks of an engine that carries channels between nodes (Redis, NATS) when
+/// a subscriber comes or goes.
+pub(crate) trait Members {
+    /// Adds a presence entry.
+    fn present(&self, channel: &str, info: &ClientInfo);
+    /// Removes a presence entry.
+    fn absent(&self, channel: &str, client: &str);
+    /// Emits a join (`joined`) or a leave to every node.
+    fn join_leave(&self, channel: &str, info: &ClientInfo, joined: bool);
+    /// The node has no subscriber of `channel` left.
+    fn release(&self, channel: &str);
+}
+
+/// A subscriber leaves: uncounted, out of presence, its leave emitted; the channel released
+/// with the node's last subscriber.
+pub(crate) fn unsubscribe(
+    counts: &mut AHashMap<Box<str>, Counts>,
+    bases: &mut Bases,
+    e: &impl Members,
+    u: &UnsubOp,
+) -> Res {
     let left = match counts.get_mut(&*u.channel) {
         Some(c) => {
             let left = uncount(c, u.worker);
@@ -476,16 +485,29 @@ fn apply_redis(
         None => 0,
     };
     if let Some(client) = &u.client {
-        r.presence_leave(&u.channel, client);
+        e.absent(&u.channel, client);
     }
     if let Some(info) = &u.leave {
-        r.publish_raw(&u.channel, crate::engine::redis::codec::leave_payload(info));
+        e.join_leave(&u.channel, info, false);
     }
     if left == 0 {
         bases.forget(&u.channel);
-        r.release(&u.channel);
+        e.release(&u.channel);
     }
-    Ok(Res::Empty)
+    Res::Empty
+}
+
+/// A shared poll subscriber comes or goes: presence and join/leave only.
+pub(crate) fn poll_member(e: &impl Members, pm: &PollMember) -> Res {
+    match (pm.came, pm.presence) {
+        (true, true) => e.present(&pm.channel, &pm.info),
+        (false, true) => e.absent(&pm.channel, &pm.info.client),
+        _ => {}
+    }
+    if pm.join_leave {
+        e.join_leave(&pm.channel, &pm.info, pm.came);
+    }
+    Res::Empty
 }
 
 /// A state page read for a caller that read earlier pages in stream epoch `epoch` (empty:

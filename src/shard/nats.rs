@@ -82,40 +82,23 @@ pub fn apply(counts: &mut AHashMap<Box<str>, Counts>, bases: &mut Bases, n: &Nat
             .local_presence_stats(&ch)
             .map(|(num_clients, num_users)| Res::PresenceStats { num_clients, num_users })
             .ok_or(ApiError::api_internal()),
-        ShardOp::PollMember(pm) => {
-            match (pm.came, pm.presence) {
-                (true, true) => n.presence_join(&pm.channel, &pm.info),
-                (false, true) => n.presence_leave(&pm.channel, &pm.info.client),
-                _ => {}
-            }
-            if pm.join_leave {
-                n.publish_join_leave(&pm.channel, &pm.info, pm.came);
-            }
-            Ok(Res::Empty)
-        }
-        ShardOp::Unsubscribe(u) => {
-            let left = match counts.get_mut(&*u.channel) {
-                Some(c) => {
-                    let left = super::uncount(c, u.worker);
-                    if c.is_empty() {
-                        counts.remove(&*u.channel);
-                    }
-                    left
-                }
-                None => 0,
-            };
-            if let Some(client) = &u.client {
-                n.presence_leave(&u.channel, client);
-            }
-            if let Some(info) = &u.leave {
-                n.publish_join_leave(&u.channel, info, false);
-            }
-            if left == 0 {
-                bases.forget(&u.channel);
-                n.release(&u.channel);
-            }
-            Ok(Res::Empty)
-        }
+        ShardOp::PollMember(pm) => Ok(super::poll_member(n, &pm)),
+        ShardOp::Unsubscribe(u) => Ok(super::unsubscribe(counts, bases, n, &u)),
+    }
+}
+
+impl super::Members for NatsEngine {
+    fn present(&self, channel: &str, info: &crate::model::ClientInfo) {
+        self.presence_join(channel, info);
+    }
+    fn absent(&self, channel: &str, client: &str) {
+        self.presence_leave(channel, client);
+    }
+    fn join_leave(&self, channel: &str, info: &crate::model::ClientInfo, joined: bool) {
+        self.publish_join_leave(channel, info, joined);
+    }
+    fn release(&self, channel: &str) {
+        NatsEngine::release(self, channel);
     }
 }
 

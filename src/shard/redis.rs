@@ -126,3 +126,19 @@ pub async fn subscribe(
     }
     Ok(outcome)
 }
+
+impl super::Members for RedisEngine {
+    fn present(&self, channel: &str, info: &crate::model::ClientInfo) {
+        self.presence_join(channel, info);
+    }
+    fn absent(&self, channel: &str, client: &str) {
+        self.presence_leave(channel, client);
+    }
+    fn join_leave(&self, channel: &str, info: &crate::model::ClientInfo, joined: bool) {
+        let payload = if joined { codec::join_payload(info) } else { codec::leave_payload(info) };
+        self.publish_raw(channel, payload);
+    }
+    fn release(&self, channel: &str) {
+        RedisEngine::release(self, channel);
+    }
+}
