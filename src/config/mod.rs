@@ -733,6 +733,12 @@ impl Config {
         }
     }
 
+    /// Whether `channel` is in a namespace with a map subscription type (an unknown namespace
+    /// is not).
+    pub fn is_map_channel(&self, channel: &str) -> bool {
+        self.resolve_channel(channel).is_ok_and(|r| r.options.is_map())
+    }
+
     /// Resolves the channel's namespace options: the text before the first namespace boundary
     /// (after the private prefix) names the namespace; no boundary → `without_namespace`.
     /// Unknown namespace → 102.

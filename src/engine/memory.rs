@@ -333,12 +333,12 @@ impl Memory {
         &mut self.channels.get_mut(channel).expect("just made").subscribers
     }
 
-    /// The shard's subscriber counts of `channel`, if it has any state.
     /// Whether `channel` is a map channel (in a namespace with a map subscription type).
     pub fn is_map(&self, channel: &str) -> bool {
-        self.cfg.resolve_channel(channel).is_ok_and(|r| r.options.is_map())
+        self.cfg.is_map_channel(channel)
     }
 
+    /// The shard's subscriber counts of `channel`, if it has any state.
     pub fn subscribers(&self, channel: &str) -> Option<&Counts> {
         self.channels.get(channel).map(|s| &s.subscribers)
     }

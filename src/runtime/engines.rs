@@ -47,10 +47,12 @@ impl Worker {
         Call::waiting(self.clone(), slot)
     }
 
-    /// The engine runs `op` on any worker (else on the channel's owner).
+    /// The engine runs `op` on any worker (else on the channel's owner); a map channel the
+    /// node keeps itself (`Shard::keeps_map`) runs on its owner whatever the engine.
     fn runs_here(&self, op: &ShardOp) -> bool {
-        (op.is_data() && self.redis().is_some() && !self.shard.borrow().keeps_map(op.channel()))
-            || self.nats().is_some_and(|e| crate::shard::nats::runs_anywhere(&e, op))
+        let anywhere = (op.is_data() && self.redis().is_some())
+            || self.nats().is_some_and(|e| crate::shard::nats::runs_anywhere(&e, op));
+        anywhere && !self.shard.borrow().keeps_map(op.channel())
     }
 
     /// Runs `op` on this worker when [`Worker::runs_here`] (the answer goes to `tag`); gives

@@ -23,15 +23,13 @@ use crate::model::StreamPosition;
 /// Whether `op` runs on the worker that received it (else on the channel's owner). A
 /// publish goes out on the owner's connection: NATS keeps the order of one connection's
 /// messages only, so one connection per channel keeps a node's publications to it in order.
-/// Everything about a map channel runs on its owner, which keeps the channel in memory
-/// (`Shard::keeps_map`).
+/// (Everything about a map channel runs on its owner, which keeps the channel in memory:
+/// the worker checks `Shard::keeps_map` after this.)
 pub fn runs_anywhere(engine: &NatsEngine, op: &ShardOp) -> bool {
     match op {
-        ShardOp::History(_) | ShardOp::HistoryRemove(_) => !engine.is_map(op.channel()),
+        ShardOp::History(_) | ShardOp::HistoryRemove(_) => true,
         ShardOp::Publish(_) => false,
-        ShardOp::Presence(_) | ShardOp::PresenceStats(_) => {
-            engine.redis_presence().is_some() && !engine.is_map(op.channel())
-        }
+        ShardOp::Presence(_) | ShardOp::PresenceStats(_) => engine.redis_presence().is_some(),
         ShardOp::Unsubscribe(_) | ShardOp::PollMember(_) => false,
         ShardOp::MapPublish(_)
         | ShardOp::MapRead { .. }

@@ -74,12 +74,6 @@ impl NatsEngine {
         &self.cfg
     }
 
-    /// Whether `channel` is a map channel: NATS carries none of it, the node keeps it (see
-    /// `crate::shard::Shard::keeps_map`).
-    pub fn is_map(&self, channel: &str) -> bool {
-        self.cfg.resolve_channel(channel).is_ok_and(|r| r.options.is_map())
-    }
-
     pub fn new(cfg: Arc<Config>, node_name: &str, presence: PresenceStore) -> Result<NatsEngine, String> {
         let n = &cfg.broker.nats;
         let url = crate::config::broker::NatsUrl::parse(&n.url)?;
