@@ -482,8 +482,14 @@ impl Session {
             client: sub.presence.then(|| self.client.id.clone()),
             leave,
         };
-        let owner = owner_of(&channel, self.w.workers);
-        let op = ShardOp::Unsubscribe(Box::new(op));
+        self.send_owner(ShardOp::Unsubscribe(Box::new(op)));
+    }
+
+    /// Sends `op` to its channel's owner through the owner's inbox, even when the owner is
+    /// this worker, so the session's bookkeeping operations (subscribes, unsubscribes, shared
+    /// poll members) reach it in the order they were made; the answer is dropped.
+    fn send_owner(&self, op: ShardOp) {
+        let owner = owner_of(op.channel(), self.w.workers);
         self.w.send(owner, Msg::Exec { from: self.w.id as u16, tag: Tag::Discard, op });
     }
 

@@ -263,9 +263,7 @@ fn member(s: &Session, channel: &Arc<str>, sub: &Sub, came: bool) {
         presence: sub.presence,
         join_leave: sub.join_leave,
     };
-    let op = crate::shard::ShardOp::PollMember(Box::new(op));
-    let msg = crate::runtime::worker::Msg::Exec { from: s.w.id as u16, tag: crate::runtime::worker::Tag::Discard, op };
-    s.w.send(owner_of(channel, s.w.workers), msg);
+    s.send_owner(crate::shard::ShardOp::PollMember(Box::new(op)));
 }
 
 /// Runs `job` on the owner of `channel` without waiting for it: at once when the owner is
