@@ -13,7 +13,7 @@
 const WebSocket = require('ws');
 const json = require('centrifuge');
 const protobuf = require('centrifuge/build/protobuf');
-const { until } = require('./wait');
+const { until, run } = require('./wait');
 
 const cfg = JSON.parse(process.argv[2]);
 const { Centrifuge } = cfg.protobuf ? protobuf : json;
@@ -78,11 +78,7 @@ async function main() {
   out.want = { a: doc('a', 3), b: doc('b', 11) };
   d.c.disconnect();
   f.c.disconnect();
-  process.stdout.write(JSON.stringify(out) + '\n');
-  process.exit(0);
+  return out;
 }
 
-main().catch((e) => {
-  process.stdout.write(JSON.stringify({ fatal: String(e && e.stack ? e.stack : e) }) + '\n');
-  process.exit(1);
-});
+run(main);

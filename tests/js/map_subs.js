@@ -16,7 +16,7 @@
 const WebSocket = require('ws');
 const json = require('centrifuge');
 const protobuf = require('centrifuge/build/protobuf');
-const { sleep, until } = require('./wait');
+const { sleep, until, run } = require('./wait');
 
 const cfg = JSON.parse(process.argv[2]);
 const { Centrifuge } = cfg.protobuf ? protobuf : json;
@@ -134,11 +134,7 @@ async function main() {
   }
   a.c.disconnect();
   b.c.disconnect();
-  process.stdout.write(JSON.stringify(out) + '\n');
-  process.exit(0);
+  return out;
 }
 
-main().catch((e) => {
-  process.stdout.write(JSON.stringify({ fatal: String(e && e.stack ? e.stack : e) }) + '\n');
-  process.exit(1);
-});
+run(main);

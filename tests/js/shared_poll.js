@@ -22,7 +22,7 @@ const crypto = require('crypto');
 const WebSocket = require('ws');
 const json = require('centrifuge');
 const protobuf = require('centrifuge/build/protobuf');
-const { sleep, until } = require('./wait');
+const { sleep, until, run } = require('./wait');
 
 const cfg = JSON.parse(process.argv[2]);
 const { Centrifuge } = cfg.protobuf ? protobuf : json;
@@ -247,7 +247,4 @@ async function main() {
   return result;
 }
 
-main().then(
-  (r) => { process.stdout.write(JSON.stringify(r) + '\n'); process.exit(0); },
-  (e) => { process.stdout.write(JSON.stringify({ fatal: String(e && e.stack ? e.stack : e) }) + '\n'); process.exit(1); },
-);
+run(main);

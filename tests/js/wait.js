@@ -1,4 +1,4 @@
-// Waiting helpers shared by the SDK scripts under tests/js.
+// Helpers shared by the SDK scripts under tests/js: waiting, and running a script's main.
 'use strict';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -16,4 +16,19 @@ function until(pred, what, ms = 5000) {
   });
 }
 
-module.exports = { sleep, until };
+// Runs `main` (resolving to the script's result) and prints the result as one JSON line and
+// exits 0, or prints `{fatal}` and exits 1 when it fails.
+function run(main) {
+  main().then(
+    (out) => {
+      process.stdout.write(JSON.stringify(out) + '\n');
+      process.exit(0);
+    },
+    (e) => {
+      process.stdout.write(JSON.stringify({ fatal: String(e && e.stack ? e.stack : e) }) + '\n');
+      process.exit(1);
+    },
+  );
+}
+
+module.exports = { sleep, until, run };
