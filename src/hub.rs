@@ -17,7 +17,7 @@ use bytes::Bytes;
 use slab::Slab;
 use smallvec::SmallVec;
 
-use crate::client::outbox::Writes;
+use crate::client::writes::{Batching, Writes};
 use crate::client::{Client, Framing, Handler};
 use crate::error::Disconnect;
 use crate::filter::Filter;
@@ -78,6 +78,11 @@ pub struct Counts {
 }
 
 impl Hub {
+    /// A hub whose clients batch their writes as `batching` says.
+    pub fn new(batching: Batching) -> Hub {
+        Hub { writes: Rc::new(Writes::new(batching)), ..Hub::default() }
+    }
+
     /// The flush list of this worker's clients; its task ([`Writes::run`]) runs on the worker.
     pub fn writes(&self) -> &Rc<Writes<Client>> {
         &self.writes

@@ -8,6 +8,7 @@
 //! [`Framing`], so HTTP-streaming, SSE and the unidirectional transports plug in here.
 
 pub mod outbox;
+pub mod writes;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -21,7 +22,8 @@ use crate::error::Disconnect;
 use crate::protocol::Format;
 use crate::wire::deflate::{self, Deflate};
 use crate::wire::ws::{close_frame, frame, OpCode};
-use outbox::{HasOutbox, Outbox, Overflow, Writes};
+use outbox::{Outbox, Overflow};
+use writes::{HasOutbox, Mark, Writes};
 
 /// How a transport frames what a client receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,10 +312,23 @@ impl Client {
 
     /// Queues a framed message; `Err` when the queue overflowed (the caller disconnects).
     pub fn send(self: &Rc<Self>, frame: Bytes) -> Result<(), Overflow> {
-        if self.out.push(frame)? {
-            if let Some(w) = &self.writes {
-                w.mark(self.clone());
-            }
+        self.send_as(frame, false)
+    }
+
+    /// Queues the reply to a command (which `client.reply_without_queue` does not delay).
+    pub fn send_reply(self: &Rc<Self>, frame: Bytes) -> Result<(), Overflow> {
+        self.send_as(frame, true)
+    }
+
+    fn send_as(self: &Rc<Self>, frame: Bytes, reply: bool) -> Result<(), Overflow> {
+        let Some(w) = &self.writes else {
+            self.out.push(frame)?;
+            return Ok(());
+        };
+        match self.out.push_with(frame, w.batching().linger(reply))? {
+            Mark::Now => w.mark(self.clone()),
+            Mark::Later => w.mark_later(self.clone()),
+            Mark::None => {}
         }
         Ok(())
     }

@@ -3,26 +3,28 @@
 //!
 //! Two ways out. A client connection writes *directly* ([`Outbox::write_directly`]): a push
 //! only marks the connection dirty (once, however many frames a loop turn queues), and the
-//! worker's flush pass at the end of the loop turn ([`Writes`]) sends each dirty connection's
-//! frames with one non-blocking `sendmsg` — no task wake-up, no timer, no allocation per
-//! write. What the socket does not take at once (its send buffer is full, or the peer is
+//! worker's flush pass at the end of the loop turn ([`super::writes::Writes`]) sends each
+//! dirty connection's frames with one non-blocking `sendmsg` — no task wake-up, no timer, no
+//! allocation per write. What the socket does not take at once (its send buffer is full, or the peer is
 //! gone) is handed to the connection's writer task, which owns the queue until it is empty
 //! again, waiting for the socket within the write timeout. Other connections (gateway
 //! backends) leave everything to the writer task: one vectored write per wake-up.
+//!
+//! With `client.write_delay` frames may wait longer, in the worker's later list (see
+//! [`super::writes`]).
 //!
 //! Overflow (a client that does not read) is the session's "slow" disconnect: the queue is
 //! dropped, only the close frame is sent, and the socket is shut within the write timeout.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use monoio::buf::IoVecBuf;
 
-use crate::notify::LocalNotify;
+use super::writes::Mark;
 
 /// Most frames gathered into one vectored write.
 const MAX_IOV: usize = 512;
@@ -38,6 +40,8 @@ struct Inner {
     fd: i32,
     /// Waiting in the worker's flush list.
     dirty: bool,
+    /// Waiting in the worker's later list (`client.write_delay`).
+    lingering: bool,
     /// The writer task owns the queue (a write is in flight or the socket was full): frames
     /// go to it, not to the flush pass, until the queue is empty again.
     writing: bool,
@@ -62,6 +66,7 @@ impl Default for Inner {
             dead: false,
             fd: -1,
             dirty: false,
+            lingering: false,
             writing: false,
             start: None,
             paused: false,
@@ -86,68 +91,6 @@ impl Inner {
 pub struct Outbox {
     inner: RefCell<Inner>,
     max_bytes: usize,
-}
-
-/// A worker's flush list: the connections with frames queued during this loop turn, written
-/// once each by [`Writes::flush`] when the turn's other work is done (see the module docs).
-pub struct Writes<T> {
-    dirty: RefCell<Vec<Rc<T>>>,
-    /// The list being flushed (kept to reuse its allocation).
-    spare: RefCell<Vec<Rc<T>>>,
-    iov: RefCell<Vec<libc::iovec>>,
-    wake: LocalNotify,
-}
-
-/// What [`Writes`] can flush: something that has an [`Outbox`].
-pub trait HasOutbox {
-    fn outbox(&self) -> &Outbox;
-}
-
-impl<T: HasOutbox> Default for Writes<T> {
-    fn default() -> Self {
-        Writes {
-            dirty: RefCell::new(Vec::new()),
-            spare: RefCell::new(Vec::new()),
-            iov: RefCell::new(Vec::new()),
-            wake: LocalNotify::default(),
-        }
-    }
-}
-
-impl<T: HasOutbox> Writes<T> {
-    /// Puts a connection whose [`Outbox::push`] answered `Ok(true)` in the list.
-    pub fn mark(&self, conn: Rc<T>) {
-        let mut dirty = self.dirty.borrow_mut();
-        if dirty.is_empty() {
-            self.wake.notify();
-        }
-        dirty.push(conn);
-    }
-
-    /// Writes every dirty connection once (connections marked meanwhile wait for the next
-    /// pass, which the mark has scheduled).
-    pub fn flush(&self) {
-        let mut list = std::mem::take(&mut *self.spare.borrow_mut());
-        std::mem::swap(&mut list, &mut *self.dirty.borrow_mut());
-        {
-            let mut iov = self.iov.borrow_mut();
-            for conn in list.drain(..) {
-                conn.outbox().flush_now(&mut iov);
-            }
-        }
-        *self.spare.borrow_mut() = list;
-    }
-
-    /// The worker's flush task: one pass after each loop turn that marked a connection. It
-    /// lets the tasks woken in the same turn run first (they may queue more frames for the
-    /// same connections, and an HTTP publisher's reply then leaves before the deliveries).
-    pub async fn run(self: Rc<Self>) {
-        loop {
-            self.wake.wait().await;
-            crate::io::yield_now().await;
-            self.flush();
-        }
-    }
 }
 
 /// The queue is over its byte bound.
@@ -182,12 +125,19 @@ impl Outbox {
         self.max_bytes
     }
 
-    /// Queues a frame. Frames after a close are dropped. `Ok(true)`: the connection became
-    /// dirty and must be put in its worker's flush list ([`Writes::mark`]).
+    /// Queues a frame to be written this loop turn. Frames after a close are dropped.
+    /// `Ok(true)`: the connection became dirty and must be put in its worker's flush list
+    /// ([`Writes::mark`]).
     pub fn push(&self, frame: Bytes) -> Result<bool, Overflow> {
+        Ok(self.push_with(frame, None)? == Mark::Now)
+    }
+
+    /// Queues a frame that may wait ([`Batching::linger`]): the answer says which of the
+    /// worker's lists the connection must join.
+    pub fn push_with(&self, frame: Bytes, linger: Option<usize>) -> Result<Mark, Overflow> {
         let mut i = self.inner.borrow_mut();
         if i.close.is_some() || i.dead {
-            return Ok(false);
+            return Ok(Mark::None);
         }
         if i.bytes + frame.len() > self.max_bytes && !i.queue.is_empty() {
             return Err(Overflow);
@@ -195,26 +145,34 @@ impl Outbox {
         i.bytes += frame.len();
         i.queue.push_back(frame);
         if i.paused {
-            return Ok(false);
+            return Ok(Mark::None);
         }
         if i.fd >= 0 && !i.writing {
-            return Ok(!std::mem::replace(&mut i.dirty, true));
+            let (flag, mark) = match linger {
+                Some(max) if i.queue.len() < max => (&mut i.lingering, Mark::Later),
+                _ => (&mut i.dirty, Mark::Now),
+            };
+            return Ok(if std::mem::replace(flag, true) { Mark::None } else { mark });
         }
         let start = i.wake_writer();
         drop(i);
         if let Some(f) = start {
             f();
         }
-        Ok(false)
+        Ok(Mark::None)
     }
 
     /// The flush pass's part: writes what is queued with non-blocking `sendmsg` calls of up
     /// to [`MAX_IOV`] frames; what the socket does not take (or an error) goes to the writer
-    /// task. `iov` is the pass's scratch space.
-    fn flush_now(&self, iov: &mut Vec<libc::iovec>) {
+    /// task. `iov` is the pass's scratch space; `later`: the later list's pass.
+    pub(super) fn flush_now(&self, iov: &mut Vec<libc::iovec>, later: bool) {
         use bytes::Buf;
         let mut i = self.inner.borrow_mut();
-        i.dirty = false;
+        if later {
+            i.lingering = false;
+        } else {
+            i.dirty = false;
+        }
         if i.dead || i.writing || i.paused || i.fd < 0 || i.queue.is_empty() {
             return;
         }
@@ -499,6 +457,10 @@ unsafe impl IoVecBuf for Frames {
 mod tests {
     use super::*;
     use std::cell::Cell;
+    use std::rc::Rc;
+    use std::time::Instant;
+
+    use crate::client::writes::{Batching, HasOutbox, Writes};
 
     struct Conn(Outbox);
 
@@ -564,6 +526,61 @@ mod tests {
         writes.mark(conn.clone());
         writes.flush();
         assert_eq!(pair.drain(), b"four");
+    }
+
+    /// With a delay, frames wait in the later list and leave together once it is over; a
+    /// connection with `max_frames` queued, or a reply with `replies_now`, leaves this turn.
+    #[test]
+    fn a_write_delay_batches_frames_until_it_is_over() {
+        let pair = Pair::new();
+        let conn = Rc::new(Conn(Outbox::new(1 << 20)));
+        conn.0.write_directly(pair.0[0]);
+        let b = Batching { delay: Duration::from_millis(30), max_frames: 3, replies_now: true };
+        assert_eq!((b.linger(false), b.linger(true)), (Some(3), None));
+        assert_eq!(Batching { replies_now: false, ..b }.linger(true), Some(3));
+        assert_eq!(Batching::default().linger(false), None);
+        let writes = Rc::new(Writes::<Conn>::new(b));
+        let push = |f: &'static [u8], reply: bool| match conn.0.push_with(Bytes::from_static(f), b.linger(reply)) {
+            Ok(Mark::Now) => writes.mark(conn.clone()),
+            Ok(Mark::Later) => writes.mark_later(conn.clone()),
+            Ok(Mark::None) => {}
+            Err(_) => panic!("overflow"),
+        };
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
+        rt.block_on(async {
+            monoio::spawn(writes.clone().run_later());
+            let t0 = Instant::now();
+            push(b"a", false);
+            push(b"b", false);
+            writes.flush();
+            assert!(pair.drain().is_empty(), "nothing leaves before the delay");
+            let got = loop {
+                monoio::time::sleep(Duration::from_millis(2)).await;
+                let got = pair.drain();
+                if !got.is_empty() {
+                    break got;
+                }
+                assert!(t0.elapsed() < Duration::from_secs(5), "the delayed frames never left");
+            };
+            assert_eq!(got, b"ab");
+            assert!(t0.elapsed() >= Duration::from_millis(30), "left after {:?}", t0.elapsed());
+            // The third queued frame makes the connection due this turn.
+            push(b"c", false);
+            push(b"d", false);
+            assert!(pair.drain().is_empty());
+            push(b"e", false);
+            writes.flush();
+            assert_eq!(pair.drain(), b"cde");
+            // A reply leaves this turn, after the frame queued before it.
+            push(b"f", false);
+            push(b"g", true);
+            writes.flush();
+            assert_eq!(pair.drain(), b"fg");
+            // The later list's stale entry finds nothing; new frames wait a whole delay again.
+            push(b"h", false);
+            monoio::time::sleep(Duration::from_millis(80)).await;
+            assert_eq!(pair.drain(), b"h");
+        });
     }
 
     /// A sink that takes every byte (the writer task's socket once the flush handed over).

@@ -200,7 +200,7 @@ impl Worker {
             me,
             workers,
             shard: RefCell::new(Shard::new(engine)),
-            hub: Hub::default(),
+            hub: Hub::new(crate::client::writes::Batching::of(&cfg.client)),
             cfg,
             node,
             outbox: RefCell::new((0..workers).map(|_| Vec::new()).collect()),
@@ -661,6 +661,9 @@ impl Worker {
     pub async fn run_flusher(self: Rc<Self>) {
         // And the clients' writes, once per loop turn that queued frames.
         monoio::spawn(self.hub.writes().clone().run());
+        if !self.hub.writes().batching().delay.is_zero() {
+            monoio::spawn(self.hub.writes().clone().run_later());
+        }
         loop {
             self.flusher.wait().await;
             self.flush();

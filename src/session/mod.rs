@@ -332,13 +332,15 @@ impl Session {
         ClientInfo { user: st.user.clone(), client: self.client.id.clone(), conn_info: st.conn_info.clone(), chan_info }
     }
 
-    fn push_frame(&self, payload: Vec<u8>, kind: crate::metrics::Frame) {
+    /// Queues a push or (`reply`) the reply to a command.
+    fn push_frame(&self, payload: Vec<u8>, kind: crate::metrics::Frame, reply: bool) {
         if self.raw.is_some() {
             return;
         }
         let frame = self.client.frame(&payload);
         crate::metrics::frames_sent(self.client.framing.index(), kind, 1, frame.len() as u64);
-        if self.client.send(frame).is_err() {
+        let sent = if reply { self.client.send_reply(frame) } else { self.client.send(frame) };
+        if sent.is_err() {
             self.disconnect(Disconnect::SLOW);
         }
     }
@@ -367,7 +369,7 @@ impl Session {
         } else {
             protocol::encode_reply(self.client.format, id, r, &mut buf);
         }
-        self.push_frame(buf, self.method.get());
+        self.push_frame(buf, self.method.get(), true);
     }
 
     fn push(&self, channel: &str, p: &PushBody) {
@@ -384,7 +386,7 @@ impl Session {
         } else {
             protocol::encode_push(self.client.format, channel, p, &mut buf);
         }
-        self.push_frame(buf, crate::push::metrics_frame(p));
+        self.push_frame(buf, crate::push::metrics_frame(p), false);
     }
 
     /// Writes the pushes held for `channel` and makes the subscription live.

@@ -98,7 +98,7 @@ impl Session {
                 } else if self.client.framing.is_uni() {
                     // An empty push: `{}`, or an empty protobuf message.
                     let empty: &[u8] = if self.client.format == protocol::Format::Json { b"{}" } else { b"" };
-                    self.push_frame(empty.to_vec(), crate::metrics::Frame::ServerPing);
+                    self.push_frame(empty.to_vec(), crate::metrics::Frame::ServerPing, false);
                     if self.client.framing == Framing::UniWebSocket {
                         // And the WebSocket's own ping, whose pong is awaited.
                         let _ = self.client.send(self.client.ping_frame());
@@ -106,7 +106,7 @@ impl Session {
                 } else {
                     let mut buf = Vec::with_capacity(2);
                     protocol::encode_ping(self.client.format, &mut buf);
-                    self.push_frame(buf, crate::metrics::Frame::ServerPing);
+                    self.push_frame(buf, crate::metrics::Frame::ServerPing, false);
                 }
                 let mut st = self.st.borrow_mut();
                 if st.ping_sent.is_none() && !pong_timeout.is_zero() {

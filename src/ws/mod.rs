@@ -44,7 +44,7 @@ struct SessionConn(Rc<Session>);
 
 impl Conn for SessionConn {
     fn send(&self, frame: Bytes) {
-        let _ = self.0.client.send(frame);
+        let _ = self.0.client.send_reply(frame);
     }
     fn is_closed(&self) -> bool {
         self.0.client.out.is_closed()

@@ -23,7 +23,7 @@ struct UniConn {
 
 impl Conn for UniConn {
     fn send(&self, frame: Bytes) {
-        let _ = self.s.client.send(frame);
+        let _ = self.s.client.send_reply(frame);
     }
     fn is_closed(&self) -> bool {
         self.s.client.out.is_closed()

@@ -199,6 +199,8 @@ const GYRE_ONLY: &[&str] = &[
     "sockjs.enabled", "sockjs.handler_prefix", "sockjs.heartbeat_delay", "sockjs.url",
     // Centrifugo 3's history without a limit for clients of its protocol.
     "client.use_unlimited_history_by_default",
+    // Centrifugo PRO's message batching (its names and meaning; not in the open-source server).
+    "client.write_delay", "client.max_messages_in_frame", "client.reply_without_queue",
 ];
 
 /// Leaves of a config tree as (dotted path, value); list elements that are objects are

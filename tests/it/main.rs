@@ -52,6 +52,8 @@
 //!   Python backend (`tests/python/proxy_backend.py`), raw clients and both SDKs.
 //! * `ws_deflate` — permessage-deflate: negotiation, compressed frames both ways, limits, and
 //!   real clients that negotiate it (Python `websockets`, centrifuge-js over `ws`).
+//! * `write_delay` — `client.write_delay` and its companions: frames wait, then leave
+//!   together; a full batch and replies leave at once when the options say so.
 //!
 //! `ws_client` is the raw WebSocket client the WebSocket tests share.
 
@@ -105,6 +107,7 @@ mod tokens;
 mod transports;
 mod uni_grpc;
 mod v1_api;
+mod write_delay;
 mod ws_abuse;
 mod ws_deflate;
 mod ws_timers;
