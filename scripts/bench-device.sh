@@ -20,6 +20,8 @@
 #   connections                   10,000 idle connections (quick: 1,000): memory per connection
 # Peers (a peer whose server is not installed is skipped, and the run says so):
 #   gyre        Gyre with N workers (N = server CPUs)
+#   gyre-delay  the same with client.write_delay (--write-delay, default 20ms) and no bound on
+#               max_messages_in_frame: fewer, larger writes for that much latency (not default)
 #   redis       redis-server (one thread executes commands)
 #   redis-io    redis-server --io-threads N (at least 2) --io-threads-do-reads yes
 #   nats        nats-server with GOMAXPROCS=N
@@ -37,7 +39,9 @@ Usage: bash scripts/bench-device.sh [--quick] [--duration S] [--only WORKLOAD]..
   --only W         run only this workload (repeatable): ingest-1 ingest-8 fanout-1x1000
                    fanout-1x10000 fanout-100x100 fanout-10000x1 paced-1x1000 paced-10000x1
                    connections (the --quick sizes keep the full names)
-  --peers LIST     comma-separated subset of gyre,redis,redis-io,nats (default: all installed)
+  --peers LIST     comma-separated subset of gyre,gyre-delay,redis,redis-io,nats (default:
+                   gyre,redis,redis-io,nats, those installed)
+  --write-delay D  client.write_delay of the gyre-delay peer (default 20ms)
   --server-cpus L  CPUs of the servers (taskset list; default: the first half of this
   --tool-cpus L    process's CPUs) and of the load tool (default: the other half)
   --tool-procs P   fan-out subscribers in P gyre-bench processes (fanout --procs P), the
@@ -57,6 +61,7 @@ TOOL_CPUS=""
 OUT_BASE=""
 BUILD=1
 TOOL_PROCS=1
+WRITE_DELAY=20ms
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1; shift ;;
@@ -66,6 +71,7 @@ while [[ $# -gt 0 ]]; do
         --server-cpus) SERVER_CPUS="${2:?--server-cpus needs a list}"; shift 2 ;;
         --tool-cpus) TOOL_CPUS="${2:?--tool-cpus needs a list}"; shift 2 ;;
         --out) OUT_BASE="${2:?--out needs a folder}"; shift 2 ;;
+        --write-delay) WRITE_DELAY="${2:?--write-delay needs a duration}"; shift 2 ;;
         --tool-procs) TOOL_PROCS="${2:?--tool-procs needs a count}"; shift 2 ;;
         --skip-build) BUILD=0; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -157,6 +163,7 @@ workload_args() {
 # Peers: which are installed.
 declare -A LABEL
 LABEL[gyre]="gyre ($N_SERVER worker$([[ $N_SERVER == 1 ]] || echo s))"
+LABEL[gyre-delay]="${LABEL[gyre]}, write_delay $WRITE_DELAY"
 LABEL[redis]="redis"
 LABEL[redis-io]="redis io-threads $IO_THREADS"
 LABEL[nats]="nats (GOMAXPROCS $N_SERVER)"
@@ -165,12 +172,12 @@ SKIPPED=()
 IFS=',' read -ra WANT <<<"$PEERS"
 for p in "${WANT[@]}"; do
     case "$p" in
-        gyre) RUN_PEERS+=(gyre) ;;
+        gyre|gyre-delay) RUN_PEERS+=("$p") ;;
         redis|redis-io)
             if command -v redis-server >/dev/null; then RUN_PEERS+=("$p"); else SKIPPED+=("$p: redis-server is not installed"); fi ;;
         nats)
             if command -v nats-server >/dev/null; then RUN_PEERS+=(nats); else SKIPPED+=("nats: nats-server is not installed"); fi ;;
-        *) echo "bench-device.sh: unknown peer $p (gyre, redis, redis-io, nats)" >&2; exit 2 ;;
+        *) echo "bench-device.sh: unknown peer $p (gyre, gyre-delay, redis, redis-io, nats)" >&2; exit 2 ;;
     esac
 done
 for s in "${SKIPPED[@]}"; do echo "== skipping $s" >&2; done
@@ -254,14 +261,16 @@ start_server() {
     local peer="$1" log="$2"
     PORT="$(free_port)"
     case "$peer" in
-        gyre)
+        gyre|gyre-delay)
+            local batching=""
+            [[ $peer == gyre-delay ]] && batching=", \"write_delay\": \"$WRITE_DELAY\", \"max_messages_in_frame\": -1"
             cat >"$WORK/gyre-$PORT.json" <<EOF
 {
   "http_server": { "address": "127.0.0.1", "port": $PORT },
   "log": { "level": "warn" },
   "workers": $N_SERVER,
   "http_api": { "key": "$API_KEY" },
-  "client": { "token": { "hmac_secret_key": "$SECRET" } },
+  "client": { "token": { "hmac_secret_key": "$SECRET" }$batching },
   "channel": { "without_namespace": { "allow_subscribe_for_client": true } }
 }
 EOF
@@ -284,7 +293,7 @@ EOF
 
 target_args() {
     case "$1" in
-        gyre) echo "--target http://127.0.0.1:$PORT --api-key $API_KEY --hmac-secret $SECRET" ;;
+        gyre|gyre-delay) echo "--target http://127.0.0.1:$PORT --api-key $API_KEY --hmac-secret $SECRET" ;;
         redis|redis-io) echo "--target redis://127.0.0.1:$PORT" ;;
         nats) echo "--target nats://127.0.0.1:$PORT" ;;
     esac
@@ -363,7 +372,7 @@ done
             (if .scenario == "ingest" then "\(.commands_per_s | n) commands/s"
              elif .scenario == "fanout" then "\(.delivered_per_s | n) deliveries/s (\(.published_per_s | n) pub/s)"
              else "\((.server.bytes_per_connection // null) as $b | if $b == null then "–" else ($b / 1024 * 10 | round / 10 | tostring) end) KiB/connection (\(.ready) open)" end) as $fig
-            | "| \($w | sub("-(gyre|redis-io|redis|nats)$"; "")) | \(.label) | \($fig) | \(.latency_us.p50 | ms) | \(.latency_us.p99 | ms) | \(if .scenario == "fanout" then "\(.lost) / \(.duplicated)" else "–" end) | \(if .server.cpu_s != null then "\(.server.cpu_s) (\(.server.cpu_pct))" else "–" end) | \((.server.rss_max_kb // .server.rss_after_kb // null) as $r | if $r == null then "–" else ($r / 1024 * 10 | round / 10 | tostring) end) | \(.client.cpu_pct // "–") |"' "$f"
+            | "| \($w | sub("-(gyre-delay|gyre|redis-io|redis|nats)$"; "")) | \(.label) | \($fig) | \(.latency_us.p50 | ms) | \(.latency_us.p99 | ms) | \(if .scenario == "fanout" then "\(.lost) / \(.duplicated)" else "–" end) | \(if .server.cpu_s != null then "\(.server.cpu_s) (\(.server.cpu_pct))" else "–" end) | \((.server.rss_max_kb // .server.rss_after_kb // null) as $r | if $r == null then "–" else ($r / 1024 * 10 | round / 10 | tostring) end) | \(.client.cpu_pct // "–") |"' "$f"
     done
     if [[ ${#FAILED[@]} -gt 0 || ${#SKIPPED[@]} -gt 0 ]]; then
         echo
