@@ -109,9 +109,17 @@ impl Outbox {
     }
 
     /// The writer's starter if it was never needed (the connection ends: dropping it releases
-    /// what it holds, such as the socket's write half).
+    /// what it holds, such as the socket's write half). The flush passes stop writing to the
+    /// socket from here on: a connection still waiting in a flush list (`client.write_delay`
+    /// keeps it there for the delay) must not write to a descriptor that is closed, or by then
+    /// another connection's.
     pub fn take_start(&self) -> Option<Box<dyn FnOnce()>> {
-        self.inner.borrow_mut().start.take()
+        let mut i = self.inner.borrow_mut();
+        let start = i.start.take();
+        if start.is_some() {
+            i.fd = -1;
+        }
+        start
     }
 
     /// From now on frames leave through the flush pass, written straight to `fd` (the socket
@@ -581,6 +589,22 @@ mod tests {
             monoio::time::sleep(Duration::from_millis(80)).await;
             assert_eq!(pair.drain(), b"h");
         });
+    }
+
+    /// Once the connection ends (its writer's starter is taken and dropped, with the socket's
+    /// write half), a flush pass no longer writes to the socket's descriptor.
+    #[test]
+    fn an_ended_connection_is_not_written_by_a_later_pass() {
+        let pair = Pair::new();
+        let conn = Rc::new(Conn(Outbox::new(1 << 20)));
+        conn.0.write_directly(pair.0[0]);
+        conn.0.start_writer_on_demand(Box::new(|| {}));
+        let writes = Writes::<Conn>::default();
+        assert_eq!(conn.0.push(Bytes::from_static(b"queued")), Ok(true));
+        writes.mark(conn.clone());
+        assert!(conn.0.take_start().is_some());
+        writes.flush();
+        assert!(pair.drain().is_empty());
     }
 
     /// A sink that takes every byte (the writer task's socket once the flush handed over).
