@@ -517,13 +517,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
         Error::config(format!("invalid configuration: {e}{by}"))
     })?;
     warnings.extend(super::tls::warnings(&config));
-    if !config.client.write_delay.is_zero() && config.http_server.tls.enabled {
-        warnings.push(
-            "option \"client.write_delay\" applies to plain connections only: connections over http_server.tls \
-             are written at once"
-                .into(),
-        );
-    }
+    warnings.extend(super::client::warnings(&config));
     if !config.sockjs.url.is_empty() {
         warnings.push(
             "option \"sockjs.url\" is not supported by Gyre (ignored): it serves no iframe-based SockJS transports"
