@@ -489,6 +489,13 @@ mod tests {
             Pair(fds)
         }
 
+        /// A connection (1 MiB queue) written directly to this pair's first socket.
+        fn conn(&self) -> Rc<Conn> {
+            let conn = Rc::new(Conn(Outbox::new(1 << 20)));
+            conn.0.write_directly(self.0[0]);
+            conn
+        }
+
         /// Everything readable on the peer now.
         fn drain(&self) -> Vec<u8> {
             let mut out = Vec::new();
@@ -517,8 +524,7 @@ mod tests {
     #[test]
     fn a_loop_turn_of_frames_leaves_in_one_flush() {
         let pair = Pair::new();
-        let conn = Rc::new(Conn(Outbox::new(1 << 20)));
-        conn.0.write_directly(pair.0[0]);
+        let conn = pair.conn();
         let writes = Writes::<Conn>::default();
         assert_eq!(conn.0.push(Bytes::from_static(b"one ")), Ok(true));
         writes.mark(conn.clone());
@@ -541,8 +547,7 @@ mod tests {
     #[test]
     fn a_write_delay_batches_frames_until_it_is_over() {
         let pair = Pair::new();
-        let conn = Rc::new(Conn(Outbox::new(1 << 20)));
-        conn.0.write_directly(pair.0[0]);
+        let conn = pair.conn();
         let b = Batching { delay: Duration::from_millis(30), max_frames: 3, replies_now: true };
         assert_eq!((b.linger(false), b.linger(true)), (Some(3), None));
         assert_eq!(Batching { replies_now: false, ..b }.linger(true), Some(3));
@@ -596,8 +601,7 @@ mod tests {
     #[test]
     fn an_ended_connection_is_not_written_by_a_later_pass() {
         let pair = Pair::new();
-        let conn = Rc::new(Conn(Outbox::new(1 << 20)));
-        conn.0.write_directly(pair.0[0]);
+        let conn = pair.conn();
         conn.0.start_writer_on_demand(Box::new(|| {}));
         let writes = Writes::<Conn>::default();
         assert_eq!(conn.0.push(Bytes::from_static(b"queued")), Ok(true));
