@@ -121,7 +121,13 @@ fn text(i: i64) -> String {
 
 /// The common flow, for any SDK and format. Token from `gyre gentoken`.
 fn core_flow(sdk: Sdk, protobuf: bool, test: &str) {
-    let cfg = sdk_config();
+    core_flow_with(sdk, protobuf, test, json!({}));
+}
+
+/// [`core_flow`] on a server whose config is [`sdk_config`] with `patch` merged in.
+fn core_flow_with(sdk: Sdk, protobuf: bool, test: &str, patch: Value) {
+    let mut cfg = sdk_config();
+    merge(&mut cfg, patch);
     let s = Server::start(cfg.clone());
     let t1 = gentoken(&cfg, "u1");
     let t2 = gentoken(&cfg, "u2");
@@ -239,6 +245,15 @@ fn python_core_flow_json() {
 #[test]
 fn python_core_flow_protobuf() {
     core_flow(Sdk::Py, true, "python_core_flow_protobuf");
+}
+
+/// With `client.write_delay` every reply and push waits out the delay and frames leave
+/// batched: the SDKs see the same flow.
+#[test]
+fn sdks_core_flow_with_a_write_delay() {
+    let batched = json!({"client": {"write_delay": "30ms", "max_messages_in_frame": -1}});
+    core_flow_with(Sdk::Js, false, "sdks_core_flow_with_a_write_delay", batched.clone());
+    core_flow_with(Sdk::Py, true, "sdks_core_flow_with_a_write_delay", batched);
 }
 
 // ---------------------------------------------------------------------------------------------
