@@ -273,6 +273,12 @@ impl Client {
         self.writes = Some(writes);
     }
 
+    /// Frames queued on this client leave through its writer task (a TLS connection), after
+    /// the write delay of the worker's `writes` when there is one.
+    pub fn write_through_writer(&mut self, writes: Rc<Writes<Client>>) {
+        self.writes = Some(writes);
+    }
+
     /// Frames a protocol message (a reply or a push encoded in this client's format; a bare
     /// push for unidirectional transports).
     pub fn frame(&self, payload: &[u8]) -> Bytes {

@@ -162,6 +162,11 @@ impl Outbox {
             };
             return Ok(if std::mem::replace(flag, true) { Mark::None } else { mark });
         }
+        // A connection that only its writer task writes (over TLS) waits out a delay too: the
+        // later list's pass wakes the writer.
+        if linger.is_some_and(|max| i.fd < 0 && i.queue.len() < max) {
+            return Ok(if std::mem::replace(&mut i.lingering, true) { Mark::None } else { Mark::Later });
+        }
         let start = i.wake_writer();
         drop(i);
         if let Some(f) = start {
@@ -178,6 +183,15 @@ impl Outbox {
         let mut i = self.inner.borrow_mut();
         if later {
             i.lingering = false;
+            if i.fd < 0 {
+                // Its writer task writes it (see `push_with`): the delay is over.
+                let start = if i.dead || i.queue.is_empty() { None } else { i.wake_writer() };
+                drop(i);
+                if let Some(f) = start {
+                    f();
+                }
+                return;
+            }
         } else {
             i.dirty = false;
         }

@@ -8,7 +8,9 @@
 //! — everything it has queued by then, in one `sendmsg`: fewer, larger writes for some
 //! latency. A connection with `max_messages_in_frame` frames queued, or a reply to a command
 //! with `client.reply_without_queue`, goes to this turn's pass instead (with what is queued
-//! before it: frames never overtake one another).
+//! before it: frames never overtake one another). A connection that only its writer task
+//! writes (TLS, SockJS polling) waits the same way: once its delay is over, the later list's
+//! pass wakes its writer.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -103,16 +103,3 @@ pub struct PersonalChannel {
     pub personal_channel_namespace: String,
     pub single_connection: bool,
 }
-
-/// What the start-up says of the client options it applies only in part.
-pub(super) fn warnings(c: &super::Config) -> Vec<String> {
-    let mut out = Vec::new();
-    if !c.client.write_delay.is_zero() && c.http_server.tls.enabled {
-        out.push(
-            "option \"client.write_delay\" applies to plain connections only: connections over http_server.tls \
-             are written at once"
-                .into(),
-        );
-    }
-    out
-}

@@ -517,7 +517,6 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
         Error::config(format!("invalid configuration: {e}{by}"))
     })?;
     warnings.extend(super::tls::warnings(&config));
-    warnings.extend(super::client::warnings(&config));
     if !config.sockjs.url.is_empty() {
         warnings.push(
             "option \"sockjs.url\" is not supported by Gyre (ignored): it serves no iframe-based SockJS transports"

@@ -30,6 +30,8 @@ where
 {
     if sock.direct {
         client.write_directly(sock.fd, w.hub.writes().clone());
+    } else {
+        client.write_through_writer(w.hub.writes().clone());
     }
     let fd = sock.fd;
     let client = Rc::new(client);

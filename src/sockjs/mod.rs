@@ -364,7 +364,10 @@ pub async fn poll(
         Some(_) => Some(Bytes::from_static(b"c[2010,\"Another connection still open\"]\n")),
         None => {
             let slot = slot()?;
-            let client = Rc::new(new_client(w, Framing::SockJsPoll));
+            let mut client = new_client(w, Framing::SockJsPoll);
+            // Its poll requests take what is queued, after the write delay when there is one.
+            client.write_through_writer(w.hub.writes().clone());
+            let client = Rc::new(client);
             let s = Session::open(w, client, None, remote);
             s.keep_request_headers(forwarded);
             let sock = register(w, sid, s, Some(slot));

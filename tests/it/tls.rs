@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -432,4 +433,31 @@ fn corrupt_record_while_the_server_writes() {
     }
     let log = s.stderr();
     assert!(!log.contains("panicked"), "the server panicked:\n{log}");
+}
+
+/// `client.write_delay` holds over TLS too (those connections are written by their writer
+/// task, which the delay's list wakes): centrifuge-js over wss:// gets a publication only once
+/// the delay is over, replies included, and everything in order.
+#[test]
+fn write_delay_over_tls() {
+    let p = pki();
+    let tls = json!({"http_server": {"tls": tls_section(&p)}, "client": {"write_delay": "1500ms"}});
+    let s = Server::start(base_config(tls));
+    let ca = p.ca.to_str().unwrap();
+    let envs = [("NODE_EXTRA_CA_CERTS", ca)];
+    let Some(mut a) = Agent::start_with_env(Sdk::Js, "write_delay_over_tls", &envs) else { return };
+    let t0 = Instant::now();
+    a.send(json!({"op": "connect", "c": "a", "url": format!("wss://127.0.0.1:{}/connection/websocket", s.port)}));
+    a.wait("connected over wss", ev("a", "connected"));
+    assert!(t0.elapsed() >= Duration::from_millis(1200), "the connect reply came after {:?}", t0.elapsed());
+    a.sub("a", "delayed", json!({}));
+    a.wait("subscribed over wss", sev("a", "delayed", "sub.subscribed"));
+    let t1 = Instant::now();
+    for n in 1..=3 {
+        let r = api_over_tls(&p, s.port, "publish", &json!({"channel": "delayed", "data": {"n": n}}));
+        assert!(r.get("error").is_none(), "{r}");
+    }
+    let pubs = a.wait_n("3 publications over wss", 3, sev("a", "delayed", "sub.publication"));
+    assert!(t1.elapsed() >= Duration::from_millis(1200), "the publications came after {:?}", t1.elapsed());
+    assert_eq!(ns(&pubs), vec![1, 2, 3]);
 }

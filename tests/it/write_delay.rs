@@ -107,19 +107,3 @@ fn a_full_batch_and_replies_do_not_wait() {
     assert_eq!(ns, vec![1, 2, 3]);
     assert!(t2.elapsed() < Duration::from_millis(1500), "a full batch came after {:?}", t2.elapsed());
 }
-
-/// Connections over `http_server.tls` are written at once: the start-up check says so.
-#[test]
-fn tls_connections_are_named_as_not_delayed() {
-    let p = crate::tls::pki();
-    let tls = json!({"http_server": {"tls": {
-        "enabled": true, "cert_pem": p.cert.to_str().unwrap(), "key_pem": p.key.to_str().unwrap()
-    }}});
-    for (client, warned) in [(json!({"write_delay": "10ms"}), true), (json!({}), false)] {
-        let mut cfg = delay_config(client);
-        merge(&mut cfg, tls.clone());
-        let (ok, out) = checkconfig(&cfg);
-        assert!(ok, "{out}");
-        assert_eq!(out.contains("\"client.write_delay\" applies to plain connections only"), warned, "{out}");
-    }
-}
