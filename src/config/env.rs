@@ -63,6 +63,10 @@ const FLAT: &[(&str, &str)] = &[
     ("ping_interval",                         "client.ping_interval"),
     ("pong_timeout",                          "client.pong_timeout"),
     ("client_queue_max_size",                 "client.queue_max_size"),
+    // Centrifugo PRO v5's message batching.
+    ("client_write_delay",                    "client.write_delay"),
+    ("client_max_messages_in_frame",          "client.max_messages_in_frame"),
+    ("client_reply_without_queue",            "client.reply_without_queue"),
     ("client_anonymous",                      "client.allow_anonymous_connect_without_token"),
     ("allow_anonymous_connect_without_token", "client.allow_anonymous_connect_without_token"),
     ("disallow_anonymous_connection_tokens",  "client.disallow_anonymous_connection_tokens"),
@@ -665,7 +669,8 @@ mod tests {
             "engine": "redis", "redis_host": "r", "redis_port": 6380, "redis_prefix": "x",
             "grpc_api": true, "grpc_api_port": 10001, "prometheus": true, "health": true,
             "log_level": "DEBUG", "user_subscribe_to_personal": true, "shutdown_timeout": "5s",
-            "websocket_message_size_limit": 1000, "name": "n1",
+            "websocket_message_size_limit": 1000, "name": "n1", "client_write_delay": "25ms",
+            "client_max_messages_in_frame": -1, "client_reply_without_queue": true,
             "broker": "nats", "nats_url": "nats://n:4223", "nats_prefix": "np", "nats_dial_timeout": "2s"
         }"#).unwrap();
         assert!(l.config.broker.nats(), "v5 `broker: nats` turns the NATS broker on");
@@ -683,6 +688,9 @@ mod tests {
             ("/client/insecure", json!(true)),
             ("/client/allow_anonymous_connect_without_token", json!(true)),
             ("/client/channel_limit", json!(5)),
+            ("/client/write_delay", json!("25ms")),
+            ("/client/max_messages_in_frame", json!(-1)),
+            ("/client/reply_without_queue", json!(true)),
             ("/client/ping_interval", json!("20s")),
             ("/client/pong_timeout", json!("5s")),
             ("/channel/without_namespace/presence", json!(true)),
