@@ -5,9 +5,9 @@
 //! only marks the connection dirty (once, however many frames a loop turn queues), and the
 //! worker's flush pass at the end of the loop turn ([`super::writes::Writes`]) sends each
 //! dirty connection's frames with one non-blocking `sendmsg` — no task wake-up, no timer, no
-//! allocation per write. What the socket does not take at once (its send buffer is full, or the peer is
-//! gone) is handed to the connection's writer task, which owns the queue until it is empty
-//! again, waiting for the socket within the write timeout. Other connections (gateway
+//! allocation per write. What the socket does not take at once (its send buffer is full, or
+//! the peer is gone) is handed to the connection's writer task, which owns the queue until it
+//! is empty again, waiting for the socket within the write timeout. Other connections (gateway
 //! backends) leave everything to the writer task: one vectored write per wake-up.
 //!
 //! With `client.write_delay` frames may wait longer, in the worker's later list (see
@@ -16,7 +16,7 @@
 //! Overflow (a client that does not read) is the session's "slow" disconnect: the queue is
 //! dropped, only the close frame is sent, and the socket is shut within the write timeout.
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::collections::VecDeque;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -75,15 +75,16 @@ impl Default for Inner {
     }
 }
 
-impl Inner {
-    /// Wakes the writer task; returns its starter when it has not been spawned yet (to be
-    /// called once the queue is no longer borrowed).
-    #[must_use]
-    fn wake_writer(&mut self) -> Option<Box<dyn FnOnce()>> {
-        if let Some(w) = self.writer.take() {
-            w.wake();
-        }
-        self.start.take()
+/// Wakes the writer task, or spawns it when it has not been yet (once the queue is no longer
+/// borrowed: the starter runs with `i` released).
+fn wake_writer(mut i: RefMut<'_, Inner>) {
+    if let Some(w) = i.writer.take() {
+        w.wake();
+    }
+    let start = i.start.take();
+    drop(i);
+    if let Some(f) = start {
+        f();
     }
 }
 
@@ -155,24 +156,20 @@ impl Outbox {
         if i.paused {
             return Ok(Mark::None);
         }
-        if i.fd >= 0 && !i.writing {
-            let (flag, mark) = match linger {
-                Some(max) if i.queue.len() < max => (&mut i.lingering, Mark::Later),
-                _ => (&mut i.dirty, Mark::Now),
-            };
-            return Ok(if std::mem::replace(flag, true) { Mark::None } else { mark });
-        }
-        // A connection that only its writer task writes (over TLS) waits out a delay too: the
-        // later list's pass wakes the writer.
-        if linger.is_some_and(|max| i.fd < 0 && i.queue.len() < max) {
-            return Ok(if std::mem::replace(&mut i.lingering, true) { Mark::None } else { Mark::Later });
-        }
-        let start = i.wake_writer();
-        drop(i);
-        if let Some(f) = start {
-            f();
-        }
-        Ok(Mark::None)
+        let direct = i.fd >= 0 && !i.writing;
+        // A frame that may wait does so whoever writes the connection: the flush pass, or (a
+        // connection only its writer task writes, over TLS) the writer, which the later
+        // list's pass wakes.
+        let waits = linger.is_some_and(|max| i.queue.len() < max);
+        let (flag, mark) = match (waits && (direct || i.fd < 0), direct) {
+            (true, _) => (&mut i.lingering, Mark::Later),
+            (false, true) => (&mut i.dirty, Mark::Now),
+            (false, false) => {
+                wake_writer(i);
+                return Ok(Mark::None);
+            }
+        };
+        Ok(if std::mem::replace(flag, true) { Mark::None } else { mark })
     }
 
     /// The flush pass's part: writes what is queued with non-blocking `sendmsg` calls of up
@@ -185,10 +182,8 @@ impl Outbox {
             i.lingering = false;
             if i.fd < 0 {
                 // Its writer task writes it (see `push_with`): the delay is over.
-                let start = if i.dead || i.queue.is_empty() { None } else { i.wake_writer() };
-                drop(i);
-                if let Some(f) = start {
-                    f();
+                if !i.dead && !i.queue.is_empty() {
+                    wake_writer(i);
                 }
                 return;
             }
@@ -201,11 +196,7 @@ impl Outbox {
         if i.close.is_some() {
             // The writer sends the rest and the close frame.
             i.writing = true;
-            let start = i.wake_writer();
-            drop(i);
-            if let Some(f) = start {
-                f();
-            }
+            wake_writer(i);
             return;
         }
         loop {
@@ -252,11 +243,7 @@ impl Outbox {
         // The socket is full (or failed): the writer waits for it, within the write timeout,
         // and reports a failure by killing the queue.
         i.writing = true;
-        let start = i.wake_writer();
-        drop(i);
-        if let Some(f) = start {
-            f();
-        }
+        wake_writer(i);
     }
 
     /// Queues the close frame; with `drop_queued` the pending frames are discarded first.
@@ -276,11 +263,7 @@ impl Outbox {
         if i.paused {
             return;
         }
-        let start = i.wake_writer();
-        drop(i);
-        if let Some(f) = start {
-            f();
-        }
+        wake_writer(i);
     }
 
     /// Holds what is queued from now on until [`Outbox::resume`] (nothing may have been
@@ -307,11 +290,7 @@ impl Outbox {
             return;
         }
         i.writing = true;
-        let start = i.wake_writer();
-        drop(i);
-        if let Some(f) = start {
-            f();
-        }
+        wake_writer(i);
     }
 
     /// True once closing or dead.
