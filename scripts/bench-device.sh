@@ -9,6 +9,7 @@
 #   bash scripts/bench-device.sh --quick          # small sizes, 2 s runs (works on 2 cores)
 #   bash scripts/bench-device.sh --only fanout-1x10000 --only paced-1x1000
 #   GYRE=/path/gyre BENCH=/path/gyre-bench bash scripts/bench-device.sh --skip-build
+#   (a machine without a toolchain or the peers: scripts/bench-pack.sh packs all it needs)
 #
 # Workloads (full / --quick):
 #   ingest-1, ingest-8            pipelined publishes over 1 and 8 connections
@@ -241,7 +242,7 @@ mkdir -p "$OUT"
     echo "cpu:          $(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -1)"
     echo "kernel:       $(uname -r)"
     echo "memory:       $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-    echo "commit:       $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+    echo "commit:       ${GYRE_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}"
     echo "redis:        $(command -v redis-server >/dev/null && redis-server --version | head -1 || echo 'not installed')"
     echo "nats:         $(command -v nats-server >/dev/null && nats-server --version 2>&1 | head -1 || echo 'not installed')"
     echo "open files:   $(ulimit -n)"
