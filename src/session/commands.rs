@@ -710,9 +710,7 @@ pub(super) fn api_act(s: &Rc<Session>, cmd: &Command) -> Option<crate::client::P
             let ttl = if r.expire_at > now { (r.expire_at - now) as u32 } else { 0 };
             s.push("", &PushBody::Refresh { expires: r.expire_at > 0, ttl });
         }
-        Command::Subscribe(sub)
-            if matches_target(s, &sub.target) && !s.st.borrow().subs.contains_key(&*sub.channel) =>
-        {
+        Command::Subscribe(sub) if matches_target(s, &sub.target) && !s.st.borrow().subs.contains_key(&sub.channel) => {
             let (s, sub) = (s.clone(), sub.clone());
             let (done, finished) = crate::notify::oneshot::<()>();
             monoio::spawn(async move {

@@ -24,6 +24,7 @@ mod shared_poll;
 mod slots;
 pub mod socket;
 mod streams;
+mod submap;
 mod timers;
 
 use std::cell::{Cell, RefCell};
@@ -84,9 +85,9 @@ struct State {
     /// The session holds one of its user's node-wide connection slots ([`slots`]).
     user_slot: bool,
     conn_info: Option<Bytes>,
-    subs: AHashMap<Arc<str>, Sub>,
+    subs: submap::SubMap<Sub>,
     /// Subscriptions sent to their owner and not answered yet.
-    pending: AHashMap<Arc<str>, Sub>,
+    pending: submap::SubMap<Sub>,
     /// Unix seconds when the credentials expire (0 = never).
     expires_at: i64,
     /// Command rate bucket (`client.command_rate_limit`): tokens and last refill.
@@ -454,8 +455,8 @@ impl Session {
         self.client.forget_held();
         let key = self.key();
         // A subscription accepted while its command had not resumed yet is taken back here.
-        let accepted = pending.into_iter().filter(|(channel, _)| self.w.hub.is_subscriber(channel, key));
-        for (channel, sub) in subs.into_iter().chain(accepted) {
+        let accepted = pending.into_entries().filter(|(channel, _)| self.w.hub.is_subscriber(channel, key));
+        for (channel, sub) in subs.into_entries().chain(accepted) {
             map::ended(self, &channel);
             if sub.poll {
                 shared_poll::forget(self, &channel, &sub);
