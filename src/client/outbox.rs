@@ -152,6 +152,11 @@ impl Outbox {
             return Err(Overflow);
         }
         i.bytes += frame.len();
+        if i.queue.capacity() == 0 {
+            // Room for one frame at first (a plain push makes room for four): most connections
+            // get a frame at a time, and an idle one keeps what its last write left.
+            i.queue.reserve_exact(1);
+        }
         i.queue.push_back(frame);
         if i.paused {
             return Ok(Mark::None);
