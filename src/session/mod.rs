@@ -233,9 +233,10 @@ pub struct Session {
     /// to an HTTP response.
     pub refused: Cell<Option<u32>>,
     /// What the proxies forward of the connection's opening request ([`proxy::ConnHeaders`]).
-    conn_headers: RefCell<Option<proxy::ConnHeaders>>,
+    /// Boxed: most connections have none.
+    conn_headers: RefCell<Option<Box<proxy::ConnHeaders>>>,
     /// Subscription streams of this session by channel.
-    streams: RefCell<AHashMap<Arc<str>, streams::Open>>,
+    streams: RefCell<submap::SubMap<streams::Open>>,
     /// The peer's IP address, for the log lines of refusals.
     remote: Option<std::net::IpAddr>,
 }
@@ -274,7 +275,7 @@ impl Session {
             sid: (client.framing.is_uni() || client.framing.is_emulated()).then(|| new_session_id(w.id)),
             refused: Cell::new(None),
             conn_headers: RefCell::new(None),
-            streams: RefCell::new(AHashMap::new()),
+            streams: RefCell::new(submap::SubMap::default()),
             remote,
         });
         w.hub.add(client.clone(), s.clone());

@@ -197,7 +197,7 @@ fn deliver(w: &Rc<Worker>, id: u64, ev: StreamEvent) {
         }
         StreamEvent::Ended { eof } => {
             reg.entries.borrow_mut().remove(&id);
-            let open = s.streams.borrow_mut().remove(&*channel);
+            let open = s.streams.borrow_mut().remove(&channel);
             if open.is_some_and(|o| o.id == id) {
                 let (code, reason) = if eof { (2000, "server unsubscribe") } else { (2500, "insufficient state") };
                 s.unsubscribe(&channel, Some((code, reason)));
@@ -237,7 +237,7 @@ pub(super) fn closed(s: &Session, channel: Option<&str>) {
         let mut streams = s.streams.borrow_mut();
         match channel {
             Some(ch) => streams.remove(ch).into_iter().collect(),
-            None => streams.drain().map(|(_, o)| o).collect(),
+            None => std::mem::take(&mut *streams).into_entries().map(|(_, o)| o).collect(),
         }
     };
     if gone.is_empty() {

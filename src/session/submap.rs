@@ -1,5 +1,6 @@
-//! A session's subscriptions by channel: a short list while there are few — one or a few per
-//! connection is the usual case — and a hash table past [`LIST_MAX`].
+//! A session's entries by channel (its subscriptions, those in flight, its subscription
+//! streams): a short list while there are few — one or a few per connection is the usual
+//! case — and a hash table past [`LIST_MAX`].
 //!
 //! Why not a hash table throughout: a table with one entry takes four buckets (256 bytes with
 //! this entry size) and its control bytes on the heap, about 280 bytes, against 64 for a list
@@ -19,7 +20,8 @@ const LIST_MAX: usize = 16;
 /// See the module docs.
 pub(super) enum SubMap<V> {
     List(Vec<(Arc<str>, V)>),
-    Table(AHashMap<Arc<str>, V>),
+    /// Boxed: the map stays a pointer wide while it is a list.
+    Table(Box<AHashMap<Arc<str>, V>>),
 }
 
 impl<V> Default for SubMap<V> {
@@ -63,7 +65,7 @@ impl<V> SubMap<V> {
             SubMap::List(l) => {
                 let mut t: AHashMap<Arc<str>, V> = std::mem::take(l).into_iter().collect();
                 t.insert(channel, value);
-                *self = SubMap::Table(t);
+                *self = SubMap::Table(Box::new(t));
             }
             SubMap::Table(t) => {
                 t.insert(channel, value);
@@ -113,7 +115,7 @@ impl<V> SubMap<V> {
     pub fn into_entries(self) -> impl Iterator<Item = (Arc<str>, V)> {
         let (list, table) = match self {
             SubMap::List(l) => (Some(l), None),
-            SubMap::Table(t) => (None, Some(t)),
+            SubMap::Table(t) => (None, Some(*t)),
         };
         list.into_iter().flatten().chain(table.into_iter().flatten())
     }
