@@ -181,7 +181,7 @@ pub(super) async fn connect(s: &Rc<Session>, id: u32, c: protocol::ConnectReq) -
         st.conn_info = claims.info;
         st.expires_at = expire_at;
         st.hidden = claims.hidden;
-        st.meta = claims.meta;
+        st.meta = claims.meta.map(Box::new);
         st.labels = s.accepted(claims.hidden, &c);
     }
     if !claims.hidden {
@@ -559,7 +559,7 @@ pub(super) async fn refresh(s: &Rc<Session>, id: u32, token: &str) -> Result<(),
         }
         // As Centrifugo: a refresh token's `meta` replaces the connection's.
         if claims.meta.is_some() {
-            st.meta = claims.meta;
+            st.meta = claims.meta.map(Box::new);
         }
     }
     let ttl = if claims.expire_at > 0 { (claims.expire_at - now) as u32 } else { 0 };

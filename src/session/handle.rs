@@ -114,7 +114,7 @@ impl Session {
         let ev = {
             let st = self.st.borrow();
             let fields = serde_json::Map::from_iter([("frame".to_string(), crate::gateway::frame_json(text, &data))]);
-            crate::gateway::event("message", fields, Some(&st.context))
+            crate::gateway::event("message", fields, st.context.as_deref())
         };
         crate::gateway::push_event(&self.w, &self.client.id, topic, &ev);
         true
@@ -193,7 +193,7 @@ async fn run_command(s: &Rc<Session>, cmd: Cmd) -> Result<(), Disconnect> {
                 if !st.user.is_empty() {
                     fields.insert("user".into(), serde_json::Value::from(&*st.user));
                 }
-                crate::gateway::event("message", fields, Some(&st.context))
+                crate::gateway::event("message", fields, st.context.as_deref())
             };
             crate::gateway::push_event(&s.w, &s.client.id, &Arc::from(topic.as_str()), &ev);
         }

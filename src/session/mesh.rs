@@ -48,13 +48,13 @@ impl MeshTarget for Session {
                     let key =
                         args.first().and_then(|k| k.as_str()).ok_or_else(|| MeshError::bad("invalid parameter"))?;
                     let value = args.get(1).cloned().unwrap_or_default();
-                    self.st.borrow_mut().context.insert(key.to_string(), value);
+                    self.st.borrow_mut().context.get_or_insert_with(Default::default).insert(key.to_string(), value);
                 }
                 "set_context" => {
                     let Some(Value::Object(o)) = args.first() else {
                         return Err(MeshError::bad("invalid parameter"));
                     };
-                    self.st.borrow_mut().context = o.clone();
+                    self.st.borrow_mut().context = Some(Box::new(o.clone()));
                 }
                 "subscribe" => {
                     for ch in args.iter().filter_map(|a| a.as_str()) {

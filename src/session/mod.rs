@@ -93,10 +93,11 @@ struct State {
     /// Command rate bucket (`client.command_rate_limit`): tokens and last refill.
     rate: Option<(f64, Instant)>,
     /// The connection's meta (its token's `meta` claim, or the connect/refresh proxy's),
-    /// sent to proxies with `include_connection_meta`.
-    meta: Option<Bytes>,
+    /// sent to proxies with `include_connection_meta`. Boxed, as the context below: most
+    /// connections have none, and the session stays an allocator size class smaller.
+    meta: Option<Box<Bytes>>,
     /// Gateway context (`conn.call set_context[_value]`), attached to queued events.
-    context: serde_json::Map<String, serde_json::Value>,
+    context: Option<Box<serde_json::Map<String, serde_json::Value>>>,
     /// A server ping is waiting for its pong since then.
     ping_sent: Option<Instant>,
     /// Map subscriptions loading their state: when each read its first page
@@ -468,8 +469,8 @@ impl Session {
         }
         crate::gateway::unregister_target(&self.w, &self.client.id);
         if let Some(topic) = &self.raw {
-            let ctx = std::mem::take(&mut self.st.borrow_mut().context);
-            let ev = crate::gateway::event("close", Default::default(), Some(&ctx));
+            let ctx = self.st.borrow_mut().context.take();
+            let ev = crate::gateway::event("close", Default::default(), ctx.as_deref());
             crate::gateway::push_event(&self.w, &self.client.id, topic, &ev);
         }
         if counted {

@@ -316,7 +316,7 @@ async fn refresh_connection_call(s: Rc<Session>, p: Arc<crate::proxy::Proxy>, ol
             st.conn_info = info;
         }
         if res.meta.is_some() {
-            st.meta = res.meta;
+            st.meta = res.meta.map(Box::new);
         }
     }
     s.reschedule_now();

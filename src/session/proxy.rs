@@ -195,7 +195,7 @@ impl Session {
             protocol: if self.client.format == Format::Protobuf { "protobuf" } else { "json" },
             encoding: if p.conf.binary_encoding { "binary" } else { "json" },
             user: st.user.to_string(),
-            meta: if p.conf.include_connection_meta { st.meta.clone() } else { None },
+            meta: if p.conf.include_connection_meta { st.meta.as_deref().cloned() } else { None },
             ..Default::default()
         }
     }
