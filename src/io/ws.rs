@@ -27,15 +27,37 @@ pub trait Conn {
     fn on_gone(&self);
 }
 
+/// A borrowed connection serves as well (the loop can then run inside the caller's future).
+impl<C: Conn> Conn for &C {
+    fn send(&self, frame: Bytes) {
+        (**self).send(frame)
+    }
+    fn is_closed(&self) -> bool {
+        (**self).is_closed()
+    }
+    async fn on_data(&self, text: bool, data: Bytes) -> bool {
+        (**self).on_data(text, data).await
+    }
+    fn on_pong(&self) {
+        (**self).on_pong()
+    }
+    fn on_close(&self, code: u16) {
+        (**self).on_close(code)
+    }
+    fn on_gone(&self) {
+        (**self).on_gone()
+    }
+}
+
 /// Reads messages until the connection closes. `limit` bounds a frame and a message; `idle`
 /// is the read buffer an idle connection keeps.
-pub fn read_loop<'a, R, C>(
-    conn: &'a C,
-    rd: &'a mut R,
+pub fn read_loop<R, C>(
+    conn: C,
+    rd: R,
     buf: BytesMut,
     limit: usize,
     idle: usize,
-) -> impl std::future::Future<Output = ()> + 'a
+) -> impl std::future::Future<Output = ()>
 where
     R: monoio::io::AsyncReadRent,
     C: Conn,
@@ -46,16 +68,18 @@ where
 /// [`read_loop`] with a decoder of the caller's (one that inflates compressed messages, for a
 /// connection that negotiated permessage-deflate).
 ///
-/// (A plain function returning the loop's future: an `async fn` would keep a second copy of
-/// its moved arguments in the future, which every idle connection holds.)
+/// The connection and the reader are taken by value (`&C` and `&mut R` serve too), so a
+/// session's task can be this future and no more (see `ws::run_session`). (A plain function
+/// returning the loop's future: an `async fn` would keep a second copy of its moved arguments
+/// in the future, which every idle connection holds.)
 #[allow(clippy::manual_async_fn)]
-pub fn read_loop_with<'a, R, C>(
-    conn: &'a C,
-    rd: &'a mut R,
+pub fn read_loop_with<R, C>(
+    conn: C,
+    mut rd: R,
     mut buf: BytesMut,
     mut dec: Decoder,
     idle: usize,
-) -> impl std::future::Future<Output = ()> + 'a
+) -> impl std::future::Future<Output = ()>
 where
     R: monoio::io::AsyncReadRent,
     C: Conn,
@@ -91,7 +115,7 @@ where
             }
             prepare_read(&mut buf, last_full, idle);
             let spare = buf.capacity() - buf.len();
-            let (res, b) = read_more(rd, buf).await;
+            let (res, b) = read_more(&mut rd, buf).await;
             buf = b;
             last_full = matches!(res, Ok(n) if n == spare);
             if !matches!(res, Ok(n) if n > 0) {

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 
 use crate::client::{sockjs_frame, Client, Framing};
 use crate::io::ws::{read_loop_with, Conn};
@@ -163,7 +164,7 @@ pub fn run_websocket<R, W>(
     w: Rc<Worker>,
     slot: ConnectionSlot,
     forwarded: crate::session::proxy::Forwarded,
-    mut rd: R,
+    rd: R,
     wr: W,
     buf: BytesMut,
     sock: crate::io::Socket,
@@ -178,10 +179,8 @@ where
     let _ = s.client.send(sockjs_frame(Framing::SockJsWebSocket, b"o"));
     let limit = w.cfg.websocket.message_size_limit;
     let dec = crate::wire::ws::Decoder::new(limit, limit);
-    async move {
-        read_loop_with(&SockConn(s.clone()), &mut rd, buf, dec, 64).await;
-        finish(s, writer, slot).await;
-    }
+    // `then` rather than an async block: see `ws::run_session`.
+    read_loop_with(SockConn(s.clone()), rd, buf, dec, 64).then(move |()| finish(s, writer, slot))
 }
 
 /// A SockJS session of an xhr transport, reachable by its id on its worker.

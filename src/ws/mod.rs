@@ -8,6 +8,7 @@ use std::rc::Rc;
 pub mod uni;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 
 use crate::client::{Client, Framing};
 use crate::config::WsCompression;
@@ -92,7 +93,7 @@ pub fn run_session<R, W>(
     deflate: bool,
     raw: Option<RawStart>,
     forwarded: crate::session::proxy::Forwarded,
-    mut rd: R,
+    rd: R,
     wr: W,
     buf: BytesMut,
     sock: crate::io::Socket,
@@ -111,10 +112,10 @@ where
     let (s, writer) = open_on_socket(&w, client, raw, wr, sock, cfg.websocket.write_timeout);
     s.keep_request_headers(forwarded);
     let dec = decoder(cfg.websocket.message_size_limit, z);
-    async move {
-        read_loop_with(&SessionConn(s.clone()), &mut rd, buf, dec, SESSION_READ_IDLE).await;
-        finish(s, writer, slot).await;
-    }
+    // `then`, not an async block awaiting the loop: the block would keep what it captured (the
+    // decoder, the buffer, the reader) beside the loop's future, which holds them already, for
+    // the connection's whole life.
+    read_loop_with(SessionConn(s.clone()), rd, buf, dec, SESSION_READ_IDLE).then(move |()| finish(s, writer, slot))
 }
 
 #[cfg(test)]
