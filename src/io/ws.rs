@@ -51,13 +51,7 @@ impl<C: Conn> Conn for &C {
 
 /// Reads messages until the connection closes. `limit` bounds a frame and a message; `idle`
 /// is the read buffer an idle connection keeps.
-pub fn read_loop<R, C>(
-    conn: C,
-    rd: R,
-    buf: BytesMut,
-    limit: usize,
-    idle: usize,
-) -> impl std::future::Future<Output = ()>
+pub fn read_loop<R, C>(conn: C, rd: R, buf: BytesMut, limit: usize, idle: usize) -> impl std::future::Future<Output = R>
 where
     R: monoio::io::AsyncReadRent,
     C: Conn,
@@ -69,7 +63,9 @@ where
 /// connection that negotiated permessage-deflate).
 ///
 /// The connection and the reader are taken by value (`&C` and `&mut R` serve too), so a
-/// session's task can be this future and no more (see `ws::run_session`). (A plain function
+/// session's task can be this future and no more (see `ws::run_session`); the reader is
+/// handed back at the end (dropping it may close the socket, which must wait for the session's
+/// end: its writer still shuts the socket down by its descriptor). (A plain function
 /// returning the loop's future: an `async fn` would keep a second copy of its moved arguments
 /// in the future, which every idle connection holds.)
 #[allow(clippy::manual_async_fn)]
@@ -79,7 +75,7 @@ pub fn read_loop_with<R, C>(
     mut buf: BytesMut,
     mut dec: Decoder,
     idle: usize,
-) -> impl std::future::Future<Output = ()>
+) -> impl std::future::Future<Output = R>
 where
     R: monoio::io::AsyncReadRent,
     C: Conn,
@@ -110,7 +106,7 @@ where
                     }
                 };
                 if !go_on || conn.is_closed() {
-                    return;
+                    return rd;
                 }
             }
             prepare_read(&mut buf, last_full, idle);
@@ -120,7 +116,7 @@ where
             last_full = matches!(res, Ok(n) if n == spare);
             if !matches!(res, Ok(n) if n > 0) {
                 conn.on_gone();
-                return;
+                return rd;
             }
         }
     }

@@ -180,7 +180,10 @@ where
     let limit = w.cfg.websocket.message_size_limit;
     let dec = crate::wire::ws::Decoder::new(limit, limit);
     // `then` rather than an async block: see `ws::run_session`.
-    read_loop_with(SockConn(s.clone()), rd, buf, dec, 64).then(move |()| finish(s, writer, slot))
+    read_loop_with(SockConn(s.clone()), rd, buf, dec, 64).then(move |rd| async move {
+        finish(s, writer, slot).await;
+        drop(rd);
+    })
 }
 
 /// A SockJS session of an xhr transport, reachable by its id on its worker.
