@@ -64,8 +64,8 @@ where
 ///
 /// The connection and the reader are taken by value (`&C` and `&mut R` serve too), so a
 /// session's task can be this future and no more (see `ws::run_session`); the reader is
-/// handed back at the end (dropping it may close the socket, which must wait for the session's
-/// end: its writer still shuts the socket down by its descriptor). (A plain function
+/// handed back at the end (dropping it may close the socket, which waits for the session's
+/// end). (A plain function
 /// returning the loop's future: an `async fn` would keep a second copy of its moved arguments
 /// in the future, which every idle connection holds.)
 #[allow(clippy::manual_async_fn)]

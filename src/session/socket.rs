@@ -39,9 +39,13 @@ where
     let (c, handle) = (client.clone(), writer.clone());
     client.out.start_writer_on_demand(Box::new(move || {
         handle.set(Some(monoio::spawn(async move {
-            c.out.run_writer(wr, write_timeout).await;
-            // Wake the reader too: a closed session must not keep its socket open.
+            let mut wr = wr;
+            c.out.run_writer(&mut wr, write_timeout).await;
+            // Wake the reader too: a closed session must not keep its socket open. Done while
+            // the write half is held: until then the descriptor is this connection's.
+            // SAFETY: `fd` is the socket `wr` writes to, still open.
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            drop(wr);
         })));
     }));
     (Session::open(w, client, raw, super::rules::peer_ip(fd)), writer)

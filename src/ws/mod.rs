@@ -114,8 +114,8 @@ where
     let dec = decoder(cfg.websocket.message_size_limit, z);
     // `then`, not an async block awaiting the loop: the block would keep what it captured (the
     // decoder, the buffer, the reader) beside the loop's future, which holds them already, for
-    // the connection's whole life. The reader lives until the session has finished: the socket
-    // must stay open while its writer may still shut it down by its descriptor.
+    // the connection's whole life. The reader lives until the session has finished, so the
+    // socket is closed only after the writer's last frames and its shutdown.
     read_loop_with(SessionConn(s.clone()), rd, buf, dec, SESSION_READ_IDLE).then(move |rd| async move {
         finish(s, writer, slot).await;
         drop(rd);
