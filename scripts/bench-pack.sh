@@ -30,7 +30,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --skip-build) BUILD=0; shift ;;
         --out) ARCHIVE="${2:?--out needs a file}"; shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
         *) echo "bench-pack.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done

@@ -63,11 +63,10 @@ where
 /// connection that negotiated permessage-deflate).
 ///
 /// The connection and the reader are taken by value (`&C` and `&mut R` serve too), so a
-/// session's task can be this future and no more (see `ws::run_session`); the reader is
-/// handed back at the end (dropping it may close the socket, which waits for the session's
-/// end). (A plain function
-/// returning the loop's future: an `async fn` would keep a second copy of its moved arguments
-/// in the future, which every idle connection holds.)
+/// session's task can be this future and no more (see `session::socket::read_then_finish`);
+/// the reader is handed back at the end. (A plain function returning the loop's future: an
+/// `async fn` would keep a second copy of its moved arguments in the future, which every idle
+/// connection holds.)
 #[allow(clippy::manual_async_fn)]
 pub fn read_loop_with<R, C>(
     conn: C,

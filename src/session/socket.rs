@@ -3,8 +3,11 @@
 //! `crate::client::outbox`).
 
 use std::cell::Cell;
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
+
+use futures_util::FutureExt;
 
 use super::{RawStart, Session};
 use crate::client::Client;
@@ -49,6 +52,23 @@ where
         })));
     }));
     (Session::open(w, client, raw, super::rules::peer_ip(fd)), writer)
+}
+
+/// A transport's session task: its read loop (`reading`), then [`finish`]. `then` rather than
+/// an async block awaiting the loop: the block would keep what it captured (the decoder, the
+/// buffer, the reader) beside the loop's future, which holds them already, for the
+/// connection's whole life. The reader the loop hands back is kept until the session has
+/// finished, so the socket stays open until then, as when the task held everything.
+pub fn read_then_finish<R, S>(
+    reading: impl Future<Output = R>,
+    s: Rc<Session>,
+    writer: WriterSlot,
+    slot: S,
+) -> impl Future<Output = ()> {
+    reading.then(move |rd| async move {
+        finish(s, writer, slot).await;
+        drop(rd);
+    })
 }
 
 /// Ends a transport's session: releases what it holds, lets the writer finish (its close

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
 
 use crate::client::{sockjs_frame, Client, Framing};
 use crate::io::ws::{read_loop_with, Conn};
@@ -34,7 +33,7 @@ use crate::io::{prepare_read, read_more};
 use crate::notify::LocalNotify;
 use crate::protocol::Format;
 use crate::runtime::worker::{ConnectionSlot, Worker};
-use crate::session::socket::{finish, open_on_socket};
+use crate::session::socket::{finish, open_on_socket, read_then_finish};
 use crate::session::Session;
 
 /// How long a polling session waits for its next poll request before it is dropped (SockJS's
@@ -179,11 +178,7 @@ where
     let _ = s.client.send(sockjs_frame(Framing::SockJsWebSocket, b"o"));
     let limit = w.cfg.websocket.message_size_limit;
     let dec = crate::wire::ws::Decoder::new(limit, limit);
-    // `then` rather than an async block: see `ws::run_session`.
-    read_loop_with(SockConn(s.clone()), rd, buf, dec, 64).then(move |rd| async move {
-        finish(s, writer, slot).await;
-        drop(rd);
-    })
+    read_then_finish(read_loop_with(SockConn(s.clone()), rd, buf, dec, 64), s, writer, slot)
 }
 
 /// A SockJS session of an xhr transport, reachable by its id on its worker.

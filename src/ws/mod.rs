@@ -8,14 +8,13 @@ use std::rc::Rc;
 pub mod uni;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
 
 use crate::client::{Client, Framing};
 use crate::config::WsCompression;
 use crate::io::ws::{read_loop_with, Conn};
 use crate::protocol::Format;
 use crate::runtime::worker::{ConnectionSlot, Worker};
-use crate::session::socket::{finish, open_on_socket};
+use crate::session::socket::{open_on_socket, read_then_finish};
 use crate::session::{RawStart, Session};
 use crate::wire::deflate::Deflate;
 use crate::wire::http::Head;
@@ -112,14 +111,7 @@ where
     let (s, writer) = open_on_socket(&w, client, raw, wr, sock, cfg.websocket.write_timeout);
     s.keep_request_headers(forwarded);
     let dec = decoder(cfg.websocket.message_size_limit, z);
-    // `then`, not an async block awaiting the loop: the block would keep what it captured (the
-    // decoder, the buffer, the reader) beside the loop's future, which holds them already, for
-    // the connection's whole life. The reader lives until the session has finished, so the
-    // socket is closed only after the writer's last frames and its shutdown.
-    read_loop_with(SessionConn(s.clone()), rd, buf, dec, SESSION_READ_IDLE).then(move |rd| async move {
-        finish(s, writer, slot).await;
-        drop(rd);
-    })
+    read_then_finish(read_loop_with(SessionConn(s.clone()), rd, buf, dec, SESSION_READ_IDLE), s, writer, slot)
 }
 
 #[cfg(test)]
