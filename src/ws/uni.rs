@@ -6,13 +6,14 @@
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::{ready, Either, FutureExt};
 
 use crate::client::{Client, Framing, Handler};
 use crate::error::Disconnect;
 use crate::io::ws::{read_loop_with, Conn};
 use crate::protocol::{decode_connect_request, ConnectReq, Format};
 use crate::runtime::worker::{ConnectionSlot, Worker};
-use crate::session::socket::{finish, open_on_socket};
+use crate::session::socket::{open_on_socket, read_then_finish};
 use crate::session::Session;
 
 struct UniConn {
@@ -59,7 +60,7 @@ pub fn run<R, W>(
     req: Option<ConnectReq>,
     deflate: bool,
     forwarded: crate::session::proxy::Forwarded,
-    mut rd: R,
+    rd: R,
     wr: W,
     buf: BytesMut,
     sock: crate::io::Socket,
@@ -78,14 +79,20 @@ where
     s.keep_request_headers(forwarded);
     let limit = if cfg.message_size_limit == 0 { 65536 } else { cfg.message_size_limit };
     let dec = super::decoder(limit, z);
-    async move {
-        let conn = UniConn { s: s.clone(), started: std::cell::Cell::new(req.is_some()) };
+    // The connect request of the URL first, then the read loop: chained with `then` so that
+    // the loop's future does not sit beside what the first step captured (as in `ws::run`).
+    let conn = UniConn { s: s.clone(), started: std::cell::Cell::new(req.is_some()) };
+    let first = s.clone();
+    let connecting = async move {
         if let Some(req) = req {
-            Box::pin(s.connect_uni(req)).await;
+            Box::pin(first.connect_uni(req)).await;
         }
-        if !s.is_closed() {
-            read_loop_with(&conn, &mut rd, buf, dec, 64).await;
+    };
+    let reading = connecting.then(move |()| {
+        if conn.s.is_closed() {
+            return Either::Right(ready(rd));
         }
-        finish(s, writer, slot).await;
-    }
+        Either::Left(read_loop_with(conn, rd, buf, dec, 64))
+    });
+    read_then_finish(reading, s, writer, slot)
 }
