@@ -147,6 +147,18 @@ fn fanout_with_subscriber_processes_delivers_everything() {
     assert_eq!(r["latency_us"]["count"], r["delivered"], "every delivery of the window timed: {r}");
 }
 
+/// `--spin`: the event loops never sleep, yet their timers still fire (the publishers' pacing,
+/// the phases) and the accounting is the same; the tool's core is busy the whole window.
+#[test]
+fn fanout_with_spinning_loops_delivers_everything() {
+    let s = server();
+    let r = fanout_on(&format!("http://127.0.0.1:{}", s.port), &s.pid().to_string(), "json", &["--spin"]);
+    check_fanout(&r);
+    assert_eq!(r["params"]["spin"], true, "{r}");
+    let pct = r["client"]["cpu_pct"].as_f64().unwrap();
+    assert!(pct >= 50.0, "the tool's loop slept: {pct}% of a core; {r}");
+}
+
 /// A server with every transport on, for `--transport`.
 fn transports_server() -> Server {
     Server::start(config_with(json!({

@@ -18,10 +18,11 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
+use crate::output::{self, Outputs};
 use crate::stats::{self, fmt_n, fmt_us, histogram, now_ns, Latency, ProcSample};
 use crate::target::{self, ClientErr, Kind, Target};
 use crate::ws::{Hello, WsClient};
-use crate::{output, Fail, WireFormat};
+use crate::{Fail, WireFormat};
 
 #[derive(Args, Debug, Clone)]
 pub struct ConnectOpts {
@@ -68,24 +69,9 @@ pub struct ConnectOpts {
     /// Spread client source addresses over 127.0.0.1..127.0.0.N (loopback targets only).
     #[arg(long, default_value_t = 1)]
     pub source_ips: u8,
-    /// Sample these processes' CPU time and RSS (/proc) during the run; comma-separated, summed.
-    #[arg(long, value_name = "PID[,PID...]", value_delimiter = ',')]
-    pub server_pid: Vec<u32>,
-    /// Write the JSON report (without FILE or with -: one line on stdout, the table on stderr).
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    pub json: Option<String>,
-    /// Write the per-second series as CSV.
-    #[arg(long, value_name = "FILE")]
-    pub csv: Option<String>,
-    /// Write charts of this run: FILE.html or FILE.svg.
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<String>,
-    /// Name of this run in reports (default: the kind of target and its address).
-    #[arg(long)]
-    pub label: Option<String>,
-    /// No progress lines.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
+    /// What the run writes and shows.
+    #[command(flatten)]
+    pub out: Outputs,
 }
 
 /// Columns of the per-second rows of `connect`, in CSV order.
@@ -213,7 +199,7 @@ pub fn main(o: ConnectOpts) -> Result<(), Fail> {
             if o.keep { "-n (or drop --keep)" } else { "--concurrency" }
         )));
     }
-    output::check_files(&[o.json.as_deref().filter(|p| *p != "-"), o.csv.as_deref(), o.report.as_deref()])?;
+    o.out.check()?;
     let machine = output::machine();
     let threads = o.threads.min(concurrency);
     let sh = Arc::new(Shared {
@@ -229,8 +215,8 @@ pub fn main(o: ConnectOpts) -> Result<(), Fail> {
     });
     let plan = Arc::new(Plan { o: o.clone(), nodes });
 
-    let server_start = stats::sample_servers(&o.server_pid);
-    if !o.server_pid.is_empty() && server_start.is_none() {
+    let server_start = stats::sample_servers(&o.out.server_pid);
+    if !o.out.server_pid.is_empty() && server_start.is_none() {
         return Err(Fail::setup("cannot read /proc of --server-pid: is it right?"));
     }
     let tool_start = stats::sample(None);
@@ -269,7 +255,7 @@ pub fn main(o: ConnectOpts) -> Result<(), Fail> {
         let h = sh.take_hist();
         let _ = total_hist.add(&h);
         let (now, ok, failed) = (now_ns(), sh.ok.load(Relaxed), sh.failed.load(Relaxed));
-        let (server, tool) = (stats::sample_servers(&o.server_pid), stats::sample(None));
+        let (server, tool) = (stats::sample_servers(&o.out.server_pid), stats::sample(None));
         rss_max = rss_max.max(server.map_or(0, |s| s.rss_kb));
         let dt = (now - last.0) as f64 / 1e9;
         if dt >= 0.05 {
@@ -285,7 +271,7 @@ pub fn main(o: ConnectOpts) -> Result<(), Fail> {
                 last.4,
             ));
         }
-        if !o.quiet {
+        if !o.out.quiet {
             let p99 = Latency::of(&total_hist).p99;
             eprintln!(
                 "[{:>4.0}s] connect  done {}/{}  {}/s  failed {}  p99 {}{}",
@@ -367,7 +353,7 @@ pub fn main(o: ConnectOpts) -> Result<(), Fail> {
     if let Some(u) = tool {
         table.push(("gyre-bench cpu".into(), u.cpu_row(secs)));
     }
-    let label = o.label.clone().unwrap_or_else(|| output::default_label(&o.target, Kind::Centrifugo.name()));
+    let label = o.out.label(&o.target, Kind::Centrifugo.name());
     let server_json = server.map_or(Value::Null, |u| {
         let mut j = u.json(secs);
         j["cpu_us_per_connect"] = json!(((u.cpu_s()) * 1e7 / ok as f64).round() / 10.0);
@@ -388,12 +374,12 @@ pub fn main(o: ConnectOpts) -> Result<(), Fail> {
             "scenario": "connect", "target": o.target, "ws_path": o.ws_path, "format": fmt, "auth": auth,
             "connections": o.total, "concurrency": concurrency, "subscribe": o.subscribe, "keep": o.keep,
             "timeout_s": o.timeout, "threads": threads, "source_ips": o.source_ips,
-            "server_pid": o.server_pid, "version": env!("CARGO_PKG_VERSION"),
+            "server_pid": o.out.server_pid, "version": env!("CARGO_PKG_VERSION"),
         },
         "machine": machine, "series_columns": CONNECT_COLUMNS, "series": rows,
     });
-    stats::table("gyre-bench connect", &table, o.json.as_deref() == Some("-"));
-    output::emit_files(o.json.as_deref(), o.csv.as_deref(), o.report.as_deref(), &j, CONNECT_COLUMNS)
+    stats::table("gyre-bench connect", &table, o.out.json_on_stdout());
+    o.out.emit(&j, CONNECT_COLUMNS)
 }
 
 /// What to do about the usual reason for every attempt failing.

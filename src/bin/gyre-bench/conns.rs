@@ -102,7 +102,7 @@ pub fn main(o: Opts) -> Result<(), Fail> {
         return child(plan, &range);
     }
     plan.check_reachable()?;
-    output::check_paths(&o)?;
+    o.out.check()?;
     let machine = output::machine();
     let kind = plan.kind;
     let (over, transport, client_path) =
@@ -117,9 +117,9 @@ pub fn main(o: Opts) -> Result<(), Fail> {
             n.div_ceil(per_proc)
         )));
     }
-    let before = stats::sample_servers(&o.server_pid);
-    if !o.server_pid.is_empty() && before.is_none() {
-        let pids: Vec<String> = o.server_pid.iter().map(u32::to_string).collect();
+    let before = stats::sample_servers(&o.out.server_pid);
+    if !o.out.server_pid.is_empty() && before.is_none() {
+        let pids: Vec<String> = o.out.server_pid.iter().map(u32::to_string).collect();
         return Err(Fail::setup(format!("cannot read /proc/{}: is --server-pid right?", pids.join(", /proc/"))));
     }
     let t0 = Instant::now();
@@ -133,7 +133,7 @@ pub fn main(o: Opts) -> Result<(), Fail> {
         (0..procs).map(|k| (k * share, share.min(n.saturating_sub(k * share)))).filter(|s| s.1 > 0).collect()
     };
     let counts: Vec<Arc<ChildCounts>> = shares.iter().map(|_| Arc::new(ChildCounts::default())).collect();
-    let sampler = Sampler::start(sh.clone(), counts.clone(), &o.server_pid);
+    let sampler = Sampler::start(sh.clone(), counts.clone(), &o.out.server_pid);
     if procs == 1 {
         plan.clients = 0..n;
         let plan = Arc::new(plan);
@@ -153,7 +153,7 @@ pub fn main(o: Opts) -> Result<(), Fail> {
     let totals = || totals(&sh, &counts);
     // Let the server finish the work of the last connects before reading its memory.
     std::thread::sleep(Duration::from_secs(1));
-    let after = stats::sample_servers(&o.server_pid);
+    let after = stats::sample_servers(&o.out.server_pid);
     let mut rss_max = after.map_or(0, |s| s.rss_kb);
     let hold_end = Instant::now() + Duration::from_secs_f64(o.duration);
     let mut last = Instant::now();
@@ -161,10 +161,10 @@ pub fn main(o: Opts) -> Result<(), Fail> {
         std::thread::sleep(Duration::from_millis(20));
         if last.elapsed() >= Duration::from_secs(1) {
             last = Instant::now();
-            let s = stats::sample_servers(&o.server_pid);
+            let s = stats::sample_servers(&o.out.server_pid);
             rss_max = rss_max.max(s.map_or(0, |s| s.rss_kb));
             let (ready, failed, disc) = totals();
-            if !o.quiet {
+            if !o.out.quiet {
                 let rss = s.map_or(String::new(), |s| format!("  server rss {:.1} MiB", s.rss_kb as f64 / 1024.0));
                 eprintln!("[hold] open {} failed {failed} disconnects {disc}{rss}", fmt_n(ready as f64));
             }
@@ -210,7 +210,7 @@ pub fn main(o: Opts) -> Result<(), Fail> {
         ));
         rows.push(("server memory per connection".into(), format!("{:.1} KiB", pc / 1024.0)));
     }
-    stats::table("gyre-bench connections", &rows, o.json.as_deref() == Some("-"));
+    stats::table("gyre-bench connections", &rows, o.out.json_on_stdout());
     let server = match (before, after) {
         (Some(b), Some(a)) => json!({
             "rss_before_kb": b.rss_kb, "rss_after_kb": a.rss_kb, "rss_max_kb": rss_max,
@@ -220,7 +220,7 @@ pub fn main(o: Opts) -> Result<(), Fail> {
     };
     let procs = children.len().max(1);
     let j = json!({
-        "tool": "gyre-bench", "label": output::label(&o, kind.name()),
+        "tool": "gyre-bench", "label": o.out.label(&o.target, kind.name()),
         "scenario": "connections", "target": o.target, "kind": kind.name(), "format": fmt,
         "transport": transport, "connections": n, "ready": ready, "failed": failed, "procs": procs,
         "source_ips": source_ips(&o), "subscribe": o.subscribe, "connect_s": (connect_s * 100.0).round() / 100.0,
@@ -231,12 +231,12 @@ pub fn main(o: Opts) -> Result<(), Fail> {
             "connections": n, "channels": o.channels, "subscribe": o.subscribe, "threads": o.threads,
             "procs": procs, "source_ips": source_ips(&o), "hold_s": o.duration,
             "connect_timeout_s": o.connect_timeout, "connect_concurrency": o.connect_concurrency,
-            "server_pid": o.server_pid, "ws_path": o.ws_path, "transport": transport,
+            "server_pid": o.out.server_pid, "ws_path": o.ws_path, "transport": transport,
             "client_path": client_path, "version": env!("CARGO_PKG_VERSION"),
         },
         "machine": machine, "series_columns": CONNECTIONS_COLUMNS, "series": series,
     });
-    let emitted = output::emit(&o, &j, CONNECTIONS_COLUMNS);
+    let emitted = o.out.emit(&j, CONNECTIONS_COLUMNS);
     let _ = std::io::stdout().flush();
     let t = Instant::now();
     for c in &mut children {
@@ -305,7 +305,7 @@ fn wait_children(counts: &[Arc<ChildCounts>], o: &Opts) -> Result<(), Fail> {
             eprintln!("gyre-bench: warning: children still opening after {:.0} s", limit.as_secs_f64());
             break;
         }
-        if !o.quiet && last.elapsed() >= Duration::from_secs(1) {
+        if !o.out.quiet && last.elapsed() >= Duration::from_secs(1) {
             last = Instant::now();
             let ready: usize = counts.iter().map(|c| c.ready.load(Relaxed)).sum();
             let failed: usize = counts.iter().map(|c| c.failed.load(Relaxed)).sum();

@@ -68,6 +68,7 @@ mod target;
 mod ws;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use output::Outputs;
 
 /// How several nodes share the load (in the help of the tool, `fanout` and `ingest`).
 macro_rules! nodes_help {
@@ -335,33 +336,20 @@ pub struct Opts {
     /// How the event loops wait for sockets.
     #[arg(long, value_enum, default_value = "epoll")]
     pub driver: Driver,
+    /// `fanout` / `ingest`: event loops that never sleep. Until the run is over each thread
+    /// polls its sockets without waiting (its core stays busy) instead of sleeping until one
+    /// is ready. On loopback the server's CPU runs the receiving side of every send, so a
+    /// send to a sleeping reader costs the server the reader's wake-up; with --spin it no
+    /// longer does, as with clients on other machines. Timers fire up to 1 ms late (paced
+    /// latencies grow by as much): for measuring a server's own CPU cost at full speed.
+    #[arg(long)]
+    pub spin: bool,
     /// Reconnect (and resubscribe) a subscriber the server disconnected.
     #[arg(long)]
     pub reconnect: bool,
-    /// Sample this process's RSS and CPU time (/proc) during the run. Several, comma-separated
-    /// (the nodes of a cluster and what they share): the report gives their sums.
-    #[arg(long, value_name = "PID[,PID...]", value_delimiter = ',')]
-    pub server_pid: Vec<u32>,
-    /// Write the JSON report: the parameters, the machine (from /proc), the per-second series
-    /// and the totals with latency percentiles. Without FILE (or with -) one line on stdout,
-    /// and the table goes to stderr.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    pub json: Option<String>,
-    /// Write the per-second series as CSV: a header row, then one row per second of the
-    /// measured window (and of the drain after it): rates, latency p50 / p99 / max of that
-    /// second, lost, duplicated, server CPU % and RSS (with --server-pid), gyre-bench CPU %.
-    #[arg(long, value_name = "FILE")]
-    pub csv: Option<String>,
-    /// Write charts of this run: FILE.html (a self-contained page with the totals, machine and
-    /// parameters) or FILE.svg (the charts alone). To compare runs, see `gyre-bench report`.
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<String>,
-    /// Name of this run in reports (default: the kind of target and its address).
-    #[arg(long)]
-    pub label: Option<String>,
-    /// No progress lines.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
+    /// What the run writes and shows.
+    #[command(flatten)]
+    pub out: Outputs,
     /// Spread client source addresses over 127.0.0.1..127.0.0.N (loopback targets only).
     /// Default 9 for `connections`, 1 otherwise.
     #[arg(long)]

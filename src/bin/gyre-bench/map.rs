@@ -19,6 +19,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
 use crate::map_client::{self, Cx};
+use crate::output::{self, Outputs};
 use crate::progress::Progress;
 use crate::run::{drain, hold};
 use crate::series::{Collector, FANOUT_COLUMNS};
@@ -26,7 +27,7 @@ use crate::stats::{
     self, fmt_n, fmt_us, histogram, now_ns, Latency, Local, Shared, Usage, DONE, MEASURE, STOP, WARMUP,
 };
 use crate::target::{self, Kind, Target};
-use crate::{output, Fail, WireFormat};
+use crate::{Fail, WireFormat};
 
 #[derive(Args, Debug, Clone)]
 pub struct MapOpts {
@@ -110,24 +111,9 @@ pub struct MapOpts {
     /// Spread client source addresses over 127.0.0.1..127.0.0.N (loopback targets only).
     #[arg(long, default_value_t = 1)]
     pub source_ips: u8,
-    /// Sample these processes' CPU time and RSS (/proc) during the run; comma-separated, summed.
-    #[arg(long, value_name = "PID[,PID...]", value_delimiter = ',')]
-    pub server_pid: Vec<u32>,
-    /// Write the JSON report (without FILE or with -: one line on stdout, the table on stderr).
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    pub json: Option<String>,
-    /// Write the per-second series of the update phase as CSV (the columns of fanout).
-    #[arg(long, value_name = "FILE")]
-    pub csv: Option<String>,
-    /// Write charts of this run: FILE.html or FILE.svg.
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<String>,
-    /// Name of this run in reports (default: the kind of target and its address).
-    #[arg(long)]
-    pub label: Option<String>,
-    /// No progress lines.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
+    /// What the run writes and shows.
+    #[command(flatten)]
+    pub out: Outputs,
 }
 
 /// Everything the clients need, fixed before the threads start.
@@ -250,14 +236,14 @@ pub fn main(o: MapOpts) -> Result<(), Fail> {
             o.subscribers
         )));
     }
-    output::check_files(&[o.json.as_deref().filter(|p| *p != "-"), o.csv.as_deref(), o.report.as_deref()])?;
+    o.out.check()?;
     let machine = output::machine();
-    if !o.server_pid.is_empty() && stats::sample_servers(&o.server_pid).is_none() {
+    if !o.out.server_pid.is_empty() && stats::sample_servers(&o.out.server_pid).is_none() {
         return Err(Fail::setup("cannot read /proc of --server-pid: is it right?"));
     }
 
     let seed_s = map_client::seed(&plan)?;
-    if !o.quiet {
+    if !o.out.quiet {
         eprintln!(
             "gyre-bench: seeded {} with {} keys in {seed_s:.2} s ({}/s)",
             o.channel,
@@ -268,12 +254,12 @@ pub fn main(o: MapOpts) -> Result<(), Fail> {
 
     let sh = Arc::new(Shared::new(plan.threads, o.publishers, 1));
     let sync = Arc::new(Sync::new());
-    let mut progress = Progress::of(o.quiet, &o.server_pid);
+    let mut progress = Progress::of(o.out.quiet, &o.out.server_pid);
     let sync_start = now_ns();
-    let (server_before, tool_before) = (stats::sample_servers(&o.server_pid), stats::sample(None));
+    let (server_before, tool_before) = (stats::sample_servers(&o.out.server_pid), stats::sample(None));
     start_threads(&plan, &sh, &sync)?;
     wait_live(&plan, &sh, &mut progress)?;
-    let (server_after, tool_after) = (stats::sample_servers(&o.server_pid), stats::sample(None));
+    let (server_after, tool_after) = (stats::sample_servers(&o.out.server_pid), stats::sample(None));
     let usage = |a: Option<stats::ProcSample>, b| a.zip(b).map(|(start, end)| Usage { start, end, rss_max_kb: 0 });
     let sync_usage = (usage(server_before, server_after), usage(tool_before, tool_after));
     let live = sh.ready.load(Relaxed);
@@ -281,9 +267,9 @@ pub fn main(o: MapOpts) -> Result<(), Fail> {
 
     sh.phase.store(WARMUP, Relaxed);
     hold(&sh, &mut progress, "warmup", o.warmup, None)?;
-    let mut rows = Collector::new(false, &o.server_pid, &[]);
+    let mut rows = Collector::new(false, &o.out.server_pid, &[]);
     let start = now_ns();
-    let server_start = stats::sample_servers(&o.server_pid);
+    let server_start = stats::sample_servers(&o.out.server_pid);
     let client_start = stats::sample(None);
     sh.measure_start.store(start, Relaxed);
     sh.phase.store(MEASURE, Relaxed);
@@ -292,7 +278,7 @@ pub fn main(o: MapOpts) -> Result<(), Fail> {
     let end = now_ns();
     sh.measure_end.store(end, Relaxed);
     sh.phase.store(STOP, Relaxed);
-    let server_end = stats::sample_servers(&o.server_pid);
+    let server_end = stats::sample_servers(&o.out.server_pid);
     let client_end = stats::sample(None);
     if rows.since_last_s() >= 0.1 {
         rows.row(&sh, "measure");
@@ -481,7 +467,7 @@ fn report(plan: &Plan, sh: &Shared, sync: &Sync, rows: &Collector, r: Outcome) -
     let r3 = |v: f64| (v * 1000.0).round() / 1000.0;
     let mut j = json!({
         "tool": "gyre-bench", "scenario": "map",
-        "label": o.label.clone().unwrap_or_else(|| output::default_label(&o.target, Kind::Centrifugo.name())),
+        "label": o.out.label(&o.target, Kind::Centrifugo.name()),
         "target": o.target, "kind": Kind::Centrifugo.name(), "format": format, "transport": "websocket",
         "auth": auth, "channel": o.channel, "keys": o.keys, "page_size": o.page_size, "subscribers": o.subscribers,
         "concurrency": o.concurrency, "publishers": o.publishers, "size": o.size, "rate": o.rate,
@@ -519,7 +505,7 @@ fn report(plan: &Plan, sh: &Shared, sync: &Sync, rows: &Collector, r: Outcome) -
         "rate": o.rate, "size": o.size, "batch": o.batch, "inflight": o.inflight, "seed_batch": o.seed_batch,
         "duration_s": o.duration, "warmup_s": o.warmup, "drain_s": o.drain,
         "connect_timeout_s": o.connect_timeout, "threads": plan.threads, "source_ips": o.source_ips,
-        "ws_path": o.ws_path, "api_path": o.api_path, "format": format, "auth": auth, "server_pid": o.server_pid,
+        "ws_path": o.ws_path, "api_path": o.api_path, "format": format, "auth": auth, "server_pid": o.out.server_pid,
         "version": env!("CARGO_PKG_VERSION"),
     });
     if let (Some(m), Value::Object(t)) = (j.as_object_mut(), totals) {
@@ -529,8 +515,8 @@ fn report(plan: &Plan, sh: &Shared, sync: &Sync, rows: &Collector, r: Outcome) -
     j["machine"] = r.machine;
     j["series_columns"] = json!(FANOUT_COLUMNS);
     j["series"] = Value::Array(rows.rows.clone());
-    stats::table("gyre-bench map", &table, o.json.as_deref() == Some("-"));
-    output::emit_files(o.json.as_deref(), o.csv.as_deref(), o.report.as_deref(), &j, FANOUT_COLUMNS)
+    stats::table("gyre-bench map", &table, o.out.json_on_stdout());
+    o.out.emit(&j, FANOUT_COLUMNS)
 }
 
 #[cfg(test)]

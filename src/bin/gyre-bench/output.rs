@@ -7,7 +7,9 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 use crate::report::{self, Run};
-use crate::{Fail, Opts};
+use clap::Args;
+
+use crate::Fail;
 
 /// The machine: CPU model, cores (all, and those this process may run on), kernel, memory,
 /// host name and load average, as `/proc` tells them.
@@ -89,59 +91,83 @@ pub fn write_csv(path: &str, columns: &[&str], rows: &[Value]) -> Result<(), Fai
     std::fs::write(path, s).map_err(|e| Fail::setup(format!("cannot write {path}: {e}")))
 }
 
-/// Whether the options ask for files that must be writable: checked before the run starts, so
-/// a typo in a path does not cost a whole run.
-pub fn check_paths(o: &Opts) -> Result<(), Fail> {
-    check_files(&[o.csv.as_deref(), o.json.as_deref().filter(|p| *p != "-"), o.report.as_deref()])
+/// What a measuring run writes and shows, the same options for every scenario that has them.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Outputs {
+    /// Sample these processes' RSS and CPU time (/proc) during the run. Several,
+    /// comma-separated (the nodes of a cluster and what they share): the report gives their sums.
+    #[arg(long, value_name = "PID[,PID...]", value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// Write the JSON report: the parameters, the machine (from /proc), the per-second series
+    /// and the totals with latency percentiles. Without FILE (or with -) one line on stdout,
+    /// and the table goes to stderr.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    pub json: Option<String>,
+    /// Write the per-second series as CSV: a header row, then one row per second of the
+    /// measured window and of the drain after it (`map`: of the update phase), with a `phase`
+    /// column: the scenario's rates, latency p50 / p99 / max of that second, lost, duplicated,
+    /// server CPU % and RSS (with --server-pid), gyre-bench CPU %.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<String>,
+    /// Write charts of this run: FILE.html (a self-contained page with the totals, machine and
+    /// parameters) or FILE.svg (the charts alone). To compare runs, see `gyre-bench report`.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<String>,
+    /// Name of this run in reports (default: the kind of target and its address).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// No progress lines.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
-/// [`check_paths`] for the files named.
-pub fn check_files(paths: &[Option<&str>]) -> Result<(), Fail> {
-    for p in paths.iter().copied().flatten() {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .map_err(|e| Fail::setup(format!("cannot write {p}: {e}")))?;
-    }
-    Ok(())
-}
-
-/// The files a run was asked for: JSON (stdout or a file), CSV of the per-second rows, report.
-pub fn emit(o: &Opts, j: &Value, columns: &[&str]) -> Result<(), Fail> {
-    emit_files(o.json.as_deref(), o.csv.as_deref(), o.report.as_deref(), j, columns)
-}
-
-/// [`emit`] to the files named: `json` (`-`: stdout), `csv` and `report`.
-pub fn emit_files(
-    json: Option<&str>,
-    csv: Option<&str>,
-    report: Option<&str>,
-    j: &Value,
-    columns: &[&str],
-) -> Result<(), Fail> {
-    if let Some(dest) = json {
-        if dest == "-" {
-            let mut out = std::io::stdout();
-            let _ = writeln!(out, "{j}");
-            let _ = out.flush();
-        } else {
-            std::fs::write(dest, format!("{j}\n")).map_err(|e| Fail::setup(format!("cannot write {dest}: {e}")))?;
+impl Outputs {
+    /// Whether the files asked for can be written: checked before the run starts, so a typo
+    /// in a path does not cost a whole run.
+    pub fn check(&self) -> Result<(), Fail> {
+        let paths = [self.csv.as_deref(), self.json.as_deref().filter(|p| *p != "-"), self.report.as_deref()];
+        for p in paths.into_iter().flatten() {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| Fail::setup(format!("cannot write {p}: {e}")))?;
         }
+        Ok(())
     }
-    if let Some(path) = csv {
-        write_csv(path, columns, j["series"].as_array().map_or(&[][..], Vec::as_slice))?;
-    }
-    if let Some(path) = report {
-        let label = j["label"].as_str().unwrap_or("run").to_string();
-        report::write(path, &[Run { label, j: j.clone() }])?;
-    }
-    Ok(())
-}
 
-/// The run's label: `--label`, or the kind of target and its address.
-pub fn label(o: &Opts, kind: &str) -> String {
-    o.label.clone().unwrap_or_else(|| default_label(&o.target, kind))
+    /// The JSON goes to stdout (`--json` without a file or with `-`): the table then goes to
+    /// stderr.
+    pub fn json_on_stdout(&self) -> bool {
+        self.json.as_deref() == Some("-")
+    }
+
+    /// The run's label: `--label`, or the kind of target and the address of its first node.
+    pub fn label(&self, target: &str, kind: &str) -> String {
+        self.label.clone().unwrap_or_else(|| default_label(target, kind))
+    }
+
+    /// Writes the files asked for: the JSON (stdout or a file), the CSV of the per-second
+    /// rows (`columns` of `j["series"]`) and the report.
+    pub fn emit(&self, j: &Value, columns: &[&str]) -> Result<(), Fail> {
+        if let Some(dest) = self.json.as_deref() {
+            if dest == "-" {
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "{j}");
+                let _ = out.flush();
+            } else {
+                std::fs::write(dest, format!("{j}\n")).map_err(|e| Fail::setup(format!("cannot write {dest}: {e}")))?;
+            }
+        }
+        if let Some(path) = self.csv.as_deref() {
+            write_csv(path, columns, j["series"].as_array().map_or(&[][..], Vec::as_slice))?;
+        }
+        if let Some(path) = self.report.as_deref() {
+            let label = j["label"].as_str().unwrap_or("run").to_string();
+            report::write(path, &[Run { label, j: j.clone() }])?;
+        }
+        Ok(())
+    }
 }
 
 /// The kind of target and the address of its first node.

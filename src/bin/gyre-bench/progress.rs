@@ -20,7 +20,7 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(o: &Opts) -> Progress {
-        Progress::of(o.quiet, &o.server_pid)
+        Progress::of(o.out.quiet, &o.out.server_pid)
     }
 
     /// A progress line for a scenario with options of its own.

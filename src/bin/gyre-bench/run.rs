@@ -414,6 +414,9 @@ async fn sleep_ms(ms: u64) {
 /// end its subscribers' final loss counts.
 async fn thread_main(cx: Rc<Cx>) {
     let plan = cx.plan.clone();
+    if plan.o.spin {
+        monoio::spawn(stats::spin_until_done(cx.sh.clone()));
+    }
     let per_thread = (plan.o.connect_concurrency / plan.threads).max(1);
     let slots = Rc::new(Slots { free: Cell::new(per_thread), wake: Default::default() });
     let mut subs = Vec::new();
@@ -576,7 +579,7 @@ pub fn main(mode: Mode, o: Opts) -> Result<(), Fail> {
             plan.subscribers
         )));
     }
-    output::check_paths(&o)?;
+    o.out.check()?;
     let machine = output::machine();
     let kid_slots = if procs > 1 { procs } else { 0 };
     let sh = Arc::new(Shared::new(plan.threads + kid_slots, plan.publishers, plan.channels));
@@ -589,7 +592,7 @@ pub fn main(mode: Mode, o: Opts) -> Result<(), Fail> {
     sh.phase.store(WARMUP, Relaxed);
     hold(&sh, &mut progress, "warmup", o.warmup, None)?;
 
-    let mut rows = Collector::new(mode == Mode::Ingest, &o.server_pid, &tool_pids);
+    let mut rows = Collector::new(mode == Mode::Ingest, &o.out.server_pid, &tool_pids);
     // Subscriber processes learn the window's bounds ahead of them.
     let start = match &kids {
         Some(k) => {
@@ -599,7 +602,7 @@ pub fn main(mode: Mode, o: Opts) -> Result<(), Fail> {
         }
         None => now_ns(),
     };
-    let server_start = stats::sample_servers(&o.server_pid);
+    let server_start = stats::sample_servers(&o.out.server_pid);
     let client_start = stats::sample_tool(&tool_pids);
     sh.measure_start.store(start, Relaxed);
     sh.phase.store(MEASURE, Relaxed);
@@ -615,7 +618,7 @@ pub fn main(mode: Mode, o: Opts) -> Result<(), Fail> {
     };
     sh.measure_end.store(end, Relaxed);
     sh.phase.store(STOP, Relaxed);
-    let server_end = stats::sample_servers(&o.server_pid);
+    let server_end = stats::sample_servers(&o.out.server_pid);
     let client_end = stats::sample_tool(&tool_pids);
     // The last, partial second of the window.
     if rows.since_last_s() >= 0.1 {
@@ -778,6 +781,6 @@ mod tests {
     fn server_pids_are_a_list() {
         let cli = Cli::try_parse_from(["gyre-bench", "fanout", "--server-pid", "10,11", "--server-pid", "12"]).unwrap();
         let Scenario::Fanout(o) = cli.scenario else { panic!("fanout") };
-        assert_eq!(o.server_pid, [10, 11, 12]);
+        assert_eq!(o.out.server_pid, [10, 11, 12]);
     }
 }

@@ -36,7 +36,7 @@ fn params(plan: &Plan, format: &str) -> Value {
         "rate": plan.rate, "size": plan.size, "batch": plan.batch, "inflight": plan.inflight,
         "threads": plan.threads, "procs": o.procs.unwrap_or(1), "duration_s": o.duration, "warmup_s": o.warmup, "drain_s": o.drain,
         "connect_timeout_s": o.connect_timeout, "connect_concurrency": o.connect_concurrency,
-        "source_ips": plan.source_ips, "reconnect": o.reconnect, "server_pid": o.server_pid,
+        "source_ips": plan.source_ips, "reconnect": o.reconnect, "spin": o.spin, "server_pid": o.out.server_pid,
         "ws_path": o.ws_path, "api_path": o.api_path, "channel_prefix": o.channel_prefix,
         "transport": transport(plan), "client_path": plan.client_path(), "emulation_path": o.emulation_path,
         "client_publish": plan.client_publish, "version": env!("CARGO_PKG_VERSION"),
@@ -72,7 +72,7 @@ pub fn report(r: &Run) -> Result<(), Fail> {
         "duration_s": (secs * 1000.0).round() / 1000.0,
         "published": published, "published_per_s": (published as f64 / secs).round(),
         "publish_errors": g(&sh.publish_errors), "disconnects": g(&sh.disconnects),
-        "tool": "gyre-bench", "label": output::label(o, kind.name()),
+        "tool": "gyre-bench", "label": o.out.label(&o.target, kind.name()),
         "params": params(plan, format), "machine": r.machine,
     });
     let described = match (kind, ingest) {
@@ -195,6 +195,6 @@ pub fn report(r: &Run) -> Result<(), Fail> {
     j["latency_cdf"] = output::latency_cdf(if ingest { &r.rows.ack } else { &r.rows.delivery });
     j["series_columns"] = json!(if ingest { INGEST_COLUMNS } else { FANOUT_COLUMNS });
     j["series"] = Value::Array(r.rows.rows.clone());
-    stats::table(&format!("gyre-bench {}", plan.mode.name()), &rows, o.json.as_deref() == Some("-"));
-    output::emit(o, &j, if ingest { INGEST_COLUMNS } else { FANOUT_COLUMNS })
+    stats::table(&format!("gyre-bench {}", plan.mode.name()), &rows, o.out.json_on_stdout());
+    o.out.emit(&j, if ingest { INGEST_COLUMNS } else { FANOUT_COLUMNS })
 }
