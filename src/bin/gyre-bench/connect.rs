@@ -18,6 +18,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
+use crate::auth::ClientAuth;
 use crate::output::{self, Outputs};
 use crate::stats::{self, fmt_n, fmt_us, histogram, now_ns, Latency, ProcSample};
 use crate::target::{self, ClientErr, Kind, Target};
@@ -32,17 +33,9 @@ pub struct ConnectOpts {
     /// WebSocket endpoint path.
     #[arg(long, default_value = "/connection/websocket")]
     pub ws_path: String,
-    /// Connection token used by every client.
-    #[arg(long)]
-    pub token: Option<String>,
-    /// Mint an HS256 connection token per client with this secret (user `<user>-<i>`).
-    /// Neither this nor --token: clients connect without a token (a connect proxy decides, or
-    /// anonymous connects are allowed).
-    #[arg(long)]
-    pub hmac_secret: Option<String>,
-    /// User ID prefix for minted tokens.
-    #[arg(long, default_value = "bench")]
-    pub user: String,
+    /// How clients authenticate.
+    #[command(flatten)]
+    pub auth: ClientAuth,
     /// Client protocol format.
     #[arg(long, value_enum, default_value = "json")]
     pub format: WireFormat,
@@ -150,14 +143,7 @@ struct Plan {
 
 impl Plan {
     fn token_for(&self, i: usize) -> Result<String, String> {
-        match (&self.o.token, &self.o.hmac_secret) {
-            (Some(t), _) => Ok(t.clone()),
-            (None, Some(secret)) => {
-                gyre::token::generate_connection_token(secret, &format!("{}-{i}", self.o.user), None, Map::new())
-                    .map_err(|e| format!("cannot mint a token: {e}"))
-            }
-            (None, None) => Ok(String::new()),
-        }
+        self.o.auth.token_for(i, Map::new)
     }
 }
 
@@ -172,9 +158,7 @@ fn check(o: &ConnectOpts) -> Result<Vec<Target>, Fail> {
     if o.timeout.is_nan() || o.timeout <= 0.0 {
         return Err(Fail::setup("--timeout must be positive"));
     }
-    if o.token.is_some() && o.hmac_secret.is_some() {
-        return Err(Fail::setup("--token and --hmac-secret exclude each other"));
-    }
+    o.auth.check()?;
     if o.subscribe.as_deref() == Some("") {
         return Err(Fail::setup("--subscribe needs a channel name"));
     }
@@ -310,15 +294,8 @@ pub fn main(o: ConnectOpts) -> Result<(), Fail> {
     let tool = tool_start.zip(last.4).map(|(a, b)| stats::Usage { start: a, end: b, rss_max_kb: 0 });
     let lat = Latency::of(&total_hist);
     let per_s = ok as f64 / secs.max(1e-9);
-    let fmt = match o.format {
-        WireFormat::Json => "json",
-        WireFormat::Protobuf => "protobuf",
-    };
-    let auth = match (&o.token, &o.hmac_secret) {
-        (Some(_), _) => "token",
-        (None, Some(_)) => "minted tokens",
-        (None, None) => "no token",
-    };
+    let fmt = o.format.name();
+    let auth = o.auth.describe();
     let mut table = vec![
         ("target".to_string(), format!("{} ({fmt} over websocket, {auth})", o.target)),
         (
@@ -384,7 +361,7 @@ pub fn main(o: ConnectOpts) -> Result<(), Fail> {
 
 /// What to do about the usual reason for every attempt failing.
 fn hint_for(key: &str, o: &ConnectOpts) -> &'static str {
-    let no_token = o.token.is_none() && o.hmac_secret.is_none();
+    let no_token = o.auth.is_none();
     match key {
         "close 3501" if no_token => {
             " (the server wants a token: pass --token or --hmac-secret, or turn on its connect proxy)"

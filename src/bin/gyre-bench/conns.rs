@@ -178,11 +178,7 @@ pub fn main(o: Opts) -> Result<(), Fail> {
         drop(c.stdin.take());
     }
     let per_conn = before.zip(after).map(|(b, a)| (a.rss_kb as f64 - b.rss_kb as f64) * 1024.0 / ready.max(1) as f64);
-    let fmt = match (kind, o.format) {
-        (Kind::Centrifugo, crate::WireFormat::Json) => "json",
-        (Kind::Centrifugo, crate::WireFormat::Protobuf) => "protobuf",
-        (k, _) => k.name(),
-    };
+    let fmt = if kind == Kind::Centrifugo { o.format.name() } else { kind.name() };
     let mut rows = vec![
         ("target".to_string(), format!("{} ({fmt}{over})", o.target)),
         ("connections".into(), format!("{} open, {failed} failed, of {}", fmt_n(ready as f64), fmt_n(n as f64))),

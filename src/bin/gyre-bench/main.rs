@@ -43,6 +43,7 @@
 //! Exit codes: 0 done, 1 the run failed (rejected credentials, protocol errors), 2 the target
 //! cannot be reached or the options are invalid.
 
+mod auth;
 mod backend;
 mod body;
 mod client_publish;
@@ -67,6 +68,7 @@ mod svg;
 mod target;
 mod ws;
 
+use auth::ClientAuth;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use output::Outputs;
 
@@ -147,6 +149,16 @@ pub struct ReportOpts {
 pub enum WireFormat {
     Json,
     Protobuf,
+}
+
+impl WireFormat {
+    /// The format's name in tables and JSON reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            WireFormat::Json => "json",
+            WireFormat::Protobuf => "protobuf",
+        }
+    }
 }
 
 const EXAMPLES: &str = concat!(
@@ -275,15 +287,9 @@ pub struct Opts {
     /// HTTP API key (sent as `X-API-Key` and `Authorization: apikey`); none when empty.
     #[arg(long, default_value = "")]
     pub api_key: String,
-    /// Connection token used by every client.
-    #[arg(long)]
-    pub token: Option<String>,
-    /// Mint an HS256 connection token per client with this secret (user `<user>-<i>`).
-    #[arg(long)]
-    pub hmac_secret: Option<String>,
-    /// User ID prefix for minted tokens.
-    #[arg(long, default_value = "bench")]
-    pub user: String,
+    /// How clients authenticate.
+    #[command(flatten)]
+    pub auth: ClientAuth,
     /// Client protocol format.
     #[arg(long, value_enum, default_value = "json")]
     pub format: WireFormat,

@@ -18,6 +18,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
+use crate::auth::ClientAuth;
 use crate::map_client::{self, Cx};
 use crate::output::{self, Outputs};
 use crate::progress::Progress;
@@ -60,16 +61,9 @@ pub struct MapOpts {
     /// HTTP API key (sent as `X-API-Key` and `Authorization: apikey`); none when empty.
     #[arg(long, default_value = "")]
     pub api_key: String,
-    /// Connection token used by every client.
-    #[arg(long)]
-    pub token: Option<String>,
-    /// Mint an HS256 connection token per client with this secret (user `<user>-<i>`).
-    /// Neither this nor --token: clients connect without a token.
-    #[arg(long)]
-    pub hmac_secret: Option<String>,
-    /// User ID prefix for minted tokens.
-    #[arg(long, default_value = "bench")]
-    pub user: String,
+    /// How clients authenticate.
+    #[command(flatten)]
+    pub auth: ClientAuth,
     /// Client protocol format of the subscribers: JSON, or protobuf (binary frames of
     /// varint-length-prefixed messages, subprotocol centrifuge-protobuf).
     #[arg(long, value_enum, default_value = "json")]
@@ -127,14 +121,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn token_for(&self, i: usize) -> Result<String, String> {
-        match (&self.o.token, &self.o.hmac_secret) {
-            (Some(t), _) => Ok(t.clone()),
-            (None, Some(secret)) => {
-                gyre::token::generate_connection_token(secret, &format!("{}-{i}", self.o.user), None, Map::new())
-                    .map_err(|e| format!("cannot mint a token: {e}"))
-            }
-            (None, None) => Ok(String::new()),
-        }
+        self.o.auth.token_for(i, Map::new)
     }
 }
 
@@ -206,9 +193,7 @@ fn check(o: &MapOpts) -> Result<Plan, Fail> {
             "--duration and --connect-timeout must be positive; --warmup, --drain and --rate not negative",
         ));
     }
-    if o.token.is_some() && o.hmac_secret.is_some() {
-        return Err(Fail::setup("--token and --hmac-secret exclude each other"));
-    }
+    o.auth.check()?;
     if o.channel.is_empty() {
         return Err(Fail::setup("--channel needs a channel name"));
     }
@@ -380,15 +365,8 @@ fn report(plan: &Plan, sh: &Shared, sync: &Sync, rows: &Collector, r: Outcome) -
     let keys_per_s = keys_synced as f64 / r.all_live_s.max(1e-9);
     let (published, delivered) = (g(&sh.published_window), sh.delivered_window());
     let (lost, dup) = (g(&sh.lost), g(&sh.duplicated));
-    let auth = match (&o.token, &o.hmac_secret) {
-        (Some(_), _) => "token",
-        (None, Some(_)) => "minted tokens",
-        (None, None) => "no token",
-    };
-    let format = match o.format {
-        WireFormat::Json => "json",
-        WireFormat::Protobuf => "protobuf",
-    };
+    let auth = o.auth.describe();
+    let format = o.format.name();
     let page = o.page_size.map_or("the server's default".to_string(), |p| p.to_string());
     let rate = if o.rate > 0.0 { format!("{}/s", fmt_n(o.rate)) } else { "max".into() };
     let mut table = vec![

@@ -117,9 +117,7 @@ impl Plan {
                 "--duration and --connect-timeout must be positive; --warmup, --drain and --rate not negative",
             ));
         }
-        if o.token.is_some() && o.hmac_secret.is_some() {
-            return Err(Fail::setup("--token and --hmac-secret exclude each other"));
-        }
+        o.auth.check()?;
         let t = o.transport;
         if t != Transport::Websocket && kind != Kind::Centrifugo {
             return Err(Fail::setup(format!("--transport {} needs a Centrifugo-compatible target", t.name())));
@@ -131,7 +129,7 @@ impl Plan {
             )));
         }
         let subscribe = mode != Mode::Connections || o.subscribe;
-        if t.is_uni() && subscribe && mode != Mode::Ingest && o.token.is_none() && o.hmac_secret.is_none() {
+        if t.is_uni() && subscribe && mode != Mode::Ingest && o.auth.is_none() {
             return Err(Fail::setup(format!(
                 "--transport {}: unidirectional clients are subscribed by their token's channels claim: pass \
                  --hmac-secret (tokens are minted naming each subscriber's channel) or a --token whose claim names it",
@@ -248,19 +246,14 @@ impl Plan {
     }
 
     pub fn token_for(&self, i: usize) -> Result<String, String> {
-        match (&self.o.token, &self.o.hmac_secret) {
-            (Some(t), _) => Ok(t.clone()),
-            (None, Some(secret)) => {
-                let mut claims = Map::new();
-                // Unidirectional clients cannot subscribe: the token subscribes them.
-                if self.o.transport.is_uni() && self.subscribe {
-                    claims.insert("channels".into(), Value::from(vec![self.channel_names[i % self.channels].clone()]));
-                }
-                gyre::token::generate_connection_token(secret, &format!("{}-{i}", self.o.user), None, claims)
-                    .map_err(|e| format!("cannot mint a token: {e}"))
+        self.o.auth.token_for(i, || {
+            let mut claims = Map::new();
+            // Unidirectional clients cannot subscribe: the token subscribes them.
+            if self.o.transport.is_uni() && self.subscribe {
+                claims.insert("channels".into(), Value::from(vec![self.channel_names[i % self.channels].clone()]));
             }
-            (None, None) => Ok(String::new()),
-        }
+            claims
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use crate::run::{Mode, Plan};
 use crate::series::{Collector, FANOUT_COLUMNS, INGEST_COLUMNS};
 use crate::stats::{self, fmt_n, fmt_us, Latency, Shared, Usage};
 use crate::target::Kind;
-use crate::{Fail, WireFormat};
+use crate::Fail;
 
 /// What the report is made of.
 pub struct Run<'a> {
@@ -60,11 +60,7 @@ pub fn report(r: &Run) -> Result<(), Fail> {
     let (published, delivered) = (g(&sh.published_window), sh.delivered_window());
     let o = &plan.o;
     let kind = plan.kind;
-    let format = match (kind, o.format) {
-        (Kind::Centrifugo, WireFormat::Json) => "json",
-        (Kind::Centrifugo, WireFormat::Protobuf) => "protobuf",
-        (k, _) => k.name(),
-    };
+    let format = if kind == Kind::Centrifugo { o.format.name() } else { kind.name() };
     let mut j = json!({
         "scenario": plan.mode.name(), "target": o.target, "kind": kind.name(), "format": format,
         "transport": transport(plan), "channels": plan.channels, "publishers": plan.publishers, "size": plan.size, "rate": plan.rate,
@@ -78,11 +74,7 @@ pub fn report(r: &Run) -> Result<(), Fail> {
     let described = match (kind, ingest) {
         (Kind::Centrifugo, false) => format!("{format} over {}", o.transport.name()),
         (Kind::Centrifugo, true) if plan.client_publish => {
-            let auth = match (&o.token, &o.hmac_secret) {
-                (Some(_), _) => "token",
-                (None, Some(_)) => "minted tokens",
-                (None, None) => "no token",
-            };
+            let auth = o.auth.describe();
             format!("{format}, client publish over websocket, {auth}")
         }
         _ => format.to_string(),
