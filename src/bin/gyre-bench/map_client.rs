@@ -22,7 +22,7 @@ use monoio::net::TcpStream;
 use crate::map::{Plan, Sync};
 use crate::map_sync::{self, Synced};
 use crate::payload::{self, Track};
-use crate::publish::parse_response;
+use crate::publish::{parse_response, write_failure};
 use crate::stats::{now_ns, Local, Shared, DONE, STOP, WARMUP};
 use crate::target::{self, ClientErr, Reader};
 use crate::ws::{Hello, WsClient};
@@ -335,12 +335,7 @@ async fn publish(cx: &Rc<Cx>, p: usize) -> Result<(), ClientErr> {
         let (res, buf) = wr.write_all(std::mem::take(&mut out)).await;
         out = buf;
         if let Err(e) = res {
-            // The server closed after an answer (401, ...): that answer says more than EPIPE.
-            let until = now_ns() + 1_000_000_000;
-            while pipe.failed.borrow().is_none() && now_ns() < until {
-                let _ = monoio::time::timeout(Duration::from_millis(50), pipe.space.wait()).await;
-            }
-            return Err(pipe.failed.borrow().clone().unwrap_or_else(|| ClientErr::io("publisher write", e)));
+            return Err(write_failure(&pipe.failed, &pipe.space, e).await);
         }
         sent += n;
         // Subscribers are owed what was written.

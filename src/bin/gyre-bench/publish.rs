@@ -58,6 +58,17 @@ pub struct Pipe {
     pub pong_due: Cell<bool>,
 }
 
+/// Why a publisher's write failed (`e`): when the server closed after an answer (401, ...),
+/// which its reader records in `failed` within a second, that answer says more than EPIPE.
+pub async fn write_failure(failed: &RefCell<Option<ClientErr>>, space: &LocalNotify, e: std::io::Error) -> ClientErr {
+    let until = now_ns() + 1_000_000_000;
+    while failed.borrow().is_none() && now_ns() < until {
+        let _ = monoio::time::timeout(Duration::from_millis(50), space.wait()).await;
+    }
+    let known = failed.borrow().clone();
+    known.unwrap_or_else(|| ClientErr::io("publisher write", e))
+}
+
 /// Runs publisher `p` until the run stops; failures are recorded in the shared state.
 /// A publisher that fails ends the run: the figures would be meaningless without it.
 pub async fn publisher(cx: Rc<Cx>, p: usize) {
@@ -151,12 +162,7 @@ async fn run(cx: &Rc<Cx>, p: usize) -> Result<(), ClientErr> {
         let (res, buf) = wr.write_all(std::mem::take(&mut out)).await;
         out = buf;
         if let Err(e) = res {
-            // The server closed after an answer (401, ...): that answer says more than EPIPE.
-            let until = now_ns() + 1_000_000_000;
-            while pipe.failed.borrow().is_none() && now_ns() < until {
-                let _ = monoio::time::timeout(Duration::from_millis(50), pipe.space.wait()).await;
-            }
-            return Err(pipe.failed.borrow().clone().unwrap_or_else(|| ClientErr::io("publisher write", e)));
+            return Err(write_failure(&pipe.failed, &pipe.space, e).await);
         }
         sent += n;
         // Published sequences are known to subscribers only once written.

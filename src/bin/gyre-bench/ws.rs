@@ -94,15 +94,8 @@ impl WsClient {
                 Ok(None) => continue,
                 Err(e) => return e,
             };
-            for r in replies(self.format, &data) {
-                let res = match r {
-                    Reply::Ping if self.uni => Ok(()),
-                    Reply::Ping => self.pong().await,
-                    r => r.outcome(),
-                };
-                if let Err(e) = res {
-                    return e;
-                }
+            if let Err(e) = self.answer(&data).await {
+                return e;
             }
         }
     }
@@ -241,15 +234,8 @@ impl WsClient {
                     data
                 }
             };
-            for r in replies(self.format, &data) {
-                let res = match r {
-                    Reply::Ping if self.uni => Ok(()),
-                    Reply::Ping => self.pong().await,
-                    r => r.outcome(),
-                };
-                if let Err(e) = res {
-                    return e;
-                }
+            if let Err(e) = self.answer(&data).await {
+                return e;
             }
         }
     }
@@ -309,6 +295,19 @@ impl WsClient {
                 Err(e) => return Err(ClientErr::io("websocket", e)),
             }
         }
+    }
+
+    /// Goes through the replies in `data` once connected: pings are answered (a
+    /// unidirectional connection's need no answer), an error or a disconnect ends the client.
+    async fn answer(&mut self, data: &[u8]) -> Result<(), ClientErr> {
+        for r in replies(self.format, data) {
+            match r {
+                Reply::Ping if self.uni => {}
+                Reply::Ping => self.pong().await?,
+                r => r.outcome()?,
+            }
+        }
+        Ok(())
     }
 
     /// Answers a server ping: `{}` in JSON, an empty command (length 0) in protobuf.
