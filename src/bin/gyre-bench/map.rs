@@ -312,22 +312,7 @@ fn wait_live(plan: &Plan, sh: &Shared, progress: &mut Progress) -> Result<(), Fa
     let want = plan.o.subscribers;
     let waves = want.div_ceil(plan.o.concurrency.min(want)) as f64;
     let limit = Duration::from_secs_f64(plan.o.connect_timeout * waves + 5.0);
-    let t0 = Instant::now();
-    loop {
-        if let Some(f) = sh.fatal() {
-            return Err(Fail::run(f));
-        }
-        let done = sh.ready.load(Relaxed) + sh.failed.load(Relaxed);
-        if done >= want {
-            break;
-        }
-        if t0.elapsed() > limit {
-            sh.note(format!("{} subscribers still syncing after {:.0} s", want - done, limit.as_secs_f64()));
-            break;
-        }
-        progress.tick(sh, "sync", None);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    progress.wait_ready(sh, want, limit, ("sync", "syncing", "subscriber"))?;
     let ready = sh.ready.load(Relaxed);
     if ready == 0 {
         return Err(Fail::run(format!("no subscriber went live: {}", sh.first_note().unwrap_or_default())));

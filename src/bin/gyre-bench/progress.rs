@@ -2,10 +2,10 @@
 //! the server's memory (which it also tracks for the report).
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::stats::{self, fmt_n, fmt_us, Shared};
-use crate::Opts;
+use crate::{Fail, Opts};
 
 /// The once-a-second progress line on stderr.
 pub struct Progress {
@@ -34,6 +34,35 @@ impl Progress {
             last_del: 0,
             rss_max_kb: 0,
         }
+    }
+
+    /// Waits until `want` clients are ready or have failed, or until `limit` (then notes how
+    /// many `noun`s are still `still`), printing progress as `phase`; fails when the run did
+    /// (a thread could not start, a publisher failed). Returns how long it waited.
+    pub fn wait_ready(
+        &mut self,
+        sh: &Shared,
+        want: usize,
+        limit: Duration,
+        (phase, still, noun): (&str, &str, &str),
+    ) -> Result<Duration, Fail> {
+        let t0 = Instant::now();
+        loop {
+            if let Some(f) = sh.fatal() {
+                return Err(Fail::run(f));
+            }
+            let done = sh.ready.load(Relaxed) + sh.failed.load(Relaxed);
+            if done >= want {
+                break;
+            }
+            if t0.elapsed() > limit {
+                sh.note(format!("{} {noun}s still {still} after {:.0} s", want - done, limit.as_secs_f64()));
+                break;
+            }
+            self.tick(sh, phase, None);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(t0.elapsed())
     }
 
     /// Prints a line if a second has passed since the last one (`p99`: of the run so far, µs).

@@ -488,24 +488,8 @@ pub fn start_threads(plan: &Arc<Plan>, sh: &Arc<Shared>) {
 /// Waits until every client has connected or failed (bounded); prints progress.
 pub fn wait_connected(plan: &Plan, sh: &Shared, progress: &mut Progress) -> Result<f64, Fail> {
     let want = plan.subscribers;
-    let t0 = Instant::now();
     let limit = Duration::from_secs_f64(plan.o.connect_timeout + 5.0);
-    loop {
-        if let Some(f) = sh.fatal() {
-            return Err(Fail::run(f));
-        }
-        let done = sh.ready.load(Relaxed) + sh.failed.load(Relaxed);
-        if done >= want {
-            break;
-        }
-        if t0.elapsed() > limit {
-            sh.note(format!("{} clients still opening after {:.0} s", want - done, limit.as_secs_f64()));
-            break;
-        }
-        progress.tick(sh, "connect", None);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let secs = t0.elapsed().as_secs_f64();
+    let secs = progress.wait_ready(sh, want, limit, ("connect", "opening", "client"))?.as_secs_f64();
     let ready = sh.ready.load(Relaxed);
     if want > 0 && ready == 0 {
         return Err(Fail::run(format!("no client could connect: {}", sh.first_note().unwrap_or_default())));
