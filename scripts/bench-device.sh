@@ -23,6 +23,9 @@
 #   gyre        Gyre with N workers (N = server CPUs)
 #   gyre-delay  the same with client.write_delay (--write-delay, default 20ms) and no bound on
 #               max_messages_in_frame: fewer, larger writes for that much latency (not default)
+#   gyre-wK     Gyre with K workers pinned to the first K server CPUs (K from 1 to N): with
+#               several K, how a figure scales with workers (e.g. --only ingest-1
+#               --peers gyre-w1,gyre-w2,gyre-w4,gyre,redis)
 #   redis       redis-server (one thread executes commands)
 #   redis-io    redis-server --io-threads N (at least 2) --io-threads-do-reads yes
 #   nats        nats-server with GOMAXPROCS=N
@@ -40,8 +43,9 @@ Usage: bash scripts/bench-device.sh [--quick] [--duration S] [--only WORKLOAD]..
   --only W         run only this workload (repeatable): ingest-1 ingest-8 fanout-1x1000
                    fanout-1x10000 fanout-100x100 fanout-10000x1 paced-1x1000 paced-10000x1
                    connections (the --quick sizes keep the full names)
-  --peers LIST     comma-separated subset of gyre,gyre-delay,redis,redis-io,nats (default:
-                   gyre,redis,redis-io,nats, those installed)
+  --peers LIST     comma-separated subset of gyre,gyre-delay,gyre-wK,redis,redis-io,nats
+                   (default: gyre,redis,redis-io,nats, those installed); gyre-wK: Gyre with K
+                   workers on the first K server CPUs, for scaling
   --write-delay D  client.write_delay of the gyre-delay peer (default 20ms)
   --server-cpus L  CPUs of the servers (taskset list; default: the first half of this
   --tool-cpus L    process's CPUs) and of the load tool (default: the other half)
@@ -174,11 +178,19 @@ IFS=',' read -ra WANT <<<"$PEERS"
 for p in "${WANT[@]}"; do
     case "$p" in
         gyre|gyre-delay) RUN_PEERS+=("$p") ;;
+        gyre-w*)
+            k="${p#gyre-w}"
+            if ! [[ $k =~ ^[1-9][0-9]*$ ]] || (( k > N_SERVER )); then
+                echo "bench-device.sh: $p: K must be 1 to $N_SERVER (the server CPUs)" >&2
+                exit 2
+            fi
+            LABEL[$p]="gyre, $k worker$([[ $k == 1 ]] || echo s) on $k CPU$([[ $k == 1 ]] || echo s)"
+            RUN_PEERS+=("$p") ;;
         redis|redis-io)
             if command -v redis-server >/dev/null; then RUN_PEERS+=("$p"); else SKIPPED+=("$p: redis-server is not installed"); fi ;;
         nats)
             if command -v nats-server >/dev/null; then RUN_PEERS+=(nats); else SKIPPED+=("nats: nats-server is not installed"); fi ;;
-        *) echo "bench-device.sh: unknown peer $p (gyre, gyre-delay, redis, redis-io, nats)" >&2; exit 2 ;;
+        *) echo "bench-device.sh: unknown peer $p (gyre, gyre-delay, gyre-wK, redis, redis-io, nats)" >&2; exit 2 ;;
     esac
 done
 for s in "${SKIPPED[@]}"; do echo "== skipping $s" >&2; done
@@ -262,20 +274,24 @@ start_server() {
     local peer="$1" log="$2"
     PORT="$(free_port)"
     case "$peer" in
-        gyre|gyre-delay)
-            local batching=""
+        gyre|gyre-delay|gyre-w*)
+            local batching="" workers="$N_SERVER" cpus="$SERVER_CPUS"
+            if [[ $peer == gyre-w* ]]; then
+                workers="${peer#gyre-w}"
+                cpus="$(expand_cpus "$SERVER_CPUS" | head -n "$workers" | join_cpus)"
+            fi
             [[ $peer == gyre-delay ]] && batching=", \"write_delay\": \"$WRITE_DELAY\", \"max_messages_in_frame\": -1"
             cat >"$WORK/gyre-$PORT.json" <<EOF
 {
   "http_server": { "address": "127.0.0.1", "port": $PORT },
   "log": { "level": "warn" },
-  "workers": $N_SERVER,
+  "workers": $workers,
   "http_api": { "key": "$API_KEY" },
   "client": { "token": { "hmac_secret_key": "$SECRET" }$batching },
   "channel": { "without_namespace": { "allow_subscribe_for_client": true } }
 }
 EOF
-            taskset -c "$SERVER_CPUS" "$GYRE" -c "$WORK/gyre-$PORT.json" >"$log" 2>&1 &
+            taskset -c "$cpus" "$GYRE" -c "$WORK/gyre-$PORT.json" >"$log" 2>&1 &
             ;;
         redis|redis-io)
             local extra=()
@@ -294,7 +310,7 @@ EOF
 
 target_args() {
     case "$1" in
-        gyre|gyre-delay) echo "--target http://127.0.0.1:$PORT --api-key $API_KEY --hmac-secret $SECRET" ;;
+        gyre|gyre-delay|gyre-w*) echo "--target http://127.0.0.1:$PORT --api-key $API_KEY --hmac-secret $SECRET" ;;
         redis|redis-io) echo "--target redis://127.0.0.1:$PORT" ;;
         nats) echo "--target nats://127.0.0.1:$PORT" ;;
     esac
@@ -373,7 +389,7 @@ done
             (if .scenario == "ingest" then "\(.commands_per_s | n) commands/s"
              elif .scenario == "fanout" then "\(.delivered_per_s | n) deliveries/s (\(.published_per_s | n) pub/s)"
              else "\((.server.bytes_per_connection // null) as $b | if $b == null then "–" else ($b / 1024 * 10 | round / 10 | tostring) end) KiB/connection (\(.ready) open)" end) as $fig
-            | "| \($w | sub("-(gyre-delay|gyre|redis-io|redis|nats)$"; "")) | \(.label) | \($fig) | \(.latency_us.p50 | ms) | \(.latency_us.p99 | ms) | \(if .scenario == "fanout" then "\(.lost) / \(.duplicated)" else "–" end) | \(if .server.cpu_s != null then "\(.server.cpu_s) (\(.server.cpu_pct))" else "–" end) | \((.server.rss_max_kb // .server.rss_after_kb // null) as $r | if $r == null then "–" else ($r / 1024 * 10 | round / 10 | tostring) end) | \(.client.cpu_pct // "–") |"' "$f"
+            | "| \($w | sub("-(gyre-delay|gyre-w[0-9]+|gyre|redis-io|redis|nats)$"; "")) | \(.label) | \($fig) | \(.latency_us.p50 | ms) | \(.latency_us.p99 | ms) | \(if .scenario == "fanout" then "\(.lost) / \(.duplicated)" else "–" end) | \(if .server.cpu_s != null then "\(.server.cpu_s) (\(.server.cpu_pct))" else "–" end) | \((.server.rss_max_kb // .server.rss_after_kb // null) as $r | if $r == null then "–" else ($r / 1024 * 10 | round / 10 | tostring) end) | \(.client.cpu_pct // "–") |"' "$f"
     done
     if [[ ${#FAILED[@]} -gt 0 || ${#SKIPPED[@]} -gt 0 ]]; then
         echo
