@@ -346,8 +346,8 @@ pub struct Opts {
     /// polls its sockets without waiting (its core stays busy) instead of sleeping until one
     /// is ready. On loopback the server's CPU runs the receiving side of every send, so a
     /// send to a sleeping reader costs the server the reader's wake-up; with --spin it no
-    /// longer does, as with clients on other machines. Timers fire up to 1 ms late (paced
-    /// latencies grow by as much): for measuring a server's own CPU cost at full speed.
+    /// longer does, as with clients on other machines. Timers may fire up to 1 ms late: for
+    /// measuring a server's own CPU cost.
     #[arg(long)]
     pub spin: bool,
     /// Reconnect (and resubscribe) a subscriber the server disconnected.

@@ -499,29 +499,20 @@ pub fn table(title: &str, rows: &[(String, String)], to_stderr: bool) {
 }
 
 /// Keeps this thread's event loop from sleeping until the run is done (`--spin`): a task
-/// that is always ready again, so the loop polls its sockets without waiting between turns.
-/// While a task is ready the loop does not look at its timers, so every millisecond (the
-/// timer wheel's tick) the spinner waits on a timer that is due by then: with nothing else
-/// ready the loop then polls with no wait and fires every timer due.
+/// that is always ready again (behind the other ready tasks: `gyre::io::yield_now`), so the
+/// loop polls its sockets without waiting between turns. While a task is ready the loop does
+/// not look at its timers, so every millisecond (the timer wheel's tick) the spinner waits on
+/// a timer that is due by then: with nothing else ready the loop then polls with no wait and
+/// fires every timer due.
 pub async fn spin_until_done(sh: Arc<Shared>) {
     use std::task::Poll;
-    fn yield_now() -> impl std::future::Future<Output = ()> {
-        let mut yielded = false;
-        std::future::poll_fn(move |cx| {
-            if std::mem::replace(&mut yielded, true) {
-                return Poll::Ready(());
-            }
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        })
-    }
     while sh.phase() < DONE {
         // Polled once, so registered now: due at the end of this millisecond tick.
         let mut due = Box::pin(monoio::time::sleep(Duration::ZERO));
         let _ = std::future::poll_fn(|cx| Poll::Ready(std::future::Future::poll(due.as_mut(), cx))).await;
         let until = Instant::now() + Duration::from_millis(1);
         while Instant::now() < until {
-            yield_now().await;
+            gyre::io::yield_now().await;
         }
         due.await;
     }
