@@ -80,7 +80,7 @@ where
     let limit = if cfg.message_size_limit == 0 { 65536 } else { cfg.message_size_limit };
     let dec = super::decoder(limit, z);
     // The connect request of the URL first, then the read loop: chained with `then` so that
-    // the loop's future does not sit beside what the first step captured (as in `ws::run`).
+    // the loop's future does not sit beside what the first step captured (as in `run_session`).
     let conn = UniConn { s: s.clone(), started: std::cell::Cell::new(req.is_some()) };
     let first = s.clone();
     let connecting = async move {

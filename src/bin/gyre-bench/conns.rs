@@ -123,7 +123,7 @@ pub fn main(o: Opts) -> Result<(), Fail> {
         return Err(Fail::setup(format!("cannot read /proc/{}: is --server-pid right?", pids.join(", /proc/"))));
     }
     let t0 = Instant::now();
-    let mut progress = Progress::new(&o);
+    let mut progress = Progress::new(&o.out);
     let sh = Arc::new(Shared::new(plan.threads, 0, plan.channels));
     let mut children = Vec::new();
     // Children's shares: clients off..off+count.

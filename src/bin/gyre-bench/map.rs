@@ -239,7 +239,7 @@ pub fn main(o: MapOpts) -> Result<(), Fail> {
 
     let sh = Arc::new(Shared::new(plan.threads, o.publishers, 1));
     let sync = Arc::new(Sync::new());
-    let mut progress = Progress::of(o.out.quiet, &o.out.server_pid);
+    let mut progress = Progress::new(&o.out);
     let sync_start = now_ns();
     let (server_before, tool_before) = (stats::sample_servers(&o.out.server_pid), stats::sample(None));
     start_threads(&plan, &sh, &sync)?;

@@ -4,8 +4,9 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use crate::output::Outputs;
 use crate::stats::{self, fmt_n, fmt_us, Shared};
-use crate::{Fail, Opts};
+use crate::Fail;
 
 /// The once-a-second progress line on stderr.
 pub struct Progress {
@@ -19,15 +20,11 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(o: &Opts) -> Progress {
-        Progress::of(o.out.quiet, &o.out.server_pid)
-    }
-
-    /// A progress line for a scenario with options of its own.
-    pub fn of(quiet: bool, server_pids: &[u32]) -> Progress {
+    /// The progress line of a run with these outputs (`-q`, `--server-pid`).
+    pub fn new(out: &Outputs) -> Progress {
         Progress {
-            quiet,
-            server_pids: server_pids.to_vec(),
+            quiet: out.quiet,
+            server_pids: out.server_pid.clone(),
             start: Instant::now(),
             last: Instant::now(),
             last_pub: 0,

@@ -560,7 +560,7 @@ pub fn main(mode: Mode, o: Opts) -> Result<(), Fail> {
     let machine = output::machine();
     let kid_slots = if procs > 1 { procs } else { 0 };
     let sh = Arc::new(Shared::new(plan.threads + kid_slots, plan.publishers, plan.channels));
-    let mut progress = Progress::new(&o);
+    let mut progress = Progress::new(&o.out);
     start_threads(&plan, &sh);
     let kids = if procs > 1 { Some(Kids::spawn(&plan, &sh, procs, plan.threads)?) } else { None };
     let tool_pids = kids.as_ref().map_or(Vec::new(), Kids::pids);
