@@ -64,6 +64,59 @@ enum Slot {
     /// A result to come for a command of `method` started at the instant (API metrics),
     /// counting this many bytes against [`MAX_PENDING_BYTES`].
     Pending(ReplyShape, Method, std::time::Instant, usize),
+    /// Reply lines of a run of legacy lines spread over several workers, waiting for their
+    /// parts; counts this many bytes against [`MAX_PENDING_BYTES`].
+    Group(Box<Group>, usize),
+}
+
+impl Slot {
+    fn is_pending(&self) -> bool {
+        matches!(self, Slot::Pending(..) | Slot::Group(..))
+    }
+}
+
+/// The replies of consecutive legacy lines run by several workers: each worker's part holds
+/// the replies of its lines in their order, and once every part is in they are put together
+/// in the lines' order as one piece (one slot for the run instead of one per line).
+pub struct Group {
+    /// The lines in order, as runs: `n` consecutive lines of worker `w`.
+    order: Vec<(u16, u32)>,
+    /// Per worker, its part once it arrived: reply bytes, and where each line's reply ends.
+    parts: Vec<Option<(Vec<u8>, Vec<u32>)>>,
+    /// Parts still to come.
+    waiting: usize,
+}
+
+impl Group {
+    /// A group of `workers` possible parts whose lines are in `order`; `waiting` parts are to
+    /// come besides those already added.
+    pub fn new(order: Vec<(u16, u32)>, workers: usize, waiting: usize) -> Group {
+        Group { order, parts: (0..workers).map(|_| None).collect(), waiting }
+    }
+
+    /// Adds worker `from`'s part (arrived or not: see [`Group::new`]'s `waiting`).
+    pub fn add(&mut self, from: usize, replies: Vec<u8>, ends: Vec<u32>) {
+        if let Some(p) = self.parts.get_mut(from) {
+            *p = Some((replies, ends));
+        }
+    }
+
+    /// The replies in the lines' order.
+    pub fn merge(&self) -> Bytes {
+        let total = self.parts.iter().flatten().map(|(r, _)| r.len()).sum();
+        let mut out = Vec::with_capacity(total);
+        let mut cursor = vec![0usize; self.parts.len()];
+        for &(w, n) in &self.order {
+            let (w, n) = (w as usize, n as usize);
+            let Some(Some((replies, ends))) = self.parts.get(w) else { continue };
+            let k = cursor[w];
+            let start = if k == 0 { 0 } else { ends[k - 1] as usize };
+            let end = ends.get(k + n - 1).map_or(replies.len(), |&e| e as usize);
+            out.extend_from_slice(&replies[start..end]);
+            cursor[w] = k + n;
+        }
+        Bytes::from(out)
+    }
 }
 
 #[derive(Default)]
@@ -195,10 +248,16 @@ impl ConnOut {
         Self::wake_writer(&mut i);
     }
 
-    /// Reserves the slot of a legacy reply line that another worker encodes (see
-    /// [`ReplySink::fill_ready`]).
-    pub fn push_pending_line(&self, sep: bool, method: Method, bytes: usize) -> u64 {
-        self.push_pending(ReplyShape::Legacy { id: 0, sep }, method, bytes)
+    /// Queues a group of reply lines whose parts come from other workers (see
+    /// [`ReplySink::fill_part`]), counting `bytes` (their lines) against
+    /// [`MAX_PENDING_BYTES`]; returns its sequence number.
+    pub fn push_group(&self, g: Group, bytes: usize) -> u64 {
+        let mut i = self.inner.borrow_mut();
+        let seq = i.base + i.slots.len() as u64;
+        i.slots.push_back(Slot::Group(Box::new(g), bytes));
+        i.pending += 1;
+        i.pending_bytes += bytes;
+        seq
     }
 
     /// Reserves a slot for the result of a `method` command whose request took `bytes`;
@@ -289,7 +348,7 @@ impl ConnOut {
                 break;
             }
             match front {
-                Slot::Pending(..) => break,
+                Slot::Pending(..) | Slot::Group(..) => break,
                 Slot::Piece(b) => {
                     if chunk_at.is_none() {
                         chunk_at = Some(out.len());
@@ -343,7 +402,7 @@ impl ConnOut {
             if buf.is_empty() {
                 let done = std::future::poll_fn(|cx| {
                     let mut i = self.inner.borrow_mut();
-                    let ready = i.slots.front().is_some_and(|s| !matches!(s, Slot::Pending(..)));
+                    let ready = i.slots.front().is_some_and(|s| !s.is_pending());
                     if ready {
                         std::task::Poll::Ready(false)
                     } else if i.closing && i.slots.is_empty() {
@@ -401,12 +460,15 @@ impl ReplySink for ConnOut {
         i.settle(idx, new);
     }
 
-    fn fill_ready(&self, seq: u64, b: Bytes) {
+    fn fill_part(&self, seq: u64, from: usize, replies: Vec<u8>, ends: Vec<u32>) {
         let mut i = self.inner.borrow_mut();
         let Some(idx) = seq.checked_sub(i.base) else { return };
-        // Only legacy reply lines are encoded elsewhere.
-        if let Some(Slot::Pending(ReplyShape::Legacy { .. }, ..)) = i.slots.get(idx as usize) {
-            i.settle(idx, Slot::Piece(b));
+        let Some(Slot::Group(g, _)) = i.slots.get_mut(idx as usize) else { return };
+        g.add(from, replies, ends);
+        g.waiting = g.waiting.saturating_sub(1);
+        if g.waiting == 0 {
+            let merged = g.merge();
+            i.settle(idx, Slot::Piece(merged));
         }
     }
 }
@@ -415,11 +477,11 @@ impl Inner {
     /// Pending slot `idx` becomes `new` (ready bytes).
     fn settle(&mut self, idx: u64, new: Slot) {
         let Some(slot) = self.slots.get_mut(idx as usize) else { return };
-        let Slot::Pending(_, _, _, bytes) = slot else { return };
+        let (Slot::Pending(_, _, _, bytes) | Slot::Group(_, bytes)) = slot else { return };
         let bytes = *bytes;
         let len = match &new {
             Slot::Raw(b) | Slot::Piece(b) => b.len(),
-            Slot::Pending(..) => 0,
+            Slot::Pending(..) | Slot::Group(..) => 0,
         };
         *slot = new;
         let i = self;

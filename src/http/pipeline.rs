@@ -2,26 +2,31 @@
 //!
 //! The reading worker does not read every line through: for a line that looks like a publish
 //! it only finds the channel ([`fast::route`]), and
-//! * when it owns the channel itself, it runs the line on the spot and appends the reply to a
-//!   run of replies that become one piece of the response (no reply slot per line);
-//! * otherwise it copies the raw line into a batch for the channel's owner and reserves the
-//!   line's reply slot. Batches leave when the chunk being read is done (one message per
-//!   owner per chunk); the owner reads each line ([`fast::publish`], or the general decoder),
-//!   executes it, writes all the batch's replies into one buffer and sends it back as one
-//!   message, whose slices fill the slots.
+//! * when it owns the channel itself, it runs the line on the spot and appends the reply to
+//!   its own replies;
+//! * otherwise it copies the raw line into a batch for the channel's owner.
+//!
+//! Consecutive lines taken this way form a group: one reply slot for all of them, however
+//! many lines and owners (no slot, clock reading or message per line). The group closes when
+//! the chunk being read is done, or before a line of the general path. Then each batch leaves
+//! as one message; its owner reads each line ([`fast::publish`], or the general decoder),
+//! executes it, writes the batch's replies into one buffer and sends it back as one message
+//! (the group's part from that worker). Once every part is in, the replies are put together
+//! in the lines' order ([`Group::merge`]) and the slot is ready. A group with no line of
+//! another worker is a ready piece at once.
 //!
 //! Lines of one channel always take the same way to the same owner, in order, so their
 //! publications keep the request's order. Anything else (other methods, lines the quick scan
 //! cannot place, the Redis engine, whose publishes run on the reading worker anyway) takes the
-//! general path of one command at a time; pending batches are sent before such a command so
-//! that it cannot overtake them.
+//! general path of one command at a time; the group before such a command is closed and its
+//! batches sent first, so that it cannot overtake them.
 
 use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::out::ConnOut;
+use super::out::{ConnOut, Group};
 use crate::api::parse::{self, decode_line};
 use crate::api::{encode, fast, Method, Reply};
 use crate::exec;
@@ -29,16 +34,18 @@ use crate::metrics::{self, Protocol};
 use crate::runtime::worker::{Msg, Worker};
 use crate::shard::{owner_of, ShardOp};
 
-/// Raw lines for one owner, with the reply slots they fill on the reading worker.
+/// Raw lines for one owner, from one group of the reading worker.
 pub struct LineBatch {
     origin: u16,
     conn: u32,
     gen: u32,
+    /// The group's reply slot (set when the group closes).
+    seq: u64,
     /// The lines, one after the other.
     buf: Vec<u8>,
-    /// Per line: its reply slot, where it ends in `buf`, and whether its reply starts with
-    /// the newline that separates it from the previous one.
-    lines: Vec<(u64, u32, bool)>,
+    /// Per line: where it ends in `buf`, and whether its reply starts with the newline that
+    /// separates it from the previous one.
+    lines: Vec<(u32, bool)>,
 }
 
 /// Per-request state of the spreading (see the module docs).
@@ -48,9 +55,14 @@ pub struct Pipe {
     /// Whether lines are spread (the memory engine; with Redis the reading worker runs
     /// publishes itself).
     spread: bool,
-    /// Replies of lines run here, not yet handed to the output, and what they were.
+    /// Replies of the open group's lines run here, and where each ends.
     run: Vec<u8>,
+    run_ends: Vec<u32>,
     run_stats: RunStats,
+    /// The open group's lines in order, as runs of (worker, lines).
+    order: Vec<(u16, u32)>,
+    /// Bytes of the open group's lines sent to other workers.
+    batched: usize,
     batches: Vec<Option<LineBatch>>,
 }
 
@@ -67,7 +79,9 @@ impl RunStats {
     }
 
     fn record(&mut self) {
-        metrics::api_commands(Protocol::Http, Method::Publish, self.started.elapsed(), self.lines, &self.errors);
+        if self.lines > 0 || !self.errors.is_empty() {
+            metrics::api_commands(Protocol::Http, Method::Publish, self.started.elapsed(), self.lines, &self.errors);
+        }
         self.lines = 0;
         self.errors.clear();
     }
@@ -89,13 +103,16 @@ impl Pipe {
             gen,
             spread: w.bus().is_none(),
             run: Vec::new(),
+            run_ends: Vec::new(),
             run_stats: RunStats::new(),
+            order: Vec::new(),
+            batched: 0,
             batches: (0..w.workers).map(|_| None).collect(),
         }
     }
 
     /// Takes a line if it is a publish this path runs. `sep`: the reply follows another one.
-    pub fn line(&mut self, w: &Rc<Worker>, out: &ConnOut, line: &[u8], sep: bool) -> Line {
+    pub fn line(&mut self, w: &Rc<Worker>, line: &[u8], sep: bool) -> Line {
         if !self.spread {
             return Line::General(None);
         }
@@ -111,42 +128,57 @@ impl Pipe {
                 self.run_stats.started = Instant::now();
             }
             match run_line(w, line, sep, &mut self.run, &mut self.run_stats) {
-                Ran::Replied => Line::Taken,
+                Ran::Replied => {}
                 // Not a single-channel command owned here (another method, or a channel that
-                // is not the one the scan found): it goes the general way, after the replies
+                // is not the one the scan found): it goes the general way, after the lines
                 // before it.
-                Ran::Elsewhere(l) => Line::General(l),
+                Ran::Elsewhere(l) => return Line::General(l),
+            }
+            if w.workers > 1 {
+                self.run_ends.push(self.run.len() as u32);
             }
         } else {
-            self.end_run(out);
-            let seq = out.push_pending_line(sep, Method::Publish, line.len());
             let b = self.batches[owner].get_or_insert_with(|| LineBatch {
                 origin: w.id as u16,
                 conn: self.conn,
                 gen: self.gen,
+                seq: 0,
                 buf: Vec::with_capacity(16 * 1024),
                 lines: Vec::with_capacity(64),
             });
             b.buf.extend_from_slice(line);
-            b.lines.push((seq, b.buf.len() as u32, sep));
-            Line::Taken
+            b.lines.push((b.buf.len() as u32, sep));
+            self.batched += line.len();
         }
+        if w.workers > 1 {
+            match self.order.last_mut() {
+                Some((o, n)) if *o as usize == owner => *n += 1,
+                _ => self.order.push((owner as u16, 1)),
+            }
+        }
+        Line::Taken
     }
 
-    /// Hands the run of local replies to the output as one piece.
-    pub fn end_run(&mut self, out: &ConnOut) {
-        if !self.run.is_empty() {
-            self.run_stats.record();
-            out.push_piece(Bytes::from(std::mem::take(&mut self.run)));
-        }
-    }
-
-    /// Everything taken so far leaves: local replies to the output, batches to their owners.
-    /// Called when a chunk is done, and before a line takes the general path.
+    /// Closes the open group: its replies go to the output (at once when all its lines ran
+    /// here, else as a group slot), its batches to their owners. Called when a chunk is done,
+    /// and before a line takes the general path.
     pub fn flush(&mut self, w: &Worker, out: &ConnOut) {
-        self.end_run(out);
+        self.run_stats.record();
+        let waiting = self.batches.iter().flatten().count();
+        if waiting == 0 {
+            self.order.clear();
+            self.run_ends.clear();
+            if !self.run.is_empty() {
+                out.push_piece(Bytes::from(std::mem::take(&mut self.run)));
+            }
+            return;
+        }
+        let mut g = Group::new(std::mem::take(&mut self.order), w.workers, waiting);
+        g.add(w.id, std::mem::take(&mut self.run), std::mem::take(&mut self.run_ends));
+        let seq = out.push_group(g, std::mem::take(&mut self.batched));
         for (to, b) in self.batches.iter_mut().enumerate() {
-            if let Some(b) = b.take() {
+            if let Some(mut b) = b.take() {
+                b.seq = seq;
                 w.send(to, Msg::Job(Box::new(move |w| run_batch(w, b))));
             }
         }
@@ -215,32 +247,73 @@ fn publish_here(w: &Worker, f: &fast::Publish<'_>, now: Instant) -> Option<Reply
     Some(void.unwrap_or_else(|| w.exec_local_at(ShardOp::Publish(f.to_publish()), now)))
 }
 
-/// The owner's side: runs a batch and sends the replies home in one message.
+/// The owner's side: runs a batch and sends its replies home in one message. A line that is
+/// not a single-channel command owned here (the quick scan was fooled by an odd line) runs as
+/// a task of its own, and the part leaves once its reply is in.
 fn run_batch(w: &Rc<Worker>, b: LineBatch) {
     let mut replies = Vec::with_capacity(b.lines.len() * 16);
     let mut ends = Vec::with_capacity(b.lines.len());
+    let mut odd = Vec::new();
     let mut stats = RunStats::new();
     let mut start = 0usize;
-    for &(seq, end, sep) in &b.lines {
+    for (k, &(end, sep)) in b.lines.iter().enumerate() {
         let line = &b.buf[start..end as usize];
         start = end as usize;
-        match run_line(w, line, sep, &mut replies, &mut stats) {
-            Ran::Replied => ends.push((seq, replies.len() as u32)),
-            Ran::Elsewhere(_) => elsewhere(w, &b, seq, line, sep),
+        if let Ran::Elsewhere(_) = run_line(w, line, sep, &mut replies, &mut stats) {
+            odd.push((k, decode_line(line), sep));
         }
+        ends.push(replies.len() as u32);
     }
     stats.record();
-    if ends.is_empty() {
+    if odd.is_empty() {
+        send_part(w, &b, replies, ends);
         return;
     }
-    let (conn, gen) = (b.conn, b.gen);
-    let replies = Bytes::from(replies);
+    let w = w.clone();
+    monoio::spawn(async move {
+        let mut late = Vec::with_capacity(odd.len());
+        for (k, l, sep) in odd {
+            let reply = match l.command {
+                Err(e) => Err(e),
+                Ok(cmd) => exec::run(w.clone(), cmd).await,
+            };
+            let mut v = Vec::with_capacity(64);
+            if sep {
+                v.push(b'\n');
+            }
+            encode::legacy_reply(&mut v, l.id, &reply);
+            late.push((k, v));
+        }
+        let (replies, ends) = splice(&replies, &ends, late);
+        send_part(&w, &b, replies, ends);
+    });
+}
+
+/// A part's replies with the late ones (line index, reply) put in their lines' places, which
+/// are empty in `replies`.
+fn splice(replies: &[u8], ends: &[u32], late: Vec<(usize, Vec<u8>)>) -> (Vec<u8>, Vec<u32>) {
+    let extra: usize = late.iter().map(|(_, v)| v.len()).sum();
+    let mut out = Vec::with_capacity(replies.len() + extra);
+    let mut new_ends = Vec::with_capacity(ends.len());
+    let mut late = late.into_iter().peekable();
+    let mut start = 0usize;
+    for (k, &end) in ends.iter().enumerate() {
+        out.extend_from_slice(&replies[start..end as usize]);
+        start = end as usize;
+        if let Some((_, v)) = late.next_if(|(at, _)| *at == k) {
+            out.extend_from_slice(&v);
+        }
+        new_ends.push(out.len() as u32);
+    }
+    (out, new_ends)
+}
+
+/// Sends a batch's part to the group on the reading worker.
+fn send_part(w: &Rc<Worker>, b: &LineBatch, replies: Vec<u8>, ends: Vec<u32>) {
+    let (conn, gen, seq, from) = (b.conn, b.gen, b.seq, w.id);
     let fill = move |w: &Rc<Worker>| {
-        let Some(sink) = w.sink(conn, gen) else { return };
-        let mut start = 0usize;
-        for (seq, end) in ends {
-            sink.fill_ready(seq, replies.slice(start..end as usize));
-            start = end as usize;
+        if let Some(sink) = w.sink(conn, gen) {
+            sink.fill_part(seq, from, replies, ends);
         }
     };
     if b.origin as usize == w.id {
@@ -250,31 +323,26 @@ fn run_batch(w: &Rc<Worker>, b: LineBatch) {
     }
 }
 
-/// A batched line that is not a single-channel command owned here (the quick scan was fooled
-/// by an odd line): run as a task of its own (so it may finish after lines that follow it),
-/// its reply sent home on its own.
-fn elsewhere(w: &Rc<Worker>, b: &LineBatch, seq: u64, line: &[u8], sep: bool) {
-    let l = decode_line(line);
-    let (origin, conn, gen, id) = (b.origin as usize, b.conn, b.gen, l.id);
-    let w = w.clone();
-    monoio::spawn(async move {
-        let reply = match l.command {
-            Err(e) => Err(e),
-            Ok(cmd) => exec::run(w.clone(), cmd).await,
-        };
-        let mut v = Vec::with_capacity(64);
-        if sep {
-            v.push(b'\n');
-        }
-        encode::legacy_reply(&mut v, id, &reply);
-        let v = Bytes::from(v);
-        w.send(
-            origin,
-            Msg::Job(Box::new(move |w| {
-                if let Some(sink) = w.sink(conn, gen) {
-                    sink.fill_ready(seq, v);
-                }
-            })),
-        );
-    });
+#[cfg(test)]
+mod tests {
+    use super::splice;
+    use crate::http::out::Group;
+
+    #[test]
+    fn late_replies_take_their_lines_places() {
+        // Lines 0 and 2 replied at once, 1 and 3 late.
+        let (r, e) = splice(b"a\nc", &[1, 1, 3, 3], vec![(1, b"\nb".to_vec()), (3, b"\nd".to_vec())]);
+        assert_eq!(r, b"a\nb\nc\nd");
+        assert_eq!(e, [1, 3, 5, 7]);
+    }
+
+    #[test]
+    fn a_group_puts_its_parts_in_the_lines_order() {
+        // Lines: w0, w1, w1, w0, w2, w0 (worker 0 reads; 1 and 2 answer later).
+        let mut g = Group::new(vec![(0, 1), (1, 2), (0, 1), (2, 1), (0, 1)], 3, 2);
+        g.add(0, b"a\nd\nf".to_vec(), vec![1, 3, 5]);
+        g.add(2, b"\ne".to_vec(), vec![2]);
+        g.add(1, b"\nb\nc".to_vec(), vec![2, 4]);
+        assert_eq!(&g.merge()[..], b"a\nb\nc\nd\ne\nf");
+    }
 }

@@ -733,7 +733,7 @@ impl Conn {
         st.count += 1;
         match piece {
             Piece::Line(l) => {
-                let decoded = match st.pipe.line(&self.w, &self.out, l, !first) {
+                let decoded = match st.pipe.line(&self.w, l, !first) {
                     Line::Taken => return,
                     Line::General(decoded) => decoded,
                 };

@@ -97,8 +97,9 @@ pub struct SubTag {
 /// Receives command results for one connection, in any order; the sink restores order.
 pub trait ReplySink {
     fn fill(&self, seq: u64, reply: Reply);
-    /// A result already encoded (by the worker that ran the command) for slot `seq`.
-    fn fill_ready(&self, seq: u64, bytes: bytes::Bytes);
+    /// Worker `from`'s part of the group of legacy reply lines in slot `seq`: the replies of
+    /// its lines in order, already encoded, and where each ends in `replies`.
+    fn fill_part(&self, seq: u64, from: usize, replies: Vec<u8>, ends: Vec<u32>);
     /// Replies are still owed or unsent (graceful shutdown waits for them).
     fn busy(&self) -> bool;
 }

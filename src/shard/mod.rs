@@ -33,7 +33,10 @@ pub fn owner_of(channel: &str, workers: usize) -> usize {
     }
     static STATE: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
     let s = STATE.get_or_init(|| ahash::RandomState::with_seeds(0x6779_7265, 0x5f6f_776e, 0x6572_5f6f, 0x665f_6368));
-    (s.hash_one(channel) % workers as u64) as usize
+    // The high half of hash × workers: the same spread as `hash % workers` without a 64-bit
+    // division, which was a third of this function's time on the reading worker of a
+    // pipelined request (every line is routed).
+    ((s.hash_one(channel) as u128 * workers as u128) >> 64) as usize
 }
 
 /// Work that runs on a channel's owner (with the Redis engine, data commands run on any

@@ -527,7 +527,8 @@ fn million_commands_in_one_request() {
 }
 
 /// Lines that look like publishes to the quick channel scan but are not plain ones (a
-/// `method` after `params`, a duplicate key, an escaped channel name, an unknown namespace),
+/// `method` after `params`, of a single-channel command or of one that is not, a duplicate
+/// key, an escaped channel name, an unknown namespace),
 /// mixed with plain publishes over channels of both workers: each is answered as if it came
 /// alone, and the commands of one channel run in the request's order whichever way they take.
 #[test]
@@ -556,7 +557,7 @@ fn misread_lines_in_order(workers: u32) {
         for ch in 0..CHANNELS {
             let name = format!("hist:q{ch}");
             id += 1;
-            let line = match (round + ch) % 6 {
+            let line = match (round + ch) % 7 {
                 0 | 1 => publish_line(id, &name, &format!(r#"{{"n":{id}}}"#)),
                 // The same channel, escaped: the scan gives up, the general path takes it.
                 2 => {
@@ -564,16 +565,19 @@ fn misread_lines_in_order(workers: u32) {
                 }
                 3 => format!(r#"{{"id":{id},"params":{{"channel":"{name}","limit":0}},"method":"history"}}"#),
                 4 => format!(r#"{{"id":{id},"params":{{"channel":"{name}","data":1,"data":2}}}}"#),
-                _ => format!(r#"{{"id":{id},"params":{{"channel":"nope:{ch}","data":1}}}}"#),
+                5 => format!(r#"{{"id":{id},"params":{{"channel":"nope:{ch}","data":1}}}}"#),
+                // Not a channel's command at all: whichever worker the scan sends it to runs it
+                // the general way (on another worker, its reply joins the batch's late).
+                _ => format!(r#"{{"id":{id},"params":{{"channel":"{name}"}},"method":"info"}}"#),
             };
-            let reply = match (round + ch) % 6 {
+            let reply = match (round + ch) % 7 {
                 0..=2 => {
                     count[ch] += 1;
                     Some(count[ch])
                 }
                 _ => None,
             };
-            want.push(((round + ch) % 6, reply, count[ch]));
+            want.push(((round + ch) % 7, reply, count[ch]));
             lines.push(line);
         }
     }
@@ -599,7 +603,8 @@ fn misread_lines_in_order(workers: u32) {
                 assert_eq!(v["result"]["offset"], *top, "history in order with the publishes, reply {id}: {line}");
             }
             4 => assert_eq!(v["error"]["code"], 107, "reply {id}: {line}"),
-            _ => assert_eq!(v["error"]["code"], 102, "reply {id}: {line}"),
+            5 => assert_eq!(v["error"]["code"], 102, "reply {id}: {line}"),
+            _ => assert!(v["result"]["nodes"].is_array(), "reply {id}: {line}"),
         }
     }
 }
