@@ -12,7 +12,10 @@
 #   (a machine without a toolchain or the peers: scripts/bench-pack.sh packs all it needs)
 #
 # Workloads (full / --quick):
-#   ingest-1, ingest-8            pipelined publishes over 1 and 8 connections
+#   ingest-1, ingest-8            pipelined publishes to one channel over 1 and 8 connections
+#   ingest-1-1000ch               pipelined publishes over 1 connection, spread over 1,000
+#                                 channels (a Gyre with several workers runs them on every
+#                                 worker: the workload that scales with workers)
 #   fanout-1x1000, fanout-1x10000 one channel, 1,000 / 10,000 subscribers (quick: 1,000 / 2,000)
 #   fanout-100x100                100 channels × 100 subscribers (quick: 10 × 100)
 #   fanout-10000x1                10,000 channels × 1 subscriber (quick: 1,000 × 1)
@@ -24,7 +27,7 @@
 #   gyre-delay  the same with client.write_delay (--write-delay, default 20ms) and no bound on
 #               max_messages_in_frame: fewer, larger writes for that much latency (not default)
 #   gyre-wK     Gyre with K workers pinned to the first K server CPUs (K from 1 to N): with
-#               several K, how a figure scales with workers (e.g. --only ingest-1
+#               several K, how a figure scales with workers (e.g. --only ingest-1-1000ch
 #               --peers gyre-w1,gyre-w2,gyre-w4,gyre,redis)
 #   redis       redis-server (one thread executes commands)
 #   redis-io    redis-server --io-threads N (at least 2) --io-threads-do-reads yes
@@ -40,9 +43,9 @@ Usage: bash scripts/bench-device.sh [--quick] [--duration S] [--only WORKLOAD]..
 
   --quick          small sizes and 2 s runs: a check that everything works (2 cores suffice)
   --duration S     measured seconds per run (default 10; --quick 2)
-  --only W         run only this workload (repeatable): ingest-1 ingest-8 fanout-1x1000
-                   fanout-1x10000 fanout-100x100 fanout-10000x1 paced-1x1000 paced-10000x1
-                   connections (the --quick sizes keep the full names)
+  --only W         run only this workload (repeatable): ingest-1 ingest-8 ingest-1-1000ch
+                   fanout-1x1000 fanout-1x10000 fanout-100x100 fanout-10000x1 paced-1x1000
+                   paced-10000x1 connections (the --quick sizes keep the full names)
   --peers LIST     comma-separated subset of gyre,gyre-delay,gyre-wK,redis,redis-io,nats
                    (default: gyre,redis,redis-io,nats, those installed); gyre-wK: Gyre with K
                    workers on the first K server CPUs, for scaling
@@ -143,7 +146,7 @@ fi
 SIZE=100
 API_KEY="bench-api-key"
 SECRET="bench-hmac-secret"
-WORKLOADS=(ingest-1 ingest-8 fanout-1x1000 fanout-1x10000 fanout-100x100 fanout-10000x1 paced-1x1000
+WORKLOADS=(ingest-1 ingest-8 ingest-1-1000ch fanout-1x1000 fanout-1x10000 fanout-100x100 fanout-10000x1 paced-1x1000
     paced-10000x1 connections)
 for o in "${ONLY[@]}"; do
     [[ " ${WORKLOADS[*]} " == *" $o "* ]] || { echo "bench-device.sh: unknown workload $o" >&2; exit 2; }
@@ -153,6 +156,7 @@ done
 # gyre-bench arguments of a workload (before the target).
 workload_args() {
     case "$1" in
+        ingest-1-1000ch) echo "ingest -k 1 -c 1000 --size $SIZE" ;;
         ingest-*) echo "ingest -k ${1#ingest-} --size $SIZE" ;;
         fanout-1x1000) echo "fanout -n 1000 -c 1 -p 1 --size $SIZE" ;;
         fanout-1x10000) echo "fanout -n $BIG -c 1 -p 1 --size $SIZE" ;;
