@@ -1,5 +1,5 @@
-//! Server API decoding: one legacy line, a pipelined legacy body through `LineSplitter`,
-//! new-style `decode_params`, the parser choice (serde_json `RawValue` vs simd-json's DOM plus
+//! Server API decoding: one legacy line, a pipelined legacy body through `LineSplitter` (and
+//! the reading worker's share of spreading it over 8 workers), new-style `decode_params`, the parser choice (serde_json `RawValue` vs simd-json's DOM plus
 //! re-encoding `data`), and decode + owner-side execution of a publish on one shard.
 
 use std::hint::black_box;
@@ -14,7 +14,8 @@ use gyre::api::{Command, Method};
 use gyre::config::Config;
 use gyre::engine::{memory::Memory, Engine};
 use gyre::exec::check_channel;
-use gyre::shard::{Shard, ShardOp, SubOp};
+use gyre::http::out::Group;
+use gyre::shard::{owner_of, Shard, ShardOp, SubOp};
 
 /// A typical legacy publish line (150 bytes): `data` is an object with a few fields.
 const LINE: &[u8] = br#"{"id":1,"method":"publish","params":{"channel":"room-42","data":{"user":"alice","text":"hello, world","ts":1700000000123,"seq":17,"tags":["a","b"]}}}"#;
@@ -86,6 +87,43 @@ fn pipelined(c: &mut Criterion) {
             }
             s.finish(&mut f);
             assert_eq!(ok, LINES);
+        })
+    });
+    // What the reading worker does per line when 8 workers own the channels (1,000 of them):
+    // split, find the channel and its owner, copy the line into that owner's batch, and put
+    // the owners' replies back together in the lines' order (one group per 64 KiB chunk).
+    // The 1/8 of the lines it owns are not run here (see `parse_and_dispatch`).
+    const WORKERS: usize = 8;
+    let reply = b"\n{\"id\":1,\"result\":{}}";
+    g.bench_function("10k lines, 64 KiB chunks, spread over 8 workers: reader's share", |b| {
+        let mut batches: Vec<Vec<u8>> = (0..WORKERS).map(|_| Vec::with_capacity(16 * 1024)).collect();
+        let mut counts = [0u32; WORKERS];
+        let mut order: Vec<(u16, u32)> = Vec::new();
+        b.iter(|| {
+            let mut s = LineSplitter::new(1 << 20);
+            let mut merged = 0usize;
+            for chunk in black_box(&body).chunks(64 * 1024) {
+                s.feed(chunk, &mut |p: Piece<'_>| {
+                    let Piece::Line(l) = p else { return };
+                    let owner = owner_of(gyre::api::fast::route(l).unwrap(), WORKERS);
+                    batches[owner].extend_from_slice(l);
+                    counts[owner] += 1;
+                    match order.last_mut() {
+                        Some((o, n)) if *o as usize == owner => *n += 1,
+                        _ => order.push((owner as u16, 1)),
+                    }
+                });
+                let mut group = Group::new(std::mem::take(&mut order), WORKERS, 0);
+                for (w, n) in counts.iter_mut().enumerate() {
+                    let replies = reply.repeat(*n as usize);
+                    let ends = (1..=*n).map(|k| k * reply.len() as u32).collect();
+                    group.add(w, replies, ends);
+                    *n = 0;
+                    batches[w].clear();
+                }
+                merged += group.merge().len();
+            }
+            assert_eq!(merged, LINES * reply.len());
         })
     });
     g.bench_function("10k lines, 64 KiB chunks, split only", |b| {
