@@ -174,7 +174,11 @@ impl Pipe {
             return;
         }
         let mut g = Group::new(std::mem::take(&mut self.order), w.workers, waiting);
-        g.add(w.id, std::mem::take(&mut self.run), std::mem::take(&mut self.run_ends));
+        if self.run.is_empty() {
+            self.run_ends.clear();
+        } else {
+            g.add(w.id, std::mem::take(&mut self.run), std::mem::take(&mut self.run_ends));
+        }
         let seq = out.push_group(g, std::mem::take(&mut self.batched));
         for (to, b) in self.batches.iter_mut().enumerate() {
             if let Some(mut b) = b.take() {
@@ -344,5 +348,12 @@ mod tests {
         g.add(2, b"\ne".to_vec(), vec![2]);
         g.add(1, b"\nb\nc".to_vec(), vec![2, 4]);
         assert_eq!(&g.merge()[..], b"a\nb\nc\nd\ne\nf");
+    }
+
+    #[test]
+    fn a_group_of_one_worker_is_its_part() {
+        let mut g = Group::new(vec![(1, 3)], 2, 1);
+        g.add(1, b"a\nb\nc".to_vec(), vec![1, 3, 5]);
+        assert_eq!(&g.merge()[..], b"a\nb\nc");
     }
 }
