@@ -664,3 +664,76 @@ fn publishes_run_in_place_reach_a_subscriber_that_arrives_later() {
     }
     assert_eq!(got, (50..100).collect::<Vec<u64>>(), "every publication once, in order");
 }
+
+/// One streamed request of 1,000,000 publish lines (~75 MB) over 16 channels (spread over both workers),
+/// its replies not read until the server has stopped taking the body in: the server reads
+/// ahead only while the replies it owes stay bounded (1 MiB unsent, 1 MiB of lines in flight),
+/// so the writer stalls well before the end and memory stays flat; once the client reads,
+/// every reply arrives in order and every publication was made once.
+#[test]
+fn a_stream_whose_replies_are_not_read_is_backpressured() {
+    const N: u32 = 1_000_000;
+    const CHANNELS: u32 = 16;
+    let s = Server::start(config());
+    s.api("publish", json!({"channel": "warm", "data": 1}));
+    let idle_kb = s.rss_kb();
+    let mut c = s.connect();
+    let mut w = c.writer();
+    let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = {
+        let written = written.clone();
+        thread::spawn(move || -> std::io::Result<()> {
+            w.write_all(&chunked_head("/api", &[("X-API-Key", KEY)]))?;
+            let mut buf: Vec<u8> = Vec::with_capacity(80 * 1024);
+            for id in 1..=N {
+                write!(
+                    buf,
+                    r#"{{"id":{id},"method":"publish","params":{{"channel":"bp{}","data":{id}}}}}"#,
+                    id % CHANNELS
+                )?;
+                buf.push(b'\n');
+                if buf.len() >= 64 * 1024 || id == N {
+                    w.write_all(&chunk(&buf))?;
+                    written.fetch_add(buf.len(), Ordering::Release);
+                    buf.clear();
+                }
+            }
+            w.write_all(LAST_CHUNK)
+        })
+    };
+    // Until the writer makes no progress for 500 ms (the server stopped reading; what it took
+    // in by then is what the socket buffers of both directions hold plus its bounded backlog).
+    let mut seen = usize::MAX;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        thread::sleep(Duration::from_millis(500));
+        let now = written.load(Ordering::Acquire);
+        if now == seen || Instant::now() > deadline {
+            break;
+        }
+        seen = now;
+    }
+    let total = N as usize * 75;
+    let held_kb = s.rss_kb();
+    eprintln!("writer held after {seen} of ~{total} bytes; RSS idle {idle_kb} KiB, held {held_kb} KiB");
+    assert!(seen < total / 2, "the server took in {seen} bytes of a body whose replies nobody read");
+    assert!(held_kb < idle_kb + 64 * 1024, "RSS grew from {idle_kb} to {held_kb} KiB");
+    // Others are served meanwhile.
+    let r = s.api("publish", json!({"channel": "bp-other", "data": 1}));
+    assert_eq!(r["result"]["offset"], 1, "{r}");
+    // Now the client reads everything.
+    let mut stream = ReplyStream::start(&mut c);
+    let mut offsets = vec![0u64; CHANNELS as usize];
+    for id in 1..=N {
+        let line = stream.next_line().unwrap_or_else(|| panic!("stream ended after {} replies", id - 1));
+        let v: Value = serde_json::from_slice(&line).unwrap_or_else(|e| panic!("reply {id}: {e}"));
+        assert_eq!(v["id"], id, "reply {id}: {v}");
+        let ch = (id % CHANNELS) as usize;
+        offsets[ch] += 1;
+        assert_eq!(v["result"]["offset"], offsets[ch], "reply {id}: {v}");
+    }
+    assert!(stream.next_line().is_none(), "more replies than commands");
+    writer.join().unwrap().expect("writing the request");
+    let mut s = s;
+    s.assert_alive();
+}
