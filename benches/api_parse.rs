@@ -1,6 +1,7 @@
 //! Server API decoding: one legacy line, a pipelined legacy body through `LineSplitter` (and
-//! the reading worker's share of spreading it over 8 workers), new-style `decode_params`, the parser choice (serde_json `RawValue` vs simd-json's DOM plus
-//! re-encoding `data`), and decode + owner-side execution of a publish on one shard.
+//! the reading worker's share of spreading it over 8 workers), new-style `decode_params`, the
+//! parser choice (serde_json `RawValue` vs simd-json's DOM plus re-encoding `data`), and
+//! decode + owner-side execution of a publish on one shard.
 
 use std::hint::black_box;
 use std::sync::Arc;

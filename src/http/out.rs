@@ -94,11 +94,19 @@ impl Group {
         Group { order, parts: (0..workers).map(|_| None).collect(), waiting }
     }
 
-    /// Adds worker `from`'s part (arrived or not: see [`Group::new`]'s `waiting`).
+    /// Adds worker `from`'s part, one not counted in [`Group::new`]'s `waiting` (the reading
+    /// worker's own).
     pub fn add(&mut self, from: usize, replies: Vec<u8>, ends: Vec<u32>) {
         if let Some(p) = self.parts.get_mut(from) {
             *p = Some((replies, ends));
         }
+    }
+
+    /// Adds a part that was waited for; true when it was the last one.
+    pub fn arrive(&mut self, from: usize, replies: Vec<u8>, ends: Vec<u32>) -> bool {
+        self.add(from, replies, ends);
+        self.waiting = self.waiting.saturating_sub(1);
+        self.waiting == 0
     }
 
     /// The replies in the lines' order.
@@ -469,9 +477,7 @@ impl ReplySink for ConnOut {
         let mut i = self.inner.borrow_mut();
         let Some(idx) = seq.checked_sub(i.base) else { return };
         let Some(Slot::Group(g, _)) = i.slots.get_mut(idx as usize) else { return };
-        g.add(from, replies, ends);
-        g.waiting = g.waiting.saturating_sub(1);
-        if g.waiting == 0 {
+        if g.arrive(from, replies, ends) {
             let merged = g.merge();
             i.settle(idx, Slot::Piece(merged));
         }

@@ -263,8 +263,8 @@ fn run_batch(w: &Rc<Worker>, b: LineBatch) {
     for (k, &(end, sep)) in b.lines.iter().enumerate() {
         let line = &b.buf[start..end as usize];
         start = end as usize;
-        if let Ran::Elsewhere(_) = run_line(w, line, sep, &mut replies, &mut stats) {
-            odd.push((k, decode_line(line), sep));
+        if let Ran::Elsewhere(decoded) = run_line(w, line, sep, &mut replies, &mut stats) {
+            odd.push((k, decoded.unwrap_or_else(|| decode_line(line)), sep));
         }
         ends.push(replies.len() as u32);
     }
@@ -345,15 +345,15 @@ mod tests {
         // Lines: w0, w1, w1, w0, w2, w0 (worker 0 reads; 1 and 2 answer later).
         let mut g = Group::new(vec![(0, 1), (1, 2), (0, 1), (2, 1), (0, 1)], 3, 2);
         g.add(0, b"a\nd\nf".to_vec(), vec![1, 3, 5]);
-        g.add(2, b"\ne".to_vec(), vec![2]);
-        g.add(1, b"\nb\nc".to_vec(), vec![2, 4]);
+        assert!(!g.arrive(2, b"\ne".to_vec(), vec![2]));
+        assert!(g.arrive(1, b"\nb\nc".to_vec(), vec![2, 4]));
         assert_eq!(&g.merge()[..], b"a\nb\nc\nd\ne\nf");
     }
 
     #[test]
     fn a_group_of_one_worker_is_its_part() {
         let mut g = Group::new(vec![(1, 3)], 2, 1);
-        g.add(1, b"a\nb\nc".to_vec(), vec![1, 3, 5]);
+        assert!(g.arrive(1, b"a\nb\nc".to_vec(), vec![1, 3, 5]));
         assert_eq!(&g.merge()[..], b"a\nb\nc");
     }
 }

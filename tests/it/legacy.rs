@@ -2,7 +2,7 @@
 //! `\n` in request order, streamed while the body is still arriving, with bounded memory.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -679,7 +679,7 @@ fn a_stream_whose_replies_are_not_read_is_backpressured() {
     let idle_kb = s.rss_kb();
     let mut c = s.connect();
     let mut w = c.writer();
-    let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let written = Arc::new(AtomicUsize::new(0));
     let writer = {
         let written = written.clone();
         thread::spawn(move || -> std::io::Result<()> {
