@@ -16,6 +16,8 @@
 #   ingest-1-1000ch               pipelined publishes over 1 connection, spread over 1,000
 #                                 channels (a Gyre with several workers runs them on every
 #                                 worker: the workload that scales with workers)
+#   ingest-1-1000ch-deep          the same with 16 batches in flight instead of 4 (only on
+#                                 request): if it is faster, the window bounded the other
 #   fanout-1x1000, fanout-1x10000 one channel, 1,000 / 10,000 subscribers (quick: 1,000 / 2,000)
 #   fanout-100x100                100 channels × 100 subscribers (quick: 10 × 100)
 #   fanout-10000x1                10,000 channels × 1 subscriber (quick: 1,000 × 1)
@@ -44,6 +46,7 @@ Usage: bash scripts/bench-device.sh [--quick] [--duration S] [--only WORKLOAD]..
   --quick          small sizes and 2 s runs: a check that everything works (2 cores suffice)
   --duration S     measured seconds per run (default 10; --quick 2)
   --only W         run only this workload (repeatable): ingest-1 ingest-8 ingest-1-1000ch
+                   ingest-1-1000ch-deep (only when named)
                    fanout-1x1000 fanout-1x10000 fanout-100x100 fanout-10000x1 paced-1x1000
                    paced-10000x1 connections (the --quick sizes keep the full names)
   --peers LIST     comma-separated subset of gyre,gyre-delay,gyre-wK,redis,redis-io,nats
@@ -149,7 +152,7 @@ SECRET="bench-hmac-secret"
 WORKLOADS=(ingest-1 ingest-8 ingest-1-1000ch fanout-1x1000 fanout-1x10000 fanout-100x100 fanout-10000x1 paced-1x1000
     paced-10000x1 connections)
 for o in "${ONLY[@]}"; do
-    [[ " ${WORKLOADS[*]} " == *" $o "* ]] || { echo "bench-device.sh: unknown workload $o" >&2; exit 2; }
+    [[ " ${WORKLOADS[*]} ingest-1-1000ch-deep " == *" $o "* ]] || { echo "bench-device.sh: unknown workload $o" >&2; exit 2; }
 done
 [[ ${#ONLY[@]} -gt 0 ]] && WORKLOADS=("${ONLY[@]}")
 
@@ -157,6 +160,7 @@ done
 workload_args() {
     case "$1" in
         ingest-1-1000ch) echo "ingest -k 1 -c 1000 --size $SIZE" ;;
+        ingest-1-1000ch-deep) echo "ingest -k 1 -c 1000 --inflight 16 --size $SIZE" ;;
         ingest-*) echo "ingest -k ${1#ingest-} --size $SIZE" ;;
         fanout-1x1000) echo "fanout -n 1000 -c 1 -p 1 --size $SIZE" ;;
         fanout-1x10000) echo "fanout -n $BIG -c 1 -p 1 --size $SIZE" ;;
