@@ -2,9 +2,9 @@
 //! on every local subscriber and marks each connection dirty, then the worker's flush pass
 //! (`Writes::flush`) writes every dirty connection with one non-blocking `send`/`sendmsg`.
 //!
-//! The subscribers are real sockets (Unix stream socketpairs; the peer ends are drained
-//! outside the timed part), so the figure is the cost per delivery queued and flushed,
-//! kernel send included. `k publications per flush` queues k publications before one pass:
+//! The subscribers are real sockets (loopback TCP connections, as the load tool's; the peer
+//! ends are drained outside the timed part), so the figure is the cost per delivery queued
+//! and flushed, kernel send included. `k publications per flush` queues k publications before one pass:
 //! each connection then gets its k frames in one `sendmsg` (a busy loop turn).
 
 use std::hint::black_box;
@@ -40,15 +40,18 @@ impl Handler for Quiet {
     }
 }
 
-/// `n` connected Unix stream socket pairs: (server end, peer end).
+/// `n` connected loopback TCP pairs: (server end, peer end), the server end with
+/// `TCP_NODELAY` as the server sets it on client connections.
 fn socketpairs(n: usize) -> Vec<[i32; 2]> {
+    use std::os::fd::IntoRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+    let addr = listener.local_addr().expect("listener address");
     (0..n)
         .map(|_| {
-            let mut fds = [0; 2];
-            // SAFETY: `fds` has room for the two descriptors.
-            let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
-            assert_eq!(r, 0, "socketpair: {}", std::io::Error::last_os_error());
-            fds
+            let peer = std::net::TcpStream::connect(addr).expect("connect");
+            let (server, _) = listener.accept().expect("accept");
+            server.set_nodelay(true).expect("TCP_NODELAY");
+            [server.into_raw_fd(), peer.into_raw_fd()]
         })
         .collect()
 }

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Scratch};
 use crate::notify::LocalNotify;
 
 /// A worker's flush list: the connections with frames queued during this loop turn, written
@@ -27,7 +27,7 @@ pub struct Writes<T> {
     dirty: RefCell<Vec<Rc<T>>>,
     /// The list being flushed (kept to reuse its allocation).
     spare: RefCell<Vec<Rc<T>>>,
-    iov: RefCell<Vec<libc::iovec>>,
+    scratch: RefCell<Scratch>,
     wake: LocalNotify,
     batching: Batching,
     /// Connections waiting out `batching.delay`, by deadline (see the module docs).
@@ -99,7 +99,7 @@ impl<T: HasOutbox> Writes<T> {
         Writes {
             dirty: RefCell::new(Vec::new()),
             spare: RefCell::new(Vec::new()),
-            iov: RefCell::new(Vec::new()),
+            scratch: RefCell::new(Scratch::default()),
             wake: LocalNotify::default(),
             batching,
             later: RefCell::new(VecDeque::new()),
@@ -144,7 +144,7 @@ impl<T: HasOutbox> Writes<T> {
                     }
                 };
                 let Some((_, conn)) = due else { break };
-                conn.outbox().flush_now(&mut self.iov.borrow_mut(), true);
+                conn.outbox().flush_now(&mut self.scratch.borrow_mut(), true);
             }
         }
     }
@@ -164,9 +164,9 @@ impl<T: HasOutbox> Writes<T> {
         let mut list = std::mem::take(&mut *self.spare.borrow_mut());
         std::mem::swap(&mut list, &mut *self.dirty.borrow_mut());
         {
-            let mut iov = self.iov.borrow_mut();
+            let mut scratch = self.scratch.borrow_mut();
             for conn in list.drain(..) {
-                conn.outbox().flush_now(&mut iov, false);
+                conn.outbox().flush_now(&mut scratch, false);
             }
         }
         *self.spare.borrow_mut() = list;
