@@ -1,7 +1,8 @@
 //! This worker's connected clients and their subscriptions: channel → local subscribers and
 //! user → connection count. [`Hub::deliver`] is the last leg of fan-out:
 //! it queues a prepared push on every local subscriber of its channel (the same JSON frame
-//! for all, the protobuf frame encoded at most once per push, and for clients that negotiated
+//! for all, shared through an `Rc` when there are several: `crate::client::frame`; the
+//! protobuf frame encoded at most once per push, and for clients that negotiated
 //! permessage-deflate each of them compressed at most once per push) and closes the clients
 //! that overflowed after the iteration.
 //!
@@ -18,7 +19,7 @@ use slab::Slab;
 use smallvec::SmallVec;
 
 use crate::client::writes::{Batching, Writes};
-use crate::client::{Client, Framing, Handler};
+use crate::client::{Client, Frame, Framing, Handler};
 use crate::error::Disconnect;
 use crate::filter::Filter;
 use crate::protocol::{Format, PushBody};
@@ -209,6 +210,9 @@ impl Hub {
             let Some(subs) = index.get_mut(&*p.channel) else { return };
             let clients = self.clients.borrow();
             let mut frames_of = Frames::default();
+            // The JSON frame most subscribers take, shared without atomics (see
+            // `crate::client::frame`); with a few subscribers the allocation is not worth it.
+            let local = p.json.clone().filter(|_| subs.len() >= LOCAL_SHARE_MIN).map(Rc::new);
             // Messages and bytes per transport (a metrics index).
             let mut sent = [(0u64, 0u64); crate::metrics::TRANSPORTS.len()];
             for s in subs.iter_mut() {
@@ -219,14 +223,21 @@ impl Hub {
                 if !passes(s, p) {
                     continue;
                 }
-                let Some(frame) = sub_frame(&e.client, s, p, &mut frames_of) else {
-                    to_close.push((s.key, Disconnect::INAPPROPRIATE_PROTOCOL));
-                    continue;
+                let frame: Frame = match &local {
+                    Some(f) if !s.delta && e.client.deflate.is_none() && plain_json(&e.client) => f.clone().into(),
+                    _ => match sub_frame(&e.client, s, p, &mut frames_of) {
+                        Some(f) => f.into(),
+                        None => {
+                            to_close.push((s.key, Disconnect::INAPPROPRIATE_PROTOCOL));
+                            continue;
+                        }
+                    },
                 };
                 let t = &mut sent[e.client.framing.index()];
                 t.0 += 1;
                 t.1 += frame.len() as u64;
-                let ok = if s.live { e.client.send(frame).is_ok() } else { e.client.hold(&p.channel, frame) };
+                let ok =
+                    if s.live { e.client.send(frame).is_ok() } else { e.client.hold(&p.channel, frame.into_bytes()) };
                 if !ok {
                     to_close.push((s.key, Disconnect::SLOW));
                 }
@@ -354,6 +365,16 @@ fn frame_for(c: &Client, p: &Prepared, frames: &mut Frames) -> Option<Bytes> {
     })
 }
 
+/// Subscribers of one channel on a worker from which a delivery shares its JSON frame through
+/// an `Rc` rather than through `Bytes`' atomic count.
+const LOCAL_SHARE_MIN: usize = 4;
+
+/// Whether client `c` takes the JSON frame the owner built as it is (a WebSocket JSON client
+/// of today's protocol, not a raw one), before any compression.
+fn plain_json(c: &Client) -> bool {
+    !c.raw && c.framing == Framing::WebSocket && c.format == Format::Json && !c.v1.get()
+}
+
 /// The frame of a push for one client's transport and format (built at most once per
 /// `frames` cache); `None` when a JSON client cannot receive the binary payload.
 fn plain_frame_for(c: &Client, p: &Prepared, frames: &mut Frames) -> Option<Bytes> {
@@ -363,7 +384,7 @@ fn plain_frame_for(c: &Client, p: &Prepared, frames: &mut Frames) -> Option<Byte
             _ => None,
         };
     }
-    if c.framing == Framing::WebSocket && c.format == Format::Json && !c.v1.get() {
+    if plain_json(c) {
         // The owner built it: the common case costs a reference count.
         return p.json.clone();
     }
@@ -423,5 +444,89 @@ mod tests {
         let mut dec = crate::wire::ws::Decoder::client(1 << 20, 1 << 20).with_inflate(1 << 20);
         let msg = dec.decode(&mut bytes::BytesMut::from(&a[..])).unwrap().unwrap();
         assert_eq!(msg, crate::wire::ws::Message::Text(Bytes::copy_from_slice(&plain[plain.len() - len..])));
+    }
+
+    /// A session with nothing to do (a delivery here must not disconnect anyone).
+    struct Quiet;
+
+    impl Handler for Quiet {
+        fn disconnect(&self, d: Disconnect) {
+            panic!("disconnected: {d:?}");
+        }
+        fn on_timer(self: Rc<Self>, _at: std::time::Instant) {}
+        fn resubscribe(&self, _channel: &str) {}
+        fn on_action(self: Rc<Self>, _cmd: &crate::api::Command) -> Option<crate::client::Pending> {
+            None
+        }
+        fn is_connected(&self) -> bool {
+            true
+        }
+    }
+
+    /// With enough subscribers the plain JSON ones share the frame through an `Rc`; every
+    /// other kind (protobuf, compressed, held until its subscribe reply) still gets its own
+    /// form, and each socket receives exactly its frames, in order.
+    #[test]
+    fn a_delivery_to_many_mixed_subscribers_gives_each_its_frame() {
+        let channel: Arc<str> = "room".into();
+        let hub = Hub::default();
+        let kinds = [(Format::Json, None), (Format::Protobuf, None), (Format::Json, Some(Deflate::new(1, 0)))];
+        let mut subs = Vec::new();
+        for k in 0..8usize {
+            let (format, deflate) = kinds[k.saturating_sub(5)];
+            let mut fds = [0; 2];
+            // SAFETY: `fds` has room for the two descriptors.
+            assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) }, 0);
+            let mut c = client(format, deflate);
+            c.write_directly(fds[0], hub.writes().clone());
+            let c = Rc::new(c);
+            let key = hub.add(c.clone(), Rc::new(Quiet));
+            c.expect(&channel);
+            assert!(hub.accept(key, c.gen, &channel, false, false, None, &[]));
+            if k != 4 {
+                hub.set_live(&channel, key);
+            }
+            subs.push((c, fds));
+        }
+        let text = |n: u64| {
+            let data = Bytes::from(format!("{{\"text\":\"{}\",\"n\":{n}}}", "hello ".repeat(40)));
+            let publication = Publication {
+                offset: n,
+                data: Payload { bytes: data, binary: false },
+                info: None,
+                tags: None,
+                key: None,
+                removed: false,
+            };
+            Prepared::new(channel.clone(), PushKind::Publication, PushBody::Pub(publication))
+        };
+        let pushes = [text(1), text(2)];
+        for p in &pushes {
+            hub.deliver(p);
+        }
+        hub.writes().flush();
+        for (k, (c, fds)) in subs.iter().enumerate() {
+            let mut got = vec![0u8; 1 << 16];
+            // SAFETY: reads into `got`, never blocks.
+            let n = unsafe { libc::recv(fds[1], got.as_mut_ptr().cast(), got.len(), libc::MSG_DONTWAIT) };
+            got.truncate(n.max(0) as usize);
+            let want: Vec<u8> =
+                pushes.iter().flat_map(|p| frame_for(c, p, &mut Frames::default()).unwrap().to_vec()).collect();
+            if k == 4 {
+                assert!(got.is_empty(), "held until its reply is written");
+                let held: Vec<u8> = c.take_held(&channel).iter().flat_map(|f| f.to_vec()).collect();
+                assert_eq!(held, want);
+            } else {
+                assert_eq!(got, want, "subscriber {k}");
+            }
+            if k < 4 {
+                assert_eq!(&got[..want.len() / 2], &pushes[0].json.clone().unwrap()[..]);
+            }
+            // SAFETY: both descriptors are ours.
+            unsafe {
+                libc::close(fds[0]);
+                libc::close(fds[1]);
+            }
+        }
     }
 }

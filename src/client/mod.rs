@@ -7,6 +7,7 @@
 //! worker's [`crate::hub::Hub`] holds both. Frames are framed for the transport by
 //! [`Framing`], so HTTP-streaming, SSE and the unidirectional transports plug in here.
 
+pub mod frame;
 pub mod outbox;
 pub mod writes;
 
@@ -22,6 +23,7 @@ use crate::error::Disconnect;
 use crate::protocol::Format;
 use crate::wire::deflate::{self, Deflate};
 use crate::wire::ws::{close_frame, frame, OpCode};
+pub use frame::Frame;
 use outbox::{Outbox, Overflow};
 use writes::{HasOutbox, Mark, Writes};
 
@@ -317,16 +319,16 @@ impl Client {
     }
 
     /// Queues a framed message; `Err` when the queue overflowed (the caller disconnects).
-    pub fn send(self: &Rc<Self>, frame: Bytes) -> Result<(), Overflow> {
-        self.send_as(frame, false)
+    pub fn send(self: &Rc<Self>, frame: impl Into<Frame>) -> Result<(), Overflow> {
+        self.send_as(frame.into(), false)
     }
 
     /// Queues the reply to a command (which `client.reply_without_queue` does not delay).
     pub fn send_reply(self: &Rc<Self>, frame: Bytes) -> Result<(), Overflow> {
-        self.send_as(frame, true)
+        self.send_as(frame.into(), true)
     }
 
-    fn send_as(self: &Rc<Self>, frame: Bytes, reply: bool) -> Result<(), Overflow> {
+    fn send_as(self: &Rc<Self>, frame: Frame, reply: bool) -> Result<(), Overflow> {
         let Some(w) = &self.writes else {
             self.out.push(frame)?;
             return Ok(());

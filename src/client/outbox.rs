@@ -1,14 +1,15 @@
-//! A connection's write queue: complete frames (`Bytes`, often shared by every subscriber of a
-//! publication) bounded by bytes.
+//! A connection's write queue: complete frames ([`Frame`]: `Bytes`, or a publication's frame
+//! shared by its subscribers on this worker) bounded by bytes.
 //!
 //! Two ways out. A client connection writes *directly* ([`Outbox::write_directly`]): a push
 //! only marks the connection dirty (once, however many frames a loop turn queues), and the
 //! worker's flush pass at the end of the loop turn ([`super::writes::Writes`]) sends each
 //! dirty connection's frames with one non-blocking `send` (small frames copied together, see
-//! [`Scratch`]) or `sendmsg` — no task wake-up, no timer, no allocation per write. What the socket does not take at once (its send buffer is full, or
-//! the peer is gone) is handed to the connection's writer task, which owns the queue until it
-//! is empty again, waiting for the socket within the write timeout. Other connections (gateway
-//! backends) leave everything to the writer task: one vectored write per wake-up.
+//! [`Scratch`]) or `sendmsg` — no task wake-up, no timer, no allocation per write. What the
+//! socket does not take at once (its send buffer is full, or the peer is gone) is handed to
+//! the connection's writer task, which owns the queue until it is empty again, waiting for
+//! the socket within the write timeout. Other connections (gateway backends) leave
+//! everything to the writer task: one vectored write per wake-up.
 //!
 //! With `client.write_delay` frames may wait longer, in the worker's later list (see
 //! [`super::writes`]).
@@ -25,6 +26,7 @@ use bytes::Bytes;
 use monoio::buf::IoVecBuf;
 
 use super::writes::Mark;
+use super::Frame;
 
 /// Most frames gathered into one vectored write.
 const MAX_IOV: usize = 512;
@@ -51,7 +53,7 @@ pub(super) struct Scratch {
 }
 
 struct Inner {
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<Frame>,
     bytes: usize,
     writer: Option<Waker>,
     /// Close frame to send last; set once.
@@ -158,13 +160,13 @@ impl Outbox {
     /// Queues a frame to be written this loop turn. Frames after a close are dropped.
     /// `Ok(true)`: the connection became dirty and must be put in its worker's flush list
     /// ([`Writes::mark`]).
-    pub fn push(&self, frame: Bytes) -> Result<bool, Overflow> {
-        Ok(self.push_with(frame, None)? == Mark::Now)
+    pub fn push(&self, frame: impl Into<Frame>) -> Result<bool, Overflow> {
+        Ok(self.push_with(frame.into(), None)? == Mark::Now)
     }
 
     /// Queues a frame that may wait ([`Batching::linger`]): the answer says which of the
     /// worker's lists the connection must join.
-    pub fn push_with(&self, frame: Bytes, linger: Option<usize>) -> Result<Mark, Overflow> {
+    pub fn push_with(&self, frame: Frame, linger: Option<usize>) -> Result<Mark, Overflow> {
         let mut i = self.inner.borrow_mut();
         if i.close.is_some() || i.dead {
             return Ok(Mark::None);
@@ -203,7 +205,6 @@ impl Outbox {
     /// [`MAX_IOV`] frames; what the socket does not take (or an error) goes to the writer
     /// task. `scratch`: the pass's (see [`Scratch`]); `later`: the later list's pass.
     pub(super) fn flush_now(&self, scratch: &mut Scratch, later: bool) {
-        use bytes::Buf;
         let Scratch { iov, buf } = scratch;
         let mut i = self.inner.borrow_mut();
         if later {
@@ -304,7 +305,7 @@ impl Outbox {
             // A partly written frame is finished first, so the closing frame stays readable.
             let keep = if i.partial { i.queue.pop_front() } else { None };
             i.queue.clear();
-            i.bytes = keep.as_ref().map_or(0, Bytes::len);
+            i.bytes = keep.as_ref().map_or(0, |f| f.len());
             i.queue.extend(keep);
         }
         i.close = Some(frame);
@@ -327,13 +328,13 @@ impl Outbox {
         let mut i = self.inner.borrow_mut();
         i.paused = false;
         if let Some(frames) = instead {
-            i.queue = frames.into();
+            i.queue = frames.into_iter().map(Frame::from).collect();
             i.close = Some(Bytes::new());
         }
         if let Some(f) = first {
-            i.queue.push_front(f);
+            i.queue.push_front(f.into());
         }
-        i.bytes = i.queue.iter().map(Bytes::len).sum();
+        i.bytes = i.queue.iter().map(|f| f.len()).sum();
         if i.dead {
             return;
         }
@@ -397,7 +398,7 @@ impl Outbox {
                 let n = i.queue.len().min(MAX_IOV);
                 batch.reserve_exact(n);
                 for f in i.queue.drain(..n) {
-                    batch.push(f);
+                    batch.push(f.into_bytes());
                 }
                 // The writer finishes a partly written frame first.
                 i.partial = false;
@@ -616,7 +617,8 @@ mod tests {
         assert_eq!(Batching { replies_now: false, ..b }.linger(true), Some(3));
         assert_eq!(Batching::default().linger(false), None);
         let writes = Rc::new(Writes::<Conn>::new(b));
-        let push = |f: &'static [u8], reply: bool| match conn.0.push_with(Bytes::from_static(f), b.linger(reply)) {
+        let push = |f: &'static [u8], reply: bool| match conn.0.push_with(Bytes::from_static(f).into(), b.linger(reply))
+        {
             Ok(Mark::Now) => writes.mark(conn.clone()),
             Ok(Mark::Later) => writes.mark_later(conn.clone()),
             Ok(Mark::None) => {}

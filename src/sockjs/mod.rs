@@ -264,7 +264,7 @@ where
     let mut first = head.to_vec();
     first.extend_from_slice(&crate::client::http_chunk(&[&prelude()]));
     first.extend_from_slice(&sockjs_frame(Framing::SockJsStream, b"o"));
-    let _ = s.client.send(first.into());
+    let _ = s.client.send(Bytes::from(first));
     let entry = register(&w, &sid, s.clone(), None);
     async move {
         let gone = async {
