@@ -4,8 +4,9 @@
 //!
 //! The subscribers are real sockets (loopback TCP connections, as the load tool's; the peer
 //! ends are drained outside the timed part), so the figure is the cost per delivery queued
-//! and flushed, kernel send included. `k publications per flush` queues k publications before one pass:
-//! each connection then gets its k frames in one `sendmsg` (a busy loop turn).
+//! and flushed, kernel send included. `k publications per flush` queues k publications
+//! before one pass: each connection then gets its k frames in one `send` (copied together,
+//! as small frames are) — a busy loop turn.
 
 use std::hint::black_box;
 use std::rc::Rc;
