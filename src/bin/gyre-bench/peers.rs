@@ -28,17 +28,12 @@ pub enum Resp<'a> {
 /// Parses the value at the front of `buf`: `Ok(None)` until it is complete, then the value
 /// and its length.
 pub fn resp(buf: &[u8]) -> Result<Option<(Resp<'_>, usize)>, String> {
-    let Some(eol) = memchr::memmem::find(buf, b"\r\n") else {
+    let Some(eol) = resp_line_end(buf, 0)? else {
         return Ok(None);
     };
     let line = &buf[1..eol];
     let after = eol + 2;
-    let num = || -> Result<i64, String> {
-        std::str::from_utf8(line)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("bad RESP length {:?}", String::from_utf8_lossy(line)))
-    };
+    let num = || resp_num(line);
     match buf.first() {
         Some(b'+') => Ok(Some((Resp::Simple(line), after))),
         Some(b'-') => Ok(Some((Resp::Error(line), after))),
@@ -71,6 +66,74 @@ pub fn resp(buf: &[u8]) -> Result<Option<(Resp<'_>, usize)>, String> {
         }
         _ => Err(format!("unexpected RESP type byte {:?}", buf[0] as char)),
     }
+}
+
+/// The end of the line that starts at `buf[at]`: the index of its `\r\n` (`None` until the
+/// line is complete). A single-byte search: `memmem::find` builds its searcher on every call,
+/// which cost the receive loop as much as the rest of the framing.
+fn line_end(buf: &[u8], at: usize) -> Result<Option<usize>, String> {
+    let Some(i) = buf.get(at..).and_then(|b| memchr::memchr(b'\n', b)) else { return Ok(None) };
+    let nl = at + i;
+    if nl == at || buf[nl - 1] != b'\r' {
+        return Err(format!("line not ended by CRLF: {:?}", String::from_utf8_lossy(&buf[at..=nl])));
+    }
+    Ok(Some(nl - 1))
+}
+
+/// The end of the RESP line that starts at `buf[at]` (see [`line_end`]), which holds at least
+/// its type byte.
+fn resp_line_end(buf: &[u8], at: usize) -> Result<Option<usize>, String> {
+    match line_end(buf, at)? {
+        Some(eol) if eol == at => Err("empty RESP line".into()),
+        eol => Ok(eol),
+    }
+}
+
+/// A RESP length or count: optional `-`, then at most 18 digits.
+fn resp_num(line: &[u8]) -> Result<i64, String> {
+    let (neg, digits) = match line.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, line),
+    };
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(format!("bad RESP length {:?}", String::from_utf8_lossy(line)));
+    }
+    let n = digits.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+    Ok(if neg { -n } else { n })
+}
+
+/// The length of the complete RESP2 value at the front of `buf`, `Ok(None)` until it is
+/// complete: what [`resp`] finds, without building the value (no allocation per message), for
+/// the receive loop, which only needs to know where messages end.
+pub fn resp_len(buf: &[u8]) -> Result<Option<usize>, String> {
+    let mut pos = 0;
+    // Values still to skip: an array adds its items.
+    let mut pending = 1u64;
+    while pending > 0 {
+        pending -= 1;
+        let Some(eol) = resp_line_end(buf, pos)? else { return Ok(None) };
+        let line = &buf[pos + 1..eol];
+        let after = eol + 2;
+        match buf[pos] {
+            b'+' | b'-' | b':' => pos = after,
+            b'$' => match resp_num(line)? {
+                n if n < 0 => pos = after,
+                n => {
+                    let end = after + n as usize + 2;
+                    if buf.len() < end {
+                        return Ok(None);
+                    }
+                    pos = end;
+                }
+            },
+            b'*' => {
+                pending += resp_num(line)?.max(0) as u64;
+                pos = after;
+            }
+            c => return Err(format!("unexpected RESP type byte {:?}", c as char)),
+        }
+    }
+    Ok(Some(pos))
 }
 
 /// A RESP command.
@@ -133,11 +196,14 @@ impl RedisSub {
             // Find where the complete messages end, then scan them all in one go.
             let mut end = 0;
             loop {
-                match resp(&self.conn.buf[end..]) {
-                    Ok(Some((Resp::Error(e), _))) => {
-                        return ClientErr::Io(format!("redis: {}", String::from_utf8_lossy(e)))
+                let rest = &self.conn.buf[end..];
+                if rest.first() == Some(&b'-') {
+                    if let Ok(Some((Resp::Error(e), _))) = resp(rest) {
+                        return ClientErr::Io(format!("redis: {}", String::from_utf8_lossy(e)));
                     }
-                    Ok(Some((_, len))) => end += len,
+                }
+                match resp_len(rest) {
+                    Ok(Some(len)) => end += len,
                     Ok(None) => break,
                     Err(e) => return ClientErr::Io(e),
                 }
@@ -164,7 +230,7 @@ pub enum Nats<'a> {
 
 /// Parses the item at the front of `buf`: `None` until complete, then the item and its length.
 pub fn nats(buf: &[u8]) -> Result<Option<(Nats<'_>, usize)>, String> {
-    let Some(eol) = memchr::memmem::find(buf, b"\r\n") else {
+    let Some(eol) = line_end(buf, 0)? else {
         return Ok(None);
     };
     let line = &buf[..eol];
@@ -280,9 +346,35 @@ mod tests {
         assert_eq!(resp(&push[len..]).unwrap().unwrap(), (Resp::Int(1), 4));
         assert_eq!(resp(&push[..len - 1]).unwrap(), None);
         assert_eq!(resp(b"-ERR x\r\n").unwrap().unwrap().0, Resp::Error(b"ERR x"));
+        assert_eq!(resp(b"$-1\r\n").unwrap().unwrap(), (Resp::Bulk(None), 5));
+        for bad in [&b"$x\r\n"[..], b"\r\n", b"+ok\n", b"$12345678901234567890\r\n", b"?\r\n"] {
+            assert!(resp(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(resp_len(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
         let mut out = Vec::new();
         resp_command(&mut out, &[b"PUBLISH", b"c", b"xy"]);
         assert_eq!(out, b"*3\r\n$7\r\nPUBLISH\r\n$1\r\nc\r\n$2\r\nxy\r\n");
+    }
+
+    /// The framing-only parse ends every value where the full one does, waits for the rest of
+    /// an incomplete one at every cut, and skips bulk strings by their length (CRLF inside).
+    #[test]
+    fn resp_len_agrees_with_resp() {
+        let stream: &[u8] = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$6\r\nhe\r\nlo\r\n:12\r\n+OK\r\n$-1\r\n*-1\r\n\
+            *2\r\n*1\r\n:1\r\n$0\r\n\r\n-ERR x\r\n*0\r\n";
+        let mut at = 0;
+        let mut values = 0;
+        while at < stream.len() {
+            let rest = &stream[at..];
+            let (_, len) = resp(rest).unwrap().unwrap();
+            assert_eq!(resp_len(rest).unwrap(), Some(len), "at {at}");
+            for cut in 0..len {
+                assert_eq!(resp_len(&rest[..cut]).unwrap(), None, "at {at}, cut {cut}");
+            }
+            at += len;
+            values += 1;
+        }
+        assert_eq!(values, 8);
     }
 
     #[test]
