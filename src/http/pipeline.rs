@@ -31,6 +31,7 @@ use crate::api::parse::{self, decode_line};
 use crate::api::{encode, fast, Method, Reply};
 use crate::exec;
 use crate::metrics::{self, Protocol};
+use crate::push::Fanout;
 use crate::runtime::worker::{Msg, Worker};
 use crate::shard::{owner_of, ShardOp};
 
@@ -66,19 +67,32 @@ pub struct Pipe {
     batches: Vec<Option<LineBatch>>,
 }
 
-/// Lines run together: one clock reading for all, their metrics recorded at once.
+/// Lines run together: one clock reading for all, their metrics recorded at once, and the
+/// pushes of their publishes sent at once (consecutive publications to one channel then reach
+/// each subscriber together, see `Hub::deliver_all`).
 struct RunStats {
     started: Instant,
     lines: u64,
     errors: Vec<u32>,
+    fanout: Vec<Fanout>,
 }
 
 impl RunStats {
     fn new() -> RunStats {
-        RunStats { started: Instant::now(), lines: 0, errors: Vec::new() }
+        RunStats { started: Instant::now(), lines: 0, errors: Vec::new(), fanout: Vec::new() }
     }
 
-    fn record(&mut self) {
+    /// Sends the pushes of the lines run so far (before a line of another kind runs, and at the
+    /// end of the run).
+    fn fan_out(&mut self, w: &Worker) {
+        if !self.fanout.is_empty() {
+            w.fan_out_all(std::mem::take(&mut self.fanout));
+        }
+    }
+
+    /// Ends the run: its pushes leave, its metrics are recorded.
+    fn record(&mut self, w: &Worker) {
+        self.fan_out(w);
         if self.lines > 0 || !self.errors.is_empty() {
             metrics::api_commands(Protocol::Http, Method::Publish, self.started.elapsed(), self.lines, &self.errors);
         }
@@ -163,7 +177,7 @@ impl Pipe {
     /// here, else as a group slot), its batches to their owners. Called when a chunk is done,
     /// and before a line takes the general path.
     pub fn flush(&mut self, w: &Worker, out: &ConnOut) {
-        self.run_stats.record();
+        self.run_stats.record(w);
         let waiting = self.batches.iter().flatten().count();
         if waiting == 0 {
             self.order.clear();
@@ -199,11 +213,13 @@ enum Ran {
 /// separator) to `out`; `Elsewhere` when it is not a single-channel command owned here.
 fn run_line(w: &Worker, line: &[u8], sep: bool, out: &mut Vec<u8>, stats: &mut RunStats) -> Ran {
     let (id, method, reply) = match fast::publish(line) {
-        Some(f) => match publish_here(w, &f, stats.started) {
+        Some(f) => match publish_here(w, &f, stats) {
             Some(reply) => (f.id, Some(Method::Publish), reply),
             None => return Ran::Elsewhere(None),
         },
         None => {
+            // A command of another kind sees the publishes before it delivered.
+            stats.fan_out(w);
             let l = parse::decode_line_general(line);
             // Lines that fail to decode are not counted as commands (as on the general path).
             let method = l.command.as_ref().ok().map(|c| c.method());
@@ -239,7 +255,7 @@ fn run_line(w: &Worker, line: &[u8], sep: bool, out: &mut Vec<u8>, stats: &mut R
 /// delivers nothing (no history, no subscribers: the usual case of publishes nobody listens
 /// to), the answer without building the publication or copying the line's data; else the
 /// publish applied in place.
-fn publish_here(w: &Worker, f: &fast::Publish<'_>, now: Instant) -> Option<Reply> {
+fn publish_here(w: &Worker, f: &fast::Publish<'_>, stats: &mut RunStats) -> Option<Reply> {
     let opts = match exec::check_channel(&w.cfg, f.channel) {
         Ok(opts) => opts,
         Err(e) => return Some(Err(e)),
@@ -248,7 +264,7 @@ fn publish_here(w: &Worker, f: &fast::Publish<'_>, now: Instant) -> Option<Reply
         return None;
     }
     let void = w.shard.borrow().publish_void(f.channel, opts.history_enabled() && !f.skip_history);
-    Some(void.unwrap_or_else(|| w.exec_local_at(ShardOp::Publish(f.to_publish()), now)))
+    Some(void.unwrap_or_else(|| w.exec_local_into(ShardOp::Publish(f.to_publish()), stats.started, &mut stats.fanout)))
 }
 
 /// The owner's side: runs a batch and sends its replies home in one message. A line that is
@@ -268,7 +284,7 @@ fn run_batch(w: &Rc<Worker>, b: LineBatch) {
         }
         ends.push(replies.len() as u32);
     }
-    stats.record();
+    stats.record(w);
     if odd.is_empty() {
         send_part(w, &b, replies, ends);
         return;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use slab::Slab;
+use smallvec::SmallVec;
 
 use super::inbox::{Inbox, Mailbox};
 use crate::api::Reply;
@@ -317,9 +318,15 @@ impl Worker {
     /// [`Worker::exec_local`] at `now` (one clock reading for a run of operations).
     pub fn exec_local_at(&self, op: ShardOp, now: Instant) -> Reply {
         let mut fanout = Vec::new();
-        let r = self.shard.borrow_mut().apply(op, now, &mut fanout);
+        let r = self.exec_local_into(op, now, &mut fanout);
         self.fan_out_all(fanout);
         r
+    }
+
+    /// [`Worker::exec_local_at`] with the pushes added to `fanout` for the caller to send
+    /// ([`Worker::fan_out_all`]) after a run of operations.
+    pub fn exec_local_into(&self, op: ShardOp, now: Instant, fanout: &mut Vec<Fanout>) -> Reply {
+        self.shard.borrow_mut().apply(op, now, fanout)
     }
 
     /// Runs an operation that landed on this worker and sends its answer to `tag` on worker
@@ -417,25 +424,38 @@ impl Worker {
     // -----------------------------------------------------------------------------------
 
     pub fn fan_out_all(&self, fanout: Vec<Fanout>) {
-        for f in fanout {
-            self.fan_out(f);
+        // Consecutive pushes to one channel reach this worker's subscribers together
+        // (`Hub::deliver_all`); every subscriber still gets its pushes in order.
+        let mut here: SmallVec<[&Prepared; 16]> = SmallVec::new();
+        for f in &fanout {
+            if here.first().is_some_and(|p| p.channel != f.prepared.channel) {
+                self.hub.deliver_all(&here);
+                here.clear();
+            }
+            if self.fan_out(f) {
+                here.push(&f.prepared);
+            }
         }
+        self.hub.deliver_all(&here);
     }
 
-    /// Sends a prepared push to every worker with subscribers (this one directly).
-    fn fan_out(&self, f: Fanout) {
+    /// Sends a prepared push to every other worker with subscribers; whether this one has
+    /// some (the caller delivers it here).
+    fn fan_out(&self, f: &Fanout) -> bool {
         let kind = metrics_kind(&f.prepared.push);
         if kind != crate::metrics::Kind::Publication && self.bus().is_none() {
             crate::metrics::message_sent(kind);
         }
         crate::metrics::message_received(kind);
-        for w in f.workers {
+        let mut here = false;
+        for &w in &f.workers {
             if w as usize == self.id {
-                self.hub.deliver(&f.prepared);
+                here = true;
             } else {
                 self.send(w as usize, Msg::Deliver(f.prepared.clone()));
             }
         }
+        here
     }
 
     /// A push that arrived from another node for a channel this worker owns; `delta`: a
@@ -459,7 +479,10 @@ impl Worker {
         }
         let workers = self.shard.borrow().workers_of(&p.channel);
         if !workers.is_empty() {
-            self.fan_out(Fanout { prepared: p, workers });
+            let f = Fanout { prepared: p, workers };
+            if self.fan_out(&f) {
+                self.hub.deliver(&f.prepared);
+            }
         }
     }
 
