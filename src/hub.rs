@@ -464,7 +464,8 @@ mod tests {
         c
     }
 
-    fn text_push(n: u64) -> Prepared {
+    /// A publication of ~250 bytes of JSON to `channel` (`n` in it and as its offset).
+    fn text_push(channel: &Arc<str>, n: u64) -> Prepared {
         let data = Bytes::from(format!("{{\"text\":\"{}\",\"n\":{n}}}", "hello ".repeat(40)));
         let publication = Publication {
             offset: n,
@@ -474,23 +475,14 @@ mod tests {
             key: None,
             removed: false,
         };
-        Prepared::new("news".into(), PushKind::Publication, PushBody::Pub(publication))
+        Prepared::new(channel.clone(), PushKind::Publication, PushBody::Pub(publication))
     }
 
     /// Compressing subscribers of one delivery share one compressed frame per format and
     /// level; the others keep the plain frame; the min size is strict.
     #[test]
     fn compressed_once_per_delivery() {
-        let data = Bytes::from(format!("{{\"text\":\"{}\"}}", "hello ".repeat(40)));
-        let publication = Publication {
-            offset: 1,
-            data: Payload { bytes: data, binary: false },
-            info: None,
-            tags: None,
-            key: None,
-            removed: false,
-        };
-        let p = Prepared::new("news".into(), PushKind::Publication, PushBody::Pub(publication));
+        let p = text_push(&"news".into(), 1);
         let plain = p.json.clone().unwrap();
         let len = crate::wire::ws::server_frame_parts(&plain).unwrap().1.len();
         let d1 = Some(Deflate::new(1, 0));
@@ -520,7 +512,7 @@ mod tests {
     /// `LOCAL_SHARE_MIN` subscribers on; below that, and for every other kind, a frame of its own.
     #[test]
     fn json_subscribers_share_one_rc_from_the_minimum_on() {
-        let p = text_push(1);
+        let p = text_push(&"news".into(), 1);
         let json = client(Format::Json, None);
         let mut many = Frames::new(&p, LOCAL_SHARE_MIN);
         let (Some(Frame::Local(a)), Some(Frame::Local(b))) =
@@ -540,22 +532,10 @@ mod tests {
     /// JSON frame: over every transport, format, protocol, compression and delta choice.
     #[test]
     fn the_shortcut_agrees_with_sub_frame() {
-        let p = text_push(1);
+        let p = text_push(&"news".into(), 1);
         let json = p.json.clone().unwrap();
-        let framings = [
-            Framing::WebSocket,
-            Framing::HttpStream,
-            Framing::Sse,
-            Framing::UniWebSocket,
-            Framing::UniHttpStream,
-            Framing::UniSse,
-            Framing::UniGrpc,
-            Framing::SockJsWebSocket,
-            Framing::SockJsStream,
-            Framing::SockJsPoll,
-        ];
         let mut shortcuts = 0;
-        for framing in framings {
+        for framing in Framing::ALL {
             for format in [Format::Json, Format::Protobuf] {
                 for (raw, v1, delta) in (0..8).map(|b| (b & 1 != 0, b & 2 != 0, b & 4 != 0)) {
                     for deflate in [None, Some(Deflate::new(1, 0))] {
@@ -627,19 +607,7 @@ mod tests {
             }
             subs.push((c, fds));
         }
-        let text = |n: u64| {
-            let data = Bytes::from(format!("{{\"text\":\"{}\",\"n\":{n}}}", "hello ".repeat(40)));
-            let publication = Publication {
-                offset: n,
-                data: Payload { bytes: data, binary: false },
-                info: None,
-                tags: None,
-                key: None,
-                removed: false,
-            };
-            Prepared::new(channel.clone(), PushKind::Publication, PushBody::Pub(publication))
-        };
-        let pushes = [text(1), text(2), text(3)];
+        let pushes = [1, 2, 3].map(|n| text_push(&channel, n));
         if together {
             hub.deliver_all(&pushes.iter().collect::<Vec<_>>());
         } else {

@@ -61,6 +61,20 @@ pub enum Framing {
 pub const FRAME_KINDS: usize = 40;
 
 impl Framing {
+    /// Every transport, in [`Framing::index`] order.
+    pub const ALL: [Framing; 10] = [
+        Framing::WebSocket,
+        Framing::HttpStream,
+        Framing::Sse,
+        Framing::UniWebSocket,
+        Framing::UniHttpStream,
+        Framing::UniSse,
+        Framing::UniGrpc,
+        Framing::SockJsWebSocket,
+        Framing::SockJsStream,
+        Framing::SockJsPoll,
+    ];
+
     /// The transport sends bare pushes and takes no commands (Centrifugo's unidirectional
     /// transports).
     pub fn is_uni(self) -> bool {
@@ -467,20 +481,9 @@ mod tests {
 
     #[test]
     fn transport_names_match_the_metrics_labels() {
-        let all = [
-            Framing::WebSocket,
-            Framing::HttpStream,
-            Framing::Sse,
-            Framing::UniWebSocket,
-            Framing::UniHttpStream,
-            Framing::UniSse,
-            Framing::UniGrpc,
-            Framing::SockJsWebSocket,
-            Framing::SockJsStream,
-            Framing::SockJsPoll,
-        ];
-        assert_eq!(all.len() * 4, FRAME_KINDS);
-        for f in all {
+        assert_eq!(Framing::ALL.len() * 4, FRAME_KINDS);
+        for (i, f) in Framing::ALL.into_iter().enumerate() {
+            assert_eq!(f.index(), i);
             assert_eq!(crate::metrics::TRANSPORTS[f.index()], f.name());
         }
     }

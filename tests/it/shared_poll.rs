@@ -328,7 +328,11 @@ fn an_epoch_change_unsubscribes_trackers_with_insufficient_state() {
     let b = Backend::start(false);
     b.set("k", json!(1), 1);
     b.state.lock().unwrap().epoch = "e1".into();
-    let s = Server::start(config(&b, "200ms", 5000));
+    let mut cfg = config(&b, "200ms", 5000);
+    // The state must outlive the trackers' resubscribe, however slowly the test runs: a state
+    // dropped in between is re-created with no epoch until the backend names one.
+    cfg["channel"]["namespaces"][0]["shared_poll"]["channel_shutdown_delay"] = json!("10s");
+    let s = Server::start(cfg);
     let ch = "prices:x";
     let mut c = Client::connect(&s);
     c.subscribe(ch);
