@@ -211,7 +211,7 @@ impl Hub {
     /// is visited once for all of them, so its client's memory is read once per run of
     /// publications rather than once per publication (a chain of dependent loads per
     /// subscriber, most of a delivery's cost outside the kernel with 1,000 subscribers).
-    pub fn deliver_all(&self, ps: &[&Prepared]) {
+    pub fn deliver_all<P: std::ops::Deref<Target = Prepared>>(&self, ps: &[P]) {
         let Some(first) = ps.first() else { return };
         debug_assert!(ps.iter().all(|p| p.channel == first.channel));
         let mut to_close: SmallVec<[(u32, Disconnect); 4]> = SmallVec::new();

@@ -621,13 +621,20 @@ impl Worker {
     }
 
     fn handle_batch(self: &Rc<Self>, batch: Vec<Msg>) {
+        // Consecutive pushes to one channel are delivered together (`Hub::deliver_all`), before
+        // any message of another kind.
+        let mut run: SmallVec<[Arc<Prepared>; 16]> = SmallVec::new();
         for msg in batch {
+            if !run.is_empty() && !matches!(&msg, Msg::Deliver(p) if p.channel == run[0].channel) {
+                self.hub.deliver_all(&run);
+                run.clear();
+            }
             match msg {
                 Msg::Exec { from, tag, op } => self.run_op(from, tag, op),
                 Msg::Done { tag, result } => self.complete(tag, result),
                 Msg::Subscribe { from, tag, op } => self.run_subscribe(from, tag, op),
                 Msg::Subscribed { tag, result } => self.subscribed(tag, result),
-                Msg::Deliver(p) => self.hub.deliver(&p),
+                Msg::Deliver(p) => run.push(p),
                 Msg::Job(job) => job(self),
                 Msg::Shutdown => {
                     self.shutdown.set(true);
@@ -635,6 +642,7 @@ impl Worker {
                 }
             }
         }
+        self.hub.deliver_all(&run);
     }
 
     // -----------------------------------------------------------------------------------
