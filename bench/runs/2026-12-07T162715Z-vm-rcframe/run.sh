@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# window sweep: gyre (1 worker) vs redis, 1x1000 full speed
+# window sweep: gyre (WORKERS workers, default 1) vs redis, 1x1000 full speed
 cd /work/main; source scripts/bench-lib.sh
 G=target/release/gyre; B=target/release/gyre-bench
 out=${OUTDIR:-/tmp/win/res}; mkdir -p $out
 run() { # peer batch inflight round
   PORT=$(free_port)
   if [[ $1 == gyre* ]]; then
-    printf '{"http_server":{"address":"127.0.0.1","port":%s},"log":{"level":"warn"},"workers":1,"http_api":{"key":"k"},"client":{"token":{"hmac_secret_key":"s"}},"channel":{"without_namespace":{"allow_subscribe_for_client":true}}}\n' $PORT > /tmp/win/g.json
+    printf '{"http_server":{"address":"127.0.0.1","port":%s},"log":{"level":"warn"},"workers":%s,"http_api":{"key":"k"},"client":{"token":{"hmac_secret_key":"s"}},"channel":{"without_namespace":{"allow_subscribe_for_client":true}}}\n' $PORT ${WORKERS:-1} > /tmp/win/g.json
     GB=$G; [[ $1 == gyre-base ]] && GB=${GYRE_BASE:-/tmp/base/gyre}; taskset -c 0 $GB -c /tmp/win/g.json > /tmp/win/s.log 2>&1 & SERVER_PID=$!
     tgt="http://127.0.0.1:$PORT"; extra="--api-key k --hmac-secret s"
   else
