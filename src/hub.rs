@@ -289,6 +289,30 @@ impl Hub {
     }
 }
 
+/// Consecutive pushes to one channel, gathered for [`Hub::deliver_all`]: delivered when a
+/// push to another channel comes or the run is flushed.
+pub struct Run<P>(SmallVec<[P; 16]>);
+
+impl<P> Default for Run<P> {
+    fn default() -> Self {
+        Run(SmallVec::new())
+    }
+}
+
+impl<P: std::ops::Deref<Target = Prepared>> Run<P> {
+    pub fn push(&mut self, hub: &Hub, p: P) {
+        if self.0.first().is_some_and(|q| q.channel != p.channel) {
+            self.flush(hub);
+        }
+        self.0.push(p);
+    }
+
+    pub fn flush(&mut self, hub: &Hub) {
+        hub.deliver_all(&self.0);
+        self.0.clear();
+    }
+}
+
 /// One push of a delivery: its frames, the JSON frame most subscribers take (see
 /// [`takes_json_as_is`]), and the messages and bytes sent per transport (a metrics index).
 struct Delivery<'a> {

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use slab::Slab;
-use smallvec::SmallVec;
 
 use super::inbox::{Inbox, Mailbox};
 use crate::api::Reply;
@@ -29,7 +28,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::filter::Filter;
-use crate::hub::Hub;
+use crate::hub::{Hub, Run};
 use crate::notify::LocalNotify;
 use crate::push::{metrics_kind, Fanout, Prepared};
 use crate::shard::{owner_of, Shard, ShardOp, SubOp, SubOutcome};
@@ -426,17 +425,13 @@ impl Worker {
     pub fn fan_out_all(&self, fanout: Vec<Fanout>) {
         // Consecutive pushes to one channel reach this worker's subscribers together
         // (`Hub::deliver_all`); every subscriber still gets its pushes in order.
-        let mut here: SmallVec<[&Prepared; 16]> = SmallVec::new();
+        let mut run = Run::default();
         for f in &fanout {
-            if here.first().is_some_and(|p| p.channel != f.prepared.channel) {
-                self.hub.deliver_all(&here);
-                here.clear();
-            }
             if self.fan_out(f) {
-                here.push(&f.prepared);
+                run.push(&self.hub, &*f.prepared);
             }
         }
-        self.hub.deliver_all(&here);
+        run.flush(&self.hub);
     }
 
     /// Sends a prepared push to every other worker with subscribers; whether this one has
@@ -623,18 +618,17 @@ impl Worker {
     fn handle_batch(self: &Rc<Self>, batch: Vec<Msg>) {
         // Consecutive pushes to one channel are delivered together (`Hub::deliver_all`), before
         // any message of another kind.
-        let mut run: SmallVec<[Arc<Prepared>; 16]> = SmallVec::new();
+        let mut run = Run::default();
         for msg in batch {
-            if !run.is_empty() && !matches!(&msg, Msg::Deliver(p) if p.channel == run[0].channel) {
-                self.hub.deliver_all(&run);
-                run.clear();
+            if !matches!(msg, Msg::Deliver(_)) {
+                run.flush(&self.hub);
             }
             match msg {
                 Msg::Exec { from, tag, op } => self.run_op(from, tag, op),
                 Msg::Done { tag, result } => self.complete(tag, result),
                 Msg::Subscribe { from, tag, op } => self.run_subscribe(from, tag, op),
                 Msg::Subscribed { tag, result } => self.subscribed(tag, result),
-                Msg::Deliver(p) => run.push(p),
+                Msg::Deliver(p) => run.push(&self.hub, p),
                 Msg::Job(job) => job(self),
                 Msg::Shutdown => {
                     self.shutdown.set(true);
@@ -642,7 +636,7 @@ impl Worker {
                 }
             }
         }
-        self.hub.deliver_all(&run);
+        run.flush(&self.hub);
     }
 
     // -----------------------------------------------------------------------------------
