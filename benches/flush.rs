@@ -97,7 +97,7 @@ fn flush(c: &mut Criterion) {
             let client = Rc::new(client);
             let key = hub.add(client.clone(), Rc::new(Quiet));
             client.expect(&channel);
-            assert!(hub.accept(key, client.gen, &channel, false, false, None, &[]));
+            assert!(hub.accept(key, client.gen, &channel, false, false, None, None, &[]));
             hub.set_live(&channel, key);
         }
         for k in [1u64, 16] {

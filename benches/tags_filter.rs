@@ -85,7 +85,7 @@ fn hub_with(channel: &Arc<str>, filter: Option<Arc<Filter>>) -> (Hub, Vec<Rc<Cli
         let c = Rc::new(Client::new(format!("c{i}").into(), Format::Json, false, Framing::WebSocket, usize::MAX));
         let key = hub.add(c.clone(), Rc::new(Idle));
         c.expect(channel);
-        assert!(hub.accept(key, c.gen, channel, false, false, filter.clone(), &[]));
+        assert!(hub.accept(key, c.gen, channel, false, false, filter.clone(), None, &[]));
         clients.push(c);
     }
     (hub, clients)

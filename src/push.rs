@@ -33,6 +33,9 @@ pub struct Prepared {
     /// A publication's delta step on the owner (see `crate::delta`), when the channel uses
     /// deltas.
     pub delta: Option<DeltaPub>,
+    /// A publication's stream epoch, when it has an offset in a stream: subscribers that keep
+    /// their place in the stream (see `crate::hub`) check both.
+    pub epoch: Option<Arc<str>>,
 }
 
 impl Prepared {
@@ -45,7 +48,14 @@ impl Prepared {
             crate::protocol::encode_push(Format::Json, &channel, &push, &mut buf);
             frame(OpCode::Text, &buf)
         });
-        Prepared { channel, kind, push, json, delta: None }
+        Prepared { channel, kind, push, json, delta: None, epoch: None }
+    }
+
+    /// The stream position this publication was given (`None`, or an offset 0 or an empty
+    /// epoch: not in a stream).
+    pub fn with_position(mut self, position: Option<&crate::model::StreamPosition>) -> Self {
+        self.epoch = position.filter(|p| p.offset != 0 && !p.epoch.is_empty()).map(|p| p.epoch.clone());
+        self
     }
 
     /// This publication's delta step (set by the owner before the push is shared).

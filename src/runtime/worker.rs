@@ -408,7 +408,11 @@ impl Worker {
     /// A subscription's answer is back on the client's worker.
     fn subscribed(&self, tag: SubTag, result: Result<SubOutcome, ApiError>) {
         if let Ok(o) = &result {
-            if !self.hub.accept(tag.client, tag.gen, &o.channel, tag.join_leave, tag.delta, tag.filter, &o.extra) {
+            // A map channel's stream is read in its own phases: only plain streams are tracked.
+            let stream = self.cfg.resolve_channel(&o.channel).is_ok_and(|r| !r.options.is_map());
+            let position = o.position.as_ref().filter(|_| stream);
+            let (client, gen, channel) = (tag.client, tag.gen, &o.channel);
+            if !self.hub.accept(client, gen, channel, tag.join_leave, tag.delta, tag.filter, position, &o.extra) {
                 // The client went away while the owner counted it: take back everything the
                 // subscription added there (count, presence entry; its join gets a leave).
                 let op = o.undo.clone().unsub_op(o.channel.clone(), self.id as u16);

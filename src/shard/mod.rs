@@ -278,8 +278,9 @@ impl Shard {
                 let (result, delivery) = m.publish(p, now)?;
                 if let Some(d) = delivery {
                     let delta = self.bases.step(&d.channel, &d.publication.data.bytes, d.delta);
-                    let prepared =
-                        Prepared::new(d.channel, PushKind::Publication, PushBody::Pub(d.publication)).with_delta(delta);
+                    let prepared = Prepared::new(d.channel, PushKind::Publication, PushBody::Pub(d.publication))
+                        .with_delta(delta)
+                        .with_position(result.as_ref());
                     fanout.push(Fanout { prepared: Arc::new(prepared), workers: d.workers });
                 }
                 Ok(Res::Publish(result))

@@ -4,7 +4,9 @@
 //! without the client asking), on the memory and Redis engines; and the JS SDK's `getState`,
 //! which sets the flag and asks for the state again on 112.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -27,7 +29,8 @@ fn recovery_config() -> Value {
                  "force_recovery_mode": "cache"},
                 {"name": "auto", "history_size": 10, "history_ttl": "300s", "force_recovery": true,
                  "force_recovery_mode": "cache", "auto_cache_recover": true},
-                {"name": "plain"}
+                {"name": "plain"},
+                {"name": "sync", "history_size": 1000, "history_ttl": "300s", "force_recovery": true}
             ]
         },
         "workers": 2
@@ -278,4 +281,119 @@ fn js_get_state_reloads_on_unrecoverable_position() {
     let pubs = a.wait_n("the recovered publications", 2, sev("a", CH, "sub.publication"));
     assert_eq!(ns(&pubs), [4, 5]);
     assert_eq!(a.count(sev("a", CH, "sub.error")), 0, "112 is handled by the SDK, not an error");
+}
+
+/// Sets the flag when dropped (a publisher thread stops however the test ends).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The offsets of the publications on `ch` among `pushes`.
+fn pushed_offsets(pushes: &[Value], ch: &str) -> Vec<u64> {
+    pushes.iter().filter(|v| v["push"]["channel"] == ch).filter_map(|v| v["push"]["pub"]["offset"].as_u64()).collect()
+}
+
+/// With the Redis engine a publication made just after the node subscribed the channel's
+/// topic reaches the node on the PUB/SUB connection, possibly after the subscribe's read of
+/// the stream, which already holds it, has returned. The subscriber got it in its reply (or
+/// its position is past it) and must not get it again as a push. Here everything Redis sends
+/// on PUB/SUB connections is held back 300 ms while a publisher writes every 5 ms, so each
+/// subscribe's read returns publications still on their way: one client recovers from an
+/// older offset, one subscribes at the top; each must see every offset once, in order.
+#[test]
+fn publications_in_flight_during_a_subscribe_arrive_once_redis() {
+    const TEST: &str = "recovery::publications_in_flight_during_a_subscribe_arrive_once_redis";
+    const CH: &str = "sync:a";
+    if !redis_available(TEST) {
+        return;
+    }
+    let redis = RedisServer::start();
+    let proxy = SlowPubSub::start(redis.port, Duration::from_millis(300));
+    let mut cfg = recovery_config();
+    let engine = json!({"type": "redis", "redis": {"address": [proxy.url()], "prefix": "sync", "io_timeout": "2s"}});
+    merge(&mut cfg, json!({ "engine": engine }));
+    let s = Server::start(cfg);
+    let stop = AtomicBool::new(false);
+    let acked = Mutex::new(Vec::<(i64, u64, String)>::new());
+    std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&stop);
+        scope.spawn(|| {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let r = s.api("publish", json!({"channel": CH, "data": {"n": n}}));
+                let (offset, epoch) = (r["result"]["offset"].as_u64(), r["result"]["epoch"].as_str());
+                acked.lock().unwrap().push((n, offset.expect("an offset"), epoch.unwrap().to_string()));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while acked.lock().unwrap().len() < 20 {
+            assert!(Instant::now() < deadline, "20 publications within 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let epoch = acked.lock().unwrap()[0].2.clone();
+
+        let mut recovering = Client::connect(&s);
+        let r = recovering.subscribe(json!({"channel": CH, "recover": true, "offset": 5, "epoch": epoch}));
+        assert_eq!(r["subscribe"]["recovered"], true, "{r}");
+        let recovered: Vec<u64> =
+            r["subscribe"]["publications"].as_array().unwrap().iter().map(|p| p["offset"].as_u64().unwrap()).collect();
+        let mut at_top = Client::connect(&s);
+        let r = at_top.subscribe(json!({"channel": CH}));
+        let top = r["subscribe"]["offset"].as_u64().unwrap_or_else(|| panic!("a position: {r}"));
+
+        // Well past the delay, then the last publication reaches both.
+        std::thread::sleep(Duration::from_millis(900));
+        stop.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(50));
+        let last = acked.lock().unwrap().last().unwrap().0;
+        recovering.wait_pub(CH, last);
+        at_top.wait_pub(CH, last);
+        let last_offset = acked.lock().unwrap().last().unwrap().1;
+
+        let mut got = recovered.clone();
+        got.extend(pushed_offsets(&recovering.pushes, CH));
+        got.push(last_offset);
+        assert_eq!(got, (6..=last_offset).collect::<Vec<_>>(), "recovered {recovered:?}, then pushes");
+        let mut got = pushed_offsets(&at_top.pushes, CH);
+        got.push(last_offset);
+        assert_eq!(got, (top + 1..=last_offset).collect::<Vec<_>>(), "subscribed at {top}, then pushes");
+    });
+}
+
+/// A channel's stream dropped under its subscribers (`history_meta_ttl` passed) starts a new
+/// epoch with the next publication: a positioned subscriber is then unsubscribed with
+/// "insufficient state" (2500) to resubscribe, as Centrifugo does, rather than given offsets
+/// of another stream.
+#[test]
+fn a_new_epoch_unsubscribes_a_positioned_subscriber() {
+    const CH: &str = "short:a";
+    let mut cfg = recovery_config();
+    let short = json!({"name": "short", "history_size": 10, "history_ttl": "1s", "history_meta_ttl": "2s",
+                       "force_recovery": true});
+    cfg["channel"]["namespaces"].as_array_mut().unwrap().push(short);
+    let s = Server::start(cfg);
+    let mut c = Client::connect(&s);
+    let r = c.subscribe(json!({"channel": CH}));
+    assert_eq!(r["subscribe"]["recoverable"], true, "{r}");
+    let first = publish(&s, CH, 1..=1);
+    c.wait_pub(CH, 1);
+    // The stream's metadata expires 2 s after its last use; the sweep runs every second.
+    std::thread::sleep(Duration::from_millis(3500));
+    let r = s.api("publish", json!({"channel": CH, "data": {"n": 2}}));
+    assert_ne!(r["result"]["epoch"], first.as_str(), "a new epoch: {r}");
+    assert_eq!(r["result"]["offset"], 1, "{r}");
+    let is_unsub = |v: &Value| v["push"]["channel"] == CH && v["push"]["unsubscribe"].is_object();
+    let u = loop {
+        if let Some(v) = c.read_one("the unsubscribe push", is_unsub) {
+            break v;
+        }
+    };
+    assert_eq!(u["push"]["unsubscribe"]["code"], 2500, "{u}");
+    assert!(pushed_offsets(&c.pushes, CH).is_empty(), "no publication of the new epoch: {:?}", c.pushes);
 }

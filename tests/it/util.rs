@@ -1440,3 +1440,92 @@ pub fn pyenv_python() -> Result<PathBuf, (String, &'static str)> {
     }
     Ok(python)
 }
+
+/// A TCP proxy in front of a Redis server that holds back by `delay` everything Redis sends
+/// on a connection from the moment that connection has sent `SUBSCRIBE` (a PUB/SUB
+/// connection): its confirmations and messages arrive late, the replies on the other
+/// connections on time. A publication made just after a subscription took effect thus reaches
+/// the node after a read of the stream made meanwhile has already returned it.
+pub struct SlowPubSub {
+    pub port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SlowPubSub {
+    pub fn start(upstream: u16, delay: Duration) -> SlowPubSub {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = stop.clone();
+        std::thread::spawn(move || {
+            while !halt.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                        Self::pipe(client, server, delay, halt.clone());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        SlowPubSub { port, stop }
+    }
+
+    /// The address to give the node (`engine.redis.address`).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn pipe(client: TcpStream, server: TcpStream, delay: Duration, halt: Arc<std::sync::atomic::AtomicBool>) {
+        let pubsub = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (mut from_client, mut to_server) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        let flag = pubsub.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while let Ok(n) = from_client.read(&mut buf) {
+                if n == 0 || to_server.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                if buf[..n].windows(9).any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE")) {
+                    flag.store(true, Ordering::Relaxed);
+                }
+            }
+            let _ = to_server.shutdown(std::net::Shutdown::Write);
+        });
+        let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+        let (mut from_server, mut to_client) = (server, client);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while let Ok(n) = from_server.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let late = if pubsub.load(Ordering::Relaxed) { delay } else { Duration::ZERO };
+                if tx.send((Instant::now() + late, buf[..n].to_vec())).is_err() {
+                    break;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            // In order: a chunk waits for the ones before it.
+            while let Ok((due, chunk)) = rx.recv() {
+                if halt.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                if to_client.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+            let _ = to_client.shutdown(std::net::Shutdown::Both);
+        });
+    }
+}
+
+impl Drop for SlowPubSub {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -52,6 +52,7 @@ pub enum PresenceStore {
 }
 
 /// What arrived on the NATS connection, for the worker to act on.
+#[allow(clippy::large_enum_variant)] // one per message, moved once (into an `Arc`)
 pub enum Incoming {
     /// A push for the channel's subscribers; with `true` a publication published with `delta`.
     Push(Prepared, bool),

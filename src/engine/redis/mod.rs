@@ -147,6 +147,7 @@ pub struct RedisEngine {
 }
 
 /// What arrived on a PUB/SUB connection, for the worker to act on.
+#[allow(clippy::large_enum_variant)] // one per message, moved once (into an `Arc`)
 pub enum Incoming {
     /// A push for the channel's subscribers; with `true` a publication published with `delta`.
     Push(Prepared, bool),
@@ -674,22 +675,22 @@ impl RedisEngine {
                     return Some(Incoming::Control(payload));
                 };
                 let channel: Arc<str> = channel.into();
-                let (kind, push, delta) = match codec::decode_channel_message(&payload) {
-                    Some(codec::ChannelMessage::Publication(p, _, delta)) => {
-                        (PushKind::Publication, crate::protocol::PushBody::Pub(p), delta)
+                let (kind, push, delta, position) = match codec::decode_channel_message(&payload) {
+                    Some(codec::ChannelMessage::Publication(p, position, delta)) => {
+                        (PushKind::Publication, crate::protocol::PushBody::Pub(p), delta, position)
                     }
                     Some(codec::ChannelMessage::Join(i)) => {
-                        (PushKind::JoinLeave, crate::protocol::PushBody::Join(i), false)
+                        (PushKind::JoinLeave, crate::protocol::PushBody::Join(i), false, None)
                     }
                     Some(codec::ChannelMessage::Leave(i)) => {
-                        (PushKind::JoinLeave, crate::protocol::PushBody::Leave(i), false)
+                        (PushKind::JoinLeave, crate::protocol::PushBody::Leave(i), false, None)
                     }
                     None => {
                         tracing::warn!(channel = %channel, "undecodable message on a channel topic");
                         return None;
                     }
                 };
-                Some(Incoming::Push(Prepared::new(channel, kind, push), delta))
+                Some(Incoming::Push(Prepared::new(channel, kind, push).with_position(position.as_ref()), delta))
             }
             b"subscribe" => {
                 let topic = a[1].bytes()?;

@@ -22,6 +22,7 @@ use crate::client::writes::{Batching, Writes};
 use crate::client::{Client, Frame, Framing, Handler};
 use crate::error::Disconnect;
 use crate::filter::Filter;
+use crate::model::StreamPosition;
 use crate::protocol::{Format, PushBody};
 use crate::push::{metrics_frame, raw_publication_frame, Prepared, PushKind};
 use crate::wire::deflate::{self, Deflate};
@@ -43,6 +44,53 @@ struct Sub {
     base: u64,
     /// Its tags filter: publications whose tags it rejects are not sent.
     filter: Option<Arc<Filter>>,
+    /// A positioned subscriber's place in the stream (see [`Track`]).
+    track: Option<Track>,
+}
+
+/// Where a positioned subscriber (one answered with a stream position) is in its channel's
+/// stream: the epoch and the offset of the newest publication it was given, its subscribe
+/// reply's top at first. A publication at or below it was given already (with the Redis
+/// engine one published just before the subscribe read its position can still arrive live
+/// after it): it is skipped. One beyond the next offset, or of another epoch, means the
+/// subscriber missed publications: it is told to resubscribe and recover, as Centrifugo does
+/// ("insufficient state").
+#[derive(Debug, Clone)]
+struct Track {
+    offset: u64,
+    epoch: Arc<str>,
+}
+
+/// What a positioned subscriber does with a publication, by [`Track::step`].
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Next,
+    Seen,
+    Missed,
+}
+
+impl Track {
+    fn step(&mut self, offset: u64, epoch: &Arc<str>) -> Step {
+        if !Arc::ptr_eq(&self.epoch, epoch) && self.epoch != *epoch {
+            return Step::Missed;
+        }
+        if offset <= self.offset {
+            return Step::Seen;
+        }
+        if offset != self.offset + 1 {
+            return Step::Missed;
+        }
+        self.offset = offset;
+        Step::Next
+    }
+}
+
+/// A publication's place in its stream, when it has one.
+fn stream_place(p: &Prepared) -> Option<(u64, &Arc<str>)> {
+    match (&p.push, &p.epoch) {
+        (PushBody::Pub(publication), Some(epoch)) => Some((publication.offset, epoch)),
+        _ => None,
+    }
 }
 
 /// Whether the push reaches this subscriber as far as its tags filter is concerned (only
@@ -136,7 +184,8 @@ impl Hub {
     /// channel's subscribers, with pushes held until its reply is written, and `extra` pushes
     /// (newer than the position it was answered with, those its tags `filter` passes) held
     /// first. False when the client is gone or no longer waits for it: the owner's count must
-    /// then be taken back. With `delta` it negotiated fossil deltas.
+    /// then be taken back. With `delta` it negotiated fossil deltas. With `position` (the
+    /// stream top it was answered with) it keeps its place in the stream (see [`Track`]).
     #[allow(clippy::too_many_arguments)] // the subscription's parts, each a plain value
     pub fn accept(
         &self,
@@ -146,14 +195,23 @@ impl Hub {
         join_leave: bool,
         delta: bool,
         filter: Option<Arc<Filter>>,
+        position: Option<&StreamPosition>,
         extra: &[Arc<Prepared>],
     ) -> bool {
         let client = match self.clients.borrow().get(key as usize) {
             Some(e) if e.client.gen == gen && e.client.expects(channel) => e.client.clone(),
             _ => return false,
         };
-        let mut sub = Sub { key, gen, live: false, join_leave, delta, base: 0, filter };
+        let track =
+            position.filter(|p| !p.epoch.is_empty()).map(|p| Track { offset: p.offset, epoch: p.epoch.clone() });
+        let mut sub = Sub { key, gen, live: false, join_leave, delta, base: 0, filter, track };
         for p in extra {
+            if let (Some((offset, epoch)), Some(t)) = (stream_place(p), sub.track.as_mut()) {
+                if t.step(offset, epoch) != Step::Next {
+                    // Kept while the subscribe read its position: not beyond it after all.
+                    continue;
+                }
+            }
             if !passes(&sub, p) {
                 continue;
             }
@@ -215,6 +273,7 @@ impl Hub {
         let Some(first) = ps.first() else { return };
         debug_assert!(ps.iter().all(|p| p.channel == first.channel));
         let mut to_close: SmallVec<[(u32, Disconnect); 4]> = SmallVec::new();
+        let mut missed: SmallVec<[u32; 4]> = SmallVec::new();
         {
             let mut index = self.index.borrow_mut();
             let Some(subs) = index.get_mut(&*first.channel) else { return };
@@ -226,6 +285,16 @@ impl Hub {
                     let p = d.p;
                     if p.kind == PushKind::JoinLeave && !s.join_leave {
                         continue;
+                    }
+                    if let (Some((offset, epoch)), Some(t)) = (d.position, s.track.as_mut()) {
+                        match t.step(offset, epoch) {
+                            Step::Next => {}
+                            Step::Seen => continue,
+                            Step::Missed => {
+                                missed.push(s.key);
+                                break;
+                            }
+                        }
                     }
                     if !passes(s, p) {
                         continue;
@@ -265,6 +334,12 @@ impl Hub {
             let h = self.clients.borrow().get(key as usize).map(|e| e.handler.clone());
             if let Some(h) = h {
                 h.disconnect(d);
+            }
+        }
+        for key in missed {
+            let h = self.clients.borrow().get(key as usize).map(|e| e.handler.clone());
+            if let Some(h) = h {
+                h.resubscribe(&first.channel);
             }
         }
     }
@@ -317,6 +392,7 @@ impl<P: std::ops::Deref<Target = Prepared>> Run<P> {
 /// [`takes_json_as_is`]), and the messages and bytes sent per transport (a metrics index).
 struct Delivery<'a> {
     p: &'a Prepared,
+    position: Option<(u64, &'a Arc<str>)>,
     frames: Frames,
     local: Option<Rc<Bytes>>,
     sent: [(u64, u64); crate::metrics::TRANSPORTS.len()],
@@ -329,7 +405,7 @@ impl<'a> Delivery<'a> {
             Some(Frame::Local(f)) => Some(f.clone()),
             _ => None,
         };
-        Delivery { p, frames, local, sent: [(0, 0); crate::metrics::TRANSPORTS.len()] }
+        Delivery { p, position: stream_place(p), frames, local, sent: [(0, 0); crate::metrics::TRANSPORTS.len()] }
     }
 }
 
@@ -478,190 +554,4 @@ fn plain_frame_for(c: &Client, p: &Prepared, frames: &mut Frames) -> Option<Fram
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{Payload, Publication};
-
-    fn client(format: Format, deflate: Option<Deflate>) -> Client {
-        let mut c = Client::new("c".into(), format, false, Framing::WebSocket, 1 << 20);
-        c.deflate = deflate;
-        c
-    }
-
-    /// A publication of ~250 bytes of JSON to `channel` (`n` in it and as its offset).
-    fn text_push(channel: &Arc<str>, n: u64) -> Prepared {
-        let data = Bytes::from(format!("{{\"text\":\"{}\",\"n\":{n}}}", "hello ".repeat(40)));
-        let publication = Publication {
-            offset: n,
-            data: Payload { bytes: data, binary: false },
-            info: None,
-            tags: None,
-            key: None,
-            removed: false,
-        };
-        Prepared::new(channel.clone(), PushKind::Publication, PushBody::Pub(publication))
-    }
-
-    /// Compressing subscribers of one delivery share one compressed frame per format and
-    /// level; the others keep the plain frame; the min size is strict.
-    #[test]
-    fn compressed_once_per_delivery() {
-        let p = text_push(&"news".into(), 1);
-        let plain = p.json.clone().unwrap();
-        let len = crate::wire::ws::server_frame_parts(&plain).unwrap().1.len();
-        let d1 = Some(Deflate::new(1, 0));
-        let mut cache = Frames::new(&p, 1);
-        let a = frame_for(&client(Format::Json, d1), &p, &mut cache).unwrap();
-        let b = frame_for(&client(Format::Json, d1), &p, &mut cache).unwrap();
-        assert_eq!(a[0], 0xC1, "FIN + RSV1 + text");
-        assert!(a.len() < plain.len());
-        assert_eq!(a.as_ptr(), b.as_ptr(), "one compression for both");
-        let pb = frame_for(&client(Format::Protobuf, d1), &p, &mut cache).unwrap();
-        assert_eq!(pb[0], 0xC2);
-        let l9 = frame_for(&client(Format::Json, Some(Deflate::new(9, 0))), &p, &mut cache).unwrap();
-        assert_ne!(l9.as_ptr(), a.as_ptr());
-        assert_eq!(cache.deflated.len(), 3);
-        let off = frame_for(&client(Format::Json, None), &p, &mut cache).unwrap();
-        assert_eq!(off.as_ptr(), plain.as_ptr());
-        let at_min = frame_for(&client(Format::Json, Some(Deflate::new(1, len))), &p, &mut cache).unwrap();
-        assert_eq!(at_min.as_ptr(), plain.as_ptr(), "not longer than the min size: plain");
-        let over_min = frame_for(&client(Format::Json, Some(Deflate::new(1, len - 1))), &p, &mut cache).unwrap();
-        assert_eq!(over_min.as_ptr(), a.as_ptr());
-        let mut dec = crate::wire::ws::Decoder::client(1 << 20, 1 << 20).with_inflate(1 << 20);
-        let msg = dec.decode(&mut bytes::BytesMut::from(&a[..])).unwrap().unwrap();
-        assert_eq!(msg, crate::wire::ws::Message::Text(Bytes::copy_from_slice(&plain[plain.len() - len..])));
-    }
-
-    /// The plain JSON frame is one `Rc` handed to every JSON subscriber from
-    /// `LOCAL_SHARE_MIN` subscribers on; below that, and for every other kind, a frame of its own.
-    #[test]
-    fn json_subscribers_share_one_rc_from_the_minimum_on() {
-        let p = text_push(&"news".into(), 1);
-        let json = client(Format::Json, None);
-        let mut many = Frames::new(&p, LOCAL_SHARE_MIN);
-        let (Some(Frame::Local(a)), Some(Frame::Local(b))) =
-            (frame_for(&json, &p, &mut many), frame_for(&json, &p, &mut many))
-        else {
-            panic!("not shared through an Rc");
-        };
-        assert!(Rc::ptr_eq(&a, &b));
-        assert_eq!(**a, p.json.clone().unwrap());
-        let own = |c: &Client, n: usize| matches!(frame_for(c, &p, &mut Frames::new(&p, n)), Some(Frame::Own(_)));
-        assert!(own(&json, LOCAL_SHARE_MIN - 1));
-        assert!(own(&client(Format::Protobuf, None), LOCAL_SHARE_MIN));
-        assert!(own(&client(Format::Json, Some(Deflate::new(1, 0))), LOCAL_SHARE_MIN));
-    }
-
-    /// The shortcut a delivery takes gives exactly what `sub_frame` would, and only the owner's
-    /// JSON frame: over every transport, format, protocol, compression and delta choice.
-    #[test]
-    fn the_shortcut_agrees_with_sub_frame() {
-        let p = text_push(&"news".into(), 1);
-        let json = p.json.clone().unwrap();
-        let mut shortcuts = 0;
-        for framing in Framing::ALL {
-            for format in [Format::Json, Format::Protobuf] {
-                for (raw, v1, delta) in (0..8).map(|b| (b & 1 != 0, b & 2 != 0, b & 4 != 0)) {
-                    for deflate in [None, Some(Deflate::new(1, 0))] {
-                        let mut c = Client::new("c".into(), format, raw, framing, 1 << 20);
-                        c.deflate = deflate;
-                        c.v1.set(v1);
-                        let mut s = Sub { key: 0, gen: 0, live: true, join_leave: false, delta, base: 0, filter: None };
-                        let full = sub_frame(&c, &mut s, &p, &mut Frames::new(&p, LOCAL_SHARE_MIN));
-                        if takes_json_as_is(&c, &s) {
-                            shortcuts += 1;
-                            assert_eq!(full.as_deref(), Some(&json[..]), "{framing:?} {format:?} {raw} {v1} {delta}");
-                        }
-                    }
-                }
-            }
-        }
-        assert_eq!(shortcuts, 1, "only the plain JSON WebSocket subscriber of today's protocol");
-    }
-
-    /// A session with nothing to do (a delivery here must not disconnect anyone).
-    struct Quiet;
-
-    impl Handler for Quiet {
-        fn disconnect(&self, d: Disconnect) {
-            panic!("disconnected: {d:?}");
-        }
-        fn on_timer(self: Rc<Self>, _at: std::time::Instant) {}
-        fn resubscribe(&self, _channel: &str) {}
-        fn on_action(self: Rc<Self>, _cmd: &crate::api::Command) -> Option<crate::client::Pending> {
-            None
-        }
-        fn is_connected(&self) -> bool {
-            true
-        }
-    }
-
-    /// With enough subscribers the plain JSON ones share the frame through an `Rc`; every
-    /// other kind (protobuf, compressed, held until its subscribe reply) still gets its own
-    /// form, and each socket receives exactly its frames, in order.
-    #[test]
-    fn a_delivery_to_many_mixed_subscribers_gives_each_its_frame() {
-        mixed_subscribers(false);
-    }
-
-    /// The same pushes delivered together reach each subscriber as they do one by one.
-    #[test]
-    fn pushes_delivered_together_arrive_as_one_by_one() {
-        mixed_subscribers(true);
-    }
-
-    fn mixed_subscribers(together: bool) {
-        let channel: Arc<str> = "room".into();
-        let hub = Hub::default();
-        let kinds = [(Format::Json, None), (Format::Protobuf, None), (Format::Json, Some(Deflate::new(1, 0)))];
-        let mut subs = Vec::new();
-        for k in 0..8usize {
-            let (format, deflate) = kinds[k.saturating_sub(5)];
-            let mut fds = [0; 2];
-            // SAFETY: `fds` has room for the two descriptors.
-            assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) }, 0);
-            let mut c = client(format, deflate);
-            c.write_directly(fds[0], hub.writes().clone());
-            let c = Rc::new(c);
-            let key = hub.add(c.clone(), Rc::new(Quiet));
-            c.expect(&channel);
-            assert!(hub.accept(key, c.gen, &channel, false, false, None, &[]));
-            if k != 4 {
-                hub.set_live(&channel, key);
-            }
-            subs.push((c, fds));
-        }
-        let pushes = [1, 2, 3].map(|n| text_push(&channel, n));
-        if together {
-            hub.deliver_all(&pushes.iter().collect::<Vec<_>>());
-        } else {
-            for p in &pushes {
-                hub.deliver(p);
-            }
-        }
-        hub.writes().flush();
-        for (k, (c, fds)) in subs.iter().enumerate() {
-            let mut got = vec![0u8; 1 << 16];
-            // SAFETY: reads into `got`, never blocks.
-            let n = unsafe { libc::recv(fds[1], got.as_mut_ptr().cast(), got.len(), libc::MSG_DONTWAIT) };
-            got.truncate(n.max(0) as usize);
-            let want: Vec<u8> =
-                pushes.iter().flat_map(|p| frame_for(c, p, &mut Frames::new(p, 1)).unwrap().to_vec()).collect();
-            if k == 4 {
-                assert!(got.is_empty(), "held until its reply is written");
-                let held: Vec<u8> = c.take_held(&channel).iter().flat_map(|f| f.to_vec()).collect();
-                assert_eq!(held, want);
-            } else {
-                assert_eq!(got, want, "subscriber {k}");
-            }
-            if k < 4 {
-                assert_eq!(&got[..want.len() / 3], &pushes[0].json.clone().unwrap()[..]);
-            }
-            // SAFETY: both descriptors are ours.
-            unsafe {
-                libc::close(fds[0]);
-                libc::close(fds[1]);
-            }
-        }
-    }
-}
+mod tests;
