@@ -564,10 +564,11 @@ impl Handler for Session {
 
     /// The channel's stream may have a gap for this session: unsubscribe it with
     /// "insufficient state" (2500), which makes SDKs resubscribe and recover. A
-    /// unidirectional client cannot resubscribe: it is disconnected (3010) to reconnect and
-    /// recover.
+    /// unidirectional client, or a server-side subscription, cannot be resubscribed by the
+    /// client: it is disconnected (3010) to reconnect and recover, as Centrifugo does.
     fn resubscribe(&self, channel: &str) {
-        if self.client.framing.is_uni() {
+        let server_side = self.st.borrow().subs.get(channel).is_some_and(|s| s.server_side);
+        if self.client.framing.is_uni() || server_side {
             self.disconnect(Disconnect::INSUFFICIENT_STATE);
             return;
         }

@@ -50,15 +50,17 @@ struct Client {
     next: u32,
     /// Pushes read while waiting for replies.
     pushes: Vec<Value>,
+    /// The client id the server gave it.
+    id: String,
 }
 
 impl Client {
     fn connect(s: &Server) -> Client {
         let ws = Ws::open(s.addr());
         ws.s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut c = Client { ws, next: 0, pushes: Vec::new() };
+        let mut c = Client { ws, next: 0, pushes: Vec::new(), id: String::new() };
         let r = c.call(json!({"connect": {}}));
-        assert!(r["connect"]["client"].is_string(), "{r}");
+        c.id = r["connect"]["client"].as_str().unwrap_or_else(|| panic!("a client id: {r}")).to_string();
         c
     }
 
@@ -369,7 +371,8 @@ fn publications_in_flight_during_a_subscribe_arrive_once_redis() {
 /// A channel's stream dropped under its subscribers (`history_meta_ttl` passed) starts a new
 /// epoch with the next publication: a positioned subscriber is then unsubscribed with
 /// "insufficient state" (2500) to resubscribe, as Centrifugo does, rather than given offsets
-/// of another stream.
+/// of another stream; a server-side subscriber, which the client cannot resubscribe, is
+/// disconnected with 3010 to reconnect.
 #[test]
 fn a_new_epoch_unsubscribes_a_positioned_subscriber() {
     const CH: &str = "short:a";
@@ -381,8 +384,14 @@ fn a_new_epoch_unsubscribes_a_positioned_subscriber() {
     let mut c = Client::connect(&s);
     let r = c.subscribe(json!({"channel": CH}));
     assert_eq!(r["subscribe"]["recoverable"], true, "{r}");
+    let mut server_side = Client::connect(&s);
+    let r = s.api("subscribe", json!({"user": "", "client": server_side.id, "channel": CH}));
+    assert!(r.get("error").is_none(), "{r}");
     let first = publish(&s, CH, 1..=1);
     c.wait_pub(CH, 1);
+    server_side.wait_pub(CH, 1);
+    let sub = server_side.pushes.iter().find(|v| v["push"]["subscribe"].is_object()).cloned();
+    assert_eq!(sub.as_ref().map(|v| &v["push"]["subscribe"]["recoverable"]), Some(&json!(true)), "{sub:?}");
     // The stream's metadata expires 2 s after its last use; the sweep runs every second.
     std::thread::sleep(Duration::from_millis(3500));
     let r = s.api("publish", json!({"channel": CH, "data": {"n": 2}}));
@@ -396,4 +405,17 @@ fn a_new_epoch_unsubscribes_a_positioned_subscriber() {
     };
     assert_eq!(u["push"]["unsubscribe"]["code"], 2500, "{u}");
     assert!(pushed_offsets(&c.pushes, CH).is_empty(), "no publication of the new epoch: {:?}", c.pushes);
+    let (code, reason) = loop {
+        let f = server_side.ws.frame().expect("a frame before the close");
+        if f.op == CLOSE {
+            break f.close();
+        }
+        server_side.pushes.extend(json_lines(&f.payload));
+    };
+    assert_eq!((code, reason.as_str()), (3010, "insufficient state"));
+    assert!(
+        pushed_offsets(&server_side.pushes, CH).is_empty(),
+        "no publication of the new epoch: {:?}",
+        server_side.pushes
+    );
 }
