@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# window sweep: gyre (WORKERS workers, default 1) vs redis, 1x1000 full speed
+# window sweep: gyre (WORKERS workers, default 1) vs redis, 1x1000 full speed (RATE: paced).
+# Peers: gyre (target/release), gyre-base (GYRE_BASE), gyre-epoll ("driver": "epoll"),
+# gyre-poll (with GYRE_FLUSH_AFTER_POLL=1, read by one experiment's build), redis.
+# HIST=1 gives the channel history and force_recovery (every subscriber positioned).
 cd /work/main; source scripts/bench-lib.sh
 G=target/release/gyre; B=target/release/gyre-bench
 out=${OUTDIR:-/tmp/win/res}; mkdir -p $out
 run() { # peer batch inflight round
   PORT=$(free_port)
   if [[ $1 == gyre* ]]; then
-    printf '{"http_server":{"address":"127.0.0.1","port":%s},"log":{"level":"warn"},"workers":%s,"http_api":{"key":"k"},"client":{"token":{"hmac_secret_key":"s"}},"channel":{"without_namespace":{"allow_subscribe_for_client":true}}}\n' $PORT ${WORKERS:-1} > /tmp/win/g.json
-    GB=$G; [[ $1 == gyre-base ]] && GB=${GYRE_BASE:-/tmp/base/gyre}; taskset -c 0 $GB -c /tmp/win/g.json > /tmp/win/s.log 2>&1 & SERVER_PID=$!
+    printf '{"http_server":{"address":"127.0.0.1","port":%s},"log":{"level":"warn"},"workers":%s,"http_api":{"key":"k"},"client":{"token":{"hmac_secret_key":"s"}},"channel":{"without_namespace":{"allow_subscribe_for_client":true%s}}}\n' $PORT ${WORKERS:-1} "${HIST:+,\"history_size\":100,\"history_ttl\":\"60s\",\"force_recovery\":true}" > /tmp/win/g.json
+    [[ $1 == gyre-epoll ]] && sed -i 's/^{/{"driver":"epoll",/' /tmp/win/g.json
+    EV=; [[ $1 == gyre-poll ]] && EV=GYRE_FLUSH_AFTER_POLL=1
+    GB=$G; [[ $1 == gyre-base ]] && GB=${GYRE_BASE:-/tmp/base/gyre}; env $EV taskset -c 0 $GB -c /tmp/win/g.json > /tmp/win/s.log 2>&1 & SERVER_PID=$!
     tgt="http://127.0.0.1:$PORT"; extra="--api-key k --hmac-secret s"
   else
     taskset -c 0 redis-server --port $PORT --save '' --appendonly no > /tmp/win/s.log 2>&1 & SERVER_PID=$!
