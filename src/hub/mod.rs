@@ -85,6 +85,26 @@ impl Track {
     }
 }
 
+impl Sub {
+    /// What this subscriber does with a publication at `place` (see [`stream_place`]): a
+    /// subscriber without a track, or a push without a place, takes it.
+    #[inline]
+    fn step(&mut self, place: Option<(u64, &Arc<str>)>) -> Step {
+        match (place, self.track.as_mut()) {
+            (Some((offset, epoch)), Some(t)) => t.step(offset, epoch),
+            _ => Step::Next,
+        }
+    }
+}
+
+/// Why a delivery stopped at a subscriber (acted on once the hub is no longer borrowed).
+enum Stop {
+    /// It overflowed, or cannot take a frame: closed with this.
+    Close(Disconnect),
+    /// Its stream has a gap for it ([`Step::Missed`]).
+    Resubscribe,
+}
+
 /// A publication's place in its stream, when it has one.
 fn stream_place(p: &Prepared) -> Option<(u64, &Arc<str>)> {
     match (&p.push, &p.epoch) {
@@ -206,11 +226,9 @@ impl Hub {
             position.filter(|p| !p.epoch.is_empty()).map(|p| Track { offset: p.offset, epoch: p.epoch.clone() });
         let mut sub = Sub { key, gen, live: false, join_leave, delta, base: 0, filter, track };
         for p in extra {
-            if let (Some((offset, epoch)), Some(t)) = (stream_place(p), sub.track.as_mut()) {
-                if t.step(offset, epoch) != Step::Next {
-                    // Kept while the subscribe read its position: not beyond it after all.
-                    continue;
-                }
+            if sub.step(stream_place(p)) != Step::Next {
+                // Kept while the subscribe read its position: not beyond it after all.
+                continue;
             }
             if !passes(&sub, p) {
                 continue;
@@ -272,8 +290,7 @@ impl Hub {
     pub fn deliver_all<P: std::ops::Deref<Target = Prepared>>(&self, ps: &[P]) {
         let Some(first) = ps.first() else { return };
         debug_assert!(ps.iter().all(|p| p.channel == first.channel));
-        let mut to_close: SmallVec<[(u32, Disconnect); 4]> = SmallVec::new();
-        let mut missed: SmallVec<[u32; 4]> = SmallVec::new();
+        let mut stopped: SmallVec<[(u32, Stop); 4]> = SmallVec::new();
         {
             let mut index = self.index.borrow_mut();
             let Some(subs) = index.get_mut(&*first.channel) else { return };
@@ -286,14 +303,12 @@ impl Hub {
                     if p.kind == PushKind::JoinLeave && !s.join_leave {
                         continue;
                     }
-                    if let (Some((offset, epoch)), Some(t)) = (d.position, s.track.as_mut()) {
-                        match t.step(offset, epoch) {
-                            Step::Next => {}
-                            Step::Seen => continue,
-                            Step::Missed => {
-                                missed.push(s.key);
-                                break;
-                            }
+                    match s.step(d.position) {
+                        Step::Next => {}
+                        Step::Seen => continue,
+                        Step::Missed => {
+                            stopped.push((s.key, Stop::Resubscribe));
+                            break;
                         }
                     }
                     if !passes(s, p) {
@@ -304,7 +319,7 @@ impl Hub {
                         _ => match sub_frame(&e.client, s, p, &mut d.frames) {
                             Some(f) => f,
                             None => {
-                                to_close.push((s.key, Disconnect::INAPPROPRIATE_PROTOCOL));
+                                stopped.push((s.key, Stop::Close(Disconnect::INAPPROPRIATE_PROTOCOL)));
                                 break;
                             }
                         },
@@ -319,7 +334,7 @@ impl Hub {
                     };
                     if !ok {
                         // The client is closed: its later pushes would be dropped.
-                        to_close.push((s.key, Disconnect::SLOW));
+                        stopped.push((s.key, Stop::Close(Disconnect::SLOW)));
                         break;
                     }
                 }
@@ -330,16 +345,12 @@ impl Hub {
                 }
             }
         }
-        for (key, d) in to_close {
+        for (key, stop) in stopped {
             let h = self.clients.borrow().get(key as usize).map(|e| e.handler.clone());
-            if let Some(h) = h {
-                h.disconnect(d);
-            }
-        }
-        for key in missed {
-            let h = self.clients.borrow().get(key as usize).map(|e| e.handler.clone());
-            if let Some(h) = h {
-                h.resubscribe(&first.channel);
+            match (h, stop) {
+                (Some(h), Stop::Close(d)) => h.disconnect(d),
+                (Some(h), Stop::Resubscribe) => h.resubscribe(&first.channel),
+                (None, _) => {}
             }
         }
     }

@@ -110,23 +110,6 @@ fn the_shortcut_agrees_with_sub_frame() {
     assert_eq!(shortcuts, 1, "only the plain JSON WebSocket subscriber of today's protocol");
 }
 
-/// A session with nothing to do (a delivery here must not disconnect anyone).
-struct Quiet;
-
-impl Handler for Quiet {
-    fn disconnect(&self, d: Disconnect) {
-        panic!("disconnected: {d:?}");
-    }
-    fn on_timer(self: Rc<Self>, _at: std::time::Instant) {}
-    fn resubscribe(&self, _channel: &str) {}
-    fn on_action(self: Rc<Self>, _cmd: &crate::api::Command) -> Option<crate::client::Pending> {
-        None
-    }
-    fn is_connected(&self) -> bool {
-        true
-    }
-}
-
 /// A positioned subscriber takes each offset of its epoch once and in sequence.
 #[test]
 fn a_track_takes_the_next_offset_only() {
@@ -141,7 +124,8 @@ fn a_track_takes_the_next_offset_only() {
     assert_eq!(t.offset, 6);
 }
 
-/// A session that records what it was told to resubscribe to.
+/// A session that records what it was told to resubscribe to (a delivery here must not
+/// disconnect anyone).
 #[derive(Default)]
 struct Recorder(RefCell<Vec<String>>);
 
@@ -158,6 +142,25 @@ impl Handler for Recorder {
     }
     fn is_connected(&self) -> bool {
         true
+    }
+}
+
+/// A client of `format` whose frames the hub's flush pass writes to one end of a socket
+/// pair (the other end is `fds[1]`, for [`received`]; [`close_pair`] ends both).
+fn socket_client(hub: &Hub, format: Format, deflate: Option<Deflate>) -> (Rc<Client>, [i32; 2]) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) }, 0);
+    let mut c = client(format, deflate);
+    c.write_directly(fds[0], hub.writes().clone());
+    (Rc::new(c), fds)
+}
+
+fn close_pair(fds: [i32; 2]) {
+    // SAFETY: both descriptors are ours.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
     }
 }
 
@@ -182,12 +185,8 @@ fn a_positioned_subscriber_gets_each_offset_once_and_resubscribes_at_a_gap() {
     let hub = Hub::default();
     let mut subs = Vec::new();
     for positioned in [true, false] {
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors.
-        assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) }, 0);
-        let mut c = client(Format::Json, None);
-        c.write_directly(fds[0], hub.writes().clone());
-        let (c, h) = (Rc::new(c), Rc::new(Recorder::default()));
+        let (c, fds) = socket_client(&hub, Format::Json, None);
+        let h = Rc::new(Recorder::default());
         let key = hub.add(c.clone(), h.clone());
         c.expect(&channel);
         // Answered at offset 2; 2 and 3 were kept while its position was read.
@@ -209,11 +208,7 @@ fn a_positioned_subscriber_gets_each_offset_once_and_resubscribes_at_a_gap() {
     assert_eq!(received(plain.2[1]), frames(&[3, 4, 6]));
     assert!(plain.1 .0.borrow().is_empty());
     for (_, _, fds) in subs {
-        // SAFETY: both descriptors are ours.
-        unsafe {
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-        }
+        close_pair(fds);
     }
 }
 
@@ -238,13 +233,8 @@ fn mixed_subscribers(together: bool) {
     let mut subs = Vec::new();
     for k in 0..8usize {
         let (format, deflate) = kinds[k.saturating_sub(5)];
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors.
-        assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) }, 0);
-        let mut c = client(format, deflate);
-        c.write_directly(fds[0], hub.writes().clone());
-        let c = Rc::new(c);
-        let key = hub.add(c.clone(), Rc::new(Quiet));
+        let (c, fds) = socket_client(&hub, format, deflate);
+        let key = hub.add(c.clone(), Rc::new(Recorder::default()));
         c.expect(&channel);
         assert!(hub.accept(key, c.gen, &channel, false, false, None, None, &[]));
         if k != 4 {
@@ -262,10 +252,7 @@ fn mixed_subscribers(together: bool) {
     }
     hub.writes().flush();
     for (k, (c, fds)) in subs.iter().enumerate() {
-        let mut got = vec![0u8; 1 << 16];
-        // SAFETY: reads into `got`, never blocks.
-        let n = unsafe { libc::recv(fds[1], got.as_mut_ptr().cast(), got.len(), libc::MSG_DONTWAIT) };
-        got.truncate(n.max(0) as usize);
+        let got = received(fds[1]);
         let want: Vec<u8> =
             pushes.iter().flat_map(|p| frame_for(c, p, &mut Frames::new(p, 1)).unwrap().to_vec()).collect();
         if k == 4 {
@@ -278,10 +265,6 @@ fn mixed_subscribers(together: bool) {
         if k < 4 {
             assert_eq!(&got[..want.len() / 3], &pushes[0].json.clone().unwrap()[..]);
         }
-        // SAFETY: both descriptors are ours.
-        unsafe {
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-        }
+        close_pair(*fds);
     }
 }

@@ -285,15 +285,6 @@ fn js_get_state_reloads_on_unrecoverable_position() {
     assert_eq!(a.count(sev("a", CH, "sub.error")), 0, "112 is handled by the SDK, not an error");
 }
 
-/// Sets the flag when dropped (a publisher thread stops however the test ends).
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 /// The offsets of the publications on `ch` among `pushes`.
 fn pushed_offsets(pushes: &[Value], ch: &str) -> Vec<u64> {
     pushes.iter().filter(|v| v["push"]["channel"] == ch).filter_map(|v| v["push"]["pub"]["offset"].as_u64()).collect()
@@ -322,7 +313,7 @@ fn publications_in_flight_during_a_subscribe_arrive_once_redis() {
     let stop = AtomicBool::new(false);
     let acked = Mutex::new(Vec::<(i64, u64, String)>::new());
     std::thread::scope(|scope| {
-        let _stop = StopOnDrop(&stop);
+        let _stop = SetOnDrop(&stop);
         scope.spawn(|| {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {

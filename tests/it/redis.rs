@@ -757,15 +757,6 @@ fn key_layout_matches_centrifugo() {
 // 8. Redis dies and comes back while publications flow.
 // ---------------------------------------------------------------------------------------------
 
-/// Sets the flag when dropped.
-struct SetOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for SetOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 /// One API publish of the publisher thread.
 #[derive(Debug, Clone)]
 struct Attempt {

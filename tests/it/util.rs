@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -1448,7 +1448,7 @@ pub fn pyenv_python() -> Result<PathBuf, (String, &'static str)> {
 /// the node after a read of the stream made meanwhile has already returned it.
 pub struct SlowPubSub {
     pub port: u16,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
 }
 
 impl SlowPubSub {
@@ -1456,7 +1456,7 @@ impl SlowPubSub {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let halt = stop.clone();
         std::thread::spawn(move || {
             while !halt.load(Ordering::Relaxed) {
@@ -1478,8 +1478,8 @@ impl SlowPubSub {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn pipe(client: TcpStream, server: TcpStream, delay: Duration, halt: Arc<std::sync::atomic::AtomicBool>) {
-        let pubsub = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    fn pipe(client: TcpStream, server: TcpStream, delay: Duration, halt: Arc<AtomicBool>) {
+        let pubsub = Arc::new(AtomicBool::new(false));
         let (mut from_client, mut to_server) = (client.try_clone().unwrap(), server.try_clone().unwrap());
         let flag = pubsub.clone();
         std::thread::spawn(move || {
@@ -1527,5 +1527,15 @@ impl SlowPubSub {
 impl Drop for SlowPubSub {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Sets the flag when dropped: a thread that runs until told to stop (a publisher) stops
+/// however the test ends, so a scope around it can end.
+pub struct SetOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
