@@ -1,5 +1,6 @@
 //! Server API decoding: one legacy line, a pipelined legacy body through `LineSplitter` (and
-//! the reading worker's share of spreading it over 8 workers), new-style `decode_params`, the
+//! the reading worker's share of spreading it over 8 workers), new-style `decode_params` (one
+//! publish, and a `batch` of 1,000 publishes with and without the hand-written reader), the
 //! parser choice (serde_json `RawValue` vs simd-json's DOM plus re-encoding `data`), and
 //! decode + owner-side execution of a publish on one shard.
 
@@ -61,6 +62,37 @@ fn decode_one(c: &mut Criterion) {
     });
     g.bench_function("decode_params publish (new-style)", |b| {
         b.iter(|| decode_params(Method::Publish, black_box(PARAMS)).unwrap())
+    });
+    g.finish();
+}
+
+/// A `batch` body of `n` publishes in the shape of [`PARAMS`], over 1,000 channels.
+fn batch_body(n: usize) -> Vec<u8> {
+    let commands: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"publish":{{"channel":"room-{}","data":{{"user":"alice","text":"hello, world","ts":{},"seq":{}}}}}}}"#,
+                i % 1000,
+                1_700_000_000_000u64 + i as u64,
+                i
+            )
+        })
+        .collect();
+    format!(r#"{{"commands":[{}]}}"#, commands.join(",")).into_bytes()
+}
+
+fn decode_batch(c: &mut Criterion) {
+    let body = batch_body(1000);
+    let mut g = c.benchmark_group("api_decode_batch");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("decode_params batch of 1,000 publishes", |b| {
+        b.iter(|| decode_params(Method::Batch, black_box(&body)).unwrap())
+    });
+    g.bench_function("decode_batch_general batch of 1,000 publishes (serde_json)", |b| {
+        b.iter(|| gyre::api::parse::decode_batch_general(black_box(&body)).unwrap())
+    });
+    g.bench_function("fast::batch read only, 1,000 publishes", |b| {
+        b.iter(|| gyre::api::fast::batch(black_box(&body)).unwrap())
     });
     g.finish();
 }
@@ -260,5 +292,5 @@ fn parse_and_dispatch(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode_one, pipelined, parser_choice, parse_and_dispatch);
+criterion_group!(benches, decode_one, decode_batch, pipelined, parser_choice, parse_and_dispatch);
 criterion_main!(benches);

@@ -4,13 +4,14 @@
 //!
 //! Every line also checks the hand-written publish reader against the general decoder: when
 //! `fast::publish` answers, `decode_line_general` gives the same command; `fast::route` never
-//! panics.
+//! panics. Each line is also read as the body of a `batch`: when `fast::batch` answers,
+//! `decode_batch_general` gives the same publishes.
 //!
 //! Input: 2 bytes of split point, then the body.
 
 #![no_main]
 
-use gyre::api::parse::{decode_line, decode_line_general, LineSplitter, Piece};
+use gyre::api::parse::{decode_batch_general, decode_line, decode_line_general, LineSplitter, Piece};
 use gyre::api::{fast, Command, Method};
 use libfuzzer_sys::fuzz_target;
 
@@ -34,6 +35,20 @@ fn line(bytes: &[u8]) -> Out {
                 assert!(p.tags.is_none() && p.idempotency_key.is_none() && !p.delta && p.version == 0);
             }
             other => panic!("fast reader accepted a line the decoder reads as {other:?}"),
+        }
+    }
+    if let Some((publishes, parallel)) = fast::batch(bytes) {
+        match decode_batch_general(bytes) {
+            Ok(Command::Batch(b)) => {
+                assert_eq!(b.parallel, parallel);
+                assert_eq!(b.commands.len(), publishes.len());
+                for (c, f) in b.commands.iter().zip(&publishes) {
+                    let Ok(Command::Publish(p)) = c else { panic!("fast batch reader accepted a command read as {c:?}") };
+                    assert_eq!((&*p.channel, &p.data.bytes[..], p.skip_history), (f.channel, f.data, f.skip_history));
+                    assert!(p.tags.is_none() && p.idempotency_key.is_none() && !p.delta && p.version == 0);
+                }
+            }
+            other => panic!("fast batch reader accepted a body the decoder reads as {other:?}"),
         }
     }
     let l = decode_line(bytes);

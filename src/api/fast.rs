@@ -357,42 +357,112 @@ pub fn publish(line: &[u8]) -> Option<Publish<'_>> {
         }
         b"params" if !params_seen => {
             params_seen = true;
-            let (mut channel_seen, mut data_seen, mut skip_seen) = (false, false, false);
-            let end = object(b, at, |key, at| match key {
-                b"channel" if !channel_seen => {
-                    channel_seen = true;
-                    let (c, end) = plain_string(b, at)?;
-                    out.channel = c;
-                    Some(end)
-                }
-                b"data" if !data_seen => {
-                    data_seen = true;
-                    let end = value(b, at, 3)?;
-                    out.data = &b[at..end];
-                    Some(end)
-                }
-                b"skip_history" if !skip_seen => {
-                    skip_seen = true;
-                    match b[at] {
-                        b't' if b[at..].starts_with(b"true") => {
-                            out.skip_history = true;
-                            Some(at + 4)
-                        }
-                        b'f' if b[at..].starts_with(b"false") => Some(at + 5),
-                        _ => None,
-                    }
-                }
-                _ => None,
-            })?;
-            // A channel, and data that is not `null` (which the general decoder reads as
-            // absent): anything else is an error the general decoder words.
-            (!out.channel.is_empty() && !out.data.is_empty() && out.data != b"null").then_some(end)
+            params(b, at, 3, &mut out)
         }
         // Keys the general decoder ignores: skipped, but validated as it does.
         b"id" | b"method" | b"params" => None,
         _ => value(b, at, 2),
     })?;
     (end == b.len() && params_seen).then_some(out)
+}
+
+/// The `params` object of a publish at `i` (`channel`, `data`, `skip_history`, nothing else),
+/// read strictly into `out` (`data` at nesting `depth`); the index after it.
+fn params<'a>(b: &'a [u8], i: usize, depth: u32, out: &mut Publish<'a>) -> Option<usize> {
+    let (mut channel_seen, mut data_seen, mut skip_seen) = (false, false, false);
+    let end = object(b, i, |key, at| match key {
+        b"channel" if !channel_seen => {
+            channel_seen = true;
+            let (c, end) = plain_string(b, at)?;
+            out.channel = c;
+            Some(end)
+        }
+        b"data" if !data_seen => {
+            data_seen = true;
+            let end = value(b, at, depth)?;
+            out.data = &b[at..end];
+            Some(end)
+        }
+        b"skip_history" if !skip_seen => {
+            skip_seen = true;
+            let (v, end) = boolean(b, at)?;
+            out.skip_history = v;
+            Some(end)
+        }
+        _ => None,
+    })?;
+    // A channel, and data that is not `null` (which the general decoder reads as absent):
+    // anything else is an error the general decoder words.
+    (!out.channel.is_empty() && !out.data.is_empty() && out.data != b"null").then_some(end)
+}
+
+/// The body of a `batch` whose commands are all publishes of the usual shape
+/// (`{"commands":[{"publish":{"channel":"..","data":..}},...],"parallel":B}`, keys in any
+/// order, `params` as [`publish`] reads them), read strictly; `None` when the general decoder
+/// must read it. The publishes' `id` is 0.
+pub fn batch(body: &[u8]) -> Option<(Vec<Publish<'_>>, bool)> {
+    let b = body;
+    let (mut commands, mut parallel) = (None, None);
+    let end = object(b, ws(b, 0), |key, at| match key {
+        b"commands" if commands.is_none() => {
+            let mut list = Vec::new();
+            let end = array(b, at, |at| {
+                let mut p = Publish { id: 0, channel: "", data: b"", skip_history: false };
+                let mut seen = false;
+                let end = object(b, at, |key, at| match key {
+                    b"publish" if !seen => {
+                        seen = true;
+                        params(b, at, 4, &mut p)
+                    }
+                    _ => None,
+                })?;
+                list.push(p);
+                seen.then_some(end)
+            })?;
+            commands = Some(list);
+            Some(end)
+        }
+        b"parallel" if parallel.is_none() => {
+            let (v, end) = boolean(b, at)?;
+            parallel = Some(v);
+            Some(end)
+        }
+        b"commands" | b"parallel" => None,
+        _ => value(b, at, 1),
+    })?;
+    (ws(b, end) == b.len()).then_some(())?;
+    Some((commands?, parallel.unwrap_or(false)))
+}
+
+/// Reads the elements of an array starting at `i` (`[`), calling `element(value_at)` for each;
+/// the index after the array.
+fn array(b: &[u8], i: usize, mut element: impl FnMut(usize) -> Option<usize>) -> Option<usize> {
+    if b.get(i) != Some(&b'[') {
+        return None;
+    }
+    let mut j = ws(b, i + 1);
+    if b.get(j) == Some(&b']') {
+        return Some(j + 1);
+    }
+    loop {
+        j = ws(b, element(j)?);
+        match b.get(j)? {
+            b',' => j = ws(b, j + 1),
+            b']' => return Some(j + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// `true` or `false` at `i`; the value and the index after it.
+fn boolean(b: &[u8], i: usize) -> Option<(bool, usize)> {
+    if b[i..].starts_with(b"true") {
+        Some((true, i + 4))
+    } else if b[i..].starts_with(b"false") {
+        Some((false, i + 5))
+    } else {
+        None
+    }
 }
 
 /// The channel of a line that looks like a publish (`method` "publish" or absent, `params`
@@ -537,6 +607,70 @@ mod tests {
         assert_eq!(route(br#"{"params":{"channel":"a\"b","data":1}}"#), None);
     }
 
+    /// The contract for `batch`: whenever it answers, the general decoder reads the same
+    /// publishes.
+    fn batch_agrees(body: &[u8]) -> bool {
+        let Some((publishes, parallel)) = batch(body) else { return false };
+        let text = String::from_utf8_lossy(body);
+        match crate::api::parse::decode_batch_general(body) {
+            Ok(Command::Batch(b)) => {
+                assert_eq!(b.parallel, parallel, "{text}");
+                assert_eq!(b.commands.len(), publishes.len(), "{text}");
+                for (c, f) in b.commands.iter().zip(&publishes) {
+                    let Ok(Command::Publish(p)) = c else { panic!("{text}: the decoder gave {c:?}") };
+                    assert_eq!((&*p.channel, &p.data.bytes[..], p.skip_history), (f.channel, f.data, f.skip_history));
+                    assert!(!p.data.binary && p.tags.is_none() && p.idempotency_key.is_none() && !p.delta);
+                }
+            }
+            other => panic!("fast reader accepted {text} but the decoder gave {other:?}"),
+        }
+        true
+    }
+
+    const BATCH: &[u8] = br#"{"commands":[{"publish":{"channel":"a","data":{"x":1}}},{"publish":{"data":"s","channel":"b:c","skip_history":true}}],"parallel":true}"#;
+
+    #[test]
+    fn reads_batches_of_publishes() {
+        assert!(batch_agrees(BATCH));
+        assert!(batch_agrees(br#"{"commands":[]}"#));
+        assert!(batch_agrees(br#" { "parallel" : false , "x" : [1] , "commands" : [ { "publish" : { "channel" : "a" , "data" : 1 } } ] } "#));
+        assert!(batch_agrees(b"{\"commands\":[{\"publish\":{\"channel\":\"a\",\"data\":[1]}}]}\n"));
+        let (p, parallel) = batch(BATCH).unwrap();
+        assert!(parallel);
+        assert_eq!(p.iter().map(|p| (p.channel, p.skip_history)).collect::<Vec<_>>(), [("a", false), ("b:c", true)]);
+        for b in [
+            &br#"{"parallel":true}"#[..],
+            br#"{"commands":[{"publish":{"channel":"a","data":1}},{"history":{"channel":"a"}}]}"#,
+            br#"{"commands":[{"publish":{"channel":"a","data":1},"x":1}]}"#,
+            br#"{"commands":[{"publish":null,"broadcast":{"channels":["a"],"data":1}}]}"#,
+            br#"{"commands":[{"publish":{"channel":"a","data":1,"tags":{}}}]}"#,
+            br#"{"commands":[{"publish":{"channel":"a","data":null}}]}"#,
+            br#"{"commands":[null]}"#,
+            br#"{"commands":[{"publish":{"channel":"a","data":1}}],"commands":[]}"#,
+            br#"{"commands":[{"publish":{"channel":"a","data":1}}],"parallel":1}"#,
+            br#"{"commands":[{"publish":{"channel":"a","data":1}},]}"#,
+            br#"{"commands":[{"publish":{"channel":"a","data":1}}]} x"#,
+            br#"{"commands":[{"publish":{"channel":"a","data":1}}]"#,
+            br#"{"commands":[{"publish":{"channel":"a","data":1,"skip_history":"#,
+            br#"{"commands":[{"publish":{"channel":"a","data":1,"skip_history":tr"#,
+        ] {
+            assert_eq!(batch(b).map(|(p, _)| p.len()), None, "{}", String::from_utf8_lossy(b));
+        }
+    }
+
+    /// A line cut anywhere never panics either reader.
+    #[test]
+    fn cut_lines_and_batches_are_refused() {
+        let line = br#"{"id":1,"method":"publish","params":{"channel":"a","data":[1,{"b":"c"}],"skip_history":true}}"#;
+        for end in 0..line.len() {
+            assert_eq!(publish(&line[..end]), None);
+            let _ = route(&line[..end]);
+        }
+        for end in 0..BATCH.len() {
+            assert_eq!(batch(&BATCH[..end]).map(|(p, _)| p.len()), None);
+        }
+    }
+
     /// Mutations of valid lines (bytes replaced, dropped, doubled; pieces spliced in): the
     /// fast reader either gives up or agrees with the general decoder, and `route` never
     /// panics.
@@ -583,6 +717,28 @@ mod tests {
             accepted += agrees(&l) as usize;
         }
         // Some mutations keep the line valid (spaces, digits inside data): both paths ran.
+        assert!(accepted > 100, "{accepted}");
+        let mut accepted = 0;
+        for _ in 0..30_000 {
+            let mut l = BATCH.to_vec();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() as usize) % l.len();
+                match next() % 3 {
+                    0 => l[at] = pieces[next() as usize % pieces.len()][0],
+                    1 => {
+                        l.remove(at);
+                    }
+                    _ => {
+                        let p = pieces[next() as usize % pieces.len()];
+                        l.splice(at..at, p.iter().copied());
+                    }
+                }
+                if l.is_empty() {
+                    l.push(b'{');
+                }
+            }
+            accepted += batch_agrees(&l) as usize;
+        }
         assert!(accepted > 100, "{accepted}");
     }
 }

@@ -613,12 +613,22 @@ pub fn decode_params(method: Method, params: &[u8]) -> Result<Command, DecodeErr
                 data,
             })
         }
-        Method::Batch => {
-            let p: BatchP = serde_json::from_slice(params)?;
-            let commands = p.commands.iter().map(|raw| decode_batch_element(raw.get().as_bytes())).collect();
-            Command::Batch(Batch { commands, parallel: p.parallel })
-        }
+        // A batch of publishes of the usual shape takes the hand-written reader.
+        Method::Batch => match super::fast::batch(params) {
+            Some((publishes, parallel)) => Command::Batch(Batch {
+                commands: publishes.iter().map(|p| Ok(Command::Publish(p.to_publish()))).collect(),
+                parallel,
+            }),
+            None => decode_batch_general(params)?,
+        },
     })
+}
+
+/// The params of `batch` read without the hand-written reader.
+pub fn decode_batch_general(params: &[u8]) -> Result<Command, DecodeError> {
+    let p: BatchP = serde_json::from_slice(params)?;
+    let commands = p.commands.iter().map(|raw| decode_batch_element(raw.get().as_bytes())).collect();
+    Ok(Command::Batch(Batch { commands, parallel: p.parallel }))
 }
 
 /// One element of `batch.commands`: `{"publish":{...}}`. `null` → 107, no known key → 104.
