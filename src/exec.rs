@@ -13,8 +13,8 @@ use crate::cluster;
 use crate::config::{ChannelOptions, Config};
 use crate::error::ApiError;
 use crate::model::Publish;
-use crate::runtime::worker::{Tag, Worker};
-use crate::shard::ShardOp;
+use crate::runtime::worker::{Call, Tag, Worker};
+use crate::shard::{owner_of, ShardOp};
 
 /// Checks the channel name and resolves its namespace: too long → 107, unknown → 102.
 pub fn check_channel<'a>(cfg: &'a Config, channel: &str) -> Result<&'a ChannelOptions, ApiError> {
@@ -156,43 +156,101 @@ pub fn run(w: Rc<Worker>, cmd: Command) -> std::pin::Pin<Box<dyn std::future::Fu
             Command::SharedPollPublish(p) => shared_poll_publish(&w, p).await,
             Command::Channels { pattern } => cluster::cluster_channels(&w, &pattern).await.map(Res::Channels),
             Command::Info => cluster::info(&w).await,
-            Command::Batch(batch) => {
-                let mut replies = Vec::with_capacity(batch.commands.len());
-                if batch.parallel {
-                    let mut methods = Vec::with_capacity(batch.commands.len());
-                    let mut futs = Vec::new();
-                    for c in batch.commands {
-                        match c {
-                            Ok(c) if c.method() != Method::Batch => {
-                                methods.push(Ok(c.method()));
-                                futs.push(run(w.clone(), c));
-                            }
-                            Ok(_) => methods.push(Err(ApiError::NOT_FOUND)),
-                            Err(e) => methods.push(Err(e)),
-                        }
-                    }
-                    let mut results = join_all(futs).await.into_iter();
-                    for m in methods {
-                        replies.push(match m {
-                            Ok(m) => (Some(m), results.next().expect("one result per future")),
-                            Err(e) => (None, Err(e)),
-                        });
-                    }
-                } else {
-                    for c in batch.commands {
-                        replies.push(match c {
-                            Ok(c) if c.method() == Method::Batch => (None, Err(ApiError::NOT_FOUND)),
-                            Ok(c) => (Some(c.method()), run(w.clone(), c).await),
-                            Err(e) => (None, Err(e)),
-                        });
-                    }
-                }
-                Ok(Res::Batch(replies))
-            }
+            Command::Batch(batch) => run_batch(&w, batch).await,
             // Single-channel commands were handled above.
             _ => Err(ApiError::api_internal()),
         }
     })
+}
+
+/// `batch`. Single-channel commands leave for their owners as they come, none waiting for
+/// another: consecutive ones bound for one owner travel as one message (and run there with one
+/// clock reading), and an owner runs what it receives in order, so the commands of each channel
+/// run in the batch's order (as the lines of a legacy stream do) while the owners work in
+/// parallel. Sequential (`parallel: false`): a command of another kind (broadcast, subscribe,
+/// info...) starts once everything before it has finished, and what follows waits for it.
+/// Parallel: those run together too. Replies are in the batch's order.
+async fn run_batch(w: &Rc<Worker>, batch: crate::api::Batch) -> Reply {
+    let mut b = Batching {
+        replies: Vec::with_capacity(batch.commands.len()),
+        queued: (0..w.workers).map(|_| Vec::new()).collect(),
+        sent: Vec::new(),
+        calls: Vec::new(),
+    };
+    let mut general = Vec::new();
+    for c in batch.commands {
+        let at = b.replies.len();
+        let c = match c {
+            Ok(c) if c.method() == Method::Batch => Err(ApiError::NOT_FOUND),
+            c => c,
+        };
+        let c = match c {
+            Err(e) => {
+                b.replies.push((None, Some(Err(e))));
+                continue;
+            }
+            Ok(c) => c,
+        };
+        let m = c.method();
+        b.replies.push((Some(m), None));
+        match single(&w.cfg, c) {
+            Err(e) => b.replies[at].1 = Some(Err(e)),
+            Ok(Ok(op)) if w.runs_here(&op) => b.calls.push((at, w.call_shard(op))),
+            Ok(Ok(op)) => b.queued[owner_of(op.channel(), w.workers)].push((at, op)),
+            Ok(Err(cmd)) if batch.parallel => general.push((at, run(w.clone(), cmd))),
+            Ok(Err(cmd)) => {
+                b.settle(w).await;
+                b.replies[at].1 = Some(run(w.clone(), cmd).await);
+            }
+        }
+    }
+    b.send(w);
+    if !general.is_empty() {
+        // Commands of other kinds that run together: polled as one.
+        let (at, futs): (Vec<usize>, Vec<_>) = general.into_iter().unzip();
+        for (at, r) in at.into_iter().zip(join_all(futs).await) {
+            b.replies[at].1 = Some(r);
+        }
+    }
+    b.settle(w).await;
+    Ok(Res::Batch(b.replies.into_iter().map(|(m, r)| (m, r.expect("every command settled"))).collect()))
+}
+
+/// A batch on its way: each command's reply (once in), and the replies still coming.
+struct Batching {
+    replies: Vec<(Option<Method>, Option<Reply>)>,
+    /// Per worker, the operations of single-channel commands bound for it and not sent yet
+    /// (with their commands' places).
+    queued: Vec<Vec<(usize, ShardOp)>>,
+    /// Sent runs of operations, with their commands' places.
+    sent: Vec<(Call<Vec<Reply>>, Vec<usize>)>,
+    /// Operations the engine runs on this worker ([`Worker::runs_here`]).
+    calls: Vec<(usize, Call<Reply>)>,
+}
+
+impl Batching {
+    /// Sends each owner its queued operations, as one message.
+    fn send(&mut self, w: &Rc<Worker>) {
+        for (to, q) in self.queued.iter_mut().enumerate() {
+            if !q.is_empty() {
+                let (at, ops): (Vec<usize>, Vec<ShardOp>) = std::mem::take(q).into_iter().unzip();
+                self.sent.push((w.call_shard_many(to, ops), at));
+            }
+        }
+    }
+
+    /// Sends what is queued and waits for every reply still on its way.
+    async fn settle(&mut self, w: &Rc<Worker>) {
+        self.send(w);
+        for (call, at) in std::mem::take(&mut self.sent) {
+            for (at, r) in at.into_iter().zip(call.await) {
+                self.replies[at].1 = Some(r);
+            }
+        }
+        for (at, call) in std::mem::take(&mut self.calls) {
+            self.replies[at].1 = Some(call.await);
+        }
+    }
 }
 
 /// `shared_poll_publish`, checked in Centrifugo's order, then applied on the channel's owner

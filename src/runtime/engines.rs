@@ -47,9 +47,22 @@ impl Worker {
         Call::waiting(self.clone(), slot)
     }
 
+    /// Runs `ops` in order on worker `to`, which owns their channels and runs them there
+    /// (not [`Worker::runs_here`]), with one clock reading; one message each way for all of
+    /// them. The answers come home before the pushes the operations made leave.
+    pub fn call_shard_many(self: &Rc<Self>, to: usize, ops: Vec<ShardOp>) -> Call<Vec<Reply>> {
+        self.ask(to, move |w, answer| {
+            let now = std::time::Instant::now();
+            let mut fanout = Vec::new();
+            let replies = ops.into_iter().map(|op| w.exec_local_into(op, now, &mut fanout)).collect();
+            answer.send(w, replies);
+            w.fan_out_all(fanout);
+        })
+    }
+
     /// The engine runs `op` on any worker (else on the channel's owner); a map channel the
     /// node keeps itself (`Shard::keeps_map`) runs on its owner whatever the engine.
-    fn runs_here(&self, op: &ShardOp) -> bool {
+    pub(crate) fn runs_here(&self, op: &ShardOp) -> bool {
         let anywhere = (op.is_data() && self.redis().is_some())
             || self.nats().is_some_and(|e| crate::shard::nats::runs_anywhere(&e, op));
         anywhere && !self.shard.borrow().keeps_map(op.channel())

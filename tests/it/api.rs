@@ -382,6 +382,65 @@ fn batch_sequential_and_parallel() {
     assert_eq!(s.api("batch", json!({"commands": []})), json!({"replies": []}));
 }
 
+/// A sequential batch over channels of every worker: the commands of each channel run in the
+/// batch's order (offsets count up, a history read sees exactly the publications before it),
+/// and a command of another kind (broadcast) sees everything before it and is seen by what
+/// follows. Run twice: publishes only (the hand-written reader), then mixed commands.
+#[test]
+fn batch_keeps_each_channels_order_across_workers() {
+    let s = Server::start(config_with(json!({"workers": 4})));
+    let run = |commands: Vec<Value>| -> Vec<Value> {
+        let body = json!({"commands": commands}).to_string();
+        let v = s.post("/api/batch", body.as_bytes(), &[("X-API-Key", KEY)]).json();
+        v["replies"].as_array().unwrap_or_else(|| panic!("{v}")).clone()
+    };
+    let chans: Vec<String> = (0..24).map(|i| format!("hist:order{i}")).collect();
+    let publish = |ch: &str, v: Value| json!({"publish": {"channel": ch, "data": v}});
+    let offset = |r: &Value| r["publish"]["offset"].as_i64().unwrap_or_else(|| panic!("{r}"));
+
+    let mut cmds = Vec::new();
+    for round in 0..5 {
+        cmds.extend(chans.iter().map(|ch| publish(ch, json!({"r": round}))));
+    }
+    let replies = run(cmds);
+    assert_eq!(replies.len(), 5 * chans.len());
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(offset(r), (i / chans.len()) as i64 + 1, "command {i}: {r}");
+    }
+
+    let mut cmds = Vec::new();
+    for round in 5..7 {
+        cmds.extend(chans.iter().map(|ch| publish(ch, json!({"r": round}))));
+    }
+    cmds.extend(chans.iter().map(|ch| json!({"history": {"channel": ch, "limit": -1}})));
+    cmds.push(json!({"broadcast": {"channels": chans, "data": {"b": 1}}}));
+    cmds.extend(chans.iter().map(|ch| json!({"history": {"channel": ch, "limit": -1}})));
+    cmds.extend(chans.iter().map(|ch| publish(ch, json!({"r": 7}))));
+    let replies = run(cmds);
+    let n = chans.len();
+    assert_eq!(replies.len(), 5 * n + 1);
+    let data = |h: &Value| -> Vec<Value> {
+        h["history"]["publications"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{h}"))
+            .iter()
+            .map(|p| p["data"].clone())
+            .collect()
+    };
+    let rounds = |k: i64| -> Vec<Value> { (0..k).map(|r| json!({"r": r})).collect() };
+    for c in 0..n {
+        assert_eq!(offset(&replies[c]), 6);
+        assert_eq!(offset(&replies[n + c]), 7);
+        assert_eq!(data(&replies[2 * n + c]), rounds(7), "history before the broadcast, channel {c}");
+        let mut with_broadcast = rounds(7);
+        with_broadcast.push(json!({"b": 1}));
+        assert_eq!(data(&replies[3 * n + 1 + c]), with_broadcast, "history after the broadcast, channel {c}");
+        assert_eq!(offset(&replies[4 * n + 1 + c]), 9);
+    }
+    let b = replies[3 * n]["broadcast"]["responses"].as_array().unwrap_or_else(|| panic!("{}", replies[3 * n]));
+    assert!(b.iter().all(|r| r["result"]["offset"] == 8), "{b:?}");
+}
+
 #[test]
 fn idempotency_key_deduplicates() {
     let s = Server::start(config());
