@@ -221,6 +221,7 @@ impl Server {
 
 /// Binds and starts the workers; returns once they are accepting.
 pub fn start(cfg: Config) -> Result<Server, Error> {
+    exit_on_worker_panic();
     let n = cfg.worker_count();
     // Every proxy the config turns on must resolve before anything is bound.
     let proxies = crate::proxy::Proxies::build(&cfg).map_err(Error::config)?;
@@ -343,6 +344,23 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
     let uni_grpc =
         if cfg.uni_grpc.enabled { Some(crate::grpc::uni::start(&cfg, node.mailboxes.clone())?) } else { None };
     Ok(Server { addr, internal_addr, grace: cfg.shutdown.timeout, node, threads, grpc, uni_grpc, cfg })
+}
+
+/// A worker that panics stops the whole process (exit status 70, after the panic's message)
+/// instead of leaving its listener taking connections that nothing serves any more and its
+/// channels unowned: a supervisor then restarts a node that works.
+fn exit_on_worker_panic() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default(info);
+            if std::thread::current().name().is_some_and(|n| n.starts_with("gyre-worker-")) {
+                tracing::error!("a worker panicked: stopping the node");
+                std::process::exit(70);
+            }
+        }));
+    });
 }
 
 async fn worker_main(

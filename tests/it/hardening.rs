@@ -599,6 +599,35 @@ fn pb_command(id: u8, field: u8, request: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Publish lines and `batch` bodies cut short at every byte (a client that sends a partial
+/// line): each is refused in its place (the legacy line alone with 107; the batch with 400 or
+/// 107) and nothing panics. Cut right after `"skip_history":`, the hand-written reader once
+/// read past the end of the line and took its worker down.
+#[test]
+fn api_lines_and_batches_cut_anywhere_are_refused_in_place() {
+    let mut s = Server::start(cfg(json!({})));
+    let line = br#"{"id":2,"method":"publish","params":{"channel":"feed:c","data":{"a":[1,"x"]},"skip_history":true}}"#;
+    for end in 1..line.len() {
+        let mut body = publish_line(1, "feed:c", "1").into_bytes();
+        body.push(b'\n');
+        body.extend_from_slice(&line[..end]);
+        body.push(b'\n');
+        body.extend(publish_line(3, "feed:c", "3").into_bytes());
+        let replies = s.legacy(&body).lines();
+        assert_eq!(replies.len(), 3, "cut at {end}: {replies:?}");
+        assert_eq!(replies[1]["error"]["code"], 107, "cut at {end}: {replies:?}");
+        assert!(replies[0].get("error").is_none() && replies[2].get("error").is_none(), "{replies:?}");
+    }
+    let batch = br#"{"commands":[{"publish":{"channel":"feed:c","data":1,"skip_history":false}},{"publish":{"channel":"feed:d","data":[2]}}],"parallel":false}"#;
+    for end in 1..batch.len() {
+        let r = s.post("/api/batch", &batch[..end], &[("X-API-Key", KEY)]);
+        assert!(matches!(api_error_code(&r), Some(107) | Some(400)), "cut at {end}: {} {:?}", r.status, r.text());
+    }
+    let r = s.post("/api/batch", batch, &[("X-API-Key", KEY)]);
+    assert_eq!(r.text(), r#"{"replies":[{"publish":{}},{"publish":{}}]}"#);
+    assert_healthy(&mut s);
+}
+
 /// Invalid UTF-8 (bad bytes, truncated sequences, encoded surrogates, overlong forms) in API
 /// bodies, legacy lines, request heads, WebSocket text frames and protobuf string fields:
 /// each is refused in its place (107 / 400, the legacy line alone, 1007, 3501), and a
