@@ -208,7 +208,7 @@ async fn run_batch(w: &Rc<Worker>, batch: crate::api::Batch) -> Reply {
     if !general.is_empty() {
         // Commands of other kinds that run together: polled as one.
         let (at, futs): (Vec<usize>, Vec<_>) = general.into_iter().unzip();
-        for (at, r) in at.into_iter().zip(join_all(futs).await) {
+        for (at, r) in at.into_iter().zip(futures_util::future::join_all(futs).await) {
             b.replies[at].1 = Some(r);
         }
     }
@@ -279,28 +279,4 @@ async fn shared_poll_publish(w: &Rc<Worker>, p: crate::api::SharedPollPub) -> Re
         here.await;
     }
     Ok(Res::Empty)
-}
-
-/// Polls all futures together (so their owner calls overlap); results in input order.
-async fn join_all(mut futs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Reply>>>>) -> Vec<Reply> {
-    use std::task::Poll;
-    let mut out: Vec<Option<Reply>> = (0..futs.len()).map(|_| None).collect();
-    let mut left = futs.len();
-    std::future::poll_fn(|cx| {
-        for (i, f) in futs.iter_mut().enumerate() {
-            if out[i].is_none() {
-                if let Poll::Ready(r) = f.as_mut().poll(cx) {
-                    out[i] = Some(r);
-                    left -= 1;
-                }
-            }
-        }
-        if left == 0 {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await;
-    out.into_iter().map(|r| r.expect("every future finished")).collect()
 }
