@@ -303,6 +303,30 @@ fn ingest_counts_acknowledged_publishes() {
     assert_eq!(r["publish_errors"], 0, "{r}");
 }
 
+/// `--api-batch`: publishes as new-style `batch` requests; replies counted per command
+/// (an unknown namespace's 102 in every reply counts every publish as an error), and a
+/// fan-out through them delivers everything.
+#[test]
+fn api_batch_publishes_are_counted_and_delivered() {
+    let s = server();
+    let target = format!("http://127.0.0.1:{}", s.port);
+    let ingest = |extra: &[&str]| -> Value {
+        let mut args = vec!["ingest", "--target", &target, "--api-key", KEY, "--api-batch", "--batch", "50"];
+        args.extend_from_slice(&["--duration", "1", "--warmup", "0.2", "--json", "--quiet"]);
+        args.extend_from_slice(extra);
+        let (code, out, err) = bench(&args, Duration::from_secs(30));
+        assert_eq!(code, 0, "stderr:\n{err}");
+        serde_json::from_str(out.trim()).unwrap()
+    };
+    let r = ingest(&[]);
+    assert!(r["commands"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!((r["publish_errors"].as_u64(), r["params"]["api_batch"].as_bool()), (Some(0), Some(true)), "{r}");
+    let r = ingest(&["--channel-prefix", "nope:x"]);
+    assert_eq!(r["commands"], 0, "{r}");
+    assert!(r["publish_errors"].as_u64().unwrap() > 0, "{r}");
+    check_fanout(&fanout_on(&target, &s.pid().to_string(), "json", &["--api-batch"]));
+}
+
 #[test]
 fn closed_port_fails_clearly() {
     let port = {

@@ -168,6 +168,7 @@ const EXAMPLES: &str = concat!(
   gyre-bench fanout --target http://127.0.0.1:8000 --api-key KEY --hmac-secret SECRET -n 1000 --transport uni_sse
   gyre-bench ingest --target http://127.0.0.1:8000 --api-key KEY --connections 8 --size 100
   gyre-bench ingest --target http://127.0.0.1:8000 --client-publish --hmac-secret SECRET -k 16 --batch 10
+  gyre-bench ingest --target http://127.0.0.1:8000 --api-key KEY --api-batch --batch 100
   gyre-bench connections --target http://127.0.0.1:8000 --token JWT -n 50000 --server-pid PID
   gyre-bench proxy-backend --listen 127.0.0.1:3000 --threads 1
   gyre-bench connect --target http://127.0.0.1:8000 -n 20000 --concurrency 64 --server-pid PID
@@ -374,6 +375,11 @@ pub struct Opts {
     /// frame of --batch commands; each reply is timed on its own. --format protobuf applies.
     #[arg(long)]
     pub client_publish: bool,
+    /// Publishers send each batch as one new-style `POST <api-path>/batch` request,
+    /// `{"commands":[{"publish":{...}},...]}` (what `cent`'s `batch()` sends), instead of a
+    /// legacy body of newline-delimited commands; its replies are counted the same way.
+    #[arg(long)]
+    pub api_batch: bool,
     /// Internal: this process is a `connections` child holding clients OFFSET..OFFSET+COUNT.
     #[arg(long, hide = true, value_name = "OFFSET:COUNT")]
     pub child_range: Option<String>,

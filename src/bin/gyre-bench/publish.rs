@@ -202,9 +202,13 @@ fn encode_one(cx: &Cx, out: &mut Vec<u8>, body: &mut Vec<u8>, ch: usize, t: u64,
     match plan.kind {
         Kind::Centrifugo => {
             if !body.is_empty() {
-                body.push(b'\n');
+                body.push(if plan.api_batch { b',' } else { b'\n' });
             }
-            body.extend_from_slice(b"{\"method\":\"publish\",\"params\":{\"channel\":");
+            body.extend_from_slice(if plan.api_batch {
+                b"{\"publish\":{\"channel\":"
+            } else {
+                b"{\"method\":\"publish\",\"params\":{\"channel\":"
+            });
             body.extend_from_slice(plan.channel_json[ch].as_bytes());
             body.extend_from_slice(b",\"data\":");
             payload::encode(body, t, p, s, plan.size);
@@ -235,8 +239,13 @@ fn finish_batch(cx: &Cx, host: &str, out: &mut Vec<u8>, body: &[u8]) {
     let plan = &cx.plan;
     match plan.kind {
         Kind::Centrifugo => {
+            const OPEN: &[u8] = b"{\"commands\":[";
+            const CLOSE: &[u8] = b"]}";
             out.extend_from_slice(b"POST ");
             out.extend_from_slice(plan.api_path.as_bytes());
+            if plan.api_batch {
+                out.extend_from_slice(b"/batch");
+            }
             out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
             out.extend_from_slice(host.as_bytes());
             out.extend_from_slice(b"\r\nContent-Type: application/json\r\n");
@@ -245,10 +254,17 @@ fn finish_batch(cx: &Cx, host: &str, out: &mut Vec<u8>, body: &[u8]) {
                     format!("X-API-Key: {0}\r\nAuthorization: apikey {0}\r\n", plan.api_key).as_bytes(),
                 );
             }
+            let wrap = if plan.api_batch { OPEN.len() + CLOSE.len() } else { 0 };
             out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+            out.extend_from_slice(itoa::Buffer::new().format(body.len() + wrap).as_bytes());
             out.extend_from_slice(b"\r\n\r\n");
-            out.extend_from_slice(body);
+            if plan.api_batch {
+                out.extend_from_slice(OPEN);
+                out.extend_from_slice(body);
+                out.extend_from_slice(CLOSE);
+            } else {
+                out.extend_from_slice(body);
+            }
         }
         Kind::Redis => {}
         Kind::Nats => out.extend_from_slice(b"PING\r\n"),
@@ -309,8 +325,9 @@ async fn read_http<R: AsyncReadRent>(cx: &Cx, pipe: &Pipe, conn: &mut Reader<R>)
             let Some(mut b) = pipe.queue.borrow_mut().pop_front() else {
                 return Err(ClientErr::Io("HTTP response without a request".into()));
             };
-            // A missing reply line counts as an error too.
-            b.errors = r.errors + b.n.saturating_sub(r.lines);
+            // A missing reply counts as an error too.
+            let replies = if cx.plan.api_batch { r.publish_replies + r.errors } else { r.lines };
+            b.errors = r.errors + b.n.saturating_sub(replies);
             if b.errors > 0 && cx.sh.publish_errors.load(Relaxed) == 0 {
                 eprintln!(
                     "gyre-bench: publish errors, first answer: {}",
@@ -393,6 +410,8 @@ pub struct HttpAnswer {
     pub status: u16,
     /// Reply lines of the body and how many of them are errors.
     pub lines: u64,
+    /// Replies of a new-style `batch`: `{"publish":...}` objects (errors are in `errors`).
+    pub publish_replies: u64,
     pub errors: u64,
     pub first_error: Option<String>,
     pub close: bool,
@@ -470,7 +489,8 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<HttpAnswer>, String> {
             first_error = Some(String::from_utf8_lossy(&body[i..end.min(i + 200)]).into_owned());
         }
     }
-    Ok(Some(HttpAnswer { len, status, lines, errors, first_error, close }))
+    let publish_replies = memchr::memmem::find_iter(body, b"{\"publish\"").count() as u64;
+    Ok(Some(HttpAnswer { len, status, lines, publish_replies, errors, first_error, close }))
 }
 
 #[cfg(test)]
@@ -489,5 +509,14 @@ mod tests {
         let u = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         let a = parse_response(u).unwrap().unwrap();
         assert_eq!((a.status, a.lines, a.close), (401, 0, true));
+    }
+
+    #[test]
+    fn counts_the_replies_of_a_batch() {
+        let body = br#"{"replies":[{"publish":{}},{"error":{"code":102,"message":"unknown channel"}},{"publish":{"offset":3,"epoch":"x"}}]}"#;
+        let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        r.extend_from_slice(body);
+        let a = parse_response(&r).unwrap().unwrap();
+        assert_eq!((a.publish_replies, a.errors, a.len), (2, 1, r.len()));
     }
 }

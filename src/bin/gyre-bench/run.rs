@@ -74,6 +74,8 @@ pub struct Plan {
     pub publish: bool,
     /// `ingest --client-publish`: the publishers are WebSocket clients.
     pub client_publish: bool,
+    /// Publishes go as new-style `batch` requests (`--api-batch`).
+    pub api_batch: bool,
 }
 
 impl Plan {
@@ -139,6 +141,11 @@ impl Plan {
         if o.client_publish && (mode != Mode::Ingest || kind != Kind::Centrifugo) {
             return Err(Fail::setup("--client-publish applies to ingest against a Centrifugo-compatible target"));
         }
+        if o.api_batch && (o.client_publish || kind != Kind::Centrifugo) {
+            return Err(Fail::setup(
+                "--api-batch applies to publishes through the HTTP API of a Centrifugo-compatible target",
+            ));
+        }
         let (batch, inflight) = match mode {
             // A WebSocket message holds a batch: the server's size limit is 64 KiB by default.
             Mode::Ingest if o.client_publish => (o.batch.unwrap_or(10), o.inflight.unwrap_or(4)),
@@ -179,6 +186,7 @@ impl Plan {
             subscribe,
             publish: true,
             client_publish: o.client_publish,
+            api_batch: o.api_batch,
             o: o.clone(),
         })
     }

@@ -39,7 +39,7 @@ fn params(plan: &Plan, format: &str) -> Value {
         "source_ips": plan.source_ips, "reconnect": o.reconnect, "spin": o.spin, "server_pid": o.out.server_pid,
         "ws_path": o.ws_path, "api_path": o.api_path, "channel_prefix": o.channel_prefix,
         "transport": transport(plan), "client_path": plan.client_path(), "emulation_path": o.emulation_path,
-        "client_publish": plan.client_publish, "version": env!("CARGO_PKG_VERSION"),
+        "client_publish": plan.client_publish, "api_batch": plan.api_batch, "version": env!("CARGO_PKG_VERSION"),
     })
 }
 
