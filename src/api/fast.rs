@@ -633,6 +633,9 @@ mod tests {
     fn reads_batches_of_publishes() {
         assert!(batch_agrees(BATCH));
         assert!(batch_agrees(br#"{"commands":[]}"#));
+        // What the Python `cent` client (5.x) sends for `batch()`.
+        let cent = br#"{"commands": [{"publish": {"channel": "a", "data": {"x": 1}}}, {"publish": {"channel": "b", "data": {"y": 2}}}], "parallel": false}"#;
+        assert!(batch_agrees(cent));
         assert!(batch_agrees(br#" { "parallel" : false , "x" : [1] , "commands" : [ { "publish" : { "channel" : "a" , "data" : 1 } } ] } "#));
         assert!(batch_agrees(b"{\"commands\":[{\"publish\":{\"channel\":\"a\",\"data\":[1]}}]}\n"));
         let (p, parallel) = batch(BATCH).unwrap();
