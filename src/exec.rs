@@ -181,15 +181,12 @@ async fn run_batch(w: &Rc<Worker>, batch: crate::api::Batch) -> Reply {
     for c in batch.commands {
         let at = b.replies.len();
         let c = match c {
-            Ok(c) if c.method() == Method::Batch => Err(ApiError::NOT_FOUND),
-            c => c,
-        };
-        let c = match c {
-            Err(e) => {
-                b.replies.push((None, Some(Err(e))));
+            Ok(c) if c.method() != Method::Batch => c,
+            // A batch inside a batch is not found; a command that did not decode keeps its error.
+            c => {
+                b.replies.push((None, Some(c.and(Err(ApiError::NOT_FOUND)))));
                 continue;
             }
-            Ok(c) => c,
         };
         let m = c.method();
         b.replies.push((Some(m), None));

@@ -302,7 +302,7 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
         let internal_listener = internal_listeners[id].take();
         let tls = tls.clone();
         let t = std::thread::Builder::new()
-            .name(format!("gyre-worker-{id}"))
+            .name(format!("{WORKER_THREAD}{id}"))
             .spawn(move || {
                 // Both drivers run the same code; the choice is made once per worker.
                 macro_rules! run_on {
@@ -346,6 +346,9 @@ pub fn start(cfg: Config) -> Result<Server, Error> {
     Ok(Server { addr, internal_addr, grace: cfg.shutdown.timeout, node, threads, grpc, uni_grpc, cfg })
 }
 
+/// The name of worker `id`'s thread is this prefix and the id.
+const WORKER_THREAD: &str = "gyre-worker-";
+
 /// A worker that panics stops the whole process (exit status 70, after the panic's message)
 /// instead of leaving its listener taking connections that nothing serves any more and its
 /// channels unowned: a supervisor then restarts a node that works.
@@ -355,7 +358,7 @@ fn exit_on_worker_panic() {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             default(info);
-            if std::thread::current().name().is_some_and(|n| n.starts_with("gyre-worker-")) {
+            if std::thread::current().name().is_some_and(|n| n.starts_with(WORKER_THREAD)) {
                 tracing::error!("a worker panicked: stopping the node");
                 std::process::exit(70);
             }
