@@ -116,7 +116,7 @@ pub fn seed(plan: &Plan) -> Result<f64, Fail> {
         request(&mut out, plan, body);
         conn.write_all(&out).map_err(io)?;
         let answer = loop {
-            if let Some(a) = parse_response(&buf).map_err(Fail::run)? {
+            if let Some(a) = parse_response(&buf, false).map_err(Fail::run)? {
                 break a;
             }
             let mut chunk = [0u8; 64 * 1024];
@@ -126,7 +126,7 @@ pub fn seed(plan: &Plan) -> Result<f64, Fail> {
             }
         };
         buf.drain(..answer.len);
-        if answer.status != 200 || answer.errors > 0 || answer.lines < n {
+        if answer.status != 200 || answer.errors > 0 || answer.replies < n {
             return Err(Fail::run(api_refusal(plan, answer.status, answer.first_error.as_deref())));
         }
         Ok(())
@@ -354,7 +354,7 @@ async fn acks(cx: Rc<Cx>, pipe: Rc<Pipe>, mut conn: Reader<OwnedReadHalf<TcpStre
     let sh = &cx.sh;
     let res: Result<(), ClientErr> = async {
         loop {
-            while let Some(r) = parse_response(&conn.buf).map_err(ClientErr::Io)? {
+            while let Some(r) = parse_response(&conn.buf, false).map_err(ClientErr::Io)? {
                 conn.buf.advance(r.len);
                 if r.status != 200 {
                     return Err(ClientErr::Rejected(api_refusal(&cx.plan, r.status, None)));
@@ -363,7 +363,7 @@ async fn acks(cx: Rc<Cx>, pipe: Rc<Pipe>, mut conn: Reader<OwnedReadHalf<TcpStre
                     return Err(ClientErr::Io("HTTP response without a request".into()));
                 };
                 // A missing reply line counts as an error too.
-                let errors = r.errors + b.n.saturating_sub(r.lines);
+                let errors = r.errors + b.n.saturating_sub(r.replies);
                 if errors > 0 && sh.publish_errors.load(Relaxed) == 0 {
                     eprintln!("gyre-bench: {}", api_refusal(&cx.plan, 200, r.first_error.as_deref()));
                 }

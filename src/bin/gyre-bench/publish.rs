@@ -312,7 +312,7 @@ async fn ws_replies(cx: Rc<Cx>, pipe: Rc<Pipe>, mut conn: Reader<OwnedReadHalf<T
 
 async fn read_http<R: AsyncReadRent>(cx: &Cx, pipe: &Pipe, conn: &mut Reader<R>) -> Result<(), ClientErr> {
     loop {
-        while let Some(r) = parse_response(&conn.buf).map_err(ClientErr::Io)? {
+        while let Some(r) = parse_response(&conn.buf, cx.plan.api_batch).map_err(ClientErr::Io)? {
             conn.buf.advance(r.len);
             if r.status != 200 {
                 let why = match r.status {
@@ -326,8 +326,7 @@ async fn read_http<R: AsyncReadRent>(cx: &Cx, pipe: &Pipe, conn: &mut Reader<R>)
                 return Err(ClientErr::Io("HTTP response without a request".into()));
             };
             // A missing reply counts as an error too.
-            let replies = if cx.plan.api_batch { r.publish_replies + r.errors } else { r.lines };
-            b.errors = r.errors + b.n.saturating_sub(replies);
+            b.errors = r.errors + b.n.saturating_sub(r.replies);
             if b.errors > 0 && cx.sh.publish_errors.load(Relaxed) == 0 {
                 eprintln!(
                     "gyre-bench: publish errors, first answer: {}",
@@ -408,18 +407,18 @@ async fn read_nats<R: AsyncReadRent>(cx: &Cx, pipe: &Pipe, conn: &mut Reader<R>)
 pub struct HttpAnswer {
     pub len: usize,
     pub status: u16,
-    /// Reply lines of the body and how many of them are errors.
-    pub lines: u64,
-    /// Replies of a new-style `batch`: `{"publish":...}` objects (errors are in `errors`).
-    pub publish_replies: u64,
+    /// Replies in the body (the lines of a legacy body; a `batch`'s `{"publish"...}` and
+    /// `{"error"...}` objects) and how many of them are errors.
+    pub replies: u64,
     pub errors: u64,
     pub first_error: Option<String>,
     pub close: bool,
 }
 
 /// Parses the response at the front of `buf` (Content-Length or chunked body); `None` until
-/// it is complete.
-pub fn parse_response(buf: &[u8]) -> Result<Option<HttpAnswer>, String> {
+/// it is complete. `batch`: the answer of a new-style `batch` of publishes (else a legacy body
+/// of reply lines).
+pub fn parse_response(buf: &[u8], batch: bool) -> Result<Option<HttpAnswer>, String> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut r = httparse::Response::new(&mut headers);
     let head = match r.parse(buf) {
@@ -489,8 +488,8 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<HttpAnswer>, String> {
             first_error = Some(String::from_utf8_lossy(&body[i..end.min(i + 200)]).into_owned());
         }
     }
-    let publish_replies = memchr::memmem::find_iter(body, b"{\"publish\"").count() as u64;
-    Ok(Some(HttpAnswer { len, status, lines, publish_replies, errors, first_error, close }))
+    let replies = if batch { memchr::memmem::find_iter(body, b"{\"publish\"").count() as u64 + errors } else { lines };
+    Ok(Some(HttpAnswer { len, status, replies, errors, first_error, close }))
 }
 
 #[cfg(test)]
@@ -500,15 +499,15 @@ mod tests {
     #[test]
     fn parses_content_length_and_chunked() {
         let r = b"HTTP/1.1 200 OK\r\nContent-Length: 27\r\n\r\n{\"result\":{}}\n{\"result\":{}}HTTP/1.1";
-        let a = parse_response(r).unwrap().unwrap();
-        assert_eq!((a.status, a.lines, a.errors, a.len), (200, 2, 0, r.len() - 8));
+        let a = parse_response(r, false).unwrap().unwrap();
+        assert_eq!((a.status, a.replies, a.errors, a.len), (200, 2, 0, r.len() - 8));
         let c = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nE\r\n{\"result\":{}}\n\r\n32\r\n{\"error\":{\"code\":102,\"message\":\"unknown channel\"}}\r\n0\r\n\r\n";
-        assert_eq!(parse_response(&c[..c.len() - 2]).unwrap(), None);
-        let a = parse_response(c).unwrap().unwrap();
-        assert_eq!((a.lines, a.errors, a.len), (2, 1, c.len()));
+        assert_eq!(parse_response(&c[..c.len() - 2], false).unwrap(), None);
+        let a = parse_response(c, false).unwrap().unwrap();
+        assert_eq!((a.replies, a.errors, a.len), (2, 1, c.len()));
         let u = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        let a = parse_response(u).unwrap().unwrap();
-        assert_eq!((a.status, a.lines, a.close), (401, 0, true));
+        let a = parse_response(u, false).unwrap().unwrap();
+        assert_eq!((a.status, a.replies, a.close), (401, 0, true));
     }
 
     #[test]
@@ -516,7 +515,7 @@ mod tests {
         let body = br#"{"replies":[{"publish":{}},{"error":{"code":102,"message":"unknown channel"}},{"publish":{"offset":3,"epoch":"x"}}]}"#;
         let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
         r.extend_from_slice(body);
-        let a = parse_response(&r).unwrap().unwrap();
-        assert_eq!((a.publish_replies, a.errors, a.len), (2, 1, r.len()));
+        let a = parse_response(&r, true).unwrap().unwrap();
+        assert_eq!((a.replies, a.errors, a.len), (3, 1, r.len()));
     }
 }
